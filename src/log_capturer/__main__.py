@@ -1,0 +1,3 @@
+from log_capturer.cli import main
+
+main()

@@ -1,0 +1,344 @@
+"""The configuration schema: every key a user can write in ``config.yaml``.
+
+Each model rejects unknown keys, and each field's description is the user
+documentation (``docs/configuration.md`` is checked against it by a test).
+Durations accept ``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"7d"`` or a number
+of seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Turn ``"5s"``-style text (or a number of seconds) into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like '500ms', '5s', '2m', '1h'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(
+            f"{value!r} is not a duration; write a number with a unit: '500ms', '5s', '2m', '1h', '7d'"
+        )
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+# --- app, server, metrics -------------------------------------------------------------------
+
+
+class AppConfig(Strict):
+    name: str = Field("ssw-logs-capture", description="Service name used in the agent's own logs.")
+    version: str = Field("v0.0.2", description="Version label reported by /health (informational).")
+    environment: str = Field("production", description="Environment label for the agent's own logs.")
+    log_level: Literal["debug", "info", "warn", "warning", "error"] = Field(
+        "info", description="Level of the agent's own logs."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Format of the agent's own logs on stderr: one JSON object per line, or text."
+    )
+    log_file: str = Field("", description="Also write the agent's own logs to this file ('' = stderr only).")
+
+
+class ServerConfig(Strict):
+    enabled: bool = Field(True, description="Serve the API (/health, /stats, /positions).")
+    host: str = Field("0.0.0.0", description="Address the API server binds to.")
+    port: Port = Field(8401, description="API server port.")
+
+
+class MetricsConfig(Strict):
+    enabled: bool = Field(True, description="Serve Prometheus metrics.")
+    host: str = Field("0.0.0.0", description="Address the metrics server binds to.")
+    port: Port = Field(8001, description="Metrics server port; also serves a plain GET /health -> OK.")
+    path: str = Field("/metrics", pattern=r"^/", description="Path of the Prometheus endpoint.")
+
+
+# --- sources --------------------------------------------------------------------------------
+
+
+class FilesConfig(Strict):
+    enabled: bool = Field(True, description="Tail files under watch_directories.")
+    watch_directories: list[str] = Field(
+        default_factory=list, description="Directories to search for log files."
+    )
+    include_patterns: list[str] = Field(
+        default_factory=lambda: ["*.log"],
+        description="Glob patterns a file's name must match (fnmatch, on the base name).",
+    )
+    exclude_patterns: list[str] = Field(
+        default_factory=lambda: ["*.gz", "*.zip", "*.bz2", "*.xz", "*.zst"],
+        description="Glob patterns that exclude a file (base name or full path); "
+        "compressed files by default.",
+    )
+    exclude_directories: list[str] = Field(
+        default_factory=list, description="Directories (and everything below them) never searched."
+    )
+    recursive: bool = Field(True, description="Search sub-directories of watch_directories.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Static labels added to every record from files (e.g. tenant_id for the key).",
+    )
+    read_from: Literal["beginning", "end"] = Field(
+        "beginning",
+        description="Where to start in a file seen for the first time (no saved position).",
+    )
+    poll_interval: Duration = Field(0.1, description="How often idle files are checked for new data.")
+    rescan_interval: Duration = Field(
+        5.0, description="How often watch_directories are searched for new, rotated or removed files."
+    )
+    read_buffer_bytes: int = Field(
+        1 << 20, ge=4096, le=64 << 20, description="Largest read from one file in one go."
+    )
+    max_line_bytes: int = Field(
+        1 << 20,
+        ge=256,
+        description="Longest line kept whole; longer lines are truncated to this size and marked "
+        "'truncated: true' in the record (counted in metrics).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FilesConfig:
+        if self.enabled and not self.include_patterns:
+            raise ValueError("include_patterns is empty, so no file would ever match; add e.g. '*.log'")
+        return self
+
+
+# --- dispatcher and reliability -------------------------------------------------------------
+
+
+class ReprocessingConfig(Strict):
+    enabled: bool = Field(True, description="Replay parked DLQ entries automatically.")
+    interval: Duration = Field(300.0, description="How often the DLQ is checked for entries due.")
+    max_retries: int = Field(3, ge=0, description="Replays of one entry before it stays parked.")
+    initial_delay: Duration = Field(120.0, description="Delay before an entry's first replay.")
+    delay_multiplier: float = Field(2.0, ge=1.0, description="Growth of the delay per attempt.")
+    max_delay: Duration = Field(1800.0, description="Cap on the delay between attempts.")
+    batch_size: int = Field(50, ge=1, description="Entries replayed per round.")
+    timeout: Duration = Field(30.0, description="Time allowed for one replay round.")
+    min_entry_age: Duration = Field(120.0, description="Entries younger than this are not replayed.")
+
+
+class DispatcherDLQConfig(Strict):
+    enabled: bool = Field(True, description="Park lines that cannot be delivered in a local store.")
+    directory: str = Field("./data/dlq", description="Directory of the local DLQ store.")
+    max_size_mb: int = Field(100, ge=1, description="Largest total size of the store.")
+    max_files: int = Field(10, ge=1, description="Most segment files kept in the store.")
+    retention_days: int = Field(7, ge=1, description="Entries older than this are removed.")
+    reprocessing_config: ReprocessingConfig = Field(default_factory=ReprocessingConfig)
+
+
+class DispatcherConfig(Strict):
+    queue_size: int = Field(
+        50000, ge=1, description="Capacity of the dispatcher queue, in lines; sources wait when it is full."
+    )
+    worker_count: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Dispatch threads. Each source is pinned to one worker so its lines keep "
+        "their order. One Python process gains little beyond 2.",
+    )
+    batch_size: int = Field(500, ge=1, description="Most lines handed to the sinks in one call.")
+    batch_timeout: Duration = Field(
+        10.0, description="Longest a partial batch waits for more lines (see flush_on_idle)."
+    )
+    flush_on_idle: bool = Field(
+        True,
+        description="Hand a partial batch to the sinks as soon as the queue is empty instead of "
+        "waiting up to batch_timeout. Keeps latency low at low rates.",
+    )
+    max_retries: int = Field(3, ge=0, description="Retries of a failed sink call before the DLQ.")
+    retry_base_delay: Duration = Field(5.0, description="First retry delay; doubles per attempt.")
+    drain_timeout: Duration = Field(
+        30.0,
+        description="On shutdown, how long to wait for in-flight lines to be acknowledged. "
+        "Lines not acknowledged by then are not checkpointed and are read again on restart.",
+    )
+    dlq_config: DispatcherDLQConfig = Field(default_factory=DispatcherDLQConfig)
+
+
+# --- Kafka sink -----------------------------------------------------------------------------
+
+
+class PartitioningConfig(Strict):
+    enabled: bool = Field(True, description="Key messages so that one key stays on one partition.")
+    strategy: Literal["hash", "round-robin", "random", "manual"] = Field(
+        "hash",
+        description="hash: murmur2 of the key, as Java clients do; round-robin and random ignore "
+        "the key for placement; manual: the key_field value is the partition number.",
+    )
+    key_field: str = Field(
+        "tenant_id",
+        description="Label or parsed field whose value is the message key (falls back to source_id).",
+    )
+
+
+class AuthConfig(Strict):
+    enabled: bool = Field(False, description="Authenticate with SASL.")
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-256", description="SASL mechanism."
+    )
+    username: str = Field("", description="SASL user (KAFKA_USERNAME overrides).")
+    password: SecretStr = Field(
+        SecretStr(""), description="SASL password (KAFKA_PASSWORD overrides). Never logged."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AuthConfig:
+        if self.enabled and not self.username:
+            raise ValueError("auth is enabled but username is empty; set it or KAFKA_USERNAME")
+        if self.enabled and not self.password.get_secret_value():
+            raise ValueError("auth is enabled but password is empty; set it or KAFKA_PASSWORD")
+        return self
+
+
+class TLSConfig(Strict):
+    enabled: bool = Field(False, description="Connect with TLS.")
+    verify_certificate: bool = Field(True, description="Verify the broker certificate and host name.")
+    ca_file: str = Field("", description="PEM file of the CA that signed the broker certificate.")
+    cert_file: str = Field("", description="Client certificate (PEM) for mutual TLS.")
+    key_file: str = Field("", description="Client private key (PEM) for mutual TLS.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TLSConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together for mutual TLS; set both or neither")
+        return self
+
+
+class KafkaDLQConfig(Strict):
+    enabled: bool = Field(True, description="Send records Kafka rejects permanently to the DLQ topic.")
+    topic: str = Field("logs-dlq", description="The DLQ topic.")
+    send_on_error: bool = Field(True, description="Records rejected permanently go to the DLQ.")
+    send_on_timeout: bool = Field(
+        True,
+        description="Records still undelivered after the sink's 'timeout' go to the DLQ instead of "
+        "being retried in place.",
+    )
+
+
+class BackpressureConfig(Strict):
+    enabled: bool = Field(True, description="React to the sink queue filling up.")
+    queue_warning_threshold: float = Field(0.75, gt=0, le=1, description="Log and count.")
+    queue_critical_threshold: float = Field(0.90, gt=0, le=1, description="Slow the sources down.")
+    queue_emergency_threshold: float = Field(0.95, gt=0, le=1, description="Overflow to the DLQ.")
+    timeout_escalation: bool = Field(
+        True, description="Grow the wait of a blocked source step by step while the queue stays full."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> BackpressureConfig:
+        if not (
+            self.queue_warning_threshold <= self.queue_critical_threshold <= self.queue_emergency_threshold
+        ):
+            raise ValueError(
+                "thresholds must satisfy queue_warning_threshold <= queue_critical_threshold "
+                "<= queue_emergency_threshold"
+            )
+        return self
+
+
+class PriorityRoutingConfig(Strict):
+    enabled: bool = Field(True, description="Route records to topics by level.")
+    high_topic: str = Field("logs-high-priority", description="ERROR, FATAL, CRITICAL.")
+    normal_topic: str = Field("logs-normal-priority", description="WARN, INFO.")
+    low_topic: str = Field("logs-low-priority", description="DEBUG, TRACE.")
+
+
+class KafkaSinkConfig(Strict):
+    enabled: bool = Field(False, description="Ship records to Kafka.")
+    brokers: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:9092"],
+        min_length=1,
+        description="Bootstrap brokers, host:port (KAFKA_BROKERS overrides, comma-separated).",
+    )
+    topic: str = Field("logs", min_length=1, description="Topic for records with no or unknown level.")
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "snappy", description="Batch compression codec (KAFKA_COMPRESSION overrides)."
+    )
+    max_message_bytes: int = Field(
+        1048576, ge=1024, le=1_000_000_000, description="Largest record; larger ones go to the DLQ."
+    )
+    required_acks: Literal[0, 1, -1] = Field(
+        1, description="0 = none, 1 = leader, -1 = all in-sync replicas (enables idempotence)."
+    )
+    batch_size: int = Field(
+        1000, ge=1, le=1_000_000, description="Most records per partition batch (KAFKA_BATCH_SIZE overrides)."
+    )
+    batch_timeout: Duration = Field(
+        5.0, description="Longest a record waits for its batch to fill (librdkafka linger.ms)."
+    )
+    queue_size: int = Field(
+        50000, ge=1, le=10_000_000, description="Records the producer may hold unacknowledged."
+    )
+    timeout: Duration = Field(
+        30.0,
+        description="Time for one delivery attempt (librdkafka message.timeout.ms). A record not "
+        "delivered in time is retried (or sent to the DLQ if dlq_config.send_on_timeout).",
+    )
+    retry_max: int = Field(3, ge=0, description="Producer retries of one request (librdkafka retries).")
+    partitioning: PartitioningConfig = Field(default_factory=PartitioningConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    dlq_config: KafkaDLQConfig = Field(default_factory=KafkaDLQConfig)
+    backpressure_config: BackpressureConfig = Field(default_factory=BackpressureConfig)
+    priority_routing: PriorityRoutingConfig = Field(default_factory=PriorityRoutingConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSinkConfig:
+        if self.batch_timeout > 900:
+            raise ValueError("batch_timeout can be at most 900s (librdkafka linger.ms limit)")
+        if self.timeout < 1:
+            raise ValueError("timeout must be at least 1s")
+        return self
+
+
+class SinksConfig(Strict):
+    kafka: KafkaSinkConfig = Field(default_factory=KafkaSinkConfig)
+
+
+# --- positions, processing ------------------------------------------------------------------
+
+
+class PositionsConfig(Strict):
+    enabled: bool = Field(True, description="Remember read positions across restarts.")
+    directory: str = Field("./data/positions", description="Directory of the position files.")
+    flush_interval: Duration = Field(
+        10.0, description="How often acknowledged positions are written (and always on shutdown)."
+    )
+
+
+class ProcessingConfig(Strict):
+    enabled: bool = Field(False, description="Run processing pipelines.")
+    pipelines_file: str = Field("", description="YAML file of processing pipelines.")
+
+
+class Config(Strict):
+    app: AppConfig = Field(default_factory=AppConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    files_config: FilesConfig = Field(default_factory=FilesConfig)
+    dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
+    sinks: SinksConfig = Field(default_factory=SinksConfig)
+    positions: PositionsConfig = Field(default_factory=PositionsConfig)
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)

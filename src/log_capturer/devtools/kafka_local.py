@@ -1,0 +1,470 @@
+"""A real Apache Kafka (KRaft) cluster on loopback, run from Maven Central jars.
+
+The jars are resolved once with Maven into a user cache directory
+(``$LOG_CAPTURER_CACHE``, else ``$XDG_CACHE_HOME/log-capturer``, else
+``~/.cache/log-capturer``). A cluster lives in a work directory holding one
+folder per node (``server.properties``, data, ``server.log``) and a
+``cluster.json`` state file, so ``up`` is idempotent and ``down``/``status``
+work from another process.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+KAFKA_VERSION = "4.1.1"
+LOG4J_VERSION = "2.24.3"
+STATE_FILE = "cluster.json"
+
+
+class LocalKafkaError(RuntimeError):
+    """The local broker could not be fetched, started or reached; the message carries its log."""
+
+
+def cache_home() -> Path:
+    """Where downloaded jars and the default cluster live."""
+    explicit = os.environ.get("LOG_CAPTURER_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "log-capturer"
+
+
+def default_workdir() -> Path:
+    return cache_home() / "cluster"
+
+
+def ensure_jars(version: str = KAFKA_VERSION, log: Callable[[str], None] = print) -> Path:
+    """Return the directory holding the broker's runtime jars, fetching them once with Maven."""
+    libs = cache_home() / f"kafka-{version}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalKafkaError("Maven ('mvn') is not on PATH; install it (apt-get install maven)")
+    log(f"fetching Apache Kafka {version} jars from Maven Central into {libs} (once)")
+    pom_text = (
+        resources.files("log_capturer.devtools")
+        .joinpath("resources/pom.xml")
+        .read_text()
+        .replace("@KAFKA_VERSION@", version)
+        .replace("@LOG4J_VERSION@", LOG4J_VERSION)
+    )
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
+    try:
+        pom = staging / "pom.xml"
+        pom.write_text(pom_text)
+        out = staging / "jars"
+        proc = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={out}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0 or not any(out.glob("kafka_2.13-*.jar")):
+            raise LocalKafkaError(
+                f"Maven could not fetch Kafka {version}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
+        if libs.exists():
+            shutil.rmtree(libs)
+        out.rename(libs)
+        marker.write_text(version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class NodeState:
+    node_id: int
+    port: int
+    controller_port: int
+    pid: int | None = None
+
+
+@dataclass
+class ClusterState:
+    version: str
+    cluster_id: str
+    nodes: list[NodeState] = field(default_factory=list)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+
+def _pid_alive(pid: int | None, workdir: Path) -> bool:
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"kafka.Kafka" in cmdline and str(workdir).encode() in cmdline
+
+
+class LocalKafka:
+    """One local cluster of 1 or 3 combined broker+controller nodes in ``workdir``."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        nodes: int = 1,
+        port: int = 9092,
+        controller_ports: list[int] | None = None,
+        version: str = KAFKA_VERSION,
+        heap: str = "512m",
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if nodes not in (1, 3):
+            raise ValueError("nodes must be 1 or 3")
+        self.workdir = (workdir or default_workdir()).resolve()
+        self.nodes = nodes
+        self.port = port
+        self.controller_ports = controller_ports
+        self.version = version
+        self.heap = heap
+        self.log = log
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.workdir / STATE_FILE
+
+    def load_state(self) -> ClusterState | None:
+        try:
+            raw = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return ClusterState(
+            version=raw["version"],
+            cluster_id=raw["cluster_id"],
+            nodes=[NodeState(**n) for n in raw["nodes"]],
+        )
+
+    def _save_state(self, state: ClusterState) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2))
+        tmp.replace(self.state_path)
+
+    def node_dir(self, node_id: int) -> Path:
+        return self.workdir / f"node-{node_id}"
+
+    def node_log(self, node_id: int) -> Path:
+        return self.node_dir(node_id) / "server.log"
+
+    # -- configuration -------------------------------------------------------------------------
+    def _plan(self) -> ClusterState:
+        ctrl = self.controller_ports or [self.port + 100 + i for i in range(self.nodes)]
+        if len(ctrl) != self.nodes:
+            raise ValueError("one controller port per node is needed")
+        nodes = [NodeState(i + 1, self.port + i, ctrl[i]) for i in range(self.nodes)]
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        return ClusterState(self.version, cluster_id, nodes)
+
+    def _server_properties(self, state: ClusterState, node: NodeState) -> str:
+        n = len(state.nodes)
+        voters = ",".join(f"{x.node_id}@127.0.0.1:{x.controller_port}" for x in state.nodes)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(node.node_id),
+            "controller.quorum.voters": voters,
+            "controller.listener.names": "CONTROLLER",
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.node_dir(node.node_id) / "data"),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "default.replication.factor": str(n),
+            "min.insync.replicas": "2" if n == 3 else "1",
+            "offsets.topic.replication.factor": str(n),
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": str(n),
+            "transaction.state.log.min.isr": "2" if n == 3 else "1",
+            "share.coordinator.state.topic.replication.factor": str(n),
+            "share.coordinator.state.topic.min.isr": "2" if n == 3 else "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "broker.heartbeat.interval.ms": "500",
+            "broker.session.timeout.ms": "3000",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+        }
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _java(self, libs: Path, main: str, *args: str, heap: str | None = None) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise LocalKafkaError("Java ('java', 17 or newer) is not on PATH")
+        log4j = self.workdir / "log4j2.properties"
+        cmd = [java]
+        if heap:
+            cmd += [f"-Xms{min_heap(heap)}", f"-Xmx{heap}"]
+        cmd += [
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={self.workdir}",
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
+        ]
+        return cmd
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def up(self, timeout: float = 90.0) -> str:
+        """Start the cluster (or find it running) and return its bootstrap address."""
+        state = self.load_state()
+        if state is not None:
+            if len(state.nodes) != self.nodes:
+                raise LocalKafkaError(
+                    f"a {len(state.nodes)}-node cluster already exists in {self.workdir}; "
+                    "run 'log-capturer kafka down --purge' first"
+                )
+            if all(_pid_alive(n.pid, self.workdir) for n in state.nodes) and self._answers(state, 5):
+                return state.bootstrap
+        libs = ensure_jars(self.version, self.log)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "log4j2.properties").write_text(
+            resources.files("log_capturer.devtools").joinpath("resources/log4j2.properties").read_text()
+        )
+        if state is None:
+            state = self._plan()
+            for node in state.nodes:
+                for p in (node.port, node.controller_port):
+                    if port_in_use(p):
+                        raise LocalKafkaError(
+                            f"port {p} on 127.0.0.1 is already in use; choose another with --port"
+                        )
+            for node in state.nodes:
+                self._format(libs, state, node)
+            self._save_state(state)
+        for node in state.nodes:
+            if not _pid_alive(node.pid, self.workdir):
+                node.pid = self._spawn(libs, node)
+        self._save_state(state)
+        self._wait_ready(state, timeout)
+        return state.bootstrap
+
+    def _format(self, libs: Path, state: ClusterState, node: NodeState) -> None:
+        ndir = self.node_dir(node.node_id)
+        ndir.mkdir(parents=True, exist_ok=True)
+        props = ndir / "server.properties"
+        props.write_text(self._server_properties(state, node))
+        proc = subprocess.run(
+            self._java(
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                state.cluster_id,
+                "-c",
+                str(props),
+                heap="256m",
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise LocalKafkaError(
+                f"formatting node {node.node_id} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
+
+    def _spawn(self, libs: Path, node: NodeState) -> int:
+        ndir = self.node_dir(node.node_id)
+        logf = self.node_log(node.node_id).open("ab")
+        try:
+            proc = subprocess.Popen(
+                self._java(libs, "kafka.Kafka", str(ndir / "server.properties"), heap=self.heap),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=ndir,
+            )
+        finally:
+            logf.close()
+        # Wait for exec(): until then /proc/<pid>/cmdline still shows this Python process.
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and not _pid_alive(proc.pid, self.workdir):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        return proc.pid
+
+    def _answers(self, state: ClusterState, timeout: float) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        conf: dict[str, Any] = {
+            "bootstrap.servers": state.bootstrap,
+            "log_level": 0,
+            "logger": _silent_logger(),
+        }
+        admin = AdminClient(conf)
+        try:
+            md = admin.list_topics(timeout=timeout)
+        except Exception:
+            return False
+        return len(md.brokers) == len(state.nodes)
+
+    def _wait_ready(self, state: ClusterState, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dead = [n for n in state.nodes if not _pid_alive(n.pid, self.workdir)]
+            if dead:
+                raise LocalKafkaError(
+                    f"Kafka node {dead[0].node_id} exited during start-up; its log:\n"
+                    + self.log_tail(node_id=dead[0].node_id)
+                )
+            if self._answers(state, 2):
+                return
+            time.sleep(0.5)
+        raise LocalKafkaError(
+            f"Kafka did not answer at {state.bootstrap} within {timeout:.0f}s; logs:\n" + self.log_tail()
+        )
+
+    def stop_node(self, node_id: int, sig: int = signal.SIGTERM, wait: float = 30.0) -> None:
+        """Stop one node (SIGTERM for a clean stop, SIGKILL for a crash) and wait for it to exit."""
+        state = self.load_state()
+        if state is None:
+            return
+        for node in state.nodes:
+            if node.node_id == node_id and _pid_alive(node.pid, self.workdir):
+                assert node.pid is not None
+                _signal_and_wait(node.pid, sig, wait, self.workdir)
+                node.pid = None
+        self._save_state(state)
+
+    def start_node(self, node_id: int, timeout: float = 90.0) -> None:
+        """Start one stopped node again and wait until the cluster answers."""
+        state = self.load_state()
+        if state is None:
+            raise LocalKafkaError(f"no cluster in {self.workdir}")
+        libs = ensure_jars(self.version, self.log)
+        for node in state.nodes:
+            if node.node_id == node_id and not _pid_alive(node.pid, self.workdir):
+                node.pid = self._spawn(libs, node)
+        self._save_state(state)
+        self._wait_ready(state, timeout)
+
+    def down(self, purge: bool = False, wait: float = 30.0) -> bool:
+        """Stop every node; with ``purge`` also delete the data. Returns whether anything ran."""
+        state = self.load_state()
+        ran = False
+        if state is not None:
+            for node in state.nodes:
+                if _pid_alive(node.pid, self.workdir):
+                    assert node.pid is not None
+                    ran = True
+                    _signal_and_wait(node.pid, signal.SIGTERM, wait, self.workdir)
+                node.pid = None
+            self._save_state(state)
+        if purge and self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        return ran
+
+    def status(self) -> dict[str, object]:
+        state = self.load_state()
+        if state is None:
+            return {"workdir": str(self.workdir), "state": "absent", "nodes": []}
+        nodes = [
+            {"node_id": n.node_id, "port": n.port, "pid": n.pid, "running": _pid_alive(n.pid, self.workdir)}
+            for n in state.nodes
+        ]
+        running = all(bool(n["running"]) for n in nodes)
+        answering = running and self._answers(state, 3)
+        return {
+            "workdir": str(self.workdir),
+            "version": state.version,
+            "bootstrap": state.bootstrap,
+            "state": "up" if answering else ("starting" if running else "down"),
+            "nodes": nodes,
+        }
+
+    def log_tail(self, lines: int = 80, node_id: int | None = None) -> str:
+        parts = []
+        ids = [node_id] if node_id else sorted(int(p.name.split("-")[1]) for p in self.workdir.glob("node-*"))
+        for nid in ids:
+            try:
+                text = self.node_log(nid).read_text(errors="replace").splitlines()[-lines:]
+            except OSError as exc:
+                text = [f"<no log: {exc}>"]
+            parts.append(f"--- node {nid}: {self.node_log(nid)} ---\n" + "\n".join(text))
+        return "\n".join(parts)
+
+
+def min_heap(heap: str) -> str:
+    return "256m" if heap.endswith("m") and int(heap[:-1]) >= 256 else heap
+
+
+def _signal_and_wait(pid: int, sig: int, wait: float, workdir: Path) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and _pid_alive(pid, workdir):
+        _reap(pid)
+        time.sleep(0.1)
+    if _pid_alive(pid, workdir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _pid_alive(pid, workdir):
+            _reap(pid)
+            time.sleep(0.05)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect a child's exit status if we spawned it, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _silent_logger() -> object:
+    import logging
+
+    logger = logging.getLogger("log_capturer.devtools.librdkafka")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger

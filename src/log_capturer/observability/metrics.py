@@ -1,0 +1,101 @@
+"""Every Prometheus metric the agent exports, defined once.
+
+Each agent owns a :class:`Metrics` with its own registry, so several agents
+(or tests) in one process never collide. Hot-path code updates counters once
+per chunk or batch, never once per line.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_SIZE_BUCKETS = (64, 128, 256, 512, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        # --- agent-wide --------------------------------------------------------------------
+        self.logs_processed = Counter(
+            "logs_processed_total",
+            "Lines read from sources and accepted by the dispatcher.",
+            ["source_type", "source_id", "pipeline"],
+            registry=r,
+        )
+        self.logs_sent = Counter(
+            "logs_sent_total",
+            "Lines acknowledged by a sink (status=success) or parked (status=dlq).",
+            ["sink_type", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "errors_total",
+            "Errors by component and type.",
+            ["component", "error_type"],
+            registry=r,
+        )
+        self.dispatcher_queue_utilization = Gauge(
+            "dispatcher_queue_utilization",
+            "Dispatcher queue fill, 0.0-1.0.",
+            registry=r,
+        )
+        self.files_monitored = Gauge("files_monitored", "Files currently tailed.", registry=r)
+        self.lines_truncated = Counter(
+            "logs_truncated_total",
+            "Lines longer than max_line_bytes, truncated.",
+            ["source_type"],
+            registry=r,
+        )
+        # --- Kafka -------------------------------------------------------------------------
+        self.kafka_messages_produced = Counter(
+            "kafka_messages_produced_total",
+            "Records delivered (success) or failed (error) per topic.",
+            ["topic", "status"],
+            registry=r,
+        )
+        self.kafka_producer_errors = Counter(
+            "kafka_producer_errors_total",
+            "Producer errors per topic and error type.",
+            ["topic", "error_type"],
+            registry=r,
+        )
+        self.kafka_queue_size = Gauge(
+            "kafka_queue_size",
+            "Records held by the producer, not yet acknowledged.",
+            ["sink_name"],
+            registry=r,
+        )
+        self.kafka_queue_utilization = Gauge(
+            "kafka_queue_utilization",
+            "Producer queue fill, 0.0-1.0.",
+            ["sink_name"],
+            registry=r,
+        )
+        self.kafka_connection_status = Gauge(
+            "kafka_connection_status",
+            "1 when the broker connection is up, 0 when down.",
+            ["broker", "sink_name"],
+            registry=r,
+        )
+        self.kafka_batch_size = Histogram(
+            "kafka_batch_size_messages",
+            "Records per dispatched batch.",
+            ["topic"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.kafka_batch_send_duration = Histogram(
+            "kafka_batch_send_duration_seconds",
+            "Time from produce to the last delivery report of a chunk.",
+            ["topic"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.kafka_dlq_messages = Counter(
+            "kafka_dlq_messages_total",
+            "Records sent to the dead-letter queue, by reason.",
+            ["topic", "reason"],
+            registry=r,
+        )

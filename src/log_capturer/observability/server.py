@@ -1,0 +1,119 @@
+"""HTTP endpoints, served by aiohttp on a background event loop.
+
+API server (``server.port``, 8401): ``GET /health`` (JSON, 503 unless
+healthy), ``GET /stats``, ``GET /positions``. Metrics server
+(``metrics.port``, 8001): ``GET <metrics.path>`` (Prometheus text) and a plain
+``GET /health`` answering ``OK``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+JsonProvider = Callable[[], dict[str, Any]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data, default=str), status=status, content_type="application/json")
+
+
+def build_api_app(health: JsonProvider, stats: JsonProvider, positions: JsonProvider) -> web.Application:
+    async def get_health(_: web.Request) -> web.Response:
+        h = health()
+        return _json(h, 200 if h.get("status") == "healthy" else 503)
+
+    async def get_stats(_: web.Request) -> web.Response:
+        return _json(stats())
+
+    async def get_positions(_: web.Request) -> web.Response:
+        return _json(positions())
+
+    app = web.Application()
+    app.router.add_get("/health", get_health)
+    app.router.add_get("/stats", get_stats)
+    app.router.add_get("/positions", get_positions)
+    return app
+
+
+def build_metrics_app(registry: CollectorRegistry, path: str) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    app = web.Application()
+    app.router.add_get(path, metrics)
+    app.router.add_get("/health", ok)
+    return app
+
+
+class HttpServers:
+    """Runs aiohttp applications on one event loop in a daemon thread."""
+
+    def __init__(self) -> None:
+        self._apps: list[tuple[web.Application, str, int]] = []
+        self._loop = asyncio.new_event_loop()
+        self._runners: list[web.AppRunner] = []
+        self._thread: threading.Thread | None = None
+        self.bound: list[tuple[str, int]] = []
+
+    def add(self, app: web.Application, host: str, port: int) -> None:
+        self._apps.append((app, host, port))
+
+    def start(self) -> None:
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        async def boot() -> None:
+            for app, host, port in self._apps:
+                runner = web.AppRunner(app, access_log=None)
+                await runner.setup()
+                site = web.TCPSite(runner, host, port, reuse_address=True)
+                await site.start()
+                self._runners.append(runner)
+                self.bound.append((host, port))
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(boot())
+            except BaseException as exc:
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="http", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if errors:
+            raise errors[0]
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+
+        async def shutdown() -> None:
+            for r in self._runners:
+                await r.cleanup()
+
+        fut = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+        try:
+            fut.result(10)
+        except Exception:
+            log.exception("HTTP server shutdown failed")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

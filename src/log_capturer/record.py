@@ -1,0 +1,124 @@
+"""Chunks of lines and their acknowledgement.
+
+The unit that flows from a source to the sinks is a :class:`Chunk`: the lines a
+source read in one go from one origin (a file, a container, a request), with
+one read time, and one position that the source may checkpoint once *every*
+line of the chunk has been delivered (or durably parked in the DLQ).
+
+Sinks acknowledge lines, not chunks: each delivery report calls
+:meth:`Chunk.ack`. When the chunk's count reaches zero it tells its
+:class:`~log_capturer.pipeline.checkpoints.Checkpoint`, which moves the
+source's committed position over the longest prefix of finished chunks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(eq=False)
+class Origin:
+    """Where lines come from: constant for every line of a source, encoded once."""
+
+    source_type: str
+    source_id: str
+    labels: dict[str, str] = field(default_factory=dict)
+    #: '"source_type":...,"source_id":...,"labels":{...}' as JSON bytes, for the record encoder.
+    encoded: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.reencode()
+
+    def reencode(self) -> None:
+        self.encoded = (
+            b'"source_type":'
+            + orjson.dumps(self.source_type)
+            + b',"source_id":'
+            + orjson.dumps(self.source_id)
+            + b',"labels":'
+            + orjson.dumps(self.labels)
+        )
+
+
+class Chunk:
+    """Lines read together from one origin, acknowledged as a whole."""
+
+    __slots__ = (
+        "_done_cb",
+        "_lock",
+        "done",
+        "end",
+        "keys",
+        "levels",
+        "lines",
+        "meta",
+        "origin",
+        "pending",
+        "read_time_ns",
+        "start",
+        "truncated",
+    )
+
+    def __init__(
+        self,
+        origin: Origin,
+        lines: list[str],
+        start: int = 0,
+        end: int = 0,
+        read_time_ns: int | None = None,
+        meta: list[dict[str, Any] | None] | None = None,
+    ) -> None:
+        self.origin = origin
+        self.lines = lines
+        #: Source position range covered by the lines (bytes for files).
+        self.start = start
+        self.end = end
+        self.read_time_ns = time.time_ns() if read_time_ns is None else read_time_ns
+        #: Per-line extra fields from the source (``None`` when no line has any).
+        self.meta = meta
+        #: Indexes of lines that were truncated by the source.
+        self.truncated: frozenset[int] = frozenset()
+        #: Filled by the analyzer: normalised level and partition-key value of each line.
+        self.levels: list[str] = []
+        self.keys: list[str | None] | None = None
+        self.pending = 0
+        self.done = False
+        self._done_cb: Callable[[Chunk], None] | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def expect(self, acks: int, on_done: Callable[[Chunk], None] | None) -> None:
+        """Arm the chunk: ``acks`` acknowledgements finish it, then ``on_done(chunk)`` runs."""
+        with self._lock:
+            self.pending = acks
+            self._done_cb = on_done
+            self.done = acks <= 0
+        if self.done and on_done is not None:
+            on_done(self)
+
+    def on_done(self, callback: Callable[[Chunk], None] | None) -> None:
+        """Set the completion callback; runs at once if the chunk is already finished."""
+        with self._lock:
+            self._done_cb = callback
+            finished = self.done
+        if finished and callback is not None:
+            callback(self)
+
+    def ack(self, n: int = 1) -> None:
+        """Acknowledge ``n`` lines (delivered, or durably parked)."""
+        with self._lock:
+            self.pending -= n
+            finished = self.pending <= 0 and not self.done
+            if finished:
+                self.done = True
+            cb = self._done_cb
+        if finished and cb is not None:
+            cb(self)

@@ -1,0 +1,64 @@
+"""The contract every sink implements.
+
+A sink receives batches of chunks whose lines are already analysed (levels,
+keys). ``send`` may block (that is backpressure) but never raises for a
+delivery problem: the sink owns retries and the dead-letter path, and
+acknowledges every line exactly once through :meth:`Chunk.ack` when it was
+delivered or durably parked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from log_capturer.record import Chunk
+
+Status = Literal["healthy", "degraded", "unhealthy"]
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class SinkHealth:
+    name: str
+    status: Status
+    message: str
+    last_check: str = field(default_factory=utc_now_iso)
+    details: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "name": self.name,
+            "status": self.status,
+            "message": self.message,
+            "last_check": self.last_check,
+        }
+        out.update(self.details)
+        return out
+
+
+class Sink(Protocol):
+    name: str
+    sink_type: str
+
+    def start(self) -> None:
+        """Connect and start background work. Must not block on the network for long."""
+
+    def send(self, chunks: list[Chunk]) -> None:
+        """Take responsibility for every line of ``chunks``; acknowledge each line later."""
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for outstanding lines; return how many are still pending."""
+
+    def stop(self, timeout: float) -> None:
+        """Flush for up to ``timeout`` seconds, then release resources."""
+
+    def health(self) -> SinkHealth:
+        """Current state, for /health."""
+
+    def stats(self) -> dict[str, object]:
+        """Counters for /stats."""

@@ -1,0 +1,75 @@
+"""Mapping of ``sinks.kafka`` onto librdkafka producer properties.
+
+| key | librdkafka property |
+|---|---|
+| brokers | bootstrap.servers |
+| compression | compression.type |
+| required_acks | acks (-1 -> all, and enable.idempotence=true) |
+| batch_size | batch.num.messages |
+| batch_timeout | linger.ms |
+| queue_size | queue.buffering.max.messages |
+| timeout | message.timeout.ms (and request.timeout.ms, capped at 30 s) |
+| retry_max | retries |
+| max_message_bytes | message.max.bytes (plus record overhead) |
+| partitioning.strategy=hash | partitioner=murmur2_random (Java client compatible) |
+| auth.* | security.protocol, sasl.mechanism, sasl.username, sasl.password |
+| tls.* | security.protocol, ssl.ca.location, ssl.certificate.location, ssl.key.location, |
+|       | enable.ssl.certificate.verification, ssl.endpoint.identification.algorithm |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from log_capturer.config.schema import KafkaSinkConfig
+
+#: Room for the record batch header and per-record overhead on top of the value.
+RECORD_OVERHEAD = 512
+
+
+def producer_config(cfg: KafkaSinkConfig, client_id: str = "log-capturer") -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": ",".join(cfg.brokers),
+        "client.id": client_id,
+        "compression.type": cfg.compression,
+        "acks": "all" if cfg.required_acks == -1 else str(cfg.required_acks),
+        "enable.idempotence": cfg.required_acks == -1,
+        "batch.num.messages": cfg.batch_size,
+        "linger.ms": int(cfg.batch_timeout * 1000),
+        "queue.buffering.max.messages": cfg.queue_size,
+        "message.timeout.ms": int(cfg.timeout * 1000),
+        "request.timeout.ms": int(min(cfg.timeout, 30.0) * 1000),
+        "retries": cfg.retry_max if cfg.required_acks != -1 else max(cfg.retry_max, 1),
+        "message.max.bytes": cfg.max_message_bytes + RECORD_OVERHEAD,
+        "partitioner": "murmur2_random",
+        # A dead connection should be noticed quickly: health reflects it within seconds.
+        "socket.keepalive.enable": True,
+        "reconnect.backoff.max.ms": 2000,
+        "topic.metadata.refresh.interval.ms": 30000,
+    }
+    protocol = "PLAINTEXT"
+    if cfg.auth.enabled and cfg.tls.enabled:
+        protocol = "SASL_SSL"
+    elif cfg.auth.enabled:
+        protocol = "SASL_PLAINTEXT"
+    elif cfg.tls.enabled:
+        protocol = "SSL"
+    conf["security.protocol"] = protocol
+    if cfg.auth.enabled:
+        conf["sasl.mechanism"] = cfg.auth.mechanism
+        conf["sasl.username"] = cfg.auth.username
+        conf["sasl.password"] = cfg.auth.password.get_secret_value()
+    if cfg.tls.enabled:
+        if cfg.tls.ca_file:
+            conf["ssl.ca.location"] = cfg.tls.ca_file
+        if cfg.tls.cert_file:
+            conf["ssl.certificate.location"] = cfg.tls.cert_file
+            conf["ssl.key.location"] = cfg.tls.key_file
+        conf["enable.ssl.certificate.verification"] = cfg.tls.verify_certificate
+        conf["ssl.endpoint.identification.algorithm"] = "https" if cfg.tls.verify_certificate else "none"
+    return conf
+
+
+def redacted(conf: dict[str, Any]) -> dict[str, Any]:
+    """The producer config with secrets masked, safe to log."""
+    return {k: ("***" if "password" in k or k.endswith(".pem") else v) for k, v in conf.items()}

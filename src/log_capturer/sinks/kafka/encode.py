@@ -1,0 +1,66 @@
+"""The JSON record written to Kafka, built with byte templates.
+
+Shape (one object per line)::
+
+    {"timestamp": "2026-11-25T06:40:00.123456789Z",   # when the line was read, RFC 3339, ns
+     "message": "<the original line>",
+     "level": "error",                                  # "" when no level was found
+     "source_type": "file", "source_id": "/var/log/app.log",
+     "labels": {...},                                   # the source's labels
+     "fields": {...},                                   # values extracted from the line
+     "truncated": true}                                 # only when the line was cut
+
+The constant parts (origin, level) are encoded once per chunk; per line only
+the message and fields are serialised, with orjson.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from log_capturer.record import Chunk
+
+_dumps = orjson.dumps
+LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
+
+
+def rfc3339_ns(ns: int) -> str:
+    sec, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+
+
+def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
+    """Encode every line of an analysed chunk as a record."""
+    origin = chunk.origin
+    head = b'{"timestamp":"' + rfc3339_ns(chunk.read_time_ns).encode() + b'","message":'
+    tails = {
+        lvl: b',"level":"' + lvl.encode() + b'",' + origin.encoded + b',"fields":'
+        for lvl in set(chunk.levels)
+    }
+    keys = chunk.keys
+    meta = chunk.meta
+    truncated = chunk.truncated
+    out: list[bytes] = []
+    append = out.append
+    if keys is None and meta is None and not truncated:
+        for line, lvl in zip(chunk.lines, chunk.levels, strict=True):
+            append(head + _dumps(line) + tails[lvl] + b"{}}")
+        return out
+    key_prefix = b'{"' + key_field.encode() + b'":' if key_field else b""
+    for i, (line, lvl) in enumerate(zip(chunk.lines, chunk.levels, strict=True)):
+        extra = meta[i] if meta is not None else None
+        k = keys[i] if keys is not None else None
+        if extra:
+            fields = dict(extra)
+            if k is not None and key_field:
+                fields[key_field] = k
+            fb = _dumps(fields)
+        elif k is not None:
+            fb = key_prefix + _dumps(k) + b"}"
+        else:
+            fb = b"{}"
+        rec = head + _dumps(line) + tails[lvl] + fb
+        append(rec + (b',"truncated":true}' if i in truncated else b"}"))
+    return out

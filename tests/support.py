@@ -1,0 +1,233 @@
+"""Helpers shared by the tests: waiting, consuming Kafka, running the agent as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from log_capturer.devtools.kafka_local import free_port
+from log_capturer.devtools.topics import TOPICS, TopicSpec, create_topics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll ``pred`` until it returns a truthy value; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+    def json(self) -> dict[str, Any]:
+        return orjson.loads(self.value)  # type: ignore[no-any-return]
+
+
+def topic_set(prefix: str) -> dict[str, str]:
+    """Names of a test's private copies of the five topics."""
+    return {t.name: f"{prefix}-{t.name}" for t in TOPICS}
+
+
+def create_prefixed_topics(
+    bootstrap: str, prefix: str, replication_factor: int = 1, min_isr: int | None = None
+) -> dict[str, str]:
+    names = topic_set(prefix)
+    specs = tuple(TopicSpec(names[t.name], t.partitions, t.retention_days, t.purpose) for t in TOPICS)
+    create_topics(bootstrap, replication_factor, min_isr, topics=specs)
+    return names
+
+
+def consume_all(
+    bootstrap: str,
+    topics: Iterable[str],
+    expected: int | None = None,
+    timeout: float = 120.0,
+    group: str | None = None,
+) -> list[Rec]:
+    """Every record in ``topics`` from the beginning up to the high watermarks.
+
+    With ``expected``, keeps re-reading the watermarks until at least that many
+    records exist (or ``timeout`` passes), so a test can wait for the agent.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or f"verify-{os.getpid()}-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        }
+    )
+    try:
+        md = consumer.list_topics(timeout=30)
+        parts = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
+        deadline = time.monotonic() + timeout
+        while True:
+            highs = {
+                (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in parts
+            }
+            total = sum(highs.values())
+            if expected is None or total >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        consumer.assign([TopicPartition(tp.topic, tp.partition, 0) for tp in parts])
+        out: list[Rec] = []
+        remaining = {k for k, h in highs.items() if h > 0}
+        read_deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < read_deadline:
+            for m in consumer.consume(10000, 1.0):
+                if m.error():
+                    continue
+                out.append(Rec(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+                if m.offset() + 1 >= highs[(m.topic(), m.partition())]:
+                    remaining.discard((m.topic(), m.partition()))
+        assert not remaining, f"could not read partitions {remaining} up to their watermarks"
+        return out
+    finally:
+        consumer.close()
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def agent_config(tmp: Path, bootstrap: str, topics: dict[str, str], **sections: Any) -> dict[str, Any]:
+    """A config for one test agent: its own ports, directories and topics."""
+    cfg: dict[str, Any] = {
+        "app": {"log_format": "json", "log_level": "info"},
+        "server": {"host": "127.0.0.1", "port": free_port()},
+        "metrics": {"host": "127.0.0.1", "port": free_port()},
+        "files_config": {
+            "watch_directories": [str(tmp / "logs")],
+            "rescan_interval": "500ms",
+            "poll_interval": "50ms",
+        },
+        "dispatcher": {"dlq_config": {"directory": str(tmp / "dlq")}, "drain_timeout": "30s"},
+        "positions": {"directory": str(tmp / "positions"), "flush_interval": "500ms"},
+        "sinks": {
+            "kafka": {
+                "enabled": True,
+                "brokers": bootstrap.split(","),
+                "topic": topics["logs"],
+                "compression": "zstd",
+                "required_acks": -1,
+                "batch_timeout": "20ms",
+                "priority_routing": {
+                    "high_topic": topics["logs-high-priority"],
+                    "normal_topic": topics["logs-normal-priority"],
+                    "low_topic": topics["logs-low-priority"],
+                },
+                "dlq_config": {"topic": topics["logs-dlq"]},
+            }
+        },
+    }
+    for name, value in sections.items():
+        _merge(cfg.setdefault(name, {}), value)
+    (tmp / "logs").mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def _merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+
+
+class AgentProcess:
+    """The agent as a real child process (``python -m log_capturer run``), driven by signals."""
+
+    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        data = yaml.safe_load(config.read_text())
+        self.api = f"http://127.0.0.1:{data['server']['port']}"
+        self.metrics_url = (
+            f"http://127.0.0.1:{data['metrics']['port']}{data['metrics'].get('path', '/metrics')}"
+        )
+
+    def start(self, wait: bool = True) -> AgentProcess:
+        logf = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "log_capturer", "run", "--config", str(self.config), "--no-status"],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=REPO,
+        )
+        logf.close()
+        if wait:
+            wait_until(lambda: self._up() or self._dead(), 60, "the agent's API to answer")
+            if self._dead():
+                raise AssertionError(f"agent exited at start-up:\n{self.log()}")
+        return self
+
+    def _dead(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def _up(self) -> bool:
+        try:
+            urllib.request.urlopen(self.api + "/stats", timeout=1).read()
+            return True
+        except OSError:
+            return False
+
+    def get(self, path: str) -> Any:
+        try:
+            with urllib.request.urlopen(self.api + path, timeout=5) as r:
+                return orjson.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return orjson.loads(exc.read())
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"agent did not stop within {timeout}s:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self, tail: int = 200) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
+        except OSError:
+            return "<no log>"
