@@ -107,6 +107,8 @@ class KafkaSink:
                 "error_cb": self._on_error,
                 "stats_cb": self._on_stats,
                 "statistics.interval.ms": 2000,
+                # librdkafka's own log lines go through logging, as structured records.
+                "logger": logging.getLogger("librdkafka"),
             }
         )
         self._producer: Producer | None = None

@@ -90,7 +90,7 @@ class FileSource:
 
     def discover(self) -> Iterator[str]:
         """Paths of regular files under watch_directories that match the patterns."""
-        for root in self.config.watch_directories:
+        for root in map(os.path.abspath, self.config.watch_directories):
             if self._excluded_dir(root):
                 continue
             if not self.config.recursive:

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import orjson
+
+from log_capturer.processing import Analyzer
+from log_capturer.record import Chunk, Origin
+from log_capturer.sinks.kafka.encode import encode_chunk, rfc3339_ns
+
+
+def test_records_are_valid_json_with_the_documented_fields() -> None:
+    lines = ['{"level":"error","tenant_id":"t1"}', 'quote " backslash \\ tab \t', "ctrl \x01 \u2603"]
+    chunk = Chunk(Origin("file", "/var/log/a.log", {"env": "prod"}), lines, read_time_ns=1_700_000_000_123_456_789)
+    Analyzer("tenant_id").analyze(chunk)
+    chunk.truncated = frozenset({2})
+    recs = [orjson.loads(v) for v in encode_chunk(chunk, "tenant_id")]
+    assert [r["message"] for r in recs] == lines
+    assert recs[0] == {
+        "timestamp": "2023-11-14T22:13:20.123456789Z",
+        "message": lines[0],
+        "level": "error",
+        "source_type": "file",
+        "source_id": "/var/log/a.log",
+        "labels": {"env": "prod"},
+        "fields": {"tenant_id": "t1"},
+    }
+    assert recs[1]["fields"] == {} and "truncated" not in recs[1]
+    assert recs[2]["truncated"] is True
+
+
+def test_fast_path_without_keys() -> None:
+    chunk = Chunk(Origin("file", "/a"), ["INFO a", "b"])
+    Analyzer(None).analyze(chunk)
+    recs = [orjson.loads(v) for v in encode_chunk(chunk, None)]
+    assert [(r["level"], r["fields"]) for r in recs] == [("info", {}), ("", {})]
+
+
+def test_meta_fields_merge_with_the_key() -> None:
+    chunk = Chunk(Origin("docker", "abc"), ["x"], meta=[{"stream": "stderr"}])
+    chunk.levels, chunk.keys = [""], ["k"]
+    rec = orjson.loads(encode_chunk(chunk, "tenant_id")[0])
+    assert rec["fields"] == {"stream": "stderr", "tenant_id": "k"}
+
+
+def test_rfc3339_nanoseconds() -> None:
+    assert rfc3339_ns(5) == "1970-01-01T00:00:00.000000005Z"
