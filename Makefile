@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= configs/config.yaml
 
-.PHONY: run test install system-deps kafka-jars kafka-up kafka-down topics lint unit integration clean
+.PHONY: run test install system-deps kafka-jars kafka-up kafka-down topics fmt lint unit integration clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ run: system-deps topics
 	mkdir -p data/logs
 	$(BIN)/log-capturer run --config $(CONFIG)
 
+fmt: install
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
 lint: install
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
 unit: install

@@ -16,8 +16,13 @@ pytestmark = pytest.mark.integration
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "log_capturer", *args], capture_output=True, text=True,
-                          timeout=180, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "log_capturer", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc

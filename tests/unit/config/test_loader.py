@@ -13,7 +13,7 @@ SPEC = Path(__file__).resolve().parents[4] / "shared" / "spec" / "kafka-integrat
 def design_block(title: str) -> str:
     """The YAML block under a heading of the design document, unchanged."""
     text = SPEC.read_text()
-    section = text[text.index(f"### {title}"):]
+    section = text[text.index(f"### {title}") :]
     m = re.search(r"```yaml\n(.*?)```", section, re.S)
     assert m, f"no yaml block under {title}"
     return m.group(1)
@@ -78,14 +78,22 @@ def test_bad_env_override_names_the_key() -> None:
 
 
 BROKEN = [
-    ("sinks: {kafka: {compresion: snappy}}", "sinks.kafka.compresion", "Did you mean 'sinks.kafka.compression'"),
+    (
+        "sinks: {kafka: {compresion: snappy}}",
+        "sinks.kafka.compresion",
+        "Did you mean 'sinks.kafka.compression'",
+    ),
     ("sinkz: {}", "sinkz", "unknown key"),
     ("sinks: {kafka: {compression: brotli}}", "sinks.kafka.compression", "'zstd'"),
     ("sinks: {kafka: {batch_timeout: 5 seconds}}", "sinks.kafka.batch_timeout", "'5s'"),
     ("sinks: {kafka: {required_acks: 2}}", "sinks.kafka.required_acks", "-1"),
     ("sinks: {kafka: {brokers: 9092}}", "sinks.kafka.brokers", "list"),
     ("sinks: {kafka: {brokers: []}}", "sinks.kafka.brokers", "at least 1"),
-    ("sinks: {kafka: {partitioning: {strategy: sticky}}}", "sinks.kafka.partitioning.strategy", "'round-robin'"),
+    (
+        "sinks: {kafka: {partitioning: {strategy: sticky}}}",
+        "sinks.kafka.partitioning.strategy",
+        "'round-robin'",
+    ),
     ("sinks: {kafka: {auth: {enabled: true, username: u}}}", "sinks.kafka.auth", "KAFKA_PASSWORD"),
     ("sinks: {kafka: {tls: {enabled: true, cert_file: c.pem}}}", "sinks.kafka.tls", "key_file"),
     (
@@ -94,8 +102,11 @@ BROKEN = [
         "queue_warning_threshold <= queue_critical_threshold",
     ),
     ("dispatcher: {queue_size: 0}", "dispatcher.queue_size", "greater than or equal to 1"),
-    ("dispatcher: {dlq_config: {reprocessing_config: {intervall: 5m}}}",
-     "dispatcher.dlq_config.reprocessing_config.intervall", "interval"),
+    (
+        "dispatcher: {dlq_config: {reprocessing_config: {intervall: 5m}}}",
+        "dispatcher.dlq_config.reprocessing_config.intervall",
+        "interval",
+    ),
     ("files_config: {read_from: middle}", "files_config.read_from", "'beginning' or 'end'"),
     ("files_config: {include_patterns: []}", "files_config", "include_patterns is empty"),
     ("metrics: {port: 70000}", "metrics.port", "less than or equal to 65535"),

@@ -15,5 +15,10 @@ def test_reference_is_up_to_date(repo_root: Path) -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(x) for x in (0.1, 5, 120, 3600, 1.5, 604800)] == [
-        "100ms", "5s", "2m", "1h", "1.5s", "7d"
+        "100ms",
+        "5s",
+        "2m",
+        "1h",
+        "1.5s",
+        "7d",
     ]

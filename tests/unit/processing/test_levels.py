@@ -47,7 +47,13 @@ def test_detect_level(line: str, level: str) -> None:
 def test_analyzer_levels_and_keys() -> None:
     chunk = Chunk(
         Origin("file", "/a.log"),
-        ['{"level":"error","tenant_id":"t1"}', "level=info tenant_id=t2", 'tenant_id="t 3" x', "plain", '{"tenant_id":7}'],
+        [
+            '{"level":"error","tenant_id":"t1"}',
+            "level=info tenant_id=t2",
+            'tenant_id="t 3" x',
+            "plain",
+            '{"tenant_id":7}',
+        ],
     )
     Analyzer("tenant_id").analyze(chunk)
     assert chunk.levels == ["error", "info", "", "", ""]

@@ -9,7 +9,9 @@ from log_capturer.sinks.kafka.encode import encode_chunk, rfc3339_ns
 
 def test_records_are_valid_json_with_the_documented_fields() -> None:
     lines = ['{"level":"error","tenant_id":"t1"}', 'quote " backslash \\ tab \t', "ctrl \x01 \u2603"]
-    chunk = Chunk(Origin("file", "/var/log/a.log", {"env": "prod"}), lines, read_time_ns=1_700_000_000_123_456_789)
+    chunk = Chunk(
+        Origin("file", "/var/log/a.log", {"env": "prod"}), lines, read_time_ns=1_700_000_000_123_456_789
+    )
     Analyzer("tenant_id").analyze(chunk)
     chunk.truncated = frozenset({2})
     recs = [orjson.loads(v) for v in encode_chunk(chunk, "tenant_id")]

@@ -11,8 +11,9 @@ from log_capturer.sources.file.tail import TailedFile
 def tailed(path: Path, offset: int = 0) -> TailedFile:
     fd = os.open(path, os.O_RDONLY)
     st = os.fstat(fd)
-    return TailedFile(str(path), fd, st.st_dev, st.st_ino, Origin("file", str(path)), Checkpoint(offset),
-                      read_offset=offset)
+    return TailedFile(
+        str(path), fd, st.st_dev, st.st_ino, Origin("file", str(path)), Checkpoint(offset), read_offset=offset
+    )
 
 
 def test_whole_lines_only_and_offsets_on_line_boundaries(tmp_path: Path) -> None:
