@@ -97,7 +97,8 @@ BROKEN = [
     ("sinks: {kafka: {auth: {enabled: true, username: u}}}", "sinks.kafka.auth", "KAFKA_PASSWORD"),
     ("sinks: {kafka: {tls: {enabled: true, cert_file: c.pem}}}", "sinks.kafka.tls", "key_file"),
     (
-        "sinks: {kafka: {backpressure_config: {queue_warning_threshold: 0.95, queue_critical_threshold: 0.9}}}",
+        "sinks: {kafka: {backpressure_config: "
+        "{queue_warning_threshold: 0.95, queue_critical_threshold: 0.9}}}",
         "sinks.kafka.backpressure_config",
         "queue_warning_threshold <= queue_critical_threshold",
     ),

@@ -7,11 +7,11 @@ import pytest
 from log_capturer.pipeline.queue import ChunkQueue, QueueClosed
 from log_capturer.record import Chunk, Origin
 
-O = Origin("file", "/a.log")
+ORIGIN = Origin("file", "/a.log")
 
 
 def c(n: int) -> Chunk:
-    return Chunk(O, ["x"] * n)
+    return Chunk(ORIGIN, ["x"] * n)
 
 
 def test_put_blocks_when_full_and_times_out() -> None:
