@@ -99,3 +99,34 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.kafka_partition_messages = Counter(
+            "kafka_partition_messages_total",
+            "Records acknowledged per topic partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.kafka_compression_ratio = Gauge(
+            "kafka_compression_ratio",
+            "Uncompressed / compressed bytes of produced batches.",
+            ["topic", "compression_type"],
+            registry=r,
+        )
+        self.kafka_backpressure_events = Counter(
+            "kafka_backpressure_events_total",
+            "Times the sink queue crossed a backpressure threshold.",
+            ["sink_name", "threshold_level"],
+            registry=r,
+        )
+        self.kafka_circuit_breaker_state = Gauge(
+            "kafka_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["sink_name"],
+            registry=r,
+        )
+        self.kafka_message_size = Histogram(
+            "kafka_message_size_bytes",
+            "Size of produced record values.",
+            ["topic"],
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
