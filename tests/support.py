@@ -88,9 +88,7 @@ def consume_all(
         parts = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
         deadline = time.monotonic() + timeout
         while True:
-            highs = {
-                (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in parts
-            }
+            highs = _watermarks(consumer, parts, deadline)
             total = sum(highs.values())
             if expected is None or total >= expected or time.monotonic() > deadline:
                 break
@@ -110,6 +108,21 @@ def consume_all(
         return out
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Any, parts: list[Any], deadline: float) -> dict[tuple[str, int], int]:
+    """High watermarks; retried while a partition has no reachable leader (e.g. a broker died)."""
+    from confluent_kafka import KafkaException
+
+    while True:
+        try:
+            return {
+                (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts
+            }
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:

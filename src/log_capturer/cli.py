@@ -26,8 +26,8 @@ kafka_app = typer.Typer(
 )
 app.add_typer(kafka_app, name="kafka")
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to config.yaml.")]
 

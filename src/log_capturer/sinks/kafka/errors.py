@@ -44,6 +44,13 @@ _PERMANENT: frozenset[int] = frozenset(
     if code is not None
 )
 
+#: Errors that may come from the size of a whole batch rather than of the record itself.
+SIZE_ERRORS: frozenset[int] = frozenset(
+    c
+    for c in (getattr(KafkaError, n, None) for n in ("MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE"))
+    if c is not None
+)
+
 _TIMEOUT: frozenset[int] = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT})
 
 

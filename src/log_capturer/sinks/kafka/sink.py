@@ -16,6 +16,7 @@ also acknowledges it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import heapq
 import itertools
@@ -38,7 +39,7 @@ from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteErro
 from log_capturer.sinks.base import SinkHealth, Status
 from log_capturer.sinks.kafka.config import producer_config, redacted
 from log_capturer.sinks.kafka.encode import encode_chunk
-from log_capturer.sinks.kafka.errors import Disposition, classify, dlq_reason, error_type
+from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, dlq_reason, error_type
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
 from log_capturer.sinks.kafka.stats import StatsTracker
 
@@ -155,6 +156,8 @@ class KafkaSink:
         self._settle: collections.deque[tuple[_Delivery, int]] = collections.deque()
         self._resend: collections.deque[tuple[_Delivery, _Record]] = collections.deque()
         self._retries: list[_Retry] = []
+        self._solo: collections.deque[_Retry] = collections.deque()
+        self._solo_producer: Producer | None = None
         self._seq = itertools.count()
         self._space = threading.Event()
         self._stop = threading.Event()
@@ -421,8 +424,11 @@ class KafkaSink:
         while not self._stop.is_set():
             producer = self._producer
             assert producer is not None
-            if producer.poll(POLL_INTERVAL):
-                self._space.set()
+            try:
+                if producer.poll(POLL_INTERVAL):
+                    self._space.set()
+            except KafkaException as exc:
+                self._on_error(exc.args[0])
             while self._settle:
                 delivery, parked = self._settle.popleft()
                 delivery.failed += parked
@@ -435,9 +441,14 @@ class KafkaSink:
                 heapq.heappush(self._retries, _Retry(0.0, next(self._seq), delivery, rec, 0))
             if self._flush_requested:
                 self._flush_requested = False
-                producer.flush(0)
+                with contextlib.suppress(KafkaException):
+                    producer.flush(0)
             if self._retries:
                 self._run_due_retries()
+            if self._solo:
+                self._send_solo()
+            if self._solo_producer is not None:
+                self._poll_solo(self._solo_producer)
             now = time.monotonic()
             if now - last_gauges >= 1.0:
                 last_gauges = now
@@ -455,10 +466,12 @@ class KafkaSink:
         self._fatal = ""
         # Everything the old producer still holds comes back through its delivery reports
         # with a purge error, and is retried on the new producer.
-        old.purge(in_queue=True, in_flight=True, blocking=True)
+        with contextlib.suppress(KafkaException):
+            old.purge(in_queue=True, in_flight=True, blocking=True)
         deadline = time.monotonic() + 10
         while len(old) > 0 and time.monotonic() < deadline:
-            old.poll(0.05)
+            with contextlib.suppress(KafkaException):
+                old.poll(0.05)
 
     def _finished(self, d: _Delivery) -> None:
         n = len(d.chunk.lines)
@@ -487,6 +500,11 @@ class KafkaSink:
         m.kafka_messages_produced.labels(rec.topic, "error").inc()
         self._note_error(f"{etype}: {err.str()}")
         now = time.monotonic()
+        if disposition is Disposition.PERMANENT and attempt == 0 and err.code() in SIZE_ERRORS:
+            # The broker refuses a whole batch when it is too large, small records included:
+            # send each record of it once more on its own before deciding it is too large.
+            self._solo.append(_Retry(now, next(self._seq), d, rec, 1))
+            return
         if disposition is Disposition.PERMANENT:
             retry = _Retry(
                 now,
@@ -528,6 +546,49 @@ class KafkaSink:
                 heapq.heappush(self._retries, r)
                 return
 
+    def _send_solo(self) -> None:
+        """Produce the records of the solo lane, each in a batch of its own.
+
+        A second producer with ``batch.num.messages=1`` makes one batch per record
+        (pipelined, so this is fast); a record that still fails is too large itself.
+        """
+        if self._solo_producer is None:
+            # No statistics, and no gap-less guarantee: its batches are independent by design.
+            skip = ("stats_cb", "statistics.interval.ms", "enable.gapless.guarantee")
+            conf = {k: v for k, v in self._conf.items() if k not in skip}
+            conf.update({"batch.num.messages": 1, "linger.ms": 0, "client.id": f"{self.name}-solo"})
+            self._solo_producer = self._factory(conf)
+        producer = self._solo_producer
+        while self._solo:
+            r = self._solo[0]
+            rec = r.record
+            try:
+                producer.produce(
+                    rec.topic,
+                    rec.value,
+                    rec.key,
+                    rec.partition,
+                    on_delivery=functools.partial(self._retry_report, r),
+                    headers=rec.headers,
+                )
+            except (BufferError, KafkaException):
+                return
+            self._solo.popleft()
+            self.retried += 1
+
+    def _poll_solo(self, producer: Producer) -> None:
+        try:
+            producer.poll(0)
+        except KafkaException as exc:
+            if not exc.args[0].fatal():
+                return
+            # Drop it; what it held comes back with purge errors and is retried.
+            self._solo_producer = None
+            with contextlib.suppress(KafkaException):
+                producer.purge(in_queue=True, in_flight=True, blocking=True)
+            with contextlib.suppress(KafkaException):
+                producer.poll(0)
+
     def _retry_report(self, r: _Retry, err: KafkaError | None, _msg: Message) -> None:
         if err is None:
             r.delivery.settle(1)
@@ -564,10 +625,12 @@ class KafkaSink:
     def _on_error(self, err: KafkaError) -> None:
         code = err.code()
         if code == KafkaError._ALL_BROKERS_DOWN:
+            # Keep the cause (refused connection, failed authentication...) as the message.
             self._all_down = True
+        else:
+            self._note_error(_explain(err))
         if err.fatal():
             self._fatal = err.str()
-        self._note_error(_explain(err))
         self.metrics.errors.labels("kafka", error_type(err)).inc()
         log.warning("Kafka client error: %s", _explain(err), extra={"sink": self.name})
 
@@ -596,9 +659,10 @@ class KafkaSink:
             status, message = "unhealthy", f"fatal producer error, recreating the producer: {self._fatal}"
         elif self._all_down:
             status, message = "unhealthy", f"no broker reachable; last error: {self._last_error}"
-        elif self._retries:
+        elif self._retries or self._solo:
             status = "degraded"
-            message = f"{len(self._retries)} records waiting to be retried; last error: {self._last_error}"
+            waiting = len(self._retries) + len(self._solo)
+            message = f"{waiting} records waiting to be retried; last error: {self._last_error}"
         return SinkHealth(
             self.name,
             status,
@@ -613,7 +677,7 @@ class KafkaSink:
             "parked": self.parked,
             "retried": self.retried,
             "outstanding": self.outstanding,
-            "retry_queue": len(self._retries),
+            "retry_queue": len(self._retries) + len(self._solo),
             "producer_recreated": self.recreated,
             "compression_ratio": dict(self._stats.compression_ratio),
             "delivered_by_topic": dict(self.delivered_by_topic),

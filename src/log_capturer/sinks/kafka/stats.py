@@ -26,12 +26,12 @@ class StatsTracker:
 
     def update(self, stats: dict[str, Any], avg_record_bytes: dict[str, float]) -> None:
         m = self.metrics
-        up: dict[str, bool] = {}
+        # A broker may appear twice (bootstrap placeholder and learned entry), and a learned
+        # entry disappears while its broker is down: a broker seen before stays, as down.
+        up: dict[str, bool] = dict.fromkeys(self.brokers_up, False)
         for b in stats.get("brokers", {}).values():
-            if b.get("nodeid", -1) < 0:
-                continue  # bootstrap placeholder, not a real broker
             addr = str(b.get("nodename") or b.get("name", ""))
-            up[addr] = b.get("state") == "UP"
+            up[addr] = up.get(addr, False) or b.get("state") == "UP"
         for addr, ok in up.items():
             m.kafka_connection_status.labels(addr, self.sink_name).set(1 if ok else 0)
         if up:

@@ -1,0 +1,98 @@
+"""Oversize and broker-rejected records are parked with their reason; a fatal error recreates the producer."""
+
+from __future__ import annotations
+
+import random
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+from tests.integration.sinks.kafka.util import dlq_entries, ship_lines
+from tests.support import AgentProcess, create_prefixed_topics, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def limit_topic(bootstrap: str, topic: str, max_bytes: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    entry = ConfigEntry("max.message.bytes", str(max_bytes), incremental_operation=AlterConfigOpType.SET)
+    res = ConfigResource("topic", topic, incremental_configs=[entry])
+    for fut in admin.incremental_alter_configs([res]).values():
+        fut.result(30)
+
+
+def test_a_line_larger_than_max_message_bytes_is_parked_and_counted(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    big = "ERROR " + "x" * 5000
+    lines = [f"INFO small {i}" for i in range(200)] + [big] + [f"INFO after {i}" for i in range(200)]
+    seen: dict[str, Any] = {}
+
+    def check(agent: AgentProcess) -> None:
+        wait_until(lambda: agent.get("/stats")["sinks"]["kafka_sink"]["parked"] == 1, 30, "the parked record")
+        seen["metrics"] = agent.metrics()
+
+    records, _ = ship_lines(
+        tmp_path,
+        bootstrap,
+        topics,
+        lines,
+        expected=400,
+        while_running=check,
+        sinks={"kafka": {"max_message_bytes": 4096}},
+    )
+    assert sorted(r.json()["message"] for r in records) == sorted(lines[:200] + lines[201:])
+    [entry] = dlq_entries(tmp_path / "dlq")
+    assert entry["original_entry"]["message"] == big
+    assert entry["error_type"] == "message_too_large"
+    assert "exceeds max_message_bytes=4096" in entry["error_message"]
+    assert entry["topic"] == topics["logs-high-priority"]
+    for field in (
+        "entry_id",
+        "timestamp",
+        "failed_sink",
+        "retry_count",
+        "reprocess_attempts",
+        "next_reprocess_time",
+    ):
+        assert field in entry
+    assert 'kafka_dlq_messages_total{reason="message_too_large"' in seen["metrics"]
+
+
+@pytest.mark.parametrize("gapless", [False, True], ids=["rejected", "fatal-then-recreated"])
+def test_a_record_the_broker_rejects_is_parked_and_its_batch_mates_still_arrive(
+    gapless: bool, tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    limit_topic(bootstrap, topics["logs"], 2000)  # the broker refuses larger batches on this topic
+    # Random text: it stays larger than the topic limit after compression.
+    big = "no level, too large for the topic " + "".join(
+        random.Random(7).choices(string.ascii_letters, k=8000)
+    )
+    lines = [f"no level line {i}" for i in range(300)] + [big] + [f"no level line b{i}" for i in range(300)]
+    kafka: dict[str, Any] = {"batch_timeout": "200ms"}
+    if gapless:
+        # A permanent batch failure then is a fatal producer error: the producer must be replaced.
+        kafka["librdkafka_options"] = {"enable.gapless.guarantee": True}
+    seen: dict[str, Any] = {}
+
+    def check(agent: AgentProcess) -> None:
+        wait_until(lambda: agent.get("/stats")["sinks"]["kafka_sink"]["parked"] >= 1, 60, "the parked record")
+        seen["stats"] = agent.get("/stats")["sinks"]["kafka_sink"]
+        seen["health"] = agent.get("/health")["services"]["sinks"][0]
+
+    records, agent = ship_lines(
+        tmp_path, bootstrap, topics, lines, expected=600, while_running=check, sinks={"kafka": kafka}
+    )
+    got = sorted(r.json()["message"] for r in records)
+    parked = [e["original_entry"]["message"] for e in dlq_entries(tmp_path / "dlq")]
+    assert parked == [big], parked
+    assert got == sorted(line for line in lines if line != big)
+    if gapless:
+        assert seen["stats"]["producer_recreated"] >= 1, seen
+        assert "recreating it" in agent.log(tail=100000)
+    assert seen["health"]["status"] == "healthy", seen

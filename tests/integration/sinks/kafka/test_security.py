@@ -1,0 +1,230 @@
+"""SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), TLS and mutual TLS against real broker listeners."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from log_capturer.devtools.kafka_local import SASL_USER, LocalKafka
+from tests.support import (
+    AgentProcess,
+    agent_config,
+    consume_all,
+    create_prefixed_topics,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+USER, PASSWORD = SASL_USER
+
+
+def plain_bootstrap(k: LocalKafka) -> str:
+    state = k.load_state()
+    assert state is not None
+    return state.bootstrap
+
+
+def listener(k: LocalKafka, name: str) -> list[str]:
+    state = k.load_state()
+    assert state is not None
+    return state.bootstrap_for(name).split(",")
+
+
+def shipped_through(tmp: Path, k: LocalKafka, topic_prefix: str, kafka_section: dict[str, Any]) -> None:
+    """The agent ships every line through a secured listener; read back on PLAINTEXT."""
+    plain = plain_bootstrap(k)
+    topics = create_prefixed_topics(plain, topic_prefix)
+    lines = [f"ERROR secured line {i}" for i in range(500)]
+    cfg = agent_config(tmp, plain, topics, sinks={"kafka": kafka_section})
+    path = write_config(tmp / "config.yaml", cfg)
+    (tmp / "logs" / "app.log").write_text("".join(f"{line}\n" for line in lines))
+    agent = AgentProcess(path, tmp / "agent.log").start()
+    try:
+        records = consume_all(plain, topics.values(), expected=len(lines), timeout=60)
+        assert sorted(r.json()["message"] for r in records) == sorted(lines)
+        assert agent.get("/health")["services"]["sinks"][0]["status"] == "healthy"
+        assert agent.stop(signal.SIGTERM) == 0
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    assert PASSWORD not in agent.log(tail=100000), "the SASL password leaked into the agent's log"
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_mechanisms(mechanism: str, tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str) -> None:
+    shipped_through(
+        tmp_path,
+        secure_kafka,
+        topic_prefix,
+        {
+            "brokers": listener(secure_kafka, "SASL_PLAINTEXT"),
+            "auth": {"enabled": True, "mechanism": mechanism, "username": USER, "password": PASSWORD},
+        },
+    )
+
+
+def test_wrong_password_is_unhealthy_lines_wait_and_nothing_is_lost(
+    tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str
+) -> None:
+    plain = plain_bootstrap(secure_kafka)
+    topics = create_prefixed_topics(plain, topic_prefix)
+    lines = [f"WARN waiting line {i}" for i in range(300)]
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "app.log").write_text("".join(f"{line}\n" for line in lines))
+    auth = {"enabled": True, "mechanism": "SCRAM-SHA-512", "username": USER, "password": "wrong-password"}
+    cfg = agent_config(
+        tmp_path,
+        plain,
+        topics,
+        dispatcher={"drain_timeout": "2s"},
+        sinks={"kafka": {"brokers": listener(secure_kafka, "SASL_PLAINTEXT"), "auth": auth, "timeout": "5s"}},
+    )
+    path = write_config(tmp_path / "config.yaml", cfg)
+    agent = AgentProcess(path, tmp_path / "agent-1.log").start()
+    try:
+
+        def unhealthy() -> dict[str, Any] | None:
+            sink = agent.get("/health")["services"]["sinks"][0]
+            return sink if sink["status"] == "unhealthy" else None
+
+        sink = wait_until(unhealthy, 60, "health to turn unhealthy")
+        assert "Authentication failed" in sink["message"] and "sinks.kafka.auth" in sink["message"], sink
+        wait_until(
+            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["retried"] > 0,
+            60,
+            "timed-out records to be retried instead of dropped",
+        )
+        assert agent.stop(signal.SIGTERM) == 0
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    assert consume_all(plain, topics.values()) == []
+    saved = orjson.loads((tmp_path / "positions" / "files.json").read_bytes())["positions"]
+    assert saved[str(tmp_path / "logs" / "app.log")]["offset"] == 0, "unacknowledged lines were skipped"
+    # With the right password every line arrives, once.
+    auth["password"] = PASSWORD
+    write_config(path, cfg)
+    agent = AgentProcess(path, tmp_path / "agent-2.log").start()
+    try:
+        records = consume_all(plain, topics.values(), expected=len(lines), timeout=60)
+        assert sorted(r.json()["message"] for r in records) == sorted(lines)
+        assert agent.stop(signal.SIGTERM) == 0
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+
+
+def tls_section(k: LocalKafka, name: str, **tls: Any) -> dict[str, Any]:
+    m = k.tls_material
+    return {"brokers": listener(k, name), "tls": {"enabled": True, "ca_file": str(m.ca_file), **tls}}
+
+
+def test_tls(tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str) -> None:
+    shipped_through(tmp_path, secure_kafka, topic_prefix, tls_section(secure_kafka, "SSL"))
+
+
+def test_mutual_tls(tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str) -> None:
+    m = secure_kafka.tls_material
+    shipped_through(
+        tmp_path,
+        secure_kafka,
+        topic_prefix,
+        tls_section(secure_kafka, "MTLS", cert_file=str(m.client_cert), key_file=str(m.client_key)),
+    )
+
+
+def test_sasl_over_tls(tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str) -> None:
+    section = tls_section(secure_kafka, "SASL_SSL")
+    section["auth"] = {"enabled": True, "mechanism": "SCRAM-SHA-256", "username": USER, "password": PASSWORD}
+    shipped_through(tmp_path, secure_kafka, topic_prefix, section)
+
+
+def test_certificate_for_another_host_is_a_clear_error_unless_verification_is_off(
+    tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str
+) -> None:
+    plain = plain_bootstrap(secure_kafka)
+    topics = create_prefixed_topics(plain, topic_prefix)
+    cfg = agent_config(
+        tmp_path,
+        plain,
+        topics,
+        dispatcher={"drain_timeout": "1s"},
+        sinks={"kafka": tls_section(secure_kafka, "BADHOST")},
+    )
+    path = write_config(tmp_path / "config.yaml", cfg)
+    (tmp_path / "logs" / "app.log").write_text("ERROR one\n")
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+
+        def failing() -> dict[str, Any] | None:
+            sink = agent.get("/health")["services"]["sinks"][0]
+            return sink if sink["status"] == "unhealthy" else None
+
+        sink = wait_until(failing, 60, "a certificate verification failure in health")
+        assert "certificate verify failed" in sink["message"] and "sinks.kafka.tls" in sink["message"]
+        agent.stop(signal.SIGTERM)
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    shipped_through(
+        tmp_path / "noverify",
+        secure_kafka,
+        topic_prefix + "b",
+        tls_section(secure_kafka, "BADHOST", verify_certificate=False),
+    )
+
+
+def test_mutual_tls_without_a_client_certificate_fails_clearly(
+    tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str
+) -> None:
+    plain = plain_bootstrap(secure_kafka)
+    topics = create_prefixed_topics(plain, topic_prefix)
+    cfg = agent_config(
+        tmp_path,
+        plain,
+        topics,
+        dispatcher={"drain_timeout": "1s"},
+        sinks={"kafka": tls_section(secure_kafka, "MTLS")},
+    )
+    path = write_config(tmp_path / "config.yaml", cfg)
+    (tmp_path / "logs" / "app.log").write_text("ERROR one\n")
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+
+        def failing() -> dict[str, Any] | None:
+            sink = agent.get("/health")["services"]["sinks"][0]
+            return sink if sink["status"] == "unhealthy" else None
+
+        sink = wait_until(failing, 60, "a TLS failure in health")
+        assert "certificate" in sink["message"] and "sinks.kafka.tls" in sink["message"], sink
+        agent.stop(signal.SIGTERM)
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+
+
+def test_a_missing_ca_file_stops_the_agent_at_start_with_the_key(
+    tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str
+) -> None:
+    plain = plain_bootstrap(secure_kafka)
+    cfg = agent_config(
+        tmp_path,
+        plain,
+        create_prefixed_topics(plain, topic_prefix),
+        sinks={
+            "kafka": {
+                "brokers": listener(secure_kafka, "SSL"),
+                "tls": {"enabled": True, "ca_file": str(tmp_path / "nope.pem")},
+            }
+        },
+    )
+    path = write_config(tmp_path / "config.yaml", cfg)
+    agent = AgentProcess(path, tmp_path / "agent.log").start(wait=False)
+    assert agent.proc is not None
+    assert agent.proc.wait(60) == 2
+    assert "sinks.kafka.tls.ca_file" in agent.log() and "does not exist" in agent.log()

@@ -1,0 +1,52 @@
+"""Running the agent over one file and collecting what reached Kafka."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.support import AgentProcess, Rec, agent_config, consume_all, write_config
+
+
+def ship_lines(
+    tmp: Path,
+    bootstrap: str,
+    topics: dict[str, str],
+    lines: list[str],
+    *,
+    expected: int | None = None,
+    while_running: Callable[[AgentProcess], None] | None = None,
+    **sections: Any,
+) -> tuple[list[Rec], AgentProcess]:
+    """Run the agent on a file of ``lines`` until ``expected`` records are in Kafka, then stop it.
+
+    ``while_running(agent)`` runs after the records arrived and before the graceful stop.
+    """
+    cfg = agent_config(tmp, bootstrap, topics, **sections)
+    path = write_config(tmp / "config.yaml", cfg)
+    (tmp / "logs" / "app.log").write_text("".join(line + "\n" for line in lines))
+    agent = AgentProcess(path, tmp / "agent.log").start()
+    try:
+        want = len(lines) if expected is None else expected
+        records = consume_all(bootstrap, topics.values(), expected=want, timeout=90)
+        if while_running is not None:
+            while_running(agent)
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    return records, agent
+
+
+def dlq_entries(directory: Path) -> list[dict[str, Any]]:
+    """Every entry of the local dead-letter store."""
+    return [
+        orjson.loads(line)
+        for f in sorted(directory.glob("dlq_entry_*.json"))
+        for line in f.read_bytes().splitlines()
+        if line.strip()
+    ]
