@@ -131,9 +131,12 @@ class SyslogUDPConfig(Strict):
     host: str = Field("0.0.0.0", description="Address the UDP listener binds to.")
     port: Port = Field(5140, description="UDP port (514 needs root or CAP_NET_BIND_SERVICE).")
     receive_buffer_bytes: int = Field(
-        0,
+        4 << 20,
         ge=0,
-        description="Socket receive buffer (SO_RCVBUF); a larger one absorbs bursts. 0 = system default.",
+        description="Socket receive buffer (SO_RCVBUF): UDP has no backpressure, so bursts the agent "
+        "cannot read at once wait here or are dropped by the kernel (counted in "
+        "source_lines_dropped_total{reason='udp_receive_buffer_full'}). Linux caps it at "
+        "net.core.rmem_max. 0 = system default.",
     )
 
 

@@ -9,7 +9,8 @@ a whole buffer at a time.
 Backpressure: handing a chunk over blocks the loop while the dispatcher queue
 is full, so TCP senders are slowed down by TCP flow control. UDP has none: the
 kernel drops datagrams its receive buffer cannot hold (see
-``udp.receive_buffer_bytes``). On stop, what is buffered is handed over within
+``udp.receive_buffer_bytes``); those drops are read from ``/proc/net/udp``
+every second and counted. On stop, what is buffered is handed over within
 the drain deadline; anything that cannot be is counted in
 ``source_lines_dropped_total``.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 import time
@@ -34,6 +36,23 @@ log = logging.getLogger(__name__)
 
 #: Senders whose Origin is kept for reuse (more are re-created as needed).
 MAX_ORIGINS = 10_000
+#: How often the kernel's count of dropped datagrams is read.
+UDP_DROPS_INTERVAL = 1.0
+
+
+def udp_drops(inode: int) -> int | None:
+    """Datagrams the kernel dropped on the UDP socket with this inode (Linux), None if unknown."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) >= 13 and cols[9] == str(inode):
+                        return int(cols[12])
+        except (OSError, StopIteration, ValueError):
+            continue
+    return None
 
 
 class _Pending:
@@ -61,6 +80,8 @@ class SyslogSource:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_inode = 0
+        self._udp_drops = 0
         self.connections: set[_TcpProtocol] = set()
         self.stopping = threading.Event()
         self._deadline = 0.0
@@ -107,6 +128,13 @@ class SyslogSource:
                 transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
                 self._udp = transport
                 self.bound.append(("udp", *sock.getsockname()[:2]))
+                self._udp_inode = os.fstat(sock.fileno()).st_ino
+                self._udp_drops = udp_drops(self._udp_inode) or 0
+                loop.call_later(UDP_DROPS_INTERVAL, self._check_udp_drops)
+                log.info(
+                    "syslog UDP receive buffer",
+                    extra={"bytes": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)},
+                )
             if cfg.tcp.enabled:
                 server = await loop.create_server(
                     lambda: _TcpProtocol(self), cfg.tcp.host, cfg.tcp.port, reuse_address=True
@@ -117,6 +145,22 @@ class SyslogSource:
         except OSError:
             await self._close_listeners()
             raise
+
+    def _check_udp_drops(self) -> None:
+        if self.stopping.is_set():
+            return
+        drops = udp_drops(self._udp_inode)
+        if drops is not None and drops > self._udp_drops:
+            n = drops - self._udp_drops
+            self._udp_drops = drops
+            self.messages_dropped += n
+            self.metrics.source_lines_dropped.labels("syslog", "udp_receive_buffer_full").inc(n)
+            log.warning(
+                "syslog: the kernel dropped %d UDP datagrams (receive buffer full); raise "
+                "syslog.udp.receive_buffer_bytes and net.core.rmem_max, or send over TCP",
+                n,
+            )
+        self._loop.call_later(UDP_DROPS_INTERVAL, self._check_udp_drops)
 
     async def _close_listeners(self) -> None:
         if self._udp is not None:
