@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -230,3 +231,18 @@ def test_a_taken_port_is_a_clear_start_error(tmp_path: Path, bootstrap: str, top
         assert agent.proc is not None
         assert agent.proc.wait(60) == 2
         assert "cannot listen for syslog" in agent.log()
+
+
+def test_kernel_udp_drops_are_read_for_the_socket() -> None:
+    from log_capturer.sources.syslog.source import udp_drops
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unread:
+        unread.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        unread.bind(("127.0.0.1", 0))
+        inode = os.fstat(unread.fileno()).st_ino
+        assert udp_drops(inode) == 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(200):
+                sender.sendto(b"<14>x" * 100, unread.getsockname())
+        dropped = udp_drops(inode)
+        assert dropped is not None and dropped > 0
