@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +45,6 @@ from log_capturer.processing.levels import CANONICAL, level_of_value
 from log_capturer.processing.timestamps import NS, parse_epoch, parse_rfc3339
 from log_capturer.record import Chunk, Origin
 
-log = logging.getLogger(__name__)
 
 PATH = "/api/v1/logs"
 KNOWN = frozenset({"message", "level", "source_type", "source_id", "labels", "timestamp", "fields"})
