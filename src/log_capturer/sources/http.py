@@ -45,7 +45,6 @@ from log_capturer.processing.levels import CANONICAL, level_of_value
 from log_capturer.processing.timestamps import NS, parse_epoch, parse_rfc3339
 from log_capturer.record import Chunk, Origin
 
-
 PATH = "/api/v1/logs"
 KNOWN = frozenset({"message", "level", "source_type", "source_id", "labels", "timestamp", "fields"})
 MAX_ORIGINS = 1024
