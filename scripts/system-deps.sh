@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project needs, once. Java 17+ and Maven run the
-# local Kafka broker; the rest are real peers used by tests and benchmarks.
+# Installs the Debian packages the project needs, once (only those missing). Java 17+ and
+# Maven run the local Kafka broker; the rest are real peers used by tests and benchmarks.
 set -euo pipefail
 need=()
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+# util-linux's `logger` (Debian package bsdutils) is the real syslog client of the syslog tests;
+# they need its --server/--tcp/--udp/--rfc3164/--rfc5424/--octet-count options.
+if ! command -v logger >/dev/null || ! logger --help 2>&1 | grep -q -- '--octet-count'; then
+  need+=(bsdutils)
+fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

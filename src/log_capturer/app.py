@@ -1,7 +1,7 @@
 """Wiring: build the components from a config, start them in order, stop them with a drain.
 
 Start order: sinks -> dispatcher -> sources -> HTTP. Stop order: sources stop
-reading -> the dispatcher hands over what is queued -> sinks wait for delivery
+reading (files, syslog, stdin) -> the dispatcher hands over what is queued -> sinks wait for delivery
 reports (up to ``dispatcher.drain_timeout`` in all) -> acknowledged positions
 are saved. Lines not acknowledged by then are not checkpointed, so a restart
 reads them again: nothing is lost, at worst re-sent.
@@ -21,16 +21,46 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.observability.server import HttpServers, build_api_app, build_metrics_app
 from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing import Analyzer
+from log_capturer.processing.pipelines import Pipeline, PipelineError, load_pipelines
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sinks.base import Sink, SinkHealth, utc_now_iso
 from log_capturer.sinks.kafka.sink import KafkaSink, SinkStartError
 from log_capturer.sources.file.source import FileSource
+from log_capturer.sources.http import PATH as INGEST_PATH
+from log_capturer.sources.http import HttpIngest
+from log_capturer.sources.stdin import StdinSource
+from log_capturer.sources.syslog import SyslogSource
 
 log = logging.getLogger(__name__)
 
 
 class AgentError(RuntimeError):
     """The agent cannot start with this configuration; the message says what to change."""
+
+
+def build_pipelines(config: Config, metrics: Metrics | None = None) -> dict[str, Pipeline]:
+    """Load ``processing.pipelines_file`` and check every pipeline the config names exists."""
+    if not config.processing.enabled:
+        return {}
+    path = config.processing.pipelines_file
+    try:
+        pipelines = load_pipelines(path, metrics)
+    except PipelineError as exc:
+        raise AgentError(f"processing.pipelines_file: {exc}") from None
+    for key, name in config.pipeline_names().items():
+        if name not in pipelines:
+            raise AgentError(
+                f"{key}: no pipeline named {name!r} in {path}; defined: {', '.join(sorted(pipelines))}"
+            )
+    return pipelines
+
+
+def pipelines_by_source_type(config: Config) -> dict[str, str]:
+    """source_type -> pipeline for sources that do not name theirs on each chunk (files, containers)."""
+    by_type = dict(config.processing.source_type_pipelines)
+    if config.files_config.pipeline:
+        by_type["file"] = config.files_config.pipeline
+    return by_type
 
 
 class Agent:
@@ -50,11 +80,22 @@ class Agent:
         if not self.sinks:
             raise AgentError("no sink is enabled: set sinks.kafka.enabled: true")
         key_field = kcfg.partitioning.key_field if kcfg.partitioning.enabled else None
-        self.dispatcher = Dispatcher(config.dispatcher, self.sinks, Analyzer(key_field), self.metrics)
+        self.pipelines = build_pipelines(config, self.metrics)
+        analyzer = Analyzer(key_field, self.pipelines, pipelines_by_source_type(config))
+        self.dispatcher = Dispatcher(config.dispatcher, self.sinks, analyzer, self.metrics)
         self.file_source: FileSource | None = None
         fcfg = config.files_config
         if fcfg.enabled and fcfg.watch_directories:
             self.file_source = FileSource(fcfg, config.positions, self.dispatcher, self.metrics)
+        self.syslog: SyslogSource | None = None
+        if config.syslog.enabled:
+            self.syslog = SyslogSource(config.syslog, self.dispatcher, self.metrics)
+        self.stdin: StdinSource | None = None
+        if config.stdin.enabled:
+            self.stdin = StdinSource(config.stdin, self.dispatcher, self.metrics)
+        self.ingest: HttpIngest | None = None
+        if config.http_ingest.enabled and config.server.enabled:
+            self.ingest = HttpIngest(config.http_ingest, self.dispatcher, self.metrics)
         self.http = HttpServers()
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -70,13 +111,29 @@ class Agent:
         if self.file_source is not None:
             self.file_source.start()
         cfg = self.config
+        if self.syslog is not None:
+            try:
+                self.syslog.start()
+            except OSError as exc:
+                self.stop()
+                raise AgentError(
+                    f"cannot listen for syslog: {exc.strerror or exc}; change syslog.udp.port / "
+                    "syslog.tcp.port (or the host)"
+                ) from exc
         if cfg.metrics.enabled:
             self.http.add(
                 build_metrics_app(self.metrics.registry, cfg.metrics.path), cfg.metrics.host, cfg.metrics.port
             )
         if cfg.server.enabled:
             self.http.add(
-                build_api_app(self.health, self.stats, self.positions), cfg.server.host, cfg.server.port
+                build_api_app(
+                    self.health,
+                    self.stats,
+                    self.positions,
+                    (INGEST_PATH, self.ingest.handle) if self.ingest is not None else None,
+                ),
+                cfg.server.host,
+                cfg.server.port,
             )
         if cfg.metrics.enabled or cfg.server.enabled:
             try:
@@ -86,14 +143,25 @@ class Agent:
                 raise AgentError(
                     f"cannot listen for HTTP: {exc.strerror}; change server.port or metrics.port"
                 ) from exc
+        if self.stdin is not None:
+            self.stdin.start()
         log.info(
             "agent started",
             extra={
                 "version": __version__,
                 "sinks": [s.name for s in self.sinks],
                 "files": len(self.file_source.files) if self.file_source else 0,
+                "syslog": [f"{t}://{h}:{p}" for t, h, p in self.syslog.bound] if self.syslog else [],
+                "stdin": self.stdin is not None,
+                "http_ingest": self.ingest is not None,
+                "pipelines": sorted(self.pipelines),
             },
         )
+
+    @property
+    def input_finished(self) -> bool:
+        """True once standard input ended and every line of it was queued (stdin runs only)."""
+        return self.stdin is not None and self.stdin.finished.is_set()
 
     def stop(self) -> None:
         """Graceful stop: drain within ``dispatcher.drain_timeout``, then checkpoint what was acked."""
@@ -107,6 +175,10 @@ class Agent:
             )
             if self.file_source is not None:
                 self.file_source.stop()
+            if self.syslog is not None:
+                self.syslog.stop(max(0.1, deadline - time.monotonic()))
+            if self.stdin is not None:
+                self.stdin.stop()
             if not self.dispatcher.close(max(0.1, deadline - time.monotonic())):
                 log.warning("dispatcher did not hand over every queued line before the deadline")
             for sink in self.sinks:
@@ -167,6 +239,25 @@ class Agent:
                     "rotated_files_draining": len(self.file_source.rotated),
                 }
             )
+        if self.syslog is not None:
+            out.append(
+                {
+                    "name": "syslog_source",
+                    "status": "healthy",
+                    "listeners": [f"{t}://{h}:{p}" for t, h, p in self.syslog.bound],
+                    "tcp_connections": len(self.syslog.connections),
+                }
+            )
+        if self.stdin is not None:
+            out.append(
+                {
+                    "name": "stdin_source",
+                    "status": "healthy",
+                    "finished": self.stdin.finished.is_set(),
+                }
+            )
+        if self.ingest is not None:
+            out.append({"name": "http_ingest", "status": "healthy", "path": INGEST_PATH})
         return out
 
     def stats(self) -> dict[str, Any]:
@@ -189,6 +280,21 @@ class Agent:
                 "lag_bytes": fs.lag_bytes() if fs else {},
             },
             "dlq": {"entries_written": self.dlq.entries_written if self.dlq else 0},
+            "syslog": {
+                "received": self.syslog.messages_received if self.syslog else 0,
+                "dropped": self.syslog.messages_dropped if self.syslog else 0,
+                "tcp_connections": len(self.syslog.connections) if self.syslog else 0,
+            },
+            "stdin": {
+                "lines_read": self.stdin.lines_read if self.stdin else 0,
+                "unacknowledged": self.stdin.unacknowledged if self.stdin else 0,
+                "finished": self.stdin.finished.is_set() if self.stdin else False,
+            },
+            "http_ingest": {"accepted": self.ingest.accepted if self.ingest else 0},
+            "pipelines": {
+                name: {"step_failures": dict(p.failures), "redactions": dict(p.redactions)}
+                for name, p in self.pipelines.items()
+            },
         }
 
     def positions(self) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""Command line: ``log-capturer run | validate | kafka ...``."""
+"""Command line: ``log-capturer run | validate | pipeline test | kafka ...``."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import sys
 import threading
+import typing
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -25,6 +27,8 @@ kafka_app = typer.Typer(
     help="A real local Apache Kafka (KRaft) broker for development and tests.", no_args_is_help=True
 )
 app.add_typer(kafka_app, name="kafka")
+pipeline_app = typer.Typer(help="Processing pipelines.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -48,8 +52,15 @@ def version() -> None:
 
 @app.command()
 def validate(config: ConfigOpt = Path("configs/config.yaml")) -> None:
-    """Check a config file; print every problem (with the key and the fix) and exit non-zero."""
-    _load(config)
+    """Check a config file (and its pipelines file); print every problem and exit non-zero."""
+    from log_capturer.app import AgentError, build_pipelines
+
+    cfg = _load(config)
+    try:
+        build_pipelines(cfg)
+    except AgentError as exc:
+        err.print(f"[bold red]{exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
     out.print(f"[green]{config}: valid[/]")
 
 
@@ -57,13 +68,28 @@ def validate(config: ConfigOpt = Path("configs/config.yaml")) -> None:
 def run(
     config: ConfigOpt = Path("configs/config.yaml"),
     status: Annotated[bool, typer.Option(help="Print a live status line.")] = True,
+    stdin: Annotated[
+        bool,
+        typer.Option(
+            "--stdin",
+            help="Ship the lines of standard input, then drain and exit (0 when every line was "
+            "acknowledged). Standard input is the only source of this run: files, syslog and the "
+            "HTTP servers are off.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the agent in the foreground until Ctrl-C or SIGTERM, then drain and exit."""
+    """Run the agent in the foreground until Ctrl-C or SIGTERM (or end of input), then drain and exit."""
     from log_capturer.app import Agent, AgentError
     from log_capturer.observability.logs import setup_logging
     from log_capturer.observability.status import StatusLine
 
     cfg = _load(config)
+    if stdin:
+        cfg.stdin.enabled = True
+        cfg.files_config.enabled = False
+        cfg.syslog.enabled = False
+        cfg.server.enabled = False
+        cfg.metrics.enabled = False
     setup_logging(cfg.app.log_level, cfg.app.log_format, cfg.app.name, cfg.app.log_file)
     try:
         agent = Agent(cfg)
@@ -83,18 +109,100 @@ def run(
     signal.signal(signal.SIGTERM, on_signal)
     if line is not None:
         line.start()
-    while not stop_requested.wait(0.5):
-        pass
+    while not stop_requested.wait(0.2):
+        if agent.input_finished:
+            break
     if line is not None:
         line.stop()
     err.print("stopping: draining in-flight lines...")
     agent.stop()
+    if agent.stdin is not None:
+        lost = agent.stdin.unacknowledged
+        if lost:
+            err.print(f"[bold red]stopped; {lost} lines of standard input were not acknowledged[/]")
+            raise typer.Exit(1)
+        err.print(f"stopped cleanly; all {agent.stdin.lines_read} lines of standard input were acknowledged")
+        return
     remaining = agent.kafka.outstanding if agent.kafka is not None else 0
     err.print(
         f"stopped; {remaining} lines unacknowledged (they will be re-read on restart)"
         if remaining
         else "stopped cleanly; every line read was acknowledged"
     )
+
+
+# -- pipeline ---------------------------------------------------------------------------------
+
+
+@pipeline_app.command("test")
+def pipeline_test(
+    file: Annotated[Path, typer.Argument(help="The pipelines file (YAML).")],
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", "-p", help="Pipeline to run (needed if FILE has several).")
+    ] = None,
+    source_type: Annotated[str, typer.Option(help="source_type of the test records.")] = "stdin",
+    source_id: Annotated[str, typer.Option(help="source_id of the test records.")] = "stdin",
+    key_field: Annotated[
+        str, typer.Option(help="Partition key field, as sinks.kafka.partitioning.key_field.")
+    ] = "tenant_id",
+) -> None:
+    """Run a pipeline over the lines of standard input; print each resulting record as JSON.
+
+    The records are exactly what the agent would send to Kafka (level detection and
+    key extraction included). Step failures and redactions are summed up on stderr.
+    """
+    from log_capturer.processing import Analyzer
+    from log_capturer.processing.pipelines import PipelineError, load_pipelines
+    from log_capturer.record import Chunk, Origin
+    from log_capturer.sinks.kafka.encode import encode_chunk
+    from log_capturer.sources.stdin import READ_BYTES, LineSplitter
+
+    try:
+        pipelines = load_pipelines(file)
+    except PipelineError as exc:
+        err.print(f"[bold red]{exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    if pipeline is None:
+        if len(pipelines) != 1:
+            err.print(f"{file} has several pipelines; choose one with --pipeline: {', '.join(pipelines)}")
+            raise typer.Exit(2)
+        pipeline = next(iter(pipelines))
+    if pipeline not in pipelines:
+        err.print(f"no pipeline named {pipeline!r} in {file}; defined: {', '.join(pipelines)}")
+        raise typer.Exit(2)
+    analyzer = Analyzer(key_field or None, pipelines)
+    origin = Origin(source_type, source_id, pipeline=pipeline)
+    splitter = LineSplitter(1 << 20)
+    stream = typing.cast(io.BufferedReader, sys.stdin.buffer)
+    written = sys.stdout.buffer
+    count = 0
+
+    def emit(lines: list[str], truncated: set[int]) -> None:
+        chunk = Chunk(origin, lines)
+        chunk.truncated = frozenset(truncated)
+        analyzer.analyze(chunk)
+        for record in encode_chunk(chunk, key_field or None):
+            written.write(record + b"\n")
+        written.flush()
+
+    while data := stream.read1(READ_BYTES):
+        lines, truncated = splitter.feed(data)
+        if lines:
+            emit(lines, truncated)
+            count += len(lines)
+    last = splitter.finish()
+    if last is not None:
+        emit([last], set())
+        count += 1
+    p = pipelines[pipeline]
+    summary = f"{count} lines through pipeline {pipeline!r}"
+    if p.failures:
+        summary += "; step failures (lines left as they were): " + ", ".join(
+            f"{label}={n}" for label, n in sorted(p.failures.items())
+        )
+    if p.redactions:
+        summary += "; redactions: " + ", ".join(f"{r}={n}" for r, n in sorted(p.redactions.items()))
+    sys.stderr.write(summary + "\n")
 
 
 # -- kafka ------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ class Origin:
     source_type: str
     source_id: str
     labels: dict[str, str] = field(default_factory=dict)
+    #: Name of the processing pipeline for this source's lines ('' = by source_type, or none).
+    pipeline: str = ""
     #: '"source_type":...,"source_id":...,"labels":{...}' as JSON bytes, for the record encoder.
     encoded: bytes = b""
 
@@ -60,8 +62,10 @@ class Chunk:
         "meta",
         "origin",
         "pending",
+        "preset_levels",
         "read_time_ns",
         "start",
+        "timestamps",
         "truncated",
     )
 
@@ -84,6 +88,12 @@ class Chunk:
         self.meta = meta
         #: Indexes of lines that were truncated by the source.
         self.truncated: frozenset[int] = frozenset()
+        #: Per-line event time (ns since the epoch) when the source or a pipeline knows it
+        #: (syslog, HTTP ingest, ``timestamp_parse``); None = every line uses ``read_time_ns``.
+        self.timestamps: list[int] | None = None
+        #: Per-line level given by the source or a pipeline (syslog severity, an ingested
+        #: ``level``, ``log_level_extract``); None entries, or None for all, are detected.
+        self.preset_levels: list[str | None] | None = None
         #: Filled by the analyzer: normalised level and partition-key value of each line.
         self.levels: list[str] = []
         self.keys: list[str | None] | None = None

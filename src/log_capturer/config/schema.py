@@ -115,12 +115,123 @@ class FilesConfig(Strict):
         description="Longest line kept whole; longer lines are truncated to this size and marked "
         "'truncated: true' in the record (counted in metrics).",
     )
+    pipeline: str = Field(
+        "", description="Processing pipeline (a name in processing.pipelines_file) for lines from files."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FilesConfig:
         if self.enabled and not self.include_patterns:
             raise ValueError("include_patterns is empty, so no file would ever match; add e.g. '*.log'")
         return self
+
+
+class SyslogUDPConfig(Strict):
+    enabled: bool = Field(True, description="Listen for syslog datagrams (RFC 5426: one message each).")
+    host: str = Field("0.0.0.0", description="Address the UDP listener binds to.")
+    port: Port = Field(5140, description="UDP port (514 needs root or CAP_NET_BIND_SERVICE).")
+    receive_buffer_bytes: int = Field(
+        4 << 20,
+        ge=0,
+        description="Socket receive buffer (SO_RCVBUF): UDP has no backpressure, so bursts the agent "
+        "cannot read at once wait here or are dropped by the kernel (counted in "
+        "source_lines_dropped_total{reason='udp_receive_buffer_full'}). Linux caps it at "
+        "net.core.rmem_max. 0 = system default.",
+    )
+
+
+class SyslogTCPConfig(Strict):
+    enabled: bool = Field(
+        True,
+        description="Listen for syslog over TCP. Each frame is octet-counted (RFC 6587 '<len> <msg>') or "
+        "ends with a newline; both are accepted on the same connection.",
+    )
+    host: str = Field("0.0.0.0", description="Address the TCP listener binds to.")
+    port: Port = Field(5140, description="TCP port.")
+    max_connections: int = Field(
+        1000, ge=1, description="Most simultaneous connections; further ones are closed at once."
+    )
+
+
+class SyslogConfig(Strict):
+    enabled: bool = Field(
+        False,
+        description="Receive syslog messages (RFC 3164 and RFC 5424, detected per message). The "
+        "severity sets the level (0-1 fatal, 2 critical, 3 error, 4 warn, 5-6 info, 7 debug); "
+        "facility, severity, hostname, appname, procid, msgid, structured_data and source_ip go "
+        "into fields; the message's own time is the record timestamp.",
+    )
+    udp: SyslogUDPConfig = Field(default_factory=SyslogUDPConfig)
+    tcp: SyslogTCPConfig = Field(default_factory=SyslogTCPConfig)
+    max_message_bytes: int = Field(
+        65536,
+        ge=256,
+        le=16 << 20,
+        description="Longest message kept whole; longer ones are truncated and marked 'truncated: true'.",
+    )
+    batch_lines: int = Field(
+        1000, ge=1, description="Most messages per chunk handed to the dispatcher (one per sender)."
+    )
+    batch_wait: Duration = Field(
+        0.01, description="Longest a received message waits for more before its chunk is handed on."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Static labels of syslog records.")
+    pipeline: str = Field("", description="Processing pipeline for syslog messages.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SyslogConfig:
+        if self.enabled and not (self.udp.enabled or self.tcp.enabled):
+            raise ValueError("syslog is enabled but neither udp nor tcp is; enable one of them")
+        if self.batch_wait > 10:
+            raise ValueError("batch_wait can be at most 10s")
+        return self
+
+
+class StdinConfig(Strict):
+    enabled: bool = Field(
+        False,
+        description="Read lines from standard input (as `log-capturer run --stdin` does); at end of "
+        "input the agent drains and exits.",
+    )
+    source_id: str = Field("stdin", min_length=1, description="source_id of the records.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Static labels of stdin records.")
+    pipeline: str = Field("", description="Processing pipeline for stdin lines.")
+    max_line_bytes: int = Field(
+        1 << 20, ge=256, description="Longest line kept whole; longer ones are truncated and marked."
+    )
+
+
+class HttpIngestConfig(Strict):
+    enabled: bool = Field(
+        True,
+        description="Accept records on POST /api/v1/logs of the API server (server.port): one JSON "
+        "object, a JSON array or NDJSON, each {message, level, source_type, source_id, labels, "
+        "timestamp, fields}.",
+    )
+    max_body_bytes: int = Field(
+        10 << 20, ge=1024, le=1 << 30, description="Largest request body; larger ones get 413."
+    )
+    source_type: str = Field("api", min_length=1, description="source_type of records that give none.")
+    source_id: str = Field("http", min_length=1, description="source_id of records that give none.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels added to every record (a record's own labels win)."
+    )
+    pipeline: str = Field("", description="Processing pipeline for ingested records.")
+    queue_timeout: Duration = Field(
+        0.5,
+        description="How long a request waits for room in the dispatcher queue before it is "
+        "refused with 429 (the client should retry later).",
+    )
+    acknowledgements: bool = Field(
+        True,
+        description="Answer 200 only once every record was acknowledged by the sinks (delivered or "
+        "parked in the DLQ); false answers as soon as the records are queued.",
+    )
+    ack_timeout: Duration = Field(
+        30.0,
+        description="With acknowledgements, how long a request waits for them; then 503 (the "
+        "records may still arrive: resending them is at-least-once).",
+    )
 
 
 # --- dispatcher and reliability -------------------------------------------------------------
@@ -359,7 +470,22 @@ class PositionsConfig(Strict):
 
 class ProcessingConfig(Strict):
     enabled: bool = Field(False, description="Run processing pipelines.")
-    pipelines_file: str = Field("", description="YAML file of processing pipelines.")
+    pipelines_file: str = Field(
+        "",
+        description="YAML file of named processing pipelines (see the README and "
+        "configs/pipelines.yaml); a relative path is relative to the working directory.",
+    )
+    source_type_pipelines: dict[str, str] = Field(
+        default_factory=dict,
+        description="source_type -> pipeline, for lines whose source section names no pipeline "
+        "(e.g. {docker: app-json}). A source's own 'pipeline' key wins.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ProcessingConfig:
+        if self.enabled and not self.pipelines_file:
+            raise ValueError("processing is enabled but pipelines_file is empty; set the pipelines file")
+        return self
 
 
 class Config(Strict):
@@ -367,7 +493,36 @@ class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     files_config: FilesConfig = Field(default_factory=FilesConfig)
+    syslog: SyslogConfig = Field(default_factory=SyslogConfig)
+    stdin: StdinConfig = Field(default_factory=StdinConfig)
+    http_ingest: HttpIngestConfig = Field(default_factory=HttpIngestConfig)
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     positions: PositionsConfig = Field(default_factory=PositionsConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
+
+    def pipeline_names(self) -> dict[str, str]:
+        """Every pipeline the config refers to: config key -> pipeline name."""
+        refs = {
+            "files_config.pipeline": self.files_config.pipeline,
+            "syslog.pipeline": self.syslog.pipeline,
+            "stdin.pipeline": self.stdin.pipeline,
+            "http_ingest.pipeline": self.http_ingest.pipeline,
+        }
+        refs.update(
+            {
+                f"processing.source_type_pipelines.{t}": n
+                for t, n in self.processing.source_type_pipelines.items()
+            }
+        )
+        return {k: v for k, v in refs.items() if v}
+
+    @model_validator(mode="after")
+    def _pipelines_need_processing(self) -> Config:
+        if not self.processing.enabled and self.pipeline_names():
+            key = next(iter(self.pipeline_names()))
+            raise ValueError(
+                f"{key} names a pipeline but processing is disabled; set processing.enabled: true "
+                "and processing.pipelines_file"
+            )
+        return self

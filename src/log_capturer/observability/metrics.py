@@ -132,3 +132,53 @@ class Metrics:
             buckets=_SIZE_BUCKETS,
             registry=r,
         )
+        # --- syslog, stdin and HTTP ingest sources -----------------------------------------
+        self.source_lines_received = Counter(
+            "source_lines_received_total",
+            "Messages received by the syslog, stdin and HTTP ingest sources.",
+            ["source", "transport"],
+            registry=r,
+        )
+        self.source_parse_errors = Counter(
+            "source_parse_errors_total",
+            "Messages a source could not parse; they are shipped as received, as plain text.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.source_lines_dropped = Counter(
+            "source_lines_dropped_total",
+            "Messages received but never queued (the agent stopped while the queue stayed full).",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.source_connections = Gauge(
+            "source_connections",
+            "Open TCP connections of a listening source.",
+            ["source"],
+            registry=r,
+        )
+        self.http_ingest_requests = Counter(
+            "http_ingest_requests_total",
+            "POST /api/v1/logs requests by HTTP status code (4xx and 5xx are rejections).",
+            ["code"],
+            registry=r,
+        )
+        # --- processing pipelines ----------------------------------------------------------
+        self.pipeline_lines = Counter(
+            "pipeline_lines_total",
+            "Lines that went through a processing pipeline.",
+            ["pipeline"],
+            registry=r,
+        )
+        self.pipeline_step_failures = Counter(
+            "pipeline_step_failures_total",
+            "Lines a pipeline step could not handle (left as they were), by step ('index:type').",
+            ["pipeline", "step"],
+            registry=r,
+        )
+        self.pipeline_redactions = Counter(
+            "pipeline_redactions_total",
+            "Secrets masked by redact steps, by rule ('key' = a value under a secret-named key).",
+            ["pipeline", "rule"],
+            registry=r,
+        )

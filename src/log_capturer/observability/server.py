@@ -1,7 +1,8 @@
 """HTTP endpoints, served by aiohttp on a background event loop.
 
 API server (``server.port``, 8401): ``GET /health`` (JSON, 503 unless
-healthy), ``GET /stats``, ``GET /positions``. Metrics server
+healthy), ``GET /stats``, ``GET /positions``, and ``POST /api/v1/logs`` when
+HTTP ingest is on (:mod:`log_capturer.sources.http`). Metrics server
 (``metrics.port``, 8001): ``GET <metrics.path>`` (Prometheus text) and a plain
 ``GET /health`` answering ``OK``.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -21,13 +22,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 log = logging.getLogger(__name__)
 
 JsonProvider = Callable[[], dict[str, Any]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data, default=str), status=status, content_type="application/json")
 
 
-def build_api_app(health: JsonProvider, stats: JsonProvider, positions: JsonProvider) -> web.Application:
+def build_api_app(
+    health: JsonProvider,
+    stats: JsonProvider,
+    positions: JsonProvider,
+    ingest: tuple[str, Handler] | None = None,
+) -> web.Application:
     async def get_health(_: web.Request) -> web.Response:
         h = health()
         return _json(h, 200 if h.get("status") == "healthy" else 503)
@@ -42,6 +49,8 @@ def build_api_app(health: JsonProvider, stats: JsonProvider, positions: JsonProv
     app.router.add_get("/health", get_health)
     app.router.add_get("/stats", get_stats)
     app.router.add_get("/positions", get_positions)
+    if ingest is not None:
+        app.router.add_post(*ingest)
     return app
 
 

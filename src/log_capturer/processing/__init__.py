@@ -1,8 +1,10 @@
-"""Per-line analysis: level detection and the partition key, done a chunk at a time."""
+"""Per-line analysis: pipelines, level detection and the partition key, done a chunk at a time."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from log_capturer.processing.levels import (
     detect_level,
@@ -12,24 +14,51 @@ from log_capturer.processing.levels import (
 )
 from log_capturer.record import Chunk
 
+if TYPE_CHECKING:
+    from log_capturer.processing.pipelines import Pipeline
+
 __all__ = ["Analyzer", "detect_level"]
 
 
 class Analyzer:
     """Fills ``chunk.levels`` and ``chunk.keys`` for every line of a chunk.
 
-    ``keys[i]`` is the value of ``key_field`` found in line ``i`` (a JSON member
-    or a logfmt pair), or None. When the origin carries ``key_field`` as a
-    label, the key is the same for the whole chunk and ``keys`` stays None.
+    ``keys[i]`` is the value of ``key_field`` found in line ``i`` (a field
+    given by the source or a pipeline, a JSON member or a logfmt pair), or
+    None. When the origin carries ``key_field`` as a label, the key is the
+    same for the whole chunk and ``keys`` stays None.
+
+    A chunk whose origin names a pipeline (or whose source_type has one in
+    ``by_source_type``) goes through it first. Levels preset by the source or
+    the pipeline are kept; the others are detected. Chunks with neither stay
+    on the fast path, which creates nothing per line.
     """
 
-    def __init__(self, key_field: str | None) -> None:
+    def __init__(
+        self,
+        key_field: str | None,
+        pipelines: Mapping[str, Pipeline] | None = None,
+        by_source_type: Mapping[str, str] | None = None,
+    ) -> None:
         self.key_field = key_field or None
         self._logfmt_key = (
             re.compile(rf'(?:^|\s){re.escape(key_field)}=(?:"([^"]*)"|(\S+))') if key_field else None
         )
+        self.pipelines = dict(pipelines or {})
+        self.by_source_type = dict(by_source_type or {})
+
+    def pipeline_for(self, chunk: Chunk) -> Pipeline | None:
+        name = chunk.origin.pipeline or self.by_source_type.get(chunk.origin.source_type)
+        return self.pipelines.get(name) if name else None
 
     def analyze(self, chunk: Chunk) -> None:
+        if self.pipelines:
+            pipeline = self.pipeline_for(chunk)
+            if pipeline is not None:
+                pipeline.apply(chunk)
+        if chunk.preset_levels is not None or chunk.meta is not None:
+            self._analyze_rich(chunk)
+            return
         kf = self.key_field
         want_key = kf is not None and kf not in chunk.origin.labels
         levels: list[str] = []
@@ -47,6 +76,44 @@ class Analyzer:
             add_level(level_of_text(line))
             if keys is not None:
                 keys.append(self._logfmt_value(line))
+        chunk.levels = levels
+        chunk.keys = keys
+
+    def _analyze_rich(self, chunk: Chunk) -> None:
+        """Like the fast path, but honours preset levels and takes the key from fields first."""
+        kf = self.key_field
+        want_key = kf is not None and kf not in chunk.origin.labels
+        preset = chunk.preset_levels
+        meta = chunk.meta
+        levels: list[str] = []
+        keys: list[str | None] | None = [] if want_key else None
+        for i, line in enumerate(chunk.lines):
+            level = preset[i] if preset is not None else None
+            key: str | None = None
+            found_key = False
+            if keys is not None and meta is not None:
+                fields = meta[i]
+                if fields and kf in fields:
+                    v = fields[kf]
+                    found_key = True
+                    key = None if v is None or isinstance(v, dict | list) else str(v)
+            need_key = keys is not None and not found_key
+            if level is None or need_key:
+                obj = parse_json_object(line) if line[:1] == "{" else None
+                if obj is not None:
+                    if level is None:
+                        level = level_of_mapping(obj)
+                    if need_key:
+                        v = obj.get(kf)  # type: ignore[arg-type]
+                        key = None if v is None or isinstance(v, dict | list) else str(v)
+                else:
+                    if level is None:
+                        level = level_of_text(line)
+                    if need_key:
+                        key = self._logfmt_value(line)
+            levels.append(level)
+            if keys is not None:
+                keys.append(key)
         chunk.levels = levels
         chunk.keys = keys
 

@@ -2,7 +2,7 @@
 
 Shape (one object per line)::
 
-    {"timestamp": "2026-11-25T06:40:00.123456789Z",   # when the line was read, RFC 3339, ns
+    {"timestamp": "2026-11-25T06:40:00.123456789Z",   # event time if known, else read time; RFC 3339, ns
      "message": "<the original line>",
      "level": "error",                                  # "" when no level was found
      "source_type": "file", "source_id": "/var/log/app.log",
@@ -42,14 +42,21 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
     keys = chunk.keys
     meta = chunk.meta
     truncated = chunk.truncated
+    stamps = chunk.timestamps
     out: list[bytes] = []
     append = out.append
-    if keys is None and meta is None and not truncated:
+    if keys is None and meta is None and not truncated and stamps is None:
         for line, lvl in zip(chunk.lines, chunk.levels, strict=True):
             append(head + _dumps(line) + tails[lvl] + b"{}}")
         return out
     key_prefix = b'{"' + key_field.encode() + b'":' if key_field else b""
+    heads: dict[int, bytes] = {}
     for i, (line, lvl) in enumerate(zip(chunk.lines, chunk.levels, strict=True)):
+        if stamps is not None:
+            ns = stamps[i]
+            if ns not in heads:
+                heads[ns] = b'{"timestamp":"' + rfc3339_ns(ns).encode() + b'","message":'
+            head = heads[ns]
         extra = meta[i] if meta is not None else None
         k = keys[i] if keys is not None else None
         if extra:
