@@ -88,7 +88,7 @@ class Agent:
             extra={
                 "version": __version__,
                 "sinks": [s.name for s in self.sinks],
-                "files": len(self.file_source.files) if self.file_source else 0,
+                "files": len(self.file_source.files()) if self.file_source else 0,
             },
         )
 
@@ -160,8 +160,9 @@ class Agent:
                 {
                     "name": "file_source",
                     "status": "healthy",
-                    "files": len(self.file_source.files),
-                    "rotated_files_draining": len(self.file_source.rotated),
+                    "files": len(self.file_source.files()),
+                    "rotated_files_draining": len(self.file_source.files(live=False)),
+                    "open_files": self.file_source.open_files,
                 }
             )
         return out
@@ -180,7 +181,9 @@ class Agent:
             },
             "sinks": {s.name: s.stats() for s in self.sinks},
             "files": {
-                "monitored": len(fs.files) if fs else 0,
+                "monitored": len(fs.files()) if fs else 0,
+                "rotated_draining": len(fs.files(live=False)) if fs else 0,
+                "open_files": fs.open_files if fs else 0,
                 "lines_read": fs.lines_read if fs else 0,
                 "in_flight_lines": fs.in_flight() if fs else 0,
                 "lag_bytes": fs.lag_bytes() if fs else {},
