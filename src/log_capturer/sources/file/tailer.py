@@ -469,7 +469,7 @@ class TailEngine:
         targets = self.discover()
         self.targets = targets
         seen: dict[Key, str] = {}
-        fresh: list[tuple[str, os.stat_result, Target]] = []  # paths naming files not followed yet
+        fresh: list[tuple[str, Target, bool]] = []  # paths naming files not followed yet
         for path, target in targets.items():
             try:
                 st = os.stat(path)
@@ -488,11 +488,12 @@ class TailEngine:
                     tf.live = True
                 self.by_path[path] = key
                 continue
-            if key in self.copies:
+            grown_copy = key in self.copies
+            if grown_copy:
                 if st.st_size == self.copies[key][1]:
                     continue
                 del self.copies[key]  # a "copy" that grows is a log of its own
-            fresh.append((path, st, target))
+            fresh.append((path, target, not grown_copy))
         for key, tf in list(self.tracked.items()):
             if tf.live and key not in seen:
                 self._lost_path(tf)
@@ -505,8 +506,8 @@ class TailEngine:
                 if moved:
                     tf.path = self._locate(tf)
         self._fp_index.clear()
-        for path, _, target in fresh:
-            self._new_file(path, target)
+        for path, target, may_be_copy in fresh:
+            self._new_file(path, target, may_be_copy)
         for key in [k for k, (p, _) in self.copies.items() if k not in seen]:
             del self.copies[key]
         if self.unclaimed:
@@ -528,7 +529,7 @@ class TailEngine:
             }
         return index
 
-    def _new_file(self, path: str, target: Target) -> None:
+    def _new_file(self, path: str, target: Target, may_be_copy: bool = True) -> None:
         now = time.monotonic()
         fd = self._open_fd(path)
         if fd is None:
@@ -550,7 +551,7 @@ class TailEngine:
                 offset, log_count = 0, 0
         else:
             directory = os.path.dirname(path)
-            if fp.complete and fp.digest in self._complete_fingerprints(directory):
+            if may_be_copy and fp.complete and fp.digest in self._complete_fingerprints(directory):
                 # A copy of a followed file (copytruncate's copy made before the truncation).
                 os.close(fd)
                 self.copies[key] = (path, st.st_size)
