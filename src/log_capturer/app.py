@@ -24,6 +24,7 @@ from log_capturer.processing import Analyzer
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sinks.base import Sink, SinkHealth, utc_now_iso
 from log_capturer.sinks.kafka.sink import KafkaSink
+from log_capturer.sources.containers.source import ContainerSource
 from log_capturer.sources.file.source import FileSource
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,16 @@ class Agent:
         fcfg = config.files_config
         if fcfg.enabled and fcfg.watch_directories:
             self.file_source = FileSource(fcfg, config.positions, self.dispatcher, self.metrics)
+        self.container_source: ContainerSource | None = None
+        if config.container_monitor.enabled or config.kubernetes.enabled:
+            self.container_source = ContainerSource(
+                config.container_monitor,
+                config.kubernetes,
+                fcfg,
+                config.positions,
+                self.dispatcher,
+                self.metrics,
+            )
         self.http = HttpServers()
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -66,6 +77,8 @@ class Agent:
         self.dispatcher.start()
         if self.file_source is not None:
             self.file_source.start()
+        if self.container_source is not None:
+            self.container_source.start()
         cfg = self.config
         if cfg.metrics.enabled:
             self.http.add(
@@ -104,6 +117,8 @@ class Agent:
             )
             if self.file_source is not None:
                 self.file_source.stop()
+            if self.container_source is not None:
+                self.container_source.stop()
             if not self.dispatcher.close(max(0.1, deadline - time.monotonic())):
                 log.warning("dispatcher did not hand over every queued line before the deadline")
             for sink in self.sinks:
@@ -111,6 +126,9 @@ class Agent:
             if self.file_source is not None:
                 self.file_source.save_positions()
                 self.file_source.close()
+            if self.container_source is not None:
+                self.container_source.save_positions()
+                self.container_source.close()
             self.http.stop()
             self._stopped.set()
             log.info("stopped", extra={"lines_in": self.dispatcher.lines_in})
@@ -165,6 +183,17 @@ class Agent:
                     "open_files": self.file_source.open_files,
                 }
             )
+        cs = self.container_source
+        if cs is not None:
+            out.append(
+                {
+                    "name": "container_source",
+                    "status": "healthy",
+                    "containers": len({tf.origin.source_id for tf in cs.files()}),
+                    "files": len(cs.files()),
+                    "docker_events_connected": cs.events_connected,
+                }
+            )
         return out
 
     def stats(self) -> dict[str, Any]:
@@ -188,11 +217,28 @@ class Agent:
                 "in_flight_lines": fs.in_flight() if fs else 0,
                 "lag_bytes": fs.lag_bytes() if fs else {},
             },
+            "containers": self._container_stats(),
             "dlq": {"entries_written": self.dlq.entries_written if self.dlq else 0},
         }
 
+    def _container_stats(self) -> dict[str, Any]:
+        cs = self.container_source
+        if cs is None:
+            return {}
+        return {
+            "monitored": len({tf.origin.source_id for tf in cs.files()}),
+            "files": len(cs.files()),
+            "open_files": cs.open_files,
+            "lines_read": cs.lines_read,
+            "in_flight_lines": cs.in_flight(),
+            "docker_events_connected": cs.events_connected,
+        }
+
     def positions(self) -> dict[str, Any]:
-        return {"files": self.file_source.position_entries() if self.file_source else {}}
+        return {
+            "files": self.file_source.position_entries() if self.file_source else {},
+            "containers": self.container_source.container_entries() if self.container_source else {},
+        }
 
 
 def _human(seconds: float) -> str:

@@ -65,7 +65,6 @@ def settings_of(cfg: FilesConfig, read_from: str | None = None, rescan: float | 
 
 class FileSource(TailEngine):
     name = "file"
-    source_type = "file"
 
     def __init__(
         self,

@@ -92,7 +92,6 @@ class TailEngine:
     """Follows the files behind a source's paths; subclasses say which paths (``discover``)."""
 
     name = "tail"
-    source_type = "file"
 
     def __init__(
         self,
@@ -142,6 +141,10 @@ class TailEngine:
 
     def update_gauges(self) -> None:
         """Set the source's gauges after a rescan."""
+
+    def read_from_end(self, target: Target) -> bool:
+        """Whether a file found at start-up with no saved position starts at its end."""
+        return self.settings.read_from == "end"
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -267,7 +270,7 @@ class TailEngine:
 
     def _submit(self, tf: TailedFile, chunk: Chunk) -> None:
         if chunk.truncated:
-            self.metrics.lines_truncated.labels(self.source_type).inc(len(chunk.truncated))
+            self.metrics.lines_truncated.labels(chunk.origin.source_type).inc(len(chunk.truncated))
         while not self.dispatcher.submit(chunk, tf.checkpoint, timeout=0.25):
             if self._stop.is_set():
                 raise QueueClosed
@@ -556,7 +559,7 @@ class TailEngine:
                 os.close(fd)
                 self.copies[key] = (path, st.st_size)
                 return
-            if self._first_scan and self.settings.read_from == "end" and claimed is None:
+            if self._first_scan and claimed is None and self.read_from_end(target):
                 offset = st.st_size
         tf = TailedFile(
             path=path,
