@@ -244,6 +244,7 @@ class ContainerSource(TailEngine):
     def save_positions(self) -> None:
         if self.store is None:
             return
+        self.refresh_rotated_paths()
         try:
             self.store.save(self.container_entries())
         except OSError as exc:

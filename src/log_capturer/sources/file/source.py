@@ -178,6 +178,7 @@ class FileSource(TailEngine):
     def save_positions(self) -> None:
         if self.store is None:
             return
+        self.refresh_rotated_paths()
         try:
             self.store.save(self.position_entries())
         except OSError as exc:

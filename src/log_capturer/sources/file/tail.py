@@ -57,6 +57,8 @@ class TailedFile:
     skipping: bool = False
     #: A watched path names this file; False once rotated away or deleted (read to the end, released).
     live: bool = True
+    #: The watched path this file had while live (its rotation siblings start with its name).
+    live_path: str = ""
     assembler: Assembler | None = None
     encoding_errors: str = "backslashreplace"
     #: Start offsets of the raw lines the assembler holds (oldest first).
@@ -72,8 +74,12 @@ class TailedFile:
     #: Monotonic time of the last read or open, for closing idle descriptors.
     last_active: float = field(default_factory=time.monotonic)
     size: int = 0
+    #: Modification time (ns) at the last stat: how recent its last write is.
+    mtime_ns: int = 0
 
     def __post_init__(self) -> None:
+        if not self.live_path:
+            self.live_path = self.path
         if not self.consumed:
             self.consumed = self.read_offset
         if not self.emitted:
@@ -112,6 +118,7 @@ class TailedFile:
             "device": self.device,
             **self.fingerprint.as_dict(),
             "source_id": self.origin.source_id,
+            "live_path": self.live_path,
             "state": "live" if self.live else "rotated",
             "last_read": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_read)),
             "log_count": self.saved_log_count + self.checkpoint.acked_lines,

@@ -37,8 +37,10 @@ queue is full, so backpressure pauses reading.
 
 from __future__ import annotations
 
+import calendar
 import logging
 import os
+import resource
 import threading
 import time
 from collections import OrderedDict
@@ -83,6 +85,16 @@ class TailSettings:
     close_inactive: float = 300.0
 
 
+def _utc_ns(value: object) -> int:
+    """A saved ``last_read`` (UTC, whole seconds) as ns since the epoch; 0 when absent."""
+    if isinstance(value, str):
+        try:
+            return calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")) * 1_000_000_000
+        except ValueError:
+            pass
+    return 0
+
+
 def _int(entry: Entry, name: str) -> int:
     v = entry.get(name, 0)
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
@@ -101,6 +113,15 @@ class TailEngine:
         saved: dict[str, Entry] | None = None,
     ) -> None:
         self.settings = settings
+        self.max_open_files = settings.max_open_files
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY and self.max_open_files > soft // 2:
+            # Leave room for sockets and the other source under the process limit.
+            self.max_open_files = max(8, soft // 2)
+            log.warning(
+                "max_open_files lowered to half the process descriptor limit",
+                extra={"configured": settings.max_open_files, "used": self.max_open_files, "ulimit_n": soft},
+            )
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.tracked: dict[Key, TailedFile] = {}
@@ -204,7 +225,8 @@ class TailEngine:
         files = list(self.tracked.values())
         draining: set[str] = set()
         for tf in files:
-            if not tf.live:
+            # Rotated files first, one at a time per stream, oldest first: lines keep their order.
+            if not tf.live and tf.origin.source_id not in draining:
                 busy |= self._pump(tf, now)
                 if tf.unread or tf.partial:
                     draining.add(tf.origin.source_id)
@@ -227,23 +249,27 @@ class TailEngine:
         """Read one buffer from ``tf`` and submit it. True when bytes were read."""
         s = self.settings
         if tf.fd is None:
-            if not tf.live:
-                return False
             try:
-                st = os.stat(tf.path)
+                st = os.stat(tf.path) if tf.path else None
             except OSError:
-                self._lost_path(tf)
-                return False
-            if (st.st_dev, st.st_ino) != tf.key:
-                self._lost_path(tf)
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != tf.key:
+                if tf.live:
+                    self._lost_path(tf)
+                else:  # a rotated file not opened yet was renamed again
+                    tf.path = self._locate(tf)
+                    if not tf.path:
+                        self._forget(tf)
                 return False
             if st.st_size == tf.read_offset:
+                tf.size = st.st_size
                 return False
             if not self._reopen(tf, now):
                 return False
         assert tf.fd is not None
         try:
-            size = os.fstat(tf.fd).st_size
+            st = os.fstat(tf.fd)
+            size = st.st_size
             fp = tf.fingerprint.refresh(tf.fd, size) if size != tf.read_offset else tf.fingerprint
         except OSError as exc:
             log.warning("cannot read %s: %s", tf.path, exc.strerror)
@@ -251,9 +277,11 @@ class TailEngine:
             return False
         if size < tf.read_offset or fp is None:
             self._truncated(tf, size, now)
+            tf.mtime_ns = st.st_mtime_ns
             return True
         tf.fingerprint = fp
         tf.size = size
+        tf.mtime_ns = st.st_mtime_ns
         if size == tf.read_offset:
             return False
         try:
@@ -279,7 +307,7 @@ class TailEngine:
     # -- descriptors -------------------------------------------------------------------------------
     def _open_fd(self, path: str, keep: Key | None = None) -> int | None:
         """Open ``path``, first closing the least recently read live file (not ``keep``) at the limit."""
-        if len(self._open) >= self.settings.max_open_files:
+        if len(self._open) >= self.max_open_files:
             victim = next((t for t in self._open.values() if t.live and t.key != keep), None)
             if victim is None:
                 return None
@@ -376,6 +404,7 @@ class TailEngine:
             "file rotated; reading the old file to its end",
             extra={"path": tf.origin.source_id, "rotated_to": new or "(deleted)", "inode": tf.inode},
         )
+        self._catch_up(old, tf.origin, tf.mtime_ns)
 
     def _truncated(self, tf: TailedFile, size: int, now: float) -> None:
         """The file shrank (or its first bytes changed): copytruncate or truncation in place."""
@@ -416,6 +445,8 @@ class TailEngine:
                 "file truncated (copytruncate); continuing the old content in its copy",
                 extra={"path": fresh.path, "copy": cpath, "offset": tf.read_offset},
             )
+            if fresh.live:
+                self._catch_up(fresh.path, tf.origin, tf.mtime_ns)
             return
         unread = max(0, tf.size - tf.read_offset)
         if unread:
@@ -430,6 +461,79 @@ class TailEngine:
         tf.restart_at(0, Checkpoint(0))
         tf.fingerprint = Fingerprint.of(tf.fd, size)
         tf.size = size
+        if tf.live:
+            self._catch_up(tf.path, tf.origin, tf.mtime_ns)
+
+    def rotated_name_ok(self, path: str) -> bool:
+        """Whether a rotated file at ``path`` can be read (not compressed)."""
+        return not path.endswith((".gz", ".zip", ".bz2", ".xz", ".zst", ".lz4"))
+
+    def _catch_up(
+        self, live_path: str, origin: Origin, since_ns: int, known: set[Key] | frozenset[Key] = frozenset()
+    ) -> None:
+        """Rotated generations of ``live_path`` that were never seen (rotated away between two looks).
+
+        Candidates are untracked files next to it whose name starts with its
+        name (app.log.1, app.log-20260101, 0.log.20260101-120000), that no
+        watched pattern covers, are not compressed, were modified at or after
+        ``since_ns`` (the last write seen on the file they followed) and are not
+        a copy of a followed file. They are read from their start, oldest first.
+        """
+        if not live_path or not since_ns:
+            return
+        directory, base = os.path.split(live_path)
+        target = self.target_for(live_path) or self.target_for_source(origin.source_id)
+        if target is None:
+            return
+        try:
+            with os.scandir(directory) as it:
+                names = [
+                    e.path
+                    for e in it
+                    if e.name.startswith(base) and e.name != base and e.is_file(follow_symlinks=False)
+                ]
+        except OSError:
+            return
+        copies = {t.fingerprint.digest for t in self.tracked.values() if t.fingerprint.complete}
+        found: list[tuple[int, str, os.stat_result, Fingerprint]] = []
+        for path in names:
+            if self.target_for(path) is not None or not self.rotated_name_ok(path):
+                continue
+            head = read_head(path)
+            if head is None:
+                continue
+            dev, ino, _, data = head
+            key = (dev, ino)
+            if key in self.tracked or key in self.unclaimed or key in self.copies or key in known:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            fp = Fingerprint.of_head(data)
+            if (st.st_dev, st.st_ino) != key or st.st_mtime_ns < since_ns or fp.digest in copies:
+                continue
+            found.append((st.st_mtime_ns, path, st, fp))
+        for _, path, st, fp in sorted(found, key=lambda f: (f[0], f[1])):
+            tf = TailedFile(
+                path=path,
+                device=st.st_dev,
+                inode=st.st_ino,
+                fingerprint=fp,
+                origin=origin,
+                checkpoint=Checkpoint(0),
+                live=False,
+                live_path=live_path,
+                assembler=self._new_assembler(target),
+                encoding_errors=self.settings.encoding_errors,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+            )
+            self.tracked[tf.key] = tf
+            log.info(
+                "found a rotated file never read (rotated away between two looks); reading it",
+                extra={"path": path, "source_id": origin.source_id, "bytes": st.st_size},
+            )
 
     def _find_copy(self, tf: TailedFile) -> tuple[str, int] | None:
         """A file in ``tf``'s directory holding its old content: same fingerprint, long enough."""
@@ -459,6 +563,19 @@ class TailEngine:
                     return path, fd
                 os.close(fd)
         return None
+
+    def refresh_rotated_paths(self) -> None:
+        """Find rotated files renamed again (app.log.1 -> app.log.2) so their positions keep their name."""
+        for tf in list(self.tracked.values()):
+            if tf.live or not tf.path:
+                continue
+            try:
+                st = os.stat(tf.path)
+                moved = (st.st_dev, st.st_ino) != tf.key
+            except OSError:
+                moved = True
+            if moved:
+                tf.path = self._locate(tf)
 
     def _release_rotated(self, now: float) -> None:
         for tf in list(self.tracked.values()):
@@ -500,14 +617,7 @@ class TailEngine:
         for key, tf in list(self.tracked.items()):
             if tf.live and key not in seen:
                 self._lost_path(tf)
-            elif not tf.live and tf.path:
-                try:
-                    st = os.stat(tf.path)
-                    moved = (st.st_dev, st.st_ino) != key
-                except OSError:
-                    moved = True
-                if moved:
-                    tf.path = self._locate(tf)
+        self.refresh_rotated_paths()
         self._fp_index.clear()
         for path, target, may_be_copy in fresh:
             self._new_file(path, target, may_be_copy)
@@ -590,27 +700,40 @@ class TailEngine:
         return fp.matches_prefix(head)
 
     def _resume_unclaimed(self) -> None:
-        """Find saved files that no watched path names (rotated while draining, or copies)."""
+        """Find saved files that no watched path names (rotated while draining, or copies).
+
+        Rotated generations made while the agent was stopped and never read are
+        then caught up (see :meth:`_catch_up`).
+        """
+        catch_up: list[tuple[str, Origin, int]] = []
+        done: set[Key] = set()  # saved files found fully read: never caught up as unread
         for key, (path, entry) in list(self.unclaimed.items()):
             directory = os.path.dirname(path)
             if not os.path.isdir(directory):
                 continue  # maybe not mounted yet: keep the entry
             del self.unclaimed[key]
+            source_id = str(entry["source_id"]) if isinstance(entry.get("source_id"), str) else path
+            live_path = str(entry["live_path"]) if isinstance(entry.get("live_path"), str) else path
             found = self._find_entry(key, path, entry)
             if found is None:
                 log.info("saved position of a file that no longer exists dropped", extra={"path": path})
+                target = self.target_for(live_path) or self.target_for_source(source_id)
+                if target is not None:
+                    catch_up.append((live_path, target.origin, _utc_ns(entry.get("last_read"))))
                 continue
             fpath, fd, st = found
+            done.add((st.st_dev, st.st_ino))
             offset = _int(entry, "offset")
-            source_id = entry.get("source_id") if isinstance(entry.get("source_id"), str) else path
-            target = self.target_for(fpath) or self.target_for_source(str(source_id))
+            target = self.target_for(fpath) or self.target_for_source(source_id)
             if (st.st_dev, st.st_ino) in self.tracked or offset > st.st_size or target is None:
                 os.close(fd)
                 continue
             live = self.target_for(fpath) is not None
-            if not live and offset >= st.st_size:
-                os.close(fd)
-                continue
+            if not live:
+                catch_up.append((live_path, target.origin, st.st_mtime_ns))
+                if offset >= st.st_size:
+                    os.close(fd)
+                    continue
             fp = Fingerprint.from_entry(entry) or Fingerprint.of(fd, st.st_size)
             tf = TailedFile(
                 path=fpath,
@@ -621,10 +744,12 @@ class TailEngine:
                 checkpoint=Checkpoint(offset),
                 read_offset=offset,
                 live=live,
+                live_path=live_path,
                 assembler=self._new_assembler(target),
                 encoding_errors=self.settings.encoding_errors,
                 saved_log_count=_int(entry, "log_count"),
                 size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
             )
             self.tracked[tf.key] = tf
             self._adopt_fd(tf, fd, time.monotonic())
@@ -634,6 +759,8 @@ class TailEngine:
                 "resuming a rotated file from its saved position",
                 extra={"path": fpath, "source_id": tf.origin.source_id, "offset": offset},
             )
+        for live_path, origin, since in sorted(catch_up, key=lambda c: c[2]):
+            self._catch_up(live_path, origin, since, done)
 
     def _find_entry(self, key: Key, path: str, entry: Entry) -> tuple[str, int, os.stat_result] | None:
         """The file a saved entry describes: at its path, renamed in its directory, or a copy of it."""

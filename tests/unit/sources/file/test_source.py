@@ -412,3 +412,57 @@ def test_close_inactive_releases_descriptors_and_reopens_by_identity(env: Env) -
     src.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
+
+
+# -- generations rotated away between two looks ------------------------------------------------------
+
+
+def rotate_by_rename(log: Path) -> None:
+    n = 1
+    while log.with_name(f"{log.name}.{n}").exists():
+        n += 1
+    for k in range(n - 1, 0, -1):
+        log.with_name(f"{log.name}.{k}").rename(log.with_name(f"{log.name}.{k + 1}"))
+    log.rename(log.with_name(log.name + ".1"))
+
+
+def test_generations_rotated_away_between_two_looks_are_read_in_order(env: Env) -> None:
+    log = env.logs / "app.log"
+    archive = env.logs / "app.log.archive"
+    archive.write_text("an old rotated file, shipped long ago\n")
+    os.utime(archive, (time.time() - 3600, time.time() - 3600))
+    expected = write(log, "gen0", 0, 10)
+    src = env.source()
+    env.settle(src)
+    expected += write(log, "gen0", 10, 5)
+    rotate_by_rename(log)
+    expected += write(log, "gen1", 0, 20)
+    rotate_by_rename(log)
+    expected += write(log, "gen2", 0, 20)
+    shutil.copyfile(log, env.logs / "app.log.0")
+    with log.open("r+b") as f:
+        f.truncate(0)
+    rotate_by_rename(log)
+    expected += write(log, "gen3", 0, 20)
+    src.rescan()
+    env.settle(src)
+    assert_exactly(env.sink, expected)
+    assert env.sink.lines() == expected  # generation after generation
+
+
+def test_generations_rotated_while_stopped_are_read_after_restart(env: Env) -> None:
+    log = env.logs / "app.log"
+    expected = write(log, "gen0", 0, 10)
+    src = env.source()
+    env.settle(src)
+    src.save_positions()
+    src.close()
+    expected += write(log, "gen0", 10, 5)
+    rotate_by_rename(log)
+    expected += write(log, "gen1", 0, 20)
+    rotate_by_rename(log)
+    expected += write(log, "gen2", 0, 20)
+    src2 = env.source()
+    env.settle(src2)
+    assert_exactly(env.sink, expected)
+    assert env.sink.lines() == expected

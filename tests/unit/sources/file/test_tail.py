@@ -129,6 +129,7 @@ def test_position_entry_fields(tmp_path: Path) -> None:
         "fingerprint",
         "fingerprint_bytes",
         "source_id",
+        "live_path",
         "state",
         "last_read",
         "log_count",
