@@ -48,6 +48,7 @@ from log_capturer.sources.containers.events import DockerEvents
 from log_capturer.sources.containers.formats import CriDecoder, DockerJsonDecoder, Finish
 from log_capturer.sources.containers.kubernetes import scan_pods
 from log_capturer.sources.file.source import settings_of
+from log_capturer.sources.file.tail import TailedFile
 from log_capturer.sources.file.tailer import Entry, TailEngine, Target
 from log_capturer.sources.positions import PositionStore
 
@@ -92,6 +93,8 @@ class Known:
     name: str
     since: float
     status: str
+    #: Lines acknowledged from log files no longer followed (rotated away and read).
+    released_count: int = 0
 
 
 class ContainerSource(TailEngine):
@@ -114,17 +117,20 @@ class ContainerSource(TailEngine):
         self.known: dict[str, Known] = {}
         flat: dict[str, Entry] = {}
         for cid, entry in saved.items():
+            files_ = entry.get("files") if isinstance(entry.get("files"), dict) else {}
+            assert isinstance(files_, dict)
+            in_files = 0
+            for path, fe in files_.items():
+                if isinstance(fe, dict):
+                    flat[path] = {**fe, "source_id": cid}
+                    in_files += _count(fe.get("log_count"))
             self.known[cid] = Known(
                 str(entry.get("source_type", "docker")),
                 str(entry.get("name", "")),
                 _parse_utc(entry.get("since")),
                 str(entry.get("status", "")),
+                max(0, _count(entry.get("log_count")) - in_files),
             )
-            files_ = entry.get("files")
-            if isinstance(files_, dict):
-                for path, fe in files_.items():
-                    if isinstance(fe, dict):
-                        flat[path] = {**fe, "source_id": cid}
         rescans = [c.rescan_interval for c in (docker, kubernetes) if c.enabled]
         super().__init__(
             settings_of(files, rescan=min(rescans, default=files.rescan_interval)), dispatcher, metrics, flat
@@ -211,6 +217,11 @@ class ContainerSource(TailEngine):
         else:
             k.name = name
 
+    def released(self, tf: TailedFile) -> None:
+        k = self.known.get(tf.origin.source_id)
+        if k is not None:
+            k.released_count += tf.saved_log_count + tf.checkpoint.acked_lines
+
     def update_gauges(self) -> None:
         self.metrics.containers_monitored.set(len({tf.origin.source_id for tf in self.files()}))
 
@@ -233,7 +244,7 @@ class ContainerSource(TailEngine):
             out[cid] = {
                 "since": _utc(k.since),
                 "last_read": last,
-                "log_count": sum(int(e.get("log_count", 0)) for e in files.values()),
+                "log_count": k.released_count + sum(_count(e.get("log_count")) for e in files.values()),
                 "status": status,
                 "source_type": k.source_type,
                 "name": k.name,
@@ -250,6 +261,10 @@ class ContainerSource(TailEngine):
         except OSError as exc:
             log.error("cannot save positions to %s: %s", self.store.path, exc)
             self.metrics.errors.labels("positions", "save_failed").inc()
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _parse_utc(value: object) -> float:

@@ -353,7 +353,11 @@ class TailEngine:
         return len(self._open)
 
     # -- rotation, truncation ------------------------------------------------------------------------
+    def released(self, tf: TailedFile) -> None:
+        """Called when a file is no longer followed (rotated and done, or removed)."""
+
     def _forget(self, tf: TailedFile) -> None:
+        self.released(tf)
         self._close(tf)
         if self.tracked.get(tf.key) is tf:
             del self.tracked[tf.key]
