@@ -165,6 +165,13 @@ class FileSource(TailEngine):
         # A rotated file's lines belong to the path it had; it may not exist any more.
         return self._target(source_id) if self._matches(source_id) else None
 
+    def rotated_name_ok(self, path: str) -> bool:
+        # A rotated file is read unless exclude_patterns exclude it (compressed files by default).
+        name = os.path.basename(path)
+        return not any(
+            fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in self.config.exclude_patterns
+        )
+
     def update_gauges(self) -> None:
         self.metrics.files_monitored.set(len(self.tracked))
         live = set(self.by_path)
