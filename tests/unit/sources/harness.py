@@ -52,6 +52,9 @@ class MemorySink:
         for c in held:
             c.ack(len(c.lines))
 
+    def idle(self) -> None:
+        pass
+
     def flush(self, timeout: float) -> int:
         return 0
 
