@@ -223,6 +223,9 @@ class ContainerSource(TailEngine):
             k.released_count += tf.saved_log_count + tf.checkpoint.acked_lines
 
     def update_gauges(self) -> None:
+        followed = {tf.origin.source_id for tf in self.tracked.values()}
+        for cid in [c for c in self.known if self.status.get(c) == "removed" and c not in followed]:
+            del self.known[cid]  # gone, and its last file was released
         self.metrics.containers_monitored.set(len({tf.origin.source_id for tf in self.files()}))
 
     # -- positions ---------------------------------------------------------------------------------
@@ -234,12 +237,10 @@ class ContainerSource(TailEngine):
         for path, entry in self.position_entries().items():
             by_container.setdefault(str(entry.get("source_id", "")), {})[path] = entry
         out: dict[str, Entry] = {}
+        status_of = self.status
         for cid, k in list(self.known.items()):
             files = by_container.get(cid, {})
-            status = self.status.get(cid, "removed")
-            if status == "removed" and not files:
-                del self.known[cid]
-                continue
+            status = status_of.get(cid, "removed")
             last = max((str(e.get("last_read", "")) for e in files.values()), default="")
             out[cid] = {
                 "since": _utc(k.since),

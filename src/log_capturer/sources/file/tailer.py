@@ -803,7 +803,7 @@ class TailEngine:
     # -- reporting ---------------------------------------------------------------------------------
     def position_entries(self) -> dict[str, Entry]:
         """Acknowledged positions by current path, plus saved entries not matched yet."""
-        entries: dict[str, Entry] = {path: entry for path, entry in self.unclaimed.values()}
+        entries: dict[str, Entry] = dict(list(self.unclaimed.values()))
         files = list(self.tracked.values())
         for tf in files:
             if tf.path and not tf.live:

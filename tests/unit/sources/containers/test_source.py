@@ -130,6 +130,10 @@ def test_docker_containers_come_and_go(env: Env) -> None:
     assert env.metrics.containers_monitored._value.get() == 1
     src.save_positions()
     saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
+    assert saved[api.id]["status"] == "removed" and saved[api.id]["files"] == {}
+    src.rescan()  # dropped at the next scan once its last file was released
+    src.save_positions()
+    saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
     assert api.id not in saved
     assert [line for line, _ in env.by_source()[api.id]] == ["api up", long_line, "last words"]
     assert not env.sink.duplicates()
