@@ -7,7 +7,9 @@ still behind (rotated files not fully read) and started again; then, once
 every line arrived, stopped and started once more. Every line must be in
 Kafka exactly once. A second run paces the writer (20,000 lines/s) so that
 the rotations happen while the agent follows the file, and while it is
-stopped.
+stopped. A third run kills the agent (SIGKILL) while rotated files are
+draining: nothing may be missing; what was in flight may come twice
+(at-least-once), and the count is printed.
 """
 
 from __future__ import annotations
@@ -105,9 +107,11 @@ def report(phase: str, seen: Counter[int]) -> tuple[int, int]:
     return dups, missing
 
 
-@pytest.mark.parametrize("rate", [None, 20_000], ids=["full-speed", "paced"])
+@pytest.mark.parametrize(
+    ("rate", "crash"), [(None, False), (20_000, False), (20_000, True)], ids=["full-speed", "paced", "crash"]
+)
 def test_rotation_torture_every_line_once_across_restarts(
-    tmp_path: Path, bootstrap: str, topic_prefix: str, rate: int | None
+    tmp_path: Path, bootstrap: str, topic_prefix: str, rate: int | None, crash: bool
 ) -> None:
     topics = create_prefixed_topics(bootstrap, topic_prefix)
     cfg = write_config(
@@ -133,7 +137,10 @@ def test_rotation_torture_every_line_once_across_restarts(
         wait_until(lambda: agent.get("/stats")["files"]["lines_read"] >= 40_000, 120, "40,000 lines read")
         stats = agent.get("/stats")["files"]
         print(f"stopping agent 1 at writer={progress[0]} read={stats['lines_read']} stats={stats}")
-        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+        if crash:
+            agent.kill()
+        else:
+            assert agent.stop(signal.SIGTERM) == 0, agent.log()
         agent = AgentProcess(cfg, tmp_path / "agent-2.log").start()  # the writer may still be going
         agents.append(agent)
         w.join(120)
@@ -172,8 +179,9 @@ def test_rotation_torture_every_line_once_across_restarts(
             for _ in range(a.log(tail=100000).count(event))
         )
         print(f"agent events: {dict(events)}")
-        assert (dups, missing) == (0, 0), "lines lost or duplicated across rotations and a restart"
-        assert (dups3, missing3) == (0, 0) and sum(final.values()) == TOTAL
+        assert missing == 0, "lines lost across rotations and a restart"
+        assert dups == 0 or crash, "lines duplicated across rotations and a clean restart"
+        assert missing3 == 0 and dups3 == dups, "the last clean restart sent lines again"
         assert rotations == Counter({"rename": 9, "copytruncate": 3})
     finally:
         for a in agents:

@@ -466,3 +466,20 @@ def test_generations_rotated_while_stopped_are_read_after_restart(env: Env) -> N
     env.settle(src2)
     assert_exactly(env.sink, expected)
     assert env.sink.lines() == expected
+
+
+def test_deleted_and_recreated_while_stopped_is_read_from_its_start(env: Env) -> None:
+    log = env.logs / "app.log"
+    write(log, "old", 0, 200)
+    src = env.source()
+    env.settle(src)
+    src.save_positions()
+    src.close()
+    old_inode = log.stat().st_ino
+    log.unlink()
+    expected = env.sink.lines() + write(log, "new", 0, 3)  # shorter than the saved offset
+    reused = log.stat().st_ino == old_inode  # file systems often hand the inode out again
+    src2 = env.source()
+    env.settle(src2)
+    assert_exactly(env.sink, expected)
+    print(f"inode reused: {reused}")
