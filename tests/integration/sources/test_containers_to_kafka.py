@@ -127,7 +127,8 @@ def test_docker_and_kubernetes_logs_arrive_with_their_labels(
         )
         positions = agent.get("/positions")["containers"]
         assert positions[web.id]["status"] == "running" and positions[web.id]["log_count"] == 402
-        assert agent.get("/health")["services"]["sources"][-1]["docker_events_connected"] is False
+        sources = {s["name"]: s for s in agent.get("/health")["services"]["sources"]}
+        assert sources["container_source"]["docker_events_connected"] is False
         assert agent.stop(signal.SIGTERM) == 0, agent.log()
         saved = orjson.loads((tmp_path / "positions" / "containers.json").read_bytes())["positions"]
         assert set(saved[web.id]) >= {"since", "last_read", "log_count", "status", "files"}
