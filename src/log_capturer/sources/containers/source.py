@@ -48,7 +48,6 @@ from log_capturer.sources.containers.events import DockerEvents
 from log_capturer.sources.containers.formats import CriDecoder, DockerJsonDecoder, Finish
 from log_capturer.sources.containers.kubernetes import scan_pods
 from log_capturer.sources.file.source import settings_of
-from log_capturer.sources.file.tail import TailedFile
 from log_capturer.sources.file.tailer import Entry, TailEngine, Target
 from log_capturer.sources.positions import PositionStore
 
@@ -93,7 +92,7 @@ class Known:
     name: str
     since: float
     status: str
-    #: Lines acknowledged from log files no longer followed (rotated away and read).
+    #: Lines acknowledged in earlier runs from log files no longer followed.
     released_count: int = 0
 
 
@@ -217,15 +216,11 @@ class ContainerSource(TailEngine):
         else:
             k.name = name
 
-    def released(self, tf: TailedFile) -> None:
-        k = self.known.get(tf.origin.source_id)
-        if k is not None:
-            k.released_count += tf.saved_log_count + tf.checkpoint.acked_lines
-
     def update_gauges(self) -> None:
         followed = {tf.origin.source_id for tf in self.tracked.values()}
         for cid in [c for c in self.known if self.status.get(c) == "removed" and c not in followed]:
             del self.known[cid]  # gone, and its last file was released
+            self.released_lines.pop(cid, None)
         self.metrics.containers_monitored.set(len({tf.origin.source_id for tf in self.files()}))
 
     # -- positions ---------------------------------------------------------------------------------
@@ -245,7 +240,9 @@ class ContainerSource(TailEngine):
             out[cid] = {
                 "since": _utc(k.since),
                 "last_read": last,
-                "log_count": k.released_count + sum(_count(e.get("log_count")) for e in files.values()),
+                "log_count": k.released_count
+                + self.released_lines[cid]
+                + sum(_count(e.get("log_count")) for e in files.values()),
                 "status": status,
                 "source_type": k.source_type,
                 "name": k.name,

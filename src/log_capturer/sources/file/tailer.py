@@ -43,7 +43,8 @@ import os
 import resource
 import threading
 import time
-from collections import OrderedDict
+from abc import ABC, abstractmethod
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,7 @@ def _int(entry: Entry, name: str) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
 
 
-class TailEngine:
+class TailEngine(ABC):
     """Follows the files behind a source's paths; subclasses say which paths (``discover``)."""
 
     name = "tail"
@@ -143,11 +144,21 @@ class TailEngine:
         self._thread: threading.Thread | None = None
         self._first_scan = True
         self.lines_read = 0
+        #: Lines acknowledged from files no longer followed, per source id.
+        self.released_lines: Counter[str] = Counter()
 
     # -- what subclasses provide -----------------------------------------------------------------
+    @abstractmethod
     def discover(self) -> dict[str, Target]:
         """Every path to follow now, with its target."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def save_positions(self) -> None:
+        """Write acknowledged positions (each source owns its positions file and format)."""
+
+    @abstractmethod
+    def flush_interval(self) -> float:
+        """Seconds between two position saves."""
 
     def target_for(self, path: str) -> Target | None:
         """The target for ``path`` if it is a path to follow (a renamed file's new name)."""
@@ -160,6 +171,7 @@ class TailEngine:
                 return t
         return None
 
+    @abstractmethod
     def update_gauges(self) -> None:
         """Set the source's gauges after a rescan."""
 
@@ -212,12 +224,6 @@ class TailEngine:
         except Exception:
             log.exception("%s source crashed; positions stay at what was acknowledged", self.name)
             self.metrics.errors.labels(f"{self.name}_source", "crash").inc()
-
-    def flush_interval(self) -> float:
-        return 10.0
-
-    def save_positions(self) -> None:
-        """Write acknowledged positions (subclasses own the positions file)."""
 
     def pump_all(self, now: float) -> bool:
         """Read once from every file with new data. True when bytes were read."""
@@ -353,11 +359,8 @@ class TailEngine:
         return len(self._open)
 
     # -- rotation, truncation ------------------------------------------------------------------------
-    def released(self, tf: TailedFile) -> None:
-        """Called when a file is no longer followed (rotated and done, or removed)."""
-
     def _forget(self, tf: TailedFile) -> None:
-        self.released(tf)
+        self.released_lines[tf.origin.source_id] += tf.saved_log_count + tf.checkpoint.acked_lines
         self._close(tf)
         if self.tracked.get(tf.key) is tf:
             del self.tracked[tf.key]
