@@ -198,8 +198,8 @@ class ContainerMonitorConfig(Strict):
     socket_path: str = Field(
         "unix:///var/run/docker.sock",
         description="Docker Engine API socket, used (when present) for container events so new "
-        "containers are picked up at once. Discovery itself reads containers_directory and works "
-        "without a Docker daemon.",
+        "containers are picked up at once ('' = do not use it). Discovery itself reads "
+        "containers_directory and works without a Docker daemon.",
     )
     containers_directory: str = Field(
         "/var/lib/docker/containers",
