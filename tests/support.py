@@ -177,9 +177,17 @@ def _merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
 class AgentProcess:
     """The agent as a real child process (``python -m log_capturer run``), driven by signals."""
 
-    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        fd_limit: int | None = None,
+    ) -> None:
         self.config = config
         self.log_path = log_path
+        #: Soft RLIMIT_NOFILE for the agent process (e.g. 1024, a common default).
+        self.fd_limit = fd_limit
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         data = yaml.safe_load(config.read_text())
@@ -190,8 +198,18 @@ class AgentProcess:
 
     def start(self, wait: bool = True) -> AgentProcess:
         logf = self.log_path.open("ab")
+        cmd = [sys.executable, "-m", "log_capturer", "run", "--config", str(self.config), "--no-status"]
+        if self.fd_limit:
+            # Lower the soft descriptor limit, then exec the agent (no preexec_fn: threads are running).
+            launcher = (
+                "import os, resource, sys; "
+                "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+                "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard)); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+            )
+            cmd = [sys.executable, "-c", launcher, str(self.fd_limit), *cmd[1:]]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "log_capturer", "run", "--config", str(self.config), "--no-status"],
+            cmd,
             stdout=logf,
             stderr=subprocess.STDOUT,
             env=self.env,
@@ -203,6 +221,11 @@ class AgentProcess:
             if self._dead():
                 raise AssertionError(f"agent exited at start-up:\n{self.log()}")
         return self
+
+    def open_fds(self) -> int:
+        """Descriptors the agent process holds now (from /proc)."""
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def _dead(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None

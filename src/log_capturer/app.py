@@ -25,6 +25,7 @@ from log_capturer.processing.pipelines import Pipeline, PipelineError, load_pipe
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sinks.base import Sink, SinkHealth, utc_now_iso
 from log_capturer.sinks.kafka.sink import KafkaSink, SinkStartError
+from log_capturer.sources.containers.source import ContainerSource
 from log_capturer.sources.file.source import FileSource
 from log_capturer.sources.http import PATH as INGEST_PATH
 from log_capturer.sources.http import HttpIngest
@@ -96,6 +97,16 @@ class Agent:
         self.ingest: HttpIngest | None = None
         if config.http_ingest.enabled and config.server.enabled:
             self.ingest = HttpIngest(config.http_ingest, self.dispatcher, self.metrics)
+        self.container_source: ContainerSource | None = None
+        if config.container_monitor.enabled or config.kubernetes.enabled:
+            self.container_source = ContainerSource(
+                config.container_monitor,
+                config.kubernetes,
+                fcfg,
+                config.positions,
+                self.dispatcher,
+                self.metrics,
+            )
         self.http = HttpServers()
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -110,6 +121,8 @@ class Agent:
         self.dispatcher.start()
         if self.file_source is not None:
             self.file_source.start()
+        if self.container_source is not None:
+            self.container_source.start()
         cfg = self.config
         if self.syslog is not None:
             try:
@@ -150,7 +163,7 @@ class Agent:
             extra={
                 "version": __version__,
                 "sinks": [s.name for s in self.sinks],
-                "files": len(self.file_source.files) if self.file_source else 0,
+                "files": len(self.file_source.files()) if self.file_source else 0,
                 "syslog": [f"{t}://{h}:{p}" for t, h, p in self.syslog.bound] if self.syslog else [],
                 "stdin": self.stdin is not None,
                 "http_ingest": self.ingest is not None,
@@ -179,6 +192,8 @@ class Agent:
                 self.syslog.stop(max(0.1, deadline - time.monotonic()))
             if self.stdin is not None:
                 self.stdin.stop()
+            if self.container_source is not None:
+                self.container_source.stop()
             if not self.dispatcher.close(max(0.1, deadline - time.monotonic())):
                 log.warning("dispatcher did not hand over every queued line before the deadline")
             for sink in self.sinks:
@@ -186,6 +201,9 @@ class Agent:
             if self.file_source is not None:
                 self.file_source.save_positions()
                 self.file_source.close()
+            if self.container_source is not None:
+                self.container_source.save_positions()
+                self.container_source.close()
             self.http.stop()
             self._stopped.set()
             log.info("stopped", extra={"lines_in": self.dispatcher.lines_in})
@@ -235,8 +253,20 @@ class Agent:
                 {
                     "name": "file_source",
                     "status": "healthy",
-                    "files": len(self.file_source.files),
-                    "rotated_files_draining": len(self.file_source.rotated),
+                    "files": len(self.file_source.files()),
+                    "rotated_files_draining": len(self.file_source.files(live=False)),
+                    "open_files": self.file_source.open_files,
+                }
+            )
+        cs = self.container_source
+        if cs is not None:
+            out.append(
+                {
+                    "name": "container_source",
+                    "status": "healthy",
+                    "containers": len({tf.origin.source_id for tf in cs.files()}),
+                    "files": len(cs.files()),
+                    "docker_events_connected": cs.events_connected,
                 }
             )
         if self.syslog is not None:
@@ -274,11 +304,14 @@ class Agent:
             },
             "sinks": {s.name: s.stats() for s in self.sinks},
             "files": {
-                "monitored": len(fs.files) if fs else 0,
+                "monitored": len(fs.files()) if fs else 0,
+                "rotated_draining": len(fs.files(live=False)) if fs else 0,
+                "open_files": fs.open_files if fs else 0,
                 "lines_read": fs.lines_read if fs else 0,
                 "in_flight_lines": fs.in_flight() if fs else 0,
                 "lag_bytes": fs.lag_bytes() if fs else {},
             },
+            "containers": self._container_stats(),
             "dlq": {"entries_written": self.dlq.entries_written if self.dlq else 0},
             "syslog": {
                 "received": self.syslog.messages_received if self.syslog else 0,
@@ -297,8 +330,24 @@ class Agent:
             },
         }
 
+    def _container_stats(self) -> dict[str, Any]:
+        cs = self.container_source
+        if cs is None:
+            return {}
+        return {
+            "monitored": len({tf.origin.source_id for tf in cs.files()}),
+            "files": len(cs.files()),
+            "open_files": cs.open_files,
+            "lines_read": cs.lines_read,
+            "in_flight_lines": cs.in_flight(),
+            "docker_events_connected": cs.events_connected,
+        }
+
     def positions(self) -> dict[str, Any]:
-        return {"files": self.file_source.position_entries() if self.file_source else {}}
+        return {
+            "files": self.file_source.position_entries() if self.file_source else {},
+            "containers": self.container_source.container_entries() if self.container_source else {},
+        }
 
 
 def _human(seconds: float) -> str:

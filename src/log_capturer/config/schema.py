@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -76,6 +76,58 @@ class MetricsConfig(Strict):
 # --- sources --------------------------------------------------------------------------------
 
 
+def _check_regex(value: str) -> str:
+    if value:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a valid regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_check_regex)]
+
+
+class MultilineConfig(Strict):
+    preset: Literal["none", "java", "python"] = Field(
+        "none",
+        description="Ready rules: 'java' joins stack traces (frames, 'Caused by:', the exception line) "
+        "to the log line before them; 'python' joins tracebacks to the log line before them. "
+        "start_pattern and continuation_pattern, when set, replace the preset's.",
+    )
+    start_pattern: Regex = Field(
+        "",
+        description="Regular expression (Python syntax, matched at the line start): a matching line "
+        "always starts a new record. With no continuation_pattern, every other line continues "
+        "the current record.",
+    )
+    continuation_pattern: Regex = Field(
+        "",
+        description="Regular expression: a matching line (that does not match start_pattern) is "
+        "joined to the record before it, with a newline.",
+    )
+    timeout: Duration = Field(
+        1.0,
+        description="A record still open after this long without a new line is emitted. Its "
+        "position is checkpointed only once the whole joined record is acknowledged.",
+    )
+    max_lines: int = Field(
+        500, ge=2, description="A record reaching this many lines is emitted; the next line starts a new one."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.preset != "none" or bool(self.start_pattern or self.continuation_pattern)
+
+
+class FileMultilineConfig(MultilineConfig):
+    path_patterns: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns (on the base name or the full path) of the files the rule applies "
+        "to; empty = every file.",
+    )
+
+
 class FilesConfig(Strict):
     enabled: bool = Field(True, description="Tail files under watch_directories.")
     watch_directories: list[str] = Field(
@@ -100,7 +152,8 @@ class FilesConfig(Strict):
     )
     read_from: Literal["beginning", "end"] = Field(
         "beginning",
-        description="Where to start in a file seen for the first time (no saved position).",
+        description="Where to start in a file found at start-up that has no saved position. Files "
+        "that appear later are always read from their beginning.",
     )
     poll_interval: Duration = Field(0.1, description="How often idle files are checked for new data.")
     rescan_interval: Duration = Field(
@@ -118,6 +171,23 @@ class FilesConfig(Strict):
     pipeline: str = Field(
         "", description="Processing pipeline (a name in processing.pipelines_file) for lines from files."
     )
+    encoding_errors: Literal["backslashreplace", "replace"] = Field(
+        "backslashreplace",
+        description="What becomes of bytes that are not valid UTF-8: 'backslashreplace' keeps them "
+        "as \\xNN escapes (nothing lost), 'replace' writes U+FFFD instead.",
+    )
+    max_open_files: int = Field(
+        256,
+        ge=8,
+        description="Most log files held open at once. Beyond it, the least recently read files are "
+        "closed and watched by path, and reopened (checked by device, inode and fingerprint) when "
+        "they grow. Rotated files still being read keep their descriptor.",
+    )
+    close_inactive: Duration = Field(
+        300.0,
+        description="Close a file that has not grown for this long (it is reopened when it grows).",
+    )
+    multiline: FileMultilineConfig = Field(default_factory=FileMultilineConfig)
 
     @model_validator(mode="after")
     def _check(self) -> FilesConfig:
@@ -232,6 +302,84 @@ class HttpIngestConfig(Strict):
         description="With acknowledgements, how long a request waits for them; then 503 (the "
         "records may still arrive: resending them is at-least-once).",
     )
+
+
+class ContainerMonitorConfig(Strict):
+    enabled: bool = Field(False, description="Follow the logs of Docker containers (json-file driver).")
+    socket_path: str = Field(
+        "unix:///var/run/docker.sock",
+        description="Docker Engine API socket, used (when present) for container events so new "
+        "containers are picked up at once ('' = do not use it). Discovery itself reads "
+        "containers_directory and works without a Docker daemon.",
+    )
+    containers_directory: str = Field(
+        "/var/lib/docker/containers",
+        description="Docker's containers directory: <id>/config.v2.json (name, image, labels) and "
+        "<id>/<id>-json.log.",
+    )
+    include_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Follow only containers that have all these labels with these values "
+        "(a value of '*' accepts any value).",
+    )
+    exclude_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Never follow containers that have any of these labels with these values "
+        "('*' = any value).",
+    )
+    include_names: list[str] = Field(
+        default_factory=list,
+        description="Follow only containers whose name matches one of these glob patterns (empty = all).",
+    )
+    exclude_names: list[str] = Field(
+        default_factory=list,
+        description="Never follow containers whose name matches one of these glob patterns.",
+    )
+    include_stdout: bool = Field(True, description="Ship lines the containers wrote to stdout.")
+    include_stderr: bool = Field(True, description="Ship lines the containers wrote to stderr.")
+    read_from: Literal["beginning", "end"] = Field(
+        "beginning",
+        description="Where to start in the log of a container found at start-up with no saved "
+        "position. Containers that start later are read from their first line.",
+    )
+    rescan_interval: Duration = Field(
+        10.0,
+        description="How often containers_directory is scanned for containers that came or went "
+        "(events from the socket trigger a scan at once).",
+    )
+    reconnect_interval: Duration = Field(
+        30.0, description="Wait before reconnecting to the Docker socket after it failed or was absent."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Static labels added to every container record."
+    )
+    multiline: MultilineConfig = Field(default_factory=MultilineConfig)
+
+
+class KubernetesConfig(Strict):
+    enabled: bool = Field(
+        False, description="Follow Kubernetes pod logs written by the container runtime in CRI format."
+    )
+    pods_directory: str = Field(
+        "/var/log/pods",
+        description="Where the kubelet keeps pod logs: <namespace>_<pod>_<uid>/<container>/<n>.log.",
+    )
+    include_namespaces: list[str] = Field(
+        default_factory=list, description="Glob patterns of namespaces to follow (empty = all)."
+    )
+    exclude_namespaces: list[str] = Field(
+        default_factory=list, description="Glob patterns of namespaces never followed."
+    )
+    read_from: Literal["beginning", "end"] = Field(
+        "beginning",
+        description="Where to start in a log found at start-up with no saved position. Logs that "
+        "appear later are read from their first line.",
+    )
+    rescan_interval: Duration = Field(5.0, description="How often pods_directory is scanned.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Static labels added to every pod record."
+    )
+    multiline: MultilineConfig = Field(default_factory=MultilineConfig)
 
 
 # --- dispatcher and reliability -------------------------------------------------------------
@@ -496,6 +644,8 @@ class Config(Strict):
     syslog: SyslogConfig = Field(default_factory=SyslogConfig)
     stdin: StdinConfig = Field(default_factory=StdinConfig)
     http_ingest: HttpIngestConfig = Field(default_factory=HttpIngestConfig)
+    container_monitor: ContainerMonitorConfig = Field(default_factory=ContainerMonitorConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     positions: PositionsConfig = Field(default_factory=PositionsConfig)

@@ -43,7 +43,16 @@ class Metrics:
             "Dispatcher queue fill, 0.0-1.0.",
             registry=r,
         )
-        self.files_monitored = Gauge("files_monitored", "Files currently tailed.", registry=r)
+        self.files_monitored = Gauge(
+            "files_monitored",
+            "Files currently followed (including rotated files still being read).",
+            registry=r,
+        )
+        self.containers_monitored = Gauge(
+            "containers_monitored",
+            "Containers (Docker) and pod containers (Kubernetes) whose logs are followed.",
+            registry=r,
+        )
         self.lines_truncated = Counter(
             "logs_truncated_total",
             "Lines longer than max_line_bytes, truncated.",

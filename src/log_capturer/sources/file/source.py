@@ -1,14 +1,19 @@
-"""The file source: discovers files, tails them, and checkpoints acknowledged positions.
+"""The file source: finds files under ``watch_directories`` and follows them.
 
-One thread does discovery (every ``rescan_interval``), reading (whenever a
-file grew; idle files are checked every ``poll_interval``) and position
-flushing (every ``positions.flush_interval``). Submitting a chunk blocks while
-the dispatcher queue is full, which pauses reading: backpressure reaches the
-reader instead of buffering more.
+Discovery (every ``rescan_interval``) walks the directories (recursively
+unless ``recursive: false``), skipping ``exclude_directories``, and keeps
+regular files whose base name matches ``include_patterns`` and neither base
+name nor full path matches ``exclude_patterns`` (compressed files by default).
+Following, rotation, copytruncate, descriptors and restarts are the tail
+engine's (:mod:`.tailer`).
 
-Rotation by rename: when the path names a new file, the old descriptor is read
-to its end and released only after its lines are acknowledged; the new file
-is read from its beginning. Truncation in place is detected by size shrink.
+Positions live in ``positions.directory/files.json`` (format version 2): path
+-> ``{offset, size, inode, device, fingerprint, fingerprint_bytes, source_id,
+state, last_read, log_count, bytes_read}``; ``state`` is ``rotated`` for a
+file renamed away and still being read, whose ``source_id`` is the path its
+lines are attributed to. Version 1 files (path -> offset, inode, device, ...)
+are converted on load: their entries are matched by device and inode and get
+a fingerprint on the first save.
 """
 
 from __future__ import annotations
@@ -16,25 +21,49 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 from log_capturer.config.schema import FilesConfig, PositionsConfig
 from log_capturer.observability.metrics import Metrics
-from log_capturer.pipeline.checkpoints import Checkpoint
-from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
-from log_capturer.record import Chunk, Origin
-from log_capturer.sources.file.tail import TailedFile
+from log_capturer.pipeline.dispatcher import Dispatcher
+from log_capturer.processing.assembly import Assembler
+from log_capturer.processing.multiline import MultilineJoiner, MultilineRule
+from log_capturer.record import Origin
+from log_capturer.sources.file.tailer import Entry, TailEngine, TailSettings, Target
 from log_capturer.sources.positions import PositionStore
 
 log = logging.getLogger(__name__)
 
-#: How long a fully read rotated file is kept open for a writer that still holds it.
-ROTATED_GRACE = 5.0
+POSITIONS_VERSION = 2
 
 
-class FileSource:
+def migrate_v1(entries: dict[str, Entry]) -> dict[str, Entry]:
+    """Format 1 (path -> offset, inode, device, ...) to 2: every entry was a live file at its path."""
+    return {path: {**e, "source_id": path, "state": "live"} for path, e in entries.items()}
+
+
+def multiline_factory(
+    rule: MultilineRule | None,
+) -> Callable[[], Assembler | None] | None:
+    if rule is None:
+        return None
+    return lambda: MultilineJoiner(rule)
+
+
+def settings_of(cfg: FilesConfig, read_from: str | None = None, rescan: float | None = None) -> TailSettings:
+    return TailSettings(
+        poll_interval=cfg.poll_interval,
+        rescan_interval=cfg.rescan_interval if rescan is None else rescan,
+        read_buffer_bytes=cfg.read_buffer_bytes,
+        max_line_bytes=cfg.max_line_bytes,
+        read_from=read_from or cfg.read_from,
+        encoding_errors=cfg.encoding_errors,
+        max_open_files=cfg.max_open_files,
+        close_inactive=cfg.close_inactive,
+    )
+
+
+class FileSource(TailEngine):
     name = "file"
 
     def __init__(
@@ -46,37 +75,29 @@ class FileSource:
     ) -> None:
         self.config = config
         self.positions_config = positions
-        self.dispatcher = dispatcher
-        self.metrics = metrics
-        self.store = PositionStore(positions.directory, "files") if positions.enabled else None
-        self._saved: dict[str, dict[str, object]] = self.store.load() if self.store else {}
-        self.files: dict[str, TailedFile] = {}
-        self.rotated: list[TailedFile] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._first_scan = True
+        self.store = (
+            PositionStore(positions.directory, "files", POSITIONS_VERSION, {1: migrate_v1})
+            if positions.enabled
+            else None
+        )
+        super().__init__(settings_of(config), dispatcher, metrics, self.store.load() if self.store else {})
         self._exclude_dirs = [os.path.abspath(d) for d in config.exclude_directories]
-        self.lines_read = 0
+        ml = config.multiline
+        self._multiline = (
+            MultilineRule.build(
+                None if ml.preset == "none" else ml.preset,
+                ml.start_pattern,
+                ml.continuation_pattern,
+                ml.timeout,
+                ml.max_lines,
+                config.max_line_bytes,
+            )
+            if ml.enabled
+            else None
+        )
+        self._target_cache: dict[str, Target] = {}
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> None:
-        self._rescan()
-        self._thread = threading.Thread(target=self._run, name="file-source", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop reading. Positions are saved by :meth:`save_positions` after the drain."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-
-    def close(self) -> None:
-        for tf in [*self.files.values(), *self.rotated]:
-            tf.close()
-        self.files.clear()
-        self.rotated.clear()
-
-    # -- discovery -----------------------------------------------------------------------------
+    # -- discovery ---------------------------------------------------------------------------------
     def _matches(self, path: str) -> bool:
         name = os.path.basename(path)
         cfg = self.config
@@ -88,172 +109,85 @@ class FileSource:
         ap = os.path.abspath(path)
         return any(ap == d or ap.startswith(d + os.sep) for d in self._exclude_dirs)
 
-    def discover(self) -> Iterator[str]:
-        """Paths of regular files under watch_directories that match the patterns."""
+    def _watched(self, path: str) -> bool:
+        """Whether ``path`` is inside the watched directories (as discovery would see it)."""
+        directory = os.path.dirname(os.path.abspath(path))
+        for root in map(os.path.abspath, self.config.watch_directories):
+            if directory == root or (self.config.recursive and directory.startswith(root + os.sep)):
+                return not self._excluded_dir(directory)
+        return False
+
+    def discover(self) -> dict[str, Target]:
+        """Regular files under watch_directories that match the patterns."""
+        found: dict[str, Target] = {}
         for root in map(os.path.abspath, self.config.watch_directories):
             if self._excluded_dir(root):
                 continue
-            if not self.config.recursive:
+            stack = [root]
+            while stack:
+                directory = stack.pop()
                 try:
-                    entries = list(os.scandir(root))
+                    with os.scandir(directory) as it:
+                        entries = list(it)
                 except OSError:
                     continue
                 for e in entries:
-                    if e.is_file() and self._matches(e.path):
-                        yield e.path
-                continue
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames[:] = [d for d in dirnames if not self._excluded_dir(os.path.join(dirpath, d))]
-                for fn in filenames:
-                    p = os.path.join(dirpath, fn)
-                    if self._matches(p) and os.path.isfile(p):
-                        yield p
+                    if e.is_dir(follow_symlinks=False):
+                        if self.config.recursive and not self._excluded_dir(e.path):
+                            stack.append(e.path)
+                    elif e.is_file() and self._matches(e.path):
+                        found[e.path] = self._target(e.path)
+        return found
 
-    def _rescan(self) -> None:
-        seen = set()
-        for path in self.discover():
-            seen.add(path)
-            tf = self.files.get(path)
-            if tf is not None:
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) != (tf.device, tf.inode):
-                    self._retire(tf)
-                    self._open(path, new_file=True)
-                continue
-            self._open(path, new_file=not self._first_scan)
-        for path in list(self.files):
-            if path not in seen:
-                self._retire(self.files[path])
-        self._first_scan = False
-        self.metrics.files_monitored.set(len(self.files) + len(self.rotated))
+    def _target(self, path: str) -> Target:
+        t = self._target_cache.get(path)
+        if t is None:
+            t = self._target_cache[path] = Target(
+                Origin("file", path, dict(self.config.labels)), multiline_factory(self._rule_for(path))
+            )
+        return t
 
-    def _retire(self, tf: TailedFile) -> None:
-        """The path no longer names this file: finish reading it from the open descriptor."""
-        del self.files[tf.path]
-        tf.rotated = True
-        self.rotated.append(tf)
-        log.info("file rotated or removed; reading the old file to its end", extra={"path": tf.path})
+    def _rule_for(self, path: str) -> MultilineRule | None:
+        pats = self.config.multiline.path_patterns
+        if self._multiline is None or not pats:
+            return self._multiline
+        name = os.path.basename(path)
+        if any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in pats):
+            return self._multiline
+        return None
 
-    def _open(self, path: str, new_file: bool) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            log.warning("cannot open %s: %s", path, exc.strerror)
-            self.metrics.errors.labels("file_source", "open_failed").inc()
-            return
-        st = os.fstat(fd)
-        saved = self._saved.get(path)
-        offset = 0
-        saved_count = 0
-        if saved and saved.get("inode") == st.st_ino and saved.get("device") == st.st_dev:
-            off = saved.get("offset", 0)
-            offset = off if isinstance(off, int) and 0 <= off <= st.st_size else 0
-            cnt = saved.get("log_count", 0)
-            saved_count = cnt if isinstance(cnt, int) else 0
-        elif not new_file and self.config.read_from == "end":
-            offset = st.st_size
-        labels = dict(self.config.labels)
-        origin = Origin("file", path, labels)
-        tf = TailedFile(
-            path=path,
-            fd=fd,
-            device=st.st_dev,
-            inode=st.st_ino,
-            origin=origin,
-            checkpoint=Checkpoint(offset),
-            read_offset=offset,
-            saved_log_count=saved_count,
-            size=st.st_size,
+    def target_for(self, path: str) -> Target | None:
+        if self._matches(path) and self._watched(path):
+            return self._target(path)
+        return None
+
+    def target_for_source(self, source_id: str) -> Target | None:
+        # A rotated file's lines belong to the path it had; it may not exist any more.
+        return self._target(source_id) if self._matches(source_id) else None
+
+    def rotated_name_ok(self, path: str) -> bool:
+        # A rotated file is read unless exclude_patterns exclude it (compressed files by default).
+        name = os.path.basename(path)
+        return not any(
+            fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in self.config.exclude_patterns
         )
-        self.files[path] = tf
-        log.info("tailing file", extra={"path": path, "offset": offset})
 
-    # -- reading -------------------------------------------------------------------------------
-    def _run(self) -> None:
-        cfg = self.config
-        next_scan = time.monotonic() + cfg.rescan_interval
-        next_flush = time.monotonic() + self.positions_config.flush_interval
-        try:
-            while not self._stop.is_set():
-                busy = False
-                for tf in [*self.files.values(), *self.rotated]:
-                    if self._stop.is_set():
-                        break
-                    busy |= self._pump(tf)
-                self._release_rotated()
-                now = time.monotonic()
-                if now >= next_scan:
-                    self._rescan()
-                    next_scan = now + cfg.rescan_interval
-                if now >= next_flush:
-                    self.save_positions()
-                    next_flush = now + self.positions_config.flush_interval
-                if not busy:
-                    self._stop.wait(cfg.poll_interval)
-        except QueueClosed:
-            return
-        except Exception:
-            log.exception("file source crashed; lines read so far stay checkpointed at their acks")
-            self.metrics.errors.labels("file_source", "crash").inc()
+    def update_gauges(self) -> None:
+        self.metrics.files_monitored.set(len(self.tracked))
+        live = set(self.by_path)
+        for path in [p for p in self._target_cache if p not in live and p not in self.targets]:
+            del self._target_cache[path]
 
-    def _pump(self, tf: TailedFile) -> bool:
-        """Read one buffer from ``tf`` and submit it. True when bytes were read."""
-        cfg = self.config
-        try:
-            chunk, read = tf.read_chunk(cfg.read_buffer_bytes, cfg.max_line_bytes)
-        except OSError as exc:
-            log.warning("read failed on %s: %s", tf.path, exc.strerror)
-            self.metrics.errors.labels("file_source", "read_failed").inc()
-            return False
-        if chunk is None:
-            return read
-        self._submit(tf, chunk)
-        return True
-
-    def _submit(self, tf: TailedFile, chunk: Chunk) -> None:
-        if chunk.truncated:
-            self.metrics.lines_truncated.labels("file").inc(len(chunk.truncated))
-        while not self.dispatcher.submit(chunk, tf.checkpoint, timeout=0.25):
-            if self._stop.is_set():
-                raise QueueClosed
-        self.lines_read += len(chunk.lines)
-
-    def _release_rotated(self) -> None:
-        now = time.time()
-        keep = []
-        for tf in self.rotated:
-            drained = tf.read_offset >= tf.size and not tf.partial
-            if drained and tf.checkpoint.idle and now - tf.last_read > ROTATED_GRACE:
-                tf.close()
-                log.info("released rotated file", extra={"path": tf.path, "inode": tf.inode})
-            else:
-                keep.append(tf)
-        self.rotated = keep
-
-    # -- positions -----------------------------------------------------------------------------
-    def position_entries(self) -> dict[str, dict[str, object]]:
-        entries = dict(self._saved)
-        for path, tf in self.files.items():
-            entries[path] = tf.position_entry()
-        return entries
+    # -- positions ---------------------------------------------------------------------------------
+    def flush_interval(self) -> float:
+        return self.positions_config.flush_interval
 
     def save_positions(self) -> None:
         if self.store is None:
             return
-        entries = self.position_entries()
+        self.refresh_rotated_paths()
         try:
-            self.store.save(entries)
+            self.store.save(self.position_entries())
         except OSError as exc:
             log.error("cannot save positions to %s: %s", self.store.path, exc)
             self.metrics.errors.labels("positions", "save_failed").inc()
-            return
-        self._saved = entries
-
-    def lag_bytes(self) -> dict[str, int]:
-        return {p: max(0, tf.size - tf.checkpoint.committed) for p, tf in self.files.items()}
-
-    def in_flight(self) -> int:
-        return sum(tf.checkpoint.in_flight_lines for tf in [*self.files.values(), *self.rotated])

@@ -1,13 +1,16 @@
-"""One tailed file: reads whole lines from an open descriptor, a buffer at a time.
+"""One followed file: reads whole lines from a descriptor, a buffer at a time.
 
 Positions are byte offsets. ``read_offset`` is the next byte to read;
 ``partial`` holds the bytes of an unfinished last line. A chunk covers
-``[start, end)`` where ``end`` is just after its last newline, so a
-checkpoint always lands on a line boundary.
+``[start, end)`` where ``end`` is just after its last complete record, so a
+checkpoint always lands on a line boundary. With an assembler (multiline,
+container log formats), the lines it still holds are not covered: ``end`` is
+the start of the first held line until the assembler emits them.
 
-Encoding policy: lines are decoded as UTF-8; invalid bytes are kept as
-``\\xNN`` escapes (``backslashreplace``), so nothing is lost and the record is
-valid JSON. A trailing ``\\r`` is removed; empty lines are skipped.
+Encoding policy: lines are decoded as UTF-8. Invalid bytes are kept as
+``\\xNN`` escapes by default (``backslashreplace``: nothing is lost and the
+record is valid JSON) or replaced by U+FFFD (``replace``), per
+``encoding_errors``. A trailing ``\\r`` is removed; empty lines are skipped.
 """
 
 from __future__ import annotations
@@ -16,9 +19,18 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from log_capturer.pipeline.checkpoints import Checkpoint
+from log_capturer.processing.assembly import Assembler, Lines
 from log_capturer.record import Chunk, Origin
+from log_capturer.sources.file.identity import Fingerprint
+
+#: Shared per-stream field dicts for container records (never mutated).
+STREAM_FIELDS: dict[str, dict[str, Any]] = {
+    "stdout": {"stream": "stdout"},
+    "stderr": {"stream": "stderr"},
+}
 
 
 def _cut_utf8(data: bytes, limit: int) -> bytes:
@@ -31,27 +43,72 @@ def _cut_utf8(data: bytes, limit: int) -> bytes:
 
 @dataclass(eq=False)
 class TailedFile:
+    #: Where the file is now (the positions key); may differ from ``origin.source_id`` once rotated.
     path: str
-    fd: int
     device: int
     inode: int
+    fingerprint: Fingerprint
     origin: Origin
     checkpoint: Checkpoint
+    fd: int | None = None
     read_offset: int = 0
     partial: bytes = b""
     #: Inside an over-long line: discard bytes up to the next newline.
     skipping: bool = False
-    #: The path now names another file (or none): read to the end, then release.
-    rotated: bool = False
+    #: A watched path names this file; False once rotated away or deleted (read to the end, released).
+    live: bool = True
+    #: The watched path this file had while live (its rotation siblings start with its name).
+    live_path: str = ""
+    assembler: Assembler | None = None
+    encoding_errors: str = "backslashreplace"
+    #: Start offsets of the raw lines the assembler holds (oldest first).
+    held_offsets: list[int] = field(default_factory=list)
+    #: End of the last complete raw line handed on (or skipped).
+    consumed: int = 0
+    #: End of the last chunk emitted: where the checkpoint may go.
+    emitted: int = 0
     #: Lines acknowledged in earlier runs (from the positions file).
     saved_log_count: int = 0
     bytes_read: int = 0
     last_read: float = field(default_factory=time.time)
+    #: Monotonic time of the last read or open, for closing idle descriptors.
+    last_active: float = field(default_factory=time.monotonic)
     size: int = 0
+    #: Modification time (ns) at the last stat: how recent its last write is.
+    mtime_ns: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.live_path:
+            self.live_path = self.path
+        if not self.consumed:
+            self.consumed = self.read_offset
+        if not self.emitted:
+            self.emitted = self.read_offset
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.device, self.inode
+
+    @property
+    def unread(self) -> bool:
+        """Bytes known to exist past what was read."""
+        return self.size > self.read_offset
+
+    @property
+    def settled(self) -> bool:
+        """Everything known was read, emitted and acknowledged."""
+        return (
+            not self.unread
+            and not self.partial
+            and (self.assembler is None or self.assembler.held == 0)
+            and self.checkpoint.idle
+        )
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
 
     def position_entry(self) -> dict[str, object]:
         return {
@@ -59,64 +116,84 @@ class TailedFile:
             "size": self.size,
             "inode": self.inode,
             "device": self.device,
+            **self.fingerprint.as_dict(),
+            "source_id": self.origin.source_id,
+            "live_path": self.live_path,
+            "state": "live" if self.live else "rotated",
             "last_read": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_read)),
             "log_count": self.saved_log_count + self.checkpoint.acked_lines,
             "bytes_read": self.bytes_read,
         }
 
-    def read_chunk(self, bufsize: int, max_line: int) -> tuple[Chunk | None, bool]:
-        """Read once. Returns (chunk or None, whether any bytes were read)."""
-        st = os.fstat(self.fd)
-        self.size = st.st_size
-        if st.st_size < self.read_offset:
-            # Truncated in place (copytruncate): start over from the beginning.
-            self.read_offset = 0
-            self.partial = b""
-            self.skipping = False
-            self.checkpoint.reset(0)
-        if st.st_size == self.read_offset:
+    def restart_at(self, offset: int, checkpoint: Checkpoint) -> None:
+        """Forget read state and read again from ``offset`` (new content after a truncation)."""
+        self.read_offset = self.consumed = self.emitted = offset
+        self.partial = b""
+        self.skipping = False
+        self.held_offsets = []
+        self.checkpoint = checkpoint
+        self.saved_log_count = 0
+
+    # -- reading ----------------------------------------------------------------------------
+    def read_chunk(self, bufsize: int, max_line: int, now: float) -> tuple[Chunk | None, bool]:
+        """Read once from the open descriptor. Returns (chunk or None, whether bytes were read)."""
+        assert self.fd is not None
+        if self.size <= self.read_offset:
             return None, False
         data = os.pread(self.fd, bufsize, self.read_offset)
         if not data:
             return None, False
-        start = self.read_offset - len(self.partial)
+        base = self.read_offset - len(self.partial)
         self.read_offset += len(data)
         self.bytes_read += len(data)
         self.last_read = time.time()
+        self.last_active = now
         buf = self.partial + data if self.partial else data
-        truncated: list[int] = []
         if self.skipping:
             nl = buf.find(b"\n")
             if nl < 0:
                 self.partial = b""
-                # Still inside the long line: checkpoint past the discarded bytes.
-                return Chunk(self.origin, [], start, self.read_offset), True
+                # Still inside the long line: the checkpoint may pass the discarded bytes.
+                self.consumed = self.read_offset
+                return self._chunk(Lines(), self.consumed), True
             self.skipping = False
             buf = buf[nl + 1 :]
-            start += nl + 1
+            base += nl + 1
+            self.consumed = base
         last_nl = buf.rfind(b"\n")
         if last_nl < 0:
             if len(buf) > max_line:
-                line = _cut_utf8(buf, max_line).decode("utf-8", "backslashreplace")
+                line = _cut_utf8(buf, max_line).decode("utf-8", self.encoding_errors)
                 self.partial = b""
                 self.skipping = True
-                chunk = Chunk(self.origin, [line], start, self.read_offset)
-                chunk.truncated = frozenset((0,))
-                return chunk, True
+                self.consumed = self.read_offset
+                return self._chunk(self._assemble_cut(line, now), self.consumed), True
             self.partial = buf
-            return None, True
+            return (self._chunk(Lines(), self.consumed), True) if self._may_advance() else (None, True)
         complete = buf[: last_nl + 1]
         self.partial = buf[last_nl + 1 :]
-        end = start + last_nl + 1
-        text = complete.decode("utf-8", "backslashreplace")
+        self.consumed = base + last_nl + 1
+        lines = self._split(complete, max_line)
+        if self.assembler is None:
+            return self._chunk(lines, self.consumed), True
+        out = self.assembler.feed(lines, now)
+        return self._chunk(out, self._hold_position(complete, base, len(lines))), True
+
+    def _may_advance(self) -> bool:
+        """True when skipped bytes let the checkpoint move although no record was emitted."""
+        return self.emitted < self.consumed and (self.assembler is None or self.assembler.held == 0)
+
+    def _split(self, complete: bytes, max_line: int) -> Lines:
+        text = complete.decode("utf-8", self.encoding_errors)
         parts = text.split("\n")
         parts.pop()
         if "\r" in text:
             parts = [p[:-1] if p.endswith("\r") else p for p in parts]
+        truncated: list[int] = []
         if len(complete) > max_line:
             for i, p in enumerate(parts):
                 if len(p) > max_line // 4 and len(raw := p.encode()) > max_line:
-                    parts[i] = _cut_utf8(raw, max_line).decode("utf-8", "backslashreplace")
+                    parts[i] = _cut_utf8(raw, max_line).decode("utf-8", self.encoding_errors)
                     truncated.append(i)
         if "" in parts:
             kept = [i for i, p in enumerate(parts) if p]
@@ -124,7 +201,55 @@ class TailedFile:
             truncated = [kept.index(i) for i in truncated]
         else:
             lines = parts
-        chunk = Chunk(self.origin, lines, start, end)
-        if truncated:
-            chunk.truncated = frozenset(truncated)
-        return chunk, True
+        return Lines(lines, None, set(truncated))
+
+    def _assemble_cut(self, line: str, now: float) -> Lines:
+        """A line cut without its end: flush what the assembler holds, then the cut line alone."""
+        cut = Lines([line], None, {0})
+        if self.assembler is None:
+            return cut
+        out = self.assembler.flush()
+        out.extend(self.assembler.feed(cut, now))
+        out.extend(self.assembler.flush())
+        self.held_offsets = []
+        return out
+
+    def _hold_position(self, complete: bytes, base: int, fed: int) -> int:
+        """Where the checkpoint may go: the start of the first raw line the assembler still holds."""
+        assert self.assembler is not None
+        held = self.assembler.held
+        if held == 0:
+            self.held_offsets = []
+            return self.consumed
+        new = min(held, fed)
+        offsets: list[int] = []
+        pos = len(complete) - 1  # at the newline ending the last line
+        while len(offsets) < new and pos >= 0:
+            prev = complete.rfind(b"\n", 0, pos)
+            start = prev + 1
+            length = pos - start
+            if length > 1 or (length == 1 and complete[start] != 0x0D):
+                offsets.append(base + start)
+            pos = prev
+        offsets.reverse()
+        older = held - new
+        self.held_offsets = (self.held_offsets[-older:] if older else []) + offsets
+        return self.held_offsets[0]
+
+    def flush_assembler(self) -> Chunk | None:
+        """Emit what the assembler holds (timeout, rotation done, stop)."""
+        if self.assembler is None or self.assembler.held == 0:
+            return None
+        out = self.assembler.flush()
+        self.held_offsets = []
+        return self._chunk(out, self.consumed)
+
+    def _chunk(self, lines: Lines, end: int) -> Chunk:
+        meta: list[dict[str, Any] | None] | None = None
+        if lines.streams is not None:
+            meta = [STREAM_FIELDS.get(s) for s in lines.streams]
+        chunk = Chunk(self.origin, lines.text, self.emitted, max(end, self.emitted), meta=meta)
+        if lines.truncated:
+            chunk.truncated = frozenset(lines.truncated)
+        self.emitted = chunk.end
+        return chunk

@@ -4,30 +4,47 @@ import os
 from pathlib import Path
 
 from log_capturer.pipeline.checkpoints import Checkpoint
-from log_capturer.record import Origin
+from log_capturer.processing.multiline import MultilineJoiner, MultilineRule
+from log_capturer.record import Chunk, Origin
+from log_capturer.sources.file.identity import Fingerprint
 from log_capturer.sources.file.tail import TailedFile
 
 
-def tailed(path: Path, offset: int = 0) -> TailedFile:
+def tailed(path: Path, offset: int = 0, multiline: MultilineRule | None = None) -> TailedFile:
     fd = os.open(path, os.O_RDONLY)
     st = os.fstat(fd)
     return TailedFile(
-        str(path), fd, st.st_dev, st.st_ino, Origin("file", str(path)), Checkpoint(offset), read_offset=offset
+        str(path),
+        st.st_dev,
+        st.st_ino,
+        Fingerprint.of(fd),
+        Origin("file", str(path)),
+        Checkpoint(offset),
+        fd=fd,
+        read_offset=offset,
+        assembler=MultilineJoiner(multiline) if multiline else None,
     )
+
+
+def read(tf: TailedFile, bufsize: int = 1 << 20, max_line: int = 1 << 20, now: float = 0.0):
+    """One read as the engine does it: refresh the size, then read a buffer."""
+    assert tf.fd is not None
+    tf.size = os.fstat(tf.fd).st_size
+    return tf.read_chunk(bufsize, max_line, now)
 
 
 def test_whole_lines_only_and_offsets_on_line_boundaries(tmp_path: Path) -> None:
     p = tmp_path / "a.log"
     p.write_bytes(b"one\ntwo\nthr")
     tf = tailed(p)
-    chunk, read = tf.read_chunk(1 << 20, 1 << 20)
-    assert read and chunk is not None
+    chunk, was_read = read(tf, 1 << 20, 1 << 20)
+    assert was_read and chunk is not None
     assert chunk.lines == ["one", "two"] and (chunk.start, chunk.end) == (0, 8)
     with p.open("ab") as f:
         f.write(b"ee\nfour\n")
-    chunk, _ = tf.read_chunk(1 << 20, 1 << 20)
+    chunk, _ = read(tf, 1 << 20, 1 << 20)
     assert chunk is not None and chunk.lines == ["three", "four"] and (chunk.start, chunk.end) == (8, 19)
-    assert tf.read_chunk(1 << 20, 1 << 20) == (None, False)
+    assert read(tf, 1 << 20, 1 << 20) == (None, False)
 
 
 def test_small_buffer_reads_across_calls(tmp_path: Path) -> None:
@@ -37,8 +54,8 @@ def test_small_buffer_reads_across_calls(tmp_path: Path) -> None:
     lines = []
     ends = []
     while True:
-        chunk, read = tf.read_chunk(16, 1 << 20)
-        if not read:
+        chunk, was_read = read(tf, 16, 1 << 20)
+        if not was_read:
             break
         if chunk:
             lines += chunk.lines
@@ -50,7 +67,7 @@ def test_small_buffer_reads_across_calls(tmp_path: Path) -> None:
 def test_crlf_blank_lines_and_invalid_utf8(tmp_path: Path) -> None:
     p = tmp_path / "a.log"
     p.write_bytes(b"a\r\n\n\nb\xff\xfec\n\xe2\x82\xac euro\n")
-    chunk, _ = tailed(p).read_chunk(1 << 20, 1 << 20)
+    chunk, _ = read(tailed(p), 1 << 20, 1 << 20)
     assert chunk is not None
     assert chunk.lines == ["a", "b\\xff\\xfec", "\u20ac euro"]
     assert chunk.end == p.stat().st_size
@@ -59,7 +76,7 @@ def test_crlf_blank_lines_and_invalid_utf8(tmp_path: Path) -> None:
 def test_long_line_is_truncated_and_marked(tmp_path: Path) -> None:
     p = tmp_path / "a.log"
     p.write_bytes(b"short\n" + b"x" * 1000 + b"\n\nafter\n")
-    chunk, _ = tailed(p).read_chunk(1 << 20, 300)
+    chunk, _ = read(tailed(p), 1 << 20, 300)
     assert chunk is not None
     assert chunk.lines == ["short", "x" * 300, "after"]
     assert chunk.truncated == frozenset({1})
@@ -68,7 +85,7 @@ def test_long_line_is_truncated_and_marked(tmp_path: Path) -> None:
 def test_truncation_never_splits_a_utf8_character(tmp_path: Path) -> None:
     p = tmp_path / "a.log"
     p.write_bytes(("é" * 400).encode() + b"\n")
-    chunk, _ = tailed(p).read_chunk(1 << 20, 301)
+    chunk, _ = read(tailed(p), 1 << 20, 301)
     assert chunk is not None and chunk.lines == ["é" * 150]
 
 
@@ -76,21 +93,21 @@ def test_a_huge_line_without_newline_is_cut_then_skipped_to_its_end(tmp_path: Pa
     p = tmp_path / "a.log"
     p.write_bytes(b"y" * 5000)
     tf = tailed(p)
-    chunk, _ = tf.read_chunk(256, 512)
+    chunk, _ = read(tf, 256, 512)
     assert chunk is None  # still collecting the line
-    chunk, _ = tf.read_chunk(1024, 512)
+    chunk, _ = read(tf, 1024, 512)
     assert chunk is not None and chunk.lines == ["y" * 512] and chunk.truncated == frozenset({0})
     ends = []
     while True:
-        chunk, read = tf.read_chunk(1024, 512)
-        if not read:
+        chunk, was_read = read(tf, 1024, 512)
+        if not was_read:
             break
         if chunk is not None:
             assert chunk.lines == []
             ends.append(chunk.end)
     with p.open("ab") as f:
         f.write(b"tail of the long line\nnext\n")
-    chunk, _ = tf.read_chunk(1024, 512)
+    chunk, _ = read(tf, 1024, 512)
     assert chunk is not None and chunk.lines == ["next"] and chunk.end == p.stat().st_size
     assert memory_bounded(tf)
 
@@ -99,22 +116,90 @@ def memory_bounded(tf: TailedFile) -> bool:
     return len(tf.partial) <= 2048
 
 
-def test_copytruncate_is_detected_by_size_shrink(tmp_path: Path) -> None:
-    p = tmp_path / "a.log"
-    p.write_bytes(b"old 1\nold 2\n")
-    tf = tailed(p)
-    tf.read_chunk(1 << 20, 1 << 20)
-    with p.open("r+b") as f:
-        f.truncate(0)
-    p.write_bytes(b"new\n")
-    chunk, _ = tf.read_chunk(1 << 20, 1 << 20)
-    assert chunk is not None and chunk.lines == ["new"] and chunk.start == 0
-    assert tf.checkpoint.committed == 0
-
-
 def test_position_entry_fields(tmp_path: Path) -> None:
     p = tmp_path / "a.log"
     p.write_bytes(b"x\n")
     tf = tailed(p)
     entry = tf.position_entry()
-    assert set(entry) == {"offset", "size", "inode", "device", "last_read", "log_count", "bytes_read"}
+    assert set(entry) == {
+        "offset",
+        "size",
+        "inode",
+        "device",
+        "fingerprint",
+        "fingerprint_bytes",
+        "source_id",
+        "live_path",
+        "state",
+        "last_read",
+        "log_count",
+        "bytes_read",
+    }
+    assert entry["fingerprint_bytes"] == 2 and entry["state"] == "live"
+
+
+JAVA = MultilineRule.build("java", "", "", 1.0, 500, 1 << 20)
+
+
+def lines_of(chunks: list[Chunk | None]) -> list[str]:
+    return [line for c in chunks if c is not None for line in c.lines]
+
+
+def test_multiline_checkpoint_stays_before_an_open_record(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    first = b"2026-01-01 INFO started\n2026-01-01 ERROR failed\njava.lang.IllegalStateException: boom\n"
+    p.write_bytes(first)
+    tf = tailed(p, multiline=JAVA)
+    chunk, _ = read(tf)
+    assert chunk is not None and chunk.lines == ["2026-01-01 INFO started"]
+    # The ERROR record is still open: its first byte is where a restart must read again.
+    assert chunk.end == len(b"2026-01-01 INFO started\n")
+    with p.open("ab") as f:
+        f.write(b"\tat com.example.A.run(A.java:1)\n\n\tat com.example.Main.main(Main.java:5)\n")
+    chunk, _ = read(tf)
+    assert chunk is not None and chunk.lines == [] and chunk.end == len(b"2026-01-01 INFO started\n")
+    with p.open("ab") as f:
+        f.write(b"2026-01-01 INFO next\n")
+    chunk, _ = read(tf)
+    assert chunk is not None
+    assert chunk.lines == [
+        "2026-01-01 ERROR failed\njava.lang.IllegalStateException: boom\n"
+        "\tat com.example.A.run(A.java:1)\n\tat com.example.Main.main(Main.java:5)"
+    ]
+    assert chunk.end == p.stat().st_size - len(b"2026-01-01 INFO next\n")
+    flushed = tf.flush_assembler()
+    assert flushed is not None and flushed.lines == ["2026-01-01 INFO next"]
+    assert flushed.end == p.stat().st_size
+
+
+def test_multiline_record_split_across_small_reads(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(
+        b"".join(
+            b'line %d\nTraceback (most recent call last):\n  File "x.py", line %d\nValueError: %d\n'
+            % (i, i, i)
+            for i in range(50)
+        )
+    )
+    tf = tailed(p, multiline=MultilineRule.build("python", "", "", 1.0, 500, 1 << 20))
+    chunks = []
+    ends = []
+    while True:
+        chunk, was_read = read(tf, bufsize=37)
+        if not was_read:
+            break
+        chunks.append(chunk)
+        if chunk is not None:
+            ends.append(chunk.end)
+    chunks.append(tf.flush_assembler())
+    records = lines_of(chunks)
+    assert records == [
+        f'line {i}\nTraceback (most recent call last):\n  File "x.py", line {i}\nValueError: {i}'
+        for i in range(50)
+    ]
+    assert ends == sorted(ends)
+    data = p.read_bytes()
+    # Every checkpoint position is the start of a record's first line.
+    for end in set(ends):
+        assert end == 0 or data[end - 1 : end] == b"\n"
+        assert data[end:].startswith(b"line ") or end == len(data)

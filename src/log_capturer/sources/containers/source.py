@@ -1,0 +1,274 @@
+"""The container source: Docker json-file logs and Kubernetes CRI pod logs.
+
+Both are files, followed by the tail engine (:mod:`..file.tailer`) with the
+same identity, rotation, copytruncate, descriptor and restart handling as
+plain files; what differs is discovery, the record format and the labels:
+
+- Docker (``container_monitor``): ``source_type: docker``, ``source_id`` = the
+  container id, labels = the container's labels plus ``container_name`` and
+  ``image``, ``fields.stream`` = ``stdout`` or ``stderr``.
+- Kubernetes (``kubernetes``): ``source_type: kubernetes``, ``source_id`` =
+  ``<namespace>_<pod>_<uid>/<container>``, labels ``namespace``, ``pod``,
+  ``pod_uid``, ``container``, ``fields.stream``.
+
+Static ``labels`` of the section are added first; the container's own labels
+override them. Split lines (Docker's 16 KiB parts, CRI ``P`` lines) are
+reassembled, then the section's multiline rule applies per stream.
+
+Positions (``containers.json``, format version 1): container id ->
+``{since, last_read, log_count, status, source_type, name, files}``, where
+``files`` maps each log file's path to the same entry the file source keeps
+(offset, inode, device, fingerprint, ...). ``status`` is ``running``,
+``exited`` or ``removed``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from log_capturer.config.schema import (
+    ContainerMonitorConfig,
+    FilesConfig,
+    KubernetesConfig,
+    MultilineConfig,
+    PositionsConfig,
+)
+from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.dispatcher import Dispatcher
+from log_capturer.processing.assembly import Assembler, Chain
+from log_capturer.processing.multiline import MultilineJoiner, MultilineRule
+from log_capturer.record import Origin
+from log_capturer.sources.containers.docker import DockerDirectory
+from log_capturer.sources.containers.events import DockerEvents
+from log_capturer.sources.containers.formats import CriDecoder, DockerJsonDecoder, Finish
+from log_capturer.sources.containers.kubernetes import scan_pods
+from log_capturer.sources.file.source import settings_of
+from log_capturer.sources.file.tailer import Entry, TailEngine, Target
+from log_capturer.sources.positions import PositionStore
+
+log = logging.getLogger(__name__)
+
+#: A split line whose last part never came is emitted after this long.
+PARTIAL_TIMEOUT = 5.0
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _rule(cfg: MultilineConfig, max_bytes: int) -> MultilineRule | None:
+    if not cfg.enabled:
+        return None
+    preset = None if cfg.preset == "none" else cfg.preset
+    return MultilineRule.build(
+        preset, cfg.start_pattern, cfg.continuation_pattern, cfg.timeout, cfg.max_lines, max_bytes
+    )
+
+
+def assembler_factory(
+    decoder: Callable[[], DockerJsonDecoder | CriDecoder],
+    rule: MultilineRule | None,
+    drop_streams: frozenset[str],
+) -> Callable[[], Assembler | None]:
+    def make() -> Assembler:
+        inner: Assembler = decoder()
+        if rule is not None:
+            inner = Chain(inner, MultilineJoiner(rule))
+        return Finish(inner, drop_streams)
+
+    return make
+
+
+@dataclass
+class Known:
+    """What the positions file says about a container besides its files."""
+
+    source_type: str
+    name: str
+    since: float
+    status: str
+    #: Lines acknowledged in earlier runs from log files no longer followed.
+    released_count: int = 0
+
+
+class ContainerSource(TailEngine):
+    name = "container"
+
+    def __init__(
+        self,
+        docker: ContainerMonitorConfig,
+        kubernetes: KubernetesConfig,
+        files: FilesConfig,
+        positions: PositionsConfig,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+    ) -> None:
+        self.docker_cfg = docker
+        self.k8s_cfg = kubernetes
+        self.positions_config = positions
+        self.store = PositionStore(positions.directory, "containers", 1) if positions.enabled else None
+        saved = self.store.load() if self.store else {}
+        self.known: dict[str, Known] = {}
+        flat: dict[str, Entry] = {}
+        for cid, entry in saved.items():
+            files_ = entry.get("files") if isinstance(entry.get("files"), dict) else {}
+            assert isinstance(files_, dict)
+            in_files = 0
+            for path, fe in files_.items():
+                if isinstance(fe, dict):
+                    flat[path] = {**fe, "source_id": cid}
+                    in_files += _count(fe.get("log_count"))
+            self.known[cid] = Known(
+                str(entry.get("source_type", "docker")),
+                str(entry.get("name", "")),
+                _parse_utc(entry.get("since")),
+                str(entry.get("status", "")),
+                max(0, _count(entry.get("log_count")) - in_files),
+            )
+        rescans = [c.rescan_interval for c in (docker, kubernetes) if c.enabled]
+        super().__init__(
+            settings_of(files, rescan=min(rescans, default=files.rescan_interval)), dispatcher, metrics, flat
+        )
+        self._docker_dir = DockerDirectory(docker) if docker.enabled else None
+        streams = {
+            s for s, on in (("stdout", docker.include_stdout), ("stderr", docker.include_stderr)) if not on
+        }
+        self._docker_asm = assembler_factory(
+            lambda: DockerJsonDecoder(files.max_line_bytes, PARTIAL_TIMEOUT),
+            _rule(docker.multiline, files.max_line_bytes),
+            frozenset(streams),
+        )
+        self._cri_asm = assembler_factory(
+            lambda: CriDecoder(files.max_line_bytes, PARTIAL_TIMEOUT),
+            _rule(kubernetes.multiline, files.max_line_bytes),
+            frozenset(),
+        )
+        self._origins: dict[str, Origin] = {}
+        self._events: DockerEvents | None = None
+        self.status: dict[str, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        super().start()
+        if self._docker_dir is not None and self.docker_cfg.socket_path:
+            self._events = DockerEvents(
+                self.docker_cfg.socket_path, self._on_event, self.docker_cfg.reconnect_interval
+            )
+            self._events.start()
+
+    def stop(self) -> None:
+        if self._events is not None:
+            self._events.stop()
+        super().stop()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.request_rescan()
+
+    @property
+    def events_connected(self) -> bool:
+        return self._events is not None and self._events.connected
+
+    # -- discovery ---------------------------------------------------------------------------------
+    def read_from_end(self, target: Target) -> bool:
+        cfg = self.docker_cfg if target.origin.source_type == "docker" else self.k8s_cfg
+        return cfg.read_from == "end"
+
+    def _origin(self, source_type: str, source_id: str, labels: dict[str, str]) -> Origin:
+        o = self._origins.get(source_id)
+        if o is None or o.labels != labels:
+            o = self._origins[source_id] = Origin(source_type, source_id, labels)
+        return o
+
+    def discover(self) -> dict[str, Target]:
+        found: dict[str, Target] = {}
+        status: dict[str, str] = {}
+        now = time.time()
+        if self._docker_dir is not None:
+            for c in self._docker_dir.scan().values():
+                labels = {**self.docker_cfg.labels, **c.labels, "container_name": c.name, "image": c.image}
+                found[c.log_path] = Target(self._origin("docker", c.id, labels), self._docker_asm)
+                status[c.id] = "running" if c.running else "exited"
+                self._remember(c.id, "docker", c.name, now)
+        if self.k8s_cfg.enabled:
+            for p in scan_pods(self.k8s_cfg):
+                labels = {**self.k8s_cfg.labels, **p.labels()}
+                found[p.path] = Target(self._origin("kubernetes", p.source_id, labels), self._cri_asm)
+                status[p.source_id] = "running"
+                self._remember(p.source_id, "kubernetes", p.pod, now)
+        for cid in [c for c in self._origins if c not in status]:
+            del self._origins[cid]
+        for cid in self.known:
+            if cid not in status:
+                status[cid] = "removed"
+        self.status = status
+        return found
+
+    def _remember(self, cid: str, source_type: str, name: str, now: float) -> None:
+        k = self.known.get(cid)
+        if k is None:
+            self.known[cid] = Known(source_type, name, now, "running")
+            log.info("following container logs", extra={"source_type": source_type, "container": name})
+        else:
+            k.name = name
+
+    def update_gauges(self) -> None:
+        followed = {tf.origin.source_id for tf in self.tracked.values()}
+        for cid in [c for c in self.known if self.status.get(c) == "removed" and c not in followed]:
+            del self.known[cid]  # gone, and its last file was released
+            self.released_lines.pop(cid, None)
+        self.metrics.containers_monitored.set(len({tf.origin.source_id for tf in self.files()}))
+
+    # -- positions ---------------------------------------------------------------------------------
+    def flush_interval(self) -> float:
+        return self.positions_config.flush_interval
+
+    def container_entries(self) -> dict[str, Entry]:
+        by_container: dict[str, dict[str, Entry]] = {}
+        for path, entry in self.position_entries().items():
+            by_container.setdefault(str(entry.get("source_id", "")), {})[path] = entry
+        out: dict[str, Entry] = {}
+        status_of = self.status
+        for cid, k in list(self.known.items()):
+            files = by_container.get(cid, {})
+            status = status_of.get(cid, "removed")
+            last = max((str(e.get("last_read", "")) for e in files.values()), default="")
+            out[cid] = {
+                "since": _utc(k.since),
+                "last_read": last,
+                "log_count": k.released_count
+                + self.released_lines[cid]
+                + sum(_count(e.get("log_count")) for e in files.values()),
+                "status": status,
+                "source_type": k.source_type,
+                "name": k.name,
+                "files": {p: {f: v for f, v in e.items() if f != "source_id"} for p, e in files.items()},
+            }
+        return out
+
+    def save_positions(self) -> None:
+        if self.store is None:
+            return
+        self.refresh_rotated_paths()
+        try:
+            self.store.save(self.container_entries())
+        except OSError as exc:
+            log.error("cannot save positions to %s: %s", self.store.path, exc)
+            self.metrics.errors.labels("positions", "save_failed").inc()
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _parse_utc(value: object) -> float:
+    if isinstance(value, str):
+        try:
+            return float(calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")))
+        except ValueError:
+            pass
+    return time.time()

@@ -1,0 +1,826 @@
+"""The tail engine shared by the file and container sources.
+
+A source says which paths to follow (:meth:`TailEngine.discover`, run every
+``rescan_interval``); the engine follows the *files* behind them:
+
+- **Identity.** A followed file is known by device + inode, checked against a
+  fingerprint of its first bytes (:mod:`.identity`), never by its path. A
+  file renamed to another watched name keeps its position; a new file that
+  reuses a deleted file's inode does not inherit it.
+- **Rotation by rename (or deletion).** When the path no longer names the
+  file, the open descriptor is read to its end, its lines are acknowledged,
+  and only then (after ``ROTATED_GRACE`` without growth) is it released.
+  Where it was renamed to is looked up by inode in its directory, so its
+  position is saved under its new name and a crash while it drains resumes
+  it there. Its lines are read before those of the new file at the same path.
+- **Copytruncate.** A size shrink, or a changed fingerprint (truncated and
+  rewritten past the read offset before the engine looked), means the file
+  was truncated. The engine then searches its directory for a file whose
+  first bytes carry the old fingerprint and is at least as long as what was
+  read (logrotate's copy, ``app.log.1``) and continues there from the read
+  offset: the lines written between the last read and the truncation are not
+  lost, and the copy is not sent again. A new file whose complete
+  fingerprint equals a followed file's is such a copy and is not read from
+  its start (it is read normally if it grows).
+- **Descriptors.** At most ``max_open_files`` are open. Idle files are closed
+  after ``close_inactive`` (or, at the limit, the least recently read live
+  file is closed) and watched with ``stat`` on their path; they are reopened
+  by identity when they grow. Rotated files keep their descriptor until
+  released, since their path no longer leads to them.
+- **Positions.** Saved entries are matched to files by identity at start-up;
+  entries of rotated files that were still draining are found again by inode
+  (or by fingerprint, for a copy) in their directory and resumed.
+
+One thread reads everything; submitting a chunk blocks while the dispatcher
+queue is full, so backpressure pauses reading.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import os
+import resource
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.checkpoints import Checkpoint
+from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
+from log_capturer.processing.assembly import Assembler
+from log_capturer.record import Chunk, Origin
+from log_capturer.sources.file.identity import FINGERPRINT_BYTES, Fingerprint, read_head
+from log_capturer.sources.file.tail import TailedFile
+
+log = logging.getLogger(__name__)
+
+#: How long a fully read, acknowledged rotated file is kept open for a writer that still holds it.
+ROTATED_GRACE = 5.0
+
+Key = tuple[int, int]
+Entry = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A path a source wants followed, and how to make records from its lines."""
+
+    origin: Origin
+    assembler: Callable[[], Assembler | None] | None = None
+
+
+@dataclass(frozen=True)
+class TailSettings:
+    poll_interval: float = 0.1
+    rescan_interval: float = 5.0
+    read_buffer_bytes: int = 1 << 20
+    max_line_bytes: int = 1 << 20
+    read_from: str = "beginning"
+    encoding_errors: str = "backslashreplace"
+    max_open_files: int = 256
+    close_inactive: float = 300.0
+
+
+def _utc_ns(value: object) -> int:
+    """A saved ``last_read`` (UTC, whole seconds) as ns since the epoch; 0 when absent."""
+    if isinstance(value, str):
+        try:
+            return calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")) * 1_000_000_000
+        except ValueError:
+            pass
+    return 0
+
+
+def _int(entry: Entry, name: str) -> int:
+    v = entry.get(name, 0)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+
+
+class TailEngine(ABC):
+    """Follows the files behind a source's paths; subclasses say which paths (``discover``)."""
+
+    name = "tail"
+
+    def __init__(
+        self,
+        settings: TailSettings,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        saved: dict[str, Entry] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.max_open_files = settings.max_open_files
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY and self.max_open_files > soft // 2:
+            # Leave room for sockets and the other source under the process limit.
+            self.max_open_files = max(8, soft // 2)
+            log.warning(
+                "max_open_files lowered to half the process descriptor limit",
+                extra={"configured": settings.max_open_files, "used": self.max_open_files, "ulimit_n": soft},
+            )
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.tracked: dict[Key, TailedFile] = {}
+        #: Watched path -> the identity it names.
+        self.by_path: dict[str, Key] = {}
+        self.targets: dict[str, Target] = {}
+        #: Copies of followed files (same complete fingerprint) that are not read: key -> (path, size).
+        self.copies: dict[Key, tuple[str, int]] = {}
+        #: Saved entries not matched to a file yet, by identity.
+        self.unclaimed: dict[Key, tuple[str, Entry]] = {}
+        for path, entry in (saved or {}).items():
+            key = (_int(entry, "device"), _int(entry, "inode"))
+            if key != (0, 0):
+                self.unclaimed[key] = (path, entry)
+        self._open: OrderedDict[Key, TailedFile] = OrderedDict()
+        self._fp_index: dict[str, dict[str, Key]] = {}
+        self._stop = threading.Event()
+        self._rescan_now = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._first_scan = True
+        self.lines_read = 0
+        #: Lines acknowledged from files no longer followed, per source id.
+        self.released_lines: Counter[str] = Counter()
+
+    # -- what subclasses provide -----------------------------------------------------------------
+    @abstractmethod
+    def discover(self) -> dict[str, Target]:
+        """Every path to follow now, with its target."""
+
+    @abstractmethod
+    def save_positions(self) -> None:
+        """Write acknowledged positions (each source owns its positions file and format)."""
+
+    @abstractmethod
+    def flush_interval(self) -> float:
+        """Seconds between two position saves."""
+
+    def target_for(self, path: str) -> Target | None:
+        """The target for ``path`` if it is a path to follow (a renamed file's new name)."""
+        return self.targets.get(path)
+
+    def target_for_source(self, source_id: str) -> Target | None:
+        """The target whose records carry ``source_id`` (to resume a rotated file after a restart)."""
+        for t in self.targets.values():
+            if t.origin.source_id == source_id:
+                return t
+        return None
+
+    @abstractmethod
+    def update_gauges(self) -> None:
+        """Set the source's gauges after a rescan."""
+
+    def read_from_end(self, target: Target) -> bool:
+        """Whether a file found at start-up with no saved position starts at its end."""
+        return self.settings.read_from == "end"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.rescan()
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-source", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading. Positions are saved by the owner after the drain."""
+        self._stop.set()
+        self._rescan_now.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def close(self) -> None:
+        for tf in list(self.tracked.values()):
+            tf.close()
+        self._open.clear()
+
+    def request_rescan(self) -> None:
+        """Run discovery at the next loop turn (e.g. a container started)."""
+        self._rescan_now.set()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        s = self.settings
+        next_scan = time.monotonic() + s.rescan_interval
+        next_flush = time.monotonic() + self.flush_interval()
+        try:
+            while not self._stop.is_set():
+                busy = self.pump_all(time.monotonic())
+                now = time.monotonic()
+                if now >= next_scan or self._rescan_now.is_set():
+                    self._rescan_now.clear()
+                    self.rescan()
+                    next_scan = now + s.rescan_interval
+                if now >= next_flush:
+                    self.save_positions()
+                    next_flush = now + self.flush_interval()
+                if not busy:
+                    self._rescan_now.wait(s.poll_interval)
+        except QueueClosed:
+            return
+        except Exception:
+            log.exception("%s source crashed; positions stay at what was acknowledged", self.name)
+            self.metrics.errors.labels(f"{self.name}_source", "crash").inc()
+
+    def pump_all(self, now: float) -> bool:
+        """Read once from every file with new data. True when bytes were read."""
+        busy = False
+        files = list(self.tracked.values())
+        draining: set[str] = set()
+        for tf in files:
+            # Rotated files first, one at a time per stream, oldest first: lines keep their order.
+            if not tf.live and tf.origin.source_id not in draining:
+                busy |= self._pump(tf, now)
+                if tf.unread or tf.partial:
+                    draining.add(tf.origin.source_id)
+        for tf in files:
+            if self._stop.is_set():
+                break
+            if tf.live and tf.origin.source_id not in draining and self.tracked.get(tf.key) is tf:
+                busy |= self._pump(tf, now)
+        for tf in files:
+            asm = tf.assembler
+            if asm is not None and asm.held and asm.due(now):
+                chunk = tf.flush_assembler()
+                if chunk is not None:
+                    self._submit(tf, chunk)
+        self._release_rotated(now)
+        self._close_inactive(now)
+        return busy
+
+    def _pump(self, tf: TailedFile, now: float) -> bool:
+        """Read one buffer from ``tf`` and submit it. True when bytes were read."""
+        s = self.settings
+        if tf.fd is None:
+            try:
+                st = os.stat(tf.path) if tf.path else None
+            except OSError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != tf.key:
+                if tf.live:
+                    self._lost_path(tf)
+                else:  # a rotated file not opened yet was renamed again
+                    tf.path = self._locate(tf)
+                    if not tf.path:
+                        self._forget(tf)
+                return False
+            if st.st_size == tf.read_offset:
+                tf.size = st.st_size
+                return False
+            if not self._reopen(tf, now):
+                return False
+        assert tf.fd is not None
+        try:
+            st = os.fstat(tf.fd)
+            size = st.st_size
+            fp = tf.fingerprint.refresh(tf.fd, size) if size != tf.read_offset else tf.fingerprint
+        except OSError as exc:
+            log.warning("cannot read %s: %s", tf.path, exc.strerror)
+            self.metrics.errors.labels(f"{self.name}_source", "read_failed").inc()
+            return False
+        if size < tf.read_offset or fp is None:
+            self._truncated(tf, size, now)
+            tf.mtime_ns = st.st_mtime_ns
+            return True
+        tf.fingerprint = fp
+        tf.size = size
+        tf.mtime_ns = st.st_mtime_ns
+        if size == tf.read_offset:
+            return False
+        try:
+            chunk, read = tf.read_chunk(s.read_buffer_bytes, s.max_line_bytes, now)
+        except OSError as exc:
+            log.warning("read failed on %s: %s", tf.path, exc.strerror)
+            self.metrics.errors.labels(f"{self.name}_source", "read_failed").inc()
+            return False
+        if tf.key in self._open:
+            self._open.move_to_end(tf.key)
+        if chunk is not None:
+            self._submit(tf, chunk)
+        return read
+
+    def _submit(self, tf: TailedFile, chunk: Chunk) -> None:
+        if chunk.truncated:
+            self.metrics.lines_truncated.labels(chunk.origin.source_type).inc(len(chunk.truncated))
+        while not self.dispatcher.submit(chunk, tf.checkpoint, timeout=0.25):
+            if self._stop.is_set():
+                raise QueueClosed
+        self.lines_read += len(chunk.lines)
+
+    # -- descriptors -------------------------------------------------------------------------------
+    def _open_fd(self, path: str, keep: Key | None = None) -> int | None:
+        """Open ``path``, first closing the least recently read live file (not ``keep``) at the limit."""
+        if len(self._open) >= self.max_open_files:
+            victim = next((t for t in self._open.values() if t.live and t.key != keep), None)
+            if victim is None:
+                return None
+            self._close(victim)
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            log.warning("cannot open %s: %s", path, exc.strerror)
+            self.metrics.errors.labels(f"{self.name}_source", "open_failed").inc()
+            return None
+
+    def _adopt_fd(self, tf: TailedFile, fd: int, now: float) -> None:
+        tf.fd = fd
+        tf.last_active = now
+        self._open[tf.key] = tf
+
+    def _close(self, tf: TailedFile) -> None:
+        tf.close()
+        self._open.pop(tf.key, None)
+
+    def _reopen(self, tf: TailedFile, now: float) -> bool:
+        fd = self._open_fd(tf.path)
+        if fd is None:
+            return False
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != tf.key:
+            os.close(fd)
+            self._lost_path(tf)
+            return False
+        self._adopt_fd(tf, fd, now)
+        return True
+
+    def _close_inactive(self, now: float) -> None:
+        limit = self.settings.close_inactive
+        for tf in list(self._open.values()):
+            if now - tf.last_active < limit:
+                break  # ordered by last read: the rest are more recent
+            if tf.live and not tf.unread and not tf.partial:
+                self._close(tf)
+
+    @property
+    def open_files(self) -> int:
+        return len(self._open)
+
+    # -- rotation, truncation ------------------------------------------------------------------------
+    def _forget(self, tf: TailedFile) -> None:
+        self.released_lines[tf.origin.source_id] += tf.saved_log_count + tf.checkpoint.acked_lines
+        self._close(tf)
+        if self.tracked.get(tf.key) is tf:
+            del self.tracked[tf.key]
+        if tf.live and self.by_path.get(tf.path) == tf.key:
+            del self.by_path[tf.path]
+
+    def _locate(self, tf: TailedFile) -> str:
+        """Where ``tf`` is now, found by inode in its last directory ('' when gone)."""
+        directory = os.path.dirname(tf.path)
+        try:
+            with os.scandir(directory) as it:
+                for e in it:
+                    if e.inode() == tf.inode and e.is_file(follow_symlinks=False):
+                        st = e.stat(follow_symlinks=False)
+                        if st.st_dev == tf.device:
+                            return e.path
+        except OSError:
+            pass
+        return ""
+
+    def _lost_path(self, tf: TailedFile) -> None:
+        """``tf``'s path no longer names it: renamed (rotation) or deleted."""
+        old = tf.path
+        new = self._locate(tf) if old else ""
+        if self.by_path.get(old) == tf.key:
+            del self.by_path[old]
+        if new and self.target_for(new) is not None:
+            # Renamed to another watched name: the same file, followed under its new name.
+            tf.path = new
+            tf.live = True
+            self.by_path[new] = tf.key
+            return
+        if tf.fd is None and new:
+            fd = self._open_fd(new)
+            if fd is not None:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == tf.key and tf.fingerprint.matches(fd):
+                    self._adopt_fd(tf, fd, time.monotonic())
+                else:
+                    os.close(fd)
+        tf.path = new
+        if tf.fd is None:
+            log.info("file removed", extra={"path": old})
+            self._forget(tf)
+            return
+        tf.live = False
+        log.info(
+            "file rotated; reading the old file to its end",
+            extra={"path": tf.origin.source_id, "rotated_to": new or "(deleted)", "inode": tf.inode},
+        )
+        self._catch_up(old, tf.origin, tf.mtime_ns)
+
+    def _truncated(self, tf: TailedFile, size: int, now: float) -> None:
+        """The file shrank (or its first bytes changed): copytruncate or truncation in place."""
+        assert tf.fd is not None
+        copy = self._find_copy(tf)
+        target = self.target_for(tf.path) if tf.live else None
+        if copy is not None:
+            cpath, cfd = copy
+            st = os.fstat(cfd)
+            fresh = TailedFile(
+                path=tf.path,
+                device=tf.device,
+                inode=tf.inode,
+                fingerprint=Fingerprint.of(tf.fd, size),
+                origin=tf.origin,
+                checkpoint=Checkpoint(0),
+                fd=tf.fd,
+                live=tf.live,
+                assembler=self._new_assembler(target),
+                encoding_errors=tf.encoding_errors,
+                size=size,
+            )
+            self._open.pop(tf.key, None)
+            self.tracked[fresh.key] = fresh
+            self._open[fresh.key] = fresh
+            # The old content continues in the copy, with its checkpoint and in-flight lines.
+            tf.fd = None
+            tf.device, tf.inode = st.st_dev, st.st_ino
+            tf.path = cpath
+            tf.live = self.target_for(cpath) is not None
+            tf.size = st.st_size
+            self.copies.pop(tf.key, None)
+            self.tracked[tf.key] = tf
+            self._adopt_fd(tf, cfd, now)
+            if tf.live:
+                self.by_path[cpath] = tf.key
+            log.info(
+                "file truncated (copytruncate); continuing the old content in its copy",
+                extra={"path": fresh.path, "copy": cpath, "offset": tf.read_offset},
+            )
+            if fresh.live:
+                self._catch_up(fresh.path, tf.origin, tf.mtime_ns)
+            return
+        unread = max(0, tf.size - tf.read_offset)
+        if unread:
+            self.metrics.errors.labels(f"{self.name}_source", "truncated_unread").inc()
+        log.warning(
+            "file truncated; reading it again from the start",
+            extra={"path": tf.path, "unread_bytes_lost": unread},
+        )
+        chunk = tf.flush_assembler()
+        if chunk is not None:
+            self._submit(tf, chunk)
+        tf.restart_at(0, Checkpoint(0))
+        tf.fingerprint = Fingerprint.of(tf.fd, size)
+        tf.size = size
+        if tf.live:
+            self._catch_up(tf.path, tf.origin, tf.mtime_ns)
+
+    def rotated_name_ok(self, path: str) -> bool:
+        """Whether a rotated file at ``path`` can be read (not compressed)."""
+        return not path.endswith((".gz", ".zip", ".bz2", ".xz", ".zst", ".lz4"))
+
+    def _catch_up(
+        self, live_path: str, origin: Origin, since_ns: int, known: set[Key] | frozenset[Key] = frozenset()
+    ) -> None:
+        """Rotated generations of ``live_path`` that were never seen (rotated away between two looks).
+
+        Candidates are untracked files next to it whose name starts with its
+        name (app.log.1, app.log-20260101, 0.log.20260101-120000), that no
+        watched pattern covers, are not compressed, were modified at or after
+        ``since_ns`` (the last write seen on the file they followed) and are not
+        a copy of a followed file. They are read from their start, oldest first.
+        """
+        if not live_path or not since_ns:
+            return
+        directory, base = os.path.split(live_path)
+        target = self.target_for(live_path) or self.target_for_source(origin.source_id)
+        if target is None:
+            return
+        try:
+            with os.scandir(directory) as it:
+                names = [
+                    e.path
+                    for e in it
+                    if e.name.startswith(base) and e.name != base and e.is_file(follow_symlinks=False)
+                ]
+        except OSError:
+            return
+        copies = {t.fingerprint.digest for t in self.tracked.values() if t.fingerprint.complete}
+        found: list[tuple[int, str, os.stat_result, Fingerprint]] = []
+        for path in names:
+            if self.target_for(path) is not None or not self.rotated_name_ok(path):
+                continue
+            head = read_head(path)
+            if head is None:
+                continue
+            dev, ino, _, data = head
+            key = (dev, ino)
+            if key in self.tracked or key in self.unclaimed or key in self.copies or key in known:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            fp = Fingerprint.of_head(data)
+            if (st.st_dev, st.st_ino) != key or st.st_mtime_ns < since_ns or fp.digest in copies:
+                continue
+            found.append((st.st_mtime_ns, path, st, fp))
+        for _, path, st, fp in sorted(found, key=lambda f: (f[0], f[1])):
+            tf = TailedFile(
+                path=path,
+                device=st.st_dev,
+                inode=st.st_ino,
+                fingerprint=fp,
+                origin=origin,
+                checkpoint=Checkpoint(0),
+                live=False,
+                live_path=live_path,
+                assembler=self._new_assembler(target),
+                encoding_errors=self.settings.encoding_errors,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+            )
+            self.tracked[tf.key] = tf
+            log.info(
+                "found a rotated file never read (rotated away between two looks); reading it",
+                extra={"path": path, "source_id": origin.source_id, "bytes": st.st_size},
+            )
+
+    def _find_copy(self, tf: TailedFile) -> tuple[str, int] | None:
+        """A file in ``tf``'s directory holding its old content: same fingerprint, long enough."""
+        if tf.fingerprint.length == 0 or not tf.path:
+            return None
+        directory = os.path.dirname(tf.path)
+        try:
+            with os.scandir(directory) as it:
+                names = [e.path for e in it if e.is_file(follow_symlinks=False)]
+        except OSError:
+            return None
+        names.sort(key=lambda p: (not os.path.basename(p).startswith(os.path.basename(tf.path)), p))
+        for path in names:
+            head = read_head(path)
+            if head is None:
+                continue
+            dev, ino, size, data = head
+            key = (dev, ino)
+            if key == tf.key or (key in self.tracked and key not in self.copies):
+                continue
+            if size >= tf.read_offset and tf.fingerprint.matches_prefix(data):
+                fd = self._open_fd(path, keep=tf.key)
+                if fd is None:
+                    return None
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == key:
+                    return path, fd
+                os.close(fd)
+        return None
+
+    def refresh_rotated_paths(self) -> None:
+        """Find rotated files renamed again (app.log.1 -> app.log.2) so their positions keep their name."""
+        for tf in list(self.tracked.values()):
+            if tf.live or not tf.path:
+                continue
+            try:
+                st = os.stat(tf.path)
+                moved = (st.st_dev, st.st_ino) != tf.key
+            except OSError:
+                moved = True
+            if moved:
+                tf.path = self._locate(tf)
+
+    def _release_rotated(self, now: float) -> None:
+        for tf in list(self.tracked.values()):
+            if tf.live or not tf.settled or now - tf.last_active < ROTATED_GRACE:
+                continue
+            log.info("released rotated file", extra={"path": tf.path or tf.origin.source_id})
+            self._forget(tf)
+
+    # -- discovery ---------------------------------------------------------------------------------
+    def rescan(self) -> None:
+        targets = self.discover()
+        self.targets = targets
+        seen: dict[Key, str] = {}
+        fresh: list[tuple[str, Target, bool]] = []  # paths naming files not followed yet
+        for path, target in targets.items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue  # a hard link or symlink to a file already followed
+            seen[key] = path
+            tf = self.tracked.get(key)
+            if tf is not None:
+                if tf.path != path or not tf.live:
+                    if tf.live and self.by_path.get(tf.path) == key:
+                        del self.by_path[tf.path]
+                    tf.path = path
+                    tf.live = True
+                self.by_path[path] = key
+                continue
+            grown_copy = key in self.copies
+            if grown_copy:
+                if st.st_size == self.copies[key][1]:
+                    continue
+                del self.copies[key]  # a "copy" that grows is a log of its own
+            fresh.append((path, target, not grown_copy))
+        for key, tf in list(self.tracked.items()):
+            if tf.live and key not in seen:
+                self._lost_path(tf)
+        self.refresh_rotated_paths()
+        self._fp_index.clear()
+        for path, target, may_be_copy in fresh:
+            self._new_file(path, target, may_be_copy)
+        for key in [k for k, (p, _) in self.copies.items() if k not in seen]:
+            del self.copies[key]
+        if self.unclaimed:
+            self._resume_unclaimed()
+        self._first_scan = False
+        self.update_gauges()
+
+    def _new_assembler(self, target: Target | None) -> Assembler | None:
+        return target.assembler() if target is not None and target.assembler is not None else None
+
+    def _complete_fingerprints(self, directory: str) -> dict[str, Key]:
+        """Complete fingerprints of the followed files in ``directory`` (built once per rescan)."""
+        index = self._fp_index.get(directory)
+        if index is None:
+            index = self._fp_index[directory] = {
+                tf.fingerprint.digest: tf.key
+                for tf in self.tracked.values()
+                if tf.fingerprint.complete and os.path.dirname(tf.path) == directory
+            }
+        return index
+
+    def _new_file(self, path: str, target: Target, may_be_copy: bool = True) -> None:
+        now = time.monotonic()
+        fd = self._open_fd(path)
+        if fd is None:
+            return
+        try:
+            st = os.fstat(fd)
+            head = os.pread(fd, min(st.st_size, FINGERPRINT_BYTES), 0)
+        except OSError:
+            os.close(fd)
+            return
+        key = (st.st_dev, st.st_ino)
+        fp = Fingerprint.of_head(head)
+        offset, log_count = 0, 0
+        claimed = self.unclaimed.get(key)
+        if claimed is not None and self._entry_matches(claimed[1], head, st.st_size):
+            del self.unclaimed[key]
+            offset, log_count = _int(claimed[1], "offset"), _int(claimed[1], "log_count")
+            if offset > st.st_size:
+                offset, log_count = 0, 0
+        else:
+            directory = os.path.dirname(path)
+            if may_be_copy and fp.complete and fp.digest in self._complete_fingerprints(directory):
+                # A copy of a followed file (copytruncate's copy made before the truncation).
+                os.close(fd)
+                self.copies[key] = (path, st.st_size)
+                return
+            if self._first_scan and claimed is None and self.read_from_end(target):
+                offset = st.st_size
+        tf = TailedFile(
+            path=path,
+            device=st.st_dev,
+            inode=st.st_ino,
+            fingerprint=fp,
+            origin=target.origin,
+            checkpoint=Checkpoint(offset),
+            read_offset=offset,
+            assembler=self._new_assembler(target),
+            encoding_errors=self.settings.encoding_errors,
+            saved_log_count=log_count,
+            size=st.st_size,
+        )
+        self.tracked[key] = tf
+        self.by_path[path] = key
+        if fp.complete:
+            self._complete_fingerprints(os.path.dirname(path))[fp.digest] = key
+        self._adopt_fd(tf, fd, now)
+        log.info("following file", extra={"path": path, "offset": offset})
+
+    @staticmethod
+    def _entry_matches(entry: Entry, head: bytes, size: int) -> bool:
+        """A saved entry describes this file: its fingerprint matches (format 1: size fits)."""
+        fp = Fingerprint.from_entry(entry)
+        if fp is None:
+            return "fingerprint" not in entry and _int(entry, "offset") <= size
+        return fp.matches_prefix(head)
+
+    def _resume_unclaimed(self) -> None:
+        """Find saved files that no watched path names (rotated while draining, or copies).
+
+        Rotated generations made while the agent was stopped and never read are
+        then caught up (see :meth:`_catch_up`).
+        """
+        catch_up: list[tuple[str, Origin, int]] = []
+        done: set[Key] = set()  # saved files found fully read: never caught up as unread
+        for key, (path, entry) in list(self.unclaimed.items()):
+            directory = os.path.dirname(path)
+            if not os.path.isdir(directory):
+                continue  # maybe not mounted yet: keep the entry
+            del self.unclaimed[key]
+            source_id = str(entry["source_id"]) if isinstance(entry.get("source_id"), str) else path
+            live_path = str(entry["live_path"]) if isinstance(entry.get("live_path"), str) else path
+            found = self._find_entry(key, path, entry)
+            if found is None:
+                log.info("saved position of a file that no longer exists dropped", extra={"path": path})
+                target = self.target_for(live_path) or self.target_for_source(source_id)
+                if target is not None:
+                    catch_up.append((live_path, target.origin, _utc_ns(entry.get("last_read"))))
+                continue
+            fpath, fd, st = found
+            done.add((st.st_dev, st.st_ino))
+            offset = _int(entry, "offset")
+            target = self.target_for(fpath) or self.target_for_source(source_id)
+            if (st.st_dev, st.st_ino) in self.tracked or offset > st.st_size or target is None:
+                os.close(fd)
+                continue
+            live = self.target_for(fpath) is not None
+            if not live:
+                catch_up.append((live_path, target.origin, st.st_mtime_ns))
+                if offset >= st.st_size:
+                    os.close(fd)
+                    continue
+            fp = Fingerprint.from_entry(entry) or Fingerprint.of(fd, st.st_size)
+            tf = TailedFile(
+                path=fpath,
+                device=st.st_dev,
+                inode=st.st_ino,
+                fingerprint=fp,
+                origin=target.origin,
+                checkpoint=Checkpoint(offset),
+                read_offset=offset,
+                live=live,
+                live_path=live_path,
+                assembler=self._new_assembler(target),
+                encoding_errors=self.settings.encoding_errors,
+                saved_log_count=_int(entry, "log_count"),
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+            )
+            self.tracked[tf.key] = tf
+            self._adopt_fd(tf, fd, time.monotonic())
+            if live:
+                self.by_path[fpath] = tf.key
+            log.info(
+                "resuming a rotated file from its saved position",
+                extra={"path": fpath, "source_id": tf.origin.source_id, "offset": offset},
+            )
+        for live_path, origin, since in sorted(catch_up, key=lambda c: c[2]):
+            self._catch_up(live_path, origin, since, done)
+
+    def _find_entry(self, key: Key, path: str, entry: Entry) -> tuple[str, int, os.stat_result] | None:
+        """The file a saved entry describes: at its path, renamed in its directory, or a copy of it."""
+        fp = Fingerprint.from_entry(entry)
+        offset = _int(entry, "offset")
+        directory = os.path.dirname(path)
+        try:
+            with os.scandir(directory) as it:
+                files = [e for e in it if e.is_file(follow_symlinks=False)]
+        except OSError:
+            return None
+        same_inode = [e.path for e in files if e.inode() == key[1]]
+        others = sorted(e.path for e in files if e.inode() != key[1])
+        for candidate, need_same in [(p, True) for p in same_inode] + [(p, False) for p in others]:
+            if not need_same and fp is None:
+                break
+            head = read_head(candidate)
+            if head is None:
+                continue
+            dev, ino, size, data = head
+            if need_same and (dev, ino) != key:
+                continue
+            if (dev, ino) in self.tracked or size < offset:
+                continue
+            if not self._entry_matches(entry, data, size):
+                continue
+            fd = self._open_fd(candidate)
+            if fd is None:
+                return None
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                return candidate, fd, st
+            os.close(fd)
+        return None
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def position_entries(self) -> dict[str, Entry]:
+        """Acknowledged positions by current path, plus saved entries not matched yet."""
+        entries: dict[str, Entry] = dict(list(self.unclaimed.values()))
+        files = list(self.tracked.values())
+        for tf in files:
+            if tf.path and not tf.live:
+                entries[tf.path] = tf.position_entry()
+        for tf in files:
+            if tf.path and tf.live:
+                entries[tf.path] = tf.position_entry()
+        return entries
+
+    def files(self, live: bool = True) -> list[TailedFile]:
+        return [tf for tf in list(self.tracked.values()) if tf.live is live]
+
+    def lag_bytes(self) -> dict[str, int]:
+        return {tf.path: max(0, tf.size - tf.checkpoint.committed) for tf in self.files()}
+
+    def in_flight(self) -> int:
+        return sum(tf.checkpoint.in_flight_lines for tf in list(self.tracked.values()))

@@ -1,0 +1,218 @@
+"""The container source over Docker and Kubernetes trees built on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from log_capturer.config.schema import (
+    ContainerMonitorConfig,
+    FilesConfig,
+    KubernetesConfig,
+    PositionsConfig,
+)
+from log_capturer.observability.metrics import Metrics
+from log_capturer.sources.containers.source import ContainerSource
+from log_capturer.sources.file import tailer
+from tests.container_trees import DockerContainer, PodContainer
+from tests.unit.sources.harness import MemorySink, make_dispatcher, settle
+
+
+@pytest.fixture(autouse=True)
+def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tailer, "ROTATED_GRACE", 0.0)
+
+
+class Env:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.docker_root = tmp / "containers"
+        self.pods_root = tmp / "pods"
+        self.docker_root.mkdir()
+        self.pods_root.mkdir()
+        self.sink = MemorySink()
+        self.metrics = Metrics()
+        self.dispatcher = make_dispatcher(self.sink, self.metrics)
+        self.sources: list[ContainerSource] = []
+
+    def source(
+        self, docker: dict[str, Any] | None = None, k8s: dict[str, Any] | None = None
+    ) -> ContainerSource:
+        src = ContainerSource(
+            ContainerMonitorConfig(
+                enabled=True, containers_directory=str(self.docker_root), socket_path="", **(docker or {})
+            ),
+            KubernetesConfig(enabled=True, pods_directory=str(self.pods_root), **(k8s or {})),
+            FilesConfig(),
+            PositionsConfig(directory=str(self.tmp / "pos")),
+            self.dispatcher,
+            self.metrics,
+        )
+        src.rescan()
+        self.sources.append(src)
+        return src
+
+    def settle(self, src: ContainerSource) -> None:
+        settle(src, self.dispatcher)
+
+    def by_source(self) -> dict[str, list[tuple[str, dict[str, Any] | None]]]:
+        out: dict[str, list[tuple[str, dict[str, Any] | None]]] = {}
+        for sid, line, meta in self.sink.records:
+            out.setdefault(sid, []).append((line, meta))
+        return out
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
+        self.dispatcher.close(5)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+def cid(n: int) -> str:
+    return f"{n:04d}" + "c" * 60
+
+
+def test_docker_containers_come_and_go(env: Env) -> None:
+    web = DockerContainer(env.docker_root, cid(1), "web", "nginx:1", {"tenant_id": "acme"}).create()
+    web.write(["GET /", "GET /health"])
+    web.write(["upstream timed out"], "stderr")
+    src = env.source(docker={"labels": {"env": "test"}})
+    env.settle(src)
+    assert env.metrics.containers_monitored._value.get() == 1
+    got = env.by_source()[web.id]
+    assert got == [
+        ("GET /", {"stream": "stdout"}),
+        ("GET /health", {"stream": "stdout"}),
+        ("upstream timed out", {"stream": "stderr"}),
+    ]
+    origin = src.files()[0].origin
+    assert origin.source_type == "docker"
+    assert origin.labels == {"env": "test", "tenant_id": "acme", "container_name": "web", "image": "nginx:1"}
+    # A container starts later: read from its first line. One with a long (split) line.
+    api = DockerContainer(env.docker_root, cid(2), "api").create()
+    long_line = "x" * 40000
+    api.write(["api up", long_line])
+    src.rescan()
+    env.settle(src)
+    assert [line for line, _ in env.by_source()[api.id]] == ["api up", long_line]
+    assert env.metrics.containers_monitored._value.get() == 2
+    # Docker rotates web's log (max-size): nothing lost, nothing twice.
+    web.write(["before rotation"])
+    web.rotate()
+    web.write(["after rotation"])
+    src.rescan()
+    env.settle(src)
+    assert [line for line, _ in env.by_source()[web.id]][-2:] == ["before rotation", "after rotation"]
+    # api stops, then is removed: its lines written before removal still arrive.
+    api.stop()
+    api.write(["last words"])
+    src.rescan()
+    env.settle(src)
+    src.save_positions()
+    saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
+    assert saved[api.id]["status"] == "exited" and saved[api.id]["log_count"] == 3
+    assert saved[web.id]["status"] == "running" and saved[web.id]["name"] == "web"
+    assert set(saved[web.id]) >= {"since", "last_read", "log_count", "status", "files"}
+    assert str(web.log) in saved[web.id]["files"]
+    api.remove()
+    src.rescan()
+    env.settle(src)
+    assert env.metrics.containers_monitored._value.get() == 1
+    src.save_positions()
+    saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
+    assert saved[api.id]["status"] == "removed" and saved[api.id]["files"] == {}
+    src.rescan()  # dropped at the next scan once its last file was released
+    src.save_positions()
+    saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
+    assert api.id not in saved
+    assert [line for line, _ in env.by_source()[api.id]] == ["api up", long_line, "last words"]
+    assert not env.sink.duplicates()
+
+
+def test_docker_filters_and_streams(env: Env) -> None:
+    keep = DockerContainer(env.docker_root, cid(1), "keep", labels={"logs": "true"}).create()
+    skip = DockerContainer(env.docker_root, cid(2), "skip").create()
+    keep.write(["out"])
+    keep.write(["err"], "stderr")
+    skip.write(["nope"])
+    src = env.source(docker={"include_labels": {"logs": "true"}, "include_stderr": False})
+    env.settle(src)
+    assert env.by_source() == {keep.id: [("out", {"stream": "stdout"})]}
+
+
+def test_restart_resumes_containers_without_resending(env: Env) -> None:
+    web = DockerContainer(env.docker_root, cid(1), "web").create()
+    web.write([f"line {i}" for i in range(100)])
+    src = env.source()
+    env.settle(src)
+    src.save_positions()
+    src.close()
+    web.write([f"line {i}" for i in range(100, 120)])
+    src2 = env.source()
+    env.settle(src2)
+    assert [line for line, _ in env.by_source()[web.id]] == [f"line {i}" for i in range(120)]
+
+
+def test_kubernetes_cri_partial_lines_labels_and_restarts(env: Env) -> None:
+    app = PodContainer(env.pods_root, "shop", "cart-7d9f", "uid-1", "app").create()
+    app.write(["short", "a long line split by the runtime"], split_at=7)
+    app.write(["oops"], "stderr")
+    app.write_raw("2026-01-01T00:00:00.000000001Z stdout P held until its end \n")
+    src = env.source(k8s={"labels": {"cluster": "dev"}})
+    env.settle(src)
+    assert env.by_source()[app.source_id] == [
+        ("short", {"stream": "stdout"}),
+        ("a long line split by the runtime", {"stream": "stdout"}),
+        ("oops", {"stream": "stderr"}),
+    ]
+    tf = src.files()[0]
+    assert tf.origin.source_type == "kubernetes"
+    assert tf.origin.labels == {
+        "cluster": "dev",
+        "namespace": "shop",
+        "pod": "cart-7d9f",
+        "pod_uid": "uid-1",
+        "container": "app",
+    }
+    # The checkpoint stays before the unfinished line.
+    held_at = app.log.read_bytes().rindex(b"2026-01-01T00:00:00.000000001Z")
+    assert tf.checkpoint.committed == held_at
+    app.write_raw("2026-01-01T00:00:00.000000002Z stdout F arrives\n")
+    app.rotate()
+    app.write(["after rotation"])
+    app.restart_container()
+    app.write(["after restart"])
+    src.rescan()
+    env.settle(src)
+    lines = [line for line, _ in env.by_source()[app.source_id]]
+    assert lines[3] == "held until its end arrives"  # the rotated file is read first
+    assert sorted(lines[4:]) == ["after restart", "after rotation"]
+    app.remove_pod()
+    src.rescan()
+    env.settle(src)
+    assert env.metrics.containers_monitored._value.get() == 0
+    assert not env.sink.duplicates()
+
+
+def test_kubernetes_multiline_over_cri(env: Env) -> None:
+    app = PodContainer(env.pods_root, "shop", "api", "uid-9", "api").create()
+    trace = [
+        "2026-01-01 ERROR failed",
+        "Traceback (most recent call last):",
+        '  File "/app.py", line 1, in <module>',
+        "ValueError: bad",
+    ]
+    app.write([*trace, "2026-01-01 INFO next"], "stderr", split_at=10)
+    src = env.source(k8s={"multiline": {"preset": "python", "timeout": "0s"}})
+    env.settle(src)
+    assert [line for line, _ in env.by_source()[app.source_id]] == ["\n".join(trace), "2026-01-01 INFO next"]
