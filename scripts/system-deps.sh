@@ -5,6 +5,10 @@ set -euo pipefail
 need=()
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+# kcat (raw librdkafka producer/consumer): the benchmark's ceiling and an independent client.
+command -v kcat >/dev/null || need+=(kcat)
+# rsyslog: a real syslog receiver for the load generator's syslog target.
+command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
