@@ -182,7 +182,8 @@ def print_report(result: dict[str, Any], console: Console) -> None:
     for kind in ("consume", "append"):
         lat = res["latency_ms"][kind]
         if lat["p50"] is not None:
-            t.add_row(f"latency ({kind})", f"p50 {lat['p50']} ms  p95 {lat['p95']} ms  p99 {lat['p99']} ms")
+            label = f"latency ({kind})" if opts["rate"] else "backlog age (append)"
+            t.add_row(label, f"p50 {lat['p50']} ms  p95 {lat['p95']} ms  p99 {lat['p99']} ms")
     q = res["queue_peak"]
     t.add_row(
         "queue peak",
