@@ -104,7 +104,7 @@ def _run_python(
     error = ""
     if proc.returncode != 0:
         error = f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"
-    version = f"{confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+    version = f"{confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
     return _finish("confluent-kafka", version, bootstrap, topic, lines, wall, error)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -264,11 +265,30 @@ def write_chart(result: dict[str, Any], series: dict[str, Any], path: Path) -> N
     ax1.set_ylabel("lines / s")
     ax1.legend(loc="lower right", fontsize=8)
     ax1.grid(alpha=0.3)
-    ax2.plot(series["latency_t"], series["latency_p50"], label="p50", color="tab:green")
-    ax2.plot(series["latency_t"], series["latency_p99"], label="p99", color="tab:orange")
-    ax2.set_ylabel(f"latency ms ({series['latency_kind']})")
-    if series["latency_p99"] and max(series["latency_p99"]) > 20 * max(1.0, min(series["latency_p50"])):
-        ax2.set_yscale("log")
+    if opts["rate"]:
+        ax2.plot(series["latency_t"], series["latency_p50"], label="p50", color="tab:green")
+        ax2.plot(series["latency_t"], series["latency_p99"], label="p99", color="tab:orange")
+        ax2.set_ylabel(f"latency ms ({series['latency_kind']})")
+        if series["latency_p99"] and max(series["latency_p99"]) > 20 * max(1.0, min(series["latency_p50"])):
+            ax2.set_yscale("log")
+    else:
+        # Everything was written before the agent started, so latency is only the backlog's age:
+        # show progress instead, against the pace of the ceiling.
+        # Each count closes its second: the curve starts at 0 when the first second begins.
+        ts = series["throughput_t"]
+        done = [0, *itertools.accumulate(series["throughput"])]
+        ax2.plot(ts[:1] + [t + 1 for t in ts], done, label="lines in Kafka (agent)", color="tab:blue")
+        if ceil and series["throughput_t"]:
+            start = series["throughput_t"][0]
+            end = start + res["lines_expected"] / ceil
+            ax2.plot(
+                [start, end],
+                [0, res["lines_expected"]],
+                color="tab:red",
+                linestyle=":",
+                label="at the ceiling's rate",
+            )
+        ax2.set_ylabel("lines shipped")
     ax2.legend(loc="upper left", fontsize=8)
     ax2.grid(alpha=0.3)
     ax3.plot(series["sample_t"], series["rss_mib"], label="agent RSS MiB", color="tab:purple")
@@ -296,9 +316,12 @@ def write_chart(result: dict[str, Any], series: dict[str, Any], path: Path) -> N
     lines = ax3.get_legend_handles_labels()
     more = ax4.get_legend_handles_labels()
     ax3.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=8)
-    lat = res["latency_ms"]["consume"]["p99"] or res["latency_ms"]["append"]["p99"]
+    lat = res["latency_ms"]["consume"]["p99"]
+    latency = f", p99 {_fmt(lat, ' ms', 1)}" if opts["rate"] else ""
+    ratio = result.get("ratio_to_ceiling")
+    vs = f" ({ratio:.3f}x the ceiling)" if ratio is not None and not opts["rate"] else ""
     fig.suptitle(
-        f"{opts['scenario']}: {_fmt(res['throughput'], ' lines/s')}, p99 {_fmt(lat, ' ms', 1)}, "
+        f"{opts['scenario']}: {_fmt(res['throughput'], ' lines/s')}{vs}{latency}, "
         f"RSS peak {_fmt(res['rss_peak_mib'], ' MiB', 0)}, lost {res['lost']}, dup {res['duplicated']}\n"
         f"acks={opts['acks']} {opts['compression']} {opts['line_bytes']} B {opts['format']} lines; "
         f"{result['machine']['cores']} cores; {result['started_at']}",

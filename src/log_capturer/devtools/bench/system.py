@@ -43,7 +43,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
         "kcat": kcat_version(),
     }

@@ -71,3 +71,15 @@ def test_ceiling_gets_the_agents_producer_properties() -> None:
     assert props["linger.ms"] == "20"
     assert props["client.id"] == "log-capturer-bench-ceiling"
     assert all(isinstance(v, str) for v in props.values())
+
+
+def test_machine_info_names_the_clients() -> None:
+    import confluent_kafka
+
+    from log_capturer.devtools.bench.system import machine_info
+
+    info = machine_info()
+    assert info["confluent_kafka"] == confluent_kafka.__version__
+    assert info["librdkafka"] == confluent_kafka.libversion()[0]
+    assert info["cores"] >= 1 and info["memory_gib"] > 0
+    assert info["kcat"] is not None and "librdkafka 2." in info["kcat"]
