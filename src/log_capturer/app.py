@@ -23,7 +23,7 @@ from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing import Analyzer
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sinks.base import Sink, SinkHealth, utc_now_iso
-from log_capturer.sinks.kafka.sink import KafkaSink
+from log_capturer.sinks.kafka.sink import KafkaSink, SinkStartError
 from log_capturer.sources.file.source import FileSource
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,10 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         for sink in self.sinks:
-            sink.start()
+            try:
+                sink.start()
+            except SinkStartError as exc:
+                raise AgentError(str(exc)) from exc
         self.dispatcher.start()
         if self.file_source is not None:
             self.file_source.start()

@@ -316,6 +316,13 @@ def kafka_up(
     port: Annotated[int, typer.Option(help="First broker port (nodes use port, port+1, ...).")] = 9092,
     workdir: WorkdirOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
+    sasl: Annotated[
+        bool, typer.Option(help="Add a SASL_PLAINTEXT listener (port+10): PLAIN, SCRAM-SHA-256/512.")
+    ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(help="Add TLS listeners: SSL (port+20), MTLS (port+30), BADHOST (port+40)."),
+    ] = False,
 ) -> None:
     """Start a real Apache Kafka 4.x broker (KRaft) from Maven Central jars; idempotent."""
     from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError
@@ -324,12 +331,15 @@ def kafka_up(
         err.print("--nodes must be 1 or 3")
         raise typer.Exit(2)
     try:
-        k = LocalKafka(workdir, nodes=nodes, port=port, log=err.print)
+        k = LocalKafka(workdir, nodes=nodes, port=port, sasl=sasl, tls=tls, log=err.print)
         bootstrap = k.up(timeout)
     except LocalKafkaError as exc:
         err.print(f"[bold red]{exc}[/]", highlight=False)
         raise typer.Exit(1) from None
     out.print(bootstrap)
+    state = k.load_state()
+    if state is not None and (state.sasl or state.tls):
+        err.print_json(json.dumps(k.security_info(state)))
 
 
 @kafka_app.command("down")

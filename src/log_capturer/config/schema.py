@@ -303,6 +303,22 @@ class KafkaSinkConfig(Strict):
     dlq_config: KafkaDLQConfig = Field(default_factory=KafkaDLQConfig)
     backpressure_config: BackpressureConfig = Field(default_factory=BackpressureConfig)
     priority_routing: PriorityRoutingConfig = Field(default_factory=PriorityRoutingConfig)
+    headers: list[Literal["level", "source_type", "source_id", "host"]] = Field(
+        default_factory=list,
+        description="Kafka headers added to every record so consumers can route without parsing "
+        "the body (e.g. [level, source_type, host]). Off by default.",
+    )
+    adaptive_batching: bool = Field(
+        True,
+        description="Smart batching: when the dispatcher has nothing more queued, send what waits "
+        "in the producer at once instead of waiting up to batch_timeout; while lines keep coming, "
+        "batches fill up to batch_size.",
+    )
+    librdkafka_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Advanced: extra librdkafka producer properties. Properties that another key "
+        "of this section sets cannot be overridden here.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSinkConfig:
@@ -310,6 +326,19 @@ class KafkaSinkConfig(Strict):
             raise ValueError("batch_timeout can be at most 900s (librdkafka linger.ms limit)")
         if self.timeout < 1:
             raise ValueError("timeout must be at least 1s")
+        if self.timeout <= self.batch_timeout:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must be longer than batch_timeout "
+                f"({self.batch_timeout:g}s): a record must be able to wait for its batch and still be sent"
+            )
+        from log_capturer.sinks.kafka.config import MANAGED_PROPERTIES
+
+        taken = sorted(set(self.librdkafka_options) & MANAGED_PROPERTIES)
+        if taken:
+            raise ValueError(
+                f"librdkafka_options may not set {', '.join(taken)}: use the matching sinks.kafka key "
+                "(see docs/kafka-sink.md)"
+            )
         return self
 
 

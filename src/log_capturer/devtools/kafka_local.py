@@ -27,6 +27,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from log_capturer.devtools.certs import TlsMaterial
+from log_capturer.devtools.certs import generate as generate_tls
+
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
 STATE_FILE = "cluster.json"
@@ -113,12 +116,27 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+#: Client listeners beyond PLAINTEXT: name -> (security protocol, port offset from the node's port).
+SASL_LISTENERS = {"SASL_PLAINTEXT": ("SASL_PLAINTEXT", 10)}
+TLS_LISTENERS = {
+    "SSL": ("SSL", 20),  # server certificate valid for 127.0.0.1 and localhost
+    "MTLS": ("SSL", 30),  # requires a client certificate signed by the local CA
+    "BADHOST": ("SSL", 40),  # server certificate for another host name
+}
+BOTH_LISTENERS = {"SASL_SSL": ("SASL_SSL", 50)}
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: The SASL user created on every local cluster started with ``sasl=True``.
+SASL_USER = ("alice", "alice-secret")
+
+
 @dataclass
 class NodeState:
     node_id: int
     port: int
     controller_port: int
     pid: int | None = None
+    #: Extra client listeners: name -> port.
+    listeners: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,10 +144,18 @@ class ClusterState:
     version: str
     cluster_id: str
     nodes: list[NodeState] = field(default_factory=list)
+    sasl: bool = False
+    tls: bool = False
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return self.bootstrap_for("PLAINTEXT")
+
+    def bootstrap_for(self, listener: str) -> str:
+        """Bootstrap address of one listener (PLAINTEXT, SASL_PLAINTEXT, SSL, MTLS, BADHOST, SASL_SSL)."""
+        if listener == "PLAINTEXT":
+            return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return ",".join(f"127.0.0.1:{n.listeners[listener]}" for n in self.nodes)
 
 
 def _pid_alive(pid: int | None, workdir: Path) -> bool:
@@ -152,6 +178,9 @@ class LocalKafka:
         port: int = 9092,
         controller_ports: list[int] | None = None,
         version: str = KAFKA_VERSION,
+        sasl: bool = False,
+        tls: bool = False,
+        listener_ports: dict[str, list[int]] | None = None,
         heap: str = "512m",
         log: Callable[[str], None] = print,
     ) -> None:
@@ -161,6 +190,9 @@ class LocalKafka:
         self.nodes = nodes
         self.port = port
         self.controller_ports = controller_ports
+        self.sasl = sasl
+        self.tls = tls
+        self.listener_ports = listener_ports or {}
         self.version = version
         self.heap = heap
         self.log = log
@@ -179,6 +211,8 @@ class LocalKafka:
             version=raw["version"],
             cluster_id=raw["cluster_id"],
             nodes=[NodeState(**n) for n in raw["nodes"]],
+            sasl=raw.get("sasl", False),
+            tls=raw.get("tls", False),
         )
 
     def _save_state(self, state: ClusterState) -> None:
@@ -199,21 +233,50 @@ class LocalKafka:
         if len(ctrl) != self.nodes:
             raise ValueError("one controller port per node is needed")
         nodes = [NodeState(i + 1, self.port + i, ctrl[i]) for i in range(self.nodes)]
+        for name, (_proto, offset) in self._extra_listeners().items():
+            ports = self.listener_ports.get(name) or [self.port + offset + i for i in range(self.nodes)]
+            for node, port in zip(nodes, ports, strict=True):
+                node.listeners[name] = port
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        return ClusterState(self.version, cluster_id, nodes)
+        return ClusterState(self.version, cluster_id, nodes, sasl=self.sasl, tls=self.tls)
+
+    def _extra_listeners(self) -> dict[str, tuple[str, int]]:
+        out: dict[str, tuple[str, int]] = {}
+        if self.sasl:
+            out.update(SASL_LISTENERS)
+        if self.tls:
+            out.update(TLS_LISTENERS)
+        if self.sasl and self.tls:
+            out.update(BOTH_LISTENERS)
+        return out
+
+    @property
+    def tls_material(self) -> TlsMaterial:
+        return TlsMaterial.at(self.workdir / "tls")
 
     def _server_properties(self, state: ClusterState, node: NodeState) -> str:
         n = len(state.nodes)
         voters = ",".join(f"{x.node_id}@127.0.0.1:{x.controller_port}" for x in state.nodes)
+        extra = {
+            name: proto
+            for name, (proto, _o) in {**SASL_LISTENERS, **TLS_LISTENERS, **BOTH_LISTENERS}.items()
+            if name in node.listeners
+        }
+        client = [f"PLAINTEXT://127.0.0.1:{node.port}"] + [
+            f"{name}://127.0.0.1:{node.listeners[name]}" for name in extra
+        ]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"] + [
+            f"{name}:{proto}" for name, proto in extra.items()
+        ]
         props = {
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
             "controller.quorum.voters": voters,
             "controller.listener.names": "CONTROLLER",
-            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "listeners": ",".join([*client, f"CONTROLLER://127.0.0.1:{node.controller_port}"]),
+            "advertised.listeners": ",".join(client),
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
             "log.dirs": str(self.node_dir(node.node_id) / "data"),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
@@ -230,7 +293,55 @@ class LocalKafka:
             "broker.session.timeout.ms": "3000",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        props.update(self._security_properties(extra))
         return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _security_properties(self, extra: dict[str, str]) -> dict[str, str]:
+        props: dict[str, str] = {}
+        sasl_listeners = [n for n, proto in extra.items() if proto.startswith("SASL")]
+        if sasl_listeners:
+            props["sasl.enabled.mechanisms"] = ",".join(SASL_MECHANISMS)
+            user, password = SASL_USER
+            for name in sasl_listeners:
+                ln = f"listener.name.{name.lower()}"
+                props[f"{ln}.plain.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'user_{user}="{password}";'
+                )
+                for mech in ("scram-sha-256", "scram-sha-512"):
+                    props[f"{ln}.{mech}.sasl.jaas.config"] = (
+                        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                    )
+        if any(proto.endswith("SSL") for proto in extra.values()):
+            m = self.tls_material
+            store = {"type": "PKCS12", "password": m.password}
+            props.update(
+                {
+                    "ssl.keystore.type": store["type"],
+                    "ssl.keystore.location": str(m.broker_keystore),
+                    "ssl.keystore.password": store["password"],
+                    "ssl.key.password": store["password"],
+                }
+            )
+            if "BADHOST" in extra:
+                props.update(
+                    {
+                        "listener.name.badhost.ssl.keystore.type": store["type"],
+                        "listener.name.badhost.ssl.keystore.location": str(m.badhost_keystore),
+                        "listener.name.badhost.ssl.keystore.password": store["password"],
+                        "listener.name.badhost.ssl.key.password": store["password"],
+                    }
+                )
+            if "MTLS" in extra:
+                props.update(
+                    {
+                        "listener.name.mtls.ssl.client.auth": "required",
+                        "listener.name.mtls.ssl.truststore.type": store["type"],
+                        "listener.name.mtls.ssl.truststore.location": str(m.truststore),
+                        "listener.name.mtls.ssl.truststore.password": store["password"],
+                    }
+                )
+        return props
 
     def _java(self, libs: Path, main: str, *args: str, heap: str | None = None) -> list[str]:
         java = shutil.which("java")
@@ -271,8 +382,10 @@ class LocalKafka:
         )
         if state is None:
             state = self._plan()
+            if self.tls:
+                generate_tls(self.workdir / "tls")
             for node in state.nodes:
-                for p in (node.port, node.controller_port):
+                for p in (node.port, node.controller_port, *node.listeners.values()):
                     if port_in_use(p):
                         raise LocalKafkaError(
                             f"port {p} on 127.0.0.1 is already in use; choose another with --port"
@@ -292,6 +405,11 @@ class LocalKafka:
         ndir.mkdir(parents=True, exist_ok=True)
         props = ndir / "server.properties"
         props.write_text(self._server_properties(state, node))
+        scram: list[str] = []
+        if state.sasl:
+            user, password = SASL_USER
+            for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                scram += ["--add-scram", f"{mech}=[name={user},password={password}]"]
         proc = subprocess.run(
             self._java(
                 libs,
@@ -301,6 +419,7 @@ class LocalKafka:
                 state.cluster_id,
                 "-c",
                 str(props),
+                *scram,
                 heap="256m",
             ),
             capture_output=True,
@@ -421,7 +540,57 @@ class LocalKafka:
             "bootstrap": state.bootstrap,
             "state": "up" if answering else ("starting" if running else "down"),
             "nodes": nodes,
+            **self.security_info(state),
         }
+
+    def security_info(self, state: ClusterState) -> dict[str, object]:
+        """Listener addresses and credentials a client needs for the SASL/TLS listeners."""
+        info: dict[str, object] = {}
+        names = list(state.nodes[0].listeners) if state.nodes else []
+        if names:
+            info["listeners"] = {name: state.bootstrap_for(name) for name in names}
+        if state.sasl:
+            info["sasl"] = {
+                "mechanisms": list(SASL_MECHANISMS),
+                "username": SASL_USER[0],
+                "password": SASL_USER[1],
+            }
+        if state.tls:
+            m = self.tls_material
+            info["tls"] = {
+                "ca_file": str(m.ca_file),
+                "client_cert": str(m.client_cert),
+                "client_key": str(m.client_key),
+            }
+        return info
+
+    def run_tool(self, main: str, *args: str, timeout: float = 120) -> str:
+        """Run a Java tool from the broker's jars (e.g. kafka.tools.DumpLogSegments); its stdout."""
+        libs = ensure_jars(self.version, self.log)
+        proc = subprocess.run(
+            self._java(libs, main, *args, heap="256m"),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise LocalKafkaError(f"{main} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        return proc.stdout
+
+    def segment_files(self, topic: str, node_id: int = 1) -> list[Path]:
+        """The log segment files of every partition of ``topic`` stored on one node."""
+        data = self.node_dir(node_id) / "data"
+        return sorted(
+            p for d in data.glob(f"{topic}-*") if d.name.rsplit("-", 1)[0] == topic for p in d.glob("*.log")
+        )
+
+    def dump_batches(self, topic: str, node_id: int = 1) -> str:
+        """``kafka.tools.DumpLogSegments`` output for a topic: one line per stored record batch."""
+        files = self.segment_files(topic, node_id)
+        if not files:
+            return ""
+        return self.run_tool("kafka.tools.DumpLogSegments", "--files", ",".join(map(str, files)))
 
     def log_tail(self, lines: int = 80, node_id: int | None = None) -> str:
         parts = []

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from log_capturer.observability.bulk import BulkHistogram
+
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _SIZE_BUCKETS = (64, 128, 256, 512, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
@@ -123,7 +125,7 @@ class Metrics:
             ["sink_name"],
             registry=r,
         )
-        self.kafka_message_size = Histogram(
+        self.kafka_message_size = BulkHistogram(
             "kafka_message_size_bytes",
             "Size of produced record values.",
             ["topic"],

@@ -99,6 +99,10 @@ class Dispatcher:
                     log.exception("sink %s raised while sending; lines stay unacknowledged", sink.name)
                     self.metrics.errors.labels("dispatcher", "sink_exception").inc()
             self.lines_dispatched += sum(len(c.lines) for c in batch)
+            if self.queue.shard_empty(shard):
+                for sink in self.sinks:
+                    sink.idle()
+            self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
 
     def close(self, timeout: float) -> bool:
         """Stop accepting chunks and let workers hand over what is queued. True if they finished."""

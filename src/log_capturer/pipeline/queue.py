@@ -89,6 +89,9 @@ class ChunkQueue:
                     return batch
                 ready.wait(remaining)
 
+    def shard_empty(self, shard: int) -> bool:
+        return not self._shards[shard]
+
     def close(self) -> None:
         """Refuse new chunks; workers drain what is queued, then get None."""
         with self._lock:

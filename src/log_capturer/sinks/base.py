@@ -51,6 +51,9 @@ class Sink(Protocol):
     def send(self, chunks: list[Chunk]) -> None:
         """Take responsibility for every line of ``chunks``; acknowledge each line later."""
 
+    def idle(self) -> None:
+        """Nothing more is queued for this sink right now: stop holding records for batching."""
+
     def flush(self, timeout: float) -> int:
         """Wait up to ``timeout`` for outstanding lines; return how many are still pending."""
 

@@ -11,7 +11,8 @@
 | timeout | message.timeout.ms (and request.timeout.ms, capped at 30 s) |
 | retry_max | retries |
 | max_message_bytes | message.max.bytes (plus record overhead) |
-| partitioning.strategy=hash | partitioner=murmur2_random (Java client compatible) |
+| partitioning.strategy | partitioner: murmur2_random for hash, random for random |
+| librdkafka_options | any other property, passed through |
 | auth.* | security.protocol, sasl.mechanism, sasl.username, sasl.password |
 | tls.* | security.protocol, ssl.ca.location, ssl.certificate.location, ssl.key.location, |
 |       | enable.ssl.certificate.verification, ssl.endpoint.identification.algorithm |
@@ -41,7 +42,9 @@ def producer_config(cfg: KafkaSinkConfig, client_id: str = "log-capturer") -> di
         "request.timeout.ms": int(min(cfg.timeout, 30.0) * 1000),
         "retries": cfg.retry_max if cfg.required_acks != -1 else max(cfg.retry_max, 1),
         "message.max.bytes": cfg.max_message_bytes + RECORD_OVERHEAD,
-        "partitioner": "murmur2_random",
+        # hash: the Java client's partitioner; random: librdkafka's; round-robin and manual
+        # choose the partition explicitly per record (see partitioning.py).
+        "partitioner": "random" if cfg.partitioning.strategy == "random" else "murmur2_random",
         # A dead connection should be noticed quickly: health reflects it within seconds.
         "socket.keepalive.enable": True,
         "reconnect.backoff.max.ms": 2000,
@@ -67,7 +70,48 @@ def producer_config(cfg: KafkaSinkConfig, client_id: str = "log-capturer") -> di
             conf["ssl.key.location"] = cfg.tls.key_file
         conf["enable.ssl.certificate.verification"] = cfg.tls.verify_certificate
         conf["ssl.endpoint.identification.algorithm"] = "https" if cfg.tls.verify_certificate else "none"
+    conf.update(cfg.librdkafka_options)
     return conf
+
+
+#: librdkafka properties owned by a ``sinks.kafka`` key (not settable via librdkafka_options).
+MANAGED_PROPERTIES = frozenset(
+    {
+        "bootstrap.servers",
+        "metadata.broker.list",
+        "compression.type",
+        "compression.codec",
+        "acks",
+        "request.required.acks",
+        "enable.idempotence",
+        "batch.num.messages",
+        "linger.ms",
+        "queue.buffering.max.ms",
+        "queue.buffering.max.messages",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "retries",
+        "message.send.max.retries",
+        "message.max.bytes",
+        "partitioner",
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "sasl.username",
+        "sasl.password",
+        "ssl.ca.location",
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "enable.ssl.certificate.verification",
+        "ssl.endpoint.identification.algorithm",
+        "error_cb",
+        "stats_cb",
+        "logger",
+        "on_delivery",
+        "dr_cb",
+        "dr_msg_cb",
+    }
+)
 
 
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:
