@@ -77,7 +77,6 @@ class Collector:
         self.first_append_ms: int | None = None
         self.last_append_ms: int | None = None
         self._emit_cache: dict[bytes, float] = {}
-        self._lock = threading.Lock()
 
     # -- reading -----------------------------------------------------------------------------------
     def poll(self, max_messages: int = 1000, timeout: float = 0.002) -> int:
@@ -86,12 +85,11 @@ class Collector:
         received = time.time()
         if not msgs:
             return 0
-        with self._lock:
-            for m in msgs:
-                if m.error():
-                    self.consumer_errors += 1
-                    continue
-                self._handle(m, received)
+        for m in msgs:
+            if m.error():
+                self.consumer_errors += 1
+                continue
+            self._handle(m, received)
         return len(msgs)
 
     def _handle(self, m: Any, received: float) -> None:
