@@ -12,7 +12,7 @@ CONFIG ?= configs/config.yaml
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

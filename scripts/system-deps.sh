@@ -10,6 +10,10 @@ command -v mvn >/dev/null || need+=(maven)
 if ! command -v logger >/dev/null || ! logger --help 2>&1 | grep -q -- '--octet-count'; then
   need+=(bsdutils)
 fi
+# kcat (raw librdkafka producer/consumer): the benchmark's ceiling and an independent client.
+command -v kcat >/dev/null || need+=(kcat)
+# rsyslog: a real syslog receiver for the load generator's syslog target.
+command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,4 +1,4 @@
-"""Command line: ``log-capturer run | validate | pipeline test | kafka ...``."""
+"""Command line: ``log-capturer run | validate | pipeline test | generate | bench | kafka ...``."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ import threading
 import typing
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from log_capturer import __version__
 from log_capturer.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from log_capturer.devtools.generate import LineFactory, Target
+    from log_capturer.devtools.generate import Summary as GenerateSummary
 
 app = typer.Typer(
     help="SSW Logs Capture: tail log files and ship every line to Apache Kafka.",
@@ -203,6 +207,207 @@ def pipeline_test(
     if p.redactions:
         summary += "; redactions: " + ", ".join(f"{r}={n}" for r, n in sorted(p.redactions.items()))
     sys.stderr.write(summary + "\n")
+
+
+# -- load generator and benchmark ----------------------------------------------------------------
+
+
+def _local_bootstrap() -> str:
+    from log_capturer.devtools.kafka_local import LocalKafka
+
+    state = LocalKafka().load_state()
+    return state.bootstrap if state else "127.0.0.1:9092"
+
+
+@app.command()
+def generate(
+    rate: Annotated[float, typer.Option(help="Lines per second; 0 = as fast as the target takes.")] = 1000,
+    duration: Annotated[
+        float, typer.Option(help="Seconds to run (with a rate: exactly rate x duration lines); 0 = no limit.")
+    ] = 60,
+    count: Annotated[int | None, typer.Option(help="Stop after this many lines.")] = None,
+    target: Annotated[str, typer.Option(help="file | kafka | http | syslog.")] = "file",
+    output: Annotated[
+        list[Path] | None,
+        typer.Option(help="file: the file to append to; repeat for several files (one batch each in turn)."),
+    ] = None,
+    line_bytes: Annotated[int, typer.Option(help="Length of each line (without the newline).")] = 150,
+    levels: Annotated[
+        str,
+        typer.Option(help="Level mix as weights: trace, debug, info, warn, error, fatal, critical, none."),
+    ] = "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,none=1",
+    fmt: Annotated[str, typer.Option("--format", help="json | logfmt | plain | mixed.")] = "json",
+    seed: Annotated[int, typer.Option(help="Seed of the content: same seed, same lines.")] = 1,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="kafka: bootstrap address (default: the local cluster).")
+    ] = None,
+    topic: Annotated[str, typer.Option(help="kafka: topic to produce to.")] = "logs",
+    acks: Annotated[int, typer.Option(help="kafka: 0, 1 or -1 (all, idempotent).")] = -1,
+    compression: Annotated[str, typer.Option(help="kafka: none, gzip, snappy, lz4, zstd.")] = "zstd",
+    url: Annotated[
+        str, typer.Option(help="http: the agent's ingest endpoint.")
+    ] = "http://127.0.0.1:8401/api/v1/logs",
+    http_batch: Annotated[int, typer.Option(help="http: most lines per request.")] = 1000,
+    host: Annotated[str, typer.Option(help="syslog: receiver address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="syslog: receiver port.")] = 514,
+    protocol: Annotated[str, typer.Option(help="syslog: udp | tcp.")] = "udp",
+    framing: Annotated[
+        str, typer.Option(help="syslog over tcp: octet (RFC 6587 octet counting) | lf (newline).")
+    ] = "octet",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    summary: Annotated[Path | None, typer.Option(help="Also write the run summary as JSON here.")] = None,
+) -> None:
+    """Write reproducible log lines (each with a sequence number and emit time) at a steady rate."""
+    from log_capturer.devtools import generate as gen
+
+    try:
+        factory = gen.LineFactory(fmt, line_bytes, levels, seed)
+        tgt: gen.Target
+        if target == "file":
+            if not output:
+                raise gen.GenerateError("--target file needs --output PATH")
+            tgt = gen.FileTarget(output)
+        elif target == "kafka":
+            tgt = gen.KafkaTarget(bootstrap or _local_bootstrap(), topic, acks, compression)
+        elif target == "http":
+            tgt = gen.HttpTarget(url, http_batch)
+        elif target == "syslog":
+            if protocol not in ("udp", "tcp") or framing not in ("octet", "lf"):
+                raise gen.GenerateError("--protocol is udp or tcp, --framing is octet or lf")
+            tgt = gen.SyslogTarget(host, port, protocol, framing)  # type: ignore[arg-type]
+        else:
+            raise gen.GenerateError(f"unknown --target {target!r}; use file, kafka, http or syslog")
+        limit = duration if duration > 0 else None
+        if limit is None and count is None:
+            raise gen.GenerateError("--duration 0 needs a --count")
+        if progress and err.is_terminal:
+            result = _generate_with_bar(factory, tgt, rate, limit, count)
+        else:
+            result = gen.run(factory, tgt, rate, limit, count)
+    except gen.GenerateError as exc:
+        err.print(f"[bold red]{exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    err.print(
+        f"{result.lines:,} lines to {result.target} in {result.seconds:.2f}s "
+        f"({result.rate:,.0f} lines/s; seq 0..{result.last_seq})",
+        highlight=False,
+    )
+    if summary is not None:
+        summary.write_bytes(json.dumps(result.as_dict(), indent=2).encode())
+
+
+def _generate_with_bar(
+    factory: LineFactory, tgt: Target, rate: float, limit: float | None, count: int | None
+) -> GenerateSummary:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from log_capturer.devtools import generate as gen
+
+    by_lines = count is not None or (rate > 0 and limit is not None)
+    total: float | None = limit
+    if count is not None:
+        total = count
+    elif rate > 0 and limit is not None:
+        total = round(rate * limit)
+    with Progress(
+        TextColumn("[bold]generate[/] {task.fields[lines]:>12,} lines  {task.fields[rate]:>10,.0f} lines/s"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("generate", total=total, lines=0, rate=0.0)
+
+        def update(lines: int, elapsed: float) -> None:
+            done = lines if by_lines else min(elapsed, limit or elapsed)
+            bar.update(task, completed=done, lines=lines, rate=lines / elapsed if elapsed > 0 else 0.0)
+
+        return gen.run(factory, tgt, rate, limit, count, progress=update)
+
+
+@app.command()
+def bench(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="baseline (1,000 lines/s, 5 min), high (10,000/s, 5 min), peak (20,000/s, 2 min), "
+            "max (a file written in advance, shipped as fast as possible)."
+        ),
+    ] = "baseline",
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Seconds (shortens the scenario); for max: duration x 300,000 lines."),
+    ] = None,
+    lines: Annotated[
+        int | None, typer.Option(help="Exact number of lines (overrides the duration's).")
+    ] = None,
+    acks: Annotated[int, typer.Option(help="sinks.kafka.required_acks: 0, 1 or -1.")] = -1,
+    compression: Annotated[str, typer.Option(help="none, gzip, snappy, lz4 or zstd.")] = "zstd",
+    line_bytes: Annotated[int, typer.Option(help="Length of each generated line.")] = 150,
+    fmt: Annotated[str, typer.Option("--format", help="json | logfmt | plain | mixed.")] = "json",
+    levels: Annotated[str, typer.Option(help="Level mix, as for generate.")] = (
+        "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,none=1"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the generated content.")] = 1,
+    files: Annotated[int, typer.Option(help="Number of files the generator writes (in turn).")] = 1,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap address (default: the local cluster).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Where to write the JSON result (and the PNG beside it).")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option(help="Directory of the run folders (agent config, logs, data).")
+    ] = Path("bench-results"),
+    agent_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML merged into the bench's agent config (tuning); brokers, topics, "
+            "directories and ports are always the bench's."
+        ),
+    ] = None,
+    ceiling: Annotated[
+        str, typer.Option(help="auto (kcat, else confluent-kafka), kcat, python or none.")
+    ] = "auto",
+    profile: Annotated[
+        bool, typer.Option(help="Sample the agent with py-spy; summary in the result.")
+    ] = False,
+    stall_timeout: Annotated[
+        float, typer.Option(help="Give up waiting after this many seconds without progress.")
+    ] = 60.0,
+) -> None:
+    """Benchmark file -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a raw ceiling."""
+    from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
+
+    opts = BenchOptions(
+        scenario=scenario,
+        duration=duration,
+        lines=lines,
+        acks=acks,
+        compression=compression,
+        line_bytes=line_bytes,
+        format=fmt,
+        levels=levels,
+        seed=seed,
+        files=files,
+        bootstrap=bootstrap or _local_bootstrap(),
+        out_dir=out_dir,
+        json_out=json_out,
+        agent_config=agent_config,
+        ceiling=ceiling,
+        profile=profile,
+        stall_timeout=stall_timeout,
+    )
+    try:
+        result = run_bench(opts, err)
+    except BenchError as exc:
+        err.print(f"[bold red]{exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    res = result["results"]
+    if res["lost"] or res["duplicated"] or result["agent"]["exit_code"] != 0:
+        raise typer.Exit(3)
 
 
 # -- kafka ------------------------------------------------------------------------------------

@@ -104,6 +104,19 @@ def ensure_jars(version: str = KAFKA_VERSION, log: Callable[[str], None] = print
     return libs
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id that never starts with '-'.
+
+    One in 64 base64url ids does, and the storage tool's argument parser then
+    takes it for an option ("--cluster-id: expected one argument"); Kafka's own
+    Uuid.randomUuid() skips such ids the same way.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -237,8 +250,7 @@ class LocalKafka:
             ports = self.listener_ports.get(name) or [self.port + offset + i for i in range(self.nodes)]
             for node, port in zip(nodes, ports, strict=True):
                 node.listeners[name] = port
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        return ClusterState(self.version, cluster_id, nodes, sasl=self.sasl, tls=self.tls)
+        return ClusterState(self.version, new_cluster_id(), nodes, sasl=self.sasl, tls=self.tls)
 
     def _extra_listeners(self) -> dict[str, tuple[str, int]]:
         out: dict[str, tuple[str, int]] = {}

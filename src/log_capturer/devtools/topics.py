@@ -39,8 +39,13 @@ def create_topics(
     timeout: float = 30.0,
     topics: tuple[TopicSpec, ...] = TOPICS,
     extra_config: dict[str, str] | None = None,
+    topic_config: dict[str, str] | None = None,
 ) -> list[TopicResult]:
-    """Create missing topics; existing ones are left alone (idempotent)."""
+    """Create missing topics; existing ones are left alone (idempotent).
+
+    ``extra_config`` goes to the admin client, ``topic_config`` to every new topic
+    (e.g. ``message.timestamp.type``).
+    """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
@@ -54,7 +59,7 @@ def create_topics(
             n = len(existing[spec.name].partitions)
             results.append(TopicResult(spec.name, False, n, "exists"))
             continue
-        config = {"retention.ms": str(spec.retention_days * DAY_MS)}
+        config = {"retention.ms": str(spec.retention_days * DAY_MS), **(topic_config or {})}
         if min_insync_replicas is not None:
             config["min.insync.replicas"] = str(min_insync_replicas)
         new.append(

@@ -1,0 +1,203 @@
+"""The ceiling: how fast raw librdkafka ships the same file with the same producer settings.
+
+``kcat -P -l FILE`` (Debian's kcat) sends each line as one record, with the
+agent's producer properties passed as ``-X``. When kcat is missing or cannot
+talk to the broker, a bare confluent-kafka produce loop with no processing
+runs instead (``python -m log_capturer.devtools.bench.ceiling``). Either way
+the rate is taken from the broker's append times of the first and last
+records, so process start-up does not count, exactly as for the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from log_capturer.devtools.bench.system import kcat_version
+
+#: Producer properties that are Python objects or belong to the agent alone.
+_NOT_FOR_CLI = {"error_cb", "stats_cb", "logger", "statistics.interval.ms", "client.id"}
+
+
+@dataclass
+class CeilingResult:
+    tool: str  # "kcat" or "confluent-kafka"
+    version: str
+    topic: str
+    lines: int
+    delivered: int  # records in the topic afterwards
+    wall_seconds: float
+    append_span_seconds: float | None
+    throughput: float | None  # lines per second over the append span
+    error: str = ""
+    fallback_reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cli_properties(conf: dict[str, Any]) -> dict[str, str]:
+    """librdkafka properties as strings, without the agent-only entries."""
+    out: dict[str, str] = {}
+    for k, v in conf.items():
+        if k in _NOT_FOR_CLI or callable(v):
+            continue
+        out[k] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    out["client.id"] = "log-capturer-bench-ceiling"
+    return out
+
+
+def run_ceiling(
+    mode: str, bootstrap: str, topic: str, files: list[Path], lines: int, conf: dict[str, Any]
+) -> CeilingResult:
+    """``mode``: auto (kcat, else confluent-kafka), kcat, or python."""
+    props = cli_properties(conf)
+    fallback = ""
+    if mode in ("auto", "kcat"):
+        if shutil.which("kcat") is None:
+            fallback = "kcat is not installed (scripts/system-deps.sh installs it)"
+        else:
+            res = _run_kcat(bootstrap, topic, files, lines, props)
+            if not res.error or mode == "kcat":
+                return res
+            fallback = f"kcat failed: {res.error}"
+        if mode == "kcat":
+            return CeilingResult("kcat", "", topic, lines, 0, 0.0, None, None, error=fallback)
+    res = _run_python(bootstrap, topic, files, lines, props)
+    res.fallback_reason = fallback
+    return res
+
+
+def _run_kcat(
+    bootstrap: str, topic: str, files: list[Path], lines: int, props: dict[str, str]
+) -> CeilingResult:
+    cmd = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-l"]
+    for k, v in props.items():
+        if k != "bootstrap.servers":
+            cmd += ["-X", f"{k}={v}"]
+    cmd += [str(f) for f in files]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - start
+    error = ""
+    if proc.returncode != 0:
+        error = f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"
+    return _finish("kcat", kcat_version() or "", bootstrap, topic, lines, wall, error)
+
+
+def _run_python(
+    bootstrap: str, topic: str, files: list[Path], lines: int, props: dict[str, str]
+) -> CeilingResult:
+    import confluent_kafka
+
+    props = {**props, "bootstrap.servers": bootstrap}
+    cmd = [sys.executable, "-m", __name__, json.dumps(props), topic, *map(str, files)]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - start
+    error = ""
+    if proc.returncode != 0:
+        error = f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"
+    version = f"{confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
+    return _finish("confluent-kafka", version, bootstrap, topic, lines, wall, error)
+
+
+def _finish(
+    tool: str, version: str, bootstrap: str, topic: str, lines: int, wall: float, error: str
+) -> CeilingResult:
+    delivered, first_ms, last_ms = topic_span(bootstrap, topic)
+    span = (last_ms - first_ms) / 1000.0 if first_ms is not None and last_ms is not None else None
+    if not error and delivered < lines:
+        error = f"only {delivered} of {lines} lines reached the topic"
+    throughput = delivered / span if span else None
+    return CeilingResult(tool, version, topic, lines, delivered, round(wall, 3), span, throughput, error)
+
+
+def topic_span(bootstrap: str, topic: str) -> tuple[int, int | None, int | None]:
+    """(records, earliest and latest record timestamps in ms) of a topic.
+
+    Reads only the first and the last record of each partition: with
+    LogAppendTime, timestamps grow with offsets within a partition.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-span-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
+    try:
+        parts = c.list_topics(topic, timeout=30).topics[topic].partitions
+        wanted: dict[tuple[int, int], None] = {}
+        total = 0
+        for p in parts:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)
+            total += high - low
+            if high > low:
+                wanted[(p, low)] = None
+                wanted[(p, high - 1)] = None
+        times: list[int] = []
+        for p, off in wanted:
+            c.assign([TopicPartition(topic, p, off)])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                m = c.poll(1.0)
+                if m is not None and not m.error():
+                    times.append(m.timestamp()[1])
+                    break
+        return total, (min(times) if times else None), (max(times) if times else None)
+    finally:
+        c.close()
+
+
+def _produce_files(props: dict[str, str], topic: str, paths: list[str]) -> dict[str, Any]:
+    """The bare produce loop: each line of each file is one record, nothing else."""
+    from confluent_kafka import Producer
+
+    failed = 0
+
+    def report(err: Any, _msg: Any) -> None:
+        nonlocal failed
+        if err is not None:
+            failed += 1
+
+    producer = Producer(props)
+    produce = producer.produce
+    sent = 0
+    start = time.monotonic()
+    for path in paths:
+        with open(path, "rb") as f:
+            rest = b""
+            while block := f.read(4 << 20):
+                data = rest + block
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                for line in data[:cut].splitlines():
+                    while True:
+                        try:
+                            produce(topic, line, on_delivery=report)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+                    sent += 1
+                producer.poll(0)
+            if rest:
+                produce(topic, rest, on_delivery=report)
+                sent += 1
+    left = producer.flush(300)
+    return {"sent": sent, "failed": failed + left, "seconds": time.monotonic() - start}
+
+
+if __name__ == "__main__":
+    result = _produce_files(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3:])
+    print(json.dumps(result))
+    sys.exit(1 if result["failed"] else 0)

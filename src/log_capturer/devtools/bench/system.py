@@ -1,0 +1,188 @@
+"""What the benchmark records about the machine and the processes it watches (Linux /proc)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, memory, CPU model, kernel and the versions of the Kafka clients in use."""
+    import confluent_kafka
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
+        "kcat": kcat_version(),
+    }
+
+
+def kcat_version() -> str | None:
+    """``"1.7.1 (librdkafka 2.0.2)"``, or None when kcat is not installed."""
+    exe = shutil.which("kcat")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "-V"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = lib = ""
+    for word, nxt in zip(out.split(), out.split()[1:], strict=False):
+        if word == "Version":
+            version = nxt
+        elif word == "librdkafka":
+            lib = nxt
+    return f"{version} (librdkafka {lib})" if version else out.strip()[:80]
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def rss_mib(pid: int, peak: bool = False) -> float | None:
+    """Resident memory of ``pid`` now (VmRSS) or its peak so far (VmHWM), in MiB."""
+    key = "VmHWM:" if peak else "VmRSS:"
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time used by ``pid`` (all its threads)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(x) for x in first]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    total = sum(ticks[:8])
+    return (total - idle) / _CLK_TCK, total / _CLK_TCK
+
+
+def get_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return orjson.loads(r.read())
+
+
+def get_text(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return str(r.read().decode())
+
+
+@dataclass
+class Sample:
+    t: float  # seconds since the run's t0
+    rss_mib: float | None
+    cpu_s: float | None
+    dispatcher_utilization: float | None
+    producer_outstanding: int | None
+    producer_utilization: float | None
+    lines_read: int | None
+    extra_cpu_s: dict[str, float | None] = field(default_factory=dict)
+
+
+class Sampler:
+    """Samples the agent every ``interval`` seconds in a thread: /proc and its /stats endpoint.
+
+    ``watch`` adds other processes (e.g. the broker) whose CPU time is recorded too.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        stats_url: str,
+        t0: float,
+        producer_queue_size: int,
+        interval: float = 0.5,
+        watch: dict[str, int] | None = None,
+    ) -> None:
+        self.pid = pid
+        self.stats_url = stats_url
+        self.t0 = t0
+        self.queue_size = producer_queue_size
+        self.interval = interval
+        self.watch = watch or {}
+        self.samples: list[Sample] = []
+        self.stats_errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def sample(self) -> Sample:
+        disp = outstanding = lines = None
+        putil = None
+        try:
+            stats = get_json(self.stats_url)
+            disp = stats.get("dispatcher", {}).get("queue_utilization")
+            sinks = stats.get("sinks", {})
+            kafka: dict[str, Any] = next(iter(sinks.values()), {}) if isinstance(sinks, dict) else {}
+            outstanding = kafka.get("outstanding")
+            if outstanding is not None and self.queue_size:
+                putil = min(1.0, outstanding / self.queue_size)
+            lines = stats.get("files", {}).get("lines_read")
+        except (OSError, ValueError):
+            self.stats_errors += 1
+        return Sample(
+            t=round(time.time() - self.t0, 3),
+            rss_mib=rss_mib(self.pid),
+            cpu_s=cpu_seconds(self.pid),
+            dispatcher_utilization=disp,
+            producer_outstanding=outstanding,
+            producer_utilization=putil,
+            lines_read=lines,
+            extra_cpu_s={name: cpu_seconds(p) for name, p in self.watch.items()},
+        )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.sample())
+            self._stop.wait(self.interval)

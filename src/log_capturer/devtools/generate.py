@@ -1,0 +1,557 @@
+"""Load generator: reproducible log lines at a steady rate into a file, Kafka, HTTP or syslog.
+
+Every line carries its sequence number (``seq``, from 0) and its emit time
+(RFC 3339 UTC with microseconds, the moment its batch was handed to the
+target), so a consumer can count lost and duplicated lines and measure
+end-to-end latency. Everything else in a line (format, level, tenant, words)
+depends only on the seed, the options and ``seq``: the same command writes the
+same lines, apart from the times.
+
+Line shapes (``--line-bytes`` pads the message to the requested length)::
+
+    json    {"time":"2026-11-25T07:00:00.123456Z","level":"info","seq":42,"tenant_id":"tenant-03","msg":"..."}
+    logfmt  time=2026-11-25T07:00:00.123456Z level=info seq=42 tenant_id=tenant-03 msg="..."
+    plain   2026-11-25T07:00:00.123456Z INFO [tenant-03] seq=42 ...
+
+A line of level ``none`` has no level (no ``level`` member, no level word).
+
+Pacing works in ticks (10 ms at high rates): each tick writes, in one call,
+every line that is due by then, so the rate stays exact at hundreds of
+thousands of lines per second. ``rate=0`` writes as fast as the target takes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import re
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import orjson
+
+Format = Literal["json", "logfmt", "plain", "mixed"]
+FORMATS: tuple[str, ...] = ("json", "logfmt", "plain", "mixed")
+LEVELS: tuple[str, ...] = ("trace", "debug", "info", "warn", "error", "fatal", "critical", "none")
+DEFAULT_LEVELS = "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,none=1"
+TENANTS = 16
+POOL_SIZE = 4096
+#: Time to write the due lines in one go; smaller = finer emit times, more calls.
+TICK = 0.01
+#: Most lines built and written in one call (also the batch size when rate=0).
+MAX_BATCH = 20_000
+
+# Words for message bodies. None is, or starts with, a level word the agent recognises
+# (error, err, warn, info, inf, fine, crit, alert, panic, notice, ...), so a line's level is
+# only the one the generator put there.
+_WORD_TEXT = (
+    "user session request handled cache lookup order payment shipment queue worker started "
+    "completed latency bytes client upstream route gateway account checkout invoice token "
+    "refresh stream partition offset commit batch flushed connection opened closed pool lease "
+    "renewed schedule job tick metrics export snapshot index query rows scanned page served "
+    "tenant region replica leader follower heartbeat status ok took ms id span"
+)
+_WORDS = tuple(_WORD_TEXT.split())
+
+# RFC 5424 severities: fatal -> alert, none -> notice.
+SYSLOG_SEVERITY = {
+    "trace": 7,
+    "debug": 7,
+    "info": 6,
+    "warn": 4,
+    "error": 3,
+    "fatal": 1,
+    "critical": 2,
+    "none": 5,
+}
+
+
+class GenerateError(RuntimeError):
+    """The generator cannot go on (bad option, target refused the lines); the message says why."""
+
+
+def parse_levels(text: str) -> tuple[tuple[str, float], ...]:
+    """``"info=70,error=30"`` -> weights; every name must be one of :data:`LEVELS`."""
+    out: list[tuple[str, float]] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        name, sep, weight = part.partition("=")
+        name = name.strip().lower()
+        if name not in LEVELS:
+            raise GenerateError(f"unknown level {name!r} in --levels; use {', '.join(LEVELS)}")
+        try:
+            w = float(weight) if sep else 1.0
+        except ValueError:
+            raise GenerateError(f"weight of {name!r} in --levels is not a number: {weight!r}") from None
+        if w < 0:
+            raise GenerateError(f"weight of {name!r} in --levels is negative")
+        out.append((name, w))
+    if not out or sum(w for _, w in out) <= 0:
+        raise GenerateError("--levels needs at least one level with a positive weight, e.g. info=1")
+    return tuple(out)
+
+
+def rfc3339_us(ns: int) -> str:
+    """Epoch nanoseconds -> ``2026-11-25T07:00:00.123456Z``."""
+    sec, rem = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{rem // 1000:06d}Z"
+
+
+#: Finds a generated line's emit time and sequence number in any format, also inside a JSON
+#: string (where the line's quotes appear as \"). The time always comes before ``seq``.
+LINE_MARK = re.compile(rb'(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})Z.*?seq\\?"?[=:](\d+)')
+
+
+@dataclass(frozen=True)
+class _Template:
+    fmt: str
+    level: str
+    tenant: str
+    pre: str  # before the emit time
+    mid: str  # between the emit time and seq
+    fields: str  # after seq: tenant and the start of the message
+    words: str  # message words, cut to fit line_bytes
+    end: str
+    fixed: int  # length of pre + mid + fields + end
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Lines ``first_seq ..`` with one emit time; ``levels[i]`` and ``tenants[i]`` belong to line i."""
+
+    first_seq: int
+    emit_ns: int
+    lines: list[str]
+    levels: list[str]
+    tenants: list[str]
+
+
+class LineFactory:
+    """Builds the lines of a run; the content of line ``seq`` depends only on the options."""
+
+    def __init__(
+        self,
+        fmt: str = "json",
+        line_bytes: int = 150,
+        levels: str | Sequence[tuple[str, float]] = DEFAULT_LEVELS,
+        seed: int = 1,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise GenerateError(f"unknown format {fmt!r}; use {', '.join(FORMATS)}")
+        if line_bytes < 1:
+            raise GenerateError("--line-bytes must be positive")
+        self.fmt = fmt
+        self.line_bytes = line_bytes
+        self.level_weights = parse_levels(levels) if isinstance(levels, str) else tuple(levels)
+        self.seed = seed
+        rng = random.Random(seed)
+        names = [n for n, _ in self.level_weights]
+        weights = [w for _, w in self.level_weights]
+        self._pool = [
+            self._template(
+                rng,
+                rng.choice(("json", "logfmt", "plain")) if fmt == "mixed" else fmt,
+                rng.choices(names, weights)[0],
+            )
+            for _ in range(POOL_SIZE)
+        ]
+
+    def _template(self, rng: random.Random, fmt: str, level: str) -> _Template:
+        tenant = f"tenant-{rng.randrange(TENANTS):02d}"
+        words = " ".join(rng.choice(_WORDS) for _ in range(self.line_bytes // 3 + 8))
+        if fmt == "json":
+            lvl = "" if level == "none" else f'"level":"{level}",'
+            pre, mid, fields, end = '{"time":"', f'",{lvl}"seq":', f',"tenant_id":"{tenant}","msg":"', '"}'
+        elif fmt == "logfmt":
+            lvl = "" if level == "none" else f" level={level}"
+            pre, mid, fields, end = "time=", f"{lvl} seq=", f' tenant_id={tenant} msg="', '"'
+        else:
+            lvl = "" if level == "none" else f" {level.upper()}"
+            pre, mid, fields, end = "", f"{lvl} [{tenant}] seq=", " ", ""
+        fixed = len(pre) + len(mid) + len(fields) + len(end)
+        return _Template(fmt, level, tenant, pre, mid, fields, words, end, fixed)
+
+    def level_of(self, seq: int) -> str:
+        return self._pool[seq % POOL_SIZE].level
+
+    def tenant_of(self, seq: int) -> str:
+        return self._pool[seq % POOL_SIZE].tenant
+
+    def format_of(self, seq: int) -> str:
+        return self._pool[seq % POOL_SIZE].fmt
+
+    def batch(self, first_seq: int, count: int, emit_ns: int) -> Batch:
+        """Lines ``first_seq .. first_seq+count-1``, each exactly ``line_bytes`` long when the
+        fields fit (otherwise as short as the fields allow)."""
+        ts = rfc3339_us(emit_ns)
+        size = self.line_bytes - len(ts)
+        pool = self._pool
+        lines: list[str] = []
+        levels: list[str] = []
+        tenants: list[str] = []
+        add_line = lines.append
+        add_level = levels.append
+        add_tenant = tenants.append
+        for seq in range(first_seq, first_seq + count):
+            t = pool[seq % POOL_SIZE]
+            s = str(seq)
+            room = size - t.fixed - len(s)
+            add_line(f"{t.pre}{ts}{t.mid}{s}{t.fields}{t.words[: max(room, 0)]}{t.end}")
+            add_level(t.level)
+            add_tenant(t.tenant)
+        return Batch(first_seq, emit_ns, lines, levels, tenants)
+
+
+# -- targets --------------------------------------------------------------------------------------
+
+
+class Target(Protocol):
+    """Where batches go. ``write`` returns only when the batch was accepted (or raises)."""
+
+    name: str
+
+    def write(self, batch: Batch) -> None: ...
+
+    def close(self) -> dict[str, Any]:
+        """Finish (flush, wait for acknowledgements); return target-specific counters."""
+        ...
+
+
+class FileTarget:
+    """Appends lines to one file, or round-robin one batch per file to several."""
+
+    name = "file"
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        if not paths:
+            raise GenerateError("the file target needs --output PATH")
+        self.paths = list(paths)
+        self._fds: list[int] = []
+        for p in self.paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            self._fds.append(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+        self._next = 0
+        self.bytes = 0
+
+    def write(self, batch: Batch) -> None:
+        data = ("\n".join(batch.lines) + "\n").encode()
+        fd = self._fds[self._next]
+        self._next = (self._next + 1) % len(self._fds)
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        self.bytes += len(data)
+
+    def close(self) -> dict[str, Any]:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        return {"files": [str(p) for p in self.paths], "bytes": self.bytes}
+
+
+class KafkaTarget:
+    """Produces each line as one record to a topic (no key), with confluent-kafka."""
+
+    name = "kafka"
+
+    def __init__(
+        self, bootstrap: str, topic: str, acks: int = -1, compression: str = "zstd", linger_ms: int = 5
+    ) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self.failed = 0
+        self.delivered = 0
+        self.first_error = ""
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "client.id": "log-capturer-generate",
+                "acks": "all" if acks == -1 else str(acks),
+                "enable.idempotence": acks == -1,
+                "compression.type": compression,
+                "linger.ms": linger_ms,
+                "queue.buffering.max.messages": 500_000,
+            }
+        )
+
+    def _report(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            self.first_error = self.first_error or str(err)
+
+    def write(self, batch: Batch) -> None:
+        produce = self._producer.produce
+        topic = self.topic
+        cb = self._report
+        for line in batch.lines:
+            while True:
+                try:
+                    produce(topic, line.encode(), on_delivery=cb)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def close(self) -> dict[str, Any]:
+        left = self._producer.flush(120)
+        if left or self.failed:
+            raise GenerateError(
+                f"Kafka did not acknowledge {left + self.failed} lines to {self.topic}"
+                + (f": {self.first_error}" if self.first_error else " within 120 s")
+            )
+        return {"topic": self.topic, "delivered": self.delivered}
+
+
+class HttpTarget:
+    """POSTs NDJSON batches (``{message, level, labels, timestamp}``) to the agent's ingest API.
+
+    429 and 503 (queue full) and connection errors are retried with a doubling
+    back-off (0.1 s up to 5 s) for at most ``retry_for`` seconds; any other
+    status is an error.
+    """
+
+    name = "http"
+
+    def __init__(self, url: str, batch_lines: int = 1000, retry_for: float = 60.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise GenerateError(f"--url must be http://HOST:PORT/PATH, got {url!r}")
+        self.url = url
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.path = parts.path or "/api/v1/logs"
+        self.batch_lines = max(1, batch_lines)
+        self.retry_for = retry_for
+        self.requests = 0
+        self.retries = 0
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        return self._conn
+
+    def write(self, batch: Batch) -> None:
+        ts = rfc3339_us(batch.emit_ns)
+        docs = []
+        for line, level, tenant in zip(batch.lines, batch.levels, batch.tenants, strict=True):
+            doc: dict[str, Any] = {"message": line, "timestamp": ts, "labels": {"tenant_id": tenant}}
+            if level != "none":
+                doc["level"] = level
+            docs.append(orjson.dumps(doc))
+        for i in range(0, len(docs), self.batch_lines):
+            self._post(b"\n".join(docs[i : i + self.batch_lines]) + b"\n")
+
+    def _post(self, body: bytes) -> None:
+        delay = 0.1
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            status, text = 0, ""
+            try:
+                conn = self._connection()
+                conn.request("POST", self.path, body, {"Content-Type": "application/x-ndjson"})
+                resp = conn.getresponse()
+                status, text = resp.status, resp.read().decode(errors="replace")
+            except (OSError, http.client.HTTPException) as exc:
+                text = str(exc)
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+            self.requests += 1
+            if 200 <= status < 300:
+                return
+            if status and status not in (429, 503):
+                raise GenerateError(f"POST {self.url} answered {status}: {text[:500]}")
+            if time.monotonic() + delay > deadline:
+                raise GenerateError(
+                    f"POST {self.url} still refused after {self.retry_for:.0f}s "
+                    f"({status or 'connection error'}: {text[:200]})"
+                )
+            self.retries += 1
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def close(self) -> dict[str, Any]:
+        if self._conn is not None:
+            self._conn.close()
+        return {"url": self.url, "requests": self.requests, "retries": self.retries}
+
+
+class SyslogTarget:
+    """RFC 5424 messages over UDP (one per datagram) or TCP (octet-counting or LF framing).
+
+    Facility user (1); severity from the line's level (``SYSLOG_SEVERITY``).
+    The message part is the generated line.
+    """
+
+    name = "syslog"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        protocol: Literal["udp", "tcp"] = "udp",
+        framing: Literal["octet", "lf"] = "octet",
+        app_name: str = "loggen",
+    ) -> None:
+        self.addr = (host, port)
+        self.protocol = protocol
+        self.framing = framing
+        self.hostname = socket.gethostname().split(".")[0] or "-"
+        self.app = app_name
+        self.procid = str(os.getpid())
+        self.messages = 0
+        try:
+            if protocol == "udp":
+                self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._sock.connect(self.addr)
+            else:
+                self._sock = socket.create_connection(self.addr, timeout=30)
+        except OSError as exc:
+            raise GenerateError(f"cannot reach syslog {protocol}://{host}:{port}: {exc}") from exc
+
+    def _messages(self, batch: Batch) -> list[bytes]:
+        ts = rfc3339_us(batch.emit_ns)
+        head = f" {ts} {self.hostname} {self.app} {self.procid} - - "
+        return [
+            f"<{8 + SYSLOG_SEVERITY[level]}>1{head}{line}".encode()
+            for line, level in zip(batch.lines, batch.levels, strict=True)
+        ]
+
+    def write(self, batch: Batch) -> None:
+        msgs = self._messages(batch)
+        try:
+            if self.protocol == "udp":
+                for m in msgs:
+                    self._sock.send(m)
+            elif self.framing == "octet":
+                self._sock.sendall(b"".join(b"%d %s" % (len(m), m) for m in msgs))
+            else:
+                self._sock.sendall(b"\n".join(msgs) + b"\n")
+        except OSError as exc:
+            raise GenerateError(f"syslog {self.protocol}://{self.addr[0]}:{self.addr[1]}: {exc}") from exc
+        self.messages += len(msgs)
+
+    def close(self) -> dict[str, Any]:
+        self._sock.close()
+        return {"messages": self.messages, "protocol": self.protocol, "framing": self.framing}
+
+
+# -- pacing ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    target: str
+    lines: int
+    seconds: float
+    rate: float  # lines per second achieved
+    requested_rate: float
+    first_seq: int
+    last_seq: int
+    started_at: float  # epoch seconds
+    max_behind: float  # seconds the generator was ever behind its schedule
+    format: str
+    line_bytes: int
+    seed: int
+    target_info: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Progress = Callable[[int, float], None]
+
+
+def run(
+    factory: LineFactory,
+    target: Target,
+    rate: float,
+    duration: float | None = None,
+    count: int | None = None,
+    progress: Progress | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Summary:
+    """Write lines to ``target`` at ``rate`` lines/s (0 = as fast as possible).
+
+    Stops after ``duration`` seconds or ``count`` lines, whichever comes first
+    (with a rate and a duration, exactly ``rate * duration`` lines), or when
+    ``stop()`` turns true. ``progress(lines, elapsed)`` is called about ten
+    times a second.
+    """
+    if rate < 0:
+        raise GenerateError("--rate cannot be negative")
+    if duration is None and count is None:
+        raise GenerateError("give a --duration or a --count")
+    total = count
+    if rate > 0 and duration is not None:
+        planned = round(rate * duration)
+        total = planned if total is None else min(total, planned)
+    # Write at most once per tick, every line due by then; at low rates wake for each line.
+    tick = TICK
+    started_at = time.time()
+    start = time.monotonic()
+    sent = 0
+    max_behind = 0.0
+    last_progress = 0.0
+    try:
+        while True:
+            now = time.monotonic()
+            elapsed = now - start
+            if total is not None and sent >= total:
+                break
+            if total is None and duration is not None and elapsed >= duration:
+                break
+            if stop is not None and stop():
+                break
+            if rate > 0:
+                n = min(int(rate * elapsed) + 1 - sent, MAX_BATCH)
+                if n <= 0:
+                    time.sleep(sent / rate - elapsed)
+                    continue
+                max_behind = max(max_behind, elapsed - sent / rate)
+            else:
+                n = MAX_BATCH
+            if total is not None:
+                n = min(n, total - sent)
+            target.write(factory.batch(sent, n, time.time_ns()))
+            sent += n
+            if progress is not None and now - last_progress >= 0.1:
+                last_progress = now
+                progress(sent, elapsed)
+            if rate > 0:
+                wake = max(sent / rate, now - start + tick) - (time.monotonic() - start)
+                if wake > 0:
+                    time.sleep(wake)
+    finally:
+        info = target.close()
+    seconds = time.monotonic() - start
+    if progress is not None:
+        progress(sent, seconds)
+    return Summary(
+        target=target.name,
+        lines=sent,
+        seconds=round(seconds, 6),
+        rate=round(sent / seconds, 1) if seconds > 0 else 0.0,
+        requested_rate=rate,
+        first_seq=0,
+        last_seq=sent - 1,
+        started_at=started_at,
+        max_behind=round(max_behind, 6),
+        format=factory.fmt,
+        line_bytes=factory.line_bytes,
+        seed=factory.seed,
+        target_info=info,
+    )

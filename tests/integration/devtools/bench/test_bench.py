@@ -1,0 +1,111 @@
+"""`log-capturer bench` as CI runs it: short scenarios against the session's broker.
+
+These check that the harness works end to end (the agent really ships every
+line once, the collector accounts for them, the ceiling runs, JSON and PNG are
+written), never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def bench(tmp_path: Path, bootstrap: str, *args: str) -> dict[str, Any]:
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "log_capturer",
+            "bench",
+            "--bootstrap",
+            bootstrap,
+            "--json",
+            str(out),
+            "--out-dir",
+            str(tmp_path / "runs"),
+            "--stall-timeout",
+            "60",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=500,
+        check=False,
+    )
+    assert proc.returncode == 0, f"bench exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-6000:]}"
+    result: dict[str, Any] = orjson.loads(out.read_bytes())
+    assert Path(result["files"]["chart"]).read_bytes()[:8] == PNG
+    assert "targets" in proc.stderr  # the verdict table was printed
+    return result
+
+
+def test_baseline_smoke_with_the_kcat_ceiling(tmp_path: Path, bootstrap: str) -> None:
+    r = bench(tmp_path, bootstrap, "--scenario", "baseline", "--duration", "5")
+    res = r["results"]
+    assert res["lines_expected"] == 5000
+    assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (5000, 0, 0, 0)
+    assert res["errors"]["foreign_records"] == 0 and res["non_append_timestamps"] == 0
+    # Level routing: the design document's topics got the lines of their levels.
+    topics = r["topics"]
+    assert res["by_topic"][topics["logs-normal-priority"]] > res["by_topic"][topics["logs-high-priority"]] > 0
+    assert res["by_topic"].get(topics["logs-dlq"], 0) == 0
+    assert res["throughput"] > 0 and res["rss_peak_mib"] > 0
+    for kind in ("consume", "append"):
+        lat = res["latency_ms"][kind]
+        assert lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert r["agent"]["exit_code"] == 0
+    assert r["generator"]["lines"] == 5000
+    # Debian's kcat (librdkafka 2.0.2) talks to the Kafka 4.1 broker with acks=all, idempotence, zstd.
+    ceil = r["ceiling"]
+    assert ceil["tool"] == "kcat", ceil
+    assert ceil["error"] == "" and ceil["delivered"] == 5000
+    assert r["ratio_to_ceiling"] is not None
+    assert {t["target"] for t in r["targets"]} >= {
+        "throughput",
+        "ceiling ratio",
+        "p99 latency",
+        "memory",
+        "no loss",
+    }
+    assert r["machine"]["cores"] and r["load"]["before"]
+    assert r["timeseries"]["samples"]
+
+
+def test_max_smoke_with_the_python_ceiling_and_a_profile(tmp_path: Path, bootstrap: str) -> None:
+    r = bench(
+        tmp_path,
+        bootstrap,
+        "--scenario",
+        "max",
+        "--lines",
+        "30000",
+        "--format",
+        "mixed",
+        "--ceiling",
+        "python",
+        "--profile",
+        "--files",
+        "2",
+    )
+    res = r["results"]
+    assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (30000, 0, 0, 0)
+    assert res["latency_ms"]["consume"]["p50"] is None  # read after the run: only append latency
+    assert res["latency_ms"]["append"]["p50"] is not None
+    ceil = r["ceiling"]
+    assert ceil["tool"] == "confluent-kafka" and ceil["error"] == "" and ceil["delivered"] == 30000
+    prof = r["profile"]
+    assert "error" not in prof, prof
+    assert "by thread:" in prof["summary"] and Path(prof["folded"]).stat().st_size > 0
+    verdicts = {t["target"]: t["status"] for t in r["targets"]}
+    assert verdicts["throughput"] in ("met", "not met") and verdicts["p99 latency"] == "n/a"
