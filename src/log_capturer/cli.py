@@ -1,4 +1,4 @@
-"""Command line: ``log-capturer run | validate | pipeline test | generate | bench | kafka ...``."""
+"""Command line: ``log-capturer run | validate | pipeline test | dlq ... | generate | bench | kafka ...``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.console import Console
 
 from log_capturer import __version__
 from log_capturer.config import ConfigError, load_config
+from log_capturer.reliability.dlq.commands import dlq_app
 
 if TYPE_CHECKING:
     from log_capturer.devtools.generate import LineFactory, Target
@@ -33,6 +34,7 @@ kafka_app = typer.Typer(
 app.add_typer(kafka_app, name="kafka")
 pipeline_app = typer.Typer(help="Processing pipelines.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(dlq_app, name="dlq")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
