@@ -228,7 +228,7 @@ class DeadLetterStore:
             self._drop_segment(oldest)
         created = not last_fits
         target = self._new_segment() if created else segs[-1][0]
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             if not created and segs[-1][1] > 0 and os.pread(fd, 1, segs[-1][1] - 1) != b"\n":
                 # A crash cut the last entry short: start on a line of our own.
