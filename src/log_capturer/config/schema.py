@@ -405,9 +405,15 @@ class ReprocessingConfig(Strict):
         2.0, ge=1.0, description="After a failed replay the delay is multiplied by this (exponential)."
     )
     max_delay: Duration = Field(1800.0, description="Cap on the delay between two replays of one entry.")
-    batch_size: int = Field(50, ge=1, le=100_000, description="Entries replayed per round.")
+    batch_size: int = Field(
+        50,
+        ge=1,
+        le=100_000,
+        description="Entries replayed per batch. A round goes on with the next batch while every "
+        "record of the last one was delivered (a recovered Kafka drains the store quickly).",
+    )
     timeout: Duration = Field(
-        30.0, description="How long one round waits for Kafka's acknowledgements; unacknowledged = failed."
+        30.0, description="How long one batch waits for Kafka's acknowledgements; unacknowledged = failed."
     )
     min_entry_age: Duration = Field(120.0, description="Entries younger than this are not replayed.")
 

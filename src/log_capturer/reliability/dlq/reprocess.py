@@ -1,9 +1,12 @@
 """Automatic reprocessing of the local DLQ (``dispatcher.dlq_config.reprocessing_config``).
 
 Every ``interval`` the reprocessor removes expired entries, then, if the sink
-can take records (breaker closed, a broker reachable), replays up to
-``batch_size`` due entries: parked at least ``min_entry_age`` ago, whose
-``next_reprocess_time`` passed, with fewer than ``max_retries`` attempts. A
+can take records (breaker closed, a broker reachable), replays due entries
+(parked at least ``min_entry_age`` ago, whose ``next_reprocess_time`` passed,
+with fewer than ``max_retries`` attempts) in batches of ``batch_size``, each
+waiting up to ``timeout`` for Kafka's acknowledgements. It goes on with the
+next batch while every record of the last one was delivered, so a recovered
+Kafka drains the store quickly; a batch with a failure ends the round. A
 failed replay multiplies the entry's delay by ``delay_multiplier`` (from
 ``initial_delay``, capped at ``max_delay``). ``POST /dlq/reprocess`` runs a
 round at once.
@@ -18,7 +21,13 @@ from typing import Any
 
 from log_capturer.config.schema import ReprocessingConfig
 from log_capturer.observability.metrics import Metrics
-from log_capturer.reliability.dlq.replay import ReplayBusy, ReplayTarget, replay_entries, replay_lock
+from log_capturer.reliability.dlq.replay import (
+    ReplayBusy,
+    ReplayResult,
+    ReplayTarget,
+    replay_entries,
+    replay_lock,
+)
 from log_capturer.reliability.dlq.store import DeadLetterStore, DLQWriteError, iso
 
 log = logging.getLogger(__name__)
@@ -74,17 +83,7 @@ class Reprocessor:
                     summary.update(status="skipped", reason=blocker)
                     return self._done(summary)
                 with replay_lock(self.store):
-                    if everything:
-                        entries = self.store.select(due_only=False)
-                    else:
-                        entries = self.store.select(limit=self.config.batch_size)
-                    result = replay_entries(
-                        self.store,
-                        self.target,
-                        entries,
-                        batch_size=self.config.batch_size,
-                        timeout=self.config.timeout,
-                    )
+                    result = self._replay(everything)
             except ReplayBusy as exc:
                 summary.update(status="skipped", reason=str(exc))
                 return self._done(summary)
@@ -106,6 +105,29 @@ class Reprocessor:
                     extra={"failed": result.failed, "errors": dict(result.errors.most_common(3))},
                 )
             return self._done(summary)
+
+    def _replay(self, everything: bool) -> ReplayResult:
+        cfg = self.config
+        if everything:
+            entries = self.store.select(due_only=False)
+            return replay_entries(
+                self.store, self.target, entries, batch_size=cfg.batch_size, timeout=cfg.timeout
+            )
+        total = ReplayResult()
+        while not self._stop.is_set():
+            entries = self.store.select(limit=cfg.batch_size)
+            if not entries:
+                break
+            result = replay_entries(
+                self.store, self.target, entries, batch_size=cfg.batch_size, timeout=cfg.timeout
+            )
+            total.attempted += result.attempted
+            total.delivered += result.delivered
+            total.failed += result.failed
+            total.errors.update(result.errors)
+            if result.failed or self.target.replay_blocker():
+                break
+        return total
 
     def _done(self, summary: dict[str, Any]) -> dict[str, Any]:
         self.rounds += 1

@@ -377,13 +377,14 @@ class DeadLetterStore:
     def _rewrite(
         self, change: Callable[[dict[str, Any]], dict[str, Any] | None], ids: set[str] | None
     ) -> int:
-        """Apply ``change`` to the entries (of segments holding one of ``ids``, or all); returns removals."""
+        """Apply ``change`` to the entries whose id is in ``ids`` (None: to every entry, which it keeps
+        unchanged or removes); returns how many were removed."""
         removed = 0
         with self._locked():
             for seg in self.segments():
                 data = seg.read_bytes()
-                if ids is not None and not any(i.encode() in data for i in ids):
-                    continue
+                if ids is not None and len(ids) <= 8 and not any(i.encode() in data for i in ids):
+                    continue  # a quick look for a few ids; many are found by parsing
                 lines: list[bytes] = []
                 changed = False
                 for raw in data.splitlines():
@@ -394,14 +395,18 @@ class DeadLetterStore:
                     except orjson.JSONDecodeError:
                         lines.append(raw)  # never delete what cannot be read
                         continue
+                    if ids is not None and doc.get("entry_id") not in ids:
+                        lines.append(raw)
+                        continue
                     new = change(doc)
                     if new is None:
                         removed += 1
                         changed = True
+                    elif ids is None:
+                        lines.append(raw)  # kept as it was
                     else:
-                        out = orjson.dumps(new)
-                        changed = changed or out != raw
-                        lines.append(out)
+                        lines.append(orjson.dumps(new))
+                        changed = True
                 if not changed:
                     continue
                 if lines:

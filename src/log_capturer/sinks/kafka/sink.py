@@ -71,8 +71,9 @@ LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
 RETRY_MAX_DELAY = 30.0
 #: Longest the poll thread sleeps in librdkafka; bounds how late an idle flush is.
 POLL_INTERVAL = 0.005
-#: A failed local park is tried again after this long.
+#: A failed local park is tried again after this long (poll thread), or up to this long (senders).
 PARK_RETRY = 1.0
+PARK_MAX_DELAY = 5.0
 
 Headers = list[tuple[str, str | bytes | None]]
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
@@ -575,7 +576,7 @@ class KafkaSink:
                 self._dlq_failed(exc, len(entries))
                 if not wait or self._stop.wait(delay):
                     return False
-                delay = min(delay * 2, RETRY_MAX_DELAY)
+                delay = min(delay * 2, PARK_MAX_DELAY)
         self._dlq_error = ""
         for e in entries:
             self.metrics.kafka_dlq_messages.labels(e.topic, e.error_type).inc()
