@@ -17,9 +17,9 @@ from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError, free_
 from tests.support import REPO, AgentProcess, Rec
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    """A single-node broker only this module's tests use (they stop it); fails with its log."""
+    """A single-node broker only this folder's tests use (they stop it); fails with its log."""
     cluster = LocalKafka(
         tmp_path_factory.mktemp("own-kafka"), port=free_port(), controller_ports=[free_port()], log=print
     )
