@@ -138,7 +138,7 @@ class FilesConfig(Strict):
         description="Glob patterns a file's name must match (fnmatch, on the base name).",
     )
     exclude_patterns: list[str] = Field(
-        default_factory=lambda: ["*.gz", "*.zip", "*.bz2", "*.xz", "*.zst"],
+        default_factory=lambda: ["*.gz", "*.zip", "*.bz2", "*.xz", "*.zst", "*.lz4"],
         description="Glob patterns that exclude a file (base name or full path); "
         "compressed files by default.",
     )
