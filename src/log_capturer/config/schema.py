@@ -155,7 +155,12 @@ class FilesConfig(Strict):
         description="Where to start in a file found at start-up that has no saved position. Files "
         "that appear later are always read from their beginning.",
     )
-    poll_interval: Duration = Field(0.1, description="How often idle files are checked for new data.")
+    poll_interval: Duration = Field(
+        0.1,
+        description="Longest wait between two looks at the files for new data. After a look that "
+        "found data the next one comes after 5 ms, and the wait doubles while nothing new arrives, "
+        "up to this value: busy files are read with little delay, idle ones cost little.",
+    )
     rescan_interval: Duration = Field(
         5.0, description="How often watch_directories are searched for new, rotated or removed files."
     )
