@@ -12,10 +12,11 @@ once: librdkafka ignores linger.ms for the moment of a ``flush()``) when
 - the dispatcher has handed over everything it had (its queue ran empty:
   :meth:`LingerPolicy.idle`), so waiting longer would add latency, not
   records; and
-- the previous push has been acknowledged, so a request is not already on its
-  way. A push still unacknowledged after twice the usual round trip (at most
-  half a second; e.g. a partition whose leader was not known yet, so it sent
-  nothing) no longer holds the next one back.
+- the previous push has been acknowledged, so no request of it is still on its
+  way. A push still unacknowledged after twice the measured round trip is
+  repeated, with a doubling wait of at most half a second: a push sends
+  nothing while, say, a partition's leader is not known yet, and its records
+  would otherwise wait for ``batch_timeout``.
 
 The batch size therefore follows the arrival rate, as in Nagle's algorithm. At
 a low rate each burst of lines leaves at once, in small batches: the latency is
@@ -35,8 +36,9 @@ from __future__ import annotations
 #: Smoothing of the round-trip estimate (weight of the newest sample).
 RTT_WEIGHT = 0.2
 #: Largest round-trip sample taken (the records of a push that sent nothing are acknowledged
-#: only after batch_timeout), and the longest wait before an unacknowledged push is repeated.
+#: only after batch_timeout).
 RTT_CAP = 0.25
+#: Longest wait before an unacknowledged push is repeated.
 REPEAT_MAX_WAIT = 0.5
 
 
