@@ -387,12 +387,8 @@ class DeadLetterStore:
                     continue  # a quick look for a few ids; many are found by parsing
                 lines: list[bytes] = []
                 changed = False
-                for raw in data.splitlines():
-                    if not raw.strip():
-                        continue
-                    try:
-                        doc = orjson.loads(raw)
-                    except orjson.JSONDecodeError:
+                for raw, doc in _parsed(data):
+                    if doc is None:
                         lines.append(raw)  # never delete what cannot be read
                         continue
                     if ids is not None and doc.get("entry_id") not in ids:
@@ -421,23 +417,26 @@ class DeadLetterStore:
         return removed
 
 
-def _docs(data: bytes) -> Iterator[dict[str, Any]]:
-    for raw in data.splitlines():
-        if raw.strip():
-            with contextlib.suppress(orjson.JSONDecodeError):
-                doc = orjson.loads(raw)
-                if isinstance(doc, dict):
-                    yield doc
-
-
-def _summarize(data: bytes, signature: tuple[int, int]) -> _Summary:
-    s = _Summary(signature)
+def _parsed(data: bytes) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """Each non-empty line of a segment with its entry, or None when it is not a JSON object."""
     for raw in data.splitlines():
         if not raw.strip():
             continue
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
+            doc = None
+        yield raw, doc if isinstance(doc, dict) else None
+
+
+def _docs(data: bytes) -> Iterator[dict[str, Any]]:
+    return (doc for _, doc in _parsed(data) if doc is not None)
+
+
+def _summarize(data: bytes, signature: tuple[int, int]) -> _Summary:
+    s = _Summary(signature)
+    for _, doc in _parsed(data):
+        if doc is None:
             s.corrupt += 1
             continue
         s.entries += 1
