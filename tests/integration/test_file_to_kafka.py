@@ -170,6 +170,7 @@ def test_graceful_stop_midstream_then_restart_loses_and_duplicates_nothing(
         f"first run shipped {len(first_run)} of 150000 lines; checkpoint at byte "
         f"{saved['offset']} of {log.stat().st_size}"
     )
+    assert 0 < len(first_run) < 150_000, "the stop must come in the middle of the stream"
     assert saved["log_count"] == len(first_run), "the checkpoint must cover exactly what was acknowledged"
     expected[str(log)].update(write_lines(log, "big", 150_000, 10_000))  # written while stopped
     agent2 = AgentProcess(cfg, tmp_path / "agent-2.log").start()
