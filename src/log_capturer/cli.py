@@ -55,7 +55,17 @@ def version() -> None:
 
 
 @app.command()
-def validate(config: ConfigOpt = Path("configs/config.yaml")) -> None:
+def validate(
+    config: ConfigOpt = Path("configs/config.yaml"),
+    show: Annotated[
+        bool,
+        typer.Option(
+            "--show",
+            help="Also print the effective configuration (defaults, ${VAR} and environment overrides "
+            "applied) as YAML, secrets shown as ***.",
+        ),
+    ] = False,
+) -> None:
     """Check a config file (and its pipelines file); print every problem and exit non-zero."""
     from log_capturer.app import AgentError, build_pipelines
 
@@ -65,6 +75,14 @@ def validate(config: ConfigOpt = Path("configs/config.yaml")) -> None:
     except AgentError as exc:
         err.print(f"[bold red]{exc}[/]", highlight=False)
         raise typer.Exit(2) from None
+    if show:
+        import yaml
+
+        from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
+
+        dump = yaml.safe_dump(masked_config(cfg), sort_keys=False)
+        sys.stdout.write(SecretScrubber(secret_values(cfg)).text(dump))
+        return
     out.print(f"[green]{config}: valid[/]")
 
 
@@ -84,6 +102,7 @@ def run(
 ) -> None:
     """Run the agent in the foreground until Ctrl-C or SIGTERM (or end of input), then drain and exit."""
     from log_capturer.app import Agent, AgentError
+    from log_capturer.config.secrets import secret_values
     from log_capturer.observability.logs import setup_logging
     from log_capturer.observability.status import StatusLine
 
@@ -94,7 +113,14 @@ def run(
         cfg.syslog.enabled = False
         cfg.server.enabled = False
         cfg.metrics.enabled = False
-    setup_logging(cfg.app.log_level, cfg.app.log_format, cfg.app.name, cfg.app.log_file)
+    setup_logging(
+        cfg.app.log_level,
+        cfg.app.log_format,
+        cfg.app.name,
+        cfg.app.log_file,
+        environment=cfg.app.environment,
+        secrets=secret_values(cfg),
+    )
     try:
         agent = Agent(cfg)
         agent.start()

@@ -188,6 +188,7 @@ class KafkaSink:
             raise SinkStartError(f"sinks.kafka: the producer rejected its configuration: {exc}") from exc
         for b in self.config.brokers:
             self.metrics.kafka_connection_status.labels(b, self.name).set(0)
+        self.metrics.kafka_circuit_breaker_state.labels(self.name).set(0)
         self._thread = threading.Thread(target=self._poll_loop, name=f"{self.name}-poll", daemon=True)
         self._thread.start()
         log.info(
@@ -487,6 +488,7 @@ class KafkaSink:
             m.kafka_messages_produced.labels(topic, "success").inc(count)
             m.kafka_batch_size.labels(topic).observe(count)
             m.kafka_batch_send_duration.labels(topic).observe(elapsed)
+        m.sink_send_duration.labels(self.sink_type).observe(elapsed)
         if delivered:
             m.logs_sent.labels(self.sink_type, "success").inc(delivered)
             self._all_down = False
