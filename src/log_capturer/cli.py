@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import time
 import typing
 from pathlib import Path
 from types import FrameType
@@ -159,6 +160,47 @@ def run(
         if remaining
         else "stopped cleanly; every line read was acknowledged"
     )
+
+
+@app.command()
+def status(
+    api: Annotated[str, typer.Option(help="The agent's API server (server.host:server.port).")] = (
+        "http://127.0.0.1:8401"
+    ),
+    interval: Annotated[
+        float, typer.Option(help="Seconds between the two samples the rates come from.")
+    ] = 1.0,
+    watch: Annotated[bool, typer.Option(help="Keep refreshing until Ctrl-C.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the view as JSON instead.")] = False,
+) -> None:
+    """Show a running agent: state, sinks and breakers, checks, queue, lines/s in and out, DLQ.
+
+    Exit code: 0 healthy, 1 degraded or unhealthy, 2 the agent did not answer.
+    """
+    from rich.live import Live
+
+    from log_capturer.observability.agent_status import AgentUnreachable, render, sample, view
+
+    try:
+        prev = sample(api)
+        if watch and not as_json:
+            with Live(console=out, refresh_per_second=4) as live:
+                while True:
+                    time.sleep(interval)
+                    cur = sample(api)
+                    live.update(render(view(prev, cur), api))
+                    prev = cur
+        time.sleep(interval)
+        v = view(prev, sample(api))
+    except AgentUnreachable as exc:
+        err.print(f"[bold red]the agent did not answer: {exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(v, indent=2) + "\n")
+    else:
+        out.print(render(v, api))
+    if v["status"] != "healthy":
+        raise typer.Exit(1)
 
 
 # -- pipeline ---------------------------------------------------------------------------------
