@@ -18,7 +18,14 @@ from typing import Any
 from log_capturer import __version__
 from log_capturer.config.schema import Config
 from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
-from log_capturer.observability.health import Check, Component, ComponentHealthCollector, queue_check, worst
+from log_capturer.observability.health import (
+    Check,
+    Component,
+    ComponentHealthCollector,
+    StallDetector,
+    queue_check,
+    worst,
+)
 from log_capturer.observability.lag import FileLag, FileLagCollector, file_lags
 from log_capturer.observability.metrics import Metrics
 from log_capturer.observability.server import HttpServers, build_api_app, build_metrics_app
@@ -110,6 +117,7 @@ class Agent:
                 self.dispatcher,
                 self.metrics,
             )
+        self.stalls = StallDetector(config.server.stalled_after)
         self.metrics.registry.register(ComponentHealthCollector(self.components))
         self.metrics.registry.register(FileLagCollector(self.file_lags, config.metrics.file_lag_series_limit))
         #: Masks every secret the agent knows in API answers (see config.secrets).
@@ -229,7 +237,16 @@ class Agent:
     def health_checks(self) -> dict[str, Check]:
         """The agent-wide checks of /health, by name; each has a ``status``."""
         q = self.dispatcher.queue
-        return {"queue": queue_check(q.utilization, q.size, q.capacity)}
+        checks = {"queue": queue_check(q.utilization, q.size, q.capacity)}
+        delivery = [self._delivery_check(s) for s in self.sinks]
+        checks["delivery"] = {"status": worst(c["status"] for c in delivery), "sinks": delivery}
+        return checks
+
+    def _delivery_check(self, sink: Sink) -> Check:
+        st = sink.stats()
+        outstanding = _int(st.get("outstanding"))
+        acknowledged = _int(st.get("delivered")) + _int(st.get("parked"))
+        return {"name": sink.name, **self.stalls.check(sink.name, outstanding, acknowledged)}
 
     def health(self) -> dict[str, Any]:
         sinks = self.sink_health()
@@ -377,6 +394,10 @@ class Agent:
             "files": self.file_source.position_entries() if self.file_source else {},
             "containers": self.container_source.container_entries() if self.container_source else {},
         }
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _human(seconds: float) -> str:

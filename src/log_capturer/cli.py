@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import signal
 import sys
 import threading
@@ -122,11 +123,20 @@ def run(
         environment=cfg.app.environment,
         secrets=secret_values(cfg),
     )
+    log = logging.getLogger("log_capturer.cli")
+
+    def say(text: str, problem: bool = False) -> None:
+        # With JSON logs every line on stderr is a JSON object, so these go through logging too.
+        if cfg.app.log_format == "json":
+            log.log(logging.ERROR if problem else logging.INFO, text)
+        else:
+            err.print(f"[bold red]{text}[/]" if problem else text, highlight=False)
+
     try:
         agent = Agent(cfg)
         agent.start()
     except AgentError as exc:
-        err.print(f"[bold red]{exc}[/]")
+        say(str(exc), problem=True)
         raise typer.Exit(2) from None
     line = StatusLine(agent, err) if status else None
     stop_requested = threading.Event()
@@ -145,17 +155,18 @@ def run(
             break
     if line is not None:
         line.stop()
-    err.print("stopping: draining in-flight lines...")
+    if cfg.app.log_format != "json":
+        say("stopping: draining in-flight lines...")  # Agent.stop logs it as JSON otherwise
     agent.stop()
     if agent.stdin is not None:
         lost = agent.stdin.unacknowledged
         if lost:
-            err.print(f"[bold red]stopped; {lost} lines of standard input were not acknowledged[/]")
+            say(f"stopped; {lost} lines of standard input were not acknowledged", problem=True)
             raise typer.Exit(1)
-        err.print(f"stopped cleanly; all {agent.stdin.lines_read} lines of standard input were acknowledged")
+        say(f"stopped cleanly; all {agent.stdin.lines_read} lines of standard input were acknowledged")
         return
     remaining = agent.kafka.outstanding if agent.kafka is not None else 0
-    err.print(
+    say(
         f"stopped; {remaining} lines unacknowledged (they will be re-read on restart)"
         if remaining
         else "stopped cleanly; every line read was acknowledged"

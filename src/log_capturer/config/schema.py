@@ -64,6 +64,11 @@ class ServerConfig(Strict):
     enabled: bool = Field(True, description="Serve the API (/health, /stats, /positions).")
     host: str = Field("0.0.0.0", description="Address the API server binds to.")
     port: Port = Field(8401, description="API server port.")
+    stalled_after: Duration = Field(
+        30.0,
+        description="GET /health reports the 'delivery' check degraded (503) when lines wait for "
+        "Kafka's acknowledgement and none was acknowledged for this long.",
+    )
 
 
 class MetricsConfig(Strict):

@@ -39,10 +39,18 @@ def binary(name: str) -> str:
     return path
 
 
-def promtool(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run promtool; the result (exit code, stdout, stderr) is the caller's to judge."""
+def promtool(
+    *args: str, cwd: Path | None = None, input_text: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run promtool (``input_text`` on its stdin); the result is the caller's to judge."""
     return subprocess.run(
-        [binary("promtool"), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False
+        [binary("promtool"), *args],
+        input=input_text,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
     )
 
 

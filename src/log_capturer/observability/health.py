@@ -10,6 +10,8 @@ degraded, 0 unhealthy.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,6 +46,33 @@ def queue_check(utilization: float, size: int, capacity: int) -> Check:
         "capacity": capacity,
         "degraded_at": QUEUE_DEGRADED_AT,
     }
+
+
+class StallDetector:
+    """Degraded when lines wait for acknowledgement and none was acknowledged for ``after`` seconds.
+
+    Sink-independent: it reads a sink's ``outstanding`` and acknowledged counts (``/stats``). A
+    sink whose records fail and are retried in a loop never says so itself; this check does. The
+    clock starts at the first look, so a stall is reported from the second look on.
+    """
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    def check(self, name: str, outstanding: int, acknowledged: int) -> Check:
+        now = time.monotonic()
+        with self._lock:
+            last = self._seen.get(name)
+            if last is None or last[0] != acknowledged or outstanding == 0:
+                last = self._seen[name] = (acknowledged, now)
+        idle = now - last[1]
+        check: Check = {"status": "healthy", "outstanding": outstanding, "acknowledged": acknowledged}
+        if outstanding > 0 and idle >= self.after:
+            check["status"] = "degraded"
+            check["message"] = f"{outstanding} lines wait; none acknowledged for {idle:.0f}s"
+        return check
 
 
 class ComponentHealthCollector(Collector):

@@ -76,3 +76,15 @@ def test_file_lag_is_capped_to_the_largest_and_summed_over_all() -> None:
     assert r.get_sample_value(
         "file_lag_bytes", {"source_type": "kubernetes", "path": "/var/log/pods/x/0.log"}
     )
+
+
+def test_stall_detector() -> None:
+    from log_capturer.observability.health import StallDetector
+
+    patient = StallDetector(3600)
+    assert patient.check("k", 5, 10)["status"] == "healthy"
+    assert patient.check("k", 5, 10)["status"] == "healthy"
+    strict = StallDetector(0)
+    c = strict.check("k", 5, 10)
+    assert c["status"] == "degraded" and "5 lines wait" in c["message"]
+    assert strict.check("k", 0, 10)["status"] == "healthy"  # nothing waits: never stalled
