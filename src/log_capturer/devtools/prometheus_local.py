@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from log_capturer.devtools.kafka_local import free_port
+from log_capturer.devtools.kafka_local import free_port, port_in_use
 
 INSTALL_HINT = "install Debian's prometheus package (scripts/system-deps.sh does: apt-get install prometheus)"
 
@@ -83,6 +83,8 @@ class LocalPrometheus:
 
     def start(self, timeout: float = 60) -> LocalPrometheus:
         exe = binary("prometheus")
+        if port_in_use(self.port):
+            raise PrometheusError(f"port {self.port} is already in use on 127.0.0.1")
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "prometheus.yml"
         conf.write_text(yaml.safe_dump(self.config(), sort_keys=False))
