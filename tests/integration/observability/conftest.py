@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.integration.sinks.kafka.conftest import secure_kafka
 
@@ -47,8 +44,3 @@ class LineWriter:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
-
-
-@pytest.fixture
-def line_writer() -> Iterator[type[LineWriter]]:
-    yield LineWriter
