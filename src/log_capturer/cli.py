@@ -138,7 +138,7 @@ def run(
     except AgentError as exc:
         say(str(exc), problem=True)
         raise typer.Exit(2) from None
-    line = StatusLine(agent, err) if status else None
+    line = StatusLine(agent, err) if wants_status_line(status, err.is_terminal, cfg.app.log_format) else None
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -212,6 +212,11 @@ def status(
         out.print(render(v, api))
     if v["status"] != "healthy":
         raise typer.Exit(1)
+
+
+def wants_status_line(requested: bool, terminal: bool, log_format: str) -> bool:
+    """The live status line, unless stderr is not a terminal and carries JSON logs (one object a line)."""
+    return requested and (terminal or log_format != "json")
 
 
 # -- pipeline ---------------------------------------------------------------------------------

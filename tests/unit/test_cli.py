@@ -142,3 +142,12 @@ def test_validate_show_prints_the_effective_config_without_secrets(tmp_path: Pat
     }
     assert kafka["librdkafka_options"] == {"sasl.oauthbearer.client.secret": "***"}
     assert shown["dispatcher"]["queue_size"] == 50000  # defaults included
+
+
+def test_no_plain_status_lines_among_json_logs() -> None:
+    from log_capturer.cli import wants_status_line
+
+    assert wants_status_line(True, True, "json")  # a terminal shows the live line
+    assert not wants_status_line(True, False, "json")  # a pipe or a container gets JSON only
+    assert wants_status_line(True, False, "text")
+    assert not wants_status_line(False, True, "text")
