@@ -41,6 +41,7 @@ class Rec:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     def json(self) -> dict[str, Any]:
         return orjson.loads(self.value)  # type: ignore[no-any-return]
@@ -101,7 +102,9 @@ def consume_all(
             for m in consumer.consume(10000, 1.0):
                 if m.error():
                     continue
-                out.append(Rec(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+                out.append(
+                    Rec(m.topic(), m.partition(), m.offset(), m.key(), m.value(), tuple(m.headers() or ()))
+                )
                 if m.offset() + 1 >= highs[(m.topic(), m.partition())]:
                     remaining.discard((m.topic(), m.partition()))
         assert not remaining, f"could not read partitions {remaining} up to their watermarks"

@@ -33,6 +33,7 @@ from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing import Analyzer
 from log_capturer.processing.pipelines import Pipeline, PipelineError, load_pipelines
 from log_capturer.reliability.dlq import DeadLetterStore
+from log_capturer.reliability.dlq.reprocess import Reprocessor
 from log_capturer.sinks.base import Sink, SinkHealth, utc_now_iso
 from log_capturer.sinks.kafka.sink import KafkaSink, SinkStartError
 from log_capturer.sources.containers.source import ContainerSource
@@ -43,6 +44,10 @@ from log_capturer.sources.stdin import StdinSource
 from log_capturer.sources.syslog import SyslogSource
 
 log = logging.getLogger(__name__)
+
+
+#: Counters of a sink's /stats whose sum grows with every line it acknowledged (any way).
+ACKNOWLEDGED_STATS = ("delivered", "parked", "sent_to_dlq_topic", "overflowed_to_dlq")
 
 
 class AgentError(RuntimeError):
@@ -80,7 +85,7 @@ class Agent:
         self.metrics = Metrics()
         self.started_at = time.time()
         dlq_cfg = config.dispatcher.dlq_config
-        self.dlq = DeadLetterStore(dlq_cfg) if dlq_cfg.enabled else None
+        self.dlq = DeadLetterStore(dlq_cfg, self.metrics) if dlq_cfg.enabled else None
         self.sinks: list[Sink] = []
         kcfg = config.sinks.kafka
         if kcfg.enabled:
@@ -90,6 +95,9 @@ class Agent:
             self.kafka = None
         if not self.sinks:
             raise AgentError("no sink is enabled: set sinks.kafka.enabled: true")
+        self.reprocessor: Reprocessor | None = None
+        if self.dlq is not None and self.kafka is not None:
+            self.reprocessor = Reprocessor(self.dlq, dlq_cfg.reprocessing_config, self.kafka, self.metrics)
         key_field = kcfg.partitioning.key_field if kcfg.partitioning.enabled else None
         self.pipelines = build_pipelines(config, self.metrics)
         analyzer = Analyzer(key_field, self.pipelines, pipelines_by_source_type(config))
@@ -134,6 +142,8 @@ class Agent:
             except SinkStartError as exc:
                 raise AgentError(str(exc)) from exc
         self.dispatcher.start()
+        if self.reprocessor is not None and self.config.dispatcher.dlq_config.reprocessing_config.enabled:
+            self.reprocessor.start()
         if self.file_source is not None:
             self.file_source.start()
         if self.container_source is not None:
@@ -161,6 +171,8 @@ class Agent:
                     self.stats,
                     self.positions,
                     (INGEST_PATH, self.ingest.handle) if self.ingest is not None else None,
+                    dlq_stats=self.dlq_stats,
+                    dlq_reprocess=self.dlq_reprocess,
                     scrub=self.scrubber.data,
                 ),
                 cfg.server.host,
@@ -215,6 +227,8 @@ class Agent:
                 self.container_source.stop()
             if not self.dispatcher.close(max(0.1, deadline - time.monotonic())):
                 log.warning("dispatcher did not hand over every queued line before the deadline")
+            if self.reprocessor is not None:
+                self.reprocessor.stop()
             for sink in self.sinks:
                 sink.stop(max(0.1, deadline - time.monotonic()))
             if self.file_source is not None:
@@ -237,7 +251,14 @@ class Agent:
     def health_checks(self) -> dict[str, Check]:
         """The agent-wide checks of /health, by name; each has a ``status``."""
         q = self.dispatcher.queue
-        checks = {"queue": queue_check(q.utilization, q.size, q.capacity)}
+        checks = {
+            "queue": {
+                **queue_check(q.utilization, q.size, q.capacity),
+                "bytes": q.nbytes,
+                "max_bytes": q.max_bytes,
+            },
+            "dlq": self._dlq_check(),
+        }
         delivery = [self._delivery_check(s) for s in self.sinks]
         checks["delivery"] = {"status": worst(c["status"] for c in delivery), "sinks": delivery}
         return checks
@@ -245,7 +266,7 @@ class Agent:
     def _delivery_check(self, sink: Sink) -> Check:
         st = sink.stats()
         outstanding = _int(st.get("outstanding"))
-        acknowledged = _int(st.get("delivered")) + _int(st.get("parked"))
+        acknowledged = sum(_int(st.get(k)) for k in ACKNOWLEDGED_STATS)
         return {"name": sink.name, **self.stalls.check(sink.name, outstanding, acknowledged)}
 
     def health(self) -> dict[str, Any]:
@@ -291,6 +312,54 @@ class Agent:
     def config_dump(self) -> dict[str, Any]:
         """The effective configuration (file, ``${VAR}``, environment overrides), secrets masked."""
         return masked_config(self.config)
+
+    def _dlq_check(self) -> dict[str, object]:
+        """The local DLQ can take entries: unhealthy while writes fail (unwritable, full)."""
+        store = self.dlq
+        if store is None:
+            return {"status": "healthy", "enabled": False}
+        if store.last_error:
+            return {
+                "status": "unhealthy",
+                "enabled": True,
+                "full": store.full,
+                "message": store.last_error,
+                "directory": str(store.directory),
+            }
+        return {
+            "status": "healthy",
+            "enabled": True,
+            "message": "OK",
+            "directory": str(store.directory),
+            "entries_written_since_start": store.entries_written,
+        }
+
+    def dlq_stats(self) -> dict[str, Any]:
+        """``GET /dlq/stats``: the local store's counts, and the reprocessor's."""
+        if self.dlq is None:
+            return {"enabled": False}
+        out: dict[str, Any] = {"enabled": True, **self.dlq.stats()}
+        kafka = self.kafka
+        if kafka is not None:
+            out["kafka_topic"] = {
+                "topic": kafka.config.dlq_config.topic if kafka.config.dlq_config.enabled else None,
+                "sent_since_start": kafka.sent_to_dlq_topic,
+            }
+        rp = self.reprocessor
+        out["reprocessing"] = (
+            rp.status()
+            if rp is not None and self.config.dispatcher.dlq_config.reprocessing_config.enabled
+            else {"enabled": False}
+        )
+        return out
+
+    def dlq_reprocess(self, everything: bool) -> tuple[int, dict[str, Any]]:
+        """``POST /dlq/reprocess``: one reprocessing round now (HTTP status, summary)."""
+        if self.reprocessor is None:
+            return 409, {"status": "unavailable", "reason": "the local DLQ is disabled"}
+        summary = self.reprocessor.run_once(everything=everything)
+        code = {"completed": 200, "skipped": 409}.get(str(summary.get("status")), 503)
+        return code, summary
 
     def _source_health(self) -> list[dict[str, Any]]:
         out = []
@@ -358,7 +427,10 @@ class Agent:
                 "lag_bytes": fs.lag_bytes() if fs else {},
             },
             "containers": self._container_stats(),
-            "dlq": {"entries_written": self.dlq.entries_written if self.dlq else 0},
+            "dlq": {
+                "entries_written": self.dlq.entries_written if self.dlq else 0,
+                "last_error": self.dlq.last_error if self.dlq else "",
+            },
             "syslog": {
                 "received": self.syslog.messages_received if self.syslog else 0,
                 "dropped": self.syslog.messages_dropped if self.syslog else 0,

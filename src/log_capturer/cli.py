@@ -1,4 +1,4 @@
-"""Command line: ``log-capturer run | validate | pipeline test | generate | bench | kafka ...``."""
+"""Command line: ``log-capturer run | validate | pipeline test | dlq ... | generate | bench | kafka ...``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from rich.console import Console
 
 from log_capturer import __version__
 from log_capturer.config import ConfigError, load_config
+from log_capturer.reliability.dlq.commands import dlq_app
 
 if TYPE_CHECKING:
     from log_capturer.devtools.generate import LineFactory, Target
@@ -35,6 +36,7 @@ kafka_app = typer.Typer(
 app.add_typer(kafka_app, name="kafka")
 pipeline_app = typer.Typer(help="Processing pipelines.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(dlq_app, name="dlq")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -190,19 +192,29 @@ def status(
     """
     from rich.live import Live
 
-    from log_capturer.observability.agent_status import AgentUnreachable, render, sample, view
+    from log_capturer.observability.agent_status import (
+        AgentUnreachable,
+        Sample,
+        render,
+        sample,
+        sample_dlq,
+        view,
+    )
+
+    def next_sample() -> Sample:
+        time.sleep(interval)
+        cur = sample(api)
+        return Sample(cur.at, cur.health, cur.stats, sample_dlq(api))
 
     try:
         prev = sample(api)
         if watch and not as_json:
             with Live(console=out, refresh_per_second=4) as live:
                 while True:
-                    time.sleep(interval)
-                    cur = sample(api)
+                    cur = next_sample()
                     live.update(render(view(prev, cur), api))
                     prev = cur
-        time.sleep(interval)
-        v = view(prev, sample(api))
+        v = view(prev, next_sample())
     except AgentUnreachable as exc:
         err.print(f"[bold red]the agent did not answer: {exc}[/]", highlight=False)
         raise typer.Exit(2) from None

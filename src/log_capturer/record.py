@@ -54,6 +54,7 @@ class Chunk:
     __slots__ = (
         "_done_cb",
         "_lock",
+        "_nbytes",
         "done",
         "end",
         "keys",
@@ -97,6 +98,7 @@ class Chunk:
         #: Filled by the analyzer: normalised level and partition-key value of each line.
         self.levels: list[str] = []
         self.keys: list[str | None] | None = None
+        self._nbytes = -1
         self.pending = 0
         self.done = False
         self._done_cb: Callable[[Chunk], None] | None = None
@@ -104,6 +106,14 @@ class Chunk:
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    @property
+    def nbytes(self) -> int:
+        """Length of the line text (what the dispatcher queue's byte limit counts), computed once."""
+        n = self._nbytes
+        if n < 0:
+            n = self._nbytes = sum(map(len, self.lines))
+        return n
 
     def expect(self, acks: int, on_done: Callable[[Chunk], None] | None) -> None:
         """Arm the chunk: ``acks`` acknowledgements finish it, then ``on_done(chunk)`` runs."""

@@ -151,7 +151,7 @@ class FilesConfig(Strict):
         description="Glob patterns a file's name must match (fnmatch, on the base name).",
     )
     exclude_patterns: list[str] = Field(
-        default_factory=lambda: ["*.gz", "*.zip", "*.bz2", "*.xz", "*.zst"],
+        default_factory=lambda: ["*.gz", "*.zip", "*.bz2", "*.xz", "*.zst", "*.lz4"],
         description="Glob patterns that exclude a file (base name or full path); "
         "compressed files by default.",
     )
@@ -399,29 +399,78 @@ class KubernetesConfig(Strict):
 
 
 class ReprocessingConfig(Strict):
-    enabled: bool = Field(True, description="Replay parked DLQ entries automatically.")
+    enabled: bool = Field(
+        True,
+        description="Replay parked DLQ entries to their topic automatically, while the Kafka sink is "
+        "healthy (circuit breaker closed, a broker reachable).",
+    )
     interval: Duration = Field(300.0, description="How often the DLQ is checked for entries due.")
-    max_retries: int = Field(3, ge=0, description="Replays of one entry before it stays parked.")
-    initial_delay: Duration = Field(120.0, description="Delay before an entry's first replay.")
-    delay_multiplier: float = Field(2.0, ge=1.0, description="Growth of the delay per attempt.")
-    max_delay: Duration = Field(1800.0, description="Cap on the delay between attempts.")
-    batch_size: int = Field(50, ge=1, description="Entries replayed per round.")
-    timeout: Duration = Field(30.0, description="Time allowed for one replay round.")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="Automatic replays of one entry; after that it stays parked until replayed by hand "
+        "(`log-capturer dlq replay --all`, POST /dlq/reprocess?all=true) or purged.",
+    )
+    initial_delay: Duration = Field(
+        120.0, description="Delay between parking an entry and its first replay (next_reprocess_time)."
+    )
+    delay_multiplier: float = Field(
+        2.0, ge=1.0, description="After a failed replay the delay is multiplied by this (exponential)."
+    )
+    max_delay: Duration = Field(1800.0, description="Cap on the delay between two replays of one entry.")
+    batch_size: int = Field(
+        50,
+        ge=1,
+        le=100_000,
+        description="Entries replayed per batch. A round goes on with the next batch while every "
+        "record of the last one was delivered (a recovered Kafka drains the store quickly).",
+    )
+    timeout: Duration = Field(
+        30.0, description="How long one batch waits for Kafka's acknowledgements; unacknowledged = failed."
+    )
     min_entry_age: Duration = Field(120.0, description="Entries younger than this are not replayed.")
 
 
 class DispatcherDLQConfig(Strict):
-    enabled: bool = Field(True, description="Park lines that cannot be delivered in a local store.")
+    enabled: bool = Field(
+        True,
+        description="The local dead-letter store: records that cannot be delivered (oversize, rejected "
+        "permanently with no DLQ topic, timed out with send_on_timeout, overflow) are parked here "
+        "durably (fsync before they count as acknowledged) and replayed later. Disabled: such records "
+        "are retried and their lines stay unacknowledged; nothing is dropped.",
+    )
     directory: str = Field("./data/dlq", description="Directory of the local DLQ store.")
-    max_size_mb: int = Field(100, ge=1, description="Largest total size of the store.")
-    max_files: int = Field(10, ge=1, description="Most segment files kept in the store.")
-    retention_days: int = Field(7, ge=1, description="Entries older than this are removed.")
+    max_size_mb: int = Field(100, ge=1, description="Largest total size of the store's segment files (MiB).")
+    max_files: int = Field(
+        10,
+        ge=1,
+        description="Most segment files; a segment holds up to max_size_mb / max_files MiB of entries.",
+    )
+    retention_days: int = Field(
+        7,
+        ge=1,
+        description="Entries parked longer ago than this are deleted (counted in "
+        "dlq_entries_removed_total{reason='expired'}).",
+    )
+    when_full: Literal["backpressure", "drop_oldest"] = Field(
+        "backpressure",
+        description="When max_size_mb or max_files is reached: 'backpressure' refuses new entries, so "
+        "the lines wait in the sources (nothing is dropped; /health turns unhealthy); 'drop_oldest' "
+        "deletes the oldest segment to make room (those entries are lost, counted in "
+        "dlq_entries_removed_total{reason='dropped_full'}).",
+    )
     reprocessing_config: ReprocessingConfig = Field(default_factory=ReprocessingConfig)
 
 
 class DispatcherConfig(Strict):
     queue_size: int = Field(
         50000, ge=1, description="Capacity of the dispatcher queue, in lines; sources wait when it is full."
+    )
+    queue_max_bytes: int = Field(
+        64 << 20,
+        ge=1 << 20,
+        description="Capacity of the dispatcher queue in bytes of line text; sources also wait when "
+        "it is reached (bounds memory when lines are long).",
     )
     worker_count: int = Field(
         2,
@@ -439,8 +488,15 @@ class DispatcherConfig(Strict):
         description="Hand a partial batch to the sinks as soon as the queue is empty instead of "
         "waiting up to batch_timeout. Keeps latency low at low rates.",
     )
-    max_retries: int = Field(3, ge=0, description="Retries of a failed sink call before the DLQ.")
-    retry_base_delay: Duration = Field(5.0, description="First retry delay; doubles per attempt.")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of a sink call that raised (a bug, not a delivery problem: sinks retry "
+        "deliveries themselves) before its lines are parked in the DLQ with reason all_sinks_failed.",
+    )
+    retry_base_delay: Duration = Field(
+        5.0, description="Wait before the first such retry; doubles per attempt."
+    )
     drain_timeout: Duration = Field(
         30.0,
         description="On shutdown, how long to wait for in-flight lines to be acknowledged. "
@@ -499,23 +555,56 @@ class TLSConfig(Strict):
 
 
 class KafkaDLQConfig(Strict):
-    enabled: bool = Field(True, description="Send records Kafka rejects permanently to the DLQ topic.")
-    topic: str = Field("logs-dlq", description="The DLQ topic.")
-    send_on_error: bool = Field(True, description="Records rejected permanently go to the DLQ.")
+    enabled: bool = Field(
+        True,
+        description="Send records Kafka rejected permanently to the DLQ topic, with the error in "
+        "headers; if the topic cannot be written they go to the local store.",
+    )
+    topic: str = Field("logs-dlq", min_length=1, description="The DLQ topic.")
+    send_on_error: bool = Field(
+        True,
+        description="Records Kafka rejects permanently go to the DLQ topic (else straight to the "
+        "local store).",
+    )
     send_on_timeout: bool = Field(
         True,
-        description="Records still undelivered after the sink's 'timeout' go to the DLQ instead of "
-        "being retried in place.",
+        description="Records not delivered within the sink's 'timeout' are parked in the local store "
+        "(and replayed by reprocessing) instead of being re-sent at once. False keeps re-sending "
+        "them in place, in order, for as long as it takes.",
     )
 
 
 class BackpressureConfig(Strict):
-    enabled: bool = Field(True, description="React to the sink queue filling up.")
-    queue_warning_threshold: float = Field(0.75, gt=0, le=1, description="Log and count.")
-    queue_critical_threshold: float = Field(0.90, gt=0, le=1, description="Slow the sources down.")
-    queue_emergency_threshold: float = Field(0.95, gt=0, le=1, description="Overflow to the DLQ.")
+    enabled: bool = Field(
+        True,
+        description="React to the sink's queue filling up. Utilization = records the sink holds "
+        "unacknowledged (producer queue, in flight, waiting for a retry) / queue_size, or their bytes "
+        "/ queue_max_bytes, whichever is higher.",
+    )
+    queue_warning_threshold: float = Field(0.75, gt=0, le=1, description="Log a warning and count the event.")
+    queue_critical_threshold: float = Field(
+        0.90,
+        gt=0,
+        le=1,
+        description="Slow the sources down: new lines wait for room, so the dispatcher stops, its "
+        "bounded queue fills and the sources pause their reads (files stay on disk, TCP syslog is "
+        "slowed, HTTP ingest answers 429).",
+    )
+    queue_emergency_threshold: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="If the sink is also stalled (nothing acknowledged for 'timeout'), waiting lines "
+        "overflow to the local DLQ (reason 'backpressure'), are acknowledged, and are replayed once "
+        "Kafka recovers. A sink that is merely saturated (acknowledgements keep coming) never "
+        "overflows.",
+    )
     timeout_escalation: bool = Field(
-        True, description="Grow the wait of a blocked source step by step while the queue stays full."
+        True,
+        description="Lines that waited (at the critical level, or for an open circuit breaker) longer "
+        "than the sink's 'timeout' while it was stalled escalate to the emergency action: they "
+        "overflow to the DLQ, so a long outage cannot hold the sources until rotated files are "
+        "deleted. False: they wait as long as the outage lasts (order kept; files must outlive it).",
     )
 
     @model_validator(mode="after")
@@ -526,6 +615,41 @@ class BackpressureConfig(Strict):
             raise ValueError(
                 "thresholds must satisfy queue_warning_threshold <= queue_critical_threshold "
                 "<= queue_emergency_threshold"
+            )
+        return self
+
+
+class CircuitBreakerConfig(Strict):
+    enabled: bool = Field(True, description="Stop sending while Kafka keeps failing.")
+    failure_threshold: int = Field(
+        10,
+        ge=1,
+        description="Consecutive failures that open the breaker. A failure is a chunk of records "
+        "whose delivery failed with a retriable error or timed out, or one second during which no "
+        "broker was reachable while records waited. A delivered chunk resets the count.",
+    )
+    success_threshold: int = Field(
+        2, ge=1, description="Successful trial deliveries in half-open state that close the breaker."
+    )
+    timeout: Duration = Field(
+        60.0, description="How long the breaker stays open before it lets trial calls through (half-open)."
+    )
+    half_open_max_calls: int = Field(
+        10, ge=1, description="Most trial calls (chunks or retried records) while half-open."
+    )
+    open_action: Literal["wait", "dlq"] = Field(
+        "wait",
+        description="What happens to new lines while the breaker is open: 'wait' holds them in the "
+        "sources (backpressure; see backpressure_config.timeout_escalation), 'dlq' parks them in the "
+        "local DLQ at once, to be replayed when Kafka recovers. Never dropped.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CircuitBreakerConfig:
+        if self.success_threshold > self.half_open_max_calls:
+            raise ValueError(
+                f"success_threshold ({self.success_threshold}) cannot exceed half_open_max_calls "
+                f"({self.half_open_max_calls}): the breaker could never close"
             )
         return self
 
@@ -563,10 +687,19 @@ class KafkaSinkConfig(Strict):
     queue_size: int = Field(
         50000, ge=1, le=10_000_000, description="Records the producer may hold unacknowledged."
     )
+    queue_max_bytes: int = Field(
+        64 << 20,
+        ge=1 << 20,
+        le=2 << 30,
+        description="Bytes of records the producer may hold unacknowledged (librdkafka "
+        "queue.buffering.max.kbytes); with queue_size, it bounds the sink's memory.",
+    )
     timeout: Duration = Field(
         30.0,
-        description="Time for one delivery attempt (librdkafka message.timeout.ms). A record not "
-        "delivered in time is retried (or sent to the DLQ if dlq_config.send_on_timeout).",
+        description="How long a record may take to be delivered (librdkafka message.timeout.ms). With "
+        "dlq_config.send_on_timeout, a record not delivered in time is parked in the local DLQ and "
+        "replayed later; without it, librdkafka keeps retrying it in order, with no time limit. Also "
+        "the time after which a sink that acknowledges nothing counts as stalled (backpressure).",
     )
     retry_max: int = Field(3, ge=0, description="Producer retries of one request (librdkafka retries).")
     partitioning: PartitioningConfig = Field(default_factory=PartitioningConfig)
@@ -574,6 +707,7 @@ class KafkaSinkConfig(Strict):
     tls: TLSConfig = Field(default_factory=TLSConfig)
     dlq_config: KafkaDLQConfig = Field(default_factory=KafkaDLQConfig)
     backpressure_config: BackpressureConfig = Field(default_factory=BackpressureConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     priority_routing: PriorityRoutingConfig = Field(default_factory=PriorityRoutingConfig)
     headers: list[Literal["level", "source_type", "source_id", "host"]] = Field(
         default_factory=list,

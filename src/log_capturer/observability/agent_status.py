@@ -1,4 +1,5 @@
-"""``log-capturer status``: a terminal view of a running agent, from its ``/health`` and ``/stats``.
+"""``log-capturer status``: a terminal view of a running agent, from ``/health``, ``/stats`` and
+``/dlq/stats`` (when the agent has a local DLQ).
 
 Two samples ``interval`` apart give the rates: lines in (read by the sources
 and queued) and lines out (acknowledged by Kafka or parked in the DLQ), per
@@ -32,13 +33,16 @@ class Sample:
     at: float
     health: dict[str, Any]
     stats: dict[str, Any]
+    dlq: dict[str, Any] | None = None
 
 
-def _get(url: str, timeout: float) -> dict[str, Any]:
+def _get(url: str, timeout: float, missing_ok: bool = False) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             body = r.read()
     except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            return {}
         body = exc.read()  # /health answers 503 with its JSON when not healthy
     except OSError as exc:
         raise AgentUnreachable(f"{url}: {getattr(exc, 'reason', exc)}") from None
@@ -58,9 +62,18 @@ def sample(api: str, timeout: float = 5.0) -> Sample:
     return Sample(time.monotonic(), health, stats)
 
 
+def sample_dlq(api: str, timeout: float = 5.0) -> dict[str, Any]:
+    """``/dlq/stats`` (entries and bytes in the local store), or {} when the agent has none."""
+    return _get(api.rstrip("/") + "/dlq/stats", timeout, missing_ok=True)
+
+
+#: Ways a sink finishes with a line: delivered, parked locally, sent to the DLQ topic, overflowed.
+_OUT = ("delivered", "parked", "sent_to_dlq_topic", "overflowed_to_dlq")
+
+
 def _lines_out(stats: dict[str, Any]) -> int:
     sinks = stats.get("sinks", {})
-    return sum(int(s.get("delivered", 0)) + int(s.get("parked", 0)) for s in sinks.values())
+    return sum(int(s.get(k, 0)) for s in sinks.values() for k in _OUT)
 
 
 def _by_topic(stats: dict[str, Any]) -> dict[str, int]:
@@ -119,7 +132,7 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
         "queue_capacity": disp.get("queue_capacity", 0),
         "sinks": sinks,
         "checks": checks,
-        "dlq": {k: v for k, v in st.get("dlq", {}).items() if isinstance(v, int | float | str)},
+        "dlq": _dlq(st.get("dlq", {}), cur.dlq or {}),
         "files": {
             k: st.get("files", {}).get(k)
             for k in ("monitored", "open_files", "in_flight_lines")
@@ -127,6 +140,15 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
         }
         | {"lag_bytes": sum(st.get("files", {}).get("lag_bytes", {}).values())},
     }
+
+
+def _dlq(stats: dict[str, Any], store: dict[str, Any]) -> dict[str, Any]:
+    """The DLQ's size now (``/dlq/stats``) and what was written since start (``/stats``)."""
+    out: dict[str, Any] = {
+        k: store[k] for k in ("entries", "size_bytes", "due_for_reprocessing") if k in store
+    }
+    out.update({k: v for k, v in stats.items() if isinstance(v, int | float) or (isinstance(v, str) and v)})
+    return out
 
 
 def _status(word: str) -> Text:

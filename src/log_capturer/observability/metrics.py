@@ -162,6 +162,30 @@ class Metrics:
             buckets=_SIZE_BUCKETS,
             registry=r,
         )
+        # --- dead-letter queue and reliability --------------------------------------------
+        self.dlq_entries = Gauge(
+            "dlq_entries",
+            "Entries in the local dead-letter store (updated when it is read: stats, reprocessing).",
+            registry=r,
+        )
+        self.dlq_size_bytes = Gauge(
+            "dlq_size_bytes",
+            "Bytes of the local dead-letter store's segment files.",
+            registry=r,
+        )
+        self.dlq_entries_removed = Counter(
+            "dlq_entries_removed_total",
+            "Entries removed from the local DLQ: replayed (delivered), expired (retention_days), "
+            "purged (by hand), dropped_full (when_full: drop_oldest).",
+            ["reason"],
+            registry=r,
+        )
+        self.dlq_reprocessed = Counter(
+            "dlq_reprocessed_total",
+            "Entries the reprocessor replayed, by result (delivered or failed).",
+            ["result"],
+            registry=r,
+        )
         # --- syslog, stdin and HTTP ingest sources -----------------------------------------
         self.source_lines_received = Counter(
             "source_lines_received_total",

@@ -1,8 +1,10 @@
 """HTTP endpoints, served by aiohttp on a background event loop.
 
 API server (``server.port``, 8401): ``GET /health`` (JSON, 503 unless
-healthy), ``GET /stats``, ``GET /positions``, and ``POST /api/v1/logs`` when
-HTTP ingest is on (:mod:`log_capturer.sources.http`). Metrics server
+healthy), ``GET /stats``, ``GET /positions``, ``GET /dlq/stats``,
+``POST /dlq/reprocess`` (``?all=true`` replays every entry, not only those
+due), and ``POST /api/v1/logs`` when HTTP ingest is on
+(:mod:`log_capturer.sources.http`). Metrics server
 (``metrics.port``, 8001): ``GET <metrics.path>`` (Prometheus text) and a plain
 ``GET /health`` answering ``OK``.
 """
@@ -22,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 log = logging.getLogger(__name__)
 
 JsonProvider = Callable[[], dict[str, Any]]
+Reprocess = Callable[[bool], tuple[int, dict[str, Any]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Scrub = Callable[[bytes], bytes]
 
@@ -38,6 +41,9 @@ def build_api_app(
     stats: JsonProvider,
     positions: JsonProvider,
     ingest: tuple[str, Handler] | None = None,
+    *,
+    dlq_stats: JsonProvider | None = None,
+    dlq_reprocess: Reprocess | None = None,
     scrub: Scrub | None = None,
 ) -> web.Application:
     """``scrub`` masks known secret values in every JSON answer (see :mod:`log_capturer.config.secrets`)."""
@@ -52,10 +58,24 @@ def build_api_app(
     async def get_positions(_: web.Request) -> web.Response:
         return _json(positions(), scrub=scrub)
 
+    async def get_dlq_stats(_: web.Request) -> web.Response:
+        assert dlq_stats is not None
+        return _json(await asyncio.get_running_loop().run_in_executor(None, dlq_stats), scrub=scrub)
+
+    async def post_dlq_reprocess(request: web.Request) -> web.Response:
+        assert dlq_reprocess is not None
+        everything = request.query.get("all", "").lower() in ("1", "true", "yes")
+        code, body = await asyncio.get_running_loop().run_in_executor(None, dlq_reprocess, everything)
+        return _json(body, code, scrub)
+
     app = web.Application()
     app.router.add_get("/health", get_health)
     app.router.add_get("/stats", get_stats)
     app.router.add_get("/positions", get_positions)
+    if dlq_stats is not None:
+        app.router.add_get("/dlq/stats", get_dlq_stats)
+    if dlq_reprocess is not None:
+        app.router.add_post("/dlq/reprocess", post_dlq_reprocess)
     if ingest is not None:
         app.router.add_post(*ingest)
     return app

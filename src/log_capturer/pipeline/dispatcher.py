@@ -1,15 +1,22 @@
 """The dispatcher: sources submit chunks, workers analyse them and hand batches to the sinks.
 
 ``submit`` arms each chunk so that its acknowledgement by *every* sink moves
-the source's checkpoint; it blocks while the queue is full. Each worker serves
+the source's checkpoint; it blocks while the queue is full, and while a sink
+is not accepting (critical backpressure, an open circuit breaker): that is how
+the sources pause their reads instead of buffering more. Each worker serves
 one shard of the queue, and a source always lands on the same shard, so the
 lines of one source reach the sinks in read order.
+
+A sink's ``send`` must not raise; if one does (a bug), the batch is handed to
+it again ``max_retries`` times (``retry_base_delay``, doubling), then its lines
+are parked in the DLQ with the reason ``all_sinks_failed``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 
@@ -24,6 +31,10 @@ from log_capturer.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 __all__ = ["Dispatcher", "QueueClosed"]
+
+#: Waits of a source held by a sink that does not accept lines: 10 ms doubling up to 250 ms.
+GATE_FIRST_WAIT = 0.01
+GATE_MAX_WAIT = 0.25
 
 
 class Dispatcher:
@@ -40,7 +51,7 @@ class Dispatcher:
         self.sinks = list(sinks)
         self.analyzer = analyzer
         self.metrics = metrics
-        self.queue = ChunkQueue(config.queue_size, config.worker_count)
+        self.queue = ChunkQueue(config.queue_size, config.worker_count, config.queue_max_bytes)
         self._threads: list[threading.Thread] = []
         self.lines_in = 0
         self.lines_dispatched = 0
@@ -58,8 +69,12 @@ class Dispatcher:
         shard = self.shard_of(chunk.origin.source_id)
         n = len(chunk.lines)
         on_done = checkpoint.on_chunk_done if checkpoint is not None else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if n and not self._wait_accepting(deadline):
+            return False
         chunk.expect(n * len(self.sinks) if n else 0, None)
-        if n and not self.queue.put(shard, chunk, timeout):
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if n and not self.queue.put(shard, chunk, remaining):
             return False
         if checkpoint is not None:
             # Registered after queueing: a chunk acknowledged before this point is
@@ -73,6 +88,23 @@ class Dispatcher:
         self.metrics.logs_processed.labels(origin.source_type, origin.source_id, "default").inc(n)
         self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
         return True
+
+    def _wait_accepting(self, deadline: float | None) -> bool:
+        """Hold the source while a sink refuses more lines (backpressure). False when ``deadline`` passed."""
+        if all(s.accepting() for s in self.sinks):
+            return True
+        step = GATE_FIRST_WAIT
+        while True:
+            if self.queue.closed:
+                raise QueueClosed
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            wait = step if deadline is None else min(step, deadline - now)
+            time.sleep(wait)
+            if all(s.accepting() for s in self.sinks):
+                return True
+            step = min(step * 2, GATE_MAX_WAIT)
 
     # -- workers -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -91,18 +123,30 @@ class Dispatcher:
             for chunk in batch:
                 self.analyzer.analyze(chunk)
             for sink in self.sinks:
-                try:
-                    sink.send(batch)
-                except Exception:
-                    # A sink must not raise; if one does, its lines stay unacknowledged so the
-                    # checkpoint holds and a restart re-reads them. Count and log it loudly.
-                    log.exception("sink %s raised while sending; lines stay unacknowledged", sink.name)
-                    self.metrics.errors.labels("dispatcher", "sink_exception").inc()
+                self._send(sink, batch)
             self.lines_dispatched += sum(len(c.lines) for c in batch)
             if self.queue.shard_empty(shard):
                 for sink in self.sinks:
                     sink.idle()
             self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
+
+    def _send(self, sink: Sink, batch: list[Chunk]) -> None:
+        cfg = self.config
+        error = ""
+        for attempt in range(cfg.max_retries + 1):
+            try:
+                sink.send(batch)
+                return
+            except Exception as exc:
+                # A bug, not a delivery problem (sinks own their retries): count it, log it loudly.
+                self.metrics.errors.labels("dispatcher", "sink_exception").inc()
+                log.exception("sink %s raised while sending (attempt %d)", sink.name, attempt + 1)
+                error = f"{type(exc).__name__}: {exc}"
+            if attempt < cfg.max_retries and not self.queue.closed:
+                time.sleep(cfg.retry_base_delay * 2**attempt)
+        text = f"the sink raised on {cfg.max_retries + 1} attempts: {error}"
+        if not sink.dead_letter(batch, "all_sinks_failed", text):
+            log.error("could not park the batch either; its lines stay unacknowledged (re-read on restart)")
 
     def close(self, timeout: float) -> bool:
         """Stop accepting chunks and let workers hand over what is queued. True if they finished."""

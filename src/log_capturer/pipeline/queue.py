@@ -1,10 +1,10 @@
-"""A bounded, sharded queue of chunks, sized in lines.
+"""A bounded, sharded queue of chunks, sized in lines and in bytes of line text.
 
 Each shard is served by one dispatcher worker; a source always maps to the
 same shard, so its chunks keep their order. Capacity is shared: a producer
-(a source) blocks while the whole queue is full, which is how backpressure
-reaches the readers. A chunk larger than the capacity is still accepted when
-the queue is empty, so nothing can deadlock.
+(a source) blocks while the whole queue is full (by lines or by bytes), which
+is how backpressure reaches the readers. A chunk larger than the capacity is
+still accepted when the queue is empty, so nothing can deadlock.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ class QueueClosed(Exception):
 
 
 class ChunkQueue:
-    def __init__(self, capacity: int, shards: int) -> None:
+    def __init__(self, capacity: int, shards: int, max_bytes: int = 1 << 62) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.size = 0
+        self.nbytes = 0
         self._closed = False
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
@@ -36,14 +38,23 @@ class ChunkQueue:
 
     @property
     def utilization(self) -> float:
-        return min(1.0, self.size / self.capacity)
+        return min(1.0, max(self.size / self.capacity, self.nbytes / self.max_bytes))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def put(self, shard: int, chunk: Chunk, timeout: float | None = None) -> bool:
         """Queue ``chunk`` on ``shard``; wait while full. False on timeout."""
         n = len(chunk.lines)
+        nbytes = chunk.nbytes
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self.size > 0 and self.size + n > self.capacity and not self._closed:
+            while (
+                self.size > 0
+                and (self.size + n > self.capacity or self.nbytes + nbytes > self.max_bytes)
+                and not self._closed
+            ):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -52,6 +63,7 @@ class ChunkQueue:
                 raise QueueClosed
             self._shards[shard].append(chunk)
             self.size += n
+            self.nbytes += nbytes
             self._ready[shard].notify()
         return True
 
@@ -74,13 +86,16 @@ class ChunkQueue:
             deadline = time.monotonic() + max_wait
             while True:
                 taken = 0
+                taken_bytes = 0
                 while dq and n < max_lines:
                     c = dq.popleft()
                     batch.append(c)
                     taken += len(c.lines)
+                    taken_bytes += c.nbytes
                     n += len(c.lines)
                 if taken:
                     self.size -= taken
+                    self.nbytes -= taken_bytes
                     self._not_full.notify_all()
                 if n >= max_lines or self._closed or flush_on_idle:
                     return batch

@@ -51,6 +51,12 @@ class Sink(Protocol):
     def send(self, chunks: list[Chunk]) -> None:
         """Take responsibility for every line of ``chunks``; acknowledge each line later."""
 
+    def accepting(self) -> bool:
+        """False while new lines should wait in the sources (backpressure); checked per chunk."""
+
+    def dead_letter(self, chunks: list[Chunk], reason: str, text: str) -> bool:
+        """Park every line of ``chunks`` durably (DLQ) and acknowledge them; False if impossible."""
+
     def idle(self) -> None:
         """Nothing more is queued for this sink right now: stop holding records for batching."""
 

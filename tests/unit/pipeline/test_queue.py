@@ -83,3 +83,12 @@ def test_a_blocked_put_wakes_when_space_frees() -> None:
     q.take(0, 10, 0.0, True)
     assert done.wait(5)
     t.join()
+
+
+def test_the_byte_limit_also_holds_the_sources() -> None:
+    q = ChunkQueue(1000, 1, max_bytes=100)
+    assert q.put(0, Chunk(ORIGIN, ["y" * 60]))
+    assert q.put(0, Chunk(ORIGIN, ["y" * 60]), timeout=0.05) is False  # 120 bytes > 100
+    assert q.nbytes == 60 and q.utilization == 0.6
+    batch = q.take(0, 10, 1.0, flush_on_idle=True)
+    assert batch is not None and q.nbytes == 0

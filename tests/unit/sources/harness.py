@@ -55,6 +55,12 @@ class MemorySink:
     def idle(self) -> None:
         pass
 
+    def accepting(self) -> bool:
+        return True
+
+    def dead_letter(self, chunks: list[Chunk], reason: str, text: str) -> bool:
+        return False
+
     def flush(self, timeout: float) -> int:
         return 0
 

@@ -8,7 +8,9 @@
 | batch_size | batch.num.messages |
 | batch_timeout | linger.ms |
 | queue_size | queue.buffering.max.messages |
-| timeout | message.timeout.ms (and request.timeout.ms, capped at 30 s) |
+| timeout | message.timeout.ms (and request.timeout.ms, capped at 30 s); with |
+|         | dlq_config.send_on_timeout false, message.timeout.ms=0 (librdkafka retries in order forever) |
+| queue_max_bytes | queue.buffering.max.kbytes |
 | retry_max | retries |
 | max_message_bytes | message.max.bytes (plus record overhead) |
 | partitioning.strategy | partitioner: murmur2_random for hash, random for random |
@@ -39,7 +41,10 @@ def producer_config(cfg: KafkaSinkConfig, client_id: str = "log-capturer") -> di
         "batch.num.messages": cfg.batch_size,
         "linger.ms": int(cfg.batch_timeout * 1000),
         "queue.buffering.max.messages": cfg.queue_size,
-        "message.timeout.ms": int(cfg.timeout * 1000),
+        # send_on_timeout: a record not delivered in time is parked (and replayed later); without
+        # it, librdkafka itself retries for ever (0 = no timeout), which keeps the order.
+        "message.timeout.ms": int(cfg.timeout * 1000) if cfg.dlq_config.send_on_timeout else 0,
+        "queue.buffering.max.kbytes": cfg.queue_max_bytes // 1024,
         "request.timeout.ms": int(min(cfg.timeout, 30.0) * 1000),
         "retries": cfg.retry_max if cfg.required_acks != -1 else max(cfg.retry_max, 1),
         "message.max.bytes": cfg.max_message_bytes + RECORD_OVERHEAD,
@@ -89,6 +94,7 @@ MANAGED_PROPERTIES = frozenset(
         "linger.ms",
         "queue.buffering.max.ms",
         "queue.buffering.max.messages",
+        "queue.buffering.max.kbytes",
         "message.timeout.ms",
         "delivery.timeout.ms",
         "retries",

@@ -1,16 +1,32 @@
 """The Kafka sink: confluent-kafka (librdkafka) with delivery-report acknowledgements.
 
-Threads: the dispatcher worker calls :meth:`KafkaSink.send`, which encodes and
-produces; one poll thread serves every delivery report, runs retries, samples
-statistics and recreates the producer after a fatal error. All per-record
-bookkeeping happens on the poll thread, so it needs no locks; the sender hands
-it work through deques.
+Threads: dispatcher workers call :meth:`KafkaSink.send`, which admits each
+chunk (circuit breaker, backpressure), encodes and produces it; one poll thread
+serves every delivery report, runs retries, parks records in the dead-letter
+queue, samples statistics and recreates the producer after a fatal error.
+Per-record bookkeeping happens on the poll thread, so it needs no locks; the
+senders hand it work through deques.
 
-A record's fate is always one of: delivered (its chunk is acknowledged),
-retried (produced again after a back-off, as often as needed, so a broker
-outage longer than ``timeout`` loses nothing), or parked in the dead-letter
-store (permanent errors, oversize records, invalid manual partitions), which
-also acknowledges it.
+A record's fate is always one of:
+
+- delivered: its chunk is acknowledged;
+- retried: produced again after a back-off, as often as needed (retriable
+  errors; a record that timed out is re-sent at once unless
+  ``dlq_config.send_on_timeout``), so an outage longer than ``timeout`` loses
+  nothing;
+- sent to the DLQ topic (rejected permanently, ``dlq_config.send_on_error``),
+  with the error in headers; if that topic cannot be written either, parked in
+  the local store;
+- parked in the local store (oversize, invalid manual partition, timed out with
+  ``send_on_timeout``, overflow of a stalled sink, open breaker with
+  ``open_action: dlq``), durably, before it counts as acknowledged.
+
+Admission (per chunk, before it is produced): while the circuit breaker is
+open, lines wait (or go to the DLQ with ``open_action: dlq``); while it is
+half-open, only trial chunks pass; at the critical backpressure level, lines
+wait for room; a stalled sink at the emergency level (or, with
+``timeout_escalation``, after waiting longer than ``timeout``) overflows the
+waiting lines to the local DLQ. See :mod:`log_capturer.reliability.backpressure`.
 """
 
 from __future__ import annotations
@@ -35,11 +51,14 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from log_capturer.config.schema import KafkaSinkConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
+from log_capturer.reliability.backpressure import Backpressure, Level
+from log_capturer.reliability.circuit_breaker import BreakerState, CircuitBreaker
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
-from log_capturer.sinks.base import SinkHealth, Status
+from log_capturer.reliability.dlq.replay import ReplayRecord, check_record
+from log_capturer.sinks.base import SinkHealth, Status, utc_now_iso
 from log_capturer.sinks.kafka.config import producer_config, redacted
 from log_capturer.sinks.kafka.encode import encode_chunk
-from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, dlq_reason, error_type
+from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
 from log_capturer.sinks.kafka.stats import StatsTracker
 
@@ -52,6 +71,9 @@ LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
 RETRY_MAX_DELAY = 30.0
 #: Longest the poll thread sleeps in librdkafka; bounds how late an idle flush is.
 POLL_INTERVAL = 0.005
+#: A failed local park is tried again after this long (poll thread), or up to this long (senders).
+PARK_RETRY = 1.0
+PARK_MAX_DELAY = 5.0
 
 Headers = list[tuple[str, str | bytes | None]]
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
@@ -64,7 +86,7 @@ class SinkStartError(RuntimeError):
 class _Delivery:
     """One chunk's records in flight. Touched only by the poll thread once produced."""
 
-    __slots__ = ("chunk", "failed", "remaining", "sink", "started", "topics")
+    __slots__ = ("chunk", "failed", "failing", "nbytes", "remaining", "sink", "started", "topics")
 
     def __init__(self, sink: KafkaSink, chunk: Chunk, topics: collections.Counter[str]) -> None:
         self.sink = sink
@@ -74,6 +96,9 @@ class _Delivery:
         self.started = time.monotonic()
         self.topics = topics
         self.failed = 0
+        self.nbytes = 0
+        #: A delivery failure of this chunk was counted by the circuit breaker.
+        self.failing = False
 
     def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
@@ -116,6 +141,7 @@ class _Retry:
     delivery: _Delivery = field(compare=False)
     record: _Record = field(compare=False)
     attempt: int = field(compare=False)
+    #: Set when the record is to be parked: the DLQ reason and the error text.
     park_reason: str = field(compare=False, default="")
     error: str = field(compare=False, default="")
 
@@ -151,31 +177,58 @@ class KafkaSink:
         part = config.partitioning
         self._key_field = part.key_field if part.enabled else None
         self._chooser = PartitionChooser(part.strategy if part.enabled else "hash", self._partition_count)
-        self._headers_by_level: dict[str, Headers] | None = None
         self._host = socket.gethostname().encode()
+        dlq_cfg = config.dlq_config
+        self._dlq_topic = dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else ""
+        cb = config.circuit_breaker
+        self.breaker = CircuitBreaker(
+            cb.failure_threshold,
+            cb.success_threshold,
+            cb.timeout,
+            cb.half_open_max_calls,
+            on_change=self._breaker_changed,
+            enabled=cb.enabled,
+        )
+        self.pressure = Backpressure(config.backpressure_config, metrics, name)
+        pc = config.backpressure_config
+        self._critical = pc.queue_critical_threshold
+        self._emergency = pc.queue_emergency_threshold
+        self._wait_steps = self.pressure.wait_steps()
         self._settle: collections.deque[tuple[_Delivery, int]] = collections.deque()
         self._resend: collections.deque[tuple[_Delivery, _Record]] = collections.deque()
         self._retries: list[_Retry] = []
         self._solo: collections.deque[_Retry] = collections.deque()
         self._solo_producer: Producer | None = None
+        #: Records to send to the DLQ topic, and records to park in the local store (poll thread).
+        self._to_dlq_topic: collections.deque[_Retry] = collections.deque()
+        self._parking: list[_Retry] = []
+        self._park_retry_at = 0.0
         self._seq = itertools.count()
         self._space = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flush_requested = False
         self._stats = StatsTracker(metrics, name, config.compression)
-        # Counters: each is written by one thread only.
-        self.produced = 0  # sender
-        self.bytes_by_topic: dict[str, int] = collections.defaultdict(int)  # sender
-        self.count_by_topic: dict[str, int] = collections.defaultdict(int)  # sender
+        self._send_lock = threading.Lock()
+        # Counters: the senders' are written under _send_lock, the others by the poll thread only.
+        self.produced = 0
+        self.bytes_produced = 0
+        self.bytes_by_topic: dict[str, int] = collections.defaultdict(int)
+        self.count_by_topic: dict[str, int] = collections.defaultdict(int)
         self.finished = 0  # poll thread
+        self.bytes_finished = 0  # poll thread
         self.delivered = 0  # poll thread
-        self.parked = 0  # poll thread
+        self.parked = 0
+        self.sent_to_dlq_topic = 0  # poll thread
+        self.overflowed = 0
         self.retried = 0  # poll thread
         self.recreated = 0  # poll thread
         self.delivered_by_topic: dict[str, int] = {}  # poll thread
         self._last_error = ""
         self._last_error_at = 0.0
+        self._dlq_error = ""
+        self._dlq_error_logged = 0.0
+        self._last_progress = time.monotonic()
         self._all_down = False
         self._fatal = ""
 
@@ -188,7 +241,8 @@ class KafkaSink:
             raise SinkStartError(f"sinks.kafka: the producer rejected its configuration: {exc}") from exc
         for b in self.config.brokers:
             self.metrics.kafka_connection_status.labels(b, self.name).set(0)
-        self.metrics.kafka_circuit_breaker_state.labels(self.name).set(0)
+        self.metrics.kafka_circuit_breaker_state.labels(self.name).set(int(BreakerState.CLOSED))
+        self._last_progress = time.monotonic()
         self._thread = threading.Thread(target=self._poll_loop, name=f"{self.name}-poll", daemon=True)
         self._thread.start()
         log.info(
@@ -209,6 +263,14 @@ class KafkaSink:
     @property
     def outstanding(self) -> int:
         return self.produced - self.finished
+
+    @property
+    def utilization(self) -> float:
+        """Share of the sink's queue in use: records, or bytes, whichever is fuller."""
+        cfg = self.config
+        by_count = self.outstanding / cfg.queue_size
+        by_bytes = (self.bytes_produced - self.bytes_finished) / cfg.queue_max_bytes
+        return by_count if by_count > by_bytes else by_bytes
 
     def idle(self) -> None:
         """The dispatcher has nothing more queued: send what waits for its batch now."""
@@ -232,14 +294,105 @@ class KafkaSink:
                 extra={"sink": self.name, "unacknowledged": remaining},
             )
         self._stop.set()
+        self._space.set()
         if self._thread is not None:
             self._thread.join(10)
 
-    # -- sending (dispatcher thread) -----------------------------------------------------------
+    # -- admission (dispatcher threads) --------------------------------------------------------
     def send(self, chunks: list[Chunk]) -> None:
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
+            admitted = self._admit(chunks, i)
+            if admitted is None:
+                return  # parked (overflow) or stopping: nothing more to produce from this batch
             self._send_chunk(chunk)
 
+    def accepting(self) -> bool:
+        """May the sources hand over more lines now? False while lines would only wait here
+        (critical backpressure, open breaker with ``open_action: wait``) and may not overflow."""
+        breaker = self.breaker
+        if breaker.closed:
+            if not self.pressure.enabled or self.utilization < self._critical:
+                return True
+        elif breaker.state is BreakerState.HALF_OPEN or self.config.circuit_breaker.open_action == "dlq":
+            return True
+        return self._may_overflow(time.monotonic())
+
+    def _admit(self, chunks: list[Chunk], i: int) -> bool | None:
+        """Wait until ``chunks[i]`` may be produced (True), or park ``chunks[i:]`` / stop (None)."""
+        breaker = self.breaker
+        if breaker.closed and (not self.pressure.enabled or self.utilization < self._critical):
+            if self.pressure.level is not Level.NORMAL:
+                self.pressure.observe(self.utilization)
+            return True
+        steps = self._wait_steps
+        step = 0
+        since = time.monotonic()
+        while not self._stop.is_set():
+            self._space.clear()
+            state = breaker.state
+            if state is BreakerState.CLOSED:
+                if self.pressure.observe(self.utilization) < Level.CRITICAL:
+                    return True
+                why = f"the sink queue is {self.utilization:.0%} full"
+            elif state is BreakerState.HALF_OPEN:
+                if breaker.allow():
+                    return True
+                why = "the circuit breaker is half-open and its trial calls are in flight"
+            else:
+                why = "the circuit breaker is open"
+                if self.config.circuit_breaker.open_action == "dlq" and self._overflow(
+                    chunks[i:], "circuit_open", f"not sent: {why} (circuit_breaker.open_action: dlq)"
+                ):
+                    return None
+            now = time.monotonic()
+            if self._may_overflow(now):
+                reason = "backpressure" if state is BreakerState.CLOSED else "circuit_open"
+                text = (
+                    f"overflow after waiting {now - since:.1f}s: {why}, and Kafka acknowledged nothing "
+                    f"for {now - self._last_progress:.1f}s"
+                )
+                if self._overflow(chunks[i:], reason, text):
+                    return None
+            self._space.wait(steps[min(step, len(steps) - 1)])
+            step += 1
+        return None
+
+    def _may_overflow(self, now: float) -> bool:
+        """Waiting lines go to the DLQ once the sink is stalled (Kafka acknowledged nothing for
+        ``timeout`` while records waited) and either its queue is at the emergency level or
+        ``timeout_escalation`` is on."""
+        if self.breaker.closed and self.outstanding <= 0:
+            return False
+        if now - self._last_progress < self.config.timeout:
+            return False
+        bp = self.config.backpressure_config
+        return bp.enabled and (bp.timeout_escalation or self.utilization >= self._emergency)
+
+    def _overflow(self, chunks: list[Chunk], reason: str, text: str) -> bool:
+        """Park every record of ``chunks`` in the local DLQ and acknowledge them. False if it refused."""
+        entries: list[DLQEntry] = []
+        for chunk in chunks:
+            if not chunk.lines:
+                continue
+            topics = list(map(self._topic_of.__getitem__, chunk.levels))
+            keys = self._keys(chunk)
+            for j, value in enumerate(encode_chunk(chunk, self._key_field)):
+                key = keys[j] if keys is not None else None
+                entries.append(self._entry(value, topics[j], key, reason, text))
+        if not self._park_local(entries, wait=False):
+            return False
+        with self._send_lock:
+            self.overflowed += len(entries)
+        for chunk in chunks:
+            if chunk.lines:
+                chunk.ack(len(chunk.lines))
+        return True
+
+    def dead_letter(self, chunks: list[Chunk], reason: str, text: str) -> bool:
+        """Park ``chunks`` whole (the dispatcher's last resort when ``send`` raised)."""
+        return self._overflow(chunks, reason, text)
+
+    # -- sending (dispatcher threads) ----------------------------------------------------------
     def _send_chunk(self, chunk: Chunk) -> None:
         assert self._producer is not None, "start() first"
         topic_of = self._topic_of
@@ -256,6 +409,12 @@ class KafkaSink:
         parked: list[DLQEntry] = []
         sizes: dict[str, list[int]] = collections.defaultdict(list)
         produce = self._producer.produce
+        with self._send_lock:
+            if self.produced == self.finished:
+                # Busy again after being idle: a stall is measured from now, not from the last ack.
+                self._last_progress = time.monotonic()
+            # Counted before producing: a delivery report may come before this method returns.
+            self.produced += len(values)
         for i, value in enumerate(values):
             topic = topics[i]
             key = keys[i] if keys is not None else None
@@ -290,13 +449,19 @@ class KafkaSink:
             except KafkaException:
                 # The producer is being replaced after a fatal error: the poll thread re-sends it.
                 self._resend.append((delivery, _Record(topic, value, key, part, hdrs)))
-        self.produced += len(values)
+        nbytes = 0
+        with self._send_lock:
+            for topic, topic_sizes in sizes.items():
+                total = sum(topic_sizes)
+                nbytes += total
+                self.bytes_by_topic[topic] += total
+                self.count_by_topic[topic] += len(topic_sizes)
+            self.bytes_produced += nbytes
+        delivery.nbytes = nbytes
         for topic, topic_sizes in sizes.items():
-            self.bytes_by_topic[topic] += sum(topic_sizes)
-            self.count_by_topic[topic] += len(topic_sizes)
             topic_sizes.sort()
             self.metrics.kafka_message_size.observe_sorted((topic,), topic_sizes)
-        if parked and not self._park_now(parked):
+        if parked and not self._park_local(parked, wait=True):
             # Stopping while the DLQ refuses writes: these lines stay unacknowledged, so the
             # chunk is never checkpointed and a restart reads it again.
             return
@@ -350,19 +515,22 @@ class KafkaSink:
             return None
         return len(t.partitions)
 
+    def _headers(self, level: str, source_type: str, source_id: str) -> Headers:
+        out: Headers = []
+        for h in self.config.headers:
+            if h == "level":
+                out.append(("level", level.encode()))
+            elif h == "source_type":
+                out.append(("source_type", source_type.encode()))
+            elif h == "source_id":
+                out.append(("source_id", source_id.encode()))
+            elif h == "host":
+                out.append(("host", self._host))
+        return out
+
     def _chunk_headers(self, chunk: Chunk) -> dict[str, Headers]:
         origin = chunk.origin
-        common: Headers = []
-        for h in self.config.headers:
-            if h == "source_type":
-                common.append(("source_type", origin.source_type.encode()))
-            elif h == "source_id":
-                common.append(("source_id", origin.source_id.encode()))
-            elif h == "host":
-                common.append(("host", self._host))
-        if "level" not in self.config.headers:
-            return dict.fromkeys(LEVELS, common)
-        return {lvl: [("level", lvl.encode()), *common] for lvl in LEVELS}
+        return {lvl: self._headers(lvl, origin.source_type, origin.source_id) for lvl in LEVELS}
 
     def _produce_blocking(self, rec: _Record, cb: DeliveryCallback) -> None:
         """The producer queue is full: wait for delivery reports to make room (backpressure)."""
@@ -380,6 +548,7 @@ class KafkaSink:
             except KafkaException:
                 self._space.wait(0.1)
 
+    # -- the local dead-letter store -----------------------------------------------------------
     def _entry(
         self, value: bytes, topic: str, key: str | bytes | None, etype: str, msg: str, retries: int = 0
     ) -> DLQEntry:
@@ -390,11 +559,12 @@ class KafkaSink:
         k = key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key
         return DLQEntry(original, msg, etype, self.name, topic=topic, key=k, retry_count=retries)
 
-    def _park_now(self, entries: list[DLQEntry]) -> bool:
-        """Park records refused before producing; waits until the store accepts them.
-
-        False only when the sink is stopping before the store accepted them.
-        """
+    def _park_local(self, entries: list[DLQEntry], *, wait: bool) -> bool:
+        """Park ``entries`` durably and count them. With ``wait``, keep trying until the store accepts
+        them (the caller's lines wait: backpressure); False if it refused (and, with wait, only when
+        the sink is stopping)."""
+        if not entries:
+            return True
         delay = 0.5
         while True:
             try:
@@ -403,25 +573,41 @@ class KafkaSink:
                 self.dlq.park(entries)
                 break
             except DLQWriteError as exc:
-                self._note_error(f"DLQ write failed: {exc}")
-                self.metrics.errors.labels("dlq", "write_failed").inc()
-                log.error("cannot park %d records in the DLQ, retrying: %s", len(entries), exc)
-                if self._stop.wait(delay):
+                self._dlq_failed(exc, len(entries))
+                if not wait or self._stop.wait(delay):
                     return False
-                delay = min(delay * 2, RETRY_MAX_DELAY)
+                delay = min(delay * 2, PARK_MAX_DELAY)
+        self._dlq_error = ""
         for e in entries:
             self.metrics.kafka_dlq_messages.labels(e.topic, e.error_type).inc()
-            log.warning(
-                "record parked in the DLQ: %s",
-                e.error_message,
-                extra={"sink": self.name, "topic": e.topic, "reason": e.error_type},
-            )
         self.metrics.logs_sent.labels(self.sink_type, "dlq").inc(len(entries))
+        with self._send_lock:
+            self.parked += len(entries)
+        first = entries[0]
+        log.warning(
+            "%d records parked in the local DLQ: %s",
+            len(entries),
+            first.error_message,
+            extra={"sink": self.name, "topic": first.topic, "reason": first.error_type},
+        )
         return True
+
+    def _dlq_failed(self, exc: DLQWriteError, count: int) -> None:
+        self._dlq_error = str(exc)
+        self._note_error(f"DLQ write failed: {exc}")
+        now = time.monotonic()
+        if now - self._dlq_error_logged >= 10.0:
+            self._dlq_error_logged = now
+            log.error(
+                "cannot park %d records in the local DLQ; they stay unacknowledged and are tried again: %s",
+                count,
+                exc,
+                extra={"sink": self.name},
+            )
 
     # -- poll thread ---------------------------------------------------------------------------
     def _poll_loop(self) -> None:
-        last_gauges = 0.0
+        last_second = 0.0
         while not self._stop.is_set():
             producer = self._producer
             assert producer is not None
@@ -433,7 +619,6 @@ class KafkaSink:
             while self._settle:
                 delivery, parked = self._settle.popleft()
                 delivery.failed += parked
-                self.parked += parked
                 delivery.settle(parked + 1)
             if self._fatal:
                 self._recreate_producer()
@@ -450,10 +635,21 @@ class KafkaSink:
                 self._send_solo()
             if self._solo_producer is not None:
                 self._poll_solo(self._solo_producer)
+            if self._to_dlq_topic:
+                self._send_to_dlq_topic()
             now = time.monotonic()
-            if now - last_gauges >= 1.0:
-                last_gauges = now
-                self._update_gauges()
+            if self._parking and now >= self._park_retry_at:
+                self._park_pending()
+            if now - last_second >= 1.0:
+                last_second = now
+                self._each_second()
+        if self._parking:
+            self._park_pending()
+
+    def _each_second(self) -> None:
+        self._update_gauges()
+        if self._all_down and self.outstanding > 0:
+            self.breaker.record_failure(f"no broker reachable; last error: {self._last_error}")
 
     def _recreate_producer(self) -> None:
         """A fatal error made the producer unusable: replace it and re-send what it held."""
@@ -477,6 +673,7 @@ class KafkaSink:
     def _finished(self, d: _Delivery) -> None:
         n = len(d.chunk.lines)
         self.finished += n
+        self.bytes_finished += d.nbytes
         delivered = n - d.failed
         self.delivered += delivered
         elapsed = time.monotonic() - d.started
@@ -492,6 +689,8 @@ class KafkaSink:
         if delivered:
             m.logs_sent.labels(self.sink_type, "success").inc(delivered)
             self._all_down = False
+            self._last_progress = time.monotonic()
+            self.breaker.record_success()
         d.chunk.ack(n)
 
     def _failed(self, d: _Delivery, err: KafkaError, rec: _Record, attempt: int) -> None:
@@ -500,38 +699,51 @@ class KafkaSink:
         m = self.metrics
         m.kafka_producer_errors.labels(rec.topic, etype).inc()
         m.kafka_messages_produced.labels(rec.topic, "error").inc()
-        self._note_error(f"{etype}: {err.str()}")
+        text = f"{etype}: {err.str()}"
+        self._note_error(text)
         now = time.monotonic()
-        if disposition is Disposition.PERMANENT and attempt == 0 and err.code() in SIZE_ERRORS:
-            # The broker refuses a whole batch when it is too large, small records included:
-            # send each record of it once more on its own before deciding it is too large.
-            self._solo.append(_Retry(now, next(self._seq), d, rec, 1))
-            return
         if disposition is Disposition.PERMANENT:
-            retry = _Retry(
-                now,
-                next(self._seq),
-                d,
-                rec,
-                attempt,
-                park_reason=dlq_reason(disposition),
-                error=f"{etype}: {err.str()}",
+            if attempt == 0 and err.code() in SIZE_ERRORS:
+                # The broker refuses a whole batch when it is too large, small records included:
+                # send each record of it once more on its own before deciding it is too large.
+                self._solo.append(_Retry(now, next(self._seq), d, rec, 1))
+                return
+            r = _Retry(now, next(self._seq), d, rec, attempt, park_reason="send_error", error=text)
+            if self._dlq_topic:
+                self._to_dlq_topic.append(r)
+            else:
+                self._parking.append(r)
+            return
+        # Retriable, or timed out: Kafka is not taking records right now.
+        if not d.failing or not self.breaker.closed:
+            d.failing = True
+            self.breaker.record_failure(text)
+        if disposition is Disposition.TIMEOUT and self.config.dlq_config.send_on_timeout and self.dlq:
+            self._parking.append(
+                _Retry(
+                    now,
+                    next(self._seq),
+                    d,
+                    rec,
+                    attempt,
+                    park_reason="timeout",
+                    error=f"not delivered within timeout={self.config.timeout:g}s ({text})",
+                )
             )
-        else:
-            delay = 0.0 if disposition is Disposition.TIMEOUT else min(0.25 * 2**attempt, RETRY_MAX_DELAY)
-            retry = _Retry(now + delay, next(self._seq), d, rec, attempt + 1)
-        heapq.heappush(self._retries, retry)
+            return
+        delay = 0.0 if disposition is Disposition.TIMEOUT else min(0.25 * 2**attempt, RETRY_MAX_DELAY)
+        heapq.heappush(self._retries, _Retry(now + delay, next(self._seq), d, rec, attempt + 1))
 
     def _run_due_retries(self) -> None:
         producer = self._producer
         assert producer is not None
+        breaker = self.breaker
         now = time.monotonic()
         while self._retries and self._retries[0].due <= now:
+            # While the breaker is open, retries wait; half-open, each is a trial call.
+            if not breaker.closed and not breaker.allow():
+                return
             r = heapq.heappop(self._retries)
-            if r.park_reason:
-                if not self._park_from_poll(r):
-                    return
-                continue
             rec = r.record
             try:
                 producer.produce(
@@ -593,35 +805,149 @@ class KafkaSink:
 
     def _retry_report(self, r: _Retry, err: KafkaError | None, _msg: Message) -> None:
         if err is None:
+            self._last_progress = time.monotonic()
+            self.breaker.record_success()
             r.delivery.settle(1)
         else:
             self._failed(r.delivery, err, r.record, r.attempt)
 
-    def _park_from_poll(self, r: _Retry) -> bool:
-        rec = r.record
-        entry = self._entry(rec.value, rec.topic, rec.key, r.park_reason, r.error, r.attempt)
-        try:
-            if self.dlq is None:
-                raise DLQWriteError(0, "the local DLQ is disabled (dispatcher.dlq_config.enabled)")
-            self.dlq.park([entry])
-        except DLQWriteError as exc:
-            self._note_error(f"DLQ write failed: {exc}")
-            self.metrics.errors.labels("dlq", "write_failed").inc()
-            r.due = time.monotonic() + 1.0
-            heapq.heappush(self._retries, r)
-            return False
-        self.metrics.kafka_dlq_messages.labels(rec.topic, r.park_reason).inc()
-        self.metrics.logs_sent.labels(self.sink_type, "dlq").inc()
-        log.warning(
-            "record parked in the DLQ: %s",
-            r.error,
-            extra={"sink": self.name, "topic": rec.topic, "reason": r.park_reason},
-        )
+    # -- dead letters (poll thread) ------------------------------------------------------------
+    def _send_to_dlq_topic(self) -> None:
+        """Records Kafka rejected permanently go to the DLQ topic, with the error in headers."""
+        producer = self._producer
+        assert producer is not None
+        while self._to_dlq_topic:
+            r = self._to_dlq_topic[0]
+            rec = r.record
+            headers: Headers = [
+                *(rec.headers or []),
+                ("dlq_error_type", r.park_reason.encode()),
+                ("dlq_error_message", r.error.encode("utf-8", "backslashreplace")),
+                ("dlq_original_topic", rec.topic.encode()),
+                ("dlq_failed_sink", self.name.encode()),
+                ("dlq_timestamp", utc_now_iso().encode()),
+            ]
+            try:
+                producer.produce(
+                    self._dlq_topic,
+                    rec.value,
+                    rec.key,
+                    on_delivery=functools.partial(self._dlq_topic_report, r),
+                    headers=headers,
+                )
+            except (BufferError, KafkaException):
+                return
+            self._to_dlq_topic.popleft()
+
+    def _dlq_topic_report(self, r: _Retry, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            self.sent_to_dlq_topic += 1
+            self.metrics.kafka_dlq_messages.labels(r.record.topic, r.park_reason).inc()
+            self.metrics.logs_sent.labels(self.sink_type, "dlq").inc()
+            log.warning(
+                "record sent to the DLQ topic %s: %s",
+                self._dlq_topic,
+                r.error,
+                extra={"sink": self.name, "topic": r.record.topic, "reason": r.park_reason},
+            )
+            self._settle_dead(r)
+            return
+        r.error = f"{r.error}; the DLQ topic {self._dlq_topic} failed too: {error_type(err)}: {err.str()}"
+        self._parking.append(r)
+
+    def _park_pending(self) -> None:
+        """Park the records waiting for the local store, in one durable write."""
+        pending, self._parking = self._parking, []
+        entries = [
+            self._entry(r.record.value, r.record.topic, r.record.key, r.park_reason, r.error, r.attempt)
+            for r in pending
+        ]
+        if not self._park_local(entries, wait=False):
+            self._parking = pending + self._parking
+            self._park_retry_at = time.monotonic() + PARK_RETRY
+            return
+        for r in pending:
+            self._settle_dead(r)
+
+    def _settle_dead(self, r: _Retry) -> None:
         r.delivery.failed += 1
-        r.delivery.topics[rec.topic] -= 1
-        self.parked += 1
+        r.delivery.topics[r.record.topic] -= 1
         r.delivery.settle(1)
-        return True
+
+    # -- replay of parked entries (reprocessor thread) -----------------------------------------
+    def replay_blocker(self) -> str:
+        if self._fatal:
+            return "the producer is being recreated after a fatal error"
+        state = self.breaker.state
+        if state is not BreakerState.CLOSED:
+            return f"the circuit breaker is {state.label}"
+        if self._all_down:
+            return "no broker is reachable"
+        return ""
+
+    def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
+        """Produce parked records again; entry_id -> None once Kafka acknowledged it, else the error."""
+        outcome: dict[str, str | None] = {}
+        lock = threading.Lock()
+        waiting = [0]
+        all_reported = threading.Event()
+
+        def report(rec: ReplayRecord, err: KafkaError | None, _msg: Message) -> None:  # poll thread
+            with lock:
+                outcome[rec.entry_id] = None if err is None else f"{error_type(err)}: {err.str()}"
+                waiting[0] -= 1
+                if waiting[0] == 0:
+                    all_reported.set()
+            if err is None:
+                self._last_progress = time.monotonic()
+                self.metrics.kafka_messages_produced.labels(rec.topic, "success").inc()
+            else:
+                self.metrics.kafka_producer_errors.labels(rec.topic, error_type(err)).inc()
+
+        deadline = time.monotonic() + timeout
+        for rec in records:
+            problem = check_record(rec, self.config.max_message_bytes)
+            if problem:
+                outcome[rec.entry_id] = problem
+                continue
+            hdrs = self._replay_headers(rec.value) if self.config.headers else None
+            with lock:
+                waiting[0] += 1
+            while True:
+                producer = self._producer
+                assert producer is not None
+                try:
+                    producer.produce(
+                        rec.topic,
+                        rec.value,
+                        rec.key,
+                        on_delivery=functools.partial(report, rec),
+                        headers=hdrs,
+                    )
+                    break
+                except (BufferError, KafkaException) as exc:
+                    if time.monotonic() > deadline or self._stop.is_set():
+                        with lock:
+                            waiting[0] -= 1
+                            outcome[rec.entry_id] = f"could not be produced: {exc}"
+                        break
+                    self._space.wait(0.1)
+        with lock:
+            if waiting[0] == 0:
+                all_reported.set()
+        self._flush_requested = True
+        all_reported.wait(max(0.0, deadline - time.monotonic()))
+        with lock:
+            result = dict(outcome)
+        for rec in records:
+            result.setdefault(rec.entry_id, f"not acknowledged within {timeout:g}s")
+        return result
+
+    def _replay_headers(self, value: bytes) -> Headers:
+        doc = orjson.loads(value)
+        return self._headers(
+            str(doc.get("level", "")), str(doc.get("source_type", "")), str(doc.get("source_id", ""))
+        )
 
     # -- librdkafka callbacks (poll thread) ----------------------------------------------------
     def _on_error(self, err: KafkaError) -> None:
@@ -637,10 +963,25 @@ class KafkaSink:
         log.warning("Kafka client error: %s", _explain(err), extra={"sink": self.name})
 
     def _on_stats(self, raw: str) -> None:
-        avg = {t: self.bytes_by_topic[t] / n for t, n in list(self.count_by_topic.items()) if n}
+        with self._send_lock:
+            counts = list(self.count_by_topic.items())
+            sizes = dict(self.bytes_by_topic)
+        avg = {t: sizes[t] / n for t, n in counts if n}
         self._stats.update(orjson.loads(raw), avg)
         if self._stats.brokers_up:
             self._all_down = self._stats.all_down
+
+    def _breaker_changed(self, old: BreakerState, new: BreakerState, reason: str) -> None:
+        self.metrics.kafka_circuit_breaker_state.labels(self.name).set(int(new))
+        self._space.set()
+        logger = log.warning if new is BreakerState.OPEN else log.info
+        logger(
+            "circuit breaker %s -> %s: %s",
+            old.label,
+            new.label,
+            reason,
+            extra={"sink": self.name, "circuit_breaker": new.label},
+        )
 
     def _note_error(self, text: str) -> None:
         self._last_error = text
@@ -650,26 +991,51 @@ class KafkaSink:
         producer = self._producer
         assert producer is not None
         queued = len(producer)
+        util = self.utilization
+        self.pressure.observe(util)
         self.metrics.kafka_queue_size.labels(self.name).set(queued)
-        self.metrics.kafka_queue_utilization.labels(self.name).set(min(1.0, queued / self.config.queue_size))
+        self.metrics.kafka_queue_utilization.labels(self.name).set(min(1.0, util))
 
     # -- reporting -----------------------------------------------------------------------------
     def health(self) -> SinkHealth:
         status: Status = "healthy"
         message = "OK"
+        breaker = self.breaker
+        state = breaker.state
+        waiting = len(self._retries) + len(self._solo)
         if self._fatal:
             status, message = "unhealthy", f"fatal producer error, recreating the producer: {self._fatal}"
+        elif state is BreakerState.OPEN:
+            status = "unhealthy"
+            message = (
+                f"circuit breaker open ({breaker.last_failure}); trial calls in {breaker.retry_in():.0f}s; "
+                f"lines wait{' or go to the DLQ' if self.config.circuit_breaker.open_action == 'dlq' else ''}"
+            )
         elif self._all_down:
             status, message = "unhealthy", f"no broker reachable; last error: {self._last_error}"
-        elif self._retries or self._solo:
+        elif self._dlq_error:
+            status, message = "unhealthy", f"cannot park records in the local DLQ: {self._dlq_error}"
+        elif state is BreakerState.HALF_OPEN:
+            status, message = "degraded", "circuit breaker half-open: trial calls decide whether it closes"
+        elif self.pressure.level >= Level.CRITICAL:
             status = "degraded"
-            waiting = len(self._retries) + len(self._solo)
+            message = f"sink queue {self.utilization:.0%} full: the sources are slowed down (backpressure)"
+        elif waiting:
+            status = "degraded"
             message = f"{waiting} records waiting to be retried; last error: {self._last_error}"
         return SinkHealth(
             self.name,
             status,
             message,
-            details={"outstanding": self.outstanding, "brokers": dict(self._stats.brokers_up)},
+            details={
+                "outstanding": self.outstanding,
+                "brokers": dict(self._stats.brokers_up),
+                "circuit_breaker": breaker.snapshot(),
+                "backpressure": {
+                    "level": self.pressure.level.label,
+                    "utilization": round(self.utilization, 4),
+                },
+            },
         )
 
     def stats(self) -> dict[str, object]:
@@ -677,10 +1043,21 @@ class KafkaSink:
             "produced": self.produced,
             "delivered": self.delivered,
             "parked": self.parked,
+            "sent_to_dlq_topic": self.sent_to_dlq_topic,
+            "overflowed_to_dlq": self.overflowed,
             "retried": self.retried,
             "outstanding": self.outstanding,
+            "outstanding_bytes": self.bytes_produced - self.bytes_finished,
+            "utilization": round(self.utilization, 4),
             "retry_queue": len(self._retries) + len(self._solo),
+            "waiting_for_dlq": len(self._parking) + len(self._to_dlq_topic),
             "producer_recreated": self.recreated,
+            "circuit_breaker": self.breaker.snapshot(),
+            "backpressure": {
+                "level": self.pressure.level.label,
+                "peak_utilization": round(self.pressure.peak_utilization, 4),
+                "events": dict(self.pressure.events),
+            },
             "compression_ratio": dict(self._stats.compression_ratio),
             "delivered_by_topic": dict(self.delivered_by_topic),
             "last_error": self._last_error,

@@ -63,36 +63,66 @@ def test_a_line_larger_than_max_message_bytes_is_parked_and_counted(
     assert 'kafka_dlq_messages_total{reason="message_too_large"' in seen["metrics"]
 
 
-@pytest.mark.parametrize("gapless", [False, True], ids=["rejected", "fatal-then-recreated"])
-def test_a_record_the_broker_rejects_is_parked_and_its_batch_mates_still_arrive(
-    gapless: bool, tmp_path: Path, bootstrap: str, topic_prefix: str
+@pytest.mark.parametrize("case", ["dlq-topic", "dlq-topic-refuses-too", "fatal-then-recreated"])
+def test_a_record_the_broker_rejects_goes_to_the_dlq_and_its_batch_mates_still_arrive(
+    case: str, tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
     topics = create_prefixed_topics(bootstrap, topic_prefix)
     limit_topic(bootstrap, topics["logs"], 2000)  # the broker refuses larger batches on this topic
+    if case == "dlq-topic-refuses-too":
+        limit_topic(bootstrap, topics["logs-dlq"], 2000)
     # Random text: it stays larger than the topic limit after compression.
     big = "no level, too large for the topic " + "".join(
         random.Random(7).choices(string.ascii_letters, k=8000)
     )
     lines = [f"no level line {i}" for i in range(300)] + [big] + [f"no level line b{i}" for i in range(300)]
     kafka: dict[str, Any] = {"batch_timeout": "200ms"}
-    if gapless:
+    if case == "fatal-then-recreated":
         # A permanent batch failure then is a fatal producer error: the producer must be replaced.
         kafka["librdkafka_options"] = {"enable.gapless.guarantee": True}
     seen: dict[str, Any] = {}
 
+    def dead(agent: AgentProcess) -> int:
+        s = agent.get("/stats")["sinks"]["kafka_sink"]
+        return int(s["parked"]) + int(s["sent_to_dlq_topic"])
+
     def check(agent: AgentProcess) -> None:
-        wait_until(lambda: agent.get("/stats")["sinks"]["kafka_sink"]["parked"] >= 1, 60, "the parked record")
+        wait_until(lambda: dead(agent) >= 1, 60, "the rejected record in the DLQ")
         seen["stats"] = agent.get("/stats")["sinks"]["kafka_sink"]
         seen["health"] = agent.get("/health")["services"]["sinks"][0]
+        seen["metrics"] = agent.metrics()
 
+    to_topic = case != "dlq-topic-refuses-too"
     records, agent = ship_lines(
-        tmp_path, bootstrap, topics, lines, expected=600, while_running=check, sinks={"kafka": kafka}
+        tmp_path,
+        bootstrap,
+        topics,
+        lines,
+        expected=601 if to_topic else 600,
+        while_running=check,
+        sinks={"kafka": kafka},
     )
-    got = sorted(r.json()["message"] for r in records)
-    parked = [e["original_entry"]["message"] for e in dlq_entries(tmp_path / "dlq")]
-    assert parked == [big], parked
-    assert got == sorted(line for line in lines if line != big)
-    if gapless:
+    shipped = sorted(r.json()["message"] for r in records if r.topic != topics["logs-dlq"])
+    assert shipped == sorted(line for line in lines if line != big)
+    in_topic = [r for r in records if r.topic == topics["logs-dlq"]]
+    local = dlq_entries(tmp_path / "dlq")
+    if to_topic:
+        assert [r.json()["message"] for r in in_topic] == [big]
+        headers = dict(in_topic[0].headers)
+        assert headers["dlq_error_type"] == b"send_error", headers
+        assert headers["dlq_original_topic"] == topics["logs"].encode()
+        assert b"msg_size_too_large" in headers["dlq_error_message"], headers
+        assert headers["dlq_failed_sink"] == b"kafka_sink"
+        assert local == []
+        assert seen["stats"]["sent_to_dlq_topic"] == 1, seen
+    else:
+        assert in_topic == []
+        assert [e["original_entry"]["message"] for e in local] == [big]
+        assert local[0]["error_type"] == "send_error"
+        assert f"the DLQ topic {topics['logs-dlq']} failed too" in local[0]["error_message"]
+        assert local[0]["topic"] == topics["logs"]
+    assert 'kafka_dlq_messages_total{reason="send_error"' in seen["metrics"]
+    if case == "fatal-then-recreated":
         assert seen["stats"]["producer_recreated"] >= 1, seen
         assert "recreating it" in agent.log(tail=100000)
     assert seen["health"]["status"] == "healthy", seen

@@ -16,7 +16,8 @@ def kafka(text: str) -> dict[str, object]:
 def test_every_key_maps_onto_librdkafka() -> None:
     conf = kafka(
         "brokers: [a:1, b:2]\ncompression: lz4\nmax_message_bytes: 2048\nrequired_acks: 0\n"
-        "batch_size: 123\nbatch_timeout: 250ms\nqueue_size: 777\ntimeout: 45s\nretry_max: 9"
+        "batch_size: 123\nbatch_timeout: 250ms\nqueue_size: 777\ntimeout: 45s\nretry_max: 9\n"
+        "queue_max_bytes: 8388608"
     )
     assert conf["bootstrap.servers"] == "a:1,b:2"
     assert conf["compression.type"] == "lz4"
@@ -24,9 +25,15 @@ def test_every_key_maps_onto_librdkafka() -> None:
     assert conf["acks"] == "0" and conf["enable.idempotence"] is False
     assert conf["batch.num.messages"] == 123 and conf["linger.ms"] == 250
     assert conf["queue.buffering.max.messages"] == 777
+    assert conf["queue.buffering.max.kbytes"] == 8192
     assert conf["message.timeout.ms"] == 45000 and conf["request.timeout.ms"] == 30000
     assert conf["retries"] == 9
     assert conf["security.protocol"] == "PLAINTEXT"
+
+
+def test_without_send_on_timeout_librdkafka_retries_with_no_time_limit() -> None:
+    conf = kafka("timeout: 45s\ndlq_config: {send_on_timeout: false}")
+    assert conf["message.timeout.ms"] == 0 and conf["request.timeout.ms"] == 30000
 
 
 def test_acks_all_turns_idempotence_on() -> None:

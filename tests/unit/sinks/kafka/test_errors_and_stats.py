@@ -53,3 +53,33 @@ def test_stats_update_connection_partitions_and_compression() -> None:
         == 0
     )
     assert t.all_down
+
+
+def test_every_librdkafka_error_code_has_a_disposition() -> None:
+    codes = {
+        v for k, v in vars(KafkaError).items() if k.isupper() or (k.startswith("_") and isinstance(v, int))
+    }
+    codes = {c for c in codes if isinstance(c, int)}
+    assert len(codes) > 100
+    permanent = {c for c in codes if classify(KafkaError(c)) is Disposition.PERMANENT}
+    timeouts = {c for c in codes if classify(KafkaError(c)) is Disposition.TIMEOUT}
+    # What docs/reliability.md lists: record-level rejections and authorization; everything else is
+    # retried (a record is never dropped for an error this table does not know).
+    assert {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError._UNKNOWN_PARTITION,
+    } <= permanent
+    assert {KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT} == timeouts
+    for retriable in (
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._QUEUE_FULL,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._PURGE_INFLIGHT,
+    ):
+        assert classify(KafkaError(retriable)) is Disposition.RETRY, retriable

@@ -1,0 +1,121 @@
+"""Backpressure levels of a sink's queue, from ``sinks.kafka.backpressure_config``.
+
+=========  =====================  ===================================================
+level      utilization            what the sink does
+=========  =====================  ===================================================
+normal     below warning          nothing
+warning    >= warning (0.75)      logs a warning, counts the event
+critical   >= critical (0.90)     new lines wait for room: the dispatcher stops, its
+                                  bounded queue fills and the sources pause reading
+emergency  >= emergency (0.95)    if the sink is stalled as well (nothing
+                                  acknowledged for ``timeout``), waiting lines
+                                  overflow to the local DLQ (reason ``backpressure``)
+=========  =====================  ===================================================
+
+Each time the utilization rises into a level, the event is counted in
+``kafka_backpressure_events_total{sink_name,threshold_level}`` and logged
+(one function does both, so they never drift apart).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from enum import IntEnum
+
+from log_capturer.config.schema import BackpressureConfig
+from log_capturer.observability.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Level(IntEnum):
+    NORMAL = 0
+    WARNING = 1
+    CRITICAL = 2
+    EMERGENCY = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+#: Waits of a blocked sender with timeout_escalation: 10 ms doubling up to 1 s.
+ESCALATION_FIRST = 0.01
+ESCALATION_MAX = 1.0
+#: The wait step without timeout_escalation.
+FIXED_STEP = 0.1
+
+
+class Backpressure:
+    """Tracks one sink's level; :meth:`observe` is cheap enough to call once per chunk."""
+
+    def __init__(self, config: BackpressureConfig, metrics: Metrics, sink_name: str) -> None:
+        self.config = config
+        self.enabled = config.enabled
+        self.metrics = metrics
+        self.sink_name = sink_name
+        self.level = Level.NORMAL
+        self.utilization = 0.0
+        self.peak_utilization = 0.0
+        self.events: dict[str, int] = {lvl.label: 0 for lvl in Level if lvl is not Level.NORMAL}
+        self._lock = threading.Lock()
+        self._thresholds = (
+            (Level.EMERGENCY, config.queue_emergency_threshold),
+            (Level.CRITICAL, config.queue_critical_threshold),
+            (Level.WARNING, config.queue_warning_threshold),
+        )
+
+    def level_of(self, utilization: float) -> Level:
+        if not self.enabled:
+            return Level.NORMAL
+        for level, threshold in self._thresholds:
+            if utilization >= threshold:
+                return level
+        return Level.NORMAL
+
+    def observe(self, utilization: float) -> Level:
+        """Record the current utilization; count and log each level it rises into."""
+        self.utilization = utilization
+        self.peak_utilization = max(self.peak_utilization, utilization)
+        level = self.level_of(utilization)
+        if level is self.level:
+            return level
+        with self._lock:
+            previous = self.level
+            self.level = level
+        if level > previous:
+            for crossed in Level:
+                if previous < crossed <= level:
+                    self._event(crossed, utilization)
+        elif level is Level.NORMAL:
+            log.info(
+                "sink queue back to normal",
+                extra={"sink": self.sink_name, "utilization": round(utilization, 4)},
+            )
+        return level
+
+    def _event(self, level: Level, utilization: float) -> None:
+        self.events[level.label] += 1
+        self.metrics.kafka_backpressure_events.labels(self.sink_name, level.label).inc()
+        action = {
+            Level.WARNING: "watch it",
+            Level.CRITICAL: "new lines wait for room; the sources slow down",
+            Level.EMERGENCY: "if the sink is stalled, waiting lines overflow to the DLQ",
+        }[level]
+        log.warning(
+            "sink queue at %s level (%.0f%% full): %s",
+            level.label,
+            utilization * 100,
+            action,
+            extra={"sink": self.sink_name, "threshold_level": level.label, "utilization": utilization},
+        )
+
+    def wait_steps(self) -> list[float]:
+        """The waits of a blocked sender, one per check while it stays blocked (then the last repeats)."""
+        if not self.config.timeout_escalation:
+            return [FIXED_STEP]
+        steps = [ESCALATION_FIRST]
+        while steps[-1] < ESCALATION_MAX:
+            steps.append(min(steps[-1] * 2, ESCALATION_MAX))
+        return steps

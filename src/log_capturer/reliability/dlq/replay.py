@@ -1,0 +1,187 @@
+"""Replaying parked entries to Kafka, for the reprocessor and ``log-capturer dlq replay``.
+
+An entry is removed from the store only after Kafka acknowledged its record;
+a failed replay counts an attempt and pushes the entry's
+``next_reprocess_time`` back (exponential delay). A crash between the
+acknowledgement and the removal replays it again: at-least-once.
+
+One replay at a time per directory: :func:`replay_lock` takes a non-blocking
+``flock`` on ``<directory>/.replay.lock`` (so the agent's reprocessor and a
+``dlq replay`` command never send the same entry twice at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from confluent_kafka import KafkaError, Message, Producer
+
+from log_capturer.config.schema import KafkaSinkConfig
+from log_capturer.reliability.dlq.store import DeadLetterStore, DLQWriteError
+from log_capturer.sinks.kafka.config import producer_config
+
+REPLAY_LOCK = ".replay.lock"
+
+
+class ReplayBusy(RuntimeError):
+    """Another process or thread is replaying this DLQ directory."""
+
+
+@dataclass(frozen=True)
+class ReplayRecord:
+    entry_id: str
+    topic: str
+    key: str | None
+    value: bytes
+
+
+class ReplayTarget(Protocol):
+    def replay_blocker(self) -> str:
+        """'' when records can be replayed now, else the reason they cannot (e.g. breaker open)."""
+
+    def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
+        """Send ``records``; entry_id -> None when Kafka acknowledged it, else the error."""
+
+
+@dataclass
+class ReplayResult:
+    attempted: int = 0
+    delivered: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "attempted": self.attempted,
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "errors": dict(self.errors.most_common(10)),
+        }
+
+
+def record_of(doc: dict[str, Any]) -> ReplayRecord:
+    key = doc.get("key")
+    return ReplayRecord(
+        str(doc.get("entry_id", "")),
+        str(doc.get("topic") or ""),
+        key if isinstance(key, str) else None,
+        orjson.dumps(doc.get("original_entry", {})),
+    )
+
+
+@contextlib.contextmanager
+def replay_lock(store: DeadLetterStore) -> Iterator[None]:
+    """Hold the directory's replay lock, or raise :class:`ReplayBusy`."""
+    try:
+        store.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(store.directory / REPLAY_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DLQWriteError(exc.errno, f"cannot use the DLQ directory {store.directory}: {exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReplayBusy(f"another replay of {store.directory} is running") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def replay_entries(
+    store: DeadLetterStore,
+    target: ReplayTarget,
+    entries: list[dict[str, Any]],
+    *,
+    batch_size: int,
+    timeout: float,
+    count_attempt: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayResult:
+    """Replay ``entries`` in batches; the store is updated after each batch."""
+    result = ReplayResult()
+    for start in range(0, len(entries), batch_size):
+        batch = [record_of(d) for d in entries[start : start + batch_size]]
+        outcome = target.replay(batch, timeout)
+        delivered = {eid for eid, err in outcome.items() if err is None}
+        failed = {eid: err for eid, err in outcome.items() if err is not None}
+        store.settle(delivered, failed, count_attempt=count_attempt)
+        result.attempted += len(batch)
+        result.delivered += len(delivered)
+        result.failed += len(failed)
+        result.errors.update(failed.values())
+        if progress is not None:
+            progress(len(batch))
+    return result
+
+
+class ProducerTarget:
+    """Replays through a producer of its own (``log-capturer dlq replay``, outside the agent)."""
+
+    def __init__(
+        self, config: KafkaSinkConfig, producer_factory: Callable[[dict[str, Any]], Producer] = Producer
+    ) -> None:
+        self.config = config
+        conf = producer_config(config, client_id="log-capturer-dlq-replay")
+        self.producer = producer_factory(conf)
+
+    def replay_blocker(self) -> str:
+        return ""
+
+    def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
+        outcome: dict[str, str | None] = {}
+        lock = threading.Lock()
+
+        def report(rec: ReplayRecord, err: KafkaError | None, _msg: Message) -> None:
+            with lock:
+                outcome[rec.entry_id] = None if err is None else f"{err.name()}: {err.str()}"
+
+        deadline = time.monotonic() + timeout
+        for rec in records:
+            problem = check_record(rec, self.config.max_message_bytes)
+            if problem:
+                outcome[rec.entry_id] = problem
+                continue
+            while True:
+                try:
+                    self.producer.produce(
+                        rec.topic,
+                        rec.value,
+                        rec.key,
+                        on_delivery=functools.partial(report, rec),
+                    )
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+                    if time.monotonic() > deadline:
+                        break
+        while len(self.producer) > 0 and time.monotonic() < deadline:
+            self.producer.poll(0.1)
+        self.producer.poll(0)
+        for rec in records:
+            outcome.setdefault(rec.entry_id, f"not acknowledged within {timeout:g}s")
+        return outcome
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.producer.flush(timeout)
+
+
+def check_record(rec: ReplayRecord, max_message_bytes: int) -> str:
+    """Why ``rec`` cannot be sent as it is ('' if it can)."""
+    if not rec.topic:
+        return "the entry names no topic"
+    if len(rec.value) > max_message_bytes:
+        return (
+            f"record of {len(rec.value)} bytes still exceeds max_message_bytes={max_message_bytes} "
+            "(raise sinks.kafka.max_message_bytes, and the topic's max.message.bytes, then replay)"
+        )
+    return ""

@@ -1,0 +1,128 @@
+"""The broker is stopped for 30 s in the middle of a stream, then started again (issue 4, test 1)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from log_capturer.devtools.kafka_local import LocalKafka
+from tests.integration.reliability.conftest import (
+    Watcher,
+    broker_running,
+    generate,
+    metric,
+    own_bootstrap,
+    seqs,
+)
+from tests.support import (
+    AgentProcess,
+    agent_config,
+    consume_all,
+    create_prefixed_topics,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+RATE = 2000
+DURATION = 50
+OUTAGE = 30.0
+LINES = RATE * DURATION
+
+
+@pytest.mark.parametrize("mode", ["park-and-replay", "wait-in-order"])
+def test_a_30s_broker_outage_loses_nothing_and_the_breaker_opens_and_closes(
+    mode: str, tmp_path: Path, own_kafka: LocalKafka, topic_prefix: str
+) -> None:
+    """park-and-replay (the defaults): records that time out, and lines that wait longer than
+    ``timeout``, are parked in the local DLQ and replayed once Kafka is back.
+    wait-in-order (send_on_timeout and timeout_escalation off): lines wait; order is kept, no DLQ."""
+    bootstrap = own_bootstrap(own_kafka)
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    kafka: dict[str, Any] = {"timeout": "10s", "circuit_breaker": {"timeout": "5s"}}
+    if mode == "wait-in-order":
+        kafka["dlq_config"] = {"send_on_timeout": False}
+        kafka["backpressure_config"] = {"timeout_escalation": False}
+    reprocessing = {
+        "interval": "1s",
+        "initial_delay": "1s",
+        "min_entry_age": "0s",
+        "max_delay": "5s",
+        "max_retries": 50,
+        "batch_size": 5000,
+    }
+    cfg = agent_config(
+        tmp_path,
+        bootstrap,
+        topics,
+        sinks={"kafka": kafka},
+        dispatcher={"dlq_config": {"reprocessing_config": reprocessing}},
+    )
+    agent = AgentProcess(write_config(tmp_path / "config.yaml", cfg), tmp_path / "agent.log").start()
+    log_path = tmp_path / "logs" / "app.log"
+    writer = generate(log_path, RATE, duration=DURATION)
+    shipped = [t for name, t in topics.items() if name != "logs-dlq"]
+    try:
+        with Watcher(agent) as watch:
+            time.sleep(10)
+            own_kafka.stop_node(1)
+            stopped_at = time.monotonic()
+            time.sleep(OUTAGE)
+            outage_metrics = agent.metrics()
+            own_kafka.start_node(1, timeout=120)
+            restarted_after = time.monotonic() - stopped_at
+            assert writer.wait(120) == 0, writer.stderr.read() if writer.stderr else ""
+            records = consume_all(bootstrap, shipped, expected=LINES, timeout=240)
+            wait_until(lambda: agent.get("/dlq/stats")["entries"] == 0, 120, "the DLQ to be replayed")
+            wait_until(lambda: watch.breaker and watch.breaker[-1] == 0, 60, "the breaker to close")
+        stats = agent.get("/stats")["sinks"]["kafka_sink"]
+        final_metrics = agent.metrics()
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        writer.kill()
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+        if not broker_running(own_kafka):
+            own_kafka.start_node(1, timeout=120)
+    counts = seqs(records)
+    missing = sorted(set(range(LINES)) - set(counts))
+    duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    summary = {
+        "mode": mode,
+        "lines": LINES,
+        "missing": len(missing),
+        "duplicates": duplicates,
+        "broker_down_s": round(restarted_after, 1),
+        "breaker_states_seen": watch.breaker,
+        "parked": stats["parked"],
+        "overflowed": stats["overflowed_to_dlq"],
+        "reprocessed": metric(final_metrics, "dlq_reprocessed_total", result="delivered"),
+        "health_seen": sorted(set(watch.health)),
+    }
+    print(json.dumps(summary))
+    assert not missing, f"{len(missing)} lines missing, e.g. seq {missing[:5]}"
+    # The breaker opened (2) during the outage and is closed (0) again, as the metrics show.
+    assert 2.0 in watch.breaker and watch.breaker[-1] == 0.0, watch.breaker
+    assert metric(outage_metrics, "kafka_connection_status", sink_name="kafka_sink") == 0.0
+    assert metric(final_metrics, "kafka_circuit_breaker_state", sink_name="kafka_sink") == 0.0
+    assert "unhealthy" in watch.health
+    assert any("circuit breaker open" in m for m in watch.messages), set(watch.messages)
+    if mode == "park-and-replay":
+        assert stats["parked"] > 0, stats
+        assert summary["reprocessed"] == stats["parked"], summary
+    else:
+        assert stats["parked"] == 0 and duplicates == 0, summary
+        # One file, read in order: in each partition the sequence numbers only grow.
+        by_partition: dict[tuple[str, int], list[int]] = collections.defaultdict(list)
+        for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+            by_partition[(r.topic, r.partition)].append(int(orjson.loads(r.json()["message"])["seq"]))
+        disorder = {k: v for k, v in by_partition.items() if v != sorted(v)}
+        assert not disorder, f"out of order in {list(disorder)}"

@@ -1,0 +1,100 @@
+"""A stalled sink: backpressure holds the sources within the memory budget; SIGTERM drains and exits;
+a restart delivers everything once Kafka is back."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from log_capturer.devtools.kafka_local import LocalKafka
+from tests.integration.reliability.conftest import (
+    broker_running,
+    generate,
+    metric,
+    own_bootstrap,
+    rss_bytes,
+    seqs,
+)
+from tests.integration.reliability.test_dlq_replay import shipped_topics
+from tests.support import (
+    AgentProcess,
+    agent_config,
+    consume_all,
+    create_prefixed_topics,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+LINES = 600_000
+#: The memory budget stated in the README for the default queue sizes and 150-byte lines.
+BUDGET = 200 * 1024 * 1024
+
+
+def test_a_stalled_sink_holds_the_sources_within_the_memory_budget_and_loses_nothing(
+    tmp_path: Path, own_kafka: LocalKafka, topic_prefix: str
+) -> None:
+    bootstrap = own_bootstrap(own_kafka)
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    log = tmp_path / "logs" / "app.log"
+    (tmp_path / "logs").mkdir(parents=True)
+    assert generate(log, 0, count=LINES).wait(300) == 0
+    cfg = agent_config(
+        tmp_path,
+        bootstrap,
+        topics,
+        dispatcher={"drain_timeout": "5s"},
+        sinks={"kafka": {"backpressure_config": {"timeout_escalation": False}}},
+    )
+    path = write_config(tmp_path / "config.yaml", cfg)
+    own_kafka.stop_node(1)
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+        assert agent.proc is not None
+        peak = 0
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            peak = max(peak, rss_bytes(agent.proc.pid))
+            time.sleep(0.25)
+        stats = agent.get("/stats")
+        health = agent.get("/health")
+        metrics = agent.metrics()
+        stopping = time.monotonic()
+        code = agent.stop(signal.SIGTERM, timeout=60)
+        stop_seconds = time.monotonic() - stopping
+        positions = json.loads((tmp_path / "positions" / "files.json").read_text())
+        own_kafka.start_node(1, timeout=120)
+        agent = AgentProcess(path, tmp_path / "agent2.log").start()
+        records = consume_all(bootstrap, shipped_topics(topics), expected=LINES, timeout=240)
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+        if not broker_running(own_kafka):
+            own_kafka.start_node(1, timeout=120)
+    sink = stats["sinks"]["kafka_sink"]
+    summary = {
+        "peak_rss_mib": round(peak / 1048576, 1),
+        "lines_read_while_stalled": stats["files"]["lines_read"],
+        "dispatcher_queue": stats["dispatcher"]["queue_size"],
+        "sink_outstanding": sink["outstanding"],
+        "stop_seconds": round(stop_seconds, 1),
+        "breaker": sink["circuit_breaker"]["state"],
+    }
+    print(json.dumps(summary))
+    assert peak <= BUDGET, summary
+    # Held, not buffered: far less than the file was read, and nothing was acknowledged.
+    assert stats["files"]["lines_read"] < LINES / 2, summary
+    assert metric(metrics, "kafka_backpressure_events_total", threshold_level="critical") >= 1
+    assert sink["circuit_breaker"]["state"] == "open"
+    assert health["status"] == "unhealthy"
+    assert code == 0
+    [entry] = positions["positions"].values()
+    assert entry["offset"] == 0, entry
+    counts = seqs(records)
+    assert len(counts) == LINES and sum(counts.values()) == LINES, "lost or duplicated lines"
+    assert sink["parked"] == 0

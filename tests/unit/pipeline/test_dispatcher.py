@@ -1,0 +1,121 @@
+"""The dispatcher with sinks of our own interface: the source gate and a sink that raises."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from log_capturer.config.schema import DispatcherConfig
+from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.checkpoints import Checkpoint
+from log_capturer.pipeline.dispatcher import Dispatcher
+from log_capturer.processing import Analyzer
+from log_capturer.record import Chunk, Origin
+from log_capturer.sinks.base import SinkHealth
+
+ORIGIN = Origin("file", "/a.log")
+
+
+class GateSink:
+    """Acknowledges what it gets; refuses more lines while ``open`` is cleared; may raise."""
+
+    name = "gate"
+    sink_type = "test"
+
+    def __init__(self, raises: int = 0) -> None:
+        self.open = threading.Event()
+        self.open.set()
+        self.raises = raises
+        self.calls = 0
+        self.got: list[str] = []
+        self.dead: list[tuple[int, str, str]] = []
+
+    def start(self) -> None:
+        pass
+
+    def send(self, chunks: list[Chunk]) -> None:
+        self.calls += 1
+        if self.calls <= self.raises:
+            raise RuntimeError("bug in the sink")
+        for c in chunks:
+            self.got.extend(c.lines)
+            c.ack(len(c.lines))
+
+    def accepting(self) -> bool:
+        return self.open.is_set()
+
+    def dead_letter(self, chunks: list[Chunk], reason: str, text: str) -> bool:
+        self.dead.append((sum(len(c.lines) for c in chunks), reason, text))
+        for c in chunks:
+            c.ack(len(c.lines))
+        return True
+
+    def idle(self) -> None:
+        pass
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def stop(self, timeout: float) -> None:
+        pass
+
+    def health(self) -> SinkHealth:
+        return SinkHealth(self.name, "healthy", "OK")
+
+    def stats(self) -> dict[str, object]:
+        return {}
+
+
+def dispatcher(sink: GateSink, **cfg: object) -> Dispatcher:
+    d = Dispatcher(
+        DispatcherConfig.model_validate({"worker_count": 1, **cfg}), [sink], Analyzer(None), Metrics()
+    )
+    d.start()
+    return d
+
+
+def test_a_sink_that_does_not_accept_holds_the_source_until_it_does() -> None:
+    sink = GateSink()
+    d = dispatcher(sink)
+    sink.open.clear()
+    assert d.submit(Chunk(ORIGIN, ["a"]), None, timeout=0.1) is False  # HTTP ingest answers 429
+    done = threading.Event()
+
+    def source() -> None:
+        d.submit(Chunk(ORIGIN, ["b"]), None)
+        done.set()
+
+    threading.Thread(target=source, daemon=True).start()
+    assert not done.wait(0.3)
+    assert d.queue.size == 0  # held before the queue: nothing buffered
+    sink.open.set()
+    assert done.wait(5)
+    d.close(5)
+    assert sink.got == ["b"]
+
+
+def test_a_raising_sink_is_retried_then_its_lines_are_parked_and_acknowledged() -> None:
+    sink = GateSink(raises=10)
+    d = dispatcher(sink, max_retries=2, retry_base_delay=0.01)
+    cp = Checkpoint()
+    chunk = Chunk(ORIGIN, ["x", "y"], start=0, end=4)
+    d.submit(chunk, cp)
+    deadline = time.monotonic() + 5
+    while not sink.dead and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.close(5)
+    assert sink.calls == 3
+    [(lines, reason, text)] = sink.dead
+    assert (lines, reason) == (2, "all_sinks_failed") and "bug in the sink" in text
+    assert cp.committed == 4
+
+
+def test_a_sink_that_recovers_within_the_retries_delivers() -> None:
+    sink = GateSink(raises=1)
+    d = dispatcher(sink, max_retries=2, retry_base_delay=0.01)
+    d.submit(Chunk(ORIGIN, ["x"]), None)
+    deadline = time.monotonic() + 5
+    while not sink.got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.close(5)
+    assert sink.got == ["x"] and sink.dead == []

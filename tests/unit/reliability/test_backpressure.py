@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import itertools
+
+from log_capturer.config.schema import BackpressureConfig
+from log_capturer.observability.metrics import Metrics
+from log_capturer.reliability.backpressure import Backpressure, Level
+
+
+def events(metrics: Metrics, level: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "kafka_backpressure_events_total", {"sink_name": "kafka_sink", "threshold_level": level}
+    )
+    return value or 0.0
+
+
+def test_levels_follow_the_thresholds() -> None:
+    bp = Backpressure(BackpressureConfig(), Metrics(), "kafka_sink")
+    assert [bp.level_of(u) for u in (0.0, 0.74, 0.75, 0.89, 0.9, 0.94, 0.95, 1.0)] == [
+        Level.NORMAL,
+        Level.NORMAL,
+        Level.WARNING,
+        Level.WARNING,
+        Level.CRITICAL,
+        Level.CRITICAL,
+        Level.EMERGENCY,
+        Level.EMERGENCY,
+    ]
+
+
+def test_each_level_entered_from_below_is_counted_once() -> None:
+    metrics = Metrics()
+    bp = Backpressure(BackpressureConfig(), metrics, "kafka_sink")
+    for u in (0.5, 0.8, 0.85, 0.92, 0.97, 0.99, 0.5, 0.96):
+        bp.observe(u)
+    # 0.5 -> 0.8 warning; -> 0.92 critical; -> 0.97 emergency; back to normal; -> 0.96 all three again.
+    assert events(metrics, "warning") == 2
+    assert events(metrics, "critical") == 2
+    assert events(metrics, "emergency") == 2
+    assert bp.level is Level.EMERGENCY and bp.peak_utilization == 0.99
+
+
+def test_disabled_stays_normal() -> None:
+    metrics = Metrics()
+    bp = Backpressure(BackpressureConfig(enabled=False), metrics, "kafka_sink")
+    assert bp.observe(1.0) is Level.NORMAL
+    assert events(metrics, "emergency") == 0
+
+
+def test_timeout_escalation_grows_the_wait_step_by_step() -> None:
+    grow = Backpressure(BackpressureConfig(), Metrics(), "k").wait_steps()
+    assert grow[0] == 0.01 and grow[-1] == 1.0
+    assert all(b == min(a * 2, 1.0) for a, b in itertools.pairwise(grow))
+    fixed = Backpressure(BackpressureConfig(timeout_escalation=False), Metrics(), "k").wait_steps()
+    assert fixed == [0.1]
