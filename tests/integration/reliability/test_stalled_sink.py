@@ -25,6 +25,7 @@ from tests.support import (
     agent_config,
     consume_all,
     create_prefixed_topics,
+    wait_until,
     write_config,
 )
 
@@ -98,3 +99,67 @@ def test_a_stalled_sink_holds_the_sources_within_the_memory_budget_and_loses_not
     counts = seqs(records)
     assert len(counts) == LINES and sum(counts.values()) == LINES, "lost or duplicated lines"
     assert sink["parked"] == 0
+
+
+def test_with_open_action_dlq_lines_are_parked_while_the_breaker_is_open_and_replayed_after(
+    tmp_path: Path, own_kafka: LocalKafka, topic_prefix: str
+) -> None:
+    bootstrap = own_bootstrap(own_kafka)
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    cfg = agent_config(
+        tmp_path,
+        bootstrap,
+        topics,
+        sinks={
+            "kafka": {
+                "circuit_breaker": {"failure_threshold": 3, "timeout": "10s", "open_action": "dlq"},
+                "dlq_config": {"send_on_timeout": False},
+            }
+        },
+        dispatcher={
+            "dlq_config": {
+                "reprocessing_config": {"interval": "1s", "initial_delay": "0s", "min_entry_age": "0s"}
+            }
+        },
+    )
+    path = write_config(tmp_path / "config.yaml", cfg)
+    own_kafka.stop_node(1)
+    log = tmp_path / "logs" / "app.log"
+    log.write_text("INFO before the breaker opens\n")
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+        wait_until(
+            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["circuit_breaker"]["state"] == "open",
+            60,
+            "the breaker to open",
+        )
+        with log.open("a") as f:
+            f.writelines(f"WARN while open {i}\n" for i in range(500))
+        wait_until(lambda: agent.get("/dlq/stats")["entries"] == 500, 30, "the lines parked")
+        parked = agent.get("/dlq/stats")
+        positions = agent.get("/positions")["files"]
+        # Kafka is back: the breaker closes after its trial calls, the first line is delivered,
+        # and the reprocessor replays the parked lines.
+        own_kafka.start_node(1, timeout=120)
+        records = consume_all(bootstrap, shipped_topics(topics), expected=501, timeout=120)
+        wait_until(lambda: agent.get("/dlq/stats")["entries"] == 0, 60, "the DLQ replayed")
+        wait_until(
+            lambda: next(iter(agent.get("/positions")["files"].values()))["offset"] == log.stat().st_size,
+            30,
+            "the checkpoint to pass the parked lines",
+        )
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+        if not broker_running(own_kafka):
+            own_kafka.start_node(1, timeout=120)
+    assert parked["by_reason"] == {"circuit_open": 500}, parked
+    # The first line waits in the producer (no timeout: send_on_timeout is off), so the checkpoint
+    # stays before it, although the 500 parked lines behind it count as acknowledged.
+    [pos] = positions.values()
+    assert pos["offset"] == 0, pos
+    messages = sorted(r.json()["message"] for r in records)
+    assert messages == sorted(
+        ["INFO before the breaker opens", *(f"WARN while open {i}" for i in range(500))]
+    )

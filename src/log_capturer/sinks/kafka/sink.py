@@ -60,6 +60,7 @@ from log_capturer.sinks.kafka.config import producer_config, redacted
 from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
+from log_capturer.sinks.kafka.quiet import Repeats, quiet_logger
 from log_capturer.sinks.kafka.stats import StatsTracker
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,9 @@ class KafkaSink:
                 "error_cb": self._on_error,
                 "stats_cb": self._on_stats,
                 "statistics.interval.ms": 2000,
-                # librdkafka's own log lines go through logging, as structured records.
-                "logger": logging.getLogger("librdkafka"),
+                # librdkafka's own log lines go through logging, as structured records; a
+                # refused connection, repeated at every reconnect, is logged once per 10 s.
+                "logger": quiet_logger("librdkafka"),
             }
         )
         self._producer: Producer | None = None
@@ -231,6 +233,7 @@ class KafkaSink:
         self._last_progress = time.monotonic()
         self._all_down = False
         self._fatal = ""
+        self._repeats = Repeats()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -878,9 +881,13 @@ class KafkaSink:
     def replay_blocker(self) -> str:
         if self._fatal:
             return "the producer is being recreated after a fatal error"
-        state = self.breaker.state
-        if state is not BreakerState.CLOSED:
-            return f"the circuit breaker is {state.label}"
+        breaker = self.breaker
+        state = breaker.state
+        if state is BreakerState.OPEN:
+            return "the circuit breaker is open"
+        if state is BreakerState.HALF_OPEN and not breaker.allow():
+            # With a permit, a replay batch is a trial call (its deliveries may close the breaker).
+            return "the circuit breaker is half-open and its trial calls are in flight"
         if self._all_down:
             return "no broker is reachable"
         return ""
@@ -900,8 +907,11 @@ class KafkaSink:
                     all_reported.set()
             if err is None:
                 self._last_progress = time.monotonic()
+                self.breaker.record_success()
                 self.metrics.kafka_messages_produced.labels(rec.topic, "success").inc()
             else:
+                if classify(err) is not Disposition.PERMANENT:
+                    self.breaker.record_failure(f"replay: {error_type(err)}: {err.str()}")
                 self.metrics.kafka_producer_errors.labels(rec.topic, error_type(err)).inc()
 
         deadline = time.monotonic() + timeout
@@ -960,7 +970,11 @@ class KafkaSink:
         if err.fatal():
             self._fatal = err.str()
         self.metrics.errors.labels("kafka", error_type(err)).inc()
-        log.warning("Kafka client error: %s", _explain(err), extra={"sink": self.name})
+        text = _explain(err)
+        dropped = self._repeats.admit(text)
+        if dropped is not None:
+            more = f" (and {dropped} times more in the last {self._repeats.window:g}s)" if dropped else ""
+            log.warning("Kafka client error: %s%s", text, more, extra={"sink": self.name})
 
     def _on_stats(self, raw: str) -> None:
         with self._send_lock:

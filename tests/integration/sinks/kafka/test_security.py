@@ -82,7 +82,16 @@ def test_wrong_password_is_unhealthy_lines_wait_and_nothing_is_lost(
         plain,
         topics,
         dispatcher={"drain_timeout": "2s"},
-        sinks={"kafka": {"brokers": listener(secure_kafka, "SASL_PLAINTEXT"), "auth": auth, "timeout": "5s"}},
+        sinks={
+            "kafka": {
+                "brokers": listener(secure_kafka, "SASL_PLAINTEXT"),
+                "auth": auth,
+                "timeout": "5s",
+                # Lines wait (no timeout, no overflow to the DLQ): what is asserted below.
+                "dlq_config": {"send_on_timeout": False},
+                "backpressure_config": {"timeout_escalation": False},
+            }
+        },
     )
     path = write_config(tmp_path / "config.yaml", cfg)
     agent = AgentProcess(path, tmp_path / "agent-1.log").start()
@@ -95,10 +104,11 @@ def test_wrong_password_is_unhealthy_lines_wait_and_nothing_is_lost(
         sink = wait_until(unhealthy, 60, "health to turn unhealthy")
         assert "Authentication failed" in sink["message"] and "sinks.kafka.auth" in sink["message"], sink
         wait_until(
-            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["retried"] > 0,
+            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["circuit_breaker"]["state"] == "open",
             60,
-            "timed-out records to be retried instead of dropped",
+            "the circuit breaker to open while the lines wait",
         )
+        assert agent.get("/stats")["sinks"]["kafka_sink"]["outstanding"] == len(lines)
         assert agent.stop(signal.SIGTERM) == 0
     finally:
         if agent.proc is not None and agent.proc.poll() is None:
