@@ -107,7 +107,18 @@ def test_unacknowledged_bytes_show_as_lag_and_health_answers_503_until_delivered
         bootstrap,
         topics,
         server={"stalled_after": "2s"},
-        sinks={"kafka": {"timeout": "3s", "priority_routing": {"enabled": False}}},
+        sinks={
+            "kafka": {
+                "priority_routing": {"enabled": False},
+                # Lines wait for the topic (no timeout to the DLQ, no overflow, no breaker): the
+                # loss risk is what lag and health must show.
+                "dlq_config": {"send_on_timeout": False},
+                "backpressure_config": {"timeout_escalation": False},
+                "circuit_breaker": {"enabled": False},
+                # librdkafka fails records of an unknown topic after this (default 30 s): retried.
+                "librdkafka_options": {"topic.metadata.propagation.max.ms": 2000},
+            }
+        },
     )
     path = write_config(tmp_path / "config.yaml", cfg)
     log = tmp_path / "logs" / "app.log"
