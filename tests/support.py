@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,41 @@ from log_capturer.devtools.kafka_local import free_port
 from log_capturer.devtools.topics import TOPICS, TopicSpec, create_topics
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``python -m log_capturer ARGS`` as a user runs it; with ``check``, fail unless it exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "log_capturer", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def free_port_base(offsets: Sequence[int], attempts: int = 200) -> int:
+    """A port P such that P + each offset is free on 127.0.0.1: ``kafka up`` lays its listeners out
+    at fixed offsets from ``--port`` (nodes +0/+1/+2, SASL +10, TLS +20/+30/+40, SASL_SSL +50,
+    controllers +100...)."""
+    for _ in range(attempts):
+        base = free_port()
+        if base + max(offsets) <= 65535 and all(_bindable(base + o) for o in offsets):
+            return base
+    raise AssertionError(f"found no free port P with P+{list(offsets)} all free in {attempts} tries")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

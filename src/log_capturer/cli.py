@@ -525,7 +525,10 @@ def kafka_up(
     ] = False,
     tls: Annotated[
         bool,
-        typer.Option(help="Add TLS listeners: SSL (port+20), MTLS (port+30), BADHOST (port+40)."),
+        typer.Option(
+            help="Add TLS listeners: SSL (port+20), MTLS (port+30), BADHOST (port+40); with --sasl "
+            "also SASL_SSL (port+50)."
+        ),
     ] = False,
 ) -> None:
     """Start a real Apache Kafka 4.x broker (KRaft) from Maven Central jars; idempotent."""

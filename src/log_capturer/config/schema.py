@@ -168,7 +168,12 @@ class FilesConfig(Strict):
         description="Where to start in a file found at start-up that has no saved position. Files "
         "that appear later are always read from their beginning.",
     )
-    poll_interval: Duration = Field(0.1, description="How often idle files are checked for new data.")
+    poll_interval: Duration = Field(
+        0.1,
+        description="Longest wait between two looks at the files for new data. After a look that "
+        "found data the next one comes after 5 ms, and the wait doubles while nothing new arrives, "
+        "up to this value: busy files are read with little delay, idle ones cost little.",
+    )
     rescan_interval: Duration = Field(
         5.0, description="How often watch_directories are searched for new, rotated or removed files."
     )
@@ -679,10 +684,16 @@ class KafkaSinkConfig(Strict):
         1, description="0 = none, 1 = leader, -1 = all in-sync replicas (enables idempotence)."
     )
     batch_size: int = Field(
-        1000, ge=1, le=1_000_000, description="Most records per partition batch (KAFKA_BATCH_SIZE overrides)."
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Most records per partition batch (librdkafka batch.num.messages; KAFKA_BATCH_SIZE "
+        "overrides). A full batch leaves at once.",
     )
     batch_timeout: Duration = Field(
-        5.0, description="Longest a record waits for its batch to fill (librdkafka linger.ms)."
+        5.0,
+        description="Longest a record waits for its batch to fill (librdkafka linger.ms). With "
+        "adaptive_batching, records leave sooner when the load is low.",
     )
     queue_size: int = Field(
         50000, ge=1, le=10_000_000, description="Records the producer may hold unacknowledged."
@@ -716,9 +727,13 @@ class KafkaSinkConfig(Strict):
     )
     adaptive_batching: bool = Field(
         True,
-        description="Smart batching: when the dispatcher has nothing more queued, send what waits "
-        "in the producer at once instead of waiting up to batch_timeout; while lines keep coming, "
-        "batches fill up to batch_size.",
+        description="Smart batching: the batch size follows the arrival rate, within batch_size and "
+        "batch_timeout. When the dispatcher has handed over all it had, the records waiting in the "
+        "producer are sent at once, unless the previous such send is still unacknowledged: then the "
+        "lines that arrive gather until it is (as in Nagle's algorithm). A trickle leaves at once in "
+        "small batches (one round trip instead of batch_timeout); under load the dispatcher never "
+        "runs empty, and batches fill to batch_size or leave after batch_timeout, as with this off. "
+        "Off: every batch waits for batch_size records or batch_timeout.",
     )
     librdkafka_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -604,6 +605,10 @@ class LocalKafka:
             return ""
         return self.run_tool("kafka.tools.DumpLogSegments", "--files", ",".join(map(str, files)))
 
+    def stored_batches(self, topic: str, node_id: int = 1) -> list[StoredBatch]:
+        """The record batches of ``topic`` as the broker stored them on one node, in log order."""
+        return parse_batches(self.dump_batches(topic, node_id))
+
     def log_tail(self, lines: int = 80, node_id: int | None = None) -> str:
         parts = []
         ids = [node_id] if node_id else sorted(int(p.name.split("-")[1]) for p in self.workdir.glob("node-*"))
@@ -614,6 +619,51 @@ class LocalKafka:
                 text = [f"<no log: {exc}>"]
             parts.append(f"--- node {nid}: {self.node_log(nid)} ---\n" + "\n".join(text))
         return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """One record batch of a partition's log, as ``DumpLogSegments`` describes it."""
+
+    partition: int
+    base_offset: int
+    count: int
+    #: -1 unless the batch came from an idempotent (or transactional) producer.
+    producer_id: int
+    base_sequence: int
+    codec: str
+
+
+_DUMPING = re.compile(r"^Dumping .*/(?P<dir>[^/]+)/\d+\.log$")
+_BATCH = re.compile(
+    r"^baseOffset: (?P<base>\d+) lastOffset: \d+ count: (?P<count>\d+) "
+    r"baseSequence: (?P<seq>-?\d+) .*?producerId: (?P<pid>-?\d+) .*?compresscodec: (?P<codec>\w+)"
+)
+
+
+def parse_batches(dump: str) -> list[StoredBatch]:
+    """The batches in ``DumpLogSegments`` output (one ``Dumping <dir>/<segment>.log`` section per
+    segment; the partition is the number that ends the directory name)."""
+    out: list[StoredBatch] = []
+    partition = -1
+    for line in dump.splitlines():
+        head = _DUMPING.match(line)
+        if head:
+            partition = int(head["dir"].rsplit("-", 1)[1])
+            continue
+        m = _BATCH.match(line)
+        if m:
+            out.append(
+                StoredBatch(
+                    partition,
+                    int(m["base"]),
+                    int(m["count"]),
+                    int(m["pid"]),
+                    int(m["seq"]),
+                    m["codec"],
+                )
+            )
+    return out
 
 
 def min_heap(heap: str) -> str:

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from log_capturer.devtools.kafka_local import free_port
 from log_capturer.devtools.topics import DAY_MS, TOPICS
+from tests.support import run_cli
 
 pytestmark = pytest.mark.integration
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "log_capturer", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_cli(*args, check=check, timeout=180)
 
 
 def test_up_is_idempotent_topics_are_created_once_and_down_stops(tmp_path: Path) -> None:

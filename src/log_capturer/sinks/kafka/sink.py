@@ -3,7 +3,9 @@
 Threads: dispatcher workers call :meth:`KafkaSink.send`, which admits each
 chunk (circuit breaker, backpressure), encodes and produces it; one poll thread
 serves every delivery report, runs retries, parks records in the dead-letter
-queue, samples statistics and recreates the producer after a fatal error.
+queue, samples statistics, recreates the producer after a fatal error, and
+sends lingering records early when the load is low (adaptive batching, see
+:mod:`log_capturer.sinks.kafka.batching`).
 Per-record bookkeeping happens on the poll thread, so it needs no locks; the
 senders hand it work through deques.
 
@@ -56,6 +58,7 @@ from log_capturer.reliability.circuit_breaker import BreakerState, CircuitBreake
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
 from log_capturer.reliability.dlq.replay import ReplayRecord, check_record
 from log_capturer.sinks.base import SinkHealth, Status, utc_now_iso
+from log_capturer.sinks.kafka.batching import LingerPolicy
 from log_capturer.sinks.kafka.config import producer_config, redacted
 from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
@@ -70,7 +73,8 @@ NORMAL = frozenset({"warn", "info"})
 LOW = frozenset({"debug", "trace"})
 LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
 RETRY_MAX_DELAY = 30.0
-#: Longest the poll thread sleeps in librdkafka; bounds how late an idle flush is.
+#: Longest the poll thread sleeps in librdkafka; bounds how late a push (adaptive batching) is,
+#: and how long one push holds librdkafka's "ignore linger" flag.
 POLL_INTERVAL = 0.005
 #: A failed local park is tried again after this long (poll thread), or up to this long (senders).
 PARK_RETRY = 1.0
@@ -210,10 +214,13 @@ class KafkaSink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flush_requested = False
+        self._linger = LingerPolicy(config.adaptive_batching, POLL_INTERVAL)
         self._stats = StatsTracker(metrics, name, config.compression)
         self._send_lock = threading.Lock()
         # Counters: the senders' are written under _send_lock, the others by the poll thread only.
         self.produced = 0
+        #: Records whose produce() calls have returned (adaptive batching compares it with finished).
+        self.handed = 0
         self.bytes_produced = 0
         self.bytes_by_topic: dict[str, int] = collections.defaultdict(int)
         self.count_by_topic: dict[str, int] = collections.defaultdict(int)
@@ -276,9 +283,10 @@ class KafkaSink:
         return by_count if by_count > by_bytes else by_bytes
 
     def idle(self) -> None:
-        """The dispatcher has nothing more queued: send what waits for its batch now."""
-        if self.config.adaptive_batching:
-            self._flush_requested = True
+        """The dispatcher has nothing more queued: what lingers may leave now (adaptive batching)."""
+        if self._linger.enabled:
+            with self._send_lock:
+                self._linger.idle(self.handed)
 
     def flush(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -460,6 +468,7 @@ class KafkaSink:
                 self.bytes_by_topic[topic] += total
                 self.count_by_topic[topic] += len(topic_sizes)
             self.bytes_produced += nbytes
+            self.handed += len(values)
         delivery.nbytes = nbytes
         for topic, topic_sizes in sizes.items():
             topic_sizes.sort()
@@ -615,7 +624,12 @@ class KafkaSink:
             producer = self._producer
             assert producer is not None
             try:
-                if producer.poll(POLL_INTERVAL):
+                if self._linger.push_due(self.finished, time.monotonic()) or self._flush_requested:
+                    # flush() is poll() that also makes librdkafka ignore linger.ms until it returns.
+                    self._flush_requested = False
+                    producer.flush(POLL_INTERVAL)
+                    self._space.set()
+                elif producer.poll(POLL_INTERVAL):
                     self._space.set()
             except KafkaException as exc:
                 self._on_error(exc.args[0])
@@ -628,10 +642,6 @@ class KafkaSink:
             while self._resend:
                 delivery, rec = self._resend.popleft()
                 heapq.heappush(self._retries, _Retry(0.0, next(self._seq), delivery, rec, 0))
-            if self._flush_requested:
-                self._flush_requested = False
-                with contextlib.suppress(KafkaException):
-                    producer.flush(0)
             if self._retries:
                 self._run_due_retries()
             if self._solo:
@@ -1060,6 +1070,7 @@ class KafkaSink:
             "sent_to_dlq_topic": self.sent_to_dlq_topic,
             "overflowed_to_dlq": self.overflowed,
             "retried": self.retried,
+            "early_sends": self._linger.pushes,
             "outstanding": self.outstanding,
             "outstanding_bytes": self.bytes_produced - self.bytes_finished,
             "utilization": round(self.utilization, 4),

@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 
 #: How long a fully read, acknowledged rotated file is kept open for a writer that still holds it.
 ROTATED_GRACE = 5.0
+#: The first wait after a look that found data; it doubles per idle look up to poll_interval, so a
+#: file that is being written is looked at again soon (low latency) and an idle one rarely (low CPU).
+ACTIVE_POLL = 0.005
 
 Key = tuple[int, int]
 Entry = dict[str, Any]
@@ -206,6 +209,7 @@ class TailEngine(ABC):
         s = self.settings
         next_scan = time.monotonic() + s.rescan_interval
         next_flush = time.monotonic() + self.flush_interval()
+        idle_wait = s.poll_interval
         try:
             while not self._stop.is_set():
                 busy = self.pump_all(time.monotonic())
@@ -217,8 +221,11 @@ class TailEngine(ABC):
                 if now >= next_flush:
                     self.save_positions()
                     next_flush = now + self.flush_interval()
-                if not busy:
-                    self._rescan_now.wait(s.poll_interval)
+                if busy:
+                    idle_wait = min(ACTIVE_POLL, s.poll_interval)
+                else:
+                    self._rescan_now.wait(idle_wait)
+                    idle_wait = min(idle_wait * 2, s.poll_interval)
         except QueueClosed:
             return
         except Exception:

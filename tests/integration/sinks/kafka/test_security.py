@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,15 @@ from typing import Any
 import orjson
 import pytest
 
-from log_capturer.devtools.kafka_local import SASL_USER, LocalKafka
+from log_capturer.devtools.kafka_local import SASL_MECHANISMS, SASL_USER, LocalKafka
+from tests.integration.sinks.kafka.conftest import CliCluster
+from tests.integration.sinks.kafka.util import dlq_entries
 from tests.support import (
     AgentProcess,
     agent_config,
     consume_all,
     create_prefixed_topics,
+    run_cli,
     wait_until,
     write_config,
 )
@@ -55,6 +59,52 @@ def shipped_through(tmp: Path, k: LocalKafka, topic_prefix: str, kafka_section: 
     assert PASSWORD not in agent.log(tail=100000), "the SASL password leaked into the agent's log"
 
 
+def test_kafka_up_with_sasl_and_tls_prints_listeners_and_credentials_that_work(
+    secure_cluster: CliCluster,
+) -> None:
+    """`kafka up --sasl --tls` (the fixture ran it) and `kafka status` tell a client all it needs."""
+    from confluent_kafka.admin import AdminClient
+
+    k = secure_cluster.kafka
+    state = k.load_state()
+    assert state is not None and state.sasl and state.tls
+    port = state.nodes[0].port
+    assert secure_cluster.stdout.strip() == f"127.0.0.1:{port}"
+    printed = json.loads(secure_cluster.stderr[secure_cluster.stderr.index("{") :])
+    assert printed["listeners"] == {
+        "SASL_PLAINTEXT": f"127.0.0.1:{port + 10}",
+        "SSL": f"127.0.0.1:{port + 20}",
+        "MTLS": f"127.0.0.1:{port + 30}",
+        "BADHOST": f"127.0.0.1:{port + 40}",
+        "SASL_SSL": f"127.0.0.1:{port + 50}",
+    }
+    assert printed["sasl"] == {"mechanisms": list(SASL_MECHANISMS), "username": USER, "password": PASSWORD}
+    status = json.loads(run_cli("kafka", "status", "--workdir", str(k.workdir)).stdout)
+    assert status["state"] == "up" and status["bootstrap"] == f"127.0.0.1:{port}", status
+    assert {key: status[key] for key in ("listeners", "sasl", "tls")} == printed
+    # The printed values are enough: SCRAM over TLS with the printed CA, and mutual TLS with the
+    # printed client certificate.
+    tls = printed["tls"]
+    clients = {
+        "SASL_SSL": {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": printed["sasl"]["username"],
+            "sasl.password": printed["sasl"]["password"],
+            "ssl.ca.location": tls["ca_file"],
+        },
+        "MTLS": {
+            "security.protocol": "SSL",
+            "ssl.ca.location": tls["ca_file"],
+            "ssl.certificate.location": tls["client_cert"],
+            "ssl.key.location": tls["client_key"],
+        },
+    }
+    for name, conf in clients.items():
+        admin = AdminClient({"bootstrap.servers": printed["listeners"][name], **conf})
+        assert len(admin.list_topics(timeout=30).brokers) == 1, name
+
+
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_mechanisms(mechanism: str, tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str) -> None:
     shipped_through(
@@ -68,30 +118,27 @@ def test_sasl_mechanisms(mechanism: str, tmp_path: Path, secure_kafka: LocalKafk
     )
 
 
-def test_wrong_password_is_unhealthy_lines_wait_and_nothing_is_lost(
-    tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_a_wrong_password_is_a_clear_error_lines_wait_and_nothing_is_lost_or_skipped(
+    mechanism: str, tmp_path: Path, secure_kafka: LocalKafka, topic_prefix: str
 ) -> None:
     plain = plain_bootstrap(secure_kafka)
     topics = create_prefixed_topics(plain, topic_prefix)
     lines = [f"WARN waiting line {i}" for i in range(300)]
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "app.log").write_text("".join(f"{line}\n" for line in lines))
-    auth = {"enabled": True, "mechanism": "SCRAM-SHA-512", "username": USER, "password": "wrong-password"}
+    auth = {"enabled": True, "mechanism": mechanism, "username": USER, "password": "wrong-password"}
+    kafka_section = {
+        "brokers": listener(secure_kafka, "SASL_PLAINTEXT"),
+        "auth": auth,
+        "timeout": "5s",
+        # Lines wait in place, however long it takes (the default parks them in the local DLQ
+        # after `timeout`, to be replayed later).
+        "dlq_config": {"send_on_timeout": False},
+        "backpressure_config": {"timeout_escalation": False},
+    }
     cfg = agent_config(
-        tmp_path,
-        plain,
-        topics,
-        dispatcher={"drain_timeout": "2s"},
-        sinks={
-            "kafka": {
-                "brokers": listener(secure_kafka, "SASL_PLAINTEXT"),
-                "auth": auth,
-                "timeout": "5s",
-                # Lines wait (no timeout, no overflow to the DLQ): what is asserted below.
-                "dlq_config": {"send_on_timeout": False},
-                "backpressure_config": {"timeout_escalation": False},
-            }
-        },
+        tmp_path, plain, topics, dispatcher={"drain_timeout": "2s"}, sinks={"kafka": kafka_section}
     )
     path = write_config(tmp_path / "config.yaml", cfg)
     agent = AgentProcess(path, tmp_path / "agent-1.log").start()
@@ -108,12 +155,19 @@ def test_wrong_password_is_unhealthy_lines_wait_and_nothing_is_lost(
             60,
             "the circuit breaker to open while the lines wait",
         )
-        assert agent.get("/stats")["sinks"]["kafka_sink"]["outstanding"] == len(lines)
+        stats = wait_until(
+            lambda: (s := agent.get("/stats")["sinks"]["kafka_sink"])["outstanding"] > 0 and s,
+            60,
+            "lines waiting in the sink",
+        )
+        assert stats["delivered"] == 0 and stats["parked"] == 0, stats
+        assert PASSWORD not in agent.log(tail=100000)
         assert agent.stop(signal.SIGTERM) == 0
     finally:
         if agent.proc is not None and agent.proc.poll() is None:
             agent.kill()
     assert consume_all(plain, topics.values()) == []
+    assert dlq_entries(tmp_path / "dlq") == [], "lines were parked instead of waiting"
     saved = orjson.loads((tmp_path / "positions" / "files.json").read_bytes())["positions"]
     assert saved[str(tmp_path / "logs" / "app.log")]["offset"] == 0, "unacknowledged lines were skipped"
     # With the right password every line arrives, once.

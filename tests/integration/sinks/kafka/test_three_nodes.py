@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -13,13 +14,17 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError, free_port
+from log_capturer.devtools.kafka_local import LocalKafka
 from log_capturer.devtools.topics import TOPICS
+from tests.integration.sinks.kafka.util import metric
 from tests.support import (
     AgentProcess,
+    Rec,
     agent_config,
     consume_all,
     create_prefixed_topics,
+    free_port_base,
+    run_cli,
     wait_until,
     write_config,
 )
@@ -29,31 +34,34 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
-    ports = [free_port() for _ in range(3)]
-    k = LocalKafka(
-        tmp_path_factory.mktemp("kafka3"),
-        nodes=3,
-        port=ports[0],
-        controller_ports=[free_port() for _ in range(3)],
-        log=print,
-    )
-    # Nodes use port, port+1, port+2: make sure those are the ones we reserved.
-    k.port = ports[0]
-    try:
-        if any(not _free(ports[0] + i) for i in range(3)):
-            pytest.fail("consecutive free ports were not available for the 3-node cluster")
-        k.up(timeout=180)
-    except LocalKafkaError as exc:
-        k.down()
-        pytest.fail(f"the 3-node cluster did not start:\n{exc}", pytrace=False)
-    yield k
-    k.down()
+    """Started as a user would: `log-capturer kafka up --nodes 3` (nodes on port, port+1, port+2;
+    controllers on port+100...), stopped with `kafka down`."""
+    work = tmp_path_factory.mktemp("kafka3")
+    port = free_port_base((0, 1, 2, 100, 101, 102))
+    up = ("kafka", "up", "--nodes", "3", "--port", str(port), "--workdir", str(work), "--timeout", "180")
+    proc = run_cli(*up, check=False, timeout=300)
+    if proc.returncode != 0:
+        run_cli("kafka", "down", "--workdir", str(work), check=False)
+        pytest.fail(
+            f"`log-capturer {' '.join(up)}` exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}",
+            pytrace=False,
+        )
+    yield LocalKafka(work, nodes=3, port=port)
+    down = run_cli("kafka", "down", "--workdir", str(work), check=False)
+    assert down.returncode == 0 and down.stdout.strip() == "stopped", down
 
 
-def _free(port: int) -> bool:
-    from log_capturer.devtools.kafka_local import port_in_use
-
-    return not port_in_use(port)
+def test_kafka_up_started_three_nodes(cluster: LocalKafka) -> None:
+    status = json.loads(run_cli("kafka", "status", "--workdir", str(cluster.workdir)).stdout)
+    port = cluster.port
+    assert status["state"] == "up", status
+    assert status["bootstrap"] == ",".join(f"127.0.0.1:{port + i}" for i in range(3))
+    assert [(n["node_id"], n["port"], n["running"]) for n in status["nodes"]] == [
+        (i + 1, port + i, True) for i in range(3)
+    ]
+    state = cluster.load_state()
+    assert state is not None
+    assert len(AdminClient({"bootstrap.servers": state.bootstrap}).list_topics(timeout=30).brokers) == 3
 
 
 def test_create_topics_with_replication_for_a_cluster(cluster: LocalKafka) -> None:
@@ -90,14 +98,20 @@ def test_create_topics_with_replication_for_a_cluster(cluster: LocalKafka) -> No
         assert fut.result()["min.insync.replicas"].value == "2"
 
 
-def test_a_broker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
+def test_a_broker_killed_mid_stream_loses_duplicates_and_reorders_nothing(
     tmp_path: Path, cluster: LocalKafka, topic_prefix: str
 ) -> None:
     state = cluster.load_state()
     assert state is not None
     bootstrap = state.bootstrap
     topics = create_prefixed_topics(bootstrap, topic_prefix, replication_factor=3, min_isr=2)
-    cfg = agent_config(tmp_path, bootstrap, topics, sinks={"kafka": {"required_acks": -1}})
+    # send_on_timeout false: a record is never parked for replay later, so the order is kept.
+    cfg = agent_config(
+        tmp_path,
+        bootstrap,
+        topics,
+        sinks={"kafka": {"required_acks": -1, "dlq_config": {"send_on_timeout": False}}},
+    )
     path = write_config(tmp_path / "config.yaml", cfg)
     levels = ["ERROR", "WARN", "INFO", "DEBUG", "NOTE"]
     lines = [f"{levels[i % 5]} replicated line {i} tenant_id=t{i % 13}" for i in range(100_000)]
@@ -133,6 +147,7 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     counts = Counter(r.json()["message"] for r in records)
     missing = [line for line in lines if line not in counts]
     duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    disorder = out_of_order(records)
     print(
         json.dumps(
             {
@@ -141,9 +156,133 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
                 "records_read": len(records),
                 "missing": len(missing),
                 "duplicates": duplicates,
+                "out_of_order": len(disorder),
+                "keys_checked": len({(r.topic, r.partition, r.key) for r in records}),
                 "retried": stats["retried"],
             }
         )
     )
     assert not missing, f"{len(missing)} lines missing, e.g. {missing[:3]}"
     assert duplicates == 0, f"{duplicates} duplicated records with the idempotent producer"
+    assert not disorder, f"{len(disorder)} records out of order, e.g. {disorder[:3]}"
+
+
+def out_of_order(records: list[Rec]) -> list[str]:
+    """Records whose line number is below that of the record before them with the same key in the
+    same partition (in offset order): the file's order for one key must survive the failover.
+    (A repeat of the same line is a duplicate, counted apart.)"""
+    last: dict[tuple[str, int, bytes | None], int] = {}
+    bad: list[str] = []
+    for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+        numbered = re.search(r" line (\d+)", r.json()["message"])
+        if numbered is None:
+            continue
+        seq = int(numbered[1])
+        k = (r.topic, r.partition, r.key)
+        if k in last and seq < last[k]:
+            bad.append(f"{r.topic}[{r.partition}]@{r.offset} key={r.key!r}: line {seq} after line {last[k]}")
+        last[k] = seq
+    return bad
+
+
+def test_retry_max_decides_whether_librdkafka_or_the_sink_retries(
+    tmp_path: Path, cluster: LocalKafka, topic_prefix: str
+) -> None:
+    """Topics with replication 3 and min.insync.replicas 3 refuse acks=all writes while a broker is
+    down (NOT_ENOUGH_REPLICAS, a retriable error). Two agents write to them meanwhile:
+
+    - ``retry_max: 1000000``: librdkafka retries each request itself, with the same producer id and
+      sequence numbers; the sink never sees an error, and once the broker is back every line
+      arrives once, in file order.
+    - ``retry_max: 0``: librdkafka gives up after one retry (the least idempotence allows); the
+      errors reach the sink, which counts them and produces the records again itself, later: every
+      line arrives, but the file order is no longer guaranteed.
+    """
+    state = cluster.load_state()
+    assert state is not None
+    bootstrap = state.bootstrap
+    victim = 3
+    n = 2000
+    retry_max = {"librdkafka": 1_000_000, "sink": 0}
+    lines = {name: [f"WARN {name} line {i}" for i in range(n)] for name in retry_max}
+    topics: dict[str, dict[str, str]] = {}
+    logs: dict[str, Path] = {}
+    agents: dict[str, AgentProcess] = {}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        for name, retries in retry_max.items():
+            topics[name] = create_prefixed_topics(
+                bootstrap, f"{topic_prefix}{name[0]}", replication_factor=3, min_isr=3
+            )
+            tmp = tmp_path / name
+            kafka = {
+                "required_acks": -1,
+                "retry_max": retries,
+                "timeout": "120s",
+                "dlq_config": {"send_on_timeout": False},
+                "circuit_breaker": {"enabled": False},
+            }
+            cfg = agent_config(tmp, bootstrap, topics[name], sinks={"kafka": kafka})
+            logs[name] = tmp / "logs" / "app.log"
+            logs[name].write_text("WARN warm-up\n")
+            agents[name] = AgentProcess(write_config(tmp / "config.yaml", cfg), tmp / "agent.log").start()
+        for name in agents:
+            consume_all(bootstrap, topics[name].values(), expected=1, timeout=60)
+        ours = [t for name in topics for t in topics[name].values()]
+        cluster.stop_node(victim)
+        try:
+
+            def isr_shrunk() -> bool:
+                md = admin.list_topics(timeout=10)
+                return all(len(p.isrs) == 2 for t in ours for p in md.topics[t].partitions.values())
+
+            wait_until(isr_shrunk, 60, "the in-sync replicas to shrink to 2")
+            for name, text in lines.items():
+                with logs[name].open("a") as f:
+                    f.write("".join(f"{line}\n" for line in text))
+            refused, held = agents["sink"], agents["librdkafka"]
+            wait_until(
+                lambda: refused.get("/stats")["sinks"]["kafka_sink"]["retried"] > 0,
+                60,
+                "the sink to retry records itself, with retry_max 0",
+            )
+            refused_errors = refused.metrics()
+            held_errors = metric(held.metrics(), "kafka_producer_errors_total")
+            held_stats = held.get("/stats")["sinks"]["kafka_sink"]
+        finally:
+            cluster.start_node(victim, timeout=180)
+        received = {}
+        for name, agent in agents.items():
+            received[name] = consume_all(bootstrap, topics[name].values(), expected=n + 1, timeout=180)
+            assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        for agent in agents.values():
+            if agent.proc is not None and agent.proc.poll() is None:
+                agent.kill()
+    counts = {name: Counter(r.json()["message"] for r in recs) for name, recs in received.items()}
+    print(
+        json.dumps(
+            {
+                "retry_max_1000000": {
+                    "producer_errors": held_errors,
+                    "sink_retries": held_stats["retried"],
+                    "out_of_order": len(out_of_order(received["librdkafka"])),
+                },
+                "retry_max_0": {
+                    "producer_errors": metric(refused_errors, "kafka_producer_errors_total"),
+                    "not_enough_replicas": metric(
+                        refused_errors, "kafka_producer_errors_total", error_type="not_enough_replicas"
+                    ),
+                    "duplicates": sum(c - 1 for c in counts["sink"].values()),
+                    "out_of_order": len(out_of_order(received["sink"])),
+                },
+            }
+        )
+    )
+    assert metric(refused_errors, "kafka_producer_errors_total") > 0
+    assert held_errors == 0 and held_stats["retried"] == 0, held_stats
+    for name, text in lines.items():
+        assert set(counts[name]) == {"WARN warm-up", *text}, name
+    assert max(counts["librdkafka"].values()) == 1
+    in_log_order = sorted(received["librdkafka"], key=lambda r: (r.partition, r.offset))
+    assert [r.json()["message"] for r in in_log_order] == ["WARN warm-up", *lines["librdkafka"]]

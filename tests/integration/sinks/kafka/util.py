@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +51,15 @@ def dlq_entries(directory: Path) -> list[dict[str, Any]]:
         for line in f.read_bytes().splitlines()
         if line.strip()
     ]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of one metric in a Prometheus text page whose labels include ``labels``
+    (0 when there are none)."""
+    total = 0.0
+    pattern = rf"^{re.escape(name)}(?:\{{(?P<labels>[^}}]*)\}})? (?P<value>\S+)$"
+    for m in re.finditer(pattern, text, re.M):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m["labels"] or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m["value"])
+    return total

@@ -1,0 +1,123 @@
+"""Batching as the broker stored it: adaptive batching, batch_size and batch_timeout, read back with
+the broker's own log-dump tool (``DumpLogSegments``). No timings are asserted: the tests count the
+records of each stored batch."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from log_capturer.devtools.kafka_local import LocalKafka, StoredBatch
+from tests.integration.sinks.kafka.util import ship_lines
+from tests.support import AgentProcess, agent_config, consume_all, create_prefixed_topics, write_config
+
+pytestmark = pytest.mark.integration
+
+#: Lines without a level go to the "logs" topic; all of one file share its key (the source id),
+#: so they land on one partition and the batches below are that partition's.
+PACED_LINES = 12
+PACE = 0.25
+
+
+def paced(
+    tmp: Path, kafka: LocalKafka, bootstrap: str, prefix: str, kafka_section: dict[str, object]
+) -> list[StoredBatch]:
+    """Append one line every PACE seconds (a trickle), wait for all of them, return the stored batches."""
+    topics = create_prefixed_topics(bootstrap, prefix)
+    cfg = agent_config(tmp, bootstrap, topics, sinks={"kafka": {"timeout": "60s", **kafka_section}})
+    path = write_config(tmp / "config.yaml", cfg)
+    log = tmp / "logs" / "app.log"
+    log.write_text("")
+    agent = AgentProcess(path, tmp / "agent.log").start()
+    try:
+        # The producer can send nothing before it has connected, fetched the topic's metadata and
+        # (idempotence) its producer id: one line first, so that the trickle meets a ready producer.
+        log.write_text("warm-up line\n")
+        consume_all(bootstrap, [topics["logs"]], expected=1, timeout=60)
+        for i in range(PACED_LINES):
+            with log.open("a") as f:
+                f.write(f"trickle line {i}\n")
+            time.sleep(PACE)
+        records = consume_all(bootstrap, [topics["logs"]], expected=PACED_LINES + 1, timeout=90)
+        assert sorted(r.json()["message"] for r in records) == sorted(
+            ["warm-up line"] + [f"trickle line {i}" for i in range(PACED_LINES)]
+        )
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    first, *trickle = kafka.stored_batches(topics["logs"])
+    assert (first.base_offset, first.count) == (0, 1), first
+    return trickle
+
+
+@pytest.mark.parametrize(
+    ("adaptive", "batch_timeout", "gathered"),
+    [
+        # A trickle with adaptive batching: each line leaves at once, in a batch of its own,
+        # although the producer's linger (batch_timeout) is 10 s.
+        (True, "10s", False),
+        # The same trickle without it: the lines wait for batch_timeout and gather in one batch.
+        (False, "10s", True),
+        # Without it and with a short batch_timeout: each line leaves after 20 ms, alone again.
+        (False, "20ms", False),
+    ],
+    ids=["adaptive-linger-10s", "fixed-linger-10s", "fixed-linger-20ms"],
+)
+def test_a_trickle_leaves_at_once_with_adaptive_batching_and_waits_for_batch_timeout_without(
+    adaptive: bool,
+    batch_timeout: str,
+    gathered: bool,
+    tmp_path: Path,
+    kafka: LocalKafka,
+    bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    batches = paced(
+        tmp_path,
+        kafka,
+        bootstrap,
+        topic_prefix,
+        {"adaptive_batching": adaptive, "batch_timeout": batch_timeout, "batch_size": 10000},
+    )
+    counts = [b.count for b in batches]
+    print(json.dumps({"adaptive_batching": adaptive, "batch_timeout": batch_timeout, "batches": counts}))
+    assert sum(counts) == PACED_LINES
+    assert len({b.partition for b in batches}) == 1
+    if gathered:
+        # All the lines of the trickle (3 s of it) waited in one batch; a stalled writer may
+        # split it in two.
+        assert len(batches) <= 2, counts
+    else:
+        # Most lines alone; two lines may share a batch when one arrives while the other is on
+        # its way (a busy machine), never more.
+        assert len(batches) >= PACED_LINES * 2 // 3, counts
+        assert max(counts) <= 2, counts
+
+
+def test_under_load_batches_fill_to_batch_size_and_never_exceed_it(
+    tmp_path: Path, kafka: LocalKafka, bootstrap: str, topic_prefix: str
+) -> None:
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    n = 20_000
+    lines = [f"backlog line {i} " + "x" * 40 for i in range(n)]
+    records, _ = ship_lines(
+        tmp_path,
+        bootstrap,
+        topics,
+        lines,
+        sinks={"kafka": {"adaptive_batching": True, "batch_size": 500, "batch_timeout": "1s"}},
+    )
+    assert len(records) == n
+    batches = kafka.stored_batches(topics["logs"])
+    counts = [b.count for b in batches]
+    full = sum(c for c in counts if c == 500)
+    print(json.dumps({"batches": len(counts), "records_in_full_batches": full, "largest": max(counts)}))
+    assert sum(counts) == n
+    assert max(counts) == 500, counts
+    # A backlog keeps the dispatcher busy: no early sends, batches fill up to batch_size.
+    assert full >= n * 0.8, counts

@@ -1,0 +1,84 @@
+"""The adaptive batching policy: when lingering records are pushed, from counts and times."""
+
+from __future__ import annotations
+
+from log_capturer.sinks.kafka.batching import REPEAT_MAX_WAIT, RTT_CAP, LingerPolicy
+
+FLOOR = 0.005
+
+
+def test_nothing_is_pushed_until_the_dispatcher_runs_empty() -> None:
+    p = LingerPolicy(True, FLOOR)
+    assert not p.push_due(finished=0, now=1.0)
+    p.idle(handed=10)
+    assert p.push_due(finished=0, now=1.0)
+    # Once per idle dispatcher: no new records handed, nothing more to push.
+    assert not p.push_due(finished=10, now=1.01)
+    assert p.pushes == 1
+
+
+def test_disabled_never_pushes() -> None:
+    p = LingerPolicy(False, FLOOR)
+    p.idle(handed=10)
+    assert not p.push_due(finished=0, now=1.0)
+    assert p.pushes == 0
+
+
+def test_records_gather_while_a_push_is_on_its_way_and_leave_once_it_is_acknowledged() -> None:
+    p = LingerPolicy(True, FLOOR)
+    p.idle(handed=10)
+    assert p.push_due(finished=0, now=1.0)
+    p.idle(handed=25)
+    # Still within the overdue time (floor, as no round trip was measured yet).
+    assert not p.push_due(finished=0, now=1.002)
+    # The push's 10 records are acknowledged: the 15 that gathered leave together.
+    assert p.push_due(finished=10, now=1.004)
+    assert p.pushed_upto == 25
+    assert abs(p.rtt - 0.004) < 1e-9
+
+
+def test_an_unacknowledged_push_is_repeated_with_a_doubling_wait() -> None:
+    p = LingerPolicy(True, FLOOR)
+    p.idle(handed=5)
+    assert p.push_due(finished=0, now=0.0)
+    assert p.push_due(finished=0, now=0.006)  # overdue after 5 ms: repeated
+    assert not p.push_due(finished=0, now=0.006 + 0.009)  # now it waits 10 ms
+    assert p.push_due(finished=0, now=0.006 + 0.011)
+    # However long it stays unacknowledged, a repeat comes at least every REPEAT_MAX_WAIT.
+    t = 0.017
+    for _ in range(20):
+        t += REPEAT_MAX_WAIT + 0.001
+        assert p.push_due(finished=0, now=t)
+    assert p.repeats == 22
+
+
+def test_a_new_idle_dispatcher_after_an_acknowledged_push_resets_the_repeats() -> None:
+    p = LingerPolicy(True, FLOOR)
+    p.idle(handed=5)
+    assert p.push_due(finished=0, now=0.0)
+    assert p.push_due(finished=0, now=0.006)
+    assert p.repeats == 1
+    p.idle(handed=8)
+    assert p.push_due(finished=5, now=0.01)
+    assert p.repeats == 0
+
+
+def test_the_round_trip_estimate_is_smoothed_and_capped() -> None:
+    p = LingerPolicy(True, FLOOR)
+    now = 0.0
+    for handed in range(1, 31):
+        p.idle(handed)
+        assert p.push_due(handed - 1, now)
+        now += 10.0  # acknowledged only after a long linger (the push sent nothing)
+        assert not p.push_due(handed, now)
+    assert p.rtt == RTT_CAP
+    # A slow round trip holds the next push back for at most 2 x RTT_CAP + floor.
+    assert p.overdue_after() <= REPEAT_MAX_WAIT
+
+
+def test_the_largest_idle_count_wins() -> None:
+    p = LingerPolicy(True, FLOOR)
+    p.idle(handed=50)
+    p.idle(handed=40)  # a second dispatcher thread reporting late
+    assert p.push_due(finished=0, now=0.0)
+    assert p.pushed_upto == 50
