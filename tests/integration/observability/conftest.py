@@ -6,9 +6,9 @@ import threading
 import time
 from pathlib import Path
 
-from tests.integration.sinks.kafka.conftest import secure_kafka
+from tests.integration.sinks.kafka.conftest import secure_cluster, secure_kafka
 
-__all__ = ["LineWriter", "secure_kafka"]
+__all__ = ["LineWriter", "secure_cluster", "secure_kafka"]
 
 
 class LineWriter:
