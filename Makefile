@@ -6,8 +6,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= configs/config.yaml
+# Node tools of the deployment-file tests (dclint: the Compose file linter and compose-spec schema).
+TOOLS  ?= .tools
+DCLINT := $(TOOLS)/node_modules/.bin/dclint
 
-.PHONY: run test install system-deps kafka-jars kafka-up kafka-down topics fmt lint unit integration clean
+.PHONY: run test install tools system-deps kafka-jars kafka-up kafka-down topics fmt lint unit integration clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +21,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages some tests and tools use (Java and Maven run the Kafka broker).
+$(DCLINT):
+	npm install --prefix $(TOOLS) --no-save --no-package-lock --no-audit --no-fund dclint@3.1.0
+
+tools: $(DCLINT)
+
+# Debian packages some tests and tools use (Java and Maven run the Kafka broker; Prometheus and
+# promtool check the alert rules and scrape the agent).
 system-deps:
 	@bash scripts/system-deps.sh
 
@@ -47,14 +56,14 @@ lint: install
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-unit: install
+unit: install tools
 	$(BIN)/pytest tests/unit
 
-integration: kafka-jars
+integration: system-deps kafka-jars
 	$(BIN)/pytest tests/integration
 
-test: system-deps kafka-jars lint
+test: system-deps kafka-jars tools lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) data .pytest_cache .mypy_cache .ruff_cache

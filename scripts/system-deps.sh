@@ -14,6 +14,15 @@ fi
 command -v kcat >/dev/null || need+=(kcat)
 # rsyslog: a real syslog receiver for the load generator's syslog target.
 command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+# Prometheus and promtool: the alert rules are checked and unit-tested with promtool, and a real
+# Prometheus scrapes the agent in the integration tests (they run their own server on a free
+# loopback port, never the package's system service).
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need+=(prometheus)
+# curl and jq: the design document's health check (curl .../health | jq ...) is run as written.
+command -v curl >/dev/null || need+=(curl)
+command -v jq >/dev/null || need+=(jq)
+# npm: installs dclint (the Compose file linter) for the deployment-file tests.
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

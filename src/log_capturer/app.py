@@ -17,6 +17,16 @@ from typing import Any
 
 from log_capturer import __version__
 from log_capturer.config.schema import Config
+from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
+from log_capturer.observability.health import (
+    Check,
+    Component,
+    ComponentHealthCollector,
+    StallDetector,
+    queue_check,
+    worst,
+)
+from log_capturer.observability.lag import FileLag, FileLagCollector, file_lags
 from log_capturer.observability.metrics import Metrics
 from log_capturer.observability.server import HttpServers, build_api_app, build_metrics_app
 from log_capturer.pipeline.dispatcher import Dispatcher
@@ -34,6 +44,10 @@ from log_capturer.sources.stdin import StdinSource
 from log_capturer.sources.syslog import SyslogSource
 
 log = logging.getLogger(__name__)
+
+
+#: Counters of a sink's /stats whose sum grows with every line it acknowledged (any way).
+ACKNOWLEDGED_STATS = ("delivered", "parked", "sent_to_dlq_topic", "overflowed_to_dlq")
 
 
 class AgentError(RuntimeError):
@@ -111,6 +125,11 @@ class Agent:
                 self.dispatcher,
                 self.metrics,
             )
+        self.stalls = StallDetector(config.server.stalled_after)
+        self.metrics.registry.register(ComponentHealthCollector(self.components))
+        self.metrics.registry.register(FileLagCollector(self.file_lags, config.metrics.file_lag_series_limit))
+        #: Masks every secret the agent knows in API answers (see config.secrets).
+        self.scrubber = SecretScrubber(secret_values(config))
         self.http = HttpServers()
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -141,7 +160,9 @@ class Agent:
                 ) from exc
         if cfg.metrics.enabled:
             self.http.add(
-                build_metrics_app(self.metrics.registry, cfg.metrics.path), cfg.metrics.host, cfg.metrics.port
+                build_metrics_app(self.metrics.registry, cfg.metrics.path, self.scrubber.data),
+                cfg.metrics.host,
+                cfg.metrics.port,
             )
         if cfg.server.enabled:
             self.http.add(
@@ -152,6 +173,7 @@ class Agent:
                     (INGEST_PATH, self.ingest.handle) if self.ingest is not None else None,
                     dlq_stats=self.dlq_stats,
                     dlq_reprocess=self.dlq_reprocess,
+                    scrub=self.scrubber.data,
                 ),
                 cfg.server.host,
                 cfg.server.port,
@@ -166,6 +188,7 @@ class Agent:
                 ) from exc
         if self.stdin is not None:
             self.stdin.start()
+        log.debug("effective configuration", extra={"config": self.config_dump()})
         log.info(
             "agent started",
             extra={
@@ -225,40 +248,70 @@ class Agent:
     def sink_health(self) -> list[SinkHealth]:
         return [s.health() for s in self.sinks]
 
+    def health_checks(self) -> dict[str, Check]:
+        """The agent-wide checks of /health, by name; each has a ``status``."""
+        q = self.dispatcher.queue
+        checks = {
+            "queue": {
+                **queue_check(q.utilization, q.size, q.capacity),
+                "bytes": q.nbytes,
+                "max_bytes": q.max_bytes,
+            },
+            "dlq": self._dlq_check(),
+        }
+        delivery = [self._delivery_check(s) for s in self.sinks]
+        checks["delivery"] = {"status": worst(c["status"] for c in delivery), "sinks": delivery}
+        return checks
+
+    def _delivery_check(self, sink: Sink) -> Check:
+        st = sink.stats()
+        outstanding = _int(st.get("outstanding"))
+        acknowledged = sum(_int(st.get(k)) for k in ACKNOWLEDGED_STATS)
+        return {"name": sink.name, **self.stalls.check(sink.name, outstanding, acknowledged)}
+
     def health(self) -> dict[str, Any]:
         sinks = self.sink_health()
-        util = self.dispatcher.queue.utilization
-        queue_status = "healthy" if util < 0.9 else "degraded"
-        dlq = self._dlq_check()
-        statuses = [s.status for s in sinks] + [queue_status, str(dlq["status"])]
-        overall = "healthy"
-        if "unhealthy" in statuses:
-            overall = "unhealthy"
-        elif "degraded" in statuses:
-            overall = "degraded"
+        sources = self._source_health()
+        checks = self.health_checks()
+        overall = worst(
+            [s.status for s in sinks]
+            + [s["status"] for s in sources]
+            + [c["status"] for c in checks.values()]
+        )
         uptime = time.time() - self.started_at
+        app = self.config.app
         return {
             "status": overall,
             "timestamp": utc_now_iso(),
             "version": __version__,
             "uptime": _human(uptime),
             "uptime_seconds": round(uptime, 3),
+            "app": {"name": app.name, "version": app.version, "environment": app.environment},
             "services": {
                 "sinks": [s.as_dict() for s in sinks],
-                "sources": self._source_health(),
+                "sources": sources,
             },
-            "checks": {
-                "queue": {
-                    "status": queue_status,
-                    "utilization": round(util, 4),
-                    "size": self.dispatcher.queue.size,
-                    "capacity": self.dispatcher.queue.capacity,
-                    "bytes": self.dispatcher.queue.nbytes,
-                    "max_bytes": self.dispatcher.queue.max_bytes,
-                },
-                "dlq": dlq,
-            },
+            "checks": checks,
         }
+
+    def components(self) -> list[Component]:
+        """Every sink, source and check with its status, for ``component_health``."""
+        out: list[Component] = [("sink", h.name, h.status) for h in self.sink_health()]
+        out += [("source", s["name"], s["status"]) for s in self._source_health()]
+        out += [("check", name, c["status"]) for name, c in self.health_checks().items()]
+        return out
+
+    def file_lags(self) -> list[FileLag]:
+        """Unacknowledged bytes of every followed file (live and rotated), for the lag metrics."""
+        lags: list[FileLag] = []
+        for engine in (self.file_source, self.container_source):
+            if engine is not None:
+                lags += file_lags(engine.files(live=True) + engine.files(live=False))
+        return lags
+
+    def config_dump(self) -> dict[str, Any]:
+        """The effective configuration (file, ``${VAR}``, environment overrides), secrets masked."""
+        return masked_config(self.config)
 
     def _dlq_check(self) -> dict[str, object]:
         """The local DLQ can take entries: unhealthy while writes fail (unwritable, full)."""
@@ -413,6 +466,10 @@ class Agent:
             "files": self.file_source.position_entries() if self.file_source else {},
             "containers": self.container_source.container_entries() if self.container_source else {},
         }
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _human(seconds: float) -> str:

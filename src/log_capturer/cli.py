@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import signal
 import sys
 import threading
+import time
 import typing
 from pathlib import Path
 from types import FrameType
@@ -57,7 +59,17 @@ def version() -> None:
 
 
 @app.command()
-def validate(config: ConfigOpt = Path("configs/config.yaml")) -> None:
+def validate(
+    config: ConfigOpt = Path("configs/config.yaml"),
+    show: Annotated[
+        bool,
+        typer.Option(
+            "--show",
+            help="Also print the effective configuration (defaults, ${VAR} and environment overrides "
+            "applied) as YAML, secrets shown as ***.",
+        ),
+    ] = False,
+) -> None:
     """Check a config file (and its pipelines file); print every problem and exit non-zero."""
     from log_capturer.app import AgentError, build_pipelines
 
@@ -67,6 +79,14 @@ def validate(config: ConfigOpt = Path("configs/config.yaml")) -> None:
     except AgentError as exc:
         err.print(f"[bold red]{exc}[/]", highlight=False)
         raise typer.Exit(2) from None
+    if show:
+        import yaml
+
+        from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
+
+        dump = yaml.safe_dump(masked_config(cfg), sort_keys=False)
+        sys.stdout.write(SecretScrubber(secret_values(cfg)).text(dump))
+        return
     out.print(f"[green]{config}: valid[/]")
 
 
@@ -86,6 +106,7 @@ def run(
 ) -> None:
     """Run the agent in the foreground until Ctrl-C or SIGTERM (or end of input), then drain and exit."""
     from log_capturer.app import Agent, AgentError
+    from log_capturer.config.secrets import secret_values
     from log_capturer.observability.logs import setup_logging
     from log_capturer.observability.status import StatusLine
 
@@ -96,14 +117,30 @@ def run(
         cfg.syslog.enabled = False
         cfg.server.enabled = False
         cfg.metrics.enabled = False
-    setup_logging(cfg.app.log_level, cfg.app.log_format, cfg.app.name, cfg.app.log_file)
+    setup_logging(
+        cfg.app.log_level,
+        cfg.app.log_format,
+        cfg.app.name,
+        cfg.app.log_file,
+        environment=cfg.app.environment,
+        secrets=secret_values(cfg),
+    )
+    log = logging.getLogger("log_capturer.cli")
+
+    def say(text: str, problem: bool = False) -> None:
+        # With JSON logs every line on stderr is a JSON object, so these go through logging too.
+        if cfg.app.log_format == "json":
+            log.log(logging.ERROR if problem else logging.INFO, text)
+        else:
+            err.print(f"[bold red]{text}[/]" if problem else text, highlight=False)
+
     try:
         agent = Agent(cfg)
         agent.start()
     except AgentError as exc:
-        err.print(f"[bold red]{exc}[/]")
+        say(str(exc), problem=True)
         raise typer.Exit(2) from None
-    line = StatusLine(agent, err) if status else None
+    line = StatusLine(agent, err) if wants_status_line(status, err.is_terminal, cfg.app.log_format) else None
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -120,21 +157,78 @@ def run(
             break
     if line is not None:
         line.stop()
-    err.print("stopping: draining in-flight lines...")
+    if cfg.app.log_format != "json":
+        say("stopping: draining in-flight lines...")  # Agent.stop logs it as JSON otherwise
     agent.stop()
     if agent.stdin is not None:
         lost = agent.stdin.unacknowledged
         if lost:
-            err.print(f"[bold red]stopped; {lost} lines of standard input were not acknowledged[/]")
+            say(f"stopped; {lost} lines of standard input were not acknowledged", problem=True)
             raise typer.Exit(1)
-        err.print(f"stopped cleanly; all {agent.stdin.lines_read} lines of standard input were acknowledged")
+        say(f"stopped cleanly; all {agent.stdin.lines_read} lines of standard input were acknowledged")
         return
     remaining = agent.kafka.outstanding if agent.kafka is not None else 0
-    err.print(
+    say(
         f"stopped; {remaining} lines unacknowledged (they will be re-read on restart)"
         if remaining
         else "stopped cleanly; every line read was acknowledged"
     )
+
+
+@app.command()
+def status(
+    api: Annotated[str, typer.Option(help="The agent's API server (server.host:server.port).")] = (
+        "http://127.0.0.1:8401"
+    ),
+    interval: Annotated[
+        float, typer.Option(help="Seconds between the two samples the rates come from.")
+    ] = 1.0,
+    watch: Annotated[bool, typer.Option(help="Keep refreshing until Ctrl-C.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the view as JSON instead.")] = False,
+) -> None:
+    """Show a running agent: state, sinks and breakers, checks, queue, lines/s in and out, DLQ.
+
+    Exit code: 0 healthy, 1 degraded or unhealthy, 2 the agent did not answer.
+    """
+    from rich.live import Live
+
+    from log_capturer.observability.agent_status import (
+        AgentUnreachable,
+        Sample,
+        render,
+        sample,
+        sample_dlq,
+        view,
+    )
+
+    def next_sample() -> Sample:
+        time.sleep(interval)
+        cur = sample(api)
+        return Sample(cur.at, cur.health, cur.stats, sample_dlq(api))
+
+    try:
+        prev = sample(api)
+        if watch and not as_json:
+            with Live(console=out, refresh_per_second=4) as live:
+                while True:
+                    cur = next_sample()
+                    live.update(render(view(prev, cur), api))
+                    prev = cur
+        v = view(prev, next_sample())
+    except AgentUnreachable as exc:
+        err.print(f"[bold red]the agent did not answer: {exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(v, indent=2) + "\n")
+    else:
+        out.print(render(v, api))
+    if v["status"] != "healthy":
+        raise typer.Exit(1)
+
+
+def wants_status_line(requested: bool, terminal: bool, log_format: str) -> bool:
+    """The live status line, unless stderr is not a terminal and carries JSON logs (one object a line)."""
+    return requested and (terminal or log_format != "json")
 
 
 # -- pipeline ---------------------------------------------------------------------------------

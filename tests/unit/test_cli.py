@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import yaml
 from typer.testing import CliRunner
 
 from log_capturer.cli import app
@@ -109,3 +111,43 @@ def test_validate_checks_the_pipelines_file(tmp_path: Path, repo_root: Path) -> 
     cfg.write_text(cfg.read_text().replace("syslg", "syslog"))
     result = runner.invoke(app, ["validate", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
+
+
+def test_validate_show_prints_the_effective_config_without_secrets(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "sinks:\n  kafka:\n    enabled: true\n    auth: {enabled: true, username: alice}\n"
+        '    librdkafka_options: {"sasl.oauthbearer.client.secret": "oauth-secret-1"}\n'
+    )
+    env = {"KAFKA_PASSWORD": "env-password-42", "KAFKA_BROKERS": "b1:9092,b2:9092"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "log_capturer", "validate", "--show", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "env-password-42" not in proc.stdout + proc.stderr
+    assert "oauth-secret-1" not in proc.stdout + proc.stderr
+    shown = yaml.safe_load(proc.stdout)
+    kafka = shown["sinks"]["kafka"]
+    assert kafka["brokers"] == ["b1:9092", "b2:9092"]  # environment overrides applied
+    assert kafka["auth"] == {
+        "enabled": True,
+        "mechanism": "SCRAM-SHA-256",
+        "username": "alice",
+        "password": "***",
+    }
+    assert kafka["librdkafka_options"] == {"sasl.oauthbearer.client.secret": "***"}
+    assert shown["dispatcher"]["queue_size"] == 50000  # defaults included
+
+
+def test_no_plain_status_lines_among_json_logs() -> None:
+    from log_capturer.cli import wants_status_line
+
+    assert wants_status_line(True, True, "json")  # a terminal shows the live line
+    assert not wants_status_line(True, False, "json")  # a pipe or a container gets JSON only
+    assert wants_status_line(True, False, "text")
+    assert not wants_status_line(False, True, "text")

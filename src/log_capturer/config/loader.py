@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from log_capturer.config.schema import Config
+from log_capturer.config.secrets import is_secret_key
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 
@@ -86,7 +87,8 @@ def _describe(err: Mapping[str, Any], root: type[BaseModel]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     given = err.get("input")
-    shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+    hidden = isinstance(given, dict | list) or given is None or any(is_secret_key(p) for p in loc)
+    shown = "" if hidden else f" (got {given!r})"
     return f"{key}: {msg}{shown}"
 
 

@@ -64,6 +64,11 @@ class ServerConfig(Strict):
     enabled: bool = Field(True, description="Serve the API (/health, /stats, /positions).")
     host: str = Field("0.0.0.0", description="Address the API server binds to.")
     port: Port = Field(8401, description="API server port.")
+    stalled_after: Duration = Field(
+        30.0,
+        description="GET /health reports the 'delivery' check degraded (503) when lines wait for "
+        "Kafka's acknowledgement and none was acknowledged for this long.",
+    )
 
 
 class MetricsConfig(Strict):
@@ -71,6 +76,14 @@ class MetricsConfig(Strict):
     host: str = Field("0.0.0.0", description="Address the metrics server binds to.")
     port: Port = Field(8001, description="Metrics server port; also serves a plain GET /health -> OK.")
     path: str = Field("/metrics", pattern=r"^/", description="Path of the Prometheus endpoint.")
+    file_lag_series_limit: int = Field(
+        100,
+        ge=0,
+        le=100_000,
+        description="Most files exported one by one in file_lag_bytes{source_type,path} (those with "
+        "the largest lag), which bounds the metric's series; files_lag_bytes always sums every file. "
+        "0 = the sum only.",
+    )
 
 
 # --- sources --------------------------------------------------------------------------------

@@ -3,22 +3,34 @@
 Each agent owns a :class:`Metrics` with its own registry, so several agents
 (or tests) in one process never collide. Hot-path code updates counters once
 per chunk or batch, never once per line.
+
+Besides the metrics below, the registry holds collectors evaluated at scrape
+time, so they cost nothing between scrapes:
+
+- ``process_*`` (prometheus_client's process collector: resident and virtual
+  memory, CPU seconds, open and maximum descriptors, start time);
+- ``component_health`` and the per-file lag gauges, registered by the agent
+  (:mod:`log_capturer.observability.health`, :mod:`log_capturer.observability.lag`).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from log_capturer.observability.bulk import BulkHistogram
 
+#: Records of one chunk for one topic: from a single line up to a full read buffer of short lines.
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
+#: Produce-to-acknowledgement time: milliseconds when healthy, up to a minute across retries.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: Encoded record sizes: a short line is ~200 bytes of JSON, max_message_bytes defaults to 1 MiB.
 _SIZE_BUCKETS = (64, 128, 256, 512, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=r)
         # --- agent-wide --------------------------------------------------------------------
         self.logs_processed = Counter(
             "logs_processed_total",
@@ -53,6 +65,13 @@ class Metrics:
             "Containers (Docker) and pod containers (Kubernetes) whose logs are followed.",
             registry=r,
         )
+        self.sink_send_duration = Histogram(
+            "sink_send_duration_seconds",
+            "Time from handing a chunk to a sink until its last line was acknowledged.",
+            ["sink_type"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.lines_truncated = Counter(
             "logs_truncated_total",
             "Lines longer than max_line_bytes, truncated.",
@@ -62,44 +81,46 @@ class Metrics:
         # --- Kafka -------------------------------------------------------------------------
         self.kafka_messages_produced = Counter(
             "kafka_messages_produced_total",
-            "Records delivered (success) or failed (error) per topic.",
+            "Records acknowledged by Kafka (status=success, once per record) and failed delivery "
+            "attempts (status=error, once per failed attempt: a retried record may count several times).",
             ["topic", "status"],
             registry=r,
         )
         self.kafka_producer_errors = Counter(
             "kafka_producer_errors_total",
-            "Producer errors per topic and error type.",
+            "Failed delivery reports per topic and librdkafka error name (msg_timed_out, "
+            "msg_size_too_large, ...).",
             ["topic", "error_type"],
             registry=r,
         )
         self.kafka_queue_size = Gauge(
             "kafka_queue_size",
-            "Records held by the producer, not yet acknowledged.",
+            "Records held by the producer (queued or in flight), sampled every second.",
             ["sink_name"],
             registry=r,
         )
         self.kafka_queue_utilization = Gauge(
             "kafka_queue_utilization",
-            "Producer queue fill, 0.0-1.0.",
+            "Producer queue fill: kafka_queue_size / sinks.kafka.queue_size, 0.0-1.0.",
             ["sink_name"],
             registry=r,
         )
         self.kafka_connection_status = Gauge(
             "kafka_connection_status",
-            "1 when the broker connection is up, 0 when down.",
+            "1 when the connection to the broker is up, 0 when down (librdkafka statistics, every 2 s).",
             ["broker", "sink_name"],
             registry=r,
         )
         self.kafka_batch_size = Histogram(
             "kafka_batch_size_messages",
-            "Records per dispatched batch.",
+            "Records of one chunk sent to one topic together (one observation per chunk and topic).",
             ["topic"],
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.kafka_batch_send_duration = Histogram(
             "kafka_batch_send_duration_seconds",
-            "Time from produce to the last delivery report of a chunk.",
+            "Time from producing a chunk to the last delivery report of its records, per topic.",
             ["topic"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -112,13 +133,13 @@ class Metrics:
         )
         self.kafka_partition_messages = Counter(
             "kafka_partition_messages_total",
-            "Records acknowledged per topic partition.",
+            "Records transmitted to each topic partition (librdkafka statistics: txmsgs).",
             ["topic", "partition"],
             registry=r,
         )
         self.kafka_compression_ratio = Gauge(
             "kafka_compression_ratio",
-            "Uncompressed / compressed bytes of produced batches.",
+            "Uncompressed / compressed bytes of recent produced batches (librdkafka batch statistics).",
             ["topic", "compression_type"],
             registry=r,
         )

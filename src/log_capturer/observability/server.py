@@ -26,10 +26,14 @@ log = logging.getLogger(__name__)
 JsonProvider = Callable[[], dict[str, Any]]
 Reprocess = Callable[[bool], tuple[int, dict[str, Any]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Scrub = Callable[[bytes], bytes]
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data, default=str), status=status, content_type="application/json")
+def _json(data: Any, status: int = 200, scrub: Scrub | None = None) -> web.Response:
+    body = orjson.dumps(data, default=str)
+    if scrub is not None:
+        body = scrub(body)
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def build_api_app(
@@ -40,26 +44,29 @@ def build_api_app(
     *,
     dlq_stats: JsonProvider | None = None,
     dlq_reprocess: Reprocess | None = None,
+    scrub: Scrub | None = None,
 ) -> web.Application:
+    """``scrub`` masks known secret values in every JSON answer (see :mod:`log_capturer.config.secrets`)."""
+
     async def get_health(_: web.Request) -> web.Response:
         h = health()
-        return _json(h, 200 if h.get("status") == "healthy" else 503)
+        return _json(h, 200 if h.get("status") == "healthy" else 503, scrub)
 
     async def get_stats(_: web.Request) -> web.Response:
-        return _json(stats())
+        return _json(stats(), scrub=scrub)
 
     async def get_positions(_: web.Request) -> web.Response:
-        return _json(positions())
+        return _json(positions(), scrub=scrub)
 
     async def get_dlq_stats(_: web.Request) -> web.Response:
         assert dlq_stats is not None
-        return _json(await asyncio.get_running_loop().run_in_executor(None, dlq_stats))
+        return _json(await asyncio.get_running_loop().run_in_executor(None, dlq_stats), scrub=scrub)
 
     async def post_dlq_reprocess(request: web.Request) -> web.Response:
         assert dlq_reprocess is not None
         everything = request.query.get("all", "").lower() in ("1", "true", "yes")
         code, body = await asyncio.get_running_loop().run_in_executor(None, dlq_reprocess, everything)
-        return _json(body, code)
+        return _json(body, code, scrub)
 
     app = web.Application()
     app.router.add_get("/health", get_health)
@@ -74,9 +81,13 @@ def build_api_app(
     return app
 
 
-def build_metrics_app(registry: CollectorRegistry, path: str) -> web.Application:
+def build_metrics_app(registry: CollectorRegistry, path: str, scrub: Scrub | None = None) -> web.Application:
+    def render() -> bytes:
+        body = generate_latest(registry)
+        return scrub(body) if scrub is not None else body
+
     async def metrics(_: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)
+        body = await asyncio.get_running_loop().run_in_executor(None, render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def ok(_: web.Request) -> web.Response:

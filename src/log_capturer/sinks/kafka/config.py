@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from log_capturer.config.schema import KafkaSinkConfig
+from log_capturer.config.secrets import MASK, is_secret_key
 
 #: Room for the record batch header and per-record overhead on top of the value.
 RECORD_OVERHEAD = 512
@@ -122,4 +123,4 @@ MANAGED_PROPERTIES = frozenset(
 
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:
     """The producer config with secrets masked, safe to log."""
-    return {k: ("***" if "password" in k or k.endswith(".pem") else v) for k, v in conf.items()}
+    return {k: (MASK if is_secret_key(k) else v) for k, v in conf.items()}

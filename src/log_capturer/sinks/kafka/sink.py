@@ -698,6 +698,7 @@ class KafkaSink:
             m.kafka_messages_produced.labels(topic, "success").inc(count)
             m.kafka_batch_size.labels(topic).observe(count)
             m.kafka_batch_send_duration.labels(topic).observe(elapsed)
+        m.sink_send_duration.labels(self.sink_type).observe(elapsed)
         if delivered:
             m.logs_sent.labels(self.sink_type, "success").inc(delivered)
             self._all_down = False

@@ -1,0 +1,207 @@
+"""``log-capturer status``: a terminal view of a running agent, from ``/health``, ``/stats`` and
+``/dlq/stats`` (when the agent has a local DLQ).
+
+Two samples ``interval`` apart give the rates: lines in (read by the sources
+and queued) and lines out (acknowledged by Kafka or parked in the DLQ), per
+second, and per topic. The view shows the overall state, each sink's state,
+message and circuit breaker, every health check (queue, DLQ, ...), the queue
+fill and the DLQ figures.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+STYLE = {"healthy": "bold green", "degraded": "bold yellow", "unhealthy": "bold red"}
+
+
+class AgentUnreachable(RuntimeError):
+    """The agent's API did not answer (not running, wrong --api, or not JSON)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float
+    health: dict[str, Any]
+    stats: dict[str, Any]
+    dlq: dict[str, Any] | None = None
+
+
+def _get(url: str, timeout: float, missing_ok: bool = False) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = r.read()
+    except urllib.error.HTTPError as exc:
+        if missing_ok and exc.code == 404:
+            return {}
+        body = exc.read()  # /health answers 503 with its JSON when not healthy
+    except OSError as exc:
+        raise AgentUnreachable(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise AgentUnreachable(f"{url} did not answer JSON: {body[:200]!r}") from None
+    if not isinstance(data, dict):
+        raise AgentUnreachable(f"{url} did not answer a JSON object")
+    return data
+
+
+def sample(api: str, timeout: float = 5.0) -> Sample:
+    base = api.rstrip("/")
+    stats = _get(base + "/stats", timeout)
+    health = _get(base + "/health", timeout)
+    return Sample(time.monotonic(), health, stats)
+
+
+def sample_dlq(api: str, timeout: float = 5.0) -> dict[str, Any]:
+    """``/dlq/stats`` (entries and bytes in the local store), or {} when the agent has none."""
+    return _get(api.rstrip("/") + "/dlq/stats", timeout, missing_ok=True)
+
+
+#: Ways a sink finishes with a line: delivered, parked locally, sent to the DLQ topic, overflowed.
+_OUT = ("delivered", "parked", "sent_to_dlq_topic", "overflowed_to_dlq")
+
+
+def _lines_out(stats: dict[str, Any]) -> int:
+    sinks = stats.get("sinks", {})
+    return sum(int(s.get(k, 0)) for s in sinks.values() for k in _OUT)
+
+
+def _by_topic(stats: dict[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in stats.get("sinks", {}).values():
+        for topic, n in s.get("delivered_by_topic", {}).items():
+            out[topic] = out.get(topic, 0) + int(n)
+    return out
+
+
+def _breaker(sink: dict[str, Any], sink_stats: dict[str, Any]) -> str:
+    for source in (sink, sink_stats):
+        value = source.get("circuit_breaker")
+        if isinstance(value, dict):
+            value = value.get("state")
+        if value is not None:
+            return str(value)
+    return "-"
+
+
+def view(prev: Sample, cur: Sample) -> dict[str, Any]:
+    """What the terminal shows, as data (``--json`` prints it)."""
+    dt = max(cur.at - prev.at, 1e-6)
+    h, st = cur.health, cur.stats
+    disp = st.get("dispatcher", {})
+    lines_in = (int(disp.get("lines_in", 0)) - int(prev.stats.get("dispatcher", {}).get("lines_in", 0))) / dt
+    lines_out = (_lines_out(st) - _lines_out(prev.stats)) / dt
+    before = _by_topic(prev.stats)
+    topics = {t: round((n - before.get(t, 0)) / dt, 1) for t, n in sorted(_by_topic(st).items())}
+    sink_stats = st.get("sinks", {})
+    sinks = [
+        {
+            "name": s.get("name", "?"),
+            "status": s.get("status", "?"),
+            "message": s.get("message", ""),
+            "circuit_breaker": _breaker(s, sink_stats.get(s.get("name", ""), {})),
+            "outstanding": sink_stats.get(s.get("name", ""), {}).get("outstanding"),
+        }
+        for s in h.get("services", {}).get("sinks", [])
+    ]
+    checks = {
+        name: {"status": c.get("status", "?"), **{k: v for k, v in c.items() if k != "status"}}
+        for name, c in h.get("checks", {}).items()
+        if isinstance(c, dict)
+    }
+    return {
+        "status": h.get("status", "?"),
+        "version": h.get("version", ""),
+        "uptime": h.get("uptime", ""),
+        "interval_seconds": round(dt, 3),
+        "lines_in_per_second": round(lines_in, 1),
+        "lines_out_per_second": round(lines_out, 1),
+        "topics_per_second": topics,
+        "queue_utilization": disp.get("queue_utilization", 0.0),
+        "queue_size": disp.get("queue_size", 0),
+        "queue_capacity": disp.get("queue_capacity", 0),
+        "sinks": sinks,
+        "checks": checks,
+        "dlq": _dlq(st.get("dlq", {}), cur.dlq or {}),
+        "files": {
+            k: st.get("files", {}).get(k)
+            for k in ("monitored", "open_files", "in_flight_lines")
+            if k in st.get("files", {})
+        }
+        | {"lag_bytes": sum(st.get("files", {}).get("lag_bytes", {}).values())},
+    }
+
+
+def _dlq(stats: dict[str, Any], store: dict[str, Any]) -> dict[str, Any]:
+    """The DLQ's size now (``/dlq/stats``) and what was written since start (``/stats``)."""
+    out: dict[str, Any] = {
+        k: store[k] for k in ("entries", "size_bytes", "due_for_reprocessing") if k in store
+    }
+    out.update({k: v for k, v in stats.items() if isinstance(v, int | float) or (isinstance(v, str) and v)})
+    return out
+
+
+def _status(word: str) -> Text:
+    return Text(word, style=STYLE.get(word, "bold"))
+
+
+def _figures(data: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v}" for k, v in data.items() if isinstance(v, int | float | str) and v != "")
+
+
+def render(v: dict[str, Any], api: str) -> RenderableType:
+    head = Text.assemble(
+        ("agent ", "bold"),
+        (api, "cyan"),
+        "  ",
+        _status(v["status"]),
+        f"  version {v['version']}  up {v['uptime']}",
+    )
+    flow = Table(title="flow", title_justify="left", expand=False)
+    flow.add_column("lines in/s", justify="right")
+    flow.add_column("lines out/s", justify="right")
+    flow.add_column("queue", justify="right")
+    flow.add_column("DLQ")
+    flow.add_column("files")
+    flow.add_row(
+        f"{v['lines_in_per_second']:,.1f}",
+        f"{v['lines_out_per_second']:,.1f}",
+        f"{float(v['queue_utilization']):.1%} ({v['queue_size']:,}/{v['queue_capacity']:,})",
+        _figures(v["dlq"]) or "-",
+        _figures(v["files"]) or "-",
+    )
+    sinks = Table(title="sinks", title_justify="left")
+    for col in ("name", "status", "breaker", "outstanding", "message"):
+        sinks.add_column(col, overflow="fold")
+    for s in v["sinks"]:
+        sinks.add_row(
+            s["name"],
+            _status(s["status"]),
+            s["circuit_breaker"],
+            "-" if s["outstanding"] is None else f"{s['outstanding']:,}",
+            s["message"],
+        )
+    checks = Table(title="checks", title_justify="left")
+    for col in ("check", "status", "details"):
+        checks.add_column(col, overflow="fold")
+    for name, c in v["checks"].items():
+        checks.add_row(name, _status(c["status"]), _figures({k: x for k, x in c.items() if k != "status"}))
+    parts: list[RenderableType] = [head, flow, sinks, checks]
+    if v["topics_per_second"]:
+        topics = Table(title="delivered per topic", title_justify="left")
+        topics.add_column("topic")
+        topics.add_column("records/s", justify="right")
+        for t, rate in v["topics_per_second"].items():
+            topics.add_row(t, f"{rate:,.1f}")
+        parts.append(topics)
+    return Group(*parts)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from rich.console import Console
+
+from log_capturer.observability.agent_status import Sample, render, view
+
+
+def stats(lines_in: int, delivered: int, parked: int, by_topic: dict[str, int]) -> dict[str, object]:
+    return {
+        "dispatcher": {
+            "lines_in": lines_in,
+            "queue_utilization": 0.25,
+            "queue_size": 250,
+            "queue_capacity": 1000,
+        },
+        "sinks": {
+            "kafka_sink": {
+                "delivered": delivered,
+                "parked": parked,
+                "outstanding": 7,
+                "delivered_by_topic": by_topic,
+            }
+        },
+        "dlq": {"entries_written": parked},
+        "files": {"monitored": 2, "open_files": 2, "in_flight_lines": 7, "lag_bytes": {"/a": 10, "/b": 5}},
+    }
+
+
+HEALTH = {
+    "status": "degraded",
+    "version": "0.1.0",
+    "uptime": "1m2s",
+    "services": {
+        "sinks": [
+            {
+                "name": "kafka_sink",
+                "status": "degraded",
+                "message": "3 records waiting",
+                "circuit_breaker": "closed",
+            }
+        ]
+    },
+    "checks": {
+        "queue": {"status": "healthy", "utilization": 0.25},
+        "dlq": {"status": "degraded", "entries": 2},
+    },
+}
+
+
+def test_rates_come_from_two_samples() -> None:
+    prev = Sample(10.0, HEALTH, stats(1000, 900, 0, {"logs": 900}))
+    cur = Sample(12.0, HEALTH, stats(3000, 2800, 100, {"logs": 2000, "logs-high-priority": 800}))
+    v = view(prev, cur)
+    assert v["lines_in_per_second"] == 1000.0
+    assert v["lines_out_per_second"] == 1000.0  # delivered + parked
+    assert v["topics_per_second"] == {"logs": 550.0, "logs-high-priority": 400.0}
+    assert v["sinks"] == [
+        {
+            "name": "kafka_sink",
+            "status": "degraded",
+            "message": "3 records waiting",
+            "circuit_breaker": "closed",
+            "outstanding": 7,
+        }
+    ]
+    assert v["checks"]["dlq"] == {"status": "degraded", "entries": 2}
+    assert v["dlq"] == {"entries_written": 100}
+    assert v["files"]["lag_bytes"] == 15
+
+
+def test_render_shows_every_part() -> None:
+    v = view(Sample(0.0, HEALTH, stats(0, 0, 0, {})), Sample(1.0, HEALTH, stats(50, 40, 0, {"logs": 40})))
+    console = Console(record=True, width=160)
+    console.print(render(v, "http://127.0.0.1:8401"))
+    text = console.export_text()
+    for part in (
+        "degraded",
+        "kafka_sink",
+        "closed",
+        "3 records waiting",
+        "25.0%",
+        "entries=2",
+        "logs",
+        "50.0",
+    ):
+        assert part in text, part
