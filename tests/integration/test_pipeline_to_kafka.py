@@ -69,6 +69,7 @@ def test_json_app_pipeline_parses_redacts_and_sets_time_and_level(
         )
         assert 'pipeline_step_failures_total{pipeline="json-app",step="0:json_parse"} 1.0' in metrics
         assert 'pipeline_redactions_total{pipeline="json-app",rule="credit_card"} 300.0' in metrics
+        assert 'logs_processed_total{pipeline="json-app",source_id=' in metrics
         assert agent.stop(signal.SIGTERM) == 0, agent.log()
     finally:
         if agent.proc and agent.proc.poll() is None:

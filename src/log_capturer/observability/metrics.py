@@ -34,7 +34,8 @@ class Metrics:
         # --- agent-wide --------------------------------------------------------------------
         self.logs_processed = Counter(
             "logs_processed_total",
-            "Lines read from sources and accepted by the dispatcher.",
+            "Lines read from sources and accepted by the dispatcher (pipeline: the processing pipeline "
+            "they go through, 'default' for none).",
             ["source_type", "source_id", "pipeline"],
             registry=r,
         )

@@ -85,7 +85,8 @@ class Dispatcher:
             return True
         self.lines_in += n
         origin = chunk.origin
-        self.metrics.logs_processed.labels(origin.source_type, origin.source_id, "default").inc(n)
+        pipeline = self.analyzer.pipeline_name(chunk) or "default"
+        self.metrics.logs_processed.labels(origin.source_type, origin.source_id, pipeline).inc(n)
         self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
         return True
 

@@ -48,8 +48,13 @@ class Analyzer:
         self.by_source_type = dict(by_source_type or {})
 
     def pipeline_for(self, chunk: Chunk) -> Pipeline | None:
-        name = chunk.origin.pipeline or self.by_source_type.get(chunk.origin.source_type)
+        name = self.pipeline_name(chunk)
         return self.pipelines.get(name) if name else None
+
+    def pipeline_name(self, chunk: Chunk) -> str:
+        """The pipeline the chunk's lines go through ('' for none)."""
+        name = chunk.origin.pipeline or self.by_source_type.get(chunk.origin.source_type, "")
+        return name if name in self.pipelines else ""
 
     def analyze(self, chunk: Chunk) -> None:
         if self.pipelines:

@@ -346,7 +346,8 @@ class KafkaSink:
                     return True
                 why = f"the sink queue is {self.utilization:.0%} full"
             elif state is BreakerState.HALF_OPEN:
-                if breaker.allow():
+                # A trial call only while there is room: trials must not overfill the queue.
+                if self.utilization < self._critical and breaker.allow():
                     return True
                 why = "the circuit breaker is half-open and its trial calls are in flight"
             else:
