@@ -83,20 +83,51 @@ def run(
             "HTTP servers are off.",
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Agent processes (overrides app.workers). N > 1: a supervisor and N workers, files "
+            "and containers split between them; see the README, 'Multi-process mode'. No live "
+            "status line then (use /stats).",
+        ),
+    ] = None,
 ) -> None:
     """Run the agent in the foreground until Ctrl-C or SIGTERM (or end of input), then drain and exit."""
     from log_capturer.app import Agent, AgentError
     from log_capturer.observability.logs import setup_logging
     from log_capturer.observability.status import StatusLine
+    from log_capturer.workers.positions import PositionsBusy, prepare_positions
 
     cfg = _load(config)
+    if workers is not None:
+        if workers > 1 and (stdin or cfg.stdin.enabled):
+            err.print("[bold red]--workers: standard input is one stream, read by one process[/]")
+            raise typer.Exit(2)
+        cfg.app.workers = workers
     if stdin:
+        cfg.app.workers = 1
         cfg.stdin.enabled = True
         cfg.files_config.enabled = False
         cfg.syslog.enabled = False
         cfg.server.enabled = False
         cfg.metrics.enabled = False
     setup_logging(cfg.app.log_level, cfg.app.log_format, cfg.app.name, cfg.app.log_file)
+    tails = (cfg.files_config.enabled and cfg.files_config.watch_directories) or (
+        cfg.container_monitor.enabled or cfg.kubernetes.enabled
+    )
+    try:
+        # Held until the agent exits; lays the positions out for this many workers (1 included).
+        lock = prepare_positions(cfg.positions, cfg.app.workers) if tails else None
+    except PositionsBusy as exc:
+        err.print(f"[bold red]{exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    if cfg.app.workers > 1:
+        from log_capturer.workers.supervisor import run_supervisor
+
+        raise typer.Exit(run_supervisor(cfg, cfg.app.workers, lock))
     try:
         agent = Agent(cfg)
         agent.start()
@@ -354,6 +385,13 @@ def bench(
     ),
     seed: Annotated[int, typer.Option(help="Seed of the generated content.")] = 1,
     files: Annotated[int, typer.Option(help="Number of files the generator writes (in turn).")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Agent processes (app.workers; default: the agent config's, 1). Use --files >= N so "
+            "each worker has files to ship; memory and CPU are then those of all processes."
+        ),
+    ] = None,
     bootstrap: Annotated[
         str | None, typer.Option(help="Kafka bootstrap address (default: the local cluster).")
     ] = None,
@@ -394,6 +432,7 @@ def bench(
         levels=levels,
         seed=seed,
         files=files,
+        workers=workers,
         bootstrap=bootstrap or _local_bootstrap(),
         out_dir=out_dir,
         json_out=json_out,
