@@ -97,9 +97,11 @@ def summarize(folded: Path, top: int = 20) -> str:
         count = int(n)
         samples += count
         frames = stack.split(";")
-        if frames and frames[0].startswith("process "):
-            processes[_process_name(frames[0])] += count
-            frames = frames[1:]
+        process = ""
+        while frames and frames[0].startswith("process "):  # --subprocesses: parent;child;...
+            process, frames = frames[0], frames[1:]
+        if process:
+            processes[_process_name(process)] += count
         if frames and frames[0].startswith("thread "):
             threads[frames[0]] += count
             frames = frames[1:]
