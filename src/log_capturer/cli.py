@@ -120,7 +120,9 @@ def run(
     )
     try:
         # Held until the agent exits; lays the positions out for this many workers (1 included).
-        lock = prepare_positions(cfg.positions, cfg.app.workers) if tails else None
+        # Workers left by a supervisor that died hold it until their drain is over: wait for them.
+        wait = cfg.dispatcher.drain_timeout + 30
+        lock = prepare_positions(cfg.positions, cfg.app.workers, wait) if tails else None
     except PositionsBusy as exc:
         err.print(f"[bold red]{exc}[/]", highlight=False)
         raise typer.Exit(2) from None

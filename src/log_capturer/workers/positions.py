@@ -28,6 +28,7 @@ import fcntl
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -117,21 +118,35 @@ def rebalance(directory: str | Path, count: int) -> dict[str, int]:
     return moved
 
 
-def lock_positions(directory: str | Path) -> IO[str]:
-    """Hold ``.agent.lock`` in the positions directory; :class:`PositionsBusy` if another agent does."""
+def lock_positions(directory: str | Path, wait: float = 0.0) -> IO[str]:
+    """Hold ``.agent.lock`` in the positions directory; :class:`PositionsBusy` if another agent
+    still does after ``wait`` seconds (the workers of an agent whose supervisor died finish their
+    drain first)."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     f = (root / LOCK_NAME).open("a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise PositionsBusy(
-            f"another agent (pid {holder}) uses positions.directory {root}; stop it, or give this "
-            "one its own positions.directory"
-        ) from None
+    deadline = time.monotonic() + wait
+    noted = False
+    while True:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            if time.monotonic() >= deadline:
+                f.close()
+                raise PositionsBusy(
+                    f"another agent (pid {holder}, or its workers) uses positions.directory {root}; "
+                    "stop it, or give this one its own positions.directory"
+                ) from None
+            if not noted:
+                log.warning(
+                    "positions directory in use by another agent; waiting for it to stop",
+                    extra={"directory": str(root), "holder_pid": holder, "wait_s": wait},
+                )
+                noted = True
+            time.sleep(0.2)
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
@@ -139,12 +154,13 @@ def lock_positions(directory: str | Path) -> IO[str]:
     return f
 
 
-def prepare_positions(positions: PositionsConfig, count: int) -> IO[str] | None:
-    """Before the agent starts: lock the directory, lay the positions out for ``count`` workers,
-    forget the claims of earlier workers. Returns the lock (keep it open while the agent runs)."""
+def prepare_positions(positions: PositionsConfig, count: int, wait: float = 0.0) -> IO[str] | None:
+    """Before the agent starts: lock the directory (waiting up to ``wait`` s for another agent),
+    lay the positions out for ``count`` workers, forget the claims of earlier workers. Returns the
+    lock (keep it open while the agent runs)."""
     if not positions.enabled:
         return None
-    lock = lock_positions(positions.directory)
+    lock = lock_positions(positions.directory, wait)
     try:
         rebalance(positions.directory, count)
         with contextlib.suppress(FileNotFoundError):

@@ -143,3 +143,47 @@ def test_a_worker_killed_with_sigkill_is_restarted_and_nothing_is_lost(
     print(json.dumps({"lines": LINES, "missing": len(missing), "duplicates": duplicated, "bound": window}))
     assert not missing, f"{len(missing)} lines lost, e.g. {missing[:2]}"
     assert duplicated <= window
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_when_the_supervisor_is_killed_its_workers_drain_and_a_new_agent_resumes(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    path = _config(tmp_path, bootstrap, topics)
+    files = files_for_workers(tmp_path / "logs", 2, 2)
+    writer = generate(files, LINES, rate=RATE)
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+        wait_until(lambda: agent.get("/stats")["files"]["lines_read"] > 5000, 60, "lines flowing")
+        pids = [w["pid"] for w in agent.get("/stats")["workers"]]
+        agent.kill()  # SIGKILL: the supervisor has no chance to stop its workers
+        # Their pipe from the supervisor ends: they drain and exit by themselves (no orphans).
+        wait_until(lambda: not any(_alive(p) for p in pids), 60, "the orphaned workers to exit")
+        events = _log_events(tmp_path / "agent.log")
+        assert sorted(
+            e["worker"] for e in events if e["message"] == "the supervisor is gone; draining and stopping"
+        ) == [0, 1]
+        assert sorted(
+            e.get("worker") for e in events if e["message"].startswith("worker stopped cleanly")
+        ) == [0, 1]
+        agent = AgentProcess(path, tmp_path / "agent.log").start()
+        assert writer.wait(120) == 0
+        records = consume_all(bootstrap, [topics[t] for t in ROUTED], expected=LINES)
+        wait_until(lambda: agent.get("/stats")["files"]["in_flight_lines"] == 0, 60, "acknowledgements")
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        writer.kill()
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    missing, duplicated = missing_and_duplicated(records, files)
+    print(json.dumps({"lines": LINES, "missing": len(missing), "duplicated": duplicated}))
+    assert not missing, f"{len(missing)} lines lost, e.g. {missing[:2]}"
+    assert duplicated == 0  # the workers' own drain checkpointed every line they had read

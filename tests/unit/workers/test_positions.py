@@ -101,3 +101,11 @@ def test_a_second_agent_cannot_take_the_positions_directory(tmp_path: Path) -> N
     finally:
         held.close()
     lock_positions(tmp_path).close()  # free again once the first one let go
+
+
+def test_a_new_agent_waits_for_the_lock_while_the_old_one_finishes(tmp_path: Path) -> None:
+    import threading
+
+    held = lock_positions(tmp_path)
+    threading.Timer(0.5, held.close).start()
+    lock_positions(tmp_path, wait=30).close()
