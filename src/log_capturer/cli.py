@@ -96,9 +96,7 @@ def run(
     ] = None,
 ) -> None:
     """Run the agent in the foreground until Ctrl-C or SIGTERM (or end of input), then drain and exit."""
-    from log_capturer.app import Agent, AgentError
     from log_capturer.observability.logs import setup_logging
-    from log_capturer.observability.status import StatusLine
     from log_capturer.workers.positions import PositionsBusy, prepare_positions
 
     cfg = _load(config)
@@ -130,6 +128,10 @@ def run(
         from log_capturer.workers.supervisor import run_supervisor
 
         raise typer.Exit(run_supervisor(cfg, cfg.app.workers, lock))
+    # Imported only here: the supervisor of a multi-process agent needs no Kafka client.
+    from log_capturer.app import Agent, AgentError
+    from log_capturer.observability.status import StatusLine
+
     try:
         agent = Agent(cfg)
         agent.start()
