@@ -124,13 +124,15 @@ def test_max_smoke_in_multi_process_mode(tmp_path: Path, bootstrap: str) -> None
         "4",
         "--workers",
         "2",
-        "--ceiling",
-        "none",
         "--profile",
     )
     res = r["results"]
     assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (20000, 0, 0, 0)
     assert r["options"]["workers"] == 2 and r["agent"]["exit_code"] == 0
+    # The ceiling runs kcat on the same four files (through its standard input: -l takes one).
+    ceil = r["ceiling"]
+    assert (ceil["tool"], ceil["error"], ceil["delivered"]) == ("kcat", "", 20000)
+    assert r["ratio_to_ceiling"] is not None
     config = yaml.safe_load(Path(r["agent"]["config"]).read_text())
     assert config["app"]["workers"] == 2
     # Memory and CPU are those of the supervisor and both workers together.
