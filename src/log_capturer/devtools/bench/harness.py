@@ -553,6 +553,8 @@ class Bench:
             # With workers, rss_peak_mib sums each process's own peak (an upper bound); this is the
             # highest total the sampler saw (every sample_interval).
             "rss_sampled_peak_mib": round(max((s.rss_mib or 0.0 for s in run.samples), default=0.0), 1),
+            # The same for PSS: pages the processes share (their libraries) counted once.
+            "pss_sampled_peak_mib": round(max((s.pss_mib or 0.0 for s in run.samples), default=0.0), 1),
             "agent_cpu_seconds": None if cpu is None else round(cpu, 2),
             "cpu_us_per_line": None if cpu is None or not c.unique else round(cpu / c.unique * 1e6, 3),
             "machine_cpu_utilization": round(run.machine_cpu, 3),

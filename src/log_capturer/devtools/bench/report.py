@@ -193,9 +193,10 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         "queue peak",
         f"dispatcher {_fmt(_pct(q['dispatcher']), ' %', 1)}, producer {_fmt(_pct(q['producer']), ' %', 1)}",
     )
+    rss, pss = _fmt(res["rss_peak_mib"], " MiB", 1), _fmt(res.get("pss_sampled_peak_mib"), " MiB", 1)
     t.add_row(
         "agent",
-        f"RSS peak {_fmt(res['rss_peak_mib'], ' MiB', 1)}, CPU {_fmt(res['agent_cpu_seconds'], ' s', 1)}"
+        f"RSS peak {rss} (PSS {pss}), CPU {_fmt(res['agent_cpu_seconds'], ' s', 1)}"
         f" ({_fmt(res['cpu_us_per_line'], ' us/line', 2)}), exit {result['agent']['exit_code']}",
     )
     t.add_row(

@@ -114,6 +114,25 @@ def tree_rss_mib(pid: int, peak: bool = False) -> float | None:
     return sum(known) if known else None
 
 
+def pss_mib(pid: int) -> float | None:
+    """Proportional set size of ``pid`` in MiB: pages shared with other processes (the same
+    libraries in every worker) count once in all, split between them."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def tree_pss_mib(pid: int) -> float | None:
+    """Memory ``pid`` and its descendants use together (sum of PSS), in MiB."""
+    sizes = [pss_mib(p) for p in process_tree(pid)]
+    known = [s for s in sizes if s is not None]
+    return sum(known) if known else None
+
+
 def tree_cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of ``pid`` and its running descendants."""
     times = [cpu_seconds(p) for p in process_tree(pid)]
@@ -155,6 +174,7 @@ class Sample:
     t: float  # seconds since the run's t0
     rss_mib: float | None
     cpu_s: float | None
+    pss_mib: float | None
     dispatcher_utilization: float | None
     producer_outstanding: int | None
     producer_utilization: float | None
@@ -216,6 +236,7 @@ class Sampler:
             t=round(time.time() - self.t0, 3),
             rss_mib=tree_rss_mib(self.pid),
             cpu_s=tree_cpu_seconds(self.pid),
+            pss_mib=tree_pss_mib(self.pid),
             dispatcher_utilization=disp,
             producer_outstanding=outstanding,
             producer_utilization=putil,
