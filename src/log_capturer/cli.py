@@ -125,9 +125,9 @@ def run(
         err.print(f"[bold red]{exc}[/]", highlight=False)
         raise typer.Exit(2) from None
     if cfg.app.workers > 1:
-        from log_capturer.workers.supervisor import run_supervisor
+        from log_capturer.workers.supervisor import exec_supervisor, settings_of
 
-        raise typer.Exit(run_supervisor(cfg, cfg.app.workers, lock))
+        exec_supervisor(settings_of(cfg), cfg.app.workers, lock)  # this process becomes the supervisor
     # Imported only here: the supervisor of a multi-process agent needs no Kafka client.
     from log_capturer.app import Agent, AgentError
     from log_capturer.observability.status import StatusLine

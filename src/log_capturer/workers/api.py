@@ -19,12 +19,13 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from log_capturer.sources.http import PATH as INGEST_PATH
 from log_capturer.workers import aggregate
 
 if TYPE_CHECKING:
     from log_capturer.workers.supervisor import Supervisor
 
+#: ``sources.http.PATH``, written out: importing it would load the whole pipeline (a test checks).
+INGEST_PATH = "/api/v1/logs"
 #: How long the supervisor waits for a worker's answer.
 WORKER_TIMEOUT = 5.0
 _SESSION = web.AppKey("session", aiohttp.ClientSession)

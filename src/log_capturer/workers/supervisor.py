@@ -24,10 +24,19 @@ Ctrl-C drains them all.
   supervisor) ends, and the workers drain and exit by themselves. The lock on
   the positions directory is shared with the workers, so a new agent cannot
   start on it before the last of them has saved its positions.
+
+``log-capturer run`` validates the configuration, lays the positions out and
+takes the lock, then replaces itself (``exec``, same pid) with
+``python -m log_capturer.workers.supervisor``: the supervisor runs without the
+configuration schema or a Kafka client in memory. It reads what it needs
+(:class:`SupervisorSettings`, with the workers' configuration line) from a
+memory file descriptor and keeps the inherited lock descriptor open.
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
 import contextlib
 import logging
 import os
@@ -36,17 +45,18 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import IO, Any
+from dataclasses import asdict, dataclass, field
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from log_capturer import __version__
-from log_capturer.config.schema import Config
 from log_capturer.observability.server import HttpServers
 from log_capturer.workers.api import build_supervisor_api, build_supervisor_metrics
-from log_capturer.workers.worker import config_line
+
+if TYPE_CHECKING:
+    from log_capturer.config.schema import Config
 
 log = logging.getLogger("log_capturer.supervisor")
 
@@ -62,6 +72,53 @@ STOP_GRACE = 30.0
 
 class SupervisorError(RuntimeError):
     """The multi-process agent cannot start; the message says why."""
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    """What the supervisor needs of the configuration (it never loads the schema itself)."""
+
+    #: The workers' configuration: the whole effective config as one JSON line.
+    config_line: bytes
+    drain_timeout: float
+    api: tuple[str, int] | None = None
+    metrics: tuple[str, int, str] | None = None
+    ingest: bool = False
+    log_level: str = "info"
+    log_format: str = "json"
+    log_name: str = "ssw-logs-capture"
+    log_file: str = ""
+
+    def dumps(self) -> bytes:
+        data = asdict(self)
+        data["config_line"] = base64.b64encode(self.config_line).decode()
+        return orjson.dumps(data)
+
+    @classmethod
+    def loads(cls, raw: bytes) -> SupervisorSettings:
+        data = orjson.loads(raw)
+        data["config_line"] = base64.b64decode(data["config_line"])
+        for key in ("api", "metrics"):
+            if data[key] is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def settings_of(cfg: Config) -> SupervisorSettings:
+    from log_capturer.workers.worker import config_line
+
+    app = cfg.app
+    return SupervisorSettings(
+        config_line=config_line(cfg),
+        drain_timeout=cfg.dispatcher.drain_timeout,
+        api=(cfg.server.host, cfg.server.port) if cfg.server.enabled else None,
+        metrics=(cfg.metrics.host, cfg.metrics.port, cfg.metrics.path) if cfg.metrics.enabled else None,
+        ingest=cfg.server.enabled and cfg.http_ingest.enabled,
+        log_level=app.log_level,
+        log_format=app.log_format,
+        log_name=app.name,
+        log_file=app.log_file,
+    )
 
 
 def describe_exit(code: int) -> str:
@@ -104,13 +161,14 @@ class WorkerProcess:
 
 
 class Supervisor:
-    def __init__(self, config: Config, count: int, lock: IO[str] | None = None) -> None:
+    def __init__(self, settings: SupervisorSettings, count: int, lock_fd: int | None = None) -> None:
         if count < 2:
             raise ValueError("a supervisor runs 2 or more workers")
-        self.config = config
+        self.settings = settings
         self.count = count
-        self._lock_file = lock
-        self._config_line = config_line(config)
+        #: The positions directory lock, inherited by every worker (see the module docstring).
+        self._lock_fd = lock_fd
+        self._config_line = settings.config_line
         self.workers = [WorkerProcess(i) for i in range(count)]
         self.started_at = time.time()
         self._guard = threading.Lock()
@@ -159,17 +217,13 @@ class Supervisor:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        cfg = self.config
-        if cfg.metrics.enabled:
-            self.http.add(
-                build_supervisor_metrics(self, cfg.metrics.path, self.registry),
-                cfg.metrics.host,
-                cfg.metrics.port,
-            )
-        if cfg.server.enabled:
-            ingest = cfg.http_ingest.enabled
-            self.http.add(build_supervisor_api(self, ingest), cfg.server.host, cfg.server.port)
-        if cfg.metrics.enabled or cfg.server.enabled:
+        st = self.settings
+        if st.metrics is not None:
+            host, port, path = st.metrics
+            self.http.add(build_supervisor_metrics(self, path, self.registry), host, port)
+        if st.api is not None:
+            self.http.add(build_supervisor_api(self, st.ingest), *st.api)
+        if st.metrics is not None or st.api is not None:
             try:
                 self.http.start()
             except OSError as exc:
@@ -197,15 +251,15 @@ class Supervisor:
             extra={
                 "version": __version__,
                 "workers": [p["pid"] for p in self.processes()],
-                "api": f"{cfg.server.host}:{cfg.server.port}" if cfg.server.enabled else None,
-                "metrics": f"{cfg.metrics.host}:{cfg.metrics.port}" if cfg.metrics.enabled else None,
+                "api": "{}:{}".format(*st.api) if st.api else None,
+                "metrics": "{}:{}".format(*st.metrics[:2]) if st.metrics else None,
             },
         )
 
     def _spawn(self, w: WorkerProcess) -> None:
         cmd = [sys.executable, "-m", "log_capturer.workers.worker", "--index", str(w.index)]
         cmd += ["--count", str(self.count)]
-        fds = (self._lock_file.fileno(),) if self._lock_file is not None else ()
+        fds = (self._lock_fd,) if self._lock_fd is not None else ()
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -306,7 +360,7 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
                 running.append((w, proc))
-        deadline = time.monotonic() + self.config.dispatcher.drain_timeout + STOP_GRACE
+        deadline = time.monotonic() + self.settings.drain_timeout + STOP_GRACE
         code = 0
         for w, proc in running:
             try:
@@ -328,9 +382,9 @@ class Supervisor:
         return code
 
 
-def run_supervisor(config: Config, count: int, lock: IO[str] | None) -> int:
+def run_supervisor(settings: SupervisorSettings, count: int, lock_fd: int | None) -> int:
     """Run a multi-process agent in the foreground until SIGTERM or Ctrl-C; the exit code."""
-    sup = Supervisor(config, count, lock)
+    sup = Supervisor(settings, count, lock_fd)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -347,8 +401,45 @@ def run_supervisor(config: Config, count: int, lock: IO[str] | None) -> int:
         sup.poll()
     log.info(
         "stopping: draining every worker",
-        extra={"drain_timeout_s": config.dispatcher.drain_timeout, "workers": count},
+        extra={"drain_timeout_s": settings.drain_timeout, "workers": count},
     )
     code = sup.stop()
     log.info("stopped" if code == 0 else "stopped; a worker did not stop cleanly", extra={"exit_code": code})
     return code
+
+
+def exec_supervisor(settings: SupervisorSettings, count: int, lock: IO[str] | None) -> NoReturn:
+    """Replace this process (same pid) with the supervisor of ``count`` workers."""
+    fd = os.memfd_create("log-capturer-supervisor")
+    os.set_inheritable(fd, True)  # the supervisor reads it after the exec
+    os.write(fd, settings.dumps())
+    os.lseek(fd, 0, os.SEEK_SET)
+    cmd = [sys.executable, "-m", "log_capturer.workers.supervisor", "--count", str(count)]
+    cmd += ["--settings-fd", str(fd)]
+    if lock is not None:
+        os.set_inheritable(lock.fileno(), True)
+        cmd += ["--lock-fd", str(lock.fileno())]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    from log_capturer.observability.logs import setup_logging
+
+    parser = argparse.ArgumentParser(
+        prog="python -m log_capturer.workers.supervisor",
+        description="The supervisor of a multi-process agent; started by `log-capturer run --workers N`.",
+    )
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--settings-fd", type=int, required=True)
+    parser.add_argument("--lock-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    with os.fdopen(args.settings_fd, "rb") as f:
+        settings = SupervisorSettings.loads(f.read())
+    setup_logging(settings.log_level, settings.log_format, settings.log_name, settings.log_file)
+    sys.exit(run_supervisor(settings, args.count, args.lock_fd))
+
+
+if __name__ == "__main__":
+    main()

@@ -53,3 +53,31 @@ def test_the_config_line_carries_secrets_and_reads_back_the_same() -> None:
 def test_stdin_cannot_be_split_between_workers() -> None:
     with pytest.raises(ConfigError, match=r"stdin\.enabled needs app\.workers: 1"):
         load_config_text("app: {workers: 2}\nstdin: {enabled: true}\n", {})
+
+
+def test_the_supervisor_settings_survive_the_handoff_and_it_never_loads_the_schema() -> None:
+    import subprocess
+    import sys
+
+    from log_capturer.sources.http import PATH
+    from log_capturer.workers.api import INGEST_PATH
+    from log_capturer.workers.supervisor import SupervisorSettings, settings_of
+
+    cfg = load_config_text(CONFIG, {"X": "x"})
+    st = settings_of(cfg)
+    assert SupervisorSettings.loads(st.dumps()) == st
+    assert (st.api, st.metrics, st.ingest, st.drain_timeout) == (
+        ("0.0.0.0", 8401),
+        ("0.0.0.0", 8001, "/metrics"),
+        True,
+        30.0,
+    )
+    assert Config.model_validate(orjson.loads(st.config_line)) == cfg
+    assert INGEST_PATH == PATH
+    probe = (
+        "import sys, log_capturer.workers.supervisor; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'confluent_kafka', 'typer')"
+        " or m.startswith('log_capturer.config')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
