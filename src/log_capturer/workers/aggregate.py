@@ -39,9 +39,13 @@ def worst(statuses: Iterable[str]) -> str:
 Answer = tuple[int, dict[str, Any] | None]
 
 
-def workers_check(processes: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The ``workers`` check: healthy when every worker runs, unhealthy when none does."""
-    running = sum(1 for p in processes if p.get("state") == "running")
+def workers_check(processes: Sequence[dict[str, Any]], silent: Iterable[int] = ()) -> dict[str, Any]:
+    """The ``workers`` check: healthy when every worker runs (and answered), unhealthy when none does.
+
+    ``silent``: workers that run but did not answer the supervisor (hung, or too busy).
+    """
+    quiet = set(silent)
+    running = sum(1 for p in processes if p.get("state") == "running" and p["index"] not in quiet)
     if running == len(processes):
         status = "healthy"
     elif running == 0:
@@ -56,8 +60,13 @@ def workers_check(processes: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "workers": list(processes),
     }
     down = [str(p["index"]) for p in processes if p.get("state") != "running"]
+    problems = []
     if down:
-        out["message"] = f"worker(s) {', '.join(down)} not running (restarting); their files wait on disk"
+        problems.append(f"worker(s) {', '.join(down)} not running (restarting); their files wait on disk")
+    if quiet:
+        problems.append(f"worker(s) {', '.join(map(str, sorted(quiet)))} did not answer")
+    if problems:
+        out["message"] = "; ".join(problems)
     return out
 
 
@@ -80,7 +89,8 @@ def merge_health(answers: Sequence[Answer], processes: Sequence[dict[str, Any]])
             merged = checks.setdefault(name, {"status": "healthy", "workers": {}})
             merged["workers"][str(index)] = check
             merged["status"] = worst([merged["status"], str(check.get("status", "unhealthy"))])
-    wcheck = workers_check(processes)
+    running = {p["index"] for p in processes if p.get("state") == "running"}
+    wcheck = workers_check(processes, [i for i, body in answers if body is None and i in running])
     checks["workers"] = wcheck
     out["status"] = worst([*statuses, wcheck["status"]])
     out["services"] = {"sinks": sinks, "sources": sources}

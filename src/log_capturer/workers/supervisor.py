@@ -369,7 +369,9 @@ class Supervisor:
                 log.error("worker did not stop in time; killing it", extra={"worker": w.index})
                 proc.kill()
                 rc = proc.wait(10)
-            if rc != 0:
+            # Killed by this SIGTERM before it installed its handler: it had not started an agent.
+            early = rc == -signal.SIGTERM and w.ready_at is None
+            if rc != 0 and not early:
                 log.error("worker stopped badly", extra={"worker": w.index, "exit": describe_exit(rc)})
                 code = 1
             if proc.stdin is not None:

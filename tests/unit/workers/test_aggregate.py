@@ -125,3 +125,9 @@ def test_metrics_carry_a_worker_label_and_each_family_appears_once() -> None:
     counts = [s for s in families["kafka_batch_size_messages"].samples if s.name.endswith("_count")]
     assert [(s.labels["worker"], s.labels["topic"]) for s in counts] == [("0", "logs"), ("1", "logs")]
     assert [s.labels for s in families["worker_up"].samples] == [{"worker": "0"}]
+
+
+def test_a_running_worker_that_does_not_answer_makes_the_agent_degraded() -> None:
+    h = merge_health([(0, health("healthy")), (1, None)], [process(0), process(1)])
+    assert h["status"] == "degraded"
+    assert h["checks"]["workers"]["running"] == 1 and "1 did not answer" in h["checks"]["workers"]["message"]

@@ -123,6 +123,30 @@ def default_agent_config() -> dict[str, Any]:
     }
 
 
+def bench_files(logs: Path, count: int, workers: int) -> list[Path]:
+    """``count`` file names that split as evenly as they can between ``workers`` workers.
+
+    Files go to workers by a hash of their path, so with a few files and random
+    names the split is often uneven (4 files on 2 workers: 3/1 or 4/0 half the
+    time), and the run would measure that luck instead of the mode.
+    """
+    if workers <= 1:
+        return [logs / f"bench-{i}.log" for i in range(count)]
+    from log_capturer.workers.shard import shard_of
+
+    room = [count // workers + (1 if w < count % workers else 0) for w in range(workers)]
+    out: list[Path] = []
+    for i in range(1000 * count):
+        path = logs / f"bench-{i}.log"
+        w = shard_of(str(path), workers)
+        if room[w]:
+            room[w] -= 1
+            out.append(path)
+            if len(out) == count:
+                return out
+    raise BenchError(f"could not name {count} files for {workers} workers")
+
+
 def _merge(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):
@@ -269,9 +293,6 @@ class Bench:
         self._check_broker()
         self.dir.mkdir(parents=True)
         (self.dir / "logs").mkdir()
-        files = [self.dir / "logs" / f"bench-{i}.log" for i in range(opts.files)]
-        for f in files:
-            f.touch()
         topics = self._create_topics()
         cfg = self._agent_config(topics)
         cfg_path = self.dir / "agent.yaml"
@@ -283,6 +304,9 @@ class Bench:
         except ConfigError as exc:
             raise BenchError(f"the agent config for the bench is invalid:\n{exc}") from None
         self.workers = agent_cfg.app.workers
+        files = bench_files(self.dir / "logs", opts.files, self.workers)
+        for f in files:
+            f.touch()
         run = _RunFacts(
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             load_before=load_average(),
