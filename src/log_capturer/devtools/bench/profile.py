@@ -80,7 +80,8 @@ def _process_name(frame: str) -> str:
     words = frame.split()
     if "--index" in words[:-1]:
         return f"worker {words[words.index('--index') + 1]} (pid {pid})"
-    return f"supervisor (pid {pid})" if "run" in words else f"pid {pid}"
+    supervisor = "log_capturer.workers.supervisor" in words or "run" in words
+    return f"supervisor (pid {pid})" if supervisor else f"pid {pid}"
 
 
 def summarize(folded: Path, top: int = 20) -> str:

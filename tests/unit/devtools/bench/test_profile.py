@@ -41,7 +41,7 @@ def test_empty_profile(tmp_path: Path) -> None:
 
 def test_summary_of_a_multi_process_agent_tells_the_processes_apart(tmp_path: Path) -> None:
     f = tmp_path / "p.folded"
-    sup = 'process 1:"python -m log_capturer run --config x"'
+    sup = 'process 1:"python -m log_capturer.workers.supervisor --count 2 --settings-fd 4"'
     worker = 'process 5:"python -m log_capturer.workers.worker --index 1 --count 2"'
     f.write_text(
         f"{sup};thread (2): http;a (x.py:1) 3\n"
