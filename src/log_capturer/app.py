@@ -42,6 +42,7 @@ from log_capturer.sources.http import PATH as INGEST_PATH
 from log_capturer.sources.http import HttpIngest
 from log_capturer.sources.stdin import StdinSource
 from log_capturer.sources.syslog import SyslogSource
+from log_capturer.workers.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,10 @@ def pipelines_by_source_type(config: Config) -> dict[str, str]:
 
 
 class Agent:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: tuple[int, int] | None = None) -> None:
+        """``worker``: (index, count) when this agent is one worker of a multi-process agent."""
         self.config = config
+        self.worker = worker
         self.metrics = Metrics()
         self.started_at = time.time()
         dlq_cfg = config.dispatcher.dlq_config
@@ -105,7 +108,9 @@ class Agent:
         self.file_source: FileSource | None = None
         fcfg = config.files_config
         if fcfg.enabled and fcfg.watch_directories:
-            self.file_source = FileSource(fcfg, config.positions, self.dispatcher, self.metrics)
+            self.file_source = FileSource(
+                fcfg, config.positions, self.dispatcher, self.metrics, self._shard("files")
+            )
         self.syslog: SyslogSource | None = None
         if config.syslog.enabled:
             self.syslog = SyslogSource(config.syslog, self.dispatcher, self.metrics)
@@ -124,6 +129,7 @@ class Agent:
                 config.positions,
                 self.dispatcher,
                 self.metrics,
+                self._shard("containers"),
             )
         self.stalls = StallDetector(config.server.stalled_after)
         self.metrics.registry.register(ComponentHealthCollector(self.components))
@@ -133,6 +139,11 @@ class Agent:
         self.http = HttpServers()
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
+
+    def _shard(self, kind: str) -> Shard | None:
+        if self.worker is None:
+            return None
+        return Shard(*self.worker, self.config.positions.directory, kind)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:

@@ -103,15 +103,31 @@ def run(
             "HTTP servers are off.",
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Agent processes (overrides app.workers). N > 1: a supervisor and N workers, files "
+            "and containers split between them; see the README, 'Multi-process mode'. No live "
+            "status line then (use /stats).",
+        ),
+    ] = None,
 ) -> None:
     """Run the agent in the foreground until Ctrl-C or SIGTERM (or end of input), then drain and exit."""
-    from log_capturer.app import Agent, AgentError
     from log_capturer.config.secrets import secret_values
     from log_capturer.observability.logs import setup_logging
-    from log_capturer.observability.status import StatusLine
+    from log_capturer.workers.positions import PositionsBusy, prepare_positions
 
     cfg = _load(config)
+    if workers is not None:
+        if workers > 1 and (stdin or cfg.stdin.enabled):
+            err.print("[bold red]--workers: standard input is one stream, read by one process[/]")
+            raise typer.Exit(2)
+        cfg.app.workers = workers
     if stdin:
+        cfg.app.workers = 1
         cfg.stdin.enabled = True
         cfg.files_config.enabled = False
         cfg.syslog.enabled = False
@@ -133,6 +149,25 @@ def run(
             log.log(logging.ERROR if problem else logging.INFO, text)
         else:
             err.print(f"[bold red]{text}[/]" if problem else text, highlight=False)
+
+    tails = (cfg.files_config.enabled and cfg.files_config.watch_directories) or (
+        cfg.container_monitor.enabled or cfg.kubernetes.enabled
+    )
+    try:
+        # Held until the agent exits; lays the positions out for this many workers (1 included).
+        # Workers left by a supervisor that died hold it until their drain is over: wait for them.
+        wait = cfg.dispatcher.drain_timeout + 30
+        lock = prepare_positions(cfg.positions, cfg.app.workers, wait) if tails else None
+    except PositionsBusy as exc:
+        say(str(exc), problem=True)
+        raise typer.Exit(2) from None
+    if cfg.app.workers > 1:
+        from log_capturer.workers.supervisor import exec_supervisor, settings_of
+
+        exec_supervisor(settings_of(cfg), cfg.app.workers, lock)  # this process becomes the supervisor
+    # Imported only here: the supervisor of a multi-process agent needs no Kafka client.
+    from log_capturer.app import Agent, AgentError
+    from log_capturer.observability.status import StatusLine
 
     try:
         agent = Agent(cfg)
@@ -448,6 +483,13 @@ def bench(
     ),
     seed: Annotated[int, typer.Option(help="Seed of the generated content.")] = 1,
     files: Annotated[int, typer.Option(help="Number of files the generator writes (in turn).")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Agent processes (app.workers; default: the agent config's, 1). Use --files >= N so "
+            "each worker has files to ship; memory and CPU are then those of all processes."
+        ),
+    ] = None,
     bootstrap: Annotated[
         str | None, typer.Option(help="Kafka bootstrap address (default: the local cluster).")
     ] = None,
@@ -488,6 +530,7 @@ def bench(
         levels=levels,
         seed=seed,
         files=files,
+        workers=workers,
         bootstrap=bootstrap or _local_bootstrap(),
         out_dir=out_dir,
         json_out=json_out,

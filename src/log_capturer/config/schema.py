@@ -58,6 +58,20 @@ class AppConfig(Strict):
         "json", description="Format of the agent's own logs on stderr: one JSON object per line, or text."
     )
     log_file: str = Field("", description="Also write the agent's own logs to this file ('' = stderr only).")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Agent processes (`log-capturer run --workers N` overrides). 1: one process. "
+        "N > 1: a supervisor starts N worker processes, each a full agent with its own dispatcher "
+        "and Kafka producer. Files and containers are split between them by a hash of their source_id "
+        "(BLAKE2b) modulo N, "
+        "so one file and its rotations stay in one worker (order and checkpoints are kept); "
+        "syslog, HTTP ingest and DLQ reprocessing run in worker 0; queue sizes (dispatcher and "
+        "sinks.kafka) are the whole agent's and each worker gets 1/N of them; the supervisor "
+        "serves server.port and metrics.port for the whole agent and restarts a worker that dies. "
+        "See the README, 'Multi-process mode'.",
+    )
 
 
 class ServerConfig(Strict):
@@ -828,6 +842,15 @@ class Config(Strict):
             }
         )
         return {k: v for k, v in refs.items() if v}
+
+    @model_validator(mode="after")
+    def _stdin_is_one_stream(self) -> Config:
+        if self.stdin.enabled and self.app.workers > 1:
+            raise ValueError(
+                "stdin.enabled needs app.workers: 1 (standard input is one stream, read by one "
+                "process); set app.workers: 1 or turn stdin off"
+            )
+        return self
 
     @model_validator(mode="after")
     def _pipelines_need_processing(self) -> Config:

@@ -123,7 +123,8 @@ class HttpServers:
                 site = web.TCPSite(runner, host, port, reuse_address=True)
                 await site.start()
                 self._runners.append(runner)
-                self.bound.append((host, port))
+                # The port really bound: port 0 asks for a free one (the workers of a multi-process agent).
+                self.bound.append((host, int(runner.addresses[0][1])))
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)

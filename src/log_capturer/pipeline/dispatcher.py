@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 
 from log_capturer.config.schema import DispatcherConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.queue import ChunkQueue, QueueClosed
+from log_capturer.pipeline.sharding import stable_shard
 from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import Sink
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Dispatcher", "QueueClosed"]
 
+#: Keeps the dispatch threads' split of sources independent of the worker processes' split.
+DISPATCH_SALT = b"dispatch"
 #: Waits of a source held by a sink that does not accept lines: 10 ms doubling up to 250 ms.
 GATE_FIRST_WAIT = 0.01
 GATE_MAX_WAIT = 0.25
@@ -58,7 +60,7 @@ class Dispatcher:
 
     # -- sources side --------------------------------------------------------------------------
     def shard_of(self, source_id: str) -> int:
-        return zlib.crc32(source_id.encode()) % self.queue.shards
+        return stable_shard(source_id, self.queue.shards, DISPATCH_SALT)
 
     def submit(self, chunk: Chunk, checkpoint: Checkpoint | None, timeout: float | None = None) -> bool:
         """Queue a chunk; its full acknowledgement advances ``checkpoint``.

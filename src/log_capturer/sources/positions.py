@@ -40,11 +40,21 @@ class PositionStore:
         self.migrations = dict(migrations or {})
 
     def load(self) -> dict[str, dict[str, Any]]:
+        return self._load(keep_damaged=False)
+
+    def peek(self) -> dict[str, dict[str, Any]]:
+        """Load without side effects: a damaged file is ignored, never moved (another process's file)."""
+        return self._load(keep_damaged=True)
+
+    def _load(self, keep_damaged: bool) -> dict[str, dict[str, Any]]:
         try:
             raw = orjson.loads(self.path.read_bytes())
         except FileNotFoundError:
             return {}
         except (OSError, orjson.JSONDecodeError) as exc:
+            if keep_damaged:
+                log.warning("positions file %s is unreadable (%s); ignoring it", self.path, exc)
+                return {}
             # A damaged checkpoint must not stop the agent; it is kept aside for inspection.
             aside = self.path.with_suffix(".corrupt")
             log.error(

@@ -33,13 +33,13 @@ from log_capturer.devtools.bench.collect import Collector
 from log_capturer.devtools.bench.profile import Profiler, summarize
 from log_capturer.devtools.bench.system import (
     Sampler,
-    cpu_seconds,
     get_json,
     get_text,
     load_average,
     machine_busy,
     machine_info,
-    rss_mib,
+    tree_cpu_seconds,
+    tree_rss_mib,
 )
 from log_capturer.devtools.generate import DEFAULT_LEVELS, LineFactory
 from log_capturer.devtools.kafka_local import free_port
@@ -81,6 +81,8 @@ class BenchOptions:
     levels: str = DEFAULT_LEVELS
     seed: int = 1
     files: int = 1
+    #: Agent processes (app.workers); None keeps the agent config's (1 unless --agent-config says).
+    workers: int | None = None
     bootstrap: str = ""
     out_dir: Path = Path("bench-results")
     json_out: Path | None = None
@@ -121,6 +123,30 @@ def default_agent_config() -> dict[str, Any]:
     }
 
 
+def bench_files(logs: Path, count: int, workers: int) -> list[Path]:
+    """``count`` file names that split as evenly as they can between ``workers`` workers.
+
+    Files go to workers by a hash of their path, so with a few files and random
+    names the split is often uneven (4 files on 2 workers: 3/1 or 4/0 half the
+    time), and the run would measure that luck instead of the mode.
+    """
+    if workers <= 1:
+        return [logs / f"bench-{i}.log" for i in range(count)]
+    from log_capturer.workers.shard import shard_of
+
+    room = [count // workers + (1 if w < count % workers else 0) for w in range(workers)]
+    out: list[Path] = []
+    for i in range(1000 * count):
+        path = logs / f"bench-{i}.log"
+        w = shard_of(str(path), workers)
+        if room[w]:
+            room[w] -= 1
+            out.append(path)
+            if len(out) == count:
+                return out
+    raise BenchError(f"could not name {count} files for {workers} workers")
+
+
 def _merge(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):
@@ -141,6 +167,8 @@ class Bench:
             raise BenchError("--ceiling is auto, kcat, python or none")
         if opts.files < 1:
             raise BenchError("--files must be at least 1")
+        if opts.workers is not None and not 1 <= opts.workers <= 64:
+            raise BenchError("--workers must be between 1 and 64")
         self.opts = opts
         self.console = console or Console(stderr=True)
         self.scenario = SCENARIOS[opts.scenario]
@@ -159,6 +187,8 @@ class Bench:
         self.run_id = f"{opts.scenario}-{stamp}-{uuid.uuid4().hex[:6]}"
         self.dir = (opts.out_dir / self.run_id).resolve()
         self.factory = LineFactory(opts.format, opts.line_bytes, opts.levels, opts.seed)
+        #: Agent processes of the run (known once its config is written).
+        self.workers = opts.workers or 1
 
     def log(self, text: str) -> None:
         self.console.print(f"[dim]bench:[/] {text}", highlight=False)
@@ -193,6 +223,8 @@ class Bench:
         base = default_agent_config()
         if self.opts.agent_config is not None:
             _merge(base, yaml.safe_load(self.opts.agent_config.read_text()) or {})
+        if self.opts.workers is not None:
+            base.setdefault("app", {})["workers"] = self.opts.workers
         kafka = {
             "enabled": True,
             "brokers": self.opts.bootstrap.split(","),
@@ -261,9 +293,6 @@ class Bench:
         self._check_broker()
         self.dir.mkdir(parents=True)
         (self.dir / "logs").mkdir()
-        files = [self.dir / "logs" / f"bench-{i}.log" for i in range(opts.files)]
-        for f in files:
-            f.touch()
         topics = self._create_topics()
         cfg = self._agent_config(topics)
         cfg_path = self.dir / "agent.yaml"
@@ -274,6 +303,10 @@ class Bench:
             agent_cfg = load_config(cfg_path)
         except ConfigError as exc:
             raise BenchError(f"the agent config for the bench is invalid:\n{exc}") from None
+        self.workers = agent_cfg.app.workers
+        files = bench_files(self.dir / "logs", opts.files, self.workers)
+        for f in files:
+            f.touch()
         run = _RunFacts(
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             load_before=load_average(),
@@ -315,7 +348,9 @@ class Bench:
             sampler.start()
             if opts.profile:
                 try:
-                    profiler = Profiler(agent.pid, self.dir / "profile.folded")
+                    profiler = Profiler(
+                        agent.pid, self.dir / "profile.folded", subprocesses=agent_cfg.app.workers > 1
+                    )
                 except RuntimeError as exc:
                     run.profile_error = str(exc)
             collector = Collector(
@@ -336,8 +371,8 @@ class Bench:
             else:
                 self._wait_done(lambda: self._high_total(collector, routed), agent, "records in Kafka")
             run.done_at = time.time()
-            run.rss_peak = rss_mib(agent.pid, peak=True)
-            run.cpu_total = cpu_seconds(agent.pid)
+            run.rss_peak = tree_rss_mib(agent.pid, peak=True)
+            run.cpu_total = tree_cpu_seconds(agent.pid)
             run.stats, run.metrics = self._final_stats(api, metrics_url)
             if profiler is not None:
                 run.profile_error = profiler.stop()
@@ -491,6 +526,7 @@ class Bench:
             "levels": opts.levels,
             "seed": opts.seed,
             "files": opts.files,
+            "workers": self.workers,
             "bootstrap": opts.bootstrap,
             "ceiling": opts.ceiling,
             "agent_config": str(opts.agent_config) if opts.agent_config else None,
@@ -538,6 +574,11 @@ class Bench:
                 "producer": max(prod) if prod else None,
             },
             "rss_peak_mib": None if run.rss_peak is None else round(run.rss_peak, 1),
+            # With workers, rss_peak_mib sums each process's own peak (an upper bound); this is the
+            # highest total the sampler saw (every sample_interval).
+            "rss_sampled_peak_mib": round(max((s.rss_mib or 0.0 for s in run.samples), default=0.0), 1),
+            # The same for PSS: pages the processes share (their libraries) counted once.
+            "pss_sampled_peak_mib": round(max((s.pss_mib or 0.0 for s in run.samples), default=0.0), 1),
             "agent_cpu_seconds": None if cpu is None else round(cpu, 2),
             "cpu_us_per_line": None if cpu is None or not c.unique else round(cpu / c.unique * 1e6, 3),
             "machine_cpu_utilization": round(run.machine_cpu, 3),

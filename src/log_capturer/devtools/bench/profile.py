@@ -19,7 +19,7 @@ def py_spy() -> str | None:
 class Profiler:
     """``py-spy record --format raw`` attached to ``pid``; stop() makes it write the stacks."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 100, subprocesses: bool = False) -> None:
         exe = py_spy()
         if exe is None:
             raise RuntimeError("py-spy is not installed: pip install 'log-capturer[bench]'")
@@ -40,6 +40,7 @@ class Profiler:
                 "raw",
                 "--threads",
                 "--nonblocking",
+                *(["--subprocesses"] if subprocesses else []),
                 "--output",
                 str(out),
             ],
@@ -73,11 +74,22 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({path})" if path else name
 
 
+def _process_name(frame: str) -> str:
+    """``process 123:"python -m log_capturer.workers.worker --index 1 ..."`` -> ``worker 1 (pid 123)``."""
+    pid = frame.removeprefix("process ").split(":", 1)[0]
+    words = frame.split()
+    if "--index" in words[:-1]:
+        return f"worker {words[words.index('--index') + 1]} (pid {pid})"
+    supervisor = "log_capturer.workers.supervisor" in words or "run" in words
+    return f"supervisor (pid {pid})" if supervisor else f"pid {pid}"
+
+
 def summarize(folded: Path, top: int = 20) -> str:
     """Text summary of py-spy's raw (folded) stacks: by thread, top self and inclusive frames."""
     self_time: Counter[str] = Counter()
     total_time: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    processes: Counter[str] = Counter()
     samples = 0
     for line in folded.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
@@ -86,8 +98,11 @@ def summarize(folded: Path, top: int = 20) -> str:
         count = int(n)
         samples += count
         frames = stack.split(";")
-        if frames and frames[0].startswith("process "):
-            frames = frames[1:]
+        process = ""
+        while frames and frames[0].startswith("process "):  # --subprocesses: parent;child;...
+            process, frames = frames[0], frames[1:]
+        if process:
+            processes[_process_name(process)] += count
         if frames and frames[0].startswith("thread "):
             threads[frames[0]] += count
             frames = frames[1:]
@@ -98,7 +113,12 @@ def summarize(folded: Path, top: int = 20) -> str:
             total_time[name] += count
     if samples == 0:
         return "no samples\n"
-    out = [f"{samples} samples (only threads that were running; 100 per second)", "", "by thread:"]
+    out = [f"{samples} samples (only threads that were running; 100 per second)", ""]
+    if len(processes) > 1:
+        out += ["by process:"]
+        out += [f"  {n / samples:6.1%}  {name}" for name, n in processes.most_common()]
+        out += [""]
+    out += ["by thread:"]
     out += [f"  {n / samples:6.1%}  {name}" for name, n in threads.most_common()]
     out += ["", f"top {top} by own time (self):"]
     out += [f"  {n / samples:6.1%}  {name}" for name, n in self_time.most_common(top)]

@@ -178,6 +178,9 @@ def print_report(result: dict[str, Any], console: Console) -> None:
     t.add_column("value")
     rate = "max" if opts["rate"] == 0 else f"{opts['rate']:,.0f} lines/s"
     t.add_row("load", f"{res['lines_expected']:,} lines of {opts['line_bytes']} B ({opts['format']}), {rate}")
+    workers = opts.get("workers") or 1
+    processes = f"a supervisor and {workers} worker processes" if workers > 1 else "one process"
+    t.add_row("agent", f"{opts.get('files', 1)} file(s); {processes}")
     t.add_row("kafka", f"acks={opts['acks']} compression={opts['compression']} at {opts['bootstrap']}")
     t.add_row("throughput", _fmt(res["throughput"], " lines/s"))
     for kind in ("consume", "append"):
@@ -190,9 +193,10 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         "queue peak",
         f"dispatcher {_fmt(_pct(q['dispatcher']), ' %', 1)}, producer {_fmt(_pct(q['producer']), ' %', 1)}",
     )
+    rss, pss = _fmt(res["rss_peak_mib"], " MiB", 1), _fmt(res.get("pss_sampled_peak_mib"), " MiB", 1)
     t.add_row(
         "agent",
-        f"RSS peak {_fmt(res['rss_peak_mib'], ' MiB', 1)}, CPU {_fmt(res['agent_cpu_seconds'], ' s', 1)}"
+        f"RSS peak {rss} (PSS {pss}), CPU {_fmt(res['agent_cpu_seconds'], ' s', 1)}"
         f" ({_fmt(res['cpu_us_per_line'], ' us/line', 2)}), exit {result['agent']['exit_code']}",
     )
     t.add_row(
@@ -324,6 +328,7 @@ def write_chart(result: dict[str, Any], series: dict[str, Any], path: Path) -> N
         f"{opts['scenario']}: {_fmt(res['throughput'], ' lines/s')}{vs}{latency}, "
         f"RSS peak {_fmt(res['rss_peak_mib'], ' MiB', 0)}, lost {res['lost']}, dup {res['duplicated']}\n"
         f"acks={opts['acks']} {opts['compression']} {opts['line_bytes']} B {opts['format']} lines; "
+        f"{opts.get('files', 1)} file(s), {opts.get('workers') or 1} worker(s); "
         f"{result['machine']['cores']} cores; {result['started_at']}",
         fontsize=10,
     )

@@ -83,6 +83,63 @@ def rss_mib(pid: int, peak: bool = False) -> float | None:
     return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (the supervisor and workers of a multi-process agent)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(raw[raw.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def tree_rss_mib(pid: int, peak: bool = False) -> float | None:
+    """Resident memory of ``pid`` and its descendants together, in MiB.
+
+    With ``peak``, the sum of each process's own peak (VmHWM): an upper bound of
+    the peak they reached together, since their peaks need not coincide.
+    """
+    sizes = [rss_mib(p, peak) for p in process_tree(pid)]
+    known = [s for s in sizes if s is not None]
+    return sum(known) if known else None
+
+
+def pss_mib(pid: int) -> float | None:
+    """Proportional set size of ``pid`` in MiB: pages shared with other processes (the same
+    libraries in every worker) count once in all, split between them."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def tree_pss_mib(pid: int) -> float | None:
+    """Memory ``pid`` and its descendants use together (sum of PSS), in MiB."""
+    sizes = [pss_mib(p) for p in process_tree(pid)]
+    known = [s for s in sizes if s is not None]
+    return sum(known) if known else None
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` and its running descendants."""
+    times = [cpu_seconds(p) for p in process_tree(pid)]
+    known = [t for t in times if t is not None]
+    return sum(known) if known else None
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time used by ``pid`` (all its threads)."""
     try:
@@ -117,6 +174,7 @@ class Sample:
     t: float  # seconds since the run's t0
     rss_mib: float | None
     cpu_s: float | None
+    pss_mib: float | None
     dispatcher_utilization: float | None
     producer_outstanding: int | None
     producer_utilization: float | None
@@ -126,6 +184,9 @@ class Sample:
 
 class Sampler:
     """Samples the agent every ``interval`` seconds in a thread: /proc and its /stats endpoint.
+
+    Memory and CPU are those of the agent's whole process tree (one process, or
+    the supervisor and its workers).
 
     ``watch`` adds other processes (e.g. the broker) whose CPU time is recorded too.
     """
@@ -173,8 +234,9 @@ class Sampler:
             self.stats_errors += 1
         return Sample(
             t=round(time.time() - self.t0, 3),
-            rss_mib=rss_mib(self.pid),
-            cpu_s=cpu_seconds(self.pid),
+            rss_mib=tree_rss_mib(self.pid),
+            cpu_s=tree_cpu_seconds(self.pid),
+            pss_mib=tree_pss_mib(self.pid),
             dispatcher_utilization=disp,
             producer_outstanding=outstanding,
             producer_utilization=putil,

@@ -50,6 +50,7 @@ from log_capturer.sources.containers.kubernetes import scan_pods
 from log_capturer.sources.file.source import settings_of
 from log_capturer.sources.file.tailer import Entry, TailEngine, Target
 from log_capturer.sources.positions import PositionStore
+from log_capturer.workers.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,13 @@ class ContainerSource(TailEngine):
         positions: PositionsConfig,
         dispatcher: Dispatcher,
         metrics: Metrics,
+        shard: Shard | None = None,
     ) -> None:
         self.docker_cfg = docker
         self.k8s_cfg = kubernetes
         self.positions_config = positions
-        self.store = PositionStore(positions.directory, "containers", 1) if positions.enabled else None
+        name = shard.positions_name if shard else "containers"
+        self.store = PositionStore(positions.directory, name, 1) if positions.enabled else None
         saved = self.store.load() if self.store else {}
         self.known: dict[str, Known] = {}
         flat: dict[str, Entry] = {}
@@ -132,7 +135,11 @@ class ContainerSource(TailEngine):
             )
         rescans = [c.rescan_interval for c in (docker, kubernetes) if c.enabled]
         super().__init__(
-            settings_of(files, rescan=min(rescans, default=files.rescan_interval)), dispatcher, metrics, flat
+            settings_of(files, rescan=min(rescans, default=files.rescan_interval)),
+            dispatcher,
+            metrics,
+            flat,
+            shard,
         )
         self._docker_dir = DockerDirectory(docker) if docker.enabled else None
         streams = {
@@ -190,12 +197,16 @@ class ContainerSource(TailEngine):
         now = time.time()
         if self._docker_dir is not None:
             for c in self._docker_dir.scan().values():
+                if self.shard is not None and not self.shard.owns(c.id):
+                    continue  # another worker's container
                 labels = {**self.docker_cfg.labels, **c.labels, "container_name": c.name, "image": c.image}
                 found[c.log_path] = Target(self._origin("docker", c.id, labels), self._docker_asm)
                 status[c.id] = "running" if c.running else "exited"
                 self._remember(c.id, "docker", c.name, now)
         if self.k8s_cfg.enabled:
             for p in scan_pods(self.k8s_cfg):
+                if self.shard is not None and not self.shard.owns(p.source_id):
+                    continue
                 labels = {**self.k8s_cfg.labels, **p.labels()}
                 found[p.path] = Target(self._origin("kubernetes", p.source_id, labels), self._cri_asm)
                 status[p.source_id] = "running"

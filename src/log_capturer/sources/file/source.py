@@ -31,6 +31,7 @@ from log_capturer.processing.multiline import MultilineJoiner, MultilineRule
 from log_capturer.record import Origin
 from log_capturer.sources.file.tailer import Entry, TailEngine, TailSettings, Target
 from log_capturer.sources.positions import PositionStore
+from log_capturer.workers.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ POSITIONS_VERSION = 2
 def migrate_v1(entries: dict[str, Entry]) -> dict[str, Entry]:
     """Format 1 (path -> offset, inode, device, ...) to 2: every entry was a live file at its path."""
     return {path: {**e, "source_id": path, "state": "live"} for path, e in entries.items()}
+
+
+#: Version and migrations of files.json (and of the workers' files.worker-N.json).
+FORMAT: tuple[int, dict[int, Callable[[dict[str, Entry]], dict[str, Entry]]]] = (
+    POSITIONS_VERSION,
+    {1: migrate_v1},
+)
 
 
 def multiline_factory(
@@ -72,15 +80,24 @@ class FileSource(TailEngine):
         positions: PositionsConfig,
         dispatcher: Dispatcher,
         metrics: Metrics,
+        shard: Shard | None = None,
     ) -> None:
         self.config = config
         self.positions_config = positions
         self.store = (
-            PositionStore(positions.directory, "files", POSITIONS_VERSION, {1: migrate_v1})
+            PositionStore(positions.directory, shard.positions_name if shard else "files", *FORMAT)
             if positions.enabled
             else None
         )
-        super().__init__(settings_of(config), dispatcher, metrics, self.store.load() if self.store else {})
+        if shard is not None and positions.enabled:
+            shard.remember_foreign(
+                e
+                for name in shard.other_positions_names()
+                for e in PositionStore(positions.directory, name, *FORMAT).peek().values()
+            )
+        super().__init__(
+            settings_of(config), dispatcher, metrics, self.store.load() if self.store else {}, shard
+        )
         self._exclude_dirs = [os.path.abspath(d) for d in config.exclude_directories]
         ml = config.multiline
         self._multiline = (

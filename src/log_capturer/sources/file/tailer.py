@@ -47,7 +47,7 @@ from abc import ABC, abstractmethod
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
@@ -56,6 +56,9 @@ from log_capturer.processing.assembly import Assembler
 from log_capturer.record import Chunk, Origin
 from log_capturer.sources.file.identity import FINGERPRINT_BYTES, Fingerprint, read_head
 from log_capturer.sources.file.tail import TailedFile
+
+if TYPE_CHECKING:
+    from log_capturer.workers.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +118,11 @@ class TailEngine(ABC):
         dispatcher: Dispatcher,
         metrics: Metrics,
         saved: dict[str, Entry] | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.settings = settings
+        #: In multi-process mode: which new files this worker takes (None: every file).
+        self.shard = shard
         self.max_open_files = settings.max_open_files
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if soft != resource.RLIM_INFINITY and self.max_open_files > soft // 2:
@@ -459,6 +465,7 @@ class TailEngine(ABC):
                 "file truncated (copytruncate); continuing the old content in its copy",
                 extra={"path": fresh.path, "copy": cpath, "offset": tf.read_offset},
             )
+            self.publish_claims()  # the old content now has the copy's identity
             if fresh.live:
                 self._catch_up(fresh.path, tf.origin, tf.mtime_ns)
             return
@@ -622,6 +629,12 @@ class TailEngine(ABC):
                     tf.live = True
                 self.by_path[path] = key
                 continue
+            if (
+                self.shard is not None
+                and key not in self.unclaimed
+                and not self.shard.admits(target.origin.source_id, key, path)
+            ):
+                continue  # another worker's file
             grown_copy = key in self.copies
             if grown_copy:
                 if st.st_size == self.copies[key][1]:
@@ -641,6 +654,12 @@ class TailEngine(ABC):
             self._resume_unclaimed()
         self._first_scan = False
         self.update_gauges()
+        self.publish_claims()
+
+    def publish_claims(self) -> None:
+        """In multi-process mode, tell the other workers which files this one follows."""
+        if self.shard is not None:
+            self.shard.publish(self.tracked)
 
     def _new_assembler(self, target: Target | None) -> Assembler | None:
         return target.assembler() if target is not None and target.assembler is not None else None
@@ -677,6 +696,13 @@ class TailEngine(ABC):
             if offset > st.st_size:
                 offset, log_count = 0, 0
         else:
+            if (
+                claimed is not None
+                and self.shard is not None
+                and not self.shard.admits(target.origin.source_id, key, path)
+            ):
+                os.close(fd)  # a reused inode, not the saved file: the worker of its path takes it
+                return
             directory = os.path.dirname(path)
             if may_be_copy and fp.complete and fp.digest in self._complete_fingerprints(directory):
                 # A copy of a followed file (copytruncate's copy made before the truncation).

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +110,35 @@ def test_max_smoke_with_the_python_ceiling_and_a_profile(tmp_path: Path, bootstr
     assert "by thread:" in prof["summary"] and Path(prof["folded"]).stat().st_size > 0
     verdicts = {t["target"]: t["status"] for t in r["targets"]}
     assert verdicts["throughput"] in ("met", "not met") and verdicts["p99 latency"] == "n/a"
+
+
+def test_max_smoke_in_multi_process_mode(tmp_path: Path, bootstrap: str) -> None:
+    r = bench(
+        tmp_path,
+        bootstrap,
+        "--scenario",
+        "max",
+        "--lines",
+        "20000",
+        "--files",
+        "4",
+        "--workers",
+        "2",
+        "--profile",
+    )
+    res = r["results"]
+    assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (20000, 0, 0, 0)
+    assert r["options"]["workers"] == 2 and r["agent"]["exit_code"] == 0
+    # The ceiling runs kcat on the same four files (through its standard input: -l takes one).
+    ceil = r["ceiling"]
+    assert (ceil["tool"], ceil["error"], ceil["delivered"]) == ("kcat", "", 20000)
+    assert r["ratio_to_ceiling"] is not None
+    config = yaml.safe_load(Path(r["agent"]["config"]).read_text())
+    assert config["app"]["workers"] == 2
+    # Memory and CPU are those of the supervisor and both workers together.
+    assert res["rss_peak_mib"] > 0 and res["rss_sampled_peak_mib"] > 0 and res["agent_cpu_seconds"] > 0
+    assert r["timeseries"]["samples"][-1]["lines_read"] == 20000  # the supervisor's /stats: all workers
+    # py-spy followed the supervisor's children: the workers' stacks are in the profile.
+    prof = r["profile"]
+    assert "error" not in prof, prof
+    assert "log_capturer.workers.worker --index" in Path(prof["folded"]).read_text()

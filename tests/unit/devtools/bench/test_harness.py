@@ -83,3 +83,17 @@ def test_machine_info_names_the_clients() -> None:
     assert info["librdkafka"] == confluent_kafka.libversion()[0]
     assert info["cores"] >= 1 and info["memory_gib"] > 0
     assert info["kcat"] is not None and "librdkafka 2." in info["kcat"]
+
+
+def test_bench_files_split_evenly_between_workers(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from log_capturer.devtools.bench.harness import bench_files
+    from log_capturer.workers.shard import shard_of
+
+    assert bench_files(tmp_path, 3, 1) == [tmp_path / f"bench-{i}.log" for i in range(3)]
+    for count, workers in ((4, 2), (5, 2), (6, 3), (2, 4)):
+        files = bench_files(tmp_path, count, workers)
+        assert len(set(files)) == count
+        per = Counter(shard_of(str(f), workers) for f in files)
+        assert max(per.values()) - min(per.get(w, 0) for w in range(workers)) <= 1, (count, workers, per)

@@ -37,3 +37,16 @@ def test_empty_profile(tmp_path: Path) -> None:
     f = tmp_path / "p.folded"
     f.write_text("")
     assert summarize(f) == "no samples\n"
+
+
+def test_summary_of_a_multi_process_agent_tells_the_processes_apart(tmp_path: Path) -> None:
+    f = tmp_path / "p.folded"
+    sup = 'process 1:"python -m log_capturer.workers.supervisor --count 2 --settings-fd 4"'
+    worker = 'process 5:"python -m log_capturer.workers.worker --index 1 --count 2"'
+    f.write_text(
+        f"{sup};thread (2): http;a (x.py:1) 3\n"
+        f"{sup};{worker};thread (6): dispatch-0;b (log_capturer/y.py:2) 7\n"
+    )
+    text = summarize(f)
+    assert "by process:\n   70.0%  worker 1 (pid 5)\n   30.0%  supervisor (pid 1)\n" in text
+    assert "70.0%  thread (6): dispatch-0" in text and "70.0%  b (log_capturer/y.py)" in text

@@ -216,3 +216,38 @@ def test_kubernetes_multiline_over_cri(env: Env) -> None:
     src = env.source(k8s={"multiline": {"preset": "python", "timeout": "0s"}})
     env.settle(src)
     assert [line for line, _ in env.by_source()[app.source_id]] == ["\n".join(trace), "2026-01-01 INFO next"]
+
+
+def test_workers_split_containers_and_pods_by_id_and_keep_their_own_positions(env: Env) -> None:
+    from log_capturer.workers.shard import Shard, shard_of
+
+    dockers = [DockerContainer(env.docker_root, cid(i), f"c{i}").create() for i in range(1, 9)]
+    pods = [PodContainer(env.pods_root, "ns", f"pod-{i}", f"uid-{i}", "app").create() for i in range(6)]
+    for c in dockers:
+        c.write([f"{c.name} says hi"])
+    for p in pods:
+        p.write([f"{p.pod} says hi"])
+    sources = []
+    for index in (0, 1):
+        src = ContainerSource(
+            ContainerMonitorConfig(enabled=True, containers_directory=str(env.docker_root), socket_path=""),
+            KubernetesConfig(enabled=True, pods_directory=str(env.pods_root)),
+            FilesConfig(),
+            PositionsConfig(directory=str(env.tmp / "pos")),
+            env.dispatcher,
+            env.metrics,
+            Shard(index, 2, env.tmp / "pos", "containers"),
+        )
+        src.rescan()
+        env.sources.append(src)
+        env.settle(src)
+        src.save_positions()
+        sources.append(src)
+    ids = [c.id for c in dockers] + [p.source_id for p in pods]
+    got = env.by_source()
+    assert sorted(got) == sorted(ids) and all(len(v) == 1 for v in got.values())  # each read once
+    for index, src in enumerate(sources):
+        mine = {i for i in ids if shard_of(i, 2) == index}
+        assert mine and {tf.origin.source_id for tf in src.files()} == mine
+        saved = orjson.loads((env.tmp / "pos" / f"containers.worker-{index}.json").read_bytes())["positions"]
+        assert set(saved) == mine  # only its own containers, none of the other worker's
