@@ -6,7 +6,10 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import orjson
+
 from log_capturer.processing.levels import (
+    CANONICAL,
     detect_level,
     level_of_mapping,
     level_of_text,
@@ -69,14 +72,32 @@ class Analyzer:
         levels: list[str] = []
         add_level = levels.append
         keys: list[str | None] | None = [] if want_key else None
+        # The hot path: one loop, no call per line but orjson's and a dict lookup for the
+        # usual ``"level": "<lower-case name>"``; anything else goes through the general helpers.
+        loads = orjson.loads
+        bad_json = orjson.JSONDecodeError
+        canonical = CANONICAL.get
         for line in chunk.lines:
             if line[:1] == "{":
-                obj = parse_json_object(line)
-                if obj is not None:
-                    add_level(level_of_mapping(obj))
+                try:
+                    obj = loads(line)
+                except bad_json:
+                    obj = None
+                if type(obj) is dict:
+                    lv = obj.get("level")
+                    level = canonical(lv) if type(lv) is str else None
+                    if level is None:
+                        level = level_of_mapping(obj)
+                    add_level(level)
                     if keys is not None:
-                        v = obj.get(kf)  # type: ignore[arg-type]
-                        keys.append(None if v is None or isinstance(v, dict | list) else str(v))
+                        v = obj.get(kf)
+                        keys.append(
+                            v
+                            if type(v) is str
+                            else None
+                            if v is None or isinstance(v, dict | list)
+                            else str(v)
+                        )
                     continue
             add_level(level_of_text(line))
             if keys is not None:

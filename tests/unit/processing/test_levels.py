@@ -70,3 +70,26 @@ def test_analyzer_without_key_field() -> None:
     chunk = Chunk(Origin("file", "/a.log"), ["ERROR x"])
     Analyzer(None).analyze(chunk)
     assert chunk.levels == ["error"] and chunk.keys is None
+
+
+def test_analyzer_fast_path_agrees_with_detect_level() -> None:
+    """The analyzer's inlined JSON path gives what detect_level gives, line by line."""
+    lines = [
+        '{"level":"info","tenant_id":"a"}',
+        '{"level":"INFO","tenant_id":"b"}',
+        '{"level":" Warning ","tenant_id":1}',
+        '{"level":null,"severity":"error"}',
+        '{"level":30}',
+        '{"level":true}',
+        '{"level":"nonsense","tenant_id":{"x":1}}',
+        '{"severity":"crit","tenant_id":[1]}',
+        '{"levelname":"DEBUG","tenant_id":null}',
+        '{"level":"fatal"',
+        "[1,2]",
+        "{} ERROR trailing",
+        "level=warn tenant_id=c",
+    ]
+    chunk = Chunk(Origin("file", "/a.log"), lines)
+    Analyzer("tenant_id").analyze(chunk)
+    assert chunk.levels == [detect_level(line) for line in lines]
+    assert chunk.keys == ["a", "b", "1", None, None, None, None, None, None, None, None, None, "c"]

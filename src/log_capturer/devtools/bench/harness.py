@@ -101,7 +101,7 @@ def default_agent_config() -> dict[str, Any]:
         "app": {"log_level": "info", "log_format": "json"},
         "files_config": {"include_patterns": ["*.log"], "read_from": "beginning", "rescan_interval": "1s"},
         "dispatcher": {
-            "queue_size": 50000,
+            "queue_size": 20000,
             "worker_count": 2,
             "batch_size": 500,
             "batch_timeout": "10s",
@@ -113,7 +113,7 @@ def default_agent_config() -> dict[str, Any]:
                 "max_message_bytes": 1048576,
                 "batch_size": 10000,
                 "batch_timeout": "20ms",
-                "queue_size": 100000,
+                "queue_size": 30000,
                 "timeout": "30s",
                 "retry_max": 3,
                 "partitioning": {"enabled": True, "strategy": "hash", "key_field": "tenant_id"},

@@ -50,6 +50,16 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
             append(head + _dumps(line) + tails[lvl] + b"{}}")
         return out
     key_prefix = b'{"' + key_field.encode() + b'":' if key_field else b""
+    if keys is not None and meta is None and not truncated and stamps is None and key_field:
+        # Keys but nothing else per line (the usual JSON file): a source has few distinct keys,
+        # so each key's ``"fields"`` object is encoded once per chunk.
+        fields_of: dict[str | None, bytes] = {None: b"{}}"}
+        for line, lvl, k in zip(chunk.lines, chunk.levels, keys, strict=True):
+            fb = fields_of.get(k)
+            if fb is None:
+                fb = fields_of[k] = key_prefix + _dumps(k) + b"}}"
+            append(head + _dumps(line) + tails[lvl] + fb)
+        return out
     heads: dict[int, bytes] = {}
     for i, (line, lvl) in enumerate(zip(chunk.lines, chunk.levels, strict=True)):
         if stamps is not None:

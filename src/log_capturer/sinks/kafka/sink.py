@@ -427,40 +427,54 @@ class KafkaSink:
                 self._last_progress = time.monotonic()
             # Counted before producing: a delivery report may come before this method returns.
             self.produced += len(values)
-        for i, value in enumerate(values):
-            topic = topics[i]
-            key = keys[i] if keys is not None else None
-            size = len(value)
-            sizes[topic].append(size)
-            if size > max_bytes:
-                parked.append(
-                    self._entry(
-                        value,
-                        topic,
-                        key,
-                        "message_too_large",
-                        f"record of {size} bytes exceeds max_message_bytes={max_bytes}",
-                    )
-                )
-                continue
-            part = -1
-            if partitions is not None:
-                p = partitions[i]
-                if isinstance(p, InvalidPartition):
-                    parked.append(self._entry(value, topic, key, "invalid_partition", str(p)))
-                    continue
-                part = p
-            hdrs = headers[levels[i]] if headers is not None else None
-            try:
-                if part < 0 and hdrs is None:
+        lens = list(map(len, values))
+        if partitions is None and headers is None and (not lens or max(lens) <= max_bytes):
+            # The usual chunk: nothing to park, librdkafka's partitioner, no headers.
+            by_topic = sizes.__getitem__
+            line_keys = keys if keys is not None else [None] * len(values)
+            for topic, value, key, size in zip(topics, values, line_keys, lens, strict=True):
+                by_topic(topic).append(size)
+                try:
                     produce(topic, value, key, on_delivery=cb)
-                else:
-                    produce(topic, value, key, part, on_delivery=cb, headers=hdrs)
-            except BufferError:
-                self._produce_blocking(_Record(topic, value, key, part, hdrs), cb)
-            except KafkaException:
-                # The producer is being replaced after a fatal error: the poll thread re-sends it.
-                self._resend.append((delivery, _Record(topic, value, key, part, hdrs)))
+                except BufferError:
+                    self._produce_blocking(_Record(topic, value, key), cb)
+                except KafkaException:
+                    self._resend.append((delivery, _Record(topic, value, key)))
+        else:
+            for i, value in enumerate(values):
+                topic = topics[i]
+                key = keys[i] if keys is not None else None
+                size = lens[i]
+                sizes[topic].append(size)
+                if size > max_bytes:
+                    parked.append(
+                        self._entry(
+                            value,
+                            topic,
+                            key,
+                            "message_too_large",
+                            f"record of {size} bytes exceeds max_message_bytes={max_bytes}",
+                        )
+                    )
+                    continue
+                part = -1
+                if partitions is not None:
+                    p = partitions[i]
+                    if isinstance(p, InvalidPartition):
+                        parked.append(self._entry(value, topic, key, "invalid_partition", str(p)))
+                        continue
+                    part = p
+                hdrs = headers[levels[i]] if headers is not None else None
+                try:
+                    if part < 0 and hdrs is None:
+                        produce(topic, value, key, on_delivery=cb)
+                    else:
+                        produce(topic, value, key, part, on_delivery=cb, headers=hdrs)
+                except BufferError:
+                    self._produce_blocking(_Record(topic, value, key, part, hdrs), cb)
+                except KafkaException:
+                    # The producer is being replaced after a fatal error: the poll thread re-sends it.
+                    self._resend.append((delivery, _Record(topic, value, key, part, hdrs)))
         nbytes = 0
         with self._send_lock:
             for topic, topic_sizes in sizes.items():

@@ -45,3 +45,20 @@ def test_meta_fields_merge_with_the_key() -> None:
 
 def test_rfc3339_nanoseconds() -> None:
     assert rfc3339_ns(5) == "1970-01-01T00:00:00.000000005Z"
+
+
+def test_keyed_fast_path_matches_the_general_path() -> None:
+    """Keys only (the usual JSON file) takes a shortcut; its records equal the general path's."""
+    lines = ['{"level":"info","tenant_id":"t1"}', '{"tenant_id":"t\\"2"}', "plain", '{"tenant_id":"t1"}']
+    chunk = Chunk(Origin("file", "/a.log", {"env": "x"}), lines, read_time_ns=1_700_000_000_000_000_001)
+    Analyzer("tenant_id").analyze(chunk)
+    fast = encode_chunk(chunk, "tenant_id")
+    chunk.timestamps = [chunk.read_time_ns] * len(lines)  # forces the general path, same content
+    general = encode_chunk(chunk, "tenant_id")
+    assert fast == general
+    assert [orjson.loads(v)["fields"] for v in fast] == [
+        {"tenant_id": "t1"},
+        {"tenant_id": 't"2'},
+        {},
+        {"tenant_id": "t1"},
+    ]
