@@ -47,6 +47,7 @@ class Analyzer:
         self._logfmt_key = (
             re.compile(rf'(?:^|\s){re.escape(key_field)}=(?:"([^"]*)"|(\S+))') if key_field else None
         )
+        self._logfmt_pair = f"{key_field}=" if key_field else ""
         self.pipelines = dict(pipelines or {})
         self.by_source_type = dict(by_source_type or {})
 
@@ -144,7 +145,7 @@ class Analyzer:
         chunk.keys = keys
 
     def _logfmt_value(self, line: str) -> str | None:
-        if self._logfmt_key is None or "=" not in line:
+        if self._logfmt_key is None or self._logfmt_pair not in line:
             return None
         m = self._logfmt_key.search(line)
         if m is None:

