@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 #: How long a fully read, acknowledged rotated file is kept open for a writer that still holds it.
 ROTATED_GRACE = 5.0
+#: Released files remembered per engine (the oldest are forgotten first).
+MAX_RELEASED = 1000
 #: The first wait after a look that found data; it doubles per idle look up to poll_interval, so a
 #: file that is being written is looked at again soon (low latency) and an idle one rarely (low CPU).
 ACTIVE_POLL = 0.005
@@ -100,6 +102,20 @@ def _utc_ns(value: object) -> int:
         except ValueError:
             pass
     return 0
+
+
+def _find_inode(directory: str, key: tuple[int, int]) -> str:
+    """The path of the file with identity ``key`` in ``directory`` ('' when there is none)."""
+    try:
+        with os.scandir(directory) as it:
+            for e in it:
+                if e.inode() == key[1] and e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    if st.st_dev == key[0]:
+                        return e.path
+    except OSError:
+        pass
+    return ""
 
 
 def _int(entry: Entry, name: str) -> int:
@@ -155,6 +171,10 @@ class TailEngine(ABC):
         self.lines_read = 0
         #: Lines acknowledged from files no longer followed, per source id.
         self.released_lines: Counter[str] = Counter()
+        #: Rotated files read to their end, acknowledged and released, that are still on disk:
+        #: saved as ``state: released`` so that a restart knows them as read (and does not
+        #: catch them up as generations rotated away unseen). Dropped once the file is gone.
+        self.released: dict[Key, Entry] = {}
 
     # -- what subclasses provide -----------------------------------------------------------------
     @abstractmethod
@@ -382,17 +402,7 @@ class TailEngine(ABC):
 
     def _locate(self, tf: TailedFile) -> str:
         """Where ``tf`` is now, found by inode in its last directory ('' when gone)."""
-        directory = os.path.dirname(tf.path)
-        try:
-            with os.scandir(directory) as it:
-                for e in it:
-                    if e.inode() == tf.inode and e.is_file(follow_symlinks=False):
-                        st = e.stat(follow_symlinks=False)
-                        if st.st_dev == tf.device:
-                            return e.path
-        except OSError:
-            pass
-        return ""
+        return _find_inode(os.path.dirname(tf.path), tf.key)
 
     def _lost_path(self, tf: TailedFile) -> None:
         """``tf``'s path no longer names it: renamed (rotation) or deleted."""
@@ -448,8 +458,7 @@ class TailEngine(ABC):
                 size=size,
             )
             self._open.pop(tf.key, None)
-            self.tracked[fresh.key] = fresh
-            self._open[fresh.key] = fresh
+            old_key = tf.key
             # The old content continues in the copy, with its checkpoint and in-flight lines.
             tf.fd = None
             tf.device, tf.inode = st.st_dev, st.st_ino
@@ -457,7 +466,19 @@ class TailEngine(ABC):
             tf.live = self.target_for(cpath) is not None
             tf.size = st.st_size
             self.copies.pop(tf.key, None)
-            self.tracked[tf.key] = tf
+            # Rotated files are read in this order: the copy (the older lines) where the file
+            # was, then its new content. (A new dict: other threads may be iterating the old one.)
+            order: dict[Key, TailedFile] = {}
+            for key, other in self.tracked.items():
+                if key == old_key:
+                    order[tf.key] = tf
+                    order[fresh.key] = fresh
+                elif key != tf.key:
+                    order[key] = other
+            order.setdefault(tf.key, tf)
+            order.setdefault(fresh.key, fresh)
+            self.tracked = order
+            self._open[fresh.key] = fresh
             self._adopt_fd(tf, cfd, now)
             if tf.live:
                 self.by_path[cpath] = tf.key
@@ -603,7 +624,31 @@ class TailEngine(ABC):
             if tf.live or not tf.settled or now - tf.last_active < ROTATED_GRACE:
                 continue
             log.info("released rotated file", extra={"path": tf.path or tf.origin.source_id})
+            if tf.path:
+                self._remember_released(tf.key, tf.path, tf.position_entry())
             self._forget(tf)
+
+    def _remember_released(self, key: Key, path: str, entry: Entry) -> None:
+        self.released.pop(key, None)
+        self.released[key] = {**entry, "path": path, "state": "released"}
+        while len(self.released) > MAX_RELEASED:
+            del self.released[next(iter(self.released))]
+
+    def refresh_released(self) -> None:
+        """Follow released files renamed again (app.log.2 -> app.log.3); forget the deleted ones."""
+        for key, entry in list(self.released.items()):
+            path = str(entry.get("path", ""))
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == key:
+                    continue
+            except OSError:
+                pass
+            new = _find_inode(os.path.dirname(path), key)
+            if new:
+                entry["path"] = new
+            else:
+                del self.released[key]
 
     # -- discovery ---------------------------------------------------------------------------------
     def rescan(self) -> None:
@@ -645,6 +690,8 @@ class TailEngine(ABC):
             if tf.live and key not in seen:
                 self._lost_path(tf)
         self.refresh_rotated_paths()
+        if self.released:
+            self.refresh_released()
         self._fp_index.clear()
         for path, target, may_be_copy in fresh:
             self._new_file(path, target, may_be_copy)
@@ -773,6 +820,7 @@ class TailEngine(ABC):
                 catch_up.append((live_path, target.origin, st.st_mtime_ns))
                 if offset >= st.st_size:
                     os.close(fd)
+                    self._remember_released((st.st_dev, st.st_ino), fpath, entry)
                     continue
             fp = Fingerprint.from_entry(entry) or Fingerprint.of(fd, st.st_size)
             tf = TailedFile(
@@ -840,6 +888,11 @@ class TailEngine(ABC):
     def position_entries(self) -> dict[str, Entry]:
         """Acknowledged positions by current path, plus saved entries not matched yet."""
         entries: dict[str, Entry] = dict(list(self.unclaimed.values()))
+        for key, entry in list(self.released.items()):
+            if key in self.tracked:
+                continue  # followed again (it grew): its own entry says where
+            saved = dict(entry)
+            entries[str(saved.pop("path"))] = saved
         files = list(self.tracked.values())
         for tf in files:
             if tf.path and not tf.live:

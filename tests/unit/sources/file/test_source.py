@@ -358,7 +358,8 @@ def test_crash_while_a_rotated_file_drains_resumes_it_after_restart(env: Env) ->
     env.settle(src2)
     assert_exactly(env.sink, expected)
     src2.save_positions()
-    assert str(env.logs / "app.log.1") not in env.positions()["positions"]
+    done = env.positions()["positions"][str(env.logs / "app.log.1")]  # read, released, remembered
+    assert done["state"] == "released" and done["offset"] == done["size"]
 
 
 def test_copytruncate_while_stopped_continues_in_the_copy(env: Env) -> None:
@@ -483,3 +484,76 @@ def test_deleted_and_recreated_while_stopped_is_read_from_its_start(env: Env) ->
     env.settle(src2)
     assert_exactly(env.sink, expected)
     print(f"inode reused: {reused}")
+
+
+def test_truncated_and_renamed_while_behind_keeps_order_and_a_restart_resends_nothing(env: Env) -> None:
+    """The torture test's case: copytruncate, then a rename, both before the agent caught up.
+
+    The copy holds the rest of the old lines, the renamed file the new ones: the copy is read
+    first, and once both are read and released a restart must not take either for a
+    generation rotated away unseen (the released file is remembered as read).
+    """
+    log = env.logs / "app.log"
+    expected = write(log, "gen1", 0, 3000)
+    src = env.source(read_buffer_bytes=4096)
+    src.pump_all(time.monotonic())  # one small read: the agent is far behind
+    copytruncate(log, env.logs / "app.log.1")
+    expected += write(log, "gen2", 0, 10)
+    os.utime(log, (time.time() + 2, time.time() + 2))  # written after the copy, visibly
+    env.logs.joinpath("app.log.1").rename(env.logs / "app.log.2")
+    log.rename(env.logs / "app.log.1")
+    expected += write(log, "gen3", 0, 5)
+    src.rescan()
+    env.settle(src)
+    assert env.sink.lines() == expected  # generation after generation
+    assert not src.files(live=False), "both rotated files were released"
+    src.save_positions()
+    src.close()
+    states = {os.path.basename(p): e["state"] for p, e in env.positions()["positions"].items()}
+    assert states == {"app.log": "live", "app.log.1": "released", "app.log.2": "released"}
+    src2 = env.source(read_buffer_bytes=4096)
+    env.settle(src2)
+    assert_exactly(env.sink, expected)
+    # Remembered across this restart too, and forgotten once deleted.
+    src2.save_positions()
+    assert len(env.positions()["positions"]) == 3
+    (env.logs / "app.log.2").unlink()
+    src2.rescan()
+    src2.save_positions()
+    assert sorted(os.path.basename(p) for p in env.positions()["positions"]) == ["app.log", "app.log.1"]
+
+
+def test_a_newer_generation_released_before_an_older_one_is_not_read_again_after_restart(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acknowledgements can finish a newer rotated file first: it is released while the older
+    one is still saved as rotated. A restart catches up generations newer than that one, and
+    must know the released file as read, not as rotated away unseen."""
+    log = env.logs / "app.log"
+    expected = write(log, "gen1", 0, 50)
+    src = env.source()
+    env.settle(src)
+    monkeypatch.setattr(tailer, "ROTATED_GRACE", 3600.0)
+    rotate_by_rename(log)
+    expected += write(log, "gen2", 0, 50)
+    src.rescan()
+    env.settle(src)
+    rotate_by_rename(log)
+    expected += write(log, "gen3", 0, 5)
+    now = time.time()
+    os.utime(env.logs / "app.log.2", (now - 20, now - 20))  # gen1
+    os.utime(env.logs / "app.log.1", (now - 10, now - 10))  # gen2, newer
+    src.rescan()
+    env.settle(src)
+    assert len(src.files(live=False)) == 2
+    newer = next(tf for tf in src.files(live=False) if tf.path.endswith("app.log.1"))
+    newer.last_active = -1e9  # its grace is over first
+    src.pump_all(time.monotonic())
+    assert [os.path.basename(tf.path) for tf in src.files(live=False)] == ["app.log.2"]
+    src.save_positions()
+    src.close()
+    states = {os.path.basename(p): e["state"] for p, e in env.positions()["positions"].items()}
+    assert states == {"app.log": "live", "app.log.1": "released", "app.log.2": "rotated"}
+    src2 = env.source()
+    env.settle(src2)
+    assert_exactly(env.sink, expected)
