@@ -92,13 +92,9 @@ class Analyzer:
                     add_level(level)
                     if keys is not None:
                         v = obj.get(kf)
-                        keys.append(
-                            v
-                            if type(v) is str
-                            else None
-                            if v is None or isinstance(v, dict | list)
-                            else str(v)
-                        )
+                        if type(v) is not str:  # the usual key is a string: no conversion
+                            v = None if v is None or isinstance(v, dict | list) else str(v)
+                        keys.append(v)
                     continue
             add_level(level_of_text(line))
             if keys is not None:

@@ -118,6 +118,17 @@ def _find_inode(directory: str, key: tuple[int, int]) -> str:
     return ""
 
 
+def _current_path(path: str, key: tuple[int, int]) -> str:
+    """Where the file ``key`` last seen at ``path`` is now: there, renamed in its directory, or ''."""
+    try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) == key:
+            return path
+    except OSError:
+        pass
+    return _find_inode(os.path.dirname(path), key)
+
+
 def _int(entry: Entry, name: str) -> int:
     v = entry.get(name, 0)
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
@@ -609,15 +620,8 @@ class TailEngine(ABC):
     def refresh_rotated_paths(self) -> None:
         """Find rotated files renamed again (app.log.1 -> app.log.2) so their positions keep their name."""
         for tf in list(self.tracked.values()):
-            if tf.live or not tf.path:
-                continue
-            try:
-                st = os.stat(tf.path)
-                moved = (st.st_dev, st.st_ino) != tf.key
-            except OSError:
-                moved = True
-            if moved:
-                tf.path = self._locate(tf)
+            if not tf.live and tf.path:
+                tf.path = _current_path(tf.path, tf.key)
 
     def _release_rotated(self, now: float) -> None:
         for tf in list(self.tracked.values()):
@@ -637,16 +641,9 @@ class TailEngine(ABC):
     def refresh_released(self) -> None:
         """Follow released files renamed again (app.log.2 -> app.log.3); forget the deleted ones."""
         for key, entry in list(self.released.items()):
-            path = str(entry.get("path", ""))
-            try:
-                st = os.stat(path)
-                if (st.st_dev, st.st_ino) == key:
-                    continue
-            except OSError:
-                pass
-            new = _find_inode(os.path.dirname(path), key)
-            if new:
-                entry["path"] = new
+            path = _current_path(str(entry["path"]), key)
+            if path:
+                entry["path"] = path
             else:
                 del self.released[key]
 
