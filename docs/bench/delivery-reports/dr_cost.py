@@ -28,17 +28,18 @@ from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+
+from log_capturer.devtools.topics import TopicSpec, create_topics
 
 MODES = ("per-record", "c-callback", "same-thread", "last", "none", "batch", "batch-last")
 CHUNK = 1000
+#: Every loop gives up after this long (a broker that stops acknowledging must not hang the run).
+DEADLINE = 300.0
 
 
 def run(mode: str, bootstrap: str, n: int, round_no: int) -> dict[str, Any]:
     topic = f"dr-cost-{mode}-{os.getpid()}-{round_no}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for f in admin.create_topics([NewTopic(topic, 6, 1)]).values():
-        f.result()
+    create_topics(bootstrap, topics=(TopicSpec(topic, 6, 1, "dr_cost"),))
     p = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -58,7 +59,8 @@ def run(mode: str, bootstrap: str, n: int, round_no: int) -> dict[str, Any]:
     ]
     keys = [f"src-{i % 4}" for i in range(CHUNK)]
     done = [0]
-    reported = mode not in ("none",)
+    reported = mode != "none"
+    give_up = time.monotonic() + DEADLINE
 
     def per_record(err: Any, _msg: Any) -> None:
         if err is None:
@@ -72,6 +74,8 @@ def run(mode: str, bootstrap: str, n: int, round_no: int) -> dict[str, Any]:
 
     def poller() -> None:
         while not stop.is_set() or len(p) or (reported and done[0] < n):
+            if time.monotonic() > give_up:
+                return
             p.poll(0.005)
 
     same = mode == "same-thread"
@@ -83,6 +87,8 @@ def run(mode: str, bootstrap: str, n: int, round_no: int) -> dict[str, Any]:
     sent = 0
     while sent < n:
         while len(p) > 60000:  # keep the queue from filling: no BufferError mid-chunk
+            if time.monotonic() > give_up:
+                raise SystemExit(f"{mode}: the broker stopped acknowledging ({len(p)} records waiting)")
             if same:
                 p.poll(0.0005)
             else:
@@ -119,7 +125,7 @@ def run(mode: str, bootstrap: str, n: int, round_no: int) -> dict[str, Any]:
     else:
         thread.join()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    admin.delete_topics([topic])
+    AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])
     if reported:
         assert done[0] == n, (mode, done[0])
     return {"mode": mode, "records": n, "per_s": round(n / wall), "cpu_us": round(cpu / n * 1e6, 2)}
