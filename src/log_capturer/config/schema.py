@@ -607,7 +607,9 @@ class BackpressureConfig(Strict):
         le=1,
         description="Slow the sources down: new lines wait for room, so the dispatcher stops, its "
         "bounded queue fills and the sources pause their reads (files stay on disk, TCP syslog is "
-        "slowed, HTTP ingest answers 429).",
+        "slowed, HTTP ingest answers 429). A chunk of lines (one read of a file: up to "
+        "files_config.read_buffer_bytes) is produced only if the queue stays within this level "
+        "with it, or is empty.",
     )
     queue_emergency_threshold: float = Field(
         0.95,

@@ -7,6 +7,8 @@ normal     below warning          nothing
 warning    >= warning (0.75)      logs a warning, counts the event
 critical   >= critical (0.90)     new lines wait for room: the dispatcher stops, its
                                   bounded queue fills and the sources pause reading
+                                  (also the level while a chunk waits because it
+                                  would take the queue past the critical level)
 emergency  >= emergency (0.95)    if the sink is stalled as well (nothing
                                   acknowledged for ``timeout``), waiting lines
                                   overflow to the local DLQ (reason ``backpressure``)
@@ -74,11 +76,15 @@ class Backpressure:
                 return level
         return Level.NORMAL
 
-    def observe(self, utilization: float) -> Level:
-        """Record the current utilization; count and log each level it rises into."""
+    def observe(self, utilization: float, at_least: Level = Level.NORMAL) -> Level:
+        """Record the current utilization; count and log each level it rises into. ``at_least``:
+        the sink acts at that level anyway (CRITICAL: a chunk waits, as it would take the queue
+        past the critical level)."""
         self.utilization = utilization
         self.peak_utilization = max(self.peak_utilization, utilization)
         level = self.level_of(utilization)
+        if level < at_least and self.enabled:
+            level = at_least
         if level is self.level:
             return level
         with self._lock:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from log_capturer.devtools.kafka_local import LocalKafka
+from log_capturer.devtools.kafka_local import LocalKafka, free_port
 from tests.integration.reliability.conftest import (
     broker_running,
     generate,
@@ -163,3 +163,58 @@ def test_with_open_action_dlq_lines_are_parked_while_the_breaker_is_open_and_rep
     assert messages == sorted(
         ["INFO before the breaker opens", *(f"WARN while open {i}" for i in range(500))]
     )
+
+
+def test_big_reads_never_push_a_stalled_sink_past_the_critical_level(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    """A file read in 1 MiB chunks (about 7,000 of these lines each) while nothing acknowledges: a
+    chunk is produced only if the queue stays within the critical level with it, so the sink never
+    reaches the emergency level, and without ``timeout_escalation`` nothing overflows to the DLQ
+    however long the stall lasts (the cause of a wait-in-order outage test parking 24,479 lines)."""
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    queue_size = 20_000
+    lines = [f"WARN big read line {i:06d} " + "x" * 120 for i in range(60_000)]
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there: the sink is stalled from the start
+    kafka = {
+        "brokers": [nowhere],
+        "queue_size": queue_size,
+        "timeout": "1s",
+        "dlq_config": {"send_on_timeout": False},
+        "backpressure_config": {"timeout_escalation": False},
+    }
+    cfg = agent_config(
+        tmp_path, bootstrap, topics, dispatcher={"drain_timeout": "1s"}, sinks={"kafka": kafka}
+    )
+    path = write_config(tmp_path / "config.yaml", cfg)
+    (tmp_path / "logs" / "app.log").write_text("".join(f"{line}\n" for line in lines))
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    held: list[int] = []
+    try:
+        wait_until(
+            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["outstanding"] > 0, 60, "the first chunk"
+        )
+        for _ in range(24):  # 6 s: six times the stall timeout
+            held.append(agent.get("/stats")["sinks"]["kafka_sink"]["outstanding"])
+            time.sleep(0.25)
+        stats = agent.get("/stats")
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    sink = stats["sinks"]["kafka_sink"]
+    summary = {
+        "held_samples": sorted(set(held)),
+        "peak_utilization": sink["backpressure"]["peak_utilization"],
+        "parked": sink["parked"],
+        "overflowed": sink["overflowed_to_dlq"],
+        "lines_read": stats["files"]["lines_read"],
+    }
+    print(json.dumps(summary))
+    # Several chunks were admitted, and the sink waited with more lines read than it holds.
+    assert max(held) > 6_000 and stats["files"]["lines_read"] > max(held), summary
+    assert max(held) <= 0.9 * queue_size, summary
+    assert sink["backpressure"]["peak_utilization"] <= 0.9, summary
+    assert sink["parked"] == 0 and sink["overflowed_to_dlq"] == 0, summary
+    saved = json.loads((tmp_path / "positions" / "files.json").read_text())["positions"]
+    assert [e["offset"] for e in saved.values()] == [0]

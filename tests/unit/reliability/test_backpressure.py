@@ -53,3 +53,14 @@ def test_timeout_escalation_grows_the_wait_step_by_step() -> None:
     assert all(b == min(a * 2, 1.0) for a, b in itertools.pairwise(grow))
     fixed = Backpressure(BackpressureConfig(timeout_escalation=False), Metrics(), "k").wait_steps()
     assert fixed == [0.1]
+
+
+def test_a_waiting_chunk_puts_the_sink_at_the_critical_level_whatever_the_utilization() -> None:
+    metrics = Metrics()
+    bp = Backpressure(BackpressureConfig(), metrics, "kafka_sink")
+    assert bp.observe(0.6, at_least=Level.CRITICAL) is Level.CRITICAL
+    assert events(metrics, "warning") == 1 and events(metrics, "critical") == 1
+    assert bp.peak_utilization == 0.6  # the real utilization, not the level's threshold
+    assert bp.observe(0.97, at_least=Level.CRITICAL) is Level.EMERGENCY
+    off = Backpressure(BackpressureConfig(enabled=False), Metrics(), "kafka_sink")
+    assert off.observe(0.6, at_least=Level.CRITICAL) is Level.NORMAL

@@ -25,10 +25,11 @@ A record's fate is always one of:
 
 Admission (per chunk, before it is produced): while the circuit breaker is
 open, lines wait (or go to the DLQ with ``open_action: dlq``); while it is
-half-open, only trial chunks pass; at the critical backpressure level, lines
-wait for room; a stalled sink at the emergency level (or, with
-``timeout_escalation``, after waiting longer than ``timeout``) overflows the
-waiting lines to the local DLQ. See :mod:`log_capturer.reliability.backpressure`.
+half-open, only trial chunks pass; a chunk waits until the queue stays within
+the critical backpressure level with it (check and count are one step, so
+concurrent dispatcher threads cannot overfill it); a stalled sink at the
+emergency level (or, with ``timeout_escalation``, after waiting longer than
+``timeout``) overflows the waiting lines to the local DLQ. See :mod:`log_capturer.reliability.backpressure`.
 """
 
 from __future__ import annotations
@@ -199,6 +200,9 @@ class KafkaSink:
         pc = config.backpressure_config
         self._critical = pc.queue_critical_threshold
         self._emergency = pc.queue_emergency_threshold
+        #: Records, and bytes of line text, the sink may hold before new chunks wait (critical level).
+        self._room = pc.queue_critical_threshold * config.queue_size
+        self._room_bytes = pc.queue_critical_threshold * config.queue_max_bytes
         self._wait_steps = self.pressure.wait_steps()
         self._settle: collections.deque[tuple[_Delivery, int]] = collections.deque()
         self._resend: collections.deque[tuple[_Delivery, _Record]] = collections.deque()
@@ -329,9 +333,11 @@ class KafkaSink:
         return self._may_overflow(time.monotonic())
 
     def _admit(self, chunks: list[Chunk], i: int) -> bool | None:
-        """Wait until ``chunks[i]`` may be produced (True), or park ``chunks[i:]`` / stop (None)."""
+        """Wait until ``chunks[i]`` may be produced and count it as produced (True), or park
+        ``chunks[i:]`` / stop (None)."""
+        chunk = chunks[i]
         breaker = self.breaker
-        if breaker.closed and (not self.pressure.enabled or self.utilization < self._critical):
+        if breaker.closed and self._reserve(chunk, self.pressure.enabled):
             if self.pressure.level is not Level.NORMAL:
                 self.pressure.observe(self.utilization)
             return True
@@ -342,12 +348,14 @@ class KafkaSink:
             self._space.clear()
             state = breaker.state
             if state is BreakerState.CLOSED:
-                if self.pressure.observe(self.utilization) < Level.CRITICAL:
+                if self._reserve(chunk, self.pressure.enabled):
+                    self.pressure.observe(self.utilization)
                     return True
+                self.pressure.observe(self.utilization, at_least=Level.CRITICAL)
                 why = f"the sink queue is {self.utilization:.0%} full"
             elif state is BreakerState.HALF_OPEN:
                 # A trial call only while there is room: trials must not overfill the queue.
-                if self.utilization < self._critical and breaker.allow():
+                if self._reserve(chunk, True, trial=True):
                     return True
                 why = "the circuit breaker is half-open and its trial calls are in flight"
             else:
@@ -368,6 +376,34 @@ class KafkaSink:
             self._space.wait(steps[min(step, len(steps) - 1)])
             step += 1
         return None
+
+    def _reserve(self, chunk: Chunk, limited: bool, trial: bool = False) -> bool:
+        """Count ``chunk``'s records as produced (before they are: a delivery report may come
+        before ``_send_chunk`` returns) if, with them, the sink stays within the critical level,
+        or it holds nothing (a chunk larger than the room goes alone), or not ``limited``. A trial
+        (half-open breaker) also takes one of the breaker's permits. Check and count are one step
+        under the lock, so dispatcher threads cannot together push the queue past the critical
+        level, and a stalled sink reaches the emergency level only through a chunk larger than
+        the room (see ``sinks.kafka.queue_size``)."""
+        n = len(chunk.lines)
+        with self._send_lock:
+            held = self.produced - self.finished
+            if (
+                limited
+                and held > 0
+                and (
+                    held + n > self._room
+                    or self.bytes_produced - self.bytes_finished + chunk.nbytes > self._room_bytes
+                )
+            ):
+                return False
+            if trial and not self.breaker.allow():
+                return False
+            if held <= 0:
+                # Busy again after being idle: a stall is measured from now, not from the last ack.
+                self._last_progress = time.monotonic()
+            self.produced += n
+        return True
 
     def _may_overflow(self, now: float) -> bool:
         """Waiting lines go to the DLQ once the sink is stalled (Kafka acknowledged nothing for
@@ -421,12 +457,6 @@ class KafkaSink:
         parked: list[DLQEntry] = []
         sizes: dict[str, list[int]] = collections.defaultdict(list)
         produce = self._producer.produce
-        with self._send_lock:
-            if self.produced == self.finished:
-                # Busy again after being idle: a stall is measured from now, not from the last ack.
-                self._last_progress = time.monotonic()
-            # Counted before producing: a delivery report may come before this method returns.
-            self.produced += len(values)
         lens = list(map(len, values))
         if partitions is None and headers is None and (not lens or max(lens) <= max_bytes):
             # The usual chunk: nothing to park, librdkafka's partitioner, no headers.
