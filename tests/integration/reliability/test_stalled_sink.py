@@ -182,6 +182,8 @@ def test_big_reads_never_push_a_stalled_sink_past_the_critical_level(
         "timeout": "1s",
         "dlq_config": {"send_on_timeout": False},
         "backpressure_config": {"timeout_escalation": False},
+        # Half-open every second: trial chunks are bounded by the room as well.
+        "circuit_breaker": {"failure_threshold": 2, "timeout": "1s"},
     }
     cfg = agent_config(
         tmp_path, bootstrap, topics, dispatcher={"drain_timeout": "1s"}, sinks={"kafka": kafka}
@@ -209,10 +211,12 @@ def test_big_reads_never_push_a_stalled_sink_past_the_critical_level(
         "parked": sink["parked"],
         "overflowed": sink["overflowed_to_dlq"],
         "lines_read": stats["files"]["lines_read"],
+        "breaker_opened": sink["circuit_breaker"]["times_opened"],
     }
     print(json.dumps(summary))
     # Several chunks were admitted, and the sink waited with more lines read than it holds.
     assert max(held) > 6_000 and stats["files"]["lines_read"] > max(held), summary
+    assert sink["circuit_breaker"]["times_opened"] >= 2, summary  # it was half-open in between
     assert max(held) <= 0.9 * queue_size, summary
     assert sink["backpressure"]["peak_utilization"] <= 0.9, summary
     assert sink["parked"] == 0 and sink["overflowed_to_dlq"] == 0, summary
