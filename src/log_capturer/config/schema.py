@@ -650,13 +650,18 @@ class CircuitBreakerConfig(Strict):
         "broker was reachable while records waited. A delivered chunk resets the count.",
     )
     success_threshold: int = Field(
-        2, ge=1, description="Successful trial deliveries in half-open state that close the breaker."
+        2, ge=1, description="Successful trial calls in half-open state that close the breaker."
     )
     timeout: Duration = Field(
         60.0, description="How long the breaker stays open before it lets trial calls through (half-open)."
     )
     half_open_max_calls: int = Field(
-        10, ge=1, description="Most trial calls (chunks or retried records) while half-open."
+        10,
+        ge=1,
+        description=(
+            "Most trial calls while half-open: chunks, retried or replayed records, or, while the "
+            "sink has nothing to send, a metadata request once a second."
+        ),
     )
     open_action: Literal["wait", "dlq"] = Field(
         "wait",

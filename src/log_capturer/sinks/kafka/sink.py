@@ -80,6 +80,8 @@ POLL_INTERVAL = 0.005
 #: A failed local park is tried again after this long (poll thread), or up to this long (senders).
 PARK_RETRY = 1.0
 PARK_MAX_DELAY = 5.0
+#: How long an idle half-open breaker's trial call (a metadata request) may take.
+PROBE_TIMEOUT = 5.0
 
 Headers = list[tuple[str, str | bytes | None]]
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
@@ -245,6 +247,8 @@ class KafkaSink:
         self._all_down = False
         self._fatal = ""
         self._repeats = Repeats()
+        self._probing = threading.Event()
+        self.probes = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -708,6 +712,41 @@ class KafkaSink:
         self._update_gauges()
         if self._all_down and self.outstanding > 0:
             self.breaker.record_failure(f"no broker reachable; last error: {self._last_error}")
+        if self._idle_half_open():
+            self._probing.set()
+            threading.Thread(target=self._probe, name=f"{self.name}-probe", daemon=True).start()
+
+    def _idle_half_open(self) -> bool:
+        """Half-open with nothing to serve as a trial call: no record held or waiting for a
+        retry (a chunk waiting to be produced takes a trial permit itself)."""
+        return (
+            not self._probing.is_set()
+            and self.breaker.state is BreakerState.HALF_OPEN
+            and self.outstanding <= 0
+            and not self._retries
+            and not self._solo
+        )
+
+    def _probe(self) -> None:
+        """A trial call for an idle half-open breaker, which would otherwise stay half-open (and
+        the sink degraded) until new lines come: a metadata request to a broker, at most one at a
+        time, once a second. Success counts as a successful trial call, failure opens it again."""
+        try:
+            producer = self._producer
+            if producer is None or not self.breaker.allow():
+                return
+            self.probes += 1
+            try:
+                md = producer.list_topics(timeout=PROBE_TIMEOUT)
+            except KafkaException as exc:
+                self.breaker.record_failure(f"trial metadata request failed: {_explain(exc.args[0])}")
+                return
+            if md.brokers:
+                self.breaker.record_success()
+            else:
+                self.breaker.record_failure("trial metadata request: the cluster listed no broker")
+        finally:
+            self._probing.clear()
 
     def _recreate_producer(self) -> None:
         """A fatal error made the producer unusable: replace it and re-send what it held."""

@@ -7,6 +7,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,11 @@ def connection_status(metrics: str) -> list[float]:
     ]
 
 
+def sink_breaker(agent: AgentProcess) -> dict[str, Any]:
+    breaker: dict[str, Any] = agent.get("/health")["services"]["sinks"][0]["circuit_breaker"]
+    return breaker
+
+
 def test_health_and_connection_status_follow_the_broker_and_lines_survive_the_outage(
     tmp_path: Path, own_kafka: LocalKafka, topic_prefix: str
 ) -> None:
@@ -55,7 +61,13 @@ def test_health_and_connection_status_follow_the_broker_and_lines_survive_the_ou
     assert state is not None
     bootstrap = state.bootstrap
     topics = create_prefixed_topics(bootstrap, topic_prefix)
-    cfg = agent_config(tmp_path, bootstrap, topics, sinks={"kafka": {"timeout": "10s"}})
+    # The breaker opens within the outage (2 seconds without a reachable broker while records
+    # wait) and the lines after it are all one chunk: health must still recover once the broker
+    # is back, with no further traffic to serve as trial calls.
+    breaker = {"failure_threshold": 2, "timeout": "2s"}
+    cfg = agent_config(
+        tmp_path, bootstrap, topics, sinks={"kafka": {"timeout": "10s", "circuit_breaker": breaker}}
+    )
     path = write_config(tmp_path / "config.yaml", cfg)
     log = tmp_path / "logs" / "app.log"
     log.write_text("".join(f"ERROR before {i}\n" for i in range(100)))
@@ -74,6 +86,7 @@ def test_health_and_connection_status_follow_the_broker_and_lines_survive_the_ou
         wait_until(lambda: connection_status(agent.metrics()) == [0.0], 30, "connection status 0")
         with log.open("a") as f:  # written while the broker is down: must wait, then arrive
             f.write("".join(f"ERROR during {i}\n" for i in range(100)))
+        wait_until(lambda: sink_breaker(agent)["times_opened"] >= 1, 30, "the circuit breaker to open")
 
         own_kafka.start_node(1)
         wait_until(lambda: connection_status(agent.metrics()) == [1.0], 60, "connection status back to 1")
@@ -83,6 +96,7 @@ def test_health_and_connection_status_follow_the_broker_and_lines_survive_the_ou
             60,
             "health to recover",
         )
+        assert sink_breaker(agent)["state"] == "closed"
         messages = sorted(r.json()["message"] for r in records)
         assert messages == sorted(
             [f"ERROR before {i}" for i in range(100)] + [f"ERROR during {i}" for i in range(100)]
