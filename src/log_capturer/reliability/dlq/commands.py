@@ -149,14 +149,16 @@ def dlq_replay(
                 return
             target = ProducerTarget(cfg.sinks.kafka)
             batch = cfg.dispatcher.dlq_config.reprocessing_config.batch_size
-            result = _with_bar(
-                len(entries),
-                progress and err.is_terminal,
-                lambda advance: replay_entries(
-                    store, target, entries, batch_size=batch, timeout=timeout, progress=advance
-                ),
-            )
-            target.close()
+            try:
+                result = _with_bar(
+                    len(entries),
+                    progress and err.is_terminal,
+                    lambda advance: replay_entries(
+                        store, target, entries, batch_size=batch, timeout=timeout, progress=advance
+                    ),
+                )
+            finally:
+                target.close()
     except (ReplayBusy, DLQWriteError) as exc:
         raise _fail(exc) from None
     out.print(

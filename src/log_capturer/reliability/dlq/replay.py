@@ -172,7 +172,11 @@ class ProducerTarget:
         return outcome
 
     def close(self, timeout: float = 10.0) -> None:
+        """Flush, then close the producer, ending librdkafka's threads before the process exits
+        (see ``KafkaSink._close_producers``). What is still unacknowledged stays in the DLQ."""
         self.producer.flush(timeout)
+        self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self.producer.close()
 
 
 def check_record(rec: ReplayRecord, max_message_bytes: int) -> str:

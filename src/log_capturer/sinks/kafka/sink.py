@@ -248,7 +248,10 @@ class KafkaSink:
         self._fatal = ""
         self._repeats = Repeats()
         self._probing = threading.Event()
+        self._probe_thread: threading.Thread | None = None
         self.probes = 0
+        #: Set by stop() before the producers are closed: their purge reports change nothing.
+        self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -316,6 +319,32 @@ class KafkaSink:
         self._space.set()
         if self._thread is not None:
             self._thread.join(10)
+            if self._thread.is_alive():
+                log.error("Kafka sink poll thread did not stop within 10s", extra={"sink": self.name})
+                return
+        probe = self._probe_thread
+        if probe is not None:
+            probe.join(PROBE_TIMEOUT + 1)
+        self._close_producers()
+
+    def _close_producers(self) -> None:
+        """Close the producers now, which ends librdkafka's threads. A producer left for the
+        interpreter's exit keeps its broker threads running while the process exits, and one of
+        them can be inside OpenSSL (a SCRAM handshake) when libc's exit handlers free OpenSSL:
+        the agent crashed with SIGSEGV after a clean stop with a wrong SASL password. What the
+        producers still hold was not acknowledged, so it was not checkpointed and is read again
+        on restart: it is purged (close() alone would wait for it for ever), and those purge
+        reports change nothing; a record acknowledged before the purge is checkpointed as usual."""
+        self._closing = True
+        for producer in (self._producer, self._solo_producer):
+            if producer is None:
+                continue
+            try:
+                producer.purge(in_queue=True, in_flight=True, blocking=False)
+                producer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("closing the Kafka producer: %s", exc, extra={"sink": self.name})
+        self._solo_producer = None
 
     # -- admission (dispatcher threads) --------------------------------------------------------
     def send(self, chunks: list[Chunk]) -> None:
@@ -714,7 +743,8 @@ class KafkaSink:
             self.breaker.record_failure(f"no broker reachable; last error: {self._last_error}")
         if self._idle_half_open():
             self._probing.set()
-            threading.Thread(target=self._probe, name=f"{self.name}-probe", daemon=True).start()
+            self._probe_thread = threading.Thread(target=self._probe, name=f"{self.name}-probe", daemon=True)
+            self._probe_thread.start()
 
     def _idle_half_open(self) -> bool:
         """Half-open with nothing to serve as a trial call: no record held or waiting for a
@@ -791,6 +821,8 @@ class KafkaSink:
         d.chunk.ack(n)
 
     def _failed(self, d: _Delivery, err: KafkaError, rec: _Record, attempt: int) -> None:
+        if self._closing:
+            return  # purged by stop(): unacknowledged, so read again on restart
         disposition = classify(err)
         etype = error_type(err)
         m = self.metrics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import signal
 from pathlib import Path
@@ -10,7 +12,12 @@ from typing import Any
 import orjson
 import pytest
 
+from log_capturer.config.schema import KafkaSinkConfig
 from log_capturer.devtools.kafka_local import SASL_MECHANISMS, SASL_USER, LocalKafka
+from log_capturer.observability.metrics import Metrics
+from log_capturer.processing import Analyzer
+from log_capturer.record import Chunk, Origin
+from log_capturer.sinks.kafka.sink import KafkaSink
 from tests.integration.sinks.kafka.conftest import CliCluster
 from tests.integration.sinks.kafka.util import dlq_entries
 from tests.support import (
@@ -292,3 +299,50 @@ def test_a_missing_ca_file_stops_the_agent_at_start_with_the_key(
     assert agent.proc is not None
     assert agent.proc.wait(60) == 2
     assert "sinks.kafka.tls.ca_file" in agent.log() and "does not exist" in agent.log()
+
+
+def librdkafka_threads() -> list[str]:
+    """Names of this process's librdkafka threads (``rdk:main``, ``rdk:broker...``)."""
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            name = (task / "comm").read_text().strip()
+            if name.startswith("rdk:"):
+                names.append(name)
+    return names
+
+
+def test_stop_closes_the_producer_so_no_librdkafka_thread_outlives_the_sink(
+    secure_kafka: LocalKafka,
+) -> None:
+    """A producer left for the interpreter's exit kept its broker threads running while the
+    process exited: one was inside OpenSSL (a SCRAM handshake with a wrong password) when libc's
+    exit handlers freed OpenSSL, and the agent died with SIGSEGV after a clean stop. stop() now
+    closes the producer; the lines it held stay unacknowledged (read again on restart)."""
+    gc.collect()  # clients of earlier tests that only wait to be freed
+    before = librdkafka_threads()
+    auth = {"enabled": True, "mechanism": "SCRAM-SHA-512", "username": USER, "password": "wrong-password"}
+    config = KafkaSinkConfig.model_validate(
+        {
+            "enabled": True,
+            "brokers": listener(secure_kafka, "SASL_PLAINTEXT"),
+            "auth": auth,
+            "topic": "never-created",
+            "dlq_config": {"send_on_timeout": False},
+            "backpressure_config": {"timeout_escalation": False},
+        }
+    )
+    sink = KafkaSink(config, Metrics(), None)
+    sink.start()
+    chunk = Chunk(Origin("file", "/var/log/app.log"), [f"WARN waiting line {i}" for i in range(50)])
+    Analyzer(None).analyze(chunk)
+    chunk.expect(50, None)
+    sink.send([chunk])
+    try:
+        wait_until(lambda: "Authentication failed" in sink.health().message, 60, "the SASL failure")
+        assert len(librdkafka_threads()) > len(before)
+    finally:
+        sink.stop(1.0)
+    assert librdkafka_threads() == before
+    assert sink.outstanding == 50 and sink.delivered == 0, sink.stats()
+    assert not chunk.done and chunk.pending == 50, "the purged lines must stay unacknowledged"
