@@ -63,10 +63,13 @@ def test_health_and_connection_status_follow_the_broker_and_lines_survive_the_ou
     topics = create_prefixed_topics(bootstrap, topic_prefix)
     # The breaker opens within the outage (2 seconds without a reachable broker while records
     # wait) and the lines after it are all one chunk: health must still recover once the broker
-    # is back, with no further traffic to serve as trial calls.
+    # is back, with no further traffic to serve as trial calls. The records wait in the producer
+    # for the whole outage (timeout 120s; a restart of the broker can take longer than 10 s on a
+    # slow machine, and a record not delivered within `timeout` is parked in the local DLQ, to be
+    # replayed only after dlq reprocessing's interval).
     breaker = {"failure_threshold": 2, "timeout": "2s"}
     cfg = agent_config(
-        tmp_path, bootstrap, topics, sinks={"kafka": {"timeout": "10s", "circuit_breaker": breaker}}
+        tmp_path, bootstrap, topics, sinks={"kafka": {"timeout": "120s", "circuit_breaker": breaker}}
     )
     path = write_config(tmp_path / "config.yaml", cfg)
     log = tmp_path / "logs" / "app.log"
@@ -97,6 +100,8 @@ def test_health_and_connection_status_follow_the_broker_and_lines_survive_the_ou
             "health to recover",
         )
         assert sink_breaker(agent)["state"] == "closed"
+        sink = agent.get("/stats")["sinks"]["kafka_sink"]
+        assert sink["parked"] == 0, sink  # every line waited and was delivered; none parked
         messages = sorted(r.json()["message"] for r in records)
         assert messages == sorted(
             [f"ERROR before {i}" for i in range(100)] + [f"ERROR during {i}" for i in range(100)]
