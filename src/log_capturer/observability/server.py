@@ -12,6 +12,7 @@ due), and ``POST /api/v1/logs`` when HTTP ingest is on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -120,9 +121,9 @@ class HttpServers:
             for app, host, port in self._apps:
                 runner = web.AppRunner(app, access_log=None)
                 await runner.setup()
+                self._runners.append(runner)
                 site = web.TCPSite(runner, host, port, reuse_address=True)
                 await site.start()
-                self._runners.append(runner)
                 # The port really bound: port 0 asks for a free one (the workers of a multi-process agent).
                 self.bound.append((host, int(runner.addresses[0][1])))
 
@@ -132,6 +133,11 @@ class HttpServers:
                 self._loop.run_until_complete(boot())
             except BaseException as exc:
                 errors.append(exc)
+                # A port was busy: release the ones already bound, and end the loop here (the
+                # agent's stop then has no server to wait for).
+                with contextlib.suppress(Exception):
+                    self._loop.run_until_complete(self._cleanup())
+                self._loop.close()
                 ready.set()
                 return
             ready.set()
@@ -141,17 +147,19 @@ class HttpServers:
         self._thread.start()
         ready.wait(30)
         if errors:
+            self._thread.join(10)
+            self._thread = None
             raise errors[0]
+
+    async def _cleanup(self) -> None:
+        runners, self._runners = self._runners, []
+        for r in runners:
+            await r.cleanup()
 
     def stop(self) -> None:
         if self._thread is None:
             return
-
-        async def shutdown() -> None:
-            for r in self._runners:
-                await r.cleanup()
-
-        fut = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+        fut = asyncio.run_coroutine_threadsafe(self._cleanup(), self._loop)
         try:
             fut.result(10)
         except Exception:
