@@ -1005,6 +1005,8 @@ class KafkaSink:
 
     # -- replay of parked entries (reprocessor thread) -----------------------------------------
     def replay_blocker(self) -> str:
+        if self._stop.is_set():
+            return "the sink is stopping"
         if self._fatal:
             return "the producer is being recreated after a fatal error"
         breaker = self.breaker
