@@ -268,6 +268,8 @@ class KafkaTarget:
     ) -> None:
         from confluent_kafka import Producer
 
+        from log_capturer.sinks.kafka.quiet import quiet_logger
+
         self.topic = topic
         self.failed = 0
         self.delivered = 0
@@ -281,8 +283,27 @@ class KafkaTarget:
                 "compression.type": compression,
                 "linger.ms": linger_ms,
                 "queue.buffering.max.messages": 500_000,
+                # A refused connection, repeated at every reconnect, is logged once per 10 s.
+                "logger": quiet_logger("librdkafka"),
             }
         )
+        self._check_topic(bootstrap)
+
+    def _check_topic(self, bootstrap: str) -> None:
+        """Fail at once, not after librdkafka's message timeout, when the topic is missing.
+        All topics are listed (not just this one), so the request cannot auto-create it."""
+        from confluent_kafka import KafkaException
+
+        try:
+            md = self._producer.list_topics(timeout=15)
+        except KafkaException as exc:
+            raise GenerateError(f"cannot reach Kafka at {bootstrap}: {exc.args[0].str()}") from None
+        if self.topic not in md.topics:
+            raise GenerateError(
+                f"topic {self.topic} does not exist at {bootstrap}; create it "
+                "(`log-capturer kafka create-topics` makes the design document's five) "
+                "or choose another with --topic"
+            )
 
     def _report(self, err: Any, _msg: Any) -> None:
         if err is None:

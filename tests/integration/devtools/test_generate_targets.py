@@ -127,7 +127,7 @@ def test_kafka_target_fails_loudly_without_a_topic(bootstrap: str, topic_prefix:
         check=False,
     )
     assert proc.returncode == 1
-    assert "did not acknowledge" in proc.stderr
+    assert f"topic {topic_prefix}-absent does not exist at {bootstrap}" in proc.stderr, proc.stderr
 
 
 # -- syslog ---------------------------------------------------------------------------------------
