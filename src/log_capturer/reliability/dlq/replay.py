@@ -28,7 +28,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from log_capturer.config.schema import KafkaSinkConfig
 from log_capturer.reliability.dlq.store import DeadLetterStore, DLQWriteError
-from log_capturer.sinks.kafka.config import producer_config
+from log_capturer.sinks.kafka.config import close_producer, producer_config
 
 REPLAY_LOCK = ".replay.lock"
 
@@ -172,11 +172,10 @@ class ProducerTarget:
         return outcome
 
     def close(self, timeout: float = 10.0) -> None:
-        """Flush, then close the producer, ending librdkafka's threads before the process exits
-        (see ``KafkaSink._close_producers``). What is still unacknowledged stays in the DLQ."""
+        """Flush, then close the producer (``close_producer``); what is still unacknowledged
+        stays in the DLQ."""
         self.producer.flush(timeout)
-        self.producer.purge(in_queue=True, in_flight=True, blocking=False)
-        self.producer.close()
+        close_producer(self.producer)
 
 
 def check_record(rec: ReplayRecord, max_message_bytes: int) -> str:

@@ -22,10 +22,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from log_capturer.config.schema import KafkaSinkConfig
 from log_capturer.config.secrets import MASK, is_secret_key
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 #: Room for the record batch header and per-record overhead on top of the value.
 RECORD_OVERHEAD = 512
@@ -124,3 +127,15 @@ MANAGED_PROPERTIES = frozenset(
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:
     """The producer config with secrets masked, safe to log."""
     return {k: (MASK if is_secret_key(k) else v) for k, v in conf.items()}
+
+
+def close_producer(producer: Producer) -> None:
+    """End a producer now, librdkafka's threads with it, dropping what it still holds.
+
+    A producer left for the interpreter's exit keeps its broker threads running while the
+    process exits, and one of them can be inside OpenSSL (a SCRAM handshake) when libc's exit
+    handlers free OpenSSL: SIGSEGV after a clean stop. What it holds is purged first (close()
+    alone would wait for it for ever); its delivery reports come with a purge error.
+    """
+    producer.purge(in_queue=True, in_flight=True, blocking=False)
+    producer.close()

@@ -60,7 +60,7 @@ from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteErro
 from log_capturer.reliability.dlq.replay import ReplayRecord, check_record
 from log_capturer.sinks.base import SinkHealth, Status, utc_now_iso
 from log_capturer.sinks.kafka.batching import LingerPolicy
-from log_capturer.sinks.kafka.config import producer_config, redacted
+from log_capturer.sinks.kafka.config import close_producer, producer_config, redacted
 from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
@@ -328,20 +328,16 @@ class KafkaSink:
         self._close_producers()
 
     def _close_producers(self) -> None:
-        """Close the producers now, which ends librdkafka's threads. A producer left for the
-        interpreter's exit keeps its broker threads running while the process exits, and one of
-        them can be inside OpenSSL (a SCRAM handshake) when libc's exit handlers free OpenSSL:
-        the agent crashed with SIGSEGV after a clean stop with a wrong SASL password. What the
-        producers still hold was not acknowledged, so it was not checkpointed and is read again
-        on restart: it is purged (close() alone would wait for it for ever), and those purge
-        reports change nothing; a record acknowledged before the purge is checkpointed as usual."""
+        """Close the producers (see ``close_producer``: the agent crashed with SIGSEGV after a
+        clean stop with a wrong SASL password). What they still hold was not acknowledged, so it
+        was not checkpointed and is read again on restart: their purge reports change nothing;
+        a record acknowledged before the purge is checkpointed as usual."""
         self._closing = True
         for producer in (self._producer, self._solo_producer):
             if producer is None:
                 continue
             try:
-                producer.purge(in_queue=True, in_flight=True, blocking=False)
-                producer.close()
+                close_producer(producer)
             except (KafkaException, RuntimeError) as exc:
                 log.warning("closing the Kafka producer: %s", exc, extra={"sink": self.name})
         self._solo_producer = None
