@@ -4,7 +4,9 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The C modules of the hot path are built by pip: a change to them or to setup.py reinstalls.
+NATIVE := setup.py src/log_capturer/_speedups.c src/log_capturer/sinks/kafka/_rdk.c
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(NATIVE) | cksum | cut -d' ' -f1)
 CONFIG ?= configs/config.yaml
 # Node tools of the deployment-file tests (dclint: the Compose file linter and compose-spec schema).
 TOOLS  ?= .tools
@@ -12,7 +14,8 @@ DCLINT := $(TOOLS)/node_modules/.bin/dclint
 
 .PHONY: run test install tools system-deps kafka-jars kafka-up kafka-down topics fmt lint unit integration clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(NATIVE)
+	@bash scripts/system-deps.sh --compiler
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,bench]'

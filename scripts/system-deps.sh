@@ -3,6 +3,10 @@
 # Maven run the local Kafka broker; the rest are real peers used by tests and benchmarks.
 set -euo pipefail
 need=()
+# A C compiler and Python's headers build the hot path's C modules (pip install, setup.py).
+# `--compiler`: only these (make install runs it before pip).
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+if [ "${1:-}" != "--compiler" ]; then
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 # util-linux's `logger` (Debian package bsdutils) is the real syslog client of the syslog tests;
@@ -23,6 +27,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
 # npm: installs dclint (the Compose file linter) for the deployment-file tests.
 command -v npm >/dev/null || need+=(npm)
+fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

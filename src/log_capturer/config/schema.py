@@ -756,6 +756,14 @@ class KafkaSinkConfig(Strict):
         "runs empty, and batches fill to batch_size or leave after batch_timeout, as with this off. "
         "Off: every batch waits for batch_size records or batch_timeout.",
     )
+    native_producer: bool = Field(
+        True,
+        description="Send chunks through the agent's own librdkafka producer (the librdkafka that "
+        "confluent-kafka ships), which counts the delivery reports of a chunk in C: every record "
+        "still needs its own acknowledgement before the checkpoint moves, at about half the CPU "
+        "per record. Chunks with headers, retries, the DLQ topic, replays and metadata requests use "
+        "confluent-kafka's producer either way. false: confluent-kafka for everything.",
+    )
     librdkafka_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="Advanced: extra librdkafka producer properties. Properties that another key "

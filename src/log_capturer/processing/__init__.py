@@ -10,12 +10,18 @@ import orjson
 
 from log_capturer.processing.levels import (
     CANONICAL,
+    NUMERIC,
     detect_level,
     level_of_mapping,
     level_of_text,
     parse_json_object,
 )
 from log_capturer.record import Chunk
+
+try:
+    from log_capturer import _speedups  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _speedups = None
 
 if TYPE_CHECKING:
     from log_capturer.processing.pipelines import Pipeline
@@ -70,15 +76,34 @@ class Analyzer:
             return
         kf = self.key_field
         want_key = kf is not None and kf not in chunk.origin.labels
+        lines = chunk.lines
+        if _speedups is not None:
+            # C decides the usual JSON lines (same results); the rest come back as None.
+            levels, keys = _speedups.json_levels(lines, kf if want_key else None, CANONICAL, NUMERIC)
+            if None in levels:
+                rest = [i for i, lv in enumerate(levels) if lv is None]
+                more, more_keys = self._analyze_lines([lines[i] for i in rest], want_key)
+                for j, i in enumerate(rest):
+                    levels[i] = more[j]
+                    if keys is not None and more_keys is not None:
+                        keys[i] = more_keys[j]
+        else:
+            levels, keys = self._analyze_lines(lines, want_key)
+        chunk.levels = levels
+        chunk.keys = keys
+
+    def _analyze_lines(self, lines: list[str], want_key: bool) -> tuple[list[str], list[str | None] | None]:
+        kf = self.key_field
         levels: list[str] = []
         add_level = levels.append
         keys: list[str | None] | None = [] if want_key else None
-        # The hot path: one loop, no call per line but orjson's and a dict lookup for the
-        # usual ``"level": "<lower-case name>"``; anything else goes through the general helpers.
+        # The hot path without the C module: one loop, no call per line but orjson's and a dict
+        # lookup for the usual ``"level": "<lower-case name>"``; anything else goes through the
+        # general helpers.
         loads = orjson.loads
         bad_json = orjson.JSONDecodeError
         canonical = CANONICAL.get
-        for line in chunk.lines:
+        for line in lines:
             if line[:1] == "{":
                 try:
                     obj = loads(line)
@@ -99,8 +124,7 @@ class Analyzer:
             add_level(level_of_text(line))
             if keys is not None:
                 keys.append(self._logfmt_value(line))
-        chunk.levels = levels
-        chunk.keys = keys
+        return levels, keys
 
     def _analyze_rich(self, chunk: Chunk) -> None:
         """Like the fast path, but honours preset levels and takes the key from fields first."""

@@ -50,7 +50,7 @@ CANONICAL: dict[str, str] = {
     "crt": "critical",
 }
 _LETTER = {"V": "trace", "D": "debug", "I": "info", "W": "warn", "E": "error", "F": "fatal"}
-_NUMERIC = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
+NUMERIC = {10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal"}
 JSON_KEYS = ("level", "severity", "lvl", "log.level", "loglevel", "levelname")
 
 #: A whole word of the lower-cased head (not inside a dotted or dashed name); the first one that
@@ -66,7 +66,7 @@ def level_of_value(value: Any) -> str:
     if isinstance(value, str):
         return CANONICAL.get(value.strip().lower(), "")
     if isinstance(value, int) and not isinstance(value, bool):
-        return _NUMERIC.get(value, "")
+        return NUMERIC.get(value, "")
     return ""
 
 

@@ -22,6 +22,11 @@ import orjson
 
 from log_capturer.record import Chunk
 
+try:
+    from log_capturer import _speedups  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _speedups = None
+
 _dumps = orjson.dumps
 LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
 
@@ -46,6 +51,10 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
     out: list[bytes] = []
     append = out.append
     if keys is None and meta is None and not truncated and stamps is None:
+        if _speedups is not None:
+            # The same bytes, one allocation per record.
+            out = _speedups.encode(head, chunk.lines, chunk.levels, tails, None, {None: b"{}}"}, _dumps)
+            return out
         for line, lvl in zip(chunk.lines, chunk.levels, strict=True):
             append(head + _dumps(line) + tails[lvl] + b"{}}")
         return out
@@ -54,6 +63,12 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
         # Keys but nothing else per line (the usual JSON file): a source has few distinct keys,
         # so each key's ``"fields"`` object is encoded once per chunk.
         fields_of: dict[str | None, bytes] = {None: b"{}}"}
+        if _speedups is not None:
+            for k in set(keys):
+                if k is not None:
+                    fields_of[k] = key_prefix + _dumps(k) + b"}}"
+            out = _speedups.encode(head, chunk.lines, chunk.levels, tails, keys, fields_of, _dumps)
+            return out
         for line, lvl, k in zip(chunk.lines, chunk.levels, keys, strict=True):
             fb = fields_of.get(k)
             if fb is None:

@@ -63,6 +63,7 @@ from log_capturer.sinks.kafka.batching import LingerPolicy
 from log_capturer.sinks.kafka.config import close_producer, producer_config, redacted
 from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
+from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable, Settled
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
 from log_capturer.sinks.kafka.quiet import Repeats, quiet_logger
 from log_capturer.sinks.kafka.stats import StatsTracker
@@ -182,6 +183,13 @@ class KafkaSink:
             }
         )
         self._producer: Producer | None = None
+        #: The chunk producer (``native_producer``): the usual chunks go through it, delivery
+        #: reports counted in C; the confluent-kafka producer above serves everything else.
+        self._native: ChunkProducer | None = None
+        #: Chunk producers replaced after a fatal error, polled until they hold nothing.
+        self._retired: list[ChunkProducer] = []
+        self._fatal_native = False
+        self._native_conf: dict[str, Any] = {}
         self._topic_of = _routing(config)
         part = config.partitioning
         self._key_field = part.key_field if part.enabled else None
@@ -256,8 +264,17 @@ class KafkaSink:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self._check_files()
+        conf = self._conf
+        self._native_conf = {k: v for k, v in conf.items() if k not in ("error_cb", "stats_cb", "logger")}
         try:
-            self._producer = self._factory(self._conf)
+            if self.config.native_producer:
+                self._native = self._new_native()
+                # Statistics come from the chunk producer, which carries the traffic.
+                conf = {k: v for k, v in conf.items() if k not in ("stats_cb", "statistics.interval.ms")}
+                self._conf = conf
+            self._producer = self._factory(conf)
+        except NativeUnavailable as exc:
+            raise SinkStartError(f"sinks.kafka.native_producer: {exc}") from exc
         except KafkaException as exc:
             raise SinkStartError(f"sinks.kafka: the producer rejected its configuration: {exc}") from exc
         for b in self.config.brokers:
@@ -269,6 +286,14 @@ class KafkaSink:
         log.info(
             "Kafka sink initialized",
             extra={"sink": self.name, "producer_config": redacted(producer_config(self.config))},
+        )
+
+    def _new_native(self) -> ChunkProducer:
+        return ChunkProducer(
+            self._native_conf,
+            error_cb=functools.partial(self._on_error, native=True),
+            stats_cb=self._on_stats,
+            logger=quiet_logger("librdkafka"),
         )
 
     def _check_files(self) -> None:
@@ -333,6 +358,10 @@ class KafkaSink:
         was not checkpointed and is read again on restart: their purge reports change nothing;
         a record acknowledged before the purge is checkpointed as usual."""
         self._closing = True
+        for chunks in (self._native, *self._retired):
+            if chunks is not None:
+                chunks.close()
+        self._retired = []
         for producer in (self._producer, self._solo_producer):
             if producer is None:
                 continue
@@ -487,7 +516,10 @@ class KafkaSink:
         sizes: dict[str, list[int]] = collections.defaultdict(list)
         produce = self._producer.produce
         lens = list(map(len, values))
-        if partitions is None and headers is None and (not lens or max(lens) <= max_bytes):
+        native = self._native if headers is None else None
+        if native is not None:
+            parked = self._send_native(native, delivery, topics, values, keys, partitions, lens, sizes)
+        elif partitions is None and headers is None and (not lens or max(lens) <= max_bytes):
             # The usual chunk: nothing to park, librdkafka's partitioner, no headers.
             by_topic = sizes.__getitem__
             line_keys = keys if keys is not None else [None] * len(values)
@@ -554,6 +586,66 @@ class KafkaSink:
         for e in parked:
             topic_counts[e.topic] -= 1
         self._settle.append((delivery, len(parked)))
+
+    def _send_native(
+        self,
+        native: ChunkProducer,
+        delivery: _Delivery,
+        topics: list[str],
+        values: list[bytes],
+        keys: list[str | None] | None,
+        partitions: list[int | InvalidPartition] | None,
+        lens: list[int],
+        sizes: dict[str, list[int]],
+    ) -> list[DLQEntry]:
+        """Hand a chunk to the chunk producer; returns the records to park instead."""
+        max_bytes = self.config.max_message_bytes
+        parked: list[DLQEntry] = []
+        parts: list[int] | None = None
+        if partitions is not None or (lens and max(lens) > max_bytes):
+            # Leave out what is parked instead (oversize, invalid manual partition).
+            keep_t: list[str] = []
+            keep_v: list[bytes] = []
+            keep_k: list[str | None] = []
+            keep_p: list[int] = []
+            for i, value in enumerate(values):
+                topic = topics[i]
+                key = keys[i] if keys is not None else None
+                size = lens[i]
+                sizes[topic].append(size)
+                if size > max_bytes:
+                    parked.append(
+                        self._entry(
+                            value,
+                            topic,
+                            key,
+                            "message_too_large",
+                            f"record of {size} bytes exceeds max_message_bytes={max_bytes}",
+                        )
+                    )
+                    continue
+                part = -1
+                if partitions is not None:
+                    p = partitions[i]
+                    if isinstance(p, InvalidPartition):
+                        parked.append(self._entry(value, topic, key, "invalid_partition", str(p)))
+                        continue
+                    part = p
+                keep_t.append(topic)
+                keep_v.append(value)
+                keep_k.append(key)
+                keep_p.append(part)
+            topics, values = keep_t, keep_v
+            keys = keep_k if keys is not None else None
+            parts = keep_p if partitions is not None else None
+        else:
+            by_topic = sizes.__getitem__
+            for topic, size in zip(topics, lens, strict=True):
+                by_topic(topic).append(size)
+        # RuntimeError: closing (stop); these records stay unacknowledged and are read again on restart.
+        with contextlib.suppress(RuntimeError):
+            native.produce_chunk(delivery, topics, values, keys, parts)
+        return parked
 
     def _keys(self, chunk: Chunk) -> list[str | None] | None:
         """Message key of each record: label, else the line's key field, else the source id."""
@@ -697,8 +789,11 @@ class KafkaSink:
         while not self._stop.is_set():
             producer = self._producer
             assert producer is not None
+            native = self._native
             try:
-                if self._linger.push_due(self.finished, time.monotonic()) or self._flush_requested:
+                if native is not None:
+                    self._poll_native(native, producer)
+                elif self._linger.push_due(self.finished, time.monotonic()) or self._flush_requested:
                     # flush() is poll() that also makes librdkafka ignore linger.ms until it returns.
                     self._flush_requested = False
                     producer.flush(POLL_INTERVAL)
@@ -707,6 +802,8 @@ class KafkaSink:
                     self._space.set()
             except KafkaException as exc:
                 self._on_error(exc.args[0])
+            if self._retired:
+                self._poll_retired()
             while self._settle:
                 delivery, parked = self._settle.popleft()
                 delivery.failed += parked
@@ -732,6 +829,50 @@ class KafkaSink:
                 self._each_second()
         if self._parking:
             self._park_pending()
+
+    def _poll_native(self, native: ChunkProducer, producer: Producer) -> None:
+        """One round of the poll thread with a chunk producer: it sleeps in the chunk producer,
+        and serves the confluent-kafka producer (retries, DLQ topic, replays) without waiting."""
+        if self._flush_requested:
+            self._flush_requested = False
+            _, settled = native.flush(POLL_INTERVAL / 2)
+            producer.flush(POLL_INTERVAL / 2)
+            self._space.set()
+        elif self._linger.push_due(self.finished, time.monotonic()):
+            _, settled = native.flush(POLL_INTERVAL)
+            producer.poll(0)
+            self._space.set()
+        else:
+            served, settled = native.poll(POLL_INTERVAL)
+            if producer.poll(0) or served:
+                self._space.set()
+        if settled:
+            self._settled(settled)
+
+    def _settled(self, settled: list[Settled]) -> None:
+        """Chunks whose records all have their delivery report: count the delivered ones, and
+        handle each failed one as a confluent-kafka report would be (retry, DLQ...)."""
+        for delivery, produced, failures in settled:
+            d: _Delivery = delivery
+            for code, topic, value, key, partition in failures:
+                self._failed(d, KafkaError(code), _Record(topic, value, key, partition), 0)
+            ok = produced - len(failures)
+            if ok:
+                d.settle(ok)
+
+    def _poll_retired(self) -> None:
+        """Collect the last reports of the chunk producers replaced after a fatal error (purge
+        errors: their records are retried), and close each once it holds nothing."""
+        keep: list[ChunkProducer] = []
+        for old in self._retired:
+            _, settled = old.poll(0)
+            if settled:
+                self._settled(settled)
+            if old.live_chunks > 0 or len(old) > 0:
+                keep.append(old)
+            else:
+                old.close()
+        self._retired = keep
 
     def _each_second(self) -> None:
         self._update_gauges()
@@ -781,9 +922,19 @@ class KafkaSink:
         reason = self._fatal
         log.error("Kafka producer hit a fatal error; recreating it: %s", reason, extra={"sink": self.name})
         self.metrics.errors.labels("kafka", "producer_recreated").inc()
-        self._producer = self._factory(self._conf)
         self.recreated += 1
         self._fatal = ""
+        if self._fatal_native and self._native is not None:
+            # Senders still inside the old one get immediate fatal errors (retried); what it
+            # holds comes back purged and is retried too. It is closed once it holds nothing.
+            self._fatal_native = False
+            retired = self._native
+            self._native = self._new_native()
+            with contextlib.suppress(RuntimeError):
+                retired.purge(in_queue=True, in_flight=True, blocking=True)
+            self._retired.append(retired)
+            return
+        self._producer = self._factory(self._conf)
         # Everything the old producer still holds comes back through its delivery reports
         # with a purge error, and is retried on the new producer.
         with contextlib.suppress(KafkaException):
@@ -1084,7 +1235,7 @@ class KafkaSink:
         )
 
     # -- librdkafka callbacks (poll thread) ----------------------------------------------------
-    def _on_error(self, err: KafkaError) -> None:
+    def _on_error(self, err: KafkaError, native: bool = False) -> None:
         code = err.code()
         if code == KafkaError._ALL_BROKERS_DOWN:
             # Keep the cause (refused connection, failed authentication...) as the message.
@@ -1093,6 +1244,7 @@ class KafkaSink:
             self._note_error(_explain(err))
         if err.fatal():
             self._fatal = err.str()
+            self._fatal_native = native
         self.metrics.errors.labels("kafka", error_type(err)).inc()
         text = _explain(err)
         dropped = self._repeats.admit(text)
@@ -1128,7 +1280,7 @@ class KafkaSink:
     def _update_gauges(self) -> None:
         producer = self._producer
         assert producer is not None
-        queued = len(producer)
+        queued = len(producer) + (len(self._native) if self._native is not None else 0)
         util = self.utilization
         self.pressure.observe(util)
         self.metrics.kafka_queue_size.labels(self.name).set(queued)
@@ -1191,6 +1343,7 @@ class KafkaSink:
             "retry_queue": len(self._retries) + len(self._solo),
             "waiting_for_dlq": len(self._parking) + len(self._to_dlq_topic),
             "producer_recreated": self.recreated,
+            "chunk_producer": self._native is not None,
             "circuit_breaker": self.breaker.snapshot(),
             "backpressure": {
                 "level": self.pressure.level.label,

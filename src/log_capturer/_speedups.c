@@ -1,0 +1,582 @@
+/*
+ * _speedups: the per-line work of the hot path, a chunk at a time, in C.
+ *
+ * json_levels(lines, key_field, canonical, numeric) scans JSON lines for the level and the
+ * partition key without building a dict per line; encode(...) builds the Kafka records. Both
+ * give the same results as the Python code they stand in for (processing.Analyzer.analyze and
+ * sinks.kafka.encode.encode_chunk), and leave to it every line they are not sure about:
+ * non-ASCII lines, escapes where they matter, deep nesting, long numbers, anything that is not a
+ * valid JSON object (tests/unit/test_speedups.py compares the two on many lines).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+/* ---- a strict JSON scanner over ASCII ------------------------------------------------------ */
+enum { OK = 0, INVALID = 1, UNSURE = 2 };
+/* V_OTHER: a float; V_ESCAPED: a string with escapes */
+enum { V_NONE = 0, V_STR, V_INT, V_NULL, V_BOOL_T, V_BOOL_F, V_CONTAINER, V_OTHER, V_ESCAPED };
+#define MAX_DEPTH 64
+#define NKEYS 6
+/* processing.levels.JSON_KEYS, in priority order */
+static const char *const JSON_KEYS[NKEYS] = {"level", "severity", "lvl", "log.level", "loglevel", "levelname"};
+
+typedef struct {
+    const char *p;
+    const char *end;
+} cur_t;
+
+typedef struct {
+    int type;
+    const char *s; /* V_STR: the characters (no escapes), V_INT: the digits */
+    Py_ssize_t n;
+} val_t;
+
+static inline void ws(cur_t *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+        c->p++;
+}
+
+static inline int hexval(char ch) {
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* At the opening quote. *escaped: the string has a backslash escape. */
+static int string(cur_t *c, const char **s, Py_ssize_t *n, int *escaped) {
+    const char *p = ++c->p;
+    *escaped = 0;
+    while (p < c->end) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"') {
+            *s = c->p;
+            *n = p - c->p;
+            c->p = p + 1;
+            return OK;
+        }
+        if (ch < 0x20)
+            return INVALID;
+        if (ch == '\\') {
+            *escaped = 1;
+            if (++p >= c->end)
+                return INVALID;
+            switch (*p) {
+            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+                p++;
+                continue;
+            case 'u': {
+                if (c->end - p < 5)
+                    return INVALID;
+                int v = 0;
+                for (int i = 1; i <= 4; i++) {
+                    int h = hexval(p[i]);
+                    if (h < 0)
+                        return INVALID;
+                    v = v * 16 + h;
+                }
+                if (v >= 0xD800 && v <= 0xDFFF)
+                    return UNSURE; /* surrogates: leave to orjson */
+                p += 5;
+                continue;
+            }
+            default:
+                return INVALID;
+            }
+        }
+        p++;
+    }
+    return INVALID;
+}
+
+static int number(cur_t *c, val_t *v) {
+    const char *start = c->p, *p = c->p;
+    int is_int = 1;
+    if (p < c->end && *p == '-')
+        p++;
+    if (p >= c->end)
+        return INVALID;
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (p < c->end && *p >= '0' && *p <= '9')
+            p++;
+    else
+        return INVALID;
+    if (p < c->end && *p == '.') {
+        is_int = 0;
+        p++;
+        if (p >= c->end || *p < '0' || *p > '9')
+            return INVALID;
+        while (p < c->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < c->end && (*p == 'e' || *p == 'E')) {
+        is_int = 0;
+        p++;
+        if (p < c->end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= c->end || *p < '0' || *p > '9')
+            return INVALID;
+        while (p < c->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p - start > 18)
+        return UNSURE; /* big numbers: leave to orjson */
+    c->p = p;
+    v->type = is_int ? V_INT : V_OTHER;
+    v->s = start;
+    v->n = p - start;
+    return OK;
+}
+
+static int value(cur_t *c, val_t *v, int depth);
+
+static int container(cur_t *c, int depth, char close, int is_object) {
+    if (depth > MAX_DEPTH)
+        return UNSURE;
+    c->p++;
+    ws(c);
+    if (c->p < c->end && *c->p == close) {
+        c->p++;
+        return OK;
+    }
+    for (;;) {
+        int r;
+        val_t v;
+        if (is_object) {
+            const char *s;
+            Py_ssize_t n;
+            int esc;
+            if (c->p >= c->end || *c->p != '"')
+                return INVALID;
+            if ((r = string(c, &s, &n, &esc)) != OK)
+                return r;
+            ws(c);
+            if (c->p >= c->end || *c->p != ':')
+                return INVALID;
+            c->p++;
+            ws(c);
+        }
+        if ((r = value(c, &v, depth + 1)) != OK)
+            return r;
+        ws(c);
+        if (c->p >= c->end)
+            return INVALID;
+        if (*c->p == ',') {
+            c->p++;
+            ws(c);
+            continue;
+        }
+        if (*c->p == close) {
+            c->p++;
+            return OK;
+        }
+        return INVALID;
+    }
+}
+
+static int literal(cur_t *c, const char *word, size_t n) {
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, word, n) != 0)
+        return INVALID;
+    c->p += n;
+    return OK;
+}
+
+static int value(cur_t *c, val_t *v, int depth) {
+    if (c->p >= c->end)
+        return INVALID;
+    v->type = V_OTHER;
+    switch (*c->p) {
+    case '"': {
+        int esc, r = string(c, &v->s, &v->n, &esc);
+        if (r != OK)
+            return r;
+        v->type = esc ? V_ESCAPED : V_STR;
+        return OK;
+    }
+    case '{':
+        v->type = V_CONTAINER;
+        return container(c, depth, '}', 1);
+    case '[':
+        v->type = V_CONTAINER;
+        return container(c, depth, ']', 0);
+    case 't':
+        v->type = V_BOOL_T;
+        return literal(c, "true", 4);
+    case 'f':
+        v->type = V_BOOL_F;
+        return literal(c, "false", 5);
+    case 'n':
+        v->type = V_NULL;
+        return literal(c, "null", 4);
+    default:
+        return number(c, v);
+    }
+}
+
+/*
+ * The top-level object: the last value of each of JSON_KEYS and of key_field.
+ * OK with levels[]/key filled, INVALID (not a JSON object), UNSURE (let orjson decide).
+ */
+static int scan_object(const char *s, Py_ssize_t n, const char *kf, Py_ssize_t kfn, val_t *levels, val_t *key) {
+    cur_t c = {s, s + n};
+    for (int i = 0; i < NKEYS; i++)
+        levels[i].type = V_NONE;
+    key->type = V_NONE;
+    if (c.p >= c.end || *c.p != '{')
+        return INVALID;
+    c.p++;
+    ws(&c);
+    if (c.p < c.end && *c.p == '}') {
+        c.p++;
+    } else {
+        for (;;) {
+            const char *ks;
+            Py_ssize_t kn;
+            int esc, r;
+            val_t v;
+            if (c.p >= c.end || *c.p != '"')
+                return INVALID;
+            if ((r = string(&c, &ks, &kn, &esc)) != OK)
+                return r;
+            ws(&c);
+            if (c.p >= c.end || *c.p != ':')
+                return INVALID;
+            c.p++;
+            ws(&c);
+            if ((r = value(&c, &v, 1)) != OK)
+                return r;
+            if (esc)
+                return UNSURE; /* an escaped member name could be one of ours */
+            for (int i = 0; i < NKEYS; i++)
+                if ((size_t)kn == strlen(JSON_KEYS[i]) && memcmp(ks, JSON_KEYS[i], kn) == 0)
+                    levels[i] = v;
+            if (kf && kn == kfn && memcmp(ks, kf, kn) == 0)
+                *key = v;
+            ws(&c);
+            if (c.p >= c.end)
+                return INVALID;
+            if (*c.p == ',') {
+                c.p++;
+                ws(&c);
+                continue;
+            }
+            if (*c.p == '}') {
+                c.p++;
+                break;
+            }
+            return INVALID;
+        }
+    }
+    ws(&c);
+    return c.p == c.end ? OK : INVALID;
+}
+
+static int is_pyspace(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
+
+/* level_of_value for the first of JSON_KEYS present; NULL with an exception, or a borrowed ref. */
+static PyObject *level_from(const val_t *levels, PyObject *canonical, PyObject *numeric, PyObject *empty,
+                            int *unsure) {
+    for (int i = 0; i < NKEYS; i++) {
+        const val_t *v = &levels[i];
+        if (v->type == V_NONE)
+            continue;
+        if (v->type == V_ESCAPED) {
+            *unsure = 1;
+            return empty;
+        }
+        if (v->type == V_STR) {
+            const char *s = v->s, *e = v->s + v->n;
+            while (s < e && is_pyspace(*s))
+                s++;
+            while (e > s && is_pyspace(e[-1]))
+                e--;
+            char buf[32];
+            Py_ssize_t n = e - s;
+            if (n >= (Py_ssize_t)sizeof buf)
+                return empty; /* longer than any level name */
+            for (Py_ssize_t j = 0; j < n; j++) {
+                char ch = s[j];
+                buf[j] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+            }
+            PyObject *k = PyUnicode_FromStringAndSize(buf, n);
+            if (!k)
+                return NULL;
+            PyObject *lv = PyDict_GetItemWithError(canonical, k);
+            Py_DECREF(k);
+            if (!lv && PyErr_Occurred())
+                return NULL;
+            return lv ? lv : empty;
+        }
+        if (v->type == V_INT) {
+            long x = strtol(v->s, NULL, 10);
+            PyObject *k = PyLong_FromLong(x);
+            if (!k)
+                return NULL;
+            PyObject *lv = PyDict_GetItemWithError(numeric, k);
+            Py_DECREF(k);
+            if (!lv && PyErr_Occurred())
+                return NULL;
+            return lv ? lv : empty;
+        }
+        return empty; /* bool, null, float, object, array */
+    }
+    return empty;
+}
+
+#define KEY_CACHE 16
+
+/*
+ * json_levels(lines, key_field, canonical, numeric) -> (levels, keys)
+ *
+ * levels[i] is line i's level, or None when the Python code must look at the line (not a JSON
+ * object, or a case it leaves to orjson). keys (None without key_field) holds the key_field
+ * value of each line json_levels decided (str or None), as Analyzer.analyze would.
+ */
+static PyObject *json_levels(PyObject *m, PyObject *args) {
+    PyObject *lines, *kfo, *canonical, *numeric;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!OO!O!", &PyList_Type, &lines, &kfo, &PyDict_Type, &canonical, &PyDict_Type,
+                          &numeric))
+        return NULL;
+    const char *kf = NULL;
+    Py_ssize_t kfn = 0;
+    if (kfo != Py_None && !(kf = PyUnicode_AsUTF8AndSize(kfo, &kfn)))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    PyObject *levels = PyList_New(n), *keys = NULL, *empty = PyUnicode_FromString("");
+    PyObject *cache_obj[KEY_CACHE] = {0};
+    int ncache = 0, next_slot = 0;
+    if (!levels || !empty)
+        goto fail;
+    if (kf && !(keys = PyList_New(n)))
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        PyObject *lv = Py_None; /* borrowed */
+        PyObject *key = NULL;   /* new reference */
+        if (PyUnicode_Check(line) && PyUnicode_IS_COMPACT_ASCII(line)) {
+            const char *s = (const char *)PyUnicode_DATA(line);
+            Py_ssize_t len = PyUnicode_GET_LENGTH(line);
+            val_t lvals[NKEYS], kv = {V_NONE, NULL, 0};
+            /* str(number) and escaped keys: the Python code decides */
+            if (len && s[0] == '{' && scan_object(s, len, kf, kfn, lvals, &kv) == OK &&
+                !(kf && (kv.type == V_ESCAPED || kv.type == V_INT || kv.type == V_OTHER))) {
+                int unsure = 0;
+                PyObject *got = level_from(lvals, canonical, numeric, empty, &unsure);
+                if (!got)
+                    goto fail;
+                if (!unsure) {
+                    lv = got;
+                    if (kf && kv.type == V_STR) {
+                        for (int j = 0; j < ncache; j++) {
+                            PyObject *c = cache_obj[j];
+                            if (PyUnicode_GET_LENGTH(c) == kv.n && memcmp(PyUnicode_DATA(c), kv.s, kv.n) == 0) {
+                                key = Py_NewRef(c);
+                                break;
+                            }
+                        }
+                        if (!key) {
+                            key = PyUnicode_FromStringAndSize(kv.s, kv.n);
+                            if (!key)
+                                goto fail;
+                            if (ncache < KEY_CACHE) {
+                                cache_obj[ncache++] = Py_NewRef(key);
+                            } else {
+                                Py_DECREF(cache_obj[next_slot]);
+                                cache_obj[next_slot] = Py_NewRef(key);
+                                next_slot = (next_slot + 1) % KEY_CACHE;
+                            }
+                        }
+                    } else if (kf && (kv.type == V_BOOL_T || kv.type == V_BOOL_F)) {
+                        key = PyUnicode_FromString(kv.type == V_BOOL_T ? "True" : "False");
+                        if (!key)
+                            goto fail;
+                    }
+                    /* absent, null, object or array: None */
+                }
+            }
+        }
+        PyList_SET_ITEM(levels, i, Py_NewRef(lv));
+        if (keys)
+            PyList_SET_ITEM(keys, i, key ? key : Py_NewRef(Py_None));
+    }
+    for (int j = 0; j < ncache; j++)
+        Py_DECREF(cache_obj[j]);
+    Py_DECREF(empty);
+    if (!keys)
+        keys = Py_NewRef(Py_None);
+    return Py_BuildValue("(NN)", levels, keys);
+fail:
+    for (int j = 0; j < ncache; j++)
+        Py_DECREF(cache_obj[j]);
+    Py_XDECREF(levels);
+    Py_XDECREF(keys);
+    Py_XDECREF(empty);
+    return NULL;
+}
+
+/* ---- records --------------------------------------------------------------------------------- */
+static inline Py_ssize_t escaped_len(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t out = n + 2;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char ch = s[i];
+        if (ch == '"' || ch == '\\' || ch == '\n' || ch == '\r' || ch == '\t' || ch == '\b' || ch == '\f')
+            out += 1;
+        else if (ch < 0x20)
+            out += 5;
+    }
+    return out;
+}
+
+static inline char *escape_into(char *o, const unsigned char *s, Py_ssize_t n) {
+    static const char hex[] = "0123456789abcdef";
+    *o++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char ch = s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\') {
+            *o++ = (char)ch;
+            continue;
+        }
+        *o++ = '\\';
+        switch (ch) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
+        }
+    }
+    *o++ = '"';
+    return o;
+}
+
+/*
+ * encode(head, lines, levels, tails, keys, fields, dumps) -> list[bytes]
+ *
+ * record i = head + JSON(lines[i]) + tails[levels[i]] + fields[keys[i]] (fields[None] when keys
+ * is None). JSON strings are written as orjson writes them (non-ASCII lines go through dumps).
+ */
+static PyObject *encode(PyObject *m, PyObject *args) {
+    PyObject *head, *lines, *levels, *tails, *keys, *fields, *dumps;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OO!O", &PyBytes_Type, &head, &PyList_Type, &lines, &PyList_Type, &levels,
+                          &PyDict_Type, &tails, &keys, &PyDict_Type, &fields, &dumps))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (PyList_GET_SIZE(levels) != n || (keys != Py_None && (!PyList_Check(keys) || PyList_GET_SIZE(keys) != n))) {
+        PyErr_SetString(PyExc_ValueError, "lines, levels and keys must be lists of one length");
+        return NULL;
+    }
+    PyObject *fixed_fields = NULL;
+    if (keys == Py_None) {
+        fixed_fields = PyDict_GetItemWithError(fields, Py_None);
+        if (!fixed_fields) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_KeyError, "fields[None]");
+            return NULL;
+        }
+    }
+    const char *hs = PyBytes_AS_STRING(head);
+    Py_ssize_t hn = PyBytes_GET_SIZE(head);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    PyObject *last_level = NULL, *tail = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        PyObject *lvl = PyList_GET_ITEM(levels, i);
+        if (lvl != last_level) {
+            tail = PyDict_GetItemWithError(tails, lvl);
+            if (!tail || !PyBytes_Check(tail)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "tails[level] must be bytes");
+                goto fail;
+            }
+            last_level = lvl;
+        }
+        PyObject *fb = fixed_fields;
+        if (!fb) {
+            fb = PyDict_GetItemWithError(fields, PyList_GET_ITEM(keys, i));
+            if (!fb) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "fields[key]");
+                goto fail;
+            }
+        }
+        if (!PyBytes_Check(fb)) {
+            PyErr_SetString(PyExc_TypeError, "fields values must be bytes");
+            goto fail;
+        }
+        Py_ssize_t tn = PyBytes_GET_SIZE(tail), fn = PyBytes_GET_SIZE(fb);
+        PyObject *rec;
+        if (PyUnicode_Check(line) && PyUnicode_IS_COMPACT_ASCII(line)) {
+            const unsigned char *s = (const unsigned char *)PyUnicode_DATA(line);
+            Py_ssize_t ln = PyUnicode_GET_LENGTH(line);
+            Py_ssize_t en = escaped_len(s, ln);
+            rec = PyBytes_FromStringAndSize(NULL, hn + en + tn + fn);
+            if (!rec)
+                goto fail;
+            char *o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            o = escape_into(o + hn, s, ln);
+            memcpy(o, PyBytes_AS_STRING(tail), tn);
+            memcpy(o + tn, PyBytes_AS_STRING(fb), fn);
+        } else {
+            PyObject *js = PyObject_CallOneArg(dumps, line);
+            if (!js)
+                goto fail;
+            if (!PyBytes_Check(js)) {
+                Py_DECREF(js);
+                PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+                goto fail;
+            }
+            Py_ssize_t jn = PyBytes_GET_SIZE(js);
+            rec = PyBytes_FromStringAndSize(NULL, hn + jn + tn + fn);
+            if (!rec) {
+                Py_DECREF(js);
+                goto fail;
+            }
+            char *o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            memcpy(o + hn, PyBytes_AS_STRING(js), jn);
+            memcpy(o + hn + jn, PyBytes_AS_STRING(tail), tn);
+            memcpy(o + hn + jn + tn, PyBytes_AS_STRING(fb), fn);
+            Py_DECREF(js);
+        }
+        PyList_SET_ITEM(out, i, rec);
+    }
+    return out;
+fail:
+    Py_DECREF(out); /* unset items are NULL: list dealloc skips them */
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"json_levels", json_levels, METH_VARARGS,
+     "json_levels(lines, key_field, canonical, numeric) -> (levels, keys); None: let Python decide"},
+    {"encode", encode, METH_VARARGS, "encode(head, lines, levels, tails, keys, fields, dumps) -> records"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_speedups", "The hot path's per-line work in C (see _speedups.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&moduledef); }

@@ -1,0 +1,778 @@
+/*
+ * _rdk: the Kafka sink's chunk producer, in C on librdkafka.
+ *
+ * confluent-kafka builds a Python object and takes the GIL for every delivery
+ * report; at the agent's rates that is about half of its CPU (BENCHMARKS.md,
+ * "Delivery reports"). This module keeps one delivery report per record (the
+ * checkpoint rule needs every record's outcome) but counts them in C: a chunk
+ * of records shares one C state, each report decrements it, a failed record is
+ * copied out with its error, and Python hears about a chunk once, when all of
+ * its records are settled.
+ *
+ * librdkafka itself is the copy confluent-kafka ships (or the system's): it is
+ * opened with dlopen() by path and its functions are looked up by name, so no
+ * librdkafka headers or link-time library are needed. The declarations below
+ * are librdkafka's stable public ABI (rdkafka.h).
+ *
+ * Threads: produce_chunk() runs in the dispatcher threads (the GIL is released
+ * while librdkafka copies the records); poll()/flush() run in the sink's poll
+ * thread, where librdkafka calls the delivery, error, statistics and log
+ * callbacks (logs are routed to the main queue: no callback runs on a
+ * librdkafka thread).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- librdkafka's public ABI ------------------------------------------------------------- */
+typedef struct rd_kafka_s rd_kafka_t;
+typedef struct rd_kafka_topic_s rd_kafka_topic_t;
+typedef struct rd_kafka_conf_s rd_kafka_conf_t;
+typedef struct rd_kafka_topic_conf_s rd_kafka_topic_conf_t;
+typedef struct rd_kafka_queue_s rd_kafka_queue_t;
+typedef int rd_kafka_resp_err_t;
+
+typedef struct rd_kafka_message_s {
+    rd_kafka_resp_err_t err;
+    rd_kafka_topic_t *rkt;
+    int32_t partition;
+    void *payload;
+    size_t len;
+    void *key;
+    size_t key_len;
+    int64_t offset;
+    void *_private;
+} rd_kafka_message_t;
+
+#define RD_KAFKA_PRODUCER 0
+#define RD_KAFKA_CONF_OK 0
+#define RD_KAFKA_MSG_F_COPY 0x2
+#define RD_KAFKA_PURGE_F_QUEUE 0x1
+#define RD_KAFKA_PURGE_F_INFLIGHT 0x2
+#define RD_KAFKA_PURGE_F_NON_BLOCKING 0x4
+#define ERR__QUEUE_FULL (-184)
+#define ERR__FATAL (-150)
+
+typedef void (*dr_msg_cb_t)(rd_kafka_t *, const rd_kafka_message_t *, void *);
+typedef void (*error_cb_t)(rd_kafka_t *, int, const char *, void *);
+typedef int (*stats_cb_t)(rd_kafka_t *, char *, size_t, void *);
+typedef void (*log_cb_t)(const rd_kafka_t *, int, const char *, const char *);
+
+static struct {
+    void *handle;
+    const char *(*version_str)(void);
+    rd_kafka_conf_t *(*conf_new)(void);
+    int (*conf_set)(rd_kafka_conf_t *, const char *, const char *, char *, size_t);
+    void (*conf_destroy)(rd_kafka_conf_t *);
+    void (*conf_set_dr_msg_cb)(rd_kafka_conf_t *, dr_msg_cb_t);
+    void (*conf_set_error_cb)(rd_kafka_conf_t *, error_cb_t);
+    void (*conf_set_stats_cb)(rd_kafka_conf_t *, stats_cb_t);
+    void (*conf_set_log_cb)(rd_kafka_conf_t *, log_cb_t);
+    void (*conf_set_opaque)(rd_kafka_conf_t *, void *);
+    rd_kafka_t *(*new_)(int, rd_kafka_conf_t *, char *, size_t);
+    void (*destroy)(rd_kafka_t *);
+    void *(*opaque)(const rd_kafka_t *);
+    const char *(*name)(const rd_kafka_t *);
+    rd_kafka_resp_err_t (*set_log_queue)(rd_kafka_t *, rd_kafka_queue_t *);
+    rd_kafka_topic_t *(*topic_new)(rd_kafka_t *, const char *, rd_kafka_topic_conf_t *);
+    void (*topic_destroy)(rd_kafka_topic_t *);
+    const char *(*topic_name)(const rd_kafka_topic_t *);
+    int (*produce)(rd_kafka_topic_t *, int32_t, int, void *, size_t, const void *, size_t, void *);
+    rd_kafka_resp_err_t (*last_error)(void);
+    int (*poll)(rd_kafka_t *, int);
+    rd_kafka_resp_err_t (*flush)(rd_kafka_t *, int);
+    rd_kafka_resp_err_t (*purge)(rd_kafka_t *, int);
+    int (*outq_len)(rd_kafka_t *);
+    rd_kafka_resp_err_t (*fatal_error)(rd_kafka_t *, char *, size_t);
+    const char *(*err2str)(rd_kafka_resp_err_t);
+} rdk;
+
+/* ---- per-chunk state ----------------------------------------------------------------------- */
+typedef struct fail_s {
+    struct fail_s *next;
+    int err;
+    int32_t partition;
+    int has_key;
+    size_t len;
+    size_t key_len;
+    char *topic;
+    char data[]; /* payload, then key */
+} fail_t;
+
+typedef struct chunk_s {
+    PyObject *token;  /* owned; given back to Python when the chunk is settled */
+    long remaining;   /* records not yet reported, plus one held by the sender (atomic) */
+    long produced;    /* records handed to librdkafka (or failed at once) */
+    fail_t *fails;    /* guarded by the producer's lock */
+    struct chunk_s *next;
+} chunk_t;
+
+typedef struct {
+    PyObject_HEAD
+    rd_kafka_t *rk;
+    PyObject *topic_index; /* dict: name -> int index into rkts */
+    rd_kafka_topic_t **rkts;
+    Py_ssize_t nrkts;
+    Py_ssize_t cap;
+    pthread_mutex_t lock;
+    pthread_cond_t space;
+    chunk_t *done_head;
+    chunk_t *done_tail;
+    PyObject *error_cb;
+    PyObject *stats_cb;
+    PyObject *log_cb;
+    int aborted;
+    long live;  /* chunks not yet given back */
+    long users; /* produce_chunk calls inside librdkafka (close waits for them) */
+} Producer;
+
+static void push_done(Producer *self, chunk_t *c) {
+    pthread_mutex_lock(&self->lock);
+    c->next = NULL;
+    if (self->done_tail)
+        self->done_tail->next = c;
+    else
+        self->done_head = c;
+    self->done_tail = c;
+    pthread_mutex_unlock(&self->lock);
+}
+
+static void settle(Producer *self, chunk_t *c, long n) {
+    if (__atomic_sub_fetch(&c->remaining, n, __ATOMIC_ACQ_REL) == 0)
+        push_done(self, c);
+}
+
+static void add_fail(Producer *self, chunk_t *c, int err, const char *topic, int32_t partition,
+                     const void *payload, size_t len, const void *key, size_t key_len) {
+    fail_t *f = malloc(sizeof(fail_t) + len + key_len);
+    char *t = strdup(topic ? topic : "");
+    if (!f || !t) {
+        /* Out of memory: keep the count right; the record is reported as failed with no copy. */
+        free(f);
+        free(t);
+        return;
+    }
+    f->err = err;
+    f->partition = partition;
+    f->len = len;
+    f->key_len = key_len;
+    f->has_key = key != NULL;
+    f->topic = t;
+    if (len)
+        memcpy(f->data, payload, len);
+    if (key_len)
+        memcpy(f->data + len, key, key_len);
+    pthread_mutex_lock(&self->lock);
+    f->next = c->fails;
+    c->fails = f;
+    pthread_mutex_unlock(&self->lock);
+}
+
+/* ---- librdkafka callbacks (the poll thread, inside rd_kafka_poll, GIL released) ------------ */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    Producer *self = opaque;
+    chunk_t *c = m->_private;
+    (void)rk;
+    if (!c)
+        return;
+    if (m->err)
+        add_fail(self, c, m->err, rdk.topic_name(m->rkt), m->partition, m->payload, m->len, m->key,
+                 m->key_len);
+    settle(self, c, 1);
+}
+
+static void call_python(PyObject *cb, PyObject *args) {
+    if (!args) {
+        PyErr_WriteUnraisable(cb);
+        return;
+    }
+    PyObject *r = PyObject_CallObject(cb, args);
+    Py_DECREF(args);
+    if (!r)
+        PyErr_WriteUnraisable(cb);
+    Py_XDECREF(r);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    Producer *self = opaque;
+    char buf[512];
+    int fatal = 0;
+    if (!self->error_cb)
+        return;
+    if (err == ERR__FATAL) {
+        err = rdk.fatal_error(rk, buf, sizeof buf);
+        reason = buf;
+        fatal = 1;
+    }
+    PyGILState_STATE g = PyGILState_Ensure();
+    call_python(self->error_cb, Py_BuildValue("(isi)", err, reason ? reason : "", fatal));
+    PyGILState_Release(g);
+}
+
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    Producer *self = opaque;
+    (void)rk;
+    if (!self->stats_cb)
+        return 0;
+    PyGILState_STATE g = PyGILState_Ensure();
+    call_python(self->stats_cb, Py_BuildValue("(s#)", json, (Py_ssize_t)len));
+    PyGILState_Release(g);
+    return 0; /* librdkafka frees json */
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    Producer *self = rdk.opaque(rk);
+    if (!self || !self->log_cb)
+        return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    call_python(self->log_cb, Py_BuildValue("(iss)", level, fac ? fac : "", buf ? buf : ""));
+    PyGILState_Release(g);
+}
+
+/* ---- module: load(path) ----------------------------------------------------------------------- */
+#define SYM(field, name)                                                                           \
+    do {                                                                                           \
+        *(void **)(&rdk.field) = dlsym(h, name);                                                   \
+        if (!rdk.field) {                                                                          \
+            PyErr_Format(PyExc_ImportError, "%s has no symbol %s", path, name);                   \
+            return NULL;                                                                           \
+        }                                                                                          \
+    } while (0)
+
+static PyObject *mod_load(PyObject *m, PyObject *args) {
+    const char *path;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "s", &path))
+        return NULL;
+    if (rdk.handle)
+        return PyUnicode_FromString(rdk.version_str());
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        PyErr_Format(PyExc_ImportError, "cannot open librdkafka %s: %s", path, dlerror());
+        return NULL;
+    }
+    SYM(version_str, "rd_kafka_version_str");
+    SYM(conf_new, "rd_kafka_conf_new");
+    SYM(conf_set, "rd_kafka_conf_set");
+    SYM(conf_destroy, "rd_kafka_conf_destroy");
+    SYM(conf_set_dr_msg_cb, "rd_kafka_conf_set_dr_msg_cb");
+    SYM(conf_set_error_cb, "rd_kafka_conf_set_error_cb");
+    SYM(conf_set_stats_cb, "rd_kafka_conf_set_stats_cb");
+    SYM(conf_set_log_cb, "rd_kafka_conf_set_log_cb");
+    SYM(conf_set_opaque, "rd_kafka_conf_set_opaque");
+    SYM(new_, "rd_kafka_new");
+    SYM(destroy, "rd_kafka_destroy");
+    SYM(opaque, "rd_kafka_opaque");
+    SYM(name, "rd_kafka_name");
+    SYM(set_log_queue, "rd_kafka_set_log_queue");
+    SYM(topic_new, "rd_kafka_topic_new");
+    SYM(topic_destroy, "rd_kafka_topic_destroy");
+    SYM(topic_name, "rd_kafka_topic_name");
+    SYM(produce, "rd_kafka_produce");
+    SYM(last_error, "rd_kafka_last_error");
+    SYM(poll, "rd_kafka_poll");
+    SYM(flush, "rd_kafka_flush");
+    SYM(purge, "rd_kafka_purge");
+    SYM(outq_len, "rd_kafka_outq_len");
+    SYM(fatal_error, "rd_kafka_fatal_error");
+    SYM(err2str, "rd_kafka_err2str");
+    rdk.handle = h;
+    return PyUnicode_FromString(rdk.version_str());
+}
+
+/* ---- Producer ----------------------------------------------------------------------------------- */
+static int Producer_init(Producer *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"conf", "error_cb", "stats_cb", "log_cb", NULL};
+    PyObject *conf, *error_cb = Py_None, *stats_cb = Py_None, *log_cb = Py_None;
+    char errstr[512];
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|OOO", kwlist, &PyDict_Type, &conf, &error_cb,
+                                     &stats_cb, &log_cb))
+        return -1;
+    if (!rdk.handle) {
+        PyErr_SetString(PyExc_RuntimeError, "_rdk.load(path) first");
+        return -1;
+    }
+    if (self->rk) {
+        PyErr_SetString(PyExc_RuntimeError, "Producer already initialized");
+        return -1;
+    }
+    rd_kafka_conf_t *c = rdk.conf_new();
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(conf, &pos, &k, &v)) {
+        const char *ks = PyUnicode_AsUTF8(k);
+        const char *vs = ks ? PyUnicode_AsUTF8(v) : NULL;
+        if (!vs) {
+            rdk.conf_destroy(c);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "conf keys and values must be str");
+            return -1;
+        }
+        if (rdk.conf_set(c, ks, vs, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+            rdk.conf_destroy(c);
+            PyErr_Format(PyExc_ValueError, "%s", errstr);
+            return -1;
+        }
+    }
+    if (log_cb != Py_None &&
+        rdk.conf_set(c, "log.queue", "true", errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        rdk.conf_destroy(c);
+        PyErr_Format(PyExc_ValueError, "%s", errstr);
+        return -1;
+    }
+    rdk.conf_set_dr_msg_cb(c, on_delivery);
+    rdk.conf_set_error_cb(c, on_error);
+    rdk.conf_set_stats_cb(c, on_stats);
+    if (log_cb != Py_None)
+        rdk.conf_set_log_cb(c, on_log);
+    rdk.conf_set_opaque(c, self);
+    self->error_cb = error_cb == Py_None ? NULL : Py_NewRef(error_cb);
+    self->stats_cb = stats_cb == Py_None ? NULL : Py_NewRef(stats_cb);
+    self->log_cb = log_cb == Py_None ? NULL : Py_NewRef(log_cb);
+    self->topic_index = PyDict_New();
+    if (!self->topic_index) {
+        rdk.conf_destroy(c);
+        return -1;
+    }
+    rd_kafka_t *rk = rdk.new_(RD_KAFKA_PRODUCER, c, errstr, sizeof errstr);
+    if (!rk) {
+        rdk.conf_destroy(c);
+        PyErr_Format(PyExc_ValueError, "%s", errstr);
+        return -1;
+    }
+    if (log_cb != Py_None)
+        rdk.set_log_queue(rk, NULL); /* log lines are served by poll(), on the poll thread */
+    self->rk = rk;
+    return 0;
+}
+
+static PyObject *Producer_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    (void)args;
+    (void)kw;
+    Producer *self = (Producer *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    pthread_mutex_init(&self->lock, NULL);
+    pthread_cond_init(&self->space, NULL);
+    return (PyObject *)self;
+}
+
+static int closed(Producer *self) {
+    if (!self->rk) {
+        PyErr_SetString(PyExc_RuntimeError, "the producer is closed");
+        return 1;
+    }
+    return 0;
+}
+
+/* rd_kafka_topic_t of a topic name (GIL held). */
+static rd_kafka_topic_t *topic_of(Producer *self, PyObject *name) {
+    PyObject *idx = PyDict_GetItemWithError(self->topic_index, name);
+    if (idx)
+        return self->rkts[PyLong_AsSsize_t(idx)];
+    if (PyErr_Occurred())
+        return NULL;
+    const char *s = PyUnicode_AsUTF8(name);
+    if (!s)
+        return NULL;
+    if (self->nrkts == self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap * 2 : 8;
+        rd_kafka_topic_t **n = realloc(self->rkts, cap * sizeof *n);
+        if (!n) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        self->rkts = n;
+        self->cap = cap;
+    }
+    rd_kafka_topic_t *rkt = rdk.topic_new(self->rk, s, NULL);
+    if (!rkt) {
+        PyErr_Format(PyExc_ValueError, "topic %s: %s", s, rdk.err2str(rdk.last_error()));
+        return NULL;
+    }
+    PyObject *i = PyLong_FromSsize_t(self->nrkts);
+    if (!i || PyDict_SetItem(self->topic_index, name, i) < 0) {
+        Py_XDECREF(i);
+        rdk.topic_destroy(rkt);
+        return NULL;
+    }
+    Py_DECREF(i);
+    self->rkts[self->nrkts++] = rkt;
+    return rkt;
+}
+
+typedef struct {
+    rd_kafka_topic_t *rkt;
+    const char *value;
+    size_t len;
+    const char *key;
+    size_t key_len;
+    int32_t partition;
+} rec_t;
+
+/*
+ * produce_chunk(token, topics, values, keys=None, partitions=None) -> int
+ *
+ * Hands every record to librdkafka (copied), waiting while its queue is full. Returns the
+ * number handed over: len(values), or fewer if abort() was called meanwhile (the rest were not
+ * produced, and the chunk is then never settled). A record librdkafka refuses at once counts as
+ * a failed delivery. When every record is settled, poll() gives back
+ * (token, produced, failures).
+ */
+static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
+    PyObject *token, *topics, *values, *keys = Py_None, *parts = Py_None;
+    if (!PyArg_ParseTuple(args, "OO!O!|OO", &token, &PyList_Type, &topics, &PyList_Type, &values,
+                          &keys, &parts))
+        return NULL;
+    if (closed(self))
+        return NULL;
+    if (__atomic_load_n(&self->aborted, __ATOMIC_ACQUIRE)) {
+        PyErr_SetString(PyExc_RuntimeError, "the producer is closing");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    if (PyList_GET_SIZE(topics) != n || (keys != Py_None && (!PyList_Check(keys) || PyList_GET_SIZE(keys) != n)) ||
+        (parts != Py_None && (!PyList_Check(parts) || PyList_GET_SIZE(parts) != n))) {
+        PyErr_SetString(PyExc_ValueError, "topics, values, keys and partitions must be lists of one length");
+        return NULL;
+    }
+    rec_t *recs = PyMem_RawMalloc((n ? n : 1) * sizeof(rec_t));
+    if (!recs)
+        return PyErr_NoMemory();
+    /* Counted from here (GIL held, right after the checks): close() waits for it. */
+    __atomic_add_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
+    PyObject *last_topic = NULL;
+    rd_kafka_topic_t *last_rkt = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        rec_t *r = &recs[i];
+        PyObject *t = PyList_GET_ITEM(topics, i);
+        if (t != last_topic) {
+            last_rkt = topic_of(self, t);
+            if (!last_rkt)
+                goto fail;
+            last_topic = t;
+        }
+        r->rkt = last_rkt;
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (!PyBytes_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "values must be bytes");
+            goto fail;
+        }
+        r->value = PyBytes_AS_STRING(v);
+        r->len = (size_t)PyBytes_GET_SIZE(v);
+        r->key = NULL;
+        r->key_len = 0;
+        if (keys != Py_None) {
+            PyObject *k = PyList_GET_ITEM(keys, i);
+            if (PyUnicode_Check(k)) {
+                Py_ssize_t kl;
+                r->key = PyUnicode_AsUTF8AndSize(k, &kl);
+                if (!r->key)
+                    goto fail;
+                r->key_len = (size_t)kl;
+            } else if (PyBytes_Check(k)) {
+                r->key = PyBytes_AS_STRING(k);
+                r->key_len = (size_t)PyBytes_GET_SIZE(k);
+            } else if (k != Py_None) {
+                PyErr_SetString(PyExc_TypeError, "keys must be str, bytes or None");
+                goto fail;
+            }
+        }
+        r->partition = -1;
+        if (parts != Py_None) {
+            long p = PyLong_AsLong(PyList_GET_ITEM(parts, i));
+            if (p == -1 && PyErr_Occurred())
+                goto fail;
+            r->partition = (int32_t)p;
+        }
+    }
+    chunk_t *c = calloc(1, sizeof(chunk_t));
+    if (!c) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    c->token = Py_NewRef(token);
+    c->remaining = (long)n + 1;
+    __atomic_add_fetch(&self->live, 1, __ATOMIC_RELAXED);
+    Py_ssize_t i = 0;
+    /* The lists (and their bytes and str objects) are the caller's and stay alive during the
+     * call; librdkafka copies each record before produce returns. */
+    Py_BEGIN_ALLOW_THREADS;
+    while (i < n) {
+        rec_t *r = &recs[i];
+        if (rdk.produce(r->rkt, r->partition, RD_KAFKA_MSG_F_COPY, (void *)r->value, r->len, r->key,
+                        r->key_len, c) == 0) {
+            i++;
+            continue;
+        }
+        rd_kafka_resp_err_t err = rdk.last_error();
+        if (err == ERR__QUEUE_FULL) {
+            /* Backpressure: wait for delivery reports to make room (poll() signals). */
+            pthread_mutex_lock(&self->lock);
+            if (__atomic_load_n(&self->aborted, __ATOMIC_ACQUIRE)) {
+                pthread_mutex_unlock(&self->lock);
+                break;
+            }
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 100 * 1000 * 1000;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec += 1;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&self->space, &self->lock, &until);
+            pthread_mutex_unlock(&self->lock);
+            continue;
+        }
+        add_fail(self, c, err, rdk.topic_name(r->rkt), r->partition, r->value, r->len, r->key, r->key_len);
+        settle(self, c, 1);
+        i++;
+    }
+    c->produced = (long)i;
+    /* The sender's own count, and one for each record not produced (aborted). */
+    settle(self, c, 1 + (long)(n - i));
+    __atomic_sub_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
+    Py_END_ALLOW_THREADS;
+    PyMem_RawFree(recs);
+    return PyLong_FromSsize_t(i);
+fail:
+    __atomic_sub_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
+    PyMem_RawFree(recs);
+    return NULL;
+}
+
+/* Give back the settled chunks: [(token, produced, [(err, topic, value, key, partition)])]. */
+static PyObject *take_done(Producer *self) {
+    pthread_mutex_lock(&self->lock);
+    chunk_t *c = self->done_head;
+    self->done_head = self->done_tail = NULL;
+    pthread_mutex_unlock(&self->lock);
+    PyObject *out = PyList_New(0);
+    while (c) {
+        chunk_t *next = c->next;
+        PyObject *fails = PyList_New(0);
+        fail_t *f = c->fails;
+        while (f) {
+            fail_t *fn = f->next;
+            if (fails) {
+                PyObject *key = f->has_key ? PyBytes_FromStringAndSize(f->data + f->len, (Py_ssize_t)f->key_len)
+                                           : Py_NewRef(Py_None);
+                PyObject *t = Py_BuildValue("(isy#Ni)", f->err, f->topic, f->data, (Py_ssize_t)f->len, key,
+                                            (int)f->partition);
+                if (!t || PyList_Append(fails, t) < 0)
+                    Py_CLEAR(fails);
+                Py_XDECREF(t);
+            }
+            free(f->topic);
+            free(f);
+            f = fn;
+        }
+        if (out && fails) {
+            PyObject *t = Py_BuildValue("(OlN)", c->token, c->produced, fails);
+            if (!t || PyList_Append(out, t) < 0)
+                Py_CLEAR(out);
+            Py_XDECREF(t);
+        } else {
+            Py_XDECREF(fails);
+            Py_CLEAR(out);
+        }
+        Py_DECREF(c->token);
+        free(c);
+        __atomic_sub_fetch(&self->live, 1, __ATOMIC_RELAXED);
+        c = next;
+    }
+    return out;
+}
+
+static void wake_senders(Producer *self) {
+    pthread_mutex_lock(&self->lock);
+    pthread_cond_broadcast(&self->space);
+    pthread_mutex_unlock(&self->lock);
+}
+
+/* poll(timeout) -> (events served, settled chunks) */
+static PyObject *Producer_poll(Producer *self, PyObject *args) {
+    double timeout;
+    if (!PyArg_ParseTuple(args, "d", &timeout))
+        return NULL;
+    if (closed(self))
+        return NULL;
+    int served;
+    Py_BEGIN_ALLOW_THREADS;
+    served = rdk.poll(self->rk, (int)(timeout * 1000));
+    if (served > 0)
+        wake_senders(self);
+    Py_END_ALLOW_THREADS;
+    return Py_BuildValue("(iN)", served, take_done(self));
+}
+
+/* flush(timeout) -> (records still held, settled chunks); serves callbacks like poll() and makes
+ * librdkafka send what lingers. */
+static PyObject *Producer_flush(Producer *self, PyObject *args) {
+    double timeout;
+    if (!PyArg_ParseTuple(args, "d", &timeout))
+        return NULL;
+    if (closed(self))
+        return NULL;
+    int left;
+    Py_BEGIN_ALLOW_THREADS;
+    rdk.flush(self->rk, (int)(timeout * 1000));
+    wake_senders(self);
+    left = rdk.outq_len(self->rk);
+    Py_END_ALLOW_THREADS;
+    return Py_BuildValue("(iN)", left, take_done(self));
+}
+
+static PyObject *Producer_purge(Producer *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"in_queue", "in_flight", "blocking", NULL};
+    int q = 1, f = 1, b = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|ppp", kwlist, &q, &f, &b))
+        return NULL;
+    if (closed(self))
+        return NULL;
+    int flags = (q ? RD_KAFKA_PURGE_F_QUEUE : 0) | (f ? RD_KAFKA_PURGE_F_INFLIGHT : 0) |
+                (b ? 0 : RD_KAFKA_PURGE_F_NON_BLOCKING);
+    rd_kafka_resp_err_t err;
+    Py_BEGIN_ALLOW_THREADS;
+    err = rdk.purge(self->rk, flags);
+    Py_END_ALLOW_THREADS;
+    if (err) {
+        PyErr_Format(PyExc_RuntimeError, "purge: %s", rdk.err2str(err));
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Producer_abort(Producer *self, PyObject *unused) {
+    (void)unused;
+    __atomic_store_n(&self->aborted, 1, __ATOMIC_RELEASE);
+    wake_senders(self);
+    Py_RETURN_NONE;
+}
+
+static void do_close(Producer *self) {
+    __atomic_store_n(&self->aborted, 1, __ATOMIC_RELEASE);
+    wake_senders(self);
+    if (!self->rk)
+        return;
+    rd_kafka_t *rk = self->rk;
+    self->rk = NULL;
+    Py_ssize_t n = self->nrkts;
+    rd_kafka_topic_t **rkts = self->rkts;
+    Py_BEGIN_ALLOW_THREADS;
+    /* A sender still inside produce_chunk leaves it soon: a full queue no longer makes it wait. */
+    while (__atomic_load_n(&self->users, __ATOMIC_ACQUIRE) > 0) {
+        struct timespec ms = {0, 1000 * 1000};
+        wake_senders(self);
+        nanosleep(&ms, NULL);
+    }
+    rdk.purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
+    for (Py_ssize_t i = 0; i < n; i++)
+        rdk.topic_destroy(rkts[i]);
+    rdk.destroy(rk);
+    Py_END_ALLOW_THREADS;
+    free(rkts);
+    self->rkts = NULL;
+    self->nrkts = self->cap = 0;
+}
+
+/* close(): purge what is held (it is not acknowledged, so not checkpointed) and end librdkafka's
+ * threads now. Chunks settled by the purge are dropped with it. */
+static PyObject *Producer_close(Producer *self, PyObject *unused) {
+    (void)unused;
+    do_close(self);
+    PyObject *done = take_done(self);
+    Py_XDECREF(done);
+    if (!done)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Producer_len(Producer *self) {
+    return self->rk ? rdk.outq_len(self->rk) : 0;
+}
+
+static PyObject *Producer_get_live(Producer *self, void *unused) {
+    (void)unused;
+    return PyLong_FromLong(__atomic_load_n(&self->live, __ATOMIC_RELAXED));
+}
+
+static void Producer_dealloc(Producer *self) {
+    /* Also runs when __init__ failed: keep its exception. */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    do_close(self);
+    PyObject *done = take_done(self);
+    Py_XDECREF(done);
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    Py_CLEAR(self->topic_index);
+    Py_CLEAR(self->error_cb);
+    Py_CLEAR(self->stats_cb);
+    Py_CLEAR(self->log_cb);
+    pthread_mutex_destroy(&self->lock);
+    pthread_cond_destroy(&self->space);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Producer_methods[] = {
+    {"produce_chunk", (PyCFunction)Producer_produce_chunk, METH_VARARGS,
+     "produce_chunk(token, topics, values, keys=None, partitions=None) -> records handed over"},
+    {"poll", (PyCFunction)Producer_poll, METH_VARARGS, "poll(timeout) -> (events, settled chunks)"},
+    {"flush", (PyCFunction)Producer_flush, METH_VARARGS, "flush(timeout) -> (held, settled chunks)"},
+    {"purge", (PyCFunction)(void (*)(void))Producer_purge, METH_VARARGS | METH_KEYWORDS,
+     "purge(in_queue=True, in_flight=True, blocking=True)"},
+    {"abort", (PyCFunction)Producer_abort, METH_NOARGS, "make blocked produce_chunk calls return"},
+    {"close", (PyCFunction)Producer_close, METH_NOARGS, "purge and destroy the librdkafka handle"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Producer_getset[] = {
+    {"live_chunks", (getter)Producer_get_live, NULL, "chunks produced and not yet given back", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods Producer_seq = {.sq_length = (lenfunc)Producer_len};
+
+static PyTypeObject ProducerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "log_capturer.sinks.kafka._rdk.Producer",
+    .tp_basicsize = sizeof(Producer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A librdkafka producer that reports deliveries per chunk of records.",
+    .tp_new = Producer_new,
+    .tp_init = (initproc)Producer_init,
+    .tp_dealloc = (destructor)Producer_dealloc,
+    .tp_methods = Producer_methods,
+    .tp_getset = Producer_getset,
+    .tp_as_sequence = &Producer_seq,
+};
+
+static PyMethodDef module_methods[] = {
+    {"load", mod_load, METH_VARARGS, "load(path) -> librdkafka version: open librdkafka"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_rdk", "Chunk producer on librdkafka (see _rdk.c).", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__rdk(void) {
+    if (PyType_Ready(&ProducerType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Producer", (PyObject *)&ProducerType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,195 @@
+"""The chunk producer (``_rdk.c`` via ``native.py``) against a real broker: every record of a chunk
+is reported, failures come back with their record, and close() leaves no librdkafka thread."""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+
+from log_capturer.devtools.topics import TopicSpec, create_topics
+from log_capturer.sinks.kafka.native import ChunkProducer, Settled, librdkafka_path, load
+from tests.integration.sinks.kafka.test_rejections import limit_topic
+from tests.support import consume_all
+
+pytestmark = pytest.mark.integration
+
+
+def _rdk_threads() -> collections.Counter[str]:
+    names: collections.Counter[str] = collections.Counter()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except FileNotFoundError:
+            continue
+        if name.startswith("rdk:"):
+            names[name] += 1
+    return names
+
+
+def _producer(bootstrap: str, errors: list[KafkaError] | None = None, **extra: Any) -> ChunkProducer:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": "zstd",
+        "linger.ms": 5,
+        "message.timeout.ms": 30000,
+    }
+    conf.update(extra)
+    return ChunkProducer(conf, error_cb=errors.append if errors is not None else None)
+
+
+def _drain(p: ChunkProducer, want: int, timeout: float = 60.0) -> list[Settled]:
+    out: list[Settled] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < want and time.monotonic() < deadline:
+        _, settled = p.poll(0.05)
+        out.extend(settled)
+    return out
+
+
+def test_it_loads_the_librdkafka_confluent_kafka_uses() -> None:
+    import confluent_kafka
+
+    version = load()
+    assert version == confluent_kafka.libversion()[0], (version, librdkafka_path())
+
+
+def test_every_chunk_is_settled_once_with_all_its_records_delivered(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    topics = [f"{topic_prefix}-a", f"{topic_prefix}-b"]
+    create_topics(bootstrap, topics=tuple(TopicSpec(t, 3, 1, "test") for t in topics))
+    p = _producer(bootstrap)
+    try:
+        sent: list[bytes] = []
+        for c in range(20):
+            values = [f"chunk {c} record {i}".encode() for i in range(500)]
+            sent.extend(values)
+            n = p.produce_chunk(
+                ("token", c), [topics[i % 2] for i in range(500)], values, [f"k{i % 7}" for i in range(500)]
+            )
+            assert n == 500
+        settled = _drain(p, 20)
+        assert sorted(tok for tok, _, _ in settled) == [("token", c) for c in range(20)]
+        assert all(produced == 500 and failures == [] for _, produced, failures in settled), settled[:2]
+        assert p.live_chunks == 0
+        assert len(p) == 0
+    finally:
+        p.close()
+    got = consume_all(bootstrap, topics, expected=len(sent))
+    assert sorted(r.value for r in got) == sorted(sent)
+    # Keys decide the partition as with confluent-kafka's default partitioner: one key, one partition.
+    by_key: dict[tuple[str, bytes | None], set[int]] = collections.defaultdict(set)
+    for r in got:
+        by_key[(r.topic, r.key)].add(r.partition)
+    assert all(len(parts) == 1 for parts in by_key.values()), by_key
+
+
+def test_a_refused_record_comes_back_with_its_error_and_its_batch_mates_are_delivered(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    topic = f"{topic_prefix}-small"
+    create_topics(bootstrap, topics=(TopicSpec(topic, 1, 1, "test"),))
+    limit_topic(bootstrap, topic, 2000)
+    big = os.urandom(6000)  # random: stays larger than the limit after compression
+    # A batch holding the big record is refused whole: one record per batch, so only it fails.
+    p = _producer(bootstrap, **{"batch.num.messages": 1, "linger.ms": 0})
+    try:
+        values = [b"small 1", big, b"small 2"]
+        assert p.produce_chunk("t", [topic] * 3, values, [None, b"the-key", "k"]) == 3
+        settled = _drain(p, 1)
+    finally:
+        p.close()
+    assert len(settled) == 1, settled
+    token, produced, failures = settled[0]
+    assert (token, produced) == ("t", 3)
+    assert len(failures) == 1, failures
+    code, ftopic, value, key, partition = failures[0]
+    assert code == KafkaError.MSG_SIZE_TOO_LARGE, KafkaError(code).str()
+    assert (ftopic, value, key, partition) == (topic, big, b"the-key", 0)
+    assert sorted(r.value for r in consume_all(bootstrap, [topic], expected=2)) == [b"small 1", b"small 2"]
+
+
+def test_an_unknown_partition_fails_at_once_and_is_reported_with_the_chunk(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    topic = f"{topic_prefix}-parts"
+    create_topics(bootstrap, topics=(TopicSpec(topic, 2, 1, "test"),))
+    p = _producer(bootstrap)
+    try:
+        # Metadata first, so librdkafka knows the topic has 2 partitions.
+        assert p.produce_chunk("warm", [topic], [b"warm"], None, [0]) == 1
+        assert _drain(p, 1)[0][2] == []
+        assert p.produce_chunk("t", [topic] * 2, [b"ok", b"bad"], None, [1, 7]) == 2
+        settled = _drain(p, 1)
+    finally:
+        p.close()
+    [(token, produced, failures)] = settled
+    assert (token, produced) == ("t", 2)
+    assert [(f[0], f[2], f[4]) for f in failures] == [(KafkaError._UNKNOWN_PARTITION, b"bad", 7)]
+
+
+def test_a_sender_blocked_on_a_full_queue_returns_when_the_producer_closes(bootstrap: str) -> None:
+    before = _rdk_threads()
+    # Nothing listens on port 1: records stay queued; the queue holds 100 of them.
+    p = _producer("127.0.0.1:1", **{"queue.buffering.max.messages": 100, "message.timeout.ms": 0})
+    result: list[int] = []
+    sender = threading.Thread(
+        target=lambda: result.append(p.produce_chunk("t", ["x"] * 300, [b"v"] * 300)), daemon=True
+    )
+    sender.start()
+    deadline = time.monotonic() + 10
+    while len(p) < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(p) >= 100  # the records, and error events waiting for poll()
+    assert sender.is_alive(), "the sender should wait for room"
+    p.close()
+    sender.join(10)
+    assert not sender.is_alive()
+    assert result == [100], "it handed over what fitted, then gave up"
+    with pytest.raises(RuntimeError, match="closed"):
+        p.produce_chunk("t2", ["x"], [b"v"])
+    deadline = time.monotonic() + 10
+    while _rdk_threads() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _rdk_threads() == before, "close() must end librdkafka's threads"
+
+
+def test_errors_and_statistics_reach_their_callbacks_on_the_polling_thread() -> None:
+    errors: list[KafkaError] = []
+    stats: list[str] = []
+    threads: set[str] = set()
+
+    def on_error(err: KafkaError) -> None:
+        threads.add(threading.current_thread().name)
+        errors.append(err)
+
+    p = ChunkProducer(
+        {"bootstrap.servers": "127.0.0.1:1", "statistics.interval.ms": 100, "reconnect.backoff.ms": 50},
+        error_cb=on_error,
+        stats_cb=stats.append,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while (not errors or not stats) and time.monotonic() < deadline:
+            p.poll(0.05)
+    finally:
+        p.close()
+    assert stats and stats[0].startswith("{"), stats[:1]
+    assert any(e.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN) for e in errors), errors
+    assert threads == {threading.current_thread().name}
+
+
+def test_a_bad_property_names_itself() -> None:
+    from confluent_kafka import KafkaException
+
+    with pytest.raises(KafkaException, match=r"no\.such\.property"):
+        ChunkProducer({"bootstrap.servers": "127.0.0.1:1", "no.such.property": "1"})

@@ -1,0 +1,202 @@
+"""The C hot path (``_speedups.c``) gives exactly what the Python code gives, on every kind of line."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import orjson
+import pytest
+
+from log_capturer import _speedups  # type: ignore[attr-defined]
+from log_capturer.processing import Analyzer
+from log_capturer.record import Chunk, Origin
+from log_capturer.sinks.kafka import encode as encode_mod
+
+EDGE_LINES = [
+    "",
+    "{",
+    "}",
+    "{}",
+    "{} ",
+    "{}x",
+    "[1,2]",
+    '{"level":"info","tenant_id":"acme","msg":"ok"}',
+    '{"level":"INFO","tenant_id":"acme"}',
+    '{"level":" Warning ","tenant_id":"acme"}',
+    '{"level":"nope","tenant_id":"acme"}',
+    '{"level":"","tenant_id":""}',
+    '{"level":30,"tenant_id":"acme"}',
+    '{"level":35}',
+    '{"level":-10}',
+    '{"level":30.0}',
+    '{"level":true}',
+    '{"level":null}',
+    '{"level":{"name":"error"}}',
+    '{"level":["error"]}',
+    '{"severity":"ERROR","lvl":"debug"}',
+    '{"lvl":"debug","level":"error"}',
+    '{"log.level":"warn"}',
+    '{"loglevel":"crit"}',
+    '{"levelname":"CRITICAL"}',
+    '{"level":"info","level":"error"}',
+    '{"level":"error","level":7}',
+    '{"lev\\u0065l":"error"}',
+    '{"level":"err\\u006fr"}',
+    '{"level":"info","tenant_id":"ac\\"me"}',
+    '{"level":"info","tenant_id":"a\\ud83d\\ude00"}',
+    '{"level":"info","msg":"\\ud800"}',
+    '{"level":"info","msg":"\\u00e9t\\u00e9"}',
+    '{"level":"info","tenant_id":42}',
+    '{"level":"info","tenant_id":-0}',
+    '{"level":"info","tenant_id":4.5}',
+    '{"level":"info","tenant_id":1e3}',
+    '{"level":"info","tenant_id":true}',
+    '{"level":"info","tenant_id":false}',
+    '{"level":"info","tenant_id":null}',
+    '{"level":"info","tenant_id":{"a":1}}',
+    '{"level":"info","tenant_id":[1]}',
+    '{"level":"info","n":123456789012345678901234567890}',
+    '{"level":"info","n":01}',
+    '{"level":"info","n":1.}',
+    '{"level":"info","n":.5}',
+    '{"level":"info","n":-}',
+    '{"level":"info","n":1e}',
+    '{"level":"info","n":NaN}',
+    '{"level":"info","n":tru}',
+    '{"level":"info",}',
+    '{"level":"info" "x":1}',
+    '{"level":"info"',
+    '{"level":"info\t"}',
+    '{"level":"info","x":"\x01"}',
+    '{"level":"info","x":"\\x"}',
+    '{"level":"info","x":"\\u12"}',
+    '{ "level" : "warn" , "tenant_id" : "acme" }\n',
+    '{"level":"info","deep":' + "[" * 70 + "]" * 70 + "}",
+    '{"level":"info","deep":' + "[" * 10 + "]" * 10 + "}",
+    '{"level":"info","msg":"caf\u00e9"}',
+    '{"level":"info","msg":"\U0001f600"}',
+    '{"level":"error","msg":"line \\n two \\" quote \\\\ slash \\/ x"}',
+    "ERROR something failed tenant_id=acme",
+    'level=warn tenant_id="big corp" msg=hello',
+    "2026-12-03 12:00:00 [INFO] started",
+    "W1203 12:00:00.000 1 main.go:1] careful",
+    "plain line without level",
+    "{not json} ERROR",
+    "\x00\x01 binary ERROR",
+]
+
+
+def _analyze_both(lines: list[str], key_field: str | None, labels: dict[str, str] | None = None) -> None:
+    analyzer = Analyzer(key_field)
+    origin = Origin("file", "/var/log/x.log", labels or {})
+    chunk = Chunk(origin, list(lines))
+    analyzer.analyze(chunk)  # with _speedups
+    want_key = key_field is not None and key_field not in origin.labels
+    levels, keys = analyzer._analyze_lines(list(lines), want_key)  # the Python code alone
+    for i, line in enumerate(lines):
+        assert chunk.levels[i] == levels[i], (line, chunk.levels[i], levels[i])
+        if keys is None:
+            assert chunk.keys is None
+        else:
+            assert chunk.keys is not None
+            assert chunk.keys[i] == keys[i], (line, chunk.keys[i], keys[i])
+            assert type(chunk.keys[i]) is type(keys[i]), line
+
+
+@pytest.mark.parametrize("key_field", [None, "tenant_id", "level", "msg"])
+def test_levels_and_keys_match_the_python_code_on_edge_cases(key_field: str | None) -> None:
+    _analyze_both(EDGE_LINES, key_field)
+
+
+def test_a_key_given_as_a_label_leaves_keys_to_the_label() -> None:
+    _analyze_both(EDGE_LINES, "tenant_id", {"tenant_id": "from-label"})
+
+
+def _mutations(rng: random.Random, line: str) -> list[str]:
+    out = [line[: rng.randrange(len(line) + 1)]]
+    for _ in range(3):
+        i = rng.randrange(len(line))
+        out.append(line[:i] + rng.choice(string.printable + "\u00e9") + line[i + 1 :])
+        out.append(line[:i] + line[i + 1 :])
+    return out
+
+
+def test_levels_and_keys_match_the_python_code_on_random_json_and_broken_json() -> None:
+    rng = random.Random(20261203)
+    levels = [
+        "info",
+        "INFO",
+        "warn",
+        "Error",
+        "fatal",
+        "critical",
+        "debug",
+        "trace",
+        "x",
+        10,
+        30,
+        60,
+        7,
+        None,
+    ]
+    lines: list[str] = []
+    for i in range(3000):
+        doc: dict[str, object] = {
+            "seq": i,
+            "msg": "".join(rng.choices(string.printable, k=rng.randrange(40))),
+        }
+        if rng.random() < 0.9:
+            doc[rng.choice(["level", "severity", "lvl", "levelname"])] = rng.choice(levels)
+        if rng.random() < 0.8:
+            doc["tenant_id"] = rng.choice(["acme", "globex", "initech", "", 5, True, None, [1], {"a": "b"}])
+        if rng.random() < 0.2:
+            doc["nested"] = {"level": "error", "list": [1, 2.5, "three", None, False]}
+        line = orjson.dumps(doc).decode()
+        if rng.random() < 0.1:
+            line = line.replace(":", " : ").replace(",", " ,\t")
+        lines.append(line)
+        lines.extend(_mutations(rng, line))
+    _analyze_both(lines, "tenant_id")
+    _analyze_both(lines, None)
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_records_are_byte_for_byte_what_the_python_encoder_writes(
+    keyed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(7)
+    lines = [*EDGE_LINES, "".join(chr(c) for c in range(128)), "tab\there", "\u2028"]
+    lines += ["".join(rng.choices(string.printable, k=rng.randrange(200))) for _ in range(500)]
+    lines.append("\udcff a lone surrogate")
+    origin = Origin("file", "/var/log/\u00e9.log", {"env": "prod"})
+    analyzer = Analyzer("tenant_id" if keyed else None)
+
+    def chunk() -> Chunk:
+        c = Chunk(origin, list(lines), read_time_ns=1_764_000_000_123_456_789)
+        analyzer.analyze(c)
+        return c
+
+    c1 = chunk()
+    if keyed:
+        assert c1.keys is not None and any(k is not None for k in c1.keys)
+    key_field = "tenant_id" if keyed else None
+    try:
+        fast = encode_mod.encode_chunk(c1, key_field)
+    except TypeError:  # orjson refuses lone surrogates
+        fast = None
+    monkeypatch.setattr(encode_mod, "_speedups", None)
+    try:
+        slow = encode_mod.encode_chunk(chunk(), key_field)
+    except TypeError:  # orjson refuses lone surrogates
+        slow = None
+    assert fast == slow
+    assert fast is None  # the lone surrogate: orjson refuses it, and so does the C path
+    lines.pop()
+    monkeypatch.setattr(encode_mod, "_speedups", _speedups)
+    fast = encode_mod.encode_chunk(chunk(), key_field)
+    monkeypatch.setattr(encode_mod, "_speedups", None)
+    slow = encode_mod.encode_chunk(chunk(), key_field)
+    assert fast == slow
+    for rec in fast:
+        orjson.loads(rec)
