@@ -53,8 +53,7 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
     if keys is None and meta is None and not truncated and stamps is None:
         if _speedups is not None:
             # The same bytes, one allocation per record.
-            out = _speedups.encode(head, chunk.lines, chunk.levels, tails, None, {None: b"{}}"}, _dumps)
-            return out
+            return _speedups.encode(head, chunk.lines, chunk.levels, tails, None, {None: b"{}}"}, _dumps)  # type: ignore[no-any-return]
         for line, lvl in zip(chunk.lines, chunk.levels, strict=True):
             append(head + _dumps(line) + tails[lvl] + b"{}}")
         return out
@@ -67,8 +66,7 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
             for k in set(keys):
                 if k is not None:
                     fields_of[k] = key_prefix + _dumps(k) + b"}}"
-            out = _speedups.encode(head, chunk.lines, chunk.levels, tails, keys, fields_of, _dumps)
-            return out
+            return _speedups.encode(head, chunk.lines, chunk.levels, tails, keys, fields_of, _dumps)  # type: ignore[no-any-return]
         for line, lvl, k in zip(chunk.lines, chunk.levels, keys, strict=True):
             fb = fields_of.get(k)
             if fb is None:

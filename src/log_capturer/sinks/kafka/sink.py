@@ -537,24 +537,11 @@ class KafkaSink:
                 key = keys[i] if keys is not None else None
                 size = lens[i]
                 sizes[topic].append(size)
-                if size > max_bytes:
-                    parked.append(
-                        self._entry(
-                            value,
-                            topic,
-                            key,
-                            "message_too_large",
-                            f"record of {size} bytes exceeds max_message_bytes={max_bytes}",
-                        )
-                    )
+                part = self._partition_or_park(
+                    value, topic, key, size, partitions[i] if partitions is not None else -1, parked
+                )
+                if part is None:
                     continue
-                part = -1
-                if partitions is not None:
-                    p = partitions[i]
-                    if isinstance(p, InvalidPartition):
-                        parked.append(self._entry(value, topic, key, "invalid_partition", str(p)))
-                        continue
-                    part = p
                 hdrs = headers[levels[i]] if headers is not None else None
                 try:
                     if part < 0 and hdrs is None:
@@ -587,6 +574,27 @@ class KafkaSink:
             topic_counts[e.topic] -= 1
         self._settle.append((delivery, len(parked)))
 
+    def _partition_or_park(
+        self,
+        value: bytes,
+        topic: str,
+        key: str | None,
+        size: int,
+        partition: int | InvalidPartition,
+        parked: list[DLQEntry],
+    ) -> int | None:
+        """The record's partition (-1: librdkafka's partitioner), or None when it is to be parked
+        instead (larger than max_message_bytes, invalid manual partition): added to ``parked``."""
+        max_bytes = self.config.max_message_bytes
+        if size > max_bytes:
+            msg = f"record of {size} bytes exceeds max_message_bytes={max_bytes}"
+            parked.append(self._entry(value, topic, key, "message_too_large", msg))
+            return None
+        if isinstance(partition, InvalidPartition):
+            parked.append(self._entry(value, topic, key, "invalid_partition", str(partition)))
+            return None
+        return partition
+
     def _send_native(
         self,
         native: ChunkProducer,
@@ -613,24 +621,11 @@ class KafkaSink:
                 key = keys[i] if keys is not None else None
                 size = lens[i]
                 sizes[topic].append(size)
-                if size > max_bytes:
-                    parked.append(
-                        self._entry(
-                            value,
-                            topic,
-                            key,
-                            "message_too_large",
-                            f"record of {size} bytes exceeds max_message_bytes={max_bytes}",
-                        )
-                    )
+                part = self._partition_or_park(
+                    value, topic, key, size, partitions[i] if partitions is not None else -1, parked
+                )
+                if part is None:
                     continue
-                part = -1
-                if partitions is not None:
-                    p = partitions[i]
-                    if isinstance(p, InvalidPartition):
-                        parked.append(self._entry(value, topic, key, "invalid_partition", str(p)))
-                        continue
-                    part = p
                 keep_t.append(topic)
                 keep_v.append(value)
                 keep_k.append(key)
