@@ -495,8 +495,9 @@ class DispatcherConfig(Strict):
         2,
         ge=1,
         le=64,
-        description="Dispatch threads. Each source is pinned to one worker so its lines keep "
-        "their order. One Python process gains little beyond 2.",
+        description="Dispatch threads. Any thread takes any source's lines, but one source is "
+        "served by one thread at a time, so its lines keep their order. One Python process gains "
+        "little beyond 2.",
     )
     batch_size: int = Field(500, ge=1, description="Most lines handed to the sinks in one call.")
     batch_timeout: Duration = Field(

@@ -3,9 +3,11 @@
 ``submit`` arms each chunk so that its acknowledgement by *every* sink moves
 the source's checkpoint; it blocks while the queue is full, and while a sink
 is not accepting (critical backpressure, an open circuit breaker): that is how
-the sources pause their reads instead of buffering more. Each worker serves
-one shard of the queue, and a source always lands on the same shard, so the
-lines of one source reach the sinks in read order.
+the sources pause their reads instead of buffering more. Any worker may take
+any source's chunks, but a source is held by one worker at a time, from taking
+its chunks until the sinks have them (:class:`.queue.ChunkQueue`), so the lines
+of one source reach the sinks in read order and the workers share the load
+whatever the number of sources.
 
 A sink's ``send`` must not raise; if one does (a bug), the batch is handed to
 it again ``max_retries`` times (``retry_base_delay``, doubling), then its lines
@@ -23,7 +25,6 @@ from log_capturer.config.schema import DispatcherConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.queue import ChunkQueue, QueueClosed
-from log_capturer.pipeline.sharding import stable_shard
 from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import Sink
@@ -32,8 +33,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Dispatcher", "QueueClosed"]
 
-#: Keeps the dispatch threads' split of sources independent of the worker processes' split.
-DISPATCH_SALT = b"dispatch"
 #: Waits of a source held by a sink that does not accept lines: 10 ms doubling up to 250 ms.
 GATE_FIRST_WAIT = 0.01
 GATE_MAX_WAIT = 0.25
@@ -53,22 +52,18 @@ class Dispatcher:
         self.sinks = list(sinks)
         self.analyzer = analyzer
         self.metrics = metrics
-        self.queue = ChunkQueue(config.queue_size, config.worker_count, config.queue_max_bytes)
+        self.queue = ChunkQueue(config.queue_size, config.queue_max_bytes)
         self._threads: list[threading.Thread] = []
         self.lines_in = 0
         self.lines_dispatched = 0
 
     # -- sources side --------------------------------------------------------------------------
-    def shard_of(self, source_id: str) -> int:
-        return stable_shard(source_id, self.queue.shards, DISPATCH_SALT)
-
     def submit(self, chunk: Chunk, checkpoint: Checkpoint | None, timeout: float | None = None) -> bool:
         """Queue a chunk; its full acknowledgement advances ``checkpoint``.
 
         Blocks while the queue is full (up to ``timeout``; False when it expires,
         and the chunk was not taken). Raises :class:`QueueClosed` when stopping.
         """
-        shard = self.shard_of(chunk.origin.source_id)
         n = len(chunk.lines)
         on_done = checkpoint.on_chunk_done if checkpoint is not None else None
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -76,7 +71,7 @@ class Dispatcher:
             return False
         chunk.expect(n * len(self.sinks) if n else 0, None)
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if n and not self.queue.put(shard, chunk, remaining):
+        if n and not self.queue.put(chunk.origin.source_id, chunk, remaining):
             return False
         if checkpoint is not None:
             # Registered after queueing: a chunk acknowledged before this point is
@@ -111,24 +106,29 @@ class Dispatcher:
 
     # -- workers -------------------------------------------------------------------------------
     def start(self) -> None:
-        for shard in range(self.queue.shards):
-            t = threading.Thread(target=self._work, args=(shard,), name=f"dispatch-{shard}", daemon=True)
+        for i in range(self.config.worker_count):
+            t = threading.Thread(target=self._work, name=f"dispatch-{i}", daemon=True)
             t.start()
             self._threads.append(t)
 
-    def _work(self, shard: int) -> None:
+    def _work(self) -> None:
         cfg = self.config
+        queue = self.queue
         while True:
-            batch = self.queue.take(shard, cfg.batch_size, cfg.batch_timeout, cfg.flush_on_idle)
-            if batch is None:
+            taken = queue.take(cfg.batch_size, cfg.batch_timeout, cfg.flush_on_idle)
+            if taken is None:
                 return
-            self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
-            for chunk in batch:
-                self.analyzer.analyze(chunk)
-            for sink in self.sinks:
-                self._send(sink, batch)
+            batch, sources = taken
+            self.metrics.dispatcher_queue_utilization.set(queue.utilization)
+            try:
+                for chunk in batch:
+                    self.analyzer.analyze(chunk)
+                for sink in self.sinks:
+                    self._send(sink, batch)
+            finally:
+                queue.release(sources)
             self.lines_dispatched += sum(len(c.lines) for c in batch)
-            if self.queue.shard_empty(shard):
+            if queue.empty:
                 for sink in self.sinks:
                     sink.idle()
             self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)

@@ -1,10 +1,18 @@
-"""A bounded, sharded queue of chunks, sized in lines and in bytes of line text.
+"""A bounded queue of chunks keyed by source, sized in lines and in bytes of line text.
 
-Each shard is served by one dispatcher worker; a source always maps to the
-same shard, so its chunks keep their order. Capacity is shared: a producer
-(a source) blocks while the whole queue is full (by lines or by bytes), which
-is how backpressure reaches the readers. A chunk larger than the capacity is
-still accepted when the queue is empty, so nothing can deadlock.
+Any dispatcher worker may take any source's chunks, but never two workers the
+same source at once: a source whose chunks a worker took is *held* until the
+worker hands them to the sinks and calls :meth:`ChunkQueue.release`. So the
+lines of one source reach the sinks in read order, and the work spreads over
+the workers whatever the number of sources (a fixed source -> worker mapping
+left one worker with three of four busy files and the other with one).
+Sources are served in turn (first come, first served; a source released with
+more queued goes to the back), so a busy source cannot starve a quiet one.
+
+Capacity is shared: a producer (a source) blocks while the whole queue is full
+(by lines or by bytes), which is how backpressure reaches the readers. A chunk
+larger than the capacity is still accepted when the queue is empty, so nothing
+can deadlock.
 """
 
 from __future__ import annotations
@@ -15,13 +23,16 @@ from collections import deque
 
 from log_capturer.record import Chunk
 
+#: A worker's batch: the chunks, and the sources it holds until :meth:`ChunkQueue.release`.
+Taken = tuple[list[Chunk], list[str]]
+
 
 class QueueClosed(Exception):
     """The queue no longer accepts chunks (the agent is stopping)."""
 
 
 class ChunkQueue:
-    def __init__(self, capacity: int, shards: int, max_bytes: int = 1 << 62) -> None:
+    def __init__(self, capacity: int, max_bytes: int = 1 << 62) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
         self.size = 0
@@ -29,12 +40,13 @@ class ChunkQueue:
         self._closed = False
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
-        self._shards: list[deque[Chunk]] = [deque() for _ in range(shards)]
-        self._ready = [threading.Condition(self._lock) for _ in range(shards)]
-
-    @property
-    def shards(self) -> int:
-        return len(self._shards)
+        #: A source is ready (may be taken) when it has queued chunks and no worker holds it.
+        self._work = threading.Condition(self._lock)
+        #: Workers filling a partial batch wait here for any new chunk (flush_on_idle off).
+        self._more = threading.Condition(self._lock)
+        self._chunks: dict[str, deque[Chunk]] = {}
+        self._ready: deque[str] = deque()
+        self._held: set[str] = set()
 
     @property
     def utilization(self) -> float:
@@ -44,8 +56,13 @@ class ChunkQueue:
     def closed(self) -> bool:
         return self._closed
 
-    def put(self, shard: int, chunk: Chunk, timeout: float | None = None) -> bool:
-        """Queue ``chunk`` on ``shard``; wait while full. False on timeout."""
+    @property
+    def empty(self) -> bool:
+        """Nothing queued (chunks taken by workers are no longer queued)."""
+        return self.size == 0
+
+    def put(self, key: str, chunk: Chunk, timeout: float | None = None) -> bool:
+        """Queue ``chunk`` behind the earlier chunks of source ``key``; wait while full. False on timeout."""
         n = len(chunk.lines)
         nbytes = chunk.nbytes
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -61,56 +78,86 @@ class ChunkQueue:
                 self._not_full.wait(remaining)
             if self._closed:
                 raise QueueClosed
-            self._shards[shard].append(chunk)
+            dq = self._chunks.get(key)
+            if dq is None:
+                dq = self._chunks[key] = deque()
+            if not dq and key not in self._held:
+                self._ready.append(key)
+                self._work.notify()
+            dq.append(chunk)
             self.size += n
             self.nbytes += nbytes
-            self._ready[shard].notify()
+            self._more.notify_all()
         return True
 
-    def take(self, shard: int, max_lines: int, max_wait: float, flush_on_idle: bool) -> list[Chunk] | None:
-        """Next batch for ``shard``: blocks for the first chunk, then gathers up to ``max_lines``.
+    def take(self, max_lines: int, max_wait: float, flush_on_idle: bool) -> Taken | None:
+        """Next batch and the sources it holds: blocks for the first ready source, then gathers
+        whole chunks up to ``max_lines`` (from that source, then from the next ready ones).
 
-        With ``flush_on_idle`` the batch is returned as soon as the shard runs
-        empty; otherwise it waits up to ``max_wait`` for it to fill. Returns None
-        once the queue is closed and the shard drained.
+        With ``flush_on_idle`` the batch is returned as soon as nothing more is ready;
+        otherwise it waits up to ``max_wait`` for it to fill. The sources stay held until
+        :meth:`release`. Returns None once the queue is closed and empty.
         """
-        dq = self._shards[shard]
-        ready = self._ready[shard]
         with self._lock:
-            while not dq:
-                if self._closed:
+            while not self._ready:
+                if self._closed and self.size == 0:
                     return None
-                ready.wait()
+                self._work.wait()
             batch: list[Chunk] = []
+            keys: list[str] = []
             n = 0
             deadline = time.monotonic() + max_wait
             while True:
                 taken = 0
                 taken_bytes = 0
-                while dq and n < max_lines:
-                    c = dq.popleft()
-                    batch.append(c)
-                    taken += len(c.lines)
-                    taken_bytes += c.nbytes
-                    n += len(c.lines)
+                # More of the sources this batch holds first (their order), then other ready ones.
+                for key in keys:
+                    dq = self._chunks[key]
+                    while dq and n + taken < max_lines:
+                        c = dq.popleft()
+                        batch.append(c)
+                        taken += len(c.lines)
+                        taken_bytes += c.nbytes
+                while self._ready and n + taken < max_lines:
+                    key = self._ready.popleft()
+                    self._held.add(key)
+                    keys.append(key)
+                    dq = self._chunks[key]
+                    while dq and n + taken < max_lines:
+                        c = dq.popleft()
+                        batch.append(c)
+                        taken += len(c.lines)
+                        taken_bytes += c.nbytes
                 if taken:
+                    n += taken
                     self.size -= taken
                     self.nbytes -= taken_bytes
                     self._not_full.notify_all()
                 if n >= max_lines or self._closed or flush_on_idle:
-                    return batch
+                    return batch, keys
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return batch
-                ready.wait(remaining)
+                    return batch, keys
+                self._more.wait(remaining)
 
-    def shard_empty(self, shard: int) -> bool:
-        return not self._shards[shard]
+    def release(self, keys: list[str]) -> None:
+        """The worker handed the chunks it took for ``keys`` to the sinks: the sources are free."""
+        with self._lock:
+            for key in keys:
+                self._held.discard(key)
+                dq = self._chunks.get(key)
+                if dq:
+                    self._ready.append(key)
+                    self._work.notify()
+                elif dq is not None:
+                    del self._chunks[key]
+            if self._closed:
+                self._work.notify_all()  # idle workers re-check whether the queue has drained
 
     def close(self) -> None:
         """Refuse new chunks; workers drain what is queued, then get None."""
         with self._lock:
             self._closed = True
             self._not_full.notify_all()
-            for cond in self._ready:
-                cond.notify_all()
+            self._work.notify_all()
+            self._more.notify_all()

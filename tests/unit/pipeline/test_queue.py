@@ -10,85 +10,175 @@ from log_capturer.record import Chunk, Origin
 ORIGIN = Origin("file", "/a.log")
 
 
-def c(n: int) -> Chunk:
-    return Chunk(ORIGIN, ["x"] * n)
+def c(n: int, source: str = "/a.log") -> Chunk:
+    return Chunk(Origin("file", source), ["x"] * n)
+
+
+def lines(taken: tuple[list[Chunk], list[str]] | None) -> int:
+    assert taken is not None
+    return sum(len(x) for x in taken[0])
 
 
 def test_put_blocks_when_full_and_times_out() -> None:
-    q = ChunkQueue(10, 1)
-    assert q.put(0, c(8))
-    assert q.put(0, c(3), timeout=0.05) is False
+    q = ChunkQueue(10)
+    assert q.put("a", c(8))
+    assert q.put("a", c(3), timeout=0.05) is False
     assert q.size == 8 and q.utilization == 0.8
 
 
 def test_an_oversized_chunk_is_accepted_into_an_empty_queue() -> None:
-    q = ChunkQueue(10, 1)
-    assert q.put(0, c(50), timeout=0.05)
+    q = ChunkQueue(10)
+    assert q.put("a", c(50), timeout=0.05)
 
 
 def test_take_gathers_up_to_max_lines_and_frees_space() -> None:
-    q = ChunkQueue(100, 1)
+    q = ChunkQueue(100)
     for _ in range(5):
-        q.put(0, c(10))
-    batch = q.take(0, 25, 1.0, flush_on_idle=True)
-    assert batch is not None and sum(len(x) for x in batch) == 30  # whole chunks
+        q.put("a", c(10))
+    assert lines(q.take(25, 1.0, flush_on_idle=True)) == 30  # whole chunks
     assert q.size == 20
 
 
 def test_take_waits_for_a_full_batch_without_flush_on_idle() -> None:
-    q = ChunkQueue(100, 1)
-    q.put(0, c(5))
-    threading.Timer(0.05, lambda: q.put(0, c(5))).start()
-    batch = q.take(0, 10, 5.0, flush_on_idle=False)
-    assert batch is not None and len(batch) == 2
+    q = ChunkQueue(100)
+    q.put("a", c(5))
+    threading.Timer(0.05, lambda: q.put("a", c(5))).start()
+    taken = q.take(10, 5.0, flush_on_idle=False)
+    assert taken is not None and len(taken[0]) == 2 and taken[1] == ["a"]
+
+
+def test_a_partial_batch_also_fills_from_other_sources_that_become_ready() -> None:
+    q = ChunkQueue(100)
+    q.put("a", c(5))
+    threading.Timer(0.05, lambda: q.put("b", c(5))).start()
+    taken = q.take(10, 5.0, flush_on_idle=False)
+    assert taken is not None and taken[1] == ["a", "b"]
 
 
 def test_take_returns_a_partial_batch_after_max_wait() -> None:
-    q = ChunkQueue(100, 1)
-    q.put(0, c(5))
-    batch = q.take(0, 10, 0.05, flush_on_idle=False)
-    assert batch is not None and len(batch) == 1
+    q = ChunkQueue(100)
+    q.put("a", c(5))
+    taken = q.take(10, 0.05, flush_on_idle=False)
+    assert taken is not None and len(taken[0]) == 1
 
 
-def test_shards_are_independent() -> None:
-    q = ChunkQueue(100, 2)
-    q.put(1, c(3))
-    assert q.take(1, 10, 0.0, True) is not None
+def test_a_held_source_is_not_given_to_another_worker_until_released() -> None:
+    q = ChunkQueue(100)
+    first, second = c(5), c(5)
+    q.put("a", first)
+    q.put("a", second)
+    assert q.take(5, 0.0, True) == ([first], ["a"])
+    # "a" is held: its next chunk waits, even for another worker.
+    got: list[tuple[list[Chunk], list[str]] | None] = []
+    t = threading.Thread(target=lambda: got.append(q.take(5, 0.0, True)))
+    t.start()
+    t.join(0.1)
+    assert t.is_alive() and not got
+    q.release(["a"])
+    t.join(5)
+    assert got == [([second], ["a"])]
+
+
+def test_other_sources_go_to_other_workers_while_one_is_held() -> None:
+    q = ChunkQueue(100)
+    q.put("a", c(5, "/a"))
+    q.put("a", c(5, "/a"))
+    q.put("b", c(5, "/b"))
+    one = q.take(5, 0.0, True)
+    two = q.take(5, 0.0, True)
+    assert one is not None and two is not None
+    assert one[1] == ["a"] and two[1] == ["b"]
+
+
+def test_sources_are_served_in_turn() -> None:
+    q = ChunkQueue(1000)
+    for _ in range(3):
+        q.put("a", c(5))
+    q.put("b", c(5))
+    order = []
+    for _ in range(4):
+        taken = q.take(5, 0.0, True)
+        assert taken is not None
+        order += taken[1]
+        q.release(taken[1])
+    assert order == ["a", "b", "a", "a"]
+
+
+def test_one_source_keeps_its_order_across_two_workers() -> None:
+    q = ChunkQueue(10_000)
+    chunks = [Chunk(ORIGIN, [str(i)]) for i in range(2000)]
+    out: list[str] = []
+    out_lock = threading.Lock()
+
+    def worker() -> None:
+        while (taken := q.take(7, 0.0, True)) is not None:
+            with out_lock:
+                for ch in taken[0]:
+                    out.extend(ch.lines)
+            q.release(taken[1])
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for ch in chunks:
+        q.put("a", ch)
     q.close()
-    assert q.take(0, 10, 0.0, True) is None
+    for t in threads:
+        t.join(10)
+    assert out == [str(i) for i in range(2000)]
 
 
 def test_close_drains_then_ends_and_refuses_new_chunks() -> None:
-    q = ChunkQueue(100, 1)
-    q.put(0, c(3))
+    q = ChunkQueue(100)
+    q.put("a", c(3))
     q.close()
-    assert q.take(0, 10, 0.0, True) is not None
-    assert q.take(0, 10, 0.0, True) is None
+    taken = q.take(10, 0.0, True)
+    assert taken is not None
+    q.release(taken[1])
+    assert q.take(10, 0.0, True) is None
     with pytest.raises(QueueClosed):
-        q.put(0, c(1))
+        q.put("a", c(1))
+
+
+def test_an_idle_worker_waits_for_a_held_source_after_close_then_ends() -> None:
+    q = ChunkQueue(100)
+    q.put("a", c(3))
+    q.put("a", c(3))
+    q.close()
+    taken = q.take(3, 0.0, True)
+    assert taken is not None
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.append(q.take(3, 0.0, True)))
+    t.start()
+    t.join(0.1)
+    assert t.is_alive()  # the second chunk of "a" is still to come
+    q.release(taken[1])
+    t.join(5)
+    assert got and got[0] is not None
+    assert q.take(3, 0.0, True) is None
 
 
 def test_a_blocked_put_wakes_when_space_frees() -> None:
-    q = ChunkQueue(10, 1)
-    q.put(0, c(10))
+    q = ChunkQueue(10)
+    q.put("a", c(10))
     done = threading.Event()
 
     def producer() -> None:
-        q.put(0, c(5))
+        q.put("a", c(5))
         done.set()
 
     t = threading.Thread(target=producer)
     t.start()
     assert not done.wait(0.05)
-    q.take(0, 10, 0.0, True)
+    q.take(10, 0.0, True)
     assert done.wait(5)
     t.join()
 
 
 def test_the_byte_limit_also_holds_the_sources() -> None:
-    q = ChunkQueue(1000, 1, max_bytes=100)
-    assert q.put(0, Chunk(ORIGIN, ["y" * 60]))
-    assert q.put(0, Chunk(ORIGIN, ["y" * 60]), timeout=0.05) is False  # 120 bytes > 100
+    q = ChunkQueue(1000, max_bytes=100)
+    assert q.put("a", Chunk(ORIGIN, ["y" * 60]))
+    assert q.put("a", Chunk(ORIGIN, ["y" * 60]), timeout=0.05) is False  # 120 bytes > 100
     assert q.nbytes == 60 and q.utilization == 0.6
-    batch = q.take(0, 10, 1.0, flush_on_idle=True)
-    assert batch is not None and q.nbytes == 0
+    assert q.take(10, 1.0, flush_on_idle=True) is not None
+    assert q.nbytes == 0 and q.empty
