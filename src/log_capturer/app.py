@@ -18,6 +18,7 @@ from typing import Any
 from log_capturer import __version__
 from log_capturer.config.schema import Config
 from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
+from log_capturer.memory import tune_malloc
 from log_capturer.observability.health import (
     Check,
     Component,
@@ -147,6 +148,7 @@ class Agent:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        malloc = tune_malloc()
         for sink in self.sinks:
             try:
                 sink.start()
@@ -210,6 +212,7 @@ class Agent:
                 "stdin": self.stdin is not None,
                 "http_ingest": self.ingest is not None,
                 "pipelines": sorted(self.pipelines),
+                "malloc": malloc,
             },
         )
 

@@ -1,0 +1,65 @@
+"""glibc malloc settings for a process that ships at full speed.
+
+librdkafka compresses each batch with a fresh compression context (zstd's
+is 1-2 MiB) and frees it right after. With glibc's defaults, a block that
+large is either mapped and unmapped (above the dynamic mmap threshold), or
+taken from the top of a thread's heap and given back as soon as the free
+space there passes the trim threshold. Either way the next batch faults the
+same pages in again, zero-filled by the kernel: at 400,000 lines/s that was
+300,000 page faults and about a fifth of librdkafka's broker thread
+(BENCHMARKS.md, "malloc").
+
+:func:`tune_malloc` raises both thresholds once at start, so such blocks stay
+in the heap and are reused. Memory the agent no longer needs is still given
+back, only in larger steps (above ``TRIM_THRESHOLD`` of free space at the top
+of a heap). Settings of the user's own (``GLIBC_TUNABLES`` with a
+``glibc.malloc`` entry, or the ``MALLOC_*_`` variables) are left alone, and
+so is any C library that is not glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+#: mallopt() parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+#: Blocks up to this size come from the heap instead of their own mapping.
+MMAP_THRESHOLD = 4 << 20
+#: Free space kept at the top of a heap before it is given back to the system.
+TRIM_THRESHOLD = 32 << 20
+
+_USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
+
+
+def user_malloc_settings(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """The variable through which the user tuned malloc, or ''."""
+    if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
+        return "GLIBC_TUNABLES"
+    return next((name for name in _USER_SETTINGS if name in environ), "")
+
+
+def tune_malloc() -> str:
+    """Raise glibc's mmap and trim thresholds; returns what was done, for the log."""
+    user = user_malloc_settings()
+    if user:
+        return f"left as set by {user}"
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        mallopt = libc.mallopt
+        gnu_get_libc_version = libc.gnu_get_libc_version
+    except (OSError, AttributeError):
+        return "not glibc: left alone"
+    gnu_get_libc_version.restype = ctypes.c_char_p
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    # The mmap threshold first: setting either one turns off glibc's dynamic adjustment of both.
+    if not mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) or not mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
+        return "mallopt refused the thresholds: left alone"
+    version = gnu_get_libc_version().decode()
+    return (
+        f"glibc {version}: mmap threshold {MMAP_THRESHOLD >> 20} MiB, "
+        f"trim threshold {TRIM_THRESHOLD >> 20} MiB"
+    )
