@@ -14,6 +14,35 @@
 #include <stdint.h>
 #include <string.h>
 
+/* ---- eight bytes at a time ----------------------------------------------------------------- */
+/* Strings are scanned a word at a time for the bytes that need a closer look: '"', '\\' and
+ * control characters. zero_bytes() is exact (0x80 in each byte of x that is zero, nothing else),
+ * so the lowest set bit is the first such byte on a little-endian machine. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+#define SWAR 1
+#define ONES 0x0101010101010101ULL
+#define LOWS 0x7F7F7F7F7F7F7F7FULL
+static inline uint64_t load8(const unsigned char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static inline uint64_t zero_bytes(uint64_t x) {
+    uint64_t y = (x & LOWS) + LOWS;
+    return ~(y | x | LOWS);
+}
+/* '"' or '\\' */
+static inline uint64_t quote_or_backslash(uint64_t x) {
+    return zero_bytes(x ^ (ONES * '"')) | zero_bytes(x ^ (ONES * '\\'));
+}
+/* bytes below 0x20 */
+static inline uint64_t control(uint64_t x) { return zero_bytes(x & (ONES * 0xE0)); }
+/* How many bytes a zero_bytes() mask marks (one multiply: no popcnt instruction needed). */
+static inline int marked(uint64_t m) { return (int)(((m >> 7) * ONES) >> 56); }
+#else
+#define SWAR 0
+#endif
+
 /* ---- a strict JSON scanner over ASCII ------------------------------------------------------ */
 enum { OK = 0, INVALID = 1, UNSURE = 2 };
 /* V_OTHER: a float; V_ESCAPED: a string with escapes */
@@ -22,6 +51,10 @@ enum { V_NONE = 0, V_STR, V_INT, V_NULL, V_BOOL_T, V_BOOL_F, V_CONTAINER, V_OTHE
 #define NKEYS 6
 /* processing.levels.JSON_KEYS, in priority order */
 static const char *const JSON_KEYS[NKEYS] = {"level", "severity", "lvl", "log.level", "loglevel", "levelname"};
+static const Py_ssize_t JSON_KEY_LENS[NKEYS] = {5, 8, 3, 9, 8, 9};
+
+/* Extra output bytes of each byte in a JSON string: 1 for \" \\ \n \r \t \b \f, 5 for \u00XX. */
+static unsigned char EXTRA[256];
 
 typedef struct {
     const char *p;
@@ -54,6 +87,11 @@ static int string(cur_t *c, const char **s, Py_ssize_t *n, int *escaped) {
     const char *p = ++c->p;
     *escaped = 0;
     while (p < c->end) {
+        /* Skip the plain characters. */
+        while (p < c->end && !EXTRA[(unsigned char)*p])
+            p++;
+        if (p >= c->end)
+            break;
         unsigned char ch = (unsigned char)*p;
         if (ch == '"') {
             *s = c->p;
@@ -255,9 +293,11 @@ static int scan_object(const char *s, Py_ssize_t n, const char *kf, Py_ssize_t k
                 return r;
             if (esc)
                 return UNSURE; /* an escaped member name could be one of ours */
-            for (int i = 0; i < NKEYS; i++)
-                if ((size_t)kn == strlen(JSON_KEYS[i]) && memcmp(ks, JSON_KEYS[i], kn) == 0)
-                    levels[i] = v;
+            /* Every level name starts with 'l' or 's'. */
+            if (kn && (*ks == 'l' || *ks == 's'))
+                for (int i = 0; i < NKEYS; i++)
+                    if (kn == JSON_KEY_LENS[i] && memcmp(ks, JSON_KEYS[i], kn) == 0)
+                        levels[i] = v;
             if (kf && kn == kfn && memcmp(ks, kf, kn) == 0)
                 *key = v;
             ws(&c);
@@ -282,8 +322,19 @@ static int scan_object(const char *s, Py_ssize_t n, const char *kf, Py_ssize_t k
 static int is_pyspace(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
 
 /* level_of_value for the first of JSON_KEYS present; NULL with an exception, or a borrowed ref. */
+/* The levels of the level strings met so far in one call: a chunk has few distinct ones. */
+#define LEVEL_CACHE 8
+typedef struct {
+    int n;
+    struct {
+        Py_ssize_t len;
+        char raw[32];
+        PyObject *level; /* borrowed from canonical (or the caller's empty string) */
+    } e[LEVEL_CACHE];
+} level_cache_t;
+
 static PyObject *level_from(const val_t *levels, PyObject *canonical, PyObject *numeric, PyObject *empty,
-                            int *unsure) {
+                            int *unsure, level_cache_t *cache) {
     for (int i = 0; i < NKEYS; i++) {
         const val_t *v = &levels[i];
         if (v->type == V_NONE)
@@ -293,6 +344,10 @@ static PyObject *level_from(const val_t *levels, PyObject *canonical, PyObject *
             return empty;
         }
         if (v->type == V_STR) {
+            if (v->n <= 32)
+                for (int j = 0; j < cache->n; j++)
+                    if (cache->e[j].len == v->n && memcmp(cache->e[j].raw, v->s, v->n) == 0)
+                        return cache->e[j].level;
             const char *s = v->s, *e = v->s + v->n;
             while (s < e && is_pyspace(*s))
                 s++;
@@ -313,7 +368,14 @@ static PyObject *level_from(const val_t *levels, PyObject *canonical, PyObject *
             Py_DECREF(k);
             if (!lv && PyErr_Occurred())
                 return NULL;
-            return lv ? lv : empty;
+            lv = lv ? lv : empty;
+            if (v->n <= 32 && cache->n < LEVEL_CACHE) {
+                cache->e[cache->n].len = v->n;
+                memcpy(cache->e[cache->n].raw, v->s, v->n);
+                cache->e[cache->n].level = lv;
+                cache->n++;
+            }
+            return lv;
         }
         if (v->type == V_INT) {
             long x = strtol(v->s, NULL, 10);
@@ -353,6 +415,8 @@ static PyObject *json_levels(PyObject *m, PyObject *args) {
     Py_ssize_t n = PyList_GET_SIZE(lines);
     PyObject *levels = PyList_New(n), *keys = NULL, *empty = PyUnicode_FromString("");
     PyObject *cache_obj[KEY_CACHE] = {0};
+    level_cache_t levels_seen;
+    levels_seen.n = 0;
     int ncache = 0, next_slot = 0;
     if (!levels || !empty)
         goto fail;
@@ -370,7 +434,7 @@ static PyObject *json_levels(PyObject *m, PyObject *args) {
             if (len && s[0] == '{' && scan_object(s, len, kf, kfn, lvals, &kv) == OK &&
                 !(kf && (kv.type == V_ESCAPED || kv.type == V_INT || kv.type == V_OTHER))) {
                 int unsure = 0;
-                PyObject *got = level_from(lvals, canonical, numeric, empty, &unsure);
+                PyObject *got = level_from(lvals, canonical, numeric, empty, &unsure, &levels_seen);
                 if (!got)
                     goto fail;
                 if (!unsure) {
@@ -424,43 +488,83 @@ fail:
 }
 
 /* ---- records --------------------------------------------------------------------------------- */
+/* The letter of a two-character escape (\" \\ \n \r \t \b \f), else 0. */
+static char SHORT[256];
+
+static void init_tables(void) {
+    for (int ch = 0; ch < 0x20; ch++)
+        EXTRA[ch] = 5;
+    EXTRA['"'] = EXTRA['\\'] = EXTRA['\n'] = EXTRA['\r'] = EXTRA['\t'] = EXTRA['\b'] = EXTRA['\f'] = 1;
+    SHORT['"'] = '"';
+    SHORT['\\'] = '\\';
+    SHORT['\n'] = 'n';
+    SHORT['\r'] = 'r';
+    SHORT['\t'] = 't';
+    SHORT['\b'] = 'b';
+    SHORT['\f'] = 'f';
+}
+
 static inline Py_ssize_t escaped_len(const unsigned char *s, Py_ssize_t n) {
-    Py_ssize_t out = n + 2;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char ch = s[i];
-        if (ch == '"' || ch == '\\' || ch == '\n' || ch == '\r' || ch == '\t' || ch == '\b' || ch == '\f')
-            out += 1;
-        else if (ch < 0x20)
-            out += 5;
+    Py_ssize_t out = n + 2, i = 0;
+#if SWAR
+    for (; n - i >= 8; i += 8) {
+        uint64_t x = load8(s + i);
+        if (control(x)) {
+            for (int j = 0; j < 8; j++)
+                out += EXTRA[s[i + j]];
+        } else {
+            out += marked(quote_or_backslash(x));
+        }
     }
+#endif
+    for (; i < n; i++)
+        out += EXTRA[s[i]];
     return out;
 }
 
-static inline char *escape_into(char *o, const unsigned char *s, Py_ssize_t n) {
+static inline char *escape_one(char *o, unsigned char ch) {
     static const char hex[] = "0123456789abcdef";
+    o[0] = '\\';
+    if (SHORT[ch]) {
+        o[1] = SHORT[ch];
+        return o + 2;
+    }
+    o[1] = 'u';
+    o[2] = '0';
+    o[3] = '0';
+    o[4] = hex[ch >> 4];
+    o[5] = hex[ch & 15];
+    return o + 6;
+}
+
+/* Writes JSON(s) at o, which has room for escaped_len(s, n) bytes at least; returns the end. */
+static inline char *escape_into(char *o, const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
     *o++ = '"';
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char ch = s[i];
-        if (ch >= 0x20 && ch != '"' && ch != '\\') {
-            *o++ = (char)ch;
+#if SWAR
+    /* Each input byte gives at least one output byte, so with 8 input bytes left there is room
+     * for 8 output bytes: a word is copied whole, and the bytes after a special one are
+     * written again. */
+    while (n - i >= 8) {
+        uint64_t x = load8(s + i);
+        memcpy(o, s + i, 8);
+        uint64_t m = quote_or_backslash(x) | control(x);
+        if (!m) {
+            o += 8;
+            i += 8;
             continue;
         }
-        *o++ = '\\';
-        switch (ch) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[ch >> 4];
-            *o++ = hex[ch & 15];
-        }
+        int k = __builtin_ctzll(m) >> 3;
+        o = escape_one(o + k, s[i + k]);
+        i += k + 1;
+    }
+#endif
+    for (; i < n; i++) {
+        unsigned char ch = s[i];
+        if (EXTRA[ch])
+            o = escape_one(o, ch);
+        else
+            *o++ = (char)ch;
     }
     *o++ = '"';
     return o;
@@ -579,4 +683,7 @@ static struct PyModuleDef moduledef = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&moduledef); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    init_tables();
+    return PyModule_Create(&moduledef);
+}

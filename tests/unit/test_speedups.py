@@ -168,6 +168,8 @@ def test_records_are_byte_for_byte_what_the_python_encoder_writes(
     rng = random.Random(7)
     lines = [*EDGE_LINES, "".join(chr(c) for c in range(128)), "tab\there", "\u2028"]
     lines += ["".join(rng.choices(string.printable, k=rng.randrange(200))) for _ in range(500)]
+    # Each kind of escaped byte at every place of an 8-byte word (the C code reads words).
+    lines += ["a" * k + ch + "b" * (19 - k) for k in range(20) for ch in '"\\\x01\n\x1f']
     lines.append("\udcff a lone surrogate")
     origin = Origin("file", "/var/log/\u00e9.log", {"env": "prod"})
     analyzer = Analyzer("tenant_id" if keyed else None)

@@ -411,6 +411,10 @@ class KafkaSink:
                     return True
                 self.pressure.observe(self.utilization, at_least=Level.CRITICAL)
                 why = f"the sink queue is {self.utilization:.0%} full"
+                if step == 0:
+                    # Nothing more can be produced until records are acknowledged, so what
+                    # lingers cannot grow into bigger batches: it may leave now (adaptive batching).
+                    self.idle()
             elif state is BreakerState.HALF_OPEN:
                 # A trial call only while there is room: trials must not overfill the queue.
                 if self._reserve(chunk, True, trial=True):

@@ -121,3 +121,37 @@ def test_under_load_batches_fill_to_batch_size_and_never_exceed_it(
     assert max(counts) == 500, counts
     # A backlog keeps the dispatcher busy: no early sends, batches fill up to batch_size.
     assert full >= n * 0.8, counts
+
+
+def test_a_backlog_larger_than_the_sink_queue_leaves_without_waiting_for_batch_timeout(
+    tmp_path: Path, kafka: LocalKafka, bootstrap: str, topic_prefix: str
+) -> None:
+    """When the sink's queue is full, nothing more is produced until records are acknowledged, so
+    lingering records cannot gather into bigger batches: adaptive batching sends them at once.
+    Without that, every queue-full of this backlog would wait batch_timeout (120 s) and the 6,000
+    lines could not arrive within the minute they are given."""
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    n = 6000
+    lines = [f"queued line {i} " + "y" * 40 for i in range(n)]
+    records, _ = ship_lines(
+        tmp_path,
+        bootstrap,
+        topics,
+        lines,
+        timeout=60,
+        # 8 KiB reads: chunks of about 140 lines, about 6 of them fill the sink's room (900).
+        files_config={"read_buffer_bytes": 8192},
+        sinks={
+            "kafka": {
+                "adaptive_batching": True,
+                "batch_timeout": "120s",
+                "batch_size": 100_000,
+                "queue_size": 1000,
+                "timeout": "300s",
+            }
+        },
+    )
+    assert sorted(int(r.json()["message"].split()[2]) for r in records) == list(range(n))
+    counts = [b.count for b in kafka.stored_batches(topics["logs"])]
+    print(json.dumps({"batches": len(counts), "largest": max(counts)}))
+    assert sum(counts) == n and max(counts) <= 1000, counts

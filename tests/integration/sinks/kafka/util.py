@@ -20,6 +20,7 @@ def ship_lines(
     lines: list[str],
     *,
     expected: int | None = None,
+    timeout: float = 90,
     while_running: Callable[[AgentProcess], None] | None = None,
     **sections: Any,
 ) -> tuple[list[Rec], AgentProcess]:
@@ -33,7 +34,7 @@ def ship_lines(
     agent = AgentProcess(path, tmp / "agent.log").start()
     try:
         want = len(lines) if expected is None else expected
-        records = consume_all(bootstrap, topics.values(), expected=want, timeout=90)
+        records = consume_all(bootstrap, topics.values(), expected=want, timeout=timeout)
         if while_running is not None:
             while_running(agent)
         assert agent.stop(signal.SIGTERM) == 0, agent.log()
