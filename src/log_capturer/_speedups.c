@@ -671,10 +671,119 @@ fail:
     return NULL;
 }
 
+/* ---- per-topic tallies of a chunk's records ------------------------------------------------ */
+#define TALLY_TOPICS 16
+#define TALLY_BOUNDS 32
+
+/*
+ * tally(topics, values, bounds) -> ({topic: [records, bytes, le_0, ..., le_k]}, longest)
+ *
+ * For each topic: how many records, their total size, and how many are at most bounds[j] bytes
+ * (bounds ascending: a histogram's cumulative buckets); longest: the largest record.
+ */
+static PyObject *tally(PyObject *m, PyObject *args) {
+    PyObject *topics, *values, *bounds_o;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &topics, &PyList_Type, &values, &PyTuple_Type, &bounds_o))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(values), nb = PyTuple_GET_SIZE(bounds_o);
+    if (PyList_GET_SIZE(topics) != n) {
+        PyErr_SetString(PyExc_ValueError, "topics and values must be lists of one length");
+        return NULL;
+    }
+    if (nb > TALLY_BOUNDS) {
+        PyErr_SetString(PyExc_ValueError, "too many bounds");
+        return NULL;
+    }
+    double bounds[TALLY_BOUNDS];
+    for (Py_ssize_t j = 0; j < nb; j++) {
+        bounds[j] = PyFloat_AsDouble(PyTuple_GET_ITEM(bounds_o, j));
+        if (bounds[j] == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (!out)
+        return NULL;
+    /* The topics of one chunk are few: a short array, found by identity first. */
+    struct {
+        PyObject *topic;
+        long long count, bytes, in[TALLY_BOUNDS + 1];
+    } t[TALLY_TOPICS];
+    int nt = 0, last = -1;
+    Py_ssize_t longest = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *topic = PyList_GET_ITEM(topics, i), *v = PyList_GET_ITEM(values, i);
+        if (!PyBytes_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "values must be bytes");
+            goto fail;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(v);
+        if (len > longest)
+            longest = len;
+        int k = -1;
+        if (last >= 0 && t[last].topic == topic) {
+            k = last;
+        } else {
+            for (int j = 0; j < nt && k < 0; j++)
+                if (t[j].topic == topic)
+                    k = j;
+            for (int j = 0; j < nt && k < 0; j++) {
+                int eq = PyObject_RichCompareBool(t[j].topic, topic, Py_EQ);
+                if (eq < 0)
+                    goto fail;
+                if (eq)
+                    k = j;
+            }
+            if (k < 0) {
+                if (nt == TALLY_TOPICS) {
+                    PyErr_SetString(PyExc_ValueError, "too many topics in one chunk");
+                    goto fail;
+                }
+                k = nt++;
+                memset(&t[k], 0, sizeof t[k]);
+                t[k].topic = topic;
+            }
+            last = k;
+        }
+        t[k].count++;
+        t[k].bytes += len;
+        Py_ssize_t b = 0;
+        while (b < nb && (double)len > bounds[b])
+            b++;
+        t[k].in[b]++;
+    }
+    for (int k = 0; k < nt; k++) {
+        PyObject *row = PyList_New(2 + nb);
+        if (!row)
+            goto fail;
+        PyList_SET_ITEM(row, 0, PyLong_FromLongLong(t[k].count));
+        PyList_SET_ITEM(row, 1, PyLong_FromLongLong(t[k].bytes));
+        long long le = 0;
+        for (Py_ssize_t j = 0; j < nb; j++) {
+            le += t[k].in[j];
+            PyList_SET_ITEM(row, 2 + j, PyLong_FromLongLong(le));
+        }
+        for (Py_ssize_t j = 0; j < 2 + nb; j++)
+            if (!PyList_GET_ITEM(row, j)) {
+                Py_DECREF(row);
+                goto fail;
+            }
+        int r = PyDict_SetItem(out, t[k].topic, row);
+        Py_DECREF(row);
+        if (r < 0)
+            goto fail;
+    }
+    return Py_BuildValue("(Nn)", out, longest);
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"json_levels", json_levels, METH_VARARGS,
      "json_levels(lines, key_field, canonical, numeric) -> (levels, keys); None: let Python decide"},
     {"encode", encode, METH_VARARGS, "encode(head, lines, levels, tails, keys, fields, dumps) -> records"},
+    {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},
 };
 

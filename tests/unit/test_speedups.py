@@ -202,3 +202,22 @@ def test_records_are_byte_for_byte_what_the_python_encoder_writes(
     assert fast == slow
     for rec in fast:
         orjson.loads(rec)
+
+
+def test_tally_counts_records_bytes_and_size_buckets_as_the_python_code_does() -> None:
+    rng = random.Random(3)
+    bounds = (64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 1048576.0)
+    # Equal topic names that are different objects must land in one row.
+    names = ["logs", "logs-high", "".join(["lo", "gs"])]
+    topics = [rng.choice(names) for _ in range(3000)]
+    sizes = [0, 1, 63, 64, 65, 128, 129, 512, 513, 4096, 1 << 20, (1 << 20) + 1, 5 << 20]
+    values = [b"x" * rng.choice(sizes) for _ in topics]
+    fast = _speedups.tally(topics, values, bounds)
+    assert fast == encode_mod.tally_py(topics, values, bounds)
+    rows, longest = fast
+    assert sorted(rows) == ["logs", "logs-high"] and longest == 5 << 20
+    assert sum(r[0] for r in rows.values()) == 3000
+    assert sum(r[1] for r in rows.values()) == sum(map(len, values))
+    assert _speedups.tally([], [], bounds) == ({}, 0)
+    with pytest.raises(ValueError):
+        _speedups.tally(["a"], [], bounds)

@@ -1,8 +1,9 @@
 """A Prometheus histogram fed a batch at a time.
 
 ``prometheus_client.Histogram.observe`` takes a lock per value; on the hot path
-we observe whole chunks instead: the values are sorted once (C speed) and the
-bucket counts found by bisection, so the cost per value is a few nanoseconds.
+we observe whole chunks instead: either values sorted once (C speed), whose
+bucket counts are found by bisection, or bucket counts made elsewhere (the Kafka
+sink's record sizes are counted in C, ``sinks.kafka.encode.tally``).
 """
 
 from __future__ import annotations
@@ -35,17 +36,22 @@ class BulkHistogram(Collector):
 
     def observe_sorted(self, labels: tuple[str, ...], values: Sequence[float]) -> None:
         """Add ``values`` (sorted ascending) to the series ``labels``."""
-        if not values:
+        at_most = [bisect.bisect_right(values, b) for b in self.bounds]
+        self.observe_buckets(labels, at_most, len(values), float(sum(values)))
+
+    def observe_buckets(
+        self, labels: tuple[str, ...], at_most: Sequence[int], count: int, total: float
+    ) -> None:
+        """Add ``count`` values summing to ``total``, of which ``at_most[i]`` are <= bounds[i]."""
+        if not count:
             return
-        counts = [bisect.bisect_right(values, b) for b in self.bounds]
-        total = float(sum(values))
         with self._lock:
             series = self._series.get(labels)
             if series is None:
                 series = self._series[labels] = [0.0] * (len(self.bounds) + 2)
-            for i, c in enumerate(counts):
+            for i, c in enumerate(at_most):
                 series[i] += c
-            series[-2] += len(values)
+            series[-2] += count
             series[-1] += total
 
     def observe_many(self, labels: tuple[str, ...], values: Iterable[float]) -> None:

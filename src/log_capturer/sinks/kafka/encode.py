@@ -16,6 +16,7 @@ the message and fields are serialised, with orjson.
 
 from __future__ import annotations
 
+import bisect
 import time
 
 import orjson
@@ -94,3 +95,26 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
         rec = head + _dumps(line) + tails[lvl] + fb
         append(rec + (b',"truncated":true}' if i in truncated else b"}"))
     return out
+
+
+def tally(
+    topics: list[str], values: list[bytes], bounds: tuple[float, ...]
+) -> tuple[dict[str, list[int]], int]:
+    """Per topic: [records, bytes, then how many are at most each of ``bounds`` bytes]; and the
+    largest record. One pass in C (the sink's per-record bookkeeping of a chunk)."""
+    if _speedups is not None:
+        return _speedups.tally(topics, values, bounds)  # type: ignore[no-any-return]
+    return tally_py(topics, values, bounds)
+
+
+def tally_py(
+    topics: list[str], values: list[bytes], bounds: tuple[float, ...]
+) -> tuple[dict[str, list[int]], int]:
+    sizes: dict[str, list[int]] = {}
+    for topic, value in zip(topics, values, strict=True):
+        sizes.setdefault(topic, []).append(len(value))
+    out: dict[str, list[int]] = {}
+    for topic, lens in sizes.items():
+        lens.sort()
+        out[topic] = [len(lens), sum(lens), *(bisect.bisect_right(lens, b) for b in bounds)]
+    return out, max(map(len, values), default=0)

@@ -61,7 +61,7 @@ from log_capturer.reliability.dlq.replay import ReplayRecord, check_record
 from log_capturer.sinks.base import SinkHealth, Status, utc_now_iso
 from log_capturer.sinks.kafka.batching import LingerPolicy
 from log_capturer.sinks.kafka.config import close_producer, producer_config, redacted
-from log_capturer.sinks.kafka.encode import encode_chunk
+from log_capturer.sinks.kafka.encode import encode_chunk, tally
 from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
 from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable, Settled
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
@@ -194,6 +194,7 @@ class KafkaSink:
         part = config.partitioning
         self._key_field = part.key_field if part.enabled else None
         self._chooser = PartitionChooser(part.strategy if part.enabled else "hash", self._partition_count)
+        self._size_bounds = tuple(float(b) for b in metrics.kafka_message_size.bounds)
         self._host = socket.gethostname().encode()
         dlq_cfg = config.dlq_config
         self._dlq_topic = dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else ""
@@ -508,27 +509,25 @@ class KafkaSink:
         topic_of = self._topic_of
         levels = chunk.levels
         topics = list(map(topic_of.__getitem__, levels))
-        topic_counts = collections.Counter(topics)
-        delivery = _Delivery(self, chunk, topic_counts)
-        cb = delivery.on_delivery
         keys = self._keys(chunk)
         values = encode_chunk(chunk, self._key_field)
+        # Per topic: records, bytes and the size histogram's buckets, in one pass.
+        tallied, longest = tally(topics, values, self._size_bounds)
+        topic_counts = collections.Counter({t: row[0] for t, row in tallied.items()})
+        delivery = _Delivery(self, chunk, topic_counts)
+        cb = delivery.on_delivery
         partitions = self._partitions(topics, keys) if self._chooser.explicit else None
         headers = self._chunk_headers(chunk) if self.config.headers else None
         max_bytes = self.config.max_message_bytes
         parked: list[DLQEntry] = []
-        sizes: dict[str, list[int]] = collections.defaultdict(list)
         produce = self._producer.produce
-        lens = list(map(len, values))
         native = self._native if headers is None else None
         if native is not None:
-            parked = self._send_native(native, delivery, topics, values, keys, partitions, lens, sizes)
-        elif partitions is None and headers is None and (not lens or max(lens) <= max_bytes):
+            parked = self._send_native(native, delivery, topics, values, keys, partitions, longest)
+        elif partitions is None and headers is None and longest <= max_bytes:
             # The usual chunk: nothing to park, librdkafka's partitioner, no headers.
-            by_topic = sizes.__getitem__
             line_keys = keys if keys is not None else [None] * len(values)
-            for topic, value, key, size in zip(topics, values, line_keys, lens, strict=True):
-                by_topic(topic).append(size)
+            for topic, value, key in zip(topics, values, line_keys, strict=True):
                 try:
                     produce(topic, value, key, on_delivery=cb)
                 except BufferError:
@@ -539,10 +538,8 @@ class KafkaSink:
             for i, value in enumerate(values):
                 topic = topics[i]
                 key = keys[i] if keys is not None else None
-                size = lens[i]
-                sizes[topic].append(size)
                 part = self._partition_or_park(
-                    value, topic, key, size, partitions[i] if partitions is not None else -1, parked
+                    value, topic, key, len(value), partitions[i] if partitions is not None else -1, parked
                 )
                 if part is None:
                     continue
@@ -559,17 +556,16 @@ class KafkaSink:
                     self._resend.append((delivery, _Record(topic, value, key, part, hdrs)))
         nbytes = 0
         with self._send_lock:
-            for topic, topic_sizes in sizes.items():
-                total = sum(topic_sizes)
-                nbytes += total
-                self.bytes_by_topic[topic] += total
-                self.count_by_topic[topic] += len(topic_sizes)
+            for topic, row in tallied.items():
+                nbytes += row[1]
+                self.bytes_by_topic[topic] += row[1]
+                self.count_by_topic[topic] += row[0]
             self.bytes_produced += nbytes
             self.handed += len(values)
         delivery.nbytes = nbytes
-        for topic, topic_sizes in sizes.items():
-            topic_sizes.sort()
-            self.metrics.kafka_message_size.observe_sorted((topic,), topic_sizes)
+        sizes = self.metrics.kafka_message_size
+        for topic, row in tallied.items():
+            sizes.observe_buckets((topic,), row[2:], row[0], row[1])
         if parked and not self._park_local(parked, wait=True):
             # Stopping while the DLQ refuses writes: these lines stay unacknowledged, so the
             # chunk is never checkpointed and a restart reads it again.
@@ -607,14 +603,12 @@ class KafkaSink:
         values: list[bytes],
         keys: list[str | None] | None,
         partitions: list[int | InvalidPartition] | None,
-        lens: list[int],
-        sizes: dict[str, list[int]],
+        longest: int,
     ) -> list[DLQEntry]:
         """Hand a chunk to the chunk producer; returns the records to park instead."""
-        max_bytes = self.config.max_message_bytes
         parked: list[DLQEntry] = []
         parts: list[int] | None = None
-        if partitions is not None or (lens and max(lens) > max_bytes):
+        if partitions is not None or longest > self.config.max_message_bytes:
             # Leave out what is parked instead (oversize, invalid manual partition).
             keep_t: list[str] = []
             keep_v: list[bytes] = []
@@ -623,10 +617,8 @@ class KafkaSink:
             for i, value in enumerate(values):
                 topic = topics[i]
                 key = keys[i] if keys is not None else None
-                size = lens[i]
-                sizes[topic].append(size)
                 part = self._partition_or_park(
-                    value, topic, key, size, partitions[i] if partitions is not None else -1, parked
+                    value, topic, key, len(value), partitions[i] if partitions is not None else -1, parked
                 )
                 if part is None:
                     continue
@@ -637,10 +629,6 @@ class KafkaSink:
             topics, values = keep_t, keep_v
             keys = keep_k if keys is not None else None
             parts = keep_p if partitions is not None else None
-        else:
-            by_topic = sizes.__getitem__
-            for topic, size in zip(topics, lens, strict=True):
-                by_topic(topic).append(size)
         # RuntimeError: closing (stop); these records stay unacknowledged and are read again on restart.
         with contextlib.suppress(RuntimeError):
             native.produce_chunk(delivery, topics, values, keys, parts)
