@@ -4,6 +4,7 @@
 |---|---|
 | brokers | bootstrap.servers |
 | compression | compression.type |
+| compression_level | compression.level (unset: the codec's default) |
 | required_acks | acks (-1 -> all, and enable.idempotence=true) |
 | batch_size | batch.num.messages |
 | batch_timeout | linger.ms |
@@ -59,6 +60,8 @@ def producer_config(cfg: KafkaSinkConfig, client_id: str = "log-capturer") -> di
         "reconnect.backoff.max.ms": 2000,
         "topic.metadata.refresh.interval.ms": 30000,
     }
+    if cfg.compression_level is not None:
+        conf["compression.level"] = cfg.compression_level
     protocol = "PLAINTEXT"
     if cfg.auth.enabled and cfg.tls.enabled:
         protocol = "SASL_SSL"
@@ -90,6 +93,7 @@ MANAGED_PROPERTIES = frozenset(
         "metadata.broker.list",
         "compression.type",
         "compression.codec",
+        "compression.level",
         "acks",
         "request.required.acks",
         "enable.idempotence",

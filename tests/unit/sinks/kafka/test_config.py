@@ -72,3 +72,19 @@ def test_librdkafka_options_pass_through_but_cannot_override_managed_keys() -> N
 def test_timeout_must_exceed_batch_timeout() -> None:
     with pytest.raises(ConfigError, match="must be longer than batch_timeout"):
         kafka("batch_timeout: 10s\ntimeout: 5s")
+
+
+def test_compression_level_maps_onto_librdkafka_within_the_codecs_range() -> None:
+    assert "compression.level" not in kafka("compression: zstd")
+    assert kafka("compression: zstd\ncompression_level: 1")["compression.level"] == 1
+    assert kafka("compression: gzip\ncompression_level: 9")["compression.level"] == 9
+    with pytest.raises(
+        ConfigError, match=r"sinks.kafka.*compression_level 13 is out of range for zstd: use 1 to 12"
+    ):
+        kafka("compression: zstd\ncompression_level: 13")
+    with pytest.raises(
+        ConfigError, match=r"compression_level does not apply to compression: snappy; remove it"
+    ):
+        kafka("compression: snappy\ncompression_level: 1")
+    with pytest.raises(ConfigError, match=r"librdkafka_options may not set compression.level"):
+        kafka("librdkafka_options: {compression.level: 5}")
