@@ -393,7 +393,15 @@ static PyObject *level_from(const val_t *levels, PyObject *canonical, PyObject *
     return empty;
 }
 
-#define KEY_CACHE 16
+/* Key strings met in one call, by a hash of their bytes: a chunk has few distinct keys. */
+#define KEY_CACHE 64
+
+static inline unsigned key_slot(const char *s, Py_ssize_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return (h ^ (h >> 16)) & (KEY_CACHE - 1);
+}
 
 /*
  * json_levels(lines, key_field, canonical, numeric) -> (levels, keys)
@@ -417,7 +425,7 @@ static PyObject *json_levels(PyObject *m, PyObject *args) {
     PyObject *cache_obj[KEY_CACHE] = {0};
     level_cache_t levels_seen;
     levels_seen.n = 0;
-    int ncache = 0, next_slot = 0;
+
     if (!levels || !empty)
         goto fail;
     if (kf && !(keys = PyList_New(n)))
@@ -440,24 +448,15 @@ static PyObject *json_levels(PyObject *m, PyObject *args) {
                 if (!unsure) {
                     lv = got;
                     if (kf && kv.type == V_STR) {
-                        for (int j = 0; j < ncache; j++) {
-                            PyObject *c = cache_obj[j];
-                            if (PyUnicode_GET_LENGTH(c) == kv.n && memcmp(PyUnicode_DATA(c), kv.s, kv.n) == 0) {
-                                key = Py_NewRef(c);
-                                break;
-                            }
-                        }
-                        if (!key) {
+                        unsigned slot = key_slot(kv.s, kv.n);
+                        PyObject *c = cache_obj[slot];
+                        if (c && PyUnicode_GET_LENGTH(c) == kv.n && memcmp(PyUnicode_DATA(c), kv.s, kv.n) == 0) {
+                            key = Py_NewRef(c);
+                        } else {
                             key = PyUnicode_FromStringAndSize(kv.s, kv.n);
                             if (!key)
                                 goto fail;
-                            if (ncache < KEY_CACHE) {
-                                cache_obj[ncache++] = Py_NewRef(key);
-                            } else {
-                                Py_DECREF(cache_obj[next_slot]);
-                                cache_obj[next_slot] = Py_NewRef(key);
-                                next_slot = (next_slot + 1) % KEY_CACHE;
-                            }
+                            Py_XSETREF(cache_obj[slot], Py_NewRef(key));
                         }
                     } else if (kf && (kv.type == V_BOOL_T || kv.type == V_BOOL_F)) {
                         key = PyUnicode_FromString(kv.type == V_BOOL_T ? "True" : "False");
@@ -472,15 +471,15 @@ static PyObject *json_levels(PyObject *m, PyObject *args) {
         if (keys)
             PyList_SET_ITEM(keys, i, key ? key : Py_NewRef(Py_None));
     }
-    for (int j = 0; j < ncache; j++)
-        Py_DECREF(cache_obj[j]);
+    for (int j = 0; j < KEY_CACHE; j++)
+        Py_XDECREF(cache_obj[j]);
     Py_DECREF(empty);
     if (!keys)
         keys = Py_NewRef(Py_None);
     return Py_BuildValue("(NN)", levels, keys);
 fail:
-    for (int j = 0; j < ncache; j++)
-        Py_DECREF(cache_obj[j]);
+    for (int j = 0; j < KEY_CACHE; j++)
+        Py_XDECREF(cache_obj[j]);
     Py_XDECREF(levels);
     Py_XDECREF(keys);
     Py_XDECREF(empty);
