@@ -154,6 +154,9 @@ class Dispatcher:
     def close(self, timeout: float) -> bool:
         """Stop accepting chunks and let workers hand over what is queued. True if they finished."""
         self.queue.close()
+        # One deadline for all: a thread waiting for a source that another thread holds (both
+        # held by a stalled sink) must not add its own timeout to the drain.
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)

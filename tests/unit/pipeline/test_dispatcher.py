@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from log_capturer.config.schema import DispatcherConfig
 from log_capturer.observability.metrics import Metrics
@@ -119,3 +120,32 @@ def test_a_sink_that_recovers_within_the_retries_delivers() -> None:
         time.sleep(0.01)
     d.close(5)
     assert sink.got == ["x"] and sink.dead == []
+
+
+def test_close_gives_all_threads_one_deadline_while_a_sink_holds_a_source() -> None:
+    """A stalled sink holds one thread in send(); the others wait for the source it holds. The
+    drain timeout is the whole stop's, not each thread's (two threads used to double it)."""
+    release = threading.Event()
+
+    class StuckSink(GateSink):
+        def send(self, chunks: list[Chunk]) -> None:
+            release.wait(30)
+            super().send(chunks)
+
+    sink = StuckSink()
+    d = dispatcher(sink, worker_count=3)
+    d.submit(Chunk(ORIGIN, ["a"]), None)
+    d.submit(Chunk(ORIGIN, ["b"]), None)
+    waited: list[float] = []
+    for t in d._threads:
+        real = t.join
+
+        def join(timeout: float | None = None, real: Callable[[float | None], None] = real) -> None:
+            assert timeout is not None
+            waited.append(timeout)
+            real(timeout)
+
+        t.join = join  # type: ignore[method-assign]
+    assert d.close(0.3) is False  # the sink still holds "a"
+    assert len(waited) == 3 and sum(waited) <= 0.3 + 1e-6, waited
+    release.set()
