@@ -15,14 +15,19 @@ emergency  >= emergency (0.95)    if the sink is stalled as well (nothing
 =========  =====================  ===================================================
 
 Each time the utilization rises into a level, the event is counted in
-``kafka_backpressure_events_total{sink_name,threshold_level}`` and logged
-(one function does both, so they never drift apart).
+``kafka_backpressure_events_total{sink_name,threshold_level}``. It is logged
+too, at most once per ``LOG_EVERY`` seconds for each level (and for the return
+to normal), like Vector's internal log rate limit: at full speed the queue
+crosses its thresholds dozens of times a second, and logging each crossing cost
+about 3 % of the agent's CPU in 190 log lines a second. The next message says
+how many crossings it stands for.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from enum import IntEnum
 
 from log_capturer.config.schema import BackpressureConfig
@@ -47,6 +52,8 @@ ESCALATION_FIRST = 0.01
 ESCALATION_MAX = 1.0
 #: The wait step without timeout_escalation.
 FIXED_STEP = 0.1
+#: Seconds between two log messages about one level (the metric counts every event).
+LOG_EVERY = 10.0
 
 
 class Backpressure:
@@ -62,6 +69,9 @@ class Backpressure:
         self.peak_utilization = 0.0
         self.events: dict[str, int] = {lvl.label: 0 for lvl in Level if lvl is not Level.NORMAL}
         self._lock = threading.Lock()
+        #: Per level label (and "normal"): when it was last logged, and events since then.
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
         self._thresholds = (
             (Level.EMERGENCY, config.queue_emergency_threshold),
             (Level.CRITICAL, config.queue_critical_threshold),
@@ -94,12 +104,27 @@ class Backpressure:
             for crossed in Level:
                 if previous < crossed <= level:
                     self._event(crossed, utilization)
-        elif level is Level.NORMAL:
+        elif level is Level.NORMAL and (times := self._may_log("normal")):
             log.info(
-                "sink queue back to normal",
-                extra={"sink": self.sink_name, "utilization": round(utilization, 4)},
+                "sink queue back to normal%s",
+                _times(times),
+                extra={"sink": self.sink_name, "utilization": round(utilization, 4), "times": times},
             )
         return level
+
+    def _may_log(self, key: str) -> int:
+        """0 while ``key`` was logged less than LOG_EVERY seconds ago (the event is counted for the
+        next message), else how many events the message stands for."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._unlogged.get(key, 0) + 1
+            last = self._logged_at.get(key)
+            if last is not None and now - last < LOG_EVERY:
+                self._unlogged[key] = times
+                return 0
+            self._logged_at[key] = now
+            self._unlogged[key] = 0
+            return times
 
     def _event(self, level: Level, utilization: float) -> None:
         self.events[level.label] += 1
@@ -109,12 +134,21 @@ class Backpressure:
             Level.CRITICAL: "new lines wait for room; the sources slow down",
             Level.EMERGENCY: "if the sink is stalled, waiting lines overflow to the DLQ",
         }[level]
+        times = self._may_log(level.label)
+        if not times:
+            return
         log.warning(
-            "sink queue at %s level (%.0f%% full): %s",
+            "sink queue at %s level (%.0f%% full): %s%s",
             level.label,
             utilization * 100,
             action,
-            extra={"sink": self.sink_name, "threshold_level": level.label, "utilization": utilization},
+            _times(times),
+            extra={
+                "sink": self.sink_name,
+                "threshold_level": level.label,
+                "utilization": utilization,
+                "times": times,
+            },
         )
 
     def wait_steps(self) -> list[float]:
@@ -125,3 +159,7 @@ class Backpressure:
         while steps[-1] < ESCALATION_MAX:
             steps.append(min(steps[-1] * 2, ESCALATION_MAX))
         return steps
+
+
+def _times(times: int) -> str:
+    return f" ({times} times since the last message)" if times > 1 else ""

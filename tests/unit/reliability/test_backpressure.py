@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import itertools
+import logging
+
+import pytest
 
 from log_capturer.config.schema import BackpressureConfig
 from log_capturer.observability.metrics import Metrics
+from log_capturer.reliability import backpressure
 from log_capturer.reliability.backpressure import Backpressure, Level
 
 
@@ -64,3 +68,31 @@ def test_a_waiting_chunk_puts_the_sink_at_the_critical_level_whatever_the_utiliz
     assert bp.observe(0.97, at_least=Level.CRITICAL) is Level.EMERGENCY
     off = Backpressure(BackpressureConfig(enabled=False), Metrics(), "kafka_sink")
     assert off.observe(0.6, at_least=Level.CRITICAL) is Level.NORMAL
+
+
+def test_level_changes_are_logged_at_most_once_per_interval_but_all_counted(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(backpressure.time, "monotonic", lambda: now[0])
+    metrics = Metrics()
+    bp = Backpressure(BackpressureConfig(), metrics, "kafka_sink")
+    with caplog.at_level(logging.INFO, logger=backpressure.__name__):
+        for _ in range(50):  # a queue at full speed crosses its thresholds over and over
+            bp.observe(0.8)
+            bp.observe(0.1)
+        assert events(metrics, "warning") == 50
+        assert [r.getMessage() for r in caplog.records] == [
+            "sink queue at warning level (80% full): watch it",
+            "sink queue back to normal",
+        ]
+        caplog.clear()
+        now[0] += backpressure.LOG_EVERY
+        bp.observe(0.8)
+        bp.observe(0.1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "sink queue at warning level (80% full): watch it (50 times since the last message)",
+        "sink queue back to normal (50 times since the last message)",
+    ]
+    assert [getattr(r, "times", None) for r in caplog.records] == [50, 50]

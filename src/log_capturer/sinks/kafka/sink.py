@@ -644,6 +644,8 @@ class KafkaSink:
         line_keys = chunk.keys
         if line_keys is None:
             return [default] * len(chunk.lines)
+        if all(line_keys):  # every line had a (non-empty) key: truthiness only, no comparisons
+            return line_keys
         return [default if k is None else k for k in line_keys]
 
     def _partitions(

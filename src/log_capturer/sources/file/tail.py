@@ -195,7 +195,7 @@ class TailedFile:
                 if len(p) > max_line // 4 and len(raw := p.encode()) > max_line:
                     parts[i] = _cut_utf8(raw, max_line).decode("utf-8", self.encoding_errors)
                     truncated.append(i)
-        if "" in parts:
+        if not all(parts):  # an empty line (truthiness: no string comparison per line)
             kept = [i for i, p in enumerate(parts) if p]
             lines = [parts[i] for i in kept]
             truncated = [kept.index(i) for i in truncated]
