@@ -112,22 +112,16 @@ class ChunkQueue:
                 taken_bytes = 0
                 # More of the sources this batch holds first (their order), then other ready ones.
                 for key in keys:
-                    dq = self._chunks[key]
-                    while dq and n + taken < max_lines:
-                        c = dq.popleft()
-                        batch.append(c)
-                        taken += len(c.lines)
-                        taken_bytes += c.nbytes
+                    lines, nbytes = self._move(key, batch, max_lines - n - taken)
+                    taken += lines
+                    taken_bytes += nbytes
                 while self._ready and n + taken < max_lines:
                     key = self._ready.popleft()
                     self._held.add(key)
                     keys.append(key)
-                    dq = self._chunks[key]
-                    while dq and n + taken < max_lines:
-                        c = dq.popleft()
-                        batch.append(c)
-                        taken += len(c.lines)
-                        taken_bytes += c.nbytes
+                    lines, nbytes = self._move(key, batch, max_lines - n - taken)
+                    taken += lines
+                    taken_bytes += nbytes
                 if taken:
                     n += taken
                     self.size -= taken
@@ -139,6 +133,18 @@ class ChunkQueue:
                 if remaining <= 0:
                     return batch, keys
                 self._more.wait(remaining)
+
+    def _move(self, key: str, batch: list[Chunk], room: int) -> tuple[int, int]:
+        """Move whole chunks of ``key`` into ``batch`` while fewer than ``room`` lines were moved;
+        returns the lines and bytes moved. Under the lock."""
+        dq = self._chunks[key]
+        lines = nbytes = 0
+        while dq and lines < room:
+            c = dq.popleft()
+            batch.append(c)
+            lines += len(c.lines)
+            nbytes += c.nbytes
+        return lines, nbytes
 
     def release(self, keys: list[str]) -> None:
         """The worker handed the chunks it took for ``keys`` to the sinks: the sources are free."""
