@@ -539,7 +539,7 @@ class KafkaSink:
                 topic = topics[i]
                 key = keys[i] if keys is not None else None
                 part = self._partition_or_park(
-                    value, topic, key, len(value), partitions[i] if partitions is not None else -1, parked
+                    value, topic, key, partitions[i] if partitions is not None else -1, parked
                 )
                 if part is None:
                     continue
@@ -579,15 +579,14 @@ class KafkaSink:
         value: bytes,
         topic: str,
         key: str | None,
-        size: int,
         partition: int | InvalidPartition,
         parked: list[DLQEntry],
     ) -> int | None:
         """The record's partition (-1: librdkafka's partitioner), or None when it is to be parked
         instead (larger than max_message_bytes, invalid manual partition): added to ``parked``."""
         max_bytes = self.config.max_message_bytes
-        if size > max_bytes:
-            msg = f"record of {size} bytes exceeds max_message_bytes={max_bytes}"
+        if len(value) > max_bytes:
+            msg = f"record of {len(value)} bytes exceeds max_message_bytes={max_bytes}"
             parked.append(self._entry(value, topic, key, "message_too_large", msg))
             return None
         if isinstance(partition, InvalidPartition):
@@ -618,7 +617,7 @@ class KafkaSink:
                 topic = topics[i]
                 key = keys[i] if keys is not None else None
                 part = self._partition_or_park(
-                    value, topic, key, len(value), partitions[i] if partitions is not None else -1, parked
+                    value, topic, key, partitions[i] if partitions is not None else -1, parked
                 )
                 if part is None:
                     continue
