@@ -5,9 +5,9 @@ is 1-2 MiB) and frees it right after. With glibc's defaults, a block that
 large is either mapped and unmapped (above the dynamic mmap threshold), or
 taken from the top of a thread's heap and given back as soon as the free
 space there passes the trim threshold. Either way the next batch faults the
-same pages in again, zero-filled by the kernel: at 400,000 lines/s that was
-300,000 page faults and about a fifth of librdkafka's broker thread
-(BENCHMARKS.md, "malloc").
+same pages in again, zero-filled by the kernel: 357,000 page faults for 3
+million lines in the max bench, and about a third of the CPU of librdkafka's
+broker thread (BENCHMARKS.md, "What each change did").
 
 :func:`tune_malloc` raises both thresholds once at start, so such blocks stay
 in the heap and are reused. Memory the agent no longer needs is still given
