@@ -54,6 +54,8 @@ typedef struct rd_kafka_message_s {
 #define RD_KAFKA_PRODUCER 0
 #define RD_KAFKA_CONF_OK 0
 #define RD_KAFKA_MSG_F_COPY 0x2
+#define RD_KAFKA_MSG_F_PARTITION 0x8
+#define RD_KAFKA_PARTITION_UA (-1)
 #define RD_KAFKA_PURGE_F_QUEUE 0x1
 #define RD_KAFKA_PURGE_F_INFLIGHT 0x2
 #define RD_KAFKA_PURGE_F_NON_BLOCKING 0x4
@@ -84,7 +86,7 @@ static struct {
     rd_kafka_topic_t *(*topic_new)(rd_kafka_t *, const char *, rd_kafka_topic_conf_t *);
     void (*topic_destroy)(rd_kafka_topic_t *);
     const char *(*topic_name)(const rd_kafka_topic_t *);
-    int (*produce)(rd_kafka_topic_t *, int32_t, int, void *, size_t, const void *, size_t, void *);
+    int (*produce_batch)(rd_kafka_topic_t *, int32_t, int, rd_kafka_message_t *, int);
     rd_kafka_resp_err_t (*last_error)(void);
     int (*poll)(rd_kafka_t *, int);
     rd_kafka_resp_err_t (*flush)(rd_kafka_t *, int);
@@ -275,7 +277,7 @@ static PyObject *mod_load(PyObject *m, PyObject *args) {
     SYM(topic_new, "rd_kafka_topic_new");
     SYM(topic_destroy, "rd_kafka_topic_destroy");
     SYM(topic_name, "rd_kafka_topic_name");
-    SYM(produce, "rd_kafka_produce");
+    SYM(produce_batch, "rd_kafka_produce_batch");
     SYM(last_error, "rd_kafka_last_error");
     SYM(poll, "rd_kafka_poll");
     SYM(flush, "rd_kafka_flush");
@@ -408,14 +410,70 @@ static rd_kafka_topic_t *topic_of(Producer *self, PyObject *name) {
     return rkt;
 }
 
-typedef struct {
-    rd_kafka_topic_t *rkt;
-    const char *value;
-    size_t len;
-    const char *key;
-    size_t key_len;
-    int32_t partition;
-} rec_t;
+/* Records of one librdkafka produce_batch() call: the batch holds the topic's lock while it
+ * enqueues them, so a bounded batch keeps the broker thread from waiting long on it. */
+#define BATCH_MAX 1024
+
+/* Wait (at most 100 ms) for delivery reports to make room in librdkafka's queue (poll()
+ * signals). Returns 1 if abort() was called meanwhile. GIL released. */
+static int wait_space(Producer *self) {
+    pthread_mutex_lock(&self->lock);
+    if (__atomic_load_n(&self->aborted, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_unlock(&self->lock);
+        return 1;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 100 * 1000 * 1000;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec += 1;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&self->space, &self->lock, &until);
+    pthread_mutex_unlock(&self->lock);
+    return 0;
+}
+
+/* Hand msgs[0..n) (one topic) to librdkafka, waiting while its queue is full. A record it
+ * refuses for another reason counts as a failed delivery. Returns the number handed over
+ * (n unless aborted). GIL released. */
+static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rkt,
+                                rd_kafka_message_t *msgs, Py_ssize_t n) {
+    Py_ssize_t handed = 0;
+    for (Py_ssize_t j = 0; j < n; j += BATCH_MAX) {
+        Py_ssize_t lo = j, hi = j + BATCH_MAX < n ? j + BATCH_MAX : n;
+        while (lo < hi) {
+            for (Py_ssize_t k = lo; k < hi; k++)
+                msgs[k].err = 0;
+            /* One clock reading and one topic lock for the batch; each record's partition is
+             * its own (-1: the partitioner's, on its key). */
+            rdk.produce_batch(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY | RD_KAFKA_MSG_F_PARTITION,
+                              &msgs[lo], (int)(hi - lo));
+            /* Records refused for a full queue (all those after the first, in librdkafka) move
+             * to the front of the window, in order, to be handed over again. */
+            Py_ssize_t w = lo;
+            for (Py_ssize_t k = lo; k < hi; k++) {
+                rd_kafka_message_t *m = &msgs[k];
+                if (m->err == ERR__QUEUE_FULL) {
+                    if (w != k)
+                        msgs[w] = *m;
+                    w++;
+                    continue;
+                }
+                if (m->err) {
+                    add_fail(self, c, m->err, rdk.topic_name(rkt), m->partition, m->payload, m->len,
+                             m->key, m->key_len);
+                    settle(self, c, 1);
+                }
+                handed++;
+            }
+            hi = w;
+            if (lo < hi && wait_space(self))
+                return handed;
+        }
+    }
+    return handed;
+}
 
 /*
  * produce_chunk(token, topics, values, keys=None, partitions=None) -> int
@@ -425,6 +483,10 @@ typedef struct {
  * produced, and the chunk is then never settled). A record librdkafka refuses at once counts as
  * a failed delivery. When every record is settled, poll() gives back
  * (token, produced, failures).
+ *
+ * Records go to librdkafka grouped by topic, in their order within each topic (so in order for
+ * each topic and key), through rd_kafka_produce_batch: one clock reading and one topic lock per
+ * batch instead of per record.
  */
 static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     PyObject *token, *topics, *values, *keys = Py_None, *parts = Py_None;
@@ -443,37 +505,62 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "topics, values, keys and partitions must be lists of one length");
         return NULL;
     }
-    rec_t *recs = PyMem_RawMalloc((n ? n : 1) * sizeof(rec_t));
-    if (!recs)
-        return PyErr_NoMemory();
+    Py_ssize_t cap = n ? n : 1;
+    /* recs: the records in chunk order; msgs: the same grouped by topic (when there are several);
+     * slot: each record's topic, as an index into the chunk's distinct topics. */
+    rd_kafka_message_t *recs = PyMem_RawCalloc((size_t)cap, sizeof *recs);
+    rd_kafka_message_t *msgs = NULL;
+    Py_ssize_t *slot = PyMem_RawMalloc((size_t)cap * sizeof *slot);
+    /* Per distinct topic: its name (the list's object), handle, record count, then start. */
+    PyObject **slot_name = PyMem_RawMalloc((size_t)cap * sizeof *slot_name);
+    rd_kafka_topic_t **slot_rkt = PyMem_RawMalloc((size_t)cap * sizeof *slot_rkt);
+    Py_ssize_t *slot_n = PyMem_RawCalloc((size_t)cap, sizeof *slot_n);
+    Py_ssize_t nslots = 0;
+    if (!recs || !slot || !slot_name || !slot_rkt || !slot_n) {
+        PyErr_NoMemory();
+        goto free;
+    }
     /* Counted from here (GIL held, right after the checks): close() waits for it. */
     __atomic_add_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
-    PyObject *last_topic = NULL;
-    rd_kafka_topic_t *last_rkt = NULL;
+    Py_ssize_t cur = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        rec_t *r = &recs[i];
+        rd_kafka_message_t *r = &recs[i];
         PyObject *t = PyList_GET_ITEM(topics, i);
-        if (t != last_topic) {
-            last_rkt = topic_of(self, t);
-            if (!last_rkt)
-                goto fail;
-            last_topic = t;
+        if (cur < 0 || t != slot_name[cur]) {
+            Py_ssize_t s = 0;
+            while (s < nslots && slot_name[s] != t)
+                s++;
+            if (s == nslots) {
+                rd_kafka_topic_t *rkt = topic_of(self, t);
+                if (!rkt)
+                    goto fail;
+                /* Another str object with the same name: one slot per handle. */
+                s = 0;
+                while (s < nslots && slot_rkt[s] != rkt)
+                    s++;
+                if (s == nslots) {
+                    slot_rkt[s] = rkt;
+                    nslots++;
+                }
+                slot_name[s] = t;
+            }
+            cur = s;
         }
-        r->rkt = last_rkt;
+        slot[i] = cur;
+        slot_n[cur]++;
+        r->rkt = slot_rkt[cur];
         PyObject *v = PyList_GET_ITEM(values, i);
         if (!PyBytes_Check(v)) {
             PyErr_SetString(PyExc_TypeError, "values must be bytes");
             goto fail;
         }
-        r->value = PyBytes_AS_STRING(v);
+        r->payload = PyBytes_AS_STRING(v);
         r->len = (size_t)PyBytes_GET_SIZE(v);
-        r->key = NULL;
-        r->key_len = 0;
         if (keys != Py_None) {
             PyObject *k = PyList_GET_ITEM(keys, i);
             if (PyUnicode_Check(k)) {
                 Py_ssize_t kl;
-                r->key = PyUnicode_AsUTF8AndSize(k, &kl);
+                r->key = (void *)PyUnicode_AsUTF8AndSize(k, &kl);
                 if (!r->key)
                     goto fail;
                 r->key_len = (size_t)kl;
@@ -485,13 +572,34 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
                 goto fail;
             }
         }
-        r->partition = -1;
+        r->partition = RD_KAFKA_PARTITION_UA;
         if (parts != Py_None) {
             long p = PyLong_AsLong(PyList_GET_ITEM(parts, i));
             if (p == -1 && PyErr_Occurred())
                 goto fail;
             r->partition = (int32_t)p;
         }
+    }
+    if (nslots > 1) {
+        msgs = PyMem_RawMalloc((size_t)cap * sizeof *msgs);
+        if (!msgs) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        /* Stable grouping: slot_n becomes each topic's next position. */
+        Py_ssize_t at = 0;
+        for (Py_ssize_t s = 0; s < nslots; s++) {
+            Py_ssize_t cnt = slot_n[s];
+            slot_n[s] = at;
+            at += cnt;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            msgs[slot_n[slot[i]]++] = recs[i];
+        /* slot_n[s] is now the end of topic s. */
+    } else {
+        msgs = recs;
+        recs = NULL;
+        slot_n[0] = n;
     }
     chunk_t *c = calloc(1, sizeof(chunk_t));
     if (!c) {
@@ -501,50 +609,42 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     c->token = Py_NewRef(token);
     c->remaining = (long)n + 1;
     __atomic_add_fetch(&self->live, 1, __ATOMIC_RELAXED);
-    Py_ssize_t i = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        msgs[i]._private = c;
+    Py_ssize_t handed = 0;
     /* The lists (and their bytes and str objects) are the caller's and stay alive during the
-     * call; librdkafka copies each record before produce returns. */
+     * call; librdkafka copies each record before produce_batch returns. */
     Py_BEGIN_ALLOW_THREADS;
-    while (i < n) {
-        rec_t *r = &recs[i];
-        if (rdk.produce(r->rkt, r->partition, RD_KAFKA_MSG_F_COPY, (void *)r->value, r->len, r->key,
-                        r->key_len, c) == 0) {
-            i++;
-            continue;
-        }
-        rd_kafka_resp_err_t err = rdk.last_error();
-        if (err == ERR__QUEUE_FULL) {
-            /* Backpressure: wait for delivery reports to make room (poll() signals). */
-            pthread_mutex_lock(&self->lock);
-            if (__atomic_load_n(&self->aborted, __ATOMIC_ACQUIRE)) {
-                pthread_mutex_unlock(&self->lock);
-                break;
-            }
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 100 * 1000 * 1000;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec += 1;
-                until.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&self->space, &self->lock, &until);
-            pthread_mutex_unlock(&self->lock);
-            continue;
-        }
-        add_fail(self, c, err, rdk.topic_name(r->rkt), r->partition, r->value, r->len, r->key, r->key_len);
-        settle(self, c, 1);
-        i++;
+    Py_ssize_t start = 0;
+    for (Py_ssize_t s = 0; s < nslots; s++) {
+        Py_ssize_t cnt = slot_n[s] - start;
+        Py_ssize_t h = produce_topic(self, c, slot_rkt[s], &msgs[start], cnt);
+        handed += h;
+        if (h < cnt)
+            break; /* aborted */
+        start = slot_n[s];
     }
-    c->produced = (long)i;
+    c->produced = (long)handed;
     /* The sender's own count, and one for each record not produced (aborted). */
-    settle(self, c, 1 + (long)(n - i));
+    settle(self, c, 1 + (long)(n - handed));
     __atomic_sub_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
     Py_END_ALLOW_THREADS;
     PyMem_RawFree(recs);
-    return PyLong_FromSsize_t(i);
+    PyMem_RawFree(msgs);
+    PyMem_RawFree(slot);
+    PyMem_RawFree(slot_name);
+    PyMem_RawFree(slot_rkt);
+    PyMem_RawFree(slot_n);
+    return PyLong_FromSsize_t(handed);
 fail:
     __atomic_sub_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
+free:
     PyMem_RawFree(recs);
+    PyMem_RawFree(msgs);
+    PyMem_RawFree(slot);
+    PyMem_RawFree(slot_name);
+    PyMem_RawFree(slot_rkt);
+    PyMem_RawFree(slot_n);
     return NULL;
 }
 

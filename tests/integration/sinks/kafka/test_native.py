@@ -193,3 +193,45 @@ def test_a_bad_property_names_itself() -> None:
 
     with pytest.raises(KafkaException, match=r"no\.such\.property"):
         ChunkProducer({"bootstrap.servers": "127.0.0.1:1", "no.such.property": "1"})
+
+
+def test_records_for_several_topics_keep_their_order_per_key_through_a_full_queue(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    # Records are handed over grouped by topic, in batches; a queue of 700 fills in the middle of
+    # a batch, and the rest of it is handed over again once delivery reports make room.
+    topics = [f"{topic_prefix}-x", f"{topic_prefix}-y", f"{topic_prefix}-z"]
+    create_topics(bootstrap, topics=tuple(TopicSpec(t, 3, 1, "test") for t in topics))
+    p = _producer(bootstrap, **{"queue.buffering.max.messages": 700})
+    settled: list[Settled] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            settled.extend(p.poll(0.01)[1])
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    n = 5000
+    chunk_topics = [topics[(i * 7) % 3] for i in range(n)]  # interleaved, uneven runs
+    keys = [f"k{i % 11}" for i in range(n)]
+    values = [f"{chunk_topics[i]} {keys[i]} {i:05d}".encode() for i in range(n)]
+    try:
+        assert p.produce_chunk("t", chunk_topics, values, keys) == n
+        deadline = time.monotonic() + 60
+        while not settled and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        poller.join(10)
+        p.close()
+    assert [(tok, produced, failures) for tok, produced, failures in settled] == [("t", n, [])]
+    got = consume_all(bootstrap, topics, expected=n)
+    assert sorted(r.value for r in got) == sorted(values), "each record once"
+    by_key: dict[tuple[str, bytes | None], list[bytes]] = collections.defaultdict(list)
+    for r in sorted(got, key=lambda r: (r.topic, r.partition, r.offset)):
+        by_key[(r.topic, r.key)].append(r.value)
+    assert len(by_key) == 33
+    for (topic, key), vals in by_key.items():
+        want = [v for i, v in enumerate(values) if chunk_topics[i] == topic and keys[i].encode() == key]
+        assert vals == want, (topic, key)
