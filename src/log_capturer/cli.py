@@ -515,6 +515,13 @@ def bench(
     stall_timeout: Annotated[
         float, typer.Option(help="Give up waiting after this many seconds without progress.")
     ] = 60.0,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the generated log files and the run's topics (a clean run deletes them; "
+            "a run with lost or duplicated lines always keeps them)."
+        ),
+    ] = False,
 ) -> None:
     """Benchmark file -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a raw ceiling."""
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
@@ -538,6 +545,7 @@ def bench(
         ceiling=ceiling,
         profile=profile,
         stall_timeout=stall_timeout,
+        keep=keep,
     )
     try:
         result = run_bench(opts, err)

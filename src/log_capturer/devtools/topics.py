@@ -88,6 +88,27 @@ def create_topics(
     return sorted(results, key=lambda r: order[r.name])
 
 
+def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, str]:
+    """Delete ``names``; returns the ones that could not be deleted, with the reason (a topic
+    that does not exist counts as deleted)."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    failed: dict[str, str] = {}
+    if not names:
+        return failed
+    futures = admin.delete_topics(names, operation_timeout=timeout, request_timeout=timeout)
+    for name, fut in futures.items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                failed[name] = err.str()
+    return failed
+
+
 def wait_for_topics(admin: object, names: list[str], timeout: float) -> None:
     """Wait until every topic has a leader for each partition (creation is asynchronous)."""
     import time

@@ -43,7 +43,7 @@ from log_capturer.devtools.bench.system import (
 )
 from log_capturer.devtools.generate import DEFAULT_LEVELS, LineFactory
 from log_capturer.devtools.kafka_local import free_port
-from log_capturer.devtools.topics import TOPICS, TopicSpec, create_topics
+from log_capturer.devtools.topics import TOPICS, TopicSpec, create_topics, delete_topics
 
 
 class BenchError(RuntimeError):
@@ -93,6 +93,10 @@ class BenchOptions:
     stall_timeout: float = 60.0
     sample_interval: float = 0.5
     watch_pids: dict[str, int] = field(default_factory=dict)
+    #: Keep the generated log files and the run's topics. Otherwise a run without loss,
+    #: duplicates or agent failure deletes them (about 0.5 GB of files and as much in the broker
+    #: per 3 million lines; repeated runs filled a 250 GB disk).
+    keep: bool = False
 
 
 def default_agent_config() -> dict[str, Any]:
@@ -415,11 +419,35 @@ class Bench:
                 self.expected,
                 producer_config(agent_cfg.sinks.kafka),
             )
+        run.cleanup = self._clean_up(collector, run)
         try:
             result = self._result(collector, run)
         finally:
             collector.close()
         return result
+
+    def _clean_up(self, c: Collector, run: _RunFacts) -> dict[str, Any]:
+        """Delete the run's log files and topics, unless --keep or the run went wrong (they are
+        then what one looks at)."""
+        why = ""
+        if self.opts.keep:
+            why = "--keep"
+        elif c.lost or c.duplicated or c.misrouted or run.exit_code != 0:
+            why = "the run lost, duplicated or misrouted lines, or the agent failed"
+        if why:
+            return {"deleted": False, "why_kept": why}
+        freed = 0
+        for f in sorted((self.dir / "logs").iterdir()):
+            if f.is_file():
+                freed += f.stat().st_size
+                f.unlink()
+        names = list(run.topics.values())
+        failed = delete_topics(self.opts.bootstrap, names)
+        for name, reason in failed.items():
+            self.log(f"[yellow]could not delete topic {name}: {reason}[/]")
+        deleted = len(names) - len(failed)
+        self.log(f"deleted the generated files ({freed / 2**20:,.0f} MiB) and {deleted} topics")
+        return {"deleted": True, "file_bytes": freed, "topics": deleted, "topic_errors": failed}
 
     def _topic_of_level(self, topics: dict[str, str]) -> dict[str, str]:
         high = topics["logs-high-priority"]
@@ -612,6 +640,7 @@ class Bench:
             "results": res,
             "ceiling": ceiling.as_dict() if ceiling is not None else None,
             "ratio_to_ceiling": ratio,
+            "cleanup": run.cleanup,
         }
         result["targets"] = report.verdict_dicts(report.verdicts(result))
         if self.opts.profile:
@@ -650,6 +679,7 @@ class _RunFacts:
     load_after: list[float] = field(default_factory=list)
     ceiling: CeilingResult | None = None
     profile_error: str = ""
+    cleanup: dict[str, Any] = field(default_factory=dict)
 
 
 def _series(c: Collector, samples: list[Any], live: bool) -> dict[str, Any]:

@@ -81,6 +81,13 @@ def test_baseline_smoke_with_the_kcat_ceiling(tmp_path: Path, bootstrap: str) ->
     }
     assert r["machine"]["cores"] and r["load"]["before"]
     assert r["timeseries"]["samples"]
+    # A clean run deletes its generated files and its topics; the result, config and log stay.
+    assert r["cleanup"]["deleted"] is True and r["cleanup"]["topic_errors"] == {}
+    assert r["cleanup"]["file_bytes"] > 5000 * 100
+    run_dir = Path(r["files"]["dir"])
+    assert list((run_dir / "logs").iterdir()) == []
+    assert Path(r["agent"]["log"]).exists() and Path(r["agent"]["config"]).exists()
+    assert not set(topics.values()) & set(_topics(bootstrap))
 
 
 def test_max_smoke_with_the_python_ceiling_and_a_profile(tmp_path: Path, bootstrap: str) -> None:
@@ -125,6 +132,7 @@ def test_max_smoke_in_multi_process_mode(tmp_path: Path, bootstrap: str) -> None
         "--workers",
         "2",
         "--profile",
+        "--keep",
     )
     res = r["results"]
     assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (20000, 0, 0, 0)
@@ -138,7 +146,17 @@ def test_max_smoke_in_multi_process_mode(tmp_path: Path, bootstrap: str) -> None
     # Memory and CPU are those of the supervisor and both workers together.
     assert res["rss_peak_mib"] > 0 and res["rss_sampled_peak_mib"] > 0 and res["agent_cpu_seconds"] > 0
     assert r["timeseries"]["samples"][-1]["lines_read"] == 20000  # the supervisor's /stats: all workers
+    # --keep: the generated files and the topics stay.
+    assert r["cleanup"] == {"deleted": False, "why_kept": "--keep"}
+    assert len(list((Path(r["files"]["dir"]) / "logs").iterdir())) == 4
+    assert set(r["topics"].values()) <= set(_topics(bootstrap))
     # py-spy followed the supervisor's children: the workers' stacks are in the profile.
     prof = r["profile"]
     assert "error" not in prof, prof
     assert "log_capturer.workers.worker --index" in Path(prof["folded"]).read_text()
+
+
+def _topics(bootstrap: str) -> list[str]:
+    from confluent_kafka.admin import AdminClient
+
+    return list(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics)
