@@ -118,7 +118,7 @@ def default_agent_config() -> dict[str, Any]:
                 "compression_level": 1,
                 "batch_size": 10000,
                 "batch_timeout": "20ms",
-                "queue_size": 30000,
+                "queue_size": 100000,
                 "timeout": "30s",
                 "retry_max": 3,
                 "partitioning": {"enabled": True, "strategy": "hash", "key_field": "tenant_id"},

@@ -15,10 +15,11 @@
  * are librdkafka's stable public ABI (rdkafka.h).
  *
  * Threads: produce_chunk() runs in the dispatcher threads (the GIL is released
- * while librdkafka copies the records); poll()/flush() run in the sink's poll
- * thread, where librdkafka calls the delivery, error, statistics and log
- * callbacks (logs are routed to the main queue: no callback runs on a
- * librdkafka thread).
+ * while librdkafka enqueues the records: it copies their keys and points into
+ * their values, which the chunk keeps until it is settled); poll()/flush() run
+ * in the sink's poll thread, where librdkafka calls the delivery, error,
+ * statistics and log callbacks (logs are routed to the main queue: no callback
+ * runs on a librdkafka thread).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -110,6 +111,7 @@ typedef struct fail_s {
 
 typedef struct chunk_s {
     PyObject *token;  /* owned; given back to Python when the chunk is settled */
+    PyObject *values; /* owned: a tuple of the records' bytes, which librdkafka points into */
     long remaining;   /* records not yet reported, plus one held by the sender (atomic) */
     long produced;    /* records handed to librdkafka (or failed at once) */
     fail_t *fails;    /* guarded by the producer's lock */
@@ -447,8 +449,8 @@ static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rk
                 msgs[k].err = 0;
             /* One clock reading and one topic lock for the batch; each record's partition is
              * its own (-1: the partitioner's, on its key). */
-            rdk.produce_batch(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY | RD_KAFKA_MSG_F_PARTITION,
-                              &msgs[lo], (int)(hi - lo));
+            rdk.produce_batch(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_PARTITION, &msgs[lo],
+                              (int)(hi - lo));
             /* Records refused for a full queue (all those after the first, in librdkafka) move
              * to the front of the window, in order, to be handed over again. */
             Py_ssize_t w = lo;
@@ -478,7 +480,8 @@ static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rk
 /*
  * produce_chunk(token, topics, values, keys=None, partitions=None) -> int
  *
- * Hands every record to librdkafka (copied), waiting while its queue is full. Returns the
+ * Hands every record to librdkafka, waiting while its queue is full. librdkafka points into the
+ * values' bytes (no copy): the chunk holds a reference to them until it is settled. Returns the
  * number handed over: len(values), or fewer if abort() was called meanwhile (the rest were not
  * produced, and the chunk is then never settled). A record librdkafka refuses at once counts as
  * a failed delivery. When every record is settled, poll() gives back
@@ -606,14 +609,20 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
         PyErr_NoMemory();
         goto fail;
     }
+    /* librdkafka does not copy the values (keys it does): the chunk holds them until settled. */
+    c->values = PyList_AsTuple(values);
+    if (!c->values) {
+        free(c);
+        goto fail;
+    }
     c->token = Py_NewRef(token);
     c->remaining = (long)n + 1;
     __atomic_add_fetch(&self->live, 1, __ATOMIC_RELAXED);
     for (Py_ssize_t i = 0; i < n; i++)
         msgs[i]._private = c;
     Py_ssize_t handed = 0;
-    /* The lists (and their bytes and str objects) are the caller's and stay alive during the
-     * call; librdkafka copies each record before produce_batch returns. */
+    /* The keys (str or bytes, the caller's) stay alive during the call and librdkafka copies
+     * them; the values stay alive in c->values until the chunk is settled. */
     Py_BEGIN_ALLOW_THREADS;
     Py_ssize_t start = 0;
     for (Py_ssize_t s = 0; s < nslots; s++) {
@@ -684,6 +693,7 @@ static PyObject *take_done(Producer *self) {
             Py_CLEAR(out);
         }
         Py_DECREF(c->token);
+        Py_DECREF(c->values);
         free(c);
         __atomic_sub_fetch(&self->live, 1, __ATOMIC_RELAXED);
         c = next;
