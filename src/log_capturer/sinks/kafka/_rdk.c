@@ -134,6 +134,7 @@ typedef struct {
     PyObject *log_cb;
     int aborted;
     long live;  /* chunks not yet given back */
+    long records; /* records librdkafka holds: handed over, no delivery report yet (atomic) */
     long users; /* produce_chunk calls inside librdkafka (close waits for them) */
 } Producer;
 
@@ -184,6 +185,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     Producer *self = opaque;
     chunk_t *c = m->_private;
     (void)rk;
+    __atomic_sub_fetch(&self->records, 1, __ATOMIC_RELAXED);
     if (!c)
         return;
     if (m->err)
@@ -453,22 +455,27 @@ static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rk
                               (int)(hi - lo));
             /* Records refused for a full queue (all those after the first, in librdkafka) move
              * to the front of the window, in order, to be handed over again. */
-            Py_ssize_t w = lo;
+            Py_ssize_t w = lo, taken = 0;
             for (Py_ssize_t k = lo; k < hi; k++) {
                 rd_kafka_message_t *m = &msgs[k];
+                if (!m->err) {
+                    taken++;
+                    handed++;
+                    continue;
+                }
                 if (m->err == ERR__QUEUE_FULL) {
                     if (w != k)
                         msgs[w] = *m;
                     w++;
                     continue;
                 }
-                if (m->err) {
-                    add_fail(self, c, m->err, rdk.topic_name(rkt), m->partition, m->payload, m->len,
-                             m->key, m->key_len);
-                    settle(self, c, 1);
-                }
+                add_fail(self, c, m->err, rdk.topic_name(rkt), m->partition, m->payload, m->len, m->key,
+                         m->key_len);
+                settle(self, c, 1);
                 handed++;
             }
+            /* Counted once taken (a report may already have come: the count can dip below). */
+            __atomic_add_fetch(&self->records, (long)taken, __ATOMIC_RELAXED);
             hi = w;
             if (lo < hi && wait_space(self))
                 return handed;
@@ -844,8 +851,16 @@ static PyMethodDef Producer_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *Producer_get_records(Producer *self, void *unused) {
+    (void)unused;
+    long n = __atomic_load_n(&self->records, __ATOMIC_RELAXED);
+    return PyLong_FromLong(n > 0 ? n : 0);
+}
+
 static PyGetSetDef Producer_getset[] = {
     {"live_chunks", (getter)Producer_get_live, NULL, "chunks produced and not yet given back", NULL},
+    {"records", (getter)Producer_get_records, NULL,
+     "records librdkafka holds (queued or in flight): handed over, not yet reported", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

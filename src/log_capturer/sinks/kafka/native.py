@@ -53,6 +53,8 @@ class _RawProducer(Protocol):
     def __len__(self) -> int: ...
     @property
     def live_chunks(self) -> int: ...
+    @property
+    def records(self) -> int: ...
 
 
 def librdkafka_path() -> str:
@@ -141,6 +143,12 @@ class ChunkProducer:
     def live_chunks(self) -> int:
         """Chunks handed to librdkafka and not yet given back by poll()/flush()."""
         return self._p.live_chunks
+
+    @property
+    def records(self) -> int:
+        """Records librdkafka holds, queued or in flight (``len()`` also counts the events
+        waiting for poll(), such as connection errors)."""
+        return self._p.records
 
     def __len__(self) -> int:
         return len(self._p)

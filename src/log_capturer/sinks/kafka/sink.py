@@ -1268,7 +1268,12 @@ class KafkaSink:
     def _update_gauges(self) -> None:
         producer = self._producer
         assert producer is not None
-        queued = len(producer) + (len(self._native) if self._native is not None else 0)
+        # Records only: len() of a librdkafka producer also counts the events waiting for poll()
+        # (an unreachable broker's connection errors), so serve those first (this is the poll
+        # thread); the chunk producer counts its records itself.
+        if producer.poll(0):
+            self._space.set()
+        queued = len(producer) + (self._native.records if self._native is not None else 0)
         util = self.utilization
         self.pressure.observe(util)
         self.metrics.kafka_queue_size.labels(self.name).set(queued)

@@ -81,7 +81,7 @@ def test_every_chunk_is_settled_once_with_all_its_records_delivered(
         assert sorted(tok for tok, _, _ in settled) == [("token", c) for c in range(20)]
         assert all(produced == 500 and failures == [] for _, produced, failures in settled), settled[:2]
         assert p.live_chunks == 0
-        assert len(p) == 0
+        assert len(p) == 0 and p.records == 0
     finally:
         p.close()
     got = consume_all(bootstrap, topics, expected=len(sent))
@@ -150,6 +150,7 @@ def test_a_sender_blocked_on_a_full_queue_returns_when_the_producer_closes(boots
     while len(p) < 100 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(p) >= 100  # the records, and error events waiting for poll()
+    assert p.records == 100  # the records alone
     assert sender.is_alive(), "the sender should wait for room"
     p.close()
     sender.join(10)
