@@ -25,3 +25,5 @@ run new-max-mixed $LC bench --scenario max --files 4 --workers 1 --format mixed
 run new-peak $LC bench --scenario peak --files 4 --workers 1 --duration 60 --ceiling none
 run new-high $LC bench --scenario high --files 4 --workers 1 --duration 60 --ceiling none
 echo "$(date -u +%H:%M:%S) done"
+# Run after the series (01:14 UTC), once the fresh-clone CI had finished:
+# run new-max-profile $LC bench --scenario max --files 4 --workers 1 --ceiling none --profile
