@@ -27,3 +27,4 @@ run new-high $LC bench --scenario high --files 4 --workers 1 --duration 60 --cei
 echo "$(date -u +%H:%M:%S) done"
 # Run after the series (01:14 UTC), once the fresh-clone CI had finished:
 # run new-max-profile $LC bench --scenario max --files 4 --workers 1 --ceiling none --profile
+# for i in 4 5 6; do run new-max-$i $LC bench --scenario max --files 4 --workers 1; done
