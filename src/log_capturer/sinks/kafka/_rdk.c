@@ -515,6 +515,7 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "topics, values, keys and partitions must be lists of one length");
         return NULL;
     }
+    PyObject *result = NULL;
     Py_ssize_t cap = n ? n : 1;
     /* recs: the records in chunk order; msgs: the same grouped by topic (when there are several);
      * slot: each record's topic, as an index into the chunk's distinct topics. */
@@ -645,13 +646,8 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     settle(self, c, 1 + (long)(n - handed));
     __atomic_sub_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
     Py_END_ALLOW_THREADS;
-    PyMem_RawFree(recs);
-    PyMem_RawFree(msgs);
-    PyMem_RawFree(slot);
-    PyMem_RawFree(slot_name);
-    PyMem_RawFree(slot_rkt);
-    PyMem_RawFree(slot_n);
-    return PyLong_FromSsize_t(handed);
+    result = PyLong_FromSsize_t(handed);
+    goto free;
 fail:
     __atomic_sub_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
 free:
@@ -661,7 +657,7 @@ free:
     PyMem_RawFree(slot_name);
     PyMem_RawFree(slot_rkt);
     PyMem_RawFree(slot_n);
-    return NULL;
+    return result;
 }
 
 /* Give back the settled chunks: [(token, produced, [(err, topic, value, key, partition)])]. */
