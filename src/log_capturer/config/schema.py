@@ -688,16 +688,40 @@ class PriorityRoutingConfig(Strict):
     low_topic: str = Field("logs-low-priority", description="DEBUG, TRACE.")
 
 
+_BROKER = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]+)$")
+
+
+def _check_broker(value: str) -> str:
+    """A bootstrap broker is host:port (an IPv6 host in brackets), the port 1-65535."""
+    m = _BROKER.match(value.strip())
+    if m and 1 <= int(m.group("port")) <= 65535:
+        return value.strip()
+    if "," in value:
+        why = "several addresses in one item: write one broker per list item,"
+    elif m:
+        why = "the port is outside 1-65535: write host:port,"
+    elif value.strip().startswith(":"):
+        why = "no host: write host:port,"
+    elif ":" not in value or value.strip().endswith(":"):
+        why = "no port: write host:port,"
+    else:
+        why = "not host:port: write host:port,"
+    raise ValueError(f"{why} such as 'kafka-1:9092' ('[::1]:9092' for an IPv6 address)")
+
+
+Broker = Annotated[str, AfterValidator(_check_broker)]
+
 #: compression_level ranges that librdkafka accepts for each codec that has levels.
 COMPRESSION_LEVELS = {"zstd": (1, 12), "gzip": (0, 9), "lz4": (0, 12)}
 
 
 class KafkaSinkConfig(Strict):
     enabled: bool = Field(False, description="Ship records to Kafka.")
-    brokers: list[str] = Field(
+    brokers: list[Broker] = Field(
         default_factory=lambda: ["127.0.0.1:9092"],
         min_length=1,
-        description="Bootstrap brokers, host:port (KAFKA_BROKERS overrides, comma-separated).",
+        description="Bootstrap brokers, host:port with a port 1-65535 (an IPv6 host in brackets: "
+        "'[::1]:9092'). KAFKA_BROKERS overrides, comma-separated.",
     )
     topic: str = Field("logs", min_length=1, description="Topic for records with no or unknown level.")
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
@@ -714,7 +738,11 @@ class KafkaSinkConfig(Strict):
         1048576, ge=1024, le=1_000_000_000, description="Largest record; larger ones go to the DLQ."
     )
     required_acks: Literal[0, 1, -1] = Field(
-        1, description="0 = none, 1 = leader, -1 = all in-sync replicas (enables idempotence)."
+        1,
+        description="0 = none: the broker confirms nothing, so a line is checkpointed once sent and "
+        "lost if the broker never wrote it (`validate` and the agent's start-up log warn). 1 = the "
+        "partition leader wrote it. -1 = every in-sync replica wrote it (enables idempotence): the "
+        "setting for no loss.",
     )
     batch_size: int = Field(
         1000,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
+from log_capturer.config.explain import Place, decode_utf8, describe
 from log_capturer.processing.pipelines.spec import AnyStep, PipelinesFile
 from log_capturer.processing.pipelines.steps import Context, Event, Step, build_step
 from log_capturer.record import Chunk
@@ -97,41 +98,25 @@ class Pipeline:
             m.pipeline_redactions.labels(self.name, rule).inc(n)
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    skip_tag = False
-    for part in loc:
-        if skip_tag:
-            # Discriminated unions add the step type to the location; it says nothing new.
-            skip_tag = False
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-            skip_tag = True
-        else:
-            out += f".{part}" if out else part
-    return out or "(top level)"
-
-
 def parse_pipelines(data: Any, metrics: Metrics | None = None, source: str = "") -> dict[str, Pipeline]:
     """Validate parsed YAML and build every pipeline."""
     try:
         spec = PipelinesFile.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        problems: dict[str, None] = {}
         for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "union_tag_invalid":
+            if err["type"] == "union_tag_invalid":
                 msg = (
-                    "unknown step type; use regex_extract, json_parse, logfmt_parse, timestamp_parse, "
-                    "field_add, field_remove, log_level_extract or redact"
+                    f"{Place(PipelinesFile, tuple(err['loc'])).key}: unknown step type; use regex_extract, "
+                    "json_parse, logfmt_parse, timestamp_parse, field_add, field_remove, "
+                    "log_level_extract or redact"
                 )
             elif err["type"] == "union_tag_not_found":
-                msg = "each step needs a 'type'"
-            problems.append(f"{_where(err['loc'])}: {msg}")
-        raise PipelineError(problems, source) from None
+                msg = f"{Place(PipelinesFile, tuple(err['loc'])).key}: each step needs a 'type'"
+            else:
+                msg = describe(err, PipelinesFile)
+            problems[msg] = None
+        raise PipelineError(list(problems), source) from None
     return {name: Pipeline.from_specs(name, steps, metrics) for name, steps in spec.pipelines.items()}
 
 
@@ -139,9 +124,11 @@ def load_pipelines(path: str | Path, metrics: Metrics | None = None) -> dict[str
     """Read and build the pipelines of a YAML file; :class:`PipelineError` names every problem."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(decode_utf8(p.read_bytes()))
     except OSError as exc:
         raise PipelineError([f"cannot read {p}: {exc.strerror}"]) from None
+    except ValueError as exc:  # not UTF-8
+        raise PipelineError([str(exc)], str(p)) from None
     except yaml.YAMLError as exc:
         raise PipelineError([f"not valid YAML: {exc}"], str(p)) from None
     return parse_pipelines(data, metrics, str(p))

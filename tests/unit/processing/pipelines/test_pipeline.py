@@ -50,6 +50,31 @@ def test_errors_name_the_pipeline_step_and_key() -> None:
     assert "web[7].mapping: mapping 'X' -> 'loud'" in text
 
 
+def test_an_unknown_key_gets_a_did_you_mean() -> None:
+    found = problems(
+        "pipelines:\n"
+        "  web:\n"
+        "    - type: regex_extract\n"
+        "      patern: '(?P<a>.)'\n"
+        "    - type: redact\n"
+        "      patterns: [{nme: card, regex: '\\d{16}'}]\n"
+    )
+    assert (
+        "pipelines.web[0].patern: unknown key. Did you mean 'pipelines.web[0].pattern'? "
+        "Allowed here: field, pattern, target, type"
+    ) in found
+    assert any(p.startswith("pipelines.web[1].patterns[0].nme: unknown key. Did you mean") for p in found)
+
+
+def test_a_type_error_says_what_shape_is_expected() -> None:
+    found = problems("pipelines:\n  web: {type: json_parse}\n")
+    assert found == ['pipelines.web: expected a list, such as `web: [{type: regex_extract, pattern: "..."}]`']
+    found = problems("pipelines:\n  web:\n    - {type: timestamp_parse, formats: rfc3339}\n")
+    assert found == [
+        "pipelines.web[0].formats: expected a list, such as `formats: [rfc3339]` (got 'rfc3339')"
+    ]
+
+
 def test_a_file_needs_pipelines() -> None:
     assert problems("pipelines: {}\n")
     assert problems("other: 1\n")
@@ -62,6 +87,10 @@ def test_load_pipelines_reports_missing_and_bad_files(tmp_path: Path) -> None:
     bad.write_text("pipelines: [\n")
     with pytest.raises(PipelineError, match="not valid YAML"):
         load_pipelines(bad)
+    bad.write_bytes(b"pipelines:\n  web:\n    - type: redact\n      replacement: \xa7\n")
+    with pytest.raises(PipelineError) as exc:
+        load_pipelines(bad)
+    assert exc.value.problems == ["not UTF-8: byte 0xa7 at byte offset 56 (line 4); save the file as UTF-8"]
 
 
 def test_the_example_pipelines_file_loads(repo_root: Path) -> None:
