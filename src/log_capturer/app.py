@@ -13,10 +13,14 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from log_capturer import __version__
-from log_capturer.config.schema import Config
+from log_capturer.config.loader import config_warnings
+from log_capturer.config.schema import Config, ProcessingConfig, TLSConfig
 from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
 from log_capturer.memory import tune_malloc
 from log_capturer.observability.health import (
@@ -36,6 +40,7 @@ from log_capturer.processing.pipelines import Pipeline, PipelineError, load_pipe
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.reliability.dlq.reprocess import Reprocessor
 from log_capturer.sinks.base import Sink, SinkHealth, utc_now_iso
+from log_capturer.sinks.kafka.config import start_problems, tls_file_problems
 from log_capturer.sinks.kafka.sink import KafkaSink, SinkStartError
 from log_capturer.sources.containers.source import ContainerSource
 from log_capturer.sources.file.source import FileSource
@@ -46,6 +51,7 @@ from log_capturer.sources.syslog import SyslogSource
 from log_capturer.workers.shard import Shard
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 
 #: Counters of a sink's /stats whose sum grows with every line it acknowledged (any way).
@@ -56,21 +62,84 @@ class AgentError(RuntimeError):
     """The agent cannot start with this configuration; the message says what to change."""
 
 
+def require_sink(config: Config) -> None:
+    """The agent ships somewhere: at least one sink is enabled."""
+    if not config.sinks.kafka.enabled:
+        raise AgentError("no sink is enabled: set sinks.kafka.enabled: true")
+
+
+def read_pipelines(path: str, metrics: Metrics | None = None) -> dict[str, Pipeline]:
+    """The pipelines of ``processing.pipelines_file``; AgentError names the key and every problem."""
+    try:
+        return load_pipelines(path, metrics)
+    except PipelineError as exc:
+        raise AgentError(f"processing.pipelines_file: {exc}") from None
+
+
 def build_pipelines(config: Config, metrics: Metrics | None = None) -> dict[str, Pipeline]:
     """Load ``processing.pipelines_file`` and check every pipeline the config names exists."""
     if not config.processing.enabled:
         return {}
     path = config.processing.pipelines_file
-    try:
-        pipelines = load_pipelines(path, metrics)
-    except PipelineError as exc:
-        raise AgentError(f"processing.pipelines_file: {exc}") from None
-    for key, name in config.pipeline_names().items():
-        if name not in pipelines:
-            raise AgentError(
-                f"{key}: no pipeline named {name!r} in {path}; defined: {', '.join(sorted(pipelines))}"
-            )
+    pipelines = read_pipelines(path, metrics)
+    missing = [
+        f"{key}: no pipeline named {name!r} in {path}; defined: {', '.join(sorted(pipelines))}"
+        for key, name in config.pipeline_names().items()
+        if name not in pipelines
+    ]
+    if missing:
+        raise AgentError("\n".join(missing))
     return pipelines
+
+
+def preflight(config: Config) -> list[str]:
+    """Every reason the agent would refuse ``config`` at start that needs no network, one each.
+
+    ``log-capturer validate`` reports them; the agent runs the same checks as it starts
+    (:func:`require_sink`, :func:`build_pipelines`, and in ``KafkaSink.start`` the TLS files
+    and the producer's configuration). Whether a broker answers is not checked here.
+    """
+    problems: list[str] = []
+    checks: tuple[Callable[[Config], object], ...] = (require_sink, build_pipelines)
+    for check in checks:
+        try:
+            check(config)
+        except AgentError as exc:
+            problems.append(str(exc))
+    if config.sinks.kafka.enabled:
+        problems += start_problems(config.sinks.kafka)
+    return problems
+
+
+def raw_preflight(data: Mapping[str, Any]) -> list[str]:
+    """The checks of :func:`preflight` that can run on a config that failed validation.
+
+    ``data`` is the file's mapping. The pipelines file and the TLS files are checked when the
+    sections naming them are valid, so ``validate`` reports their problems in the same run as
+    the config's.
+    """
+    problems: list[str] = []
+    processing = _section(ProcessingConfig, data, "processing")
+    if processing is not None and processing.enabled:
+        try:
+            read_pipelines(processing.pipelines_file)
+        except AgentError as exc:
+            problems.append(str(exc))
+    sinks = data.get("sinks")
+    kafka = sinks.get("kafka") if isinstance(sinks, dict) else None
+    if isinstance(kafka, dict) and kafka.get("enabled") is True:
+        tls = _section(TLSConfig, kafka, "tls")
+        if tls is not None:
+            problems += tls_file_problems(tls)
+    return problems
+
+
+def _section(model: type[M], data: Mapping[str, Any], key: str) -> M | None:
+    """``data[key]`` validated as ``model``, or None when it is not valid."""
+    try:
+        return model.model_validate(data.get(key) or {})
+    except ValidationError:
+        return None
 
 
 def pipelines_by_source_type(config: Config) -> dict[str, str]:
@@ -84,6 +153,7 @@ def pipelines_by_source_type(config: Config) -> dict[str, str]:
 class Agent:
     def __init__(self, config: Config, worker: tuple[int, int] | None = None) -> None:
         """``worker``: (index, count) when this agent is one worker of a multi-process agent."""
+        require_sink(config)
         self.config = config
         self.worker = worker
         self.metrics = Metrics()
@@ -97,8 +167,6 @@ class Agent:
             self.sinks.append(self.kafka)
         else:
             self.kafka = None
-        if not self.sinks:
-            raise AgentError("no sink is enabled: set sinks.kafka.enabled: true")
         self.reprocessor: Reprocessor | None = None
         if self.dlq is not None and self.kafka is not None:
             self.reprocessor = Reprocessor(self.dlq, dlq_cfg.reprocessing_config, self.kafka, self.metrics)
@@ -148,6 +216,8 @@ class Agent:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        for text in config_warnings(self.config):
+            log.warning(text)
         malloc = tune_malloc()
         for sink in self.sinks:
             try:

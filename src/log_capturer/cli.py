@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from log_capturer import __version__
 from log_capturer.config import ConfigError, load_config
@@ -48,8 +49,13 @@ def _load(config: Path):  # type: ignore[no-untyped-def]
     try:
         return load_config(config)
     except ConfigError as exc:
-        err.print(f"[bold red]{exc}[/]", highlight=False)
+        print_problem(str(exc))
         raise typer.Exit(2) from None
+
+
+def print_problem(text: str) -> None:
+    """``text`` in red on stderr, as it is: brackets in it (``[a-z]``, ``brokers[0]``) are not markup."""
+    err.print(f"[bold red]{escape(text)}[/]", highlight=False)
 
 
 @app.command()
@@ -70,15 +76,25 @@ def validate(
         ),
     ] = False,
 ) -> None:
-    """Check a config file (and its pipelines file); print every problem and exit non-zero."""
-    from log_capturer.app import AgentError, build_pipelines
+    """Check a config file and its pipelines file: every problem at once, as `run` would refuse them.
 
-    cfg = _load(config)
+    Exit code: 0 valid (warnings, such as required_acks: 0, are printed on stderr), 2 invalid.
+    Whether the brokers answer is not checked.
+    """
+    from log_capturer.app import preflight, raw_preflight
+    from log_capturer.config import config_warnings
+
     try:
-        build_pipelines(cfg)
-    except AgentError as exc:
-        err.print(f"[bold red]{exc}[/]", highlight=False)
-        raise typer.Exit(2) from None
+        cfg = load_config(config)
+        problems = preflight(cfg)
+    except ConfigError as exc:
+        problems = [str(exc), *raw_preflight(exc.data or {})]
+    if problems:
+        for text in problems:
+            print_problem(text)
+        raise typer.Exit(2)
+    for warning in config_warnings(cfg):
+        err.print(f"[bold yellow]warning: {escape(warning)}[/]", highlight=False)
     if show:
         import yaml
 
@@ -148,7 +164,7 @@ def run(
         if cfg.app.log_format == "json":
             log.log(logging.ERROR if problem else logging.INFO, text)
         else:
-            err.print(f"[bold red]{text}[/]" if problem else text, highlight=False)
+            err.print(f"[bold red]{escape(text)}[/]" if problem else escape(text), highlight=False)
 
     tails = (cfg.files_config.enabled and cfg.files_config.watch_directories) or (
         cfg.container_monitor.enabled or cfg.kubernetes.enabled
@@ -295,7 +311,7 @@ def pipeline_test(
     try:
         pipelines = load_pipelines(file)
     except PipelineError as exc:
-        err.print(f"[bold red]{exc}[/]", highlight=False)
+        print_problem(str(exc))
         raise typer.Exit(2) from None
     if pipeline is None:
         if len(pipelines) != 1:

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import pytest
 import yaml
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from log_capturer.cli import app
 
@@ -99,6 +101,7 @@ def test_pipeline_test_single_pipeline_file_needs_no_name(repo_root: Path, tmp_p
 def test_validate_checks_the_pipelines_file(tmp_path: Path, repo_root: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
+        "sinks: {kafka: {enabled: true}}\n"
         "processing:\n"
         "  enabled: true\n"
         f"  pipelines_file: {repo_root / 'configs' / 'pipelines.yaml'}\n"
@@ -151,3 +154,187 @@ def test_no_plain_status_lines_among_json_logs() -> None:
     assert not wants_status_line(True, False, "json")  # a pipe or a container gets JSON only
     assert wants_status_line(True, False, "text")
     assert not wants_status_line(False, True, "text")
+
+
+# -- bad input: a named error, exit 2, never a traceback ------------------------------------------
+
+
+def cli(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real command line in a process of its own (a traceback would show on its stderr)."""
+    return subprocess.run(
+        [sys.executable, "-m", "log_capturer", *args],
+        input=stdin.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "pipeline"])
+def test_a_file_that_is_not_utf8_is_a_named_error(tmp_path: Path, command: str) -> None:
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("pipelines:\n  caf\xe9: []\n".encode("latin-1"))
+    args = {
+        "validate": ["validate", "-c", str(bad)],
+        "run": ["run", "-c", str(bad), "--no-status"],
+        "pipeline": ["pipeline", "test", str(bad)],
+    }[command]
+    done = cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert str(bad) in done.stderr
+    assert "not UTF-8: byte 0xe9 at byte offset 16 (line 2); save the file as UTF-8" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def validate_text(tmp_path: Path, text: str, env: dict[str, str | None] | None = None) -> Result:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    result = runner.invoke(app, ["validate", "--config", str(cfg)], env=env)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return result
+
+
+def test_validate_names_an_unset_variable_and_its_key(tmp_path: Path) -> None:
+    result = validate_text(
+        tmp_path,
+        'sinks: {kafka: {enabled: true, brokers: ["${KAFKA_HOST}:9092"]}}\n',
+        env={"KAFKA_HOST": None},
+    )
+    assert result.exit_code == 2
+    assert "sinks.kafka.brokers[0]: ${KAFKA_HOST} is not set" in result.output
+    assert "${KAFKA_HOST:-value}" in result.output
+
+
+def test_validate_blames_an_environment_override_on_its_variable(tmp_path: Path) -> None:
+    result = validate_text(tmp_path, "sinks: {kafka: {enabled: true}}\n", env={"KAFKA_BATCH_SIZE": "abc"})
+    assert result.exit_code == 2
+    assert "sinks.kafka.batch_size (from KAFKA_BATCH_SIZE): expected an integer" in result.output
+
+
+def test_validate_says_what_shape_a_section_has(tmp_path: Path) -> None:
+    result = validate_text(tmp_path, "sinks: {kafka: {enabled: true, partitioning: hash}}\n")
+    assert result.exit_code == 2
+    assert (
+        "sinks.kafka.partitioning: expected a mapping, such as "
+        "`partitioning: {enabled: true, strategy: hash}` (got 'hash')"
+    ) in result.output
+    assert "PartitioningConfig" not in result.output
+
+
+# -- required_acks: 0 -----------------------------------------------------------------------------
+
+ACKS_0 = "sinks.kafka.required_acks: 0: the broker confirms nothing"
+
+
+def test_validate_warns_about_acks_0_and_succeeds(tmp_path: Path) -> None:
+    result = validate_text(tmp_path, "sinks: {kafka: {enabled: true, required_acks: 0}}\n")
+    assert result.exit_code == 0, result.output
+    assert f"warning: {ACKS_0}" in result.output
+    assert "set required_acks: -1" in result.output
+    assert "valid" in result.output
+    result = validate_text(tmp_path, "sinks: {kafka: {enabled: true, required_acks: -1}}\n")
+    assert result.exit_code == 0 and "warning" not in result.output
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_the_agent_logs_the_acks_0_warning_at_start(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "app: {log_format: json}\n"
+        "server: {enabled: false}\n"
+        "metrics: {enabled: false}\n"
+        f"positions: {{directory: {tmp_path / 'positions'}}}\n"
+        f"dispatcher: {{dlq_config: {{directory: {tmp_path / 'dlq'}}}}}\n"
+        f"sinks: {{kafka: {{enabled: true, required_acks: 0, brokers: ['127.0.0.1:{closed_port()}']}}}}\n"
+    )
+    done = cli("run", "-c", str(cfg), "--stdin", "--no-status")  # no input: starts, drains, exits
+    assert done.returncode == 0, done.stderr
+    logs = [orjson.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    warned = [r for r in logs if r["message"].startswith(ACKS_0)]
+    assert [r["level"] for r in warned] == ["warning"]
+    started = next(i for i, r in enumerate(logs) if r["message"] == "agent started")
+    assert logs.index(warned[0]) < started
+
+
+# -- validate reports everything run would refuse, in one run ---------------------------------------
+
+
+def test_validate_reports_the_config_and_the_pipelines_file_together(tmp_path: Path) -> None:
+    pipelines = tmp_path / "pipelines.yaml"
+    pipelines.write_text("pipelines:\n  web:\n    - type: regex_extract\n      patern: '(?P<a>.)'\n")
+    result = validate_text(
+        tmp_path,
+        "sinks: {kafka: {enabled: true, compresion: zstd}}\n"
+        f"processing: {{enabled: true, pipelines_file: {pipelines}}}\n",
+    )
+    assert result.exit_code == 2
+    assert "sinks.kafka.compresion: unknown key. Did you mean 'sinks.kafka.compression'?" in result.output
+    assert f"processing.pipelines_file: invalid pipelines in {pipelines}" in result.output
+    assert "pipelines.web[0].patern: unknown key. Did you mean 'pipelines.web[0].pattern'?" in result.output
+
+
+def test_validate_reports_missing_tls_files_of_an_invalid_config(tmp_path: Path) -> None:
+    result = validate_text(
+        tmp_path,
+        "sinks: {kafka: {enabled: true, batch_size: x, "
+        f"tls: {{enabled: true, ca_file: {tmp_path}/ca.pem}}}}}}\n",
+    )
+    assert result.exit_code == 2
+    assert "sinks.kafka.batch_size: expected an integer" in result.output
+    assert f"sinks.kafka.tls.ca_file: {tmp_path}/ca.pem does not exist" in result.output
+
+
+REFUSED = [
+    ("tls: {enabled: true, ca_file: $D/absent.pem}", "sinks.kafka.tls.ca_file: $D/absent.pem does not exist"),
+    (
+        "tls: {enabled: true, cert_file: $D, key_file: $D/config.yaml}",
+        "sinks.kafka.tls.cert_file: $D is a directory",
+    ),
+    ("tls: {enabled: true, ca_file: $D/config.yaml}", "ssl.ca.location failed"),
+    (
+        "librdkafka_options: {linger.mss: 5}",
+        "sinks.kafka: librdkafka refuses the producer configuration: "
+        'No such configuration property: "linger.mss"',
+    ),
+]
+
+
+@pytest.mark.parametrize(("kafka", "message"), REFUSED)
+def test_validate_refuses_what_run_refuses(tmp_path: Path, kafka: str, message: str) -> None:
+    kafka = kafka.replace("$D", str(tmp_path))
+    message = message.replace("$D", str(tmp_path))
+    text = (
+        "server: {enabled: false}\n"
+        "metrics: {enabled: false}\n"
+        f"positions: {{directory: {tmp_path / 'positions'}}}\n"
+        f"dispatcher: {{dlq_config: {{directory: {tmp_path / 'dlq'}}}}}\n"
+        f"sinks: {{kafka: {{enabled: true, brokers: ['127.0.0.1:{closed_port()}'], {kafka}}}}}\n"
+    )
+    result = validate_text(tmp_path, text)
+    assert result.exit_code == 2
+    assert message in result.output
+    done = cli("run", "-c", str(tmp_path / "config.yaml"), "--no-status", "--stdin")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    if "tls.ca_file" in message or "tls.cert_file" in message:
+        assert message in done.stderr  # the same check, the same words
+
+
+def test_validate_needs_a_sink_as_run_does(tmp_path: Path) -> None:
+    result = validate_text(tmp_path, "app: {name: x}\n")
+    assert result.exit_code == 2
+    assert "no sink is enabled: set sinks.kafka.enabled: true" in result.output
+    done = cli("run", "-c", str(tmp_path / "config.yaml"), "--no-status", "--stdin")
+    assert done.returncode == 2 and "no sink is enabled: set sinks.kafka.enabled: true" in done.stderr

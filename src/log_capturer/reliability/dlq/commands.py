@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from log_capturer.config import ConfigError, load_config
@@ -43,7 +44,7 @@ def _config(config: Path) -> Config:
     try:
         return load_config(config)
     except ConfigError as exc:
-        err.print(f"[bold red]{exc}[/]", highlight=False)
+        err.print(f"[bold red]{escape(str(exc))}[/]", highlight=False)
         raise typer.Exit(2) from None
 
 

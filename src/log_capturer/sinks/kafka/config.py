@@ -23,9 +23,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import TYPE_CHECKING, Any
 
-from log_capturer.config.schema import KafkaSinkConfig
+from log_capturer.config.schema import KafkaSinkConfig, TLSConfig
 from log_capturer.config.secrets import MASK, is_secret_key
 
 if TYPE_CHECKING:
@@ -126,6 +128,68 @@ MANAGED_PROPERTIES = frozenset(
         "dr_msg_cb",
     }
 )
+
+
+def tls_file_problems(tls: TLSConfig) -> list[str]:
+    """The files of ``sinks.kafka.tls`` the agent cannot read, one message each.
+
+    Checked by ``KafkaSink.start`` and by ``log-capturer validate`` (as the user running it):
+    librdkafka would otherwise fail later, on the first connection, with a less clear error.
+    """
+    if not tls.enabled:
+        return []
+    problems = []
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if not path:
+            continue
+        if not os.path.exists(path):
+            reason = "does not exist"
+        elif os.path.isdir(path):
+            reason = "is a directory"
+        elif not os.access(path, os.R_OK):
+            reason = "is not readable"
+        else:
+            continue
+        problems.append(
+            f"sinks.kafka.tls.{key}: {path} {reason}; give a PEM file the agent can read, "
+            f"such as `{key}: /etc/log-capturer/tls/{key.removesuffix('_file')}.pem`"
+        )
+    return problems
+
+
+def start_problems(cfg: KafkaSinkConfig) -> list[str]:
+    """What ``KafkaSink.start`` would refuse in this configuration, found without a broker.
+
+    The TLS files (:func:`tls_file_problems`); then librdkafka is given the producer
+    configuration without ``bootstrap.servers`` (so it contacts nothing), which is where an
+    unknown ``librdkafka_options`` property or a CA file that is not PEM fails; and the chunk
+    producer's library must load when ``native_producer`` is on.
+    """
+    problems = tls_file_problems(cfg.tls)
+    if problems:
+        return problems
+    from confluent_kafka import KafkaException
+    from confluent_kafka import Producer as ConfluentProducer
+
+    from log_capturer.sinks.kafka.native import NativeUnavailable, load
+
+    silent = logging.Logger("log_capturer.preflight")  # librdkafka warns that no broker is set
+    silent.addHandler(logging.NullHandler())
+    conf = {k: v for k, v in producer_config(cfg).items() if k != "bootstrap.servers"}
+    try:
+        close_producer(ConfluentProducer({**conf, "logger": silent}))
+    except KafkaException as exc:
+        problems.append(
+            f"sinks.kafka: librdkafka refuses the producer configuration: {exc.args[0].str()}; "
+            "check sinks.kafka.librdkafka_options and the files of sinks.kafka.tls"
+        )
+    if cfg.native_producer:
+        try:
+            load()
+        except NativeUnavailable as exc:
+            problems.append(f"sinks.kafka.native_producer: {exc}")
+    return problems
 
 
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,6 @@ import functools
 import heapq
 import itertools
 import logging
-import os
 import socket
 import threading
 import time
@@ -60,7 +59,7 @@ from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteErro
 from log_capturer.reliability.dlq.replay import ReplayRecord, check_record
 from log_capturer.sinks.base import SinkHealth, Status, utc_now_iso
 from log_capturer.sinks.kafka.batching import LingerPolicy
-from log_capturer.sinks.kafka.config import close_producer, producer_config, redacted
+from log_capturer.sinks.kafka.config import close_producer, producer_config, redacted, tls_file_problems
 from log_capturer.sinks.kafka.encode import encode_chunk, tally
 from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
 from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable, Settled
@@ -298,14 +297,9 @@ class KafkaSink:
         )
 
     def _check_files(self) -> None:
-        tls = self.config.tls
-        if not tls.enabled:
-            return
-        for key in ("ca_file", "cert_file", "key_file"):
-            path = getattr(tls, key)
-            if path and not os.access(path, os.R_OK):
-                reason = "does not exist" if not os.path.exists(path) else "is not readable"
-                raise SinkStartError(f"sinks.kafka.tls.{key}: {path} {reason}")
+        problems = tls_file_problems(self.config.tls)
+        if problems:
+            raise SinkStartError("\n".join(problems))
 
     @property
     def outstanding(self) -> int:
