@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from log_capturer import __version__
 from log_capturer.config.loader import config_warnings
+from log_capturer.config.paths import path_problems
 from log_capturer.config.schema import Config, ProcessingConfig, TLSConfig
 from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
 from log_capturer.memory import tune_malloc
@@ -96,8 +97,9 @@ def preflight(config: Config) -> list[str]:
     """Every reason the agent would refuse ``config`` at start that needs no network, one each.
 
     ``log-capturer validate`` reports them; the agent runs the same checks as it starts
-    (:func:`require_sink`, :func:`build_pipelines`, and in ``KafkaSink.start`` the TLS files
-    and the producer's configuration). Whether a broker answers is not checked here.
+    (:func:`require_sink`, :func:`build_pipelines`, in ``KafkaSink.start`` the TLS files and
+    the producer's configuration, and in ``run`` the log file and positions directory). Whether
+    a broker answers, or a port is free, is not checked here.
     """
     problems: list[str] = []
     checks: tuple[Callable[[Config], object], ...] = (require_sink, build_pipelines)
@@ -108,7 +110,7 @@ def preflight(config: Config) -> list[str]:
             problems.append(str(exc))
     if config.sinks.kafka.enabled:
         problems += start_problems(config.sinks.kafka)
-    return problems
+    return problems + path_problems(config)
 
 
 def raw_preflight(data: Mapping[str, Any]) -> list[str]:

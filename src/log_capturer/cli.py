@@ -132,6 +132,7 @@ def run(
     ] = None,
 ) -> None:
     """Run the agent in the foreground until Ctrl-C or SIGTERM (or end of input), then drain and exit."""
+    from log_capturer.config.paths import path_problems, tails_files
     from log_capturer.config.secrets import secret_values
     from log_capturer.observability.logs import setup_logging
     from log_capturer.workers.positions import PositionsBusy, prepare_positions
@@ -139,7 +140,10 @@ def run(
     cfg = _load(config)
     if workers is not None:
         if workers > 1 and (stdin or cfg.stdin.enabled):
-            err.print("[bold red]--workers: standard input is one stream, read by one process[/]")
+            print_problem(
+                f"--workers {workers}: standard input (--stdin or stdin.enabled) is one stream, read by "
+                "one process; use --workers 1"
+            )
             raise typer.Exit(2)
         cfg.app.workers = workers
     if stdin:
@@ -149,14 +153,23 @@ def run(
         cfg.syslog.enabled = False
         cfg.server.enabled = False
         cfg.metrics.enabled = False
-    setup_logging(
-        cfg.app.log_level,
-        cfg.app.log_format,
-        cfg.app.name,
-        cfg.app.log_file,
-        environment=cfg.app.environment,
-        secrets=secret_values(cfg),
-    )
+    problems = path_problems(cfg)
+    if problems:
+        for text in problems:
+            print_problem(text)
+        raise typer.Exit(2)
+    try:
+        setup_logging(
+            cfg.app.log_level,
+            cfg.app.log_format,
+            cfg.app.name,
+            cfg.app.log_file,
+            environment=cfg.app.environment,
+            secrets=secret_values(cfg),
+        )
+    except OSError as exc:  # what path_problems cannot foresee (a read-only or special file system)
+        print_problem(f"app.log_file: cannot open {cfg.app.log_file}: {exc.strerror}; change app.log_file")
+        raise typer.Exit(2) from None
     log = logging.getLogger("log_capturer.cli")
 
     def say(text: str, problem: bool = False) -> None:
@@ -166,9 +179,7 @@ def run(
         else:
             err.print(f"[bold red]{escape(text)}[/]" if problem else escape(text), highlight=False)
 
-    tails = (cfg.files_config.enabled and cfg.files_config.watch_directories) or (
-        cfg.container_monitor.enabled or cfg.kubernetes.enabled
-    )
+    tails = tails_files(cfg)
     try:
         # Held until the agent exits; lays the positions out for this many workers (1 included).
         # Workers left by a supervisor that died hold it until their drain is over: wait for them.
@@ -176,6 +187,13 @@ def run(
         lock = prepare_positions(cfg.positions, cfg.app.workers, wait) if tails else None
     except PositionsBusy as exc:
         say(str(exc), problem=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:  # as above
+        say(
+            f"positions.directory: cannot use {cfg.positions.directory}: {exc.strerror} "
+            f"({exc.filename}); change positions.directory",
+            problem=True,
+        )
         raise typer.Exit(2) from None
     if cfg.app.workers > 1:
         from log_capturer.workers.supervisor import exec_supervisor, settings_of

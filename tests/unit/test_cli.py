@@ -338,3 +338,25 @@ def test_validate_needs_a_sink_as_run_does(tmp_path: Path) -> None:
     assert "no sink is enabled: set sinks.kafka.enabled: true" in result.output
     done = cli("run", "-c", str(tmp_path / "config.yaml"), "--no-status", "--stdin")
     assert done.returncode == 2 and "no sink is enabled: set sinks.kafka.enabled: true" in done.stderr
+
+
+def test_validate_and_run_refuse_a_log_file_and_positions_they_cannot_write(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "a-file").write_text("")
+    result = validate_text(
+        tmp_path,
+        f"app: {{log_file: {tmp_path}/absent/agent.log}}\n"
+        f"files_config: {{watch_directories: [{tmp_path}/logs]}}\n"
+        f"positions: {{directory: {tmp_path}/a-file/positions}}\n"
+        "sinks: {kafka: {enabled: true}}\n",
+    )
+    log_file = f"app.log_file: {tmp_path}/absent/agent.log cannot be created: the directory {tmp_path}/absent"
+    positions = (
+        f"positions.directory: {tmp_path}/a-file/positions cannot be created: {tmp_path}/a-file is not"
+    )
+    assert result.exit_code == 2
+    assert log_file in result.output and positions in result.output
+    done = cli("run", "-c", str(tmp_path / "config.yaml"), "--no-status")
+    assert done.returncode == 2, done.stderr
+    assert log_file in done.stderr and positions in done.stderr
+    assert "Traceback" not in done.stderr
