@@ -25,12 +25,30 @@ listed below with its type, default and meaning; an unknown key or a bad value
 is an error that names the key (`log-capturer validate --config FILE` prints
 every problem and exits non-zero).
 
-- `${VAR}` and `${VAR:-default}` inside any string are replaced from the
-  environment (an unset variable without default becomes an empty string).
+- Variables inside any string follow Docker Compose's rules (as Vector's do):
+  `${VAR}` is the variable's value, and an error naming the variable and the key
+  when VAR is unset (set to '' is not an error); `${VAR:-default}` gives the
+  default when VAR is unset or empty, `${VAR-default}` only when it is unset;
+  `$$` is a literal `$` (`$${VAR}` stays `${VAR}`); a `$` not followed by `{`
+  stays as it is; any other `${` is an error.
 - Environment overrides, applied after the file: `KAFKA_BROKERS` (comma list)
   -> `sinks.kafka.brokers`, `KAFKA_USERNAME` -> `sinks.kafka.auth.username`,
   `KAFKA_PASSWORD` -> `sinks.kafka.auth.password`, `KAFKA_COMPRESSION` ->
-  `sinks.kafka.compression`, `KAFKA_BATCH_SIZE` -> `sinks.kafka.batch_size`.
+  `sinks.kafka.compression`, `KAFKA_BATCH_SIZE` -> `sinks.kafka.batch_size`. An
+  error in one names the variable: `sinks.kafka.batch_size (from
+  KAFKA_BATCH_SIZE): expected an integer, such as KAFKA_BATCH_SIZE=1000`.
+- Broker addresses are `host:port` with a port from 1 to 65535 (IPv6:
+  `[::1]:9092`), one per list item.
+- The file must be UTF-8; an error names the first byte that is not, and its offset.
+- `validate` also checks what `run` checks as it starts, without contacting a
+  broker: that a sink is enabled, the pipelines file and the pipelines the
+  config names, the TLS files (as the user running `validate`), the producer
+  configuration librdkafka is given (`librdkafka_options`), `app.log_file` and
+  `positions.directory`. It prints every problem of the config and of the
+  pipelines file in one run and exits 2; it warns, and exits 0, for
+  `sinks.kafka.required_acks: 0` (the broker confirms nothing: a line is
+  checkpointed once sent, and lost if the broker never wrote it; use -1), which
+  the agent also logs at WARNING when it starts.
 - Durations are written `"250ms"`, `"5s"`, `"2m"`, `"1h"`, `"7d"` or as a
   number of seconds.
 
