@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from log_capturer.cli import app
+from log_capturer.devtools.kafka_local import free_port
 
 runner = CliRunner()
 
@@ -241,14 +241,6 @@ def test_validate_warns_about_acks_0_and_succeeds(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "warning" not in result.output
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def test_the_agent_logs_the_acks_0_warning_at_start(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
@@ -257,7 +249,7 @@ def test_the_agent_logs_the_acks_0_warning_at_start(tmp_path: Path) -> None:
         "metrics: {enabled: false}\n"
         f"positions: {{directory: {tmp_path / 'positions'}}}\n"
         f"dispatcher: {{dlq_config: {{directory: {tmp_path / 'dlq'}}}}}\n"
-        f"sinks: {{kafka: {{enabled: true, required_acks: 0, brokers: ['127.0.0.1:{closed_port()}']}}}}\n"
+        f"sinks: {{kafka: {{enabled: true, required_acks: 0, brokers: ['127.0.0.1:{free_port()}']}}}}\n"
     )
     done = cli("run", "-c", str(cfg), "--stdin", "--no-status")  # no input: starts, drains, exits
     assert done.returncode == 0, done.stderr
@@ -320,7 +312,7 @@ def test_validate_refuses_what_run_refuses(tmp_path: Path, kafka: str, message: 
         "metrics: {enabled: false}\n"
         f"positions: {{directory: {tmp_path / 'positions'}}}\n"
         f"dispatcher: {{dlq_config: {{directory: {tmp_path / 'dlq'}}}}}\n"
-        f"sinks: {{kafka: {{enabled: true, brokers: ['127.0.0.1:{closed_port()}'], {kafka}}}}}\n"
+        f"sinks: {{kafka: {{enabled: true, brokers: ['127.0.0.1:{free_port()}'], {kafka}}}}}\n"
     )
     result = validate_text(tmp_path, text)
     assert result.exit_code == 2
