@@ -79,6 +79,8 @@ def validate(
     except AgentError as exc:
         err.print(f"[bold red]{exc}[/]", highlight=False)
         raise typer.Exit(2) from None
+    for note in cfg.ignored_settings():
+        err.print(f"[yellow]warning: {note}[/]", highlight=False)
     if show:
         import yaml
 
@@ -142,6 +144,8 @@ def run(
         secrets=secret_values(cfg),
     )
     log = logging.getLogger("log_capturer.cli")
+    for note in cfg.ignored_settings():
+        log.warning(note)
 
     def say(text: str, problem: bool = False) -> None:
         # With JSON logs every line on stderr is a JSON object, so these go through logging too.
