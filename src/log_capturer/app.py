@@ -372,7 +372,7 @@ class Agent:
             "version": __version__,
             "uptime": _human(uptime),
             "uptime_seconds": round(uptime, 3),
-            "app": {"name": app.name, "version": app.version, "environment": app.environment},
+            "app": {"name": app.name, "version": __version__, "environment": app.environment},
             "services": {
                 "sinks": [s.as_dict() for s in sinks],
                 "sources": sources,

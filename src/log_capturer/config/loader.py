@@ -192,6 +192,8 @@ ACKS_0_WARNING = (
 
 
 def config_warnings(config: Config) -> list[str]:
-    """Valid settings that give up a guarantee the user may be counting on, one message each."""
+    """Valid settings that give up a guarantee the user may be counting on, or that are accepted
+    for compatibility and do nothing, one message each."""
     kafka = config.sinks.kafka
-    return [ACKS_0_WARNING] if kafka.enabled and kafka.required_acks == 0 else []
+    acks = [ACKS_0_WARNING] if kafka.enabled and kafka.required_acks == 0 else []
+    return acks + config.ignored_settings()

@@ -49,7 +49,13 @@ class Strict(BaseModel):
 
 class AppConfig(Strict):
     name: str = Field("ssw-logs-capture", description="Service name used in the agent's own logs.")
-    version: str = Field("v0.0.2", description="Version label reported by /health (informational).")
+    version: str | None = Field(
+        None,
+        description="Deprecated and ignored; accepted so that configs of the original agent (which set "
+        "'v0.0.2') still load. /health (`version` and `app.version`), the agent's logs and "
+        "`log-capturer version` report the installed package's version. When set, `validate` and "
+        "`run` warn that it is ignored.",
+    )
     environment: str = Field("production", description="Environment label for the agent's own logs.")
     log_level: Literal["debug", "info", "warn", "warning", "error"] = Field(
         "info", description="Level of the agent's own logs."
@@ -892,6 +898,17 @@ class Config(Strict):
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     positions: PositionsConfig = Field(default_factory=PositionsConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
+
+    def ignored_settings(self) -> list[str]:
+        """Settings accepted for compatibility that do nothing, each with what to do instead (warnings
+        of ``validate`` and ``run``: not errors, so that an old config still starts the agent)."""
+        notes = []
+        if self.app.version is not None:
+            notes.append(
+                f"app.version ({self.app.version!r}) is deprecated and ignored: /health reports the "
+                "agent's own version (log-capturer version); remove the key"
+            )
+        return notes
 
     def pipeline_names(self) -> dict[str, str]:
         """Every pipeline the config refers to: config key -> pipeline name."""

@@ -15,7 +15,10 @@ emergency  >= emergency (0.95)    if the sink is stalled as well (nothing
 =========  =====================  ===================================================
 
 Each time the utilization rises into a level, the event is counted in
-``kafka_backpressure_events_total{sink_name,threshold_level}``. It is logged
+``kafka_backpressure_events_total{sink_name,threshold_level}`` (its three series
+exist at 0 from the start, so ``rate()`` answers 0, not nothing, on an agent that
+never needed backpressure; ``sink_name`` is the sink type, see
+:mod:`log_capturer.sinks.kafka.names`). It is logged
 too, at most once per ``LOG_EVERY`` seconds for each level (and for the return
 to normal), like Vector's internal log rate limit: at full speed the queue
 crosses its thresholds dozens of times a second, and logging each crossing cost
@@ -59,15 +62,21 @@ LOG_EVERY = 10.0
 class Backpressure:
     """Tracks one sink's level; :meth:`observe` is cheap enough to call once per chunk."""
 
-    def __init__(self, config: BackpressureConfig, metrics: Metrics, sink_name: str) -> None:
+    def __init__(
+        self, config: BackpressureConfig, metrics: Metrics, sink_name: str, metric_label: str
+    ) -> None:
+        """``sink_name``: the sink in log messages; ``metric_label``: its ``sink_name`` metric label."""
         self.config = config
         self.enabled = config.enabled
         self.metrics = metrics
         self.sink_name = sink_name
+        self.metric_label = metric_label
         self.level = Level.NORMAL
         self.utilization = 0.0
         self.peak_utilization = 0.0
         self.events: dict[str, int] = {lvl.label: 0 for lvl in Level if lvl is not Level.NORMAL}
+        for label in self.events:
+            metrics.kafka_backpressure_events.labels(metric_label, label)
         self._lock = threading.Lock()
         #: Per level label (and "normal"): when it was last logged, and events since then.
         self._logged_at: dict[str, float] = {}
@@ -128,7 +137,7 @@ class Backpressure:
 
     def _event(self, level: Level, utilization: float) -> None:
         self.events[level.label] += 1
-        self.metrics.kafka_backpressure_events.labels(self.sink_name, level.label).inc()
+        self.metrics.kafka_backpressure_events.labels(self.metric_label, level.label).inc()
         action = {
             Level.WARNING: "watch it",
             Level.CRITICAL: "new lines wait for room; the sources slow down",

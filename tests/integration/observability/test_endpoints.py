@@ -7,6 +7,7 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ def get(url: str) -> tuple[int, bytes]:
 def test_health_stats_positions_and_logs(tmp_path: Path, bootstrap: str, topic_prefix: str) -> None:
     topics = create_prefixed_topics(bootstrap, topic_prefix)
     lines = [f"WARN disk {i} almost full" for i in range(100)]
+    # app.version is deprecated and ignored: /health reports the package's version.
     cfg = agent_config(tmp_path, bootstrap, topics, app={"environment": "it-env", "version": "v9.9.9"})
     path = write_config(tmp_path / "config.yaml", cfg)
     log = tmp_path / "logs" / "app.log"
@@ -51,7 +53,9 @@ def test_health_stats_positions_and_logs(tmp_path: Path, bootstrap: str, topic_p
         health = orjson.loads(body)
         assert status == 200 and health["status"] == "healthy", health
         assert set(health) >= {"status", "timestamp", "version", "uptime", "services", "checks"}
-        assert health["app"] == {"name": "ssw-logs-capture", "version": "v9.9.9", "environment": "it-env"}
+        installed = version("log-capturer")
+        assert health["version"] == installed
+        assert health["app"] == {"name": "ssw-logs-capture", "version": installed, "environment": "it-env"}
         (sink,) = health["services"]["sinks"]
         assert {k: sink[k] for k in ("name", "status", "message")} == {
             "name": "kafka_sink",
@@ -90,6 +94,10 @@ def test_health_stats_positions_and_logs(tmp_path: Path, bootstrap: str, topic_p
     # The agent's own logs: one JSON object per line, with the start-up line the design doc greps.
     entries = [orjson.loads(line) for line in (tmp_path / "agent.log").read_text().splitlines() if line]
     assert all({"time", "level", "logger", "message", "service"} <= set(e) for e in entries)
+    deprecated = "app.version ('v9.9.9') is deprecated and ignored"
+    ignored = [e for e in entries if e["message"].startswith(deprecated)]
+    assert [e["level"] for e in ignored] == ["warning"]
+    assert [e["version"] for e in entries if e["message"] == "agent started"] == [version("log-capturer")]
     started = [e for e in entries if e["message"] == "Kafka sink initialized"]
     assert len(started) == 1 and started[0]["sink"] == "kafka_sink"
     assert started[0]["environment"] == "it-env" and started[0]["service"] == "ssw-logs-capture"

@@ -74,15 +74,17 @@ def test_kafka_and_agent_metrics_match_the_records_in_kafka(
         assert ratio is not None and ratio > 1.5
         assert not series(m, "kafka_producer_errors_total")
         assert not any(dict(k)["status"] == "error" for k in series(m, "kafka_messages_produced_total"))
-        assert value(m, "kafka_connection_status", broker=bootstrap, sink_name="kafka_sink") == 1
-        assert value(m, "kafka_circuit_breaker_state", sink_name="kafka_sink") == 0
+        assert value(m, "kafka_connection_status", broker=bootstrap, sink_name="kafka") == 1
+        assert value(m, "kafka_circuit_breaker_state", sink_name="kafka") == 0
         wait_until(
-            lambda: value(parse(agent.metrics()), "kafka_queue_size", sink_name="kafka_sink") == 0,
+            lambda: value(parse(agent.metrics()), "kafka_queue_size", sink_name="kafka") == 0,
             10,
             "the producer queue to empty",
         )
         m = parse(agent.metrics())
-        assert value(m, "kafka_queue_utilization", sink_name="kafka_sink") == 0
+        assert value(m, "kafka_queue_utilization", sink_name="kafka") == 0
+        for level in ("warning", "critical", "emergency"):  # no backpressure: its series exist, at 0
+            assert value(m, "kafka_backpressure_events_total", sink_name="kafka", threshold_level=level) == 0
         # Agent-wide metrics.
         assert value(
             m, "logs_processed_total", source_type="file", source_id=str(log), pipeline="default"

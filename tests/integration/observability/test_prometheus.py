@@ -46,11 +46,11 @@ def test_prometheus_scrapes_the_agent_while_lines_flow(
 
             rates = wait_until(shipping, 60, "a positive production rate in Prometheus", interval=1)
             assert len(rates) == 4  # four level topics (nothing goes to the DLQ topic)
-            assert prom.values('kafka_circuit_breaker_state{sink_name="kafka_sink"}') == [0.0]
+            assert prom.values('kafka_circuit_breaker_state{sink_name="kafka"}') == [0.0]
             (up,) = [t for t in prom.active_targets() if t["scrapeUrl"].startswith(f"http://{target}")]
             assert up["health"] == "up", up
             assert prom.values("sum(rate(logs_processed_total[1m]))")[0] > 0
-            assert prom.values('kafka_connection_status{sink_name="kafka_sink"}') == [1.0]
+            assert prom.values('kafka_connection_status{sink_name="kafka"}') == [1.0]
             assert prom.values('component_health{component_name="kafka_sink"}') == [1.0]
             assert prom.values("process_resident_memory_bytes")[0] > 0
 

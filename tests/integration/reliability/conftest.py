@@ -96,7 +96,7 @@ class Watcher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                state = metric(self.agent.metrics(), "kafka_circuit_breaker_state", sink_name="kafka_sink")
+                state = metric(self.agent.metrics(), "kafka_circuit_breaker_state", sink_name="kafka")
                 health = self.agent.get("/health")
             except OSError:
                 continue

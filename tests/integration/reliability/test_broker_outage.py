@@ -111,8 +111,8 @@ def test_a_30s_broker_outage_loses_nothing_and_the_breaker_opens_and_closes(
     assert not missing, f"{len(missing)} lines missing, e.g. seq {missing[:5]}"
     # The breaker opened (2) during the outage and is closed (0) again, as the metrics show.
     assert 2.0 in watch.breaker and watch.breaker[-1] == 0.0, watch.breaker
-    assert metric(outage_metrics, "kafka_connection_status", sink_name="kafka_sink") == 0.0
-    assert metric(final_metrics, "kafka_circuit_breaker_state", sink_name="kafka_sink") == 0.0
+    assert metric(outage_metrics, "kafka_connection_status", sink_name="kafka") == 0.0
+    assert metric(final_metrics, "kafka_circuit_breaker_state", sink_name="kafka") == 0.0
     assert "unhealthy" in watch.health
     assert any("circuit breaker open" in m for m in watch.messages), set(watch.messages)
     if mode == "park-and-replay":

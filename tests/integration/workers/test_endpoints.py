@@ -7,6 +7,7 @@ import signal
 import socket
 import urllib.error
 import urllib.request
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ def test_health_stats_metrics_positions_ingest_and_dlq_through_the_supervisor(
             assert r.status == 200
             health = orjson.loads(r.read())
         assert health["status"] == "healthy"
+        assert health["version"] == health["app"]["version"] == version("log-capturer")
         sinks = [s for s in health["services"]["sinks"] if "kafka" in s["name"]]
         assert [(s["worker"], s["status"]) for s in sinks] == [(0, "healthy"), (1, "healthy")]
         workers = health["checks"]["workers"]

@@ -70,7 +70,32 @@ def test_unit_tests_catch_a_wrong_threshold(tmp_path: Path) -> None:
 
 
 def test_compose_prometheus_config_passes_promtool() -> None:
-    ok(["check", "config", str(PROM / "prometheus.yml")])
+    out = ok(["check", "config", str(PROM / "prometheus.yml")])
+    assert "SUCCESS: 2 rule files found" in out
+    assert yaml.safe_load((PROM / "prometheus.yml").read_text())["rule_files"] == [
+        "alerts.yml",
+        "recording.yml",
+    ]
+
+
+def test_recording_rules_pass_promtool_check_and_are_unit_tested() -> None:
+    """recording.yml gives each histogram a series of its own name (the rate of its buckets), which
+    the design document's ``histogram_quantile(0.95, kafka_batch_size_messages)`` reads."""
+    recorded = [
+        r["record"]
+        for g in yaml.safe_load((PROM / "recording.yml").read_text())["groups"]
+        for r in g["rules"]
+    ]
+    assert recorded == [
+        "kafka_batch_size_messages",
+        "kafka_batch_send_duration_seconds",
+        "kafka_message_size_bytes",
+    ]
+    assert f"SUCCESS: {len(recorded)} rules found" in ok(["check", "rules", str(PROM / "recording.yml")])
+    tests = yaml.safe_load((PROM / "alerts.test.yml").read_text())
+    assert "recording.yml" in tests["rule_files"]
+    tested = {t["expr"] for case in tests["tests"] for t in case.get("promql_expr_test", [])}
+    assert tested == {f"histogram_quantile(0.95, {name})" for name in recorded}
 
 
 def dashboard() -> dict[str, Any]:
@@ -87,7 +112,7 @@ def test_dashboard_has_the_design_documents_panels() -> None:
     want = {
         "Throughput by topic": 'sum by (topic) (rate(kafka_messages_produced_total{status="success"}[1m]))',
         "Error rate": "sum by (error_type) (rate(kafka_producer_errors_total[1m]))",
-        "Queue utilization": "kafka_queue_utilization * 100",
+        "Queue utilization": 'kafka_queue_utilization{sink_name="kafka"} * 100',  # the document's, as written
         "DLQ rate": "sum by (reason) (rate(kafka_dlq_messages_total[5m]))",
         "Circuit breaker state": "kafka_circuit_breaker_state",
         "Batch send latency p95": "histogram_quantile(0.95, sum by (le, topic) "

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -175,6 +176,13 @@ def manifests() -> list[dict[str, Any]]:
 def test_kubernetes_manifests_match_the_api_schemas(version: str) -> None:
     for doc in manifests():
         kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_daemonset_runs_the_image_of_this_version() -> None:
+    """The manifest pins the image tag by hand: it must be the package's version (pyproject.toml)."""
+    ds = next(d for d in manifests() if d["kind"] == "DaemonSet")
+    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"ssw-logs-capture:{metadata.version('log-capturer')}"
 
 
 def test_kubernetes_schema_check_rejects_a_wrong_field() -> None:

@@ -13,13 +13,22 @@ from log_capturer.reliability.backpressure import Backpressure, Level
 
 def events(metrics: Metrics, level: str) -> float:
     value = metrics.registry.get_sample_value(
-        "kafka_backpressure_events_total", {"sink_name": "kafka_sink", "threshold_level": level}
+        "kafka_backpressure_events_total", {"sink_name": "kafka", "threshold_level": level}
     )
     return value or 0.0
 
 
+def test_every_level_has_a_series_at_zero_from_the_start() -> None:
+    """So rate(kafka_backpressure_events_total[5m]) answers 0, not nothing, when all is well."""
+    metrics = Metrics()
+    Backpressure(BackpressureConfig(), metrics, "kafka_sink", "kafka")
+    for level in ("warning", "critical", "emergency"):
+        labels = {"sink_name": "kafka", "threshold_level": level}
+        assert metrics.registry.get_sample_value("kafka_backpressure_events_total", labels) == 0.0
+
+
 def test_levels_follow_the_thresholds() -> None:
-    bp = Backpressure(BackpressureConfig(), Metrics(), "kafka_sink")
+    bp = Backpressure(BackpressureConfig(), Metrics(), "kafka_sink", "kafka")
     assert [bp.level_of(u) for u in (0.0, 0.74, 0.75, 0.89, 0.9, 0.94, 0.95, 1.0)] == [
         Level.NORMAL,
         Level.NORMAL,
@@ -34,7 +43,7 @@ def test_levels_follow_the_thresholds() -> None:
 
 def test_each_level_entered_from_below_is_counted_once() -> None:
     metrics = Metrics()
-    bp = Backpressure(BackpressureConfig(), metrics, "kafka_sink")
+    bp = Backpressure(BackpressureConfig(), metrics, "kafka_sink", "kafka")
     for u in (0.5, 0.8, 0.85, 0.92, 0.97, 0.99, 0.5, 0.96):
         bp.observe(u)
     # 0.5 -> 0.8 warning; -> 0.92 critical; -> 0.97 emergency; back to normal; -> 0.96 all three again.
@@ -46,27 +55,27 @@ def test_each_level_entered_from_below_is_counted_once() -> None:
 
 def test_disabled_stays_normal() -> None:
     metrics = Metrics()
-    bp = Backpressure(BackpressureConfig(enabled=False), metrics, "kafka_sink")
+    bp = Backpressure(BackpressureConfig(enabled=False), metrics, "kafka_sink", "kafka")
     assert bp.observe(1.0) is Level.NORMAL
     assert events(metrics, "emergency") == 0
 
 
 def test_timeout_escalation_grows_the_wait_step_by_step() -> None:
-    grow = Backpressure(BackpressureConfig(), Metrics(), "k").wait_steps()
+    grow = Backpressure(BackpressureConfig(), Metrics(), "k", "k").wait_steps()
     assert grow[0] == 0.01 and grow[-1] == 1.0
     assert all(b == min(a * 2, 1.0) for a, b in itertools.pairwise(grow))
-    fixed = Backpressure(BackpressureConfig(timeout_escalation=False), Metrics(), "k").wait_steps()
+    fixed = Backpressure(BackpressureConfig(timeout_escalation=False), Metrics(), "k", "k").wait_steps()
     assert fixed == [0.1]
 
 
 def test_a_waiting_chunk_puts_the_sink_at_the_critical_level_whatever_the_utilization() -> None:
     metrics = Metrics()
-    bp = Backpressure(BackpressureConfig(), metrics, "kafka_sink")
+    bp = Backpressure(BackpressureConfig(), metrics, "kafka_sink", "kafka")
     assert bp.observe(0.6, at_least=Level.CRITICAL) is Level.CRITICAL
     assert events(metrics, "warning") == 1 and events(metrics, "critical") == 1
     assert bp.peak_utilization == 0.6  # the real utilization, not the level's threshold
     assert bp.observe(0.97, at_least=Level.CRITICAL) is Level.EMERGENCY
-    off = Backpressure(BackpressureConfig(enabled=False), Metrics(), "kafka_sink")
+    off = Backpressure(BackpressureConfig(enabled=False), Metrics(), "kafka_sink", "kafka")
     assert off.observe(0.6, at_least=Level.CRITICAL) is Level.NORMAL
 
 
@@ -76,7 +85,7 @@ def test_level_changes_are_logged_at_most_once_per_interval_but_all_counted(
     now = [1000.0]
     monkeypatch.setattr(backpressure.time, "monotonic", lambda: now[0])
     metrics = Metrics()
-    bp = Backpressure(BackpressureConfig(), metrics, "kafka_sink")
+    bp = Backpressure(BackpressureConfig(), metrics, "kafka_sink", "kafka")
     with caplog.at_level(logging.INFO, logger=backpressure.__name__):
         for _ in range(50):  # a queue at full speed crosses its thresholds over and over
             bp.observe(0.8)

@@ -62,6 +62,7 @@ from log_capturer.sinks.kafka.batching import LingerPolicy
 from log_capturer.sinks.kafka.config import close_producer, producer_config, redacted, tls_file_problems
 from log_capturer.sinks.kafka.encode import encode_chunk, tally
 from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
+from log_capturer.sinks.kafka.names import SINK_NAME, SINK_TYPE
 from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable, Settled
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
 from log_capturer.sinks.kafka.quiet import Repeats, quiet_logger
@@ -155,14 +156,14 @@ class _Retry:
 
 
 class KafkaSink:
-    sink_type = "kafka"
+    sink_type = SINK_TYPE
 
     def __init__(
         self,
         config: KafkaSinkConfig,
         metrics: Metrics,
         dlq: DeadLetterStore | None,
-        name: str = "kafka_sink",
+        name: str = SINK_NAME,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
     ) -> None:
         self.config = config
@@ -206,7 +207,7 @@ class KafkaSink:
             on_change=self._breaker_changed,
             enabled=cb.enabled,
         )
-        self.pressure = Backpressure(config.backpressure_config, metrics, name)
+        self.pressure = Backpressure(config.backpressure_config, metrics, name, self.sink_type)
         pc = config.backpressure_config
         self._critical = pc.queue_critical_threshold
         self._emergency = pc.queue_emergency_threshold
@@ -229,7 +230,7 @@ class KafkaSink:
         self._thread: threading.Thread | None = None
         self._flush_requested = False
         self._linger = LingerPolicy(config.adaptive_batching, POLL_INTERVAL)
-        self._stats = StatsTracker(metrics, name, config.compression)
+        self._stats = StatsTracker(metrics, self.sink_type, config.compression)
         self._send_lock = threading.Lock()
         # Counters: the senders' are written under _send_lock, the others by the poll thread only.
         self.produced = 0
@@ -278,8 +279,8 @@ class KafkaSink:
         except KafkaException as exc:
             raise SinkStartError(f"sinks.kafka: the producer rejected its configuration: {exc}") from exc
         for b in self.config.brokers:
-            self.metrics.kafka_connection_status.labels(b, self.name).set(0)
-        self.metrics.kafka_circuit_breaker_state.labels(self.name).set(int(BreakerState.CLOSED))
+            self.metrics.kafka_connection_status.labels(b, self.sink_type).set(0)
+        self.metrics.kafka_circuit_breaker_state.labels(self.sink_type).set(int(BreakerState.CLOSED))
         self._last_progress = time.monotonic()
         self._thread = threading.Thread(target=self._poll_loop, name=f"{self.name}-poll", daemon=True)
         self._thread.start()
@@ -1244,7 +1245,7 @@ class KafkaSink:
             self._all_down = self._stats.all_down
 
     def _breaker_changed(self, old: BreakerState, new: BreakerState, reason: str) -> None:
-        self.metrics.kafka_circuit_breaker_state.labels(self.name).set(int(new))
+        self.metrics.kafka_circuit_breaker_state.labels(self.sink_type).set(int(new))
         self._space.set()
         logger = log.warning if new is BreakerState.OPEN else log.info
         logger(
@@ -1270,8 +1271,8 @@ class KafkaSink:
         queued = len(producer) + (self._native.records if self._native is not None else 0)
         util = self.utilization
         self.pressure.observe(util)
-        self.metrics.kafka_queue_size.labels(self.name).set(queued)
-        self.metrics.kafka_queue_utilization.labels(self.name).set(min(1.0, util))
+        self.metrics.kafka_queue_size.labels(self.sink_type).set(queued)
+        self.metrics.kafka_queue_utilization.labels(self.sink_type).set(min(1.0, util))
 
     # -- reporting -----------------------------------------------------------------------------
     def health(self) -> SinkHealth:

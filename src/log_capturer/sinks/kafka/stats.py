@@ -16,9 +16,10 @@ from log_capturer.observability.metrics import Metrics
 
 
 class StatsTracker:
-    def __init__(self, metrics: Metrics, sink_name: str, compression: str) -> None:
+    def __init__(self, metrics: Metrics, metric_label: str, compression: str) -> None:
+        """``metric_label``: the ``sink_name`` label of ``kafka_connection_status`` (the sink type)."""
         self.metrics = metrics
-        self.sink_name = sink_name
+        self.metric_label = metric_label
         self.compression = compression
         self._txmsgs: dict[tuple[str, int], int] = {}
         self.brokers_up: dict[str, bool] = {}
@@ -33,7 +34,7 @@ class StatsTracker:
             addr = str(b.get("nodename") or b.get("name", ""))
             up[addr] = up.get(addr, False) or b.get("state") == "UP"
         for addr, ok in up.items():
-            m.kafka_connection_status.labels(addr, self.sink_name).set(1 if ok else 0)
+            m.kafka_connection_status.labels(addr, self.metric_label).set(1 if ok else 0)
         if up:
             self.brokers_up = up
         for topic, t in stats.get("topics", {}).items():

@@ -44,7 +44,7 @@ def connection_status(metrics: str) -> list[float]:
     return [
         float(v)
         for v in re.findall(
-            r'^kafka_connection_status\{broker="[^"]+",sink_name="kafka_sink"\} (\S+)$', metrics, re.M
+            r'^kafka_connection_status\{broker="[^"]+",sink_name="kafka"\} (\S+)$', metrics, re.M
         )
     ]
 

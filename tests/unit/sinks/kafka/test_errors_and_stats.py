@@ -19,7 +19,7 @@ def test_classification() -> None:
 
 def test_stats_update_connection_partitions_and_compression() -> None:
     m = Metrics()
-    t = StatsTracker(m, "kafka_sink", "zstd")
+    t = StatsTracker(m, "kafka", "zstd")
     stats = {
         "brokers": {"b/1": {"nodename": "127.0.0.1:9092", "nodeid": 1, "state": "UP"}},
         "topics": {
@@ -33,9 +33,7 @@ def test_stats_update_connection_partitions_and_compression() -> None:
     t.update(stats, {"logs": 100.0})
     reg = m.registry
     assert (
-        reg.get_sample_value(
-            "kafka_connection_status", {"broker": "127.0.0.1:9092", "sink_name": "kafka_sink"}
-        )
+        reg.get_sample_value("kafka_connection_status", {"broker": "127.0.0.1:9092", "sink_name": "kafka"})
         == 1
     )
     assert reg.get_sample_value("kafka_partition_messages_total", {"topic": "logs", "partition": "0"}) == 10
@@ -47,9 +45,7 @@ def test_stats_update_connection_partitions_and_compression() -> None:
     t.update(stats, {"logs": 100.0})
     assert reg.get_sample_value("kafka_partition_messages_total", {"topic": "logs", "partition": "0"}) == 25
     assert (
-        reg.get_sample_value(
-            "kafka_connection_status", {"broker": "127.0.0.1:9092", "sink_name": "kafka_sink"}
-        )
+        reg.get_sample_value("kafka_connection_status", {"broker": "127.0.0.1:9092", "sink_name": "kafka"})
         == 0
     )
     assert t.all_down
