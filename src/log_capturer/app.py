@@ -448,12 +448,14 @@ class Agent:
         return code, summary
 
     def _source_health(self) -> list[dict[str, Any]]:
+        """Each source: its supervisor's state (degraded while a crashed thread is restarted, with
+        the error and the restarts; see sources.supervise) and its figures."""
         out = []
         if self.file_source is not None:
             out.append(
                 {
                     "name": "file_source",
-                    "status": "healthy",
+                    **self.file_source.health(),
                     "files": len(self.file_source.files()),
                     "rotated_files_draining": len(self.file_source.files(live=False)),
                     "open_files": self.file_source.open_files,
@@ -464,7 +466,7 @@ class Agent:
             out.append(
                 {
                     "name": "container_source",
-                    "status": "healthy",
+                    **cs.health(),
                     "containers": len({tf.origin.source_id for tf in cs.files()}),
                     "files": len(cs.files()),
                     "docker_events_connected": cs.events_connected,
@@ -474,7 +476,7 @@ class Agent:
             out.append(
                 {
                     "name": "syslog_source",
-                    "status": "healthy",
+                    **self.syslog.health(),
                     "listeners": [f"{t}://{h}:{p}" for t, h, p in self.syslog.bound],
                     "tcp_connections": len(self.syslog.connections),
                 }
@@ -483,12 +485,12 @@ class Agent:
             out.append(
                 {
                     "name": "stdin_source",
-                    "status": "healthy",
+                    **self.stdin.health(),
                     "finished": self.stdin.finished.is_set(),
                 }
             )
         if self.ingest is not None:
-            out.append({"name": "http_ingest", "status": "healthy", "path": INGEST_PATH})
+            out.append({"name": "http_ingest", **self.ingest.health(), "path": INGEST_PATH})
         return out
 
     def stats(self) -> dict[str, Any]:

@@ -4,8 +4,9 @@
 Two samples ``interval`` apart give the rates: lines in (read by the sources
 and queued) and lines out (acknowledged by Kafka or parked in the DLQ), per
 second, and per topic. The view shows the overall state, each sink's state,
-message and circuit breaker, every health check (queue, DLQ, ...), the queue
-fill and the DLQ figures.
+message and circuit breaker, each source's state and restarts (with the error
+while a crashed source is restarted, or the last one), every health check
+(queue, DLQ, ...), the queue fill and the DLQ figures.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
         }
         for s in h.get("services", {}).get("sinks", [])
     ]
+    sources = [_source(s) for s in h.get("services", {}).get("sources", []) if isinstance(s, dict)]
     checks = {
         name: {"status": c.get("status", "?"), **{k: v for k, v in c.items() if k != "status"}}
         for name, c in h.get("checks", {}).items()
@@ -131,6 +133,7 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
         "queue_size": disp.get("queue_size", 0),
         "queue_capacity": disp.get("queue_capacity", 0),
         "sinks": sinks,
+        "sources": sources,
         "checks": checks,
         "dlq": _dlq(st.get("dlq", {}), cur.dlq or {}),
         "files": {
@@ -139,6 +142,22 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
             if k in st.get("files", {})
         }
         | {"lag_bytes": sum(st.get("files", {}).get("lag_bytes", {}).values())},
+    }
+
+
+def _source(s: dict[str, Any]) -> dict[str, Any]:
+    """A source of ``/health``: its state, restarts, and why (the error now, or the last one)."""
+    name = str(s.get("name", "?"))
+    if "worker" in s:
+        name += f" (worker {s['worker']})"
+    message = str(s.get("message", ""))
+    if not message and s.get("last_error"):
+        message = f"last error: {s['last_error']}"
+    return {
+        "name": name,
+        "status": s.get("status", "?"),
+        "restarts": s.get("restarts", 0),
+        "message": message,
     }
 
 
@@ -191,12 +210,17 @@ def render(v: dict[str, Any], api: str) -> RenderableType:
             "-" if s["outstanding"] is None else f"{s['outstanding']:,}",
             s["message"],
         )
+    sources = Table(title="sources", title_justify="left")
+    for col in ("name", "status", "restarts", "message"):
+        sources.add_column(col, overflow="fold")
+    for src in v["sources"]:
+        sources.add_row(src["name"], _status(src["status"]), str(src["restarts"]), src["message"])
     checks = Table(title="checks", title_justify="left")
     for col in ("check", "status", "details"):
         checks.add_column(col, overflow="fold")
     for name, c in v["checks"].items():
         checks.add_row(name, _status(c["status"]), _figures({k: x for k, x in c.items() if k != "status"}))
-    parts: list[RenderableType] = [head, flow, sinks, checks]
+    parts: list[RenderableType] = [head, flow, sinks, sources, checks]
     if v["topics_per_second"]:
         topics = Table(title="delivered per topic", title_justify="left")
         topics.add_column("topic")

@@ -202,7 +202,8 @@ class Metrics:
         )
         self.source_lines_dropped = Counter(
             "source_lines_dropped_total",
-            "Messages received but never queued (the agent stopped while the queue stayed full).",
+            "Messages received but never queued (the agent stopped while the queue stayed full, or the "
+            "source crashed on them).",
             ["source", "reason"],
             registry=r,
         )

@@ -21,7 +21,12 @@ Answers (always JSON):
   ``queue_timeout``; nothing was queued, unless ``accepted`` says otherwise
   (a request whose records span several sources is queued one source at a time);
 - 503: the agent is stopping, or the records were not acknowledged within
-  ``ack_timeout`` (they may still be delivered; resending is at-least-once).
+  ``ack_timeout`` (they may still be delivered; resending is at-least-once);
+- 500 ``{"status": "error", "error": ...}``: the handler crashed (a bug). The
+  server goes on; the crash is logged with its traceback, counted in
+  ``errors_total{component="http_ingest",error_type="crash"}``, and
+  ``http_ingest`` is degraded in ``/health`` until a request is handled again.
+  Records of the request may have been queued: resending is at-least-once.
 
 The event loop never blocks: the dispatcher's blocking ``submit`` runs in the
 default executor.
@@ -44,6 +49,7 @@ from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.processing.levels import CANONICAL, level_of_value
 from log_capturer.processing.timestamps import NS, parse_epoch, parse_rfc3339
 from log_capturer.record import Chunk, Origin
+from log_capturer.sources.supervise import Supervisor, describe
 
 PATH = "/api/v1/logs"
 KNOWN = frozenset({"message", "level", "source_type", "source_id", "labels", "timestamp", "fields"})
@@ -230,12 +236,24 @@ class HttpIngest:
         self.metrics = metrics
         self.records = Records(config)
         self.accepted = 0
+        #: Crashed requests make ``http_ingest`` degraded until one is handled again.
+        self.supervisor = Supervisor("http_ingest", metrics)
+
+    def health(self) -> dict[str, Any]:
+        """The source's state for ``/health`` (see :meth:`Supervisor.health`)."""
+        return self.supervisor.health()
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
             status, body, headers = await self._handle(request)
+            self.supervisor.ok()
         except IngestError as exc:
             status, body, headers = exc.status, {"status": "rejected", "error": exc.reason}, None
+            self.supervisor.ok()
+        except Exception as exc:
+            self.supervisor.crashed(exc, "answered 500")
+            error = f"internal error ({describe(exc)}); some records may have been queued"
+            status, body, headers = 500, {"status": "error", "error": error}, None
         self.metrics.http_ingest_requests.labels(str(status)).inc()
         return _reply(status, body, headers)
 

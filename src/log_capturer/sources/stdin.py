@@ -7,20 +7,28 @@ bytes kept as ``\\xNN`` escapes, a trailing ``\\r`` removed, empty lines
 skipped, over-long lines truncated and marked. A :class:`Checkpoint` over the
 bytes read tells when every line was acknowledged, so the agent can exit at
 end of input once it has drained.
+
+The reader runs under a :class:`Supervisor`: after a crash it is restarted
+with back-off and goes on with the stream where it was. A read whose lines
+were not all queued is split again from the splitter as it was before it, so
+none of its lines is lost or queued twice.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
 import time
+from typing import Any
 
 from log_capturer.config.schema import StdinConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
+from log_capturer.sources.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,10 @@ class StdinSource:
         self.finished = threading.Event()
         self.lines_read = 0
         self.bytes_read = 0
+        self.supervisor = Supervisor("stdin_source", metrics)
+        self._splitter = LineSplitter(config.max_line_bytes)
+        #: A read being split and queued, and the splitter as it was before it.
+        self._pending: tuple[bytes, LineSplitter] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -121,28 +133,47 @@ class StdinSource:
         if self._thread is not None:
             self._thread.join(1.0)
 
+    def health(self) -> dict[str, Any]:
+        """The source's state for ``/health`` (see :meth:`Supervisor.health`)."""
+        return self.supervisor.health()
+
     def _run(self) -> None:
-        splitter = LineSplitter(self.config.max_line_bytes)
+        self.supervisor.run(self._read, self._stop)
+
+    def _read(self) -> None:
         try:
-            while data := os.read(self.fd, READ_BYTES):
+            ended = False
+            if self._pending is not None:  # taken before a crash, not all queued: take it again
+                data, self._splitter = self._pending
+                self._take(data)
+                ended = not data
+            while not ended:
+                data = os.read(self.fd, READ_BYTES)
                 if self._stop.is_set():
                     return
-                start = self.bytes_read
-                self.bytes_read += len(data)
-                lines, truncated = splitter.feed(data)
-                if lines:
-                    self._submit(lines, truncated, start, self.bytes_read)
-            last = splitter.finish()
-            if last is not None:
-                self._submit([last], set(), self.bytes_read, self.bytes_read)
+                self._take(data)
+                ended = not data
+                self.supervisor.ok()
             log.info("end of standard input", extra={"lines": self.lines_read, "bytes": self.bytes_read})
             self.finished.set()
-        except QueueClosed:
-            return
         except OSError as exc:
             log.error("cannot read standard input: %s", exc.strerror)
             self.metrics.errors.labels("stdin_source", "read_failed").inc()
             self.finished.set()
+
+    def _take(self, data: bytes) -> None:
+        """Split ``data`` (b"": the end of input, the last line may lack its newline) and queue it."""
+        self._pending = (data, copy.copy(self._splitter))
+        if data:
+            lines, truncated = self._splitter.feed(data)
+        else:
+            last = self._splitter.finish()
+            lines, truncated = ([] if last is None else [last]), set()
+        start = self.bytes_read
+        if lines:
+            self._submit(lines, truncated, start, start + len(data))
+        self.bytes_read = start + len(data)
+        self._pending = None
 
     def _submit(self, lines: list[str], truncated: set[int], start: int, end: int) -> None:
         chunk = Chunk(self.origin, lines, start=start, end=end, read_time_ns=time.time_ns())

@@ -84,3 +84,44 @@ def test_render_shows_every_part() -> None:
         "50.0",
     ):
         assert part in text, part
+
+
+def test_sources_show_their_state_restarts_and_error() -> None:
+    health = {
+        **HEALTH,
+        "services": {
+            **HEALTH["services"],
+            "sources": [
+                {
+                    "name": "file_source",
+                    "status": "degraded",
+                    "restarts": 2,
+                    "last_error": "RuntimeError: boom",
+                    "message": "crashed 2 times in a row: RuntimeError: boom; restarts: 2",
+                },
+                {"name": "syslog_source", "status": "healthy", "restarts": 1, "last_error": "OSError: x"},
+                {"name": "container_source", "status": "healthy", "restarts": 0, "worker": 1},
+            ],
+        },
+    }
+    v = view(Sample(0.0, health, stats(0, 0, 0, {})), Sample(1.0, health, stats(0, 0, 0, {})))
+    assert v["sources"] == [
+        {
+            "name": "file_source",
+            "status": "degraded",
+            "restarts": 2,
+            "message": "crashed 2 times in a row: RuntimeError: boom; restarts: 2",
+        },
+        {"name": "syslog_source", "status": "healthy", "restarts": 1, "message": "last error: OSError: x"},
+        {"name": "container_source (worker 1)", "status": "healthy", "restarts": 0, "message": ""},
+    ]
+    console = Console(record=True, width=200)
+    console.print(render(v, "http://127.0.0.1:8401"))
+    text = console.export_text()
+    for part in (
+        "sources",
+        "file_source",
+        "crashed 2 times in a row: RuntimeError: boom",
+        "last error: OSError",
+    ):
+        assert part in text, part

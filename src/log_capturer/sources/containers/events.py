@@ -7,7 +7,9 @@ once, so a container that starts is followed within milliseconds instead of
 at the next periodic scan; discovery never depends on the socket. When the
 socket is missing or the connection drops, the client waits
 ``reconnect_interval`` and tries again (and asks for a scan after each
-reconnection, for what happened meanwhile).
+reconnection, for what happened meanwhile). Anything else that goes wrong in
+the thread (a failing ``on_event``) is a crash: its :class:`Supervisor`
+restarts it with back-off and the container source reports it in ``/health``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+
+from log_capturer.sources.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +65,11 @@ class DockerEvents:
         socket_path: str,
         on_event: Callable[[dict[str, Any]], None],
         reconnect_interval: float,
+        supervisor: Supervisor,
         connect_timeout: float = 5.0,
     ) -> None:
         self.path = socket_file(socket_path)
+        self.supervisor = supervisor
         self.on_event = on_event
         self.reconnect_interval = reconnect_interval
         self.connect_timeout = connect_timeout
@@ -94,6 +100,9 @@ class DockerEvents:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        self.supervisor.run(self._loop, self._stop)
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self._follow()
@@ -112,6 +121,7 @@ class DockerEvents:
                     conn, self._conn = self._conn, None
                 if conn is not None:
                     conn.close()
+            self.supervisor.ok()
             self._stop.wait(self.reconnect_interval)
 
     def _follow(self) -> None:
@@ -131,6 +141,7 @@ class DockerEvents:
             log.info("Docker events connected", extra={"socket": self.path})
         self._reported_down = False
         self.on_event({"Type": "connected"})
+        self.supervisor.ok()
         while not self._stop.is_set():
             line = resp.readline()
             if not line:

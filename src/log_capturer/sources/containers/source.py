@@ -38,6 +38,7 @@ from log_capturer.config.schema import (
     MultilineConfig,
     PositionsConfig,
 )
+from log_capturer.observability.health import worst
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing.assembly import Assembler, Chain
@@ -50,6 +51,7 @@ from log_capturer.sources.containers.kubernetes import scan_pods
 from log_capturer.sources.file.source import settings_of
 from log_capturer.sources.file.tailer import Entry, TailEngine, Target
 from log_capturer.sources.positions import PositionStore
+from log_capturer.sources.supervise import Supervisor
 from log_capturer.workers.shard import Shard
 
 log = logging.getLogger(__name__)
@@ -164,9 +166,24 @@ class ContainerSource(TailEngine):
         super().start()
         if self._docker_dir is not None and self.docker_cfg.socket_path:
             self._events = DockerEvents(
-                self.docker_cfg.socket_path, self._on_event, self.docker_cfg.reconnect_interval
+                self.docker_cfg.socket_path,
+                self._on_event,
+                self.docker_cfg.reconnect_interval,
+                Supervisor(f"{self.name}_source", self.metrics),
             )
             self._events.start()
+
+    def health(self) -> dict[str, Any]:
+        """The read loop's state, and the ``docker-events`` thread's (the worse one wins)."""
+        out = super().health()
+        if self._events is not None:
+            events = self._events.supervisor.health()
+            out["docker_events"] = events
+            status = worst([out["status"], events["status"]])
+            if status != out["status"]:
+                out["status"] = status
+                out["message"] = f"docker events: {events['message']}"
+        return out
 
     def stop(self) -> None:
         if self._events is not None:

@@ -67,6 +67,10 @@ class TailedFile:
     consumed: int = 0
     #: End of the last chunk emitted: where the checkpoint may go.
     emitted: int = 0
+    #: End of the last chunk handed to the dispatcher, and whether an over-long line was being
+    #: skipped there: where a restarted read loop reads again from (:meth:`rewind`).
+    handed_over: int = 0
+    handed_over_skipping: bool = False
     #: Lines acknowledged in earlier runs (from the positions file).
     saved_log_count: int = 0
     bytes_read: int = 0
@@ -84,6 +88,8 @@ class TailedFile:
             self.consumed = self.read_offset
         if not self.emitted:
             self.emitted = self.read_offset
+        if not self.handed_over:
+            self.handed_over = self.read_offset
 
     @property
     def key(self) -> tuple[int, int]:
@@ -127,12 +133,35 @@ class TailedFile:
 
     def restart_at(self, offset: int, checkpoint: Checkpoint) -> None:
         """Forget read state and read again from ``offset`` (new content after a truncation)."""
-        self.read_offset = self.consumed = self.emitted = offset
+        self.read_offset = self.consumed = self.emitted = self.handed_over = offset
         self.partial = b""
-        self.skipping = False
+        self.skipping = self.handed_over_skipping = False
         self.held_offsets = []
         self.checkpoint = checkpoint
         self.saved_log_count = 0
+
+    def mark_handed_over(self, chunk: Chunk) -> None:
+        """``chunk`` (the last one made) is in the dispatcher's hands."""
+        self.handed_over = chunk.end
+        self.handed_over_skipping = self.skipping
+
+    def rewind(self) -> None:
+        """Read again from the end of the last chunk handed over (a crashed read loop restarts).
+
+        What lies after it was never queued: a partial line, the lines the
+        assembler holds, a chunk made but not handed over. Reading it again
+        sends none of it twice and skips none of it.
+        """
+        held = self.assembler is not None and self.assembler.held > 0
+        if self.read_offset == self.emitted == self.handed_over and not held:
+            return
+        self.bytes_read -= self.read_offset - self.handed_over
+        self.read_offset = self.consumed = self.emitted = self.handed_over
+        self.partial = b""
+        self.skipping = self.handed_over_skipping
+        self.held_offsets = []
+        if self.assembler is not None:
+            self.assembler.flush()  # its lines lie after handed_over: they are read again
 
     # -- reading ----------------------------------------------------------------------------
     def read_chunk(self, bufsize: int, max_line: int, now: float) -> tuple[Chunk | None, bool]:

@@ -32,7 +32,11 @@ A source says which paths to follow (:meth:`TailEngine.discover`, run every
   (or by fingerprint, for a copy) in their directory and resumed.
 
 One thread reads everything; submitting a chunk blocks while the dispatcher
-queue is full, so backpressure pauses reading.
+queue is full, so backpressure pauses reading. It runs under a
+:class:`~log_capturer.sources.supervise.Supervisor`: after a crash it is
+restarted with back-off, and every file reads again from the end of the last
+chunk it handed to the dispatcher (:meth:`TailedFile.rewind`), so the lines
+of a chunk that was being made or handed over are neither lost nor sent twice.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from log_capturer.processing.assembly import Assembler
 from log_capturer.record import Chunk, Origin
 from log_capturer.sources.file.identity import FINGERPRINT_BYTES, Fingerprint, read_head
 from log_capturer.sources.file.tail import TailedFile
+from log_capturer.sources.supervise import Supervisor
 
 if TYPE_CHECKING:
     from log_capturer.workers.shard import Shard
@@ -161,6 +166,8 @@ class TailEngine(ABC):
             )
         self.dispatcher = dispatcher
         self.metrics = metrics
+        #: Restarts the read loop after a crash; its state is the source's health.
+        self.supervisor = Supervisor(f"{self.name}_source", metrics)
         self.tracked: dict[Key, TailedFile] = {}
         #: Watched path -> the identity it names.
         self.by_path: dict[str, Key] = {}
@@ -221,7 +228,11 @@ class TailEngine(ABC):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
-        self.rescan()
+        try:
+            self.rescan()
+        except Exception as exc:
+            self.supervisor.crashed(exc, "discovery is tried again by the read loop")
+            self._rescan_now.set()
         self._thread = threading.Thread(target=self._run, name=f"{self.name}-source", daemon=True)
         self._thread.start()
 
@@ -243,31 +254,38 @@ class TailEngine(ABC):
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
+        self.supervisor.run(self._loop, self._stop, self.rewind)
+
+    def _loop(self) -> None:
         s = self.settings
         next_scan = time.monotonic() + s.rescan_interval
         next_flush = time.monotonic() + self.flush_interval()
         idle_wait = s.poll_interval
-        try:
-            while not self._stop.is_set():
-                busy = self.pump_all(time.monotonic())
-                now = time.monotonic()
-                if now >= next_scan or self._rescan_now.is_set():
-                    self._rescan_now.clear()
-                    self.rescan()
-                    next_scan = now + s.rescan_interval
-                if now >= next_flush:
-                    self.save_positions()
-                    next_flush = now + self.flush_interval()
-                if busy:
-                    idle_wait = min(ACTIVE_POLL, s.poll_interval)
-                else:
-                    self._rescan_now.wait(idle_wait)
-                    idle_wait = min(idle_wait * 2, s.poll_interval)
-        except QueueClosed:
-            return
-        except Exception:
-            log.exception("%s source crashed; positions stay at what was acknowledged", self.name)
-            self.metrics.errors.labels(f"{self.name}_source", "crash").inc()
+        while not self._stop.is_set():
+            busy = self.pump_all(time.monotonic())
+            now = time.monotonic()
+            if now >= next_scan or self._rescan_now.is_set():
+                self._rescan_now.clear()
+                self.rescan()
+                next_scan = now + s.rescan_interval
+            if now >= next_flush:
+                self.save_positions()
+                next_flush = now + self.flush_interval()
+            self.supervisor.ok()
+            if busy:
+                idle_wait = min(ACTIVE_POLL, s.poll_interval)
+            else:
+                self._rescan_now.wait(idle_wait)
+                idle_wait = min(idle_wait * 2, s.poll_interval)
+
+    def rewind(self) -> None:
+        """Before a restart: every file reads again from the end of its last chunk handed over."""
+        for tf in list(self.tracked.values()):
+            tf.rewind()
+
+    def health(self) -> dict[str, Any]:
+        """The read loop's state for ``/health`` (see :meth:`Supervisor.health`)."""
+        return self.supervisor.health()
 
     def pump_all(self, now: float) -> bool:
         """Read once from every file with new data. True when bytes were read."""
@@ -352,6 +370,7 @@ class TailEngine(ABC):
         while not self.dispatcher.submit(chunk, tf.checkpoint, timeout=0.25):
             if self._stop.is_set():
                 raise QueueClosed
+        tf.mark_handed_over(chunk)
         self.lines_read += len(chunk.lines)
 
     # -- descriptors -------------------------------------------------------------------------------

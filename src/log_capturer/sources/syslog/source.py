@@ -13,11 +13,21 @@ kernel drops datagrams its receive buffer cannot hold (see
 every second and counted. On stop, what is buffered is handed over within
 the drain deadline; anything that cannot be is counted in
 ``source_lines_dropped_total``.
+
+Crashes: an exception in a handler (a protocol callback, a hand-over) is
+caught by the loop, which goes on; it is logged with its traceback, counted
+in ``errors_total{component="syslog_source",error_type="crash"}`` (the
+messages of a batch that could not be made into a chunk in
+``source_lines_dropped_total{reason="crash"}``), and the source is degraded in
+``/health`` until a batch is handed over again. When the loop itself fails,
+its :class:`Supervisor` runs it again after a back-off; the listeners stay
+bound meanwhile (the kernel buffers what arrives).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -29,6 +39,7 @@ from log_capturer.config.schema import SyslogConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
+from log_capturer.sources.supervise import Supervisor
 from log_capturer.sources.syslog.framing import Framer
 from log_capturer.sources.syslog.parse import parse
 
@@ -73,7 +84,12 @@ class SyslogSource:
         self.config = config
         self.dispatcher = dispatcher
         self.metrics = metrics
+        self.supervisor = Supervisor("syslog_source", metrics)
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._loop_error)
+        #: Set on the loop by :meth:`stop`: the serving task then closes the listeners and hands over.
+        self._stop_requested = asyncio.Event()
+        self._serving: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._origins: dict[tuple[str, str], Origin] = {}
@@ -104,9 +120,16 @@ class SyslogSource:
                 errors.append(exc)
                 ready.set()
                 return
+            serving = self._serving = self._loop.create_task(self._serve())
             ready.set()
-            self._loop.run_forever()
-            self._loop.close()
+            try:
+                self.supervisor.run(self._run_loop, self.stopping, self._restarting)
+                if not serving.done():  # stopped while waiting to restart: hand over what is buffered
+                    self._run_loop()
+            except Exception:
+                log.exception("syslog source shutdown failed")
+            finally:
+                self._loop.close()
 
         self._thread = threading.Thread(target=run, name="syslog", daemon=True)
         self._thread.start()
@@ -172,24 +195,41 @@ class SyslogSource:
         for server in self._servers:
             await server.wait_closed()
 
+    def _run_loop(self) -> None:
+        assert self._serving is not None
+        self._loop.run_until_complete(self._serving)
+
+    def _restarting(self) -> None:
+        """Before the loop runs again: healthy once it turns."""
+        self._loop.call_soon(self.supervisor.ok)
+
+    async def _serve(self) -> None:
+        """Serve until :meth:`stop` asks, then close the listeners and hand over what is buffered."""
+        await self._stop_requested.wait()
+        await self._close_listeners()
+        self._flush_all()
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """A callback on the loop failed (a handler crashed): the loop goes on; say so."""
+        exc = context.get("exception")
+        if not isinstance(exc, Exception):
+            loop.default_exception_handler(context)
+            return
+        self.supervisor.crashed(exc, f"{context.get('message', 'in a callback')}; the listeners go on")
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop listening and hand over what is buffered, within ``timeout`` seconds."""
         if self._thread is None or not self._thread.is_alive():
             return
         self._deadline = time.monotonic() + timeout
         self.stopping.set()
+        with contextlib.suppress(RuntimeError):  # the loop thread ended on its own (closed loop)
+            self._loop.call_soon_threadsafe(self._stop_requested.set)
+        self._thread.join(timeout + 10)
 
-        async def shutdown() -> None:
-            await self._close_listeners()
-            self._flush_all()
-
-        fut = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
-        try:
-            fut.result(timeout + 5)
-        except Exception:
-            log.exception("syslog source shutdown failed")
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+    def health(self) -> dict[str, Any]:
+        """The source's state for ``/health`` (see :meth:`Supervisor.health`)."""
+        return self.supervisor.health()
 
     # -- receiving (loop thread) ---------------------------------------------------------------
     def received(self, transport: str, peer: str, frame: bytes, truncated: bool) -> None:
@@ -215,7 +255,12 @@ class SyslogSource:
         if pending is None or not pending.frames:
             return
         transport, peer = key
-        chunk = self._chunk(transport, peer, pending)
+        try:
+            chunk = self._chunk(transport, peer, pending)
+        except Exception:
+            self.messages_dropped += len(pending.frames)
+            self.metrics.source_lines_dropped.labels("syslog", "crash").inc(len(pending.frames))
+            raise
         n = len(chunk.lines)
         m = self.metrics
         m.source_lines_received.labels("syslog", transport).inc(n)
@@ -229,6 +274,8 @@ class SyslogSource:
                     return
         except QueueClosed:
             self._dropped(n, "shutdown")
+            return
+        self.supervisor.ok()
 
     def _dropped(self, n: int, reason: str) -> None:
         self.messages_dropped += n

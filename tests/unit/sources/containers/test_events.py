@@ -20,7 +20,9 @@ import orjson
 import pytest
 from aiohttp import web
 
+from log_capturer.observability.metrics import Metrics
 from log_capturer.sources.containers.events import DockerEvents
+from log_capturer.sources.supervise import Backoff, Supervisor
 from tests.support import wait_until
 
 
@@ -84,7 +86,9 @@ def event(action: str, cid: str) -> bytes:
 
 def test_events_stream_reconnects_and_stops(server: EventServer) -> None:
     got: list[dict[str, Any]] = []
-    client = DockerEvents(f"unix://{server.path}", got.append, reconnect_interval=0.05)
+    client = DockerEvents(
+        f"unix://{server.path}", got.append, 0.05, Supervisor("container_source", Metrics())
+    )
     client.start()  # the socket does not exist yet: the client waits and retries
     try:
         time.sleep(0.2)
@@ -110,3 +114,34 @@ def test_events_stream_reconnects_and_stops(server: EventServer) -> None:
     finally:
         client.stop()
     assert not client.running and not client.connected
+
+
+def test_a_crash_in_the_event_handler_restarts_the_thread(server: EventServer) -> None:
+    got: list[dict[str, Any]] = []
+    metrics = Metrics()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e.get("Action") == "die" and not any(x.get("Action") == "die" for x in got):
+            got.append(e)
+            raise RuntimeError("handler failed")
+        got.append(e)
+
+    sup = Supervisor("container_source", metrics, Backoff(0.01, 0.01))
+    client = DockerEvents(f"unix://{server.path}", on_event, 0.05, sup)
+    server.start()
+    client.start()
+    try:
+        wait_until(lambda: client.connected, 10, "the client to connect")
+        server.push(event("die", "a" * 64))
+        wait_until(lambda: got.count({"Type": "connected"}) == 2, 10, "the restarted thread to reconnect")
+        assert sup.restarts == 1
+        server.push(None)  # ends the stream of the connection the crash left behind
+        server.push(event("start", "c" * 64))
+        wait_until(lambda: got[-1].get("id") == "c" * 64, 10, "an event after the restart")
+        h = sup.health()
+        assert h["status"] == "healthy" and h["last_error"] == "RuntimeError: handler failed"
+        sample = {"component": "container_source", "error_type": "crash"}
+        assert metrics.registry.get_sample_value("errors_total", sample) == 1
+    finally:
+        client.stop()
+    assert not client.running

@@ -19,6 +19,8 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.sources.containers.source import ContainerSource
 from log_capturer.sources.file import tailer
 from tests.container_trees import DockerContainer, PodContainer
+from tests.support import wait_until
+from tests.unit.sources.containers import test_events as events_test
 from tests.unit.sources.harness import MemorySink, make_dispatcher, settle
 
 
@@ -251,3 +253,37 @@ def test_workers_split_containers_and_pods_by_id_and_keep_their_own_positions(en
         assert mine and {tf.origin.source_id for tf in src.files()} == mine
         saved = orjson.loads((env.tmp / "pos" / f"containers.worker-{index}.json").read_bytes())["positions"]
         assert set(saved) == mine  # only its own containers, none of the other worker's
+
+
+def test_a_crashing_docker_events_thread_degrades_the_container_source(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = events_test.EventServer(tmp_path / "docker.sock")
+    server.start()
+    src = ContainerSource(
+        ContainerMonitorConfig(
+            enabled=True, containers_directory=str(env.docker_root), socket_path=f"unix://{server.path}"
+        ),
+        KubernetesConfig(),
+        FilesConfig(),
+        PositionsConfig(directory=str(tmp_path / "pos")),
+        env.dispatcher,
+        env.metrics,
+    )
+
+    def on_event(event: dict[str, Any]) -> None:
+        raise RuntimeError("rescan request failed")
+
+    monkeypatch.setattr(src, "_on_event", on_event)
+    src.start()
+    try:
+        wait_until(lambda: src.health()["status"] != "healthy", 10, "the crash to show")
+        h = src.health()
+        assert h["status"] == "degraded"
+        assert h["message"].startswith("docker events: crashed: RuntimeError: rescan request failed")
+        assert h["docker_events"]["last_error"] == "RuntimeError: rescan request failed"
+        assert h["restarts"] == 0  # the read loop itself runs on
+    finally:
+        src.stop()
+        src.close()
+        server.close()

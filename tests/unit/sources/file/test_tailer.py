@@ -1,0 +1,153 @@
+"""The tail engine's read loop under supervision: crashes, restarts, and positions across them.
+
+The engine runs in its own thread here (``start``), against the real dispatcher; the crash is
+made to happen in the real objects (a failing hand-over, a failing read, a failing discovery).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from log_capturer.config.schema import FilesConfig, PositionsConfig
+from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.checkpoints import Checkpoint
+from log_capturer.record import Chunk
+from log_capturer.sources.file import tail
+from log_capturer.sources.file.source import FileSource
+from log_capturer.sources.supervise import Backoff
+from tests.support import wait_until
+from tests.unit.sources.file.test_source import assert_exactly, write
+from tests.unit.sources.harness import MemorySink, make_dispatcher
+
+
+class Env:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.logs = tmp / "logs"
+        self.logs.mkdir()
+        self.sink = MemorySink()
+        self.metrics = Metrics()
+        self.dispatcher = make_dispatcher(self.sink, self.metrics)
+        self.source: FileSource | None = None
+
+    def start(self, **files: Any) -> FileSource:
+        cfg = FilesConfig(
+            watch_directories=[str(self.logs)], poll_interval=0.01, read_buffer_bytes=4096, **files
+        )
+        src = FileSource(cfg, PositionsConfig(directory=str(self.tmp / "pos")), self.dispatcher, self.metrics)
+        src.supervisor.backoff = Backoff(0.01, 0.01)
+        self.source = src
+        src.start()
+        return src
+
+    def crashes(self) -> float | None:
+        return self.metrics.registry.get_sample_value(
+            "errors_total", {"component": "file_source", "error_type": "crash"}
+        )
+
+    def saved_offset(self, path: Path) -> int:
+        assert self.source is not None
+        self.source.save_positions()
+        entry = orjson.loads((self.tmp / "pos" / "files.json").read_bytes())["positions"][str(path)]
+        return int(entry["offset"])
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.stop()
+            self.source.close()
+        self.dispatcher.close(5)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+def test_a_crash_while_handing_over_a_chunk_neither_loses_nor_repeats_a_line(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = env.logs / "app.log"
+    expected = write(path, "a", 0, 2000)
+    real = env.dispatcher.submit
+    calls = [0]
+
+    def submit(chunk: Chunk, checkpoint: Checkpoint | None, timeout: float | None = None) -> bool:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("injected crash")
+        return real(chunk, checkpoint, timeout)
+
+    monkeypatch.setattr(env.dispatcher, "submit", submit)
+    src = env.start()
+    wait_until(lambda: src.supervisor.restarts == 1, 10, "the read loop to be restarted")
+    expected += write(path, "b", 0, 500)  # written after the crash
+    wait_until(lambda: len(env.sink.lines()) >= len(expected), 20, "every line")
+    wait_until(lambda: src.health()["status"] == "healthy", 10, "healthy again")
+    assert_exactly(env.sink, expected)
+    h = src.health()
+    assert h["restarts"] == 1 and h["crashes"] == 1 and h["last_error"] == "RuntimeError: injected crash"
+    assert env.crashes() == 1
+    wait_until(lambda: src.in_flight() == 0, 10, "every line acknowledged")
+    assert env.saved_offset(path) == path.stat().st_size
+
+
+def test_a_crash_after_a_read_with_multiline_lines_held_repeats_and_loses_nothing(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = env.logs / "app.log"
+    records = []
+    with path.open("w") as f:
+        for i in range(600):
+            rest = [f"  detail {i}.{j}" for j in range(i % 4)]
+            f.write("\n".join([f"rec {i} " + "x" * (i % 50), *rest]) + "\n")
+            records.append("\n".join([f"rec {i} " + "x" * (i % 50), *rest]))
+    real = tail.TailedFile.read_chunk
+    reads = [0]
+
+    def read_chunk(
+        self: tail.TailedFile, bufsize: int, max_line: int, now: float
+    ) -> tuple[Chunk | None, bool]:
+        out = real(self, bufsize, max_line, now)
+        reads[0] += 1
+        if reads[0] == 4:  # read, assembled, the last record held: then the crash
+            assert self.assembler is not None and self.assembler.held
+            raise RuntimeError("injected crash after a read")
+        return out
+
+    monkeypatch.setattr(tail.TailedFile, "read_chunk", read_chunk)
+    src = env.start(multiline={"start_pattern": "^rec ", "timeout": "50ms"})
+    wait_until(lambda: len(env.sink.lines()) >= len(records), 20, "every record")
+    assert_exactly(env.sink, records)
+    assert src.supervisor.restarts == 1
+    wait_until(lambda: src.in_flight() == 0, 10, "every record acknowledged")
+    assert env.saved_offset(path) == path.stat().st_size
+
+
+def test_a_discovery_that_fails_at_start_is_retried_by_the_read_loop(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = env.logs / "app.log"
+    expected = write(path, "a", 0, 100)
+    real = FileSource.discover
+    calls = [0]
+
+    def discover(self: FileSource) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise PermissionError("injected: cannot list")
+        return real(self)
+
+    monkeypatch.setattr(FileSource, "discover", discover)
+    src = env.start()
+    wait_until(lambda: len(env.sink.lines()) >= len(expected), 20, "every line")
+    assert_exactly(env.sink, expected)
+    wait_until(lambda: src.health()["status"] == "healthy", 10, "healthy")
+    assert src.health()["last_error"] == "PermissionError: injected: cannot list"
+    assert env.crashes() == 1
