@@ -101,11 +101,13 @@ def build_metrics_app(registry: CollectorRegistry, path: str, scrub: Scrub | Non
 
 
 class HttpServers:
-    """Runs aiohttp applications on one event loop in a daemon thread."""
+    """Runs aiohttp applications on one event loop in a daemon thread. The loop exists from
+    :meth:`start` to :meth:`stop` only: an agent that fails to start leaves none behind (one left
+    to the garbage collector at exit printed a traceback)."""
 
     def __init__(self) -> None:
         self._apps: list[tuple[web.Application, str, int]] = []
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._runners: list[web.AppRunner] = []
         self._thread: threading.Thread | None = None
         self.bound: list[tuple[str, int]] = []
@@ -116,6 +118,7 @@ class HttpServers:
     def start(self) -> None:
         ready = threading.Event()
         errors: list[BaseException] = []
+        loop = self._loop = asyncio.new_event_loop()
 
         async def boot() -> None:
             for app, host, port in self._apps:
@@ -128,20 +131,21 @@ class HttpServers:
                 self.bound.append((host, int(runner.addresses[0][1])))
 
         def run() -> None:
-            asyncio.set_event_loop(self._loop)
+            asyncio.set_event_loop(loop)
             try:
-                self._loop.run_until_complete(boot())
+                loop.run_until_complete(boot())
             except BaseException as exc:
                 errors.append(exc)
                 # A port was busy: release the ones already bound, and end the loop here (the
                 # agent's stop then has no server to wait for).
                 with contextlib.suppress(Exception):
-                    self._loop.run_until_complete(self._cleanup())
-                self._loop.close()
+                    loop.run_until_complete(self._cleanup())
+                loop.close()
                 ready.set()
                 return
             ready.set()
-            self._loop.run_forever()
+            loop.run_forever()
+            loop.close()
 
         self._thread = threading.Thread(target=run, name="http", daemon=True)
         self._thread.start()
@@ -157,12 +161,13 @@ class HttpServers:
             await r.cleanup()
 
     def stop(self) -> None:
-        if self._thread is None:
+        loop = self._loop
+        if self._thread is None or loop is None:
             return
-        fut = asyncio.run_coroutine_threadsafe(self._cleanup(), self._loop)
+        fut = asyncio.run_coroutine_threadsafe(self._cleanup(), loop)
         try:
             fut.result(10)
         except Exception:
             log.exception("HTTP server shutdown failed")
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        loop.call_soon_threadsafe(loop.stop)
         self._thread.join(10)

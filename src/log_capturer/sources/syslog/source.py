@@ -85,8 +85,9 @@ class SyslogSource:
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.supervisor = Supervisor("syslog_source", metrics)
-        self._loop = asyncio.new_event_loop()
-        self._loop.set_exception_handler(self._loop_error)
+        #: The listeners' event loop, made by :meth:`start` and closed when its thread ends (an
+        #: agent that fails to start leaves none to the garbage collector, which printed a traceback).
+        self._loop: asyncio.AbstractEventLoop
         #: Set on the loop by :meth:`stop`: the serving task then closes the listeners and hands over.
         self._stop_requested = asyncio.Event()
         self._serving: asyncio.Task[None] | None = None
@@ -111,6 +112,8 @@ class SyslogSource:
         """Bind the listeners (raises OSError if a port is taken) and start serving."""
         ready = threading.Event()
         errors: list[BaseException] = []
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._loop_error)
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)
@@ -118,6 +121,7 @@ class SyslogSource:
                 self._loop.run_until_complete(self._bind())
             except BaseException as exc:
                 errors.append(exc)
+                self._loop.close()
                 ready.set()
                 return
             serving = self._serving = self._loop.create_task(self._serve())
