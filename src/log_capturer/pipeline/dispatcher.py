@@ -203,27 +203,38 @@ class Dispatcher:
             self._last_failure_at = time.monotonic()
 
     def _send(self, sink: Sink, batch: list[Chunk]) -> None:
+        """Hand ``batch`` to ``sink``. If it raises, hand over again what it did not take, up to
+        ``max_retries`` times with a doubling delay; then park the chunk it keeps failing on (all
+        it did not take, if it does not say) and go on with the rest."""
         cfg = self.config
-        error = ""
         remaining = batch
-        for attempt in range(cfg.max_retries + 1):
+        attempt = 0
+        while remaining:
             try:
                 sink.send(remaining)
                 return
             except SendFailed as exc:
-                # The chunks it took are its own now: hand over only the others again.
+                # The chunks it took are its own now: only the others are handed over again.
+                if exc.taken:
+                    attempt = 0
                 remaining = remaining[exc.taken :]
+                failing = remaining[:1]
                 error = str(exc)
                 self._failure("sink_exception", f"sink {sink.name} raised while sending: {error}", exc.cause)
             except Exception as exc:
                 # Outside the contract: which chunks it took is unknown, so all are handed again.
+                failing = remaining
                 error = f"{type(exc).__name__}: {exc}"
                 self._failure("sink_exception", f"sink {sink.name} raised while sending: {error}", exc)
             if attempt < cfg.max_retries and not self.queue.closed:
                 time.sleep(cfg.retry_base_delay * 2**attempt)
-        text = f"the sink raised on {cfg.max_retries + 1} attempts: {error}"
-        if not sink.dead_letter(remaining, "all_sinks_failed", text):
-            log.error("could not park the batch either; its lines stay unacknowledged (re-read on restart)")
+                attempt += 1
+                continue
+            text = f"the sink raised on {attempt + 1} attempts: {error}"
+            if not sink.dead_letter(failing, "all_sinks_failed", text):
+                log.error("could not park the lines either; they stay unacknowledged (re-read on restart)")
+            remaining = remaining[len(failing) :]
+            attempt = 0
 
     def check(self) -> dict[str, object]:
         """The dispatcher's /health check: unhealthy when a dispatch thread is gone, degraded for

@@ -244,3 +244,31 @@ def test_counters_written_by_many_threads_are_exact() -> None:
     d.close(10)
     assert d.lines_in == 40_000
     assert d.lines_dispatched == 40_000 == len(sink.got)
+
+
+class PoisonSink(GateSink):
+    """Cannot take a chunk that holds "poison" (a bug in its encoder), every time."""
+
+    def send(self, chunks: list[Chunk]) -> None:
+        self.calls += 1
+        for i, c in enumerate(chunks):
+            if "poison" in c.lines:
+                raise SendFailed(i, TypeError("cannot encode it"))
+            self.got.extend(c.lines)
+            c.ack(len(c.lines))
+
+
+def test_a_chunk_the_sink_always_fails_on_is_parked_alone_and_its_batch_mates_are_delivered() -> None:
+    sink = PoisonSink()
+    d = dispatcher(sink, max_retries=2, retry_base_delay=0.01, flush_on_idle=False, batch_timeout=0.5)
+    cp = Checkpoint()
+    for i, line in enumerate(["a", "poison", "b"]):
+        d.submit(Chunk(ORIGIN, [line], start=i * 10, end=i * 10 + 10), cp)
+    deadline = time.monotonic() + 5
+    while cp.committed < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.close(5)
+    assert sink.got == ["a", "b"], "each delivered once, none parked with the poisoned chunk"
+    [(lines, reason, text)] = sink.dead
+    assert (lines, reason) == (1, "all_sinks_failed") and "cannot encode it" in text
+    assert cp.committed == 30

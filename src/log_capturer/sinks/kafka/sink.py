@@ -238,6 +238,10 @@ class KafkaSink:
         #: Lines waiting at the emergency level overflow to the DLQ once the sink is stalled;
         #: a threshold of 1.0 turns that off (they wait at the queue's capacity).
         self._overflows = pc.enabled and pc.queue_emergency_threshold < 1.0
+        #: The level while chunks wait for room (the poll thread's gauges keep it, so that one wait
+        #: is one event), and how many senders wait for room.
+        self._waiting_level = Level.EMERGENCY if self._overflows else Level.CRITICAL
+        self._waiting = 0
         self._wait_steps = self.pressure.wait_steps()
         self._settle: collections.deque[tuple[_Delivery, int]] = collections.deque()
         self._resend: collections.deque[tuple[_Delivery, _Record]] = collections.deque()
@@ -430,6 +434,20 @@ class KafkaSink:
             if self.pressure.level is not Level.NORMAL:
                 self.pressure.observe(self.utilization)
             return True
+        waiting = [False]  # counted in self._waiting: this sender waits for room
+        try:
+            return self._wait_admission(chunks, i, prepared, waiting)
+        finally:
+            self._count_waiting(waiting, False)
+
+    def _count_waiting(self, waiting: list[bool], now: bool) -> None:
+        if waiting[0] != now:
+            waiting[0] = now
+            with self._send_lock:
+                self._waiting += 1 if now else -1
+
+    def _wait_admission(self, chunks: list[Chunk], i: int, prepared: _Prepared, waiting: list[bool]) -> bool:
+        breaker = self.breaker
         steps = self._wait_steps
         step = 0
         since = time.monotonic()
@@ -442,22 +460,23 @@ class KafkaSink:
                     return True
                 # The chunk would take the queue past the emergency level: it waits for room, and
                 # overflows to the DLQ once Kafka has acknowledged nothing for ``timeout``.
-                self.pressure.observe(
-                    self.utilization, at_least=Level.EMERGENCY if self._overflows else Level.CRITICAL
-                )
+                self._count_waiting(waiting, True)
+                self.pressure.observe(self.utilization, at_least=self._waiting_level)
                 why = f"the sink queue is {self.utilization:.0%} full"
                 if step == 0:
                     # Nothing more can be produced until records are acknowledged, so what
                     # lingers cannot grow into bigger batches: it may leave now (adaptive batching).
                     self.idle()
             elif state is BreakerState.HALF_OPEN:
+                self._count_waiting(waiting, False)
                 # A trial call only while there is room: trials must not overfill the queue.
                 if self._reserve(prepared, True, trial=True):
                     return True
                 why = "the circuit breaker is half-open and its trial calls are in flight"
             else:
+                self._count_waiting(waiting, False)
                 why = "the circuit breaker is open"
-                if self.config.circuit_breaker.open_action == "dlq" and self._overflow(
+                if self.config.circuit_breaker.open_action == "dlq" and self._park_chunks(
                     chunks[i:], "circuit_open", f"not sent: {why} (circuit_breaker.open_action: dlq)"
                 ):
                     return False
@@ -469,7 +488,7 @@ class KafkaSink:
                     f"overflow after waiting {now - since:.1f}s: {why}, and Kafka acknowledged nothing "
                     f"for {now - self._last_progress:.1f}s"
                 )
-                if self._overflow(chunks[i:], reason, text):
+                if self._park_chunks(chunks[i:], reason, text):
                     return False
             self._space.wait(steps[min(step, len(steps) - 1)])
             step += 1
@@ -522,12 +541,13 @@ class KafkaSink:
         bp = self.config.backpressure_config
         return bp.enabled and (bp.timeout_escalation or at_emergency)
 
-    def _overflow(self, chunks: list[Chunk], reason: str, text: str) -> bool:
-        """Park every record of ``chunks`` in the local DLQ and acknowledge them. False if it refused."""
+    def _park_chunks(self, chunks: list[Chunk], reason: str, text: str, *, overflow: bool = True) -> bool:
+        """Park every record of ``chunks`` in the local DLQ and acknowledge them. False if it refused.
+        ``overflow``: lines that waited for room or for the breaker (counted in ``overflowed``)."""
         entries: list[DLQEntry] = []
         for chunk in chunks:
             entries += self._dead_entries(chunk, reason, text)
-        if not self._park_local(entries, wait=False, overflow=True):
+        if not self._park_local(entries, wait=False, overflow=overflow):
             return False
         for chunk in chunks:
             if chunk.lines:
@@ -553,7 +573,8 @@ class KafkaSink:
             return [
                 DLQEntry(
                     {
-                        "message": line,
+                        # As text JSON can hold (a lone surrogate, say, is what may have failed).
+                        "message": line.encode("utf-8", "backslashreplace").decode("utf-8"),
                         "source_type": origin.source_type,
                         "source_id": origin.source_id,
                         "labels": origin.labels,
@@ -573,7 +594,7 @@ class KafkaSink:
 
     def dead_letter(self, chunks: list[Chunk], reason: str, text: str) -> bool:
         """Park ``chunks`` whole (the dispatcher's last resort: analysis failed, or ``send`` raised)."""
-        return self._overflow(chunks, reason, text)
+        return self._park_chunks(chunks, reason, text, overflow=False)
 
     # -- sending (dispatcher threads) ----------------------------------------------------------
     def _hand_over(self, prepared: _Prepared) -> None:
@@ -1383,7 +1404,7 @@ class KafkaSink:
             self._space.set()
         queued = len(producer) + (self._native.records if self._native is not None else 0)
         util = self.utilization
-        self.pressure.observe(util)
+        self.pressure.observe(util, at_least=self._waiting_level if self._waiting else Level.NORMAL)
         self.metrics.kafka_queue_size.labels(self.name).set(queued)
         self.metrics.kafka_queue_utilization.labels(self.name).set(min(1.0, util))
 
