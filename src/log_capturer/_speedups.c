@@ -778,7 +778,44 @@ fail:
     return NULL;
 }
 
+/*
+ * text_bytes(lines) -> int
+ *
+ * UTF-8 size of the lines' text (what the dispatcher queue's byte limit counts): the length of an
+ * ASCII str, else each code point's UTF-8 length (a lone surrogate counts 3, as surrogatepass
+ * would write it). Reads the str objects' own storage: nothing is encoded.
+ */
+static PyObject *text_bytes(PyObject *m, PyObject *arg) {
+    (void)m;
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "text_bytes() takes a list of str");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    long long total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(arg, i);
+        if (!PyUnicode_Check(s)) {
+            PyErr_SetString(PyExc_TypeError, "text_bytes() takes a list of str");
+            return NULL;
+        }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+        if (PyUnicode_IS_ASCII(s)) {
+            total += len;
+            continue;
+        }
+        int kind = PyUnicode_KIND(s);
+        const void *data = PyUnicode_DATA(s);
+        for (Py_ssize_t j = 0; j < len; j++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, j);
+            total += c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+        }
+    }
+    return PyLong_FromLongLong(total);
+}
+
 static PyMethodDef methods[] = {
+    {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
      "json_levels(lines, key_field, canonical, numeric) -> (levels, keys); None: let Python decide"},
     {"encode", encode, METH_VARARGS, "encode(head, lines, levels, tails, keys, fields, dumps) -> records"},

@@ -56,7 +56,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 #: Counters of a sink's /stats whose sum grows with every line it acknowledged (any way).
-ACKNOWLEDGED_STATS = ("delivered", "parked", "sent_to_dlq_topic", "overflowed_to_dlq")
+ACKNOWLEDGED_STATS = ("delivered", "parked", "sent_to_dlq_topic")
 
 
 class AgentError(RuntimeError):
@@ -340,10 +340,11 @@ class Agent:
         checks = {
             "queue": {
                 **queue_check(q.utilization, q.size, q.capacity),
-                "bytes": q.nbytes,
+                "bytes": q.text_bytes,
                 "max_bytes": q.max_bytes,
             },
             "dlq": self._dlq_check(),
+            "dispatcher": self.dispatcher.check(),
         }
         delivery = [self._delivery_check(s) for s in self.sinks]
         checks["delivery"] = {"status": worst(c["status"] for c in delivery), "sinks": delivery}

@@ -22,6 +22,19 @@ from typing import Any
 import orjson
 
 
+def text_bytes_py(lines: list[str]) -> int:
+    """UTF-8 size of ``lines`` (a lone surrogate counts 3 bytes): the C helper's Python twin."""
+    return sum(len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass")) for s in lines)
+
+
+try:
+    from log_capturer import _speedups  # type: ignore[attr-defined]
+
+    text_bytes: Callable[[list[str]], int] = _speedups.text_bytes
+except (ImportError, AttributeError):  # pragma: no cover - an install without a C compiler
+    text_bytes = text_bytes_py
+
+
 @dataclass(eq=False)
 class Origin:
     """Where lines come from: constant for every line of a source, encoded once."""
@@ -54,7 +67,7 @@ class Chunk:
     __slots__ = (
         "_done_cb",
         "_lock",
-        "_nbytes",
+        "_text_bytes",
         "done",
         "end",
         "keys",
@@ -98,7 +111,7 @@ class Chunk:
         #: Filled by the analyzer: normalised level and partition-key value of each line.
         self.levels: list[str] = []
         self.keys: list[str | None] | None = None
-        self._nbytes = -1
+        self._text_bytes = -1
         self.pending = 0
         self.done = False
         self._done_cb: Callable[[Chunk], None] | None = None
@@ -108,11 +121,11 @@ class Chunk:
         return len(self.lines)
 
     @property
-    def nbytes(self) -> int:
-        """Length of the line text (what the dispatcher queue's byte limit counts), computed once."""
-        n = self._nbytes
+    def text_bytes(self) -> int:
+        """UTF-8 size of the line text (what the dispatcher queue's byte limit counts), computed once."""
+        n = self._text_bytes
         if n < 0:
-            n = self._nbytes = sum(map(len, self.lines))
+            n = self._text_bytes = text_bytes(self.lines)
         return n
 
     def expect(self, acks: int, on_done: Callable[[Chunk], None] | None) -> None:

@@ -434,7 +434,7 @@ class ReprocessingConfig(Strict):
         3,
         ge=0,
         description="Automatic replays of one entry; after that it stays parked until replayed by hand "
-        "(`log-capturer dlq replay --all`, POST /dlq/reprocess?all=true) or purged.",
+        "(`log-capturer dlq replay`, which replays every entry, or POST /dlq/reprocess?all=true) or purged.",
     )
     initial_delay: Duration = Field(
         120.0, description="Delay between parking an entry and its first replay (next_reprocess_time)."
@@ -583,8 +583,10 @@ class TLSConfig(Strict):
 class KafkaDLQConfig(Strict):
     enabled: bool = Field(
         True,
-        description="Send records Kafka rejected permanently to the DLQ topic, with the error in "
-        "headers; if the topic cannot be written they go to the local store.",
+        description="The sink's dead-letter handling: the DLQ topic (send_on_error) and parking "
+        "what timed out (send_on_timeout). False turns both off: records that time out are re-sent "
+        "in place, and records Kafka rejects permanently go to the local store "
+        "(dispatcher.dlq_config), the agent's last resort, never dropped.",
     )
     topic: str = Field("logs-dlq", min_length=1, description="The DLQ topic.")
     send_on_error: bool = Field(
@@ -595,8 +597,8 @@ class KafkaDLQConfig(Strict):
     send_on_timeout: bool = Field(
         True,
         description="Records not delivered within the sink's 'timeout' are parked in the local store "
-        "(and replayed by reprocessing) instead of being re-sent at once. False keeps re-sending "
-        "them in place, in order, for as long as it takes.",
+        "(and replayed by reprocessing) instead of being re-sent at once. False (or enabled: false) "
+        "keeps re-sending them in place, in order, for as long as it takes.",
     )
 
 
@@ -612,27 +614,29 @@ class BackpressureConfig(Strict):
         0.90,
         gt=0,
         le=1,
-        description="Slow the sources down: new lines wait for room, so the dispatcher stops, its "
-        "bounded queue fills and the sources pause their reads (files stay on disk, TCP syslog is "
-        "slowed, HTTP ingest answers 429). A chunk of lines (one read of a file: up to "
-        "files_config.read_buffer_bytes) is produced only if the queue stays within this level "
-        "with it, or is empty.",
+        description="Slow the sources down: from this level on the sources are held (files stay on "
+        "disk, TCP syslog is slowed, HTTP ingest answers 429) until there is room; lines already "
+        "queued in the dispatcher are still produced, up to the emergency level.",
     )
     queue_emergency_threshold: float = Field(
         0.95,
         gt=0,
         le=1,
-        description="If the sink is also stalled (nothing acknowledged for 'timeout'), waiting lines "
+        description="A chunk of lines (one read of a file: up to files_config.read_buffer_bytes) is "
+        "produced only if the queue stays within this level with it, or is empty; otherwise it "
+        "waits. If the sink is also stalled (nothing acknowledged for 'timeout'), the waiting lines "
         "overflow to the local DLQ (reason 'backpressure'), are acknowledged, and are replayed once "
         "Kafka recovers. A sink that is merely saturated (acknowledgements keep coming) never "
-        "overflows.",
+        "overflows. 1.0 turns the overflow off: lines wait at the queue's capacity.",
     )
     timeout_escalation: bool = Field(
         True,
-        description="Lines that waited (at the critical level, or for an open circuit breaker) longer "
-        "than the sink's 'timeout' while it was stalled escalate to the emergency action: they "
-        "overflow to the DLQ, so a long outage cannot hold the sources until rotated files are "
-        "deleted. False: they wait as long as the outage lasts (order kept; files must outlive it).",
+        description="Lines held below the emergency level (sources held at the critical level, or "
+        "lines waiting for an open circuit breaker) longer than the sink's 'timeout' while it was "
+        "stalled overflow to the DLQ as well, so a long outage cannot hold the sources until rotated "
+        "files are deleted. For an outage to hold every line in order, with nothing in the DLQ, set "
+        "this to false, queue_emergency_threshold to 1.0 and dlq_config.send_on_timeout to false "
+        "(files must then outlive the outage).",
     )
 
     @model_validator(mode="after")

@@ -9,9 +9,16 @@ its chunks until the sinks have them (:class:`.queue.ChunkQueue`), so the lines
 of one source reach the sinks in read order and the workers share the load
 whatever the number of sources.
 
-A sink's ``send`` must not raise; if one does (a bug), the batch is handed to
-it again ``max_retries`` times (``retry_base_delay``, doubling), then its lines
-are parked in the DLQ with the reason ``all_sinks_failed``.
+A sink's ``send`` must not raise for a delivery problem. If it cannot take a
+chunk (a bug), it raises :class:`~log_capturer.sinks.base.SendFailed`, which
+says how many chunks it took; only the others are handed to it again,
+``max_retries`` times (``retry_base_delay``, doubling), then their lines are
+parked in the DLQ with the reason ``all_sinks_failed``.
+
+A chunk that analysis (pipelines, levels, keys) fails on is parked in the DLQ
+with the reason ``processing_error``; the rest of the batch is shipped. Either
+way the dispatch thread goes on, the failure is counted in ``errors_total``
+and logged, and ``/health`` shows it (:meth:`Dispatcher.check`).
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.queue import ChunkQueue, QueueClosed
 from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk
-from log_capturer.sinks.base import Sink
+from log_capturer.sinks.base import SendFailed, Sink
+from log_capturer.sinks.kafka.quiet import Repeats
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,8 @@ __all__ = ["Dispatcher", "QueueClosed"]
 #: Waits of a source held by a sink that does not accept lines: 10 ms doubling up to 250 ms.
 GATE_FIRST_WAIT = 0.01
 GATE_MAX_WAIT = 0.25
+#: How long /health shows the dispatcher degraded after a chunk failed analysis or a sink raised.
+RECENT_FAILURE = 300.0
 
 
 class Dispatcher:
@@ -54,8 +64,17 @@ class Dispatcher:
         self.metrics = metrics
         self.queue = ChunkQueue(config.queue_size, config.queue_max_bytes)
         self._threads: list[threading.Thread] = []
+        #: Counters written by several threads (sources submit, workers dispatch): under _count_lock.
+        self._count_lock = threading.Lock()
         self.lines_in = 0
         self.lines_dispatched = 0
+        #: Chunks parked because analysis failed on them, and failures of the workers themselves.
+        self.failed_chunks = 0
+        self.worker_errors = 0
+        self.last_failure = ""
+        self._last_failure_at = 0.0
+        #: One log line (with its traceback) per kind of failure per 10 s; the metric counts all.
+        self._repeats = Repeats()
 
     # -- sources side --------------------------------------------------------------------------
     def submit(self, chunk: Chunk, checkpoint: Checkpoint | None, timeout: float | None = None) -> bool:
@@ -80,7 +99,8 @@ class Dispatcher:
         chunk.on_done(on_done)
         if n == 0:
             return True
-        self.lines_in += n
+        with self._count_lock:
+            self.lines_in += n
         origin = chunk.origin
         pipeline = self.analyzer.pipeline_name(chunk) or "default"
         self.metrics.logs_processed.labels(origin.source_type, origin.source_id, pipeline).inc(n)
@@ -121,35 +141,124 @@ class Dispatcher:
             batch, sources = taken
             self.metrics.dispatcher_queue_utilization.set(queue.utilization)
             try:
-                for chunk in batch:
-                    self.analyzer.analyze(chunk)
-                for sink in self.sinks:
-                    self._send(sink, batch)
+                self._dispatch(batch)
+            except Exception as exc:
+                # A bug beyond a sink or an analysis step: this batch's lines stay unacknowledged
+                # (the source's checkpoint waits, a restart reads them again), the thread goes on.
+                self._failure("worker_error", f"dispatching a batch failed: {type(exc).__name__}: {exc}", exc)
             finally:
                 queue.release(sources)
-            self.lines_dispatched += sum(len(c.lines) for c in batch)
+            n = sum(len(c.lines) for c in batch)
+            with self._count_lock:
+                self.lines_dispatched += n
             if queue.empty:
                 for sink in self.sinks:
                     sink.idle()
             self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
 
-    def _send(self, sink: Sink, batch: list[Chunk]) -> None:
-        cfg = self.config
-        error = ""
-        for attempt in range(cfg.max_retries + 1):
+    def _dispatch(self, batch: list[Chunk]) -> None:
+        """Analyse the batch (a chunk that fails is parked) and hand the rest to every sink."""
+        ready = batch
+        failed: list[Chunk] = []
+        for chunk in batch:
             try:
-                sink.send(batch)
-                return
+                self.analyzer.analyze(chunk)
             except Exception as exc:
-                # A bug, not a delivery problem (sinks own their retries): count it, log it loudly.
-                self.metrics.errors.labels("dispatcher", "sink_exception").inc()
-                log.exception("sink %s raised while sending (attempt %d)", sink.name, attempt + 1)
+                failed.append(chunk)
+                origin = chunk.origin
+                text = f"analysis failed ({type(exc).__name__}: {exc})"
+                self._failure(
+                    "processing_error", f"{text} on {len(chunk.lines)} lines from {origin.source_id}", exc
+                )
+                with self._count_lock:
+                    self.failed_chunks += 1
+                self._park(failed[-1:], "processing_error", text)
+        if failed:
+            ready = [c for c in batch if c not in failed]
+        if ready:
+            for sink in self.sinks:
+                self._send(sink, ready)
+
+    def _park(self, chunks: list[Chunk], reason: str, text: str) -> None:
+        for sink in self.sinks:
+            if not sink.dead_letter(chunks, reason, text):
+                log.error(
+                    "sink %s could not park %d lines either; they stay unacknowledged (read again on "
+                    "restart)",
+                    sink.name,
+                    sum(len(c.lines) for c in chunks),
+                )
+
+    def _failure(self, error_type: str, text: str, exc: BaseException) -> None:
+        """Count and log a failure of the dispatch path, and keep it for /health."""
+        self.metrics.errors.labels("dispatcher", error_type).inc()
+        dropped = self._repeats.admit(f"{error_type}:{type(exc).__name__}")
+        if dropped is not None:
+            more = f" (and {dropped} more like it in the last {self._repeats.window:g}s)" if dropped else ""
+            log.error("%s%s", text, more, exc_info=exc, extra={"error_type": error_type})
+        with self._count_lock:
+            if error_type != "processing_error":
+                self.worker_errors += 1
+            self.last_failure = text
+            self._last_failure_at = time.monotonic()
+
+    def _send(self, sink: Sink, batch: list[Chunk]) -> None:
+        """Hand ``batch`` to ``sink``. If it raises, hand over again what it did not take, up to
+        ``max_retries`` times with a doubling delay; then park the chunk it keeps failing on (all
+        it did not take, if it does not say) and go on with the rest."""
+        cfg = self.config
+        remaining = batch
+        attempt = 0
+        while remaining:
+            try:
+                sink.send(remaining)
+                return
+            except SendFailed as exc:
+                # The chunks it took are its own now: only the others are handed over again.
+                if exc.taken:
+                    attempt = 0
+                remaining = remaining[exc.taken :]
+                failing = remaining[:1]
+                error = str(exc)
+                self._failure("sink_exception", f"sink {sink.name} raised while sending: {error}", exc.cause)
+            except Exception as exc:
+                # Outside the contract: which chunks it took is unknown, so all are handed again.
+                failing = remaining
                 error = f"{type(exc).__name__}: {exc}"
+                self._failure("sink_exception", f"sink {sink.name} raised while sending: {error}", exc)
             if attempt < cfg.max_retries and not self.queue.closed:
                 time.sleep(cfg.retry_base_delay * 2**attempt)
-        text = f"the sink raised on {cfg.max_retries + 1} attempts: {error}"
-        if not sink.dead_letter(batch, "all_sinks_failed", text):
-            log.error("could not park the batch either; its lines stay unacknowledged (re-read on restart)")
+                attempt += 1
+                continue
+            text = f"the sink raised on {attempt + 1} attempts: {error}"
+            if not sink.dead_letter(failing, "all_sinks_failed", text):
+                log.error("could not park the lines either; they stay unacknowledged (re-read on restart)")
+            remaining = remaining[len(failing) :]
+            attempt = 0
+
+    def check(self) -> dict[str, object]:
+        """The dispatcher's /health check: unhealthy when a dispatch thread is gone, degraded for
+        ``RECENT_FAILURE`` seconds after a failure (analysis, a sink that raised), else healthy."""
+        alive = sum(t.is_alive() for t in self._threads)
+        with self._count_lock:
+            out: dict[str, object] = {
+                "status": "healthy",
+                "threads": len(self._threads),
+                "threads_alive": alive,
+                "failed_chunks": self.failed_chunks,
+                "worker_errors": self.worker_errors,
+            }
+            last, at = self.last_failure, self._last_failure_at
+        if alive < len(self._threads) and not self.queue.closed:
+            out["status"] = "unhealthy"
+            out["message"] = f"{len(self._threads) - alive} dispatch threads ended"
+        elif last and time.monotonic() - at < RECENT_FAILURE:
+            out["status"] = "degraded"
+            out["message"] = last
+            out["last_failure_seconds_ago"] = round(time.monotonic() - at, 1)
+        elif last:
+            out["last_failure"] = last
+        return out
 
     def close(self, timeout: float) -> bool:
         """Stop accepting chunks and let workers hand over what is queued. True if they finished."""

@@ -1,4 +1,4 @@
-"""A bounded queue of chunks keyed by source, sized in lines and in bytes of line text.
+"""A bounded queue of chunks keyed by source, sized in lines and in UTF-8 bytes of line text.
 
 Any dispatcher worker may take any source's chunks, but never two workers the
 same source at once: a source whose chunks a worker took is *held* until the
@@ -34,9 +34,10 @@ class QueueClosed(Exception):
 class ChunkQueue:
     def __init__(self, capacity: int, max_bytes: int = 1 << 62) -> None:
         self.capacity = capacity
+        #: Limit and content in UTF-8 bytes of line text (:attr:`Chunk.text_bytes`).
         self.max_bytes = max_bytes
         self.size = 0
-        self.nbytes = 0
+        self.text_bytes = 0
         self._closed = False
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
@@ -50,7 +51,7 @@ class ChunkQueue:
 
     @property
     def utilization(self) -> float:
-        return min(1.0, max(self.size / self.capacity, self.nbytes / self.max_bytes))
+        return min(1.0, max(self.size / self.capacity, self.text_bytes / self.max_bytes))
 
     @property
     def closed(self) -> bool:
@@ -64,12 +65,12 @@ class ChunkQueue:
     def put(self, key: str, chunk: Chunk, timeout: float | None = None) -> bool:
         """Queue ``chunk`` behind the earlier chunks of source ``key``; wait while full. False on timeout."""
         n = len(chunk.lines)
-        nbytes = chunk.nbytes
+        nbytes = chunk.text_bytes
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while (
                 self.size > 0
-                and (self.size + n > self.capacity or self.nbytes + nbytes > self.max_bytes)
+                and (self.size + n > self.capacity or self.text_bytes + nbytes > self.max_bytes)
                 and not self._closed
             ):
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -86,7 +87,7 @@ class ChunkQueue:
                 self._work.notify()
             dq.append(chunk)
             self.size += n
-            self.nbytes += nbytes
+            self.text_bytes += nbytes
             self._more.notify_all()
         return True
 
@@ -125,7 +126,7 @@ class ChunkQueue:
                 if taken:
                     n += taken
                     self.size -= taken
-                    self.nbytes -= taken_bytes
+                    self.text_bytes -= taken_bytes
                     self._not_full.notify_all()
                 if n >= max_lines or self._closed or flush_on_idle:
                     return batch, keys
@@ -143,7 +144,7 @@ class ChunkQueue:
             c = dq.popleft()
             batch.append(c)
             lines += len(c.lines)
-            nbytes += c.nbytes
+            nbytes += c.text_bytes
         return lines, nbytes
 
     def release(self, keys: list[str]) -> None:

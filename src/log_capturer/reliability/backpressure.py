@@ -5,14 +5,25 @@ level      utilization            what the sink does
 =========  =====================  ===================================================
 normal     below warning          nothing
 warning    >= warning (0.75)      logs a warning, counts the event
-critical   >= critical (0.90)     new lines wait for room: the dispatcher stops, its
-                                  bounded queue fills and the sources pause reading
-                                  (also the level while a chunk waits because it
-                                  would take the queue past the critical level)
-emergency  >= emergency (0.95)    if the sink is stalled as well (nothing
-                                  acknowledged for ``timeout``), waiting lines
-                                  overflow to the local DLQ (reason ``backpressure``)
+critical   >= critical (0.90)     the sources are held: ``accepting()`` is false, so
+                                  the dispatcher stops taking their lines and they
+                                  pause their reads (files stay on disk, TCP syslog
+                                  is slowed, HTTP ingest answers 429); lines already
+                                  queued in the dispatcher are still produced
+emergency  >= emergency (0.95)    a chunk that would take the queue past this level
+                                  is not produced: it waits for room while Kafka
+                                  acknowledges records, and once the sink is stalled
+                                  (nothing acknowledged for ``timeout``) it and the
+                                  lines behind it overflow to the local DLQ (reason
+                                  ``backpressure``), to be replayed later. A
+                                  threshold of 1.0 turns the overflow off: lines
+                                  then wait at the queue's capacity
 =========  =====================  ===================================================
+
+With ``timeout_escalation``, lines held below the emergency level (at the
+critical level, or by an open circuit breaker) overflow the same way once the
+sink is stalled. A sink that is merely saturated (acknowledgements keep coming)
+never overflows.
 
 Each time the utilization rises into a level, the event is counted in
 ``kafka_backpressure_events_total{sink_name,threshold_level}`` (its three series
@@ -140,8 +151,9 @@ class Backpressure:
         self.metrics.kafka_backpressure_events.labels(self.metric_label, level.label).inc()
         action = {
             Level.WARNING: "watch it",
-            Level.CRITICAL: "new lines wait for room; the sources slow down",
-            Level.EMERGENCY: "if the sink is stalled, waiting lines overflow to the DLQ",
+            Level.CRITICAL: "the sources are held until there is room",
+            Level.EMERGENCY: "new chunks wait; once Kafka acknowledges nothing for the timeout, they "
+            "overflow to the DLQ",
         }[level]
         times = self._may_log(level.label)
         if not times:

@@ -4,7 +4,8 @@ A sink receives batches of chunks whose lines are already analysed (levels,
 keys). ``send`` may block (that is backpressure) but never raises for a
 delivery problem: the sink owns retries and the dead-letter path, and
 acknowledges every line exactly once through :meth:`Chunk.ack` when it was
-delivered or durably parked.
+delivered or durably parked. A bug that keeps it from taking a chunk is raised
+as :class:`SendFailed`, which tells the dispatcher which chunks it did take.
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ class SinkHealth:
         return out
 
 
+class SendFailed(Exception):
+    """:meth:`Sink.send` could not take every chunk (a bug, never a delivery problem):
+    ``chunks[:taken]`` are the sink's and are acknowledged as usual, ``chunks[taken:]`` were not
+    touched, so the dispatcher hands over only those again. ``cause``: the exception."""
+
+    def __init__(self, taken: int, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.taken = taken
+        self.cause = cause
+
+
 class Sink(Protocol):
     name: str
     sink_type: str
@@ -49,7 +61,8 @@ class Sink(Protocol):
         """Connect and start background work. Must not block on the network for long."""
 
     def send(self, chunks: list[Chunk]) -> None:
-        """Take responsibility for every line of ``chunks``; acknowledge each line later."""
+        """Take responsibility for every line of ``chunks``; acknowledge each line later. Raises
+        nothing but :class:`SendFailed`, which says how many chunks it took."""
 
     def accepting(self) -> bool:
         """False while new lines should wait in the sources (backpressure); checked per chunk."""

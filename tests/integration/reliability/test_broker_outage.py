@@ -44,13 +44,14 @@ def test_a_30s_broker_outage_loses_nothing_and_the_breaker_opens_and_closes(
 ) -> None:
     """park-and-replay (the defaults): records that time out, and lines that wait longer than
     ``timeout``, are parked in the local DLQ and replayed once Kafka is back.
-    wait-in-order (send_on_timeout and timeout_escalation off): lines wait; order is kept, no DLQ."""
+    wait-in-order (send_on_timeout and timeout_escalation off, emergency threshold 1.0): lines wait;
+    order is kept, no DLQ."""
     bootstrap = own_bootstrap(own_kafka)
     topics = create_prefixed_topics(bootstrap, topic_prefix)
     kafka: dict[str, Any] = {"timeout": "10s", "circuit_breaker": {"timeout": "5s"}}
     if mode == "wait-in-order":
         kafka["dlq_config"] = {"send_on_timeout": False}
-        kafka["backpressure_config"] = {"timeout_escalation": False}
+        kafka["backpressure_config"] = {"timeout_escalation": False, "queue_emergency_threshold": 1.0}
     reprocessing = {
         "interval": "1s",
         "initial_delay": "1s",

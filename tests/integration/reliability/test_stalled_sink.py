@@ -167,28 +167,42 @@ def test_with_open_action_dlq_lines_are_parked_while_the_breaker_is_open_and_rep
     )
 
 
-def test_big_reads_never_push_a_stalled_sink_past_the_critical_level(
-    tmp_path: Path, bootstrap: str, topic_prefix: str
+@pytest.mark.parametrize("emergency", [0.95, 1.0])
+def test_each_backpressure_level_acts_on_a_stalled_sink(
+    emergency: float, tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
-    """A file read in 1 MiB chunks (about 7,000 of these lines each) while nothing acknowledges: a
-    chunk is produced only if the queue stays within the critical level with it, so the sink never
-    reaches the emergency level, and without ``timeout_escalation`` nothing overflows to the DLQ
-    however long the stall lasts (the cause of a wait-in-order outage test parking 24,479 lines)."""
+    """A file read in small chunks while nothing acknowledges, without ``timeout_escalation``:
+    - warning (0.75): logged and counted;
+    - critical (0.90): the sources are held: far fewer lines are read than the file has;
+    - emergency (0.95): chunks wait at that level and, once the sink has acknowledged nothing for
+      ``timeout``, overflow to the local DLQ with the reason ``backpressure``, counted;
+    - with the emergency threshold at 1.0 the overflow is off: lines wait at the queue's capacity
+      and nothing reaches the DLQ however long the stall lasts (an outage that keeps the order)."""
     topics = create_prefixed_topics(bootstrap, topic_prefix)
-    queue_size = 20_000
-    lines = [f"WARN big read line {i:06d} " + "x" * 120 for i in range(60_000)]
+    queue_size = 2_000
+    total = 20_000
+    lines = [f"WARN stalled line {i:06d} " + "x" * 120 for i in range(total)]
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there: the sink is stalled from the start
     kafka = {
         "brokers": [nowhere],
         "queue_size": queue_size,
         "timeout": "1s",
         "dlq_config": {"send_on_timeout": False},
-        "backpressure_config": {"timeout_escalation": False},
-        # Half-open every second: trial chunks are bounded by the room as well.
-        "circuit_breaker": {"failure_threshold": 2, "timeout": "1s"},
+        "backpressure_config": {"timeout_escalation": False, "queue_emergency_threshold": emergency},
+        "circuit_breaker": {"enabled": False},
     }
     cfg = agent_config(
-        tmp_path, bootstrap, topics, dispatcher={"drain_timeout": "1s"}, sinks={"kafka": kafka}
+        tmp_path,
+        bootstrap,
+        topics,
+        # Chunks of about 30 lines; the dispatcher queue holds fewer lines than the file has.
+        files_config={**agent_config(tmp_path, bootstrap, topics)["files_config"], "read_buffer_bytes": 8192},
+        dispatcher={
+            "drain_timeout": "1s",
+            "queue_size": 3_000,
+            "dlq_config": {"directory": str(tmp_path / "dlq"), "reprocessing_config": {"enabled": False}},
+        },
+        sinks={"kafka": kafka},
     )
     path = write_config(tmp_path / "config.yaml", cfg)
     (tmp_path / "logs" / "app.log").write_text("".join(f"{line}\n" for line in lines))
@@ -202,25 +216,39 @@ def test_big_reads_never_push_a_stalled_sink_past_the_critical_level(
             held.append(agent.get("/stats")["sinks"]["kafka_sink"]["outstanding"])
             time.sleep(0.25)
         stats = agent.get("/stats")
+        metrics = agent.metrics()
+        dlq = agent.get("/dlq/stats")
         assert agent.stop(signal.SIGTERM) == 0, agent.log()
     finally:
         if agent.proc is not None and agent.proc.poll() is None:
             agent.kill()
     sink = stats["sinks"]["kafka_sink"]
     summary = {
-        "held_samples": sorted(set(held)),
+        "emergency": emergency,
+        "held_max": max(held),
         "peak_utilization": sink["backpressure"]["peak_utilization"],
         "parked": sink["parked"],
         "overflowed": sink["overflowed_to_dlq"],
+        "dlq": dlq.get("by_reason"),
         "lines_read": stats["files"]["lines_read"],
-        "breaker_opened": sink["circuit_breaker"]["times_opened"],
     }
     print(json.dumps(summary))
-    # Several chunks were admitted, and the sink waited with more lines read than it holds.
-    assert max(held) > 6_000 and stats["files"]["lines_read"] > max(held), summary
-    assert sink["circuit_breaker"]["times_opened"] >= 2, summary  # it was half-open in between
-    assert max(held) <= 0.9 * queue_size, summary
-    assert sink["backpressure"]["peak_utilization"] <= 0.9, summary
-    assert sink["parked"] == 0 and sink["overflowed_to_dlq"] == 0, summary
+
+    def events(level: str) -> float:
+        return metric(metrics, "kafka_backpressure_events_total", threshold_level=level) or 0.0
+
+    assert events("warning") >= 1 and "sink queue at warning level" in agent.log(), summary
+    assert events("critical") >= 1, summary
+    # Held, not buffered: the sources stopped reading long before the end of the file.
+    assert stats["files"]["lines_read"] < total / 2, summary
+    assert max(held) <= emergency * queue_size, summary
     saved = json.loads((tmp_path / "positions" / "files.json").read_text())["positions"]
-    assert [e["offset"] for e in saved.values()] == [0]
+    if emergency < 1.0:
+        assert events("emergency") >= 1, summary
+        assert sink["overflowed_to_dlq"] > 0 and sink["parked"] == sink["overflowed_to_dlq"], summary
+        assert dlq["by_reason"] == {"backpressure": sink["overflowed_to_dlq"]}, summary
+    else:
+        assert events("emergency") == 0, summary
+        assert sink["parked"] == 0 and sink["overflowed_to_dlq"] == 0, summary
+        # Nothing was acknowledged, so nothing was checkpointed.
+        assert [e["offset"] for e in saved.values()] == [0]

@@ -125,3 +125,13 @@ def test_sources_show_their_state_restarts_and_error() -> None:
         "last error: OSError",
     ):
         assert part in text, part
+
+
+def test_overflowed_lines_are_counted_once_in_the_outgoing_rate() -> None:
+    """Overflowed lines are a part of ``parked`` (the sink's /stats): adding both counted them twice."""
+    before = stats(1000, 900, 0, {"logs": 900})
+    after = stats(3000, 900, 2000, {"logs": 900})
+    sink = after["sinks"]["kafka_sink"]  # type: ignore[index]
+    sink["overflowed_to_dlq"] = 2000
+    v = view(Sample(10.0, HEALTH, before), Sample(12.0, HEALTH, after))
+    assert v["lines_out_per_second"] == 1000.0  # 2,000 parked in 2 s, not 4,000

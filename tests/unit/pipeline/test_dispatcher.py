@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk, Origin
-from log_capturer.sinks.base import SinkHealth
+from log_capturer.sinks.base import SendFailed, SinkHealth
 
 ORIGIN = Origin("file", "/a.log")
 
@@ -152,3 +153,122 @@ def test_close_gives_all_threads_one_deadline_while_a_sink_holds_a_source() -> N
     # Every join ends by the one deadline (each used to get the whole 0.3 s again).
     assert all(when + timeout <= start + 0.3 + 0.01 for when, timeout in joins), (start, joins)
     release.set()
+
+
+class PartialSink(GateSink):
+    """Takes the first chunk of a batch, then fails on the next one, once (a bug in the sink)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed_once = False
+
+    def send(self, chunks: list[Chunk]) -> None:
+        self.calls += 1
+        for i, c in enumerate(chunks):
+            if i == 1 and not self.failed_once:
+                self.failed_once = True
+                raise SendFailed(i, RuntimeError("bug while encoding the second chunk"))
+            self.got.extend(c.lines)
+            c.ack(len(c.lines))
+
+
+def test_a_send_that_fails_midway_is_retried_with_only_the_chunks_not_taken() -> None:
+    sink = PartialSink()
+    d = dispatcher(sink, max_retries=2, retry_base_delay=0.01, flush_on_idle=False, batch_timeout=0.5)
+    cp = Checkpoint()
+    first = Chunk(ORIGIN, ["a"], start=0, end=2)
+    second = Chunk(ORIGIN, ["b"], start=2, end=4)
+    d.submit(first, cp)
+    d.submit(second, cp)
+    deadline = time.monotonic() + 5
+    while cp.committed < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.close(5)
+    # "a" was taken on the first attempt: it is not handed over again (no duplicate), nothing parked.
+    assert sink.got == ["a", "b"] and sink.dead == []
+    assert sink.calls == 2 and cp.committed == 4
+    assert d.check()["status"] == "degraded" and "bug while encoding" in str(d.check()["message"])
+
+
+class ExplodingAnalyzer(Analyzer):
+    """Analysis fails on lines that contain "boom" (as a broken pipeline step or parser would)."""
+
+    def analyze(self, chunk: Chunk) -> None:
+        if any("boom" in line for line in chunk.lines):
+            raise ValueError("the parser choked")
+        super().analyze(chunk)
+
+
+def test_a_chunk_analysis_fails_on_is_parked_and_the_thread_keeps_dispatching() -> None:
+    sink = GateSink()
+    metrics = Metrics()
+    d = Dispatcher(
+        DispatcherConfig.model_validate({"worker_count": 1}), [sink], ExplodingAnalyzer(None), metrics
+    )
+    d.start()
+    cp = Checkpoint()
+    d.submit(Chunk(ORIGIN, ["ok 1"], start=0, end=5), cp)
+    d.submit(Chunk(ORIGIN, ["boom", "with it"], start=5, end=18), cp)
+    d.submit(Chunk(ORIGIN, ["ok 2"], start=18, end=23), cp)
+    deadline = time.monotonic() + 5
+    while cp.committed < 23 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cp.committed == 23, "every line was delivered or parked: the checkpoint moves on"
+    assert sink.got == ["ok 1", "ok 2"]
+    [(lines, reason, text)] = sink.dead
+    assert (lines, reason) == (2, "processing_error") and "the parser choked" in text
+    assert all(t.is_alive() for t in d._threads)
+    check = d.check()
+    assert check["status"] == "degraded" and check["failed_chunks"] == 1
+    assert "the parser choked" in str(check["message"])
+    assert metrics.errors.labels("dispatcher", "processing_error")._value.get() == 1
+    d.close(5)
+
+
+def test_counters_written_by_many_threads_are_exact() -> None:
+    sink = GateSink()
+    d = dispatcher(sink, queue_size=1_000_000)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: unlocked += loses counts
+    try:
+        threads = [
+            threading.Thread(target=lambda: [d.submit(Chunk(ORIGIN, ["x"]), None) for _ in range(5000)])
+            for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    d.close(10)
+    assert d.lines_in == 40_000
+    assert d.lines_dispatched == 40_000 == len(sink.got)
+
+
+class PoisonSink(GateSink):
+    """Cannot take a chunk that holds "poison" (a bug in its encoder), every time."""
+
+    def send(self, chunks: list[Chunk]) -> None:
+        self.calls += 1
+        for i, c in enumerate(chunks):
+            if "poison" in c.lines:
+                raise SendFailed(i, TypeError("cannot encode it"))
+            self.got.extend(c.lines)
+            c.ack(len(c.lines))
+
+
+def test_a_chunk_the_sink_always_fails_on_is_parked_alone_and_its_batch_mates_are_delivered() -> None:
+    sink = PoisonSink()
+    d = dispatcher(sink, max_retries=2, retry_base_delay=0.01, flush_on_idle=False, batch_timeout=0.5)
+    cp = Checkpoint()
+    for i, line in enumerate(["a", "poison", "b"]):
+        d.submit(Chunk(ORIGIN, [line], start=i * 10, end=i * 10 + 10), cp)
+    deadline = time.monotonic() + 5
+    while cp.committed < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.close(5)
+    assert sink.got == ["a", "b"], "each delivered once, none parked with the poisoned chunk"
+    [(lines, reason, text)] = sink.dead
+    assert (lines, reason) == (1, "all_sinks_failed") and "cannot encode it" in text
+    assert cp.committed == 30

@@ -179,6 +179,14 @@ def test_the_byte_limit_also_holds_the_sources() -> None:
     q = ChunkQueue(1000, max_bytes=100)
     assert q.put("a", Chunk(ORIGIN, ["y" * 60]))
     assert q.put("a", Chunk(ORIGIN, ["y" * 60]), timeout=0.05) is False  # 120 bytes > 100
-    assert q.nbytes == 60 and q.utilization == 0.6
+    assert q.text_bytes == 60 and q.utilization == 0.6
     assert q.take(10, 1.0, flush_on_idle=True) is not None
-    assert q.nbytes == 0 and q.empty
+    assert q.text_bytes == 0 and q.empty
+
+
+def test_the_byte_limit_counts_utf8_bytes_not_characters() -> None:
+    # 40 characters, 80 bytes each: two of them are 160 bytes, more than the limit of 100.
+    q = ChunkQueue(1000, max_bytes=100)
+    assert q.put("a", Chunk(ORIGIN, ["é" * 40]))
+    assert q.put("a", Chunk(ORIGIN, ["é" * 40]), timeout=0.05) is False
+    assert q.text_bytes == 80

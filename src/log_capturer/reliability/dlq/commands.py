@@ -139,8 +139,10 @@ def dlq_replay(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for Kafka per batch.")] = 60.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
 ) -> None:
-    """Send parked entries to their topics (with the config's sinks.kafka settings); delivered entries
-    leave the store. Exit 1 if some could not be delivered."""
+    """Send parked entries to their topics (with the config's sinks.kafka settings, headers
+    included); delivered entries leave the store. Every entry by default, also those automatic
+    reprocessing gave up on (--due, --reason and --limit narrow it). Exit 1 if some could not be
+    delivered."""
     cfg, store = _store(config, directory)
     try:
         with replay_lock(store):

@@ -8,6 +8,11 @@ acknowledgement and the removal replays it again: at-least-once.
 One replay at a time per directory: :func:`replay_lock` takes a non-blocking
 ``flock`` on ``<directory>/.replay.lock`` (so the agent's reprocessor and a
 ``dlq replay`` command never send the same entry twice at once).
+
+:func:`produce_replay` is the one way records are replayed, whether through the
+agent's Kafka sink (its producer, the reprocessor and ``POST /dlq/reprocess``)
+or through a producer of the command's own (:class:`ProducerTarget`): the same
+checks, the configured headers, the same error texts.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from log_capturer.config.schema import KafkaSinkConfig
 from log_capturer.reliability.dlq.store import DeadLetterStore, DLQWriteError
 from log_capturer.sinks.kafka.config import close_producer, producer_config
+from log_capturer.sinks.kafka.errors import Disposition, classify, error_type
+from log_capturer.sinks.kafka.headers import Headers, headers_of_record
 
 REPLAY_LOCK = ".replay.lock"
 
@@ -124,52 +131,99 @@ def replay_entries(
     return result
 
 
+#: Produces one record: (topic, value, key, on_delivery=..., headers=...), as Producer.produce.
+Produce = Callable[..., None]
+#: Reports the outcome of one replayed record: None when Kafka acknowledged it.
+OnReport = Callable[[ReplayRecord, KafkaError | None], None]
+
+
+def describe(err: KafkaError) -> str:
+    """A delivery error as replay results and DLQ entries show it: ``error_type: message``."""
+    return f"{error_type(err)}: {err.str()}"
+
+
+def produce_replay(
+    produce: Produce,
+    records: list[ReplayRecord],
+    timeout: float,
+    *,
+    config: KafkaSinkConfig,
+    serve: Callable[[float], None],
+    stopping: Callable[[], bool] = lambda: False,
+    on_report: OnReport | None = None,
+) -> dict[str, str | None]:
+    """Produce ``records`` again, with the configured headers, and wait up to ``timeout`` for
+    their delivery reports. ``serve(t)`` lets up to ``t`` seconds pass while reports are served
+    (polls the producer, or waits for the thread that does). Returns entry_id -> None once Kafka
+    acknowledged it, else why not (a record that cannot be sent as it is, a producer that refused
+    it until the deadline, an error, or no report in time)."""
+    outcome: dict[str, str | None] = {}
+    lock = threading.Lock()
+    waiting = [0]
+
+    def report(rec: ReplayRecord, err: KafkaError | None, _msg: Message) -> None:
+        with lock:
+            outcome[rec.entry_id] = None if err is None else describe(err)
+            waiting[0] -= 1
+        if on_report is not None:
+            on_report(rec, err)
+
+    deadline = time.monotonic() + timeout
+    for rec in records:
+        problem = check_record(rec, config.max_message_bytes)
+        if problem:
+            outcome[rec.entry_id] = problem
+            continue
+        headers: Headers | None = headers_of_record(config.headers, rec.value)
+        with lock:
+            waiting[0] += 1
+        while True:
+            try:
+                produce(
+                    rec.topic, rec.value, rec.key, on_delivery=functools.partial(report, rec), headers=headers
+                )
+                break
+            except (BufferError, KafkaException) as exc:
+                err = exc.args[0] if isinstance(exc, KafkaException) else None
+                permanent = isinstance(err, KafkaError) and classify(err) is Disposition.PERMANENT
+                if permanent or time.monotonic() > deadline or stopping():
+                    why = describe(err) if isinstance(err, KafkaError) else "the producer queue stayed full"
+                    with lock:
+                        waiting[0] -= 1
+                        outcome[rec.entry_id] = f"could not be produced: {why}"
+                    break
+                serve(0.1)
+    while True:
+        with lock:
+            if waiting[0] <= 0:
+                break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        serve(min(0.1, left))
+    with lock:
+        result = dict(outcome)
+    for rec in records:
+        result.setdefault(rec.entry_id, f"not acknowledged within {timeout:g}s")
+    return result
+
+
 class ProducerTarget:
     """Replays through a producer of its own (``log-capturer dlq replay``, outside the agent)."""
 
-    def __init__(
-        self, config: KafkaSinkConfig, producer_factory: Callable[[dict[str, Any]], Producer] = Producer
-    ) -> None:
+    def __init__(self, config: KafkaSinkConfig) -> None:
         self.config = config
         conf = producer_config(config, client_id="log-capturer-dlq-replay")
-        self.producer = producer_factory(conf)
+        self.producer = Producer(conf)
 
     def replay_blocker(self) -> str:
         return ""
 
     def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
-        outcome: dict[str, str | None] = {}
-        lock = threading.Lock()
+        return produce_replay(self.producer.produce, records, timeout, config=self.config, serve=self._serve)
 
-        def report(rec: ReplayRecord, err: KafkaError | None, _msg: Message) -> None:
-            with lock:
-                outcome[rec.entry_id] = None if err is None else f"{err.name()}: {err.str()}"
-
-        deadline = time.monotonic() + timeout
-        for rec in records:
-            problem = check_record(rec, self.config.max_message_bytes)
-            if problem:
-                outcome[rec.entry_id] = problem
-                continue
-            while True:
-                try:
-                    self.producer.produce(
-                        rec.topic,
-                        rec.value,
-                        rec.key,
-                        on_delivery=functools.partial(report, rec),
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
-                    if time.monotonic() > deadline:
-                        break
-        while len(self.producer) > 0 and time.monotonic() < deadline:
-            self.producer.poll(0.1)
-        self.producer.poll(0)
-        for rec in records:
-            outcome.setdefault(rec.entry_id, f"not acknowledged within {timeout:g}s")
-        return outcome
+    def _serve(self, timeout: float) -> None:
+        self.producer.poll(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush, then close the producer (``close_producer``); what is still unacknowledged

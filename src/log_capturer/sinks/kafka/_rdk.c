@@ -6,13 +6,19 @@
  * "Delivery reports"). This module keeps one delivery report per record (the
  * checkpoint rule needs every record's outcome) but counts them in C: a chunk
  * of records shares one C state, each report decrements it, a failed record is
- * copied out with its error, and Python hears about a chunk once, when all of
+ * marked with its error, and Python hears about a chunk once, when all of
  * its records are settled.
  *
  * librdkafka itself is the copy confluent-kafka ships (or the system's): it is
  * opened with dlopen() by path and its functions are looked up by name, so no
  * librdkafka headers or link-time library are needed. The declarations below
  * are librdkafka's stable public ABI (rdkafka.h).
+ *
+ * A failed record is never copied: each record has a slot in its chunk's state (allocated with
+ * the chunk, before any record is handed over) where its delivery report writes the error and
+ * the partition, so recording a failure allocates nothing and cannot be lost to an exhausted heap.
+ * The chunk keeps the caller's lists of topics, values and keys, and poll() gives each failed
+ * record back as the very objects it was produced from.
  *
  * Threads: produce_chunk() runs in the dispatcher threads (the GIL is released
  * while librdkafka enqueues the records: it copies their keys and points into
@@ -98,24 +104,26 @@ static struct {
 } rdk;
 
 /* ---- per-chunk state ----------------------------------------------------------------------- */
-typedef struct fail_s {
-    struct fail_s *next;
-    int err;
-    int32_t partition;
-    int has_key;
-    size_t len;
-    size_t key_len;
-    char *topic;
-    char data[]; /* payload, then key */
-} fail_t;
+struct chunk_s;
+
+/* One record of a chunk: librdkafka's per-message opaque points here. */
+typedef struct {
+    struct chunk_s *chunk;
+    int32_t err;       /* 0, or the error of its delivery report */
+    int32_t partition; /* the partition of the failed attempt */
+} slot_t;
 
 typedef struct chunk_s {
     PyObject *token;  /* owned; given back to Python when the chunk is settled */
     PyObject *values; /* owned: a tuple of the records' bytes, which librdkafka points into */
+    PyObject *topics; /* owned: the caller's list of topic names (read for failed records) */
+    PyObject *keys;   /* owned: the caller's list of keys, or NULL */
     long remaining;   /* records not yet reported, plus one held by the sender (atomic) */
     long produced;    /* records handed to librdkafka (or failed at once) */
-    fail_t *fails;    /* guarded by the producer's lock */
+    long failed;      /* slots with an error (atomic) */
     struct chunk_s *next;
+    Py_ssize_t n;
+    slot_t slots[]; /* one per record, in the order of the caller's lists */
 } chunk_t;
 
 typedef struct {
@@ -136,6 +144,7 @@ typedef struct {
     long live;  /* chunks not yet given back */
     long records; /* records librdkafka holds: handed over, no delivery report yet (atomic) */
     long users; /* produce_chunk calls inside librdkafka (close waits for them) */
+    long deferred; /* settled chunks kept for a later poll() because no memory was left */
 } Producer;
 
 static void push_done(Producer *self, chunk_t *c) {
@@ -154,44 +163,34 @@ static void settle(Producer *self, chunk_t *c, long n) {
         push_done(self, c);
 }
 
-static void add_fail(Producer *self, chunk_t *c, int err, const char *topic, int32_t partition,
-                     const void *payload, size_t len, const void *key, size_t key_len) {
-    fail_t *f = malloc(sizeof(fail_t) + len + key_len);
-    char *t = strdup(topic ? topic : "");
-    if (!f || !t) {
-        /* Out of memory: keep the count right; the record is reported as failed with no copy. */
-        free(f);
-        free(t);
+/* The record of ``s`` failed with ``err``: kept in its slot (no allocation). */
+static void add_fail(slot_t *s, int err, int32_t partition) {
+    s->err = err;
+    s->partition = partition;
+    __atomic_add_fetch(&s->chunk->failed, 1, __ATOMIC_RELAXED);
+}
+
+static void free_chunk(chunk_t *c) {
+    if (!c)
         return;
-    }
-    f->err = err;
-    f->partition = partition;
-    f->len = len;
-    f->key_len = key_len;
-    f->has_key = key != NULL;
-    f->topic = t;
-    if (len)
-        memcpy(f->data, payload, len);
-    if (key_len)
-        memcpy(f->data + len, key, key_len);
-    pthread_mutex_lock(&self->lock);
-    f->next = c->fails;
-    c->fails = f;
-    pthread_mutex_unlock(&self->lock);
+    Py_XDECREF(c->token);
+    Py_XDECREF(c->values);
+    Py_XDECREF(c->topics);
+    Py_XDECREF(c->keys);
+    free(c);
 }
 
 /* ---- librdkafka callbacks (the poll thread, inside rd_kafka_poll, GIL released) ------------ */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     Producer *self = opaque;
-    chunk_t *c = m->_private;
+    slot_t *s = m->_private;
     (void)rk;
     __atomic_sub_fetch(&self->records, 1, __ATOMIC_RELAXED);
-    if (!c)
+    if (!s)
         return;
     if (m->err)
-        add_fail(self, c, m->err, rdk.topic_name(m->rkt), m->partition, m->payload, m->len, m->key,
-                 m->key_len);
-    settle(self, c, 1);
+        add_fail(s, m->err, m->partition);
+    settle(self, s->chunk, 1);
 }
 
 static void call_python(PyObject *cb, PyObject *args) {
@@ -419,7 +418,7 @@ static rd_kafka_topic_t *topic_of(Producer *self, PyObject *name) {
 #define BATCH_MAX 1024
 
 /* Wait (at most 100 ms) for delivery reports to make room in librdkafka's queue (poll()
- * signals). Returns 1 if abort() was called meanwhile. GIL released. */
+ * signals). Returns 1 if the producer is closing. GIL released. */
 static int wait_space(Producer *self) {
     pthread_mutex_lock(&self->lock);
     if (__atomic_load_n(&self->aborted, __ATOMIC_ACQUIRE)) {
@@ -440,7 +439,7 @@ static int wait_space(Producer *self) {
 
 /* Hand msgs[0..n) (one topic) to librdkafka, waiting while its queue is full. A record it
  * refuses for another reason counts as a failed delivery. Returns the number handed over
- * (n unless aborted). GIL released. */
+ * (n unless the producer is closing). GIL released. */
 static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rkt,
                                 rd_kafka_message_t *msgs, Py_ssize_t n) {
     Py_ssize_t handed = 0;
@@ -469,8 +468,7 @@ static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rk
                     w++;
                     continue;
                 }
-                add_fail(self, c, m->err, rdk.topic_name(rkt), m->partition, m->payload, m->len, m->key,
-                         m->key_len);
+                add_fail(m->_private, m->err, m->partition);
                 settle(self, c, 1);
                 handed++;
             }
@@ -489,7 +487,7 @@ static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rk
  *
  * Hands every record to librdkafka, waiting while its queue is full. librdkafka points into the
  * values' bytes (no copy): the chunk holds a reference to them until it is settled. Returns the
- * number handed over: len(values), or fewer if abort() was called meanwhile (the rest were not
+ * number handed over: len(values), or fewer if close() was called meanwhile (the rest were not
  * produced, and the chunk is then never settled). A record librdkafka refuses at once counts as
  * a failed delivery. When every record is settled, poll() gives back
  * (token, produced, failures).
@@ -516,6 +514,7 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
         return NULL;
     }
     PyObject *result = NULL;
+    chunk_t *c = NULL;
     Py_ssize_t cap = n ? n : 1;
     /* recs: the records in chunk order; msgs: the same grouped by topic (when there are several);
      * slot: each record's topic, as an index into the chunk's distinct topics. */
@@ -591,6 +590,23 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
             r->partition = (int32_t)p;
         }
     }
+    /* The chunk's state, with a slot per record, before any record is handed over. */
+    c = calloc(1, sizeof(chunk_t) + (size_t)n * sizeof(slot_t));
+    if (!c) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    /* librdkafka does not copy the values (keys it does): the chunk holds them until settled. */
+    c->values = PyList_AsTuple(values);
+    if (!c->values)
+        goto fail;
+    c->topics = Py_NewRef(topics);
+    c->keys = keys != Py_None ? Py_NewRef(keys) : NULL;
+    c->n = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        c->slots[i].chunk = c;
+        recs[i]._private = &c->slots[i];
+    }
     if (nslots > 1) {
         msgs = PyMem_RawMalloc((size_t)cap * sizeof *msgs);
         if (!msgs) {
@@ -612,22 +628,9 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
         recs = NULL;
         slot_n[0] = n;
     }
-    chunk_t *c = calloc(1, sizeof(chunk_t));
-    if (!c) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    /* librdkafka does not copy the values (keys it does): the chunk holds them until settled. */
-    c->values = PyList_AsTuple(values);
-    if (!c->values) {
-        free(c);
-        goto fail;
-    }
     c->token = Py_NewRef(token);
     c->remaining = (long)n + 1;
     __atomic_add_fetch(&self->live, 1, __ATOMIC_RELAXED);
-    for (Py_ssize_t i = 0; i < n; i++)
-        msgs[i]._private = c;
     Py_ssize_t handed = 0;
     /* The keys (str or bytes, the caller's) stay alive during the call and librdkafka copies
      * them; the values stay alive in c->values until the chunk is settled. */
@@ -638,11 +641,11 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
         Py_ssize_t h = produce_topic(self, c, slot_rkt[s], &msgs[start], cnt);
         handed += h;
         if (h < cnt)
-            break; /* aborted */
+            break; /* closing */
         start = slot_n[s];
     }
     c->produced = (long)handed;
-    /* The sender's own count, and one for each record not produced (aborted). */
+    /* The sender's own count, and one for each record not produced (closing). */
     settle(self, c, 1 + (long)(n - handed));
     __atomic_sub_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
     Py_END_ALLOW_THREADS;
@@ -650,6 +653,7 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     goto free;
 fail:
     __atomic_sub_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
+    free_chunk(c);
 free:
     PyMem_RawFree(recs);
     PyMem_RawFree(msgs);
@@ -660,48 +664,104 @@ free:
     return result;
 }
 
-/* Give back the settled chunks: [(token, produced, [(err, topic, value, key, partition)])]. */
+/* Test switch (_rdk._fail_next_results(n)): the next n settled chunks with failed records cannot
+ * be turned into Python objects, as if the heap were exhausted. */
+static long fail_next_results;
+
+/* Item ``i`` of ``list``, or None if the caller changed the list meanwhile (borrowed). */
+static PyObject *item_or_none(PyObject *list, Py_ssize_t i) {
+    if (list && PyList_Check(list) && i < PyList_GET_SIZE(list))
+        return PyList_GET_ITEM(list, i);
+    return Py_None;
+}
+
+/* (token, produced, [(err, topic, value, key, partition)]) of a settled chunk; NULL with an
+ * exception set if it cannot be built now. */
+static PyObject *chunk_result(chunk_t *c) {
+    if (__atomic_load_n(&c->failed, __ATOMIC_RELAXED) && fail_next_results > 0) {
+        fail_next_results--;
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PyObject *fails = PyList_New(0);
+    if (!fails)
+        return NULL;
+    if (__atomic_load_n(&c->failed, __ATOMIC_RELAXED)) {
+        for (Py_ssize_t i = 0; i < c->n; i++) {
+            slot_t *s = &c->slots[i];
+            if (!s->err)
+                continue;
+            PyObject *t = Py_BuildValue("(iOOOi)", (int)s->err, item_or_none(c->topics, i),
+                                        PyTuple_GET_ITEM(c->values, i), item_or_none(c->keys, i),
+                                        (int)s->partition);
+            if (!t || PyList_Append(fails, t) < 0) {
+                Py_XDECREF(t);
+                Py_DECREF(fails);
+                return NULL;
+            }
+            Py_DECREF(t);
+        }
+    }
+    return Py_BuildValue("(OlN)", c->token, c->produced, fails);
+}
+
+/* Put the settled chunks from ``c`` on (a list linked by ``next``) back at the head of the queue. */
+static void requeue_done(Producer *self, chunk_t *c) {
+    chunk_t *last = c;
+    while (last->next)
+        last = last->next;
+    pthread_mutex_lock(&self->lock);
+    last->next = self->done_head;
+    self->done_head = c;
+    if (!self->done_tail)
+        self->done_tail = last;
+    pthread_mutex_unlock(&self->lock);
+}
+
+/* Give back the settled chunks: [(token, produced, [(err, topic, value, key, partition)])]. A
+ * chunk whose result cannot be built now (no memory) stays queued, with the chunks after it, for
+ * the next call: a settled chunk, and above all a failed record, is never dropped. */
 static PyObject *take_done(Producer *self) {
     pthread_mutex_lock(&self->lock);
     chunk_t *c = self->done_head;
     self->done_head = self->done_tail = NULL;
     pthread_mutex_unlock(&self->lock);
     PyObject *out = PyList_New(0);
+    if (!out) {
+        if (c)
+            requeue_done(self, c);
+        return NULL;
+    }
     while (c) {
+        PyObject *r = chunk_result(c);
+        if (!r || PyList_Append(out, r) < 0) {
+            Py_XDECREF(r);
+            PyErr_Clear();
+            self->deferred++;
+            requeue_done(self, c);
+            break;
+        }
+        Py_DECREF(r);
         chunk_t *next = c->next;
-        PyObject *fails = PyList_New(0);
-        fail_t *f = c->fails;
-        while (f) {
-            fail_t *fn = f->next;
-            if (fails) {
-                PyObject *key = f->has_key ? PyBytes_FromStringAndSize(f->data + f->len, (Py_ssize_t)f->key_len)
-                                           : Py_NewRef(Py_None);
-                PyObject *t = Py_BuildValue("(isy#Ni)", f->err, f->topic, f->data, (Py_ssize_t)f->len, key,
-                                            (int)f->partition);
-                if (!t || PyList_Append(fails, t) < 0)
-                    Py_CLEAR(fails);
-                Py_XDECREF(t);
-            }
-            free(f->topic);
-            free(f);
-            f = fn;
-        }
-        if (out && fails) {
-            PyObject *t = Py_BuildValue("(OlN)", c->token, c->produced, fails);
-            if (!t || PyList_Append(out, t) < 0)
-                Py_CLEAR(out);
-            Py_XDECREF(t);
-        } else {
-            Py_XDECREF(fails);
-            Py_CLEAR(out);
-        }
-        Py_DECREF(c->token);
-        Py_DECREF(c->values);
-        free(c);
+        free_chunk(c);
         __atomic_sub_fetch(&self->live, 1, __ATOMIC_RELAXED);
         c = next;
     }
     return out;
+}
+
+/* Drop the settled chunks (close: what the producer held was not acknowledged). */
+static void drop_done(Producer *self) {
+    pthread_mutex_lock(&self->lock);
+    chunk_t *c = self->done_head;
+    self->done_head = self->done_tail = NULL;
+    pthread_mutex_unlock(&self->lock);
+    while (c) {
+        chunk_t *next = c->next;
+        free_chunk(c);
+        __atomic_sub_fetch(&self->live, 1, __ATOMIC_RELAXED);
+        c = next;
+    }
 }
 
 static void wake_senders(Producer *self) {
@@ -763,13 +823,6 @@ static PyObject *Producer_purge(Producer *self, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
-static PyObject *Producer_abort(Producer *self, PyObject *unused) {
-    (void)unused;
-    __atomic_store_n(&self->aborted, 1, __ATOMIC_RELEASE);
-    wake_senders(self);
-    Py_RETURN_NONE;
-}
-
 static void do_close(Producer *self) {
     __atomic_store_n(&self->aborted, 1, __ATOMIC_RELEASE);
     wake_senders(self);
@@ -801,10 +854,7 @@ static void do_close(Producer *self) {
 static PyObject *Producer_close(Producer *self, PyObject *unused) {
     (void)unused;
     do_close(self);
-    PyObject *done = take_done(self);
-    Py_XDECREF(done);
-    if (!done)
-        return NULL;
+    drop_done(self);
     Py_RETURN_NONE;
 }
 
@@ -822,9 +872,7 @@ static void Producer_dealloc(Producer *self) {
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     do_close(self);
-    PyObject *done = take_done(self);
-    Py_XDECREF(done);
-    PyErr_Clear();
+    drop_done(self);
     PyErr_Restore(et, ev, tb);
     Py_CLEAR(self->topic_index);
     Py_CLEAR(self->error_cb);
@@ -842,7 +890,6 @@ static PyMethodDef Producer_methods[] = {
     {"flush", (PyCFunction)Producer_flush, METH_VARARGS, "flush(timeout) -> (held, settled chunks)"},
     {"purge", (PyCFunction)(void (*)(void))Producer_purge, METH_VARARGS | METH_KEYWORDS,
      "purge(in_queue=True, in_flight=True, blocking=True)"},
-    {"abort", (PyCFunction)Producer_abort, METH_NOARGS, "make blocked produce_chunk calls return"},
     {"close", (PyCFunction)Producer_close, METH_NOARGS, "purge and destroy the librdkafka handle"},
     {NULL, NULL, 0, NULL},
 };
@@ -853,7 +900,14 @@ static PyObject *Producer_get_records(Producer *self, void *unused) {
     return PyLong_FromLong(n > 0 ? n : 0);
 }
 
+static PyObject *Producer_get_deferred(Producer *self, void *unused) {
+    (void)unused;
+    return PyLong_FromLong(self->deferred);
+}
+
 static PyGetSetDef Producer_getset[] = {
+    {"deferred", (getter)Producer_get_deferred, NULL,
+     "times settled chunks were kept for a later poll() because no memory was left", NULL},
     {"live_chunks", (getter)Producer_get_live, NULL, "chunks produced and not yet given back", NULL},
     {"records", (getter)Producer_get_records, NULL,
      "records librdkafka holds (queued or in flight): handed over, not yet reported", NULL},
@@ -875,8 +929,19 @@ static PyTypeObject ProducerType = {
     .tp_as_sequence = &Producer_seq,
 };
 
+static PyObject *mod_fail_next_results(PyObject *m, PyObject *args) {
+    long n;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "l", &n))
+        return NULL;
+    fail_next_results = n;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"load", mod_load, METH_VARARGS, "load(path) -> librdkafka version: open librdkafka"},
+    {"_fail_next_results", mod_fail_next_results, METH_VARARGS,
+     "tests only: the next n settled chunks with failed records find no memory for their results"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 RECORD_OVERHEAD = 512
 
 
+def parks_on_timeout(cfg: KafkaSinkConfig) -> bool:
+    """Records not delivered within ``timeout`` are parked in the local DLQ (else re-sent in place)."""
+    return cfg.dlq_config.enabled and cfg.dlq_config.send_on_timeout
+
+
 def producer_config(cfg: KafkaSinkConfig, client_id: str = "log-capturer") -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": ",".join(cfg.brokers),
@@ -48,8 +53,9 @@ def producer_config(cfg: KafkaSinkConfig, client_id: str = "log-capturer") -> di
         "linger.ms": int(cfg.batch_timeout * 1000),
         "queue.buffering.max.messages": cfg.queue_size,
         # send_on_timeout: a record not delivered in time is parked (and replayed later); without
-        # it, librdkafka itself retries for ever (0 = no timeout), which keeps the order.
-        "message.timeout.ms": int(cfg.timeout * 1000) if cfg.dlq_config.send_on_timeout else 0,
+        # it (or with the sink's DLQ off), librdkafka itself retries for ever (0 = no timeout),
+        # which keeps the order.
+        "message.timeout.ms": int(cfg.timeout * 1000) if parks_on_timeout(cfg) else 0,
         "queue.buffering.max.kbytes": cfg.queue_max_bytes // 1024,
         "request.timeout.ms": int(min(cfg.timeout, 30.0) * 1000),
         "retries": cfg.retry_max if cfg.required_acks != -1 else max(cfg.retry_max, 1),

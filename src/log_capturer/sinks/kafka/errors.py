@@ -1,9 +1,16 @@
 """Classification of Kafka delivery errors.
 
-Every error a delivery report can carry is either *retriable* (produce the
-record again, after a delay) or *permanent* (the broker will never accept this
-record as it is: park it in the dead-letter queue with the reason). A record
-that timed out in the client queue is retriable: it is re-sent, not dropped.
+Every error a delivery report can carry has one of three dispositions:
+
+- *permanent*: the broker will never accept this record as it is; it goes to
+  the DLQ topic, or the local store, with the reason ``send_error``;
+- *timeout*: not delivered within ``sinks.kafka.timeout``; parked in the local
+  store (reason ``timeout``) when the sink parks what times out
+  (``dlq_config.enabled`` and ``send_on_timeout``), else re-sent at once;
+- *retry*: everything else, fatal producer errors included (the record is fine;
+  the producer is replaced): produced again after a back-off.
+
+See docs/reliability.md, "Errors: retriable or permanent".
 """
 
 from __future__ import annotations
@@ -60,9 +67,8 @@ def classify(err: KafkaError) -> Disposition:
         return Disposition.TIMEOUT
     if code in _PERMANENT:
         return Disposition.PERMANENT
-    if err.fatal():
-        # The producer instance is unusable; the record itself is fine: retry on a new producer.
-        return Disposition.RETRY
+    # A fatal error too: the producer is unusable, the record itself is fine (a new producer
+    # sends it again).
     return Disposition.RETRY
 
 
@@ -70,7 +76,3 @@ def error_type(err: KafkaError) -> str:
     """Stable metric label for an error: the librdkafka error name in lower case."""
     name: str = err.name() or "unknown"
     return name.lstrip("_").lower()
-
-
-def dlq_reason(disposition: Disposition) -> str:
-    return "timeout" if disposition is Disposition.TIMEOUT else "send_error"

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import confluent_kafka
 from confluent_kafka import KafkaError
 
-#: A failed record: (error code, topic, value, key, partition).
-Failure = tuple[int, str, bytes, bytes | None, int]
+#: A failed record: (error code, topic, value, key, partition), the objects it was produced from.
+Failure = tuple[int, str, bytes, str | bytes | None, int]
 #: A settled chunk: (token, records produced, failures).
 Settled = tuple[Any, int, list[Failure]]
 
@@ -48,13 +48,14 @@ class _RawProducer(Protocol):
     def poll(self, timeout: float) -> tuple[int, list[Settled]]: ...
     def flush(self, timeout: float) -> tuple[int, list[Settled]]: ...
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None: ...
-    def abort(self) -> None: ...
     def close(self) -> None: ...
     def __len__(self) -> int: ...
     @property
     def live_chunks(self) -> int: ...
     @property
     def records(self) -> int: ...
+    @property
+    def deferred(self) -> int: ...
 
 
 def librdkafka_path() -> str:
@@ -129,7 +130,6 @@ class ChunkProducer:
         self.poll = self._p.poll
         self.flush = self._p.flush
         self.purge = self._p.purge
-        self.abort = self._p.abort
 
     def _on_error(self, code: int, reason: str, fatal: bool) -> None:
         assert self._error_cb is not None
@@ -149,6 +149,11 @@ class ChunkProducer:
         """Records librdkafka holds, queued or in flight (``len()`` also counts the events
         waiting for poll(), such as connection errors)."""
         return self._p.records
+
+    @property
+    def deferred(self) -> int:
+        """Times settled chunks were kept for a later poll() because no memory was left."""
+        return self._p.deferred
 
     def __len__(self) -> int:
         return len(self._p)

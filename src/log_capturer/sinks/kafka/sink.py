@@ -1,11 +1,11 @@
 """The Kafka sink: confluent-kafka (librdkafka) with delivery-report acknowledgements.
 
-Threads: dispatcher workers call :meth:`KafkaSink.send`, which admits each
-chunk (circuit breaker, backpressure), encodes and produces it; one poll thread
-serves every delivery report, runs retries, parks records in the dead-letter
-queue, samples statistics, recreates the producer after a fatal error, and
-sends lingering records early when the load is low (adaptive batching, see
-:mod:`log_capturer.sinks.kafka.batching`).
+Threads: dispatcher workers call :meth:`KafkaSink.send`, which encodes each
+chunk, admits it (circuit breaker, backpressure) and produces it; one poll
+thread serves every delivery report, runs retries, parks records in the
+dead-letter queue, samples statistics, recreates the producer after a fatal
+error, and sends lingering records early when the load is low (adaptive
+batching, see :mod:`log_capturer.sinks.kafka.batching`).
 Per-record bookkeeping happens on the poll thread, so it needs no locks; the
 senders hand it work through deques.
 
@@ -13,23 +13,26 @@ A record's fate is always one of:
 
 - delivered: its chunk is acknowledged;
 - retried: produced again after a back-off, as often as needed (retriable
-  errors; a record that timed out is re-sent at once unless
-  ``dlq_config.send_on_timeout``), so an outage longer than ``timeout`` loses
-  nothing;
-- sent to the DLQ topic (rejected permanently, ``dlq_config.send_on_error``),
-  with the error in headers; if that topic cannot be written either, parked in
-  the local store;
-- parked in the local store (oversize, invalid manual partition, timed out with
-  ``send_on_timeout``, overflow of a stalled sink, open breaker with
-  ``open_action: dlq``), durably, before it counts as acknowledged.
+  errors; a record that timed out is re-sent at once unless the sink parks
+  what times out: ``dlq_config.enabled`` and ``send_on_timeout``), so an
+  outage longer than ``timeout`` loses nothing;
+- sent to the DLQ topic (rejected permanently, ``dlq_config.enabled`` and
+  ``send_on_error``), with the error in headers; if that topic cannot be
+  written either, parked in the local store;
+- parked in the local store (oversize, invalid manual partition, rejected
+  permanently without the DLQ topic, timed out, overflow of a stalled sink,
+  open breaker with ``open_action: dlq``, a record the producer refuses with an
+  unexpected error), durably, before it counts as acknowledged.
 
 Admission (per chunk, before it is produced): while the circuit breaker is
 open, lines wait (or go to the DLQ with ``open_action: dlq``); while it is
-half-open, only trial chunks pass; a chunk waits until the queue stays within
-the critical backpressure level with it (check and count are one step, so
-concurrent dispatcher threads cannot overfill it); a stalled sink at the
-emergency level (or, with ``timeout_escalation``, after waiting longer than
-``timeout``) overflows the waiting lines to the local DLQ. See :mod:`log_capturer.reliability.backpressure`.
+half-open, only trial chunks pass; from the critical backpressure level on the
+sources are held (:meth:`KafkaSink.accepting`), and a chunk is produced only if
+the queue stays within the emergency level with it (check and count are one
+step, so concurrent dispatcher threads cannot overfill it). Once the sink is
+stalled (nothing acknowledged for ``timeout``), lines waiting at the emergency
+level overflow to the local DLQ, and with ``timeout_escalation`` lines waiting
+below it too. See :mod:`log_capturer.reliability.backpressure`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ import functools
 import heapq
 import itertools
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -56,12 +58,19 @@ from log_capturer.record import Chunk
 from log_capturer.reliability.backpressure import Backpressure, Level
 from log_capturer.reliability.circuit_breaker import BreakerState, CircuitBreaker
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
-from log_capturer.reliability.dlq.replay import ReplayRecord, check_record
-from log_capturer.sinks.base import SinkHealth, Status, utc_now_iso
+from log_capturer.reliability.dlq.replay import ReplayRecord, describe, produce_replay
+from log_capturer.sinks.base import SendFailed, SinkHealth, Status, utc_now_iso
 from log_capturer.sinks.kafka.batching import LingerPolicy
-from log_capturer.sinks.kafka.config import close_producer, producer_config, redacted, tls_file_problems
-from log_capturer.sinks.kafka.encode import encode_chunk, tally
+from log_capturer.sinks.kafka.config import (
+    close_producer,
+    parks_on_timeout,
+    producer_config,
+    redacted,
+    tls_file_problems,
+)
+from log_capturer.sinks.kafka.encode import LEVELS, encode_chunk, tally
 from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
+from log_capturer.sinks.kafka.headers import Headers, headers_for
 from log_capturer.sinks.kafka.names import SINK_NAME, SINK_TYPE
 from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable, Settled
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
@@ -73,7 +82,6 @@ log = logging.getLogger(__name__)
 HIGH = frozenset({"error", "fatal", "critical"})
 NORMAL = frozenset({"warn", "info"})
 LOW = frozenset({"debug", "trace"})
-LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
 RETRY_MAX_DELAY = 30.0
 #: Longest the poll thread sleeps in librdkafka; bounds how late a push (adaptive batching) is,
 #: and how long one push holds librdkafka's "ignore linger" flag.
@@ -84,7 +92,6 @@ PARK_MAX_DELAY = 5.0
 #: How long an idle half-open breaker's trial call (a metadata request) may take.
 PROBE_TIMEOUT = 5.0
 
-Headers = list[tuple[str, str | bytes | None]]
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
@@ -121,6 +128,24 @@ class _Delivery:
         self.remaining -= n
         if self.remaining == 0:
             self.sink._finished(self)
+
+
+class _Prepared:
+    """A chunk encoded for Kafka before it is admitted: its records, and their size in bytes
+    (what the sink's ``queue_max_bytes`` counts)."""
+
+    __slots__ = ("chunk", "headers", "keys", "longest", "nbytes", "partitions", "tallied", "topics", "values")
+
+    def __init__(self, sink: KafkaSink, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.topics = list(map(sink._topic_of.__getitem__, chunk.levels))
+        self.keys = sink._keys(chunk)
+        self.values = encode_chunk(chunk, sink._key_field)
+        # Per topic: records, bytes and the size histogram's buckets, in one pass.
+        self.tallied, self.longest = tally(self.topics, self.values, sink._size_bounds)
+        self.nbytes = sum(row[1] for row in self.tallied.values())
+        self.partitions = sink._partitions(self.topics, self.keys) if sink._chooser.explicit else None
+        self.headers = sink._chunk_headers(chunk) if sink.config.headers else None
 
 
 @dataclass
@@ -164,13 +189,11 @@ class KafkaSink:
         metrics: Metrics,
         dlq: DeadLetterStore | None,
         name: str = SINK_NAME,
-        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
     ) -> None:
         self.config = config
         self.name = name
         self.metrics = metrics
         self.dlq = dlq
-        self._factory = producer_factory
         self._conf = producer_config(config)
         self._conf.update(
             {
@@ -195,9 +218,12 @@ class KafkaSink:
         self._key_field = part.key_field if part.enabled else None
         self._chooser = PartitionChooser(part.strategy if part.enabled else "hash", self._partition_count)
         self._size_bounds = tuple(float(b) for b in metrics.kafka_message_size.bounds)
-        self._host = socket.gethostname().encode()
         dlq_cfg = config.dlq_config
+        # dlq_config.enabled: false turns the sink's dead-letter handling off as a whole: no DLQ
+        # topic, and records that time out are re-sent in place instead of parked. Records Kafka
+        # rejects permanently still go to the agent's local store (nothing is dropped).
         self._dlq_topic = dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else ""
+        self._park_on_timeout = parks_on_timeout(config) and dlq is not None
         cb = config.circuit_breaker
         self.breaker = CircuitBreaker(
             cb.failure_threshold,
@@ -211,9 +237,17 @@ class KafkaSink:
         pc = config.backpressure_config
         self._critical = pc.queue_critical_threshold
         self._emergency = pc.queue_emergency_threshold
-        #: Records, and bytes of line text, the sink may hold before new chunks wait (critical level).
-        self._room = pc.queue_critical_threshold * config.queue_size
-        self._room_bytes = pc.queue_critical_threshold * config.queue_max_bytes
+        #: Records, and bytes of encoded records, the sink may hold before new chunks wait
+        #: (the emergency level; the sources already wait from the critical level on).
+        self._room = pc.queue_emergency_threshold * config.queue_size
+        self._room_bytes = pc.queue_emergency_threshold * config.queue_max_bytes
+        #: Lines waiting at the emergency level overflow to the DLQ once the sink is stalled;
+        #: a threshold of 1.0 turns that off (they wait at the queue's capacity).
+        self._overflows = pc.enabled and pc.queue_emergency_threshold < 1.0
+        #: The level while chunks wait for room (the poll thread's gauges keep it, so that one wait
+        #: is one event), and how many senders wait for room.
+        self._waiting_level = Level.EMERGENCY if self._overflows else Level.CRITICAL
+        self._waiting = 0
         self._wait_steps = self.pressure.wait_steps()
         self._settle: collections.deque[tuple[_Delivery, int]] = collections.deque()
         self._resend: collections.deque[tuple[_Delivery, _Record]] = collections.deque()
@@ -249,7 +283,8 @@ class KafkaSink:
         self.recreated = 0  # poll thread
         self.delivered_by_topic: dict[str, int] = {}  # poll thread
         self._last_error = ""
-        self._last_error_at = 0.0
+        #: An unexpected exception the poll thread survived (a bug), for /health; '' once it runs cleanly.
+        self._poll_error = ""
         self._dlq_error = ""
         self._dlq_error_logged = 0.0
         self._last_progress = time.monotonic()
@@ -258,7 +293,6 @@ class KafkaSink:
         self._repeats = Repeats()
         self._probing = threading.Event()
         self._probe_thread: threading.Thread | None = None
-        self.probes = 0
         #: Set by stop() before the producers are closed: their purge reports change nothing.
         self._closing = False
 
@@ -273,7 +307,7 @@ class KafkaSink:
                 # Statistics come from the chunk producer, which carries the traffic.
                 conf = {k: v for k, v in conf.items() if k not in ("stats_cb", "statistics.interval.ms")}
                 self._conf = conf
-            self._producer = self._factory(conf)
+            self._producer = Producer(conf)
         except NativeUnavailable as exc:
             raise SinkStartError(f"sinks.kafka.native_producer: {exc}") from exc
         except KafkaException as exc:
@@ -369,32 +403,52 @@ class KafkaSink:
 
     # -- admission (dispatcher threads) --------------------------------------------------------
     def send(self, chunks: list[Chunk]) -> None:
+        """Take each chunk in turn: encode it, admit it (wait for room, or overflow), hand it over.
+        Raises :class:`SendFailed` only when a chunk cannot even be encoded (a bug): the chunks
+        before it are taken, it and the rest are untouched, so the dispatcher retries only them."""
         for i, chunk in enumerate(chunks):
-            admitted = self._admit(chunks, i)
-            if admitted is None:
+            try:
+                prepared = _Prepared(self, chunk)
+            except Exception as exc:
+                raise SendFailed(i, exc) from exc
+            if not self._admit(chunks, i, prepared):
                 return  # parked (overflow) or stopping: nothing more to produce from this batch
-            self._send_chunk(chunk)
+            self._hand_over(prepared)
 
     def accepting(self) -> bool:
-        """May the sources hand over more lines now? False while lines would only wait here
-        (critical backpressure, open breaker with ``open_action: wait``) and may not overflow."""
+        """May the sources hand over more lines now? False from the critical level on, and while
+        the breaker is open with ``open_action: wait``, unless the waiting lines may overflow."""
         breaker = self.breaker
+        util = self.utilization
         if breaker.closed:
-            if not self.pressure.enabled or self.utilization < self._critical:
+            if not self.pressure.enabled or util < self._critical:
                 return True
         elif breaker.state is BreakerState.HALF_OPEN or self.config.circuit_breaker.open_action == "dlq":
             return True
-        return self._may_overflow(time.monotonic())
+        return self._may_overflow(time.monotonic(), self._overflows and util >= self._emergency)
 
-    def _admit(self, chunks: list[Chunk], i: int) -> bool | None:
+    def _admit(self, chunks: list[Chunk], i: int, prepared: _Prepared) -> bool:
         """Wait until ``chunks[i]`` may be produced and count it as produced (True), or park
-        ``chunks[i:]`` / stop (None)."""
-        chunk = chunks[i]
+        ``chunks[i:]`` / stop (False)."""
         breaker = self.breaker
-        if breaker.closed and self._reserve(chunk, self.pressure.enabled):
+        if breaker.closed and self._reserve(prepared, self.pressure.enabled):
             if self.pressure.level is not Level.NORMAL:
                 self.pressure.observe(self.utilization)
             return True
+        waiting = [False]  # counted in self._waiting: this sender waits for room
+        try:
+            return self._wait_admission(chunks, i, prepared, waiting)
+        finally:
+            self._count_waiting(waiting, False)
+
+    def _count_waiting(self, waiting: list[bool], now: bool) -> None:
+        if waiting[0] != now:
+            waiting[0] = now
+            with self._send_lock:
+                self._waiting += 1 if now else -1
+
+    def _wait_admission(self, chunks: list[Chunk], i: int, prepared: _Prepared, waiting: list[bool]) -> bool:
+        breaker = self.breaker
         steps = self._wait_steps
         step = 0
         since = time.monotonic()
@@ -402,48 +456,53 @@ class KafkaSink:
             self._space.clear()
             state = breaker.state
             if state is BreakerState.CLOSED:
-                if self._reserve(chunk, self.pressure.enabled):
+                if self._reserve(prepared, self.pressure.enabled):
                     self.pressure.observe(self.utilization)
                     return True
-                self.pressure.observe(self.utilization, at_least=Level.CRITICAL)
+                # The chunk would take the queue past the emergency level: it waits for room, and
+                # overflows to the DLQ once Kafka has acknowledged nothing for ``timeout``.
+                self._count_waiting(waiting, True)
+                self.pressure.observe(self.utilization, at_least=self._waiting_level)
                 why = f"the sink queue is {self.utilization:.0%} full"
                 if step == 0:
                     # Nothing more can be produced until records are acknowledged, so what
                     # lingers cannot grow into bigger batches: it may leave now (adaptive batching).
                     self.idle()
             elif state is BreakerState.HALF_OPEN:
+                self._count_waiting(waiting, False)
                 # A trial call only while there is room: trials must not overfill the queue.
-                if self._reserve(chunk, True, trial=True):
+                if self._reserve(prepared, True, trial=True):
                     return True
                 why = "the circuit breaker is half-open and its trial calls are in flight"
             else:
+                self._count_waiting(waiting, False)
                 why = "the circuit breaker is open"
-                if self.config.circuit_breaker.open_action == "dlq" and self._overflow(
+                if self.config.circuit_breaker.open_action == "dlq" and self._park_chunks(
                     chunks[i:], "circuit_open", f"not sent: {why} (circuit_breaker.open_action: dlq)"
                 ):
-                    return None
+                    return False
             now = time.monotonic()
-            if self._may_overflow(now):
-                reason = "backpressure" if state is BreakerState.CLOSED else "circuit_open"
+            at_emergency = self._overflows and not self._fits(prepared)
+            if self._may_overflow(now, at_emergency):
+                reason = "backpressure" if at_emergency or state is BreakerState.CLOSED else "circuit_open"
                 text = (
                     f"overflow after waiting {now - since:.1f}s: {why}, and Kafka acknowledged nothing "
                     f"for {now - self._last_progress:.1f}s"
                 )
-                if self._overflow(chunks[i:], reason, text):
-                    return None
+                if self._park_chunks(chunks[i:], reason, text):
+                    return False
             self._space.wait(steps[min(step, len(steps) - 1)])
             step += 1
-        return None
+        return False
 
-    def _reserve(self, chunk: Chunk, limited: bool, trial: bool = False) -> bool:
-        """Count ``chunk``'s records as produced (before they are: a delivery report may come
-        before ``_send_chunk`` returns) if, with them, the sink stays within the critical level,
-        or it holds nothing (a chunk larger than the room goes alone), or not ``limited``. A trial
-        (half-open breaker) also takes one of the breaker's permits. Check and count are one step
-        under the lock, so dispatcher threads cannot together push the queue past the critical
-        level, and a stalled sink reaches the emergency level only through a chunk larger than
-        the room (see ``sinks.kafka.queue_size``)."""
-        n = len(chunk.lines)
+    def _reserve(self, prepared: _Prepared, limited: bool, trial: bool = False) -> bool:
+        """Count the chunk's records and bytes as produced (before they are: a delivery report may
+        come before ``_hand_over`` returns) if, with them, the sink stays within the emergency
+        level, or it holds nothing (a chunk larger than the room goes alone), or not ``limited``.
+        A trial (half-open breaker) also takes one of the breaker's permits. Check and count are
+        one step under the lock, so dispatcher threads cannot together push the queue past it."""
+        n = len(prepared.values)
+        nbytes = prepared.nbytes
         with self._send_lock:
             held = self.produced - self.finished
             if (
@@ -451,7 +510,7 @@ class KafkaSink:
                 and held > 0
                 and (
                     held + n > self._room
-                    or self.bytes_produced - self.bytes_finished + chunk.nbytes > self._room_bytes
+                    or self.bytes_produced - self.bytes_finished + nbytes > self._room_bytes
                 )
             ):
                 return False
@@ -461,103 +520,122 @@ class KafkaSink:
                 # Busy again after being idle: a stall is measured from now, not from the last ack.
                 self._last_progress = time.monotonic()
             self.produced += n
+            self.bytes_produced += nbytes
         return True
 
-    def _may_overflow(self, now: float) -> bool:
+    def _fits(self, prepared: _Prepared) -> bool:
+        """Would the sink stay within the emergency level with this chunk (or hold nothing)?"""
+        held = self.outstanding
+        return held <= 0 or (
+            held + len(prepared.values) <= self._room
+            and self.bytes_produced - self.bytes_finished + prepared.nbytes <= self._room_bytes
+        )
+
+    def _may_overflow(self, now: float, at_emergency: bool) -> bool:
         """Waiting lines go to the DLQ once the sink is stalled (Kafka acknowledged nothing for
-        ``timeout`` while records waited) and either its queue is at the emergency level or
+        ``timeout`` while records waited) and either they wait at the emergency level or
         ``timeout_escalation`` is on."""
         if self.breaker.closed and self.outstanding <= 0:
             return False
         if now - self._last_progress < self.config.timeout:
             return False
         bp = self.config.backpressure_config
-        return bp.enabled and (bp.timeout_escalation or self.utilization >= self._emergency)
+        return bp.enabled and (bp.timeout_escalation or at_emergency)
 
-    def _overflow(self, chunks: list[Chunk], reason: str, text: str) -> bool:
-        """Park every record of ``chunks`` in the local DLQ and acknowledge them. False if it refused."""
+    def _park_chunks(self, chunks: list[Chunk], reason: str, text: str, *, overflow: bool = True) -> bool:
+        """Park every record of ``chunks`` in the local DLQ and acknowledge them. False if it refused.
+        ``overflow``: lines that waited for room or for the breaker (counted in ``overflowed``)."""
         entries: list[DLQEntry] = []
         for chunk in chunks:
-            if not chunk.lines:
-                continue
-            topics = list(map(self._topic_of.__getitem__, chunk.levels))
-            keys = self._keys(chunk)
-            for j, value in enumerate(encode_chunk(chunk, self._key_field)):
-                key = keys[j] if keys is not None else None
-                entries.append(self._entry(value, topics[j], key, reason, text))
-        if not self._park_local(entries, wait=False):
+            entries += self._dead_entries(chunk, reason, text)
+        if not self._park_local(entries, wait=False, overflow=overflow):
             return False
-        with self._send_lock:
-            self.overflowed += len(entries)
         for chunk in chunks:
             if chunk.lines:
                 chunk.ack(len(chunk.lines))
         return True
 
+    def _dead_entries(self, chunk: Chunk, reason: str, text: str) -> list[DLQEntry]:
+        """DLQ entries for every line of ``chunk``: its records as they would have been sent, or,
+        if the chunk cannot be encoded (analysis failed on it), the lines with their origin."""
+        n = len(chunk.lines)
+        if not n:
+            return []
+        try:
+            if len(chunk.levels) != n:
+                chunk.levels = [""] * n  # not analysed: no level, default topic
+                chunk.keys = None
+            topics = list(map(self._topic_of.__getitem__, chunk.levels))
+            keys = self._keys(chunk)
+            values = encode_chunk(chunk, self._key_field)
+        except Exception as exc:
+            origin = chunk.origin
+            why = f"{text} (the record could not be encoded either: {type(exc).__name__}: {exc})"
+            return [
+                DLQEntry(
+                    {
+                        # As text JSON can hold (a lone surrogate, say, is what may have failed).
+                        "message": line.encode("utf-8", "backslashreplace").decode("utf-8"),
+                        "source_type": origin.source_type,
+                        "source_id": origin.source_id,
+                        "labels": origin.labels,
+                    },
+                    why,
+                    reason,
+                    self.name,
+                    topic=self.config.topic,
+                    key=origin.labels.get(self._key_field or "", origin.source_id),
+                )
+                for line in chunk.lines
+            ]
+        return [
+            self._entry(value, topics[j], keys[j] if keys is not None else None, reason, text)
+            for j, value in enumerate(values)
+        ]
+
     def dead_letter(self, chunks: list[Chunk], reason: str, text: str) -> bool:
-        """Park ``chunks`` whole (the dispatcher's last resort when ``send`` raised)."""
-        return self._overflow(chunks, reason, text)
+        """Park ``chunks`` whole (the dispatcher's last resort: analysis failed, or ``send`` raised)."""
+        return self._park_chunks(chunks, reason, text, overflow=False)
 
     # -- sending (dispatcher threads) ----------------------------------------------------------
-    def _send_chunk(self, chunk: Chunk) -> None:
+    def _hand_over(self, prepared: _Prepared) -> None:
+        """Produce an admitted chunk. Never raises: a record an unexpected error (a bug) keeps from
+        being handed over is retried by the poll thread, so the chunk's count always settles."""
         assert self._producer is not None, "start() first"
-        topic_of = self._topic_of
-        levels = chunk.levels
-        topics = list(map(topic_of.__getitem__, levels))
-        keys = self._keys(chunk)
-        values = encode_chunk(chunk, self._key_field)
-        # Per topic: records, bytes and the size histogram's buckets, in one pass.
-        tallied, longest = tally(topics, values, self._size_bounds)
+        chunk = prepared.chunk
+        topics, values, keys = prepared.topics, prepared.values, prepared.keys
+        tallied = prepared.tallied
         topic_counts = collections.Counter({t: row[0] for t, row in tallied.items()})
         delivery = _Delivery(self, chunk, topic_counts)
-        cb = delivery.on_delivery
-        partitions = self._partitions(topics, keys) if self._chooser.explicit else None
-        headers = self._chunk_headers(chunk) if self.config.headers else None
-        max_bytes = self.config.max_message_bytes
+        delivery.nbytes = prepared.nbytes
+        partitions = prepared.partitions
+        headers = prepared.headers
         parked: list[DLQEntry] = []
-        produce = self._producer.produce
         native = self._native if headers is None else None
         if native is not None:
-            parked = self._send_native(native, delivery, topics, values, keys, partitions, longest)
-        elif partitions is None and headers is None and longest <= max_bytes:
+            parked = self._send_native(native, delivery, prepared)
+        elif partitions is None and headers is None and prepared.longest <= self.config.max_message_bytes:
             # The usual chunk: nothing to park, librdkafka's partitioner, no headers.
+            produce = self._producer.produce
+            cb = delivery.on_delivery
             line_keys = keys if keys is not None else [None] * len(values)
-            for topic, value, key in zip(topics, values, line_keys, strict=True):
+            for i, (topic, value, key) in enumerate(zip(topics, values, line_keys, strict=True)):
                 try:
                     produce(topic, value, key, on_delivery=cb)
                 except BufferError:
                     self._produce_blocking(_Record(topic, value, key), cb)
                 except KafkaException:
                     self._resend.append((delivery, _Record(topic, value, key)))
+                except Exception as exc:
+                    self._resend_rest(delivery, prepared, i, exc)
+                    break
         else:
-            for i, value in enumerate(values):
-                topic = topics[i]
-                key = keys[i] if keys is not None else None
-                part = self._partition_or_park(
-                    value, topic, key, partitions[i] if partitions is not None else -1, parked
-                )
-                if part is None:
-                    continue
-                hdrs = headers[levels[i]] if headers is not None else None
-                try:
-                    if part < 0 and hdrs is None:
-                        produce(topic, value, key, on_delivery=cb)
-                    else:
-                        produce(topic, value, key, part, on_delivery=cb, headers=hdrs)
-                except BufferError:
-                    self._produce_blocking(_Record(topic, value, key, part, hdrs), cb)
-                except KafkaException:
-                    # The producer is being replaced after a fatal error: the poll thread re-sends it.
-                    self._resend.append((delivery, _Record(topic, value, key, part, hdrs)))
-        nbytes = 0
+            self._send_each(delivery, prepared, parked)
         with self._send_lock:
             for topic, row in tallied.items():
-                nbytes += row[1]
                 self.bytes_by_topic[topic] += row[1]
                 self.count_by_topic[topic] += row[0]
-            self.bytes_produced += nbytes
             self.handed += len(values)
-        delivery.nbytes = nbytes
         sizes = self.metrics.kafka_message_size
         for topic, row in tallied.items():
             sizes.observe_buckets((topic,), row[2:], row[0], row[1])
@@ -568,6 +646,74 @@ class KafkaSink:
         for e in parked:
             topic_counts[e.topic] -= 1
         self._settle.append((delivery, len(parked)))
+
+    def _send_each(self, delivery: _Delivery, prepared: _Prepared, parked: list[DLQEntry]) -> None:
+        """Produce record by record (headers, explicit partitions, or records to park)."""
+        assert self._producer is not None
+        produce = self._producer.produce
+        cb = delivery.on_delivery
+        topics, keys, partitions, headers = (
+            prepared.topics,
+            prepared.keys,
+            prepared.partitions,
+            prepared.headers,
+        )
+        levels = prepared.chunk.levels
+        for i, value in enumerate(prepared.values):
+            topic = topics[i]
+            key = keys[i] if keys is not None else None
+            part = self._partition_or_park(
+                value, topic, key, partitions[i] if partitions is not None else -1, parked
+            )
+            if part is None:
+                continue
+            hdrs = headers[levels[i]] if headers is not None else None
+            try:
+                if part < 0 and hdrs is None:
+                    produce(topic, value, key, on_delivery=cb)
+                else:
+                    produce(topic, value, key, part, on_delivery=cb, headers=hdrs)
+            except BufferError:
+                self._produce_blocking(_Record(topic, value, key, part, hdrs), cb)
+            except KafkaException:
+                # The producer is being replaced after a fatal error: the poll thread re-sends it.
+                self._resend.append((delivery, _Record(topic, value, key, part, hdrs)))
+            except Exception as exc:
+                self._resend_rest(delivery, prepared, i, exc, parked)
+                return
+
+    def _resend_rest(
+        self,
+        delivery: _Delivery,
+        prepared: _Prepared,
+        start: int,
+        exc: Exception,
+        parked: list[DLQEntry] | None = None,
+    ) -> None:
+        """An unexpected error (a bug) stopped the hand-over at record ``start``: that record and
+        the rest go to the poll thread's retries (each is parked there if it fails again)."""
+        self._unexpected("hand_over_failed", exc)
+        topics, keys, partitions = prepared.topics, prepared.keys, prepared.partitions
+        for i in range(start, len(prepared.values)):
+            value, topic = prepared.values[i], topics[i]
+            key = keys[i] if keys is not None else None
+            if parked is not None:
+                part = self._partition_or_park(
+                    value, topic, key, partitions[i] if partitions is not None else -1, parked
+                )
+                if part is None:
+                    continue
+            else:
+                part = -1
+            self._resend.append((delivery, _Record(topic, value, key, part)))
+
+    def _unexpected(self, what: str, exc: BaseException) -> None:
+        """Count and log an exception that is a bug, not a delivery problem."""
+        self.metrics.errors.labels("kafka", what).inc()
+        text = f"{what}: {type(exc).__name__}: {exc}"
+        self._note_error(text)
+        if self._repeats.admit(text) is not None:
+            log.error("Kafka sink: unexpected error (%s)", text, exc_info=exc, extra={"sink": self.name})
 
     def _partition_or_park(
         self,
@@ -589,20 +735,17 @@ class KafkaSink:
             return None
         return partition
 
-    def _send_native(
-        self,
-        native: ChunkProducer,
-        delivery: _Delivery,
-        topics: list[str],
-        values: list[bytes],
-        keys: list[str | None] | None,
-        partitions: list[int | InvalidPartition] | None,
-        longest: int,
-    ) -> list[DLQEntry]:
+    def _send_native(self, native: ChunkProducer, delivery: _Delivery, prepared: _Prepared) -> list[DLQEntry]:
         """Hand a chunk to the chunk producer; returns the records to park instead."""
+        topics, values, keys, partitions = (
+            prepared.topics,
+            prepared.values,
+            prepared.keys,
+            prepared.partitions,
+        )
         parked: list[DLQEntry] = []
         parts: list[int] | None = None
-        if partitions is not None or longest > self.config.max_message_bytes:
+        if partitions is not None or prepared.longest > self.config.max_message_bytes:
             # Leave out what is parked instead (oversize, invalid manual partition).
             keep_t: list[str] = []
             keep_v: list[bytes] = []
@@ -623,9 +766,16 @@ class KafkaSink:
             topics, values = keep_t, keep_v
             keys = keep_k if keys is not None else None
             parts = keep_p if partitions is not None else None
-        # RuntimeError: closing (stop); these records stay unacknowledged and are read again on restart.
-        with contextlib.suppress(RuntimeError):
+        try:
             native.produce_chunk(delivery, topics, values, keys, parts)
+        except RuntimeError:
+            pass  # closing (stop): these records stay unacknowledged and are read again on restart
+        except Exception as exc:
+            # Refused before any record was handed over (a bug): the poll thread sends them.
+            self._unexpected("hand_over_failed", exc)
+            for i, value in enumerate(values):
+                key = keys[i] if keys is not None else None
+                self._resend.append((delivery, _Record(topics[i], value, key, parts[i] if parts else -1)))
         return parked
 
     def _keys(self, chunk: Chunk) -> list[str | None] | None:
@@ -676,22 +826,10 @@ class KafkaSink:
             return None
         return len(t.partitions)
 
-    def _headers(self, level: str, source_type: str, source_id: str) -> Headers:
-        out: Headers = []
-        for h in self.config.headers:
-            if h == "level":
-                out.append(("level", level.encode()))
-            elif h == "source_type":
-                out.append(("source_type", source_type.encode()))
-            elif h == "source_id":
-                out.append(("source_id", source_id.encode()))
-            elif h == "host":
-                out.append(("host", self._host))
-        return out
-
     def _chunk_headers(self, chunk: Chunk) -> dict[str, Headers]:
         origin = chunk.origin
-        return {lvl: self._headers(lvl, origin.source_type, origin.source_id) for lvl in LEVELS}
+        names = self.config.headers
+        return {lvl: headers_for(names, lvl, origin.source_type, origin.source_id) for lvl in LEVELS}
 
     def _produce_blocking(self, rec: _Record, cb: DeliveryCallback) -> None:
         """The producer queue is full: wait for delivery reports to make room (backpressure)."""
@@ -720,10 +858,11 @@ class KafkaSink:
         k = key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key
         return DLQEntry(original, msg, etype, self.name, topic=topic, key=k, retry_count=retries)
 
-    def _park_local(self, entries: list[DLQEntry], *, wait: bool) -> bool:
-        """Park ``entries`` durably and count them. With ``wait``, keep trying until the store accepts
-        them (the caller's lines wait: backpressure); False if it refused (and, with wait, only when
-        the sink is stopping)."""
+    def _park_local(self, entries: list[DLQEntry], *, wait: bool, overflow: bool = False) -> bool:
+        """Park ``entries`` durably and count them (``parked``; also ``overflowed`` when they are
+        lines that overflowed before being produced). With ``wait``, keep trying until the store
+        accepts them (the caller's lines wait: backpressure); False if it refused (and, with wait,
+        only when the sink is stopping)."""
         if not entries:
             return True
         delay = 0.5
@@ -744,6 +883,8 @@ class KafkaSink:
         self.metrics.logs_sent.labels(self.sink_type, "dlq").inc(len(entries))
         with self._send_lock:
             self.parked += len(entries)
+            if overflow:
+                self.overflowed += len(entries)
         first = entries[0]
         log.warning(
             "%d records parked in the local DLQ: %s",
@@ -768,50 +909,64 @@ class KafkaSink:
 
     # -- poll thread ---------------------------------------------------------------------------
     def _poll_loop(self) -> None:
+        """Serve the producers until stop. An unexpected exception (a bug) in one round is counted,
+        logged and shown in /health, and the next round runs: this thread settles every chunk."""
         last_second = 0.0
         while not self._stop.is_set():
-            producer = self._producer
-            assert producer is not None
-            native = self._native
             try:
-                if native is not None:
-                    self._poll_native(native, producer)
-                elif self._linger.push_due(self.finished, time.monotonic()) or self._flush_requested:
-                    # flush() is poll() that also makes librdkafka ignore linger.ms until it returns.
-                    self._flush_requested = False
-                    producer.flush(POLL_INTERVAL)
-                    self._space.set()
-                elif producer.poll(POLL_INTERVAL):
-                    self._space.set()
-            except KafkaException as exc:
-                self._on_error(exc.args[0])
-            if self._retired:
-                self._poll_retired()
-            while self._settle:
-                delivery, parked = self._settle.popleft()
-                delivery.failed += parked
-                delivery.settle(parked + 1)
-            if self._fatal:
-                self._recreate_producer()
-            while self._resend:
-                delivery, rec = self._resend.popleft()
-                heapq.heappush(self._retries, _Retry(0.0, next(self._seq), delivery, rec, 0))
-            if self._retries:
-                self._run_due_retries()
-            if self._solo:
-                self._send_solo()
-            if self._solo_producer is not None:
-                self._poll_solo(self._solo_producer)
-            if self._to_dlq_topic:
-                self._send_to_dlq_topic()
-            now = time.monotonic()
-            if self._parking and now >= self._park_retry_at:
-                self._park_pending()
-            if now - last_second >= 1.0:
-                last_second = now
-                self._each_second()
+                last_second = self._poll_round(last_second)
+            except Exception as exc:
+                self._poll_error = f"{type(exc).__name__}: {exc}"
+                self._unexpected("poll_thread_error", exc)
+                self._stop.wait(0.1)
+            else:
+                self._poll_error = ""
         if self._parking:
             self._park_pending()
+
+    def _poll_round(self, last_second: float) -> float:
+        """One round of the poll thread; returns when the per-second work last ran."""
+        producer = self._producer
+        assert producer is not None
+        native = self._native
+        try:
+            if native is not None:
+                self._poll_native(native, producer)
+            elif self._linger.push_due(self.finished, time.monotonic()) or self._flush_requested:
+                # flush() is poll() that also makes librdkafka ignore linger.ms until it returns.
+                self._flush_requested = False
+                producer.flush(POLL_INTERVAL)
+                self._space.set()
+            elif producer.poll(POLL_INTERVAL):
+                self._space.set()
+        except KafkaException as exc:
+            self._on_error(exc.args[0])
+        if self._retired:
+            self._poll_retired()
+        while self._settle:
+            delivery, parked = self._settle.popleft()
+            delivery.failed += parked
+            delivery.settle(parked + 1)
+        if self._fatal:
+            self._recreate_producer()
+        while self._resend:
+            delivery, rec = self._resend.popleft()
+            heapq.heappush(self._retries, _Retry(0.0, next(self._seq), delivery, rec, 0))
+        if self._retries:
+            self._run_due_retries()
+        if self._solo:
+            self._send_solo()
+        if self._solo_producer is not None:
+            self._poll_solo(self._solo_producer)
+        if self._to_dlq_topic:
+            self._send_to_dlq_topic()
+        now = time.monotonic()
+        if self._parking and now >= self._park_retry_at:
+            self._park_pending()
+        if now - last_second >= 1.0:
+            last_second = now
+            self._each_second()
+        return last_second
 
     def _poll_native(self, native: ChunkProducer, producer: Producer) -> None:
         """One round of the poll thread with a chunk producer: it sleeps in the chunk producer,
@@ -885,7 +1040,6 @@ class KafkaSink:
             producer = self._producer
             if producer is None or not self.breaker.allow():
                 return
-            self.probes += 1
             try:
                 md = producer.list_topics(timeout=PROBE_TIMEOUT)
             except KafkaException as exc:
@@ -917,7 +1071,7 @@ class KafkaSink:
                 retired.purge(in_queue=True, in_flight=True, blocking=True)
             self._retired.append(retired)
             return
-        self._producer = self._factory(self._conf)
+        self._producer = Producer(self._conf)
         # Everything the old producer still holds comes back through its delivery reports
         # with a purge error, and is retried on the new producer.
         with contextlib.suppress(KafkaException):
@@ -977,7 +1131,7 @@ class KafkaSink:
         if not d.failing or not self.breaker.closed:
             d.failing = True
             self.breaker.record_failure(text)
-        if disposition is Disposition.TIMEOUT and self.config.dlq_config.send_on_timeout and self.dlq:
+        if disposition is Disposition.TIMEOUT and self._park_on_timeout:
             self._parking.append(
                 _Retry(
                     now,
@@ -1018,6 +1172,8 @@ class KafkaSink:
                 r.due = now + 0.05
                 heapq.heappush(self._retries, r)
                 return
+            except Exception as exc:
+                self._unproducible(r, exc)
 
     def _send_solo(self) -> None:
         """Produce the records of the solo lane, each in a batch of its own.
@@ -1030,7 +1186,7 @@ class KafkaSink:
             skip = ("stats_cb", "statistics.interval.ms", "enable.gapless.guarantee")
             conf = {k: v for k, v in self._conf.items() if k not in skip}
             conf.update({"batch.num.messages": 1, "linger.ms": 0, "client.id": f"{self.name}-solo"})
-            self._solo_producer = self._factory(conf)
+            self._solo_producer = Producer(conf)
         producer = self._solo_producer
         while self._solo:
             r = self._solo[0]
@@ -1046,8 +1202,11 @@ class KafkaSink:
                 )
             except (BufferError, KafkaException):
                 return
+            except Exception as exc:
+                self._unproducible(r, exc)
+            else:
+                self.retried += 1
             self._solo.popleft()
-            self.retried += 1
 
     def _poll_solo(self, producer: Producer) -> None:
         try:
@@ -1096,6 +1255,8 @@ class KafkaSink:
                 )
             except (BufferError, KafkaException):
                 return
+            except Exception as exc:
+                self._unproducible(r, exc)
             self._to_dlq_topic.popleft()
 
     def _dlq_topic_report(self, r: _Retry, err: KafkaError | None, _msg: Message) -> None:
@@ -1128,6 +1289,15 @@ class KafkaSink:
         for r in pending:
             self._settle_dead(r)
 
+    def _unproducible(self, r: _Retry, exc: Exception) -> None:
+        """The producer refused the record with an unexpected error (a bug, not Kafka): park it
+        locally with the error, rather than try again for ever."""
+        self._unexpected("produce_failed", exc)
+        why = f"could not be produced: {type(exc).__name__}: {exc}"
+        r.error = f"{r.error}; {why}" if r.error else why
+        r.park_reason = r.park_reason or "send_error"
+        self._parking.append(r)
+
     def _settle_dead(self, r: _Retry) -> None:
         r.delivery.failed += 1
         r.delivery.topics[r.record.topic] -= 1
@@ -1152,70 +1322,36 @@ class KafkaSink:
 
     def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
         """Produce parked records again; entry_id -> None once Kafka acknowledged it, else the error."""
-        outcome: dict[str, str | None] = {}
-        lock = threading.Lock()
-        waiting = [0]
-        all_reported = threading.Event()
-
-        def report(rec: ReplayRecord, err: KafkaError | None, _msg: Message) -> None:  # poll thread
-            with lock:
-                outcome[rec.entry_id] = None if err is None else f"{error_type(err)}: {err.str()}"
-                waiting[0] -= 1
-                if waiting[0] == 0:
-                    all_reported.set()
-            if err is None:
-                self._last_progress = time.monotonic()
-                self.breaker.record_success()
-                self.metrics.kafka_messages_produced.labels(rec.topic, "success").inc()
-            else:
-                if classify(err) is not Disposition.PERMANENT:
-                    self.breaker.record_failure(f"replay: {error_type(err)}: {err.str()}")
-                self.metrics.kafka_producer_errors.labels(rec.topic, error_type(err)).inc()
-
-        deadline = time.monotonic() + timeout
-        for rec in records:
-            problem = check_record(rec, self.config.max_message_bytes)
-            if problem:
-                outcome[rec.entry_id] = problem
-                continue
-            hdrs = self._replay_headers(rec.value) if self.config.headers else None
-            with lock:
-                waiting[0] += 1
-            while True:
-                producer = self._producer
-                assert producer is not None
-                try:
-                    producer.produce(
-                        rec.topic,
-                        rec.value,
-                        rec.key,
-                        on_delivery=functools.partial(report, rec),
-                        headers=hdrs,
-                    )
-                    break
-                except (BufferError, KafkaException) as exc:
-                    if time.monotonic() > deadline or self._stop.is_set():
-                        with lock:
-                            waiting[0] -= 1
-                            outcome[rec.entry_id] = f"could not be produced: {exc}"
-                        break
-                    self._space.wait(0.1)
-        with lock:
-            if waiting[0] == 0:
-                all_reported.set()
-        self._flush_requested = True
-        all_reported.wait(max(0.0, deadline - time.monotonic()))
-        with lock:
-            result = dict(outcome)
-        for rec in records:
-            result.setdefault(rec.entry_id, f"not acknowledged within {timeout:g}s")
-        return result
-
-    def _replay_headers(self, value: bytes) -> Headers:
-        doc = orjson.loads(value)
-        return self._headers(
-            str(doc.get("level", "")), str(doc.get("source_type", "")), str(doc.get("source_id", ""))
+        return produce_replay(
+            self._produce_replayed,
+            records,
+            timeout,
+            config=self.config,
+            serve=self._serve_replay,
+            stopping=self._stop.is_set,
+            on_report=self._replayed,
         )
+
+    def _produce_replayed(self, *args: Any, **kwargs: Any) -> None:
+        producer = self._producer  # the current one: it is replaced after a fatal error
+        assert producer is not None
+        producer.produce(*args, **kwargs)
+
+    def _serve_replay(self, timeout: float) -> None:
+        """The poll thread serves the reports: send what lingers now, and wait for it."""
+        self._flush_requested = True
+        self._space.wait(timeout)
+        self._space.clear()
+
+    def _replayed(self, rec: ReplayRecord, err: KafkaError | None) -> None:  # poll thread
+        if err is None:
+            self._last_progress = time.monotonic()
+            self.breaker.record_success()
+            self.metrics.kafka_messages_produced.labels(rec.topic, "success").inc()
+            return
+        if classify(err) is not Disposition.PERMANENT:
+            self.breaker.record_failure(f"replay: {describe(err)}")
+        self.metrics.kafka_producer_errors.labels(rec.topic, error_type(err)).inc()
 
     # -- librdkafka callbacks (poll thread) ----------------------------------------------------
     def _on_error(self, err: KafkaError, native: bool = False) -> None:
@@ -1258,7 +1394,6 @@ class KafkaSink:
 
     def _note_error(self, text: str) -> None:
         self._last_error = text
-        self._last_error_at = time.time()
 
     def _update_gauges(self) -> None:
         producer = self._producer
@@ -1270,7 +1405,7 @@ class KafkaSink:
             self._space.set()
         queued = len(producer) + (self._native.records if self._native is not None else 0)
         util = self.utilization
-        self.pressure.observe(util)
+        self.pressure.observe(util, at_least=self._waiting_level if self._waiting else Level.NORMAL)
         self.metrics.kafka_queue_size.labels(self.sink_type).set(queued)
         self.metrics.kafka_queue_utilization.labels(self.sink_type).set(min(1.0, util))
 
@@ -1281,8 +1416,13 @@ class KafkaSink:
         breaker = self.breaker
         state = breaker.state
         waiting = len(self._retries) + len(self._solo)
-        if self._fatal:
+        thread = self._thread
+        if thread is not None and not thread.is_alive() and not self._stop.is_set():
+            status, message = "unhealthy", "the poll thread ended: no delivery is reported any more"
+        elif self._fatal:
             status, message = "unhealthy", f"fatal producer error, recreating the producer: {self._fatal}"
+        elif self._poll_error:
+            status, message = "degraded", f"the poll thread hit an unexpected error: {self._poll_error}"
         elif state is BreakerState.OPEN:
             status = "unhealthy"
             message = (
@@ -1297,7 +1437,9 @@ class KafkaSink:
             status, message = "degraded", "circuit breaker half-open: trial calls decide whether it closes"
         elif self.pressure.level >= Level.CRITICAL:
             status = "degraded"
-            message = f"sink queue {self.utilization:.0%} full: the sources are slowed down (backpressure)"
+            message = f"sink queue {self.utilization:.0%} full: the sources are held back (backpressure)"
+            if self.pressure.level is Level.EMERGENCY:
+                message += "; waiting lines overflow to the DLQ if Kafka acknowledges nothing for the timeout"
         elif waiting:
             status = "degraded"
             message = f"{waiting} records waiting to be retried; last error: {self._last_error}"
@@ -1320,6 +1462,8 @@ class KafkaSink:
         return {
             "produced": self.produced,
             "delivered": self.delivered,
+            # Every record parked in the local DLQ; overflowed_to_dlq is the part of them that
+            # overflowed before it was produced (not to be added to parked).
             "parked": self.parked,
             "sent_to_dlq_topic": self.sent_to_dlq_topic,
             "overflowed_to_dlq": self.overflowed,

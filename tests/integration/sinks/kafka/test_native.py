@@ -137,6 +137,38 @@ def test_an_unknown_partition_fails_at_once_and_is_reported_with_the_chunk(
     assert [(f[0], f[2], f[4]) for f in failures] == [(KafkaError._UNKNOWN_PARTITION, b"bad", 7)]
 
 
+def test_a_failed_record_whose_result_finds_no_memory_is_given_back_later_never_lost(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    """Recording a failure allocates nothing (a slot per record); building the Python result
+    can run out of memory (forced here by the module's test switch): the settled chunk then stays
+    queued for the next poll, with its failure, instead of being dropped or counted delivered."""
+    from log_capturer.sinks.kafka import _rdk  # type: ignore[attr-defined]
+
+    topic = f"{topic_prefix}-nomem"
+    create_topics(bootstrap, topics=(TopicSpec(topic, 2, 1, "test"),))
+    p = _producer(bootstrap)
+    try:
+        assert p.produce_chunk("warm", [topic], [b"warm"], None, [0]) == 1
+        assert _drain(p, 1)[0][2] == []
+        _rdk._fail_next_results(1)
+        assert p.produce_chunk("t", [topic] * 3, [b"ok", b"bad", b"ok 2"], ["k1", "k2", None], [1, 7, 0]) == 3
+        early: list[Settled] = []
+        deadline = time.monotonic() + 30
+        while p.deferred == 0 and time.monotonic() < deadline:
+            early += p.poll(0.05)[1]
+        assert p.deferred == 1 and early == [], early
+        assert p.live_chunks == 1, "the chunk is still held, not dropped"
+        settled = _drain(p, 1)
+    finally:
+        _rdk._fail_next_results(0)
+        p.close()
+    [(token, produced, failures)] = settled
+    assert (token, produced) == ("t", 3)
+    # The failed record comes back as the very objects it was produced from.
+    assert failures == [(KafkaError._UNKNOWN_PARTITION, topic, b"bad", "k2", 7)]
+
+
 def test_a_sender_blocked_on_a_full_queue_returns_when_the_producer_closes(bootstrap: str) -> None:
     before = _rdk_threads()
     # Nothing listens on port 1: records stay queued; the queue holds 100 of them.

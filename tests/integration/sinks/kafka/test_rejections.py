@@ -63,7 +63,9 @@ def test_a_line_larger_than_max_message_bytes_is_parked_and_counted(
     assert 'kafka_dlq_messages_total{reason="message_too_large"' in seen["metrics"]
 
 
-@pytest.mark.parametrize("case", ["dlq-topic", "dlq-topic-refuses-too", "fatal-then-recreated"])
+@pytest.mark.parametrize(
+    "case", ["dlq-topic", "dlq-topic-refuses-too", "dlq-config-disabled", "fatal-then-recreated"]
+)
 def test_a_record_the_broker_rejects_goes_to_the_dlq_and_its_batch_mates_still_arrive(
     case: str, tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
@@ -80,6 +82,9 @@ def test_a_record_the_broker_rejects_goes_to_the_dlq_and_its_batch_mates_still_a
     if case == "fatal-then-recreated":
         # A permanent batch failure then is a fatal producer error: the producer must be replaced.
         kafka["librdkafka_options"] = {"enable.gapless.guarantee": True}
+    if case == "dlq-config-disabled":
+        # No DLQ topic: the rejected record goes to the local store, the agent's last resort.
+        kafka["dlq_config"] = {"enabled": False}
     seen: dict[str, Any] = {}
 
     def dead(agent: AgentProcess) -> int:
@@ -92,7 +97,7 @@ def test_a_record_the_broker_rejects_goes_to_the_dlq_and_its_batch_mates_still_a
         seen["health"] = agent.get("/health")["services"]["sinks"][0]
         seen["metrics"] = agent.metrics()
 
-    to_topic = case != "dlq-topic-refuses-too"
+    to_topic = case not in ("dlq-topic-refuses-too", "dlq-config-disabled")
     records, agent = ship_lines(
         tmp_path,
         bootstrap,
@@ -119,7 +124,8 @@ def test_a_record_the_broker_rejects_goes_to_the_dlq_and_its_batch_mates_still_a
         assert in_topic == []
         assert [e["original_entry"]["message"] for e in local] == [big]
         assert local[0]["error_type"] == "send_error"
-        assert f"the DLQ topic {topics['logs-dlq']} failed too" in local[0]["error_message"]
+        if case == "dlq-topic-refuses-too":
+            assert f"the DLQ topic {topics['logs-dlq']} failed too" in local[0]["error_message"]
         assert local[0]["topic"] == topics["logs"]
     assert 'kafka_dlq_messages_total{reason="send_error"' in seen["metrics"]
     if case == "fatal-then-recreated":

@@ -31,8 +31,9 @@ def test_every_key_maps_onto_librdkafka() -> None:
     assert conf["security.protocol"] == "PLAINTEXT"
 
 
-def test_without_send_on_timeout_librdkafka_retries_with_no_time_limit() -> None:
-    conf = kafka("timeout: 45s\ndlq_config: {send_on_timeout: false}")
+@pytest.mark.parametrize("dlq", ["{send_on_timeout: false}", "{enabled: false}"])
+def test_without_parking_on_timeout_librdkafka_retries_with_no_time_limit(dlq: str) -> None:
+    conf = kafka(f"timeout: 45s\ndlq_config: {dlq}")
     assert conf["message.timeout.ms"] == 0 and conf["request.timeout.ms"] == 30000
 
 
