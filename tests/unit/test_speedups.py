@@ -10,6 +10,7 @@ import pytest
 
 from log_capturer import _speedups  # type: ignore[attr-defined]
 from log_capturer.processing import Analyzer
+from log_capturer.processing.levels import CANONICAL, NUMERIC
 from log_capturer.record import Chunk, Origin
 from log_capturer.sinks.kafka import encode as encode_mod
 
@@ -225,6 +226,21 @@ def test_levels_and_keys_match_the_python_code_on_random_lines_with_invalid_byte
         lines.append(raw.decode("utf-8", rng.choice(["backslashreplace", "replace"])))
     _analyze_both(lines, "tenant_id")
     _analyze_both(lines, "msg")
+
+
+def test_the_c_scanner_decides_lines_with_an_invalid_byte_outside_the_level_and_the_key() -> None:
+    """Such lines stay on the fast path; those it leaves to Python are the ones it must."""
+    lines = [
+        b'{"level":"error","tenant_id":"acme","msg":"caf\xe9 \xff"}',
+        b'{"level":"error","tenant_id":"acme","msg":"\\\\\xff\\\\"}',
+        b'{"level":"error","tenant_id":"acme","m\xff":"x"}',
+        b'{"level":"error","tenant_id":"ac\xffme"}',
+        b'{"level":"err\xffor","tenant_id":"acme"}',
+    ]
+    text = [raw.decode("utf-8", "backslashreplace") for raw in lines]
+    levels, keys = _speedups.json_levels(text, "tenant_id", CANONICAL, NUMERIC)
+    assert levels == ["error", "error", None, None, None]
+    assert keys == ["acme", "acme", None, None, None]
 
 
 @pytest.mark.parametrize("keyed", [False, True])
