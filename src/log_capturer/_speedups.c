@@ -6,7 +6,9 @@
  * give the same results as the Python code they stand in for (processing.Analyzer.analyze and
  * sinks.kafka.encode.encode_chunk), and leave to it every line they are not sure about:
  * non-ASCII lines, escapes where they matter, deep nesting, long numbers, anything that is not a
- * valid JSON object (tests/unit/test_speedups.py compares the two on many lines).
+ * valid JSON object (tests/unit/test_speedups.py compares the two on many lines). An invalid
+ * byte decoded as \xNN (backslashreplace) counts as an escape: in another member the line
+ * stays here, in a member name, the level or the key it goes to Python (levels.loads_tolerant).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -124,6 +126,15 @@ static int string(cur_t *c, const char **s, Py_ssize_t *n, int *escaped) {
                 p += 5;
                 continue;
             }
+            case 'x':
+                /* An invalid byte as backslashreplace decodes it (\x80-\xff, lower case): the
+                 * Python code reads it as its four characters (levels.loads_tolerant). */
+                if (c->end - p >= 3 && ((p[1] >= '8' && p[1] <= '9') || (p[1] >= 'a' && p[1] <= 'f')) &&
+                    ((p[2] >= '0' && p[2] <= '9') || (p[2] >= 'a' && p[2] <= 'f'))) {
+                    p += 3;
+                    continue;
+                }
+                return INVALID;
             default:
                 return INVALID;
             }

@@ -10,6 +10,7 @@ import pytest
 
 from log_capturer import _speedups  # type: ignore[attr-defined]
 from log_capturer.processing import Analyzer
+from log_capturer.processing.levels import CANONICAL, NUMERIC
 from log_capturer.record import Chunk, Origin
 from log_capturer.sinks.kafka import encode as encode_mod
 
@@ -85,6 +86,49 @@ EDGE_LINES = [
     "{not json} ERROR",
     "\x00\x01 binary ERROR",
 ]
+#: Invalid UTF-8 (lone bytes, truncated sequences, a UTF-8-encoded surrogate, an overlong form)
+#: in each place of JSON, logfmt and plain-text lines, decoded as the file source decodes it.
+INVALID = [b"\xff", b"\x80", b"\xc3", b"\xe2\x82", b"\xf0\x9f\x98", b"\xed\xa0\x80", b"\xc0\xaf"]
+INVALID_LINES = [
+    b'{"level":"info","tenant_id":"acme","msg":"a%sb"}',
+    b'{"level":"info","tenant_id":"ac%sme"}',
+    b'{"level":"err%sor","tenant_id":"acme"}',
+    b'{"level":"%s","tenant_id":"%s"}',
+    b'{"m%s":1,"level":"warn","tenant_id":"acme"}',
+    b'{"level":"warn","tenant_id":"acme","x":{"y":["%s"]}}',
+    b'{"level":"warn","tenant_id":"acme","x":"\\\\%s%s\\"\\\\"}',
+    b'{"level":"warn",%s"tenant_id":"acme"}',
+    b'{"level":"warn","tenant_id":"acme"}%s',
+    b'%s{"level":"warn","tenant_id":"acme"}',
+    b'{"level":"warn","tenant_id":"acme","n":1%s}',
+    b"level=warn tenant_id=ac%sme msg=x",
+    b'level=warn msg="%s" tenant_id="acme"',
+    b"%sERROR failed tenant_id=acme",
+    b"E%s1125 12:00:00 x",
+    b"plain %s text",
+]
+for _bad in INVALID:
+    for _raw in INVALID_LINES:
+        for _mode in ("backslashreplace", "replace"):
+            EDGE_LINES.append(_raw.replace(b"%s", _bad).decode("utf-8", _mode))
+EDGE_LINES += [
+    '{"level":"info","tenant_id":"acme","msg":"\\ud800"}',
+    '{"level":"info","tenant_id":"a\\uDFFFb"}',
+    '{"level":"info","tenant_id":"acme","msg":"\\ude00\\ud83d"}',
+    '{"level":"info","tenant_id":"acme","msg":"\\xff\\x41"}',
+    '{"level":"info","tenant_id":"acme","msg":"\\xFF"}',
+    '{"level":"info","tenant_id":"acme","msg":"\\x7f"}',
+    '{"level":"info","tenant_id":"acme","msg":"\\xf"}',
+    '{"level":"info","tenant_id":"acme","msg":"\\xff',
+    '{"level":"info","tenant_id":"acme","msg":"\\xff"} \\xff',
+    '{"level":"info","tenant_id":"acme","msg":"\\udcff a lone surrogate, decoded"}',
+    '{"level":"x","tenant_id":"acme\\u00e9\\xff"}',
+]
+#: Lone surrogates in the text itself: no source decodes to them, but they must not break the scan.
+SURROGATE_LINES = [
+    '{"level":"info","tenant_id":"acme","msg":"\udcff a lone surrogate"}',
+    "\udcff ERROR a lone surrogate tenant_id=acme",
+]
 
 
 def _analyze_both(lines: list[str], key_field: str | None, labels: dict[str, str] | None = None) -> None:
@@ -106,7 +150,7 @@ def _analyze_both(lines: list[str], key_field: str | None, labels: dict[str, str
 
 @pytest.mark.parametrize("key_field", [None, "tenant_id", "level", "msg"])
 def test_levels_and_keys_match_the_python_code_on_edge_cases(key_field: str | None) -> None:
-    _analyze_both(EDGE_LINES, key_field)
+    _analyze_both(EDGE_LINES + SURROGATE_LINES, key_field)
 
 
 def test_a_key_given_as_a_label_leaves_keys_to_the_label() -> None:
@@ -161,6 +205,44 @@ def test_levels_and_keys_match_the_python_code_on_random_json_and_broken_json() 
     _analyze_both(lines, None)
 
 
+def test_levels_and_keys_match_the_python_code_on_random_lines_with_invalid_bytes() -> None:
+    rng = random.Random(20261206)
+    # Invalid sequences, lone surrogates as JSON escapes, and what can sit next to them.
+    inserts = [*INVALID, b"\\ud800", b"\\uDC00", b"\\ud83d\\ude00", b"\\\\", b'\\"', b"\\x", b"\xc3\xa9"]
+    lines: list[str] = []
+    for i in range(3000):
+        doc: dict[str, object] = {
+            "seq": i,
+            "msg": "".join(rng.choices(string.ascii_letters + " ", k=rng.randrange(30))),
+            rng.choice(["level", "severity", "lvl"]): rng.choice(["info", "ERROR", "warn", 30, "x"]),
+            "tenant_id": rng.choice(["acme", "globex", ""]),
+        }
+        raw = orjson.dumps(doc)
+        if rng.random() < 0.2:
+            raw = b"level=warn tenant_id=acme msg=" + raw
+        for _ in range(rng.choice([1, 1, 2])):
+            at = rng.randrange(len(raw) + 1)
+            raw = raw[:at] + rng.choice(inserts) + raw[at:]
+        lines.append(raw.decode("utf-8", rng.choice(["backslashreplace", "replace"])))
+    _analyze_both(lines, "tenant_id")
+    _analyze_both(lines, "msg")
+
+
+def test_the_c_scanner_decides_lines_with_an_invalid_byte_outside_the_level_and_the_key() -> None:
+    """Such lines stay on the fast path; those it leaves to Python are the ones it must."""
+    lines = [
+        b'{"level":"error","tenant_id":"acme","msg":"caf\xe9 \xff"}',
+        b'{"level":"error","tenant_id":"acme","msg":"\\\\\xff\\\\"}',
+        b'{"level":"error","tenant_id":"acme","m\xff":"x"}',
+        b'{"level":"error","tenant_id":"ac\xffme"}',
+        b'{"level":"err\xffor","tenant_id":"acme"}',
+    ]
+    text = [raw.decode("utf-8", "backslashreplace") for raw in lines]
+    levels, keys = _speedups.json_levels(text, "tenant_id", CANONICAL, NUMERIC)
+    assert levels == ["error", "error", None, None, None]
+    assert keys == ["acme", "acme", None, None, None]
+
+
 @pytest.mark.parametrize("keyed", [False, True])
 def test_records_are_byte_for_byte_what_the_python_encoder_writes(
     keyed: bool, monkeypatch: pytest.MonkeyPatch
@@ -200,8 +282,12 @@ def test_records_are_byte_for_byte_what_the_python_encoder_writes(
     monkeypatch.setattr(encode_mod, "_speedups", None)
     slow = encode_mod.encode_chunk(chunk(), key_field)
     assert fast == slow
-    for rec in fast:
-        orjson.loads(rec)
+    keys = chunk().keys
+    for i, rec in enumerate(fast):
+        doc = orjson.loads(rec)  # valid JSON, and valid UTF-8 (orjson checks it)
+        assert doc["message"] == lines[i]  # the line as decoded: invalid bytes as \xNN or U+FFFD
+        if keys is not None and keys[i] is not None:
+            assert doc["fields"] == {"tenant_id": keys[i]}
 
 
 def test_tally_counts_records_bytes_and_size_buckets_as_the_python_code_does() -> None:

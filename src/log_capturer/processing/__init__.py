@@ -14,6 +14,7 @@ from log_capturer.processing.levels import (
     detect_level,
     level_of_mapping,
     level_of_text,
+    loads_tolerant,
     parse_json_object,
 )
 from log_capturer.record import Chunk
@@ -107,8 +108,8 @@ class Analyzer:
             if line[:1] == "{":
                 try:
                     obj = loads(line)
-                except bad_json:
-                    obj = None
+                except bad_json:  # not JSON, or invalid bytes or lone surrogates in a string
+                    obj = loads_tolerant(line)
                 if type(obj) is dict:
                     lv = obj.get("level")
                     level = canonical(lv) if type(lv) is str else None

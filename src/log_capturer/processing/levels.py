@@ -9,6 +9,15 @@ fatal, critical; ``""`` when none is found. Detection is case-insensitive:
 - plain text: the first level word in the first 120 characters (``ERROR``,
   ``[WARN]``, ``<info>``, ``level:debug``...), or a glog/logcat one-letter prefix
   (``W1125 ...``, ``E/Tag: ...``, ``W 12:00:01 ...``).
+
+Bytes that were not valid UTF-8 do not stop detection. The file, stdin and
+syslog sources decode them as ``\\xNN`` escapes (``backslashreplace``, the
+default) or U+FFFD (``replace``). In a JSON string a ``\\xNN`` escape is not
+valid JSON, so a line that orjson refuses is read again with each of them taken
+as its four characters, and each lone UTF-16 surrogate escape (``\\ud800``,
+which orjson refuses too) as U+FFFD: a member keeps the text the line was
+decoded to, so the same bytes always give the same key. In plain text an
+invalid byte separates words, as U+FFFD does.
 """
 
 from __future__ import annotations
@@ -59,6 +68,15 @@ JSON_KEYS = ("level", "severity", "lvl", "log.level", "loglevel", "levelname")
 _WORD = re.compile(r"(?<![\w.-])([a-z]+)(?![\w-])")
 _LETTER_PREFIX = re.compile(r"^([VDIWEF])(?:\d{4}[ T]|/|\s+\d)")
 _LOGFMT = re.compile(r"(?:^|\s)(?:level|lvl|severity)=\"?([A-Za-z]+)", re.IGNORECASE)
+#: What ``backslashreplace`` writes for an invalid byte: always 0x80-0xff, lower-case hex.
+_INVALID_BYTE = re.compile(r"\\x[89a-f][0-9a-f]")
+#: The backslash pairs of a line, from the left (so ``\\\\`` is never taken for the start of
+#: one): an invalid byte's escape, a UTF-16 surrogate pair, a lone surrogate, anything else.
+_REPAIRABLE = re.compile(
+    r"\\(?:x[89a-f][0-9a-f]|u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
+    r"|u[dD][c-fC-F][0-9a-fA-F]{2}|.)",
+    re.DOTALL,
+)
 
 
 def level_of_value(value: Any) -> str:
@@ -77,6 +95,30 @@ def level_of_mapping(obj: dict[str, Any]) -> str:
     return ""
 
 
+def _repair(m: re.Match[str]) -> str:
+    pair = m.group()
+    if len(pair) == 4:  # \xNN: a backslash and three characters, in a JSON string
+        return "\\" + pair
+    if len(pair) == 6:  # a lone surrogate
+        return "\\ufffd"
+    return pair
+
+
+def loads_tolerant(text: str) -> Any:
+    """``orjson.loads(text)`` after a refusal: the value, with the invalid bytes' escapes as
+    text and lone surrogates as U+FFFD (see the module docstring); None when it still is not
+    JSON, or when nothing needed repair."""
+    if "\\" not in text:
+        return None
+    fixed = _REPAIRABLE.sub(_repair, text)
+    if fixed == text:
+        return None
+    try:
+        return orjson.loads(fixed)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def parse_json_object(line: str) -> dict[str, Any] | None:
     """The line as a JSON object, or None when it is not one."""
     if not line.startswith("{"):
@@ -84,7 +126,7 @@ def parse_json_object(line: str) -> dict[str, Any] | None:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None
+        obj = loads_tolerant(line)
     return obj if isinstance(obj, dict) else None
 
 
@@ -97,6 +139,8 @@ def level_of_text(line: str) -> str:
             if m:
                 return CANONICAL.get(m.group(1).lower(), "")
     head = line[:120]
+    if "\\" in head:  # one character: a memchr; a two-character search costs ten times more
+        head = _INVALID_BYTE.sub(" ", head)
     canonical = CANONICAL.get
     for m in _WORD.finditer(head.lower()):
         level = canonical(m.group(1))

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from log_capturer import processing
 from log_capturer.processing import Analyzer
-from log_capturer.processing.levels import detect_level
+from log_capturer.processing.levels import detect_level, parse_json_object
 from log_capturer.record import Chunk, Origin
 
 
@@ -99,3 +100,130 @@ def test_analyzer_fast_path_agrees_with_detect_level() -> None:
     Analyzer("tenant_id").analyze(chunk)
     assert chunk.levels == [detect_level(line) for line in lines]
     assert chunk.keys == ["a", "b", "1", None, None, None, None, None, None, None, None, None, "c"]
+
+
+# -- bytes that are not valid UTF-8 ------------------------------------------------------------
+#: Invalid sequences: a byte that never starts one, a lone continuation byte, truncated 2-, 3-
+#: and 4-byte sequences, an overlong '/', a UTF-8-encoded surrogate (CESU-8), a code point past
+#: U+10FFFF.
+INVALID = [
+    b"\xff",
+    b"\x80",
+    b"\xc3",
+    b"\xe2\x82",
+    b"\xf0\x9f\x98",
+    b"\xc0\xaf",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+]
+MODES = ["backslashreplace", "replace"]
+
+
+def _analyze(raws: list[bytes], mode: str, path: str, monkeypatch: pytest.MonkeyPatch) -> Chunk:
+    """The lines decoded as the file source decodes them (``encoding_errors: mode``), through
+    the C scanner and its Python fallback ("c"), the Python code alone ("python"), or the path
+    of chunks with per-line fields ("rich")."""
+    if path == "python":
+        monkeypatch.setattr(processing, "_speedups", None)
+    chunk = Chunk(Origin("file", "/a.log"), [raw.decode("utf-8", mode) for raw in raws])
+    if path == "rich":
+        chunk.meta = [None] * len(raws)
+    Analyzer("tenant_id").analyze(chunk)
+    return chunk
+
+
+@pytest.mark.parametrize("path", ["c", "python", "rich"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bad", INVALID)
+def test_an_invalid_byte_in_another_member_keeps_the_level_and_the_key(
+    bad: bytes, mode: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The level member comes late: the plain-text guess (first 120 characters) cannot find it.
+    pad = "x" * 130
+    raws = [
+        b'{"msg":"caf' + bad + b'","tenant_id":"acme","level":"error"}',
+        b'{"msg":"' + pad.encode() + bad + b'","tenant_id":"acme","level":"warn"}',
+        b'{"msg":"' + bad + b'","tenant_id":"acme","n":1,"ok":true,"x":null,"lvl":"debug"}',
+        b'{"a":{"b":["' + bad + b'"]},"tenant_id":"acme","severity":"ERROR"}',
+        b'{"m' + bad + b'":"member name","tenant_id":"acme","level":50}',
+        b'{"msg":"\\\\' + bad + b'\\"","tenant_id":"acme","level":"info"}',  # after \\ and before \"
+        b'{"msg":"' + bad * 3 + b'","msg2":"' + bad + b'","tenant_id":"acme","level":"fatal"}',
+    ]
+    chunk = _analyze(raws, mode, path, monkeypatch)
+    assert chunk.levels == ["error", "warn", "debug", "error", "error", "info", "fatal"]
+    assert chunk.keys == ["acme"] * len(raws)
+
+
+@pytest.mark.parametrize("path", ["c", "python", "rich"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_key_with_an_invalid_byte_is_its_text_as_decoded_so_always_the_same_key(
+    mode: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raws = [
+        b'{"level":"info","tenant_id":"ac\xffme","msg":"one"}',
+        b'{"msg":"two \xe2\x82","tenant_id":"ac\xffme","level":"warn"}',
+        b'level=error tenant_id=ac\xffme msg="three"',
+        b'{"level":"info","tenant_id":"\xc3"}',
+    ]
+    chunk = _analyze(raws, mode, path, monkeypatch)
+    assert chunk.levels == ["info", "warn", "error", "info"]
+    if mode == "backslashreplace":  # the escape's four characters, as in the shipped message
+        assert chunk.keys == ["ac\\xffme", "ac\\xffme", "ac\\xffme", "\\xc3"]
+    else:
+        assert chunk.keys == ["ac\ufffdme", "ac\ufffdme", "ac\ufffdme", "\ufffd"]
+
+
+@pytest.mark.parametrize("path", ["c", "python", "rich"])
+@pytest.mark.parametrize("mode", MODES)
+def test_an_invalid_byte_in_the_level_value_is_no_level_name_but_the_key_stays(
+    mode: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raws = [
+        b'{"level":"err\xffor","tenant_id":"acme"}',
+        b'{"level":"\xffwarn","severity":"error","tenant_id":"acme"}',
+    ]
+    chunk = _analyze(raws, mode, path, monkeypatch)
+    assert chunk.levels == ["", ""]
+    assert chunk.keys == ["acme", "acme"]
+
+
+@pytest.mark.parametrize("path", ["c", "python", "rich"])
+def test_lone_surrogate_escapes_read_as_u_fffd(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    raws = [
+        b'{"msg":"\\ud83d cut emoji","tenant_id":"acme","level":"error"}',
+        b'{"msg":"\\uDC00\\ud800","tenant_id":"acme","level":"warn"}',
+        b'{"msg":"pair \\ud83d\\ude00 kept","tenant_id":"a\\udfffb","level":"info"}',
+        b'{"msg":"\\\\ud800 is text","tenant_id":"acme","level":"debug"}',
+    ]
+    chunk = _analyze(raws, "backslashreplace", path, monkeypatch)
+    assert chunk.levels == ["error", "warn", "info", "debug"]
+    assert chunk.keys == ["acme", "acme", "a\ufffdb", "acme"]
+
+
+@pytest.mark.parametrize("path", ["c", "python", "rich"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bad", INVALID)
+def test_invalid_bytes_in_logfmt_and_plain_text(
+    bad: bytes, mode: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raws = [
+        b"level=warn msg=" + bad + b" tenant_id=acme",
+        b'ts=1 msg="' + bad + b'" lvl=error tenant_id="acme"',
+        bad + b"ERROR" + bad + b" failed tenant_id=acme",
+        b"2026-12-03 [" + bad + b"] [Warning] x",
+        b"{" + bad + b' "level":"info"} not json, FATAL tenant_id=acme',
+    ]
+    chunk = _analyze(raws, mode, path, monkeypatch)
+    assert chunk.levels == ["warn", "error", "error", "warn", "info"]
+    assert chunk.keys == ["acme", "acme", "acme", None, "acme"]
+
+
+def test_detect_level_of_json_with_an_invalid_byte() -> None:
+    assert detect_level('{"msg":"' + "x" * 130 + '\\xff","level":"warn"}') == "warn"
+    assert detect_level('{"msg":"\\ud800","level":"warn"}') == "warn"
+    # Escapes that are not what backslashreplace writes stay invalid JSON: text detection.
+    assert detect_level('{"msg":"\\x41","level":"warn"}') == "warn"
+    assert detect_level('{"msg":"\\xFF ' + "x" * 130 + '","level":"warn"}') == ""
+    assert parse_json_object('{"msg":"\\x41","level":"warn"}') is None
+    assert parse_json_object('{"msg":"\\xff" "level":"warn"}') is None
+    assert parse_json_object('{"msg":"a\\xffb"}') == {"msg": "a\\xffb"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from log_capturer.processing.levels import level_of_value
+from log_capturer.processing.levels import level_of_value, loads_tolerant
 from log_capturer.processing.pipelines.redact import Redactor, _norm_key
 from log_capturer.processing.pipelines.spec import (
     AnyStep,
@@ -180,8 +180,8 @@ class JsonParse(_Extract):
     def parse(self, text: str) -> dict[str, Any] | None:
         try:
             obj = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return None
+        except orjson.JSONDecodeError:  # not JSON, or invalid bytes or lone surrogates in a string
+            obj = loads_tolerant(text)
         return obj if isinstance(obj, dict) else None
 
 

@@ -174,3 +174,14 @@ def test_read_time_is_kept_when_no_step_sets_a_time() -> None:
     p = pipeline("    - type: field_add\n      fields: {a: b}\n")
     recs = run(p, ["x"])
     assert recs[0]["timestamp"] == "2026-11-25T08:00:00.000000000Z"
+
+
+def test_json_parse_reads_a_line_with_invalid_bytes_or_a_lone_surrogate() -> None:
+    """An invalid byte decoded as ``\\xNN`` (backslashreplace) is not a JSON escape: the member
+    keeps the four characters; a lone surrogate escape reads as U+FFFD."""
+    p = pipeline("    - type: json_parse\n")
+    raw = b'{"user": "ann\xff", "msg": "\\ud800", "tenant_id": "t9"}'
+    recs = run(p, [raw.decode("utf-8", "backslashreplace"), raw.decode("utf-8", "replace")])
+    assert recs[0]["fields"] == {"user": "ann\\xff", "msg": "\ufffd", "tenant_id": "t9"}
+    assert recs[1]["fields"] == {"user": "ann\ufffd", "msg": "\ufffd", "tenant_id": "t9"}
+    assert p.failures == {}
