@@ -441,7 +441,8 @@ class KafkaSink:
         return None
 
     def _reserve(self, chunk: Chunk, limited: bool, trial: bool = False) -> bool:
-        """Count ``chunk``'s records as produced (before they are: a delivery report may come
+        """Count ``chunk``'s records as produced, and its line text as their bytes until
+        ``_send_chunk`` knows their encoded size (before they are: a delivery report may come
         before ``_send_chunk`` returns) if, with them, the sink stays within the critical level,
         or it holds nothing (a chunk larger than the room goes alone), or not ``limited``. A trial
         (half-open breaker) also takes one of the breaker's permits. Check and count are one step
@@ -466,6 +467,7 @@ class KafkaSink:
                 # Busy again after being idle: a stall is measured from now, not from the last ack.
                 self._last_progress = time.monotonic()
             self.produced += n
+            self.bytes_produced += chunk.nbytes
         return True
 
     def _may_overflow(self, now: float) -> bool:
@@ -515,6 +517,16 @@ class KafkaSink:
         tallied, longest = tally(topics, values, self._size_bounds)
         topic_counts = collections.Counter({t: row[0] for t, row in tallied.items()})
         delivery = _Delivery(self, chunk, topic_counts)
+        # The encoded size replaces the reserved text size before anything is produced: a send
+        # that waits for room in librdkafka's queue is part of what the sink holds.
+        nbytes = 0
+        with self._send_lock:
+            for topic, row in tallied.items():
+                nbytes += row[1]
+                self.bytes_by_topic[topic] += row[1]
+                self.count_by_topic[topic] += row[0]
+            self.bytes_produced += nbytes - chunk.nbytes
+        delivery.nbytes = nbytes
         cb = delivery.on_delivery
         partitions = self._partitions(topics, keys) if self._chooser.explicit else None
         headers = self._chunk_headers(chunk) if self.config.headers else None
@@ -554,15 +566,8 @@ class KafkaSink:
                 except KafkaException:
                     # The producer is being replaced after a fatal error: the poll thread re-sends it.
                     self._resend.append((delivery, _Record(topic, value, key, part, hdrs)))
-        nbytes = 0
         with self._send_lock:
-            for topic, row in tallied.items():
-                nbytes += row[1]
-                self.bytes_by_topic[topic] += row[1]
-                self.count_by_topic[topic] += row[0]
-            self.bytes_produced += nbytes
             self.handed += len(values)
-        delivery.nbytes = nbytes
         sizes = self.metrics.kafka_message_size
         for topic, row in tallied.items():
             sizes.observe_buckets((topic,), row[2:], row[0], row[1])
