@@ -211,9 +211,12 @@ class KafkaSink:
         pc = config.backpressure_config
         self._critical = pc.queue_critical_threshold
         self._emergency = pc.queue_emergency_threshold
-        #: Records, and bytes of line text, the sink may hold before new chunks wait (critical level).
+        #: Records, and their encoded bytes, the sink may hold before new chunks wait (critical level).
         self._room = pc.queue_critical_threshold * config.queue_size
         self._room_bytes = pc.queue_critical_threshold * config.queue_max_bytes
+        #: Bytes encoding adds to a line (the last chunk's average: timestamp, source, escaping...);
+        #: a chunk's bytes are estimated with it before it is encoded. Short lines grow severalfold.
+        self._record_overhead = 0.0
         self._wait_steps = self.pressure.wait_steps()
         self._settle: collections.deque[tuple[_Delivery, int]] = collections.deque()
         self._resend: collections.deque[tuple[_Delivery, _Record]] = collections.deque()
@@ -457,7 +460,8 @@ class KafkaSink:
                 and held > 0
                 and (
                     held + n > self._room
-                    or self.bytes_produced - self.bytes_finished + chunk.nbytes > self._room_bytes
+                    or self.bytes_produced - self.bytes_finished + chunk.nbytes + n * self._record_overhead
+                    > self._room_bytes
                 )
             ):
                 return False
@@ -526,6 +530,8 @@ class KafkaSink:
                 self.bytes_by_topic[topic] += row[1]
                 self.count_by_topic[topic] += row[0]
             self.bytes_produced += nbytes - chunk.nbytes
+            if values:
+                self._record_overhead = (nbytes - chunk.nbytes) / len(values)
         delivery.nbytes = nbytes
         cb = delivery.on_delivery
         partitions = self._partitions(topics, keys) if self._chooser.explicit else None

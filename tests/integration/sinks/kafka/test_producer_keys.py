@@ -94,11 +94,16 @@ def test_queue_size_bounds_the_records_the_producer_holds(
 @pytest.mark.parametrize(
     ("read_buffer", "native"),
     [
+        # Reads of 64 KiB: chunks smaller than the room. The sink stops at the critical level
+        # (90 % of queue_max_bytes), counting records as the broker would get them (encoded: short
+        # lines grow severalfold), never more than queue_max_bytes.
+        (64 << 10, True),
+        (64 << 10, False),
         # One read of 1 MiB: a chunk larger than the room goes alone (as with queue_size); it is
         # counted while it waits for room in librdkafka, which holds at most queue_max_bytes of it.
         (1 << 20, True),
     ],
-    ids=["read-1m-alone"],
+    ids=["reads-64k-native", "reads-64k-confluent", "read-1m-alone"],
 )
 def test_queue_max_bytes_bounds_the_bytes_the_sink_holds(
     read_buffer: int, native: bool, tmp_path: Path, bootstrap: str, topic_prefix: str
