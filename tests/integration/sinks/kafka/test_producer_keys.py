@@ -92,21 +92,23 @@ def test_queue_size_bounds_the_records_the_producer_holds(
 
 
 @pytest.mark.parametrize(
-    ("read_buffer", "native"),
+    ("read_buffer", "native", "critical"),
     [
         # Reads of 64 KiB: chunks smaller than the room. The sink stops at the critical level
         # (90 % of queue_max_bytes), counting records as the broker would get them (encoded: short
         # lines grow severalfold), never more than queue_max_bytes.
-        (64 << 10, True),
-        (64 << 10, False),
+        (64 << 10, True, 0.9),
+        (64 << 10, False, 0.9),
+        # backpressure_config.queue_critical_threshold moves that level: here to half of it.
+        (64 << 10, True, 0.5),
         # One read of 1 MiB: a chunk larger than the room goes alone (as with queue_size); it is
         # counted while it waits for room in librdkafka, which holds at most queue_max_bytes of it.
-        (1 << 20, True),
+        (1 << 20, True, 0.9),
     ],
-    ids=["reads-64k-native", "reads-64k-confluent", "read-1m-alone"],
+    ids=["reads-64k-native", "reads-64k-confluent", "reads-64k-critical-0.5", "read-1m-alone"],
 )
 def test_queue_max_bytes_bounds_the_bytes_the_sink_holds(
-    read_buffer: int, native: bool, tmp_path: Path, bootstrap: str, topic_prefix: str
+    read_buffer: int, native: bool, critical: float, tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
     """With no broker to talk to, the sink fills up to queue_max_bytes, not to queue_size (a
     million records); /stats counts every record it holds, in bytes as encoded; the other lines
@@ -122,6 +124,11 @@ def test_queue_max_bytes_bounds_the_bytes_the_sink_holds(
         "queue_max_bytes": limit,
         "timeout": "120s",
         "native_producer": native,
+        # The warning level must stay below it (0.75 at the default 0.9).
+        "backpressure_config": {
+            "queue_warning_threshold": critical - 0.15,
+            "queue_critical_threshold": critical,
+        },
     }
     cfg = agent_config(
         tmp_path,
@@ -186,7 +193,8 @@ def test_queue_max_bytes_bounds_the_bytes_the_sink_holds(
     assert float(str(full["in_librdkafka"])) * size <= limit, full
     if read_buffer < limit:
         assert full["level"] == "critical", full
-        assert limit / 2 < held * size <= 0.9 * limit, full
+        # Full at the critical level: one more read would not have fitted.
+        assert critical * limit / 2 < held * size <= critical * limit, full
     else:
         # One read, alone: more than the room, so the sink is at the emergency level.
         assert float(str(full["utilization"])) > 1 and full["level"] == "emergency", full
