@@ -104,11 +104,17 @@ def check_records(
     assert len(records) == total
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["chunk-producer", "confluent-kafka"])
 def test_lines_arrive_exactly_once_on_the_right_topic_with_the_right_key(
-    tmp_path: Path, bootstrap: str, topic_prefix: str
+    native: bool, tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
+    """Both producer paths (``sinks.kafka.native_producer``): the chunk producer, and
+    confluent-kafka's producer for every record."""
     topics = create_prefixed_topics(bootstrap, topic_prefix)
-    cfg = write_config(tmp_path / "config.yaml", agent_config(tmp_path, bootstrap, topics))
+    section = {"native_producer": native}
+    cfg = write_config(
+        tmp_path / "config.yaml", agent_config(tmp_path, bootstrap, topics, sinks={"kafka": section})
+    )
     a, b = tmp_path / "logs" / "app.log", tmp_path / "logs" / "sub" / "worker.log"
     b.parent.mkdir()
     expected = {str(a): write_lines(a, "a", 0, 7000), str(b): write_lines(b, "b", 0, 5000)}
@@ -120,6 +126,7 @@ def test_lines_arrive_exactly_once_on_the_right_topic_with_the_right_key(
             time.sleep(0.2)
         records = consume_all(bootstrap, topics.values(), expected=20000, timeout=120)
         check_records(records, expected, topics)
+        assert agent.get("/stats")["sinks"]["kafka_sink"]["chunk_producer"] is native
         health = agent.get("/health")
         sinks = health["services"]["sinks"]
         assert [s["name"] for s in sinks] == ["kafka_sink"]

@@ -38,17 +38,27 @@ OUTAGE = 30.0
 LINES = RATE * DURATION
 
 
-@pytest.mark.parametrize("mode", ["park-and-replay", "wait-in-order"])
+@pytest.mark.parametrize(
+    ("mode", "native"),
+    [("park-and-replay", True), ("wait-in-order", True), ("park-and-replay", False)],
+    ids=["park-and-replay", "wait-in-order", "park-and-replay-confluent-kafka"],
+)
 def test_a_30s_broker_outage_loses_nothing_and_the_breaker_opens_and_closes(
-    mode: str, tmp_path: Path, own_kafka: LocalKafka, topic_prefix: str
+    mode: str, native: bool, tmp_path: Path, own_kafka: LocalKafka, topic_prefix: str
 ) -> None:
     """park-and-replay (the defaults): records that time out, and lines that wait longer than
     ``timeout``, are parked in the local DLQ and replayed once Kafka is back.
     wait-in-order (send_on_timeout and timeout_escalation off, emergency threshold 1.0): lines wait;
-    order is kept, no DLQ."""
+    order is kept, no DLQ.
+    ``native``: the chunk producer (the default), or confluent-kafka's producer for every record
+    (``native_producer: false``), whose timed-out records come back one by one."""
     bootstrap = own_bootstrap(own_kafka)
     topics = create_prefixed_topics(bootstrap, topic_prefix)
-    kafka: dict[str, Any] = {"timeout": "10s", "circuit_breaker": {"timeout": "5s"}}
+    kafka: dict[str, Any] = {
+        "timeout": "10s",
+        "circuit_breaker": {"timeout": "5s"},
+        "native_producer": native,
+    }
     if mode == "wait-in-order":
         kafka["dlq_config"] = {"send_on_timeout": False}
         kafka["backpressure_config"] = {"timeout_escalation": False, "queue_emergency_threshold": 1.0}
@@ -98,6 +108,7 @@ def test_a_30s_broker_outage_loses_nothing_and_the_breaker_opens_and_closes(
     duplicates = sum(n - 1 for n in counts.values() if n > 1)
     summary = {
         "mode": mode,
+        "native_producer": native,
         "lines": LINES,
         "missing": len(missing),
         "duplicates": duplicates,
@@ -110,6 +121,7 @@ def test_a_30s_broker_outage_loses_nothing_and_the_breaker_opens_and_closes(
     }
     print(json.dumps(summary))
     assert not missing, f"{len(missing)} lines missing, e.g. seq {missing[:5]}"
+    assert stats["chunk_producer"] is native, stats
     # The breaker opened (2) during the outage and is closed (0) again, as the metrics show.
     assert 2.0 in watch.breaker and watch.breaker[-1] == 0.0, watch.breaker
     assert metric(outage_metrics, "kafka_connection_status", sink_name="kafka") == 0.0

@@ -97,6 +97,23 @@ def test_random_uses_every_partition_and_keeps_the_key(
     assert {r.key for r in records} == {str(tmp_path / "logs" / "app.log").encode()}
 
 
+def test_partitioning_off_sends_records_without_a_key(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    """``partitioning.enabled: false``: no key, even where the line has a ``tenant_id``; librdkafka
+    spreads keyless records over the partitions."""
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    lines = [
+        orjson.dumps({"level": "error", "tenant_id": f"tenant-{i % 7}", "i": i}).decode() for i in range(3000)
+    ]
+    records, _ = ship_lines(
+        tmp_path, bootstrap, topics, lines, sinks={"kafka": {"partitioning": {"enabled": False}}}
+    )
+    assert sorted(r.json()["message"] for r in records) == sorted(lines)
+    assert {r.key for r in records} == {None}
+    assert len({r.partition for r in records}) == 6, Counter(r.partition for r in records)
+
+
 def test_manual_partition_from_a_field_and_bad_values_go_to_the_dlq(
     tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:

@@ -64,11 +64,15 @@ def test_a_line_larger_than_max_message_bytes_is_parked_and_counted(
 
 
 @pytest.mark.parametrize(
-    "case", ["dlq-topic", "dlq-topic-refuses-too", "dlq-config-disabled", "fatal-then-recreated"]
+    "case",
+    ["dlq-topic", "dlq-topic-refuses-too", "send-on-error-off", "dlq-topic-off", "fatal-then-recreated"],
 )
 def test_a_record_the_broker_rejects_goes_to_the_dlq_and_its_batch_mates_still_arrive(
     case: str, tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
+    """dlq-topic (the defaults): the rejected record goes to the DLQ topic with the error in its
+    headers. It goes to the local DLQ store instead when the DLQ topic refuses it too, or with
+    ``dlq_config.send_on_error: false`` or ``dlq_config.enabled: false`` (no DLQ topic at all)."""
     topics = create_prefixed_topics(bootstrap, topic_prefix)
     limit_topic(bootstrap, topics["logs"], 2000)  # the broker refuses larger batches on this topic
     if case == "dlq-topic-refuses-too":
@@ -82,8 +86,9 @@ def test_a_record_the_broker_rejects_goes_to_the_dlq_and_its_batch_mates_still_a
     if case == "fatal-then-recreated":
         # A permanent batch failure then is a fatal producer error: the producer must be replaced.
         kafka["librdkafka_options"] = {"enable.gapless.guarantee": True}
-    if case == "dlq-config-disabled":
-        # No DLQ topic: the rejected record goes to the local store, the agent's last resort.
+    elif case == "send-on-error-off":
+        kafka["dlq_config"] = {"send_on_error": False}
+    elif case == "dlq-topic-off":
         kafka["dlq_config"] = {"enabled": False}
     seen: dict[str, Any] = {}
 
@@ -97,7 +102,7 @@ def test_a_record_the_broker_rejects_goes_to_the_dlq_and_its_batch_mates_still_a
         seen["health"] = agent.get("/health")["services"]["sinks"][0]
         seen["metrics"] = agent.metrics()
 
-    to_topic = case not in ("dlq-topic-refuses-too", "dlq-config-disabled")
+    to_topic = case in ("dlq-topic", "fatal-then-recreated")
     records, agent = ship_lines(
         tmp_path,
         bootstrap,
@@ -124,8 +129,11 @@ def test_a_record_the_broker_rejects_goes_to_the_dlq_and_its_batch_mates_still_a
         assert in_topic == []
         assert [e["original_entry"]["message"] for e in local] == [big]
         assert local[0]["error_type"] == "send_error"
+        assert "msg_size_too_large" in local[0]["error_message"], local[0]
         if case == "dlq-topic-refuses-too":
             assert f"the DLQ topic {topics['logs-dlq']} failed too" in local[0]["error_message"]
+        else:
+            assert seen["stats"]["sent_to_dlq_topic"] == 0, seen
         assert local[0]["topic"] == topics["logs"]
     assert 'kafka_dlq_messages_total{reason="send_error"' in seen["metrics"]
     if case == "fatal-then-recreated":
