@@ -158,23 +158,19 @@ class Dispatcher:
 
     def _dispatch(self, batch: list[Chunk]) -> None:
         """Analyse the batch (a chunk that fails is parked) and hand the rest to every sink."""
-        ready = batch
-        failed: list[Chunk] = []
+        ready: list[Chunk] = []
         for chunk in batch:
             try:
                 self.analyzer.analyze(chunk)
             except Exception as exc:
-                failed.append(chunk)
-                origin = chunk.origin
                 text = f"analysis failed ({type(exc).__name__}: {exc})"
-                self._failure(
-                    "processing_error", f"{text} on {len(chunk.lines)} lines from {origin.source_id}", exc
-                )
+                where = f"on {len(chunk.lines)} lines from {chunk.origin.source_id}"
+                self._failure("processing_error", f"{text} {where}", exc)
                 with self._count_lock:
                     self.failed_chunks += 1
-                self._park(failed[-1:], "processing_error", text)
-        if failed:
-            ready = [c for c in batch if c not in failed]
+                self._park([chunk], "processing_error", text)
+                continue
+            ready.append(chunk)
         if ready:
             for sink in self.sinks:
                 self._send(sink, ready)

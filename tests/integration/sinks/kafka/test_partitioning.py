@@ -101,13 +101,24 @@ def test_partitioning_off_sends_records_without_a_key(
     tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
     """``partitioning.enabled: false``: no key, even where the line has a ``tenant_id``; librdkafka
-    spreads keyless records over the partitions."""
+    spreads keyless records over the partitions (record by record here: its sticky partitioner,
+    which keeps a burst of keyless records on one partition for 10 ms, is turned off, so that the
+    spread shows that no partition was chosen for them)."""
     topics = create_prefixed_topics(bootstrap, topic_prefix)
     lines = [
         orjson.dumps({"level": "error", "tenant_id": f"tenant-{i % 7}", "i": i}).decode() for i in range(3000)
     ]
     records, _ = ship_lines(
-        tmp_path, bootstrap, topics, lines, sinks={"kafka": {"partitioning": {"enabled": False}}}
+        tmp_path,
+        bootstrap,
+        topics,
+        lines,
+        sinks={
+            "kafka": {
+                "partitioning": {"enabled": False},
+                "librdkafka_options": {"sticky.partitioning.linger.ms": 0},
+            }
+        },
     )
     assert sorted(r.json()["message"] for r in records) == sorted(lines)
     assert {r.key for r in records} == {None}
