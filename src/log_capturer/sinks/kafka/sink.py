@@ -45,9 +45,9 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -83,6 +83,9 @@ HIGH = frozenset({"error", "fatal", "critical"})
 NORMAL = frozenset({"warn", "info"})
 LOW = frozenset({"debug", "trace"})
 RETRY_MAX_DELAY = 30.0
+#: Bytes a record adds to its line besides the origin's fields (timestamp, level, keys, quotes):
+#: the estimate of a chunk's size before the first chunk was encoded.
+ENVELOPE_BYTES = 96
 #: Longest the poll thread sleeps in librdkafka; bounds how late a push (adaptive batching) is,
 #: and how long one push holds librdkafka's "ignore linger" flag.
 POLL_INTERVAL = 0.005
@@ -130,9 +133,16 @@ class _Delivery:
             self.sink._finished(self)
 
 
+class _Claim(NamedTuple):
+    """What a chunk holds in the sink: records, and bytes of encoded records."""
+
+    records: int
+    nbytes: int
+
+
 class _Prepared:
-    """A chunk encoded for Kafka before it is admitted: its records, and their size in bytes
-    (what the sink's ``queue_max_bytes`` counts)."""
+    """An admitted chunk encoded for Kafka: its records, and their size in bytes (what the sink's
+    ``queue_max_bytes`` counts)."""
 
     __slots__ = ("chunk", "headers", "keys", "longest", "nbytes", "partitions", "tallied", "topics", "values")
 
@@ -248,6 +258,8 @@ class KafkaSink:
         #: is one event), and how many senders wait for room.
         self._waiting_level = Level.EMERGENCY if self._overflows else Level.CRITICAL
         self._waiting = 0
+        #: Bytes encoding added per record to the last chunk (0: none encoded yet), see _claim().
+        self._record_overhead = 0.0
         self._wait_steps = self.pressure.wait_steps()
         self._settle: collections.deque[tuple[_Delivery, int]] = collections.deque()
         self._resend: collections.deque[tuple[_Delivery, _Record]] = collections.deque()
@@ -403,17 +415,28 @@ class KafkaSink:
 
     # -- admission (dispatcher threads) --------------------------------------------------------
     def send(self, chunks: list[Chunk]) -> None:
-        """Take each chunk in turn: encode it, admit it (wait for room, or overflow), hand it over.
+        """Take each chunk in turn: admit it (wait for room, or overflow), encode it, hand it over.
         Raises :class:`SendFailed` only when a chunk cannot even be encoded (a bug): the chunks
         before it are taken, it and the rest are untouched, so the dispatcher retries only them."""
         for i, chunk in enumerate(chunks):
+            claim = self._claim(chunk)
+            if not self._admit(chunks, i, claim):
+                return  # parked (overflow) or stopping: nothing more to produce from this batch
             try:
                 prepared = _Prepared(self, chunk)
             except Exception as exc:
+                self._release(claim)
                 raise SendFailed(i, exc) from exc
-            if not self._admit(chunks, i, prepared):
-                return  # parked (overflow) or stopping: nothing more to produce from this batch
+            self._true_up(claim, prepared)
             self._hand_over(prepared)
+
+    def _claim(self, chunk: Chunk) -> _Claim:
+        """What ``chunk`` will hold in the sink: its records, and their bytes as encoded, estimated
+        before it is encoded (its text plus the bytes encoding added per record to the last chunk
+        of its origin's shape), so that a chunk waiting for room holds no encoded copy."""
+        n = len(chunk.lines)
+        overhead = self._record_overhead or len(chunk.origin.encoded) + ENVELOPE_BYTES
+        return _Claim(n, int(chunk.text_bytes + n * overhead))
 
     def accepting(self) -> bool:
         """May the sources hand over more lines now? False from the critical level on, and while
@@ -427,17 +450,17 @@ class KafkaSink:
             return True
         return self._may_overflow(time.monotonic(), self._overflows and util >= self._emergency)
 
-    def _admit(self, chunks: list[Chunk], i: int, prepared: _Prepared) -> bool:
+    def _admit(self, chunks: list[Chunk], i: int, claim: _Claim) -> bool:
         """Wait until ``chunks[i]`` may be produced and count it as produced (True), or park
         ``chunks[i:]`` / stop (False)."""
         breaker = self.breaker
-        if breaker.closed and self._reserve(prepared, self.pressure.enabled):
+        if breaker.closed and self._reserve(claim, self.pressure.enabled):
             if self.pressure.level is not Level.NORMAL:
                 self.pressure.observe(self.utilization)
             return True
         waiting = [False]  # counted in self._waiting: this sender waits for room
         try:
-            return self._wait_admission(chunks, i, prepared, waiting)
+            return self._wait_admission(chunks, i, claim, waiting)
         finally:
             self._count_waiting(waiting, False)
 
@@ -447,7 +470,7 @@ class KafkaSink:
             with self._send_lock:
                 self._waiting += 1 if now else -1
 
-    def _wait_admission(self, chunks: list[Chunk], i: int, prepared: _Prepared, waiting: list[bool]) -> bool:
+    def _wait_admission(self, chunks: list[Chunk], i: int, claim: _Claim, waiting: list[bool]) -> bool:
         breaker = self.breaker
         steps = self._wait_steps
         step = 0
@@ -456,7 +479,7 @@ class KafkaSink:
             self._space.clear()
             state = breaker.state
             if state is BreakerState.CLOSED:
-                if self._reserve(prepared, self.pressure.enabled):
+                if self._reserve(claim, self.pressure.enabled):
                     self.pressure.observe(self.utilization)
                     return True
                 # The chunk would take the queue past the emergency level: it waits for room, and
@@ -471,7 +494,7 @@ class KafkaSink:
             elif state is BreakerState.HALF_OPEN:
                 self._count_waiting(waiting, False)
                 # A trial call only while there is room: trials must not overfill the queue.
-                if self._reserve(prepared, True, trial=True):
+                if self._reserve(claim, True, trial=True):
                     return True
                 why = "the circuit breaker is half-open and its trial calls are in flight"
             else:
@@ -482,7 +505,7 @@ class KafkaSink:
                 ):
                     return False
             now = time.monotonic()
-            at_emergency = self._overflows and not self._fits(prepared)
+            at_emergency = self._overflows and not self._fits(claim)
             if self._may_overflow(now, at_emergency):
                 reason = "backpressure" if at_emergency or state is BreakerState.CLOSED else "circuit_open"
                 text = (
@@ -495,14 +518,13 @@ class KafkaSink:
             step += 1
         return False
 
-    def _reserve(self, prepared: _Prepared, limited: bool, trial: bool = False) -> bool:
+    def _reserve(self, claim: _Claim, limited: bool, trial: bool = False) -> bool:
         """Count the chunk's records and bytes as produced (before they are: a delivery report may
         come before ``_hand_over`` returns) if, with them, the sink stays within the emergency
         level, or it holds nothing (a chunk larger than the room goes alone), or not ``limited``.
         A trial (half-open breaker) also takes one of the breaker's permits. Check and count are
         one step under the lock, so dispatcher threads cannot together push the queue past it."""
-        n = len(prepared.values)
-        nbytes = prepared.nbytes
+        n, nbytes = claim
         with self._send_lock:
             held = self.produced - self.finished
             if (
@@ -523,13 +545,27 @@ class KafkaSink:
             self.bytes_produced += nbytes
         return True
 
-    def _fits(self, prepared: _Prepared) -> bool:
+    def _fits(self, claim: _Claim) -> bool:
         """Would the sink stay within the emergency level with this chunk (or hold nothing)?"""
         held = self.outstanding
         return held <= 0 or (
-            held + len(prepared.values) <= self._room
-            and self.bytes_produced - self.bytes_finished + prepared.nbytes <= self._room_bytes
+            held + claim.records <= self._room
+            and self.bytes_produced - self.bytes_finished + claim.nbytes <= self._room_bytes
         )
+
+    def _release(self, claim: _Claim) -> None:
+        """Give back a claim whose chunk was not produced (it could not be encoded)."""
+        with self._send_lock:
+            self.produced -= claim.records
+            self.bytes_produced -= claim.nbytes
+
+    def _true_up(self, claim: _Claim, prepared: _Prepared) -> None:
+        """The chunk is encoded: count its exact bytes instead of the estimate, and keep what
+        encoding added per record for the next estimate."""
+        with self._send_lock:
+            self.bytes_produced += prepared.nbytes - claim.nbytes
+        if claim.records:
+            self._record_overhead = (prepared.nbytes - prepared.chunk.text_bytes) / claim.records
 
     def _may_overflow(self, now: float, at_emergency: bool) -> bool:
         """Waiting lines go to the DLQ once the sink is stalled (Kafka acknowledged nothing for
@@ -627,7 +663,7 @@ class KafkaSink:
                 except KafkaException:
                     self._resend.append((delivery, _Record(topic, value, key)))
                 except Exception as exc:
-                    self._resend_rest(delivery, prepared, i, exc)
+                    self._resend_rest(delivery, prepared, i, exc, parked)
                     break
         else:
             self._send_each(delivery, prepared, parked)
@@ -652,22 +688,7 @@ class KafkaSink:
         assert self._producer is not None
         produce = self._producer.produce
         cb = delivery.on_delivery
-        topics, keys, partitions, headers = (
-            prepared.topics,
-            prepared.keys,
-            prepared.partitions,
-            prepared.headers,
-        )
-        levels = prepared.chunk.levels
-        for i, value in enumerate(prepared.values):
-            topic = topics[i]
-            key = keys[i] if keys is not None else None
-            part = self._partition_or_park(
-                value, topic, key, partitions[i] if partitions is not None else -1, parked
-            )
-            if part is None:
-                continue
-            hdrs = headers[levels[i]] if headers is not None else None
+        for i, topic, value, key, part, hdrs in self._producible(prepared, parked):
             try:
                 if part < 0 and hdrs is None:
                     produce(topic, value, key, on_delivery=cb)
@@ -682,30 +703,37 @@ class KafkaSink:
                 self._resend_rest(delivery, prepared, i, exc, parked)
                 return
 
+    def _producible(
+        self, prepared: _Prepared, parked: list[DLQEntry], start: int = 0
+    ) -> Iterator[tuple[int, str, bytes, str | None, int, Headers | None]]:
+        """(index, topic, value, key, partition, headers) of each record of ``prepared`` from
+        ``start`` on that may be produced; those to park instead (larger than max_message_bytes,
+        an invalid manual partition) are added to ``parked``."""
+        topics, keys, partitions, headers = (
+            prepared.topics,
+            prepared.keys,
+            prepared.partitions,
+            prepared.headers,
+        )
+        levels = prepared.chunk.levels
+        values = prepared.values
+        for i in range(start, len(values)):
+            value, topic = values[i], topics[i]
+            key = keys[i] if keys is not None else None
+            part = self._partition_or_park(
+                value, topic, key, partitions[i] if partitions is not None else -1, parked
+            )
+            if part is not None:
+                yield i, topic, value, key, part, headers[levels[i]] if headers is not None else None
+
     def _resend_rest(
-        self,
-        delivery: _Delivery,
-        prepared: _Prepared,
-        start: int,
-        exc: Exception,
-        parked: list[DLQEntry] | None = None,
+        self, delivery: _Delivery, prepared: _Prepared, start: int, exc: Exception, parked: list[DLQEntry]
     ) -> None:
         """An unexpected error (a bug) stopped the hand-over at record ``start``: that record and
         the rest go to the poll thread's retries (each is parked there if it fails again)."""
         self._unexpected("hand_over_failed", exc)
-        topics, keys, partitions = prepared.topics, prepared.keys, prepared.partitions
-        for i in range(start, len(prepared.values)):
-            value, topic = prepared.values[i], topics[i]
-            key = keys[i] if keys is not None else None
-            if parked is not None:
-                part = self._partition_or_park(
-                    value, topic, key, partitions[i] if partitions is not None else -1, parked
-                )
-                if part is None:
-                    continue
-            else:
-                part = -1
-            self._resend.append((delivery, _Record(topic, value, key, part)))
+        for _, topic, value, key, part, hdrs in self._producible(prepared, parked, start):
+            self._resend.append((delivery, _Record(topic, value, key, part, hdrs)))
 
     def _unexpected(self, what: str, exc: BaseException) -> None:
         """Count and log an exception that is a bug, not a delivery problem."""
@@ -751,14 +779,7 @@ class KafkaSink:
             keep_v: list[bytes] = []
             keep_k: list[str | None] = []
             keep_p: list[int] = []
-            for i, value in enumerate(values):
-                topic = topics[i]
-                key = keys[i] if keys is not None else None
-                part = self._partition_or_park(
-                    value, topic, key, partitions[i] if partitions is not None else -1, parked
-                )
-                if part is None:
-                    continue
+            for _, topic, value, key, part, _ in self._producible(prepared, parked):
                 keep_t.append(topic)
                 keep_v.append(value)
                 keep_k.append(key)
