@@ -226,13 +226,17 @@ def test_a_chunk_analysis_fails_on_is_parked_and_the_thread_keeps_dispatching() 
 
 
 def test_counters_written_by_many_threads_are_exact() -> None:
+    """Four dispatch threads count the lines they dispatched (and eight sources the lines in): an
+    unlocked ``+=`` whose right side runs Python code (a sum over the batch) loses counts when a
+    thread switch falls between the read and the write (measured before the lock: 35,527 of
+    40,000 dispatched)."""
     sink = GateSink()
-    d = dispatcher(sink, queue_size=1_000_000)
+    d = dispatcher(sink, queue_size=1_000_000, worker_count=4, batch_size=1)
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible: unlocked += loses counts
     try:
         threads = [
-            threading.Thread(target=lambda: [d.submit(Chunk(ORIGIN, ["x"]), None) for _ in range(5000)])
+            threading.Thread(target=lambda: [d.submit(Chunk(ORIGIN, ["x"]), None) for _ in range(8000)])
             for _ in range(8)
         ]
         for t in threads:
@@ -242,8 +246,8 @@ def test_counters_written_by_many_threads_are_exact() -> None:
     finally:
         sys.setswitchinterval(switch)
     d.close(10)
-    assert d.lines_in == 40_000
-    assert d.lines_dispatched == 40_000 == len(sink.got)
+    assert d.lines_in == 64_000
+    assert d.lines_dispatched == 64_000 == len(sink.got)
 
 
 class PoisonSink(GateSink):
