@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from log_capturer import __version__
 from log_capturer.config.loader import config_warnings
 from log_capturer.config.paths import path_problems
-from log_capturer.config.schema import Config, ProcessingConfig, TLSConfig
+from log_capturer.config.schema import Config, ProcessingConfig
 from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
 from log_capturer.memory import tune_malloc
 from log_capturer.observability.health import (
@@ -38,18 +38,27 @@ from log_capturer.observability.server import HttpServers, build_api_app, build_
 from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing import Analyzer
 from log_capturer.processing.pipelines import Pipeline, PipelineError, load_pipelines
+from log_capturer.registry import Sinks, sink_components, source_components
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.reliability.dlq.reprocess import Reprocessor
-from log_capturer.sinks.base import Sink, SinkHealth, utc_now_iso
-from log_capturer.sinks.kafka.config import start_problems, tls_file_problems
-from log_capturer.sinks.kafka.sink import KafkaSink, SinkStartError
-from log_capturer.sources.containers.source import ContainerSource
-from log_capturer.sources.file.source import FileSource
-from log_capturer.sources.http import PATH as INGEST_PATH
-from log_capturer.sources.http import HttpIngest
-from log_capturer.sources.stdin import StdinSource
-from log_capturer.sources.syslog import SyslogSource
-from log_capturer.workers.shard import Shard
+from log_capturer.sinks.base import (
+    HasDLQTopic,
+    ReplaySink,
+    Sink,
+    SinkContext,
+    SinkHealth,
+    SinkStartError,
+    utc_now_iso,
+)
+from log_capturer.sources.base import (
+    BuildContext,
+    FiniteInput,
+    FollowsFiles,
+    HasPositions,
+    ServesRoutes,
+    Source,
+    SourceStartError,
+)
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -65,8 +74,10 @@ class AgentError(RuntimeError):
 
 def require_sink(config: Config) -> None:
     """The agent ships somewhere: at least one sink is enabled."""
-    if not config.sinks.kafka.enabled:
-        raise AgentError("no sink is enabled: set sinks.kafka.enabled: true")
+    components = sink_components(config.sinks)
+    if not any(comp.enabled(section) for _key, section, comp in components):
+        names = " or ".join(f"sinks.{key}.enabled: true" for key, _s, _c in components)
+        raise AgentError(f"no sink is enabled: set {names}")
 
 
 def read_pipelines(path: str, metrics: Metrics | None = None) -> dict[str, Pipeline]:
@@ -97,9 +108,9 @@ def preflight(config: Config) -> list[str]:
     """Every reason the agent would refuse ``config`` at start that needs no network, one each.
 
     ``log-capturer validate`` reports them; the agent runs the same checks as it starts
-    (:func:`require_sink`, :func:`build_pipelines`, in ``KafkaSink.start`` the TLS files and
-    the producer's configuration, and in ``run`` the log file and positions directory). Whether
-    a broker answers, or a port is free, is not checked here.
+    (:func:`require_sink`, :func:`build_pipelines`, each enabled sink's ``problems``, e.g. the
+    Kafka sink's TLS files and producer configuration, and in ``run`` the log file and positions
+    directory). Whether a broker answers, or a port is free, is not checked here.
     """
     problems: list[str] = []
     checks: tuple[Callable[[Config], object], ...] = (require_sink, build_pipelines)
@@ -108,17 +119,18 @@ def preflight(config: Config) -> list[str]:
             check(config)
         except AgentError as exc:
             problems.append(str(exc))
-    if config.sinks.kafka.enabled:
-        problems += start_problems(config.sinks.kafka)
+    for _key, section, comp in sink_components(config.sinks):
+        if comp.enabled(section):
+            problems += comp.problems(section)
     return problems + path_problems(config)
 
 
 def raw_preflight(data: Mapping[str, Any]) -> list[str]:
     """The checks of :func:`preflight` that can run on a config that failed validation.
 
-    ``data`` is the file's mapping. The pipelines file and the TLS files are checked when the
-    sections naming them are valid, so ``validate`` reports their problems in the same run as
-    the config's.
+    ``data`` is the file's mapping. The pipelines file and each sink's files (the Kafka sink's
+    TLS files) are checked when the sections naming them are valid, so ``validate`` reports their
+    problems in the same run as the config's.
     """
     problems: list[str] = []
     processing = _section(ProcessingConfig, data, "processing")
@@ -128,11 +140,11 @@ def raw_preflight(data: Mapping[str, Any]) -> list[str]:
         except AgentError as exc:
             problems.append(str(exc))
     sinks = data.get("sinks")
-    kafka = sinks.get("kafka") if isinstance(sinks, dict) else None
-    if isinstance(kafka, dict) and kafka.get("enabled") is True:
-        tls = _section(TLSConfig, kafka, "tls")
-        if tls is not None:
-            problems += tls_file_problems(tls)
+    if isinstance(sinks, dict):
+        for key, _defaults, comp in sink_components(Sinks()):
+            raw = sinks.get(key)
+            if isinstance(raw, dict):
+                problems += comp.raw_problems(raw)
     return problems
 
 
@@ -147,12 +159,23 @@ def _section(model: type[M], data: Mapping[str, Any], key: str) -> M | None:
 def pipelines_by_source_type(config: Config) -> dict[str, str]:
     """source_type -> pipeline for sources that do not name theirs on each chunk (files, containers)."""
     by_type = dict(config.processing.source_type_pipelines)
-    if config.files_config.pipeline:
-        by_type["file"] = config.files_config.pipeline
+    for _key, section, comp in source_components(config):
+        by_type.update(comp.pipelines(section))
     return by_type
 
 
+def key_field_of(config: Config) -> str | None:
+    """The field whose value is each line's partition key, if an enabled sink partitions by one."""
+    for _key, section, comp in sink_components(config.sinks):
+        if comp.enabled(section) and (field := comp.key_field(section)):
+            return field
+    return None
+
+
 class Agent:
+    """The sources, the dispatcher and the sinks a configuration enables, built from the component
+    registry (:mod:`log_capturer.registry`), and the agent's API, metrics and DLQ around them."""
+
     def __init__(self, config: Config, worker: tuple[int, int] | None = None) -> None:
         """``worker``: (index, count) when this agent is one worker of a multi-process agent."""
         require_sink(config)
@@ -162,46 +185,32 @@ class Agent:
         self.started_at = time.time()
         dlq_cfg = config.dispatcher.dlq_config
         self.dlq = DeadLetterStore(dlq_cfg, self.metrics) if dlq_cfg.enabled else None
-        self.sinks: list[Sink] = []
-        kcfg = config.sinks.kafka
-        if kcfg.enabled:
-            self.kafka: KafkaSink | None = KafkaSink(kcfg, self.metrics, self.dlq)
-            self.sinks.append(self.kafka)
-        else:
-            self.kafka = None
+        sink_ctx = SinkContext(config, self.metrics, self.dlq)
+        self.sinks: list[Sink] = [
+            sink
+            for _key, section, comp in sink_components(config.sinks)
+            if (sink := comp.build(section, sink_ctx)) is not None
+        ]
+        #: The sink that replays the local DLQ's entries (reprocessing, POST /dlq/reprocess).
+        self.replay_target = next((s for s in self.sinks if isinstance(s, ReplaySink)), None)
         self.reprocessor: Reprocessor | None = None
-        if self.dlq is not None and self.kafka is not None:
-            self.reprocessor = Reprocessor(self.dlq, dlq_cfg.reprocessing_config, self.kafka, self.metrics)
-        key_field = kcfg.partitioning.key_field if kcfg.partitioning.enabled else None
+        if self.dlq is not None and self.replay_target is not None:
+            self.reprocessor = Reprocessor(
+                self.dlq, dlq_cfg.reprocessing_config, self.replay_target, self.metrics
+            )
         self.pipelines = build_pipelines(config, self.metrics)
-        analyzer = Analyzer(key_field, self.pipelines, pipelines_by_source_type(config))
+        analyzer = Analyzer(key_field_of(config), self.pipelines, pipelines_by_source_type(config))
         self.dispatcher = Dispatcher(config.dispatcher, self.sinks, analyzer, self.metrics)
-        self.file_source: FileSource | None = None
-        fcfg = config.files_config
-        if fcfg.enabled and fcfg.watch_directories:
-            self.file_source = FileSource(
-                fcfg, config.positions, self.dispatcher, self.metrics, self._shard("files")
-            )
-        self.syslog: SyslogSource | None = None
-        if config.syslog.enabled:
-            self.syslog = SyslogSource(config.syslog, self.dispatcher, self.metrics)
-        self.stdin: StdinSource | None = None
-        if config.stdin.enabled:
-            self.stdin = StdinSource(config.stdin, self.dispatcher, self.metrics)
-        self.ingest: HttpIngest | None = None
-        if config.http_ingest.enabled and config.server.enabled:
-            self.ingest = HttpIngest(config.http_ingest, self.dispatcher, self.metrics)
-        self.container_source: ContainerSource | None = None
-        if config.container_monitor.enabled or config.kubernetes.enabled:
-            self.container_source = ContainerSource(
-                config.container_monitor,
-                config.kubernetes,
-                fcfg,
-                config.positions,
-                self.dispatcher,
-                self.metrics,
-                self._shard("containers"),
-            )
+        ctx = BuildContext(config, self.dispatcher, self.metrics, worker)
+        #: Every source that runs, with its /stats key; and the /stats blocks of those that do not.
+        self.sources: list[tuple[str, Source]] = []
+        self._idle_stats: dict[str, dict[str, Any]] = {}
+        for _key, section, comp in source_components(config):
+            source = comp.build(section, ctx)
+            if source is None:
+                self._idle_stats[comp.stats_key] = dict(comp.idle_stats)
+            else:
+                self.sources.append((comp.stats_key, source))
         self.stalls = StallDetector(config.server.stalled_after)
         self.metrics.registry.register(ComponentHealthCollector(self.components))
         self.metrics.registry.register(FileLagCollector(self.file_lags, config.metrics.file_lag_series_limit))
@@ -211,10 +220,19 @@ class Agent:
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
 
-    def _shard(self, kind: str) -> Shard | None:
-        if self.worker is None:
-            return None
-        return Shard(*self.worker, self.config.positions.directory, kind)
+    def source(self, name: str) -> Source | None:
+        """The running source called ``name`` (``file_source``, ``http_ingest``...), if any."""
+        return next((s for _, s in self.sources if s.name == name), None)
+
+    @property
+    def finite_input(self) -> FiniteInput | None:
+        """The source whose input ends (standard input), if one runs."""
+        return next((s for _, s in self.sources if isinstance(s, FiniteInput)), None)
+
+    @property
+    def outstanding(self) -> int:
+        """Lines the sinks hold without an acknowledgement (what a stop leaves to be read again)."""
+        return sum(_int(s.stats().get("outstanding")) for s in self.sinks)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -229,20 +247,15 @@ class Agent:
         self.dispatcher.start()
         if self.reprocessor is not None and self.config.dispatcher.dlq_config.reprocessing_config.enabled:
             self.reprocessor.start()
-        if self.file_source is not None:
-            self.file_source.start()
-        if self.container_source is not None:
-            self.container_source.start()
         cfg = self.config
-        if self.syslog is not None:
+        for _, source in self.sources:
+            if isinstance(source, FiniteInput):
+                continue  # last: its input may end at once, and the agent then stops
             try:
-                self.syslog.start()
-            except OSError as exc:
+                source.start()
+            except SourceStartError as exc:
                 self.stop()
-                raise AgentError(
-                    f"cannot listen for syslog: {exc.strerror or exc}; change syslog.udp.port / "
-                    "syslog.tcp.port (or the host)"
-                ) from exc
+                raise AgentError(str(exc)) from exc
         if cfg.metrics.enabled:
             self.http.add(
                 build_metrics_app(self.metrics.registry, cfg.metrics.path, self.scrubber.data),
@@ -250,12 +263,13 @@ class Agent:
                 cfg.metrics.port,
             )
         if cfg.server.enabled:
+            routes = [r for _, s in self.sources if isinstance(s, ServesRoutes) for r in s.routes()]
             self.http.add(
                 build_api_app(
                     self.health,
                     self.stats,
                     self.positions,
-                    (INGEST_PATH, self.ingest.handle) if self.ingest is not None else None,
+                    routes,
                     dlq_stats=self.dlq_stats,
                     dlq_reprocess=self.dlq_reprocess,
                     scrub=self.scrubber.data,
@@ -271,18 +285,16 @@ class Agent:
                 raise AgentError(
                     f"cannot listen for HTTP: {exc.strerror}; change server.port or metrics.port"
                 ) from exc
-        if self.stdin is not None:
-            self.stdin.start()
+        for _, source in self.sources:
+            if isinstance(source, FiniteInput):
+                source.start()
         log.debug("effective configuration", extra={"config": self.config_dump()})
         log.info(
             "agent started",
             extra={
                 "version": __version__,
                 "sinks": [s.name for s in self.sinks],
-                "files": len(self.file_source.files()) if self.file_source else 0,
-                "syslog": [f"{t}://{h}:{p}" for t, h, p in self.syslog.bound] if self.syslog else [],
-                "stdin": self.stdin is not None,
-                "http_ingest": self.ingest is not None,
+                "sources": {s.name: s.health() for _, s in self.sources},
                 "pipelines": sorted(self.pipelines),
                 "malloc": malloc,
             },
@@ -291,7 +303,8 @@ class Agent:
     @property
     def input_finished(self) -> bool:
         """True once standard input ended and every line of it was queued (stdin runs only)."""
-        return self.stdin is not None and self.stdin.finished.is_set()
+        source = self.finite_input
+        return source is not None and source.finished.is_set()
 
     def stop(self) -> None:
         """Graceful stop: drain within ``dispatcher.drain_timeout``, then checkpoint what was acked."""
@@ -303,26 +316,16 @@ class Agent:
                 "stopping: draining in-flight lines",
                 extra={"drain_timeout_s": self.config.dispatcher.drain_timeout},
             )
-            if self.file_source is not None:
-                self.file_source.stop()
-            if self.syslog is not None:
-                self.syslog.stop(max(0.1, deadline - time.monotonic()))
-            if self.stdin is not None:
-                self.stdin.stop()
-            if self.container_source is not None:
-                self.container_source.stop()
+            for _, source in self.sources:
+                source.stop(max(0.1, deadline - time.monotonic()))
             if not self.dispatcher.close(max(0.1, deadline - time.monotonic())):
                 log.warning("dispatcher did not hand over every queued line before the deadline")
             if self.reprocessor is not None:
                 self.reprocessor.stop()
             for sink in self.sinks:
                 sink.stop(max(0.1, deadline - time.monotonic()))
-            if self.file_source is not None:
-                self.file_source.save_positions()
-                self.file_source.close()
-            if self.container_source is not None:
-                self.container_source.save_positions()
-                self.container_source.close()
+            for _, source in self.sources:
+                source.finish()
             self.http.stop()
             self._stopped.set()
             log.info("stopped", extra={"lines_in": self.dispatcher.lines_in})
@@ -391,9 +394,9 @@ class Agent:
     def file_lags(self) -> list[FileLag]:
         """Unacknowledged bytes of every followed file (live and rotated), for the lag metrics."""
         lags: list[FileLag] = []
-        for engine in (self.file_source, self.container_source):
-            if engine is not None:
-                lags += file_lags(engine.files(live=True) + engine.files(live=False))
+        for _, source in self.sources:
+            if isinstance(source, FollowsFiles):
+                lags += file_lags(source.files(live=True) + source.files(live=False))
         return lags
 
     def config_dump(self) -> dict[str, Any]:
@@ -422,16 +425,13 @@ class Agent:
         }
 
     def dlq_stats(self) -> dict[str, Any]:
-        """``GET /dlq/stats``: the local store's counts, and the reprocessor's."""
+        """``GET /dlq/stats``: the local store's counts, the sinks' DLQ topics, the reprocessor's."""
         if self.dlq is None:
             return {"enabled": False}
         out: dict[str, Any] = {"enabled": True, **self.dlq.stats()}
-        kafka = self.kafka
-        if kafka is not None:
-            out["kafka_topic"] = {
-                "topic": kafka.config.dlq_config.topic if kafka.config.dlq_config.enabled else None,
-                "sent_since_start": kafka.sent_to_dlq_topic,
-            }
+        for sink in self.sinks:
+            if isinstance(sink, HasDLQTopic):
+                out[sink.dlq_topic_key] = sink.dlq_topic_stats()
         rp = self.reprocessor
         out["reprocessing"] = (
             rp.status()
@@ -449,54 +449,12 @@ class Agent:
         return code, summary
 
     def _source_health(self) -> list[dict[str, Any]]:
-        """Each source: its supervisor's state (degraded while a crashed thread is restarted, with
-        the error and the restarts; see sources.supervise) and its figures."""
-        out = []
-        if self.file_source is not None:
-            out.append(
-                {
-                    "name": "file_source",
-                    **self.file_source.health(),
-                    "files": len(self.file_source.files()),
-                    "rotated_files_draining": len(self.file_source.files(live=False)),
-                    "open_files": self.file_source.open_files,
-                }
-            )
-        cs = self.container_source
-        if cs is not None:
-            out.append(
-                {
-                    "name": "container_source",
-                    **cs.health(),
-                    "containers": len({tf.origin.source_id for tf in cs.files()}),
-                    "files": len(cs.files()),
-                    "docker_events_connected": cs.events_connected,
-                }
-            )
-        if self.syslog is not None:
-            out.append(
-                {
-                    "name": "syslog_source",
-                    **self.syslog.health(),
-                    "listeners": [f"{t}://{h}:{p}" for t, h, p in self.syslog.bound],
-                    "tcp_connections": len(self.syslog.connections),
-                }
-            )
-        if self.stdin is not None:
-            out.append(
-                {
-                    "name": "stdin_source",
-                    **self.stdin.health(),
-                    "finished": self.stdin.finished.is_set(),
-                }
-            )
-        if self.ingest is not None:
-            out.append({"name": "http_ingest", **self.ingest.health(), "path": INGEST_PATH})
-        return out
+        """Each source: its state (degraded while a crashed thread is restarted, with the error and
+        the restarts; see sources.supervise) and its figures."""
+        return [{"name": source.name, **source.health()} for _, source in self.sources]
 
     def stats(self) -> dict[str, Any]:
-        fs = self.file_source
-        return {
+        out: dict[str, Any] = {
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "pid": os.getpid(),
             "dispatcher": {
@@ -507,54 +465,27 @@ class Agent:
                 "queue_utilization": round(self.dispatcher.queue.utilization, 4),
             },
             "sinks": {s.name: s.stats() for s in self.sinks},
-            "files": {
-                "monitored": len(fs.files()) if fs else 0,
-                "rotated_draining": len(fs.files(live=False)) if fs else 0,
-                "open_files": fs.open_files if fs else 0,
-                "lines_read": fs.lines_read if fs else 0,
-                "in_flight_lines": fs.in_flight() if fs else 0,
-                "lag_bytes": fs.lag_bytes() if fs else {},
-            },
-            "containers": self._container_stats(),
             "dlq": {
                 "entries_written": self.dlq.entries_written if self.dlq else 0,
                 "last_error": self.dlq.last_error if self.dlq else "",
             },
-            "syslog": {
-                "received": self.syslog.messages_received if self.syslog else 0,
-                "dropped": self.syslog.messages_dropped if self.syslog else 0,
-                "tcp_connections": len(self.syslog.connections) if self.syslog else 0,
-            },
-            "stdin": {
-                "lines_read": self.stdin.lines_read if self.stdin else 0,
-                "unacknowledged": self.stdin.unacknowledged if self.stdin else 0,
-                "finished": self.stdin.finished.is_set() if self.stdin else False,
-            },
-            "http_ingest": {"accepted": self.ingest.accepted if self.ingest else 0},
             "pipelines": {
                 name: {"step_failures": dict(p.failures), "redactions": dict(p.redactions)}
                 for name, p in self.pipelines.items()
             },
         }
-
-    def _container_stats(self) -> dict[str, Any]:
-        cs = self.container_source
-        if cs is None:
-            return {}
-        return {
-            "monitored": len({tf.origin.source_id for tf in cs.files()}),
-            "files": len(cs.files()),
-            "open_files": cs.open_files,
-            "lines_read": cs.lines_read,
-            "in_flight_lines": cs.in_flight(),
-            "docker_events_connected": cs.events_connected,
-        }
+        out.update(self._idle_stats)
+        for key, source in self.sources:
+            out[key] = source.stats()
+        return out
 
     def positions(self) -> dict[str, Any]:
-        return {
-            "files": self.file_source.position_entries() if self.file_source else {},
-            "containers": self.container_source.container_entries() if self.container_source else {},
-        }
+        """``GET /positions``: every source with positions, under its key (files, containers)."""
+        out: dict[str, Any] = {"files": {}, "containers": {}}
+        for _, source in self.sources:
+            if isinstance(source, HasPositions):
+                out[source.positions_key] = source.positions()
+        return out
 
 
 def _int(value: object) -> int:

@@ -229,14 +229,15 @@ def run(
     if cfg.app.log_format != "json":
         say("stopping: draining in-flight lines...")  # Agent.stop logs it as JSON otherwise
     agent.stop()
-    if agent.stdin is not None:
-        lost = agent.stdin.unacknowledged
+    finite = agent.finite_input
+    if finite is not None:
+        lost = finite.unacknowledged
         if lost:
             say(f"stopped; {lost} lines of standard input were not acknowledged", problem=True)
             raise typer.Exit(1)
-        say(f"stopped cleanly; all {agent.stdin.lines_read} lines of standard input were acknowledged")
+        say(f"stopped cleanly; all {finite.lines_read} lines of standard input were acknowledged")
         return
-    remaining = agent.kafka.outstanding if agent.kafka is not None else 0
+    remaining = agent.outstanding
     say(
         f"stopped; {remaining} lines unacknowledged (they will be re-read on restart)"
         if remaining
@@ -324,7 +325,7 @@ def pipeline_test(
     from log_capturer.processing.pipelines import PipelineError, load_pipelines
     from log_capturer.record import Chunk, Origin
     from log_capturer.sinks.kafka.encode import encode_chunk
-    from log_capturer.sources.stdin import READ_BYTES, LineSplitter
+    from log_capturer.sources.stdin.source import READ_BYTES, LineSplitter
 
     try:
         pipelines = load_pipelines(file)

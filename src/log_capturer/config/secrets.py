@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import BaseModel, SecretStr
 
 if TYPE_CHECKING:
     from log_capturer.config.schema import Config
@@ -60,10 +61,28 @@ def secret_values(config: Config | None, env: Mapping[str, str] | None = None) -
     env = os.environ if env is None else env
     found: list[str] = []
     if config is not None:
-        found.append(config.sinks.kafka.auth.password.get_secret_value())
-        found.extend(str(v) for k, v in config.sinks.kafka.librdkafka_options.items() if is_secret_key(k))
+        found.extend(_secrets_in(config))
     found.extend(v for k, v in env.items() if _SECRET_ENV.search(k))
     return sorted({s for s in found if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+
+
+def _secrets_in(value: Any) -> Iterator[str]:
+    """Every secret value of a config, whatever component it belongs to: the values of SecretStr
+    fields, and of secret-named keys of free-form mappings (``librdkafka_options``)."""
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, BaseModel):
+        for key in type(value).model_fields:
+            yield from _secrets_in(getattr(value, key))
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if is_secret_key(str(k)) and isinstance(v, str | int | float):
+                yield str(v)
+            else:
+                yield from _secrets_in(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _secrets_in(v)
 
 
 class SecretScrubber:

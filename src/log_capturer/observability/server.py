@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -41,7 +41,7 @@ def build_api_app(
     health: JsonProvider,
     stats: JsonProvider,
     positions: JsonProvider,
-    ingest: tuple[str, Handler] | None = None,
+    routes: Sequence[tuple[str, Handler]] = (),
     *,
     dlq_stats: JsonProvider | None = None,
     dlq_reprocess: Reprocess | None = None,
@@ -77,8 +77,8 @@ def build_api_app(
         app.router.add_get("/dlq/stats", get_dlq_stats)
     if dlq_reprocess is not None:
         app.router.add_post("/dlq/reprocess", post_dlq_reprocess)
-    if ingest is not None:
-        app.router.add_post(*ingest)
+    for path, handler in routes:  # the sources' (HTTP ingest)
+        app.router.add_post(path, handler)
     return app
 
 

@@ -24,7 +24,12 @@ class StatusLine:
 
     def _snapshot(self) -> tuple[float, int, dict[str, int]]:
         a = self.agent
-        by_topic = dict(a.kafka.delivered_by_topic) if a.kafka is not None else {}
+        by_topic: dict[str, int] = {}
+        for sink in a.sinks:
+            delivered = sink.stats().get("delivered_by_topic")
+            if isinstance(delivered, dict):
+                for topic, n in delivered.items():
+                    by_topic[topic] = by_topic.get(topic, 0) + int(n)
         return time.monotonic(), a.dispatcher.lines_in, by_topic
 
     def render(self, prev: tuple[float, int, dict[str, int]], cur: tuple[float, int, dict[str, int]]) -> Text:

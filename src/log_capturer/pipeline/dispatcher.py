@@ -28,9 +28,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from log_capturer.config.schema import DispatcherConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
+from log_capturer.pipeline.config import DispatcherConfig
 from log_capturer.pipeline.queue import ChunkQueue, QueueClosed
 from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk

@@ -44,8 +44,8 @@ import threading
 import time
 from enum import IntEnum
 
-from log_capturer.config.schema import BackpressureConfig
 from log_capturer.observability.metrics import Metrics
+from log_capturer.reliability.config import BackpressureConfig
 
 log = logging.getLogger(__name__)
 

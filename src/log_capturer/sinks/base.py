@@ -1,4 +1,4 @@
-"""The contract every sink implements.
+"""The contract every sink implements, and how the registry builds one.
 
 A sink receives batches of chunks whose lines are already analysed (levels,
 keys). ``send`` may block (that is backpressure) but never raises for a
@@ -10,11 +10,22 @@ as :class:`SendFailed`, which tells the dispatcher which chunks it did take.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from log_capturer.record import Chunk
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from log_capturer.config.schema import Config
+    from log_capturer.observability.metrics import Metrics
+    from log_capturer.reliability.dlq import DeadLetterStore
+    from log_capturer.reliability.dlq.replay import ReplayRecord
+
+C = TypeVar("C", bound="BaseModel")
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 
@@ -84,3 +95,61 @@ class Sink(Protocol):
 
     def stats(self) -> dict[str, object]:
         """Counters for /stats."""
+
+
+@runtime_checkable
+class ReplaySink(Protocol):
+    """A sink that replays the local DLQ's entries (reprocessing, ``POST /dlq/reprocess``)."""
+
+    def replay_blocker(self) -> str:
+        """'' when records can be replayed now, else the reason they cannot (e.g. breaker open)."""
+
+    def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
+        """Send ``records``; entry_id -> None when it was acknowledged, else the error."""
+
+
+@runtime_checkable
+class HasDLQTopic(Protocol):
+    """A sink with a dead-letter topic of its own, reported by GET /dlq/stats under its key."""
+
+    dlq_topic_key: str
+
+    def dlq_topic_stats(self) -> dict[str, Any]: ...
+
+
+class SinkStartError(RuntimeError):
+    """The sink cannot start with this configuration; the message names the key to fix."""
+
+
+@dataclass
+class SinkContext:
+    """What a sink is built with besides its own config section."""
+
+    config: Config
+    metrics: Metrics
+    #: The local dead-letter store (``dispatcher.dlq_config``), or None when it is off.
+    dlq: DeadLetterStore | None
+
+
+def _no_problems(_section: Any) -> list[str]:
+    return []
+
+
+def _no_raw_problems(_section: Mapping[str, Any]) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class SinkComponent(Generic[C]):
+    """A sink as the registry knows it."""
+
+    #: Builds the sink from its section, or returns None when the section turns it off.
+    build: Callable[[C, SinkContext], Sink | None]
+    #: Whether the section turns the sink on (at least one sink must be).
+    enabled: Callable[[C], bool]
+    #: What would keep it from starting, found without the network (``validate`` and the start).
+    problems: Callable[[C], list[str]] = _no_problems
+    #: The same, from the section's raw mapping when the file failed validation (what can be said).
+    raw_problems: Callable[[Mapping[str, Any]], list[str]] = _no_raw_problems
+    #: The field of the lines whose value is the partition key (analysis finds it), or None.
+    key_field: Callable[[C], str | None] = lambda _section: None

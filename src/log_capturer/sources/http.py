@@ -43,12 +43,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from log_capturer.config.schema import HttpIngestConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.processing.levels import CANONICAL, level_of_value
 from log_capturer.processing.timestamps import NS, parse_epoch, parse_rfc3339
 from log_capturer.record import Chunk, Origin
+from log_capturer.sources.base import BuildContext, Handler, SourceComponent
+from log_capturer.sources.http_config import HttpIngestConfig
 from log_capturer.sources.supervise import Supervisor, describe
 
 PATH = "/api/v1/logs"
@@ -228,7 +229,9 @@ def _reply(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
 
 
 class HttpIngest:
-    """The ``POST /api/v1/logs`` handler."""
+    """The ``POST /api/v1/logs`` handler, served by the API server (no thread of its own)."""
+
+    name = "http_ingest"
 
     def __init__(self, config: HttpIngestConfig, dispatcher: Dispatcher, metrics: Metrics) -> None:
         self.config = config
@@ -237,11 +240,26 @@ class HttpIngest:
         self.records = Records(config)
         self.accepted = 0
         #: Crashed requests make ``http_ingest`` degraded until one is handled again.
-        self.supervisor = Supervisor("http_ingest", metrics)
+        self.supervisor = Supervisor(self.name, metrics)
+
+    def start(self) -> None:
+        """Nothing to start: the API server serves :meth:`routes`."""
+
+    def stop(self, timeout: float) -> None:
+        """Nothing to stop: a request in progress is answered; the API server stops last."""
+
+    def finish(self) -> None:
+        """Nothing to save."""
+
+    def routes(self) -> list[tuple[str, Handler]]:
+        return [(PATH, self.handle)]
 
     def health(self) -> dict[str, Any]:
         """The source's state for ``/health`` (see :meth:`Supervisor.health`)."""
-        return self.supervisor.health()
+        return {**self.supervisor.health(), "path": PATH}
+
+    def stats(self) -> dict[str, Any]:
+        return {"accepted": self.accepted}
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -339,3 +357,13 @@ class HttpIngest:
                 raise too_large
             parts.append(part)
         return b"".join(parts)
+
+
+def build(config: HttpIngestConfig, ctx: BuildContext) -> HttpIngest | None:
+    """Served on the API server: nothing to build when it is off."""
+    if not (config.enabled and ctx.config.server.enabled):
+        return None
+    return HttpIngest(config, ctx.dispatcher, ctx.metrics)
+
+
+COMPONENT = SourceComponent(build=build, stats_key="http_ingest", idle_stats={"accepted": 0})

@@ -162,7 +162,7 @@ def run(index: int, count: int) -> int:
     while not stop.wait(0.5):
         pass
     agent.stop()
-    remaining = agent.kafka.outstanding if agent.kafka is not None else 0
+    remaining = agent.outstanding
     log.info(
         f"worker stopped; {remaining} lines unacknowledged (they will be re-read on restart)"
         if remaining

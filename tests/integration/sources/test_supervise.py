@@ -19,7 +19,9 @@ import pytest
 from log_capturer.app import Agent
 from log_capturer.config.loader import validate
 from log_capturer.record import Chunk
+from log_capturer.sources.file.source import FileSource
 from log_capturer.sources.file.tail import TailedFile
+from log_capturer.sources.http import HttpIngest
 from tests.support import agent_config, consume_all, create_prefixed_topics, wait_until
 
 pytestmark = pytest.mark.integration
@@ -57,8 +59,9 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
     agent = Agent(validate(data))
     log = tmp_path / "logs" / "app.log"
     expected = write(log, "before", 3000)
-    src = agent.file_source
-    assert src is not None and agent.ingest is not None
+    src = agent.source("file_source")
+    ingest = agent.source("http_ingest")
+    assert isinstance(src, FileSource) and isinstance(ingest, HttpIngest)
 
     # The third hand-over of a chunk to the dispatcher fails; the restarted loop's first turn then
     # waits until the test has looked at /health (so "degraded" is seen whatever the timing).
@@ -80,7 +83,7 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
 
     monkeypatch.setattr(src, "_submit", submit)
     monkeypatch.setattr(src, "pump_all", pump_all)
-    real_chunks = agent.ingest.records.chunks
+    real_chunks = ingest.records.chunks
     requests = [0]
 
     def chunks(records: list[dict[str, Any]]) -> list[Chunk]:
@@ -89,7 +92,7 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
             raise KeyError("injected")
         return real_chunks(records)
 
-    monkeypatch.setattr(agent.ingest.records, "chunks", chunks)
+    monkeypatch.setattr(ingest.records, "chunks", chunks)
     agent.start()
     try:
         wait_until(lambda: src.supervisor.restarts == 1, 30, "the file source to be restarted")

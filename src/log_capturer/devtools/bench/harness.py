@@ -409,7 +409,7 @@ class Bench:
         run.load_after = load_average()
         if opts.ceiling != "none":
             self.log(f"ceiling: {opts.ceiling} on the same file(s)")
-            from log_capturer.sinks.kafka.config import producer_config
+            from log_capturer.sinks.kafka.client import producer_config
 
             run.ceiling = run_ceiling(
                 opts.ceiling,

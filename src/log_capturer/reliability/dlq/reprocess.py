@@ -19,8 +19,8 @@ import threading
 import time
 from typing import Any
 
-from log_capturer.config.schema import ReprocessingConfig
 from log_capturer.observability.metrics import Metrics
+from log_capturer.reliability.config import ReprocessingConfig
 from log_capturer.reliability.dlq.replay import (
     ReplayBusy,
     ReplayResult,

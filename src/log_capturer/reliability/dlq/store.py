@@ -45,8 +45,8 @@ from typing import Any
 
 import orjson
 
-from log_capturer.config.schema import DispatcherDLQConfig
 from log_capturer.observability.metrics import Metrics
+from log_capturer.reliability.config import DispatcherDLQConfig
 
 SEGMENT_PREFIX = "dlq_entry_"
 LOCK_NAME = ".lock"

@@ -1,97 +1,113 @@
-"""Mapping of ``sinks.kafka`` onto librdkafka producer properties.
-
-| key | librdkafka property |
-|---|---|
-| brokers | bootstrap.servers |
-| compression | compression.type |
-| compression_level | compression.level (unset: the codec's default) |
-| required_acks | acks (-1 -> all, and enable.idempotence=true) |
-| batch_size | batch.num.messages |
-| batch_timeout | linger.ms |
-| queue_size | queue.buffering.max.messages |
-| timeout | message.timeout.ms (and request.timeout.ms, capped at 30 s); with |
-|         | dlq_config.send_on_timeout false, message.timeout.ms=0 (librdkafka retries in order forever) |
-| queue_max_bytes | queue.buffering.max.kbytes |
-| retry_max | retries |
-| max_message_bytes | message.max.bytes (plus record overhead) |
-| partitioning.strategy | partitioner: murmur2_random for hash, random for random |
-| librdkafka_options | any other property, passed through |
-| auth.* | security.protocol, sasl.mechanism, sasl.username, sasl.password |
-| tls.* | security.protocol, ssl.ca.location, ssl.certificate.location, ssl.key.location, |
-|       | enable.ssl.certificate.verification, ssl.endpoint.identification.algorithm |
-"""
+"""The ``sinks.kafka`` section: every key of the Kafka sink (``config.py`` maps them to librdkafka)."""
 
 from __future__ import annotations
 
-import logging
-import os
-from typing import TYPE_CHECKING, Any
+import re
+from typing import Annotated, Literal
 
-from log_capturer.config.schema import KafkaSinkConfig, TLSConfig
-from log_capturer.config.secrets import MASK, is_secret_key
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-if TYPE_CHECKING:
-    from confluent_kafka import Producer
-
-#: Room for the record batch header and per-record overhead on top of the value.
-RECORD_OVERHEAD = 512
+from log_capturer.config.base import Duration, Strict
+from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
 
 
-def parks_on_timeout(cfg: KafkaSinkConfig) -> bool:
-    """Records not delivered within ``timeout`` are parked in the local DLQ (else re-sent in place)."""
-    return cfg.dlq_config.enabled and cfg.dlq_config.send_on_timeout
+class PartitioningConfig(Strict):
+    enabled: bool = Field(True, description="Key messages so that one key stays on one partition.")
+    strategy: Literal["hash", "round-robin", "random", "manual"] = Field(
+        "hash",
+        description="hash: murmur2 of the key, as Java clients do; round-robin and random ignore "
+        "the key for placement; manual: the key_field value is the partition number.",
+    )
+    key_field: str = Field(
+        "tenant_id",
+        description="Label or parsed field whose value is the message key (falls back to source_id).",
+    )
 
 
-def producer_config(cfg: KafkaSinkConfig, client_id: str = "log-capturer") -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "bootstrap.servers": ",".join(cfg.brokers),
-        "client.id": client_id,
-        "compression.type": cfg.compression,
-        "acks": "all" if cfg.required_acks == -1 else str(cfg.required_acks),
-        "enable.idempotence": cfg.required_acks == -1,
-        "batch.num.messages": cfg.batch_size,
-        "linger.ms": int(cfg.batch_timeout * 1000),
-        "queue.buffering.max.messages": cfg.queue_size,
-        # send_on_timeout: a record not delivered in time is parked (and replayed later); without
-        # it (or with the sink's DLQ off), librdkafka itself retries for ever (0 = no timeout),
-        # which keeps the order.
-        "message.timeout.ms": int(cfg.timeout * 1000) if parks_on_timeout(cfg) else 0,
-        "queue.buffering.max.kbytes": cfg.queue_max_bytes // 1024,
-        "request.timeout.ms": int(min(cfg.timeout, 30.0) * 1000),
-        "retries": cfg.retry_max if cfg.required_acks != -1 else max(cfg.retry_max, 1),
-        "message.max.bytes": cfg.max_message_bytes + RECORD_OVERHEAD,
-        # hash: the Java client's partitioner; random: librdkafka's; round-robin and manual
-        # choose the partition explicitly per record (see partitioning.py).
-        "partitioner": "random" if cfg.partitioning.strategy == "random" else "murmur2_random",
-        # A dead connection should be noticed quickly: health reflects it within seconds.
-        "socket.keepalive.enable": True,
-        "reconnect.backoff.max.ms": 2000,
-        "topic.metadata.refresh.interval.ms": 30000,
-    }
-    if cfg.compression_level is not None:
-        conf["compression.level"] = cfg.compression_level
-    protocol = "PLAINTEXT"
-    if cfg.auth.enabled and cfg.tls.enabled:
-        protocol = "SASL_SSL"
-    elif cfg.auth.enabled:
-        protocol = "SASL_PLAINTEXT"
-    elif cfg.tls.enabled:
-        protocol = "SSL"
-    conf["security.protocol"] = protocol
-    if cfg.auth.enabled:
-        conf["sasl.mechanism"] = cfg.auth.mechanism
-        conf["sasl.username"] = cfg.auth.username
-        conf["sasl.password"] = cfg.auth.password.get_secret_value()
-    if cfg.tls.enabled:
-        if cfg.tls.ca_file:
-            conf["ssl.ca.location"] = cfg.tls.ca_file
-        if cfg.tls.cert_file:
-            conf["ssl.certificate.location"] = cfg.tls.cert_file
-            conf["ssl.key.location"] = cfg.tls.key_file
-        conf["enable.ssl.certificate.verification"] = cfg.tls.verify_certificate
-        conf["ssl.endpoint.identification.algorithm"] = "https" if cfg.tls.verify_certificate else "none"
-    conf.update(cfg.librdkafka_options)
-    return conf
+class AuthConfig(Strict):
+    enabled: bool = Field(False, description="Authenticate with SASL.")
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-256", description="SASL mechanism."
+    )
+    username: str = Field("", description="SASL user (KAFKA_USERNAME overrides).")
+    password: SecretStr = Field(
+        SecretStr(""), description="SASL password (KAFKA_PASSWORD overrides). Never logged."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AuthConfig:
+        if self.enabled and not self.username:
+            raise ValueError("auth is enabled but username is empty; set it or KAFKA_USERNAME")
+        if self.enabled and not self.password.get_secret_value():
+            raise ValueError("auth is enabled but password is empty; set it or KAFKA_PASSWORD")
+        return self
+
+
+class TLSConfig(Strict):
+    enabled: bool = Field(False, description="Connect with TLS.")
+    verify_certificate: bool = Field(True, description="Verify the broker certificate and host name.")
+    ca_file: str = Field("", description="PEM file of the CA that signed the broker certificate.")
+    cert_file: str = Field("", description="Client certificate (PEM) for mutual TLS.")
+    key_file: str = Field("", description="Client private key (PEM) for mutual TLS.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TLSConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together for mutual TLS; set both or neither")
+        return self
+
+
+class KafkaDLQConfig(Strict):
+    enabled: bool = Field(
+        True,
+        description="The sink's dead-letter handling: the DLQ topic (send_on_error) and parking "
+        "what timed out (send_on_timeout). False turns both off: records that time out are re-sent "
+        "in place, and records Kafka rejects permanently go to the local store "
+        "(dispatcher.dlq_config), the agent's last resort, never dropped.",
+    )
+    topic: str = Field("logs-dlq", min_length=1, description="The DLQ topic.")
+    send_on_error: bool = Field(
+        True,
+        description="Records Kafka rejects permanently go to the DLQ topic (else straight to the "
+        "local store).",
+    )
+    send_on_timeout: bool = Field(
+        True,
+        description="Records not delivered within the sink's 'timeout' are parked in the local store "
+        "(and replayed by reprocessing) instead of being re-sent at once. False (or enabled: false) "
+        "keeps re-sending them in place, in order, for as long as it takes.",
+    )
+
+
+class PriorityRoutingConfig(Strict):
+    enabled: bool = Field(True, description="Route records to topics by level.")
+    high_topic: str = Field("logs-high-priority", description="ERROR, FATAL, CRITICAL.")
+    normal_topic: str = Field("logs-normal-priority", description="WARN, INFO.")
+    low_topic: str = Field("logs-low-priority", description="DEBUG, TRACE.")
+
+
+_BROKER = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]+)$")
+
+
+def _check_broker(value: str) -> str:
+    """A bootstrap broker is host:port (an IPv6 host in brackets), the port 1-65535."""
+    m = _BROKER.match(value.strip())
+    if m and 1 <= int(m.group("port")) <= 65535:
+        return value.strip()
+    if "," in value:
+        why = "several addresses in one item: write one broker per list item,"
+    elif m:
+        why = "the port is outside 1-65535: write host:port,"
+    elif value.strip().startswith(":"):
+        why = "no host: write host:port,"
+    elif ":" not in value or value.strip().endswith(":"):
+        why = "no port: write host:port,"
+    else:
+        why = "not host:port: write host:port,"
+    raise ValueError(f"{why} such as 'kafka-1:9092' ('[::1]:9092' for an IPv6 address)")
+
+
+Broker = Annotated[str, AfterValidator(_check_broker)]
 
 
 #: librdkafka properties owned by a ``sinks.kafka`` key (not settable via librdkafka_options).
@@ -136,80 +152,130 @@ MANAGED_PROPERTIES = frozenset(
 )
 
 
-def tls_file_problems(tls: TLSConfig) -> list[str]:
-    """The files of ``sinks.kafka.tls`` the agent cannot read, one message each.
-
-    Checked by ``KafkaSink.start`` and by ``log-capturer validate`` (as the user running it):
-    librdkafka would otherwise fail later, on the first connection, with a less clear error.
-    """
-    if not tls.enabled:
-        return []
-    problems = []
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = getattr(tls, key)
-        if not path:
-            continue
-        if not os.path.exists(path):
-            reason = "does not exist"
-        elif os.path.isdir(path):
-            reason = "is a directory"
-        elif not os.access(path, os.R_OK):
-            reason = "is not readable"
-        else:
-            continue
-        problems.append(
-            f"sinks.kafka.tls.{key}: {path} {reason}; give a PEM file the agent can read, "
-            f"such as `{key}: /etc/log-capturer/tls/{key.removesuffix('_file')}.pem`"
-        )
-    return problems
+COMPRESSION_LEVELS = {"zstd": (1, 12), "gzip": (0, 9), "lz4": (0, 12)}
 
 
-def start_problems(cfg: KafkaSinkConfig) -> list[str]:
-    """What ``KafkaSink.start`` would refuse in this configuration, found without a broker.
+class KafkaSinkConfig(Strict):
+    enabled: bool = Field(False, description="Ship records to Kafka.")
+    brokers: list[Broker] = Field(
+        default_factory=lambda: ["127.0.0.1:9092"],
+        min_length=1,
+        description="Bootstrap brokers, host:port with a port 1-65535 (an IPv6 host in brackets: "
+        "'[::1]:9092'). KAFKA_BROKERS overrides, comma-separated.",
+    )
+    topic: str = Field("logs", min_length=1, description="Topic for records with no or unknown level.")
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "snappy", description="Batch compression codec (KAFKA_COMPRESSION overrides)."
+    )
+    compression_level: int | None = Field(
+        None,
+        description="Level of the codec (librdkafka compression.level): zstd 1-12, gzip 0-9, lz4 0-12; "
+        "higher compresses more and costs more CPU. Unset: the codec's default (zstd 3). The shipped "
+        "configs/config.yaml sets zstd 1: about 4 % more bytes than 3 for about a fifth less CPU "
+        "in librdkafka's compressing thread (BENCHMARKS.md). snappy and none have no levels.",
+    )
+    max_message_bytes: int = Field(
+        1048576, ge=1024, le=1_000_000_000, description="Largest record; larger ones go to the DLQ."
+    )
+    required_acks: Literal[0, 1, -1] = Field(
+        1,
+        description="0 = none: the broker confirms nothing, so a line is checkpointed once sent and "
+        "lost if the broker never wrote it (`validate` and the agent's start-up log warn). 1 = the "
+        "partition leader wrote it. -1 = every in-sync replica wrote it (enables idempotence): the "
+        "setting for no loss.",
+    )
+    batch_size: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Most records per partition batch (librdkafka batch.num.messages; KAFKA_BATCH_SIZE "
+        "overrides). A full batch leaves at once.",
+    )
+    batch_timeout: Duration = Field(
+        5.0,
+        description="Longest a record waits for its batch to fill (librdkafka linger.ms). With "
+        "adaptive_batching, records leave sooner when the load is low.",
+    )
+    queue_size: int = Field(
+        50000, ge=1, le=10_000_000, description="Records the producer may hold unacknowledged."
+    )
+    queue_max_bytes: int = Field(
+        64 << 20,
+        ge=1 << 20,
+        le=2 << 30,
+        description="Bytes of records the producer may hold unacknowledged (librdkafka "
+        "queue.buffering.max.kbytes); with queue_size, it bounds the sink's memory.",
+    )
+    timeout: Duration = Field(
+        30.0,
+        description="How long a record may take to be delivered (librdkafka message.timeout.ms). With "
+        "dlq_config.send_on_timeout, a record not delivered in time is parked in the local DLQ and "
+        "replayed later; without it, librdkafka keeps retrying it in order, with no time limit. Also "
+        "the time after which a sink that acknowledges nothing counts as stalled (backpressure).",
+    )
+    retry_max: int = Field(3, ge=0, description="Producer retries of one request (librdkafka retries).")
+    partitioning: PartitioningConfig = Field(default_factory=PartitioningConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+    dlq_config: KafkaDLQConfig = Field(default_factory=KafkaDLQConfig)
+    backpressure_config: BackpressureConfig = Field(default_factory=BackpressureConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    priority_routing: PriorityRoutingConfig = Field(default_factory=PriorityRoutingConfig)
+    headers: list[Literal["level", "source_type", "source_id", "host"]] = Field(
+        default_factory=list,
+        description="Kafka headers added to every record so consumers can route without parsing "
+        "the body (e.g. [level, source_type, host]). Off by default.",
+    )
+    adaptive_batching: bool = Field(
+        True,
+        description="Smart batching: the batch size follows the arrival rate, within batch_size and "
+        "batch_timeout. When the dispatcher has handed over all it had, the records waiting in the "
+        "producer are sent at once, unless the previous such send is still unacknowledged: then the "
+        "lines that arrive gather until it is (as in Nagle's algorithm). A trickle leaves at once in "
+        "small batches (one round trip instead of batch_timeout); under load the dispatcher never "
+        "runs empty, and batches fill to batch_size or leave after batch_timeout, as with this off. "
+        "Off: every batch waits for batch_size records or batch_timeout.",
+    )
+    native_producer: bool = Field(
+        True,
+        description="Send chunks through the agent's own librdkafka producer (the librdkafka that "
+        "confluent-kafka ships), which counts the delivery reports of a chunk in C: every record "
+        "still needs its own acknowledgement before the checkpoint moves, at about half the CPU "
+        "per record. Chunks with headers, retries, the DLQ topic, replays and metadata requests use "
+        "confluent-kafka's producer either way. false: confluent-kafka for everything.",
+    )
+    librdkafka_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Advanced: extra librdkafka producer properties. Properties that another key "
+        "of this section sets cannot be overridden here.",
+    )
 
-    The TLS files (:func:`tls_file_problems`); then librdkafka is given the producer
-    configuration without ``bootstrap.servers`` (so it contacts nothing), which is where an
-    unknown ``librdkafka_options`` property or a CA file that is not PEM fails; and the chunk
-    producer's library must load when ``native_producer`` is on.
-    """
-    problems = tls_file_problems(cfg.tls)
-    if problems:
-        return problems
-    from confluent_kafka import KafkaException
-    from confluent_kafka import Producer as ConfluentProducer
-
-    from log_capturer.sinks.kafka.native import NativeUnavailable, load
-
-    silent = logging.Logger("log_capturer.preflight")  # librdkafka warns that no broker is set
-    silent.addHandler(logging.NullHandler())
-    conf = {k: v for k, v in producer_config(cfg).items() if k != "bootstrap.servers"}
-    try:
-        close_producer(ConfluentProducer({**conf, "logger": silent}))
-    except KafkaException as exc:
-        problems.append(
-            f"sinks.kafka: librdkafka refuses the producer configuration: {exc.args[0].str()}; "
-            "check sinks.kafka.librdkafka_options and the files of sinks.kafka.tls"
-        )
-    if cfg.native_producer:
-        try:
-            load()
-        except NativeUnavailable as exc:
-            problems.append(f"sinks.kafka.native_producer: {exc}")
-    return problems
-
-
-def redacted(conf: dict[str, Any]) -> dict[str, Any]:
-    """The producer config with secrets masked, safe to log."""
-    return {k: (MASK if is_secret_key(k) else v) for k, v in conf.items()}
-
-
-def close_producer(producer: Producer) -> None:
-    """End a producer now, librdkafka's threads with it, dropping what it still holds.
-
-    A producer left for the interpreter's exit keeps its broker threads running while the
-    process exits, and one of them can be inside OpenSSL (a SCRAM handshake) when libc's exit
-    handlers free OpenSSL: SIGSEGV after a clean stop. What it holds is purged first (close()
-    alone would wait for it for ever); its delivery reports come with a purge error.
-    """
-    producer.purge(in_queue=True, in_flight=True, blocking=False)
-    producer.close()
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSinkConfig:
+        if self.batch_timeout > 900:
+            raise ValueError("batch_timeout can be at most 900s (librdkafka linger.ms limit)")
+        if self.timeout < 1:
+            raise ValueError("timeout must be at least 1s")
+        if self.compression_level is not None:
+            low, high = COMPRESSION_LEVELS.get(self.compression, (0, -1))
+            if high < 0:
+                raise ValueError(
+                    f"compression_level does not apply to compression: {self.compression}; remove it"
+                )
+            if not low <= self.compression_level <= high:
+                raise ValueError(
+                    f"compression_level {self.compression_level} is out of range for "
+                    f"{self.compression}: use {low} to {high}"
+                )
+        if self.timeout <= self.batch_timeout:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must be longer than batch_timeout "
+                f"({self.batch_timeout:g}s): a record must be able to wait for its batch and still be sent"
+            )
+        taken = sorted(set(self.librdkafka_options) & MANAGED_PROPERTIES)
+        if taken:
+            raise ValueError(
+                f"librdkafka_options may not set {', '.join(taken)}: use the matching sinks.kafka key "
+                "(see docs/kafka-sink.md)"
+            )
+        return self

@@ -45,29 +45,39 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from pydantic import ValidationError
 
-from log_capturer.config.schema import KafkaSinkConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
 from log_capturer.reliability.backpressure import Backpressure, Level
 from log_capturer.reliability.circuit_breaker import BreakerState, CircuitBreaker
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
 from log_capturer.reliability.dlq.replay import ReplayRecord, describe, produce_replay
-from log_capturer.sinks.base import SendFailed, SinkHealth, Status, utc_now_iso
+from log_capturer.sinks.base import (
+    SendFailed,
+    SinkComponent,
+    SinkContext,
+    SinkHealth,
+    SinkStartError,
+    Status,
+    utc_now_iso,
+)
 from log_capturer.sinks.kafka.batching import LingerPolicy
-from log_capturer.sinks.kafka.config import (
+from log_capturer.sinks.kafka.client import (
     close_producer,
     parks_on_timeout,
     producer_config,
     redacted,
+    start_problems,
     tls_file_problems,
 )
+from log_capturer.sinks.kafka.config import KafkaSinkConfig, TLSConfig
 from log_capturer.sinks.kafka.encode import LEVELS, encode_chunk, tally
 from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
 from log_capturer.sinks.kafka.headers import Headers, headers_for
@@ -96,10 +106,6 @@ PARK_MAX_DELAY = 5.0
 PROBE_TIMEOUT = 5.0
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
-
-
-class SinkStartError(RuntimeError):
-    """The sink cannot start with this configuration; the message names the key to fix."""
 
 
 class _Delivery:
@@ -1325,6 +1331,13 @@ class KafkaSink:
         r.delivery.settle(1)
 
     # -- replay of parked entries (reprocessor thread) -----------------------------------------
+    dlq_topic_key = "kafka_topic"
+
+    def dlq_topic_stats(self) -> dict[str, Any]:
+        """``GET /dlq/stats`` ``kafka_topic``: where rejected records go, and how many went."""
+        dlq = self.config.dlq_config
+        return {"topic": dlq.topic if dlq.enabled else None, "sent_since_start": self.sent_to_dlq_topic}
+
     def replay_blocker(self) -> str:
         if self._stop.is_set():
             return "the sink is stopping"
@@ -1543,3 +1556,27 @@ def _explain(err: KafkaError) -> str:
     if code == KafkaError._SSL or "SSL" in text:
         return f"{text} (check sinks.kafka.tls: ca_file, cert_file/key_file, verify_certificate)"
     return text
+
+
+def build(config: KafkaSinkConfig, ctx: SinkContext) -> KafkaSink | None:
+    return KafkaSink(config, ctx.metrics, ctx.dlq) if config.enabled else None
+
+
+def _raw_problems(section: Mapping[str, Any]) -> list[str]:
+    """The TLS files of a section that failed validation, when its ``tls`` block is valid."""
+    if section.get("enabled") is not True:
+        return []
+    try:
+        tls = TLSConfig.model_validate(section.get("tls") or {})
+    except ValidationError:
+        return []
+    return tls_file_problems(tls)
+
+
+COMPONENT = SinkComponent(
+    build=build,
+    enabled=lambda config: config.enabled,
+    problems=start_problems,
+    raw_problems=_raw_problems,
+    key_field=lambda config: config.partitioning.key_field if config.partitioning.enabled else None,
+)

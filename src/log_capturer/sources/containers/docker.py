@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from log_capturer.config.schema import ContainerMonitorConfig
+from log_capturer.sources.containers.config import ContainerMonitorConfig
 
 log = logging.getLogger(__name__)
 

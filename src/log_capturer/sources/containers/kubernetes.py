@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from log_capturer.config.schema import KubernetesConfig
+from log_capturer.sources.containers.config import KubernetesConfig
 
 _LOG_NAME = re.compile(r"^\d+\.log$")
 

@@ -31,19 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from log_capturer.config.schema import (
-    ContainerMonitorConfig,
-    FilesConfig,
-    KubernetesConfig,
-    MultilineConfig,
-    PositionsConfig,
-)
+from log_capturer.config.schema import FilesConfig, PositionsConfig
 from log_capturer.observability.health import worst
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing.assembly import Assembler, Chain
+from log_capturer.processing.config import MultilineConfig
 from log_capturer.processing.multiline import MultilineJoiner, MultilineRule
 from log_capturer.record import Origin
+from log_capturer.sources.base import BuildContext, SourceComponent
+from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.containers.docker import DockerDirectory
 from log_capturer.sources.containers.events import DockerEvents
 from log_capturer.sources.containers.formats import CriDecoder, DockerJsonDecoder, Finish
@@ -100,7 +97,8 @@ class Known:
 
 
 class ContainerSource(TailEngine):
-    name = "container"
+    name = "container_source"
+    positions_key = "containers"
 
     def __init__(
         self,
@@ -169,13 +167,18 @@ class ContainerSource(TailEngine):
                 self.docker_cfg.socket_path,
                 self._on_event,
                 self.docker_cfg.reconnect_interval,
-                Supervisor(f"{self.name}_source", self.metrics),
+                Supervisor(self.name, self.metrics),
             )
             self._events.start()
 
     def health(self) -> dict[str, Any]:
         """The read loop's state, and the ``docker-events`` thread's (the worse one wins)."""
-        out = super().health()
+        out = {
+            **super().health(),
+            "containers": len({tf.origin.source_id for tf in self.files()}),
+            "files": len(self.files()),
+            "docker_events_connected": self.events_connected,
+        }
         if self._events is not None:
             events = self._events.supervisor.health()
             out["docker_events"] = events
@@ -185,10 +188,23 @@ class ContainerSource(TailEngine):
                 out["message"] = f"docker events: {events['message']}"
         return out
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         if self._events is not None:
             self._events.stop()
-        super().stop()
+        super().stop(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "monitored": len({tf.origin.source_id for tf in self.files()}),
+            "files": len(self.files()),
+            "open_files": self.open_files,
+            "lines_read": self.lines_read,
+            "in_flight_lines": self.in_flight(),
+            "docker_events_connected": self.events_connected,
+        }
+
+    def positions(self) -> dict[str, Entry]:
+        return self.container_entries()
 
     def _on_event(self, event: dict[str, Any]) -> None:
         self.request_rescan()
@@ -300,3 +316,23 @@ def _parse_utc(value: object) -> float:
         except ValueError:
             pass
     return time.time()
+
+
+def build(config: ContainerMonitorConfig, ctx: BuildContext) -> ContainerSource | None:
+    """Docker (this section) and Kubernetes (``kubernetes``) containers, read as files with the
+    read settings of ``files_config``."""
+    cfg = ctx.config
+    if not (config.enabled or cfg.kubernetes.enabled):
+        return None
+    return ContainerSource(
+        config,
+        cfg.kubernetes,
+        cfg.files_config,
+        cfg.positions,
+        ctx.dispatcher,
+        ctx.metrics,
+        ctx.shard("containers"),
+    )
+
+
+COMPONENT = SourceComponent(build=build, stats_key="containers")

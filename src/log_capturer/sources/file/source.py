@@ -22,13 +22,16 @@ import fnmatch
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
-from log_capturer.config.schema import FilesConfig, PositionsConfig
+from log_capturer.config.schema import PositionsConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing.assembly import Assembler
 from log_capturer.processing.multiline import MultilineJoiner, MultilineRule
 from log_capturer.record import Origin
+from log_capturer.sources.base import BuildContext, SourceComponent
+from log_capturer.sources.file.config import FilesConfig
 from log_capturer.sources.file.tailer import Entry, TailEngine, TailSettings, Target
 from log_capturer.sources.positions import PositionStore
 from log_capturer.workers.shard import Shard
@@ -72,7 +75,8 @@ def settings_of(cfg: FilesConfig, read_from: str | None = None, rescan: float | 
 
 
 class FileSource(TailEngine):
-    name = "file"
+    name = "file_source"
+    positions_key = "files"
 
     def __init__(
         self,
@@ -195,6 +199,28 @@ class FileSource(TailEngine):
         for path in [p for p in self._target_cache if p not in live and p not in self.targets]:
             del self._target_cache[path]
 
+    # -- reporting -------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return {
+            **super().health(),
+            "files": len(self.files()),
+            "rotated_files_draining": len(self.files(live=False)),
+            "open_files": self.open_files,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "monitored": len(self.files()),
+            "rotated_draining": len(self.files(live=False)),
+            "open_files": self.open_files,
+            "lines_read": self.lines_read,
+            "in_flight_lines": self.in_flight(),
+            "lag_bytes": self.lag_bytes(),
+        }
+
+    def positions(self) -> dict[str, Entry]:
+        return self.position_entries()
+
     # -- positions ---------------------------------------------------------------------------------
     def flush_interval(self) -> float:
         return self.positions_config.flush_interval
@@ -208,3 +234,25 @@ class FileSource(TailEngine):
         except OSError as exc:
             log.error("cannot save positions to %s: %s", self.store.path, exc)
             self.metrics.errors.labels("positions", "save_failed").inc()
+
+
+def build(config: FilesConfig, ctx: BuildContext) -> FileSource | None:
+    if not config.enabled or not config.watch_directories:
+        return None
+    return FileSource(config, ctx.config.positions, ctx.dispatcher, ctx.metrics, ctx.shard("files"))
+
+
+COMPONENT = SourceComponent(
+    build=build,
+    stats_key="files",
+    idle_stats={
+        "monitored": 0,
+        "rotated_draining": 0,
+        "open_files": 0,
+        "lines_read": 0,
+        "in_flight_lines": 0,
+        "lag_bytes": {},
+    },
+    # Files' chunks name no pipeline: theirs goes by source_type.
+    pipelines=lambda config: {"file": config.pipeline} if config.pipeline else {},
+)

@@ -142,7 +142,9 @@ def _int(entry: Entry, name: str) -> int:
 class TailEngine(ABC):
     """Follows the files behind a source's paths; subclasses say which paths (``discover``)."""
 
-    name = "tail"
+    #: The source's name (its /health entry, ``errors_total{component}``, the supervisor's); its
+    #: read thread is called the same with a dash (``file-source``).
+    name = "tail_source"
 
     def __init__(
         self,
@@ -167,7 +169,7 @@ class TailEngine(ABC):
         self.dispatcher = dispatcher
         self.metrics = metrics
         #: Restarts the read loop after a crash; its state is the source's health.
-        self.supervisor = Supervisor(f"{self.name}_source", metrics)
+        self.supervisor = Supervisor(self.name, metrics)
         self.tracked: dict[Key, TailedFile] = {}
         #: Watched path -> the identity it names.
         self.by_path: dict[str, Key] = {}
@@ -233,15 +235,22 @@ class TailEngine(ABC):
         except Exception as exc:
             self.supervisor.crashed(exc, "discovery is tried again by the read loop")
             self._rescan_now.set()
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-source", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name.replace("_", "-"), daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop reading. Positions are saved by the owner after the drain."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop reading. Nothing is buffered here (what is not read stays in the files), so the
+        read thread is given 30 s to end whatever ``timeout`` says; positions are saved by
+        :meth:`finish`, after the drain."""
         self._stop.set()
         self._rescan_now.set()
         if self._thread is not None:
             self._thread.join(30)
+
+    def finish(self) -> None:
+        """After the drain: save the acknowledged positions, close the files."""
+        self.save_positions()
+        self.close()
 
     def close(self) -> None:
         for tf in list(self.tracked.values()):
@@ -341,7 +350,7 @@ class TailEngine(ABC):
             fp = tf.fingerprint.refresh(tf.fd, size) if size != tf.read_offset else tf.fingerprint
         except OSError as exc:
             log.warning("cannot read %s: %s", tf.path, exc.strerror)
-            self.metrics.errors.labels(f"{self.name}_source", "read_failed").inc()
+            self.metrics.errors.labels(self.name, "read_failed").inc()
             return False
         if size < tf.read_offset or fp is None:
             self._truncated(tf, size, now)
@@ -356,7 +365,7 @@ class TailEngine(ABC):
             chunk, read = tf.read_chunk(s.read_buffer_bytes, s.max_line_bytes, now)
         except OSError as exc:
             log.warning("read failed on %s: %s", tf.path, exc.strerror)
-            self.metrics.errors.labels(f"{self.name}_source", "read_failed").inc()
+            self.metrics.errors.labels(self.name, "read_failed").inc()
             return False
         if tf.key in self._open:
             self._open.move_to_end(tf.key)
@@ -385,7 +394,7 @@ class TailEngine(ABC):
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             log.warning("cannot open %s: %s", path, exc.strerror)
-            self.metrics.errors.labels(f"{self.name}_source", "open_failed").inc()
+            self.metrics.errors.labels(self.name, "open_failed").inc()
             return None
 
     def _adopt_fd(self, tf: TailedFile, fd: int, now: float) -> None:
@@ -522,7 +531,7 @@ class TailEngine(ABC):
             return
         unread = max(0, tf.size - tf.read_offset)
         if unread:
-            self.metrics.errors.labels(f"{self.name}_source", "truncated_unread").inc()
+            self.metrics.errors.labels(self.name, "truncated_unread").inc()
         log.warning(
             "file truncated; reading it again from the start",
             extra={"path": tf.path, "unread_bytes_lost": unread},

@@ -35,11 +35,12 @@ import threading
 import time
 from typing import Any
 
-from log_capturer.config.schema import SyslogConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
+from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
 from log_capturer.sources.supervise import Supervisor
+from log_capturer.sources.syslog.config import SyslogConfig
 from log_capturer.sources.syslog.framing import Framer
 from log_capturer.sources.syslog.parse import parse
 
@@ -78,7 +79,7 @@ class _Pending:
 
 
 class SyslogSource:
-    name = "syslog"
+    name = "syslog_source"
 
     def __init__(self, config: SyslogConfig, dispatcher: Dispatcher, metrics: Metrics) -> None:
         self.config = config
@@ -109,7 +110,7 @@ class SyslogSource:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Bind the listeners (raises OSError if a port is taken) and start serving."""
+        """Bind the listeners (SourceStartError if a port is taken) and start serving."""
         ready = threading.Event()
         errors: list[BaseException] = []
         self._loop = asyncio.new_event_loop()
@@ -140,7 +141,13 @@ class SyslogSource:
         ready.wait(30)
         if errors:
             self._thread.join(5)
-            raise errors[0]
+            exc = errors[0]
+            if isinstance(exc, OSError):
+                raise SourceStartError(
+                    f"cannot listen for syslog: {exc.strerror or exc}; change syslog.udp.port / "
+                    "syslog.tcp.port (or the host)"
+                ) from exc
+            raise exc
         log.info("syslog listening", extra={"listeners": [f"{t}://{h}:{p}" for t, h, p in self.bound]})
 
     async def _bind(self) -> None:
@@ -232,8 +239,22 @@ class SyslogSource:
         self._thread.join(timeout + 10)
 
     def health(self) -> dict[str, Any]:
-        """The source's state for ``/health`` (see :meth:`Supervisor.health`)."""
-        return self.supervisor.health()
+        """The source's state for ``/health`` (see :meth:`Supervisor.health`), its listeners."""
+        return {
+            **self.supervisor.health(),
+            "listeners": [f"{t}://{h}:{p}" for t, h, p in self.bound],
+            "tcp_connections": len(self.connections),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "received": self.messages_received,
+            "dropped": self.messages_dropped,
+            "tcp_connections": len(self.connections),
+        }
+
+    def finish(self) -> None:
+        """Nothing to save: syslog has no positions (its senders keep nothing either)."""
 
     # -- receiving (loop thread) ---------------------------------------------------------------
     def received(self, transport: str, peer: str, frame: bytes, truncated: bool) -> None:
@@ -387,3 +408,12 @@ class _TcpProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def build(config: SyslogConfig, ctx: BuildContext) -> SyslogSource | None:
+    return SyslogSource(config, ctx.dispatcher, ctx.metrics) if config.enabled else None
+
+
+COMPONENT = SourceComponent(
+    build=build, stats_key="syslog", idle_stats={"received": 0, "dropped": 0, "tcp_connections": 0}
+)

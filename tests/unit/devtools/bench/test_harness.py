@@ -12,7 +12,7 @@ from log_capturer.config.schema import KafkaSinkConfig
 from log_capturer.devtools.bench import SCENARIOS, BenchError, BenchOptions
 from log_capturer.devtools.bench.ceiling import cli_properties
 from log_capturer.devtools.bench.harness import MAX_LINES_PER_SECOND, Bench
-from log_capturer.sinks.kafka.config import producer_config
+from log_capturer.sinks.kafka.client import producer_config
 
 
 def test_scenarios_are_the_design_documents() -> None:

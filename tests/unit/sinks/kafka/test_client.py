@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from log_capturer.config import ConfigError, load_config_text
-from log_capturer.sinks.kafka.config import producer_config, redacted
+from log_capturer.sinks.kafka.client import producer_config, redacted
 
 
 def kafka(text: str) -> dict[str, object]:

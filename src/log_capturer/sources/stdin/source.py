@@ -23,11 +23,12 @@ import threading
 import time
 from typing import Any
 
-from log_capturer.config.schema import StdinConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
+from log_capturer.sources.base import BuildContext, SourceComponent
+from log_capturer.sources.stdin.config import StdinConfig
 from log_capturer.sources.supervise import Supervisor
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class LineSplitter:
 
 
 class StdinSource:
-    name = "stdin"
+    name = "stdin_source"
 
     def __init__(self, config: StdinConfig, dispatcher: Dispatcher, metrics: Metrics, fd: int = 0) -> None:
         self.config = config
@@ -111,7 +112,7 @@ class StdinSource:
         self.finished = threading.Event()
         self.lines_read = 0
         self.bytes_read = 0
-        self.supervisor = Supervisor("stdin_source", metrics)
+        self.supervisor = Supervisor(self.name, metrics)
         self._splitter = LineSplitter(config.max_line_bytes)
         #: A read being split and queued, and the splitter as it was before it.
         self._pending: tuple[bytes, LineSplitter] | None = None
@@ -126,16 +127,26 @@ class StdinSource:
         self._thread = threading.Thread(target=self._run, name="stdin-source", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         """Stop queueing lines. A read blocked on an open terminal cannot be interrupted; the
-        reader thread is a daemon and ends with the process."""
+        reader thread is a daemon and ends with the process (it is given 1 s, not ``timeout``)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(1.0)
 
+    def finish(self) -> None:
+        """Nothing to save: standard input is read once."""
+
     def health(self) -> dict[str, Any]:
         """The source's state for ``/health`` (see :meth:`Supervisor.health`)."""
-        return self.supervisor.health()
+        return {**self.supervisor.health(), "finished": self.finished.is_set()}
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "lines_read": self.lines_read,
+            "unacknowledged": self.unacknowledged,
+            "finished": self.finished.is_set(),
+        }
 
     def _run(self) -> None:
         self.supervisor.run(self._read, self._stop)
@@ -185,3 +196,14 @@ class StdinSource:
             if self._stop.is_set():
                 raise QueueClosed
         self.lines_read += len(lines)
+
+
+def build(config: StdinConfig, ctx: BuildContext) -> StdinSource | None:
+    return StdinSource(config, ctx.dispatcher, ctx.metrics) if config.enabled else None
+
+
+COMPONENT = SourceComponent(
+    build=build,
+    stats_key="stdin",
+    idle_stats={"lines_read": 0, "unacknowledged": 0, "finished": False},
+)

@@ -10,7 +10,7 @@ from log_capturer.config.schema import StdinConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Chunk
-from log_capturer.sources.stdin import LineSplitter, StdinSource
+from log_capturer.sources.stdin.source import LineSplitter, StdinSource
 from log_capturer.sources.supervise import Backoff
 from tests.support import wait_until
 from tests.unit.sources.harness import MemorySink, make_dispatcher

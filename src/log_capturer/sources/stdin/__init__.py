@@ -1,0 +1,1 @@
+"""The standard input source (``stdin``, and ``log-capturer run --stdin``): ``config`` and ``source``."""
