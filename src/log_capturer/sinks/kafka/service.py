@@ -1,0 +1,802 @@
+"""The Kafka sink's service: librdkafka producers, the poll thread, and what Kafka's errors mean.
+
+What the engine (:mod:`log_capturer.engine`) leaves to a sink, for Kafka:
+
+- records: topic by level (``priority_routing``), key (``partitioning.key_field``), explicit
+  partitions (round-robin, manual), headers, the JSON envelope (:mod:`.encode`);
+- producers: the chunk producer in C (:mod:`.native`, ``native_producer``) for the usual chunks,
+  delivery reports counted per chunk; confluent-kafka's producer for everything else (chunks with
+  headers, retries, the DLQ topic, replays, metadata); a third one, made when first needed, that
+  sends a record refused with its batch alone (``batch.num.messages=1``);
+- the poll thread: it serves the producers' reports, sends what lingers early when the load is low
+  (adaptive batching, :mod:`.batching`), replaces a producer after a fatal error (what the old one
+  held comes back purged and is sent again), and runs the engine's round (``runner.tick``);
+- what an error means (:func:`failure_of`): retriable, timed out, refused with its batch for the
+  batch's size, or refused for good; the DLQ topic (``dlq_config.topic``, headers ``dlq_*``) as
+  the engine's dead-letter output.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from log_capturer.engine.contract import Failure, Headers, Prepared, Record, Refused, ServiceState
+from log_capturer.observability.metrics import Metrics
+from log_capturer.record import Chunk
+from log_capturer.reliability.dlq.replay import ReplayRecord, produce_replay
+from log_capturer.sinks.base import SinkStartError, utc_now_iso
+from log_capturer.sinks.kafka.batching import LingerPolicy
+from log_capturer.sinks.kafka.client import close_producer, producer_config, redacted, tls_file_problems
+from log_capturer.sinks.kafka.config import KafkaSinkConfig
+from log_capturer.sinks.kafka.encode import LEVELS, encode_chunk, tally
+from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
+from log_capturer.sinks.kafka.headers import headers_for
+from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable, Settled
+from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
+from log_capturer.sinks.kafka.quiet import Repeats, quiet_logger
+from log_capturer.sinks.kafka.stats import StatsTracker
+
+if TYPE_CHECKING:
+    from log_capturer.engine.runner import Attempt, Delivery, SinkRunner
+
+log = logging.getLogger(__name__)
+
+HIGH = frozenset({"error", "fatal", "critical"})
+NORMAL = frozenset({"warn", "info"})
+LOW = frozenset({"debug", "trace"})
+#: Longest the poll thread sleeps in librdkafka; bounds how late a push (adaptive batching) is,
+#: and how long one push holds librdkafka's "ignore linger" flag.
+POLL_INTERVAL = 0.005
+#: How long a trial metadata request (an idle half-open breaker's) may take.
+PROBE_TIMEOUT = 5.0
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def failure_of(err: KafkaError) -> tuple[Failure, str, str]:
+    """What a delivery error means for the engine, its metric label, and its text."""
+    etype = error_type(err)
+    text = f"{etype}: {err.str()}"
+    disposition = classify(err)
+    if disposition is Disposition.TIMEOUT:
+        return Failure.TIMEOUT, etype, text
+    if disposition is Disposition.PERMANENT:
+        # The broker refuses a whole batch when it is too large, small records included.
+        return (Failure.RETRY_ALONE if err.code() in SIZE_ERRORS else Failure.REJECT), etype, text
+    return Failure.RETRY, etype, text
+
+
+class KafkaPrepared:
+    """A chunk's Kafka records (see :class:`~log_capturer.engine.contract.Prepared`)."""
+
+    __slots__ = (
+        "chunk",
+        "counts",
+        "headers",
+        "keys",
+        "longest",
+        "nbytes",
+        "partitions",
+        "tallied",
+        "topics",
+        "values",
+    )
+
+    def __init__(self, service: KafkaService, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.topics = list(map(service.topic_of.__getitem__, chunk.levels))
+        self.keys = service.keys(chunk)
+        self.values = encode_chunk(chunk, service.key_field)
+        # Per topic: records, bytes and the size histogram's buckets, in one pass.
+        self.tallied, self.longest = tally(self.topics, self.values, service.size_bounds)
+        self.nbytes = sum(row[1] for row in self.tallied.values())
+        self.counts = {t: row[0] for t, row in self.tallied.items()}
+        self.partitions = service.partitions(self.topics, self.keys) if service.chooser.explicit else None
+        self.headers = service.chunk_headers(chunk) if service.config.headers else None
+
+
+class KafkaService:
+    """See the module's docstring. Thread use: the dispatcher threads call :meth:`prepare` and
+    :meth:`send`; the poll thread everything else that produces, and the engine's round."""
+
+    sink_type = "kafka"
+
+    def __init__(self, config: KafkaSinkConfig, metrics: Metrics, name: str, sink_type: str) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.name = name
+        self.sink_type = sink_type
+        self._conf = producer_config(config)
+        self._conf.update(
+            {
+                "error_cb": self._on_error,
+                "stats_cb": self._on_stats,
+                "statistics.interval.ms": 2000,
+                # librdkafka's own log lines go through logging, as structured records; a
+                # refused connection, repeated at every reconnect, is logged once per 10 s.
+                "logger": quiet_logger("librdkafka"),
+            }
+        )
+        self._runner: SinkRunner | None = None
+        self._producer: Producer | None = None
+        #: The chunk producer (``native_producer``): the usual chunks go through it, delivery
+        #: reports counted in C; the confluent-kafka producer above serves everything else.
+        self._native: ChunkProducer | None = None
+        #: Chunk producers replaced after a fatal error, polled until they hold nothing.
+        self._retired: list[ChunkProducer] = []
+        self._fatal_native = False
+        self._native_conf: dict[str, Any] = {}
+        self._alone_producer: Producer | None = None
+        self.topic_of = routing(config)
+        self.default_destination = config.topic
+        part = config.partitioning
+        self.key_field = part.key_field if part.enabled else None
+        self.chooser = PartitionChooser(part.strategy if part.enabled else "hash", self._partition_count)
+        self.size_bounds = tuple(float(b) for b in metrics.kafka_message_size.bounds)
+        dlq_cfg = config.dlq_config
+        # dlq_config.enabled: false turns the sink's dead-letter handling off as a whole: no DLQ
+        # topic, and records that time out are re-sent in place instead of parked. Records Kafka
+        # rejects permanently still go to the agent's local store (nothing is dropped).
+        self.dlq_topic = dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else ""
+        self._space = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._flush_requested = False
+        self._linger = LingerPolicy(config.adaptive_batching, POLL_INTERVAL)
+        self._stats = StatsTracker(metrics, sink_type, config.compression)
+        self._lock = threading.Lock()
+        #: Records whose produce() calls have returned (adaptive batching compares it with the
+        #: engine's finished), and per topic the records and bytes handed over (average sizes).
+        self.handed = 0
+        self.bytes_by_topic: dict[str, int] = collections.defaultdict(int)
+        self.count_by_topic: dict[str, int] = collections.defaultdict(int)
+        self.recreated = 0  # poll thread
+        self._last_error = ""
+        #: An unexpected exception the poll thread survived (a bug), for /health; '' once it runs cleanly.
+        self._poll_error = ""
+        self._all_down = False
+        self._fatal = ""
+        self._repeats = Repeats()
+
+    @property
+    def runner(self) -> SinkRunner:
+        runner = self._runner
+        assert runner is not None, "start() first"
+        return runner
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, runner: SinkRunner) -> None:
+        self._runner = runner
+        problems = tls_file_problems(self.config.tls)
+        if problems:
+            raise SinkStartError("\n".join(problems))
+        conf = self._conf
+        self._native_conf = {k: v for k, v in conf.items() if k not in ("error_cb", "stats_cb", "logger")}
+        try:
+            if self.config.native_producer:
+                self._native = self._new_native()
+                # Statistics come from the chunk producer, which carries the traffic.
+                conf = {k: v for k, v in conf.items() if k not in ("stats_cb", "statistics.interval.ms")}
+                self._conf = conf
+            self._producer = Producer(conf)
+        except NativeUnavailable as exc:
+            raise SinkStartError(f"sinks.kafka.native_producer: {exc}") from exc
+        except KafkaException as exc:
+            raise SinkStartError(f"sinks.kafka: the producer rejected its configuration: {exc}") from exc
+        for b in self.config.brokers:
+            self.metrics.kafka_connection_status.labels(b, self.sink_type).set(0)
+        self._thread = threading.Thread(target=self._poll_loop, name=f"{self.name}-poll", daemon=True)
+        self._thread.start()
+        log.info(
+            "Kafka sink initialized",
+            extra={"sink": self.name, "producer_config": redacted(producer_config(self.config))},
+        )
+
+    def _new_native(self) -> ChunkProducer:
+        return ChunkProducer(
+            self._native_conf,
+            error_cb=functools.partial(self._on_error, native=True),
+            stats_cb=self._on_stats,
+            logger=quiet_logger("librdkafka"),
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._space.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            if self._thread.is_alive():
+                log.error("Kafka sink poll thread did not stop within 10s", extra={"sink": self.name})
+                return
+        self._close_producers()
+
+    def _close_producers(self) -> None:
+        """Close the producers (see ``close_producer``: the agent crashed with SIGSEGV after a
+        clean stop with a wrong SASL password). What they still hold was not acknowledged, so it
+        was not checkpointed and is read again on restart: their purge reports change nothing
+        (the engine is closing); a record acknowledged before the purge is checkpointed as usual."""
+        for chunks in (self._native, *self._retired):
+            if chunks is not None:
+                chunks.close()
+        self._retired = []
+        for producer in (self._producer, self._alone_producer):
+            if producer is None:
+                continue
+            try:
+                close_producer(producer)
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("closing the Kafka producer: %s", exc, extra={"sink": self.name})
+        self._alone_producer = None
+
+    def idle(self) -> None:
+        """What lingers may leave now (adaptive batching)."""
+        if self._linger.enabled:
+            with self._lock:
+                self._linger.idle(self.handed)
+
+    def flush_soon(self) -> None:
+        self._flush_requested = True
+
+    # -- records (dispatcher threads) ----------------------------------------------------------
+    def prepare(self, chunk: Chunk) -> KafkaPrepared:
+        return KafkaPrepared(self, chunk)
+
+    def records_of(self, chunk: Chunk) -> list[Record]:
+        topics = list(map(self.topic_of.__getitem__, chunk.levels))
+        keys = self.keys(chunk)
+        values = encode_chunk(chunk, self.key_field)
+        return [
+            Record(topics[j], value, keys[j] if keys is not None else None) for j, value in enumerate(values)
+        ]
+
+    def keys(self, chunk: Chunk) -> list[str | None] | None:
+        """Message key of each record: label, else the line's key field, else the source id."""
+        kf = self.key_field
+        if kf is None:
+            return None
+        origin = chunk.origin
+        default = origin.labels.get(kf, origin.source_id)
+        line_keys = chunk.keys
+        if line_keys is None:
+            return [default] * len(chunk.lines)
+        if all(line_keys):  # every line had a (non-empty) key: truthiness only, no comparisons
+            return line_keys
+        return [default if k is None else k for k in line_keys]
+
+    def partitions(
+        self, topics: list[str], keys: list[str | None] | None
+    ) -> list[int | InvalidPartition] | None:
+        chooser = self.chooser
+        if chooser.strategy == "round-robin":
+            out: list[int | InvalidPartition] = [-1] * len(topics)
+            by_topic: dict[str, list[int]] = collections.defaultdict(list)
+            for i, t in enumerate(topics):
+                by_topic[t].append(i)
+            for t, idx in by_topic.items():
+                parts = chooser.round_robin(t, len(idx))
+                if parts is not None:
+                    for i, p in zip(idx, parts, strict=True):
+                        out[i] = p
+            return out
+        result: list[int | InvalidPartition] = []
+        for i, t in enumerate(topics):
+            try:
+                result.append(chooser.manual(t, keys[i] if keys is not None else None))
+            except InvalidPartition as exc:
+                result.append(exc)
+        return result
+
+    def _partition_count(self, topic: str) -> int | None:
+        assert self._producer is not None
+        try:
+            md = self._producer.list_topics(topic, timeout=5)
+        except KafkaException:
+            return None
+        t = md.topics.get(topic)
+        if t is None or t.error is not None or not t.partitions:
+            return None
+        return len(t.partitions)
+
+    def chunk_headers(self, chunk: Chunk) -> dict[str, Headers]:
+        origin = chunk.origin
+        names = self.config.headers
+        return {lvl: headers_for(names, lvl, origin.source_type, origin.source_id) for lvl in LEVELS}
+
+    def _producible(
+        self, prepared: KafkaPrepared, refused: list[Refused], start: int = 0
+    ) -> Iterator[tuple[int, str, bytes, str | None, int, Headers | None]]:
+        """(index, topic, value, key, partition, headers) of each record of ``prepared`` from
+        ``start`` on that may be produced; those refused instead (larger than max_message_bytes,
+        an invalid manual partition) are added to ``refused``."""
+        topics, keys, partitions, headers = (
+            prepared.topics,
+            prepared.keys,
+            prepared.partitions,
+            prepared.headers,
+        )
+        levels = prepared.chunk.levels
+        values = prepared.values
+        max_bytes = self.config.max_message_bytes
+        for i in range(start, len(values)):
+            value, topic = values[i], topics[i]
+            key = keys[i] if keys is not None else None
+            part = partitions[i] if partitions is not None else -1
+            if len(value) > max_bytes:
+                msg = f"record of {len(value)} bytes exceeds max_message_bytes={max_bytes}"
+                refused.append(Refused(Record(topic, value, key), "message_too_large", msg))
+            elif isinstance(part, InvalidPartition):
+                refused.append(Refused(Record(topic, value, key), "invalid_partition", str(part)))
+            else:
+                yield i, topic, value, key, part, headers[levels[i]] if headers is not None else None
+
+    # -- hand-over (dispatcher threads) --------------------------------------------------------
+    def send(self, prepared: Prepared, delivery: Delivery) -> list[Refused]:
+        """Produce a chunk's records. A record an unexpected error (a bug) keeps from being
+        handed over goes to the engine's retries, so the chunk's count always settles."""
+        assert isinstance(prepared, KafkaPrepared)
+        assert self._producer is not None, "start() first"
+        topics, values, keys = prepared.topics, prepared.values, prepared.keys
+        refused: list[Refused] = []
+        native = self._native if prepared.headers is None else None
+        if native is not None:
+            self._send_native(native, delivery, prepared, refused)
+        elif (
+            prepared.partitions is None
+            and prepared.headers is None
+            and prepared.longest <= self.config.max_message_bytes
+        ):
+            # The usual chunk: nothing to refuse, librdkafka's partitioner, no headers.
+            produce = self._producer.produce
+            cb = functools.partial(self._on_delivery, delivery)
+            line_keys = keys if keys is not None else [None] * len(values)
+            for i, (topic, value, key) in enumerate(zip(topics, values, line_keys, strict=True)):
+                try:
+                    produce(topic, value, key, on_delivery=cb)
+                except BufferError:
+                    self._produce_blocking(Record(topic, value, key), cb)
+                except KafkaException:
+                    self.runner.resend_later(delivery, Record(topic, value, key))
+                except Exception as exc:
+                    self._resend_rest(delivery, prepared, i, exc, refused)
+                    break
+        else:
+            self._send_each(delivery, prepared, refused)
+        tallied = prepared.tallied
+        with self._lock:
+            for topic, row in tallied.items():
+                self.bytes_by_topic[topic] += row[1]
+                self.count_by_topic[topic] += row[0]
+            self.handed += len(values)
+        sizes = self.metrics.kafka_message_size
+        for topic, row in tallied.items():
+            sizes.observe_buckets((topic,), row[2:], row[0], row[1])
+        return refused
+
+    def _send_each(self, delivery: Delivery, prepared: KafkaPrepared, refused: list[Refused]) -> None:
+        """Produce record by record (headers, explicit partitions, or records to refuse)."""
+        assert self._producer is not None
+        produce = self._producer.produce
+        cb = functools.partial(self._on_delivery, delivery)
+        for i, topic, value, key, part, hdrs in self._producible(prepared, refused):
+            try:
+                if part < 0 and hdrs is None:
+                    produce(topic, value, key, on_delivery=cb)
+                else:
+                    produce(topic, value, key, part, on_delivery=cb, headers=hdrs)
+            except BufferError:
+                self._produce_blocking(Record(topic, value, key, part, hdrs), cb)
+            except KafkaException:
+                # The producer is being replaced after a fatal error: the poll thread re-sends it.
+                self.runner.resend_later(delivery, Record(topic, value, key, part, hdrs))
+            except Exception as exc:
+                self._resend_rest(delivery, prepared, i, exc, refused)
+                return
+
+    def _resend_rest(
+        self, delivery: Delivery, prepared: KafkaPrepared, start: int, exc: Exception, refused: list[Refused]
+    ) -> None:
+        """An unexpected error (a bug) stopped the hand-over at record ``start``: that record and
+        the rest go to the engine's retries (each is parked there if it fails again)."""
+        self.runner.unexpected("hand_over_failed", exc)
+        for _, topic, value, key, part, hdrs in self._producible(prepared, refused, start):
+            self.runner.resend_later(delivery, Record(topic, value, key, part, hdrs))
+
+    def _send_native(
+        self, native: ChunkProducer, delivery: Delivery, prepared: KafkaPrepared, refused: list[Refused]
+    ) -> None:
+        """Hand a chunk to the chunk producer."""
+        topics, values, keys = prepared.topics, prepared.values, prepared.keys
+        parts: list[int] | None = None
+        if prepared.partitions is not None or prepared.longest > self.config.max_message_bytes:
+            # Leave out what is refused instead (oversize, invalid manual partition).
+            keep_t: list[str] = []
+            keep_v: list[bytes] = []
+            keep_k: list[str | None] = []
+            keep_p: list[int] = []
+            for _, topic, value, key, part, _ in self._producible(prepared, refused):
+                keep_t.append(topic)
+                keep_v.append(value)
+                keep_k.append(key)
+                keep_p.append(part)
+            topics, values = keep_t, keep_v
+            keys = keep_k if keys is not None else None
+            parts = keep_p if prepared.partitions is not None else None
+        try:
+            native.produce_chunk(delivery, topics, values, keys, parts)
+        except RuntimeError:
+            pass  # closing (stop): these records stay unacknowledged and are read again on restart
+        except Exception as exc:
+            # Refused before any record was handed over (a bug): the poll thread sends them.
+            self.runner.unexpected("hand_over_failed", exc)
+            for i, value in enumerate(values):
+                key = keys[i] if keys is not None else None
+                self.runner.resend_later(delivery, Record(topics[i], value, key, parts[i] if parts else -1))
+
+    def _produce_blocking(self, rec: Record, cb: DeliveryCallback) -> None:
+        """The producer queue is full: wait for delivery reports to make room (backpressure)."""
+        while not self._stop.is_set():
+            self._space.clear()
+            producer = self._producer
+            assert producer is not None
+            try:
+                producer.produce(
+                    rec.topic, rec.value, rec.key, rec.partition, on_delivery=cb, headers=rec.headers
+                )
+                return
+            except (BufferError, KafkaException):
+                self._space.wait(0.1)
+
+    def _on_delivery(self, delivery: Delivery, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self._all_down = False
+            delivery.delivered(1)
+        else:
+            self.runner.failed(delivery, _record_of(msg), *failure_of(err), 0)
+
+    # -- records sent again (poll thread) ------------------------------------------------------
+    def resend(self, attempt: Attempt, alone: bool) -> bool:
+        producer = self._alone_producer_now() if alone else self._producer
+        assert producer is not None
+        rec = attempt.record
+        try:
+            producer.produce(
+                rec.topic,
+                rec.value,
+                rec.key,
+                rec.partition,
+                on_delivery=functools.partial(self._attempt_report, attempt),
+                headers=rec.headers,
+            )
+        except (BufferError, KafkaException):
+            return False
+        return True
+
+    def _alone_producer_now(self) -> Producer:
+        """A second producer with ``batch.num.messages=1`` makes one batch per record (pipelined,
+        so this is fast); a record that still fails is too large itself."""
+        if self._alone_producer is None:
+            # No statistics, and no gap-less guarantee: its batches are independent by design.
+            skip = ("stats_cb", "statistics.interval.ms", "enable.gapless.guarantee")
+            conf = {k: v for k, v in self._conf.items() if k not in skip}
+            conf.update({"batch.num.messages": 1, "linger.ms": 0, "client.id": f"{self.name}-solo"})
+            self._alone_producer = Producer(conf)
+        return self._alone_producer
+
+    def _attempt_report(self, attempt: Attempt, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            self.runner.attempt_done(attempt, None)
+        else:
+            self.runner.attempt_done(attempt, *failure_of(err))
+
+    def dead_letter(self, attempt: Attempt) -> bool | None:
+        """Records Kafka rejected permanently go to the DLQ topic, with the error in headers."""
+        if not self.dlq_topic:
+            return None
+        producer = self._producer
+        assert producer is not None
+        rec = attempt.record
+        headers: Headers = [
+            *(rec.headers or []),
+            ("dlq_error_type", attempt.park_reason.encode()),
+            ("dlq_error_message", attempt.error.encode("utf-8", "backslashreplace")),
+            ("dlq_original_topic", rec.topic.encode()),
+            ("dlq_failed_sink", self.name.encode()),
+            ("dlq_timestamp", utc_now_iso().encode()),
+        ]
+        try:
+            producer.produce(
+                self.dlq_topic,
+                rec.value,
+                rec.key,
+                on_delivery=functools.partial(self._dead_letter_report, attempt),
+                headers=headers,
+            )
+        except (BufferError, KafkaException):
+            return False
+        return True
+
+    def _dead_letter_report(self, attempt: Attempt, err: KafkaError | None, _msg: Message) -> None:
+        where = f"topic {self.dlq_topic}"
+        self.runner.dead_letter_done(
+            attempt, None if err is None else f"{error_type(err)}: {err.str()}", where
+        )
+
+    # -- the poll thread -----------------------------------------------------------------------
+    def _poll_loop(self) -> None:
+        """Serve the producers until stop. An unexpected exception (a bug) in one round is counted,
+        logged and shown in /health, and the next round runs: this thread settles every chunk."""
+        while not self._stop.is_set():
+            try:
+                self._poll_round()
+            except Exception as exc:
+                self._poll_error = f"{type(exc).__name__}: {exc}"
+                self.runner.unexpected("poll_thread_error", exc)
+                self._stop.wait(0.1)
+            else:
+                self._poll_error = ""
+
+    def _poll_round(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        native = self._native
+        runner = self.runner
+        try:
+            if native is not None:
+                self._poll_native(native, producer)
+            elif self._linger.push_due(runner.finished, time.monotonic()) or self._flush_requested:
+                # flush() is poll() that also makes librdkafka ignore linger.ms until it returns.
+                self._flush_requested = False
+                producer.flush(POLL_INTERVAL)
+                self._space.set()
+            elif producer.poll(POLL_INTERVAL):
+                self._space.set()
+        except KafkaException as exc:
+            self._on_error(exc.args[0])
+        if self._retired:
+            self._poll_retired()
+        if self._fatal:
+            self._recreate_producer()
+        runner.tick(time.monotonic())
+        if self._alone_producer is not None:
+            self._poll_alone(self._alone_producer)
+
+    def _poll_native(self, native: ChunkProducer, producer: Producer) -> None:
+        """One round with a chunk producer: it sleeps in the chunk producer, and serves the
+        confluent-kafka producer (retries, DLQ topic, replays) without waiting."""
+        if self._flush_requested:
+            self._flush_requested = False
+            _, settled = native.flush(POLL_INTERVAL / 2)
+            producer.flush(POLL_INTERVAL / 2)
+            self._space.set()
+        elif self._linger.push_due(self.runner.finished, time.monotonic()):
+            _, settled = native.flush(POLL_INTERVAL)
+            producer.poll(0)
+            self._space.set()
+        else:
+            served, settled = native.poll(POLL_INTERVAL)
+            if producer.poll(0) or served:
+                self._space.set()
+        if settled:
+            self._settled(settled)
+
+    def _settled(self, settled: list[Settled]) -> None:
+        """Chunks whose records all have their delivery report: count the delivered ones, and
+        report each failed one as a confluent-kafka report would be."""
+        runner = self.runner
+        for delivery, produced, failures in settled:
+            d: Delivery = delivery
+            for code, topic, value, key, partition in failures:
+                runner.failed(d, Record(topic, value, key, partition), *failure_of(KafkaError(code)), 0)
+            ok = produced - len(failures)
+            if ok:
+                self._all_down = False
+                d.delivered(ok)
+
+    def _poll_retired(self) -> None:
+        """Collect the last reports of the chunk producers replaced after a fatal error (purge
+        errors: their records are sent again), and close each once it holds nothing."""
+        keep: list[ChunkProducer] = []
+        for old in self._retired:
+            _, settled = old.poll(0)
+            if settled:
+                self._settled(settled)
+            if old.live_chunks > 0 or len(old) > 0:
+                keep.append(old)
+            else:
+                old.close()
+        self._retired = keep
+
+    def _poll_alone(self, producer: Producer) -> None:
+        try:
+            producer.poll(0)
+        except KafkaException as exc:
+            if not exc.args[0].fatal():
+                return
+            # Drop it; what it held comes back with purge errors and is sent again.
+            self._alone_producer = None
+            with contextlib.suppress(KafkaException):
+                producer.purge(in_queue=True, in_flight=True, blocking=True)
+            with contextlib.suppress(KafkaException):
+                producer.poll(0)
+
+    def _recreate_producer(self) -> None:
+        """A fatal error made the producer unusable: replace it and re-send what it held."""
+        old = self._producer
+        assert old is not None
+        reason = self._fatal
+        log.error("Kafka producer hit a fatal error; recreating it: %s", reason, extra={"sink": self.name})
+        self.metrics.errors.labels("kafka", "producer_recreated").inc()
+        self.recreated += 1
+        self._fatal = ""
+        if self._fatal_native and self._native is not None:
+            # Senders still inside the old one get immediate fatal errors (sent again); what it
+            # holds comes back purged and is sent again too. It is closed once it holds nothing.
+            self._fatal_native = False
+            retired = self._native
+            self._native = self._new_native()
+            with contextlib.suppress(RuntimeError):
+                retired.purge(in_queue=True, in_flight=True, blocking=True)
+            self._retired.append(retired)
+            return
+        self._producer = Producer(self._conf)
+        # Everything the old producer still holds comes back through its delivery reports
+        # with a purge error, and is sent again on the new producer.
+        with contextlib.suppress(KafkaException):
+            old.purge(in_queue=True, in_flight=True, blocking=True)
+        deadline = time.monotonic() + 10
+        while len(old) > 0 and time.monotonic() < deadline:
+            with contextlib.suppress(KafkaException):
+                old.poll(0.05)
+
+    # -- librdkafka callbacks (poll thread) ----------------------------------------------------
+    def _on_error(self, err: KafkaError, native: bool = False) -> None:
+        code = err.code()
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            # Keep the cause (refused connection, failed authentication...) as the message.
+            self._all_down = True
+        else:
+            self._last_error = explain(err)
+            if self._runner is not None:
+                self._runner.note_error(self._last_error)
+        if err.fatal():
+            self._fatal = err.str()
+            self._fatal_native = native
+        self.metrics.errors.labels("kafka", error_type(err)).inc()
+        text = explain(err)
+        dropped = self._repeats.admit(text)
+        if dropped is not None:
+            more = f" (and {dropped} times more in the last {self._repeats.window:g}s)" if dropped else ""
+            log.warning("Kafka client error: %s%s", text, more, extra={"sink": self.name})
+
+    def _on_stats(self, raw: str) -> None:
+        with self._lock:
+            counts = list(self.count_by_topic.items())
+            sizes = dict(self.bytes_by_topic)
+        avg = {t: sizes[t] / n for t, n in counts if n}
+        self._stats.update(orjson.loads(raw), avg)
+        if self._stats.brokers_up:
+            self._all_down = self._stats.all_down
+
+    # -- what the engine asks (poll thread, unless said) ---------------------------------------
+    def queued(self) -> int:
+        """Records the producers hold. Only records: len() of a librdkafka producer also counts
+        the events waiting for poll() (an unreachable broker's connection errors), so those are
+        served first; the chunk producer counts its records itself."""
+        producer = self._producer
+        assert producer is not None
+        if producer.poll(0):
+            self._space.set()
+        return len(producer) + (self._native.records if self._native is not None else 0)
+
+    def state(self) -> ServiceState:
+        """Any thread."""
+        thread = self._thread
+        return ServiceState(
+            unreachable=self._all_down,
+            fatal=self._fatal,
+            thread_error=self._poll_error,
+            thread_dead=thread is not None and not thread.is_alive() and not self._stop.is_set(),
+            last_error=self._last_error,
+            details={"brokers": dict(self._stats.brokers_up)},
+        )
+
+    def probe(self) -> str:
+        """A metadata request to a broker (the probe thread)."""
+        producer = self._producer
+        if producer is None:
+            return "no producer"
+        try:
+            md = producer.list_topics(timeout=PROBE_TIMEOUT)
+        except KafkaException as exc:
+            return f"metadata request failed: {explain(exc.args[0])}"
+        return "" if md.brokers else "metadata request: the cluster listed no broker"
+
+    def stats(self) -> dict[str, Any]:
+        """Any thread."""
+        return {
+            "early_sends": self._linger.pushes,
+            "producer_recreated": self.recreated,
+            "chunk_producer": self._native is not None,
+            "compression_ratio": dict(self._stats.compression_ratio),
+        }
+
+    # -- replay of parked entries (reprocessor thread) -----------------------------------------
+    def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
+        return produce_replay(
+            self._produce_replayed,
+            records,
+            timeout,
+            config=self.config,
+            serve=self._serve_replay,
+            stopping=self._stop.is_set,
+            on_report=self._replayed,
+        )
+
+    def _produce_replayed(self, *args: Any, **kwargs: Any) -> None:
+        producer = self._producer  # the current one: it is replaced after a fatal error
+        assert producer is not None
+        producer.produce(*args, **kwargs)
+
+    def _serve_replay(self, timeout: float) -> None:
+        """The poll thread serves the reports: send what lingers now, and wait for it."""
+        self._flush_requested = True
+        self._space.wait(timeout)
+        self._space.clear()
+
+    def _replayed(self, rec: ReplayRecord, err: KafkaError | None) -> None:  # poll thread
+        if err is None:
+            self.runner.replayed(rec.topic, None, "", "")
+        else:
+            self.runner.replayed(rec.topic, *failure_of(err))
+
+
+def _record_of(msg: Message) -> Record:
+    part = msg.partition()
+    h = msg.headers()
+    headers: Headers | None = None if h is None else (list(h.items()) if isinstance(h, dict) else list(h))
+    return Record(
+        msg.topic() or "",
+        msg.value() or b"",
+        msg.key(),
+        part if part is not None and part >= 0 else -1,
+        headers,
+    )
+
+
+def routing(config: KafkaSinkConfig) -> dict[str, str]:
+    """Topic of each level (``priority_routing``; every level to ``topic`` when it is off)."""
+    r = config.priority_routing
+    out: dict[str, str] = {}
+    for lvl in LEVELS:
+        if not r.enabled:
+            out[lvl] = config.topic
+        elif lvl in HIGH:
+            out[lvl] = r.high_topic
+        elif lvl in NORMAL:
+            out[lvl] = r.normal_topic
+        elif lvl in LOW:
+            out[lvl] = r.low_topic
+        else:
+            out[lvl] = config.topic
+    return out
+
+
+def explain(err: KafkaError) -> str:
+    """librdkafka's message, with the config keys to check for the common connection failures."""
+    text: str = err.str()
+    code = err.code()
+    if code == KafkaError._AUTHENTICATION:
+        return f"{text} (check sinks.kafka.auth: mechanism, username, password)"
+    if code == KafkaError._SSL or "SSL" in text:
+        return f"{text} (check sinks.kafka.tls: ca_file, cert_file/key_file, verify_certificate)"
+    return text

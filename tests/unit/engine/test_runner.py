@@ -1,0 +1,292 @@
+"""The engine around a sink, with a service of the tests' own that scripts each record's outcome:
+what every sink gets without writing it (retries, dead letters, parking, acknowledgements)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from log_capturer.engine.contract import Failure, Record, Refused, ServiceState
+from log_capturer.engine.runner import Attempt, Delivery, DeliveryPolicy, SinkRunner
+from log_capturer.observability.metrics import Metrics
+from log_capturer.processing import Analyzer
+from log_capturer.record import Chunk, Origin
+from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig, DispatcherDLQConfig
+from log_capturer.reliability.dlq import DeadLetterStore
+from tests.support import wait_until
+
+#: What happens to a record on each of its attempts: None delivered, or a failure.
+Script = Callable[[bytes, int], Failure | None]
+
+
+class Prepared:
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.records = [Record("t", line.encode(), None) for line in chunk.lines]
+        self.nbytes = sum(len(r.value) for r in self.records)
+        self.counts = {"t": len(self.records)}
+
+
+class ScriptedService:
+    """Sends nothing anywhere: its thread decides each record's outcome by ``script`` and reports
+    it to the runner, as a client's delivery reports would come."""
+
+    default_destination = "t"
+
+    def __init__(self, script: Script, dead_letter: bool | None = None, refuse: str = "") -> None:
+        self.script = script
+        self.dead_letter_output = dead_letter  # None: no output; False: it fails
+        self.refuse = refuse
+        self.runner: SinkRunner | None = None
+        self.pending: deque[tuple[Record, Callable[[Failure | None], None], int]] = deque()
+        self.attempts: dict[bytes, int] = {}
+        self.sent_alone: list[bytes] = []
+        self.dead_letters: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self, runner: SinkRunner) -> None:
+        self.runner = runner
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self.runner is not None
+        while not self._stop.is_set():
+            while self.pending:
+                record, report, attempt = self.pending.popleft()
+                report(self.script(record.value, attempt))
+            self.runner.tick(time.monotonic())
+            time.sleep(0.002)
+
+    def _send(self, record: Record, report: Callable[[Failure | None], None]) -> None:
+        n = self.attempts.get(record.value, 0)
+        self.attempts[record.value] = n + 1
+        self.pending.append((record, report, n))
+
+    def prepare(self, chunk: Chunk) -> Prepared:
+        return Prepared(chunk)
+
+    def records_of(self, chunk: Chunk) -> list[Record]:
+        return Prepared(chunk).records
+
+    def send(self, prepared: Any, delivery: Delivery) -> list[Refused]:
+        runner = self.runner
+        assert runner is not None
+        refused = []
+        for record in prepared.records:
+            if self.refuse and self.refuse in record.value.decode():
+                refused.append(Refused(record, "message_too_large", "too large"))
+                continue
+
+            def report(failure: Failure | None, record: Record = record) -> None:
+                if failure is None:
+                    delivery.delivered(1)
+                else:
+                    runner.failed(delivery, record, failure, failure.value, f"scripted {failure.value}")
+
+            self._send(record, report)
+        return refused
+
+    def resend(self, attempt: Attempt, alone: bool) -> bool:
+        runner = self.runner
+        assert runner is not None
+        if alone:
+            self.sent_alone.append(attempt.record.value)
+
+        def report(failure: Failure | None) -> None:
+            if failure is None:
+                runner.attempt_done(attempt, None)
+            else:
+                runner.attempt_done(attempt, failure, failure.value, f"scripted {failure.value}")
+
+        self._send(attempt.record, report)
+        return True
+
+    def dead_letter(self, attempt: Attempt) -> bool | None:
+        runner = self.runner
+        assert runner is not None
+        if self.dead_letter_output is None:
+            return None
+        self.dead_letters.append(attempt.record.value)
+        error = None if self.dead_letter_output else "the output refused it"
+        self.pending.append(
+            (attempt.record, lambda _f: runner.dead_letter_done(attempt, error, "output x"), 0)
+        )
+        return True
+
+    def idle(self) -> None:
+        pass
+
+    def flush_soon(self) -> None:
+        pass
+
+    def queued(self) -> int:
+        return len(self.pending)
+
+    def state(self) -> ServiceState:
+        return ServiceState()
+
+    def probe(self) -> str:
+        return ""
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def replay(self, records: Any, timeout: float) -> dict[str, str | None]:
+        return {}
+
+
+def runner(tmp_path: Path, service: ScriptedService, **policy: Any) -> tuple[SinkRunner, DeadLetterStore]:
+    metrics = Metrics()
+    store = DeadLetterStore(DispatcherDLQConfig.model_validate({"directory": str(tmp_path / "dlq")}), metrics)
+    settings: dict[str, Any] = {
+        "queue_size": 1000,
+        "queue_max_bytes": 1 << 20,
+        "timeout": 30.0,
+        "backpressure": BackpressureConfig(),
+        "circuit_breaker": CircuitBreakerConfig(enabled=False),
+        "park_on_timeout": True,
+        **policy,
+    }
+    r = SinkRunner(service, DeliveryPolicy(**settings), metrics, store, "test_sink", "test")
+    r.start()
+    return r, store
+
+
+def chunk(*lines: str) -> Chunk:
+    c = Chunk(Origin("file", "/a.log"), list(lines))
+    Analyzer(None).analyze(c)
+    c.expect(len(lines), None)
+    return c
+
+
+def reasons(store: DeadLetterStore) -> dict[str, int]:
+    return dict(store.stats()["by_reason"])
+
+
+def test_delivered_records_acknowledge_their_chunk_once(tmp_path: Path) -> None:
+    r, _ = runner(tmp_path, ScriptedService(lambda _v, _n: None))
+    try:
+        c = chunk("a", "b", "c")
+        r.send([c])
+        wait_until(lambda: c.done, 5, "the acknowledgement")
+        assert (r.delivered, r.outstanding, r.parked) == (3, 0, 0)
+    finally:
+        r.stop(1)
+
+
+def test_a_retriable_failure_is_sent_again_until_delivered(tmp_path: Path) -> None:
+    service = ScriptedService(lambda v, n: Failure.RETRY if v == b"b" and n < 2 else None)
+    r, store = runner(tmp_path, service)
+    try:
+        c = chunk("a", "b")
+        r.send([c])
+        wait_until(lambda: c.done, 10, "the acknowledgement")
+        assert service.attempts[b"b"] == 3 and r.retried == 2
+        assert (r.delivered, r.parked, reasons(store)) == (2, 0, {})
+    finally:
+        r.stop(1)
+
+
+def test_a_rejected_record_goes_to_the_dead_letter_output(tmp_path: Path) -> None:
+    service = ScriptedService(lambda v, _n: Failure.REJECT if v == b"bad" else None, dead_letter=True)
+    r, store = runner(tmp_path, service)
+    try:
+        c = chunk("ok", "bad")
+        r.send([c])
+        wait_until(lambda: c.done, 5, "the acknowledgement")
+        assert service.dead_letters == [b"bad"]
+        assert (r.delivered, r.sent_to_dead_letter, r.parked, reasons(store)) == (1, 1, 0, {})
+    finally:
+        r.stop(1)
+
+
+def test_a_dead_letter_the_output_refuses_or_without_output_is_parked(tmp_path: Path) -> None:
+    for output in (False, None):
+        service = ScriptedService(lambda v, _n: Failure.REJECT if v == b"bad" else None, dead_letter=output)
+        r, store = runner(tmp_path / str(output), service)
+        try:
+            c = chunk("ok", "bad")
+            r.send([c])
+            wait_until(lambda c=c: c.done, 5, "the acknowledgement")
+            assert (r.delivered, r.parked, reasons(store)) == (1, 1, {"send_error": 1})
+            [entry] = store.select(due_only=False)
+            if output is False:
+                assert "the DLQ output x failed too: the output refused it" in entry["error_message"]
+        finally:
+            r.stop(1)
+
+
+def test_a_record_refused_with_its_batch_is_sent_alone_once_then_dead_lettered(tmp_path: Path) -> None:
+    # "big" is refused alone too; "small" only with its batch.
+    service = ScriptedService(
+        lambda v, n: Failure.RETRY_ALONE if (v == b"big" or (v == b"small" and n == 0)) else None
+    )
+    r, store = runner(tmp_path, service)
+    try:
+        c = chunk("small", "big")
+        r.send([c])
+        wait_until(lambda: c.done, 5, "the acknowledgement")
+        assert sorted(service.sent_alone) == [b"big", b"small"]
+        assert (r.delivered, r.parked, reasons(store)) == (1, 1, {"send_error": 1})
+    finally:
+        r.stop(1)
+
+
+def test_a_timed_out_record_is_parked_or_sent_again_as_the_policy_says(tmp_path: Path) -> None:
+    for park in (True, False):
+        service = ScriptedService(lambda v, n: Failure.TIMEOUT if v == b"late" and n == 0 else None)
+        r, store = runner(tmp_path / str(park), service, park_on_timeout=park)
+        try:
+            c = chunk("late")
+            r.send([c])
+            wait_until(lambda c=c: c.done, 5, "the acknowledgement")
+            if park:
+                assert (r.parked, reasons(store), service.attempts[b"late"]) == (1, {"timeout": 1}, 1)
+            else:
+                assert (r.parked, r.delivered, service.attempts[b"late"]) == (0, 1, 2)
+        finally:
+            r.stop(1)
+
+
+def test_records_the_service_refuses_before_sending_are_parked_at_once(tmp_path: Path) -> None:
+    service = ScriptedService(lambda _v, _n: None, refuse="huge")
+    r, store = runner(tmp_path, service)
+    try:
+        c = chunk("ok", "huge line")
+        r.send([c])
+        wait_until(lambda: c.done, 5, "the acknowledgement")
+        assert (r.delivered, r.parked, reasons(store)) == (1, 1, {"message_too_large": 1})
+        assert r.outstanding == 0
+    finally:
+        r.stop(1)
+
+
+def test_a_stalled_sink_overflows_what_waits_at_the_emergency_level(tmp_path: Path) -> None:
+    # Nothing is ever acknowledged (the service holds every record): the sink stalls.
+    service = ScriptedService(lambda _v, _n: Failure.RETRY)
+    r, store = runner(
+        tmp_path,
+        service,
+        queue_size=10,
+        timeout=0.3,
+        backpressure=BackpressureConfig(timeout_escalation=False),
+    )
+    try:
+        first = chunk(*[f"line {i}" for i in range(9)])  # 9 of 10: past the critical level
+        r.send([first])
+        assert not r.accepting(), "the sources are held from the critical level on"
+        late = chunk("one", "two")  # 9 + 2 > 9.5: waits, then overflows once stalled
+        r.send([late])
+        assert late.done and not first.done
+        assert (r.overflowed, reasons(store)) == (2, {"backpressure": 2})
+    finally:
+        r.stop(0.1)
