@@ -49,6 +49,7 @@ from log_capturer.sources.http import PATH as INGEST_PATH
 from log_capturer.sources.http import HttpIngest
 from log_capturer.sources.stdin import StdinSource
 from log_capturer.sources.syslog import SyslogSource
+from log_capturer.sources.syslog.tls import TLSSetupError, tls_problems
 from log_capturer.workers.shard import Shard
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ def preflight(config: Config) -> list[str]:
             problems.append(str(exc))
     if config.sinks.kafka.enabled:
         problems += start_problems(config.sinks.kafka)
+    problems += tls_problems(config.syslog)
     return problems + path_problems(config)
 
 
@@ -237,6 +239,9 @@ class Agent:
         if self.syslog is not None:
             try:
                 self.syslog.start()
+            except TLSSetupError as exc:
+                self.stop()
+                raise AgentError(str(exc)) from exc
             except OSError as exc:
                 self.stop()
                 raise AgentError(
