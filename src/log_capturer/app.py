@@ -192,7 +192,7 @@ class Agent:
             self.stdin = StdinSource(config.stdin, self.dispatcher, self.metrics)
         self.ingest: HttpIngest | None = None
         if config.http_ingest.enabled and config.server.enabled:
-            self.ingest = HttpIngest(config.http_ingest, self.dispatcher, self.metrics)
+            self.ingest = HttpIngest(config.http_ingest, self.dispatcher, self.metrics, self.dlq)
         self.container_source: ContainerSource | None = None
         if config.container_monitor.enabled or config.kubernetes.enabled:
             self.container_source = ContainerSource(
@@ -535,7 +535,10 @@ class Agent:
                 "unacknowledged": self.stdin.unacknowledged if self.stdin else 0,
                 "finished": self.stdin.finished.is_set() if self.stdin else False,
             },
-            "http_ingest": {"accepted": self.ingest.accepted if self.ingest else 0},
+            "http_ingest": {
+                "accepted": self.ingest.accepted if self.ingest else 0,
+                "rejected": self.ingest.rejected if self.ingest else 0,
+            },
             "pipelines": {
                 name: {"step_failures": dict(p.failures), "redactions": dict(p.redactions)}
                 for name, p in self.pipelines.items()

@@ -284,7 +284,8 @@ class DeadLetterStore:
     def _due(self, doc: dict[str, Any], now: float) -> bool:
         rp = self.config.reprocessing_config
         return (
-            int(doc.get("reprocess_attempts", 0)) < rp.max_retries
+            _replayable(doc)
+            and int(doc.get("reprocess_attempts", 0)) < rp.max_retries
             and parse_iso(str(doc.get("next_reprocess_time", ""))) <= now
             and now - parse_iso(str(doc.get("timestamp", ""))) >= rp.min_entry_age
         )
@@ -433,6 +434,12 @@ def _docs(data: bytes) -> Iterator[dict[str, Any]]:
     return (doc for _, doc in _parsed(data) if doc is not None)
 
 
+def _replayable(doc: dict[str, Any]) -> bool:
+    """Whether reprocessing may replay the entry: an entry without a topic is a record a source
+    rejected (HTTP ingest's invalid records), kept for people to read, never due nor exhausted."""
+    return bool(doc.get("topic"))
+
+
 def _summarize(data: bytes, signature: tuple[int, int]) -> _Summary:
     s = _Summary(signature)
     for _, doc in _parsed(data):
@@ -445,6 +452,8 @@ def _summarize(data: bytes, signature: tuple[int, int]) -> _Summary:
         if ts and (not s.oldest or ts < s.oldest):
             s.oldest = ts
         s.newest = max(s.newest, ts)
+        if not _replayable(doc):
+            continue
         s.schedule.append(
             (parse_iso(str(doc.get("next_reprocess_time", ""))), int(doc.get("reprocess_attempts", 0)))
         )
