@@ -315,6 +315,25 @@ def test_time_ns(value: Any, ns: int | None) -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-25T08:00:00Z",
+        "2026-11-25T08:00:00.5Z",
+        "2026-11-25T08:00:00.123456789Z",
+        "1969-12-31T23:59:59.25Z",
+        "2016-12-31T23:59:60Z",
+        "2026-11-25T08:00:00+01:00",
+        "2026-11-25 08:00:00.1z",
+        "2026-11-25T08:00:00.Z",
+        "2026-02-30T08:00:00Z",
+        "2026-11-25T08:00:00.1234567890Z",
+    ],
+)
+def test_the_fast_path_for_utc_times_agrees_with_rfc3339(text: str) -> None:
+    assert time_ns(text) == parse_rfc3339(text)
+
+
+@pytest.mark.parametrize(
     ("value", "level"),
     [
         ("WARNING", "warn"),
