@@ -23,6 +23,7 @@ from tests.support import (
     agent_config,
     consume_all,
     create_prefixed_topics,
+    run_cli,
     wait_until,
     write_config,
 )
@@ -359,6 +360,12 @@ def test_bad_records_go_to_the_dlq_and_the_rest_to_kafka_in_every_format(
         warnings = [line for line in agent.log().splitlines() if "HTTP ingest rejected" in line]
         assert warnings and "e.g. record 11: 'message' is empty" in warnings[0], agent.log()
         assert agent.stop(signal.SIGTERM) == 0, agent.log()
+        # `dlq replay` leaves them (they name no topic); `dlq list` shows them.
+        config = str(tmp_path / "config.yaml")
+        assert "nothing to replay" in run_cli("dlq", "replay", "--config", config, "--no-progress").stdout
+        listed = run_cli("dlq", "list", "--config", config, "--reason", "invalid_record", "--json").stdout
+        errors = {orjson.loads(line)["error_message"] for line in listed.splitlines()}
+        assert len(errors) == 8 and "record 11: 'message' is empty" in errors
     finally:
         if agent.proc and agent.proc.poll() is None:
             agent.kill()

@@ -266,15 +266,19 @@ class DeadLetterStore:
         due_only: bool = True,
         limit: int | None = None,
         reason: str | None = None,
+        replayable: bool = False,
     ) -> list[dict[str, Any]]:
         """Entries to replay: with ``due_only``, those whose next_reprocess_time passed, older than
-        ``min_entry_age`` and with fewer than ``max_retries`` attempts; oldest first."""
+        ``min_entry_age`` and with fewer than ``max_retries`` attempts; oldest first. Without it,
+        every entry (``replayable``: those with a topic to replay to)."""
         t = self._clock() if now is None else now
         out: list[dict[str, Any]] = []
         for _, doc in self.read():
             if reason is not None and doc.get("error_type") != reason:
                 continue
             if due_only and not self._due(doc, t):
+                continue
+            if replayable and not _replayable(doc):
                 continue
             out.append(doc)
             if limit is not None and len(out) >= limit:

@@ -150,7 +150,8 @@ def test_entries_without_a_topic_are_kept_but_never_due(tmp_path: Path) -> None:
     clock.now += 3600
     [due] = s.select()
     assert due["topic"] == "logs-high-priority"
-    assert len(s.select(due_only=False)) == 2
+    assert len(s.select(due_only=False)) == 2  # `dlq list` shows both
+    assert [d["topic"] for d in s.select(due_only=False, replayable=True)] == ["logs-high-priority"]
     stats = s.stats()
     assert stats["entries"] == 2 and stats["by_reason"]["invalid_record"] == 1
     assert stats["due_for_reprocessing"] == 1 and stats["exhausted"] == 0
