@@ -114,7 +114,7 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
         assert ingest["status"] == "degraded" and ingest["last_error"] == "KeyError: 'injected'"
         assert post(url, {"message": "ingested after the crash"}) == (
             200,
-            {"status": "accepted", "accepted": 1},
+            {"status": "accepted", "accepted": 1, "rejected": 0},
         )
         assert source(agent, "http_ingest")["status"] == "healthy"
         wait_until(lambda: src.lines_read == len(expected) and src.in_flight() == 0, 60, "every line acked")
