@@ -639,23 +639,23 @@ class HttpIngest:
         return self.supervisor.health()
 
     async def handle(self, request: web.Request) -> web.Response:
+        close = False
         try:
             status, body, headers = await self._handle(request)
             self.supervisor.ok()
         except IngestError as exc:
             status, body, headers = exc.status, {"status": "rejected", "error": exc.reason}, None
+            close = exc.close
             self.supervisor.ok()
-            if exc.close:
-                self.metrics.http_ingest_requests.labels(str(status)).inc()
-                response = _reply(status, body)
-                response.force_close()
-                return response
         except Exception as exc:
             self.supervisor.crashed(exc, "answered 500")
             error = f"internal error ({describe(exc)}); some records may have been queued"
             status, body, headers = 500, {"status": "error", "error": error}, None
         self.metrics.http_ingest_requests.labels(str(status)).inc()
-        return _reply(status, body, headers)
+        response = _reply(status, body, headers)
+        if close:
+            response.force_close()
+        return response
 
     async def _handle(self, request: web.Request) -> tuple[int, dict[str, Any], dict[str, str] | None]:
         cfg = self.config
