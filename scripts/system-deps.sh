@@ -18,6 +18,8 @@ fi
 command -v kcat >/dev/null || need+=(kcat)
 # rsyslog: a real syslog receiver for the load generator's syslog target.
 command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+# rsyslog's GnuTLS network stream driver: the TLS syslog (RFC 5425) tests forward through it.
+dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need+=(rsyslog-gnutls)
 # Prometheus and promtool: the alert rules are checked and unit-tested with promtool, and a real
 # Prometheus scrapes the agent in the integration tests (they run their own server on a free
 # loopback port, never the package's system service).

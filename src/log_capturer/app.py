@@ -122,6 +122,8 @@ def preflight(config: Config) -> list[str]:
     for _key, section, comp in sink_components(config.sinks):
         if comp.enabled(section):
             problems += comp.problems(section)
+    for _key, section, scomp in source_components(config):
+        problems += scomp.problems(section)
     return problems + path_problems(config)
 
 
@@ -201,7 +203,7 @@ class Agent:
         self.pipelines = build_pipelines(config, self.metrics)
         analyzer = Analyzer(key_field_of(config), self.pipelines, pipelines_by_source_type(config))
         self.dispatcher = Dispatcher(config.dispatcher, self.sinks, analyzer, self.metrics)
-        ctx = BuildContext(config, self.dispatcher, self.metrics, worker)
+        ctx = BuildContext(config, self.dispatcher, self.metrics, worker, self.dlq)
         #: Every source that runs, with its /stats key; and the /stats blocks of those that do not.
         self.sources: list[tuple[str, Source]] = []
         self._idle_stats: dict[str, dict[str, Any]] = {}

@@ -414,6 +414,9 @@ def generate(
         str, typer.Option(help="http: the agent's ingest endpoint.")
     ] = "http://127.0.0.1:8401/api/v1/logs",
     http_batch: Annotated[int, typer.Option(help="http: most lines per request.")] = 1000,
+    http_format: Annotated[
+        str, typer.Option(help="http: ndjson | msgpack (Fluent Bit's http output: [time, record] events).")
+    ] = "ndjson",
     host: Annotated[str, typer.Option(help="syslog: receiver address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="syslog: receiver port.")] = 514,
     protocol: Annotated[str, typer.Option(help="syslog: udp | tcp.")] = "udp",
@@ -436,7 +439,7 @@ def generate(
         elif target == "kafka":
             tgt = gen.KafkaTarget(bootstrap or _local_bootstrap(), topic, acks, compression)
         elif target == "http":
-            tgt = gen.HttpTarget(url, http_batch)
+            tgt = gen.HttpTarget(url, http_batch, body_format=http_format)
         elif target == "syslog":
             if protocol not in ("udp", "tcp") or framing not in ("octet", "lf"):
                 raise gen.GenerateError("--protocol is udp or tcp, --framing is octet or lf")
@@ -557,8 +560,18 @@ def bench(
             "a run with lost or duplicated lines always keeps them)."
         ),
     ] = False,
+    source: Annotated[
+        str,
+        typer.Option(
+            help="file (the agent tails the generated files) or http (the generator POSTs them to "
+            "HTTP ingest, one client; no ceiling)."
+        ),
+    ] = "file",
+    http_format: Annotated[str, typer.Option(help="With --source http: ndjson or msgpack.")] = "ndjson",
+    http_batch: Annotated[int, typer.Option(help="With --source http: lines per request.")] = 1000,
 ) -> None:
-    """Benchmark file -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a raw ceiling."""
+    """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
+    raw ceiling."""
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
 
     opts = BenchOptions(
@@ -581,6 +594,9 @@ def bench(
         profile=profile,
         stall_timeout=stall_timeout,
         keep=keep,
+        source=source,
+        http_format=http_format,
+        http_batch=http_batch,
     )
     try:
         result = run_bench(opts, err)

@@ -24,7 +24,7 @@ from log_capturer.config.base import Strict
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
-from log_capturer.sources.http_config import HttpIngestConfig
+from log_capturer.sources.http.config import HttpIngestConfig
 from log_capturer.sources.stdin.config import StdinConfig
 from log_capturer.sources.syslog.config import SyslogConfig
 
@@ -45,7 +45,7 @@ class Sources(Strict):
     files_config: FilesConfig = component(FilesConfig, "log_capturer.sources.file.source:COMPONENT")
     syslog: SyslogConfig = component(SyslogConfig, "log_capturer.sources.syslog.source:COMPONENT")
     stdin: StdinConfig = component(StdinConfig, "log_capturer.sources.stdin.source:COMPONENT")
-    http_ingest: HttpIngestConfig = component(HttpIngestConfig, "log_capturer.sources.http:COMPONENT")
+    http_ingest: HttpIngestConfig = component(HttpIngestConfig, "log_capturer.sources.http.source:COMPONENT")
     container_monitor: ContainerMonitorConfig = component(
         ContainerMonitorConfig, "log_capturer.sources.containers.source:COMPONENT"
     )

@@ -40,7 +40,7 @@ from log_capturer.sinks.kafka.config import (
 )
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
-from log_capturer.sources.http_config import HttpIngestConfig
+from log_capturer.sources.http.config import HttpIngestConfig
 from log_capturer.sources.stdin.config import StdinConfig
 from log_capturer.sources.syslog.config import SyslogConfig, SyslogTCPConfig, SyslogUDPConfig
 

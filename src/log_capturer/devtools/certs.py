@@ -2,7 +2,9 @@
 
 Writes, in one directory: ``ca.pem`` (what clients trust), the broker's PKCS#12
 keystores (one valid for 127.0.0.1/localhost, one for a host name that does not
-match, to prove host verification), the broker truststore, and a client
+match, to prove host verification), the broker truststore, the same
+127.0.0.1/localhost certificate and key in PEM (``server.pem``, ``server.key``:
+for listeners that take PEM, such as the agent's TLS syslog), and a client
 certificate and key in PEM for mutual TLS.
 """
 
@@ -31,6 +33,8 @@ class TlsMaterial:
     truststore: Path
     client_cert: Path
     client_key: Path
+    server_cert: Path
+    server_key: Path
     password: str = STORE_PASSWORD
 
     @classmethod
@@ -43,6 +47,8 @@ class TlsMaterial:
             truststore=directory / "truststore.p12",
             client_cert=directory / "client.pem",
             client_key=directory / "client.key",
+            server_cert=directory / "server.pem",
+            server_key=directory / "server.key",
         )
 
 
@@ -83,7 +89,16 @@ def generate(directory: Path) -> TlsMaterial:
     m = TlsMaterial.at(directory)
     if all(
         p.exists()
-        for p in (m.ca_file, m.broker_keystore, m.badhost_keystore, m.truststore, m.client_cert, m.client_key)
+        for p in (
+            m.ca_file,
+            m.broker_keystore,
+            m.badhost_keystore,
+            m.truststore,
+            m.client_cert,
+            m.client_key,
+            m.server_cert,
+            m.server_key,
+        )
     ):
         return m
     directory.mkdir(parents=True, exist_ok=True)
@@ -104,6 +119,7 @@ def generate(directory: Path) -> TlsMaterial:
         sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     m.broker_keystore.write_bytes(pkcs12.serialize_key_and_certificates(b"broker", good_key, good, [ca], enc))
+    _write_pem(m.server_cert, m.server_key, good, good_key)
     bad_key = ec.generate_private_key(ec.SECP256R1())
     bad = _cert(
         "wrong-host.invalid",
@@ -124,11 +140,17 @@ def generate(directory: Path) -> TlsMaterial:
         ca_key,
         usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
     )
-    m.client_cert.write_bytes(client.public_bytes(serialization.Encoding.PEM))
-    m.client_key.write_bytes(
-        client_key.private_bytes(
+    _write_pem(m.client_cert, m.client_key, client, client_key)
+    return m
+
+
+def _write_pem(
+    cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> None:
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    m.client_key.chmod(0o600)
-    return m
+    key_path.chmod(0o600)

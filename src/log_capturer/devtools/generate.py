@@ -27,6 +27,7 @@ import os
 import random
 import re
 import socket
+import struct
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ FORMATS: tuple[str, ...] = ("json", "logfmt", "plain", "mixed")
 LEVELS: tuple[str, ...] = ("trace", "debug", "info", "warn", "error", "fatal", "critical", "none")
 DEFAULT_LEVELS = "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,none=1"
 TENANTS = 16
+#: Bodies of the http target: NDJSON, or msgpack as Fluent Bit's http output sends it.
+HTTP_FORMATS = ("ndjson", "msgpack")
 POOL_SIZE = 4096
 #: Time to write the due lines in one go; smaller = finer emit times, more calls.
 TICK = 0.01
@@ -336,7 +339,9 @@ class KafkaTarget:
 
 
 class HttpTarget:
-    """POSTs NDJSON batches (``{message, level, labels, timestamp}``) to the agent's ingest API.
+    """POSTs batches to the agent's ingest API: NDJSON (``{message, level, labels, timestamp}``), or
+    msgpack as Fluent Bit's http output sends it (``[[EventTime, {}], {log, level, labels}]``
+    events, ``Content-Type: application/msgpack``).
 
     429 and 503 (queue full) and connection errors are retried with a doubling
     back-off (0.1 s up to 5 s) for at most ``retry_for`` seconds; any other
@@ -345,10 +350,16 @@ class HttpTarget:
 
     name = "http"
 
-    def __init__(self, url: str, batch_lines: int = 1000, retry_for: float = 60.0) -> None:
+    def __init__(
+        self, url: str, batch_lines: int = 1000, retry_for: float = 60.0, body_format: str = "ndjson"
+    ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise GenerateError(f"--url must be http://HOST:PORT/PATH, got {url!r}")
+        if body_format not in HTTP_FORMATS:
+            raise GenerateError(f"--http-format must be {' or '.join(HTTP_FORMATS)}, got {body_format!r}")
+        self.body_format = body_format
+        self.content_type = "application/x-ndjson" if body_format == "ndjson" else "application/msgpack"
         self.url = url
         self.host = parts.hostname
         self.port = parts.port or 80
@@ -365,6 +376,9 @@ class HttpTarget:
         return self._conn
 
     def write(self, batch: Batch) -> None:
+        if self.body_format == "msgpack":
+            self._write_msgpack(batch)
+            return
         ts = rfc3339_us(batch.emit_ns)
         docs = []
         for line, level, tenant in zip(batch.lines, batch.levels, batch.tenants, strict=True):
@@ -375,6 +389,21 @@ class HttpTarget:
         for i in range(0, len(docs), self.batch_lines):
             self._post(b"\n".join(docs[i : i + self.batch_lines]) + b"\n")
 
+    def _write_msgpack(self, batch: Batch) -> None:
+        import msgpack
+
+        seconds, nanos = divmod(batch.emit_ns, 1_000_000_000)
+        head = [msgpack.ExtType(0, struct.pack(">II", seconds, nanos)), {}]
+        pack = msgpack.Packer().pack
+        events = []
+        for line, level, tenant in zip(batch.lines, batch.levels, batch.tenants, strict=True):
+            rec: dict[str, Any] = {"log": line, "labels": {"tenant_id": tenant}}
+            if level != "none":
+                rec["level"] = level
+            events.append(pack([head, rec]))
+        for i in range(0, len(events), self.batch_lines):
+            self._post(b"".join(events[i : i + self.batch_lines]))
+
     def _post(self, body: bytes) -> None:
         delay = 0.1
         deadline = time.monotonic() + self.retry_for
@@ -382,7 +411,7 @@ class HttpTarget:
             status, text = 0, ""
             try:
                 conn = self._connection()
-                conn.request("POST", self.path, body, {"Content-Type": "application/x-ndjson"})
+                conn.request("POST", self.path, body, {"Content-Type": self.content_type})
                 resp = conn.getresponse()
                 status, text = resp.status, resp.read().decode(errors="replace")
             except (OSError, http.client.HTTPException) as exc:
@@ -407,7 +436,12 @@ class HttpTarget:
     def close(self) -> dict[str, Any]:
         if self._conn is not None:
             self._conn.close()
-        return {"url": self.url, "requests": self.requests, "retries": self.retries}
+        return {
+            "url": self.url,
+            "format": self.body_format,
+            "requests": self.requests,
+            "retries": self.retries,
+        }
 
 
 class SyslogTarget:

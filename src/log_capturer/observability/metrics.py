@@ -219,6 +219,15 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.http_ingest_records_rejected = Counter(
+            "http_ingest_records_rejected_total",
+            "HTTP ingest records that were not shipped, by reason (invalid_json, invalid_msgpack, "
+            "not_an_object, missing_message, empty_message, invalid_field) and outcome (parked: in "
+            "the local DLQ; skipped: http_ingest.empty_messages is skip; dropped: the DLQ could not "
+            "take them). The request's other records are shipped.",
+            ["reason", "outcome"],
+            registry=r,
+        )
         # --- processing pipelines ----------------------------------------------------------
         self.pipeline_lines = Counter(
             "pipeline_lines_total",

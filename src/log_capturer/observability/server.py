@@ -4,7 +4,7 @@ API server (``server.port``, 8401): ``GET /health`` (JSON, 503 unless
 healthy), ``GET /stats``, ``GET /positions``, ``GET /dlq/stats``,
 ``POST /dlq/reprocess`` (``?all=true`` replays every entry, not only those
 due), and ``POST /api/v1/logs`` when HTTP ingest is on
-(:mod:`log_capturer.sources.http`). Metrics server
+(:mod:`log_capturer.sources.http.source`). Metrics server
 (``metrics.port``, 8001): ``GET <metrics.path>`` (Prometheus text) and a plain
 ``GET /health`` answering ``OK``.
 """

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from log_capturer.config.schema import Config
     from log_capturer.observability.metrics import Metrics
     from log_capturer.pipeline.dispatcher import Dispatcher
+    from log_capturer.reliability.dlq import DeadLetterStore
     from log_capturer.sources.file.tail import TailedFile
     from log_capturer.sources.file.tailer import Entry
     from log_capturer.workers.shard import Shard
@@ -112,6 +113,8 @@ class BuildContext:
     metrics: Metrics
     #: (index, count) when the agent is one worker of a multi-process agent, else None.
     worker: tuple[int, int] | None = None
+    #: The local dead-letter store, for records a source refuses itself (HTTP ingest), or None.
+    dlq: DeadLetterStore | None = None
 
     def shard(self, kind: str) -> Shard | None:
         """The worker's share of the ``kind`` sources (files, containers), or None (one process)."""
@@ -133,3 +136,5 @@ class SourceComponent(Generic[C]):
     idle_stats: Mapping[str, Any] = field(default_factory=dict)
     #: source_type -> pipeline, for the lines of this source that name no pipeline themselves.
     pipelines: Callable[[C], Mapping[str, str]] = lambda _section: {}
+    #: What would keep it from starting, found without the network (``validate`` and the start).
+    problems: Callable[[C], list[str]] = lambda _section: []

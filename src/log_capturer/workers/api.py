@@ -24,7 +24,7 @@ from log_capturer.workers import aggregate
 if TYPE_CHECKING:
     from log_capturer.workers.supervisor import Supervisor
 
-#: ``sources.http.PATH``, written out: importing it would load the whole pipeline (a test checks).
+#: ``sources.http.source.PATH``, written out: importing it would load the whole pipeline (a test checks).
 INGEST_PATH = "/api/v1/logs"
 #: How long the supervisor waits for a worker's answer.
 WORKER_TIMEOUT = 5.0
@@ -125,8 +125,8 @@ def _forward_to_first(sup: Supervisor) -> Callable[[web.Request], Any]:
         base = sup.api_urls()[0][1]
         if base is None:
             return _json({"status": "unavailable", "reason": "worker 0 is restarting; retry"}, 503)
-        passed = ("content-type", "content-encoding")
-        headers = {k: v for k, v in request.headers.items() if k.lower() in passed}
+        # Not Content-Encoding: aiohttp hands the body on decompressed.
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "content-type"}
         session: aiohttp.ClientSession = request.app[_SESSION]
         try:
             async with session.post(
@@ -141,9 +141,27 @@ def _forward_to_first(sup: Supervisor) -> Callable[[web.Request], Any]:
                     body=body, status=r.status, content_type=r.content_type, headers=_passed(r.headers)
                 )
         except aiohttp.ClientError as exc:
-            return _json({"status": "unavailable", "reason": f"worker 0 did not answer: {exc}"}, 503)
+            bad = _unreadable_body(exc)
+            if bad is None:
+                return _json({"status": "unavailable", "reason": f"worker 0 did not answer: {exc}"}, 503)
+            request.content.feed_eof()  # else aiohttp reads on after the answer and logs a traceback
+            why = str(bad).splitlines()[-1].strip()
+            answer = _json({"status": "rejected", "error": f"the body cannot be read: {why}"}, 400)
+            answer.force_close()
+            return answer
 
     return forward
+
+
+def _unreadable_body(exc: BaseException) -> web.RequestPayloadError | None:
+    """The client's body that could not be read (say, gzip that is not), if that is why sending
+    it on failed: aiohttp wraps it in the error of the request to the worker."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, web.RequestPayloadError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _passed(headers: Any) -> dict[str, str]:

@@ -21,7 +21,7 @@ from log_capturer.config.loader import validate
 from log_capturer.record import Chunk
 from log_capturer.sources.file.source import FileSource
 from log_capturer.sources.file.tail import TailedFile
-from log_capturer.sources.http import HttpIngest
+from log_capturer.sources.http.source import HttpIngest
 from tests.support import agent_config, consume_all, create_prefixed_topics, wait_until
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,7 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
         assert ingest["status"] == "degraded" and ingest["last_error"] == "KeyError: 'injected'"
         assert post(url, {"message": "ingested after the crash"}) == (
             200,
-            {"status": "accepted", "accepted": 1},
+            {"status": "accepted", "accepted": 1, "rejected": 0},
         )
         assert source(agent, "http_ingest")["status"] == "healthy"
         wait_until(lambda: src.lines_read == len(expected) and src.in_flight() == 0, 60, "every line acked")

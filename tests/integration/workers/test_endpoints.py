@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import signal
 import socket
 import urllib.error
@@ -11,6 +12,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,8 +33,12 @@ pytestmark = pytest.mark.integration
 LINES = 6000
 
 
-def post(url: str, body: bytes = b"", content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+def post(
+    url: str, body: bytes = b"", content_type: str = "application/json", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, orjson.loads(r.read())
@@ -114,8 +120,20 @@ def test_health_stats_metrics_positions_ingest_and_dlq_through_the_supervisor(
         assert (code, body["status"]) == (200, "accepted")
         code, body = post(agent.api + "/api/v1/logs", b"{not json")
         assert code == 400
-        high = consume_all(bootstrap, [topics["logs-high-priority"]])
-        assert [r.json()["message"] for r in high if r.json()["source_type"] == "api"] == ["via supervisor"]
+        # A gzip msgpack body (Fluent Bit's http output with compress gzip) arrives whole.
+        req = urllib.request.Request(
+            agent.api + "/api/v1/logs",
+            data=gzip.compress(msgpack.packb({"log": "gzip via supervisor", "level": "error"})),
+            method="POST",
+            headers={"Content-Type": "application/msgpack", "Content-Encoding": "gzip"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert (r.status, orjson.loads(r.read())["accepted"]) == (200, 1)
+        code, body = post(agent.api + "/api/v1/logs", b"not gzip", headers={"Content-Encoding": "gzip"})
+        assert code == 400 and "the body cannot be read" in body["error"], body
+        high = consume_all(bootstrap, [topics["logs-high-priority"]], expected=2)
+        api = sorted(r.json()["message"] for r in high if r.json()["source_type"] == "api")
+        assert api == ["gzip via supervisor", "via supervisor"]
 
         # The DLQ endpoints of worker 0 (one store for all workers).
         dlq = agent.get("/dlq/stats")

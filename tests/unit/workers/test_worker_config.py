@@ -59,7 +59,7 @@ def test_the_supervisor_settings_survive_the_handoff_and_it_never_loads_the_sche
     import subprocess
     import sys
 
-    from log_capturer.sources.http import PATH
+    from log_capturer.sources.http.source import PATH
     from log_capturer.workers.api import INGEST_PATH
     from log_capturer.workers.supervisor import SupervisorSettings, settings_of
 

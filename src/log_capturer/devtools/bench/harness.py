@@ -7,6 +7,11 @@ it at the scenario's rate while the collector reads the topics live; for
 ``max`` write the whole file first, then start the agent and read the topics
 once it is done -> stop the agent (SIGTERM, drain) -> run the ceiling on the
 same file -> compute, write JSON and PNG, print the verdicts.
+
+With ``source="http"`` the generator POSTs the lines to the agent's HTTP
+ingest instead (one client, ``http_batch`` lines per request, NDJSON or
+Fluent Bit's msgpack), always live (``max``: as fast as the agent answers);
+there is no file, so no ceiling.
 """
 
 from __future__ import annotations
@@ -97,6 +102,11 @@ class BenchOptions:
     #: duplicates or agent failure deletes them (about 0.5 GB of files and as much in the broker
     #: per 3 million lines; repeated runs filled a 250 GB disk).
     keep: bool = False
+    #: Where the agent reads the lines: ``file`` (tailing) or ``http`` (HTTP ingest).
+    source: str = "file"
+    #: With source http: the body format (``ndjson`` or ``msgpack``) and lines per request.
+    http_format: str = "ndjson"
+    http_batch: int = 1000
 
 
 def default_agent_config() -> dict[str, Any]:
@@ -174,6 +184,12 @@ class Bench:
             raise BenchError("--files must be at least 1")
         if opts.workers is not None and not 1 <= opts.workers <= 64:
             raise BenchError("--workers must be between 1 and 64")
+        if opts.source not in ("file", "http"):
+            raise BenchError("--source is file or http")
+        if opts.http_format not in ("ndjson", "msgpack"):
+            raise BenchError("--http-format is ndjson or msgpack")
+        if opts.source == "http" and opts.ceiling != "none":
+            opts.ceiling = "none"  # the ceiling replays the generated files; HTTP writes none
         self.opts = opts
         self.console = console or Console(stderr=True)
         self.scenario = SCENARIOS[opts.scenario]
@@ -260,15 +276,29 @@ class Bench:
             },
         )
 
-    def _generate(self, files: list[Path], rate: float, count: int, duration: float | None) -> dict[str, Any]:
+    def _generate(
+        self, files: list[Path], rate: float, count: int, duration: float | None, api: str = ""
+    ) -> dict[str, Any]:
         summary = self.dir / "generator.json"
+        if self.opts.source == "http":
+            target = [
+                "--target",
+                "http",
+                "--url",
+                api + "/api/v1/logs",
+                "--http-format",
+                self.opts.http_format,
+                "--http-batch",
+                str(self.opts.http_batch),
+            ]
+        else:
+            target = ["--target", "file"]
         cmd = [
             sys.executable,
             "-m",
             "log_capturer",
             "generate",
-            "--target",
-            "file",
+            *target,
             "--no-progress",
             "--rate",
             str(rate),
@@ -313,7 +343,7 @@ class Bench:
         except ConfigError as exc:
             raise BenchError(f"the agent config for the bench is invalid:\n{exc}") from None
         self.workers = agent_cfg.app.workers
-        files = bench_files(self.dir / "logs", opts.files, self.workers)
+        files = bench_files(self.dir / "logs", opts.files, self.workers) if opts.source == "file" else []
         for f in files:
             f.touch()
         run = _RunFacts(
@@ -323,7 +353,7 @@ class Bench:
             cfg_path=cfg_path,
             agent_log=self.dir / "agent.log",
         )
-        live = self.rate > 0
+        live = self.rate > 0 or opts.source == "http"
         self.log(f"run {self.run_id}: {self.expected:,} lines -> {self.dir}")
         if not live:
             self.log(f"writing {self.expected:,} lines in advance")
@@ -375,7 +405,9 @@ class Bench:
                 reader = threading.Thread(target=collector.run, args=(stop_reading,), daemon=True)
                 reader.start()
                 self.log(f"generating {self.rate:,.0f} lines/s for {self.duration:g}s")
-                run.generator = self._generate(files, self.rate, self.expected, self.duration)
+                run.generator = self._generate(
+                    files, self.rate, self.expected, self.duration if self.rate else None, api
+                )
                 self._wait_done(lambda: collector.unique, agent, "lines consumed")
             else:
                 self._wait_done(lambda: self._high_total(collector, routed), agent, "records in Kafka")
@@ -549,6 +581,9 @@ class Bench:
         opts = self.opts
         return {
             "scenario": opts.scenario,
+            "source": opts.source,
+            "http_format": opts.http_format if opts.source == "http" else None,
+            "http_batch": opts.http_batch if opts.source == "http" else None,
             "rate": self.rate,
             "duration": self.duration,
             "lines": self.expected,

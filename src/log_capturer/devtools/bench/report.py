@@ -180,7 +180,7 @@ def print_report(result: dict[str, Any], console: Console) -> None:
     t.add_row("load", f"{res['lines_expected']:,} lines of {opts['line_bytes']} B ({opts['format']}), {rate}")
     workers = opts.get("workers") or 1
     processes = f"a supervisor and {workers} worker processes" if workers > 1 else "one process"
-    t.add_row("agent", f"{opts.get('files', 1)} file(s); {processes}")
+    t.add_row("agent", f"{_input(opts)}; {processes}")
     t.add_row("kafka", f"acks={opts['acks']} compression={opts['compression']} at {opts['bootstrap']}")
     t.add_row("throughput", _fmt(res["throughput"], " lines/s"))
     for kind in ("consume", "append"):
@@ -328,10 +328,17 @@ def write_chart(result: dict[str, Any], series: dict[str, Any], path: Path) -> N
         f"{opts['scenario']}: {_fmt(res['throughput'], ' lines/s')}{vs}{latency}, "
         f"RSS peak {_fmt(res['rss_peak_mib'], ' MiB', 0)}, lost {res['lost']}, dup {res['duplicated']}\n"
         f"acks={opts['acks']} {opts['compression']} {opts['line_bytes']} B {opts['format']} lines; "
-        f"{opts.get('files', 1)} file(s), {opts.get('workers') or 1} worker(s); "
+        f"{_input(opts)}, {opts.get('workers') or 1} worker(s); "
         f"{result['machine']['cores']} cores; {result['started_at']}",
         fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _input(opts: dict[str, Any]) -> str:
+    """What the agent read: files it tailed, or HTTP ingest requests."""
+    if opts.get("source") == "http":
+        return f"HTTP ingest, {opts.get('http_format')} requests of {opts.get('http_batch'):,} lines"
+    return f"{opts.get('files', 1)} file(s)"

@@ -141,12 +141,13 @@ def dlq_replay(
 ) -> None:
     """Send parked entries to their topics (with the config's sinks.kafka settings, headers
     included); delivered entries leave the store. Every entry by default, also those automatic
-    reprocessing gave up on (--due, --reason and --limit narrow it). Exit 1 if some could not be
-    delivered."""
+    reprocessing gave up on (--due, --reason and --limit narrow it). Entries without a topic
+    (records a source rejected, such as HTTP ingest's invalid_record) are never replayed: read
+    them with `dlq list`, remove them with `dlq purge`. Exit 1 if some could not be delivered."""
     cfg, store = _store(config, directory)
     try:
         with replay_lock(store):
-            entries = store.select(due_only=due, reason=reason, limit=limit or None)
+            entries = store.select(due_only=due, reason=reason, limit=limit or None, replayable=True)
             if not entries:
                 out.print("nothing to replay")
                 return

@@ -109,7 +109,7 @@ class Reprocessor:
     def _replay(self, everything: bool) -> ReplayResult:
         cfg = self.config
         if everything:
-            entries = self.store.select(due_only=False)
+            entries = self.store.select(due_only=False, replayable=True)
             return replay_entries(
                 self.store, self.target, entries, batch_size=cfg.batch_size, timeout=cfg.timeout
             )

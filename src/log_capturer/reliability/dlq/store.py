@@ -266,15 +266,19 @@ class DeadLetterStore:
         due_only: bool = True,
         limit: int | None = None,
         reason: str | None = None,
+        replayable: bool = False,
     ) -> list[dict[str, Any]]:
         """Entries to replay: with ``due_only``, those whose next_reprocess_time passed, older than
-        ``min_entry_age`` and with fewer than ``max_retries`` attempts; oldest first."""
+        ``min_entry_age`` and with fewer than ``max_retries`` attempts; oldest first. Without it,
+        every entry (``replayable``: those with a topic to replay to)."""
         t = self._clock() if now is None else now
         out: list[dict[str, Any]] = []
         for _, doc in self.read():
             if reason is not None and doc.get("error_type") != reason:
                 continue
             if due_only and not self._due(doc, t):
+                continue
+            if replayable and not _replayable(doc):
                 continue
             out.append(doc)
             if limit is not None and len(out) >= limit:
@@ -284,7 +288,8 @@ class DeadLetterStore:
     def _due(self, doc: dict[str, Any], now: float) -> bool:
         rp = self.config.reprocessing_config
         return (
-            int(doc.get("reprocess_attempts", 0)) < rp.max_retries
+            _replayable(doc)
+            and int(doc.get("reprocess_attempts", 0)) < rp.max_retries
             and parse_iso(str(doc.get("next_reprocess_time", ""))) <= now
             and now - parse_iso(str(doc.get("timestamp", ""))) >= rp.min_entry_age
         )
@@ -433,6 +438,12 @@ def _docs(data: bytes) -> Iterator[dict[str, Any]]:
     return (doc for _, doc in _parsed(data) if doc is not None)
 
 
+def _replayable(doc: dict[str, Any]) -> bool:
+    """Whether reprocessing may replay the entry: an entry without a topic is a record a source
+    rejected (HTTP ingest's invalid records), kept for people to read, never due nor exhausted."""
+    return bool(doc.get("topic"))
+
+
 def _summarize(data: bytes, signature: tuple[int, int]) -> _Summary:
     s = _Summary(signature)
     for _, doc in _parsed(data):
@@ -445,6 +456,8 @@ def _summarize(data: bytes, signature: tuple[int, int]) -> _Summary:
         if ts and (not s.oldest or ts < s.oldest):
             s.oldest = ts
         s.newest = max(s.newest, ts)
+        if not _replayable(doc):
+            continue
         s.schedule.append(
             (parse_iso(str(doc.get("next_reprocess_time", ""))), int(doc.get("reprocess_attempts", 0)))
         )

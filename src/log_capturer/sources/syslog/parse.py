@@ -9,6 +9,9 @@ parse error.
 
 RFC 3164 times carry no year and no zone: they are read in the agent's local
 zone, in the latest year that does not put them more than a day in the future.
+The RFC 3164 tag after the hostname ends with ``:``, ``[pid]:`` or a space, as
+rsyslog's parser takes it; in a message with no time (so no hostname either)
+only a tag ending with ``:`` is taken, since the first word may as well be text.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ _SD_ESCAPE = re.compile(r'\\(["\\\]])')
 _3164_TIME = re.compile(r"([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) ")
 _3164_ISO = re.compile(r"(\d{4}-\d{2}-\d{2}T\S+) ")
 _TAG = re.compile(r"([^\s:\[\]]{1,64})(?:\[([^\]\s]{0,32})\])?: ?")
+#: After a hostname, the tag may also end with a space, as rsyslog's RFC 3164 parser takes it
+#: (`interop3 message`, `app[12] message`); a last word with nothing after it stays the message.
+_LOOSE_TAG = re.compile(r"([^\s:\[\]]{1,64})(?:\[([^\]\s]{0,32})\])?(?:: ?| )")
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -143,19 +149,20 @@ def _parse_3164(rest: str, fields: dict[str, Any], level: str) -> Parsed:
     elif (iso := _3164_ISO.match(rest)) is not None and (ts := parse_rfc3339(iso.group(1))) is not None:
         rest = rest[iso.end() :]
     if ts is None:
-        # No time: what follows is the tag (if any) and the message, no hostname.
-        return _tagged(rest, fields, level, None)
-    tag = _TAG.match(rest)
-    if tag is None:
+        # No time: what follows is the tag (if any, ending with ':') and the message, no hostname.
+        return _tagged(rest, fields, level, None, _TAG)
+    if _TAG.match(rest) is None:
         host, sep, after = rest.partition(" ")
         if sep and host:
             fields["hostname"] = host
-            rest = after
-    return _tagged(rest, fields, level, ts)
+            return _tagged(after, fields, level, ts, _LOOSE_TAG)
+    return _tagged(rest, fields, level, ts, _TAG)
 
 
-def _tagged(rest: str, fields: dict[str, Any], level: str, ts: int | None) -> Parsed:
-    tag = _TAG.match(rest)
+def _tagged(
+    rest: str, fields: dict[str, Any], level: str, ts: int | None, pattern: re.Pattern[str]
+) -> Parsed:
+    tag = pattern.match(rest)
     if tag is not None:
         fields["appname"] = tag.group(1)
         if tag.group(2):

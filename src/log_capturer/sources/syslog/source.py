@@ -31,6 +31,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -39,10 +40,11 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
 from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
-from log_capturer.sources.supervise import Supervisor
+from log_capturer.sources.supervise import Supervisor, describe
 from log_capturer.sources.syslog.config import SyslogConfig
 from log_capturer.sources.syslog.framing import Framer
 from log_capturer.sources.syslog.parse import parse
+from log_capturer.sources.syslog.tls import TLSSetupError, server_context, tls_problems
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 MAX_ORIGINS = 10_000
 #: How often the kernel's count of dropped datagrams is read.
 UDP_DROPS_INTERVAL = 1.0
+#: Failed TLS handshakes are logged at most this often (seconds); all are counted.
+TLS_LOG_INTERVAL = 10.0
+#: How long a TLS client has to finish its handshake.
+TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 def udp_drops(inode: int) -> int | None:
@@ -107,10 +113,13 @@ class SyslogSource:
         self.bound: list[tuple[str, str, int]] = []
         self.messages_received = 0
         self.messages_dropped = 0
+        self._tls_failures = 0
+        self._tls_logged = float("-inf")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Bind the listeners (SourceStartError if a port is taken) and start serving."""
+        """Bind the listeners and start serving. Raises SourceStartError, naming the keys to
+        change, if a port is taken or the TLS files cannot be used."""
         ready = threading.Event()
         errors: list[BaseException] = []
         self._loop = asyncio.new_event_loop()
@@ -142,6 +151,8 @@ class SyslogSource:
         if errors:
             self._thread.join(5)
             exc = errors[0]
+            if isinstance(exc, TLSSetupError):
+                raise SourceStartError(str(exc)) from exc
             if isinstance(exc, OSError):
                 raise SourceStartError(
                     f"cannot listen for syslog: {exc.strerror or exc}; change syslog.udp.port / "
@@ -153,6 +164,8 @@ class SyslogSource:
     async def _bind(self) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
+        # Before anything is bound: unusable TLS files fail the start with nothing to close.
+        tls = server_context(cfg.tcp.tls) if cfg.tcp.enabled and cfg.tcp.tls.enabled else None
         try:
             if cfg.udp.enabled:
                 sock = socket.socket(_family(cfg.udp.host), socket.SOCK_DGRAM)
@@ -171,14 +184,26 @@ class SyslogSource:
                 )
             if cfg.tcp.enabled:
                 server = await loop.create_server(
-                    lambda: _TcpProtocol(self), cfg.tcp.host, cfg.tcp.port, reuse_address=True
+                    lambda: _TcpProtocol(self, tls), cfg.tcp.host, cfg.tcp.port, reuse_address=True
                 )
                 self._servers.append(server)
                 for s in server.sockets:
-                    self.bound.append(("tcp", *s.getsockname()[:2]))
+                    self.bound.append(("tcp" if tls is None else "tls", *s.getsockname()[:2]))
         except OSError:
             await self._close_listeners()
             raise
+
+    def tls_failed(self, peer: str, exc: BaseException) -> None:
+        """A TLS handshake failed (a plain-TCP client, no or an untrusted client certificate...):
+        counted, and logged at most once per ``TLS_LOG_INTERVAL`` (with how many since)."""
+        self.metrics.errors.labels("syslog_source", "tls_handshake").inc()
+        self._tls_failures += 1
+        now = time.monotonic()
+        if now - self._tls_logged < TLS_LOG_INTERVAL:
+            return
+        more = f" ({self._tls_failures - 1} more since the last report)" if self._tls_failures > 1 else ""
+        self._tls_logged, self._tls_failures = now, 0
+        log.warning("syslog: TLS handshake with %s failed: %s%s", peer, describe(exc), more)
 
     def _check_udp_drops(self) -> None:
         if self.stopping.is_set():
@@ -368,11 +393,17 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class _TcpProtocol(asyncio.Protocol):
-    def __init__(self, source: SyslogSource) -> None:
+    """One TCP connection; with ``tls``, its TLS handshake is done here (``loop.start_tls``) rather
+    than by the server, so that a failed one can be counted and logged."""
+
+    def __init__(self, source: SyslogSource, tls: ssl.SSLContext | None = None) -> None:
         self.source = source
+        self.tls = tls
+        self.kind = "tcp" if tls is None else "tls"
         self.framer = Framer(source.config.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self._handshake: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -387,16 +418,35 @@ class _TcpProtocol(asyncio.Protocol):
         self.peer = str(peer[0]) if peer else "unknown"
         src.connections.add(self)
         src.metrics.source_connections.labels("syslog").set(len(src.connections))
+        if self.tls is not None:
+            self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, self.tls))
+
+    async def _start_tls(self, transport: asyncio.Transport, ctx: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            upgraded = await loop.start_tls(
+                transport, self, ctx, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
+            )
+        except (OSError, TimeoutError) as exc:
+            transport.abort()
+            self.connection_lost(None)
+            if not self.source.stopping.is_set():
+                self.source.tls_failed(self.peer, exc)
+            return
+        if upgraded is None:  # the connection closed during the handshake
+            self.connection_lost(None)
+            return
+        self.transport = upgraded
 
     def data_received(self, data: bytes) -> None:
         for frame, truncated in self.framer.feed(data):
-            self.source.received("tcp", self.peer, frame, truncated)
+            self.source.received(self.kind, self.peer, frame, truncated)
 
     def eof_received(self) -> bool | None:
         last = self.framer.finish()
         if last is not None:
             frame, truncated = last
-            self.source.received("tcp", self.peer, frame, truncated)
+            self.source.received(self.kind, self.peer, frame, truncated)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -406,6 +456,8 @@ class _TcpProtocol(asyncio.Protocol):
             src.metrics.source_connections.labels("syslog").set(len(src.connections))
 
     def close(self) -> None:
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -415,5 +467,8 @@ def build(config: SyslogConfig, ctx: BuildContext) -> SyslogSource | None:
 
 
 COMPONENT = SourceComponent(
-    build=build, stats_key="syslog", idle_stats={"received": 0, "dropped": 0, "tcp_connections": 0}
+    build=build,
+    stats_key="syslog",
+    idle_stats={"received": 0, "dropped": 0, "tcp_connections": 0},
+    problems=tls_problems,
 )

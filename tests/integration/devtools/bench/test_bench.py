@@ -156,6 +156,31 @@ def test_max_smoke_in_multi_process_mode(tmp_path: Path, bootstrap: str) -> None
     assert "log_capturer.workers.worker --index" in Path(prof["folded"]).read_text()
 
 
+@pytest.mark.parametrize("body_format", ["ndjson", "msgpack"])
+def test_max_smoke_through_http_ingest(tmp_path: Path, bootstrap: str, body_format: str) -> None:
+    r = bench(
+        tmp_path,
+        bootstrap,
+        "--scenario",
+        "max",
+        "--lines",
+        "20000",
+        "--source",
+        "http",
+        "--http-format",
+        body_format,
+    )
+    res = r["results"]
+    assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (20000, 0, 0, 0)
+    assert res["errors"]["foreign_records"] == 0
+    assert (r["options"]["source"], r["options"]["http_format"]) == ("http", body_format)
+    info = r["generator"]["target_info"]
+    assert (r["generator"]["target"], info["format"], info["requests"]) == ("http", body_format, 20)
+    assert r["ceiling"] is None and r["agent"]["exit_code"] == 0
+    # Every record came through HTTP ingest with its tenant label (the partition key).
+    assert res["by_topic"].get(r["topics"]["logs-dlq"], 0) == 0
+
+
 def _topics(bootstrap: str) -> list[str]:
     from confluent_kafka.admin import AdminClient
 

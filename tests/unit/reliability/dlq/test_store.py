@@ -141,6 +141,22 @@ def test_select_due_respects_schedule_age_and_retries(tmp_path: Path) -> None:
     assert stats["exhausted"] == 1 and stats["due_for_reprocessing"] == 0
 
 
+def test_entries_without_a_topic_are_kept_but_never_due(tmp_path: Path) -> None:
+    """What a source rejected (HTTP ingest's invalid records) was never routed: people read it,
+    reprocessing never replays it."""
+    clock = Clock()
+    s = store(tmp_path, clock, reprocessing_config={"initial_delay": "10s", "min_entry_age": "30s"})
+    s.park([DLQEntry({"log": ""}, "record 1: 'log' is empty", "invalid_record", "http_ingest"), entry(1)])
+    clock.now += 3600
+    [due] = s.select()
+    assert due["topic"] == "logs-high-priority"
+    assert len(s.select(due_only=False)) == 2  # `dlq list` shows both
+    assert [d["topic"] for d in s.select(due_only=False, replayable=True)] == ["logs-high-priority"]
+    stats = s.stats()
+    assert stats["entries"] == 2 and stats["by_reason"]["invalid_record"] == 1
+    assert stats["due_for_reprocessing"] == 1 and stats["exhausted"] == 0
+
+
 def test_expire_removes_entries_older_than_retention(tmp_path: Path) -> None:
     clock = Clock()
     metrics = Metrics()

@@ -45,8 +45,16 @@ def test_rfc5424_bad_time_keeps_the_message() -> None:
         ("<12>Nov 25 07:05:14 vm app2: line one", "vm", "app2", None, "line one"),
         ("<30>Nov  5 07:05:14 vm app4[14868]: udp 3164", "vm", "app4", "14868", "udp 3164"),
         ("<30>Nov 25 07:05:14 sshd[7]: no hostname", None, "sshd", "7", "no hostname"),
-        ("<30>Nov 25 07:05:14 host free text", "host", None, None, "free text"),
+        # rsyslog's parser: after the hostname, a tag may end with a space (rsyslog forwards
+        # `host interop3 message` for a tag without a colon).
+        ("<30>Nov 25 07:05:14 host interop3 message one", "host", "interop3", None, "message one"),
+        ("<30>Nov 25 07:05:14 host free text", "host", "free", None, "text"),
+        ("<30>Nov 25 07:05:14 host app[12] pid, no colon", "host", "app", "12", "pid, no colon"),
+        ("<30>Nov 25 07:05:14 host app:no space", "host", "app", None, "no space"),
+        ("<30>Nov 25 07:05:14 host lone", "host", None, None, "lone"),
+        ("<30>2026-11-25T07:05:14Z host interop3 iso time", "host", "interop3", None, "iso time"),
         ("<30>2026-11-25T07:05:14Z host tag: iso time", "host", "tag", None, "iso time"),
+        # No time, so no hostname: a first word without ':' may be text, so it stays in the message.
         ("<30>no time at all", None, None, None, "no time at all"),
         ("<30>kernel: no time, a tag", None, "kernel", None, "no time, a tag"),
     ],

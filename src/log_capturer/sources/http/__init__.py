@@ -1,0 +1,1 @@
+"""HTTP ingest: records posted to the API server (``POST /api/v1/logs``): ``config`` and ``source``."""

@@ -1,0 +1,827 @@
+"""HTTP ingest: ``POST /api/v1/logs`` on the API server.
+
+The body is JSON (one object or an array of objects), NDJSON (one object per
+line) or msgpack (a stream of maps, or Fluent Bit's ``[time, record]`` and
+``[[time, metadata], record]`` events, what its ``http`` output sends by
+default), chosen by ``Content-Type``; a body of another or no type is msgpack
+when it starts like a msgpack map or array, else JSON. ``Content-Encoding: gzip``
+bodies are decompressed (by aiohttp). Each object is a record::
+
+    {"message": "text (required, non-empty)",  # or log (Fluent Bit, Docker), msg (Pino): message_key
+     "level": "error",                      # optional (level_key); names, syslog and Pino numbers
+     "source_type": "api", "source_id": "http",   # optional (http_ingest defaults)
+     "labels": {"tenant_id": "acme"},       # optional, string values
+     "timestamp": "2026-11-25T12:00:00Z",   # optional (timestamp_key): RFC 3339 or epoch numbers
+     "fields": {...}}                       # optional; other members are added to fields
+
+One bad record never costs the good ones: records that cannot be shipped
+(not an object, no message, an empty message, a member of the wrong type, a
+line that is not JSON) are rejected one by one, parked in the local DLQ with
+their reason (``failed_sink: http_ingest``, ``error_type: invalid_record``, no
+topic: they are kept for people to read and are never replayed), or skipped
+(empty messages with ``empty_messages: skip``), counted, and logged at most
+once per ``REJECT_LOG_INTERVAL`` with an example; the others are shipped and
+the answer is 200. They are parked directly in the store, not through a sink's
+``dead_letter``: a sink parks records it was given (encoded for its topic, in
+its name), and these never reached one; the store is the same one, so ``dlq
+list``, ``dlq stats`` and ``/dlq/stats`` show them.
+
+Answers (always JSON):
+
+- 200 ``{"status": "accepted", "accepted": N, "rejected": M, ...}``: every
+  record was queued (and, with ``http_ingest.acknowledgements``, acknowledged
+  by the sinks) or rejected; with M > 0, ``rejected_by_reason`` and the first
+  ``errors`` say why. A client must not resend any of them;
+- 400 ``{"status": "rejected", "error": ...}``: the body cannot be read at all
+  (empty, or not JSON, NDJSON or msgpack); nothing of the request was queued;
+- 413: the body is larger than ``http_ingest.max_body_bytes``;
+- 429 (with ``Retry-After``): the dispatcher queue stayed full for
+  ``queue_timeout``; nothing was queued, unless ``accepted`` says otherwise
+  (a request whose records span several sources is queued one source at a
+  time), and nothing was parked;
+- 503: the agent is stopping, or the records were not acknowledged within
+  ``ack_timeout`` (they may still be delivered; resending is at-least-once);
+- 500 ``{"status": "error", "error": ...}``: the handler crashed (a bug). The
+  server goes on; the crash is logged with its traceback, counted in
+  ``errors_total{component="http_ingest",error_type="crash"}``, and
+  ``http_ingest`` is degraded in ``/health`` until a request is handled again.
+  Records of the request may have been queued: resending is at-least-once.
+
+The event loop never blocks: parsing, the dispatcher's blocking ``submit`` and the
+DLQ's durable writes run in the default executor (so :class:`Records` is used
+from several threads at once: its origin cache only ever gains valid entries, and
+a lost insert costs an Origin made twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import math
+import struct
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgpack
+import orjson
+from aiohttp import web
+
+from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
+from log_capturer.processing.levels import NUMERIC, level_of_value, loads_tolerant
+from log_capturer.processing.timestamps import NS, parse_rfc3339
+from log_capturer.record import Chunk, Origin
+from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
+from log_capturer.sources.base import BuildContext, Handler, SourceComponent
+from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS, HttpIngestConfig
+from log_capturer.sources.supervise import Supervisor, describe
+from log_capturer.sources.syslog.parse import LEVELS as SYSLOG_LEVELS
+
+log = logging.getLogger(__name__)
+
+PATH = "/api/v1/logs"
+#: ``failed_sink`` of the DLQ entries of rejected records.
+NAME = "http_ingest"
+MAX_ORIGINS = 1024
+_READ = 1 << 16
+#: Rejected records are logged at most this often (seconds), with an example; all are counted.
+REJECT_LOG_INTERVAL = 10.0
+#: Rejected records an answer describes one by one (all are counted in it).
+MAX_ERRORS = 10
+FORMATS = (
+    "JSON (an object or an array of objects), NDJSON (one object per line) or msgpack (a stream "
+    "of maps, or Fluent Bit's [time, record] events)"
+)
+MSGPACK_TYPES = frozenset({"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"})
+JSON_TYPES = frozenset(
+    {
+        "application/json",
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonlines",
+        "application/json-lines",
+        "application/x-jsonlines",
+        "application/x-json-stream",
+        "application/stream+json",
+        "text/json",
+    }
+)
+#: First bytes of a msgpack map or array: what a msgpack body of records starts with.
+_MSGPACK_START = frozenset(range(0x80, 0xA0)) | {0xDC, 0xDD, 0xDE, 0xDF}
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_EPOCH = datetime(1970, 1, 1)
+_SECOND = timedelta(seconds=1)
+
+# Why a record was rejected (the ``reason`` label of http_ingest_records_rejected_total).
+INVALID_JSON = "invalid_json"
+INVALID_MSGPACK = "invalid_msgpack"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_MESSAGE = "missing_message"
+EMPTY_MESSAGE = "empty_message"
+INVALID_FIELD = "invalid_field"
+#: Where a rejected record went (the ``outcome`` label).
+PARKED, SKIPPED, DROPPED = "parked", "skipped", "dropped"
+
+
+class IngestError(Exception):
+    """The request cannot be accepted; ``status`` is the HTTP code, the message says why.
+    ``close``: the connection cannot carry another request (its body could not be read)."""
+
+    def __init__(self, status: int, reason: str, *, close: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.close = close
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that cannot be shipped: its place among the body's records (from 1), why (a
+    ``reason`` word and a text for people), and what it was (JSON, for the DLQ entry)."""
+
+    number: int
+    reason: str
+    error: str
+    original: dict[str, Any]
+
+
+class EventTime(int):
+    """Fluent's EventTime (msgpack extension 0: seconds and nanoseconds), as ns since the epoch."""
+
+
+#: A body's items in order: records (with a msgpack event's time, or None) and rejected records.
+Item = tuple[dict[str, Any], int | None] | Rejected
+
+
+_SECONDS_NANOS = struct.Struct(">II").unpack
+
+
+def _ext(code: int, data: bytes) -> Any:
+    if code == 0 and len(data) == 8:
+        seconds, nanos = _SECONDS_NANOS(data)
+        return EventTime(seconds * NS + nanos)
+    return msgpack.ExtType(code, data)
+
+
+def parse_body(body: bytes, content_type: str = "") -> list[Item]:
+    """The records of a body, as ``Content-Type`` says (see the module docstring); raises
+    :class:`IngestError` (400) only when nothing of it can be read."""
+    mime = content_type.partition(";")[0].strip().lower()
+    if mime in MSGPACK_TYPES:
+        return _msgpack_items(body)
+    if mime in JSON_TYPES or mime.endswith("+json"):
+        return _json_items(body)
+    if body[:1] and body[0] in _MSGPACK_START:
+        return _msgpack_items(body)
+    return _json_items(body)
+
+
+def _json_items(body: bytes) -> list[Item]:
+    text = body.strip()
+    if not text:
+        raise IngestError(400, f"empty body: send {FORMATS}")
+    try:
+        whole = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if text[:1] == b"[":
+            raise IngestError(400, f"the body is not a valid JSON array ({exc}); send {FORMATS}") from None
+    else:
+        values = whole if isinstance(whole, list) else [whole]
+        return [(v, None) if isinstance(v, dict) else _not_an_object(i, v) for i, v in enumerate(values, 1)]
+    # NDJSON. Its lines as one JSON array: one call instead of one per line. Taken only when every
+    # line is one value (a missing comma across lines is not repaired); else line by line.
+    try:
+        values = orjson.loads(b"[" + text.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if len(values) == text.count(b"\n") + 1:
+            return [
+                (v, None) if isinstance(v, dict) else _not_an_object(i, v) for i, v in enumerate(values, 1)
+            ]
+    out: list[Item] = []
+    readable = False
+    n = 0
+    for line_no, raw in enumerate(text.split(b"\n"), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        n += 1
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            obj = loads_tolerant(line.decode("utf-8", "backslashreplace"))
+            if obj is None:
+                raw_text = line.decode("utf-8", "backslashreplace")
+                where = f"record {n}" if line_no == n else f"record {n} (line {line_no})"
+                out.append(Rejected(n, INVALID_JSON, f"{where}: not JSON ({exc})", {"raw": raw_text}))
+                continue
+        readable = True
+        out.append((obj, None) if isinstance(obj, dict) else _not_an_object(n, obj))
+    if not readable:
+        first = out[0]
+        assert isinstance(first, Rejected)
+        hint = ""
+        if body.lstrip()[:1] and body.lstrip()[0] in _MSGPACK_START:
+            hint = " (it looks like msgpack: send Content-Type: application/msgpack)"
+        raise IngestError(400, f"the body is not {FORMATS}: {first.error}{hint}")
+    return out
+
+
+def _msgpack_items(body: bytes) -> list[Item]:
+    if not body:
+        raise IngestError(400, f"empty body: send {FORMATS}")
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,
+        unicode_errors="backslashreplace",
+        ext_hook=_ext,
+        max_buffer_size=len(body),
+    )
+    unpacker.feed(body)
+    out: list[Item] = []
+    n = 0
+    error = ""
+    try:
+        for obj in unpacker:
+            if isinstance(obj, dict):
+                n += 1
+                out.append((obj, None))
+                continue
+            event = _event(obj)
+            if event is not None:
+                n += 1
+                out.append(event)
+            elif isinstance(obj, list) and obj and all(isinstance(o, dict) for o in obj):
+                for o in obj:
+                    n += 1
+                    out.append((o, None))
+            else:
+                n += 1
+                out.append(_not_an_object(n, _plain(obj), "a map or a [time, map] event"))
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    try:
+        # Whether every record is what JSON can hold, in one C call (most are maps of text).
+        orjson.dumps([i[0] for i in out if not isinstance(i, Rejected)])
+    except TypeError:
+        out = [i if isinstance(i, Rejected) else (_plain(i[0]), i[1]) for i in out]
+    if all(isinstance(i, Rejected) for i in out):
+        # Nothing shaped like a record: most bytes decode as some msgpack value (text is a run of
+        # small integers), so this is not msgpack of records at all.
+        why = error or ("it ends early" if unpacker.tell() < len(body) else "it holds no map")
+        raise IngestError(400, f"the body is not {FORMATS}: msgpack cannot be decoded into records ({why})")
+    consumed = unpacker.tell()
+    if consumed < len(body):
+        n += 1
+        rest = body[consumed:]
+        text = (
+            f"record {n}: the last {len(rest)} bytes of the msgpack body cannot be decoded "
+            f"({error or 'they end in the middle of a value'})"
+        )
+        out.append(Rejected(n, INVALID_MSGPACK, text, {"raw_base64": base64.b64encode(rest).decode()}))
+    return out
+
+
+def _event(obj: Any) -> tuple[dict[str, Any], int | None] | None:
+    """A Fluent event, ``[time, record]`` or ``[[time, metadata], record]`` (Fluent Bit 2.1+),
+    as (record, time in ns); None when ``obj`` is not one. The metadata is left out."""
+    if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[1], dict):
+        return None
+    head = obj[0]
+    if isinstance(head, list) and head:
+        head = head[0]
+    if isinstance(head, EventTime):
+        return obj[1], int(head)
+    if isinstance(head, msgpack.Timestamp):
+        return obj[1], head.to_unix_nano()
+    if isinstance(head, int | float) and not isinstance(head, bool):
+        return obj[1], _epoch_ns(head, NS)
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A decoded msgpack value as JSON can hold it: binary as text (invalid UTF-8 as ``\\xNN``),
+    keys as text, timestamps as ns, other extensions as ``{"ext_type", "data_base64"}``."""
+    if type(value) in _SCALARS or isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else _key(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, msgpack.ExtType):  # a named tuple: before the tuples
+        return {"ext_type": value.code, "data_base64": base64.b64encode(value.data).decode()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, msgpack.Timestamp):
+        return value.to_unix_nano()
+    return str(value)
+
+
+def _key(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return orjson.dumps(_plain(value)).decode() if isinstance(value, tuple | list) else str(value)
+
+
+def _not_an_object(n: int, value: Any, what: str = "an object") -> Rejected:
+    return Rejected(n, NOT_AN_OBJECT, f"record {n}: must be {what}, not {_kind(value)}", {"raw": value})
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else "a number"
+    )
+
+
+def time_ns(value: Any) -> int | None:
+    """An event time: RFC 3339 text, or a number (or numeric text) since the epoch in seconds,
+    milliseconds, microseconds or nanoseconds, told apart by size (seconds up to 1e11, the year
+    5138); None when it is neither."""
+    if isinstance(value, EventTime):
+        return int(value)
+    if isinstance(value, str):
+        ns = _utc_ns(value)
+        if ns is None:
+            ns = parse_rfc3339(value)
+        if ns is not None:
+            return ns
+        value = _number(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    size = abs(value)
+    unit = NS if size < 1e11 else 1_000_000 if size < 1e14 else 1_000 if size < 1e17 else 1
+    return _epoch_ns(value, unit)
+
+
+def _utc_ns(text: str) -> int | None:
+    """The usual shape, ``2026-11-25T08:00:00[.fraction]Z``, by datetime's C parser: about a third
+    of :func:`parse_rfc3339`'s time, which reads the others (and says None when this does)."""
+    if len(text) < 20 or text[-1] != "Z" or text[10] != "T":
+        return None
+    frac = text[19:-1]
+    if frac and (frac[0] != "." or len(frac) > 10 or not frac[1:].isdigit()):
+        return None
+    try:
+        moment = datetime.fromisoformat(text[:19])
+    except ValueError:
+        return None
+    seconds = (moment - _EPOCH) // _SECOND
+    return seconds * NS + (int(frac[1:].ljust(9, "0")) if frac else 0)
+
+
+def _epoch_ns(value: float, unit: int) -> int | None:
+    """``value`` units of ``unit`` ns since the epoch. A double holds about 16 digits, so an epoch
+    time in one is exact to the microsecond at best (Fluent Bit writes six decimals): its ns are
+    rounded to that instead of keeping binary noise."""
+    if isinstance(value, int):
+        return value * unit
+    if not math.isfinite(value) or abs(value) >= 1e20:
+        return None
+    return round(value * unit / 1000) * 1000
+
+
+def _number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def level_of(value: Any) -> str:
+    """A level from a record member: a name, a syslog severity (0-7) or a Bunyan/Pino number
+    (10 trace ... 60 fatal, levels in between to the one below); '' when it is none of these."""
+    if isinstance(value, str):
+        level = level_of_value(value)
+        if level or not value.strip().isdigit():
+            return level
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return ""
+    if 0 <= value < len(SYSLOG_LEVELS):
+        return SYSLOG_LEVELS[value]
+    if value >= 10:
+        return NUMERIC[min(value // 10, 6) * 10]
+    return ""
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.text = text
+
+
+@dataclass
+class _Group:
+    origin: Origin
+    lines: list[str] = field(default_factory=list)
+    fields: list[dict[str, Any] | None] = field(default_factory=list)
+    levels: list[str | None] = field(default_factory=list)
+    stamps: list[int | None] = field(default_factory=list)
+
+
+class Records:
+    """Validates records and groups them into one chunk per origin (source_type, source_id, labels)."""
+
+    def __init__(self, config: HttpIngestConfig) -> None:
+        self.config = config
+        self._origins: dict[tuple[Any, Any, Any], Origin] = {}
+        self._message_keys = tuple(config.message_key)
+        self._time_keys = tuple(config.timestamp_key)
+        self._level_keys = tuple(config.level_key)
+        self._message_list = ", ".join(self._message_keys)
+
+    def origin(self, rec: dict[str, Any], i: int) -> Origin:
+        """The origin of record ``i``: its source_type, source_id and labels over the defaults.
+        Origins are kept by the record's own members, so the usual record costs one lookup."""
+        source_type, source_id, labels = rec.get("source_type"), rec.get("source_id"), rec.get("labels")
+        try:
+            key = (source_type, source_id, tuple(labels.items()) if type(labels) is dict else labels)
+            return self._origins[key]
+        except (KeyError, TypeError):  # TypeError: a label value that cannot be a key (it is invalid)
+            pass
+        cfg = self.config
+        origin = Origin(
+            _text(source_type, "source_type", i) or cfg.source_type,
+            _text(source_id, "source_id", i) or cfg.source_id,
+            self._labels(labels, i),
+            pipeline=cfg.pipeline,
+        )
+        if len(self._origins) >= MAX_ORIGINS:
+            self._origins.clear()
+        self._origins[key] = origin
+        return origin
+
+    def chunks(self, items: list[Item]) -> tuple[list[Chunk], list[Rejected]]:
+        """The chunks of the records that can be shipped, and the records that cannot."""
+        groups: dict[int, _Group] = {}
+        rejected: list[Rejected] = []
+        for i, item in enumerate(items, 1):
+            if isinstance(item, Rejected):
+                rejected.append(item)
+                continue
+            rec, event_ns = item
+            try:
+                self._add(groups, i, rec, event_ns)
+            except _Invalid as exc:
+                rejected.append(Rejected(i, exc.reason, exc.text, rec))
+        now = time.time_ns()
+        out = []
+        for g in groups.values():
+            chunk = Chunk(g.origin, g.lines, read_time_ns=now)
+            if any(f is not None for f in g.fields):
+                chunk.meta = g.fields
+            if any(lvl is not None for lvl in g.levels):
+                chunk.preset_levels = g.levels
+            if any(s is not None for s in g.stamps):
+                chunk.timestamps = [now if s is None else s for s in g.stamps]
+            out.append(chunk)
+        return out, rejected
+
+    def _add(self, groups: dict[int, _Group], i: int, rec: dict[str, Any], event_ns: int | None) -> None:
+        message, message_key = self._message(rec, i)
+        origin = self.origin(rec, i)
+        fields = rec.get("fields")
+        if fields is not None and not isinstance(fields, dict):
+            raise _Invalid(INVALID_FIELD, f"record {i}: 'fields' must be an object, not {_kind(fields)}")
+        stamp, time_key = event_ns, None
+        for key in self._time_keys:
+            value = rec.get(key)
+            if value is not None and (ns := time_ns(value)) is not None:
+                stamp, time_key = ns, key
+                break
+        level = level_key = None
+        for key in self._level_keys:
+            value = rec.get(key)
+            if value is not None and (found := level_of(value)):
+                level, level_key = found, key
+                break
+        # Every other member goes to fields (the record's own `fields` win).
+        taken = 1 + (time_key is not None) + (level_key is not None)
+        if len(rec) > taken:
+            skip = {message_key, time_key, level_key, *HTTP_RECORD_MEMBERS}
+            extra = {k: v for k, v in rec.items() if k not in skip}
+            if extra:
+                fields = {**extra, **fields} if fields else extra
+        group = groups.get(id(origin))
+        if group is None:
+            group = groups[id(origin)] = _Group(origin)
+        group.lines.append(message)
+        group.fields.append(fields or None)
+        group.levels.append(level)
+        group.stamps.append(stamp)
+
+    def _message(self, rec: dict[str, Any], i: int) -> tuple[str, str]:
+        """The message of record ``i`` and the member it is in."""
+        for key in self._message_keys:
+            message = rec.get(key)
+            if message is not None:
+                break
+        else:
+            raise _Invalid(
+                MISSING_MESSAGE,
+                f"record {i}: no message: none of {self._message_list} is there (http_ingest.message_key)",
+            )
+        if not isinstance(message, str):
+            raise _Invalid(INVALID_FIELD, f"record {i}: '{key}' must be text, not {_kind(message)}")
+        if message.endswith("\n"):
+            message = message[:-2] if message.endswith("\r\n") else message[:-1]
+        if not message.strip():
+            raise _Invalid(EMPTY_MESSAGE, f"record {i}: '{key}' is empty")
+        return message, key
+
+    def _labels(self, value: Any, i: int) -> dict[str, str]:
+        base = self.config.labels
+        if value is None:
+            return dict(base)
+        if not isinstance(value, dict):
+            raise _Invalid(INVALID_FIELD, f"record {i}: 'labels' must be an object, not {_kind(value)}")
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise _Invalid(INVALID_FIELD, f"record {i}: label '{k}' must be a string, not {_kind(v)}")
+        return {**base, **value}
+
+
+def _text(value: Any, key: str, i: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _Invalid(INVALID_FIELD, f"record {i}: '{key}' must be a non-empty string")
+    return value
+
+
+def _reply(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+class _RejectionLog:
+    """Logs rejected records at most once per :data:`REJECT_LOG_INTERVAL`, with an example; those
+    that come in between are summed up in the next line (on the event loop's timer)."""
+
+    def __init__(self) -> None:
+        self._last = float("-inf")
+        self._pending: Counter[tuple[str, str]] = Counter()
+        self._example = ""
+        self._dlq_error = ""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(
+        self, loop: asyncio.AbstractEventLoop, outcomes: list[tuple[Rejected, str]], dlq_error: str
+    ) -> None:
+        for r, outcome in outcomes:
+            self._pending[(r.reason, outcome)] += 1
+        if not self._example:
+            self._example = outcomes[0][0].error
+        if dlq_error:
+            self._dlq_error = dlq_error
+        due = self._last + REJECT_LOG_INTERVAL
+        if loop.time() >= due:
+            self._flush(loop)
+        elif self._timer is None:
+            self._timer = loop.call_at(due, self._flush, loop)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if not self._pending:
+            return
+        self._last = loop.time()
+        total = sum(self._pending.values())
+        parts = ", ".join(f"{n} {reason} {outcome}" for (reason, outcome), n in self._pending.most_common())
+        dlq = f"; the DLQ could not take them: {self._dlq_error}" if self._dlq_error else ""
+        log.warning(
+            "HTTP ingest rejected %d records (%s), the others of their requests were shipped; e.g. %s%s",
+            total,
+            parts,
+            self._example,
+            dlq,
+            extra={"rejected": total},
+        )
+        self._pending.clear()
+        self._example = self._dlq_error = ""
+
+
+class HttpIngest:
+    """The ``POST /api/v1/logs`` handler, served by the API server (no thread of its own)."""
+
+    name = "http_ingest"
+
+    def __init__(
+        self,
+        config: HttpIngestConfig,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        dlq: DeadLetterStore | None = None,
+    ) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.dlq = dlq
+        self.records = Records(config)
+        self.accepted = 0
+        self.rejected = 0
+        self._rejections = _RejectionLog()
+        #: Crashed requests make ``http_ingest`` degraded until one is handled again.
+        self.supervisor = Supervisor(self.name, metrics)
+
+    def start(self) -> None:
+        """Nothing to start: the API server serves :meth:`routes`."""
+
+    def stop(self, timeout: float) -> None:
+        """Nothing to stop: a request in progress is answered; the API server stops last."""
+
+    def finish(self) -> None:
+        """Nothing to save."""
+
+    def routes(self) -> list[tuple[str, Handler]]:
+        return [(PATH, self.handle)]
+
+    def health(self) -> dict[str, Any]:
+        """The source's state for ``/health`` (see :meth:`Supervisor.health`)."""
+        return {**self.supervisor.health(), "path": PATH}
+
+    def stats(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        close = False
+        try:
+            status, body, headers = await self._handle(request)
+            self.supervisor.ok()
+        except IngestError as exc:
+            status, body, headers = exc.status, {"status": "rejected", "error": exc.reason}, None
+            close = exc.close
+            self.supervisor.ok()
+        except Exception as exc:
+            self.supervisor.crashed(exc, "answered 500")
+            error = f"internal error ({describe(exc)}); some records may have been queued"
+            status, body, headers = 500, {"status": "error", "error": error}, None
+        self.metrics.http_ingest_requests.labels(str(status)).inc()
+        response = _reply(status, body, headers)
+        if close:
+            response.force_close()
+        return response
+
+    async def _handle(self, request: web.Request) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+        cfg = self.config
+        data = await self._read(request)
+        loop = asyncio.get_running_loop()
+        # In the executor too: a 10 MiB body is tens of thousands of records, a quarter of a second
+        # the loop would otherwise not answer /health or /metrics.
+        chunks, rejected = await loop.run_in_executor(
+            None, self._records, data, request.headers.get("Content-Type", "")
+        )
+        total = sum(len(c.lines) for c in chunks)
+        self.metrics.source_lines_received.labels("http_ingest", "http").inc(total + len(rejected))
+        acks: list[asyncio.Future[None]] = []
+        accepted = 0
+        for chunk in chunks:
+            try:
+                queued = await loop.run_in_executor(
+                    None, self.dispatcher.submit, chunk, None, cfg.queue_timeout
+                )
+            except QueueClosed:
+                raise IngestError(503, "the agent is stopping; retry on another instance or later") from None
+            if not queued:
+                return 429, self._full(accepted, total), {"Retry-After": "1"}
+            accepted += len(chunk.lines)
+            if cfg.acknowledgements:
+                acks.append(self._ack_future(loop, chunk))
+        self.accepted += accepted
+        answer: dict[str, Any] = {"status": "accepted", "accepted": accepted, "rejected": len(rejected)}
+        if rejected:
+            # Only once the good records are queued: a request refused with 429 parks nothing, so
+            # the client's resend parks each bad record once.
+            outcomes, dlq_error = await loop.run_in_executor(None, self._reject, rejected)
+            self._rejections.add(loop, outcomes, dlq_error)
+            answer.update(self._described(outcomes, dlq_error))
+        if acks:
+            try:
+                await asyncio.wait_for(asyncio.gather(*acks), cfg.ack_timeout)
+            except TimeoutError:
+                answer.update(
+                    status="timeout",
+                    error=f"records queued but not acknowledged by the sinks within "
+                    f"{cfg.ack_timeout:g}s; they may still be delivered (resending is at-least-once)",
+                )
+                return 503, answer, {"Retry-After": "5"}
+        return 200, answer, None
+
+    def _records(self, data: bytes, content_type: str) -> tuple[list[Chunk], list[Rejected]]:
+        return self.records.chunks(parse_body(data, content_type))
+
+    def _reject(self, rejected: list[Rejected]) -> tuple[list[tuple[Rejected, str]], str]:
+        """Park ``rejected`` in the local DLQ (empty messages are skipped instead with
+        ``empty_messages: skip``) and count them. Runs in the executor: parking is a durable write.
+        Returns each with its outcome, and why the DLQ could not take them ('' if it could)."""
+        skip = self.config.empty_messages == "skip"
+        to_park = [r for r in rejected if not (skip and r.reason == EMPTY_MESSAGE)]
+        outcome, dlq_error = PARKED, ""
+        if to_park:
+            try:
+                if self.dlq is None:
+                    raise DLQWriteError(0, "the local DLQ is disabled (dispatcher.dlq_config.enabled: false)")
+                self.dlq.park([DLQEntry(r.original, r.error, "invalid_record", NAME) for r in to_park])
+            except DLQWriteError as exc:
+                outcome, dlq_error = DROPPED, str(exc)
+        parked = {id(r) for r in to_park}
+        outcomes = [(r, outcome if id(r) in parked else SKIPPED) for r in rejected]
+        counter = self.metrics.http_ingest_records_rejected
+        for (reason, result), n in Counter((r.reason, o) for r, o in outcomes).items():
+            counter.labels(reason, result).inc(n)
+        self.rejected += len(rejected)
+        return outcomes, dlq_error
+
+    @staticmethod
+    def _described(outcomes: list[tuple[Rejected, str]], dlq_error: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rejected_by_reason": dict(Counter(r.reason for r, _ in outcomes)),
+            "errors": [
+                {"record": r.number, "reason": r.reason, "error": r.error, "outcome": o}
+                for r, o in outcomes[:MAX_ERRORS]
+            ],
+        }
+        if dlq_error:
+            out["dlq_error"] = dlq_error
+        return out
+
+    @staticmethod
+    def _full(accepted: int, total: int) -> dict[str, Any]:
+        if not accepted:
+            return {
+                "status": "rejected",
+                "accepted": 0,
+                "error": "the dispatcher queue is full; nothing was queued, retry later",
+            }
+        return {
+            "status": "partial",
+            "accepted": accepted,
+            "error": f"the dispatcher queue is full: {accepted} of {total} records were queued "
+            "(whole sources, in request order); retry the rest later",
+        }
+
+    @staticmethod
+    def _ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        def done(_: Chunk) -> None:
+            # Runs on a sink thread; the loop may already be closed when the agent stops.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(resolve)
+
+        chunk.on_done(done)
+        return fut
+
+    async def _read(self, request: web.Request) -> bytes:
+        limit = self.config.max_body_bytes
+        too_large = IngestError(413, f"the body is larger than http_ingest.max_body_bytes ({limit} bytes)")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for part in request.content.iter_chunked(_READ):
+                size += len(part)
+                if size > limit:
+                    raise too_large
+                parts.append(part)
+        except web.RequestPayloadError as exc:
+            # A body aiohttp cannot decompress (or a broken chunked encoding). Marked as read, so
+            # that aiohttp does not try to read the rest after the answer (and log a traceback).
+            request.content.feed_eof()
+            encoding = request.headers.get("Content-Encoding", "")
+            how = f" (Content-Encoding: {encoding})" if encoding else ""
+            raise IngestError(
+                400,
+                f"the body cannot be read{how}: {str(exc).splitlines()[-1].strip()}; send it compressed "
+                "as Content-Encoding says, or without Content-Encoding",
+                close=True,
+            ) from None
+        return b"".join(parts)
+
+
+def build(config: HttpIngestConfig, ctx: BuildContext) -> HttpIngest | None:
+    """Served on the API server: nothing to build when it is off."""
+    if not (config.enabled and ctx.config.server.enabled):
+        return None
+    return HttpIngest(config, ctx.dispatcher, ctx.metrics, ctx.dlq)
+
+
+COMPONENT = SourceComponent(build=build, stats_key="http_ingest", idle_stats={"accepted": 0, "rejected": 0})
