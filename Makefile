@@ -12,7 +12,7 @@ CONFIG ?= configs/config.yaml
 TOOLS  ?= .tools
 DCLINT := $(TOOLS)/node_modules/.bin/dclint
 
-.PHONY: run test install tools system-deps kafka-jars kafka-up kafka-down topics fmt lint unit integration clean
+.PHONY: run test install tools system-deps kafka-jars kafka-up kafka-down topics docker-up docker-down wheels image fmt lint unit integration clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@bash scripts/system-deps.sh --compiler
@@ -45,6 +45,21 @@ kafka-down: install
 
 topics: kafka-up
 	$(BIN)/log-capturer kafka create-topics
+
+# A private Docker Engine (own data root, exec root and socket under ~/.cache/log-capturer/docker).
+docker-up: install
+	$(BIN)/log-capturer docker up
+
+docker-down: install
+	$(BIN)/log-capturer docker down
+
+# The agent's image: its wheel and every dependency built here, installed in the image offline.
+wheels: install
+	rm -f build/wheels/log_capturer-*.whl
+	$(BIN)/pip wheel -q --wheel-dir build/wheels .
+
+image: wheels
+	DOCKER_BUILDKIT=0 docker build -t ssw-logs-capture .
 
 run: system-deps topics
 	mkdir -p data/logs

@@ -27,6 +27,13 @@ dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need+=(rsyslog-gnutls)
 # curl and jq: the design document's health check (curl .../health | jq ...) is run as written.
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
+# A private Docker Engine (log-capturer docker up; the container source and agent image tests):
+# dockerd and its client, Compose v1 for the stack test, busybox-static and debootstrap for the
+# local images (no registry is reachable). Nothing is started here: the project runs dockerd itself.
+command -v dockerd >/dev/null || [ -x /usr/sbin/dockerd ] || need+=(docker.io)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 # npm: installs dclint (the Compose file linter) for the deployment-file tests.
 command -v npm >/dev/null || need+=(npm)
 fi

@@ -1,4 +1,4 @@
-"""Command line: ``log-capturer run | validate | pipeline test | dlq ... | generate | bench | kafka ...``."""
+"""Command line: ``log-capturer run | validate | pipeline test | dlq ... | generate | bench | kafka ... | docker ...``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ kafka_app = typer.Typer(
     help="A real local Apache Kafka (KRaft) broker for development and tests.", no_args_is_help=True
 )
 app.add_typer(kafka_app, name="kafka")
+docker_app = typer.Typer(
+    help="A private local Docker Engine (own data root and socket) for development and tests.",
+    no_args_is_help=True,
+)
+app.add_typer(docker_app, name="docker")
 pipeline_app = typer.Typer(help="Processing pipelines.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dlq_app, name="dlq")
@@ -701,6 +706,65 @@ def kafka_create_topics(
         raise typer.Exit(1) from None
     for r in results:
         out.print(f"{r.name:<22} partitions={r.partitions:<3} {r.detail}")
+
+
+# -- docker -----------------------------------------------------------------------------------
+
+DockerWorkdirOpt = Annotated[
+    Path | None,
+    typer.Option("--workdir", help="Engine directory (default: ~/.cache/log-capturer/docker)."),
+]
+
+
+@docker_app.command("up")
+def docker_up(
+    workdir: DockerWorkdirOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the engine.")] = 60.0,
+    images: Annotated[
+        bool, typer.Option(help="Also import the local busybox image (local/busybox:1).")
+    ] = True,
+) -> None:
+    """Start a private Docker Engine (no systemd, no /var/run/docker.sock, host network untouched);
+    print its DOCKER_HOST. Idempotent."""
+    from log_capturer.devtools.docker_images import busybox_image
+    from log_capturer.devtools.docker_local import LocalDocker, LocalDockerError
+
+    d = LocalDocker(workdir, log=err.print)
+    try:
+        host = d.up(timeout)
+        if images:
+            busybox_image(d)
+    except LocalDockerError as exc:
+        print_problem(str(exc))
+        raise typer.Exit(1) from None
+    out.print(host, highlight=False)
+
+
+@docker_app.command("down")
+def docker_down(
+    workdir: DockerWorkdirOpt = None,
+    purge: Annotated[bool, typer.Option(help="Also delete its images, containers and logs.")] = False,
+) -> None:
+    """Remove the engine's containers and stop it."""
+    from log_capturer.devtools.docker_local import LocalDocker, LocalDockerError
+
+    try:
+        ran = LocalDocker(workdir, log=err.print).down(purge=purge)
+    except LocalDockerError as exc:
+        print_problem(str(exc))
+        raise typer.Exit(1) from None
+    out.print("stopped" if ran else "not running")
+
+
+@docker_app.command("status")
+def docker_status(workdir: DockerWorkdirOpt = None) -> None:
+    """Report the private engine: state, DOCKER_HOST, pid, version. Exit 1 unless up."""
+    from log_capturer.devtools.docker_local import LocalDocker
+
+    st = LocalDocker(workdir).status()
+    out.print_json(json.dumps(st))
+    if st["state"] != "up":
+        raise typer.Exit(1)
 
 
 def main() -> None:
