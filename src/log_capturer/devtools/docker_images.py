@@ -70,7 +70,7 @@ def busybox_image(docker: LocalDocker, ref: str = BUSYBOX_IMAGE) -> str:
 
 def apt_mirror() -> str:
     """The Debian mirror the machine's apt sources name (deb822 ``URIs:`` or ``deb URL``)."""
-    sources = sorted(Path("/etc/apt/sources.list.d").glob("*")) + [Path("/etc/apt/sources.list")]
+    sources = [*sorted(Path("/etc/apt/sources.list.d").glob("*")), Path("/etc/apt/sources.list")]
     for path in sources:
         try:
             text = path.read_text()

@@ -125,7 +125,12 @@ class LocalDocker:
 
     def env(self) -> dict[str, str]:
         """The environment for the ``docker`` and ``docker-compose`` commands of this engine."""
-        return {**os.environ, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0"}
+        return {
+            **os.environ,
+            "DOCKER_HOST": self.host,
+            "DOCKER_BUILDKIT": "0",
+            "COMPOSE_DOCKER_CLI_BUILD": "0",
+        }
 
     def pid(self) -> int | None:
         try:
