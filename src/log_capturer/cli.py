@@ -1,4 +1,4 @@
-"""Command line: ``log-capturer run | validate | pipeline test | dlq ... | generate | bench | kafka | docker``."""
+"""Command line: ``log-capturer run | validate | pipeline | dlq | generate | bench | kafka | docker``."""
 
 from __future__ import annotations
 
