@@ -1,14 +1,20 @@
-"""Session fixtures: a real Apache Kafka broker (KRaft) started from Maven Central jars."""
+"""Session fixtures: a real Apache Kafka broker (KRaft) started from Maven Central jars, and a
+private Docker Engine (dockerd with its own data root and socket) with local images."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from log_capturer.devtools import docker_images
+from log_capturer.devtools.docker_local import LocalDocker, LocalDockerError, mounts_under
 from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError, free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -39,4 +45,48 @@ def topic_prefix() -> str:
 
 @pytest.fixture
 def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDocker]:
+    """A private Docker Engine for the session (``--iptables=false --bridge=none``, its own data
+    root, exec root and socket in a temp dir). Fails (never skips) with dockerd's log. At the end
+    its containers are removed, it is stopped, and no mount or file of it is left."""
+    workdir = tmp_path_factory.mktemp("dockerd")
+    engine = LocalDocker(workdir, log=print)
+    try:
+        engine.up(timeout=90)
+    except LocalDockerError as exc:
+        engine.down()
+        pytest.fail(f"the Docker Engine did not start:\n{exc}", pytrace=False)
+    yield engine
+    ran = engine.down(purge=True)
+    assert ran, f"the session's Docker Engine had stopped before the end; its log:\n{engine.log_tail()}"
+    assert engine.pid() is None
+    assert not mounts_under(workdir), f"mounts left behind: {mounts_under(workdir)}"
+    assert not workdir.exists()
+
+
+@pytest.fixture(scope="session")
+def busybox(docker_engine: LocalDocker) -> str:
+    """The busybox image (local/busybox:1), imported from the host's busybox-static."""
+    try:
+        return docker_images.busybox_image(docker_engine)
+    except LocalDockerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_engine: LocalDocker) -> str:
+    """The agent's image built from the project's Dockerfile over a local debootstrap base, with
+    wheels made on the host (in a directory of the build context, removed once built)."""
+    wheels = REPO / "build" / f"test-wheels-{uuid.uuid4().hex[:8]}"
+    try:
+        base = docker_images.debian_python_base(docker_engine)
+        docker_images.build_wheels(REPO, wheels)
+        return docker_images.agent_image(docker_engine, REPO, base, wheels)
+    except LocalDockerError as exc:
+        pytest.fail(f"the agent image could not be built:\n{exc}", pytrace=False)
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
