@@ -585,7 +585,13 @@ class TailEngine(ABC):
                 continue
             dev, ino, _, data = head
             key = (dev, ino)
-            if key in self.tracked or key in self.unclaimed or key in self.copies or key in known:
+            if (
+                key in self.tracked
+                or key in self.unclaimed
+                or key in self.copies
+                or key in self.released  # read to its end already, renamed again since
+                or key in known
+            ):
                 continue
             try:
                 st = os.stat(path)

@@ -451,6 +451,29 @@ def test_generations_rotated_away_between_two_looks_are_read_in_order(env: Env) 
     assert env.sink.lines() == expected  # generation after generation
 
 
+def test_a_released_generation_renamed_again_is_not_taken_for_one_rotated_away_unseen(env: Env) -> None:
+    """Docker's json-file at full speed: every rotation renames every generation (.1 -> .2), all
+    written within the same instant. A generation already read and released must not be caught
+    up again as "rotated away between two looks" when the next rotation is found."""
+    log = env.logs / "app.log"
+    expected = write(log, "gen0", 0, 10)
+    src = env.source()
+    env.settle(src)
+    rotate_by_rename(log)
+    expected += write(log, "gen1", 0, 10)
+    src.rescan()
+    env.settle(src)
+    assert not src.files(live=False), "gen0 was read and released"
+    rotate_by_rename(log)  # gen0: app.log.2, gen1: app.log.1
+    expected += write(log, "gen2", 0, 10)
+    same_instant = time.time()
+    for f in env.logs.iterdir():
+        os.utime(f, (same_instant, same_instant))
+    src.rescan()
+    env.settle(src)
+    assert_exactly(env.sink, expected)
+
+
 def test_generations_rotated_while_stopped_are_read_after_restart(env: Env) -> None:
     log = env.logs / "app.log"
     expected = write(log, "gen0", 0, 10)
