@@ -125,7 +125,8 @@ class ContainerSource(TailEngine):
             for path, fe in files_.items():
                 if isinstance(fe, dict):
                     flat[path] = {**fe, "source_id": cid}
-                    in_files += _count(fe.get("log_count"))
+                    if fe.get("state") != "released":  # see container_entries
+                        in_files += _count(fe.get("log_count"))
             self.known[cid] = Known(
                 str(entry.get("source_type", "docker")),
                 str(entry.get("name", "")),
@@ -284,9 +285,11 @@ class ContainerSource(TailEngine):
             out[cid] = {
                 "since": _utc(k.since),
                 "last_read": last,
+                # Released files keep their entry while on disk, but their lines are already
+                # in released_lines (this run) or released_count (earlier runs).
                 "log_count": k.released_count
                 + self.released_lines[cid]
-                + sum(_count(e.get("log_count")) for e in files.values()),
+                + sum(_count(e.get("log_count")) for e in files.values() if e.get("state") != "released"),
                 "status": status,
                 "source_type": k.source_type,
                 "name": k.name,

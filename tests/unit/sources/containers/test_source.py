@@ -165,6 +165,37 @@ def test_restart_resumes_containers_without_resending(env: Env) -> None:
     assert [line for line, _ in env.by_source()[web.id]] == [f"line {i}" for i in range(120)]
 
 
+def test_log_count_counts_a_released_rotated_file_once_before_and_after_restart(env: Env) -> None:
+    web = DockerContainer(env.docker_root, cid(1), "web").create()
+    web.write([f"line {i}" for i in range(30)])
+    src = env.source()
+    env.settle(src)
+    web.rotate()
+    web.write([f"line {i}" for i in range(30, 40)])
+    src.rescan()
+    env.settle(src)
+    assert not src.files(live=False), "the rotated file was read and released (it is still on disk)"
+
+    def saved_count() -> int:
+        saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
+        return int(saved[web.id]["log_count"])
+
+    src.save_positions()
+    assert src.positions()[web.id]["log_count"] == 40
+    assert saved_count() == 40
+    src.close()
+    src2 = env.source()
+    env.settle(src2)
+    src2.save_positions()
+    assert saved_count() == 40
+    web.write(["line 40"])
+    src2.rescan()
+    env.settle(src2)
+    src2.save_positions()
+    assert saved_count() == 41
+    assert len(env.sink.lines()) == 41 and not env.sink.duplicates()
+
+
 def test_kubernetes_cri_partial_lines_labels_and_restarts(env: Env) -> None:
     app = PodContainer(env.pods_root, "shop", "cart-7d9f", "uid-1", "app").create()
     app.write(["short", "a long line split by the runtime"], split_at=7)
