@@ -801,6 +801,9 @@ class TailEngine(ABC):
             encoding_errors=self.settings.encoding_errors,
             saved_log_count=log_count,
             size=st.st_size,
+            # Known from the start: if it is rotated away before its first read, the generations
+            # after it are caught up from this time on (0 would skip the catch-up).
+            mtime_ns=st.st_mtime_ns,
         )
         self.tracked[key] = tf
         self.by_path[path] = key

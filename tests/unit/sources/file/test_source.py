@@ -474,6 +474,29 @@ def test_a_released_generation_renamed_again_is_not_taken_for_one_rotated_away_u
     assert_exactly(env.sink, expected)
 
 
+def test_a_file_rotated_away_before_its_first_read_still_catches_up_the_generations_after_it(
+    env: Env,
+) -> None:
+    """A new file found by a scan but not read yet (its source's rotated files drain first, or
+    the read loop is held by backpressure) and rotated away again: the generations written after
+    it, rotated away unseen as well, are still found (Docker's json-file at full speed)."""
+    log = env.logs / "app.log"
+    expected = write(log, "gen0", 0, 10)
+    src = env.source()
+    env.settle(src)
+    rotate_by_rename(log)
+    expected += write(log, "gen1", 0, 10)
+    src.rescan()  # gen0 rotated, gen1 followed: not read yet
+    rotate_by_rename(log)
+    expected += write(log, "gen2", 0, 10)
+    rotate_by_rename(log)
+    expected += write(log, "gen3", 0, 10)
+    src.rescan()
+    env.settle(src)
+    assert_exactly(env.sink, expected)
+    assert env.sink.lines() == expected  # generation after generation
+
+
 def test_generations_rotated_while_stopped_are_read_after_restart(env: Env) -> None:
     log = env.logs / "app.log"
     expected = write(log, "gen0", 0, 10)
