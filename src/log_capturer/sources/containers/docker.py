@@ -2,7 +2,8 @@
 
 Each container has a directory ``<containers_directory>/<id>/`` with
 ``config.v2.json`` (name, image, labels, state, log path) and, with the
-``json-file`` log driver, ``<id>-json.log`` (rotated by Docker to
+``json-file`` log driver, ``<id>-json.log`` (read there, whatever directory
+dockerd's ``LogPath`` names: see :func:`read_container`) (rotated by Docker to
 ``<id>-json.log.1``, ... when ``max-size`` is set). Containers using another
 log driver (``hostconfig.json`` ``LogConfig.Type``) have no file to follow
 and are skipped.
@@ -58,9 +59,12 @@ def read_container(directory: str) -> Container | None:
     assert isinstance(state, dict)
     name = cfg.get("Name")
     image = inner.get("Image")
+    # LogPath is the path on dockerd's side (under its --data-root); an agent in a container sees
+    # the directory mounted elsewhere, and a container never started has LogPath "". The json-file
+    # log is always in the container's own directory: the one being scanned.
     log_path = cfg.get("LogPath")
-    if not isinstance(log_path, str) or not log_path:
-        log_path = os.path.join(directory, f"{cid}-json.log")
+    name_of_log = os.path.basename(log_path) if isinstance(log_path, str) and log_path else ""
+    log_path = os.path.join(directory, name_of_log or f"{cid}-json.log")
     driver = "json-file"
     host = _read_json(os.path.join(directory, "hostconfig.json"))
     log_config = host.get("LogConfig") if host is not None else None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from log_capturer.config.schema import ContainerMonitorConfig, KubernetesConfig
@@ -26,6 +27,23 @@ def test_container_metadata_from_config_v2(tmp_path: Path) -> None:
     assert got.log_path == str(c.log) and got.log_driver == "json-file"
     (c.dir / "config.v2.json").write_text("{damaged")
     assert read_container(str(c.dir)) is None
+
+
+def test_the_log_is_found_in_the_scanned_directory_whatever_path_dockerd_recorded(tmp_path: Path) -> None:
+    """config.v2.json's LogPath is the path on dockerd's side (its --data-root). The agent in a
+    container sees the same directory mounted elsewhere (/var/lib/docker/containers), and a
+    container created but never started has LogPath "": the log is always <dir>/<id>-json.log."""
+    c = DockerContainer(tmp_path, cid(1), "web").create()
+    cfg_path = c.dir / "config.v2.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["LogPath"] = f"/srv/docker-data/containers/{c.id}/{c.id}-json.log"  # dockerd's view
+    cfg_path.write_text(json.dumps(cfg))
+    got = read_container(str(c.dir))
+    assert got is not None and got.log_path == str(c.log)
+    cfg["LogPath"] = ""
+    cfg_path.write_text(json.dumps(cfg))
+    got = read_container(str(c.dir))
+    assert got is not None and got.log_path == str(c.log)
 
 
 def test_include_exclude_rules_by_labels_and_names(tmp_path: Path) -> None:
