@@ -171,6 +171,7 @@ def run(
             cfg.app.log_file,
             environment=cfg.app.environment,
             secrets=secret_values(cfg),
+            stream=cfg.app.log_stream,
         )
     except OSError as exc:  # what path_problems cannot foresee (a read-only or special file system)
         print_problem(f"app.log_file: cannot open {cfg.app.log_file}: {exc.strerror}; change app.log_file")

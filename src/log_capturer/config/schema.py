@@ -105,6 +105,12 @@ class AppConfig(Strict):
         "json", description="Format of the agent's own logs on stderr: one JSON object per line, or text."
     )
     log_file: str = Field("", description="Also write the agent's own logs to this file ('' = stderr only).")
+    log_stream: Literal["stderr", "stdout"] = Field(
+        "stderr",
+        description="Where the agent writes its own logs. stdout suits containers, where "
+        "`docker logs NAME | grep ...` pipes only stdout (the image's config sets it). With "
+        "app.workers > 1 the workers always write to stderr (their stdout talks to the supervisor).",
+    )
     workers: int = Field(
         1,
         ge=1,

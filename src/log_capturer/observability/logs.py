@@ -67,6 +67,18 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self) -> Any:
         return sys.stderr
 
+
+class _StdoutHandler(_StderrHandler):
+    """Writes to whatever ``sys.stdout`` is now (``app.log_stream: stdout``)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
     @stream.setter
     def stream(self, _value: Any) -> None:
         pass
@@ -79,12 +91,13 @@ def setup_logging(
     log_file: str = "",
     environment: str = "",
     secrets: Iterable[str] = (),
+    stream: str = "stderr",
 ) -> None:
-    """Route every logger (librdkafka's too) to stderr (and ``log_file``), secrets scrubbed."""
+    """Route every logger (librdkafka's too) to stderr or stdout (and ``log_file``), secrets scrubbed."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    handlers: list[logging.Handler] = [_StderrHandler()]
+    handlers: list[logging.Handler] = [_StdoutHandler() if stream == "stdout" else _StderrHandler()]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     scrubber = SecretScrubber(secrets)

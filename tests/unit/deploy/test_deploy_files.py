@@ -62,10 +62,21 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_dockerfile_copies_what_exists_and_runs_the_config_it_copies() -> None:
     ins = dockerfile_instructions()
-    copied = [rest.split() for word, rest in ins if word == "COPY" and "--from" not in rest]
+    args = dict(rest.split("=", 1) for word, rest in ins if word == "ARG" and "=" in rest)
+    assert args["BASE_IMAGE"] == "python:3.11-slim-bookworm"  # users get the official image
+    copied = [
+        [part.replace("${WHEELS}", args["WHEELS"]) for part in rest.split()]
+        for word, rest in ins
+        if word == "COPY" and "--from" not in rest
+    ]
+    makefile = (REPO / "Makefile").read_text()
     for parts in copied:
         for src in parts[:-1]:
+            if src.rstrip("/") == args["WHEELS"]:  # made on the host by `make wheels`
+                assert f"--wheel-dir {args['WHEELS']} ." in makefile
+                continue
             assert (REPO / src).exists(), f"COPY {src}: not in the repository"
+    assert any("--no-index" in rest for word, rest in ins if word == "RUN")
     config_dest = next(p[-1] for p in copied if p[0].endswith("config.yaml"))
     cmd = json.loads(next(rest for word, rest in ins if word == "CMD"))
     assert cmd[cmd.index("--config") + 1] == config_dest
