@@ -67,17 +67,17 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self) -> Any:
         return sys.stderr
 
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
-class _StdoutHandler(_StderrHandler):
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stdout`` is now (``app.log_stream: stdout``)."""
 
     @property
     def stream(self) -> Any:
         return sys.stdout
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
 
     @stream.setter
     def stream(self, _value: Any) -> None:
