@@ -686,7 +686,8 @@ class TailEngine(ABC):
         targets = self.discover()
         self.targets = targets
         seen: dict[Key, str] = {}
-        fresh: list[tuple[str, Target, bool]] = []  # paths naming files not followed yet
+        # Paths naming files not followed yet, with what the scan saw there.
+        fresh: list[tuple[str, Target, bool, os.stat_result]] = []
         for path, target in targets.items():
             try:
                 st = os.stat(path)
@@ -716,7 +717,7 @@ class TailEngine(ABC):
                 if st.st_size == self.copies[key][1]:
                     continue
                 del self.copies[key]  # a "copy" that grows is a log of its own
-            fresh.append((path, target, not grown_copy))
+            fresh.append((path, target, not grown_copy, st))
         for key, tf in list(self.tracked.items()):
             if tf.live and key not in seen:
                 self._lost_path(tf)
@@ -724,8 +725,8 @@ class TailEngine(ABC):
         if self.released:
             self.refresh_released()
         self._fp_index.clear()
-        for path, target, may_be_copy in fresh:
-            self._new_file(path, target, may_be_copy)
+        for path, target, may_be_copy, st in fresh:
+            self._new_file(path, target, may_be_copy, st)
         for key in [k for k, (p, _) in self.copies.items() if k not in seen]:
             del self.copies[key]
         if self.unclaimed:
@@ -753,7 +754,9 @@ class TailEngine(ABC):
             }
         return index
 
-    def _new_file(self, path: str, target: Target, may_be_copy: bool = True) -> None:
+    def _new_file(
+        self, path: str, target: Target, may_be_copy: bool = True, seen: os.stat_result | None = None
+    ) -> None:
         now = time.monotonic()
         fd = self._open_fd(path)
         if fd is None:
@@ -811,6 +814,11 @@ class TailEngine(ABC):
             self._complete_fingerprints(os.path.dirname(path))[fp.digest] = key
         self._adopt_fd(tf, fd, now)
         log.info("following file", extra={"path": path, "offset": offset})
+        if seen is not None and (seen.st_dev, seen.st_ino) != key and not self._first_scan:
+            # The scan saw another file here, rotated away before this open (Docker at full
+            # speed): read it, and any generation after it, as generations rotated away unseen.
+            # (At start-up the rotated files found are history, as for any start.)
+            self._catch_up(path, target.origin, seen.st_mtime_ns)
 
     @staticmethod
     def _entry_matches(entry: Entry, head: bytes, size: int) -> bool:

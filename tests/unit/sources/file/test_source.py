@@ -497,6 +497,35 @@ def test_a_file_rotated_away_before_its_first_read_still_catches_up_the_generati
     assert env.sink.lines() == expected  # generation after generation
 
 
+def test_a_file_rotated_between_the_scan_and_its_opening_is_still_read(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan stats the path (gen1), Docker rotates it before the engine opens the path: the
+    engine opens gen2. gen1, never followed, must still be read (before gen2)."""
+    log = env.logs / "app.log"
+    expected = write(log, "gen0", 0, 10)
+    src = env.source()
+    env.settle(src)
+    rotate_by_rename(log)
+    expected += write(log, "gen1", 0, 10)
+    real_open = src._open_fd
+    armed = [True]
+
+    def open_fd(path: str, keep: Any = None) -> int | None:
+        if armed[0] and path == str(log):
+            armed[0] = False
+            rotate_by_rename(log)  # between the scan's stat and this open
+            expected.extend(write(log, "gen2", 0, 10))
+        return real_open(path, keep)
+
+    monkeypatch.setattr(src, "_open_fd", open_fd)
+    src.rescan()
+    env.settle(src)
+    assert not armed[0]
+    assert_exactly(env.sink, expected)
+    assert env.sink.lines() == expected  # generation after generation
+
+
 def test_generations_rotated_while_stopped_are_read_after_restart(env: Env) -> None:
     log = env.logs / "app.log"
     expected = write(log, "gen0", 0, 10)
