@@ -188,6 +188,9 @@ class TailEngine(ABC):
         self._rescan_now = threading.Event()
         self._thread: threading.Thread | None = None
         self._first_scan = True
+        #: Watched path -> mtime (ns) of the last file followed there, rotated away since: when the
+        #: next file appears at the path, the generations between the two are caught up.
+        self._rotated_since: dict[str, int] = {}
         self.lines_read = 0
         #: Lines acknowledged from files no longer followed, per source id.
         self.released_lines: Counter[str] = Counter()
@@ -464,6 +467,11 @@ class TailEngine(ABC):
                 else:
                     os.close(fd)
         tf.path = new
+        if old:
+            self._rotated_since.pop(old, None)
+            self._rotated_since[old] = tf.mtime_ns
+            while len(self._rotated_since) > MAX_RELEASED:  # paths that never came back
+                del self._rotated_since[next(iter(self._rotated_since))]
         if tf.fd is None:
             log.info("file removed", extra={"path": old})
             self._forget(tf)
@@ -814,11 +822,14 @@ class TailEngine(ABC):
             self._complete_fingerprints(os.path.dirname(path))[fp.digest] = key
         self._adopt_fd(tf, fd, now)
         log.info("following file", extra={"path": path, "offset": offset})
-        if seen is not None and (seen.st_dev, seen.st_ino) != key and not self._first_scan:
+        since = self._rotated_since.pop(path, 0)
+        if seen is not None and (seen.st_dev, seen.st_ino) != key:
             # The scan saw another file here, rotated away before this open (Docker at full
-            # speed): read it, and any generation after it, as generations rotated away unseen.
-            # (At start-up the rotated files found are history, as for any start.)
-            self._catch_up(path, target.origin, seen.st_mtime_ns)
+            # speed): it and any generation after it were rotated away unseen.
+            since = min(since or seen.st_mtime_ns, seen.st_mtime_ns)
+        if since and not self._first_scan:  # at start-up, rotated files found are history
+            # Generations made and rotated away since the last file followed at this path.
+            self._catch_up(path, target.origin, since)
 
     @staticmethod
     def _entry_matches(entry: Entry, head: bytes, size: int) -> bool:

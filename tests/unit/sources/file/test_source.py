@@ -526,6 +526,25 @@ def test_a_file_rotated_between_the_scan_and_its_opening_is_still_read(
     assert env.sink.lines() == expected  # generation after generation
 
 
+def test_generations_made_and_rotated_away_while_the_path_was_missing_are_read(env: Env) -> None:
+    """Docker renames the log, then creates the new one: a scan in between finds the path missing
+    (the old file rotated, nothing new to follow yet). A generation created and rotated away
+    before the next scan must be read when that scan finds the next one at the path."""
+    log = env.logs / "app.log"
+    expected = write(log, "gen0", 0, 10)
+    src = env.source()
+    env.settle(src)
+    log.rename(log.with_name("app.log.1"))
+    src.rescan()  # gen0 rotated; app.log does not exist
+    expected += write(log, "gen1", 0, 10)
+    rotate_by_rename(log)
+    expected += write(log, "gen2", 0, 10)
+    src.rescan()
+    env.settle(src)
+    assert_exactly(env.sink, expected)
+    assert env.sink.lines() == expected  # generation after generation
+
+
 def test_generations_rotated_while_stopped_are_read_after_restart(env: Env) -> None:
     log = env.logs / "app.log"
     expected = write(log, "gen0", 0, 10)
