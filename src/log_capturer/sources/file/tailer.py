@@ -134,6 +134,30 @@ def _current_path(path: str, key: tuple[int, int]) -> str:
     return _find_inode(os.path.dirname(path), key)
 
 
+def _open_listed(path: str, ino: int) -> tuple[str, os.stat_result, bytes] | None:
+    """(path, stat, first bytes) of the file with inode ``ino`` listed at ``path``: there, or
+    wherever it was renamed in the same directory since the listing; None when it is gone."""
+    directory = os.path.dirname(path)
+    for _ in range(3):  # renamed again while being looked for: look again
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            fd = -1
+        try:
+            st = os.fstat(fd) if fd >= 0 else os.stat(directory)
+            if fd >= 0 and st.st_ino == ino:
+                return path, st, os.pread(fd, min(st.st_size, FINGERPRINT_BYTES), 0)
+        except OSError:
+            return None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        path = _find_inode(directory, (st.st_dev, ino))
+        if not path:
+            return None
+    return None
+
+
 def _int(entry: Entry, name: str) -> int:
     v = entry.get(name, 0)
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
@@ -576,8 +600,10 @@ class TailEngine(ABC):
             return
         try:
             with os.scandir(directory) as it:
+                # The inode comes from the listing: the name may name another file by the time it
+                # is opened (Docker renames every generation at each rotation).
                 names = [
-                    e.path
+                    (e.path, e.inode())
                     for e in it
                     if e.name.startswith(base) and e.name != base and e.is_file(follow_symlinks=False)
                 ]
@@ -585,14 +611,14 @@ class TailEngine(ABC):
             return
         copies = {t.fingerprint.digest for t in self.tracked.values() if t.fingerprint.complete}
         found: list[tuple[int, str, os.stat_result, Fingerprint]] = []
-        for path in names:
+        for listed, ino in names:
+            opened = _open_listed(listed, ino)
+            if opened is None:
+                continue  # deleted since the listing
+            path, st, data = opened
             if self.target_for(path) is not None or not self.rotated_name_ok(path):
                 continue
-            head = read_head(path)
-            if head is None:
-                continue
-            dev, ino, _, data = head
-            key = (dev, ino)
+            key = (st.st_dev, st.st_ino)
             if (
                 key in self.tracked
                 or key in self.unclaimed
@@ -601,12 +627,8 @@ class TailEngine(ABC):
                 or key in known
             ):
                 continue
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
             fp = Fingerprint.of_head(data)
-            if (st.st_dev, st.st_ino) != key or st.st_mtime_ns < since_ns or fp.digest in copies:
+            if st.st_mtime_ns < since_ns or fp.digest in copies:
                 continue
             found.append((st.st_mtime_ns, path, st, fp))
         for _, path, st, fp in sorted(found, key=lambda f: (f[0], f[1])):

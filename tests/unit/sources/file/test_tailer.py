@@ -17,7 +17,7 @@ from log_capturer.config.schema import FilesConfig, PositionsConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Chunk
-from log_capturer.sources.file import tail
+from log_capturer.sources.file import tail, tailer
 from log_capturer.sources.file.source import FileSource
 from log_capturer.sources.supervise import Backoff
 from tests.support import wait_until
@@ -151,3 +151,19 @@ def test_a_discovery_that_fails_at_start_is_retried_by_the_read_loop(
     wait_until(lambda: src.health()["status"] == "healthy", 10, "healthy")
     assert src.health()["last_error"] == "PermissionError: injected: cannot list"
     assert env.crashes() == 1
+
+
+def test_a_listed_generation_is_found_by_its_inode_after_a_rename(tmp_path: Path) -> None:
+    """The catch-up lists a directory, then opens each name: Docker may have renamed every
+    generation in between (.1 -> .2), so the listed inode is looked for, not the name."""
+    listed = tmp_path / "c-json.log.1"
+    listed.write_text("generation A\n")
+    ino = listed.stat().st_ino
+    listed.rename(tmp_path / "c-json.log.2")
+    listed.write_text("generation B, the next one\n")  # a new file under the listed name
+    found = tailer._open_listed(str(listed), ino)
+    assert found is not None
+    path, st, head = found
+    assert (path, st.st_ino, head) == (str(tmp_path / "c-json.log.2"), ino, b"generation A\n")
+    (tmp_path / "c-json.log.2").unlink()
+    assert tailer._open_listed(str(listed), ino) is None  # deleted since the listing
