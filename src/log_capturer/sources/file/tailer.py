@@ -598,40 +598,17 @@ class TailEngine(ABC):
         target = self.target_for(live_path) or self.target_for_source(origin.source_id)
         if target is None:
             return
-        try:
-            with os.scandir(directory) as it:
-                # The inode comes from the listing: the name may name another file by the time it
-                # is opened (Docker renames every generation at each rotation).
-                names = [
-                    (e.path, e.inode())
-                    for e in it
-                    if e.name.startswith(base) and e.name != base and e.is_file(follow_symlinks=False)
-                ]
-        except OSError:
-            return
         copies = {t.fingerprint.digest for t in self.tracked.values() if t.fingerprint.complete}
-        found: list[tuple[int, str, os.stat_result, Fingerprint]] = []
-        for listed, ino in names:
-            opened = _open_listed(listed, ino)
-            if opened is None:
-                continue  # deleted since the listing
-            path, st, data = opened
-            if self.target_for(path) is not None or not self.rotated_name_ok(path):
-                continue
-            key = (st.st_dev, st.st_ino)
-            if (
-                key in self.tracked
-                or key in self.unclaimed
-                or key in self.copies
-                or key in self.released  # read to its end already, renamed again since
-                or key in known
-            ):
-                continue
-            fp = Fingerprint.of_head(data)
-            if st.st_mtime_ns < since_ns or fp.digest in copies:
-                continue
-            found.append((st.st_mtime_ns, path, st, fp))
-        for _, path, st, fp in sorted(found, key=lambda f: (f[0], f[1])):
+        found: dict[Key, tuple[int, str, os.stat_result, Fingerprint]] = {}
+        # A listing made while files are renamed may miss one (readdir does not promise to return
+        # an entry renamed during it): list again until a listing finds nothing new.
+        for _ in range(5):
+            before = len(found)
+            if not self._list_generations(directory, base, since_ns, known, copies, found):
+                return
+            if len(found) == before:
+                break
+        for _, path, st, fp in sorted(found.values(), key=lambda f: (f[0], f[1])):
             tf = TailedFile(
                 path=path,
                 device=st.st_dev,
@@ -651,6 +628,51 @@ class TailEngine(ABC):
                 "found a rotated file never read (rotated away between two looks); reading it",
                 extra={"path": path, "source_id": origin.source_id, "bytes": st.st_size},
             )
+
+    def _list_generations(
+        self,
+        directory: str,
+        base: str,
+        since_ns: int,
+        known: set[Key] | frozenset[Key],
+        copies: set[str],
+        found: dict[Key, tuple[int, str, os.stat_result, Fingerprint]],
+    ) -> bool:
+        """One listing for :meth:`_catch_up`: adds the untracked generations of ``base`` modified
+        at or after ``since_ns`` to ``found``. False when the directory cannot be listed."""
+        try:
+            with os.scandir(directory) as it:
+                # The inode comes from the listing: the name may name another file by the time it
+                # is opened (Docker renames every generation at each rotation).
+                names = [
+                    (e.path, e.inode())
+                    for e in it
+                    if e.name.startswith(base) and e.name != base and e.is_file(follow_symlinks=False)
+                ]
+        except OSError:
+            return False
+        for listed, ino in names:
+            opened = _open_listed(listed, ino)
+            if opened is None:
+                continue  # deleted since the listing
+            path, st, data = opened
+            if self.target_for(path) is not None or not self.rotated_name_ok(path):
+                continue
+            key = (st.st_dev, st.st_ino)
+            if (
+                key in found
+                or key in self.tracked
+                or key in self.unclaimed
+                or key in self.copies
+                or key in self.released  # read to its end already, renamed again since
+                or key in known
+            ):
+                continue
+            fp = Fingerprint.of_head(data)
+            if st.st_mtime_ns < since_ns or fp.digest in copies:
+                continue
+            found[key] = (st.st_mtime_ns, path, st, fp)
+        return True
 
     def _find_copy(self, tf: TailedFile) -> tuple[str, int] | None:
         """A file in ``tf``'s directory holding its old content: same fingerprint, long enough."""
