@@ -215,6 +215,11 @@ class ContainerSource(TailEngine):
         return self._events is not None and self._events.connected
 
     # -- discovery ---------------------------------------------------------------------------------
+    def reads_rotated_when_new(self, target: Target) -> bool:
+        """A Docker container found after start-up may have rotated its json-file before the
+        first look (max-size, at full speed): its generations are all its own, read them."""
+        return target.origin.source_type == "docker"
+
     def read_from_end(self, target: Target) -> bool:
         cfg = self.docker_cfg if target.origin.source_type == "docker" else self.k8s_cfg
         return cfg.read_from == "end"

@@ -251,6 +251,11 @@ class TailEngine(ABC):
     def update_gauges(self) -> None:
         """Set the source's gauges after a rescan."""
 
+    def reads_rotated_when_new(self, target: Target) -> bool:
+        """Whether the rotated generations next to a path seen for the first time after start-up
+        are read too (a new container's log: all of it was written since it started)."""
+        return False
+
     def read_from_end(self, target: Target) -> bool:
         """Whether a file found at start-up with no saved position starts at its end."""
         return self.settings.read_from == "end"
@@ -867,6 +872,8 @@ class TailEngine(ABC):
         self._adopt_fd(tf, fd, now)
         log.info("following file", extra={"path": path, "offset": offset})
         since = self._rotated_since.pop(path, 0)
+        if not since and claimed is None and self.reads_rotated_when_new(target):
+            since = 1  # every generation there
         if seen is not None and (seen.st_dev, seen.st_ino) != key:
             # The scan saw another file here, rotated away before this open (Docker at full
             # speed): it and any generation after it were rotated away unseen.

@@ -196,6 +196,29 @@ def test_log_count_counts_a_released_rotated_file_once_before_and_after_restart(
     assert len(env.sink.lines()) == 41 and not env.sink.duplicates()
 
 
+def test_a_container_found_after_start_up_is_read_from_its_first_generation(env: Env) -> None:
+    """A container that starts while the agent runs and rotates its log (max-size) before the
+    agent's first look: its rotated generations are read too, oldest first ("containers that
+    start later are read from their first line"). At start-up rotated files are history."""
+    old = DockerContainer(env.docker_root, cid(1), "old").create()
+    old.write(["history, before the agent"])
+    old.rotate()
+    old.write(["old, live"])
+    src = env.source()
+    env.settle(src)
+    assert [line for line, _ in env.by_source()[old.id]] == ["old, live"]
+    fast = DockerContainer(env.docker_root, cid(2), "fast").create()
+    fast.write(["gen 1"])
+    fast.rotate()
+    fast.write(["gen 2"])
+    fast.rotate()
+    fast.write(["gen 3"])
+    src.rescan()
+    env.settle(src)
+    assert [line for line, _ in env.by_source()[fast.id]] == ["gen 1", "gen 2", "gen 3"]
+    assert not env.sink.duplicates()
+
+
 def test_kubernetes_cri_partial_lines_labels_and_restarts(env: Env) -> None:
     app = PodContainer(env.pods_root, "shop", "cart-7d9f", "uid-1", "app").create()
     app.write(["short", "a long line split by the runtime"], split_at=7)
