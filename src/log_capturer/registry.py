@@ -33,10 +33,11 @@ if TYPE_CHECKING:
     from log_capturer.sources.base import SourceComponent
 
 
-def component(model: type[BaseModel], name: str | None) -> Any:
+def component(model: type[BaseModel], name: str | None, read_by: str = "") -> Any:
     """A section validated by ``model`` and run by the component at ``name`` ("module:NAME"), or
-    by another component's (None)."""
-    return Field(default_factory=model, json_schema_extra={"component": name or ""})
+    read by the component of section ``read_by`` (``name`` None): a reload that changes it
+    rebuilds that component."""
+    return Field(default_factory=model, json_schema_extra={"component": name or "", "read_by": read_by})
 
 
 class Sources(Strict):
@@ -49,7 +50,7 @@ class Sources(Strict):
     container_monitor: ContainerMonitorConfig = component(
         ContainerMonitorConfig, "log_capturer.sources.containers.source:COMPONENT"
     )
-    kubernetes: KubernetesConfig = component(KubernetesConfig, None)  # the container source's
+    kubernetes: KubernetesConfig = component(KubernetesConfig, None, read_by="container_monitor")
 
 
 class Sinks(Strict):

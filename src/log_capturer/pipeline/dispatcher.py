@@ -73,6 +73,10 @@ class Dispatcher:
         self.worker_errors = 0
         self.last_failure = ""
         self._last_failure_at = 0.0
+        #: A configuration reload holds the sources at the gate (:meth:`pause`); ``_submitting``:
+        #: submits past the gate and not done yet (both under _count_lock).
+        self._paused = False
+        self._submitting = 0
         #: One log line (with its traceback) per kind of failure per 10 s; the metric counts all.
         self._repeats = Repeats()
 
@@ -88,19 +92,26 @@ class Dispatcher:
         deadline = None if timeout is None else time.monotonic() + timeout
         if n and not self._wait_accepting(deadline):
             return False
-        chunk.expect(n * len(self.sinks) if n else 0, None)
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if n and not self.queue.put(chunk.origin.source_id, chunk, remaining):
-            return False
-        if checkpoint is not None:
-            # Registered after queueing: a chunk acknowledged before this point is
-            # found done here and committed at once.
-            checkpoint.register(chunk)
-        chunk.on_done(on_done)
-        if n == 0:
-            return True
-        with self._count_lock:
-            self.lines_in += n
+        queued = False
+        try:
+            chunk.expect(n * len(self.sinks) if n else 0, None)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if n and not self.queue.put(chunk.origin.source_id, chunk, remaining):
+                return False
+            if checkpoint is not None:
+                # Registered after queueing: a chunk acknowledged before this point is
+                # found done here and committed at once.
+                checkpoint.register(chunk)
+            chunk.on_done(on_done)
+            if n == 0:
+                return True
+            queued = True
+        finally:
+            if n:
+                with self._count_lock:
+                    self._submitting -= 1
+                    if queued:
+                        self.lines_in += n
         origin = chunk.origin
         pipeline = self.analyzer.pipeline_name(chunk) or "default"
         self.metrics.logs_processed.labels(origin.source_type, origin.source_id, pipeline).inc(n)
@@ -108,8 +119,10 @@ class Dispatcher:
         return True
 
     def _wait_accepting(self, deadline: float | None) -> bool:
-        """Hold the source while a sink refuses more lines (backpressure). False when ``deadline`` passed."""
-        if all(s.accepting() for s in self.sinks):
+        """Hold the source while a sink refuses more lines (backpressure) or a reload holds every
+        source (:meth:`pause`). False when ``deadline`` passed; True counts the caller in
+        ``_submitting``."""
+        if self._pass_gate():
             return True
         step = GATE_FIRST_WAIT
         while True:
@@ -120,9 +133,40 @@ class Dispatcher:
                 return False
             wait = step if deadline is None else min(step, deadline - now)
             time.sleep(wait)
-            if all(s.accepting() for s in self.sinks):
+            if self._pass_gate():
                 return True
             step = min(step * 2, GATE_MAX_WAIT)
+
+    def _pass_gate(self) -> bool:
+        if not all(s.accepting() for s in self.sinks):
+            return False
+        with self._count_lock:
+            if self._paused:
+                return False
+            self._submitting += 1
+        return True
+
+    # -- configuration reload ------------------------------------------------------------------
+    def pause(self) -> None:
+        """Hold every source at the gate (as backpressure does) until :meth:`resume`."""
+        with self._count_lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._count_lock:
+            self._paused = False
+
+    def drained(self) -> bool:
+        """While paused: every line taken was handed to the sinks (none queued, none on its way)."""
+        with self._count_lock:
+            return self._submitting == 0 and self.lines_dispatched == self.lines_in
+
+    def replace(self, sinks: Sequence[Sink], analyzer: Analyzer) -> None:
+        """Hand what comes next to ``sinks``, analysed by ``analyzer`` (while paused and drained)."""
+        if not sinks:
+            raise ValueError("at least one sink is needed")
+        self.sinks = list(sinks)
+        self.analyzer = analyzer
 
     # -- workers -------------------------------------------------------------------------------
     def start(self) -> None:
