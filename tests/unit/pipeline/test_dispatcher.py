@@ -276,3 +276,24 @@ def test_a_chunk_the_sink_always_fails_on_is_parked_alone_and_its_batch_mates_ar
     [(lines, reason, text)] = sink.dead
     assert (lines, reason) == (1, "all_sinks_failed") and "cannot encode it" in text
     assert cp.committed == 30
+
+
+def test_pause_holds_every_source_until_resume_and_drained_says_when_all_was_handed_over() -> None:
+    sink = GateSink()
+    d = dispatcher(sink)
+    assert d.submit(Chunk(ORIGIN, ["a", "b"]), None)
+    wait = time.monotonic() + 5
+    while not d.drained() and time.monotonic() < wait:
+        time.sleep(0.01)
+    assert d.drained() and sink.got == ["a", "b"]
+    d.pause()
+    assert d.submit(Chunk(ORIGIN, ["c"]), None, timeout=0.1) is False
+    assert d.drained() and d.queue.size == 0
+    # Sinks replaced while paused get what comes after the resume, armed for them.
+    other = GateSink()
+    d.replace([other], Analyzer(None))
+    d.resume()
+    chunk = Chunk(ORIGIN, ["d"])
+    assert d.submit(chunk, None)
+    d.close(5)
+    assert other.got == ["d"] and sink.got == ["a", "b"] and chunk.done
