@@ -212,3 +212,31 @@ def test_a_multi_process_agent_reloads_every_worker_on_sighup(
             agent.kill()
     missing, duplicated = missing_and_duplicated(records, files)
     assert not missing and duplicated == 0, (len(missing), duplicated)
+
+
+def test_sinks_that_cannot_drain_fail_the_reload_and_nothing_changes(tmp_path: Path) -> None:
+    from log_capturer.devtools.kafka_local import free_port
+
+    # A broker nobody runs: nothing is ever acknowledged, so the sinks never drain.
+    away = f"127.0.0.1:{free_port()}"
+    topics = {t: f"away-{t}" for t in ("logs", *ROUTED[1:], "logs-dlq")}
+    cfg = agent_config(tmp_path, away, topics, dispatcher={"drain_timeout": "2s"})
+    path = write_config(tmp_path / "config.yaml", cfg)
+    writer = generate([tmp_path / "logs" / "a.log"], 500)
+    assert writer.wait(60) == 0
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+        wait_until(lambda: _lines_read(agent) == 500, 60, "the lines read")
+        cfg["sinks"]["kafka"]["compression"] = "lz4"
+        write_config(path, cfg)
+        code, answer = post(agent, "/config/reload")
+        assert code == 503, answer
+        assert answer["status"] == "failed" and answer["changed"] == []
+        assert "were not acknowledged within dispatcher.drain_timeout (2s)" in answer["errors"][0]
+        assert metric(agent.metrics(), "config_reloads_total", status="failed") == 1.0
+        # Still the running configuration: the sink kept its compression, the source its lines.
+        assert agent.get("/stats")["sinks"]["kafka_sink"]["outstanding"] == 500
+        assert _lines_read(agent) == 500
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
