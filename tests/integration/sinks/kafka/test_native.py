@@ -143,7 +143,7 @@ def test_a_failed_record_whose_result_finds_no_memory_is_given_back_later_never_
     """Recording a failure allocates nothing (a slot per record); building the Python result
     can run out of memory (forced here by the module's test switch): the settled chunk then stays
     queued for the next poll, with its failure, instead of being dropped or counted delivered."""
-    from log_capturer.sinks.kafka import _rdk  # type: ignore[attr-defined]
+    from log_capturer.sinks.kafka.native import _rdk
 
     topic = f"{topic_prefix}-nomem"
     create_topics(bootstrap, topics=(TopicSpec(topic, 2, 1, "test"),))
