@@ -153,8 +153,8 @@ class Analyzer:
                 if obj is not None:
                     if level is None:
                         level = level_of_mapping(obj)
-                    if need_key:
-                        v = obj.get(kf)  # type: ignore[arg-type]
+                    if need_key and kf is not None:  # need_key: keys, so a key field
+                        v = obj.get(kf)
                         key = None if v is None or isinstance(v, dict | list) else str(v)
                 else:
                     if level is None:
