@@ -1,5 +1,6 @@
-"""The chunk producer (``_rdk.c`` via ``native.py``) against a real broker: every record of a chunk
-is reported, failures come back with their record, and close() leaves no librdkafka thread."""
+"""The chunk producer (``native/_rdk.c``, loaded by ``native/__init__.py``) against a real broker:
+every record of a chunk is reported, failures come back with their record, and close() leaves no
+librdkafka thread."""
 
 from __future__ import annotations
 
