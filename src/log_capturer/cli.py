@@ -652,6 +652,7 @@ def kafka_up(
     ] = False,
 ) -> None:
     """Start a real Apache Kafka 4.x broker (KRaft) from Maven Central jars; idempotent."""
+    from log_capturer.devtools.certs import MissingExtra
     from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError
 
     if nodes not in (1, 3):
@@ -660,6 +661,9 @@ def kafka_up(
     try:
         k = LocalKafka(workdir, nodes=nodes, port=port, sasl=sasl, tls=tls, log=err.print)
         bootstrap = k.up(timeout)
+    except MissingExtra as exc:
+        err.print(f"[bold red]kafka up --tls: {escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(2) from None
     except LocalKafkaError as exc:
         err.print(f"[bold red]{exc}[/]", highlight=False)
         raise typer.Exit(1) from None

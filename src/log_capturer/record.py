@@ -28,7 +28,7 @@ def text_bytes_py(lines: list[str]) -> int:
 
 
 try:
-    from log_capturer import _speedups  # type: ignore[attr-defined]
+    from log_capturer import _speedups
 
     text_bytes: Callable[[list[str]], int] = _speedups.text_bytes
 except (ImportError, AttributeError):  # pragma: no cover - an install without a C compiler

@@ -34,7 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from log_capturer.reliability.dlq.store import DeadLetterStore, DLQWriteError
 from log_capturer.sinks.kafka.client import close_producer, producer_config
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
-from log_capturer.sinks.kafka.errors import Disposition, classify, error_type
+from log_capturer.sinks.kafka.delivery import Disposition, classify, error_type
 from log_capturer.sinks.kafka.headers import Headers, headers_of_record
 
 REPLAY_LOCK = ".replay.lock"
