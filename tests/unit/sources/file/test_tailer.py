@@ -18,6 +18,7 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Chunk
 from log_capturer.sources.file import tail
+from log_capturer.sources.file.paths import GlobPaths
 from log_capturer.sources.file.source import FileSource
 from log_capturer.sources.supervise import Backoff
 from tests.support import wait_until
@@ -40,7 +41,7 @@ class Env:
             watch_directories=[str(self.logs)], poll_interval=0.01, read_buffer_bytes=4096, **files
         )
         src = FileSource(cfg, PositionsConfig(directory=str(self.tmp / "pos")), self.dispatcher, self.metrics)
-        src.supervisor.backoff = Backoff(0.01, 0.01)
+        src.tailer.supervisor.backoff = Backoff(0.01, 0.01)
         self.source = src
         src.start()
         return src
@@ -52,14 +53,14 @@ class Env:
 
     def saved_offset(self, path: Path) -> int:
         assert self.source is not None
-        self.source.save_positions()
+        self.source.tailer.save_positions()
         entry = orjson.loads((self.tmp / "pos" / "files.json").read_bytes())["positions"][str(path)]
         return int(entry["offset"])
 
     def close(self) -> None:
         if self.source is not None:
             self.source.stop()
-            self.source.close()
+            self.source.tailer.close()
         self.dispatcher.close(5)
 
 
@@ -86,7 +87,7 @@ def test_a_crash_while_handing_over_a_chunk_neither_loses_nor_repeats_a_line(
 
     monkeypatch.setattr(env.dispatcher, "submit", submit)
     src = env.start()
-    wait_until(lambda: src.supervisor.restarts == 1, 10, "the read loop to be restarted")
+    wait_until(lambda: src.tailer.supervisor.restarts == 1, 10, "the read loop to be restarted")
     expected += write(path, "b", 0, 500)  # written after the crash
     wait_until(lambda: len(env.sink.lines()) >= len(expected), 20, "every line")
     wait_until(lambda: src.health()["status"] == "healthy", 10, "healthy again")
@@ -94,7 +95,7 @@ def test_a_crash_while_handing_over_a_chunk_neither_loses_nor_repeats_a_line(
     h = src.health()
     assert h["restarts"] == 1 and h["crashes"] == 1 and h["last_error"] == "RuntimeError: injected crash"
     assert env.crashes() == 1
-    wait_until(lambda: src.in_flight() == 0, 10, "every line acknowledged")
+    wait_until(lambda: src.tailer.in_flight() == 0, 10, "every line acknowledged")
     assert env.saved_offset(path) == path.stat().st_size
 
 
@@ -125,8 +126,8 @@ def test_a_crash_after_a_read_with_multiline_lines_held_repeats_and_loses_nothin
     src = env.start(multiline={"start_pattern": "^rec ", "timeout": "50ms"})
     wait_until(lambda: len(env.sink.lines()) >= len(records), 20, "every record")
     assert_exactly(env.sink, records)
-    assert src.supervisor.restarts == 1
-    wait_until(lambda: src.in_flight() == 0, 10, "every record acknowledged")
+    assert src.tailer.supervisor.restarts == 1
+    wait_until(lambda: src.tailer.in_flight() == 0, 10, "every record acknowledged")
     assert env.saved_offset(path) == path.stat().st_size
 
 
@@ -135,16 +136,16 @@ def test_a_discovery_that_fails_at_start_is_retried_by_the_read_loop(
 ) -> None:
     path = env.logs / "app.log"
     expected = write(path, "a", 0, 100)
-    real = FileSource.discover
+    real = GlobPaths.discover
     calls = [0]
 
-    def discover(self: FileSource) -> Any:
+    def discover(self: GlobPaths) -> Any:
         calls[0] += 1
         if calls[0] == 1:
             raise PermissionError("injected: cannot list")
         return real(self)
 
-    monkeypatch.setattr(FileSource, "discover", discover)
+    monkeypatch.setattr(GlobPaths, "discover", discover)
     src = env.start()
     wait_until(lambda: len(env.sink.lines()) >= len(expected), 20, "every line")
     assert_exactly(env.sink, expected)
