@@ -18,12 +18,16 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Chunk
 from log_capturer.sources.file import tail
+from log_capturer.sources.file.checkpointer import Checkpointer
 from log_capturer.sources.file.paths import GlobPaths
 from log_capturer.sources.file.source import FileSource
+from log_capturer.sources.file.tailer import Tailer, TailSettings
+from log_capturer.sources.positions import PositionStore
 from log_capturer.sources.supervise import Backoff
 from tests.support import wait_until
+from tests.unit.sources.file.parts import ListedPaths
 from tests.unit.sources.file.test_source import assert_exactly, write
-from tests.unit.sources.harness import MemorySink, make_dispatcher
+from tests.unit.sources.harness import MemorySink, make_dispatcher, settle
 
 
 class Env:
@@ -152,3 +156,37 @@ def test_a_discovery_that_fails_at_start_is_retried_by_the_read_loop(
     wait_until(lambda: src.health()["status"] == "healthy", 10, "healthy")
     assert src.health()["last_error"] == "PermissionError: injected: cannot list"
     assert env.crashes() == 1
+
+
+def test_a_tailer_follows_whatever_its_paths_provider_names(tmp_path: Path) -> None:
+    """The tailer knows no source: a provider naming two files, a checkpointer over a store."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    old, later = logs / "old.log", logs / "later.log"
+    write(old, "before", 0, 10)
+    sink = MemorySink()
+    metrics = Metrics()
+    dispatcher = make_dispatcher(sink, metrics)
+    store = PositionStore(tmp_path / "pos", "files", 2)
+    paths = ListedPaths(old, later, from_end=True)
+    tailer = Tailer(
+        "file_source", TailSettings(), paths, Checkpointer({}, store, metrics, 1.0), dispatcher, metrics
+    )
+    try:
+        tailer.rescan()  # the first scan: existing content is skipped (read_from_end)
+        expected = write(old, "after", 0, 20)
+        expected += write(later, "new", 0, 10)  # a file found after the first scan: from its start
+        tailer.rescan()
+        settle(tailer, dispatcher)
+        assert_exactly(sink, expected)
+        tailer.save_positions()
+        saved = orjson.loads(store.path.read_bytes())["positions"]
+        assert saved[str(old)]["offset"] == old.stat().st_size
+        assert saved[str(later)]["offset"] == later.stat().st_size
+        assert tailer.open_files == 2 and tailer.in_flight() == 0
+        paths.paths.discard(str(later))  # no longer named, still on disk: a rotated file
+        tailer.rescan()
+        assert [tf.path for tf in tailer.files(live=False)] == [str(later)]
+    finally:
+        tailer.close()
+        dispatcher.close(5)
