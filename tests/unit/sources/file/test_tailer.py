@@ -1,4 +1,4 @@
-"""The tail engine's read loop under supervision: crashes, restarts, and positions across them.
+"""The tailer's read loop under supervision: crashes, restarts, and positions across them.
 
 The engine runs in its own thread here (``start``), against the real dispatcher; the crash is
 made to happen in the real objects (a failing hand-over, a failing read, a failing discovery).
