@@ -81,8 +81,8 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
             looked.wait(60)
         return real_pump(now)
 
-    monkeypatch.setattr(src, "_submit", submit)
-    monkeypatch.setattr(src, "pump_all", pump_all)
+    monkeypatch.setattr(src.tailer, "_submit", submit)
+    monkeypatch.setattr(src.tailer, "pump_all", pump_all)
     real_chunks = ingest.records.chunks
     requests = [0]
 
