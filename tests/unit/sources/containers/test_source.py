@@ -16,7 +16,7 @@ from log_capturer.config.schema import (
     PositionsConfig,
 )
 from log_capturer.observability.metrics import Metrics
-from log_capturer.sources.containers.source import ContainerSource
+from log_capturer.sources.containers.source import ContainerPaths, ContainerSource, Known
 from log_capturer.sources.file import rotation
 from tests.container_trees import DockerContainer, PodContainer
 from tests.support import wait_until
@@ -287,3 +287,31 @@ def test_a_crashing_docker_events_thread_degrades_the_container_source(
         src.stop()
         src.tailer.close()
         server.close()
+
+
+def test_container_paths_name_log_files_and_remember_containers(tmp_path: Path) -> None:
+    """ContainerPaths, the tailer's paths provider for containers, on its own (no tailer)."""
+    web = DockerContainer(tmp_path / "containers", cid(1), "web", "nginx:1", {}).create()
+    app = PodContainer(tmp_path / "pods", "shop", "cart", "uid-1", "app").create()
+    known = {"gone": Known("docker", "old", 0.0, "running")}
+    paths = ContainerPaths(
+        ContainerMonitorConfig(
+            enabled=True, containers_directory=str(tmp_path / "containers"), socket_path="", read_from="end"
+        ),
+        KubernetesConfig(enabled=True, pods_directory=str(tmp_path / "pods")),
+        FilesConfig(),
+        known,
+    )
+    found = paths.discover()
+    assert set(found) == {str(web.log), str(app.log)}
+    docker, pod = found[str(web.log)], found[str(app.log)]
+    assert (docker.origin.source_type, docker.origin.source_id) == ("docker", web.id)
+    assert docker.origin.labels["container_name"] == "web"
+    assert (pod.origin.source_type, pod.origin.source_id) == ("kubernetes", app.source_id)
+    assert docker.new_assembler() is not None  # the json-file decoder
+    assert paths.status == {web.id: "running", app.source_id: "running", "gone": "removed"}
+    assert set(known) == {web.id, app.source_id, "gone"}
+    assert paths.read_from_end(docker) and not paths.read_from_end(pod)
+    assert paths.target_for(str(web.log)) is docker and paths.target_for(str(web.log) + ".1") is None
+    assert paths.target_for_source(app.source_id) is pod
+    assert paths.rotated_name_ok(str(web.log) + ".1") and not paths.rotated_name_ok(str(web.log) + ".1.gz")
