@@ -8,6 +8,11 @@ with the file). An append-only file keeps its fingerprint forever; a file
 truncated and rewritten (copytruncate) gets a new one; a copy of a file
 (logrotate's ``copytruncate`` copy) has the same one, which is how the agent
 finds the copy and continues there.
+
+This module is the tailer's fingerprinter (Vector's ``fingerprinter``): what
+a file *is* (:data:`Key`, :class:`Fingerprint`), and where a known file is
+*now* (:func:`find_inode`, :func:`current_path`), for files renamed by
+rotation.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import os
 from dataclasses import dataclass
 
 FINGERPRINT_BYTES = 1024
+
+#: A file's identity while it exists: (device, inode).
+Key = tuple[int, int]
 
 
 def _digest(data: bytes) -> str:
@@ -94,3 +102,28 @@ def read_head(path: str) -> tuple[int, int, int, bytes] | None:
         return None
     finally:
         os.close(fd)
+
+
+def find_inode(directory: str, key: Key) -> str:
+    """The path of the file with identity ``key`` in ``directory`` ('' when there is none)."""
+    try:
+        with os.scandir(directory) as it:
+            for e in it:
+                if e.inode() == key[1] and e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    if st.st_dev == key[0]:
+                        return e.path
+    except OSError:
+        pass
+    return ""
+
+
+def current_path(path: str, key: Key) -> str:
+    """Where the file ``key`` last seen at ``path`` is now: there, renamed in its directory, or ''."""
+    try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) == key:
+            return path
+    except OSError:
+        pass
+    return find_inode(os.path.dirname(path), key)
