@@ -23,6 +23,7 @@ from log_capturer.config.loader import config_warnings
 from log_capturer.config.paths import path_problems
 from log_capturer.config.schema import Config, ProcessingConfig
 from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
+from log_capturer.engine.replay import SinkReplay
 from log_capturer.memory import tune_malloc
 from log_capturer.observability.health import (
     Check,
@@ -36,6 +37,7 @@ from log_capturer.observability.lag import FileLag, FileLagCollector, file_lags
 from log_capturer.observability.metrics import Metrics
 from log_capturer.observability.server import HttpServers, build_api_app, build_metrics_app
 from log_capturer.pipeline.dispatcher import Dispatcher
+from log_capturer.pipeline.routing import Router
 from log_capturer.processing import Analyzer
 from log_capturer.processing.pipelines import Pipeline, PipelineError, load_pipelines
 from log_capturer.registry import Sinks, sink_components, source_components
@@ -188,13 +190,16 @@ class Agent:
         dlq_cfg = config.dispatcher.dlq_config
         self.dlq = DeadLetterStore(dlq_cfg, self.metrics) if dlq_cfg.enabled else None
         sink_ctx = SinkContext(config, self.metrics, self.dlq)
-        self.sinks: list[Sink] = [
-            sink
-            for _key, section, comp in sink_components(config.sinks)
+        keyed: list[tuple[str, Sink]] = [
+            (key, sink)
+            for key, section, comp in sink_components(config.sinks)
             if (sink := comp.build(section, sink_ctx)) is not None
         ]
-        #: The sink that replays the local DLQ's entries (reprocessing, POST /dlq/reprocess).
-        self.replay_target = next((s for s in self.sinks if isinstance(s, ReplaySink)), None)
+        self.sinks: list[Sink] = [s for _k, s in keyed]
+        #: Replays the local DLQ's entries (reprocessing, POST /dlq/reprocess), each to the sink
+        #: that parked it.
+        replayers = [s for s in self.sinks if isinstance(s, ReplaySink)]
+        self.replay_target = SinkReplay(replayers) if replayers else None
         self.reprocessor: Reprocessor | None = None
         if self.dlq is not None and self.replay_target is not None:
             self.reprocessor = Reprocessor(
@@ -202,7 +207,9 @@ class Agent:
             )
         self.pipelines = build_pipelines(config, self.metrics)
         analyzer = Analyzer(key_field_of(config), self.pipelines, pipelines_by_source_type(config))
-        self.dispatcher = Dispatcher(config.dispatcher, self.sinks, analyzer, self.metrics)
+        self.dispatcher = Dispatcher(
+            config.dispatcher, self.sinks, analyzer, self.metrics, Router(config.routes, keyed)
+        )
         ctx = BuildContext(config, self.dispatcher, self.metrics, worker, self.dlq)
         #: Every source that runs, with its /stats key; and the /stats blocks of those that do not.
         self.sources: list[tuple[str, Source]] = []

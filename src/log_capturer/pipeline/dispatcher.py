@@ -32,6 +32,7 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.config import DispatcherConfig
 from log_capturer.pipeline.queue import ChunkQueue, QueueClosed
+from log_capturer.pipeline.routing import Router
 from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import SendFailed, Sink
@@ -55,11 +56,14 @@ class Dispatcher:
         sinks: Sequence[Sink],
         analyzer: Analyzer,
         metrics: Metrics,
+        router: Router[Sink] | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("at least one sink is needed")
         self.config = config
         self.sinks = list(sinks)
+        #: The sinks of each origin (``routes``); every sink when there are none.
+        self.router: Router[Sink] = router or Router([], [(s.name, s) for s in self.sinks])
         self.analyzer = analyzer
         self.metrics = metrics
         self.queue = ChunkQueue(config.queue_size, config.queue_max_bytes)
@@ -86,9 +90,11 @@ class Dispatcher:
         n = len(chunk.lines)
         on_done = checkpoint.on_chunk_done if checkpoint is not None else None
         deadline = None if timeout is None else time.monotonic() + timeout
-        if n and not self._wait_accepting(deadline):
+        sinks = self.router.sinks_for(chunk.origin)
+        if n and not self._wait_accepting(sinks, deadline):
             return False
-        chunk.expect(n * len(self.sinks) if n else 0, None)
+        chunk.routed = sinks
+        chunk.expect(n * len(sinks) if n else 0, None)
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         if n and not self.queue.put(chunk.origin.source_id, chunk, remaining):
             return False
@@ -107,9 +113,11 @@ class Dispatcher:
         self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
         return True
 
-    def _wait_accepting(self, deadline: float | None) -> bool:
-        """Hold the source while a sink refuses more lines (backpressure). False when ``deadline`` passed."""
-        if all(s.accepting() for s in self.sinks):
+    def _wait_accepting(self, sinks: Sequence[Sink], deadline: float | None) -> bool:
+        """Hold the source while one of its sinks refuses more lines (backpressure). False when
+        ``deadline`` passed. A sink stalled for its ``timeout`` accepts again (what waits for it
+        overflows to the local DLQ), so a broken sink holds its sources at most that long."""
+        if all(s.accepting() for s in sinks):
             return True
         step = GATE_FIRST_WAIT
         while True:
@@ -120,7 +128,7 @@ class Dispatcher:
                 return False
             wait = step if deadline is None else min(step, deadline - now)
             time.sleep(wait)
-            if all(s.accepting() for s in self.sinks):
+            if all(s.accepting() for s in sinks):
                 return True
             step = min(step * 2, GATE_MAX_WAIT)
 
@@ -171,19 +179,28 @@ class Dispatcher:
                 self._park([chunk], "processing_error", text)
                 continue
             ready.append(chunk)
-        if ready:
-            for sink in self.sinks:
-                self._send(sink, ready)
+        if not ready:
+            return
+        for sink in self.sinks:
+            mine = [c for c in ready if sink in self._routed(c)]
+            if mine:
+                self._send(sink, mine)
 
     def _park(self, chunks: list[Chunk], reason: str, text: str) -> None:
+        """Each sink the chunks were routed to parks them (each acknowledges its share)."""
         for sink in self.sinks:
-            if not sink.dead_letter(chunks, reason, text):
+            mine = [c for c in chunks if sink in self._routed(c)]
+            if mine and not sink.dead_letter(mine, reason, text):
                 log.error(
                     "sink %s could not park %d lines either; they stay unacknowledged (read again on "
                     "restart)",
                     sink.name,
                     sum(len(c.lines) for c in chunks),
                 )
+
+    def _routed(self, chunk: Chunk) -> tuple[Sink, ...]:
+        """The sinks ``chunk`` was routed to when it was submitted (it expects their acks)."""
+        return chunk.routed or self.router.sinks_for(chunk.origin)
 
     def _failure(self, error_type: str, text: str, exc: BaseException) -> None:
         """Count and log a failure of the dispatch path, and keep it for /health."""
