@@ -28,6 +28,7 @@ import logging
 import os
 import queue
 import shutil
+import stat
 import threading
 import time
 import zlib
@@ -144,6 +145,7 @@ class LocalFileService:
         self.failing = ""
         self.last_error = ""
         self.thread_error = ""
+        self.stopped = False
         self.written = 0
         self.bytes_written = 0
         self.syncs = 0
@@ -176,6 +178,7 @@ class LocalFileService:
         self._thread.start()
 
     def stop(self) -> None:
+        self.stopped = True
         for w in self._writers:
             w.inbox.put(None)
         for w in self._writers:
@@ -308,6 +311,8 @@ class LocalFileService:
 
     def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
         """Write parked records again, to the file their record names now."""
+        if self.stopped:
+            return {r.entry_id: "the sink is stopped" for r in records}
         waiter = _Replay()
         items: list[Item] = []
         for r in records:
@@ -551,7 +556,7 @@ class _Writer(threading.Thread):
             svc.open_names.add(name)
         try:
             st = os.fstat(fd)
-            if st.st_size == 0:
+            if st.st_size == 0 and stat.S_ISREG(st.st_mode):
                 os.fchmod(fd, self.config.file_permissions)
                 if self.config.auto_sync:
                     _fsync_dir(svc.directory)  # the new file's name is on disk with its lines
