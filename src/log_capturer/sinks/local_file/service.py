@@ -32,6 +32,7 @@ import stat
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,6 +147,8 @@ class LocalFileService:
         self.last_error = ""
         self.thread_error = ""
         self.stopped = False
+        #: The wall clock file names and rotation follow (UTC).
+        self.clock: Callable[[], float] = time.time
         self.written = 0
         self.bytes_written = 0
         self.syncs = 0
@@ -440,7 +443,7 @@ class _Writer(threading.Thread):
                     return
                 if batch:
                     self._write(batch)
-                self._round(time.time())
+                self._round(svc.clock())
             except Exception as exc:  # a bug: its records are retried, the thread goes on
                 svc.thread_error = f"{type(exc).__name__}: {exc}"
                 svc.runner.unexpected("write_failed", exc)
@@ -464,7 +467,7 @@ class _Writer(threading.Thread):
                 self._close(name, rotated=False)
 
     def _write(self, batch: list[Item]) -> None:
-        now = time.time()
+        now = self.service.clock()
         by_name: dict[str, list[Item]] = {}
         for item in batch:
             by_name.setdefault(self.service.namer.name(*item.key, now), []).append(item)

@@ -156,12 +156,9 @@ def test_time_rotation_closes_the_file_the_pattern_no_longer_names(tmp_path: Pat
     try:
         sink.send(batch)
         wait_until(lambda: batch[0].done, 30, "the chunk to be acknowledged")
-        writer = sink.files._writers[0]
-        name = next(iter(writer.files))
-        # The writer's round one hour later, as its thread would run it then.
-        writer.inbox.put([])
-        writer._round(time.time() + 3600)
-        wait_until(lambda: (out / f"{name}.gz").exists(), 30, "the closed file to be compressed")
+        (name,) = [p.name for p in out.iterdir()]
+        sink.files.clock = lambda: time.time() + 3600  # an hour later
+        wait_until((out / f"{name}.gz").exists, 30, "the closed file to be compressed")
     finally:
         sink.stop(10)
     assert not (out / name).exists()
