@@ -53,9 +53,27 @@ class Namer:
 
     def matcher(self) -> re.Pattern[str]:
         """Every name this pattern may produce, rotated (a size rotation's suffix) or compressed."""
+        return re.compile(f"^{self._body({})}(?:{ROTATED})?(?:\\.gz)?$")
+
+    def current(self, now: float) -> re.Pattern[str]:
+        """The names of files that may still be written at ``now`` (their time placeholders are
+        now's): never closed, so never deleted by retention."""
+        t = time.gmtime(now)
+        times = {
+            "date": time.strftime("%Y-%m-%d", t),
+            "hour": f"{t.tm_hour:02d}",
+            "year": f"{t.tm_year:04d}",
+            "month": f"{t.tm_mon:02d}",
+            "day": f"{t.tm_mday:02d}",
+        }
+        return re.compile(f"^{self._body(times)}$")
+
+    def _body(self, known: dict[str, str]) -> str:
         parts = re.split(r"(\{[a-z_]+\})", self.pattern)
-        body = "".join(".+?" if p.startswith("{") else re.escape(p) for p in parts)
-        return re.compile(f"^{body}(?:{ROTATED})?(?:\\.gz)?$")
+        return "".join(
+            (re.escape(known[p[1:-1]]) if p[1:-1] in known else ".+?") if p.startswith("{") else re.escape(p)
+            for p in parts
+        )
 
 
 def rotated_name(name: str, now: float) -> str:

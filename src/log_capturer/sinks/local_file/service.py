@@ -665,6 +665,8 @@ class _Housekeeper:
             raw.flush()
             os.fsync(raw.fileno())
         os.chmod(tmp, self.service.config.file_permissions)
+        st = src.stat()
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))  # its age is its lines' (retention)
         os.rename(tmp, d / f"{name}.gz")
         _fsync_dir(d)
         src.unlink()
@@ -672,11 +674,15 @@ class _Housekeeper:
 
     def _retain(self) -> None:
         svc = self.service
+        current = svc.namer.current(svc.clock())
         with svc.open_lock:
             closed = [
                 (p.name, p.stat().st_mtime)
                 for p in svc.directory.iterdir()
-                if self._matcher.match(p.name) and p.name not in svc.open_names and p.is_file()
+                if self._matcher.match(p.name)
+                and not current.match(p.name)
+                and p.name not in svc.open_names
+                and p.is_file()
             ]
             for name in expired(closed, time.time(), self.rotation.max_files, self.rotation.retention_days):
                 (svc.directory / name).unlink(missing_ok=True)

@@ -107,3 +107,12 @@ def test_the_sync_policy_is_described_for_health() -> None:
     assert describe_sync(LocalFileSinkConfig()) == "fsync per batch before acknowledging"
     assert "every 2s" in describe_sync(LocalFileSinkConfig(sync_interval=2))
     assert "not a machine crash" in describe_sync(LocalFileSinkConfig(auto_sync=False))
+
+
+def test_files_the_pattern_still_writes_now_are_current_and_never_expire() -> None:
+    n = Namer("app-{source_id}-{date}.log")
+    cur = n.current(NOW)
+    assert cur.match("app-x-2026-12-06.log")
+    assert not cur.match("app-x-2026-12-05.log")
+    assert not cur.match("app-x-2026-12-06.log.20261206T030405.250000.gz")
+    assert Namer("app.log").current(NOW).match("app.log")
