@@ -124,10 +124,11 @@ class LocalFileSinkConfig(Strict):
     )
     timeout: Duration = Field(
         30.0,
-        description="After this long without an acknowledgement the sink is stalled (a disk full or "
-        "unwritable): lines waiting for it overflow to the local DLQ (see backpressure_config), so "
-        "that the other sinks and the sources go on. This is the budget a broken local_file sink may "
-        "hold the others.",
+        description="The budget a broken directory (full, unwritable) may hold the lines: a record "
+        "it keeps refusing this long is parked in the local DLQ, and once the sink acknowledged "
+        "nothing for this long the lines waiting for it overflow there too (see "
+        "backpressure_config), so the other sinks and the sources go on. Parked records are written "
+        "by the DLQ's reprocessing once the directory takes writes again (after newer lines).",
     )
     backpressure_config: BackpressureConfig = Field(default_factory=BackpressureConfig)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)

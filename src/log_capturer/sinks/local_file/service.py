@@ -147,6 +147,9 @@ class LocalFileService:
         self.last_error = ""
         self.thread_error = ""
         self.stopped = False
+        #: Records still failing this long after they were handed over are reported timed out,
+        #: so the engine parks them (0: never; the sink sets it when it has a local DLQ).
+        self.park_after = 0.0
         #: The wall clock file names and rotation follow (UTC).
         self.clock: Callable[[], float] = time.time
         self.written = 0
@@ -278,6 +281,7 @@ class LocalFileService:
         dead = dead or any(not w.is_alive() for w in self._writers if not self._stop.is_set())
         return ServiceState(
             unreachable=bool(self.failing),
+            unreachable_as=f"cannot write to {self.directory}",
             thread_error=self.thread_error,
             thread_dead=dead,
             last_error=self.failing or self.last_error,
@@ -339,12 +343,19 @@ class LocalFileService:
 
     def _loop(self) -> None:
         runner = self.runner
+        last_probe = 0.0
         while not self._stop.is_set():
             self._wake.wait(0.01)
             self._wake.clear()
             try:
                 self._report_outcomes()
-                runner.tick(time.monotonic())
+                now = time.monotonic()
+                runner.tick(now)
+                if self.failing and now - last_probe >= 1.0:
+                    # Nothing may be written to find out the directory recovered (all parked):
+                    # a probe file says so, and clears ``failing`` (replay waits for that).
+                    last_probe = now
+                    self.probe()
                 self.thread_error = ""
             except Exception as exc:  # a bug: counted and logged, the thread goes on
                 self.thread_error = f"{type(exc).__name__}: {exc}"
@@ -378,6 +389,15 @@ class LocalFileService:
                 self._held -= n
         for d, k in delivered.values():
             d.delivered(k)
+
+
+def _started(item: Item) -> float:
+    """When the record was first handed over (monotonic); a replayed one: now."""
+    if item.kind == "new":
+        return float(item.owner.started)
+    if item.kind == "attempt":
+        return float(item.owner.delivery.started)
+    return time.monotonic()
 
 
 def make_dirs(path: Path, mode: int) -> None:
@@ -520,11 +540,23 @@ class _Writer(threading.Thread):
             svc.report(items, None)
 
     def _failed(self, items: list[Item], exc: OSError) -> None:
+        svc = self.service
         failure, etype, text = _error(exc)
-        if failure is Failure.RETRY:
-            self.service.failing = text
-        self.service.last_error = text
-        self.service.report(items, failure, etype, text)
+        svc.last_error = text
+        if failure is not Failure.RETRY:
+            svc.report(items, failure, etype, text)
+            return
+        svc.failing = text
+        if not svc.park_after:
+            svc.report(items, failure, etype, text)
+            return
+        # Records failing for longer than ``timeout`` count as timed out: the engine parks them.
+        now = time.monotonic()
+        late = [i for i in items if now - _started(i) >= svc.park_after]
+        if late:
+            svc.report(late, Failure.TIMEOUT, etype, text)
+            items = [i for i in items if now - _started(i) < svc.park_after]
+        svc.report(items, failure, etype, text)
 
     def _sync(self) -> None:
         """Sync the files written since the last sync; then their records are delivered."""

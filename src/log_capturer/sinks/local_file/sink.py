@@ -44,9 +44,13 @@ class LocalFileSink(SinkRunner):
             timeout=config.timeout,
             backpressure=config.backpressure_config,
             circuit_breaker=config.circuit_breaker,
-            park_on_timeout=False,
+            park_on_timeout=dlq is not None,
         )
         super().__init__(self.files, policy, metrics, dlq, name, SINK_TYPE)
+        if dlq is not None:
+            # A record the directory keeps refusing for ``timeout`` is parked (and acknowledged),
+            # to be written by the DLQ's replay once it recovers.
+            self.files.park_after = config.timeout
 
 
 def build(config: LocalFileSinkConfig, ctx: SinkContext) -> LocalFileSink | None:
