@@ -76,6 +76,18 @@ class RotationConfig(Strict):
     compress: bool = Field(True, description="Compress closed files with gzip (<name>.gz).")
 
 
+class LocalFileDLQConfig(Strict):
+    """What the local file sink parks in the local DLQ (``dispatcher.dlq_config``), shaped like
+    Kafka's ``dlq_config``. Records refused for their own sake are always parked."""
+
+    send_on_timeout: bool = Field(
+        True,
+        description="A record the directory keeps refusing (full, unwritable) for 'timeout' is parked "
+        "and acknowledged, to be written by the DLQ's reprocessing once it recovers. False: it is "
+        "retried until written, and its lines stay unacknowledged meanwhile.",
+    )
+
+
 class LocalFileSinkConfig(Strict):
     enabled: bool = Field(False, description="Write records to files in 'directory'.")
     directory: str = Field("./data/output", description="Directory of the files (created if missing).")
@@ -125,11 +137,12 @@ class LocalFileSinkConfig(Strict):
     timeout: Duration = Field(
         30.0,
         description="The budget a broken directory (full, unwritable) may hold the lines: a record "
-        "it keeps refusing this long is parked in the local DLQ, and once the sink acknowledged "
+        "it keeps refusing this long is parked in the local DLQ (dlq_config.send_on_timeout), and once the sink acknowledged "
         "nothing for this long the lines waiting for it overflow there too (see "
         "backpressure_config), so the other sinks and the sources go on. Parked records are written "
         "by the DLQ's reprocessing once the directory takes writes again (after newer lines).",
     )
+    dlq_config: LocalFileDLQConfig = Field(default_factory=LocalFileDLQConfig)
     backpressure_config: BackpressureConfig = Field(default_factory=BackpressureConfig)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
 

@@ -60,8 +60,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Errors that are the record's own (its file name), not the disk's: rejected, not retried.
-OWN_ERRORS = frozenset({errno.ENAMETOOLONG, errno.EINVAL})
+#: Errors that are the record's own (its file's name: too long, a directory), not the disk's:
+#: rejected, not retried.
+OWN_ERRORS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EISDIR})
 #: A writer's round: how often it checks for time rotation and due syncs while idle.
 ROUND = 0.1
 #: Open files not written for this long are closed (they are reopened when needed).

@@ -44,10 +44,10 @@ class LocalFileSink(SinkRunner):
             timeout=config.timeout,
             backpressure=config.backpressure_config,
             circuit_breaker=config.circuit_breaker,
-            park_on_timeout=dlq is not None,
+            park_on_timeout=dlq is not None and config.dlq_config.send_on_timeout,
         )
         super().__init__(self.files, policy, metrics, dlq, name, SINK_TYPE)
-        if dlq is not None:
+        if policy.park_on_timeout:
             # A record the directory keeps refusing for ``timeout`` is parked (and acknowledged),
             # to be written by the DLQ's replay once it recovers.
             self.files.park_after = config.timeout
