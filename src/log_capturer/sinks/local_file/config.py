@@ -137,8 +137,9 @@ class LocalFileSinkConfig(Strict):
     timeout: Duration = Field(
         30.0,
         description="The budget a broken directory (full, unwritable) may hold the lines: a record "
-        "it keeps refusing this long is parked in the local DLQ (dlq_config.send_on_timeout), and once the sink acknowledged "
-        "nothing for this long the lines waiting for it overflow there too (see "
+        "it keeps refusing this long is parked in the local DLQ (dlq_config.send_on_timeout), and "
+        "once the sink acknowledged nothing for this long the lines waiting for it overflow there "
+        "too (see "
         "backpressure_config), so the other sinks and the sources go on. Parked records are written "
         "by the DLQ's reprocessing once the directory takes writes again (after newer lines).",
     )
