@@ -23,6 +23,8 @@ class SinkReplay:
 
     def replay_blocker(self) -> str:
         """'' while at least one sink can replay; else each sink's reason."""
+        if len(self.sinks) == 1:
+            return self.sinks[0][1].replay_blocker()
         reasons = [f"{name}: {why}" for name, s in self.sinks if (why := s.replay_blocker())]
         return "; ".join(reasons) if len(reasons) == len(self.sinks) else ""
 

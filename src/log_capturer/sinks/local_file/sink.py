@@ -4,7 +4,8 @@
 Everything a sink shares (admission, backpressure, the breaker, acknowledgements, retries, the
 local DLQ, replay, health, stats, metrics) is the engine's; this sink only writes files. Its parts:
 ``config`` (the ``sinks.local_file`` model), ``files`` (names, text lines, retention: no I/O),
-``service`` (the writers, syncing, rotation, compression).
+``service`` (records, outcomes, replay), ``writer`` (the writer threads: appending, syncing,
+rotation; the housekeeper: gzip, retention).
 """
 
 from __future__ import annotations
