@@ -189,7 +189,7 @@ class Agent:
         self.started_at = time.time()
         dlq_cfg = config.dispatcher.dlq_config
         self.dlq = DeadLetterStore(dlq_cfg, self.metrics) if dlq_cfg.enabled else None
-        sink_ctx = SinkContext(config, self.metrics, self.dlq)
+        sink_ctx = SinkContext(config, self.metrics, self.dlq, worker)
         keyed: list[tuple[str, Sink]] = [
             (key, sink)
             for key, section, comp in sink_components(config.sinks)

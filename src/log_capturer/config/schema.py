@@ -229,6 +229,17 @@ class Config(_Tail, Sources, _Head):
         return self
 
     @model_validator(mode="after")
+    def _one_writer_per_file(self) -> Config:
+        """With several worker processes, each writes local files of its own."""
+        lf = self.sinks.local_file
+        if self.app.workers > 1 and lf.enabled and "{worker}" not in lf.filename_pattern:
+            raise ValueError(
+                f"sinks.local_file.filename_pattern: with app.workers: {self.app.workers} each worker "
+                "writes its own files; put {worker} in the pattern, e.g. 'logs-{date}-{worker}.log'"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sections_agree(self) -> Config:
         """A source section may check itself against the rest of the file (``check_with``)."""
         for key in Sources.model_fields:

@@ -17,7 +17,7 @@ from log_capturer.config.base import Duration, Strict
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
 
 #: The placeholders of ``filename_pattern`` (see :mod:`.files`).
-PLACEHOLDERS = ("date", "hour", "year", "month", "day", "source_type", "source_id", "level")
+PLACEHOLDERS = ("date", "hour", "year", "month", "day", "source_type", "source_id", "level", "worker")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -96,7 +96,9 @@ class LocalFileSinkConfig(Strict):
         description="Name of the file a record is written to, in 'directory'. Placeholders: {date} "
         "(YYYY-MM-DD), {hour} (HH), {year}, {month}, {day}: the time the record is written, UTC; "
         "{source_type}, {source_id} (characters other than letters, digits, '.', '_' and '-' "
-        "become '_'), {level} ('unknown' when none). A placeholder that changes starts a new file.",
+        "become '_'), {level} ('unknown' when none), {worker} (the worker's number with app.workers > 1, "
+        "else 0; required then, so that no two processes write one file). A placeholder that "
+        "changes starts a new file.",
     )
     output_format: Literal["text", "json"] = Field(
         "json",

@@ -31,6 +31,8 @@ class Namer:
     """Renders ``filename_pattern`` for a record (its source and level) at a time."""
 
     pattern: str
+    #: ``{worker}``: the agent's worker number (``app.workers``), "0" with one process.
+    worker: str = "0"
 
     @property
     def timed(self) -> bool:
@@ -48,12 +50,14 @@ class Namer:
             "source_type": safe_part(source_type),
             "source_id": safe_part(source_id),
             "level": safe_part(level or "unknown"),
+            "worker": self.worker,
         }
         return re.sub(r"\{([a-z_]+)\}", lambda m: values[m.group(1)], self.pattern)
 
     def matcher(self) -> re.Pattern[str]:
-        """Every name this pattern may produce, rotated (a size rotation's suffix) or compressed."""
-        return re.compile(f"^{self._body({})}(?:{ROTATED})?(?:\\.gz)?$")
+        """Every name this pattern may produce (in this worker), rotated (a size rotation's
+        suffix) or compressed."""
+        return re.compile(f"^{self._body({'worker': self.worker})}(?:{ROTATED})?(?:\\.gz)?$")
 
     def current(self, now: float) -> re.Pattern[str]:
         """The names of files that may still be written at ``now`` (their time placeholders are
@@ -65,6 +69,7 @@ class Namer:
             "year": f"{t.tm_year:04d}",
             "month": f"{t.tm_mon:02d}",
             "day": f"{t.tm_mday:02d}",
+            "worker": self.worker,
         }
         return re.compile(f"^{self._body(times)}$")
 

@@ -74,12 +74,14 @@ class _Replay:
 class LocalFileService:
     """See the module's docstring."""
 
-    def __init__(self, config: LocalFileSinkConfig, key_field: str | None, name: str) -> None:
+    def __init__(
+        self, config: LocalFileSinkConfig, key_field: str | None, name: str, worker: int = 0
+    ) -> None:
         self.config = config
         self.key_field = key_field
         self.name = name
         self.directory = Path(config.directory)
-        self.namer = Namer(config.filename_pattern)
+        self.namer = Namer(config.filename_pattern, str(worker))
         self.text = TextFormatter(config.text_format) if config.output_format == "text" else None
         #: What the DLQ entries and the per-destination metrics call this sink's destination.
         self.default_destination = config.filename_pattern

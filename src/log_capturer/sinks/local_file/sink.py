@@ -36,9 +36,10 @@ class LocalFileSink(SinkRunner):
         dlq: DeadLetterStore | None,
         key_field: str | None = None,
         name: str = SINK_NAME,
+        worker: int = 0,
     ) -> None:
         self.config = config
-        self.files = LocalFileService(config, key_field, name)
+        self.files = LocalFileService(config, key_field, name, worker)
         policy = DeliveryPolicy(
             queue_size=config.queue_size,
             queue_max_bytes=config.queue_max_bytes,
@@ -59,7 +60,8 @@ def build(config: LocalFileSinkConfig, ctx: SinkContext) -> LocalFileSink | None
         return None
     from log_capturer.app import key_field_of  # the agent's choice of partition key field
 
-    return LocalFileSink(config, ctx.metrics, ctx.dlq, key_field_of(ctx.config))
+    worker = ctx.worker[0] if ctx.worker is not None else 0
+    return LocalFileSink(config, ctx.metrics, ctx.dlq, key_field_of(ctx.config), worker=worker)
 
 
 def _problems(config: LocalFileSinkConfig) -> list[str]:

@@ -116,3 +116,21 @@ def test_files_the_pattern_still_writes_now_are_current_and_never_expire() -> No
     assert not cur.match("app-x-2026-12-05.log")
     assert not cur.match("app-x-2026-12-06.log.20261206T030405.250000.gz")
     assert Namer("app.log").current(NOW).match("app.log")
+
+
+def test_each_worker_writes_and_expires_only_its_own_files() -> None:
+    n = Namer("logs-{date}-{worker}.log", "1")
+    assert n.name("file", "/a", "", NOW) == "logs-2026-12-06-1.log"
+    assert n.matcher().match("logs-2026-12-05-1.log.gz")
+    assert not n.matcher().match("logs-2026-12-05-0.log.gz")
+    assert n.current(NOW).match("logs-2026-12-06-1.log") and not n.current(NOW).match("logs-2026-12-06-0.log")
+
+
+def test_several_workers_need_the_worker_in_the_pattern() -> None:
+    from log_capturer.config.schema import Config
+
+    sinks = {"local_file": {"enabled": True, "filename_pattern": "logs-{date}.log"}}
+    with pytest.raises(ValidationError, match=r"put \{worker\} in the pattern"):
+        Config.model_validate({"app": {"workers": 2}, "sinks": sinks})
+    sinks["local_file"]["filename_pattern"] = "logs-{date}-{worker}.log"
+    assert Config.model_validate({"app": {"workers": 2}, "sinks": sinks}).app.workers == 2
