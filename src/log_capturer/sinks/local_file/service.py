@@ -260,6 +260,7 @@ class LocalFileService:
         """Create, sync and remove a small file in the directory."""
         path = self.directory / f".probe-{os.getpid()}-{threading.get_ident()}"
         try:
+            make_dirs(self.directory, self.config.dir_permissions)  # deleted meanwhile: made again
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 os.write(fd, b"probe\n")
