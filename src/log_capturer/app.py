@@ -25,6 +25,7 @@ from log_capturer.config.loader import ConfigError, config_warnings
 from log_capturer.config.paths import path_problems
 from log_capturer.config.schema import Config, ProcessingConfig
 from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
+from log_capturer.engine.replay import SinkReplay
 from log_capturer.memory import tune_malloc
 from log_capturer.observability.health import (
     Check,
@@ -38,6 +39,7 @@ from log_capturer.observability.lag import FileLag, FileLagCollector, file_lags
 from log_capturer.observability.metrics import Metrics
 from log_capturer.observability.server import HttpServers, build_api_app, build_metrics_app
 from log_capturer.pipeline.dispatcher import Dispatcher
+from log_capturer.pipeline.routing import Router
 from log_capturer.processing import Analyzer
 from log_capturer.processing.pipelines import Pipeline, PipelineError, load_pipelines
 from log_capturer.registry import Sinks, Sources, sink_components, source_components
@@ -215,7 +217,9 @@ class Agent:
         self._set_replay_target()
         self.pipelines = build_pipelines(config, self.metrics)
         self._pipelines_digest = pipelines_digest(config)
-        self.dispatcher = Dispatcher(config.dispatcher, self.sinks, self._analyzer(config), self.metrics)
+        self.dispatcher = Dispatcher(
+            config.dispatcher, self.sinks, self._analyzer(config), self.metrics, self._router(config)
+        )
         #: Every source that runs, by section key, with its /stats key; and the /stats blocks of
         #: those that do not run, by section key.
         self._sources: dict[str, tuple[str, Source]] = {}
@@ -244,7 +248,7 @@ class Agent:
 
     def _build_sinks(self, config: Config, keys: list[str]) -> dict[str, Sink]:
         """The sinks of sections ``keys`` that ``config`` enables, by key (not started)."""
-        ctx = SinkContext(config, self.metrics, self.dlq)
+        ctx = SinkContext(config, self.metrics, self.dlq, self.worker)
         return {
             key: sink
             for key, section, comp in sink_components(config.sinks)
@@ -266,9 +270,14 @@ class Agent:
     def _analyzer(self, config: Config) -> Analyzer:
         return Analyzer(key_field_of(config), self.pipelines, pipelines_by_source_type(config))
 
+    def _router(self, config: Config) -> Router[Sink]:
+        return Router(config.routes, list(self._sinks.items()))
+
     def _set_replay_target(self) -> None:
-        """The sink that replays the local DLQ's entries (reprocessing, POST /dlq/reprocess)."""
-        self.replay_target = next((s for s in self.sinks if isinstance(s, ReplaySink)), None)
+        """Replays the local DLQ's entries (reprocessing, POST /dlq/reprocess), each to the sink
+        that parked it."""
+        replayers = [s for s in self.sinks if isinstance(s, ReplaySink)]
+        self.replay_target = SinkReplay(replayers) if replayers else None
         self.reprocessor = None
         if self.dlq is not None and self.replay_target is not None:
             cfg = self.config.dispatcher.dlq_config.reprocessing_config
@@ -488,7 +497,7 @@ class Agent:
             self.config = new
             self.pipelines = pipelines
             self._pipelines_digest = digest
-            self.dispatcher.replace(self.sinks, self._analyzer(new))
+            self.dispatcher.replace(self.sinks, self._analyzer(new), self._router(new))
             errors = self._restart_sources(stopped, new, todo.sources)
         finally:
             self.dispatcher.resume()

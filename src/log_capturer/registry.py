@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from log_capturer.config.base import Strict
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
+from log_capturer.sinks.local_file.config import LocalFileSinkConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
 from log_capturer.sources.http.config import HttpIngestConfig
@@ -57,6 +58,9 @@ class Sinks(Strict):
     """The sinks (``sinks.<name>``)."""
 
     kafka: KafkaSinkConfig = component(KafkaSinkConfig, "log_capturer.sinks.kafka.sink:COMPONENT")
+    local_file: LocalFileSinkConfig = component(
+        LocalFileSinkConfig, "log_capturer.sinks.local_file.sink:COMPONENT"
+    )
 
 
 def _components(model: type[Strict], values: BaseModel) -> Iterator[tuple[str, BaseModel, Any]]:

@@ -13,8 +13,8 @@ losing or repeating a line (:meth:`log_capturer.app.Agent.reload` does it):
    and says which; Vector refuses changed global options on reload the same way.
 3. Otherwise the sections that changed are applied: sources (each one whose section changed is
    stopped and built again; the others keep running), sinks (each one whose section changed is
-   replaced), and processing (the pipelines, re-read from ``processing.pipelines_file`` even
-   when only that file changed). To apply them, the agent first holds every source at the
+   replaced), processing (the pipelines, re-read from ``processing.pipelines_file`` even
+   when only that file changed) and ``routes``. To apply them, the agent first holds every source at the
    dispatcher's gate (the same wait as backpressure) and lets what is queued be delivered and
    acknowledged: a replaced sink gets nothing new after that, a replaced source's positions
    cover every line it handed over, and its successor starts exactly there. If the sinks do not
@@ -71,13 +71,15 @@ class Changes:
     sources: list[str] = field(default_factory=list)
     sinks: list[str] = field(default_factory=list)
     processing: bool = False
+    routes: bool = False
 
     @property
     def sections(self) -> list[str]:
-        return self.sources + [f"sinks.{key}" for key in self.sinks] + (["processing"] * self.processing)
+        sinks = [f"sinks.{key}" for key in self.sinks]
+        return self.sources + sinks + ["processing"] * self.processing + ["routes"] * self.routes
 
     def __bool__(self) -> bool:
-        return bool(self.sources or self.sinks or self.processing)
+        return bool(self.sources or self.sinks or self.processing or self.routes)
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
@@ -108,7 +110,7 @@ def changes(old: Config, new: Config, pipelines_changed: bool = False) -> Change
     ]
     sinks = [key for key in Sinks.model_fields if getattr(old.sinks, key) != getattr(new.sinks, key)]
     processing = old.processing != new.processing or (new.processing.enabled and pipelines_changed)
-    return Changes(sources, sinks, processing)
+    return Changes(sources, sinks, processing, old.routes != new.routes)
 
 
 def _extra(extra: Any, name: str) -> str:

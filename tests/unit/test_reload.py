@@ -57,3 +57,13 @@ def test_outcomes_answer_with_their_http_status() -> None:
     assert Outcome.refused(["x: bad"]).as_dict() == {"status": "refused", "changed": [], "errors": ["x: bad"]}
     assert Outcome.refused([]).http_status == 422
     assert Outcome("failed").http_status == 503
+
+
+def test_changed_routes_are_applied() -> None:
+    sinks = {
+        "kafka": {"enabled": True, "brokers": ["127.0.0.1:9092"]},
+        "local_file": {"enabled": True, "directory": "/tmp/logs"},
+    }
+    new = config(sinks=sinks, routes=[{"source_types": ["syslog"], "sinks": ["local_file"]}])
+    got = changes(config(sinks=sinks), new)
+    assert got.routes and got.sections == ["routes"]

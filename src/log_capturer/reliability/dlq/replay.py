@@ -50,6 +50,8 @@ class ReplayRecord:
     topic: str
     key: str | None
     value: bytes
+    #: The sink that parked it (the entry's ``failed_sink``): the one that replays it.
+    sink: str = ""
 
 
 class ReplayTarget(Protocol):
@@ -83,6 +85,7 @@ def record_of(doc: dict[str, Any]) -> ReplayRecord:
         str(doc.get("topic") or ""),
         key if isinstance(key, str) else None,
         orjson.dumps(doc.get("original_entry", {})),
+        str(doc.get("failed_sink") or ""),
     )
 
 
