@@ -1,0 +1,134 @@
+"""The Kafka sink's harness: the session's real broker (``kafka`` in tests/conftest.py).
+
+Each test gets its own topics (the destination, 4 partitions, and the DLQ topic); level routing is
+off so every record goes to the destination. Faults are the broker's own: it is stopped (SIGTERM)
+and started again, paused (SIGSTOP, then SIGCONT), and a topic's ``max.message.bytes`` refuses
+records larger than it. The broker is always running again after a test (:func:`open_harness`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import string
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+from log_capturer.devtools.kafka_local import LocalKafka
+from tests.conformance.harness import DeadLetter, Order, Received
+from tests.support import _merge, consume_all, create_prefixed_topics
+
+#: The destination topic refuses batches larger than this once refuse() was called...
+TOPIC_LIMIT = 2000
+#: ...and refused_line() is larger (random letters: still larger after compression).
+REFUSED_SIZE = 8000
+NODE = 1
+
+
+class KafkaHarness:
+    name = "kafka"
+    section = "kafka"
+    #: One origin's records have one key (its source_id), so one partition, in order.
+    order: Order = "per_origin"
+    refused_reason = "send_error"
+    refused_text = "MSG_SIZE_TOO_LARGE"
+
+    def __init__(self, cluster: LocalKafka, prefix: str) -> None:
+        self.cluster = cluster
+        state = cluster.load_state()
+        assert state is not None
+        self.bootstrap = state.bootstrap
+        topics = create_prefixed_topics(self.bootstrap, prefix)
+        self.topic = topics["logs"]
+        self.dlq_topic = topics["logs-dlq"]
+        self._paused = False
+
+    def config(self, delivery: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        section: dict[str, Any] = {
+            "enabled": True,
+            "brokers": [self.bootstrap],
+            "topic": self.topic,
+            "priority_routing": {"enabled": False},
+            "dlq_config": {"topic": self.dlq_topic},
+            "required_acks": -1,
+            "compression": "zstd",
+            "batch_timeout": "20ms",
+        }
+        _merge(section, dict(delivery or {}))
+        return section
+
+    def received(self, expected: int, timeout: float = 60.0) -> list[Received]:
+        out = []
+        for r in consume_all(self.bootstrap, [self.topic], expected=expected, timeout=timeout):
+            doc = r.json()
+            out.append(Received(doc["message"], doc["source_id"], f"{r.topic}/{r.partition}", r.offset))
+        return out
+
+    def dead_letters(self) -> list[DeadLetter]:
+        out = []
+        for r in consume_all(self.bootstrap, [self.dlq_topic], timeout=30):
+            headers = dict(r.headers)
+            out.append(
+                DeadLetter(
+                    r.json()["message"],
+                    headers["dlq_error_type"].decode(),
+                    headers["dlq_error_message"].decode(),
+                )
+            )
+        return out
+
+    def refuse(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        entry = ConfigEntry(
+            "max.message.bytes", str(TOPIC_LIMIT), incremental_operation=AlterConfigOpType.SET
+        )
+        resource = ConfigResource("topic", self.topic, incremental_configs=[entry])
+        for fut in admin.incremental_alter_configs([resource]).values():
+            fut.result(30)
+
+    def refused_line(self, i: int) -> str:
+        noise = "".join(random.Random(i).choices(string.ascii_letters, k=REFUSED_SIZE))
+        return f"too large for the topic {i} {noise}"
+
+    def make_unavailable(self) -> None:
+        self.cluster.stop_node(NODE, signal.SIGTERM)
+
+    def make_available(self) -> None:
+        self.release()
+        if not self._running():
+            self.cluster.start_node(NODE, timeout=120)
+
+    def saturate(self) -> None:
+        os.kill(self._pid(), signal.SIGSTOP)
+        self._paused = True
+
+    def release(self) -> None:
+        if self._paused:
+            os.kill(self._pid(), signal.SIGCONT)
+            self._paused = False
+
+    def _pid(self) -> int:
+        state = self.cluster.load_state()
+        assert state is not None
+        pid = state.nodes[0].pid
+        assert pid is not None, "the broker is not running"
+        return pid
+
+    def _running(self) -> bool:
+        state = self.cluster.load_state()
+        return state is not None and all(n.pid is not None for n in state.nodes)
+
+
+def open_harness(request: pytest.FixtureRequest, tmp: Path) -> Iterator[KafkaHarness]:
+    cluster: LocalKafka = request.getfixturevalue("kafka")
+    prefix: str = request.getfixturevalue("topic_prefix")
+    harness = KafkaHarness(cluster, prefix)
+    try:
+        yield harness
+    finally:
+        harness.make_available()
