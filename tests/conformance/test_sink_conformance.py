@@ -87,6 +87,9 @@ class Rig:
         analyzer = Analyzer(key_field_of(self.config))
         self.dispatcher = Dispatcher(self.config.dispatcher, [self.sink], analyzer, self.metrics)
         self._started = False
+        #: Every chunk submitted, to check that each line was acknowledged exactly once.
+        self.chunks: list[Chunk] = []
+        self._chunks_lock = threading.Lock()
 
     def __enter__(self) -> Rig:
         self.sink.start()
@@ -115,7 +118,20 @@ class Rig:
             )
             assert self.dispatcher.submit(chunk, checkpoint, timeout=120), "the source was held for 120 s"
             chunks.append(chunk)
+        self.submitted(chunks)
         return chunks
+
+    def submitted(self, chunks: list[Chunk]) -> None:
+        with self._chunks_lock:
+            self.chunks += chunks
+
+    def assert_acknowledged_once(self) -> None:
+        """Every line of every chunk acknowledged exactly once: no chunk waits, none was
+        acknowledged more often than it has lines (its count would be below zero)."""
+        waiting = [c.start for c in self.chunks if not c.done]
+        over = [(c.start, c.pending) for c in self.chunks if c.pending < 0]
+        assert not waiting, f"chunks at {waiting[:5]} not acknowledged"
+        assert not over, f"chunks acknowledged more than once (position, count): {over[:5]}"
 
     def parked(self) -> list[dict[str, Any]]:
         """Every entry of the local dead-letter store."""
@@ -204,6 +220,7 @@ def test_start_and_stop(harness: SinkHarness, tmp_path: Path) -> None:
         rig.stop(60)
         assert cp.committed == 25 and cp.acked_lines == 25, "the stop waited for every acknowledgement"
         stats = rig.stats()
+        rig.assert_acknowledged_once()
         assert stats["outstanding"] == 0 and stats["delivered"] == 25, stats
         assert rig.sent("success") == 25
         assert set(sink_threads(rig.sink)) <= before, f"threads left: {sink_threads(rig.sink)}"
@@ -220,6 +237,7 @@ def test_a_batch_is_delivered_once_in_order(harness: SinkHarness, tmp_path: Path
             rig.feed(origin(n), sent[origin(n).source_id], cp, size=50)
         wait_committed(checkpoints, 60, "every line acknowledged")
         stats = rig.stats()
+        rig.assert_acknowledged_once()
     everything = [m for lines in sent.values() for m in lines]
     received = harness.received(len(everything))
     assert_once(received, everything)
@@ -241,6 +259,7 @@ def test_a_partial_failure_delivers_the_rest_and_parks_the_refused_with_their_re
         rig.feed(origin("a"), sent, cp, size=25)
         wait_committed({cp: len(sent)}, 90, "every line acknowledged (delivered or parked)")
         stats = rig.stats()
+        rig.assert_acknowledged_once()
         dead = rig.dead()
     received = harness.received(len(good))
     assert_once(received, good)
@@ -292,6 +311,7 @@ def test_a_retriable_failure_recovers_without_loss_and_acknowledges_only_after_d
         assert not feeder.is_alive(), "the source is still held after the server returned"
         wait_committed({cp: 200}, 120, "every line acknowledged after the server returned")
         stats = rig.stats()
+        rig.assert_acknowledged_once()
     early = sorted(start for start, at in cp.done_at.items() if at < back_at)
     assert not early, f"chunks at {early} acknowledged while the server was away"
     assert len(cp.done_at) == 10
@@ -362,6 +382,7 @@ def test_the_server_gone_longer_than_the_timeouts_loses_nothing(
         rig.feed(origin("after"), after, cp_after, size=10)
         wait_committed({cp_after: 50}, 120, "lines sent after the return delivered")
         stats = rig.stats()
+        rig.assert_acknowledged_once()
         parked = rig.parked()
     print(
         orjson.dumps(
@@ -384,7 +405,13 @@ def test_the_server_gone_longer_than_the_timeouts_loses_nothing(
 
 def test_a_saturated_sink_holds_the_sources_within_bounds(harness: SinkHarness, tmp_path: Path) -> None:
     queue, dispatcher_queue, chunk_size = 200, 300, 20
-    delivery = {"queue_size": queue, "timeout": "120s", "circuit_breaker": {"enabled": False}}
+    critical, emergency = 0.9, 0.95
+    delivery = {
+        "queue_size": queue,
+        "timeout": "120s",
+        "circuit_breaker": {"enabled": False},
+        "backpressure_config": {"queue_critical_threshold": critical, "queue_emergency_threshold": emergency},
+    }
     dispatcher = {"queue_size": dispatcher_queue, "batch_size": 100, "worker_count": 1}
     sent, cp = lines_of("a", 3000), Checkpoint()
     warm, cp_warm = lines_of("warm", 10), Checkpoint()
@@ -402,6 +429,7 @@ def test_a_saturated_sink_holds_the_sources_within_bounds(harness: SinkHarness, 
                     state["held"] += 1
                     if stop.is_set():
                         return
+                rig.submitted([chunk])
                 state["taken"] += chunk_size
 
         rig.feed(origin("warm"), warm, cp_warm, size=10)
@@ -418,8 +446,8 @@ def test_a_saturated_sink_holds_the_sources_within_bounds(harness: SinkHarness, 
             assert not rig.sink.accepting(), "a saturated sink must not accept lines"
             stats = rig.stats()
             health = rig.sink.health()
-            room = int(queue * 0.95)
-            assert 0 < stats["outstanding"] <= room, stats
+            room = int(queue * emergency)
+            assert queue * critical <= stats["outstanding"] <= room, stats
             assert rig.dispatcher.queue.size <= dispatcher_queue
             assert taken <= room + dispatcher_queue + 100 + chunk_size, (taken, stats)
             assert health.status != "healthy", health
@@ -436,6 +464,7 @@ def test_a_saturated_sink_holds_the_sources_within_bounds(harness: SinkHarness, 
         assert not reader.is_alive(), "the source is still held after the server answered again"
         wait_committed({cp: 3000}, 120, "every line acknowledged")
         final = rig.stats()
+        rig.assert_acknowledged_once()
     received = harness.received(3010)
     assert_once(received, warm + sent)
     assert_order(harness, received, {origin("a").source_id: sent})
@@ -464,6 +493,7 @@ def test_parallel_senders_all_delivered_and_acknowledged(harness: SinkHarness, t
         assert not any(t.is_alive() for t in threads)
         wait_committed({cp: 600 for cp in checkpoints.values()}, 120, "every line acknowledged")
         stats = rig.stats()
+        rig.assert_acknowledged_once()
     total = 600 * len(names)
     received = harness.received(total)
     assert_once(received, [m for lines in sent.values() for m in lines])
