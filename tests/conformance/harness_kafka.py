@@ -21,13 +21,15 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from log_capturer.devtools.kafka_local import LocalKafka
 from tests.conformance.harness import DeadLetter, Order, Received
-from tests.support import _merge, consume_all, create_prefixed_topics
+from tests.support import _merge, consume_all, create_prefixed_topics, wait_until
 
 #: The destination topic refuses batches larger than this once refuse() was called...
 TOPIC_LIMIT = 2000
 #: ...and refused_line() is larger (random letters: still larger after compression).
 REFUSED_SIZE = 8000
 NODE = 1
+#: Marks the harness's own probes of the topic limit (not the sink's records).
+PROBE_HEADER = "conformance-probe"
 
 
 class KafkaHarness:
@@ -65,6 +67,8 @@ class KafkaHarness:
     def received(self, expected: int, timeout: float = 60.0) -> list[Received]:
         out = []
         for r in consume_all(self.bootstrap, [self.topic], expected=expected, timeout=timeout):
+            if any(name == PROBE_HEADER for name, _ in r.headers):
+                continue
             doc = r.json()
             out.append(Received(doc["message"], doc["source_id"], f"{r.topic}/{r.partition}", r.offset))
         return out
@@ -90,6 +94,26 @@ class KafkaHarness:
         resource = ConfigResource("topic", self.topic, incremental_configs=[entry])
         for fut in admin.incremental_alter_configs([resource]).values():
             fut.result(30)
+        # The controller has the new limit; the broker applies it a moment later. Until a record
+        # larger than it is refused, the limit is not in force (probes that pass are skipped by
+        # received()).
+        wait_until(self._probe_refused, 30, f"the broker to apply max.message.bytes={TOPIC_LIMIT}")
+
+    def _probe_refused(self) -> bool:
+        from confluent_kafka import KafkaError, Producer
+
+        outcome: list[KafkaError | None] = []
+        producer = Producer({"bootstrap.servers": self.bootstrap, "message.timeout.ms": 10000})
+        producer.produce(
+            self.topic,
+            self.refused_line(-1).encode(),
+            headers=[(PROBE_HEADER, b"1")],
+            on_delivery=lambda err, _msg: outcome.append(err),
+        )
+        producer.flush(15)
+        assert outcome, "the probe got no delivery report"
+        err = outcome[0]
+        return err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
     def refused_line(self, i: int) -> str:
         noise = "".join(random.Random(i).choices(string.ascii_letters, k=REFUSED_SIZE))
