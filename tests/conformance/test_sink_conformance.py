@@ -509,6 +509,68 @@ def test_parallel_senders_all_delivered_and_acknowledged(harness: SinkHarness, t
     assert rig.sent("success") == total
 
 
+def test_parallel_senders_on_a_small_queue_never_overfill_it(harness: SinkHarness, tmp_path: Path) -> None:
+    """Eight threads call ``send`` at once on a queue of 100 records: chunks wait for room in turn,
+    the sink never holds more than its emergency level, every line is delivered once."""
+    queue, emergency, threads_n, per_thread, size = 100, 0.95, 8, 40, 10
+    delivery = {
+        "queue_size": queue,
+        "backpressure_config": {"queue_critical_threshold": 0.9, "queue_emergency_threshold": emergency},
+    }
+    rig = Rig(harness, tmp_path, delivery)
+    analyzer = Analyzer(key_field_of(rig.config))
+    acked: Counter[int] = Counter()
+    acked_lock = threading.Lock()
+    peak = [0]
+    done = threading.Event()
+
+    def on_done(chunk: Chunk) -> None:
+        with acked_lock:
+            acked[id(chunk)] += 1
+
+    def sender(n: int) -> None:
+        o = origin(f"s{n}")
+        lines = lines_of(f"s{n}", per_thread * size)
+        for i in range(0, len(lines), size):
+            chunk = Chunk(o, lines[i : i + size], start=i, end=i + size)
+            analyzer.analyze(chunk)
+            chunk.expect(size, on_done)
+            rig.submitted([chunk])
+            rig.sink.send([chunk])
+
+    def watch() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], int(rig.stats()["outstanding"]))
+
+    with rig:
+        watcher = threading.Thread(target=watch, name="conformance-watcher", daemon=True)
+        watcher.start()
+        senders = [
+            threading.Thread(target=sender, args=(n,), name=f"conformance-s{n}") for n in range(threads_n)
+        ]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(120)
+        assert not any(t.is_alive() for t in senders), "senders still blocked after 120 s"
+        total = threads_n * per_thread * size
+        wait_until(lambda: rig.stats()["delivered"] == total, 120, "every line delivered")
+        done.set()
+        watcher.join(5)
+        stats = rig.stats()
+        rig.assert_acknowledged_once()
+    assert len(acked) == threads_n * per_thread and set(acked.values()) == {1}, "a chunk finished twice"
+    assert 0 < peak[0] <= int(queue * emergency), (
+        f"the sink held {peak[0]} records (room {queue * emergency:g})"
+    )
+    received = harness.received(total)
+    sent = {origin(f"s{n}").source_id: lines_of(f"s{n}", per_thread * size) for n in range(threads_n)}
+    assert_once(received, [m for lines in sent.values() for m in lines])
+    assert_order(harness, received, sent)
+    assert stats["produced"] == stats["delivered"] == total and stats["outstanding"] == 0, stats
+    assert rig.sent("success") == total
+
+
 # -- kill -9 of the agent --------------------------------------------------------------------------
 
 KILL_LINES = 20_000
