@@ -233,6 +233,44 @@ def test_start_and_stop(harness: SinkHarness, tmp_path: Path) -> None:
     assert rig.parked() == []
 
 
+def test_a_stop_while_the_server_is_away_acknowledges_only_what_it_parked(
+    harness: SinkHarness, tmp_path: Path
+) -> None:
+    """Lines the sink could not deliver before a stop stay unacknowledged (a restart reads them
+    again) unless they were parked; none counts as delivered."""
+    delivery = {"timeout": "120s"}
+    warm, cp_warm = lines_of("warm", 10), Checkpoint()
+    sent, cp = lines_of("a", 100), Checkpoint()
+    rig = Rig(harness, tmp_path, delivery)
+    with rig:
+        rig.feed(origin("warm"), warm, cp_warm, size=10)
+        wait_committed({cp_warm: 10}, 60, "the first lines delivered")
+        harness.make_unavailable()
+        rig.feed(origin("a"), sent, cp, size=10)
+        wait_until(lambda: rig.stats()["produced"] == 110, 60, "the lines handed to the sink")
+        rig.stop(3)
+        stats = rig.stats()
+    parked = {str(e["original_entry"]["message"]) for e in rig.parked()}
+    acknowledged = [
+        m for c in rig.chunks if c.done and c.origin.source_id == origin("a").source_id for m in c.lines
+    ]
+    print(
+        orjson.dumps(
+            {"parked": len(parked), "acknowledged": len(acknowledged), "committed": cp.committed}
+        ).decode()
+    )
+    assert set(acknowledged) <= parked, (
+        f"acknowledged but neither delivered nor parked: {short(set(acknowledged) - parked)}"
+    )
+    assert cp.committed <= len(parked), cp.committed
+    assert stats["delivered"] == 10, stats
+    assert rig.sent("success") == 10
+    harness.make_available()
+    received = harness.received(10)
+    assert not {r.message for r in received} & parked, "a line both delivered and parked"
+    assert_once([r for r in received if r.origin == origin("warm").source_id], warm)
+
+
 def test_a_batch_is_delivered_once_in_order(harness: SinkHarness, tmp_path: Path) -> None:
     names = ["a", "b", "c", "d"]
     sent = {origin(n).source_id: lines_of(n, 500) for n in names}
