@@ -515,6 +515,60 @@ def test_a_saturated_sink_holds_the_sources_within_bounds(harness: SinkHarness, 
     assert rig.parked() == []
 
 
+def test_a_sink_saturated_past_its_timeout_overflows_to_the_dlq_and_loses_nothing(
+    harness: SinkHarness, tmp_path: Path
+) -> None:
+    """The server paused for longer than ``timeout``: the lines waiting for room overflow to the
+    local DLQ (``backpressure``), what the sink held times out (parked, or sent again), the source
+    moves on; once the server answers, every line was delivered or parked. A line may be both (the
+    paused server took a record whose wait had already timed out): at most what the sink held."""
+    queue, timeout = 200, 3.0
+    delivery = {
+        "queue_size": queue,
+        "timeout": f"{timeout:g}s",
+        "circuit_breaker": {"enabled": False},
+        "backpressure_config": {"queue_critical_threshold": 0.9, "queue_emergency_threshold": 0.95},
+    }
+    dispatcher = {"queue_size": 300, "batch_size": 100, "worker_count": 1}
+    warm, cp_warm = lines_of("warm", 10), Checkpoint()
+    sent, cp = lines_of("a", 1000), Checkpoint()
+    with Rig(harness, tmp_path, delivery, dispatcher) as rig:
+        rig.feed(origin("warm"), warm, cp_warm, size=10)
+        wait_committed({cp_warm: 10}, 60, "the first lines delivered")
+        harness.saturate()
+        try:
+            feeder = threading.Thread(
+                target=lambda: rig.feed(origin("a"), sent, cp, size=20),
+                name="conformance-feeder",
+                daemon=True,
+            )
+            feeder.start()
+            wait_until(lambda: rig.stats()["overflowed_to_dlq"] > 0, 90, "lines overflowing to the DLQ")
+        finally:
+            harness.release()
+        feeder.join(120)
+        assert not feeder.is_alive(), "the source is still held after the server answered again"
+        wait_committed({cp: 1000}, 120, "every line acknowledged")
+        stats = rig.stats()
+        rig.assert_acknowledged_once()
+    parked = Counter(str(e["original_entry"]["message"]) for e in rig.parked())
+    reasons = Counter(str(e["error_type"]) for e in rig.parked())
+    assert set(reasons) <= {"backpressure", "timeout"}, reasons
+    assert reasons["backpressure"] == stats["overflowed_to_dlq"] > 0, (reasons, stats)
+    assert all(n == 1 for n in parked.values()), "a line parked twice"
+    received = harness.received(10 + 1000 - len(parked))
+    got = messages(received)
+    lost = [m for m in warm + sent if m not in got and m not in parked]
+    assert not lost, f"{len(lost)} lines lost, e.g. {short(lost)}"
+    assert all(n == 1 for n in got.values()), "a line delivered twice"
+    both = set(got) & set(parked)
+    assert len(both) <= queue, f"{len(both)} lines both delivered and parked (the sink held at most {queue})"
+    # A line both delivered and parked counts as parked: its outcome was the timeout.
+    assert stats["delivered"] == len(received) - len(both), stats
+    assert stats["parked"] == len(parked) and rig.sent("dlq") == len(parked), stats
+    print(orjson.dumps({"parked": dict(reasons), "received": len(received), "both": len(both)}).decode())
+
+
 def test_parallel_senders_all_delivered_and_acknowledged(harness: SinkHarness, tmp_path: Path) -> None:
     names = [f"p{i}" for i in range(6)]
     sent = {n: lines_of(n, 600) for n in names}
