@@ -6,6 +6,7 @@ dead-letter store; and, for kill -9, the agent itself as a process with a file s
 What every sink must do (exact counts, so that each scenario can fail):
 
 - start/stop: lines sent before a stop are delivered by it, its threads end;
+- a stop while the server is away: nothing counted as delivered, nothing acknowledged unless parked;
 - a batch: every line delivered exactly once, in the order the sink promises, acknowledged, counted;
 - a partial failure: the records the server refuses for their own sake are dead-lettered (the
   sink's own output, else the local store) with their reason, the rest delivered; all acknowledged;
@@ -15,9 +16,11 @@ What every sink must do (exact counts, so that each scenario can fail):
   and a checkpoint never passes a line that was neither;
 - a saturated sink: ``accepting()`` turns false, the source is held (stops reading), what the sink
   and the dispatcher hold stays within their bounds; everything delivered once the server answers;
+- saturated past its timeout: what waits overflows to the DLQ, nothing is lost;
 - kill -9 of the agent, twice, while a file grows: every line arrives, duplicates within the window
   of lines read but not yet checkpointed;
-- parallel senders: several sources and dispatcher threads at once, all delivered and acknowledged.
+- parallel senders: several sources and dispatcher threads at once, all delivered and acknowledged;
+  eight threads sending at once on a small queue never take the sink past its emergency level.
 """
 
 from __future__ import annotations
