@@ -12,16 +12,18 @@ import os
 import random
 import signal
 import string
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from log_capturer.devtools.kafka_local import LocalKafka
 from tests.conformance.harness import DeadLetter, Order, Received
-from tests.support import _merge, consume_all, create_prefixed_topics, wait_until
+from tests.support import Rec, _merge, consume_all, create_prefixed_topics, wait_until
 
 #: The destination topic refuses batches larger than this once refuse() was called...
 TOPIC_LIMIT = 2000
@@ -66,7 +68,7 @@ class KafkaHarness:
 
     def received(self, expected: int, timeout: float = 60.0) -> list[Received]:
         out = []
-        for r in consume_all(self.bootstrap, [self.topic], expected=expected, timeout=timeout):
+        for r in self._consume(self.topic, expected, timeout):
             if any(name == PROBE_HEADER for name, _ in r.headers):
                 continue
             doc = r.json()
@@ -75,7 +77,7 @@ class KafkaHarness:
 
     def dead_letters(self) -> list[DeadLetter]:
         out = []
-        for r in consume_all(self.bootstrap, [self.dlq_topic], timeout=30):
+        for r in self._consume(self.dlq_topic, 0, 30):
             headers = dict(r.headers)
             out.append(
                 DeadLetter(
@@ -85,6 +87,25 @@ class KafkaHarness:
                 )
             )
         return out
+
+    def _consume(self, topic: str, expected: int, timeout: float) -> list[Rec]:
+        """consume_all with a new consumer per attempt: after a pause longer than the broker's
+        session timeout the broker is fenced and unfenced, and a consumer that read the topic's
+        metadata meanwhile may keep answering 'Unknown partition'."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                got = consume_all(
+                    self.bootstrap, [topic], expected=expected, timeout=max(1.0, min(15.0, remaining))
+                )
+            except KafkaException:
+                if remaining <= 0:
+                    raise
+                time.sleep(0.5)
+                continue
+            if len(got) >= expected or remaining <= 0:
+                return got
 
     def refuse(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
@@ -135,6 +156,15 @@ class KafkaHarness:
         if self._paused:
             os.kill(self._pid(), signal.SIGCONT)
             self._paused = False
+            wait_until(self._answers, 60, "the broker to answer after SIGCONT")
+
+    def _answers(self) -> bool:
+        try:
+            md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(self.topic, timeout=5)
+        except KafkaException:
+            return False
+        parts = md.topics[self.topic].partitions.values() if self.topic in md.topics else []
+        return bool(parts) and all(p.leader >= 0 and p.error is None for p in parts)
 
     def _pid(self) -> int:
         state = self.cluster.load_state()
