@@ -369,16 +369,19 @@ def test_a_retriable_failure_recovers_without_loss_and_acknowledges_only_after_d
     assert rig.sent("success") == 210 and rig.sent("dlq") == 0
 
 
-@pytest.mark.parametrize("timed_out", ["parked", "sent-again"])
+@pytest.mark.parametrize("timed_out", ["parked", "sent-again", "breaker-parks"])
 def test_the_server_gone_longer_than_the_timeouts_loses_nothing(
     timed_out: str, harness: SinkHarness, tmp_path: Path
 ) -> None:
     """``parked``: what times out is parked (``dlq_config.send_on_timeout``, the default where a sink
-    has it); ``sent-again``: it is sent again until the server takes it."""
+    has it); ``sent-again``: it is sent again until the server takes it; ``breaker-parks``: sent
+    again, and once the breaker opens new lines are parked (``open_action: dlq``)."""
     timeout = 2.0
     delivery: dict[str, Any] = {"timeout": f"{timeout:g}s", "circuit_breaker": {"timeout": "1s"}}
-    if timed_out == "sent-again":
+    if timed_out != "parked":
         delivery["dlq_config"] = {"send_on_timeout": False}
+    if timed_out == "breaker-parks":
+        delivery["circuit_breaker"] = {"timeout": "2s", "failure_threshold": 3, "open_action": "dlq"}
     warm, cp_warm = lines_of("warm", 10), Checkpoint()
     sent, cp = lines_of("a", 300), Checkpoint()
     after, cp_after = lines_of("after", 50), Checkpoint()
@@ -402,11 +405,19 @@ def test_the_server_gone_longer_than_the_timeouts_loses_nothing(
         rig.feed(origin("warm"), warm, cp_warm, size=10)
         wait_committed({cp_warm: 10}, 60, "the first lines delivered")
         harness.make_unavailable()
-        feeder = threading.Thread(
-            target=lambda: chunks.extend(rig.feed(origin("a"), sent, cp, size=30)),
-            name="conformance-feeder",
-            daemon=True,
-        )
+
+        def feed() -> None:
+            """The first 90 lines, then (breaker-parks) the rest once the breaker opened: lines
+            already in the sink stay there, only new ones are parked while it is open."""
+            chunks.extend(rig.feed(origin("a"), sent[:90], cp, size=30))
+            if timed_out == "breaker-parks":
+                wait_until(breaker_open, 60, "the breaker to open")
+            chunks.extend(rig.feed(origin("a"), sent[90:], cp, size=30, start=90))
+
+        def breaker_open() -> bool:
+            return rig.stats()["circuit_breaker"]["state"] == "open"
+
+        feeder = threading.Thread(target=feed, name="conformance-feeder", daemon=True)
         watcher = threading.Thread(target=watch, name="conformance-watcher", daemon=True)
         watcher.start()
         feeder.start()
@@ -414,7 +425,8 @@ def test_the_server_gone_longer_than_the_timeouts_loses_nothing(
         gone = time.monotonic()
         wait_until(
             lambda: (
-                time.monotonic() - gone > 3 * timeout and (timed_out == "sent-again" or cp.acked_lines >= 60)
+                time.monotonic() - gone > 3 * timeout
+                and (timed_out == "sent-again" or rig.stats()["parked"] >= 60)
             ),
             90,
             "lines timing out",
@@ -425,16 +437,14 @@ def test_the_server_gone_longer_than_the_timeouts_loses_nothing(
         feeder.join(180)
         assert not feeder.is_alive(), "the source is still held after the server returned"
         wait_committed({cp: 300}, 180, "every line acknowledged after the server returned")
+        # Recovered: the breaker closes (trial calls, or a probe while there is nothing to send);
+        # lines that come while it is still open may be parked, so only then come the next ones.
+        wait_until(lambda: rig.stats()["circuit_breaker"]["state"] == "closed", 60, "the breaker to close")
         rig.feed(origin("after"), after, cp_after, size=10)
         wait_committed({cp_after: 50}, 120, "lines sent after the return delivered")
         stats = rig.stats()
         rig.assert_acknowledged_once()
         parked = rig.parked()
-    print(
-        orjson.dumps(
-            {"parked": len(parked), "delivered": stats["delivered"], "retried": stats["retried"]}
-        ).decode()
-    )
     assert not violations, violations[:3]
     parked_lines = Counter(str(e["original_entry"]["message"]) for e in parked)
     received = harness.received(60 + 300 - sum(parked_lines.values()))
@@ -442,9 +452,20 @@ def test_the_server_gone_longer_than_the_timeouts_loses_nothing(
     assert all(n == 1 for n in parked_lines.values()), "a line parked twice"
     assert not set(parked_lines) & set(got), "a line both delivered and parked"
     assert_once(received, [m for m in warm + sent + after if m not in parked_lines])
+    assert not set(after) & set(parked_lines), "lines sent after the recovery were parked"
     for e in parked:
         assert e["error_type"] in ("timeout", "backpressure", "circuit_open"), e
         assert e["error_message"], e
+    reasons = Counter(str(e["error_type"]) for e in parked)
+    print(
+        orjson.dumps(
+            {"parked": dict(reasons), "delivered": stats["delivered"], "retried": stats["retried"]}
+        ).decode()
+    )
+    if timed_out == "breaker-parks":
+        assert reasons["circuit_open"] > 0 and reasons["timeout"] == 0, reasons
+    elif timed_out == "sent-again":
+        assert reasons["timeout"] == 0, reasons
     assert stats["delivered"] == len(received) and stats["parked"] == len(parked), stats
     assert rig.sent("success") == len(received) and rig.sent("dlq") == len(parked)
 
