@@ -240,3 +240,46 @@ def test_sinks_that_cannot_drain_fail_the_reload_and_nothing_changes(tmp_path: P
     finally:
         if agent.proc is not None and agent.proc.poll() is None:
             agent.kill()
+
+
+def test_a_reload_adds_a_sink_and_a_route_and_each_line_reaches_the_sinks_of_its_moment(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    cfg = agent_config(tmp_path, bootstrap, topics)
+    path = write_config(tmp_path / "config.yaml", cfg)
+    out = tmp_path / "out"
+    files = [tmp_path / "logs" / "a.log"]
+    writer = generate(files, LINES, rate=RATE)
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+        wait_until(lambda: _lines_read(agent) > 3000, 60, "lines flowing")
+        cfg["sinks"]["local_file"] = {
+            "enabled": True,
+            "directory": str(out),
+            "filename_pattern": "{source_type}.log",
+        }
+        cfg["routes"] = [{"source_types": ["file"], "sinks": ["local_file"]}]
+        write_config(path, cfg)
+        code, answer = post(agent, "/config/reload")
+        assert code == 200, answer
+        assert answer["changed"] == ["sinks.local_file", "routes"]
+        assert writer.wait(120) == 0
+        wait_until(lambda: agent.get("/stats")["files"]["in_flight_lines"] == 0, 60, "acknowledgements")
+        wait_until(lambda: _lines_read(agent) == LINES, 60, "every line read")
+        health = agent.get("/health")
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        writer.kill()
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    in_kafka = consume_all(bootstrap, [topics[t] for t in ROUTED])
+    local = [orjson.loads(line) for line in (out / "file.log").read_bytes().splitlines()]
+    assert {s["name"] for s in health["services"]["sinks"]} == {"kafka_sink", "local_file_sink"}
+    # Before the reload the lines went to Kafka only, after it to the file only: each line once.
+    missing, duplicated = missing_and_duplicated(in_kafka, files)
+    assert len(missing) == len(local) > 0 and duplicated == 0
+    on_disk = {line for f in files for line in f.read_text().splitlines()}
+    assert {r["message"] for r in local} == {m for _f, m in missing} and len(local) == len(on_disk) - len(
+        in_kafka
+    )
