@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The C modules of the hot path are built by pip: a change to them or to setup.py reinstalls.
-NATIVE := setup.py src/log_capturer/_speedups.c src/log_capturer/sinks/kafka/_rdk.c
+NATIVE := setup.py src/log_capturer/_speedups.c src/log_capturer/sinks/kafka/native/_rdk.c
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(NATIVE) | cksum | cut -d' ' -f1)
 CONFIG ?= configs/config.yaml
 # Node tools of the deployment-file tests (dclint: the Compose file linter and compose-spec schema).
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(NATIVE)
 	@bash scripts/system-deps.sh --compiler
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q -e '.[dev,bench,devtools]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -1,6 +1,6 @@
 """The compiled modules of the hot path; everything else is in pyproject.toml.
 
-- log_capturer.sinks.kafka._rdk: the Kafka sink's chunk producer (delivery reports counted in C);
+- log_capturer.sinks.kafka.native._rdk: the Kafka sink's chunk producer (delivery reports counted in C);
   it needs no librdkafka headers: it opens the librdkafka that confluent-kafka ships at run time.
 - log_capturer._speedups: level/key scanning of JSON lines and record encoding, a chunk at a time.
 
@@ -12,8 +12,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "log_capturer.sinks.kafka._rdk",
-            ["src/log_capturer/sinks/kafka/_rdk.c"],
+            "log_capturer.sinks.kafka.native._rdk",
+            ["src/log_capturer/sinks/kafka/native/_rdk.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
             libraries=["dl", "pthread"],
         ),

@@ -9,20 +9,23 @@ reads them again: nothing is lost, at worst re-sent.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from log_capturer import __version__
-from log_capturer.config.loader import config_warnings
+from log_capturer.config.loader import ConfigError, config_warnings
 from log_capturer.config.paths import path_problems
 from log_capturer.config.schema import Config, ProcessingConfig
 from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
+from log_capturer.engine.replay import SinkReplay
 from log_capturer.memory import tune_malloc
 from log_capturer.observability.health import (
     Check,
@@ -36,11 +39,13 @@ from log_capturer.observability.lag import FileLag, FileLagCollector, file_lags
 from log_capturer.observability.metrics import Metrics
 from log_capturer.observability.server import HttpServers, build_api_app, build_metrics_app
 from log_capturer.pipeline.dispatcher import Dispatcher
+from log_capturer.pipeline.routing import Router
 from log_capturer.processing import Analyzer
 from log_capturer.processing.pipelines import Pipeline, PipelineError, load_pipelines
-from log_capturer.registry import Sinks, sink_components, source_components
+from log_capturer.registry import Sinks, Sources, sink_components, source_components
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.reliability.dlq.reprocess import Reprocessor
+from log_capturer.reload import Outcome, changes, restart_only_changes
 from log_capturer.sinks.base import (
     HasDLQTopic,
     ReplaySink,
@@ -54,6 +59,7 @@ from log_capturer.sources.base import (
     BuildContext,
     FiniteInput,
     FollowsFiles,
+    Handler,
     HasPositions,
     ServesRoutes,
     Source,
@@ -158,6 +164,17 @@ def _section(model: type[M], data: Mapping[str, Any], key: str) -> M | None:
         return None
 
 
+def pipelines_digest(config: Config) -> str:
+    """A digest of the pipelines file's bytes ('' when processing is off or it cannot be read):
+    a reload re-reads the pipelines when only the file changed."""
+    if not config.processing.enabled:
+        return ""
+    try:
+        return hashlib.sha256(Path(config.processing.pipelines_file).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
 def pipelines_by_source_type(config: Config) -> dict[str, str]:
     """source_type -> pipeline for sources that do not name theirs on each chunk (files, containers)."""
     by_type = dict(config.processing.source_type_pipelines)
@@ -178,41 +195,36 @@ class Agent:
     """The sources, the dispatcher and the sinks a configuration enables, built from the component
     registry (:mod:`log_capturer.registry`), and the agent's API, metrics and DLQ around them."""
 
-    def __init__(self, config: Config, worker: tuple[int, int] | None = None) -> None:
-        """``worker``: (index, count) when this agent is one worker of a multi-process agent."""
+    def __init__(
+        self,
+        config: Config,
+        worker: tuple[int, int] | None = None,
+        loader: Callable[[], Config] | None = None,
+    ) -> None:
+        """``worker``: (index, count) when this agent is one worker of a multi-process agent.
+        ``loader``: reads the configuration again, as the agent was given it, for a reload."""
         require_sink(config)
         self.config = config
         self.worker = worker
+        self.loader = loader
         self.metrics = Metrics()
         self.started_at = time.time()
         dlq_cfg = config.dispatcher.dlq_config
         self.dlq = DeadLetterStore(dlq_cfg, self.metrics) if dlq_cfg.enabled else None
-        sink_ctx = SinkContext(config, self.metrics, self.dlq)
-        self.sinks: list[Sink] = [
-            sink
-            for _key, section, comp in sink_components(config.sinks)
-            if (sink := comp.build(section, sink_ctx)) is not None
-        ]
-        #: The sink that replays the local DLQ's entries (reprocessing, POST /dlq/reprocess).
-        self.replay_target = next((s for s in self.sinks if isinstance(s, ReplaySink)), None)
+        #: The running sinks by section key (``kafka``), in registry order.
+        self._sinks: dict[str, Sink] = self._build_sinks(config, list(Sinks.model_fields))
         self.reprocessor: Reprocessor | None = None
-        if self.dlq is not None and self.replay_target is not None:
-            self.reprocessor = Reprocessor(
-                self.dlq, dlq_cfg.reprocessing_config, self.replay_target, self.metrics
-            )
+        self._set_replay_target()
         self.pipelines = build_pipelines(config, self.metrics)
-        analyzer = Analyzer(key_field_of(config), self.pipelines, pipelines_by_source_type(config))
-        self.dispatcher = Dispatcher(config.dispatcher, self.sinks, analyzer, self.metrics)
-        ctx = BuildContext(config, self.dispatcher, self.metrics, worker, self.dlq)
-        #: Every source that runs, with its /stats key; and the /stats blocks of those that do not.
-        self.sources: list[tuple[str, Source]] = []
-        self._idle_stats: dict[str, dict[str, Any]] = {}
-        for _key, section, comp in source_components(config):
-            source = comp.build(section, ctx)
-            if source is None:
-                self._idle_stats[comp.stats_key] = dict(comp.idle_stats)
-            else:
-                self.sources.append((comp.stats_key, source))
+        self._pipelines_digest = pipelines_digest(config)
+        self.dispatcher = Dispatcher(
+            config.dispatcher, self.sinks, self._analyzer(config), self.metrics, self._router(config)
+        )
+        #: Every source that runs, by section key, with its /stats key; and the /stats blocks of
+        #: those that do not run, by section key.
+        self._sources: dict[str, tuple[str, Source]] = {}
+        self._idle_stats: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._build_sources(config, list(Sources.model_fields))
         self.stalls = StallDetector(config.server.stalled_after)
         self.metrics.registry.register(ComponentHealthCollector(self.components))
         self.metrics.registry.register(FileLagCollector(self.file_lags, config.metrics.file_lag_series_limit))
@@ -221,6 +233,55 @@ class Agent:
         self.http = HttpServers()
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
+        #: One reload at a time, never during a stop; the last one's outcome, for /stats.
+        self._reload_lock = threading.Lock()
+        self.last_reload: dict[str, Any] = {}
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return list(self._sinks.values())
+
+    @property
+    def sources(self) -> list[tuple[str, Source]]:
+        """(/stats key, source) of every source that runs, in start order."""
+        return list(self._sources.values())
+
+    def _build_sinks(self, config: Config, keys: list[str]) -> dict[str, Sink]:
+        """The sinks of sections ``keys`` that ``config`` enables, by key (not started)."""
+        ctx = SinkContext(config, self.metrics, self.dlq, self.worker)
+        return {
+            key: sink
+            for key, section, comp in sink_components(config.sinks)
+            if key in keys and (sink := comp.build(section, ctx)) is not None
+        }
+
+    def _build_sources(self, config: Config, keys: list[str]) -> None:
+        """Build the sources of sections ``keys`` (not started) into ``_sources``/``_idle_stats``."""
+        ctx = BuildContext(config, self.dispatcher, self.metrics, self.worker, self.dlq)
+        for key, section, comp in source_components(config):
+            if key not in keys:
+                continue
+            source = comp.build(section, ctx)
+            if source is None:
+                self._idle_stats[key] = (comp.stats_key, dict(comp.idle_stats))
+            else:
+                self._sources[key] = (comp.stats_key, source)
+
+    def _analyzer(self, config: Config) -> Analyzer:
+        return Analyzer(key_field_of(config), self.pipelines, pipelines_by_source_type(config))
+
+    def _router(self, config: Config) -> Router[Sink]:
+        return Router(config.routes, list(self._sinks.items()))
+
+    def _set_replay_target(self) -> None:
+        """Replays the local DLQ's entries (reprocessing, POST /dlq/reprocess), each to the sink
+        that parked it."""
+        replayers = [s for s in self.sinks if isinstance(s, ReplaySink)]
+        self.replay_target = SinkReplay(replayers) if replayers else None
+        self.reprocessor = None
+        if self.dlq is not None and self.replay_target is not None:
+            cfg = self.config.dispatcher.dlq_config.reprocessing_config
+            self.reprocessor = Reprocessor(self.dlq, cfg, self.replay_target, self.metrics)
 
     def source(self, name: str) -> Source | None:
         """The running source called ``name`` (``file_source``, ``http_ingest``...), if any."""
@@ -265,15 +326,15 @@ class Agent:
                 cfg.metrics.port,
             )
         if cfg.server.enabled:
-            routes = [r for _, s in self.sources if isinstance(s, ServesRoutes) for r in s.routes()]
             self.http.add(
                 build_api_app(
                     self.health,
                     self.stats,
                     self.positions,
-                    routes,
+                    self.routes,
                     dlq_stats=self.dlq_stats,
                     dlq_reprocess=self.dlq_reprocess,
+                    config_reload=self.config_reload,
                     scrub=self.scrubber.data,
                 ),
                 cfg.server.host,
@@ -302,6 +363,10 @@ class Agent:
             },
         )
 
+    def routes(self) -> dict[str, Handler]:
+        """The POST routes of the running sources (HTTP ingest), path -> handler."""
+        return {path: h for _, s in self.sources if isinstance(s, ServesRoutes) for path, h in s.routes()}
+
     @property
     def input_finished(self) -> bool:
         """True once standard input ended and every line of it was queued (stdin runs only)."""
@@ -309,8 +374,9 @@ class Agent:
         return source is not None and source.finished.is_set()
 
     def stop(self) -> None:
-        """Graceful stop: drain within ``dispatcher.drain_timeout``, then checkpoint what was acked."""
-        with self._stop_lock:
+        """Graceful stop: drain within ``dispatcher.drain_timeout``, then checkpoint what was acked.
+        A reload in progress ends first."""
+        with self._reload_lock, self._stop_lock:
             if self._stopped.is_set():
                 return
             deadline = time.monotonic() + self.config.dispatcher.drain_timeout
@@ -331,6 +397,150 @@ class Agent:
             self.http.stop()
             self._stopped.set()
             log.info("stopped", extra={"lines_in": self.dispatcher.lines_in})
+
+    # -- configuration reload ------------------------------------------------------------------
+    def config_reload(self) -> tuple[int, dict[str, Any]]:
+        """``POST /config/reload`` (and SIGHUP): read the configuration again and apply it."""
+        outcome = self.reload_file()
+        return outcome.http_status, outcome.as_dict()
+
+    def reload_file(self) -> Outcome:
+        """Load the configuration as at start (:attr:`loader`) and :meth:`reload` it. A worker of
+        a multi-process agent has no loader: its supervisor reads the file and hands it over."""
+        if self.loader is None:
+            return self._record(
+                Outcome.refused(["this agent was not started from a configuration file; nothing to reload"])
+            )
+        try:
+            new = self.loader()
+        except ConfigError as exc:
+            return self._record(Outcome.refused(exc.problems))
+        return self.reload(new)
+
+    def reload(self, new: Config) -> Outcome:
+        """Apply ``new`` without a restart, losing and repeating no line, or refuse it and keep
+        the running configuration (see :mod:`log_capturer.reload`)."""
+        if not self._reload_lock.acquire(blocking=False):
+            return self._record(Outcome("failed", errors=["a reload is in progress; try again when it ends"]))
+        try:
+            if self._stopped.is_set():
+                outcome = Outcome("failed", errors=["the agent is stopping"])
+            else:
+                outcome = self._reload(new)
+        except Exception as exc:  # a bug: said and counted, the agent goes on
+            log.exception("configuration reload failed")
+            outcome = Outcome("failed", errors=[f"{type(exc).__name__}: {exc}"])
+        finally:
+            self._reload_lock.release()
+        return self._record(outcome)
+
+    def _record(self, outcome: Outcome) -> Outcome:
+        self.metrics.config_reloads.labels(outcome.status).inc()
+        self.last_reload = {**outcome.as_dict(), "at": utc_now_iso()}
+        level = logging.WARNING if outcome.status in ("refused", "failed") else logging.INFO
+        log.log(level, "configuration reload: %s", outcome.status, extra=outcome.as_dict())
+        return outcome
+
+    def _reload(self, new: Config) -> Outcome:
+        problems = preflight(new)
+        if problems:
+            return Outcome.refused(problems)
+        restart = restart_only_changes(self.config, new)
+        if restart:
+            return Outcome.refused(restart)
+        digest = pipelines_digest(new)
+        todo = changes(self.config, new, digest != self._pipelines_digest)
+        if not todo:
+            return Outcome("unchanged")
+        try:
+            pipelines = build_pipelines(new, self.metrics) if todo.processing else self.pipelines
+        except AgentError as exc:  # the file changed since preflight read it
+            return Outcome.refused([str(exc)])
+        timeout = self.config.dispatcher.drain_timeout
+        added = self._build_sinks(new, todo.sinks)
+        started: list[Sink] = []
+        try:
+            for sink in added.values():
+                sink.start()
+                started.append(sink)
+        except SinkStartError as exc:
+            for sink in started:
+                sink.stop(0.1)
+            return Outcome("failed", changed=[], errors=[str(exc)])
+        # The changed sources stop first, the gate still open, so that what they buffer is handed
+        # over; then every source waits at the gate while what was taken is acknowledged.
+        stopped = {key: self._sources.pop(key) for key in todo.sources if key in self._sources}
+        for _, source in stopped.values():
+            source.stop(timeout)
+        if self.reprocessor is not None:
+            self.reprocessor.stop()
+        self.dispatcher.pause()
+        try:
+            pending = self._wait_quiet(timeout)
+            if pending:
+                for sink in added.values():
+                    sink.stop(0.1)
+                self._restart_sources(stopped, self.config)
+                return Outcome(
+                    "failed",
+                    errors=[
+                        f"{pending} lines were not acknowledged within dispatcher.drain_timeout "
+                        f"({timeout:g}s): nothing was changed; reload again when the sinks deliver"
+                    ],
+                )
+            for key in todo.sinks:
+                if (old := self._sinks.pop(key, None)) is not None:
+                    old.stop(timeout)
+            order = [key for key, _s, _c in sink_components(new.sinks)]
+            merged = {**self._sinks, **added}
+            self._sinks = {key: merged[key] for key in order if key in merged}
+            self.config = new
+            self.pipelines = pipelines
+            self._pipelines_digest = digest
+            self.dispatcher.replace(self.sinks, self._analyzer(new), self._router(new))
+            errors = self._restart_sources(stopped, new, todo.sources)
+        finally:
+            self.dispatcher.resume()
+            self._set_replay_target()
+            if self.reprocessor is not None and self.config.dispatcher.dlq_config.reprocessing_config.enabled:
+                self.reprocessor.start()
+        self.scrubber = SecretScrubber(secret_values(new))
+        return Outcome("reloaded", changed=todo.sections, errors=errors)
+
+    def _wait_quiet(self, timeout: float) -> int:
+        """With the gate closed: wait until every line taken was acknowledged; what is left."""
+        deadline = time.monotonic() + timeout
+        while True:
+            queued = self.dispatcher.lines_in - self.dispatcher.lines_dispatched
+            pending = self.outstanding + max(0, queued)
+            if self.dispatcher.drained() and pending == 0:
+                return 0
+            if time.monotonic() >= deadline:
+                return max(pending, 1)
+            time.sleep(0.02)
+
+    def _restart_sources(
+        self, stopped: dict[str, tuple[str, Source]], config: Config, keys: list[str] | None = None
+    ) -> list[str]:
+        """Save the positions of the ``stopped`` sources, then build and start those of sections
+        ``keys`` (default: the stopped ones) from ``config``; the problems of those that fail."""
+        for _, source in stopped.values():
+            source.finish()
+        keys = list(stopped) if keys is None else keys
+        for key in keys:
+            self._idle_stats.pop(key, None)
+        self._build_sources(config, keys)
+        errors = []
+        for key in keys:
+            if key not in self._sources:
+                continue
+            try:
+                self._sources[key][1].start()
+            except SourceStartError as exc:
+                del self._sources[key]
+                errors.append(str(exc))
+                log.error("source %s could not start after the reload: %s", key, exc)
+        return errors
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
@@ -476,9 +686,10 @@ class Agent:
                 for name, p in self.pipelines.items()
             },
         }
-        out.update(self._idle_stats)
+        out.update(dict(self._idle_stats.values()))
         for key, source in self.sources:
             out[key] = source.stats()
+        out["reload"] = self.last_reload or {"status": "none"}
         return out
 
     def positions(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from log_capturer.config import ConfigError, load_config
 from log_capturer.reliability.dlq.commands import dlq_app
 
 if TYPE_CHECKING:
+    from log_capturer.config.schema import Config
     from log_capturer.devtools.generate import LineFactory, Target
     from log_capturer.devtools.generate import Summary as GenerateSummary
 
@@ -50,7 +51,7 @@ out = Console(soft_wrap=True)
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to config.yaml.")]
 
 
-def _load(config: Path):  # type: ignore[no-untyped-def]
+def _load(config: Path) -> Config:
     try:
         return load_config(config)
     except ConfigError as exc:
@@ -111,6 +112,20 @@ def validate(
     out.print(f"[green]{config}: valid[/]")
 
 
+def run_overrides(cfg: Config, stdin: bool, workers: int | None) -> Config:
+    """``cfg`` as ``run --stdin`` / ``--workers`` change it (at start and at each reload)."""
+    if workers is not None:
+        cfg.app.workers = workers
+    if stdin:
+        cfg.app.workers = 1
+        cfg.stdin.enabled = True
+        cfg.files_config.enabled = False
+        cfg.syslog.enabled = False
+        cfg.server.enabled = False
+        cfg.metrics.enabled = False
+    return cfg
+
+
 @app.command()
 def run(
     config: ConfigOpt = Path("configs/config.yaml"),
@@ -143,21 +158,13 @@ def run(
     from log_capturer.workers.positions import PositionsBusy, prepare_positions
 
     cfg = _load(config)
-    if workers is not None:
-        if workers > 1 and (stdin or cfg.stdin.enabled):
-            print_problem(
-                f"--workers {workers}: standard input (--stdin or stdin.enabled) is one stream, read by "
-                "one process; use --workers 1"
-            )
-            raise typer.Exit(2)
-        cfg.app.workers = workers
-    if stdin:
-        cfg.app.workers = 1
-        cfg.stdin.enabled = True
-        cfg.files_config.enabled = False
-        cfg.syslog.enabled = False
-        cfg.server.enabled = False
-        cfg.metrics.enabled = False
+    if workers is not None and workers > 1 and (stdin or cfg.stdin.enabled):
+        print_problem(
+            f"--workers {workers}: standard input (--stdin or stdin.enabled) is one stream, read by "
+            "one process; use --workers 1"
+        )
+        raise typer.Exit(2)
+    cfg = run_overrides(cfg, stdin, workers)
     problems = path_problems(cfg)
     if problems:
         for text in problems:
@@ -204,13 +211,19 @@ def run(
     if cfg.app.workers > 1:
         from log_capturer.workers.supervisor import exec_supervisor, settings_of
 
-        exec_supervisor(settings_of(cfg), cfg.app.workers, lock)  # this process becomes the supervisor
+        exec_supervisor(
+            settings_of(cfg, str(config)), cfg.app.workers, lock
+        )  # this process becomes the supervisor
     # Imported only here: the supervisor of a multi-process agent needs no Kafka client.
     from log_capturer.app import Agent, AgentError
     from log_capturer.observability.status import StatusLine
 
+    def reload_config() -> Config:
+        # A reload reads the file again, with the same options as this run.
+        return run_overrides(load_config(config), stdin, workers)
+
     try:
-        agent = Agent(cfg)
+        agent = Agent(cfg, loader=reload_config)
         agent.start()
     except AgentError as exc:
         say(str(exc), problem=True)
@@ -223,8 +236,13 @@ def run(
             return
         stop_requested.set()
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        # Applied in a thread of its own: a reload waits for the sinks, the main thread must not.
+        threading.Thread(target=agent.reload_file, name="config-reload", daemon=True).start()
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     if line is not None:
         line.start()
     while not stop_requested.wait(0.2):
@@ -640,6 +658,7 @@ def kafka_up(
     ] = False,
 ) -> None:
     """Start a real Apache Kafka 4.x broker (KRaft) from Maven Central jars; idempotent."""
+    from log_capturer.devtools.certs import MissingExtra
     from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError
 
     if nodes not in (1, 3):
@@ -648,6 +667,9 @@ def kafka_up(
     try:
         k = LocalKafka(workdir, nodes=nodes, port=port, sasl=sasl, tls=tls, log=err.print)
         bootstrap = k.up(timeout)
+    except MissingExtra as exc:
+        err.print(f"[bold red]kafka up --tls: {escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(2) from None
     except LocalKafkaError as exc:
         err.print(f"[bold red]{exc}[/]", highlight=False)
         raise typer.Exit(1) from None

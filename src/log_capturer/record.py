@@ -28,7 +28,7 @@ def text_bytes_py(lines: list[str]) -> int:
 
 
 try:
-    from log_capturer import _speedups  # type: ignore[attr-defined]
+    from log_capturer import _speedups
 
     text_bytes: Callable[[list[str]], int] = _speedups.text_bytes
 except (ImportError, AttributeError):  # pragma: no cover - an install without a C compiler
@@ -78,6 +78,7 @@ class Chunk:
         "pending",
         "preset_levels",
         "read_time_ns",
+        "routed",
         "start",
         "timestamps",
         "truncated",
@@ -112,6 +113,8 @@ class Chunk:
         self.levels: list[str] = []
         self.keys: list[str | None] | None = None
         self._text_bytes = -1
+        #: The sinks the dispatcher routed the chunk to (``routes``), set when it is submitted.
+        self.routed: tuple[Any, ...] = ()
         self.pending = 0
         self.done = False
         self._done_cb: Callable[[Chunk], None] | None = None

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from log_capturer.config.base import Strict
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
+from log_capturer.sinks.local_file.config import LocalFileSinkConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
 from log_capturer.sources.http.config import HttpIngestConfig
@@ -33,10 +34,11 @@ if TYPE_CHECKING:
     from log_capturer.sources.base import SourceComponent
 
 
-def component(model: type[BaseModel], name: str | None) -> Any:
+def component(model: type[BaseModel], name: str | None, read_by: str = "") -> Any:
     """A section validated by ``model`` and run by the component at ``name`` ("module:NAME"), or
-    by another component's (None)."""
-    return Field(default_factory=model, json_schema_extra={"component": name or ""})
+    read by the component of section ``read_by`` (``name`` None): a reload that changes it
+    rebuilds that component."""
+    return Field(default_factory=model, json_schema_extra={"component": name or "", "read_by": read_by})
 
 
 class Sources(Strict):
@@ -49,13 +51,16 @@ class Sources(Strict):
     container_monitor: ContainerMonitorConfig = component(
         ContainerMonitorConfig, "log_capturer.sources.containers.source:COMPONENT"
     )
-    kubernetes: KubernetesConfig = component(KubernetesConfig, None)  # the container source's
+    kubernetes: KubernetesConfig = component(KubernetesConfig, None, read_by="container_monitor")
 
 
 class Sinks(Strict):
     """The sinks (``sinks.<name>``)."""
 
     kafka: KafkaSinkConfig = component(KafkaSinkConfig, "log_capturer.sinks.kafka.sink:COMPONENT")
+    local_file: LocalFileSinkConfig = component(
+        LocalFileSinkConfig, "log_capturer.sinks.local_file.sink:COMPONENT"
+    )
 
 
 def _components(model: type[Strict], values: BaseModel) -> Iterator[tuple[str, BaseModel, Any]]:

@@ -33,7 +33,7 @@ def test_text_bytes_is_the_utf8_size_of_the_lines() -> None:
 
 
 def test_the_c_helper_and_the_fallback_agree_on_random_text() -> None:
-    from log_capturer import _speedups  # type: ignore[attr-defined]
+    from log_capturer import _speedups
 
     rng = random.Random(7)
     alphabet = 'aé日🙂\udc80\n"\\' + "".join(map(chr, range(32, 127)))
@@ -43,7 +43,7 @@ def test_the_c_helper_and_the_fallback_agree_on_random_text() -> None:
 
 
 def test_text_bytes_refuses_what_is_not_a_list_of_str() -> None:
-    from log_capturer import _speedups  # type: ignore[attr-defined]
+    from log_capturer import _speedups
 
     with pytest.raises(TypeError):
         _speedups.text_bytes(["ok", b"bytes"])

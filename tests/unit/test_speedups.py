@@ -8,7 +8,7 @@ import string
 import orjson
 import pytest
 
-from log_capturer import _speedups  # type: ignore[attr-defined]
+from log_capturer import _speedups
 from log_capturer.processing import Analyzer
 from log_capturer.processing.levels import CANONICAL, NUMERIC
 from log_capturer.record import Chunk, Origin

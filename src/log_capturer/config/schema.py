@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from log_capturer.config.base import Duration, Port, Regex, Strict, parse_duration
-from log_capturer.pipeline.config import DispatcherConfig
+from log_capturer.pipeline.config import DispatcherConfig, RouteConfig
 from log_capturer.processing.config import FileMultilineConfig, MultilineConfig, ProcessingConfig
 from log_capturer.registry import Sinks, Sources
 from log_capturer.reliability.config import (
@@ -176,6 +176,13 @@ class _Head(Strict):
 class _Tail(Strict):
     dispatcher: DispatcherConfig = Field(default_factory=DispatcherConfig)
     sinks: Sinks = Field(default_factory=Sinks)
+    routes: list[RouteConfig] = Field(
+        default_factory=list,
+        description="Which sources go to which sinks. The first route that matches a source "
+        "decides; a source no route matches goes to every enabled sink (also when there are no "
+        "routes). A line is acknowledged to its source once every sink it went to delivered it or "
+        "parked it in the local DLQ. Example: [{source_types: [syslog], sinks: [local_file]}].",
+    )
     positions: PositionsConfig = Field(default_factory=PositionsConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
 
@@ -209,6 +216,34 @@ class Config(_Tail, Sources, _Head):
             }
         )
         return {k: v for k, v in refs.items() if v}
+
+    @model_validator(mode="after")
+    def _routes_name_enabled_sinks(self) -> Config:
+        """Every sink a route names is a sink, and is enabled."""
+        for i, route in enumerate(self.routes):
+            for key in route.sinks:
+                if key not in Sinks.model_fields:
+                    raise ValueError(
+                        f"routes[{i}].sinks: no sink named {key!r}; the sinks are "
+                        f"{', '.join(Sinks.model_fields)}"
+                    )
+                if not getattr(getattr(self.sinks, key), "enabled", False):
+                    raise ValueError(
+                        f"routes[{i}].sinks: sink {key!r} is not enabled; set sinks.{key}.enabled: "
+                        "true or remove it from the route"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _one_writer_per_file(self) -> Config:
+        """With several worker processes, each writes local files of its own."""
+        lf = self.sinks.local_file
+        if self.app.workers > 1 and lf.enabled and "{worker}" not in lf.filename_pattern:
+            raise ValueError(
+                f"sinks.local_file.filename_pattern: with app.workers: {self.app.workers} each worker "
+                "writes its own files; put {worker} in the pattern, e.g. 'logs-{date}-{worker}.log'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Config:

@@ -6,6 +6,9 @@ match, to prove host verification), the broker truststore, the same
 127.0.0.1/localhost certificate and key in PEM (``server.pem``, ``server.key``:
 for listeners that take PEM, such as the agent's TLS syslog), and a client
 certificate and key in PEM for mutual TLS.
+
+It needs ``cryptography``, from the ``devtools`` extra (the agent itself does not): imported
+when certificates are made, and :class:`MissingExtra` names the extra when it is absent.
 """
 
 from __future__ import annotations
@@ -14,14 +17,28 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 STORE_PASSWORD = "local-kafka-store"
+INSTALL_HINT = "pip install 'log-capturer[devtools]'"
+
+
+class MissingExtra(RuntimeError):
+    """A developer tool needs a package of an optional extra that is not installed."""
+
+
+def require() -> None:
+    """Raise :class:`MissingExtra` unless ``cryptography`` (the ``devtools`` extra) is installed."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise MissingExtra(
+            f"local TLS certificates need the 'cryptography' package of the devtools extra: {INSTALL_HINT}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,9 @@ class TlsMaterial:
 
 
 def _name(cn: str) -> x509.Name:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
@@ -66,6 +86,9 @@ def _cert(
     sans: list[x509.GeneralName] | None = None,
     usage: list[x509.ObjectIdentifier] | None = None,
 ) -> x509.Certificate:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     now = dt.datetime.now(dt.UTC)
     b = (
         x509.CertificateBuilder()
@@ -85,7 +108,8 @@ def _cert(
 
 
 def generate(directory: Path) -> TlsMaterial:
-    """Create the CA, broker and client material (idempotent: reuses what exists)."""
+    """Create the CA, broker and client material (idempotent: reuses what exists).
+    :class:`MissingExtra` without the devtools extra."""
     m = TlsMaterial.at(directory)
     if all(
         p.exists()
@@ -101,6 +125,13 @@ def generate(directory: Path) -> TlsMaterial:
         )
     ):
         return m
+    require()
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _cert("log-capturer local CA", ca_key, "log-capturer local CA", ca_key, ca=True)
@@ -147,6 +178,8 @@ def generate(directory: Path) -> TlsMaterial:
 def _write_pem(
     cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
 ) -> None:
+    from cryptography.hazmat.primitives import serialization
+
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(

@@ -13,7 +13,6 @@ import typing
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr
-from pydantic_core import PydanticUndefined
 
 from log_capturer.config.schema import Config, parse_duration
 
@@ -83,7 +82,7 @@ def _type_name(annotation: Any) -> str:
 def _default(field: Any) -> str:
     if field.default_factory is not None:
         value = field.default_factory()
-    elif field.default is PydanticUndefined:
+    elif field.is_required():  # no default, no factory
         return "required"
     else:
         value = field.default

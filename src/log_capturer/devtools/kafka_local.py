@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from log_capturer.devtools.certs import TlsMaterial
+from log_capturer.devtools.certs import TlsMaterial, require
 from log_capturer.devtools.certs import generate as generate_tls
 
 KAFKA_VERSION = "4.1.1"
@@ -378,7 +378,11 @@ class LocalKafka:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def up(self, timeout: float = 90.0) -> str:
-        """Start the cluster (or find it running) and return its bootstrap address."""
+        """Start the cluster (or find it running) and return its bootstrap address.
+        :class:`~log_capturer.devtools.certs.MissingExtra` (before anything is fetched) when TLS
+        listeners are asked for without the devtools extra."""
+        if self.tls:
+            require()
         state = self.load_state()
         if state is not None:
             if len(state.nodes) != self.nodes:

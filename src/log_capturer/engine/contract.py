@@ -80,6 +80,8 @@ class ServiceState:
 
     #: No server reachable (the breaker counts a failure per second while records wait).
     unreachable: bool = False
+    #: What /health and replay say while ``unreachable`` ('' : Kafka's "no broker reachable").
+    unreachable_as: str = ""
     #: A fatal client error being handled (the client is replaced): unhealthy meanwhile.
     fatal: str = ""
     #: An unexpected error its thread survived (a bug): degraded until a round runs cleanly.

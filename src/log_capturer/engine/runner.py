@@ -771,7 +771,7 @@ class SinkRunner:
             # With a permit, a replay batch is a trial call (its deliveries may close the breaker).
             return "the circuit breaker is half-open and its trial calls are in flight"
         if state.unreachable:
-            return "no broker is reachable"
+            return state.unreachable_as or "no broker is reachable"
         return ""
 
     def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
@@ -810,7 +810,8 @@ class SinkRunner:
                 f"lines wait{' or go to the DLQ' if self.policy.circuit_breaker.open_action == 'dlq' else ''}"
             )
         elif state.unreachable:
-            status, message = "unhealthy", f"no broker reachable; last error: {state.last_error}"
+            status = "unhealthy"
+            message = f"{state.unreachable_as or 'no broker reachable'}; last error: {state.last_error}"
         elif self.parking.error:
             status, message = "unhealthy", f"cannot park records in the local DLQ: {self.parking.error}"
         elif bstate is BreakerState.HALF_OPEN:

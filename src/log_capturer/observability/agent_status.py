@@ -73,9 +73,9 @@ def sample_dlq(api: str, timeout: float = 5.0) -> dict[str, Any]:
 _OUT = ("delivered", "parked", "sent_to_dlq_topic")
 
 
-def _lines_out(stats: dict[str, Any]) -> int:
-    sinks = stats.get("sinks", {})
-    return sum(int(s.get(k, 0)) for s in sinks.values() for k in _OUT)
+def _out_by_sink(stats: dict[str, Any]) -> dict[str, int]:
+    """Lines each sink finished with (delivered or parked), by sink name."""
+    return {name: sum(int(s.get(k, 0)) for k in _OUT) for name, s in stats.get("sinks", {}).items()}
 
 
 def _by_topic(stats: dict[str, Any]) -> dict[str, int]:
@@ -102,7 +102,11 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
     h, st = cur.health, cur.stats
     disp = st.get("dispatcher", {})
     lines_in = (int(disp.get("lines_in", 0)) - int(prev.stats.get("dispatcher", {}).get("lines_in", 0))) / dt
-    lines_out = (_lines_out(st) - _lines_out(prev.stats)) / dt
+    # Each sink finishes with every line routed to it: with several sinks, the agent's rate out
+    # is the busiest sink's (the sum would count a line once per sink); each sink has its own.
+    out_before = _out_by_sink(prev.stats)
+    sink_out = {name: (n - out_before.get(name, 0)) / dt for name, n in _out_by_sink(st).items()}
+    lines_out = max(sink_out.values(), default=0.0)
     before = _by_topic(prev.stats)
     topics = {t: round((n - before.get(t, 0)) / dt, 1) for t, n in sorted(_by_topic(st).items())}
     sink_stats = st.get("sinks", {})
@@ -113,6 +117,7 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
             "message": s.get("message", ""),
             "circuit_breaker": _breaker(s, sink_stats.get(s.get("name", ""), {})),
             "outstanding": sink_stats.get(s.get("name", ""), {}).get("outstanding"),
+            "lines_out_per_second": round(sink_out.get(s.get("name", ""), 0.0), 1),
         }
         for s in h.get("services", {}).get("sinks", [])
     ]
@@ -201,13 +206,14 @@ def render(v: dict[str, Any], api: str) -> RenderableType:
         _figures(v["files"]) or "-",
     )
     sinks = Table(title="sinks", title_justify="left")
-    for col in ("name", "status", "breaker", "outstanding", "message"):
+    for col in ("name", "status", "breaker", "lines out/s", "outstanding", "message"):
         sinks.add_column(col, overflow="fold")
     for s in v["sinks"]:
         sinks.add_row(
             s["name"],
             _status(s["status"]),
             s["circuit_breaker"],
+            f"{s['lines_out_per_second']:,.1f}",
             "-" if s["outstanding"] is None else f"{s['outstanding']:,}",
             s["message"],
         )

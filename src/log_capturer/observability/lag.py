@@ -2,7 +2,7 @@
 
 The lag of a followed file is its size at the last look minus its
 acknowledged offset (what the positions file would save). It is computed when
-Prometheus scrapes, from the tail engines' state, so reading costs nothing:
+Prometheus scrapes, from the tailers' state, so reading costs nothing:
 
 - ``file_lag_bytes{source_type,path}``: one series per file, for the
   ``metrics.file_lag_series_limit`` files with the largest lag (ties by path),

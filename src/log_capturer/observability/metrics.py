@@ -39,6 +39,13 @@ class Metrics:
             ["source_type", "source_id", "pipeline"],
             registry=r,
         )
+        self.config_reloads = Counter(
+            "config_reloads_total",
+            "Configuration reloads (POST /config/reload, SIGHUP) by outcome: reloaded, unchanged, "
+            "refused (invalid, or a setting that needs a restart changed), failed (not applied).",
+            ["status"],
+            registry=r,
+        )
         self.logs_sent = Counter(
             "logs_sent_total",
             "Lines acknowledged by a sink (status=success) or parked (status=dlq).",

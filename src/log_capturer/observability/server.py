@@ -4,7 +4,8 @@ API server (``server.port``, 8401): ``GET /health`` (JSON, 503 unless
 healthy), ``GET /stats``, ``GET /positions``, ``GET /dlq/stats``,
 ``POST /dlq/reprocess`` (``?all=true`` replays every entry, not only those
 due), and ``POST /api/v1/logs`` when HTTP ingest is on
-(:mod:`log_capturer.sources.http.source`). Metrics server
+(:mod:`log_capturer.sources.http.source`), ``POST /config/reload`` (apply the
+configuration file again: :mod:`log_capturer.reload`). Metrics server
 (``metrics.port``, 8001): ``GET <metrics.path>`` (Prometheus text) and a plain
 ``GET /health`` answering ``OK``.
 """
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 JsonProvider = Callable[[], dict[str, Any]]
 Reprocess = Callable[[bool], tuple[int, dict[str, Any]]]
+#: ``POST /config/reload`` -> (HTTP status, answer).
+Reload = Callable[[], tuple[int, dict[str, Any]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Scrub = Callable[[bytes], bytes]
 
@@ -41,13 +44,16 @@ def build_api_app(
     health: JsonProvider,
     stats: JsonProvider,
     positions: JsonProvider,
-    routes: Sequence[tuple[str, Handler]] = (),
+    routes: Callable[[], Mapping[str, Handler]] = dict,
     *,
     dlq_stats: JsonProvider | None = None,
     dlq_reprocess: Reprocess | None = None,
+    config_reload: Reload | None = None,
     scrub: Scrub | None = None,
 ) -> web.Application:
-    """``scrub`` masks known secret values in every JSON answer (see :mod:`log_capturer.config.secrets`)."""
+    """``routes``: the sources' POST routes (HTTP ingest), path -> handler, asked at each request
+    (a reload may start or stop the source that serves one). ``scrub`` masks known secret values
+    in every JSON answer (see :mod:`log_capturer.config.secrets`)."""
 
     async def get_health(_: web.Request) -> web.Response:
         h = health()
@@ -69,6 +75,18 @@ def build_api_app(
         code, body = await asyncio.get_running_loop().run_in_executor(None, dlq_reprocess, everything)
         return _json(body, code, scrub)
 
+    async def post_config_reload(_: web.Request) -> web.Response:
+        assert config_reload is not None
+        code, answer = await asyncio.get_running_loop().run_in_executor(None, config_reload)
+        return _json(answer, code, scrub)
+
+    async def post_source_route(request: web.Request) -> web.StreamResponse:
+        handler = routes().get(request.path)
+        if handler is None:
+            return _json({"error": f"no endpoint POST {request.path}"}, 404)
+        response: web.StreamResponse = await handler(request)
+        return response
+
     app = web.Application()
     app.router.add_get("/health", get_health)
     app.router.add_get("/stats", get_stats)
@@ -77,8 +95,9 @@ def build_api_app(
         app.router.add_get("/dlq/stats", get_dlq_stats)
     if dlq_reprocess is not None:
         app.router.add_post("/dlq/reprocess", post_dlq_reprocess)
-    for path, handler in routes:  # the sources' (HTTP ingest)
-        app.router.add_post(path, handler)
+    if config_reload is not None:
+        app.router.add_post("/config/reload", post_config_reload)
+    app.router.add_post("/{path:.*}", post_source_route)  # last: the sources' (HTTP ingest)
     return app
 
 

@@ -13,6 +13,9 @@ from rich.text import Text
 if TYPE_CHECKING:
     from log_capturer.app import Agent
 
+#: (monotonic time, lines in, per sink name: lines delivered by topic, or by file for a file sink)
+Snapshot = tuple[float, int, dict[str, dict[str, int]]]
+
 
 class StatusLine:
     def __init__(self, agent: Agent, console: Console, interval: float = 1.0) -> None:
@@ -22,31 +25,32 @@ class StatusLine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _snapshot(self) -> tuple[float, int, dict[str, int]]:
+    def _snapshot(self) -> Snapshot:
         a = self.agent
-        by_topic: dict[str, int] = {}
+        by_sink: dict[str, dict[str, int]] = {}
         for sink in a.sinks:
             delivered = sink.stats().get("delivered_by_topic")
             if isinstance(delivered, dict):
-                for topic, n in delivered.items():
-                    by_topic[topic] = by_topic.get(topic, 0) + int(n)
-        return time.monotonic(), a.dispatcher.lines_in, by_topic
+                by_sink[sink.name] = {topic: int(n) for topic, n in delivered.items()}
+        return time.monotonic(), a.dispatcher.lines_in, by_sink
 
-    def render(self, prev: tuple[float, int, dict[str, int]], cur: tuple[float, int, dict[str, int]]) -> Text:
+    def render(self, prev: Snapshot, cur: Snapshot) -> Text:
         dt = max(cur[0] - prev[0], 1e-6)
         read_rate = (cur[1] - prev[1]) / dt
-        topics = sorted(cur[2])
-        shipped = sum(cur[2].values()) - sum(prev[2].values())
         text = Text()
         text.append(f"read {read_rate:,.0f}/s", style="bold cyan")
-        text.append("  shipped ")
-        text.append(f"{shipped / dt:,.0f}/s", style="bold green")
+        several = len(cur[2]) > 1
+        for sink, topics in sorted(cur[2].items()):
+            before = prev[2].get(sink, {})
+            shipped = sum(topics.values()) - sum(before.values())
+            text.append(f"  {sink} shipped " if several else "  shipped ")
+            text.append(f"{shipped / dt:,.0f}/s", style="bold green")
+            for t in sorted(topics):
+                rate = (topics[t] - before.get(t, 0)) / dt
+                text.append(f"  {t} {rate:,.0f}/s")
+            text.append(f"  total shipped {sum(topics.values()):,}")
         util = self.agent.dispatcher.queue.utilization
         text.append(f"  queue {util:.0%}")
-        for t in topics:
-            rate = (cur[2][t] - prev[2].get(t, 0)) / dt
-            text.append(f"  {t} {rate:,.0f}/s")
-        text.append(f"  total shipped {sum(cur[2].values()):,}")
         health = self.agent.sink_health()
         bad = [h for h in health if h.status != "healthy"]
         if bad:

@@ -50,3 +50,24 @@ class DispatcherConfig(Strict):
         "Lines not acknowledged by then are not checkpointed and are read again on restart.",
     )
     dlq_config: DispatcherDLQConfig = Field(default_factory=DispatcherDLQConfig)
+
+
+class RouteConfig(Strict):
+    """One route: the sources it matches, and the sinks their lines go to. Every condition given
+    must hold; a route with none matches every source."""
+
+    source_types: list[str] = Field(
+        default_factory=list,
+        description="Source types it matches (file, docker, syslog, api, stdin...); empty: any.",
+    )
+    source_ids: list[str] = Field(
+        default_factory=list,
+        description="Source ids it matches, shell-style patterns ('/var/log/audit/*'); empty: any.",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels the source must have, with these values; empty: any."
+    )
+    sinks: list[str] = Field(
+        min_length=1,
+        description="Sinks its lines go to, by section name (kafka, local_file); each must be enabled.",
+    )

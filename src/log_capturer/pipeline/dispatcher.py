@@ -32,8 +32,9 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.config import DispatcherConfig
 from log_capturer.pipeline.queue import ChunkQueue, QueueClosed
+from log_capturer.pipeline.routing import Router
 from log_capturer.processing import Analyzer
-from log_capturer.record import Chunk
+from log_capturer.record import Chunk, Origin
 from log_capturer.sinks.base import SendFailed, Sink
 from log_capturer.sinks.kafka.quiet import Repeats
 
@@ -55,11 +56,14 @@ class Dispatcher:
         sinks: Sequence[Sink],
         analyzer: Analyzer,
         metrics: Metrics,
+        router: Router[Sink] | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("at least one sink is needed")
         self.config = config
         self.sinks = list(sinks)
+        #: The sinks of each origin (``routes``); every sink when there are none.
+        self.router: Router[Sink] = router or Router([], [(s.name, s) for s in self.sinks])
         self.analyzer = analyzer
         self.metrics = metrics
         self.queue = ChunkQueue(config.queue_size, config.queue_max_bytes)
@@ -73,6 +77,10 @@ class Dispatcher:
         self.worker_errors = 0
         self.last_failure = ""
         self._last_failure_at = 0.0
+        #: A configuration reload holds the sources at the gate (:meth:`pause`); ``_submitting``:
+        #: submits past the gate and not done yet (both under _count_lock).
+        self._paused = False
+        self._submitting = 0
         #: One log line (with its traceback) per kind of failure per 10 s; the metric counts all.
         self._repeats = Repeats()
 
@@ -86,43 +94,102 @@ class Dispatcher:
         n = len(chunk.lines)
         on_done = checkpoint.on_chunk_done if checkpoint is not None else None
         deadline = None if timeout is None else time.monotonic() + timeout
-        if n and not self._wait_accepting(deadline):
-            return False
-        chunk.expect(n * len(self.sinks) if n else 0, None)
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if n and not self.queue.put(chunk.origin.source_id, chunk, remaining):
-            return False
-        if checkpoint is not None:
-            # Registered after queueing: a chunk acknowledged before this point is
-            # found done here and committed at once.
-            checkpoint.register(chunk)
-        chunk.on_done(on_done)
-        if n == 0:
-            return True
-        with self._count_lock:
-            self.lines_in += n
+        if n:
+            passed = self._wait_accepting(chunk.origin, deadline)
+            if passed is None:
+                return False
+            sinks = passed
+        else:
+            sinks = self.router.sinks_for(chunk.origin)
+        queued = False
+        try:
+            chunk.routed = sinks
+            chunk.expect(n * len(sinks) if n else 0, None)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if n and not self.queue.put(chunk.origin.source_id, chunk, remaining):
+                return False
+            if checkpoint is not None:
+                # Registered after queueing: a chunk acknowledged before this point is
+                # found done here and committed at once.
+                checkpoint.register(chunk)
+            chunk.on_done(on_done)
+            if n == 0:
+                return True
+            queued = True
+        finally:
+            if n:
+                with self._count_lock:
+                    self._submitting -= 1
+                    if queued:
+                        self.lines_in += n
         origin = chunk.origin
         pipeline = self.analyzer.pipeline_name(chunk) or "default"
         self.metrics.logs_processed.labels(origin.source_type, origin.source_id, pipeline).inc(n)
         self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
         return True
 
-    def _wait_accepting(self, deadline: float | None) -> bool:
-        """Hold the source while a sink refuses more lines (backpressure). False when ``deadline`` passed."""
-        if all(s.accepting() for s in self.sinks):
-            return True
+    def _wait_accepting(self, origin: Origin, deadline: float | None) -> tuple[Sink, ...] | None:
+        """Hold the source while one of its sinks refuses more lines (backpressure) or a reload
+        holds every source (:meth:`pause`). Its sinks, or None when ``deadline`` passed; passing
+        counts the caller in ``_submitting``. A sink stalled for its ``timeout`` accepts again
+        (what waits for it overflows to the local DLQ), so a broken sink holds its sources at
+        most that long."""
+        sinks = self._pass_gate(origin)
+        if sinks is not None:
+            return sinks
         step = GATE_FIRST_WAIT
         while True:
             if self.queue.closed:
                 raise QueueClosed
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                return False
+                return None
             wait = step if deadline is None else min(step, deadline - now)
             time.sleep(wait)
-            if all(s.accepting() for s in self.sinks):
-                return True
+            sinks = self._pass_gate(origin)
+            if sinks is not None:
+                return sinks
             step = min(step * 2, GATE_MAX_WAIT)
+
+    def _pass_gate(self, origin: Origin) -> tuple[Sink, ...] | None:
+        """The origin's sinks if they all accept and no reload holds the gate. The router is read
+        under the lock: a reload replaces it only while no submit is past the gate."""
+        with self._count_lock:
+            if self._paused:
+                return None
+            self._submitting += 1
+            router = self.router
+        sinks = router.sinks_for(origin)
+        if all(s.accepting() for s in sinks):
+            return sinks
+        with self._count_lock:
+            self._submitting -= 1
+        return None
+
+    # -- configuration reload ------------------------------------------------------------------
+    def pause(self) -> None:
+        """Hold every source at the gate (as backpressure does) until :meth:`resume`."""
+        with self._count_lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._count_lock:
+            self._paused = False
+
+    def drained(self) -> bool:
+        """While paused: every line taken was handed to the sinks (none queued, none on its way)."""
+        with self._count_lock:
+            return self._submitting == 0 and self.lines_dispatched == self.lines_in
+
+    def replace(self, sinks: Sequence[Sink], analyzer: Analyzer, router: Router[Sink] | None = None) -> None:
+        """Hand what comes next to ``sinks`` (chosen by ``router``), analysed by ``analyzer``
+        (while paused and drained)."""
+        if not sinks:
+            raise ValueError("at least one sink is needed")
+        with self._count_lock:
+            self.sinks = list(sinks)
+            self.router = router or Router([], [(s.name, s) for s in self.sinks])
+            self.analyzer = analyzer
 
     # -- workers -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -171,19 +238,28 @@ class Dispatcher:
                 self._park([chunk], "processing_error", text)
                 continue
             ready.append(chunk)
-        if ready:
-            for sink in self.sinks:
-                self._send(sink, ready)
+        if not ready:
+            return
+        for sink in self.sinks:
+            mine = [c for c in ready if sink in self._routed(c)]
+            if mine:
+                self._send(sink, mine)
 
     def _park(self, chunks: list[Chunk], reason: str, text: str) -> None:
+        """Each sink the chunks were routed to parks them (each acknowledges its share)."""
         for sink in self.sinks:
-            if not sink.dead_letter(chunks, reason, text):
+            mine = [c for c in chunks if sink in self._routed(c)]
+            if mine and not sink.dead_letter(mine, reason, text):
                 log.error(
                     "sink %s could not park %d lines either; they stay unacknowledged (read again on "
                     "restart)",
                     sink.name,
                     sum(len(c.lines) for c in chunks),
                 )
+
+    def _routed(self, chunk: Chunk) -> tuple[Sink, ...]:
+        """The sinks ``chunk`` was routed to when it was submitted (it expects their acks)."""
+        return chunk.routed or self.router.sinks_for(chunk.origin)
 
     def _failure(self, error_type: str, text: str, exc: BaseException) -> None:
         """Count and log a failure of the dispatch path, and keep it for /health."""

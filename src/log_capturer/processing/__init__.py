@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -20,9 +20,10 @@ from log_capturer.processing.levels import (
 from log_capturer.record import Chunk
 
 try:
-    from log_capturer import _speedups  # type: ignore[attr-defined]
+    from log_capturer import _speedups
 except ImportError:  # pragma: no cover - an install without a C compiler
-    _speedups = None
+    # Typed as the module (``_speedups.pyi``); None picks the Python code at each use.
+    _speedups = cast(Any, None)
 
 if TYPE_CHECKING:
     from log_capturer.processing.pipelines import Pipeline
@@ -80,14 +81,15 @@ class Analyzer:
         lines = chunk.lines
         if _speedups is not None:
             # C decides the usual JSON lines (same results); the rest come back as None.
-            levels, keys = _speedups.json_levels(lines, kf if want_key else None, CANONICAL, NUMERIC)
-            if None in levels:
-                rest = [i for i, lv in enumerate(levels) if lv is None]
+            found, keys = _speedups.json_levels(lines, kf if want_key else None, CANONICAL, NUMERIC)
+            if None in found:
+                rest = [i for i, lv in enumerate(found) if lv is None]
                 more, more_keys = self._analyze_lines([lines[i] for i in rest], want_key)
                 for j, i in enumerate(rest):
-                    levels[i] = more[j]
+                    found[i] = more[j]
                     if keys is not None and more_keys is not None:
                         keys[i] = more_keys[j]
+            levels = cast("list[str]", found)  # every None was decided just above
         else:
             levels, keys = self._analyze_lines(lines, want_key)
         chunk.levels = levels
@@ -151,8 +153,8 @@ class Analyzer:
                 if obj is not None:
                     if level is None:
                         level = level_of_mapping(obj)
-                    if need_key:
-                        v = obj.get(kf)  # type: ignore[arg-type]
+                    if need_key and kf is not None:  # need_key: keys, so a key field
+                        v = obj.get(kf)
                         key = None if v is None or isinstance(v, dict | list) else str(v)
                 else:
                     if level is None:

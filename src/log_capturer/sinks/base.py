@@ -129,6 +129,8 @@ class SinkContext:
     metrics: Metrics
     #: The local dead-letter store (``dispatcher.dlq_config``), or None when it is off.
     dlq: DeadLetterStore | None
+    #: (index, count) when the agent is one worker of several (``app.workers``).
+    worker: tuple[int, int] | None = None
 
 
 def _no_problems(_section: Any) -> list[str]:

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from log_capturer.observability.metrics import Metrics
     from log_capturer.pipeline.dispatcher import Dispatcher
     from log_capturer.reliability.dlq import DeadLetterStore
+    from log_capturer.sources.file.checkpointer import Entry
     from log_capturer.sources.file.tail import TailedFile
-    from log_capturer.sources.file.tailer import Entry
     from log_capturer.workers.shard import Shard
 
 C = TypeVar("C", bound="BaseModel")

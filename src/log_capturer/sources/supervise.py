@@ -1,6 +1,6 @@
 """Supervision of the sources: a crashed read loop is restarted with back-off, and ``/health`` says so.
 
-A source reads in a thread of its own (the tail engines, ``docker-events``, the
+A source reads in a thread of its own (the tailers, ``docker-events``, the
 syslog loop, stdin). An unexpected exception there used to end the thread: the
 source stopped reading and ``/health`` still said ``healthy``. A
 :class:`Supervisor` runs the loop instead (:meth:`Supervisor.run`); when it
@@ -13,7 +13,7 @@ raises, the supervisor
   without one successful turn in between: restarting does not help);
 - waits (:class:`Backoff`: 1 s, doubling up to 30 s; back to 1 s once a run
   lasted :data:`STABLE_AFTER`), a stop ending the wait, and calls the loop again,
-  after the source's ``recover`` hook (the tail engine reads again from the end
+  after the source's ``recover`` hook (the tailer reads again from the end
   of the last chunk it handed to the dispatcher, so nothing is skipped or sent
   twice).
 

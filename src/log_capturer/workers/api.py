@@ -108,11 +108,17 @@ def build_supervisor_api(sup: Supervisor, ingest: bool) -> web.Application:
         return _json(first)
 
     app = web.Application()
+
+    async def config_reload(_: web.Request) -> web.Response:
+        code, answer = await asyncio.get_running_loop().run_in_executor(None, sup.reload)
+        return _json(answer, code)
+
     app.router.add_get("/health", health)
     app.router.add_get("/stats", stats)
     app.router.add_get("/positions", positions)
     app.router.add_get("/dlq/stats", dlq_stats)
     app.router.add_post("/dlq/reprocess", _forward_to_first(sup))
+    app.router.add_post("/config/reload", config_reload)
     if ingest:
         app.router.add_post(INGEST_PATH, _forward_to_first(sup))
     return _with_session(app)

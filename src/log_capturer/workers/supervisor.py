@@ -40,6 +40,7 @@ import base64
 import contextlib
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -88,6 +89,8 @@ class SupervisorSettings:
     log_format: str = "json"
     log_name: str = "ssw-logs-capture"
     log_file: str = ""
+    #: The configuration file, read again at each reload ('' when unknown: no reload).
+    config_path: str = ""
 
     def dumps(self) -> bytes:
         data = asdict(self)
@@ -104,11 +107,12 @@ class SupervisorSettings:
         return cls(**data)
 
 
-def settings_of(cfg: Config) -> SupervisorSettings:
+def settings_of(cfg: Config, config_path: str = "") -> SupervisorSettings:
     from log_capturer.workers.worker import config_line
 
     app = cfg.app
     return SupervisorSettings(
+        config_path=config_path,
         config_line=config_line(cfg),
         drain_timeout=cfg.dispatcher.drain_timeout,
         api=(cfg.server.host, cfg.server.port) if cfg.server.enabled else None,
@@ -146,6 +150,8 @@ class WorkerProcess:
     next_start: float = 0.0
     backoff: float = FIRST_BACKOFF
     ready: threading.Event = field(default_factory=threading.Event)
+    #: The answers of its reloads ({"status", "changed", "errors"}), as they come.
+    reloads: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
 
     def describe(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -172,6 +178,7 @@ class Supervisor:
         self.workers = [WorkerProcess(i) for i in range(count)]
         self.started_at = time.time()
         self._guard = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._stopping = False
         #: Set once every worker was ready the first time (before, /stats answers 503).
         self.running = threading.Event()
@@ -214,6 +221,52 @@ class Supervisor:
             "uptime_seconds": round(uptime, 3),
             "workers_count": self.count,
         }
+
+    # -- configuration reload ------------------------------------------------------------------
+    def reload(self) -> tuple[int, dict[str, Any]]:
+        """``POST /config/reload`` and SIGHUP: read the file again and hand it to every running
+        worker, which applies it as one agent does; the workers' answers, and the HTTP status of
+        the worst. A worker that starts later starts with the new configuration once one worker
+        applied it."""
+        from log_capturer.config.loader import ConfigError, load_config
+        from log_capturer.workers.worker import config_line
+
+        with self._reload_lock:
+            path = self.settings.config_path
+            try:
+                if not path:
+                    raise ConfigError(["this agent was not started from a configuration file"])
+                cfg = load_config(path)
+            except ConfigError as exc:
+                return 422, {"status": "refused", "changed": [], "errors": exc.problems}
+            cfg.app.workers = self.count
+            line = config_line(cfg)
+            answers = [self._reload_worker(w, line) for w in self.workers]
+            statuses = {a["status"] for a in answers}
+            if statuses & {"reloaded", "unchanged"}:
+                self._config_line = line
+            status = next(s for s in ("failed", "refused", "reloaded", "unchanged") if s in statuses)
+            code = {"reloaded": 200, "unchanged": 200, "refused": 422}.get(status, 503)
+            log.log(logging.INFO if code == 200 else logging.WARNING, "configuration reload: %s", status)
+            return code, {"status": status, "workers": answers}
+
+    def _reload_worker(self, w: WorkerProcess, line: bytes) -> dict[str, Any]:
+        with self._guard:
+            proc = w.proc if w.state == "running" else None
+        answer: dict[str, Any] = {"status": "failed", "errors": [f"worker {w.index} is not running"]}
+        if proc is not None and proc.stdin is not None:
+            while not w.reloads.empty():  # answers of reloads that timed out
+                w.reloads.get_nowait()
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+                answer = w.reloads.get(timeout=self.settings.drain_timeout + STOP_GRACE)
+            except OSError as exc:
+                answer["errors"] = [f"worker {w.index} cannot be reached: {exc}"]
+            except queue.Empty:
+                answer["errors"] = [f"worker {w.index} did not answer in time"]
+        answer.pop("event", None)
+        return {"worker": w.index, **answer}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -304,6 +357,8 @@ class Supervisor:
                         w.ready_at = time.monotonic()
                         self.worker_up.labels(str(w.index)).set(1)
                 w.ready.set()
+            elif isinstance(event, dict) and event.get("event") == "reload" and w.proc is proc:
+                w.reloads.put(event)
 
     def poll(self) -> None:
         """Restart workers that died; kill those that never got ready. Called every ~0.2 s."""
@@ -392,8 +447,12 @@ def run_supervisor(settings: SupervisorSettings, count: int, lock_fd: int | None
     def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
 
+    def on_hangup(_signum: int, _frame: Any) -> None:
+        threading.Thread(target=sup.reload, name="config-reload", daemon=True).start()
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         sup.start()
     except SupervisorError as exc:

@@ -2,13 +2,16 @@
 
 Started by the supervisor (:mod:`.supervisor`), never by hand:
 
-- standard input: the effective configuration as one JSON line, then nothing.
-  The supervisor keeps the pipe open for as long as it lives; end of input
-  means it is gone, and the worker drains and exits (no orphan keeps shipping
-  lines behind a new agent's back);
+- standard input: the effective configuration as one JSON line; later, one more line per
+  configuration reload (the new configuration, which the worker applies as one agent does:
+  :meth:`log_capturer.app.Agent.reload`). The supervisor keeps the pipe open for as long as it
+  lives; end of input means it is gone, and the worker drains and exits (no orphan keeps
+  shipping lines behind a new agent's back);
 - standard output: one JSON line ``{"event": "ready", "pid", "api", "metrics"}``
-  once the agent runs, with the loopback URLs of its API and metrics servers;
-- SIGTERM or SIGINT: drain within ``dispatcher.drain_timeout`` and exit 0.
+  once the agent runs, with the loopback URLs of its API and metrics servers, and one
+  ``{"event": "reload", "status", "changed", "errors"}`` per reload line;
+- SIGTERM or SIGINT: drain within ``dispatcher.drain_timeout`` and exit 0. SIGHUP is ignored:
+  the supervisor reads the file and hands it over.
 
 Exit codes: 0 after a drain, 2 when the agent cannot start (the reason is
 logged), 1 when the configuration cannot be read.
@@ -24,12 +27,15 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import SecretStr, ValidationError
 
 from log_capturer.config.schema import Config
+
+if TYPE_CHECKING:
+    from log_capturer.app import Agent
 
 log = logging.getLogger("log_capturer.worker")
 
@@ -108,9 +114,27 @@ def _setup_logging(cfg: Config, index: int) -> None:
             )
 
 
+_send_lock = threading.Lock()
+
+
 def _send(event: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
-    sys.stdout.buffer.flush()
+    with _send_lock:
+        sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
+        sys.stdout.buffer.flush()
+
+
+def _reload(agent: Agent | None, line: bytes, index: int, count: int) -> None:
+    """Apply one configuration line from the supervisor and say how it went."""
+    from log_capturer.reload import Outcome
+
+    if agent is None:
+        outcome = Outcome("failed", errors=["the worker is still starting"])
+    else:
+        try:
+            outcome = agent.reload(worker_config(Config.model_validate_json(line), index, count))
+        except (ValueError, ValidationError) as exc:
+            outcome = Outcome.refused([f"the configuration from the supervisor cannot be read: {exc}"])
+    _send({"event": "reload", **outcome.as_dict()})
 
 
 def run(index: int, count: int) -> int:
@@ -130,14 +154,20 @@ def run(index: int, count: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    running: list[Agent] = []
 
     def lifeline() -> None:
-        # Ends at end of input: the supervisor is gone. A raw read: a daemon thread blocked inside
-        # the buffered sys.stdin would abort the interpreter at exit.
+        # Each line: a reload. Ends at end of input: the supervisor is gone. A raw read: a daemon
+        # thread blocked inside the buffered sys.stdin would abort the interpreter at exit.
         fd = sys.stdin.fileno()
+        pending = b""
         with contextlib.suppress(OSError):
-            while os.read(fd, 4096):
-                pass
+            while data := os.read(fd, 1 << 16):
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    _reload(running[0] if running else None, line, index, count)
         if not stop.is_set():
             log.warning("the supervisor is gone; draining and stopping")
             stop.set()
@@ -149,6 +179,7 @@ def run(index: int, count: int) -> int:
     except AgentError as exc:
         log.error("worker cannot start: %s", exc, extra={"reason": str(exc)})
         return 2
+    running.append(agent)
     bound = agent.http.bound  # metrics first, then the API (Agent.start adds them in that order)
     metrics_port, api_port = bound[0][1], bound[1][1]
     _send(

@@ -66,7 +66,7 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
     # The third hand-over of a chunk to the dispatcher fails; the restarted loop's first turn then
     # waits until the test has looked at /health (so "degraded" is seen whatever the timing).
     crashed, looked = threading.Event(), threading.Event()
-    real_submit, real_pump = src._submit, src.pump_all
+    real_submit, real_pump = src.tailer._submit, src.tailer.pump_all
     hand_overs = [0]
 
     def submit(tf: TailedFile, chunk: Chunk) -> None:
@@ -81,8 +81,8 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
             looked.wait(60)
         return real_pump(now)
 
-    monkeypatch.setattr(src, "_submit", submit)
-    monkeypatch.setattr(src, "pump_all", pump_all)
+    monkeypatch.setattr(src.tailer, "_submit", submit)
+    monkeypatch.setattr(src.tailer, "pump_all", pump_all)
     real_chunks = ingest.records.chunks
     requests = [0]
 
@@ -95,7 +95,7 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
     monkeypatch.setattr(ingest.records, "chunks", chunks)
     agent.start()
     try:
-        wait_until(lambda: src.supervisor.restarts == 1, 30, "the file source to be restarted")
+        wait_until(lambda: src.tailer.supervisor.restarts == 1, 30, "the file source to be restarted")
         fs = source(agent, "file_source")
         assert fs["status"] == "degraded"
         assert fs["message"] == "crashed: RuntimeError: injected crash; restarts: 1"
@@ -120,7 +120,10 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
             {"status": "accepted", "accepted": 1, "rejected": 0},
         )
         assert source(agent, "http_ingest")["status"] == "healthy"
-        wait_until(lambda: src.lines_read == len(expected) and src.in_flight() == 0, 60, "every line acked")
+        tailer = src.tailer
+        wait_until(
+            lambda: tailer.lines_read == len(expected) and tailer.in_flight() == 0, 60, "every line acked"
+        )
     finally:
         looked.set()
         agent.stop()

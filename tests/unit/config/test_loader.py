@@ -45,6 +45,12 @@ def test_shipped_config_validates(repo_root: Path) -> None:
     assert cfg.sinks.kafka.enabled and cfg.files_config.watch_directories == ["./data/logs"]
 
 
+def test_the_multi_sink_example_validates(repo_root: Path) -> None:
+    cfg = load_config(repo_root / "configs" / "multi-sink.yaml", env={})
+    assert cfg.sinks.kafka.enabled and cfg.sinks.local_file.enabled
+    assert cfg.routes[0].source_types == ["syslog"] and cfg.routes[0].sinks == ["local_file"]
+
+
 def test_interpolation_with_defaults() -> None:
     text = """
 sinks:

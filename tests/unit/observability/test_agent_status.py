@@ -61,6 +61,7 @@ def test_rates_come_from_two_samples() -> None:
             "message": "3 records waiting",
             "circuit_breaker": "closed",
             "outstanding": 7,
+            "lines_out_per_second": 1000.0,
         }
     ]
     assert v["checks"]["dlq"] == {"status": "degraded", "entries": 2}
@@ -135,3 +136,19 @@ def test_overflowed_lines_are_counted_once_in_the_outgoing_rate() -> None:
     sink["overflowed_to_dlq"] = 2000
     v = view(Sample(10.0, HEALTH, before), Sample(12.0, HEALTH, after))
     assert v["lines_out_per_second"] == 1000.0  # 2,000 parked in 2 s, not 4,000
+
+
+def test_with_two_sinks_each_has_its_rate_and_the_agent_the_busiest() -> None:
+    def two(kafka: int, files: int) -> dict[str, object]:
+        st = stats(0, kafka, 0, {"logs": kafka})
+        st["sinks"]["local_file_sink"] = {"delivered": files, "parked": 0}  # type: ignore[index]
+        return st
+
+    health = {**HEALTH, "services": {"sinks": [{"name": "kafka_sink"}, {"name": "local_file_sink"}]}}
+    v = view(Sample(0.0, health, two(0, 0)), Sample(2.0, health, two(2000, 1000)))
+    # Every line goes to both sinks: the agent ships 1,000 lines/s, not their sum.
+    assert v["lines_out_per_second"] == 1000.0
+    assert [(s["name"], s["lines_out_per_second"]) for s in v["sinks"]] == [
+        ("kafka_sink", 1000.0),
+        ("local_file_sink", 500.0),
+    ]

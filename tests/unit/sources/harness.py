@@ -19,7 +19,7 @@ from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import SinkHealth
-from log_capturer.sources.file.tailer import TailEngine
+from log_capturer.sources.file.tailer import Tailer
 
 
 class MemorySink:
@@ -87,11 +87,11 @@ def make_dispatcher(sink: MemorySink, metrics: Metrics | None = None) -> Dispatc
     return d
 
 
-def settle(source: TailEngine, dispatcher: Dispatcher, rounds: int = 2000) -> None:
+def settle(tailer: Tailer, dispatcher: Dispatcher, rounds: int = 2000) -> None:
     """Pump until nothing is left to read, queue or acknowledge (bounded)."""
     for _ in range(rounds):
-        busy = source.pump_all(time.monotonic())
-        idle = all(tf.checkpoint.idle for tf in list(source.tracked.values()))
+        busy = tailer.pump_all(time.monotonic())
+        idle = all(tf.checkpoint.idle for tf in list(tailer.followed.tracked.values()))
         if not busy and dispatcher.queue.size == 0 and idle:
             return
         time.sleep(0.002)

@@ -16,7 +16,7 @@ import pytest
 from log_capturer.config.schema import FilesConfig, PositionsConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher
-from log_capturer.sources.file import tailer
+from log_capturer.sources.file import rotation
 from log_capturer.sources.file.source import FileSource
 from log_capturer.workers.positions import rebalance
 from log_capturer.workers.shard import CLAIMS_DIR, Shard, shard_of
@@ -25,7 +25,7 @@ from tests.unit.sources.harness import MemorySink, make_dispatcher, settle
 
 @pytest.fixture(autouse=True)
 def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tailer, "ROTATED_GRACE", 0.0)
+    monkeypatch.setattr(rotation, "ROTATED_GRACE", 0.0)
 
 
 def test_shard_of_is_stable_and_spreads_names_that_differ_in_one_character() -> None:
@@ -52,19 +52,19 @@ class Worker:
             Metrics(),
             Shard(self.index, 2, self.tmp / "pos", "files"),
         )
-        src.rescan()
+        src.tailer.rescan()
         return src
 
     def restart(self) -> None:
-        self.source.save_positions()
-        self.source.close()
+        self.source.tailer.save_positions()
+        self.source.tailer.close()
         self.source = self.new_source()
 
     def settle(self) -> None:
-        settle(self.source, self.dispatcher)
+        settle(self.source.tailer, self.dispatcher)
 
     def close(self) -> None:
-        self.source.close()
+        self.source.tailer.close()
         self.dispatcher.close(5)
 
 
@@ -87,7 +87,7 @@ def write(path: Path, tag: str, count: int) -> list[str]:
 def both(ws: list[Worker]) -> None:
     for _ in range(3):  # rescans publish claims the other worker reads at its next rescan
         for w in ws:
-            w.source.rescan()
+            w.source.tailer.rescan()
             w.settle()
 
 
@@ -105,7 +105,7 @@ def test_each_file_is_read_by_the_worker_of_its_path_only(tmp_path: Path, worker
             str(p) for p in (tmp_path / "logs").iterdir() if shard_of(str(p), 2) == w.index
         }
     for w in workers:
-        w.source.save_positions()
+        w.source.tailer.save_positions()
         saved = orjson.loads((tmp_path / "pos" / f"files.worker-{w.index}.json").read_bytes())["positions"]
         assert all(shard_of(p, 2) == w.index for p in saved) and saved
 
@@ -140,8 +140,8 @@ def test_a_file_renamed_to_a_name_of_the_other_worker_stays_with_its_worker(
     assert not w0.sink.duplicates()
     # Both restart (claims forgotten, as the supervisor does): the saved positions keep it so.
     for w in workers:
-        w.source.save_positions()
-        w.source.close()
+        w.source.tailer.save_positions()
+        w.source.tailer.close()
     rebalance(tmp_path / "pos", 2)
     (tmp_path / "pos" / CLAIMS_DIR / "claims-files-0.json").unlink()
     more = write(renamed, "old-later", 5)
@@ -177,7 +177,7 @@ def test_a_reused_inode_with_a_stale_entry_goes_to_the_worker_of_its_path(
     pos.mkdir(exist_ok=True)
     (pos / "files.worker-0.json").write_bytes(orjson.dumps({"version": 2, "positions": {gone: entry}}))
     for w in workers:
-        w.source.close()
+        w.source.tailer.close()
         w.source = w.new_source()
     both(workers)
     assert w0.sink.lines() == []

@@ -24,6 +24,7 @@ from log_capturer.config import ConfigError, load_config
 from log_capturer.config.schema import Config, parse_duration
 from log_capturer.reliability.dlq.replay import ProducerTarget, ReplayBusy, replay_entries, replay_lock
 from log_capturer.reliability.dlq.store import DeadLetterStore, DLQWriteError, parse_iso
+from log_capturer.sinks.local_file.sink import SINK_NAME as LOCAL_FILE_SINK
 
 dlq_app = typer.Typer(help="The local dead-letter queue: inspect, replay, purge.", no_args_is_help=True)
 
@@ -143,11 +144,15 @@ def dlq_replay(
     included); delivered entries leave the store. Every entry by default, also those automatic
     reprocessing gave up on (--due, --reason and --limit narrow it). Entries without a topic
     (records a source rejected, such as HTTP ingest's invalid_record) are never replayed: read
-    them with `dlq list`, remove them with `dlq purge`. Exit 1 if some could not be delivered."""
+    them with `dlq list`, remove them with `dlq purge`. Entries the local_file sink parked are
+    left to the running agent's reprocessing, which writes them to its files. Exit 1 if some
+    could not be delivered."""
     cfg, store = _store(config, directory)
     try:
         with replay_lock(store):
             entries = store.select(due_only=due, reason=reason, limit=limit or None, replayable=True)
+            # The local file sink's entries go back to its files: the running agent replays them.
+            entries = [e for e in entries if e.get("failed_sink") != LOCAL_FILE_SINK]
             if not entries:
                 out.print("nothing to replay")
                 return

@@ -34,7 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from log_capturer.reliability.dlq.store import DeadLetterStore, DLQWriteError
 from log_capturer.sinks.kafka.client import close_producer, producer_config
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
-from log_capturer.sinks.kafka.errors import Disposition, classify, error_type
+from log_capturer.sinks.kafka.delivery import Disposition, classify, error_type
 from log_capturer.sinks.kafka.headers import Headers, headers_of_record
 
 REPLAY_LOCK = ".replay.lock"
@@ -50,6 +50,8 @@ class ReplayRecord:
     topic: str
     key: str | None
     value: bytes
+    #: The sink that parked it (the entry's ``failed_sink``): the one that replays it.
+    sink: str = ""
 
 
 class ReplayTarget(Protocol):
@@ -83,6 +85,7 @@ def record_of(doc: dict[str, Any]) -> ReplayRecord:
         str(doc.get("topic") or ""),
         key if isinstance(key, str) else None,
         orjson.dumps(doc.get("original_entry", {})),
+        str(doc.get("failed_sink") or ""),
     )
 
 

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import bisect
 import time
+from typing import Any, cast
 
 import orjson
 
 from log_capturer.record import Chunk
 
 try:
-    from log_capturer import _speedups  # type: ignore[attr-defined]
+    from log_capturer import _speedups
 except ImportError:  # pragma: no cover - an install without a C compiler
-    _speedups = None
+    # Typed as the module (``_speedups.pyi``); None picks the Python code at each use.
+    _speedups = cast(Any, None)
 
 _dumps = orjson.dumps
 LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
@@ -54,7 +56,7 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
     if keys is None and meta is None and not truncated and stamps is None:
         if _speedups is not None:
             # The same bytes, one allocation per record.
-            return _speedups.encode(head, chunk.lines, chunk.levels, tails, None, {None: b"{}}"}, _dumps)  # type: ignore[no-any-return]
+            return _speedups.encode(head, chunk.lines, chunk.levels, tails, None, {None: b"{}}"}, _dumps)
         for line, lvl in zip(chunk.lines, chunk.levels, strict=True):
             append(head + _dumps(line) + tails[lvl] + b"{}}")
         return out
@@ -67,7 +69,7 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
             for k in set(keys):
                 if k is not None:
                     fields_of[k] = key_prefix + _dumps(k) + b"}}"
-            return _speedups.encode(head, chunk.lines, chunk.levels, tails, keys, fields_of, _dumps)  # type: ignore[no-any-return]
+            return _speedups.encode(head, chunk.lines, chunk.levels, tails, keys, fields_of, _dumps)
         for line, lvl, k in zip(chunk.lines, chunk.levels, keys, strict=True):
             fb = fields_of.get(k)
             if fb is None:
@@ -103,7 +105,7 @@ def tally(
     """Per topic: [records, bytes, then how many are at most each of ``bounds`` bytes]; and the
     largest record. One pass in C (the sink's per-record bookkeeping of a chunk)."""
     if _speedups is not None:
-        return _speedups.tally(topics, values, bounds)  # type: ignore[no-any-return]
+        return _speedups.tally(topics, values, bounds)
     return tally_py(topics, values, bounds)
 
 

@@ -1,19 +1,20 @@
-"""The Kafka sink's service: librdkafka producers, the poll thread, and what Kafka's errors mean.
+"""The Kafka sink's service: the librdkafka producers and the poll thread that serves them.
 
-What the engine (:mod:`log_capturer.engine`) leaves to a sink, for Kafka:
+What the engine (:mod:`log_capturer.engine`) leaves to a sink, for Kafka, by module:
 
-- records: topic by level (``priority_routing``), key (``partitioning.key_field``), explicit
-  partitions (round-robin, manual), headers, the JSON envelope (:mod:`.encode`);
-- producers: the chunk producer in C (:mod:`.native`, ``native_producer``) for the usual chunks,
-  delivery reports counted per chunk; confluent-kafka's producer for everything else (chunks with
-  headers, retries, the DLQ topic, replays, metadata); a third one, made when first needed, that
-  sends a record refused with its batch alone (``batch.num.messages=1``);
-- the poll thread: it serves the producers' reports, sends what lingers early when the load is low
-  (adaptive batching, :mod:`.batching`), replaces a producer after a fatal error (what the old one
-  held comes back purged and is sent again), and runs the engine's round (``runner.tick``);
-- what an error means (:func:`failure_of`): retriable, timed out, refused with its batch for the
-  batch's size, or refused for good; the DLQ topic (``dlq_config.topic``, headers ``dlq_*``) as
-  the engine's dead-letter output.
+- :mod:`.request`: a chunk's records (topic by level, key, explicit partitions, headers, the
+  JSON values), and what is refused before it is produced;
+- this module, the producers: the chunk producer in C (:mod:`.native`, ``native_producer``) for
+  the usual chunks, delivery reports counted per chunk; confluent-kafka's producer for everything
+  else (chunks with headers, retries, the DLQ topic, replays, metadata); a third one, made when
+  first needed, that sends a record refused with its batch alone (``batch.num.messages=1``);
+- this module, the poll thread: it serves the producers' reports, sends what lingers early when
+  the load is low (adaptive batching, :mod:`.batching`), replaces a producer after a fatal error
+  (what the old one held comes back purged and is sent again), and runs the engine's round
+  (``runner.tick``); librdkafka's error, statistics and log callbacks run there too;
+- :mod:`.delivery`: what an error means (retriable, timed out, refused with its batch for the
+  batch's size, or refused for good) and the delivery reports turned into the engine's outcomes;
+  the DLQ topic (``dlq_config.topic``, headers ``dlq_*``) is the engine's dead-letter output.
 """
 
 from __future__ import annotations
@@ -24,26 +25,24 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from log_capturer.engine.contract import Failure, Headers, Prepared, Record, Refused, ServiceState
+from log_capturer.engine.contract import Prepared, Record, Refused, ServiceState
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
 from log_capturer.reliability.dlq.replay import ReplayRecord, produce_replay
-from log_capturer.sinks.base import SinkStartError, utc_now_iso
+from log_capturer.sinks.base import SinkStartError
 from log_capturer.sinks.kafka.batching import LingerPolicy
 from log_capturer.sinks.kafka.client import close_producer, producer_config, redacted, tls_file_problems
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
-from log_capturer.sinks.kafka.encode import LEVELS, encode_chunk, tally
-from log_capturer.sinks.kafka.errors import SIZE_ERRORS, Disposition, classify, error_type
-from log_capturer.sinks.kafka.headers import headers_for
-from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable, Settled
-from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
+from log_capturer.sinks.kafka.delivery import Reports, error_type, explain
+from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable
 from log_capturer.sinks.kafka.quiet import Repeats, quiet_logger
+from log_capturer.sinks.kafka.request import KafkaRequest, RequestBuilder, dead_letter_headers
 from log_capturer.sinks.kafka.stats import StatsTracker
 
 if TYPE_CHECKING:
@@ -51,9 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HIGH = frozenset({"error", "fatal", "critical"})
-NORMAL = frozenset({"warn", "info"})
-LOW = frozenset({"debug", "trace"})
 #: Longest the poll thread sleeps in librdkafka; bounds how late a push (adaptive batching) is,
 #: and how long one push holds librdkafka's "ignore linger" flag.
 POLL_INTERVAL = 0.005
@@ -61,48 +57,6 @@ POLL_INTERVAL = 0.005
 PROBE_TIMEOUT = 5.0
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
-
-
-def failure_of(err: KafkaError) -> tuple[Failure, str, str]:
-    """What a delivery error means for the engine, its metric label, and its text."""
-    etype = error_type(err)
-    text = f"{etype}: {err.str()}"
-    disposition = classify(err)
-    if disposition is Disposition.TIMEOUT:
-        return Failure.TIMEOUT, etype, text
-    if disposition is Disposition.PERMANENT:
-        # The broker refuses a whole batch when it is too large, small records included.
-        return (Failure.RETRY_ALONE if err.code() in SIZE_ERRORS else Failure.REJECT), etype, text
-    return Failure.RETRY, etype, text
-
-
-class KafkaPrepared:
-    """A chunk's Kafka records (see :class:`~log_capturer.engine.contract.Prepared`)."""
-
-    __slots__ = (
-        "chunk",
-        "counts",
-        "headers",
-        "keys",
-        "longest",
-        "nbytes",
-        "partitions",
-        "tallied",
-        "topics",
-        "values",
-    )
-
-    def __init__(self, service: KafkaService, chunk: Chunk) -> None:
-        self.chunk = chunk
-        self.topics = list(map(service.topic_of.__getitem__, chunk.levels))
-        self.keys = service.keys(chunk)
-        self.values = encode_chunk(chunk, service.key_field)
-        # Per topic: records, bytes and the size histogram's buckets, in one pass.
-        self.tallied, self.longest = tally(self.topics, self.values, service.size_bounds)
-        self.nbytes = sum(row[1] for row in self.tallied.values())
-        self.counts = {t: row[0] for t, row in self.tallied.items()}
-        self.partitions = service.partitions(self.topics, self.keys) if service.chooser.explicit else None
-        self.headers = service.chunk_headers(chunk) if service.config.headers else None
 
 
 class KafkaService:
@@ -137,17 +91,14 @@ class KafkaService:
         self._fatal_native = False
         self._native_conf: dict[str, Any] = {}
         self._alone_producer: Producer | None = None
-        self.topic_of = routing(config)
         self.default_destination = config.topic
-        part = config.partitioning
-        self.key_field = part.key_field if part.enabled else None
-        self.chooser = PartitionChooser(part.strategy if part.enabled else "hash", self._partition_count)
-        self.size_bounds = tuple(float(b) for b in metrics.kafka_message_size.bounds)
+        size_bounds = tuple(float(b) for b in metrics.kafka_message_size.bounds)
+        self.requests = RequestBuilder(config, size_bounds, self._partition_count)
         dlq_cfg = config.dlq_config
         # dlq_config.enabled: false turns the sink's dead-letter handling off as a whole: no DLQ
         # topic, and records that time out are re-sent in place instead of parked. Records Kafka
         # rejects permanently still go to the agent's local store (nothing is dropped).
-        self.dlq_topic = dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else ""
+        self.reports = Reports(dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else "")
         self._space = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -164,7 +115,6 @@ class KafkaService:
         self._last_error = ""
         #: An unexpected exception the poll thread survived (a bug), for /health; '' once it runs cleanly.
         self._poll_error = ""
-        self._all_down = False
         self._fatal = ""
         self._repeats = Repeats()
 
@@ -177,6 +127,7 @@ class KafkaService:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, runner: SinkRunner) -> None:
         self._runner = runner
+        self.reports.bind(runner)
         problems = tls_file_problems(self.config.tls)
         if problems:
             raise SinkStartError("\n".join(problems))
@@ -248,53 +199,11 @@ class KafkaService:
         self._flush_requested = True
 
     # -- records (dispatcher threads) ----------------------------------------------------------
-    def prepare(self, chunk: Chunk) -> KafkaPrepared:
-        return KafkaPrepared(self, chunk)
+    def prepare(self, chunk: Chunk) -> KafkaRequest:
+        return self.requests.build(chunk)
 
     def records_of(self, chunk: Chunk) -> list[Record]:
-        topics = list(map(self.topic_of.__getitem__, chunk.levels))
-        keys = self.keys(chunk)
-        values = encode_chunk(chunk, self.key_field)
-        return [
-            Record(topics[j], value, keys[j] if keys is not None else None) for j, value in enumerate(values)
-        ]
-
-    def keys(self, chunk: Chunk) -> list[str | None] | None:
-        """Message key of each record: label, else the line's key field, else the source id."""
-        kf = self.key_field
-        if kf is None:
-            return None
-        origin = chunk.origin
-        default = origin.labels.get(kf, origin.source_id)
-        line_keys = chunk.keys
-        if line_keys is None:
-            return [default] * len(chunk.lines)
-        if all(line_keys):  # every line had a (non-empty) key: truthiness only, no comparisons
-            return line_keys
-        return [default if k is None else k for k in line_keys]
-
-    def partitions(
-        self, topics: list[str], keys: list[str | None] | None
-    ) -> list[int | InvalidPartition] | None:
-        chooser = self.chooser
-        if chooser.strategy == "round-robin":
-            out: list[int | InvalidPartition] = [-1] * len(topics)
-            by_topic: dict[str, list[int]] = collections.defaultdict(list)
-            for i, t in enumerate(topics):
-                by_topic[t].append(i)
-            for t, idx in by_topic.items():
-                parts = chooser.round_robin(t, len(idx))
-                if parts is not None:
-                    for i, p in zip(idx, parts, strict=True):
-                        out[i] = p
-            return out
-        result: list[int | InvalidPartition] = []
-        for i, t in enumerate(topics):
-            try:
-                result.append(chooser.manual(t, keys[i] if keys is not None else None))
-            except InvalidPartition as exc:
-                result.append(exc)
-        return result
+        return self.requests.records_of(chunk)
 
     def _partition_count(self, topic: str) -> int | None:
         assert self._producer is not None
@@ -307,43 +216,11 @@ class KafkaService:
             return None
         return len(t.partitions)
 
-    def chunk_headers(self, chunk: Chunk) -> dict[str, Headers]:
-        origin = chunk.origin
-        names = self.config.headers
-        return {lvl: headers_for(names, lvl, origin.source_type, origin.source_id) for lvl in LEVELS}
-
-    def _producible(
-        self, prepared: KafkaPrepared, refused: list[Refused], start: int = 0
-    ) -> Iterator[tuple[int, str, bytes, str | None, int, Headers | None]]:
-        """(index, topic, value, key, partition, headers) of each record of ``prepared`` from
-        ``start`` on that may be produced; those refused instead (larger than max_message_bytes,
-        an invalid manual partition) are added to ``refused``."""
-        topics, keys, partitions, headers = (
-            prepared.topics,
-            prepared.keys,
-            prepared.partitions,
-            prepared.headers,
-        )
-        levels = prepared.chunk.levels
-        values = prepared.values
-        max_bytes = self.config.max_message_bytes
-        for i in range(start, len(values)):
-            value, topic = values[i], topics[i]
-            key = keys[i] if keys is not None else None
-            part = partitions[i] if partitions is not None else -1
-            if len(value) > max_bytes:
-                msg = f"record of {len(value)} bytes exceeds max_message_bytes={max_bytes}"
-                refused.append(Refused(Record(topic, value, key), "message_too_large", msg))
-            elif isinstance(part, InvalidPartition):
-                refused.append(Refused(Record(topic, value, key), "invalid_partition", str(part)))
-            else:
-                yield i, topic, value, key, part, headers[levels[i]] if headers is not None else None
-
     # -- hand-over (dispatcher threads) --------------------------------------------------------
     def send(self, prepared: Prepared, delivery: Delivery) -> list[Refused]:
         """Produce a chunk's records. A record an unexpected error (a bug) keeps from being
         handed over goes to the engine's retries, so the chunk's count always settles."""
-        assert isinstance(prepared, KafkaPrepared)
+        assert isinstance(prepared, KafkaRequest)
         assert self._producer is not None, "start() first"
         topics, values, keys = prepared.topics, prepared.values, prepared.keys
         refused: list[Refused] = []
@@ -357,7 +234,7 @@ class KafkaService:
         ):
             # The usual chunk: nothing to refuse, librdkafka's partitioner, no headers.
             produce = self._producer.produce
-            cb = functools.partial(self._on_delivery, delivery)
+            cb = functools.partial(self.reports.delivery, delivery)
             line_keys = keys if keys is not None else [None] * len(values)
             for i, (topic, value, key) in enumerate(zip(topics, values, line_keys, strict=True)):
                 try:
@@ -382,12 +259,12 @@ class KafkaService:
             sizes.observe_buckets((topic,), row[2:], row[0], row[1])
         return refused
 
-    def _send_each(self, delivery: Delivery, prepared: KafkaPrepared, refused: list[Refused]) -> None:
+    def _send_each(self, delivery: Delivery, prepared: KafkaRequest, refused: list[Refused]) -> None:
         """Produce record by record (headers, explicit partitions, or records to refuse)."""
         assert self._producer is not None
         produce = self._producer.produce
-        cb = functools.partial(self._on_delivery, delivery)
-        for i, topic, value, key, part, hdrs in self._producible(prepared, refused):
+        cb = functools.partial(self.reports.delivery, delivery)
+        for i, topic, value, key, part, hdrs in self.requests.producible(prepared, refused):
             try:
                 if part < 0 and hdrs is None:
                     produce(topic, value, key, on_delivery=cb)
@@ -403,16 +280,16 @@ class KafkaService:
                 return
 
     def _resend_rest(
-        self, delivery: Delivery, prepared: KafkaPrepared, start: int, exc: Exception, refused: list[Refused]
+        self, delivery: Delivery, prepared: KafkaRequest, start: int, exc: Exception, refused: list[Refused]
     ) -> None:
         """An unexpected error (a bug) stopped the hand-over at record ``start``: that record and
         the rest go to the engine's retries (each is parked there if it fails again)."""
         self.runner.unexpected("hand_over_failed", exc)
-        for _, topic, value, key, part, hdrs in self._producible(prepared, refused, start):
+        for _, topic, value, key, part, hdrs in self.requests.producible(prepared, refused, start):
             self.runner.resend_later(delivery, Record(topic, value, key, part, hdrs))
 
     def _send_native(
-        self, native: ChunkProducer, delivery: Delivery, prepared: KafkaPrepared, refused: list[Refused]
+        self, native: ChunkProducer, delivery: Delivery, prepared: KafkaRequest, refused: list[Refused]
     ) -> None:
         """Hand a chunk to the chunk producer."""
         topics, values, keys = prepared.topics, prepared.values, prepared.keys
@@ -423,7 +300,7 @@ class KafkaService:
             keep_v: list[bytes] = []
             keep_k: list[str | None] = []
             keep_p: list[int] = []
-            for _, topic, value, key, part, _ in self._producible(prepared, refused):
+            for _, topic, value, key, part, _ in self.requests.producible(prepared, refused):
                 keep_t.append(topic)
                 keep_v.append(value)
                 keep_k.append(key)
@@ -456,13 +333,6 @@ class KafkaService:
             except (BufferError, KafkaException):
                 self._space.wait(0.1)
 
-    def _on_delivery(self, delivery: Delivery, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            self._all_down = False
-            delivery.delivered(1)
-        else:
-            self.runner.failed(delivery, _record_of(msg), *failure_of(err), 0)
-
     # -- records sent again (poll thread) ------------------------------------------------------
     def resend(self, attempt: Attempt, alone: bool) -> bool:
         producer = self._alone_producer_now() if alone else self._producer
@@ -474,7 +344,7 @@ class KafkaService:
                 rec.value,
                 rec.key,
                 rec.partition,
-                on_delivery=functools.partial(self._attempt_report, attempt),
+                on_delivery=functools.partial(self.reports.attempt, attempt),
                 headers=rec.headers,
             )
         except (BufferError, KafkaException):
@@ -492,44 +362,26 @@ class KafkaService:
             self._alone_producer = Producer(conf)
         return self._alone_producer
 
-    def _attempt_report(self, attempt: Attempt, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.runner.attempt_done(attempt, None)
-        else:
-            self.runner.attempt_done(attempt, *failure_of(err))
-
     def dead_letter(self, attempt: Attempt) -> bool | None:
         """Records Kafka rejected permanently go to the DLQ topic, with the error in headers."""
-        if not self.dlq_topic:
+        topic = self.reports.dlq_topic
+        if not topic:
             return None
         producer = self._producer
         assert producer is not None
         rec = attempt.record
-        headers: Headers = [
-            *(rec.headers or []),
-            ("dlq_error_type", attempt.park_reason.encode()),
-            ("dlq_error_message", attempt.error.encode("utf-8", "backslashreplace")),
-            ("dlq_original_topic", rec.topic.encode()),
-            ("dlq_failed_sink", self.name.encode()),
-            ("dlq_timestamp", utc_now_iso().encode()),
-        ]
+        headers = dead_letter_headers(rec, attempt.park_reason, attempt.error, self.name)
         try:
             producer.produce(
-                self.dlq_topic,
+                topic,
                 rec.value,
                 rec.key,
-                on_delivery=functools.partial(self._dead_letter_report, attempt),
+                on_delivery=functools.partial(self.reports.dead_letter, attempt),
                 headers=headers,
             )
         except (BufferError, KafkaException):
             return False
         return True
-
-    def _dead_letter_report(self, attempt: Attempt, err: KafkaError | None, _msg: Message) -> None:
-        where = f"topic {self.dlq_topic}"
-        self.runner.dead_letter_done(
-            attempt, None if err is None else f"{error_type(err)}: {err.str()}", where
-        )
 
     # -- the poll thread -----------------------------------------------------------------------
     def _poll_loop(self) -> None:
@@ -587,20 +439,7 @@ class KafkaService:
             if producer.poll(0) or served:
                 self._space.set()
         if settled:
-            self._settled(settled)
-
-    def _settled(self, settled: list[Settled]) -> None:
-        """Chunks whose records all have their delivery report: count the delivered ones, and
-        report each failed one as a confluent-kafka report would be."""
-        runner = self.runner
-        for delivery, produced, failures in settled:
-            d: Delivery = delivery
-            for code, topic, value, key, partition in failures:
-                runner.failed(d, Record(topic, value, key, partition), *failure_of(KafkaError(code)), 0)
-            ok = produced - len(failures)
-            if ok:
-                self._all_down = False
-                d.delivered(ok)
+            self.reports.settled(settled)
 
     def _poll_retired(self) -> None:
         """Collect the last reports of the chunk producers replaced after a fatal error (purge
@@ -609,7 +448,7 @@ class KafkaService:
         for old in self._retired:
             _, settled = old.poll(0)
             if settled:
-                self._settled(settled)
+                self.reports.settled(settled)
             if old.live_chunks > 0 or len(old) > 0:
                 keep.append(old)
             else:
@@ -663,7 +502,7 @@ class KafkaService:
         code = err.code()
         if code == KafkaError._ALL_BROKERS_DOWN:
             # Keep the cause (refused connection, failed authentication...) as the message.
-            self._all_down = True
+            self.reports.all_down = True
         else:
             self._last_error = explain(err)
             if self._runner is not None:
@@ -685,7 +524,7 @@ class KafkaService:
         avg = {t: sizes[t] / n for t, n in counts if n}
         self._stats.update(orjson.loads(raw), avg)
         if self._stats.brokers_up:
-            self._all_down = self._stats.all_down
+            self.reports.all_down = self._stats.all_down
 
     # -- what the engine asks (poll thread, unless said) ---------------------------------------
     def queued(self) -> int:
@@ -702,7 +541,7 @@ class KafkaService:
         """Any thread."""
         thread = self._thread
         return ServiceState(
-            unreachable=self._all_down,
+            unreachable=self.reports.all_down,
             fatal=self._fatal,
             thread_error=self._poll_error,
             thread_dead=thread is not None and not thread.is_alive() and not self._stop.is_set(),
@@ -739,7 +578,7 @@ class KafkaService:
             config=self.config,
             serve=self._serve_replay,
             stopping=self._stop.is_set,
-            on_report=self._replayed,
+            on_report=self.reports.replayed,
         )
 
     def _produce_replayed(self, *args: Any, **kwargs: Any) -> None:
@@ -752,51 +591,3 @@ class KafkaService:
         self._flush_requested = True
         self._space.wait(timeout)
         self._space.clear()
-
-    def _replayed(self, rec: ReplayRecord, err: KafkaError | None) -> None:  # poll thread
-        if err is None:
-            self.runner.replayed(rec.topic, None, "", "")
-        else:
-            self.runner.replayed(rec.topic, *failure_of(err))
-
-
-def _record_of(msg: Message) -> Record:
-    part = msg.partition()
-    h = msg.headers()
-    headers: Headers | None = None if h is None else (list(h.items()) if isinstance(h, dict) else list(h))
-    return Record(
-        msg.topic() or "",
-        msg.value() or b"",
-        msg.key(),
-        part if part is not None and part >= 0 else -1,
-        headers,
-    )
-
-
-def routing(config: KafkaSinkConfig) -> dict[str, str]:
-    """Topic of each level (``priority_routing``; every level to ``topic`` when it is off)."""
-    r = config.priority_routing
-    out: dict[str, str] = {}
-    for lvl in LEVELS:
-        if not r.enabled:
-            out[lvl] = config.topic
-        elif lvl in HIGH:
-            out[lvl] = r.high_topic
-        elif lvl in NORMAL:
-            out[lvl] = r.normal_topic
-        elif lvl in LOW:
-            out[lvl] = r.low_topic
-        else:
-            out[lvl] = config.topic
-    return out
-
-
-def explain(err: KafkaError) -> str:
-    """librdkafka's message, with the config keys to check for the common connection failures."""
-    text: str = err.str()
-    code = err.code()
-    if code == KafkaError._AUTHENTICATION:
-        return f"{text} (check sinks.kafka.auth: mechanism, username, password)"
-    if code == KafkaError._SSL or "SSL" in text:
-        return f"{text} (check sinks.kafka.tls: ca_file, cert_file/key_file, verify_certificate)"
-    return text

@@ -1,11 +1,13 @@
 """The Kafka sink: the delivery engine (:mod:`log_capturer.engine`) around the Kafka service.
 
 The engine owns what every sink has (admission, backpressure, the breaker, acknowledgements,
-retries, the local DLQ, replay, health); the service (:mod:`.service`) owns what is Kafka's
-(records, producers, the poll thread, what Kafka's errors mean, the DLQ topic). Its parts, by role:
-``config`` (the ``sinks.kafka`` model), ``client`` (its mapping onto librdkafka), ``encode`` and
-``headers`` (records), ``partitioning``, ``batching`` (adaptive linger), ``errors``, ``native``
-(the C chunk producer, ``_rdk.c``), ``stats``, ``names``.
+retries, the local DLQ, replay, health); the Kafka parts, by role (docs/architecture.md, "The
+Kafka sink's files"): ``config`` (the ``sinks.kafka`` model), ``request`` (a chunk's records:
+topics, keys, partitions, headers), ``service`` (the producers, the poll thread, librdkafka's
+callbacks, fatal-error recreation, the DLQ topic), ``delivery`` (what Kafka's errors mean, the
+delivery reports as outcomes), ``native/`` (the C chunk producer); helpers: ``client`` (the
+config onto librdkafka), ``encode`` and ``headers`` (the record), ``partitioning``, ``batching``
+(adaptive linger), ``stats``, ``quiet``, ``names``.
 """
 
 from __future__ import annotations

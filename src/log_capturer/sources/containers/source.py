@@ -1,8 +1,9 @@
 """The container source: Docker json-file logs and Kubernetes CRI pod logs.
 
-Both are files, followed by the tail engine (:mod:`..file.tailer`) with the
-same identity, rotation, copytruncate, descriptor and restart handling as
-plain files; what differs is discovery, the record format and the labels:
+Both are files, followed by a :class:`~..file.tailer.Tailer` with the same
+identity, rotation, copytruncate, descriptor and restart handling as plain
+files; what differs is discovery (:class:`ContainerPaths`, the tailer's paths
+provider), the record format, the labels and the positions file's shape:
 
 - Docker (``container_monitor``): ``source_type: docker``, ``source_id`` = the
   container id, labels = the container's labels plus ``container_name`` and
@@ -45,8 +46,11 @@ from log_capturer.sources.containers.docker import DockerDirectory
 from log_capturer.sources.containers.events import DockerEvents
 from log_capturer.sources.containers.formats import CriDecoder, DockerJsonDecoder, Finish
 from log_capturer.sources.containers.kubernetes import scan_pods
+from log_capturer.sources.file.checkpointer import Checkpointer, Entry
+from log_capturer.sources.file.paths import COMPRESSED, Target
 from log_capturer.sources.file.source import settings_of
-from log_capturer.sources.file.tailer import Entry, TailEngine, Target
+from log_capturer.sources.file.tail import TailedFile
+from log_capturer.sources.file.tailer import Tailer
 from log_capturer.sources.positions import PositionStore
 from log_capturer.sources.supervise import Supervisor
 from log_capturer.workers.shard import Shard
@@ -96,53 +100,26 @@ class Known:
     released_count: int = 0
 
 
-class ContainerSource(TailEngine):
-    name = "container_source"
-    positions_key = "containers"
+class ContainerPaths:
+    """The container source's paths provider: the log files of Docker containers and pods.
+
+    It also keeps what the positions file says about each container (:class:`Known`) and each
+    container's status at the last discovery (``running``, ``exited``, ``removed``).
+    """
 
     def __init__(
         self,
         docker: ContainerMonitorConfig,
         kubernetes: KubernetesConfig,
         files: FilesConfig,
-        positions: PositionsConfig,
-        dispatcher: Dispatcher,
-        metrics: Metrics,
+        known: dict[str, Known],
         shard: Shard | None = None,
     ) -> None:
         self.docker_cfg = docker
         self.k8s_cfg = kubernetes
-        self.positions_config = positions
-        name = shard.positions_name if shard else "containers"
-        self.store = PositionStore(positions.directory, name, 1) if positions.enabled else None
-        saved = self.store.load() if self.store else {}
-        self.known: dict[str, Known] = {}
-        flat: dict[str, Entry] = {}
-        for cid, entry in saved.items():
-            files_ = entry.get("files") if isinstance(entry.get("files"), dict) else {}
-            assert isinstance(files_, dict)
-            in_files = 0
-            for path, fe in files_.items():
-                if isinstance(fe, dict):
-                    flat[path] = {**fe, "source_id": cid}
-                    if fe.get("state") != "released":  # see container_entries
-                        in_files += _count(fe.get("log_count"))
-            self.known[cid] = Known(
-                str(entry.get("source_type", "docker")),
-                str(entry.get("name", "")),
-                _parse_utc(entry.get("since")),
-                str(entry.get("status", "")),
-                max(0, _count(entry.get("log_count")) - in_files),
-            )
-        rescans = [c.rescan_interval for c in (docker, kubernetes) if c.enabled]
-        super().__init__(
-            settings_of(files, rescan=min(rescans, default=files.rescan_interval)),
-            dispatcher,
-            metrics,
-            flat,
-            shard,
-        )
-        self._docker_dir = DockerDirectory(docker) if docker.enabled else None
+        self.known = known
+        self.shard = shard
+        self.docker_dir = DockerDirectory(docker) if docker.enabled else None
         streams = {
             s for s, on in (("stdout", docker.include_stdout), ("stderr", docker.include_stderr)) if not on
         }
@@ -157,72 +134,9 @@ class ContainerSource(TailEngine):
             frozenset(),
         )
         self._origins: dict[str, Origin] = {}
-        self._events: DockerEvents | None = None
         self.status: dict[str, str] = {}
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> None:
-        super().start()
-        if self._docker_dir is not None and self.docker_cfg.socket_path:
-            self._events = DockerEvents(
-                self.docker_cfg.socket_path,
-                self._on_event,
-                self.docker_cfg.reconnect_interval,
-                Supervisor(self.name, self.metrics),
-            )
-            self._events.start()
-
-    def health(self) -> dict[str, Any]:
-        """The read loop's state, and the ``docker-events`` thread's (the worse one wins)."""
-        out = {
-            **super().health(),
-            "containers": len({tf.origin.source_id for tf in self.files()}),
-            "files": len(self.files()),
-            "docker_events_connected": self.events_connected,
-        }
-        if self._events is not None:
-            events = self._events.supervisor.health()
-            out["docker_events"] = events
-            status = worst([out["status"], events["status"]])
-            if status != out["status"]:
-                out["status"] = status
-                out["message"] = f"docker events: {events['message']}"
-        return out
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self._events is not None:
-            self._events.stop()
-        super().stop(timeout)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "monitored": len({tf.origin.source_id for tf in self.files()}),
-            "files": len(self.files()),
-            "open_files": self.open_files,
-            "lines_read": self.lines_read,
-            "in_flight_lines": self.in_flight(),
-            "docker_events_connected": self.events_connected,
-        }
-
-    def positions(self) -> dict[str, Entry]:
-        return self.container_entries()
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        self.request_rescan()
-
-    @property
-    def events_connected(self) -> bool:
-        return self._events is not None and self._events.connected
-
-    # -- discovery ---------------------------------------------------------------------------------
-    def reads_rotated_when_new(self, target: Target) -> bool:
-        """A Docker container found after start-up may have rotated its json-file before the
-        first look (max-size, at full speed): its generations are all its own, read them."""
-        return target.origin.source_type == "docker"
-
-    def read_from_end(self, target: Target) -> bool:
-        cfg = self.docker_cfg if target.origin.source_type == "docker" else self.k8s_cfg
-        return cfg.read_from == "end"
+        #: The paths the last discovery returned.
+        self.targets: dict[str, Target] = {}
 
     def _origin(self, source_type: str, source_id: str, labels: dict[str, str]) -> Origin:
         o = self._origins.get(source_id)
@@ -234,8 +148,8 @@ class ContainerSource(TailEngine):
         found: dict[str, Target] = {}
         status: dict[str, str] = {}
         now = time.time()
-        if self._docker_dir is not None:
-            for c in self._docker_dir.scan().values():
+        if self.docker_dir is not None:
+            for c in self.docker_dir.scan().values():
                 if self.shard is not None and not self.shard.owns(c.id):
                     continue  # another worker's container
                 labels = {**self.docker_cfg.labels, **c.labels, "container_name": c.name, "image": c.image}
@@ -256,6 +170,7 @@ class ContainerSource(TailEngine):
             if cid not in status:
                 status[cid] = "removed"
         self.status = status
+        self.targets = found
         return found
 
     def _remember(self, cid: str, source_type: str, name: str, now: float) -> None:
@@ -266,24 +181,163 @@ class ContainerSource(TailEngine):
         else:
             k.name = name
 
-    def update_gauges(self) -> None:
-        followed = {tf.origin.source_id for tf in self.tracked.values()}
-        for cid in [c for c in self.known if self.status.get(c) == "removed" and c not in followed]:
-            del self.known[cid]  # gone, and its last file was released
-            self.released_lines.pop(cid, None)
-        self.metrics.containers_monitored.set(len({tf.origin.source_id for tf in self.files()}))
+    def target_for(self, path: str) -> Target | None:
+        return self.targets.get(path)
+
+    def target_for_source(self, source_id: str) -> Target | None:
+        for t in self.targets.values():
+            if t.origin.source_id == source_id:
+                return t
+        return None
+
+    def rotated_name_ok(self, path: str) -> bool:
+        return not path.endswith(COMPRESSED)
+
+    def read_from_end(self, target: Target) -> bool:
+        cfg = self.docker_cfg if target.origin.source_type == "docker" else self.k8s_cfg
+        return cfg.read_from == "end"
+
+    def reads_rotated_when_new(self, target: Target) -> bool:
+        """A Docker container found after start-up may have rotated its json-file before the
+        first look (max-size, at full speed): its generations are all its own, read them."""
+        return target.origin.source_type == "docker"
+
+
+class ContainerSource:
+    """Follows the log files :class:`ContainerPaths` finds, with a :class:`Tailer`, and listens to
+    Docker's events to look again as soon as a container starts."""
+
+    name = "container_source"
+    positions_key = "containers"
+
+    def __init__(
+        self,
+        docker: ContainerMonitorConfig,
+        kubernetes: KubernetesConfig,
+        files: FilesConfig,
+        positions: PositionsConfig,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        shard: Shard | None = None,
+    ) -> None:
+        self.docker_cfg = docker
+        self.metrics = metrics
+        name = shard.positions_name if shard else "containers"
+        store = PositionStore(positions.directory, name, 1) if positions.enabled else None
+        saved = store.load() if store else {}
+        known: dict[str, Known] = {}
+        flat: dict[str, Entry] = {}
+        for cid, entry in saved.items():
+            files_ = entry.get("files") if isinstance(entry.get("files"), dict) else {}
+            assert isinstance(files_, dict)
+            in_files = 0
+            for path, fe in files_.items():
+                if isinstance(fe, dict):
+                    flat[path] = {**fe, "source_id": cid}
+                    if fe.get("state") != "released":  # see container_entries
+                        in_files += _count(fe.get("log_count"))
+            known[cid] = Known(
+                str(entry.get("source_type", "docker")),
+                str(entry.get("name", "")),
+                _parse_utc(entry.get("since")),
+                str(entry.get("status", "")),
+                max(0, _count(entry.get("log_count")) - in_files),
+            )
+        self.paths = ContainerPaths(docker, kubernetes, files, known, shard)
+        rescans = [c.rescan_interval for c in (docker, kubernetes) if c.enabled]
+        self.tailer = Tailer(
+            self.name,
+            settings_of(files, rescan=min(rescans, default=files.rescan_interval)),
+            self.paths,
+            Checkpointer(flat, store, metrics, positions.flush_interval, shape=self.container_entries),
+            dispatcher,
+            metrics,
+            shard,
+            after_rescan=self._after_rescan,
+        )
+        self._events: DockerEvents | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.tailer.start()
+        if self.paths.docker_dir is not None and self.docker_cfg.socket_path:
+            self._events = DockerEvents(
+                self.docker_cfg.socket_path,
+                self._on_event,
+                self.docker_cfg.reconnect_interval,
+                Supervisor(self.name, self.metrics),
+            )
+            self._events.start()
+
+    def health(self) -> dict[str, Any]:
+        """The read loop's state, and the ``docker-events`` thread's (the worse one wins)."""
+        files = self.tailer.files()
+        out = {
+            **self.tailer.health(),
+            "containers": len({tf.origin.source_id for tf in files}),
+            "files": len(files),
+            "docker_events_connected": self.events_connected,
+        }
+        if self._events is not None:
+            events = self._events.supervisor.health()
+            out["docker_events"] = events
+            status = worst([out["status"], events["status"]])
+            if status != out["status"]:
+                out["status"] = status
+                out["message"] = f"docker events: {events['message']}"
+        return out
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._events is not None:
+            self._events.stop()
+        self.tailer.stop()
+
+    def finish(self) -> None:
+        self.tailer.finish()
+
+    def files(self, live: bool = True) -> list[TailedFile]:
+        return self.tailer.files(live)
+
+    def stats(self) -> dict[str, Any]:
+        t = self.tailer
+        files = t.files()
+        return {
+            "monitored": len({tf.origin.source_id for tf in files}),
+            "files": len(files),
+            "open_files": t.open_files,
+            "lines_read": t.lines_read,
+            "in_flight_lines": t.in_flight(),
+            "docker_events_connected": self.events_connected,
+        }
+
+    def positions(self) -> dict[str, Entry]:
+        return self.container_entries(self.tailer.positions())
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.tailer.request_rescan()
+
+    @property
+    def events_connected(self) -> bool:
+        return self._events is not None and self._events.connected
+
+    def _after_rescan(self) -> None:
+        known, status = self.paths.known, self.paths.status
+        followed = {tf.origin.source_id for tf in self.tailer.followed.tracked.values()}
+        for cid in [c for c in known if status.get(c) == "removed" and c not in followed]:
+            del known[cid]  # gone, and its last file was released
+            self.tailer.checkpointer.released_lines.pop(cid, None)
+        self.metrics.containers_monitored.set(len({tf.origin.source_id for tf in self.tailer.files()}))
 
     # -- positions ---------------------------------------------------------------------------------
-    def flush_interval(self) -> float:
-        return self.positions_config.flush_interval
-
-    def container_entries(self) -> dict[str, Entry]:
+    def container_entries(self, entries: dict[str, Entry]) -> dict[str, Entry]:
+        """The tailer's flat entries (path -> entry) grouped by container, as containers.json has them."""
         by_container: dict[str, dict[str, Entry]] = {}
-        for path, entry in self.position_entries().items():
+        for path, entry in entries.items():
             by_container.setdefault(str(entry.get("source_id", "")), {})[path] = entry
         out: dict[str, Entry] = {}
-        status_of = self.status
-        for cid, k in list(self.known.items()):
+        status_of = self.paths.status
+        released_lines = self.tailer.checkpointer.released_lines
+        for cid, k in list(self.paths.known.items()):
             files = by_container.get(cid, {})
             status = status_of.get(cid, "removed")
             last = max((str(e.get("last_read", "")) for e in files.values()), default="")
@@ -293,7 +347,7 @@ class ContainerSource(TailEngine):
                 # Released files keep their entry while on disk, but their lines are already
                 # in released_lines (this run) or released_count (earlier runs).
                 "log_count": k.released_count
-                + self.released_lines[cid]
+                + released_lines[cid]
                 + sum(_count(e.get("log_count")) for e in files.values() if e.get("state") != "released"),
                 "status": status,
                 "source_type": k.source_type,
@@ -301,16 +355,6 @@ class ContainerSource(TailEngine):
                 "files": {p: {f: v for f, v in e.items() if f != "source_id"} for p, e in files.items()},
             }
         return out
-
-    def save_positions(self) -> None:
-        if self.store is None:
-            return
-        self.refresh_rotated_paths()
-        try:
-            self.store.save(self.container_entries())
-        except OSError as exc:
-            log.error("cannot save positions to %s: %s", self.store.path, exc)
-            self.metrics.errors.labels("positions", "save_failed").inc()
 
 
 def _count(value: object) -> int:

@@ -8,6 +8,11 @@ with the file). An append-only file keeps its fingerprint forever; a file
 truncated and rewritten (copytruncate) gets a new one; a copy of a file
 (logrotate's ``copytruncate`` copy) has the same one, which is how the agent
 finds the copy and continues there.
+
+This module is the tailer's fingerprinter (Vector's ``fingerprinter``): what
+a file *is* (:data:`Key`, :class:`Fingerprint`), and where a known file is
+*now* (:func:`find_inode`, :func:`current_path`, :func:`open_listed`), for
+files renamed by rotation.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import os
 from dataclasses import dataclass
 
 FINGERPRINT_BYTES = 1024
+
+#: A file's identity while it exists: (device, inode).
+Key = tuple[int, int]
 
 
 def _digest(data: bytes) -> str:
@@ -94,3 +102,52 @@ def read_head(path: str) -> tuple[int, int, int, bytes] | None:
         return None
     finally:
         os.close(fd)
+
+
+def find_inode(directory: str, key: Key) -> str:
+    """The path of the file with identity ``key`` in ``directory`` ('' when there is none)."""
+    try:
+        with os.scandir(directory) as it:
+            for e in it:
+                if e.inode() == key[1] and e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    if st.st_dev == key[0]:
+                        return e.path
+    except OSError:
+        pass
+    return ""
+
+
+def current_path(path: str, key: Key) -> str:
+    """Where the file ``key`` last seen at ``path`` is now: there, renamed in its directory, or ''."""
+    try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) == key:
+            return path
+    except OSError:
+        pass
+    return find_inode(os.path.dirname(path), key)
+
+
+def open_listed(path: str, ino: int) -> tuple[str, os.stat_result, bytes] | None:
+    """(path, stat, first bytes) of the file with inode ``ino`` listed at ``path``: there, or
+    wherever it was renamed in the same directory since the listing; None when it is gone."""
+    directory = os.path.dirname(path)
+    for _ in range(3):  # renamed again while being looked for: look again
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            fd = -1
+        try:
+            st = os.fstat(fd) if fd >= 0 else os.stat(directory)
+            if fd >= 0 and st.st_ino == ino:
+                return path, st, os.pread(fd, min(st.st_size, FINGERPRINT_BYTES), 0)
+        except OSError:
+            return None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        path = find_inode(directory, (st.st_dev, ino))
+        if not path:
+            return None
+    return None

@@ -16,8 +16,8 @@ from log_capturer.config.schema import (
     PositionsConfig,
 )
 from log_capturer.observability.metrics import Metrics
-from log_capturer.sources.containers.source import ContainerSource
-from log_capturer.sources.file import tailer
+from log_capturer.sources.containers.source import ContainerPaths, ContainerSource, Known
+from log_capturer.sources.file import rotation
 from tests.container_trees import DockerContainer, PodContainer
 from tests.support import wait_until
 from tests.unit.sources.containers import test_events as events_test
@@ -26,7 +26,7 @@ from tests.unit.sources.harness import MemorySink, make_dispatcher, settle
 
 @pytest.fixture(autouse=True)
 def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tailer, "ROTATED_GRACE", 0.0)
+    monkeypatch.setattr(rotation, "ROTATED_GRACE", 0.0)
 
 
 class Env:
@@ -54,12 +54,12 @@ class Env:
             self.dispatcher,
             self.metrics,
         )
-        src.rescan()
+        src.tailer.rescan()
         self.sources.append(src)
         return src
 
     def settle(self, src: ContainerSource) -> None:
-        settle(src, self.dispatcher)
+        settle(src.tailer, self.dispatcher)
 
     def by_source(self) -> dict[str, list[tuple[str, dict[str, Any] | None]]]:
         out: dict[str, list[tuple[str, dict[str, Any] | None]]] = {}
@@ -69,7 +69,7 @@ class Env:
 
     def close(self) -> None:
         for s in self.sources:
-            s.close()
+            s.tailer.close()
         self.dispatcher.close(5)
 
 
@@ -104,7 +104,7 @@ def test_docker_containers_come_and_go(env: Env) -> None:
     api = DockerContainer(env.docker_root, cid(2), "api").create()
     long_line = "x" * 40000
     api.write(["api up", long_line])
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert [line for line, _ in env.by_source()[api.id]] == ["api up", long_line]
     assert env.metrics.containers_monitored._value.get() == 2
@@ -112,29 +112,29 @@ def test_docker_containers_come_and_go(env: Env) -> None:
     web.write(["before rotation"])
     web.rotate()
     web.write(["after rotation"])
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert [line for line, _ in env.by_source()[web.id]][-2:] == ["before rotation", "after rotation"]
     # api stops, then is removed: its lines written before removal still arrive.
     api.stop()
     api.write(["last words"])
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
-    src.save_positions()
+    src.tailer.save_positions()
     saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
     assert saved[api.id]["status"] == "exited" and saved[api.id]["log_count"] == 3
     assert saved[web.id]["status"] == "running" and saved[web.id]["name"] == "web"
     assert set(saved[web.id]) >= {"since", "last_read", "log_count", "status", "files"}
     assert str(web.log) in saved[web.id]["files"]
     api.remove()
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert env.metrics.containers_monitored._value.get() == 1
-    src.save_positions()
+    src.tailer.save_positions()
     saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
     assert saved[api.id]["status"] == "removed" and saved[api.id]["files"] == {}
-    src.rescan()  # dropped at the next scan once its last file was released
-    src.save_positions()
+    src.tailer.rescan()  # dropped at the next scan once its last file was released
+    src.tailer.save_positions()
     saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
     assert api.id not in saved
     assert [line for line, _ in env.by_source()[api.id]] == ["api up", long_line, "last words"]
@@ -157,8 +157,8 @@ def test_restart_resumes_containers_without_resending(env: Env) -> None:
     web.write([f"line {i}" for i in range(100)])
     src = env.source()
     env.settle(src)
-    src.save_positions()
-    src.close()
+    src.tailer.save_positions()
+    src.tailer.close()
     web.write([f"line {i}" for i in range(100, 120)])
     src2 = env.source()
     env.settle(src2)
@@ -172,7 +172,7 @@ def test_log_count_counts_a_released_rotated_file_once_before_and_after_restart(
     env.settle(src)
     web.rotate()
     web.write([f"line {i}" for i in range(30, 40)])
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert not src.files(live=False), "the rotated file was read and released (it is still on disk)"
 
@@ -180,18 +180,18 @@ def test_log_count_counts_a_released_rotated_file_once_before_and_after_restart(
         saved = orjson.loads((env.tmp / "pos" / "containers.json").read_bytes())["positions"]
         return int(saved[web.id]["log_count"])
 
-    src.save_positions()
+    src.tailer.save_positions()
     assert src.positions()[web.id]["log_count"] == 40
     assert saved_count() == 40
-    src.close()
+    src.tailer.close()
     src2 = env.source()
     env.settle(src2)
-    src2.save_positions()
+    src2.tailer.save_positions()
     assert saved_count() == 40
     web.write(["line 40"])
-    src2.rescan()
+    src2.tailer.rescan()
     env.settle(src2)
-    src2.save_positions()
+    src2.tailer.save_positions()
     assert saved_count() == 41
     assert len(env.sink.lines()) == 41 and not env.sink.duplicates()
 
@@ -213,7 +213,7 @@ def test_a_container_found_after_start_up_is_read_from_its_first_generation(env:
     fast.write(["gen 2"])
     fast.rotate()
     fast.write(["gen 3"])
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert [line for line, _ in env.by_source()[fast.id]] == ["gen 1", "gen 2", "gen 3"]
     assert not env.sink.duplicates()
@@ -248,13 +248,13 @@ def test_kubernetes_cri_partial_lines_labels_and_restarts(env: Env) -> None:
     app.write(["after rotation"])
     app.restart_container()
     app.write(["after restart"])
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     lines = [line for line, _ in env.by_source()[app.source_id]]
     assert lines[3] == "held until its end arrives"  # the rotated file is read first
     assert sorted(lines[4:]) == ["after restart", "after rotation"]
     app.remove_pod()
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert env.metrics.containers_monitored._value.get() == 0
     assert not env.sink.duplicates()
@@ -294,10 +294,10 @@ def test_workers_split_containers_and_pods_by_id_and_keep_their_own_positions(en
             env.metrics,
             Shard(index, 2, env.tmp / "pos", "containers"),
         )
-        src.rescan()
+        src.tailer.rescan()
         env.sources.append(src)
         env.settle(src)
-        src.save_positions()
+        src.tailer.save_positions()
         sources.append(src)
     ids = [c.id for c in dockers] + [p.source_id for p in pods]
     got = env.by_source()
@@ -339,5 +339,33 @@ def test_a_crashing_docker_events_thread_degrades_the_container_source(
         assert h["restarts"] == 0  # the read loop itself runs on
     finally:
         src.stop()
-        src.close()
+        src.tailer.close()
         server.close()
+
+
+def test_container_paths_name_log_files_and_remember_containers(tmp_path: Path) -> None:
+    """ContainerPaths, the tailer's paths provider for containers, on its own (no tailer)."""
+    web = DockerContainer(tmp_path / "containers", cid(1), "web", "nginx:1", {}).create()
+    app = PodContainer(tmp_path / "pods", "shop", "cart", "uid-1", "app").create()
+    known = {"gone": Known("docker", "old", 0.0, "running")}
+    paths = ContainerPaths(
+        ContainerMonitorConfig(
+            enabled=True, containers_directory=str(tmp_path / "containers"), socket_path="", read_from="end"
+        ),
+        KubernetesConfig(enabled=True, pods_directory=str(tmp_path / "pods")),
+        FilesConfig(),
+        known,
+    )
+    found = paths.discover()
+    assert set(found) == {str(web.log), str(app.log)}
+    docker, pod = found[str(web.log)], found[str(app.log)]
+    assert (docker.origin.source_type, docker.origin.source_id) == ("docker", web.id)
+    assert docker.origin.labels["container_name"] == "web"
+    assert (pod.origin.source_type, pod.origin.source_id) == ("kubernetes", app.source_id)
+    assert docker.new_assembler() is not None  # the json-file decoder
+    assert paths.status == {web.id: "running", app.source_id: "running", "gone": "removed"}
+    assert set(known) == {web.id, app.source_id, "gone"}
+    assert paths.read_from_end(docker) and not paths.read_from_end(pod)
+    assert paths.target_for(str(web.log)) is docker and paths.target_for(str(web.log) + ".1") is None
+    assert paths.target_for_source(app.source_id) is pod
+    assert paths.rotated_name_ok(str(web.log) + ".1") and not paths.rotated_name_ok(str(web.log) + ".1.gz")

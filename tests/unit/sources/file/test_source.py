@@ -15,7 +15,7 @@ import pytest
 from log_capturer.config.schema import FilesConfig, PositionsConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher
-from log_capturer.sources.file import tailer
+from log_capturer.sources.file import rotation
 from log_capturer.sources.file.identity import Fingerprint
 from log_capturer.sources.file.source import FileSource
 from tests.unit.sources.harness import MemorySink, make_dispatcher, settle
@@ -23,7 +23,7 @@ from tests.unit.sources.harness import MemorySink, make_dispatcher, settle
 
 @pytest.fixture(autouse=True)
 def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tailer, "ROTATED_GRACE", 0.0)
+    monkeypatch.setattr(rotation, "ROTATED_GRACE", 0.0)
 
 
 class Env:
@@ -39,19 +39,19 @@ class Env:
     def source(self, **files: Any) -> FileSource:
         cfg = FilesConfig(watch_directories=[str(self.logs)], **files)
         src = FileSource(cfg, PositionsConfig(directory=str(self.tmp / "pos")), self.dispatcher, self.metrics)
-        src.rescan()
+        src.tailer.rescan()
         self.sources.append(src)
         return src
 
     def settle(self, src: FileSource) -> None:
-        settle(src, self.dispatcher)
+        settle(src.tailer, self.dispatcher)
 
     def positions(self) -> dict[str, Any]:
         return orjson.loads((self.tmp / "pos" / "files.json").read_bytes())  # type: ignore[no-any-return]
 
     def close(self) -> None:
         for s in self.sources:
-            s.close()
+            s.tailer.close()
         self.dispatcher.close(5)
 
 
@@ -86,10 +86,10 @@ def test_discovery_patterns_recursion_excluded_dirs_and_compressed_files(env: En
     for name in ["a.log", "b.txt", "a.log.1", "old.log.gz", "sub/c.log", "sub/deep/d.log", "skip/e.log"]:
         (env.logs / name).write_text("x\n")
     src = env.source(exclude_directories=[str(env.logs / "skip")])
-    assert set(src.targets) == {str(env.logs / p) for p in ["a.log", "sub/c.log", "sub/deep/d.log"]}
+    assert set(src.tailer.targets) == {str(env.logs / p) for p in ["a.log", "sub/c.log", "sub/deep/d.log"]}
     flat = env.source(recursive=False, include_patterns=["*.log", "*.txt", "*.gz"])
     # *.gz stays excluded by the default exclude_patterns even when included.
-    assert set(flat.targets) == {str(env.logs / "a.log"), str(env.logs / "b.txt")}
+    assert set(flat.tailer.targets) == {str(env.logs / "a.log"), str(env.logs / "b.txt")}
 
 
 def test_read_from_end_applies_to_files_found_at_start_only(env: Env) -> None:
@@ -100,7 +100,7 @@ def test_read_from_end_applies_to_files_found_at_start_only(env: Env) -> None:
     assert env.sink.lines() == []
     appended = write(old, "after", 0, 5)
     created = write(env.logs / "new.log", "new", 0, 5)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, appended + created)
 
@@ -118,7 +118,7 @@ def test_rename_rotation_reads_the_old_file_to_its_end_first_then_releases_it(en
         writer.write("a late line written after the rename\n")
     expected.append("a late line written after the rename")
     expected += write(log, "b", 0, 50)
-    src.rescan()
+    src.tailer.rescan()
     rotated = src.files(live=False)
     assert [tf.path for tf in rotated] == [str(env.logs / "app.log.1")]
     assert rotated[0].origin.source_id == str(log)
@@ -127,7 +127,7 @@ def test_rename_rotation_reads_the_old_file_to_its_end_first_then_releases_it(en
     order = env.sink.lines()
     assert order.index("a late line written after the rename") < order.index(expected[101])
     assert src.files(live=False) == []  # released once read and acknowledged
-    assert src.open_files == 1
+    assert src.tailer.open_files == 1
 
 
 def test_a_file_renamed_to_another_watched_name_keeps_its_position(env: Env) -> None:
@@ -137,10 +137,10 @@ def test_a_file_renamed_to_another_watched_name_keeps_its_position(env: Env) -> 
     env.settle(src)
     os.rename(log, env.logs / "app.log.1")
     expected += write(env.logs / "app.log.1", "a", 20, 5)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
-    assert src.by_path == {str(env.logs / "app.log.1"): src.files()[0].key}
+    assert src.tailer.followed.by_path == {str(env.logs / "app.log.1"): src.files()[0].key}
 
 
 def test_deleted_file_is_read_to_its_end_from_the_open_descriptor(env: Env) -> None:
@@ -150,10 +150,10 @@ def test_deleted_file_is_read_to_its_end_from_the_open_descriptor(env: Env) -> N
     env.settle(src)
     expected += write(log, "a", 10, 10)
     log.unlink()
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
-    assert src.tracked == {}
+    assert src.tailer.followed.tracked == {}
 
 
 # -- copytruncate ------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def test_truncation_without_a_copy_restarts_at_zero_and_counts_the_loss(env: Env
     src = env.source(read_buffer_bytes=4096)
     env.settle(src)
     lost = write(log, "lost", 0, 500)
-    src.pump_all(time.monotonic())  # sees the new size, reads one buffer of it
+    src.tailer.pump_all(time.monotonic())  # sees the new size, reads one buffer of it
     with log.open("r+b") as f:
         f.truncate(0)
     expected += write(log, "gen2", 0, 3)
@@ -219,15 +219,15 @@ def test_copy_that_matches_the_patterns_is_not_sent_twice(env: Env) -> None:
     env.settle(src)
     copy = env.logs / "app.log.1"
     shutil.copyfile(log, copy)
-    src.rescan()  # the copy is seen before the truncation: recognised by its fingerprint
-    assert src.copies and not src.files(live=False)
+    src.tailer.rescan()  # the copy is seen before the truncation: recognised by its fingerprint
+    assert src.tailer.followed.copies and not src.files(live=False)
     expected += write(log, "gen1", 100, 20)
     shutil.copyfile(log, copy)
     with log.open("r+b") as f:
         f.truncate(0)
     expected += write(log, "gen2", 0, 5)
     env.settle(src)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
 
@@ -239,11 +239,11 @@ def test_a_copy_that_grows_is_a_log_of_its_own(env: Env) -> None:
     env.settle(src)
     twin = env.logs / "twin.log"
     shutil.copyfile(log, twin)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
     grown = write(twin, "twin", 0, 3)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert sorted(env.sink.lines()) == sorted(expected * 2 + grown)
 
@@ -256,8 +256,8 @@ def test_restart_resumes_at_the_acknowledged_offset(env: Env) -> None:
     expected = write(log, "a", 0, 100)
     src = env.source()
     env.settle(src)
-    src.save_positions()
-    src.close()
+    src.tailer.save_positions()
+    src.tailer.close()
     entry = env.positions()["positions"][str(log)]
     assert env.positions()["version"] == 2
     assert entry["offset"] == log.stat().st_size and entry["log_count"] == 100
@@ -327,7 +327,7 @@ def test_positions_format_1_is_migrated(env: Env) -> None:
     src = env.source()
     env.settle(src)
     assert_exactly(env.sink, expected)
-    src.save_positions()
+    src.tailer.save_positions()
     saved = env.positions()
     assert saved["version"] == 2
     entry = saved["positions"][str(log)]
@@ -338,18 +338,18 @@ def test_crash_while_a_rotated_file_drains_resumes_it_after_restart(env: Env) ->
     log = env.logs / "app.log"
     expected = write(log, "gen1", 0, 3000)
     src = env.source(read_buffer_bytes=4096)
-    src.pump_all(time.monotonic())  # one small read: most of the file is unread
+    src.tailer.pump_all(time.monotonic())  # one small read: most of the file is unread
     os.rename(log, env.logs / "app.log.1")
     expected += write(log, "gen2", 0, 10)
-    src.rescan()
+    src.tailer.rescan()
     assert [tf.path for tf in src.files(live=False)] == [str(env.logs / "app.log.1")]
-    src.pump_all(time.monotonic())
+    src.tailer.pump_all(time.monotonic())
     for _ in range(500):  # wait for the acknowledgements of what was read, then "crash"
-        if all(tf.checkpoint.idle for tf in src.tracked.values()):
+        if all(tf.checkpoint.idle for tf in src.tailer.followed.tracked.values()):
             break
         time.sleep(0.005)
-    src.save_positions()
-    src.close()
+    src.tailer.save_positions()
+    src.tailer.close()
     positions = env.positions()["positions"]
     rotated = positions[str(env.logs / "app.log.1")]
     assert rotated["state"] == "rotated" and rotated["source_id"] == str(log)
@@ -357,7 +357,7 @@ def test_crash_while_a_rotated_file_drains_resumes_it_after_restart(env: Env) ->
     src2 = env.source(read_buffer_bytes=4096)
     env.settle(src2)
     assert_exactly(env.sink, expected)
-    src2.save_positions()
+    src2.tailer.save_positions()
     done = env.positions()["positions"][str(env.logs / "app.log.1")]  # read, released, remembered
     assert done["state"] == "released" and done["offset"] == done["size"]
 
@@ -367,8 +367,8 @@ def test_copytruncate_while_stopped_continues_in_the_copy(env: Env) -> None:
     expected = write(log, "gen1", 0, 100)
     src = env.source()
     env.settle(src)
-    src.save_positions()
-    src.close()
+    src.tailer.save_positions()
+    src.tailer.close()
     expected += write(log, "gen1", 100, 50)
     copytruncate(log, env.logs / "app.log.1")
     expected += write(log, "gen2", 0, 500)
@@ -386,13 +386,13 @@ def test_many_files_with_few_descriptors(env: Env) -> None:
     for i, p in enumerate(paths):
         expected += write(p, f"f{i}", 0, 3)
     src = env.source(max_open_files=8)
-    assert src.open_files <= 8
+    assert src.tailer.open_files <= 8
     for round_ in range(3):
         for i, p in enumerate(paths):
             expected += write(p, f"f{i}", 3 + round_, 1)
         for _ in range(20):
-            src.pump_all(time.monotonic())
-            assert src.open_files <= 8
+            src.tailer.pump_all(time.monotonic())
+            assert src.tailer.open_files <= 8
         env.settle(src)
     assert_exactly(env.sink, expected)
     assert len(src.files()) == 60
@@ -403,14 +403,14 @@ def test_close_inactive_releases_descriptors_and_reopens_by_identity(env: Env) -
     expected = write(log, "a", 0, 5)
     src = env.source(close_inactive=0)
     env.settle(src)
-    assert src.open_files == 0
+    assert src.tailer.open_files == 0
     expected += write(log, "a", 5, 5)
     env.settle(src)
     assert_exactly(env.sink, expected)
     # Replaced while closed: the new file is found at the next scan, read from its start.
     log.unlink()
     expected += write(log, "b", 0, 5)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
 
@@ -445,7 +445,7 @@ def test_generations_rotated_away_between_two_looks_are_read_in_order(env: Env) 
         f.truncate(0)
     rotate_by_rename(log)
     expected += write(log, "gen3", 0, 20)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
     assert env.sink.lines() == expected  # generation after generation
@@ -461,7 +461,7 @@ def test_a_released_generation_renamed_again_is_not_taken_for_one_rotated_away_u
     env.settle(src)
     rotate_by_rename(log)
     expected += write(log, "gen1", 0, 10)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert not src.files(live=False), "gen0 was read and released"
     rotate_by_rename(log)  # gen0: app.log.2, gen1: app.log.1
@@ -469,7 +469,7 @@ def test_a_released_generation_renamed_again_is_not_taken_for_one_rotated_away_u
     same_instant = time.time()
     for f in env.logs.iterdir():
         os.utime(f, (same_instant, same_instant))
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
 
@@ -486,12 +486,12 @@ def test_a_file_rotated_away_before_its_first_read_still_catches_up_the_generati
     env.settle(src)
     rotate_by_rename(log)
     expected += write(log, "gen1", 0, 10)
-    src.rescan()  # gen0 rotated, gen1 followed: not read yet
+    src.tailer.rescan()  # gen0 rotated, gen1 followed: not read yet
     rotate_by_rename(log)
     expected += write(log, "gen2", 0, 10)
     rotate_by_rename(log)
     expected += write(log, "gen3", 0, 10)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
     assert env.sink.lines() == expected  # generation after generation
@@ -500,15 +500,15 @@ def test_a_file_rotated_away_before_its_first_read_still_catches_up_the_generati
 def test_a_file_rotated_between_the_scan_and_its_opening_is_still_read(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The scan stats the path (gen1), Docker rotates it before the engine opens the path: the
-    engine opens gen2. gen1, never followed, must still be read (before gen2)."""
+    """The scan stats the path (gen1), Docker rotates it before the tailer opens the path (through
+    its descriptor cache): the tailer opens gen2. gen1, never followed, must still be read (before gen2)."""
     log = env.logs / "app.log"
     expected = write(log, "gen0", 0, 10)
     src = env.source()
     env.settle(src)
     rotate_by_rename(log)
     expected += write(log, "gen1", 0, 10)
-    real_open = src._open_fd
+    real_open = src.tailer.descriptors.open
     armed = [True]
 
     def open_fd(path: str, keep: Any = None) -> int | None:
@@ -518,8 +518,8 @@ def test_a_file_rotated_between_the_scan_and_its_opening_is_still_read(
             expected.extend(write(log, "gen2", 0, 10))
         return real_open(path, keep)
 
-    monkeypatch.setattr(src, "_open_fd", open_fd)
-    src.rescan()
+    monkeypatch.setattr(src.tailer.descriptors, "open", open_fd)
+    src.tailer.rescan()
     env.settle(src)
     assert not armed[0]
     assert_exactly(env.sink, expected)
@@ -535,11 +535,11 @@ def test_generations_made_and_rotated_away_while_the_path_was_missing_are_read(e
     src = env.source()
     env.settle(src)
     log.rename(log.with_name("app.log.1"))
-    src.rescan()  # gen0 rotated; app.log does not exist
+    src.tailer.rescan()  # gen0 rotated; app.log does not exist
     expected += write(log, "gen1", 0, 10)
     rotate_by_rename(log)
     expected += write(log, "gen2", 0, 10)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert_exactly(env.sink, expected)
     assert env.sink.lines() == expected  # generation after generation
@@ -550,8 +550,8 @@ def test_generations_rotated_while_stopped_are_read_after_restart(env: Env) -> N
     expected = write(log, "gen0", 0, 10)
     src = env.source()
     env.settle(src)
-    src.save_positions()
-    src.close()
+    src.tailer.save_positions()
+    src.tailer.close()
     expected += write(log, "gen0", 10, 5)
     rotate_by_rename(log)
     expected += write(log, "gen1", 0, 20)
@@ -568,8 +568,8 @@ def test_deleted_and_recreated_while_stopped_is_read_from_its_start(env: Env) ->
     write(log, "old", 0, 200)
     src = env.source()
     env.settle(src)
-    src.save_positions()
-    src.close()
+    src.tailer.save_positions()
+    src.tailer.close()
     old_inode = log.stat().st_ino
     log.unlink()
     expected = env.sink.lines() + write(log, "new", 0, 3)  # shorter than the saved offset
@@ -590,30 +590,30 @@ def test_truncated_and_renamed_while_behind_keeps_order_and_a_restart_resends_no
     log = env.logs / "app.log"
     expected = write(log, "gen1", 0, 3000)
     src = env.source(read_buffer_bytes=4096)
-    src.pump_all(time.monotonic())  # one small read: the agent is far behind
+    src.tailer.pump_all(time.monotonic())  # one small read: the agent is far behind
     copytruncate(log, env.logs / "app.log.1")
     expected += write(log, "gen2", 0, 10)
     os.utime(log, (time.time() + 2, time.time() + 2))  # written after the copy, visibly
     env.logs.joinpath("app.log.1").rename(env.logs / "app.log.2")
     log.rename(env.logs / "app.log.1")
     expected += write(log, "gen3", 0, 5)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert env.sink.lines() == expected  # generation after generation
     assert not src.files(live=False), "both rotated files were released"
-    src.save_positions()
-    src.close()
+    src.tailer.save_positions()
+    src.tailer.close()
     states = {os.path.basename(p): e["state"] for p, e in env.positions()["positions"].items()}
     assert states == {"app.log": "live", "app.log.1": "released", "app.log.2": "released"}
     src2 = env.source(read_buffer_bytes=4096)
     env.settle(src2)
     assert_exactly(env.sink, expected)
     # Remembered across this restart too, and forgotten once deleted.
-    src2.save_positions()
+    src2.tailer.save_positions()
     assert len(env.positions()["positions"]) == 3
     (env.logs / "app.log.2").unlink()
-    src2.rescan()
-    src2.save_positions()
+    src2.tailer.rescan()
+    src2.tailer.save_positions()
     assert sorted(os.path.basename(p) for p in env.positions()["positions"]) == ["app.log", "app.log.1"]
 
 
@@ -627,25 +627,25 @@ def test_a_newer_generation_released_before_an_older_one_is_not_read_again_after
     expected = write(log, "gen1", 0, 50)
     src = env.source()
     env.settle(src)
-    monkeypatch.setattr(tailer, "ROTATED_GRACE", 3600.0)
+    monkeypatch.setattr(rotation, "ROTATED_GRACE", 3600.0)
     rotate_by_rename(log)
     expected += write(log, "gen2", 0, 50)
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     rotate_by_rename(log)
     expected += write(log, "gen3", 0, 5)
     now = time.time()
     os.utime(env.logs / "app.log.2", (now - 20, now - 20))  # gen1
     os.utime(env.logs / "app.log.1", (now - 10, now - 10))  # gen2, newer
-    src.rescan()
+    src.tailer.rescan()
     env.settle(src)
     assert len(src.files(live=False)) == 2
     newer = next(tf for tf in src.files(live=False) if tf.path.endswith("app.log.1"))
     newer.last_active = -1e9  # its grace is over first
-    src.pump_all(time.monotonic())
+    src.tailer.pump_all(time.monotonic())
     assert [os.path.basename(tf.path) for tf in src.files(live=False)] == ["app.log.2"]
-    src.save_positions()
-    src.close()
+    src.tailer.save_positions()
+    src.tailer.close()
     states = {os.path.basename(p): e["state"] for p, e in env.positions()["positions"].items()}
     assert states == {"app.log": "live", "app.log.1": "released", "app.log.2": "rotated"}
     src2 = env.source()

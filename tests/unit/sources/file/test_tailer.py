@@ -1,4 +1,4 @@
-"""The tail engine's read loop under supervision: crashes, restarts, and positions across them.
+"""The tailer's read loop under supervision: crashes, restarts, and positions across them.
 
 The engine runs in its own thread here (``start``), against the real dispatcher; the crash is
 made to happen in the real objects (a failing hand-over, a failing read, a failing discovery).
@@ -17,12 +17,17 @@ from log_capturer.config.schema import FilesConfig, PositionsConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Chunk
-from log_capturer.sources.file import tail, tailer
+from log_capturer.sources.file import tail
+from log_capturer.sources.file.checkpointer import Checkpointer
+from log_capturer.sources.file.paths import GlobPaths
 from log_capturer.sources.file.source import FileSource
+from log_capturer.sources.file.tailer import Tailer, TailSettings
+from log_capturer.sources.positions import PositionStore
 from log_capturer.sources.supervise import Backoff
 from tests.support import wait_until
+from tests.unit.sources.file.parts import ListedPaths
 from tests.unit.sources.file.test_source import assert_exactly, write
-from tests.unit.sources.harness import MemorySink, make_dispatcher
+from tests.unit.sources.harness import MemorySink, make_dispatcher, settle
 
 
 class Env:
@@ -40,7 +45,7 @@ class Env:
             watch_directories=[str(self.logs)], poll_interval=0.01, read_buffer_bytes=4096, **files
         )
         src = FileSource(cfg, PositionsConfig(directory=str(self.tmp / "pos")), self.dispatcher, self.metrics)
-        src.supervisor.backoff = Backoff(0.01, 0.01)
+        src.tailer.supervisor.backoff = Backoff(0.01, 0.01)
         self.source = src
         src.start()
         return src
@@ -52,14 +57,14 @@ class Env:
 
     def saved_offset(self, path: Path) -> int:
         assert self.source is not None
-        self.source.save_positions()
+        self.source.tailer.save_positions()
         entry = orjson.loads((self.tmp / "pos" / "files.json").read_bytes())["positions"][str(path)]
         return int(entry["offset"])
 
     def close(self) -> None:
         if self.source is not None:
             self.source.stop()
-            self.source.close()
+            self.source.tailer.close()
         self.dispatcher.close(5)
 
 
@@ -86,7 +91,7 @@ def test_a_crash_while_handing_over_a_chunk_neither_loses_nor_repeats_a_line(
 
     monkeypatch.setattr(env.dispatcher, "submit", submit)
     src = env.start()
-    wait_until(lambda: src.supervisor.restarts == 1, 10, "the read loop to be restarted")
+    wait_until(lambda: src.tailer.supervisor.restarts == 1, 10, "the read loop to be restarted")
     expected += write(path, "b", 0, 500)  # written after the crash
     wait_until(lambda: len(env.sink.lines()) >= len(expected), 20, "every line")
     wait_until(lambda: src.health()["status"] == "healthy", 10, "healthy again")
@@ -94,7 +99,7 @@ def test_a_crash_while_handing_over_a_chunk_neither_loses_nor_repeats_a_line(
     h = src.health()
     assert h["restarts"] == 1 and h["crashes"] == 1 and h["last_error"] == "RuntimeError: injected crash"
     assert env.crashes() == 1
-    wait_until(lambda: src.in_flight() == 0, 10, "every line acknowledged")
+    wait_until(lambda: src.tailer.in_flight() == 0, 10, "every line acknowledged")
     assert env.saved_offset(path) == path.stat().st_size
 
 
@@ -125,8 +130,8 @@ def test_a_crash_after_a_read_with_multiline_lines_held_repeats_and_loses_nothin
     src = env.start(multiline={"start_pattern": "^rec ", "timeout": "50ms"})
     wait_until(lambda: len(env.sink.lines()) >= len(records), 20, "every record")
     assert_exactly(env.sink, records)
-    assert src.supervisor.restarts == 1
-    wait_until(lambda: src.in_flight() == 0, 10, "every record acknowledged")
+    assert src.tailer.supervisor.restarts == 1
+    wait_until(lambda: src.tailer.in_flight() == 0, 10, "every record acknowledged")
     assert env.saved_offset(path) == path.stat().st_size
 
 
@@ -135,16 +140,16 @@ def test_a_discovery_that_fails_at_start_is_retried_by_the_read_loop(
 ) -> None:
     path = env.logs / "app.log"
     expected = write(path, "a", 0, 100)
-    real = FileSource.discover
+    real = GlobPaths.discover
     calls = [0]
 
-    def discover(self: FileSource) -> Any:
+    def discover(self: GlobPaths) -> Any:
         calls[0] += 1
         if calls[0] == 1:
             raise PermissionError("injected: cannot list")
         return real(self)
 
-    monkeypatch.setattr(FileSource, "discover", discover)
+    monkeypatch.setattr(GlobPaths, "discover", discover)
     src = env.start()
     wait_until(lambda: len(env.sink.lines()) >= len(expected), 20, "every line")
     assert_exactly(env.sink, expected)
@@ -153,17 +158,35 @@ def test_a_discovery_that_fails_at_start_is_retried_by_the_read_loop(
     assert env.crashes() == 1
 
 
-def test_a_listed_generation_is_found_by_its_inode_after_a_rename(tmp_path: Path) -> None:
-    """The catch-up lists a directory, then opens each name: Docker may have renamed every
-    generation in between (.1 -> .2), so the listed inode is looked for, not the name."""
-    listed = tmp_path / "c-json.log.1"
-    listed.write_text("generation A\n")
-    ino = listed.stat().st_ino
-    listed.rename(tmp_path / "c-json.log.2")
-    listed.write_text("generation B, the next one\n")  # a new file under the listed name
-    found = tailer._open_listed(str(listed), ino)
-    assert found is not None
-    path, st, head = found
-    assert (path, st.st_ino, head) == (str(tmp_path / "c-json.log.2"), ino, b"generation A\n")
-    (tmp_path / "c-json.log.2").unlink()
-    assert tailer._open_listed(str(listed), ino) is None  # deleted since the listing
+def test_a_tailer_follows_whatever_its_paths_provider_names(tmp_path: Path) -> None:
+    """The tailer knows no source: a provider naming two files, a checkpointer over a store."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    old, later = logs / "old.log", logs / "later.log"
+    write(old, "before", 0, 10)
+    sink = MemorySink()
+    metrics = Metrics()
+    dispatcher = make_dispatcher(sink, metrics)
+    store = PositionStore(tmp_path / "pos", "files", 2)
+    paths = ListedPaths(old, later, from_end=True)
+    tailer = Tailer(
+        "file_source", TailSettings(), paths, Checkpointer({}, store, metrics, 1.0), dispatcher, metrics
+    )
+    try:
+        tailer.rescan()  # the first scan: existing content is skipped (read_from_end)
+        expected = write(old, "after", 0, 20)
+        expected += write(later, "new", 0, 10)  # a file found after the first scan: from its start
+        tailer.rescan()
+        settle(tailer, dispatcher)
+        assert_exactly(sink, expected)
+        tailer.save_positions()
+        saved = orjson.loads(store.path.read_bytes())["positions"]
+        assert saved[str(old)]["offset"] == old.stat().st_size
+        assert saved[str(later)]["offset"] == later.stat().st_size
+        assert tailer.open_files == 2 and tailer.in_flight() == 0
+        paths.paths.discard(str(later))  # no longer named, still on disk: a rotated file
+        tailer.rescan()
+        assert [tf.path for tf in tailer.files(live=False)] == [str(later)]
+    finally:
+        tailer.close()
+        dispatcher.close(5)

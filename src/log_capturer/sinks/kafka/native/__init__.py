@@ -1,4 +1,5 @@
-"""The chunk producer: librdkafka with delivery reports counted in C (``_rdk.c``).
+"""The chunk producer: librdkafka with delivery reports counted in C (``_rdk.c``, typed by
+``_rdk.pyi``); this module loads it.
 
 confluent-kafka costs about 1.5-2 us of CPU per delivery report (a Python ``Message``, the GIL
 taken again): a quarter of the agent's time at full speed. :class:`ChunkProducer` keeps one
@@ -18,10 +19,13 @@ import glob
 import logging
 import os
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
 from confluent_kafka import KafkaError
+
+if TYPE_CHECKING:
+    from log_capturer.sinks.kafka.native import _rdk
 
 #: A failed record: (error code, topic, value, key, partition), the objects it was produced from.
 Failure = tuple[int, str, bytes, str | bytes | None, int]
@@ -34,28 +38,6 @@ _LEVELS = {0: 50, 1: 50, 2: 50, 3: 40, 4: 30, 5: 20, 6: 20, 7: 10}
 
 class NativeUnavailable(RuntimeError):
     """The compiled module or librdkafka cannot be loaded; the message says why."""
-
-
-class _RawProducer(Protocol):
-    def produce_chunk(
-        self,
-        token: object,
-        topics: list[str],
-        values: list[bytes],
-        keys: list[str | None] | list[str] | list[bytes] | None = None,
-        partitions: list[int] | None = None,
-    ) -> int: ...
-    def poll(self, timeout: float) -> tuple[int, list[Settled]]: ...
-    def flush(self, timeout: float) -> tuple[int, list[Settled]]: ...
-    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None: ...
-    def close(self) -> None: ...
-    def __len__(self) -> int: ...
-    @property
-    def live_chunks(self) -> int: ...
-    @property
-    def records(self) -> int: ...
-    @property
-    def deferred(self) -> int: ...
 
 
 def librdkafka_path() -> str:
@@ -79,11 +61,11 @@ def load() -> str:
     """Load the compiled module and librdkafka once; returns librdkafka's version."""
     global _loaded
     try:
-        from log_capturer.sinks.kafka import _rdk  # type: ignore[attr-defined]
+        from log_capturer.sinks.kafka.native import _rdk
     except ImportError as exc:  # pragma: no cover - a broken install
         raise NativeUnavailable(
-            f"the compiled module log_capturer.sinks.kafka._rdk is missing ({exc}); reinstall the agent "
-            "with a C compiler present (pip install -e .), or set sinks.kafka.native_producer: false"
+            f"the compiled module log_capturer.sinks.kafka.native._rdk is missing ({exc}); reinstall the "
+            "agent with a C compiler present (pip install -e .), or set sinks.kafka.native_producer: false"
         ) from exc
     if _loaded is None:
         try:
@@ -111,14 +93,14 @@ class ChunkProducer:
         logger: logging.Logger | None = None,
     ) -> None:
         load()
-        from log_capturer.sinks.kafka import _rdk  # type: ignore[attr-defined]
+        from log_capturer.sinks.kafka.native import _rdk
 
         self._error_cb = error_cb
         self._logger = logger
         plain = {k: _conf_value(v) for k, v in conf.items() if not callable(v) and k != "logger"}
         self._name = str(conf.get("client.id", "rdkafka"))
         try:
-            self._p: _RawProducer = _rdk.Producer(
+            self._p: _rdk.Producer = _rdk.Producer(
                 plain,
                 self._on_error if error_cb is not None else None,
                 stats_cb,
@@ -131,9 +113,9 @@ class ChunkProducer:
         self.flush = self._p.flush
         self.purge = self._p.purge
 
-    def _on_error(self, code: int, reason: str, fatal: bool) -> None:
+    def _on_error(self, code: int, reason: str, fatal: int) -> None:
         assert self._error_cb is not None
-        self._error_cb(KafkaError(code, reason, fatal=fatal))
+        self._error_cb(KafkaError(code, reason, fatal=bool(fatal)))
 
     def _on_log(self, level: int, fac: str, msg: str) -> None:
         assert self._logger is not None

@@ -917,7 +917,7 @@ static PyGetSetDef Producer_getset[] = {
 static PySequenceMethods Producer_seq = {.sq_length = (lenfunc)Producer_len};
 
 static PyTypeObject ProducerType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "log_capturer.sinks.kafka._rdk.Producer",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "log_capturer.sinks.kafka.native._rdk.Producer",
     .tp_basicsize = sizeof(Producer),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A librdkafka producer that reports deliveries per chunk of records.",

@@ -1,5 +1,6 @@
-"""The chunk producer (``_rdk.c`` via ``native.py``) against a real broker: every record of a chunk
-is reported, failures come back with their record, and close() leaves no librdkafka thread."""
+"""The chunk producer (``native/_rdk.c``, loaded by ``native/__init__.py``) against a real broker:
+every record of a chunk is reported, failures come back with their record, and close() leaves no
+librdkafka thread."""
 
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def test_a_failed_record_whose_result_finds_no_memory_is_given_back_later_never_
     """Recording a failure allocates nothing (a slot per record); building the Python result
     can run out of memory (forced here by the module's test switch): the settled chunk then stays
     queued for the next poll, with its failure, instead of being dropped or counted delivered."""
-    from log_capturer.sinks.kafka import _rdk  # type: ignore[attr-defined]
+    from log_capturer.sinks.kafka.native import _rdk
 
     topic = f"{topic_prefix}-nomem"
     create_topics(bootstrap, topics=(TopicSpec(topic, 2, 1, "test"),))

@@ -1,0 +1,39 @@
+"""Type stub of ``_speedups.c``: the hot path's per-line work, a chunk at a time.
+
+Each function gives what its Python twin gives (``processing.Analyzer``, ``sinks.kafka.encode``,
+``record.text_bytes_py``); the argument types are those the C code checks (``PyArg_ParseTuple``).
+"""
+
+from collections.abc import Callable
+
+def text_bytes(lines: list[str], /) -> int:
+    """UTF-8 size of the lines' text (a lone surrogate counts 3). TypeError: not a list of str."""
+
+def json_levels(
+    lines: list[str],
+    key_field: str | None,
+    canonical: dict[str, str],
+    numeric: dict[int, str],
+    /,
+) -> tuple[list[str | None], list[str | None] | None]:
+    """(levels, keys): a level per line, None where the Python code must decide; keys is None
+    without ``key_field``."""
+
+def encode(
+    head: bytes,
+    lines: list[str],
+    levels: list[str],
+    tails: dict[str, bytes],
+    keys: list[str | None] | None,
+    fields: dict[str | None, bytes],
+    dumps: Callable[[str], bytes],
+    /,
+) -> list[bytes]:
+    """Record i = head + JSON(lines[i]) + tails[levels[i]] + fields[keys[i]] (fields[None] without
+    keys). ValueError: lists of different lengths; KeyError: a level or key without its bytes."""
+
+def tally(
+    topics: list[str], values: list[bytes], bounds: tuple[float, ...], /
+) -> tuple[dict[str, list[int]], int]:
+    """({topic: [records, bytes, le_0, ..., le_k]}, longest record). ValueError: lists of
+    different lengths, more than 32 bounds or 16 topics; TypeError: a value that is not bytes."""

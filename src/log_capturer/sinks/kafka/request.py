@@ -1,0 +1,198 @@
+"""What the Kafka sink sends: a chunk's records with their topics, keys, partitions and headers.
+
+Nothing here talks to a broker (the manual and round-robin partitioners ask for a topic's
+partition count through the callable they are given); it runs in the dispatcher threads.
+
+- topic by level: ``priority_routing`` (:func:`routing`), else every record to ``topic``;
+- key: ``partitioning.key_field``: the source's label, else the line's key, else the source id;
+- partition: -1 (librdkafka's partitioner, murmur2 like Java's) unless the strategy is
+  ``round-robin`` or ``manual`` (:mod:`.partitioning`);
+- value: the JSON record (:mod:`.encode`), and per topic the records, bytes and size-histogram
+  buckets (``tally``), in one pass;
+- headers: ``sinks.kafka.headers`` (:mod:`.headers`), one list per level, built once per chunk;
+  a dead letter's ``dlq_*`` headers (:func:`dead_letter_headers`);
+- refusals: a record larger than ``max_message_bytes`` or with an invalid manual partition is
+  refused before it is produced (:meth:`RequestBuilder.producible`), with its reason.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterator
+
+from log_capturer.engine.contract import Headers, Record, Refused
+from log_capturer.record import Chunk
+from log_capturer.sinks.base import utc_now_iso
+from log_capturer.sinks.kafka.config import KafkaSinkConfig
+from log_capturer.sinks.kafka.encode import LEVELS, encode_chunk, tally
+from log_capturer.sinks.kafka.headers import headers_for
+from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
+
+HIGH = frozenset({"error", "fatal", "critical"})
+NORMAL = frozenset({"warn", "info"})
+LOW = frozenset({"debug", "trace"})
+
+#: A record that may be produced: (index in its chunk, topic, value, key, partition (-1:
+#: librdkafka's partitioner), headers).
+Producible = tuple[int, str, bytes, str | None, int, Headers | None]
+
+
+def routing(config: KafkaSinkConfig) -> dict[str, str]:
+    """Topic of each level (``priority_routing``; every level to ``topic`` when it is off)."""
+    r = config.priority_routing
+    out: dict[str, str] = {}
+    for lvl in LEVELS:
+        if not r.enabled:
+            out[lvl] = config.topic
+        elif lvl in HIGH:
+            out[lvl] = r.high_topic
+        elif lvl in NORMAL:
+            out[lvl] = r.normal_topic
+        elif lvl in LOW:
+            out[lvl] = r.low_topic
+        else:
+            out[lvl] = config.topic
+    return out
+
+
+class KafkaRequest:
+    """A chunk's Kafka records (see :class:`~log_capturer.engine.contract.Prepared`): parallel
+    lists, one entry per line; ``keys``, ``partitions`` and ``headers`` are None when unused."""
+
+    __slots__ = (
+        "chunk",
+        "counts",
+        "headers",
+        "keys",
+        "longest",
+        "nbytes",
+        "partitions",
+        "tallied",
+        "topics",
+        "values",
+    )
+
+    def __init__(self, builder: RequestBuilder, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.topics = list(map(builder.topic_of.__getitem__, chunk.levels))
+        self.keys = builder.keys(chunk)
+        self.values = encode_chunk(chunk, builder.key_field)
+        # Per topic: records, bytes and the size histogram's buckets, in one pass.
+        self.tallied, self.longest = tally(self.topics, self.values, builder.size_bounds)
+        self.nbytes = sum(row[1] for row in self.tallied.values())
+        self.counts = {t: row[0] for t, row in self.tallied.items()}
+        self.partitions = builder.partitions(self.topics, self.keys) if builder.chooser.explicit else None
+        self.headers = builder.chunk_headers(chunk) if builder.config.headers else None
+
+
+class RequestBuilder:
+    """Turns chunks into :class:`KafkaRequest` s, by the ``sinks.kafka`` config.
+
+    ``size_bounds``: the upper bounds of the record-size histogram's buckets;
+    ``partition_count(topic)``: the topic's partitions, None when unknown (a metadata request).
+    """
+
+    def __init__(
+        self,
+        config: KafkaSinkConfig,
+        size_bounds: tuple[float, ...],
+        partition_count: Callable[[str], int | None],
+    ) -> None:
+        self.config = config
+        self.topic_of = routing(config)
+        part = config.partitioning
+        self.key_field = part.key_field if part.enabled else None
+        self.chooser = PartitionChooser(part.strategy if part.enabled else "hash", partition_count)
+        self.size_bounds = size_bounds
+        self.max_message_bytes = config.max_message_bytes
+
+    def build(self, chunk: Chunk) -> KafkaRequest:
+        return KafkaRequest(self, chunk)
+
+    def records_of(self, chunk: Chunk) -> list[Record]:
+        """A chunk's records one by one (topic, value, key): what the engine parks for a chunk
+        it could not hand over."""
+        topics = list(map(self.topic_of.__getitem__, chunk.levels))
+        keys = self.keys(chunk)
+        values = encode_chunk(chunk, self.key_field)
+        return [
+            Record(topics[j], value, keys[j] if keys is not None else None) for j, value in enumerate(values)
+        ]
+
+    def keys(self, chunk: Chunk) -> list[str | None] | None:
+        """Message key of each record: label, else the line's key field, else the source id."""
+        kf = self.key_field
+        if kf is None:
+            return None
+        origin = chunk.origin
+        default = origin.labels.get(kf, origin.source_id)
+        line_keys = chunk.keys
+        if line_keys is None:
+            return [default] * len(chunk.lines)
+        if all(line_keys):  # every line had a (non-empty) key: truthiness only, no comparisons
+            return line_keys
+        return [default if k is None else k for k in line_keys]
+
+    def partitions(
+        self, topics: list[str], keys: list[str | None] | None
+    ) -> list[int | InvalidPartition] | None:
+        """Explicit partitions (round-robin, manual); an invalid manual one as its error."""
+        chooser = self.chooser
+        if chooser.strategy == "round-robin":
+            out: list[int | InvalidPartition] = [-1] * len(topics)
+            by_topic: dict[str, list[int]] = collections.defaultdict(list)
+            for i, t in enumerate(topics):
+                by_topic[t].append(i)
+            for t, idx in by_topic.items():
+                parts = chooser.round_robin(t, len(idx))
+                if parts is not None:
+                    for i, p in zip(idx, parts, strict=True):
+                        out[i] = p
+            return out
+        result: list[int | InvalidPartition] = []
+        for i, t in enumerate(topics):
+            try:
+                result.append(chooser.manual(t, keys[i] if keys is not None else None))
+            except InvalidPartition as exc:
+                result.append(exc)
+        return result
+
+    def chunk_headers(self, chunk: Chunk) -> dict[str, Headers]:
+        """The headers of each level's records (``sinks.kafka.headers``), for this chunk's origin."""
+        origin = chunk.origin
+        names = self.config.headers
+        return {lvl: headers_for(names, lvl, origin.source_type, origin.source_id) for lvl in LEVELS}
+
+    def producible(
+        self, request: KafkaRequest, refused: list[Refused], start: int = 0
+    ) -> Iterator[Producible]:
+        """Each record of ``request`` from ``start`` on that may be produced; those refused
+        instead (larger than max_message_bytes, an invalid manual partition) are added to
+        ``refused`` with their reason."""
+        topics, keys, partitions, headers = request.topics, request.keys, request.partitions, request.headers
+        levels = request.chunk.levels
+        values = request.values
+        max_bytes = self.max_message_bytes
+        for i in range(start, len(values)):
+            value, topic = values[i], topics[i]
+            key = keys[i] if keys is not None else None
+            part = partitions[i] if partitions is not None else -1
+            if len(value) > max_bytes:
+                msg = f"record of {len(value)} bytes exceeds max_message_bytes={max_bytes}"
+                refused.append(Refused(Record(topic, value, key), "message_too_large", msg))
+            elif isinstance(part, InvalidPartition):
+                refused.append(Refused(Record(topic, value, key), "invalid_partition", str(part)))
+            else:
+                yield i, topic, value, key, part, headers[levels[i]] if headers is not None else None
+
+
+def dead_letter_headers(rec: Record, reason: str, error: str, sink_name: str) -> Headers:
+    """A record's headers for the DLQ topic: its own, then why and where it failed."""
+    return [
+        *(rec.headers or []),
+        ("dlq_error_type", reason.encode()),
+        ("dlq_error_message", error.encode("utf-8", "backslashreplace")),
+        ("dlq_original_topic", rec.topic.encode()),
+        ("dlq_failed_sink", sink_name.encode()),
+        ("dlq_timestamp", utc_now_iso().encode()),
+    ]
