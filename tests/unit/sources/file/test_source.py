@@ -526,6 +526,33 @@ def test_a_file_rotated_between_the_scan_and_its_opening_is_still_read(
     assert env.sink.lines() == expected  # generation after generation
 
 
+def test_a_new_path_rotated_between_the_scan_and_its_opening_is_read_from_its_first_file(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race on a path seen for the first time after start-up (no earlier file there to
+    catch up from): what the scan saw is read, then the file that was opened."""
+    src = env.source()
+    env.settle(src)
+    log = env.logs / "app.log"
+    expected = write(log, "gen1", 0, 10)
+    real_open = src.tailer.descriptors.open
+    armed = [True]
+
+    def open_fd(path: str, keep: Any = None) -> int | None:
+        if armed[0] and path == str(log):
+            armed[0] = False
+            rotate_by_rename(log)  # between the scan's stat and this open
+            expected.extend(write(log, "gen2", 0, 10))
+        return real_open(path, keep)
+
+    monkeypatch.setattr(src.tailer.descriptors, "open", open_fd)
+    src.tailer.rescan()
+    env.settle(src)
+    assert not armed[0]
+    assert_exactly(env.sink, expected)
+    assert env.sink.lines() == expected  # generation after generation
+
+
 def test_generations_made_and_rotated_away_while_the_path_was_missing_are_read(env: Env) -> None:
     """Docker renames the log, then creates the new one: a scan in between finds the path missing
     (the old file rotated, nothing new to follow yet). A generation created and rotated away
