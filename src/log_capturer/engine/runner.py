@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from log_capturer.engine.contract import Failure, Prepared, Record, Refused, Service
 from log_capturer.engine.parking import Parking
@@ -71,6 +71,33 @@ class DeliveryPolicy:
     circuit_breaker: CircuitBreakerConfig
     #: Records not delivered within ``timeout`` are parked (else sent again at once).
     park_on_timeout: bool
+
+    @classmethod
+    def of(cls, section: DeliverySection, park_on_timeout: bool) -> DeliveryPolicy:
+        """The policy of a sink's config section (every sink has these keys)."""
+        return cls(
+            queue_size=section.queue_size,
+            queue_max_bytes=section.queue_max_bytes,
+            timeout=section.timeout,
+            backpressure=section.backpressure_config,
+            circuit_breaker=section.circuit_breaker,
+            park_on_timeout=park_on_timeout,
+        )
+
+
+class DeliverySection(Protocol):
+    """The keys of a sink's section that the engine reads."""
+
+    @property
+    def queue_size(self) -> int: ...
+    @property
+    def queue_max_bytes(self) -> int: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def backpressure_config(self) -> BackpressureConfig: ...
+    @property
+    def circuit_breaker(self) -> CircuitBreakerConfig: ...
 
 
 class Delivery:

@@ -107,8 +107,9 @@ class BackpressureConfig(Strict):
         "(stalled), lines held below the emergency level (sources held at the critical level, or "
         "lines waiting for an open circuit breaker) overflow to the DLQ as well, at once and until "
         "it acknowledges again (also while its breaker waits to probe a server that is back), so a "
-        "long outage cannot hold the sources until rotated files are deleted. For an outage to hold every line in order, with nothing in the DLQ, set "
-        "this to false, queue_emergency_threshold to 1.0 and dlq_config.send_on_timeout to false "
+        "long outage cannot hold the sources until rotated files are deleted. For an outage to "
+        "hold every line in order, with nothing in the DLQ, set this to false, "
+        "queue_emergency_threshold to 1.0 and dlq_config.send_on_timeout to false "
         "(files must then outlive the outage).",
     )
 

@@ -39,14 +39,7 @@ class KafkaSink(SinkRunner):
     ) -> None:
         self.config = config
         self.kafka = KafkaService(config, metrics, name, SINK_TYPE)
-        policy = DeliveryPolicy(
-            queue_size=config.queue_size,
-            queue_max_bytes=config.queue_max_bytes,
-            timeout=config.timeout,
-            backpressure=config.backpressure_config,
-            circuit_breaker=config.circuit_breaker,
-            park_on_timeout=parks_on_timeout(config) and dlq is not None,
-        )
+        policy = DeliveryPolicy.of(config, park_on_timeout=parks_on_timeout(config) and dlq is not None)
         super().__init__(self.kafka, policy, metrics, dlq, name, SINK_TYPE)
 
     @property

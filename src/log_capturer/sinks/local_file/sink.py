@@ -40,13 +40,8 @@ class LocalFileSink(SinkRunner):
     ) -> None:
         self.config = config
         self.files = LocalFileService(config, key_field, name, worker)
-        policy = DeliveryPolicy(
-            queue_size=config.queue_size,
-            queue_max_bytes=config.queue_max_bytes,
-            timeout=config.timeout,
-            backpressure=config.backpressure_config,
-            circuit_breaker=config.circuit_breaker,
-            park_on_timeout=dlq is not None and config.dlq_config.send_on_timeout,
+        policy = DeliveryPolicy.of(
+            config, park_on_timeout=dlq is not None and config.dlq_config.send_on_timeout
         )
         super().__init__(self.files, policy, metrics, dlq, name, SINK_TYPE)
         if policy.park_on_timeout:

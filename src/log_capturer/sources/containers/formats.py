@@ -26,70 +26,93 @@ from log_capturer.processing.assembly import Assembler, Lines
 _loads = orjson.loads
 
 
+class _Partial:
+    """The parts of one stream's unfinished line."""
+
+    __slots__ = ("discarding", "first", "parts", "raw", "since", "size")
+
+    def __init__(self, first: int, since: float) -> None:
+        #: Index (among every raw line fed) of its first part.
+        self.first = first
+        self.since = since
+        self.parts: list[str] = []
+        self.raw = 0
+        self.size = 0
+        #: A line that was cut at max_bytes: its later parts are discarded.
+        self.discarding = False
+
+
 class _Reassembler:
-    """Common part of the decoders: partial-line reassembly with a byte cap and a timeout."""
+    """Common part of the decoders: partial-line reassembly per stream, with a byte cap and a
+    timeout.
+
+    Each stream (stdout, stderr) joins its own parts: Docker writes the parts of a long stderr
+    line between the lines of a busy stdout, and they still make one record. While a stream's
+    line is unfinished, :attr:`held` counts every raw line from its first part on (the tail keeps
+    the checkpoint before that part), also the lines of the other stream emitted meanwhile: after
+    a crash those are read again (at most the span of one split line), never lost.
+    """
 
     def __init__(self, max_bytes: int, timeout: float) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
-        self._parts: list[str] = []
-        self._raw = 0
-        self._size = 0
-        self._stream = ""
-        self._since = 0.0
-        #: A line that was cut at max_bytes: its later parts are discarded.
-        self._discarding = False
+        self._open: dict[str, _Partial] = {}
+        #: Raw lines fed so far.
+        self._fed = 0
 
     @property
     def held(self) -> int:
-        return self._raw
+        if not self._open:
+            return 0
+        return self._fed - min(p.first for p in self._open.values())
 
     def due(self, now: float) -> bool:
-        return self._raw > 0 and now - self._since >= self.timeout
+        return any(now - p.since >= self.timeout for p in self._open.values())
 
-    def _emit(self, out: Lines, text: str, stream: str, truncated: bool = False) -> None:
+    @staticmethod
+    def _emit(out: Lines, text: str, stream: str, raw: int, truncated: bool = False) -> None:
         assert out.raw is not None and out.streams is not None
         if truncated:
             out.truncated.add(len(out.text))
         out.text.append(text)
-        out.raw.append(self._raw)
+        out.raw.append(raw)
         out.streams.append(stream)
-        self._parts = []
-        self._raw = 0
-        self._size = 0
 
     def _flush_pending(self, out: Lines) -> None:
-        if self._raw:
-            self._emit(out, "" if self._discarding else "".join(self._parts), self._stream)
-        self._discarding = False
+        """Emit every stream's unfinished line, oldest first."""
+        for stream, p in sorted(self._open.items(), key=lambda item: item[1].first):
+            self._emit(out, "" if p.discarding else "".join(p.parts), stream, p.raw)
+        self._open.clear()
 
     def _add(self, out: Lines, text: str, stream: str, final: bool, now: float) -> None:
-        if self._raw and stream != self._stream:
-            self._flush_pending(out)  # interleaved streams: never join across them
-        if not self._raw:
-            self._since = now
-            self._stream = stream
-        self._raw += 1
-        if self._discarding:
+        index = self._fed
+        self._fed += 1
+        p = self._open.get(stream)
+        if p is None:
+            if final and len(text) <= self.max_bytes:  # a whole line: the usual case
+                self._emit(out, text, stream, 1)
+                return
+            p = self._open[stream] = _Partial(index, now)
+        p.raw += 1
+        if p.discarding:
             if final:
-                self._emit(out, "", stream)
-                self._discarding = False
+                self._emit(out, "", stream, p.raw)
+                del self._open[stream]
             return
-        self._size += len(text)
-        if self._size > self.max_bytes:
-            joined = "".join(self._parts) + text
+        p.size += len(text)
+        if p.size > self.max_bytes:
+            joined = "".join(p.parts) + text
             cut = joined.encode()[: self.max_bytes].decode("utf-8", "ignore")
-            self._emit(out, cut, stream, truncated=True)
-            if not final:
-                self._discarding = True
+            self._emit(out, cut, stream, p.raw, truncated=True)
+            if final:
+                del self._open[stream]
+            else:  # the rest of it is a record of its own, emitted empty
+                p.first, p.raw, p.parts, p.discarding = self._fed, 0, [], True
             return
+        p.parts.append(text)
         if final:
-            if self._parts:
-                self._parts.append(text)
-                text = "".join(self._parts)
-            self._emit(out, text, stream)
-        else:
-            self._parts.append(text)
+            self._emit(out, "".join(p.parts), stream, p.raw)
+            del self._open[stream]
 
     def flush(self) -> Lines:
         out = Lines([], [], set(), [])
@@ -98,8 +121,8 @@ class _Reassembler:
 
     def _invalid(self, out: Lines, line: str) -> None:
         self._flush_pending(out)
-        self._raw = 1
-        self._emit(out, line, "")
+        self._fed += 1
+        self._emit(out, line, "", 1)
 
 
 class DockerJsonDecoder(_Reassembler):

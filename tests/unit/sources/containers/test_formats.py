@@ -26,10 +26,25 @@ def test_docker_split_lines_are_reassembled_and_held_until_complete() -> None:
     assert out.text == ["part1-part2-end"] and out.raw == [3] and d.held == 0
 
 
-def test_docker_partial_interrupted_by_the_other_stream_is_emitted_as_is() -> None:
+def test_docker_parts_interleaved_with_the_other_stream_join_per_stream() -> None:
+    """A long stderr line written while stdout is busy: its parts are between stdout's lines."""
     d = DockerJsonDecoder(1 << 20, 5.0)
-    out = d.feed(Lines([docker("half"), docker("err\n", "stderr")]), 0.0)
-    assert out.text == ["half", "err"] and out.streams == ["stdout", "stderr"]
+    out = d.feed(Lines([docker("half ", "stderr"), docker("out 1\n"), docker("out 2\n")]), 0.0)
+    assert out.text == ["out 1", "out 2"] and out.streams == ["stdout", "stdout"]
+    # Until the stderr line ends, the checkpoint stays before its first part.
+    assert d.held == 3
+    out = d.feed(Lines([docker("and", "stderr"), docker("out 3\n"), docker(" more\n", "stderr")]), 0.0)
+    assert out.text == ["out 3", "half and more"] and out.streams == ["stdout", "stderr"]
+    assert out.raw == [1, 3] and d.held == 0
+    d.feed(Lines([docker("out "), docker("err\n", "stderr")]), 0.0)
+    assert d.held == 2  # stdout's part is still open
+    assert d.flush().text == ["out "] and d.held == 0
+
+
+def test_unfinished_lines_of_both_streams_flush_oldest_first() -> None:
+    d = DockerJsonDecoder(1 << 20, 5.0)
+    d.feed(Lines([docker("b", "stderr"), docker("a")]), 0.0)
+    assert d.flush().text == ["b", "a"]
 
 
 def test_damaged_lines_are_passed_on_unchanged() -> None:
