@@ -366,6 +366,7 @@ def test_container_paths_name_log_files_and_remember_containers(tmp_path: Path) 
     assert paths.status == {web.id: "running", app.source_id: "running", "gone": "removed"}
     assert set(known) == {web.id, app.source_id, "gone"}
     assert paths.read_from_end(docker) and not paths.read_from_end(pod)
+    assert paths.reads_rotated_when_new(docker) and not paths.reads_rotated_when_new(pod)
     assert paths.target_for(str(web.log)) is docker and paths.target_for(str(web.log) + ".1") is None
     assert paths.target_for_source(app.source_id) is pod
     assert paths.rotated_name_ok(str(web.log) + ".1") and not paths.rotated_name_ok(str(web.log) + ".1.gz")

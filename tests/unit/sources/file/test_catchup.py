@@ -59,6 +59,25 @@ def test_a_copy_of_a_followed_file_is_not_a_generation(logs: Path) -> None:
         parts.close()
 
 
+def test_a_released_generation_renamed_again_is_not_a_generation(logs: Path) -> None:
+    """Docker renames every generation at each rotation, all within the same instant: one read
+    to its end and released must not be read again under its new name."""
+    live = logs / "app.log"
+    write(live, "now\n", 3000)
+    write(logs / "app.log.1", "read and released\n", 2000)
+    parts = Parts(ListedPaths(live))
+    try:
+        released = followed_file(logs / "app.log.1", live=False, offset=18, source_id=str(live))
+        parts.checkpointer.remember_released(released.key, released.path, released.position_entry())
+        os.rename(logs / "app.log.1", logs / "app.log.2")
+        write(logs / "app.log.1", "never read\n", 2000)
+        parts.checkpointer.refresh_released()
+        parts.catch_up.generations(str(live), Origin("file", str(live)), 1000 * 10**9)
+        assert [tf.path for tf in parts.followed.files(live=False)] == [str(logs / "app.log.1")]
+    finally:
+        parts.close()
+
+
 def test_saved_rotated_files_are_resumed_where_they_are_now(logs: Path) -> None:
     live = logs / "app.log"
     write(live, "draining line 1\ndraining line 2\n", 2000)

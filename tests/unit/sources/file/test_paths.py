@@ -39,6 +39,7 @@ def test_what_rotation_asks_about_paths_not_discovered(tmp_path: Path) -> None:
     assert paths.rotated_name_ok(str(tmp_path / "app.log.1"))
     assert not paths.rotated_name_ok(str(tmp_path / "app.log.1.gz"))
     assert paths.read_from_end(gone)
+    assert not paths.reads_rotated_when_new(gone)  # a new path's rotated neighbours are history
 
 
 def test_multiline_applies_to_the_paths_it_names(tmp_path: Path) -> None:
