@@ -55,9 +55,7 @@ def test_renamed_away_it_is_read_to_its_end_and_unseen_generations_are_caught_up
     assert tf.path == str(logs / "app.log.2")
 
 
-def test_the_time_a_file_rotated_away_is_kept_for_the_next_file_at_its_path(
-    logs: Path, parts: Parts
-) -> None:
+def test_the_time_a_file_rotated_away_is_kept_for_the_next_file_at_its_path(logs: Path, parts: Parts) -> None:
     """Docker renames the log, then creates the next one: the tailer may find the path missing.
     The next file there catches up the generations since this time (``rotated_since``)."""
     (logs / "app.log").write_text("a\n")
