@@ -12,8 +12,8 @@ records, so process start-up does not count, exactly as for the agent.
 from __future__ import annotations
 
 import json
-import shutil
 import resource
+import shutil
 import subprocess
 import sys
 import time
