@@ -868,10 +868,19 @@ fail:
  * character; inside quotes '"' and '\\' are escaped, \n \r \t by their letters, other controls
  * as \u00XX; the rest is UTF-8 as it is. */
 static inline int lf_special(Py_UCS4 c) { return c <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7F; }
+/* For ASCII bytes: 1 when the value needs quotes; the extra bytes of its escape (lf_extra). */
+static unsigned char LF_QUOTE[256], LF_EXTRA[256];
 static inline Py_ssize_t lf_extra(Py_UCS4 c) {
     if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t')
         return 1;
     return (c < 0x20 || c == 0x7F) ? 5 : 0;
+}
+
+static void init_lf_tables(void) {
+    for (int c = 0; c < 0x80; c++) {
+        LF_QUOTE[c] = (unsigned char)lf_special((Py_UCS4)c);
+        LF_EXTRA[c] = (unsigned char)lf_extra((Py_UCS4)c);
+    }
 }
 
 /* The size of the logfmt value of s; *quote set when it needs quotes. */
@@ -880,13 +889,13 @@ static Py_ssize_t lf_size(PyObject *s, int *quote) {
     int q = len == 0;
     if (PyUnicode_IS_COMPACT_ASCII(s)) {
         const unsigned char *p = (const unsigned char *)PyUnicode_DATA(s);
+        unsigned char any = 0;
         size = len;
         for (Py_ssize_t j = 0; j < len; j++) {
-            if (lf_special(p[j])) {
-                q = 1;
-                size += lf_extra(p[j]);
-            }
+            any |= LF_QUOTE[p[j]];
+            size += LF_EXTRA[p[j]];
         }
+        q |= any;
     } else {
         int kind = PyUnicode_KIND(s);
         const void *data = PyUnicode_DATA(s);
@@ -934,8 +943,17 @@ static char *lf_into(char *o, PyObject *s, int quote) {
             memcpy(o, p, len);
             o += len;
         } else {
-            for (Py_ssize_t j = 0; j < len; j++)
-                o = lf_put(o, p[j]);
+            Py_ssize_t j = 0;
+            while (j < len) {
+                Py_ssize_t k = j;
+                while (k < len && !LF_EXTRA[p[k]])
+                    k++;
+                memcpy(o, p + j, k - j);
+                o += k - j;
+                if (k < len)
+                    o = lf_put(o, p[k++]);
+                j = k;
+            }
         }
     } else {
         int kind = PyUnicode_KIND(s);
@@ -1083,5 +1101,6 @@ static struct PyModuleDef moduledef = {
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     init_tables();
+    init_lf_tables();
     return PyModule_Create(&moduledef);
 }

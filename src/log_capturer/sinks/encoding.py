@@ -236,6 +236,7 @@ class ChunkEncoder:
         self._envelope = envelope
         self.codec = config.codec
         self.selected = frozenset(config.selected)
+        self._is_envelope = config.envelope
         self._syntax = _Syntax(config.codec, config.timestamp_format == "unix_ms")
         self._origins: dict[int, tuple[Origin, bytes, bytes]] = {}
 
@@ -244,7 +245,7 @@ class ChunkEncoder:
             if _speedups is not None:
                 return _speedups.encode_raw(chunk.lines)
             return [utf8(line) for line in chunk.lines]
-        if self.config.envelope:
+        if self._is_envelope:
             return self._envelope(chunk, self.key_field)
         if (
             "message" in self.selected
