@@ -238,7 +238,7 @@ class ChunkEncoder:
         self.selected = frozenset(config.selected)
         self._is_envelope = config.envelope
         self._syntax = _Syntax(config.codec, config.timestamp_format == "unix_ms")
-        self._origins: dict[int, tuple[Origin, bytes, bytes]] = {}
+        self._origins: dict[int, tuple[Origin, bytes, bytes, bytes]] = {}
 
     def encode(self, chunk: Chunk) -> list[bytes]:
         if self.codec == "raw":
@@ -260,9 +260,10 @@ class ChunkEncoder:
     # -- the parts of a record -----------------------------------------------------------------
     def _origin_parts(self, origin: Origin) -> tuple[bytes, bytes]:
         """(source_type+source_id, labels) of an origin, each with its leading separator, cached
-        by the origin (sources keep one per file or container)."""
+        by the origin (sources keep one per file or container) while its ``encoded`` bytes (set
+        again by ``Origin.reencode``) are the same."""
         cached = self._origins.get(id(origin))
-        if cached is not None and cached[0] is origin:
+        if cached is not None and cached[0] is origin and cached[3] is origin.encoded:
             return cached[1], cached[2]
         syn, sel = self._syntax, self.selected
         src = b"".join(
@@ -276,7 +277,7 @@ class ChunkEncoder:
             labels = syn.sep + part if part else b""
         if len(self._origins) > 4096:
             self._origins.clear()
-        self._origins[id(origin)] = (origin, src, labels)
+        self._origins[id(origin)] = (origin, src, labels, origin.encoded)
         return src, labels
 
     def _fields(self, extra: dict[str, Any] | None, key: str | None) -> bytes:

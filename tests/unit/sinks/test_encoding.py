@@ -204,3 +204,14 @@ def test_logfmt_leaves_out_an_unknown_level_and_selection_applies() -> None:
     assert records[2] == 'message="été ✓ \U0001f600"'.encode()
     unix = encoder(codec="logfmt", only_fields=["timestamp"], timestamp_format="unix_ms").encode(chunk())
     assert set(unix) == {b"timestamp=1700000000123"}
+
+
+def test_an_origin_encoded_again_is_written_with_its_new_labels() -> None:
+    origin = Origin("file", "/a.log", {"env": "prod"})
+    enc = encoder(codec="logfmt", only_fields=["labels"])
+    c = Chunk(origin, ["x"], read_time_ns=1)
+    c.levels = ["info"]
+    assert enc.encode(c) == [b"labels.env=prod"]
+    origin.labels["env"] = "dev"
+    origin.reencode()
+    assert enc.encode(c) == [b"labels.env=dev"]
