@@ -65,7 +65,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import orjson
@@ -432,40 +432,62 @@ class _Group:
     stamps: list[int | None] = field(default_factory=list)
 
 
-class Records:
-    """Validates records and groups them into one chunk per origin (source_type, source_id, labels)."""
+class RecordShape(Protocol):
+    """What :class:`Records` reads of a source's section (``http_ingest``, ``forward``)."""
 
-    def __init__(self, config: HttpIngestConfig) -> None:
+    message_key: list[str]
+    timestamp_key: list[str]
+    level_key: list[str]
+    source_type: str
+    source_id: str
+    labels: dict[str, str]
+    pipeline: str
+
+
+class Records:
+    """Validates records and groups them into one chunk per origin (source_type, source_id, labels).
+
+    Shared by the sources that receive records (HTTP ingest, forward): ``section`` names the
+    config section in the reasons given for rejected records."""
+
+    def __init__(self, config: RecordShape, section: str = "http_ingest") -> None:
         self.config = config
-        self._origins: dict[tuple[Any, Any, Any], Origin] = {}
+        self.section = section
+        self._origins: dict[tuple[Any, ...], Origin] = {}
         self._message_keys = tuple(config.message_key)
         self._time_keys = tuple(config.timestamp_key)
         self._level_keys = tuple(config.level_key)
         self._message_list = ", ".join(self._message_keys)
+        self.default = Origin(config.source_type, config.source_id, dict(config.labels), config.pipeline)
 
-    def origin(self, rec: dict[str, Any], i: int) -> Origin:
-        """The origin of record ``i``: its source_type, source_id and labels over the defaults.
-        Origins are kept by the record's own members, so the usual record costs one lookup."""
+    def origin(self, rec: dict[str, Any], i: int, base: Origin | None = None) -> Origin:
+        """The origin of record ``i``: its source_type, source_id and labels over those of
+        ``base`` (the section's defaults when None). Origins are kept by the record's own members,
+        so the usual record costs one lookup; a record with none of them has ``base`` itself."""
         source_type, source_id, labels = rec.get("source_type"), rec.get("source_id"), rec.get("labels")
+        if base is None:
+            base = self.default
+        if source_type is None and source_id is None and labels is None:
+            return base
         try:
-            key = (source_type, source_id, tuple(labels.items()) if type(labels) is dict else labels)
+            key = (base, source_type, source_id, tuple(labels.items()) if type(labels) is dict else labels)
             return self._origins[key]
         except (KeyError, TypeError):  # TypeError: a label value that cannot be a key (it is invalid)
             pass
-        cfg = self.config
         origin = Origin(
-            _text(source_type, "source_type", i) or cfg.source_type,
-            _text(source_id, "source_id", i) or cfg.source_id,
-            self._labels(labels, i),
-            pipeline=cfg.pipeline,
+            _text(source_type, "source_type", i) or base.source_type,
+            _text(source_id, "source_id", i) or base.source_id,
+            self._labels(labels, i, base.labels),
+            pipeline=base.pipeline,
         )
         if len(self._origins) >= MAX_ORIGINS:
             self._origins.clear()
         self._origins[key] = origin
         return origin
 
-    def chunks(self, items: list[Item]) -> tuple[list[Chunk], list[Rejected]]:
-        """The chunks of the records that can be shipped, and the records that cannot."""
+    def chunks(self, items: list[Item], base: Origin | None = None) -> tuple[list[Chunk], list[Rejected]]:
+        """The chunks of the records that can be shipped, and the records that cannot. ``base``
+        gives the origin of records that name none of their own (default: the section's)."""
         groups: dict[int, _Group] = {}
         rejected: list[Rejected] = []
         for i, item in enumerate(items, 1):
@@ -474,7 +496,7 @@ class Records:
                 continue
             rec, event_ns = item
             try:
-                self._add(groups, i, rec, event_ns)
+                self._add(groups, i, rec, event_ns, base)
             except _Invalid as exc:
                 rejected.append(Rejected(i, exc.reason, exc.text, rec))
         now = time.time_ns()
@@ -490,9 +512,16 @@ class Records:
             out.append(chunk)
         return out, rejected
 
-    def _add(self, groups: dict[int, _Group], i: int, rec: dict[str, Any], event_ns: int | None) -> None:
+    def _add(
+        self,
+        groups: dict[int, _Group],
+        i: int,
+        rec: dict[str, Any],
+        event_ns: int | None,
+        base: Origin | None,
+    ) -> None:
         message, message_key = self._message(rec, i)
-        origin = self.origin(rec, i)
+        origin = self.origin(rec, i, base)
         fields = rec.get("fields")
         if fields is not None and not isinstance(fields, dict):
             raise _Invalid(INVALID_FIELD, f"record {i}: 'fields' must be an object, not {_kind(fields)}")
@@ -532,7 +561,7 @@ class Records:
         else:
             raise _Invalid(
                 MISSING_MESSAGE,
-                f"record {i}: no message: none of {self._message_list} is there (http_ingest.message_key)",
+                f"record {i}: no message: none of {self._message_list} is there ({self.section}.message_key)",
             )
         if not isinstance(message, str):
             raise _Invalid(INVALID_FIELD, f"record {i}: '{key}' must be text, not {_kind(message)}")
@@ -542,8 +571,7 @@ class Records:
             raise _Invalid(EMPTY_MESSAGE, f"record {i}: '{key}' is empty")
         return message, key
 
-    def _labels(self, value: Any, i: int) -> dict[str, str]:
-        base = self.config.labels
+    def _labels(self, value: Any, i: int, base: dict[str, str]) -> dict[str, str]:
         if value is None:
             return dict(base)
         if not isinstance(value, dict):
@@ -572,7 +600,9 @@ class _RejectionLog:
     """Logs rejected records at most once per :data:`REJECT_LOG_INTERVAL`, with an example; those
     that come in between are summed up in the next line (on the event loop's timer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "HTTP ingest", batches: str = "requests") -> None:
+        self._what = what
+        self._batches = batches
         self._last = float("-inf")
         self._pending: Counter[tuple[str, str]] = Counter()
         self._example = ""
@@ -603,9 +633,11 @@ class _RejectionLog:
         parts = ", ".join(f"{n} {reason} {outcome}" for (reason, outcome), n in self._pending.most_common())
         dlq = f"; the DLQ could not take them: {self._dlq_error}" if self._dlq_error else ""
         log.warning(
-            "HTTP ingest rejected %d records (%s), the others of their requests were shipped; e.g. %s%s",
+            "%s rejected %d records (%s), the others of their %s were shipped; e.g. %s%s",
+            self._what,
             total,
             parts,
+            self._batches,
             self._example,
             dlq,
             extra={"rejected": total},
