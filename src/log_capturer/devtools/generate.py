@@ -444,6 +444,109 @@ class HttpTarget:
         }
 
 
+class ForwardTarget:
+    """Sends batches over the Fluent forward protocol as Fluent Bit's ``forward`` output does with
+    ``Require_ack_response on``: PackedForward messages (``[tag, bin of [EventTime, record]
+    entries, {"size": n, "chunk": id}]``; gzipped, CompressedPackedForward, with ``compress``) of
+    at most ``batch_lines`` records ``{log, level, labels}``, each acknowledged by the agent
+    (``{"ack": id}``) once its records are in the sinks. Up to ``window`` messages wait for
+    their acks at once (Fluentd's ``out_forward`` does not wait for one ack before sending
+    more); an ack not received within ``ack_timeout`` is an error (a client would resend).
+    """
+
+    name = "forward"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        batch_lines: int = 1000,
+        tag: str = "loggen",
+        compress: bool = False,
+        window: int = 4,
+        ack_timeout: float = 60.0,
+    ) -> None:
+        import msgpack
+
+        self.addr = (host, port)
+        self.batch_lines = max(1, batch_lines)
+        self.tag = tag
+        self.compress = compress
+        self.window = max(1, window)
+        self.ack_timeout = ack_timeout
+        self.messages = 0
+        self.acked = 0
+        self._unacked: list[str] = []
+        self._unpacker = msgpack.Unpacker(raw=False)
+        try:
+            self._sock = socket.create_connection(self.addr, timeout=ack_timeout)
+        except OSError as exc:
+            raise GenerateError(f"cannot connect to the forward listener {host}:{port}: {exc}") from None
+
+    def write(self, batch: Batch) -> None:
+        import gzip
+
+        import msgpack
+
+        seconds, nanos = divmod(batch.emit_ns, 1_000_000_000)
+        time_ext = msgpack.ExtType(0, struct.pack(">II", seconds, nanos))
+        pack = msgpack.Packer().pack
+        entries = []
+        for line, level, tenant in zip(batch.lines, batch.levels, batch.tenants, strict=True):
+            rec: dict[str, Any] = {"log": line, "labels": {"tenant_id": tenant}}
+            if level != "none":
+                rec["level"] = level
+            entries.append(pack([time_ext, rec]))
+        for i in range(0, len(entries), self.batch_lines):
+            part = entries[i : i + self.batch_lines]
+            body = b"".join(part)
+            chunk = f"{os.getpid():x}-{self.messages:x}"
+            option: dict[str, Any] = {"size": len(part), "chunk": chunk}
+            if self.compress:
+                body = gzip.compress(body, 1)
+                option["compressed"] = "gzip"
+            while len(self._unacked) >= self.window:
+                self._read_ack()
+            self._sock.sendall(pack([self.tag, body, option]))
+            self._unacked.append(chunk)
+            self.messages += 1
+
+    def _read_ack(self) -> None:
+        deadline = time.monotonic() + self.ack_timeout
+        while True:
+            for answer in self._unpacker:
+                chunk = answer.get("ack") if isinstance(answer, dict) else None
+                if chunk not in self._unacked:
+                    raise GenerateError(f"the forward listener answered {answer!r}, not an awaited ack")
+                self._unacked.remove(chunk)
+                self.acked += 1
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GenerateError(f"no ack within {self.ack_timeout:g}s from {self.addr[0]}:{self.addr[1]}")
+            self._sock.settimeout(left)
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                raise GenerateError("the forward listener closed the connection before acknowledging")
+            self._unpacker.feed(data)
+
+    def close(self) -> dict[str, Any]:
+        try:
+            while self._unacked:
+                self._read_ack()
+        finally:
+            self._sock.close()
+        return {
+            "address": f"{self.addr[0]}:{self.addr[1]}",
+            "messages": self.messages,
+            "acked": self.acked,
+            "compressed": self.compress,
+        }
+
+
 class SyslogTarget:
     """RFC 5424 messages over UDP (one per datagram) or TCP (octet-counting or LF framing).
 
