@@ -43,6 +43,7 @@ import orjson
 from log_capturer.processing.timestamps import NS
 from log_capturer.sources.http.source import (
     INVALID_MSGPACK,
+    EventTime,
     Item,
     Rejected,
     _event,
@@ -192,6 +193,15 @@ def _b64(data: bytes) -> dict[str, Any]:
 
 
 def _events(entries: list[Any], number: int) -> list[Item]:
+    try:
+        # The usual entries, [EventTime, record], in one pass; anything else entry by entry.
+        fast: list[Item] = [
+            (e[1], int(e[0])) for e in entries if type(e[0]) is EventTime and type(e[1]) is dict
+        ]
+    except (TypeError, KeyError, IndexError):
+        fast = []
+    if len(fast) == len(entries) and all(len(e) == 2 for e in entries):
+        return fast
     out: list[Item] = []
     for i, entry in enumerate(entries, 1):
         event = _event(entry)

@@ -65,7 +65,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgpack
 import orjson
@@ -459,6 +459,10 @@ class Records:
         self._level_keys = tuple(config.level_key)
         self._message_list = ", ".join(self._message_keys)
         self.default = Origin(config.source_type, config.source_id, dict(config.labels), config.pipeline)
+        #: Members that make :meth:`_uniform` go record by record (a time member may not parse).
+        self._slow_keys = frozenset(("fields", "source_type", "source_id", *self._time_keys))
+        #: Level member values -> their level (only values that are one).
+        self._level_cache: dict[Any, str] = {}
 
     def origin(self, rec: dict[str, Any], i: int, base: Origin | None = None) -> Origin:
         """The origin of record ``i``: its source_type, source_id and labels over those of
@@ -488,6 +492,9 @@ class Records:
     def chunks(self, items: list[Item], base: Origin | None = None) -> tuple[list[Chunk], list[Rejected]]:
         """The chunks of the records that can be shipped, and the records that cannot. ``base``
         gives the origin of records that name none of their own (default: the section's)."""
+        fast = self._uniform(items, base)
+        if fast is not None:
+            return fast, []
         groups: dict[int, _Group] = {}
         rejected: list[Rejected] = []
         for i, item in enumerate(items, 1):
@@ -511,6 +518,84 @@ class Records:
                 chunk.timestamps = [now if s is None else s for s in g.stamps]
             out.append(chunk)
         return out, rejected
+
+    def _uniform(self, items: list[Item], base: Origin | None) -> list[Chunk] | None:
+        """The chunks of ``items`` when every one is a valid record with the same members (what
+        one client's batch usually is): each rule is decided once for the batch, and a record
+        costs a few lookups. None when that does not hold (a rejected item, a member that needs
+        a record-by-record decision): :meth:`chunks` then goes record by record, with the same
+        result."""
+        if not items or isinstance(items[0], Rejected):
+            return None
+        events = cast("list[tuple[dict[str, Any], int | None]]", items)
+        keys = events[0][0].keys()
+        if not keys.isdisjoint(self._slow_keys):
+            return None
+        for item in events:
+            if type(item) is not tuple or item[0].keys() != keys:
+                return None
+        message_key = next((k for k in self._message_keys if k in keys), None)
+        if message_key is None:
+            return None
+        level_key = next((k for k in self._level_keys if k in keys), None)
+        recs = [item[0] for item in events]
+        lines = [r[message_key] for r in recs]
+        for line in lines:
+            if type(line) is not str:
+                return None
+        lines = [(m[:-2] if m.endswith("\r\n") else m[:-1]) if m.endswith("\n") else m for m in lines]
+        for line in lines:
+            if not line or line.isspace():
+                return None
+        levels: list[str | None] | None = None
+        if level_key is not None:
+            cache = self._level_cache
+            try:
+                levels = [cache[r[level_key]] for r in recs]
+            except (KeyError, TypeError):
+                for r in recs:
+                    value = r[level_key]
+                    level = level_of(value)
+                    if not level:
+                        return None  # stays in fields, or another level key decides: record by record
+                    with contextlib.suppress(TypeError):
+                        if len(cache) >= MAX_ORIGINS:
+                            cache.clear()
+                        cache[value] = level
+                levels = [cache[r[level_key]] for r in recs]
+        extra = [k for k in keys if k not in (message_key, level_key, "labels")]
+        meta: list[dict[str, Any] | None] | None = None
+        if extra:
+            meta = [{k: r[k] for k in extra} for r in recs]
+        if base is None:
+            base = self.default
+        if "labels" in keys:
+            try:
+                origins = [self.origin(r, i, base) for i, r in enumerate(recs, 1)]
+            except _Invalid:
+                return None
+        else:
+            origins = [base] * len(recs)
+        stamps = [item[1] for item in events]
+        now = time.time_ns()
+        timed = any(s is not None for s in stamps)
+        groups: dict[int, list[int]] = {}
+        for i, origin in enumerate(origins):
+            groups.setdefault(id(origin), []).append(i)
+        out = []
+        for idx in groups.values():
+            whole = len(idx) == len(recs)
+            chunk = Chunk(origins[idx[0]], lines if whole else [lines[i] for i in idx], read_time_ns=now)
+            if meta is not None:
+                chunk.meta = meta if whole else [meta[i] for i in idx]
+            if levels is not None:
+                chunk.preset_levels = levels if whole else [levels[i] for i in idx]
+            if timed:
+                group_stamps = [stamps[i] for i in idx]
+                if any(st is not None for st in group_stamps):
+                    chunk.timestamps = [now if st is None else st for st in group_stamps]
+            out.append(chunk)
+        return out
 
     def _add(
         self,
