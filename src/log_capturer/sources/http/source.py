@@ -444,6 +444,10 @@ class RecordShape(Protocol):
     pipeline: str
 
 
+#: A member a record does not have (None is a value: JSON's null).
+_ABSENT: Any = object()
+
+
 class Records:
     """Validates records and groups them into one chunk per origin (source_type, source_id, labels).
 
@@ -520,25 +524,35 @@ class Records:
         return out, rejected
 
     def _uniform(self, items: list[Item], base: Origin | None) -> list[Chunk] | None:
-        """The chunks of ``items`` when every one is a valid record with the same members (what
-        one client's batch usually is): each rule is decided once for the batch, and a record
-        costs a few lookups. None when that does not hold (a rejected item, a member that needs
-        a record-by-record decision): :meth:`chunks` then goes record by record, with the same
-        result."""
+        """The chunks of ``items`` when every one is a valid record with the same members, the
+        level member present or not (what one client's batch usually is): each rule is decided
+        once for the batch, and a record costs a few lookups. None when that does not hold (a
+        rejected item, a member that needs a record-by-record decision): :meth:`chunks` then
+        goes record by record, with the same result."""
         if not items or isinstance(items[0], Rejected):
             return None
         events = cast("list[tuple[dict[str, Any], int | None]]", items)
-        keys = events[0][0].keys()
-        if not keys.isdisjoint(self._slow_keys):
-            return None
         for item in events:
-            if type(item) is not tuple or item[0].keys() != keys:
+            if type(item) is not tuple:
                 return None
+        recs = [item[0] for item in events]
+        level_key = next((k for k in self._level_keys if any(k in r for r in recs)), None)
+        keys = set(recs[0])
+        keys.discard(level_key)
+        if not keys.isdisjoint(self._slow_keys) or not keys.isdisjoint(self._level_keys):
+            return None
+        size = len(keys)
+        if level_key is None:
+            for r in recs:
+                if len(r) != size or not r.keys() >= keys:
+                    return None
+        else:
+            for r in recs:
+                if len(r) != size + (level_key in r) or not r.keys() >= keys:
+                    return None
         message_key = next((k for k in self._message_keys if k in keys), None)
         if message_key is None:
             return None
-        level_key = next((k for k in self._level_keys if k in keys), None)
-        recs = [item[0] for item in events]
         lines = [r[message_key] for r in recs]
         for line in lines:
             if type(line) is not str:
@@ -550,20 +564,22 @@ class Records:
         levels: list[str | None] | None = None
         if level_key is not None:
             cache = self._level_cache
+            values = [r.get(level_key, _ABSENT) for r in recs]
             try:
-                levels = [cache[r[level_key]] for r in recs]
+                levels = [None if v is _ABSENT else cache[v] for v in values]
             except (KeyError, TypeError):
-                for r in recs:
-                    value = r[level_key]
+                for value in values:
+                    if value is _ABSENT:
+                        continue
                     level = level_of(value)
                     if not level:
-                        return None  # stays in fields, or another level key decides: record by record
+                        return None  # stays in fields: record by record
                     with contextlib.suppress(TypeError):
                         if len(cache) >= MAX_ORIGINS:
                             cache.clear()
                         cache[value] = level
-                levels = [cache[r[level_key]] for r in recs]
-        extra = [k for k in keys if k not in (message_key, level_key, "labels")]
+                levels = [None if v is _ABSENT else cache[v] for v in values]
+        extra = [k for k in recs[0] if k in keys and k not in (message_key, "labels")]
         meta: list[dict[str, Any] | None] | None = None
         if extra:
             meta = [{k: r[k] for k in extra} for r in recs]
@@ -589,7 +605,9 @@ class Records:
             if meta is not None:
                 chunk.meta = meta if whole else [meta[i] for i in idx]
             if levels is not None:
-                chunk.preset_levels = levels if whole else [levels[i] for i in idx]
+                group_levels = levels if whole else [levels[i] for i in idx]
+                if any(lvl is not None for lvl in group_levels):
+                    chunk.preset_levels = group_levels
             if timed:
                 group_stamps = [stamps[i] for i in idx]
                 if any(st is not None for st in group_stamps):

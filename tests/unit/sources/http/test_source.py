@@ -426,6 +426,15 @@ def _chunk_view(chunks: list[Chunk]) -> list[Any]:
         ],
         [{"message": f"m {i}", "labels": {"tenant_id": f"t{i % 2}"}, "level": "error"} for i in range(5)],
         [{"msg": "only a message"}, {"msg": "again\r\n"}],
+        [
+            {"log": "with", "level": "warn", "n": 1},
+            {"log": "without", "n": 2},
+            {"log": "x", "n": 3, "level": 50},
+        ],
+        [{"log": "none has a level", "n": 1}, {"log": "b", "n": 2}],
+        [{"log": "a", "level": None}, {"log": "b", "level": "info"}],
+        [{"log": "a", "level": "info", "severity": 3}, {"log": "b", "severity": 3}],
+        [{"log": "a", "level": {"x": 1}}, {"log": "b"}],
         # record by record (a level that is none, an empty message, a time member, mixed shapes)
         [{"log": "a", "level": "loud"}, {"log": "b", "level": "loud"}],
         [{"log": "a"}, {"log": " "}],
@@ -451,4 +460,5 @@ def test_uniform_batch_takes_the_batch_rule() -> None:
     recs = [{"log": f"line {i}", "level": "info"} for i in range(3)]
     records_ = Records(HttpIngestConfig())
     assert records_._uniform([(r, None) for r in recs], None) is not None
-    assert records_._uniform([(r, None) for r in [*recs, {"log": "x"}]], None) is None
+    assert records_._uniform([(r, None) for r in [*recs, {"log": "x"}]], None) is not None  # no level
+    assert records_._uniform([(r, None) for r in [*recs, {"log": "x", "other": 1}]], None) is None
