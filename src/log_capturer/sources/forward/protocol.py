@@ -130,6 +130,13 @@ def decode(obj: Any, number: int, max_bytes: int) -> Message:
         msg = _invalid(obj, number, f"message {number}: the tag must be text, not {_kind(obj[0])}")
         msg.chunk = chunk
         return msg
+    signal = option.get("fluent_signal", 0) if option is not None else 0
+    if signal not in (0, None):
+        msg = _invalid(
+            obj, number, f"message {number}: fluent_signal {signal!r} (metrics or traces): only logs"
+        )
+        msg.chunk = chunk
+        return msg
     second = obj[1]
     if isinstance(second, list):
         message = Message(tag, chunk=chunk, mode="Forward")

@@ -496,13 +496,9 @@ class _Connection(asyncio.Protocol):
         """Send ``{"ack": id}`` for each of ``ack_ids`` once every chunk is acknowledged."""
         self.awaiting += 1
         left = [len(chunks)]
+        lock = threading.Lock()
 
-        def one_done() -> None:  # on the loop
-            left[0] -= 1
-            if left[0] == 0:
-                finished()
-
-        def finished() -> None:
+        def finished() -> None:  # on the loop
             self.awaiting -= 1
             if not self.closed:
                 for chunk_id in ack_ids:
@@ -515,9 +511,13 @@ class _Connection(asyncio.Protocol):
             finished()
             return
 
-        def done(_: Chunk) -> None:  # on a sink thread
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the agent stopped
-                loop.call_soon_threadsafe(one_done)
+        def done(_: Chunk) -> None:  # on a sink thread: the loop is woken once, by the last one
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: the agent stopped
+                    loop.call_soon_threadsafe(finished)
 
         for chunk in chunks:
             chunk.on_done(done)

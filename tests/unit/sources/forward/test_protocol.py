@@ -91,6 +91,7 @@ def test_bad_messages_are_rejected_one_by_one_and_the_stream_goes_on() -> None:
         ["t", b"not gzip", {"compressed": "gzip"}],
         ["t", entries, {"compressed": "zstd"}],
         ["t", T],
+        ["t", entries, {"fluent_signal": 1}],
         ["t", T, {"log": "after all that"}],
     )
     assert [(m.tag, shape(m)) for m in msgs] == [
@@ -102,6 +103,7 @@ def test_bad_messages_are_rejected_one_by_one_and_the_stream_goes_on() -> None:
         ("t", [(INVALID_COMPRESSION, 6)]),
         ("t", [(INVALID_COMPRESSION, 7)]),
         ("", [(INVALID_MESSAGE, 8)]),
+        ("", [(INVALID_MESSAGE, 9)]),
         ("t", [({"log": "after all that"}, T * NS)]),
     ]
     # A message whose tag is wrong still names its chunk: it is acknowledged once parked.
