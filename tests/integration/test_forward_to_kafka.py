@@ -17,7 +17,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,20 @@ def broker_pid(kafka: LocalKafka) -> int:
     state = kafka.load_state()
     assert state is not None and state.nodes[0].pid is not None
     return state.nodes[0].pid
+
+
+def leaders_known(bootstrap: str, topics: Iterable[str]) -> bool:
+    """Whether every partition of ``topics`` has a leader (after SIGCONT the broker may need a
+    moment to be registered again)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=5)
+    except KafkaException:
+        return False
+    parts = [p for t in topics if t in md.topics for p in md.topics[t].partitions.values()]
+    return bool(parts) and all(p.leader >= 0 and p.error is None for p in parts)
 
 
 @pytest.fixture
@@ -210,6 +224,9 @@ def test_every_mode_reaches_kafka_and_acks_wait_for_kafka(
             client.read(5)
         os.kill(broker_pid(kafka), signal.SIGCONT)
         assert client.read(60) == {"ack": "cGF1c2Vk"}
+        wait_until(
+            lambda: leaders_known(bootstrap, topics.values()), 60, "the broker to answer after SIGCONT"
+        )
         records = consume_all(bootstrap, topics.values(), expected=2453, timeout=60)
         assert {f"while paused {i}" for i in range(50)} <= {r.json()["message"] for r in records}
 
