@@ -77,11 +77,19 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
             append(head + _dumps(line) + tails[lvl] + fb)
         return out
     heads: dict[int, bytes] = {}
+    #: Event times mostly differ by their fraction only: each second is formatted once.
+    seconds: dict[int, bytes] = {}
     for i, (line, lvl) in enumerate(zip(chunk.lines, chunk.levels, strict=True)):
         if stamps is not None:
             ns = stamps[i]
             if ns not in heads:
-                heads[ns] = b'{"timestamp":"' + rfc3339_ns(ns).encode() + b'","message":'
+                sec, frac = divmod(ns, 1_000_000_000)
+                prefix = seconds.get(sec)
+                if prefix is None:
+                    prefix = seconds[sec] = (
+                        b'{"timestamp":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
+                    )
+                heads[ns] = prefix + b".%09dZ" % frac + b'","message":'
             head = heads[ns]
         extra = meta[i] if meta is not None else None
         k = keys[i] if keys is not None else None
