@@ -300,3 +300,45 @@ def test_shared_key_over_tls(tmp_path: Path, bootstrap: str, topic_prefix: str) 
     finally:
         if agent.proc and agent.proc.poll() is None:
             agent.kill()
+
+
+def test_a_held_dispatcher_stops_the_reading_and_nothing_is_acknowledged(tmp_path: Path) -> None:
+    """A stalled sink (its broker address answers nothing) holds a tiny dispatcher queue: the
+    source stops reading, so the client's sends block on TCP flow control, and no ack comes."""
+    topics = {
+        t: t for t in ("logs", "logs-high-priority", "logs-normal-priority", "logs-low-priority", "logs-dlq")
+    }
+    dead = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    cfg = agent_config(
+        tmp_path,
+        dead,
+        topics,
+        dispatcher={"queue_size": 10, "worker_count": 1, "drain_timeout": "2s"},
+        sinks={"kafka": {"queue_size": 1}},
+        forward={"enabled": True, "host": "127.0.0.1", "port": port},
+    )
+    agent = AgentProcess(write_config(tmp_path / "config.yaml", cfg), tmp_path / "agent.log").start()
+    try:
+        client = ForwardClient(port)
+        client.sock.settimeout(3)
+        message = msgpack.packb(["held", entries("held", 1000), {"chunk": "aGVsZA=="}])
+        sent = 0
+        with pytest.raises(TimeoutError):
+            for _ in range(2000):  # bounded: ~340 MB; the kernel's buffers hold a few MB
+                client.sock.sendall(message)
+                sent += 1
+        assert sent < 200, f"the agent kept reading: {sent} messages of 1,000 records were taken"
+        before = agent.get("/stats")["forward"]
+        assert before["received"] <= (sent + 1) * 1000 and before["acks"] == 0, before
+        with pytest.raises(TimeoutError):
+            client.read(2)  # no ack: nothing was delivered
+        after = agent.get("/stats")["forward"]
+        assert after["received"] == before["received"], "the source went on reading while held"
+        assert after["connections"] == 1 and after["acks"] == 0
+        client.close()
+        agent.stop(signal.SIGTERM)
+        assert "Traceback" not in agent.log()
+    finally:
+        if agent.proc and agent.proc.poll() is None:
+            agent.kill()
