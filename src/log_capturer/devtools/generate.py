@@ -446,9 +446,10 @@ class HttpTarget:
 
 class ForwardTarget:
     """Sends batches over the Fluent forward protocol as Fluent Bit's ``forward`` output does with
-    ``Require_ack_response on``: PackedForward messages (``[tag, bin of [EventTime, record]
-    entries, {"size": n, "chunk": id}]``; gzipped, CompressedPackedForward, with ``compress``) of
-    at most ``batch_lines`` records ``{log, level, labels}``, each acknowledged by the agent
+    ``Require_ack_response on``: Forward mode messages (``[tag, [[EventTime, record], ...],
+    {"chunk": id, "size": n}]``), or with ``compress`` (``Compress gzip``) CompressedPackedForward
+    ones (``[tag, bin: the gzipped entries, {"chunk": id, "size": n, "compressed": "gzip"}]``),
+    of at most ``batch_lines`` records ``{log, level, labels}``, each acknowledged by the agent
     (``{"ack": id}``) once its records are in the sinks. Up to ``window`` messages wait for
     their acks at once (Fluentd's ``out_forward`` does not wait for one ack before sending
     more); an ack not received within ``ack_timeout`` is an error (a client would resend).
@@ -497,17 +498,20 @@ class ForwardTarget:
             if level != "none":
                 rec["level"] = level
             entries.append(pack([time_ext, rec]))
+        packer = msgpack.Packer()
         for i in range(0, len(entries), self.batch_lines):
             part = entries[i : i + self.batch_lines]
-            body = b"".join(part)
             chunk = f"{os.getpid():x}-{self.messages:x}"
-            option: dict[str, Any] = {"size": len(part), "chunk": chunk}
+            option: dict[str, Any] = {"chunk": chunk, "size": len(part)}
             if self.compress:
-                body = gzip.compress(body, 1)
                 option["compressed"] = "gzip"
+                message = pack([self.tag, gzip.compress(b"".join(part), 1), option])
+            else:  # the array's header, then the entries as they are (as Fluent Bit writes them)
+                head = packer.pack_array_header(3) + pack(self.tag) + packer.pack_array_header(len(part))
+                message = head + b"".join(part) + pack(option)
             while len(self._unacked) >= self.window:
                 self._read_ack()
-            self._sock.sendall(pack([self.tag, body, option]))
+            self._sock.sendall(message)
             self._unacked.append(chunk)
             self.messages += 1
 

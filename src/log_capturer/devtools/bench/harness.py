@@ -12,9 +12,9 @@ With ``source="http"`` the generator POSTs the lines to the agent's HTTP
 ingest instead (one client, ``http_batch`` lines per request, NDJSON or
 Fluent Bit's msgpack), always live (``max``: as fast as the agent answers);
 there is no file, so no ceiling. With ``source="forward"`` it sends them over the
-Fluent forward protocol (one connection, PackedForward messages of ``http_batch`` lines,
-gzipped with ``forward_compress``, each waiting for its ack as Fluent Bit's
-``Require_ack_response`` does, a few in flight); no ceiling either.
+Fluent forward protocol as Fluent Bit's ``forward`` output does (one connection, Forward mode
+messages of ``http_batch`` lines, CompressedPackedForward with ``forward_compress``, each
+waiting for its ack as with ``Require_ack_response``, a few in flight); no ceiling either.
 """
 
 from __future__ import annotations
