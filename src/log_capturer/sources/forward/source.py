@@ -447,7 +447,6 @@ class _Connection(asyncio.Protocol):
                     chunks, ack_ids, answer, failure = await loop.run_in_executor(None, self._work, data)
                 except Exception as exc:
                     self.source.supervisor.crashed(exc, "the connection was closed; its client resends")
-                    self.source.metrics.errors.labels(COMPONENT_NAME, "crash").inc()
                     self.close()
                     return
                 if answer:
@@ -501,9 +500,9 @@ class _Connection(asyncio.Protocol):
         def finished() -> None:  # on the loop
             self.awaiting -= 1
             if not self.closed:
+                self.source.acked(len(ack_ids))
                 for chunk_id in ack_ids:
                     self._write(protocol.ack(chunk_id))
-                self.source.acked(len(ack_ids))
             if self.eof and not self.awaiting and not self.busy and self.transport is not None:
                 self.transport.close()
 
