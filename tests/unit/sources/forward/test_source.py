@@ -192,3 +192,14 @@ def test_a_stop_waits_a_little_for_acks_then_closes_without_them(
     with pytest.raises(ConnectionError):
         c.read(5)  # closed, never acknowledged: the client sends it again
     assert src.stats()["acks"] == 0
+
+
+def test_a_taken_port_is_a_start_error_naming_the_key(env: Env) -> None:
+    from log_capturer.sources.base import SourceStartError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", env.port))
+        taken.listen()
+        with pytest.raises(SourceStartError, match=r"change forward\.port"):
+            env.start()
+    env.source = None
