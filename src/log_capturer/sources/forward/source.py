@@ -41,20 +41,11 @@ from typing import Any
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
-from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
+from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
 from log_capturer.sources.forward import protocol
 from log_capturer.sources.forward.config import ForwardConfig
-from log_capturer.sources.http.source import (
-    DROPPED,
-    EMPTY_MESSAGE,
-    PARKED,
-    SKIPPED,
-    Item,
-    Records,
-    Rejected,
-    _RejectionLog,
-)
+from log_capturer.sources.http.source import Item, Records, Rejected, _RejectionLog, park_rejected
 from log_capturer.sources.supervise import Supervisor, describe
 from log_capturer.sources.syslog.tls import TLSSetupError, server_context
 
@@ -299,20 +290,8 @@ class ForwardSource:
         """Park rejected records in the local DLQ (empty messages skipped with ``empty_messages:
         skip``), count them and log them (at most once per interval). A durable write."""
         skip = self.config.empty_messages == "skip"
-        to_park = [r for r in rejected if not (skip and r.reason == EMPTY_MESSAGE)]
-        outcome, dlq_error = PARKED, ""
-        if to_park:
-            try:
-                if self.dlq is None:
-                    raise DLQWriteError(0, "the local DLQ is disabled (dispatcher.dlq_config.enabled: false)")
-                self.dlq.park([DLQEntry(r.original, r.error, "invalid_record", NAME) for r in to_park])
-            except DLQWriteError as exc:
-                outcome, dlq_error = DROPPED, str(exc)
-        parked = {id(r) for r in to_park}
-        outcomes = [(r, outcome if id(r) in parked else SKIPPED) for r in rejected]
         counter = self.metrics.forward_records_rejected
-        for (reason, result), n in Counter((r.reason, o) for r, o in outcomes).items():
-            counter.labels(reason, result).inc(n)
+        outcomes, dlq_error = park_rejected(rejected, self.dlq, skip, counter, NAME)
         self.rejected += len(rejected)
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._rejections.add, self._loop, outcomes, dlq_error)

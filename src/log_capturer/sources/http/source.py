@@ -70,6 +70,7 @@ from typing import Any, Protocol, cast
 import msgpack
 import orjson
 from aiohttp import web
+from prometheus_client import Counter as Counter_
 
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
@@ -693,6 +694,33 @@ def _text(value: Any, key: str, i: int) -> str | None:
     return value
 
 
+def park_rejected(
+    rejected: list[Rejected],
+    dlq: DeadLetterStore | None,
+    skip_empty: bool,
+    counter: Counter_,
+    failed_sink: str,
+) -> tuple[list[tuple[Rejected, str]], str]:
+    """Park ``rejected`` records in the local DLQ (``failed_sink``, ``error_type:
+    invalid_record``, no topic; empty messages skipped instead with ``skip_empty``) and count
+    them in ``counter`` by reason and outcome. A durable write: not on an event loop. Returns
+    each with its outcome, and why the DLQ could not take them ('' if it could)."""
+    to_park = [r for r in rejected if not (skip_empty and r.reason == EMPTY_MESSAGE)]
+    outcome, dlq_error = PARKED, ""
+    if to_park:
+        try:
+            if dlq is None:
+                raise DLQWriteError(0, "the local DLQ is disabled (dispatcher.dlq_config.enabled: false)")
+            dlq.park([DLQEntry(r.original, r.error, "invalid_record", failed_sink) for r in to_park])
+        except DLQWriteError as exc:
+            outcome, dlq_error = DROPPED, str(exc)
+    parked = {id(r) for r in to_park}
+    outcomes = [(r, outcome if id(r) in parked else SKIPPED) for r in rejected]
+    for (reason, result), n in Counter((r.reason, o) for r, o in outcomes).items():
+        counter.labels(reason, result).inc(n)
+    return outcomes, dlq_error
+
+
 def _reply(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
@@ -863,20 +891,8 @@ class HttpIngest:
         ``empty_messages: skip``) and count them. Runs in the executor: parking is a durable write.
         Returns each with its outcome, and why the DLQ could not take them ('' if it could)."""
         skip = self.config.empty_messages == "skip"
-        to_park = [r for r in rejected if not (skip and r.reason == EMPTY_MESSAGE)]
-        outcome, dlq_error = PARKED, ""
-        if to_park:
-            try:
-                if self.dlq is None:
-                    raise DLQWriteError(0, "the local DLQ is disabled (dispatcher.dlq_config.enabled: false)")
-                self.dlq.park([DLQEntry(r.original, r.error, "invalid_record", NAME) for r in to_park])
-            except DLQWriteError as exc:
-                outcome, dlq_error = DROPPED, str(exc)
-        parked = {id(r) for r in to_park}
-        outcomes = [(r, outcome if id(r) in parked else SKIPPED) for r in rejected]
         counter = self.metrics.http_ingest_records_rejected
-        for (reason, result), n in Counter((r.reason, o) for r, o in outcomes).items():
-            counter.labels(reason, result).inc(n)
+        outcomes, dlq_error = park_rejected(rejected, self.dlq, skip, counter, NAME)
         self.rejected += len(rejected)
         return outcomes, dlq_error
 
