@@ -446,8 +446,14 @@ def generate(
     host: Annotated[str, typer.Option(help="syslog, forward: receiver address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="syslog, forward: receiver port (forward: 24224 if 514).")] = 514,
     forward_compress: Annotated[
-        bool, typer.Option(help="forward: CompressedPackedForward (gzip) instead of PackedForward.")
+        bool, typer.Option(help="forward: CompressedPackedForward (gzip) instead of Forward mode.")
     ] = False,
+    forward_record: Annotated[
+        str,
+        typer.Option(
+            help="forward: fields ({log, level, labels}) or log ({log}: Fluent Bit tailing a file)."
+        ),
+    ] = "fields",
     protocol: Annotated[str, typer.Option(help="syslog: udp | tcp.")] = "udp",
     framing: Annotated[
         str, typer.Option(help="syslog over tcp: octet (RFC 6587 octet counting) | lf (newline).")
@@ -475,7 +481,11 @@ def generate(
             tgt = gen.SyslogTarget(host, port, protocol, framing)  # type: ignore[arg-type]
         elif target == "forward":
             tgt = gen.ForwardTarget(
-                host, 24224 if port == 514 else port, http_batch, compress=forward_compress
+                host,
+                24224 if port == 514 else port,
+                http_batch,
+                compress=forward_compress,
+                record=forward_record,
             )
         else:
             raise gen.GenerateError(f"unknown --target {target!r}; use file, kafka, http, syslog or forward")
@@ -608,6 +618,13 @@ def bench(
     forward_compress: Annotated[
         bool, typer.Option(help="With --source forward: gzip the messages (CompressedPackedForward).")
     ] = False,
+    forward_record: Annotated[
+        str,
+        typer.Option(
+            help="With --source forward: fields ({log, level, labels}, as --source http's msgpack) or "
+            "log ({log} only: Fluent Bit tailing the file; level and key read from the line)."
+        ),
+    ] = "fields",
 ) -> None:
     """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
     raw ceiling."""
@@ -637,6 +654,7 @@ def bench(
         http_format=http_format,
         http_batch=http_batch,
         forward_compress=forward_compress,
+        forward_record=forward_record,
     )
     try:
         result = run_bench(opts, err)

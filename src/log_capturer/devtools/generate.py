@@ -44,6 +44,9 @@ DEFAULT_LEVELS = "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,n
 TENANTS = 16
 #: Bodies of the http target: NDJSON, or msgpack as Fluent Bit's http output sends it.
 HTTP_FORMATS = ("ndjson", "msgpack")
+#: Records of the forward target: ``fields`` ({log, level, labels}, as the http target's msgpack)
+#: or ``log`` ({log} only: Fluent Bit tailing the generated file).
+FORWARD_RECORDS = ("fields", "log")
 POOL_SIZE = 4096
 #: Time to write the due lines in one go; smaller = finer emit times, more calls.
 TICK = 0.01
@@ -466,8 +469,13 @@ class ForwardTarget:
         compress: bool = False,
         window: int = 4,
         ack_timeout: float = 60.0,
+        record: str = "fields",
     ) -> None:
         import msgpack
+
+        if record not in FORWARD_RECORDS:
+            raise GenerateError(f"--forward-record must be {' or '.join(FORWARD_RECORDS)}, got {record!r}")
+        self.record = record
 
         self.addr = (host, port)
         self.batch_lines = max(1, batch_lines)
@@ -493,11 +501,14 @@ class ForwardTarget:
         time_ext = msgpack.ExtType(0, struct.pack(">II", seconds, nanos))
         pack = msgpack.Packer().pack
         entries = []
-        for line, level, tenant in zip(batch.lines, batch.levels, batch.tenants, strict=True):
-            rec: dict[str, Any] = {"log": line, "labels": {"tenant_id": tenant}}
-            if level != "none":
-                rec["level"] = level
-            entries.append(pack([time_ext, rec]))
+        if self.record == "log":  # Fluent Bit tailing the file: the line is the record's `log`
+            entries = [pack([time_ext, {"log": line}]) for line in batch.lines]
+        else:
+            for line, level, tenant in zip(batch.lines, batch.levels, batch.tenants, strict=True):
+                rec: dict[str, Any] = {"log": line, "labels": {"tenant_id": tenant}}
+                if level != "none":
+                    rec["level"] = level
+                entries.append(pack([time_ext, rec]))
         packer = msgpack.Packer()
         for i in range(0, len(entries), self.batch_lines):
             part = entries[i : i + self.batch_lines]
@@ -548,6 +559,7 @@ class ForwardTarget:
             "messages": self.messages,
             "acked": self.acked,
             "compressed": self.compress,
+            "record": self.record,
         }
 
 

@@ -112,8 +112,10 @@ class BenchOptions:
     #: source forward: lines per PackedForward message).
     http_format: str = "ndjson"
     http_batch: int = 1000
-    #: With source forward: CompressedPackedForward (gzip) instead of PackedForward.
+    #: With source forward: CompressedPackedForward (gzip) instead of Forward mode.
     forward_compress: bool = False
+    #: With source forward: the records, ``fields`` ({log, level, labels}) or ``log`` ({log}).
+    forward_record: str = "fields"
 
 
 def default_agent_config() -> dict[str, Any]:
@@ -317,6 +319,7 @@ class Bench:
             ]
             if self.opts.forward_compress:
                 target.append("--forward-compress")
+            target += ["--forward-record", self.opts.forward_record]
         else:
             target = ["--target", "file"]
         cmd = [
@@ -611,6 +614,7 @@ class Bench:
             "http_format": opts.http_format if opts.source == "http" else None,
             "http_batch": opts.http_batch if opts.source in ("http", "forward") else None,
             "forward_compress": opts.forward_compress if opts.source == "forward" else None,
+            "forward_record": opts.forward_record if opts.source == "forward" else None,
             "rate": self.rate,
             "duration": self.duration,
             "lines": self.expected,
