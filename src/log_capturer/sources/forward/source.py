@@ -59,9 +59,6 @@ MAX_ORIGINS = 10_000
 #: Failed handshakes (TLS, shared key) and broken streams are logged at most this often.
 ERROR_LOG_INTERVAL = 10.0
 TLS_HANDSHAKE_TIMEOUT = 30.0
-#: Most bytes one read of a connection takes. Reading is paused while a batch is handed over, so
-#: what arrives meanwhile waits in the kernel and is taken in one read, one batch, afterwards.
-READ_BYTES = 1 << 20
 #: How long a stop waits for the acknowledgements of what was handed over, before closing.
 STOP_ACK_WAIT = 5.0
 #: How often a blocked hand-over checks whether the agent is stopping.
@@ -304,10 +301,8 @@ class ForwardSource:
         self.metrics.forward_acks.inc(n)
 
 
-class _Connection(asyncio.BufferedProtocol):
-    """One client connection. Reads are paused while a batch is being handed over. Buffered: a
-    read takes up to ``READ_BYTES`` (a plain protocol gets 256 KiB at most), so a client's
-    message of a few MiB is one or two batches, not one executor round trip per 256 KiB."""
+class _Connection(asyncio.Protocol):
+    """One client connection. Reads are paused while a batch is being handed over."""
 
     def __init__(self, source: ForwardSource, tls: ssl.SSLContext | None) -> None:
         self.source = source
@@ -327,7 +322,6 @@ class _Connection(asyncio.BufferedProtocol):
         self.eof = False
         self._paused = False
         self._handshake: asyncio.Task[None] | None = None
-        self._buffer: memoryview | None = None
 
     # -- connection ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -371,15 +365,6 @@ class _Connection(asyncio.BufferedProtocol):
             return
         self.transport = upgraded
         self._greet()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self._buffer is None:
-            self._buffer = memoryview(bytearray(READ_BYTES))
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        assert self._buffer is not None
-        self.data_received(bytes(self._buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
