@@ -416,7 +416,7 @@ def generate(
         float, typer.Option(help="Seconds to run (with a rate: exactly rate x duration lines); 0 = no limit.")
     ] = 60,
     count: Annotated[int | None, typer.Option(help="Stop after this many lines.")] = None,
-    target: Annotated[str, typer.Option(help="file | kafka | http | syslog.")] = "file",
+    target: Annotated[str, typer.Option(help="file | kafka | http | syslog | forward.")] = "file",
     output: Annotated[
         list[Path] | None,
         typer.Option(help="file: the file to append to; repeat for several files (one batch each in turn)."),
@@ -437,12 +437,23 @@ def generate(
     url: Annotated[
         str, typer.Option(help="http: the agent's ingest endpoint.")
     ] = "http://127.0.0.1:8401/api/v1/logs",
-    http_batch: Annotated[int, typer.Option(help="http: most lines per request.")] = 1000,
+    http_batch: Annotated[
+        int, typer.Option(help="http: most lines per request; forward: most lines per message.")
+    ] = 1000,
     http_format: Annotated[
         str, typer.Option(help="http: ndjson | msgpack (Fluent Bit's http output: [time, record] events).")
     ] = "ndjson",
-    host: Annotated[str, typer.Option(help="syslog: receiver address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="syslog: receiver port.")] = 514,
+    host: Annotated[str, typer.Option(help="syslog, forward: receiver address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="syslog, forward: receiver port (forward: 24224 if 514).")] = 514,
+    forward_compress: Annotated[
+        bool, typer.Option(help="forward: CompressedPackedForward (gzip) instead of Forward mode.")
+    ] = False,
+    forward_record: Annotated[
+        str,
+        typer.Option(
+            help="forward: fields ({log, level, labels}) or log ({log}: Fluent Bit tailing a file)."
+        ),
+    ] = "fields",
     protocol: Annotated[str, typer.Option(help="syslog: udp | tcp.")] = "udp",
     framing: Annotated[
         str, typer.Option(help="syslog over tcp: octet (RFC 6587 octet counting) | lf (newline).")
@@ -468,8 +479,16 @@ def generate(
             if protocol not in ("udp", "tcp") or framing not in ("octet", "lf"):
                 raise gen.GenerateError("--protocol is udp or tcp, --framing is octet or lf")
             tgt = gen.SyslogTarget(host, port, protocol, framing)  # type: ignore[arg-type]
+        elif target == "forward":
+            tgt = gen.ForwardTarget(
+                host,
+                24224 if port == 514 else port,
+                http_batch,
+                compress=forward_compress,
+                record=forward_record,
+            )
         else:
-            raise gen.GenerateError(f"unknown --target {target!r}; use file, kafka, http or syslog")
+            raise gen.GenerateError(f"unknown --target {target!r}; use file, kafka, http, syslog or forward")
         limit = duration if duration > 0 else None
         if limit is None and count is None:
             raise gen.GenerateError("--duration 0 needs a --count")
@@ -587,12 +606,25 @@ def bench(
     source: Annotated[
         str,
         typer.Option(
-            help="file (the agent tails the generated files) or http (the generator POSTs them to "
-            "HTTP ingest, one client; no ceiling)."
+            help="file (the agent tails the generated files), http (the generator POSTs them to "
+            "HTTP ingest, one client; no ceiling) or forward (the generator sends them over the "
+            "Fluent forward protocol, one connection, each message acknowledged; no ceiling)."
         ),
     ] = "file",
     http_format: Annotated[str, typer.Option(help="With --source http: ndjson or msgpack.")] = "ndjson",
-    http_batch: Annotated[int, typer.Option(help="With --source http: lines per request.")] = 1000,
+    http_batch: Annotated[
+        int, typer.Option(help="With --source http: lines per request; forward: per message.")
+    ] = 1000,
+    forward_compress: Annotated[
+        bool, typer.Option(help="With --source forward: gzip the messages (CompressedPackedForward).")
+    ] = False,
+    forward_record: Annotated[
+        str,
+        typer.Option(
+            help="With --source forward: fields ({log, level, labels}, as --source http's msgpack) or "
+            "log ({log} only: Fluent Bit tailing the file; level and key read from the line)."
+        ),
+    ] = "fields",
 ) -> None:
     """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
     raw ceiling."""
@@ -621,6 +653,8 @@ def bench(
         source=source,
         http_format=http_format,
         http_batch=http_batch,
+        forward_compress=forward_compress,
+        forward_record=forward_record,
     )
     try:
         result = run_bench(opts, err)

@@ -25,6 +25,7 @@ from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.local_file.config import LocalFileSinkConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
+from log_capturer.sources.forward.config import ForwardConfig
 from log_capturer.sources.http.config import HttpIngestConfig
 from log_capturer.sources.stdin.config import StdinConfig
 from log_capturer.sources.syslog.config import SyslogConfig
@@ -46,6 +47,7 @@ class Sources(Strict):
 
     files_config: FilesConfig = component(FilesConfig, "log_capturer.sources.file.source:COMPONENT")
     syslog: SyslogConfig = component(SyslogConfig, "log_capturer.sources.syslog.source:COMPONENT")
+    forward: ForwardConfig = component(ForwardConfig, "log_capturer.sources.forward.source:COMPONENT")
     stdin: StdinConfig = component(StdinConfig, "log_capturer.sources.stdin.source:COMPONENT")
     http_ingest: HttpIngestConfig = component(HttpIngestConfig, "log_capturer.sources.http.source:COMPONENT")
     container_monitor: ContainerMonitorConfig = component(

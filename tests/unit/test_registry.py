@@ -18,6 +18,7 @@ def test_every_registered_section_names_a_component_of_its_kind() -> None:
     assert [key for key, _s, _c in sources] == [
         "files_config",
         "syslog",
+        "forward",
         "stdin",
         "http_ingest",
         "container_monitor",

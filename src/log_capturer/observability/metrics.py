@@ -235,6 +235,21 @@ class Metrics:
             ["reason", "outcome"],
             registry=r,
         )
+        self.forward_records_rejected = Counter(
+            "forward_records_rejected_total",
+            "Forward protocol records that were not shipped, by reason (invalid_message, "
+            "invalid_event, invalid_msgpack, invalid_compression, missing_message, empty_message, "
+            "invalid_field) and outcome (parked: in the local DLQ; skipped: forward.empty_messages is "
+            "skip; dropped: the DLQ could not take them). The other records of their message are shipped.",
+            ["reason", "outcome"],
+            registry=r,
+        )
+        self.forward_acks = Counter(
+            "forward_acks_total",
+            "Forward protocol acknowledgements ({ack: chunk}) sent, each once every record of its "
+            "message was delivered or parked.",
+            registry=r,
+        )
         # --- processing pipelines ----------------------------------------------------------
         self.pipeline_lines = Counter(
             "pipeline_lines_total",
