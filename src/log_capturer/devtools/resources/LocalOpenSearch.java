@@ -23,6 +23,8 @@ public final class LocalOpenSearch {
             settings.put("http.port", httpPort);
             settings.put("transport.port", transportPort);
             settings.put("discovery.type", "single-node");
+            // The runner makes cluster_manager and data nodes; ingest runs pipelines.
+            settings.putList("node.roles", "cluster_manager", "data", "ingest");
             settings.put("action.auto_create_index", "true");
             // A nearly full test disk must not turn indices read-only.
             settings.put("cluster.routing.allocation.disk.threshold_enabled", "false");
