@@ -225,7 +225,8 @@ def outcome_of_status(status: int) -> Failure:
 
 
 def outcome_of_item(item: dict[str, Any], op_type: str) -> tuple[Failure | None, str, str]:
-    """One item of a ``_bulk`` answer: (None: delivered, else the failure), error type, text."""
+    """One item of a ``_bulk`` answer: (None: delivered, else the failure), error type, text.
+    A document that was there already (409 with ``op_type: create``) is delivered, type ``exists``."""
     status = int(item.get("status", 0))
     if 200 <= status < 300:
         return None, "", ""
@@ -239,7 +240,7 @@ def outcome_of_item(item: dict[str, Any], op_type: str) -> tuple[Failure | None,
     else:
         etype, reason = f"http_{status}", str(error or "")
     if status == 409 and op_type == "create" and etype == "version_conflict_engine_exception":
-        return None, "", ""  # the document is there already (a replay): delivered
+        return None, "exists", ""  # the document is there already (a replay): delivered
     text = f"{status} {etype}: {reason}".strip()
     if status == 429 or etype in ("es_rejected_execution_exception", "rejected_execution_exception"):
         return Failure.RETRY_ALONE, etype, text

@@ -14,9 +14,9 @@ What an answer means (:func:`.bulk.outcome_of_item`, :func:`.bulk.outcome_of_sta
 - an item 2xx: delivered; 409 ``version_conflict_engine_exception`` with ``op_type: create``: the
   document is there already (a replay after a crash, a retry of a request whose answer was lost):
   delivered;
-- an item 429 / ``es_rejected_execution_exception``: sent again alone (:attr:`Failure.RETRY_ALONE`),
-  then with back-off for as long as it takes; other "not now" items (a shard unavailable, a
-  circuit breaker) are retried with back-off;
+- an item 429 / ``es_rejected_execution_exception`` (OpenSearch: ``rejected_execution_exception``):
+  sent again alone (:attr:`Failure.RETRY_ALONE`), then with back-off for as long as it takes;
+  other "not now" items (a shard unavailable, a circuit breaker) are retried with back-off;
 - any other item error (a mapping conflict, a parse error, a closed index, a read-only block, an
   ingest pipeline's failure): rejected for the record's own sake (:attr:`Failure.REJECT`), parked
   in the local DLQ with the server's error;
@@ -228,6 +228,8 @@ class ElasticsearchService:
         self.bytes_sent = 0
         self.items_rejected = 0
         self.items_retried = 0
+        #: Documents that were there already (409 with op_type create: a replay), counted delivered.
+        self.items_existing = 0
 
     @property
     def runner(self) -> SinkRunner:
@@ -374,6 +376,7 @@ class ElasticsearchService:
             "bytes_sent": self.bytes_sent,
             "items_rejected": self.items_rejected,
             "items_retried": self.items_retried,
+            "items_existing": self.items_existing,
         }
 
     def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
@@ -500,6 +503,8 @@ class ElasticsearchService:
             )
             outcome, etype, text = bulk.outcome_of_item(result, self.op_type)
             if outcome is None:
+                if etype == "exists":
+                    self.items_existing += 1
                 delivered.append(item)
                 continue
             failure = outcome

@@ -54,8 +54,10 @@ def feed_meta(rig: Rig, origin: Origin, lines: list[str], meta: list[dict[str, A
     return chunk
 
 
-def settle(rig: Rig, lines: int) -> None:
-    wait_until(lambda: all(c.done for c in rig.chunks), 90, "every line acknowledged (delivered or parked)")
+def settle(rig: Rig, lines: int, timeout: float = 90) -> None:
+    wait_until(
+        lambda: all(c.done for c in rig.chunks), timeout, "every line acknowledged (delivered or parked)"
+    )
     stats = rig.stats()
     assert stats["outstanding"] == 0 and stats["produced"] == lines, stats
 
@@ -123,7 +125,6 @@ def test_a_replayed_dlq_entry_keeps_its_document_id(
 ) -> None:
     """A document refused by a write block is parked with its _id; once the block is lifted the
     DLQ's replay writes it, and a second replay of the same entry makes no second document."""
-    make_index(opensearch, harness.index)
     assert opensearch.request("PUT", f"/{harness.index}/_block/write")[0] == 200
     with Rig(harness, tmp_path) as rig:
         chunk = Chunk(Origin("file", "/var/log/replayed.log"), ["one", "two"], 0, 8)
@@ -151,15 +152,21 @@ def test_a_replayed_dlq_entry_keeps_its_document_id(
 def test_a_saturated_write_thread_pool_429_is_retried_until_everything_is_in(
     harness: ElasticsearchHarness, opensearch: LocalOpenSearch, tmp_path: Path
 ) -> None:
-    """The node restarted with one write thread and a queue of one: concurrent _bulk requests to
-    an index of several shards get 429 es_rejected_execution_exception (per item or per request);
+    """The node restarted with one write thread and a queue of four: concurrent _bulk requests to
+    an index of four shards get 429 es_rejected_execution_exception (per item or per request);
     the sink sends those again (alone, then with back-off) until every line is in, none parked."""
     opensearch.stop()
-    opensearch.settings = {"thread_pool.write.size": "1", "thread_pool.write.queue_size": "1"}
+    opensearch.settings = {"thread_pool.write.size": "1", "thread_pool.write.queue_size": "4"}
     try:
         opensearch.up(timeout=180)
+        opensearch.request("DELETE", f"/{harness.index}")
         make_index(opensearch, harness.index, shards=4)
-        delivery = {"concurrency": 8, "batch": {"max_events": 50, "timeout": "5ms"}, "timeout": "120s"}
+        delivery = {
+            "concurrency": 4,
+            "batch": {"max_events": 50, "timeout": "5ms"},
+            "timeout": "300s",
+            "circuit_breaker": {"timeout": "1s"},
+        }
         n = 6000
         with Rig(harness, tmp_path, delivery) as rig:
             threads = [
@@ -173,11 +180,13 @@ def test_a_saturated_write_thread_pool_429_is_retried_until_everything_is_in(
                 t.start()
             for t in threads:
                 t.join(120)
-            settle(rig, n)
+            settle(rig, n, 240)
             get = rig.metrics.registry.get_sample_value
-            item_429 = get(
-                "elasticsearch_item_errors_total",
-                {"sink_name": "elasticsearch_sink", "error_type": "es_rejected_execution_exception"},
+            # OpenSearch names it rejected_execution_exception, Elasticsearch es_rejected_execution_exception.
+            item_429 = sum(
+                get("elasticsearch_item_errors_total", {"sink_name": "elasticsearch_sink", "error_type": t})
+                or 0
+                for t in ("rejected_execution_exception", "es_rejected_execution_exception")
             )
             request_429 = get(
                 "elasticsearch_requests_total", {"sink_name": "elasticsearch_sink", "status": "429"}
@@ -201,7 +210,6 @@ def test_the_server_away_for_30_s_loses_nothing(
 ) -> None:
     """Stopped for 30 s with lines flowing, then started again: every line is in the index once,
     nothing parked, and no chunk was acknowledged while the server was away."""
-    make_index(opensearch, harness.index)
     delivery = {"timeout": "120s", "circuit_breaker": {"timeout": "2s"}}
     with Rig(harness, tmp_path, delivery) as rig:
         rig.feed(Origin("file", "before"), [f"before {i}" for i in range(500)], Checkpoint(), 100)

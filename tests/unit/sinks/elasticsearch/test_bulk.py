@@ -175,6 +175,11 @@ def test_item_outcomes(item: dict[str, object], op: str, want: Failure | None) -
         assert etype and str(item["status"]) in text
 
 
+def test_an_existing_document_is_delivered_and_said_so() -> None:
+    item = {"status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "exists"}}
+    assert bulk.outcome_of_item(item, "create") == (None, "exists", "")
+
+
 def test_item_error_text_carries_the_cause() -> None:
     item = {
         "status": 400,
