@@ -598,9 +598,34 @@ def bench(
     ] = "file",
     http_format: Annotated[str, typer.Option(help="With --source http: ndjson or msgpack.")] = "ndjson",
     http_batch: Annotated[int, typer.Option(help="With --source http: lines per request.")] = 1000,
+    sink: Annotated[
+        str,
+        typer.Option(
+            help="kafka, or elasticsearch: file -> agent -> Elasticsearch/OpenSearch against a bare "
+            "_bulk client (same lines, batch size and concurrency) on the same server."
+        ),
+    ] = "kafka",
+    es_url: Annotated[
+        str | None,
+        typer.Option(help="With --sink elasticsearch: the server (default: log-capturer opensearch up's)."),
+    ] = None,
+    es_batch: Annotated[
+        int, typer.Option(help="With --sink elasticsearch: documents per _bulk request.")
+    ] = 1000,
+    es_concurrency: Annotated[
+        int, typer.Option(help="With --sink elasticsearch: _bulk requests in flight.")
+    ] = 2,
 ) -> None:
     """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
-    raw ceiling."""
+    raw ceiling (--sink elasticsearch: the same against Elasticsearch/OpenSearch)."""
+    if sink == "elasticsearch":
+        _bench_elasticsearch(
+            es_url, lines or 200_000, out_dir, es_batch, es_concurrency, line_bytes, json_out
+        )
+        return
+    if sink != "kafka":
+        err.print(f"--sink {sink!r}: use kafka or elasticsearch")
+        raise typer.Exit(2)
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
 
     opts = BenchOptions(
@@ -634,6 +659,33 @@ def bench(
         raise typer.Exit(1) from None
     res = result["results"]
     if res["lost"] or res["duplicated"] or result["agent"]["exit_code"] != 0:
+        raise typer.Exit(3)
+
+
+def _bench_elasticsearch(
+    url: str | None,
+    lines: int,
+    out_dir: Path,
+    batch: int,
+    concurrency: int,
+    line_bytes: int,
+    json_out: Path | None,
+) -> None:
+    from log_capturer.devtools.bench.elasticsearch import EsBenchError, run_es_bench
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
+
+    try:
+        target = url or LocalOpenSearch(log=err.print).url
+        result = run_es_bench(target, lines, out_dir, batch, concurrency, line_bytes, log=err.print)
+    except (EsBenchError, LocalOpenSearchError, OSError) as exc:
+        err.print(f"[bold red]{escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    doc = result.as_dict()
+    text = json.dumps(doc, indent=2)
+    if json_out is not None:
+        json_out.write_text(text)
+    out.print_json(text)
+    if result.documents != lines or result.duplicates:
         raise typer.Exit(3)
 
 
