@@ -135,8 +135,9 @@ class Endpoint:
 class Client:
     """One keep-alive connection of a sender thread, to the first endpoint that answers."""
 
-    def __init__(self, service: ElasticsearchService) -> None:
+    def __init__(self, service: ElasticsearchService, timeout: float | None = None) -> None:
         self.service = service
+        self.timeout = service.config.request_timeout if timeout is None else timeout
         self.conn: http.client.HTTPConnection | None = None
         self.endpoint: Endpoint | None = None
 
@@ -150,7 +151,7 @@ class Client:
             return self.conn, self.endpoint
         svc = self.service
         ep = svc.pick_endpoint()
-        timeout = svc.config.request_timeout
+        timeout = self.timeout
         conn: http.client.HTTPConnection
         if ep.https:
             conn = http.client.HTTPSConnection(ep.host, ep.port, timeout=timeout, context=svc.ssl_context)
@@ -355,8 +356,8 @@ class ElasticsearchService:
         )
 
     def probe(self) -> str:
-        """GET / on the endpoints: '' when one answers 200."""
-        client = Client(self)
+        """GET / on the endpoints: '' when one answers 200 (within 5 s: the engine's thread waits)."""
+        client = Client(self, timeout=min(5.0, self.config.request_timeout))
         try:
             status, raw = client.request("GET", "/", None, self._plain_headers())
         except RequestError as exc:
