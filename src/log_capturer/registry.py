@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from log_capturer.config.base import Strict
+from log_capturer.sinks.elasticsearch.config import ElasticsearchSinkConfig
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.local_file.config import LocalFileSinkConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
@@ -62,6 +63,9 @@ class Sinks(Strict):
     kafka: KafkaSinkConfig = component(KafkaSinkConfig, "log_capturer.sinks.kafka.sink:COMPONENT")
     local_file: LocalFileSinkConfig = component(
         LocalFileSinkConfig, "log_capturer.sinks.local_file.sink:COMPONENT"
+    )
+    elasticsearch: ElasticsearchSinkConfig = component(
+        ElasticsearchSinkConfig, "log_capturer.sinks.elasticsearch.sink:COMPONENT"
     )
 
 

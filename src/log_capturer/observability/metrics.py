@@ -170,6 +170,33 @@ class Metrics:
             buckets=_SIZE_BUCKETS,
             registry=r,
         )
+        # --- Elasticsearch / OpenSearch sink (besides the kafka_* families the engine fills
+        # for every sink, with the index as the topic) ---------------------------------------
+        self.es_requests = Counter(
+            "elasticsearch_requests_total",
+            "_bulk requests, by HTTP status ('connection_error' when no answer came).",
+            ["sink_name", "status"],
+            registry=r,
+        )
+        self.es_request_duration = Histogram(
+            "elasticsearch_request_duration_seconds",
+            "Time from sending a _bulk request to its answer.",
+            ["sink_name"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.es_request_bytes = Counter(
+            "elasticsearch_request_bytes_total",
+            "Bytes of _bulk request bodies: 'uncompressed' NDJSON and 'sent' (after gzip).",
+            ["sink_name", "kind"],
+            registry=r,
+        )
+        self.es_item_errors = Counter(
+            "elasticsearch_item_errors_total",
+            "Items of _bulk answers that were not delivered, by the server's error type.",
+            ["sink_name", "error_type"],
+            registry=r,
+        )
         # --- dead-letter queue and reliability --------------------------------------------
         self.dlq_entries = Gauge(
             "dlq_entries",
