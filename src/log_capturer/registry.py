@@ -26,6 +26,7 @@ from log_capturer.sinks.local_file.config import LocalFileSinkConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
 from log_capturer.sources.http.config import HttpIngestConfig
+from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.stdin.config import StdinConfig
 from log_capturer.sources.syslog.config import SyslogConfig
 
@@ -48,6 +49,7 @@ class Sources(Strict):
     syslog: SyslogConfig = component(SyslogConfig, "log_capturer.sources.syslog.source:COMPONENT")
     stdin: StdinConfig = component(StdinConfig, "log_capturer.sources.stdin.source:COMPONENT")
     http_ingest: HttpIngestConfig = component(HttpIngestConfig, "log_capturer.sources.http.source:COMPONENT")
+    otlp: OtlpConfig = component(OtlpConfig, "log_capturer.sources.otlp.source:COMPONENT")
     container_monitor: ContainerMonitorConfig = component(
         ContainerMonitorConfig, "log_capturer.sources.containers.source:COMPONENT"
     )
