@@ -439,7 +439,11 @@ def generate(
     ] = "http://127.0.0.1:8401/api/v1/logs",
     http_batch: Annotated[int, typer.Option(help="http: most lines per request.")] = 1000,
     http_format: Annotated[
-        str, typer.Option(help="http: ndjson | msgpack (Fluent Bit's http output: [time, record] events).")
+        str,
+        typer.Option(
+            help="http: ndjson | msgpack (Fluent Bit's http output: [time, record] events) | otlp "
+            "(OTLP/HTTP protobuf, to the OTLP input's /v1/logs)."
+        ),
     ] = "ndjson",
     host: Annotated[str, typer.Option(help="syslog: receiver address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="syslog: receiver port.")] = 514,
@@ -587,12 +591,12 @@ def bench(
     source: Annotated[
         str,
         typer.Option(
-            help="file (the agent tails the generated files) or http (the generator POSTs them to "
-            "HTTP ingest, one client; no ceiling)."
+            help="file (the agent tails the generated files), http (the generator POSTs them to "
+            "HTTP ingest, one client; no ceiling) or otlp (to the OTLP input, protobuf, one client)."
         ),
     ] = "file",
     http_format: Annotated[str, typer.Option(help="With --source http: ndjson or msgpack.")] = "ndjson",
-    http_batch: Annotated[int, typer.Option(help="With --source http: lines per request.")] = 1000,
+    http_batch: Annotated[int, typer.Option(help="With --source http or otlp: lines per request.")] = 1000,
 ) -> None:
     """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
     raw ceiling."""
