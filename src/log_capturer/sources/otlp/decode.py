@@ -322,6 +322,7 @@ class Decoder:
                     groups, dict(resource_attrs), sc.name, sc.version, attributes(sc.attributes)
                 )
                 g, common = scope.group, scope.common
+                lines, metas, levels, stamps = g.lines, g.fields, g.levels, g.stamps
                 rec: LogRecord
                 for rec in sl.log_records:
                     n += 1
@@ -334,12 +335,12 @@ class Decoder:
                             message = ""
                         else:
                             message = orjson.dumps(any_value(body_value)).decode()
-                        if not message.strip():
+                        if not message or message.isspace():
                             raise _Invalid(EMPTY_BODY, f"record {n}: no body (nothing to ship as message)")
-                        fields = dict(common)
-                        if rec.trace_id and (tid := hex_id(rec.trace_id, 16, "trace_id", n)):
+                        fields = common.copy()
+                        if (raw := rec.trace_id) and (tid := hex_id(raw, 16, "trace_id", n)):
                             fields["trace_id"] = tid
-                        if rec.span_id and (sid := hex_id(rec.span_id, 8, "span_id", n)):
+                        if (raw := rec.span_id) and (sid := hex_id(raw, 8, "span_id", n)):
                             fields["span_id"] = sid
                         if flags := rec.flags & 0xFF:
                             fields["trace_flags"] = flags
@@ -348,19 +349,19 @@ class Decoder:
                             fields["severity_text"] = text
                         if number:
                             fields["severity_number"] = number
-                        if rec.event_name:
-                            fields["event_name"] = rec.event_name
-                        if rec.attributes:
-                            fields["attributes"] = attributes(rec.attributes)
+                        if event := rec.event_name:
+                            fields["event_name"] = event
+                        if kvs := rec.attributes:
+                            fields["attributes"] = attributes(kvs)
                     except _Invalid as exc:
                         rejected.append(
                             Rejected(n, exc.reason, exc.text, _proto_original(rec, resource_attrs, sc))
                         )
                         continue
-                    g.lines.append(message)
-                    g.fields.append(fields or None)
-                    g.levels.append(level_of(number, text))
-                    g.stamps.append(rec.time_unix_nano or rec.observed_time_unix_nano or None)
+                    lines.append(message)
+                    metas.append(fields or None)
+                    levels.append(SEVERITY[number] if 0 < number < 25 else level_of(number, text))
+                    stamps.append(rec.time_unix_nano or rec.observed_time_unix_nano or None)
 
     def _json(self, body: bytes, groups: dict[int, _Group], rejected: list[Rejected]) -> None:
         try:
