@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -313,3 +314,21 @@ def test_unacknowledged_records_get_503_and_a_held_agent_429_with_retry_after(tm
     finally:
         if agent.proc and agent.proc.poll() is None:
             agent.kill()
+
+
+def test_a_taken_port_is_a_clear_start_error(tmp_path: Path) -> None:
+    topics = {
+        t: t for t in ("logs", "logs-high-priority", "logs-normal-priority", "logs-low-priority", "logs-dlq")
+    }
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = agent_config(tmp_path, f"127.0.0.1:{free_port()}", topics, otlp={"enabled": True, "port": port})
+        agent = AgentProcess(write_config(tmp_path / "config.yaml", cfg), tmp_path / "agent.log")
+        agent.start(wait=False)
+        assert agent.proc is not None
+        assert agent.proc.wait(60) == 2
+        log = agent.log()
+        assert f"cannot listen for OTLP on 127.0.0.1:{port}" in log and "change otlp.port" in log, log
+        assert "Traceback" not in log

@@ -381,10 +381,17 @@ def _described(outcomes: list[tuple[Rejected, str]], dlq_error: str) -> str:
     reasons = ", ".join(f"{n} {reason}" for reason, n in Counter(r.reason for r, _ in outcomes).most_common())
     first = "; ".join(r.error for r, _ in outcomes[:MAX_ERRORS])
     more = f" (and {len(outcomes) - MAX_ERRORS} more)" if len(outcomes) > MAX_ERRORS else ""
-    where = "parked in the agent's DLQ" if not dlq_error else f"not parked: {dlq_error}"
-    if all(o == SKIPPED for _, o in outcomes):
-        where = "skipped (otlp.empty_bodies: skip)"
-    return f"{len(outcomes)} log records rejected ({reasons}), {where}: {first}{more}"
+    done = Counter(o for _, o in outcomes)
+    where = ", ".join(
+        f"{done[o]} {text}"
+        for o, text in (
+            (PARKED, "parked in the agent's DLQ"),
+            (SKIPPED, "skipped (otlp.empty_bodies: skip)"),
+            (DROPPED, f"dropped ({dlq_error})"),
+        )
+        if done[o]
+    )
+    return f"{len(outcomes)} log records rejected ({reasons}; {where}): {first}{more}"
 
 
 def _ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[None]:
