@@ -185,3 +185,16 @@ def _topics(bootstrap: str) -> list[str]:
     from confluent_kafka.admin import AdminClient
 
     return list(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics)
+
+
+def test_max_smoke_through_the_otlp_input(tmp_path: Path, bootstrap: str) -> None:
+    r = bench(tmp_path, bootstrap, "--scenario", "max", "--lines", "20000", "--source", "otlp")
+    res = r["results"]
+    assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (20000, 0, 0, 0)
+    assert res["errors"]["foreign_records"] == 0
+    assert (r["options"]["source"], r["options"]["http_format"]) == ("otlp", "otlp")
+    info = r["generator"]["target_info"]
+    assert info["url"].endswith("/v1/logs") and (info["format"], info["requests"]) == ("otlp", 20)
+    assert r["ceiling"] is None and r["agent"]["exit_code"] == 0
+    config = yaml.safe_load(Path(r["agent"]["config"]).read_text())
+    assert config["otlp"]["enabled"] is True
