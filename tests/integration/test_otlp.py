@@ -332,3 +332,37 @@ def test_a_taken_port_is_a_clear_start_error(tmp_path: Path) -> None:
         log = agent.log()
         assert f"cannot listen for OTLP on 127.0.0.1:{port}" in log and "change otlp.port" in log, log
         assert "Traceback" not in log
+
+
+def test_a_reload_rebinds_the_listener_with_the_new_section(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    port = free_port()
+    cfg = agent_config(
+        tmp_path, bootstrap, topics, otlp={"enabled": True, "port": port, "labels": {"env": "a"}}
+    )
+    config = write_config(tmp_path / "config.yaml", cfg)
+    agent = AgentProcess(config, tmp_path / "agent.log").start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for step, env in enumerate(("a", "b")):
+            if env == "b":
+                cfg["otlp"]["labels"] = {"env": "b"}
+                write_config(config, cfg)
+                req = urllib.request.Request(agent.api + "/config/reload", data=b"", method="POST")
+                with urllib.request.urlopen(req, timeout=120) as r:
+                    assert r.status == 200, r.read()
+            body = json_request([{"body": {"stringValue": f"before and after {step}"}}])
+            status, text, _ = post(url, body, {"Content-Type": "application/json"})
+            assert (status, orjson.loads(text)) == (200, {}), agent.log()
+        got = consume_all(bootstrap, topics.values())
+        assert sorted((r.json()["message"], r.json()["labels"]["env"]) for r in got) == [
+            ("before and after 0", "a"),
+            ("before and after 1", "b"),
+        ]
+        assert "Traceback" not in agent.log()
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc and agent.proc.poll() is None:
+            agent.kill()
