@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
+from log_capturer.app import Agent
+from log_capturer.config.loader import validate
 from log_capturer.sources.http.source import Rejected
 from log_capturer.sources.otlp.decode import JSON, PROTOBUF
 from log_capturer.sources.otlp.source import (
@@ -55,3 +59,18 @@ def test_the_partial_success_message_counts_reasons_and_outcomes() -> None:
     assert text.endswith("record 5: no body (and 3 more)")
     dropped = _described([(rejected[-1], DROPPED)], "the DLQ is full")
     assert "1 dropped (the DLQ is full)" in dropped
+
+
+def test_built_when_enabled_and_only_in_worker_0_of_several(tmp_path: Path) -> None:
+    base: dict[str, object] = {
+        "sinks": {"kafka": {"enabled": True, "brokers": ["127.0.0.1:1"]}},
+        "positions": {"directory": str(tmp_path / "positions")},
+        "dispatcher": {"dlq_config": {"directory": str(tmp_path / "dlq")}},
+    }
+    off = Agent(validate(base))
+    assert "otlp" not in [s.name for _k, s in off.sources]
+    assert off.stats()["otlp"] == {"requests": 0, "accepted": 0, "rejected": 0}
+    on = validate({**base, "otlp": {"enabled": True}})
+    assert "otlp" in [s.name for _k, s in Agent(on).sources]
+    assert "otlp" in [s.name for _k, s in Agent(on, worker=(0, 2)).sources]
+    assert "otlp" not in [s.name for _k, s in Agent(on, worker=(1, 2)).sources]
