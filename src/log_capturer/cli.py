@@ -446,7 +446,11 @@ def generate(
         int, typer.Option(help="http: most lines per request; forward: most lines per message.")
     ] = 1000,
     http_format: Annotated[
-        str, typer.Option(help="http: ndjson | msgpack (Fluent Bit's http output: [time, record] events).")
+        str,
+        typer.Option(
+            help="http: ndjson | msgpack (Fluent Bit's http output: [time, record] events) | otlp "
+            "(OTLP/HTTP protobuf, to the OTLP input's /v1/logs)."
+        ),
     ] = "ndjson",
     host: Annotated[str, typer.Option(help="syslog, forward: receiver address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="syslog, forward: receiver port (forward: 24224 if 514).")] = 514,
@@ -612,13 +616,14 @@ def bench(
         str,
         typer.Option(
             help="file (the agent tails the generated files), http (the generator POSTs them to "
-            "HTTP ingest, one client; no ceiling) or forward (the generator sends them over the "
-            "Fluent forward protocol, one connection, each message acknowledged; no ceiling)."
+            "HTTP ingest, one client; no ceiling), forward (the generator sends them over the "
+            "Fluent forward protocol, one connection, each message acknowledged; no ceiling) or "
+            "otlp (to the OTLP input, protobuf, one client; no ceiling)."
         ),
     ] = "file",
     http_format: Annotated[str, typer.Option(help="With --source http: ndjson or msgpack.")] = "ndjson",
     http_batch: Annotated[
-        int, typer.Option(help="With --source http: lines per request; forward: per message.")
+        int, typer.Option(help="With --source http or otlp: lines per request; forward: per message.")
     ] = 1000,
     forward_compress: Annotated[
         bool, typer.Option(help="With --source forward: gzip the messages (CompressedPackedForward).")

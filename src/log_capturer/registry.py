@@ -28,6 +28,7 @@ from log_capturer.sources.containers.config import ContainerMonitorConfig, Kuber
 from log_capturer.sources.file.config import FilesConfig
 from log_capturer.sources.forward.config import ForwardConfig
 from log_capturer.sources.http.config import HttpIngestConfig
+from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.stdin.config import StdinConfig
 from log_capturer.sources.syslog.config import SyslogConfig
 
@@ -51,6 +52,7 @@ class Sources(Strict):
     forward: ForwardConfig = component(ForwardConfig, "log_capturer.sources.forward.source:COMPONENT")
     stdin: StdinConfig = component(StdinConfig, "log_capturer.sources.stdin.source:COMPONENT")
     http_ingest: HttpIngestConfig = component(HttpIngestConfig, "log_capturer.sources.http.source:COMPONENT")
+    otlp: OtlpConfig = component(OtlpConfig, "log_capturer.sources.otlp.source:COMPONENT")
     container_monitor: ContainerMonitorConfig = component(
         ContainerMonitorConfig, "log_capturer.sources.containers.source:COMPONENT"
     )

@@ -21,6 +21,7 @@ def test_every_registered_section_names_a_component_of_its_kind() -> None:
         "forward",
         "stdin",
         "http_ingest",
+        "otlp",
         "container_monitor",
     ]
     assert all(isinstance(comp, SourceComponent) for _k, _s, comp in sources)

@@ -43,7 +43,9 @@ LEVELS: tuple[str, ...] = ("trace", "debug", "info", "warn", "error", "fatal", "
 DEFAULT_LEVELS = "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,none=1"
 TENANTS = 16
 #: Bodies of the http target: NDJSON, or msgpack as Fluent Bit's http output sends it.
-HTTP_FORMATS = ("ndjson", "msgpack")
+HTTP_FORMATS = ("ndjson", "msgpack", "otlp")
+#: The generator's levels as OTLP severity numbers (critical has none: sent as severity_text).
+OTLP_SEVERITY = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "error": 17, "fatal": 21}
 #: Records of the forward target: ``fields`` ({log, level, labels}, as the http target's msgpack)
 #: or ``log`` ({log} only: Fluent Bit tailing the generated file).
 FORWARD_RECORDS = ("fields", "log")
@@ -344,7 +346,10 @@ class KafkaTarget:
 class HttpTarget:
     """POSTs batches to the agent's ingest API: NDJSON (``{message, level, labels, timestamp}``), or
     msgpack as Fluent Bit's http output sends it (``[[EventTime, {}], {log, level, labels}]``
-    events, ``Content-Type: application/msgpack``).
+    events, ``Content-Type: application/msgpack``); or to its OTLP input (``otlp``: an
+    ``ExportLogsServiceRequest`` in protobuf, as the OpenTelemetry exporters send it, one resource
+    ``service.name: loggen``, each line a log record with its severity, time and a ``tenant_id``
+    attribute).
 
     429 and 503 (queue full) and connection errors are retried with a doubling
     back-off (0.1 s up to 5 s) for at most ``retry_for`` seconds; any other
@@ -362,7 +367,11 @@ class HttpTarget:
         if body_format not in HTTP_FORMATS:
             raise GenerateError(f"--http-format must be {' or '.join(HTTP_FORMATS)}, got {body_format!r}")
         self.body_format = body_format
-        self.content_type = "application/x-ndjson" if body_format == "ndjson" else "application/msgpack"
+        self.content_type = {
+            "ndjson": "application/x-ndjson",
+            "msgpack": "application/msgpack",
+            "otlp": "application/x-protobuf",
+        }[body_format]
         self.url = url
         self.host = parts.hostname
         self.port = parts.port or 80
@@ -381,6 +390,9 @@ class HttpTarget:
     def write(self, batch: Batch) -> None:
         if self.body_format == "msgpack":
             self._write_msgpack(batch)
+            return
+        if self.body_format == "otlp":
+            self._write_otlp(batch)
             return
         ts = rfc3339_us(batch.emit_ns)
         docs = []
@@ -406,6 +418,29 @@ class HttpTarget:
             events.append(pack([head, rec]))
         for i in range(0, len(events), self.batch_lines):
             self._post(b"".join(events[i : i + self.batch_lines]))
+
+    def _write_otlp(self, batch: Batch) -> None:
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+        for i in range(0, len(batch.lines), self.batch_lines):
+            request = ExportLogsServiceRequest()
+            resource_logs = request.resource_logs.add()
+            resource_logs.resource.attributes.add(key="service.name").value.string_value = "loggen"
+            records = resource_logs.scope_logs.add().log_records
+            end = i + self.batch_lines
+            for line, level, tenant in zip(
+                batch.lines[i:end], batch.levels[i:end], batch.tenants[i:end], strict=True
+            ):
+                rec = records.add()
+                rec.time_unix_nano = batch.emit_ns
+                rec.body.string_value = line
+                number = OTLP_SEVERITY.get(level)
+                if number is not None:
+                    rec.severity_number = number  # type: ignore[assignment]
+                elif level != "none":
+                    rec.severity_text = level
+                rec.attributes.add(key="tenant_id").value.string_value = tenant
+            self._post(request.SerializeToString())
 
     def _post(self, body: bytes) -> None:
         delay = 0.1

@@ -253,6 +253,21 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.otlp_requests = Counter(
+            "otlp_requests_total",
+            "OTLP/HTTP POST /v1/logs requests by HTTP status code (4xx and 5xx are rejections; 429 "
+            "and 503 are retried by the exporters).",
+            ["code"],
+            registry=r,
+        )
+        self.otlp_records_rejected = Counter(
+            "otlp_records_rejected_total",
+            "OTLP log records that were not shipped, by reason (empty_body, invalid_trace_id, "
+            "invalid_field) and outcome (parked: in the local DLQ; skipped: otlp.empty_bodies is "
+            "skip; dropped: the DLQ could not take them). The client is told (partial success).",
+            ["reason", "outcome"],
+            registry=r,
+        )
         self.http_ingest_records_rejected = Counter(
             "http_ingest_records_rejected_total",
             "HTTP ingest records that were not shipped, by reason (invalid_json, invalid_msgpack, "
