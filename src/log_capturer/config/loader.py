@@ -99,6 +99,9 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "KAFKA_PASSWORD": ("sinks", "kafka", "auth", "password"),
     "KAFKA_COMPRESSION": ("sinks", "kafka", "compression"),
     "KAFKA_BATCH_SIZE": ("sinks", "kafka", "batch_size"),
+    "ELASTICSEARCH_USERNAME": ("sinks", "elasticsearch", "auth", "username"),
+    "ELASTICSEARCH_PASSWORD": ("sinks", "elasticsearch", "auth", "password"),
+    "ELASTICSEARCH_API_KEY": ("sinks", "elasticsearch", "auth", "api_key"),
 }
 
 
