@@ -62,10 +62,14 @@ class Parking:
         JSON would not give back the same bytes, its text and its exact bytes), and its headers."""
         exact: bytes | None = None
         try:
-            original: dict[str, Any] = orjson.loads(value)
-            if not isinstance(original, dict) or orjson.dumps(original) != value:
-                raise ValueError("not the json envelope")
-        except (orjson.JSONDecodeError, ValueError):
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict):
+            original: dict[str, Any] = doc
+            if orjson.dumps(doc) != value:
+                exact = value  # JSON, but not as orjson writes it: replayed as it was
+        else:
             original = {"raw": value.decode("utf-8", "backslashreplace")}
             exact = value
         k = key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key

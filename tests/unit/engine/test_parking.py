@@ -43,7 +43,6 @@ def test_a_json_envelope_is_parked_as_before(parking: Parking) -> None:
     "value",
     [
         b"GET /health 200 - plain text",
-        b'{"a": 1,  "b":2}',  # JSON, but not as orjson writes it: kept as it was
         b"[1,2]",
         'été "quoted"'.encode(),
         b"",
@@ -56,6 +55,16 @@ def test_a_raw_record_is_replayed_byte_for_byte_with_its_headers(parking: Parkin
     rec = record_of(doc)
     assert (rec.value, rec.topic, rec.key) == (value, "logs", "k1")
     assert rec.headers == headers
+
+
+def test_json_not_written_as_orjson_writes_it_stays_readable_and_is_replayed_as_it_was(
+    parking: Parking,
+) -> None:
+    value = b'{"message": "hi",  "n":1}'
+    doc = parked_and_read_back(parking, value)
+    assert doc["original_entry"] == {"message": "hi", "n": 1}
+    assert doc["value"] == value.decode()
+    assert record_of(doc).value == value
 
 
 def test_bytes_that_are_not_utf8_are_kept_in_base64(parking: Parking) -> None:

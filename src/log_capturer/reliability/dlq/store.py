@@ -78,8 +78,8 @@ class DLQEntry:
     """A record to park: what it was (the JSON record as sent to Kafka) and why it failed.
 
     A record that is not a JSON object written as orjson writes it (``encoding.codec: raw`` or
-    ``logfmt``, or a json record with only some members) also keeps its exact bytes: ``value``
-    (its UTF-8 text) or ``value_base64``; ``original_entry`` is then ``{"raw": text}``, for people
+    ``logfmt``) also keeps its exact bytes: ``value`` (its UTF-8 text) or ``value_base64``;
+    ``original_entry`` is then the parsed object if it is one, else ``{"raw": text}``, for people
     to read. ``headers``: the Kafka headers it was sent with ([name, text] pairs), replayed as
     they were."""
 
