@@ -789,6 +789,263 @@ fail:
     return NULL;
 }
 
+/* ---- raw and logfmt records (sinks.encoding) ---------------------------------------------- */
+/* The UTF-8 bytes of code point c at o; a lone surrogate (no UTF-8 form) is written as U+FFFD. */
+static inline char *put_utf8(char *o, Py_UCS4 c) {
+    if (c < 0x80) {
+        *o++ = (char)c;
+    } else if (c < 0x800) {
+        *o++ = (char)(0xC0 | (c >> 6));
+        *o++ = (char)(0x80 | (c & 0x3F));
+    } else if (c < 0x10000) {
+        if (c >= 0xD800 && c <= 0xDFFF)
+            c = 0xFFFD;
+        *o++ = (char)(0xE0 | (c >> 12));
+        *o++ = (char)(0x80 | ((c >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (c & 0x3F));
+    } else {
+        *o++ = (char)(0xF0 | (c >> 18));
+        *o++ = (char)(0x80 | ((c >> 12) & 0x3F));
+        *o++ = (char)(0x80 | ((c >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (c & 0x3F));
+    }
+    return o;
+}
+
+static inline Py_ssize_t utf8_size(Py_UCS4 c) { return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4; }
+
+/*
+ * encode_raw(lines) -> list[bytes]
+ *
+ * Record i = the UTF-8 bytes of lines[i], nothing added: the line as the source read it (an
+ * ASCII line is one copy of the str's own storage). A lone surrogate, which no source reading
+ * bytes produces, is written as U+FFFD.
+ */
+static PyObject *encode_raw(PyObject *m, PyObject *arg) {
+    (void)m;
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "encode_raw() takes a list of str");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(arg, i);
+        if (!PyUnicode_Check(s)) {
+            PyErr_SetString(PyExc_TypeError, "encode_raw() takes a list of str");
+            goto fail;
+        }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+        PyObject *rec;
+        if (PyUnicode_IS_COMPACT_ASCII(s)) {
+            rec = PyBytes_FromStringAndSize((const char *)PyUnicode_DATA(s), len);
+        } else {
+            int kind = PyUnicode_KIND(s);
+            const void *data = PyUnicode_DATA(s);
+            Py_ssize_t size = 0;
+            for (Py_ssize_t j = 0; j < len; j++)
+                size += utf8_size(PyUnicode_READ(kind, data, j));
+            rec = PyBytes_FromStringAndSize(NULL, size);
+            if (rec) {
+                char *o = PyBytes_AS_STRING(rec);
+                for (Py_ssize_t j = 0; j < len; j++)
+                    o = put_utf8(o, PyUnicode_READ(kind, data, j));
+            }
+        }
+        if (!rec)
+            goto fail;
+        PyList_SET_ITEM(out, i, rec);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* logfmt: a value is quoted when it is empty or holds a space, '=', '"', '\\' or a control
+ * character; inside quotes '"' and '\\' are escaped, \n \r \t by their letters, other controls
+ * as \u00XX; the rest is UTF-8 as it is. */
+static inline int lf_special(Py_UCS4 c) { return c <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7F; }
+/* For ASCII bytes: 1 when the value needs quotes; the extra bytes of its escape (lf_extra). */
+static unsigned char LF_QUOTE[256], LF_EXTRA[256];
+static inline Py_ssize_t lf_extra(Py_UCS4 c) {
+    if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t')
+        return 1;
+    return (c < 0x20 || c == 0x7F) ? 5 : 0;
+}
+
+static void init_lf_tables(void) {
+    for (int c = 0; c < 0x80; c++) {
+        LF_QUOTE[c] = (unsigned char)lf_special((Py_UCS4)c);
+        LF_EXTRA[c] = (unsigned char)lf_extra((Py_UCS4)c);
+    }
+}
+
+/* The size of the logfmt value of s; *quote set when it needs quotes. */
+static Py_ssize_t lf_size(PyObject *s, int *quote) {
+    Py_ssize_t len = PyUnicode_GET_LENGTH(s), size = 0;
+    int q = len == 0;
+    if (PyUnicode_IS_COMPACT_ASCII(s)) {
+        const unsigned char *p = (const unsigned char *)PyUnicode_DATA(s);
+        unsigned char any = 0;
+        size = len;
+        for (Py_ssize_t j = 0; j < len; j++) {
+            any |= LF_QUOTE[p[j]];
+            size += LF_EXTRA[p[j]];
+        }
+        q |= any;
+    } else {
+        int kind = PyUnicode_KIND(s);
+        const void *data = PyUnicode_DATA(s);
+        for (Py_ssize_t j = 0; j < len; j++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, j);
+            size += utf8_size(c);
+            if (c < 0x80 && lf_special(c)) {
+                q = 1;
+                size += lf_extra(c);
+            }
+        }
+    }
+    *quote = q;
+    return size + (q ? 2 : 0);
+}
+
+static inline char *lf_put(char *o, Py_UCS4 c) {
+    static const char hex[] = "0123456789abcdef";
+    if (c >= 0x80)
+        return put_utf8(o, c);
+    if (c == '"' || c == '\\') {
+        *o++ = '\\';
+        *o++ = (char)c;
+    } else if (c == '\n' || c == '\r' || c == '\t') {
+        *o++ = '\\';
+        *o++ = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+    } else if (c < 0x20 || c == 0x7F) {
+        memcpy(o, "\\u00", 4);
+        o[4] = hex[c >> 4];
+        o[5] = hex[c & 15];
+        o += 6;
+    } else {
+        *o++ = (char)c;
+    }
+    return o;
+}
+
+static char *lf_into(char *o, PyObject *s, int quote) {
+    Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+    if (quote)
+        *o++ = '"';
+    if (PyUnicode_IS_COMPACT_ASCII(s)) {
+        const unsigned char *p = (const unsigned char *)PyUnicode_DATA(s);
+        if (!quote) {
+            memcpy(o, p, len);
+            o += len;
+        } else {
+            Py_ssize_t j = 0;
+            while (j < len) {
+                Py_ssize_t k = j;
+                while (k < len && !LF_EXTRA[p[k]])
+                    k++;
+                memcpy(o, p + j, k - j);
+                o += k - j;
+                if (k < len)
+                    o = lf_put(o, p[k++]);
+                j = k;
+            }
+        }
+    } else {
+        int kind = PyUnicode_KIND(s);
+        const void *data = PyUnicode_DATA(s);
+        for (Py_ssize_t j = 0; j < len; j++)
+            o = lf_put(o, PyUnicode_READ(kind, data, j));
+    }
+    if (quote)
+        *o++ = '"';
+    return o;
+}
+
+/*
+ * encode_logfmt(head, lines, levels, tails, keys, fields) -> list[bytes]
+ *
+ * record i = head + logfmt_value(lines[i]) + tails[levels[i]] + fields[keys[i]] (fields[None]
+ * when keys is None): encode() with logfmt's quoting instead of JSON's.
+ */
+static PyObject *encode_logfmt(PyObject *m, PyObject *args) {
+    PyObject *head, *lines, *levels, *tails, *keys, *fields;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OO!", &PyBytes_Type, &head, &PyList_Type, &lines, &PyList_Type, &levels,
+                          &PyDict_Type, &tails, &keys, &PyDict_Type, &fields))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (PyList_GET_SIZE(levels) != n || (keys != Py_None && (!PyList_Check(keys) || PyList_GET_SIZE(keys) != n))) {
+        PyErr_SetString(PyExc_ValueError, "lines, levels and keys must be lists of one length");
+        return NULL;
+    }
+    PyObject *fixed_fields = NULL;
+    if (keys == Py_None) {
+        fixed_fields = PyDict_GetItemWithError(fields, Py_None);
+        if (!fixed_fields) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_KeyError, "fields[None]");
+            return NULL;
+        }
+    }
+    const char *hs = PyBytes_AS_STRING(head);
+    Py_ssize_t hn = PyBytes_GET_SIZE(head);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    PyObject *last_level = NULL, *tail = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        PyObject *lvl = PyList_GET_ITEM(levels, i);
+        if (!PyUnicode_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be str");
+            goto fail;
+        }
+        if (lvl != last_level) {
+            tail = PyDict_GetItemWithError(tails, lvl);
+            if (!tail || !PyBytes_Check(tail)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "tails[level] must be bytes");
+                goto fail;
+            }
+            last_level = lvl;
+        }
+        PyObject *fb = fixed_fields;
+        if (!fb) {
+            fb = PyDict_GetItemWithError(fields, PyList_GET_ITEM(keys, i));
+            if (!fb) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "fields[key]");
+                goto fail;
+            }
+        }
+        if (!PyBytes_Check(fb)) {
+            PyErr_SetString(PyExc_TypeError, "fields values must be bytes");
+            goto fail;
+        }
+        Py_ssize_t tn = PyBytes_GET_SIZE(tail), fn = PyBytes_GET_SIZE(fb);
+        int quote;
+        Py_ssize_t vn = lf_size(line, &quote);
+        PyObject *rec = PyBytes_FromStringAndSize(NULL, hn + vn + tn + fn);
+        if (!rec)
+            goto fail;
+        char *o = PyBytes_AS_STRING(rec);
+        memcpy(o, hs, hn);
+        o = lf_into(o + hn, line, quote);
+        memcpy(o, PyBytes_AS_STRING(tail), tn);
+        memcpy(o + tn, PyBytes_AS_STRING(fb), fn);
+        PyList_SET_ITEM(out, i, rec);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 /*
  * text_bytes(lines) -> int
  *
@@ -830,6 +1087,9 @@ static PyMethodDef methods[] = {
     {"json_levels", json_levels, METH_VARARGS,
      "json_levels(lines, key_field, canonical, numeric) -> (levels, keys); None: let Python decide"},
     {"encode", encode, METH_VARARGS, "encode(head, lines, levels, tails, keys, fields, dumps) -> records"},
+    {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},
+    {"encode_logfmt", encode_logfmt, METH_VARARGS,
+     "encode_logfmt(head, lines, levels, tails, keys, fields) -> logfmt records"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},
 };
@@ -841,5 +1101,6 @@ static struct PyModuleDef moduledef = {
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     init_tables();
+    init_lf_tables();
     return PyModule_Create(&moduledef);
 }

@@ -32,6 +32,22 @@ def encode(
     """Record i = head + JSON(lines[i]) + tails[levels[i]] + fields[keys[i]] (fields[None] without
     keys). ValueError: lists of different lengths; KeyError: a level or key without its bytes."""
 
+def encode_raw(lines: list[str], /) -> list[bytes]:
+    """Record i = the UTF-8 bytes of lines[i] (a lone surrogate as U+FFFD). TypeError: not a
+    list of str."""
+
+def encode_logfmt(
+    head: bytes,
+    lines: list[str],
+    levels: list[str],
+    tails: dict[str, bytes],
+    keys: list[str | None] | None,
+    fields: dict[str | None, bytes],
+    /,
+) -> list[bytes]:
+    """Record i = head + logfmt value of lines[i] + tails[levels[i]] + fields[keys[i]], as
+    :func:`encode` with logfmt's quoting."""
+
 def tally(
     topics: list[str], values: list[bytes], bounds: tuple[float, ...], /
 ) -> tuple[dict[str, list[int]], int]:

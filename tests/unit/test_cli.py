@@ -352,3 +352,13 @@ def test_validate_and_run_refuse_a_log_file_and_positions_they_cannot_write(tmp_
     assert done.returncode == 2, done.stderr
     assert log_file in done.stderr and positions in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_validate_names_conflicting_encoding_choices_and_the_fix(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sinks:\n  kafka:\n    encoding:\n      codec: raw\n      only_fields: [message]\n")
+    result = runner.invoke(app, ["validate", "--config", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert "sinks.kafka.encoding" in result.output
+    assert "encoding.only_fields does not apply to codec: raw" in result.output
+    assert "remove encoding.only_fields, or use codec: json or logfmt" in result.output

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from log_capturer.engine.contract import Headers
 from log_capturer.observability.metrics import Metrics
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
 
@@ -48,15 +49,41 @@ class Parking:
         self._error_logged = 0.0
 
     def entry(
-        self, value: bytes, topic: str, key: str | bytes | None, etype: str, msg: str, retries: int = 0
+        self,
+        value: bytes,
+        topic: str,
+        key: str | bytes | None,
+        etype: str,
+        msg: str,
+        retries: int = 0,
+        headers: Headers | None = None,
     ) -> DLQEntry:
-        """The entry of a record: the record as it would have been sent (its JSON, or its text)."""
+        """The entry of a record: the record as it would have been sent (its JSON; or, when the
+        JSON would not give back the same bytes, its text and its exact bytes), and its headers."""
+        exact: bytes | None = None
         try:
-            original: dict[str, Any] = orjson.loads(value)
+            doc = orjson.loads(value)
         except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict):
+            original: dict[str, Any] = doc
+            if orjson.dumps(doc) != value:
+                exact = value  # JSON, but not as orjson writes it: replayed as it was
+        else:
             original = {"raw": value.decode("utf-8", "backslashreplace")}
+            exact = value
         k = key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key
-        return DLQEntry(original, msg, etype, self.sink_name, topic=topic, key=k, retry_count=retries)
+        return DLQEntry(
+            original,
+            msg,
+            etype,
+            self.sink_name,
+            topic=topic,
+            key=k,
+            retry_count=retries,
+            value=exact,
+            headers=list(headers) if headers else None,
+        )
 
     def park(
         self,

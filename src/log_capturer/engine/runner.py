@@ -525,7 +525,9 @@ class SinkRunner:
         return self.parking.park(entries, wait=self._stop.wait)
 
     def _entry_of(self, record: Record, reason: str, text: str, retries: int = 0) -> DLQEntry:
-        return self.parking.entry(record.value, record.topic, record.key, reason, text, retries)
+        return self.parking.entry(
+            record.value, record.topic, record.key, reason, text, retries, record.headers
+        )
 
     def resend_later(self, delivery: Delivery, record: Record) -> None:
         """A record the service could not hand over now (its client is being replaced, or a bug

@@ -51,6 +51,13 @@ def test_the_multi_sink_example_validates(repo_root: Path) -> None:
     assert cfg.routes[0].source_types == ["syslog"] and cfg.routes[0].sinks == ["local_file"]
 
 
+@pytest.mark.parametrize("codec", ["raw", "logfmt", "json"])
+def test_the_encoding_examples_validate(repo_root: Path, codec: str) -> None:
+    cfg = load_config(repo_root / "configs" / "encodings" / f"{codec}.yaml", env={})
+    assert cfg.sinks.kafka.enabled and cfg.sinks.kafka.encoding.codec == codec
+    assert not cfg.sinks.kafka.encoding.envelope
+
+
 def test_the_elasticsearch_example_validates(repo_root: Path) -> None:
     cfg = load_config(repo_root / "configs" / "elasticsearch.yaml", env={})
     es = cfg.sinks.elasticsearch

@@ -12,6 +12,7 @@ records, so process start-up does not count, exactly as for the agent.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,10 @@ class CeilingResult:
     throughput: float | None  # lines per second over the append span
     error: str = ""
     fallback_reason: str = ""
+    #: CPU time (user + system) of the producing process (kcat, or the Python producer), and per
+    #: line delivered: what the agent's ``cpu_us_per_line`` is compared with.
+    cpu_seconds: float | None = None
+    cpu_us_per_line: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,13 +88,16 @@ def _run_kcat(
         if k != "bootstrap.servers":
             cmd += ["-X", f"{k}={v}"]
     start = time.monotonic()
+    cpu0 = children_cpu()
     if len(files) == 1:
         proc = subprocess.run([*cmd, "-l", str(files[0])], capture_output=True, text=True, check=False)
+        cpu = children_cpu() - cpu0
     else:
         # -l takes one file only; several go one after the other through kcat's standard input
         # (one line, one record, as with -l; measured as fast on this machine).
         cat = subprocess.Popen(["cat", *map(str, files)], stdout=subprocess.PIPE)
         proc = subprocess.run(cmd, stdin=cat.stdout, capture_output=True, text=True, check=False)
+        cpu = children_cpu() - cpu0  # kcat's alone: cat is not waited for yet
         assert cat.stdout is not None
         cat.stdout.close()
         cat.wait()
@@ -97,7 +105,7 @@ def _run_kcat(
     error = ""
     if proc.returncode != 0:
         error = f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"
-    return _finish("kcat", kcat_version() or "", bootstrap, topic, lines, wall, error)
+    return _finish("kcat", kcat_version() or "", bootstrap, topic, lines, wall, error, cpu)
 
 
 def _run_python(
@@ -108,24 +116,52 @@ def _run_python(
     props = {**props, "bootstrap.servers": bootstrap}
     cmd = [sys.executable, "-m", __name__, json.dumps(props), topic, *map(str, files)]
     start = time.monotonic()
+    cpu0 = children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    cpu = children_cpu() - cpu0
     wall = time.monotonic() - start
     error = ""
     if proc.returncode != 0:
         error = f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"
     version = f"{confluent_kafka.__version__} (librdkafka {confluent_kafka.libversion()[0]})"
-    return _finish("confluent-kafka", version, bootstrap, topic, lines, wall, error)
+    return _finish("confluent-kafka", version, bootstrap, topic, lines, wall, error, cpu)
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the children waited for so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _finish(
-    tool: str, version: str, bootstrap: str, topic: str, lines: int, wall: float, error: str
+    tool: str,
+    version: str,
+    bootstrap: str,
+    topic: str,
+    lines: int,
+    wall: float,
+    error: str,
+    cpu: float | None = None,
 ) -> CeilingResult:
     delivered, first_ms, last_ms = topic_span(bootstrap, topic)
     span = (last_ms - first_ms) / 1000.0 if first_ms is not None and last_ms is not None else None
     if not error and delivered < lines:
         error = f"only {delivered} of {lines} lines reached the topic"
     throughput = delivered / span if span else None
-    return CeilingResult(tool, version, topic, lines, delivered, round(wall, 3), span, throughput, error)
+    per_line = round(cpu / delivered * 1e6, 3) if cpu is not None and delivered else None
+    return CeilingResult(
+        tool,
+        version,
+        topic,
+        lines,
+        delivered,
+        round(wall, 3),
+        span,
+        throughput,
+        error,
+        cpu_seconds=None if cpu is None else round(cpu, 2),
+        cpu_us_per_line=per_line,
+    )
 
 
 def topic_span(bootstrap: str, topic: str) -> tuple[int, int | None, int | None]:

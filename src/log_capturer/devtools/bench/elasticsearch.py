@@ -36,7 +36,7 @@ import yaml
 
 from log_capturer.devtools.generate import LineFactory
 from log_capturer.devtools.kafka_local import free_port
-from log_capturer.sinks.kafka.encode import rfc3339_ns
+from log_capturer.sinks.encoding import rfc3339_ns
 
 
 class EsBenchError(RuntimeError):

@@ -215,7 +215,8 @@ def print_report(result: dict[str, Any], console: Console) -> None:
             t.add_row(
                 "ceiling",
                 f"{what}: {_fmt(ceil['throughput'], ' lines/s')}"
-                + (f"; ours = {ratio:.3f}x{note}" if ratio is not None else ""),
+                + (f"; ours = {ratio:.3f}x{note}" if ratio is not None else "")
+                + (f"; CPU {ceil['cpu_us_per_line']:.2f} us/line" if ceil.get("cpu_us_per_line") else ""),
             )
         if ceil.get("fallback_reason"):
             t.add_row("", f"(fallback: {ceil['fallback_reason']})")

@@ -115,7 +115,8 @@ def dlq_list(
         return
     table = Table("entry_id", "parked", "error_type", "topic", "attempts", "next", "error / message")
     for doc in entries:
-        message = str(doc.get("original_entry", {}).get("message", ""))
+        original = doc.get("original_entry", {})
+        message = str(original.get("message", original.get("raw", "")))  # raw: a raw or logfmt record
         table.add_row(
             str(doc.get("entry_id", ""))[:12],
             str(doc.get("timestamp", ""))[:19],

@@ -17,6 +17,7 @@ checks, the configured headers, the same error texts.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import functools
@@ -52,6 +53,8 @@ class ReplayRecord:
     value: bytes
     #: The sink that parked it (the entry's ``failed_sink``): the one that replays it.
     sink: str = ""
+    #: The headers it was sent with (None: those the config asks for, read from its JSON).
+    headers: Headers | None = None
 
 
 class ReplayTarget(Protocol):
@@ -79,13 +82,34 @@ class ReplayResult:
 
 
 def record_of(doc: dict[str, Any]) -> ReplayRecord:
+    """The record of an entry, as it was sent: its exact bytes when the entry kept them
+    (``value``, ``value_base64``: raw and logfmt records), else its JSON record; its headers."""
     key = doc.get("key")
+    text, b64 = doc.get("value"), doc.get("value_base64")
+    if isinstance(text, str):
+        value = text.encode("utf-8", "surrogatepass")
+    elif isinstance(b64, str):
+        try:
+            value = base64.b64decode(b64, validate=True)
+        except ValueError:
+            value = orjson.dumps(doc.get("original_entry", {}))
+    else:
+        value = orjson.dumps(doc.get("original_entry", {}))
+    raw_headers = doc.get("headers")
+    headers: Headers | None = None
+    if isinstance(raw_headers, list):
+        headers = [
+            (str(h[0]), h[1].encode("utf-8", "surrogatepass") if isinstance(h[1], str) else None)
+            for h in raw_headers
+            if isinstance(h, list) and len(h) == 2
+        ]
     return ReplayRecord(
         str(doc.get("entry_id", "")),
         str(doc.get("topic") or ""),
         key if isinstance(key, str) else None,
-        orjson.dumps(doc.get("original_entry", {})),
+        value,
         str(doc.get("failed_sink") or ""),
+        headers,
     )
 
 
@@ -177,7 +201,9 @@ def produce_replay(
         if problem:
             outcome[rec.entry_id] = problem
             continue
-        headers: Headers | None = headers_of_record(config.headers, rec.value)
+        headers: Headers | None = (
+            rec.headers if rec.headers is not None else headers_of_record(config.headers, rec.value)
+        )
         with lock:
             waiting[0] += 1
         while True:

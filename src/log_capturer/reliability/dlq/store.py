@@ -30,6 +30,7 @@ commands): every change happens under an exclusive ``flock`` on
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import os
@@ -74,7 +75,13 @@ def parse_iso(text: str) -> float:
 
 @dataclass
 class DLQEntry:
-    """A record to park: what it was (the JSON record as sent to Kafka) and why it failed."""
+    """A record to park: what it was (the JSON record as sent to Kafka) and why it failed.
+
+    A record that is not a JSON object written as orjson writes it (``encoding.codec: raw`` or
+    ``logfmt``) also keeps its exact bytes: ``value`` (its UTF-8 text) or ``value_base64``;
+    ``original_entry`` is then the parsed object if it is one, else ``{"raw": text}``, for people
+    to read. ``headers``: the Kafka headers it was sent with ([name, text] pairs), replayed as
+    they were."""
 
     original_entry: dict[str, Any]
     error_message: str
@@ -83,6 +90,8 @@ class DLQEntry:
     topic: str = ""
     key: str | None = None
     retry_count: int = 0
+    value: bytes | None = None
+    headers: list[tuple[str, str | bytes | None]] | None = None
 
     def to_doc(self, now: float, next_reprocess: float) -> dict[str, Any]:
         return {
@@ -97,7 +106,23 @@ class DLQEntry:
             "retry_count": self.retry_count,
             "reprocess_attempts": 0,
             "next_reprocess_time": iso(next_reprocess),
+            **self._exact(),
         }
+
+    def _exact(self) -> dict[str, Any]:
+        """What a replay needs beyond the JSON record: the exact value, and the headers."""
+        out: dict[str, Any] = {}
+        if self.value is not None:
+            try:
+                out["value"] = self.value.decode()
+            except UnicodeDecodeError:
+                out["value_base64"] = base64.b64encode(self.value).decode()
+        if self.headers:
+            out["headers"] = [
+                [name, v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v]
+                for name, v in self.headers
+            ]
+        return out
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from log_capturer.config.base import Duration, Strict
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
+from log_capturer.sinks.encoding import EncodingConfig
 
 
 class PartitioningConfig(Strict):
@@ -221,10 +222,17 @@ class KafkaSinkConfig(Strict):
     backpressure_config: BackpressureConfig = Field(default_factory=BackpressureConfig)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     priority_routing: PriorityRoutingConfig = Field(default_factory=PriorityRoutingConfig)
-    headers: list[Literal["level", "source_type", "source_id", "host"]] = Field(
+    encoding: EncodingConfig = Field(
+        default_factory=EncodingConfig,
+        description="How each line is written as a record: codec json (the envelope, the default), "
+        "raw (the line as read) or logfmt; only_fields / except_fields; timestamp_format "
+        "(docs/kafka-sink.md, 'Record encodings').",
+    )
+    headers: list[Literal["level", "source_type", "source_id", "labels", "host"]] = Field(
         default_factory=list,
         description="Kafka headers added to every record so consumers can route without parsing "
-        "the body (e.g. [level, source_type, host]). Off by default.",
+        "the body (e.g. [level, source_type, host]); 'labels' is the source's labels as a JSON "
+        "object. With encoding.codec: raw they carry what the envelope did. Off by default.",
     )
     adaptive_batching: bool = Field(
         True,

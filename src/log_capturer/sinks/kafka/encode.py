@@ -1,4 +1,5 @@
-"""The JSON record written to Kafka, built with byte templates.
+"""The JSON envelope (``encoding.codec: json``, the default), built with byte templates; the
+other codecs are in :mod:`log_capturer.sinks.encoding`.
 
 Shape (one object per line)::
 
@@ -23,6 +24,7 @@ from typing import Any, cast
 import orjson
 
 from log_capturer.record import Chunk
+from log_capturer.sinks.encoding import rfc3339_ns
 
 try:
     from log_capturer import _speedups
@@ -32,11 +34,6 @@ except ImportError:  # pragma: no cover - an install without a C compiler
 
 _dumps = orjson.dumps
 LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
-
-
-def rfc3339_ns(ns: int) -> str:
-    sec, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
 
 
 class _Heads(dict[int, bytes]):

@@ -7,7 +7,8 @@ partition count through the callable they are given); it runs in the dispatcher 
 - key: ``partitioning.key_field``: the source's label, else the line's key, else the source id;
 - partition: -1 (librdkafka's partitioner, murmur2 like Java's) unless the strategy is
   ``round-robin`` or ``manual`` (:mod:`.partitioning`);
-- value: the JSON record (:mod:`.encode`), and per topic the records, bytes and size-histogram
+- value: the record by ``encoding`` (:mod:`log_capturer.sinks.encoding`; the json envelope
+  is :mod:`.encode`), and per topic the records, bytes and size-histogram
   buckets (``tally``), in one pass;
 - headers: ``sinks.kafka.headers`` (:mod:`.headers`), one list per level, built once per chunk;
   a dead letter's ``dlq_*`` headers (:func:`dead_letter_headers`);
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from log_capturer.engine.contract import Headers, Record, Refused
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import utc_now_iso
+from log_capturer.sinks.encoding import ChunkEncoder
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.encode import LEVELS, encode_chunk, tally
 from log_capturer.sinks.kafka.headers import headers_for
@@ -76,7 +78,7 @@ class KafkaRequest:
         self.chunk = chunk
         self.topics = list(map(builder.topic_of.__getitem__, chunk.levels))
         self.keys = builder.keys(chunk)
-        self.values = encode_chunk(chunk, builder.key_field)
+        self.values = builder.encoder.encode(chunk)
         # Per topic: records, bytes and the size histogram's buckets, in one pass.
         self.tallied, self.longest = tally(self.topics, self.values, builder.size_bounds)
         self.nbytes = sum(row[1] for row in self.tallied.values())
@@ -105,18 +107,27 @@ class RequestBuilder:
         self.chooser = PartitionChooser(part.strategy if part.enabled else "hash", partition_count)
         self.size_bounds = size_bounds
         self.max_message_bytes = config.max_message_bytes
+        self.encoder = ChunkEncoder(config.encoding, self.key_field, encode_chunk)
 
     def build(self, chunk: Chunk) -> KafkaRequest:
         return KafkaRequest(self, chunk)
 
     def records_of(self, chunk: Chunk) -> list[Record]:
-        """A chunk's records one by one (topic, value, key): what the engine parks for a chunk
-        it could not hand over."""
+        """A chunk's records one by one (topic, value, key, headers): what the engine parks for a
+        chunk it could not hand over."""
         topics = list(map(self.topic_of.__getitem__, chunk.levels))
         keys = self.keys(chunk)
-        values = encode_chunk(chunk, self.key_field)
+        values = self.encoder.encode(chunk)
+        headers = self.chunk_headers(chunk) if self.config.headers else None
+        levels = chunk.levels
         return [
-            Record(topics[j], value, keys[j] if keys is not None else None) for j, value in enumerate(values)
+            Record(
+                topics[j],
+                value,
+                keys[j] if keys is not None else None,
+                headers=headers[levels[j]] if headers is not None else None,
+            )
+            for j, value in enumerate(values)
         ]
 
     def keys(self, chunk: Chunk) -> list[str | None] | None:
@@ -161,7 +172,10 @@ class RequestBuilder:
         """The headers of each level's records (``sinks.kafka.headers``), for this chunk's origin."""
         origin = chunk.origin
         names = self.config.headers
-        return {lvl: headers_for(names, lvl, origin.source_type, origin.source_id) for lvl in LEVELS}
+        return {
+            lvl: headers_for(names, lvl, origin.source_type, origin.source_id, origin.labels)
+            for lvl in LEVELS
+        }
 
     def producible(
         self, request: KafkaRequest, refused: list[Refused], start: int = 0
@@ -177,13 +191,16 @@ class RequestBuilder:
             value, topic = values[i], topics[i]
             key = keys[i] if keys is not None else None
             part = partitions[i] if partitions is not None else -1
+            hdrs = headers[levels[i]] if headers is not None else None
             if len(value) > max_bytes:
                 msg = f"record of {len(value)} bytes exceeds max_message_bytes={max_bytes}"
-                refused.append(Refused(Record(topic, value, key), "message_too_large", msg))
+                refused.append(Refused(Record(topic, value, key, headers=hdrs), "message_too_large", msg))
             elif isinstance(part, InvalidPartition):
-                refused.append(Refused(Record(topic, value, key), "invalid_partition", str(part)))
+                refused.append(
+                    Refused(Record(topic, value, key, headers=hdrs), "invalid_partition", str(part))
+                )
             else:
-                yield i, topic, value, key, part, headers[levels[i]] if headers is not None else None
+                yield i, topic, value, key, part, hdrs
 
 
 def dead_letter_headers(rec: Record, reason: str, error: str, sink_name: str) -> Headers:

@@ -4,7 +4,8 @@ import orjson
 
 from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk, Origin
-from log_capturer.sinks.kafka.encode import encode_chunk, rfc3339_ns
+from log_capturer.sinks.encoding import rfc3339_ns
+from log_capturer.sinks.kafka.encode import encode_chunk
 
 
 def test_records_are_valid_json_with_the_documented_fields() -> None:
