@@ -1,4 +1,5 @@
-"""Command line: ``log-capturer run | validate | pipeline | dlq | generate | bench | kafka | docker``."""
+"""Command line: ``log-capturer run | validate | pipeline | dlq | generate | bench | kafka | docker |
+victorialogs``."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ docker_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(docker_app, name="docker")
+victorialogs_app = typer.Typer(
+    help="A real local VictoriaLogs (Loki push API, Elasticsearch bulk API, LogsQL) for development "
+    "and tests.",
+    no_args_is_help=True,
+)
+app.add_typer(victorialogs_app, name="victorialogs")
 pipeline_app = typer.Typer(help="Processing pipelines.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dlq_app, name="dlq")
@@ -785,6 +792,55 @@ def docker_status(workdir: DockerWorkdirOpt = None) -> None:
     from log_capturer.devtools.docker_local import LocalDocker
 
     st = LocalDocker(workdir).status()
+    out.print_json(json.dumps(st))
+    if st["state"] != "up":
+        raise typer.Exit(1)
+
+
+# -- victorialogs -----------------------------------------------------------------------------
+
+VictoriaLogsWorkdirOpt = Annotated[
+    Path | None,
+    typer.Option("--workdir", help="Server directory (default: ~/.cache/log-capturer/victorialogs)."),
+]
+
+
+@victorialogs_app.command("up")
+def victorialogs_up(
+    port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 9428,
+    workdir: VictoriaLogsWorkdirOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 60.0,
+) -> None:
+    """Start VictoriaLogs (built once with 'go install'); print its Loki push URL. Idempotent."""
+    from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs, VictoriaLogsError
+
+    v = LocalVictoriaLogs(workdir, port=port, log=err.print)
+    try:
+        v.up(timeout)
+    except VictoriaLogsError as exc:
+        print_problem(str(exc))
+        raise typer.Exit(1) from None
+    out.print(v.push_url, highlight=False)
+
+
+@victorialogs_app.command("down")
+def victorialogs_down(
+    workdir: VictoriaLogsWorkdirOpt = None,
+    purge: Annotated[bool, typer.Option(help="Also delete its data.")] = False,
+) -> None:
+    """Stop the local VictoriaLogs."""
+    from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
+
+    ran = LocalVictoriaLogs(workdir, log=err.print).down(purge=purge)
+    out.print("stopped" if ran else "not running")
+
+
+@victorialogs_app.command("status")
+def victorialogs_status(workdir: VictoriaLogsWorkdirOpt = None) -> None:
+    """Report the local VictoriaLogs: state, URLs, pid. Exit 1 unless up."""
+    from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
+
+    st = LocalVictoriaLogs(workdir).status()
     out.print_json(json.dumps(st))
     if st["state"] != "up":
         raise typer.Exit(1)
