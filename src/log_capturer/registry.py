@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from log_capturer.config.base import Strict
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.local_file.config import LocalFileSinkConfig
+from log_capturer.sinks.loki.config import LokiSinkConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
 from log_capturer.sources.http.config import HttpIngestConfig
@@ -61,6 +62,7 @@ class Sinks(Strict):
     local_file: LocalFileSinkConfig = component(
         LocalFileSinkConfig, "log_capturer.sinks.local_file.sink:COMPONENT"
     )
+    loki: LokiSinkConfig = component(LokiSinkConfig, "log_capturer.sinks.loki.sink:COMPONENT")
 
 
 def _components(model: type[Strict], values: BaseModel) -> Iterator[tuple[str, BaseModel, Any]]:

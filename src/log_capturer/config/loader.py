@@ -99,6 +99,9 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "KAFKA_PASSWORD": ("sinks", "kafka", "auth", "password"),
     "KAFKA_COMPRESSION": ("sinks", "kafka", "compression"),
     "KAFKA_BATCH_SIZE": ("sinks", "kafka", "batch_size"),
+    "LOKI_USERNAME": ("sinks", "loki", "auth", "username"),
+    "LOKI_PASSWORD": ("sinks", "loki", "auth", "password"),
+    "LOKI_TOKEN": ("sinks", "loki", "auth", "token"),
 }
 
 
