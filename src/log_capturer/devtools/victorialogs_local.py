@@ -19,6 +19,7 @@ and answers LogsQL at ``/select/logsql/query``; :meth:`LocalVictoriaLogs.query` 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -117,7 +118,9 @@ def _reap(pid: int) -> None:
 class LocalVictoriaLogs:
     """One VictoriaLogs in ``workdir`` on ``127.0.0.1:port``; ``up`` is idempotent, ``down`` stops it.
 
-    ``extra_args`` are passed to the server as they are (e.g. ``-retentionPeriod=1d``).
+    ``extra_args`` are passed to the server as they are (e.g. ``-retentionPeriod=1d``); ``auth``
+    (user, password) turns on its HTTP basic auth (``-httpAuth.*``) for every endpoint, which
+    this class then uses itself.
     """
 
     def __init__(
@@ -126,12 +129,20 @@ class LocalVictoriaLogs:
         port: int | None = None,
         extra_args: tuple[str, ...] = (),
         log: Callable[[str], None] = print,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.workdir = (workdir or default_workdir()).resolve()
         saved = self._load_state()
         self.port = port or int(saved.get("port") or 0) or free_port()
         self.extra_args = tuple(extra_args)
         self.log = log
+        self.auth = auth
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self.auth is None:
+            return {}
+        token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
     # -- paths and state -----------------------------------------------------------------------
     @property
@@ -169,7 +180,8 @@ class LocalVictoriaLogs:
     # -- lifecycle -----------------------------------------------------------------------------
     def answers(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+            req = urllib.request.Request(self.url + "/health", headers=self._auth_headers())
+            with urllib.request.urlopen(req, timeout=2) as r:
                 return bool(r.status == 200)
         except (OSError, ValueError):
             return False
@@ -188,6 +200,11 @@ class LocalVictoriaLogs:
             f"-storageDataPath={self.data_path}",
             "-loggerLevel=INFO",
             *self.extra_args,
+            *(
+                (f"-httpAuth.username={self.auth[0]}", f"-httpAuth.password={self.auth[1]}")
+                if self.auth
+                else ()
+            ),
         ]
         with self.log_path.open("ab") as logf:
             proc = subprocess.Popen(
@@ -294,23 +311,39 @@ class LocalVictoriaLogs:
         """Make what was accepted so far visible to queries."""
         self._request("GET", "/internal/force_flush")
 
-    def query(self, logsql: str = "*", limit: int | None = None, flush: bool = True) -> list[dict[str, Any]]:
-        """The entries matching ``logsql`` (one dict per entry: ``_msg``, ``_time``, ``_stream``, fields)."""
+    def query(
+        self, logsql: str = "*", limit: int | None = None, flush: bool = True, tenant: str = ""
+    ) -> list[dict[str, Any]]:
+        """The entries matching ``logsql`` (one dict per entry: ``_msg``, ``_time``, ``_stream``,
+        fields), of ``tenant`` (``"accountID"`` or ``"accountID:projectID"``, as X-Scope-OrgID
+        names it; '' the default tenant)."""
         if flush:
             self.flush()
         params = {"query": logsql}
         if limit is not None:
             params["limit"] = str(limit)
-        body = self._request("POST", "/select/logsql/query", params)
+        headers = {}
+        if tenant:
+            account, _, project = tenant.partition(":")
+            headers = {"AccountID": account, "ProjectID": project or "0"}
+        body = self._request("POST", "/select/logsql/query", params, headers)
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
-    def count(self, logsql: str = "*") -> int:
-        rows = self.query(f"{logsql} | stats count() as n")
+    def count(self, logsql: str = "*", tenant: str = "") -> int:
+        rows = self.query(f"{logsql} | stats count() as n", tenant=tenant)
         return int(rows[0]["n"]) if rows else 0
 
-    def _request(self, method: str, path: str, form: dict[str, str] | None = None) -> str:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> str:
         data = urllib.parse.urlencode(form).encode() if form is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={**self._auth_headers(), **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return bytes(r.read()).decode()

@@ -30,6 +30,7 @@ What an answer means:
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import email.utils
@@ -221,9 +222,8 @@ class LokiService:
         auth = self.config.auth
         headers = dict(self.config.headers)
         if auth.type == "basic":
-            headers["Authorization"] = aiohttp.BasicAuth(
-                auth.username, auth.password.get_secret_value()
-            ).encode()
+            pair = f"{auth.username}:{auth.password.get_secret_value()}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         elif auth.type == "bearer":
             headers["Authorization"] = f"Bearer {auth.token.get_secret_value()}"
         headers.setdefault("User-Agent", "log-capturer")
