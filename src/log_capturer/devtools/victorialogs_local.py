@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from log_capturer.devtools.certs import TlsMaterial
 from log_capturer.devtools.kafka_local import cache_home, free_port, port_in_use
 
 VERSION = "v1.52.2"
@@ -120,7 +122,9 @@ class LocalVictoriaLogs:
 
     ``extra_args`` are passed to the server as they are (e.g. ``-retentionPeriod=1d``); ``auth``
     (user, password) turns on its HTTP basic auth (``-httpAuth.*``) for every endpoint, which
-    this class then uses itself.
+    this class then uses itself. ``tls`` (certificates of :mod:`log_capturer.devtools.certs`)
+    serves HTTPS with ``server.pem`` (valid for 127.0.0.1 and localhost), trusted through
+    ``ca.pem``.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class LocalVictoriaLogs:
         extra_args: tuple[str, ...] = (),
         log: Callable[[str], None] = print,
         auth: tuple[str, str] | None = None,
+        tls: TlsMaterial | None = None,
     ) -> None:
         self.workdir = (workdir or default_workdir()).resolve()
         saved = self._load_state()
@@ -137,6 +142,10 @@ class LocalVictoriaLogs:
         self.extra_args = tuple(extra_args)
         self.log = log
         self.auth = auth
+        self.tls = tls
+        self._ssl: ssl.SSLContext | None = (
+            ssl.create_default_context(cafile=str(tls.ca_file)) if tls is not None else None
+        )
 
     def _auth_headers(self) -> dict[str, str]:
         if self.auth is None:
@@ -147,7 +156,7 @@ class LocalVictoriaLogs:
     # -- paths and state -----------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def push_url(self) -> str:
@@ -181,7 +190,7 @@ class LocalVictoriaLogs:
     def answers(self) -> bool:
         try:
             req = urllib.request.Request(self.url + "/health", headers=self._auth_headers())
-            with urllib.request.urlopen(req, timeout=2) as r:
+            with urllib.request.urlopen(req, timeout=2, context=self._ssl) as r:
                 return bool(r.status == 200)
         except (OSError, ValueError):
             return False
@@ -203,6 +212,11 @@ class LocalVictoriaLogs:
             *(
                 (f"-httpAuth.username={self.auth[0]}", f"-httpAuth.password={self.auth[1]}")
                 if self.auth
+                else ()
+            ),
+            *(
+                ("-tls", f"-tlsCertFile={self.tls.server_cert}", f"-tlsKeyFile={self.tls.server_key}")
+                if self.tls
                 else ()
             ),
         ]
@@ -345,7 +359,7 @@ class LocalVictoriaLogs:
             self.url + path, data=data, method=method, headers={**self._auth_headers(), **(headers or {})}
         )
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
+            with urllib.request.urlopen(req, timeout=60, context=self._ssl) as r:
                 return bytes(r.read()).decode()
         except urllib.error.HTTPError as exc:
             raise VictoriaLogsError(

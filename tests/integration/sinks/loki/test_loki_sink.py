@@ -267,3 +267,40 @@ def test_the_server_away_for_30_seconds_loses_nothing(server: LocalVictoriaLogs,
     assert sorted(got) == sorted(before + during)
     assert set(got.values()) == {1}
     assert stats["parked"] == 0 and stats["delivered"] == 2500 and stats["retried"] > 0
+
+
+def test_https_with_the_servers_ca_and_a_certificate_it_cannot_verify(tmp_path: Path) -> None:
+    """VictoriaLogs serving HTTPS: with tls.ca_file the lines arrive; without it (the system's
+    CAs do not know the local CA) pushes fail verification, are retried, and nothing is lost or
+    acknowledged."""
+    from log_capturer.devtools.certs import generate
+
+    material = generate(tmp_path / "certs")
+    server = LocalVictoriaLogs(tmp_path / "victorialogs", port=free_port(), tls=material)
+    try:
+        server.up(timeout=60)
+    except VictoriaLogsError as exc:
+        server.down()
+        pytest.fail(f"VictoriaLogs did not start:\n{exc}", pytrace=False)
+    try:
+        assert server.url.startswith("https://")
+        trusted = Section(
+            server, default_labels={"job": "tls"}, tls={"enabled": True, "ca_file": str(material.ca_file)}
+        )
+        cp = Checkpoint()
+        with Rig(trusted, tmp_path / "ok") as rig:  # type: ignore[arg-type]
+            submit(rig, [chunk(Origin("file", "/tls.log"), ["over tls 1", "over tls 2"])], cp)
+            wait_committed({cp: 2}, 30, "the lines delivered over TLS")
+        assert sorted(r["message"] for r in server.query('{job="tls"}')) == ["over tls 1", "over tls 2"]
+
+        untrusted = Section(server, default_labels={"job": "untrusted"}, tls={"enabled": True})
+        cp = Checkpoint()
+        with Rig(untrusted, tmp_path / "bad", {"timeout": "120s"}) as rig:  # type: ignore[arg-type]
+            submit(rig, [chunk(Origin("file", "/tls.log"), ["not verified"])], cp)
+            wait_until(
+                lambda: "CERTIFICATE_VERIFY_FAILED" in str(rig.stats()["last_error"]), 30, "a verify error"
+            )
+            assert cp.committed == 0 and rig.parked() == []
+        assert server.count('{job="untrusted"}') == 0
+    finally:
+        server.down()
