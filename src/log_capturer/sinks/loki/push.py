@@ -31,6 +31,7 @@ import orjson
 
 from log_capturer.engine.contract import Record, Refused
 from log_capturer.record import Chunk
+from log_capturer.sinks.kafka.encode import rfc3339_ns
 from log_capturer.sinks.loki.config import LokiSinkConfig
 
 #: The label an entry gets instead of its own when it would create a stream past ``max_streams``.
@@ -63,7 +64,7 @@ class Entry:
         line: bytes,
         stream: str,
         tenant: str,
-        meta: tuple[tuple[str, str], ...] | None,
+        meta: tuple[tuple[str, str], ...] | None = None,
     ) -> None:
         self.record = record
         self.ts = ts
@@ -172,6 +173,10 @@ class Shaper:
         self.max_age_ns = int(config.timestamp_learning.default_max_age * 1e9)
         # The line needs the parsed record only when it is not the record as it is.
         self._plain = config.line_format == "json" and not self.meta_refs
+        # Labels and tenant from the chunk's origin and levels alone (no record parsed), unless
+        # a field or the message is referred to.
+        refs = [ref for _n, ref in self.label_refs] + ([config.tenant_field] if config.tenant_field else [])
+        self._from_origin = self._plain and not any(r == "message" or r.startswith("fields.") for r in refs)
 
     # -- the stream table ----------------------------------------------------------------------
     def labels_of(self, stream: str) -> dict[str, str]:
@@ -259,14 +264,51 @@ class Shaper:
         line, meta = self.line_and_meta(record, doc)
         return Entry(record, ts, line, self._stream(tenant, self.labels_for(doc)), tenant, meta)
 
+    def _fast_entries(self, chunk: Chunk, records: list[Record]) -> list[Entry]:
+        """Entries from what the chunk knows (origin, levels, timestamps): one stream per level."""
+        origin = chunk.origin
+        streams: dict[str, tuple[str, str]] = {}
+        for level in set(chunk.levels):
+            doc = {
+                "level": level,
+                "source_type": origin.source_type,
+                "source_id": origin.source_id,
+                "labels": origin.labels,
+            }
+            tenant = self.tenant_of(doc)
+            stream = self._stream(tenant, self.labels_for(doc))
+            if stream == self.overflow_stream:  # counted once: count every entry of the level
+                with self._lock:
+                    self.overflowed += chunk.levels.count(level) - 1
+            streams[level] = (stream, tenant)
+        if chunk.timestamps is None:
+            # Every record starts with the same timestamp member: cut it by its length.
+            ts = chunk.read_time_ns
+            cut = len(_TS_PREFIX) + len(rfc3339_ns(ts)) + 1  # up to the comma after it
+            return [
+                Entry(record, ts, b"{" + record.value[cut + 1 :], *streams[level])
+                if record.value[cut : cut + 1] == b","
+                else Entry(record, ts, _without_timestamp(record.value), *streams[level])
+                for record, level in zip(records, chunk.levels, strict=True)
+            ]
+        return [
+            Entry(record, ts, _without_timestamp(record.value), *streams[level])
+            for record, ts, level in zip(records, chunk.timestamps, chunk.levels, strict=True)
+        ]
+
     def entries(self, chunk: Chunk, records: list[Record]) -> tuple[list[Entry], list[Refused]]:
         """A chunk's entries, and the records refused before sending (too large, too old)."""
-        out: list[Entry] = []
         refused: list[Refused] = []
         limit = self.config.max_request_size
         cutoff, clamp = self.age_cutoff()
-        for record in records:
-            entry = self.entry_of(record)
+        if self._from_origin and len(chunk.levels) == len(records):
+            shaped = self._fast_entries(chunk, records)
+            if all(e.size <= limit and e.ts >= cutoff for e in shaped):
+                return shaped, refused
+        else:
+            shaped = [self.entry_of(record) for record in records]
+        out: list[Entry] = []
+        for record, entry in zip(records, shaped, strict=True):
             if entry.size > limit:
                 refused.append(
                     Refused(
