@@ -168,7 +168,8 @@ class LokiService:
         self._stopping = False
         self._held_lock = threading.Lock()
         self._held = 0
-        self._repeats = Repeats()
+        self._repeats = Repeats(window=300.0)
+        self._streams_seen = 0
         self._overflow_logged = 0
         #: Records still failing this long after they were handed over are reported timed out,
         #: so the engine parks them (0: never; the sink sets it when it parks what times out).
@@ -503,12 +504,15 @@ class LokiService:
         return out
 
     def _note_streams(self) -> None:
+        streams = self.shaper.streams()
+        if streams != self._streams_seen:
+            self._streams_seen = streams
+            self.metrics.loki_streams.labels(self.sink_type).set(streams)
         overflowed = self.shaper.overflowed
         if overflowed != self._overflow_logged:
             new = overflowed - self._overflow_logged
             self._overflow_logged = overflowed
-            self.metrics.loki_stream_overflow.labels(self.name).inc(new)
-            self.metrics.loki_streams.labels(self.name).set(self.shaper.streams())
+            self.metrics.loki_stream_overflow.labels(self.sink_type).inc(new)
             text = (
                 f"max_streams={self.config.max_streams} reached: entries with new label sets are sent "
                 f'under stream_overflow="true" (their labels stay in their lines)'

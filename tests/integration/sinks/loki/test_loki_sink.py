@@ -155,9 +155,7 @@ def test_max_streams_overflow_is_sent_under_its_own_label_and_counted(
         wait_committed({cp: 10}, 30, "the lines delivered")
         rig.sink.stats()
         time.sleep(0.1)  # the service's round counts the overflow
-        overflow = rig.metrics.registry.get_sample_value(
-            "loki_stream_overflow_total", {"sink_name": "loki_sink"}
-        )
+        overflow = rig.metrics.registry.get_sample_value("loki_stream_overflow_total", {"sink_name": "loki"})
     streams = Counter(r["_stream"] for r in server.query('{job="t3"}'))
     assert streams['{job="t3",stream_overflow="true"}'] == 7, streams
     assert len(streams) == 4

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
+from log_capturer.config import load_config
 from log_capturer.config.schema import Config
 from log_capturer.sinks.loki.config import LokiSinkConfig
 
@@ -83,3 +86,9 @@ def test_mistakes_name_the_key_and_the_fix(section: dict[str, object], message: 
 def test_the_destination_hides_credentials() -> None:
     cfg = LokiSinkConfig.model_validate({"url": "https://user:secret@loki.example:3100/"})
     assert cfg.destination == "https://loki.example:3100/loki/api/v1/push"
+
+
+def test_the_example_config_loads(repo_root: Path) -> None:
+    cfg = load_config(repo_root / "configs" / "loki.yaml", env={})
+    assert cfg.sinks.loki.enabled and not cfg.sinks.kafka.enabled
+    assert cfg.sinks.loki.push_url == "http://127.0.0.1:9428/insert/loki/api/v1/push"
