@@ -378,7 +378,7 @@ class LokiService:
         loop, session = self._loop, self._session
         if loop is None or session is None or self._stopping:
             return "the sink is stopping"
-        fut = asyncio.run_coroutine_threadsafe(self._post_raw([], ""), loop)
+        fut = asyncio.run_coroutine_threadsafe(self._post_raw([], self.config.tenant_id), loop)
         try:
             status, text, _ = fut.result(self.config.request_timeout + 1)
         except Exception as exc:
