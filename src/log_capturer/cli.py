@@ -600,9 +600,32 @@ def bench(
     ] = "file",
     http_format: Annotated[str, typer.Option(help="With --source http: ndjson or msgpack.")] = "ndjson",
     http_batch: Annotated[int, typer.Option(help="With --source http: lines per request.")] = 1000,
+    sink: Annotated[
+        str,
+        typer.Option(
+            help="kafka, or loki: file -> agent -> a local VictoriaLogs' Loki push API (--lines, "
+            "default 300,000), against a bare client posting the same lines in the same batches."
+        ),
+    ] = "kafka",
+    batch_size: Annotated[int, typer.Option(help="With --sink loki: sinks.loki.batch_size.")] = 1000,
 ) -> None:
-    """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
-    raw ceiling."""
+    """Benchmark file (or HTTP) -> agent -> Kafka (or Loki): throughput, latency, queues, memory,
+    loss, vs a raw ceiling."""
+    if sink == "loki":
+        from log_capturer.devtools.bench.loki import run_loki_bench
+
+        try:
+            res = run_loki_bench(lines or 300_000, out_dir, err, batch_size=batch_size, line_bytes=line_bytes)
+        except Exception as exc:
+            err.print(f"[bold red]bench --sink loki: {escape(str(exc))}[/]", highlight=False)
+            raise typer.Exit(1) from None
+        out.print_json(json.dumps(res))
+        if json_out is not None:
+            json_out.write_text(json.dumps(res, indent=2))
+        raise typer.Exit(3 if res["lost"] or res["duplicated"] else 0)
+    if sink != "kafka":
+        print_problem(f"--sink {sink!r}: use kafka or loki")
+        raise typer.Exit(2)
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
 
     opts = BenchOptions(
