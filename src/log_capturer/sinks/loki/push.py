@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import gzip
+import operator
 import re
 import threading
 import time
@@ -72,7 +73,9 @@ class Entry:
         self.stream = stream
         self.tenant = tenant
         self.meta = meta
-        self.size = len(line) + len(stream) + 32 + (sum(len(k) + len(v) + 4 for k, v in meta) if meta else 0)
+        self.size = len(line) + len(stream) + 32
+        if meta:
+            self.size += sum(len(k) + len(v) + 4 for k, v in meta)
         #: "new" (a chunk's record; owner: its Delivery), "attempt" (owner: the engine's Attempt),
         #: "replay" (owner: the replay call waiting for it).
         self.kind = "new"
@@ -355,15 +358,21 @@ def _without_timestamp(value: bytes) -> bytes:
 # -- the body --------------------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
+def _varint_of(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+#: The varints of 0 .. 16383 (lengths of lines and entries are nearly always below).
+_VARINTS = [_varint_of(i) for i in range(1 << 14)]
+
+
+def _varint(n: int) -> bytes:
+    return _VARINTS[n] if n < 16384 else _varint_of(n)
 
 
 def _field(tag: int, payload: bytes) -> bytes:
@@ -380,31 +389,40 @@ def group(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
         else:
             lst.append(e)
     for lst in streams.values():
-        lst.sort(key=_ts)
+        lst.sort(key=_TS)
     return streams
 
 
-def _ts(e: Entry) -> int:
-    return e.ts
+_TS = operator.attrgetter("ts")
 
 
 def protobuf_body(streams: dict[str, list[Entry]]) -> bytes:
     """A ``PushRequest``, uncompressed."""
     parts: list[bytes] = []
     stamps: dict[int, bytes] = {}
+    v = _VARINTS
     for labels, entries in streams.items():
-        body = [_field(0x0A, labels.encode())]
+        lb = labels.encode()
+        body: list[bytes] = [b"\x0a", _varint(len(lb)), lb]
+        extend = body.extend
         for e in entries:
             stamp = stamps.get(e.ts)
             if stamp is None:
                 sec, nanos = divmod(e.ts, 1_000_000_000)
                 stamp = stamps[e.ts] = _field(0x0A, b"\x08" + _varint(sec) + b"\x10" + _varint(nanos))
-            entry = stamp + _field(0x12, e.line)
-            if e.meta:
-                for name, value in e.meta:
-                    entry += _field(0x1A, _field(0x0A, name.encode()) + _field(0x12, value.encode()))
-            body.append(_field(0x12, entry))
-        parts.append(_field(0x0A, b"".join(body)))
+            line = e.line
+            n = len(line)
+            if e.meta or n >= 16000:
+                entry = stamp + _field(0x12, line)
+                if e.meta:
+                    for name, value in e.meta:
+                        entry += _field(0x1A, _field(0x0A, name.encode()) + _field(0x12, value.encode()))
+                extend((b"\x12", _varint(len(entry)), entry))
+                continue
+            ln = v[n]
+            extend((b"\x12", v[len(stamp) + 1 + len(ln) + n], stamp, b"\x12", ln, line))
+        stream = b"".join(body)
+        parts.extend((b"\x0a", _varint(len(stream)), stream))
     return b"".join(parts)
 
 

@@ -642,20 +642,24 @@ class LokiService:
 
     def _delivered(self, entries: Iterable[Entry]) -> None:
         runner = self.runner
-        counts: dict[int, tuple[Delivery, int]] = {}
-        n = 0
+        owner: Any = None
+        k = n = 0
         for e in entries:
             n += 1
             if e.kind == "new":
-                d, k = counts.get(id(e.owner), (e.owner, 0))
-                counts[id(e.owner)] = (d, k + 1)
+                if e.owner is owner:
+                    k += 1
+                    continue
+                if owner is not None:
+                    owner.delivered(k)
+                owner, k = e.owner, 1
             elif e.kind == "attempt":
                 runner.attempt_done(e.owner, None)
             else:
                 self._replayed(e, None, "", "")
         self._settled(n)
-        for d, k in counts.values():
-            d.delivered(k)
+        if owner is not None:
+            owner.delivered(k)
 
     def _failed(self, entries: list[Entry], failure: Failure, etype: str, text: str) -> None:
         runner = self.runner
