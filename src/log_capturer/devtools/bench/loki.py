@@ -4,7 +4,8 @@ a bare client posting the same lines in the same batch sizes to the same server.
 Sequence: start VictoriaLogs in the run folder -> write the file (``lines`` lines, each with its
 sequence number) -> start the agent (a file source, only the Loki sink) and time it from its
 first acknowledged line until the file's checkpoint reaches the end -> stop it -> count what the
-server holds (every sequence number once: ``count()`` and ``count_uniq(message)`` over LogsQL) ->
+server holds (every line once: ``count()`` and ``count_uniq(message)`` over LogsQL, each line holding its
+sequence number) ->
 the ceiling: the same lines, the same ``batch_size``, ``max_in_flight`` pushes at once, as
 protobuf + snappy written by a few lines of code here (one stream, no labels logic, no
 acknowledgement accounting), timed from the first push to the last answer.
@@ -35,9 +36,15 @@ TARGET_RATE = 100_000
 TARGET_RATIO = 0.7
 
 
+LEVELS = ("info", "info", "info", "warn", "error", "debug")
+
+
 def _line(i: int, width: int) -> str:
-    head = f"2026-12-06T07:00:00Z INFO bench seq={i:09d} user=alice action=checkout latency_ms={i % 997} "
-    return (head + "x" * max(0, width - len(head)))[: max(width, len(head))]
+    """A JSON line of about ``width`` bytes with its sequence number (as ``bench``'s default format)."""
+    head = (
+        f'{{"ts":"2026-12-06T07:00:00Z","level":"{LEVELS[i % 6]}","seq":{i},"user":"alice","msg":"checkout '
+    )
+    return head + "x" * max(0, width - len(head) - 2) + '"}'
 
 
 def _varint(n: int) -> bytes:

@@ -45,29 +45,33 @@ class Entry:
     """One record as a Loki entry, and what its outcome is reported to."""
 
     __slots__ = (
+        "dest",
         "entry_id",
         "kind",
         "line",
         "meta",
         "owner",
-        "record",
         "rewritten",
         "size",
         "stream",
         "tenant",
         "ts",
+        "value",
     )
 
     def __init__(
         self,
-        record: Record,
+        value: bytes,
+        dest: str,
         ts: int,
         line: bytes,
         stream: str,
         tenant: str,
         meta: tuple[tuple[str, str], ...] | None = None,
     ) -> None:
-        self.record = record
+        #: The JSON record (as Kafka gets it) and its destination: what is parked or replayed.
+        self.value = value
+        self.dest = dest
         self.ts = ts
         self.line = line
         self.stream = stream
@@ -83,6 +87,11 @@ class Entry:
         self.entry_id = ""
         #: Sent again stamped now after Loki refused its timestamp (out_of_order_action).
         self.rewritten = False
+
+    @property
+    def record(self) -> Record:
+        """The record, as the engine parks or retries it."""
+        return Record(self.dest, self.value, None)
 
 
 def label_name(name: str) -> str:
@@ -230,10 +239,10 @@ class Shaper:
         return self.config.tenant_id
 
     def line_and_meta(
-        self, record: Record, doc: dict[str, Any]
+        self, value: bytes, doc: dict[str, Any]
     ) -> tuple[bytes, tuple[tuple[str, str], ...] | None]:
         if self._plain:
-            return _without_timestamp(record.value), None
+            return _without_timestamp(value), None
         meta: tuple[tuple[str, str], ...] | None = None
         if self.meta_refs:
             pairs = []
@@ -264,12 +273,14 @@ class Shaper:
         ts_text = doc.get("timestamp")
         ts = parse_timestamp(ts_text.encode()) if isinstance(ts_text, str) and ts_text else time.time_ns()
         tenant = self.tenant_of(doc)
-        line, meta = self.line_and_meta(record, doc)
-        return Entry(record, ts, line, self._stream(tenant, self.labels_for(doc)), tenant, meta)
+        line, meta = self.line_and_meta(record.value, doc)
+        stream = self._stream(tenant, self.labels_for(doc))
+        return Entry(record.value, record.topic, ts, line, stream, tenant, meta)
 
-    def _fast_entries(self, chunk: Chunk, records: list[Record]) -> list[Entry]:
+    def _fast_entries(self, chunk: Chunk, values: list[bytes]) -> list[Entry]:
         """Entries from what the chunk knows (origin, levels, timestamps): one stream per level."""
         origin = chunk.origin
+        dest = self.destination
         streams: dict[str, tuple[str, str]] = {}
         for level in set(chunk.levels):
             doc = {
@@ -289,29 +300,31 @@ class Shaper:
             ts = chunk.read_time_ns
             cut = len(_TS_PREFIX) + len(rfc3339_ns(ts)) + 1  # up to the comma after it
             return [
-                Entry(record, ts, b"{" + record.value[cut + 1 :], *streams[level])
-                if record.value[cut : cut + 1] == b","
-                else Entry(record, ts, _without_timestamp(record.value), *streams[level])
-                for record, level in zip(records, chunk.levels, strict=True)
+                Entry(value, dest, ts, b"{" + value[cut + 1 :], *streams[level])
+                if value[cut : cut + 1] == b","
+                else Entry(value, dest, ts, _without_timestamp(value), *streams[level])
+                for value, level in zip(values, chunk.levels, strict=True)
             ]
         return [
-            Entry(record, ts, _without_timestamp(record.value), *streams[level])
-            for record, ts, level in zip(records, chunk.timestamps, chunk.levels, strict=True)
+            Entry(value, dest, ts, _without_timestamp(value), *streams[level])
+            for value, ts, level in zip(values, chunk.timestamps, chunk.levels, strict=True)
         ]
 
-    def entries(self, chunk: Chunk, records: list[Record]) -> tuple[list[Entry], list[Refused]]:
-        """A chunk's entries, and the records refused before sending (too large, too old)."""
+    def entries(self, chunk: Chunk, values: list[bytes]) -> tuple[list[Entry], list[Refused]]:
+        """A chunk's entries (from its JSON records), and the records refused before sending (too
+        large, too old)."""
         refused: list[Refused] = []
         limit = self.config.max_request_size
         cutoff, clamp = self.age_cutoff()
-        if self._from_origin and len(chunk.levels) == len(records):
-            shaped = self._fast_entries(chunk, records)
+        if self._from_origin and len(chunk.levels) == len(values):
+            shaped = self._fast_entries(chunk, values)
             if all(e.size <= limit and e.ts >= cutoff for e in shaped):
                 return shaped, refused
         else:
-            shaped = [self.entry_of(record) for record in records]
+            shaped = [self.entry_of(Record(self.destination, v, None)) for v in values]
         out: list[Entry] = []
-        for record, entry in zip(records, shaped, strict=True):
+        for entry in shaped:
+            record = entry.record
             if entry.size > limit:
                 refused.append(
                     Refused(

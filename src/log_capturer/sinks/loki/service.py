@@ -84,7 +84,7 @@ class LokiPrepared:
         self.chunk = chunk
         self.entries = entries
         self.refused = refused
-        self.nbytes = sum(len(e.record.value) for e in entries) + sum(len(r.record.value) for r in refused)
+        self.nbytes = sum(len(e.value) for e in entries) + sum(len(r.record.value) for r in refused)
         self.counts = {destination: len(chunk.lines)}
 
 
@@ -291,7 +291,7 @@ class LokiService:
         return [Record(dest, value, None) for value in encode_chunk(chunk, self.key_field)]
 
     def prepare(self, chunk: Chunk) -> LokiPrepared:
-        entries, refused = self.shaper.entries(chunk, self.records_of(chunk))
+        entries, refused = self.shaper.entries(chunk, encode_chunk(chunk, self.key_field))
         return LokiPrepared(chunk, entries, refused, self.default_destination)
 
     def send(self, prepared: Prepared, delivery: Delivery) -> list[Refused]:
@@ -682,6 +682,6 @@ class LokiService:
     def _replayed(self, e: Entry, failure: Failure | None, etype: str, text: str) -> None:
         waiter: _Replay = e.owner
         waiter.results[e.entry_id] = None if failure is None else text
-        self.runner.replayed(e.record.topic, failure, etype, text)
+        self.runner.replayed(e.dest, failure, etype, text)
         if len(waiter.results) >= waiter.expected:
             waiter.done.set()

@@ -108,7 +108,7 @@ def test_default_entry_labels_line_and_timestamp() -> None:
     chunk = Chunk(Origin("file", "/var/log/app.log", {"app": "web"}), ["hello"], start=0, end=1)
     chunk.levels = ["error"]
     recs = [Record("dest", v, None) for v in encode_chunk(chunk, None)]
-    entries, refused = shaper.entries(chunk, recs)
+    entries, refused = shaper.entries(chunk, [r.value for r in recs])
     assert not refused
     (e,) = entries
     assert e.stream == (
@@ -154,11 +154,13 @@ def test_too_large_and_too_old_are_refused_before_sending_or_clamped() -> None:
     chunk.levels = ["", ""]
     chunk.timestamps = [time.time_ns(), time.time_ns() - 10 * 86400 * 10**9]
     recs = [Record("dest", v, None) for v in encode_chunk(chunk, None)]
-    entries, refused = Shaper(config(max_request_size=2048)).entries(chunk, recs)
+    entries, refused = Shaper(config(max_request_size=2048)).entries(chunk, [r.value for r in recs])
     assert [r.reason for r in refused] == ["too_large", "timestamp_too_old"]
     assert "max_request_size=2048" in refused[0].text and "timestamp too old" in refused[1].text
     assert not entries
-    clamped, refused = Shaper(config(timestamp_learning={"clamp_enabled": True})).entries(chunk, recs)
+    clamped, refused = Shaper(config(timestamp_learning={"clamp_enabled": True})).entries(
+        chunk, [r.value for r in recs]
+    )
     assert not refused and len(clamped) == 2
     assert clamped[1].rewritten and time.time_ns() - clamped[1].ts < 10**10
 
