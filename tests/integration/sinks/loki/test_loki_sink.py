@@ -302,3 +302,30 @@ def test_https_with_the_servers_ca_and_a_certificate_it_cannot_verify(tmp_path: 
         assert server.count('{job="untrusted"}') == 0
     finally:
         server.down()
+
+
+def test_adaptive_batching_sends_a_trickle_at_once_and_fixed_batching_waits(
+    server: LocalVictoriaLogs, tmp_path: Path
+) -> None:
+    """batch_timeout 3 s: with adaptive_batching a lone line leaves as soon as the dispatcher has
+    nothing more (no push in flight); without it, it waits for its batch to fill or time out."""
+    o = Origin("file", "/trickle.log")
+    for adaptive in (True, False):
+        name = f"adaptive-{adaptive}".lower()
+        sec = Section(
+            server,
+            default_labels={"job": name},
+            batch_timeout="3s",
+            adaptive_batching={"enabled": adaptive},
+        )
+        cp = Checkpoint()
+        with Rig(sec, tmp_path / name) as rig:  # type: ignore[arg-type]
+            started = time.monotonic()
+            submit(rig, [chunk(o, ["one line"])], cp)
+            wait_committed({cp: 1}, 30, "the line delivered")
+            took = time.monotonic() - started
+        if adaptive:
+            assert took < 1.5, took
+        else:
+            assert 2.5 < took < 10, took
+        assert server.count(f'{{job="{name}"}}') == 1
