@@ -329,3 +329,66 @@ def test_adaptive_batching_sends_a_trickle_at_once_and_fixed_batching_waits(
         else:
             assert 2.5 < took < 10, took
         assert server.count(f'{{job="{name}"}}') == 1
+
+
+def test_mutual_tls_through_a_terminator_that_requires_a_client_certificate(
+    server: LocalVictoriaLogs, tmp_path: Path
+) -> None:
+    """socat (OpenSSL) terminates TLS in front of VictoriaLogs and verifies client certificates
+    against the local CA: with tls.cert_file/key_file the lines arrive; without them nothing is
+    delivered, acknowledged or parked (retried)."""
+    import shutil
+    import subprocess
+
+    from log_capturer.devtools.certs import generate
+
+    socat = shutil.which("socat")
+    assert socat, "socat is not installed: run scripts/system-deps.sh (apt-get install socat)"
+    tls = generate(tmp_path / "certs")
+    port = free_port()
+    listen = (
+        f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={tls.server_cert},"
+        f"key={tls.server_key},cafile={tls.ca_file},verify=1"
+    )
+    log = (tmp_path / "socat.log").open("wb")
+    proc = subprocess.Popen([socat, "-d", listen, f"TCP:127.0.0.1:{server.port}"], stdout=log, stderr=log)
+    try:
+        wait_until(lambda: _port_open(port), 10, "socat to listen")
+        base = {"url": f"https://127.0.0.1:{port}", "tls": {"enabled": True, "ca_file": str(tls.ca_file)}}
+        with_cert = Section(
+            server,
+            **base,
+            default_labels={"job": "mtls"},
+        )
+        with_cert.extra["tls"] = {
+            **base["tls"],
+            "cert_file": str(tls.client_cert),
+            "key_file": str(tls.client_key),
+        }
+        cp = Checkpoint()
+        with Rig(with_cert, tmp_path / "ok") as rig:  # type: ignore[arg-type]
+            submit(rig, [chunk(Origin("file", "/m.log"), ["mutual 1", "mutual 2"])], cp)
+            wait_committed({cp: 2}, 30, "the lines delivered over mutual TLS")
+        assert sorted(r["message"] for r in server.query('{job="mtls"}')) == ["mutual 1", "mutual 2"]
+
+        no_cert = Section(server, **base, default_labels={"job": "nocert"})
+        cp = Checkpoint()
+        with Rig(no_cert, tmp_path / "bad", {"timeout": "120s"}) as rig:  # type: ignore[arg-type]
+            submit(rig, [chunk(Origin("file", "/m.log"), ["no certificate"])], cp)
+            wait_until(lambda: rig.stats()["retried"] > 0 or rig.stats()["retry_queue"] > 0, 30, "a retry")
+            time.sleep(1)
+            assert cp.committed == 0 and rig.parked() == []
+            assert "CERTIFICATE_REQUIRED" in str(rig.stats()["last_error"]), rig.stats()["last_error"]
+        assert server.count('{job="nocert"}') == 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
