@@ -162,6 +162,7 @@ class LokiService:
         self._split: collections.deque[list[Entry]] = collections.deque()
         self._in_flight = 0
         self._hold_until = 0.0
+        self._last_probe = 0.0
         self._flush_now = False
         self._idle = False
         self._answered = False
@@ -442,6 +443,20 @@ class LokiService:
                 self._pending_bytes += e.size
         self.runner.tick(now)
         self._note_streams()
+        if (
+            (self.failing or self.auth_error)
+            and not self._in_flight
+            and not self._pending
+            and not self._split
+            and now - self._last_probe >= 1.0
+        ):
+            # Nothing is being pushed (all parked, or waiting for a back-off): an empty push
+            # finds out when Loki takes pushes again (the DLQ's replay waits for that).
+            self._last_probe = now
+            self._in_flight += 1
+            task = asyncio.ensure_future(self._probe_push())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         if now < self._hold_until:
             return  # Retry-After
         while self._in_flight < self.config.max_in_flight:
@@ -551,6 +566,19 @@ class LokiService:
         self.requests += 1
         self.bytes_sent += len(body)
         return status, text[:2000], after
+
+    async def _probe_push(self) -> None:
+        try:
+            status, text, _ = await self._post_raw([], self.config.tenant_id)
+        except Exception as exc:  # a bug: counted, logged
+            self.runner.unexpected("probe_failed", exc)
+            return
+        finally:
+            self._in_flight -= 1
+        if 200 <= status < 300:
+            self.failing = self.auth_error = ""
+        else:
+            self.last_error = f"HTTP {status}: {text}" if status else text
 
     async def _post(self, entries: list[Entry], tenant: str) -> None:
         try:

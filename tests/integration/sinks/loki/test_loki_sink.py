@@ -392,3 +392,32 @@ def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_parked_records_are_replayed_to_loki_once_it_is_back(
+    server: LocalVictoriaLogs, tmp_path: Path
+) -> None:
+    """Lines parked because Loki was away past ``timeout`` are pushed by the DLQ's replay (the
+    reprocessor's call) once it is back, each with its original timestamp and labels."""
+    from log_capturer.reliability.dlq.replay import record_of
+
+    sec = Section(server, default_labels={"job": "replay"}, circuit_breaker={"timeout": "1s"})
+    o = Origin("file", "/replay.log", {"app": "web"})
+    lines = [f"parked {i}" for i in range(20)]
+    cp = Checkpoint()
+    with Rig(sec, tmp_path, {"timeout": "1s"}) as rig:  # type: ignore[arg-type]
+        server.stop()
+        submit(rig, [chunk(o, lines)], cp)
+        wait_committed({cp: 20}, 60, "the lines parked after the timeout")
+        parked = rig.parked()
+        assert sorted(e["original_entry"]["message"] for e in parked) == sorted(lines)
+        assert {e["failed_sink"] for e in parked} == {"loki_sink"}
+        server.up(timeout=60)
+        wait_until(lambda: rig.sink.replay_blocker() == "", 30, "the sink to accept replays")  # type: ignore[attr-defined]
+        results = rig.sink.replay([record_of(e) for e in parked], 30)  # type: ignore[attr-defined]
+    assert set(results.values()) == {None}, results
+    rows = server.query('{job="replay"}')
+    assert sorted(r["message"] for r in rows) == sorted(lines)
+    assert {r["_stream"] for r in rows} == {
+        '{app="web",job="replay",source_id="/replay.log",source_type="file"}'
+    }
