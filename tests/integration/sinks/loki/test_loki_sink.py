@@ -378,7 +378,10 @@ def test_mutual_tls_through_a_terminator_that_requires_a_client_certificate(
             wait_until(lambda: rig.stats()["retried"] > 0 or rig.stats()["retry_queue"] > 0, 30, "a retry")
             time.sleep(1)
             assert cp.committed == 0 and rig.parked() == []
-            assert "CERTIFICATE_REQUIRED" in str(rig.stats()["last_error"]), rig.stats()["last_error"]
+            # The terminator's alert, or (TLS 1.3: it may close before the client reads the alert)
+            # the connection it reset.
+            error = str(rig.stats()["last_error"])
+            assert "CERTIFICATE_REQUIRED" in error or "reset by peer" in error, error
         assert server.count('{job="nocert"}') == 0
     finally:
         proc.terminate()
