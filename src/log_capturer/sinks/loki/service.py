@@ -163,6 +163,7 @@ class LokiService:
         self._in_flight = 0
         self._hold_until = 0.0
         self._last_probe = 0.0
+        self._woken = False
         self._flush_now = False
         self._idle = False
         self._answered = False
@@ -263,6 +264,7 @@ class LokiService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.01)
                 self._wake.clear()
+                self._woken = False  # before the round drains what the wake was for
                 try:
                     self._round(tasks)
                     self.thread_error = ""
@@ -274,6 +276,10 @@ class LokiService:
                 await asyncio.wait(tasks, timeout=self.config.request_timeout + 1)
 
     def _wakeup(self) -> None:
+        """Wake the loop from another thread (once until it ran: it drains whatever came since)."""
+        if self._woken:
+            return
+        self._woken = True
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the sink stopped
