@@ -188,7 +188,10 @@ class Shaper:
         # Labels and tenant from the chunk's origin and levels alone (no record parsed), unless
         # a field or the message is referred to.
         refs = [ref for _n, ref in self.label_refs] + ([config.tenant_field] if config.tenant_field else [])
-        self._from_origin = self._plain and not any(r == "message" or r.startswith("fields.") for r in refs)
+        self._message_only = config.line_format == "message" and not self.meta_refs
+        self._from_origin = (self._plain or self._message_only) and not any(
+            r == "message" or r.startswith("fields.") for r in refs
+        )
 
     # -- the stream table ----------------------------------------------------------------------
     def labels_of(self, stream: str) -> dict[str, str]:
@@ -295,6 +298,12 @@ class Shaper:
                 with self._lock:
                     self.overflowed += chunk.levels.count(level) - 1
             streams[level] = (stream, tenant)
+        if self._message_only:  # the line is the message: the chunk's own line
+            stamps = chunk.timestamps or [chunk.read_time_ns] * len(values)
+            return [
+                Entry(value, dest, ts, line.encode("utf-8", "backslashreplace"), *streams[level])
+                for value, line, ts, level in zip(values, chunk.lines, stamps, chunk.levels, strict=True)
+            ]
         if chunk.timestamps is None:
             # Every record starts with the same timestamp member: cut it by its length.
             ts = chunk.read_time_ns

@@ -193,3 +193,15 @@ def test_json_body_gzip() -> None:
     assert stream["stream"]["app"] == "x"
     assert stream["values"][0][0] == str(entries[0].ts)
     assert orjson.loads(stream["values"][0][1])["message"] == "a"
+
+
+def test_message_lines_from_the_chunk_are_those_of_the_record() -> None:
+    chunk = Chunk(Origin("file", "/a", {"app": "x"}), ['{"a": 1}', "plain é"], start=0, end=2)
+    chunk.levels = ["info", "error"]
+    values = encode_chunk(chunk, None)
+    shaper = Shaper(config(line_format="message"))
+    fast, refused = shaper.entries(chunk, values)
+    slow = [shaper.entry_of(Record("dest", v, None)) for v in values]
+    assert not refused
+    assert [(e.line, e.stream, e.ts) for e in fast] == [(e.line, e.stream, e.ts) for e in slow]
+    assert [e.line for e in fast] == [b'{"a": 1}', "plain é".encode()]
