@@ -608,6 +608,9 @@ def bench(
         ),
     ] = "kafka",
     batch_size: Annotated[int, typer.Option(help="With --sink loki: sinks.loki.batch_size.")] = 1000,
+    max_in_flight: Annotated[
+        int, typer.Option(help="With --sink loki: sinks.loki.max_in_flight (and the bare client's).")
+    ] = 2,
 ) -> None:
     """Benchmark file (or HTTP) -> agent -> Kafka (or Loki): throughput, latency, queues, memory,
     loss, vs a raw ceiling."""
@@ -615,7 +618,14 @@ def bench(
         from log_capturer.devtools.bench.loki import run_loki_bench
 
         try:
-            res = run_loki_bench(lines or 300_000, out_dir, err, batch_size=batch_size, line_bytes=line_bytes)
+            res = run_loki_bench(
+                lines or 300_000,
+                out_dir,
+                err,
+                batch_size=batch_size,
+                line_bytes=line_bytes,
+                max_in_flight=max_in_flight,
+            )
         except Exception as exc:
             err.print(f"[bold red]bench --sink loki: {escape(str(exc))}[/]", highlight=False)
             raise typer.Exit(1) from None
