@@ -280,8 +280,9 @@ class Shaper:
         stream = self._stream(tenant, self.labels_for(doc))
         return Entry(record.value, record.topic, ts, line, stream, tenant, meta)
 
-    def _fast_entries(self, chunk: Chunk, values: list[bytes]) -> list[Entry]:
-        """Entries from what the chunk knows (origin, levels, timestamps): one stream per level."""
+    def _fast_entries(self, chunk: Chunk, values: list[bytes]) -> tuple[list[Entry], int]:
+        """Entries from what the chunk knows (origin, levels, timestamps): one stream per level;
+        and the length of the longest stream's labels."""
         origin = chunk.origin
         dest = self.destination
         streams: dict[str, tuple[str, str]] = {}
@@ -298,6 +299,12 @@ class Shaper:
                 with self._lock:
                     self.overflowed += chunk.levels.count(level) - 1
             streams[level] = (stream, tenant)
+        widest = max(len(st) for st, _t in streams.values()) if streams else 0
+        return self._fast_lines(chunk, values, streams, dest), widest
+
+    def _fast_lines(
+        self, chunk: Chunk, values: list[bytes], streams: dict[str, tuple[str, str]], dest: str
+    ) -> list[Entry]:
         if self._message_only:  # the line is the message: the chunk's own line
             stamps = chunk.timestamps or [chunk.read_time_ns] * len(values)
             return [
@@ -326,8 +333,15 @@ class Shaper:
         limit = self.config.max_request_size
         cutoff, clamp = self.age_cutoff()
         if self._from_origin and len(chunk.levels) == len(values):
-            shaped = self._fast_entries(chunk, values)
-            if all(e.size <= limit and e.ts >= cutoff for e in shaped):
+            shaped, widest = self._fast_entries(chunk, values)
+            # Lines are never longer than their records: the longest record bounds every size.
+            longest = max(map(len, values), default=0) + widest
+            stamps_ok = (
+                not cutoff
+                or (chunk.timestamps is None and chunk.read_time_ns >= cutoff)
+                or all(e.ts >= cutoff for e in shaped)
+            )
+            if stamps_ok and (longest + 32 <= limit or all(e.size <= limit for e in shaped)):
                 return shaped, refused
         else:
             shaped = [self.entry_of(Record(self.destination, v, None)) for v in values]
