@@ -112,6 +112,16 @@ def _pid_alive(pid: int | None, workdir: Path) -> bool:
     return b"victoria-logs" in cmdline and str(workdir).encode() in cmdline
 
 
+def _all_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is in the stopped state ('T')."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
+    except (OSError, IndexError):
+        return False
+    return bool(states) and all(st in ("T", "t") for st in states)
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -268,11 +278,18 @@ class LocalVictoriaLogs:
         _reap(pid)
         return True
 
-    def pause(self) -> None:
-        """SIGSTOP: the port stays open, requests are accepted by the kernel and never answered."""
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP: the port stays open, requests are accepted by the kernel and never answered.
+        Returns once every thread of the server is stopped (a signal reaches them one by one)."""
         pid = self.pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGSTOP)
+        if pid is None:
+            raise VictoriaLogsError("victoria-logs is not running: nothing to pause")
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not _all_stopped(pid):
+            if time.monotonic() > deadline:
+                raise VictoriaLogsError(f"victoria-logs (pid {pid}) did not stop within {timeout:g}s")
+            time.sleep(0.01)
 
     def resume(self) -> None:
         pid = self.pid()
