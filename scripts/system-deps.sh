@@ -9,6 +9,11 @@ command -v gcc >/dev/null || need+=(gcc libc6-dev)
 if [ "${1:-}" != "--compiler" ]; then
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+# javac compiles the small main class that runs the local OpenSearch node (log-capturer opensearch up).
+command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
+# nginx: TLS, mutual TLS, basic auth and API-key checks in front of the local OpenSearch node
+# (the Elasticsearch sink's security tests run their own instance on loopback ports).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 # util-linux's `logger` (Debian package bsdutils) is the real syslog client of the syslog tests;
 # they need its --server/--tcp/--udp/--rfc3164/--rfc5424/--octet-count options.
 if ! command -v logger >/dev/null || ! logger --help 2>&1 | grep -q -- '--octet-count'; then

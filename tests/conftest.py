@@ -1,6 +1,6 @@
-"""Session fixtures: a real Apache Kafka broker (KRaft) started from Maven Central jars, a real
-VictoriaLogs (the Loki-API server, built with ``go install``), and a private Docker Engine
-(dockerd with its own data root and socket) with local images."""
+"""Session fixtures: a real Apache Kafka broker (KRaft) and a real OpenSearch node, both started
+from Maven Central jars, a real VictoriaLogs (the Loki-API server, built with ``go install``), and
+a private Docker Engine (dockerd with its own data root and socket) with local images."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from log_capturer.devtools import docker_images
 from log_capturer.devtools.docker_local import LocalDocker, LocalDockerError, mounts_under
 from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError, free_port
+from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
 from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs, VictoriaLogsError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +53,19 @@ def victorialogs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalVict
         pytest.fail(f"VictoriaLogs did not start:\n{exc}", pytrace=False)
     yield server
     server.down()
+
+
+def opensearch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOpenSearch]:
+    """One OpenSearch 2.x node on free loopback ports for the whole session (about 1 GB: never one
+    per test). Fails (never skips) with its log."""
+    node = LocalOpenSearch(tmp_path_factory.mktemp("opensearch"), port=0, log=print)
+    try:
+        node.up(timeout=180)
+    except LocalOpenSearchError as exc:
+        node.down()
+        pytest.fail(f"OpenSearch did not start:\n{exc}", pytrace=False)
+    yield node
+    node.down(purge=True)
 
 
 @pytest.fixture

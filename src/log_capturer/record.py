@@ -80,6 +80,7 @@ class Chunk:
         "read_time_ns",
         "routed",
         "start",
+        "stream",
         "timestamps",
         "truncated",
     )
@@ -98,6 +99,9 @@ class Chunk:
         #: Source position range covered by the lines (bytes for files).
         self.start = start
         self.end = end
+        #: What the positions are positions in, when the origin has several over time: a file's
+        #: ``<device>:<inode>`` (a path's rotated and new files). '' when the origin says all.
+        self.stream = ""
         self.read_time_ns = time.time_ns() if read_time_ns is None else read_time_ns
         #: Per-line extra fields from the source (``None`` when no line has any).
         self.meta = meta

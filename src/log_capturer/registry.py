@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from log_capturer.config.base import Strict
+from log_capturer.sinks.elasticsearch.config import ElasticsearchSinkConfig
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.local_file.config import LocalFileSinkConfig
 from log_capturer.sinks.loki.config import LokiSinkConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
+from log_capturer.sources.forward.config import ForwardConfig
 from log_capturer.sources.http.config import HttpIngestConfig
+from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.stdin.config import StdinConfig
 from log_capturer.sources.syslog.config import SyslogConfig
 
@@ -47,8 +50,10 @@ class Sources(Strict):
 
     files_config: FilesConfig = component(FilesConfig, "log_capturer.sources.file.source:COMPONENT")
     syslog: SyslogConfig = component(SyslogConfig, "log_capturer.sources.syslog.source:COMPONENT")
+    forward: ForwardConfig = component(ForwardConfig, "log_capturer.sources.forward.source:COMPONENT")
     stdin: StdinConfig = component(StdinConfig, "log_capturer.sources.stdin.source:COMPONENT")
     http_ingest: HttpIngestConfig = component(HttpIngestConfig, "log_capturer.sources.http.source:COMPONENT")
+    otlp: OtlpConfig = component(OtlpConfig, "log_capturer.sources.otlp.source:COMPONENT")
     container_monitor: ContainerMonitorConfig = component(
         ContainerMonitorConfig, "log_capturer.sources.containers.source:COMPONENT"
     )
@@ -63,6 +68,9 @@ class Sinks(Strict):
         LocalFileSinkConfig, "log_capturer.sinks.local_file.sink:COMPONENT"
     )
     loki: LokiSinkConfig = component(LokiSinkConfig, "log_capturer.sinks.loki.sink:COMPONENT")
+    elasticsearch: ElasticsearchSinkConfig = component(
+        ElasticsearchSinkConfig, "log_capturer.sinks.elasticsearch.sink:COMPONENT"
+    )
 
 
 def _components(model: type[Strict], values: BaseModel) -> Iterator[tuple[str, BaseModel, Any]]:

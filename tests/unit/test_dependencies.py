@@ -36,7 +36,7 @@ def requirement_names(specs: list[str]) -> set[str]:
 
 
 def third_party_imports(files: list[Path], root: Path = PACKAGE) -> dict[str, set[Path]]:
-    """Top-level names of the absolute imports of ``files`` that are neither the standard library
+    """The modules imported (absolute imports) by ``files`` that are neither the standard library
     nor the agent itself, with the files that import them."""
     found: dict[str, set[Path]] = {}
     for path in files:
@@ -50,7 +50,7 @@ def third_party_imports(files: list[Path], root: Path = PACKAGE) -> dict[str, se
             for name in names:
                 top = name.partition(".")[0]
                 if top not in sys.stdlib_module_names and top != "log_capturer":
-                    found.setdefault(top, set()).add(path.relative_to(root))
+                    found.setdefault(name, set()).add(path.relative_to(root))
     return found
 
 
@@ -59,11 +59,28 @@ def distributions(imports: dict[str, set[Path]]) -> dict[str, set[Path]]:
     of = importlib.metadata.packages_distributions()
     out: dict[str, set[Path]] = {}
     for name, files in imports.items():
-        dists = of.get(name)
+        dists = of.get(name.partition(".")[0])
         assert dists, f"{name} (imported by {sorted(map(str, files))}) is not an installed distribution"
-        for dist in dists:
+        for dist in shipping(name, dists):
             out.setdefault(normalized(dist), set()).update(files)
     return out
+
+
+def shipping(module: str, dists: list[str]) -> list[str]:
+    """The distributions among ``dists`` that ship ``module``: a namespace package (``google``,
+    ``opentelemetry``) is shared by several, and only the one with the module is needed."""
+    if len(dists) == 1:
+        return dists
+    rel = module.replace(".", "/")
+    found = [
+        d
+        for d in dists
+        if any(
+            f.as_posix() == rel + ".py" or f.as_posix().startswith(rel + "/")
+            for f in importlib.metadata.distribution(d).files or []
+        )
+    ]
+    return found or dists
 
 
 class Project:
@@ -115,3 +132,5 @@ def test_the_scan_finds_third_party_imports_and_skips_the_rest(tmp_path: Path) -
     found = third_party_imports([mod], tmp_path)
     assert found == {"yaml": {Path("probe.py")}, "orjson": {Path("probe.py")}}
     assert set(distributions(found)) == {"pyyaml", "orjson"}
+    # A namespace package shared by several distributions: the one that ships the module.
+    assert set(distributions({"google.protobuf.message": {Path("probe.py")}})) == {"protobuf"}

@@ -102,6 +102,9 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "LOKI_USERNAME": ("sinks", "loki", "auth", "username"),
     "LOKI_PASSWORD": ("sinks", "loki", "auth", "password"),
     "LOKI_TOKEN": ("sinks", "loki", "auth", "token"),
+    "ELASTICSEARCH_USERNAME": ("sinks", "elasticsearch", "auth", "username"),
+    "ELASTICSEARCH_PASSWORD": ("sinks", "elasticsearch", "auth", "password"),
+    "ELASTICSEARCH_API_KEY": ("sinks", "elasticsearch", "auth", "api_key"),
 }
 
 

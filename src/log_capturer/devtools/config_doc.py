@@ -33,7 +33,9 @@ every problem and exits non-zero).
 - Environment overrides, applied after the file: `KAFKA_BROKERS` (comma list)
   -> `sinks.kafka.brokers`, `KAFKA_USERNAME` -> `sinks.kafka.auth.username`,
   `KAFKA_PASSWORD` -> `sinks.kafka.auth.password`, `KAFKA_COMPRESSION` ->
-  `sinks.kafka.compression`, `KAFKA_BATCH_SIZE` -> `sinks.kafka.batch_size`. An
+  `sinks.kafka.compression`, `KAFKA_BATCH_SIZE` -> `sinks.kafka.batch_size`,
+  `ELASTICSEARCH_USERNAME`, `ELASTICSEARCH_PASSWORD`, `ELASTICSEARCH_API_KEY` ->
+  `sinks.elasticsearch.auth.username`, `.password`, `.api_key`. An
   error in one names the variable: `sinks.kafka.batch_size (from
   KAFKA_BATCH_SIZE): expected an integer, such as KAFKA_BATCH_SIZE=1000`.
 - Broker addresses are `host:port` with a port from 1 to 65535 (IPv6:

@@ -43,7 +43,12 @@ LEVELS: tuple[str, ...] = ("trace", "debug", "info", "warn", "error", "fatal", "
 DEFAULT_LEVELS = "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,none=1"
 TENANTS = 16
 #: Bodies of the http target: NDJSON, or msgpack as Fluent Bit's http output sends it.
-HTTP_FORMATS = ("ndjson", "msgpack")
+HTTP_FORMATS = ("ndjson", "msgpack", "otlp")
+#: The generator's levels as OTLP severity numbers (critical has none: sent as severity_text).
+OTLP_SEVERITY = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "error": 17, "fatal": 21}
+#: Records of the forward target: ``fields`` ({log, level, labels}, as the http target's msgpack)
+#: or ``log`` ({log} only: Fluent Bit tailing the generated file).
+FORWARD_RECORDS = ("fields", "log")
 POOL_SIZE = 4096
 #: Time to write the due lines in one go; smaller = finer emit times, more calls.
 TICK = 0.01
@@ -341,7 +346,10 @@ class KafkaTarget:
 class HttpTarget:
     """POSTs batches to the agent's ingest API: NDJSON (``{message, level, labels, timestamp}``), or
     msgpack as Fluent Bit's http output sends it (``[[EventTime, {}], {log, level, labels}]``
-    events, ``Content-Type: application/msgpack``).
+    events, ``Content-Type: application/msgpack``); or to its OTLP input (``otlp``: an
+    ``ExportLogsServiceRequest`` in protobuf, as the OpenTelemetry exporters send it, one resource
+    ``service.name: loggen``, each line a log record with its severity, time and a ``tenant_id``
+    attribute).
 
     429 and 503 (queue full) and connection errors are retried with a doubling
     back-off (0.1 s up to 5 s) for at most ``retry_for`` seconds; any other
@@ -359,7 +367,11 @@ class HttpTarget:
         if body_format not in HTTP_FORMATS:
             raise GenerateError(f"--http-format must be {' or '.join(HTTP_FORMATS)}, got {body_format!r}")
         self.body_format = body_format
-        self.content_type = "application/x-ndjson" if body_format == "ndjson" else "application/msgpack"
+        self.content_type = {
+            "ndjson": "application/x-ndjson",
+            "msgpack": "application/msgpack",
+            "otlp": "application/x-protobuf",
+        }[body_format]
         self.url = url
         self.host = parts.hostname
         self.port = parts.port or 80
@@ -378,6 +390,9 @@ class HttpTarget:
     def write(self, batch: Batch) -> None:
         if self.body_format == "msgpack":
             self._write_msgpack(batch)
+            return
+        if self.body_format == "otlp":
+            self._write_otlp(batch)
             return
         ts = rfc3339_us(batch.emit_ns)
         docs = []
@@ -403,6 +418,29 @@ class HttpTarget:
             events.append(pack([head, rec]))
         for i in range(0, len(events), self.batch_lines):
             self._post(b"".join(events[i : i + self.batch_lines]))
+
+    def _write_otlp(self, batch: Batch) -> None:
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+        for i in range(0, len(batch.lines), self.batch_lines):
+            request = ExportLogsServiceRequest()
+            resource_logs = request.resource_logs.add()
+            resource_logs.resource.attributes.add(key="service.name").value.string_value = "loggen"
+            records = resource_logs.scope_logs.add().log_records
+            end = i + self.batch_lines
+            for line, level, tenant in zip(
+                batch.lines[i:end], batch.levels[i:end], batch.tenants[i:end], strict=True
+            ):
+                rec = records.add()
+                rec.time_unix_nano = batch.emit_ns
+                rec.body.string_value = line
+                number = OTLP_SEVERITY.get(level)
+                if number is not None:
+                    rec.severity_number = number  # type: ignore[assignment]
+                elif level != "none":
+                    rec.severity_text = level
+                rec.attributes.add(key="tenant_id").value.string_value = tenant
+            self._post(request.SerializeToString())
 
     def _post(self, body: bytes) -> None:
         delay = 0.1
@@ -441,6 +479,122 @@ class HttpTarget:
             "format": self.body_format,
             "requests": self.requests,
             "retries": self.retries,
+        }
+
+
+class ForwardTarget:
+    """Sends batches over the Fluent forward protocol as Fluent Bit's ``forward`` output does with
+    ``Require_ack_response on``: Forward mode messages (``[tag, [[EventTime, record], ...],
+    {"chunk": id, "size": n}]``), or with ``compress`` (``Compress gzip``) CompressedPackedForward
+    ones (``[tag, bin: the gzipped entries, {"chunk": id, "size": n, "compressed": "gzip"}]``),
+    of at most ``batch_lines`` records ``{log, level, labels}``, each acknowledged by the agent
+    (``{"ack": id}``) once its records are in the sinks. Up to ``window`` messages wait for
+    their acks at once (Fluentd's ``out_forward`` does not wait for one ack before sending
+    more); an ack not received within ``ack_timeout`` is an error (a client would resend).
+    """
+
+    name = "forward"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        batch_lines: int = 1000,
+        tag: str = "loggen",
+        compress: bool = False,
+        window: int = 4,
+        ack_timeout: float = 60.0,
+        record: str = "fields",
+    ) -> None:
+        import msgpack
+
+        if record not in FORWARD_RECORDS:
+            raise GenerateError(f"--forward-record must be {' or '.join(FORWARD_RECORDS)}, got {record!r}")
+        self.record = record
+
+        self.addr = (host, port)
+        self.batch_lines = max(1, batch_lines)
+        self.tag = tag
+        self.compress = compress
+        self.window = max(1, window)
+        self.ack_timeout = ack_timeout
+        self.messages = 0
+        self.acked = 0
+        self._unacked: list[str] = []
+        self._unpacker = msgpack.Unpacker(raw=False)
+        try:
+            self._sock = socket.create_connection(self.addr, timeout=ack_timeout)
+        except OSError as exc:
+            raise GenerateError(f"cannot connect to the forward listener {host}:{port}: {exc}") from None
+
+    def write(self, batch: Batch) -> None:
+        import gzip
+
+        import msgpack
+
+        seconds, nanos = divmod(batch.emit_ns, 1_000_000_000)
+        time_ext = msgpack.ExtType(0, struct.pack(">II", seconds, nanos))
+        pack = msgpack.Packer().pack
+        entries = []
+        if self.record == "log":  # Fluent Bit tailing the file: the line is the record's `log`
+            entries = [pack([time_ext, {"log": line}]) for line in batch.lines]
+        else:
+            for line, level, tenant in zip(batch.lines, batch.levels, batch.tenants, strict=True):
+                rec: dict[str, Any] = {"log": line, "labels": {"tenant_id": tenant}}
+                if level != "none":
+                    rec["level"] = level
+                entries.append(pack([time_ext, rec]))
+        packer = msgpack.Packer()
+        for i in range(0, len(entries), self.batch_lines):
+            part = entries[i : i + self.batch_lines]
+            chunk = f"{os.getpid():x}-{self.messages:x}"
+            option: dict[str, Any] = {"chunk": chunk, "size": len(part)}
+            if self.compress:
+                option["compressed"] = "gzip"
+                message = pack([self.tag, gzip.compress(b"".join(part), 1), option])
+            else:  # the array's header, then the entries as they are (as Fluent Bit writes them)
+                head = packer.pack_array_header(3) + pack(self.tag) + packer.pack_array_header(len(part))
+                message = head + b"".join(part) + pack(option)
+            while len(self._unacked) >= self.window:
+                self._read_ack()
+            self._sock.sendall(message)
+            self._unacked.append(chunk)
+            self.messages += 1
+
+    def _read_ack(self) -> None:
+        deadline = time.monotonic() + self.ack_timeout
+        while True:
+            for answer in self._unpacker:
+                chunk = answer.get("ack") if isinstance(answer, dict) else None
+                if chunk not in self._unacked:
+                    raise GenerateError(f"the forward listener answered {answer!r}, not an awaited ack")
+                self._unacked.remove(chunk)
+                self.acked += 1
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GenerateError(f"no ack within {self.ack_timeout:g}s from {self.addr[0]}:{self.addr[1]}")
+            self._sock.settimeout(left)
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                raise GenerateError("the forward listener closed the connection before acknowledging")
+            self._unpacker.feed(data)
+
+    def close(self) -> dict[str, Any]:
+        try:
+            while self._unacked:
+                self._read_ack()
+        finally:
+            self._sock.close()
+        return {
+            "address": f"{self.addr[0]}:{self.addr[1]}",
+            "messages": self.messages,
+            "acked": self.acked,
+            "compressed": self.compress,
+            "record": self.record,
         }
 
 

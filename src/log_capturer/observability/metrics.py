@@ -170,6 +170,33 @@ class Metrics:
             buckets=_SIZE_BUCKETS,
             registry=r,
         )
+        # --- Elasticsearch / OpenSearch sink (besides the kafka_* families the engine fills
+        # for every sink, with the index as the topic) ---------------------------------------
+        self.es_requests = Counter(
+            "elasticsearch_requests_total",
+            "_bulk requests, by HTTP status ('connection_error' when no answer came).",
+            ["sink_name", "status"],
+            registry=r,
+        )
+        self.es_request_duration = Histogram(
+            "elasticsearch_request_duration_seconds",
+            "Time from sending a _bulk request to its answer.",
+            ["sink_name"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.es_request_bytes = Counter(
+            "elasticsearch_request_bytes_total",
+            "Bytes of _bulk request bodies: 'uncompressed' NDJSON and 'sent' (after gzip).",
+            ["sink_name", "kind"],
+            registry=r,
+        )
+        self.es_item_errors = Counter(
+            "elasticsearch_item_errors_total",
+            "Items of _bulk answers that were not delivered, by the server's error type.",
+            ["sink_name", "error_type"],
+            registry=r,
+        )
         # --- dead-letter queue and reliability --------------------------------------------
         self.dlq_entries = Gauge(
             "dlq_entries",
@@ -226,6 +253,21 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.otlp_requests = Counter(
+            "otlp_requests_total",
+            "OTLP/HTTP POST /v1/logs requests by HTTP status code (4xx and 5xx are rejections; 429 "
+            "and 503 are retried by the exporters).",
+            ["code"],
+            registry=r,
+        )
+        self.otlp_records_rejected = Counter(
+            "otlp_records_rejected_total",
+            "OTLP log records that were not shipped, by reason (empty_body, invalid_trace_id, "
+            "invalid_field) and outcome (parked: in the local DLQ; skipped: otlp.empty_bodies is "
+            "skip; dropped: the DLQ could not take them). The client is told (partial success).",
+            ["reason", "outcome"],
+            registry=r,
+        )
         self.http_ingest_records_rejected = Counter(
             "http_ingest_records_rejected_total",
             "HTTP ingest records that were not shipped, by reason (invalid_json, invalid_msgpack, "
@@ -233,6 +275,21 @@ class Metrics:
             "the local DLQ; skipped: http_ingest.empty_messages is skip; dropped: the DLQ could not "
             "take them). The request's other records are shipped.",
             ["reason", "outcome"],
+            registry=r,
+        )
+        self.forward_records_rejected = Counter(
+            "forward_records_rejected_total",
+            "Forward protocol records that were not shipped, by reason (invalid_message, "
+            "invalid_event, invalid_msgpack, invalid_compression, missing_message, empty_message, "
+            "invalid_field) and outcome (parked: in the local DLQ; skipped: forward.empty_messages is "
+            "skip; dropped: the DLQ could not take them). The other records of their message are shipped.",
+            ["reason", "outcome"],
+            registry=r,
+        )
+        self.forward_acks = Counter(
+            "forward_acks_total",
+            "Forward protocol acknowledgements ({ack: chunk}) sent, each once every record of its "
+            "message was delivered or parked.",
             registry=r,
         )
         # --- processing pipelines ----------------------------------------------------------

@@ -135,6 +135,11 @@ class Analyzer:
         want_key = kf is not None and kf not in chunk.origin.labels
         preset = chunk.preset_levels
         meta = chunk.meta
+        if not want_key and preset is not None and None not in preset:
+            # Every level given and no key wanted (HTTP ingest, forward): nothing to read per line.
+            chunk.levels = cast("list[str]", list(preset))
+            chunk.keys = None
+            return
         levels: list[str] = []
         keys: list[str | None] | None = [] if want_key else None
         for i, line in enumerate(chunk.lines):

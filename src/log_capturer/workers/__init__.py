@@ -10,7 +10,7 @@ split between them:
 - files and containers by a hash of their ``source_id`` modulo N (:mod:`.shard`): one file
   and its rotations stay in one worker, so their order and their
   acknowledgement-driven checkpoints are those of a single process;
-- syslog, HTTP ingest and DLQ reprocessing run in worker 0.
+- syslog, forward, HTTP ingest and DLQ reprocessing run in worker 0.
 
 Modules: :mod:`.shard` (who follows which file), :mod:`.positions` (positions
 files per worker, laid out again when N changes; the directory lock),

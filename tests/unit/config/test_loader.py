@@ -51,6 +51,21 @@ def test_the_multi_sink_example_validates(repo_root: Path) -> None:
     assert cfg.routes[0].source_types == ["syslog"] and cfg.routes[0].sinks == ["local_file"]
 
 
+def test_the_elasticsearch_example_validates(repo_root: Path) -> None:
+    cfg = load_config(repo_root / "configs" / "elasticsearch.yaml", env={})
+    es = cfg.sinks.elasticsearch
+    assert es.enabled and not cfg.sinks.kafka.enabled
+    assert es.index == "logs-%Y.%m.%d" and es.op_type == "create" and es.document_id == "source_position"
+
+
+def test_elasticsearch_credentials_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("sinks:\n  elasticsearch:\n    enabled: true\n    auth: {type: basic}\n")
+    env = {"ELASTICSEARCH_USERNAME": "shipper", "ELASTICSEARCH_PASSWORD": "from-env"}
+    auth = load_config(path, env=env).sinks.elasticsearch.auth
+    assert auth.username == "shipper" and auth.password.get_secret_value() == "from-env"
+
+
 def test_interpolation_with_defaults() -> None:
     text = """
 sinks:

@@ -11,7 +11,13 @@ same file -> compute, write JSON and PNG, print the verdicts.
 With ``source="http"`` the generator POSTs the lines to the agent's HTTP
 ingest instead (one client, ``http_batch`` lines per request, NDJSON or
 Fluent Bit's msgpack), always live (``max``: as fast as the agent answers);
-there is no file, so no ceiling.
+there is no file, so no ceiling. With ``source="forward"`` it sends them over the
+Fluent forward protocol as Fluent Bit's ``forward`` output does (one connection, Forward mode
+messages of ``http_batch`` lines, CompressedPackedForward with ``forward_compress``, each
+waiting for its ack as with ``Require_ack_response``, a few in flight); no ceiling either.
+With ``source="otlp"`` it does the same to the agent's OTLP
+input (``otlp`` section, ``POST /v1/logs``): protobuf ``ExportLogsServiceRequest`` bodies of
+``http_batch`` log records, as the OpenTelemetry exporters send them.
 """
 
 from __future__ import annotations
@@ -102,11 +108,17 @@ class BenchOptions:
     #: duplicates or agent failure deletes them (about 0.5 GB of files and as much in the broker
     #: per 3 million lines; repeated runs filled a 250 GB disk).
     keep: bool = False
-    #: Where the agent reads the lines: ``file`` (tailing) or ``http`` (HTTP ingest).
+    #: Where the agent reads the lines: ``file`` (tailing), ``http`` (HTTP ingest),
+    #: ``forward`` (the forward protocol) or ``otlp`` (the OTLP input).
     source: str = "file"
-    #: With source http: the body format (``ndjson`` or ``msgpack``) and lines per request.
+    #: With source http: the body format (``ndjson`` or ``msgpack``) and lines per request (with
+    #: source forward: lines per PackedForward message).
     http_format: str = "ndjson"
     http_batch: int = 1000
+    #: With source forward: CompressedPackedForward (gzip) instead of Forward mode.
+    forward_compress: bool = False
+    #: With source forward: the records, ``fields`` ({log, level, labels}) or ``log`` ({log}).
+    forward_record: str = "fields"
 
 
 def default_agent_config() -> dict[str, Any]:
@@ -184,13 +196,18 @@ class Bench:
             raise BenchError("--files must be at least 1")
         if opts.workers is not None and not 1 <= opts.workers <= 64:
             raise BenchError("--workers must be between 1 and 64")
-        if opts.source not in ("file", "http"):
-            raise BenchError("--source is file or http")
+        if opts.source not in ("file", "http", "forward", "otlp"):
+            raise BenchError("--source is file, http, forward or otlp")
         if opts.http_format not in ("ndjson", "msgpack"):
             raise BenchError("--http-format is ndjson or msgpack")
-        if opts.source == "http" and opts.ceiling != "none":
-            opts.ceiling = "none"  # the ceiling replays the generated files; HTTP writes none
+        if opts.source == "otlp":
+            opts.http_format = "otlp"
+        if opts.source != "file" and opts.ceiling != "none":
+            opts.ceiling = "none"  # the ceiling replays the generated files; the other sources write none
+        self.forward_port = free_port() if opts.source == "forward" else 0
         self.opts = opts
+        #: With source otlp: the agent's OTLP endpoint (its port is chosen with the agent's config).
+        self.otlp_url = ""
         self.console = console or Console(stderr=True)
         self.scenario = SCENARIOS[opts.scenario]
         self.duration = opts.duration if opts.duration is not None else self.scenario.duration
@@ -264,15 +281,23 @@ class Bench:
             },
             "dlq_config": {"topic": topics["logs-dlq"]},
         }
+        otlp_port = free_port()
+        self.otlp_url = f"http://127.0.0.1:{otlp_port}/v1/logs"
         return _merge(
             base,
             {
+                "otlp": {"enabled": self.opts.source == "otlp", "port": otlp_port},
                 "server": {"enabled": True, "host": "127.0.0.1", "port": free_port()},
                 "metrics": {"enabled": True, "host": "127.0.0.1", "port": free_port()},
                 "files_config": {"enabled": True, "watch_directories": [str(self.dir / "logs")]},
                 "dispatcher": {"dlq_config": {"enabled": True, "directory": str(self.dir / "dlq")}},
                 "positions": {"directory": str(self.dir / "positions")},
                 "sinks": {"kafka": kafka},
+                **(
+                    {"forward": {"enabled": True, "host": "127.0.0.1", "port": self.forward_port}}
+                    if self.opts.source == "forward"
+                    else {}
+                ),
             },
         )
 
@@ -280,17 +305,32 @@ class Bench:
         self, files: list[Path], rate: float, count: int, duration: float | None, api: str = ""
     ) -> dict[str, Any]:
         summary = self.dir / "generator.json"
-        if self.opts.source == "http":
+        if self.opts.source in ("http", "otlp"):
+            url = api + "/api/v1/logs" if self.opts.source == "http" else self.otlp_url
             target = [
                 "--target",
                 "http",
                 "--url",
-                api + "/api/v1/logs",
+                url,
                 "--http-format",
                 self.opts.http_format,
                 "--http-batch",
                 str(self.opts.http_batch),
             ]
+        elif self.opts.source == "forward":
+            target = [
+                "--target",
+                "forward",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.forward_port),
+                "--http-batch",
+                str(self.opts.http_batch),
+            ]
+            if self.opts.forward_compress:
+                target.append("--forward-compress")
+            target += ["--forward-record", self.opts.forward_record]
         else:
             target = ["--target", "file"]
         cmd = [
@@ -353,7 +393,7 @@ class Bench:
             cfg_path=cfg_path,
             agent_log=self.dir / "agent.log",
         )
-        live = self.rate > 0 or opts.source == "http"
+        live = self.rate > 0 or opts.source != "file"
         self.log(f"run {self.run_id}: {self.expected:,} lines -> {self.dir}")
         if not live:
             self.log(f"writing {self.expected:,} lines in advance")
@@ -582,8 +622,10 @@ class Bench:
         return {
             "scenario": opts.scenario,
             "source": opts.source,
-            "http_format": opts.http_format if opts.source == "http" else None,
-            "http_batch": opts.http_batch if opts.source == "http" else None,
+            "http_format": opts.http_format if opts.source in ("http", "otlp") else None,
+            "http_batch": opts.http_batch if opts.source in ("http", "forward", "otlp") else None,
+            "forward_compress": opts.forward_compress if opts.source == "forward" else None,
+            "forward_record": opts.forward_record if opts.source == "forward" else None,
             "rate": self.rate,
             "duration": self.duration,
             "lines": self.expected,

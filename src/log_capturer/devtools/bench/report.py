@@ -339,6 +339,8 @@ def write_chart(result: dict[str, Any], series: dict[str, Any], path: Path) -> N
 
 def _input(opts: dict[str, Any]) -> str:
     """What the agent read: files it tailed, or HTTP ingest requests."""
+    if opts.get("source") == "otlp":
+        return f"OTLP/HTTP, protobuf requests of {opts.get('http_batch'):,} log records"
     if opts.get("source") == "http":
         return f"HTTP ingest, {opts.get('http_format')} requests of {opts.get('http_batch'):,} lines"
     return f"{opts.get('files', 1)} file(s)"

@@ -39,6 +39,24 @@ def rfc3339_ns(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
 
 
+class _Heads(dict[int, bytes]):
+    """A chunk's record heads by event time (ns): ``{"timestamp":"...","message":``. Event times
+    mostly differ by their fraction only, so each second is formatted once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds: dict[int, bytes] = {}
+
+    def __missing__(self, ns: int) -> bytes:
+        sec, frac = divmod(ns, 1_000_000_000)
+        prefix = self._seconds.get(sec)
+        if prefix is None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            prefix = self._seconds[sec] = b'{"timestamp":"' + stamp.encode()
+        head = self[ns] = prefix + b".%09dZ" % frac + b'","message":'
+        return head
+
+
 def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
     """Encode every line of an analysed chunk as a record."""
     origin = chunk.origin
@@ -76,13 +94,17 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
                 fb = fields_of[k] = key_prefix + _dumps(k) + b"}}"
             append(head + _dumps(line) + tails[lvl] + fb)
         return out
-    heads: dict[int, bytes] = {}
+    if keys is None and meta is None and not truncated and stamps is not None:
+        # Event times but nothing else per line (syslog, HTTP ingest, forward): one pass.
+        heads = _Heads()
+        return [
+            heads[ns] + _dumps(line) + tails[lvl] + b"{}}"
+            for ns, line, lvl in zip(stamps, chunk.lines, chunk.levels, strict=True)
+        ]
+    heads = _Heads()
     for i, (line, lvl) in enumerate(zip(chunk.lines, chunk.levels, strict=True)):
         if stamps is not None:
-            ns = stamps[i]
-            if ns not in heads:
-                heads[ns] = b'{"timestamp":"' + rfc3339_ns(ns).encode() + b'","message":'
-            head = heads[ns]
+            head = heads[stamps[i]]
         extra = meta[i] if meta is not None else None
         k = keys[i] if keys is not None else None
         if extra:

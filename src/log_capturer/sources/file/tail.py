@@ -92,6 +92,11 @@ class TailedFile:
             self.handed_over = self.read_offset
 
     @property
+    def stream(self) -> str:
+        """The file's identity in its chunks (``Chunk.stream``): ``<device>:<inode>``."""
+        return f"{self.device}:{self.inode}"
+
+    @property
     def key(self) -> tuple[int, int]:
         return self.device, self.inode
 
@@ -278,6 +283,7 @@ class TailedFile:
         if lines.streams is not None:
             meta = [STREAM_FIELDS.get(s) for s in lines.streams]
         chunk = Chunk(self.origin, lines.text, self.emitted, max(end, self.emitted), meta=meta)
+        chunk.stream = self.stream
         if lines.truncated:
             chunk.truncated = frozenset(lines.truncated)
         self.emitted = chunk.end

@@ -65,11 +65,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
 import msgpack
 import orjson
 from aiohttp import web
+from prometheus_client import Counter as Counter_
 
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
@@ -432,40 +433,73 @@ class _Group:
     stamps: list[int | None] = field(default_factory=list)
 
 
-class Records:
-    """Validates records and groups them into one chunk per origin (source_type, source_id, labels)."""
+class RecordShape(Protocol):
+    """What :class:`Records` reads of a source's section (``http_ingest``, ``forward``)."""
 
-    def __init__(self, config: HttpIngestConfig) -> None:
+    message_key: list[str]
+    timestamp_key: list[str]
+    level_key: list[str]
+    source_type: str
+    source_id: str
+    labels: dict[str, str]
+    pipeline: str
+
+
+#: A member a record does not have (None is a value: JSON's null).
+_ABSENT: Any = object()
+
+
+class Records:
+    """Validates records and groups them into one chunk per origin (source_type, source_id, labels).
+
+    Shared by the sources that receive records (HTTP ingest, forward): ``section`` names the
+    config section in the reasons given for rejected records."""
+
+    def __init__(self, config: RecordShape, section: str = "http_ingest") -> None:
         self.config = config
-        self._origins: dict[tuple[Any, Any, Any], Origin] = {}
+        self.section = section
+        self._origins: dict[tuple[Any, ...], Origin] = {}
         self._message_keys = tuple(config.message_key)
         self._time_keys = tuple(config.timestamp_key)
         self._level_keys = tuple(config.level_key)
         self._message_list = ", ".join(self._message_keys)
+        self.default = Origin(config.source_type, config.source_id, dict(config.labels), config.pipeline)
+        #: Members that make :meth:`_uniform` go record by record (a time member may not parse).
+        self._slow_keys = frozenset(("fields", "source_type", "source_id", *self._time_keys))
+        #: Level member values -> their level (only values that are one).
+        self._level_cache: dict[Any, str] = {}
 
-    def origin(self, rec: dict[str, Any], i: int) -> Origin:
-        """The origin of record ``i``: its source_type, source_id and labels over the defaults.
-        Origins are kept by the record's own members, so the usual record costs one lookup."""
+    def origin(self, rec: dict[str, Any], i: int, base: Origin | None = None) -> Origin:
+        """The origin of record ``i``: its source_type, source_id and labels over those of
+        ``base`` (the section's defaults when None). Origins are kept by the record's own members,
+        so the usual record costs one lookup; a record with none of them has ``base`` itself."""
         source_type, source_id, labels = rec.get("source_type"), rec.get("source_id"), rec.get("labels")
+        if base is None:
+            base = self.default
+        if source_type is None and source_id is None and labels is None:
+            return base
         try:
-            key = (source_type, source_id, tuple(labels.items()) if type(labels) is dict else labels)
+            key = (base, source_type, source_id, tuple(labels.items()) if type(labels) is dict else labels)
             return self._origins[key]
         except (KeyError, TypeError):  # TypeError: a label value that cannot be a key (it is invalid)
             pass
-        cfg = self.config
         origin = Origin(
-            _text(source_type, "source_type", i) or cfg.source_type,
-            _text(source_id, "source_id", i) or cfg.source_id,
-            self._labels(labels, i),
-            pipeline=cfg.pipeline,
+            _text(source_type, "source_type", i) or base.source_type,
+            _text(source_id, "source_id", i) or base.source_id,
+            self._labels(labels, i, base.labels),
+            pipeline=base.pipeline,
         )
         if len(self._origins) >= MAX_ORIGINS:
             self._origins.clear()
         self._origins[key] = origin
         return origin
 
-    def chunks(self, items: list[Item]) -> tuple[list[Chunk], list[Rejected]]:
-        """The chunks of the records that can be shipped, and the records that cannot."""
+    def chunks(self, items: list[Item], base: Origin | None = None) -> tuple[list[Chunk], list[Rejected]]:
+        """The chunks of the records that can be shipped, and the records that cannot. ``base``
+        gives the origin of records that name none of their own (default: the section's)."""
+        fast = self._uniform(items, base)
+        if fast is not None:
+            return fast, []
         groups: dict[int, _Group] = {}
         rejected: list[Rejected] = []
         for i, item in enumerate(items, 1):
@@ -474,7 +508,7 @@ class Records:
                 continue
             rec, event_ns = item
             try:
-                self._add(groups, i, rec, event_ns)
+                self._add(groups, i, rec, event_ns, base)
             except _Invalid as exc:
                 rejected.append(Rejected(i, exc.reason, exc.text, rec))
         now = time.time_ns()
@@ -490,9 +524,108 @@ class Records:
             out.append(chunk)
         return out, rejected
 
-    def _add(self, groups: dict[int, _Group], i: int, rec: dict[str, Any], event_ns: int | None) -> None:
+    def _uniform(self, items: list[Item], base: Origin | None) -> list[Chunk] | None:
+        """The chunks of ``items`` when every one is a valid record with the same members, the
+        level member present or not (what one client's batch usually is): each rule is decided
+        once for the batch, and a record costs a few lookups. None when that does not hold (a
+        rejected item, a member that needs a record-by-record decision): :meth:`chunks` then
+        goes record by record, with the same result."""
+        if not items or isinstance(items[0], Rejected):
+            return None
+        events = cast("list[tuple[dict[str, Any], int | None]]", items)
+        for item in events:
+            if type(item) is not tuple:
+                return None
+        recs = [item[0] for item in events]
+        level_key = next((k for k in self._level_keys if any(k in r for r in recs)), None)
+        keys = set(recs[0])
+        keys.discard(level_key)
+        if not keys.isdisjoint(self._slow_keys) or not keys.isdisjoint(self._level_keys):
+            return None
+        size = len(keys)
+        if level_key is None:
+            for r in recs:
+                if len(r) != size or not r.keys() >= keys:
+                    return None
+        else:
+            for r in recs:
+                if len(r) != size + (level_key in r) or not r.keys() >= keys:
+                    return None
+        message_key = next((k for k in self._message_keys if k in keys), None)
+        if message_key is None:
+            return None
+        lines = [r[message_key] for r in recs]
+        for line in lines:
+            if type(line) is not str:
+                return None
+        lines = [(m[:-2] if m.endswith("\r\n") else m[:-1]) if m.endswith("\n") else m for m in lines]
+        for line in lines:
+            if not line or line.isspace():
+                return None
+        levels: list[str | None] | None = None
+        if level_key is not None:
+            cache = self._level_cache
+            values = [r.get(level_key, _ABSENT) for r in recs]
+            try:
+                levels = [None if v is _ABSENT else cache[v] for v in values]
+            except (KeyError, TypeError):
+                for value in values:
+                    if value is _ABSENT:
+                        continue
+                    level = level_of(value)
+                    if not level:
+                        return None  # stays in fields: record by record
+                    with contextlib.suppress(TypeError):
+                        if len(cache) >= MAX_ORIGINS:
+                            cache.clear()
+                        cache[value] = level
+                levels = [None if v is _ABSENT else cache[v] for v in values]
+        extra = [k for k in recs[0] if k in keys and k not in (message_key, "labels")]
+        meta: list[dict[str, Any] | None] | None = None
+        if extra:
+            meta = [{k: r[k] for k in extra} for r in recs]
+        if base is None:
+            base = self.default
+        if "labels" in keys:
+            try:
+                origins = [self.origin(r, i, base) for i, r in enumerate(recs, 1)]
+            except _Invalid:
+                return None
+        else:
+            origins = [base] * len(recs)
+        stamps = [item[1] for item in events]
+        now = time.time_ns()
+        timed = any(s is not None for s in stamps)
+        groups: dict[int, list[int]] = {}
+        for i, origin in enumerate(origins):
+            groups.setdefault(id(origin), []).append(i)
+        out = []
+        for idx in groups.values():
+            whole = len(idx) == len(recs)
+            chunk = Chunk(origins[idx[0]], lines if whole else [lines[i] for i in idx], read_time_ns=now)
+            if meta is not None:
+                chunk.meta = meta if whole else [meta[i] for i in idx]
+            if levels is not None:
+                group_levels = levels if whole else [levels[i] for i in idx]
+                if any(lvl is not None for lvl in group_levels):
+                    chunk.preset_levels = group_levels
+            if timed:
+                group_stamps = [stamps[i] for i in idx]
+                if any(st is not None for st in group_stamps):
+                    chunk.timestamps = [now if st is None else st for st in group_stamps]
+            out.append(chunk)
+        return out
+
+    def _add(
+        self,
+        groups: dict[int, _Group],
+        i: int,
+        rec: dict[str, Any],
+        event_ns: int | None,
+        base: Origin | None,
+    ) -> None:
         message, message_key = self._message(rec, i)
-        origin = self.origin(rec, i)
+        origin = self.origin(rec, i, base)
         fields = rec.get("fields")
         if fields is not None and not isinstance(fields, dict):
             raise _Invalid(INVALID_FIELD, f"record {i}: 'fields' must be an object, not {_kind(fields)}")
@@ -532,7 +665,7 @@ class Records:
         else:
             raise _Invalid(
                 MISSING_MESSAGE,
-                f"record {i}: no message: none of {self._message_list} is there (http_ingest.message_key)",
+                f"record {i}: no message: none of {self._message_list} is there ({self.section}.message_key)",
             )
         if not isinstance(message, str):
             raise _Invalid(INVALID_FIELD, f"record {i}: '{key}' must be text, not {_kind(message)}")
@@ -542,8 +675,7 @@ class Records:
             raise _Invalid(EMPTY_MESSAGE, f"record {i}: '{key}' is empty")
         return message, key
 
-    def _labels(self, value: Any, i: int) -> dict[str, str]:
-        base = self.config.labels
+    def _labels(self, value: Any, i: int, base: dict[str, str]) -> dict[str, str]:
         if value is None:
             return dict(base)
         if not isinstance(value, dict):
@@ -562,6 +694,33 @@ def _text(value: Any, key: str, i: int) -> str | None:
     return value
 
 
+def park_rejected(
+    rejected: list[Rejected],
+    dlq: DeadLetterStore | None,
+    skip_empty: bool,
+    counter: Counter_,
+    failed_sink: str,
+) -> tuple[list[tuple[Rejected, str]], str]:
+    """Park ``rejected`` records in the local DLQ (``failed_sink``, ``error_type:
+    invalid_record``, no topic; empty messages skipped instead with ``skip_empty``) and count
+    them in ``counter`` by reason and outcome. A durable write: not on an event loop. Returns
+    each with its outcome, and why the DLQ could not take them ('' if it could)."""
+    to_park = [r for r in rejected if not (skip_empty and r.reason == EMPTY_MESSAGE)]
+    outcome, dlq_error = PARKED, ""
+    if to_park:
+        try:
+            if dlq is None:
+                raise DLQWriteError(0, "the local DLQ is disabled (dispatcher.dlq_config.enabled: false)")
+            dlq.park([DLQEntry(r.original, r.error, "invalid_record", failed_sink) for r in to_park])
+        except DLQWriteError as exc:
+            outcome, dlq_error = DROPPED, str(exc)
+    parked = {id(r) for r in to_park}
+    outcomes = [(r, outcome if id(r) in parked else SKIPPED) for r in rejected]
+    for (reason, result), n in Counter((r.reason, o) for r, o in outcomes).items():
+        counter.labels(reason, result).inc(n)
+    return outcomes, dlq_error
+
+
 def _reply(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
@@ -572,7 +731,9 @@ class _RejectionLog:
     """Logs rejected records at most once per :data:`REJECT_LOG_INTERVAL`, with an example; those
     that come in between are summed up in the next line (on the event loop's timer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "HTTP ingest", batches: str = "requests") -> None:
+        self._what = what
+        self._batches = batches
         self._last = float("-inf")
         self._pending: Counter[tuple[str, str]] = Counter()
         self._example = ""
@@ -603,9 +764,11 @@ class _RejectionLog:
         parts = ", ".join(f"{n} {reason} {outcome}" for (reason, outcome), n in self._pending.most_common())
         dlq = f"; the DLQ could not take them: {self._dlq_error}" if self._dlq_error else ""
         log.warning(
-            "HTTP ingest rejected %d records (%s), the others of their requests were shipped; e.g. %s%s",
+            "%s rejected %d records (%s), the others of their %s were shipped; e.g. %s%s",
+            self._what,
             total,
             parts,
+            self._batches,
             self._example,
             dlq,
             extra={"rejected": total},
@@ -728,20 +891,8 @@ class HttpIngest:
         ``empty_messages: skip``) and count them. Runs in the executor: parking is a durable write.
         Returns each with its outcome, and why the DLQ could not take them ('' if it could)."""
         skip = self.config.empty_messages == "skip"
-        to_park = [r for r in rejected if not (skip and r.reason == EMPTY_MESSAGE)]
-        outcome, dlq_error = PARKED, ""
-        if to_park:
-            try:
-                if self.dlq is None:
-                    raise DLQWriteError(0, "the local DLQ is disabled (dispatcher.dlq_config.enabled: false)")
-                self.dlq.park([DLQEntry(r.original, r.error, "invalid_record", NAME) for r in to_park])
-            except DLQWriteError as exc:
-                outcome, dlq_error = DROPPED, str(exc)
-        parked = {id(r) for r in to_park}
-        outcomes = [(r, outcome if id(r) in parked else SKIPPED) for r in rejected]
         counter = self.metrics.http_ingest_records_rejected
-        for (reason, result), n in Counter((r.reason, o) for r, o in outcomes).items():
-            counter.labels(reason, result).inc(n)
+        outcomes, dlq_error = park_rejected(rejected, self.dlq, skip, counter, NAME)
         self.rejected += len(rejected)
         return outcomes, dlq_error
 

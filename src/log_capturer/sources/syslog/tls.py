@@ -10,8 +10,9 @@ starts (:func:`server_context`), with the key to fix named in the message.
 from __future__ import annotations
 
 import ssl
+from typing import Protocol
 
-from log_capturer.sources.syslog.config import SyslogConfig, SyslogTLSConfig
+from log_capturer.sources.syslog.config import SyslogConfig
 
 _PREFIX = "syslog.tcp.tls"
 
@@ -20,8 +21,17 @@ class TLSSetupError(ValueError):
     """The listener's TLS files cannot be used; the message names the key and the fix."""
 
 
-def server_context(cfg: SyslogTLSConfig) -> ssl.SSLContext:
-    """The listener's TLS context, or :class:`TLSSetupError`."""
+class TLSFiles(Protocol):
+    """A listener's TLS section (``syslog.tcp.tls``, ``forward.tls``)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
+def server_context(cfg: TLSFiles, prefix: str = _PREFIX) -> ssl.SSLContext:
+    """The listener's TLS context, or :class:`TLSSetupError` (naming the keys under ``prefix``)."""
+    example = prefix.partition(".")[0]
     for key in ("cert_file", "key_file", "ca_file"):
         path: str = getattr(cfg, key)
         if not path:
@@ -32,8 +42,8 @@ def server_context(cfg: SyslogTLSConfig) -> ssl.SSLContext:
         except OSError as exc:
             name = key.removesuffix("_file")
             raise TLSSetupError(
-                f"{_PREFIX}.{key}: {path} cannot be read ({exc.strerror or exc}); give a PEM file the "
-                f"agent can read, such as `{key}: /etc/log-capturer/tls/syslog-{name}.pem`"
+                f"{prefix}.{key}: {path} cannot be read ({exc.strerror or exc}); give a PEM file the "
+                f"agent can read, such as `{key}: /etc/log-capturer/tls/{example}-{name}.pem`"
             ) from None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -41,7 +51,7 @@ def server_context(cfg: SyslogTLSConfig) -> ssl.SSLContext:
         ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
     except (ssl.SSLError, OSError) as exc:
         raise TLSSetupError(
-            f"{_PREFIX}: cannot use cert_file {cfg.cert_file} with key_file {cfg.key_file} "
+            f"{prefix}: cannot use cert_file {cfg.cert_file} with key_file {cfg.key_file} "
             f"({_why(exc)}); give the listener's PEM certificate (its chain may follow it) and its "
             "unencrypted PEM private key"
         ) from None
@@ -50,7 +60,7 @@ def server_context(cfg: SyslogTLSConfig) -> ssl.SSLContext:
             ctx.load_verify_locations(cfg.ca_file)
         except (ssl.SSLError, OSError) as exc:
             raise TLSSetupError(
-                f"{_PREFIX}.ca_file: {cfg.ca_file} holds no usable CA certificate ({_why(exc)}); give "
+                f"{prefix}.ca_file: {cfg.ca_file} holds no usable CA certificate ({_why(exc)}); give "
                 "the PEM certificate(s) of the CA that signs client certificates, or '' to accept any client"
             ) from None
         ctx.verify_mode = ssl.CERT_REQUIRED

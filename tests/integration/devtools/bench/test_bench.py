@@ -185,3 +185,49 @@ def _topics(bootstrap: str) -> list[str]:
     from confluent_kafka.admin import AdminClient
 
     return list(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).topics)
+
+
+@pytest.mark.parametrize(("record", "compress"), [("log", False), ("fields", True)])
+def test_max_smoke_through_the_forward_listener(
+    tmp_path: Path, bootstrap: str, record: str, compress: bool
+) -> None:
+    """The generator's forward target (Forward mode, or CompressedPackedForward) into the agent's
+    forward listener, every message acknowledged, every line read back once."""
+    r = bench(
+        tmp_path,
+        bootstrap,
+        "--scenario",
+        "max",
+        "--lines",
+        "20000",
+        "--source",
+        "forward",
+        "--http-batch",
+        "2000",
+        "--forward-record",
+        record,
+        *(["--forward-compress"] if compress else []),
+    )
+    res = r["results"]
+    assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (20000, 0, 0, 0)
+    assert res["errors"]["foreign_records"] == 0
+    opts = r["options"]
+    assert (opts["source"], opts["forward_record"], opts["forward_compress"]) == ("forward", record, compress)
+    info = r["generator"]["target_info"]
+    assert (r["generator"]["target"], info["messages"], info["acked"]) == ("forward", 10, 10)
+    assert (info["record"], info["compressed"]) == (record, compress)
+    assert r["ceiling"] is None and r["agent"]["exit_code"] == 0
+    assert res["by_topic"].get(r["topics"]["logs-dlq"], 0) == 0
+
+
+def test_max_smoke_through_the_otlp_input(tmp_path: Path, bootstrap: str) -> None:
+    r = bench(tmp_path, bootstrap, "--scenario", "max", "--lines", "20000", "--source", "otlp")
+    res = r["results"]
+    assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (20000, 0, 0, 0)
+    assert res["errors"]["foreign_records"] == 0
+    assert (r["options"]["source"], r["options"]["http_format"]) == ("otlp", "otlp")
+    info = r["generator"]["target_info"]
+    assert info["url"].endswith("/v1/logs") and (info["format"], info["requests"]) == ("otlp", 20)
+    assert r["ceiling"] is None and r["agent"]["exit_code"] == 0
+    config = yaml.safe_load(Path(r["agent"]["config"]).read_text())
+    assert config["otlp"]["enabled"] is True

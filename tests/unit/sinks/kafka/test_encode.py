@@ -62,3 +62,23 @@ def test_keyed_fast_path_matches_the_general_path() -> None:
         {},
         {"tenant_id": "t1"},
     ]
+
+
+def test_event_times_are_formatted_like_rfc3339_ns() -> None:
+    """Each second is formatted once per chunk; every record's time is still its own."""
+    stamps = [1_764_000_000 * 10**9 + i * 333_333_333 for i in range(7)] + [5, -1_500_000_000]
+    chunk = Chunk(Origin("forward", "x"), [f"line {i}" for i in range(len(stamps))])
+    chunk.levels = ["info"] * len(stamps)
+    chunk.timestamps = stamps
+    got = [orjson.loads(v)["timestamp"] for v in encode_chunk(chunk, None)]
+    assert got == [rfc3339_ns(ns) for ns in stamps]
+
+
+def test_preset_levels_without_a_key_are_taken_as_they_are() -> None:
+    chunk = Chunk(Origin("forward", "x", {"tenant_id": "a"}), ['{"level":"error"}', "plain warn"])
+    chunk.preset_levels = ["info", "debug"]
+    Analyzer("tenant_id").analyze(chunk)
+    assert (chunk.levels, chunk.keys) == (["info", "debug"], None)
+    chunk.preset_levels = ["info", None]  # one to detect: line by line
+    Analyzer("tenant_id").analyze(chunk)
+    assert chunk.levels == ["info", "warn"]

@@ -399,3 +399,66 @@ def test_rejections_are_logged_at_most_once_per_interval_with_an_example(
         "their requests were shipped; e.g. record 1: missing_message here; the DLQ could not take them: "
         "the DLQ is full",
     ]
+
+
+def _chunk_view(chunks: list[Chunk]) -> list[Any]:
+    return [
+        (
+            c.origin.source_type,
+            c.origin.source_id,
+            c.origin.labels,
+            c.lines,
+            c.meta,
+            c.preset_levels,
+            c.timestamps,
+        )
+        for c in chunks
+    ]
+
+
+@pytest.mark.parametrize(
+    "recs",
+    [
+        # uniform: decided once per batch
+        [
+            {"log": f"line {i}\n", "level": lvl, "stream": "stdout"}
+            for i, lvl in enumerate(["info", 30, "3", "WARNING"])
+        ],
+        [{"message": f"m {i}", "labels": {"tenant_id": f"t{i % 2}"}, "level": "error"} for i in range(5)],
+        [{"msg": "only a message"}, {"msg": "again\r\n"}],
+        [
+            {"log": "with", "level": "warn", "n": 1},
+            {"log": "without", "n": 2},
+            {"log": "x", "n": 3, "level": 50},
+        ],
+        [{"log": "none has a level", "n": 1}, {"log": "b", "n": 2}],
+        [{"log": "a", "level": None}, {"log": "b", "level": "info"}],
+        [{"log": "a", "level": "info", "severity": 3}, {"log": "b", "severity": 3}],
+        [{"log": "a", "level": {"x": 1}}, {"log": "b"}],
+        # record by record (a level that is none, an empty message, a time member, mixed shapes)
+        [{"log": "a", "level": "loud"}, {"log": "b", "level": "loud"}],
+        [{"log": "a"}, {"log": " "}],
+        [{"log": "a", "time": "2026-11-25T08:00:00Z"}, {"log": "b", "time": "later"}],
+        [{"log": "a"}, {"message": "b", "level": "info"}],
+        [{"log": "a", "labels": {"n": 1}}, {"log": "b", "labels": {"n": 1}}],
+    ],
+)
+def test_uniform_batches_give_what_record_by_record_gives(
+    recs: list[dict[str, Any]], monkeypatch: Any
+) -> None:
+    items: list[Any] = [(r, 1_764_000_000 * NS + i if i % 2 else None) for i, r in enumerate(recs)]
+    cfg = HttpIngestConfig(labels={"env": "test"})
+    monkeypatch.setattr(http.time, "time_ns", lambda: 5)  # the read time of both
+    fast_chunks, fast_rejected = Records(cfg).chunks(items)
+    monkeypatch.setattr(Records, "_uniform", lambda *_: None)
+    slow_chunks, slow_rejected = Records(cfg).chunks(items)
+    assert _chunk_view(fast_chunks) == _chunk_view(slow_chunks)
+    assert [(r.number, r.reason) for r in fast_rejected] == [(r.number, r.reason) for r in slow_rejected]
+
+
+def test_uniform_batch_takes_the_batch_rule() -> None:
+    recs = [{"log": f"line {i}", "level": "info"} for i in range(3)]
+    records_ = Records(HttpIngestConfig())
+    assert records_._uniform([(r, None) for r in recs], None) is not None
+    assert records_._uniform([(r, None) for r in [*recs, {"log": "x"}]], None) is not None  # no level
+    assert records_._uniform([(r, None) for r in [*recs, {"log": "x", "other": 1}]], None) is None

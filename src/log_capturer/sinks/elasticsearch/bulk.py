@@ -1,0 +1,256 @@
+"""What a ``_bulk`` request carries and what its answer means. No network, no threads.
+
+- :class:`Documents`: a chunk's records as documents: each one's index, ``_id`` and JSON source
+  (the record Kafka gets, its ``timestamp`` named as ``timestamp_field``).
+- :func:`doc_ids`: the deterministic document ids (see the function).
+- :func:`body`: the NDJSON body of a request (an action line and a source line per record).
+- :func:`outcome_of_item`, :func:`outcome_of_status`: what the server's answers mean to the
+  engine (delivered, retry, retry alone, reject).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from typing import Any
+
+import orjson
+
+from log_capturer.engine.contract import Failure, Record
+from log_capturer.record import Chunk
+from log_capturer.sinks.elasticsearch.config import BAD_INDEX_CHARS, ElasticsearchSinkConfig
+
+#: An item's error types that mean "not now" (the node is busy or a shard is moving): retried.
+RETRIABLE_TYPES = frozenset(
+    {
+        "es_rejected_execution_exception",
+        "rejected_execution_exception",
+        "circuit_breaking_exception",
+        "unavailable_shards_exception",
+        "no_shard_available_action_exception",
+        "node_not_connected_exception",
+        "node_disconnected_exception",
+        "process_cluster_event_timeout_exception",
+        "cluster_manager_not_discovered_exception",
+        "master_not_discovered_exception",
+        "shard_not_in_primary_mode_exception",
+        "timeout_exception",
+        "receive_timeout_transport_exception",
+    }
+)
+#: Item statuses that mean "not now".
+RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def doc_ids(chunk: Chunk, encoded: list[bytes]) -> list[str]:
+    """One ``_id`` per line of ``chunk`` (``encoded``: its lines as UTF-8), the same every time the
+    same line is read from the same place:
+
+    - positions exact (a file or container log whose chunk holds plain newline-ended lines:
+      ``start`` plus each line's bytes and newline ends exactly at ``end``): the line's byte offset
+      is known, and the id hashes the source id, the file's identity (``chunk.stream``: device and
+      inode), that offset and the line's text. Stable across a restart whatever the chunk
+      boundaries are then.
+    - event times known (``chunk.timestamps``, e.g. Docker's json-file): source id, stream, the
+      line's time, its text and how many identical (time, text) lines precede it in the chunk.
+      Stable across a restart unless two identical lines with the same nanosecond time fall on
+      either side of a chunk boundary.
+    - other positions (CRLF or blank lines, a line cut for its length): source id, stream, the
+      chunk's start and the line's index in it. Stable for retries and DLQ replays (the id travels
+      with the record); after a restart, for the first chunk read again only.
+    - no positions (syslog, HTTP, stdin without an offset): a random id per chunk and the line's
+      index: stable for retries and DLQ replays only (nothing is read again after a restart).
+    """
+    o = chunk.origin
+    base = f"{o.source_type}\0{o.source_id}\0{chunk.stream}\0".encode()
+    n = len(encoded)
+    start, end = chunk.start, chunk.end
+    blake = hashlib.blake2b
+    if end > start and start + sum(map(len, encoded)) + n == end:
+        out = []
+        pos = start
+        for data in encoded:
+            h = blake(base, digest_size=15)
+            h.update(pos.to_bytes(8, "little"))
+            h.update(data)
+            out.append(_b64(h.digest()))
+            pos += len(data) + 1
+        return out
+    stamps = chunk.timestamps
+    if stamps is not None and end > start:
+        seen: dict[tuple[int, bytes], int] = {}
+        out = []
+        for ns, data in zip(stamps, encoded, strict=True):
+            k = seen.get((ns, data), 0)
+            seen[(ns, data)] = k + 1
+            h = blake(base, digest_size=15)
+            h.update(ns.to_bytes(8, "little", signed=True))
+            h.update(k.to_bytes(4, "little"))
+            h.update(data)
+            out.append(_b64(h.digest()))
+        return out
+    seed = base + (b"c" + start.to_bytes(8, "little") if end > start else b"r" + os.urandom(16))
+    prefix = _b64(blake(seed, digest_size=12).digest())
+    return [f"{prefix}{i:x}" for i in range(n)]
+
+
+class IndexNamer:
+    """Index names from a strftime pattern, per second of the records' timestamps (cached)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.fixed = "%" not in pattern
+        self._cache: dict[int, str] = {}
+
+    def at(self, ns: int) -> str:
+        if self.fixed:
+            return self.pattern
+        sec = ns // 1_000_000_000
+        name = self._cache.get(sec)
+        if name is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            name = self._cache[sec] = time.strftime(self.pattern, time.gmtime(sec))
+        return name
+
+
+def valid_index(name: str) -> bool:
+    return (
+        bool(name)
+        and len(name.encode()) <= 255
+        and name == name.lower()
+        and not any(c in BAD_INDEX_CHARS for c in name)
+        and not name.startswith(("-", "_", "+"))
+        and name not in (".", "..")
+    )
+
+
+class Documents:
+    """Turns an analysed chunk into its records: ``Record(index, source JSON, _id)``."""
+
+    def __init__(self, config: ElasticsearchSinkConfig) -> None:
+        self.config = config
+        self.namer = IndexNamer(config.index)
+        self.rename = (
+            b'{"' + orjson.dumps(config.timestamp_field)[1:-1] + b'":'
+            if config.timestamp_field != "timestamp"
+            else b""
+        )
+        self.with_ids = config.document_id == "source_position"
+        field = config.index_field
+        self.index_field = field
+        self._label = field.removeprefix("labels.") if field.startswith("labels.") else ""
+        self._meta = field.removeprefix("fields.") if field.startswith("fields.") else ""
+
+    def records(self, chunk: Chunk, values: list[bytes]) -> list[Record]:
+        """``values``: the chunk's JSON records (:func:`~log_capturer.sinks.kafka.encode.encode_chunk`)."""
+        if self.rename:
+            cut = len(b'{"timestamp":')
+            values = [self.rename + v[cut:] for v in values]
+        indexes = self._indexes(chunk)
+        if self.with_ids:
+            ids: list[str] | list[None] = doc_ids(
+                chunk, [line.encode("utf-8", "surrogatepass") for line in chunk.lines]
+            )
+        else:
+            ids = [None] * len(values)
+        return [Record(ix, v, k) for ix, v, k in zip(indexes, values, ids, strict=True)]
+
+    def _indexes(self, chunk: Chunk) -> list[str]:
+        n = len(chunk.lines)
+        stamps = chunk.timestamps
+        at = self.namer.at
+        if stamps is None or self.namer.fixed:
+            names = [at(chunk.read_time_ns)] * n
+        else:
+            names = [at(ns) for ns in stamps]
+        if not self.index_field:
+            return names
+        o = chunk.origin
+        chosen: list[str | None]
+        if self._label:
+            chosen = [o.labels.get(self._label)] * n
+        elif self._meta:
+            meta = chunk.meta
+            chosen = [(m or {}).get(self._meta) if meta is not None else None for m in (meta or [None] * n)]
+        elif self.index_field == "level":
+            chosen = list(chunk.levels) if chunk.levels else [None] * n
+        else:
+            value = o.source_type if self.index_field == "source_type" else o.source_id
+            chosen = [value] * n
+        return [
+            c if isinstance(c, str) and valid_index(c) else name
+            for c, name in zip(chosen, names, strict=True)
+        ]
+
+
+def action(record: Record, op_type: str, pipeline: str, doc_type: str) -> bytes:
+    """The action line of one record (without its newline)."""
+    meta: dict[str, Any] = {"_index": record.topic}
+    if record.key is not None:
+        meta["_id"] = record.key if isinstance(record.key, str) else record.key.decode()
+    if doc_type:
+        meta["_type"] = doc_type
+    if pipeline:
+        meta["pipeline"] = pipeline
+    return orjson.dumps({op_type: meta})
+
+
+def body(records: list[Record], op_type: str, pipeline: str, doc_type: str) -> bytes:
+    """The NDJSON body: per record its action line and its source, each ended by a newline."""
+    parts: list[bytes] = []
+    append = parts.append
+    for r in records:
+        append(action(r, op_type, pipeline, doc_type))
+        append(r.value)
+    parts.append(b"")
+    return b"\n".join(parts)
+
+
+def outcome_of_status(status: int) -> Failure:
+    """What a whole request's HTTP error status means for each of its records."""
+    if status in RETRIABLE_STATUS or status >= 500 or status in (401, 403, 404, 408):
+        # Overloaded, away, or not allowed now (credentials, a proxy's path): retried, the breaker
+        # opens if it lasts; nothing is lost.
+        return Failure.RETRY
+    # 413 (the request is too large) and other refusals of the request: each record is sent alone,
+    # so that only a record refused for its own sake is parked.
+    return Failure.RETRY_ALONE
+
+
+def outcome_of_item(item: dict[str, Any], op_type: str) -> tuple[Failure | None, str, str]:
+    """One item of a ``_bulk`` answer: (None: delivered, else the failure), error type, text.
+    A document that was there already (409 with ``op_type: create``) is delivered, type ``exists``."""
+    status = int(item.get("status", 0))
+    if 200 <= status < 300:
+        return None, "", ""
+    error = item.get("error")
+    if isinstance(error, dict):
+        etype = str(error.get("type", "")) or f"http_{status}"
+        reason = str(error.get("reason", ""))
+        cause = error.get("caused_by")
+        if isinstance(cause, dict) and cause.get("reason"):
+            reason = f"{reason}: {cause.get('type', '')}: {cause.get('reason')}"
+    else:
+        etype, reason = f"http_{status}", str(error or "")
+    if status == 409 and op_type == "create" and etype == "version_conflict_engine_exception":
+        return None, "exists", ""  # the document is there already (a replay): delivered
+    text = f"{status} {etype}: {reason}".strip()
+    if status == 429 or etype in ("es_rejected_execution_exception", "rejected_execution_exception"):
+        return Failure.RETRY_ALONE, etype, text
+    if status in RETRIABLE_STATUS or etype in RETRIABLE_TYPES:
+        return Failure.RETRY, etype, text
+    return Failure.REJECT, etype, text
+
+
+def parse_response(raw: bytes) -> dict[str, Any]:
+    doc = orjson.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("the _bulk answer is not a JSON object")
+    return doc

@@ -1,0 +1,1 @@
+"""OpenTelemetry logs (OTLP over HTTP, ``POST /v1/logs``): ``config``, ``decode`` and ``source``."""

@@ -1,0 +1,158 @@
+"""The forward protocol's frames: the four modes, EventTime, bad messages, the handshake."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+
+from log_capturer.processing.timestamps import NS
+from log_capturer.sources.forward import protocol
+from log_capturer.sources.forward.protocol import (
+    INVALID_COMPRESSION,
+    INVALID_EVENT,
+    INVALID_MESSAGE,
+    ProtocolError,
+    decode,
+)
+from log_capturer.sources.http.source import INVALID_MSGPACK, Rejected
+
+LIMIT = 1 << 20
+T = 1_764_000_000
+
+
+def et(seconds: int, nanos: int = 0) -> msgpack.ExtType:
+    return msgpack.ExtType(0, struct.pack(">II", seconds, nanos))
+
+
+def roundtrip(*values: Any) -> list[protocol.Message]:
+    """Values packed as a client sends them, read back through a connection's decoder."""
+    decoder = protocol.unpacker(LIMIT)
+    wire = b"".join(msgpack.packb(v) for v in values)
+    out: list[Any] = []
+    for i in range(0, len(wire), 7):  # in small reads: values split across them
+        out.extend(protocol.feed(decoder, wire[i : i + 7]))
+    return [decode(v, n, LIMIT) for n, v in enumerate(out, 1)]
+
+
+def shape(m: protocol.Message) -> list[Any]:
+    return [(i.reason, i.number) if isinstance(i, Rejected) else i for i in m.items]
+
+
+def test_message_mode_with_event_time_and_integer_time() -> None:
+    [a, b] = roundtrip(
+        ["app.web", et(T, 123_456_789), {"log": "one"}],
+        ["app.web", T, {"log": "two"}, {"chunk": "abc"}],
+    )
+    assert (a.tag, a.mode, a.chunk) == ("app.web", "Message", None)
+    assert shape(a) == [({"log": "one"}, T * NS + 123_456_789)]
+    assert (b.mode, b.chunk) == ("Message", "abc")
+    assert shape(b) == [({"log": "two"}, T * NS)]
+
+
+def test_forward_mode_and_fluent_bit_metadata_events() -> None:
+    [m] = roundtrip(
+        ["k8s", [[et(T, 1), {"log": "a"}], [[et(T, 2), {"meta": 1}], {"log": "b"}], [T, {"log": "c"}]]]
+    )
+    assert m.mode == "Forward"
+    assert shape(m) == [({"log": "a"}, T * NS + 1), ({"log": "b"}, T * NS + 2), ({"log": "c"}, T * NS)]
+
+
+def packed(n: int) -> bytes:
+    return b"".join(msgpack.packb([et(T, i), {"log": f"line {i}"}]) for i in range(n))
+
+
+def test_packed_and_compressed_packed_forward() -> None:
+    entries = packed(3)
+    halves = gzip.compress(entries[:10]) + gzip.compress(entries[10:])  # Fluent Bit appends members
+    [p, c, c2] = roundtrip(
+        ["tag.p", entries, {"chunk": "p1", "size": 3}],
+        ["tag.c", gzip.compress(entries), {"chunk": "c1", "compressed": "gzip", "size": 3}],
+        ["tag.c", halves, {"compressed": "gzip"}],
+    )
+    want = [({"log": f"line {i}"}, T * NS + i) for i in range(3)]
+    assert (p.mode, p.chunk, shape(p)) == ("PackedForward", "p1", want)
+    assert (c.mode, c.chunk, shape(c)) == ("CompressedPackedForward", "c1", want)
+    assert shape(c2) == want
+
+
+def test_bad_messages_are_rejected_one_by_one_and_the_stream_goes_on() -> None:
+    entries = packed(2)
+    msgs = roundtrip(
+        "just a string",
+        [42, T, {"log": "numeric tag"}, {"chunk": "n1"}],
+        ["t", "not a time", {"log": "x"}],
+        ["t", [[T, {"log": "good"}], "not an event", [T, "not a map"]]],
+        ["t", entries + b"\xc1\xc1", {"chunk": "x1"}],
+        ["t", b"not gzip", {"compressed": "gzip"}],
+        ["t", entries, {"compressed": "zstd"}],
+        ["t", T],
+        ["t", entries, {"fluent_signal": 1}],
+        ["t", T, {"log": "after all that"}],
+    )
+    assert [(m.tag, shape(m)) for m in msgs] == [
+        ("", [(INVALID_MESSAGE, 1)]),
+        ("", [(INVALID_MESSAGE, 2)]),
+        ("t", [(INVALID_EVENT, 3)]),
+        ("t", [({"log": "good"}, T * NS), (INVALID_EVENT, 4), (INVALID_EVENT, 4)]),
+        ("t", [({"log": "line 0"}, T * NS), ({"log": "line 1"}, T * NS + 1), (INVALID_MSGPACK, 5)]),
+        ("t", [(INVALID_COMPRESSION, 6)]),
+        ("t", [(INVALID_COMPRESSION, 7)]),
+        ("", [(INVALID_MESSAGE, 8)]),
+        ("", [(INVALID_MESSAGE, 9)]),
+        ("t", [({"log": "after all that"}, T * NS)]),
+    ]
+    # A message whose tag is wrong still names its chunk: it is acknowledged once parked.
+    assert msgs[1].chunk == "n1" and msgs[4].chunk == "x1"
+    assert "the tag must be text" in msgs[1].items[0].error  # type: ignore[union-attr]
+
+
+def test_values_json_cannot_hold_are_made_plain() -> None:
+    [m] = roundtrip(["t", T, {"log": b"bytes \xff", "ext": msgpack.ExtType(5, b"x"), 1: "int key"}])
+    assert shape(m) == [
+        ({"log": "bytes \\xff", "ext": {"ext_type": 5, "data_base64": "eA=="}, "1": "int key"}, T * NS)
+    ]
+
+
+def test_a_stream_that_is_not_msgpack_or_too_large_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="not msgpack"):
+        protocol.feed(protocol.unpacker(LIMIT), b"\xc1 hello")
+    small = protocol.unpacker(1 << 10)
+    with pytest.raises(ProtocolError, match="max_message_bytes"):
+        protocol.feed(small, msgpack.packb(["t", T, {"log": "x" * 4096}]))
+
+
+def test_compressed_bombs_stop_at_the_limit() -> None:
+    bomb = gzip.compress(b"\x00" * (2 * LIMIT))
+    [m] = roundtrip(["t", bomb, {"compressed": "gzip"}])
+    assert shape(m) == [(INVALID_COMPRESSION, 1)]
+    assert "max_message_bytes" in m.items[0].error  # type: ignore[union-attr]
+
+
+def test_shared_key_handshake() -> None:
+    nonce = protocol.new_nonce()
+    helo = msgpack.unpackb(protocol.helo(nonce))
+    assert helo[0] == "HELO" and helo[1]["nonce"] == nonce
+    salt = b"0123456789abcdef"
+
+    def ping(key: str) -> list[Any]:
+        proof = hashlib.sha512(salt + b"client-1" + nonce + key.encode()).hexdigest()
+        return ["PING", "client-1", salt, proof, "", ""]
+
+    answer, why = protocol.pong(ping("s3cret"), nonce, "s3cret", "agent-host")
+    assert why == ""
+    expected = hashlib.sha512(salt + b"agent-host" + nonce + b"s3cret").hexdigest()
+    assert msgpack.unpackb(answer) == ["PONG", True, "", "agent-host", expected]
+    answer, why = protocol.pong(ping("wrong"), nonce, "s3cret", "agent-host")
+    assert why == "shared_key mismatch"
+    assert msgpack.unpackb(answer)[:2] == ["PONG", False]
+    _, why = protocol.pong(["t", T, {"log": "no handshake"}], nonce, "s3cret", "agent-host")
+    assert "must be PING" in why
+
+
+def test_ack_answer() -> None:
+    assert msgpack.unpackb(protocol.ack("Y2h1bmsx")) == {"ack": "Y2h1bmsx"}
