@@ -55,6 +55,7 @@ def victorialogs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalVict
     server.down()
 
 
+@pytest.fixture(scope="session")
 def opensearch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOpenSearch]:
     """One OpenSearch 2.x node on free loopback ports for the whole session (about 1 GB: never one
     per test). Fails (never skips) with its log."""
