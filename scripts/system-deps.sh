@@ -32,6 +32,9 @@ dpkg -s rsyslog-gnutls >/dev/null 2>&1 || need+=(rsyslog-gnutls)
 # curl and jq: the design document's health check (curl .../health | jq ...) is run as written.
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
+# socat: a real TLS terminator that requires a client certificate (OpenSSL), in front of the local
+# VictoriaLogs, for the Loki sink's mutual TLS test (VictoriaLogs' open-source build has no mTLS).
+command -v socat >/dev/null || need+=(socat)
 # A private Docker Engine (log-capturer docker up; the container source and agent image tests):
 # dockerd and its client, Compose v1 for the stack test, busybox-static and debootstrap for the
 # local images (no registry is reachable). Nothing is started here: the project runs dockerd itself.

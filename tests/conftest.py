@@ -1,6 +1,6 @@
 """Session fixtures: a real Apache Kafka broker (KRaft) and a real OpenSearch node, both started
-from Maven Central jars, and a private Docker Engine (dockerd with its own data root and socket)
-with local images."""
+from Maven Central jars, a real VictoriaLogs (the Loki-API server, built with ``go install``), and
+a private Docker Engine (dockerd with its own data root and socket) with local images."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from log_capturer.devtools import docker_images
 from log_capturer.devtools.docker_local import LocalDocker, LocalDockerError, mounts_under
 from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError, free_port
 from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
+from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs, VictoriaLogsError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,20 @@ def bootstrap(kafka: LocalKafka) -> str:
     state = kafka.load_state()
     assert state is not None
     return state.bootstrap
+
+
+@pytest.fixture(scope="session")
+def victorialogs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalVictoriaLogs]:
+    """A VictoriaLogs server on a free port, for the whole session (tests tell their records apart
+    by a label of their own). Fails (never skips) with its log."""
+    server = LocalVictoriaLogs(tmp_path_factory.mktemp("victorialogs"), port=free_port(), log=print)
+    try:
+        server.up(timeout=600)  # the first run builds it with 'go install'
+    except VictoriaLogsError as exc:
+        server.down()
+        pytest.fail(f"VictoriaLogs did not start:\n{exc}", pytrace=False)
+    yield server
+    server.down()
 
 
 @pytest.fixture(scope="session")

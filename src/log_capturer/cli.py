@@ -1,4 +1,5 @@
-"""Command line: ``log-capturer run | validate | pipeline | dlq | generate | bench | kafka | docker``."""
+"""Command line: ``log-capturer run | validate | pipeline | dlq | generate | bench | kafka | docker |
+victorialogs``."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ docker_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(docker_app, name="docker")
+victorialogs_app = typer.Typer(
+    help="A real local VictoriaLogs (Loki push API, Elasticsearch bulk API, LogsQL) for development "
+    "and tests.",
+    no_args_is_help=True,
+)
+app.add_typer(victorialogs_app, name="victorialogs")
 pipeline_app = typer.Typer(help="Processing pipelines.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(dlq_app, name="dlq")
@@ -638,8 +645,10 @@ def bench(
     sink: Annotated[
         str,
         typer.Option(
-            help="kafka, or elasticsearch: file -> agent -> Elasticsearch/OpenSearch against a bare "
-            "_bulk client (same lines, batch size and concurrency) on the same server."
+            help="kafka; elasticsearch: file -> agent -> Elasticsearch/OpenSearch against a bare "
+            "_bulk client (same lines, batch size and concurrency) on the same server; loki: file -> "
+            "agent -> a local VictoriaLogs' Loki push API (--lines, default 300,000) against a bare "
+            "client posting the same lines in the same batches."
         ),
     ] = "kafka",
     es_url: Annotated[
@@ -652,16 +661,24 @@ def bench(
     es_concurrency: Annotated[
         int, typer.Option(help="With --sink elasticsearch: _bulk requests in flight.")
     ] = 2,
+    batch_size: Annotated[int, typer.Option(help="With --sink loki: sinks.loki.batch_size.")] = 1000,
+    max_in_flight: Annotated[
+        int, typer.Option(help="With --sink loki: sinks.loki.max_in_flight (and the bare client's).")
+    ] = 2,
 ) -> None:
     """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
-    raw ceiling (--sink elasticsearch: the same against Elasticsearch/OpenSearch)."""
+    raw ceiling (--sink elasticsearch, --sink loki: the same against Elasticsearch/OpenSearch, or
+    Loki's push API)."""
     if sink == "elasticsearch":
         _bench_elasticsearch(
             es_url, lines or 200_000, out_dir, es_batch, es_concurrency, line_bytes, json_out
         )
         return
+    if sink == "loki":
+        _bench_loki(lines or 300_000, out_dir, batch_size, max_in_flight, line_bytes, json_out)
+        return
     if sink != "kafka":
-        err.print(f"--sink {sink!r}: use kafka or elasticsearch")
+        err.print(f"--sink {sink!r}: use kafka, elasticsearch or loki")
         raise typer.Exit(2)
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
 
@@ -725,6 +742,26 @@ def _bench_elasticsearch(
         json_out.write_text(text)
     out.print_json(text)
     if result.documents != lines or result.duplicates:
+        raise typer.Exit(3)
+
+
+def _bench_loki(
+    lines: int, out_dir: Path, batch_size: int, max_in_flight: int, line_bytes: int, json_out: Path | None
+) -> None:
+    from log_capturer.devtools.bench.loki import run_loki_bench
+
+    try:
+        res = run_loki_bench(
+            lines, out_dir, err, batch_size=batch_size, line_bytes=line_bytes, max_in_flight=max_in_flight
+        )
+    except Exception as exc:
+        err.print(f"[bold red]bench --sink loki: {escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    text = json.dumps(res, indent=2)
+    if json_out is not None:
+        json_out.write_text(text)
+    out.print_json(text)
+    if res["lost"] or res["duplicated"]:
         raise typer.Exit(3)
 
 
@@ -881,6 +918,55 @@ def docker_status(workdir: DockerWorkdirOpt = None) -> None:
     from log_capturer.devtools.docker_local import LocalDocker
 
     st = LocalDocker(workdir).status()
+    out.print_json(json.dumps(st))
+    if st["state"] != "up":
+        raise typer.Exit(1)
+
+
+# -- victorialogs -----------------------------------------------------------------------------
+
+VictoriaLogsWorkdirOpt = Annotated[
+    Path | None,
+    typer.Option("--workdir", help="Server directory (default: ~/.cache/log-capturer/victorialogs)."),
+]
+
+
+@victorialogs_app.command("up")
+def victorialogs_up(
+    port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 9428,
+    workdir: VictoriaLogsWorkdirOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 60.0,
+) -> None:
+    """Start VictoriaLogs (built once with 'go install'); print its Loki push URL. Idempotent."""
+    from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs, VictoriaLogsError
+
+    v = LocalVictoriaLogs(workdir, port=port, log=err.print)
+    try:
+        v.up(timeout)
+    except VictoriaLogsError as exc:
+        print_problem(str(exc))
+        raise typer.Exit(1) from None
+    out.print(v.push_url, highlight=False)
+
+
+@victorialogs_app.command("down")
+def victorialogs_down(
+    workdir: VictoriaLogsWorkdirOpt = None,
+    purge: Annotated[bool, typer.Option(help="Also delete its data.")] = False,
+) -> None:
+    """Stop the local VictoriaLogs."""
+    from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
+
+    ran = LocalVictoriaLogs(workdir, log=err.print).down(purge=purge)
+    out.print("stopped" if ran else "not running")
+
+
+@victorialogs_app.command("status")
+def victorialogs_status(workdir: VictoriaLogsWorkdirOpt = None) -> None:
+    """Report the local VictoriaLogs: state, URLs, pid. Exit 1 unless up."""
+    from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
+
+    st = LocalVictoriaLogs(workdir).status()
     out.print_json(json.dumps(st))
     if st["state"] != "up":
         raise typer.Exit(1)

@@ -24,6 +24,7 @@ from log_capturer.config.base import Strict
 from log_capturer.sinks.elasticsearch.config import ElasticsearchSinkConfig
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.local_file.config import LocalFileSinkConfig
+from log_capturer.sinks.loki.config import LokiSinkConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
 from log_capturer.sources.forward.config import ForwardConfig
@@ -66,6 +67,7 @@ class Sinks(Strict):
     local_file: LocalFileSinkConfig = component(
         LocalFileSinkConfig, "log_capturer.sinks.local_file.sink:COMPONENT"
     )
+    loki: LokiSinkConfig = component(LokiSinkConfig, "log_capturer.sinks.loki.sink:COMPONENT")
     elasticsearch: ElasticsearchSinkConfig = component(
         ElasticsearchSinkConfig, "log_capturer.sinks.elasticsearch.sink:COMPONENT"
     )

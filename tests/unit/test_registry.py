@@ -25,7 +25,12 @@ def test_every_registered_section_names_a_component_of_its_kind() -> None:
         "container_monitor",
     ]
     assert all(isinstance(comp, SourceComponent) for _k, _s, comp in sources)
-    assert [key for key, _s, _c in sink_components(config.sinks)] == ["kafka", "local_file", "elasticsearch"]
+    assert [key for key, _s, _c in sink_components(config.sinks)] == [
+        "kafka",
+        "local_file",
+        "loki",
+        "elasticsearch",
+    ]
     assert all(isinstance(comp, SinkComponent) for _k, _s, comp in sink_components(config.sinks))
     # Every section of the file that is a source or a sink is a registry line.
     assert set(Sources.model_fields) <= set(type(config).model_fields)

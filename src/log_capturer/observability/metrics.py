@@ -311,3 +311,37 @@ class Metrics:
             ["pipeline", "rule"],
             registry=r,
         )
+        # --- HTTP sinks (Loki) -------------------------------------------------------------
+        self.sink_requests = Counter(
+            "sink_requests_total",
+            "Requests an HTTP sink made to its server, by answer: the HTTP status, or 'error' when "
+            "none came (refused connection, request_timeout).",
+            ["sink_type", "status"],
+            registry=r,
+        )
+        self.sink_request_duration = Histogram(
+            "sink_request_duration_seconds",
+            "Time from sending a request to its answer, per HTTP sink.",
+            ["sink_type"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sink_request_bytes = Counter(
+            "sink_request_bytes_total",
+            "Bytes of request bodies sent by an HTTP sink (compressed: 'wire'; before compression: 'raw').",
+            ["sink_type", "encoding"],
+            registry=r,
+        )
+        self.loki_stream_overflow = Counter(
+            "loki_stream_overflow_total",
+            'Entries sent under the overflow stream (stream_overflow="true") because their own '
+            "labels would have made more than max_streams streams.",
+            ["sink_name"],
+            registry=r,
+        )
+        self.loki_streams = Gauge(
+            "loki_streams",
+            "Distinct streams (tenant and label set) the Loki sink has created.",
+            ["sink_name"],
+            registry=r,
+        )

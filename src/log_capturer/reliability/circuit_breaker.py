@@ -135,6 +135,17 @@ class CircuitBreaker:
                 self.consecutive_failures += 1
                 self._open(f"a trial call failed: {reason}")
 
+    def trip(self, reason: str) -> None:
+        """Open now, whatever the count (a failure that is certain to repeat: the server refuses
+        the sink's credentials). Trial calls start after the open timeout as usual."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self.last_failure = reason
+            if self._state is not BreakerState.OPEN:
+                self.consecutive_failures += 1
+                self._open(reason)
+
     # -- transitions (lock held) -----------------------------------------------------------------
     def _expire(self) -> None:
         if self._state is BreakerState.OPEN and self._clock() - self.opened_at >= self.open_timeout:

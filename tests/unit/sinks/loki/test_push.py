@@ -1,0 +1,207 @@
+"""Records into Loki entries, and the push bodies (protobuf read back by a small decoder here)."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from typing import Any
+
+import cramjam
+import orjson
+
+from log_capturer.engine.contract import Record
+from log_capturer.record import Chunk, Origin
+from log_capturer.sinks.kafka.encode import encode_chunk
+from log_capturer.sinks.loki.config import LokiSinkConfig
+from log_capturer.sinks.loki.push import (
+    OVERFLOW_LABEL,
+    Shaper,
+    encode,
+    group,
+    key_value_line,
+    label_name,
+    labels_text,
+    parse_timestamp,
+)
+
+
+def records(lines: list[str], labels: dict[str, str] | None = None, level: str = "info") -> list[Record]:
+    chunk = Chunk(Origin("file", "/var/log/app.log", labels or {}), lines, start=0, end=len(lines))
+    chunk.levels = [level] * len(lines)
+    return [Record("dest", v, None) for v in encode_chunk(chunk, None)]
+
+
+def config(**kw: Any) -> LokiSinkConfig:
+    return LokiSinkConfig.model_validate({"enabled": True, **kw})
+
+
+# -- a protobuf reader, enough for PushRequest --------------------------------------------------
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        n |= (c & 0x7F) << shift
+        shift += 7
+        if c < 0x80:
+            return n, i
+
+
+def fields(b: bytes) -> list[tuple[int, Any]]:
+    out: list[tuple[int, Any]] = []
+    i = 0
+    while i < len(b):
+        key, i = _varint(b, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = _varint(b, i)
+            out.append((num, v))
+        else:
+            assert wire == 2, wire
+            n, i = _varint(b, i)
+            out.append((num, b[i : i + n]))
+            i += n
+    return out
+
+
+def decode_push(raw: bytes) -> list[tuple[str, list[tuple[int, bytes, list[tuple[str, str]]]]]]:
+    streams = []
+    for num, stream in fields(raw):
+        assert num == 1
+        labels = ""
+        entries = []
+        for n2, v in fields(stream):
+            if n2 == 1:
+                labels = v.decode()
+            elif n2 == 2:
+                ts = 0
+                line = b""
+                meta = []
+                for n3, v3 in fields(v):
+                    if n3 == 1:
+                        parts = dict(fields(v3))
+                        ts = parts.get(1, 0) * 1_000_000_000 + parts.get(2, 0)
+                    elif n3 == 2:
+                        line = v3
+                    elif n3 == 3:
+                        pair = dict(fields(v3))
+                        meta.append((pair[1].decode(), pair[2].decode()))
+                entries.append((ts, line, meta))
+        streams.append((labels, entries))
+    return streams
+
+
+def test_labels_text_is_sorted_and_escaped() -> None:
+    assert labels_text({"b": "2", "a": 'say "hi"\\\n'}) == '{a="say \\"hi\\"\\\\\\n", b="2"}'
+    assert label_name("app.kubernetes.io/name") == "app_kubernetes_io_name"
+    assert label_name("1st") == "_1st"
+
+
+def test_parse_timestamp_reads_rfc3339_nanoseconds() -> None:
+    assert parse_timestamp(b"1970-01-01T00:00:01.000000002Z") == 1_000_000_002
+    assert parse_timestamp(b"2026-01-02T03:04:05.5Z") % 1_000_000_000 == 500_000_000
+    assert parse_timestamp(b"2026-01-02T03:04:05Z") % 1_000_000_000 == 0
+
+
+def test_default_entry_labels_line_and_timestamp() -> None:
+    shaper = Shaper(config())
+    chunk = Chunk(Origin("file", "/var/log/app.log", {"app": "web"}), ["hello"], start=0, end=1)
+    chunk.levels = ["error"]
+    recs = [Record("dest", v, None) for v in encode_chunk(chunk, None)]
+    entries, refused = shaper.entries(chunk, [r.value for r in recs])
+    assert not refused
+    (e,) = entries
+    assert e.stream == (
+        '{app="web", job="log-capturer", level="error", source_id="/var/log/app.log", source_type="file"}'
+    )
+    doc = orjson.loads(e.line)
+    assert "timestamp" not in doc and doc["message"] == "hello"
+    assert e.ts == chunk.read_time_ns
+
+
+def test_line_formats_and_structured_metadata() -> None:
+    (rec,) = records(["a b"], {"team": "ops"})
+    kv = Shaper(config(line_format="key_value")).entry_of(rec)
+    assert kv.line.decode().startswith('message="a b" level=info source_type=file')
+    assert "labels.team=ops" in kv.line.decode()
+    msg = Shaper(config(line_format="message", structured_metadata=["labels.team", "level"])).entry_of(rec)
+    assert msg.line == b"a b"
+    assert msg.meta == (("labels_team", "ops"), ("level", "info"))
+    js = Shaper(config(structured_metadata=["labels.team"])).entry_of(rec)
+    assert orjson.loads(js.line)["labels"] == {} and js.meta == (("labels_team", "ops"),)
+    assert key_value_line({"a": "", "b": {"c": "x=y"}}) == 'a="" b.c="x=y"'
+
+
+def test_tenant_from_a_field_else_the_fixed_one() -> None:
+    shaper = Shaper(config(tenant_id="7", tenant_field="labels.tenant"))
+    assert shaper.entry_of(records(["x"], {"tenant": "42"})[0]).tenant == "42"
+    assert shaper.entry_of(records(["x"])[0]).tenant == "7"
+
+
+def test_max_streams_sends_new_label_sets_under_the_overflow_stream() -> None:
+    shaper = Shaper(config(max_streams=2, source_labels=True))
+    streams = [shaper.entry_of(records(["x"], {"pod": f"p{i}"})[0]).stream for i in range(4)]
+    assert len(set(streams[:2])) == 2
+    assert streams[2] == streams[3] == shaper.overflow_stream
+    assert f'{OVERFLOW_LABEL}="true"' in shaper.overflow_stream
+    assert shaper.overflowed == 2 and shaper.streams() == 2
+    # A known stream still goes to its own.
+    assert shaper.entry_of(records(["y"], {"pod": "p0"})[0]).stream == streams[0]
+
+
+def test_too_large_and_too_old_are_refused_before_sending_or_clamped() -> None:
+    chunk = Chunk(Origin("file", "/a"), ["x" * 5000, "old"], start=0, end=2)
+    chunk.levels = ["", ""]
+    chunk.timestamps = [time.time_ns(), time.time_ns() - 10 * 86400 * 10**9]
+    recs = [Record("dest", v, None) for v in encode_chunk(chunk, None)]
+    entries, refused = Shaper(config(max_request_size=2048)).entries(chunk, [r.value for r in recs])
+    assert [r.reason for r in refused] == ["too_large", "timestamp_too_old"]
+    assert "max_request_size=2048" in refused[0].text and "timestamp too old" in refused[1].text
+    assert not entries
+    clamped, refused = Shaper(config(timestamp_learning={"clamp_enabled": True})).entries(
+        chunk, [r.value for r in recs]
+    )
+    assert not refused and len(clamped) == 2
+    assert clamped[1].rewritten and time.time_ns() - clamped[1].ts < 10**10
+
+
+def test_protobuf_body_groups_streams_and_sorts_entries_by_time() -> None:
+    shaper = Shaper(config(structured_metadata=["level"]))
+    recs = records(["first", "second"]) + records(["other"], {"app": "x"})
+    entries = [shaper.entry_of(r) for r in recs]
+    entries[0].ts, entries[1].ts = 2_000_000_001, 1_000_000_005
+    body, headers, raw_size = encode(entries, shaper.config, shaper)
+    assert headers == {"Content-Type": "application/x-protobuf"}
+    raw = bytes(cramjam.snappy.decompress_raw(body))
+    assert len(raw) == raw_size
+    streams = decode_push(raw)
+    assert [s[0] for s in streams] == [entries[0].stream, entries[2].stream]
+    first = streams[0][1]
+    assert [ts for ts, _l, _m in first] == [1_000_000_005, 2_000_000_001]
+    assert [orjson.loads(line)["message"] for _t, line, _m in first] == ["second", "first"]
+    assert first[0][2] == [("level", "info")]
+    assert [e.ts for e in group(entries)[entries[0].stream]] == [1_000_000_005, 2_000_000_001]
+
+
+def test_json_body_gzip() -> None:
+    shaper = Shaper(config(encoding="json"))
+    entries = [shaper.entry_of(r) for r in records(["a"], {"app": "x"})]
+    body, headers, _ = encode(entries, shaper.config, shaper)
+    assert headers["Content-Encoding"] == "gzip"
+    doc = orjson.loads(gzip.decompress(body))
+    (stream,) = doc["streams"]
+    assert stream["stream"]["app"] == "x"
+    assert stream["values"][0][0] == str(entries[0].ts)
+    assert orjson.loads(stream["values"][0][1])["message"] == "a"
+
+
+def test_message_lines_from_the_chunk_are_those_of_the_record() -> None:
+    chunk = Chunk(Origin("file", "/a", {"app": "x"}), ['{"a": 1}', "plain é"], start=0, end=2)
+    chunk.levels = ["info", "error"]
+    values = encode_chunk(chunk, None)
+    shaper = Shaper(config(line_format="message"))
+    fast, refused = shaper.entries(chunk, values)
+    slow = [shaper.entry_of(Record("dest", v, None)) for v in values]
+    assert not refused
+    assert [(e.line, e.stream, e.ts) for e in fast] == [(e.line, e.stream, e.ts) for e in slow]
+    assert [e.line for e in fast] == [b'{"a": 1}', "plain é".encode()]
