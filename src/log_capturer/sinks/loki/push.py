@@ -32,7 +32,7 @@ import orjson
 
 from log_capturer.engine.contract import Record, Refused
 from log_capturer.record import Chunk
-from log_capturer.sinks.kafka.encode import rfc3339_ns
+from log_capturer.sinks.encoding import rfc3339_ns
 from log_capturer.sinks.loki.config import LokiSinkConfig
 
 #: The label an entry gets instead of its own when it would create a stream past ``max_streams``.
