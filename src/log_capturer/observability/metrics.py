@@ -171,26 +171,7 @@ class Metrics:
             registry=r,
         )
         # --- Elasticsearch / OpenSearch sink (besides the kafka_* families the engine fills
-        # for every sink, with the index as the topic) ---------------------------------------
-        self.es_requests = Counter(
-            "elasticsearch_requests_total",
-            "_bulk requests, by HTTP status ('connection_error' when no answer came).",
-            ["sink_name", "status"],
-            registry=r,
-        )
-        self.es_request_duration = Histogram(
-            "elasticsearch_request_duration_seconds",
-            "Time from sending a _bulk request to its answer.",
-            ["sink_name"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.es_request_bytes = Counter(
-            "elasticsearch_request_bytes_total",
-            "Bytes of _bulk request bodies: 'uncompressed' NDJSON and 'sent' (after gzip).",
-            ["sink_name", "kind"],
-            registry=r,
-        )
+        # for every sink, with the index as the topic, and the HTTP sinks' sink_request* ones) --
         self.es_item_errors = Counter(
             "elasticsearch_item_errors_total",
             "Items of _bulk answers that were not delivered, by the server's error type.",
@@ -311,7 +292,7 @@ class Metrics:
             ["pipeline", "rule"],
             registry=r,
         )
-        # --- HTTP sinks (Loki) -------------------------------------------------------------
+        # --- HTTP sinks (Loki, Elasticsearch) -------------------------------------------------------------
         self.sink_requests = Counter(
             "sink_requests_total",
             "Requests an HTTP sink made to its server, by answer: the HTTP status, or 'error' when "

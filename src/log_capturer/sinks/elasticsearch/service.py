@@ -468,16 +468,16 @@ class ElasticsearchService:
         except RequestError as exc:
             if exc.unreachable:
                 self.failing = exc.text
-            m.es_requests.labels(self.name, exc.etype).inc()
+            m.sink_requests.labels("elasticsearch", "error").inc()
             self._report(items, exc.failure, exc.etype, exc.text)
             return
         self.failing = ""
         self.requests += 1
         self.bytes_sent += len(data)
-        m.es_request_duration.labels(self.name).observe(time.monotonic() - started)
-        m.es_request_bytes.labels(self.name, "uncompressed").inc(raw_len)
-        m.es_request_bytes.labels(self.name, "sent").inc(len(data))
-        m.es_requests.labels(self.name, str(status)).inc()
+        m.sink_request_duration.labels("elasticsearch").observe(time.monotonic() - started)
+        m.sink_request_bytes.labels("elasticsearch", "raw").inc(raw_len)
+        m.sink_request_bytes.labels("elasticsearch", "wire").inc(len(data))
+        m.sink_requests.labels("elasticsearch", str(status)).inc()
         if status != 200:
             text = f"_bulk answered {status}: {raw[:500].decode(errors='replace')}"
             failure = bulk.outcome_of_status(status)

@@ -188,9 +188,7 @@ def test_a_saturated_write_thread_pool_429_is_retried_until_everything_is_in(
                 or 0
                 for t in ("rejected_execution_exception", "es_rejected_execution_exception")
             )
-            request_429 = get(
-                "elasticsearch_requests_total", {"sink_name": "elasticsearch_sink", "status": "429"}
-            )
+            request_429 = get("sink_requests_total", {"sink_type": "elasticsearch", "status": "429"})
             assert (item_429 or 0) + (request_429 or 0) > 0, (
                 "the node never answered 429: the test proves nothing"
             )
