@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from log_capturer.engine.contract import Failure, Record, Refused, ServiceState
+from log_capturer.engine.outcomes import Outcome, ReplayWaiter, report_outcomes
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import SinkStartError
@@ -97,15 +98,6 @@ class _Batch:
     items: list[Item] = field(default_factory=list)
     nbytes: int = 0
     opened: float = 0.0
-
-
-@dataclass
-class _Replay:
-    """One replay call waiting for its records' outcomes."""
-
-    results: dict[str, str | None] = field(default_factory=dict)
-    expected: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class RequestError(Exception):
@@ -211,7 +203,7 @@ class ElasticsearchService:
         self._pending = _Batch()
         self._cut_now = False
         self._requests: queue.Queue[_Batch | None] = queue.Queue()
-        self._outcomes: collections.deque[tuple[Item, Failure | None, str, str]] = collections.deque()
+        self._outcomes: collections.deque[Outcome] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -384,7 +376,7 @@ class ElasticsearchService:
         """Send parked records again, to the index and with the _id they were parked with."""
         if self.stopped:
             return {r.entry_id: "the sink is stopped" for r in records}
-        waiter = _Replay(expected=len(records))
+        waiter = ReplayWaiter(expected=len(records))
         if not records:
             return {}
         now = time.monotonic()
@@ -557,32 +549,10 @@ class ElasticsearchService:
         self._report_outcomes()
 
     def _report_outcomes(self) -> None:
-        runner = self.runner
-        outcomes = self._outcomes
-        delivered: dict[int, tuple[Delivery, int]] = {}
-        n = 0
-        while outcomes:
-            item, failure, etype, text = outcomes.popleft()
-            n += 1
-            if item.kind == "new":
-                if failure is None:
-                    d, k = delivered.get(id(item.owner), (item.owner, 0))
-                    delivered[id(item.owner)] = (d, k + 1)
-                else:
-                    runner.failed(item.owner, item.record, failure, etype, text)
-            elif item.kind == "attempt":
-                runner.attempt_done(item.owner, failure, etype, text)
-            else:
-                waiter: _Replay = item.owner
-                waiter.results[item.entry_id] = None if failure is None else text
-                runner.replayed(item.record.topic, failure, etype, text)
-                if len(waiter.results) >= waiter.expected:
-                    waiter.done.set()
+        n = report_outcomes(self.runner, self._outcomes)
         if n:
             with self._lock:
                 self._held -= n
-        for d, k in delivered.values():
-            d.delivered(k)
 
 
 def tls_context(config: ElasticsearchSinkConfig) -> ssl.SSLContext:

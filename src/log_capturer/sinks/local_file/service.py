@@ -27,13 +27,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from log_capturer.engine.contract import Failure, Record, Refused, ServiceState
+from log_capturer.engine.outcomes import Outcome, ReplayWaiter, report_outcomes
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import SinkStartError
 from log_capturer.sinks.kafka.encode import encode_chunk
@@ -62,15 +62,6 @@ class LocalFilePrepared:
         self.counts = {items[0].record.topic if items else refused[0].record.topic: len(chunk.lines)}
 
 
-@dataclass
-class _Replay:
-    """One replay call waiting for its records' outcomes."""
-
-    results: dict[str, str | None] = field(default_factory=dict)
-    expected: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
-
-
 class LocalFileService:
     """See the module's docstring."""
 
@@ -93,7 +84,7 @@ class LocalFileService:
         self._runner: SinkRunner | None = None
         self._writers: list[Writer] = []
         self._housekeeper: Housekeeper | None = None
-        self._outcomes: collections.deque[tuple[Item, Failure | None, str, str]] = collections.deque()
+        self._outcomes: collections.deque[Outcome] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -289,7 +280,7 @@ class LocalFileService:
         """Write parked records again, to the file their record names now."""
         if self.stopped:
             return {r.entry_id: "the sink is stopped" for r in records}
-        waiter = _Replay()
+        waiter = ReplayWaiter()
         items: list[Item] = []
         for r in records:
             try:
@@ -332,29 +323,7 @@ class LocalFileService:
                 time.sleep(0.1)
 
     def _report_outcomes(self) -> None:
-        runner = self.runner
-        outcomes = self._outcomes
-        delivered: dict[int, tuple[Delivery, int]] = {}
-        n = 0
-        while outcomes:
-            item, failure, etype, text = outcomes.popleft()
-            n += 1
-            if item.kind == "new":
-                if failure is None:
-                    d, k = delivered.get(id(item.owner), (item.owner, 0))
-                    delivered[id(item.owner)] = (d, k + 1)
-                else:
-                    runner.failed(item.owner, item.record, failure, etype, text)
-            elif item.kind == "attempt":
-                runner.attempt_done(item.owner, failure, etype, text)
-            else:
-                waiter: _Replay = item.owner
-                waiter.results[item.entry_id] = None if failure is None else text
-                runner.replayed(item.record.topic, failure, etype, text)
-                if len(waiter.results) >= waiter.expected:
-                    waiter.done.set()
+        n = report_outcomes(self.runner, self._outcomes)
         if n:
             with self._held_lock:
                 self._held -= n
-        for d, k in delivered.values():
-            d.delivered(k)

@@ -40,12 +40,12 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from log_capturer.engine.contract import Failure, Record, Refused, ServiceState
+from log_capturer.engine.outcomes import ReplayWaiter
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import SinkStartError
@@ -86,15 +86,6 @@ class LokiPrepared:
         self.refused = refused
         self.nbytes = sum(len(e.value) for e in entries) + sum(len(r.record.value) for r in refused)
         self.counts = {destination: len(chunk.lines)}
-
-
-@dataclass
-class _Replay:
-    """One replay call waiting for its records' outcomes."""
-
-    results: dict[str, str | None] = field(default_factory=dict)
-    expected: int = 0
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 def retry_after(value: str | None) -> float:
@@ -414,7 +405,7 @@ class LokiService:
         """Push parked records again."""
         if self.stopped:
             return {r.entry_id: "the sink is stopped" for r in records}
-        waiter = _Replay()
+        waiter = ReplayWaiter()
         entries: list[Entry] = []
         for r in records:
             try:
@@ -714,8 +705,5 @@ class LokiService:
         self._settled(len(entries))
 
     def _replayed(self, e: Entry, failure: Failure | None, etype: str, text: str) -> None:
-        waiter: _Replay = e.owner
-        waiter.results[e.entry_id] = None if failure is None else text
-        self.runner.replayed(e.dest, failure, etype, text)
-        if len(waiter.results) >= waiter.expected:
-            waiter.done.set()
+        waiter: ReplayWaiter = e.owner
+        waiter.settle(self.runner, e.entry_id, e.dest, failure, etype, text)
