@@ -36,8 +36,8 @@ from log_capturer.sinks.kafka.config import (
     KafkaSinkConfig,
     PartitioningConfig,
     PriorityRoutingConfig,
-    TLSConfig,
 )
+from log_capturer.sinks.tls import TLSConfig
 from log_capturer.sources.containers.config import ContainerMonitorConfig, KubernetesConfig
 from log_capturer.sources.file.config import FilesConfig
 from log_capturer.sources.http.config import HttpIngestConfig

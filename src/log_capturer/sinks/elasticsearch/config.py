@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from log_capturer.config.base import Duration, Strict
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
-from log_capturer.sinks.kafka.config import TLSConfig
+from log_capturer.sinks.tls import TLSConfig
 
 #: Record fields an index can be taken from (``index_field``): the record's own, or one of its
 #: ``labels`` / ``fields`` (``labels.<name>``, ``fields.<name>``).

@@ -32,7 +32,6 @@ import base64
 import collections
 import http.client
 import logging
-import os
 import queue
 import ssl
 import threading
@@ -49,10 +48,10 @@ from log_capturer.engine.contract import Failure, Record, Refused, ServiceState
 from log_capturer.engine.outcomes import Outcome, ReplayWaiter, report_outcomes
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
-from log_capturer.sinks.base import SinkStartError
 from log_capturer.sinks.elasticsearch import bulk
 from log_capturer.sinks.elasticsearch.config import ElasticsearchSinkConfig
 from log_capturer.sinks.kafka.encode import encode_chunk
+from log_capturer.sinks.tls import client_context
 
 if TYPE_CHECKING:
     from log_capturer.engine.contract import Prepared
@@ -557,21 +556,4 @@ class ElasticsearchService:
 
 def tls_context(config: ElasticsearchSinkConfig) -> ssl.SSLContext:
     """The TLS context of https:// endpoints (``tls``: CA, verification, client certificate)."""
-    t = config.tls
-    for key, path in (("ca_file", t.ca_file), ("cert_file", t.cert_file), ("key_file", t.key_file)):
-        if path and not os.access(path, os.R_OK):
-            raise SinkStartError(
-                f"sinks.elasticsearch.tls.{key}: cannot read {path}; set it to a readable PEM file"
-            )
-    ctx = ssl.create_default_context(cafile=t.ca_file or None)
-    if not t.verify_certificate:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if t.cert_file:
-        try:
-            ctx.load_cert_chain(t.cert_file, t.key_file)
-        except (ssl.SSLError, OSError) as exc:
-            raise SinkStartError(
-                f"sinks.elasticsearch.tls.cert_file/key_file: {exc}; set a PEM certificate and its key"
-            ) from None
-    return ctx
+    return client_context("sinks.elasticsearch.tls", config.tls)

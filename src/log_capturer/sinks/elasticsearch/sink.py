@@ -15,6 +15,7 @@ from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sinks.base import SinkComponent, SinkContext
 from log_capturer.sinks.elasticsearch.config import ElasticsearchSinkConfig
 from log_capturer.sinks.elasticsearch.service import ElasticsearchService
+from log_capturer.sinks.tls import file_problems
 
 #: The ``sink_type`` label of its metrics.
 SINK_TYPE = "elasticsearch"
@@ -56,17 +57,9 @@ def build(config: ElasticsearchSinkConfig, ctx: SinkContext) -> ElasticsearchSin
 
 def _problems(config: ElasticsearchSinkConfig) -> list[str]:
     """TLS files must be readable when an endpoint is https://."""
-    import os
-
-    out = []
     if any(u.startswith("https://") for u in config.endpoints):
-        t = config.tls
-        for key, path in (("ca_file", t.ca_file), ("cert_file", t.cert_file), ("key_file", t.key_file)):
-            if path and not os.access(path, os.R_OK):
-                out.append(
-                    f"sinks.elasticsearch.tls.{key}: cannot read {path}; set it to a readable PEM file"
-                )
-    return out
+        return file_problems("sinks.elasticsearch.tls", config.tls)
+    return []
 
 
 COMPONENT = SinkComponent(build=build, enabled=lambda config: config.enabled, problems=_problems)

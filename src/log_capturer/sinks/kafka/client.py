@@ -24,11 +24,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 from log_capturer.config.secrets import MASK, is_secret_key
-from log_capturer.sinks.kafka.config import KafkaSinkConfig, TLSConfig
+from log_capturer.sinks.kafka.config import KafkaSinkConfig
+from log_capturer.sinks.tls import TLSConfig, file_problems
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
@@ -100,26 +100,7 @@ def tls_file_problems(tls: TLSConfig) -> list[str]:
     Checked by ``KafkaSink.start`` and by ``log-capturer validate`` (as the user running it):
     librdkafka would otherwise fail later, on the first connection, with a less clear error.
     """
-    if not tls.enabled:
-        return []
-    problems = []
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = getattr(tls, key)
-        if not path:
-            continue
-        if not os.path.exists(path):
-            reason = "does not exist"
-        elif os.path.isdir(path):
-            reason = "is a directory"
-        elif not os.access(path, os.R_OK):
-            reason = "is not readable"
-        else:
-            continue
-        problems.append(
-            f"sinks.kafka.tls.{key}: {path} {reason}; give a PEM file the agent can read, "
-            f"such as `{key}: /etc/log-capturer/tls/{key.removesuffix('_file')}.pem`"
-        )
-    return problems
+    return file_problems("sinks.kafka.tls", tls) if tls.enabled else []
 
 
 def start_problems(cfg: KafkaSinkConfig) -> list[str]:

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 from log_capturer.config.base import Duration, Strict
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
 from log_capturer.sinks.encoding import EncodingConfig
+from log_capturer.sinks.tls import TLSConfig
 
 
 class PartitioningConfig(Strict):
@@ -41,20 +42,6 @@ class AuthConfig(Strict):
             raise ValueError("auth is enabled but username is empty; set it or KAFKA_USERNAME")
         if self.enabled and not self.password.get_secret_value():
             raise ValueError("auth is enabled but password is empty; set it or KAFKA_PASSWORD")
-        return self
-
-
-class TLSConfig(Strict):
-    enabled: bool = Field(False, description="Connect with TLS.")
-    verify_certificate: bool = Field(True, description="Verify the broker certificate and host name.")
-    ca_file: str = Field("", description="PEM file of the CA that signed the broker certificate.")
-    cert_file: str = Field("", description="Client certificate (PEM) for mutual TLS.")
-    key_file: str = Field("", description="Client private key (PEM) for mutual TLS.")
-
-    @model_validator(mode="after")
-    def _check(self) -> TLSConfig:
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file go together for mutual TLS; set both or neither")
         return self
 
 

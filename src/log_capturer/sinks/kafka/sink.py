@@ -22,9 +22,10 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sinks.base import SinkComponent, SinkContext
 from log_capturer.sinks.kafka.client import parks_on_timeout, start_problems, tls_file_problems
-from log_capturer.sinks.kafka.config import KafkaSinkConfig, TLSConfig
+from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.names import SINK_NAME, SINK_TYPE
 from log_capturer.sinks.kafka.service import KafkaService
+from log_capturer.sinks.tls import TLSConfig
 
 
 class KafkaSink(SinkRunner):

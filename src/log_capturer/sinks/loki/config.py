@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from log_capturer.config.base import Duration, Strict
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
-from log_capturer.sinks.kafka.config import TLSConfig
+from log_capturer.sinks.tls import TLSConfig
 
 #: A Loki label name.
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

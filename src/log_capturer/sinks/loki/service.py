@@ -53,6 +53,7 @@ from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.kafka.quiet import Repeats
 from log_capturer.sinks.loki.config import LokiSinkConfig
 from log_capturer.sinks.loki.push import Entry, Shaper, encode
+from log_capturer.sinks.tls import client_context
 
 if TYPE_CHECKING:
     from log_capturer.engine.contract import Prepared
@@ -198,19 +199,7 @@ class LokiService:
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.url.startswith("https://"):
             return False
-        tls = self.config.tls
-        try:
-            ctx = ssl.create_default_context(cafile=tls.ca_file or None)
-            if not tls.verify_certificate:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            if tls.cert_file:
-                ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise SinkStartError(
-                f"sinks.loki.tls: cannot load the certificates ({exc}); check ca_file, cert_file and key_file"
-            ) from None
-        return ctx
+        return client_context("sinks.loki.tls", self.config.tls)
 
     def _auth_headers(self) -> dict[str, str]:
         auth = self.config.auth

@@ -16,6 +16,7 @@ from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sinks.base import SinkComponent, SinkContext
 from log_capturer.sinks.loki.config import LokiSinkConfig
 from log_capturer.sinks.loki.service import LokiService
+from log_capturer.sinks.tls import file_problems
 
 #: The ``sink_name`` / ``sink_type`` label of its metrics.
 SINK_TYPE = "loki"
@@ -67,15 +68,8 @@ def build(config: LokiSinkConfig, ctx: SinkContext) -> LokiSink | None:
 
 
 def _problems(config: LokiSinkConfig) -> list[str]:
-    """Certificate files that are not there."""
-    from pathlib import Path
-
-    out = []
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = getattr(config.tls, key)
-        if path and not Path(path).is_file():
-            out.append(f"sinks.loki.tls.{key}: {path} is not a file; set it to the PEM file")
-    return out
+    """Certificate files the agent cannot read."""
+    return file_problems("sinks.loki.tls", config.tls)
 
 
 COMPONENT = SinkComponent(build=build, enabled=lambda config: config.enabled, problems=_problems)
