@@ -63,7 +63,7 @@ import math
 import struct
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -80,6 +80,7 @@ from log_capturer.record import Chunk, Origin
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
 from log_capturer.sources.base import BuildContext, Handler, SourceComponent
 from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS, HttpIngestConfig
+from log_capturer.sources.listener import Group, chunks_of, read_body
 from log_capturer.sources.supervise import Supervisor, describe
 from log_capturer.sources.syslog.parse import LEVELS as SYSLOG_LEVELS
 
@@ -89,7 +90,6 @@ PATH = "/api/v1/logs"
 #: ``failed_sink`` of the DLQ entries of rejected records.
 NAME = "http_ingest"
 MAX_ORIGINS = 1024
-_READ = 1 << 16
 #: Rejected records are logged at most this often (seconds), with an example; all are counted.
 REJECT_LOG_INTERVAL = 10.0
 #: Rejected records an answer describes one by one (all are counted in it).
@@ -424,15 +424,6 @@ class _Invalid(Exception):
         self.text = text
 
 
-@dataclass
-class _Group:
-    origin: Origin
-    lines: list[str] = field(default_factory=list)
-    fields: list[dict[str, Any] | None] = field(default_factory=list)
-    levels: list[str | None] = field(default_factory=list)
-    stamps: list[int | None] = field(default_factory=list)
-
-
 class RecordShape(Protocol):
     """What :class:`Records` reads of a source's section (``http_ingest``, ``forward``)."""
 
@@ -500,7 +491,7 @@ class Records:
         fast = self._uniform(items, base)
         if fast is not None:
             return fast, []
-        groups: dict[int, _Group] = {}
+        groups: dict[int, Group] = {}
         rejected: list[Rejected] = []
         for i, item in enumerate(items, 1):
             if isinstance(item, Rejected):
@@ -511,18 +502,7 @@ class Records:
                 self._add(groups, i, rec, event_ns, base)
             except _Invalid as exc:
                 rejected.append(Rejected(i, exc.reason, exc.text, rec))
-        now = time.time_ns()
-        out = []
-        for g in groups.values():
-            chunk = Chunk(g.origin, g.lines, read_time_ns=now)
-            if any(f is not None for f in g.fields):
-                chunk.meta = g.fields
-            if any(lvl is not None for lvl in g.levels):
-                chunk.preset_levels = g.levels
-            if any(s is not None for s in g.stamps):
-                chunk.timestamps = [now if s is None else s for s in g.stamps]
-            out.append(chunk)
-        return out, rejected
+        return chunks_of(groups.values()), rejected
 
     def _uniform(self, items: list[Item], base: Origin | None) -> list[Chunk] | None:
         """The chunks of ``items`` when every one is a valid record with the same members, the
@@ -618,7 +598,7 @@ class Records:
 
     def _add(
         self,
-        groups: dict[int, _Group],
+        groups: dict[int, Group],
         i: int,
         rec: dict[str, Any],
         event_ns: int | None,
@@ -650,7 +630,7 @@ class Records:
                 fields = {**extra, **fields} if fields else extra
         group = groups.get(id(origin))
         if group is None:
-            group = groups[id(origin)] = _Group(origin)
+            group = groups[id(origin)] = Group(origin)
         group.lines.append(message)
         group.fields.append(fields or None)
         group.levels.append(level)
@@ -943,29 +923,15 @@ class HttpIngest:
     async def _read(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes
         too_large = IngestError(413, f"the body is larger than http_ingest.max_body_bytes ({limit} bytes)")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for part in request.content.iter_chunked(_READ):
-                size += len(part)
-                if size > limit:
-                    raise too_large
-                parts.append(part)
-        except web.RequestPayloadError as exc:
-            # A body aiohttp cannot decompress (or a broken chunked encoding). Marked as read, so
-            # that aiohttp does not try to read the rest after the answer (and log a traceback).
-            request.content.feed_eof()
-            encoding = request.headers.get("Content-Encoding", "")
-            how = f" (Content-Encoding: {encoding})" if encoding else ""
-            raise IngestError(
+
+        def unreadable(why: str) -> IngestError:
+            return IngestError(
                 400,
-                f"the body cannot be read{how}: {str(exc).splitlines()[-1].strip()}; send it compressed "
-                "as Content-Encoding says, or without Content-Encoding",
+                f"{why}; send it compressed as Content-Encoding says, or without Content-Encoding",
                 close=True,
-            ) from None
-        return b"".join(parts)
+            )
+
+        return await read_body(request, limit, too_large, unreadable)
 
 
 def build(config: HttpIngestConfig, ctx: BuildContext) -> HttpIngest | None:

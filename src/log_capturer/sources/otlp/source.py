@@ -50,6 +50,7 @@ from log_capturer.record import Chunk
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
 from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
 from log_capturer.sources.http.source import Rejected
+from log_capturer.sources.listener import read_body
 from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.otlp.decode import EMPTY_BODY, FORMATS, JSON, PROTOBUF, Decoder, OtlpError
 from log_capturer.sources.supervise import Supervisor, describe
@@ -59,7 +60,6 @@ log = logging.getLogger(__name__)
 PATH = "/v1/logs"
 #: ``failed_sink`` of the DLQ entries of rejected records, and the component's name.
 NAME = "otlp"
-_READ = 1 << 16
 #: Rejected records are logged at most this often (seconds), with an example; all are counted.
 REJECT_LOG_INTERVAL = 10.0
 #: Rejected records the partial success's error_message describes one by one.
@@ -352,28 +352,9 @@ class OtlpSource:
     async def _read(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes
         too_large = OtlpError(413, f"the body is larger than otlp.max_body_bytes ({limit} bytes)")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for part in request.content.iter_chunked(_READ):
-                size += len(part)
-                if size > limit:
-                    raise too_large
-                parts.append(part)
-        except web.RequestPayloadError as exc:
-            # A body aiohttp cannot decompress: marked as read, so that aiohttp does not try to
-            # read the rest after the answer.
-            request.content.feed_eof()
-            encoding = request.headers.get("Content-Encoding", "")
-            how = f" (Content-Encoding: {encoding})" if encoding else ""
-            raise OtlpError(
-                400,
-                f"the body cannot be read{how}: {str(exc).splitlines()[-1].strip()}; send {FORMATS}",
-                close=True,
-            ) from None
-        return b"".join(parts)
+        return await read_body(
+            request, limit, too_large, lambda why: OtlpError(400, f"{why}; send {FORMATS}", close=True)
+        )
 
 
 def _described(outcomes: list[tuple[Rejected, str]], dlq_error: str) -> str:
