@@ -42,10 +42,11 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
 from log_capturer.reliability.dlq import DeadLetterStore
-from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
+from log_capturer.sources.base import BuildContext, SourceComponent
 from log_capturer.sources.forward import protocol
 from log_capturer.sources.forward.config import ForwardConfig
 from log_capturer.sources.http.source import Item, Records, Rejected, _RejectionLog, park_rejected
+from log_capturer.sources.listener import start_listener
 from log_capturer.sources.supervise import Supervisor, describe
 from log_capturer.sources.syslog.tls import TLSSetupError, server_context
 
@@ -104,21 +105,10 @@ class ForwardSource:
     def start(self) -> None:
         """Bind the listener. Raises SourceStartError, naming the keys to change, if the port is
         taken or the TLS files cannot be used."""
-        ready = threading.Event()
-        errors: list[BaseException] = []
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(self._loop_error)
 
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(self._bind())
-            except BaseException as exc:
-                errors.append(exc)
-                self._loop.close()
-                ready.set()
-                return
-            ready.set()
+        def serve() -> None:
             try:
                 self._loop.run_until_complete(self._serve())
             except Exception:
@@ -127,20 +117,13 @@ class ForwardSource:
                 self._loop.run_until_complete(self._loop.shutdown_default_executor())
                 self._loop.close()
 
-        self._thread = threading.Thread(target=run, name="forward", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            self._thread.join(5)
-            exc = errors[0]
-            if isinstance(exc, TLSSetupError):
-                raise SourceStartError(str(exc)) from exc
-            if isinstance(exc, OSError):
-                raise SourceStartError(
-                    f"cannot listen for the forward protocol on {self.config.host}:{self.config.port}: "
-                    f"{exc.strerror or exc}; change forward.port (or forward.host)"
-                ) from exc
-            raise exc
+        def cannot_listen(exc: OSError) -> str:
+            return (
+                f"cannot listen for the forward protocol on {self.config.host}:{self.config.port}: "
+                f"{exc.strerror or exc}; change forward.port (or forward.host)"
+            )
+
+        self._thread = start_listener("forward", self._loop, self._bind, serve, cannot_listen)
         log.info("forward listening", extra={"listeners": self.listeners()})
 
     async def _bind(self) -> None:

@@ -48,9 +48,9 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
-from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
+from log_capturer.sources.base import BuildContext, SourceComponent
 from log_capturer.sources.http.source import Rejected
-from log_capturer.sources.listener import read_body
+from log_capturer.sources.listener import read_body, start_listener
 from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.otlp.decode import EMPTY_BODY, FORMATS, JSON, PROTOBUF, Decoder, OtlpError
 from log_capturer.sources.supervise import Supervisor, describe
@@ -181,20 +181,9 @@ class OtlpSource:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         """Bind the listener and serve. Raises SourceStartError naming otlp.port / otlp.host."""
-        ready = threading.Event()
-        errors: list[BaseException] = []
         loop = self._loop = asyncio.new_event_loop()
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._bind())
-            except BaseException as exc:
-                errors.append(exc)
-                loop.close()
-                ready.set()
-                return
-            ready.set()
+        def serve() -> None:
             try:
                 loop.run_until_complete(self._serve())
             except Exception:
@@ -202,18 +191,13 @@ class OtlpSource:
             finally:
                 loop.close()
 
-        self._thread = threading.Thread(target=run, name="otlp", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            self._thread.join(5)
-            exc = errors[0]
-            if isinstance(exc, OSError):
-                raise SourceStartError(
-                    f"cannot listen for OTLP on {self.config.host}:{self.config.port}: "
-                    f"{exc.strerror or exc}; change otlp.port (or otlp.host)"
-                ) from exc
-            raise exc
+        def cannot_listen(exc: OSError) -> str:
+            return (
+                f"cannot listen for OTLP on {self.config.host}:{self.config.port}: "
+                f"{exc.strerror or exc}; change otlp.port (or otlp.host)"
+            )
+
+        self._thread = start_listener("otlp", loop, self._bind, serve, cannot_listen)
         assert self.bound is not None
         log.info("OTLP/HTTP listening", extra={"listener": f"http://{self.bound[0]}:{self.bound[1]}{PATH}"})
 
