@@ -8,6 +8,7 @@ request bodies and the chunks of a decoded body).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -100,6 +101,23 @@ async def read_body(
         how = f" (Content-Encoding: {encoding})" if encoding else ""
         raise unreadable(f"the body cannot be read{how}: {str(exc).splitlines()[-1].strip()}") from None
     return b"".join(parts)
+
+
+def ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[None]:
+    """A future of ``loop`` that is done once ``chunk`` is (delivered, or parked in the DLQ)."""
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def resolve() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    def done(_: Chunk) -> None:
+        # Runs on a sink thread; the loop may already be closed when the agent stops.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(resolve)
+
+    chunk.on_done(done)
+    return fut
 
 
 @dataclass

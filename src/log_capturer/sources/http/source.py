@@ -80,7 +80,7 @@ from log_capturer.record import Chunk, Origin
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
 from log_capturer.sources.base import BuildContext, Handler, SourceComponent
 from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS, HttpIngestConfig
-from log_capturer.sources.listener import Group, chunks_of, read_body
+from log_capturer.sources.listener import Group, ack_future, chunks_of, read_body
 from log_capturer.sources.supervise import Supervisor, describe
 from log_capturer.sources.syslog.parse import LEVELS as SYSLOG_LEVELS
 
@@ -680,12 +680,14 @@ def park_rejected(
     skip_empty: bool,
     counter: Counter_,
     failed_sink: str,
+    empty_reason: str = EMPTY_MESSAGE,
 ) -> tuple[list[tuple[Rejected, str]], str]:
     """Park ``rejected`` records in the local DLQ (``failed_sink``, ``error_type:
-    invalid_record``, no topic; empty messages skipped instead with ``skip_empty``) and count
-    them in ``counter`` by reason and outcome. A durable write: not on an event loop. Returns
-    each with its outcome, and why the DLQ could not take them ('' if it could)."""
-    to_park = [r for r in rejected if not (skip_empty and r.reason == EMPTY_MESSAGE)]
+    invalid_record``, no topic; those rejected as ``empty_reason`` skipped instead with
+    ``skip_empty``) and count them in ``counter`` by reason and outcome. A durable write: not on
+    an event loop. Returns each with its outcome, and why the DLQ could not take them ('' if it
+    could)."""
+    to_park = [r for r in rejected if not (skip_empty and r.reason == empty_reason)]
     outcome, dlq_error = PARKED, ""
     if to_park:
         try:
@@ -842,7 +844,7 @@ class HttpIngest:
                 return 429, self._full(accepted, total), {"Retry-After": "1"}
             accepted += len(chunk.lines)
             if cfg.acknowledgements:
-                acks.append(self._ack_future(loop, chunk))
+                acks.append(ack_future(loop, chunk))
         self.accepted += accepted
         answer: dict[str, Any] = {"status": "accepted", "accepted": accepted, "rejected": len(rejected)}
         if rejected:
@@ -903,22 +905,6 @@ class HttpIngest:
             "error": f"the dispatcher queue is full: {accepted} of {total} records were queued "
             "(whole sources, in request order); retry the rest later",
         }
-
-    @staticmethod
-    def _ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        def done(_: Chunk) -> None:
-            # Runs on a sink thread; the loop may already be closed when the agent stops.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(resolve)
-
-        chunk.on_done(done)
-        return fut
 
     async def _read(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes

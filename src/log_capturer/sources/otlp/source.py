@@ -46,11 +46,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
-from log_capturer.record import Chunk
-from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
+from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sources.base import BuildContext, SourceComponent
-from log_capturer.sources.http.source import Rejected
-from log_capturer.sources.listener import read_body, start_listener
+from log_capturer.sources.http.source import Rejected, park_rejected
+from log_capturer.sources.listener import ack_future, read_body, start_listener
 from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.otlp.decode import EMPTY_BODY, FORMATS, JSON, PROTOBUF, Decoder, OtlpError
 from log_capturer.sources.supervise import Supervisor, describe
@@ -292,7 +291,7 @@ class OtlpSource:
                 message = "the agent is held back by its sinks (dispatcher queue full); retry later"
                 return 429, error_body(mime, 429, message), {"Retry-After": "1"}
             self.accepted += len(chunk.lines)
-            acks.append(_ack_future(loop, chunk))
+            acks.append(ack_future(loop, chunk))
         error = ""
         if rejected:
             # Only once the good records are queued: a request answered 429 parks nothing, so the
@@ -316,20 +315,8 @@ class OtlpSource:
         ``empty_bodies: skip``) and count them. Runs in the executor: parking is a durable write.
         Returns each with its outcome, and why the DLQ could not take them ('' if it could)."""
         skip = self.config.empty_bodies == "skip"
-        to_park = [r for r in rejected if not (skip and r.reason == EMPTY_BODY)]
-        outcome, dlq_error = PARKED, ""
-        if to_park:
-            try:
-                if self.dlq is None:
-                    raise DLQWriteError(0, "the local DLQ is disabled (dispatcher.dlq_config.enabled: false)")
-                self.dlq.park([DLQEntry(r.original, r.error, "invalid_record", NAME) for r in to_park])
-            except DLQWriteError as exc:
-                outcome, dlq_error = DROPPED, str(exc)
-        parked = {id(r) for r in to_park}
-        outcomes = [(r, outcome if id(r) in parked else SKIPPED) for r in rejected]
         counter = self.metrics.otlp_records_rejected
-        for (reason, result), n in Counter((r.reason, o) for r, o in outcomes).items():
-            counter.labels(reason, result).inc(n)
+        outcomes, dlq_error = park_rejected(rejected, self.dlq, skip, counter, NAME, EMPTY_BODY)
         self.rejected += len(rejected)
         return outcomes, dlq_error
 
@@ -357,22 +344,6 @@ def _described(outcomes: list[tuple[Rejected, str]], dlq_error: str) -> str:
         if done[o]
     )
     return f"{len(outcomes)} log records rejected ({reasons}; {where}): {first}{more}"
-
-
-def _ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[None]:
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def resolve() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    def done(_: Chunk) -> None:
-        # Runs on a sink thread; the loop may already be closed when the agent stops.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(resolve)
-
-    chunk.on_done(done)
-    return fut
 
 
 def build(config: OtlpConfig, ctx: BuildContext) -> OtlpSource | None:
