@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -23,6 +24,8 @@ from log_capturer.sources.syslog.tls import TLSSetupError
 
 #: How much of a request body is read at a time.
 _READ = 1 << 16
+#: How long a client has to complete a TLS handshake.
+TLS_HANDSHAKE_TIMEOUT = 30.0
 #: How long a start waits for the listener to be bound.
 _BIND_WAIT = 30.0
 
@@ -70,6 +73,31 @@ def start_listener(
             raise SourceStartError(cannot_listen(exc)) from exc
         raise exc
     return thread
+
+
+async def start_tls(
+    protocol: asyncio.Protocol,
+    transport: asyncio.Transport,
+    ctx: ssl.SSLContext,
+    failed: Callable[[OSError | TimeoutError], None],
+) -> asyncio.Transport | None:
+    """The server side of a TLS handshake on ``transport`` (a connection of ``protocol``): the TLS
+    transport, or None when the handshake failed (the connection is aborted, ``protocol`` told it
+    is lost, then ``failed(exc)`` called) or the connection closed during it."""
+    loop = asyncio.get_running_loop()
+    try:
+        upgraded = await loop.start_tls(
+            transport, protocol, ctx, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
+        )
+    except (OSError, TimeoutError) as exc:
+        transport.abort()
+        protocol.connection_lost(None)
+        failed(exc)
+        return None
+    if upgraded is None:  # the connection closed during the handshake
+        protocol.connection_lost(None)
+        return None
+    return upgraded
 
 
 async def read_body(

@@ -46,7 +46,7 @@ from log_capturer.sources.base import BuildContext, SourceComponent
 from log_capturer.sources.forward import protocol
 from log_capturer.sources.forward.config import ForwardConfig
 from log_capturer.sources.http.source import Item, Records, Rejected, _RejectionLog, park_rejected
-from log_capturer.sources.listener import start_listener
+from log_capturer.sources.listener import start_listener, start_tls
 from log_capturer.sources.supervise import Supervisor, describe
 from log_capturer.sources.syslog.tls import TLSSetupError, server_context
 
@@ -59,7 +59,6 @@ _TLS_PREFIX = "forward.tls"
 MAX_ORIGINS = 10_000
 #: Failed handshakes (TLS, shared key) and broken streams are logged at most this often.
 ERROR_LOG_INTERVAL = 10.0
-TLS_HANDSHAKE_TIMEOUT = 30.0
 #: How long a stop waits for the acknowledgements of what was handed over, before closing.
 STOP_ACK_WAIT = 5.0
 #: How often a blocked hand-over checks whether the agent is stopping.
@@ -332,22 +331,14 @@ class _Connection(asyncio.Protocol):
             self.transport.write(protocol.helo(self.nonce))
 
     async def _start_tls(self, transport: asyncio.Transport, ctx: ssl.SSLContext) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            upgraded = await loop.start_tls(
-                transport, self, ctx, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
-            )
-        except (OSError, TimeoutError) as exc:
-            transport.abort()
-            self.connection_lost(None)
-            if not self.source.stopping.is_set():
-                self.source.error("tls_handshake", self.peer, f"TLS handshake failed: {describe(exc)}")
-            return
-        if upgraded is None:
-            self.connection_lost(None)
-            return
-        self.transport = upgraded
-        self._greet()
+        upgraded = await start_tls(self, transport, ctx, self._tls_failed)
+        if upgraded is not None:
+            self.transport = upgraded
+            self._greet()
+
+    def _tls_failed(self, exc: OSError | TimeoutError) -> None:
+        if not self.source.stopping.is_set():
+            self.source.error("tls_handshake", self.peer, f"TLS handshake failed: {describe(exc)}")
 
     def data_received(self, data: bytes) -> None:
         if self.closed:

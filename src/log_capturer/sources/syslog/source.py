@@ -40,7 +40,7 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
 from log_capturer.sources.base import BuildContext, SourceComponent
-from log_capturer.sources.listener import start_listener
+from log_capturer.sources.listener import start_listener, start_tls
 from log_capturer.sources.supervise import Supervisor, describe
 from log_capturer.sources.syslog.config import SyslogConfig
 from log_capturer.sources.syslog.framing import Framer
@@ -56,7 +56,6 @@ UDP_DROPS_INTERVAL = 1.0
 #: Failed TLS handshakes are logged at most this often (seconds); all are counted.
 TLS_LOG_INTERVAL = 10.0
 #: How long a TLS client has to finish its handshake.
-TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 def udp_drops(inode: int) -> int | None:
@@ -409,21 +408,13 @@ class _TcpProtocol(asyncio.Protocol):
             self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, self.tls))
 
     async def _start_tls(self, transport: asyncio.Transport, ctx: ssl.SSLContext) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            upgraded = await loop.start_tls(
-                transport, self, ctx, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
-            )
-        except (OSError, TimeoutError) as exc:
-            transport.abort()
-            self.connection_lost(None)
-            if not self.source.stopping.is_set():
-                self.source.tls_failed(self.peer, exc)
-            return
-        if upgraded is None:  # the connection closed during the handshake
-            self.connection_lost(None)
-            return
-        self.transport = upgraded
+        upgraded = await start_tls(self, transport, ctx, self._tls_failed)
+        if upgraded is not None:
+            self.transport = upgraded
+
+    def _tls_failed(self, exc: OSError | TimeoutError) -> None:
+        if not self.source.stopping.is_set():
+            self.source.tls_failed(self.peer, exc)
 
     def data_received(self, data: bytes) -> None:
         for frame, truncated in self.framer.feed(data):
