@@ -711,11 +711,16 @@ def _reply(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
 
 class _RejectionLog:
     """Logs rejected records at most once per :data:`REJECT_LOG_INTERVAL`, with an example; those
-    that come in between are summed up in the next line (on the event loop's timer)."""
+    that come in between are summed up in the next line (on the event loop's timer). Used by
+    ``http_ingest``, ``forward`` and ``otlp``: ``what`` names the source, ``batches`` what records
+    come in, ``records`` what they are."""
 
-    def __init__(self, what: str = "HTTP ingest", batches: str = "requests") -> None:
+    def __init__(
+        self, what: str = "HTTP ingest", batches: str = "requests", records: str = "records"
+    ) -> None:
         self._what = what
         self._batches = batches
+        self._records = records
         self._last = float("-inf")
         self._pending: Counter[tuple[str, str]] = Counter()
         self._example = ""
@@ -746,9 +751,10 @@ class _RejectionLog:
         parts = ", ".join(f"{n} {reason} {outcome}" for (reason, outcome), n in self._pending.most_common())
         dlq = f"; the DLQ could not take them: {self._dlq_error}" if self._dlq_error else ""
         log.warning(
-            "%s rejected %d records (%s), the others of their %s were shipped; e.g. %s%s",
+            "%s rejected %d %s (%s), the others of their %s were shipped; e.g. %s%s",
             self._what,
             total,
+            self._records,
             parts,
             self._batches,
             self._example,

@@ -17,7 +17,7 @@ answer has the request's content type:
 - 200 ``ExportLogsServiceResponse``, once every record was acknowledged by the sinks (delivered or
   parked). Records that cannot be shipped (no body, a bad trace id...) are parked in the local DLQ
   with their reason (``failed_sink: otlp``, ``error_type: invalid_record``), counted, logged at
-  most once per :data:`REJECT_LOG_INTERVAL`, and the answer's ``partial_success`` gives their
+  most once per ``http.source.REJECT_LOG_INTERVAL``, and the answer's ``partial_success`` gives their
   number and why: the client must not resend them (OTLP's rule), and the others were shipped;
 - 400 (``google.rpc.Status``): the body cannot be read at all; 413: it is larger than
   ``otlp.max_body_bytes``; 415: neither protobuf nor JSON. Exporters do not retry these;
@@ -48,7 +48,7 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sources.base import BuildContext, SourceComponent
-from log_capturer.sources.http.source import Rejected, park_rejected
+from log_capturer.sources.http.source import Rejected, _RejectionLog, park_rejected
 from log_capturer.sources.listener import ack_future, read_body, start_listener
 from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.otlp.decode import EMPTY_BODY, FORMATS, JSON, PROTOBUF, Decoder, OtlpError
@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 PATH = "/v1/logs"
 #: ``failed_sink`` of the DLQ entries of rejected records, and the component's name.
 NAME = "otlp"
-#: Rejected records are logged at most this often (seconds), with an example; all are counted.
-REJECT_LOG_INTERVAL = 10.0
 #: Rejected records the partial success's error_message describes one by one.
 MAX_ERRORS = 5
 PARKED, SKIPPED, DROPPED = "parked", "skipped", "dropped"
@@ -109,44 +107,6 @@ def error_body(mime: str, status: int, message: str) -> bytes:
     return orjson.dumps({"code": code, "message": message})
 
 
-class _RejectionLog:
-    """Logs rejected records at most once per :data:`REJECT_LOG_INTERVAL` with an example; those
-    in between are summed up in the next line (on the loop's timer)."""
-
-    def __init__(self) -> None:
-        self._last = float("-inf")
-        self._pending: Counter[tuple[str, str]] = Counter()
-        self._example = ""
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, loop: asyncio.AbstractEventLoop, outcomes: list[tuple[Rejected, str]]) -> None:
-        for r, outcome in outcomes:
-            self._pending[(r.reason, outcome)] += 1
-        self._example = self._example or outcomes[0][0].error
-        due = self._last + REJECT_LOG_INTERVAL
-        if loop.time() >= due:
-            self._flush(loop)
-        elif self._timer is None:
-            self._timer = loop.call_at(due, self._flush, loop)
-
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        if not self._pending:
-            return
-        self._last = loop.time()
-        total = sum(self._pending.values())
-        parts = ", ".join(f"{n} {reason} {outcome}" for (reason, outcome), n in self._pending.most_common())
-        log.warning(
-            "OTLP: rejected %d log records (%s), the others of their requests were shipped; e.g. %s",
-            total,
-            parts,
-            self._example,
-            extra={"rejected": total},
-        )
-        self._pending.clear()
-        self._example = ""
-
-
 class OtlpSource:
     """The OTLP/HTTP listener (thread ``otlp``)."""
 
@@ -170,7 +130,7 @@ class OtlpSource:
         self.requests = 0
         #: (host, port) actually bound, for logs and tests.
         self.bound: tuple[str, int] | None = None
-        self._rejections = _RejectionLog()
+        self._rejections = _RejectionLog("OTLP:", "requests", "log records")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -297,7 +257,7 @@ class OtlpSource:
             # Only once the good records are queued: a request answered 429 parks nothing, so the
             # client's resend parks each bad record once.
             outcomes, dlq_error = await loop.run_in_executor(None, self._reject, rejected)
-            self._rejections.add(loop, outcomes)
+            self._rejections.add(loop, outcomes, "")
             error = _described(outcomes, dlq_error)
         if acks:
             try:
