@@ -14,13 +14,19 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
+from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.record import Chunk, Origin
+from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sources.base import SourceStartError
+from log_capturer.sources.supervise import Supervisor
 from log_capturer.sources.syslog.tls import TLSSetupError
+
+ConfigT = TypeVar("ConfigT")
 
 #: How much of a request body is read at a time.
 _READ = 1 << 16
@@ -28,6 +34,27 @@ _READ = 1 << 16
 TLS_HANDSHAKE_TIMEOUT = 30.0
 #: How long a start waits for the listener to be bound.
 _BIND_WAIT = 30.0
+
+
+class Receiver(Generic[ConfigT]):
+    """A source that receives records from clients (``http_ingest``, ``otlp``, ``forward``): its
+    section, the dispatcher it hands chunks to, its metrics, the local DLQ of rejected records (None
+    when it is disabled) and the supervisor that reports it (named :attr:`name`)."""
+
+    name: str
+
+    def __init__(
+        self,
+        config: ConfigT,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        dlq: DeadLetterStore | None = None,
+    ) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.dlq = dlq
+        self.supervisor = Supervisor(self.name, metrics)
 
 
 def start_listener(

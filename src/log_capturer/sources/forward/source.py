@@ -46,8 +46,8 @@ from log_capturer.sources.base import BuildContext, SourceComponent
 from log_capturer.sources.forward import protocol
 from log_capturer.sources.forward.config import ForwardConfig
 from log_capturer.sources.http.source import Item, Records, Rejected, _RejectionLog, park_rejected
-from log_capturer.sources.listener import start_listener, start_tls
-from log_capturer.sources.supervise import Supervisor, describe
+from log_capturer.sources.listener import Receiver, start_listener, start_tls
+from log_capturer.sources.supervise import describe
 from log_capturer.sources.syslog.tls import TLSSetupError, server_context
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ STOP_ACK_WAIT = 5.0
 _SUBMIT_SLICE = 0.25
 
 
-class ForwardSource:
+class ForwardSource(Receiver[ForwardConfig]):
     name = COMPONENT_NAME
 
     def __init__(
@@ -75,12 +75,8 @@ class ForwardSource:
         metrics: Metrics,
         dlq: DeadLetterStore | None = None,
     ) -> None:
-        self.config = config
-        self.dispatcher = dispatcher
-        self.metrics = metrics
-        self.dlq = dlq
+        super().__init__(config, dispatcher, metrics, dlq)
         self.records = Records(config, NAME)
-        self.supervisor = Supervisor(COMPONENT_NAME, metrics)
         self._key = config.shared_key.get_secret_value()
         self._loop: asyncio.AbstractEventLoop
         self._stop_requested = asyncio.Event()

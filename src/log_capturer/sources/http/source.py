@@ -80,8 +80,8 @@ from log_capturer.record import Chunk, Origin
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
 from log_capturer.sources.base import BuildContext, Handler, SourceComponent
 from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS, HttpIngestConfig
-from log_capturer.sources.listener import Group, ack_future, chunks_of, read_body
-from log_capturer.sources.supervise import Supervisor, describe
+from log_capturer.sources.listener import Group, Receiver, ack_future, chunks_of, read_body
+from log_capturer.sources.supervise import describe
 from log_capturer.sources.syslog.parse import LEVELS as SYSLOG_LEVELS
 
 log = logging.getLogger(__name__)
@@ -765,7 +765,7 @@ class _RejectionLog:
         self._example = self._dlq_error = ""
 
 
-class HttpIngest:
+class HttpIngest(Receiver[HttpIngestConfig]):
     """The ``POST /api/v1/logs`` handler, served by the API server (no thread of its own)."""
 
     name = "http_ingest"
@@ -777,16 +777,11 @@ class HttpIngest:
         metrics: Metrics,
         dlq: DeadLetterStore | None = None,
     ) -> None:
-        self.config = config
-        self.dispatcher = dispatcher
-        self.metrics = metrics
-        self.dlq = dlq
+        super().__init__(config, dispatcher, metrics, dlq)
         self.records = Records(config)
         self.accepted = 0
         self.rejected = 0
         self._rejections = _RejectionLog()
-        #: Crashed requests make ``http_ingest`` degraded until one is handled again.
-        self.supervisor = Supervisor(self.name, metrics)
 
     def start(self) -> None:
         """Nothing to start: the API server serves :meth:`routes`."""

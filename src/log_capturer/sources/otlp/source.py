@@ -49,10 +49,10 @@ from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sources.base import BuildContext, SourceComponent
 from log_capturer.sources.http.source import Rejected, _RejectionLog, park_rejected
-from log_capturer.sources.listener import ack_future, read_body, start_listener
+from log_capturer.sources.listener import Receiver, ack_future, read_body, start_listener
 from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.otlp.decode import EMPTY_BODY, FORMATS, JSON, PROTOBUF, Decoder, OtlpError
-from log_capturer.sources.supervise import Supervisor, describe
+from log_capturer.sources.supervise import describe
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def error_body(mime: str, status: int, message: str) -> bytes:
     return orjson.dumps({"code": code, "message": message})
 
 
-class OtlpSource:
+class OtlpSource(Receiver[OtlpConfig]):
     """The OTLP/HTTP listener (thread ``otlp``)."""
 
     name = NAME
@@ -119,12 +119,8 @@ class OtlpSource:
         metrics: Metrics,
         dlq: DeadLetterStore | None = None,
     ) -> None:
-        self.config = config
-        self.dispatcher = dispatcher
-        self.metrics = metrics
-        self.dlq = dlq
+        super().__init__(config, dispatcher, metrics, dlq)
         self.decoder = Decoder(config)
-        self.supervisor = Supervisor(NAME, metrics)
         self.accepted = 0
         self.rejected = 0
         self.requests = 0
