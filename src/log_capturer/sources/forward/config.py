@@ -7,10 +7,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from log_capturer.config.base import Port, Strict
-from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS, KeyList
+from log_capturer.sources.http.config import KeyList, check_record_keys
+from log_capturer.sources.listener_config import ListenerTLSConfig
 
 
-class ForwardTLSConfig(Strict):
+class ForwardTLSConfig(ListenerTLSConfig):
     enabled: bool = Field(
         False,
         description="The listener speaks TLS only (1.2 or newer), as Fluent Bit's `tls on` and Fluentd's "
@@ -18,19 +19,6 @@ class ForwardTLSConfig(Strict):
         "errors_total{component='forward_source',error_type='tls_handshake'} and logged (at most once "
         "per 10 s).",
     )
-    cert_file: str = Field("", description="The listener's certificate (PEM; its chain may follow it).")
-    key_file: str = Field("", description="The private key of cert_file (PEM, unencrypted).")
-    ca_file: str = Field(
-        "",
-        description="PEM file of the CA(s) that sign client certificates: when set, clients must "
-        "present one (mutual TLS); '' accepts any client.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> ForwardTLSConfig:
-        if self.enabled and not (self.cert_file and self.key_file):
-            raise ValueError("tls is enabled but cert_file or key_file is empty; set both (PEM files)")
-        return self
 
 
 class ForwardConfig(Strict):
@@ -113,10 +101,5 @@ class ForwardConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ForwardConfig:
-        taken: dict[str, str] = {k: "a record member of its own" for k in HTTP_RECORD_MEMBERS}
-        for name in ("message_key", "timestamp_key", "level_key"):
-            for key in getattr(self, name):
-                if key in taken:
-                    raise ValueError(f"{name}: {key!r} is already {taken[key]}; choose another key")
-                taken[key] = f"in {name}"
+        check_record_keys(self)
         return self

@@ -42,11 +42,12 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
 from log_capturer.reliability.dlq import DeadLetterStore
-from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
+from log_capturer.sources.base import BuildContext, SourceComponent
 from log_capturer.sources.forward import protocol
 from log_capturer.sources.forward.config import ForwardConfig
 from log_capturer.sources.http.source import Item, Records, Rejected, _RejectionLog, park_rejected
-from log_capturer.sources.supervise import Supervisor, describe
+from log_capturer.sources.listener import Receiver, start_listener, start_tls
+from log_capturer.sources.supervise import describe
 from log_capturer.sources.syslog.tls import TLSSetupError, server_context
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,13 @@ _TLS_PREFIX = "forward.tls"
 MAX_ORIGINS = 10_000
 #: Failed handshakes (TLS, shared key) and broken streams are logged at most this often.
 ERROR_LOG_INTERVAL = 10.0
-TLS_HANDSHAKE_TIMEOUT = 30.0
 #: How long a stop waits for the acknowledgements of what was handed over, before closing.
 STOP_ACK_WAIT = 5.0
 #: How often a blocked hand-over checks whether the agent is stopping.
 _SUBMIT_SLICE = 0.25
 
 
-class ForwardSource:
+class ForwardSource(Receiver[ForwardConfig]):
     name = COMPONENT_NAME
 
     def __init__(
@@ -75,12 +75,8 @@ class ForwardSource:
         metrics: Metrics,
         dlq: DeadLetterStore | None = None,
     ) -> None:
-        self.config = config
-        self.dispatcher = dispatcher
-        self.metrics = metrics
-        self.dlq = dlq
+        super().__init__(config, dispatcher, metrics, dlq)
         self.records = Records(config, NAME)
-        self.supervisor = Supervisor(COMPONENT_NAME, metrics)
         self._key = config.shared_key.get_secret_value()
         self._loop: asyncio.AbstractEventLoop
         self._stop_requested = asyncio.Event()
@@ -104,21 +100,10 @@ class ForwardSource:
     def start(self) -> None:
         """Bind the listener. Raises SourceStartError, naming the keys to change, if the port is
         taken or the TLS files cannot be used."""
-        ready = threading.Event()
-        errors: list[BaseException] = []
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(self._loop_error)
 
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(self._bind())
-            except BaseException as exc:
-                errors.append(exc)
-                self._loop.close()
-                ready.set()
-                return
-            ready.set()
+        def serve() -> None:
             try:
                 self._loop.run_until_complete(self._serve())
             except Exception:
@@ -127,20 +112,13 @@ class ForwardSource:
                 self._loop.run_until_complete(self._loop.shutdown_default_executor())
                 self._loop.close()
 
-        self._thread = threading.Thread(target=run, name="forward", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            self._thread.join(5)
-            exc = errors[0]
-            if isinstance(exc, TLSSetupError):
-                raise SourceStartError(str(exc)) from exc
-            if isinstance(exc, OSError):
-                raise SourceStartError(
-                    f"cannot listen for the forward protocol on {self.config.host}:{self.config.port}: "
-                    f"{exc.strerror or exc}; change forward.port (or forward.host)"
-                ) from exc
-            raise exc
+        def cannot_listen(exc: OSError) -> str:
+            return (
+                f"cannot listen for the forward protocol on {self.config.host}:{self.config.port}: "
+                f"{exc.strerror or exc}; change forward.port (or forward.host)"
+            )
+
+        self._thread = start_listener("forward", self._loop, self._bind, serve, cannot_listen)
         log.info("forward listening", extra={"listeners": self.listeners()})
 
     async def _bind(self) -> None:
@@ -349,22 +327,14 @@ class _Connection(asyncio.Protocol):
             self.transport.write(protocol.helo(self.nonce))
 
     async def _start_tls(self, transport: asyncio.Transport, ctx: ssl.SSLContext) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            upgraded = await loop.start_tls(
-                transport, self, ctx, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
-            )
-        except (OSError, TimeoutError) as exc:
-            transport.abort()
-            self.connection_lost(None)
-            if not self.source.stopping.is_set():
-                self.source.error("tls_handshake", self.peer, f"TLS handshake failed: {describe(exc)}")
-            return
-        if upgraded is None:
-            self.connection_lost(None)
-            return
-        self.transport = upgraded
-        self._greet()
+        upgraded = await start_tls(self, transport, ctx, self._tls_failed)
+        if upgraded is not None:
+            self.transport = upgraded
+            self._greet()
+
+    def _tls_failed(self, exc: OSError | TimeoutError) -> None:
+        if not self.source.stopping.is_set():
+            self.source.error("tls_handshake", self.peer, f"TLS handshake failed: {describe(exc)}")
 
     def data_received(self, data: bytes) -> None:
         if self.closed:

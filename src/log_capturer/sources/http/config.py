@@ -22,6 +22,18 @@ KeyList = Annotated[
 ]
 
 
+def check_record_keys(config: Strict) -> None:
+    """Raises ValueError, naming the key to change, when a key of ``message_key``,
+    ``timestamp_key`` or ``level_key`` is a record member of the agent's own or is in two of them
+    (``http_ingest`` and ``forward`` records)."""
+    taken: dict[str, str] = {k: "a record member of its own" for k in HTTP_RECORD_MEMBERS}
+    for name in ("message_key", "timestamp_key", "level_key"):
+        for key in getattr(config, name):
+            if key in taken:
+                raise ValueError(f"{name}: {key!r} is already {taken[key]}; choose another key")
+            taken[key] = f"in {name}"
+
+
 class HttpIngestConfig(Strict):
     enabled: bool = Field(
         True,
@@ -85,10 +97,5 @@ class HttpIngestConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> HttpIngestConfig:
-        taken: dict[str, str] = {k: "a record member of its own" for k in HTTP_RECORD_MEMBERS}
-        for name in ("message_key", "timestamp_key", "level_key"):
-            for key in getattr(self, name):
-                if key in taken:
-                    raise ValueError(f"{name}: {key!r} is already {taken[key]}; choose another key")
-                taken[key] = f"in {name}"
+        check_record_keys(self)
         return self

@@ -63,7 +63,7 @@ import math
 import struct
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -80,7 +80,8 @@ from log_capturer.record import Chunk, Origin
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
 from log_capturer.sources.base import BuildContext, Handler, SourceComponent
 from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS, HttpIngestConfig
-from log_capturer.sources.supervise import Supervisor, describe
+from log_capturer.sources.listener import Group, Receiver, ack_future, chunks_of, read_body
+from log_capturer.sources.supervise import describe
 from log_capturer.sources.syslog.parse import LEVELS as SYSLOG_LEVELS
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,6 @@ PATH = "/api/v1/logs"
 #: ``failed_sink`` of the DLQ entries of rejected records.
 NAME = "http_ingest"
 MAX_ORIGINS = 1024
-_READ = 1 << 16
 #: Rejected records are logged at most this often (seconds), with an example; all are counted.
 REJECT_LOG_INTERVAL = 10.0
 #: Rejected records an answer describes one by one (all are counted in it).
@@ -424,15 +424,6 @@ class _Invalid(Exception):
         self.text = text
 
 
-@dataclass
-class _Group:
-    origin: Origin
-    lines: list[str] = field(default_factory=list)
-    fields: list[dict[str, Any] | None] = field(default_factory=list)
-    levels: list[str | None] = field(default_factory=list)
-    stamps: list[int | None] = field(default_factory=list)
-
-
 class RecordShape(Protocol):
     """What :class:`Records` reads of a source's section (``http_ingest``, ``forward``)."""
 
@@ -500,7 +491,7 @@ class Records:
         fast = self._uniform(items, base)
         if fast is not None:
             return fast, []
-        groups: dict[int, _Group] = {}
+        groups: dict[int, Group] = {}
         rejected: list[Rejected] = []
         for i, item in enumerate(items, 1):
             if isinstance(item, Rejected):
@@ -511,18 +502,7 @@ class Records:
                 self._add(groups, i, rec, event_ns, base)
             except _Invalid as exc:
                 rejected.append(Rejected(i, exc.reason, exc.text, rec))
-        now = time.time_ns()
-        out = []
-        for g in groups.values():
-            chunk = Chunk(g.origin, g.lines, read_time_ns=now)
-            if any(f is not None for f in g.fields):
-                chunk.meta = g.fields
-            if any(lvl is not None for lvl in g.levels):
-                chunk.preset_levels = g.levels
-            if any(s is not None for s in g.stamps):
-                chunk.timestamps = [now if s is None else s for s in g.stamps]
-            out.append(chunk)
-        return out, rejected
+        return chunks_of(groups.values()), rejected
 
     def _uniform(self, items: list[Item], base: Origin | None) -> list[Chunk] | None:
         """The chunks of ``items`` when every one is a valid record with the same members, the
@@ -618,7 +598,7 @@ class Records:
 
     def _add(
         self,
-        groups: dict[int, _Group],
+        groups: dict[int, Group],
         i: int,
         rec: dict[str, Any],
         event_ns: int | None,
@@ -650,7 +630,7 @@ class Records:
                 fields = {**extra, **fields} if fields else extra
         group = groups.get(id(origin))
         if group is None:
-            group = groups[id(origin)] = _Group(origin)
+            group = groups[id(origin)] = Group(origin)
         group.lines.append(message)
         group.fields.append(fields or None)
         group.levels.append(level)
@@ -700,12 +680,14 @@ def park_rejected(
     skip_empty: bool,
     counter: Counter_,
     failed_sink: str,
+    empty_reason: str = EMPTY_MESSAGE,
 ) -> tuple[list[tuple[Rejected, str]], str]:
     """Park ``rejected`` records in the local DLQ (``failed_sink``, ``error_type:
-    invalid_record``, no topic; empty messages skipped instead with ``skip_empty``) and count
-    them in ``counter`` by reason and outcome. A durable write: not on an event loop. Returns
-    each with its outcome, and why the DLQ could not take them ('' if it could)."""
-    to_park = [r for r in rejected if not (skip_empty and r.reason == EMPTY_MESSAGE)]
+    invalid_record``, no topic; those rejected as ``empty_reason`` skipped instead with
+    ``skip_empty``) and count them in ``counter`` by reason and outcome. A durable write: not on
+    an event loop. Returns each with its outcome, and why the DLQ could not take them ('' if it
+    could)."""
+    to_park = [r for r in rejected if not (skip_empty and r.reason == empty_reason)]
     outcome, dlq_error = PARKED, ""
     if to_park:
         try:
@@ -729,11 +711,16 @@ def _reply(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
 
 class _RejectionLog:
     """Logs rejected records at most once per :data:`REJECT_LOG_INTERVAL`, with an example; those
-    that come in between are summed up in the next line (on the event loop's timer)."""
+    that come in between are summed up in the next line (on the event loop's timer). Used by
+    ``http_ingest``, ``forward`` and ``otlp``: ``what`` names the source, ``batches`` what records
+    come in, ``records`` what they are."""
 
-    def __init__(self, what: str = "HTTP ingest", batches: str = "requests") -> None:
+    def __init__(
+        self, what: str = "HTTP ingest", batches: str = "requests", records: str = "records"
+    ) -> None:
         self._what = what
         self._batches = batches
+        self._records = records
         self._last = float("-inf")
         self._pending: Counter[tuple[str, str]] = Counter()
         self._example = ""
@@ -764,9 +751,10 @@ class _RejectionLog:
         parts = ", ".join(f"{n} {reason} {outcome}" for (reason, outcome), n in self._pending.most_common())
         dlq = f"; the DLQ could not take them: {self._dlq_error}" if self._dlq_error else ""
         log.warning(
-            "%s rejected %d records (%s), the others of their %s were shipped; e.g. %s%s",
+            "%s rejected %d %s (%s), the others of their %s were shipped; e.g. %s%s",
             self._what,
             total,
+            self._records,
             parts,
             self._batches,
             self._example,
@@ -777,7 +765,7 @@ class _RejectionLog:
         self._example = self._dlq_error = ""
 
 
-class HttpIngest:
+class HttpIngest(Receiver[HttpIngestConfig]):
     """The ``POST /api/v1/logs`` handler, served by the API server (no thread of its own)."""
 
     name = "http_ingest"
@@ -789,16 +777,11 @@ class HttpIngest:
         metrics: Metrics,
         dlq: DeadLetterStore | None = None,
     ) -> None:
-        self.config = config
-        self.dispatcher = dispatcher
-        self.metrics = metrics
-        self.dlq = dlq
+        super().__init__(config, dispatcher, metrics, dlq)
         self.records = Records(config)
         self.accepted = 0
         self.rejected = 0
         self._rejections = _RejectionLog()
-        #: Crashed requests make ``http_ingest`` degraded until one is handled again.
-        self.supervisor = Supervisor(self.name, metrics)
 
     def start(self) -> None:
         """Nothing to start: the API server serves :meth:`routes`."""
@@ -862,7 +845,7 @@ class HttpIngest:
                 return 429, self._full(accepted, total), {"Retry-After": "1"}
             accepted += len(chunk.lines)
             if cfg.acknowledgements:
-                acks.append(self._ack_future(loop, chunk))
+                acks.append(ack_future(loop, chunk))
         self.accepted += accepted
         answer: dict[str, Any] = {"status": "accepted", "accepted": accepted, "rejected": len(rejected)}
         if rejected:
@@ -924,48 +907,18 @@ class HttpIngest:
             "(whole sources, in request order); retry the rest later",
         }
 
-    @staticmethod
-    def _ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        def done(_: Chunk) -> None:
-            # Runs on a sink thread; the loop may already be closed when the agent stops.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(resolve)
-
-        chunk.on_done(done)
-        return fut
-
     async def _read(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes
         too_large = IngestError(413, f"the body is larger than http_ingest.max_body_bytes ({limit} bytes)")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for part in request.content.iter_chunked(_READ):
-                size += len(part)
-                if size > limit:
-                    raise too_large
-                parts.append(part)
-        except web.RequestPayloadError as exc:
-            # A body aiohttp cannot decompress (or a broken chunked encoding). Marked as read, so
-            # that aiohttp does not try to read the rest after the answer (and log a traceback).
-            request.content.feed_eof()
-            encoding = request.headers.get("Content-Encoding", "")
-            how = f" (Content-Encoding: {encoding})" if encoding else ""
-            raise IngestError(
+
+        def unreadable(why: str) -> IngestError:
+            return IngestError(
                 400,
-                f"the body cannot be read{how}: {str(exc).splitlines()[-1].strip()}; send it compressed "
-                "as Content-Encoding says, or without Content-Encoding",
+                f"{why}; send it compressed as Content-Encoding says, or without Content-Encoding",
                 close=True,
-            ) from None
-        return b"".join(parts)
+            )
+
+        return await read_body(request, limit, too_large, unreadable)
 
 
 def build(config: HttpIngestConfig, ctx: BuildContext) -> HttpIngest | None:

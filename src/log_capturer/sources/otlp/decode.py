@@ -27,8 +27,7 @@ would read the ids as base64.
 from __future__ import annotations
 
 import base64
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,6 +40,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from log_capturer.processing.levels import level_of_value
 from log_capturer.record import Chunk, Origin
 from log_capturer.sources.http.source import Rejected
+from log_capturer.sources.listener import Group, chunks_of
 from log_capturer.sources.otlp.config import OtlpConfig
 
 PROTOBUF = "application/x-protobuf"
@@ -218,19 +218,10 @@ def _kind(value: Any) -> str:
 
 # -- building chunks -----------------------------------------------------------------------------
 @dataclass
-class _Group:
-    origin: Origin
-    lines: list[str] = field(default_factory=list)
-    fields: list[dict[str, Any] | None] = field(default_factory=list)
-    levels: list[str | None] = field(default_factory=list)
-    stamps: list[int | None] = field(default_factory=list)
-
-
-@dataclass
 class _Scope:
     """What the records of one resource and scope share: their chunk, their common fields."""
 
-    group: _Group
+    group: Group
     common: dict[str, Any]
 
 
@@ -246,28 +237,17 @@ class Decoder:
 
     def decode(self, body: bytes, mime: str) -> tuple[list[Chunk], list[Rejected]]:
         """The chunks and rejected records of a body of type ``mime`` (PROTOBUF or JSON)."""
-        groups: dict[int, _Group] = {}
+        groups: dict[int, Group] = {}
         rejected: list[Rejected] = []
         if mime == PROTOBUF:
             self._protobuf(body, groups, rejected)
         else:
             self._json(body, groups, rejected)
-        now = time.time_ns()
-        out = []
-        for g in groups.values():
-            chunk = Chunk(g.origin, g.lines, read_time_ns=now)
-            if any(f is not None for f in g.fields):
-                chunk.meta = g.fields
-            if any(lvl is not None for lvl in g.levels):
-                chunk.preset_levels = g.levels
-            if any(s is not None for s in g.stamps):
-                chunk.timestamps = [now if s is None else s for s in g.stamps]
-            out.append(chunk)
-        return out, rejected
+        return chunks_of(groups.values()), rejected
 
     def _scope(
         self,
-        groups: dict[int, _Group],
+        groups: dict[int, Group],
         resource: dict[str, Any],
         name: str,
         version: str,
@@ -282,7 +262,7 @@ class Decoder:
         origin = self._origin(labels)
         group = groups.get(id(origin))
         if group is None:
-            group = groups[id(origin)] = _Group(origin)
+            group = groups[id(origin)] = Group(origin)
         common: dict[str, Any] = {}
         if resource:
             common["resource"] = resource
@@ -308,7 +288,7 @@ class Decoder:
             self._origins[key] = origin
         return origin
 
-    def _protobuf(self, body: bytes, groups: dict[int, _Group], rejected: list[Rejected]) -> None:
+    def _protobuf(self, body: bytes, groups: dict[int, Group], rejected: list[Rejected]) -> None:
         try:
             request = ExportLogsServiceRequest.FromString(body)
         except (DecodeError, ValueError) as exc:
@@ -363,7 +343,7 @@ class Decoder:
                     levels.append(SEVERITY[number] if 0 < number < 25 else level_of(number, text))
                     stamps.append(rec.time_unix_nano or rec.observed_time_unix_nano or None)
 
-    def _json(self, body: bytes, groups: dict[int, _Group], rejected: list[Rejected]) -> None:
+    def _json(self, body: bytes, groups: dict[int, Group], rejected: list[Rejected]) -> None:
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -17,7 +17,7 @@ answer has the request's content type:
 - 200 ``ExportLogsServiceResponse``, once every record was acknowledged by the sinks (delivered or
   parked). Records that cannot be shipped (no body, a bad trace id...) are parked in the local DLQ
   with their reason (``failed_sink: otlp``, ``error_type: invalid_record``), counted, logged at
-  most once per :data:`REJECT_LOG_INTERVAL`, and the answer's ``partial_success`` gives their
+  most once per ``http.source.REJECT_LOG_INTERVAL``, and the answer's ``partial_success`` gives their
   number and why: the client must not resend them (OTLP's rule), and the others were shipped;
 - 400 (``google.rpc.Status``): the body cannot be read at all; 413: it is larger than
   ``otlp.max_body_bytes``; 415: neither protobuf nor JSON. Exporters do not retry these;
@@ -46,22 +46,19 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
-from log_capturer.record import Chunk
-from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
-from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
-from log_capturer.sources.http.source import Rejected
+from log_capturer.reliability.dlq import DeadLetterStore
+from log_capturer.sources.base import BuildContext, SourceComponent
+from log_capturer.sources.http.source import Rejected, _RejectionLog, park_rejected
+from log_capturer.sources.listener import Receiver, ack_future, read_body, start_listener
 from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.otlp.decode import EMPTY_BODY, FORMATS, JSON, PROTOBUF, Decoder, OtlpError
-from log_capturer.sources.supervise import Supervisor, describe
+from log_capturer.sources.supervise import describe
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/logs"
 #: ``failed_sink`` of the DLQ entries of rejected records, and the component's name.
 NAME = "otlp"
-_READ = 1 << 16
-#: Rejected records are logged at most this often (seconds), with an example; all are counted.
-REJECT_LOG_INTERVAL = 10.0
 #: Rejected records the partial success's error_message describes one by one.
 MAX_ERRORS = 5
 PARKED, SKIPPED, DROPPED = "parked", "skipped", "dropped"
@@ -110,45 +107,7 @@ def error_body(mime: str, status: int, message: str) -> bytes:
     return orjson.dumps({"code": code, "message": message})
 
 
-class _RejectionLog:
-    """Logs rejected records at most once per :data:`REJECT_LOG_INTERVAL` with an example; those
-    in between are summed up in the next line (on the loop's timer)."""
-
-    def __init__(self) -> None:
-        self._last = float("-inf")
-        self._pending: Counter[tuple[str, str]] = Counter()
-        self._example = ""
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, loop: asyncio.AbstractEventLoop, outcomes: list[tuple[Rejected, str]]) -> None:
-        for r, outcome in outcomes:
-            self._pending[(r.reason, outcome)] += 1
-        self._example = self._example or outcomes[0][0].error
-        due = self._last + REJECT_LOG_INTERVAL
-        if loop.time() >= due:
-            self._flush(loop)
-        elif self._timer is None:
-            self._timer = loop.call_at(due, self._flush, loop)
-
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        if not self._pending:
-            return
-        self._last = loop.time()
-        total = sum(self._pending.values())
-        parts = ", ".join(f"{n} {reason} {outcome}" for (reason, outcome), n in self._pending.most_common())
-        log.warning(
-            "OTLP: rejected %d log records (%s), the others of their requests were shipped; e.g. %s",
-            total,
-            parts,
-            self._example,
-            extra={"rejected": total},
-        )
-        self._pending.clear()
-        self._example = ""
-
-
-class OtlpSource:
+class OtlpSource(Receiver[OtlpConfig]):
     """The OTLP/HTTP listener (thread ``otlp``)."""
 
     name = NAME
@@ -160,18 +119,14 @@ class OtlpSource:
         metrics: Metrics,
         dlq: DeadLetterStore | None = None,
     ) -> None:
-        self.config = config
-        self.dispatcher = dispatcher
-        self.metrics = metrics
-        self.dlq = dlq
+        super().__init__(config, dispatcher, metrics, dlq)
         self.decoder = Decoder(config)
-        self.supervisor = Supervisor(NAME, metrics)
         self.accepted = 0
         self.rejected = 0
         self.requests = 0
         #: (host, port) actually bound, for logs and tests.
         self.bound: tuple[str, int] | None = None
-        self._rejections = _RejectionLog()
+        self._rejections = _RejectionLog("OTLP:", "requests", "log records")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -181,20 +136,9 @@ class OtlpSource:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         """Bind the listener and serve. Raises SourceStartError naming otlp.port / otlp.host."""
-        ready = threading.Event()
-        errors: list[BaseException] = []
         loop = self._loop = asyncio.new_event_loop()
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._bind())
-            except BaseException as exc:
-                errors.append(exc)
-                loop.close()
-                ready.set()
-                return
-            ready.set()
+        def serve() -> None:
             try:
                 loop.run_until_complete(self._serve())
             except Exception:
@@ -202,18 +146,13 @@ class OtlpSource:
             finally:
                 loop.close()
 
-        self._thread = threading.Thread(target=run, name="otlp", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            self._thread.join(5)
-            exc = errors[0]
-            if isinstance(exc, OSError):
-                raise SourceStartError(
-                    f"cannot listen for OTLP on {self.config.host}:{self.config.port}: "
-                    f"{exc.strerror or exc}; change otlp.port (or otlp.host)"
-                ) from exc
-            raise exc
+        def cannot_listen(exc: OSError) -> str:
+            return (
+                f"cannot listen for OTLP on {self.config.host}:{self.config.port}: "
+                f"{exc.strerror or exc}; change otlp.port (or otlp.host)"
+            )
+
+        self._thread = start_listener("otlp", loop, self._bind, serve, cannot_listen)
         assert self.bound is not None
         log.info("OTLP/HTTP listening", extra={"listener": f"http://{self.bound[0]}:{self.bound[1]}{PATH}"})
 
@@ -308,13 +247,13 @@ class OtlpSource:
                 message = "the agent is held back by its sinks (dispatcher queue full); retry later"
                 return 429, error_body(mime, 429, message), {"Retry-After": "1"}
             self.accepted += len(chunk.lines)
-            acks.append(_ack_future(loop, chunk))
+            acks.append(ack_future(loop, chunk))
         error = ""
         if rejected:
             # Only once the good records are queued: a request answered 429 parks nothing, so the
             # client's resend parks each bad record once.
             outcomes, dlq_error = await loop.run_in_executor(None, self._reject, rejected)
-            self._rejections.add(loop, outcomes)
+            self._rejections.add(loop, outcomes, "")
             error = _described(outcomes, dlq_error)
         if acks:
             try:
@@ -332,48 +271,17 @@ class OtlpSource:
         ``empty_bodies: skip``) and count them. Runs in the executor: parking is a durable write.
         Returns each with its outcome, and why the DLQ could not take them ('' if it could)."""
         skip = self.config.empty_bodies == "skip"
-        to_park = [r for r in rejected if not (skip and r.reason == EMPTY_BODY)]
-        outcome, dlq_error = PARKED, ""
-        if to_park:
-            try:
-                if self.dlq is None:
-                    raise DLQWriteError(0, "the local DLQ is disabled (dispatcher.dlq_config.enabled: false)")
-                self.dlq.park([DLQEntry(r.original, r.error, "invalid_record", NAME) for r in to_park])
-            except DLQWriteError as exc:
-                outcome, dlq_error = DROPPED, str(exc)
-        parked = {id(r) for r in to_park}
-        outcomes = [(r, outcome if id(r) in parked else SKIPPED) for r in rejected]
         counter = self.metrics.otlp_records_rejected
-        for (reason, result), n in Counter((r.reason, o) for r, o in outcomes).items():
-            counter.labels(reason, result).inc(n)
+        outcomes, dlq_error = park_rejected(rejected, self.dlq, skip, counter, NAME, EMPTY_BODY)
         self.rejected += len(rejected)
         return outcomes, dlq_error
 
     async def _read(self, request: web.Request) -> bytes:
         limit = self.config.max_body_bytes
         too_large = OtlpError(413, f"the body is larger than otlp.max_body_bytes ({limit} bytes)")
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for part in request.content.iter_chunked(_READ):
-                size += len(part)
-                if size > limit:
-                    raise too_large
-                parts.append(part)
-        except web.RequestPayloadError as exc:
-            # A body aiohttp cannot decompress: marked as read, so that aiohttp does not try to
-            # read the rest after the answer.
-            request.content.feed_eof()
-            encoding = request.headers.get("Content-Encoding", "")
-            how = f" (Content-Encoding: {encoding})" if encoding else ""
-            raise OtlpError(
-                400,
-                f"the body cannot be read{how}: {str(exc).splitlines()[-1].strip()}; send {FORMATS}",
-                close=True,
-            ) from None
-        return b"".join(parts)
+        return await read_body(
+            request, limit, too_large, lambda why: OtlpError(400, f"{why}; send {FORMATS}", close=True)
+        )
 
 
 def _described(outcomes: list[tuple[Rejected, str]], dlq_error: str) -> str:
@@ -392,22 +300,6 @@ def _described(outcomes: list[tuple[Rejected, str]], dlq_error: str) -> str:
         if done[o]
     )
     return f"{len(outcomes)} log records rejected ({reasons}; {where}): {first}{more}"
-
-
-def _ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[None]:
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def resolve() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    def done(_: Chunk) -> None:
-        # Runs on a sink thread; the loop may already be closed when the agent stops.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(resolve)
-
-    chunk.on_done(done)
-    return fut
 
 
 def build(config: OtlpConfig, ctx: BuildContext) -> OtlpSource | None:

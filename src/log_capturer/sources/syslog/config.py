@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from log_capturer.config.base import Duration, Port, Strict
+from log_capturer.sources.listener_config import ListenerTLSConfig
 
 
 class SyslogUDPConfig(Strict):
@@ -21,7 +22,7 @@ class SyslogUDPConfig(Strict):
     )
 
 
-class SyslogTLSConfig(Strict):
+class SyslogTLSConfig(ListenerTLSConfig):
     enabled: bool = Field(
         False,
         description="Syslog over TLS (RFC 5425): the TCP listener speaks TLS only, 1.2 or newer (6514 is "
@@ -29,19 +30,6 @@ class SyslogTLSConfig(Strict):
         "A failed handshake is counted in errors_total{component='syslog_source',error_type='tls_handshake'} "
         "and logged (at most once per 10 s).",
     )
-    cert_file: str = Field("", description="The listener's certificate (PEM; its chain may follow it).")
-    key_file: str = Field("", description="The private key of cert_file (PEM, unencrypted).")
-    ca_file: str = Field(
-        "",
-        description="PEM file of the CA(s) that sign client certificates: when set, clients must "
-        "present one (mutual TLS); '' accepts any client.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> SyslogTLSConfig:
-        if self.enabled and not (self.cert_file and self.key_file):
-            raise ValueError("tls is enabled but cert_file or key_file is empty; set both (PEM files)")
-        return self
 
 
 class SyslogTCPConfig(Strict):

@@ -39,12 +39,13 @@ from typing import Any
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk, Origin
-from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
+from log_capturer.sources.base import BuildContext, SourceComponent
+from log_capturer.sources.listener import start_listener, start_tls
 from log_capturer.sources.supervise import Supervisor, describe
 from log_capturer.sources.syslog.config import SyslogConfig
 from log_capturer.sources.syslog.framing import Framer
 from log_capturer.sources.syslog.parse import parse
-from log_capturer.sources.syslog.tls import TLSSetupError, server_context, tls_problems
+from log_capturer.sources.syslog.tls import server_context, tls_problems
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ UDP_DROPS_INTERVAL = 1.0
 #: Failed TLS handshakes are logged at most this often (seconds); all are counted.
 TLS_LOG_INTERVAL = 10.0
 #: How long a TLS client has to finish its handshake.
-TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 def udp_drops(inode: int) -> int | None:
@@ -120,22 +120,15 @@ class SyslogSource:
     def start(self) -> None:
         """Bind the listeners and start serving. Raises SourceStartError, naming the keys to
         change, if a port is taken or the TLS files cannot be used."""
-        ready = threading.Event()
-        errors: list[BaseException] = []
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(self._loop_error)
 
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(self._bind())
-            except BaseException as exc:
-                errors.append(exc)
-                self._loop.close()
-                ready.set()
-                return
-            serving = self._serving = self._loop.create_task(self._serve())
-            ready.set()
+        def bound() -> None:
+            self._serving = self._loop.create_task(self._serve())
+
+        def serve() -> None:
+            serving = self._serving
+            assert serving is not None
             try:
                 self.supervisor.run(self._run_loop, self.stopping, self._restarting)
                 if not serving.done():  # stopped while waiting to restart: hand over what is buffered
@@ -145,20 +138,13 @@ class SyslogSource:
             finally:
                 self._loop.close()
 
-        self._thread = threading.Thread(target=run, name="syslog", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        if errors:
-            self._thread.join(5)
-            exc = errors[0]
-            if isinstance(exc, TLSSetupError):
-                raise SourceStartError(str(exc)) from exc
-            if isinstance(exc, OSError):
-                raise SourceStartError(
-                    f"cannot listen for syslog: {exc.strerror or exc}; change syslog.udp.port / "
-                    "syslog.tcp.port (or the host)"
-                ) from exc
-            raise exc
+        def cannot_listen(exc: OSError) -> str:
+            return (
+                f"cannot listen for syslog: {exc.strerror or exc}; change syslog.udp.port / "
+                "syslog.tcp.port (or the host)"
+            )
+
+        self._thread = start_listener("syslog", self._loop, self._bind, serve, cannot_listen, bound)
         log.info("syslog listening", extra={"listeners": [f"{t}://{h}:{p}" for t, h, p in self.bound]})
 
     async def _bind(self) -> None:
@@ -422,21 +408,13 @@ class _TcpProtocol(asyncio.Protocol):
             self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, self.tls))
 
     async def _start_tls(self, transport: asyncio.Transport, ctx: ssl.SSLContext) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            upgraded = await loop.start_tls(
-                transport, self, ctx, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
-            )
-        except (OSError, TimeoutError) as exc:
-            transport.abort()
-            self.connection_lost(None)
-            if not self.source.stopping.is_set():
-                self.source.tls_failed(self.peer, exc)
-            return
-        if upgraded is None:  # the connection closed during the handshake
-            self.connection_lost(None)
-            return
-        self.transport = upgraded
+        upgraded = await start_tls(self, transport, ctx, self._tls_failed)
+        if upgraded is not None:
+            self.transport = upgraded
+
+    def _tls_failed(self, exc: OSError | TimeoutError) -> None:
+        if not self.source.stopping.is_set():
+            self.source.tls_failed(self.peer, exc)
 
     def data_received(self, data: bytes) -> None:
         for frame, truncated in self.framer.feed(data):
