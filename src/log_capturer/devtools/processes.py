@@ -19,6 +19,8 @@ from pathlib import Path
 
 #: How often the stop and exec waits look at the process again, in seconds.
 POLL = 0.1
+#: How long a stopped child may take to become reapable after it left its command line, in seconds.
+EXIT_WAIT = 1.0
 
 
 def _state(pid: int, task: str = "") -> str:
@@ -54,11 +56,20 @@ def all_stopped(pid: int) -> bool:
     return bool(states) and all(st in ("T", "t") for st in states)
 
 
-def reap(pid: int) -> None:
+def reap(pid: int, wait: float = 0.0) -> None:
     """Collect ``pid``'s exit status if this process spawned it, so it does not linger as a
-    zombie; a no-op for a process that is not our child or has not exited."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    zombie; a no-op for a process that is not our child. ``wait`` (seconds) bounds how long an
+    exiting child is waited for: its command line empties before it turns into a zombie, so
+    the liveness check may say "gone" a moment before the child can be reaped."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except OSError:  # ChildProcessError: not our child, or reaped already
+            return
+        if done or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 def spawn(cmd: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
@@ -113,7 +124,7 @@ def stop(
         if on_kill is not None:
             on_kill()
         kill(pid, alive)
-    reap(pid)
+    reap(pid, EXIT_WAIT)
 
 
 def kill(pid: int, alive: Callable[[int], bool]) -> None:
@@ -123,4 +134,4 @@ def kill(pid: int, alive: Callable[[int], bool]) -> None:
     while alive(pid):
         reap(pid)
         time.sleep(0.05)
-    reap(pid)
+    reap(pid, EXIT_WAIT)
