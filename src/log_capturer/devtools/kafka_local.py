@@ -194,10 +194,7 @@ class LocalKafka:
         )
 
     def _save_state(self, state: ClusterState) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(self.state_path)
+        processes.write_state(self.state_path, asdict(state), indent=2)
 
     def node_dir(self, node_id: int) -> Path:
         return self.workdir / f"node-{node_id}"

@@ -154,10 +154,7 @@ class LocalOpenSearch:
             return None
 
     def _save_state(self, state: NodeState) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state)))
-        tmp.replace(self.state_path)
+        processes.write_state(self.state_path, asdict(state))
 
     @property
     def url(self) -> str:

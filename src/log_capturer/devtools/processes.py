@@ -10,12 +10,14 @@ directory: a recycled pid is never signalled. Linux only (``/proc``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 #: How often the stop and exec waits look at the process again, in seconds.
 POLL = 0.1
@@ -135,3 +137,12 @@ def kill(pid: int, alive: Callable[[int], bool]) -> None:
         reap(pid)
         time.sleep(0.05)
     reap(pid, EXIT_WAIT)
+
+
+def write_state(path: Path, state: dict[str, Any], indent: int | None = None) -> None:
+    """Write a manager's state file (the server's pid and ports) as JSON, atomically: a reader
+    in another process sees the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=indent))
+    tmp.replace(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -99,36 +100,34 @@ def test_wait_exec_returns_once_the_command_runs_or_has_exited(tmp_path: Path) -
     assert quick.returncode == 0
 
 
+def _stop(proc: subprocess.Popen[bytes], workdir: Path, wait: float, resume: bool = False) -> int:
+    """``processes.stop`` on ``proc``; how many times it said it had to SIGKILL."""
+    kills: list[int] = []
+    processes.stop(
+        proc.pid,
+        lambda p: processes.is_running(p, MARKER, workdir),
+        wait=wait,
+        resume=resume,
+        on_kill=lambda: kills.append(1),
+    )
+    return len(kills)
+
+
 def test_stop_sends_sigterm_and_reaps_without_killing(
     tmp_path: Path, started: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     proc = started()
-    kills: list[int] = []
-    processes.stop(
-        proc.pid,
-        lambda p: processes.is_running(p, MARKER, tmp_path),
-        wait=20,
-        on_kill=lambda: kills.append(1),
-    )
-    assert kills == []
-    assert _gone(proc.pid)
+    assert _stop(proc, tmp_path, wait=20) == 0
+    assert _gone(proc.pid)  # reaped: not even a zombie is left
 
 
 def test_stop_kills_what_ignores_sigterm_after_the_wait(
     tmp_path: Path, started: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     proc = started(ignore_term=True)
-    kills: list[int] = []
     t0 = time.monotonic()
-    processes.stop(
-        proc.pid,
-        lambda p: processes.is_running(p, MARKER, tmp_path),
-        wait=0.5,
-        on_kill=lambda: kills.append(1),
-    )
-    elapsed = time.monotonic() - t0
-    assert kills == [1]
-    assert 0.5 <= elapsed < 10
+    assert _stop(proc, tmp_path, wait=0.5) == 1
+    assert 0.5 <= time.monotonic() - t0 < 10
     assert _gone(proc.pid)
 
 
@@ -138,15 +137,7 @@ def test_stop_with_resume_stops_a_paused_process_cleanly(
     proc = started()
     os.kill(proc.pid, signal.SIGSTOP)
     _wait_for(lambda: processes.all_stopped(proc.pid))
-    kills: list[int] = []
-    processes.stop(
-        proc.pid,
-        lambda p: processes.is_running(p, MARKER, tmp_path),
-        wait=20,
-        resume=True,
-        on_kill=lambda: kills.append(1),
-    )
-    assert kills == []
+    assert _stop(proc, tmp_path, wait=20, resume=True) == 0
     assert _gone(proc.pid)
 
 
@@ -170,3 +161,12 @@ def test_kill_ends_even_a_process_that_ignores_sigterm(
     proc = started(ignore_term=True)
     processes.kill(proc.pid, lambda p: processes.is_running(p, MARKER, tmp_path))
     assert _gone(proc.pid)
+
+
+def test_write_state_replaces_the_file_whole_and_creates_its_directory(tmp_path: Path) -> None:
+    path = tmp_path / "work" / "server.json"
+    processes.write_state(path, {"pid": 1, "port": 9200})
+    assert json.loads(path.read_text()) == {"pid": 1, "port": 9200}
+    processes.write_state(path, {"pid": None}, indent=2)
+    assert path.read_text() == '{\n  "pid": null\n}'
+    assert sorted(p.name for p in path.parent.iterdir()) == ["server.json"]  # no temporary left
