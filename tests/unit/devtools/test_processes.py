@@ -64,7 +64,7 @@ def test_is_running_trusts_only_a_live_process_of_the_marker_and_workdir(
     os.kill(proc.pid, signal.SIGKILL)
     _wait_for(lambda: not processes.is_running(proc.pid, MARKER, tmp_path))  # a zombie is not running
     assert Path(f"/proc/{proc.pid}").exists()  # not reaped yet
-    processes.reap(proc.pid)
+    processes.reap(proc.pid, wait=10)  # it may not be a zombie yet: wait for it
     assert _gone(proc.pid)
     processes.reap(proc.pid)  # reaping twice (or a stranger's pid) is harmless
 
