@@ -109,7 +109,7 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
             if k is not None and key_field:
                 fields[key_field] = k
             fb = _dumps(fields)
-        elif k is not None:
+        elif k is not None and key_field:
             fb = key_prefix + _dumps(k) + b"}"
         else:
             fb = b"{}"

@@ -83,3 +83,15 @@ def test_preset_levels_without_a_key_are_taken_as_they_are() -> None:
     chunk.preset_levels = ["info", None]  # one to detect: line by line
     Analyzer("tenant_id").analyze(chunk)
     assert chunk.levels == ["info", "warn"]
+
+
+def test_keys_without_a_key_field_leave_the_fields_empty_on_every_path() -> None:
+    """A chunk can carry keys the sink does not put in ``fields`` (no ``key_field``): every path
+    still writes valid JSON, with empty fields."""
+    chunk = Chunk(Origin("file", "/a.log"), ["one", "two"], read_time_ns=1_700_000_000_000_000_001)
+    chunk.levels, chunk.keys = ["", ""], ["k1", None]
+    plain = [orjson.loads(v) for v in encode_chunk(chunk, None)]
+    chunk.truncated = frozenset({1})  # the general path
+    general = [orjson.loads(v) for v in encode_chunk(chunk, None)]
+    assert [r["fields"] for r in plain] == [r["fields"] for r in general] == [{}, {}]
+    assert [r.get("truncated") for r in general] == [None, True]
