@@ -681,6 +681,241 @@ fail:
     return NULL;
 }
 
+/* ---- records with their own times, fields and truncation ------------------------------------ */
+/* Days since 1970-01-01 -> civil date (H. Hinnant's algorithm), for years 1970-9999. */
+static void civil(int64_t days, int *y, int *mo, int *d) {
+    days += 719468;
+    int64_t era = days / 146097;
+    int64_t doe = days - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t yy = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *mo = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yy + (*mo <= 2));
+}
+
+static inline void digits(char *o, int64_t v, int n) {
+    for (int i = n - 1; i >= 0; i--) {
+        o[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+#define TS_HEAD_PREFIX "{\"timestamp\":\""
+#define TS_HEAD_SUFFIX "Z\",\"message\":"
+#define TS_PREFIX_LEN 14 /* {"timestamp":" */
+#define TS_HEAD_LEN (14 + 19 + 1 + 9 + 13)
+#define MAX_SEC 253402300799LL /* 9999-12-31T23:59:59 */
+
+/* The head of a record whose event time is ns (1970-9999, else 0 and the caller asks Python):
+ * {"timestamp":"YYYY-MM-DDTHH:MM:SS.fffffffffZ","message": into o (TS_HEAD_LEN bytes). The
+ * date of the last second is kept in *last_sec / date (19 bytes). */
+static int ts_head(char *o, long long ns, long long *last_sec, char *date) {
+    if (ns < 0)
+        return 0;
+    long long sec = ns / 1000000000LL, frac = ns % 1000000000LL;
+    if (sec > MAX_SEC)
+        return 0;
+    if (sec != *last_sec) {
+        int y, mo, d;
+        civil(sec / 86400, &y, &mo, &d);
+        long long rem = sec % 86400;
+        digits(date, y, 4);
+        date[4] = '-';
+        digits(date + 5, mo, 2);
+        date[7] = '-';
+        digits(date + 8, d, 2);
+        date[10] = 'T';
+        digits(date + 11, rem / 3600, 2);
+        date[13] = ':';
+        digits(date + 14, rem / 60 % 60, 2);
+        date[16] = ':';
+        digits(date + 17, rem % 60, 2);
+        *last_sec = sec;
+    }
+    memcpy(o, TS_HEAD_PREFIX, TS_PREFIX_LEN);
+    memcpy(o + TS_PREFIX_LEN, date, 19);
+    o[TS_PREFIX_LEN + 19] = '.';
+    digits(o + TS_PREFIX_LEN + 20, frac, 9);
+    memcpy(o + TS_PREFIX_LEN + 29, TS_HEAD_SUFFIX, 13);
+    return 1;
+}
+
+/*
+ * encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field,
+ *             truncated) -> list[bytes]
+ *
+ * The general record (sinks.kafka.encode.encode_chunk's last loop), one pass:
+ *   head_i + JSON(lines[i]) + tails[levels[i]] + fields_i + ('}' | ',"truncated":true}')
+ * head_i is head when stamps is None, else the head of stamps[i] (formatted here for 1970-9999,
+ * else heads[stamps[i]]); fields_i is dumps(meta[i]) (with key_field: keys[i] when keys[i] is
+ * not None) when meta[i] is truthy, else fields[keys[i]] (fields[None] when keys is None);
+ * truncated is None or a set of line indexes.
+ */
+static PyObject *encode_full(PyObject *m, PyObject *args) {
+    PyObject *head, *lines, *levels, *tails, *keys, *fields, *dumps, *stamps, *heads, *meta, *key_field, *truncated;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OO!OOOOOO", &PyBytes_Type, &head, &PyList_Type, &lines, &PyList_Type,
+                          &levels, &PyDict_Type, &tails, &keys, &PyDict_Type, &fields, &dumps, &stamps, &heads,
+                          &meta, &key_field, &truncated))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (PyList_GET_SIZE(levels) != n || (keys != Py_None && (!PyList_Check(keys) || PyList_GET_SIZE(keys) != n)) ||
+        (stamps != Py_None && (!PyList_Check(stamps) || PyList_GET_SIZE(stamps) != n)) ||
+        (meta != Py_None && (!PyList_Check(meta) || PyList_GET_SIZE(meta) != n))) {
+        PyErr_SetString(PyExc_ValueError, "lines, levels, keys, stamps and meta must be lists of one length");
+        return NULL;
+    }
+    if (truncated != Py_None && !PyAnySet_Check(truncated)) {
+        PyErr_SetString(PyExc_TypeError, "truncated must be None or a set");
+        return NULL;
+    }
+    static const char TRUNC[] = ",\"truncated\":true}";
+    const Py_ssize_t trunc_n = (Py_ssize_t)sizeof(TRUNC) - 1;
+    long long last_sec = -1;
+    char date[19];
+    char tsbuf[TS_HEAD_LEN];
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    PyObject *last_level = NULL, *tail = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        PyObject *lvl = PyList_GET_ITEM(levels, i);
+        PyObject *k = keys == Py_None ? Py_None : PyList_GET_ITEM(keys, i);
+        PyObject *hobj = NULL, *fobj = NULL, *js = NULL; /* owned */
+        const char *hs = PyBytes_AS_STRING(head);
+        Py_ssize_t hn = PyBytes_GET_SIZE(head);
+        if (lvl != last_level) {
+            tail = PyDict_GetItemWithError(tails, lvl);
+            if (!tail || !PyBytes_Check(tail)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "tails[level] must be bytes");
+                goto fail;
+            }
+            last_level = lvl;
+        }
+        if (stamps != Py_None) {
+            PyObject *st = PyList_GET_ITEM(stamps, i);
+            int overflow = 0;
+            long long ns = PyLong_Check(st) ? PyLong_AsLongLongAndOverflow(st, &overflow) : -1;
+            if (ns == -1 && PyErr_Occurred())
+                goto fail;
+            if (PyLong_Check(st) && !overflow && ts_head(tsbuf, ns, &last_sec, date)) {
+                hs = tsbuf;
+                hn = TS_HEAD_LEN;
+            } else {
+                hobj = PyObject_GetItem(heads, st);
+                if (!hobj)
+                    goto fail;
+                if (!PyBytes_Check(hobj)) {
+                    PyErr_SetString(PyExc_TypeError, "heads values must be bytes");
+                    goto fail_item;
+                }
+                hs = PyBytes_AS_STRING(hobj);
+                hn = PyBytes_GET_SIZE(hobj);
+            }
+        }
+        PyObject *extra = meta == Py_None ? Py_None : PyList_GET_ITEM(meta, i);
+        int has_extra = extra == Py_None ? 0 : PyObject_IsTrue(extra);
+        if (has_extra < 0)
+            goto fail_item;
+        const char *fs;
+        Py_ssize_t fn;
+        if (has_extra) {
+            PyObject *obj;
+            if (k != Py_None && key_field != Py_None) {
+                obj = PyDict_Check(extra) ? PyDict_Copy(extra) : PyObject_CallOneArg((PyObject *)&PyDict_Type, extra);
+                if (!obj || PyDict_SetItem(obj, key_field, k) < 0) {
+                    Py_XDECREF(obj);
+                    goto fail_item;
+                }
+            } else {
+                obj = Py_NewRef(extra);
+            }
+            fobj = PyObject_CallOneArg(dumps, obj);
+            Py_DECREF(obj);
+            if (!fobj)
+                goto fail_item;
+        } else {
+            fobj = PyDict_GetItemWithError(fields, k);
+            if (!fobj) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "fields[key]");
+                goto fail_item;
+            }
+            Py_INCREF(fobj);
+        }
+        if (!PyBytes_Check(fobj)) {
+            PyErr_SetString(PyExc_TypeError, "fields values and dumps must give bytes");
+            goto fail_item;
+        }
+        fs = PyBytes_AS_STRING(fobj);
+        fn = PyBytes_GET_SIZE(fobj);
+        int cut = 0;
+        if (truncated != Py_None && PySet_GET_SIZE(truncated) > 0) {
+            PyObject *idx = PyLong_FromSsize_t(i);
+            if (!idx)
+                goto fail_item;
+            cut = PySet_Contains(truncated, idx);
+            Py_DECREF(idx);
+            if (cut < 0)
+                goto fail_item;
+        }
+        const char *cs = cut ? TRUNC : "}";
+        Py_ssize_t cn = cut ? trunc_n : 1;
+        Py_ssize_t tn = PyBytes_GET_SIZE(tail);
+        PyObject *rec;
+        char *o;
+        if (PyUnicode_Check(line) && PyUnicode_IS_COMPACT_ASCII(line)) {
+            const unsigned char *s = (const unsigned char *)PyUnicode_DATA(line);
+            Py_ssize_t ln = PyUnicode_GET_LENGTH(line);
+            Py_ssize_t en = escaped_len(s, ln);
+            rec = PyBytes_FromStringAndSize(NULL, hn + en + tn + fn + cn);
+            if (!rec)
+                goto fail_item;
+            o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            o = escape_into(o + hn, s, ln);
+        } else {
+            js = PyObject_CallOneArg(dumps, line);
+            if (!js)
+                goto fail_item;
+            if (!PyBytes_Check(js)) {
+                PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+                goto fail_item;
+            }
+            Py_ssize_t jn = PyBytes_GET_SIZE(js);
+            rec = PyBytes_FromStringAndSize(NULL, hn + jn + tn + fn + cn);
+            if (!rec)
+                goto fail_item;
+            o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            memcpy(o + hn, PyBytes_AS_STRING(js), jn);
+            o += hn + jn;
+        }
+        memcpy(o, PyBytes_AS_STRING(tail), tn);
+        memcpy(o + tn, fs, fn);
+        memcpy(o + tn + fn, cs, cn);
+        Py_XDECREF(hobj);
+        Py_XDECREF(fobj);
+        Py_XDECREF(js);
+        PyList_SET_ITEM(out, i, rec);
+        continue;
+    fail_item:
+        Py_XDECREF(hobj);
+        Py_XDECREF(fobj);
+        Py_XDECREF(js);
+        goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* ---- per-topic tallies of a chunk's records ------------------------------------------------ */
 #define TALLY_TOPICS 16
 #define TALLY_BOUNDS 32
@@ -1087,6 +1322,8 @@ static PyMethodDef methods[] = {
     {"json_levels", json_levels, METH_VARARGS,
      "json_levels(lines, key_field, canonical, numeric) -> (levels, keys); None: let Python decide"},
     {"encode", encode, METH_VARARGS, "encode(head, lines, levels, tails, keys, fields, dumps) -> records"},
+    {"encode_full", encode_full, METH_VARARGS,
+     "encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field, truncated)"},
     {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},
     {"encode_logfmt", encode_logfmt, METH_VARARGS,
      "encode_logfmt(head, lines, levels, tails, keys, fields) -> logfmt records"},
