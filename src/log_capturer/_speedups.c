@@ -916,6 +916,299 @@ fail:
     return NULL;
 }
 
+/* ---- msgpack values, the common kinds only ------------------------------------------------ */
+/*
+ * msgpack_values(data, event_time, surrogates=True) -> (values, plain) or None
+ *
+ * Every msgpack value of data, one after the other, as msgpack.unpackb(raw=False,
+ * strict_map_key=False, unicode_errors="surrogateescape" (or strict, surrogates=False: then text
+ * that is not UTF-8 is left to msgpack), ext_hook=...) gives them, with the
+ * forward protocol's EventTime (extension 0 of 8 bytes) as event_time(ns). None (the caller
+ * uses msgpack itself) for anything else: another extension, a map key that is not text or an
+ * integer, nesting deeper than MP_DEPTH, bytes that end inside a value or are not msgpack.
+ * plain: no value JSON cannot hold as it is (binary, an integer map key, text that is not
+ * valid UTF-8). Short text is shared between the values (map keys, levels, tenants).
+ */
+#define MP_DEPTH 64
+#define MP_DECLINE ((PyObject *)1) /* not NULL: no Python error set */
+
+typedef struct {
+    const unsigned char *p, *end;
+    PyObject *event_time;
+    int plain;
+    int surrogates; /* invalid UTF-8 as surrogateescape does, else msgpack decides (it fails) */
+} mp_t;
+
+#define MP_CACHE 512
+static PyObject *MP_STRS[MP_CACHE];
+
+static PyObject *mp_str(mp_t *c, Py_ssize_t n) {
+    if (c->end - c->p < n)
+        return MP_DECLINE;
+    const unsigned char *s = c->p;
+    c->p += n;
+    if (n <= 24) {
+        uint32_t h = 2166136261u;
+        int ascii = 1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            h = (h ^ s[i]) * 16777619u;
+            ascii &= s[i] < 0x80;
+        }
+        if (ascii) {
+            unsigned slot = (h ^ (uint32_t)n) & (MP_CACHE - 1);
+            PyObject *hit = MP_STRS[slot];
+            if (hit && PyUnicode_GET_LENGTH(hit) == n && memcmp(PyUnicode_DATA(hit), s, (size_t)n) == 0) {
+                Py_INCREF(hit);
+                return hit;
+            }
+            PyObject *u = PyUnicode_New(n, 127);
+            if (!u)
+                return NULL;
+            memcpy(PyUnicode_DATA(u), s, (size_t)n);
+            Py_XSETREF(MP_STRS[slot], Py_NewRef(u));
+            return u;
+        }
+    }
+    PyObject *u = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    if (!u) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return NULL;
+        PyErr_Clear();
+        if (!c->surrogates)
+            return MP_DECLINE;
+        c->plain = 0;
+        u = PyUnicode_DecodeUTF8((const char *)s, n, "surrogateescape");
+    }
+    return u;
+}
+
+static inline int mp_need(mp_t *c, Py_ssize_t n) { return c->end - c->p >= n; }
+static inline uint64_t mp_be(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static PyObject *mp_value(mp_t *c, int depth);
+
+static PyObject *mp_array(mp_t *c, Py_ssize_t n, int depth) {
+    if (depth >= MP_DEPTH || c->end - c->p < n) /* every element takes a byte at least */
+        return MP_DECLINE;
+    PyObject *list = PyList_New(n);
+    if (!list)
+        return NULL;
+    PyObject_GC_UnTrack(list); /* tracked again by mp_track, once the values are all made */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = mp_value(c, depth + 1);
+        if (!v || v == MP_DECLINE) {
+            Py_DECREF(list);
+            return v;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+static PyObject *mp_map(mp_t *c, Py_ssize_t n, int depth) {
+    if (depth >= MP_DEPTH || c->end - c->p < 2 * n)
+        return MP_DECLINE;
+    PyObject *d = _PyDict_NewPresized(n);
+    if (!d)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = mp_value(c, depth + 1);
+        if (!k || k == MP_DECLINE) {
+            Py_DECREF(d);
+            return k;
+        }
+        if (!PyUnicode_CheckExact(k)) {
+            if (!PyLong_CheckExact(k)) {
+                Py_DECREF(k);
+                Py_DECREF(d);
+                return MP_DECLINE;
+            }
+            c->plain = 0;
+        }
+        PyObject *v = mp_value(c, depth + 1);
+        if (!v || v == MP_DECLINE) {
+            Py_DECREF(k);
+            Py_DECREF(d);
+            return v;
+        }
+        int rc = PyDict_SetItem(d, k, v);
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (rc < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    if (PyObject_GC_IsTracked(d))
+        PyObject_GC_UnTrack(d);
+    return d;
+}
+
+/* The containers are built untracked by the cyclic GC: a batch of thousands of records would
+ * otherwise set off collections (and promotions to the older generations) while it is decoded,
+ * which cost more than the decoding. They are tracked once complete, as msgpack's would be. */
+static void mp_track(PyObject *v) {
+    if (PyList_CheckExact(v)) {
+        for (Py_ssize_t i = 0, n = PyList_GET_SIZE(v); i < n; i++)
+            mp_track(PyList_GET_ITEM(v, i));
+        if (!PyObject_GC_IsTracked(v))
+            PyObject_GC_Track(v);
+    } else if (PyDict_CheckExact(v)) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *x;
+        int track = 0;
+        while (PyDict_Next(v, &pos, &k, &x)) {
+            mp_track(x);
+            track |= PyList_CheckExact(x) || PyDict_CheckExact(x) || PyObject_IS_GC(x);
+        }
+        /* as CPython does: a dict is tracked once it holds a value that may be in a cycle */
+        if (track && !PyObject_GC_IsTracked(v))
+            PyObject_GC_Track(v);
+    }
+}
+
+static PyObject *mp_value(mp_t *c, int depth) {
+    if (!mp_need(c, 1))
+        return MP_DECLINE;
+    unsigned char b = *c->p++;
+    if (b <= 0x7f)
+        return PyLong_FromLong(b);
+    if (b >= 0xe0)
+        return PyLong_FromLong((signed char)b);
+    if ((b & 0xe0) == 0xa0)
+        return mp_str(c, b & 0x1f);
+    if ((b & 0xf0) == 0x90)
+        return mp_array(c, b & 0x0f, depth);
+    if ((b & 0xf0) == 0x80)
+        return mp_map(c, b & 0x0f, depth);
+    static const int WIDTH[0x20] = {
+        /* c0 nil */ 0, /* c1 */ -1, 0, 0, /* c4 bin8 */ 1, 2, 4, /* c7 ext8 */ 1, 2, 4,
+        /* ca f32 */ 4, 8, /* cc u8 */ 1, 2, 4, 8, /* d0 i8 */ 1, 2, 4, 8,
+        /* d4 fixext1 */ 0, 0, 0, 0, 0, /* d9 str8 */ 1, 2, 4, /* dc arr16 */ 2, 4, /* de map16 */ 2, 4};
+    int w = WIDTH[b - 0xc0];
+    if (w < 0)
+        return MP_DECLINE;
+    if (!mp_need(c, w))
+        return MP_DECLINE;
+    uint64_t v = mp_be(c->p, w);
+    c->p += w;
+    switch (b) {
+    case 0xc0:
+        Py_RETURN_NONE;
+    case 0xc2:
+        Py_RETURN_FALSE;
+    case 0xc3:
+        Py_RETURN_TRUE;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+        if ((uint64_t)(c->end - c->p) < v)
+            return MP_DECLINE;
+        c->plain = 0;
+        c->p += v;
+        return PyBytes_FromStringAndSize((const char *)c->p - v, (Py_ssize_t)v);
+    case 0xca: {
+        uint32_t u = (uint32_t)v;
+        float f;
+        memcpy(&f, &u, 4);
+        return PyFloat_FromDouble((double)f);
+    }
+    case 0xcb: {
+        double d;
+        memcpy(&d, &v, 8);
+        return PyFloat_FromDouble(d);
+    }
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
+        return PyLong_FromUnsignedLongLong(v);
+    case 0xd0:
+        return PyLong_FromLong((int8_t)v);
+    case 0xd1:
+        return PyLong_FromLong((int16_t)v);
+    case 0xd2:
+        return PyLong_FromLong((int32_t)v);
+    case 0xd3:
+        return PyLong_FromLongLong((int64_t)v);
+    case 0xd7: /* fixext 8: EventTime when its type is 0 */
+        if (!mp_need(c, 9) || c->p[0] != 0)
+            return MP_DECLINE;
+        {
+            uint64_t sec = mp_be(c->p + 1, 4), nsec = mp_be(c->p + 5, 4);
+            c->p += 9;
+            PyObject *ns = PyLong_FromUnsignedLongLong(sec * 1000000000ULL + nsec);
+            if (!ns)
+                return NULL;
+            PyObject *et = PyObject_CallOneArg(c->event_time, ns);
+            Py_DECREF(ns);
+            return et;
+        }
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+        if ((uint64_t)(c->end - c->p) < v)
+            return MP_DECLINE;
+        return mp_str(c, (Py_ssize_t)v);
+    case 0xdc:
+    case 0xdd:
+        if ((uint64_t)(c->end - c->p) < v)
+            return MP_DECLINE;
+        return mp_array(c, (Py_ssize_t)v, depth);
+    case 0xde:
+    case 0xdf:
+        if ((uint64_t)(c->end - c->p) < v)
+            return MP_DECLINE;
+        return mp_map(c, (Py_ssize_t)v, depth);
+    default: /* other extensions: msgpack's own code */
+        return MP_DECLINE;
+    }
+}
+
+static PyObject *msgpack_values(PyObject *m, PyObject *args) {
+    Py_buffer buf;
+    PyObject *event_time;
+    int surrogates = 1;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "y*O|p", &buf, &event_time, &surrogates))
+        return NULL;
+    mp_t c = {(const unsigned char *)buf.buf, (const unsigned char *)buf.buf + buf.len, event_time, 1, surrogates};
+    PyObject *out = PyList_New(0);
+    if (!out)
+        goto done;
+    while (c.p < c.end) {
+        PyObject *v = mp_value(&c, 0);
+        if (!v || v == MP_DECLINE) {
+            Py_CLEAR(out);
+            if (v == MP_DECLINE) {
+                PyBuffer_Release(&buf);
+                Py_RETURN_NONE;
+            }
+            goto done;
+        }
+        mp_track(v);
+        int rc = PyList_Append(out, v);
+        Py_DECREF(v);
+        if (rc < 0) {
+            Py_CLEAR(out);
+            goto done;
+        }
+    }
+    {
+        PyObject *res = Py_BuildValue("(NO)", out, c.plain ? Py_True : Py_False);
+        PyBuffer_Release(&buf);
+        return res;
+    }
+done:
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 /* ---- per-topic tallies of a chunk's records ------------------------------------------------ */
 #define TALLY_TOPICS 16
 #define TALLY_BOUNDS 32
@@ -1324,6 +1617,8 @@ static PyMethodDef methods[] = {
     {"encode", encode, METH_VARARGS, "encode(head, lines, levels, tails, keys, fields, dumps) -> records"},
     {"encode_full", encode_full, METH_VARARGS,
      "encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field, truncated)"},
+    {"msgpack_values", msgpack_values, METH_VARARGS,
+     "msgpack_values(data, event_time, surrogates=True) -> (values, plain), or None: let msgpack decode it"},
     {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},
     {"encode_logfmt", encode_logfmt, METH_VARARGS,
      "encode_logfmt(head, lines, levels, tails, keys, fields) -> logfmt records"},

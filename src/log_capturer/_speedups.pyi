@@ -76,3 +76,13 @@ def encode_full(
     head of stamps[i] (``heads[stamps[i]]`` outside 1970-9999); fields_i is dumps(meta[i]) (plus
     ``key_field: keys[i]``) when meta[i] is not empty, else fields[keys[i]] (fields[None] without
     keys): what ``sinks.kafka.encode.encode_chunk_py`` gives."""
+
+def msgpack_values(
+    data: bytes, event_time: Callable[[int], int], surrogates: bool = True, /
+) -> tuple[list[Any], bool] | None:
+    """Every msgpack value of ``data``, as msgpack decodes them (``raw=False``,
+    ``strict_map_key=False``, text that is not UTF-8 with surrogateescape, or left to msgpack
+    without ``surrogates``), EventTimes (extension 0 of 8 bytes) as ``event_time(ns)``; and
+    whether no value holds what JSON cannot (binary, an integer map key, a surrogate). None:
+    something this code leaves to msgpack (another extension, another map key, deep nesting,
+    bytes that are not complete msgpack)."""
