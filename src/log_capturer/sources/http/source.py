@@ -63,7 +63,7 @@ import math
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import repeat
@@ -86,6 +86,11 @@ from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS, HttpIngestConf
 from log_capturer.sources.listener import Group, Receiver, ack_future, chunks_of, read_body
 from log_capturer.sources.supervise import describe
 from log_capturer.sources.syslog.parse import LEVELS as SYSLOG_LEVELS
+
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _speedups = cast(Any, None)
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +247,9 @@ def _json_items(body: bytes) -> list[Item]:
 def _msgpack_items(body: bytes) -> list[Item]:
     if not body:
         raise IngestError(400, f"empty body: send {FORMATS}")
+    # The usual body in one C call (the same values as msgpack's; text that is not UTF-8, other
+    # extensions, a body that does not end with a whole value are left to msgpack, below).
+    got = _speedups.msgpack_values(body, EventTime, False) if _speedups is not None else None
     unpacker = msgpack.Unpacker(
         raw=False,
         strict_map_key=False,
@@ -249,12 +257,17 @@ def _msgpack_items(body: bytes) -> list[Item]:
         ext_hook=_ext,
         max_buffer_size=len(body),
     )
-    unpacker.feed(body)
+    values: Iterable[Any] = unpacker
+    plain = False
+    if got is not None:
+        values, plain = got
+    else:
+        unpacker.feed(body)
     out: list[Item] = []
     n = 0
     error = ""
     try:
-        for obj in unpacker:
+        for obj in values:
             if isinstance(obj, dict):
                 n += 1
                 out.append((obj, None))
@@ -272,17 +285,18 @@ def _msgpack_items(body: bytes) -> list[Item]:
                 out.append(_not_an_object(n, _plain(obj), "a map or a [time, map] event"))
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         error = f"{type(exc).__name__}: {exc}"
-    try:
-        # Whether every record is what JSON can hold, in one C call (most are maps of text).
-        orjson.dumps([i[0] for i in out if not isinstance(i, Rejected)])
-    except TypeError:
-        out = [i if isinstance(i, Rejected) else (_plain(i[0]), i[1]) for i in out]
+    if not plain:
+        try:
+            # Whether every record is what JSON can hold, in one C call (most are maps of text).
+            orjson.dumps([i[0] for i in out if not isinstance(i, Rejected)])
+        except TypeError:
+            out = [i if isinstance(i, Rejected) else (_plain(i[0]), i[1]) for i in out]
+    consumed = len(body) if got is not None else unpacker.tell()
     if all(isinstance(i, Rejected) for i in out):
         # Nothing shaped like a record: most bytes decode as some msgpack value (text is a run of
         # small integers), so this is not msgpack of records at all.
-        why = error or ("it ends early" if unpacker.tell() < len(body) else "it holds no map")
+        why = error or ("it ends early" if consumed < len(body) else "it holds no map")
         raise IngestError(400, f"the body is not {FORMATS}: msgpack cannot be decoded into records ({why})")
-    consumed = unpacker.tell()
     if consumed < len(body):
         n += 1
         rest = body[consumed:]

@@ -515,3 +515,47 @@ def test_uniform_batches_give_what_record_by_record_gives_on_random_batches(monk
             (r.number, r.reason, r.error) for r in slow_rejected
         ]
     assert fast_taken > 60
+
+
+def _msgpack_bodies() -> list[bytes]:
+    pk = msgpack.packb
+    t = msgpack.ExtType(0, struct.pack(">II", 1_764_000_000, 5))
+    recs = [
+        {"log": "a", "level": "info", "labels": {"tenant_id": "t1"}},
+        {"log": "caf\xe9 \U0001f600", "nested": {"k": [1, {"x": None}], "f": 1.5, "big": 2**64 - 1}},
+        {"message": "x" * 100_000},
+        {"log": b"binary \xff"},
+        {"log": "int key", 7: "v"},
+        {"log": "ext", "e": msgpack.ExtType(9, b"z")},
+        {"level": "error"},
+    ]
+    fluent_bit = b"".join(pk([[t, {}], r]) for r in recs)
+    return [
+        fluent_bit,
+        b"".join(pk(r) for r in recs),
+        pk(recs[:3]),
+        b"".join(pk([t, r]) for r in recs[:2]) + pk(42) + pk("text"),
+        fluent_bit + fluent_bit[:7],  # ends in the middle of a value
+        pk({"log": "x"}).replace(b"\xa1x", b"\xa4ab\xff\xfe"),  # text that is not UTF-8
+        pk({"log": "x"}) + b"\xc1",
+        b"\x01\x02\x03",
+        pk([[msgpack.ExtType(0, b"123456789"), {}], {"log": "ext 0 of 9 bytes"}]),
+    ]
+
+
+@pytest.mark.parametrize("body", _msgpack_bodies(), ids=lambda b: f"{len(b)}-bytes")
+def test_msgpack_bodies_decode_as_msgpack_alone_decodes_them(body: bytes, monkeypatch: Any) -> None:
+    """The C decoder (``_speedups.msgpack_values``) against msgpack alone (the code before)."""
+
+    def parse() -> Any:
+        try:
+            return http.parse_body(body, "application/msgpack")
+        except IngestError as exc:
+            return (exc.status, exc.reason)
+
+    new = parse()
+    with monkeypatch.context() as m:
+        m.setattr(http, "_speedups", None)
+        old = parse()
+    assert new == old
+    assert repr(new) == repr(old)  # the same types (EventTime, int, bytes made text...)
