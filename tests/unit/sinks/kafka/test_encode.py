@@ -100,6 +100,7 @@ def test_keys_without_a_key_field_leave_the_fields_empty_on_every_path() -> None
     assert [r["fields"] for r in plain] == [r["fields"] for r in general] == [{}, {}]
     assert [r.get("truncated") for r in general] == [None, True]
 
+
 _EDGE_TIMES = [
     0,
     5,
