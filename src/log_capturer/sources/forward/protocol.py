@@ -171,7 +171,7 @@ def describe_error(exc: Exception) -> str:
 
 def _text(value: Any) -> str | None:
     if isinstance(value, str):
-        return value
+        return value if value.isascii() else _valid_text(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     return None
@@ -312,13 +312,28 @@ def _packed(data: bytes, number: int) -> tuple[list[Item], bool]:
 
 
 def _jsonable(message: Message) -> Message:
-    """Records whose values JSON cannot hold (binary, extension types, non-text keys) are made
-    plain (see the HTTP ingest's ``_plain``); the check is one C call for the whole message."""
+    """Records whose values JSON cannot hold (binary, extension types, non-text keys, text that
+    was not UTF-8) are made plain (see the HTTP ingest's ``_plain``; such text as ``\\xNN``
+    escapes, as every input writes it); the check is one C call for the whole message."""
     try:
         orjson.dumps([i[0] for i in message.items if not isinstance(i, Rejected)])
     except TypeError:
-        message.items = [i if isinstance(i, Rejected) else (_plain(i[0]), i[1]) for i in message.items]
+        message.items = [
+            i if isinstance(i, Rejected) else (_plain(_valid_text(i[0])), i[1]) for i in message.items
+        ]
     return message
+
+
+def _valid_text(value: Any) -> Any:
+    """``value`` with its text (map keys too) valid UTF-8: the stream is decoded with
+    ``surrogateescape``, so bytes that were not UTF-8 are lone surrogates; they become ``\\xNN``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return [_valid_text(v) for v in value]
+    return value
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

@@ -8,6 +8,7 @@ import struct
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 
 from log_capturer.processing.timestamps import NS
@@ -31,8 +32,11 @@ def et(seconds: int, nanos: int = 0) -> msgpack.ExtType:
 
 def roundtrip(*values: Any) -> list[protocol.Message]:
     """Values packed as a client sends them, read back through a connection's decoder."""
+    return from_wire(b"".join(msgpack.packb(v) for v in values))
+
+
+def from_wire(wire: bytes) -> list[protocol.Message]:
     decoder = protocol.unpacker(LIMIT)
-    wire = b"".join(msgpack.packb(v) for v in values)
     out: list[Any] = []
     for i in range(0, len(wire), 7):  # in small reads: values split across them
         out.extend(protocol.feed(decoder, wire[i : i + 7]))
@@ -116,6 +120,23 @@ def test_values_json_cannot_hold_are_made_plain() -> None:
     assert shape(m) == [
         ({"log": "bytes \\xff", "ext": {"ext_type": 5, "data_base64": "eA=="}, "1": "int key"}, T * NS)
     ]
+
+
+def text(raw: bytes) -> bytes:
+    """A msgpack str (fixstr) holding ``raw`` as it is, UTF-8 or not (packb cannot write that)."""
+    return bytes([0xA0 | len(raw)]) + raw
+
+
+def test_text_that_is_not_utf8_is_kept_as_escapes_in_every_mode() -> None:
+    """Some clients send msgpack str that is not UTF-8: the records are shipped, those bytes as
+    ``\\xNN`` escapes (as every input writes them), in the tag, the keys and the values."""
+    record = b"\x82" + text(b"log") + text(b"bad \xff\xfe end") + text(b"k\xff") + text(b"v")
+    message = b"\x93" + text(b"tag\xff") + b"\xce" + T.to_bytes(4, "big") + record
+    forward = b"\x92" + text(b"tag") + b"\x91\x92" + b"\xce" + T.to_bytes(4, "big") + record
+    for m in from_wire(message + forward):
+        assert shape(m) == [({"log": "bad \\xff\\xfe end", "k\\xff": "v"}, T * NS)]
+        assert m.tag in ("tag\\xff", "tag")
+        orjson.dumps([m.tag, *m.items])  # what the sinks encode: valid UTF-8 only
 
 
 def test_a_stream_that_is_not_msgpack_or_too_large_is_a_protocol_error() -> None:
