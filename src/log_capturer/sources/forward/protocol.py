@@ -289,11 +289,18 @@ def _events(entries: list[Any], number: int) -> list[Item]:
 def _packed(data: bytes, number: int) -> tuple[list[Item], bool]:
     """The entries of a PackedForward message, and whether they are plain (see :class:`Stream`)."""
     if _speedups is not None:
-        # Text that is not UTF-8 is an error here (msgpack's, below), as it always was.
-        got = _speedups.msgpack_values(data, EventTime, False)
+        # Text that is not UTF-8 as in the other modes: surrogates here, \\xNN escapes once
+        # :func:`_jsonable` made the records plain.
+        got = _speedups.msgpack_values(data, EventTime)
         if got is not None:
             return _events(got[0], number), got[1]
-    decoder = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext, max_buffer_size=len(data) + 1)
+    decoder = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,
+        ext_hook=_ext,
+        max_buffer_size=len(data) + 1,
+        unicode_errors="surrogateescape",
+    )
     decoder.feed(data)
     entries: list[Any] = []
     error = ""

@@ -129,11 +129,16 @@ def text(raw: bytes) -> bytes:
 
 def test_text_that_is_not_utf8_is_kept_as_escapes_in_every_mode() -> None:
     """Some clients send msgpack str that is not UTF-8: the records are shipped, those bytes as
-    ``\\xNN`` escapes (as every input writes them), in the tag, the keys and the values."""
+    ``\\xNN`` escapes (as every input writes them), in the tag, the keys and the values, in the
+    Message, Forward and PackedForward modes."""
     record = b"\x82" + text(b"log") + text(b"bad \xff\xfe end") + text(b"k\xff") + text(b"v")
     message = b"\x93" + text(b"tag\xff") + b"\xce" + T.to_bytes(4, "big") + record
     forward = b"\x92" + text(b"tag") + b"\x91\x92" + b"\xce" + T.to_bytes(4, "big") + record
-    for m in from_wire(message + forward):
+    entry = b"\x92" + b"\xce" + T.to_bytes(4, "big") + record
+    packed = b"\x92" + text(b"tag") + b"\xc4" + bytes([len(entry)]) + entry
+    messages = from_wire(message + forward + packed)
+    assert [m.mode for m in messages] == ["Message", "Forward", "PackedForward"]
+    for m in messages:
         assert shape(m) == [({"log": "bad \\xff\\xfe end", "k\\xff": "v"}, T * NS)]
         assert m.tag in ("tag\\xff", "tag")
         orjson.dumps([m.tag, *m.items])  # what the sinks encode: valid UTF-8 only
