@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <stdint.h>
 #include <string.h>
@@ -821,6 +822,31 @@ static inline Py_ssize_t utf8_size(Py_UCS4 c) { return c < 0x80 ? 1 : c < 0x800 
  * ASCII line is one copy of the str's own storage). A lone surrogate, which no source reading
  * bytes produces, is written as U+FFFD.
  */
+/*
+ * utf8_of(s, errors): a new bytes object, the UTF-8 of str s. An ASCII str is one copy of its own
+ * storage. Otherwise errors == NULL writes a lone surrogate as U+FFFD (encode_raw), and any other
+ * errors value is Python's own codec with that handler (str.encode("utf-8", errors)).
+ */
+static PyObject *utf8_of(PyObject *s, const char *errors) {
+    Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+    if (PyUnicode_IS_COMPACT_ASCII(s))
+        return PyBytes_FromStringAndSize((const char *)PyUnicode_DATA(s), len);
+    if (errors)
+        return PyUnicode_AsEncodedString(s, "utf-8", errors);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t size = 0;
+    for (Py_ssize_t j = 0; j < len; j++)
+        size += utf8_size(PyUnicode_READ(kind, data, j));
+    PyObject *rec = PyBytes_FromStringAndSize(NULL, size);
+    if (rec) {
+        char *o = PyBytes_AS_STRING(rec);
+        for (Py_ssize_t j = 0; j < len; j++)
+            o = put_utf8(o, PyUnicode_READ(kind, data, j));
+    }
+    return rec;
+}
+
 static PyObject *encode_raw(PyObject *m, PyObject *arg) {
     (void)m;
     if (!PyList_Check(arg)) {
@@ -837,23 +863,7 @@ static PyObject *encode_raw(PyObject *m, PyObject *arg) {
             PyErr_SetString(PyExc_TypeError, "encode_raw() takes a list of str");
             goto fail;
         }
-        Py_ssize_t len = PyUnicode_GET_LENGTH(s);
-        PyObject *rec;
-        if (PyUnicode_IS_COMPACT_ASCII(s)) {
-            rec = PyBytes_FromStringAndSize((const char *)PyUnicode_DATA(s), len);
-        } else {
-            int kind = PyUnicode_KIND(s);
-            const void *data = PyUnicode_DATA(s);
-            Py_ssize_t size = 0;
-            for (Py_ssize_t j = 0; j < len; j++)
-                size += utf8_size(PyUnicode_READ(kind, data, j));
-            rec = PyBytes_FromStringAndSize(NULL, size);
-            if (rec) {
-                char *o = PyBytes_AS_STRING(rec);
-                for (Py_ssize_t j = 0; j < len; j++)
-                    o = put_utf8(o, PyUnicode_READ(kind, data, j));
-            }
-        }
+        PyObject *rec = utf8_of(s, NULL);
         if (!rec)
             goto fail;
         PyList_SET_ITEM(out, i, rec);
@@ -1082,6 +1092,344 @@ static PyObject *text_bytes(PyObject *m, PyObject *arg) {
     return PyLong_FromLongLong(total);
 }
 
+/* ---- Loki push: entries and the protobuf PushRequest --------------------------------------- */
+/*
+ * The Loki sink's Entry is a Python class with __slots__ (sinks/loki/push.py). Its slots are
+ * member descriptors at fixed offsets of the instance: loki_entries writes them and
+ * loki_protobuf reads them there, after checking that the class's descriptors are what
+ * __slots__ makes (object members) and that every object is an instance of the class.
+ */
+enum { E_VALUE, E_DEST, E_TS, E_LINE, E_STREAM, E_TENANT, E_META, E_SIZE, E_KIND, E_OWNER, E_ID, E_REWRITTEN, E_N };
+static const char *const ENTRY_SLOTS[E_N] = {"value", "dest", "ts",    "line",  "stream",   "tenant",
+                                             "meta",  "size", "kind", "owner", "entry_id", "rewritten"};
+
+static int entry_offsets(PyObject *cls, Py_ssize_t *offs) {
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "the Entry class expected");
+        return -1;
+    }
+    for (int i = 0; i < E_N; i++) {
+        PyObject *d = PyObject_GetAttrString(cls, ENTRY_SLOTS[i]);
+        if (!d && !PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        int ok = d && Py_IS_TYPE(d, &PyMemberDescr_Type) && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+                 ((PyMemberDescrObject *)d)->d_common.d_type == (PyTypeObject *)cls;
+        if (ok)
+            offs[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_XDECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "Entry.%s is not a slot of the class", ENTRY_SLOTS[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static inline void slot_set(PyObject *obj, Py_ssize_t off, PyObject *v) {
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = Py_NewRef(v);
+    Py_XDECREF(old);
+}
+
+/* The record without its leading "timestamp" member (push._without_timestamp): '{' + what follows
+ * the first '",' after '{"timestamp":"'; the record itself when it does not start so. */
+static PyObject *without_timestamp(PyObject *value) {
+    static const char prefix[] = "{\"timestamp\":\"";
+    const Py_ssize_t pn = (Py_ssize_t)sizeof(prefix) - 1;
+    const char *s = PyBytes_AS_STRING(value);
+    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    if (n >= pn && memcmp(s, prefix, (size_t)pn) == 0) {
+        for (Py_ssize_t i = pn; i + 1 < n; i++) {
+            if (s[i] == '"' && s[i + 1] == ',') {
+                PyObject *out = PyBytes_FromStringAndSize(NULL, n - i - 1);
+                if (out) {
+                    char *o = PyBytes_AS_STRING(out);
+                    o[0] = '{';
+                    memcpy(o + 1, s + i + 2, (size_t)(n - i - 2));
+                }
+                return out;
+            }
+        }
+    }
+    return Py_NewRef(value);
+}
+
+/*
+ * loki_entries(cls, values, lines, stamps, ts, levels, streams, dest) -> list[cls]
+ *
+ * Entry i of a chunk on the sink's fast path (push.Shaper._fast_lines_py): value values[i], line
+ * lines[i] as UTF-8 (backslashreplace), or, when lines is None, values[i] without its timestamp
+ * member; timestamp stamps[i] (ts when stamps is None); (stream, tenant) = streams[levels[i]].
+ */
+static PyObject *loki_entries(PyObject *m, PyObject *args) {
+    PyObject *cls, *values, *lines, *stamps, *ts, *levels, *streams, *dest;
+    Py_ssize_t off[E_N];
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO!OOO!O!O!U", &cls, &PyList_Type, &values, &lines, &stamps, &PyLong_Type, &ts,
+                          &PyList_Type, &levels, &PyDict_Type, &streams, &dest))
+        return NULL;
+    if (entry_offsets(cls, off) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    if (PyList_GET_SIZE(levels) != n || (lines != Py_None && (!PyList_Check(lines) || PyList_GET_SIZE(lines) != n)) ||
+        (stamps != Py_None && (!PyList_Check(stamps) || PyList_GET_SIZE(stamps) != n))) {
+        PyErr_SetString(PyExc_ValueError, "values, lines, stamps and levels must be lists of one length");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)cls;
+    PyObject *kind = PyUnicode_InternFromString("new");
+    PyObject *empty = PyUnicode_InternFromString("");
+    PyObject *out = (kind && empty) ? PyList_New(n) : NULL;
+    if (!out) {
+        Py_XDECREF(kind);
+        Py_XDECREF(empty);
+        return NULL;
+    }
+    PyObject *last_level = NULL, *stream = NULL, *tenant = NULL;
+    Py_ssize_t stream_len = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        PyObject *lvl = PyList_GET_ITEM(levels, i);
+        if (!PyBytes_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "values must be bytes");
+            goto fail;
+        }
+        if (lvl != last_level) {
+            PyObject *pair = PyDict_GetItemWithError(streams, lvl);
+            if (!pair || !PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "streams[level] must be (stream, tenant)");
+                goto fail;
+            }
+            stream = PyTuple_GET_ITEM(pair, 0);
+            tenant = PyTuple_GET_ITEM(pair, 1);
+            stream_len = PyUnicode_GET_LENGTH(stream);
+            last_level = lvl;
+        }
+        PyObject *line;
+        if (lines == Py_None) {
+            line = without_timestamp(value);
+        } else {
+            PyObject *text = PyList_GET_ITEM(lines, i);
+            if (!PyUnicode_Check(text)) {
+                PyErr_SetString(PyExc_TypeError, "lines must be str");
+                goto fail;
+            }
+            line = utf8_of(text, "backslashreplace");
+        }
+        if (!line)
+            goto fail;
+        PyObject *size = PyLong_FromSsize_t(PyBytes_GET_SIZE(line) + stream_len + 32);
+        PyObject *e = size ? type->tp_alloc(type, 0) : NULL;
+        if (!e) {
+            Py_DECREF(line);
+            Py_XDECREF(size);
+            goto fail;
+        }
+        PyList_SET_ITEM(out, i, e);
+        slot_set(e, off[E_VALUE], value);
+        slot_set(e, off[E_DEST], dest);
+        slot_set(e, off[E_TS], stamps == Py_None ? ts : PyList_GET_ITEM(stamps, i));
+        SLOT(e, off[E_LINE]) = line;
+        slot_set(e, off[E_STREAM], stream);
+        slot_set(e, off[E_TENANT], tenant);
+        slot_set(e, off[E_META], Py_None);
+        SLOT(e, off[E_SIZE]) = size;
+        slot_set(e, off[E_KIND], kind);
+        slot_set(e, off[E_OWNER], Py_None);
+        slot_set(e, off[E_ID], empty);
+        slot_set(e, off[E_REWRITTEN], Py_False);
+    }
+    Py_DECREF(kind);
+    Py_DECREF(empty);
+    return out;
+fail:
+    Py_DECREF(kind);
+    Py_DECREF(empty);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ---- protobuf ---- */
+static inline Py_ssize_t varint_len(uint64_t v) {
+    Py_ssize_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline char *put_varint(char *o, uint64_t v) {
+    while (v >= 0x80) {
+        *o++ = (char)((v & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    *o++ = (char)v;
+    return o;
+}
+
+/* A length-delimited field: its tag, the payload's length, (the payload follows). */
+static inline Py_ssize_t field_len(Py_ssize_t payload) { return 1 + varint_len((uint64_t)payload) + payload; }
+static inline char *put_field_head(char *o, unsigned char tag, Py_ssize_t payload) {
+    *o++ = (char)tag;
+    return put_varint(o, (uint64_t)payload);
+}
+
+/* What loki_protobuf needs of one entry, read once in the sizing pass. */
+typedef struct {
+    uint64_t sec, nanos;
+    const char *line;
+    Py_ssize_t line_n, stamp_n, size; /* Timestamp payload, EntryAdapter payload */
+    PyObject *meta;                   /* borrowed: a tuple of (name, value) str pairs, or NULL */
+} pb_entry_t;
+
+static int meta_pair(PyObject *pair, const char **name, Py_ssize_t *nn, const char **value, Py_ssize_t *vn) {
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+        PyErr_SetString(PyExc_TypeError, "Entry.meta must hold (str, str) pairs");
+        return -1;
+    }
+    *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), nn);
+    *value = *name ? PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), vn) : NULL;
+    return *value ? 0 : -1;
+}
+
+static Py_ssize_t pair_len(Py_ssize_t nn, Py_ssize_t vn) { return field_len(nn) + field_len(vn); }
+
+/*
+ * loki_protobuf(cls, streams) -> bytes
+ *
+ * push.protobuf_body in C: a PushRequest of {labels: [entries of cls]}, byte for byte the same.
+ */
+static PyObject *loki_protobuf(PyObject *m, PyObject *args) {
+    PyObject *cls, *streams;
+    Py_ssize_t off[E_N];
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO!", &cls, &PyDict_Type, &streams))
+        return NULL;
+    if (entry_offsets(cls, off) < 0)
+        return NULL;
+    Py_ssize_t count = 0, pos = 0;
+    PyObject *labels, *entries;
+    while (PyDict_Next(streams, &pos, &labels, &entries)) {
+        if (!PyUnicode_Check(labels) || !PyList_Check(entries)) {
+            PyErr_SetString(PyExc_TypeError, "streams must map str labels to lists of entries");
+            return NULL;
+        }
+        count += PyList_GET_SIZE(entries);
+    }
+    pb_entry_t *info = PyMem_Malloc(sizeof(pb_entry_t) * (size_t)(count ? count : 1));
+    Py_ssize_t nstreams = PyDict_GET_SIZE(streams);
+    Py_ssize_t *stream_size = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(nstreams ? nstreams : 1));
+    PyObject *out = NULL;
+    if (!info || !stream_size) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Sizes: every entry's and stream's payload, then the whole request. */
+    Py_ssize_t total = 0, k = 0, s = 0;
+    pos = 0;
+    while (PyDict_Next(streams, &pos, &labels, &entries)) {
+        Py_ssize_t ln;
+        if (!PyUnicode_AsUTF8AndSize(labels, &ln))
+            goto done;
+        Py_ssize_t body = field_len(ln);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++, k++) {
+            PyObject *e = PyList_GET_ITEM(entries, i);
+            if (!PyObject_TypeCheck(e, (PyTypeObject *)cls)) {
+                PyErr_SetString(PyExc_TypeError, "streams must hold entries");
+                goto done;
+            }
+            PyObject *tsv = SLOT(e, off[E_TS]), *line = SLOT(e, off[E_LINE]), *meta = SLOT(e, off[E_META]);
+            if (!tsv || !PyLong_Check(tsv) || !line || !PyBytes_Check(line) || !meta ||
+                (meta != Py_None && !PyTuple_Check(meta))) {
+                PyErr_SetString(PyExc_TypeError, "an entry needs an int ts, bytes line and a tuple or None meta");
+                goto done;
+            }
+            long long t = PyLong_AsLongLong(tsv);
+            if (t == -1 && PyErr_Occurred())
+                goto done;
+            if (t < 0) {
+                PyErr_SetString(PyExc_ValueError, "an entry's timestamp is before 1970");
+                goto done;
+            }
+            pb_entry_t *p = &info[k];
+            p->sec = (uint64_t)(t / 1000000000LL);
+            p->nanos = (uint64_t)(t % 1000000000LL);
+            p->line = PyBytes_AS_STRING(line);
+            p->line_n = PyBytes_GET_SIZE(line);
+            p->stamp_n = 2 + varint_len(p->sec) + varint_len(p->nanos);
+            p->meta = (meta != Py_None && PyTuple_GET_SIZE(meta)) ? meta : NULL;
+            p->size = field_len(p->stamp_n) + field_len(p->line_n);
+            if (p->meta) {
+                for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(meta); j++) {
+                    const char *nm, *vl;
+                    Py_ssize_t nn, vn;
+                    if (meta_pair(PyTuple_GET_ITEM(meta, j), &nm, &nn, &vl, &vn) < 0)
+                        goto done;
+                    p->size += field_len(pair_len(nn, vn));
+                }
+            }
+            body += field_len(p->size);
+        }
+        stream_size[s++] = body;
+        total += field_len(body);
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (!out)
+        goto done;
+    char *o = PyBytes_AS_STRING(out);
+    k = s = 0;
+    pos = 0;
+    while (PyDict_Next(streams, &pos, &labels, &entries)) {
+        Py_ssize_t ln;
+        const char *lb = PyUnicode_AsUTF8AndSize(labels, &ln);
+        o = put_field_head(o, 0x0A, stream_size[s++]);
+        o = put_field_head(o, 0x0A, ln);
+        memcpy(o, lb, (size_t)ln);
+        o += ln;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++, k++) {
+            pb_entry_t *p = &info[k];
+            o = put_field_head(o, 0x12, p->size);
+            o = put_field_head(o, 0x0A, p->stamp_n);
+            *o++ = 0x08;
+            o = put_varint(o, p->sec);
+            *o++ = 0x10;
+            o = put_varint(o, p->nanos);
+            o = put_field_head(o, 0x12, p->line_n);
+            memcpy(o, p->line, (size_t)p->line_n);
+            o += p->line_n;
+            if (p->meta) {
+                for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(p->meta); j++) {
+                    const char *nm, *vl;
+                    Py_ssize_t nn, vn;
+                    meta_pair(PyTuple_GET_ITEM(p->meta, j), &nm, &nn, &vl, &vn); /* checked above */
+                    o = put_field_head(o, 0x1A, pair_len(nn, vn));
+                    o = put_field_head(o, 0x0A, nn);
+                    memcpy(o, nm, (size_t)nn);
+                    o += nn;
+                    o = put_field_head(o, 0x12, vn);
+                    memcpy(o, vl, (size_t)vn);
+                    o += vn;
+                }
+            }
+        }
+    }
+    if (o != PyBytes_AS_STRING(out) + total) { /* the dict or an entry changed between the passes */
+        Py_CLEAR(out);
+        PyErr_SetString(PyExc_RuntimeError, "the streams changed while the body was written");
+    }
+done:
+    PyMem_Free(info);
+    PyMem_Free(stream_size);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
@@ -1090,6 +1438,9 @@ static PyMethodDef methods[] = {
     {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},
     {"encode_logfmt", encode_logfmt, METH_VARARGS,
      "encode_logfmt(head, lines, levels, tails, keys, fields) -> logfmt records"},
+    {"loki_entries", loki_entries, METH_VARARGS,
+     "loki_entries(cls, values, lines, stamps, ts, levels, streams, dest) -> a chunk's Loki entries"},
+    {"loki_protobuf", loki_protobuf, METH_VARARGS, "loki_protobuf(cls, streams) -> a Loki PushRequest"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},
 };

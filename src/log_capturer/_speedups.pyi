@@ -6,6 +6,8 @@ Each function gives what its Python twin gives (``processing.Analyzer``, ``sinks
 
 from collections.abc import Callable
 
+from log_capturer.sinks.loki.push import Entry
+
 def text_bytes(lines: list[str], /) -> int:
     """UTF-8 size of the lines' text (a lone surrogate counts 3). TypeError: not a list of str."""
 
@@ -53,3 +55,22 @@ def tally(
 ) -> tuple[dict[str, list[int]], int]:
     """({topic: [records, bytes, le_0, ..., le_k]}, longest record). ValueError: lists of
     different lengths, more than 32 bounds or 16 topics; TypeError: a value that is not bytes."""
+
+def loki_entries(
+    cls: type[Entry],
+    values: list[bytes],
+    lines: list[str] | None,
+    stamps: list[int] | None,
+    ts: int,
+    levels: list[str],
+    streams: dict[str, tuple[str, str]],
+    dest: str,
+    /,
+) -> list[Entry]:
+    """The Loki sink's entries of a chunk on its fast path (``Shaper._fast_lines_py``): entry i
+    has value ``values[i]``, line ``lines[i]`` as UTF-8 (backslashreplace) or, when lines is None,
+    ``values[i]`` without its timestamp member, timestamp ``stamps[i]`` (``ts`` when stamps is
+    None), (stream, tenant) ``streams[levels[i]]``. TypeError: ``cls`` without these slots."""
+
+def loki_protobuf(cls: type[Entry], streams: dict[str, list[Entry]], /) -> bytes:
+    """``push.protobuf_body_py``: the PushRequest of the streams' entries, byte for byte."""
