@@ -1092,34 +1092,32 @@ static PyObject *text_bytes(PyObject *m, PyObject *arg) {
     return PyLong_FromLongLong(total);
 }
 
-/* ---- Loki push: entries and the protobuf PushRequest --------------------------------------- */
+/* ---- objects of __slots__ classes ---------------------------------------------------------- */
 /*
- * The Loki sink's Entry is a Python class with __slots__ (sinks/loki/push.py). Its slots are
- * member descriptors at fixed offsets of the instance: loki_entries writes them and
- * loki_protobuf reads them there, after checking that the class's descriptors are what
- * __slots__ makes (object members) and that every object is an instance of the class.
+ * The Loki sink's Entry and the engine's Record are Python classes with __slots__. Their slots
+ * are member descriptors at fixed offsets of the instance: slot_offsets finds them, after
+ * checking that each name is an object member of the class itself (what __slots__ makes);
+ * SLOT reads and writes them there, on objects checked to be instances of the class.
  */
-enum { E_VALUE, E_DEST, E_TS, E_LINE, E_STREAM, E_TENANT, E_META, E_SIZE, E_KIND, E_OWNER, E_ID, E_REWRITTEN, E_N };
-static const char *const ENTRY_SLOTS[E_N] = {"value", "dest", "ts",    "line",  "stream",   "tenant",
-                                             "meta",  "size", "kind", "owner", "entry_id", "rewritten"};
-
-static int entry_offsets(PyObject *cls, Py_ssize_t *offs) {
+static int slot_offsets(PyObject *cls, const char *const *names, int n, Py_ssize_t *offs) {
     if (!PyType_Check(cls)) {
-        PyErr_SetString(PyExc_TypeError, "the Entry class expected");
+        PyErr_SetString(PyExc_TypeError, "a class with __slots__ expected");
         return -1;
     }
-    for (int i = 0; i < E_N; i++) {
-        PyObject *d = PyObject_GetAttrString(cls, ENTRY_SLOTS[i]);
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString(cls, names[i]);
         if (!d && !PyErr_ExceptionMatches(PyExc_AttributeError))
             return -1;
         PyErr_Clear();
-        int ok = d && Py_IS_TYPE(d, &PyMemberDescr_Type) && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+        int ok = d && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
                  ((PyMemberDescrObject *)d)->d_common.d_type == (PyTypeObject *)cls;
         if (ok)
             offs[i] = ((PyMemberDescrObject *)d)->d_member->offset;
         Py_XDECREF(d);
         if (!ok) {
-            PyErr_Format(PyExc_TypeError, "Entry.%s is not a slot of the class", ENTRY_SLOTS[i]);
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot of the class", ((PyTypeObject *)cls)->tp_name,
+                         names[i]);
             return -1;
         }
     }
@@ -1133,6 +1131,11 @@ static inline void slot_set(PyObject *obj, Py_ssize_t off, PyObject *v) {
     SLOT(obj, off) = Py_NewRef(v);
     Py_XDECREF(old);
 }
+
+/* ---- Loki push: entries and the protobuf PushRequest --------------------------------------- */
+enum { E_VALUE, E_DEST, E_TS, E_LINE, E_STREAM, E_TENANT, E_META, E_SIZE, E_KIND, E_OWNER, E_ID, E_REWRITTEN, E_N };
+static const char *const ENTRY_SLOTS[E_N] = {"value", "dest", "ts",    "line",  "stream",   "tenant",
+                                             "meta",  "size", "kind", "owner", "entry_id", "rewritten"};
 
 /* The record without its leading "timestamp" member (push._without_timestamp): '{' + what follows
  * the first '",' after '{"timestamp":"'; the record itself when it does not start so. */
@@ -1171,7 +1174,7 @@ static PyObject *loki_entries(PyObject *m, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OO!OOO!O!O!U", &cls, &PyList_Type, &values, &lines, &stamps, &PyLong_Type, &ts,
                           &PyList_Type, &levels, &PyDict_Type, &streams, &dest))
         return NULL;
-    if (entry_offsets(cls, off) < 0)
+    if (slot_offsets(cls, ENTRY_SLOTS, E_N, off) < 0)
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(values);
     if (PyList_GET_SIZE(levels) != n || (lines != Py_None && (!PyList_Check(lines) || PyList_GET_SIZE(lines) != n)) ||
@@ -1312,7 +1315,7 @@ static PyObject *loki_protobuf(PyObject *m, PyObject *args) {
     (void)m;
     if (!PyArg_ParseTuple(args, "OO!", &cls, &PyDict_Type, &streams))
         return NULL;
-    if (entry_offsets(cls, off) < 0)
+    if (slot_offsets(cls, ENTRY_SLOTS, E_N, off) < 0)
         return NULL;
     Py_ssize_t count = 0, pos = 0;
     PyObject *labels, *entries;
@@ -1430,6 +1433,172 @@ done:
     return out;
 }
 
+/* ---- Elasticsearch _bulk body -------------------------------------------------------------- */
+/* A bytes object written at its end, grown as it fills (one copy per doubling). */
+typedef struct {
+    PyObject *bytes;
+    Py_ssize_t len, cap;
+} buf_t;
+
+static int buf_init(buf_t *b, Py_ssize_t cap) {
+    b->len = 0;
+    b->cap = cap > 64 ? cap : 64;
+    b->bytes = PyBytes_FromStringAndSize(NULL, b->cap);
+    return b->bytes ? 0 : -1;
+}
+
+/* Room for `more` bytes at the end; returns where they go, NULL (MemoryError) when it cannot. */
+static char *buf_room(buf_t *b, Py_ssize_t more) {
+    if (b->len + more > b->cap) {
+        Py_ssize_t cap = b->cap * 2;
+        if (cap < b->len + more)
+            cap = b->len + more;
+        if (_PyBytes_Resize(&b->bytes, cap) < 0)
+            return NULL;
+        b->cap = cap;
+    }
+    return PyBytes_AS_STRING(b->bytes) + b->len;
+}
+
+static int buf_put(buf_t *b, const char *s, Py_ssize_t n) {
+    char *o = buf_room(b, n);
+    if (!o)
+        return -1;
+    memcpy(o, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+/* JSON(s) of a str (orjson's bytes: the ASCII ones written here, the others by dumps). */
+static int buf_json_str(buf_t *b, PyObject *s, PyObject *dumps) {
+    if (PyUnicode_IS_COMPACT_ASCII(s)) {
+        const unsigned char *p = (const unsigned char *)PyUnicode_DATA(s);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+        char *o = buf_room(b, escaped_len(p, n));
+        if (!o)
+            return -1;
+        b->len = escape_into(o, p, n) - PyBytes_AS_STRING(b->bytes);
+        return 0;
+    }
+    PyObject *js = PyObject_CallOneArg(dumps, s);
+    if (!js)
+        return -1;
+    int rc = PyBytes_Check(js) ? buf_put(b, PyBytes_AS_STRING(js), PyBytes_GET_SIZE(js)) : -1;
+    if (rc < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+    Py_DECREF(js);
+    return rc;
+}
+
+static PyObject *buf_finish(buf_t *b) {
+    if (_PyBytes_Resize(&b->bytes, b->len) < 0)
+        return NULL;
+    return b->bytes;
+}
+
+enum { R_TOPIC, R_VALUE, R_KEY, R_N };
+static const char *const RECORD_SLOTS[R_N] = {"topic", "value", "key"};
+
+/*
+ * bulk_body(cls, records, op_type, pipeline, doc_type, dumps) -> bytes
+ *
+ * bulk.body_py in C: per record of class cls its action line, {op_type: {"_index": topic,
+ * "_id": key (unless None; bytes as UTF-8), "_type": doc_type (unless ''), "pipeline": pipeline
+ * (unless '')}}, and its value, each followed by a newline; byte for byte what orjson writes.
+ */
+static PyObject *bulk_body(PyObject *m, PyObject *args) {
+    PyObject *cls, *records, *op, *pipeline, *doc_type, *dumps;
+    Py_ssize_t off[R_N];
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO!UUUO", &cls, &PyList_Type, &records, &op, &pipeline, &doc_type, &dumps))
+        return NULL;
+    if (slot_offsets(cls, RECORD_SLOTS, R_N, off) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(records), guess = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(records, i);
+        if (!PyObject_TypeCheck(r, (PyTypeObject *)cls)) {
+            PyErr_SetString(PyExc_TypeError, "records must be Record objects");
+            return NULL;
+        }
+        PyObject *v = SLOT(r, off[R_VALUE]);
+        if (!v || !PyBytes_Check(v) || !SLOT(r, off[R_TOPIC]) || !PyUnicode_Check(SLOT(r, off[R_TOPIC])) ||
+            !SLOT(r, off[R_KEY])) {
+            PyErr_SetString(PyExc_TypeError, "a record needs a str topic and a bytes value");
+            return NULL;
+        }
+        guess += PyBytes_GET_SIZE(v) + 96;
+    }
+    buf_t b;
+    /* What every action line starts with, and what ends it. */
+    buf_t head, tail;
+    head.bytes = tail.bytes = NULL;
+    if (buf_init(&b, guess) < 0)
+        return NULL;
+    if (buf_init(&head, 64) < 0 || buf_init(&tail, 64) < 0)
+        goto fail;
+    if (buf_put(&head, "{", 1) < 0 || buf_json_str(&head, op, dumps) < 0 || buf_put(&head, ":{\"_index\":", 11) < 0)
+        goto fail;
+    if (PyUnicode_GET_LENGTH(doc_type) &&
+        (buf_put(&tail, ",\"_type\":", 9) < 0 || buf_json_str(&tail, doc_type, dumps) < 0))
+        goto fail;
+    if (PyUnicode_GET_LENGTH(pipeline) &&
+        (buf_put(&tail, ",\"pipeline\":", 12) < 0 || buf_json_str(&tail, pipeline, dumps) < 0))
+        goto fail;
+    if (buf_put(&tail, "}}\n", 3) < 0)
+        goto fail;
+    PyObject *last_topic = NULL;
+    Py_ssize_t topic_at = 0, topic_n = 0; /* where the last topic's JSON is in b */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(records, i);
+        PyObject *topic = SLOT(r, off[R_TOPIC]), *key = SLOT(r, off[R_KEY]), *value = SLOT(r, off[R_VALUE]);
+        if (buf_put(&b, PyBytes_AS_STRING(head.bytes), head.len) < 0)
+            goto fail;
+        if (topic == last_topic) {
+            char *o = buf_room(&b, topic_n);
+            if (!o)
+                goto fail;
+            memcpy(o, PyBytes_AS_STRING(b.bytes) + topic_at, (size_t)topic_n);
+            b.len += topic_n;
+        } else {
+            Py_ssize_t at = b.len;
+            if (buf_json_str(&b, topic, dumps) < 0)
+                goto fail;
+            last_topic = topic;
+            topic_at = at;
+            topic_n = b.len - at;
+        }
+        if (key != Py_None) {
+            if (buf_put(&b, ",\"_id\":", 7) < 0)
+                goto fail;
+            if (PyUnicode_Check(key)) {
+                if (buf_json_str(&b, key, dumps) < 0)
+                    goto fail;
+            } else if (PyBytes_Check(key)) {
+                PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), NULL);
+                int rc = text ? buf_json_str(&b, text, dumps) : -1;
+                Py_XDECREF(text);
+                if (rc < 0)
+                    goto fail;
+            } else {
+                PyErr_SetString(PyExc_TypeError, "a record's key must be str, bytes or None");
+                goto fail;
+            }
+        }
+        if (buf_put(&b, PyBytes_AS_STRING(tail.bytes), tail.len) < 0 ||
+            buf_put(&b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)) < 0 || buf_put(&b, "\n", 1) < 0)
+            goto fail;
+    }
+    Py_DECREF(head.bytes);
+    Py_DECREF(tail.bytes);
+    return buf_finish(&b);
+fail:
+    Py_XDECREF(head.bytes);
+    Py_XDECREF(tail.bytes);
+    Py_XDECREF(b.bytes);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
@@ -1441,6 +1610,8 @@ static PyMethodDef methods[] = {
     {"loki_entries", loki_entries, METH_VARARGS,
      "loki_entries(cls, values, lines, stamps, ts, levels, streams, dest) -> a chunk's Loki entries"},
     {"loki_protobuf", loki_protobuf, METH_VARARGS, "loki_protobuf(cls, streams) -> a Loki PushRequest"},
+    {"bulk_body", bulk_body, METH_VARARGS,
+     "bulk_body(cls, records, op_type, pipeline, doc_type, dumps) -> an Elasticsearch _bulk body"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},
 };

@@ -5,7 +5,9 @@ Each function gives what its Python twin gives (``processing.Analyzer``, ``sinks
 """
 
 from collections.abc import Callable
+from typing import Any
 
+from log_capturer.engine.contract import Record
 from log_capturer.sinks.loki.push import Entry
 
 def text_bytes(lines: list[str], /) -> int:
@@ -74,3 +76,15 @@ def loki_entries(
 
 def loki_protobuf(cls: type[Entry], streams: dict[str, list[Entry]], /) -> bytes:
     """``push.protobuf_body_py``: the PushRequest of the streams' entries, byte for byte."""
+
+def bulk_body(
+    cls: type[Record],
+    records: list[Record],
+    op_type: str,
+    pipeline: str,
+    doc_type: str,
+    dumps: Callable[[Any], bytes],
+    /,
+) -> bytes:
+    """``elasticsearch.bulk.body_py``: the NDJSON ``_bulk`` body of the records, byte for byte.
+    TypeError: not records of ``cls``, a key neither str, bytes nor None."""

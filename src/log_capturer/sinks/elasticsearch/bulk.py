@@ -14,9 +14,15 @@ import base64
 import hashlib
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
+
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    # Typed as the module (``_speedups.pyi``); None picks the Python code at each use.
+    _speedups = cast(Any, None)
 
 from log_capturer.engine.contract import Failure, Record
 from log_capturer.record import Chunk
@@ -203,7 +209,15 @@ def action(record: Record, op_type: str, pipeline: str, doc_type: str) -> bytes:
 
 
 def body(records: list[Record], op_type: str, pipeline: str, doc_type: str) -> bytes:
-    """The NDJSON body: per record its action line and its source, each ended by a newline."""
+    """The NDJSON body: per record its action line and its source, each ended by a newline (in C
+    when the module is built)."""
+    if _speedups is not None:
+        return _speedups.bulk_body(Record, records, op_type, pipeline, doc_type, orjson.dumps)
+    return body_py(records, op_type, pipeline, doc_type)
+
+
+def body_py(records: list[Record], op_type: str, pipeline: str, doc_type: str) -> bytes:
+    """:func:`body` in Python: the reference for ``_speedups.bulk_body``."""
     parts: list[bytes] = []
     append = parts.append
     for r in records:

@@ -4,6 +4,7 @@ in tests/integration/sinks/elasticsearch and the conformance suite)."""
 from __future__ import annotations
 
 import gzip
+import random
 
 import orjson
 import pytest
@@ -213,3 +214,56 @@ def test_valid_index_names() -> None:
     assert bulk.valid_index("logs-2026.01.01")
     for bad in ("", "Logs", "a b", "a/b", "_x", "-x", "a*", "x" * 256):
         assert not bulk.valid_index(bad)
+
+
+# -- the C body against the Python reference ---------------------------------------------------------
+_ODD = [
+    "",
+    "x",
+    'q"uote',
+    "back\\slash",
+    "ctl\x00\x01\x1f\x7f",
+    "nl\n\r\t\b\f",
+    "caf\u00e9",
+    "\u65e5\U0001f600",
+]
+
+
+def _records(rng: random.Random, n: int) -> list[Record]:
+    out = []
+    for i in range(n):
+        index = rng.choice(["logs-2026.12.06", "logs-2026.12.07", *_ODD[1:]])
+        key: str | bytes | None = rng.choice([None, f"id{i}", rng.choice(_ODD), rng.choice(_ODD).encode()])
+        size = rng.choice([0, 1, 150, 70_000])
+        value = orjson.dumps({"message": "".join(rng.choice(_ODD) for _ in range(size // 8)), "n": i})
+        out.append(Record(index, value, key))
+    return out
+
+
+@pytest.mark.parametrize("op_type", ["create", "index"])
+@pytest.mark.parametrize(("pipeline", "doc_type"), [("", ""), ("ingest-\u00e9", "_doc"), ('p"1', "")])
+def test_c_body_is_the_python_body(op_type: str, pipeline: str, doc_type: str) -> None:
+    rng = random.Random(f"{op_type}{pipeline}{doc_type}")
+    for n in (0, 1, 7, 600):
+        records = _records(rng, n)
+        got = bulk._speedups.bulk_body(Record, records, op_type, pipeline, doc_type, orjson.dumps)
+        assert got == bulk.body_py(records, op_type, pipeline, doc_type)
+        assert bulk.body(records, op_type, pipeline, doc_type) == got
+        lines = got.split(b"\n")
+        assert len(lines) == 2 * n + 1 and lines[-1] == b""
+        for r, act, src in zip(records, lines[0:-1:2], lines[1:-1:2], strict=True):
+            meta = orjson.loads(act)[op_type]
+            assert meta["_index"] == r.topic and src == r.value
+            assert meta.get("_id") == (r.key.decode() if isinstance(r.key, bytes) else r.key)
+
+
+def test_c_body_refuses_what_the_python_body_refuses() -> None:
+    bad = [Record("ix", b"{}", b"\xff")]  # a key that is not UTF-8
+    with pytest.raises(UnicodeDecodeError):
+        bulk.body_py(bad, "create", "", "")
+    with pytest.raises(UnicodeDecodeError):
+        bulk._speedups.bulk_body(Record, bad, "create", "", "", orjson.dumps)
+    with pytest.raises(TypeError):
+        bulk._speedups.bulk_body(Record, [("ix", b"{}", None)], "create", "", "", orjson.dumps)
+    with pytest.raises(TypeError):
+        bulk._speedups.bulk_body(Record, [Record("ix", b"{}", 5)], "create", "", "", orjson.dumps)  # type: ignore[arg-type]
