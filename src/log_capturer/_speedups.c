@@ -1599,6 +1599,164 @@ fail:
     return NULL;
 }
 
+/* ---- Elasticsearch document ids: BLAKE2b (RFC 7693), unkeyed ------------------------------- */
+static const uint64_t B2_IV[8] = {0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+                                  0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+                                  0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4}, {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13}, {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11}, {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5}, {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+typedef struct {
+    uint64_t h[8];
+    uint64_t t; /* bytes hashed so far (the high word of the counter stays 0 here) */
+    uint8_t buf[128];
+    size_t n; /* bytes in buf */
+} b2_t;
+
+static inline uint64_t rotr64(uint64_t x, int r) { return (x >> r) | (x << (64 - r)); }
+
+static inline uint64_t le64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+#define B2_G(a, b, c, d, x, y)                                                                                \
+    do {                                                                                                      \
+        a = a + b + (x);                                                                                      \
+        d = rotr64(d ^ a, 32);                                                                                \
+        c = c + d;                                                                                            \
+        b = rotr64(b ^ c, 24);                                                                                \
+        a = a + b + (y);                                                                                      \
+        d = rotr64(d ^ a, 16);                                                                                \
+        c = c + d;                                                                                            \
+        b = rotr64(b ^ c, 63);                                                                                \
+    } while (0)
+
+static void b2_compress(b2_t *s, const uint8_t *block, int last) {
+    uint64_t m[16], v[16];
+    for (int i = 0; i < 16; i++)
+        m[i] = le64(block + 8 * i);
+    for (int i = 0; i < 8; i++) {
+        v[i] = s->h[i];
+        v[i + 8] = B2_IV[i];
+    }
+    v[12] ^= s->t;
+    if (last)
+        v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *g = B2_SIGMA[r];
+        B2_G(v[0], v[4], v[8], v[12], m[g[0]], m[g[1]]);
+        B2_G(v[1], v[5], v[9], v[13], m[g[2]], m[g[3]]);
+        B2_G(v[2], v[6], v[10], v[14], m[g[4]], m[g[5]]);
+        B2_G(v[3], v[7], v[11], v[15], m[g[6]], m[g[7]]);
+        B2_G(v[0], v[5], v[10], v[15], m[g[8]], m[g[9]]);
+        B2_G(v[1], v[6], v[11], v[12], m[g[10]], m[g[11]]);
+        B2_G(v[2], v[7], v[8], v[13], m[g[12]], m[g[13]]);
+        B2_G(v[3], v[4], v[9], v[14], m[g[14]], m[g[15]]);
+    }
+    for (int i = 0; i < 8; i++)
+        s->h[i] ^= v[i] ^ v[i + 8];
+}
+
+static void b2_init(b2_t *s, size_t outlen) {
+    memcpy(s->h, B2_IV, sizeof s->h);
+    s->h[0] ^= 0x01010000ULL ^ (uint64_t)outlen;
+    s->t = 0;
+    s->n = 0;
+}
+
+/* A full buffer is compressed only when more input comes: the last block is compressed last. */
+static void b2_update(b2_t *s, const uint8_t *p, size_t len) {
+    while (len) {
+        if (s->n == 128) {
+            s->t += 128;
+            b2_compress(s, s->buf, 0);
+            s->n = 0;
+        }
+        size_t k = 128 - s->n < len ? 128 - s->n : len;
+        memcpy(s->buf + s->n, p, k);
+        s->n += k;
+        p += k;
+        len -= k;
+    }
+}
+
+static void b2_final(b2_t *s, uint8_t *out, size_t outlen) {
+    s->t += s->n;
+    memset(s->buf + s->n, 0, 128 - s->n);
+    b2_compress(s, s->buf, 1);
+    for (size_t i = 0; i < outlen; i++)
+        out[i] = (uint8_t)(s->h[i / 8] >> (8 * (i % 8)));
+}
+
+/* URL-safe base64 of 15 bytes: 20 characters, no padding. */
+static void b64url15(const uint8_t *d, char *o) {
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (int i = 0; i < 15; i += 3) {
+        uint32_t v = ((uint32_t)d[i] << 16) | ((uint32_t)d[i + 1] << 8) | d[i + 2];
+        *o++ = abc[(v >> 18) & 63];
+        *o++ = abc[(v >> 12) & 63];
+        *o++ = abc[(v >> 6) & 63];
+        *o++ = abc[v & 63];
+    }
+}
+
+/*
+ * doc_ids_at(base, start, lines) -> list[str]
+ *
+ * bulk.doc_ids_py for exact positions: id i = URL-safe base64 of BLAKE2b-120(base + the line's
+ * byte offset as 8 little-endian bytes + lines[i]), offsets from start, each line and its newline.
+ */
+static PyObject *doc_ids_at(PyObject *m, PyObject *args) {
+    const char *base;
+    Py_ssize_t base_n;
+    long long start;
+    PyObject *lines;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "y#LO!", &base, &base_n, &start, &PyList_Type, &lines))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    b2_t seed;
+    b2_init(&seed, 15);
+    b2_update(&seed, (const uint8_t *)base, (size_t)base_n);
+    uint64_t pos = (uint64_t)start;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            Py_DECREF(out);
+            return NULL;
+        }
+        b2_t s = seed;
+        uint8_t at[8], digest[15];
+        for (int k = 0; k < 8; k++)
+            at[k] = (uint8_t)(pos >> (8 * k));
+        b2_update(&s, at, 8);
+        b2_update(&s, (const uint8_t *)PyBytes_AS_STRING(line), (size_t)PyBytes_GET_SIZE(line));
+        b2_final(&s, digest, 15);
+        PyObject *id = PyUnicode_New(20, 127);
+        if (!id) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        b64url15(digest, (char *)PyUnicode_DATA(id));
+        PyList_SET_ITEM(out, i, id);
+        pos += (uint64_t)PyBytes_GET_SIZE(line) + 1;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
@@ -1612,6 +1770,7 @@ static PyMethodDef methods[] = {
     {"loki_protobuf", loki_protobuf, METH_VARARGS, "loki_protobuf(cls, streams) -> a Loki PushRequest"},
     {"bulk_body", bulk_body, METH_VARARGS,
      "bulk_body(cls, records, op_type, pipeline, doc_type, dumps) -> an Elasticsearch _bulk body"},
+    {"doc_ids_at", doc_ids_at, METH_VARARGS, "doc_ids_at(base, start, lines) -> Elasticsearch ids of lines"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},
 };

@@ -88,3 +88,8 @@ def bulk_body(
 ) -> bytes:
     """``elasticsearch.bulk.body_py``: the NDJSON ``_bulk`` body of the records, byte for byte.
     TypeError: not records of ``cls``, a key neither str, bytes nor None."""
+
+def doc_ids_at(base: bytes, start: int, lines: list[bytes], /) -> list[str]:
+    """``elasticsearch.bulk.doc_ids`` for exact positions: id i is the URL-safe base64 of the
+    15-byte BLAKE2b of ``base`` + the line's offset (8 bytes, little-endian; from ``start``, each
+    line and its newline) + ``lines[i]``, as ``hashlib.blake2b`` gives it."""

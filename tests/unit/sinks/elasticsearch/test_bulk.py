@@ -3,7 +3,9 @@ in tests/integration/sinks/elasticsearch and the conformance suite)."""
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import random
 
 import orjson
@@ -267,3 +269,38 @@ def test_c_body_refuses_what_the_python_body_refuses() -> None:
         bulk._speedups.bulk_body(Record, [("ix", b"{}", None)], "create", "", "", orjson.dumps)
     with pytest.raises(TypeError):
         bulk._speedups.bulk_body(Record, [Record("ix", b"{}", 5)], "create", "", "", orjson.dumps)  # type: ignore[arg-type]
+
+
+def _spec_ids(base: bytes, start: int, lines: list[bytes]) -> list[str]:
+    """The exact-position ids as documented: BLAKE2b, 15 bytes, of base + offset + line (hashlib)."""
+    out, pos = [], start
+    for data in lines:
+        h = hashlib.blake2b(base + pos.to_bytes(8, "little") + data, digest_size=15)
+        out.append(base64.urlsafe_b64encode(h.digest()).decode())
+        pos += len(data) + 1
+    return out
+
+
+def test_c_ids_are_blake2b_of_the_position_as_documented() -> None:
+    rng = random.Random(7)
+    # Lengths around BLAKE2b's 128-byte blocks (base + 8-byte offset + line).
+    sizes = [0, 1, 50, 95, 96, 97, 103, 111, 112, 119, 120, 127, 128, 129, 240, 255, 256, 257, 5000]
+    for trial in range(200):
+        base = bytes(rng.randrange(256) for _ in range(rng.choice([0, 3, 25, 119, 120, 128, 200])))
+        lines = [bytes(rng.randrange(256) for _ in range(rng.choice(sizes))) for _ in range(rng.randrange(8))]
+        start = rng.choice([0, 1, 2**32, 2**62])
+        assert bulk._speedups.doc_ids_at(base, start, lines) == _spec_ids(base, start, lines), trial
+
+
+def test_exact_position_ids_are_the_same_with_and_without_the_c_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = ["", "plain", "caf\u00e9 \u65e5", "\udcff lone", "x" * 300, *LINES]
+    encoded = [ln.encode("utf-8", "surrogatepass") for ln in lines]
+    chunk = Chunk(Origin("file", "/var/log/app.log"), lines, 12345, 12345 + sum(len(e) + 1 for e in encoded))
+    chunk.stream, chunk.levels = "8:42", [""] * len(lines)
+    o = chunk.origin
+    base = f"{o.source_type}\0{o.source_id}\0{chunk.stream}\0".encode()
+    got = bulk.doc_ids(chunk, encoded)
+    monkeypatch.setattr(bulk, "_speedups", None)
+    assert bulk.doc_ids(chunk, encoded) == got == _spec_ids(base, 12345, encoded)
