@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import time
 from typing import Any, cast
 
@@ -263,6 +264,18 @@ def outcome_of_item(item: dict[str, Any], op_type: str) -> tuple[Failure | None,
     if status in RETRIABLE_STATUS or etype in RETRIABLE_TYPES:
         return Failure.RETRY, etype, text
     return Failure.REJECT, etype, text
+
+
+#: The start of a ``_bulk`` answer whose top-level ``errors`` is false (Elasticsearch and OpenSearch
+#: write ``took`` first, or nothing before it under ``filter_path``; VictoriaLogs as Elasticsearch).
+_NO_ERRORS = re.compile(rb'\s*\{\s*(?:"took"\s*:\s*\d+\s*,\s*)?"errors"\s*:\s*false\s*[,}]')
+
+
+def all_delivered(raw: bytes) -> bool:
+    """Whether a ``_bulk`` answer says at its start that no item failed (``"errors":false``): then
+    every item was delivered, and its per-item list need not be parsed (a thousand objects). Any
+    other start says nothing: the answer is parsed."""
+    return _NO_ERRORS.match(raw) is not None
 
 
 def parse_response(raw: bytes) -> dict[str, Any]:

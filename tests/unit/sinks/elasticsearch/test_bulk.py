@@ -304,3 +304,25 @@ def test_exact_position_ids_are_the_same_with_and_without_the_c_module(
     got = bulk.doc_ids(chunk, encoded)
     monkeypatch.setattr(bulk, "_speedups", None)
     assert bulk.doc_ids(chunk, encoded) == got == _spec_ids(base, 12345, encoded)
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (b'{"errors":false}', True),
+        (b'{"errors":false,"items":[{"create":{"status":201}}]}', True),
+        (b'{"took":13,"errors":false,"items":[{"create":{"status":201}}]}', True),
+        (b' {\n  "took" : 3,\n  "errors" : false,\n  "items" : []\n}', True),
+        (b'{"took":13,"errors":true,"items":[{"create":{"status":429}}]}', False),
+        (b'{"errors":true,"items":[{"create":{"status":201,"errors":false}}]}', False),
+        (b'{"items":[],"errors":false}', False),  # not at the start: parsed, not guessed
+        (b'{"took":1,"errors":falsely}', False),
+        (b'{"error":{"type":"x"},"errors":false}', False),
+        (b"", False),
+        (b"not json", False),
+    ],
+)
+def test_all_delivered_reads_only_a_top_level_errors_false(raw: bytes, want: bool) -> None:
+    assert bulk.all_delivered(raw) is want
+    if want:  # what the parsed answer says too
+        assert bulk.parse_response(raw)["errors"] is False
