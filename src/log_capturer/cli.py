@@ -653,7 +653,11 @@ def bench(
     ] = "kafka",
     es_url: Annotated[
         str | None,
-        typer.Option(help="With --sink elasticsearch: the server (default: log-capturer opensearch up's)."),
+        typer.Option(
+            help="With --sink elasticsearch: the server (default: log-capturer opensearch up's); "
+            "'victorialogs': a local VictoriaLogs started for the run, its _bulk endpoint "
+            "(/insert/elasticsearch)."
+        ),
     ] = None,
     es_batch: Annotated[
         int, typer.Option(help="With --sink elasticsearch: documents per _bulk request.")
@@ -727,9 +731,26 @@ def _bench_elasticsearch(
     line_bytes: int,
     json_out: Path | None,
 ) -> None:
-    from log_capturer.devtools.bench.elasticsearch import EsBenchError, run_es_bench
+    from log_capturer.devtools.bench.elasticsearch import (
+        EsBenchError,
+        run_es_bench,
+        run_es_victorialogs_bench,
+    )
     from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
 
+    if url == "victorialogs":
+        try:
+            res = run_es_victorialogs_bench(lines, out_dir, batch, concurrency, line_bytes, log=err.print)
+        except Exception as exc:
+            err.print(f"[bold red]bench --sink elasticsearch: {escape(str(exc))}[/]", highlight=False)
+            raise typer.Exit(1) from None
+        text = json.dumps(res, indent=2)
+        if json_out is not None:
+            json_out.write_text(text)
+        out.print_json(text)
+        if res["lost"] or res["duplicated"]:
+            raise typer.Exit(3)
+        return
     try:
         target = url or LocalOpenSearch(log=err.print).url
         result = run_es_bench(target, lines, out_dir, batch, concurrency, line_bytes, log=err.print)
