@@ -848,7 +848,7 @@ def kafka_create_topics(
     min_insync_replicas: Annotated[int | None, typer.Option(help="Topic min.insync.replicas.")] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Create the five topics of the design document (idempotent)."""
+    """Create the topics of the design document and the positions topic (idempotent)."""
     from log_capturer.devtools.kafka_local import LocalKafka
     from log_capturer.devtools.topics import create_topics
 

@@ -12,7 +12,7 @@ config onto librdkafka), ``encode`` and ``headers`` (the record), ``partitioning
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -46,6 +46,17 @@ class KafkaSink(SinkRunner):
     @property
     def sent_to_dlq_topic(self) -> int:
         return self.sent_to_dead_letter
+
+    @property
+    def commits_positions(self) -> bool:
+        """``delivery: exactly_once``: the files' positions are committed with the records."""
+        return self.kafka.exactly_once
+
+    def committed_positions(self) -> dict[str, dict[str, Any]]:
+        return self.kafka.committed_positions
+
+    def commit_positions_of(self, positions: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self.kafka.commit_positions_of(positions)
 
     dlq_topic_key = "kafka_topic"
 
