@@ -63,7 +63,7 @@ def test_what_exactly_once_does_not_cover_is_refused_naming_the_key(change: str,
 
 
 def test_the_transactional_properties_cannot_be_set_as_librdkafka_options() -> None:
-    with pytest.raises(ValueError, match="transactional.id"):
+    with pytest.raises(ValueError, match=r"transactional\.id"):
         KafkaSinkConfig(librdkafka_options={"transactional.id": "x"})
 
 
@@ -101,7 +101,11 @@ def test_the_positions_reader_is_read_committed_with_the_producers_connection() 
 
 def test_the_positions_document_has_the_positions_file_format() -> None:
     doc = orjson.loads(positions_document("tid", {"/a.log": {"offset": 10, "inode": 2}}))
-    assert doc == {"version": 2, "transactional_id": "tid", "positions": {"/a.log": {"offset": 10, "inode": 2}}}
+    assert doc == {
+        "version": 2,
+        "transactional_id": "tid",
+        "positions": {"/a.log": {"offset": 10, "inode": 2}},
+    }
 
 
 def test_the_gate_holds_senders_during_a_commit_and_counts_their_lines() -> None:
