@@ -94,8 +94,8 @@ class Collector:
             err = m.error()
             if err is not None:
                 if err.code() == _PARTITION_EOF:
-                    key = (m.topic(), m.partition())
-                    self._next_offset[key] = max(self._next_offset[key], m.offset())
+                    key = (str(m.topic()), int(m.partition() or 0))
+                    self._next_offset[key] = max(self._next_offset[key], int(m.offset() or 0))
                 else:
                     self.consumer_errors += 1
                 continue
