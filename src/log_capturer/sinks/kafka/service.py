@@ -47,6 +47,7 @@ from log_capturer.sinks.kafka.stats import StatsTracker
 from log_capturer.sinks.kafka.transactions import (
     EXIT_ABORTED,
     EXIT_FENCED,
+    POSITIONS_TOKEN,
     Entries,
     Gate,
     PositionsOf,
@@ -124,6 +125,8 @@ class KafkaService:
         #: Where every file resumes: the positions last committed (read at start).
         self.committed_positions: Entries = {}
         self._positions_of: PositionsOf | None = None
+        #: The transactional producer (the chunk producer, or confluent-kafka's).
+        self._txn: Producer | ChunkProducer | None = None
         self._txn_records = 0
         #: The chunks handed over in the open transaction.
         self._txn_chunks: list[Chunk] = []
@@ -191,37 +194,54 @@ class KafkaService:
             raise SinkStartError(f"sinks.kafka: the producer rejected its configuration: {exc}") from exc
 
     def _start_transactions(self, conf: dict[str, Any]) -> None:
-        """One transactional producer (the chunk producer is not used): ``init_transactions``
-        fences an older process with this id and aborts what it left open; then the committed
-        positions are read, and the first transaction begins."""
+        """One transactional producer: the chunk producer (``native_producer``, unless chunks
+        carry ``headers``), else confluent-kafka's, which then carries everything.
+        ``init_transactions`` fences an older process with this id and aborts what it left open;
+        then the committed positions are read, and the first transaction begins."""
         cfg = self.config.exactly_once
         tid = self.transactional_id
-        conf = transactional_config(self.config, conf, tid)
-        self._conf = conf
+        txn_conf = transactional_config(self.config, conf, tid)
         wait = max(self.config.timeout, 10.0)
+        txn: Producer | ChunkProducer
         try:
-            producer = Producer(conf)
+            if self.config.native_producer and not self.config.headers:
+                self._native_conf = {
+                    k: v for k, v in txn_conf.items() if k not in ("error_cb", "stats_cb", "logger")
+                }
+                self._native = txn = self._new_native()
+                # Metadata and probes only: no record goes through it in this mode.
+                self._conf = {
+                    k: v for k, v in conf.items() if k not in ("stats_cb", "statistics.interval.ms")
+                }
+                self._producer = Producer(self._conf)
+            else:
+                self._conf = txn_conf
+                self._producer = txn = Producer(txn_conf)
+        except NativeUnavailable as exc:
+            self._close_producers()
+            raise SinkStartError(f"sinks.kafka.native_producer: {exc}") from exc
         except KafkaException as exc:
+            self._close_producers()
             raise SinkStartError(f"sinks.kafka: the producer rejected its configuration: {exc}") from exc
         try:
-            producer.init_transactions(wait)
+            txn.init_transactions(wait)
         except KafkaException as exc:
-            close_producer(producer)
+            self._close_producers()
             raise SinkStartError(
                 f"sinks.kafka.delivery: exactly_once: init_transactions for transactional.id {tid!r} "
                 f"failed: {explain(exc.args[0])}; the brokers must allow transactions (a single broker "
                 "needs transaction.state.log.replication.factor=1 and transaction.state.log.min.isr=1)"
             ) from exc
         try:
-            self.committed_positions = read_positions(conf, cfg.positions_topic, tid, wait)
-            producer.begin_transaction()
+            self.committed_positions = read_positions(txn_conf, cfg.positions_topic, tid, wait)
+            txn.begin_transaction()
         except PositionsUnreadable as exc:
-            close_producer(producer)
+            self._close_producers()
             raise SinkStartError(str(exc)) from exc
         except KafkaException as exc:
-            close_producer(producer)
+            self._close_producers()
             raise SinkStartError(f"sinks.kafka: begin_transaction: {explain(exc.args[0])}") from exc
-        self._producer = producer
+        self._txn = txn
         self._txn_opened = time.monotonic()
         log.info(
             "exactly-once delivery: transactional.id %s, %d file positions committed in %s",
@@ -436,6 +456,8 @@ class KafkaService:
 
     # -- records sent again (poll thread) ------------------------------------------------------
     def resend(self, attempt: Attempt, alone: bool) -> bool:
+        if self._txn_failed():
+            return False  # never outside the transaction: it is aborted at the next commit
         # Exactly-once: every record goes through the transactional producer.
         producer = self._alone_producer_now() if alone and not self.exactly_once else self._producer
         assert producer is not None
@@ -469,6 +491,8 @@ class KafkaService:
         topic = self.reports.dlq_topic
         if not topic:
             return None
+        if self._txn_failed():
+            return False
         producer = self._producer
         assert producer is not None
         rec = attempt.record
@@ -529,6 +553,11 @@ class KafkaService:
             self._poll_alone(self._alone_producer)
 
     # -- transactions (exactly-once; the poll thread, and the stopping thread at the end) -------
+    def _txn_failed(self) -> bool:
+        """Exactly-once: a record failed in the open transaction (which is then aborted). Also
+        true with the chunk producer, whose retries would go through another producer."""
+        return self._txn_reports is not None and (bool(self._txn_reports.failure) or self._native is not None)
+
     def _commit_due(self, now: float) -> bool:
         with self._lock:
             n = self._txn_records
@@ -541,8 +570,9 @@ class KafkaService:
         """Close the gate, wait until every record handed over has its delivery report (each
         chunk given to the sink is then acknowledged, so the files' positions cover exactly what
         the transaction holds), add the positions document, commit, and begin the next one."""
-        producer = self._producer
-        assert producer is not None
+        producer = self._txn
+        assert producer is not None and self._producer is not None
+        native = self._native
         runner = self.runner
         gate = self._gate
         started = time.monotonic()
@@ -570,14 +600,24 @@ class KafkaService:
                     )
                     return
                 try:
-                    producer.flush(POLL_INTERVAL)  # also ignores linger.ms: no waiting for batches
+                    if native is not None:
+                        _, settled = native.flush(POLL_INTERVAL)  # also ignores linger.ms
+                        if settled:
+                            self._settle_native(settled)
+                        self._producer.poll(0)
+                    else:
+                        self._producer.flush(POLL_INTERVAL)  # also ignores linger.ms
                 except KafkaException as exc:
                     self._on_error(exc.args[0])
                 self._space.set()
                 runner.tick(time.monotonic())
             if self._positions_of is not None:
                 doc = positions_document(self.transactional_id, self._positions_of())
-                producer.produce(self.config.exactly_once.positions_topic, doc, self.transactional_id)
+                topic = self.config.exactly_once.positions_topic
+                if native is not None:
+                    native.produce_chunk(POSITIONS_TOKEN, [topic], [doc], [self.transactional_id], None)
+                else:
+                    self._producer.produce(topic, doc, self.transactional_id)
             self._commit_transaction(producer)
             self.transactions_committed += 1
             with self._lock:
@@ -592,7 +632,7 @@ class KafkaService:
         finally:
             gate.open()
 
-    def _commit_transaction(self, producer: Producer) -> None:
+    def _commit_transaction(self, producer: Producer | ChunkProducer) -> None:
         """Commit; a retriable error (a coordinator moving, a timeout) is tried again until the
         transaction times out. Anything else raises."""
         deadline = time.monotonic() + self.config.exactly_once.transaction_timeout
@@ -608,7 +648,7 @@ class KafkaService:
                     "exactly-once: commit failed (%s); trying again", explain(err), extra={"sink": self.name}
                 )
 
-    def _abort(self, producer: Producer, reason: str, final: bool) -> None:
+    def _abort(self, producer: Producer | ChunkProducer, reason: str, final: bool) -> None:
         """Abort the open transaction: none of its records become visible to read_committed
         consumers. While running, the agent then ends (:func:`.transactions.end_process`): what the
         transaction held is read again from the committed positions at the next start."""
@@ -625,20 +665,26 @@ class KafkaService:
                 extra={"sink": self.name},
             )
             return
+        self._end_if_fenced(reason)
         end_process(EXIT_ABORTED, f"transaction aborted: {reason}")
+
+    def _end_if_fenced(self, reason: str) -> None:
+        """Another process took this transactional.id (init_transactions fenced this one)."""
+        text = f"{self._fatal} {reason}".lower()
+        if "fenced" in text or "producer_fenced" in text or "invalid_producer_epoch" in text:
+            end_process(
+                EXIT_FENCED,
+                f"fenced: another agent took transactional.id {self.transactional_id!r} "
+                f"({self._fatal or reason}); give each agent its own "
+                "sinks.kafka.exactly_once.transactional_id",
+            )
 
     def _end_fatal(self) -> None:
         """A fatal error of the transactional producer: fenced by another process with this
         transactional.id, or broken. It cannot be replaced in place (its transaction is lost)."""
         reason = self._fatal
-        fenced = "fenced" in reason.lower() or "epoch" in reason.lower()
-        if fenced:
-            end_process(
-                EXIT_FENCED,
-                f"fenced: another agent took transactional.id {self.transactional_id!r} ({reason}); "
-                "give each agent its own sinks.kafka.exactly_once.transactional_id",
-            )
-        producer = self._producer
+        self._end_if_fenced(reason)
+        producer = self._txn
         assert producer is not None
         self._abort(producer, f"fatal producer error: {reason}", final=False)
 
@@ -659,6 +705,23 @@ class KafkaService:
             if producer.poll(0) or served:
                 self._space.set()
         if settled:
+            self._settle_native(settled)
+
+    def _settle_native(self, settled: list[Any]) -> None:
+        """The chunk producer's settled chunks to the engine; the positions record (exactly-once)
+        is not a chunk: a failure of it fails the transaction."""
+        if self.exactly_once:
+            chunks = []
+            for item in settled:
+                if item[0] is POSITIONS_TOKEN:
+                    if item[2] and self._txn_reports is not None and not self._txn_reports.failure:
+                        self._txn_reports.failure = (
+                            f"the positions record: {explain(KafkaError(item[2][0][0]))}"
+                        )
+                else:
+                    chunks.append(item)
+            settled = chunks
+        if settled:
             self.reports.settled(settled)
 
     def _poll_retired(self) -> None:
@@ -668,7 +731,7 @@ class KafkaService:
         for old in self._retired:
             _, settled = old.poll(0)
             if settled:
-                self.reports.settled(settled)
+                self._settle_native(settled)
             if old.live_chunks > 0 or len(old) > 0:
                 keep.append(old)
             else:

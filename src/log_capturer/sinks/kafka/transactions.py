@@ -45,6 +45,9 @@ EXIT_FENCED = 76
 #: Format of the positions document (that of files.json).
 POSITIONS_VERSION = 2
 
+#: The chunk producer's token of the positions record (it is not a chunk of the engine).
+POSITIONS_TOKEN = object()
+
 Entries = dict[str, dict[str, Any]]
 PositionsOf = Callable[[], Entries]
 
@@ -213,6 +216,12 @@ class TransactionalReports(Reports):
         if err is not None and not self.failure:
             self.failure = explain(err)
         super().attempt(attempt, err, _msg)
+
+    def settled(self, settled: list[Any]) -> None:
+        for _, _, failures in settled:
+            if failures and not self.failure:
+                self.failure = explain(KafkaError(failures[0][0]))
+        super().settled(settled)
 
     def dead_letter(self, attempt: Any, err: KafkaError | None, _msg: Message) -> None:
         if err is not None and not self.failure:

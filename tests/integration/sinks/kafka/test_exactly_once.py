@@ -67,7 +67,9 @@ def caught_up(agent: AgentProcess, files: list[Path]) -> bool:
     return all(entries.get(str(f), {}).get("offset") == f.stat().st_size for f in files)
 
 
-def eos_config(tmp: Path, bootstrap: str, topics: dict[str, str], tid: str) -> dict[str, Any]:
+def eos_config(
+    tmp: Path, bootstrap: str, topics: dict[str, str], tid: str, native: bool = True
+) -> dict[str, Any]:
     return agent_config(
         tmp,
         bootstrap,
@@ -76,6 +78,7 @@ def eos_config(tmp: Path, bootstrap: str, topics: dict[str, str], tid: str) -> d
         sinks={
             "kafka": {
                 "delivery": "exactly_once",
+                "native_producer": native,
                 "exactly_once": {
                     "transactional_id": tid,
                     "positions_topic": topics["log-capturer-positions"],
@@ -110,11 +113,12 @@ def check_exactly_once(records: list[Any], files: list[Path], lines: int) -> dic
     return report
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["chunk-producer", "confluent-producer"])
 def test_sigkill_three_times_then_read_committed_sees_every_line_once_in_order(
-    tmp_path: Path, bootstrap: str, topic_prefix: str
+    tmp_path: Path, bootstrap: str, topic_prefix: str, native: bool
 ) -> None:
     topics = create_prefixed_topics(bootstrap, topic_prefix)
-    cfg = eos_config(tmp_path, bootstrap, topics, f"{topic_prefix}-agent")
+    cfg = eos_config(tmp_path, bootstrap, topics, f"{topic_prefix}-agent", native)
     path = write_config(tmp_path / "config.yaml", cfg)
     files = [tmp_path / "logs" / f"app-{i}.log" for i in range(FILES)]
     writers = [generate(f, RATE, count=LINES, seed=i + 1) for i, f in enumerate(files)]
