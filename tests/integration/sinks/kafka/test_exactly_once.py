@@ -8,6 +8,7 @@ import json
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -182,3 +183,65 @@ def test_a_second_agent_with_the_same_transactional_id_fences_the_first(
         for a in (first, second):
             if a is not None and a.proc is not None and a.proc.poll() is None:
                 a.kill()
+
+
+def write_rotating(path: Path, lines: int, rate: float, rotate_every: int, stop: threading.Event) -> None:
+    """``{"seq": n}`` lines appended to ``path`` at ``rate``; every ``rotate_every`` lines the file
+    is renamed to ``path.1`` (the older ``.1`` to ``.2``) and a new one begun (logrotate's
+    rename)."""
+    f = path.open("a")
+    n = 0
+    batch = max(1, int(rate / 100))
+    while n < lines and not stop.is_set():
+        end = min(lines, n + batch)
+        f.write("".join(f'{{"seq": {i}, "msg": "line {i}"}}\n' for i in range(n, end)))
+        f.flush()
+        for i in range(n, end):
+            if (i + 1) % rotate_every == 0 and i + 1 < lines:
+                f.close()
+                one = path.with_name(path.name + ".1")
+                if one.exists():
+                    one.replace(path.with_name(path.name + ".2"))
+                path.replace(one)
+                f = path.open("a")
+                break  # the rest of this batch goes on in the next round
+        else:
+            n = end
+            time.sleep(0.01)
+            continue
+        n = i + 1
+        time.sleep(0.01)
+    f.close()
+
+
+def test_rotation_and_sigkill_then_read_committed_sees_every_line_once_in_order(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    lines = 40_000
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    cfg = eos_config(tmp_path, bootstrap, topics, f"{topic_prefix}-rot")
+    cfg["files_config"]["include_patterns"] = ["app.log"]
+    path = write_config(tmp_path / "config.yaml", cfg)
+    log = tmp_path / "logs" / "app.log"
+    stop = threading.Event()
+    writer = threading.Thread(target=write_rotating, args=(log, lines, 4000, 7_000, stop), daemon=True)
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    writer.start()
+    rnd = random.Random(7)
+    try:
+        for _ in range(KILLS):
+            time.sleep(1.5 + rnd.uniform(0, 2.5))
+            agent.kill()
+            agent = AgentProcess(path, tmp_path / "agent.log").start()
+        writer.join(60)
+        assert not writer.is_alive()
+        wait_until(lambda: caught_up(agent, [log]), 120, "every line read and acknowledged")
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        stop.set()
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    records = read_committed(bootstrap, topics["logs"])
+    # A rotated file's lines are attributed to the path they were written at: one file, in order.
+    report = check_exactly_once(records, [log], lines)
+    print(json.dumps({"per_file": report, "rotations": lines // 7_000}))
