@@ -41,6 +41,17 @@ class KafkaSink(SinkRunner):
         self.config = config
         self.kafka = KafkaService(config, metrics, name, SINK_TYPE)
         policy = DeliveryPolicy.of(config, park_on_timeout=parks_on_timeout(config) and dlq is not None)
+        if config.delivery == "exactly_once":
+            # Nothing goes to the local DLQ around the transaction: a line parked there would be
+            # replayed later, out of order and outside any transaction (and a line parked after
+            # a failure in an aborted transaction is read again from the positions too). A sink
+            # that cannot deliver holds its sources instead, and a failed transaction ends the
+            # agent (docs/exactly-once.md).
+            policy.park_on_timeout = False
+            policy.backpressure = policy.backpressure.model_copy(
+                update={"timeout_escalation": False, "queue_emergency_threshold": 1.0}
+            )
+            policy.circuit_breaker = policy.circuit_breaker.model_copy(update={"open_action": "wait"})
         super().__init__(self.kafka, policy, metrics, dlq, name, SINK_TYPE)
 
     @property
