@@ -176,6 +176,14 @@ def run(
             "one process; use --workers 1"
         )
         raise typer.Exit(2)
+    eos = cfg.sinks.kafka.enabled and cfg.sinks.kafka.delivery == "exactly_once"
+    if eos and ((workers is not None and workers > 1) or stdin):
+        flag = "--stdin" if stdin else f"--workers {workers}"
+        print_problem(
+            f"{flag}: sinks.kafka.delivery: exactly_once covers one process reading files only for "
+            "now; drop the flag or use delivery: at_least_once"
+        )
+        raise typer.Exit(2)
     cfg = run_overrides(cfg, stdin, workers)
     problems = path_problems(cfg)
     if problems:
