@@ -176,6 +176,14 @@ def run(
             "one process; use --workers 1"
         )
         raise typer.Exit(2)
+    eos = cfg.sinks.kafka.enabled and cfg.sinks.kafka.delivery == "exactly_once"
+    if eos and ((workers is not None and workers > 1) or stdin):
+        flag = "--stdin" if stdin else f"--workers {workers}"
+        print_problem(
+            f"{flag}: sinks.kafka.delivery: exactly_once covers one process reading files only for "
+            "now; drop the flag or use delivery: at_least_once"
+        )
+        raise typer.Exit(2)
     cfg = run_overrides(cfg, stdin, workers)
     problems = path_problems(cfg)
     if problems:
@@ -869,7 +877,7 @@ def kafka_create_topics(
     min_insync_replicas: Annotated[int | None, typer.Option(help="Topic min.insync.replicas.")] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Create the five topics of the design document (idempotent)."""
+    """Create the topics of the design document and the positions topic (idempotent)."""
     from log_capturer.devtools.kafka_local import LocalKafka
     from log_capturer.devtools.topics import create_topics
 

@@ -246,6 +246,43 @@ class Config(_Tail, Sources, _Head):
         return self
 
     @model_validator(mode="after")
+    def _exactly_once_scope(self) -> Config:
+        """``sinks.kafka.delivery: exactly_once`` covers one process, the file source and Kafka."""
+        kafka = self.sinks.kafka
+        if not kafka.enabled or kafka.delivery != "exactly_once":
+            return self
+        what = "sinks.kafka.delivery: exactly_once"
+        if self.app.workers > 1:
+            raise ValueError(
+                f"{what} runs in one process for now (one transactional producer); set app.workers: 1 "
+                "or delivery: at_least_once"
+            )
+        others = [
+            k
+            for k in Sources.model_fields
+            if k != "files_config" and getattr(getattr(self, k), "enabled", False)
+        ]
+        if others:
+            raise ValueError(
+                f"{what} covers the file source only for now (positions committed with the lines); "
+                + ", ".join(f"set {k}.enabled: false" for k in others)
+                + " or use delivery: at_least_once"
+            )
+        if not self.files_config.enabled:
+            raise ValueError(f"{what} needs the file source; set files_config.enabled: true")
+        sinks = [
+            k
+            for k in Sinks.model_fields
+            if k != "kafka" and getattr(getattr(self.sinks, k), "enabled", False)
+        ]
+        if sinks:
+            raise ValueError(
+                f"{what} needs Kafka as the only sink (a line's position is committed with its "
+                "Kafka transaction); " + ", ".join(f"set sinks.{k}.enabled: false" for k in sinks)
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sections_agree(self) -> Config:
         """A source section may check itself against the rest of the file (``check_with``)."""
         for key in Sources.model_fields:

@@ -142,6 +142,15 @@ class FileSource:
     def positions(self) -> dict[str, Entry]:
         return self.tailer.positions()
 
+    def resume_from(self, entries: dict[str, Entry]) -> None:
+        """Resume from ``entries`` (the positions a sink commits with the lines, Kafka's
+        ``delivery: exactly_once``) instead of ``files.json``, which is then neither read nor
+        written: a position saved there could count lines of a transaction not committed yet.
+        Call before :meth:`start`."""
+        cp = self.tailer.checkpointer
+        cp.unclaimed = Checkpointer(entries, None, self.metrics, cp.flush_interval).unclaimed
+        cp.store = None
+
 
 def build(config: FilesConfig, ctx: BuildContext) -> FileSource | None:
     if not config.enabled or not config.watch_directories:
