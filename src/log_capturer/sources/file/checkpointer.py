@@ -192,10 +192,10 @@ class Checkpointer:
         #: An acknowledgement moved a position since the entries were last taken (set on the
         #: sinks' threads, cleared on the read thread).
         self.moved = False
-        now = time.monotonic()
-        #: When the entries were last taken (monotonic), and when the next write is due anyway.
-        self.last_write = now - write_delay
-        self.next_flush = now + flush_interval
+        #: When the entries were last taken (monotonic; never yet: a first acknowledgement is
+        #: written at once), and when the next write is due anyway.
+        self.last_write = float("-inf")
+        self.next_flush = time.monotonic() + flush_interval
         #: Saved entries not matched to a file yet, by identity.
         self.unclaimed: dict[Key, tuple[str, Entry]] = {}
         for path, entry in saved.items():
