@@ -109,23 +109,37 @@ def consume_all(
     With ``expected``, keeps re-reading the watermarks until at least that many
     records exist (or ``timeout`` passes), so a test can wait for the agent.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group or f"verify-{os.getpid()}-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-        }
-    )
+    def new_consumer() -> Any:
+        return Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group or f"verify-{os.getpid()}-{time.monotonic_ns()}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+            }
+        )
+
+    consumer = new_consumer()
     try:
         md = consumer.list_topics(timeout=30)
         parts = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
         deadline = time.monotonic() + timeout
         while True:
-            highs = _watermarks(consumer, parts, deadline)
+            try:
+                highs = {(t.topic, t.partition): consumer.get_watermark_offsets(t, 10)[1] for t in parts}
+            except KafkaException:
+                # No reachable leader (a broker died), or a handle whose metadata stays stale: CI
+                # once saw "Unknown partition" for a minute right after a broker's SIGSTOP/SIGCONT
+                # with every leader known. A new handle asks the broker afresh.
+                if time.monotonic() > deadline:
+                    raise
+                consumer.close()
+                time.sleep(0.5)
+                consumer = new_consumer()
+                continue
             total = sum(highs.values())
             if expected is None or total >= expected or time.monotonic() > deadline:
                 break
@@ -147,21 +161,6 @@ def consume_all(
         return out
     finally:
         consumer.close()
-
-
-def _watermarks(consumer: Any, parts: list[Any], deadline: float) -> dict[tuple[str, int], int]:
-    """High watermarks; retried while a partition has no reachable leader (e.g. a broker died)."""
-    from confluent_kafka import KafkaException
-
-    while True:
-        try:
-            return {
-                (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts
-            }
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:
