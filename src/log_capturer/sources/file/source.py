@@ -89,7 +89,13 @@ class FileSource:
                 for name in shard.other_positions_names()
                 for e in PositionStore(positions.directory, name, *FORMAT).peek().values()
             )
-        checkpointer = Checkpointer(store.load() if store else {}, store, metrics, positions.flush_interval)
+        checkpointer = Checkpointer(
+            store.load() if store else {},
+            store,
+            metrics,
+            positions.flush_interval,
+            write_delay=positions.write_delay,
+        )
         self.tailer = Tailer(
             self.name,
             settings_of(config),
