@@ -156,6 +156,7 @@ class FileSource:
         cp = self.tailer.checkpointer
         cp.unclaimed = Checkpointer(entries, None, self.metrics, cp.flush_interval).unclaimed
         cp.store = None
+        cp.writer = None  # its thread starts with the first write: none comes
 
 
 def build(config: FilesConfig, ctx: BuildContext) -> FileSource | None:
