@@ -98,10 +98,12 @@ class EncodingConfig(Strict):
     codec: Codec = Field(
         "json",
         description="json: the JSON envelope (timestamp, message, level, source_type, source_id, "
-        "labels, fields; byte for byte the record written before this option existed). raw: the "
-        "line's bytes as read, nothing added (level routing, partition keys and headers still "
-        "work: they come from the analysis, not the record). logfmt: the envelope's members as "
-        "key=value pairs, labels and fields flattened (labels.env=prod).",
+        "labels, fields; in Kafka and local files byte for byte the record written before this "
+        "option existed; a Loki line leaves the timestamp out, the entry carries it). raw: the "
+        "line's bytes as read, nothing added (Kafka's level routing, partition keys and headers "
+        "still work: they come from the analysis, not the record). logfmt: the envelope's "
+        "members as key=value pairs, labels and fields flattened (labels.env=prod). "
+        "Elasticsearch: raw and logfmt give a document of @timestamp and message.",
     )
     only_fields: list[str] | None = Field(
         None,

@@ -82,7 +82,7 @@ class ExactlyOnceConfig(Strict):
         min_length=1,
         description="The compacted topic the read positions of every file are committed to, in "
         "the same transaction as the lines (create it with cleanup.policy=compact; "
-        "`python -m log_capturer.devtools.topics` does).",
+        "`log-capturer kafka create-topics` does).",
     )
     transaction_interval: Duration = Field(
         0.1,
