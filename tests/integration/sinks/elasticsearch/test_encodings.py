@@ -3,7 +3,6 @@ node, and a parked document replayed as the very document it would have been."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from log_capturer.sinks.encoding import rfc3339_ns
 from tests.conformance.harness_elasticsearch import ElasticsearchHarness, read_index
 from tests.conformance.test_sink_conformance import Rig
 from tests.integration.sinks.elasticsearch.test_indices import ship
+from tests.support import parse_logfmt
 
 pytestmark = pytest.mark.integration
 
@@ -57,19 +57,6 @@ def documents(
     for d in docs:
         d.pop("_id")
     return sorted(docs, key=lambda d: (str(d.get("@timestamp", "")), d["message"]))
-
-
-def parse_logfmt(text: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    pos = 0
-    pair = re.compile(r'([^ ="]+)=("(?:[^"\\]|\\.)*"|[^ "=]*)(?: |$)')
-    while pos < len(text):
-        m = pair.match(text, pos)
-        assert m, f"not logfmt at {pos}: {text!r}"
-        value = m.group(2)
-        out[m.group(1)] = orjson.loads(value) if value.startswith('"') else value
-        pos = m.end()
-    return out
 
 
 def test_raw_puts_the_line_as_read_in_message(
