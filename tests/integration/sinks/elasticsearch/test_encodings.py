@@ -3,7 +3,6 @@ node, and a parked document replayed as the very document it would have been."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,6 @@ pytestmark = pytest.mark.integration
 LINES = ['GET /a 200 "ok"', "été ✓ level=info", "x=1 back\\slash", "plain words"]
 STAMPS = [1_700_000_000_123_456_789 + i for i in range(len(LINES))]
 ORIGIN = Origin("file", "/var/log/app.log", {"app": "shop", "team": "core"})
-
-
-@pytest.fixture
-def harness(opensearch: LocalOpenSearch) -> Iterator[ElasticsearchHarness]:
-    h = ElasticsearchHarness(opensearch)
-    try:
-        yield h
-    finally:
-        opensearch.request("DELETE", f"/{h.index}*")
 
 
 def chunk(analysed: bool = False) -> Chunk:
