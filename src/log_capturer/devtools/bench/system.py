@@ -1,4 +1,5 @@
-"""What the benchmark records about the machine and the processes it watches (Linux /proc)."""
+"""What the benchmark records about the machine and the processes it watches (Linux /proc), and
+the agent runs the benches share: its configuration, its start, its timing to the checkpoint."""
 
 from __future__ import annotations
 
