@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -68,6 +69,25 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+_LOGFMT_PAIR = re.compile(r'([^ ="]+)=("(?:[^"\\]|\\.)*"|[^ "=]*)(?: |$)')
+
+
+def parse_logfmt(record: bytes | str) -> dict[str, Any]:
+    """A strict logfmt reader for the tests: key=value or key="escaped value", space-separated,
+    each key once."""
+    text = record.decode() if isinstance(record, bytes) else record
+    out: dict[str, Any] = {}
+    pos = 0
+    while pos < len(text):
+        m = _LOGFMT_PAIR.match(text, pos)
+        assert m, f"not logfmt at {pos}: {text[pos:]!r}"
+        key, value = m.group(1), m.group(2)
+        assert key not in out, f"{key} twice in {text!r}"
+        out[key] = orjson.loads(value) if value.startswith('"') else value  # logfmt's escapes are JSON's
+        pos = m.end()
+    return out
 
 
 @dataclass(frozen=True)

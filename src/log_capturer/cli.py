@@ -13,7 +13,7 @@ import time
 import typing
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -752,12 +752,7 @@ def _bench_elasticsearch(
         except Exception as exc:
             err.print(f"[bold red]bench --sink elasticsearch: {escape(str(exc))}[/]", highlight=False)
             raise typer.Exit(1) from None
-        text = json.dumps(res, indent=2)
-        if json_out is not None:
-            json_out.write_text(text)
-        out.print_json(text)
-        if res["lost"] or res["duplicated"]:
-            raise typer.Exit(3)
+        _print_bench_result(res, json_out, failed=bool(res["lost"] or res["duplicated"]))
         return
     try:
         target = url or LocalOpenSearch(log=err.print).url
@@ -765,12 +760,19 @@ def _bench_elasticsearch(
     except (EsBenchError, LocalOpenSearchError, OSError) as exc:
         err.print(f"[bold red]{escape(str(exc))}[/]", highlight=False)
         raise typer.Exit(1) from None
-    doc = result.as_dict()
+    _print_bench_result(
+        result.as_dict(), json_out, failed=result.documents != lines or bool(result.duplicates)
+    )
+
+
+def _print_bench_result(doc: dict[str, Any], json_out: Path | None, failed: bool) -> None:
+    """Print a bench's result as JSON (and write it to ``json_out``); exit 3 when it ``failed``
+    (a line lost or duplicated)."""
     text = json.dumps(doc, indent=2)
     if json_out is not None:
         json_out.write_text(text)
     out.print_json(text)
-    if result.documents != lines or result.duplicates:
+    if failed:
         raise typer.Exit(3)
 
 
@@ -786,12 +788,7 @@ def _bench_loki(
     except Exception as exc:
         err.print(f"[bold red]bench --sink loki: {escape(str(exc))}[/]", highlight=False)
         raise typer.Exit(1) from None
-    text = json.dumps(res, indent=2)
-    if json_out is not None:
-        json_out.write_text(text)
-    out.print_json(text)
-    if res["lost"] or res["duplicated"]:
-        raise typer.Exit(3)
+    _print_bench_result(res, json_out, failed=bool(res["lost"] or res["duplicated"]))
 
 
 # -- kafka ------------------------------------------------------------------------------------

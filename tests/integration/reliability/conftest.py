@@ -43,6 +43,15 @@ def broker_running(cluster: LocalKafka) -> bool:
     return state is not None and all(n.pid is not None for n in state.nodes)
 
 
+def leave_clean(writer: subprocess.Popen[bytes], agent: AgentProcess, cluster: LocalKafka) -> None:
+    """Whatever the test did: the load generator and the agent stopped, the broker running."""
+    writer.kill()
+    if agent.proc is not None and agent.proc.poll() is None:
+        agent.kill()
+    if not broker_running(cluster):
+        cluster.start_node(1, timeout=120)
+
+
 def generate(
     path: Path, rate: float, *, duration: float = 0, count: int = 0, seed: int = 1
 ) -> subprocess.Popen[bytes]:

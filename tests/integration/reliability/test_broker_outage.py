@@ -15,8 +15,8 @@ import pytest
 from log_capturer.devtools.kafka_local import LocalKafka
 from tests.integration.reliability.conftest import (
     Watcher,
-    broker_running,
     generate,
+    leave_clean,
     metric,
     own_bootstrap,
     seqs,
@@ -98,11 +98,7 @@ def test_a_30s_broker_outage_loses_nothing_and_the_breaker_opens_and_closes(
         final_metrics = agent.metrics()
         assert agent.stop(signal.SIGTERM) == 0, agent.log()
     finally:
-        writer.kill()
-        if agent.proc is not None and agent.proc.poll() is None:
-            agent.kill()
-        if not broker_running(own_kafka):
-            own_kafka.start_node(1, timeout=120)
+        leave_clean(writer, agent, own_kafka)
     counts = seqs(records)
     missing = sorted(set(range(LINES)) - set(counts))
     duplicates = sum(n - 1 for n in counts.values() if n > 1)

@@ -14,7 +14,7 @@ import pytest
 
 from log_capturer.devtools.kafka_local import LocalKafka
 from log_capturer.sinks.kafka.transactions import EXIT_ABORTED
-from tests.integration.reliability.conftest import broker_running, generate, own_bootstrap
+from tests.integration.reliability.conftest import generate, leave_clean, own_bootstrap
 from tests.integration.sinks.kafka.test_exactly_once import (
     caught_up,
     check_exactly_once,
@@ -67,10 +67,6 @@ def test_a_broker_restart_loses_and_duplicates_nothing(
             time.sleep(0.5)
         assert agent.stop(signal.SIGTERM) == 0, agent.log()
     finally:
-        writer.kill()
-        if agent.proc is not None and agent.proc.poll() is None:
-            agent.kill()
-        if not broker_running(own_kafka):
-            own_kafka.start_node(1, timeout=120)
+        leave_clean(writer, agent, own_kafka)
     report = check_exactly_once(read_committed(bootstrap, topics["logs"]), [log], LINES)
     print(json.dumps({"per_file": report, "restarts_after_abort": restarts}))

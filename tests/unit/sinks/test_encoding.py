@@ -4,7 +4,6 @@ Python twins, and the validation of conflicting choices."""
 from __future__ import annotations
 
 import random
-import re
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from log_capturer.sinks.encoding import (
     utf8,
 )
 from log_capturer.sinks.kafka.encode import encode_chunk
+from tests.support import parse_logfmt
 
 ORIGIN = Origin("file", "/var/log/app.log", {"env": "prod", "team": "a b"})
 LINES = [
@@ -51,24 +51,6 @@ def chunk(keys: bool = True, extras: bool = False) -> Chunk:
 
 def encoder(**kw: Any) -> ChunkEncoder:
     return ChunkEncoder(EncodingConfig(**kw), "tenant_id", encode_chunk)
-
-
-def parse_logfmt(record: bytes) -> dict[str, str]:
-    """A strict logfmt reader for the tests: key=value or key="escaped value", space-separated."""
-    text = record.decode()
-    out: dict[str, str] = {}
-    pos = 0
-    pair = re.compile(r'([^ ="]+)=("(?:[^"\\]|\\.)*"|[^ "=]*)(?: |$)')
-    while pos < len(text):
-        m = pair.match(text, pos)
-        assert m, f"not logfmt at {pos}: {text[pos:]!r}"
-        key, value = m.group(1), m.group(2)
-        if value.startswith('"'):
-            value = orjson.loads(value)  # the escapes logfmt uses are JSON's
-        assert key not in out
-        out[key] = value
-        pos = m.end()
-    return out
 
 
 # -- configuration ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 import yaml
 
+from log_capturer.devtools.bench.system import file_agent_config, rss_mib
 from log_capturer.devtools.generate import LineFactory
 from log_capturer.devtools.kafka_local import free_port
 from log_capturer.sinks.encoding import rfc3339_ns
@@ -182,16 +183,6 @@ def _count(http_: _Http, index: str) -> int:
     return int(body["count"]) if code == 200 else 0
 
 
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def run_es_bench(
     url: str,
     lines: int,
@@ -267,14 +258,13 @@ def _agent(
     http_: _Http,
     log: Any,
 ) -> tuple[float, float]:
-    config = {
-        "app": {"log_format": "json", "log_level": "warning", "log_file": str(run / "agent.log")},
-        "server": {"host": "127.0.0.1", "port": free_port()},
-        "metrics": {"host": "127.0.0.1", "port": free_port()},
-        "files_config": {"watch_directories": [str(run / "logs")], "read_from": "beginning"},
-        "dispatcher": {"dlq_config": {"directory": str(run / "dlq")}},
-        "positions": {"directory": str(run / "positions")},
-        "sinks": {
+    config = file_agent_config(
+        run,
+        run / "logs",
+        free_port(),
+        free_port(),
+        app={"log_format": "json", "log_level": "warning", "log_file": str(run / "agent.log")},
+        sinks={
             "elasticsearch": {
                 "enabled": True,
                 "endpoints": [url],
@@ -284,7 +274,7 @@ def _agent(
                 "compression_level": 1,
             }
         },
-    }
+    )
     path = run / "agent.yaml"
     path.write_text(yaml.safe_dump(config))
     out = (run / "agent.stderr").open("wb")
@@ -302,7 +292,7 @@ def _agent(
         while True:
             if proc.poll() is not None:
                 raise EsBenchError(f"the agent exited {proc.returncode}; see {run / 'agent.stderr'}")
-            rss = max(rss, _rss_mb(proc.pid))
+            rss = max(rss, rss_mib(proc.pid) or 0.0)
             http_.call("POST", f"/{index}/_refresh")
             if _count(http_, index) >= lines:
                 return time.monotonic() - started, rss
@@ -344,7 +334,12 @@ def run_es_victorialogs_bench(
     VictoriaLogs has no index to keep apart: each run's documents carry a ``bench`` field
     (``VL-Extra-Fields``). The bare client runs before the agent and after it; the faster counts.
     """
-    from log_capturer.devtools.bench.system import get_json, load_average, tree_cpu_seconds
+    from log_capturer.devtools.bench.system import (
+        load_average,
+        start_agent,
+        stop_agent,
+        time_to_checkpoint,
+    )
     from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
 
     name = f"es-vl-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -366,14 +361,14 @@ def run_es_victorialogs_bench(
         log("ceiling: bare client")
         first_ceiling = ceiling("ceiling")
         api, metrics = free_port(), free_port()
-        config = {
-            "app": {"log_format": "json", "log_level": "warning", "log_file": str(run / "agent.log")},
-            "server": {"host": "127.0.0.1", "port": api},
-            "metrics": {"host": "127.0.0.1", "port": metrics},
-            "files_config": {"watch_directories": [str(logs)], "read_from": "beginning"},
-            "dispatcher": {"dlq_config": {"directory": str(run / "dlq")}},
-            "positions": {"directory": str(run / "positions"), "flush_interval": "200ms"},
-            "sinks": {
+        config = file_agent_config(
+            run,
+            logs,
+            api,
+            metrics,
+            app={"log_format": "json", "log_level": "warning", "log_file": str(run / "agent.log")},
+            flush_interval="200ms",
+            sinks={
                 "kafka": {"enabled": False},
                 "elasticsearch": {
                     "enabled": True,
@@ -385,48 +380,19 @@ def run_es_victorialogs_bench(
                     "headers": {**VL_HEADERS, "VL-Extra-Fields": f"bench={name}-agent"},
                 },
             },
-        }
-        cfg_path = run / "agent.yaml"
-        cfg_path.write_text(yaml.safe_dump(config))
+        )
         log(f"agent: {lines:,} lines ({size / 1e6:.1f} MB) -> VictoriaLogs at {server.url}{VL_BULK_PREFIX}")
-        with (run / "agent.stderr").open("wb") as out:
-            agent = subprocess.Popen(
-                [sys.executable, "-m", "log_capturer", "run", "--config", str(cfg_path), "--no-status"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=run,
-            )
-        first = end = cpu_first = 0.0
-        rss = 0.0
-        deadline = time.monotonic() + timeout
+        agent = start_agent(config, run, run / "agent.stderr")
         try:
-            while time.monotonic() < deadline and agent.poll() is None:
-                try:
-                    pos = get_json(f"http://127.0.0.1:{api}/positions")["files"].get(str(path), {})
-                except OSError:
-                    time.sleep(0.05)
-                    continue
-                offset = int(pos.get("offset", 0))
-                now = time.monotonic()
-                if offset > 0 and not first:
-                    first = now
-                    cpu_first = tree_cpu_seconds(agent.pid) or 0.0
-                rss = max(rss, _rss_mb(agent.pid))
-                if offset >= size:
-                    end = now
-                    break
-                time.sleep(0.1)  # the agent's API answers on the agent's own CPU: not too often
-            cpu_end = tree_cpu_seconds(agent.pid)
+            timing = time_to_checkpoint(agent, api, path, size, timeout)
         finally:
-            if agent.poll() is None:
-                agent.terminate()
-                agent.wait(60)
-        if not end:
+            stop_agent(agent)
+        if not timing.end:
             raise EsBenchError(
                 f"the agent did not ship the file within {timeout:g}s; see {run / 'agent.log'}"
             )
-        cpu = round(cpu_end - cpu_first, 2) if cpu_end is not None else None
-        agent_rate = lines / max(end - first, 1e-9)
+        cpu = timing.cpu_seconds
+        agent_rate = lines / max(timing.seconds, 1e-9)
         log(f"agent: {agent_rate:,.0f} lines/s")
         log("ceiling again: bare client")
         again = ceiling("ceiling2")
@@ -446,10 +412,10 @@ def run_es_victorialogs_bench(
             "batch": batch,
             "concurrency": concurrency,
             "agent_lines_per_second": round(agent_rate),
-            "agent_seconds": round(end - first, 3),
+            "agent_seconds": round(timing.seconds, 3),
             "agent_cpu_seconds": cpu,  # from the first acknowledged line to the last
             "agent_cpu_us_per_line": round(cpu * 1e6 / lines, 2) if cpu is not None else None,
-            "agent_rss_mb": round(rss, 1),
+            "agent_rss_mb": round(timing.rss_mb, 1),
             "ceiling_lines_per_second": round(ceiling_rate),
             "ceiling_runs_seconds": [round(first_ceiling, 3), round(again, 3)],
             "ratio": round(ratio, 3),

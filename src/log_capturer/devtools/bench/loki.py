@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +25,14 @@ import cramjam
 import yaml
 from rich.console import Console
 
-from log_capturer.devtools.bench.system import get_json, load_average, tree_cpu_seconds
+from log_capturer.devtools.bench.system import (
+    file_agent_config,
+    get_json,
+    load_average,
+    start_agent,
+    stop_agent,
+    time_to_checkpoint,
+)
 from log_capturer.devtools.kafka_local import free_port
 from log_capturer.devtools.victorialogs_local import LOKI_PUSH_PATH, LocalVictoriaLogs
 
@@ -113,14 +117,14 @@ def run_loki_bench(
         path.write_text("\n".join(text) + "\n")
         size = path.stat().st_size
         api, metrics = free_port(), free_port()
-        cfg = {
-            "app": {"log_format": "json", "log_level": "warn"},
-            "server": {"host": "127.0.0.1", "port": api},
-            "metrics": {"host": "127.0.0.1", "port": metrics},
-            "files_config": {"watch_directories": [str(logs)], "read_from": "beginning"},
-            "dispatcher": {"dlq_config": {"directory": str(folder / "dlq")}},
-            "positions": {"directory": str(folder / "positions"), "flush_interval": "200ms"},
-            "sinks": {
+        cfg = file_agent_config(
+            folder,
+            logs,
+            api,
+            metrics,
+            app={"log_format": "json", "log_level": "warn"},
+            flush_interval="200ms",
+            sinks={
                 "kafka": {"enabled": False},
                 "loki": {
                     "enabled": True,
@@ -133,49 +137,22 @@ def run_loki_bench(
                     "line_format": "message",
                 },
             },
-        }
-        config = folder / "agent.yaml"
-        config.write_text(yaml.safe_dump(cfg))
+        )
         console.print(f"{lines:,} lines ({size / 1e6:.1f} MB) -> agent -> VictoriaLogs at {server.url}")
-        with (folder / "agent.log").open("wb") as log:
-            agent = subprocess.Popen(
-                [sys.executable, "-m", "log_capturer", "run", "-c", str(config), "--no-status"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=folder,
-            )
-        first = end = cpu_first = 0.0
-        deadline = time.monotonic() + timeout
+        agent = start_agent(cfg, folder, folder / "agent.log")
         try:
-            while time.monotonic() < deadline and agent.poll() is None:
-                try:
-                    pos = get_json(f"http://127.0.0.1:{api}/positions")["files"].get(str(path), {})
-                except OSError:
-                    time.sleep(0.05)
-                    continue
-                offset = int(pos.get("offset", 0))
-                now = time.monotonic()
-                if offset > 0 and not first:
-                    first = now
-                    cpu_first = tree_cpu_seconds(agent.pid) or 0.0
-                if offset >= size:
-                    end = now
-                    break
-                time.sleep(0.1)  # the agent's API answers on the agent's own CPU: not too often
-            cpu_end = tree_cpu_seconds(agent.pid)
-            cpu = round(cpu_end - cpu_first, 2) if cpu_end is not None else None
-            stats = get_json(f"http://127.0.0.1:{api}/stats")["sinks"]["loki_sink"] if end else {}
+            timing = time_to_checkpoint(agent, api, path, size, timeout)
+            stats = get_json(f"http://127.0.0.1:{api}/stats")["sinks"]["loki_sink"] if timing.end else {}
         finally:
-            if agent.poll() is None:
-                os.kill(agent.pid, signal.SIGTERM)
-                agent.wait(60)
-        if not end:
+            stop_agent(agent)
+        if not timing.end:
             raise RuntimeError(
                 f"the agent did not ship the file within {timeout:g}s; see {folder / 'agent.log'}"
             )
+        cpu = timing.cpu_seconds
         rows = server.query(f'{{job="{run}"}} | stats count() as n, count_uniq(seq) as u')
         held, unique = int(rows[0]["n"]), int(rows[0]["u"])
-        agent_rate = lines / max(end - first, 1e-9)
+        agent_rate = lines / max(timing.seconds, 1e-9)
         console.print(f"agent: {agent_rate:,.0f} lines/s; the server holds {held:,} ({unique:,} distinct)")
         labels = f'{{job="{run}-ceiling"}}'.encode()
         encoded = [t.encode() for t in text]
@@ -195,7 +172,7 @@ def run_loki_bench(
             "batch_size": batch_size,
             "max_in_flight": max_in_flight,
             "agent_lines_per_second": round(agent_rate),
-            "agent_seconds": round(end - first, 3),
+            "agent_seconds": round(timing.seconds, 3),
             "agent_cpu_seconds": cpu,  # from the first acknowledged line to the last
             "agent_cpu_us_per_line": round(cpu * 1e6 / lines, 2) if cpu is not None else None,
             "ceiling_lines_per_second": round(ceiling_rate),

@@ -1,4 +1,5 @@
-"""What the benchmark records about the machine and the processes it watches (Linux /proc)."""
+"""What the benchmark records about the machine and the processes it watches (Linux /proc), and
+the agent runs the benches share: its configuration, its start, its timing to the checkpoint."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -248,3 +251,95 @@ class Sampler:
         while not self._stop.is_set():
             self.samples.append(self.sample())
             self._stop.wait(self.interval)
+
+
+def file_agent_config(
+    run: Path,
+    logs: Path,
+    api: int,
+    metrics: int,
+    sinks: dict[str, Any],
+    app: dict[str, Any],
+    flush_interval: str | None = None,
+) -> dict[str, Any]:
+    """An agent's configuration for a bench run: a file source reading ``logs`` from the
+    beginning, its API and metrics on 127.0.0.1, its DLQ and positions under ``run``."""
+    positions: dict[str, Any] = {"directory": str(run / "positions")}
+    if flush_interval is not None:
+        positions["flush_interval"] = flush_interval
+    return {
+        "app": app,
+        "server": {"host": "127.0.0.1", "port": api},
+        "metrics": {"host": "127.0.0.1", "port": metrics},
+        "files_config": {"watch_directories": [str(logs)], "read_from": "beginning"},
+        "dispatcher": {"dlq_config": {"directory": str(run / "dlq")}},
+        "positions": positions,
+        "sinks": sinks,
+    }
+
+
+@dataclass
+class CheckpointTiming:
+    """An agent timed from its first acknowledged line of a file until the file's checkpoint
+    reached its end (``time.monotonic()`` values; ``end`` 0.0: the end was not reached)."""
+
+    first: float = 0.0
+    end: float = 0.0
+    #: CPU seconds of the agent's process tree between the two (None: not readable).
+    cpu_seconds: float | None = None
+    #: The highest resident memory sampled meanwhile, in MiB.
+    rss_mb: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.first
+
+
+def time_to_checkpoint(
+    agent: subprocess.Popen[bytes], api: int, path: Path, size: int, timeout: float
+) -> CheckpointTiming:
+    """Poll the agent's ``/positions`` (API on 127.0.0.1:``api``) until ``path``'s offset
+    reaches ``size``, the agent exits or ``timeout`` seconds pass; the agent keeps running."""
+    timing = CheckpointTiming()
+    cpu_first = 0.0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and agent.poll() is None:
+        try:
+            pos = get_json(f"http://127.0.0.1:{api}/positions")["files"].get(str(path), {})
+        except OSError:
+            time.sleep(0.05)
+            continue
+        offset = int(pos.get("offset", 0))
+        now = time.monotonic()
+        if offset > 0 and not timing.first:
+            timing.first = now
+            cpu_first = tree_cpu_seconds(agent.pid) or 0.0
+        timing.rss_mb = max(timing.rss_mb, rss_mib(agent.pid) or 0.0)
+        if offset >= size:
+            timing.end = now
+            break
+        time.sleep(0.1)  # the agent's API answers on the agent's own CPU: not too often
+    cpu_end = tree_cpu_seconds(agent.pid)
+    timing.cpu_seconds = round(cpu_end - cpu_first, 2) if cpu_end is not None else None
+    return timing
+
+
+def stop_agent(agent: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the agent if it still runs, and wait for it."""
+    if agent.poll() is None:
+        agent.terminate()
+        agent.wait(60)
+
+
+def start_agent(config: dict[str, Any], folder: Path, output: Path) -> subprocess.Popen[bytes]:
+    """``log-capturer run`` on ``config`` (written to ``folder``/agent.yaml) in ``folder``, its
+    output into ``output``."""
+    path = folder / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with output.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "log_capturer", "run", "--config", str(path), "--no-status"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+        )

@@ -865,6 +865,9 @@ class KafkaService:
     def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
         if self.exactly_once:
             return self._replay_committed(records, timeout)
+        return self._produce_replay(records, timeout)
+
+    def _produce_replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
         return produce_replay(
             self._produce_replayed,
             records,
@@ -879,15 +882,7 @@ class KafkaService:
         """Exactly-once: a replayed record counts as acknowledged (and leaves the local store)
         only once the transaction it was written in is committed."""
         deadline = time.monotonic() + timeout
-        outcome = produce_replay(
-            self._produce_replayed,
-            records,
-            timeout,
-            config=self.config,
-            serve=self._serve_replay,
-            stopping=self._stop.is_set,
-            on_report=self.reports.replayed,
-        )
+        outcome = self._produce_replay(records, timeout)
         # Delivered into the open transaction at the latest: wait until it is committed.
         target = self.transactions_committed + 1
         while (

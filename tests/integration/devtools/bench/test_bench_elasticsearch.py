@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,16 +15,15 @@ from tests.support import run_cli
 pytestmark = pytest.mark.integration
 
 
-def test_a_short_elasticsearch_bench_ships_every_line_once(
-    opensearch: LocalOpenSearch, tmp_path: Path
-) -> None:
+def bench(es_url: str, tmp_path: Path) -> dict[str, Any]:
+    """``bench --sink elasticsearch --es-url es_url`` on 5000 lines in batches of 500; its result."""
     out = tmp_path / "result.json"
     run_cli(
         "bench",
         "--sink",
         "elasticsearch",
         "--es-url",
-        opensearch.url,
+        es_url,
         "--lines",
         "5000",
         "--es-batch",
@@ -34,7 +34,14 @@ def test_a_short_elasticsearch_bench_ships_every_line_once(
         str(out),
         timeout=600,
     )
-    result = json.loads(out.read_text())
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def test_a_short_elasticsearch_bench_ships_every_line_once(
+    opensearch: LocalOpenSearch, tmp_path: Path
+) -> None:
+    result = bench(opensearch.url, tmp_path)
     assert result["documents"] == 5000 and result["duplicates"] == 0, result
     assert result["agent"]["lines_per_s"] > 0 and result["ceiling"]["lines_per_s"] > 0, result
     assert len(result["ceiling_runs_seconds"]) == 2, result
@@ -47,24 +54,7 @@ def test_a_short_elasticsearch_bench_ships_every_line_once(
 def test_a_short_bench_into_victorialogs_bulk_ships_every_line_once(tmp_path: Path) -> None:
     """``--es-url victorialogs``: the bench starts its own VictoriaLogs, the agent's Elasticsearch
     sink writes into its ``_bulk`` endpoint, and the server holds every line once (LogsQL)."""
-    out = tmp_path / "result.json"
-    run_cli(
-        "bench",
-        "--sink",
-        "elasticsearch",
-        "--es-url",
-        "victorialogs",
-        "--lines",
-        "5000",
-        "--es-batch",
-        "500",
-        "--out-dir",
-        str(tmp_path / "runs"),
-        "--json",
-        str(out),
-        timeout=600,
-    )
-    result = json.loads(out.read_text())
+    result = bench("victorialogs", tmp_path)
     assert result["held"] == result["distinct"] == result["ceiling_held"] == 5000, result
     assert result["lost"] == 0 and result["duplicated"] == 0, result
     assert result["agent_lines_per_second"] > 0 and result["ceiling_lines_per_second"] > 0, result

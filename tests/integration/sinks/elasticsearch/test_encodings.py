@@ -3,8 +3,6 @@ node, and a parked document replayed as the very document it would have been."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +16,13 @@ from log_capturer.sinks.encoding import rfc3339_ns
 from tests.conformance.harness_elasticsearch import ElasticsearchHarness, read_index
 from tests.conformance.test_sink_conformance import Rig
 from tests.integration.sinks.elasticsearch.test_indices import ship
+from tests.support import parse_logfmt
 
 pytestmark = pytest.mark.integration
 
 LINES = ['GET /a 200 "ok"', "été ✓ level=info", "x=1 back\\slash", "plain words"]
 STAMPS = [1_700_000_000_123_456_789 + i for i in range(len(LINES))]
 ORIGIN = Origin("file", "/var/log/app.log", {"app": "shop", "team": "core"})
-
-
-@pytest.fixture
-def harness(opensearch: LocalOpenSearch) -> Iterator[ElasticsearchHarness]:
-    h = ElasticsearchHarness(opensearch)
-    try:
-        yield h
-    finally:
-        opensearch.request("DELETE", f"/{h.index}*")
 
 
 def chunk(analysed: bool = False) -> Chunk:
@@ -57,19 +47,6 @@ def documents(
     for d in docs:
         d.pop("_id")
     return sorted(docs, key=lambda d: (str(d.get("@timestamp", "")), d["message"]))
-
-
-def parse_logfmt(text: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    pos = 0
-    pair = re.compile(r'([^ ="]+)=("(?:[^"\\]|\\.)*"|[^ "=]*)(?: |$)')
-    while pos < len(text):
-        m = pair.match(text, pos)
-        assert m, f"not logfmt at {pos}: {text!r}"
-        value = m.group(2)
-        out[m.group(1)] = orjson.loads(value) if value.startswith('"') else value
-        pos = m.end()
-    return out
 
 
 def test_raw_puts_the_line_as_read_in_message(

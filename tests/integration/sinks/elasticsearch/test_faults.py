@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,6 @@ from tests.conformance.test_sink_conformance import Rig
 from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def harness(opensearch: LocalOpenSearch) -> Iterator[ElasticsearchHarness]:
-    h = ElasticsearchHarness(opensearch)
-    try:
-        yield h
-    finally:
-        h.make_available()
-        opensearch.request("DELETE", f"/{h.index}*")
 
 
 def make_index(

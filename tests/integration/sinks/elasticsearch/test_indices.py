@@ -3,7 +3,6 @@ a data stream (op_type create), an ingest pipeline, the index from a label with 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,6 @@ from tests.support import wait_until
 pytestmark = pytest.mark.integration
 
 DAY = 86_400 * 10**9
-
-
-@pytest.fixture
-def harness(opensearch: LocalOpenSearch) -> Iterator[ElasticsearchHarness]:
-    h = ElasticsearchHarness(opensearch)
-    try:
-        yield h
-    finally:
-        opensearch.request("DELETE", f"/{h.index}*")
-        opensearch.request("DELETE", f"/_data_stream/{h.index}-ds")
-        opensearch.request("DELETE", f"/_index_template/{h.index}-ds")
 
 
 def ship(rig: Rig, chunks: list[Chunk]) -> None:

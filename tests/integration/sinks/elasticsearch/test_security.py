@@ -122,15 +122,6 @@ def front(opensearch: LocalOpenSearch, tmp_path_factory: pytest.TempPathFactory)
         log.close()
 
 
-@pytest.fixture
-def harness(opensearch: LocalOpenSearch) -> Iterator[ElasticsearchHarness]:
-    h = ElasticsearchHarness(opensearch)
-    try:
-        yield h
-    finally:
-        opensearch.request("DELETE", f"/{h.index}")
-
-
 def ship(harness: ElasticsearchHarness, tmp_path: Path, section: dict[str, Any], n: int = 50) -> Rig:
     with Rig(harness, tmp_path, section) as rig:
         rig.feed(Origin("file", "secured"), [f"secured {i}" for i in range(n)], Checkpoint(), 25)

@@ -21,6 +21,7 @@ from tests.support import (
     agent_config,
     consume_all,
     create_prefixed_topics,
+    parse_logfmt,
     wait_until,
     write_config,
 )
@@ -41,20 +42,6 @@ def lines_and_expectations(n: int) -> tuple[list[str], dict[str, tuple[str, str 
     expected[EXTRA[1]] = ("", None)
     expected[EXTRA[2]] = ("", None)
     return list(expected), expected
-
-
-def parse_logfmt(record: bytes) -> dict[str, str]:
-    text = record.decode()
-    out: dict[str, str] = {}
-    pos = 0
-    pair = re.compile(r'([^ ="]+)=("(?:[^"\\]|\\.)*"|[^ "=]*)(?: |$)')
-    while pos < len(text):
-        m = pair.match(text, pos)
-        assert m, f"not logfmt at {pos}: {text!r}"
-        value = m.group(2)
-        out[m.group(1)] = orjson.loads(value) if value.startswith('"') else value
-        pos = m.end()
-    return out
 
 
 def message_of(codec: str, rec: Rec) -> str:

@@ -3,7 +3,6 @@ record of each codec replayed to the file it would have gone to, byte for byte."
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.local_file.config import LocalFileSinkConfig
 from log_capturer.sinks.local_file.sink import LocalFileSink
 from tests.integration.sinks.local_file.test_local_file import read_all
-from tests.support import wait_until
+from tests.support import parse_logfmt, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,20 +35,6 @@ def chunk() -> Chunk:
     c.keys = ["t1", None, None, "t2", None]
     c.expect(len(LINES), None)
     return c
-
-
-def parse_logfmt(record: bytes) -> dict[str, Any]:
-    text = record.decode()
-    out: dict[str, Any] = {}
-    pos = 0
-    pair = re.compile(r'([^ ="]+)=("(?:[^"\\]|\\.)*"|[^ "=]*)(?: |$)')
-    while pos < len(text):
-        m = pair.match(text, pos)
-        assert m, f"not logfmt at {pos}: {text!r}"
-        value = m.group(2)
-        out[m.group(1)] = orjson.loads(value) if value.startswith('"') else value
-        pos = m.end()
-    return out
 
 
 def make_sink(tmp_path: Path, **cfg: Any) -> tuple[LocalFileSink, Path]:

@@ -3,12 +3,10 @@ a real VictoriaLogs (its Loki push API) with LogsQL."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
@@ -16,6 +14,7 @@ from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Origin
 from tests.conformance.test_sink_conformance import Rig, wait_committed
 from tests.integration.sinks.loki.test_loki_sink import Section, chunk, submit
+from tests.support import parse_logfmt
 
 pytestmark = pytest.mark.integration
 
@@ -40,19 +39,6 @@ def ship(victorialogs: LocalVictoriaLogs, tmp_path: Path, **section: Any) -> lis
 def own_fields(row: dict[str, Any]) -> dict[str, Any]:
     """What the line put in the entry (VictoriaLogs parses a JSON line into fields)."""
     return {k: v for k, v in row.items() if not k.startswith("_") and k != "job"}
-
-
-def parse_logfmt(text: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    pos = 0
-    pair = re.compile(r'([^ ="]+)=("(?:[^"\\]|\\.)*"|[^ "=]*)(?: |$)')
-    while pos < len(text):
-        m = pair.match(text, pos)
-        assert m, f"not logfmt at {pos}: {text!r}"
-        value = m.group(2)
-        out[m.group(1)] = orjson.loads(value) if value.startswith('"') else value
-        pos = m.end()
-    return out
 
 
 @pytest.mark.parametrize("section", [{"encoding": {"codec": "raw"}}, {"line_format": "message"}])
