@@ -581,66 +581,6 @@ static inline char *escape_into(char *o, const unsigned char *s, Py_ssize_t n) {
     return o;
 }
 
-/* fields[key] (borrowed); NULL with KeyError(missing) set when it is not there. */
-static inline PyObject *fields_of(PyObject *fields, PyObject *key, const char *missing) {
-    PyObject *v = PyDict_GetItemWithError(fields, key);
-    if (!v && !PyErr_Occurred())
-        PyErr_SetString(PyExc_KeyError, missing);
-    return v;
-}
-
-/* tails[lvl] (bytes, borrowed) into *tail, looked up only when lvl is not *last_level (the lines of
- * a chunk mostly share a level). -1 with an exception set when it is missing or not bytes. */
-static inline int level_tail(PyObject *tails, PyObject *lvl, PyObject **last_level, PyObject **tail) {
-    if (lvl == *last_level)
-        return 0;
-    *tail = PyDict_GetItemWithError(tails, lvl);
-    if (!*tail || !PyBytes_Check(*tail)) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_KeyError, "tails[level] must be bytes");
-        return -1;
-    }
-    *last_level = lvl;
-    return 0;
-}
-
-/* A new bytes object of head (hs, hn) + JSON(line) + rest more bytes, the first two written (a
- * compact ASCII line escaped here, any other through dumps); *o points at the room for the rest.
- * NULL with an exception set on failure. */
-static PyObject *head_and_line(const char *hs, Py_ssize_t hn, PyObject *line, PyObject *dumps, Py_ssize_t rest,
-                               char **o) {
-    PyObject *rec;
-    if (PyUnicode_Check(line) && PyUnicode_IS_COMPACT_ASCII(line)) {
-        const unsigned char *s = (const unsigned char *)PyUnicode_DATA(line);
-        Py_ssize_t ln = PyUnicode_GET_LENGTH(line);
-        rec = PyBytes_FromStringAndSize(NULL, hn + escaped_len(s, ln) + rest);
-        if (!rec)
-            return NULL;
-        char *p = PyBytes_AS_STRING(rec);
-        memcpy(p, hs, hn);
-        *o = escape_into(p + hn, s, ln);
-        return rec;
-    }
-    PyObject *js = PyObject_CallOneArg(dumps, line);
-    if (!js)
-        return NULL;
-    if (!PyBytes_Check(js)) {
-        Py_DECREF(js);
-        PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
-        return NULL;
-    }
-    Py_ssize_t jn = PyBytes_GET_SIZE(js);
-    rec = PyBytes_FromStringAndSize(NULL, hn + jn + rest);
-    if (rec) {
-        char *p = PyBytes_AS_STRING(rec);
-        memcpy(p, hs, hn);
-        memcpy(p + hn, PyBytes_AS_STRING(js), jn);
-        *o = p + hn + jn;
-    }
-    Py_DECREF(js);
-    return rec;
-}
-
 /*
  * encode(head, lines, levels, tails, keys, fields, dumps) -> list[bytes]
  *
@@ -659,8 +599,14 @@ static PyObject *encode(PyObject *m, PyObject *args) {
         return NULL;
     }
     PyObject *fixed_fields = NULL;
-    if (keys == Py_None && !(fixed_fields = fields_of(fields, Py_None, "fields[None]")))
-        return NULL;
+    if (keys == Py_None) {
+        fixed_fields = PyDict_GetItemWithError(fields, Py_None);
+        if (!fixed_fields) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_KeyError, "fields[None]");
+            return NULL;
+        }
+    }
     const char *hs = PyBytes_AS_STRING(head);
     Py_ssize_t hn = PyBytes_GET_SIZE(head);
     PyObject *out = PyList_New(n);
@@ -670,21 +616,64 @@ static PyObject *encode(PyObject *m, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *line = PyList_GET_ITEM(lines, i);
         PyObject *lvl = PyList_GET_ITEM(levels, i);
-        if (level_tail(tails, lvl, &last_level, &tail) < 0)
-            goto fail;
-        PyObject *fb = fixed_fields ? fixed_fields : fields_of(fields, PyList_GET_ITEM(keys, i), "fields[key]");
-        if (!fb || !PyBytes_Check(fb)) {
-            if (fb)
-                PyErr_SetString(PyExc_TypeError, "fields values must be bytes");
+        if (lvl != last_level) {
+            tail = PyDict_GetItemWithError(tails, lvl);
+            if (!tail || !PyBytes_Check(tail)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "tails[level] must be bytes");
+                goto fail;
+            }
+            last_level = lvl;
+        }
+        PyObject *fb = fixed_fields;
+        if (!fb) {
+            fb = PyDict_GetItemWithError(fields, PyList_GET_ITEM(keys, i));
+            if (!fb) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "fields[key]");
+                goto fail;
+            }
+        }
+        if (!PyBytes_Check(fb)) {
+            PyErr_SetString(PyExc_TypeError, "fields values must be bytes");
             goto fail;
         }
         Py_ssize_t tn = PyBytes_GET_SIZE(tail), fn = PyBytes_GET_SIZE(fb);
-        char *o;
-        PyObject *rec = head_and_line(hs, hn, line, dumps, tn + fn, &o);
-        if (!rec)
-            goto fail;
-        memcpy(o, PyBytes_AS_STRING(tail), tn);
-        memcpy(o + tn, PyBytes_AS_STRING(fb), fn);
+        PyObject *rec;
+        if (PyUnicode_Check(line) && PyUnicode_IS_COMPACT_ASCII(line)) {
+            const unsigned char *s = (const unsigned char *)PyUnicode_DATA(line);
+            Py_ssize_t ln = PyUnicode_GET_LENGTH(line);
+            Py_ssize_t en = escaped_len(s, ln);
+            rec = PyBytes_FromStringAndSize(NULL, hn + en + tn + fn);
+            if (!rec)
+                goto fail;
+            char *o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            o = escape_into(o + hn, s, ln);
+            memcpy(o, PyBytes_AS_STRING(tail), tn);
+            memcpy(o + tn, PyBytes_AS_STRING(fb), fn);
+        } else {
+            PyObject *js = PyObject_CallOneArg(dumps, line);
+            if (!js)
+                goto fail;
+            if (!PyBytes_Check(js)) {
+                Py_DECREF(js);
+                PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+                goto fail;
+            }
+            Py_ssize_t jn = PyBytes_GET_SIZE(js);
+            rec = PyBytes_FromStringAndSize(NULL, hn + jn + tn + fn);
+            if (!rec) {
+                Py_DECREF(js);
+                goto fail;
+            }
+            char *o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            memcpy(o + hn, PyBytes_AS_STRING(js), jn);
+            memcpy(o + hn + jn, PyBytes_AS_STRING(tail), tn);
+            memcpy(o + hn + jn + tn, PyBytes_AS_STRING(fb), fn);
+            Py_DECREF(js);
+        }
         PyList_SET_ITEM(out, i, rec);
     }
     return out;
@@ -797,11 +786,18 @@ static PyObject *encode_full(PyObject *m, PyObject *args) {
         PyObject *line = PyList_GET_ITEM(lines, i);
         PyObject *lvl = PyList_GET_ITEM(levels, i);
         PyObject *k = keys == Py_None ? Py_None : PyList_GET_ITEM(keys, i);
-        PyObject *hobj = NULL, *fobj = NULL; /* owned */
+        PyObject *hobj = NULL, *fobj = NULL, *js = NULL; /* owned */
         const char *hs = PyBytes_AS_STRING(head);
         Py_ssize_t hn = PyBytes_GET_SIZE(head);
-        if (level_tail(tails, lvl, &last_level, &tail) < 0)
-            goto fail;
+        if (lvl != last_level) {
+            tail = PyDict_GetItemWithError(tails, lvl);
+            if (!tail || !PyBytes_Check(tail)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "tails[level] must be bytes");
+                goto fail;
+            }
+            last_level = lvl;
+        }
         if (stamps != Py_None) {
             PyObject *st = PyList_GET_ITEM(stamps, i);
             int overflow = 0;
@@ -845,9 +841,12 @@ static PyObject *encode_full(PyObject *m, PyObject *args) {
             if (!fobj)
                 goto fail_item;
         } else {
-            fobj = fields_of(fields, k, "fields[key]");
-            if (!fobj)
+            fobj = PyDict_GetItemWithError(fields, k);
+            if (!fobj) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "fields[key]");
                 goto fail_item;
+            }
             Py_INCREF(fobj);
         }
         if (!PyBytes_Check(fobj)) {
@@ -869,20 +868,47 @@ static PyObject *encode_full(PyObject *m, PyObject *args) {
         const char *cs = cut ? TRUNC : "}";
         Py_ssize_t cn = cut ? trunc_n : 1;
         Py_ssize_t tn = PyBytes_GET_SIZE(tail);
+        PyObject *rec;
         char *o;
-        PyObject *rec = head_and_line(hs, hn, line, dumps, tn + fn + cn, &o);
-        if (!rec)
-            goto fail_item;
+        if (PyUnicode_Check(line) && PyUnicode_IS_COMPACT_ASCII(line)) {
+            const unsigned char *s = (const unsigned char *)PyUnicode_DATA(line);
+            Py_ssize_t ln = PyUnicode_GET_LENGTH(line);
+            Py_ssize_t en = escaped_len(s, ln);
+            rec = PyBytes_FromStringAndSize(NULL, hn + en + tn + fn + cn);
+            if (!rec)
+                goto fail_item;
+            o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            o = escape_into(o + hn, s, ln);
+        } else {
+            js = PyObject_CallOneArg(dumps, line);
+            if (!js)
+                goto fail_item;
+            if (!PyBytes_Check(js)) {
+                PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+                goto fail_item;
+            }
+            Py_ssize_t jn = PyBytes_GET_SIZE(js);
+            rec = PyBytes_FromStringAndSize(NULL, hn + jn + tn + fn + cn);
+            if (!rec)
+                goto fail_item;
+            o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            memcpy(o + hn, PyBytes_AS_STRING(js), jn);
+            o += hn + jn;
+        }
         memcpy(o, PyBytes_AS_STRING(tail), tn);
         memcpy(o + tn, fs, fn);
         memcpy(o + tn + fn, cs, cn);
         Py_XDECREF(hobj);
         Py_XDECREF(fobj);
+        Py_XDECREF(js);
         PyList_SET_ITEM(out, i, rec);
         continue;
     fail_item:
         Py_XDECREF(hobj);
         Py_XDECREF(fobj);
+        Py_XDECREF(js);
         goto fail;
     }
     return out;
@@ -1496,8 +1522,14 @@ static PyObject *encode_logfmt(PyObject *m, PyObject *args) {
         return NULL;
     }
     PyObject *fixed_fields = NULL;
-    if (keys == Py_None && !(fixed_fields = fields_of(fields, Py_None, "fields[None]")))
-        return NULL;
+    if (keys == Py_None) {
+        fixed_fields = PyDict_GetItemWithError(fields, Py_None);
+        if (!fixed_fields) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_KeyError, "fields[None]");
+            return NULL;
+        }
+    }
     const char *hs = PyBytes_AS_STRING(head);
     Py_ssize_t hn = PyBytes_GET_SIZE(head);
     PyObject *out = PyList_New(n);
@@ -1511,12 +1543,26 @@ static PyObject *encode_logfmt(PyObject *m, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "lines must be str");
             goto fail;
         }
-        if (level_tail(tails, lvl, &last_level, &tail) < 0)
-            goto fail;
-        PyObject *fb = fixed_fields ? fixed_fields : fields_of(fields, PyList_GET_ITEM(keys, i), "fields[key]");
-        if (!fb || !PyBytes_Check(fb)) {
-            if (fb)
-                PyErr_SetString(PyExc_TypeError, "fields values must be bytes");
+        if (lvl != last_level) {
+            tail = PyDict_GetItemWithError(tails, lvl);
+            if (!tail || !PyBytes_Check(tail)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "tails[level] must be bytes");
+                goto fail;
+            }
+            last_level = lvl;
+        }
+        PyObject *fb = fixed_fields;
+        if (!fb) {
+            fb = PyDict_GetItemWithError(fields, PyList_GET_ITEM(keys, i));
+            if (!fb) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "fields[key]");
+                goto fail;
+            }
+        }
+        if (!PyBytes_Check(fb)) {
+            PyErr_SetString(PyExc_TypeError, "fields values must be bytes");
             goto fail;
         }
         Py_ssize_t tn = PyBytes_GET_SIZE(tail), fn = PyBytes_GET_SIZE(fb);
