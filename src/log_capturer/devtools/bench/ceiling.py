@@ -36,7 +36,7 @@ class CeilingResult:
     delivered: int  # records in the topic afterwards
     wall_seconds: float
     append_span_seconds: float | None
-    throughput: float | None  # lines per second over the append span
+    throughput: float | None  # lines per second over the append span (the wall time when 0)
     error: str = ""
     fallback_reason: str = ""
     #: CPU time (user + system) of the producing process (kcat, or the Python producer), and per
@@ -147,7 +147,9 @@ def _finish(
     span = (last_ms - first_ms) / 1000.0 if first_ms is not None and last_ms is not None else None
     if not error and delivered < lines:
         error = f"only {delivered} of {lines} lines reached the topic"
-    throughput = delivered / span if span else None
+    # A small input can reach the broker in one batch, appended in one millisecond (span 0):
+    # then the tool's wall time is the span.
+    throughput = delivered / span if span else (delivered / wall if wall > 0 and delivered else None)
     per_line = round(cpu / delivered * 1e6, 3) if cpu is not None and delivered else None
     return CeilingResult(
         tool,
