@@ -681,6 +681,534 @@ fail:
     return NULL;
 }
 
+/* ---- records with their own times, fields and truncation ------------------------------------ */
+/* Days since 1970-01-01 -> civil date (H. Hinnant's algorithm), for years 1970-9999. */
+static void civil(int64_t days, int *y, int *mo, int *d) {
+    days += 719468;
+    int64_t era = days / 146097;
+    int64_t doe = days - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t yy = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *mo = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yy + (*mo <= 2));
+}
+
+static inline void digits(char *o, int64_t v, int n) {
+    for (int i = n - 1; i >= 0; i--) {
+        o[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+#define TS_HEAD_PREFIX "{\"timestamp\":\""
+#define TS_HEAD_SUFFIX "Z\",\"message\":"
+#define TS_PREFIX_LEN 14 /* {"timestamp":" */
+#define TS_HEAD_LEN (14 + 19 + 1 + 9 + 13)
+#define MAX_SEC 253402300799LL /* 9999-12-31T23:59:59 */
+
+/* The head of a record whose event time is ns (1970-9999, else 0 and the caller asks Python):
+ * {"timestamp":"YYYY-MM-DDTHH:MM:SS.fffffffffZ","message": into o (TS_HEAD_LEN bytes). The
+ * date of the last second is kept in *last_sec / date (19 bytes). */
+static int ts_head(char *o, long long ns, long long *last_sec, char *date) {
+    if (ns < 0)
+        return 0;
+    long long sec = ns / 1000000000LL, frac = ns % 1000000000LL;
+    if (sec > MAX_SEC)
+        return 0;
+    if (sec != *last_sec) {
+        int y, mo, d;
+        civil(sec / 86400, &y, &mo, &d);
+        long long rem = sec % 86400;
+        digits(date, y, 4);
+        date[4] = '-';
+        digits(date + 5, mo, 2);
+        date[7] = '-';
+        digits(date + 8, d, 2);
+        date[10] = 'T';
+        digits(date + 11, rem / 3600, 2);
+        date[13] = ':';
+        digits(date + 14, rem / 60 % 60, 2);
+        date[16] = ':';
+        digits(date + 17, rem % 60, 2);
+        *last_sec = sec;
+    }
+    memcpy(o, TS_HEAD_PREFIX, TS_PREFIX_LEN);
+    memcpy(o + TS_PREFIX_LEN, date, 19);
+    o[TS_PREFIX_LEN + 19] = '.';
+    digits(o + TS_PREFIX_LEN + 20, frac, 9);
+    memcpy(o + TS_PREFIX_LEN + 29, TS_HEAD_SUFFIX, 13);
+    return 1;
+}
+
+/*
+ * encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field,
+ *             truncated) -> list[bytes]
+ *
+ * The general record (sinks.kafka.encode.encode_chunk's last loop), one pass:
+ *   head_i + JSON(lines[i]) + tails[levels[i]] + fields_i + ('}' | ',"truncated":true}')
+ * head_i is head when stamps is None, else the head of stamps[i] (formatted here for 1970-9999,
+ * else heads[stamps[i]]); fields_i is dumps(meta[i]) (with key_field: keys[i] when keys[i] is
+ * not None) when meta[i] is truthy, else fields[keys[i]] (fields[None] when keys is None);
+ * truncated is None or a set of line indexes.
+ */
+static PyObject *encode_full(PyObject *m, PyObject *args) {
+    PyObject *head, *lines, *levels, *tails, *keys, *fields, *dumps, *stamps, *heads, *meta, *key_field, *truncated;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OO!OOOOOO", &PyBytes_Type, &head, &PyList_Type, &lines, &PyList_Type,
+                          &levels, &PyDict_Type, &tails, &keys, &PyDict_Type, &fields, &dumps, &stamps, &heads,
+                          &meta, &key_field, &truncated))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (PyList_GET_SIZE(levels) != n || (keys != Py_None && (!PyList_Check(keys) || PyList_GET_SIZE(keys) != n)) ||
+        (stamps != Py_None && (!PyList_Check(stamps) || PyList_GET_SIZE(stamps) != n)) ||
+        (meta != Py_None && (!PyList_Check(meta) || PyList_GET_SIZE(meta) != n))) {
+        PyErr_SetString(PyExc_ValueError, "lines, levels, keys, stamps and meta must be lists of one length");
+        return NULL;
+    }
+    if (truncated != Py_None && !PyAnySet_Check(truncated)) {
+        PyErr_SetString(PyExc_TypeError, "truncated must be None or a set");
+        return NULL;
+    }
+    static const char TRUNC[] = ",\"truncated\":true}";
+    const Py_ssize_t trunc_n = (Py_ssize_t)sizeof(TRUNC) - 1;
+    long long last_sec = -1;
+    char date[19];
+    char tsbuf[TS_HEAD_LEN];
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    PyObject *last_level = NULL, *tail = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        PyObject *lvl = PyList_GET_ITEM(levels, i);
+        PyObject *k = keys == Py_None ? Py_None : PyList_GET_ITEM(keys, i);
+        PyObject *hobj = NULL, *fobj = NULL, *js = NULL; /* owned */
+        const char *hs = PyBytes_AS_STRING(head);
+        Py_ssize_t hn = PyBytes_GET_SIZE(head);
+        if (lvl != last_level) {
+            tail = PyDict_GetItemWithError(tails, lvl);
+            if (!tail || !PyBytes_Check(tail)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "tails[level] must be bytes");
+                goto fail;
+            }
+            last_level = lvl;
+        }
+        if (stamps != Py_None) {
+            PyObject *st = PyList_GET_ITEM(stamps, i);
+            int overflow = 0;
+            long long ns = PyLong_Check(st) ? PyLong_AsLongLongAndOverflow(st, &overflow) : -1;
+            if (ns == -1 && PyErr_Occurred())
+                goto fail;
+            if (PyLong_Check(st) && !overflow && ts_head(tsbuf, ns, &last_sec, date)) {
+                hs = tsbuf;
+                hn = TS_HEAD_LEN;
+            } else {
+                hobj = PyObject_GetItem(heads, st);
+                if (!hobj)
+                    goto fail;
+                if (!PyBytes_Check(hobj)) {
+                    PyErr_SetString(PyExc_TypeError, "heads values must be bytes");
+                    goto fail_item;
+                }
+                hs = PyBytes_AS_STRING(hobj);
+                hn = PyBytes_GET_SIZE(hobj);
+            }
+        }
+        PyObject *extra = meta == Py_None ? Py_None : PyList_GET_ITEM(meta, i);
+        int has_extra = extra == Py_None ? 0 : PyObject_IsTrue(extra);
+        if (has_extra < 0)
+            goto fail_item;
+        const char *fs;
+        Py_ssize_t fn;
+        if (has_extra) {
+            PyObject *obj;
+            if (k != Py_None && key_field != Py_None) {
+                obj = PyDict_Check(extra) ? PyDict_Copy(extra) : PyObject_CallOneArg((PyObject *)&PyDict_Type, extra);
+                if (!obj || PyDict_SetItem(obj, key_field, k) < 0) {
+                    Py_XDECREF(obj);
+                    goto fail_item;
+                }
+            } else {
+                obj = Py_NewRef(extra);
+            }
+            fobj = PyObject_CallOneArg(dumps, obj);
+            Py_DECREF(obj);
+            if (!fobj)
+                goto fail_item;
+        } else {
+            fobj = PyDict_GetItemWithError(fields, k);
+            if (!fobj) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "fields[key]");
+                goto fail_item;
+            }
+            Py_INCREF(fobj);
+        }
+        if (!PyBytes_Check(fobj)) {
+            PyErr_SetString(PyExc_TypeError, "fields values and dumps must give bytes");
+            goto fail_item;
+        }
+        fs = PyBytes_AS_STRING(fobj);
+        fn = PyBytes_GET_SIZE(fobj);
+        int cut = 0;
+        if (truncated != Py_None && PySet_GET_SIZE(truncated) > 0) {
+            PyObject *idx = PyLong_FromSsize_t(i);
+            if (!idx)
+                goto fail_item;
+            cut = PySet_Contains(truncated, idx);
+            Py_DECREF(idx);
+            if (cut < 0)
+                goto fail_item;
+        }
+        const char *cs = cut ? TRUNC : "}";
+        Py_ssize_t cn = cut ? trunc_n : 1;
+        Py_ssize_t tn = PyBytes_GET_SIZE(tail);
+        PyObject *rec;
+        char *o;
+        if (PyUnicode_Check(line) && PyUnicode_IS_COMPACT_ASCII(line)) {
+            const unsigned char *s = (const unsigned char *)PyUnicode_DATA(line);
+            Py_ssize_t ln = PyUnicode_GET_LENGTH(line);
+            Py_ssize_t en = escaped_len(s, ln);
+            rec = PyBytes_FromStringAndSize(NULL, hn + en + tn + fn + cn);
+            if (!rec)
+                goto fail_item;
+            o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            o = escape_into(o + hn, s, ln);
+        } else {
+            js = PyObject_CallOneArg(dumps, line);
+            if (!js)
+                goto fail_item;
+            if (!PyBytes_Check(js)) {
+                PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+                goto fail_item;
+            }
+            Py_ssize_t jn = PyBytes_GET_SIZE(js);
+            rec = PyBytes_FromStringAndSize(NULL, hn + jn + tn + fn + cn);
+            if (!rec)
+                goto fail_item;
+            o = PyBytes_AS_STRING(rec);
+            memcpy(o, hs, hn);
+            memcpy(o + hn, PyBytes_AS_STRING(js), jn);
+            o += hn + jn;
+        }
+        memcpy(o, PyBytes_AS_STRING(tail), tn);
+        memcpy(o + tn, fs, fn);
+        memcpy(o + tn + fn, cs, cn);
+        Py_XDECREF(hobj);
+        Py_XDECREF(fobj);
+        Py_XDECREF(js);
+        PyList_SET_ITEM(out, i, rec);
+        continue;
+    fail_item:
+        Py_XDECREF(hobj);
+        Py_XDECREF(fobj);
+        Py_XDECREF(js);
+        goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ---- msgpack values, the common kinds only ------------------------------------------------ */
+/*
+ * msgpack_values(data, event_time, surrogates=True) -> (values, plain) or None
+ *
+ * Every msgpack value of data, one after the other, as msgpack.unpackb(raw=False,
+ * strict_map_key=False, unicode_errors="surrogateescape" (or strict, surrogates=False: then text
+ * that is not UTF-8 is left to msgpack), ext_hook=...) gives them, with the
+ * forward protocol's EventTime (extension 0 of 8 bytes) as event_time(ns). None (the caller
+ * uses msgpack itself) for anything else: another extension, a map key that is not text or an
+ * integer, nesting deeper than MP_DEPTH, bytes that end inside a value or are not msgpack.
+ * plain: no value JSON cannot hold as it is (binary, an integer map key, text that is not
+ * valid UTF-8). Short text is shared between the values (map keys, levels, tenants).
+ */
+#define MP_DEPTH 64
+#define MP_DECLINE ((PyObject *)1) /* not NULL: no Python error set */
+
+typedef struct {
+    const unsigned char *p, *end;
+    PyObject *event_time;
+    int plain;
+    int surrogates; /* invalid UTF-8 as surrogateescape does, else msgpack decides (it fails) */
+} mp_t;
+
+#define MP_CACHE 512
+static PyObject *MP_STRS[MP_CACHE];
+
+static PyObject *mp_str(mp_t *c, Py_ssize_t n) {
+    if (c->end - c->p < n)
+        return MP_DECLINE;
+    const unsigned char *s = c->p;
+    c->p += n;
+    if (n <= 24) {
+        uint32_t h = 2166136261u;
+        int ascii = 1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            h = (h ^ s[i]) * 16777619u;
+            ascii &= s[i] < 0x80;
+        }
+        if (ascii) {
+            unsigned slot = (h ^ (uint32_t)n) & (MP_CACHE - 1);
+            PyObject *hit = MP_STRS[slot];
+            if (hit && PyUnicode_GET_LENGTH(hit) == n && memcmp(PyUnicode_DATA(hit), s, (size_t)n) == 0) {
+                Py_INCREF(hit);
+                return hit;
+            }
+            PyObject *u = PyUnicode_New(n, 127);
+            if (!u)
+                return NULL;
+            memcpy(PyUnicode_DATA(u), s, (size_t)n);
+            Py_XSETREF(MP_STRS[slot], Py_NewRef(u));
+            return u;
+        }
+    }
+    PyObject *u = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    if (!u) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            return NULL;
+        PyErr_Clear();
+        if (!c->surrogates)
+            return MP_DECLINE;
+        c->plain = 0;
+        u = PyUnicode_DecodeUTF8((const char *)s, n, "surrogateescape");
+    }
+    return u;
+}
+
+static inline int mp_need(mp_t *c, Py_ssize_t n) { return c->end - c->p >= n; }
+static inline uint64_t mp_be(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static PyObject *mp_value(mp_t *c, int depth);
+
+static PyObject *mp_array(mp_t *c, Py_ssize_t n, int depth) {
+    if (depth >= MP_DEPTH || c->end - c->p < n) /* every element takes a byte at least */
+        return MP_DECLINE;
+    PyObject *list = PyList_New(n);
+    if (!list)
+        return NULL;
+    PyObject_GC_UnTrack(list); /* tracked again by mp_track, once the values are all made */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = mp_value(c, depth + 1);
+        if (!v || v == MP_DECLINE) {
+            Py_DECREF(list);
+            return v;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
+static PyObject *mp_map(mp_t *c, Py_ssize_t n, int depth) {
+    if (depth >= MP_DEPTH || c->end - c->p < 2 * n)
+        return MP_DECLINE;
+    PyObject *d = _PyDict_NewPresized(n);
+    if (!d)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = mp_value(c, depth + 1);
+        if (!k || k == MP_DECLINE) {
+            Py_DECREF(d);
+            return k;
+        }
+        if (!PyUnicode_CheckExact(k)) {
+            if (!PyLong_CheckExact(k)) {
+                Py_DECREF(k);
+                Py_DECREF(d);
+                return MP_DECLINE;
+            }
+            c->plain = 0;
+        }
+        PyObject *v = mp_value(c, depth + 1);
+        if (!v || v == MP_DECLINE) {
+            Py_DECREF(k);
+            Py_DECREF(d);
+            return v;
+        }
+        int rc = PyDict_SetItem(d, k, v);
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (rc < 0) {
+            Py_DECREF(d);
+            return NULL;
+        }
+    }
+    if (PyObject_GC_IsTracked(d))
+        PyObject_GC_UnTrack(d);
+    return d;
+}
+
+/* The containers are built untracked by the cyclic GC: a batch of thousands of records would
+ * otherwise set off collections (and promotions to the older generations) while it is decoded,
+ * which cost more than the decoding. They are tracked once complete, as msgpack's would be. */
+static void mp_track(PyObject *v) {
+    if (PyList_CheckExact(v)) {
+        for (Py_ssize_t i = 0, n = PyList_GET_SIZE(v); i < n; i++)
+            mp_track(PyList_GET_ITEM(v, i));
+        if (!PyObject_GC_IsTracked(v))
+            PyObject_GC_Track(v);
+    } else if (PyDict_CheckExact(v)) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *x;
+        int track = 0;
+        while (PyDict_Next(v, &pos, &k, &x)) {
+            mp_track(x);
+            track |= PyList_CheckExact(x) || PyDict_CheckExact(x) || PyObject_IS_GC(x);
+        }
+        /* as CPython does: a dict is tracked once it holds a value that may be in a cycle */
+        if (track && !PyObject_GC_IsTracked(v))
+            PyObject_GC_Track(v);
+    }
+}
+
+static PyObject *mp_value(mp_t *c, int depth) {
+    if (!mp_need(c, 1))
+        return MP_DECLINE;
+    unsigned char b = *c->p++;
+    if (b <= 0x7f)
+        return PyLong_FromLong(b);
+    if (b >= 0xe0)
+        return PyLong_FromLong((signed char)b);
+    if ((b & 0xe0) == 0xa0)
+        return mp_str(c, b & 0x1f);
+    if ((b & 0xf0) == 0x90)
+        return mp_array(c, b & 0x0f, depth);
+    if ((b & 0xf0) == 0x80)
+        return mp_map(c, b & 0x0f, depth);
+    static const int WIDTH[0x20] = {
+        /* c0 nil */ 0, /* c1 */ -1, 0, 0, /* c4 bin8 */ 1, 2, 4, /* c7 ext8 */ 1, 2, 4,
+        /* ca f32 */ 4, 8, /* cc u8 */ 1, 2, 4, 8, /* d0 i8 */ 1, 2, 4, 8,
+        /* d4 fixext1 */ 0, 0, 0, 0, 0, /* d9 str8 */ 1, 2, 4, /* dc arr16 */ 2, 4, /* de map16 */ 2, 4};
+    int w = WIDTH[b - 0xc0];
+    if (w < 0)
+        return MP_DECLINE;
+    if (!mp_need(c, w))
+        return MP_DECLINE;
+    uint64_t v = mp_be(c->p, w);
+    c->p += w;
+    switch (b) {
+    case 0xc0:
+        Py_RETURN_NONE;
+    case 0xc2:
+        Py_RETURN_FALSE;
+    case 0xc3:
+        Py_RETURN_TRUE;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+        if ((uint64_t)(c->end - c->p) < v)
+            return MP_DECLINE;
+        c->plain = 0;
+        c->p += v;
+        return PyBytes_FromStringAndSize((const char *)c->p - v, (Py_ssize_t)v);
+    case 0xca: {
+        uint32_t u = (uint32_t)v;
+        float f;
+        memcpy(&f, &u, 4);
+        return PyFloat_FromDouble((double)f);
+    }
+    case 0xcb: {
+        double d;
+        memcpy(&d, &v, 8);
+        return PyFloat_FromDouble(d);
+    }
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
+        return PyLong_FromUnsignedLongLong(v);
+    case 0xd0:
+        return PyLong_FromLong((int8_t)v);
+    case 0xd1:
+        return PyLong_FromLong((int16_t)v);
+    case 0xd2:
+        return PyLong_FromLong((int32_t)v);
+    case 0xd3:
+        return PyLong_FromLongLong((int64_t)v);
+    case 0xd7: /* fixext 8: EventTime when its type is 0 */
+        if (!mp_need(c, 9) || c->p[0] != 0)
+            return MP_DECLINE;
+        {
+            uint64_t sec = mp_be(c->p + 1, 4), nsec = mp_be(c->p + 5, 4);
+            c->p += 9;
+            PyObject *ns = PyLong_FromUnsignedLongLong(sec * 1000000000ULL + nsec);
+            if (!ns)
+                return NULL;
+            PyObject *et = PyObject_CallOneArg(c->event_time, ns);
+            Py_DECREF(ns);
+            return et;
+        }
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+        if ((uint64_t)(c->end - c->p) < v)
+            return MP_DECLINE;
+        return mp_str(c, (Py_ssize_t)v);
+    case 0xdc:
+    case 0xdd:
+        if ((uint64_t)(c->end - c->p) < v)
+            return MP_DECLINE;
+        return mp_array(c, (Py_ssize_t)v, depth);
+    case 0xde:
+    case 0xdf:
+        if ((uint64_t)(c->end - c->p) < v)
+            return MP_DECLINE;
+        return mp_map(c, (Py_ssize_t)v, depth);
+    default: /* other extensions: msgpack's own code */
+        return MP_DECLINE;
+    }
+}
+
+static PyObject *msgpack_values(PyObject *m, PyObject *args) {
+    Py_buffer buf;
+    PyObject *event_time;
+    int surrogates = 1;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "y*O|p", &buf, &event_time, &surrogates))
+        return NULL;
+    mp_t c = {(const unsigned char *)buf.buf, (const unsigned char *)buf.buf + buf.len, event_time, 1, surrogates};
+    PyObject *out = PyList_New(0);
+    if (!out)
+        goto done;
+    while (c.p < c.end) {
+        PyObject *v = mp_value(&c, 0);
+        if (!v || v == MP_DECLINE) {
+            Py_CLEAR(out);
+            if (v == MP_DECLINE) {
+                PyBuffer_Release(&buf);
+                Py_RETURN_NONE;
+            }
+            goto done;
+        }
+        mp_track(v);
+        int rc = PyList_Append(out, v);
+        Py_DECREF(v);
+        if (rc < 0) {
+            Py_CLEAR(out);
+            goto done;
+        }
+    }
+    {
+        PyObject *res = Py_BuildValue("(NO)", out, c.plain ? Py_True : Py_False);
+        PyBuffer_Release(&buf);
+        return res;
+    }
+done:
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 /* ---- per-topic tallies of a chunk's records ------------------------------------------------ */
 #define TALLY_TOPICS 16
 #define TALLY_BOUNDS 32
@@ -1087,6 +1615,10 @@ static PyMethodDef methods[] = {
     {"json_levels", json_levels, METH_VARARGS,
      "json_levels(lines, key_field, canonical, numeric) -> (levels, keys); None: let Python decide"},
     {"encode", encode, METH_VARARGS, "encode(head, lines, levels, tails, keys, fields, dumps) -> records"},
+    {"encode_full", encode_full, METH_VARARGS,
+     "encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field, truncated)"},
+    {"msgpack_values", msgpack_values, METH_VARARGS,
+     "msgpack_values(data, event_time, surrogates=True) -> (values, plain), or None: let msgpack decode it"},
     {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},
     {"encode_logfmt", encode_logfmt, METH_VARARGS,
      "encode_logfmt(head, lines, levels, tails, keys, fields) -> logfmt records"},

@@ -4,7 +4,9 @@ Each function gives what its Python twin gives (``processing.Analyzer``, ``sinks
 ``record.text_bytes_py``); the argument types are those the C code checks (``PyArg_ParseTuple``).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 def text_bytes(lines: list[str], /) -> int:
     """UTF-8 size of the lines' text (a lone surrogate counts 3). TypeError: not a list of str."""
@@ -53,3 +55,34 @@ def tally(
 ) -> tuple[dict[str, list[int]], int]:
     """({topic: [records, bytes, le_0, ..., le_k]}, longest record). ValueError: lists of
     different lengths, more than 32 bounds or 16 topics; TypeError: a value that is not bytes."""
+
+def encode_full(
+    head: bytes,
+    lines: list[str],
+    levels: list[str],
+    tails: dict[str, bytes],
+    keys: list[str | None] | None,
+    fields: dict[str | None, bytes],
+    dumps: Callable[[Any], bytes],
+    stamps: list[int] | None,
+    heads: Mapping[int, bytes],
+    meta: list[dict[str, Any] | None] | None,
+    key_field: str | None,
+    truncated: AbstractSet[int] | None,
+    /,
+) -> list[bytes]:
+    """Record i = head_i + JSON(lines[i]) + tails[levels[i]] + fields_i + ``}`` (or
+    ``,"truncated":true}`` for an index in ``truncated``): head_i is ``head``, or with stamps the
+    head of stamps[i] (``heads[stamps[i]]`` outside 1970-9999); fields_i is dumps(meta[i]) (plus
+    ``key_field: keys[i]``) when meta[i] is not empty, else fields[keys[i]] (fields[None] without
+    keys): what ``sinks.kafka.encode.encode_chunk_py`` gives."""
+
+def msgpack_values(
+    data: bytes, event_time: Callable[[int], int], surrogates: bool = True, /
+) -> tuple[list[Any], bool] | None:
+    """Every msgpack value of ``data``, as msgpack decodes them (``raw=False``,
+    ``strict_map_key=False``, text that is not UTF-8 with surrogateescape, or left to msgpack
+    without ``surrogates``), EventTimes (extension 0 of 8 bytes) as ``event_time(ns)``; and
+    whether no value holds what JSON cannot (binary, an integer map key, a surrogate). None:
+    something this code leaves to msgpack (another extension, another map key, deep nesting,
+    bytes that are not complete msgpack)."""

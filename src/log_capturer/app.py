@@ -26,7 +26,7 @@ from log_capturer.config.paths import path_problems
 from log_capturer.config.schema import Config, ProcessingConfig
 from log_capturer.config.secrets import SecretScrubber, masked_config, secret_values
 from log_capturer.engine.replay import SinkReplay
-from log_capturer.memory import tune_malloc
+from log_capturer.memory import settle_gc, tune_malloc
 from log_capturer.observability.health import (
     Check,
     Component,
@@ -352,6 +352,7 @@ class Agent:
             if isinstance(source, FiniteInput):
                 source.start()
         log.debug("effective configuration", extra={"config": self.config_dump()})
+        gc_state = settle_gc()
         log.info(
             "agent started",
             extra={
@@ -360,6 +361,7 @@ class Agent:
                 "sources": {s.name: s.health() for _, s in self.sources},
                 "pipelines": sorted(self.pipelines),
                 "malloc": malloc,
+                "gc": gc_state,
             },
         )
 
@@ -427,6 +429,8 @@ class Agent:
                 outcome = Outcome("failed", errors=["the agent is stopping"])
             else:
                 outcome = self._reload(new)
+                if outcome.status not in ("unchanged", "refused"):
+                    settle_gc()  # what the old components leave is collected, the new ones frozen
         except Exception as exc:  # a bug: said and counted, the agent goes on
             log.exception("configuration reload failed")
             outcome = Outcome("failed", errors=[f"{type(exc).__name__}: {exc}"])

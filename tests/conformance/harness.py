@@ -30,7 +30,8 @@ the sink's ``dlq_config.send_on_timeout`` if it has one); the scenarios pass the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -88,8 +89,9 @@ class SinkHarness(Protocol):
 
     def received(self, expected: int, timeout: float = 60.0) -> list[Received]:
         """Every record the server holds for this test's destination (not its dead-letter output),
-        waiting up to ``timeout`` seconds for at least ``expected`` of them; then everything there
-        is (so duplicates show). The server must be available."""
+        waiting up to ``timeout`` seconds for at least ``expected`` distinct lines (duplicates do
+        not count: after a kill -9 they may be many while the last lines are still on the way);
+        then everything there is (so duplicates show). The server must be available."""
 
     def dead_letters(self) -> list[DeadLetter]:
         """Every record in the sink's own dead-letter output ([] when it has none: then refused
@@ -120,3 +122,16 @@ class SinkHarness(Protocol):
 
     def release(self) -> None:
         """Undo :meth:`saturate`: the server answers again and takes what waited."""
+
+
+def poll_received(
+    read: Callable[[], list[Received]], expected: int, timeout: float, interval: float = 0.2
+) -> list[Received]:
+    """``read()`` again until it holds ``expected`` distinct lines or ``timeout`` passes (the
+    :meth:`SinkHarness.received` contract), then what it holds."""
+    deadline = time.monotonic() + timeout
+    got = read()
+    while len({r.message for r in got}) < expected and time.monotonic() < deadline:
+        time.sleep(interval)
+        got = read()
+    return got

@@ -16,7 +16,6 @@ are not indexed twice.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from log_capturer.devtools.opensearch_local import LocalOpenSearch
-from tests.conformance.harness import DeadLetter, Order, Received
+from tests.conformance.harness import DeadLetter, Order, Received, poll_received
 from tests.support import _merge
 
 REFUSED_PREFIX = "REFUSED"
@@ -81,12 +80,13 @@ class ElasticsearchHarness:
         return section
 
     def received(self, expected: int, timeout: float = 60.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        got = read_index(self.node, self.index)
-        while len(got) < expected and time.monotonic() < deadline:
-            time.sleep(0.5)
-            got = read_index(self.node, self.index)
-        return [Received(d["message"], d["source_id"], self.index, 0) for d in got]
+        def read() -> list[Received]:
+            return [
+                Received(d["message"], d["source_id"], self.index, 0)
+                for d in read_index(self.node, self.index)
+            ]
+
+        return poll_received(read, expected, timeout, interval=0.5)
 
     def dead_letters(self) -> list[DeadLetter]:
         return []  # no dead-letter output of its own: refused records are in the local store

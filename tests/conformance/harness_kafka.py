@@ -22,7 +22,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from log_capturer.devtools.kafka_local import LocalKafka
-from tests.conformance.harness import DeadLetter, Order, Received
+from tests.conformance.harness import DeadLetter, Order, Received, poll_received
 from tests.support import Rec, _merge, consume_all, create_prefixed_topics, wait_until
 
 #: The destination topic refuses batches larger than this once refuse() was called...
@@ -67,13 +67,18 @@ class KafkaHarness:
         return section
 
     def received(self, expected: int, timeout: float = 60.0) -> list[Received]:
-        out = []
-        for r in self._consume(self.topic, expected, timeout):
-            if any(name == PROBE_HEADER for name, _ in r.headers):
-                continue
-            doc = r.json()
-            out.append(Received(doc["message"], doc["source_id"], f"{r.topic}/{r.partition}", r.offset))
-        return out
+        deadline = time.monotonic() + timeout
+
+        def read() -> list[Received]:
+            out = []
+            for r in self._consume(self.topic, expected, max(1.0, deadline - time.monotonic())):
+                if any(name == PROBE_HEADER for name, _ in r.headers):
+                    continue
+                doc = r.json()
+                out.append(Received(doc["message"], doc["source_id"], f"{r.topic}/{r.partition}", r.offset))
+            return out
+
+        return poll_received(read, expected, timeout, interval=0.5)
 
     def dead_letters(self) -> list[DeadLetter]:
         out = []

@@ -16,7 +16,6 @@ is not promised (``none``).
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conformance.harness import DeadLetter, Order, Received
+from tests.conformance.harness import DeadLetter, Order, Received, poll_received
 from tests.support import _merge
 
 #: The file the refused records are bound for (refused_line's level is fatal).
@@ -66,12 +65,7 @@ class LocalFileHarness:
         return out
 
     def received(self, expected: int, timeout: float = 60.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        got = self._read()
-        while len(got) < expected and time.monotonic() < deadline:
-            time.sleep(0.2)
-            got = self._read()
-        return got
+        return poll_received(self._read, expected, timeout)
 
     def dead_letters(self) -> list[DeadLetter]:
         return []  # no dead-letter output of its own: refused records are in the local store

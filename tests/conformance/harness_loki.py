@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 import string
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,7 +30,7 @@ import pytest
 
 from log_capturer.devtools.kafka_local import free_port
 from log_capturer.devtools.victorialogs_local import LOKI_PUSH_PATH, LocalVictoriaLogs, VictoriaLogsError
-from tests.conformance.harness import DeadLetter, Order, Received
+from tests.conformance.harness import DeadLetter, Order, Received, poll_received
 from tests.support import _merge
 
 #: The server refuses pushes larger than this (bytes, uncompressed)...
@@ -77,12 +76,7 @@ class LokiHarness:
         return out
 
     def received(self, expected: int, timeout: float = 60.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        got = self._read()
-        while len(got) < expected and time.monotonic() < deadline:
-            time.sleep(0.2)
-            got = self._read()
-        return got
+        return poll_received(self._read, expected, timeout)
 
     def dead_letters(self) -> list[DeadLetter]:
         return []  # Loki has no dead-letter output: refused records are in the local store

@@ -362,3 +362,40 @@ def test_validate_names_conflicting_encoding_choices_and_the_fix(tmp_path: Path)
     assert "sinks.kafka.encoding" in result.output
     assert "encoding.only_fields does not apply to codec: raw" in result.output
     assert "remove encoding.only_fields, or use codec: json or logfmt" in result.output
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "says"),
+    [
+        (
+            "sinks:\n  local_file:\n    output_format: text\n    encoding:\n      codec: raw\n",
+            ["sinks.local_file.encoding and sinks.local_file.output_format: text", "keep one"],
+        ),
+        (
+            "sinks:\n  local_file:\n    encoding:\n      codec: raw\n      except_fields: [labels]\n",
+            ["sinks.local_file.encoding", "encoding.except_fields does not apply to codec: raw"],
+        ),
+        (
+            "sinks:\n  loki:\n    line_format: key_value\n    encoding:\n      codec: json\n",
+            ["sinks.loki", "line_format: key_value and encoding.codec: json disagree", "keep one"],
+        ),
+        (
+            "sinks:\n  loki:\n    line_format: message\n    encoding:\n      only_fields: [message]\n",
+            ["sinks.loki", "encoding.only_fields does not apply to codec: raw", "line_format: message"],
+        ),
+        (
+            "sinks:\n  elasticsearch:\n    encoding:\n      codec: logfmt\n      only_fields: [level.x]\n",
+            ["sinks.elasticsearch.encoding", "'level.x' is not a path into labels or fields"],
+        ),
+    ],
+)
+def test_validate_names_conflicting_encoding_choices_of_every_sink(
+    tmp_path: Path, yaml_text: str, says: list[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml_text)
+    result = runner.invoke(app, ["validate", "--config", str(bad)])
+    assert result.exit_code == 2, result.output
+    for text in says:
+        assert text in result.output, result.output
+    assert "Traceback" not in result.output

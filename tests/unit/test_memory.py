@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import weakref
 
+from log_capturer import memory
 from log_capturer.memory import user_malloc_settings
 
 #: What librdkafka's broker thread does for each produce request (seen with strace: the heap
@@ -61,3 +64,29 @@ def test_the_users_own_malloc_settings_are_left_alone() -> None:
     assert user_malloc_settings({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}) == "GLIBC_TUNABLES"
     assert user_malloc_settings({"GLIBC_TUNABLES": "glibc.rtld.nns=2"}) == ""
     assert user_malloc_settings({"MALLOC_ARENA_MAX": "2"}) == "MALLOC_ARENA_MAX"
+
+
+def test_settle_gc_freezes_what_is_alive_and_a_new_settle_collects_what_died_since() -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the cyclic collector frees it
+
+    try:
+        alive = Node()
+        dead = Node()
+        dead_ref = weakref.ref(dead)
+        assert "objects frozen" in memory.settle_gc()
+        assert gc.get_freeze_count() > 0
+        assert alive.me is alive
+        del dead
+        gc.collect()
+        assert dead_ref() is not None  # frozen: a full collection leaves it
+        memory.settle_gc()  # a reload: unfrozen, collected, the living frozen again
+        assert dead_ref() is None
+        later = Node()
+        later_ref = weakref.ref(later)
+        del later
+        gc.collect()
+        assert later_ref() is None  # objects made after the freeze are collected as usual
+    finally:
+        gc.unfreeze()

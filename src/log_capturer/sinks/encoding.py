@@ -10,9 +10,11 @@
   ``fields`` are flattened (``labels.env=prod``, ``fields.tenant_id=acme``); a value is quoted
   when it is empty or holds a space, ``=``, ``"``, ``\\`` or a control character.
 
-``only_fields`` / ``except_fields`` keep or drop members of the json and logfmt records (by their
-top-level names); ``timestamp_format`` writes ``timestamp`` as RFC 3339 with nanoseconds (as
-always) or as Unix milliseconds (a number).
+``only_fields`` / ``except_fields`` keep or drop members of the json and logfmt records: a
+top-level name (``labels``), or a path into ``labels`` or ``fields`` (``labels.app``,
+``fields.user.id``): ``only_fields`` keeps just that part of the member (a member with nothing
+of what is listed is left out), ``except_fields`` drops just that part. ``timestamp_format``
+writes ``timestamp`` as RFC 3339 with nanoseconds (as always) or as Unix milliseconds (a number).
 
 The level routing, the partition key and the Kafka headers come from the analysis of the line,
 never from the encoded record, so they work the same with every codec.
@@ -23,12 +25,15 @@ level's and each key's bytes) are encoded once; the C module (``_speedups``: ``e
 Python object per line. Lines with per-line extras (fields from the source, their own timestamp,
 truncation) take the Python path, as the json envelope always did.
 
-The model is shared: the Kafka sink reads ``sinks.kafka.encoding``; the other sinks are to use
-the same block.
+The model is shared by every sink: ``sinks.kafka.encoding``, ``sinks.local_file.encoding`` (the
+record written as a line, :class:`ChunkEncoder` as for Kafka), ``sinks.loki.encoding`` (the
+entry's line) and ``sinks.elasticsearch.encoding`` (the document), the last two from the parsed
+record by :class:`DocEncoder`, with the same member writers.
 """
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
@@ -48,6 +53,41 @@ _dumps = orjson.dumps
 
 #: The members of a json or logfmt record, in the order they are written.
 FIELDS = ("timestamp", "message", "level", "source_type", "source_id", "labels", "fields", "truncated")
+#: The members with parts a path can name (``labels.app``, ``fields.user.id``).
+MAPPINGS = ("labels", "fields")
+
+#: Paths into a mapping as a tree: ``{"user": {"id": LEAF}}``; a leaf names the whole value.
+PathTree = dict[str, Any]
+_LEAF: PathTree = {}
+
+
+def keep_paths(tree: PathTree, value: dict[str, Any]) -> dict[str, Any]:
+    """The parts of ``value`` the tree names (only_fields), in ``value``'s order."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        sub = tree.get(k)
+        if sub is None:
+            continue
+        if sub is _LEAF:
+            out[k] = v
+        elif isinstance(v, dict):
+            inner = keep_paths(sub, v)
+            if inner:
+                out[k] = inner
+    return out
+
+
+def drop_paths(tree: PathTree, value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` without the parts the tree names (except_fields)."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        sub = tree.get(k)
+        if sub is None:
+            out[k] = v
+        elif sub is not _LEAF:
+            out[k] = drop_paths(sub, v) if isinstance(v, dict) else v
+    return out
+
 
 Codec = Literal["json", "raw", "logfmt"]
 
@@ -66,11 +106,13 @@ class EncodingConfig(Strict):
     only_fields: list[str] | None = Field(
         None,
         description="json and logfmt: write only these members (of timestamp, message, level, "
-        "source_type, source_id, labels, fields, truncated), in the record's usual order.",
+        "source_type, source_id, labels, fields, truncated), in the record's usual order; a path "
+        "into labels or fields (labels.app, fields.user.id) keeps only that part of it.",
     )
     except_fields: list[str] | None = Field(
         None,
-        description="json and logfmt: write every member but these (same names as only_fields).",
+        description="json and logfmt: write every member but these (same names and paths as "
+        "only_fields; labels.app drops only that label).",
     )
     timestamp_format: Literal["rfc3339_ns", "unix_ms"] | None = Field(
         None,
@@ -95,11 +137,18 @@ class EncodingConfig(Strict):
             names: list[str] | None = getattr(self, key)
             if names is None:
                 continue
-            unknown = [n for n in names if n not in FIELDS]
+            unknown = [n for n in names if n.partition(".")[0] not in FIELDS]
             if unknown:
                 raise ValueError(
                     f"encoding.{key}: unknown member {', '.join(map(repr, unknown))}; "
-                    f"use some of {', '.join(FIELDS)}"
+                    f"use some of {', '.join(FIELDS)} (or a path into labels or fields: labels.app)"
+                )
+            flat = [n for n in names if "." in n and n.partition(".")[0] not in MAPPINGS]
+            bad = [n for n in names if "." in n and "" in n.split(".")]
+            if flat or bad:
+                raise ValueError(
+                    f"encoding.{key}: {(flat or bad)[0]!r} is not a path into labels or fields; "
+                    "only those two members have parts (labels.app, fields.user.id)"
                 )
         if not self.selected:
             raise ValueError(
@@ -112,7 +161,7 @@ class EncodingConfig(Strict):
     def selected(self) -> tuple[str, ...]:
         """The members written (json and logfmt), in order."""
         if self.only_fields is not None:
-            keep = set(self.only_fields)
+            keep = {n.partition(".")[0] for n in self.only_fields}
             return tuple(f for f in FIELDS if f in keep)
         if self.except_fields is not None:
             drop = set(self.except_fields)
@@ -120,9 +169,38 @@ class EncodingConfig(Strict):
         return FIELDS
 
     @property
+    def paths(self) -> dict[str, PathTree]:
+        """Per mapping member (labels, fields), the tree of the paths into it that only_fields
+        keeps or except_fields drops (no entry: the member is written whole)."""
+        names = self.only_fields if self.only_fields is not None else self.except_fields or []
+        whole = {n for n in names if "." not in n}
+        trees: dict[str, PathTree] = {}
+        for name in names:
+            head, dot, rest = name.partition(".")
+            if not dot or head in whole:
+                continue
+            node = trees.setdefault(head, {})
+            parts = rest.split(".")
+            for part in parts[:-1]:
+                nxt = node.get(part)
+                if nxt is _LEAF:
+                    break  # a shorter path already names the whole value
+                if nxt is None:
+                    nxt = node[part] = {}
+                node = nxt
+            else:
+                node[parts[-1]] = _LEAF
+        return trees
+
+    @property
     def envelope(self) -> bool:
         """The default record: the json envelope, every member, RFC 3339 timestamps."""
-        return self.codec == "json" and self.selected == FIELDS and self.timestamp_format != "unix_ms"
+        return (
+            self.codec == "json"
+            and self.selected == FIELDS
+            and not self.paths
+            and self.timestamp_format != "unix_ms"
+        )
 
 
 # -- logfmt ------------------------------------------------------------------------------------
@@ -218,6 +296,25 @@ class _Syntax:
         return self.message_key() + (_dumps(line) if self.json else logfmt_value(line))
 
 
+class Paths:
+    """The paths of only_fields / except_fields into labels and fields, applied to their values."""
+
+    def __init__(self, config: EncodingConfig) -> None:
+        self.trees = config.paths
+        self.only = config.only_fields is not None
+
+    def prune(self, name: str, value: dict[str, Any]) -> dict[str, Any] | None:
+        """``value`` (the member ``name``) as written; None: the member is left out (only_fields
+        named parts of it and it has none of them)."""
+        tree = self.trees.get(name)
+        if tree is None:
+            return value
+        if self.only:
+            kept = keep_paths(tree, value)
+            return kept or None
+        return drop_paths(tree, value)
+
+
 class ChunkEncoder:
     """Encodes a chunk's lines as records, by an :class:`EncodingConfig`.
 
@@ -238,6 +335,7 @@ class ChunkEncoder:
         self.selected = frozenset(config.selected)
         self._is_envelope = config.envelope
         self._syntax = _Syntax(config.codec, config.timestamp_format == "unix_ms")
+        self._paths = Paths(config)
         self._origins: dict[int, tuple[Origin, bytes, bytes, bytes]] = {}
 
     def encode(self, chunk: Chunk) -> list[bytes]:
@@ -273,7 +371,8 @@ class ChunkEncoder:
         )
         labels = b""
         if "labels" in sel:
-            part = syn.mapping("labels", origin.labels)
+            kept = self._paths.prune("labels", origin.labels)
+            part = syn.mapping("labels", kept) if kept is not None else b""
             labels = syn.sep + part if part else b""
         if len(self._origins) > 4096:
             self._origins.clear()
@@ -287,7 +386,10 @@ class ChunkEncoder:
         fields: dict[str, Any] = dict(extra) if extra else {}
         if key is not None and self.key_field:
             fields[self.key_field] = key
-        part = self._syntax.mapping("fields", fields)
+        kept = self._paths.prune("fields", fields)
+        if kept is None:
+            return b""
+        part = self._syntax.mapping("fields", kept)
         return self._syntax.sep + part if part else b""
 
     def _level(self, level: str) -> bytes:
@@ -347,3 +449,67 @@ class ChunkEncoder:
                 parts += syn.sep + syn.member("truncated", True)
             out.append(syn.open + parts[len(syn.sep) :] + syn.close)
         return out
+
+
+def parse_rfc3339_ns(text: str) -> int:
+    """Nanoseconds of a record's RFC 3339 UTC timestamp (``2026-01-02T03:04:05.123456789Z``)."""
+    sec = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    frac = text[20:].rstrip("Z") if text[19:20] == "." else ""
+    return sec * 1_000_000_000 + (int(frac.ljust(9, "0")[:9]) if frac.isdigit() else 0)
+
+
+class DocEncoder:
+    """Encodes a parsed record (the json envelope as a dict: a Loki entry's or a replayed
+    record's) by an :class:`EncodingConfig`, with the same member writers as
+    :class:`ChunkEncoder`: the json and logfmt records are the same bytes.
+
+    ``entry_time``: the record's time travels beside it (a Loki entry's timestamp), so
+    ``timestamp`` is written only when ``only_fields`` names it (as Vector's ``remove_timestamp``).
+    Members the envelope does not have (none today) follow the known ones, unless only_fields."""
+
+    def __init__(self, config: EncodingConfig, entry_time: bool = False) -> None:
+        self.config = config
+        self.codec = config.codec
+        selected = config.selected
+        if entry_time and not (config.only_fields is not None and "timestamp" in config.only_fields):
+            selected = tuple(f for f in selected if f != "timestamp")
+        self.selected = selected
+        self.dropped = frozenset(FIELDS) - frozenset(selected)
+        self.others = config.only_fields is None
+        self._syntax = _Syntax(config.codec, config.timestamp_format == "unix_ms")
+        self._paths = Paths(config)
+
+    def encode(self, doc: dict[str, Any]) -> bytes:
+        if self.codec == "raw":
+            message = doc.get("message")
+            return utf8(message if isinstance(message, str) else "" if message is None else str(message))
+        syn = self._syntax
+        parts: list[bytes] = []
+        for name in self.selected:
+            if name not in doc:
+                continue
+            value = doc[name]
+            if name == "timestamp":
+                if syn.unix_ms and isinstance(value, str):
+                    try:
+                        parts.append(syn.timestamp(parse_rfc3339_ns(value)))
+                        continue
+                    except ValueError:
+                        pass
+                parts.append(syn.member(name, value))
+            elif name in MAPPINGS and isinstance(value, dict):
+                kept = self._paths.prune(name, value)
+                part = syn.mapping(name, kept) if kept is not None else b""
+                if part:
+                    parts.append(part)
+            elif name == "level" and isinstance(value, str):
+                part = syn.level(value)
+                if part:
+                    parts.append(part)
+            else:
+                parts.append(syn.member(name, value))
+        if self.others:
+            parts.extend(
+                syn.member(k, v) for k, v in doc.items() if k not in FIELDS and k not in self.dropped
+            )
+        return syn.open + syn.sep.join(parts) + syn.close

@@ -215,3 +215,96 @@ def test_an_origin_encoded_again_is_written_with_its_new_labels() -> None:
     origin.labels["env"] = "dev"
     origin.reencode()
     assert enc.encode(c) == [b"labels.env=dev"]
+
+
+# -- paths into labels and fields --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        ({"only_fields": ["level.name"]}, "'level.name' is not a path into labels or fields"),
+        ({"except_fields": ["fields..a"]}, "'fields..a' is not a path into labels or fields"),
+        ({"only_fields": ["label.app"]}, "unknown member 'label.app'"),
+        ({"codec": "raw", "only_fields": ["labels.app"]}, "does not apply to codec: raw"),
+    ],
+)
+def test_bad_paths_are_refused_with_the_fix(kw: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        EncodingConfig(**kw)
+    assert says in str(err.value)
+
+
+@pytest.mark.parametrize("codec", ["json", "logfmt"])
+@pytest.mark.parametrize("extras", [False, True])
+def test_only_fields_paths_keep_just_those_parts(codec: str, extras: bool) -> None:
+    kw: dict[str, Any] = {"codec": codec, "only_fields": ["message", "labels.team", "fields.nested.a"]}
+    cfg = EncodingConfig(**kw)
+    assert cfg.selected == ("message", "labels", "fields") and not cfg.envelope
+    got = encoder(**kw).encode(chunk(extras=extras))
+    for i, rec in enumerate(got):
+        if codec == "logfmt":
+            pairs = parse_logfmt(rec)
+            expected = {"message": LINES[i], "labels.team": "a b"}
+            if extras and i == 3:
+                expected["fields.nested"] = '{"a":[1]}'
+            assert pairs == expected
+        else:
+            doc = orjson.loads(rec)
+            expected_doc: dict[str, Any] = {"message": LINES[i], "labels": {"team": "a b"}}
+            if extras and i == 3:
+                expected_doc["fields"] = {"nested": {"a": [1]}}
+            assert doc == expected_doc  # a member with none of the named parts is left out
+
+
+@pytest.mark.parametrize("extras", [False, True])
+def test_except_fields_paths_drop_just_those_parts(extras: bool) -> None:
+    got = encoder(except_fields=["labels.env", "fields.tenant_id", "fields.nested.a"]).encode(
+        chunk(extras=extras)
+    )
+    full = [orjson.loads(r) for r in encode_chunk(chunk(extras=extras), "tenant_id")]
+    for rec, whole in zip(got, full, strict=True):
+        doc = orjson.loads(rec)
+        whole["labels"].pop("env")
+        whole["fields"].pop("tenant_id", None)
+        if "nested" in whole["fields"]:
+            whole["fields"]["nested"] = {}
+        assert doc == whole
+
+
+def test_a_whole_member_wins_over_a_path_into_it() -> None:
+    cfg = EncodingConfig(only_fields=["labels", "labels.env", "fields.user.id", "fields.user"])
+    assert cfg.paths == {"fields": {"user": {}}}
+    assert list(cfg.paths["fields"]["user"]) == []
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"codec": "logfmt"},
+        {"codec": "raw"},
+        {"timestamp_format": "unix_ms"},
+        {"codec": "logfmt", "only_fields": ["timestamp", "message", "labels.team"]},
+        {"except_fields": ["source_id", "labels.env", "fields.nested.a"]},
+    ],
+)
+@pytest.mark.parametrize("extras", [False, True])
+def test_a_parsed_record_encodes_to_the_same_bytes_as_its_chunk(kw: dict[str, Any], extras: bool) -> None:
+    """DocEncoder (Loki's line, a replayed record) and ChunkEncoder write the same records."""
+    cfg = EncodingConfig(**kw)
+    from_chunk = encoder(**kw).encode(chunk(extras=extras))
+    doc_encoder = encoding_mod.DocEncoder(cfg)
+    from_docs = [doc_encoder.encode(orjson.loads(r)) for r in encode_chunk(chunk(extras=extras), "tenant_id")]
+    if cfg.codec == "raw":  # \ud800-free lines: the same UTF-8
+        assert from_docs == [utf8(line) for line in LINES]
+    else:
+        assert from_docs == from_chunk
+
+
+def test_with_the_time_beside_the_record_the_timestamp_is_written_only_when_named() -> None:
+    doc = orjson.loads(encode_chunk(chunk(), "tenant_id")[0])
+    plain = encoding_mod.DocEncoder(EncodingConfig(), entry_time=True).encode(doc)
+    assert b"timestamp" not in plain and orjson.loads(plain)["message"] == LINES[0]
+    named = encoding_mod.DocEncoder(
+        EncodingConfig(only_fields=["timestamp", "message"], timestamp_format="unix_ms"), entry_time=True
+    ).encode(doc)
+    assert orjson.loads(named) == {"timestamp": 1_700_000_000_123, "message": LINES[0]}

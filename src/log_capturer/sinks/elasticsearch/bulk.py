@@ -1,7 +1,8 @@
 """What a ``_bulk`` request carries and what its answer means. No network, no threads.
 
 - :class:`Documents`: a chunk's records as documents: each one's index, ``_id`` and JSON source
-  (the record Kafka gets, its ``timestamp`` named as ``timestamp_field``).
+  (the record ``encoding`` makes, by default the one Kafka gets, its ``timestamp`` named as
+  ``timestamp_field``; with ``codec: raw`` or ``logfmt``, ``{timestamp_field, message}``).
 - :func:`doc_ids`: the deterministic document ids (see the function).
 - :func:`body`: the NDJSON body of a request (an action line and a source line per record).
 - :func:`outcome_of_item`, :func:`outcome_of_status`: what the server's answers mean to the
@@ -21,6 +22,8 @@ import orjson
 from log_capturer.engine.contract import Failure, Record
 from log_capturer.record import Chunk
 from log_capturer.sinks.elasticsearch.config import BAD_INDEX_CHARS, ElasticsearchSinkConfig
+from log_capturer.sinks.encoding import ChunkEncoder, rfc3339_ns
+from log_capturer.sinks.kafka.encode import encode_chunk
 
 #: An item's error types that mean "not now" (the node is busy or a shard is moving): retried.
 RETRIABLE_TYPES = frozenset(
@@ -134,25 +137,48 @@ def valid_index(name: str) -> bool:
 class Documents:
     """Turns an analysed chunk into its records: ``Record(index, source JSON, _id)``."""
 
-    def __init__(self, config: ElasticsearchSinkConfig) -> None:
+    def __init__(self, config: ElasticsearchSinkConfig, key_field: str | None = None) -> None:
         self.config = config
+        self.key_field = key_field
         self.namer = IndexNamer(config.index)
-        self.rename = (
-            b'{"' + orjson.dumps(config.timestamp_field)[1:-1] + b'":'
-            if config.timestamp_field != "timestamp"
-            else b""
-        )
+        self.field = b'{"' + orjson.dumps(config.timestamp_field)[1:-1] + b'":'
+        self.rename = self.field if config.timestamp_field != "timestamp" else b""
+        enc = config.encoding
+        self.envelope = enc.envelope
+        self.codec = enc.codec
+        self.encoder = ChunkEncoder(enc, key_field, encode_chunk)
         self.with_ids = config.document_id == "source_position"
         field = config.index_field
         self.index_field = field
         self._label = field.removeprefix("labels.") if field.startswith("labels.") else ""
         self._meta = field.removeprefix("fields.") if field.startswith("fields.") else ""
 
+    def values(self, chunk: Chunk) -> list[bytes]:
+        """The chunk's documents, as ``encoding`` says (the timestamp not renamed yet)."""
+        if self.envelope:
+            return encode_chunk(chunk, self.key_field)
+        records = self.encoder.encode(chunk)
+        if self.codec == "json":
+            return records
+        # raw, logfmt: the text in ``message``, beside the line's time (renamed by ``records``).
+        stamps = chunk.timestamps or [chunk.read_time_ns] * len(records)
+        heads: dict[int, bytes] = {}
+        out = []
+        for ns, text in zip(stamps, records, strict=True):
+            head = heads.get(ns)
+            if head is None:
+                head = heads[ns] = b'{"timestamp":"' + rfc3339_ns(ns).encode() + b'","message":'
+            out.append(head + orjson.dumps(text.decode()) + b"}")
+        return out
+
     def records(self, chunk: Chunk, values: list[bytes]) -> list[Record]:
-        """``values``: the chunk's JSON records (:func:`~log_capturer.sinks.kafka.encode.encode_chunk`)."""
+        """``values``: the chunk's documents (:meth:`values`)."""
         if self.rename:
             cut = len(b'{"timestamp":')
-            values = [self.rename + v[cut:] for v in values]
+            if self.envelope or self.codec != "json":
+                values = [self.rename + v[cut:] for v in values]
+            else:  # a selection may have left the timestamp out
+                values = [self.rename + v[cut:] if v.startswith(b'{"timestamp":') else v for v in values]
         indexes = self._indexes(chunk)
         if self.with_ids:
             ids: list[str] | list[None] = doc_ids(

@@ -3,7 +3,9 @@
 
 Besides the sink's own keys (endpoints, index, documents, auth, TLS, batching) it has the
 delivery keys every sink of the engine has (``timeout``, ``queue_size``, ``queue_max_bytes``,
-``dlq_config``, ``backpressure_config``, ``circuit_breaker``).
+``dlq_config``, ``backpressure_config``, ``circuit_breaker``) and the ``encoding`` block every
+sink has (:mod:`log_capturer.sinks.encoding`): the document is the json record it makes; with
+``codec: raw`` or ``logfmt`` the document is ``{<timestamp_field>: <time>, "message": <the text>}``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from log_capturer.config.base import Duration, Strict
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
+from log_capturer.sinks.encoding import EncodingConfig
 from log_capturer.sinks.tls import TLSConfig
 
 #: Record fields an index can be taken from (``index_field``): the record's own, or one of its
@@ -136,6 +139,15 @@ class ElasticsearchSinkConfig(Strict):
         min_length=1,
         description="Name of the record's timestamp in the document (Kibana, OpenSearch "
         "Dashboards and data streams expect '@timestamp'; 'timestamp' keeps Kafka's record as it is).",
+    )
+    encoding: EncodingConfig = Field(
+        default_factory=EncodingConfig,
+        description="The document, the same block as sinks.kafka.encoding. codec json (the default): "
+        "the record, with only_fields / except_fields (labels.app, fields.user.id) and "
+        "timestamp_format (unix_ms: a number; map the field as a date in your index template). "
+        "codec raw or logfmt: a document of two fields, timestamp_field (the line's time, RFC 3339) "
+        "and message (the line as read, or the record as logfmt text), as Fluent Bit and Vector "
+        "put an unparsed line.",
     )
     compression: Literal["gzip", "none"] = Field("gzip", description="Compress request bodies with gzip.")
     compression_level: int = Field(1, ge=1, le=9, description="gzip level (1: fastest).")

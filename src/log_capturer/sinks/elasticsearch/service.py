@@ -50,7 +50,6 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
 from log_capturer.sinks.elasticsearch import bulk
 from log_capturer.sinks.elasticsearch.config import ElasticsearchSinkConfig
-from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.tls import client_context
 
 if TYPE_CHECKING:
@@ -184,7 +183,7 @@ class ElasticsearchService:
         self.metrics = metrics
         self.key_field = key_field
         self.name = name
-        self.docs = bulk.Documents(config)
+        self.docs = bulk.Documents(config, key_field)
         #: Where a record goes when nothing says otherwise (the index pattern).
         self.default_destination = config.index
         self.endpoints = [Endpoint(u) for u in config.endpoints]
@@ -272,7 +271,7 @@ class ElasticsearchService:
         return ElasticsearchPrepared(chunk, self.records_of(chunk))
 
     def records_of(self, chunk: Chunk) -> list[Record]:
-        return self.docs.records(chunk, encode_chunk(chunk, self.key_field))
+        return self.docs.records(chunk, self.docs.values(chunk))
 
     def send(self, prepared: Prepared, delivery: Delivery) -> list[Refused]:
         assert isinstance(prepared, ElasticsearchPrepared)

@@ -91,8 +91,43 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
                 fb = fields_of[k] = key_prefix + _dumps(k) + b"}}"
             append(head + _dumps(line) + tails[lvl] + fb)
         return out
+    if _speedups is not None:
+        # Event times, fields, truncation (syslog, HTTP ingest, forward, OTLP): the same bytes in
+        # one C pass; each key's ``"fields"`` object is encoded once per chunk.
+        fields_by_key: dict[str | None, bytes] = {None: b"{}"}
+        if keys is not None:
+            for k in set(keys):
+                if k is not None:  # without a key_field, the key is not a field
+                    fields_by_key[k] = key_prefix + _dumps(k) + b"}" if key_field else b"{}"
+        return _speedups.encode_full(
+            head,
+            chunk.lines,
+            chunk.levels,
+            tails,
+            keys,
+            fields_by_key,
+            _dumps,
+            stamps,
+            _Heads(),
+            meta,
+            key_field or None,
+            truncated or None,
+        )
+    return encode_chunk_py(chunk, key_field, head, tails)
+
+
+def encode_chunk_py(chunk: Chunk, key_field: str | None, head: bytes, tails: dict[str, bytes]) -> list[bytes]:
+    """The records of a chunk with event times, fields or truncated lines, in Python (what
+    ``_speedups.encode_full`` gives, for an install without the C module and for its tests)."""
+    keys = chunk.keys
+    meta = chunk.meta
+    truncated = chunk.truncated
+    stamps = chunk.timestamps
+    key_prefix = b'{"' + key_field.encode() + b'":' if key_field else b""
+    out: list[bytes] = []
+    append = out.append
     if keys is None and meta is None and not truncated and stamps is not None:
-        # Event times but nothing else per line (syslog, HTTP ingest, forward): one pass.
+        # Event times but nothing else per line: one pass.
         heads = _Heads()
         return [
             heads[ns] + _dumps(line) + tails[lvl] + b"{}}"
@@ -109,7 +144,7 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
             if k is not None and key_field:
                 fields[key_field] = k
             fb = _dumps(fields)
-        elif k is not None:
+        elif k is not None and key_field:
             fb = key_prefix + _dumps(k) + b"}"
         else:
             fb = b"{}"

@@ -3,7 +3,10 @@
 The keys are the original agent's (``directory``, ``filename_pattern``, ``output_format``,
 ``text_format``, ``rotation``, ``auto_sync``, ``sync_interval``, ``file_permissions``,
 ``dir_permissions``, ``queue_size``, ``worker_count``), plus the delivery keys every sink of the
-engine has (``timeout``, ``backpressure_config``, ``circuit_breaker``).
+engine has (``timeout``, ``backpressure_config``, ``circuit_breaker``) and the ``encoding`` block
+every sink has (:mod:`log_capturer.sinks.encoding`): with ``output_format: json`` each line of
+the file is the record ``encoding`` makes (the json envelope by default, byte for byte what Kafka
+gets with the same block).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from log_capturer.config.base import Duration, Strict
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
+from log_capturer.sinks.encoding import EncodingConfig
 
 #: The placeholders of ``filename_pattern`` (see :mod:`.files`).
 PLACEHOLDERS = ("date", "hour", "year", "month", "day", "source_type", "source_id", "level", "worker")
@@ -102,8 +106,14 @@ class LocalFileSinkConfig(Strict):
     )
     output_format: Literal["text", "json"] = Field(
         "json",
-        description="'json': one record per line, exactly the JSON record sent to Kafka; 'text': "
-        "one line per record as text_format says.",
+        description="'json': one record per line, as 'encoding' makes it (by default the JSON "
+        "envelope, exactly the record sent to Kafka); 'text': one line per record as text_format says.",
+    )
+    encoding: EncodingConfig = Field(
+        default_factory=EncodingConfig,
+        description="How each record is written with output_format: json, the same block as "
+        "sinks.kafka.encoding: codec json (the envelope, the default), raw (the line as read) or "
+        "logfmt; only_fields / except_fields (labels.app, fields.user.id); timestamp_format.",
     )
     text_format: TextFormatConfig = Field(default_factory=TextFormatConfig)
     rotation: RotationConfig = Field(default_factory=RotationConfig)
@@ -160,6 +170,16 @@ class LocalFileSinkConfig(Strict):
                 f"unknown placeholder {{{unknown[0]}}}; use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> LocalFileSinkConfig:
+        if self.output_format == "text" and "encoding" in self.model_fields_set:
+            raise ValueError(
+                "sinks.local_file.encoding and sinks.local_file.output_format: text both shape the "
+                "line; keep one: encoding (with output_format: json, the default) or text_format "
+                "(with output_format: text; text_format.raw_message_only is the line as read)"
+            )
+        return self
 
     @field_validator("text_format")
     @classmethod

@@ -1,13 +1,13 @@
 """The local file sink's service: records to files, each record's outcome to the engine.
 
-Roles: :meth:`LocalFileService.prepare` (a dispatcher thread) turns a chunk into its JSON records
-(the very bytes sent to Kafka, kept for the DLQ) and the bytes written (the JSON record, or its
-text line); :meth:`~LocalFileService.send` hands them to the writer thread that owns their file
-(``worker_count`` writers, :mod:`.writer`; a file always has the same one, so its records keep
-their order). A writer appends a batch in one ``write``, syncs as ``auto_sync`` /
-``sync_interval`` say, and only then reports the records delivered; rotates files by size and by
-the pattern's time; hands closed files to the housekeeper (gzip, retention). The service's own
-thread reports outcomes to the runner and runs its round (``runner.tick``).
+Roles: :meth:`LocalFileService.prepare` (a dispatcher thread) turns a chunk into its records
+(``encoding``: by default the JSON envelope, the very bytes sent to Kafka; kept for the DLQ) and the
+bytes written (the record, or its text line); :meth:`~LocalFileService.send` hands them to the
+writer thread that owns their file (``worker_count`` writers, :mod:`.writer`; a file always has the
+same one, so its records keep their order). A writer appends a batch in one ``write``, syncs as
+``auto_sync`` / ``sync_interval`` say, and only then reports the records delivered; rotates files by
+size and by the pattern's time; hands closed files to the housekeeper (gzip, retention). The
+service's own thread reports outcomes to the runner and runs its round (``runner.tick``).
 
 What an error means: an ``OSError`` writing, syncing or opening a file (a full disk, an unwritable
 directory, an I/O error) is retriable (:attr:`Failure.RETRY`): what was appended of that batch is
@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from log_capturer.engine.contract import Failure, Record, Refused, ServiceState
+from log_capturer.engine.contract import Failure, Headers, Record, Refused, ServiceState
 from log_capturer.engine.outcomes import Outcome, ReplayWaiter, report_outcomes
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import SinkStartError
+from log_capturer.sinks.encoding import ChunkEncoder
 from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.local_file.config import LocalFileSinkConfig
 from log_capturer.sinks.local_file.files import Namer, TextFormatter, describe_sync
@@ -74,6 +75,9 @@ class LocalFileService:
         self.directory = Path(config.directory)
         self.namer = Namer(config.filename_pattern, str(worker))
         self.text = TextFormatter(config.text_format) if config.output_format == "text" else None
+        #: ``encoding``: the json envelope (the default) or another record (see ``records_of``).
+        self.encoder = ChunkEncoder(config.encoding, key_field, encode_chunk)
+        self.envelope = config.encoding.envelope
         #: What the DLQ entries and the per-destination metrics call this sink's destination.
         self.default_destination = config.filename_pattern
         self._used = tuple(
@@ -167,11 +171,32 @@ class LocalFileService:
         return LocalFilePrepared(chunk, items, refused)
 
     def records_of(self, chunk: Chunk) -> list[Record]:
+        """The chunk's records. The json envelope names its file's placeholders itself; another
+        record (raw, logfmt, a selection) carries them in its headers (``source_type``,
+        ``source_id``, ``level``), which the DLQ keeps: a parked record is written again to the
+        file it would have gone to, with the very bytes it would have had."""
         dest = self.default_destination
-        return [Record(dest, value, None) for value in encode_chunk(chunk, self.key_field)]
+        if self.envelope:
+            return [Record(dest, value, None) for value in encode_chunk(chunk, self.key_field)]
+        o = chunk.origin
+        headers: dict[str, Headers] = {
+            level: [("source_type", o.source_type), ("source_id", o.source_id), ("level", level)]
+            for level in set(chunk.levels)
+        }
+        return [
+            Record(dest, value, None, -1, headers[level])
+            for value, level in zip(self.encoder.encode(chunk), chunk.levels, strict=True)
+        ]
 
     def item_of(self, record: Record, kind: str, owner: Any, entry_id: str = "") -> Item:
-        """The bytes written for ``record`` (its JSON, or its text line) and its file's key."""
+        """The bytes written for ``record`` (its record, or its text line) and its file's key."""
+        if record.headers is not None:  # a record other than the envelope: written as it is
+            names = {
+                n: v.decode("utf-8", "replace") if isinstance(v, bytes) else v or ""
+                for n, v in record.headers
+            }
+            key = (names.get("source_type", ""), names.get("source_id", ""), names.get("level", ""))
+            return Item(record, record.value + b"\n", key, kind, owner, entry_id)
         doc = orjson.loads(record.value)
         key = (str(doc.get("source_type", "")), str(doc.get("source_id", "")), str(doc.get("level", "")))
         if self.text is None:
@@ -284,7 +309,8 @@ class LocalFileService:
         items: list[Item] = []
         for r in records:
             try:
-                items.append(self.item_of(Record(r.topic, r.value, r.key), "replay", waiter, r.entry_id))
+                record = Record(r.topic, r.value, r.key, -1, r.headers)
+                items.append(self.item_of(record, "replay", waiter, r.entry_id))
             except (ValueError, UnicodeError) as exc:
                 waiter.results[r.entry_id] = f"cannot be written: {exc}"
         waiter.expected = len(items)

@@ -4,20 +4,27 @@ The keys are the original agent's (``url``, ``push_endpoint``, ``tenant_id``, ``
 ``batch_size``, ``batch_timeout``, ``max_request_size``, ``queue_size``, ``default_labels``,
 ``headers``, ``auth``, ``tls``, ``backpressure_config``, ``dlq_config``, ``adaptive_batching``,
 ``timestamp_learning``), plus the delivery keys every sink of the engine has
-(``queue_max_bytes``, ``circuit_breaker``) and what shapes the push (``encoding``, the labels,
-``line_format``, ``structured_metadata``, ``out_of_order_action``).
+(``queue_max_bytes``, ``circuit_breaker``) and what shapes the push (``push_format``, the labels,
+``encoding`` / ``line_format``, ``structured_metadata``, ``out_of_order_action``).
+
+The entry's line is made by the ``encoding`` block every sink has (:mod:`log_capturer.sinks.encoding`,
+Vector's ``encoding.codec``); ``line_format`` is the shorter spelling of its codec (json = json,
+key_value = logfmt, message = raw). Both may be given when they agree; when they disagree the
+configuration is refused, naming both. The older string form ``encoding: protobuf | json`` (the
+push body) is read as ``push_format``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from log_capturer.config.base import Duration, Strict
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
+from log_capturer.sinks.encoding import EncodingConfig
 from log_capturer.sinks.tls import TLSConfig
 
 #: A Loki label name.
@@ -26,6 +33,8 @@ LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FIELD_REF = re.compile(r"^(level|source_type|source_id|message|(labels|fields)\.[^.\s]+)$")
 LABEL_RULE = "letters, digits and '_', not starting with a digit"
 FIELD_HELP = "level, source_type, source_id, message, labels.<name> or fields.<name>"
+#: ``line_format`` as the ``encoding.codec`` it names.
+LINE_CODEC = {"json": "json", "key_value": "logfmt", "message": "raw"}
 
 
 def _field_ref(value: str, key: str) -> str:
@@ -163,10 +172,19 @@ class LokiSinkConfig(Strict):
         "/loki/api/v1/push",
         description="Path of the push API, appended to url (VictoriaLogs: '/insert/loki/api/v1/push').",
     )
-    encoding: Literal["protobuf", "json"] = Field(
+    push_format: Literal["protobuf", "json"] = Field(
         "protobuf",
         description="protobuf: Loki's PushRequest compressed with snappy (what Promtail and Vector "
-        "send); json: the JSON push body, compressed as 'compression' says.",
+        "send); json: the JSON push body, compressed as 'compression' says. (The older spelling "
+        "'encoding: protobuf' or 'encoding: json' still means this.)",
+    )
+    encoding: EncodingConfig = Field(
+        default_factory=EncodingConfig,
+        description="The entry's line, the same block as sinks.kafka.encoding: codec json (the "
+        "record without its timestamp, which is the entry's; the default), logfmt or raw (the line "
+        "as read); only_fields / except_fields (labels.app, fields.user.id); timestamp_format. "
+        "The timestamp is in the line only when only_fields names it. line_format is the same "
+        "choice as encoding.codec.",
     )
     compression: Literal["gzip", "none"] = Field(
         "gzip", description="Compression of JSON bodies (protobuf bodies are always snappy)."
@@ -237,9 +255,11 @@ class LokiSinkConfig(Strict):
     )
     line_format: Literal["json", "key_value", "message"] = Field(
         "json",
-        description="The entry's line: json: the record as Kafka gets it, without its timestamp (the "
-        "entry's) and the structured_metadata fields; key_value: the same as name=value pairs "
-        "(Fluent Bit's key_value); message: the message alone.",
+        description="The entry's line, the short form of encoding.codec: json (encoding.codec: json): "
+        "the record as Kafka gets it, without its timestamp (the entry's) and the "
+        "structured_metadata fields; key_value (encoding.codec: logfmt): the same as name=value "
+        "pairs (Fluent Bit's key_value); message (encoding.codec: raw): the line as read. Given "
+        "with encoding.codec, the two must agree.",
     )
     structured_metadata: list[str] = Field(
         default_factory=list,
@@ -319,8 +339,54 @@ class LokiSinkConfig(Strict):
                 raise ValueError(f"{name} is set by the sink itself; remove it from headers")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _push_format(cls, data: Any) -> Any:
+        """``encoding: protobuf | json`` (a string): the push body, as before ``push_format``."""
+        if isinstance(data, dict) and isinstance(data.get("encoding"), str):
+            data = dict(data)
+            body = data.pop("encoding")
+            if body not in ("protobuf", "json"):
+                raise ValueError(
+                    f"encoding: {body!r} is neither a push body (protobuf, json: now push_format) nor "
+                    "an encoding block; write push_format: protobuf | json, or encoding: {codec: json}"
+                )
+            if data.get("push_format", body) != body:
+                raise ValueError(
+                    f"encoding: {body} and push_format: {data['push_format']} disagree (the string form "
+                    "of encoding is push_format); keep push_format"
+                )
+            data["push_format"] = body
+        return data
+
+    @property
+    def line_encoding(self) -> EncodingConfig:
+        """The block the entry's line is made by: ``encoding``, its codec from ``line_format``
+        when only that names it."""
+        enc = self.encoding
+        if "codec" in enc.model_fields_set or self.line_format == "json":
+            return enc
+        return self._with_codec(LINE_CODEC[self.line_format])
+
+    def _with_codec(self, codec: str) -> EncodingConfig:
+        try:
+            given = self.encoding.model_dump(exclude_unset=True)
+            return EncodingConfig.model_validate({**given, "codec": codec})
+        except ValueError as exc:
+            errors = getattr(exc, "errors", None)
+            text = errors()[0]["msg"].removeprefix("Value error, ") if callable(errors) else str(exc)
+            raise ValueError(f"{text} (line_format: {self.line_format} is encoding.codec: {codec})") from None
+
     @model_validator(mode="after")
     def _check(self) -> LokiSinkConfig:
+        codec = self.encoding.codec if "codec" in self.encoding.model_fields_set else None
+        if "line_format" in self.model_fields_set and codec and LINE_CODEC[self.line_format] != codec:
+            raise ValueError(
+                f"line_format: {self.line_format} and encoding.codec: {codec} disagree (line_format "
+                f"{self.line_format} is encoding.codec: {LINE_CODEC[self.line_format]}); keep one of them, "
+                "encoding.codec preferably"
+            )
+        self.line_encoding  # noqa: B018 - its codec and the block's other keys must fit together
         if self.timeout < 1:
             raise ValueError("timeout must be at least 1s")
         if self.request_timeout <= 0:

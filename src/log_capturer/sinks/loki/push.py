@@ -32,7 +32,7 @@ import orjson
 
 from log_capturer.engine.contract import Record, Refused
 from log_capturer.record import Chunk
-from log_capturer.sinks.encoding import rfc3339_ns
+from log_capturer.sinks.encoding import DocEncoder, rfc3339_ns
 from log_capturer.sinks.loki.config import LokiSinkConfig
 
 #: The label an entry gets instead of its own when it would create a stream past ``max_streams``.
@@ -145,24 +145,6 @@ def parse_timestamp(text: bytes) -> int:
     return sec * 1_000_000_000 + nanos
 
 
-def _logfmt_value(value: Any) -> str:
-    text = _text(value)
-    if text == "" or any(c in text for c in ' "=\\\n\t'):
-        return orjson.dumps(text).decode()
-    return text
-
-
-def key_value_line(doc: dict[str, Any]) -> str:
-    """The record as ``name=value`` pairs (nested labels and fields as ``labels.name=value``)."""
-    parts: list[str] = []
-    for key, value in doc.items():
-        if isinstance(value, dict):
-            parts.extend(f"{key}.{k}={_logfmt_value(v)}" for k, v in value.items())
-        else:
-            parts.append(f"{key}={_logfmt_value(value)}")
-    return " ".join(parts)
-
-
 class Shaper:
     """Records into entries as ``sinks.loki`` says; the stream table and its ``max_streams`` guard.
 
@@ -183,12 +165,15 @@ class Shaper:
         #: Entries sent under the overflow stream (the sink counts and logs them).
         self.overflowed = 0
         self.max_age_ns = int(config.timestamp_learning.default_max_age * 1e9)
+        # The line: ``encoding`` (or ``line_format``, its short form), from the parsed record.
+        line_encoding = config.line_encoding
+        self.line_encoder = DocEncoder(line_encoding, entry_time=True)
         # The line needs the parsed record only when it is not the record as it is.
-        self._plain = config.line_format == "json" and not self.meta_refs
+        self._plain = line_encoding.envelope and not self.meta_refs
         # Labels and tenant from the chunk's origin and levels alone (no record parsed), unless
         # a field or the message is referred to.
         refs = [ref for _n, ref in self.label_refs] + ([config.tenant_field] if config.tenant_field else [])
-        self._message_only = config.line_format == "message" and not self.meta_refs
+        self._message_only = line_encoding.codec == "raw" and not self.meta_refs
         self._from_origin = (self._plain or self._message_only) and not any(
             r == "message" or r.startswith("fields.") for r in refs
         )
@@ -261,13 +246,7 @@ class Shaper:
                 else:
                     doc.pop(head, None)
             meta = tuple(pairs) or None
-        fmt = self.config.line_format
-        if fmt == "message":
-            return _text(doc.get("message")).encode(), meta
-        doc.pop("timestamp", None)
-        if fmt == "key_value":
-            return key_value_line(doc).encode(), meta
-        return orjson.dumps(doc), meta
+        return self.line_encoder.encode(doc), meta
 
     def entry_of(self, record: Record, doc: dict[str, Any] | None = None) -> Entry:
         """A record (its JSON value, as Kafka gets it) as an entry."""
@@ -481,7 +460,7 @@ def encode(entries: list[Entry], config: LokiSinkConfig, shaper: Shaper) -> tupl
     """The request body of ``entries`` (one tenant's), its content headers, and its size before
     compression."""
     streams = group(entries)
-    if config.encoding == "protobuf":
+    if config.push_format == "protobuf":
         raw = protobuf_body(streams)
         return bytes(cramjam.snappy.compress_raw(raw)), {"Content-Type": "application/x-protobuf"}, len(raw)
     raw = json_body(streams, shaper)

@@ -354,7 +354,8 @@ class LokiService:
             last_error=self.auth_error or self.failing or self.last_error,
             details={
                 "url": self.default_destination,
-                "encoding": self.config.encoding,
+                "push_format": self.config.push_format,
+                "line": self.config.line_encoding.codec,
                 "streams": self.shaper.streams(),
                 "in_flight": self._in_flight,
             },

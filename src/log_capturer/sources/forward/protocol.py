@@ -35,7 +35,7 @@ import hashlib
 import os
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import orjson
@@ -51,6 +51,11 @@ from log_capturer.sources.http.source import (
     _kind,
     _plain,
 )
+
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _speedups = cast(Any, None)
 
 #: Why a whole message or one of its entries was rejected (the ``reason`` label).
 INVALID_MESSAGE = "invalid_message"
@@ -75,29 +80,89 @@ class Message:
     mode: str = ""
 
 
-def unpacker(max_bytes: int) -> msgpack.Unpacker:
-    """A streaming decoder for one connection, refusing to buffer more than ``max_bytes``."""
-    return msgpack.Unpacker(
+class Stream:
+    """One connection's stream of msgpack values. msgpack's own streaming decoder finds where each
+    value ends (``skip``: its limits and its errors, no objects built); the complete values are
+    then decoded in one C call (``_speedups.msgpack_values``: shared short text, EventTimes made
+    there), or by msgpack when that call leaves them to it (another extension, a map key that is
+    neither text nor an integer, deep nesting). Either way the values are the same."""
+
+    __slots__ = ("_decoder", "_pending", "_start", "plain")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._decoder = msgpack.Unpacker(
+            raw=False,
+            strict_map_key=False,
+            ext_hook=_ext,
+            max_buffer_size=max_bytes,
+            unicode_errors="surrogateescape",
+        )
+        #: The bytes fed whose values were not returned yet; ``_start``: their stream offset.
+        self._pending = bytearray()
+        self._start = 0
+        #: Whether every value the last :meth:`feed` returned holds only what JSON can (no
+        #: binary, no integer map key, no text that is not UTF-8): then no record needs
+        #: :func:`_jsonable`'s check.
+        self.plain = False
+
+    def feed(self, data: bytes) -> list[Any]:
+        decoder = self._decoder
+        try:
+            decoder.feed(data)
+        except msgpack.BufferFull:
+            raise ProtocolError(
+                "a message is larger than forward.max_message_bytes; raise it, or send smaller chunks"
+            ) from None
+        self._pending += data
+        end = self._start
+        try:
+            while True:
+                decoder.skip()
+                end = decoder.tell()
+        except msgpack.OutOfData:
+            pass
+        except (msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+            raise ProtocolError(f"the stream is not msgpack ({describe_error(exc)})") from None
+        size = end - self._start
+        self.plain = not size
+        if not size:
+            return []
+        raw = bytes(self._pending[:size])
+        del self._pending[:size]
+        self._start = end
+        values, self.plain = values_of(raw)
+        return values
+
+
+def values_of(raw: bytes) -> tuple[list[Any], bool]:
+    """The msgpack values of ``raw`` (complete ones), and whether they are plain (see
+    :attr:`Stream.plain`). ProtocolError when msgpack cannot decode them."""
+    if _speedups is not None:
+        got = _speedups.msgpack_values(raw, EventTime)
+        if got is not None:
+            return got
+    decoder = msgpack.Unpacker(
         raw=False,
         strict_map_key=False,
         ext_hook=_ext,
-        max_buffer_size=max_bytes,
+        max_buffer_size=max(len(raw), 1),
         unicode_errors="surrogateescape",
     )
-
-
-def feed(decoder: msgpack.Unpacker, data: bytes) -> list[Any]:
-    """The complete values ``data`` adds to the stream (the rest waits for more bytes)."""
+    decoder.feed(raw)
     try:
-        decoder.feed(data)
-    except msgpack.BufferFull:
-        raise ProtocolError(
-            "a message is larger than forward.max_message_bytes; raise it, or send smaller chunks"
-        ) from None
-    try:
-        return list(decoder)
+        return list(decoder), False
     except (msgpack.FormatError, msgpack.StackError, ValueError) as exc:
         raise ProtocolError(f"the stream is not msgpack ({describe_error(exc)})") from None
+
+
+def unpacker(max_bytes: int) -> Stream:
+    """A streaming decoder for one connection, refusing to buffer more than ``max_bytes``."""
+    return Stream(max_bytes)
+
+
+def feed(decoder: Stream, data: bytes) -> list[Any]:
+    """The complete values ``data`` adds to the stream (the rest waits for more bytes)."""
+    return decoder.feed(data)
 
 
 def describe_error(exc: Exception) -> str:
@@ -106,7 +171,7 @@ def describe_error(exc: Exception) -> str:
 
 def _text(value: Any) -> str | None:
     if isinstance(value, str):
-        return value
+        return value if value.isascii() else _valid_text(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     return None
@@ -117,9 +182,10 @@ def _raw(value: Any) -> dict[str, Any]:
     return {"raw": _plain(value)}
 
 
-def decode(obj: Any, number: int, max_bytes: int) -> Message:
+def decode(obj: Any, number: int, max_bytes: int, plain: bool = False) -> Message:
     """The forward message ``obj`` (the ``number``-th of its batch, for the reasons given).
-    Never raises for a bad message: it becomes one rejected item."""
+    Never raises for a bad message: it becomes one rejected item. ``plain``: ``obj`` holds only
+    what JSON can (:attr:`Stream.plain`), its records need no check."""
     if not isinstance(obj, list) or len(obj) < 2:
         what = f"an array of {len(obj)}" if isinstance(obj, list) else _kind(obj)
         return _invalid(obj, number, f"message {number}: not a forward message ([tag, ...]), but {what}")
@@ -164,7 +230,7 @@ def decode(obj: Any, number: int, max_bytes: int) -> Message:
                     Rejected(number, INVALID_COMPRESSION, f"message {number}: {exc}", _b64(packed))
                 ]
                 return message
-        message.items = _packed(packed, number)
+        message.items, plain = _packed(packed, number)
     elif len(obj) in (3, 4) and isinstance(obj[2], dict):
         message = Message(tag, chunk=chunk, mode="Message")
         event = _event([second, obj[2]])
@@ -182,7 +248,7 @@ def decode(obj: Any, number: int, max_bytes: int) -> Message:
         msg = _invalid(obj, number, f"message {number}: neither Message, Forward nor PackedForward mode")
         msg.chunk = chunk
         return msg
-    return _jsonable(message)
+    return message if plain else _jsonable(message)
 
 
 def _packed_option(obj: list[Any]) -> bool:
@@ -220,8 +286,21 @@ def _events(entries: list[Any], number: int) -> list[Item]:
     return out
 
 
-def _packed(data: bytes, number: int) -> list[Item]:
-    decoder = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_ext, max_buffer_size=len(data) + 1)
+def _packed(data: bytes, number: int) -> tuple[list[Item], bool]:
+    """The entries of a PackedForward message, and whether they are plain (see :class:`Stream`)."""
+    if _speedups is not None:
+        # Text that is not UTF-8 as in the other modes: surrogates here, \\xNN escapes once
+        # :func:`_jsonable` made the records plain.
+        got = _speedups.msgpack_values(data, EventTime)
+        if got is not None:
+            return _events(got[0], number), got[1]
+    decoder = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,
+        ext_hook=_ext,
+        max_buffer_size=len(data) + 1,
+        unicode_errors="surrogateescape",
+    )
     decoder.feed(data)
     entries: list[Any] = []
     error = ""
@@ -236,17 +315,32 @@ def _packed(data: bytes, number: int) -> list[Item]:
         rest = len(data) - consumed
         text = f"message {number}: the last {rest} bytes of its entries cannot be decoded ({why})"
         out.append(Rejected(number, INVALID_MSGPACK, text, _b64(data[consumed:])))
-    return out
+    return out, False
 
 
 def _jsonable(message: Message) -> Message:
-    """Records whose values JSON cannot hold (binary, extension types, non-text keys) are made
-    plain (see the HTTP ingest's ``_plain``); the check is one C call for the whole message."""
+    """Records whose values JSON cannot hold (binary, extension types, non-text keys, text that
+    was not UTF-8) are made plain (see the HTTP ingest's ``_plain``; such text as ``\\xNN``
+    escapes, as every input writes it); the check is one C call for the whole message."""
     try:
         orjson.dumps([i[0] for i in message.items if not isinstance(i, Rejected)])
     except TypeError:
-        message.items = [i if isinstance(i, Rejected) else (_plain(i[0]), i[1]) for i in message.items]
+        message.items = [
+            i if isinstance(i, Rejected) else (_plain(_valid_text(i[0])), i[1]) for i in message.items
+        ]
     return message
+
+
+def _valid_text(value: Any) -> Any:
+    """``value`` with its text (map keys too) valid UTF-8: the stream is decoded with
+    ``surrogateescape``, so bytes that were not UTF-8 are lone surrogates; they become ``\\xNN``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return [_valid_text(v) for v in value]
+    return value
 
 
 def gunzip(data: bytes, limit: int) -> bytes:

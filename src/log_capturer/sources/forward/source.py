@@ -418,9 +418,11 @@ class _Connection(asyncio.Protocol):
         src = self.source
         values: list[Any] = []
         failure: tuple[str, str] | None = None
+        plain = True
         for part in data:
             try:
                 values.extend(protocol.feed(self.decoder, part))
+                plain = plain and self.decoder.plain
             except protocol.ProtocolError as exc:
                 kind = "message_too_large" if "max_message_bytes" in str(exc) else "invalid_stream"
                 failure = (kind, str(exc))
@@ -435,7 +437,7 @@ class _Connection(asyncio.Protocol):
         if not values:
             return [], [], answer, failure
         limit = src.config.max_message_bytes
-        messages = [protocol.decode(v, n, limit) for n, v in enumerate(values, 1)]
+        messages = [protocol.decode(v, n, limit, plain) for n, v in enumerate(values, 1)]
         chunks = src.hand_over(self.peer, self.kind, messages)
         ack_ids = [m.chunk for m in messages if m.chunk is not None]
         return chunks, ack_ids, answer, failure

@@ -63,8 +63,11 @@ import math
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Protocol, cast
 
 import msgpack
@@ -83,6 +86,11 @@ from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS, HttpIngestConf
 from log_capturer.sources.listener import Group, Receiver, ack_future, chunks_of, read_body
 from log_capturer.sources.supervise import describe
 from log_capturer.sources.syslog.parse import LEVELS as SYSLOG_LEVELS
+
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _speedups = cast(Any, None)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +161,8 @@ class Rejected:
 
 class EventTime(int):
     """Fluent's EventTime (msgpack extension 0: seconds and nanoseconds), as ns since the epoch."""
+
+    __slots__ = ()  # a plain int's memory, and none of the cyclic GC's attention
 
 
 #: A body's items in order: records (with a msgpack event's time, or None) and rejected records.
@@ -237,6 +247,9 @@ def _json_items(body: bytes) -> list[Item]:
 def _msgpack_items(body: bytes) -> list[Item]:
     if not body:
         raise IngestError(400, f"empty body: send {FORMATS}")
+    # The usual body in one C call (the same values as msgpack's; text that is not UTF-8, other
+    # extensions, a body that does not end with a whole value are left to msgpack, below).
+    got = _speedups.msgpack_values(body, EventTime, False) if _speedups is not None else None
     unpacker = msgpack.Unpacker(
         raw=False,
         strict_map_key=False,
@@ -244,12 +257,17 @@ def _msgpack_items(body: bytes) -> list[Item]:
         ext_hook=_ext,
         max_buffer_size=len(body),
     )
-    unpacker.feed(body)
+    values: Iterable[Any] = unpacker
+    plain = False
+    if got is not None:
+        values, plain = got
+    else:
+        unpacker.feed(body)
     out: list[Item] = []
     n = 0
     error = ""
     try:
-        for obj in unpacker:
+        for obj in values:
             if isinstance(obj, dict):
                 n += 1
                 out.append((obj, None))
@@ -267,17 +285,18 @@ def _msgpack_items(body: bytes) -> list[Item]:
                 out.append(_not_an_object(n, _plain(obj), "a map or a [time, map] event"))
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         error = f"{type(exc).__name__}: {exc}"
-    try:
-        # Whether every record is what JSON can hold, in one C call (most are maps of text).
-        orjson.dumps([i[0] for i in out if not isinstance(i, Rejected)])
-    except TypeError:
-        out = [i if isinstance(i, Rejected) else (_plain(i[0]), i[1]) for i in out]
+    if not plain:
+        try:
+            # Whether every record is what JSON can hold, in one C call (most are maps of text).
+            orjson.dumps([i[0] for i in out if not isinstance(i, Rejected)])
+        except TypeError:
+            out = [i if isinstance(i, Rejected) else (_plain(i[0]), i[1]) for i in out]
+    consumed = len(body) if got is not None else unpacker.tell()
     if all(isinstance(i, Rejected) for i in out):
         # Nothing shaped like a record: most bytes decode as some msgpack value (text is a run of
         # small integers), so this is not msgpack of records at all.
-        why = error or ("it ends early" if unpacker.tell() < len(body) else "it holds no map")
+        why = error or ("it ends early" if consumed < len(body) else "it holds no map")
         raise IngestError(400, f"the body is not {FORMATS}: msgpack cannot be decoded into records ({why})")
-    consumed = unpacker.tell()
     if consumed < len(body):
         n += 1
         rest = body[consumed:]
@@ -438,6 +457,17 @@ class RecordShape(Protocol):
 
 #: A member a record does not have (None is a value: JSON's null).
 _ABSENT: Any = object()
+#: Above this many distinct label sets in a batch, its records' origins are found one by one.
+_MAX_DISTINCT_LABELS = 256
+
+
+def _picker(idx: list[int]) -> Callable[[list[Any]], list[Any]]:
+    """A function that takes the items at ``idx`` of a list, as a list (one C call)."""
+    if len(idx) == 1:
+        i = idx[0]
+        return lambda values: [values[i]]
+    get = itemgetter(*idx)
+    return lambda values: list(get(values))
 
 
 class Records:
@@ -513,39 +543,45 @@ class Records:
         if not items or isinstance(items[0], Rejected):
             return None
         events = cast("list[tuple[dict[str, Any], int | None]]", items)
-        for item in events:
-            if type(item) is not tuple:
-                return None
+        # Each test below is one pass in C over the batch (map, count, set union), not a Python
+        # step per record.
+        if set(map(type, events)) != {tuple}:
+            return None
         recs = [item[0] for item in events]
-        level_key = next((k for k in self._level_keys if any(k in r for r in recs)), None)
+        n = len(recs)
+        members = set().union(*recs)
+        level_key = next((k for k in self._level_keys if k in members), None)
         keys = set(recs[0])
         keys.discard(level_key)
         if not keys.isdisjoint(self._slow_keys) or not keys.isdisjoint(self._level_keys):
             return None
         size = len(keys)
+        values: list[Any] = []
+        # Every record has exactly ``keys`` (and the level member or not): no record has a member
+        # outside them, and no record misses one (a record's size is at most what it may hold,
+        # so the sizes add up only if each is that).
         if level_key is None:
-            for r in recs:
-                if len(r) != size or not r.keys() >= keys:
-                    return None
+            if members != keys or sum(map(len, recs)) != n * size:
+                return None
         else:
-            for r in recs:
-                if len(r) != size + (level_key in r) or not r.keys() >= keys:
-                    return None
+            values = [r.get(level_key, _ABSENT) for r in recs]
+            if not members <= keys | {level_key}:
+                return None
+            if sum(map(len, recs)) != n * size + n - values.count(_ABSENT):
+                return None
         message_key = next((k for k in self._message_keys if k in keys), None)
         if message_key is None:
             return None
         lines = [r[message_key] for r in recs]
-        for line in lines:
-            if type(line) is not str:
-                return None
-        lines = [(m[:-2] if m.endswith("\r\n") else m[:-1]) if m.endswith("\n") else m for m in lines]
-        for line in lines:
-            if not line or line.isspace():
-                return None
+        if set(map(type, lines)) != {str}:
+            return None
+        if any(map(str.endswith, lines, repeat("\n"))):
+            lines = [(m[:-2] if m.endswith("\r\n") else m[:-1]) if m.endswith("\n") else m for m in lines]
+        if "" in lines or any(map(str.isspace, lines)):
+            return None
         levels: list[str | None] | None = None
         if level_key is not None:
             cache = self._level_cache
-            values = [r.get(level_key, _ABSENT) for r in recs]
             try:
                 levels = [None if v is _ABSENT else cache[v] for v in values]
             except (KeyError, TypeError):
@@ -566,35 +602,73 @@ class Records:
             meta = [{k: r[k] for k in extra} for r in recs]
         if base is None:
             base = self.default
+        # The records' indexes by origin, in the order of their first record.
+        groups: list[tuple[Origin, list[int]]]
         if "labels" in keys:
             try:
-                origins = [self.origin(r, i, base) for i, r in enumerate(recs, 1)]
+                groups = self._by_labels(recs, base)
             except _Invalid:
                 return None
         else:
-            origins = [base] * len(recs)
+            groups = [(base, list(range(n)))]
         stamps = [item[1] for item in events]
         now = time.time_ns()
-        timed = any(s is not None for s in stamps)
-        groups: dict[int, list[int]] = {}
-        for i, origin in enumerate(origins):
-            groups.setdefault(id(origin), []).append(i)
+        untimed = stamps.count(None)
         out = []
-        for idx in groups.values():
-            whole = len(idx) == len(recs)
-            chunk = Chunk(origins[idx[0]], lines if whole else [lines[i] for i in idx], read_time_ns=now)
+        for origin, idx in groups:
+            whole = len(idx) == n
+            pick = None if whole else _picker(idx)
+            chunk = Chunk(origin, lines if pick is None else pick(lines), read_time_ns=now)
             if meta is not None:
-                chunk.meta = meta if whole else [meta[i] for i in idx]
+                chunk.meta = meta if pick is None else pick(meta)
             if levels is not None:
-                group_levels = levels if whole else [levels[i] for i in idx]
-                if any(lvl is not None for lvl in group_levels):
+                group_levels = levels if pick is None else pick(levels)
+                if group_levels.count(None) != len(group_levels):
                     chunk.preset_levels = group_levels
-            if timed:
-                group_stamps = [stamps[i] for i in idx]
-                if any(st is not None for st in group_stamps):
+            if untimed != n:
+                group_stamps = stamps[:] if pick is None else pick(stamps)
+                if not untimed:
+                    chunk.timestamps = cast("list[int]", group_stamps)
+                elif group_stamps.count(None) != len(group_stamps):
                     chunk.timestamps = [now if st is None else st for st in group_stamps]
             out.append(chunk)
         return out
+
+    def _by_labels(self, recs: list[dict[str, Any]], base: Origin) -> list[tuple[Origin, list[int]]]:
+        """The records' indexes by origin (records with ``labels``, and no ``source_type`` or
+        ``source_id``): each distinct set of labels is looked up once. _Invalid for labels that
+        cannot be (as :meth:`origin` says)."""
+        try:
+            label_keys = [tuple(r["labels"].items()) for r in recs]
+            distinct = dict.fromkeys(label_keys)
+        except (AttributeError, TypeError):  # labels that are not an object, or hold a list
+            label_keys = []
+        if not label_keys or len(distinct) > _MAX_DISTINCT_LABELS:
+            by_id: dict[int, tuple[Origin, list[int]]] = {}
+            for i, r in enumerate(recs):
+                origin = self.origin(r, i + 1, base)
+                group = by_id.get(id(origin))
+                if group is None:
+                    group = by_id[id(origin)] = (origin, [])
+                group[1].append(i)
+            return list(by_id.values())
+        if len(distinct) == 1:
+            return [(self.origin(recs[0], 1, base), list(range(len(recs))))]
+        indexes: dict[tuple[Any, ...], list[int]] = {k: [] for k in distinct}
+        for i, k in enumerate(label_keys):
+            indexes[k].append(i)
+        # One origin per distinct set, from its first record (the same origin as each of its
+        # records would get: origins are kept by the labels' items).
+        by_origin: dict[int, tuple[Origin, list[int]]] = {}
+        for idx in indexes.values():
+            origin = self.origin(recs[idx[0]], idx[0] + 1, base)
+            group = by_origin.get(id(origin))
+            if group is None:
+                by_origin[id(origin)] = (origin, idx)
+            else:  # pragma: no cover - distinct labels make distinct origins
+                group[1].extend(idx)
+                group[1].sort()
+        return list(by_origin.values())
 
     def _add(
         self,

@@ -194,6 +194,12 @@ class SyslogSource:
     def _check_udp_drops(self) -> None:
         if self.stopping.is_set():
             return
+        try:
+            self._count_udp_drops()
+        finally:  # a failed check (reported by the loop's handler) must not end the checks
+            self._loop.call_later(UDP_DROPS_INTERVAL, self._check_udp_drops)
+
+    def _count_udp_drops(self) -> None:
         drops = udp_drops(self._udp_inode)
         if drops is not None and drops > self._udp_drops:
             n = drops - self._udp_drops
@@ -205,7 +211,6 @@ class SyslogSource:
                 "syslog.udp.receive_buffer_bytes and net.core.rmem_max, or send over TCP",
                 n,
             )
-        self._loop.call_later(UDP_DROPS_INTERVAL, self._check_udp_drops)
 
     async def _close_listeners(self) -> None:
         if self._udp is not None:

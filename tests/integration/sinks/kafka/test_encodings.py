@@ -131,6 +131,24 @@ def test_json_with_only_some_fields_and_unix_milliseconds(
         assert doc["level"] == expected[doc["message"]][0]
 
 
+def test_paths_into_labels_and_fields_keep_just_those_parts(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    lines, expected = lines_and_expectations(50)
+    encoding = {"codec": "json", "only_fields": ["message", "fields.tenant_id", "labels.env"]}
+    records, _ = ship_lines(tmp_path, bootstrap, topics, lines, sinks={"kafka": {"encoding": encoding}})
+    assert len(records) == len(lines)
+    keyed = 0
+    for rec in records:
+        doc = rec.json()
+        key = expected[doc["message"]][1]
+        fields = {"fields": {"tenant_id": key}} if key is not None else {}
+        keyed += bool(fields)
+        assert doc == {"message": doc["message"], **fields}, doc  # no labels.env on these lines
+    assert keyed
+
+
 BIG = "ERROR  raw   " + "payload é " * 700  # about 7,700 bytes: larger than 4,096
 
 

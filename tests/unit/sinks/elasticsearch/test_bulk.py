@@ -213,3 +213,46 @@ def test_valid_index_names() -> None:
     assert bulk.valid_index("logs-2026.01.01")
     for bad in ("", "Logs", "a b", "a/b", "_x", "-x", "a*", "x" * 256):
         assert not bulk.valid_index(bad)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "doc"),
+    [
+        ({}, None),  # the default: the record Kafka gets, its timestamp renamed
+        ({"codec": "raw"}, {"@timestamp": "2023-11-14T22:13:20.000000000Z", "message": 'say "hi"'}),
+        (
+            {"codec": "logfmt", "only_fields": ["message", "level"]},
+            {"@timestamp": "2023-11-14T22:13:20.000000000Z", "message": 'message="say \\"hi\\"" level=info'},
+        ),
+        (
+            {"only_fields": ["timestamp", "message"], "timestamp_format": "unix_ms"},
+            {"@timestamp": 1_700_000_000_000, "message": 'say "hi"'},
+        ),
+        (
+            {"except_fields": ["timestamp", "labels", "fields", "source_id"]},
+            {"message": 'say "hi"', "level": "info", "source_type": "file"},
+        ),
+    ],
+)
+def test_the_document_is_made_by_the_encoding_block(
+    encoding: dict[str, object], doc: dict[str, object] | None
+) -> None:
+    config = ElasticsearchSinkConfig.model_validate({"enabled": True, "encoding": encoding})
+    chunk = file_chunk(['say "hi"'], 0)
+    chunk.read_time_ns = 1_700_000_000 * 10**9
+    chunk.levels = ["info"]
+    docs = bulk.Documents(config)
+    (record,) = docs.records(chunk, docs.values(chunk))
+    if doc is None:
+        whole = orjson.loads(encode_chunk(chunk, None)[0])
+        whole["@timestamp"] = whole.pop("timestamp")
+        assert orjson.loads(record.value) == whole
+        assert record.value.startswith(b'{"@timestamp":')
+    else:
+        assert orjson.loads(record.value) == doc
+    assert record.key == ids_of(chunk)[0]  # the same _id whatever the codec
+
+
+def test_a_bad_encoding_is_refused_with_its_key() -> None:
+    with pytest.raises(ValueError, match=r"encoding\.only_fields does not apply to codec: raw"):
+        ElasticsearchSinkConfig.model_validate({"encoding": {"codec": "raw", "only_fields": ["message"]}})

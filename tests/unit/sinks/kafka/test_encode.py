@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import random
+
 import orjson
+import pytest
 
 from log_capturer.processing import Analyzer
+from log_capturer.processing.timestamps import NS
 from log_capturer.record import Chunk, Origin
 from log_capturer.sinks.encoding import rfc3339_ns
-from log_capturer.sinks.kafka.encode import encode_chunk
+from log_capturer.sinks.kafka.encode import _speedups, encode_chunk, encode_chunk_py
 
 
 def test_records_are_valid_json_with_the_documented_fields() -> None:
@@ -83,3 +87,87 @@ def test_preset_levels_without_a_key_are_taken_as_they_are() -> None:
     chunk.preset_levels = ["info", None]  # one to detect: line by line
     Analyzer("tenant_id").analyze(chunk)
     assert chunk.levels == ["info", "warn"]
+
+
+def test_keys_without_a_key_field_leave_the_fields_empty_on_every_path() -> None:
+    """A chunk can carry keys the sink does not put in ``fields`` (no ``key_field``): every path
+    still writes valid JSON, with empty fields."""
+    chunk = Chunk(Origin("file", "/a.log"), ["one", "two"], read_time_ns=1_700_000_000_000_000_001)
+    chunk.levels, chunk.keys = ["", ""], ["k1", None]
+    plain = [orjson.loads(v) for v in encode_chunk(chunk, None)]
+    chunk.truncated = frozenset({1})  # the general path
+    general = [orjson.loads(v) for v in encode_chunk(chunk, None)]
+    assert [r["fields"] for r in plain] == [r["fields"] for r in general] == [{}, {}]
+    assert [r.get("truncated") for r in general] == [None, True]
+
+
+_EDGE_TIMES = [
+    0,
+    5,
+    -1,
+    -1_000_000_005,
+    951_782_400_000_000_000,  # 2000-02-29
+    1_700_000_000_123_456_789,
+    4_107_542_400_000_000_007,  # 2100-03-01
+    253_402_300_799_999_999_999,  # 9999-12-31T23:59:59.999999999
+    253_402_300_800_000_000_000,  # year 10000: Python formats it
+    2**70,
+]
+_EDGE_LINES = ["plain", 'caf\xe9 "q"\n\x01', "x" * 200_000, '{"a":1}', "\U0001f600 emoji\t", "a\\b/c"]
+
+
+def _random_chunk(rnd: random.Random, n: int) -> Chunk:
+    chunk = Chunk(
+        Origin("forward", "forward://127.0.0.1", {"tag": "app"}),
+        [rnd.choice(_EDGE_LINES) for _ in range(n)],
+        read_time_ns=1_700_000_000_123_456_789,
+    )
+    chunk.levels = [rnd.choice(["", "info", "error"]) for _ in range(n)]
+    if rnd.random() < 0.5:
+        chunk.keys = [rnd.choice([None, "t1", "t\xe92"]) for _ in range(n)]
+    if rnd.random() < 0.5:
+        metas: list[dict[str, object] | None] = [
+            None,
+            {},
+            {"a": [1, {"b": None}]},
+            {"k": "v", "tenant_id": "z"},
+        ]
+        chunk.meta = [rnd.choice(metas) for _ in range(n)]
+    if rnd.random() < 0.5:
+        chunk.truncated = frozenset(rnd.sample(range(n), n // 3))
+    if rnd.random() < 0.8:
+        chunk.timestamps = [
+            rnd.choice([*_EDGE_TIMES, 1_700_000_000 * NS + rnd.randrange(NS)]) for _ in range(n)
+        ]
+    return chunk
+
+
+def test_the_c_encoder_of_timed_records_gives_the_python_bytes() -> None:
+    """``_speedups.encode_full`` (event times, fields, truncation) against ``encode_chunk_py``,
+    on random chunks: distinct and equal times, times outside 1970-9999, non-ASCII and huge lines,
+    nested fields merged with the key."""
+    assert _speedups is not None
+    rnd = random.Random(24)
+    compared = 0
+    for _ in range(400):
+        chunk = _random_chunk(rnd, rnd.randrange(0, 25))
+        for key_field in ("tenant_id", None, ""):
+            head = b'{"timestamp":"' + rfc3339_ns(chunk.read_time_ns).encode() + b'","message":'
+            tails = {
+                lvl: b',"level":"' + lvl.encode() + b'",' + chunk.origin.encoded + b',"fields":'
+                for lvl in set(chunk.levels)
+            }
+            expected = encode_chunk_py(chunk, key_field, head, tails)
+            assert encode_chunk(chunk, key_field) == expected
+            compared += len(expected)
+    assert compared > 5000
+
+
+def test_the_c_encoder_fails_like_python_on_a_lone_surrogate() -> None:
+    chunk = Chunk(Origin("forward", "f"), ["ok", "bad \udcff"], read_time_ns=0)
+    chunk.levels = ["", ""]
+    chunk.timestamps = [1, 2]
+    with pytest.raises(TypeError):
+        encode_chunk(chunk, None)
+    with pytest.raises(TypeError):
+        encode_chunk_py(chunk, None, b"", {"": b""})

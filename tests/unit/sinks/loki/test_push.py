@@ -8,9 +8,12 @@ from typing import Any
 
 import cramjam
 import orjson
+import pytest
+from pydantic import ValidationError
 
 from log_capturer.engine.contract import Record
 from log_capturer.record import Chunk, Origin
+from log_capturer.sinks.encoding import logfmt_value
 from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.loki.config import LokiSinkConfig
 from log_capturer.sinks.loki.push import (
@@ -18,7 +21,6 @@ from log_capturer.sinks.loki.push import (
     Shaper,
     encode,
     group,
-    key_value_line,
     label_name,
     labels_text,
     parse_timestamp,
@@ -129,7 +131,69 @@ def test_line_formats_and_structured_metadata() -> None:
     assert msg.meta == (("labels_team", "ops"), ("level", "info"))
     js = Shaper(config(structured_metadata=["labels.team"])).entry_of(rec)
     assert orjson.loads(js.line)["labels"] == {} and js.meta == (("labels_team", "ops"),)
-    assert key_value_line({"a": "", "b": {"c": "x=y"}}) == 'a="" b.c="x=y"'
+    # key_value is encoding.codec: logfmt: the same line, the shared logfmt writer's.
+    assert Shaper(config(encoding={"codec": "logfmt"})).entry_of(rec).line == kv.line
+    assert logfmt_value("") == b'""' and logfmt_value("x=y") == b'"x=y"'
+
+
+@pytest.mark.parametrize(
+    ("kw", "line"),
+    [
+        ({"encoding": {"codec": "raw"}}, b"a b"),
+        ({"line_format": "message", "encoding": {"codec": "raw"}}, b"a b"),
+        (
+            {"encoding": {"only_fields": ["message", "labels.team"]}},
+            b'{"message":"a b","labels":{"team":"ops"}}',
+        ),
+        (
+            {"line_format": "key_value", "encoding": {"except_fields": ["source_id", "labels", "fields"]}},
+            b'message="a b" level=info source_type=file',
+        ),
+        (
+            {
+                "encoding": {
+                    "codec": "logfmt",
+                    "only_fields": ["timestamp", "level"],
+                    "timestamp_format": "unix_ms",
+                }
+            },
+            b"timestamp=<ms> level=info",
+        ),
+    ],
+)
+def test_the_line_is_made_by_the_encoding_block(kw: dict[str, Any], line: bytes) -> None:
+    (rec,) = records(["a b"], {"team": "ops"})
+    entry = Shaper(config(**kw)).entry_of(rec)
+    assert entry.line == line.replace(b"<ms>", b"%d" % (entry.ts // 1_000_000))
+
+
+@pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        (
+            {"line_format": "message", "encoding": {"codec": "json"}},
+            "line_format: message and encoding.codec: json disagree",
+        ),
+        (
+            {"line_format": "message", "encoding": {"except_fields": ["labels"]}},
+            "encoding.except_fields does not apply to codec: raw",
+        ),
+        ({"encoding": "xml"}, "encoding: 'xml' is neither a push body"),
+        (
+            {"encoding": "json", "push_format": "protobuf"},
+            "encoding: json and push_format: protobuf disagree",
+        ),
+    ],
+)
+def test_conflicting_line_choices_name_both_keys(kw: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        LokiSinkConfig.model_validate(kw)
+    assert says in str(err.value)
+
+
+def test_the_string_encoding_is_the_push_body() -> None:
+    assert LokiSinkConfig.model_validate({"encoding": "json"}).push_format == "json"
+    assert LokiSinkConfig().push_format == "protobuf" and LokiSinkConfig().line_encoding.envelope
 
 
 def test_tenant_from_a_field_else_the_fixed_one() -> None:
@@ -184,7 +248,7 @@ def test_protobuf_body_groups_streams_and_sorts_entries_by_time() -> None:
 
 
 def test_json_body_gzip() -> None:
-    shaper = Shaper(config(encoding="json"))
+    shaper = Shaper(config(push_format="json"))
     entries = [shaper.entry_of(r) for r in records(["a"], {"app": "x"})]
     body, headers, _ = encode(entries, shaper.config, shaper)
     assert headers["Content-Encoding"] == "gzip"
@@ -205,3 +269,29 @@ def test_message_lines_from_the_chunk_are_those_of_the_record() -> None:
     assert not refused
     assert [(e.line, e.stream, e.ts) for e in fast] == [(e.line, e.stream, e.ts) for e in slow]
     assert [e.line for e in fast] == [b'{"a": 1}', "plain é".encode()]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"line_format": "message"},
+        {"encoding": {"codec": "logfmt", "except_fields": ["labels.env"]}},
+        {"encoding": {"only_fields": ["message", "fields"], "timestamp_format": "unix_ms"}},
+        {"encoding": {"codec": "raw"}, "structured_metadata": ["labels.env"]},
+    ],
+)
+def test_a_parked_record_is_sent_again_as_the_same_entry(kw: dict[str, Any]) -> None:
+    """The DLQ keeps the record (its JSON envelope); the entry made from it again has the very
+    line, metadata, stream and time the chunk's entry had."""
+    chunk = Chunk(Origin("file", "/a", {"env": "prod"}), ["one x=1", "two é"], start=0, end=2)
+    chunk.levels = ["info", "error"]
+    chunk.keys = ["t1", None]
+    values = encode_chunk(chunk, "tenant_id")
+    shaper = Shaper(config(**kw))
+    entries, refused = shaper.entries(chunk, values)
+    assert not refused
+    again = [shaper.entry_of(e.record) for e in entries]
+    assert [(e.line, e.meta, e.stream, e.ts) for e in again] == [
+        (e.line, e.meta, e.stream, e.ts) for e in entries
+    ]

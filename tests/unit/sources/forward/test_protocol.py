@@ -8,6 +8,7 @@ import struct
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 
 from log_capturer.processing.timestamps import NS
@@ -19,7 +20,7 @@ from log_capturer.sources.forward.protocol import (
     ProtocolError,
     decode,
 )
-from log_capturer.sources.http.source import INVALID_MSGPACK, Rejected
+from log_capturer.sources.http.source import INVALID_MSGPACK, EventTime, Rejected
 
 LIMIT = 1 << 20
 T = 1_764_000_000
@@ -31,8 +32,11 @@ def et(seconds: int, nanos: int = 0) -> msgpack.ExtType:
 
 def roundtrip(*values: Any) -> list[protocol.Message]:
     """Values packed as a client sends them, read back through a connection's decoder."""
+    return from_wire(b"".join(msgpack.packb(v) for v in values))
+
+
+def from_wire(wire: bytes) -> list[protocol.Message]:
     decoder = protocol.unpacker(LIMIT)
-    wire = b"".join(msgpack.packb(v) for v in values)
     out: list[Any] = []
     for i in range(0, len(wire), 7):  # in small reads: values split across them
         out.extend(protocol.feed(decoder, wire[i : i + 7]))
@@ -118,6 +122,28 @@ def test_values_json_cannot_hold_are_made_plain() -> None:
     ]
 
 
+def text(raw: bytes) -> bytes:
+    """A msgpack str (fixstr) holding ``raw`` as it is, UTF-8 or not (packb cannot write that)."""
+    return bytes([0xA0 | len(raw)]) + raw
+
+
+def test_text_that_is_not_utf8_is_kept_as_escapes_in_every_mode() -> None:
+    """Some clients send msgpack str that is not UTF-8: the records are shipped, those bytes as
+    ``\\xNN`` escapes (as every input writes them), in the tag, the keys and the values, in the
+    Message, Forward and PackedForward modes."""
+    record = b"\x82" + text(b"log") + text(b"bad \xff\xfe end") + text(b"k\xff") + text(b"v")
+    message = b"\x93" + text(b"tag\xff") + b"\xce" + T.to_bytes(4, "big") + record
+    forward = b"\x92" + text(b"tag") + b"\x91\x92" + b"\xce" + T.to_bytes(4, "big") + record
+    entry = b"\x92" + b"\xce" + T.to_bytes(4, "big") + record
+    packed = b"\x92" + text(b"tag") + b"\xc4" + bytes([len(entry)]) + entry
+    messages = from_wire(message + forward + packed)
+    assert [m.mode for m in messages] == ["Message", "Forward", "PackedForward"]
+    for m in messages:
+        assert shape(m) == [({"log": "bad \\xff\\xfe end", "k\\xff": "v"}, T * NS)]
+        assert m.tag in ("tag\\xff", "tag")
+        orjson.dumps([m.tag, *m.items])  # what the sinks encode: valid UTF-8 only
+
+
 def test_a_stream_that_is_not_msgpack_or_too_large_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="not msgpack"):
         protocol.feed(protocol.unpacker(LIMIT), b"\xc1 hello")
@@ -156,3 +182,121 @@ def test_shared_key_handshake() -> None:
 
 def test_ack_answer() -> None:
     assert msgpack.unpackb(protocol.ack("Y2h1bmsx")) == {"ack": "Y2h1bmsx"}
+
+
+def _messages(monkeypatch: pytest.MonkeyPatch, wire: bytes, c_decoder: bool, limit: int = LIMIT) -> Any:
+    """The messages of ``wire`` read in 7-byte pieces, with the C decoder or with msgpack's alone
+    (the code before it), as the connection does (``plain`` from the stream); or the error."""
+    with monkeypatch.context() as m:
+        if not c_decoder:
+            m.setattr(protocol, "_speedups", None)
+        decoder = protocol.unpacker(limit)
+        out: list[protocol.Message] = []
+        try:
+            for i in range(0, len(wire), 7):
+                values = protocol.feed(decoder, wire[i : i + 7])
+                out.extend(decode(v, n, limit, decoder.plain) for n, v in enumerate(values, 1))
+        except ProtocolError as exc:
+            return ("error", str(exc), out)
+        return out
+
+
+def _deep_types(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (type(k), _deep_types(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_deep_types(v) for v in value]
+    return type(value)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+_RECORDS: list[dict[Any, Any]] = [
+    {"log": "plain line"},
+    {"log": "caf\xe9 \U0001f600", "level": "info", "labels": {"tenant_id": "t1"}},
+    {"message": "x" * 300_000},  # a huge line
+    {"level": "error"},  # no message
+    {"log": ""},
+    {"log": "nested", "kubernetes": {"pod": {"name": "p", "labels": {"app": "a"}}, "ids": [1, 2, [3]]}},
+    {"log": b"bytes \xff\xfe not UTF-8"},
+    {"log": "n", 1: "integer key", "f": 1.5, "big": 2**64 - 1, "neg": -(2**63), "none": None, "t": True},
+    {"log": "ext", "e": msgpack.ExtType(5, b"abc")},
+    {"log": "ts", "when": msgpack.Timestamp(1, 2)},
+    {"log": "et", "when": msgpack.ExtType(0, struct.pack(">II", T, 7))},
+    {"log": "deep", "d": _nested(70)},  # deeper than the C decoder goes
+]
+_INVALID_UTF8 = b"\xa4ab\xff\xfe"  # a msgpack str of 4 bytes that are not UTF-8
+
+
+def _wire_cases() -> list[bytes]:
+    pk = msgpack.packb
+    entries = [[et(T, i), rec] for i, rec in enumerate(_RECORDS)]
+    packed = b"".join(pk(e) for e in entries)
+    bad_text = pk(["app", [[et(T), {"log": "x"}]]]).replace(b"\xa1x", _INVALID_UTF8)
+    return [
+        pk(["app", entries, {"chunk": "c1"}]),  # Forward
+        *(pk(["app", et(T, 5), rec]) for rec in _RECORDS),  # Message
+        pk(["app", T, {"log": "integer time"}, {"chunk": "c2"}]),
+        pk(["app", [[[et(T), {"meta": 1}], {"log": "fluent bit 2.1"}], [T, {"log": "int time"}]]]),
+        pk(["app", [[1.5, {"log": "float time"}], ["bad", {"log": "x"}], [et(T)]]]),
+        pk(["app", packed, {"chunk": "c3"}]),  # PackedForward
+        pk(["app", packed + packed[:10]]),  # its entries end in the middle of a value
+        pk(["app", pk([et(T), {"log": "x"}]).replace(b"\xa1x", _INVALID_UTF8)]),  # not UTF-8 in packed
+        pk(["app", gzip.compress(packed), {"compressed": "gzip"}]),
+        pk(["app", [[msgpack.ExtType(0, struct.pack(">II", T, 1) + b"x"), {"log": "ext of 9"}]]]),
+        bad_text,  # text that is not UTF-8 in a Forward message
+        pk([1, 2]) + pk("not a message") + pk({"a": 1}),
+        b"".join(pk(["app", [[et(T, i), {"log": f"line {i}", "level": "warn"}]]]) for i in range(50)),
+        pk(["app", [[et(T), {"log": "x"}]]]) + b"\xc1 not msgpack",
+    ]
+
+
+@pytest.mark.parametrize("wire", _wire_cases(), ids=lambda w: f"{len(w)}-bytes")
+def test_the_c_decoder_gives_what_msgpack_gave(monkeypatch: pytest.MonkeyPatch, wire: bytes) -> None:
+    """The stream decoded by ``_speedups.msgpack_values`` (with its ``plain`` shortcut) gives the
+    messages, items, values and value types that msgpack alone gives."""
+    new = _messages(monkeypatch, wire, True)
+    old = _messages(monkeypatch, wire, False)
+    assert new == old
+    assert _deep_types(repr(new)) == _deep_types(repr(old))
+    if isinstance(new, list):
+        for a, b in zip(new, old, strict=True):
+            assert [_deep_types(i) for i in a.items] == [_deep_types(i) for i in b.items]
+
+
+def test_the_c_decoder_keeps_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    wire = msgpack.packb(["t", [[et(T), {"log": "x" * 4096}]]])
+    for c_decoder in (True, False):
+        result = _messages(monkeypatch, wire, c_decoder, limit=1 << 10)
+        assert result[0] == "error" and "max_message_bytes" in result[1]
+
+
+def test_plain_values_need_no_json_check() -> None:
+    decoder = protocol.unpacker(LIMIT)
+    assert protocol.feed(decoder, msgpack.packb(["t", [[et(T), {"log": "x", "n": [1, {"a": None}]}]]]))
+    assert decoder.plain
+    for not_plain in ({"log": b"bin"}, {"log": "x", 1: "int key"}):
+        protocol.feed(decoder, msgpack.packb(["t", [[et(T), not_plain]]]))
+        assert not decoder.plain
+    protocol.feed(decoder, msgpack.packb(["t", [[et(T), {"log": "x"}]]]).replace(b"\xa1x", _INVALID_UTF8))
+    assert not decoder.plain
+
+
+def test_the_c_decoder_takes_the_usual_values_and_leaves_the_rest_to_msgpack() -> None:
+    """The comparison above compares the C decoder's values, not only msgpack's twice."""
+    assert protocol._speedups is not None
+    left = {"ext", "ts", "deep"}
+    for rec in _RECORDS:
+        got = protocol._speedups.msgpack_values(msgpack.packb(["app", et(T), rec]), EventTime)
+        assert (got is None) == (rec["log"] in left if "log" in rec else False), rec
+    # ext 0 of another size than 8, and text that is not UTF-8 without surrogates, go to msgpack
+    assert (
+        protocol._speedups.msgpack_values(msgpack.packb(msgpack.ExtType(0, b"123456789")), EventTime) is None
+    )
+    assert protocol._speedups.msgpack_values(_INVALID_UTF8, EventTime, False) is None
+    assert protocol._speedups.msgpack_values(_INVALID_UTF8, EventTime) == (["ab\udcff\udcfe"], False)

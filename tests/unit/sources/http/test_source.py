@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import struct
 from typing import Any
 
@@ -462,3 +463,99 @@ def test_uniform_batch_takes_the_batch_rule() -> None:
     assert records_._uniform([(r, None) for r in recs], None) is not None
     assert records_._uniform([(r, None) for r in [*recs, {"log": "x"}]], None) is not None  # no level
     assert records_._uniform([(r, None) for r in [*recs, {"log": "x", "other": 1}]], None) is None
+
+
+def _random_batch(rnd: random.Random) -> list[Any]:
+    shape = rnd.choice(["log", "labels", "mixed", "many-tenants", "extra"])
+    n = rnd.randrange(1, 40)
+    recs: list[dict[str, Any]] = []
+    for i in range(n):
+        rec: dict[str, Any] = {"log": rnd.choice(["line", "caf\xe9\n", "x\r\n", "y" * 1000])}
+        if rnd.random() < 0.01:
+            rec["log"] = rnd.choice([" ", "", "\t\n"])
+        if shape in ("labels", "mixed"):
+            rec["labels"] = rnd.choice(
+                [{"tenant_id": "a"}, {"tenant_id": "b", "app": "x"}, {"app": "x", "tenant_id": "b"}]
+            )
+        if shape == "many-tenants":
+            rec["labels"] = {"tenant_id": f"t{rnd.randrange(400)}"}
+        if shape == "mixed" and rnd.random() < 0.1:
+            rec["labels"] = rnd.choice([None, "text", {"n": 1}, {"l": [1]}])
+        if rnd.random() < 0.6:
+            rec["level"] = rnd.choice(["info", "ERROR", 30, 3] if rnd.random() < 0.98 else ["loud", None])
+        if shape == "extra":
+            rec["stream"] = "stdout"
+            if rnd.random() < 0.05:
+                rec["other"] = {"nested": [1, {"a": None}]}
+        if shape == "mixed" and rnd.random() < 0.05:
+            del rec["log"]
+            rec["message"] = f"m {i}"
+        recs.append(rec)
+    return [(r, rnd.choice([None, 1_764_000_000 * NS + i, 2**62])) for i, r in enumerate(recs)]
+
+
+def test_uniform_batches_give_what_record_by_record_gives_on_random_batches(monkeypatch: Any) -> None:
+    """The batch-wise shortcut (``_uniform``) against the record-by-record path, on random
+    forward-like batches: labels in any order, invalid labels, hundreds of tenants, levels of
+    every kind, newline endings, empty messages, extra members, times or none."""
+    rnd = random.Random(24)
+    cfg = HttpIngestConfig(labels={"env": "test"})
+    monkeypatch.setattr(http.time, "time_ns", lambda: 5)
+    fast_taken = 0
+    for _ in range(400):
+        items = _random_batch(rnd)
+        fast = Records(cfg)
+        fast_taken += fast._uniform(items, None) is not None
+        fast_chunks, fast_rejected = fast.chunks(items)
+        with monkeypatch.context() as m:
+            m.setattr(Records, "_uniform", lambda *_: None)
+            slow_chunks, slow_rejected = Records(cfg).chunks(items)
+        assert _chunk_view(fast_chunks) == _chunk_view(slow_chunks)
+        assert [(r.number, r.reason, r.error) for r in fast_rejected] == [
+            (r.number, r.reason, r.error) for r in slow_rejected
+        ]
+    assert fast_taken > 60
+
+
+def _msgpack_bodies() -> list[bytes]:
+    pk = msgpack.packb
+    t = msgpack.ExtType(0, struct.pack(">II", 1_764_000_000, 5))
+    recs = [
+        {"log": "a", "level": "info", "labels": {"tenant_id": "t1"}},
+        {"log": "caf\xe9 \U0001f600", "nested": {"k": [1, {"x": None}], "f": 1.5, "big": 2**64 - 1}},
+        {"message": "x" * 100_000},
+        {"log": b"binary \xff"},
+        {"log": "int key", 7: "v"},
+        {"log": "ext", "e": msgpack.ExtType(9, b"z")},
+        {"level": "error"},
+    ]
+    fluent_bit = b"".join(pk([[t, {}], r]) for r in recs)
+    return [
+        fluent_bit,
+        b"".join(pk(r) for r in recs),
+        pk(recs[:3]),
+        b"".join(pk([t, r]) for r in recs[:2]) + pk(42) + pk("text"),
+        fluent_bit + fluent_bit[:7],  # ends in the middle of a value
+        pk({"log": "x"}).replace(b"\xa1x", b"\xa4ab\xff\xfe"),  # text that is not UTF-8
+        pk({"log": "x"}) + b"\xc1",
+        b"\x01\x02\x03",
+        pk([[msgpack.ExtType(0, b"123456789"), {}], {"log": "ext 0 of 9 bytes"}]),
+    ]
+
+
+@pytest.mark.parametrize("body", _msgpack_bodies(), ids=lambda b: f"{len(b)}-bytes")
+def test_msgpack_bodies_decode_as_msgpack_alone_decodes_them(body: bytes, monkeypatch: Any) -> None:
+    """The C decoder (``_speedups.msgpack_values``) against msgpack alone (the code before)."""
+
+    def parse() -> Any:
+        try:
+            return http.parse_body(body, "application/msgpack")
+        except IngestError as exc:
+            return (exc.status, exc.reason)
+
+    new = parse()
+    with monkeypatch.context() as m:
+        m.setattr(http, "_speedups", None)
+        old = parse()
+    assert new == old
+    assert repr(new) == repr(old)  # the same types (EventTime, int, bytes made text...)

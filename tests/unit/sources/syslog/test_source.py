@@ -5,7 +5,9 @@ Real UDP datagrams on 127.0.0.1 to the real listener, the real dispatcher, an in
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,3 +133,28 @@ def test_a_stop_while_waiting_to_restart_still_hands_over_what_is_buffered(
     assert not env.received("buffered")  # the loop is down: its batch timer cannot fire
     src.stop(5)
     wait_until(lambda: env.received("buffered"), 10, "the buffered message")
+
+
+def test_a_failed_udp_drop_check_is_scheduled_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The periodic check of the kernel's UDP drop counter keeps running after one check failed."""
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, _context: None)  # the source's handler logs it
+    source = SyslogSource.__new__(SyslogSource)
+    source._loop, source.stopping = loop, threading.Event()
+    calls: list[int] = []
+
+    def count() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("a failed read of /proc/net/udp")
+        if len(calls) == 3:
+            source.stopping.set()
+
+    monkeypatch.setattr(source, "_count_udp_drops", count)
+    monkeypatch.setattr(syslog_source, "UDP_DROPS_INTERVAL", 0.01)
+    try:
+        loop.call_soon(source._check_udp_drops)
+        loop.run_until_complete(asyncio.sleep(0.5))
+    finally:
+        loop.close()
+    assert len(calls) == 3
