@@ -84,7 +84,7 @@ class Rec:
 
 
 def topic_set(prefix: str) -> dict[str, str]:
-    """Names of a test's private copies of the five topics."""
+    """Names of a test's private copies of the topics (devtools.topics.TOPICS)."""
     return {t.name: f"{prefix}-{t.name}" for t in TOPICS}
 
 
@@ -92,7 +92,9 @@ def create_prefixed_topics(
     bootstrap: str, prefix: str, replication_factor: int = 1, min_isr: int | None = None
 ) -> dict[str, str]:
     names = topic_set(prefix)
-    specs = tuple(TopicSpec(names[t.name], t.partitions, t.retention_days, t.purpose) for t in TOPICS)
+    specs = tuple(
+        TopicSpec(names[t.name], t.partitions, t.retention_days, t.purpose, t.compact) for t in TOPICS
+    )
     create_topics(bootstrap, replication_factor, min_isr, topics=specs)
     return names
 

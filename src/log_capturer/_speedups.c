@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <stdint.h>
 #include <string.h>
@@ -1349,6 +1350,31 @@ static inline Py_ssize_t utf8_size(Py_UCS4 c) { return c < 0x80 ? 1 : c < 0x800 
  * ASCII line is one copy of the str's own storage). A lone surrogate, which no source reading
  * bytes produces, is written as U+FFFD.
  */
+/*
+ * utf8_of(s, errors): a new bytes object, the UTF-8 of str s. An ASCII str is one copy of its own
+ * storage. Otherwise errors == NULL writes a lone surrogate as U+FFFD (encode_raw), and any other
+ * errors value is Python's own codec with that handler (str.encode("utf-8", errors)).
+ */
+static PyObject *utf8_of(PyObject *s, const char *errors) {
+    Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+    if (PyUnicode_IS_COMPACT_ASCII(s))
+        return PyBytes_FromStringAndSize((const char *)PyUnicode_DATA(s), len);
+    if (errors)
+        return PyUnicode_AsEncodedString(s, "utf-8", errors);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t size = 0;
+    for (Py_ssize_t j = 0; j < len; j++)
+        size += utf8_size(PyUnicode_READ(kind, data, j));
+    PyObject *rec = PyBytes_FromStringAndSize(NULL, size);
+    if (rec) {
+        char *o = PyBytes_AS_STRING(rec);
+        for (Py_ssize_t j = 0; j < len; j++)
+            o = put_utf8(o, PyUnicode_READ(kind, data, j));
+    }
+    return rec;
+}
+
 static PyObject *encode_raw(PyObject *m, PyObject *arg) {
     (void)m;
     if (!PyList_Check(arg)) {
@@ -1365,23 +1391,7 @@ static PyObject *encode_raw(PyObject *m, PyObject *arg) {
             PyErr_SetString(PyExc_TypeError, "encode_raw() takes a list of str");
             goto fail;
         }
-        Py_ssize_t len = PyUnicode_GET_LENGTH(s);
-        PyObject *rec;
-        if (PyUnicode_IS_COMPACT_ASCII(s)) {
-            rec = PyBytes_FromStringAndSize((const char *)PyUnicode_DATA(s), len);
-        } else {
-            int kind = PyUnicode_KIND(s);
-            const void *data = PyUnicode_DATA(s);
-            Py_ssize_t size = 0;
-            for (Py_ssize_t j = 0; j < len; j++)
-                size += utf8_size(PyUnicode_READ(kind, data, j));
-            rec = PyBytes_FromStringAndSize(NULL, size);
-            if (rec) {
-                char *o = PyBytes_AS_STRING(rec);
-                for (Py_ssize_t j = 0; j < len; j++)
-                    o = put_utf8(o, PyUnicode_READ(kind, data, j));
-            }
-        }
+        PyObject *rec = utf8_of(s, NULL);
         if (!rec)
             goto fail;
         PyList_SET_ITEM(out, i, rec);
@@ -1610,6 +1620,671 @@ static PyObject *text_bytes(PyObject *m, PyObject *arg) {
     return PyLong_FromLongLong(total);
 }
 
+/* ---- objects of __slots__ classes ---------------------------------------------------------- */
+/*
+ * The Loki sink's Entry and the engine's Record are Python classes with __slots__. Their slots
+ * are member descriptors at fixed offsets of the instance: slot_offsets finds them, after
+ * checking that each name is an object member of the class itself (what __slots__ makes);
+ * SLOT reads and writes them there, on objects checked to be instances of the class.
+ */
+static int slot_offsets(PyObject *cls, const char *const *names, int n, Py_ssize_t *offs) {
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "a class with __slots__ expected");
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString(cls, names[i]);
+        if (!d && !PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        int ok = d && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+                 ((PyMemberDescrObject *)d)->d_common.d_type == (PyTypeObject *)cls;
+        if (ok)
+            offs[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_XDECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot of the class", ((PyTypeObject *)cls)->tp_name,
+                         names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static inline void slot_set(PyObject *obj, Py_ssize_t off, PyObject *v) {
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = Py_NewRef(v);
+    Py_XDECREF(old);
+}
+
+/* ---- Loki push: entries and the protobuf PushRequest --------------------------------------- */
+enum { E_VALUE, E_DEST, E_TS, E_LINE, E_STREAM, E_TENANT, E_META, E_SIZE, E_KIND, E_OWNER, E_ID, E_REWRITTEN, E_N };
+static const char *const ENTRY_SLOTS[E_N] = {"value", "dest", "ts",    "line",  "stream",   "tenant",
+                                             "meta",  "size", "kind", "owner", "entry_id", "rewritten"};
+
+/* The record without its leading "timestamp" member (push._without_timestamp): '{' + what follows
+ * the first '",' after '{"timestamp":"'; the record itself when it does not start so. */
+static PyObject *without_timestamp(PyObject *value) {
+    static const char prefix[] = "{\"timestamp\":\"";
+    const Py_ssize_t pn = (Py_ssize_t)sizeof(prefix) - 1;
+    const char *s = PyBytes_AS_STRING(value);
+    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    if (n >= pn && memcmp(s, prefix, (size_t)pn) == 0) {
+        for (Py_ssize_t i = pn; i + 1 < n; i++) {
+            if (s[i] == '"' && s[i + 1] == ',') {
+                PyObject *out = PyBytes_FromStringAndSize(NULL, n - i - 1);
+                if (out) {
+                    char *o = PyBytes_AS_STRING(out);
+                    o[0] = '{';
+                    memcpy(o + 1, s + i + 2, (size_t)(n - i - 2));
+                }
+                return out;
+            }
+        }
+    }
+    return Py_NewRef(value);
+}
+
+/*
+ * loki_entries(cls, values, lines, stamps, ts, levels, streams, dest) -> list[cls]
+ *
+ * Entry i of a chunk on the sink's fast path (push.Shaper._fast_lines_py): value values[i], line
+ * lines[i] as UTF-8 (backslashreplace), or, when lines is None, values[i] without its timestamp
+ * member; timestamp stamps[i] (ts when stamps is None); (stream, tenant) = streams[levels[i]].
+ */
+static PyObject *loki_entries(PyObject *m, PyObject *args) {
+    PyObject *cls, *values, *lines, *stamps, *ts, *levels, *streams, *dest;
+    Py_ssize_t off[E_N];
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO!OOO!O!O!U", &cls, &PyList_Type, &values, &lines, &stamps, &PyLong_Type, &ts,
+                          &PyList_Type, &levels, &PyDict_Type, &streams, &dest))
+        return NULL;
+    if (slot_offsets(cls, ENTRY_SLOTS, E_N, off) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    if (PyList_GET_SIZE(levels) != n || (lines != Py_None && (!PyList_Check(lines) || PyList_GET_SIZE(lines) != n)) ||
+        (stamps != Py_None && (!PyList_Check(stamps) || PyList_GET_SIZE(stamps) != n))) {
+        PyErr_SetString(PyExc_ValueError, "values, lines, stamps and levels must be lists of one length");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)cls;
+    PyObject *kind = PyUnicode_InternFromString("new");
+    PyObject *empty = PyUnicode_InternFromString("");
+    PyObject *out = (kind && empty) ? PyList_New(n) : NULL;
+    if (!out) {
+        Py_XDECREF(kind);
+        Py_XDECREF(empty);
+        return NULL;
+    }
+    PyObject *last_level = NULL, *stream = NULL, *tenant = NULL;
+    Py_ssize_t stream_len = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = PyList_GET_ITEM(values, i);
+        PyObject *lvl = PyList_GET_ITEM(levels, i);
+        if (!PyBytes_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "values must be bytes");
+            goto fail;
+        }
+        if (lvl != last_level) {
+            PyObject *pair = PyDict_GetItemWithError(streams, lvl);
+            if (!pair || !PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+                !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "streams[level] must be (stream, tenant)");
+                goto fail;
+            }
+            stream = PyTuple_GET_ITEM(pair, 0);
+            tenant = PyTuple_GET_ITEM(pair, 1);
+            stream_len = PyUnicode_GET_LENGTH(stream);
+            last_level = lvl;
+        }
+        PyObject *line;
+        if (lines == Py_None) {
+            line = without_timestamp(value);
+        } else {
+            PyObject *text = PyList_GET_ITEM(lines, i);
+            if (!PyUnicode_Check(text)) {
+                PyErr_SetString(PyExc_TypeError, "lines must be str");
+                goto fail;
+            }
+            line = utf8_of(text, "backslashreplace");
+        }
+        if (!line)
+            goto fail;
+        PyObject *size = PyLong_FromSsize_t(PyBytes_GET_SIZE(line) + stream_len + 32);
+        PyObject *e = size ? type->tp_alloc(type, 0) : NULL;
+        if (!e) {
+            Py_DECREF(line);
+            Py_XDECREF(size);
+            goto fail;
+        }
+        PyList_SET_ITEM(out, i, e);
+        slot_set(e, off[E_VALUE], value);
+        slot_set(e, off[E_DEST], dest);
+        slot_set(e, off[E_TS], stamps == Py_None ? ts : PyList_GET_ITEM(stamps, i));
+        SLOT(e, off[E_LINE]) = line;
+        slot_set(e, off[E_STREAM], stream);
+        slot_set(e, off[E_TENANT], tenant);
+        slot_set(e, off[E_META], Py_None);
+        SLOT(e, off[E_SIZE]) = size;
+        slot_set(e, off[E_KIND], kind);
+        slot_set(e, off[E_OWNER], Py_None);
+        slot_set(e, off[E_ID], empty);
+        slot_set(e, off[E_REWRITTEN], Py_False);
+    }
+    Py_DECREF(kind);
+    Py_DECREF(empty);
+    return out;
+fail:
+    Py_DECREF(kind);
+    Py_DECREF(empty);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ---- protobuf ---- */
+static inline Py_ssize_t varint_len(uint64_t v) {
+    Py_ssize_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline char *put_varint(char *o, uint64_t v) {
+    while (v >= 0x80) {
+        *o++ = (char)((v & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    *o++ = (char)v;
+    return o;
+}
+
+/* A length-delimited field: its tag, the payload's length, (the payload follows). */
+static inline Py_ssize_t field_len(Py_ssize_t payload) { return 1 + varint_len((uint64_t)payload) + payload; }
+static inline char *put_field_head(char *o, unsigned char tag, Py_ssize_t payload) {
+    *o++ = (char)tag;
+    return put_varint(o, (uint64_t)payload);
+}
+
+/* What loki_protobuf needs of one entry, read once in the sizing pass. */
+typedef struct {
+    uint64_t sec, nanos;
+    const char *line;
+    Py_ssize_t line_n, stamp_n, size; /* Timestamp payload, EntryAdapter payload */
+    PyObject *meta;                   /* borrowed: a tuple of (name, value) str pairs, or NULL */
+} pb_entry_t;
+
+static int meta_pair(PyObject *pair, const char **name, Py_ssize_t *nn, const char **value, Py_ssize_t *vn) {
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(pair, 1))) {
+        PyErr_SetString(PyExc_TypeError, "Entry.meta must hold (str, str) pairs");
+        return -1;
+    }
+    *name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), nn);
+    *value = *name ? PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), vn) : NULL;
+    return *value ? 0 : -1;
+}
+
+static Py_ssize_t pair_len(Py_ssize_t nn, Py_ssize_t vn) { return field_len(nn) + field_len(vn); }
+
+/*
+ * loki_protobuf(cls, streams) -> bytes
+ *
+ * push.protobuf_body in C: a PushRequest of {labels: [entries of cls]}, byte for byte the same.
+ */
+static PyObject *loki_protobuf(PyObject *m, PyObject *args) {
+    PyObject *cls, *streams;
+    Py_ssize_t off[E_N];
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO!", &cls, &PyDict_Type, &streams))
+        return NULL;
+    if (slot_offsets(cls, ENTRY_SLOTS, E_N, off) < 0)
+        return NULL;
+    Py_ssize_t count = 0, pos = 0;
+    PyObject *labels, *entries;
+    while (PyDict_Next(streams, &pos, &labels, &entries)) {
+        if (!PyUnicode_Check(labels) || !PyList_Check(entries)) {
+            PyErr_SetString(PyExc_TypeError, "streams must map str labels to lists of entries");
+            return NULL;
+        }
+        count += PyList_GET_SIZE(entries);
+    }
+    pb_entry_t *info = PyMem_Malloc(sizeof(pb_entry_t) * (size_t)(count ? count : 1));
+    Py_ssize_t nstreams = PyDict_GET_SIZE(streams);
+    Py_ssize_t *stream_size = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(nstreams ? nstreams : 1));
+    PyObject *out = NULL;
+    if (!info || !stream_size) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Sizes: every entry's and stream's payload, then the whole request. */
+    Py_ssize_t total = 0, k = 0, s = 0;
+    pos = 0;
+    while (PyDict_Next(streams, &pos, &labels, &entries)) {
+        Py_ssize_t ln;
+        if (!PyUnicode_AsUTF8AndSize(labels, &ln))
+            goto done;
+        Py_ssize_t body = field_len(ln);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++, k++) {
+            PyObject *e = PyList_GET_ITEM(entries, i);
+            if (!PyObject_TypeCheck(e, (PyTypeObject *)cls)) {
+                PyErr_SetString(PyExc_TypeError, "streams must hold entries");
+                goto done;
+            }
+            PyObject *tsv = SLOT(e, off[E_TS]), *line = SLOT(e, off[E_LINE]), *meta = SLOT(e, off[E_META]);
+            if (!tsv || !PyLong_Check(tsv) || !line || !PyBytes_Check(line) || !meta ||
+                (meta != Py_None && !PyTuple_Check(meta))) {
+                PyErr_SetString(PyExc_TypeError, "an entry needs an int ts, bytes line and a tuple or None meta");
+                goto done;
+            }
+            long long t = PyLong_AsLongLong(tsv);
+            if (t == -1 && PyErr_Occurred())
+                goto done;
+            if (t < 0) {
+                PyErr_SetString(PyExc_ValueError, "an entry's timestamp is before 1970");
+                goto done;
+            }
+            pb_entry_t *p = &info[k];
+            p->sec = (uint64_t)(t / 1000000000LL);
+            p->nanos = (uint64_t)(t % 1000000000LL);
+            p->line = PyBytes_AS_STRING(line);
+            p->line_n = PyBytes_GET_SIZE(line);
+            p->stamp_n = 2 + varint_len(p->sec) + varint_len(p->nanos);
+            p->meta = (meta != Py_None && PyTuple_GET_SIZE(meta)) ? meta : NULL;
+            p->size = field_len(p->stamp_n) + field_len(p->line_n);
+            if (p->meta) {
+                for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(meta); j++) {
+                    const char *nm, *vl;
+                    Py_ssize_t nn, vn;
+                    if (meta_pair(PyTuple_GET_ITEM(meta, j), &nm, &nn, &vl, &vn) < 0)
+                        goto done;
+                    p->size += field_len(pair_len(nn, vn));
+                }
+            }
+            body += field_len(p->size);
+        }
+        stream_size[s++] = body;
+        total += field_len(body);
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (!out)
+        goto done;
+    char *o = PyBytes_AS_STRING(out);
+    k = s = 0;
+    pos = 0;
+    while (PyDict_Next(streams, &pos, &labels, &entries)) {
+        Py_ssize_t ln;
+        const char *lb = PyUnicode_AsUTF8AndSize(labels, &ln);
+        o = put_field_head(o, 0x0A, stream_size[s++]);
+        o = put_field_head(o, 0x0A, ln);
+        memcpy(o, lb, (size_t)ln);
+        o += ln;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++, k++) {
+            pb_entry_t *p = &info[k];
+            o = put_field_head(o, 0x12, p->size);
+            o = put_field_head(o, 0x0A, p->stamp_n);
+            *o++ = 0x08;
+            o = put_varint(o, p->sec);
+            *o++ = 0x10;
+            o = put_varint(o, p->nanos);
+            o = put_field_head(o, 0x12, p->line_n);
+            memcpy(o, p->line, (size_t)p->line_n);
+            o += p->line_n;
+            if (p->meta) {
+                for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(p->meta); j++) {
+                    const char *nm, *vl;
+                    Py_ssize_t nn, vn;
+                    meta_pair(PyTuple_GET_ITEM(p->meta, j), &nm, &nn, &vl, &vn); /* checked above */
+                    o = put_field_head(o, 0x1A, pair_len(nn, vn));
+                    o = put_field_head(o, 0x0A, nn);
+                    memcpy(o, nm, (size_t)nn);
+                    o += nn;
+                    o = put_field_head(o, 0x12, vn);
+                    memcpy(o, vl, (size_t)vn);
+                    o += vn;
+                }
+            }
+        }
+    }
+    if (o != PyBytes_AS_STRING(out) + total) { /* the dict or an entry changed between the passes */
+        Py_CLEAR(out);
+        PyErr_SetString(PyExc_RuntimeError, "the streams changed while the body was written");
+    }
+done:
+    PyMem_Free(info);
+    PyMem_Free(stream_size);
+    return out;
+}
+
+/* ---- Elasticsearch _bulk body -------------------------------------------------------------- */
+/* A bytes object written at its end, grown as it fills (one copy per doubling). */
+typedef struct {
+    PyObject *bytes;
+    Py_ssize_t len, cap;
+} buf_t;
+
+static int buf_init(buf_t *b, Py_ssize_t cap) {
+    b->len = 0;
+    b->cap = cap > 64 ? cap : 64;
+    b->bytes = PyBytes_FromStringAndSize(NULL, b->cap);
+    return b->bytes ? 0 : -1;
+}
+
+/* Room for `more` bytes at the end; returns where they go, NULL (MemoryError) when it cannot. */
+static char *buf_room(buf_t *b, Py_ssize_t more) {
+    if (b->len + more > b->cap) {
+        Py_ssize_t cap = b->cap * 2;
+        if (cap < b->len + more)
+            cap = b->len + more;
+        if (_PyBytes_Resize(&b->bytes, cap) < 0)
+            return NULL;
+        b->cap = cap;
+    }
+    return PyBytes_AS_STRING(b->bytes) + b->len;
+}
+
+static int buf_put(buf_t *b, const char *s, Py_ssize_t n) {
+    char *o = buf_room(b, n);
+    if (!o)
+        return -1;
+    memcpy(o, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+/* JSON(s) of a str (orjson's bytes: the ASCII ones written here, the others by dumps). */
+static int buf_json_str(buf_t *b, PyObject *s, PyObject *dumps) {
+    if (PyUnicode_IS_COMPACT_ASCII(s)) {
+        const unsigned char *p = (const unsigned char *)PyUnicode_DATA(s);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+        char *o = buf_room(b, escaped_len(p, n));
+        if (!o)
+            return -1;
+        b->len = escape_into(o, p, n) - PyBytes_AS_STRING(b->bytes);
+        return 0;
+    }
+    PyObject *js = PyObject_CallOneArg(dumps, s);
+    if (!js)
+        return -1;
+    int rc = PyBytes_Check(js) ? buf_put(b, PyBytes_AS_STRING(js), PyBytes_GET_SIZE(js)) : -1;
+    if (rc < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+    Py_DECREF(js);
+    return rc;
+}
+
+static PyObject *buf_finish(buf_t *b) {
+    if (_PyBytes_Resize(&b->bytes, b->len) < 0)
+        return NULL;
+    return b->bytes;
+}
+
+enum { R_TOPIC, R_VALUE, R_KEY, R_N };
+static const char *const RECORD_SLOTS[R_N] = {"topic", "value", "key"};
+
+/*
+ * bulk_body(cls, records, op_type, pipeline, doc_type, dumps) -> bytes
+ *
+ * bulk.body_py in C: per record of class cls its action line, {op_type: {"_index": topic,
+ * "_id": key (unless None; bytes as UTF-8), "_type": doc_type (unless ''), "pipeline": pipeline
+ * (unless '')}}, and its value, each followed by a newline; byte for byte what orjson writes.
+ */
+static PyObject *bulk_body(PyObject *m, PyObject *args) {
+    PyObject *cls, *records, *op, *pipeline, *doc_type, *dumps;
+    Py_ssize_t off[R_N];
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO!UUUO", &cls, &PyList_Type, &records, &op, &pipeline, &doc_type, &dumps))
+        return NULL;
+    if (slot_offsets(cls, RECORD_SLOTS, R_N, off) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(records), guess = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(records, i);
+        if (!PyObject_TypeCheck(r, (PyTypeObject *)cls)) {
+            PyErr_SetString(PyExc_TypeError, "records must be Record objects");
+            return NULL;
+        }
+        PyObject *v = SLOT(r, off[R_VALUE]);
+        if (!v || !PyBytes_Check(v) || !SLOT(r, off[R_TOPIC]) || !PyUnicode_Check(SLOT(r, off[R_TOPIC])) ||
+            !SLOT(r, off[R_KEY])) {
+            PyErr_SetString(PyExc_TypeError, "a record needs a str topic and a bytes value");
+            return NULL;
+        }
+        guess += PyBytes_GET_SIZE(v) + 96;
+    }
+    buf_t b;
+    /* What every action line starts with, and what ends it. */
+    buf_t head, tail;
+    head.bytes = tail.bytes = NULL;
+    if (buf_init(&b, guess) < 0)
+        return NULL;
+    if (buf_init(&head, 64) < 0 || buf_init(&tail, 64) < 0)
+        goto fail;
+    if (buf_put(&head, "{", 1) < 0 || buf_json_str(&head, op, dumps) < 0 || buf_put(&head, ":{\"_index\":", 11) < 0)
+        goto fail;
+    if (PyUnicode_GET_LENGTH(doc_type) &&
+        (buf_put(&tail, ",\"_type\":", 9) < 0 || buf_json_str(&tail, doc_type, dumps) < 0))
+        goto fail;
+    if (PyUnicode_GET_LENGTH(pipeline) &&
+        (buf_put(&tail, ",\"pipeline\":", 12) < 0 || buf_json_str(&tail, pipeline, dumps) < 0))
+        goto fail;
+    if (buf_put(&tail, "}}\n", 3) < 0)
+        goto fail;
+    PyObject *last_topic = NULL;
+    Py_ssize_t topic_at = 0, topic_n = 0; /* where the last topic's JSON is in b */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(records, i);
+        PyObject *topic = SLOT(r, off[R_TOPIC]), *key = SLOT(r, off[R_KEY]), *value = SLOT(r, off[R_VALUE]);
+        if (buf_put(&b, PyBytes_AS_STRING(head.bytes), head.len) < 0)
+            goto fail;
+        if (topic == last_topic) {
+            char *o = buf_room(&b, topic_n);
+            if (!o)
+                goto fail;
+            memcpy(o, PyBytes_AS_STRING(b.bytes) + topic_at, (size_t)topic_n);
+            b.len += topic_n;
+        } else {
+            Py_ssize_t at = b.len;
+            if (buf_json_str(&b, topic, dumps) < 0)
+                goto fail;
+            last_topic = topic;
+            topic_at = at;
+            topic_n = b.len - at;
+        }
+        if (key != Py_None) {
+            if (buf_put(&b, ",\"_id\":", 7) < 0)
+                goto fail;
+            if (PyUnicode_Check(key)) {
+                if (buf_json_str(&b, key, dumps) < 0)
+                    goto fail;
+            } else if (PyBytes_Check(key)) {
+                PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), NULL);
+                int rc = text ? buf_json_str(&b, text, dumps) : -1;
+                Py_XDECREF(text);
+                if (rc < 0)
+                    goto fail;
+            } else {
+                PyErr_SetString(PyExc_TypeError, "a record's key must be str, bytes or None");
+                goto fail;
+            }
+        }
+        if (buf_put(&b, PyBytes_AS_STRING(tail.bytes), tail.len) < 0 ||
+            buf_put(&b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)) < 0 || buf_put(&b, "\n", 1) < 0)
+            goto fail;
+    }
+    Py_DECREF(head.bytes);
+    Py_DECREF(tail.bytes);
+    return buf_finish(&b);
+fail:
+    Py_XDECREF(head.bytes);
+    Py_XDECREF(tail.bytes);
+    Py_XDECREF(b.bytes);
+    return NULL;
+}
+
+/* ---- Elasticsearch document ids: BLAKE2b (RFC 7693), unkeyed ------------------------------- */
+static const uint64_t B2_IV[8] = {0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+                                  0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+                                  0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4}, {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13}, {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11}, {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5}, {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+typedef struct {
+    uint64_t h[8];
+    uint64_t t; /* bytes hashed so far (the high word of the counter stays 0 here) */
+    uint8_t buf[128];
+    size_t n; /* bytes in buf */
+} b2_t;
+
+static inline uint64_t rotr64(uint64_t x, int r) { return (x >> r) | (x << (64 - r)); }
+
+static inline uint64_t le64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+#define B2_G(a, b, c, d, x, y)                                                                                \
+    do {                                                                                                      \
+        a = a + b + (x);                                                                                      \
+        d = rotr64(d ^ a, 32);                                                                                \
+        c = c + d;                                                                                            \
+        b = rotr64(b ^ c, 24);                                                                                \
+        a = a + b + (y);                                                                                      \
+        d = rotr64(d ^ a, 16);                                                                                \
+        c = c + d;                                                                                            \
+        b = rotr64(b ^ c, 63);                                                                                \
+    } while (0)
+
+static void b2_compress(b2_t *s, const uint8_t *block, int last) {
+    uint64_t m[16], v[16];
+    for (int i = 0; i < 16; i++)
+        m[i] = le64(block + 8 * i);
+    for (int i = 0; i < 8; i++) {
+        v[i] = s->h[i];
+        v[i + 8] = B2_IV[i];
+    }
+    v[12] ^= s->t;
+    if (last)
+        v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *g = B2_SIGMA[r];
+        B2_G(v[0], v[4], v[8], v[12], m[g[0]], m[g[1]]);
+        B2_G(v[1], v[5], v[9], v[13], m[g[2]], m[g[3]]);
+        B2_G(v[2], v[6], v[10], v[14], m[g[4]], m[g[5]]);
+        B2_G(v[3], v[7], v[11], v[15], m[g[6]], m[g[7]]);
+        B2_G(v[0], v[5], v[10], v[15], m[g[8]], m[g[9]]);
+        B2_G(v[1], v[6], v[11], v[12], m[g[10]], m[g[11]]);
+        B2_G(v[2], v[7], v[8], v[13], m[g[12]], m[g[13]]);
+        B2_G(v[3], v[4], v[9], v[14], m[g[14]], m[g[15]]);
+    }
+    for (int i = 0; i < 8; i++)
+        s->h[i] ^= v[i] ^ v[i + 8];
+}
+
+static void b2_init(b2_t *s, size_t outlen) {
+    memcpy(s->h, B2_IV, sizeof s->h);
+    s->h[0] ^= 0x01010000ULL ^ (uint64_t)outlen;
+    s->t = 0;
+    s->n = 0;
+}
+
+/* A full buffer is compressed only when more input comes: the last block is compressed last. */
+static void b2_update(b2_t *s, const uint8_t *p, size_t len) {
+    while (len) {
+        if (s->n == 128) {
+            s->t += 128;
+            b2_compress(s, s->buf, 0);
+            s->n = 0;
+        }
+        size_t k = 128 - s->n < len ? 128 - s->n : len;
+        memcpy(s->buf + s->n, p, k);
+        s->n += k;
+        p += k;
+        len -= k;
+    }
+}
+
+static void b2_final(b2_t *s, uint8_t *out, size_t outlen) {
+    s->t += s->n;
+    memset(s->buf + s->n, 0, 128 - s->n);
+    b2_compress(s, s->buf, 1);
+    for (size_t i = 0; i < outlen; i++)
+        out[i] = (uint8_t)(s->h[i / 8] >> (8 * (i % 8)));
+}
+
+/* URL-safe base64 of 15 bytes: 20 characters, no padding. */
+static void b64url15(const uint8_t *d, char *o) {
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (int i = 0; i < 15; i += 3) {
+        uint32_t v = ((uint32_t)d[i] << 16) | ((uint32_t)d[i + 1] << 8) | d[i + 2];
+        *o++ = abc[(v >> 18) & 63];
+        *o++ = abc[(v >> 12) & 63];
+        *o++ = abc[(v >> 6) & 63];
+        *o++ = abc[v & 63];
+    }
+}
+
+/*
+ * doc_ids_at(base, start, lines) -> list[str]
+ *
+ * bulk.doc_ids_py for exact positions: id i = URL-safe base64 of BLAKE2b-120(base + the line's
+ * byte offset as 8 little-endian bytes + lines[i]), offsets from start, each line and its newline.
+ */
+static PyObject *doc_ids_at(PyObject *m, PyObject *args) {
+    const char *base;
+    Py_ssize_t base_n;
+    long long start;
+    PyObject *lines;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "y#LO!", &base, &base_n, &start, &PyList_Type, &lines))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    b2_t seed;
+    b2_init(&seed, 15);
+    b2_update(&seed, (const uint8_t *)base, (size_t)base_n);
+    uint64_t pos = (uint64_t)start;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            Py_DECREF(out);
+            return NULL;
+        }
+        b2_t s = seed;
+        uint8_t at[8], digest[15];
+        for (int k = 0; k < 8; k++)
+            at[k] = (uint8_t)(pos >> (8 * k));
+        b2_update(&s, at, 8);
+        b2_update(&s, (const uint8_t *)PyBytes_AS_STRING(line), (size_t)PyBytes_GET_SIZE(line));
+        b2_final(&s, digest, 15);
+        PyObject *id = PyUnicode_New(20, 127);
+        if (!id) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        b64url15(digest, (char *)PyUnicode_DATA(id));
+        PyList_SET_ITEM(out, i, id);
+        pos += (uint64_t)PyBytes_GET_SIZE(line) + 1;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
@@ -1622,6 +2297,12 @@ static PyMethodDef methods[] = {
     {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},
     {"encode_logfmt", encode_logfmt, METH_VARARGS,
      "encode_logfmt(head, lines, levels, tails, keys, fields) -> logfmt records"},
+    {"loki_entries", loki_entries, METH_VARARGS,
+     "loki_entries(cls, values, lines, stamps, ts, levels, streams, dest) -> a chunk's Loki entries"},
+    {"loki_protobuf", loki_protobuf, METH_VARARGS, "loki_protobuf(cls, streams) -> a Loki PushRequest"},
+    {"bulk_body", bulk_body, METH_VARARGS,
+     "bulk_body(cls, records, op_type, pipeline, doc_type, dumps) -> an Elasticsearch _bulk body"},
+    {"doc_ids_at", doc_ids_at, METH_VARARGS, "doc_ids_at(base, start, lines) -> Elasticsearch ids of lines"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},
 };

@@ -8,6 +8,9 @@ from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+from log_capturer.engine.contract import Record
+from log_capturer.sinks.loki.push import Entry
+
 def text_bytes(lines: list[str], /) -> int:
     """UTF-8 size of the lines' text (a lone surrogate counts 3). TypeError: not a list of str."""
 
@@ -86,3 +89,39 @@ def msgpack_values(
     whether no value holds what JSON cannot (binary, an integer map key, a surrogate). None:
     something this code leaves to msgpack (another extension, another map key, deep nesting,
     bytes that are not complete msgpack)."""
+
+def loki_entries(
+    cls: type[Entry],
+    values: list[bytes],
+    lines: list[str] | None,
+    stamps: list[int] | None,
+    ts: int,
+    levels: list[str],
+    streams: dict[str, tuple[str, str]],
+    dest: str,
+    /,
+) -> list[Entry]:
+    """The Loki sink's entries of a chunk on its fast path (``Shaper._fast_lines_py``): entry i
+    has value ``values[i]``, line ``lines[i]`` as UTF-8 (backslashreplace) or, when lines is None,
+    ``values[i]`` without its timestamp member, timestamp ``stamps[i]`` (``ts`` when stamps is
+    None), (stream, tenant) ``streams[levels[i]]``. TypeError: ``cls`` without these slots."""
+
+def loki_protobuf(cls: type[Entry], streams: dict[str, list[Entry]], /) -> bytes:
+    """``push.protobuf_body_py``: the PushRequest of the streams' entries, byte for byte."""
+
+def bulk_body(
+    cls: type[Record],
+    records: list[Record],
+    op_type: str,
+    pipeline: str,
+    doc_type: str,
+    dumps: Callable[[Any], bytes],
+    /,
+) -> bytes:
+    """``elasticsearch.bulk.body_py``: the NDJSON ``_bulk`` body of the records, byte for byte.
+    TypeError: not records of ``cls``, a key neither str, bytes nor None."""
+
+def doc_ids_at(base: bytes, start: int, lines: list[bytes], /) -> list[str]:
+    """``elasticsearch.bulk.doc_ids`` for exact positions: id i is the URL-safe base64 of the
+    15-byte BLAKE2b of ``base`` + the line's offset (8 bytes, little-endian; from ``start``, each
+    line and its newline) + ``lines[i]``, as ``hashlib.blake2b`` gives it."""

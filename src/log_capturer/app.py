@@ -47,6 +47,7 @@ from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.reliability.dlq.reprocess import Reprocessor
 from log_capturer.reload import Outcome, changes, restart_only_changes
 from log_capturer.sinks.base import (
+    CommitsPositions,
     HasDLQTopic,
     ReplaySink,
     Sink,
@@ -61,6 +62,7 @@ from log_capturer.sources.base import (
     FollowsFiles,
     Handler,
     HasPositions,
+    ResumesFrom,
     ServesRoutes,
     Source,
     SourceStartError,
@@ -298,6 +300,17 @@ class Agent:
         return sum(_int(s.stats().get("outstanding")) for s in self.sinks)
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def _link_committed_positions(self) -> None:
+        """A sink that commits positions with its records (Kafka's exactly_once): the file source
+        resumes from the positions it committed, and gives it its positions at each commit."""
+        for sink in self.sinks:
+            if not isinstance(sink, CommitsPositions) or not sink.commits_positions:
+                continue
+            for _, source in self.sources:
+                if isinstance(source, ResumesFrom):
+                    source.resume_from(sink.committed_positions())
+                    sink.commit_positions_of(source.positions)
+
     def start(self) -> None:
         for text in config_warnings(self.config):
             log.warning(text)
@@ -307,6 +320,7 @@ class Agent:
                 sink.start()
             except SinkStartError as exc:
                 raise AgentError(str(exc)) from exc
+        self._link_committed_positions()
         self.dispatcher.start()
         if self.reprocessor is not None and self.config.dispatcher.dlq_config.reprocessing_config.enabled:
             self.reprocessor.start()

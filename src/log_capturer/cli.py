@@ -176,6 +176,14 @@ def run(
             "one process; use --workers 1"
         )
         raise typer.Exit(2)
+    eos = cfg.sinks.kafka.enabled and cfg.sinks.kafka.delivery == "exactly_once"
+    if eos and ((workers is not None and workers > 1) or stdin):
+        flag = "--stdin" if stdin else f"--workers {workers}"
+        print_problem(
+            f"{flag}: sinks.kafka.delivery: exactly_once covers one process reading files only for "
+            "now; drop the flag or use delivery: at_least_once"
+        )
+        raise typer.Exit(2)
     cfg = run_overrides(cfg, stdin, workers)
     problems = path_problems(cfg)
     if problems:
@@ -653,7 +661,11 @@ def bench(
     ] = "kafka",
     es_url: Annotated[
         str | None,
-        typer.Option(help="With --sink elasticsearch: the server (default: log-capturer opensearch up's)."),
+        typer.Option(
+            help="With --sink elasticsearch: the server (default: log-capturer opensearch up's); "
+            "'victorialogs': a local VictoriaLogs started for the run, its _bulk endpoint "
+            "(/insert/elasticsearch)."
+        ),
     ] = None,
     es_batch: Annotated[
         int, typer.Option(help="With --sink elasticsearch: documents per _bulk request.")
@@ -727,9 +739,26 @@ def _bench_elasticsearch(
     line_bytes: int,
     json_out: Path | None,
 ) -> None:
-    from log_capturer.devtools.bench.elasticsearch import EsBenchError, run_es_bench
+    from log_capturer.devtools.bench.elasticsearch import (
+        EsBenchError,
+        run_es_bench,
+        run_es_victorialogs_bench,
+    )
     from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
 
+    if url == "victorialogs":
+        try:
+            res = run_es_victorialogs_bench(lines, out_dir, batch, concurrency, line_bytes, log=err.print)
+        except Exception as exc:
+            err.print(f"[bold red]bench --sink elasticsearch: {escape(str(exc))}[/]", highlight=False)
+            raise typer.Exit(1) from None
+        text = json.dumps(res, indent=2)
+        if json_out is not None:
+            json_out.write_text(text)
+        out.print_json(text)
+        if res["lost"] or res["duplicated"]:
+            raise typer.Exit(3)
+        return
     try:
         target = url or LocalOpenSearch(log=err.print).url
         result = run_es_bench(target, lines, out_dir, batch, concurrency, line_bytes, log=err.print)
@@ -848,7 +877,7 @@ def kafka_create_topics(
     min_insync_replicas: Annotated[int | None, typer.Option(help="Topic min.insync.replicas.")] = None,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Create the five topics of the design document (idempotent)."""
+    """Create the topics of the design document and the positions topic (idempotent)."""
     from log_capturer.devtools.kafka_local import LocalKafka
     from log_capturer.devtools.topics import create_topics
 

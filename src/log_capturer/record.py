@@ -78,6 +78,7 @@ class Chunk:
         "pending",
         "preset_levels",
         "read_time_ns",
+        "registered",
         "routed",
         "start",
         "stream",
@@ -121,6 +122,9 @@ class Chunk:
         self.routed: tuple[Any, ...] = ()
         self.pending = 0
         self.done = False
+        #: Its checkpoint knows it (or it has none): set by ``Dispatcher.submit`` once the chunk
+        #: is registered, which may be after it was delivered.
+        self.registered = False
         self._done_cb: Callable[[Chunk], None] | None = None
         self._lock = threading.Lock()
 

@@ -83,8 +83,21 @@ class Changes:
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
-    """One message per section of :data:`RESTART_ONLY` that differs, naming the keys."""
+    """One message per section of :data:`RESTART_ONLY` that differs, naming the keys; with
+    ``sinks.kafka.delivery: exactly_once`` (before or after), the file source and the Kafka sink
+    too: their positions live in the open transaction, and a rebuilt source would resume from a
+    positions file that mode does not write."""
     out = []
+    if "exactly_once" in (old.sinks.kafka.delivery, new.sinks.kafka.delivery):
+        for section, a, b in (
+            ("files_config", old.files_config, new.files_config),
+            ("sinks.kafka", old.sinks.kafka, new.sinks.kafka),
+        ):
+            if a != b:
+                out.append(
+                    f"{section}: cannot change while the agent runs with sinks.kafka.delivery: "
+                    "exactly_once; restart the agent to apply it"
+                )
     for section in RESTART_ONLY:
         keys = _changed_keys(getattr(old, section).model_dump(), getattr(new, section).model_dump())
         if keys:

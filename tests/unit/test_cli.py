@@ -399,3 +399,17 @@ def test_validate_names_conflicting_encoding_choices_of_every_sink(
     for text in says:
         assert text in result.output, result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("flag", [["--workers", "2"], ["--stdin"]])
+def test_run_refuses_flags_exactly_once_does_not_cover(tmp_path: Path, flag: list[str]) -> None:
+    cfg = tmp_path / "eos.yaml"
+    cfg.write_text(
+        "http_ingest: {enabled: false}\n"
+        f"files_config: {{watch_directories: [{tmp_path}]}}\n"
+        "sinks: {kafka: {enabled: true, required_acks: -1, delivery: exactly_once}}\n"
+    )
+    result = runner.invoke(app, ["run", "--config", str(cfg), *flag])
+    assert result.exit_code == 2, result.output
+    assert "sinks.kafka.delivery: exactly_once" in result.output
+    assert "delivery: at_least_once" in result.output

@@ -67,3 +67,21 @@ def test_changed_routes_are_applied() -> None:
     new = config(sinks=sinks, routes=[{"source_types": ["syslog"], "sinks": ["local_file"]}])
     got = changes(config(sinks=sinks), new)
     assert got.routes and got.sections == ["routes"]
+
+
+def test_with_exactly_once_the_file_source_and_the_kafka_sink_need_a_restart() -> None:
+    kafka = {"enabled": True, "brokers": ["127.0.0.1:9092"], "required_acks": -1}
+    eos = {**kafka, "delivery": "exactly_once"}
+    base = {"http_ingest": {"enabled": False}}
+    old = config(**base, sinks={"kafka": eos})
+    problems = restart_only_changes(old, config(**base, sinks={"kafka": {**eos, "compression": "lz4"}}))
+    assert problems == [
+        "sinks.kafka: cannot change while the agent runs with sinks.kafka.delivery: exactly_once; "
+        "restart the agent to apply it"
+    ]
+    moved = config(**base, sinks={"kafka": eos}, files_config={"watch_directories": ["/srv/x"]})
+    assert [p.split(":")[0] for p in restart_only_changes(old, moved)] == ["files_config"]
+    # Turning it on (or off) is a change of sinks.kafka: a restart too.
+    assert restart_only_changes(config(**base, sinks={"kafka": kafka}), old)
+    # At least once, both reload as before.
+    assert restart_only_changes(config(), config(files_config={"watch_directories": ["/srv/x"]})) == []

@@ -13,6 +13,8 @@ class TopicSpec:
     partitions: int
     retention_days: int
     purpose: str
+    #: cleanup.policy=compact (the last record of each key is kept; retention_days is unused).
+    compact: bool = False
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -21,6 +23,13 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("logs-low-priority", 2, 3, "DEBUG, TRACE"),
     TopicSpec("logs", 4, 7, "default (no or unknown level)"),
     TopicSpec("logs-dlq", 2, 30, "failed messages"),
+    TopicSpec(
+        "log-capturer-positions",
+        1,
+        0,
+        "read positions committed with the lines (sinks.kafka.delivery: exactly_once)",
+        compact=True,
+    ),
 )
 
 
@@ -59,7 +68,10 @@ def create_topics(
             n = len(existing[spec.name].partitions)
             results.append(TopicResult(spec.name, False, n, "exists"))
             continue
-        config = {"retention.ms": str(spec.retention_days * DAY_MS), **(topic_config or {})}
+        if spec.compact:
+            config = {"cleanup.policy": "compact", **(topic_config or {})}
+        else:
+            config = {"retention.ms": str(spec.retention_days * DAY_MS), **(topic_config or {})}
         if min_insync_replicas is not None:
             config["min.insync.replicas"] = str(min_insync_replicas)
         new.append(

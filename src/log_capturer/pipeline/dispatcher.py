@@ -113,6 +113,7 @@ class Dispatcher:
                 # found done here and committed at once.
                 checkpoint.register(chunk)
             chunk.on_done(on_done)
+            chunk.registered = True
             if n == 0:
                 return True
             queued = True

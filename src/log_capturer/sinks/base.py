@@ -117,6 +117,23 @@ class HasDLQTopic(Protocol):
     def dlq_topic_stats(self) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class CommitsPositions(Protocol):
+    """A sink that commits the sources' read positions itself, with the records (Kafka's
+    ``delivery: exactly_once``): the positions sources resume from are its own."""
+
+    @property
+    def commits_positions(self) -> bool:
+        """True when it does in this configuration."""
+
+    def committed_positions(self) -> dict[str, dict[str, Any]]:
+        """The positions last committed (path -> entry, as a positions file has them); known
+        once the sink started."""
+
+    def commit_positions_of(self, positions: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        """``positions()``: the source's acknowledged positions, taken at each commit."""
+
+
 class SinkStartError(RuntimeError):
     """The sink cannot start with this configuration; the message names the key to fix."""
 

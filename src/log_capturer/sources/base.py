@@ -79,6 +79,16 @@ class HasPositions(Protocol):
     def positions(self) -> Mapping[str, Entry]: ...
 
 
+@runtime_checkable
+class ResumesFrom(Protocol):
+    """A source whose positions a sink commits (:class:`~log_capturer.sinks.base.CommitsPositions`):
+    it resumes from those, and keeps no positions file of its own."""
+
+    def resume_from(self, entries: dict[str, Entry]) -> None: ...
+
+    def positions(self) -> dict[str, Entry]: ...
+
+
 #: An aiohttp request handler.
 Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 

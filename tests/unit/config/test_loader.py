@@ -142,6 +142,7 @@ BROKEN = [
     ("metrics: {port: 70000}", "metrics.port", "less than or equal to 65535"),
     ("server: {port: http}", "server.port", "integer"),
     ("positions: {flush_interval: -1}", "positions.flush_interval", "negative"),
+    ("positions: {write_delay: 0}", "positions.write_delay", "greater than or equal to 0.01"),
     ("- a\n- b", "(top level)", "mapping"),
     ("sinks: {kafka: {enabled: [}", "", "not valid YAML"),
 ]

@@ -52,3 +52,20 @@ def test_reset_forgets_in_flight_chunks() -> None:
     cp.reset(0)
     a.ack(2)
     assert cp.committed == 0 and cp.idle
+
+
+def test_on_advance_is_told_each_time_committed_moves_and_only_then() -> None:
+    moves: list[int] = []
+    cp = Checkpoint(0)
+    cp.on_advance = lambda: moves.append(cp.committed)
+    a, b = chunk(0, 10), chunk(10, 20)
+    for ch in (a, b):
+        ch.expect(1, cp.on_chunk_done)
+        cp.register(ch)
+    assert moves == []  # registered, nothing acknowledged
+    b.ack(1)
+    assert moves == []  # out of order: committed cannot move yet
+    a.ack(1)
+    assert moves == [20]  # one call for both chunks
+    cp.reset(0)  # truncated: the position moved back
+    assert moves == [20, 0]

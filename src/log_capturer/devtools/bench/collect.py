@@ -37,7 +37,11 @@ class Collector:
         factory: LineFactory | None = None,
         topic_of_level: dict[str, str] | None = None,
         dlq_topic: str | None = None,
+        read_committed: bool = False,
     ) -> None:
+        """``read_committed``: the agent writes in transactions (``delivery: exactly_once``): read
+        only committed records, and take a partition's end from its EOF event (its last offsets
+        are transaction markers, which are never delivered)."""
         from confluent_kafka import Consumer, TopicPartition
 
         self.expected = expected
@@ -51,7 +55,8 @@ class Collector:
                 "group.id": f"bench-collector-{time.time_ns()}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
+                "enable.partition.eof": read_committed,
+                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
                 "fetch.wait.max.ms": 100,
                 "client.id": "log-capturer-bench-collector",
             }
@@ -86,8 +91,13 @@ class Collector:
         if not msgs:
             return 0
         for m in msgs:
-            if m.error():
-                self.consumer_errors += 1
+            err = m.error()
+            if err is not None:
+                if err.code() == _PARTITION_EOF:
+                    key = (str(m.topic()), int(m.partition() or 0))
+                    self._next_offset[key] = max(self._next_offset[key], int(m.offset() or 0))
+                else:
+                    self.consumer_errors += 1
                 continue
             self._handle(m, received)
         return len(msgs)
@@ -179,3 +189,5 @@ class Collector:
 
 
 _ZERO_RUNS = re.compile(rb"\x00+")
+#: confluent_kafka.KafkaError._PARTITION_EOF (the module is imported where it is used).
+_PARTITION_EOF = -191

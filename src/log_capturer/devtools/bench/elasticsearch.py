@@ -113,8 +113,17 @@ def write_lines(path: Path, lines: int, line_bytes: int) -> list[str]:
     return out
 
 
-def _ceiling(url: str, index: str, lines: list[str], batch: int, concurrency: int) -> float:
-    """Post every line with a bare client; seconds from the first request to the last answer."""
+def _ceiling(
+    url: str,
+    index: str,
+    lines: list[str],
+    batch: int,
+    concurrency: int,
+    prefix: str = "",
+    headers: dict[str, str] | None = None,
+) -> float:
+    """Post every line with a bare client to ``url`` + ``prefix`` + ``/_bulk`` (with ``headers``
+    added); seconds from the first request to the last answer."""
     head = b'{"@timestamp":"' + rfc3339_ns(time.time_ns()).encode() + b'","message":'
     tail = b',"level":"info","source_type":"file","source_id":"bench","labels":{},"fields":{}}'
     bodies: list[bytes] = []
@@ -140,9 +149,13 @@ def _ceiling(url: str, index: str, lines: list[str], batch: int, concurrency: in
                 data = gzip.compress(bodies[k], 1)
                 conn.request(
                     "POST",
-                    "/_bulk?filter_path=errors",
+                    prefix + "/_bulk?filter_path=errors",
                     body=data,
-                    headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+                    headers={
+                        "Content-Type": "application/x-ndjson",
+                        "Content-Encoding": "gzip",
+                        **(headers or {}),
+                    },
                 )
                 resp = conn.getresponse()
                 answer = resp.read()
@@ -303,3 +316,152 @@ def _agent(
         except subprocess.TimeoutExpired:
             proc.kill()
         out.close()
+
+
+# -- into VictoriaLogs' _bulk endpoint ---------------------------------------------------------------
+
+#: Where VictoriaLogs takes the Elasticsearch bulk API, and the headers naming the documents'
+#: message and time fields (the agent's record: ``message``, ``@timestamp``).
+VL_BULK_PREFIX = "/insert/elasticsearch"
+VL_HEADERS = {"VL-Msg-Field": "message", "VL-Time-Field": "@timestamp"}
+
+
+def run_es_victorialogs_bench(
+    lines: int,
+    out_dir: Path,
+    batch: int = 1000,
+    concurrency: int = 2,
+    line_bytes: int = 150,
+    timeout: float = 600.0,
+    log: Any = print,
+) -> dict[str, Any]:
+    """The agent's Elasticsearch sink into a local VictoriaLogs' ``_bulk`` endpoint, against the
+    bare client of :func:`_ceiling` posting the same documents in the same batches to it.
+
+    The agent is timed as ``bench --sink loki`` times it: from its first acknowledged line until
+    the file's checkpoint reaches the end (its start-up left out, as the bare client's); the lines
+    are then counted in the server with LogsQL (every line once: ``count()``, ``count_uniq(_msg)``).
+    VictoriaLogs has no index to keep apart: each run's documents carry a ``bench`` field
+    (``VL-Extra-Fields``). The bare client runs before the agent and after it; the faster counts.
+    """
+    from log_capturer.devtools.bench.system import get_json, load_average, tree_cpu_seconds
+    from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
+
+    name = f"es-vl-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run = (out_dir / name).resolve()
+    logs = run / "logs"
+    logs.mkdir(parents=True)
+    server = LocalVictoriaLogs(run / "victorialogs", port=free_port(), log=log)
+    server.up(timeout=600)
+    try:
+        path = logs / "bench.log"
+        log(f"writing {lines:,} lines of {line_bytes} bytes")
+        sent = write_lines(path, lines, line_bytes)
+        size = path.stat().st_size
+
+        def ceiling(tag: str) -> float:
+            hdrs = {**VL_HEADERS, "VL-Extra-Fields": f"bench={name}-{tag}"}
+            return _ceiling(server.url, "bench", sent, batch, concurrency, VL_BULK_PREFIX, hdrs)
+
+        log("ceiling: bare client")
+        first_ceiling = ceiling("ceiling")
+        api, metrics = free_port(), free_port()
+        config = {
+            "app": {"log_format": "json", "log_level": "warning", "log_file": str(run / "agent.log")},
+            "server": {"host": "127.0.0.1", "port": api},
+            "metrics": {"host": "127.0.0.1", "port": metrics},
+            "files_config": {"watch_directories": [str(logs)], "read_from": "beginning"},
+            "dispatcher": {"dlq_config": {"directory": str(run / "dlq")}},
+            "positions": {"directory": str(run / "positions"), "flush_interval": "200ms"},
+            "sinks": {
+                "kafka": {"enabled": False},
+                "elasticsearch": {
+                    "enabled": True,
+                    "endpoints": [server.url + VL_BULK_PREFIX],
+                    "index": "bench",
+                    "batch": {"max_events": batch, "max_bytes": 64 << 20},
+                    "concurrency": concurrency,
+                    "compression_level": 1,
+                    "headers": {**VL_HEADERS, "VL-Extra-Fields": f"bench={name}-agent"},
+                },
+            },
+        }
+        cfg_path = run / "agent.yaml"
+        cfg_path.write_text(yaml.safe_dump(config))
+        log(f"agent: {lines:,} lines ({size / 1e6:.1f} MB) -> VictoriaLogs at {server.url}{VL_BULK_PREFIX}")
+        with (run / "agent.stderr").open("wb") as out:
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "log_capturer", "run", "--config", str(cfg_path), "--no-status"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=run,
+            )
+        first = end = cpu_first = 0.0
+        rss = 0.0
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and agent.poll() is None:
+                try:
+                    pos = get_json(f"http://127.0.0.1:{api}/positions")["files"].get(str(path), {})
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                offset = int(pos.get("offset", 0))
+                now = time.monotonic()
+                if offset > 0 and not first:
+                    first = now
+                    cpu_first = tree_cpu_seconds(agent.pid) or 0.0
+                rss = max(rss, _rss_mb(agent.pid))
+                if offset >= size:
+                    end = now
+                    break
+                time.sleep(0.1)  # the agent's API answers on the agent's own CPU: not too often
+            cpu_end = tree_cpu_seconds(agent.pid)
+        finally:
+            if agent.poll() is None:
+                agent.terminate()
+                agent.wait(60)
+        if not end:
+            raise EsBenchError(
+                f"the agent did not ship the file within {timeout:g}s; see {run / 'agent.log'}"
+            )
+        cpu = round(cpu_end - cpu_first, 2) if cpu_end is not None else None
+        agent_rate = lines / max(end - first, 1e-9)
+        log(f"agent: {agent_rate:,.0f} lines/s")
+        log("ceiling again: bare client")
+        again = ceiling("ceiling2")
+        ceiling_seconds = min(first_ceiling, again)
+        server.flush()
+        rows = server.query(f'bench:="{name}-agent" | stats count() as n, count_uniq(_msg) as u')
+        held, unique = int(rows[0]["n"]), int(rows[0]["u"])
+        ceiling_held = server.count(f'bench:="{name}-ceiling"')
+        ceiling_rate = lines / ceiling_seconds
+        ratio = agent_rate / ceiling_rate
+        log(f"bare client: {ceiling_rate:,.0f} lines/s (the faster run); ratio {ratio:.2f}")
+        result: dict[str, Any] = {
+            "run": name,
+            "server": "victorialogs " + server.url + VL_BULK_PREFIX,
+            "lines": lines,
+            "line_bytes": line_bytes,
+            "batch": batch,
+            "concurrency": concurrency,
+            "agent_lines_per_second": round(agent_rate),
+            "agent_seconds": round(end - first, 3),
+            "agent_cpu_seconds": cpu,  # from the first acknowledged line to the last
+            "agent_cpu_us_per_line": round(cpu * 1e6 / lines, 2) if cpu is not None else None,
+            "agent_rss_mb": round(rss, 1),
+            "ceiling_lines_per_second": round(ceiling_rate),
+            "ceiling_runs_seconds": [round(first_ceiling, 3), round(again, 3)],
+            "ratio": round(ratio, 3),
+            "held": held,
+            "distinct": unique,
+            "lost": lines - unique,
+            "duplicated": held - unique,
+            "ceiling_held": ceiling_held,
+            "load_average": load_average(),
+            "cores": os.cpu_count(),
+        }
+        (run / "result.json").write_text(json.dumps(result, indent=2))
+        return result
+    finally:
+        server.down()

@@ -78,6 +78,8 @@ SCENARIOS: dict[str, Scenario] = {
     "max": Scenario("max", 0, 10, "a file written in advance, shipped as fast as possible"),
 }
 MAX_LINES_PER_SECOND = 300_000
+#: Topics no line is routed to: the DLQ, and the positions (``delivery: exactly_once``).
+NOT_ROUTED = ("logs-dlq", "log-capturer-positions")
 
 
 @dataclass
@@ -246,10 +248,10 @@ class Bench:
     def _create_topics(self) -> dict[str, str]:
         prefix = f"bench-{self.run_id}"
         names = {t.name: f"{prefix}-{t.name}" for t in TOPICS}
-        routed = [t for t in TOPICS if t.name != "logs-dlq"]
+        routed = [t for t in TOPICS if t.name not in NOT_ROUTED]
         names["ceiling"] = f"{prefix}-ceiling"
         specs = (
-            *(TopicSpec(names[t.name], t.partitions, t.retention_days, t.purpose) for t in TOPICS),
+            *(TopicSpec(names[t.name], t.partitions, t.retention_days, t.purpose, t.compact) for t in TOPICS),
             TopicSpec(names["ceiling"], sum(t.partitions for t in routed), 1, "bench ceiling"),
         )
         create_topics(
@@ -280,6 +282,11 @@ class Bench:
                 "low_topic": topics["logs-low-priority"],
             },
             "dlq_config": {"topic": topics["logs-dlq"]},
+            # Used with delivery: exactly_once (--agent-config).
+            "exactly_once": {
+                "positions_topic": topics["log-capturer-positions"],
+                "transactional_id": f"bench-{self.run_id}",
+            },
         }
         otlp_port = free_port()
         self.otlp_url = f"http://127.0.0.1:{otlp_port}/v1/logs"
@@ -398,7 +405,7 @@ class Bench:
         if not live:
             self.log(f"writing {self.expected:,} lines in advance")
             run.generator = self._generate(files, 0, self.expected, None)
-        routed = [topics[t.name] for t in TOPICS if t.name != "logs-dlq"]
+        routed = [topics[t.name] for t in TOPICS if t.name not in NOT_ROUTED]
         run.t0 = time.time()
         busy0, total0 = machine_busy()
         with run.agent_log.open("ab") as logf:
@@ -440,6 +447,7 @@ class Bench:
                 self.factory,
                 self._topic_of_level(topics),
                 topics["logs-dlq"],
+                read_committed=agent_cfg.sinks.kafka.delivery == "exactly_once",
             )
             if live:
                 reader = threading.Thread(target=collector.run, args=(stop_reading,), daemon=True)

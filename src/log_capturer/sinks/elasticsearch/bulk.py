@@ -14,10 +14,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
+
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    # Typed as the module (``_speedups.pyi``); None picks the Python code at each use.
+    _speedups = cast(Any, None)
 
 from log_capturer.engine.contract import Failure, Record
 from log_capturer.record import Chunk
@@ -76,6 +83,8 @@ def doc_ids(chunk: Chunk, encoded: list[bytes]) -> list[str]:
     start, end = chunk.start, chunk.end
     blake = hashlib.blake2b
     if end > start and start + sum(map(len, encoded)) + n == end:
+        if _speedups is not None:  # the same ids, hashed in C
+            return _speedups.doc_ids_at(base, start, encoded)
         out = []
         pos = start
         for data in encoded:
@@ -229,7 +238,15 @@ def action(record: Record, op_type: str, pipeline: str, doc_type: str) -> bytes:
 
 
 def body(records: list[Record], op_type: str, pipeline: str, doc_type: str) -> bytes:
-    """The NDJSON body: per record its action line and its source, each ended by a newline."""
+    """The NDJSON body: per record its action line and its source, each ended by a newline (in C
+    when the module is built)."""
+    if _speedups is not None:
+        return _speedups.bulk_body(Record, records, op_type, pipeline, doc_type, orjson.dumps)
+    return body_py(records, op_type, pipeline, doc_type)
+
+
+def body_py(records: list[Record], op_type: str, pipeline: str, doc_type: str) -> bytes:
+    """:func:`body` in Python: the reference for ``_speedups.bulk_body``."""
     parts: list[bytes] = []
     append = parts.append
     for r in records:
@@ -273,6 +290,18 @@ def outcome_of_item(item: dict[str, Any], op_type: str) -> tuple[Failure | None,
     if status in RETRIABLE_STATUS or etype in RETRIABLE_TYPES:
         return Failure.RETRY, etype, text
     return Failure.REJECT, etype, text
+
+
+#: The start of a ``_bulk`` answer whose top-level ``errors`` is false (Elasticsearch and OpenSearch
+#: write ``took`` first, or nothing before it under ``filter_path``; VictoriaLogs as Elasticsearch).
+_NO_ERRORS = re.compile(rb'\s*\{\s*(?:"took"\s*:\s*\d+\s*,\s*)?"errors"\s*:\s*false\s*[,}]')
+
+
+def all_delivered(raw: bytes) -> bool:
+    """Whether a ``_bulk`` answer says at its start that no item failed (``"errors":false``): then
+    every item was delivered, and its per-item list need not be parsed (a thousand objects). Any
+    other start says nothing: the answer is parsed."""
+    return _NO_ERRORS.match(raw) is not None
 
 
 def parse_response(raw: bytes) -> dict[str, Any]:

@@ -475,6 +475,9 @@ class ElasticsearchService:
                 failure = Failure.REJECT
             self._report(items, failure, f"http_{status}", text)
             return
+        if bulk.all_delivered(raw):
+            self._report(items, None)
+            return
         try:
             answer = bulk.parse_response(raw)
         except (orjson.JSONDecodeError, ValueError) as exc:

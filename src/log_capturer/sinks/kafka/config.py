@@ -67,6 +67,39 @@ class KafkaDLQConfig(Strict):
     )
 
 
+class ExactlyOnceConfig(Strict):
+    transactional_id: str = Field(
+        "",
+        max_length=200,
+        description="The producer's transactional.id: stable across restarts of this agent and "
+        "unique to it (the broker fences an older process with the same id, and the positions "
+        "topic keys this agent's positions by it). '' = 'log-capturer-<host name>-0'. Set it "
+        "explicitly where the host name changes at every restart (a Kubernetes pod: the node's "
+        "name).",
+    )
+    positions_topic: str = Field(
+        "log-capturer-positions",
+        min_length=1,
+        description="The compacted topic the read positions of every file are committed to, in "
+        "the same transaction as the lines (create it with cleanup.policy=compact; "
+        "`python -m log_capturer.devtools.topics` does).",
+    )
+    transaction_interval: Duration = Field(
+        0.1,
+        description="Longest a transaction stays open: lines become visible to read_committed "
+        "consumers at most this much later (plus the commit's round trip).",
+    )
+    transaction_max_records: int = Field(
+        50000, ge=1, le=10_000_000, description="A transaction is committed once it holds this many records."
+    )
+    transaction_timeout: Duration = Field(
+        60.0,
+        description="librdkafka transaction.timeout.ms: how long the broker keeps a transaction of "
+        "a process that died open before it aborts it (a restart with the same transactional_id "
+        "aborts it at once).",
+    )
+
+
 class PriorityRoutingConfig(Strict):
     enabled: bool = Field(True, description="Route records to topics by level.")
     high_topic: str = Field("logs-high-priority", description="ERROR, FATAL, CRITICAL.")
@@ -109,6 +142,8 @@ MANAGED_PROPERTIES = frozenset(
         "acks",
         "request.required.acks",
         "enable.idempotence",
+        "transactional.id",
+        "transaction.timeout.ms",
         "batch.num.messages",
         "linger.ms",
         "queue.buffering.max.ms",
@@ -239,6 +274,16 @@ class KafkaSinkConfig(Strict):
         "per record. Chunks with headers, retries, the DLQ topic, replays and metadata requests use "
         "confluent-kafka's producer either way. false: confluent-kafka for everything.",
     )
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="at_least_once: every line arrives, and after a kill -9 the lines read since "
+        "the last position save arrive again. exactly_once: the lines and the read positions of "
+        "every file are written in the same Kafka transaction, so a consumer with "
+        "isolation.level=read_committed sees every line of a file exactly once, across kill -9 and "
+        "restarts (docs/exactly-once.md). Needs required_acks: -1, the file source as the only "
+        "source, Kafka as the only sink, app.workers: 1, and brokers with transactions.",
+    )
+    exactly_once: ExactlyOnceConfig = Field(default_factory=ExactlyOnceConfig)
     librdkafka_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="Advanced: extra librdkafka producer properties. Properties that another key "
@@ -266,6 +311,11 @@ class KafkaSinkConfig(Strict):
             raise ValueError(
                 f"timeout ({self.timeout:g}s) must be longer than batch_timeout "
                 f"({self.batch_timeout:g}s): a record must be able to wait for its batch and still be sent"
+            )
+        if self.delivery == "exactly_once" and self.required_acks != -1:
+            raise ValueError(
+                "delivery: exactly_once needs required_acks: -1 (transactions need the idempotent "
+                "producer); set required_acks: -1"
             )
         taken = sorted(set(self.librdkafka_options) & MANAGED_PROPERTIES)
         if taken:

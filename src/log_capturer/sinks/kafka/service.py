@@ -44,6 +44,21 @@ from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable
 from log_capturer.sinks.kafka.quiet import Repeats, quiet_logger
 from log_capturer.sinks.kafka.request import KafkaRequest, RequestBuilder, dead_letter_headers
 from log_capturer.sinks.kafka.stats import StatsTracker
+from log_capturer.sinks.kafka.transactions import (
+    EXIT_ABORTED,
+    EXIT_FENCED,
+    POSITIONS_TOKEN,
+    Entries,
+    Gate,
+    PositionsOf,
+    PositionsUnreadable,
+    TransactionalReports,
+    end_process,
+    positions_document,
+    read_positions,
+    transactional_config,
+    transactional_id,
+)
 
 if TYPE_CHECKING:
     from log_capturer.engine.runner import Attempt, Delivery, SinkRunner
@@ -98,7 +113,26 @@ class KafkaService:
         # dlq_config.enabled: false turns the sink's dead-letter handling off as a whole: no DLQ
         # topic, and records that time out are re-sent in place instead of parked. Records Kafka
         # rejects permanently still go to the agent's local store (nothing is dropped).
-        self.reports = Reports(dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else "")
+        #: ``delivery: exactly_once`` (:mod:`.transactions`): one transactional producer, the
+        #: hand-over through a gate, the positions committed with the lines.
+        self.exactly_once = config.delivery == "exactly_once"
+        self.transactional_id = transactional_id(config) if self.exactly_once else ""
+        dlq_topic = dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else ""
+        #: Exactly-once: the reports remember the open transaction's first failure.
+        self._txn_reports = TransactionalReports(dlq_topic) if self.exactly_once else None
+        self.reports = self._txn_reports or Reports(dlq_topic)
+        self._gate = Gate()
+        #: Where every file resumes: the positions last committed (read at start).
+        self.committed_positions: Entries = {}
+        self._positions_of: PositionsOf | None = None
+        #: The transactional producer (the chunk producer, or confluent-kafka's).
+        self._txn: Producer | ChunkProducer | None = None
+        self._txn_records = 0
+        #: The chunks handed over in the open transaction.
+        self._txn_chunks: list[Chunk] = []
+        self._txn_opened = 0.0
+        self.transactions_committed = 0
+        self._commit_seconds = 0.0
         self._space = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,6 +167,20 @@ class KafkaService:
             raise SinkStartError("\n".join(problems))
         conf = self._conf
         self._native_conf = {k: v for k, v in conf.items() if k not in ("error_cb", "stats_cb", "logger")}
+        if self.exactly_once:
+            self._start_transactions(conf)
+        else:
+            self._start_producers(conf)
+        for b in self.config.brokers:
+            self.metrics.kafka_connection_status.labels(b, self.sink_type).set(0)
+        self._thread = threading.Thread(target=self._poll_loop, name=f"{self.name}-poll", daemon=True)
+        self._thread.start()
+        log.info(
+            "Kafka sink initialized",
+            extra={"sink": self.name, "producer_config": redacted(producer_config(self.config))},
+        )
+
+    def _start_producers(self, conf: dict[str, Any]) -> None:
         try:
             if self.config.native_producer:
                 self._native = self._new_native()
@@ -144,14 +192,68 @@ class KafkaService:
             raise SinkStartError(f"sinks.kafka.native_producer: {exc}") from exc
         except KafkaException as exc:
             raise SinkStartError(f"sinks.kafka: the producer rejected its configuration: {exc}") from exc
-        for b in self.config.brokers:
-            self.metrics.kafka_connection_status.labels(b, self.sink_type).set(0)
-        self._thread = threading.Thread(target=self._poll_loop, name=f"{self.name}-poll", daemon=True)
-        self._thread.start()
+
+    def _start_transactions(self, conf: dict[str, Any]) -> None:
+        """One transactional producer: the chunk producer (``native_producer``, unless chunks
+        carry ``headers``), else confluent-kafka's, which then carries everything.
+        ``init_transactions`` fences an older process with this id and aborts what it left open;
+        then the committed positions are read, and the first transaction begins."""
+        cfg = self.config.exactly_once
+        tid = self.transactional_id
+        txn_conf = transactional_config(self.config, conf, tid)
+        wait = max(self.config.timeout, 10.0)
+        txn: Producer | ChunkProducer
+        try:
+            if self.config.native_producer and not self.config.headers:
+                self._native_conf = {
+                    k: v for k, v in txn_conf.items() if k not in ("error_cb", "stats_cb", "logger")
+                }
+                self._native = txn = self._new_native()
+                # Metadata and probes only: no record goes through it in this mode.
+                self._conf = {
+                    k: v for k, v in conf.items() if k not in ("stats_cb", "statistics.interval.ms")
+                }
+                self._producer = Producer(self._conf)
+            else:
+                self._conf = txn_conf
+                self._producer = txn = Producer(txn_conf)
+        except NativeUnavailable as exc:
+            self._close_producers()
+            raise SinkStartError(f"sinks.kafka.native_producer: {exc}") from exc
+        except KafkaException as exc:
+            self._close_producers()
+            raise SinkStartError(f"sinks.kafka: the producer rejected its configuration: {exc}") from exc
+        try:
+            txn.init_transactions(wait)
+        except KafkaException as exc:
+            self._close_producers()
+            raise SinkStartError(
+                f"sinks.kafka.delivery: exactly_once: init_transactions for transactional.id {tid!r} "
+                f"failed: {explain(exc.args[0])}; the brokers must allow transactions (a single broker "
+                "needs transaction.state.log.replication.factor=1 and transaction.state.log.min.isr=1)"
+            ) from exc
+        try:
+            self.committed_positions = read_positions(txn_conf, cfg.positions_topic, tid, wait)
+            txn.begin_transaction()
+        except PositionsUnreadable as exc:
+            self._close_producers()
+            raise SinkStartError(str(exc)) from exc
+        except KafkaException as exc:
+            self._close_producers()
+            raise SinkStartError(f"sinks.kafka: begin_transaction: {explain(exc.args[0])}") from exc
+        self._txn = txn
+        self._txn_opened = time.monotonic()
         log.info(
-            "Kafka sink initialized",
-            extra={"sink": self.name, "producer_config": redacted(producer_config(self.config))},
+            "exactly-once delivery: transactional.id %s, %d file positions committed in %s",
+            tid,
+            len(self.committed_positions),
+            cfg.positions_topic,
+            extra={"sink": self.name},
         )
+
+    def commit_positions_of(self, positions: PositionsOf) -> None:
+        """Exactly-once: ``positions()`` gives the files' acknowledged positions at each commit."""
+        self._positions_of = positions
 
     def _new_native(self) -> ChunkProducer:
         return ChunkProducer(
@@ -169,6 +271,10 @@ class KafkaService:
             if self._thread.is_alive():
                 log.error("Kafka sink poll thread did not stop within 10s", extra={"sink": self.name})
                 return
+        if self.exactly_once and self._producer is not None and self._runner is not None:
+            # What was acknowledged is committed with its positions; if that fails, nothing of the
+            # open transaction is visible and the next start reads it again.
+            self._commit(final=True)
         self._close_producers()
 
     def _close_producers(self) -> None:
@@ -222,8 +328,33 @@ class KafkaService:
         handed over goes to the engine's retries, so the chunk's count always settles."""
         assert isinstance(prepared, KafkaRequest)
         assert self._producer is not None, "start() first"
-        topics, values, keys = prepared.topics, prepared.values, prepared.keys
+        values = prepared.values
         refused: list[Refused] = []
+        if self.exactly_once:
+            self._gate.enter(len(delivery.chunk.lines))
+            try:
+                self._send_producer(prepared, delivery, refused)
+            finally:
+                with self._lock:
+                    self._txn_records += len(values)
+                    self._txn_chunks.append(delivery.chunk)
+                self._gate.leave()
+        else:
+            self._send_producer(prepared, delivery, refused)
+        tallied = prepared.tallied
+        with self._lock:
+            for topic, row in tallied.items():
+                self.bytes_by_topic[topic] += row[1]
+                self.count_by_topic[topic] += row[0]
+            self.handed += len(values)
+        sizes = self.metrics.kafka_message_size
+        for topic, row in tallied.items():
+            sizes.observe_buckets((topic,), row[2:], row[0], row[1])
+        return refused
+
+    def _send_producer(self, prepared: KafkaRequest, delivery: Delivery, refused: list[Refused]) -> None:
+        assert self._producer is not None
+        topics, values, keys = prepared.topics, prepared.values, prepared.keys
         native = self._native if prepared.headers is None else None
         if native is not None:
             self._send_native(native, delivery, prepared, refused)
@@ -248,16 +379,6 @@ class KafkaService:
                     break
         else:
             self._send_each(delivery, prepared, refused)
-        tallied = prepared.tallied
-        with self._lock:
-            for topic, row in tallied.items():
-                self.bytes_by_topic[topic] += row[1]
-                self.count_by_topic[topic] += row[0]
-            self.handed += len(values)
-        sizes = self.metrics.kafka_message_size
-        for topic, row in tallied.items():
-            sizes.observe_buckets((topic,), row[2:], row[0], row[1])
-        return refused
 
     def _send_each(self, delivery: Delivery, prepared: KafkaRequest, refused: list[Refused]) -> None:
         """Produce record by record (headers, explicit partitions, or records to refuse)."""
@@ -335,7 +456,10 @@ class KafkaService:
 
     # -- records sent again (poll thread) ------------------------------------------------------
     def resend(self, attempt: Attempt, alone: bool) -> bool:
-        producer = self._alone_producer_now() if alone else self._producer
+        if self._txn_failed():
+            return False  # never outside the transaction: it is aborted at the next commit
+        # Exactly-once: every record goes through the transactional producer.
+        producer = self._alone_producer_now() if alone and not self.exactly_once else self._producer
         assert producer is not None
         rec = attempt.record
         try:
@@ -367,6 +491,8 @@ class KafkaService:
         topic = self.reports.dlq_topic
         if not topic:
             return None
+        if self._txn_failed():
+            return False
         producer = self._producer
         assert producer is not None
         rec = attempt.record
@@ -417,10 +543,150 @@ class KafkaService:
         if self._retired:
             self._poll_retired()
         if self._fatal:
+            if self.exactly_once:
+                self._end_fatal()
             self._recreate_producer()
         runner.tick(time.monotonic())
+        if self.exactly_once and self._commit_due(time.monotonic()):
+            self._commit()
         if self._alone_producer is not None:
             self._poll_alone(self._alone_producer)
+
+    # -- transactions (exactly-once; the poll thread, and the stopping thread at the end) -------
+    def _txn_failed(self) -> bool:
+        """Exactly-once: a record failed in the open transaction (which is then aborted). Also
+        true with the chunk producer, whose retries would go through another producer."""
+        return self._txn_reports is not None and (bool(self._txn_reports.failure) or self._native is not None)
+
+    def _commit_due(self, now: float) -> bool:
+        with self._lock:
+            n = self._txn_records
+        cfg = self.config.exactly_once
+        return n >= cfg.transaction_max_records or (
+            n > 0 and now - self._txn_opened >= cfg.transaction_interval
+        )
+
+    def _commit(self, final: bool = False) -> None:
+        """Close the gate, wait until every record handed over has its delivery report (each
+        chunk given to the sink is then acknowledged, so the files' positions cover exactly what
+        the transaction holds), add the positions document, commit, and begin the next one."""
+        producer = self._txn
+        assert producer is not None and self._producer is not None
+        native = self._native
+        runner = self.runner
+        gate = self._gate
+        started = time.monotonic()
+        gate.close()
+        try:
+            deadline = started + self.config.timeout
+            while True:
+                failure = self._txn_reports.failure if self._txn_reports is not None else ""
+                if failure:
+                    self._abort(producer, f"a record failed in the transaction: {failure}", final)
+                    return
+                if (
+                    gate.inside == 0
+                    and runner.outstanding - gate.waiting <= 0
+                    # A chunk can be delivered before the source registered it with its
+                    # checkpoint: until then its position does not count it.
+                    and all(c.registered for c in self._txn_chunks)
+                ):
+                    break
+                if time.monotonic() > deadline:
+                    self._abort(
+                        producer,
+                        f"records not delivered within sinks.kafka.timeout ({self.config.timeout:g}s)",
+                        final,
+                    )
+                    return
+                try:
+                    if native is not None:
+                        _, settled = native.flush(POLL_INTERVAL)  # also ignores linger.ms
+                        if settled:
+                            self._settle_native(settled)
+                        self._producer.poll(0)
+                    else:
+                        self._producer.flush(POLL_INTERVAL)  # also ignores linger.ms
+                except KafkaException as exc:
+                    self._on_error(exc.args[0])
+                self._space.set()
+                runner.tick(time.monotonic())
+            if self._positions_of is not None:
+                doc = positions_document(self.transactional_id, self._positions_of())
+                topic = self.config.exactly_once.positions_topic
+                if native is not None:
+                    native.produce_chunk(POSITIONS_TOKEN, [topic], [doc], [self.transactional_id], None)
+                else:
+                    self._producer.produce(topic, doc, self.transactional_id)
+            self._commit_transaction(producer)
+            self.transactions_committed += 1
+            with self._lock:
+                self._txn_records = 0
+                self._txn_chunks = []
+            if not final:
+                producer.begin_transaction()
+            self._txn_opened = time.monotonic()
+            self._commit_seconds += self._txn_opened - started
+        except KafkaException as exc:
+            self._abort(producer, f"commit: {explain(exc.args[0])}", final)
+        finally:
+            gate.open()
+
+    def _commit_transaction(self, producer: Producer | ChunkProducer) -> None:
+        """Commit; a retriable error (a coordinator moving, a timeout) is tried again until the
+        transaction times out. Anything else raises."""
+        deadline = time.monotonic() + self.config.exactly_once.transaction_timeout
+        while True:
+            try:
+                producer.commit_transaction(self.config.timeout)
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if not err.retriable() or time.monotonic() > deadline:
+                    raise
+                log.warning(
+                    "exactly-once: commit failed (%s); trying again", explain(err), extra={"sink": self.name}
+                )
+
+    def _abort(self, producer: Producer | ChunkProducer, reason: str, final: bool) -> None:
+        """Abort the open transaction: none of its records become visible to read_committed
+        consumers. While running, the agent then ends (:func:`.transactions.end_process`): what the
+        transaction held is read again from the committed positions at the next start."""
+        self.metrics.errors.labels("kafka", "transaction_aborted").inc()
+        try:
+            producer.abort_transaction(self.config.timeout)
+        except KafkaException as exc:
+            reason += f"; abort_transaction: {explain(exc.args[0])}"
+        if final:
+            log.error(
+                "exactly-once: the last transaction was aborted (%s); "
+                "its lines are read again at the next start",
+                reason,
+                extra={"sink": self.name},
+            )
+            return
+        self._end_if_fenced(reason)
+        end_process(EXIT_ABORTED, f"transaction aborted: {reason}")
+
+    def _end_if_fenced(self, reason: str) -> None:
+        """Another process took this transactional.id (init_transactions fenced this one)."""
+        text = f"{self._fatal} {reason}".lower()
+        if "fenced" in text or "producer_fenced" in text or "invalid_producer_epoch" in text:
+            end_process(
+                EXIT_FENCED,
+                f"fenced: another agent took transactional.id {self.transactional_id!r} "
+                f"({self._fatal or reason}); give each agent its own "
+                "sinks.kafka.exactly_once.transactional_id",
+            )
+
+    def _end_fatal(self) -> None:
+        """A fatal error of the transactional producer: fenced by another process with this
+        transactional.id, or broken. It cannot be replaced in place (its transaction is lost)."""
+        reason = self._fatal
+        self._end_if_fenced(reason)
+        producer = self._txn
+        assert producer is not None
+        self._abort(producer, f"fatal producer error: {reason}", final=False)
 
     def _poll_native(self, native: ChunkProducer, producer: Producer) -> None:
         """One round with a chunk producer: it sleeps in the chunk producer, and serves the
@@ -439,6 +705,23 @@ class KafkaService:
             if producer.poll(0) or served:
                 self._space.set()
         if settled:
+            self._settle_native(settled)
+
+    def _settle_native(self, settled: list[Any]) -> None:
+        """The chunk producer's settled chunks to the engine; the positions record (exactly-once)
+        is not a chunk: a failure of it fails the transaction."""
+        if self.exactly_once:
+            chunks = []
+            for item in settled:
+                if item[0] is POSITIONS_TOKEN:
+                    if item[2] and self._txn_reports is not None and not self._txn_reports.failure:
+                        self._txn_reports.failure = (
+                            f"the positions record: {explain(KafkaError(item[2][0][0]))}"
+                        )
+                else:
+                    chunks.append(item)
+            settled = chunks
+        if settled:
             self.reports.settled(settled)
 
     def _poll_retired(self) -> None:
@@ -448,7 +731,7 @@ class KafkaService:
         for old in self._retired:
             _, settled = old.poll(0)
             if settled:
-                self.reports.settled(settled)
+                self._settle_native(settled)
             if old.live_chunks > 0 or len(old) > 0:
                 keep.append(old)
             else:
@@ -562,15 +845,26 @@ class KafkaService:
 
     def stats(self) -> dict[str, Any]:
         """Any thread."""
-        return {
+        out: dict[str, Any] = {
             "early_sends": self._linger.pushes,
             "producer_recreated": self.recreated,
             "chunk_producer": self._native is not None,
             "compression_ratio": dict(self._stats.compression_ratio),
         }
+        if self.exactly_once:
+            n = self.transactions_committed
+            out["transactions"] = {
+                "transactional_id": self.transactional_id,
+                "committed": n,
+                "records_open": self._txn_records,
+                "average_commit_seconds": round(self._commit_seconds / n, 6) if n else 0.0,
+            }
+        return out
 
     # -- replay of parked entries (reprocessor thread) -----------------------------------------
     def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
+        if self.exactly_once:
+            return self._replay_committed(records, timeout)
         return produce_replay(
             self._produce_replayed,
             records,
@@ -581,10 +875,43 @@ class KafkaService:
             on_report=self.reports.replayed,
         )
 
+    def _replay_committed(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
+        """Exactly-once: a replayed record counts as acknowledged (and leaves the local store)
+        only once the transaction it was written in is committed."""
+        deadline = time.monotonic() + timeout
+        outcome = produce_replay(
+            self._produce_replayed,
+            records,
+            timeout,
+            config=self.config,
+            serve=self._serve_replay,
+            stopping=self._stop.is_set,
+            on_report=self.reports.replayed,
+        )
+        # Delivered into the open transaction at the latest: wait until it is committed.
+        target = self.transactions_committed + 1
+        while (
+            self.transactions_committed < target and time.monotonic() < deadline and not self._stop.is_set()
+        ):
+            self._stop.wait(POLL_INTERVAL)
+        if self.transactions_committed < target:
+            why = "its transaction was not committed in time"
+            return {k: (v if v is not None else why) for k, v in outcome.items()}
+        return outcome
+
     def _produce_replayed(self, *args: Any, **kwargs: Any) -> None:
         producer = self._producer  # the current one: it is replaced after a fatal error
         assert producer is not None
-        producer.produce(*args, **kwargs)
+        if not self.exactly_once:
+            producer.produce(*args, **kwargs)
+            return
+        self._gate.enter(0)
+        try:
+            producer.produce(*args, **kwargs)
+            with self._lock:
+                self._txn_records += 1
+        finally:
+            self._gate.leave()
 
     def _serve_replay(self, timeout: float) -> None:
         """The poll thread serves the reports: send what lingers now, and wait for it."""

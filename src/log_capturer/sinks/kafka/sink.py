@@ -12,7 +12,7 @@ config onto librdkafka), ``encode`` and ``headers`` (the record), ``partitioning
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,11 +41,33 @@ class KafkaSink(SinkRunner):
         self.config = config
         self.kafka = KafkaService(config, metrics, name, SINK_TYPE)
         policy = DeliveryPolicy.of(config, park_on_timeout=parks_on_timeout(config) and dlq is not None)
+        if config.delivery == "exactly_once":
+            # Nothing goes to the local DLQ around the transaction: a line parked there would be
+            # replayed later, out of order and outside any transaction (and a line parked after
+            # a failure in an aborted transaction is read again from the positions too). A sink
+            # that cannot deliver holds its sources instead, and a failed transaction ends the
+            # agent (docs/exactly-once.md).
+            policy.park_on_timeout = False
+            policy.backpressure = policy.backpressure.model_copy(
+                update={"timeout_escalation": False, "queue_emergency_threshold": 1.0}
+            )
+            policy.circuit_breaker = policy.circuit_breaker.model_copy(update={"open_action": "wait"})
         super().__init__(self.kafka, policy, metrics, dlq, name, SINK_TYPE)
 
     @property
     def sent_to_dlq_topic(self) -> int:
         return self.sent_to_dead_letter
+
+    @property
+    def commits_positions(self) -> bool:
+        """``delivery: exactly_once``: the files' positions are committed with the records."""
+        return self.kafka.exactly_once
+
+    def committed_positions(self) -> dict[str, dict[str, Any]]:
+        return self.kafka.committed_positions
+
+    def commit_positions_of(self, positions: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self.kafka.commit_positions_of(positions)
 
     dlq_topic_key = "kafka_topic"
 

@@ -25,10 +25,16 @@ import re
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import cramjam
 import orjson
+
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    # Typed as the module (``_speedups.pyi``); None picks the Python code at each use.
+    _speedups = cast(Any, None)
 
 from log_capturer.engine.contract import Record, Refused
 from log_capturer.record import Chunk
@@ -284,6 +290,23 @@ class Shaper:
     def _fast_lines(
         self, chunk: Chunk, values: list[bytes], streams: dict[str, tuple[str, str]], dest: str
     ) -> list[Entry]:
+        if _speedups is not None:  # the same entries, made in C (no Python code per line)
+            return _speedups.loki_entries(
+                Entry,
+                values,
+                chunk.lines if self._message_only else None,
+                chunk.timestamps,
+                chunk.read_time_ns,
+                chunk.levels,
+                streams,
+                dest,
+            )
+        return self._fast_lines_py(chunk, values, streams, dest)
+
+    def _fast_lines_py(
+        self, chunk: Chunk, values: list[bytes], streams: dict[str, tuple[str, str]], dest: str
+    ) -> list[Entry]:
+        """The entries of a chunk on the fast path: the reference for ``_speedups.loki_entries``."""
         if self._message_only:  # the line is the message: the chunk's own line
             stamps = chunk.timestamps or [chunk.read_time_ns] * len(values)
             return [
@@ -412,7 +435,14 @@ _TS = operator.attrgetter("ts")
 
 
 def protobuf_body(streams: dict[str, list[Entry]]) -> bytes:
-    """A ``PushRequest``, uncompressed."""
+    """A ``PushRequest``, uncompressed (in C when the module is built)."""
+    if _speedups is not None:
+        return _speedups.loki_protobuf(Entry, streams)
+    return protobuf_body_py(streams)
+
+
+def protobuf_body_py(streams: dict[str, list[Entry]]) -> bytes:
+    """A ``PushRequest``, uncompressed: the reference for ``_speedups.loki_protobuf``."""
     parts: list[bytes] = []
     stamps: dict[int, bytes] = {}
     v = _VARINTS

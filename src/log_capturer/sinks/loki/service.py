@@ -34,7 +34,9 @@ import base64
 import collections
 import contextlib
 import email.utils
+import itertools
 import logging
+import operator
 import re
 import ssl
 import threading
@@ -61,6 +63,8 @@ if TYPE_CHECKING:
     from log_capturer.reliability.dlq.replay import ReplayRecord
 
 log = logging.getLogger(__name__)
+_SIZE = operator.attrgetter("size")
+_TENANT = operator.attrgetter("tenant")
 
 #: The longest ``Retry-After`` honoured (a longer one is cut to this; the engine's back-off is the same).
 MAX_RETRY_AFTER = 30.0
@@ -147,7 +151,8 @@ class LokiService:
         self._thread: threading.Thread | None = None
         self._session: aiohttp.ClientSession | None = None
         self._headers: dict[str, str] = {}
-        self._incoming: collections.deque[Entry] = collections.deque()
+        #: Lists of entries handed over by the dispatcher threads (a chunk's at a time).
+        self._incoming: collections.deque[list[Entry]] = collections.deque()
         self._pending: collections.deque[Entry] = collections.deque()
         self._pending_bytes = 0
         self._oldest = 0.0
@@ -293,7 +298,7 @@ class LokiService:
             return
         with self._held_lock:
             self._held += len(entries)
-        self._incoming.extend(entries)
+        self._incoming.append(entries)
         self._wakeup()
 
     def _entry_again(self, record: Record) -> Entry | str:
@@ -425,9 +430,9 @@ class LokiService:
                 self._oldest = now
             pending = self._pending
             while incoming:
-                e = incoming.popleft()
-                pending.append(e)
-                self._pending_bytes += e.size
+                entries = incoming.popleft()
+                pending.extend(entries)
+                self._pending_bytes += sum(map(_SIZE, entries))
         self.runner.tick(now)
         self._note_streams()
         if (
@@ -479,15 +484,21 @@ class LokiService:
         limit = self.batch_limit if self._answered else self.first_limit
         max_bytes = self.config.max_request_size
         pending = self._pending
-        batch: list[Entry] = []
-        size = 0
-        while pending and len(batch) < limit:
-            e = pending[0]
-            if batch and size + e.size > max_bytes:
-                break
-            pending.popleft()
-            batch.append(e)
-            size += e.size
+        batch = list(itertools.islice(pending, limit))
+        size = sum(map(_SIZE, batch))
+        if size > max_bytes:  # up to the byte limit (the first entry goes in any case)
+            size = 0
+            for i, e in enumerate(batch):
+                if i and size + e.size > max_bytes:
+                    del batch[i:]
+                    break
+                size += e.size
+        if len(batch) == len(pending):
+            pending.clear()
+        else:
+            popleft = pending.popleft
+            for _ in itertools.repeat(None, len(batch)):
+                popleft()
         self._pending_bytes -= size
         if pending:
             self._oldest = time.monotonic()
@@ -497,9 +508,9 @@ class LokiService:
 
     @staticmethod
     def _by_tenant(batch: list[Entry]) -> dict[str, list[Entry]]:
-        first = batch[0].tenant
-        if all(e.tenant == first for e in batch):
-            return {first: batch}
+        tenants = set(map(_TENANT, batch))
+        if len(tenants) == 1:
+            return {tenants.pop(): batch}
         out: dict[str, list[Entry]] = {}
         for e in batch:
             out.setdefault(e.tenant, []).append(e)

@@ -27,7 +27,6 @@ import logging
 import os
 import time
 
-from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Origin
 from log_capturer.sources.file.checkpointer import Checkpointer, Entry, entry_int, entry_matches, utc_ns
 from log_capturer.sources.file.descriptors import DescriptorCache
@@ -83,7 +82,7 @@ class CatchUp:
                 inode=st.st_ino,
                 fingerprint=fp,
                 origin=origin,
-                checkpoint=Checkpoint(0),
+                checkpoint=self.checkpointer.checkpoint(0),
                 live=False,
                 live_path=live_path,
                 assembler=target.new_assembler(),
@@ -185,7 +184,7 @@ class CatchUp:
                 inode=st.st_ino,
                 fingerprint=fp,
                 origin=target.origin,
-                checkpoint=Checkpoint(offset),
+                checkpoint=self.checkpointer.checkpoint(offset),
                 read_offset=offset,
                 live=live,
                 live_path=live_path,

@@ -17,18 +17,31 @@ them as read and does not catch them up as generations rotated away unseen.
 A source gives the store (None: ``positions.enabled: false``) and ``shape``,
 which turns the flat entries into its file's format (the file source writes
 them as they are; the container source groups them by container).
+
+When it is written: every :class:`Checkpoint` made here tells the
+checkpointer when acknowledgements move it (:meth:`Checkpointer.acknowledged`,
+a flag set on the sink's thread). The read loop asks :meth:`Checkpointer.due`
+and takes the entries when positions moved and ``write_delay`` passed since
+the last write, or ``flush_interval`` passed in any case; a
+:class:`PositionWriter` thread writes them, so the fsync never holds up
+reading. Writes are coalesced: at most one per ``write_delay``, however many
+acknowledgements came in between, and one waiting to be written is replaced
+by a newer one. Positions are written no later than about ``write_delay``
+after an acknowledgement, which bounds what a kill -9 sends again.
 """
 
 from __future__ import annotations
 
 import calendar
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.sources.file.identity import Fingerprint, Key, current_path
 from log_capturer.sources.file.tail import TailedFile
 from log_capturer.sources.positions import PositionStore
@@ -39,6 +52,9 @@ Entry = dict[str, Any]
 
 #: Released files remembered per source (the oldest are forgotten first).
 MAX_RELEASED = 1000
+
+#: ``positions.write_delay``'s default: the longest acknowledged positions wait to be written.
+WRITE_DELAY = 0.3
 
 
 def entry_int(entry: Entry, name: str) -> int:
@@ -70,6 +86,89 @@ def _as_is(entries: dict[str, Entry]) -> dict[str, Entry]:
     return entries
 
 
+class PositionWriter:
+    """Writes entries to ``store`` on a thread of its own, the newest first.
+
+    :meth:`put` hands entries over and returns at once; if the thread is still
+    writing earlier ones, the entries waiting are replaced (only the newest
+    matter). :meth:`write` writes at once, after the write under way. Entries
+    equal to the last written are not written again. A failure is logged and
+    counted; the next write tries again.
+    """
+
+    def __init__(self, store: PositionStore, metrics: Metrics) -> None:
+        self.store = store
+        self.metrics = metrics
+        #: Files written (entries equal to the last written are not written again).
+        self.writes = 0
+        self._cond = threading.Condition()
+        #: Entries handed over are numbered; older ones are never written after newer ones.
+        self._seq = 0
+        self._waiting: tuple[int, dict[str, Entry]] | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._io = threading.Lock()
+        self._last: dict[str, Entry] | None = None
+        self._last_seq = 0
+
+    def put(self, entries: dict[str, Entry]) -> None:
+        """Write ``entries`` soon, on the writer's thread."""
+        with self._cond:
+            if self._closed:
+                return
+            self._seq += 1
+            self._waiting = (self._seq, entries)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"positions-{self.store.path.stem}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def write(self, entries: dict[str, Entry]) -> None:
+        """Write ``entries`` now (the entries waiting, older, are dropped)."""
+        with self._cond:
+            self._seq += 1
+            seq = self._seq
+            self._waiting = None
+        self._write(seq, entries)
+
+    def close(self) -> None:
+        """Write what waits, then end the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(30)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._waiting is None and not self._closed:
+                    self._cond.wait()
+                waiting, self._waiting = self._waiting, None
+            if waiting is None:
+                return
+            self._write(*waiting)
+
+    def _write(self, seq: int, entries: dict[str, Entry]) -> None:
+        with self._io:
+            if seq < self._last_seq:
+                return  # newer entries are written already
+            if entries == self._last:
+                self._last_seq = seq
+                return
+            try:
+                self.store.save(entries)
+            except OSError as exc:
+                log.error("cannot save positions to %s: %s", self.store.path, exc)
+                self.metrics.errors.labels("positions", "save_failed").inc()
+                return
+            self._last, self._last_seq = entries, seq
+            self.writes += 1
+
+
 class Checkpointer:
     def __init__(
         self,
@@ -78,12 +177,25 @@ class Checkpointer:
         metrics: Metrics,
         flush_interval: float,
         shape: Callable[[dict[str, Entry]], dict[str, Entry]] = _as_is,
+        write_delay: float = WRITE_DELAY,
     ) -> None:
         self.store = store
         self.metrics = metrics
-        #: Seconds between two saves by the read loop.
+        #: Seconds between two writes even when no acknowledgement moved a position (rotated
+        #: files renamed, files released).
         self.flush_interval = flush_interval
+        #: Seconds an acknowledged position waits at most to be written; also the least time
+        #: between two writes that acknowledgements ask for.
+        self.write_delay = write_delay
         self.shape = shape
+        self.writer = PositionWriter(store, metrics) if store is not None else None
+        #: An acknowledgement moved a position since the entries were last taken (set on the
+        #: sinks' threads, cleared on the read thread).
+        self.moved = False
+        #: When the entries were last taken (monotonic; never yet: a first acknowledgement is
+        #: written at once), and when the next write is due anyway.
+        self.last_write = float("-inf")
+        self.next_flush = time.monotonic() + flush_interval
         #: Saved entries not matched to a file yet, by identity.
         self.unclaimed: dict[Key, tuple[str, Entry]] = {}
         for path, entry in saved.items():
@@ -94,6 +206,40 @@ class Checkpointer:
         self.released: dict[Key, Entry] = {}
         #: Lines acknowledged from files no longer followed, per source id.
         self.released_lines: Counter[str] = Counter()
+
+    # -- when to write ---------------------------------------------------------------------------
+    def checkpoint(self, committed: int) -> Checkpoint:
+        """A checkpoint for a followed file, starting at ``committed``, that reports its moves."""
+        return Checkpoint(committed, on_advance=self.acknowledged)
+
+    def acknowledged(self) -> None:
+        """A position moved (any thread; just a flag)."""
+        self.moved = True
+
+    def due(self, now: float) -> bool:
+        """A write is due: positions moved and ``write_delay`` passed since the last, or
+        ``flush_interval`` passed."""
+        return (self.moved and now - self.last_write >= self.write_delay) or now >= self.next_flush
+
+    def until_due(self, now: float) -> float:
+        """Seconds until :meth:`due` (as things stand: an acknowledgement may bring it closer)."""
+        flush = self.next_flush - now
+        if self.moved:
+            return max(0.0, min(flush, self.last_write + self.write_delay - now))
+        return max(0.0, flush)
+
+    def write_soon(self, files: Iterable[TailedFile], now: float) -> None:
+        """Take the entries of ``files`` now (on the read thread) and have the writer write them."""
+        self.moved = False
+        self.last_write = now
+        self.next_flush = now + self.flush_interval
+        if self.writer is not None:
+            self.writer.put(self.shape(self.entries(files)))
+
+    def close(self) -> None:
+        """End the writer's thread (after the last :meth:`save`)."""
+        if self.writer is not None:
+            self.writer.close()
 
     def claim(self, key: Key, head: bytes, size: int) -> Entry | None:
         """The saved entry of the file ``key`` (first bytes ``head``), taken out of the unclaimed
@@ -144,11 +290,9 @@ class Checkpointer:
         return entries
 
     def save(self, files: Iterable[TailedFile]) -> None:
-        """Write the positions file (a failure is logged and counted; the next save tries again)."""
-        if self.store is None:
-            return
-        try:
-            self.store.save(self.shape(self.entries(files)))
-        except OSError as exc:
-            log.error("cannot save positions to %s: %s", self.store.path, exc)
-            self.metrics.errors.labels("positions", "save_failed").inc()
+        """Write the positions file now (a failure is logged and counted; the next save tries again)."""
+        self.moved = False
+        self.last_write = time.monotonic()
+        self.next_flush = self.last_write + self.flush_interval
+        if self.writer is not None:
+            self.writer.write(self.shape(self.entries(files)))

@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable
 
 from log_capturer.observability.metrics import Metrics
-from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Chunk
 from log_capturer.sources.file.catchup import CatchUp
 from log_capturer.sources.file.checkpointer import MAX_RELEASED, Checkpointer
@@ -140,7 +139,7 @@ class Rotation:
         chunk = tf.flush_assembler()
         if chunk is not None:
             self.submit(tf, chunk)
-        tf.restart_at(0, Checkpoint(0))
+        tf.restart_at(0, self.checkpointer.checkpoint(0))
         tf.fingerprint = Fingerprint.of(tf.fd, size)
         tf.size = size
         if tf.live:
@@ -158,7 +157,7 @@ class Rotation:
             inode=tf.inode,
             fingerprint=Fingerprint.of(tf.fd, size),
             origin=tf.origin,
-            checkpoint=Checkpoint(0),
+            checkpoint=self.checkpointer.checkpoint(0),
             fd=tf.fd,
             live=tf.live,
             assembler=target.new_assembler() if target is not None else None,

@@ -89,7 +89,13 @@ class FileSource:
                 for name in shard.other_positions_names()
                 for e in PositionStore(positions.directory, name, *FORMAT).peek().values()
             )
-        checkpointer = Checkpointer(store.load() if store else {}, store, metrics, positions.flush_interval)
+        checkpointer = Checkpointer(
+            store.load() if store else {},
+            store,
+            metrics,
+            positions.flush_interval,
+            write_delay=positions.write_delay,
+        )
         self.tailer = Tailer(
             self.name,
             settings_of(config),
@@ -141,6 +147,16 @@ class FileSource:
 
     def positions(self) -> dict[str, Entry]:
         return self.tailer.positions()
+
+    def resume_from(self, entries: dict[str, Entry]) -> None:
+        """Resume from ``entries`` (the positions a sink commits with the lines, Kafka's
+        ``delivery: exactly_once``) instead of ``files.json``, which is then neither read nor
+        written: a position saved there could count lines of a transaction not committed yet.
+        Call before :meth:`start`."""
+        cp = self.tailer.checkpointer
+        cp.unclaimed = Checkpointer(entries, None, self.metrics, cp.flush_interval).unclaimed
+        cp.store = None
+        cp.writer = None  # its thread starts with the first write: none comes
 
 
 def build(config: FilesConfig, ctx: BuildContext) -> FileSource | None:

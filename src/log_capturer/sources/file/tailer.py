@@ -27,9 +27,12 @@ queue is full, so backpressure pauses reading. It runs under a
 restarted with back-off, and every file reads again from the end of the last
 chunk it handed to the dispatcher (:meth:`TailedFile.rewind`), so the lines
 of a chunk that was being made or handed over are neither lost nor sent twice.
-Positions are saved every ``positions.flush_interval`` by the read loop and
-once more by :meth:`Tailer.finish`, after the drain; they only ever hold
-acknowledged offsets.
+Positions are taken by the read loop when the checkpointer says a write is
+due (acknowledgements moved them and ``positions.write_delay`` passed since
+the last write, or ``positions.flush_interval`` passed), also between two
+files of a turn so a long turn does not hold them up, and written by the
+checkpointer's writer thread; once more by :meth:`Tailer.finish`, after the
+drain. They only ever hold acknowledged offsets.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from log_capturer.observability.metrics import Metrics
-from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk
 from log_capturer.sources.file.catchup import CatchUp
@@ -150,6 +152,7 @@ class Tailer:
     def finish(self) -> None:
         """After the drain: save the acknowledged positions, close the files."""
         self.save_positions()
+        self.checkpointer.close()
         self.close()
 
     def close(self) -> None:
@@ -162,9 +165,14 @@ class Tailer:
         self._rescan_now.set()
 
     def save_positions(self) -> None:
-        """Write the acknowledged positions (under the rotated files' current names)."""
+        """Write the acknowledged positions now (under the rotated files' current names)."""
         self.rotation.refresh_rotated_paths()
         self.checkpointer.save(self.followed.tracked.values())
+
+    def write_positions(self, now: float) -> None:
+        """Have the acknowledged positions written soon (by the checkpointer's writer thread)."""
+        self.rotation.refresh_rotated_paths()
+        self.checkpointer.write_soon(self.followed.tracked.values(), now)
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -172,9 +180,8 @@ class Tailer:
 
     def _loop(self) -> None:
         s = self.settings
-        flush_interval = self.checkpointer.flush_interval
+        checkpointer = self.checkpointer
         next_scan = time.monotonic() + s.rescan_interval
-        next_flush = time.monotonic() + flush_interval
         idle_wait = s.poll_interval
         while not self._stop.is_set():
             busy = self.pump_all(time.monotonic())
@@ -183,14 +190,14 @@ class Tailer:
                 self._rescan_now.clear()
                 self.rescan()
                 next_scan = now + s.rescan_interval
-            if now >= next_flush:
-                self.save_positions()
-                next_flush = now + flush_interval
+            if checkpointer.due(now):
+                self.write_positions(now)
             self.supervisor.ok()
             if busy:
                 idle_wait = min(ACTIVE_POLL, s.poll_interval)
             else:
-                self._rescan_now.wait(idle_wait)
+                # Wake up for a write due before the next look (positions moved meanwhile).
+                self._rescan_now.wait(min(idle_wait, max(checkpointer.until_due(now), ACTIVE_POLL)))
                 idle_wait = min(idle_wait * 2, s.poll_interval)
 
     def rewind(self) -> None:
@@ -219,6 +226,10 @@ class Tailer:
             # (the table may have been replaced by a copytruncate during this turn)
             if tf.live and tf.origin.source_id not in draining and self.followed.tracked.get(tf.key) is tf:
                 busy |= self._pump(tf, now)
+                if self.checkpointer.moved:  # a turn over many files, or one slow to hand over
+                    t = time.monotonic()
+                    if self.checkpointer.due(t):
+                        self.write_positions(t)
         for tf in files:
             asm = tf.assembler
             if asm is not None and asm.held and asm.due(now):
@@ -406,7 +417,7 @@ class Tailer:
             inode=st.st_ino,
             fingerprint=fp,
             origin=target.origin,
-            checkpoint=Checkpoint(offset),
+            checkpoint=self.checkpointer.checkpoint(offset),
             read_offset=offset,
             assembler=target.new_assembler(),
             encoding_errors=self.settings.encoding_errors,

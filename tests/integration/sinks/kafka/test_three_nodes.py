@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,3 +287,58 @@ def test_retry_max_decides_whether_librdkafka_or_the_sink_retries(
     assert max(counts["librdkafka"].values()) == 1
     in_log_order = sorted(received["librdkafka"], key=lambda r: (r.partition, r.offset))
     assert [r.json()["message"] for r in in_log_order] == ["WARN warm-up", *lines["librdkafka"]]
+
+
+def test_exactly_once_across_a_broker_killed_mid_stream(
+    tmp_path: Path, cluster: LocalKafka, topic_prefix: str
+) -> None:
+    """``delivery: exactly_once`` while one of three brokers is killed (SIGKILL): read back
+    read_committed, every line once, in order. An aborted transaction ends the agent (75); it is
+    started again here, as its supervisor would."""
+    from log_capturer.sinks.kafka.transactions import EXIT_ABORTED
+    from tests.integration.sinks.kafka.test_exactly_once import (
+        caught_up,
+        check_exactly_once,
+        eos_config,
+        read_committed,
+    )
+
+    state = cluster.load_state()
+    assert state is not None
+    bootstrap = state.bootstrap
+    topics = create_prefixed_topics(bootstrap, topic_prefix, replication_factor=3, min_isr=2)
+    path = write_config(
+        tmp_path / "config.yaml", eos_config(tmp_path, bootstrap, topics, f"{topic_prefix}-3n")
+    )
+    log = tmp_path / "logs" / "app.log"
+    total = 100_000
+    log.write_text("".join(f'{{"seq": {i}, "msg": "replicated line {i}"}}\n' for i in range(total)))
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    victim = 2
+    restarts = 0
+    try:
+        wait_until(
+            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["delivered"] >= 10_000,
+            120,
+            "the first 10,000 deliveries",
+        )
+        cluster.stop_node(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 240
+        while True:
+            assert agent.proc is not None
+            code = agent.proc.poll()
+            if code is not None:
+                assert code == EXIT_ABORTED, f"the agent exited {code}:\n{agent.log()}"
+                restarts += 1
+                agent = AgentProcess(path, tmp_path / "agent.log").start()
+            if caught_up(agent, [log]):
+                break
+            assert time.monotonic() < deadline, f"not caught up:\n{agent.log()}"
+            time.sleep(0.5)
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+        cluster.start_node(victim, timeout=180)
+    report = check_exactly_once(read_committed(bootstrap, topics["logs"]), [log], total)
+    print(json.dumps({"per_file": report, "restarts_after_abort": restarts}))

@@ -48,7 +48,14 @@ def test_the_agent_config_is_valid_and_merges_a_tuning_file(tmp_path: Path) -> N
     b = Bench(BenchOptions("baseline", bootstrap="127.0.0.1:9", agent_config=tuning, out_dir=tmp_path))
     topics = {
         n: f"x-{n}"
-        for n in ("logs", "logs-high-priority", "logs-normal-priority", "logs-low-priority", "logs-dlq")
+        for n in (
+            "logs",
+            "logs-high-priority",
+            "logs-normal-priority",
+            "logs-low-priority",
+            "logs-dlq",
+            "log-capturer-positions",
+        )
     }
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(b._agent_config(topics)))

@@ -3,7 +3,10 @@ in tests/integration/sinks/elasticsearch and the conformance suite)."""
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
+import random
 
 import orjson
 import pytest
@@ -256,3 +259,113 @@ def test_the_document_is_made_by_the_encoding_block(
 def test_a_bad_encoding_is_refused_with_its_key() -> None:
     with pytest.raises(ValueError, match=r"encoding\.only_fields does not apply to codec: raw"):
         ElasticsearchSinkConfig.model_validate({"encoding": {"codec": "raw", "only_fields": ["message"]}})
+
+
+# -- the C body against the Python reference ---------------------------------------------------------
+_ODD = [
+    "",
+    "x",
+    'q"uote',
+    "back\\slash",
+    "ctl\x00\x01\x1f\x7f",
+    "nl\n\r\t\b\f",
+    "caf\u00e9",
+    "\u65e5\U0001f600",
+]
+
+
+def _records(rng: random.Random, n: int) -> list[Record]:
+    out = []
+    for i in range(n):
+        index = rng.choice(["logs-2026.12.06", "logs-2026.12.07", *_ODD[1:]])
+        key: str | bytes | None = rng.choice([None, f"id{i}", rng.choice(_ODD), rng.choice(_ODD).encode()])
+        size = rng.choice([0, 1, 150, 70_000])
+        value = orjson.dumps({"message": "".join(rng.choice(_ODD) for _ in range(size // 8)), "n": i})
+        out.append(Record(index, value, key))
+    return out
+
+
+@pytest.mark.parametrize("op_type", ["create", "index"])
+@pytest.mark.parametrize(("pipeline", "doc_type"), [("", ""), ("ingest-\u00e9", "_doc"), ('p"1', "")])
+def test_c_body_is_the_python_body(op_type: str, pipeline: str, doc_type: str) -> None:
+    rng = random.Random(f"{op_type}{pipeline}{doc_type}")
+    for n in (0, 1, 7, 600):
+        records = _records(rng, n)
+        got = bulk._speedups.bulk_body(Record, records, op_type, pipeline, doc_type, orjson.dumps)
+        assert got == bulk.body_py(records, op_type, pipeline, doc_type)
+        assert bulk.body(records, op_type, pipeline, doc_type) == got
+        lines = got.split(b"\n")
+        assert len(lines) == 2 * n + 1 and lines[-1] == b""
+        for r, act, src in zip(records, lines[0:-1:2], lines[1:-1:2], strict=True):
+            meta = orjson.loads(act)[op_type]
+            assert meta["_index"] == r.topic and src == r.value
+            assert meta.get("_id") == (r.key.decode() if isinstance(r.key, bytes) else r.key)
+
+
+def test_c_body_refuses_what_the_python_body_refuses() -> None:
+    bad = [Record("ix", b"{}", b"\xff")]  # a key that is not UTF-8
+    with pytest.raises(UnicodeDecodeError):
+        bulk.body_py(bad, "create", "", "")
+    with pytest.raises(UnicodeDecodeError):
+        bulk._speedups.bulk_body(Record, bad, "create", "", "", orjson.dumps)
+    with pytest.raises(TypeError):
+        bulk._speedups.bulk_body(Record, [("ix", b"{}", None)], "create", "", "", orjson.dumps)
+    with pytest.raises(TypeError):
+        bulk._speedups.bulk_body(Record, [Record("ix", b"{}", 5)], "create", "", "", orjson.dumps)  # type: ignore[arg-type]
+
+
+def _spec_ids(base: bytes, start: int, lines: list[bytes]) -> list[str]:
+    """The exact-position ids as documented: BLAKE2b, 15 bytes, of base + offset + line (hashlib)."""
+    out, pos = [], start
+    for data in lines:
+        h = hashlib.blake2b(base + pos.to_bytes(8, "little") + data, digest_size=15)
+        out.append(base64.urlsafe_b64encode(h.digest()).decode())
+        pos += len(data) + 1
+    return out
+
+
+def test_c_ids_are_blake2b_of_the_position_as_documented() -> None:
+    rng = random.Random(7)
+    # Lengths around BLAKE2b's 128-byte blocks (base + 8-byte offset + line).
+    sizes = [0, 1, 50, 95, 96, 97, 103, 111, 112, 119, 120, 127, 128, 129, 240, 255, 256, 257, 5000]
+    for trial in range(200):
+        base = bytes(rng.randrange(256) for _ in range(rng.choice([0, 3, 25, 119, 120, 128, 200])))
+        lines = [bytes(rng.randrange(256) for _ in range(rng.choice(sizes))) for _ in range(rng.randrange(8))]
+        start = rng.choice([0, 1, 2**32, 2**62])
+        assert bulk._speedups.doc_ids_at(base, start, lines) == _spec_ids(base, start, lines), trial
+
+
+def test_exact_position_ids_are_the_same_with_and_without_the_c_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = ["", "plain", "caf\u00e9 \u65e5", "\udcff lone", "x" * 300, *LINES]
+    encoded = [ln.encode("utf-8", "surrogatepass") for ln in lines]
+    chunk = Chunk(Origin("file", "/var/log/app.log"), lines, 12345, 12345 + sum(len(e) + 1 for e in encoded))
+    chunk.stream, chunk.levels = "8:42", [""] * len(lines)
+    o = chunk.origin
+    base = f"{o.source_type}\0{o.source_id}\0{chunk.stream}\0".encode()
+    got = bulk.doc_ids(chunk, encoded)
+    monkeypatch.setattr(bulk, "_speedups", None)
+    assert bulk.doc_ids(chunk, encoded) == got == _spec_ids(base, 12345, encoded)
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (b'{"errors":false}', True),
+        (b'{"errors":false,"items":[{"create":{"status":201}}]}', True),
+        (b'{"took":13,"errors":false,"items":[{"create":{"status":201}}]}', True),
+        (b' {\n  "took" : 3,\n  "errors" : false,\n  "items" : []\n}', True),
+        (b'{"took":13,"errors":true,"items":[{"create":{"status":429}}]}', False),
+        (b'{"errors":true,"items":[{"create":{"status":201,"errors":false}}]}', False),
+        (b'{"items":[],"errors":false}', False),  # not at the start: parsed, not guessed
+        (b'{"took":1,"errors":falsely}', False),
+        (b'{"error":{"type":"x"},"errors":false}', False),
+        (b"", False),
+        (b"not json", False),
+    ],
+)
+def test_all_delivered_reads_only_a_top_level_errors_false(raw: bytes, want: bool) -> None:
+    assert bulk.all_delivered(raw) is want
+    if want:  # what the parsed answer says too
+        assert bulk.parse_response(raw)["errors"] is False

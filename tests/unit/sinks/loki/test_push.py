@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import random
+import string
 import time
 from typing import Any
 
@@ -15,9 +17,11 @@ from log_capturer.engine.contract import Record
 from log_capturer.record import Chunk, Origin
 from log_capturer.sinks.encoding import logfmt_value
 from log_capturer.sinks.kafka.encode import encode_chunk
+from log_capturer.sinks.loki import push as push_mod
 from log_capturer.sinks.loki.config import LokiSinkConfig
 from log_capturer.sinks.loki.push import (
     OVERFLOW_LABEL,
+    Entry,
     Shaper,
     encode,
     group,
@@ -295,3 +299,119 @@ def test_a_parked_record_is_sent_again_as_the_same_entry(kw: dict[str, Any]) -> 
     assert [(e.line, e.meta, e.stream, e.ts) for e in again] == [
         (e.line, e.meta, e.stream, e.ts) for e in entries
     ]
+
+
+# -- the C module against the Python reference -----------------------------------------------------
+def _edge_lines(rng: random.Random) -> list[str]:
+    """Lines of every kind a source hands over: empty, non-ASCII, undecodable bytes (as the file
+    source's backslashreplace and surrogateescape give them), quotes and escapes, huge ones."""
+    fixed = [
+        "",
+        " ",
+        "plain",
+        '{"level":"info","msg":"say \\"hi\\""}',
+        'quote " backslash \\ newline \n tab \t',
+        "caf\u00e9 \u65e5\u672c \U0001f600",
+        b"\xff\xfe bad bytes".decode("utf-8", "backslashreplace"),
+        b"\xff\xfe bad bytes".decode("utf-8", "surrogateescape"),
+        "\udcff lone surrogate at the start",
+        "\x00\x01 control",
+        "x" * 16383,
+        "y" * 16384,
+        "z" * 200_000,
+        "\u00e9" * 70_000,
+    ]
+    alphabet = string.printable + '\u00e9\u4e2d\U0001f600\udc80"\\'
+    rand = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300))) for _ in range(400)]
+    return fixed + rand
+
+
+def _chunk(lines: list[str], rng: random.Random, stamped: bool, labels: dict[str, str]) -> Chunk:
+    chunk = Chunk(Origin("file", '/var/log/"quoted"\\app.log', labels), lines, start=0, end=len(lines))
+    chunk.levels = [rng.choice(["info", "warn", "error", "debug"]) for _ in lines]
+    if stamped:
+        chunk.timestamps = [
+            rng.choice([0, 1, 999_999_999, 1_000_000_000, 2**62]) + rng.randrange(10**18) for _ in lines
+        ]
+    return chunk
+
+
+def _attrs(e: Entry) -> tuple[Any, ...]:
+    return tuple(getattr(e, name) for name in Entry.__slots__)
+
+
+@pytest.mark.parametrize("line_format", ["message", "json"])
+@pytest.mark.parametrize("stamped", [False, True])
+def test_c_entries_and_body_are_those_of_the_python_reference(
+    line_format: str, stamped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(f"{line_format}{stamped}")
+    labels = {"app": 'we"b', "team": "back\\slash", "nl": "a\nb", "uni": "\u00e9t\u00e9"}
+    shaper = Shaper(config(line_format=line_format, default_labels={"job": 'j"ob'}))
+    chunk = _chunk(_edge_lines(rng), rng, stamped, labels)
+    # The records (opaque bytes here) of the lines with their lone surrogates replaced, which the
+    # record encoder refuses; the lines themselves keep them.
+    twin = Chunk(chunk.origin, [ln.encode("utf-8", "replace").decode() for ln in chunk.lines])
+    twin.levels, twin.timestamps, twin.read_time_ns = chunk.levels, chunk.timestamps, chunk.read_time_ns
+    values = encode_chunk(twin, None)
+    streams: dict[str, tuple[str, str]] = {
+        lvl: (labels_text({"level": lvl, **labels}), rng.choice(["", "tenant-1"]))
+        for lvl in set(chunk.levels)
+    }
+    fast = push_mod._speedups.loki_entries(
+        Entry,
+        values,
+        chunk.lines if line_format == "message" else None,
+        chunk.timestamps,
+        chunk.read_time_ns,
+        chunk.levels,
+        streams,
+        "dest",
+    )
+    ref = shaper._fast_lines_py(chunk, values, streams, "dest")
+    assert len(fast) == len(ref) == len(chunk.lines)
+    assert [_attrs(e) for e in fast] == [_attrs(e) for e in ref]
+    assert all(type(e) is Entry for e in fast)
+    # Through the shaper (which picks the C code), the entries it makes without the C module.
+    got, refused = shaper.entries(chunk, values)
+    with monkeypatch.context() as mp:
+        mp.setattr(push_mod, "_speedups", None)
+        want, refused_py = shaper.entries(chunk, values)
+    assert [_attrs(e) for e in got] == [_attrs(e) for e in want]
+    assert [(r.record, r.reason) for r in refused] == [(r.record, r.reason) for r in refused_py]
+    assert len(got) + len(refused) == len(values) and (stamped or not refused)
+    # Entries with structured metadata (the slow path) among them: the same bodies, which decode
+    # to every entry's timestamp, line and metadata.
+    meta_shaper = Shaper(config(line_format="message", structured_metadata=["labels.app", "level"]))
+    with_meta = [meta_shaper.entry_of(Record("dest", v, None)) for v in values[:50]]
+    grouped = group(ref + with_meta)
+    body = push_mod.protobuf_body(grouped)
+    assert body == push_mod.protobuf_body_py(grouped)
+    decoded = decode_push(body)
+    assert sum(len(es) for _l, es in decoded) == len(ref) + len(with_meta)
+    assert {(ts, line) for _l, es in decoded for ts, line, _m in es} == {
+        (e.ts, e.line) for e in ref + with_meta
+    }
+    assert ("labels_app", 'we"b') in {m for _l, es in decoded for _t, _ln, ms in es for m in ms}
+
+
+def test_c_body_of_nothing_and_of_empty_streams() -> None:
+    for streams in ({}, {'{a="1"}': []}):
+        assert push_mod.protobuf_body(streams) == push_mod.protobuf_body_py(streams)
+
+
+def test_c_code_refuses_what_is_not_an_entry() -> None:
+    class Other:
+        __slots__ = ("ts",)
+
+    with pytest.raises(TypeError):
+        push_mod._speedups.loki_protobuf(Entry, {"{}": [object()]})
+    with pytest.raises(TypeError):
+        push_mod._speedups.loki_protobuf(Other, {"{}": []})
+    e = Entry(b"v", "d", -5, b"line", "{}", "")
+    with pytest.raises(ValueError):
+        push_mod._speedups.loki_protobuf(Entry, {"{}": [e]})
+    with pytest.raises(KeyError):
+        push_mod._speedups.loki_entries(Entry, [b"v"], ["l"], None, 1, ["info"], {}, "d")
+    with pytest.raises(ValueError):
+        push_mod._speedups.loki_entries(Entry, [b"v"], [], None, 1, ["info"], {"info": ("{}", "")}, "d")

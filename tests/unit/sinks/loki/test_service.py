@@ -166,3 +166,23 @@ def test_dlq_config_shapes_the_engines_policy() -> None:
     assert not policy.park_on_timeout  # no local store: nothing can be parked
     default = policy_of(LokiSinkConfig(), dlq=None)
     assert default.backpressure.queue_emergency_threshold < 1.0
+
+
+def test_batches_are_taken_in_order_up_to_the_count_and_the_byte_limit() -> None:
+    sink, _entries, _delivery = sink_with([], batch_size=4, max_request_size=1024)
+    loki = sink.loki
+    first = [Entry(b"v", "d", i, b"x" * 100, "{}", "") for i in range(6)]  # 134 bytes each
+    second = [Entry(b"v", "d", 10 + i, b"y" * 400, "{}", "t2" if i else "") for i in range(3)]  # 434
+    big = [Entry(b"v", "d", 20, b"z" * 5000, "{}", "")]  # past max_request_size: leaves alone
+    for part in (first, second, big):
+        loki._hand(part)
+    loki._in_flight = loki.config.max_in_flight  # the round takes the handed entries, pushes none
+    loki._round(set())
+    assert not loki._incoming and loki._pending_bytes == 6 * 134 + 3 * 434 + 5034
+    taken = []
+    while loki._pending:
+        taken.append([e.ts for e in loki._take()])
+    assert taken == [[0, 1, 2, 3], [4, 5, 10], [11, 12], [20]]
+    assert loki._pending_bytes == 0
+    assert LokiService._by_tenant(second) == {"": second[:1], "t2": second[1:]}
+    assert LokiService._by_tenant(first) == {"": first}

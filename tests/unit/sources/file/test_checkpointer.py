@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
-from log_capturer.sources.file.checkpointer import MAX_RELEASED, Checkpointer, Entry
+from log_capturer.sources.file.checkpointer import MAX_RELEASED, Checkpointer, Entry, PositionWriter
 from log_capturer.sources.file.identity import FINGERPRINT_BYTES
 from log_capturer.sources.positions import PositionStore
 from tests.unit.sources.file.parts import followed_file
@@ -106,3 +109,94 @@ def test_the_source_shapes_the_file_and_a_failed_save_is_counted(tmp_path: Path)
     Checkpointer({}, PositionStore(tmp_path / "blocked", "files"), metrics, 1.0).save([])
     failed = {"component": "positions", "error_type": "save_failed"}
     assert metrics.registry.get_sample_value("errors_total", failed) == 1
+
+
+# -- when positions are written -----------------------------------------------------------------
+
+
+def test_a_write_is_due_write_delay_after_an_acknowledgement_and_coalesces_the_next(tmp_path: Path) -> None:
+    cp = Checkpointer({}, None, Metrics(), flush_interval=10.0, write_delay=0.3)
+    t0 = time.monotonic()
+    assert not cp.due(t0) and cp.until_due(t0) == pytest.approx(10.0, abs=0.05)
+    path = tmp_path / "app.log"
+    path.write_text("a\nb\nc\n")
+    tf = followed_file(path)
+    tf.checkpoint = cp.checkpoint(0)
+    chunks = [Chunk(tf.origin, ["x"], i * 2, i * 2 + 2) for i in range(3)]
+    for c in chunks:
+        c.expect(1, tf.checkpoint.on_chunk_done)
+        tf.checkpoint.register(c)
+    chunks[0].ack(1)
+    assert cp.moved and cp.due(t0) and cp.until_due(t0) == 0
+    cp.write_soon([tf], t0)
+    assert not cp.moved
+    # More acknowledgements right after: one write, write_delay after the last.
+    chunks[1].ack(1)
+    chunks[2].ack(1)
+    assert not cp.due(t0 + 0.1) and cp.until_due(t0 + 0.1) == pytest.approx(0.2)
+    assert cp.due(t0 + 0.31)
+    cp.write_soon([tf], t0 + 0.31)
+    # Nothing moved: the next write is flush_interval later.
+    assert not cp.due(t0 + 5) and cp.due(t0 + 10.32)
+
+
+def test_the_writer_writes_the_newest_entries_and_skips_what_did_not_change(tmp_path: Path) -> None:
+    store = PositionStore(tmp_path / "pos", "files", 2)
+    writer = PositionWriter(store, Metrics())
+    for i in range(200):
+        writer.put({"/a.log": {"offset": i}})
+    writer.close()
+    assert orjson.loads(store.path.read_bytes())["positions"] == {"/a.log": {"offset": 199}}
+    assert 1 <= writer.writes <= 200
+    writes = writer.writes
+    writer.write({"/a.log": {"offset": 199}})  # the same entries again: not written
+    assert writer.writes == writes
+    writer.write({"/a.log": {"offset": 200}})
+    assert writer.writes == writes + 1
+    writer.put({"/a.log": {"offset": 1}})  # after close: nothing is written
+    assert orjson.loads(store.path.read_bytes())["positions"] == {"/a.log": {"offset": 200}}
+
+
+class SlowStore(PositionStore):
+    """A real store whose first save waits until the test lets it finish."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, "files", 2)
+        self.started = threading.Event()
+        self.go_on = threading.Event()
+
+    def save(self, entries: dict[str, Entry]) -> None:
+        if not self.started.is_set():
+            self.started.set()
+            assert self.go_on.wait(10)
+        super().save(entries)
+
+
+def test_entries_taken_earlier_are_never_written_over_newer_ones(tmp_path: Path) -> None:
+    store = SlowStore(tmp_path / "pos")
+    writer = PositionWriter(store, Metrics())
+    writer.put({"/a.log": {"offset": 1}})  # the writer thread takes these and blocks in save
+    assert store.started.wait(10)
+    writer.put({"/a.log": {"offset": 2}})  # waiting; dropped by the write below
+    done = threading.Thread(target=writer.write, args=({"/a.log": {"offset": 3}},))
+    done.start()  # waits for the write under way
+    store.go_on.set()
+    done.join(10)
+    writer.close()
+    assert orjson.loads(store.path.read_bytes())["positions"] == {"/a.log": {"offset": 3}}
+    assert writer.writes == 2  # 1, then 3; 2 was replaced before it was written
+
+
+def test_a_failed_write_is_counted_and_tried_again_by_the_next(tmp_path: Path) -> None:
+    metrics = Metrics()
+    blocked = tmp_path / "pos"
+    blocked.write_text("a file where the directory should be")
+    store = PositionStore(blocked, "files", 2)
+    writer = PositionWriter(store, metrics)
+    writer.write({"/a.log": {"offset": 1}})
+    failed = {"component": "positions", "error_type": "save_failed"}
+    assert metrics.registry.get_sample_value("errors_total", failed) == 1
+    blocked.unlink()
+    writer.write({"/a.log": {"offset": 1}})  # the same entries: written this time
+    assert orjson.loads(store.path.read_bytes())["positions"] == {"/a.log": {"offset": 1}}
+    assert writer.writes == 1

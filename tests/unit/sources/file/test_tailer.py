@@ -6,6 +6,7 @@ made to happen in the real objects (a failing hand-over, a failing read, a faili
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,57 @@ def test_a_tailer_follows_whatever_its_paths_provider_names(tmp_path: Path) -> N
     finally:
         tailer.close()
         dispatcher.close(5)
+
+
+# -- positions written promptly, coalesced ---------------------------------------------------------
+
+
+def offset_on_disk(env: Env, path: Path) -> int | None:
+    """The offset the positions file holds now for ``path`` (None: no file or no entry yet)."""
+    try:
+        saved = orjson.loads((env.tmp / "pos" / "files.json").read_bytes())["positions"]
+    except FileNotFoundError:
+        return None
+    entry = saved.get(str(path))
+    return None if entry is None else int(entry["offset"])
+
+
+def test_acknowledged_positions_are_written_within_write_delay_not_flush_interval(env: Env) -> None:
+    path = env.logs / "app.log"
+    expected = write(path, "a", 0, 1000)
+    env.sink.hold = True  # delivered, not acknowledged yet
+    src = env.start()  # the default positions settings: write_delay 300 ms, flush_interval 10 s
+    assert src.tailer.checkpointer.write_delay == 0.3 and src.tailer.checkpointer.flush_interval == 10
+    wait_until(lambda: len(env.sink.lines()) == len(expected), 10, "every line delivered")
+    time.sleep(0.5)
+    assert offset_on_disk(env, path) in (None, 0)  # nothing acknowledged: nothing written
+    released = time.monotonic()
+    env.sink.release()
+    wait_until(lambda: offset_on_disk(env, path) == path.stat().st_size, 5, "the position written", 0.01)
+    # Within write_delay plus a loop turn (poll_interval 10 ms here) and the write: far below 10 s.
+    assert time.monotonic() - released < 1.0
+
+
+def test_a_steady_stream_of_acknowledgements_is_written_at_most_once_per_write_delay(env: Env) -> None:
+    path = env.logs / "app.log"
+    write(path, "a", 0, 1)
+    src = env.start()
+    writer = src.tailer.checkpointer.writer
+    assert writer is not None
+    wait_until(lambda: offset_on_disk(env, path) == path.stat().st_size, 5, "the first line's position")
+    before = writer.writes
+    offsets = set()
+    started = time.monotonic()
+    n = 1
+    while time.monotonic() - started < 1.5:  # a line every 10 ms, each acknowledged at once
+        write(path, "a", n, 1)
+        n += 1
+        time.sleep(0.01)
+        offsets.add(offset_on_disk(env, path))
+    elapsed = time.monotonic() - started
+    wait_until(lambda: offset_on_disk(env, path) == path.stat().st_size, 5, "the last position")
+    writes = writer.writes - before
+    # Some 150 acknowledgements: at most one write per 300 ms (+1 for the last, after the stream),
+    # and more than one while it flowed (positions followed it, not only at its end).
+    assert writes <= elapsed / 0.3 + 2, writes
+    assert len(offsets - {None}) >= 3, sorted(o for o in offsets if o is not None)

@@ -143,3 +143,24 @@ class ChunkProducer:
     def close(self) -> None:
         """Purge what is held and end librdkafka's threads now (see ``close_producer``)."""
         self._p.close()
+
+    # -- transactions: as confluent-kafka's Producer, a failure raises KafkaException ----------
+    def _transaction(self, op: int, timeout: float) -> None:
+        err = self._p.transaction(op, timeout)
+        if err is not None:
+            code, reason, fatal, retriable, abort = err
+            raise confluent_kafka.KafkaException(
+                KafkaError(code, reason, fatal=fatal, retriable=retriable, txn_requires_abort=abort)
+            )
+
+    def init_transactions(self, timeout: float) -> None:
+        self._transaction(0, timeout)
+
+    def begin_transaction(self) -> None:
+        self._transaction(1, 0)
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._transaction(2, timeout)
+
+    def abort_transaction(self, timeout: float) -> None:
+        self._transaction(3, timeout)

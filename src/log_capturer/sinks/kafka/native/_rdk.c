@@ -44,6 +44,7 @@ typedef struct rd_kafka_topic_s rd_kafka_topic_t;
 typedef struct rd_kafka_conf_s rd_kafka_conf_t;
 typedef struct rd_kafka_topic_conf_s rd_kafka_topic_conf_t;
 typedef struct rd_kafka_queue_s rd_kafka_queue_t;
+typedef struct rd_kafka_error_s rd_kafka_error_t;
 typedef int rd_kafka_resp_err_t;
 
 typedef struct rd_kafka_message_s {
@@ -101,6 +102,17 @@ static struct {
     int (*outq_len)(rd_kafka_t *);
     rd_kafka_resp_err_t (*fatal_error)(rd_kafka_t *, char *, size_t);
     const char *(*err2str)(rd_kafka_resp_err_t);
+    /* transactions (sinks.kafka.delivery: exactly_once) */
+    rd_kafka_error_t *(*init_transactions)(rd_kafka_t *, int);
+    rd_kafka_error_t *(*begin_transaction)(rd_kafka_t *);
+    rd_kafka_error_t *(*commit_transaction)(rd_kafka_t *, int);
+    rd_kafka_error_t *(*abort_transaction)(rd_kafka_t *, int);
+    rd_kafka_resp_err_t (*error_code)(const rd_kafka_error_t *);
+    const char *(*error_string)(const rd_kafka_error_t *);
+    int (*error_is_fatal)(const rd_kafka_error_t *);
+    int (*error_is_retriable)(const rd_kafka_error_t *);
+    int (*error_txn_requires_abort)(const rd_kafka_error_t *);
+    void (*error_destroy)(rd_kafka_error_t *);
 } rdk;
 
 /* ---- per-chunk state ----------------------------------------------------------------------- */
@@ -288,6 +300,16 @@ static PyObject *mod_load(PyObject *m, PyObject *args) {
     SYM(outq_len, "rd_kafka_outq_len");
     SYM(fatal_error, "rd_kafka_fatal_error");
     SYM(err2str, "rd_kafka_err2str");
+    SYM(init_transactions, "rd_kafka_init_transactions");
+    SYM(begin_transaction, "rd_kafka_begin_transaction");
+    SYM(commit_transaction, "rd_kafka_commit_transaction");
+    SYM(abort_transaction, "rd_kafka_abort_transaction");
+    SYM(error_code, "rd_kafka_error_code");
+    SYM(error_string, "rd_kafka_error_string");
+    SYM(error_is_fatal, "rd_kafka_error_is_fatal");
+    SYM(error_is_retriable, "rd_kafka_error_is_retriable");
+    SYM(error_txn_requires_abort, "rd_kafka_error_txn_requires_abort");
+    SYM(error_destroy, "rd_kafka_error_destroy");
     rdk.handle = h;
     return PyUnicode_FromString(rdk.version_str());
 }
@@ -823,6 +845,49 @@ static PyObject *Producer_purge(Producer *self, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
+/* transaction(op, timeout) -> None, or (code, reason, fatal, retriable, requires_abort).
+ * op: 0 init_transactions, 1 begin, 2 commit, 3 abort; on the poll thread (or the stopping one),
+ * GIL released. librdkafka serves delivery reports inside commit (counted in C, as in poll). */
+static PyObject *Producer_transaction(Producer *self, PyObject *args) {
+    int op;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "id", &op, &timeout))
+        return NULL;
+    if (op < 0 || op > 3) {
+        PyErr_SetString(PyExc_ValueError, "op: 0 init, 1 begin, 2 commit, 3 abort");
+        return NULL;
+    }
+    if (closed(self))
+        return NULL;
+    int ms = (int)(timeout * 1000);
+    rd_kafka_error_t *e;
+    Py_BEGIN_ALLOW_THREADS;
+    switch (op) {
+    case 0:
+        e = rdk.init_transactions(self->rk, ms);
+        break;
+    case 1:
+        e = rdk.begin_transaction(self->rk);
+        break;
+    case 2:
+        e = rdk.commit_transaction(self->rk, ms);
+        break;
+    default:
+        e = rdk.abort_transaction(self->rk, ms);
+        break;
+    }
+    wake_senders(self);
+    Py_END_ALLOW_THREADS;
+    if (!e)
+        Py_RETURN_NONE;
+    PyObject *r = Py_BuildValue("(isNNN)", (int)rdk.error_code(e), rdk.error_string(e),
+                                PyBool_FromLong(rdk.error_is_fatal(e)),
+                                PyBool_FromLong(rdk.error_is_retriable(e)),
+                                PyBool_FromLong(rdk.error_txn_requires_abort(e)));
+    rdk.error_destroy(e);
+    return r;
+}
+
 static void do_close(Producer *self) {
     __atomic_store_n(&self->aborted, 1, __ATOMIC_RELEASE);
     wake_senders(self);
@@ -891,6 +956,8 @@ static PyMethodDef Producer_methods[] = {
     {"purge", (PyCFunction)(void (*)(void))Producer_purge, METH_VARARGS | METH_KEYWORDS,
      "purge(in_queue=True, in_flight=True, blocking=True)"},
     {"close", (PyCFunction)Producer_close, METH_NOARGS, "purge and destroy the librdkafka handle"},
+    {"transaction", (PyCFunction)Producer_transaction, METH_VARARGS,
+     "transaction(op, timeout) -> None or (code, reason, fatal, retriable, requires_abort)"},
     {NULL, NULL, 0, NULL},
 };
 

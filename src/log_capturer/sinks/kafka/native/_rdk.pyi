@@ -54,6 +54,8 @@ class Producer:
     def flush(self, timeout: float, /) -> tuple[int, list[Settled]]:
         """Send what lingers, as :meth:`poll`: (records still held, chunks settled)."""
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None: ...
+    def transaction(self, op: int, timeout: float, /) -> tuple[int, str, bool, bool, bool] | None:
+        """0 init_transactions, 1 begin, 2 commit, 3 abort: None, or the error."""
     def close(self) -> None:
         """Purge what is held and destroy the librdkafka handle (its threads end now)."""
     def __len__(self) -> int:

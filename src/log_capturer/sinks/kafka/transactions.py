@@ -1,0 +1,245 @@
+"""Exactly-once delivery (``sinks.kafka.delivery: exactly_once``): the lines and the read
+positions of every file in one Kafka transaction.
+
+How it holds (docs/exactly-once.md):
+
+- one transactional producer (``transactional.id`` stable per agent); ``init_transactions`` at
+  start fences an older process with the same id and aborts the transaction it left open;
+- then the positions are read from the positions topic with ``read_committed``: the last record
+  keyed by this agent's id is where every file resumes (the local positions file is not used);
+- the dispatcher threads hand chunks over through a gate (:class:`Gate`); every
+  ``transaction_interval`` or ``transaction_max_records`` the poll thread closes the gate, waits
+  until every record handed over has its delivery report (so every chunk given to the sink is
+  acknowledged and the files' positions cover exactly what the transaction holds), writes the
+  positions document to the positions topic in the same transaction and commits it;
+- a transaction that cannot be committed is aborted, and the agent ends at once (exit status
+  :data:`EXIT_ABORTED`), as a kill -9 would: its supervisor starts it again, and it re-reads
+  from the last committed positions. Nothing else is ever needed for the restart, because the
+  mode is built to hold across kill -9 at any point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from log_capturer.sinks.kafka.config import KafkaSinkConfig
+from log_capturer.sinks.kafka.delivery import Reports, explain
+
+log = logging.getLogger(__name__)
+
+#: Exit status after an aborted transaction (EX_TEMPFAIL: start again).
+EXIT_ABORTED = 75
+#: Exit status when another process took this agent's transactional.id (fenced).
+EXIT_FENCED = 76
+#: Format of the positions document (that of files.json).
+POSITIONS_VERSION = 2
+
+#: The chunk producer's token of the positions record (it is not a chunk of the engine).
+POSITIONS_TOKEN = object()
+
+Entries = dict[str, dict[str, Any]]
+PositionsOf = Callable[[], Entries]
+
+
+def transactional_id(cfg: KafkaSinkConfig, worker: int = 0) -> str:
+    """The configured id, else one derived from the host name and the worker's index."""
+    return cfg.exactly_once.transactional_id or f"log-capturer-{socket.gethostname()}-{worker}"
+
+
+def transactional_config(cfg: KafkaSinkConfig, conf: dict[str, Any], tid: str) -> dict[str, Any]:
+    """The producer's librdkafka properties for transactions (a copy of ``conf``)."""
+    txn_ms = int(cfg.exactly_once.transaction_timeout * 1000)
+    out = dict(conf)
+    out.update(
+        {
+            "transactional.id": tid,
+            "transaction.timeout.ms": txn_ms,
+            "enable.idempotence": True,
+            "acks": "all",
+            # A record must be delivered within the transaction; librdkafka requires this bound.
+            "message.timeout.ms": min(int(cfg.timeout * 1000), txn_ms),
+        }
+    )
+    return out
+
+
+def consumer_config(conf: dict[str, Any]) -> dict[str, Any]:
+    """A read_committed consumer of the positions topic, with the producer's connection settings."""
+    keep = ("bootstrap.servers", "security.protocol", "socket.keepalive.enable")
+    out = {k: v for k, v in conf.items() if k in keep or k.startswith(("sasl.", "ssl.", "enable.ssl"))}
+    out.update(
+        {
+            "group.id": "log-capturer-positions-reader",  # never committed: offsets are assigned
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    return out
+
+
+class PositionsUnreadable(RuntimeError):
+    """The positions topic could not be read to its end (the agent must not guess)."""
+
+
+def read_positions(conf: dict[str, Any], topic: str, key: str, timeout: float) -> Entries:
+    """The last committed positions document keyed ``key`` in ``topic`` (read_committed), as
+    path -> entry; {} when there is none. Raises :class:`PositionsUnreadable`."""
+    consumer = Consumer(consumer_config(conf))
+    try:
+        md = consumer.list_topics(topic, timeout=timeout)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None or not t.partitions:
+            why = t.error.str() if t is not None and t.error is not None else "no such topic"
+            raise PositionsUnreadable(
+                f"sinks.kafka.exactly_once.positions_topic: cannot read {topic!r} ({why}); create it "
+                "(cleanup.policy=compact), e.g. with python -m log_capturer.devtools.topics"
+            )
+        parts = [TopicPartition(topic, p, 0) for p in sorted(t.partitions)]
+        pending = {p.partition for p in parts}
+        ends: dict[int, int] = {}
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(p, timeout=timeout, cached=False)
+            ends[p.partition] = high
+            if high <= low:
+                pending.discard(p.partition)
+            else:
+                p.offset = low
+        if not pending:
+            return {}
+        consumer.assign([p for p in parts if p.partition in pending])
+        found: bytes | None = None
+        wanted = key.encode()
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise PositionsUnreadable(
+                    f"sinks.kafka.exactly_once.positions_topic: {topic!r} not read to its end within "
+                    f"{timeout:g}s (a transaction of another agent still open?)"
+                )
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition() or 0)
+                    continue
+                raise PositionsUnreadable(f"reading {topic!r}: {explain(err)}")
+            if msg.key() == wanted:
+                found = msg.value()
+            off = msg.offset()
+            if off is not None and off + 1 >= ends.get(msg.partition() or 0, 0):
+                pending.discard(msg.partition() or 0)
+        if found is None:
+            return {}
+        doc = orjson.loads(found)
+        positions = doc.get("positions") if isinstance(doc, dict) else None
+        if not isinstance(positions, dict) or doc.get("version") != POSITIONS_VERSION:
+            raise PositionsUnreadable(f"the positions in {topic!r} under {key!r} are not in format 2")
+        return {k: v for k, v in positions.items() if isinstance(k, str) and isinstance(v, dict)}
+    except KafkaException as exc:
+        raise PositionsUnreadable(f"reading {topic!r}: {explain(exc.args[0])}") from exc
+    finally:
+        consumer.close()
+
+
+def positions_document(tid: str, entries: Entries) -> bytes:
+    return orjson.dumps({"version": POSITIONS_VERSION, "transactional_id": tid, "positions": entries})
+
+
+class Gate:
+    """Hand-overs and commits exclude each other: while a commit is under way, senders wait;
+    :meth:`close` waits for the senders inside to leave. ``waiting`` counts the records (lines)
+    of the senders held at the gate (they are counted by the engine already)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._closed = False
+        self.waiting = 0
+
+    def enter(self, lines: int) -> None:
+        with self._cond:
+            if self._closed:
+                self.waiting += lines
+                while self._closed:
+                    self._cond.wait()
+                self.waiting -= lines
+            self._inside += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._inside -= 1
+            if self._inside == 0:
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+
+    @property
+    def inside(self) -> int:
+        with self._cond:
+            return self._inside
+
+    def open(self) -> None:
+        with self._cond:
+            self._closed = False
+            self._cond.notify_all()
+
+
+class TransactionalReports(Reports):
+    """Delivery reports that also remember the first failure of the open transaction: a record
+    that failed in a transaction makes it abortable (librdkafka), so it is never committed."""
+
+    failure = ""
+
+    def delivery(self, delivery: Any, err: KafkaError | None, msg: Message) -> None:
+        if err is not None and not self.failure:
+            self.failure = explain(err)
+        super().delivery(delivery, err, msg)
+
+    def attempt(self, attempt: Any, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and not self.failure:
+            self.failure = explain(err)
+        super().attempt(attempt, err, _msg)
+
+    def settled(self, settled: list[Any]) -> None:
+        for _, _, failures in settled:
+            if failures and not self.failure:
+                self.failure = explain(KafkaError(failures[0][0]))
+        super().settled(settled)
+
+    def dead_letter(self, attempt: Any, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and not self.failure:
+            self.failure = explain(err)
+        super().dead_letter(attempt, err, _msg)
+
+
+def end_process(status: int, reason: str) -> None:
+    """End the agent now, as a kill -9 would (the mode holds across that): the supervisor starts
+    it again and it resumes from the committed positions."""
+    log.critical(
+        "exactly-once: %s; the agent ends (exit status %d) and resumes from the committed "
+        "positions when started again",
+        reason,
+        status,
+    )
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):  # ending anyway
+            handler.flush()
+    sys.stderr.flush()
+    os._exit(status)

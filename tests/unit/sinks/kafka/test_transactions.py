@@ -1,0 +1,134 @@
+"""Exactly-once delivery's parts that need no broker (log_capturer.sinks.kafka.transactions), and
+the configuration it accepts: every refusal names the key and the fix."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import orjson
+import pytest
+
+from log_capturer.config import ConfigError, load_config_text
+from log_capturer.sinks.kafka.config import KafkaSinkConfig
+from log_capturer.sinks.kafka.transactions import (
+    Gate,
+    consumer_config,
+    positions_document,
+    transactional_config,
+    transactional_id,
+)
+
+EOS = """
+http_ingest: {enabled: false}
+files_config: {watch_directories: [/var/log/app]}
+sinks:
+  kafka:
+    enabled: true
+    required_acks: -1
+    delivery: exactly_once
+"""
+
+
+def test_a_config_for_exactly_once_loads() -> None:
+    cfg = load_config_text(EOS)
+    assert cfg.sinks.kafka.delivery == "exactly_once"
+    assert cfg.sinks.kafka.exactly_once.transaction_interval == pytest.approx(0.1)
+    assert cfg.sinks.kafka.exactly_once.transaction_max_records == 50000
+    assert load_config_text("").sinks.kafka.delivery == "at_least_once"
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("    required_acks: 1\n", "set required_acks: -1"),
+        ("app: {workers: 2}\n", "set app.workers: 1 or delivery: at_least_once"),
+        ("syslog: {enabled: true}\n", "set syslog.enabled: false"),
+        ("http_ingest: {enabled: true}\n", "set http_ingest.enabled: false"),
+        ("files_config: {enabled: false}\n", "set files_config.enabled: true"),
+        (
+            "sinks:\n  kafka: {enabled: true, required_acks: -1, delivery: exactly_once}\n"
+            "  local_file: {enabled: true, directory: /tmp/x}\n",
+            "set sinks.local_file.enabled: false",
+        ),
+    ],
+)
+def test_what_exactly_once_does_not_cover_is_refused_naming_the_key(change: str, says: str) -> None:
+    text = EOS.replace("    required_acks: -1\n", change) if change.startswith("    ") else EOS + change
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(text)
+    assert says in str(exc.value)
+    assert "exactly_once" in str(exc.value)
+
+
+def test_the_transactional_properties_cannot_be_set_as_librdkafka_options() -> None:
+    with pytest.raises(ValueError, match=r"transactional\.id"):
+        KafkaSinkConfig(librdkafka_options={"transactional.id": "x"})
+
+
+def test_the_transactional_id_is_configured_or_the_host_and_the_worker() -> None:
+    assert transactional_id(KafkaSinkConfig()) == f"log-capturer-{socket.gethostname()}-0"
+    assert transactional_id(KafkaSinkConfig(), 3).endswith("-3")
+    cfg = KafkaSinkConfig(exactly_once={"transactional_id": "node-7"})
+    assert transactional_id(cfg) == "node-7"
+
+
+def test_transactional_properties_bound_the_message_timeout_by_the_transaction() -> None:
+    cfg = KafkaSinkConfig(required_acks=-1, timeout=90, exactly_once={"transaction_timeout": "60s"})
+    conf = transactional_config(cfg, {"bootstrap.servers": "b:1", "acks": "all"}, "tid")
+    assert conf["transactional.id"] == "tid"
+    assert conf["transaction.timeout.ms"] == 60000
+    assert conf["message.timeout.ms"] == 60000
+    assert conf["enable.idempotence"] is True
+
+
+def test_the_positions_reader_is_read_committed_with_the_producers_connection() -> None:
+    conf = consumer_config(
+        {
+            "bootstrap.servers": "b:1",
+            "security.protocol": "SASL_SSL",
+            "sasl.username": "u",
+            "ssl.ca.location": "/ca",
+            "linger.ms": 5,
+            "transactional.id": "x",
+        }
+    )
+    assert conf["isolation.level"] == "read_committed"
+    assert conf["sasl.username"] == "u" and conf["ssl.ca.location"] == "/ca"
+    assert "linger.ms" not in conf and "transactional.id" not in conf
+
+
+def test_the_positions_document_has_the_positions_file_format() -> None:
+    doc = orjson.loads(positions_document("tid", {"/a.log": {"offset": 10, "inode": 2}}))
+    assert doc == {
+        "version": 2,
+        "transactional_id": "tid",
+        "positions": {"/a.log": {"offset": 10, "inode": 2}},
+    }
+
+
+def test_the_gate_holds_senders_during_a_commit_and_counts_their_lines() -> None:
+    gate = Gate()
+    gate.enter(5)
+    gate.close()
+    assert gate.inside == 1
+    passed = threading.Event()
+
+    def sender() -> None:
+        gate.enter(7)
+        passed.set()
+        gate.leave()
+
+    t = threading.Thread(target=sender)
+    t.start()
+    deadline = time.monotonic() + 5
+    while gate.waiting != 7 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gate.waiting == 7 and not passed.is_set()
+    gate.leave()
+    assert gate.inside == 0
+    gate.open()
+    assert passed.wait(5)
+    t.join(5)
+    assert gate.waiting == 0 and gate.inside == 0
