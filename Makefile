@@ -90,8 +90,12 @@ unit: install tools
 integration: system-deps kafka-jars opensearch-jars
 	$(BIN)/pytest tests/integration
 
+# Two workers (pytest-xdist): most integration tests wait on real servers, not on the CPU. Tests
+# that share OpenSearch or the private Docker Engine stay on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: system-deps kafka-jars opensearch-jars tools lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) $(TOOLS) data .pytest_cache .mypy_cache .ruff_cache

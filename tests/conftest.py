@@ -19,6 +19,31 @@ from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs, Victoria
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: Session servers too costly to start once per pytest-xdist worker: every test that needs one
+#: runs on the same worker (``make test`` runs ``--dist loadgroup``).
+SHARED_SERVERS = ("opensearch", "docker_engine")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups tests for pytest-xdist's ``loadgroup``: a module's tests stay on one worker (its
+    module fixtures, such as a 3-node cluster, start once), and so do all tests of OpenSearch or
+    of the private Docker Engine. Without xdist the marks do nothing."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+
+
+def xdist_group(item: pytest.Item) -> str:
+    names = getattr(item, "fixturenames", ())
+    callspec = getattr(item, "callspec", None)
+    harness = callspec.params.get("harness") if callspec is not None else None
+    if harness == "elasticsearch":  # the conformance harness asks for ``opensearch`` at run time
+        return "opensearch"
+    for server in SHARED_SERVERS:
+        if server in names:
+            return server
+    module = item.nodeid.split("::", 1)[0]
+    return f"{module}[{harness}]" if harness else module
+
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
