@@ -242,27 +242,43 @@ def run(
         # A reload reads the file again, with the same options as this run.
         return run_overrides(load_config(config), stdin, workers)
 
-    try:
-        agent = Agent(cfg, loader=reload_config)
-        agent.start()
-    except AgentError as exc:
-        say(str(exc), problem=True)
-        raise typer.Exit(2) from None
-    line = StatusLine(agent, err) if wants_status_line(status, err.is_terminal, cfg.app.log_format) else None
     stop_requested = threading.Event()
+    started = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if stop_requested.is_set():
             return
         stop_requested.set()
 
+    try:
+        agent = Agent(cfg, loader=reload_config)
+    except AgentError as exc:
+        say(str(exc), problem=True)
+        raise typer.Exit(2) from None
+
+    hangup_while_starting = threading.Event()
+
     def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        if not started.is_set():
+            hangup_while_starting.set()  # applied once started
+            return
         # Applied in a thread of its own: a reload waits for the sinks, the main thread must not.
         threading.Thread(target=agent.reload_file, name="config-reload", daemon=True).start()
 
+    # Before the agent starts: a stop asked while it starts (its API may already answer) drains
+    # once it runs, instead of the default actions (KeyboardInterrupt, or death by SIGTERM).
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
+    try:
+        agent.start()
+    except AgentError as exc:
+        say(str(exc), problem=True)
+        raise typer.Exit(2) from None
+    started.set()
+    if hangup_while_starting.is_set():
+        on_hangup(signal.SIGHUP, None)
+    line = StatusLine(agent, err) if wants_status_line(status, err.is_terminal, cfg.app.log_format) else None
     if line is not None:
         line.start()
     while not stop_requested.wait(0.2):
