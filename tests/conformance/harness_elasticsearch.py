@@ -37,6 +37,8 @@ def read_index(node: LocalOpenSearch, index: str) -> list[dict[str, Any]]:
     code, page = node.request("POST", f"/{index}/_search?scroll=1m", {"size": 5000, "sort": ["_doc"]})
     if code == 404:
         return []
+    if code == 503 and page.get("error", {}).get("type") == "search_phase_execution_exception":
+        return []  # the index was just created: its primary shard is not allocated yet
     assert code == 200, page
     out: list[dict[str, Any]] = []
     try:
