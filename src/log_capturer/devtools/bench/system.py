@@ -302,6 +302,9 @@ def time_to_checkpoint(
     reaches ``size``, the agent exits or ``timeout`` seconds pass; the agent keeps running."""
     timing = CheckpointTiming()
     cpu_first = 0.0
+    # The last poll that saw nothing acknowledged yet: the start when the whole file is
+    # acknowledged between two polls (a run too short to see a partial offset).
+    idle: tuple[float, float] | None = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and agent.poll() is None:
         try:
@@ -311,9 +314,19 @@ def time_to_checkpoint(
             continue
         offset = int(pos.get("offset", 0))
         now = time.monotonic()
-        if offset > 0 and not timing.first:
-            timing.first = now
-            cpu_first = tree_cpu_seconds(agent.pid) or 0.0
+        if offset == 0:
+            idle = (now, tree_cpu_seconds(agent.pid) or 0.0)
+        elif not timing.first:
+            if offset >= size:
+                if idle is None:
+                    raise RuntimeError(
+                        "the agent acknowledged the whole file before its first poll: too few "
+                        "lines to time; run with more lines"
+                    )
+                timing.first, cpu_first = idle
+            else:
+                timing.first = now
+                cpu_first = tree_cpu_seconds(agent.pid) or 0.0
         timing.rss_mb = max(timing.rss_mb, rss_mib(agent.pid) or 0.0)
         if offset >= size:
             timing.end = now
