@@ -21,12 +21,23 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from log_capturer.devtools import processes
 
-#: The access log's format: ``<status> <request_time> <bytes received> <method> <uri>``.
-ACCESS_FORMAT = "$status $request_time $request_length $request_method $uri"
+#: The access log's format: ``<status> <end (Unix time, ms resolution)> <request_time> <bytes
+#: received> <method> <uri>``.
+ACCESS_FORMAT = "$status $msec $request_time $request_length $request_method $uri"
 INSTALL_HINT = "install Debian's nginx-light (scripts/system-deps.sh does: apt-get install nginx-light)"
+
+
+class Request(NamedTuple):
+    """One request of the access log: its status, and when nginx began reading it and answered
+    (Unix time, seconds)."""
+
+    status: int
+    start: float
+    end: float
 
 
 class NginxError(RuntimeError):
@@ -146,13 +157,24 @@ http {{
         processes.stop(pid, self._alive, signal.SIGQUIT, wait, poll=0.05)
         return True
 
-    def statuses(self) -> list[int]:
-        """The status of every request logged so far, in the access log's order."""
+    def requests(self) -> list[Request]:
+        """Every request logged so far, in the access log's order (the order they ended)."""
         try:
             text = self.access_log.read_text(errors="replace")
         except OSError:
             return []
-        return [int(line.split(" ", 1)[0]) for line in text.splitlines() if line[:3].isdigit()]
+        out = []
+        for line in text.splitlines():
+            parts = line.split(" ", 3)
+            if len(parts) < 3 or not parts[0].isdigit():
+                continue
+            end, took = float(parts[1]), float(parts[2])
+            out.append(Request(int(parts[0]), end - took, end))
+        return out
+
+    def statuses(self) -> list[int]:
+        """The status of every request logged so far, in the access log's order."""
+        return [r.status for r in self.requests()]
 
     def log_tail(self, lines: int = 40) -> str:
         out = []

@@ -22,5 +22,8 @@ def test_everything_nginx_writes_is_under_its_work_directory(tmp_path: Path) -> 
 def test_statuses_reads_the_access_log_in_order(tmp_path: Path) -> None:
     nginx = LocalNginx(tmp_path, "", [])
     assert nginx.statuses() == []
-    nginx.access_log.write_text("204 0.001 120 POST /x\n429 0.000 99 POST /x\ngarbage\n204 0.002 1 POST /x\n")
+    nginx.access_log.write_text(
+        "204 100.500 0.250 120 POST /x\n429 101.000 0.000 99 POST /x\ngarbage\n204 102.000 1.000 1 POST /x\n"
+    )
     assert nginx.statuses() == [204, 429, 204]
+    assert nginx.requests() == [(204, 100.25, 100.5), (429, 101.0, 101.0), (204, 101.0, 102.0)]
