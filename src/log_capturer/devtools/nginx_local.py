@@ -32,12 +32,13 @@ INSTALL_HINT = "install Debian's nginx-light (scripts/system-deps.sh does: apt-g
 
 
 class Request(NamedTuple):
-    """One request of the access log: its status, and when nginx began reading it and answered
-    (Unix time, seconds)."""
+    """One request of the access log: its status, when nginx began reading it and answered (Unix
+    time, seconds), and its method."""
 
     status: int
     start: float
     end: float
+    method: str
 
 
 class NginxError(RuntimeError):
@@ -57,6 +58,49 @@ def _accepts(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def rate_limited_proxy(port: int, upstream: str, rate: int, burst: int, retry_after: int | None) -> str:
+    """An ``http`` body for :class:`LocalNginx`: a reverse proxy on ``127.0.0.1:port`` to
+    ``upstream`` that lets ``rate`` requests a second through (and a burst of ``burst`` more at
+    once) and answers the others 429, with ``Retry-After: <retry_after>`` unless None."""
+    header = f'"{retry_after}"' if retry_after is not None else '""'
+    return f"""
+  limit_req_zone $server_port zone=throttle:1m rate={rate}r/s;
+  limit_req_status 429;
+  map $status $retry_after {{ 429 {header}; default ""; }}
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 256m;
+    location / {{
+      limit_req zone=throttle burst={burst} nodelay;
+      add_header Retry-After $retry_after always;
+      proxy_pass {upstream};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+"""
+
+
+def share_refusing_proxy(port: int, upstream: str, percent: int, status: int = 429) -> str:
+    """An ``http`` body for :class:`LocalNginx`: a reverse proxy on ``127.0.0.1:port`` to
+    ``upstream`` that answers ``status`` to ``percent`` % of the requests, drawn per request
+    (``split_clients`` on ``$request_id``), whatever their rate: a quota gateway, independent of
+    how fast the client is."""
+    return f"""
+  split_clients "${{request_id}}" $refuse {{ {percent}% 1; * 0; }}
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 256m;
+    location / {{
+      if ($refuse) {{ return {status}; }}
+      proxy_pass {upstream};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+"""
 
 
 class LocalNginx:
@@ -165,11 +209,11 @@ http {{
             return []
         out = []
         for line in text.splitlines():
-            parts = line.split(" ", 3)
-            if len(parts) < 3 or not parts[0].isdigit():
+            parts = line.split(" ", 5)
+            if len(parts) < 5 or not parts[0].isdigit():
                 continue
             end, took = float(parts[1]), float(parts[2])
-            out.append(Request(int(parts[0]), end - took, end))
+            out.append(Request(int(parts[0]), end - took, end, parts[4]))
         return out
 
     def statuses(self) -> list[int]:

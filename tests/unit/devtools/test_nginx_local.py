@@ -26,4 +26,8 @@ def test_statuses_reads_the_access_log_in_order(tmp_path: Path) -> None:
         "204 100.500 0.250 120 POST /x\n429 101.000 0.000 99 POST /x\ngarbage\n204 102.000 1.000 1 POST /x\n"
     )
     assert nginx.statuses() == [204, 429, 204]
-    assert nginx.requests() == [(204, 100.25, 100.5), (429, 101.0, 101.0), (204, 101.0, 102.0)]
+    assert nginx.requests() == [
+        (204, 100.25, 100.5, "POST"),
+        (429, 101.0, 101.0, "POST"),
+        (204, 101.0, 102.0, "POST"),
+    ]

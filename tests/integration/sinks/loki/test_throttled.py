@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from log_capturer.devtools.kafka_local import free_port
-from log_capturer.devtools.nginx_local import LocalNginx, NginxError
+from log_capturer.devtools.nginx_local import LocalNginx, NginxError, rate_limited_proxy
 from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Origin
@@ -36,27 +36,6 @@ RETRY_AFTER = 2
 MARGIN = 0.5
 
 
-def throttling_proxy(port: int, upstream: str) -> str:
-    """An nginx ``http`` body: a reverse proxy to ``upstream`` that answers 429 and
-    ``Retry-After`` to the requests over RATE per second."""
-    return f"""
-  limit_req_zone $server_port zone=push:1m rate={RATE}r/s;
-  limit_req_status 429;
-  map $status $retry_after {{ 429 "{RETRY_AFTER}"; default ""; }}
-  server {{
-    listen 127.0.0.1:{port};
-    client_max_body_size 64m;
-    location / {{
-      limit_req zone=push burst={BURST} nodelay;
-      add_header Retry-After $retry_after always;
-      proxy_pass {upstream};
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }}
-  }}
-"""
-
-
 @pytest.fixture
 def victorialogs(tmp_path: Path) -> Iterator[LocalVictoriaLogs]:
     server = start_server(tmp_path)
@@ -67,7 +46,9 @@ def victorialogs(tmp_path: Path) -> Iterator[LocalVictoriaLogs]:
 @pytest.fixture
 def proxy(victorialogs: LocalVictoriaLogs, tmp_path: Path) -> Iterator[tuple[LocalNginx, str]]:
     port = free_port()
-    nginx = LocalNginx(tmp_path / "nginx", throttling_proxy(port, victorialogs.url), [port])
+    nginx = LocalNginx(
+        tmp_path / "nginx", rate_limited_proxy(port, victorialogs.url, RATE, BURST, RETRY_AFTER), [port]
+    )
     try:
         nginx.up()
     except NginxError as exc:
