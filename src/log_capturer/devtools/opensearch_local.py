@@ -99,9 +99,10 @@ def java_major(home: Path) -> int | None:
 
 
 def java_home(minimum: int, explicit: Path | None = None) -> Path | None:
-    """A JDK of at least Java ``minimum``: ``explicit`` (it must qualify), else ``JAVA_HOME``, else
-    the newest under /usr/lib/jvm. None with ``minimum`` <= 17 and nothing found: the ``java`` and
-    ``javac`` on PATH (Java 17, scripts/system-deps.sh) are used."""
+    """A JDK of at least Java ``minimum``: ``explicit`` (it must qualify); else, for a version that
+    needs more than Java 17, ``JAVA_HOME`` or the newest JDK under /usr/lib/jvm; else None: the
+    ``java`` and ``javac`` on PATH (Java 17, scripts/system-deps.sh), whatever ``JAVA_HOME`` says
+    (OpenSearch 1 and 2 and Elasticsearch 7 rely on Java's security manager, gone in Java 24)."""
     if explicit is not None:
         major = java_major(explicit)
         if major is None or major < minimum:
@@ -109,6 +110,8 @@ def java_home(minimum: int, explicit: Path | None = None) -> Path | None:
                 f"{explicit} is not a JDK of Java {minimum} or newer (found: {major or 'no JDK'})"
             )
         return explicit
+    if minimum <= 17:
+        return None
     env = os.environ.get("JAVA_HOME")
     if env and (java_major(Path(env)) or 0) >= minimum:
         return Path(env)
@@ -116,10 +119,8 @@ def java_home(minimum: int, explicit: Path | None = None) -> Path | None:
         ((m, h) for h in (JVM_DIR.iterdir() if JVM_DIR.is_dir() else ()) if (m := java_major(h)) is not None),
         reverse=True,
     )
-    if found and found[0][0] >= minimum and minimum > 17:
+    if found and found[0][0] >= minimum:
         return found[0][1]
-    if minimum <= 17:
-        return None
     raise LocalOpenSearchError(
         f"this OpenSearch needs Java {minimum} or newer and none was found (JAVA_HOME, {JVM_DIR}); "
         f"install a JDK {minimum}+ and set JAVA_HOME to it"

@@ -54,7 +54,9 @@ def test_java_home_prefers_explicit_then_java_home_then_the_newest_installed(
     assert java_home(17) is None  # the java and javac on PATH
     monkeypatch.setenv("JAVA_HOME", str(mid))
     assert java_home(21) == mid
+    assert java_home(17) is None  # Java 17 versions keep the one on PATH whatever JAVA_HOME says
     assert java_home(21, new) == new
+    assert java_home(17, new) == new
     with pytest.raises(LocalOpenSearchError, match="not a JDK of Java 21"):
         java_home(21, old)
 
