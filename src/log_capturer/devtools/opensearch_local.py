@@ -102,7 +102,7 @@ def java_home(minimum: int, explicit: Path | None = None) -> Path | None:
     """A JDK of at least Java ``minimum``: ``explicit`` (it must qualify); else, for a version that
     needs more than Java 17, ``JAVA_HOME`` or the newest JDK under /usr/lib/jvm; else None: the
     ``java`` and ``javac`` on PATH (Java 17, scripts/system-deps.sh), whatever ``JAVA_HOME`` says
-    (OpenSearch 1 and 2 and Elasticsearch 7 rely on Java's security manager, gone in Java 24)."""
+    (OpenSearch 1 and 2 and Elasticsearch 7 are run and tested on Java 17 only)."""
     if explicit is not None:
         major = java_major(explicit)
         if major is None or major < minimum:
