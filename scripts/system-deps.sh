@@ -12,7 +12,9 @@ command -v mvn >/dev/null || need+=(maven)
 # javac compiles the small main class that runs the local OpenSearch node (log-capturer opensearch up).
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 # nginx: TLS, mutual TLS, basic auth and API-key checks in front of the local OpenSearch node
-# (the Elasticsearch sink's security tests run their own instance on loopback ports).
+# (the Elasticsearch sink's security tests run their own instance on loopback ports), and a rate
+# limit answering 429 + Retry-After in front of VictoriaLogs (devtools/nginx_local.py, the Loki
+# sink's 429 test).
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 # util-linux's `logger` (Debian package bsdutils) is the real syslog client of the syslog tests;
 # they need its --server/--tcp/--udp/--rfc3164/--rfc5424/--octet-count options.

