@@ -27,6 +27,7 @@ import collections
 import heapq
 import itertools
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: First back-off of a record (doubled at each attempt, up to RETRY_MAX_DELAY).
+RETRY_BASE_DELAY = 0.25
 #: Longest back-off between two attempts at a record.
 RETRY_MAX_DELAY = 30.0
 #: A failed local park is tried again after this long (the service's thread).
@@ -103,7 +106,7 @@ class DeliverySection(Protocol):
 class Delivery:
     """One chunk's records in flight. Touched only by the service's thread once handed over."""
 
-    __slots__ = ("chunk", "failed", "failing", "nbytes", "remaining", "runner", "started", "topics")
+    __slots__ = ("chunk", "failed", "failing", "jitter", "nbytes", "remaining", "runner", "started", "topics")
 
     def __init__(self, runner: SinkRunner, chunk: Chunk, topics: collections.Counter[str]) -> None:
         self.runner = runner
@@ -116,6 +119,9 @@ class Delivery:
         self.nbytes = 0
         #: A delivery failure of this chunk was counted by the circuit breaker.
         self.failing = False
+        #: The share of the nominal back-off its records wait (0.5-1: "equal jitter"), drawn once
+        #: so a failed batch is retried together, and batches failed at once spread apart.
+        self.jitter = 0.5 + 0.5 * random.random()
 
     def delivered(self, n: int = 1) -> None:
         """``n`` of its records were delivered (or settled otherwise: parked, sent to the DLQ)."""
@@ -129,6 +135,14 @@ class Claim(NamedTuple):
 
     records: int
     nbytes: int
+
+
+def backoff(attempt: int, jitter: float) -> float:
+    """Seconds before attempt ``attempt + 1`` of a record: doubling from RETRY_BASE_DELAY up to
+    RETRY_MAX_DELAY, times ``jitter`` (0.5-1), so agents and batches that failed together do
+    not come back together."""
+    # The exponent is capped: 2**1024 does not fit a float (an outage of some hours at 30 s).
+    return min(RETRY_BASE_DELAY * float(1 << min(attempt, 32)), RETRY_MAX_DELAY) * jitter
 
 
 @dataclass(order=True)
@@ -629,7 +643,7 @@ class SinkRunner:
                 )
             )
             return
-        delay = 0.0 if failure is Failure.TIMEOUT else min(0.25 * 2**attempt, RETRY_MAX_DELAY)
+        delay = 0.0 if failure is Failure.TIMEOUT else backoff(attempt, d.jitter)
         heapq.heappush(self._retries, Attempt(now + delay, next(self._seq), d, record, attempt + 1))
 
     def attempt_done(self, a: Attempt, failure: Failure | None, error_type: str = "", text: str = "") -> None:

@@ -3,6 +3,7 @@ what every sink gets without writing it (retries, dead letters, parking, acknowl
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections import deque
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from log_capturer.engine.contract import Failure, Record, Refused, ServiceState
-from log_capturer.engine.runner import Attempt, Delivery, DeliveryPolicy, SinkRunner
+from log_capturer.engine.runner import RETRY_MAX_DELAY, Attempt, Delivery, DeliveryPolicy, SinkRunner, backoff
 from log_capturer.observability.metrics import Metrics
 from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk, Origin
@@ -290,3 +291,36 @@ def test_a_stalled_sink_overflows_what_waits_at_the_emergency_level(tmp_path: Pa
         assert (r.overflowed, reasons(store)) == (2, {"backpressure": 2})
     finally:
         r.stop(0.1)
+
+
+def test_the_back_off_doubles_to_its_ceiling_and_jitter_shortens_it_by_at_most_half() -> None:
+    assert [backoff(n, 1.0) for n in range(4)] == [0.25, 0.5, 1.0, 2.0]
+    assert backoff(20, 1.0) == RETRY_MAX_DELAY
+    assert backoff(5_000, 1.0) == RETRY_MAX_DELAY  # days of an outage: no OverflowError
+    assert backoff(3, 0.5) == 1.0
+
+
+def test_a_failed_batch_is_retried_together_and_batches_failed_at_once_spread_apart(
+    tmp_path: Path,
+) -> None:
+    r, _ = runner(tmp_path, ScriptedService(lambda _v, _n: None))
+    try:
+        deliveries = [Delivery(r, chunk("x", "y", "z"), collections.Counter(t=3)) for _ in range(2)]
+        before = time.monotonic()
+        for d in deliveries:
+            for line in d.chunk.lines:
+                # A sixth attempt failed: the next waits 8-16 s, far beyond this test.
+                r.failed(d, Record("t", line.encode(), None), Failure.RETRY, "x", "refused", attempt=6)
+        after = time.monotonic()
+        waits: dict[int, list[float]] = {}
+        for a in r._retries:
+            waits.setdefault(id(a.delivery), []).append(a.due)
+        assert len(waits) == 2 and all(len(w) == 3 for w in waits.values())
+        for d in deliveries:
+            assert 0.5 <= d.jitter <= 1.0
+            due = waits[id(d)]
+            assert max(due) - min(due) <= after - before  # one wait for the whole batch
+            assert before + backoff(6, d.jitter) <= min(due) <= after + backoff(6, d.jitter)
+        assert deliveries[0].jitter != deliveries[1].jitter  # two batches, two waits
+    finally:
+        r.stop(1)
