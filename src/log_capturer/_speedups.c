@@ -2244,10 +2244,16 @@ typedef struct {
 static inline uint64_t rotr64(uint64_t x, int r) { return (x >> r) | (x << (64 - r)); }
 
 static inline uint64_t le64(const uint8_t *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+#else
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
         v = (v << 8) | p[i];
     return v;
+#endif
 }
 
 #define B2_G(a, b, c, d, x, y)                                                                                \
@@ -2273,6 +2279,9 @@ static void b2_compress(b2_t *s, const uint8_t *block, int last) {
     v[12] ^= s->t;
     if (last)
         v[14] = ~v[14];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 12
+#endif
     for (int r = 0; r < 12; r++) {
         const uint8_t *g = B2_SIGMA[r];
         B2_G(v[0], v[4], v[8], v[12], m[g[0]], m[g[1]]);
