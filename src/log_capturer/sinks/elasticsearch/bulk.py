@@ -242,7 +242,7 @@ class Docs:
     (None: no ``_id``). :meth:`record` makes a document's :class:`Record` when one is needed (a
     retry, the DLQ)."""
 
-    __slots__ = ("_cum", "ids", "index", "nbytes", "rename", "values")
+    __slots__ = ("_cum", "_raw", "ids", "index", "nbytes", "rename", "values")
 
     def __init__(
         self,
@@ -257,8 +257,9 @@ class Docs:
         self.rename = rename
         n = len(values)
         grown = len(rename) - len(TIMESTAMP_HEAD) if rename else 0
+        self._raw = sum(map(len, values))
         #: Bytes of the documents as sent (with a renamed timestamp: the renamed size of each).
-        self.nbytes = sum(map(len, values)) + grown * n
+        self.nbytes = self._raw + grown * n
         self._cum: list[int] | None = None
 
     def __len__(self) -> int:
@@ -287,7 +288,7 @@ class Docs:
     def size(self, lo: int, hi: int) -> int:
         """Bytes of the documents lo..hi-1 as the encoder gave them."""
         if lo == 0 and hi == len(self.values):
-            return sum(map(len, self.values))
+            return self._raw
         return self.cumulative[hi] - self.cumulative[lo]
 
     @property
