@@ -1774,6 +1774,12 @@ static PyObject *loki_entries(PyObject *m, PyObject *args) {
         slot_set(e, off[E_OWNER], Py_None);
         slot_set(e, off[E_ID], empty);
         slot_set(e, off[E_REWRITTEN], Py_False);
+        /* Out of the cyclic collector's lists: an entry holds no container but its owner (set
+         * later: a Delivery, an Attempt or a waiter, none of which holds entries), so it is freed
+         * by its reference count like a bytes object. Tracked, the entries waiting in the sink
+         * made the collector's passes, walking every one of them, a large share of the agent's
+         * time per line. */
+        PyObject_GC_UnTrack(e);
     }
     Py_DECREF(kind);
     Py_DECREF(empty);
@@ -2034,6 +2040,89 @@ static const char *const RECORD_SLOTS[R_N] = {"topic", "value", "key"};
  * "_id": key (unless None; bytes as UTF-8), "_type": doc_type (unless ''), "pipeline": pipeline
  * (unless '')}}, and its value, each followed by a newline; byte for byte what orjson writes.
  */
+/* What every action line starts with ({"<op_type>":{"_index":) and what ends it (the _type and
+ * pipeline members, "}}" and the newline). */
+static int bulk_frame(buf_t *head, buf_t *tail, PyObject *op, PyObject *pipeline, PyObject *doc_type,
+                      PyObject *dumps) {
+    head->bytes = tail->bytes = NULL;
+    if (buf_init(head, 64) < 0 || buf_init(tail, 64) < 0)
+        return -1;
+    if (buf_put(head, "{", 1) < 0 || buf_json_str(head, op, dumps) < 0 || buf_put(head, ":{\"_index\":", 11) < 0)
+        return -1;
+    if (PyUnicode_GET_LENGTH(doc_type) &&
+        (buf_put(tail, ",\"_type\":", 9) < 0 || buf_json_str(tail, doc_type, dumps) < 0))
+        return -1;
+    if (PyUnicode_GET_LENGTH(pipeline) &&
+        (buf_put(tail, ",\"pipeline\":", 12) < 0 || buf_json_str(tail, pipeline, dumps) < 0))
+        return -1;
+    return buf_put(tail, "}}\n", 3);
+}
+
+/* The last index written, and where its JSON is in the body (written again by a copy). */
+typedef struct {
+    PyObject *topic;
+    Py_ssize_t at, n;
+} last_topic_t;
+
+/* One document: its action line and its source (``rename`` + the source after its leading
+ * '{"timestamp":' when rename is not empty and the source starts so), each ended by a newline. */
+static int bulk_doc(buf_t *b, const buf_t *head, const buf_t *tail, last_topic_t *last, PyObject *topic,
+                    PyObject *key, PyObject *value, const char *rename, Py_ssize_t rename_n, PyObject *dumps) {
+    if (buf_put(b, PyBytes_AS_STRING(head->bytes), head->len) < 0)
+        return -1;
+    if (topic == last->topic) {
+        char *o = buf_room(b, last->n);
+        if (!o)
+            return -1;
+        memcpy(o, PyBytes_AS_STRING(b->bytes) + last->at, (size_t)last->n);
+        b->len += last->n;
+    } else {
+        Py_ssize_t at = b->len;
+        if (buf_json_str(b, topic, dumps) < 0)
+            return -1;
+        last->topic = topic;
+        last->at = at;
+        last->n = b->len - at;
+    }
+    if (key != Py_None) {
+        if (buf_put(b, ",\"_id\":", 7) < 0)
+            return -1;
+        if (PyUnicode_Check(key)) {
+            if (buf_json_str(b, key, dumps) < 0)
+                return -1;
+        } else if (PyBytes_Check(key)) {
+            PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), NULL);
+            int rc = text ? buf_json_str(b, text, dumps) : -1;
+            Py_XDECREF(text);
+            if (rc < 0)
+                return -1;
+        } else {
+            PyErr_SetString(PyExc_TypeError, "a record's key must be str, bytes or None");
+            return -1;
+        }
+    }
+    if (buf_put(b, PyBytes_AS_STRING(tail->bytes), tail->len) < 0)
+        return -1;
+    const char *v = PyBytes_AS_STRING(value);
+    Py_ssize_t vn = PyBytes_GET_SIZE(value);
+    static const char TS[] = "{\"timestamp\":";
+    const Py_ssize_t ts_n = (Py_ssize_t)sizeof TS - 1;
+    if (rename_n && vn >= ts_n && memcmp(v, TS, (size_t)ts_n) == 0) {
+        if (buf_put(b, rename, rename_n) < 0)
+            return -1;
+        v += ts_n;
+        vn -= ts_n;
+    }
+    return buf_put(b, v, vn) < 0 || buf_put(b, "\n", 1) < 0 ? -1 : 0;
+}
+
+/*
+ * bulk_body(cls, records, op_type, pipeline, doc_type, dumps) -> bytes
+ *
+ * bulk.body_py in C: per record of class cls its action line, {op_type: {"_index": topic,
+ * "_id": key (unless None; bytes as UTF-8), "_type": doc_type (unless ''), "pipeline": pipeline
+ * (unless '')}}, and its value, each followed by a newline; byte for byte what orjson writes.
+ */
 static PyObject *bulk_body(PyObject *m, PyObject *args) {
     PyObject *cls, *records, *op, *pipeline, *doc_type, *dumps;
     Py_ssize_t off[R_N];
@@ -2057,64 +2146,75 @@ static PyObject *bulk_body(PyObject *m, PyObject *args) {
         }
         guess += PyBytes_GET_SIZE(v) + 96;
     }
-    buf_t b;
-    /* What every action line starts with, and what ends it. */
-    buf_t head, tail;
-    head.bytes = tail.bytes = NULL;
+    buf_t b, head, tail;
+    last_topic_t last = {NULL, 0, 0};
     if (buf_init(&b, guess) < 0)
         return NULL;
-    if (buf_init(&head, 64) < 0 || buf_init(&tail, 64) < 0)
+    if (bulk_frame(&head, &tail, op, pipeline, doc_type, dumps) < 0)
         goto fail;
-    if (buf_put(&head, "{", 1) < 0 || buf_json_str(&head, op, dumps) < 0 || buf_put(&head, ":{\"_index\":", 11) < 0)
-        goto fail;
-    if (PyUnicode_GET_LENGTH(doc_type) &&
-        (buf_put(&tail, ",\"_type\":", 9) < 0 || buf_json_str(&tail, doc_type, dumps) < 0))
-        goto fail;
-    if (PyUnicode_GET_LENGTH(pipeline) &&
-        (buf_put(&tail, ",\"pipeline\":", 12) < 0 || buf_json_str(&tail, pipeline, dumps) < 0))
-        goto fail;
-    if (buf_put(&tail, "}}\n", 3) < 0)
-        goto fail;
-    PyObject *last_topic = NULL;
-    Py_ssize_t topic_at = 0, topic_n = 0; /* where the last topic's JSON is in b */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *r = PyList_GET_ITEM(records, i);
-        PyObject *topic = SLOT(r, off[R_TOPIC]), *key = SLOT(r, off[R_KEY]), *value = SLOT(r, off[R_VALUE]);
-        if (buf_put(&b, PyBytes_AS_STRING(head.bytes), head.len) < 0)
+        if (bulk_doc(&b, &head, &tail, &last, SLOT(r, off[R_TOPIC]), SLOT(r, off[R_KEY]), SLOT(r, off[R_VALUE]), "",
+                     0, dumps) < 0)
             goto fail;
-        if (topic == last_topic) {
-            char *o = buf_room(&b, topic_n);
-            if (!o)
-                goto fail;
-            memcpy(o, PyBytes_AS_STRING(b.bytes) + topic_at, (size_t)topic_n);
-            b.len += topic_n;
-        } else {
-            Py_ssize_t at = b.len;
-            if (buf_json_str(&b, topic, dumps) < 0)
-                goto fail;
-            last_topic = topic;
-            topic_at = at;
-            topic_n = b.len - at;
+    }
+    Py_DECREF(head.bytes);
+    Py_DECREF(tail.bytes);
+    return buf_finish(&b);
+fail:
+    Py_XDECREF(head.bytes);
+    Py_XDECREF(tail.bytes);
+    Py_XDECREF(b.bytes);
+    return NULL;
+}
+
+/*
+ * bulk_docs(index, values, ids, lo, hi, op_type, pipeline, doc_type, rename, dumps) -> bytes
+ *
+ * bulk.docs_body_py in C: the _bulk body of documents lo..hi-1 of a chunk's columns: index (one
+ * str for all, or a list of str), values (bytes), ids (None, or a list of str, bytes or None);
+ * a value starting with '{"timestamp":' starts with ``rename`` instead when rename is not empty.
+ */
+static PyObject *bulk_docs(PyObject *m, PyObject *args) {
+    PyObject *index, *values, *ids, *op, *pipeline, *doc_type, *dumps;
+    Py_ssize_t lo, hi, rename_n;
+    const char *rename;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO!OnnUUUy#O", &index, &PyList_Type, &values, &ids, &lo, &hi, &op, &pipeline,
+                          &doc_type, &rename, &rename_n, &dumps))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(values), guess = 0;
+    int per_doc = PyList_Check(index);
+    if (!per_doc && !PyUnicode_Check(index)) {
+        PyErr_SetString(PyExc_TypeError, "index must be a str or a list of str");
+        return NULL;
+    }
+    if ((per_doc && PyList_GET_SIZE(index) != n) || (ids != Py_None && (!PyList_Check(ids) || PyList_GET_SIZE(ids) != n))) {
+        PyErr_SetString(PyExc_ValueError, "index, values and ids must be lists of one length");
+        return NULL;
+    }
+    if (lo < 0 || hi > n || lo > hi) {
+        PyErr_SetString(PyExc_IndexError, "lo..hi is not a range of the documents");
+        return NULL;
+    }
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (!PyBytes_Check(v) || (per_doc && !PyUnicode_Check(PyList_GET_ITEM(index, i)))) {
+            PyErr_SetString(PyExc_TypeError, "a document needs a str index and a bytes value");
+            return NULL;
         }
-        if (key != Py_None) {
-            if (buf_put(&b, ",\"_id\":", 7) < 0)
-                goto fail;
-            if (PyUnicode_Check(key)) {
-                if (buf_json_str(&b, key, dumps) < 0)
-                    goto fail;
-            } else if (PyBytes_Check(key)) {
-                PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), NULL);
-                int rc = text ? buf_json_str(&b, text, dumps) : -1;
-                Py_XDECREF(text);
-                if (rc < 0)
-                    goto fail;
-            } else {
-                PyErr_SetString(PyExc_TypeError, "a record's key must be str, bytes or None");
-                goto fail;
-            }
-        }
-        if (buf_put(&b, PyBytes_AS_STRING(tail.bytes), tail.len) < 0 ||
-            buf_put(&b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)) < 0 || buf_put(&b, "\n", 1) < 0)
+        guess += PyBytes_GET_SIZE(v) + 96;
+    }
+    buf_t b, head, tail;
+    last_topic_t last = {NULL, 0, 0};
+    if (buf_init(&b, guess) < 0)
+        return NULL;
+    if (bulk_frame(&head, &tail, op, pipeline, doc_type, dumps) < 0)
+        goto fail;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        PyObject *topic = per_doc ? PyList_GET_ITEM(index, i) : index;
+        PyObject *key = ids == Py_None ? Py_None : PyList_GET_ITEM(ids, i);
+        if (bulk_doc(&b, &head, &tail, &last, topic, key, PyList_GET_ITEM(values, i), rename, rename_n, dumps) < 0)
             goto fail;
     }
     Py_DECREF(head.bytes);
@@ -2150,10 +2250,16 @@ typedef struct {
 static inline uint64_t rotr64(uint64_t x, int r) { return (x >> r) | (x << (64 - r)); }
 
 static inline uint64_t le64(const uint8_t *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+#else
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
         v = (v << 8) | p[i];
     return v;
+#endif
 }
 
 #define B2_G(a, b, c, d, x, y)                                                                                \
@@ -2179,6 +2285,9 @@ static void b2_compress(b2_t *s, const uint8_t *block, int last) {
     v[12] ^= s->t;
     if (last)
         v[14] = ~v[14];
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 12
+#endif
     for (int r = 0; r < 12; r++) {
         const uint8_t *g = B2_SIGMA[r];
         B2_G(v[0], v[4], v[8], v[12], m[g[0]], m[g[1]]);
@@ -2242,6 +2351,7 @@ static void b64url15(const uint8_t *d, char *o) {
  *
  * bulk.doc_ids_py for exact positions: id i = URL-safe base64 of BLAKE2b-120(base + the line's
  * byte offset as 8 little-endian bytes + lines[i]), offsets from start, each line and its newline.
+ * A line may be bytes, or str (hashed as its UTF-8, a lone surrogate as with "surrogatepass").
  */
 static PyObject *doc_ids_at(PyObject *m, PyObject *args) {
     const char *base;
@@ -2260,9 +2370,26 @@ static PyObject *doc_ids_at(PyObject *m, PyObject *args) {
     b2_update(&seed, (const uint8_t *)base, (size_t)base_n);
     uint64_t pos = (uint64_t)start;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *line = PyList_GET_ITEM(lines, i);
-        if (!PyBytes_Check(line)) {
-            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+        PyObject *line = PyList_GET_ITEM(lines, i), *held = NULL;
+        const char *data;
+        Py_ssize_t len;
+        if (PyBytes_Check(line)) {
+            data = PyBytes_AS_STRING(line);
+            len = PyBytes_GET_SIZE(line);
+        } else if (PyUnicode_Check(line) && PyUnicode_IS_COMPACT_ASCII(line)) {
+            data = (const char *)PyUnicode_DATA(line);
+            len = PyUnicode_GET_LENGTH(line);
+        } else if (PyUnicode_Check(line)) {
+            /* As str.encode("utf-8", "surrogatepass"): a lone surrogate as its 3 bytes. */
+            held = PyUnicode_AsEncodedString(line, "utf-8", "surrogatepass");
+            if (!held) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            data = PyBytes_AS_STRING(held);
+            len = PyBytes_GET_SIZE(held);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes or str");
             Py_DECREF(out);
             return NULL;
         }
@@ -2271,8 +2398,9 @@ static PyObject *doc_ids_at(PyObject *m, PyObject *args) {
         for (int k = 0; k < 8; k++)
             at[k] = (uint8_t)(pos >> (8 * k));
         b2_update(&s, at, 8);
-        b2_update(&s, (const uint8_t *)PyBytes_AS_STRING(line), (size_t)PyBytes_GET_SIZE(line));
+        b2_update(&s, (const uint8_t *)data, (size_t)len);
         b2_final(&s, digest, 15);
+        Py_XDECREF(held);
         PyObject *id = PyUnicode_New(20, 127);
         if (!id) {
             Py_DECREF(out);
@@ -2280,7 +2408,7 @@ static PyObject *doc_ids_at(PyObject *m, PyObject *args) {
         }
         b64url15(digest, (char *)PyUnicode_DATA(id));
         PyList_SET_ITEM(out, i, id);
-        pos += (uint64_t)PyBytes_GET_SIZE(line) + 1;
+        pos += (uint64_t)len + 1;
     }
     return out;
 }
@@ -2302,6 +2430,8 @@ static PyMethodDef methods[] = {
     {"loki_protobuf", loki_protobuf, METH_VARARGS, "loki_protobuf(cls, streams) -> a Loki PushRequest"},
     {"bulk_body", bulk_body, METH_VARARGS,
      "bulk_body(cls, records, op_type, pipeline, doc_type, dumps) -> an Elasticsearch _bulk body"},
+    {"bulk_docs", bulk_docs, METH_VARARGS,
+     "bulk_docs(index, values, ids, lo, hi, op_type, pipeline, doc_type, rename, dumps) -> a _bulk body"},
     {"doc_ids_at", doc_ids_at, METH_VARARGS, "doc_ids_at(base, start, lines) -> Elasticsearch ids of lines"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},

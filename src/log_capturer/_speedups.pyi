@@ -121,7 +121,27 @@ def bulk_body(
     """``elasticsearch.bulk.body_py``: the NDJSON ``_bulk`` body of the records, byte for byte.
     TypeError: not records of ``cls``, a key neither str, bytes nor None."""
 
-def doc_ids_at(base: bytes, start: int, lines: list[bytes], /) -> list[str]:
+def bulk_docs(
+    index: str | list[str],
+    values: list[bytes],
+    ids: list[str] | None,
+    lo: int,
+    hi: int,
+    op_type: str,
+    pipeline: str,
+    doc_type: str,
+    rename: bytes,
+    dumps: Callable[[Any], bytes],
+    /,
+) -> bytes:
+    """``elasticsearch.bulk.docs_body_py``: the NDJSON ``_bulk`` body of documents lo..hi-1 of
+    the columns (``index``: one for all, or one per document; a value starting with
+    ``{"timestamp":`` starts with ``rename`` instead when it is not empty), byte for byte.
+    TypeError: an index not str, a value not bytes, an id neither str, bytes nor None;
+    ValueError: lists of different lengths; IndexError: lo..hi outside them."""
+
+def doc_ids_at(base: bytes, start: int, lines: list[bytes] | list[str], /) -> list[str]:
     """``elasticsearch.bulk.doc_ids`` for exact positions: id i is the URL-safe base64 of the
     15-byte BLAKE2b of ``base`` + the line's offset (8 bytes, little-endian; from ``start``, each
-    line and its newline) + ``lines[i]``, as ``hashlib.blake2b`` gives it."""
+    line and its newline) + ``lines[i]`` (a str as its UTF-8, a lone surrogate as with
+    ``surrogatepass``), as ``hashlib.blake2b`` gives it."""

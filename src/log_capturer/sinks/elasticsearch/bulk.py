@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
+import itertools
 import os
 import re
 import time
@@ -58,9 +60,10 @@ def _b64(digest: bytes) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def doc_ids(chunk: Chunk, encoded: list[bytes]) -> list[str]:
-    """One ``_id`` per line of ``chunk`` (``encoded``: its lines as UTF-8), the same every time the
-    same line is read from the same place:
+def doc_ids(chunk: Chunk, encoded: list[bytes] | None = None) -> list[str]:
+    """One ``_id`` per line of ``chunk`` (``encoded``: its lines as UTF-8, a lone surrogate as with
+    ``surrogatepass``, made here when not given), the same every time the same line is read from
+    the same place:
 
     - positions exact (a file or container log whose chunk holds plain newline-ended lines:
       ``start`` plus each line's bytes and newline ends exactly at ``end``): the line's byte offset
@@ -79,12 +82,15 @@ def doc_ids(chunk: Chunk, encoded: list[bytes]) -> list[str]:
     """
     o = chunk.origin
     base = f"{o.source_type}\0{o.source_id}\0{chunk.stream}\0".encode()
-    n = len(encoded)
+    n = len(chunk.lines)
     start, end = chunk.start, chunk.end
     blake = hashlib.blake2b
-    if end > start and start + sum(map(len, encoded)) + n == end:
-        if _speedups is not None:  # the same ids, hashed in C
-            return _speedups.doc_ids_at(base, start, encoded)
+    # chunk.text_bytes: the lines' UTF-8 bytes, a lone surrogate counted 3 (as surrogatepass).
+    if end > start and start + chunk.text_bytes + n == end:
+        if _speedups is not None:  # the same ids, hashed in C (the lines encoded there too)
+            return _speedups.doc_ids_at(base, start, encoded if encoded is not None else chunk.lines)
+        if encoded is None:
+            encoded = [line.encode("utf-8", "surrogatepass") for line in chunk.lines]
         out = []
         pos = start
         for data in encoded:
@@ -96,6 +102,8 @@ def doc_ids(chunk: Chunk, encoded: list[bytes]) -> list[str]:
         return out
     stamps = chunk.timestamps
     if stamps is not None and end > start:
+        if encoded is None:
+            encoded = [line.encode("utf-8", "surrogatepass") for line in chunk.lines]
         seen: dict[tuple[int, bytes], int] = {}
         out = []
         for ns, data in zip(stamps, encoded, strict=True):
@@ -180,28 +188,26 @@ class Documents:
             out.append(head + orjson.dumps(text.decode()) + b"}")
         return out
 
-    def records(self, chunk: Chunk, values: list[bytes]) -> list[Record]:
-        """``values``: the chunk's documents (:meth:`values`)."""
-        if self.rename:
-            cut = len(b'{"timestamp":')
-            if self.envelope or self.codec != "json":
-                values = [self.rename + v[cut:] for v in values]
-            else:  # a selection may have left the timestamp out
-                values = [self.rename + v[cut:] if v.startswith(b'{"timestamp":') else v for v in values]
-        indexes = self._indexes(chunk)
-        if self.with_ids:
-            ids: list[str] | list[None] = doc_ids(
-                chunk, [line.encode("utf-8", "surrogatepass") for line in chunk.lines]
-            )
-        else:
-            ids = [None] * len(values)
-        return [Record(ix, v, k) for ix, v, k in zip(indexes, values, ids, strict=True)]
+    def docs(self, chunk: Chunk, values: list[bytes] | None = None) -> Docs:
+        """The chunk's documents as columns (``values``: from :meth:`values`, made when not given):
+        no Python object per document."""
+        if values is None:
+            values = self.values(chunk)
+        ids = doc_ids(chunk) if self.with_ids else None
+        return Docs(self._indexes(chunk), values, ids, self.rename)
 
-    def _indexes(self, chunk: Chunk) -> list[str]:
+    def records(self, chunk: Chunk, values: list[bytes]) -> list[Record]:
+        """The chunk's documents as records (``values``: from :meth:`values`), as parked."""
+        return self.docs(chunk, values).records()
+
+    def _indexes(self, chunk: Chunk) -> str | list[str]:
+        """Each document's index: one name for all (no field chooses, and one time), or a list."""
         n = len(chunk.lines)
         stamps = chunk.timestamps
         at = self.namer.at
         if stamps is None or self.namer.fixed:
+            if not self.index_field:
+                return at(chunk.read_time_ns)
             names = [at(chunk.read_time_ns)] * n
         else:
             names = [at(ns) for ns in stamps]
@@ -223,6 +229,97 @@ class Documents:
             c if isinstance(c, str) and valid_index(c) else name
             for c, name in zip(chosen, names, strict=True)
         ]
+
+
+#: How a document from the encoder starts; with another ``timestamp_field`` the name is replaced.
+TIMESTAMP_HEAD = b'{"timestamp":'
+
+
+class Docs:
+    """A chunk's documents as columns, held from the dispatcher to the answer without a Python
+    object per document: ``index`` (one name for all, or one per document), ``values`` (the
+    encoder's, whose leading ``{"timestamp":`` becomes ``rename`` when it is not empty), ``ids``
+    (None: no ``_id``). :meth:`record` makes a document's :class:`Record` when one is needed (a
+    retry, the DLQ)."""
+
+    __slots__ = ("_cum", "_raw", "ids", "index", "nbytes", "rename", "values")
+
+    def __init__(
+        self,
+        index: str | list[str],
+        values: list[bytes],
+        ids: list[str] | None,
+        rename: bytes = b"",
+    ) -> None:
+        self.index = index
+        self.values = values
+        self.ids = ids
+        self.rename = rename
+        n = len(values)
+        grown = len(rename) - len(TIMESTAMP_HEAD) if rename else 0
+        self._raw = sum(map(len, values))
+        #: Bytes of the documents as sent (with a renamed timestamp: the renamed size of each).
+        self.nbytes = self._raw + grown * n
+        self._cum: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def counts(self) -> dict[str, int]:
+        """Documents per index."""
+        if isinstance(self.index, str):
+            return {self.index: len(self.values)}
+        return dict(collections.Counter(self.index))
+
+    def value(self, i: int) -> bytes:
+        v = self.values[i]
+        if self.rename and v.startswith(TIMESTAMP_HEAD):
+            return self.rename + v[len(TIMESTAMP_HEAD) :]
+        return v
+
+    def record(self, i: int) -> Record:
+        """Document ``i`` as a record: (index, source, ``_id``)."""
+        index = self.index if isinstance(self.index, str) else self.index[i]
+        return Record(index, self.value(i), self.ids[i] if self.ids is not None else None)
+
+    def records(self) -> list[Record]:
+        return [self.record(i) for i in range(len(self.values))]
+
+    def size(self, lo: int, hi: int) -> int:
+        """Bytes of the documents lo..hi-1 as the encoder gave them."""
+        if lo == 0 and hi == len(self.values):
+            return self._raw
+        return self.cumulative[hi] - self.cumulative[lo]
+
+    @property
+    def cumulative(self) -> list[int]:
+        """Bytes of the documents before each one (made once, when a batch cuts the documents)."""
+        if self._cum is None:
+            self._cum = list(itertools.accumulate(map(len, self.values), initial=0))
+        return self._cum
+
+    def body(self, lo: int, hi: int, op_type: str, pipeline: str, doc_type: str) -> bytes:
+        """The ``_bulk`` body of documents lo..hi-1 (in C when the module is built)."""
+        if _speedups is not None:
+            return _speedups.bulk_docs(
+                self.index,
+                self.values,
+                self.ids,
+                lo,
+                hi,
+                op_type,
+                pipeline,
+                doc_type,
+                self.rename,
+                orjson.dumps,
+            )
+        return docs_body_py(self, lo, hi, op_type, pipeline, doc_type)
+
+
+def docs_body_py(docs: Docs, lo: int, hi: int, op_type: str, pipeline: str, doc_type: str) -> bytes:
+    """:meth:`Docs.body` in Python: the reference for ``_speedups.bulk_docs`` (the body of the
+    documents' records)."""
+    return body_py([docs.record(i) for i in range(lo, hi)], op_type, pipeline, doc_type)
 
 
 def action(record: Record, op_type: str, pipeline: str, doc_type: str) -> bytes:

@@ -29,6 +29,7 @@ What an answer means (:func:`.bulk.outcome_of_item`, :func:`.bulk.outcome_of_sta
 from __future__ import annotations
 
 import base64
+import bisect
 import collections
 import http.client
 import logging
@@ -43,9 +44,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from isal import isal_zlib
 
 from log_capturer.engine.contract import Failure, Record, Refused, ServiceState
-from log_capturer.engine.outcomes import Outcome, ReplayWaiter, report_outcomes
+from log_capturer.engine.outcomes import ReplayWaiter
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
 from log_capturer.sinks.elasticsearch import bulk
@@ -64,38 +66,100 @@ FILTER_PATH = "errors,items.*.status,items.*.error"
 
 
 class ElasticsearchPrepared:
-    """A chunk's documents."""
+    """A chunk's documents, as columns (:class:`.bulk.Docs`)."""
 
-    __slots__ = ("chunk", "counts", "nbytes", "records")
+    __slots__ = ("chunk", "counts", "docs", "nbytes")
 
-    def __init__(self, chunk: Chunk, records: list[Record]) -> None:
+    def __init__(self, chunk: Chunk, docs: bulk.Docs) -> None:
         self.chunk = chunk
-        self.records = records
-        self.nbytes = sum(len(r.value) for r in records)
-        counts: collections.Counter[str] = collections.Counter(r.topic for r in records)
-        self.counts: Mapping[str, int] = counts
+        self.docs = docs
+        self.nbytes = docs.nbytes
+        self.counts: Mapping[str, int] = docs.counts()
 
 
-class Item:
-    """One record in the sink: a new one (its chunk's ``Delivery``), a retry (its ``Attempt``) or
-    a replayed DLQ entry (its waiter)."""
+#: Bytes a document adds to a request besides its source (its action line), for ``batch.max_bytes``.
+ACTION_BYTES = 128
 
-    __slots__ = ("alone", "entry_id", "kind", "owner", "record", "since")
 
-    def __init__(self, record: Record, kind: str, owner: Any, since: float, entry_id: str = "") -> None:
-        self.record = record
+class Part:
+    """Records in the sink, reported together while they share an outcome: documents lo..hi-1 of
+    a chunk (``new``: its ``Delivery`` owns them), or one record sent again (``attempt``: its
+    ``Attempt``) or replayed from the DLQ (``replay``: its waiter, with the entry's id)."""
+
+    __slots__ = ("docs", "entry_id", "hi", "kind", "lo", "owner", "record", "since")
+
+    def __init__(
+        self,
+        kind: str,
+        owner: Any,
+        since: float,
+        docs: bulk.Docs | None = None,
+        lo: int = 0,
+        hi: int = 1,
+        record: Record | None = None,
+        entry_id: str = "",
+    ) -> None:
         self.kind = kind
         self.owner = owner
         self.since = since
+        self.docs = docs
+        self.lo = lo
+        self.hi = hi
+        self.record = record
         self.entry_id = entry_id
-        self.alone = False
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def record_at(self, i: int) -> Record:
+        """Its record ``i`` (lo <= i < hi), made from the documents when it has them."""
+        if self.docs is not None:
+            return self.docs.record(i)
+        assert self.record is not None
+        return self.record
+
+    def size(self, lo: int, hi: int) -> int:
+        """Bytes of records lo..hi-1 in a request (``batch.max_bytes``)."""
+        per = ACTION_BYTES * (hi - lo)
+        if self.docs is not None:
+            return self.docs.size(lo, hi) + per
+        assert self.record is not None
+        return len(self.record.value) + per
+
+    def cut(self, lo: int, room: int) -> int:
+        """The end of the longest run of records from ``lo`` whose bytes fit in ``room``."""
+        if self.docs is None:
+            return lo + 1 if self.size(lo, lo + 1) <= room else lo
+        cum = self.docs.cumulative
+        limit = room + cum[lo] + ACTION_BYTES * lo
+        return (
+            bisect.bisect_right(range(self.hi + 1), limit, lo=lo, key=lambda k: cum[k] + ACTION_BYTES * k) - 1
+        )
+
+    def part(self, lo: int, hi: int) -> Part:
+        """Records lo..hi-1 of it, as a part of their own."""
+        if lo == self.lo and hi == self.hi:
+            return self
+        return Part(self.kind, self.owner, self.since, self.docs, lo, hi, self.record, self.entry_id)
+
+    def body(self, op_type: str, pipeline: str, doc_type: str) -> bytes:
+        if self.docs is not None:
+            return self.docs.body(self.lo, self.hi, op_type, pipeline, doc_type)
+        assert self.record is not None
+        return bulk.body([self.record], op_type, pipeline, doc_type)
 
 
 @dataclass
 class _Batch:
-    items: list[Item] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    count: int = 0
     nbytes: int = 0
     opened: float = 0.0
+
+
+#: What a sender reports to the service's thread: a part, the index of one of its records or -1
+#: for all of them, the failure (None: delivered), the error's type and text.
+PartOutcome = tuple[Part, int, Failure | None, str, str]
 
 
 class RequestError(Exception):
@@ -201,7 +265,7 @@ class ElasticsearchService:
         self._pending = _Batch()
         self._cut_now = False
         self._requests: queue.Queue[_Batch | None] = queue.Queue()
-        self._outcomes: collections.deque[Outcome] = collections.deque()
+        self._outcomes: collections.deque[PartOutcome] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -268,52 +332,69 @@ class ElasticsearchService:
 
     # -- the engine's calls --------------------------------------------------------------------
     def prepare(self, chunk: Chunk) -> ElasticsearchPrepared:
-        return ElasticsearchPrepared(chunk, self.records_of(chunk))
+        return ElasticsearchPrepared(chunk, self.docs.docs(chunk))
 
     def records_of(self, chunk: Chunk) -> list[Record]:
         return self.docs.records(chunk, self.docs.values(chunk))
 
     def send(self, prepared: Prepared, delivery: Delivery) -> list[Refused]:
         assert isinstance(prepared, ElasticsearchPrepared)
-        now = time.monotonic()
-        self._add([Item(r, "new", delivery, now) for r in prepared.records])
+        docs = prepared.docs
+        if len(docs):
+            self._add([Part("new", delivery, time.monotonic(), docs, 0, len(docs))])
         return []
 
-    def _add(self, items: list[Item]) -> None:
+    def _add(self, parts: list[Part]) -> None:
+        """Add records to the batch being filled; each full batch leaves (a part is cut where a
+        batch fills: by ``batch.max_events``, or ``batch.max_bytes`` with at least one record)."""
         b = self.config.batch
+        max_n, max_b = b.max_events, b.max_bytes
         with self._lock:
-            self._held += len(items)
             p = self._pending
-            for item in items:
-                size = len(item.record.value) + 128
-                if p.items and (len(p.items) >= b.max_events or p.nbytes + size > b.max_bytes):
-                    self._requests.put(p)
-                    p = self._pending = _Batch()
-                if not p.items:
-                    p.opened = time.monotonic()
-                p.items.append(item)
-                p.nbytes += size
-            if len(p.items) >= b.max_events or p.nbytes >= b.max_bytes:
+            for part in parts:
+                self._held += len(part)
+                lo, end = part.lo, part.hi
+                while lo < end:
+                    if p.count >= max_n or (p.count and p.nbytes >= max_b):
+                        self._requests.put(p)
+                        p = self._pending = _Batch()
+                    hi = min(end, lo + max_n - p.count)
+                    size = part.size(lo, hi)
+                    if p.nbytes + size > max_b:
+                        hi = part.cut(lo, max_b - p.nbytes)
+                        if hi == lo:
+                            if p.count:  # not one more record fits: this batch leaves
+                                self._requests.put(p)
+                                p = self._pending = _Batch()
+                                continue
+                            hi = lo + 1  # a record larger than max_bytes goes alone
+                        size = part.size(lo, hi)
+                    if not p.count:
+                        p.opened = time.monotonic()
+                    p.parts.append(part.part(lo, hi))
+                    p.count += hi - lo
+                    p.nbytes += size
+                    lo = hi
+            if p.count >= max_n or p.nbytes >= max_b:
                 self._requests.put(p)
                 self._pending = _Batch()
 
     def _cut_lingering(self, now: float) -> None:
         with self._lock:
             p = self._pending
-            if p.items and (self._cut_now or now - p.opened >= self.config.batch.timeout):
+            if p.count and (self._cut_now or now - p.opened >= self.config.batch.timeout):
                 self._requests.put(p)
                 self._pending = _Batch()
             self._cut_now = False
 
     def resend(self, attempt: Attempt, alone: bool) -> bool:
-        item = Item(attempt.record, "attempt", attempt, attempt.delivery.started)
+        part = Part("attempt", attempt, attempt.delivery.started, record=attempt.record)
         if alone:
-            item.alone = True
             with self._lock:
                 self._held += 1
-            self._requests.put(_Batch([item], len(attempt.record.value), time.monotonic()))
+            self._requests.put(_Batch([part], 1, part.size(0, 1), time.monotonic()))
         else:
-            self._add([item])
+            self._add([part])
         return True
 
     def dead_letter(self, attempt: Attempt) -> bool | None:
@@ -378,7 +459,12 @@ class ElasticsearchService:
         if not records:
             return {}
         now = time.monotonic()
-        self._add([Item(Record(r.topic, r.value, r.key), "replay", waiter, now, r.entry_id) for r in records])
+        self._add(
+            [
+                Part("replay", waiter, now, record=Record(r.topic, r.value, r.key), entry_id=r.entry_id)
+                for r in records
+            ]
+        )
         self.idle()
         waiter.done.wait(timeout)
         return {
@@ -438,18 +524,20 @@ class ElasticsearchService:
                 except Exception as exc:  # a bug: the records are retried, the thread goes on
                     self.thread_error = f"{type(exc).__name__}: {exc}"
                     self.runner.unexpected("bulk_request", exc)
-                    self._report(batch.items, Failure.RETRY, "internal_error", self.thread_error)
+                    self._report(batch.parts, Failure.RETRY, "internal_error", self.thread_error)
         finally:
             client.close()
 
     def _post(self, client: Client, batch: _Batch) -> None:
-        items = batch.items
-        records = [i.record for i in items]
-        data = bulk.body(records, self.op_type, self.pipeline, self.doc_type)
+        parts = batch.parts
+        op_type, pipeline, doc_type = self.op_type, self.pipeline, self.doc_type
+        if len(parts) == 1:
+            data = parts[0].body(op_type, pipeline, doc_type)
+        else:
+            data = b"".join([part.body(op_type, pipeline, doc_type) for part in parts])
         raw_len = len(data)
         if self.config.compression == "gzip":
-            co = zlib.compressobj(self.config.compression_level, zlib.DEFLATED, 31)
-            data = co.compress(data) + co.flush()
+            data = gzip_body(data, self.config.compression_level)
         m = self.metrics
         started = time.monotonic()
         try:
@@ -459,7 +547,7 @@ class ElasticsearchService:
             if exc.unreachable:
                 self.failing = exc.text
             m.sink_requests.labels("elasticsearch", "error").inc()
-            self._report(items, exc.failure, exc.etype, exc.text)
+            self._report(parts, exc.failure, exc.etype, exc.text)
             return
         self.failing = ""
         self.requests += 1
@@ -471,58 +559,78 @@ class ElasticsearchService:
         if status != 200:
             text = f"_bulk answered {status}: {raw[:500].decode(errors='replace')}"
             failure = bulk.outcome_of_status(status)
-            if failure is Failure.RETRY_ALONE and len(items) == 1:
+            if failure is Failure.RETRY_ALONE and batch.count == 1:
                 failure = Failure.REJECT
-            self._report(items, failure, f"http_{status}", text)
+            self._report(parts, failure, f"http_{status}", text)
             return
         if bulk.all_delivered(raw):
-            self._report(items, None)
+            self._report(parts, None)
             return
         try:
             answer = bulk.parse_response(raw)
         except (orjson.JSONDecodeError, ValueError) as exc:
-            self._report(items, Failure.RETRY, "bad_response", f"the _bulk answer is not JSON: {exc}")
+            self._report(parts, Failure.RETRY, "bad_response", f"the _bulk answer is not JSON: {exc}")
             return
         if not answer.get("errors"):
-            self._report(items, None)
+            self._report(parts, None)
             return
         answers = answer.get("items")
-        if not isinstance(answers, list) or len(answers) != len(items):
-            self._report(items, Failure.RETRY, "bad_response", "the _bulk answer does not list every item")
+        if not isinstance(answers, list) or len(answers) != batch.count:
+            self._report(parts, Failure.RETRY, "bad_response", "the _bulk answer does not list every item")
             return
-        delivered: list[Item] = []
-        for item, entry in zip(items, answers, strict=True):
-            result: dict[str, Any] = (
-                next(iter(entry.values()), {}) if isinstance(entry, dict) and entry else {}
-            )
-            outcome, etype, text = bulk.outcome_of_item(result, self.op_type)
-            if outcome is None:
-                if etype == "exists":
-                    self.items_existing += 1
-                delivered.append(item)
-                continue
-            failure = outcome
-            if failure is Failure.RETRY_ALONE and item.kind != "new":
-                failure = Failure.RETRY  # refused again when sent alone: back-off, for as long as it takes
-            if failure is Failure.REJECT:
-                self.items_rejected += 1
-            else:
-                self.items_retried += 1
-            m.es_item_errors.labels(self.name, etype).inc()
-            self._report([item], failure, etype, text)
-        if delivered:
-            self._report(delivered, None)
+        self._items(parts, answers)
 
-    def _report(self, items: list[Item], failure: Failure | None, etype: str = "", text: str = "") -> None:
+    def _items(self, parts: list[Part], answers: list[Any]) -> None:
+        """An answer with errors: each record's outcome from its item (``answers``, in order)."""
+        m = self.metrics
+        outcomes: list[PartOutcome] = []
+        at = 0
+        for part in parts:
+            failed = False
+            delivered: list[int] = []
+            for i in range(part.lo, part.hi):
+                entry = answers[at]
+                at += 1
+                result: dict[str, Any] = (
+                    next(iter(entry.values()), {}) if isinstance(entry, dict) and entry else {}
+                )
+                outcome, etype, text = bulk.outcome_of_item(result, self.op_type)
+                if outcome is None:
+                    if etype == "exists":
+                        self.items_existing += 1
+                    delivered.append(i)
+                    continue
+                failed = True
+                failure = outcome
+                if failure is Failure.RETRY_ALONE and part.kind != "new":
+                    failure = (
+                        Failure.RETRY
+                    )  # refused again when sent alone: back-off, for as long as it takes
+                if failure is Failure.REJECT:
+                    self.items_rejected += 1
+                else:
+                    self.items_retried += 1
+                m.es_item_errors.labels(self.name, etype).inc()
+                self.last_error = text
+                outcomes.append((part, i, self._timed_out(part, failure), etype, text))
+            if not failed:
+                outcomes.append((part, -1, None, "", ""))
+            else:
+                outcomes.extend((part, i, None, "", "") for i in delivered)
+        self._outcomes.extend(outcomes)
+        self._wake.set()
+
+    def _timed_out(self, part: Part, failure: Failure | None) -> Failure | None:
+        """A retriable failure of records handed over ``park_after`` ago or more is a timeout."""
+        if failure is Failure.RETRY and self.park_after and time.monotonic() - part.since >= self.park_after:
+            return Failure.TIMEOUT
+        return failure
+
+    def _report(self, parts: list[Part], failure: Failure | None, etype: str = "", text: str = "") -> None:
+        """Every record of ``parts`` has this outcome."""
         if failure is not None:
             self.last_error = text
-        now = time.monotonic()
-        outcomes = self._outcomes
-        for item in items:
-            f = failure
-            if f is Failure.RETRY and self.park_after and now - item.since >= self.park_after:
-                f = Failure.TIMEOUT
-            outcomes.append((item, f, etype, text))
+        self._outcomes.extend([(part, -1, self._timed_out(part, failure), etype, text) for part in parts])
         self._wake.set()
 
     # -- outcomes (senders -> the service's thread) --------------------------------------------
@@ -550,10 +658,43 @@ class ElasticsearchService:
         self._report_outcomes()
 
     def _report_outcomes(self) -> None:
-        n = report_outcomes(self.runner, self._outcomes)
+        """Hand the senders' outcomes to the runner: a delivered part in one call, a failed record
+        by itself (its :class:`Record` made now, from the documents)."""
+        runner = self.runner
+        outcomes = self._outcomes
+        n = 0
+        while outcomes:
+            part, i, failure, etype, text = outcomes.popleft()
+            k = len(part) if i < 0 else 1
+            n += k
+            if part.kind == "new":
+                if failure is None:
+                    part.owner.delivered(k)
+                else:
+                    for j in range(part.lo, part.hi) if i < 0 else (i,):
+                        runner.failed(part.owner, part.record_at(j), failure, etype, text)
+            elif part.kind == "attempt":
+                runner.attempt_done(part.owner, failure, etype, text)
+            else:
+                waiter: ReplayWaiter = part.owner
+                waiter.settle(runner, part.entry_id, part.record_at(part.lo).topic, failure, etype, text)
         if n:
             with self._lock:
                 self._held -= n
+
+
+#: The highest gzip level ISA-L has; above it zlib compresses.
+ISAL_MAX_LEVEL = 3
+
+
+def gzip_body(data: bytes, level: int) -> bytes:
+    """``data`` in the gzip format: levels 1-3 by ISA-L (several times zlib's speed, about its
+    ratio), 4-9 by zlib. Both let go of the GIL while they compress, so a sender thread compresses
+    while the dispatcher thread encodes."""
+    if level <= ISAL_MAX_LEVEL:
+        return isal_zlib.compress(data, level, 31)
+    co = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return co.compress(data) + co.flush()
 
 
 def tls_context(config: ElasticsearchSinkConfig) -> ssl.SSLContext:

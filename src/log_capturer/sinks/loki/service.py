@@ -276,6 +276,13 @@ class LokiService:
         self._wakeup()
         if self._thread is not None:
             self._thread.join(self.config.request_timeout + 5)
+        if self._thread is None or not self._thread.is_alive():
+            # What was never pushed stays unacknowledged (read again after a restart). The entries
+            # go now: made in C, they are outside the cyclic collector, so entries left here
+            # would keep their owners, and through them the sink, alive after a reload.
+            self._incoming.clear()
+            self._pending.clear()
+            self._split.clear()
 
     # -- the engine's calls --------------------------------------------------------------------
     def records_of(self, chunk: Chunk) -> list[Record]:

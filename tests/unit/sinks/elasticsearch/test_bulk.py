@@ -369,3 +369,104 @@ def test_all_delivered_reads_only_a_top_level_errors_false(raw: bytes, want: boo
     assert bulk.all_delivered(raw) is want
     if want:  # what the parsed answer says too
         assert bulk.parse_response(raw)["errors"] is False
+
+
+# -- the documents' columns: the C body against the Python reference ---------------------------------
+def _columns(rng: random.Random, n: int) -> tuple[str | list[str], list[bytes], list[str] | None]:
+    records = _records(rng, n)
+    index: str | list[str] = (
+        rng.choice(["logs", *_ODD[1:]]) if rng.random() < 0.5 else [r.topic for r in records]
+    )
+    values = []
+    for r in records:
+        # Most documents start as the encoder writes them; some do not (a selection left it out).
+        head = bulk.TIMESTAMP_HEAD if rng.random() < 0.8 else b"{"
+        values.append(head + r.value[1:])
+    ids = None if rng.random() < 0.3 else [rng.choice([f"id{i}", *_ODD]) for i in range(n)]
+    return index, values, ids
+
+
+@pytest.mark.parametrize("rename", [b"", b'{"@timestamp":', b'{"t\\u00e9":'])
+@pytest.mark.parametrize(("op_type", "pipeline", "doc_type"), [("create", "", ""), ("index", 'p"1', "_doc")])
+def test_c_documents_body_is_the_python_body(
+    rename: bytes, op_type: str, pipeline: str, doc_type: str
+) -> None:
+    rng = random.Random(f"{rename!r}{op_type}")
+    for n in (0, 1, 2, 9, 300):
+        index, values, ids = _columns(rng, n)
+        docs = bulk.Docs(index, values, ids, rename)
+        for lo, hi in {(0, n), (0, n // 2), (n // 3, n), (n // 2, n // 2), (n // 4, n - n // 4)}:
+            want = bulk.docs_body_py(docs, lo, hi, op_type, pipeline, doc_type)
+            got = bulk._speedups.bulk_docs(
+                index, values, ids, lo, hi, op_type, pipeline, doc_type, rename, orjson.dumps
+            )
+            assert got == want, (n, lo, hi)
+            assert docs.body(lo, hi, op_type, pipeline, doc_type) == got
+        # The body of the documents is the body of their records.
+        assert docs.body(0, n, op_type, pipeline, doc_type) == bulk.body_py(
+            docs.records(), op_type, pipeline, doc_type
+        )
+        for i, r in enumerate(docs.records()):
+            renamed = rename and values[i].startswith(bulk.TIMESTAMP_HEAD)
+            assert r.value == (rename + values[i][len(bulk.TIMESTAMP_HEAD) :] if renamed else values[i])
+            assert r.key == (ids[i] if ids is not None else None)
+
+
+def test_c_documents_body_refuses_bad_columns() -> None:
+    args = ("create", "", "", b"", orjson.dumps)
+    with pytest.raises(TypeError):
+        bulk._speedups.bulk_docs(5, [b"{}"], None, 0, 1, *args)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        bulk._speedups.bulk_docs(["ix", 5], [b"{}", b"{}"], None, 0, 2, *args)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        bulk._speedups.bulk_docs("ix", [b"{}", "{}"], None, 0, 2, *args)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        bulk._speedups.bulk_docs("ix", [b"{}"], [5], 0, 1, *args)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="one length"):
+        bulk._speedups.bulk_docs(["ix"], [b"{}", b"{}"], None, 0, 2, *args)
+    with pytest.raises(ValueError, match="one length"):
+        bulk._speedups.bulk_docs("ix", [b"{}", b"{}"], ["a"], 0, 2, *args)
+    for lo, hi in ((-1, 1), (0, 3), (2, 1)):
+        with pytest.raises(IndexError):
+            bulk._speedups.bulk_docs("ix", [b"{}", b"{}"], None, lo, hi, *args)
+    with pytest.raises(UnicodeDecodeError):
+        bulk._speedups.bulk_docs("ix", [b"{}"], [b"\xff"], 0, 1, *args)  # type: ignore[list-item]
+
+
+def test_c_ids_of_str_lines_are_those_of_their_utf8_bytes() -> None:
+    rng = random.Random(11)
+    alphabet = ["a", "\u00e9", "\u65e5", "\U0001f600", "\udcff", "\ud800", "\x00", "\n"]
+    for _ in range(200):
+        lines = [
+            "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 60, 130, 300]))) for _ in range(5)
+        ]
+        encoded = [ln.encode("utf-8", "surrogatepass") for ln in lines]
+        base = bytes(rng.randrange(256) for _ in range(rng.choice([0, 30, 128])))
+        assert bulk._speedups.doc_ids_at(base, 77, lines) == bulk._speedups.doc_ids_at(base, 77, encoded)
+    with pytest.raises(TypeError):
+        bulk._speedups.doc_ids_at(b"", 0, [5])  # type: ignore[list-item]
+
+
+def test_ids_need_no_encoded_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = ["plain", "caf\u00e9", "\udcff lone", *LINES]
+    end = 500 + sum(len(s.encode("utf-8", "surrogatepass")) + 1 for s in lines)
+    chunk = Chunk(Origin("file", "/var/log/app.log"), lines, 500, end)
+    got = bulk.doc_ids(chunk)
+    assert got == bulk.doc_ids(chunk, [s.encode("utf-8", "surrogatepass") for s in lines])
+    monkeypatch.setattr(bulk, "_speedups", None)
+    assert bulk.doc_ids(chunk) == got
+
+
+def test_documents_of_a_chunk_are_its_records() -> None:
+    config = ElasticsearchSinkConfig(enabled=True, index="logs-%Y.%m.%d", timestamp_field="@timestamp")
+    chunk = file_chunk(LINES, 0)
+    documents = bulk.Documents(config)
+    docs = documents.docs(chunk)
+    assert isinstance(docs.index, str)  # one time, no field chooses: one name for every document
+    records = documents.records(chunk, encode_chunk(chunk, None))
+    assert docs.records() == records
+    assert docs.counts() == {records[0].topic: len(LINES)}
+    assert docs.nbytes == sum(len(r.value) for r in records)
+    assert (
+        docs.size(0, len(LINES)) == docs.size(0, 3) + docs.size(3, len(LINES)) == sum(map(len, docs.values))
+    )

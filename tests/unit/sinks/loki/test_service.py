@@ -186,3 +186,13 @@ def test_batches_are_taken_in_order_up_to_the_count_and_the_byte_limit() -> None
     assert loki._pending_bytes == 0
     assert LokiService._by_tenant(second) == {"": second[:1], "t2": second[1:]}
     assert LokiService._by_tenant(first) == {"": first}
+
+
+def test_a_stopped_service_lets_go_of_the_entries_it_never_pushed() -> None:
+    sink, entries, delivery = sink_with(["a", "b", "c"])
+    service = sink.loki
+    service._hand(entries)
+    service._split.append(entries[:1])
+    service.stop()
+    assert not service._incoming and not service._pending and not service._split
+    assert delivery.remaining == len(entries) + 1  # unacknowledged: read again after a restart
