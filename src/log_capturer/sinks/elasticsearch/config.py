@@ -103,7 +103,7 @@ class ElasticsearchSinkConfig(Strict):
         "auto",
         description="The server's API: 'auto' asks the server (GET /) before the first request; "
         "'v6' adds the '_doc' type Elasticsearch 6 requires; 'v7', 'v8', 'v9' (Elasticsearch) and "
-        "'opensearch' (1.x, 2.x) send no type.",
+        "'opensearch' (1.x, 2.x, 3.x) send no type.",
     )
     index: str = Field(
         "logs-%Y.%m.%d",
