@@ -271,8 +271,9 @@ class KafkaSinkConfig(Strict):
         description="Send chunks through the agent's own librdkafka producer (the librdkafka that "
         "confluent-kafka ships), which counts the delivery reports of a chunk in C: every record "
         "still needs its own acknowledgement before the checkpoint moves, at about half the CPU "
-        "per record. Chunks with headers, retries, the DLQ topic, replays and metadata requests use "
-        "confluent-kafka's producer either way. false: confluent-kafka for everything.",
+        "per record; chunks with headers too (record by record, the headers built in C). Retries, "
+        "the DLQ topic, replays and metadata requests use confluent-kafka's producer either way. "
+        "false: confluent-kafka for everything.",
     )
     delivery: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",

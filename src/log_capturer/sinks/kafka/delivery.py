@@ -166,8 +166,10 @@ class Reports:
         runner = self.runner
         for delivery, produced, failures in settled:
             d: Delivery = delivery
-            for code, topic, value, key, partition in failures:
-                runner.failed(d, Record(topic, value, key, partition), *failure_of(KafkaError(code)), 0)
+            for code, topic, value, key, partition, headers in failures:
+                runner.failed(
+                    d, Record(topic, value, key, partition, headers), *failure_of(KafkaError(code)), 0
+                )
             ok = produced - len(failures)
             if ok:
                 self.all_down = False

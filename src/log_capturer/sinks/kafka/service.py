@@ -5,8 +5,8 @@ What the engine (:mod:`log_capturer.engine`) leaves to a sink, for Kafka, by mod
 - :mod:`.request`: a chunk's records (topic by level, key, explicit partitions, headers, the
   JSON values), and what is refused before it is produced;
 - this module, the producers: the chunk producer in C (:mod:`.native`, ``native_producer``) for
-  the usual chunks, delivery reports counted per chunk; confluent-kafka's producer for everything
-  else (chunks with headers, retries, the DLQ topic, replays, metadata); a third one, made when
+  the chunks (with their headers too), delivery reports counted per chunk; confluent-kafka's
+  producer for everything else (retries, the DLQ topic, replays, metadata); a third one, made when
   first needed, that sends a record refused with its batch alone (``batch.num.messages=1``);
 - this module, the poll thread: it serves the producers' reports, sends what lingers early when
   the load is low (adaptive batching, :mod:`.batching`), replaces a producer after a fatal error
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from log_capturer.engine.contract import Prepared, Record, Refused, ServiceState
+from log_capturer.engine.contract import Headers, Prepared, Record, Refused, ServiceState
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
 from log_capturer.reliability.dlq.replay import ReplayRecord, produce_replay
@@ -355,7 +355,7 @@ class KafkaService:
     def _send_producer(self, prepared: KafkaRequest, delivery: Delivery, refused: list[Refused]) -> None:
         assert self._producer is not None
         topics, values, keys = prepared.topics, prepared.values, prepared.keys
-        native = self._native if prepared.headers is None else None
+        native = self._native
         if native is not None:
             self._send_native(native, delivery, prepared, refused)
         elif (
@@ -412,25 +412,34 @@ class KafkaService:
     def _send_native(
         self, native: ChunkProducer, delivery: Delivery, prepared: KafkaRequest, refused: list[Refused]
     ) -> None:
-        """Hand a chunk to the chunk producer."""
+        """Hand a chunk to the chunk producer; with ``headers``, each record gets its level's
+        header list (the same object for a level's records: the C producer reads each once)."""
         topics, values, keys = prepared.topics, prepared.values, prepared.keys
         parts: list[int] | None = None
+        by_level = prepared.headers
+        hdrs: list[Headers] | None = (
+            list(map(by_level.__getitem__, prepared.chunk.levels)) if by_level is not None else None
+        )
         if prepared.partitions is not None or prepared.longest > self.config.max_message_bytes:
             # Leave out what is refused instead (oversize, invalid manual partition).
             keep_t: list[str] = []
             keep_v: list[bytes] = []
             keep_k: list[str | None] = []
             keep_p: list[int] = []
-            for _, topic, value, key, part, _ in self.requests.producible(prepared, refused):
+            keep_h: list[Headers] = []
+            for _, topic, value, key, part, h in self.requests.producible(prepared, refused):
                 keep_t.append(topic)
                 keep_v.append(value)
                 keep_k.append(key)
                 keep_p.append(part)
+                if h is not None:
+                    keep_h.append(h)
             topics, values = keep_t, keep_v
             keys = keep_k if keys is not None else None
             parts = keep_p if prepared.partitions is not None else None
+            hdrs = keep_h if hdrs is not None else None
         try:
-            native.produce_chunk(delivery, topics, values, keys, parts)
+            native.produce_chunk(delivery, topics, values, keys, parts, hdrs)
         except RuntimeError:
             pass  # closing (stop): these records stay unacknowledged and are read again on restart
         except Exception as exc:
@@ -438,7 +447,9 @@ class KafkaService:
             self.runner.unexpected("hand_over_failed", exc)
             for i, value in enumerate(values):
                 key = keys[i] if keys is not None else None
-                self.runner.resend_later(delivery, Record(topics[i], value, key, parts[i] if parts else -1))
+                part = parts[i] if parts else -1
+                h = hdrs[i] if hdrs is not None else None
+                self.runner.resend_later(delivery, Record(topics[i], value, key, part, h))
 
     def _produce_blocking(self, rec: Record, cb: DeliveryCallback) -> None:
         """The producer queue is full: wait for delivery reports to make room (backpressure)."""

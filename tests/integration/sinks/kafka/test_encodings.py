@@ -99,6 +99,36 @@ def test_every_codec_arrives_routed_keyed_and_with_its_headers(
     assert seen == set(lines)
 
 
+def test_raw_records_with_headers_are_the_same_through_the_chunk_producer_and_confluent_kafka(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    """The chunk producer in C sends a chunk with headers record by record with headers built in
+    C; confluent-kafka's producer (``native_producer: false``) is the Python path. Read back from
+    the broker, both put the same records in the same partitions in the same order: topic, key,
+    value and headers. Both runs read the same path (a line without a key of its own is keyed by
+    it), one after the other."""
+    lines, _ = lines_and_expectations(3000)
+    contents: dict[bool, dict[tuple[str, int], list[tuple[Any, ...]]]] = {}
+    for native in (True, False):
+        tmp = tmp_path / "run"
+        if tmp.exists():
+            tmp.rename(tmp_path / "first-run")
+        tmp.mkdir()
+        topics = create_prefixed_topics(bootstrap, f"{topic_prefix}-{'c' if native else 'py'}")
+        kafka = {"encoding": {"codec": "raw"}, "headers": HEADERS, "native_producer": native}
+        records, _ = ship_lines(
+            tmp, bootstrap, topics, lines, sinks={"kafka": kafka}, files_config={"labels": LABELS}
+        )
+        by_topic = {v: k for k, v in topics.items()}
+        runs: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+        for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+            runs.setdefault((by_topic[r.topic], r.partition), []).append((r.key, r.value, r.headers))
+        contents[native] = runs
+    assert sum(map(len, contents[True].values())) == len(lines)
+    assert len(contents[True]) > 4, "several topics and partitions"
+    assert contents[True] == contents[False]
+
+
 def test_json_with_only_some_fields_and_unix_milliseconds(
     tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:

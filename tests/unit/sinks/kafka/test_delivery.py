@@ -154,17 +154,20 @@ def test_a_settled_chunk_counts_its_delivered_records_and_reports_each_failure()
     r, engine = reports()
     whole, partly, none = Chunk(), Chunk(), Chunk()
     r.all_down = True
-    failures = [
-        (KafkaError._MSG_TIMED_OUT, "logs", b"x", "key", -1),
-        (KafkaError.MSG_SIZE_TOO_LARGE, "logs-high", b"y", None, 3),
+    hdrs: list[tuple[str, str | bytes | None]] = [("level", b"error"), ("source_id", b"/var/log/a.log")]
+    failures: list[Any] = [
+        (KafkaError._MSG_TIMED_OUT, "logs", b"x", "key", -1, None),
+        (KafkaError.MSG_SIZE_TOO_LARGE, "logs-high", b"y", None, 3, hdrs),
     ]
     r.settled([(whole, 4, []), (partly, 5, failures), (none, 1, failures[:1])])
     assert (whole.delivered_count, partly.delivered_count, none.delivered_count) == (4, 3, 0)
+    big = Record("logs-high", b"y", None, 3, hdrs)
     assert engine.calls == [
         ("failed", partly, Record("logs", b"x", "key", -1), Failure.TIMEOUT, "msg_timed_out", 0),
-        ("failed", partly, Record("logs-high", b"y", None, 3), Failure.RETRY_ALONE, "msg_size_too_large", 0),
+        ("failed", partly, big, Failure.RETRY_ALONE, "msg_size_too_large", 0),
         ("failed", none, Record("logs", b"x", "key", -1), Failure.TIMEOUT, "msg_timed_out", 0),
     ]
+    assert engine.calls[1][2].headers is hdrs, "the failed record keeps the headers it was sent with"
     assert not r.all_down
 
 

@@ -27,8 +27,9 @@ from confluent_kafka import KafkaError
 if TYPE_CHECKING:
     from log_capturer.sinks.kafka.native import _rdk
 
-#: A failed record: (error code, topic, value, key, partition), the objects it was produced from.
-Failure = tuple[int, str, bytes, str | bytes | None, int]
+#: A failed record: (error code, topic, value, key, partition, headers), the objects it was
+#: produced from.
+Failure = tuple[int, str, bytes, str | bytes | None, int, list[tuple[str, str | bytes | None]] | None]
 #: A settled chunk: (token, records produced, failures).
 Settled = tuple[Any, int, list[Failure]]
 

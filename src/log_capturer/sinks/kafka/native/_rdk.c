@@ -47,6 +47,43 @@ typedef struct rd_kafka_queue_s rd_kafka_queue_t;
 typedef struct rd_kafka_error_s rd_kafka_error_t;
 typedef int rd_kafka_resp_err_t;
 
+/* rd_kafka_produceva()'s arguments (a record with headers). */
+typedef enum {
+    RD_KAFKA_VTYPE_END,
+    RD_KAFKA_VTYPE_TOPIC,
+    RD_KAFKA_VTYPE_RKT,
+    RD_KAFKA_VTYPE_PARTITION,
+    RD_KAFKA_VTYPE_VALUE,
+    RD_KAFKA_VTYPE_KEY,
+    RD_KAFKA_VTYPE_OPAQUE,
+    RD_KAFKA_VTYPE_MSGFLAGS,
+    RD_KAFKA_VTYPE_TIMESTAMP,
+    RD_KAFKA_VTYPE_HEADER,
+    RD_KAFKA_VTYPE_HEADERS,
+} rd_kafka_vtype_t;
+
+typedef struct rd_kafka_vu_s {
+    rd_kafka_vtype_t vtype;
+    union {
+        const char *cstr;
+        rd_kafka_topic_t *rkt;
+        int i;
+        int32_t i32;
+        int64_t i64;
+        struct {
+            void *ptr;
+            size_t size;
+        } mem;
+        struct {
+            const char *name;
+            const void *val;
+            ssize_t size;
+        } header;
+        void *ptr;
+        char _pad[64];
+    } u;
+} rd_kafka_vu_t;
+
 typedef struct rd_kafka_message_s {
     rd_kafka_resp_err_t err;
     rd_kafka_topic_t *rkt;
@@ -95,6 +132,7 @@ static struct {
     void (*topic_destroy)(rd_kafka_topic_t *);
     const char *(*topic_name)(const rd_kafka_topic_t *);
     int (*produce_batch)(rd_kafka_topic_t *, int32_t, int, rd_kafka_message_t *, int);
+    rd_kafka_error_t *(*produceva)(rd_kafka_t *, const rd_kafka_vu_t *, size_t);
     rd_kafka_resp_err_t (*last_error)(void);
     int (*poll)(rd_kafka_t *, int);
     rd_kafka_resp_err_t (*flush)(rd_kafka_t *, int);
@@ -130,6 +168,7 @@ typedef struct chunk_s {
     PyObject *values; /* owned: a tuple of the records' bytes, which librdkafka points into */
     PyObject *topics; /* owned: the caller's list of topic names (read for failed records) */
     PyObject *keys;   /* owned: the caller's list of keys, or NULL */
+    PyObject *headers; /* owned: the caller's list of each record's headers, or NULL */
     long remaining;   /* records not yet reported, plus one held by the sender (atomic) */
     long produced;    /* records handed to librdkafka (or failed at once) */
     long failed;      /* slots with an error (atomic) */
@@ -189,6 +228,7 @@ static void free_chunk(chunk_t *c) {
     Py_XDECREF(c->values);
     Py_XDECREF(c->topics);
     Py_XDECREF(c->keys);
+    Py_XDECREF(c->headers);
     free(c);
 }
 
@@ -293,6 +333,7 @@ static PyObject *mod_load(PyObject *m, PyObject *args) {
     SYM(topic_destroy, "rd_kafka_topic_destroy");
     SYM(topic_name, "rd_kafka_topic_name");
     SYM(produce_batch, "rd_kafka_produce_batch");
+    SYM(produceva, "rd_kafka_produceva");
     SYM(last_error, "rd_kafka_last_error");
     SYM(poll, "rd_kafka_poll");
     SYM(flush, "rd_kafka_flush");
@@ -504,8 +545,159 @@ static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rk
     return handed;
 }
 
+/* One header of a record (librdkafka copies its name, NUL-terminated, and its value). */
+typedef struct {
+    const char *name;
+    const void *val;
+    Py_ssize_t size;
+} hdr_t;
+
+/* A chunk's distinct header lists (a few: one per level), each read once: entries
+ * [start, start + n) of ``hv``. GIL held. */
+typedef struct {
+    hdr_t *hv;
+    Py_ssize_t nhv, cap;
+    PyObject **obj; /* each set's list, the caller's (borrowed: the chunk holds the headers list) */
+    Py_ssize_t *start, *n;
+    Py_ssize_t nsets, maxn;
+} hdr_sets_t;
+
+static void hdr_sets_free(hdr_sets_t *h) {
+    PyMem_RawFree(h->hv);
+    PyMem_RawFree(h->obj);
+    PyMem_RawFree(h->start);
+    PyMem_RawFree(h->n);
+}
+
+/* The set of the header list ``h`` ((name, value) pairs: name str, value bytes, str or None),
+ * added if it is new; -1 with an exception set if ``h`` is not such a list. */
+static Py_ssize_t hdr_set_of(hdr_sets_t *hs, PyObject *h, Py_ssize_t last) {
+    if (last >= 0 && hs->obj[last] == h)
+        return last;
+    /* The same list object again (the usual: one per level); a list seen long ago is read again. */
+    for (Py_ssize_t s = hs->nsets - 1; s >= 0 && s >= hs->nsets - 16; s--)
+        if (hs->obj[s] == h)
+            return s;
+    if (!PyList_Check(h) && !PyTuple_Check(h)) {
+        PyErr_SetString(PyExc_TypeError, "headers must be lists of (name, value) pairs, or None");
+        return -1;
+    }
+    Py_ssize_t cnt = PySequence_Fast_GET_SIZE(h);
+    PyObject **items = PySequence_Fast_ITEMS(h);
+    if (hs->nhv + cnt > hs->cap) {
+        Py_ssize_t cap = (hs->nhv + cnt) * 2 + 8;
+        hdr_t *n = PyMem_RawRealloc(hs->hv, (size_t)cap * sizeof *n);
+        if (!n) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        hs->hv = n;
+        hs->cap = cap;
+    }
+    Py_ssize_t start = hs->nhv;
+    for (Py_ssize_t j = 0; j < cnt; j++) {
+        PyObject *pair = items[j];
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0))) {
+            PyErr_SetString(PyExc_TypeError, "a header must be a (str, bytes | str | None) pair");
+            return -1;
+        }
+        hdr_t *e = &hs->hv[start + j];
+        e->name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(pair, 0));
+        if (!e->name)
+            return -1;
+        PyObject *v = PyTuple_GET_ITEM(pair, 1);
+        if (PyBytes_Check(v)) {
+            e->val = PyBytes_AS_STRING(v);
+            e->size = PyBytes_GET_SIZE(v);
+        } else if (PyUnicode_Check(v)) {
+            e->val = PyUnicode_AsUTF8AndSize(v, &e->size);
+            if (!e->val)
+                return -1;
+        } else if (v == Py_None) {
+            e->val = NULL;
+            e->size = 0;
+        } else {
+            PyErr_SetString(PyExc_TypeError, "a header's value must be bytes, str or None");
+            return -1;
+        }
+    }
+    Py_ssize_t s = hs->nsets++;
+    hs->obj[s] = h;
+    hs->start[s] = start;
+    hs->n[s] = cnt;
+    hs->nhv = start + cnt;
+    if (cnt > hs->maxn)
+        hs->maxn = cnt;
+    return s;
+}
+
+/* Hand msgs[0..n) (in chunk order, any topics) to librdkafka one by one with their headers
+ * (rd_kafka_produceva: librdkafka's batch call takes no headers), waiting while its queue is
+ * full. hsel[i]: the header set of record i, -1 for none. ``vu``: room for 6 + hs->maxn
+ * arguments. As produce_topic otherwise. GIL released. */
+static Py_ssize_t produce_each(Producer *self, chunk_t *c, rd_kafka_message_t *msgs, Py_ssize_t n,
+                               const Py_ssize_t *hsel, const hdr_sets_t *hs, rd_kafka_vu_t *vu) {
+    Py_ssize_t handed = 0;
+    long taken = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        rd_kafka_message_t *m = &msgs[i];
+        size_t k = 0;
+        vu[k].vtype = RD_KAFKA_VTYPE_RKT;
+        vu[k++].u.rkt = m->rkt;
+        vu[k].vtype = RD_KAFKA_VTYPE_PARTITION;
+        vu[k++].u.i32 = m->partition;
+        vu[k].vtype = RD_KAFKA_VTYPE_VALUE;
+        vu[k].u.mem.ptr = m->payload;
+        vu[k++].u.mem.size = m->len;
+        if (m->key) {
+            vu[k].vtype = RD_KAFKA_VTYPE_KEY;
+            vu[k].u.mem.ptr = m->key;
+            vu[k++].u.mem.size = m->key_len;
+        }
+        vu[k].vtype = RD_KAFKA_VTYPE_OPAQUE;
+        vu[k++].u.ptr = m->_private;
+        if (hsel[i] >= 0) {
+            const hdr_t *h = &hs->hv[hs->start[hsel[i]]];
+            for (Py_ssize_t j = 0; j < hs->n[hsel[i]]; j++) {
+                vu[k].vtype = RD_KAFKA_VTYPE_HEADER;
+                vu[k].u.header.name = h[j].name;
+                vu[k].u.header.val = h[j].val;
+                vu[k++].u.header.size = (ssize_t)h[j].size;
+            }
+        }
+        for (;;) {
+            rd_kafka_error_t *e = rdk.produceva(self->rk, vu, k);
+            if (!e) {
+                taken++;
+                handed++;
+                break;
+            }
+            rd_kafka_resp_err_t err = rdk.error_code(e);
+            rdk.error_destroy(e);
+            if (err == ERR__QUEUE_FULL) {
+                __atomic_add_fetch(&self->records, taken, __ATOMIC_RELAXED);
+                taken = 0;
+                if (wait_space(self))
+                    return handed;
+                continue;
+            }
+            add_fail(m->_private, err, m->partition);
+            settle(self, c, 1);
+            handed++;
+            break;
+        }
+        if (taken >= 256) {
+            __atomic_add_fetch(&self->records, taken, __ATOMIC_RELAXED);
+            taken = 0;
+        }
+    }
+    __atomic_add_fetch(&self->records, taken, __ATOMIC_RELAXED);
+    return handed;
+}
+
 /*
- * produce_chunk(token, topics, values, keys=None, partitions=None) -> int
+ * produce_chunk(token, topics, values, keys=None, partitions=None, headers=None) -> int
  *
  * Hands every record to librdkafka, waiting while its queue is full. librdkafka points into the
  * values' bytes (no copy): the chunk holds a reference to them until it is settled. Returns the
@@ -517,11 +709,17 @@ static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rk
  * Records go to librdkafka grouped by topic, in their order within each topic (so in order for
  * each topic and key), through rd_kafka_produce_batch: one clock reading and one topic lock per
  * batch instead of per record.
+ *
+ * headers: a list with each record's headers (a list of (name, value) pairs, or None), the same
+ * list object for records that share them (the sink's one per level). Each distinct list is read
+ * once per chunk; the records then go in chunk order through rd_kafka_produceva, one call per
+ * record with its headers as arguments (librdkafka copies them), still without a Python object
+ * per record. As for keys, the caller leaves the header lists unchanged during the call.
  */
 static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
-    PyObject *token, *topics, *values, *keys = Py_None, *parts = Py_None;
-    if (!PyArg_ParseTuple(args, "OO!O!|OO", &token, &PyList_Type, &topics, &PyList_Type, &values,
-                          &keys, &parts))
+    PyObject *token, *topics, *values, *keys = Py_None, *parts = Py_None, *hdrs = Py_None;
+    if (!PyArg_ParseTuple(args, "OO!O!|OOO", &token, &PyList_Type, &topics, &PyList_Type, &values,
+                          &keys, &parts, &hdrs))
         return NULL;
     if (closed(self))
         return NULL;
@@ -531,8 +729,10 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     }
     Py_ssize_t n = PyList_GET_SIZE(values);
     if (PyList_GET_SIZE(topics) != n || (keys != Py_None && (!PyList_Check(keys) || PyList_GET_SIZE(keys) != n)) ||
-        (parts != Py_None && (!PyList_Check(parts) || PyList_GET_SIZE(parts) != n))) {
-        PyErr_SetString(PyExc_ValueError, "topics, values, keys and partitions must be lists of one length");
+        (parts != Py_None && (!PyList_Check(parts) || PyList_GET_SIZE(parts) != n)) ||
+        (hdrs != Py_None && (!PyList_Check(hdrs) || PyList_GET_SIZE(hdrs) != n))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "topics, values, keys, partitions and headers must be lists of one length");
         return NULL;
     }
     PyObject *result = NULL;
@@ -548,9 +748,23 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     rd_kafka_topic_t **slot_rkt = PyMem_RawMalloc((size_t)cap * sizeof *slot_rkt);
     Py_ssize_t *slot_n = PyMem_RawCalloc((size_t)cap, sizeof *slot_n);
     Py_ssize_t nslots = 0;
+    /* With headers: each record's header set (hsel), the sets, produceva's arguments. */
+    hdr_sets_t hs = {0};
+    Py_ssize_t *hsel = NULL, hcur = -1;
+    rd_kafka_vu_t *vu = NULL;
     if (!recs || !slot || !slot_name || !slot_rkt || !slot_n) {
         PyErr_NoMemory();
         goto free;
+    }
+    if (hdrs != Py_None) {
+        hsel = PyMem_RawMalloc((size_t)cap * sizeof *hsel);
+        hs.obj = PyMem_RawMalloc((size_t)cap * sizeof *hs.obj);
+        hs.start = PyMem_RawMalloc((size_t)cap * sizeof *hs.start);
+        hs.n = PyMem_RawMalloc((size_t)cap * sizeof *hs.n);
+        if (!hsel || !hs.obj || !hs.start || !hs.n) {
+            PyErr_NoMemory();
+            goto free;
+        }
     }
     /* Counted from here (GIL held, right after the checks): close() waits for it. */
     __atomic_add_fetch(&self->users, 1, __ATOMIC_ACQ_REL);
@@ -611,6 +825,20 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
                 goto fail;
             r->partition = (int32_t)p;
         }
+        if (hsel) {
+            PyObject *h = PyList_GET_ITEM(hdrs, i);
+            if (h == Py_None)
+                hsel[i] = -1;
+            else if ((hsel[i] = hcur = hdr_set_of(&hs, h, hcur)) < 0)
+                goto fail;
+        }
+    }
+    if (hsel) {
+        vu = PyMem_RawMalloc((size_t)(6 + hs.maxn) * sizeof *vu);
+        if (!vu) {
+            PyErr_NoMemory();
+            goto fail;
+        }
     }
     /* The chunk's state, with a slot per record, before any record is handed over. */
     c = calloc(1, sizeof(chunk_t) + (size_t)n * sizeof(slot_t));
@@ -624,12 +852,17 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
         goto fail;
     c->topics = Py_NewRef(topics);
     c->keys = keys != Py_None ? Py_NewRef(keys) : NULL;
+    c->headers = hdrs != Py_None ? Py_NewRef(hdrs) : NULL;
     c->n = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         c->slots[i].chunk = c;
         recs[i]._private = &c->slots[i];
     }
-    if (nslots > 1) {
+    if (hsel) {
+        /* Record by record, in chunk order. */
+        msgs = recs;
+        recs = NULL;
+    } else if (nslots > 1) {
         msgs = PyMem_RawMalloc((size_t)cap * sizeof *msgs);
         if (!msgs) {
             PyErr_NoMemory();
@@ -657,14 +890,18 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     /* The keys (str or bytes, the caller's) stay alive during the call and librdkafka copies
      * them; the values stay alive in c->values until the chunk is settled. */
     Py_BEGIN_ALLOW_THREADS;
-    Py_ssize_t start = 0;
-    for (Py_ssize_t s = 0; s < nslots; s++) {
-        Py_ssize_t cnt = slot_n[s] - start;
-        Py_ssize_t h = produce_topic(self, c, slot_rkt[s], &msgs[start], cnt);
-        handed += h;
-        if (h < cnt)
-            break; /* closing */
-        start = slot_n[s];
+    if (hsel) {
+        handed = produce_each(self, c, msgs, n, hsel, &hs, vu);
+    } else {
+        Py_ssize_t start = 0;
+        for (Py_ssize_t s = 0; s < nslots; s++) {
+            Py_ssize_t cnt = slot_n[s] - start;
+            Py_ssize_t h = produce_topic(self, c, slot_rkt[s], &msgs[start], cnt);
+            handed += h;
+            if (h < cnt)
+                break; /* closing */
+            start = slot_n[s];
+        }
     }
     c->produced = (long)handed;
     /* The sender's own count, and one for each record not produced (closing). */
@@ -683,6 +920,9 @@ free:
     PyMem_RawFree(slot_name);
     PyMem_RawFree(slot_rkt);
     PyMem_RawFree(slot_n);
+    PyMem_RawFree(hsel);
+    PyMem_RawFree(vu);
+    hdr_sets_free(&hs);
     return result;
 }
 
@@ -697,7 +937,7 @@ static PyObject *item_or_none(PyObject *list, Py_ssize_t i) {
     return Py_None;
 }
 
-/* (token, produced, [(err, topic, value, key, partition)]) of a settled chunk; NULL with an
+/* (token, produced, [(err, topic, value, key, partition, headers)]) of a settled chunk; NULL with an
  * exception set if it cannot be built now. */
 static PyObject *chunk_result(chunk_t *c) {
     if (__atomic_load_n(&c->failed, __ATOMIC_RELAXED) && fail_next_results > 0) {
@@ -713,9 +953,9 @@ static PyObject *chunk_result(chunk_t *c) {
             slot_t *s = &c->slots[i];
             if (!s->err)
                 continue;
-            PyObject *t = Py_BuildValue("(iOOOi)", (int)s->err, item_or_none(c->topics, i),
+            PyObject *t = Py_BuildValue("(iOOOiO)", (int)s->err, item_or_none(c->topics, i),
                                         PyTuple_GET_ITEM(c->values, i), item_or_none(c->keys, i),
-                                        (int)s->partition);
+                                        (int)s->partition, item_or_none(c->headers, i));
             if (!t || PyList_Append(fails, t) < 0) {
                 Py_XDECREF(t);
                 Py_DECREF(fails);
@@ -740,7 +980,7 @@ static void requeue_done(Producer *self, chunk_t *c) {
     pthread_mutex_unlock(&self->lock);
 }
 
-/* Give back the settled chunks: [(token, produced, [(err, topic, value, key, partition)])]. A
+/* Give back the settled chunks: [(token, produced, [(err, topic, value, key, partition, headers)])]. A
  * chunk whose result cannot be built now (no memory) stays queued, with the chunks after it, for
  * the next call: a settled chunk, and above all a failed record, is never dropped. */
 static PyObject *take_done(Producer *self) {
@@ -950,7 +1190,7 @@ static void Producer_dealloc(Producer *self) {
 
 static PyMethodDef Producer_methods[] = {
     {"produce_chunk", (PyCFunction)Producer_produce_chunk, METH_VARARGS,
-     "produce_chunk(token, topics, values, keys=None, partitions=None) -> records handed over"},
+     "produce_chunk(token, topics, values, keys=None, partitions=None, headers=None) -> records handed over"},
     {"poll", (PyCFunction)Producer_poll, METH_VARARGS, "poll(timeout) -> (events, settled chunks)"},
     {"flush", (PyCFunction)Producer_flush, METH_VARARGS, "flush(timeout) -> (held, settled chunks)"},
     {"purge", (PyCFunction)(void (*)(void))Producer_purge, METH_VARARGS | METH_KEYWORDS,

@@ -11,9 +11,11 @@ A record's delivery error is not an exception: it comes back in the settled chun
 from collections.abc import Callable
 from typing import Any
 
-#: A failed record: (librdkafka error code, topic, value, key, partition); the very objects the
-#: chunk was produced from (None where the chunk had no keys).
-Failure = tuple[int, str, bytes, str | bytes | None, int]
+#: A header list, as confluent-kafka's ``produce`` takes it.
+Headers = list[tuple[str, str | bytes | None]]
+#: A failed record: (librdkafka error code, topic, value, key, partition, headers); the very
+#: objects the chunk was produced from (None where the chunk had no keys, no headers).
+Failure = tuple[int, str, bytes, str | bytes | None, int, Headers | None]
 #: A settled chunk: (token, records handed over, failed records).
 Settled = tuple[Any, int, list[Failure]]
 
@@ -45,10 +47,12 @@ class Producer:
         values: list[bytes],
         keys: list[str | None] | list[str] | list[bytes] | list[str | bytes | None] | None = None,
         partitions: list[int] | None = None,
+        headers: list[Headers | None] | list[Headers] | None = None,
         /,
     ) -> int:
         """Hand the records over (the GIL released while librdkafka enqueues them; a full queue
-        waits for room); returns how many were handed over."""
+        waits for room); returns how many were handed over. ``headers``: each record's header
+        list (the same object for records that share it), or None."""
     def poll(self, timeout: float, /) -> tuple[int, list[Settled]]:
         """Serve callbacks for up to ``timeout`` s: (events served, chunks settled meanwhile)."""
     def flush(self, timeout: float, /) -> tuple[int, list[Settled]]:

@@ -113,9 +113,9 @@ def test_a_refused_record_comes_back_with_its_error_and_its_batch_mates_are_deli
     token, produced, failures = settled[0]
     assert (token, produced) == ("t", 3)
     assert len(failures) == 1, failures
-    code, ftopic, value, key, partition = failures[0]
+    code, ftopic, value, key, partition, headers = failures[0]
     assert code == KafkaError.MSG_SIZE_TOO_LARGE, KafkaError(code).str()
-    assert (ftopic, value, key, partition) == (topic, big, b"the-key", 0)
+    assert (ftopic, value, key, partition, headers) == (topic, big, b"the-key", 0, None)
     assert sorted(r.value for r in consume_all(bootstrap, [topic], expected=2)) == [b"small 1", b"small 2"]
 
 
@@ -167,7 +167,7 @@ def test_a_failed_record_whose_result_finds_no_memory_is_given_back_later_never_
     [(token, produced, failures)] = settled
     assert (token, produced) == ("t", 3)
     # The failed record comes back as the very objects it was produced from.
-    assert failures == [(KafkaError._UNKNOWN_PARTITION, topic, b"bad", "k2", 7)]
+    assert failures == [(KafkaError._UNKNOWN_PARTITION, topic, b"bad", "k2", 7, None)]
 
 
 def test_a_sender_blocked_on_a_full_queue_returns_when_the_producer_closes(bootstrap: str) -> None:
@@ -269,3 +269,171 @@ def test_records_for_several_topics_keep_their_order_per_key_through_a_full_queu
     for (topic, key), vals in by_key.items():
         want = [v for i, v in enumerate(values) if chunk_topics[i] == topic and keys[i].encode() == key]
         assert vals == want, (topic, key)
+
+
+def _headers_case(n: int) -> tuple[list[bytes], list[str | bytes | None], list[Any]]:
+    """Values, keys (str, bytes, None) and headers (shared per-level lists, a list with str and
+    None values, and records without headers) of ``n`` records."""
+    from log_capturer.sinks.kafka.headers import headers_for
+
+    names = ["level", "source_type", "source_id", "labels"]
+    by_level = {
+        lvl: headers_for(names, lvl, "file", "/var/log/app.log", {"team": "pay", "env": "prod"})
+        for lvl in ("error", "info", "")
+    }
+    odd: list[tuple[str, str | bytes | None]] = [("level", "warn"), ("empty", None), ("bin", b"\x00\xff")]
+    choices: list[Any] = [by_level["error"], by_level["info"], by_level[""], odd, None]
+    values = [f"record {i:05d} {'x' * (i % 40)}".encode() for i in range(n)]
+    keys: list[str | bytes | None] = [(f"k{i % 9}", f"b{i % 5}".encode(), None)[i % 3] for i in range(n)]
+    return values, keys, [choices[(i * 7) % len(choices)] for i in range(n)]
+
+
+def test_records_with_headers_read_back_as_confluent_kafka_sends_them(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    """A chunk with headers goes record by record through rd_kafka_produceva, its headers built in
+    C: read back from the broker, its records are those confluent-kafka's producer (the Python
+    path) sends: the same partitions, keys, values and headers, in the same order."""
+    from confluent_kafka import Producer
+
+    c_topics = [f"{topic_prefix}-c-a", f"{topic_prefix}-c-b"]
+    py_topics = [f"{topic_prefix}-py-a", f"{topic_prefix}-py-b"]
+    create_topics(bootstrap, topics=tuple(TopicSpec(t, 3, 1, "test") for t in c_topics + py_topics))
+    n = 3000
+    values, keys, headers = _headers_case(n)
+    which = [(i // 3) % 2 for i in range(n)]
+    conf = {"partitioner": "murmur2_random"}
+    p = _producer(bootstrap, **conf)
+    try:
+        assert p.produce_chunk("h", [c_topics[w] for w in which], values, keys, None, headers) == n
+        settled = _drain(p, 1)
+        assert p.records == 0 and p.live_chunks == 0
+    finally:
+        p.close()
+    assert settled == [("h", n, [])]
+    py = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, **conf})
+    for i in range(n):
+        py.produce(py_topics[which[i]], values[i], keys[i], headers=headers[i])
+    assert py.flush(60) == 0
+
+    def contents(topics: list[str]) -> list[dict[bytes, tuple[int, bytes | None, tuple[Any, ...]]]]:
+        """Per topic: each value's (partition, key, headers); -1 for an unkeyed record's partition
+        (random: murmur2_random)."""
+        got = consume_all(bootstrap, topics, expected=n)
+        return [
+            {
+                r.value: (r.partition if r.key is not None else -1, r.key, r.headers)
+                for r in got
+                if r.topic == t
+            }
+            for t in topics
+        ]
+
+    def orders(topics: list[str]) -> list[list[bytes]]:
+        got = sorted(
+            consume_all(bootstrap, topics, expected=n), key=lambda r: (r.topic, r.partition, r.offset)
+        )
+        byte_keys = sorted({k.encode() if isinstance(k, str) else k for k in keys if k is not None})
+        return [[r.value for r in got if (r.topic, r.key) == (t, k)] for t in topics for k in byte_keys]
+
+    mine, theirs = contents(c_topics), contents(py_topics)
+    assert sum(map(len, mine)) == n
+    assert mine == theirs
+    assert orders(c_topics) == orders(py_topics), "in order per topic and key"
+    # And as sent: the level's header lists, in order, None values as None.
+    for i in (0, 1, 2, 3, 4):
+        assert mine[which[i]][values[i]][2] == tuple(
+            (k, v.encode() if isinstance(v, str) else v) for k, v in headers[i] or ()
+        )
+
+
+def test_a_failed_record_with_headers_comes_back_with_its_header_list(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    """What is retried or parked in the DLQ is the record as it was sent: its headers too (the
+    very list it was produced with)."""
+    topic = f"{topic_prefix}-hfail"
+    create_topics(bootstrap, topics=(TopicSpec(topic, 2, 1, "test"),))
+    hdrs: list[tuple[str, str | bytes | None]] = [("level", b"error"), ("source_id", b"/x.log")]
+    p = _producer(bootstrap)
+    try:
+        assert p.produce_chunk("warm", [topic], [b"warm"], None, [0]) == 1
+        assert _drain(p, 1)[0][2] == []
+        assert (
+            p.produce_chunk(
+                "t", [topic] * 3, [b"ok", b"bad", b"ok 2"], ["k1", "k2", None], [1, 7, 0], [hdrs, hdrs, None]
+            )
+            == 3
+        )
+        settled = _drain(p, 1)
+    finally:
+        p.close()
+    [(token, produced, failures)] = settled
+    assert (token, produced) == ("t", 3)
+    assert failures == [(KafkaError._UNKNOWN_PARTITION, topic, b"bad", "k2", 7, hdrs)]
+    assert failures[0][5] is hdrs
+    got = consume_all(bootstrap, [topic], expected=3)
+    assert sorted((r.value, r.headers) for r in got) == [
+        (b"ok", (("level", b"error"), ("source_id", b"/x.log"))),
+        (b"ok 2", ()),
+        (b"warm", ()),
+    ]
+
+
+def test_records_with_headers_keep_their_order_per_key_through_a_full_queue(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    """With headers the records go one by one: a full queue (700) makes the sender wait for room
+    and hand the same record over again, none lost, none twice, in order per key."""
+    topics = [f"{topic_prefix}-hx", f"{topic_prefix}-hy"]
+    create_topics(bootstrap, topics=tuple(TopicSpec(t, 3, 1, "test") for t in topics))
+    p = _producer(bootstrap, **{"queue.buffering.max.messages": 700})
+    settled: list[Settled] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            settled.extend(p.poll(0.01)[1])
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    n = 5000
+    chunk_topics = [topics[(i * 7) % 2] for i in range(n)]
+    keys = [f"k{i % 11}" for i in range(n)]
+    values = [f"{chunk_topics[i]} {keys[i]} {i:05d}".encode() for i in range(n)]
+    hdrs: list[tuple[str, str | bytes | None]] = [("level", b"info")]
+    try:
+        assert p.produce_chunk("t", chunk_topics, values, keys, None, [hdrs] * n) == n
+        deadline = time.monotonic() + 60
+        while not settled and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        poller.join(10)
+        p.close()
+    assert settled == [("t", n, [])]
+    got = consume_all(bootstrap, topics, expected=n)
+    assert sorted(r.value for r in got) == sorted(values), "each record once"
+    assert all(r.headers == (("level", b"info"),) for r in got)
+    by_key: dict[tuple[str, bytes | None], list[bytes]] = collections.defaultdict(list)
+    for r in sorted(got, key=lambda r: (r.topic, r.partition, r.offset)):
+        by_key[(r.topic, r.key)].append(r.value)
+    for (topic, key), vals in by_key.items():
+        want = [v for i, v in enumerate(values) if chunk_topics[i] == topic and keys[i].encode() == key]
+        assert vals == want, (topic, key)
+
+
+def test_bad_headers_are_refused_before_any_record_is_handed_over(bootstrap: str) -> None:
+    p = _producer(bootstrap)
+    try:
+        for bad, match in (
+            ([[("level", 3)]], "value must be bytes, str or None"),
+            ([[("level",)]], r"\(str, bytes \| str \| None\) pair"),
+            ([{"level": b"x"}], "lists of \\(name, value\\) pairs"),
+            ([None, None], "one length"),
+        ):
+            with pytest.raises((TypeError, ValueError), match=match):
+                p.produce_chunk("t", ["x"], [b"v"], None, None, bad)
+        assert p.live_chunks == 0 and p.records == 0
+    finally:
+        p.close()
