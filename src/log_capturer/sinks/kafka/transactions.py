@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -52,9 +53,14 @@ Entries = dict[str, dict[str, Any]]
 PositionsOf = Callable[[], Entries]
 
 
-def transactional_id(cfg: KafkaSinkConfig, worker: int = 0) -> str:
-    """The configured id, else one derived from the host name and the worker's index."""
-    return cfg.exactly_once.transactional_id or f"log-capturer-{socket.gethostname()}-{worker}"
+def transactional_id(cfg: KafkaSinkConfig, worker: tuple[int, int] | None = None) -> str:
+    """The configured id, else one derived from the host name; ``-<worker index>`` at the end when
+    the agent is one worker of several (``app.workers``), so each has its own id, stable across
+    restarts of that worker (the supervisor starts worker ``i`` again as worker ``i``)."""
+    base = cfg.exactly_once.transactional_id
+    if not base:
+        return f"log-capturer-{socket.gethostname()}-{worker[0] if worker is not None else 0}"
+    return f"{base}-{worker[0]}" if worker is not None else base
 
 
 def transactional_config(cfg: KafkaSinkConfig, conf: dict[str, Any], tid: str) -> dict[str, Any]:
@@ -227,6 +233,41 @@ class TransactionalReports(Reports):
         if err is not None and not self.failure:
             self.failure = explain(err)
         super().dead_letter(attempt, err, _msg)
+
+
+class AbortLog:
+    """Aborted transactions across runs: an abort ends the agent (exit status 75) before its
+    ``kafka_transactions_total{outcome="aborted"}`` can be scraped, so the count and the last
+    reason are kept in ``positions.directory`` (``transactions-<transactional id>.json``) and the
+    next run starts its counter there. Without a directory (``positions.enabled: false``) the
+    count is this process's only. A file that cannot be read or written only loses the count."""
+
+    def __init__(self, directory: str | None, tid: str) -> None:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tid)
+        self.path = Path(directory) / f"transactions-{safe}.json" if directory else None
+
+    def load(self) -> tuple[int, str]:
+        if self.path is None:
+            return 0, ""
+        try:
+            doc = orjson.loads(self.path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return 0, ""
+        if not isinstance(doc, dict):
+            return 0, ""
+        n, reason = doc.get("aborted"), doc.get("last_abort")
+        return (n if isinstance(n, int) and n > 0 else 0), (reason if isinstance(reason, str) else "")
+
+    def save(self, aborted: int, reason: str) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(orjson.dumps({"aborted": aborted, "last_abort": reason, "at": time.time()}))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("exactly-once: the aborted transactions' count not saved in %s: %s", self.path, exc)
 
 
 def end_process(status: int, reason: str) -> None:

@@ -18,8 +18,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from log_capturer.sinks.kafka.transactions import EXIT_FENCED
-from tests.integration.reliability.conftest import generate
+from log_capturer.sinks.kafka.transactions import EXIT_FENCED, AbortLog
+from tests.integration.reliability.conftest import generate, metric
 from tests.support import AgentProcess, agent_config, create_prefixed_topics, wait_until, write_config
 
 pytestmark = pytest.mark.integration
@@ -153,6 +153,42 @@ def test_sigkill_three_times_then_read_committed_sees_every_line_once_in_order(
     assert {e["offset"] for e in doc["positions"].values()} == {f.stat().st_size for f in files}
     assert not (tmp_path / "positions" / "files.json").exists()  # the local file is not used
     print(json.dumps({"kills_at_lines_read": kills, "per_file": report, "transactions": len(positions)}))
+
+
+def test_stats_and_metrics_count_the_transactions(tmp_path: Path, bootstrap: str, topic_prefix: str) -> None:
+    """``/stats`` and ``/metrics`` show the transactions committed, their records and commit
+    time; an abort counted by one run is still counted by the next (it ends the agent)."""
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    tid = f"{topic_prefix}-stats"
+    cfg = eos_config(tmp_path, bootstrap, topics, tid)
+    path = write_config(tmp_path / "config.yaml", cfg)
+    log = tmp_path / "logs" / "a.log"
+    log.write_text("".join(f'{{"seq": {i}}}\n' for i in range(5000)))
+    # A previous run aborted twice (its count is kept in positions.directory).
+    AbortLog(str(tmp_path / "positions"), tid).save(2, "commit: Broker: Request timed out")
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+        wait_until(lambda: caught_up(agent, [log]), 60, "every line read and acknowledged")
+        wait_until(
+            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["transactions"]["records_open"] == 0,
+            30,
+            "the last transaction committed",
+        )
+        t = agent.get("/stats")["sinks"]["kafka_sink"]["transactions"]
+        text = agent.metrics()
+    finally:
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    assert t["transactional_id"] == tid
+    assert t["committed"] >= 1 and t["records_committed"] == 5000, t
+    assert t["aborted"] == 2 and t["last_abort"] == "commit: Broker: Request timed out", t
+    assert 0 < t["average_commit_seconds"] < 10 and t["average_records"] == round(5000 / t["committed"], 1)
+    assert metric(text, "kafka_transactions_total", sink_name="kafka", outcome="committed") == t["committed"]
+    assert metric(text, "kafka_transactions_total", sink_name="kafka", outcome="aborted") == 2
+    assert metric(text, "kafka_transaction_records_sum", sink_name="kafka") == 5000
+    assert metric(text, "kafka_transaction_records_count", sink_name="kafka") == t["committed"]
+    commits = metric(text, "kafka_transaction_commit_duration_seconds_count", sink_name="kafka")
+    assert commits == t["committed"]
+    assert check_exactly_once(read_committed(bootstrap, topics["logs"]), [log], 5000) == {str(log): 5000}
 
 
 def test_a_second_agent_with_the_same_transactional_id_fences_the_first(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from log_capturer.config import ConfigError, load_config_text
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.transactions import (
+    AbortLog,
     Gate,
     consumer_config,
     positions_document,
@@ -69,9 +71,25 @@ def test_the_transactional_properties_cannot_be_set_as_librdkafka_options() -> N
 
 def test_the_transactional_id_is_configured_or_the_host_and_the_worker() -> None:
     assert transactional_id(KafkaSinkConfig()) == f"log-capturer-{socket.gethostname()}-0"
-    assert transactional_id(KafkaSinkConfig(), 3).endswith("-3")
+    assert transactional_id(KafkaSinkConfig(), (3, 4)) == f"log-capturer-{socket.gethostname()}-3"
     cfg = KafkaSinkConfig(exactly_once={"transactional_id": "node-7"})
     assert transactional_id(cfg) == "node-7"
+    # One worker of several: its own id, the same at every restart of that worker.
+    assert transactional_id(cfg, (0, 2)) == "node-7-0"
+    assert transactional_id(cfg, (1, 2)) == "node-7-1"
+
+
+def test_the_abort_log_keeps_the_count_across_runs(tmp_path: Path) -> None:
+    log = AbortLog(str(tmp_path / "positions"), "node/7")
+    assert log.load() == (0, "")
+    log.save(2, "commit: timed out")
+    assert log.path is not None and log.path.name == "transactions-node_7.json"
+    assert AbortLog(str(tmp_path / "positions"), "node/7").load() == (2, "commit: timed out")
+    assert AbortLog(str(tmp_path / "positions"), "other").load() == (0, "")
+    log.path.write_text("{not json")
+    assert log.load() == (0, "")
+    assert AbortLog(None, "node-7").load() == (0, "")
+    AbortLog(None, "node-7").save(1, "x")  # no directory: nothing written, nothing raised
 
 
 def test_transactional_properties_bound_the_message_timeout_by_the_transaction() -> None:
