@@ -302,9 +302,8 @@ class Checkpointer:
         clash = any(len(keys) > 1 for keys in owners.values())
         entries: dict[str, Entry] = {}
         for path, key, entry in items:
-            if clash and key != (0, 0):
-                path = current_path(path, key) or path
-            entries[path] = entry
+            now = (current_path(path, key) or path) if clash and key != (0, 0) else path
+            entries[now] = entry
         return entries
 
     def save(self, files: Iterable[TailedFile]) -> None:
