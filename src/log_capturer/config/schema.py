@@ -261,16 +261,12 @@ class Config(_Tail, Sources, _Head):
 
     @model_validator(mode="after")
     def _exactly_once_scope(self) -> Config:
-        """``sinks.kafka.delivery: exactly_once`` covers one process, the file source and Kafka."""
+        """``sinks.kafka.delivery: exactly_once`` covers the file source and Kafka (one process
+        or several workers: each worker has its own transactional id)."""
         kafka = self.sinks.kafka
         if not kafka.enabled or kafka.delivery != "exactly_once":
             return self
         what = "sinks.kafka.delivery: exactly_once"
-        if self.app.workers > 1:
-            raise ValueError(
-                f"{what} runs in one process for now (one transactional producer); set app.workers: 1 "
-                "or delivery: at_least_once"
-            )
         others = [
             k
             for k in Sources.model_fields

@@ -57,6 +57,7 @@ from log_capturer.sinks.kafka.transactions import (
     end_process,
     positions_document,
     read_positions,
+    transactional_base,
     transactional_config,
     transactional_id,
 )
@@ -253,7 +254,9 @@ class KafkaService:
                 "needs transaction.state.log.replication.factor=1 and transaction.state.log.min.isr=1)"
             ) from exc
         try:
-            self.committed_positions = read_positions(txn_conf, cfg.positions_topic, tid, wait)
+            self.committed_positions = read_positions(
+                txn_conf, cfg.positions_topic, tid, wait, transactional_base(self.config)
+            )
             txn.begin_transaction()
         except PositionsUnreadable as exc:
             self._close_producers()
@@ -637,7 +640,9 @@ class KafkaService:
                 self._space.set()
                 runner.tick(time.monotonic())
             if self._positions_of is not None:
-                doc = positions_document(self.transactional_id, self._positions_of())
+                doc = positions_document(
+                    self.transactional_id, self._positions_of(), transactional_base(self.config)
+                )
                 topic = self.config.exactly_once.positions_topic
                 if native is not None:
                     native.produce_chunk(POSITIONS_TOKEN, [topic], [doc], [self.transactional_id], None)

@@ -53,14 +53,21 @@ Entries = dict[str, dict[str, Any]]
 PositionsOf = Callable[[], Entries]
 
 
+def transactional_base(cfg: KafkaSinkConfig) -> str:
+    """The agent's id: the configured one, else ``log-capturer-<host name>``. Its workers' ids,
+    and the positions documents it reads at start, derive from it."""
+    return cfg.exactly_once.transactional_id or f"log-capturer-{socket.gethostname()}"
+
+
 def transactional_id(cfg: KafkaSinkConfig, worker: tuple[int, int] | None = None) -> str:
     """The configured id, else one derived from the host name; ``-<worker index>`` at the end when
     the agent is one worker of several (``app.workers``), so each has its own id, stable across
-    restarts of that worker (the supervisor starts worker ``i`` again as worker ``i``)."""
-    base = cfg.exactly_once.transactional_id
-    if not base:
-        return f"log-capturer-{socket.gethostname()}-{worker[0] if worker is not None else 0}"
-    return f"{base}-{worker[0]}" if worker is not None else base
+    restarts of that worker (the supervisor starts worker ``i`` again as worker ``i``): a worker
+    started again fences its predecessor (a zombie) and aborts what it left open."""
+    base = transactional_base(cfg)
+    if worker is not None:
+        return f"{base}-{worker[0]}"
+    return base if cfg.exactly_once.transactional_id else f"{base}-0"
 
 
 def transactional_config(cfg: KafkaSinkConfig, conf: dict[str, Any], tid: str) -> dict[str, Any]:
@@ -100,9 +107,19 @@ class PositionsUnreadable(RuntimeError):
     """The positions topic could not be read to its end (the agent must not guess)."""
 
 
-def read_positions(conf: dict[str, Any], topic: str, key: str, timeout: float) -> Entries:
-    """The last committed positions document keyed ``key`` in ``topic`` (read_committed), as
-    path -> entry; {} when there is none. Raises :class:`PositionsUnreadable`."""
+def read_positions(conf: dict[str, Any], topic: str, key: str, timeout: float, base: str = "") -> Entries:
+    """The positions to resume from, as path -> entry ({} when there are none): those of the
+    last committed document keyed ``key`` in ``topic`` (read_committed) and, with ``base``, those
+    of the documents of the same agent's other workers (or of this agent run with another number
+    of workers), the newest commit winning for each file (:func:`merge_positions`). The file
+    source keeps the entries of its own files (its shard) and avoids the others. Raises
+    :class:`PositionsUnreadable`."""
+    docs = read_positions_documents(conf, topic, timeout)
+    return merge_positions(docs, key, base, topic)
+
+
+def read_positions_documents(conf: dict[str, Any], topic: str, timeout: float) -> dict[bytes, bytes]:
+    """The last committed record of every key of ``topic`` (read_committed), read to its end."""
     consumer = Consumer(consumer_config(conf))
     try:
         md = consumer.list_topics(topic, timeout=timeout)
@@ -126,8 +143,7 @@ def read_positions(conf: dict[str, Any], topic: str, key: str, timeout: float) -
         if not pending:
             return {}
         consumer.assign([p for p in parts if p.partition in pending])
-        found: bytes | None = None
-        wanted = key.encode()
+        found: dict[bytes, bytes] = {}
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
@@ -144,26 +160,71 @@ def read_positions(conf: dict[str, Any], topic: str, key: str, timeout: float) -
                     pending.discard(msg.partition() or 0)
                     continue
                 raise PositionsUnreadable(f"reading {topic!r}: {explain(err)}")
-            if msg.key() == wanted:
-                found = msg.value()
+            k, v = msg.key(), msg.value()
+            if k is not None and v is not None:
+                found[k] = v
             off = msg.offset()
             if off is not None and off + 1 >= ends.get(msg.partition() or 0, 0):
                 pending.discard(msg.partition() or 0)
-        if found is None:
-            return {}
-        doc = orjson.loads(found)
-        positions = doc.get("positions") if isinstance(doc, dict) else None
-        if not isinstance(positions, dict) or doc.get("version") != POSITIONS_VERSION:
-            raise PositionsUnreadable(f"the positions in {topic!r} under {key!r} are not in format 2")
-        return {k: v for k, v in positions.items() if isinstance(k, str) and isinstance(v, dict)}
+        return found
     except KafkaException as exc:
         raise PositionsUnreadable(f"reading {topic!r}: {explain(exc.args[0])}") from exc
     finally:
         consumer.close()
 
 
-def positions_document(tid: str, entries: Entries) -> bytes:
-    return orjson.dumps({"version": POSITIONS_VERSION, "transactional_id": tid, "positions": entries})
+def merge_positions(docs: dict[bytes, bytes], key: str, base: str, topic: str = "") -> Entries:
+    """The entries of document ``key``, and with ``base`` of every document whose ``base`` is the
+    same (this agent's workers, whatever their number was): for each file identity (device and
+    inode) the entry of the newest commit (``committed_at``; this worker's own on a tie). Another
+    agent's documents (another base) are never read. Raises :class:`PositionsUnreadable` when
+    this worker's own document is not in format 2 (another agent's odd record is skipped)."""
+    chosen: dict[tuple[Any, ...], tuple[float, bool, str, dict[str, Any]]] = {}
+    for k, raw in docs.items():
+        own = k == key.encode()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict) or doc.get("version") != POSITIONS_VERSION:
+            if own:
+                raise PositionsUnreadable(f"the positions in {topic!r} under {key!r} are not in format 2")
+            continue
+        if not own and (not base or doc.get("base") != base):
+            continue
+        positions = doc.get("positions")
+        if not isinstance(positions, dict):
+            if own:
+                raise PositionsUnreadable(f"the positions in {topic!r} under {key!r} are not in format 2")
+            continue
+        at = doc.get("committed_at")
+        when = float(at) if isinstance(at, int | float) else 0.0
+        for path, entry in positions.items():
+            if not isinstance(path, str) or not isinstance(entry, dict):
+                continue
+            dev, ino = entry.get("device"), entry.get("inode")
+            ident: tuple[Any, ...] = (
+                ("file", dev, ino) if isinstance(dev, int) and isinstance(ino, int) else ("path", path)
+            )
+            rank = (when, own)
+            old = chosen.get(ident)
+            if old is None or rank > (old[0], old[1]):
+                chosen[ident] = (when, own, path, entry)
+    return {path: entry for _, _, path, entry in chosen.values()}
+
+
+def positions_document(tid: str, entries: Entries, base: str = "") -> bytes:
+    """The positions record committed with each transaction: ``base`` names the agent (its
+    workers share it), ``committed_at`` orders the documents of several workers."""
+    return orjson.dumps(
+        {
+            "version": POSITIONS_VERSION,
+            "transactional_id": tid,
+            "base": base,
+            "committed_at": time.time(),
+            "positions": entries,
+        }
+    )
 
 
 class Gate:

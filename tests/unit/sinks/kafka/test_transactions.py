@@ -17,7 +17,9 @@ from log_capturer.sinks.kafka.transactions import (
     AbortLog,
     Gate,
     consumer_config,
+    merge_positions,
     positions_document,
+    transactional_base,
     transactional_config,
     transactional_id,
 )
@@ -45,7 +47,6 @@ def test_a_config_for_exactly_once_loads() -> None:
     ("change", "says"),
     [
         ("    required_acks: 1\n", "set required_acks: -1"),
-        ("app: {workers: 2}\n", "set app.workers: 1 or delivery: at_least_once"),
         ("syslog: {enabled: true}\n", "set syslog.enabled: false"),
         ("http_ingest: {enabled: true}\n", "set http_ingest.enabled: false"),
         ("files_config: {enabled: false}\n", "set files_config.enabled: true"),
@@ -64,6 +65,10 @@ def test_what_exactly_once_does_not_cover_is_refused_naming_the_key(change: str,
     assert "exactly_once" in str(exc.value)
 
 
+def test_several_workers_are_accepted() -> None:
+    assert load_config_text(EOS + "app: {workers: 3}\n").app.workers == 3
+
+
 def test_the_transactional_properties_cannot_be_set_as_librdkafka_options() -> None:
     with pytest.raises(ValueError, match=r"transactional\.id"):
         KafkaSinkConfig(librdkafka_options={"transactional.id": "x"})
@@ -72,6 +77,7 @@ def test_the_transactional_properties_cannot_be_set_as_librdkafka_options() -> N
 def test_the_transactional_id_is_configured_or_the_host_and_the_worker() -> None:
     assert transactional_id(KafkaSinkConfig()) == f"log-capturer-{socket.gethostname()}-0"
     assert transactional_id(KafkaSinkConfig(), (3, 4)) == f"log-capturer-{socket.gethostname()}-3"
+    assert transactional_base(KafkaSinkConfig()) == f"log-capturer-{socket.gethostname()}"
     cfg = KafkaSinkConfig(exactly_once={"transactional_id": "node-7"})
     assert transactional_id(cfg) == "node-7"
     # One worker of several: its own id, the same at every restart of that worker.
@@ -118,10 +124,13 @@ def test_the_positions_reader_is_read_committed_with_the_producers_connection() 
 
 
 def test_the_positions_document_has_the_positions_file_format() -> None:
-    doc = orjson.loads(positions_document("tid", {"/a.log": {"offset": 10, "inode": 2}}))
+    before = time.time()
+    doc = orjson.loads(positions_document("tid-1", {"/a.log": {"offset": 10, "inode": 2}}, "tid"))
+    assert before <= doc.pop("committed_at") <= time.time()
     assert doc == {
         "version": 2,
-        "transactional_id": "tid",
+        "transactional_id": "tid-1",
+        "base": "tid",
         "positions": {"/a.log": {"offset": 10, "inode": 2}},
     }
 
@@ -150,3 +159,40 @@ def test_the_gate_holds_senders_during_a_commit_and_counts_their_lines() -> None
     assert passed.wait(5)
     t.join(5)
     assert gate.waiting == 0 and gate.inside == 0
+
+
+def doc(tid: str, base: str, at: float, **files: tuple[int, int]) -> bytes:
+    """A positions document: path -> (inode, offset)."""
+    entries = {
+        p: {"device": 1, "inode": ino, "offset": off, "source_id": p} for p, (ino, off) in files.items()
+    }
+    return orjson.dumps(
+        {"version": 2, "transactional_id": tid, "base": base, "committed_at": at, "positions": entries}
+    )
+
+
+def test_merge_positions_takes_the_newest_commit_of_each_file_among_the_agents_workers() -> None:
+    docs = {
+        b"node-0": doc("node-0", "node", 10.0, a=(1, 100), b=(2, 50)),
+        # worker 1 of an earlier run with more workers followed b later: its entry is newer.
+        b"node-1": doc("node-1", "node", 20.0, b=(2, 80)),
+        # Another agent (another base) is never read, newer or not.
+        b"nodex-0": doc("nodex-0", "nodex", 30.0, a=(1, 999), c=(3, 1)),
+        b"other": b"not json",
+    }
+    got = merge_positions(docs, "node-0", "node")
+    assert {p: e["offset"] for p, e in got.items()} == {"a": 100, "b": 80}
+    # Without a base (one process configured so) only its own document counts.
+    assert {p: e["offset"] for p, e in merge_positions(docs, "node-0", "").items()} == {"a": 100, "b": 50}
+    # A tie goes to this worker's own document.
+    tie = {b"node-0": doc("node-0", "node", 5.0, a=(1, 1)), b"node-1": doc("node-1", "node", 5.0, a=(1, 2))}
+    assert merge_positions(tie, "node-0", "node")["a"]["offset"] == 1
+    assert merge_positions(tie, "node-1", "node")["a"]["offset"] == 2
+    assert merge_positions({}, "node-0", "node") == {}
+
+
+def test_merge_positions_refuses_its_own_unreadable_document() -> None:
+    from log_capturer.sinks.kafka.transactions import PositionsUnreadable
+
+    with pytest.raises(PositionsUnreadable, match="not in format 2"):
+        merge_positions({b"node-0": b'{"version": 1}'}, "node-0", "node", "positions")
