@@ -282,8 +282,9 @@ class KafkaSinkConfig(Strict):
         "the last position save arrive again. exactly_once: the lines and the read positions of "
         "every file are written in the same Kafka transaction, so a consumer with "
         "isolation.level=read_committed sees every line of a file exactly once, across kill -9 and "
-        "restarts (docs/exactly-once.md). Needs required_acks: -1, the file source as the only "
-        "source, Kafka as the only sink, and brokers with transactions.",
+        "restarts (docs/exactly-once.md). Needs required_acks: -1, the file source "
+        "and/or Docker's container logs as the only sources, Kafka as the only sink, and brokers "
+        "with transactions.",
     )
     exactly_once: ExactlyOnceConfig = Field(default_factory=ExactlyOnceConfig)
     librdkafka_options: dict[str, str | int | float | bool] = Field(

@@ -133,8 +133,9 @@ class KafkaService:
         self.reports = self._txn_reports or Reports(dlq_topic)
         self._gate = Gate()
         #: Where every file resumes: the positions last committed (read at start).
-        self.committed_positions: Entries = {}
-        self._positions_of: PositionsOf | None = None
+        #: Per kind (files, containers): where every source resumes, read at start.
+        self.committed_positions: dict[str, Entries] = {}
+        self._positions_of: dict[str, PositionsOf] = {}
         #: The transactional producer (the chunk producer, or confluent-kafka's).
         self._txn: Producer | ChunkProducer | None = None
         self._txn_records = 0
@@ -272,16 +273,17 @@ class KafkaService:
                 self._m_aborted.inc(before)
                 self.transactions_aborted = before
         log.info(
-            "exactly-once delivery: transactional.id %s, %d file positions committed in %s",
+            "exactly-once delivery: transactional.id %s, %d file and %d container positions committed in %s",
             tid,
-            len(self.committed_positions),
+            len(self.committed_positions.get("files", {})),
+            len(self.committed_positions.get("containers", {})),
             cfg.positions_topic,
             extra={"sink": self.name},
         )
 
-    def commit_positions_of(self, positions: PositionsOf) -> None:
+    def commit_positions_of(self, positions: PositionsOf, kind: str = "files") -> None:
         """Exactly-once: ``positions()`` gives the files' acknowledged positions at each commit."""
-        self._positions_of = positions
+        self._positions_of[kind] = positions
 
     def _new_native(self) -> ChunkProducer:
         return ChunkProducer(
@@ -639,9 +641,11 @@ class KafkaService:
                     self._on_error(exc.args[0])
                 self._space.set()
                 runner.tick(time.monotonic())
-            if self._positions_of is not None:
+            if self._positions_of:
                 doc = positions_document(
-                    self.transactional_id, self._positions_of(), transactional_base(self.config)
+                    self.transactional_id,
+                    {kind: of() for kind, of in self._positions_of.items()},
+                    transactional_base(self.config),
                 )
                 topic = self.config.exactly_once.positions_topic
                 if native is not None:

@@ -65,11 +65,13 @@ class KafkaSink(SinkRunner):
         """``delivery: exactly_once``: the files' positions are committed with the records."""
         return self.kafka.exactly_once
 
-    def committed_positions(self) -> dict[str, dict[str, Any]]:
-        return self.kafka.committed_positions
+    def committed_positions(self, kind: str = "files") -> dict[str, dict[str, Any]]:
+        return self.kafka.committed_positions.get(kind, {})
 
-    def commit_positions_of(self, positions: Callable[[], dict[str, dict[str, Any]]]) -> None:
-        self.kafka.commit_positions_of(positions)
+    def commit_positions_of(
+        self, positions: Callable[[], dict[str, dict[str, Any]]], kind: str = "files"
+    ) -> None:
+        self.kafka.commit_positions_of(positions, kind)
 
     dlq_topic_key = "kafka_topic"
 

@@ -50,6 +50,9 @@ POSITIONS_VERSION = 2
 POSITIONS_TOKEN = object()
 
 Entries = dict[str, dict[str, Any]]
+#: The kinds of positions a document holds, and their field: the file source's (files.json's
+#: entries) and the container source's (containers.json's).
+KINDS = {"files": "positions", "containers": "containers"}
 PositionsOf = Callable[[], Entries]
 
 
@@ -107,15 +110,18 @@ class PositionsUnreadable(RuntimeError):
     """The positions topic could not be read to its end (the agent must not guess)."""
 
 
-def read_positions(conf: dict[str, Any], topic: str, key: str, timeout: float, base: str = "") -> Entries:
+def read_positions(
+    conf: dict[str, Any], topic: str, key: str, timeout: float, base: str = ""
+) -> dict[str, Entries]:
     """The positions to resume from, as path -> entry ({} when there are none): those of the
     last committed document keyed ``key`` in ``topic`` (read_committed) and, with ``base``, those
     of the documents of the same agent's other workers (or of this agent run with another number
     of workers), the newest commit winning for each file (:func:`merge_positions`). The file
     source keeps the entries of its own files (its shard) and avoids the others. Raises
-    :class:`PositionsUnreadable`."""
+    :class:`PositionsUnreadable`. Per kind: ``files`` (path -> entry) and ``containers``
+    (container id -> entry)."""
     docs = read_positions_documents(conf, topic, timeout)
-    return merge_positions(docs, key, base, topic)
+    return {kind: merge_positions(docs, key, base, topic, kind) for kind in KINDS}
 
 
 def read_positions_documents(conf: dict[str, Any], topic: str, timeout: float) -> dict[bytes, bytes]:
@@ -173,12 +179,17 @@ def read_positions_documents(conf: dict[str, Any], topic: str, timeout: float) -
         consumer.close()
 
 
-def merge_positions(docs: dict[bytes, bytes], key: str, base: str, topic: str = "") -> Entries:
+def merge_positions(
+    docs: dict[bytes, bytes], key: str, base: str, topic: str = "", kind: str = "files"
+) -> Entries:
     """The entries of document ``key``, and with ``base`` of every document whose ``base`` is the
     same (this agent's workers, whatever their number was): for each file identity (device and
     inode) the entry of the newest commit (``committed_at``; this worker's own on a tie). Another
     agent's documents (another base) are never read. Raises :class:`PositionsUnreadable` when
-    this worker's own document is not in format 2 (another agent's odd record is skipped)."""
+    this worker's own document is not in format 2 (another agent's odd record is skipped).
+    ``kind`` containers: the entries of the container sources, by container id (a container's
+    entry, with its files, from the newest commit)."""
+    field = KINDS[kind]
     chosen: dict[tuple[Any, ...], tuple[float, bool, str, dict[str, Any]]] = {}
     for k, raw in docs.items():
         own = k == key.encode()
@@ -192,7 +203,7 @@ def merge_positions(docs: dict[bytes, bytes], key: str, base: str, topic: str = 
             continue
         if not own and (not base or doc.get("base") != base):
             continue
-        positions = doc.get("positions")
+        positions = doc.get(field, {})
         if not isinstance(positions, dict):
             if own:
                 raise PositionsUnreadable(f"the positions in {topic!r} under {key!r} are not in format 2")
@@ -204,7 +215,9 @@ def merge_positions(docs: dict[bytes, bytes], key: str, base: str, topic: str = 
                 continue
             dev, ino = entry.get("device"), entry.get("inode")
             ident: tuple[Any, ...] = (
-                ("file", dev, ino) if isinstance(dev, int) and isinstance(ino, int) else ("path", path)
+                ("file", dev, ino)
+                if kind == "files" and isinstance(dev, int) and isinstance(ino, int)
+                else ("path", path)
             )
             rank = (when, own)
             old = chosen.get(ident)
@@ -213,18 +226,20 @@ def merge_positions(docs: dict[bytes, bytes], key: str, base: str, topic: str = 
     return {path: entry for _, _, path, entry in chosen.values()}
 
 
-def positions_document(tid: str, entries: Entries, base: str = "") -> bytes:
-    """The positions record committed with each transaction: ``base`` names the agent (its
-    workers share it), ``committed_at`` orders the documents of several workers."""
-    return orjson.dumps(
-        {
-            "version": POSITIONS_VERSION,
-            "transactional_id": tid,
-            "base": base,
-            "committed_at": time.time(),
-            "positions": entries,
-        }
-    )
+def positions_document(tid: str, entries: dict[str, Entries], base: str = "") -> bytes:
+    """The positions record committed with each transaction: ``entries`` per kind (files under
+    ``positions``, containers under ``containers``); ``base`` names the agent (its workers share
+    it), ``committed_at`` orders the documents of several workers."""
+    doc: dict[str, Any] = {
+        "version": POSITIONS_VERSION,
+        "transactional_id": tid,
+        "base": base,
+        "committed_at": time.time(),
+        "positions": entries.get("files", {}),
+    }
+    if "containers" in entries:
+        doc["containers"] = entries["containers"]
+    return orjson.dumps(doc)
 
 
 class Gate:

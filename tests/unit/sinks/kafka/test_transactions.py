@@ -48,6 +48,7 @@ def test_a_config_for_exactly_once_loads() -> None:
     [
         ("    required_acks: 1\n", "set required_acks: -1"),
         ("syslog: {enabled: true}\n", "set syslog.enabled: false"),
+        ("kubernetes: {enabled: true}\n", "set kubernetes.enabled: false"),
         ("http_ingest: {enabled: true}\n", "set http_ingest.enabled: false"),
         ("files_config: {enabled: false}\n", "set files_config.enabled: true"),
         (
@@ -67,6 +68,13 @@ def test_what_exactly_once_does_not_cover_is_refused_naming_the_key(change: str,
 
 def test_several_workers_are_accepted() -> None:
     assert load_config_text(EOS + "app: {workers: 3}\n").app.workers == 3
+
+
+def test_docker_container_logs_are_accepted_with_or_without_files() -> None:
+    cfg = load_config_text(EOS + "container_monitor: {enabled: true}\n")
+    assert cfg.container_monitor.enabled
+    alone = EOS.replace("files_config: {watch_directories: [/var/log/app]}", "files_config: {enabled: false}")
+    assert load_config_text(alone + "container_monitor: {enabled: true}\n").container_monitor.enabled
 
 
 def test_the_transactional_properties_cannot_be_set_as_librdkafka_options() -> None:
@@ -125,7 +133,7 @@ def test_the_positions_reader_is_read_committed_with_the_producers_connection() 
 
 def test_the_positions_document_has_the_positions_file_format() -> None:
     before = time.time()
-    doc = orjson.loads(positions_document("tid-1", {"/a.log": {"offset": 10, "inode": 2}}, "tid"))
+    doc = orjson.loads(positions_document("tid-1", {"files": {"/a.log": {"offset": 10, "inode": 2}}}, "tid"))
     assert before <= doc.pop("committed_at") <= time.time()
     assert doc == {
         "version": 2,
@@ -196,3 +204,26 @@ def test_merge_positions_refuses_its_own_unreadable_document() -> None:
 
     with pytest.raises(PositionsUnreadable, match="not in format 2"):
         merge_positions({b"node-0": b'{"version": 1}'}, "node-0", "node", "positions")
+
+
+def test_merge_positions_of_containers_takes_each_containers_newest_entry() -> None:
+    def cdoc(tid: str, at: float, **offsets: int) -> bytes:
+        containers = {
+            cid: {"status": "running", "files": {f"/c/{cid}.log": {"offset": off, "inode": 7}}}
+            for cid, off in offsets.items()
+        }
+        return orjson.dumps(
+            {
+                "version": 2,
+                "transactional_id": tid,
+                "base": "node",
+                "committed_at": at,
+                "positions": {},
+                "containers": containers,
+            }
+        )
+
+    docs = {b"node-0": cdoc("node-0", 1.0, abc=10, def_=5), b"node-1": cdoc("node-1", 2.0, abc=30)}
+    got = merge_positions(docs, "node-0", "node", kind="containers")
+    assert {cid: e["files"][f"/c/{cid}.log"]["offset"] for cid, e in got.items()} == {"abc": 30, "def_": 5}
+    assert merge_positions(docs, "node-0", "node") == {}  # no files
