@@ -308,8 +308,9 @@ class Agent:
                 continue
             for _, source in self.sources:
                 if isinstance(source, ResumesFrom):
-                    source.resume_from(sink.committed_positions())
-                    sink.commit_positions_of(source.positions)
+                    kind = source.positions_key
+                    source.resume_from(sink.committed_positions(kind))
+                    sink.commit_positions_of(source.positions, kind)
 
     def start(self) -> None:
         for text in config_warnings(self.config):

@@ -177,11 +177,10 @@ def run(
         )
         raise typer.Exit(2)
     eos = cfg.sinks.kafka.enabled and cfg.sinks.kafka.delivery == "exactly_once"
-    if eos and ((workers is not None and workers > 1) or stdin):
-        flag = "--stdin" if stdin else f"--workers {workers}"
+    if eos and stdin:
         print_problem(
-            f"{flag}: sinks.kafka.delivery: exactly_once covers one process reading files only for "
-            "now; drop the flag or use delivery: at_least_once"
+            "--stdin: sinks.kafka.delivery: exactly_once covers files only (standard input has no "
+            "position to commit); drop the flag or use delivery: at_least_once"
         )
         raise typer.Exit(2)
     cfg = run_overrides(cfg, stdin, workers)

@@ -401,8 +401,10 @@ def test_validate_names_conflicting_encoding_choices_of_every_sink(
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("flag", [["--workers", "2"], ["--stdin"]])
+@pytest.mark.parametrize("flag", [["--stdin"]])
 def test_run_refuses_flags_exactly_once_does_not_cover(tmp_path: Path, flag: list[str]) -> None:
+    """Standard input has no position to commit. (``--workers N`` is covered: each worker has its
+    own transactional id, tests/integration/workers/test_exactly_once.py.)"""
     cfg = tmp_path / "eos.yaml"
     cfg.write_text(
         "http_ingest: {enabled: false}\n"

@@ -261,29 +261,30 @@ class Config(_Tail, Sources, _Head):
 
     @model_validator(mode="after")
     def _exactly_once_scope(self) -> Config:
-        """``sinks.kafka.delivery: exactly_once`` covers one process, the file source and Kafka."""
+        """``sinks.kafka.delivery: exactly_once`` covers the file source, Docker's container logs
+        and Kafka (one process or several workers: each worker has its own transactional id)."""
         kafka = self.sinks.kafka
         if not kafka.enabled or kafka.delivery != "exactly_once":
             return self
         what = "sinks.kafka.delivery: exactly_once"
-        if self.app.workers > 1:
-            raise ValueError(
-                f"{what} runs in one process for now (one transactional producer); set app.workers: 1 "
-                "or delivery: at_least_once"
-            )
+        covered = ("files_config", "container_monitor")
         others = [
             k
             for k in Sources.model_fields
-            if k != "files_config" and getattr(getattr(self, k), "enabled", False)
+            if k not in covered and getattr(getattr(self, k), "enabled", False)
         ]
         if others:
             raise ValueError(
-                f"{what} covers the file source only for now (positions committed with the lines); "
+                f"{what} covers files and Docker's container logs only for now (positions committed "
+                "with the lines); "
                 + ", ".join(f"set {k}.enabled: false" for k in others)
                 + " or use delivery: at_least_once"
             )
-        if not self.files_config.enabled:
-            raise ValueError(f"{what} needs the file source; set files_config.enabled: true")
+        if not (self.files_config.enabled or self.container_monitor.enabled):
+            raise ValueError(
+                f"{what} needs the file source or Docker's container logs; set files_config.enabled: "
+                "true (or container_monitor.enabled: true)"
+            )
         sinks = [
             k
             for k in Sinks.model_fields

@@ -142,6 +142,7 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
         "sources": sources,
         "checks": checks,
         "dlq": _dlq(st.get("dlq", {}), cur.dlq or {}),
+        "transactions": _transactions(prev.stats, st, dt),
         "files": {
             k: st.get("files", {}).get(k)
             for k in ("monitored", "open_files", "in_flight_lines")
@@ -149,6 +150,29 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
         }
         | {"lag_bytes": sum(st.get("files", {}).get("lag_bytes", {}).values())},
     }
+
+
+def _transactions(prev: dict[str, Any], cur: dict[str, Any], dt: float) -> dict[str, dict[str, Any]]:
+    """Per sink in exactly-once mode (``/stats`` ``sinks.<name>.transactions``): commits per
+    second over the interval, the totals, records per transaction and the commit's duration."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, s in cur.get("sinks", {}).items():
+        t = s.get("transactions") if isinstance(s, dict) else None
+        if not isinstance(t, dict):
+            continue
+        before = prev.get("sinks", {}).get(name, {}).get("transactions", {})
+        committed = int(t.get("committed", 0))
+        out[name] = {
+            "transactional_id": t.get("transactional_id", ""),
+            "committed_per_second": round((committed - int(before.get("committed", 0))) / dt, 1),
+            "committed": committed,
+            "aborted": int(t.get("aborted", 0)),
+            "average_records": t.get("average_records", 0.0),
+            "average_commit_seconds": t.get("average_commit_seconds", 0.0),
+            "last_commit_seconds": t.get("last_commit_seconds", 0.0),
+            "last_abort": t.get("last_abort", ""),
+        }
+    return out
 
 
 def _source(s: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +252,24 @@ def render(v: dict[str, Any], api: str) -> RenderableType:
     for name, c in v["checks"].items():
         checks.add_row(name, _status(c["status"]), _figures({k: x for k, x in c.items() if k != "status"}))
     parts: list[RenderableType] = [head, flow, sinks, sources, checks]
+    if v.get("transactions"):
+        txns = Table(title="transactions (exactly-once)", title_justify="left")
+        for col in ("sink", "transactional id", "commits/s", "committed", "aborted", "records/txn", "commit"):
+            txns.add_column(col, overflow="fold")
+        txns.add_column("last abort", overflow="fold")
+        for name, t in v["transactions"].items():
+            txns.add_row(
+                name,
+                str(t["transactional_id"]),
+                f"{t['committed_per_second']:,.1f}",
+                f"{t['committed']:,}",
+                Text(f"{t['aborted']:,}", style="bold red" if t["aborted"] else ""),
+                f"{float(t['average_records']):,.1f}",
+                f"{float(t['average_commit_seconds']) * 1000:,.1f} ms avg, "
+                f"{float(t['last_commit_seconds']) * 1000:,.1f} ms last",
+                str(t["last_abort"]) or "-",
+            )
+        parts.append(txns)
     if v["topics_per_second"]:
         topics = Table(title="delivered per topic", title_justify="left")
         topics.add_column("topic")

@@ -25,6 +25,8 @@ _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 #: Encoded record sizes: a short line is ~200 bytes of JSON, max_message_bytes defaults to 1 MiB.
 _SIZE_BUCKETS = (64, 128, 256, 512, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+#: A transaction's commit: tens of milliseconds when healthy, up to the delivery timeout.
+_COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class Metrics:
@@ -168,6 +170,29 @@ class Metrics:
             "Size of produced record values.",
             ["topic"],
             buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        # --- Kafka exactly-once (sinks.kafka.delivery: exactly_once) ---------------------------
+        self.kafka_transactions = Counter(
+            "kafka_transactions_total",
+            "Kafka transactions by outcome: committed, aborted (an agent ends with exit status 75 after "
+            "an abort: the count is kept across that restart in positions.directory).",
+            ["sink_name", "outcome"],
+            registry=r,
+        )
+        self.kafka_transaction_commit_duration = Histogram(
+            "kafka_transaction_commit_duration_seconds",
+            "A commit: hand-overs held, the last acknowledgements awaited, the positions record written, "
+            "EndTxn.",
+            ["sink_name"],
+            buckets=_COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.kafka_transaction_records = Histogram(
+            "kafka_transaction_records",
+            "Records of one committed transaction (the positions record left out).",
+            ["sink_name"],
+            buckets=_BATCH_BUCKETS,
             registry=r,
         )
         # --- Elasticsearch / OpenSearch sink (besides the kafka_* families the engine fills

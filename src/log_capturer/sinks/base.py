@@ -126,12 +126,14 @@ class CommitsPositions(Protocol):
     def commits_positions(self) -> bool:
         """True when it does in this configuration."""
 
-    def committed_positions(self) -> dict[str, dict[str, Any]]:
-        """The positions last committed (path -> entry, as a positions file has them); known
-        once the sink started."""
+    def committed_positions(self, kind: str = "files") -> dict[str, dict[str, Any]]:
+        """The positions of ``kind`` (a source's ``positions_key``: files, containers) last
+        committed, as its positions file has them; known once the sink started."""
 
-    def commit_positions_of(self, positions: Callable[[], dict[str, dict[str, Any]]]) -> None:
-        """``positions()``: the source's acknowledged positions, taken at each commit."""
+    def commit_positions_of(
+        self, positions: Callable[[], dict[str, dict[str, Any]]], kind: str = "files"
+    ) -> None:
+        """``positions()``: the source's acknowledged positions of ``kind``, taken at each commit."""
 
 
 class SinkStartError(RuntimeError):

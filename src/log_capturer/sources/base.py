@@ -84,6 +84,9 @@ class ResumesFrom(Protocol):
     """A source whose positions a sink commits (:class:`~log_capturer.sinks.base.CommitsPositions`):
     it resumes from those, and keeps no positions file of its own."""
 
+    #: Which positions it keeps (files, containers): the sink commits each kind apart.
+    positions_key: str
+
     def resume_from(self, entries: dict[str, Entry]) -> None: ...
 
     def positions(self) -> dict[str, Entry]: ...

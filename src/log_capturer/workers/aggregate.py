@@ -100,6 +100,9 @@ _RULES: tuple[tuple[str, str], ...] = (
     ("retry_in_seconds", "max"),
     ("ratio", "mean"),
     ("uptime", "max"),
+    # Exactly-once's transactions: the workers' averages (not weighted), the slowest last commit.
+    ("average", "mean"),
+    ("last_commit_seconds", "max"),
 )
 
 

@@ -65,6 +65,9 @@ def test_a_broker_restart_loses_and_duplicates_nothing(
                 break
             assert time.monotonic() < deadline, f"not caught up:\n{agent.log()}"
             time.sleep(0.5)
+        # Each abort ended a run; the running agent still counts them (kept in positions.directory).
+        aborted = agent.get("/stats")["sinks"]["kafka_sink"]["transactions"]["aborted"]
+        assert aborted == restarts, (aborted, restarts)
         assert agent.stop(signal.SIGTERM) == 0, agent.log()
     finally:
         leave_clean(writer, agent, own_kafka)

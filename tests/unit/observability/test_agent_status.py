@@ -152,3 +152,37 @@ def test_with_two_sinks_each_has_its_rate_and_the_agent_the_busiest() -> None:
         ("kafka_sink", 1000.0),
         ("local_file_sink", 500.0),
     ]
+
+
+def test_exactly_once_transactions_are_shown_per_sink() -> None:
+    def with_txns(committed: int, aborted: int) -> dict[str, object]:
+        st = stats(0, 0, 0, {})
+        st["sinks"]["kafka_sink"]["transactions"] = {  # type: ignore[index]
+            "transactional_id": "node-7-1",
+            "committed": committed,
+            "aborted": aborted,
+            "last_abort": "commit: Broker: Request timed out" if aborted else "",
+            "records_committed": committed * 250,
+            "records_open": 3,
+            "average_records": 250.0,
+            "average_commit_seconds": 0.042,
+            "last_commit_seconds": 0.05,
+        }
+        return st
+
+    v = view(Sample(10.0, HEALTH, with_txns(100, 0)), Sample(12.0, HEALTH, with_txns(120, 1)))
+    t = v["transactions"]["kafka_sink"]
+    assert t["committed_per_second"] == 10.0
+    assert (t["committed"], t["aborted"], t["transactional_id"]) == (120, 1, "node-7-1")
+    console = Console(record=True, width=200)
+    console.print(render(v, "http://127.0.0.1:8401"))
+    text = console.export_text()
+    shown = ("transactions (exactly-once)", "node-7-1", "10.0", "250.0", "42.0 ms avg", "Request timed out")
+    for part in shown:
+        assert part in text, part
+    # At least once: no transactions part.
+    plain = view(Sample(0.0, HEALTH, stats(0, 0, 0, {})), Sample(1.0, HEALTH, stats(0, 0, 0, {})))
+    assert plain["transactions"] == {}
+    console = Console(record=True, width=200)
+    console.print(render(plain, "http://127.0.0.1:8401"))
+    assert "transactions" not in console.export_text()

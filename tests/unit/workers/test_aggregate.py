@@ -131,3 +131,24 @@ def test_a_running_worker_that_does_not_answer_makes_the_agent_degraded() -> Non
     h = merge_health([(0, health("healthy")), (1, None)], [process(0), process(1)])
     assert h["status"] == "degraded"
     assert h["checks"]["workers"]["running"] == 1 and "1 did not answer" in h["checks"]["workers"]["message"]
+
+
+def test_exactly_once_transactions_sum_counts_and_average_the_averages() -> None:
+    def txns(tid: str, committed: int, avg: float, last: float) -> dict[str, Any]:
+        t = {
+            "transactional_id": tid,
+            "committed": committed,
+            "aborted": 1,
+            "records_committed": committed * 10,
+            "average_records": 10.0,
+            "average_commit_seconds": avg,
+            "last_commit_seconds": last,
+        }
+        return {"sinks": {"kafka_sink": {"transactions": t}}}
+
+    s = merge_stats([(0, txns("a-0", 5, 0.02, 0.03)), (1, txns("a-1", 7, 0.04, 0.01))], {})
+    t = s["sinks"]["kafka_sink"]["transactions"]
+    assert t["transactional_id"] == "a-0; a-1"
+    assert (t["committed"], t["aborted"], t["records_committed"]) == (12, 2, 120)
+    assert t["average_records"] == 10.0 and t["average_commit_seconds"] == 0.03
+    assert t["last_commit_seconds"] == 0.03

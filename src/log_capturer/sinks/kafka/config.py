@@ -75,7 +75,9 @@ class ExactlyOnceConfig(Strict):
         "unique to it (the broker fences an older process with the same id, and the positions "
         "topic keys this agent's positions by it). '' = 'log-capturer-<host name>-0'. Set it "
         "explicitly where the host name changes at every restart (a Kubernetes pod: the node's "
-        "name).",
+        "name). With app.workers > 1 worker i uses '<id>-<i>' ('log-capturer-<host name>-<i>'), "
+        "and reads the positions of the agent's other workers too (a file keeps its position when "
+        "the number of workers changes).",
     )
     positions_topic: str = Field(
         "log-capturer-positions",
@@ -281,8 +283,9 @@ class KafkaSinkConfig(Strict):
         "the last position save arrive again. exactly_once: the lines and the read positions of "
         "every file are written in the same Kafka transaction, so a consumer with "
         "isolation.level=read_committed sees every line of a file exactly once, across kill -9 and "
-        "restarts (docs/exactly-once.md). Needs required_acks: -1, the file source as the only "
-        "source, Kafka as the only sink, app.workers: 1, and brokers with transactions.",
+        "restarts (docs/exactly-once.md). Needs required_acks: -1, the file source "
+        "and/or Docker's container logs as the only sources, Kafka as the only sink, and brokers "
+        "with transactions.",
     )
     exactly_once: ExactlyOnceConfig = Field(default_factory=ExactlyOnceConfig)
     librdkafka_options: dict[str, str | int | float | bool] = Field(

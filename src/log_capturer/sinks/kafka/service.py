@@ -48,6 +48,7 @@ from log_capturer.sinks.kafka.transactions import (
     EXIT_ABORTED,
     EXIT_FENCED,
     POSITIONS_TOKEN,
+    AbortLog,
     Entries,
     Gate,
     PositionsOf,
@@ -56,6 +57,7 @@ from log_capturer.sinks.kafka.transactions import (
     end_process,
     positions_document,
     read_positions,
+    transactional_base,
     transactional_config,
     transactional_id,
 )
@@ -80,7 +82,15 @@ class KafkaService:
 
     sink_type = "kafka"
 
-    def __init__(self, config: KafkaSinkConfig, metrics: Metrics, name: str, sink_type: str) -> None:
+    def __init__(
+        self,
+        config: KafkaSinkConfig,
+        metrics: Metrics,
+        name: str,
+        sink_type: str,
+        state_dir: str | None = None,
+        worker: tuple[int, int] | None = None,
+    ) -> None:
         self.config = config
         self.metrics = metrics
         self.name = name
@@ -116,15 +126,16 @@ class KafkaService:
         #: ``delivery: exactly_once`` (:mod:`.transactions`): one transactional producer, the
         #: hand-over through a gate, the positions committed with the lines.
         self.exactly_once = config.delivery == "exactly_once"
-        self.transactional_id = transactional_id(config) if self.exactly_once else ""
+        self.transactional_id = transactional_id(config, worker) if self.exactly_once else ""
         dlq_topic = dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else ""
         #: Exactly-once: the reports remember the open transaction's first failure.
         self._txn_reports = TransactionalReports(dlq_topic) if self.exactly_once else None
         self.reports = self._txn_reports or Reports(dlq_topic)
         self._gate = Gate()
         #: Where every file resumes: the positions last committed (read at start).
-        self.committed_positions: Entries = {}
-        self._positions_of: PositionsOf | None = None
+        #: Per kind (files, containers): where every source resumes, read at start.
+        self.committed_positions: dict[str, Entries] = {}
+        self._positions_of: dict[str, PositionsOf] = {}
         #: The transactional producer (the chunk producer, or confluent-kafka's).
         self._txn: Producer | ChunkProducer | None = None
         self._txn_records = 0
@@ -133,6 +144,17 @@ class KafkaService:
         self._txn_opened = 0.0
         self.transactions_committed = 0
         self._commit_seconds = 0.0
+        self._last_commit_seconds = 0.0
+        self._records_committed = 0
+        #: Aborted transactions, this process's and (``abort_log``) those of the runs before.
+        self._abort_log = AbortLog(state_dir, self.transactional_id) if self.exactly_once else None
+        self.transactions_aborted = 0
+        self._last_abort = ""
+        txns = metrics.kafka_transactions
+        self._m_committed = txns.labels(sink_type, "committed")
+        self._m_aborted = txns.labels(sink_type, "aborted")
+        self._m_commit_seconds = metrics.kafka_transaction_commit_duration.labels(sink_type)
+        self._m_txn_records = metrics.kafka_transaction_records.labels(sink_type)
         self._space = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -233,7 +255,9 @@ class KafkaService:
                 "needs transaction.state.log.replication.factor=1 and transaction.state.log.min.isr=1)"
             ) from exc
         try:
-            self.committed_positions = read_positions(txn_conf, cfg.positions_topic, tid, wait)
+            self.committed_positions = read_positions(
+                txn_conf, cfg.positions_topic, tid, wait, transactional_base(self.config)
+            )
             txn.begin_transaction()
         except PositionsUnreadable as exc:
             self._close_producers()
@@ -243,17 +267,23 @@ class KafkaService:
             raise SinkStartError(f"sinks.kafka: begin_transaction: {explain(exc.args[0])}") from exc
         self._txn = txn
         self._txn_opened = time.monotonic()
+        if self._abort_log is not None:
+            before, self._last_abort = self._abort_log.load()
+            if before:
+                self._m_aborted.inc(before)
+                self.transactions_aborted = before
         log.info(
-            "exactly-once delivery: transactional.id %s, %d file positions committed in %s",
+            "exactly-once delivery: transactional.id %s, %d file and %d container positions committed in %s",
             tid,
-            len(self.committed_positions),
+            len(self.committed_positions.get("files", {})),
+            len(self.committed_positions.get("containers", {})),
             cfg.positions_topic,
             extra={"sink": self.name},
         )
 
-    def commit_positions_of(self, positions: PositionsOf) -> None:
+    def commit_positions_of(self, positions: PositionsOf, kind: str = "files") -> None:
         """Exactly-once: ``positions()`` gives the files' acknowledged positions at each commit."""
-        self._positions_of = positions
+        self._positions_of[kind] = positions
 
     def _new_native(self) -> ChunkProducer:
         return ChunkProducer(
@@ -622,22 +652,33 @@ class KafkaService:
                     self._on_error(exc.args[0])
                 self._space.set()
                 runner.tick(time.monotonic())
-            if self._positions_of is not None:
-                doc = positions_document(self.transactional_id, self._positions_of())
+            if self._positions_of:
+                doc = positions_document(
+                    self.transactional_id,
+                    {kind: of() for kind, of in self._positions_of.items()},
+                    transactional_base(self.config),
+                )
                 topic = self.config.exactly_once.positions_topic
                 if native is not None:
                     native.produce_chunk(POSITIONS_TOKEN, [topic], [doc], [self.transactional_id], None)
                 else:
                     self._producer.produce(topic, doc, self.transactional_id)
             self._commit_transaction(producer)
-            self.transactions_committed += 1
             with self._lock:
+                records = self._txn_records
                 self._txn_records = 0
                 self._txn_chunks = []
             if not final:
                 producer.begin_transaction()
             self._txn_opened = time.monotonic()
-            self._commit_seconds += self._txn_opened - started
+            took = self._txn_opened - started
+            self._commit_seconds += took
+            self._last_commit_seconds = took
+            self._records_committed += records
+            self.transactions_committed += 1
+            self._m_committed.inc()
+            self._m_commit_seconds.observe(took)
+            self._m_txn_records.observe(records)
         except KafkaException as exc:
             self._abort(producer, f"commit: {explain(exc.args[0])}", final)
         finally:
@@ -668,6 +709,12 @@ class KafkaService:
             producer.abort_transaction(self.config.timeout)
         except KafkaException as exc:
             reason += f"; abort_transaction: {explain(exc.args[0])}"
+        self.transactions_aborted += 1
+        self._last_abort = reason
+        self._m_aborted.inc()
+        if self._abort_log is not None:
+            # The agent ends now: the next run's kafka_transactions_total counts this abort.
+            self._abort_log.save(self.transactions_aborted, reason)
         if final:
             log.error(
                 "exactly-once: the last transaction was aborted (%s); "
@@ -867,8 +914,13 @@ class KafkaService:
             out["transactions"] = {
                 "transactional_id": self.transactional_id,
                 "committed": n,
+                "aborted": self.transactions_aborted,
+                "last_abort": self._last_abort,
+                "records_committed": self._records_committed,
                 "records_open": self._txn_records,
+                "average_records": round(self._records_committed / n, 1) if n else 0.0,
                 "average_commit_seconds": round(self._commit_seconds / n, 6) if n else 0.0,
+                "last_commit_seconds": round(self._last_commit_seconds, 6),
             }
         return out
 

@@ -37,9 +37,11 @@ class KafkaSink(SinkRunner):
         metrics: Metrics,
         dlq: DeadLetterStore | None,
         name: str = SINK_NAME,
+        state_dir: str | None = None,
+        worker: tuple[int, int] | None = None,
     ) -> None:
         self.config = config
-        self.kafka = KafkaService(config, metrics, name, SINK_TYPE)
+        self.kafka = KafkaService(config, metrics, name, SINK_TYPE, state_dir, worker)
         policy = DeliveryPolicy.of(config, park_on_timeout=parks_on_timeout(config) and dlq is not None)
         if config.delivery == "exactly_once":
             # Nothing goes to the local DLQ around the transaction: a line parked there would be
@@ -63,11 +65,13 @@ class KafkaSink(SinkRunner):
         """``delivery: exactly_once``: the files' positions are committed with the records."""
         return self.kafka.exactly_once
 
-    def committed_positions(self) -> dict[str, dict[str, Any]]:
-        return self.kafka.committed_positions
+    def committed_positions(self, kind: str = "files") -> dict[str, dict[str, Any]]:
+        return self.kafka.committed_positions.get(kind, {})
 
-    def commit_positions_of(self, positions: Callable[[], dict[str, dict[str, Any]]]) -> None:
-        self.kafka.commit_positions_of(positions)
+    def commit_positions_of(
+        self, positions: Callable[[], dict[str, dict[str, Any]]], kind: str = "files"
+    ) -> None:
+        self.kafka.commit_positions_of(positions, kind)
 
     dlq_topic_key = "kafka_topic"
 
@@ -78,7 +82,11 @@ class KafkaSink(SinkRunner):
 
 
 def build(config: KafkaSinkConfig, ctx: SinkContext) -> KafkaSink | None:
-    return KafkaSink(config, ctx.metrics, ctx.dlq) if config.enabled else None
+    if not config.enabled:
+        return None
+    positions = ctx.config.positions
+    state_dir = positions.directory if positions.enabled else None
+    return KafkaSink(config, ctx.metrics, ctx.dlq, state_dir=state_dir, worker=ctx.worker)
 
 
 def _raw_problems(section: Mapping[str, Any]) -> list[str]:

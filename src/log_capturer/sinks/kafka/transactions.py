@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -49,12 +50,27 @@ POSITIONS_VERSION = 2
 POSITIONS_TOKEN = object()
 
 Entries = dict[str, dict[str, Any]]
+#: The kinds of positions a document holds, and their field: the file source's (files.json's
+#: entries) and the container source's (containers.json's).
+KINDS = {"files": "positions", "containers": "containers"}
 PositionsOf = Callable[[], Entries]
 
 
-def transactional_id(cfg: KafkaSinkConfig, worker: int = 0) -> str:
-    """The configured id, else one derived from the host name and the worker's index."""
-    return cfg.exactly_once.transactional_id or f"log-capturer-{socket.gethostname()}-{worker}"
+def transactional_base(cfg: KafkaSinkConfig) -> str:
+    """The agent's id: the configured one, else ``log-capturer-<host name>``. Its workers' ids,
+    and the positions documents it reads at start, derive from it."""
+    return cfg.exactly_once.transactional_id or f"log-capturer-{socket.gethostname()}"
+
+
+def transactional_id(cfg: KafkaSinkConfig, worker: tuple[int, int] | None = None) -> str:
+    """The configured id, else one derived from the host name; ``-<worker index>`` at the end when
+    the agent is one worker of several (``app.workers``), so each has its own id, stable across
+    restarts of that worker (the supervisor starts worker ``i`` again as worker ``i``): a worker
+    started again fences its predecessor (a zombie) and aborts what it left open."""
+    base = transactional_base(cfg)
+    if worker is not None:
+        return f"{base}-{worker[0]}"
+    return base if cfg.exactly_once.transactional_id else f"{base}-0"
 
 
 def transactional_config(cfg: KafkaSinkConfig, conf: dict[str, Any], tid: str) -> dict[str, Any]:
@@ -94,9 +110,22 @@ class PositionsUnreadable(RuntimeError):
     """The positions topic could not be read to its end (the agent must not guess)."""
 
 
-def read_positions(conf: dict[str, Any], topic: str, key: str, timeout: float) -> Entries:
-    """The last committed positions document keyed ``key`` in ``topic`` (read_committed), as
-    path -> entry; {} when there is none. Raises :class:`PositionsUnreadable`."""
+def read_positions(
+    conf: dict[str, Any], topic: str, key: str, timeout: float, base: str = ""
+) -> dict[str, Entries]:
+    """The positions to resume from, as path -> entry ({} when there are none): those of the
+    last committed document keyed ``key`` in ``topic`` (read_committed) and, with ``base``, those
+    of the documents of the same agent's other workers (or of this agent run with another number
+    of workers), the newest commit winning for each file (:func:`merge_positions`). The file
+    source keeps the entries of its own files (its shard) and avoids the others. Raises
+    :class:`PositionsUnreadable`. Per kind: ``files`` (path -> entry) and ``containers``
+    (container id -> entry)."""
+    docs = read_positions_documents(conf, topic, timeout)
+    return {kind: merge_positions(docs, key, base, topic, kind) for kind in KINDS}
+
+
+def read_positions_documents(conf: dict[str, Any], topic: str, timeout: float) -> dict[bytes, bytes]:
+    """The last committed record of every key of ``topic`` (read_committed), read to its end."""
     consumer = Consumer(consumer_config(conf))
     try:
         md = consumer.list_topics(topic, timeout=timeout)
@@ -120,8 +149,7 @@ def read_positions(conf: dict[str, Any], topic: str, key: str, timeout: float) -
         if not pending:
             return {}
         consumer.assign([p for p in parts if p.partition in pending])
-        found: bytes | None = None
-        wanted = key.encode()
+        found: dict[bytes, bytes] = {}
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
@@ -138,26 +166,80 @@ def read_positions(conf: dict[str, Any], topic: str, key: str, timeout: float) -
                     pending.discard(msg.partition() or 0)
                     continue
                 raise PositionsUnreadable(f"reading {topic!r}: {explain(err)}")
-            if msg.key() == wanted:
-                found = msg.value()
+            k, v = msg.key(), msg.value()
+            if k is not None and v is not None:
+                found[k] = v
             off = msg.offset()
             if off is not None and off + 1 >= ends.get(msg.partition() or 0, 0):
                 pending.discard(msg.partition() or 0)
-        if found is None:
-            return {}
-        doc = orjson.loads(found)
-        positions = doc.get("positions") if isinstance(doc, dict) else None
-        if not isinstance(positions, dict) or doc.get("version") != POSITIONS_VERSION:
-            raise PositionsUnreadable(f"the positions in {topic!r} under {key!r} are not in format 2")
-        return {k: v for k, v in positions.items() if isinstance(k, str) and isinstance(v, dict)}
+        return found
     except KafkaException as exc:
         raise PositionsUnreadable(f"reading {topic!r}: {explain(exc.args[0])}") from exc
     finally:
         consumer.close()
 
 
-def positions_document(tid: str, entries: Entries) -> bytes:
-    return orjson.dumps({"version": POSITIONS_VERSION, "transactional_id": tid, "positions": entries})
+def merge_positions(
+    docs: dict[bytes, bytes], key: str, base: str, topic: str = "", kind: str = "files"
+) -> Entries:
+    """The entries of document ``key``, and with ``base`` of every document whose ``base`` is the
+    same (this agent's workers, whatever their number was): for each file identity (device and
+    inode) the entry of the newest commit (``committed_at``; this worker's own on a tie). Another
+    agent's documents (another base) are never read. Raises :class:`PositionsUnreadable` when
+    this worker's own document is not in format 2 (another agent's odd record is skipped).
+    ``kind`` containers: the entries of the container sources, by container id (a container's
+    entry, with its files, from the newest commit)."""
+    field = KINDS[kind]
+    chosen: dict[tuple[Any, ...], tuple[float, bool, str, dict[str, Any]]] = {}
+    for k, raw in docs.items():
+        own = k == key.encode()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict) or doc.get("version") != POSITIONS_VERSION:
+            if own:
+                raise PositionsUnreadable(f"the positions in {topic!r} under {key!r} are not in format 2")
+            continue
+        if not own and (not base or doc.get("base") != base):
+            continue
+        positions = doc.get(field, {})
+        if not isinstance(positions, dict):
+            if own:
+                raise PositionsUnreadable(f"the positions in {topic!r} under {key!r} are not in format 2")
+            continue
+        at = doc.get("committed_at")
+        when = float(at) if isinstance(at, int | float) else 0.0
+        for path, entry in positions.items():
+            if not isinstance(path, str) or not isinstance(entry, dict):
+                continue
+            dev, ino = entry.get("device"), entry.get("inode")
+            ident: tuple[Any, ...] = (
+                ("file", dev, ino)
+                if kind == "files" and isinstance(dev, int) and isinstance(ino, int)
+                else ("path", path)
+            )
+            rank = (when, own)
+            old = chosen.get(ident)
+            if old is None or rank > (old[0], old[1]):
+                chosen[ident] = (when, own, path, entry)
+    return {path: entry for _, _, path, entry in chosen.values()}
+
+
+def positions_document(tid: str, entries: dict[str, Entries], base: str = "") -> bytes:
+    """The positions record committed with each transaction: ``entries`` per kind (files under
+    ``positions``, containers under ``containers``); ``base`` names the agent (its workers share
+    it), ``committed_at`` orders the documents of several workers."""
+    doc: dict[str, Any] = {
+        "version": POSITIONS_VERSION,
+        "transactional_id": tid,
+        "base": base,
+        "committed_at": time.time(),
+        "positions": entries.get("files", {}),
+    }
+    if "containers" in entries:
+        doc["containers"] = entries["containers"]
+    return orjson.dumps(doc)
 
 
 class Gate:
@@ -227,6 +309,41 @@ class TransactionalReports(Reports):
         if err is not None and not self.failure:
             self.failure = explain(err)
         super().dead_letter(attempt, err, _msg)
+
+
+class AbortLog:
+    """Aborted transactions across runs: an abort ends the agent (exit status 75) before its
+    ``kafka_transactions_total{outcome="aborted"}`` can be scraped, so the count and the last
+    reason are kept in ``positions.directory`` (``transactions-<transactional id>.json``) and the
+    next run starts its counter there. Without a directory (``positions.enabled: false``) the
+    count is this process's only. A file that cannot be read or written only loses the count."""
+
+    def __init__(self, directory: str | None, tid: str) -> None:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tid)
+        self.path = Path(directory) / f"transactions-{safe}.json" if directory else None
+
+    def load(self) -> tuple[int, str]:
+        if self.path is None:
+            return 0, ""
+        try:
+            doc = orjson.loads(self.path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return 0, ""
+        if not isinstance(doc, dict):
+            return 0, ""
+        n, reason = doc.get("aborted"), doc.get("last_abort")
+        return (n if isinstance(n, int) and n > 0 else 0), (reason if isinstance(reason, str) else "")
+
+    def save(self, aborted: int, reason: str) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(orjson.dumps({"aborted": aborted, "last_abort": reason, "at": time.time()}))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("exactly-once: the aborted transactions' count not saved in %s: %s", self.path, exc)
 
 
 def end_process(status: int, reason: str) -> None:

@@ -224,25 +224,7 @@ class ContainerSource:
         self.metrics = metrics
         name = shard.positions_name if shard else "containers"
         store = PositionStore(positions.directory, name, 1) if positions.enabled else None
-        saved = store.load() if store else {}
-        known: dict[str, Known] = {}
-        flat: dict[str, Entry] = {}
-        for cid, entry in saved.items():
-            files_ = entry.get("files") if isinstance(entry.get("files"), dict) else {}
-            assert isinstance(files_, dict)
-            in_files = 0
-            for path, fe in files_.items():
-                if isinstance(fe, dict):
-                    flat[path] = {**fe, "source_id": cid}
-                    if fe.get("state") != "released":  # see container_entries
-                        in_files += _count(fe.get("log_count"))
-            known[cid] = Known(
-                str(entry.get("source_type", "docker")),
-                str(entry.get("name", "")),
-                _parse_utc(entry.get("since")),
-                str(entry.get("status", "")),
-                max(0, _count(entry.get("log_count")) - in_files),
-            )
+        known, flat = _unpack(store.load() if store else {})
         self.paths = ContainerPaths(docker, kubernetes, files, known, shard)
         rescans = [c.rescan_interval for c in (docker, kubernetes) if c.enabled]
         self.tailer = Tailer(
@@ -320,6 +302,24 @@ class ContainerSource:
     def positions(self) -> dict[str, Entry]:
         return self.container_entries(self.tailer.positions())
 
+    def resume_from(self, entries: dict[str, Entry]) -> None:
+        """Resume from ``entries`` (container id -> entry, the positions a sink commits with the
+        lines: Kafka's ``delivery: exactly_once``) instead of ``containers.json``, which is then
+        neither read nor written. One worker of several keeps its own containers' entries and
+        remembers the others' files as not to take. Call before :meth:`start`."""
+        shard = self.tailer.shard
+        if shard is not None:
+            foreign = {cid: e for cid, e in entries.items() if not shard.owns(cid)}
+            shard.remember_foreign(_unpack(foreign)[1].values())
+            entries = {cid: e for cid, e in entries.items() if cid not in foreign}
+        known, flat = _unpack(entries)
+        self.paths.known.clear()
+        self.paths.known.update(known)
+        cp = self.tailer.checkpointer
+        cp.unclaimed = Checkpointer(flat, None, self.metrics, cp.flush_interval).unclaimed
+        cp.store = None
+        cp.writer = None  # its thread starts with the first write: none comes
+
     def _on_event(self, event: dict[str, Any]) -> None:
         self.tailer.request_rescan()
 
@@ -362,6 +362,29 @@ class ContainerSource:
                 "files": {p: {f: v for f, v in e.items() if f != "source_id"} for p, e in files.items()},
             }
         return out
+
+
+def _unpack(saved: dict[str, Entry]) -> tuple[dict[str, Known], dict[str, Entry]]:
+    """containers.json's entries as the known containers and the tailer's flat file entries."""
+    known: dict[str, Known] = {}
+    flat: dict[str, Entry] = {}
+    for cid, entry in saved.items():
+        files_ = entry.get("files") if isinstance(entry.get("files"), dict) else {}
+        assert isinstance(files_, dict)
+        in_files = 0
+        for path, fe in files_.items():
+            if isinstance(fe, dict):
+                flat[path] = {**fe, "source_id": cid}
+                if fe.get("state") != "released":  # see container_entries
+                    in_files += _count(fe.get("log_count"))
+        known[cid] = Known(
+            str(entry.get("source_type", "docker")),
+            str(entry.get("name", "")),
+            _parse_utc(entry.get("since")),
+            str(entry.get("status", "")),
+            max(0, _count(entry.get("log_count")) - in_files),
+        )
+    return known, flat
 
 
 def _count(value: object) -> int:

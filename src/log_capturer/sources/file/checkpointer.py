@@ -272,21 +272,38 @@ class Checkpointer:
 
     def entries(self, files: Iterable[TailedFile]) -> dict[str, Entry]:
         """Acknowledged positions of ``files`` by current path, plus the released files and the
-        saved entries not matched yet."""
-        entries: dict[str, Entry] = dict(list(self.unclaimed.values()))
+        saved entries not matched yet.
+
+        Two files under one name means one name is stale: a rotated or released file renamed
+        again (``app.log.3`` -> ``app.log.4``) since its name was last looked up, while another
+        took its old name. Each of them is then looked up by inode, so neither entry hides the
+        other (a released copy left out would be read again, from its start, after a restart)."""
+        items: list[tuple[str, Key, Entry]] = [
+            (path, (entry_int(e, "device"), entry_int(e, "inode")), e) for path, e in self.unclaimed.values()
+        ]
         followed = list(files)
         keys = {tf.key for tf in followed}
         for key, entry in list(self.released.items()):
             if key in keys:
                 continue  # followed again (it grew): its own entry says where
             saved = dict(entry)
-            entries[str(saved.pop("path"))] = saved
+            items.append((str(saved.pop("path")), key, saved))
         for tf in followed:
             if tf.path and not tf.live:
-                entries[tf.path] = tf.position_entry()
+                items.append((tf.path, tf.key, tf.position_entry()))
         for tf in followed:
             if tf.path and tf.live:
-                entries[tf.path] = tf.position_entry()
+                items.append((tf.path, tf.key, tf.position_entry()))
+        owners: dict[str, set[Key]] = {}
+        for path, key, _ in items:
+            owners.setdefault(path, set()).add(key)
+        # Renames shift every generation at once (a file's new name is the next one's old
+        # name): on any clash, every name is looked up again.
+        clash = any(len(keys) > 1 for keys in owners.values())
+        entries: dict[str, Entry] = {}
+        for path, key, entry in items:
+            now = (current_path(path, key) or path) if clash and key != (0, 0) else path
+            entries[now] = entry
         return entries
 
     def save(self, files: Iterable[TailedFile]) -> None:

@@ -152,11 +152,25 @@ class FileSource:
         """Resume from ``entries`` (the positions a sink commits with the lines, Kafka's
         ``delivery: exactly_once``) instead of ``files.json``, which is then neither read nor
         written: a position saved there could count lines of a transaction not committed yet.
-        Call before :meth:`start`."""
+        Call before :meth:`start`.
+
+        One worker of several keeps the entries of its own files (its shard) and remembers the
+        others as files not to take (another worker follows them), as it does with the other
+        workers' positions files."""
         cp = self.tailer.checkpointer
+        shard = self.tailer.shard
+        if shard is not None:
+            own = {name: e for name, e in entries.items() if shard.owns(_source_id(name, e))}
+            shard.remember_foreign(e for name, e in entries.items() if name not in own)
+            entries = own
         cp.unclaimed = Checkpointer(entries, None, self.metrics, cp.flush_interval).unclaimed
         cp.store = None
         cp.writer = None  # its thread starts with the first write: none comes
+
+
+def _source_id(name: str, entry: Entry) -> str:
+    sid = entry.get("source_id")
+    return sid if isinstance(sid, str) and sid else name
 
 
 def build(config: FilesConfig, ctx: BuildContext) -> FileSource | None:

@@ -4,8 +4,11 @@ twice, each file's lines in order."""
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import random
+import shutil
 import signal
 import subprocess
 import threading
@@ -18,8 +21,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from log_capturer.sinks.kafka.transactions import EXIT_FENCED
-from tests.integration.reliability.conftest import generate
+from log_capturer.sinks.kafka.transactions import EXIT_FENCED, AbortLog
+from tests.integration.reliability.conftest import generate, metric
 from tests.support import AgentProcess, agent_config, create_prefixed_topics, wait_until, write_config
 
 pytestmark = pytest.mark.integration
@@ -111,7 +114,8 @@ def check_exactly_once(records: list[Any], files: list[Path], lines: int) -> dic
         missing = sorted(set(range(lines)) - set(got))
         dup = len(got) - len(set(got))
         assert not missing, f"{name}: {len(missing)} lines lost, e.g. {missing[:5]}"
-        assert dup == 0, f"{name}: {dup} lines twice"
+        twice = sorted(seq for seq, n in collections.Counter(got).items() if n > 1)
+        assert dup == 0, f"{name}: {dup} lines twice, e.g. {twice[:5]} ... {twice[-5:]}"
         assert got == list(range(lines)), f"{name}: out of order"
         report[name] = len(got)
     return report
@@ -153,6 +157,42 @@ def test_sigkill_three_times_then_read_committed_sees_every_line_once_in_order(
     assert {e["offset"] for e in doc["positions"].values()} == {f.stat().st_size for f in files}
     assert not (tmp_path / "positions" / "files.json").exists()  # the local file is not used
     print(json.dumps({"kills_at_lines_read": kills, "per_file": report, "transactions": len(positions)}))
+
+
+def test_stats_and_metrics_count_the_transactions(tmp_path: Path, bootstrap: str, topic_prefix: str) -> None:
+    """``/stats`` and ``/metrics`` show the transactions committed, their records and commit
+    time; an abort counted by one run is still counted by the next (it ends the agent)."""
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    tid = f"{topic_prefix}-stats"
+    cfg = eos_config(tmp_path, bootstrap, topics, tid)
+    path = write_config(tmp_path / "config.yaml", cfg)
+    log = tmp_path / "logs" / "a.log"
+    log.write_text("".join(f'{{"seq": {i}}}\n' for i in range(5000)))
+    # A previous run aborted twice (its count is kept in positions.directory).
+    AbortLog(str(tmp_path / "positions"), tid).save(2, "commit: Broker: Request timed out")
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+        wait_until(lambda: caught_up(agent, [log]), 60, "every line read and acknowledged")
+        wait_until(
+            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["transactions"]["records_open"] == 0,
+            30,
+            "the last transaction committed",
+        )
+        t = agent.get("/stats")["sinks"]["kafka_sink"]["transactions"]
+        text = agent.metrics()
+    finally:
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    assert t["transactional_id"] == tid
+    assert t["committed"] >= 1 and t["records_committed"] == 5000, t
+    assert t["aborted"] == 2 and t["last_abort"] == "commit: Broker: Request timed out", t
+    assert 0 < t["average_commit_seconds"] < 10 and t["average_records"] == round(5000 / t["committed"], 1)
+    assert metric(text, "kafka_transactions_total", sink_name="kafka", outcome="committed") == t["committed"]
+    assert metric(text, "kafka_transactions_total", sink_name="kafka", outcome="aborted") == 2
+    assert metric(text, "kafka_transaction_records_sum", sink_name="kafka") == 5000
+    assert metric(text, "kafka_transaction_records_count", sink_name="kafka") == t["committed"]
+    commits = metric(text, "kafka_transaction_commit_duration_seconds_count", sink_name="kafka")
+    assert commits == t["committed"]
+    assert check_exactly_once(read_committed(bootstrap, topics["logs"]), [log], 5000) == {str(log): 5000}
 
 
 def test_a_second_agent_with_the_same_transactional_id_fences_the_first(
@@ -248,3 +288,82 @@ def test_rotation_and_sigkill_then_read_committed_sees_every_line_once_in_order(
     # A rotated file's lines are attributed to the path they were written at: one file, in order.
     report = check_exactly_once(records, [log], lines)
     print(json.dumps({"per_file": report, "rotations": lines // 7_000}))
+
+
+def write_copytruncating(
+    path: Path, lines: int, rate: float, rotate_every: int, stop: threading.Event, rotated: threading.Event
+) -> None:
+    """``{"seq": n}`` lines appended to ``path`` at ``rate``; every ``rotate_every`` lines the file
+    is copied to ``path.1`` (older copies shifted to ``.2``, ``.3``..., none deleted) and truncated
+    in place (logrotate's ``copytruncate``), with no write in between (logrotate's own race, lines
+    written between its copy and its truncation, is not the agent's to fix). ``rotated`` is set
+    after each truncation."""
+    f = path.open("a")
+    n = 0
+    batch = max(1, int(rate / 100))
+    while n < lines and not stop.is_set():
+        end = min(lines, n + batch)
+        if n // rotate_every != end // rotate_every:
+            end = (end // rotate_every) * rotate_every
+        f.write("".join(f'{{"seq": {i}, "msg": "line {i}"}}\n' for i in range(n, end)))
+        f.flush()
+        n = end
+        if n % rotate_every == 0 and n < lines:
+            copies = sorted((int(p.name.rsplit(".", 1)[1]), p) for p in path.parent.glob(path.name + ".*"))
+            for k, old in reversed(copies):
+                old.rename(path.with_name(f"{path.name}.{k + 1}"))
+            shutil.copyfile(path, path.with_name(path.name + ".1"))
+            os.truncate(path, 0)
+            rotated.set()
+        time.sleep(0.01)
+    f.close()
+
+
+def test_copytruncate_and_sigkill_then_read_committed_sees_every_line_once_in_order(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    lines = 84_000  # 11 copytruncates, one every 1.75 s
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    cfg = eos_config(tmp_path, bootstrap, topics, f"{topic_prefix}-copytrunc")
+    cfg["files_config"]["include_patterns"] = ["app.log"]
+    path = write_config(tmp_path / "config.yaml", cfg)
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    stop, rotated = threading.Event(), threading.Event()
+    writer = threading.Thread(
+        target=write_copytruncating, args=(log, lines, 4000, 7_000, stop, rotated), daemon=True
+    )
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    writer.start()
+    rnd = random.Random(11)
+    kills = []
+    try:
+        for _ in range(KILLS):
+            # Within moments of a copytruncate: the copy half read, or not found yet, and the
+            # older copies renamed again since the agent last looked at their names.
+            time.sleep(rnd.uniform(0.5, 2))
+            rotated.clear()
+            assert rotated.wait(10), "the writer ended before the kills"
+            time.sleep(rnd.uniform(0, 0.3))
+            kills.append(agent.get("/stats")["files"]["lines_read"])
+            agent.kill()
+            agent = AgentProcess(path, tmp_path / "agent.log").start()
+        writer.join(60)
+        assert not writer.is_alive()
+        wait_until(lambda: caught_up(agent, [log]), 120, "every line read and acknowledged")
+        # The copies are read to their end too (the last one may still drain).
+        wait_until(
+            lambda: agent.get("/stats")["files"]["in_flight_lines"] == 0, 60, "every copy acknowledged"
+        )
+        time.sleep(1)  # one more transaction interval: the last commit
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        stop.set()
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    assert len(list(log.parent.glob("app.log.*"))) == lines // 7_000 - 1
+    records = read_committed(bootstrap, topics["logs"])
+    # The copies' lines are attributed to the path they were written at: one file, in order.
+    report = check_exactly_once(records, [log], lines)
+    assert "reading it again from the start" not in (tmp_path / "agent.log").read_text()
+    print(json.dumps({"per_file": report, "copytruncates": lines // 7_000 - 1, "kills_at_lines_read": kills}))

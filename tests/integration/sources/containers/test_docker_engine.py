@@ -16,6 +16,7 @@ the engine is shared by the session.
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from log_capturer.devtools.docker_local import LocalDocker
 from tests.support import (
@@ -346,3 +348,77 @@ def test_engine_restarted_while_the_agent_runs(run: Run, bootstrap: str, topic_p
         if engine.pid() is None:
             engine.up(timeout=90)
         engine.docker("rm", "-f", run.name("always"), check=False)
+
+
+def test_exactly_once_kill_9_twice_read_committed_sees_every_line_once_in_order(
+    run: Run, bootstrap: str, topic_prefix: str
+) -> None:
+    """``sinks.kafka.delivery: exactly_once``: the containers' positions are committed in the
+    Kafka transaction of their lines (the positions topic's ``containers``). Killed with SIGKILL
+    twice while a container writes, then read back read_committed: Docker's lines, each once, in
+    order."""
+    from tests.integration.sinks.kafka.test_exactly_once import read_committed
+
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    steady = run.start(
+        "eos",
+        "i=0; while [ $i -lt 150 ]; do i=$((i+1)); seq $((i*200-199)) $((i*200)); sleep 0.1; done",
+    )
+    path = run.config(bootstrap, topics)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["sinks"]["kafka"].update(
+        {
+            "delivery": "exactly_once",
+            "exactly_once": {
+                "transactional_id": f"{topic_prefix}-docker",
+                "positions_topic": topics["log-capturer-positions"],
+                "transaction_timeout": "20s",
+            },
+            "priority_routing": {"enabled": False},
+            "partitioning": {"key_field": "no_such_field"},  # the key: the container id
+        }
+    )
+    cfg["http_ingest"] = {"enabled": False}
+    path = write_config(path, cfg)
+    agent = AgentProcess(path, run.tmp / "agent.log").start()
+    try:
+        for _ in range(2):
+            # Killed once lines and positions are committed, while the container still writes.
+            wait_until(
+                lambda a=agent: (
+                    a.get("/stats")["sinks"]["kafka_sink"]["transactions"]["records_committed"]  # type: ignore[misc]
+                    > 2000
+                ),
+                60,
+                "lines committed",
+            )
+            assert run.engine.docker("inspect", "-f", "{{.State.Running}}", steady).stdout.strip() == b"true"
+            agent.kill()
+            agent = AgentProcess(path, run.tmp / "agent.log").start()
+        run.wait(steady)
+        # Each restart resumed from committed positions (not from the start of the log).
+        assert agent.log(10_000).count("0 file and 1 container positions committed") == 2, agent.log()
+        expected = run.logged(steady)
+        assert sum(expected.values()) == 30_000
+        wait_until(
+            lambda: sum(e["log_count"] for e in agent.get("/positions")["containers"].values()) >= 30_000,
+            90,
+            "every line acknowledged",
+        )
+        time.sleep(1)  # the last transaction commits
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc and agent.proc.poll() is None:
+            agent.kill()
+    records = [
+        Rec(m.topic(), m.partition(), m.offset(), m.key(), m.value())
+        for m in read_committed(bootstrap, topics["logs"])
+    ]
+    seen, _ = shipped(records, {steady})
+    assert_exactly(seen, expected)
+    got = [int(r.json()["message"]) for r in sorted(records, key=lambda r: (r.partition, r.offset))]
+    assert got == list(range(1, 30_001)), "out of order"
+    # The positions record holds the container (no positions file written).
+    docs = read_committed(bootstrap, topics["log-capturer-positions"])
+    assert steady in orjson.loads(docs[-1].value())["containers"]
+    assert not (run.tmp / "positions" / "containers.json").exists()

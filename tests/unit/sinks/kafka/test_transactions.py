@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -13,9 +14,12 @@ import pytest
 from log_capturer.config import ConfigError, load_config_text
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.transactions import (
+    AbortLog,
     Gate,
     consumer_config,
+    merge_positions,
     positions_document,
+    transactional_base,
     transactional_config,
     transactional_id,
 )
@@ -43,8 +47,8 @@ def test_a_config_for_exactly_once_loads() -> None:
     ("change", "says"),
     [
         ("    required_acks: 1\n", "set required_acks: -1"),
-        ("app: {workers: 2}\n", "set app.workers: 1 or delivery: at_least_once"),
         ("syslog: {enabled: true}\n", "set syslog.enabled: false"),
+        ("kubernetes: {enabled: true}\n", "set kubernetes.enabled: false"),
         ("http_ingest: {enabled: true}\n", "set http_ingest.enabled: false"),
         ("files_config: {enabled: false}\n", "set files_config.enabled: true"),
         (
@@ -62,6 +66,17 @@ def test_what_exactly_once_does_not_cover_is_refused_naming_the_key(change: str,
     assert "exactly_once" in str(exc.value)
 
 
+def test_several_workers_are_accepted() -> None:
+    assert load_config_text(EOS + "app: {workers: 3}\n").app.workers == 3
+
+
+def test_docker_container_logs_are_accepted_with_or_without_files() -> None:
+    cfg = load_config_text(EOS + "container_monitor: {enabled: true}\n")
+    assert cfg.container_monitor.enabled
+    alone = EOS.replace("files_config: {watch_directories: [/var/log/app]}", "files_config: {enabled: false}")
+    assert load_config_text(alone + "container_monitor: {enabled: true}\n").container_monitor.enabled
+
+
 def test_the_transactional_properties_cannot_be_set_as_librdkafka_options() -> None:
     with pytest.raises(ValueError, match=r"transactional\.id"):
         KafkaSinkConfig(librdkafka_options={"transactional.id": "x"})
@@ -69,9 +84,26 @@ def test_the_transactional_properties_cannot_be_set_as_librdkafka_options() -> N
 
 def test_the_transactional_id_is_configured_or_the_host_and_the_worker() -> None:
     assert transactional_id(KafkaSinkConfig()) == f"log-capturer-{socket.gethostname()}-0"
-    assert transactional_id(KafkaSinkConfig(), 3).endswith("-3")
+    assert transactional_id(KafkaSinkConfig(), (3, 4)) == f"log-capturer-{socket.gethostname()}-3"
+    assert transactional_base(KafkaSinkConfig()) == f"log-capturer-{socket.gethostname()}"
     cfg = KafkaSinkConfig(exactly_once={"transactional_id": "node-7"})
     assert transactional_id(cfg) == "node-7"
+    # One worker of several: its own id, the same at every restart of that worker.
+    assert transactional_id(cfg, (0, 2)) == "node-7-0"
+    assert transactional_id(cfg, (1, 2)) == "node-7-1"
+
+
+def test_the_abort_log_keeps_the_count_across_runs(tmp_path: Path) -> None:
+    log = AbortLog(str(tmp_path / "positions"), "node/7")
+    assert log.load() == (0, "")
+    log.save(2, "commit: timed out")
+    assert log.path is not None and log.path.name == "transactions-node_7.json"
+    assert AbortLog(str(tmp_path / "positions"), "node/7").load() == (2, "commit: timed out")
+    assert AbortLog(str(tmp_path / "positions"), "other").load() == (0, "")
+    log.path.write_text("{not json")
+    assert log.load() == (0, "")
+    assert AbortLog(None, "node-7").load() == (0, "")
+    AbortLog(None, "node-7").save(1, "x")  # no directory: nothing written, nothing raised
 
 
 def test_transactional_properties_bound_the_message_timeout_by_the_transaction() -> None:
@@ -100,10 +132,13 @@ def test_the_positions_reader_is_read_committed_with_the_producers_connection() 
 
 
 def test_the_positions_document_has_the_positions_file_format() -> None:
-    doc = orjson.loads(positions_document("tid", {"/a.log": {"offset": 10, "inode": 2}}))
+    before = time.time()
+    doc = orjson.loads(positions_document("tid-1", {"files": {"/a.log": {"offset": 10, "inode": 2}}}, "tid"))
+    assert before <= doc.pop("committed_at") <= time.time()
     assert doc == {
         "version": 2,
-        "transactional_id": "tid",
+        "transactional_id": "tid-1",
+        "base": "tid",
         "positions": {"/a.log": {"offset": 10, "inode": 2}},
     }
 
@@ -132,3 +167,63 @@ def test_the_gate_holds_senders_during_a_commit_and_counts_their_lines() -> None
     assert passed.wait(5)
     t.join(5)
     assert gate.waiting == 0 and gate.inside == 0
+
+
+def doc(tid: str, base: str, at: float, **files: tuple[int, int]) -> bytes:
+    """A positions document: path -> (inode, offset)."""
+    entries = {
+        p: {"device": 1, "inode": ino, "offset": off, "source_id": p} for p, (ino, off) in files.items()
+    }
+    return orjson.dumps(
+        {"version": 2, "transactional_id": tid, "base": base, "committed_at": at, "positions": entries}
+    )
+
+
+def test_merge_positions_takes_the_newest_commit_of_each_file_among_the_agents_workers() -> None:
+    docs = {
+        b"node-0": doc("node-0", "node", 10.0, a=(1, 100), b=(2, 50)),
+        # worker 1 of an earlier run with more workers followed b later: its entry is newer.
+        b"node-1": doc("node-1", "node", 20.0, b=(2, 80)),
+        # Another agent (another base) is never read, newer or not.
+        b"nodex-0": doc("nodex-0", "nodex", 30.0, a=(1, 999), c=(3, 1)),
+        b"other": b"not json",
+    }
+    got = merge_positions(docs, "node-0", "node")
+    assert {p: e["offset"] for p, e in got.items()} == {"a": 100, "b": 80}
+    # Without a base (one process configured so) only its own document counts.
+    assert {p: e["offset"] for p, e in merge_positions(docs, "node-0", "").items()} == {"a": 100, "b": 50}
+    # A tie goes to this worker's own document.
+    tie = {b"node-0": doc("node-0", "node", 5.0, a=(1, 1)), b"node-1": doc("node-1", "node", 5.0, a=(1, 2))}
+    assert merge_positions(tie, "node-0", "node")["a"]["offset"] == 1
+    assert merge_positions(tie, "node-1", "node")["a"]["offset"] == 2
+    assert merge_positions({}, "node-0", "node") == {}
+
+
+def test_merge_positions_refuses_its_own_unreadable_document() -> None:
+    from log_capturer.sinks.kafka.transactions import PositionsUnreadable
+
+    with pytest.raises(PositionsUnreadable, match="not in format 2"):
+        merge_positions({b"node-0": b'{"version": 1}'}, "node-0", "node", "positions")
+
+
+def test_merge_positions_of_containers_takes_each_containers_newest_entry() -> None:
+    def cdoc(tid: str, at: float, **offsets: int) -> bytes:
+        containers = {
+            cid: {"status": "running", "files": {f"/c/{cid}.log": {"offset": off, "inode": 7}}}
+            for cid, off in offsets.items()
+        }
+        return orjson.dumps(
+            {
+                "version": 2,
+                "transactional_id": tid,
+                "base": "node",
+                "committed_at": at,
+                "positions": {},
+                "containers": containers,
+            }
+        )
+
+    docs = {b"node-0": cdoc("node-0", 1.0, abc=10, def_=5), b"node-1": cdoc("node-1", 2.0, abc=30)}
+    got = merge_positions(docs, "node-0", "node", kind="containers")
+    assert {cid: e["files"][f"/c/{cid}.log"]["offset"] for cid, e in got.items()} == {"abc": 30, "def_": 5}
+    assert merge_positions(docs, "node-0", "node") == {}  # no files

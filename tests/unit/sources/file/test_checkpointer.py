@@ -97,6 +97,35 @@ def test_released_files_are_remembered_while_on_disk(tmp_path: Path) -> None:
     assert len(cp.released) == MAX_RELEASED and (1, 0) not in cp.released
 
 
+def test_files_renamed_again_under_a_name_another_had_keep_their_entries(tmp_path: Path) -> None:
+    """copytruncate's copies shifted (app.log.1 -> .2 -> .3) between two looks: the names the
+    checkpointer knows are stale and two files claim one; each is looked up by inode, and no
+    entry hides another (a copy left out would be read again from its start after a restart)."""
+    one, two, three = (tmp_path / f"app.log.{i}" for i in (1, 2, 3))
+    one.write_text("newest copy\n")
+    two.write_text("newer copy\n")
+    three.write_text("oldest copy\n")
+    oldest = followed_file(three, live=False, offset=12)
+    newer = followed_file(two, live=False, offset=11)
+    newest = followed_file(one, live=False, offset=12)
+    cp = Checkpointer({}, None, Metrics(), 1.0)
+    cp.remember_released(oldest.key, oldest.path, oldest.position_entry())
+    # Shifted: .3 -> .4, .2 -> .3, .1 -> .2; the newest copy's name was looked up since (.2),
+    # the others' not: .2 names two files, and every name is stale but that one.
+    for src, dst in ((three, tmp_path / "app.log.4"), (two, three), (one, two)):
+        os.rename(src, dst)
+    newest.path = str(two)
+    entries = cp.entries([newer, newest])
+    assert {p: e["inode"] for p, e in entries.items()} == {
+        str(tmp_path / "app.log.4"): oldest.inode,
+        str(three): newer.inode,
+        str(two): newest.inode,
+    }
+    # Without a clash, the names are taken as they are (no lookup on every call).
+    newest.path = str(tmp_path / "app.log.1")
+    assert set(cp.entries([newest])) == {str(three), str(tmp_path / "app.log.1")}
+
+
 def test_the_source_shapes_the_file_and_a_failed_save_is_counted(tmp_path: Path) -> None:
     path = tmp_path / "app.log"
     path.write_text("a\n")
