@@ -1073,6 +1073,41 @@ static void mp_track(PyObject *v) {
     }
 }
 
+/* ---- forward: EventTime made without calling its class (issue 24) ----------------------------
+ * event_time(ns) for a subclass of int that adds nothing (no __new__, __init__ or __dict__, as
+ * sources.http.source.EventTime): the object int's own constructor would make for it (Python
+ * 3.11's layout of int), without the call, and out of the cyclic GC. Any other class, or
+ * another Python: the call. */
+static PyObject *mp_event_time(PyObject *event_time, unsigned long long ns) {
+    PyObject *tmp = PyLong_FromUnsignedLongLong(ns);
+    if (!tmp)
+        return NULL;
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    PyTypeObject *type = (PyTypeObject *)event_time;
+    if (PyType_Check(event_time) && type != &PyLong_Type && PyType_IsSubtype(type, &PyLong_Type) &&
+        type->tp_new == PyLong_Type.tp_new && type->tp_init == PyBaseObject_Type.tp_init &&
+        type->tp_basicsize == PyLong_Type.tp_basicsize && type->tp_itemsize == PyLong_Type.tp_itemsize) {
+        PyLongObject *src = (PyLongObject *)tmp;
+        Py_ssize_t n = Py_SIZE(src) < 0 ? -Py_SIZE(src) : Py_SIZE(src);
+        PyLongObject *o = (PyLongObject *)type->tp_alloc(type, n ? n : 1);
+        if (o) {
+            Py_SET_SIZE(o, Py_SIZE(src));
+            for (Py_ssize_t i = 0; i < (n ? n : 1); i++)
+                o->ob_digit[i] = src->ob_digit[i];
+            /* A heap type's instances are tracked by the cyclic GC; an int refers to nothing,
+             * so it can be in no cycle: thousands a batch would only set off collections. */
+            if (PyObject_GC_IsTracked((PyObject *)o))
+                PyObject_GC_UnTrack(o);
+        }
+        Py_DECREF(tmp);
+        return (PyObject *)o;
+    }
+#endif
+    PyObject *et = PyObject_CallOneArg(event_time, tmp);
+    Py_DECREF(tmp);
+    return et;
+}
+
 static PyObject *mp_value(mp_t *c, int depth) {
     if (!mp_need(c, 1))
         return MP_DECLINE;
@@ -1143,12 +1178,7 @@ static PyObject *mp_value(mp_t *c, int depth) {
         {
             uint64_t sec = mp_be(c->p + 1, 4), nsec = mp_be(c->p + 5, 4);
             c->p += 9;
-            PyObject *ns = PyLong_FromUnsignedLongLong(sec * 1000000000ULL + nsec);
-            if (!ns)
-                return NULL;
-            PyObject *et = PyObject_CallOneArg(c->event_time, ns);
-            Py_DECREF(ns);
-            return et;
+            return mp_event_time(c->event_time, sec * 1000000000ULL + nsec);
         }
     case 0xd9:
     case 0xda:

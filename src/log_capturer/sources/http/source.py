@@ -162,7 +162,9 @@ class Rejected:
 class EventTime(int):
     """Fluent's EventTime (msgpack extension 0: seconds and nanoseconds), as ns since the epoch."""
 
-    __slots__ = ()  # a plain int's memory, and none of the cyclic GC's attention
+    # No __dict__: an int's memory. Instances of a class are tracked by the cyclic GC all the same;
+    # the C decoder (``_speedups.msgpack_values``) makes them untracked.
+    __slots__ = ()
 
 
 #: A body's items in order: records (with a msgpack event's time, or None) and rejected records.
