@@ -1240,6 +1240,115 @@ done:
     return out;
 }
 
+/* ---- forward / HTTP ingest: records grouped by their labels (issue 24) ----------------------
+ *
+ * label_groups(recs, max_distinct) -> [(first, [indexes])] or None
+ *
+ * The indexes of recs (dicts, each with a "labels" dict) by labels, in the order of each set's
+ * first record: what grouping by tuple(r["labels"].items()) gives (the same members in the same
+ * order and equal text), without a tuple per record. None (the caller's Python decides) when a
+ * record has no "labels" dict, a label name or value is not exactly str, or there are more than
+ * max_distinct sets.
+ */
+#define LG_SLOTS 1024
+
+static int lg_same(PyObject *a, PyObject *b) {
+    if (a == b)
+        return 1;
+    if (PyDict_GET_SIZE(a) != PyDict_GET_SIZE(b))
+        return 0;
+    Py_ssize_t i = 0, j = 0;
+    PyObject *ka, *va, *kb, *vb;
+    while (PyDict_Next(a, &i, &ka, &va) && PyDict_Next(b, &j, &kb, &vb)) {
+        if (ka != kb && !_PyUnicode_EQ(ka, kb))
+            return 0;
+        if (va != vb && !_PyUnicode_EQ(va, vb))
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *label_groups(PyObject *m, PyObject *args) {
+    PyObject *recs;
+    Py_ssize_t max_distinct;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &recs, &max_distinct))
+        return NULL;
+    if (max_distinct < 1 || max_distinct > LG_SLOTS / 2) {
+        PyErr_SetString(PyExc_ValueError, "max_distinct must be 1 to 512");
+        return NULL;
+    }
+    static PyObject *labels_key = NULL;
+    if (labels_key == NULL && (labels_key = PyUnicode_InternFromString("labels")) == NULL)
+        return NULL;
+    Py_hash_t hashes[LG_SLOTS];
+    Py_ssize_t slot_group[LG_SLOTS]; /* index in groups, -1: empty */
+    for (int i = 0; i < LG_SLOTS; i++)
+        slot_group[i] = -1;
+    PyObject *reps[LG_SLOTS / 2];
+    PyObject *groups = PyList_New(0);
+    if (groups == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(recs), distinct = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *rec = PyList_GET_ITEM(recs, r);
+        PyObject *labels = PyDict_CheckExact(rec) ? PyDict_GetItemWithError(rec, labels_key) : NULL;
+        if (labels == NULL || !PyDict_CheckExact(labels))
+            goto decline;
+        Py_uhash_t h = (Py_uhash_t)PyDict_GET_SIZE(labels);
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(labels, &pos, &k, &v)) {
+            if (!PyUnicode_CheckExact(k) || !PyUnicode_CheckExact(v))
+                goto decline;
+            Py_hash_t hk = PyObject_Hash(k), hv = PyObject_Hash(v);
+            if (hk == -1 || hv == -1)
+                goto error;
+            h = (h * 1000003u) ^ (Py_uhash_t)hk;
+            h = (h * 1000003u) ^ (Py_uhash_t)hv;
+        }
+        Py_ssize_t slot = (Py_ssize_t)(h & (LG_SLOTS - 1)), g = -1;
+        while (slot_group[slot] >= 0) {
+            if (hashes[slot] == (Py_hash_t)h && lg_same(reps[slot_group[slot]], labels)) {
+                g = slot_group[slot];
+                break;
+            }
+            slot = (slot + 1) & (LG_SLOTS - 1);
+        }
+        if (g < 0) {
+            if (distinct >= max_distinct)
+                goto decline;
+            PyObject *idx = PyList_New(0);
+            PyObject *entry = idx ? Py_BuildValue("(nN)", r, idx) : NULL;
+            if (entry == NULL || PyList_Append(groups, entry) < 0) {
+                Py_XDECREF(entry);
+                goto error;
+            }
+            Py_DECREF(entry);
+            g = distinct++;
+            reps[g] = labels; /* borrowed: recs holds it */
+            hashes[slot] = (Py_hash_t)h;
+            slot_group[slot] = g;
+        }
+        PyObject *index = PyLong_FromSsize_t(r);
+        if (index == NULL)
+            goto error;
+        int rc = PyList_Append(PyTuple_GET_ITEM(PyList_GET_ITEM(groups, g), 1), index);
+        Py_DECREF(index);
+        if (rc < 0)
+            goto error;
+    }
+    return groups;
+decline:
+    if (PyErr_Occurred())
+        goto error;
+    Py_DECREF(groups);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(groups);
+    return NULL;
+}
+
 /* ---- per-topic tallies of a chunk's records ------------------------------------------------ */
 #define TALLY_TOPICS 16
 #define TALLY_BOUNDS 32
@@ -2324,6 +2433,8 @@ static PyMethodDef methods[] = {
      "encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field, truncated)"},
     {"msgpack_values", msgpack_values, METH_VARARGS,
      "msgpack_values(data, event_time, surrogates=True) -> (values, plain), or None: let msgpack decode it"},
+    {"label_groups", label_groups, METH_VARARGS,
+     "label_groups(recs, max_distinct) -> [(first, [indexes])] by labels, or None: let Python decide"},
     {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},
     {"encode_logfmt", encode_logfmt, METH_VARARGS,
      "encode_logfmt(head, lines, levels, tails, keys, fields) -> logfmt records"},

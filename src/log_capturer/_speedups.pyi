@@ -37,6 +37,12 @@ def encode(
     """Record i = head + JSON(lines[i]) + tails[levels[i]] + fields[keys[i]] (fields[None] without
     keys). ValueError: lists of different lengths; KeyError: a level or key without its bytes."""
 
+def label_groups(recs: list[dict[str, Any]], max_distinct: int, /) -> list[tuple[int, list[int]]] | None:
+    """The indexes of ``recs`` by their ``labels`` (as grouping by ``tuple(labels.items())``
+    does), each set with its first index, in the order of first records; None when a record has
+    no labels dict, a label that is not text, or there are more than ``max_distinct`` sets.
+    ValueError: ``max_distinct`` outside 1-512."""
+
 def encode_raw(lines: list[str], /) -> list[bytes]:
     """Record i = the UTF-8 bytes of lines[i] (a lone surrogate as U+FFFD). TypeError: not a
     list of str."""

@@ -640,6 +640,12 @@ class Records:
         """The records' indexes by origin (records with ``labels``, and no ``source_type`` or
         ``source_id``): each distinct set of labels is looked up once. _Invalid for labels that
         cannot be (as :meth:`origin` says)."""
+        found = _speedups.label_groups(recs, _MAX_DISTINCT_LABELS) if _speedups is not None else None
+        if found is not None:
+            # In C, without a tuple per record (labels of text only, at most so many sets).
+            if len(found) == 1:
+                return [(self.origin(recs[0], 1, base), found[0][1])]
+            return self._origins_of(recs, base, [idx for _, idx in found])
         try:
             label_keys = [tuple(r["labels"].items()) for r in recs]
             distinct = dict.fromkeys(label_keys)
@@ -659,10 +665,16 @@ class Records:
         indexes: dict[tuple[Any, ...], list[int]] = {k: [] for k in distinct}
         for i, k in enumerate(label_keys):
             indexes[k].append(i)
+        return self._origins_of(recs, base, list(indexes.values()))
+
+    def _origins_of(
+        self, recs: list[dict[str, Any]], base: Origin, sets: list[list[int]]
+    ) -> list[tuple[Origin, list[int]]]:
+        """The origin of each set of records with the same labels (its indexes, in order)."""
         # One origin per distinct set, from its first record (the same origin as each of its
         # records would get: origins are kept by the labels' items).
         by_origin: dict[int, tuple[Origin, list[int]]] = {}
-        for idx in indexes.values():
+        for idx in sets:
             origin = self.origin(recs[idx[0]], idx[0] + 1, base)
             group = by_origin.get(id(origin))
             if group is None:

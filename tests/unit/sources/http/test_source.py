@@ -21,6 +21,7 @@ from log_capturer.sources.http.source import (
     MISSING_MESSAGE,
     NOT_AN_OBJECT,
     IngestError,
+    Item,
     Records,
     Rejected,
     level_of,
@@ -559,3 +560,57 @@ def test_msgpack_bodies_decode_as_msgpack_alone_decodes_them(body: bytes, monkey
         old = parse()
     assert new == old
     assert repr(new) == repr(old)  # the same types (EventTime, int, bytes made text...)
+
+
+def _label_sets(rng: random.Random) -> list[Any]:
+    tenants = [f"tenant-{i:02d}" for i in range(20)]
+    return [
+        {"tenant_id": rng.choice(tenants)},
+        {"tenant_id": rng.choice(tenants), "env": "prod"},
+        {"env": "prod", "tenant_id": "tenant-01"},  # the same members in another order
+        {},
+        {"tenant_id": "é€"},
+        {"tenant_id": "tenant-01", "n": 3},  # not text: invalid
+        {"tenant_id": ["a"]},  # cannot be a key
+        "not an object",
+    ]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_records_grouped_by_labels_in_c_as_in_python(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_speedups.label_groups`` groups a batch's records by labels as the Python code does:
+    the same chunks (origins, lines, order) and the same rejections, whatever the labels."""
+    rng = random.Random(seed)
+    for _ in range(60):
+        n = rng.choice([1, 5, 40, 600])
+        if rng.random() < 0.5:
+            sets = [{"tenant_id": f"t{i % rng.choice([1, 3, 300])}"} for i in range(n)]
+        else:
+            choices = _label_sets(rng)[: rng.choice([2, 5, 8])]
+            sets = [rng.choice(choices) for _ in range(n)]
+        items: list[Item] = [
+            ({"message": f"line {i}", "labels": labels}, None) for i, labels in enumerate(sets)
+        ]
+        got_c = Records(HttpIngestConfig()).chunks(items)
+        with monkeypatch.context() as m:
+            m.setattr(http, "_speedups", None)
+            got_py = Records(HttpIngestConfig()).chunks(items)
+
+        def shape(chunks: list[Chunk]) -> list[Any]:
+            return [(c.origin.source_id, c.origin.labels, c.origin.encoded, c.lines) for c in chunks]
+
+        assert shape(got_c[0]) == shape(got_py[0])
+        assert got_c[1] == got_py[1]
+
+
+def test_label_groups_declines_what_python_decides() -> None:
+    assert http._speedups is not None
+    groups = http._speedups.label_groups
+    recs = [{"labels": {"a": "1"}}, {"labels": {"a": "2"}}, {"labels": {"a": "1"}}]
+    assert groups(recs, 256) == [(0, [0, 2]), (1, [1])]
+    assert groups(recs, 1) is None  # more sets than allowed
+    assert groups([{"labels": {"a": 1}}], 256) is None
+    assert groups([{"labels": ["a"]}], 256) is None
+    assert groups([{"message": "no labels"}], 256) is None
+    with pytest.raises(ValueError, match="max_distinct"):
+        groups(recs, 0)
