@@ -1349,6 +1349,201 @@ error:
     return NULL;
 }
 
+/*
+ * uniform_columns(items, message_keys, level_keys, slow_keys, level_cache)
+ *     -> (lines, levels, meta, stamps, labelled) or None
+ *
+ * The columns of a batch of (record, time) items when every record has the same members (the
+ * level member present or not), as Records._uniform reads them: lines (the message member's
+ * text), levels (level_cache[value], None without one; None for the whole list without a level
+ * member), meta (the other members but labels, or None), stamps (the items' times), labelled
+ * (the records have labels). None when Python must decide: another shape, a record without a
+ * member the first has, two level members, a member of slow_keys, a line that is not text,
+ * is empty or white space or ends with a newline, a level value not in level_cache.
+ */
+static int uc_in(PyObject *tuple, PyObject *k) {
+    for (Py_ssize_t i = 0, n = PyTuple_GET_SIZE(tuple); i < n; i++) {
+        PyObject *x = PyTuple_GET_ITEM(tuple, i);
+        if (x == k || (PyUnicode_CheckExact(k) && PyUnicode_CheckExact(x) && _PyUnicode_EQ(x, k)))
+            return 1;
+    }
+    return 0;
+}
+
+static PyObject *uniform_columns(PyObject *m, PyObject *args) {
+    PyObject *items, *message_keys, *level_keys, *slow_keys, *cache;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &items, &PyTuple_Type, &message_keys, &PyTuple_Type,
+                          &level_keys, &PyFrozenSet_Type, &slow_keys, &PyDict_Type, &cache))
+        return NULL;
+    static PyObject *labels_key = NULL;
+    if (labels_key == NULL && (labels_key = PyUnicode_InternFromString("labels")) == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    if (n == 0)
+        Py_RETURN_NONE;
+    /* The records' shape: exact tuples of (dict, time), one level member at most. */
+    PyObject *level_key = NULL, *first = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 || !PyDict_CheckExact(PyTuple_GET_ITEM(item, 0)))
+            Py_RETURN_NONE;
+        PyObject *rec = PyTuple_GET_ITEM(item, 0), *k, *v;
+        if (i == 0)
+            first = rec;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(rec, &pos, &k, &v)) {
+            if (uc_in(level_keys, k)) {
+                if (level_key == NULL)
+                    level_key = k;
+                else if (level_key != k && !(PyUnicode_CheckExact(k) && PyUnicode_CheckExact(level_key) &&
+                                             _PyUnicode_EQ(level_key, k)))
+                    Py_RETURN_NONE;
+            }
+        }
+    }
+    /* The members of the first record but the level member: none slow, none another level key. */
+    Py_ssize_t size = 0, pos = 0;
+    PyObject *k, *v, *message_key = NULL;
+    int labelled = 0, extra = 0;
+    while (PyDict_Next(first, &pos, &k, &v)) {
+        if (level_key != NULL && (k == level_key || PyObject_RichCompareBool(k, level_key, Py_EQ) == 1))
+            continue;
+        int slow = PySet_Contains(slow_keys, k);
+        if (slow != 0) {
+            if (slow < 0)
+                PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        size++;
+    }
+    for (Py_ssize_t j = 0, nk = PyTuple_GET_SIZE(message_keys); j < nk && message_key == NULL; j++) {
+        PyObject *mk = PyTuple_GET_ITEM(message_keys, j);
+        PyObject *got = PyDict_GetItemWithError(first, mk);
+        if (got == NULL && PyErr_Occurred())
+            return NULL;
+        if (got != NULL && !(level_key != NULL && PyObject_RichCompareBool(mk, level_key, Py_EQ) == 1))
+            message_key = mk;
+    }
+    if (message_key == NULL)
+        Py_RETURN_NONE;
+    pos = 0;
+    while (PyDict_Next(first, &pos, &k, &v)) {
+        if (level_key != NULL && PyObject_RichCompareBool(k, level_key, Py_EQ) == 1)
+            continue;
+        if (PyObject_RichCompareBool(k, labels_key, Py_EQ) == 1)
+            labelled = 1;
+        else if (PyObject_RichCompareBool(k, message_key, Py_EQ) != 1)
+            extra++;
+    }
+    PyObject *extra_keys = NULL, *lines = NULL, *levels = NULL, *meta = NULL, *stamps = NULL, *out = NULL;
+    if (extra) {
+        if ((extra_keys = PyList_New(0)) == NULL)
+            goto done;
+        pos = 0;
+        while (PyDict_Next(first, &pos, &k, &v)) {
+            if ((level_key != NULL && PyObject_RichCompareBool(k, level_key, Py_EQ) == 1) ||
+                PyObject_RichCompareBool(k, labels_key, Py_EQ) == 1 ||
+                PyObject_RichCompareBool(k, message_key, Py_EQ) == 1)
+                continue;
+            if (PyList_Append(extra_keys, k) < 0)
+                goto done;
+        }
+        if ((meta = PyList_New(n)) == NULL)
+            goto done;
+    }
+    if ((lines = PyList_New(n)) == NULL || (stamps = PyList_New(n)) == NULL)
+        goto done;
+    if (level_key != NULL && (levels = PyList_New(n)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *rec = PyTuple_GET_ITEM(item, 0);
+        /* The same members as the first (the level member aside). */
+        PyObject *level_value = level_key ? PyDict_GetItemWithError(rec, level_key) : NULL;
+        if (level_value == NULL && PyErr_Occurred())
+            goto done;
+        if (PyDict_GET_SIZE(rec) - (level_value != NULL) != size)
+            goto decline;
+        if (rec != first) {
+            pos = 0;
+            while (PyDict_Next(rec, &pos, &k, &v)) {
+                if (level_value != NULL && PyObject_RichCompareBool(k, level_key, Py_EQ) == 1)
+                    continue;
+                PyObject *there = PyDict_GetItemWithError(first, k);
+                if (there == NULL) {
+                    if (PyErr_Occurred())
+                        goto done;
+                    goto decline;
+                }
+                if (level_key != NULL && PyObject_RichCompareBool(k, level_key, Py_EQ) == 1)
+                    goto decline;
+            }
+        }
+        PyObject *line = PyDict_GetItemWithError(rec, message_key);
+        if (line == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            goto decline;
+        }
+        if (!PyUnicode_CheckExact(line))
+            goto decline;
+        Py_ssize_t len = PyUnicode_GET_LENGTH(line);
+        if (len == 0 || PyUnicode_READ_CHAR(line, len - 1) == '\n')
+            goto decline;
+        {
+            int kind = PyUnicode_KIND(line), all_space = 1;
+            const void *data = PyUnicode_DATA(line);
+            for (Py_ssize_t j = 0; j < len && all_space; j++)
+                all_space = Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, j));
+            if (all_space)
+                goto decline;
+        }
+        PyList_SET_ITEM(lines, i, Py_NewRef(line));
+        PyList_SET_ITEM(stamps, i, Py_NewRef(PyTuple_GET_ITEM(item, 1)));
+        if (levels != NULL) {
+            PyObject *level = Py_None;
+            if (level_value != NULL) {
+                level = PyDict_GetItemWithError(cache, level_value);
+                if (level == NULL) {
+                    PyErr_Clear(); /* unhashable: Python decides */
+                    goto decline;
+                }
+            }
+            PyList_SET_ITEM(levels, i, Py_NewRef(level));
+        }
+        if (meta != NULL) {
+            PyObject *d = PyDict_New();
+            if (d == NULL)
+                goto done;
+            PyList_SET_ITEM(meta, i, d);
+            for (Py_ssize_t j = 0, ne = PyList_GET_SIZE(extra_keys); j < ne; j++) {
+                PyObject *ek = PyList_GET_ITEM(extra_keys, j);
+                PyObject *ev = PyDict_GetItemWithError(rec, ek);
+                if (ev == NULL) {
+                    if (PyErr_Occurred())
+                        goto done;
+                    goto decline;
+                }
+                if (PyDict_SetItem(d, ek, ev) < 0)
+                    goto done;
+            }
+        }
+    }
+    out = Py_BuildValue("(OOOOO)", lines, levels ? levels : Py_None, meta ? meta : Py_None, stamps,
+                        labelled ? Py_True : Py_False);
+    goto done;
+decline:
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(extra_keys);
+    Py_XDECREF(lines);
+    Py_XDECREF(levels);
+    Py_XDECREF(meta);
+    Py_XDECREF(stamps);
+    return out;
+}
+
 /* ---- per-topic tallies of a chunk's records ------------------------------------------------ */
 #define TALLY_TOPICS 16
 #define TALLY_BOUNDS 32
@@ -2433,6 +2628,8 @@ static PyMethodDef methods[] = {
      "encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field, truncated)"},
     {"msgpack_values", msgpack_values, METH_VARARGS,
      "msgpack_values(data, event_time, surrogates=True) -> (values, plain), or None: let msgpack decode it"},
+    {"uniform_columns", uniform_columns, METH_VARARGS,
+     "uniform_columns(items, message_keys, level_keys, slow_keys, level_cache) -> columns, or None: let Python decide"},
     {"label_groups", label_groups, METH_VARARGS,
      "label_groups(recs, max_distinct) -> [(first, [indexes])] by labels, or None: let Python decide"},
     {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},

@@ -37,6 +37,20 @@ def encode(
     """Record i = head + JSON(lines[i]) + tails[levels[i]] + fields[keys[i]] (fields[None] without
     keys). ValueError: lists of different lengths; KeyError: a level or key without its bytes."""
 
+def uniform_columns(
+    items: list[tuple[dict[str, Any], int | None]],
+    message_keys: tuple[str, ...],
+    level_keys: tuple[str, ...],
+    slow_keys: frozenset[str],
+    level_cache: dict[Any, str],
+    /,
+) -> (
+    tuple[list[str], list[str | None] | None, list[dict[str, Any] | None] | None, list[int | None], bool]
+    | None
+):
+    """(lines, levels, meta, stamps, labelled) of a batch whose records all have the same
+    members, as ``Records._uniform`` reads them; None where that code must decide."""
+
 def label_groups(recs: list[dict[str, Any]], max_distinct: int, /) -> list[tuple[int, list[int]]] | None:
     """The indexes of ``recs`` by their ``labels`` (as grouping by ``tuple(labels.items())``
     does), each set with its first index, in the order of first records; None when a record has

@@ -545,6 +545,14 @@ class Records:
         if not items or isinstance(items[0], Rejected):
             return None
         events = cast("list[tuple[dict[str, Any], int | None]]", items)
+        if _speedups is not None:
+            # The same decisions in one pass in C (None: what it leaves to the code below).
+            cols = _speedups.uniform_columns(
+                events, self._message_keys, self._level_keys, self._slow_keys, self._level_cache
+            )
+            if cols is not None:
+                c_lines, c_levels, c_meta, c_stamps, labelled = cols
+                return self._columns_to_chunks(events, base, c_lines, c_levels, c_meta, labelled, c_stamps)
         # Each test below is one pass in C over the batch (map, count, set union), not a Python
         # step per record.
         if set(map(type, events)) != {tuple}:
@@ -602,18 +610,33 @@ class Records:
         meta: list[dict[str, Any] | None] | None = None
         if extra:
             meta = [{k: r[k] for k in extra} for r in recs]
+        stamps = [item[1] for item in events]
+        return self._columns_to_chunks(events, base, lines, levels, meta, "labels" in keys, stamps)
+
+    def _columns_to_chunks(
+        self,
+        events: list[tuple[dict[str, Any], int | None]],
+        base: Origin | None,
+        lines: list[str],
+        levels: list[str | None] | None,
+        meta: list[dict[str, Any] | None] | None,
+        labelled: bool,
+        stamps: list[int | None],
+    ) -> list[Chunk] | None:
+        """The chunks of a uniform batch's columns: one per origin (None: labels that cannot be,
+        decided record by record)."""
+        n = len(lines)
         if base is None:
             base = self.default
         # The records' indexes by origin, in the order of their first record.
         groups: list[tuple[Origin, list[int]]]
-        if "labels" in keys:
+        if labelled:
             try:
-                groups = self._by_labels(recs, base)
+                groups = self._by_labels([item[0] for item in events], base)
             except _Invalid:
                 return None
         else:
             groups = [(base, list(range(n)))]
-        stamps = [item[1] for item in events]
         now = time.time_ns()
         untimed = stamps.count(None)
         out = []
