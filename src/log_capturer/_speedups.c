@@ -1544,6 +1544,56 @@ done:
     return out;
 }
 
+/*
+ * event_items(entries, event_time) -> [(record, ns)] or None
+ *
+ * A Forward message's entries as forward.protocol._events gives them when every one is
+ * [EventTime, record] (a list or tuple of two, exactly those types): (record, int(time)).
+ * None for anything else (the Python code decides, entry by entry).
+ */
+static PyObject *event_items(PyObject *m, PyObject *args) {
+    PyObject *entries, *event_time;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &entries, &event_time))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(entries);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyList_GET_ITEM(entries, i), *t, *rec;
+        if (PyList_CheckExact(e) && PyList_GET_SIZE(e) == 2) {
+            t = PyList_GET_ITEM(e, 0);
+            rec = PyList_GET_ITEM(e, 1);
+        } else if (PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 2) {
+            t = PyTuple_GET_ITEM(e, 0);
+            rec = PyTuple_GET_ITEM(e, 1);
+        } else {
+            goto decline;
+        }
+        if ((PyObject *)Py_TYPE(t) != event_time || !PyDict_CheckExact(rec) || !PyLong_Check(t))
+            goto decline;
+        PyObject *ns = PyNumber_Index(t); /* an exact int, as int() gives */
+        if (ns == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(ns);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, Py_NewRef(rec));
+        PyTuple_SET_ITEM(pair, 1, ns);
+        PyList_SET_ITEM(out, i, pair);
+    }
+    return out;
+decline:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+}
+
 /* ---- per-topic tallies of a chunk's records ------------------------------------------------ */
 #define TALLY_TOPICS 16
 #define TALLY_BOUNDS 32
@@ -2628,6 +2678,8 @@ static PyMethodDef methods[] = {
      "encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field, truncated)"},
     {"msgpack_values", msgpack_values, METH_VARARGS,
      "msgpack_values(data, event_time, surrogates=True) -> (values, plain), or None: let msgpack decode it"},
+    {"event_items", event_items, METH_VARARGS,
+     "event_items(entries, event_time) -> [(record, ns)] of [EventTime, record] entries, or None"},
     {"uniform_columns", uniform_columns, METH_VARARGS,
      "uniform_columns(items, message_keys, level_keys, slow_keys, level_cache) -> columns, or None: let Python decide"},
     {"label_groups", label_groups, METH_VARARGS,

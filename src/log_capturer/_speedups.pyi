@@ -37,6 +37,10 @@ def encode(
     """Record i = head + JSON(lines[i]) + tails[levels[i]] + fields[keys[i]] (fields[None] without
     keys). ValueError: lists of different lengths; KeyError: a level or key without its bytes."""
 
+def event_items(entries: list[Any], event_time: type[int], /) -> list[tuple[dict[str, Any], int]] | None:
+    """[(record, int(time))] when every entry is [event_time, record] (a list or tuple of two,
+    exactly those types); None otherwise."""
+
 def uniform_columns(
     items: list[tuple[dict[str, Any], int | None]],
     message_keys: tuple[str, ...],

@@ -337,3 +337,37 @@ def test_event_times_of_another_class_are_made_by_calling_it() -> None:
     got = protocol._speedups.msgpack_values(packed, Marked)
     assert got is not None
     assert type(got[0][0]) is Marked and got[0][0] == 5 * NS + 6 and got[0][0].marked
+
+
+def test_events_taken_in_c_as_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_speedups.event_items`` gives the items ``_events`` gives, on entries of every kind;
+    anything but [EventTime, record] entries is left to the Python code."""
+    import random
+
+    rng = random.Random(5)
+    kinds = [
+        lambda i: [EventTime(T + i), {"log": f"l{i}"}],
+        lambda i: (EventTime(T + i), {"log": "t"}),
+        lambda i: [T // NS + i, {"log": "int time"}],
+        lambda i: [1.5, {"log": "float time"}],
+        lambda i: [EventTime(T), {"log": "three"}, "extra"],
+        lambda i: [EventTime(T), ["not", "a", "map"]],
+        lambda i: {"a": 1},
+        lambda i: "text",
+        lambda i: [],
+    ]
+    taken = 0
+    for _ in range(300):
+        weights = [50, 5, 5, 1, 1, 1, 1, 1, 1] if rng.random() < 0.5 else [1] + [0] * 8
+        entries = [rng.choices(kinds, weights)[0](i) for i in range(rng.choice([1, 4, 30]))]
+        got = protocol._events(entries, 3)
+        assert protocol._speedups is not None
+        taken += protocol._speedups.event_items(entries, EventTime) is not None
+        with monkeypatch.context() as m:
+            m.setattr(protocol, "_speedups", None)
+            expected = protocol._events(entries, 3)
+        assert got == expected
+        assert [type(x[1]) for x in got if isinstance(x, tuple)] == [
+            type(x[1]) for x in expected if isinstance(x, tuple)
+        ]
+    assert taken > 100
