@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from google.protobuf.json_format import MessageToDict
@@ -42,8 +42,12 @@ from log_capturer.processing.levels import level_of_value
 from log_capturer.record import Chunk, Origin
 from log_capturer.sources.http.source import Rejected
 from log_capturer.sources.listener import Group, chunks_of
-from log_capturer.sources.otlp import _walk
 from log_capturer.sources.otlp.config import OtlpConfig
+
+try:
+    from log_capturer.sources.otlp import _walk
+except ImportError:  # pragma: no cover - built by pip install; without a C compiler: the Python walk
+    _walk = cast(Any, None)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -299,7 +303,7 @@ class Decoder:
         to :meth:`_protobuf` (something it does not decide as protobuf would: malformed bytes,
         text that is not UTF-8, a message given twice...); ``groups`` and ``rejected`` are then
         to be cleared."""
-        layout = _walk.scopes(body)
+        layout = _walk.scopes(body) if _walk is not None else None
         if layout is None:
             return False
         resources: dict[int, dict[str, Any]] = {}

@@ -270,3 +270,20 @@ def test_records_checks_its_bounds() -> None:
     with pytest.raises(ValueError, match="within body"):
         _walk.records(b"abc", 0, 9, {}, 0, level_of, orjson.dumps)
     assert _walk.scopes(b"\x0a\x05ab") is None
+
+
+def test_without_the_c_module_the_python_walk_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An install without a C compiler has no ``_walk``: requests are decoded by the Python walk."""
+    from log_capturer.sources.otlp import decode
+
+    body = rand_request(random.Random(3))
+    expected = both(body, {})[1]
+    monkeypatch.setattr(decode, "_walk", None)
+    dec = Decoder(OtlpConfig.model_validate({"enabled": True}))
+    assert not dec._walked(body, {}, [])
+    groups: dict[int, Group] = {}
+    rejected: list[Rejected] = []
+    dec._protobuf(body, groups, rejected)
+    assert (columns(groups), [dataclasses.astuple(r) for r in rejected]) == expected
+    chunks, _ = dec.decode(body, PROTOBUF)
+    assert [c.lines for c in chunks] == [c.lines for c in chunks_of(groups.values())]
