@@ -5,7 +5,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The C modules of the hot path are built by pip: a change to them or to setup.py reinstalls.
-NATIVE := setup.py src/log_capturer/_speedups.c src/log_capturer/sinks/kafka/native/_rdk.c
+NATIVE := setup.py src/log_capturer/_speedups.c src/log_capturer/sinks/kafka/native/_rdk.c \
+          src/log_capturer/sources/otlp/_walk.c
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(NATIVE) | cksum | cut -d' ' -f1)
 CONFIG ?= configs/config.yaml
 # Node tools of the deployment-file tests (dclint: the Compose file linter and compose-spec schema).

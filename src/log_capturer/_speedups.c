@@ -1073,6 +1073,41 @@ static void mp_track(PyObject *v) {
     }
 }
 
+/* ---- forward: EventTime made without calling its class (issue 24) ----------------------------
+ * event_time(ns) for a subclass of int that adds nothing (no __new__, __init__ or __dict__, as
+ * sources.http.source.EventTime): the object int's own constructor would make for it (Python
+ * 3.11's layout of int), without the call, and out of the cyclic GC. Any other class, or
+ * another Python: the call. */
+static PyObject *mp_event_time(PyObject *event_time, unsigned long long ns) {
+    PyObject *tmp = PyLong_FromUnsignedLongLong(ns);
+    if (!tmp)
+        return NULL;
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    PyTypeObject *type = (PyTypeObject *)event_time;
+    if (PyType_Check(event_time) && type != &PyLong_Type && PyType_IsSubtype(type, &PyLong_Type) &&
+        type->tp_new == PyLong_Type.tp_new && type->tp_init == PyBaseObject_Type.tp_init &&
+        type->tp_basicsize == PyLong_Type.tp_basicsize && type->tp_itemsize == PyLong_Type.tp_itemsize) {
+        PyLongObject *src = (PyLongObject *)tmp;
+        Py_ssize_t n = Py_SIZE(src) < 0 ? -Py_SIZE(src) : Py_SIZE(src);
+        PyLongObject *o = (PyLongObject *)type->tp_alloc(type, n ? n : 1);
+        if (o) {
+            Py_SET_SIZE(o, Py_SIZE(src));
+            for (Py_ssize_t i = 0; i < (n ? n : 1); i++)
+                o->ob_digit[i] = src->ob_digit[i];
+            /* A heap type's instances are tracked by the cyclic GC; an int refers to nothing,
+             * so it can be in no cycle: thousands a batch would only set off collections. */
+            if (PyObject_GC_IsTracked((PyObject *)o))
+                PyObject_GC_UnTrack(o);
+        }
+        Py_DECREF(tmp);
+        return (PyObject *)o;
+    }
+#endif
+    PyObject *et = PyObject_CallOneArg(event_time, tmp);
+    Py_DECREF(tmp);
+    return et;
+}
+
 static PyObject *mp_value(mp_t *c, int depth) {
     if (!mp_need(c, 1))
         return MP_DECLINE;
@@ -1143,12 +1178,7 @@ static PyObject *mp_value(mp_t *c, int depth) {
         {
             uint64_t sec = mp_be(c->p + 1, 4), nsec = mp_be(c->p + 5, 4);
             c->p += 9;
-            PyObject *ns = PyLong_FromUnsignedLongLong(sec * 1000000000ULL + nsec);
-            if (!ns)
-                return NULL;
-            PyObject *et = PyObject_CallOneArg(c->event_time, ns);
-            Py_DECREF(ns);
-            return et;
+            return mp_event_time(c->event_time, sec * 1000000000ULL + nsec);
         }
     case 0xd9:
     case 0xda:
@@ -1208,6 +1238,360 @@ static PyObject *msgpack_values(PyObject *m, PyObject *args) {
 done:
     PyBuffer_Release(&buf);
     return out;
+}
+
+/* ---- forward / HTTP ingest: records grouped by their labels (issue 24) ----------------------
+ *
+ * label_groups(recs, max_distinct) -> [(first, [indexes])] or None
+ *
+ * The indexes of recs (dicts, each with a "labels" dict) by labels, in the order of each set's
+ * first record: what grouping by tuple(r["labels"].items()) gives (the same members in the same
+ * order and equal text), without a tuple per record. None (the caller's Python decides) when a
+ * record has no "labels" dict, a label name or value is not exactly str, or there are more than
+ * max_distinct sets.
+ */
+#define LG_SLOTS 1024
+
+static int lg_same(PyObject *a, PyObject *b) {
+    if (a == b)
+        return 1;
+    if (PyDict_GET_SIZE(a) != PyDict_GET_SIZE(b))
+        return 0;
+    Py_ssize_t i = 0, j = 0;
+    PyObject *ka, *va, *kb, *vb;
+    while (PyDict_Next(a, &i, &ka, &va) && PyDict_Next(b, &j, &kb, &vb)) {
+        if (ka != kb && !_PyUnicode_EQ(ka, kb))
+            return 0;
+        if (va != vb && !_PyUnicode_EQ(va, vb))
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *label_groups(PyObject *m, PyObject *args) {
+    PyObject *recs;
+    Py_ssize_t max_distinct;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &recs, &max_distinct))
+        return NULL;
+    if (max_distinct < 1 || max_distinct > LG_SLOTS / 2) {
+        PyErr_SetString(PyExc_ValueError, "max_distinct must be 1 to 512");
+        return NULL;
+    }
+    static PyObject *labels_key = NULL;
+    if (labels_key == NULL && (labels_key = PyUnicode_InternFromString("labels")) == NULL)
+        return NULL;
+    Py_hash_t hashes[LG_SLOTS];
+    Py_ssize_t slot_group[LG_SLOTS]; /* index in groups, -1: empty */
+    for (int i = 0; i < LG_SLOTS; i++)
+        slot_group[i] = -1;
+    PyObject *reps[LG_SLOTS / 2];
+    PyObject *groups = PyList_New(0);
+    if (groups == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(recs), distinct = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *rec = PyList_GET_ITEM(recs, r);
+        PyObject *labels = PyDict_CheckExact(rec) ? PyDict_GetItemWithError(rec, labels_key) : NULL;
+        if (labels == NULL || !PyDict_CheckExact(labels))
+            goto decline;
+        Py_uhash_t h = (Py_uhash_t)PyDict_GET_SIZE(labels);
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(labels, &pos, &k, &v)) {
+            if (!PyUnicode_CheckExact(k) || !PyUnicode_CheckExact(v))
+                goto decline;
+            Py_hash_t hk = PyObject_Hash(k), hv = PyObject_Hash(v);
+            if (hk == -1 || hv == -1)
+                goto error;
+            h = (h * 1000003u) ^ (Py_uhash_t)hk;
+            h = (h * 1000003u) ^ (Py_uhash_t)hv;
+        }
+        Py_ssize_t slot = (Py_ssize_t)(h & (LG_SLOTS - 1)), g = -1;
+        while (slot_group[slot] >= 0) {
+            if (hashes[slot] == (Py_hash_t)h && lg_same(reps[slot_group[slot]], labels)) {
+                g = slot_group[slot];
+                break;
+            }
+            slot = (slot + 1) & (LG_SLOTS - 1);
+        }
+        if (g < 0) {
+            if (distinct >= max_distinct)
+                goto decline;
+            PyObject *idx = PyList_New(0);
+            PyObject *entry = idx ? Py_BuildValue("(nN)", r, idx) : NULL;
+            if (entry == NULL || PyList_Append(groups, entry) < 0) {
+                Py_XDECREF(entry);
+                goto error;
+            }
+            Py_DECREF(entry);
+            g = distinct++;
+            reps[g] = labels; /* borrowed: recs holds it */
+            hashes[slot] = (Py_hash_t)h;
+            slot_group[slot] = g;
+        }
+        PyObject *index = PyLong_FromSsize_t(r);
+        if (index == NULL)
+            goto error;
+        int rc = PyList_Append(PyTuple_GET_ITEM(PyList_GET_ITEM(groups, g), 1), index);
+        Py_DECREF(index);
+        if (rc < 0)
+            goto error;
+    }
+    return groups;
+decline:
+    if (PyErr_Occurred())
+        goto error;
+    Py_DECREF(groups);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(groups);
+    return NULL;
+}
+
+/*
+ * uniform_columns(items, message_keys, level_keys, slow_keys, level_cache)
+ *     -> (lines, levels, meta, stamps, labelled) or None
+ *
+ * The columns of a batch of (record, time) items when every record has the same members (the
+ * level member present or not), as Records._uniform reads them: lines (the message member's
+ * text), levels (level_cache[value], None without one; None for the whole list without a level
+ * member), meta (the other members but labels, or None), stamps (the items' times), labelled
+ * (the records have labels). None when Python must decide: another shape, a record without a
+ * member the first has, two level members, a member of slow_keys, a line that is not text,
+ * is empty or white space or ends with a newline, a level value not in level_cache.
+ */
+static int uc_in(PyObject *tuple, PyObject *k) {
+    for (Py_ssize_t i = 0, n = PyTuple_GET_SIZE(tuple); i < n; i++) {
+        PyObject *x = PyTuple_GET_ITEM(tuple, i);
+        if (x == k || (PyUnicode_CheckExact(k) && PyUnicode_CheckExact(x) && _PyUnicode_EQ(x, k)))
+            return 1;
+    }
+    return 0;
+}
+
+static PyObject *uniform_columns(PyObject *m, PyObject *args) {
+    PyObject *items, *message_keys, *level_keys, *slow_keys, *cache;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &items, &PyTuple_Type, &message_keys, &PyTuple_Type,
+                          &level_keys, &PyFrozenSet_Type, &slow_keys, &PyDict_Type, &cache))
+        return NULL;
+    static PyObject *labels_key = NULL;
+    if (labels_key == NULL && (labels_key = PyUnicode_InternFromString("labels")) == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    if (n == 0)
+        Py_RETURN_NONE;
+    /* The records' shape: exact tuples of (dict, time), one level member at most. */
+    PyObject *level_key = NULL, *first = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 || !PyDict_CheckExact(PyTuple_GET_ITEM(item, 0)))
+            Py_RETURN_NONE;
+        PyObject *rec = PyTuple_GET_ITEM(item, 0), *k, *v;
+        if (i == 0)
+            first = rec;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(rec, &pos, &k, &v)) {
+            if (uc_in(level_keys, k)) {
+                if (level_key == NULL)
+                    level_key = k;
+                else if (level_key != k && !(PyUnicode_CheckExact(k) && PyUnicode_CheckExact(level_key) &&
+                                             _PyUnicode_EQ(level_key, k)))
+                    Py_RETURN_NONE;
+            }
+        }
+    }
+    /* The members of the first record but the level member: none slow, none another level key. */
+    Py_ssize_t size = 0, pos = 0;
+    PyObject *k, *v, *message_key = NULL;
+    int labelled = 0, extra = 0;
+    while (PyDict_Next(first, &pos, &k, &v)) {
+        if (level_key != NULL && (k == level_key || PyObject_RichCompareBool(k, level_key, Py_EQ) == 1))
+            continue;
+        int slow = PySet_Contains(slow_keys, k);
+        if (slow != 0) {
+            if (slow < 0)
+                PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        size++;
+    }
+    for (Py_ssize_t j = 0, nk = PyTuple_GET_SIZE(message_keys); j < nk && message_key == NULL; j++) {
+        PyObject *mk = PyTuple_GET_ITEM(message_keys, j);
+        PyObject *got = PyDict_GetItemWithError(first, mk);
+        if (got == NULL && PyErr_Occurred())
+            return NULL;
+        if (got != NULL && !(level_key != NULL && PyObject_RichCompareBool(mk, level_key, Py_EQ) == 1))
+            message_key = mk;
+    }
+    if (message_key == NULL)
+        Py_RETURN_NONE;
+    pos = 0;
+    while (PyDict_Next(first, &pos, &k, &v)) {
+        if (level_key != NULL && PyObject_RichCompareBool(k, level_key, Py_EQ) == 1)
+            continue;
+        if (PyObject_RichCompareBool(k, labels_key, Py_EQ) == 1)
+            labelled = 1;
+        else if (PyObject_RichCompareBool(k, message_key, Py_EQ) != 1)
+            extra++;
+    }
+    PyObject *extra_keys = NULL, *lines = NULL, *levels = NULL, *meta = NULL, *stamps = NULL, *out = NULL;
+    if (extra) {
+        if ((extra_keys = PyList_New(0)) == NULL)
+            goto done;
+        pos = 0;
+        while (PyDict_Next(first, &pos, &k, &v)) {
+            if ((level_key != NULL && PyObject_RichCompareBool(k, level_key, Py_EQ) == 1) ||
+                PyObject_RichCompareBool(k, labels_key, Py_EQ) == 1 ||
+                PyObject_RichCompareBool(k, message_key, Py_EQ) == 1)
+                continue;
+            if (PyList_Append(extra_keys, k) < 0)
+                goto done;
+        }
+        if ((meta = PyList_New(n)) == NULL)
+            goto done;
+    }
+    if ((lines = PyList_New(n)) == NULL || (stamps = PyList_New(n)) == NULL)
+        goto done;
+    if (level_key != NULL && (levels = PyList_New(n)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *rec = PyTuple_GET_ITEM(item, 0);
+        /* The same members as the first (the level member aside). */
+        PyObject *level_value = level_key ? PyDict_GetItemWithError(rec, level_key) : NULL;
+        if (level_value == NULL && PyErr_Occurred())
+            goto done;
+        if (PyDict_GET_SIZE(rec) - (level_value != NULL) != size)
+            goto decline;
+        if (rec != first) {
+            pos = 0;
+            while (PyDict_Next(rec, &pos, &k, &v)) {
+                if (level_value != NULL && PyObject_RichCompareBool(k, level_key, Py_EQ) == 1)
+                    continue;
+                PyObject *there = PyDict_GetItemWithError(first, k);
+                if (there == NULL) {
+                    if (PyErr_Occurred())
+                        goto done;
+                    goto decline;
+                }
+                if (level_key != NULL && PyObject_RichCompareBool(k, level_key, Py_EQ) == 1)
+                    goto decline;
+            }
+        }
+        PyObject *line = PyDict_GetItemWithError(rec, message_key);
+        if (line == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            goto decline;
+        }
+        if (!PyUnicode_CheckExact(line))
+            goto decline;
+        Py_ssize_t len = PyUnicode_GET_LENGTH(line);
+        if (len == 0 || PyUnicode_READ_CHAR(line, len - 1) == '\n')
+            goto decline;
+        {
+            int kind = PyUnicode_KIND(line), all_space = 1;
+            const void *data = PyUnicode_DATA(line);
+            for (Py_ssize_t j = 0; j < len && all_space; j++)
+                all_space = Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, j));
+            if (all_space)
+                goto decline;
+        }
+        PyList_SET_ITEM(lines, i, Py_NewRef(line));
+        PyList_SET_ITEM(stamps, i, Py_NewRef(PyTuple_GET_ITEM(item, 1)));
+        if (levels != NULL) {
+            PyObject *level = Py_None;
+            if (level_value != NULL) {
+                level = PyDict_GetItemWithError(cache, level_value);
+                if (level == NULL) {
+                    PyErr_Clear(); /* unhashable: Python decides */
+                    goto decline;
+                }
+            }
+            PyList_SET_ITEM(levels, i, Py_NewRef(level));
+        }
+        if (meta != NULL) {
+            PyObject *d = PyDict_New();
+            if (d == NULL)
+                goto done;
+            PyList_SET_ITEM(meta, i, d);
+            for (Py_ssize_t j = 0, ne = PyList_GET_SIZE(extra_keys); j < ne; j++) {
+                PyObject *ek = PyList_GET_ITEM(extra_keys, j);
+                PyObject *ev = PyDict_GetItemWithError(rec, ek);
+                if (ev == NULL) {
+                    if (PyErr_Occurred())
+                        goto done;
+                    goto decline;
+                }
+                if (PyDict_SetItem(d, ek, ev) < 0)
+                    goto done;
+            }
+        }
+    }
+    out = Py_BuildValue("(OOOOO)", lines, levels ? levels : Py_None, meta ? meta : Py_None, stamps,
+                        labelled ? Py_True : Py_False);
+    goto done;
+decline:
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(extra_keys);
+    Py_XDECREF(lines);
+    Py_XDECREF(levels);
+    Py_XDECREF(meta);
+    Py_XDECREF(stamps);
+    return out;
+}
+
+/*
+ * event_items(entries, event_time) -> [(record, ns)] or None
+ *
+ * A Forward message's entries as forward.protocol._events gives them when every one is
+ * [EventTime, record] (a list or tuple of two, exactly those types): (record, int(time)).
+ * None for anything else (the Python code decides, entry by entry).
+ */
+static PyObject *event_items(PyObject *m, PyObject *args) {
+    PyObject *entries, *event_time;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &entries, &event_time))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(entries);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyList_GET_ITEM(entries, i), *t, *rec;
+        if (PyList_CheckExact(e) && PyList_GET_SIZE(e) == 2) {
+            t = PyList_GET_ITEM(e, 0);
+            rec = PyList_GET_ITEM(e, 1);
+        } else if (PyTuple_CheckExact(e) && PyTuple_GET_SIZE(e) == 2) {
+            t = PyTuple_GET_ITEM(e, 0);
+            rec = PyTuple_GET_ITEM(e, 1);
+        } else {
+            goto decline;
+        }
+        if ((PyObject *)Py_TYPE(t) != event_time || !PyDict_CheckExact(rec) || !PyLong_Check(t))
+            goto decline;
+        PyObject *ns = PyNumber_Index(t); /* an exact int, as int() gives */
+        if (ns == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(ns);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, Py_NewRef(rec));
+        PyTuple_SET_ITEM(pair, 1, ns);
+        PyList_SET_ITEM(out, i, pair);
+    }
+    return out;
+decline:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
 }
 
 /* ---- per-topic tallies of a chunk's records ------------------------------------------------ */
@@ -2422,6 +2806,12 @@ static PyMethodDef methods[] = {
      "encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field, truncated)"},
     {"msgpack_values", msgpack_values, METH_VARARGS,
      "msgpack_values(data, event_time, surrogates=True) -> (values, plain), or None: let msgpack decode it"},
+    {"event_items", event_items, METH_VARARGS,
+     "event_items(entries, event_time) -> [(record, ns)] of [EventTime, record] entries, or None"},
+    {"uniform_columns", uniform_columns, METH_VARARGS,
+     "uniform_columns(items, message_keys, level_keys, slow_keys, level_cache) -> columns, or None: let Python decide"},
+    {"label_groups", label_groups, METH_VARARGS,
+     "label_groups(recs, max_distinct) -> [(first, [indexes])] by labels, or None: let Python decide"},
     {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},
     {"encode_logfmt", encode_logfmt, METH_VARARGS,
      "encode_logfmt(head, lines, levels, tails, keys, fields) -> logfmt records"},

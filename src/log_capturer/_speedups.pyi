@@ -37,6 +37,30 @@ def encode(
     """Record i = head + JSON(lines[i]) + tails[levels[i]] + fields[keys[i]] (fields[None] without
     keys). ValueError: lists of different lengths; KeyError: a level or key without its bytes."""
 
+def event_items(entries: list[Any], event_time: type[int], /) -> list[tuple[dict[str, Any], int]] | None:
+    """[(record, int(time))] when every entry is [event_time, record] (a list or tuple of two,
+    exactly those types); None otherwise."""
+
+def uniform_columns(
+    items: list[tuple[dict[str, Any], int | None]],
+    message_keys: tuple[str, ...],
+    level_keys: tuple[str, ...],
+    slow_keys: frozenset[str],
+    level_cache: dict[Any, str],
+    /,
+) -> (
+    tuple[list[str], list[str | None] | None, list[dict[str, Any] | None] | None, list[int | None], bool]
+    | None
+):
+    """(lines, levels, meta, stamps, labelled) of a batch whose records all have the same
+    members, as ``Records._uniform`` reads them; None where that code must decide."""
+
+def label_groups(recs: list[dict[str, Any]], max_distinct: int, /) -> list[tuple[int, list[int]]] | None:
+    """The indexes of ``recs`` by their ``labels`` (as grouping by ``tuple(labels.items())``
+    does), each set with its first index, in the order of first records; None when a record has
+    no labels dict, a label that is not text, or there are more than ``max_distinct`` sets.
+    ValueError: ``max_distinct`` outside 1-512."""
+
 def encode_raw(lines: list[str], /) -> list[bytes]:
     """Record i = the UTF-8 bytes of lines[i] (a lone surrogate as U+FFFD). TypeError: not a
     list of str."""

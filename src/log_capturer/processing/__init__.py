@@ -15,7 +15,6 @@ from log_capturer.processing.levels import (
     level_of_mapping,
     level_of_text,
     loads_tolerant,
-    parse_json_object,
 )
 from log_capturer.record import Chunk
 
@@ -78,22 +77,23 @@ class Analyzer:
             return
         kf = self.key_field
         want_key = kf is not None and kf not in chunk.origin.labels
-        lines = chunk.lines
-        if _speedups is not None:
-            # C decides the usual JSON lines (same results); the rest come back as None.
-            found, keys = _speedups.json_levels(lines, kf if want_key else None, CANONICAL, NUMERIC)
-            if None in found:
-                rest = [i for i, lv in enumerate(found) if lv is None]
-                more, more_keys = self._analyze_lines([lines[i] for i in rest], want_key)
-                for j, i in enumerate(rest):
-                    found[i] = more[j]
-                    if keys is not None and more_keys is not None:
-                        keys[i] = more_keys[j]
-            levels = cast("list[str]", found)  # every None was decided just above
-        else:
-            levels, keys = self._analyze_lines(lines, want_key)
-        chunk.levels = levels
-        chunk.keys = keys
+        chunk.levels, chunk.keys = self._levels_and_keys(chunk.lines, want_key)
+
+    def _levels_and_keys(self, lines: list[str], want_key: bool) -> tuple[list[str], list[str | None] | None]:
+        """Each line's level and (``want_key``) key, read from the line itself."""
+        kf = self.key_field
+        if _speedups is None:
+            return self._analyze_lines(lines, want_key)
+        # C decides the usual JSON lines (same results); the rest come back as None.
+        found, keys = _speedups.json_levels(lines, kf if want_key else None, CANONICAL, NUMERIC)
+        if None in found:
+            rest = [i for i, lv in enumerate(found) if lv is None]
+            more, more_keys = self._analyze_lines([lines[i] for i in rest], want_key)
+            for j, i in enumerate(rest):
+                found[i] = more[j]
+                if keys is not None and more_keys is not None:
+                    keys[i] = more_keys[j]
+        return cast("list[str]", found), keys  # every None was decided just above
 
     def _analyze_lines(self, lines: list[str], want_key: bool) -> tuple[list[str], list[str | None] | None]:
         kf = self.key_field
@@ -140,36 +140,42 @@ class Analyzer:
             chunk.levels = cast("list[str]", list(preset))
             chunk.keys = None
             return
-        levels: list[str] = []
-        keys: list[str | None] | None = [] if want_key else None
-        for i, line in enumerate(chunk.lines):
-            level = preset[i] if preset is not None else None
-            key: str | None = None
-            found_key = False
-            if keys is not None and meta is not None:
-                fields = meta[i]
-                if fields and kf in fields:
-                    v = fields[kf]
-                    found_key = True
-                    key = None if v is None or isinstance(v, dict | list) else str(v)
-            need_key = keys is not None and not found_key
-            if level is None or need_key:
-                obj = parse_json_object(line) if line[:1] == "{" else None
-                if obj is not None:
-                    if level is None:
-                        level = level_of_mapping(obj)
-                    if need_key and kf is not None:  # need_key: keys, so a key field
-                        v = obj.get(kf)
-                        key = None if v is None or isinstance(v, dict | list) else str(v)
-                else:
-                    if level is None:
-                        level = level_of_text(line)
-                    if need_key:
-                        key = self._logfmt_value(line)
-            levels.append(level)
-            if keys is not None:
-                keys.append(key)
-        chunk.levels = levels
+        lines = chunk.lines
+        n = len(lines)
+        levels: list[str | None] = list(preset) if preset is not None else [None] * n
+        keys: list[str | None] | None = None
+        # Lines whose key is in their fields (read from there, not from the line).
+        keyed: list[int] = []
+        if want_key and kf is not None:
+            keys = [None] * n
+            if meta is not None:
+                keyed = [i for i, fields in enumerate(meta) if fields and kf in fields]
+                for i in keyed:
+                    v = cast("dict[str, Any]", meta[i])[kf]
+                    keys[i] = None if v is None or isinstance(v, dict | list) else str(v)
+        # The other lines are read as the fast path reads them (in C), in one call: those
+        # without a preset level, and those whose key is not in their fields.
+        skip = set(keyed)
+        if want_key and not keyed:
+            need: list[int] | range = range(n)
+        else:
+            need = [i for i, lv in enumerate(levels) if lv is None or (want_key and i not in skip)]
+        if isinstance(need, range):
+            # Every line (the usual case with a key to find): no step per line here.
+            found, found_keys = self._levels_and_keys(lines, want_key)
+            if preset is None:
+                levels = list(found)
+            elif None in levels:
+                levels = [f if lv is None else lv for lv, f in zip(levels, found, strict=True)]
+            keys = found_keys
+        elif need:
+            found, found_keys = self._levels_and_keys([lines[i] for i in need], want_key)
+            for j, i in enumerate(need):
+                if levels[i] is None:
+                    levels[i] = found[j]
+                if found_keys is not None and keys is not None and i not in skip:
+                    keys[i] = found_keys[j]
+        chunk.levels = cast("list[str]", levels)  # every None was decided just above
         chunk.keys = keys
 
     def _logfmt_value(self, line: str) -> str | None:

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import random
+from typing import Any, cast
+
 import pytest
 
 from log_capturer import processing
 from log_capturer.processing import Analyzer
-from log_capturer.processing.levels import detect_level, parse_json_object
+from log_capturer.processing.levels import (
+    detect_level,
+    level_of_mapping,
+    level_of_text,
+    parse_json_object,
+)
 from log_capturer.record import Chunk, Origin
 
 
@@ -227,3 +235,95 @@ def test_detect_level_of_json_with_an_invalid_byte() -> None:
     assert parse_json_object('{"msg":"\\x41","level":"warn"}') is None
     assert parse_json_object('{"msg":"\\xff" "level":"warn"}') is None
     assert parse_json_object('{"msg":"a\\xffb"}') == {"msg": "a\\xffb"}
+
+
+# -- chunks with preset levels or fields (HTTP ingest, forward, OTLP) ---------------------------
+def _rich_reference(analyzer: Analyzer, chunk: Chunk) -> tuple[list[str], list[str | None] | None]:
+    """The rich path as it was, line by line in Python: what the batch version must give."""
+    kf = analyzer.key_field
+    want_key = kf is not None and kf not in chunk.origin.labels
+    preset, meta = chunk.preset_levels, chunk.meta
+    levels: list[str] = []
+    keys: list[str | None] | None = [] if want_key else None
+    for i, line in enumerate(chunk.lines):
+        level = preset[i] if preset is not None else None
+        key: str | None = None
+        found_key = False
+        if keys is not None and meta is not None:
+            fields = meta[i]
+            if fields and kf in fields:
+                v = fields[kf]
+                found_key = True
+                key = None if v is None or isinstance(v, dict | list) else str(v)
+        need_key = keys is not None and not found_key
+        if level is None or need_key:
+            obj = parse_json_object(line) if line[:1] == "{" else None
+            if obj is not None:
+                if level is None:
+                    level = level_of_mapping(obj)
+                if need_key and kf is not None:
+                    v = obj.get(kf)
+                    key = None if v is None or isinstance(v, dict | list) else str(v)
+            else:
+                if level is None:
+                    level = level_of_text(line)
+                if need_key:
+                    key = analyzer._logfmt_value(line)
+        levels.append(cast("str", level))
+        if keys is not None:
+            keys.append(key)
+    return levels, keys
+
+
+RICH_LINES = [
+    '{"level":"info","tenant_id":"a","msg":"x"}',
+    '{"level":"WARNING","tenant_id":7}',
+    '{"severity":"error","tenant_id":{"x":1}}',
+    '{"tenant_id":null}',
+    '{"level":"nonsense"}',
+    '{"level":"fatal"',
+    "[1,2]",
+    "level=warn tenant_id=c",
+    "2024-01-01 ERROR boom",
+    "plain text",
+    '{"msg":"\\xff bad byte","tenant_id":"t\\xfe"}',
+    "",
+]
+RICH_FIELDS: list[dict[str, Any] | None] = [
+    None,
+    {},
+    {"tenant_id": "from-fields"},
+    {"tenant_id": 3},
+    {"tenant_id": None},
+    {"tenant_id": [1]},
+    {"trace_id": "abc"},
+]
+
+
+@pytest.mark.parametrize("key_field", ["tenant_id", None])
+@pytest.mark.parametrize("labelled", [False, True])
+@pytest.mark.parametrize("path", ["c", "python"])
+def test_rich_chunks_read_as_line_by_line(
+    key_field: str | None, labelled: bool, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Preset levels (some, none, all) and fields (with the key or not), in random mixes: the
+    batch version of the rich path gives what reading line by line gave."""
+    if path == "python":
+        monkeypatch.setattr(processing, "_speedups", None)
+    rng = random.Random(17)
+    analyzer = Analyzer(key_field)
+    labels = {"tenant_id": "lab"} if labelled else {}
+    for _ in range(300):
+        n = rng.randrange(1, 12)
+        chunk = Chunk(Origin("otlp", "otlp", labels), [rng.choice(RICH_LINES) for _ in range(n)])
+        mode = rng.randrange(4)
+        if mode:
+            chunk.preset_levels = [
+                None if mode == 1 or (mode == 2 and rng.random() < 0.5) else rng.choice(["info", "error", ""])
+                for _ in range(n)
+            ]
+        if rng.random() < 0.7 or chunk.preset_levels is None:
+            chunk.meta = [rng.choice(RICH_FIELDS) for _ in range(n)]
+        expected = _rich_reference(analyzer, chunk)
+        analyzer.analyze(chunk)
+        assert (chunk.levels, chunk.keys) == expected

@@ -266,6 +266,10 @@ def _b64(data: bytes) -> dict[str, Any]:
 
 
 def _events(entries: list[Any], number: int) -> list[Item]:
+    if _speedups is not None:
+        got = _speedups.event_items(entries, EventTime)
+        if got is not None:
+            return cast("list[Item]", got)
     try:
         # The usual entries, [EventTime, record], in one pass; anything else entry by entry.
         fast: list[Item] = [

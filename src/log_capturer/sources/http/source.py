@@ -162,7 +162,9 @@ class Rejected:
 class EventTime(int):
     """Fluent's EventTime (msgpack extension 0: seconds and nanoseconds), as ns since the epoch."""
 
-    __slots__ = ()  # a plain int's memory, and none of the cyclic GC's attention
+    # No __dict__: an int's memory. Instances of a class are tracked by the cyclic GC all the same;
+    # the C decoder (``_speedups.msgpack_values``) makes them untracked.
+    __slots__ = ()
 
 
 #: A body's items in order: records (with a msgpack event's time, or None) and rejected records.
@@ -543,6 +545,14 @@ class Records:
         if not items or isinstance(items[0], Rejected):
             return None
         events = cast("list[tuple[dict[str, Any], int | None]]", items)
+        if _speedups is not None:
+            # The same decisions in one pass in C (None: what it leaves to the code below).
+            cols = _speedups.uniform_columns(
+                events, self._message_keys, self._level_keys, self._slow_keys, self._level_cache
+            )
+            if cols is not None:
+                c_lines, c_levels, c_meta, c_stamps, labelled = cols
+                return self._columns_to_chunks(events, base, c_lines, c_levels, c_meta, labelled, c_stamps)
         # Each test below is one pass in C over the batch (map, count, set union), not a Python
         # step per record.
         if set(map(type, events)) != {tuple}:
@@ -600,18 +610,33 @@ class Records:
         meta: list[dict[str, Any] | None] | None = None
         if extra:
             meta = [{k: r[k] for k in extra} for r in recs]
+        stamps = [item[1] for item in events]
+        return self._columns_to_chunks(events, base, lines, levels, meta, "labels" in keys, stamps)
+
+    def _columns_to_chunks(
+        self,
+        events: list[tuple[dict[str, Any], int | None]],
+        base: Origin | None,
+        lines: list[str],
+        levels: list[str | None] | None,
+        meta: list[dict[str, Any] | None] | None,
+        labelled: bool,
+        stamps: list[int | None],
+    ) -> list[Chunk] | None:
+        """The chunks of a uniform batch's columns: one per origin (None: labels that cannot be,
+        decided record by record)."""
+        n = len(lines)
         if base is None:
             base = self.default
         # The records' indexes by origin, in the order of their first record.
         groups: list[tuple[Origin, list[int]]]
-        if "labels" in keys:
+        if labelled:
             try:
-                groups = self._by_labels(recs, base)
+                groups = self._by_labels([item[0] for item in events], base)
             except _Invalid:
                 return None
         else:
             groups = [(base, list(range(n)))]
-        stamps = [item[1] for item in events]
         now = time.time_ns()
         untimed = stamps.count(None)
         out = []
@@ -638,6 +663,12 @@ class Records:
         """The records' indexes by origin (records with ``labels``, and no ``source_type`` or
         ``source_id``): each distinct set of labels is looked up once. _Invalid for labels that
         cannot be (as :meth:`origin` says)."""
+        found = _speedups.label_groups(recs, _MAX_DISTINCT_LABELS) if _speedups is not None else None
+        if found is not None:
+            # In C, without a tuple per record (labels of text only, at most so many sets).
+            if len(found) == 1:
+                return [(self.origin(recs[0], 1, base), found[0][1])]
+            return self._origins_of(recs, base, [idx for _, idx in found])
         try:
             label_keys = [tuple(r["labels"].items()) for r in recs]
             distinct = dict.fromkeys(label_keys)
@@ -657,10 +688,16 @@ class Records:
         indexes: dict[tuple[Any, ...], list[int]] = {k: [] for k in distinct}
         for i, k in enumerate(label_keys):
             indexes[k].append(i)
+        return self._origins_of(recs, base, list(indexes.values()))
+
+    def _origins_of(
+        self, recs: list[dict[str, Any]], base: Origin, sets: list[list[int]]
+    ) -> list[tuple[Origin, list[int]]]:
+        """The origin of each set of records with the same labels (its indexes, in order)."""
         # One origin per distinct set, from its first record (the same origin as each of its
         # records would get: origins are kept by the labels' items).
         by_origin: dict[int, tuple[Origin, list[int]]] = {}
-        for idx in indexes.values():
+        for idx in sets:
             origin = self.origin(recs[idx[0]], idx[0] + 1, base)
             group = by_origin.get(id(origin))
             if group is None:

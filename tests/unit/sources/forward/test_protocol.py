@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import hashlib
 import struct
@@ -300,3 +301,73 @@ def test_the_c_decoder_takes_the_usual_values_and_leaves_the_rest_to_msgpack() -
     )
     assert protocol._speedups.msgpack_values(_INVALID_UTF8, EventTime, False) is None
     assert protocol._speedups.msgpack_values(_INVALID_UTF8, EventTime) == (["ab\udcff\udcfe"], False)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"), [(0, 0), (0, 1), (1, 0), (1_764_000_000, 123_456_789), (2**32 - 1, 999_999_999)]
+)
+def test_event_times_made_in_c_are_the_ints_the_class_makes_and_untracked(seconds: int, nanos: int) -> None:
+    """``msgpack_values`` makes EventTimes without calling the class (and out of the cyclic GC:
+    an int refers to nothing); they are what ``EventTime(ns)`` gives in every way that counts."""
+    assert protocol._speedups is not None
+    packed = msgpack.packb([msgpack.ExtType(0, struct.pack(">II", seconds, nanos))])
+    got = protocol._speedups.msgpack_values(packed, EventTime)
+    assert got is not None
+    value = got[0][0][0]
+    expected = EventTime(seconds * NS + nanos)
+    assert type(value) is EventTime
+    assert value == expected == seconds * NS + nanos
+    assert hash(value) == hash(expected)
+    assert int(value) + 1 == int(expected) + 1
+    assert repr(value) == repr(expected)
+    assert not gc.is_tracked(value)
+
+
+def test_event_times_of_another_class_are_made_by_calling_it() -> None:
+    """A class that adds to int (here a __new__) is called: its own construction is kept."""
+
+    class Marked(int):
+        def __new__(cls, ns: int) -> Marked:
+            obj = super().__new__(cls, ns)
+            obj.marked = True  # type: ignore[attr-defined]
+            return obj
+
+    assert protocol._speedups is not None
+    packed = msgpack.packb(msgpack.ExtType(0, struct.pack(">II", 5, 6)))
+    got = protocol._speedups.msgpack_values(packed, Marked)
+    assert got is not None
+    assert type(got[0][0]) is Marked and got[0][0] == 5 * NS + 6 and got[0][0].marked
+
+
+def test_events_taken_in_c_as_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_speedups.event_items`` gives the items ``_events`` gives, on entries of every kind;
+    anything but [EventTime, record] entries is left to the Python code."""
+    import random
+
+    rng = random.Random(5)
+    kinds = [
+        lambda i: [EventTime(T + i), {"log": f"l{i}"}],
+        lambda i: (EventTime(T + i), {"log": "t"}),
+        lambda i: [T // NS + i, {"log": "int time"}],
+        lambda i: [1.5, {"log": "float time"}],
+        lambda i: [EventTime(T), {"log": "three"}, "extra"],
+        lambda i: [EventTime(T), ["not", "a", "map"]],
+        lambda i: {"a": 1},
+        lambda i: "text",
+        lambda i: [],
+    ]
+    taken = 0
+    for _ in range(300):
+        weights = [50, 5, 5, 1, 1, 1, 1, 1, 1] if rng.random() < 0.5 else [1] + [0] * 8
+        entries = [rng.choices(kinds, weights)[0](i) for i in range(rng.choice([1, 4, 30]))]
+        got = protocol._events(entries, 3)
+        assert protocol._speedups is not None
+        taken += protocol._speedups.event_items(entries, EventTime) is not None
+        with monkeypatch.context() as m:
+            m.setattr(protocol, "_speedups", None)
+            expected = protocol._events(entries, 3)
+        assert got == expected
+        assert [type(x[1]) for x in got if isinstance(x, tuple)] == [
+            type(x[1]) for x in expected if isinstance(x, tuple)
+        ]
+    assert taken > 100

@@ -21,6 +21,7 @@ from log_capturer.sources.http.source import (
     MISSING_MESSAGE,
     NOT_AN_OBJECT,
     IngestError,
+    Item,
     Records,
     Rejected,
     level_of,
@@ -559,3 +560,135 @@ def test_msgpack_bodies_decode_as_msgpack_alone_decodes_them(body: bytes, monkey
         old = parse()
     assert new == old
     assert repr(new) == repr(old)  # the same types (EventTime, int, bytes made text...)
+
+
+def _label_sets(rng: random.Random) -> list[Any]:
+    tenants = [f"tenant-{i:02d}" for i in range(20)]
+    return [
+        {"tenant_id": rng.choice(tenants)},
+        {"tenant_id": rng.choice(tenants), "env": "prod"},
+        {"env": "prod", "tenant_id": "tenant-01"},  # the same members in another order
+        {},
+        {"tenant_id": "é€"},
+        {"tenant_id": "tenant-01", "n": 3},  # not text: invalid
+        {"tenant_id": ["a"]},  # cannot be a key
+        "not an object",
+    ]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_records_grouped_by_labels_in_c_as_in_python(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_speedups.label_groups`` groups a batch's records by labels as the Python code does:
+    the same chunks (origins, lines, order) and the same rejections, whatever the labels."""
+    rng = random.Random(seed)
+    for _ in range(60):
+        n = rng.choice([1, 5, 40, 600])
+        if rng.random() < 0.5:
+            sets = [{"tenant_id": f"t{i % rng.choice([1, 3, 300])}"} for i in range(n)]
+        else:
+            choices = _label_sets(rng)[: rng.choice([2, 5, 8])]
+            sets = [rng.choice(choices) for _ in range(n)]
+        items: list[Item] = [
+            ({"message": f"line {i}", "labels": labels}, None) for i, labels in enumerate(sets)
+        ]
+        got_c = Records(HttpIngestConfig()).chunks(items)
+        with monkeypatch.context() as m:
+            m.setattr(http, "_speedups", None)
+            got_py = Records(HttpIngestConfig()).chunks(items)
+
+        def shape(chunks: list[Chunk]) -> list[Any]:
+            return [(c.origin.source_id, c.origin.labels, c.origin.encoded, c.lines) for c in chunks]
+
+        assert shape(got_c[0]) == shape(got_py[0])
+        assert got_c[1] == got_py[1]
+
+
+def test_label_groups_declines_what_python_decides() -> None:
+    assert http._speedups is not None
+    groups = http._speedups.label_groups
+    recs = [{"labels": {"a": "1"}}, {"labels": {"a": "2"}}, {"labels": {"a": "1"}}]
+    assert groups(recs, 256) == [(0, [0, 2]), (1, [1])]
+    assert groups(recs, 1) is None  # more sets than allowed
+    assert groups([{"labels": {"a": 1}}], 256) is None
+    assert groups([{"labels": ["a"]}], 256) is None
+    assert groups([{"message": "no labels"}], 256) is None
+    with pytest.raises(ValueError, match="max_distinct"):
+        groups(recs, 0)
+
+
+def _random_items(rng: random.Random) -> list[Item]:
+    """A batch as a client sends one: mostly one shape, sometimes a record that breaks it."""
+    message_key = rng.choice(["message", "log", "msg"])
+    members = rng.choice([[], ["labels"], ["host"], ["labels", "host", "pid"], ["timestamp"]])
+    level_key = rng.choice([None, "level", "severity"])
+    lines = ["a line", "é€ text", '{"level":"warn","tenant_id":"t"}', "x" * 200]
+    items: list[Item] = []
+    for i in range(rng.choice([1, 3, 50, 400])):
+        rec: dict[str, Any] = {message_key: rng.choice(lines)}
+        for m in members:
+            rec[m] = (
+                {"tenant_id": f"t{i % 3}"}
+                if m == "labels"
+                else "2026-11-25T07:00:00Z"
+                if m == "timestamp"
+                else i
+            )
+        if level_key is not None and rng.random() < 0.8:
+            rec[level_key] = rng.choice(["info", "WARN", 30, "error"])
+        if rng.random() < 0.02:  # a record that breaks the batch's shape or is not shippable
+            rec = rng.choice(
+                [
+                    {**rec, "other": 1},
+                    {k: v for k, v in rec.items() if k != message_key} or {"x": 1},
+                    {**rec, message_key: rng.choice(["", "  ", "line\n", 5, None])},
+                    {**rec, "level": "info", "severity": "warn"},
+                    {**rec, "level": ["unhashable"]},
+                    {**rec, "fields": {"a": 1}},
+                ]
+            )
+        stamp = rng.choice([None, 1_764_000_000 * NS + i, http.EventTime(1_764_000_000 * NS + i)])
+        items.append((rec, stamp))
+    return items
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_uniform_batches_read_in_c_as_in_python(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_speedups.uniform_columns`` gives the chunks (origins, lines, levels, fields, times)
+    and rejections the Python code gives, on batches of every shape; run twice (the first run
+    fills the level cache the C code reads)."""
+    rng = random.Random(seed)
+
+    def shape(got: tuple[list[Chunk], list[Rejected]]) -> Any:
+        # A record without a time gets the time of reading: the same "now" for the comparison.
+        def times(c: Chunk) -> list[Any] | None:
+            return (
+                None
+                if c.timestamps is None
+                else [t if t < 1_790_000_000 * NS else "now" for t in c.timestamps]
+            )
+
+        return [(c.origin.encoded, c.lines, c.preset_levels, c.meta, times(c)) for c in got[0]], got[1]
+
+    took_c = 0
+    for _ in range(80):
+        items = _random_items(rng)
+        cfg = HttpIngestConfig()
+        records_c = Records(cfg)
+        first = records_c.chunks(items)
+        second = records_c.chunks(items)
+        assert http._speedups is not None
+        took_c += (
+            http._speedups.uniform_columns(
+                items,
+                records_c._message_keys,
+                records_c._level_keys,
+                records_c._slow_keys,
+                records_c._level_cache,
+            )
+            is not None
+        )
+        with monkeypatch.context() as m:
+            m.setattr(http, "_speedups", None)
+            expected = Records(cfg).chunks(items)
+        assert shape(first) == shape(expected) == shape(second)
+    assert took_c > 20

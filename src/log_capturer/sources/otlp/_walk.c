@@ -1,0 +1,778 @@
+/*
+ * OTLP log requests walked in C: the protobuf wire format of an ExportLogsServiceRequest read
+ * without protobuf's objects, its LogRecords made into the columns of a chunk in one call.
+ *
+ * What it gives is what decode.Decoder._protobuf's Python walk gives (tests/unit/sources/otlp/
+ * test_walk.py compares both on random and edge-case requests). Anything it does not handle
+ * exactly as protobuf would (a truncated or malformed message, a group, a known field with
+ * another wire type, text that is not UTF-8, a message field given twice, which protobuf
+ * merges, nesting deeper than MAX_DEPTH) makes it return None: the caller then takes the
+ * Python walk for the whole request, which decides (and answers 400 where protobuf refuses).
+ *
+ *   scopes(body) -> [(resource_index, resource_bytes, scope_bytes, start, end), ...] | None
+ *       one entry per ScopeLogs, in order; start/end: where its fields are in body.
+ *   records(body, start, end, common, n, level_of, dumps)
+ *       -> (lines, fields, levels, stamps, rejected, count) | None
+ *       the LogRecords of the ScopeLogs at body[start:end]; ``common`` is copied into each
+ *       record's fields first; ``n`` is the number of the request's records before them;
+ *       rejected: (n, reason, text, record_start, record_end) of the records not shipped.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DEPTH 64
+
+/* The walk met something the Python walk must decide: return None. */
+#define FALLBACK 1
+/* A Python error is set. */
+#define ERROR 2
+
+static PyObject *K_TRACE_ID, *K_SPAN_ID, *K_TRACE_FLAGS, *K_SEVERITY_TEXT, *K_SEVERITY_NUMBER,
+    *K_EVENT_NAME, *K_ATTRIBUTES, *S_EMPTY_BODY, *S_INVALID_TRACE_ID, *LEVELS[25];
+
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+} rd_t;
+
+static int varint(rd_t *r, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (r->p >= r->end)
+            return -1;
+        uint8_t b = *r->p++;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The next field: its number, wire type, and for LEN its bytes. -1: malformed or a group. */
+static int next_field(rd_t *r, uint32_t *num, int *wt, uint64_t *val, const uint8_t **data, Py_ssize_t *len) {
+    uint64_t key;
+    if (varint(r, &key) < 0)
+        return -1;
+    *num = (uint32_t)(key >> 3);
+    *wt = (int)(key & 7);
+    if (*num == 0 || (key >> 3) > 0x1FFFFFFF)
+        return -1;
+    switch (*wt) {
+    case 0:
+        return varint(r, val);
+    case 1:
+        if (r->end - r->p < 8)
+            return -1;
+        memcpy(val, r->p, 8); /* little-endian hosts (x86-64, arm64) */
+        r->p += 8;
+        return 0;
+    case 5: {
+        uint32_t v32;
+        if (r->end - r->p < 4)
+            return -1;
+        memcpy(&v32, r->p, 4);
+        r->p += 4;
+        *val = v32;
+        return 0;
+    }
+    case 2: {
+        uint64_t n;
+        if (varint(r, &n) < 0 || n > (uint64_t)(r->end - r->p))
+            return -1;
+        *data = r->p;
+        *len = (Py_ssize_t)n;
+        r->p += n;
+        return 0;
+    }
+    default:
+        return -1; /* groups (3, 4) and the reserved types */
+    }
+}
+
+static PyObject *utf8(const uint8_t *s, Py_ssize_t n, int *why) {
+    PyObject *o = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    if (o == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            *why = FALLBACK;
+        } else {
+            *why = ERROR;
+        }
+    }
+    return o;
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static PyObject *base64(const uint8_t *s, Py_ssize_t n) {
+    Py_ssize_t out_len = ((n + 2) / 3) * 4;
+    PyObject *o = PyUnicode_New(out_len, 127);
+    if (o == NULL)
+        return NULL;
+    char *d = (char *)PyUnicode_1BYTE_DATA(o);
+    Py_ssize_t i = 0, j = 0;
+    for (; i + 2 < n; i += 3) {
+        uint32_t v = ((uint32_t)s[i] << 16) | ((uint32_t)s[i + 1] << 8) | s[i + 2];
+        d[j++] = B64[v >> 18];
+        d[j++] = B64[(v >> 12) & 63];
+        d[j++] = B64[(v >> 6) & 63];
+        d[j++] = B64[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)s[i + 1] << 8;
+        d[j++] = B64[v >> 18];
+        d[j++] = B64[(v >> 12) & 63];
+        d[j++] = i + 1 < n ? B64[(v >> 6) & 63] : '=';
+        d[j++] = '=';
+    }
+    return o;
+}
+
+static PyObject *any_value(const uint8_t *s, Py_ssize_t n, int depth, int *why, int *present);
+
+/* KeyValue {string key = 1; AnyValue value = 2} into dict[key] = value (the last key wins). */
+static int key_value(PyObject *dict, const uint8_t *s, Py_ssize_t n, int depth, int *why) {
+    rd_t r = {s, s + n};
+    const uint8_t *key = (const uint8_t *)"", *val = NULL;
+    Py_ssize_t key_len = 0, val_len = 0;
+    int vals = 0;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
+            return *why = FALLBACK, -1;
+        if (num == 1 || num == 2) {
+            if (wt != 2)
+                return *why = FALLBACK, -1;
+            if (num == 1) {
+                key = d;
+                key_len = len;
+            } else {
+                val = d;
+                val_len = len;
+                vals++;
+            }
+        }
+    }
+    if (vals > 1)
+        return *why = FALLBACK, -1; /* protobuf merges the two */
+    PyObject *k = utf8(key, key_len, why);
+    if (k == NULL)
+        return -1;
+    PyObject *value;
+    if (val == NULL) {
+        value = Py_NewRef(Py_None);
+    } else {
+        int present;
+        value = any_value(val, val_len, depth + 1, why, &present);
+        if (value == NULL) {
+            Py_DECREF(k);
+            return -1;
+        }
+    }
+    int rc = PyDict_SetItem(dict, k, value);
+    Py_DECREF(k);
+    Py_DECREF(value);
+    if (rc < 0)
+        return *why = ERROR, -1;
+    return 0;
+}
+
+/* A repeated message of KeyValue/AnyValue (KeyValueList, ArrayValue: field 1) into a dict or list. */
+static PyObject *values_of(const uint8_t *s, Py_ssize_t n, int depth, int as_dict, int *why) {
+    if (depth > MAX_DEPTH)
+        return *why = FALLBACK, NULL;
+    PyObject *out = as_dict ? PyDict_New() : PyList_New(0);
+    if (out == NULL)
+        return *why = ERROR, NULL;
+    rd_t r = {s, s + n};
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        if (next_field(&r, &num, &wt, &v, &d, &len) < 0) {
+            *why = FALLBACK;
+            goto fail;
+        }
+        if (num != 1)
+            continue;
+        if (wt != 2) {
+            *why = FALLBACK;
+            goto fail;
+        }
+        if (as_dict) {
+            if (key_value(out, d, len, depth, why) < 0)
+                goto fail;
+        } else {
+            int present;
+            PyObject *item = any_value(d, len, depth + 1, why, &present);
+            if (item == NULL)
+                goto fail;
+            int rc = PyList_Append(out, item);
+            Py_DECREF(item);
+            if (rc < 0) {
+                *why = ERROR;
+                goto fail;
+            }
+        }
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* An AnyValue as decode.any_value gives it; *present: which of its value fields is set (0: none,
+ * 1: string_value, the text itself). More than one value field: FALLBACK (protobuf's oneof and
+ * merge rules decide). */
+static PyObject *any_value(const uint8_t *s, Py_ssize_t n, int depth, int *why, int *present) {
+    if (depth > MAX_DEPTH)
+        return *why = FALLBACK, NULL;
+    rd_t r = {s, s + n};
+    uint32_t kind = 0;
+    int seen = 0;
+    uint64_t scalar = 0;
+    const uint8_t *data = NULL;
+    Py_ssize_t data_len = 0;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v = 0;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
+            return *why = FALLBACK, NULL;
+        if (num < 1 || num > 7)
+            continue;
+        static const int WIRE[8] = {-1, 2, 0, 0, 1, 2, 2, 2};
+        if (wt != WIRE[num])
+            return *why = FALLBACK, NULL;
+        seen++;
+        kind = num;
+        scalar = v;
+        data = d;
+        data_len = len;
+    }
+    *present = (int)kind;
+    if (seen > 1)
+        return *why = FALLBACK, NULL;
+    PyObject *o = NULL;
+    switch (kind) {
+    case 0:
+        return Py_NewRef(Py_None);
+    case 1:
+        return utf8(data, data_len, why);
+    case 2:
+        return PyBool_FromLong(scalar != 0);
+    case 3:
+        o = PyLong_FromLongLong((long long)(int64_t)scalar);
+        break;
+    case 4: {
+        double x;
+        memcpy(&x, &scalar, 8);
+        o = PyFloat_FromDouble(x);
+        break;
+    }
+    case 5:
+        return values_of(data, data_len, depth, 0, why);
+    case 6:
+        return values_of(data, data_len, depth, 1, why);
+    case 7:
+        o = base64(data, data_len);
+        break;
+    }
+    if (o == NULL)
+        *why = ERROR;
+    return o;
+}
+
+/* Whether every code point of a non-empty str is whitespace (str.isspace). */
+static int is_space(PyObject *s) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (n == 0)
+        return 0;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
+            return 0;
+    return 1;
+}
+
+static PyObject *hex_of(const uint8_t *s, Py_ssize_t n) {
+    static const char H[] = "0123456789abcdef";
+    PyObject *o = PyUnicode_New(2 * n, 127);
+    if (o == NULL)
+        return NULL;
+    char *d = (char *)PyUnicode_1BYTE_DATA(o);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        d[2 * i] = H[s[i] >> 4];
+        d[2 * i + 1] = H[s[i] & 15];
+    }
+    return o;
+}
+
+static int all_zero(const uint8_t *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i])
+            return 0;
+    return 1;
+}
+
+/* ---- scopes(body) --------------------------------------------------------------------------- */
+
+/* A string field (schema_url) must be UTF-8, as protobuf checks. */
+static int check_utf8(const uint8_t *s, Py_ssize_t n, int *why) {
+    PyObject *o = utf8(s, n, why);
+    if (o == NULL)
+        return -1;
+    Py_DECREF(o);
+    return 0;
+}
+
+static int scope_logs(PyObject *out, PyObject *body, Py_ssize_t ri, PyObject *resource, const uint8_t *base,
+                      const uint8_t *s, Py_ssize_t n, int *why) {
+    rd_t r = {s, s + n};
+    const uint8_t *scope = (const uint8_t *)"";
+    Py_ssize_t scope_len = 0;
+    int scopes = 0;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
+            return *why = FALLBACK, -1;
+        if (num >= 1 && num <= 3 && wt != 2)
+            return *why = FALLBACK, -1;
+        if (num == 1) {
+            scope = d;
+            scope_len = len;
+            scopes++;
+        } else if (num == 3 && check_utf8(d, len, why) < 0) {
+            return -1;
+        }
+    }
+    if (scopes > 1)
+        return *why = FALLBACK, -1;
+    (void)body;
+    PyObject *entry = Py_BuildValue("(nOy#nn)", ri, resource, (const char *)scope, scope_len,
+                                    (Py_ssize_t)(s - base), (Py_ssize_t)(s + n - base));
+    if (entry == NULL)
+        return *why = ERROR, -1;
+    int rc = PyList_Append(out, entry);
+    Py_DECREF(entry);
+    return rc < 0 ? (*why = ERROR, -1) : 0;
+}
+
+static int resource_logs(PyObject *out, PyObject *body, Py_ssize_t ri, const uint8_t *base, const uint8_t *s,
+                         Py_ssize_t n, int *why) {
+    /* First the resource (it may come after the scopes), then the scopes. */
+    rd_t r = {s, s + n};
+    const uint8_t *res = (const uint8_t *)"";
+    Py_ssize_t res_len = 0;
+    int resources = 0;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
+            return *why = FALLBACK, -1;
+        if (num >= 1 && num <= 3 && wt != 2)
+            return *why = FALLBACK, -1;
+        if (num == 1) {
+            res = d;
+            res_len = len;
+            resources++;
+        } else if (num == 3 && check_utf8(d, len, why) < 0) {
+            return -1;
+        }
+    }
+    if (resources > 1)
+        return *why = FALLBACK, -1;
+    PyObject *resource = PyBytes_FromStringAndSize((const char *)res, res_len);
+    if (resource == NULL)
+        return *why = ERROR, -1;
+    r.p = s;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        next_field(&r, &num, &wt, &v, &d, &len); /* read once above: well-formed */
+        if (num == 2 && scope_logs(out, body, ri, resource, base, d, len, why) < 0) {
+            Py_DECREF(resource);
+            return -1;
+        }
+    }
+    Py_DECREF(resource);
+    return 0;
+}
+
+static PyObject *scopes(PyObject *m, PyObject *arg) {
+    (void)m;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *base = view.buf;
+    rd_t r = {base, base + view.len};
+    PyObject *out = PyList_New(0);
+    int why = 0;
+    Py_ssize_t ri = 0;
+    if (out == NULL)
+        goto error;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        if (next_field(&r, &num, &wt, &v, &d, &len) < 0) {
+            why = FALLBACK;
+            goto error;
+        }
+        if (num != 1)
+            continue;
+        if (wt != 2) {
+            why = FALLBACK;
+            goto error;
+        }
+        if (resource_logs(out, arg, ri++, base, d, len, &why) < 0)
+            goto error;
+    }
+    PyBuffer_Release(&view);
+    return out;
+error:
+    PyBuffer_Release(&view);
+    Py_XDECREF(out);
+    if (why == FALLBACK) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return NULL;
+}
+
+/* ---- records(body, start, end, common, n, level_of, dumps) ---------------------------------- */
+
+typedef struct {
+    uint64_t time, observed, flags;
+    int32_t number;
+    const uint8_t *text, *body, *trace, *span, *event;
+    Py_ssize_t text_len, body_len, trace_len, span_len, event_len;
+    int bodies;
+    const uint8_t *attrs_first;
+    int has_attrs;
+} rec_t;
+
+static int read_record(rec_t *rec, const uint8_t *s, Py_ssize_t n) {
+    memset(rec, 0, sizeof(*rec));
+    rd_t r = {s, s + n};
+    static const int WIRE[13] = {-1, 1, 0, 2, -1, 2, 2, 0, 5, 2, 2, 1, 2};
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v = 0;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
+            return -1;
+        if (num > 12 || num == 4)
+            continue;
+        if (wt != WIRE[num])
+            return -1;
+        switch (num) {
+        case 1:
+            rec->time = v;
+            break;
+        case 2:
+            rec->number = (int32_t)v;
+            break;
+        case 3:
+            rec->text = d;
+            rec->text_len = len;
+            break;
+        case 5:
+            rec->body = d;
+            rec->body_len = len;
+            rec->bodies++;
+            break;
+        case 6:
+            rec->has_attrs = 1;
+            break;
+        case 7:
+            break;
+        case 8:
+            rec->flags = v;
+            break;
+        case 9:
+            rec->trace = d;
+            rec->trace_len = len;
+            break;
+        case 10:
+            rec->span = d;
+            rec->span_len = len;
+            break;
+        case 11:
+            rec->observed = v;
+            break;
+        case 12:
+            rec->event = d;
+            rec->event_len = len;
+            break;
+        }
+    }
+    return rec->bodies > 1 ? -1 : 0;
+}
+
+/* The record's attributes (every field 6) as a dict. */
+static PyObject *record_attributes(const uint8_t *s, Py_ssize_t n, int *why) {
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return *why = ERROR, NULL;
+    rd_t r = {s, s + n};
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        next_field(&r, &num, &wt, &v, &d, &len); /* read before: well-formed */
+        if (num == 6 && key_value(out, d, len, 0, why) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static int set_item(PyObject *d, PyObject *k, PyObject *v) {
+    if (v == NULL)
+        return -1;
+    int rc = PyDict_SetItem(d, k, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* Adds one record to the columns, or to rejected. 0, or -1 with *why. */
+static int one_record(PyObject *cols[5], const uint8_t *base, const uint8_t *s, Py_ssize_t n, Py_ssize_t number,
+                      PyObject *common, PyObject *level_of, PyObject *dumps, int *why) {
+    rec_t rec;
+    if (read_record(&rec, s, n) < 0)
+        return *why = FALLBACK, -1;
+    PyObject *message = NULL, *fields = NULL, *level = NULL, *stamp = NULL, *text = NULL;
+    const char *reason_text = NULL;
+    PyObject *reason = NULL;
+    char buf[160];
+    /* The body: its text, or any other value as JSON. */
+    if (rec.body == NULL) {
+        message = PyUnicode_New(0, 127);
+    } else {
+        int present;
+        PyObject *value = any_value(rec.body, rec.body_len, 1, why, &present);
+        if (value == NULL)
+            return -1;
+        if (present <= 1) { /* its text, or none */
+            message = present ? value : (Py_DECREF(value), PyUnicode_New(0, 127));
+        } else {
+            PyObject *js = PyObject_CallOneArg(dumps, value);
+            Py_DECREF(value);
+            if (js == NULL)
+                return *why = ERROR, -1;
+            if (!PyBytes_Check(js)) {
+                Py_DECREF(js);
+                PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+                return *why = ERROR, -1;
+            }
+            message = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(js), PyBytes_GET_SIZE(js), "strict");
+            Py_DECREF(js);
+        }
+    }
+    if (message == NULL)
+        return *why = ERROR, -1;
+    if (PyUnicode_GET_LENGTH(message) == 0 || is_space(message)) {
+        reason = S_EMPTY_BODY;
+        snprintf(buf, sizeof buf, "record %zd: no body (nothing to ship as message)", number);
+        reason_text = buf;
+    } else if (rec.trace_len && rec.trace_len != 16) {
+        reason = S_INVALID_TRACE_ID;
+        snprintf(buf, sizeof buf, "record %zd: trace_id has %zd bytes, not 16", number, rec.trace_len);
+        reason_text = buf;
+    } else if (rec.span_len && rec.span_len != 8) {
+        reason = S_INVALID_TRACE_ID;
+        snprintf(buf, sizeof buf, "record %zd: span_id has %zd bytes, not 8", number, rec.span_len);
+        reason_text = buf;
+    }
+    if (reason != NULL) {
+        Py_DECREF(message);
+        PyObject *bad = Py_BuildValue("(nOsnn)", number, reason, reason_text, (Py_ssize_t)(s - base),
+                                      (Py_ssize_t)(s + n - base));
+        if (bad == NULL || PyList_Append(cols[4], bad) < 0) {
+            Py_XDECREF(bad);
+            return *why = ERROR, -1;
+        }
+        Py_DECREF(bad);
+        return 0;
+    }
+    fields = PyDict_Copy(common);
+    if (fields == NULL)
+        goto error;
+    if (rec.trace_len && !all_zero(rec.trace, 16) && set_item(fields, K_TRACE_ID, hex_of(rec.trace, 16)) < 0)
+        goto error;
+    if (rec.span_len && !all_zero(rec.span, 8) && set_item(fields, K_SPAN_ID, hex_of(rec.span, 8)) < 0)
+        goto error;
+    if ((rec.flags & 0xFF) && set_item(fields, K_TRACE_FLAGS, PyLong_FromUnsignedLong(rec.flags & 0xFF)) < 0)
+        goto error;
+    if (rec.text_len) {
+        text = utf8(rec.text, rec.text_len, why);
+        if (text == NULL)
+            goto fail;
+        if (PyDict_SetItem(fields, K_SEVERITY_TEXT, text) < 0)
+            goto error;
+    }
+    if (rec.number && set_item(fields, K_SEVERITY_NUMBER, PyLong_FromLong(rec.number)) < 0)
+        goto error;
+    if (rec.event_len) {
+        PyObject *event = utf8(rec.event, rec.event_len, why);
+        if (event == NULL)
+            goto fail;
+        if (set_item(fields, K_EVENT_NAME, event) < 0)
+            goto error;
+    }
+    if (rec.has_attrs) {
+        PyObject *attrs = record_attributes(s, n, why);
+        if (attrs == NULL)
+            goto fail;
+        if (set_item(fields, K_ATTRIBUTES, attrs) < 0)
+            goto error;
+    }
+    if (rec.number > 0 && rec.number < 25) {
+        level = Py_NewRef(LEVELS[rec.number]);
+    } else if (text != NULL) {
+        level = PyObject_CallFunction(level_of, "iO", (int)rec.number, text);
+        if (level == NULL)
+            goto error;
+    } else {
+        level = Py_NewRef(Py_None);
+    }
+    if (rec.time || rec.observed)
+        stamp = PyLong_FromUnsignedLongLong(rec.time ? rec.time : rec.observed);
+    else
+        stamp = Py_NewRef(Py_None);
+    if (stamp == NULL)
+        goto error;
+    if (PyList_Append(cols[0], message) < 0 || PyList_Append(cols[1], PyDict_GET_SIZE(fields) ? fields : Py_None) < 0 ||
+        PyList_Append(cols[2], level) < 0 || PyList_Append(cols[3], stamp) < 0)
+        goto error;
+    Py_DECREF(message);
+    Py_DECREF(fields);
+    Py_DECREF(level);
+    Py_DECREF(stamp);
+    Py_XDECREF(text);
+    return 0;
+error:
+    *why = ERROR;
+fail:
+    Py_XDECREF(message);
+    Py_XDECREF(fields);
+    Py_XDECREF(level);
+    Py_XDECREF(stamp);
+    Py_XDECREF(text);
+    return -1;
+}
+
+static PyObject *records(PyObject *m, PyObject *args) {
+    (void)m;
+    Py_buffer view;
+    Py_ssize_t start, end, n0;
+    PyObject *common, *level_of, *dumps;
+    if (!PyArg_ParseTuple(args, "y*nnO!nOO", &view, &start, &end, &PyDict_Type, &common, &n0, &level_of, &dumps))
+        return NULL;
+    PyObject *cols[5] = {NULL};
+    PyObject *out = NULL;
+    int why = 0;
+    Py_ssize_t count = 0;
+    if (start < 0 || end < start || end > view.len) {
+        PyErr_SetString(PyExc_ValueError, "start and end must be within body");
+        goto done;
+    }
+    for (int i = 0; i < 5; i++)
+        if ((cols[i] = PyList_New(0)) == NULL)
+            goto done;
+    const uint8_t *base = view.buf;
+    rd_t r = {base + start, base + end};
+    while (r.p < r.end) {
+        uint32_t num;
+        int wt;
+        uint64_t v;
+        const uint8_t *d = NULL;
+        Py_ssize_t len = 0;
+        if (next_field(&r, &num, &wt, &v, &d, &len) < 0) {
+            why = FALLBACK;
+            goto done;
+        }
+        if (num != 2)
+            continue; /* the scope and schema_url: read by scopes() */
+        if (wt != 2) {
+            why = FALLBACK;
+            goto done;
+        }
+        count++;
+        if (one_record(cols, base, d, len, n0 + count, common, level_of, dumps, &why) < 0)
+            goto done;
+    }
+    out = Py_BuildValue("(OOOOOn)", cols[0], cols[1], cols[2], cols[3], cols[4], count);
+done:
+    for (int i = 0; i < 5; i++)
+        Py_XDECREF(cols[i]);
+    PyBuffer_Release(&view);
+    if (out == NULL && why == FALLBACK) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"scopes", scopes, METH_O, "scopes(body) -> [(resource_index, resource, scope, start, end)] | None"},
+    {"records", records, METH_VARARGS,
+     "records(body, start, end, common, n, level_of, dumps) -> (lines, fields, levels, stamps, rejected, count) | None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_walk", "OTLP log requests walked in C (see _walk.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__walk(void) {
+    static const char *const NAMES[7] = {"trace_id",        "span_id",    "trace_flags", "severity_text",
+                                         "severity_number", "event_name", "attributes"};
+    PyObject **keys[7] = {&K_TRACE_ID,        &K_SPAN_ID,    &K_TRACE_FLAGS, &K_SEVERITY_TEXT,
+                          &K_SEVERITY_NUMBER, &K_EVENT_NAME, &K_ATTRIBUTES};
+    for (int i = 0; i < 7; i++)
+        if ((*keys[i] = PyUnicode_InternFromString(NAMES[i])) == NULL)
+            return NULL;
+    if ((S_EMPTY_BODY = PyUnicode_InternFromString("empty_body")) == NULL ||
+        (S_INVALID_TRACE_ID = PyUnicode_InternFromString("invalid_trace_id")) == NULL)
+        return NULL;
+    static const char *const LEVEL_NAMES[6] = {"trace", "debug", "info", "warn", "error", "fatal"};
+    LEVELS[0] = Py_None;
+    for (int i = 1; i < 25; i++)
+        if ((LEVELS[i] = PyUnicode_InternFromString(LEVEL_NAMES[(i - 1) / 4])) == NULL)
+            return NULL;
+    return PyModule_Create(&moduledef);
+}

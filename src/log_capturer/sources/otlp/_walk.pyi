@@ -1,0 +1,36 @@
+"""Type stub of ``_walk.c``: OTLP log requests' protobuf walked in C (see ``decode.Decoder._walked``).
+
+Each function returns None where the request must be left to the Python walk (protobuf decides).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+def scopes(body: bytes, /) -> list[tuple[int, bytes, bytes, int, int]] | None:
+    """One entry per ScopeLogs, in order: (index of its ResourceLogs, the Resource's bytes, the
+    InstrumentationScope's bytes, where the ScopeLogs' fields start and end in ``body``)."""
+
+def records(
+    body: bytes,
+    start: int,
+    end: int,
+    common: dict[str, Any],
+    n: int,
+    level_of: Callable[[int, str], str | None],
+    dumps: Callable[[Any], bytes],
+    /,
+) -> (
+    tuple[
+        list[str],
+        list[dict[str, Any] | None],
+        list[str | None],
+        list[int | None],
+        list[tuple[int, str, str, int, int]],
+        int,
+    ]
+    | None
+):
+    """The LogRecords of the ScopeLogs at ``body[start:end]`` as (lines, fields, levels, stamps,
+    rejected, count): ``common`` first in each record's fields; ``n`` records of the request
+    before them; rejected: (record number, reason, text, the record's start and end in ``body``).
+    ValueError: start/end outside ``body``."""
