@@ -32,6 +32,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from log_capturer.engine.contract import Headers, Prepared, Record, Refused, ServiceState
+from log_capturer.engine.runner import Attempt
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
 from log_capturer.reliability.dlq.replay import ReplayRecord, produce_replay
@@ -49,11 +50,13 @@ from log_capturer.sinks.kafka.transactions import (
     EXIT_FENCED,
     POSITIONS_TOKEN,
     AbortLog,
+    DeadLetterParts,
     Entries,
     Gate,
     PositionsOf,
     PositionsUnreadable,
     TransactionalReports,
+    dead_letter_parts,
     end_process,
     positions_document,
     read_positions,
@@ -63,7 +66,7 @@ from log_capturer.sinks.kafka.transactions import (
 )
 
 if TYPE_CHECKING:
-    from log_capturer.engine.runner import Attempt, Delivery, SinkRunner
+    from log_capturer.engine.runner import Delivery, SinkRunner
 
 log = logging.getLogger(__name__)
 
@@ -362,11 +365,15 @@ class KafkaService:
         refused: list[Refused] = []
         if self.exactly_once:
             self._gate.enter(len(delivery.chunk.lines))
+            dead = 0
             try:
                 self._send_producer(prepared, delivery, refused)
+                if refused and self.reports.dlq_topic:
+                    dead = self._dead_letter_in_txn(delivery, refused)
+                    refused = []
             finally:
                 with self._lock:
-                    self._txn_records += len(values)
+                    self._txn_records += len(values) + dead
                     self._txn_chunks.append(delivery.chunk)
                 self._gate.leave()
         else:
@@ -493,6 +500,68 @@ class KafkaService:
                 )
                 return
             except (BufferError, KafkaException):
+                self._space.wait(0.1)
+
+    def _dead_letter_in_txn(self, delivery: Delivery, refused: list[Refused]) -> int:
+        """Exactly-once: the records refused before sending (larger than ``max_message_bytes``, an
+        invalid manual partition) go to the DLQ topic inside the open transaction, through its
+        own producer, with the reason in the ``dlq_*`` headers (a record too large for one DLQ
+        record in parts, :func:`.transactions.dead_letter_parts`). Each settles in its chunk once
+        its DLQ records have their reports (counted as sent to the DLQ); so the record is
+        committed in the DLQ topic with the positions past it, or, the transaction aborted, read
+        again: never both delivered and parked, never parked twice. A DLQ record that fails
+        fails the transaction. Returns how many records were produced. Inside the gate."""
+        producer = self._txn
+        assert producer is not None
+        topic = self.reports.dlq_topic
+        limit = self.config.max_message_bytes
+        produced = 0
+        for r in refused:
+            rec = r.record
+            attempt = Attempt(0.0, 0, delivery, rec, 0, r.reason, r.text)
+            headers = dead_letter_headers(rec, r.reason, r.text, self.name)
+            parts = dead_letter_parts(rec.value, headers, rec.key, limit)
+            token = DeadLetterParts(attempt, len(parts), self.reports.dead_letter)
+            try:
+                if isinstance(producer, ChunkProducer):
+                    producer.produce_chunk(
+                        token,
+                        [topic] * len(parts),
+                        [v for v, _ in parts],
+                        [rec.key] * len(parts),
+                        None,
+                        [h for _, h in parts],
+                    )
+                else:
+                    for value, hdrs in parts:
+                        self._produce_txn(producer, topic, value, rec.key, hdrs, token.done)
+            except RuntimeError:
+                return produced  # closing (stop): unacknowledged, read again on restart
+            except KafkaException as exc:
+                if self._txn_reports is not None and not self._txn_reports.failure:
+                    self._txn_reports.failure = f"the DLQ topic {topic}: {explain(exc.args[0])}"
+                return produced
+            produced += len(parts)
+        return produced
+
+    def _produce_txn(
+        self,
+        producer: Producer,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None,
+        hdrs: Headers,
+        cb: DeliveryCallback,
+    ) -> None:
+        """Produce into the open transaction; a full queue waits for room (backpressure)."""
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=cb, headers=hdrs)
+                return
+            except BufferError:
+                if self._stop.is_set():
+                    raise RuntimeError("stopping") from None
+                self._space.clear()
                 self._space.wait(0.1)
 
     # -- records sent again (poll thread) ------------------------------------------------------
@@ -771,7 +840,9 @@ class KafkaService:
         if self.exactly_once:
             chunks = []
             for item in settled:
-                if item[0] is POSITIONS_TOKEN:
+                if isinstance(item[0], DeadLetterParts):
+                    item[0].settled(item[1], item[2])
+                elif item[0] is POSITIONS_TOKEN:
                     if item[2] and self._txn_reports is not None and not self._txn_reports.failure:
                         self._txn_reports.failure = (
                             f"the positions record: {explain(KafkaError(item[2][0][0]))}"

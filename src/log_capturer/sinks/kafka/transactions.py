@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from log_capturer.engine.contract import Headers
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.delivery import Reports, explain
 
@@ -309,6 +310,61 @@ class TransactionalReports(Reports):
         if err is not None and not self.failure:
             self.failure = explain(err)
         super().dead_letter(attempt, err, _msg)
+
+
+#: Room kept for a DLQ part's own header (``dlq_part``) and librdkafka's per-header framing.
+HEADER_FRAMING = 16
+
+
+def dead_letter_parts(
+    value: bytes, headers: Headers, key: str | bytes | None, limit: int
+) -> list[tuple[bytes, Headers]]:
+    """A record refused before sending, as the DLQ topic's records: the value whole when it fits
+    in ``limit`` (``max_message_bytes``) with its key and headers, else cut in parts that do, each
+    with the headers and ``dlq_part`` ``<i>/<n>`` (1-based): concatenated in order they give the
+    value back, so nothing of the line is lost even when it is larger than any record may be."""
+    used = len(key.encode() if isinstance(key, str) else key) if key else 0
+    for name, v in headers:
+        used += len(name) + (len(v) if v is not None else 0) + HEADER_FRAMING
+    if len(value) + used <= limit:
+        return [(value, headers)]
+    room = max(limit - used - len("dlq_part") - 2 * len(str(len(value))) - 1 - HEADER_FRAMING, 256)
+    n = -(-len(value) // room)
+    return [
+        (value[i * room : (i + 1) * room], [*headers, ("dlq_part", f"{i + 1}/{n}".encode())])
+        for i in range(n)
+    ]
+
+
+class DeadLetterParts:
+    """The DLQ records of one refused record, produced in the open transaction: the engine hears
+    of it (``reports.dead_letter``: counted, the record settled) once every part has its delivery
+    report, with the first failure if any (which also fails, so aborts, the transaction)."""
+
+    __slots__ = ("attempt", "error", "remaining", "report")
+
+    def __init__(
+        self, attempt: Any, parts: int, report: Callable[[Any, KafkaError | None, Any], None]
+    ) -> None:
+        self.attempt = attempt
+        self.remaining = parts
+        self.error: KafkaError | None = None
+        self.report = report
+
+    def done(self, err: KafkaError | None, _msg: Any = None) -> None:
+        """One part's delivery report (confluent-kafka's producer; the poll thread)."""
+        if err is not None and self.error is None:
+            self.error = err
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.report(self.attempt, self.error, None)
+
+    def settled(self, produced: int, failures: list[Any]) -> None:
+        """Every part's report at once (the chunk producer)."""
+        if failures and self.error is None:
+            self.error = KafkaError(failures[0][0])
+        self.remaining = 0
+        self.report(self.attempt, self.error, None)
 
 
 class AbortLog:

@@ -3,6 +3,7 @@ the configuration it accepts: every refusal names the key and the fix."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -10,13 +11,16 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError
 
 from log_capturer.config import ConfigError, load_config_text
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.transactions import (
     AbortLog,
+    DeadLetterParts,
     Gate,
     consumer_config,
+    dead_letter_parts,
     merge_positions,
     positions_document,
     transactional_base,
@@ -227,3 +231,35 @@ def test_merge_positions_of_containers_takes_each_containers_newest_entry() -> N
     got = merge_positions(docs, "node-0", "node", kind="containers")
     assert {cid: e["files"][f"/c/{cid}.log"]["offset"] for cid, e in got.items()} == {"abc": 30, "def_": 5}
     assert merge_positions(docs, "node-0", "node") == {}  # no files
+
+
+def test_dead_letter_parts_put_together_give_the_value_back() -> None:
+    headers: list[tuple[str, str | bytes | None]] = [("dlq_error_type", b"message_too_large")]
+    assert dead_letter_parts(b"abc", headers, "k", 1024) == [(b"abc", headers)]
+    value = bytes(random.Random(1).randbytes(10_000))
+    parts = dead_letter_parts(value, headers, "key", 1024)
+    assert b"".join(v for v, _ in parts) == value
+    n = len(parts)
+    assert n == 11
+    for i, (v, h) in enumerate(parts, 1):
+        assert h == [*headers, ("dlq_part", f"{i}/{n}".encode())]
+        assert len(v) + 3 + sum(len(k) + len(x or b"") + 16 for k, x in h) <= 1024
+
+
+def test_dead_letter_parts_report_once_every_part_is_in_with_the_first_failure() -> None:
+    reports: list[tuple[object, KafkaError | None]] = []
+    token = DeadLetterParts("a", 3, lambda a, err, _m: reports.append((a, err)))
+    token.done(None)
+    token.done(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    assert reports == []
+    token.done(KafkaError(KafkaError._MSG_TIMED_OUT))
+    assert len(reports) == 1 and reports[0][0] == "a"
+    err = reports[0][1]
+    assert err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    whole = DeadLetterParts("b", 2, lambda a, err, _m: reports.append((a, err)))
+    whole.settled(2, [])
+    assert reports[-1] == ("b", None)
+    failed = DeadLetterParts("c", 2, lambda a, err, _m: reports.append((a, err)))
+    failed.settled(2, [(KafkaError.INVALID_RECORD, "t", b"v", None, -1, None)])
+    err = reports[-1][1]
+    assert reports[-1][0] == "c" and err is not None and err.code() == KafkaError.INVALID_RECORD
