@@ -6,6 +6,7 @@ read_committed: every normal line once in the log topic, every over-size line on
 
 from __future__ import annotations
 
+import base64
 import random
 import signal
 import threading
@@ -16,7 +17,9 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
+from log_capturer.sinks.kafka.transactions import AbortLog
 from tests.integration.reliability.conftest import metric
 from tests.integration.sinks.kafka.test_exactly_once import (
     caught_up,
@@ -169,3 +172,86 @@ def test_the_dead_letters_are_counted(tmp_path: Path, bootstrap: str, topic_pref
     assert got == big, text
     assert stats["sent_to_dlq_topic"] == big, stats
     assert check(bootstrap, topics, log, count) == {"delivered": count - big, "dead_lettered": big}
+
+
+BROKER_LIMIT = 200_000  # the log topic's max.message.bytes (the agent's max_message_bytes: 1 MiB)
+BIG_EVERY = 500
+
+
+def broker_line(seq: int) -> bytes:
+    """A JSON line; one in BIG_EVERY carries about 400 kB of base64 of random bytes (it does not
+    compress below the topic's max.message.bytes)."""
+    pad = "x" * 40
+    if seq % BIG_EVERY == 250:
+        pad = base64.b64encode(random.Random(seq).randbytes(300_000)).decode()
+    return orjson.dumps({"seq": seq, "pad": pad}) + b"\n"
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["chunk-producer", "confluent-producer"])
+def test_lines_the_broker_refuses_go_to_the_dlq_topic_after_the_restart(
+    tmp_path: Path, bootstrap: str, topic_prefix: str, native: bool
+) -> None:
+    """The log topic's max.message.bytes is below the agent's max_message_bytes: the broker
+    refuses the large lines, each refusal aborts its transaction (exit status 75), and the line is
+    remembered in transactions-<id>.json; started again (as a supervisor would), the agent sends
+    it to the DLQ topic inside the transaction. Read back read_committed: every other line once in
+    the log topic, in order, every refused line once in the DLQ topic with the broker's reason."""
+    count = 6000
+    big = [s for s in range(count) if s % BIG_EVERY == 250]
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    res = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topics["logs"],
+        incremental_configs=[
+            ConfigEntry("max.message.bytes", str(BROKER_LIMIT), incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    for fut in admin.incremental_alter_configs([res]).values():
+        fut.result(30)
+    tid = f"{topic_prefix}-refused"
+    cfg = eos_config(tmp_path, bootstrap, topics, tid, native)
+    path = write_config(tmp_path / "config.yaml", cfg)
+    log = tmp_path / "logs" / "app.log"
+    log.write_bytes(b"".join(broker_line(s) for s in range(count)))
+    aborted = 0
+    agent = AgentProcess(path, tmp_path / "agent.log").start(wait=False)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert time.monotonic() < deadline, agent.log()
+            status = agent.proc.poll() if agent.proc is not None else None
+            if status is not None:
+                assert status == 75, agent.log()  # an aborted transaction: start again
+                aborted += 1
+                assert aborted <= 3 * len(big), agent.log()
+                agent = AgentProcess(path, tmp_path / "agent.log").start(wait=False)
+            elif agent._up() and caught_up(agent, [log]):
+                break
+            time.sleep(0.2)
+        wait_until(
+            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["transactions"]["records_open"] == 0,
+            30,
+            "the last transaction committed",
+        )
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    assert aborted >= 1, "the broker refused nothing"
+    records = read_committed(bootstrap, topics["logs"])
+    seqs = [int(orjson.loads(orjson.loads(m.value())["message"])["seq"]) for m in records]
+    normal = [s for s in range(count) if s not in set(big)]
+    assert len(seqs) == len(set(seqs)), "lines twice in the log topic"
+    assert [s for _, s in sorted(zip([m.offset() for m in records], seqs, strict=True))] == normal
+    dlq = dead_letters(read_committed(bootstrap, topics["logs-dlq"]))
+    parked = [int(orjson.loads(rec["message"])["seq"]) for rec, _ in dlq]
+    assert sorted(parked) == big and len(parked) == len(set(parked)), parked
+    for rec, headers in dlq:
+        seq = int(orjson.loads(rec["message"])["seq"])
+        assert orjson.loads(rec["message"]) == orjson.loads(broker_line(seq))
+        assert headers["dlq_error_type"] == b"msg_size_too_large", headers
+        assert headers["dlq_original_topic"] == topics["logs"].encode(), headers
+    # Done with: nothing is looked for any more.
+    assert AbortLog(str(tmp_path / "positions"), tid).refused() == []
+    print({"aborted": aborted, "dead_lettered": len(parked), "delivered": len(seqs)})
