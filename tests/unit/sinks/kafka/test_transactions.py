@@ -14,15 +14,19 @@ import pytest
 from confluent_kafka import KafkaError
 
 from log_capturer.config import ConfigError, load_config_text
+from log_capturer.record import Chunk, Origin
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.transactions import (
     AbortLog,
     DeadLetterParts,
     Gate,
+    Reroute,
+    TransactionalReports,
     consumer_config,
     dead_letter_parts,
     merge_positions,
     positions_document,
+    refused_line,
     transactional_base,
     transactional_config,
     transactional_id,
@@ -263,3 +267,55 @@ def test_dead_letter_parts_report_once_every_part_is_in_with_the_first_failure()
     failed.settled(2, [(KafkaError.INVALID_RECORD, "t", b"v", None, -1, None)])
     err = reports[-1][1]
     assert reports[-1][0] == "c" and err is not None and err.code() == KafkaError.INVALID_RECORD
+
+
+def test_a_refused_line_is_found_again_in_an_overlapping_chunk_of_its_stream(tmp_path: Path) -> None:
+    chunk = Chunk(Origin("file", "/var/log/a.log"), ["a", "big", "c"], start=100, end=200)
+    chunk.stream = "1:2"
+    entry = refused_line(chunk, 1, "msg_size_too_large", "msg_size_too_large: Broker: Message size too large")
+    log = AbortLog(str(tmp_path), "agent")
+    log.save(1, "a record failed", [entry])
+    assert log.load() == (1, "a record failed")
+    reroute = Reroute(log.refused())
+    assert reroute.entries == [entry]
+    # Another stream, another file, a range that does not overlap: not that line.
+    other = Chunk(Origin("file", "/var/log/a.log"), ["big"], start=150, end=160)
+    other.stream = "1:3"
+    assert reroute.match(other) == {}
+    assert reroute.match(Chunk(Origin("file", "/var/log/b.log"), ["big"], start=150, end=160)) == {}
+    later = Chunk(Origin("file", "/var/log/a.log"), ["big"], start=200, end=204)
+    later.stream = "1:2"
+    assert reroute.match(later) == {}
+    # Read again in other chunks: the one holding it, at its index.
+    again = Chunk(Origin("file", "/var/log/a.log"), ["c0", "a", "big", "c"], start=90, end=205)
+    again.stream = "1:2"
+    assert reroute.match(again) == {2: ("msg_size_too_large", entry["error"])}
+    assert reroute.match(again) == {}  # once per transaction
+    assert reroute.committed() is True and not reroute and reroute.committed() is False
+    # Saving without the list keeps the file's; an empty list forgets them.
+    log.save(2, "again")
+    assert log.refused() == [entry]
+    log.save(2, "again", [])
+    assert log.refused() == []
+
+
+def test_a_match_not_committed_is_looked_for_again() -> None:
+    chunk = Chunk(Origin("file", "/a"), ["big"], start=0, end=4)
+    reroute = Reroute([refused_line(chunk, 0, "r", "e")])
+    assert reroute.match(chunk) == {0: ("r", "e")}
+    assert reroute  # still there until committed: an abort keeps it
+
+
+def test_the_reports_keep_the_largest_record_of_a_batch_refused_for_its_size() -> None:
+    reports = TransactionalReports("dlq")
+    size = KafkaError.MSG_SIZE_TOO_LARGE
+
+    class Runner:
+        def failed(self, *args: object) -> None:
+            pass
+
+    reports.bind(Runner())  # type: ignore[arg-type]
+    reports.settled([("d1", 2, [(size, "t", b"ab", None, 0, None), (size, "t", b"abcd", None, 0, None)])])
+    reports.settled([("d2", 1, [(KafkaError.INVALID_RECORD, "t", b"abcdefgh", None, 0, None)])])
+    assert reports.refused is not None and reports.refused[:3] == ("d1", b"abcd", "msg_size_too_large")
+    assert reports.failure
