@@ -12,6 +12,10 @@ How it holds (docs/exactly-once.md):
   until every record handed over has its delivery report (so every chunk given to the sink is
   acknowledged and the files' positions cover exactly what the transaction holds), writes the
   positions document to the positions topic in the same transaction and commits it;
+- a record refused before it is sent goes to the DLQ topic inside the open transaction
+  (:func:`dead_letter_parts`, :class:`DeadLetterParts`); a line the broker refused for its size in
+  an aborted transaction is kept in the :class:`AbortLog` and, read again after the restart, goes
+  there too (:class:`Reroute`);
 - a transaction that cannot be committed is aborted, and the agent ends at once (exit status
   :data:`EXIT_ABORTED`), as a kill -9 would: its supervisor starts it again, and it re-reads
   from the last committed positions. Nothing else is ever needed for the restart, because the
