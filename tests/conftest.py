@@ -16,6 +16,7 @@ from log_capturer.devtools.docker_local import LocalDocker, LocalDockerError, mo
 from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError, free_port
 from log_capturer.devtools.opensearch_local import LocalOpenSearch, LocalOpenSearchError
 from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs, VictoriaLogsError
+from tests.support import started
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,11 +51,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """A single-node broker on free ports, for the whole session. Fails (never skips) with its log."""
     workdir = tmp_path_factory.mktemp("kafka")
     cluster = LocalKafka(workdir, nodes=1, port=free_port(), controller_ports=[free_port()], log=print)
-    try:
-        cluster.up(timeout=120)
-    except LocalKafkaError as exc:
-        cluster.down()
-        pytest.fail(f"the Kafka broker did not start:\n{exc}", pytrace=False)
+    started(cluster, "the Kafka broker", LocalKafkaError, timeout=120)
     yield cluster
     cluster.down()
 
@@ -71,11 +68,8 @@ def victorialogs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalVict
     """A VictoriaLogs server on a free port, for the whole session (tests tell their records apart
     by a label of their own). Fails (never skips) with its log."""
     server = LocalVictoriaLogs(tmp_path_factory.mktemp("victorialogs"), port=free_port(), log=print)
-    try:
-        server.up(timeout=600)  # the first run builds it with 'go install'
-    except VictoriaLogsError as exc:
-        server.down()
-        pytest.fail(f"VictoriaLogs did not start:\n{exc}", pytrace=False)
+    # The first run builds it with 'go install'.
+    started(server, "VictoriaLogs", VictoriaLogsError, timeout=600)
     yield server
     server.down()
 
@@ -85,11 +79,7 @@ def opensearch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOpenSe
     """One OpenSearch 2.x node on free loopback ports for the whole session (about 1 GB: never one
     per test). Fails (never skips) with its log."""
     node = LocalOpenSearch(tmp_path_factory.mktemp("opensearch"), port=0, log=print)
-    try:
-        node.up(timeout=180)
-    except LocalOpenSearchError as exc:
-        node.down()
-        pytest.fail(f"OpenSearch did not start:\n{exc}", pytrace=False)
+    started(node, "OpenSearch", LocalOpenSearchError, timeout=180)
     yield node
     node.down(purge=True)
 
@@ -111,11 +101,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDoc
     its containers are removed, it is stopped, and no mount or file of it is left."""
     workdir = tmp_path_factory.mktemp("dockerd")
     engine = LocalDocker(workdir, log=print)
-    try:
-        engine.up(timeout=90)
-    except LocalDockerError as exc:
-        engine.down()
-        pytest.fail(f"the Docker Engine did not start:\n{exc}", pytrace=False)
+    started(engine, "the Docker Engine", LocalDockerError, timeout=90)
     yield engine
     ran = engine.down(purge=True)
     assert ran, f"the session's Docker Engine had stopped before the end; its log:\n{engine.log_tail()}"

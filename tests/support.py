@@ -13,9 +13,10 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
+import pytest
 import yaml
 
 from log_capturer.devtools.kafka_local import free_port
@@ -346,3 +347,28 @@ class AgentProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
         except OSError:
             return "<no log>"
+
+
+class Server(Protocol):
+    """A local server of ``log_capturer.devtools`` (Kafka, OpenSearch, VictoriaLogs, nginx...)."""
+
+    def up(self, timeout: float = ...) -> object: ...
+
+    def down(self) -> object: ...
+
+
+ServerT = TypeVar("ServerT", bound=Server)
+
+
+def started(server: ServerT, what: str, error: type[Exception], timeout: float | None = None) -> ServerT:
+    """``server`` started (``timeout``: None for its own default); if it does not start (``error``),
+    it is stopped and the test fails, never skips, with what it said (its log)."""
+    try:
+        if timeout is None:
+            server.up()
+        else:
+            server.up(timeout=timeout)
+    except error as exc:
+        server.down()
+        pytest.fail(f"{what} did not start:\n{exc}", pytrace=False)
+    return server

@@ -2448,10 +2448,44 @@ typedef struct {
     Py_ssize_t at, n;
 } last_topic_t;
 
+/* A _bulk body being written: the body, its action lines' frame (bulk_frame), the last index. */
+typedef struct {
+    buf_t b, head, tail;
+    last_topic_t last;
+} bulk_t;
+
+/* A body of about `guess` bytes begun. -1: a Python error is set (nothing to free). */
+static int bulk_start(bulk_t *k, Py_ssize_t guess, PyObject *op, PyObject *pipeline, PyObject *doc_type,
+                      PyObject *dumps) {
+    k->last = (last_topic_t){NULL, 0, 0};
+    if (buf_init(&k->b, guess) < 0)
+        return -1;
+    if (bulk_frame(&k->head, &k->tail, op, pipeline, doc_type, dumps) < 0) {
+        Py_XDECREF(k->head.bytes);
+        Py_XDECREF(k->tail.bytes);
+        Py_DECREF(k->b.bytes);
+        return -1;
+    }
+    return 0;
+}
+
+/* The body written (ok), or NULL with the Python error set (!ok); the frame is freed either way. */
+static PyObject *bulk_end(bulk_t *k, int ok) {
+    Py_DECREF(k->head.bytes);
+    Py_DECREF(k->tail.bytes);
+    if (ok)
+        return buf_finish(&k->b);
+    Py_XDECREF(k->b.bytes);
+    return NULL;
+}
+
 /* One document: its action line and its source (``rename`` + the source after its leading
  * '{"timestamp":' when rename is not empty and the source starts so), each ended by a newline. */
-static int bulk_doc(buf_t *b, const buf_t *head, const buf_t *tail, last_topic_t *last, PyObject *topic,
-                    PyObject *key, PyObject *value, const char *rename, Py_ssize_t rename_n, PyObject *dumps) {
+static int bulk_doc(bulk_t *k, PyObject *topic, PyObject *key, PyObject *value, const char *rename,
+                    Py_ssize_t rename_n, PyObject *dumps) {
+    buf_t *b = &k->b;
+    const buf_t *head = &k->head, *tail = &k->tail;
+    last_topic_t *last = &k->last;
     if (buf_put(b, PyBytes_AS_STRING(head->bytes), head->len) < 0)
         return -1;
     if (topic == last->topic) {
@@ -2530,26 +2564,15 @@ static PyObject *bulk_body(PyObject *m, PyObject *args) {
         }
         guess += PyBytes_GET_SIZE(v) + 96;
     }
-    buf_t b, head, tail;
-    last_topic_t last = {NULL, 0, 0};
-    if (buf_init(&b, guess) < 0)
+    bulk_t k;
+    if (bulk_start(&k, guess, op, pipeline, doc_type, dumps) < 0)
         return NULL;
-    if (bulk_frame(&head, &tail, op, pipeline, doc_type, dumps) < 0)
-        goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *r = PyList_GET_ITEM(records, i);
-        if (bulk_doc(&b, &head, &tail, &last, SLOT(r, off[R_TOPIC]), SLOT(r, off[R_KEY]), SLOT(r, off[R_VALUE]), "",
-                     0, dumps) < 0)
-            goto fail;
+        if (bulk_doc(&k, SLOT(r, off[R_TOPIC]), SLOT(r, off[R_KEY]), SLOT(r, off[R_VALUE]), "", 0, dumps) < 0)
+            return bulk_end(&k, 0);
     }
-    Py_DECREF(head.bytes);
-    Py_DECREF(tail.bytes);
-    return buf_finish(&b);
-fail:
-    Py_XDECREF(head.bytes);
-    Py_XDECREF(tail.bytes);
-    Py_XDECREF(b.bytes);
-    return NULL;
+    return bulk_end(&k, 1);
 }
 
 /*
@@ -2589,26 +2612,16 @@ static PyObject *bulk_docs(PyObject *m, PyObject *args) {
         }
         guess += PyBytes_GET_SIZE(v) + 96;
     }
-    buf_t b, head, tail;
-    last_topic_t last = {NULL, 0, 0};
-    if (buf_init(&b, guess) < 0)
+    bulk_t k;
+    if (bulk_start(&k, guess, op, pipeline, doc_type, dumps) < 0)
         return NULL;
-    if (bulk_frame(&head, &tail, op, pipeline, doc_type, dumps) < 0)
-        goto fail;
     for (Py_ssize_t i = lo; i < hi; i++) {
         PyObject *topic = per_doc ? PyList_GET_ITEM(index, i) : index;
         PyObject *key = ids == Py_None ? Py_None : PyList_GET_ITEM(ids, i);
-        if (bulk_doc(&b, &head, &tail, &last, topic, key, PyList_GET_ITEM(values, i), rename, rename_n, dumps) < 0)
-            goto fail;
+        if (bulk_doc(&k, topic, key, PyList_GET_ITEM(values, i), rename, rename_n, dumps) < 0)
+            return bulk_end(&k, 0);
     }
-    Py_DECREF(head.bytes);
-    Py_DECREF(tail.bytes);
-    return buf_finish(&b);
-fail:
-    Py_XDECREF(head.bytes);
-    Py_XDECREF(tail.bytes);
-    Py_XDECREF(b.bytes);
-    return NULL;
+    return bulk_end(&k, 1);
 }
 
 /* ---- Elasticsearch document ids: BLAKE2b (RFC 7693), unkeyed ------------------------------- */

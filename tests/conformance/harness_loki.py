@@ -31,7 +31,7 @@ import pytest
 from log_capturer.devtools.kafka_local import free_port
 from log_capturer.devtools.victorialogs_local import LOKI_PUSH_PATH, LocalVictoriaLogs, VictoriaLogsError
 from tests.conformance.harness import DeadLetter, Order, Received, poll_received
-from tests.support import _merge
+from tests.support import _merge, started
 
 #: The server refuses pushes larger than this (bytes, uncompressed)...
 SERVER_LIMIT = 64 * 1024
@@ -122,11 +122,7 @@ def open_harness(request: pytest.FixtureRequest, tmp: Path) -> Iterator[LokiHarn
     server = LocalVictoriaLogs(
         tmp / "victorialogs", port=free_port(), extra_args=(f"-loki.maxRequestSize={SERVER_LIMIT}",)
     )
-    try:
-        server.up(timeout=60)
-    except VictoriaLogsError as exc:
-        server.down()
-        pytest.fail(f"VictoriaLogs did not start:\n{exc}", pytrace=False)
+    started(server, "VictoriaLogs", VictoriaLogsError, timeout=60)
     harness = LokiHarness(server)
     try:
         yield harness

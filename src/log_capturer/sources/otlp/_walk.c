@@ -52,22 +52,34 @@ static int varint(rd_t *r, uint64_t *out) {
     return -1;
 }
 
-/* The next field: its number, wire type, and for LEN its bytes. -1: malformed or a group. */
-static int next_field(rd_t *r, uint32_t *num, int *wt, uint64_t *val, const uint8_t **data, Py_ssize_t *len) {
+/* One field: its number, wire type, value (VARINT, I64, I32) or bytes (LEN; NULL and 0 otherwise). */
+typedef struct {
+    uint32_t num;
+    int wt;
+    uint64_t v;
+    const uint8_t *d;
+    Py_ssize_t len;
+} field_t;
+
+/* The next field. -1: malformed or a group. */
+static int next_field(rd_t *r, field_t *f) {
     uint64_t key;
+    f->v = 0;
+    f->d = NULL;
+    f->len = 0;
     if (varint(r, &key) < 0)
         return -1;
-    *num = (uint32_t)(key >> 3);
-    *wt = (int)(key & 7);
-    if (*num == 0 || (key >> 3) > 0x1FFFFFFF)
+    f->num = (uint32_t)(key >> 3);
+    f->wt = (int)(key & 7);
+    if (f->num == 0 || (key >> 3) > 0x1FFFFFFF)
         return -1;
-    switch (*wt) {
+    switch (f->wt) {
     case 0:
-        return varint(r, val);
+        return varint(r, &f->v);
     case 1:
         if (r->end - r->p < 8)
             return -1;
-        memcpy(val, r->p, 8); /* little-endian hosts (x86-64, arm64) */
+        memcpy(&f->v, r->p, 8); /* little-endian hosts (x86-64, arm64) */
         r->p += 8;
         return 0;
     case 5: {
@@ -76,21 +88,42 @@ static int next_field(rd_t *r, uint32_t *num, int *wt, uint64_t *val, const uint
             return -1;
         memcpy(&v32, r->p, 4);
         r->p += 4;
-        *val = v32;
+        f->v = v32;
         return 0;
     }
     case 2: {
         uint64_t n;
         if (varint(r, &n) < 0 || n > (uint64_t)(r->end - r->p))
             return -1;
-        *data = r->p;
-        *len = (Py_ssize_t)n;
+        f->d = r->p;
+        f->len = (Py_ssize_t)n;
         r->p += n;
         return 0;
     }
     default:
         return -1; /* groups (3, 4) and the reserved types */
     }
+}
+
+/* The next field numbered num, which must be a message or a string (LEN); the others are passed
+ * over. 1: found, in *f; 0: the end; -1: malformed, or num with another wire type (FALLBACK). */
+static int next_len(rd_t *r, uint32_t num, field_t *f) {
+    while (r->p < r->end) {
+        if (next_field(r, f) < 0)
+            return -1;
+        if (f->num == num)
+            return f->wt == 2 ? 1 : -1;
+    }
+    return 0;
+}
+
+/* Appends a new reference (NULL: a Python error is set) to a list and drops it. */
+static int append_new(PyObject *list, PyObject *o) {
+    if (o == NULL)
+        return -1;
+    int rc = PyList_Append(list, o);
+    Py_DECREF(o);
+    return rc;
 }
 
 static PyObject *utf8(const uint8_t *s, Py_ssize_t n, int *why) {
@@ -142,23 +175,19 @@ static int key_value(PyObject *dict, const uint8_t *s, Py_ssize_t n, int depth, 
     const uint8_t *key = (const uint8_t *)"", *val = NULL;
     Py_ssize_t key_len = 0, val_len = 0;
     int vals = 0;
+    field_t f;
     while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
+        if (next_field(&r, &f) < 0)
             return *why = FALLBACK, -1;
-        if (num == 1 || num == 2) {
-            if (wt != 2)
+        if (f.num == 1 || f.num == 2) {
+            if (f.wt != 2)
                 return *why = FALLBACK, -1;
-            if (num == 1) {
-                key = d;
-                key_len = len;
+            if (f.num == 1) {
+                key = f.d;
+                key_len = f.len;
             } else {
-                val = d;
-                val_len = len;
+                val = f.d;
+                val_len = f.len;
                 vals++;
             }
         }
@@ -195,39 +224,26 @@ static PyObject *values_of(const uint8_t *s, Py_ssize_t n, int depth, int as_dic
     if (out == NULL)
         return *why = ERROR, NULL;
     rd_t r = {s, s + n};
-    while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        if (next_field(&r, &num, &wt, &v, &d, &len) < 0) {
-            *why = FALLBACK;
-            goto fail;
-        }
-        if (num != 1)
-            continue;
-        if (wt != 2) {
-            *why = FALLBACK;
-            goto fail;
-        }
+    field_t f;
+    int found;
+    while ((found = next_len(&r, 1, &f)) > 0) {
         if (as_dict) {
-            if (key_value(out, d, len, depth, why) < 0)
+            if (key_value(out, f.d, f.len, depth, why) < 0)
                 goto fail;
         } else {
             int present;
-            PyObject *item = any_value(d, len, depth + 1, why, &present);
+            PyObject *item = any_value(f.d, f.len, depth + 1, why, &present);
             if (item == NULL)
                 goto fail;
-            int rc = PyList_Append(out, item);
-            Py_DECREF(item);
-            if (rc < 0) {
+            if (append_new(out, item) < 0) {
                 *why = ERROR;
                 goto fail;
             }
         }
     }
-    return out;
+    if (found == 0)
+        return out;
+    *why = FALLBACK;
 fail:
     Py_DECREF(out);
     return NULL;
@@ -245,24 +261,20 @@ static PyObject *any_value(const uint8_t *s, Py_ssize_t n, int depth, int *why, 
     uint64_t scalar = 0;
     const uint8_t *data = NULL;
     Py_ssize_t data_len = 0;
+    field_t f;
     while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v = 0;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
+        if (next_field(&r, &f) < 0)
             return *why = FALLBACK, NULL;
-        if (num < 1 || num > 7)
+        if (f.num < 1 || f.num > 7)
             continue;
         static const int WIRE[8] = {-1, 2, 0, 0, 1, 2, 2, 2};
-        if (wt != WIRE[num])
+        if (f.wt != WIRE[f.num])
             return *why = FALLBACK, NULL;
         seen++;
-        kind = num;
-        scalar = v;
-        data = d;
-        data_len = len;
+        kind = f.num;
+        scalar = f.v;
+        data = f.d;
+        data_len = f.len;
     }
     *present = (int)kind;
     if (seen > 1)
@@ -341,81 +353,56 @@ static int check_utf8(const uint8_t *s, Py_ssize_t n, int *why) {
     return 0;
 }
 
-static int scope_logs(PyObject *out, PyObject *body, Py_ssize_t ri, PyObject *resource, const uint8_t *base,
-                      const uint8_t *s, Py_ssize_t n, int *why) {
+/* The first field of a ResourceLogs (resource) or a ScopeLogs (scope), a message given at most
+ * once (protobuf merges two: FALLBACK); empty when absent. Fields 1 to 3 must be LEN; the third,
+ * schema_url, UTF-8. */
+static int first_of(const uint8_t *s, Py_ssize_t n, const uint8_t **one, Py_ssize_t *one_len, int *why) {
     rd_t r = {s, s + n};
-    const uint8_t *scope = (const uint8_t *)"";
-    Py_ssize_t scope_len = 0;
-    int scopes = 0;
+    int ones = 0;
+    field_t f;
+    *one = (const uint8_t *)"";
+    *one_len = 0;
     while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
+        if (next_field(&r, &f) < 0)
             return *why = FALLBACK, -1;
-        if (num >= 1 && num <= 3 && wt != 2)
+        if (f.num >= 1 && f.num <= 3 && f.wt != 2)
             return *why = FALLBACK, -1;
-        if (num == 1) {
-            scope = d;
-            scope_len = len;
-            scopes++;
-        } else if (num == 3 && check_utf8(d, len, why) < 0) {
+        if (f.num == 1) {
+            *one = f.d;
+            *one_len = f.len;
+            ones++;
+        } else if (f.num == 3 && check_utf8(f.d, f.len, why) < 0) {
             return -1;
         }
     }
-    if (scopes > 1)
-        return *why = FALLBACK, -1;
-    (void)body;
-    PyObject *entry = Py_BuildValue("(nOy#nn)", ri, resource, (const char *)scope, scope_len,
-                                    (Py_ssize_t)(s - base), (Py_ssize_t)(s + n - base));
-    if (entry == NULL)
-        return *why = ERROR, -1;
-    int rc = PyList_Append(out, entry);
-    Py_DECREF(entry);
-    return rc < 0 ? (*why = ERROR, -1) : 0;
+    return ones > 1 ? (*why = FALLBACK, -1) : 0;
 }
 
-static int resource_logs(PyObject *out, PyObject *body, Py_ssize_t ri, const uint8_t *base, const uint8_t *s,
-                         Py_ssize_t n, int *why) {
+static int scope_logs(PyObject *out, Py_ssize_t ri, PyObject *resource, const uint8_t *base, const uint8_t *s,
+                      Py_ssize_t n, int *why) {
+    const uint8_t *scope;
+    Py_ssize_t scope_len;
+    if (first_of(s, n, &scope, &scope_len, why) < 0)
+        return -1;
+    PyObject *entry = Py_BuildValue("(nOy#nn)", ri, resource, (const char *)scope, scope_len,
+                                    (Py_ssize_t)(s - base), (Py_ssize_t)(s + n - base));
+    return append_new(out, entry) < 0 ? (*why = ERROR, -1) : 0;
+}
+
+static int resource_logs(PyObject *out, Py_ssize_t ri, const uint8_t *base, const uint8_t *s, Py_ssize_t n,
+                         int *why) {
     /* First the resource (it may come after the scopes), then the scopes. */
-    rd_t r = {s, s + n};
-    const uint8_t *res = (const uint8_t *)"";
-    Py_ssize_t res_len = 0;
-    int resources = 0;
-    while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
-            return *why = FALLBACK, -1;
-        if (num >= 1 && num <= 3 && wt != 2)
-            return *why = FALLBACK, -1;
-        if (num == 1) {
-            res = d;
-            res_len = len;
-            resources++;
-        } else if (num == 3 && check_utf8(d, len, why) < 0) {
-            return -1;
-        }
-    }
-    if (resources > 1)
-        return *why = FALLBACK, -1;
+    const uint8_t *res;
+    Py_ssize_t res_len;
+    if (first_of(s, n, &res, &res_len, why) < 0)
+        return -1;
     PyObject *resource = PyBytes_FromStringAndSize((const char *)res, res_len);
     if (resource == NULL)
         return *why = ERROR, -1;
-    r.p = s;
-    while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        next_field(&r, &num, &wt, &v, &d, &len); /* read once above: well-formed */
-        if (num == 2 && scope_logs(out, body, ri, resource, base, d, len, why) < 0) {
+    rd_t r = {s, s + n};
+    field_t f;
+    while (next_len(&r, 2, &f) > 0) { /* read once above: well-formed */
+        if (scope_logs(out, ri, resource, base, f.d, f.len, why) < 0) {
             Py_DECREF(resource);
             return -1;
         }
@@ -434,26 +421,16 @@ static PyObject *scopes(PyObject *m, PyObject *arg) {
     PyObject *out = PyList_New(0);
     int why = 0;
     Py_ssize_t ri = 0;
+    field_t f;
+    int found;
     if (out == NULL)
         goto error;
-    while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        if (next_field(&r, &num, &wt, &v, &d, &len) < 0) {
-            why = FALLBACK;
+    while ((found = next_len(&r, 1, &f)) > 0)
+        if (resource_logs(out, ri++, base, f.d, f.len, &why) < 0)
             goto error;
-        }
-        if (num != 1)
-            continue;
-        if (wt != 2) {
-            why = FALLBACK;
-            goto error;
-        }
-        if (resource_logs(out, arg, ri++, base, d, len, &why) < 0)
-            goto error;
+    if (found < 0) {
+        why = FALLBACK;
+        goto error;
     }
     PyBuffer_Release(&view);
     return out;
@@ -483,32 +460,28 @@ static int read_record(rec_t *rec, const uint8_t *s, Py_ssize_t n) {
     memset(rec, 0, sizeof(*rec));
     rd_t r = {s, s + n};
     static const int WIRE[13] = {-1, 1, 0, 2, -1, 2, 2, 0, 5, 2, 2, 1, 2};
+    field_t f;
     while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v = 0;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        if (next_field(&r, &num, &wt, &v, &d, &len) < 0)
+        if (next_field(&r, &f) < 0)
             return -1;
-        if (num > 12 || num == 4)
+        if (f.num > 12 || f.num == 4)
             continue;
-        if (wt != WIRE[num])
+        if (f.wt != WIRE[f.num])
             return -1;
-        switch (num) {
+        switch (f.num) {
         case 1:
-            rec->time = v;
+            rec->time = f.v;
             break;
         case 2:
-            rec->number = (int32_t)v;
+            rec->number = (int32_t)f.v;
             break;
         case 3:
-            rec->text = d;
-            rec->text_len = len;
+            rec->text = f.d;
+            rec->text_len = f.len;
             break;
         case 5:
-            rec->body = d;
-            rec->body_len = len;
+            rec->body = f.d;
+            rec->body_len = f.len;
             rec->bodies++;
             break;
         case 6:
@@ -517,22 +490,22 @@ static int read_record(rec_t *rec, const uint8_t *s, Py_ssize_t n) {
         case 7:
             break;
         case 8:
-            rec->flags = v;
+            rec->flags = f.v;
             break;
         case 9:
-            rec->trace = d;
-            rec->trace_len = len;
+            rec->trace = f.d;
+            rec->trace_len = f.len;
             break;
         case 10:
-            rec->span = d;
-            rec->span_len = len;
+            rec->span = f.d;
+            rec->span_len = f.len;
             break;
         case 11:
-            rec->observed = v;
+            rec->observed = f.v;
             break;
         case 12:
-            rec->event = d;
-            rec->event_len = len;
+            rec->event = f.d;
+            rec->event_len = f.len;
             break;
         }
     }
@@ -545,14 +518,9 @@ static PyObject *record_attributes(const uint8_t *s, Py_ssize_t n, int *why) {
     if (out == NULL)
         return *why = ERROR, NULL;
     rd_t r = {s, s + n};
-    while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        next_field(&r, &num, &wt, &v, &d, &len); /* read before: well-formed */
-        if (num == 6 && key_value(out, d, len, 0, why) < 0) {
+    field_t f;
+    while (next_len(&r, 6, &f) > 0) { /* read before: well-formed */
+        if (key_value(out, f.d, f.len, 0, why) < 0) {
             Py_DECREF(out);
             return NULL;
         }
@@ -621,12 +589,7 @@ static int one_record(PyObject *cols[5], const uint8_t *base, const uint8_t *s, 
         Py_DECREF(message);
         PyObject *bad = Py_BuildValue("(nOsnn)", number, reason, reason_text, (Py_ssize_t)(s - base),
                                       (Py_ssize_t)(s + n - base));
-        if (bad == NULL || PyList_Append(cols[4], bad) < 0) {
-            Py_XDECREF(bad);
-            return *why = ERROR, -1;
-        }
-        Py_DECREF(bad);
-        return 0;
+        return append_new(cols[4], bad) < 0 ? (*why = ERROR, -1) : 0;
     }
     fields = PyDict_Copy(common);
     if (fields == NULL)
@@ -715,25 +678,16 @@ static PyObject *records(PyObject *m, PyObject *args) {
             goto done;
     const uint8_t *base = view.buf;
     rd_t r = {base + start, base + end};
-    while (r.p < r.end) {
-        uint32_t num;
-        int wt;
-        uint64_t v;
-        const uint8_t *d = NULL;
-        Py_ssize_t len = 0;
-        if (next_field(&r, &num, &wt, &v, &d, &len) < 0) {
-            why = FALLBACK;
-            goto done;
-        }
-        if (num != 2)
-            continue; /* the scope and schema_url: read by scopes() */
-        if (wt != 2) {
-            why = FALLBACK;
-            goto done;
-        }
+    field_t f;
+    int found;
+    while ((found = next_len(&r, 2, &f)) > 0) { /* the scope and schema_url: read by scopes() */
         count++;
-        if (one_record(cols, base, d, len, n0 + count, common, level_of, dumps, &why) < 0)
+        if (one_record(cols, base, f.d, f.len, n0 + count, common, level_of, dumps, &why) < 0)
             goto done;
+    }
+    if (found < 0) {
+        why = FALLBACK;
+        goto done;
     }
     out = Py_BuildValue("(OOOOOn)", cols[0], cols[1], cols[2], cols[3], cols[4], count);
 done:

@@ -22,7 +22,7 @@ from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Origin
 from tests.conformance.harness_elasticsearch import ElasticsearchHarness, read_index
 from tests.conformance.test_sink_conformance import Rig
-from tests.support import wait_until
+from tests.support import started, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -79,11 +79,7 @@ def front(opensearch: LocalOpenSearch, tmp_path_factory: pytest.TempPathFactory)
     tls = generate(work / "tls")
     ports = {k: free_port() for k in ("basic_tls", "mtls", "api_key")}
     nginx = LocalNginx(work, _conf(work, tls, opensearch.url, ports), list(ports.values()))
-    try:
-        nginx.up()
-    except NginxError as exc:
-        nginx.down()
-        pytest.fail(f"nginx did not start:\n{exc}", pytrace=False)
+    started(nginx, "nginx", NginxError)
     try:
         yield Front(
             tls,

@@ -23,6 +23,7 @@ from log_capturer.record import Origin
 from tests.conformance.harness_elasticsearch import ElasticsearchHarness, read_index
 from tests.conformance.test_sink_conformance import Rig
 from tests.integration.sinks.elasticsearch.test_faults import settle
+from tests.support import started
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +33,7 @@ def test_whole_requests_refused_with_429_are_sent_again_until_every_line_is_in(
 ) -> None:
     port = free_port()
     nginx = LocalNginx(tmp_path / "nginx", share_refusing_proxy(port, opensearch.url, 20), [port])
-    try:
-        nginx.up()
-    except NginxError as exc:
-        nginx.down()
-        pytest.fail(f"nginx did not start:\n{exc}", pytrace=False)
+    started(nginx, "nginx", NginxError)
     n = 2000
     lines = [f"throttled {i}" for i in range(n)]
     delivery = {

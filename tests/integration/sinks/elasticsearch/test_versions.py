@@ -28,6 +28,7 @@ from log_capturer.record import Chunk, Origin
 from tests.conformance.harness_elasticsearch import ElasticsearchHarness, read_index
 from tests.conformance.test_sink_conformance import Rig
 from tests.integration.sinks.elasticsearch.test_faults import make_index, settle
+from tests.support import started
 
 pytestmark = pytest.mark.integration
 
@@ -48,11 +49,7 @@ def node(
         yield opensearch
         return
     own = LocalOpenSearch(tmp_path_factory.mktemp(name), port=0, version=version)
-    try:
-        own.up(timeout=240)
-    except LocalOpenSearchError as exc:
-        own.down()
-        pytest.fail(f"{name} ({version}) did not start:\n{exc}", pytrace=False)
+    started(own, f"{name} ({version})", LocalOpenSearchError, timeout=240)
     try:
         yield own
     finally:

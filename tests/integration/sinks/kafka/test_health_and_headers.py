@@ -18,6 +18,7 @@ from tests.support import (
     agent_config,
     consume_all,
     create_prefixed_topics,
+    started,
     wait_until,
     write_config,
 )
@@ -31,11 +32,7 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     cluster = LocalKafka(
         tmp_path_factory.mktemp("own-kafka"), port=free_port(), controller_ports=[free_port()], log=print
     )
-    try:
-        cluster.up(timeout=120)
-    except LocalKafkaError as exc:
-        cluster.down()
-        pytest.fail(f"the Kafka broker did not start:\n{exc}", pytrace=False)
+    started(cluster, "the Kafka broker", LocalKafkaError, timeout=120)
     yield cluster
     cluster.down()
 

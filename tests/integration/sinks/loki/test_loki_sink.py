@@ -23,7 +23,7 @@ from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Chunk, Origin
 from tests.conformance.harness import DeadLetter
 from tests.conformance.test_sink_conformance import Rig, wait_committed
-from tests.support import _merge, wait_until
+from tests.support import _merge, started, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +56,7 @@ def start_server(
     tmp: Path, *args: str, auth: tuple[str, str] | None = None, port: int | None = None
 ) -> LocalVictoriaLogs:
     server = LocalVictoriaLogs(tmp / "victorialogs", port=port or free_port(), extra_args=args, auth=auth)
-    try:
-        server.up(timeout=60)
-    except VictoriaLogsError as exc:
-        server.down()
-        pytest.fail(f"VictoriaLogs did not start:\n{exc}", pytrace=False)
+    started(server, "VictoriaLogs", VictoriaLogsError, timeout=60)
     return server
 
 
@@ -275,11 +271,7 @@ def test_https_with_the_servers_ca_and_a_certificate_it_cannot_verify(tmp_path: 
 
     material = generate(tmp_path / "certs")
     server = LocalVictoriaLogs(tmp_path / "victorialogs", port=free_port(), tls=material)
-    try:
-        server.up(timeout=60)
-    except VictoriaLogsError as exc:
-        server.down()
-        pytest.fail(f"VictoriaLogs did not start:\n{exc}", pytrace=False)
+    started(server, "VictoriaLogs", VictoriaLogsError, timeout=60)
     try:
         assert server.url.startswith("https://")
         trusted = Section(

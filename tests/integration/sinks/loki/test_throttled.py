@@ -24,6 +24,7 @@ from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.record import Origin
 from tests.conformance.test_sink_conformance import Rig, wait_committed
 from tests.integration.sinks.loki.test_loki_sink import Section, start_server
+from tests.support import started
 
 pytestmark = pytest.mark.integration
 
@@ -49,11 +50,7 @@ def proxy(victorialogs: LocalVictoriaLogs, tmp_path: Path) -> Iterator[tuple[Loc
     nginx = LocalNginx(
         tmp_path / "nginx", rate_limited_proxy(port, victorialogs.url, RATE, BURST, RETRY_AFTER), [port]
     )
-    try:
-        nginx.up()
-    except NginxError as exc:
-        nginx.down()
-        pytest.fail(f"nginx did not start:\n{exc}", pytrace=False)
+    started(nginx, "nginx", NginxError)
     yield nginx, f"http://127.0.0.1:{port}"
     nginx.down()
 

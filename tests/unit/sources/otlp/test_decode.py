@@ -23,6 +23,8 @@ def kv(key: str, value: Any) -> KeyValue:
 
 
 def av(value: Any) -> AnyValue:
+    if value is None:
+        return AnyValue()
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int):

@@ -12,42 +12,19 @@ from typing import Any
 import orjson
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from log_capturer.record import Chunk
 from log_capturer.sources.http.source import Rejected
 from log_capturer.sources.listener import Group, chunks_of
 from log_capturer.sources.otlp import _walk
-from log_capturer.sources.otlp.config import OtlpConfig
-from log_capturer.sources.otlp.decode import PROTOBUF, Decoder, OtlpError, level_of
+from log_capturer.sources.otlp.decode import PROTOBUF, OtlpError, level_of
+from tests.unit.sources.otlp.test_decode import av, decoder, kv
 
 CONFIGS = [
     {},
     {"resource_attributes_as_labels": ["service.name", "host.name"], "scope_attributes_as_labels": ["team"]},
 ]
-
-
-def kv(key: str, value: Any) -> KeyValue:
-    return KeyValue(key=key, value=av(value))
-
-
-def av(value: Any) -> AnyValue:
-    if value is None:
-        return AnyValue()
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[av(v) for v in value]))
-    if isinstance(value, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=[kv(k, v) for k, v in value.items()]))
-    return AnyValue(string_value=value)
 
 
 TEXTS = ["", " ", "\t\n", "\u2003", "ok", "payment failed", "é€😀", "x" * 300, "line\n", '{"a": 1}']
@@ -125,14 +102,14 @@ def rand_request(rng: random.Random) -> bytes:
 
 def both(body: bytes, cfg: dict[str, Any]) -> tuple[Any, Any, bool]:
     """(C walk's result, Python walk's result, whether the C walk took the request)."""
-    dec = Decoder(OtlpConfig.model_validate({"enabled": True, **cfg}))
+    dec = decoder(**cfg)
     groups: dict[int, Group] = {}
     rejected: list[Rejected] = []
     took = dec._walked(body, groups, rejected)
     walked = (columns(groups), [dataclasses.astuple(r) for r in rejected]) if took else None
     groups2: dict[int, Group] = {}
     rejected2: list[Rejected] = []
-    Decoder(OtlpConfig.model_validate({"enabled": True, **cfg}))._protobuf(body, groups2, rejected2)
+    decoder(**cfg)._protobuf(body, groups2, rejected2)
     python = (columns(groups2), [dataclasses.astuple(r) for r in rejected2])
     return walked, python, took
 
@@ -223,7 +200,7 @@ def in_request(record: bytes) -> bytes:
     ],
 )
 def test_what_protobuf_decides_is_left_to_the_python_walk(body: bytes) -> None:
-    dec = Decoder(OtlpConfig.model_validate({"enabled": True}))
+    dec = decoder()
     assert not dec._walked(body, {}, [])
     # And decode() still gives the Python walk's answer (records, or 400).
     try:
@@ -259,7 +236,7 @@ def test_deep_nesting_is_left_to_the_python_walk() -> None:
     for _ in range(70):
         value = field(5, 2, field(1, 2, value))  # AnyValue{array_value: ArrayValue{values: [value]}}
     body = in_request(field(5, 2, value))
-    dec = Decoder(OtlpConfig.model_validate({"enabled": True}))
+    dec = decoder()
     assert not dec._walked(body, {}, [])
     with pytest.raises(OtlpError) as caught:  # deeper than protobuf reads: 400, as before
         dec.decode(body, PROTOBUF)
@@ -279,7 +256,7 @@ def test_without_the_c_module_the_python_walk_decodes(monkeypatch: pytest.Monkey
     body = rand_request(random.Random(3))
     expected = both(body, {})[1]
     monkeypatch.setattr(decode, "_walk", None)
-    dec = Decoder(OtlpConfig.model_validate({"enabled": True}))
+    dec = decoder()
     assert not dec._walked(body, {}, [])
     groups: dict[int, Group] = {}
     rejected: list[Rejected] = []

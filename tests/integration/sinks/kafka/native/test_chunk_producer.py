@@ -229,12 +229,13 @@ def test_a_bad_property_names_itself() -> None:
         ChunkProducer({"bootstrap.servers": "127.0.0.1:1", "no.such.property": "1"})
 
 
-def test_records_for_several_topics_keep_their_order_per_key_through_a_full_queue(
-    bootstrap: str, topic_prefix: str
-) -> None:
-    # Records are handed over grouped by topic, in batches; a queue of 700 fills in the middle of
-    # a batch, and the rest of it is handed over again once delivery reports make room.
-    topics = [f"{topic_prefix}-x", f"{topic_prefix}-y", f"{topic_prefix}-z"]
+def _through_a_full_queue(
+    bootstrap: str, topics: list[str], hdrs: list[tuple[str, str | bytes | None]] | None
+) -> tuple[list[bytes], list[Any]]:
+    """5000 records, keys k0..k10, over ``topics`` in interleaved uneven runs (with ``hdrs`` on
+    each, or none) handed over as one chunk to a producer whose queue holds 700: the chunk is
+    settled once with all delivered, each record read back once, in order per topic and key.
+    Returns the values sent and the records read back."""
     create_topics(bootstrap, topics=tuple(TopicSpec(t, 3, 1, "test") for t in topics))
     p = _producer(bootstrap, **{"queue.buffering.max.messages": 700})
     settled: list[Settled] = []
@@ -247,11 +248,12 @@ def test_records_for_several_topics_keep_their_order_per_key_through_a_full_queu
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     n = 5000
-    chunk_topics = [topics[(i * 7) % 3] for i in range(n)]  # interleaved, uneven runs
+    chunk_topics = [topics[(i * 7) % len(topics)] for i in range(n)]
     keys = [f"k{i % 11}" for i in range(n)]
     values = [f"{chunk_topics[i]} {keys[i]} {i:05d}".encode() for i in range(n)]
+    headers = None if hdrs is None else [hdrs] * n
     try:
-        assert p.produce_chunk("t", chunk_topics, values, keys) == n
+        assert p.produce_chunk("t", chunk_topics, values, keys, None, headers) == n
         deadline = time.monotonic() + 60
         while not settled and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -265,10 +267,19 @@ def test_records_for_several_topics_keep_their_order_per_key_through_a_full_queu
     by_key: dict[tuple[str, bytes | None], list[bytes]] = collections.defaultdict(list)
     for r in sorted(got, key=lambda r: (r.topic, r.partition, r.offset)):
         by_key[(r.topic, r.key)].append(r.value)
-    assert len(by_key) == 33
+    assert len(by_key) == len(topics) * 11
     for (topic, key), vals in by_key.items():
         want = [v for i, v in enumerate(values) if chunk_topics[i] == topic and keys[i].encode() == key]
         assert vals == want, (topic, key)
+    return values, got
+
+
+def test_records_for_several_topics_keep_their_order_per_key_through_a_full_queue(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    # Records are handed over grouped by topic, in batches; a queue of 700 fills in the middle of
+    # a batch, and the rest of it is handed over again once delivery reports make room.
+    _through_a_full_queue(bootstrap, [f"{topic_prefix}-x", f"{topic_prefix}-y", f"{topic_prefix}-z"], None)
 
 
 def _headers_case(n: int) -> tuple[list[bytes], list[str | bytes | None], list[Any]]:
@@ -385,42 +396,10 @@ def test_records_with_headers_keep_their_order_per_key_through_a_full_queue(
 ) -> None:
     """With headers the records go one by one: a full queue (700) makes the sender wait for room
     and hand the same record over again, none lost, none twice, in order per key."""
-    topics = [f"{topic_prefix}-hx", f"{topic_prefix}-hy"]
-    create_topics(bootstrap, topics=tuple(TopicSpec(t, 3, 1, "test") for t in topics))
-    p = _producer(bootstrap, **{"queue.buffering.max.messages": 700})
-    settled: list[Settled] = []
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.is_set():
-            settled.extend(p.poll(0.01)[1])
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    n = 5000
-    chunk_topics = [topics[(i * 7) % 2] for i in range(n)]
-    keys = [f"k{i % 11}" for i in range(n)]
-    values = [f"{chunk_topics[i]} {keys[i]} {i:05d}".encode() for i in range(n)]
-    hdrs: list[tuple[str, str | bytes | None]] = [("level", b"info")]
-    try:
-        assert p.produce_chunk("t", chunk_topics, values, keys, None, [hdrs] * n) == n
-        deadline = time.monotonic() + 60
-        while not settled and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        stop.set()
-        poller.join(10)
-        p.close()
-    assert settled == [("t", n, [])]
-    got = consume_all(bootstrap, topics, expected=n)
-    assert sorted(r.value for r in got) == sorted(values), "each record once"
+    _, got = _through_a_full_queue(
+        bootstrap, [f"{topic_prefix}-hx", f"{topic_prefix}-hy"], [("level", b"info")]
+    )
     assert all(r.headers == (("level", b"info"),) for r in got)
-    by_key: dict[tuple[str, bytes | None], list[bytes]] = collections.defaultdict(list)
-    for r in sorted(got, key=lambda r: (r.topic, r.partition, r.offset)):
-        by_key[(r.topic, r.key)].append(r.value)
-    for (topic, key), vals in by_key.items():
-        want = [v for i, v in enumerate(values) if chunk_topics[i] == topic and keys[i].encode() == key]
-        assert vals == want, (topic, key)
 
 
 def test_bad_headers_are_refused_before_any_record_is_handed_over(bootstrap: str) -> None:
