@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -87,7 +88,34 @@ def new_cluster_id() -> str:
             return cid
 
 
+#: The lowest port :func:`free_port` gives.
+LOWEST_PORT = 10000
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of client source ports (``ip_local_port_range``; Linux's default)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A port free on 127.0.0.1 now, below the ephemeral range: while a local server is stopped (a
+    restart in a test), no client's source port can take its port, and a client reconnecting to
+    it cannot connect to itself (TCP simultaneous open, which happens when the port it dials is in
+    that range and nothing listens). The kernel's pick when that range leaves no room."""
+    lo, _hi = ephemeral_ports()
+    rng = random.SystemRandom()
+    for _ in range(100 if lo - LOWEST_PORT >= 1000 else 0):
+        port = rng.randrange(LOWEST_PORT, lo)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
 
+from log_capturer.devtools import kafka_local
 from log_capturer.devtools.kafka_local import StoredBatch, new_cluster_id, parse_batches
 
 
@@ -39,3 +41,14 @@ def test_segment_dumps_are_parsed_into_batches_per_partition() -> None:
         StoredBatch(10, 0, 1, -1, -1, "none"),
     ]
     assert parse_batches("") == []
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_bindable() -> None:
+    lo, hi = kafka_local.ephemeral_ports()
+    assert 0 < lo <= hi <= 65535
+    ports = {kafka_local.free_port() for _ in range(50)}
+    assert all(kafka_local.LOWEST_PORT <= p < lo for p in ports), sorted(ports)
+    assert len(ports) > 1  # drawn, not one fixed port
+    for p in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", p))
