@@ -33,9 +33,10 @@ def test_security_is_the_kafka_sinks() -> None:
 
 
 def test_options_pass_through_but_not_the_ones_the_section_sets() -> None:
-    assert consumer_config(KafkaSourceConfig(librdkafka_options={"fetch.max.bytes": 1 << 20}))[
-        "fetch.max.bytes"
-    ] == 1 << 20
+    assert (
+        consumer_config(KafkaSourceConfig(librdkafka_options={"fetch.max.bytes": 1 << 20}))["fetch.max.bytes"]
+        == 1 << 20
+    )
     with pytest.raises(ValidationError, match="enable.auto.commit cannot be set here"):
         KafkaSourceConfig(librdkafka_options={"enable.auto.commit": True})
 

@@ -122,7 +122,9 @@ def test_acknowledgements_from_many_threads() -> None:
     segs = [segment(marks, i * 10, i * 10 + 10, 3) for i in range(200)]
     work = [s for s in segs for _ in range(3)]
     work.reverse()
-    threads = [threading.Thread(target=lambda part=work[i::4]: [marks.part_done(s) for s in part]) for i in range(4)]
+    threads = [
+        threading.Thread(target=lambda part=work[i::4]: [marks.part_done(s) for s in part]) for i in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
