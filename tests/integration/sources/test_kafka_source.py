@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -190,7 +191,7 @@ def test_offsets_do_not_pass_records_the_sink_has_not_written(
     out = tmp_path / "out"
     out.mkdir()
     config = consumer_config(tmp_path, bootstrap, topic, group, max_in_flight=500, batch_size=200)
-    data = __import__("yaml").safe_load(config.read_text())
+    data = yaml.safe_load(config.read_text())
     data["sinks"]["local_file"].update(
         {"timeout": "10m", "dlq_config": {"send_on_timeout": False}, "circuit_breaker": {"enabled": False}}
     )
@@ -218,3 +219,48 @@ def test_offsets_do_not_pass_records_the_sink_has_not_written(
             subprocess.run(["chattr", "-i", str(out)], check=False)
         assert agent.stop() == 0
     assert seqs(out) == Counter(range(n))
+
+
+def test_a_second_consumer_joins_and_one_leaves(tmp_path: Path, bootstrap: str, topic_prefix: str) -> None:
+    """Two agents of one group, the second joining while the first is busy (cooperative
+    rebalance: the first commits what it revokes), then the first stopping: every record
+    arrives, and a revocation reads nothing twice once its records were acknowledged."""
+    topic, group = f"{topic_prefix}-logs", f"{topic_prefix}-g"
+    make_topic(bootstrap, topic, partitions=4)
+    n = 30_000
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    configs = []
+    for d in dirs:
+        d.mkdir()
+        configs.append(consumer_config(d, bootstrap, topic, group, max_in_flight=2000, batch_size=500))
+    producer = threading.Thread(target=produce, args=(bootstrap, topic, n))
+    producer.start()
+    a = AgentProcess(configs[0], tmp_path / "a.log").start()
+    b: AgentProcess | None = None
+    try:
+
+        def total() -> int:
+            return sum(sum(seqs(d / "out").values()) for d in dirs)
+
+        wait_until(lambda: total() >= 2000, 120, "the first agent to write")
+        b = AgentProcess(configs[1], tmp_path / "b.log").start()
+        wait_until(lambda: sum(seqs(dirs[1] / "out").values()) > 0, 120, "the second agent to get partitions")
+        producer.join(120)
+        assert a.stop() == 0
+        wait_until(lambda: total() >= n, 180, "every record")
+        ends = end_offsets(bootstrap, topic, 4)
+        wait_until(lambda: committed(bootstrap, group, topic, 4) == ends, 60, "the offsets at the end")
+        rebalances = b.get("/stats")["kafka"]["rebalances"]
+        assert rebalances >= 2, rebalances  # its first assignment, then the first agent's partitions
+    finally:
+        producer.join(120)
+        if a.proc is not None and a.proc.poll() is None:
+            a.stop()
+        if b is not None:
+            assert b.stop() == 0
+    got = seqs(dirs[0] / "out") + seqs(dirs[1] / "out")
+    assert set(got) == set(range(n))
+    duplicates = sum(got.values()) - n
+    print(f"two consumers, a join and a leave: {n} records, {duplicates} read twice")
+    # Graceful rebalances wait for what the revoked partitions have in flight and commit it.
+    assert duplicates == 0

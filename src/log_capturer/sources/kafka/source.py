@@ -124,6 +124,7 @@ class KafkaSource:
 
         conf = consumer_config(self.config)
         conf["error_cb"] = self._on_error
+        conf["on_commit"] = self._committed
         conf["logger"] = quiet_logger(f"{__name__}.librdkafka")
         try:
             self._consumer = Consumer(conf)
@@ -358,24 +359,43 @@ class KafkaSource:
         tpl = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
             if sync:
-                consumer.commit(offsets=tpl, asynchronous=False)
+                self._committed(None, consumer.commit(offsets=tpl, asynchronous=False) or [])
             else:
+                # Counted once the broker answers (``_committed``, the on_commit callback, inside
+                # a later poll); a failed one is sent again at the next interval.
                 consumer.commit(offsets=tpl, asynchronous=True)
         except KafkaException as exc:
-            self.commit_errors += 1
-            log.warning("kafka source: commit failed (%s); the offsets are committed later", exc)
+            self._commit_failed(exc)
+
+    def _committed(self, err: Any, partitions: list[TopicPartition]) -> None:
+        """The broker's answer to a commit (librdkafka's on_commit, or a synchronous commit's)."""
+        if err is not None:
+            self._commit_failed(err)
             return
-        # Asynchronous: counted as committed when sent; a failed one is sent again with the
-        # next move (the watermark only grows), and at the stop synchronously.
-        self.marks.committed(offsets)
-        for (t, p), o in offsets.items():
+        consumer = self._consumer
+        done: dict[TP, int] = {}
+        for tp in partitions:
+            if tp.error is not None:
+                self._commit_failed(tp.error)
+                continue
+            done[(tp.topic, tp.partition)] = tp.offset
+        self.marks.committed(done)
+        for (t, p), o in done.items():
             self.metrics.kafka_source_committed.labels(t, str(p)).set(o)
+            if consumer is None:
+                continue
+            from confluent_kafka import KafkaException, TopicPartition
+
             try:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
             except KafkaException:
                 continue
             if high >= 0:
                 self.metrics.kafka_source_lag.labels(t, str(p)).set(max(0, high - o))
+
+    def _commit_failed(self, err: Any) -> None:
+        self.commit_errors += 1
+        log.warning("kafka source: a commit failed (%s); it is sent again", err)
 
     # -- rebalances (on the loop's thread, inside a poll) --------------------------------------------
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -430,6 +450,7 @@ class KafkaSource:
             "consumed": self.consumed,
             "rejected": self.rejected,
             "rebalances": self.rebalances,
+            "commit_errors": self.commit_errors,
             "in_flight": self.marks.in_flight,
             "paused": self._paused,
             "partitions": {
