@@ -37,7 +37,7 @@ def test_options_pass_through_but_not_the_ones_the_section_sets() -> None:
         consumer_config(KafkaSourceConfig(librdkafka_options={"fetch.max.bytes": 1 << 20}))["fetch.max.bytes"]
         == 1 << 20
     )
-    with pytest.raises(ValidationError, match="enable.auto.commit cannot be set here"):
+    with pytest.raises(ValidationError, match=r"enable\.auto\.commit cannot be set here"):
         KafkaSourceConfig(librdkafka_options={"enable.auto.commit": True})
 
 
