@@ -83,6 +83,11 @@ def seqs(directory: Path) -> Counter[int]:
     return Counter(int(r["message"].rsplit("=", 1)[1]) for r in records(directory))
 
 
+def source_health(agent: AgentProcess) -> dict[str, Any]:
+    sources = agent.get("/health")["services"]["sources"]
+    return next(s for s in sources if s["name"] == "kafka_source")
+
+
 def consumer_config(tmp: Path, bootstrap: str, topic: str, group: str, **kafka: Any) -> Path:
     out = tmp / "out"
     cfg = agent_config(
@@ -190,7 +195,9 @@ def test_offsets_do_not_pass_records_the_sink_has_not_written(
     n = 3000
     out = tmp_path / "out"
     out.mkdir()
-    config = consumer_config(tmp_path, bootstrap, topic, group, max_in_flight=500, batch_size=200)
+    config = consumer_config(
+        tmp_path, bootstrap, topic, group, max_in_flight=500, batch_size=200, lag_threshold=1000
+    )
     data = yaml.safe_load(config.read_text())
     data["sinks"]["local_file"].update(
         {"timeout": "10m", "dlq_config": {"send_on_timeout": False}, "circuit_breaker": {"enabled": False}}
@@ -208,12 +215,17 @@ def test_offsets_do_not_pass_records_the_sink_has_not_written(
         assert stats["consumed"] <= 500 + 3 * 200
         assert committed(bootstrap, group, topic) == dict.fromkeys(range(PARTITIONS), -1001)
         assert records(out) == []
+        # The lag (of the partitions it read from: none committed) is above lag_threshold.
+        wait_until(lambda: source_health(agent)["status"] == "degraded", 30, "the source degraded")
+        health = source_health(agent)
+        assert 1000 < health["lag"] <= n and "kafka.lag_threshold" in health["message"], health
         subprocess.run(["chattr", "-i", str(out)], check=True)
         released.set()
         wait_until(lambda: sum(seqs(out).values()) >= n, 120, "every record once the directory is writable")
         ends = end_offsets(bootstrap, topic)
         wait_until(lambda: committed(bootstrap, group, topic) == ends, 60, "the offsets at the end")
         assert not agent.get("/stats")["kafka"]["paused"]
+        wait_until(lambda: source_health(agent)["status"] == "healthy", 30, "the source healthy again")
     finally:
         if not released.is_set():
             subprocess.run(["chattr", "-i", str(out)], check=False)
@@ -264,3 +276,25 @@ def test_a_second_consumer_joins_and_one_leaves(tmp_path: Path, bootstrap: str, 
     print(f"two consumers, a join and a leave: {n} records, {duplicates} read twice")
     # Graceful rebalances wait for what the revoked partitions have in flight and commit it.
     assert duplicates == 0
+
+
+def test_a_member_without_partitions_is_degraded(tmp_path: Path, bootstrap: str, topic_prefix: str) -> None:
+    topic, group = f"{topic_prefix}-logs", f"{topic_prefix}-g"
+    make_topic(bootstrap, topic, partitions=1)
+    agents = []
+    try:
+        for name in ("a", "b"):
+            d = tmp_path / name
+            d.mkdir()
+            agents.append(
+                AgentProcess(consumer_config(d, bootstrap, topic, group), tmp_path / f"{name}.log").start()
+            )
+            if name == "a":
+                wait_until(lambda: source_health(agents[0])["assigned"] == 1, 60, "the partition assigned")
+        # One partition, two members: the second has none, and says so after session_timeout.
+        wait_until(lambda: source_health(agents[1])["status"] == "degraded", 60, "the idle member degraded")
+        assert "no partition assigned" in source_health(agents[1])["message"]
+        assert source_health(agents[0])["status"] == "healthy"
+    finally:
+        for agent in agents:
+            assert agent.stop() == 0

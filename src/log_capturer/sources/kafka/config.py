@@ -141,6 +141,15 @@ class KafkaSourceConfig(Strict):
         "are in flight before committing what was acknowledged; records not acknowledged by then "
         "are read again by the partition's next owner (duplicates, never a loss).",
     )
+    lag_threshold: int = Field(
+        1_000_000,
+        ge=0,
+        description="/health reports the source degraded while its partitions' lag (records not "
+        "committed yet, summed over the partitions it has read from or committed; from the high "
+        "watermarks of the last fetches) is above this; 0: "
+        "never. It is also degraded while no partition is assigned for longer than "
+        "session_timeout (more members than partitions, or the group cannot be joined).",
+    )
     auth: AuthConfig = Field(default_factory=AuthConfig, description="SASL, as sinks.kafka.auth.")
     tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS, as sinks.kafka.tls.")
     librdkafka_options: dict[str, str | int | float | bool] = Field(

@@ -140,6 +140,18 @@ class Watermarks:
                     marks.owned = False
                     self.in_flight -= marks.in_flight
 
+    def lag_base(self) -> dict[TP, int]:
+        """The offset each partition's lag counts from: its committed offset, else the first
+        offset read (-1: neither is known yet)."""
+        with self._lock:
+            out = {}
+            for tp, m in self._marks.items():
+                base = m.committed
+                if base < 0:
+                    base = m.segments[0].start if m.segments else m.watermark
+                out[tp] = base
+            return out
+
     def partitions(self) -> dict[TP, tuple[int, int, int]]:
         """(watermark, committed, in flight) of each partition."""
         with self._lock:

@@ -23,6 +23,7 @@ yet are dropped (their next owner reads them), their records in flight are waite
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -113,6 +114,9 @@ class KafkaSource:
         self._paused = False
         self._last_commit = 0.0
         self._origins: dict[TP, Origin] = {}
+        self._lag: dict[TP, int] = {}
+        #: Since when no partition is assigned (monotonic), None while some are.
+        self._unassigned_since: float | None = time.monotonic()
         self.consumed = 0
         self.rejected = 0
         self.rebalances = 0
@@ -177,6 +181,7 @@ class KafkaSource:
             now = time.monotonic()
             if now - self._last_commit >= cfg.commit_interval:
                 self._commit(sync=False)
+                self._measure_lag()
             self.supervisor.ok()
 
     def _pause(self, blocked: bool) -> None:
@@ -372,7 +377,6 @@ class KafkaSource:
         if err is not None:
             self._commit_failed(err)
             return
-        consumer = self._consumer
         done: dict[TP, int] = {}
         for tp in partitions:
             if tp.error is not None:
@@ -382,16 +386,26 @@ class KafkaSource:
         self.marks.committed(done)
         for (t, p), o in done.items():
             self.metrics.kafka_source_committed.labels(t, str(p)).set(o)
-            if consumer is None:
-                continue
-            from confluent_kafka import KafkaException, TopicPartition
 
+    def _measure_lag(self) -> None:
+        """Each assigned partition's lag, from the high watermark of its last fetch."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        from confluent_kafka import KafkaException, TopicPartition
+
+        lag: dict[TP, int] = {}
+        for tp, base in self.marks.lag_base().items():
+            if tp not in self._assigned or base < 0:
+                continue
             try:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+                _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
                 continue
             if high >= 0:
-                self.metrics.kafka_source_lag.labels(t, str(p)).set(max(0, high - o))
+                lag[tp] = max(0, high - base)
+                self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(lag[tp])
+        self._lag = lag
 
     def _commit_failed(self, err: Any) -> None:
         self.commit_errors += 1
@@ -404,6 +418,8 @@ class KafkaSource:
         self.metrics.kafka_source_rebalances.labels("assign").inc()
         self.marks.assign(tps)
         self._assigned.update(tps)
+        if self._assigned:
+            self._unassigned_since = None
         if self._paused and partitions:
             _consumer.pause(partitions)
         log.info("kafka source: assigned %s", ", ".join(f"{t}[{p}]" for t, p in tps))
@@ -413,6 +429,7 @@ class KafkaSource:
         self.rebalances += 1
         self.metrics.kafka_source_rebalances.labels("revoke").inc()
         self._assigned.difference_update(tps)
+        self._lost_partitions(tps)
         self._backlog = deque(b for b in self._backlog if b[2] not in tps)
         settled = self.marks.wait_settled(tps, self.config.revoke_timeout)
         self._commit(sync=True, tps=tps)
@@ -430,19 +447,42 @@ class KafkaSource:
         self.rebalances += 1
         self.metrics.kafka_source_rebalances.labels("lost").inc()
         self._assigned.difference_update(tps)
+        self._lost_partitions(tps)
         self._backlog = deque(b for b in self._backlog if b[2] not in tps)
         self.marks.revoke(tps)
         log.warning("kafka source: lost %s (not committed: another member owns them)", tps)
+
+    def _lost_partitions(self, tps: list[TP]) -> None:
+        for tp in tps:
+            self._lag.pop(tp, None)
+            with contextlib.suppress(KeyError):  # never measured
+                self.metrics.kafka_source_lag.remove(tp[0], str(tp[1]))
+        if not self._assigned and self._unassigned_since is None:
+            self._unassigned_since = time.monotonic()
 
     def _on_error(self, err: Any) -> None:
         log.warning("kafka source: %s", err)
 
     # -- /health, /stats ---------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """The supervisor's state; degraded (unless worse) while the lag is above
+        ``lag_threshold`` or no partition was assigned for longer than ``session_timeout``."""
         out = self.supervisor.health()
-        out["assigned"] = len(self._assigned)
-        out["paused"] = self._paused
-        out["in_flight"] = self.marks.in_flight
+        lag = sum(self._lag.values())
+        out.update(assigned=len(self._assigned), paused=self._paused, in_flight=self.marks.in_flight, lag=lag)
+        problems = []
+        threshold = self.config.lag_threshold
+        if threshold and lag > threshold:
+            problems.append(f"the lag ({lag} records) is above kafka.lag_threshold ({threshold})")
+        since = self._unassigned_since
+        if since is not None and time.monotonic() - since > self.config.session_timeout:
+            problems.append(
+                f"no partition assigned for {time.monotonic() - since:.0f}s (more members than "
+                "partitions in the group, or the group cannot be joined)"
+            )
+        if problems and out.get("status") == "healthy":
+            out["status"] = "degraded"
+            out["message"] = "; ".join(problems)
         return out
 
     def stats(self) -> dict[str, Any]:
@@ -453,6 +493,7 @@ class KafkaSource:
             "commit_errors": self.commit_errors,
             "in_flight": self.marks.in_flight,
             "paused": self._paused,
+            "lag": sum(self._lag.values()),
             "partitions": {
                 f"{t}:{p}": {"watermark": w, "committed": c, "in_flight": n}
                 for (t, p), (w, c, n) in self.marks.partitions().items()
@@ -481,8 +522,10 @@ COMPONENT = SourceComponent(
         "consumed": 0,
         "rejected": 0,
         "rebalances": 0,
+        "commit_errors": 0,
         "in_flight": 0,
         "paused": False,
+        "lag": 0,
         "partitions": {},
     },
     pipelines=lambda section: {section.source_type: section.pipeline} if section.pipeline else {},
