@@ -48,7 +48,7 @@ def produce(bootstrap: str, topic: str, n: int, start: int = 0) -> None:
                     "fields": {"user": "u1"},
                 }
             )
-        p.produce(topic, value, key=str(i).encode())
+        p.produce(topic, value, key=str(i).encode(), headers=[("seq", str(i).encode())])
         if i % 1000 == 0:
             p.poll(0)
     assert p.flush(60) == 0
@@ -148,7 +148,7 @@ def test_every_record_arrives_and_the_offsets_reach_the_end(
     assert agent_rec["fields"]["user"] == "u1"
     assert raw_rec["source_type"] == "kafka" and raw_rec["source_id"] == topic
     kafka = raw_rec["fields"]["kafka"]
-    assert kafka["topic"] == topic and kafka["key"] == "11"
+    assert kafka["topic"] == topic and kafka["key"] == "11" and kafka["headers"] == {"seq": "11"}
     assert 0 <= kafka["partition"] < PARTITIONS and isinstance(kafka["offset"], int)
     # A restart reads nothing again: the offsets were committed.
     agent = AgentProcess(agent.config, tmp_path / "agent2.log").start()

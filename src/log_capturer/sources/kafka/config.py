@@ -107,7 +107,8 @@ class KafkaSourceConfig(Strict):
         "kafka",
         min_length=1,
         description="Field (in each record's fields) that holds where the record was read: "
-        "{topic, partition, offset, key, timestamp (ms)}. The Elasticsearch sink derives the "
+        "{topic, partition, offset, key, timestamp (ms), headers (when the message has some; "
+        "a header given twice: its last value)}. The Elasticsearch sink derives the "
         "document _id from topic, partition and offset, so a record read twice is written once.",
     )
     session_timeout: Duration = Field(

@@ -268,13 +268,19 @@ class KafkaSource:
             value = m.value() or b""
             key = m.key()
             ts_type, ts = m.timestamp()
-            meta = {
+            meta: dict[str, Any] = {
                 "topic": topic,
                 "partition": partition,
                 "offset": m.offset(),
                 "key": key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key,
                 "timestamp": ts if ts_type else None,
             }
+            headers = m.headers()
+            if headers:
+                meta["headers"] = {
+                    k: v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v
+                    for k, v in headers
+                }
             event_ns = ts * 1_000_000 if ts_type and ts > 0 else None
             if fmt != "raw" and value[:1] == b"{":
                 try:
