@@ -277,9 +277,9 @@ class KafkaSource:
             }
             headers = m.headers()
             if headers:
+                pairs = headers.items() if isinstance(headers, dict) else headers
                 meta["headers"] = {
-                    k: v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v
-                    for k, v in headers
+                    k: v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v for k, v in pairs
                 }
             event_ns = ts * 1_000_000 if ts_type and ts > 0 else None
             if fmt != "raw" and value[:1] == b"{":
