@@ -298,3 +298,46 @@ def test_a_member_without_partitions_is_degraded(tmp_path: Path, bootstrap: str,
     finally:
         for agent in agents:
             assert agent.stop() == 0
+
+
+def test_values_that_are_not_records_are_parked_and_the_offsets_move_on(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    topic, group = f"{topic_prefix}-logs", f"{topic_prefix}-g"
+    make_topic(bootstrap, topic, partitions=1)
+    p = Producer({"bootstrap.servers": bootstrap})
+    good = 0
+    for i in range(300):
+        if i % 100 == 7:
+            p.produce(topic, b"not json at all")
+        elif i % 100 == 8:
+            p.produce(topic, b'{"no_message": true}')
+        else:
+            p.produce(topic, orjson.dumps({"message": f"json seq={i}"}))
+            good += 1
+    assert p.flush(30) == 0
+    config = consumer_config(tmp_path, bootstrap, topic, group, format="json")
+    agent = AgentProcess(config, tmp_path / "agent.log").start()
+    out = tmp_path / "out"
+    try:
+        wait_until(lambda: sum(seqs(out).values()) >= good, 60, "the good records")
+        ends = end_offsets(bootstrap, topic, 1)
+        wait_until(lambda: committed(bootstrap, group, topic, 1) == ends, 60, "the offsets past the bad ones")
+        assert agent.get("/stats")["kafka"]["rejected"] == 6
+        metrics = agent.metrics()
+        assert 'kafka_source_records_rejected_total{outcome="parked",reason="not_an_object"} 3.0' in metrics
+        assert 'kafka_source_records_rejected_total{outcome="parked",reason="missing_message"} 3.0' in metrics
+    finally:
+        assert agent.stop() == 0
+    parked = [
+        orjson.loads(line)
+        for f in (tmp_path / "dlq").glob("dlq_entry_*.json")
+        for line in f.read_bytes().splitlines()
+    ]
+    assert len(parked) == 6
+    assert {e["failed_sink"] for e in parked} == {"kafka_source"}
+    assert {e["error_type"] for e in parked} == {"invalid_record"}
+    offsets = sorted(e["original_entry"]["kafka"]["offset"] for e in parked)
+    assert offsets == [7, 8, 107, 108, 207, 208]
+    assert any("not a JSON object" in e["error_message"] for e in parked)
+    assert seqs(out) == Counter(i for i in range(300) if i % 100 not in (7, 8))
