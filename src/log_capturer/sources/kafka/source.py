@@ -44,6 +44,7 @@ from log_capturer.sources.http.source import (
     INVALID_JSON,
     NOT_AN_OBJECT,
     PARKED,
+    REJECT_LOG_INTERVAL,
     Item,
     Records,
     Rejected,
@@ -115,6 +116,9 @@ class KafkaSource:
         self._last_commit = 0.0
         self._origins: dict[TP, Origin] = {}
         self._lag: dict[TP, int] = {}
+        #: Parked records not logged yet (one line per REJECT_LOG_INTERVAL at most), by reason.
+        self._parked_since_log: Counter[str] = Counter()
+        self._parked_logged = float("-inf")
         #: Since when no partition is assigned (monotonic), None while some are.
         self._unassigned_since: float | None = time.monotonic()
         self.consumed = 0
@@ -348,12 +352,17 @@ class KafkaSource:
                 dlq_error,
             )
             return False
-        log.warning(
-            "kafka source: %d records parked in the local DLQ (%s); e.g. %s",
-            len(rejected),
-            dict(reasons),
-            rejected[0].error,
-        )
+        self._parked_since_log.update(reasons)
+        now = time.monotonic()
+        if now - self._parked_logged >= REJECT_LOG_INTERVAL:
+            log.warning(
+                "kafka source: %d records parked in the local DLQ (%s) since the last such line; e.g. %s",
+                sum(self._parked_since_log.values()),
+                dict(self._parked_since_log),
+                rejected[0].error,
+            )
+            self._parked_logged = now
+            self._parked_since_log.clear()
         return all(o == PARKED for _, o in outcomes)
 
     # -- commits -----------------------------------------------------------------------------------
