@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -341,3 +342,23 @@ def test_values_that_are_not_records_are_parked_and_the_offsets_move_on(
     assert offsets == [7, 8, 107, 108, 207, 208]
     assert any("not a JSON object" in e["error_message"] for e in parked)
     assert seqs(out) == Counter(i for i in range(300) if i % 100 not in (7, 8))
+
+
+def test_topics_by_regular_expression(tmp_path: Path, bootstrap: str, topic_prefix: str) -> None:
+    group = f"{topic_prefix}-g"
+    names = [f"{topic_prefix}-app-{i}" for i in range(2)]
+    for name in names:
+        make_topic(bootstrap, name, partitions=1)
+    make_topic(bootstrap, f"{topic_prefix}-other", partitions=1)
+    for k, name in enumerate([*names, f"{topic_prefix}-other"]):
+        produce(bootstrap, name, 100, start=k * 100)
+    config = consumer_config(tmp_path, bootstrap, names[0], group, topics=[f"^{topic_prefix}-app-[0-9]+$"])
+    agent = AgentProcess(config, tmp_path / "agent.log").start()
+    out = tmp_path / "out"
+    try:
+        wait_until(lambda: sum(seqs(out).values()) >= 200, 60, "the records of both matching topics")
+        time.sleep(1)
+    finally:
+        assert agent.stop() == 0
+    assert seqs(out) == Counter(range(200)), "the records of the matching topics only, once"
+    assert {r["fields"]["kafka"]["topic"] for r in records(out)} == set(names)
