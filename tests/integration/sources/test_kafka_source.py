@@ -362,3 +362,50 @@ def test_topics_by_regular_expression(tmp_path: Path, bootstrap: str, topic_pref
         assert agent.stop() == 0
     assert seqs(out) == Counter(range(200)), "the records of the matching topics only, once"
     assert {r["fields"]["kafka"]["topic"] for r in records(out)} == set(names)
+
+
+def test_three_consumers_one_killed(tmp_path: Path, bootstrap: str, topic_prefix: str) -> None:
+    """Two agents share a topic, a third joins, then one is killed with SIGKILL while records
+    flow: its partitions go to the others after session_timeout, from its last commit. Nothing
+    is lost; what it had read since is read again (counted)."""
+    topic, group = f"{topic_prefix}-logs", f"{topic_prefix}-g"
+    make_topic(bootstrap, topic, partitions=6)
+    n, max_in_flight, batch = 30_000, 2000, 500
+    dirs = [tmp_path / name for name in "abc"]
+    agents: list[AgentProcess] = []
+    producer = threading.Thread(target=produce, args=(bootstrap, topic, n))
+
+    def total() -> int:
+        return sum(sum(seqs(d / "out").values()) for d in dirs)
+
+    try:
+        for i, d in enumerate(dirs):
+            d.mkdir()
+            cfg = consumer_config(d, bootstrap, topic, group, max_in_flight=max_in_flight, batch_size=batch)
+            agents.append(AgentProcess(cfg, tmp_path / f"{d.name}.log").start())
+            if i == 1:
+                producer.start()
+            if i >= 1:
+                wait_until(lambda i=i: total() >= 2000 * i, 120, f"records with {i + 1} agents")
+        wait_until(lambda: source_health(agents[2])["assigned"] > 0, 60, "the third agent to get partitions")
+        agents[0].stop(signal.SIGKILL)
+        producer.join(120)
+        wait_until(
+            lambda: (
+                len(set(seqs(dirs[0] / "out")) | set(seqs(dirs[1] / "out")) | set(seqs(dirs[2] / "out"))) == n
+            ),
+            180,
+            "every record",
+        )
+        ends = end_offsets(bootstrap, topic, 6)
+        wait_until(lambda: committed(bootstrap, group, topic, 6) == ends, 60, "the offsets at the end")
+    finally:
+        producer.join(120)
+        for agent in agents[1:]:
+            assert agent.stop() == 0
+    got = seqs(dirs[0] / "out") + seqs(dirs[1] / "out") + seqs(dirs[2] / "out")
+    assert set(got) == set(range(n))
+    duplicates = sum(got.values()) - n
+    print(f"three consumers, one killed: {n} records, {duplicates} read twice")
+    # At most what the killed agent had read and not committed.
+    assert duplicates <= max_in_flight + 2 * batch * 6
