@@ -69,6 +69,7 @@ class KafkaRequest:
         "longest",
         "nbytes",
         "partitions",
+        "refuse",
         "tallied",
         "topics",
         "values",
@@ -85,6 +86,9 @@ class KafkaRequest:
         self.counts = {t: row[0] for t, row in self.tallied.items()}
         self.partitions = builder.partitions(self.topics, self.keys) if builder.chooser.explicit else None
         self.headers = builder.chunk_headers(chunk) if builder.config.headers else None
+        #: Records to refuse whatever their size (exactly-once: lines the broker refused in an
+        #: aborted transaction), by index: reason and error text.
+        self.refuse: dict[int, tuple[str, str]] | None = None
 
 
 class RequestBuilder:
@@ -187,12 +191,16 @@ class RequestBuilder:
         levels = request.chunk.levels
         values = request.values
         max_bytes = self.max_message_bytes
+        refuse = request.refuse
         for i in range(start, len(values)):
             value, topic = values[i], topics[i]
             key = keys[i] if keys is not None else None
             part = partitions[i] if partitions is not None else -1
             hdrs = headers[levels[i]] if headers is not None else None
-            if len(value) > max_bytes:
+            if refuse is not None and i in refuse:
+                reason, text = refuse[i]
+                refused.append(Refused(Record(topic, value, key, headers=hdrs), reason, text))
+            elif len(value) > max_bytes:
                 msg = f"record of {len(value)} bytes exceeds max_message_bytes={max_bytes}"
                 refused.append(Refused(Record(topic, value, key, headers=hdrs), "message_too_large", msg))
             elif isinstance(part, InvalidPartition):

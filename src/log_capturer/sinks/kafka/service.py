@@ -30,8 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
 
 from log_capturer.engine.contract import Headers, Prepared, Record, Refused, ServiceState
+from log_capturer.engine.runner import Attempt
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk
 from log_capturer.reliability.dlq.replay import ReplayRecord, produce_replay
@@ -49,21 +52,25 @@ from log_capturer.sinks.kafka.transactions import (
     EXIT_FENCED,
     POSITIONS_TOKEN,
     AbortLog,
+    DeadLetterParts,
     Entries,
     Gate,
     PositionsOf,
     PositionsUnreadable,
+    Reroute,
     TransactionalReports,
+    dead_letter_parts,
     end_process,
     positions_document,
     read_positions,
+    refused_line,
     transactional_base,
     transactional_config,
     transactional_id,
 )
 
 if TYPE_CHECKING:
-    from log_capturer.engine.runner import Attempt, Delivery, SinkRunner
+    from log_capturer.engine.runner import Delivery, SinkRunner
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +148,10 @@ class KafkaService:
         self._txn_records = 0
         #: The chunks handed over in the open transaction.
         self._txn_chunks: list[Chunk] = []
+        #: Their requests, by id of the chunk (to find a record the broker refused).
+        self._txn_requests: dict[int, KafkaRequest] = {}
+        #: Lines the broker refused in aborted transactions: to the DLQ topic when read again.
+        self._reroute = Reroute([])
         self._txn_opened = 0.0
         self.transactions_committed = 0
         self._commit_seconds = 0.0
@@ -272,6 +283,14 @@ class KafkaService:
             if before:
                 self._m_aborted.inc(before)
                 self.transactions_aborted = before
+            self._reroute = Reroute(self._abort_log.refused())
+            if self._reroute:
+                log.warning(
+                    "exactly-once: %d line(s) the broker refused in an aborted transaction go to "
+                    "the DLQ topic when read again",
+                    len(self._reroute.entries),
+                    extra={"sink": self.name},
+                )
         log.info(
             "exactly-once delivery: transactional.id %s, %d file and %d container positions committed in %s",
             tid,
@@ -362,12 +381,20 @@ class KafkaService:
         refused: list[Refused] = []
         if self.exactly_once:
             self._gate.enter(len(delivery.chunk.lines))
+            dead = 0
             try:
+                if self._reroute:
+                    # Lines the broker refused in an aborted transaction: to the DLQ topic now.
+                    prepared.refuse = self._reroute.match(delivery.chunk) or None
                 self._send_producer(prepared, delivery, refused)
+                if refused and self.reports.dlq_topic:
+                    dead = self._dead_letter_in_txn(delivery, refused)
+                    refused = []
             finally:
                 with self._lock:
-                    self._txn_records += len(values)
+                    self._txn_records += len(values) + dead
                     self._txn_chunks.append(delivery.chunk)
+                    self._txn_requests[id(delivery.chunk)] = prepared
                 self._gate.leave()
         else:
             self._send_producer(prepared, delivery, refused)
@@ -391,6 +418,7 @@ class KafkaService:
         elif (
             prepared.partitions is None
             and prepared.headers is None
+            and prepared.refuse is None
             and prepared.longest <= self.config.max_message_bytes
         ):
             # The usual chunk: nothing to refuse, librdkafka's partitioner, no headers.
@@ -450,7 +478,11 @@ class KafkaService:
         hdrs: list[Headers] | None = (
             list(map(by_level.__getitem__, prepared.chunk.levels)) if by_level is not None else None
         )
-        if prepared.partitions is not None or prepared.longest > self.config.max_message_bytes:
+        if (
+            prepared.partitions is not None
+            or prepared.refuse is not None
+            or prepared.longest > self.config.max_message_bytes
+        ):
             # Leave out what is refused instead (oversize, invalid manual partition).
             keep_t: list[str] = []
             keep_v: list[bytes] = []
@@ -493,6 +525,68 @@ class KafkaService:
                 )
                 return
             except (BufferError, KafkaException):
+                self._space.wait(0.1)
+
+    def _dead_letter_in_txn(self, delivery: Delivery, refused: list[Refused]) -> int:
+        """Exactly-once: the records refused before sending (larger than ``max_message_bytes``, an
+        invalid manual partition) go to the DLQ topic inside the open transaction, through its
+        own producer, with the reason in the ``dlq_*`` headers (a record too large for one DLQ
+        record in parts, :func:`.transactions.dead_letter_parts`). Each settles in its chunk once
+        its DLQ records have their reports (counted as sent to the DLQ); so the record is
+        committed in the DLQ topic with the positions past it, or, the transaction aborted, read
+        again: never both delivered and parked, never parked twice. A DLQ record that fails
+        fails the transaction. Returns how many records were produced. Inside the gate."""
+        producer = self._txn
+        assert producer is not None
+        topic = self.reports.dlq_topic
+        limit = self.config.max_message_bytes
+        produced = 0
+        for r in refused:
+            rec = r.record
+            attempt = Attempt(0.0, 0, delivery, rec, 0, r.reason, r.text)
+            headers = dead_letter_headers(rec, r.reason, r.text, self.name)
+            parts = dead_letter_parts(rec.value, headers, rec.key, limit)
+            token = DeadLetterParts(attempt, len(parts), self.reports.dead_letter)
+            try:
+                if isinstance(producer, ChunkProducer):
+                    producer.produce_chunk(
+                        token,
+                        [topic] * len(parts),
+                        [v for v, _ in parts],
+                        [rec.key] * len(parts),
+                        None,
+                        [h for _, h in parts],
+                    )
+                else:
+                    for value, hdrs in parts:
+                        self._produce_txn(producer, topic, value, rec.key, hdrs, token.done)
+            except RuntimeError:
+                return produced  # closing (stop): unacknowledged, read again on restart
+            except KafkaException as exc:
+                if self._txn_reports is not None and not self._txn_reports.failure:
+                    self._txn_reports.failure = f"the DLQ topic {topic}: {explain(exc.args[0])}"
+                return produced
+            produced += len(parts)
+        return produced
+
+    def _produce_txn(
+        self,
+        producer: Producer,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None,
+        hdrs: Headers,
+        cb: DeliveryCallback,
+    ) -> None:
+        """Produce into the open transaction; a full queue waits for room (backpressure)."""
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=cb, headers=hdrs)
+                return
+            except BufferError:
+                if self._stop.is_set():
+                    raise RuntimeError("stopping") from None
+                self._space.clear()
                 self._space.wait(0.1)
 
     # -- records sent again (poll thread) ------------------------------------------------------
@@ -668,6 +762,10 @@ class KafkaService:
                 records = self._txn_records
                 self._txn_records = 0
                 self._txn_chunks = []
+                self._txn_requests = {}
+            if self._reroute.committed() and self._abort_log is not None:
+                # Those lines are in the DLQ topic now: not to be looked for again.
+                self._abort_log.save(self.transactions_aborted, self._last_abort, list(self._reroute.entries))
             if not final:
                 producer.begin_transaction()
             self._txn_opened = time.monotonic()
@@ -713,8 +811,9 @@ class KafkaService:
         self._last_abort = reason
         self._m_aborted.inc()
         if self._abort_log is not None:
-            # The agent ends now: the next run's kafka_transactions_total counts this abort.
-            self._abort_log.save(self.transactions_aborted, reason)
+            # The agent ends now: the next run's kafka_transactions_total counts this abort, and
+            # a line the broker refused goes to the DLQ topic when read again.
+            self._abort_log.save(self.transactions_aborted, reason, self._refused_lines())
         if final:
             log.error(
                 "exactly-once: the last transaction was aborted (%s); "
@@ -725,6 +824,45 @@ class KafkaService:
             return
         self._end_if_fenced(reason)
         end_process(EXIT_ABORTED, f"transaction aborted: {reason}")
+
+    def _refused_lines(self) -> list[dict[str, Any]]:
+        """The lines to send to the DLQ topic when read again: those not yet committed there,
+        and the one the broker refused in this transaction (found by its value in its chunk)."""
+        entries = list(self._reroute.entries)
+        refused = self._txn_reports.refused if self._txn_reports is not None else None
+        if refused is None or not self.reports.dlq_topic:
+            return entries
+        delivery, value, reason, text = refused
+        request = self._txn_requests.get(id(delivery.chunk))
+        if request is None:
+            return entries
+        index = next((i for i, v in enumerate(request.values) if v == value), None)
+        if index is None:
+            return entries
+        # The broker refuses a whole batch for its size: the record is the one at fault only if
+        # it alone is larger than what the topic takes.
+        limit = self._topic_max_bytes(request.topics[index])
+        if limit is None or len(value) <= limit:
+            return entries
+        entry = refused_line(delivery.chunk, index, reason, text)
+        if entry not in entries:
+            entries.append(entry)
+        return entries
+
+    def _topic_max_bytes(self, topic: str) -> int | None:
+        """The topic's ``max.message.bytes`` (None when the broker does not say)."""
+        keep = ("bootstrap.servers", "security.protocol")
+        conf = {k: v for k, v in self._conf.items() if k in keep or k.startswith(("sasl.", "ssl."))}
+        try:
+            admin = AdminClient(conf)
+            res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+            entries = admin.describe_configs([res], request_timeout=5)[res].result(5)
+            return int(entries["max.message.bytes"].value)
+        except Exception as exc:  # the abort goes on: only the line is not remembered
+            log.warning(
+                "exactly-once: max.message.bytes of %r unknown: %s", topic, exc, extra={"sink": self.name}
+            )
+            return None
 
     def _end_if_fenced(self, reason: str) -> None:
         """Another process took this transactional.id (init_transactions fenced this one)."""
@@ -771,7 +909,9 @@ class KafkaService:
         if self.exactly_once:
             chunks = []
             for item in settled:
-                if item[0] is POSITIONS_TOKEN:
+                if isinstance(item[0], DeadLetterParts):
+                    item[0].settled(item[1], item[2])
+                elif item[0] is POSITIONS_TOKEN:
                     if item[2] and self._txn_reports is not None and not self._txn_reports.failure:
                         self._txn_reports.failure = (
                             f"the positions record: {explain(KafkaError(item[2][0][0]))}"

@@ -12,6 +12,10 @@ How it holds (docs/exactly-once.md):
   until every record handed over has its delivery report (so every chunk given to the sink is
   acknowledged and the files' positions cover exactly what the transaction holds), writes the
   positions document to the positions topic in the same transaction and commits it;
+- a record refused before it is sent goes to the DLQ topic inside the open transaction
+  (:func:`dead_letter_parts`, :class:`DeadLetterParts`); a line the broker refused for its size in
+  an aborted transaction is kept in the :class:`AbortLog` and, read again after the restart, goes
+  there too (:class:`Reroute`);
 - a transaction that cannot be committed is aborted, and the agent ends at once (exit status
   :data:`EXIT_ABORTED`), as a kill -9 would: its supervisor starts it again, and it re-reads
   from the last committed positions. Nothing else is ever needed for the restart, because the
@@ -21,6 +25,7 @@ How it holds (docs/exactly-once.md):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -34,8 +39,9 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from log_capturer.engine.contract import Headers
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
-from log_capturer.sinks.kafka.delivery import Reports, explain
+from log_capturer.sinks.kafka.delivery import SIZE_ERRORS, Reports, error_type, explain
 
 log = logging.getLogger(__name__)
 
@@ -285,14 +291,27 @@ class Gate:
 
 class TransactionalReports(Reports):
     """Delivery reports that also remember the first failure of the open transaction: a record
-    that failed in a transaction makes it abortable (librdkafka), so it is never committed."""
+    that failed in a transaction makes it abortable (librdkafka), so it is never committed.
+    ``refused``: the largest record of a batch the broker refused for its size (the service
+    keeps it only if it alone exceeds the topic's ``max.message.bytes``), as (its delivery, its
+    value, reason, error text)."""
 
     failure = ""
+    refused: tuple[Any, bytes, str, str] | None = None
 
     def delivery(self, delivery: Any, err: KafkaError | None, msg: Message) -> None:
-        if err is not None and not self.failure:
-            self.failure = explain(err)
+        if err is not None:
+            if not self.failure:
+                self.failure = explain(err)
+            self._note_refused(delivery, msg.value() or b"", err)
         super().delivery(delivery, err, msg)
+
+    def _note_refused(self, delivery: Any, value: bytes, err: KafkaError) -> None:
+        if err.code() not in SIZE_ERRORS:
+            return
+        old = self.refused
+        if old is None or len(value) > len(old[1]):
+            self.refused = (delivery, value, error_type(err), f"{error_type(err)}: {err.str()}")
 
     def attempt(self, attempt: Any, err: KafkaError | None, _msg: Message) -> None:
         if err is not None and not self.failure:
@@ -300,15 +319,72 @@ class TransactionalReports(Reports):
         super().attempt(attempt, err, _msg)
 
     def settled(self, settled: list[Any]) -> None:
-        for _, _, failures in settled:
+        for delivery, _, failures in settled:
             if failures and not self.failure:
                 self.failure = explain(KafkaError(failures[0][0]))
+            for failure in failures:
+                self._note_refused(delivery, failure[2], KafkaError(failure[0]))
         super().settled(settled)
 
     def dead_letter(self, attempt: Any, err: KafkaError | None, _msg: Message) -> None:
         if err is not None and not self.failure:
             self.failure = explain(err)
         super().dead_letter(attempt, err, _msg)
+
+
+#: Room kept for a DLQ part's own header (``dlq_part``) and librdkafka's per-header framing.
+HEADER_FRAMING = 16
+
+
+def dead_letter_parts(
+    value: bytes, headers: Headers, key: str | bytes | None, limit: int
+) -> list[tuple[bytes, Headers]]:
+    """A record refused before sending, as the DLQ topic's records: the value whole when it fits
+    in ``limit`` (``max_message_bytes``) with its key and headers, else cut in parts that do, each
+    with the headers and ``dlq_part`` ``<i>/<n>`` (1-based): concatenated in order they give the
+    value back, so nothing of the line is lost even when it is larger than any record may be."""
+    used = len(key.encode() if isinstance(key, str) else key) if key else 0
+    for name, v in headers:
+        used += len(name) + (len(v) if v is not None else 0) + HEADER_FRAMING
+    if len(value) + used <= limit:
+        return [(value, headers)]
+    room = max(limit - used - len("dlq_part") - 2 * len(str(len(value))) - 1 - HEADER_FRAMING, 256)
+    n = -(-len(value) // room)
+    return [
+        (value[i * room : (i + 1) * room], [*headers, ("dlq_part", f"{i + 1}/{n}".encode())])
+        for i in range(n)
+    ]
+
+
+class DeadLetterParts:
+    """The DLQ records of one refused record, produced in the open transaction: the engine hears
+    of it (``reports.dead_letter``: counted, the record settled) once every part has its delivery
+    report, with the first failure if any (which also fails, so aborts, the transaction)."""
+
+    __slots__ = ("attempt", "error", "remaining", "report")
+
+    def __init__(
+        self, attempt: Any, parts: int, report: Callable[[Any, KafkaError | None, Any], None]
+    ) -> None:
+        self.attempt = attempt
+        self.remaining = parts
+        self.error: KafkaError | None = None
+        self.report = report
+
+    def done(self, err: KafkaError | None, _msg: Any = None) -> None:
+        """One part's delivery report (confluent-kafka's producer; the poll thread)."""
+        if err is not None and self.error is None:
+            self.error = err
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.report(self.attempt, self.error, None)
+
+    def settled(self, produced: int, failures: list[Any]) -> None:
+        """Every part's report at once (the chunk producer)."""
+        if failures and self.error is None:
+            self.error = KafkaError(failures[0][0])
+        self.remaining = 0
+        self.report(self.attempt, self.error, None)
 
 
 class AbortLog:
@@ -334,16 +410,100 @@ class AbortLog:
         n, reason = doc.get("aborted"), doc.get("last_abort")
         return (n if isinstance(n, int) and n > 0 else 0), (reason if isinstance(reason, str) else "")
 
-    def save(self, aborted: int, reason: str) -> None:
+    def refused(self) -> list[dict[str, Any]]:
+        """The lines the broker refused in aborted transactions, not yet sent to the DLQ topic
+        (:func:`refused_line`)."""
+        if self.path is None:
+            return []
+        try:
+            doc = orjson.loads(self.path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return []
+        rows = doc.get("refused") if isinstance(doc, dict) else None
+        keys = ("source_id", "stream", "start", "end", "sha256", "reason", "error")
+        if not isinstance(rows, list):
+            return []
+        return [r for r in rows if isinstance(r, dict) and all(k in r for k in keys)]
+
+    def save(self, aborted: int, reason: str, refused: list[dict[str, Any]] | None = None) -> None:
+        """Write the count and the last reason; ``refused`` replaces the refused lines (None
+        keeps those in the file)."""
         if self.path is None:
             return
+        if refused is None:
+            refused = self.refused()
         tmp = self.path.with_suffix(".tmp")
+        doc = {"aborted": aborted, "last_abort": reason, "at": time.time(), "refused": refused}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(orjson.dumps({"aborted": aborted, "last_abort": reason, "at": time.time()}))
+            tmp.write_bytes(orjson.dumps(doc))
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("exactly-once: the aborted transactions' count not saved in %s: %s", self.path, exc)
+
+
+def line_digest(line: str) -> str:
+    return hashlib.sha256(line.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def refused_line(chunk: Any, index: int, reason: str, error: str) -> dict[str, Any]:
+    """A line the broker refused, as kept across the restart: its source and stream, the byte
+    range of the chunk it was read in, and a digest of its text; read again from the committed
+    positions, the line with that digest in a chunk of that stream overlapping the range is the
+    one (:class:`Reroute`)."""
+    return {
+        "source_id": chunk.origin.source_id,
+        "stream": chunk.stream,
+        "start": chunk.start,
+        "end": chunk.end,
+        "sha256": line_digest(chunk.lines[index]),
+        "reason": reason,
+        "error": error,
+    }
+
+
+class Reroute:
+    """The lines the broker refused in an aborted transaction (kept in the :class:`AbortLog`), to
+    send to the DLQ topic when they are read again. An entry is dropped once the transaction that
+    carries its line is committed (:meth:`committed`). Dispatcher threads ask :meth:`match`; the
+    poll thread calls :meth:`committed`."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self._lock = threading.Lock()
+        self.entries = entries
+        #: The entries matched in the open transaction.
+        self._matched: list[dict[str, Any]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def match(self, chunk: Any) -> dict[int, tuple[str, str]]:
+        """The indexes of ``chunk``'s lines to send to the DLQ topic, with reason and error."""
+        out: dict[int, tuple[str, str]] = {}
+        with self._lock:
+            for e in self.entries:
+                if (
+                    e in self._matched
+                    or e["source_id"] != chunk.origin.source_id
+                    or e["stream"] != chunk.stream
+                    or not (chunk.start < e["end"] and e["start"] < chunk.end)
+                ):
+                    continue
+                for i, line in enumerate(chunk.lines):
+                    if i not in out and line_digest(line) == e["sha256"]:
+                        out[i] = (str(e["reason"]), str(e["error"]))
+                        self._matched.append(e)
+                        break
+        return out
+
+    def committed(self) -> bool:
+        """The open transaction was committed: its matched entries are done. True if any were."""
+        with self._lock:
+            if not self._matched:
+                return False
+            self.entries = [e for e in self.entries if e not in self._matched]
+            self._matched = []
+            return True
 
 
 def end_process(status: int, reason: str) -> None:

@@ -3,6 +3,7 @@ the configuration it accepts: every refusal names the key and the fix."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -10,15 +11,22 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError
 
 from log_capturer.config import ConfigError, load_config_text
+from log_capturer.record import Chunk, Origin
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.transactions import (
     AbortLog,
+    DeadLetterParts,
     Gate,
+    Reroute,
+    TransactionalReports,
     consumer_config,
+    dead_letter_parts,
     merge_positions,
     positions_document,
+    refused_line,
     transactional_base,
     transactional_config,
     transactional_id,
@@ -227,3 +235,87 @@ def test_merge_positions_of_containers_takes_each_containers_newest_entry() -> N
     got = merge_positions(docs, "node-0", "node", kind="containers")
     assert {cid: e["files"][f"/c/{cid}.log"]["offset"] for cid, e in got.items()} == {"abc": 30, "def_": 5}
     assert merge_positions(docs, "node-0", "node") == {}  # no files
+
+
+def test_dead_letter_parts_put_together_give_the_value_back() -> None:
+    headers: list[tuple[str, str | bytes | None]] = [("dlq_error_type", b"message_too_large")]
+    assert dead_letter_parts(b"abc", headers, "k", 1024) == [(b"abc", headers)]
+    value = bytes(random.Random(1).randbytes(10_000))
+    parts = dead_letter_parts(value, headers, "key", 1024)
+    assert b"".join(v for v, _ in parts) == value
+    n = len(parts)
+    assert n == 11
+    for i, (v, h) in enumerate(parts, 1):
+        assert h == [*headers, ("dlq_part", f"{i}/{n}".encode())]
+        assert len(v) + 3 + sum(len(k) + len(x or b"") + 16 for k, x in h) <= 1024
+
+
+def test_dead_letter_parts_report_once_every_part_is_in_with_the_first_failure() -> None:
+    reports: list[tuple[object, KafkaError | None]] = []
+    token = DeadLetterParts("a", 3, lambda a, err, _m: reports.append((a, err)))
+    token.done(None)
+    token.done(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    assert reports == []
+    token.done(KafkaError(KafkaError._MSG_TIMED_OUT))
+    assert len(reports) == 1 and reports[0][0] == "a"
+    err = reports[0][1]
+    assert err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    whole = DeadLetterParts("b", 2, lambda a, err, _m: reports.append((a, err)))
+    whole.settled(2, [])
+    assert reports[-1] == ("b", None)
+    failed = DeadLetterParts("c", 2, lambda a, err, _m: reports.append((a, err)))
+    failed.settled(2, [(KafkaError.INVALID_RECORD, "t", b"v", None, -1, None)])
+    err = reports[-1][1]
+    assert reports[-1][0] == "c" and err is not None and err.code() == KafkaError.INVALID_RECORD
+
+
+def test_a_refused_line_is_found_again_in_an_overlapping_chunk_of_its_stream(tmp_path: Path) -> None:
+    chunk = Chunk(Origin("file", "/var/log/a.log"), ["a", "big", "c"], start=100, end=200)
+    chunk.stream = "1:2"
+    entry = refused_line(chunk, 1, "msg_size_too_large", "msg_size_too_large: Broker: Message size too large")
+    log = AbortLog(str(tmp_path), "agent")
+    log.save(1, "a record failed", [entry])
+    assert log.load() == (1, "a record failed")
+    reroute = Reroute(log.refused())
+    assert reroute.entries == [entry]
+    # Another stream, another file, a range that does not overlap: not that line.
+    other = Chunk(Origin("file", "/var/log/a.log"), ["big"], start=150, end=160)
+    other.stream = "1:3"
+    assert reroute.match(other) == {}
+    assert reroute.match(Chunk(Origin("file", "/var/log/b.log"), ["big"], start=150, end=160)) == {}
+    later = Chunk(Origin("file", "/var/log/a.log"), ["big"], start=200, end=204)
+    later.stream = "1:2"
+    assert reroute.match(later) == {}
+    # Read again in other chunks: the one holding it, at its index.
+    again = Chunk(Origin("file", "/var/log/a.log"), ["c0", "a", "big", "c"], start=90, end=205)
+    again.stream = "1:2"
+    assert reroute.match(again) == {2: ("msg_size_too_large", entry["error"])}
+    assert reroute.match(again) == {}  # once per transaction
+    assert reroute.committed() is True and not reroute and reroute.committed() is False
+    # Saving without the list keeps the file's; an empty list forgets them.
+    log.save(2, "again")
+    assert log.refused() == [entry]
+    log.save(2, "again", [])
+    assert log.refused() == []
+
+
+def test_a_match_not_committed_is_looked_for_again() -> None:
+    chunk = Chunk(Origin("file", "/a"), ["big"], start=0, end=4)
+    reroute = Reroute([refused_line(chunk, 0, "r", "e")])
+    assert reroute.match(chunk) == {0: ("r", "e")}
+    assert reroute  # still there until committed: an abort keeps it
+
+
+def test_the_reports_keep_the_largest_record_of_a_batch_refused_for_its_size() -> None:
+    reports = TransactionalReports("dlq")
+    size = KafkaError.MSG_SIZE_TOO_LARGE
+
+    class Runner:
+        def failed(self, *args: object) -> None:
+            pass
+
+    reports.bind(Runner())  # type: ignore[arg-type]
+    reports.settled([("d1", 2, [(size, "t", b"ab", None, 0, None), (size, "t", b"abcd", None, 0, None)])])
+    reports.settled([("d2", 1, [(KafkaError.INVALID_RECORD, "t", b"abcdefgh", None, 0, None)])])
+    assert reports.refused is not None and reports.refused[:3] == ("d1", b"abcd", "msg_size_too_large")
+    assert reports.failure
