@@ -74,6 +74,7 @@ class Chunk:
         "levels",
         "lines",
         "meta",
+        "offsets",
         "origin",
         "pending",
         "preset_levels",
@@ -106,6 +107,9 @@ class Chunk:
         self.read_time_ns = time.time_ns() if read_time_ns is None else read_time_ns
         #: Per-line extra fields from the source (``None`` when no line has any).
         self.meta = meta
+        #: Per-line offsets in ``stream`` when the source has one per record (Kafka: the
+        #: record's offset in the partition ``stream`` names); None otherwise.
+        self.offsets: list[int] | None = None
         #: Indexes of lines that were truncated by the source.
         self.truncated: frozenset[int] = frozenset()
         #: Per-line event time (ns since the epoch) when the source or a pipeline knows it

@@ -29,6 +29,7 @@ from log_capturer.sources.containers.config import ContainerMonitorConfig, Kuber
 from log_capturer.sources.file.config import FilesConfig
 from log_capturer.sources.forward.config import ForwardConfig
 from log_capturer.sources.http.config import HttpIngestConfig
+from log_capturer.sources.kafka.config import KafkaSourceConfig
 from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.stdin.config import StdinConfig
 from log_capturer.sources.syslog.config import SyslogConfig
@@ -54,6 +55,7 @@ class Sources(Strict):
     stdin: StdinConfig = component(StdinConfig, "log_capturer.sources.stdin.source:COMPONENT")
     http_ingest: HttpIngestConfig = component(HttpIngestConfig, "log_capturer.sources.http.source:COMPONENT")
     otlp: OtlpConfig = component(OtlpConfig, "log_capturer.sources.otlp.source:COMPONENT")
+    kafka: KafkaSourceConfig = component(KafkaSourceConfig, "log_capturer.sources.kafka.source:COMPONENT")
     container_monitor: ContainerMonitorConfig = component(
         ContainerMonitorConfig, "log_capturer.sources.containers.source:COMPONENT"
     )

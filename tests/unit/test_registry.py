@@ -22,6 +22,7 @@ def test_every_registered_section_names_a_component_of_its_kind() -> None:
         "stdin",
         "http_ingest",
         "otlp",
+        "kafka",
         "container_monitor",
     ]
     assert all(isinstance(comp, SourceComponent) for _k, _s, comp in sources)

@@ -298,6 +298,45 @@ class Metrics:
             "message was delivered or parked.",
             registry=r,
         )
+        # --- the Kafka source ----------------------------------------------------------------
+        self.kafka_source_records = Counter(
+            "kafka_source_records_consumed_total",
+            "Records the Kafka source read, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.kafka_source_rejected = Counter(
+            "kafka_source_records_rejected_total",
+            "Kafka records that could not be made records (reason: invalid_json, not_an_object, "
+            "missing_message, empty_message, invalid_field), by outcome (parked in the local DLQ, or "
+            "dropped: the DLQ could not take them; their partition's offset then stops there).",
+            ["reason", "outcome"],
+            registry=r,
+        )
+        self.kafka_source_committed = Gauge(
+            "kafka_source_committed_offset",
+            "The offset the Kafka source last committed per partition: every record before it was "
+            "delivered or parked by every sink.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.kafka_source_lag = Gauge(
+            "kafka_source_lag",
+            "Records of a partition not committed yet: its high watermark minus the committed offset.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.kafka_source_rebalances = Counter(
+            "kafka_source_rebalances_total",
+            "Partitions assigned to or revoked from the Kafka source (kind: assign, revoke, lost).",
+            ["kind"],
+            registry=r,
+        )
+        self.kafka_source_paused = Gauge(
+            "kafka_source_paused",
+            "1 while the Kafka source's partitions are paused because the sinks hold it back.",
+            registry=r,
+        )
         # --- processing pipelines ----------------------------------------------------------
         self.pipeline_lines = Counter(
             "pipeline_lines_total",

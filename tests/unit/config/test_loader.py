@@ -353,3 +353,10 @@ def test_acks_0_is_valid_but_warned_about() -> None:
     assert "checkpointed" in warning and "lost" in warning and "required_acks: -1" in warning
     for text in ("sinks: {kafka: {enabled: true, required_acks: -1}}", "sinks: {kafka: {required_acks: 0}}"):
         assert config_warnings(load_config_text(text, env={})) == []
+
+
+@pytest.mark.parametrize("name", ["consumer-loki", "consumer-elasticsearch"])
+def test_the_consumer_examples_validate(repo_root: Path, name: str) -> None:
+    cfg = load_config(repo_root / "configs" / f"{name}.yaml", env={})
+    assert cfg.kafka.enabled and not cfg.sinks.kafka.enabled and not cfg.files_config.enabled
+    assert cfg.kafka.group_id.startswith("log-capturer-")

@@ -77,14 +77,21 @@ def doc_ids(chunk: Chunk, encoded: list[bytes] | None = None) -> list[str]:
     - other positions (CRLF or blank lines, a line cut for its length): source id, stream, the
       chunk's start and the line's index in it. Stable for retries and DLQ replays (the id travels
       with the record); after a restart, for the first chunk read again only.
+    - an offset per line (``chunk.offsets``: the Kafka source): the topic and partition
+      (``chunk.stream``) and the line's offset, nothing else. A record read again after a crash
+      or a rebalance gets the same id, whatever its chunk and origin are then.
     - no positions (syslog, HTTP, stdin without an offset): a random id per chunk and the line's
       index: stable for retries and DLQ replays only (nothing is read again after a restart).
     """
+    n = len(chunk.lines)
+    blake = hashlib.blake2b
+    offsets = chunk.offsets
+    if offsets is not None and len(offsets) == n:
+        at = f"kafka\0{chunk.stream}\0".encode()
+        return [_b64(blake(at + off.to_bytes(8, "little"), digest_size=15).digest()) for off in offsets]
     o = chunk.origin
     base = f"{o.source_type}\0{o.source_id}\0{chunk.stream}\0".encode()
-    n = len(chunk.lines)
     start, end = chunk.start, chunk.end
-    blake = hashlib.blake2b
     # chunk.text_bytes: the lines' UTF-8 bytes, a lone surrogate counted 3 (as surrogatepass).
     if end > start and start + chunk.text_bytes + n == end:
         if _speedups is not None:  # the same ids, hashed in C (the lines encoded there too)

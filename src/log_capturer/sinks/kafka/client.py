@@ -27,7 +27,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from log_capturer.config.secrets import MASK, is_secret_key
-from log_capturer.sinks.kafka.config import KafkaSinkConfig
+from log_capturer.sinks.kafka.config import AuthConfig, KafkaSinkConfig
 from log_capturer.sinks.tls import TLSConfig, file_problems
 
 if TYPE_CHECKING:
@@ -70,27 +70,35 @@ def producer_config(cfg: KafkaSinkConfig, client_id: str = "log-capturer") -> di
     }
     if cfg.compression_level is not None:
         conf["compression.level"] = cfg.compression_level
+    conf.update(security_config(cfg.auth, cfg.tls))
+    conf.update(cfg.librdkafka_options)
+    return conf
+
+
+def security_config(auth: AuthConfig, tls: TLSConfig) -> dict[str, Any]:
+    """The librdkafka properties of an ``auth`` and a ``tls`` block (the Kafka sink's and the
+    Kafka source's)."""
+    conf: dict[str, Any] = {}
     protocol = "PLAINTEXT"
-    if cfg.auth.enabled and cfg.tls.enabled:
+    if auth.enabled and tls.enabled:
         protocol = "SASL_SSL"
-    elif cfg.auth.enabled:
+    elif auth.enabled:
         protocol = "SASL_PLAINTEXT"
-    elif cfg.tls.enabled:
+    elif tls.enabled:
         protocol = "SSL"
     conf["security.protocol"] = protocol
-    if cfg.auth.enabled:
-        conf["sasl.mechanism"] = cfg.auth.mechanism
-        conf["sasl.username"] = cfg.auth.username
-        conf["sasl.password"] = cfg.auth.password.get_secret_value()
-    if cfg.tls.enabled:
-        if cfg.tls.ca_file:
-            conf["ssl.ca.location"] = cfg.tls.ca_file
-        if cfg.tls.cert_file:
-            conf["ssl.certificate.location"] = cfg.tls.cert_file
-            conf["ssl.key.location"] = cfg.tls.key_file
-        conf["enable.ssl.certificate.verification"] = cfg.tls.verify_certificate
-        conf["ssl.endpoint.identification.algorithm"] = "https" if cfg.tls.verify_certificate else "none"
-    conf.update(cfg.librdkafka_options)
+    if auth.enabled:
+        conf["sasl.mechanism"] = auth.mechanism
+        conf["sasl.username"] = auth.username
+        conf["sasl.password"] = auth.password.get_secret_value()
+    if tls.enabled:
+        if tls.ca_file:
+            conf["ssl.ca.location"] = tls.ca_file
+        if tls.cert_file:
+            conf["ssl.certificate.location"] = tls.cert_file
+            conf["ssl.key.location"] = tls.key_file
+        conf["enable.ssl.certificate.verification"] = tls.verify_certificate
+        conf["ssl.endpoint.identification.algorithm"] = "https" if tls.verify_certificate else "none"
     return conf
 
 

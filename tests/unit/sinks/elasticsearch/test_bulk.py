@@ -470,3 +470,20 @@ def test_documents_of_a_chunk_are_its_records() -> None:
     assert (
         docs.size(0, len(LINES)) == docs.size(0, 3) + docs.size(3, len(LINES)) == sum(map(len, docs.values))
     )
+
+
+def test_ids_of_kafka_records_come_from_topic_partition_and_offset() -> None:
+    from log_capturer.record import Chunk, Origin
+    from log_capturer.sinks.elasticsearch.bulk import doc_ids
+
+    a = Chunk(Origin("kafka", "logs"), ["x", "y"])
+    a.stream, a.offsets = "logs:3", [7, 8]
+    # The same records read again in another chunk, with another origin and text: the same ids.
+    b = Chunk(Origin("app", "other"), ["y2"])
+    b.stream, b.offsets = "logs:3", [8]
+    c = Chunk(Origin("kafka", "logs"), ["y"])
+    c.stream, c.offsets = "logs:4", [8]
+    ids = doc_ids(a)
+    assert len(set(ids)) == 2
+    assert doc_ids(b) == ids[1:]
+    assert doc_ids(c) != ids[1:]

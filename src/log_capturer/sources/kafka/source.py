@@ -1,0 +1,548 @@
+"""The Kafka source: one member of a consumer group, on the delivery engine.
+
+One thread (``kafka-source``) polls the consumer (confluent-kafka, ``cooperative-sticky``
+assignment, ``read_committed``, no automatic commits or offset stores), turns each poll's
+records of a partition into chunks (:class:`~log_capturer.sources.http.source.Records`, as HTTP
+ingest: one chunk per origin) and submits them. Each chunk carries its records' offsets
+(``Chunk.offsets``, ``Chunk.stream`` = ``topic:partition``) and their Kafka metadata in the
+field ``metadata_field``. What cannot be a record (not JSON with ``format: json``, no message)
+is parked in the local DLQ with its reason.
+
+Offsets (:mod:`.offsets`): a partition's offset is committed only up to the end of the
+longest prefix of polls whose records are all acknowledged, every ``commit_interval``
+(asynchronously), and synchronously when partitions are revoked and at the stop.
+
+Backpressure: a chunk is submitted with a short wait; when the dispatcher does not take it,
+or ``max_in_flight`` records are unacknowledged, every assigned partition is paused and the
+loop keeps polling (so the group keeps the member) until there is room again.
+
+Revocation (inside a poll, on this thread): the revoked partitions' records not handed over
+yet are dropped (their next owner reads them), their records in flight are waited for up to
+``revoke_timeout``, and their watermark is committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
+from log_capturer.record import Chunk, Origin
+from log_capturer.reliability.dlq import DeadLetterStore
+from log_capturer.sinks.kafka.client import redacted, security_config
+from log_capturer.sinks.kafka.quiet import quiet_logger
+from log_capturer.sources.base import BuildContext, SourceComponent, SourceStartError
+from log_capturer.sources.http.source import (
+    INVALID_JSON,
+    NOT_AN_OBJECT,
+    PARKED,
+    REJECT_LOG_INTERVAL,
+    Item,
+    Records,
+    Rejected,
+    park_rejected,
+)
+from log_capturer.sources.kafka.config import KafkaSourceConfig
+from log_capturer.sources.kafka.offsets import TP, Segment, Watermarks
+from log_capturer.sources.supervise import Supervisor
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message, TopicPartition
+
+log = logging.getLogger(__name__)
+
+NAME = "kafka_source"
+#: The record member that carries a record's Kafka metadata through Records (then renamed).
+_META = "\x00kafka"
+#: Longest wait of one submit before the partitions are paused.
+SUBMIT_WAIT = 0.2
+
+
+def consumer_config(cfg: KafkaSourceConfig) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": ",".join(cfg.brokers),
+        "group.id": cfg.group_id,
+        "client.id": "log-capturer-consumer",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "isolation.level": "read_committed",
+        "auto.offset.reset": cfg.auto_offset_reset,
+        "session.timeout.ms": int(cfg.session_timeout * 1000),
+        "max.poll.interval.ms": int(cfg.max_poll_interval * 1000),
+        "enable.partition.eof": False,
+        "socket.keepalive.enable": True,
+        "reconnect.backoff.max.ms": 2000,
+    }
+    conf.update(security_config(cfg.auth, cfg.tls))
+    conf.update(cfg.librdkafka_options)
+    return conf
+
+
+class KafkaSource:
+    """The ``kafka`` section's source (see the module docstring)."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        config: KafkaSourceConfig,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        dlq: DeadLetterStore | None = None,
+    ) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.dlq = dlq
+        self.records = Records(config, "kafka")
+        self.marks = Watermarks()
+        self.supervisor = Supervisor(NAME, metrics)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+        #: Chunks read and not taken by the dispatcher yet, with their segment, in read order.
+        self._backlog: deque[tuple[Chunk, Segment, TP]] = deque()
+        self._assigned: set[TP] = set()
+        self._paused = False
+        self._last_commit = 0.0
+        self._origins: dict[TP, Origin] = {}
+        self._lag: dict[TP, int] = {}
+        #: Parked records not logged yet (one line per REJECT_LOG_INTERVAL at most), by reason.
+        self._parked_since_log: Counter[str] = Counter()
+        self._parked_logged = float("-inf")
+        #: Since when no partition is assigned (monotonic), None while some are.
+        self._unassigned_since: float | None = time.monotonic()
+        self.consumed = 0
+        self.rejected = 0
+        self.rebalances = 0
+        self.commit_errors = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        from confluent_kafka import Consumer, KafkaException
+
+        conf = consumer_config(self.config)
+        conf["error_cb"] = self._on_error
+        conf["on_commit"] = self._committed
+        conf["logger"] = quiet_logger(f"{__name__}.librdkafka")
+        try:
+            self._consumer = Consumer(conf)
+            topics = list(self.config.topics)
+            self._consumer.subscribe(
+                topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise SourceStartError(
+                f"kafka: the consumer cannot be created ({exc}); check kafka.librdkafka_options, "
+                f"kafka.auth and kafka.tls (properties: {redacted(conf)})"
+            ) from None
+        self._thread = threading.Thread(target=self._run, name="kafka-source", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop polling; records read and not handed over are dropped (read again at the next
+        start: their offsets are not committed)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def finish(self) -> None:
+        """After the drain: commit what was acknowledged, leave the group."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        self._commit(sync=True)
+        try:
+            consumer.close()
+        except Exception as exc:  # the broker gone: the group drops the member after the session
+            log.warning("kafka source: closing the consumer failed: %s", exc)
+        self._consumer = None
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        self.supervisor.run(self._loop, self._stop)
+
+    def _loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        cfg = self.config
+        while not self._stop.is_set():
+            self._submit_backlog()
+            blocked = bool(self._backlog) or self.marks.in_flight >= cfg.max_in_flight
+            self._pause(blocked)
+            messages = consumer.consume(cfg.batch_size, 0.1 if blocked else cfg.poll_timeout)
+            if messages:
+                self._take(messages)
+            now = time.monotonic()
+            if now - self._last_commit >= cfg.commit_interval:
+                self._commit(sync=False)
+                self._measure_lag()
+            self.supervisor.ok()
+
+    def _pause(self, blocked: bool) -> None:
+        consumer = self._consumer
+        if consumer is None or blocked == self._paused or not self._assigned:
+            return
+        from confluent_kafka import TopicPartition
+
+        tps = [TopicPartition(t, p) for t, p in self._assigned]
+        if blocked:
+            consumer.pause(tps)
+        else:
+            consumer.resume(tps)
+        self._paused = blocked
+        self.metrics.kafka_source_paused.set(1 if blocked else 0)
+
+    def _submit_backlog(self) -> None:
+        while self._backlog and not self._stop.is_set():
+            chunk, seg, tp = self._backlog[0]
+            if tp not in self._assigned:
+                self._backlog.popleft()  # revoked: its next owner reads it
+                continue
+            try:
+                taken = self.dispatcher.submit(chunk, None, SUBMIT_WAIT)
+            except QueueClosed:
+                return
+            if not taken:
+                return
+            self._backlog.popleft()
+            chunk.on_done(self._done_callback(seg))
+
+    def _done_callback(self, seg: Segment) -> Callable[[Chunk], None]:
+        marks = self.marks
+
+        def done(_chunk: Chunk) -> None:
+            marks.part_done(seg)
+
+        return done
+
+    def _take(self, messages: list[Message]) -> None:
+        """Turn a poll's records into chunks, partition by partition, onto the backlog."""
+        by_tp: dict[TP, list[Message]] = {}
+        errors = 0
+        for m in messages:
+            if m.error() is not None:
+                errors += 1
+                log.warning("kafka source: %s", m.error())
+                continue
+            topic = m.topic()
+            partition = m.partition()
+            if topic is None or partition is None:
+                continue
+            by_tp.setdefault((topic, partition), []).append(m)
+        for tp, msgs in by_tp.items():
+            if tp not in self._assigned:
+                continue
+            self.metrics.kafka_source_records.labels(tp[0]).inc(len(msgs))
+            self.consumed += len(msgs)
+            first = msgs[0].offset() or 0
+            last = msgs[-1].offset() or 0
+            seg = self.marks.add(tp, first, last + 1, len(msgs))
+            chunks, rejected = self.records.chunks(self._items(tp, msgs), self._origin(tp))
+            for chunk in chunks:
+                self._finish_chunk(chunk, tp)
+                self.marks.add_part(seg)
+                self._backlog.append((chunk, seg, tp))
+            if rejected and not self._reject(rejected):
+                self.marks.add_part(seg)  # never finished: the offset stops before this poll
+            self.marks.seal(seg)
+
+    def _origin(self, tp: TP) -> Origin:
+        origin = self._origins.get(tp)
+        if origin is None:
+            cfg = self.config
+            origin = Origin(cfg.source_type, cfg.source_id or tp[0], dict(cfg.labels), cfg.pipeline)
+            self._origins[tp] = origin
+        return origin
+
+    def _items(self, tp: TP, msgs: list[Message]) -> list[Item]:
+        fmt = self.config.format
+        topic, partition = tp
+        items: list[Item] = []
+        for i, m in enumerate(msgs, 1):
+            value = m.value() or b""
+            key = m.key()
+            ts_type, ts = m.timestamp()
+            meta: dict[str, Any] = {
+                "topic": topic,
+                "partition": partition,
+                "offset": m.offset(),
+                "key": key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key,
+                "timestamp": ts if ts_type else None,
+            }
+            headers = m.headers()
+            if headers:
+                pairs = headers.items() if isinstance(headers, dict) else headers
+                meta["headers"] = {
+                    k: v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v for k, v in pairs
+                }
+            event_ns = ts * 1_000_000 if ts_type and ts > 0 else None
+            if fmt != "raw" and value[:1] == b"{":
+                try:
+                    rec = orjson.loads(value)
+                except orjson.JSONDecodeError as exc:
+                    if fmt == "json":
+                        text = value.decode("utf-8", "backslashreplace")
+                        items.append(
+                            Rejected(
+                                i,
+                                INVALID_JSON,
+                                f"offset {m.offset()}: not JSON ({exc})",
+                                {"raw": text, _META: meta},
+                            )
+                        )
+                        continue
+                else:
+                    if isinstance(rec, dict):
+                        rec[_META] = meta
+                        items.append((rec, event_ns))
+                        continue
+            if fmt == "json":
+                text = value.decode("utf-8", "backslashreplace")
+                why = f"offset {m.offset()}: not a JSON object (kafka.format: json)"
+                items.append(Rejected(i, NOT_AN_OBJECT, why, {"raw": text, _META: meta}))
+                continue
+            text = value.decode("utf-8", "backslashreplace")
+            items.append(({"message": text, _META: meta}, event_ns))
+        return items
+
+    def _finish_chunk(self, chunk: Chunk, tp: TP) -> None:
+        """Take each line's Kafka metadata out of the private member into ``metadata_field``,
+        and the offsets into ``chunk.offsets``."""
+        field = self.config.metadata_field
+        offsets: list[int] = []
+        meta = chunk.meta
+        if meta is None or len(meta) != len(chunk.lines):  # cannot happen: every item carries it
+            raise RuntimeError(f"kafka source: the records of {tp} lost their metadata")
+        for m in meta:
+            km = m.pop(_META, None) if m is not None else None
+            if m is None or km is None:
+                raise RuntimeError(f"kafka source: a record of {tp} lost its metadata")
+            offsets.append(km["offset"])
+            m[field] = km
+        chunk.offsets = offsets
+        chunk.stream = f"{tp[0]}:{tp[1]}"
+
+    def _reject(self, rejected: list[Rejected]) -> bool:
+        """Park records that cannot be shipped; False when the DLQ could not take them."""
+        field = self.config.metadata_field
+        for r in rejected:
+            if _META in r.original:
+                r.original[field] = r.original.pop(_META)
+        outcomes, dlq_error = park_rejected(
+            rejected, self.dlq, False, self.metrics.kafka_source_rejected, NAME
+        )
+        self.rejected += len(rejected)
+        reasons = Counter(r.reason for r in rejected)
+        if dlq_error:
+            log.error(
+                "kafka source: %d records could not be parked (%s): %s; their partition's offset "
+                "is not committed past them",
+                len(rejected),
+                dict(reasons),
+                dlq_error,
+            )
+            return False
+        self._parked_since_log.update(reasons)
+        now = time.monotonic()
+        if now - self._parked_logged >= REJECT_LOG_INTERVAL:
+            log.warning(
+                "kafka source: %d records parked in the local DLQ (%s) since the last such line; e.g. %s",
+                sum(self._parked_since_log.values()),
+                dict(self._parked_since_log),
+                rejected[0].error,
+            )
+            self._parked_logged = now
+            self._parked_since_log.clear()
+        return all(o == PARKED for _, o in outcomes)
+
+    # -- commits -----------------------------------------------------------------------------------
+    def _commit(self, sync: bool, tps: list[TP] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        from confluent_kafka import KafkaException, TopicPartition
+
+        self._last_commit = time.monotonic()
+        offsets = self.marks.to_commit(tps)
+        if not offsets:
+            return
+        tpl = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            if sync:
+                self._committed(None, consumer.commit(offsets=tpl, asynchronous=False) or [])
+            else:
+                # Counted once the broker answers (``_committed``, the on_commit callback, inside
+                # a later poll); a failed one is sent again at the next interval.
+                consumer.commit(offsets=tpl, asynchronous=True)
+        except KafkaException as exc:
+            self._commit_failed(exc)
+
+    def _committed(self, err: Any, partitions: list[TopicPartition]) -> None:
+        """The broker's answer to a commit (librdkafka's on_commit, or a synchronous commit's)."""
+        if err is not None:
+            self._commit_failed(err)
+            return
+        done: dict[TP, int] = {}
+        for tp in partitions:
+            if tp.error is not None:
+                self._commit_failed(tp.error)
+                continue
+            done[(tp.topic, tp.partition)] = tp.offset
+        self.marks.committed(done)
+        for (t, p), o in done.items():
+            self.metrics.kafka_source_committed.labels(t, str(p)).set(o)
+
+    def _measure_lag(self) -> None:
+        """Each assigned partition's lag, from the high watermark of its last fetch."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        from confluent_kafka import KafkaException, TopicPartition
+
+        lag: dict[TP, int] = {}
+        for tp, base in self.marks.lag_base().items():
+            if tp not in self._assigned or base < 0:
+                continue
+            try:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                lag[tp] = max(0, high - base)
+                self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(lag[tp])
+        self._lag = lag
+
+    def _commit_failed(self, err: Any) -> None:
+        self.commit_errors += 1
+        log.warning("kafka source: a commit failed (%s); it is sent again", err)
+
+    # -- rebalances (on the loop's thread, inside a poll) --------------------------------------------
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        self.rebalances += 1
+        self.metrics.kafka_source_rebalances.labels("assign").inc()
+        self.marks.assign(tps)
+        self._assigned.update(tps)
+        if self._assigned:
+            self._unassigned_since = None
+        if self._paused and partitions:
+            _consumer.pause(partitions)
+        log.info("kafka source: assigned %s", ", ".join(f"{t}[{p}]" for t, p in tps))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        self.rebalances += 1
+        self.metrics.kafka_source_rebalances.labels("revoke").inc()
+        self._assigned.difference_update(tps)
+        self._lost_partitions(tps)
+        self._backlog = deque(b for b in self._backlog if b[2] not in tps)
+        settled = self.marks.wait_settled(tps, self.config.revoke_timeout)
+        self._commit(sync=True, tps=tps)
+        self.marks.revoke(tps)
+        log.info(
+            "kafka source: revoked %s%s",
+            ", ".join(f"{t}[{p}]" for t, p in tps),
+            ""
+            if settled
+            else " (records still in flight after revoke_timeout: the next owner reads them again)",
+        )
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        self.rebalances += 1
+        self.metrics.kafka_source_rebalances.labels("lost").inc()
+        self._assigned.difference_update(tps)
+        self._lost_partitions(tps)
+        self._backlog = deque(b for b in self._backlog if b[2] not in tps)
+        self.marks.revoke(tps)
+        log.warning("kafka source: lost %s (not committed: another member owns them)", tps)
+
+    def _lost_partitions(self, tps: list[TP]) -> None:
+        for tp in tps:
+            self._lag.pop(tp, None)
+            with contextlib.suppress(KeyError):  # never measured
+                self.metrics.kafka_source_lag.remove(tp[0], str(tp[1]))
+        if not self._assigned and self._unassigned_since is None:
+            self._unassigned_since = time.monotonic()
+
+    def _on_error(self, err: Any) -> None:
+        log.warning("kafka source: %s", err)
+
+    # -- /health, /stats ---------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """The supervisor's state; degraded (unless worse) while the lag is above
+        ``lag_threshold`` or no partition was assigned for longer than ``session_timeout``."""
+        out = self.supervisor.health()
+        lag = sum(self._lag.values())
+        out.update(assigned=len(self._assigned), paused=self._paused, in_flight=self.marks.in_flight, lag=lag)
+        problems = []
+        threshold = self.config.lag_threshold
+        if threshold and lag > threshold:
+            problems.append(f"the lag ({lag} records) is above kafka.lag_threshold ({threshold})")
+        since = self._unassigned_since
+        if since is not None and time.monotonic() - since > self.config.session_timeout:
+            problems.append(
+                f"no partition assigned for {time.monotonic() - since:.0f}s (more members than "
+                "partitions in the group, or the group cannot be joined)"
+            )
+        if problems and out.get("status") == "healthy":
+            out["status"] = "degraded"
+            out["message"] = "; ".join(problems)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "consumed": self.consumed,
+            "rejected": self.rejected,
+            "rebalances": self.rebalances,
+            "commit_errors": self.commit_errors,
+            "in_flight": self.marks.in_flight,
+            "paused": self._paused,
+            "lag": sum(self._lag.values()),
+            "partitions": {
+                f"{t}:{p}": {"watermark": w, "committed": c, "in_flight": n}
+                for (t, p), (w, c, n) in self.marks.partitions().items()
+            },
+        }
+
+
+def build(config: KafkaSourceConfig, ctx: BuildContext) -> KafkaSource | None:
+    if not config.enabled:
+        return None
+    return KafkaSource(config, ctx.dispatcher, ctx.metrics, ctx.dlq)
+
+
+def problems(config: KafkaSourceConfig) -> list[str]:
+    from log_capturer.sinks.kafka.client import tls_file_problems
+
+    if not config.enabled:
+        return []
+    return [p.replace("sinks.kafka.tls", "kafka.tls") for p in tls_file_problems(config.tls)]
+
+
+COMPONENT = SourceComponent(
+    build=build,
+    stats_key="kafka",
+    idle_stats={
+        "consumed": 0,
+        "rejected": 0,
+        "rebalances": 0,
+        "commit_errors": 0,
+        "in_flight": 0,
+        "paused": False,
+        "lag": 0,
+        "partitions": {},
+    },
+    pipelines=lambda section: {section.source_type: section.pipeline} if section.pipeline else {},
+    problems=problems,
+)

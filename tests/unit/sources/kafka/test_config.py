@@ -1,0 +1,56 @@
+"""The ``kafka`` section."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from log_capturer.sources.kafka.config import KafkaSourceConfig
+from log_capturer.sources.kafka.source import consumer_config
+
+
+def test_the_consumer_never_commits_or_stores_offsets_by_itself() -> None:
+    conf = consumer_config(KafkaSourceConfig(brokers=["k1:9092", "k2:9092"], group_id="g"))
+    assert conf["bootstrap.servers"] == "k1:9092,k2:9092"
+    assert conf["group.id"] == "g"
+    assert conf["enable.auto.commit"] is False
+    assert conf["enable.auto.offset.store"] is False
+    assert conf["partition.assignment.strategy"] == "cooperative-sticky"
+    assert conf["isolation.level"] == "read_committed"
+    assert conf["security.protocol"] == "PLAINTEXT"
+
+
+def test_security_is_the_kafka_sinks() -> None:
+    cfg = KafkaSourceConfig(
+        auth={"enabled": True, "mechanism": "PLAIN", "username": "u", "password": "p"},
+        tls={"enabled": True, "verify_certificate": False},
+    )
+    conf = consumer_config(cfg)
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["sasl.mechanism"] == "PLAIN"
+    assert conf["sasl.password"] == "p"
+    assert conf["ssl.endpoint.identification.algorithm"] == "none"
+
+
+def test_options_pass_through_but_not_the_ones_the_section_sets() -> None:
+    assert (
+        consumer_config(KafkaSourceConfig(librdkafka_options={"fetch.max.bytes": 1 << 20}))["fetch.max.bytes"]
+        == 1 << 20
+    )
+    with pytest.raises(ValidationError, match=r"enable\.auto\.commit cannot be set here"):
+        KafkaSourceConfig(librdkafka_options={"enable.auto.commit": True})
+
+
+def test_a_topic_pattern_must_be_a_regular_expression() -> None:
+    assert KafkaSourceConfig(topics=["^logs-.*"]).topics == ["^logs-.*"]
+    with pytest.raises(ValidationError, match="not a valid regular expression"):
+        KafkaSourceConfig(topics=["^logs-("])
+
+
+def test_durations() -> None:
+    cfg = KafkaSourceConfig(session_timeout="10s", poll_timeout="100ms", max_poll_interval="1m")
+    conf = consumer_config(cfg)
+    assert conf["session.timeout.ms"] == 10_000
+    assert conf["max.poll.interval.ms"] == 60_000
+    with pytest.raises(ValidationError, match="max_poll_interval"):
+        KafkaSourceConfig(session_timeout="60s", max_poll_interval="30s")
