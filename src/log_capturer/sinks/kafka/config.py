@@ -133,8 +133,24 @@ def _check_broker(value: str) -> str:
 Broker = Annotated[str, AfterValidator(_check_broker)]
 
 
+#: librdkafka properties set from the ``auth`` and ``tls`` keys (the sink's and the source's).
+SECURITY_PROPERTIES = frozenset(
+    {
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "sasl.username",
+        "sasl.password",
+        "ssl.ca.location",
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "enable.ssl.certificate.verification",
+        "ssl.endpoint.identification.algorithm",
+    }
+)
+
 #: librdkafka properties owned by a ``sinks.kafka`` key (not settable via librdkafka_options).
-MANAGED_PROPERTIES = frozenset(
+MANAGED_PROPERTIES = SECURITY_PROPERTIES | frozenset(
     {
         "bootstrap.servers",
         "metadata.broker.list",
@@ -157,16 +173,6 @@ MANAGED_PROPERTIES = frozenset(
         "message.send.max.retries",
         "message.max.bytes",
         "partitioner",
-        "security.protocol",
-        "sasl.mechanism",
-        "sasl.mechanisms",
-        "sasl.username",
-        "sasl.password",
-        "ssl.ca.location",
-        "ssl.certificate.location",
-        "ssl.key.location",
-        "enable.ssl.certificate.verification",
-        "ssl.endpoint.identification.algorithm",
         "error_cb",
         "stats_cb",
         "logger",

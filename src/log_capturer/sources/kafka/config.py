@@ -8,12 +8,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from log_capturer.config.base import Duration, Strict
-from log_capturer.sinks.kafka.config import AuthConfig, Broker
+from log_capturer.sinks.kafka.config import SECURITY_PROPERTIES, AuthConfig, Broker
 from log_capturer.sinks.tls import TLSConfig
 from log_capturer.sources.http.config import KeyList, check_record_keys
 
 #: librdkafka consumer properties the source sets itself: ``librdkafka_options`` may not.
-RESERVED_OPTIONS = frozenset(
+RESERVED_OPTIONS = SECURITY_PROPERTIES | frozenset(
     {
         "bootstrap.servers",
         "metadata.broker.list",
@@ -25,16 +25,6 @@ RESERVED_OPTIONS = frozenset(
         "auto.offset.reset",
         "session.timeout.ms",
         "max.poll.interval.ms",
-        "security.protocol",
-        "sasl.mechanism",
-        "sasl.mechanisms",
-        "sasl.username",
-        "sasl.password",
-        "ssl.ca.location",
-        "ssl.certificate.location",
-        "ssl.key.location",
-        "enable.ssl.certificate.verification",
-        "ssl.endpoint.identification.algorithm",
         "on_commit",
         "error_cb",
         "stats_cb",
