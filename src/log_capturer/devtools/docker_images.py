@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import re
@@ -131,17 +132,31 @@ def debian_python_base(docker: LocalDocker, ref: str = BASE_IMAGE, log: Callable
     return ref
 
 
+def pip_wheel(repo: Path, into: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``pip wheel`` ``repo`` into ``into``, one build of ``repo`` at a time.
+
+    setuptools builds in the source tree (``build/``, ``src/*.egg-info``): two builds of the same
+    tree at once trip over each other's files (``File exists: build/bdist.../...dist-info``), so
+    builds from any process take a lock file in ``build/`` first.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    (repo / "build").mkdir(exist_ok=True)
+    with (repo / "build" / ".pip-wheel.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", *options, "--wheel-dir", str(into), str(repo)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+
 def build_wheels(repo: Path, into: Path) -> Path:
     """``pip wheel`` the project and its dependencies into ``into`` (what ``make wheels`` does)."""
     into.mkdir(parents=True, exist_ok=True)
     for old in into.glob("log_capturer-*.whl"):
         old.unlink()  # the image installs exactly one wheel of the agent
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(into), str(repo)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = pip_wheel(repo, into)
     if proc.returncode != 0:
         raise LocalDockerError(f"pip wheel failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return into

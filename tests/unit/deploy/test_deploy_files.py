@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from log_capturer.config import load_config, load_config_text
+from log_capturer.devtools.docker_images import pip_wheel
 from tests.support import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -88,12 +89,7 @@ def test_dockerfile_copies_what_exists_and_runs_the_config_it_copies() -> None:
 
 
 def test_the_wheel_the_image_installs_has_the_command_and_resources(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    res = pip_wheel(REPO, tmp_path, "--no-deps")  # the image test may build the same tree meanwhile
     assert res.returncode == 0, res.stdout + res.stderr
     (wheel,) = tmp_path.glob("log_capturer-*.whl")  # the name the Dockerfile's glob expects
     names = zipfile.ZipFile(wheel).namelist()

@@ -29,8 +29,10 @@ from tests.support import started
 pytestmark = pytest.mark.integration
 
 #: nginx lets this many pushes per second through (and a burst of BURST more at once)...
+#: Each 2 s wait drains the burst fully, so every burst + RATE x (time to spend it) pushes end in a
+#: 429: 200 pushes make about 8 of them when the sink pushes 100/s, 5 at 40/s on a loaded machine.
 RATE = 20
-BURST = 40
+BURST = 20
 #: ...and tells the sink to come back after this many seconds.
 RETRY_AFTER = 2
 #: How much earlier or later than nginx's clock the sink may see an answer or send a push.
@@ -91,7 +93,7 @@ def test_429_with_retry_after_from_a_rate_limit_loses_and_duplicates_nothing(
     assert not early, f"pushes sent during a Retry-After wait (seconds after the 429, status): {early[:5]}"
     print({"took_s": round(took, 1), "requests": requests, "nginx": dict(logged)})
     # A run at full speed is throttled for real, many times.
-    assert requests["429"] >= 8, f"nginx answered 429 only {requests['429']} times: the test proves nothing"
+    assert requests["429"] >= 5, f"nginx answered 429 only {requests['429']} times: the test proves nothing"
     # Every push the sink made went through nginx: the counts match its access log.
     assert requests["429"] == logged[429] and requests["204"] == logged[204], (requests, logged)
     assert set(logged) <= {204, 429}, logged
