@@ -25,9 +25,10 @@ TP = tuple[str, int]
 
 class Segment:
     """The records ``[start, end)`` of one poll of one partition, ``records`` of them read,
-    finished once ``parts`` parts have each called :meth:`Watermarks.part_done`."""
+    finished once ``parts`` parts have each called :meth:`Watermarks.part_done`; a segment with
+    a part :meth:`Watermarks.drop` dropped never finishes."""
 
-    __slots__ = ("end", "marks", "parts", "records", "start")
+    __slots__ = ("dropped", "end", "marks", "parts", "records", "start")
 
     def __init__(self, marks: Marks, start: int, end: int, records: int) -> None:
         self.marks = marks
@@ -35,6 +36,7 @@ class Segment:
         self.end = end
         self.records = records
         self.parts = 0
+        self.dropped = False
 
 
 @dataclass
@@ -97,16 +99,20 @@ class Watermarks:
             if seg.parts > 0:
                 return
             marks = seg.marks
-            moved = False
-            while marks.segments and marks.segments[0].parts <= 0:
+            while marks.segments and marks.segments[0].parts <= 0 and not marks.segments[0].dropped:
                 done = marks.segments.popleft()
                 marks.watermark = done.end
                 marks.in_flight -= done.records
                 if marks.owned:
                     self.in_flight -= done.records
-                moved = True
-            if moved:
-                self._cond.notify_all()
+            self._cond.notify_all()
+
+    def drop(self, seg: Segment) -> None:
+        """One part of ``seg`` will never finish: its chunk was not handed over (its partition
+        was revoked, or the source stopped), and the partition's next reader reads it again.
+        The watermark never passes ``seg``; :meth:`wait_settled` no longer waits for that part."""
+        seg.dropped = True
+        self.part_done(seg)
 
     def to_commit(self, tps: list[TP] | None = None) -> dict[TP, int]:
         """The watermarks not committed yet (of ``tps``, or of every partition)."""
@@ -125,10 +131,12 @@ class Watermarks:
                     marks.committed = offset
 
     def wait_settled(self, tps: list[TP], timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds until no record of ``tps`` is in flight; True if none is."""
+        """Wait up to ``timeout`` seconds until no record of ``tps`` handed over is in flight
+        (every part finished or dropped); True if none is."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: all(self._marks[t].in_flight == 0 for t in tps if t in self._marks), timeout
+                lambda: all(s.parts <= 0 for t in tps if t in self._marks for s in self._marks[t].segments),
+                timeout,
             )
 
     def revoke(self, tps: list[TP]) -> None:

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -160,6 +160,7 @@ class KafkaSource:
         consumer = self._consumer
         if consumer is None:
             return
+        self._drop_backlog()
         self._commit(sync=True)
         try:
             consumer.close()
@@ -216,6 +217,17 @@ class KafkaSource:
                 return
             self._backlog.popleft()
             chunk.on_done(self._done_callback(seg))
+
+    def _drop_backlog(self, tps: Collection[TP] | None = None) -> None:
+        """Drop the chunks not handed over (of ``tps``, else all): their partition's next reader
+        reads them again, so the watermark stops before them and nothing waits for them."""
+        keep: deque[tuple[Chunk, Segment, TP]] = deque()
+        for item in self._backlog:
+            if tps is None or item[2] in tps:
+                self.marks.drop(item[1])
+            else:
+                keep.append(item)
+        self._backlog = keep
 
     def _done_callback(self, seg: Segment) -> Callable[[Chunk], None]:
         marks = self.marks
@@ -445,7 +457,7 @@ class KafkaSource:
         self.metrics.kafka_source_rebalances.labels("revoke").inc()
         self._assigned.difference_update(tps)
         self._lost_partitions(tps)
-        self._backlog = deque(b for b in self._backlog if b[2] not in tps)
+        self._drop_backlog(tps)
         settled = self.marks.wait_settled(tps, self.config.revoke_timeout)
         self._commit(sync=True, tps=tps)
         self.marks.revoke(tps)
@@ -463,7 +475,7 @@ class KafkaSource:
         self.metrics.kafka_source_rebalances.labels("lost").inc()
         self._assigned.difference_update(tps)
         self._lost_partitions(tps)
-        self._backlog = deque(b for b in self._backlog if b[2] not in tps)
+        self._drop_backlog(tps)
         self.marks.revoke(tps)
         log.warning("kafka source: lost %s (not committed: another member owns them)", tps)
 

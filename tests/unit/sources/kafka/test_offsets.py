@@ -131,3 +131,19 @@ def test_acknowledgements_from_many_threads() -> None:
         t.join()
     assert marks.to_commit() == {TP: 2000}
     assert marks.in_flight == 0
+
+
+def test_a_dropped_part_is_not_waited_for_and_holds_the_watermark() -> None:
+    marks = Watermarks()
+    a = segment(marks, 0, 10, 1)
+    b = segment(marks, 10, 20, 2)  # one chunk handed over, one dropped (never handed over)
+    marks.part_done(a)
+    marks.drop(b)
+    assert not marks.wait_settled([TP], 0.05)  # b's other chunk is still in flight
+    threading.Timer(0.1, marks.part_done, (b,)).start()
+    assert marks.wait_settled([TP], 5)
+    # Every part of b ended, one of them never delivered: the offset stays before b.
+    assert marks.to_commit() == {TP: 10}
+    later = segment(marks, 20, 30, 1)
+    marks.part_done(later)
+    assert marks.to_commit() == {TP: 10}

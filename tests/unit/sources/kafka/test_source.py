@@ -133,3 +133,25 @@ def test_raw_takes_json_as_text() -> None:
     src = source(sink, format="raw")
     src._take([message(0, b'{"message": "x"}')])
     assert [line for c, _s, _t in src._backlog for line in c.lines] == ['{"message": "x"}']
+
+
+def test_a_revocation_does_not_wait_for_chunks_it_never_handed_over() -> None:
+    """Chunks of a revoked partition still waiting for the dispatcher are dropped (the next owner
+    reads them): the revocation waits for what was handed over only, not revoke_timeout, and
+    commits nothing past the dropped records."""
+    from confluent_kafka import TopicPartition
+
+    sink = MemorySink()
+    src = source(sink, revoke_timeout="5s")
+    src._take([message(0, b"a"), message(1, b"b")])
+    src._submit_backlog()
+    wait_for(lambda: src.marks.to_commit() == {TP: 2})
+    src._take([message(2, b"c")])  # read, not handed over yet
+    committed: list[dict[tuple[str, int], int]] = []
+    src._commit = lambda sync, tps=None: committed.append(src.marks.to_commit(tps))  # type: ignore[method-assign]
+    started = time.monotonic()
+    src._on_revoke(None, [TopicPartition(*TP)])  # type: ignore[arg-type]
+    assert time.monotonic() - started < 2
+    assert committed == [{TP: 2}]
+    assert not src._backlog and src.marks.in_flight == 0
+    assert [r[1] for r in sink.records] == ["a", "b"]
