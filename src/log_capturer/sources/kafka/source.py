@@ -64,6 +64,8 @@ NAME = "kafka_source"
 _META = "\x00kafka"
 #: Longest wait of one submit before the partitions are paused.
 SUBMIT_WAIT = 0.2
+#: Longest wait for the broker's high watermark of a paused partition (its lag).
+LAG_QUERY_TIMEOUT = 1.0
 
 
 def consumer_config(cfg: KafkaSourceConfig) -> dict[str, Any]:
@@ -415,23 +417,36 @@ class KafkaSource:
             self.metrics.kafka_source_committed.labels(t, str(p)).set(o)
 
     def _measure_lag(self) -> None:
-        """Each assigned partition's lag, from the high watermark of its last fetch."""
+        """Each assigned partition's lag, from the high watermark of its last fetch; while the
+        partitions are paused (nothing is fetched, so that watermark stands still) from the broker
+        (a ListOffsets request, up to LAG_QUERY_TIMEOUT), so that the lag grows with what arrives
+        meanwhile. A partition the broker does not answer for keeps its last lag."""
         consumer = self._consumer
         if consumer is None:
             return
         from confluent_kafka import KafkaException, TopicPartition
 
+        ask = self._paused
         lag: dict[TP, int] = {}
         for tp, base in self.marks.lag_base().items():
             if tp not in self._assigned or base < 0:
                 continue
             try:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                if ask:
+                    _low, high = consumer.get_watermark_offsets(
+                        TopicPartition(*tp), timeout=LAG_QUERY_TIMEOUT, cached=False
+                    )
+                else:
+                    _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
-                continue
+                if ask:
+                    ask = False  # no answer: the others keep their last lag too (one wait a round)
+                high = -1
             if high >= 0:
                 lag[tp] = max(0, high - base)
                 self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(lag[tp])
+            elif tp in self._lag:
+                lag[tp] = self._lag[tp]
         self._lag = lag
 
     def _commit_failed(self, err: Any) -> None:
