@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +25,9 @@ from log_capturer.config import ConfigError, load_config
 from log_capturer.config.schema import Config, parse_duration
 from log_capturer.reliability.dlq.replay import ProducerTarget, ReplayBusy, replay_entries, replay_lock
 from log_capturer.reliability.dlq.store import DeadLetterStore, DLQWriteError, parse_iso
+from log_capturer.sinks.elasticsearch.sink import SINK_NAME as ELASTICSEARCH_SINK
 from log_capturer.sinks.local_file.sink import SINK_NAME as LOCAL_FILE_SINK
+from log_capturer.sinks.loki.sink import SINK_NAME as LOKI_SINK
 
 dlq_app = typer.Typer(help="The local dead-letter queue: inspect, replay, purge.", no_args_is_help=True)
 
@@ -39,6 +42,10 @@ ReasonOpt = Annotated[
     str | None, typer.Option("--reason", help="Only entries with this error_type (e.g. message_too_large).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+#: Sinks whose parked entries only the running agent replays (to their own files or servers:
+#: ``dlq replay`` would send them to Kafka, under their index or file name as the topic).
+AGENT_REPLAYED = frozenset({LOCAL_FILE_SINK, ELASTICSEARCH_SINK, LOKI_SINK})
 
 
 def _config(config: Path) -> Config:
@@ -145,15 +152,26 @@ def dlq_replay(
     included); delivered entries leave the store. Every entry by default, also those automatic
     reprocessing gave up on (--due, --reason and --limit narrow it). Entries without a topic
     (records a source rejected, such as HTTP ingest's invalid_record) are never replayed: read
-    them with `dlq list`, remove them with `dlq purge`. Entries the local_file sink parked are
-    left to the running agent's reprocessing, which writes them to its files. Exit 1 if some
+    them with `dlq list`, remove them with `dlq purge`. Entries the local_file, elasticsearch or
+    loki sink parked are left to the running agent's reprocessing (POST /dlq/reprocess?all=true),
+    which sends them to that sink (Elasticsearch documents keep their _id). Exit 1 if some
     could not be delivered."""
     cfg, store = _store(config, directory)
     try:
         with replay_lock(store):
             entries = store.select(due_only=due, reason=reason, limit=limit or None, replayable=True)
-            # The local file sink's entries go back to its files: the running agent replays them.
-            entries = [e for e in entries if e.get("failed_sink") != LOCAL_FILE_SINK]
+            # The local file, Elasticsearch and Loki sinks' entries go back to their files and
+            # servers: the running agent replays them.
+            left = Counter(
+                str(e.get("failed_sink")) for e in entries if e.get("failed_sink") in AGENT_REPLAYED
+            )
+            entries = [e for e in entries if e.get("failed_sink") not in AGENT_REPLAYED]
+            if left:
+                listed = ", ".join(f"{n:,} of {sink}" for sink, n in sorted(left.items()))
+                out.print(
+                    f"left to the running agent ({listed}): it replays them to their own sink "
+                    "(POST /dlq/reprocess?all=true)"
+                )
             if not entries:
                 out.print("nothing to replay")
                 return
