@@ -120,7 +120,9 @@ class AppConfig(Strict):
         "and Kafka producer. Files and containers are split between them by a hash of their source_id "
         "(BLAKE2b) modulo N, "
         "so one file and its rotations stay in one worker (order and checkpoints are kept); "
-        "syslog, HTTP ingest and DLQ reprocessing run in worker 0; queue sizes (dispatcher and "
+        "syslog, HTTP ingest and DLQ reprocessing run in worker 0; with the kafka source each "
+        "worker is a member of its consumer group (the partitions are spread over the workers); "
+        "queue sizes (dispatcher and "
         "sinks.kafka) are the whole agent's and each worker gets 1/N of them; the supervisor "
         "serves server.port and metrics.port for the whole agent and restarts a worker that dies. "
         "See the README, 'Multi-process mode'.",

@@ -137,7 +137,8 @@ class KafkaSourceConfig(Strict):
         ge=0,
         description="/health reports the source degraded while its partitions' lag (records not "
         "committed yet, summed over the partitions it has read from or committed; from the high "
-        "watermarks of the last fetches) is above this; 0: "
+        "watermarks of the last fetches, asked of the broker while the partitions are paused) is "
+        "above this; 0: "
         "never. It is also degraded while no partition is assigned for longer than "
         "session_timeout (more members than partitions, or the group cannot be joined).",
     )
