@@ -111,6 +111,10 @@ class KafkaSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
+        #: A client of its own that asks the broker for the high watermarks of paused partitions
+        #: (made at the first pause): asked through the group's consumer, a query could make it
+        #: fetch a partition again from an earlier offset (records read twice, seen in tests).
+        self._lag_client: Consumer | None = None
         #: Chunks read and not taken by the dispatcher yet, with their segment, in read order.
         self._backlog: deque[tuple[Chunk, Segment, TP]] = deque()
         self._assigned: set[TP] = set()
@@ -169,6 +173,10 @@ class KafkaSource:
         except Exception as exc:  # the broker gone: the group drops the member after the session
             log.warning("kafka source: closing the consumer failed: %s", exc)
         self._consumer = None
+        if self._lag_client is not None:
+            with contextlib.suppress(Exception):
+                self._lag_client.close()
+            self._lag_client = None
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -419,29 +427,45 @@ class KafkaSource:
     def _measure_lag(self) -> None:
         """Each assigned partition's lag, from the high watermark of its last fetch; while the
         partitions are paused (nothing is fetched, so that watermark stands still) from the broker
-        (a ListOffsets request, up to LAG_QUERY_TIMEOUT), so that the lag grows with what arrives
-        meanwhile. A partition the broker does not answer for keeps its last lag."""
+        (a ListOffsets request of ``_lag_client``, up to LAG_QUERY_TIMEOUT), so that the lag grows
+        with what arrives meanwhile. A partition the broker does not answer for keeps its last lag."""
         consumer = self._consumer
         if consumer is None:
             return
         from confluent_kafka import KafkaException, TopicPartition
 
         ask = self._paused
+        if ask and self._lag_client is None:
+            from confluent_kafka import Consumer
+
+            try:
+                self._lag_client = Consumer(
+                    {
+                        **consumer_config(self.config),
+                        "client.id": "log-capturer-consumer-lag",
+                        "logger": quiet_logger(f"{__name__}.librdkafka"),
+                    }
+                )
+            except KafkaException as exc:
+                log.warning("kafka source: no client to ask for the lag of paused partitions: %s", exc)
+        lag_client = self._lag_client if ask else None
+        answered = True
         lag: dict[TP, int] = {}
         for tp, base in self.marks.lag_base().items():
             if tp not in self._assigned or base < 0:
                 continue
+            high = -1
             try:
-                if ask:
-                    _low, high = consumer.get_watermark_offsets(
-                        TopicPartition(*tp), timeout=LAG_QUERY_TIMEOUT, cached=False
-                    )
+                if lag_client is not None:
+                    if answered:
+                        _low, high = lag_client.get_watermark_offsets(
+                            TopicPartition(*tp), timeout=LAG_QUERY_TIMEOUT, cached=False
+                        )
                 else:
                     _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
-                if ask:
-                    ask = False  # no answer: the others keep their last lag too (one wait a round)
-                high = -1
+                # No answer: the others keep their last lag too (one wait a round).
+                answered = lag_client is None
             if high >= 0:
                 lag[tp] = max(0, high - base)
                 self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(lag[tp])

@@ -177,12 +177,14 @@ def test_the_lag_of_paused_partitions_is_asked_of_the_broker_and_kept_when_it_do
     src._lag = {TP: 5, other: 6}
     src._paused = True
     src._consumer = Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "lag", "log_level": 0})
+    src._lag_client = Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "lag", "log_level": 0})
     try:
         started = time.monotonic()
         src._measure_lag()
         took = time.monotonic() - started
     finally:
         src._consumer.close()
+        src._lag_client.close()
     assert src._lag == {TP: 5, other: 6}
     # Asked (the first partition waited LAG_QUERY_TIMEOUT), once (not again for the second).
     assert 0.25 <= took < 0.3 * 2, f"{took:.2f}s"
