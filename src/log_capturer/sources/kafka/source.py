@@ -122,6 +122,10 @@ class KafkaSource:
         self._last_commit = 0.0
         self._origins: dict[TP, Origin] = {}
         self._lag: dict[TP, int] = {}
+        #: The offset after the last record read of each assigned partition (this assignment).
+        self._next_offset: dict[TP, int] = {}
+        #: Records skipped because librdkafka fetched them again (see _skip_read_again).
+        self.skipped_rereads = 0
         #: Parked records not logged yet (one line per REJECT_LOG_INTERVAL at most), by reason.
         self._parked_since_log: Counter[str] = Counter()
         self._parked_logged = float("-inf")
@@ -261,9 +265,16 @@ class KafkaSource:
             if topic is None or partition is None:
                 continue
             by_tp.setdefault((topic, partition), []).append(m)
-        for tp, msgs in by_tp.items():
+        for tp, read in by_tp.items():
             if tp not in self._assigned:
                 continue
+            msgs = read
+            expected = self._next_offset.get(tp)
+            if expected is not None and (read[0].offset() or 0) < expected:
+                msgs = self._skip_read_again(tp, read, expected)
+                if not msgs:
+                    continue
+            self._next_offset[tp] = (msgs[-1].offset() or 0) + 1
             self.metrics.kafka_source_records.labels(tp[0]).inc(len(msgs))
             self.consumed += len(msgs)
             first = msgs[0].offset() or 0
@@ -277,6 +288,34 @@ class KafkaSource:
             if rejected and not self._reject(rejected):
                 self.marks.add_part(seg)  # never finished: the offset stops before this poll
             self.marks.seal(seg)
+
+    def _skip_read_again(self, tp: TP, msgs: list[Message], expected: int) -> list[Message]:
+        """The records of ``tp`` from ``expected`` on. Those below it were already read in this
+        assignment (handed over, or waiting to be): librdkafka fetched the partition again from
+        an earlier offset (seen after paused partitions were resumed: from the partition's first
+        offset). They are skipped; when none is left, the partition is sought back to ``expected``."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        keep = [m for m in msgs if (m.offset() or 0) >= expected]
+        self.skipped_rereads += len(msgs) - len(keep)
+        if keep:
+            return keep
+        log.warning(
+            "kafka source: %s[%d] was fetched again from offset %s, below %d already read; "
+            "those records are skipped and the partition sought back to %d",
+            tp[0],
+            tp[1],
+            msgs[0].offset(),
+            expected,
+            expected,
+        )
+        consumer = self._consumer
+        if consumer is not None:
+            try:
+                consumer.seek(TopicPartition(tp[0], tp[1], expected))
+            except KafkaException as exc:
+                log.warning("kafka source: seeking %s[%d] failed: %s", tp[0], tp[1], exc)
+        return []
 
     def _origin(self, tp: TP) -> Origin:
         origin = self._origins.get(tp)
@@ -521,6 +560,7 @@ class KafkaSource:
     def _lost_partitions(self, tps: list[TP]) -> None:
         for tp in tps:
             self._lag.pop(tp, None)
+            self._next_offset.pop(tp, None)
             with contextlib.suppress(KeyError):  # never measured
                 self.metrics.kafka_source_lag.remove(tp[0], str(tp[1]))
         if not self._assigned and self._unassigned_since is None:
@@ -557,6 +597,7 @@ class KafkaSource:
             "rejected": self.rejected,
             "rebalances": self.rebalances,
             "commit_errors": self.commit_errors,
+            "skipped_rereads": self.skipped_rereads,
             "in_flight": self.marks.in_flight,
             "paused": self._paused,
             "lag": sum(self._lag.values()),
@@ -589,6 +630,7 @@ COMPONENT = SourceComponent(
         "rejected": 0,
         "rebalances": 0,
         "commit_errors": 0,
+        "skipped_rereads": 0,
         "in_flight": 0,
         "paused": False,
         "lag": 0,

@@ -9,7 +9,7 @@ import time
 
 import orjson
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import Message, TopicPartition
 
 from log_capturer.observability.metrics import Metrics
 from log_capturer.sources.kafka.config import KafkaSourceConfig
@@ -140,7 +140,6 @@ def test_a_revocation_does_not_wait_for_chunks_it_never_handed_over() -> None:
     """Chunks of a revoked partition still waiting for the dispatcher are dropped (the next owner
     reads them): the revocation waits for what was handed over only, not revoke_timeout, and
     commits nothing past the dropped records."""
-    from confluent_kafka import TopicPartition
 
     sink = MemorySink()
     src = source(sink, revoke_timeout="5s")
@@ -188,3 +187,22 @@ def test_the_lag_of_paused_partitions_is_asked_of_the_broker_and_kept_when_it_do
     assert src._lag == {TP: 5, other: 6}
     # Asked (the first partition waited LAG_QUERY_TIMEOUT), once (not again for the second).
     assert 0.25 <= took < 0.3 * 2, f"{took:.2f}s"
+
+
+def test_records_fetched_again_in_the_same_assignment_are_skipped() -> None:
+    """librdkafka may fetch a partition again from an earlier offset (after a resume): what this
+    member already read in its assignment is not handed over twice; the offsets still move on."""
+    sink = MemorySink()
+    src = source(sink)
+    src._take([message(o, f"r{o}".encode()) for o in range(10)])
+    src._take([message(o, f"r{o}".encode()) for o in range(5)])  # all read already
+    src._take([message(o, f"r{o}".encode()) for o in range(5, 13)])  # 5..9 read already
+    src._submit_backlog()
+    wait_for(lambda: src.marks.to_commit() == {TP: 13})
+    assert [r[1] for r in sink.records] == [f"r{o}" for o in range(13)]
+    assert src.skipped_rereads == 10 and src.consumed == 13
+    # A new assignment of the partition starts afresh (its next owner's offsets are its own).
+    src._on_lost(None, [TopicPartition(*TP)])  # type: ignore[arg-type]
+    src._on_assign(None, [TopicPartition(*TP)])  # type: ignore[arg-type]
+    src._take([message(o, f"again{o}".encode()) for o in range(3)])
+    assert src.skipped_rereads == 10 and src.consumed == 16
