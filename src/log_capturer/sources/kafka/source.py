@@ -292,8 +292,9 @@ class KafkaSource:
     def _skip_read_again(self, tp: TP, msgs: list[Message], expected: int) -> list[Message]:
         """The records of ``tp`` from ``expected`` on. Those below it were already read in this
         assignment (handed over, or waiting to be): librdkafka fetched the partition again from
-        an earlier offset (seen after paused partitions were resumed: from the partition's first
-        offset). They are skipped; when none is left, the partition is sought back to ``expected``."""
+        an earlier offset (seen in tests with paused and resumed partitions and cooperative
+        rebalances: from the partition's first offset, not understood yet). They are skipped;
+        when none is left, the partition is sought back to ``expected``."""
         from confluent_kafka import KafkaException, TopicPartition
 
         keep = [m for m in msgs if (m.offset() or 0) >= expected]
