@@ -64,6 +64,8 @@ NAME = "kafka_source"
 _META = "\x00kafka"
 #: Longest wait of one submit before the partitions are paused.
 SUBMIT_WAIT = 0.2
+#: Longest wait of one broker query of the lag measure (group offsets, watermarks).
+QUERY_TIMEOUT = 2.0
 
 
 def consumer_config(cfg: KafkaSourceConfig) -> dict[str, Any]:
@@ -116,6 +118,14 @@ class KafkaSource:
         self._last_commit = 0.0
         self._origins: dict[TP, Origin] = {}
         self._lag: dict[TP, int] = {}
+        #: Each assigned partition's high watermark at the last lag measure.
+        self._high: dict[TP, int] = {}
+        #: The group's committed offset of each assigned partition at assignment (-1: none),
+        #: queried once for partitions this member has neither read from nor committed.
+        self._group_committed: dict[TP, int] = {}
+        #: Where a partition with no committed offset starts under auto_offset_reset 'latest'
+        #: (its high watermark when first measured).
+        self._latest_start: dict[TP, int] = {}
         #: Parked records not logged yet (one line per REJECT_LOG_INTERVAL at most), by reason.
         self._parked_since_log: Counter[str] = Counter()
         self._parked_logged = float("-inf")
@@ -403,24 +413,66 @@ class KafkaSource:
             self.metrics.kafka_source_committed.labels(t, str(p)).set(o)
 
     def _measure_lag(self) -> None:
-        """Each assigned partition's lag, from the high watermark of its last fetch."""
+        """Each assigned partition's lag: its high watermark minus the offset it counts from.
+
+        That offset is the one this member committed, else the first it read; for a partition it
+        has not read from yet (just assigned, paused, or empty) the group's committed offset, and
+        with none, where ``auto_offset_reset`` starts it (the low watermark for 'earliest', the
+        high watermark when first measured for 'latest'), as ``kafka-consumer-groups`` reports
+        it. The high watermark is the last fetch's, queried from the broker when there was none.
+        """
         consumer = self._consumer
         if consumer is None:
             return
         from confluent_kafka import KafkaException, TopicPartition
 
+        bases = self.marks.lag_base()
+        assigned = sorted(self._assigned)
+        unread = [tp for tp in assigned if bases.get(tp, -1) < 0]
+        self._learn_group_offsets([tp for tp in unread if tp not in self._group_committed])
         lag: dict[TP, int] = {}
-        for tp, base in self.marks.lag_base().items():
-            if tp not in self._assigned or base < 0:
-                continue
+        high_marks: dict[TP, int] = {}
+        for tp in assigned:
+            base = bases.get(tp, -1)
+            if base < 0:
+                base = self._group_committed.get(tp, -1)
             try:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                if high < 0 or base < 0:  # never fetched, or the low watermark is needed
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(*tp), timeout=QUERY_TIMEOUT, cached=False
+                    )
             except KafkaException:
                 continue
-            if high >= 0:
-                lag[tp] = max(0, high - base)
-                self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(lag[tp])
+            if high < 0:
+                continue
+            if base < 0:
+                if self.config.auto_offset_reset == "earliest":
+                    base = low
+                else:
+                    base = self._latest_start.setdefault(tp, high)
+            high_marks[tp] = high
+            lag[tp] = max(0, high - base)
+            self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(lag[tp])
         self._lag = lag
+        self._high = high_marks
+
+    def _learn_group_offsets(self, tps: list[TP]) -> None:
+        """The group's committed offsets of ``tps`` (once per assignment; retried when the
+        broker does not answer)."""
+        consumer = self._consumer
+        if consumer is None or not tps:
+            return
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            got = consumer.committed([TopicPartition(*tp) for tp in tps], timeout=QUERY_TIMEOUT)
+        except KafkaException as exc:
+            log.debug("kafka source: the group's offsets could not be read (%s)", exc)
+            return
+        for tp in got:
+            if tp.error is None:
+                self._group_committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else -1
 
     def _commit_failed(self, err: Any) -> None:
         self.commit_errors += 1
@@ -470,6 +522,9 @@ class KafkaSource:
     def _lost_partitions(self, tps: list[TP]) -> None:
         for tp in tps:
             self._lag.pop(tp, None)
+            self._high.pop(tp, None)
+            self._group_committed.pop(tp, None)
+            self._latest_start.pop(tp, None)
             with contextlib.suppress(KeyError):  # never measured
                 self.metrics.kafka_source_lag.remove(tp[0], str(tp[1]))
         if not self._assigned and self._unassigned_since is None:
@@ -509,11 +564,27 @@ class KafkaSource:
             "in_flight": self.marks.in_flight,
             "paused": self._paused,
             "lag": sum(self._lag.values()),
-            "partitions": {
-                f"{t}:{p}": {"watermark": w, "committed": c, "in_flight": n}
-                for (t, p), (w, c, n) in self.marks.partitions().items()
-            },
+            "partitions": self._partition_stats(),
         }
+
+    def _partition_stats(self) -> dict[str, dict[str, Any]]:
+        """Per assigned partition: its acknowledged watermark, the committed offset (this
+        member's, else the group's at assignment; -1: none), records in flight, the high
+        watermark and the lag of the last measure (None: not measured yet), paused."""
+        lag, high, group = self._lag, self._high, self._group_committed
+        out: dict[str, dict[str, Any]] = {}
+        for tp, (w, c, n) in sorted(self.marks.partitions().items()):
+            out[f"{tp[0]}:{tp[1]}"] = {
+                "topic": tp[0],
+                "partition": tp[1],
+                "watermark": w,
+                "committed": c if c >= 0 else group.get(tp, -1),
+                "in_flight": n,
+                "high_watermark": high.get(tp),
+                "lag": lag.get(tp),
+                "paused": self._paused,
+            }
+        return out
 
 
 def build(config: KafkaSourceConfig, ctx: BuildContext) -> KafkaSource | None:
