@@ -111,6 +111,8 @@ class KafkaSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
+        #: The admin client of the lag measure (see _measure_lag), created at its first use.
+        self._admin: Any = None
         #: Chunks read and not taken by the dispatcher yet, with their segment, in read order.
         self._backlog: deque[tuple[Chunk, Segment, TP]] = deque()
         self._assigned: set[TP] = set()
@@ -176,6 +178,7 @@ class KafkaSource:
         except Exception as exc:  # the broker gone: the group drops the member after the session
             log.warning("kafka source: closing the consumer failed: %s", exc)
         self._consumer = None
+        self._admin = None
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -415,11 +418,13 @@ class KafkaSource:
     def _measure_lag(self) -> None:
         """Each assigned partition's lag: its high watermark minus the offset it counts from.
 
-        That offset is the one this member committed, else the first it read; for a partition it
-        has not read from yet (just assigned, paused, or empty) the group's committed offset, and
-        with none, where ``auto_offset_reset`` starts it (the low watermark for 'earliest', the
-        high watermark when first measured for 'latest'), as ``kafka-consumer-groups`` reports
-        it. The high watermark is the last fetch's, queried from the broker when there was none.
+        That offset is the one this member committed, else the first it read, and the high
+        watermark the last fetch's. For a partition without both (assigned and not read from
+        yet: just assigned, paused, or idle) they come from the broker, through a separate admin
+        client (its requests do not wait behind the consumer's fetches): the high watermark, and
+        the group's committed offset (once per assignment), else where ``auto_offset_reset``
+        starts it (the low watermark for 'earliest', the high watermark when first measured for
+        'latest'), as ``kafka-consumer-groups`` reports it.
         """
         consumer = self._consumer
         if consumer is None:
@@ -427,50 +432,104 @@ class KafkaSource:
         from confluent_kafka import KafkaException, TopicPartition
 
         bases = self.marks.lag_base()
-        assigned = sorted(self._assigned)
-        unread = [tp for tp in assigned if bases.get(tp, -1) < 0]
-        self._learn_group_offsets([tp for tp in unread if tp not in self._group_committed])
         lag: dict[TP, int] = {}
-        high_marks: dict[TP, int] = {}
-        for tp in assigned:
-            base = bases.get(tp, -1)
-            if base < 0:
-                base = self._group_committed.get(tp, -1)
+        highs: dict[TP, int] = {}
+        unread: list[TP] = []
+        for tp in sorted(self._assigned):
             try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-                if high < 0 or base < 0:  # never fetched, or the low watermark is needed
-                    low, high = consumer.get_watermark_offsets(
-                        TopicPartition(*tp), timeout=QUERY_TIMEOUT, cached=False
-                    )
+                _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
-                continue
-            if high < 0:
-                continue
-            if base < 0:
-                if self.config.auto_offset_reset == "earliest":
-                    base = low
-                else:
-                    base = self._latest_start.setdefault(tp, high)
-            high_marks[tp] = high
-            lag[tp] = max(0, high - base)
-            self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(lag[tp])
+                high = -1
+            if bases.get(tp, -1) >= 0 and high >= 0:
+                highs[tp] = high
+                lag[tp] = max(0, high - bases[tp])
+            else:
+                unread.append(tp)
+        if unread:
+            self._learn_group_offsets([tp for tp in unread if tp not in self._group_committed])
+            starts = {tp: bases.get(tp, -1) for tp in unread}
+            for tp, base in starts.items():
+                if base < 0:
+                    starts[tp] = self._group_committed.get(tp, -1)
+            latest = self._list_offsets(unread, earliest=False)
+            reset_earliest = self.config.auto_offset_reset == "earliest"
+            from_low = [tp for tp, b in starts.items() if b < 0 and reset_earliest]
+            earliest = self._list_offsets(from_low, earliest=True) if from_low else {}
+            for tp in unread:
+                high = latest.get(tp, -1)
+                if high < 0:
+                    continue
+                base = starts[tp]
+                if base < 0:
+                    if reset_earliest:
+                        base = earliest.get(tp, -1)
+                        if base < 0:
+                            continue
+                    else:
+                        base = self._latest_start.setdefault(tp, high)
+                highs[tp] = high
+                lag[tp] = max(0, high - base)
+        for tp, n in lag.items():
+            self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(n)
         self._lag = lag
-        self._high = high_marks
+        self._high = highs
+
+    def _admin_client(self) -> Any:
+        """The admin client of the lag measure (created at its first use)."""
+        if self._admin is None:
+            from confluent_kafka.admin import AdminClient
+
+            cfg = self.config
+            conf: dict[str, Any] = {
+                "bootstrap.servers": ",".join(cfg.brokers),
+                "client.id": "log-capturer-consumer-lag",
+                **security_config(cfg.auth, cfg.tls),
+                "logger": quiet_logger(f"{__name__}.librdkafka"),
+            }
+            self._admin = AdminClient(conf)
+        return self._admin
+
+    def _list_offsets(self, tps: list[TP], earliest: bool) -> dict[TP, int]:
+        """The low (``earliest``) or high (read_committed) watermarks of ``tps``, from the broker;
+        partitions it did not answer for are left out."""
+        from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]  # (not in its stubs)
+
+        spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        try:
+            futures = self._admin_client().list_offsets(
+                {TopicPartition(*tp): spec for tp in tps},
+                isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=QUERY_TIMEOUT,
+            )
+        except (KafkaException, ValueError) as exc:
+            log.debug("kafka source: offsets could not be listed (%s)", exc)
+            return {}
+        out: dict[TP, int] = {}
+        for tp, fut in futures.items():
+            try:
+                out[(tp.topic, tp.partition)] = fut.result(QUERY_TIMEOUT).offset
+            except Exception as exc:  # KafkaException, or the future's TimeoutError
+                log.debug("kafka source: no offset of %s[%s] (%s)", tp.topic, tp.partition, exc)
+        return out
 
     def _learn_group_offsets(self, tps: list[TP]) -> None:
-        """The group's committed offsets of ``tps`` (once per assignment; retried when the
-        broker does not answer)."""
-        consumer = self._consumer
-        if consumer is None or not tps:
+        """The group's committed offsets of ``tps`` (once per assignment; again at the next
+        measure for partitions the broker did not answer for)."""
+        if not tps:
             return
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
+        request = ConsumerGroupTopicPartitions(self.config.group_id, [TopicPartition(*tp) for tp in tps])
         try:
-            got = consumer.committed([TopicPartition(*tp) for tp in tps], timeout=QUERY_TIMEOUT)
-        except KafkaException as exc:
+            futures = self._admin_client().list_consumer_group_offsets(
+                [request], request_timeout=QUERY_TIMEOUT
+            )
+            got = futures[self.config.group_id].result(QUERY_TIMEOUT)
+        except Exception as exc:  # KafkaException, or the future's TimeoutError
             log.debug("kafka source: the group's offsets could not be read (%s)", exc)
             return
-        for tp in got:
+        for tp in got.topic_partitions or []:
             if tp.error is None:
                 self._group_committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else -1
 
