@@ -5,13 +5,16 @@ group's committed offset; with none, from where ``auto_offset_reset`` starts).""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from log_capturer.devtools.kafka_local import free_port
 from log_capturer.observability.metrics import Metrics
 from log_capturer.sources.kafka.config import KafkaSourceConfig
 from log_capturer.sources.kafka.source import KafkaSource, consumer_config
@@ -104,3 +107,17 @@ def test_lag_of_partitions_never_read(bootstrap: str, topic_prefix: str) -> None
         assert lag_metric(src, topic, 2) is None
         src._measure_lag()
         assert set(src._lag) == {(topic, 0), (topic, 1)}
+
+
+def test_an_unanswered_lag_query_is_not_repeated_at_every_measure(tmp_path: Path) -> None:
+    """With no broker (a closed port), the lag measure's queries time out once, then back off:
+    the poll loop is not held for QUERY_TIMEOUT at every commit_interval."""
+    port = free_port()  # nothing listens there
+    with assigned_source(f"127.0.0.1:{port}", "logs", "g", "earliest") as src:
+        started = time.monotonic()
+        src._measure_lag()
+        first = time.monotonic() - started
+        assert src._lag == {} and src._query_backoff_until > time.monotonic()
+        started = time.monotonic()
+        src._measure_lag()
+        assert time.monotonic() - started < 0.5 <= first, "the second measure must not wait again"

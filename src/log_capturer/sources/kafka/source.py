@@ -66,6 +66,9 @@ _META = "\x00kafka"
 SUBMIT_WAIT = 0.2
 #: Longest wait of one broker query of the lag measure (group offsets, watermarks).
 QUERY_TIMEOUT = 2.0
+#: After a broker query of the lag measure went unanswered, the next is this many seconds later
+#: (the partitions keep their last lag meanwhile): a broker outage does not slow the poll loop.
+QUERY_BACKOFF = 10.0
 
 
 def consumer_config(cfg: KafkaSourceConfig) -> dict[str, Any]:
@@ -113,6 +116,8 @@ class KafkaSource:
         self._consumer: Consumer | None = None
         #: The admin client of the lag measure (see _measure_lag), created at its first use.
         self._admin: Any = None
+        #: No broker query of the lag measure before this (monotonic; see QUERY_BACKOFF).
+        self._query_backoff_until = 0.0
         #: Chunks read and not taken by the dispatcher yet, with their segment, in read order.
         self._backlog: deque[tuple[Chunk, Segment, TP]] = deque()
         self._assigned: set[TP] = set()
@@ -445,34 +450,48 @@ class KafkaSource:
                 lag[tp] = max(0, high - bases[tp])
             else:
                 unread.append(tp)
-        if unread:
-            self._learn_group_offsets([tp for tp in unread if tp not in self._group_committed])
-            starts = {tp: bases.get(tp, -1) for tp in unread}
-            for tp, base in starts.items():
-                if base < 0:
-                    starts[tp] = self._group_committed.get(tp, -1)
-            latest = self._list_offsets(unread, earliest=False)
-            reset_earliest = self.config.auto_offset_reset == "earliest"
-            from_low = [tp for tp, b in starts.items() if b < 0 and reset_earliest]
-            earliest = self._list_offsets(from_low, earliest=True) if from_low else {}
-            for tp in unread:
-                high = latest.get(tp, -1)
-                if high < 0:
-                    continue
-                base = starts[tp]
-                if base < 0:
-                    if reset_earliest:
-                        base = earliest.get(tp, -1)
-                        if base < 0:
-                            continue
-                    else:
-                        base = self._latest_start.setdefault(tp, high)
-                highs[tp] = high
-                lag[tp] = max(0, high - base)
+        if unread and time.monotonic() < self._query_backoff_until:
+            lag.update({tp: self._lag[tp] for tp in unread if tp in self._lag})
+            highs.update({tp: self._high[tp] for tp in unread if tp in self._high})
+        elif unread:
+            self._measure_unread(unread, bases, lag, highs)
         for tp, n in lag.items():
             self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(n)
         self._lag = lag
         self._high = highs
+
+    def _measure_unread(
+        self, unread: list[TP], bases: dict[TP, int], lag: dict[TP, int], highs: dict[TP, int]
+    ) -> None:
+        """The lag and high watermark of ``unread`` partitions, from the broker, into ``lag`` and
+        ``highs``; nothing more once a query goes unanswered (see QUERY_BACKOFF)."""
+        self._learn_group_offsets([tp for tp in unread if tp not in self._group_committed])
+        if time.monotonic() < self._query_backoff_until:
+            return
+        starts = {tp: bases.get(tp, -1) for tp in unread}
+        for tp, base in starts.items():
+            if base < 0:
+                starts[tp] = self._group_committed.get(tp, -1)
+        latest = self._list_offsets(unread, earliest=False)
+        if not latest:
+            return
+        reset_earliest = self.config.auto_offset_reset == "earliest"
+        from_low = [tp for tp, b in starts.items() if b < 0 and reset_earliest]
+        earliest = self._list_offsets(from_low, earliest=True) if from_low else {}
+        for tp in unread:
+            high = latest.get(tp, -1)
+            if high < 0:
+                continue
+            base = starts[tp]
+            if base < 0:
+                if reset_earliest:
+                    base = earliest.get(tp, -1)
+                    if base < 0:
+                        continue
+                else:
+                    base = self._latest_start.setdefault(tp, high)
+            highs[tp] = high
+            lag[tp] = max(0, high - base)
 
     def _admin_client(self) -> Any:
         """The admin client of the lag measure (created at its first use)."""
@@ -504,6 +523,7 @@ class KafkaSource:
             )
         except (KafkaException, ValueError) as exc:
             log.debug("kafka source: offsets could not be listed (%s)", exc)
+            self._query_backoff_until = time.monotonic() + QUERY_BACKOFF
             return {}
         out: dict[TP, int] = {}
         for tp, fut in futures.items():
@@ -511,6 +531,8 @@ class KafkaSource:
                 out[(tp.topic, tp.partition)] = fut.result(QUERY_TIMEOUT).offset
             except Exception as exc:  # KafkaException, or the future's TimeoutError
                 log.debug("kafka source: no offset of %s[%s] (%s)", tp.topic, tp.partition, exc)
+        if len(out) < len(futures):
+            self._query_backoff_until = time.monotonic() + QUERY_BACKOFF
         return out
 
     def _learn_group_offsets(self, tps: list[TP]) -> None:
@@ -528,6 +550,7 @@ class KafkaSource:
             got = futures[self.config.group_id].result(QUERY_TIMEOUT)
         except Exception as exc:  # KafkaException, or the future's TimeoutError
             log.debug("kafka source: the group's offsets could not be read (%s)", exc)
+            self._query_backoff_until = time.monotonic() + QUERY_BACKOFF
             return
         for tp in got.topic_partitions or []:
             if tp.error is None:
