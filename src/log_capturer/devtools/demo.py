@@ -146,8 +146,17 @@ class Demo:
             for s in TOPICS
             if s.name in (*LOG_TOPICS, "logs-dlq")
         )
-        create_topics(bootstrap, topics=specs)
-        agent_cfg, consumer_cfg = self.configs(bootstrap)
+        try:
+            create_topics(bootstrap, topics=specs)
+        except Exception as exc:  # KafkaException and friends: say what failed, no traceback
+            raise DemoError(f"cannot create the demo's topics at {bootstrap}: {exc}") from None
+        try:
+            agent_cfg, consumer_cfg = self.configs(bootstrap)
+        except (yaml.YAMLError, AttributeError, TypeError) as exc:
+            raise DemoError(
+                f"{self.agent_template} or {self.consumer_template} is not a config the demo can "
+                f"fill in ({exc}); restore it from the repository"
+            ) from None
         self.consumer = self._process("consumer", consumer_cfg)
         self.agent = self._process("agent", agent_cfg)
         deadline = time.monotonic() + timeout

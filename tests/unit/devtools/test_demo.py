@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from log_capturer.config import load_config_text
-from log_capturer.devtools.demo import LOG_TOPICS, Demo
+from log_capturer.devtools.demo import LOG_TOPICS, Demo, DemoError
 from log_capturer.devtools.kafka_local import LocalKafka
 from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
 from tests.support import REPO
@@ -52,3 +53,11 @@ def test_the_configs_point_at_the_demo_servers_topics_and_directories(tmp_path: 
     ports = [cfg[k]["port"] for cfg in (agent, consumer) for k in ("server", "metrics")]
     assert len(set(ports)) == 4 and not {8401, 8001, 8402, 8002} & set(ports)
     assert agent["sinks"]["kafka"]["topic"] == "logs"  # no prefix: the design document's topics
+
+
+def test_outside_the_project_directory_it_says_so_before_starting_anything(tmp_path: Path) -> None:
+    d = demo(tmp_path)
+    d.consumer_template = tmp_path / "configs" / "consumer-loki.yaml"
+    with pytest.raises(DemoError, match=r"consumer-loki\.yaml not found: run the demo from the project"):
+        d.up()
+    assert not (tmp_path / "kafka").exists() and not d.started_kafka and not d.started_victorialogs
