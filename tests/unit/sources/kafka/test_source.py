@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import orjson
-import pytest
 from confluent_kafka import Message, TopicPartition
 
 from log_capturer.observability.metrics import Metrics
@@ -155,38 +154,6 @@ def test_a_revocation_does_not_wait_for_chunks_it_never_handed_over() -> None:
     assert committed == [{TP: 2}]
     assert not src._backlog and src.marks.in_flight == 0
     assert [r[1] for r in sink.records] == ["a", "b"]
-
-
-def test_the_lag_of_paused_partitions_is_asked_of_the_broker_and_kept_when_it_does_not_answer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Paused partitions are not fetched, so their lag is asked of the broker (not read from the
-    last fetch). A broker that does not answer costs one wait a round, and the lag stays what it
-    was (a real client, pointed at a port nobody listens on)."""
-    from confluent_kafka import Consumer
-
-    from log_capturer.sources.kafka import source as module
-
-    monkeypatch.setattr(module, "LAG_QUERY_TIMEOUT", 0.3)
-    other = (TP[0], 3)
-    src = source(MemorySink())
-    src._assigned.add(other)
-    src.marks.assign([other])
-    src.marks.committed({TP: 10, other: 20})
-    src._lag = {TP: 5, other: 6}
-    src._paused = True
-    src._consumer = Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "lag", "log_level": 0})
-    src._lag_client = Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "lag", "log_level": 0})
-    try:
-        started = time.monotonic()
-        src._measure_lag()
-        took = time.monotonic() - started
-    finally:
-        src._consumer.close()
-        src._lag_client.close()
-    assert src._lag == {TP: 5, other: 6}
-    # Asked (the first partition waited LAG_QUERY_TIMEOUT), once (not again for the second).
-    assert 0.25 <= took < 0.3 * 2, f"{took:.2f}s"
 
 
 def test_records_fetched_again_in_the_same_assignment_are_skipped() -> None:
