@@ -395,8 +395,11 @@ def test_three_consumers_one_killed(tmp_path: Path, bootstrap: str, topic_prefix
             if i == 1:
                 producer.start()
             if i >= 1:
+                # Each member has partitions and the records flow, first with two, then three.
+                wait_until(
+                    lambda i=i: source_health(agents[i])["assigned"] > 0, 60, f"agent {i + 1}'s partitions"
+                )
                 wait_until(lambda i=i: total() >= 2000 * i, 120, f"records with {i + 1} agents")
-        wait_until(lambda: source_health(agents[2])["assigned"] > 0, 60, "the third agent to get partitions")
         agents[0].stop(signal.SIGKILL)
         # Its last commits: the others resume its partitions from there (after session_timeout).
         at_kill = committed(bootstrap, group, topic, 6)
