@@ -83,6 +83,14 @@ class Watermarks:
             self.in_flight += records
             return seg
 
+    def next_offset(self, tp: TP) -> int:
+        """The offset after the last record of ``tp`` read since it was assigned (-1: none read)."""
+        with self._lock:
+            marks = self._marks.get(tp)
+            if marks is None:
+                return -1
+            return marks.segments[-1].end if marks.segments else marks.watermark
+
     def add_part(self, seg: Segment, n: int = 1) -> None:
         with self._lock:
             seg.parts += n

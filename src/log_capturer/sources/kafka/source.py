@@ -125,6 +125,9 @@ class KafkaSource:
         self.rejected = 0
         self.rebalances = 0
         self.commit_errors = 0
+        #: Records librdkafka handed over a second time within one assignment, skipped.
+        self.reread_skipped = 0
+        self._reread_logged = float("-inf")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -242,6 +245,9 @@ class KafkaSource:
         for tp, msgs in by_tp.items():
             if tp not in self._assigned:
                 continue
+            self._drop_read_already(tp, msgs)
+            if not msgs:
+                continue
             self.metrics.kafka_source_records.labels(tp[0]).inc(len(msgs))
             self.consumed += len(msgs)
             first = msgs[0].offset() or 0
@@ -255,6 +261,37 @@ class KafkaSource:
             if rejected and not self._reject(rejected):
                 self.marks.add_part(seg)  # never finished: the offset stops before this poll
             self.marks.seal(seg)
+
+    def _drop_read_already(self, tp: TP, msgs: list[Message]) -> None:
+        """Remove from ``msgs`` (one poll's records of ``tp``, in offset order) those this member
+        already read since ``tp`` was assigned.
+
+        librdkafka can hand them over again: a partition paused while its first offset (no
+        committed offset: ``auto_offset_reset``) is being looked up gets a second, stale lookup
+        that fires later and moves the fetch position back to that first offset. Those records
+        are in flight or acknowledged already: reading them again would only write them twice.
+        """
+        after = self.marks.next_offset(tp)
+        if (msgs[0].offset() or 0) >= after:
+            return
+        first = msgs[0].offset() or 0
+        n = 0
+        while n < len(msgs) and (msgs[n].offset() or 0) < after:
+            n += 1
+        del msgs[:n]
+        self.reread_skipped += n
+        now = time.monotonic()
+        if now - self._reread_logged >= REJECT_LOG_INTERVAL:
+            self._reread_logged = now
+            log.warning(
+                "kafka source: %s[%d] handed over again from offset %d, before the next offset to "
+                "read (%d): the records read already are skipped (%d in all so far)",
+                tp[0],
+                tp[1],
+                first,
+                after,
+                self.reread_skipped,
+            )
 
     def _origin(self, tp: TP) -> Origin:
         origin = self._origins.get(tp)

@@ -131,3 +131,19 @@ def test_acknowledgements_from_many_threads() -> None:
         t.join()
     assert marks.to_commit() == {TP: 2000}
     assert marks.in_flight == 0
+
+
+def test_next_offset_is_after_the_last_record_read_since_the_assignment() -> None:
+    marks = Watermarks()
+    marks.assign([TP])
+    assert marks.next_offset(TP) == -1
+    a = segment(marks, 0, 10, 1)
+    segment(marks, 12, 20, 1)  # 10, 11: transaction markers
+    assert marks.next_offset(TP) == 20
+    marks.part_done(a)
+    assert marks.next_offset(TP) == 20
+    marks.revoke([TP])
+    # Assigned again: another member may have read on from its last commit; nothing is known.
+    marks.assign([TP])
+    assert marks.next_offset(TP) == -1
+    assert marks.next_offset(("other", 0)) == -1
