@@ -400,7 +400,16 @@ def test_a_consumer_loses_nothing_when_the_group_coordinator_broker_is_killed(
         assert not producer.is_alive(), "the producer did not flush within 3 minutes"
         wait_until(lambda: set(seqs(out)) == set(range(n)), 180, "every record with a broker down")
         ends = end_offsets(bootstrap, topic)
-        wait_until(lambda: committed(bootstrap, group, topic) == ends, 90, f"the offsets committed to {ends}")
+        try:
+            wait_until(
+                lambda: committed(bootstrap, group, topic) == ends, 90, f"the offsets committed to {ends}"
+            )
+        except AssertionError as exc:
+            # What the source acknowledged and saw committed, against what the broker has.
+            raise AssertionError(
+                f"{exc}: the group has {committed(bootstrap, group, topic)}; the source: "
+                f"{agent.get('/stats')['kafka']}\n{agent.log(60)}"
+            ) from None
         stats = agent.get("/stats")["kafka"]
     finally:
         producer.join(180)
