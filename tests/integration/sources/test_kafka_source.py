@@ -91,6 +91,9 @@ def source_health(agent: AgentProcess) -> dict[str, Any]:
 
 def consumer_config(tmp: Path, bootstrap: str, topic: str, group: str, **kafka: Any) -> Path:
     out = tmp / "out"
+    # Heartbeats every 500 ms (librdkafka's default: 3 s): a member learns of a rebalance at its
+    # next heartbeat, and a cooperative one takes two rounds, so joins and leaves settle faster.
+    options = {"heartbeat.interval.ms": 500, **kafka.pop("librdkafka_options", {})}
     cfg = agent_config(
         tmp,
         bootstrap,
@@ -107,6 +110,7 @@ def consumer_config(tmp: Path, bootstrap: str, topic: str, group: str, **kafka: 
             "commit_interval": "200ms",
             "session_timeout": "6s",
             "max_poll_interval": "60s",
+            "librdkafka_options": options,
             **kafka,
         },
     )
@@ -379,10 +383,24 @@ def test_three_consumers_one_killed(tmp_path: Path, bootstrap: str, topic_prefix
     is lost; what it had read since is read again (counted)."""
     topic, group = f"{topic_prefix}-logs", f"{topic_prefix}-g"
     make_topic(bootstrap, topic, partitions=6)
-    n, max_in_flight, batch = 30_000, 2000, 500
+    max_in_flight, batch, burst = 2000, 500, 500
     dirs = [tmp_path / name for name in "abc"]
     agents: list[AgentProcess] = []
-    producer = threading.Thread(target=produce, args=(bootstrap, topic, n))
+    killed = threading.Event()
+    flow = {"produced": 0, "after_kill": 0}
+
+    def paced() -> None:
+        """Bursts of records until the kill and for five bursts after it (at most 150 bursts)."""
+        for _ in range(150):
+            produce(bootstrap, topic, burst, start=flow["produced"])
+            flow["produced"] += burst
+            if killed.is_set():
+                flow["after_kill"] += 1
+                if flow["after_kill"] == 5:
+                    return
+            time.sleep(0.05)
+
+    producer = threading.Thread(target=paced)
 
     def total() -> int:
         return sum(sum(seqs(d / "out").values()) for d in dirs)
@@ -395,12 +413,19 @@ def test_three_consumers_one_killed(tmp_path: Path, bootstrap: str, topic_prefix
             if i == 1:
                 producer.start()
             if i >= 1:
+                # Each member has partitions and the records flow, first with two, then three.
+                wait_until(
+                    lambda i=i: source_health(agents[i])["assigned"] > 0, 60, f"agent {i + 1}'s partitions"
+                )
                 wait_until(lambda i=i: total() >= 2000 * i, 120, f"records with {i + 1} agents")
-        wait_until(lambda: source_health(agents[2])["assigned"] > 0, 60, "the third agent to get partitions")
+        owned = {int(k.rsplit(":", 1)[1]) for k in agents[0].get("/stats")["kafka"]["partitions"]}
         agents[0].stop(signal.SIGKILL)
+        killed.set()
         # Its last commits: the others resume its partitions from there (after session_timeout).
         at_kill = committed(bootstrap, group, topic, 6)
         producer.join(120)
+        assert flow["after_kill"] == 5, f"the records stopped flowing before the kill: {flow}"
+        n = flow["produced"]
         wait_until(
             lambda: (
                 len(set(seqs(dirs[0] / "out")) | set(seqs(dirs[1] / "out")) | set(seqs(dirs[2] / "out"))) == n
@@ -428,3 +453,12 @@ def test_three_consumers_one_killed(tmp_path: Path, bootstrap: str, topic_prefix
     )
     print(f"the killed agent had written {uncommitted} records past its last commit ({at_kill})")
     assert duplicates <= uncommitted + batch * 6
+    # Its partitions went on with the others, from its last commit.
+    survivors = records(dirs[1] / "out") + records(dirs[2] / "out")
+    taken_over = {
+        r["fields"]["kafka"]["partition"]
+        for r in survivors
+        if r["fields"]["kafka"]["partition"] in owned
+        and r["fields"]["kafka"]["offset"] >= at_kill[r["fields"]["kafka"]["partition"]]
+    }
+    assert owned and taken_over == owned, (owned, taken_over)

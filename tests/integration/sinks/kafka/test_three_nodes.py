@@ -7,17 +7,27 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from log_capturer.devtools.kafka_local import LocalKafka
 from log_capturer.devtools.topics import TOPICS
 from tests.integration.sinks.kafka.util import metric
+from tests.integration.sources.test_kafka_source import (
+    committed,
+    consumer_config,
+    end_offsets,
+    produce,
+    records,
+    seqs,
+    source_health,
+)
 from tests.support import (
     AgentProcess,
     Rec,
@@ -342,3 +352,93 @@ def test_exactly_once_across_a_broker_killed_mid_stream(
         cluster.start_node(victim, timeout=180)
     report = check_exactly_once(read_committed(bootstrap, topics["logs"]), [log], total)
     print(json.dumps({"per_file": report, "restarts_after_abort": restarts}))
+
+
+def test_a_consumer_loses_nothing_when_the_group_coordinator_broker_is_killed(
+    tmp_path: Path, cluster: LocalKafka, topic_prefix: str
+) -> None:
+    """The Kafka source (sources.kafka -> local_file) reading a topic with replication 3 while
+    records are produced and the broker that coordinates its group (and leads whichever of its
+    partitions it leads) is killed with SIGKILL: the consumer finds the new coordinator and leaders, every
+    record arrives, the group's offsets still reach the end, and what was read twice is counted."""
+    state = cluster.load_state()
+    assert state is not None
+    bootstrap = state.bootstrap
+    topic, group = f"{topic_prefix}-logs", f"{topic_prefix}-g"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, 3, 3, config={"min.insync.replicas": "2"})]).values():
+        fut.result(30)
+    n, max_in_flight, batch = 20_000, 2000, 500
+    # session_timeout 15s: long enough for the group to find its new coordinator (a KRaft broker is
+    # fenced after 3 s, then the group is loaded on another); with 6 s the member is sometimes
+    # dropped first, and then reads again everything it had not committed before the kill.
+    config = consumer_config(
+        tmp_path,
+        bootstrap,
+        topic,
+        group,
+        max_in_flight=max_in_flight,
+        batch_size=batch,
+        session_timeout="15s",
+    )
+    out = tmp_path / "out"
+    producer = threading.Thread(target=produce, args=(bootstrap, topic, n))
+    agent = AgentProcess(config, tmp_path / "agent.log").start()
+    victim = 0
+    leads: list[int] = []
+    at_kill: dict[int, int] = {}
+    try:
+        producer.start()
+        wait_until(lambda: sum(seqs(out).values()) >= 4000, 120, "4,000 records written")
+        assert source_health(agent)["assigned"] == 3
+        victim = admin.describe_consumer_groups([group])[group].result(30).coordinator.id
+        md = admin.list_topics(topic, timeout=10)
+        leads = sorted(p.id for p in md.topics[topic].partitions.values() if p.leader == victim)
+        at_kill = committed(bootstrap, group, topic)
+        cluster.stop_node(victim, signal.SIGKILL)
+        producer.join(180)
+        assert not producer.is_alive(), "the producer did not flush within 3 minutes"
+        wait_until(lambda: set(seqs(out)) == set(range(n)), 180, "every record with a broker down")
+        ends = end_offsets(bootstrap, topic)
+        try:
+            wait_until(
+                lambda: committed(bootstrap, group, topic) == ends, 90, f"the offsets committed to {ends}"
+            )
+        except AssertionError as exc:
+            # What the source acknowledged and saw committed, against what the broker has.
+            raise AssertionError(
+                f"{exc}: the group has {committed(bootstrap, group, topic)}; the source: "
+                f"{agent.get('/stats')['kafka']}\n{agent.log(60)}"
+            ) from None
+        stats = agent.get("/stats")["kafka"]
+    finally:
+        producer.join(180)
+        try:
+            assert agent.stop() == 0, agent.log()
+        finally:
+            if victim:
+                cluster.start_node(victim, timeout=180)
+    got = seqs(out)
+    duplicates = sum(got.values()) - n
+    # Records read past the group's commit at the kill (the most a lost membership reads again).
+    offsets = {(r["fields"]["kafka"]["partition"], r["fields"]["kafka"]["offset"]) for r in records(out)}
+    uncommitted = sum(1 for p, o in offsets if o >= at_kill[p])
+    print(
+        json.dumps(
+            {
+                "records": n,
+                "killed_broker": victim,
+                "partitions_it_led": leads,
+                "committed_at_kill": at_kill,
+                "read_twice": duplicates,
+                "read_past_the_commit_at_kill": uncommitted,
+                "rebalances": stats["rebalances"],
+            }
+        )
+    )
+    assert set(got) == set(range(n))
+    # Never read again: what was committed when the broker died. And without a rebalance after
+    # the first assignment (the member kept its partitions), nothing at all.
+    assert duplicates <= uncommitted
+    if stats["rebalances"] == 1:
+        assert duplicates == 0
