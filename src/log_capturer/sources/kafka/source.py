@@ -50,6 +50,7 @@ from log_capturer.sources.http.source import (
     Rejected,
     park_rejected,
 )
+from log_capturer.sources.kafka.columns import agent_chunks
 from log_capturer.sources.kafka.config import KafkaSourceConfig
 from log_capturer.sources.kafka.offsets import TP, Segment, Watermarks
 from log_capturer.sources.supervise import Supervisor
@@ -247,9 +248,17 @@ class KafkaSource:
             first = msgs[0].offset() or 0
             last = msgs[-1].offset() or 0
             seg = self.marks.add(tp, first, last + 1, len(msgs))
-            chunks, rejected = self.records.chunks(self._items(tp, msgs), self._origin(tp))
+            origin = self._origin(tp)
+            cfg = self.config
+            fast = agent_chunks(self.records, origin, cfg.metadata_field, tp, msgs, cfg.format)
+            rejected: list[Rejected] = []
+            if fast is None:
+                chunks, rejected = self.records.chunks(self._items(tp, msgs), origin)
+                for chunk in chunks:
+                    self._finish_chunk(chunk, tp)
+            else:
+                chunks = fast
             for chunk in chunks:
-                self._finish_chunk(chunk, tp)
                 self.marks.add_part(seg)
                 self._backlog.append((chunk, seg, tp))
             if rejected and not self._reject(rejected):
