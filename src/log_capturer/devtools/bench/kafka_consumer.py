@@ -12,7 +12,7 @@ records are decoded (orjson) and pushed in batches of ``batch_size`` by ``max_in
 with the standard library's HTTP client, with the bodies of the sink ceilings
 (:func:`.loki.bare_push`: protobuf + snappy; or ``_bulk`` NDJSON + gzip level 1, the record
 itself as the document); no labels logic, no acknowledgement accounting; timed from the first
-poll that returned records to the last answer ->
+poll that returned records to the last answer and its offsets committed ->
 
 the agent: ``consumers`` processes of ``log-capturer run`` with only a ``kafka`` source and the
 one sink, in one group; timed from the last look at their ``/stats`` that saw nothing consumed
@@ -117,16 +117,22 @@ def fill_topic(bootstrap: str, topic: str, partitions: int, lines: int, line_byt
     return time.monotonic() - started
 
 
-def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    """The sum of the group's committed offsets over the topic's partitions (records before them)."""
-    from confluent_kafka import Consumer, TopicPartition
+class Committed:
+    """The group's committed offsets over the topic's partitions, summed (records before them);
+    one consumer that never joins the group, asked again and again."""
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
+
+    def total(self) -> int:
+        got = self._consumer.committed(self._tps, timeout=10)
         return sum(max(0, tp.offset) for tp in got)
-    finally:
-        c.close()
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 # -- the ceiling -------------------------------------------------------------------------------------
@@ -225,9 +231,10 @@ def ceiling(
             work.put(None)
         for t in threads:
             t.join(120)
+        if got and not errors:
+            consumer.commit(asynchronous=False)  # the offsets at the end, as the agent's
         elapsed = time.monotonic() - started
         cpu = time.process_time() - cpu0
-        consumer.commit(asynchronous=False) if got else None
         consumer.close()
     if errors:
         raise KafkaBenchError(f"the bare client's requests failed: {errors[0]}")
@@ -299,14 +306,30 @@ def agent_config(
     return cfg, api
 
 
-def _consumed(apis: list[int]) -> int | None:
-    total = 0
+def _stats(apis: list[int]) -> list[dict[str, Any]] | None:
+    out = []
     for api in apis:
         try:
-            total += int(get_json(f"http://127.0.0.1:{api}/stats")["kafka"]["consumed"])
-        except (OSError, ValueError, KeyError):
+            out.append(get_json(f"http://127.0.0.1:{api}/stats"))
+        except (OSError, ValueError):
             return None
-    return total
+    return out
+
+
+def _sample(t: float, stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the timeline (``timeline.jsonl`` in the run folder) keeps of the agents' /stats."""
+    return {
+        "t": round(t, 3),
+        "agents": [
+            {
+                "consumed": s["kafka"]["consumed"],
+                "in_flight": s["kafka"]["in_flight"],
+                "paused": s["kafka"]["paused"],
+                "queue": s["dispatcher"]["queue_size"],
+            }
+            for s in stats
+        ],
+    }
 
 
 def run_agents(
@@ -317,7 +340,9 @@ def run_agents(
     agents = []
     apis = []
     profilers: list[Profiler] = []
+    timeline: list[dict[str, Any]] = []
     summaries: list[str] = []
+    committed = Committed(bootstrap, group, topic, opts.partitions)
     try:
         for k in range(opts.consumers):
             sub = folder / f"agent-{k + 1}"
@@ -336,8 +361,11 @@ def run_agents(
             for a in agents:
                 if a.poll() is not None:
                     raise KafkaBenchError(f"an agent exited {a.returncode}; see its folder in {folder}")
-            consumed = _consumed(apis)
+            stats = _stats(apis)
             now = time.monotonic()
+            consumed = None if stats is None else sum(s["kafka"]["consumed"] for s in stats)
+            if stats is not None and consumed:
+                timeline.append(_sample(now - (first or now), stats))
             cpu = sum(tree_cpu_seconds(a.pid) or 0.0 for a in agents)
             rss = max(rss, sum(rss_mib(a.pid) or 0.0 for a in agents))
             if consumed is None:
@@ -349,7 +377,7 @@ def run_agents(
                 if idle is None:
                     raise KafkaBenchError("records were consumed before the first look: run with more lines")
                 first, cpu_first = idle
-            if first and committed_total(bootstrap, group, topic, opts.partitions) >= opts.lines:
+            if first and committed.total() >= opts.lines:
                 end = time.monotonic()
                 cpu_end = sum(tree_cpu_seconds(a.pid) or 0.0 for a in agents)
                 break
@@ -358,7 +386,8 @@ def run_agents(
             raise KafkaBenchError(
                 f"the agents did not commit every offset within {opts.timeout:g}s; see {folder}"
             )
-        stats = [get_json(f"http://127.0.0.1:{api}/stats")["kafka"] for api in apis]
+        kafka = [get_json(f"http://127.0.0.1:{api}/stats")["kafka"] for api in apis]
+        (folder / "timeline.jsonl").write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in timeline))
         for p in profilers:
             problem = p.stop()
             summaries.append(problem or summarize(p.out))
@@ -368,12 +397,13 @@ def run_agents(
             p.stop()
         for a in agents:
             stop_agent(a)
+        committed.close()
     return {
         "seconds": end - first,
         "cpu_seconds": round(cpu_end - cpu_first, 2),
         "rss_mb": round(rss, 1),
-        "consumed": [s["consumed"] for s in stats],
-        "rebalances": [s["rebalances"] for s in stats],
+        "consumed": [s["consumed"] for s in kafka],
+        "rebalances": [s["rebalances"] for s in kafka],
         "profiles": summaries,
     }
 

@@ -36,22 +36,20 @@ _MEMBERS = frozenset(HTTP_RECORD_MEMBERS)
 def kafka_meta(tp: TP, msgs: Sequence[Message]) -> tuple[list[dict[str, Any]], list[int], list[int | None]]:
     """Each message's Kafka metadata (what ``metadata_field`` holds), offsets and event time (ns,
     from the Kafka timestamp; None without one)."""
+    from confluent_kafka import Message
+
     topic, partition = tp
-    offsets = [m.offset() or 0 for m in msgs]
-    stamps = [m.timestamp() for m in msgs]
-    ms = [ts if kind else None for kind, ts in stamps]
+    offsets: list[int] = list(map(Message.offset, msgs))  # type: ignore[arg-type]
+    ms = [ts if kind else None for kind, ts in map(Message.timestamp, msgs)]
+    keys: list[Any] = list(map(Message.key, msgs))
+    if keys.count(None) != len(keys):
+        keys = [k.decode("utf-8", "backslashreplace") if type(k) is bytes else k for k in keys]
     meta: list[dict[str, Any]] = [
-        {
-            "topic": topic,
-            "partition": partition,
-            "offset": o,
-            "key": k.decode("utf-8", "backslashreplace") if type(k) is bytes else k,
-            "timestamp": t,
-        }
-        for o, k, t in zip(offsets, [m.key() for m in msgs], ms, strict=True)
+        {"topic": topic, "partition": partition, "offset": o, "key": k, "timestamp": t}
+        for o, k, t in zip(offsets, keys, ms, strict=True)
     ]
-    headers = [m.headers() for m in msgs]
-    if any(headers):
+    headers = list(map(Message.headers, msgs))
+    if headers.count(None) != len(headers):
         for km, h in zip(meta, headers, strict=True):
             if h:
                 pairs = h.items() if isinstance(h, dict) else h
@@ -62,23 +60,26 @@ def kafka_meta(tp: TP, msgs: Sequence[Message]) -> tuple[list[dict[str, Any]], l
     return meta, offsets, events
 
 
+_HEAD = slice(0, 19)
+_FRACTION = slice(20, 29)
+
+
 def _stamps(values: list[Any]) -> list[int] | None:
     """The event times of the time member's values, as ``time_ns`` reads them; None when one
     does not parse (that record's member goes to fields: the general path decides)."""
+    n = len(values)
     if set(map(type, values)) == {str} and set(map(len, values)) == {30}:
-        # The agent's own shape, 2026-12-01T10:00:00.123456789Z: each second parsed once.
-        heads = [v[:19] for v in values]
-        fracs = [v[20:29] for v in values]
-        if (
-            [v[19] for v in values].count(".") == len(values)
-            and [v[29] for v in values].count("Z") == len(values)
-            and all(map(str.isdigit, fracs))
-            and all(map(str.isascii, fracs))
-        ):
+        # The agent's own shape, 2026-12-01T10:00:00.123456789Z: each second parsed once, the
+        # fractions read in C passes (every value is 30 long: its n-th characters are a slice).
+        joined = "".join(values)
+        fracs = list(map(str.__getitem__, values, repeat(_FRACTION)))
+        digits = "".join(fracs)
+        if joined[19::30] == "." * n and joined[29::30] == "Z" * n and digits.isascii() and digits.isdigit():
+            heads = list(map(str.__getitem__, values, repeat(_HEAD)))
             seconds = {h: _utc_ns(h + "Z") for h in set(heads)}
             if None not in seconds.values():
-                base = itemgetter(*heads)(seconds) if len(heads) > 1 else (seconds[heads[0]],)
-                return list(map(int.__add__, base, map(int, fracs)))
+                base = list(map(seconds.__getitem__, heads))
+                return list(map(int.__add__, base, map(int, fracs)))  # type: ignore[arg-type]
     try:
         out = list(map(time_ns, values))
     except ValueError:  # digits int() does not read (the general path decides)
@@ -114,10 +115,12 @@ def agent_chunks(
     """The chunks of one partition's poll, as the general path makes them (``Records.chunks``
     then the metadata moved into ``field``), when every message is a JSON object with the same
     members and needs no record-by-record decision; None otherwise."""
+    from confluent_kafka import Message
+
     n = len(msgs)
     if not n or fmt == "raw":
         return None
-    values = [m.value() or b"" for m in msgs]
+    values = [v or b"" for v in map(Message.value, msgs)]
     if sum(map(bytes.startswith, values, repeat(b"{"))) != n:
         return None
     try:
@@ -134,7 +137,7 @@ def agent_chunks(
     level_key = next((k for k in records.config.level_key if k in keys), None)
     if message_key is None or not keys <= {message_key, time_key, level_key, *_MEMBERS}:
         return None  # another member goes to fields, or a second message member: record by record
-    lines = [r[message_key] for r in recs]
+    lines = list(map(itemgetter(message_key), recs))
     if set(map(type, lines)) != {str}:
         return None
     if any(map(str.endswith, lines, repeat("\n"))):
@@ -144,19 +147,19 @@ def agent_chunks(
     meta, offsets, events = kafka_meta(tp, msgs)
     stamps: list[int | None] = list(events)
     if time_key is not None:
-        parsed = _stamps([r[time_key] for r in recs])
+        parsed = _stamps(list(map(itemgetter(time_key), recs)))
         if parsed is None:
             return None
         stamps = list(parsed)
     levels: list[str | None] | None = None
     wrong_levels: list[int] = []
     if level_key is not None:
-        values_ = [r[level_key] for r in recs]
+        values_ = list(map(itemgetter(level_key), recs))
         levels = _levels(values_, records._level_cache)
         if None in levels:
             # Not a level: the member stays in the record's fields (as the general path does).
             wrong_levels = [i for i, lv in enumerate(levels) if lv is None]
-    fields = [r.get("fields") for r in recs]
+    fields = list(map(dict.get, recs, repeat("fields")))
     if not set(map(type, fields)) <= {dict, type(None)}:
         return None
     out_meta: list[dict[str, Any] | None] = []
@@ -213,9 +216,9 @@ def _origins(
     n = len(recs)
     if not keys & _MEMBERS - {"fields"}:
         return [(base, None)]
-    types = [r.get("source_type") for r in recs]
-    ids = [r.get("source_id") for r in recs]
-    labels = [r.get("labels") for r in recs]
+    types = list(map(dict.get, recs, repeat("source_type")))
+    ids = list(map(dict.get, recs, repeat("source_id")))
+    labels = list(map(dict.get, recs, repeat("labels")))
     try:
         if types.count(types[0]) == n and ids.count(ids[0]) == n and labels.count(labels[0]) == n:
             return [(records.origin(recs[0], 1, base), None)]
