@@ -324,13 +324,17 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _stats(apis: list[int]) -> list[dict[str, Any]] | None:
+    """Each agent's /stats (an agent that does not answer yet: as one that consumed nothing);
+    None when none answers."""
     out = []
     for api in apis:
         try:
             out.append(get_json(f"http://127.0.0.1:{api}/stats"))
         except (OSError, ValueError):
-            return None
-    return out
+            out.append(
+                {"kafka": {"consumed": 0, "in_flight": 0, "paused": False}, "dispatcher": {"queue_size": 0}}
+            )
+    return None if all(s["kafka"].get("rebalances") is None for s in out) else out
 
 
 def _sample(t: float, stats: list[dict[str, Any]]) -> dict[str, Any]:
