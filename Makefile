@@ -1,5 +1,7 @@
-# Two commands on a fresh machine:
+# Three commands on a fresh machine:
 #   make run    install, start a local Kafka broker, create the topics, run the agent
+#   make demo   the same and VictoriaLogs, the agent tailing data/logs and a consumer writing the
+#               topics to VictoriaLogs (search at http://127.0.0.1:9428/select/vmui/); Ctrl-C stops it
 #   make test   install, fetch Kafka, run lint and the whole test suite
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -13,7 +15,7 @@ CONFIG ?= configs/config.yaml
 TOOLS  ?= .tools
 DCLINT := $(TOOLS)/node_modules/.bin/dclint
 
-.PHONY: run test install tools system-deps kafka-jars kafka-up kafka-down opensearch-jars opensearch-up opensearch-down topics docker-up docker-down wheels image fmt lint unit integration clean
+.PHONY: run demo test install tools system-deps kafka-jars kafka-up kafka-down opensearch-jars opensearch-up opensearch-down topics docker-up docker-down wheels image fmt lint unit integration clean
 
 $(STAMP): pyproject.toml $(NATIVE)
 	@bash scripts/system-deps.sh --compiler
@@ -78,6 +80,11 @@ image: wheels
 run: system-deps topics
 	mkdir -p data/logs
 	$(BIN)/log-capturer run --config $(CONFIG)
+
+# VictoriaLogs is built once with 'go install' (Go 1.26+ on PATH) into ~/.cache/log-capturer.
+demo: system-deps kafka-jars
+	mkdir -p data/logs
+	$(BIN)/log-capturer demo
 
 fmt: install
 	$(BIN)/ruff format src tests

@@ -1086,6 +1086,102 @@ def victorialogs_status(workdir: VictoriaLogsWorkdirOpt = None) -> None:
         raise typer.Exit(1)
 
 
+def _demo_running(d: Any, logs: Path, directory: Path, query: str) -> None:
+    """What to do now that the demo runs: a line to append, the web UI, the APIs."""
+    sample = logs / "app.log"
+    out.print(
+        "\n[bold green]The demo runs.[/] Append a line to a file under "
+        f"{escape(str(logs))}, e.g.\n"
+        f'  echo "$(date -Is) ERROR payment failed tenant_id=acme" >> {escape(str(sample))}\n'
+        "and search it in VictoriaLogs' web UI:\n"
+        f'  [cyan]{escape(d.web_ui())}[/]   LogsQL: {escape(query)}   or   "payment failed"\n'
+        f"Agent: {d.agent.api} (log-capturer status --api {d.agent.api}), consumer: "
+        f"{d.consumer.api} (log-capturer status --api {d.consumer.api}); their logs in "
+        f"{escape(str(directory))}/. Ctrl-C stops everything.",
+        highlight=False,
+    )
+
+
+@app.command()
+def demo(
+    logs: Annotated[Path, typer.Option(help="The directory the agent tails.")] = Path("data/logs"),
+    directory: Annotated[Path, typer.Option(help="The demo's configs, state and process logs.")] = Path(
+        "data/demo"
+    ),
+    kafka_port: Annotated[int, typer.Option(help="The local broker's port (when started).")] = 9092,
+    kafka_workdir: Annotated[
+        Path | None,
+        typer.Option(help="The local broker's directory (default: ~/.cache/log-capturer/cluster)."),
+    ] = None,
+    victorialogs_port: Annotated[int, typer.Option(help="VictoriaLogs' port (when started).")] = 9428,
+    victorialogs_workdir: Annotated[
+        Path | None,
+        typer.Option(help="VictoriaLogs' directory (default: ~/.cache/log-capturer/victorialogs)."),
+    ] = None,
+    topic_prefix: Annotated[str, typer.Option(help="Prefix of the demo's topics and consumer group.")] = "",
+    free_ports: Annotated[
+        bool, typer.Option(help="The agent's and the consumer's API and metrics on free ports.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each part to start.")] = 180.0,
+) -> None:
+    """The end-to-end demo: local Kafka and VictoriaLogs, the agent tailing --logs into Kafka and a
+    consumer writing the topics to VictoriaLogs, until Ctrl-C (which stops what it started).
+
+    Exit code: 0 stopped cleanly, 1 a part failed to start or exited on its own.
+    """
+    from log_capturer.devtools.demo import QUERY, Demo, DemoError, wait_for_signal
+    from log_capturer.devtools.kafka_local import LocalKafka, LocalKafkaError
+    from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs, VictoriaLogsError
+
+    def say(text: str) -> None:
+        err.print(f"[bold]demo:[/] {escape(text)}", highlight=False)
+
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    d = Demo(
+        logs=logs,
+        directory=directory,
+        kafka=LocalKafka(kafka_workdir, port=kafka_port, log=say),
+        victorialogs=LocalVictoriaLogs(victorialogs_workdir, port=victorialogs_port, log=say),
+        topic_prefix=topic_prefix,
+        free_ports=free_ports,
+        log=say,
+    )
+    failed = False
+    try:
+        try:
+            d.up(timeout)
+        except (DemoError, LocalKafkaError, VictoriaLogsError) as exc:
+            print_problem(str(exc))
+            failed = True
+        if not failed and d.agent is not None and d.consumer is not None:
+            _demo_running(d, logs, directory, QUERY)
+            gone = wait_for_signal(d, stop)
+            if gone is not None:
+                print_problem(f"the {gone.name} exited on its own; its log:\n{gone.log_tail()}")
+                failed = True
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        # A second Ctrl-C while stopping is ignored: the drain finishes.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            statuses = d.down()
+        finally:
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
+        bad = {name: rc for name, rc in statuses.items() if rc not in (0, None)}
+        if bad:
+            print_problem(f"exit statuses: {bad}")
+            failed = True
+        say("stopped")
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

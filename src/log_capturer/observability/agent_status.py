@@ -6,7 +6,8 @@ and queued) and lines out (acknowledged by Kafka or parked in the DLQ), per
 second, and per topic. The view shows the overall state, each sink's state,
 message and circuit breaker, each source's state and restarts (with the error
 while a crashed source is restarted, or the last one), every health check
-(queue, DLQ, ...), the queue fill and the DLQ figures.
+(queue, DLQ, ...), the queue fill and the DLQ figures; with a Kafka source, its records per
+second and a row per assigned partition (committed offset, high watermark, lag, paused).
 """
 
 from __future__ import annotations
@@ -149,6 +150,50 @@ def view(prev: Sample, cur: Sample) -> dict[str, Any]:
             if k in st.get("files", {})
         }
         | {"lag_bytes": sum(st.get("files", {}).get("lag_bytes", {}).values())},
+        "kafka": _kafka(prev.stats, st, h, dt),
+    }
+
+
+def _kafka(
+    prev: dict[str, Any], cur: dict[str, Any], health: dict[str, Any], dt: float
+) -> dict[str, Any] | None:
+    """The Kafka source (``/stats`` ``kafka``), when the agent runs one: records consumed per
+    second, the totals, and a row per assigned partition (committed offset, high watermark,
+    lag, records in flight, paused). None without a Kafka source."""
+    sources = health.get("services", {}).get("sources", [])
+    k = cur.get("kafka")
+    if not isinstance(k, dict) or not any(
+        isinstance(s, dict) and s.get("name") == "kafka_source" for s in sources
+    ):
+        return None
+    consumed = int(k.get("consumed", 0))
+    before = prev.get("kafka", {})
+    rows = []
+    for key, p in sorted(k.get("partitions", {}).items()):
+        if not isinstance(p, dict):
+            continue
+        topic, _, partition = key.rpartition(":")
+        rows.append(
+            {
+                "topic": p.get("topic", topic),
+                "partition": p.get("partition", partition),
+                "committed": p.get("committed", -1),
+                "high_watermark": p.get("high_watermark"),
+                "lag": p.get("lag"),
+                "in_flight": p.get("in_flight", 0),
+                "paused": bool(p.get("paused", k.get("paused", False))),
+            }
+        )
+    return {
+        "consumed_per_second": round((consumed - int(before.get("consumed", 0))) / dt, 1),
+        "consumed": consumed,
+        "lag": k.get("lag", 0),
+        "in_flight": k.get("in_flight", 0),
+        "paused": bool(k.get("paused", False)),
+        "rebalances": k.get("rebalances", 0),
+        "rejected": k.get("rejected", 0),
+        "commit_errors": k.get("commit_errors", 0),
+        "partitions": rows,
     }
 
 
@@ -270,6 +315,8 @@ def render(v: dict[str, Any], api: str) -> RenderableType:
                 str(t["last_abort"]) or "-",
             )
         parts.append(txns)
+    if v.get("kafka") is not None:
+        parts.append(_kafka_table(v["kafka"]))
     if v["topics_per_second"]:
         topics = Table(title="delivered per topic", title_justify="left")
         topics.add_column("topic")
@@ -278,3 +325,33 @@ def render(v: dict[str, Any], api: str) -> RenderableType:
             topics.add_row(t, f"{rate:,.1f}")
         parts.append(topics)
     return Group(*parts)
+
+
+def _offset(value: Any) -> str:
+    """An offset or lag: '-' when unknown (None, or -1: nothing committed)."""
+    return "-" if value is None or (isinstance(value, int) and value < 0) else f"{value:,}"
+
+
+def _kafka_table(k: dict[str, Any]) -> Table:
+    title = (
+        f"kafka source  {k['consumed_per_second']:,.1f} records/s  consumed={k['consumed']:,}  "
+        f"lag={k['lag']:,}  in_flight={k['in_flight']:,}  rebalances={k['rebalances']}"
+    )
+    if k["rejected"] or k["commit_errors"]:
+        title += f"  rejected={k['rejected']:,}  commit_errors={k['commit_errors']:,}"
+    table = Table(title=title, title_justify="left")
+    for col in ("topic", "partition", "committed", "high watermark", "lag", "in flight", "paused"):
+        table.add_column(col, justify="left" if col == "topic" else "right", overflow="fold")
+    for p in k["partitions"]:
+        table.add_row(
+            str(p["topic"]),
+            str(p["partition"]),
+            _offset(p["committed"]),
+            _offset(p["high_watermark"]),
+            _offset(p["lag"]),
+            f"{p['in_flight']:,}",
+            Text("yes", style="bold yellow") if p["paused"] else "no",
+        )
+    if not k["partitions"]:
+        table.add_row("(no partition assigned)", "", "", "", "", "", "")
+    return table

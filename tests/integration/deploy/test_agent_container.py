@@ -24,6 +24,7 @@ import yaml
 from log_capturer.devtools.docker_local import LocalDocker
 from log_capturer.devtools.kafka_local import free_port
 from log_capturer.devtools.topics import create_topics
+from log_capturer.devtools.victorialogs_local import LocalVictoriaLogs
 from tests.support import REPO, consume_all, create_prefixed_topics, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -139,11 +140,14 @@ def test_a_compose_stack_of_local_images_ships_lines(
     busybox: str,
     agent_image: str,
     bootstrap: str,
+    victorialogs: LocalVictoriaLogs,
     tmp_path: Path,
     topic_prefix: str,
 ) -> None:
     """Debian's docker-compose (v1) runs the agent (host network, the image's config with this
-    test's ports and topics) and a writer container; ``docker-compose stop`` drains the agent."""
+    test's ports and topics), the consumer (the same image with deploy/docker/consumer.yaml,
+    reading the topics into the session's VictoriaLogs) and a writer container;
+    ``docker-compose stop`` drains both."""
     engine = docker_engine
     topics = create_prefixed_topics(bootstrap, topic_prefix)
     run_id = uuid.uuid4().hex[:10]
@@ -162,6 +166,18 @@ def test_a_compose_stack_of_local_images_ships_lines(
     }
     kafka["dlq_config"] = {"topic": topics["logs-dlq"]}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    consumer = yaml.safe_load((REPO / "deploy" / "docker" / "consumer.yaml").read_text())
+    consumer["server"] = {"host": "127.0.0.1", "port": free_port()}
+    consumer["metrics"] = {"host": "127.0.0.1", "port": free_port(), "path": "/metrics"}
+    consumer["kafka"].update(
+        brokers=bootstrap.split(","),
+        topics=[topics[t] for t in consumer["kafka"]["topics"]],
+        group_id=f"{topic_prefix}-consumer",
+    )
+    loki = consumer["sinks"]["loki"]
+    loki["url"] = victorialogs.url
+    loki["default_labels"] = {**loki["default_labels"], "run": run_id}
+    (tmp_path / "consumer.yaml").write_text(yaml.safe_dump(consumer, sort_keys=False))
     stack = {
         "version": "2.4",
         "services": {
@@ -175,6 +191,13 @@ def test_a_compose_stack_of_local_images_ships_lines(
                     f"{engine.socket}:/var/run/docker.sock:ro",
                     "./config.yaml:/etc/log-capturer/config.yaml:ro",
                 ],
+                "stop_grace_period": "45s",
+            },
+            "log-capturer-consumer": {
+                "image": agent_image,
+                "network_mode": "host",
+                "command": ["run", "--config", "/etc/log-capturer/consumer.yaml", "--no-status"],
+                "volumes": ["./consumer.yaml:/etc/log-capturer/consumer.yaml:ro"],
                 "stop_grace_period": "45s",
             },
             "writer": {
@@ -212,8 +235,19 @@ def test_a_compose_stack_of_local_images_ships_lines(
             [("stdout", str(i)) for i in range(1, 2001)] + [("stderr", str(i)) for i in range(1, 501)]
         )
         assert {d["labels"]["container_name"] for d in docs} == {f"{project}_writer_1"}
+        # The consumer read them back into VictoriaLogs, each line's message its _msg.
+        wait_until(
+            lambda: victorialogs.count(f'{{run="{run_id}"}}') >= 2500, 90, "2500 lines in VictoriaLogs"
+        )
+        stored = victorialogs.query(f'{{run="{run_id}"}}')
+        assert sorted(r["_msg"] for r in stored) == sorted(
+            [str(i) for i in range(1, 2001)] + [str(i) for i in range(1, 501)]
+        )
         compose("stop")
-        agent = f"{project}_log-capturer_1"
-        assert inspect(engine, agent, "{{.State.ExitCode}}") == "0", engine.docker("logs", agent).stdout
+        for name in ("log-capturer", "log-capturer-consumer"):
+            container = f"{project}_{name}_1"
+            assert inspect(engine, container, "{{.State.ExitCode}}") == "0", engine.docker(
+                "logs", container
+            ).stdout
     finally:
         compose("down", "-v")

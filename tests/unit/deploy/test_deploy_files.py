@@ -7,6 +7,7 @@ against each other and against the agent's own configuration schema.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ import yaml
 
 from log_capturer.config import load_config, load_config_text
 from log_capturer.devtools.docker_images import pip_wheel
+from log_capturer.devtools.topics import TOPICS
 from tests.support import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -185,11 +187,12 @@ def test_kubernetes_manifests_match_the_api_schemas(version: str) -> None:
         kubernetes_validate.validate(doc, version, strict=True)
 
 
-def test_the_daemonset_runs_the_image_of_this_version() -> None:
+def test_the_daemonset_and_the_consumer_run_the_image_of_this_version() -> None:
     """The manifest pins the image tag by hand: it must be the package's version (pyproject.toml)."""
-    ds = next(d for d in manifests() if d["kind"] == "DaemonSet")
-    (container,) = ds["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == f"ssw-logs-capture:{metadata.version('log-capturer')}"
+    for kind in ("DaemonSet", "Deployment"):
+        workload = next(d for d in manifests() if d["kind"] == kind)
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == f"ssw-logs-capture:{metadata.version('log-capturer')}", kind
 
 
 def test_kubernetes_schema_check_rejects_a_wrong_field() -> None:
@@ -199,8 +202,15 @@ def test_kubernetes_schema_check_rejects_a_wrong_field() -> None:
         kubernetes_validate.validate(ds, "1.33.0", strict=True)
 
 
+def agent_manifests() -> dict[str, dict[str, Any]]:
+    """The agent's documents (not the consumer's), by kind."""
+    return {
+        d["kind"]: d for d in manifests() if d["metadata"]["name"] in ("log-capturer", "log-capturer-config")
+    }
+
+
 def test_daemonset_mounts_every_path_the_config_reads_or_writes() -> None:
-    docs = {d["kind"]: d for d in manifests()}
+    docs = agent_manifests()
     cfg = load_config_text(docs["ConfigMap"]["data"]["config.yaml"], env={"NODE_NAME": "node-1"})
     pod = docs["DaemonSet"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -231,3 +241,95 @@ def test_daemonset_mounts_every_path_the_config_reads_or_writes() -> None:
     assert {"KAFKA_BROKERS", "KAFKA_USERNAME", "KAFKA_PASSWORD", "NODE_NAME"} <= env
     grace = pod["terminationGracePeriodSeconds"]
     assert grace > cfg.dispatcher.drain_timeout, "the pod must be given time to drain"
+
+
+def test_the_consumer_deployment_is_a_scalable_consumer_group() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in manifests()}
+    deployment = docs[("Deployment", "log-capturer-consumer")]
+    config_map = docs[("ConfigMap", "log-capturer-consumer-config")]
+    text = config_map["data"]["config.yaml"]
+    cfg = load_config_text(text, env={})
+    # Only the Kafka source, into a store (not back into Kafka), in one consumer group.
+    assert cfg.kafka.enabled and cfg.kafka.group_id
+    assert not cfg.files_config.enabled and not cfg.kubernetes.enabled and not cfg.sinks.kafka.enabled
+    assert cfg.sinks.loki.enabled
+    # SASL from the same secret as the agent's, when turned on.
+    sasl = load_config_text(
+        text.replace("enabled: false           # true", "enabled: true # true"),
+        env={"KAFKA_USERNAME": "u", "KAFKA_PASSWORD": "p"},
+    )
+    assert sasl.kafka.auth.enabled and sasl.kafka.auth.username == "u"
+    assert sasl.kafka.auth.password.get_secret_value() == "p"
+    spec = deployment["spec"]
+    assert spec["replicas"] > 1, "the group spreads the partitions: more than one replica"
+    assert spec["selector"]["matchLabels"] == spec["template"]["metadata"]["labels"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    args = container["args"]
+    config_dir = str(PurePosixPath(args[args.index("--config") + 1]).parent)
+    assert volumes[mounts[config_dir]["name"]]["configMap"]["name"] == "log-capturer-consumer-config"
+    # A read-only root file system: everything the consumer writes is on a mounted volume.
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    for path in (cfg.dispatcher.dlq_config.directory, cfg.positions.directory):
+        m = max((m for m in mounts if path.startswith(m.rstrip("/") + "/")), key=len)
+        assert not mounts[m].get("readOnly"), f"{path} must be writable"
+    # The image's user (Dockerfile USER 10001).
+    assert container["securityContext"]["runAsUser"] == 10001
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": cfg.metrics.port, "api": cfg.server.port}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "log-capturer-kafka"
+    assert pod["terminationGracePeriodSeconds"] > cfg.dispatcher.drain_timeout
+    service = docs[("Service", "log-capturer-consumer")]
+    assert service["spec"]["selector"] == spec["template"]["metadata"]["labels"]
+
+
+def test_compose_runs_the_consumer_into_victorialogs() -> None:
+    services = compose()["services"]
+    consumer = services["log-capturer-consumer"]
+    mounts = dict(v.split(":")[:2] for v in consumer["volumes"])
+    command = consumer["command"]
+    config_path = command[command.index("--config") + 1]
+    source = next(src for src, dest in mounts.items() if dest == config_path)
+    assert source == "./deploy/docker/consumer.yaml"
+    cfg = load_config(REPO / source, env={})
+    assert cfg.kafka.enabled and cfg.kafka.group_id and not cfg.sinks.kafka.enabled
+    assert not cfg.files_config.enabled and not cfg.container_monitor.enabled
+    # The brokers are the kafka service; the topics are those kafka-init creates, after it.
+    assert cfg.kafka.brokers == ["kafka:9092"]
+    assert consumer["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    assert set(cfg.kafka.topics) <= {t.name for t in TOPICS}
+    # The store: the victorialogs service, on the port it listens on, through its Loki push API.
+    assert cfg.sinks.loki.enabled
+    assert cfg.sinks.loki.url == "http://victorialogs:9428"
+    assert cfg.sinks.loki.push_endpoint == "/insert/loki/api/v1/push"
+    assert "victorialogs" in consumer["depends_on"]
+    vl = services["victorialogs"]
+    assert vl["image"].startswith("victoriametrics/victoria-logs:v1.")
+    assert any(p.endswith(":9428") for p in vl["ports"])
+    data = next(dest for src, dest in (v.split(":")[:2] for v in vl["volumes"]))
+    assert f"-storageDataPath={data}" in vl["command"]
+    # State on its own volume; the image's healthcheck port is the metrics port.
+    state = [v for v in consumer["volumes"] if v.endswith(":/var/lib/log-capturer")]
+    assert state and cfg.dispatcher.dlq_config.directory.startswith("/var/lib/log-capturer/")
+    assert cfg.metrics.port == 8001
+    published = {p.split(":")[-1] for p in consumer["ports"]}
+    assert {str(cfg.server.port), str(cfg.metrics.port)} <= published
+    host_ports = [
+        (p.rsplit(":", 1)[0], p.partition("/")[2] or "tcp")
+        for s in services.values()
+        for p in s.get("ports", [])
+    ]
+    assert len(host_ports) == len(set(host_ports)), "two services publish the same host port"
+    # Prometheus scrapes it; the agent does not ship the consumer's or VictoriaLogs' own logs.
+    prom = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    assert (
+        f"log-capturer-consumer:{cfg.metrics.port}"
+        in prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    )
+    agent = load_config(REPO / "deploy" / "docker" / "config.yaml", env={})
+    excluded = agent.container_monitor.exclude_names
+    for name in (consumer["container_name"], vl["container_name"]):
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in excluded), name

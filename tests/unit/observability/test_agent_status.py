@@ -186,3 +186,96 @@ def test_exactly_once_transactions_are_shown_per_sink() -> None:
     console = Console(record=True, width=200)
     console.print(render(plain, "http://127.0.0.1:8401"))
     assert "transactions" not in console.export_text()
+
+
+def kafka_stats(consumed: int) -> dict[str, object]:
+    """/stats of an agent running a Kafka source (two partitions: one read, one not yet)."""
+    return {
+        **stats(consumed, consumed, 0, {}),
+        "kafka": {
+            "consumed": consumed,
+            "rejected": 0,
+            "rebalances": 1,
+            "commit_errors": 0,
+            "in_flight": 12,
+            "paused": True,
+            "lag": 5012,
+            "partitions": {
+                "logs:1": {
+                    "topic": "logs",
+                    "partition": 1,
+                    "watermark": -1,
+                    "committed": -1,
+                    "in_flight": 0,
+                    "high_watermark": 5000,
+                    "lag": 5000,
+                    "paused": True,
+                },
+                "logs:0": {
+                    "topic": "logs",
+                    "partition": 0,
+                    "watermark": 990,
+                    "committed": 988,
+                    "in_flight": 12,
+                    "high_watermark": 1000,
+                    "lag": 12,
+                    "paused": True,
+                },
+            },
+        },
+    }
+
+
+KAFKA_HEALTH = {
+    **HEALTH,
+    "services": {
+        **HEALTH["services"],  # type: ignore[dict-item]
+        "sources": [{"name": "kafka_source", "status": "healthy", "assigned": 2, "lag": 5012}],
+    },
+}
+
+
+def test_a_kafka_source_shows_a_row_per_partition() -> None:
+    v = view(Sample(0.0, KAFKA_HEALTH, kafka_stats(1000)), Sample(2.0, KAFKA_HEALTH, kafka_stats(3000)))
+    k = v["kafka"]
+    assert k["consumed_per_second"] == 1000.0 and k["lag"] == 5012 and k["paused"] is True
+    assert k["partitions"] == [
+        {
+            "topic": "logs",
+            "partition": 0,
+            "committed": 988,
+            "high_watermark": 1000,
+            "lag": 12,
+            "in_flight": 12,
+            "paused": True,
+        },
+        {
+            "topic": "logs",
+            "partition": 1,
+            "committed": -1,
+            "high_watermark": 5000,
+            "lag": 5000,
+            "in_flight": 0,
+            "paused": True,
+        },
+    ]
+    console = Console(record=True, width=160)
+    console.print(render(v, "http://127.0.0.1:8402"))
+    text = console.export_text()
+    assert "kafka source  1,000.0 records/s" in text and "lag=5,012" in text
+    rows = [line.split("│") for line in text.splitlines() if line.startswith("│ logs")]
+    cells = [[c.strip() for c in row[1:-1]] for row in rows]
+    assert cells == [
+        ["logs", "0", "988", "1,000", "12", "12", "yes"],
+        ["logs", "1", "-", "5,000", "5,000", "0", "yes"],
+    ]
+
+
+def test_no_kafka_table_without_a_kafka_source() -> None:
+    # An agent without the source still has the idle "kafka" block in /stats.
+    idle = {**stats(0, 0, 0, {}), "kafka": {"consumed": 0, "partitions": {}}}
+    v = view(Sample(0.0, HEALTH, idle), Sample(1.0, HEALTH, idle))
+    assert v["kafka"] is None
+    console = Console(record=True, width=160)
+    console.print(render(v, "http://127.0.0.1:8401"))
+    assert "kafka source" not in console.export_text()

@@ -279,8 +279,9 @@ class Checkpointer:
         took its old name. Each of them is then looked up by inode, so neither entry hides the
         other (a released copy left out would be read again, from its start, after a restart)."""
         items: list[tuple[str, Key, Entry]] = [
-            (path, (entry_int(e, "device"), entry_int(e, "inode")), e) for path, e in self.unclaimed.values()
-        ]
+            (path, (entry_int(e, "device"), entry_int(e, "inode")), e)
+            for path, e in list(self.unclaimed.values())
+        ]  # list(): copied at once; the Kafka sink's transactions call this from their own thread
         followed = list(files)
         keys = {tf.key for tf in followed}
         for key, entry in list(self.released.items()):

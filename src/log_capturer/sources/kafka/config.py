@@ -136,9 +136,9 @@ class KafkaSourceConfig(Strict):
         1_000_000,
         ge=0,
         description="/health reports the source degraded while its partitions' lag (records not "
-        "committed yet, summed over the partitions it has read from or committed; from the high "
-        "watermarks of the last fetches) is above this; 0: "
-        "never. It is also degraded while no partition is assigned for longer than "
+        "committed yet, summed over its assigned partitions; a partition it has not read from "
+        "counts from the group's committed offset, else from where auto_offset_reset starts) is "
+        "above this; 0: never. It is also degraded while no partition is assigned for longer than "
         "session_timeout (more members than partitions, or the group cannot be joined).",
     )
     auth: AuthConfig = Field(default_factory=AuthConfig, description="SASL, as sinks.kafka.auth.")

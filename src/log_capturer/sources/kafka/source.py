@@ -66,6 +66,11 @@ NAME = "kafka_source"
 _META = "\x00kafka"
 #: Longest wait of one submit before the partitions are paused.
 SUBMIT_WAIT = 0.2
+#: Longest wait of one broker query of the lag measure (group offsets, watermarks).
+QUERY_TIMEOUT = 2.0
+#: After a broker query of the lag measure went unanswered, the next is this many seconds later
+#: (the partitions keep their last lag meanwhile): a broker outage does not slow the poll loop.
+QUERY_BACKOFF = 10.0
 
 
 def consumer_config(cfg: KafkaSourceConfig) -> dict[str, Any]:
@@ -138,6 +143,10 @@ class KafkaSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Consumer | None = None
+        #: The admin client of the lag measure (see _measure_lag), created at its first use.
+        self._admin: Any = None
+        #: No broker query of the lag measure before this (monotonic; see QUERY_BACKOFF).
+        self._query_backoff_until = 0.0
         #: Chunks read and not taken by the dispatcher yet, with their segment, in read order.
         self._backlog: deque[tuple[Chunk, Segment, TP]] = deque()
         self._assigned: set[TP] = set()
@@ -145,6 +154,14 @@ class KafkaSource:
         self._last_commit = 0.0
         self._origins: dict[TP, Origin] = {}
         self._lag: dict[TP, int] = {}
+        #: Each assigned partition's high watermark at the last lag measure.
+        self._high: dict[TP, int] = {}
+        #: The group's committed offset of each assigned partition at assignment (-1: none),
+        #: queried once for partitions this member has neither read from nor committed.
+        self._group_committed: dict[TP, int] = {}
+        #: Where a partition with no committed offset starts under auto_offset_reset 'latest'
+        #: (its high watermark when first measured).
+        self._latest_start: dict[TP, int] = {}
         #: Parked records not logged yet (one line per REJECT_LOG_INTERVAL at most), by reason.
         self._parked_since_log: Counter[str] = Counter()
         self._parked_logged = float("-inf")
@@ -195,6 +212,7 @@ class KafkaSource:
         except Exception as exc:  # the broker gone: the group drops the member after the session
             log.warning("kafka source: closing the consumer failed: %s", exc)
         self._consumer = None
+        self._admin = None
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -429,24 +447,140 @@ class KafkaSource:
             self.metrics.kafka_source_committed.labels(t, str(p)).set(o)
 
     def _measure_lag(self) -> None:
-        """Each assigned partition's lag, from the high watermark of its last fetch."""
+        """Each assigned partition's lag: its high watermark minus the offset it counts from.
+
+        That offset is the one this member committed, else the first it read, and the high
+        watermark the last fetch's. For a partition without both (assigned and not read from
+        yet: just assigned, paused, or idle) they come from the broker, through a separate admin
+        client (its requests do not wait behind the consumer's fetches): the high watermark, and
+        the group's committed offset (once per assignment), else where ``auto_offset_reset``
+        starts it (the low watermark for 'earliest', the high watermark when first measured for
+        'latest'), as ``kafka-consumer-groups`` reports it.
+        """
         consumer = self._consumer
         if consumer is None:
             return
         from confluent_kafka import KafkaException, TopicPartition
 
+        bases = self.marks.lag_base()
         lag: dict[TP, int] = {}
-        for tp, base in self.marks.lag_base().items():
-            if tp not in self._assigned or base < 0:
-                continue
+        highs: dict[TP, int] = {}
+        unread: list[TP] = []
+        for tp in sorted(self._assigned):
             try:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             except KafkaException:
-                continue
-            if high >= 0:
-                lag[tp] = max(0, high - base)
-                self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(lag[tp])
+                high = -1
+            if bases.get(tp, -1) >= 0 and high >= 0:
+                highs[tp] = high
+                lag[tp] = max(0, high - bases[tp])
+            else:
+                unread.append(tp)
+        if unread and time.monotonic() < self._query_backoff_until:
+            lag.update({tp: self._lag[tp] for tp in unread if tp in self._lag})
+            highs.update({tp: self._high[tp] for tp in unread if tp in self._high})
+        elif unread:
+            self._measure_unread(unread, bases, lag, highs)
+        for tp, n in lag.items():
+            self.metrics.kafka_source_lag.labels(tp[0], str(tp[1])).set(n)
         self._lag = lag
+        self._high = highs
+
+    def _measure_unread(
+        self, unread: list[TP], bases: dict[TP, int], lag: dict[TP, int], highs: dict[TP, int]
+    ) -> None:
+        """The lag and high watermark of ``unread`` partitions, from the broker, into ``lag`` and
+        ``highs``; nothing more once a query goes unanswered (see QUERY_BACKOFF)."""
+        self._learn_group_offsets([tp for tp in unread if tp not in self._group_committed])
+        if time.monotonic() < self._query_backoff_until:
+            return
+        starts = {tp: bases.get(tp, -1) for tp in unread}
+        for tp, base in starts.items():
+            if base < 0:
+                starts[tp] = self._group_committed.get(tp, -1)
+        latest = self._list_offsets(unread, earliest=False)
+        if not latest:
+            return
+        reset_earliest = self.config.auto_offset_reset == "earliest"
+        from_low = [tp for tp, b in starts.items() if b < 0 and reset_earliest]
+        earliest = self._list_offsets(from_low, earliest=True) if from_low else {}
+        for tp in unread:
+            high = latest.get(tp, -1)
+            if high < 0:
+                continue
+            base = starts[tp]
+            if base < 0:
+                if reset_earliest:
+                    base = earliest.get(tp, -1)
+                    if base < 0:
+                        continue
+                else:
+                    base = self._latest_start.setdefault(tp, high)
+            highs[tp] = high
+            lag[tp] = max(0, high - base)
+
+    def _admin_client(self) -> Any:
+        """The admin client of the lag measure (created at its first use)."""
+        if self._admin is None:
+            from confluent_kafka.admin import AdminClient
+
+            cfg = self.config
+            conf: dict[str, Any] = {
+                "bootstrap.servers": ",".join(cfg.brokers),
+                "client.id": "log-capturer-consumer-lag",
+                **security_config(cfg.auth, cfg.tls),
+                "logger": quiet_logger(f"{__name__}.librdkafka"),
+            }
+            self._admin = AdminClient(conf)
+        return self._admin
+
+    def _list_offsets(self, tps: list[TP], earliest: bool) -> dict[TP, int]:
+        """The low (``earliest``) or high (read_committed) watermarks of ``tps``, from the broker;
+        partitions it did not answer for are left out."""
+        from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+        from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]  # (not in its stubs)
+
+        spec = OffsetSpec.earliest() if earliest else OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        try:
+            futures = self._admin_client().list_offsets(
+                {TopicPartition(*tp): spec for tp in tps},
+                isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=QUERY_TIMEOUT,
+            )
+        except (KafkaException, ValueError) as exc:
+            log.debug("kafka source: offsets could not be listed (%s)", exc)
+            self._query_backoff_until = time.monotonic() + QUERY_BACKOFF
+            return {}
+        out: dict[TP, int] = {}
+        for tp, fut in futures.items():
+            try:
+                out[(tp.topic, tp.partition)] = fut.result(QUERY_TIMEOUT).offset
+            except Exception as exc:  # KafkaException, or the future's TimeoutError
+                log.debug("kafka source: no offset of %s[%s] (%s)", tp.topic, tp.partition, exc)
+        if len(out) < len(futures):
+            self._query_backoff_until = time.monotonic() + QUERY_BACKOFF
+        return out
+
+    def _learn_group_offsets(self, tps: list[TP]) -> None:
+        """The group's committed offsets of ``tps`` (once per assignment; again at the next
+        measure for partitions the broker did not answer for)."""
+        if not tps:
+            return
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+        request = ConsumerGroupTopicPartitions(self.config.group_id, [TopicPartition(*tp) for tp in tps])
+        try:
+            futures = self._admin_client().list_consumer_group_offsets(
+                [request], request_timeout=QUERY_TIMEOUT
+            )
+            got = futures[self.config.group_id].result(QUERY_TIMEOUT)
+        except Exception as exc:  # KafkaException, or the future's TimeoutError
+            log.debug("kafka source: the group's offsets could not be read (%s)", exc)
+            self._query_backoff_until = time.monotonic() + QUERY_BACKOFF
+            return
+        for tp in got.topic_partitions or []:
+            if tp.error is None:
+                self._group_committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else -1
 
     def _commit_failed(self, err: Any) -> None:
         self.commit_errors += 1
@@ -496,6 +630,9 @@ class KafkaSource:
     def _lost_partitions(self, tps: list[TP]) -> None:
         for tp in tps:
             self._lag.pop(tp, None)
+            self._high.pop(tp, None)
+            self._group_committed.pop(tp, None)
+            self._latest_start.pop(tp, None)
             with contextlib.suppress(KeyError):  # never measured
                 self.metrics.kafka_source_lag.remove(tp[0], str(tp[1]))
         if not self._assigned and self._unassigned_since is None:
@@ -535,11 +672,27 @@ class KafkaSource:
             "in_flight": self.marks.in_flight,
             "paused": self._paused,
             "lag": sum(self._lag.values()),
-            "partitions": {
-                f"{t}:{p}": {"watermark": w, "committed": c, "in_flight": n}
-                for (t, p), (w, c, n) in self.marks.partitions().items()
-            },
+            "partitions": self._partition_stats(),
         }
+
+    def _partition_stats(self) -> dict[str, dict[str, Any]]:
+        """Per assigned partition: its acknowledged watermark, the committed offset (this
+        member's, else the group's at assignment; -1: none), records in flight, the high
+        watermark and the lag of the last measure (None: not measured yet), paused."""
+        lag, high, group = self._lag, self._high, self._group_committed
+        out: dict[str, dict[str, Any]] = {}
+        for tp, (w, c, n) in sorted(self.marks.partitions().items()):
+            out[f"{tp[0]}:{tp[1]}"] = {
+                "topic": tp[0],
+                "partition": tp[1],
+                "watermark": w,
+                "committed": c if c >= 0 else group.get(tp, -1),
+                "in_flight": n,
+                "high_watermark": high.get(tp),
+                "lag": lag.get(tp),
+                "paused": self._paused,
+            }
+        return out
 
 
 def build(config: KafkaSourceConfig, ctx: BuildContext) -> KafkaSource | None:
