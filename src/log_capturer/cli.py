@@ -611,7 +611,11 @@ def bench(
         ),
     ] = None,
     bootstrap: Annotated[
-        str | None, typer.Option(help="Kafka bootstrap address (default: the local cluster).")
+        str | None,
+        typer.Option(
+            help="Kafka bootstrap address (default: the local cluster; with --source kafka, a "
+            "one-node Kafka started in the run folder)."
+        ),
     ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Where to write the JSON result (and the PNG beside it).")
