@@ -2810,6 +2810,100 @@ static PyObject *doc_ids_at(PyObject *m, PyObject *args) {
     return out;
 }
 
+/* utc_stamps: the event times (ns since the epoch) of text stamps in the agent's own shape,
+ * "YYYY-MM-DDTHH:MM:SS[.fraction]Z" (1 to 9 fraction digits), years 1678-2261 (what an int64 of
+ * nanoseconds holds); None when one is anything else (Python's time_ns decides then: this gives
+ * what it gives for these, never more). */
+static int two_digits(const char *p, int *out) {
+    if (p[0] < '0' || p[0] > '9' || p[1] < '0' || p[1] > '9')
+        return 0;
+    *out = (p[0] - '0') * 10 + (p[1] - '0');
+    return 1;
+}
+
+static long long days_from_civil(int y, int m, int d) {
+    /* Howard Hinnant's days_from_civil: days since 1970-01-01 of a proleptic Gregorian date. */
+    y -= m <= 2;
+    const long long era = (y >= 0 ? y : y - 399) / 400;
+    const long long yoe = y - era * 400;
+    const long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int utc_ns_of(PyObject *s, long long *ns) {
+    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_ASCII(s))
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (n < 20 || n > 30 || n == 21)
+        return 0;
+    const char *p = (const char *)PyUnicode_1BYTE_DATA(s);
+    int c1, c2, mo, d, h, mi, sec;
+    if (!two_digits(p, &c1) || !two_digits(p + 2, &c2) || p[4] != '-' || !two_digits(p + 5, &mo) ||
+        p[7] != '-' || !two_digits(p + 8, &d) || p[10] != 'T' || !two_digits(p + 11, &h) || p[13] != ':' ||
+        !two_digits(p + 14, &mi) || p[16] != ':' || !two_digits(p + 17, &sec) || p[n - 1] != 'Z')
+        return 0;
+    int y = c1 * 100 + c2;
+    static const int DIM[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (y < 1678 || y > 2261 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59)
+        return 0;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > DIM[mo - 1] + (mo == 2 && leap))
+        return 0;
+    long long frac = 0;
+    if (n > 20) {
+        if (p[19] != '.')
+            return 0;
+        int digits = 0;
+        for (Py_ssize_t i = 20; i < n - 1; i++, digits++) {
+            if (p[i] < '0' || p[i] > '9')
+                return 0;
+            frac = frac * 10 + (p[i] - '0');
+        }
+        for (; digits < 9; digits++)
+            frac *= 10;
+    }
+    long long secs = days_from_civil(y, mo, d) * 86400LL + h * 3600LL + mi * 60LL + sec;
+    *ns = secs * 1000000000LL + frac;
+    return 1;
+}
+
+static PyObject *utc_stamps(PyObject *m, PyObject *arg) {
+    (void)m;
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "utc_stamps() takes a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    long long last_ns = 0;
+    PyObject *last = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long ns;
+        if (!utc_ns_of(PyList_GET_ITEM(arg, i), &ns)) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        PyObject *v;
+        if (last != NULL && ns == last_ns) {  /* a chunk's records often share one time */
+            v = last;
+            Py_INCREF(v);
+        } else {
+            v = PyLong_FromLongLong(ns);
+            if (!v) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            last = v;
+            last_ns = ns;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
@@ -2836,6 +2930,7 @@ static PyMethodDef methods[] = {
     {"bulk_docs", bulk_docs, METH_VARARGS,
      "bulk_docs(index, values, ids, lo, hi, op_type, pipeline, doc_type, rename, dumps) -> a _bulk body"},
     {"doc_ids_at", doc_ids_at, METH_VARARGS, "doc_ids_at(base, start, lines) -> Elasticsearch ids of lines"},
+    {"utc_stamps", utc_stamps, METH_O, "utc_stamps(texts) -> ns of agent-shaped RFC 3339 UTC stamps, or None"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},
 };

@@ -77,6 +77,11 @@ def encode_logfmt(
     """Record i = head + logfmt value of lines[i] + tails[levels[i]] + fields[keys[i]], as
     :func:`encode` with logfmt's quoting."""
 
+def utc_stamps(texts: list[Any], /) -> list[int] | None:
+    """The ns since the epoch of each ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` (1-9 fraction digits,
+    years 1678-2261), as ``sources.http.source.time_ns`` reads them; None when one is anything
+    else (not text, another shape, a date that does not exist). TypeError: not a list."""
+
 def tally(
     topics: list[str], values: list[bytes], bounds: tuple[float, ...], /
 ) -> tuple[dict[str, list[int]], int]:

@@ -611,7 +611,11 @@ def bench(
         ),
     ] = None,
     bootstrap: Annotated[
-        str | None, typer.Option(help="Kafka bootstrap address (default: the local cluster).")
+        str | None,
+        typer.Option(
+            help="Kafka bootstrap address (default: the local cluster; with --source kafka, a "
+            "one-node Kafka started in the run folder)."
+        ),
     ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Where to write the JSON result (and the PNG beside it).")
@@ -648,7 +652,10 @@ def bench(
             help="file (the agent tails the generated files), http (the generator POSTs them to "
             "HTTP ingest, one client; no ceiling), forward (the generator sends them over the "
             "Fluent forward protocol, one connection, each message acknowledged; no ceiling) or "
-            "otlp (to the OTLP input, protobuf, one client; no ceiling)."
+            "otlp (to the OTLP input, protobuf, one client; no ceiling) or kafka (with --sink loki "
+            "or elasticsearch: a topic filled in advance -> --consumers agents with a kafka source "
+            "-> a local VictoriaLogs, against a bare confluent-kafka consumer; --lines, default "
+            "500,000)."
         ),
     ] = "file",
     http_format: Annotated[str, typer.Option(help="With --source http: ndjson or msgpack.")] = "ndjson",
@@ -692,10 +699,32 @@ def bench(
     max_in_flight: Annotated[
         int, typer.Option(help="With --sink loki: sinks.loki.max_in_flight (and the bare client's).")
     ] = 2,
+    consumers: Annotated[
+        int, typer.Option(help="With --source kafka: agent processes in the consumer group.")
+    ] = 1,
+    partitions: Annotated[
+        int, typer.Option(help="With --source kafka: partitions of the bench's topic.")
+    ] = 2,
 ) -> None:
     """Benchmark file (or HTTP) -> agent -> Kafka: throughput, latency, queues, memory, loss, vs a
     raw ceiling (--sink elasticsearch, --sink loki: the same against Elasticsearch/OpenSearch, or
     Loki's push API)."""
+    if source == "kafka":
+        _bench_kafka_source(
+            sink,
+            lines or 500_000,
+            consumers,
+            partitions,
+            es_batch if sink == "elasticsearch" else batch_size,
+            es_concurrency if sink == "elasticsearch" else max_in_flight,
+            line_bytes,
+            bootstrap,
+            agent_config,
+            profile,
+            out_dir,
+            json_out,
+        )
+        return
     if sink == "elasticsearch":
         _bench_elasticsearch(
             es_url, lines or 200_000, out_dir, es_batch, es_concurrency, line_bytes, json_out
@@ -789,6 +818,54 @@ def _print_bench_result(doc: dict[str, Any], json_out: Path | None, failed: bool
     out.print_json(text)
     if failed:
         raise typer.Exit(3)
+
+
+def _yaml_file(path: Path | None) -> dict[str, Any] | None:
+    import yaml
+
+    if path is None:
+        return None
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict):
+        err.print(f"--agent-config {path}: not a YAML mapping")
+        raise typer.Exit(2)
+    return doc
+
+
+def _bench_kafka_source(
+    sink: str,
+    lines: int,
+    consumers: int,
+    partitions: int,
+    batch: int,
+    in_flight: int,
+    line_bytes: int,
+    bootstrap: str | None,
+    agent_config: Path | None,
+    profile: bool,
+    out_dir: Path,
+    json_out: Path | None,
+) -> None:
+    from log_capturer.devtools.bench.kafka_consumer import Options, run_kafka_consumer_bench
+
+    opts = Options(
+        sink=sink,
+        lines=lines,
+        consumers=consumers,
+        partitions=partitions,
+        batch_size=batch,
+        max_in_flight=in_flight,
+        line_bytes=line_bytes,
+        bootstrap=bootstrap,
+        agent_config=_yaml_file(agent_config),
+        profile=profile,
+    )
+    try:
+        res = run_kafka_consumer_bench(opts, out_dir, err)
+    except Exception as exc:
+        err.print(f"[bold red]bench --source kafka: {escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    _print_bench_result(res, json_out, failed=bool(res["lost"] or res["duplicated"]))
 
 
 def _bench_loki(

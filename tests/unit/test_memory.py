@@ -71,12 +71,15 @@ def test_settle_gc_freezes_what_is_alive_and_a_new_settle_collects_what_died_sin
         def __init__(self) -> None:
             self.me = self  # a cycle: only the cyclic collector frees it
 
+    threshold = gc.get_threshold()
     try:
         alive = Node()
         dead = Node()
         dead_ref = weakref.ref(dead)
         assert "objects frozen" in memory.settle_gc()
         assert gc.get_freeze_count() > 0
+        # Young collections further apart; the older generations' own thresholds as they were.
+        assert gc.get_threshold() == (memory.GC_THRESHOLD, *threshold[1:])
         assert alive.me is alive
         del dead
         gc.collect()
@@ -90,3 +93,4 @@ def test_settle_gc_freezes_what_is_alive_and_a_new_settle_collects_what_died_sin
         assert later_ref() is None  # objects made after the freeze are collected as usual
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -307,3 +307,59 @@ def test_tally_counts_records_bytes_and_size_buckets_as_the_python_code_does() -
     assert _speedups.tally([], [], bounds) == ({}, 0)
     with pytest.raises(ValueError):
         _speedups.tally(["a"], [], bounds)
+
+
+UTC_STAMPS = [
+    "2026-12-01T10:00:00.123456789Z",
+    "2026-12-01T10:00:00Z",
+    "2026-12-01T10:00:00.5Z",
+    "2024-02-29T23:59:59.000000001Z",
+    "1970-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999999999Z",
+    "1678-01-01T00:00:00Z",
+    "2261-12-31T23:59:59.999999999Z",
+    "2000-02-29T12:00:00.1Z",
+]
+NOT_UTC_STAMPS = [
+    "2023-02-29T10:00:00Z",  # no such day
+    "1900-02-29T10:00:00Z",
+    "2026-13-01T10:00:00Z",
+    "2026-12-00T10:00:00Z",
+    "2026-12-01T24:00:00Z",
+    "2026-12-01T10:60:00Z",
+    "2026-12-01T10:00:60Z",  # a leap second: Python decides
+    "2026-12-01T10:00:00.Z",
+    "2026-12-01T10:00:00.1234567890Z",
+    "2026-12-01 10:00:00Z",
+    "2026-12-01T10:00:00+00:00",
+    "2026-12-01T10:00:00.12a4Z",
+    "2026-12-01T10:00:00.\uff11Z",  # a digit, not ASCII
+    "1677-12-31T23:59:59Z",  # outside an int64 of ns
+    "2262-01-01T00:00:00Z",
+    "0000-01-01T00:00:00Z",
+    "2026-W48-1T10:00:00Z",
+    "1700000000",
+    "",
+    1_700_000_000_000,
+    None,
+]
+
+
+def test_utc_stamps_match_time_ns_and_leave_every_other_shape_to_it() -> None:
+    from log_capturer.sources.http.source import time_ns
+
+    assert _speedups.utc_stamps(UTC_STAMPS) == [time_ns(v) for v in UTC_STAMPS]
+    rng = random.Random(7)
+    stamps = [
+        f"{rng.randint(1678, 2261):04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+        f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+        + (f".{rng.randint(0, 10**9 - 1):09d}"[: rng.randint(2, 10)] if rng.random() < 0.8 else "")
+        + "Z"
+        for _ in range(2000)
+    ]
+    assert _speedups.utc_stamps(stamps) == [time_ns(v) for v in stamps]
+    for bad in NOT_UTC_STAMPS:
+        assert _speedups.utc_stamps([UTC_STAMPS[0], bad]) is None, bad
+    assert _speedups.utc_stamps([]) == []
+    with pytest.raises(TypeError):
+        _speedups.utc_stamps(tuple(UTC_STAMPS))  # type: ignore[arg-type]
