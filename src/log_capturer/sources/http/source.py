@@ -387,7 +387,8 @@ def _utc_ns(text: str) -> int | None:
     if len(text) < 20 or text[-1] != "Z" or text[10] != "T":
         return None
     frac = text[19:-1]
-    if frac and (frac[0] != "." or len(frac) > 10 or not frac[1:].isdigit()):
+    # isascii(): str.isdigit() also says True for "²" and other digits int() refuses.
+    if frac and (frac[0] != "." or len(frac) > 10 or not (frac[1:].isascii() and frac[1:].isdigit())):
         return None
     try:
         moment = datetime.fromisoformat(text[:19])

@@ -307,6 +307,7 @@ def test_keys_cannot_be_taken_twice() -> None:
         (1_700_000_000_123_456, 1_700_000_000_123_456_000),  # microseconds
         (1_700_000_000_123_456_789, 1_700_000_000_123_456_789),  # nanoseconds
         ("soon", None),
+        ("2026-12-01T10:00:00.\u00b2Z", parse_rfc3339("2026-12-01T10:00:00.\u00b2Z")),  # "²": isdigit()
         (True, None),
         (None, None),
         ({"t": 1}, None),
