@@ -43,6 +43,22 @@ class FilesConfig(Strict):
         "found data the next one comes after 5 ms, and the wait doubles while nothing new arrives, "
         "up to this value: busy files are read with little delay, idle ones cost little.",
     )
+    watcher: Literal["auto", "inotify", "poll"] = Field(
+        "auto",
+        description="How changes to the followed files are noticed. 'inotify': the kernel's file "
+        "change notification (one watch per directory); a turn looks only at the files that "
+        "changed, so thousands of idle files cost almost nothing. Directories that cannot be "
+        "watched (fs.inotify.max_user_watches reached, a file system without inotify) and "
+        "symbolic links are polled every poll_interval; start-up fails when no inotify instance "
+        "can be had. 'auto' (default): inotify, and every file polled where it cannot be had. "
+        "'poll': every followed file is looked at every poll_interval.",
+    )
+    restat_interval: Duration = Field(
+        5.0,
+        gt=0,
+        description="With inotify: every followed file is still looked at this often, whether an "
+        "event came or not (spread over the turns), so a missed event delays a line, never loses it.",
+    )
     rescan_interval: Duration = Field(
         5.0, description="How often watch_directories are searched for new, rotated or removed files."
     )

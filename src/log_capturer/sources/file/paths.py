@@ -118,6 +118,14 @@ class GlobPaths:
                 return not self._excluded_dir(directory)
         return False
 
+    def watch_roots(self) -> list[str]:
+        """The watched directories themselves (inotify: a file created in an empty one is seen)."""
+        return [
+            root
+            for root in map(os.path.abspath, self.config.watch_directories)
+            if not self._excluded_dir(root)
+        ]
+
     def discover(self) -> dict[str, Target]:
         found: dict[str, Target] = {}
         for root in map(os.path.abspath, self.config.watch_directories):

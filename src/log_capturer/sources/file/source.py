@@ -59,6 +59,8 @@ def settings_of(cfg: FilesConfig, rescan: float | None = None) -> TailSettings:
         encoding_errors=cfg.encoding_errors,
         max_open_files=cfg.max_open_files,
         close_inactive=cfg.close_inactive,
+        watcher=cfg.watcher,
+        restat_interval=cfg.restat_interval,
     )
 
 

@@ -56,6 +56,7 @@ from log_capturer.sources.file.identity import FINGERPRINT_BYTES, Fingerprint, K
 from log_capturer.sources.file.paths import PathsProvider, Target
 from log_capturer.sources.file.rotation import Rotation
 from log_capturer.sources.file.tail import TailedFile
+from log_capturer.sources.file.watcher import InotifyWatcher, open_watcher
 from log_capturer.sources.supervise import Supervisor
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 #: The first wait after a look that found data; it doubles per idle look up to poll_interval, so a
 #: file that is being written is looked at again soon (low latency) and an idle one rarely (low CPU).
 ACTIVE_POLL = 0.005
+#: With inotify: a discovery asked for by events (files created, renamed, deleted) runs at most
+#: this often; the periodic one every ``rescan_interval`` still runs.
+EVENT_RESCAN_GAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,10 @@ class TailSettings:
     encoding_errors: str = "backslashreplace"
     max_open_files: int = 256
     close_inactive: float = 300.0
+    #: ``auto``/``inotify``: look at the files events name (see :mod:`.watcher`); ``poll``: at all.
+    watcher: str = "poll"
+    #: With inotify: every followed file is still looked at this often (missed events).
+    restat_interval: float = 5.0
 
 
 class Tailer:
@@ -128,11 +136,30 @@ class Tailer:
         self.lines_read = 0
         self._stop = threading.Event()
         self._rescan_now = threading.Event()
+        #: Set to end the read loop's wait: a rescan asked for, a stop, or inotify events.
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._first_scan = True
+        #: With inotify (None: every file is looked at every turn).
+        self.watcher: InotifyWatcher | None = None
+        #: Files to look at again next turn: they read bytes, or waited for a rotated file.
+        self._again: set[Key] = set()
+        #: Files looked at every turn even with inotify: rotated files, files whose assembler holds
+        #: lines, and files no event covers (a symbolic link, a directory that is not watched).
+        self._special: set[Key] = set()
+        #: Path -> whether it is a symbolic link (checked once per path).
+        self._links: dict[str, bool] = {}
+        #: The safety re-stat: files still to look at in this round, and the share owed.
+        self._restat_keys: list[Key] = []
+        self._restat_pos = 0
+        self._restat_budget = 0.0
+        self._restat_last = time.monotonic()
+        #: A discovery followed new files (they are read at the next turn, without a wait).
+        self._found_new = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        self.watcher = open_watcher(self.settings.watcher, self.name, self._wake.set)
         try:
             self.rescan()
         except Exception as exc:
@@ -146,8 +173,11 @@ class Tailer:
         read thread is given 30 s to end; positions are saved by :meth:`finish`, after the drain."""
         self._stop.set()
         self._rescan_now.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(30)
+        if self.watcher is not None:
+            self.watcher.close()
 
     def finish(self) -> None:
         """After the drain: save the acknowledged positions, close the files."""
@@ -163,6 +193,7 @@ class Tailer:
     def request_rescan(self) -> None:
         """Run discovery at the next loop turn (e.g. a container started)."""
         self._rescan_now.set()
+        self._wake.set()
 
     def save_positions(self) -> None:
         """Write the acknowledged positions now (under the rotated files' current names)."""
@@ -182,14 +213,28 @@ class Tailer:
         s = self.settings
         checkpointer = self.checkpointer
         next_scan = time.monotonic() + s.rescan_interval
+        next_event_scan = 0.0
+        scan_wanted = False
         idle_wait = s.poll_interval
         while not self._stop.is_set():
-            busy = self.pump_all(time.monotonic())
+            self._wake.clear()
+            watcher = self.watcher
+            if watcher is None:
+                busy = self.pump_all(time.monotonic())
+            else:
+                changes = watcher.take()
+                scan_wanted |= changes.structure
+                now = time.monotonic()
+                busy = self.pump_all(now, None if changes.overflow else self._work(changes.paths, now))
             now = time.monotonic()
-            if now >= next_scan or self._rescan_now.is_set():
+            if now >= next_scan or self._rescan_now.is_set() or (scan_wanted and now >= next_event_scan):
                 self._rescan_now.clear()
+                scan_wanted = False
                 self.rescan()
                 next_scan = now + s.rescan_interval
+                next_event_scan = now + EVENT_RESCAN_GAP
+                busy |= self._found_new  # read the new files at once
+                self._found_new = False
             if checkpointer.due(now):
                 self.write_positions(now)
             self.supervisor.ok()
@@ -197,8 +242,68 @@ class Tailer:
                 idle_wait = min(ACTIVE_POLL, s.poll_interval)
             else:
                 # Wake up for a write due before the next look (positions moved meanwhile).
-                self._rescan_now.wait(min(idle_wait, max(checkpointer.until_due(now), ACTIVE_POLL)))
+                wait = min(idle_wait, max(checkpointer.until_due(now), ACTIVE_POLL))
+                if watcher is not None:
+                    wait = min(wait, s.restat_interval / 10)  # the safety re-stat's next share
+                    if scan_wanted:
+                        wait = min(wait, max(next_event_scan - now, ACTIVE_POLL))
+                self._wake.wait(wait)
                 idle_wait = min(idle_wait * 2, s.poll_interval)
+
+    def _work(self, changed: set[str], now: float) -> set[Key]:
+        """With inotify: the files to look at this turn (see :mod:`.watcher`)."""
+        work = self._again | self._special
+        by_path = self.followed.by_path
+        for path in changed:
+            key = by_path.get(path)
+            if key is not None:
+                work.add(key)
+        work.update(self._restat_slice(now))
+        return work
+
+    def _restat_slice(self, now: float) -> list[Key]:
+        """This turn's share of the safety re-stat: every file once per ``restat_interval``."""
+        tracked = self.followed.tracked
+        n = len(tracked)
+        elapsed, self._restat_last = now - self._restat_last, now
+        self._restat_budget = min(float(n), self._restat_budget + n * elapsed / self.settings.restat_interval)
+        take = int(self._restat_budget)
+        if take <= 0:
+            return []
+        self._restat_budget -= take
+        out: list[Key] = []
+        while take > 0:
+            if self._restat_pos >= len(self._restat_keys):
+                # A new round: also the moment to check which files need a look every turn.
+                self._restat_keys = list(tracked)
+                self._restat_pos = 0
+                self._classify_all()
+                if not self._restat_keys:
+                    break
+            part = self._restat_keys[self._restat_pos : self._restat_pos + take]
+            self._restat_pos += len(part)
+            take -= len(part)
+            out.extend(part)
+        return out
+
+    def _needs_look(self, tf: TailedFile) -> bool:
+        """Whether ``tf`` is looked at every turn even with inotify (no event tells of it)."""
+        if not tf.live:
+            return True
+        asm = tf.assembler
+        if asm is not None and asm.held:
+            return True
+        watcher = self.watcher
+        if watcher is None or not watcher.watches(os.path.dirname(tf.path)):
+            return True
+        link = self._links.get(tf.path)
+        if link is None:
+            link = self._links[tf.path] = os.path.islink(tf.path)
+        return link
+
+    def _classify_all(self) -> None:
+        if self.watcher is not None:
+            self._special = {k for k, tf in self.followed.tracked.items() if self._needs_look(tf)}
 
     def rewind(self) -> None:
         """Before a restart: every file reads again from the end of its last chunk handed over."""
@@ -209,23 +314,39 @@ class Tailer:
         """The read loop's state for ``/health`` (see :meth:`Supervisor.health`)."""
         return self.supervisor.health()
 
-    def pump_all(self, now: float) -> bool:
-        """Read once from every file with new data. True when bytes were read."""
+    def pump_all(self, now: float, work: set[Key] | None = None) -> bool:
+        """Read once from every file with new data (of ``work`` only, when given: the files
+        inotify names, see :meth:`_work`). True when bytes were read."""
         busy = False
-        files = list(self.followed.tracked.values())
+        tracked = self.followed.tracked
+        if work is None:
+            files = list(tracked.values())
+        else:
+            files = [tf for tf in map(tracked.get, work) if tf is not None]
+            if sum(not tf.live for tf in files) > 1:  # rotated files in the table's order
+                order = {key: i for i, key in enumerate(tracked)}
+                files.sort(key=lambda tf: order[tf.key])
+        again: set[Key] = set()
         draining: set[str] = set()
         for tf in files:
             # Rotated files first, one at a time per stream, oldest first: lines keep their order.
             if not tf.live and tf.origin.source_id not in draining:
-                busy |= self._pump(tf, now)
+                if self._pump(tf, now):
+                    busy = True
+                    again.add(tf.key)
                 if tf.unread or tf.partial:
                     draining.add(tf.origin.source_id)
         for tf in files:
             if self._stop.is_set():
                 break
             # (the table may have been replaced by a copytruncate during this turn)
-            if tf.live and tf.origin.source_id not in draining and self.followed.tracked.get(tf.key) is tf:
-                busy |= self._pump(tf, now)
+            if tf.live and self.followed.tracked.get(tf.key) is tf:
+                if tf.origin.source_id in draining:
+                    again.add(tf.key)  # read once its rotated file is drained
+                    continue
+                if self._pump(tf, now):
+                    busy = True
+                    again.add(tf.key)
                 if self.checkpointer.moved:  # a turn over many files, or one slow to hand over
                     t = time.monotonic()
                     if self.checkpointer.due(t):
@@ -236,8 +357,21 @@ class Tailer:
                 chunk = tf.flush_assembler()
                 if chunk is not None:
                     self._submit(tf, chunk)
-        self.rotation.release_rotated(now)
+        self.rotation.release_rotated(now, None if work is None else [tf for tf in files if not tf.live])
         self.descriptors.close_inactive(now, self.settings.close_inactive)
+        self._again = again
+        if self.watcher is not None:
+            if self.followed.tracked is not tracked or len(tracked) != len(self.followed.tracked):
+                self._classify_all()  # files came or went during the turn (rotation)
+            else:
+                special = self._special
+                for tf in files:
+                    if tf.key not in tracked:
+                        special.discard(tf.key)
+                    elif self._needs_look(tf):
+                        special.add(tf.key)
+                    else:
+                        special.discard(tf.key)
         return busy
 
     def _pump(self, tf: TailedFile, now: float) -> bool:
@@ -365,10 +499,23 @@ class Tailer:
             del followed.copies[key]
         if unclaimed:
             self.catch_up.resume_saved()
+        if self.watcher is not None:
+            self._watch(targets)
         self._first_scan = False
         if self.after_rescan is not None:
             self.after_rescan()
         self.publish_claims()
+
+    def _watch(self, targets: dict[str, Target]) -> None:
+        """Watch the directories of the paths found (and the provider's roots, for new files)."""
+        assert self.watcher is not None
+        directories = {os.path.dirname(path) for path in targets}
+        directories.update(getattr(self.paths, "watch_roots", lambda: [])())
+        self.watcher.watch(directories)
+        links = self._links
+        if len(links) > len(targets):
+            self._links = {p: v for p, v in links.items() if p in targets}
+        self._classify_all()
 
     def publish_claims(self) -> None:
         """In multi-process mode, tell the other workers which files this one follows."""
@@ -430,6 +577,8 @@ class Tailer:
         self.followed.add(tf)
         self.followed.index_fingerprint(tf)
         self.descriptors.adopt(tf, fd, now)
+        self._again.add(key)  # with inotify: its events so far named a path not followed yet
+        self._found_new = True
         log.info("following file", extra={"path": path, "offset": offset})
         since = self.rotation.rotated_since.pop(path, 0)
         if not since and not had_entry and self.paths.reads_rotated_when_new(target):
