@@ -145,6 +145,8 @@ class FileSource:
             "lines_read": t.lines_read,
             "in_flight_lines": t.in_flight(),
             "lag_bytes": t.lag_bytes(),
+            "watcher": t.watcher_mode,
+            "polled_files": t.polled_files,
         }
 
     def positions(self) -> dict[str, Entry]:

@@ -606,5 +606,19 @@ class Tailer:
         return self.followed.in_flight()
 
     @property
+    def watcher_mode(self) -> str:
+        """``inotify`` or ``poll``: how changes are noticed (``poll`` also when inotify failed)."""
+        return "poll" if self.watcher is None else "inotify"
+
+    @property
+    def polled_files(self) -> int:
+        """Live files looked at every turn: every one with ``poll``; with inotify, those no event
+        covers (a symbolic link, a directory that could not be watched) or holding multiline lines."""
+        if self.watcher is None:
+            return len(self.followed.by_path)
+        tracked = self.followed.tracked
+        return sum(1 for key in list(self._special) if (tf := tracked.get(key)) is not None and tf.live)
+
+    @property
     def open_files(self) -> int:
         return len(self.descriptors)
