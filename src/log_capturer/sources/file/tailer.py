@@ -156,6 +156,8 @@ class Tailer:
         self._restat_last = time.monotonic()
         #: A discovery followed new files (they are read at the next turn, without a wait).
         self._found_new = False
+        #: With inotify: the next turn looks at every file (after a restart of the loop).
+        self._look_all = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -225,7 +227,8 @@ class Tailer:
                 changes = watcher.take()
                 scan_wanted |= changes.structure
                 now = time.monotonic()
-                busy = self.pump_all(now, None if changes.overflow else self._work(changes.paths, now))
+                look_all, self._look_all = changes.overflow or self._look_all, False
+                busy = self.pump_all(now, None if look_all else self._work(changes.paths, now))
             now = time.monotonic()
             if now >= next_scan or self._rescan_now.is_set() or (scan_wanted and now >= next_event_scan):
                 self._rescan_now.clear()
@@ -306,9 +309,11 @@ class Tailer:
             self._special = {k for k, tf in self.followed.tracked.items() if self._needs_look(tf)}
 
     def rewind(self) -> None:
-        """Before a restart: every file reads again from the end of its last chunk handed over."""
+        """Before a restart: every file reads again from the end of its last chunk handed over
+        (and, with inotify, the first turn looks at every file: no event tells of a rewind)."""
         for tf in list(self.followed.tracked.values()):
             tf.rewind()
+        self._look_all = True
 
     def health(self) -> dict[str, Any]:
         """The read loop's state for ``/health`` (see :meth:`Supervisor.health`)."""

@@ -18,6 +18,7 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.sources.file.source import FileSource
 from log_capturer.sources.file.watcher import InotifyWatcher
+from log_capturer.sources.supervise import Backoff
 from tests.unit.sources.harness import MemorySink, make_dispatcher
 
 
@@ -245,3 +246,34 @@ def test_rename_and_create_rotation_keeps_every_line_with_inotify(env: Env) -> N
     time.sleep(0.2)
     assert sorted(env.sink.lines()) == sorted(expected)
     assert not env.sink.duplicates()
+
+
+def test_after_a_crash_of_the_read_loop_every_file_is_looked_at_without_waiting_for_an_event(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = env.logs / "app.log"
+    path.write_text("")
+    real = env.dispatcher.submit
+    calls = [0]
+
+    def submit(*args: Any, **kwargs: Any) -> bool:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("injected crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(env.dispatcher, "submit", submit)
+    cfg = FilesConfig(
+        watch_directories=[str(env.logs)], poll_interval="60s", restat_interval="60s", rescan_interval="60s"
+    )
+    src = FileSource(cfg, PositionsConfig(directory=str(env.tmp / "pos")), env.dispatcher, env.metrics)
+    src.tailer.supervisor.backoff = Backoff(0.01, 0.01)
+    env.source = src
+    src.start()
+    time.sleep(0.3)  # the empty file was looked at: from now on only events bring it up
+    lines = [f"line {i}" for i in range(300)]
+    append(path, *lines)  # its event's read crashes while handing the chunk over
+    assert wait_for(lambda: src.tailer.supervisor.restarts == 1, 5)
+    # Nothing is written after the crash: only the look at every file after the restart reads them.
+    assert wait_for(lambda: len(env.sink.lines()) >= len(lines), 3)
+    assert sorted(env.sink.lines()) == sorted(lines)
