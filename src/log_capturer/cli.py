@@ -614,6 +614,13 @@ def bench(
     watcher: Annotated[
         str, typer.Option(help="With many-files: the agent's files_config.watcher (auto, inotify, poll).")
     ] = "auto",
+    agent_src: Annotated[
+        Path | None,
+        typer.Option(
+            help="With many-files: run the agent from this source tree (a checkout of the code "
+            "before a change, to compare; its config gets no watcher key)."
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -729,6 +736,7 @@ def bench(
             duration,
             keep,
             json_out,
+            agent_src,
         )
         return
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
@@ -825,6 +833,7 @@ def _bench_many_files(
     duration: float | None,
     keep: bool,
     json_out: Path | None,
+    agent_src: Path | None,
 ) -> None:
     from log_capturer.devtools.bench.manyfiles import ManyFilesError, ManyFilesOptions, run_many_files_bench
 
@@ -833,7 +842,16 @@ def _bench_many_files(
         raise typer.Exit(2)
     window = duration if duration is not None else 30.0
     opts = ManyFilesOptions(
-        bootstrap, out_dir, files, active, rate, watcher, idle_window=window, active_window=window, keep=keep
+        bootstrap,
+        out_dir,
+        files,
+        active,
+        rate,
+        watcher,
+        idle_window=window,
+        active_window=window,
+        keep=keep,
+        agent_src=agent_src,
     )
     try:
         res = run_many_files_bench(opts, err)

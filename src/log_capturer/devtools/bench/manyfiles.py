@@ -20,7 +20,10 @@ inotify (every file looked at every ``poll_interval``), ``auto``/``inotify`` wit
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -29,13 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from log_capturer.devtools.bench.system import (
     get_json,
     load_average,
     machine_info,
-    start_agent,
     stop_agent,
     tree_cpu_seconds,
     tree_rss_mib,
@@ -65,6 +68,9 @@ class ManyFilesOptions:
     active_window: float = 30.0
     settle: float = 10.0
     keep: bool = False
+    #: Run the agent from this source tree (``PYTHONPATH``): a checkout of the code before a
+    #: change, to compare. Its config then has no ``watcher`` key (older agents refuse it).
+    agent_src: Path | None = None
 
 
 def _paths(logs: Path, files: int) -> list[Path]:
@@ -86,7 +92,8 @@ class ManyFilesBench:
         self.opts = opts
         self.console = console or Console(stderr=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.run_id = f"many-files-{opts.watcher}-{stamp}-{uuid.uuid4().hex[:6]}"
+        label = opts.watcher if opts.agent_src is None else "before"
+        self.run_id = f"many-files-{label}-{stamp}-{uuid.uuid4().hex[:6]}"
         self.dir = (opts.out_dir / self.run_id).resolve()
         self.logs = self.dir / "logs"
         self.topic = f"bench-{self.run_id}"
@@ -105,7 +112,7 @@ class ManyFilesBench:
                 "enabled": True,
                 "watch_directories": [str(self.logs)],
                 "read_from": "beginning",
-                "watcher": self.opts.watcher,
+                **({"watcher": self.opts.watcher} if self.opts.agent_src is None else {}),
             },
             "dispatcher": {"dlq_config": {"enabled": True, "directory": str(self.dir / "dlq")}},
             "positions": {"enabled": True, "directory": str(self.dir / "positions")},
@@ -121,6 +128,36 @@ class ManyFilesBench:
                 }
             },
         }
+
+    def _start(self, config: dict[str, Any], log_name: str) -> subprocess.Popen[bytes]:
+        """``log-capturer run`` on ``config``, from ``agent_src`` when given."""
+        path = self.dir / "agent.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = dict(os.environ)
+        if self.opts.agent_src is not None:
+            env["PYTHONPATH"] = str(self.opts.agent_src.resolve())
+        with (self.dir / log_name).open("wb") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "log_capturer", "run", "--config", str(path), "--no-status"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                env=env,
+            )
+
+    def _agent_commit(self) -> str | None:
+        where = self.opts.agent_src or Path(__file__).parent
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() or None
 
     def _stats(self) -> dict[str, Any] | None:
         try:
@@ -170,7 +207,7 @@ class ManyFilesBench:
         load_before = load_average()
         # The first run reads the files and saves their positions.
         self.log(f"{o.files} files written; first start (reads them, saves the positions)")
-        agent = start_agent(config, self.dir, self.dir / "agent-first.log")
+        agent = self._start(config, "agent-first.log")
         try:
             self._wait(
                 "waiting for /stats",
@@ -186,7 +223,7 @@ class ManyFilesBench:
             raise ManyFilesError("the first run saved no positions")
 
         self.log("second start, with the saved positions (timed)")
-        agent = start_agent(config, self.dir, self.dir / "agent.log")
+        agent = self._start(config, "agent.log")
         result: dict[str, Any] = {}
         try:
             started = time.monotonic()
@@ -235,7 +272,9 @@ class ManyFilesBench:
             "files": o.files,
             "active": o.active,
             "rate_per_file": o.rate,
-            "watcher": o.watcher,
+            "watcher": o.watcher if o.agent_src is None else "poll (the agent before inotify)",
+            "agent_src": str(o.agent_src) if o.agent_src is not None else None,
+            "agent_commit": self._agent_commit(),
             "idle_window_s": o.idle_window,
             "active_window_s": o.active_window,
             "load_average_before": load_before,

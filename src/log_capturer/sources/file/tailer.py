@@ -461,7 +461,16 @@ class Tailer:
         seen: dict[Key, str] = {}
         # Paths naming files not followed yet, with what the scan saw there.
         fresh: list[tuple[str, Target, bool, os.stat_result]] = []
+        # Inode numbers from the directory listing (GlobPaths): a path still naming the file
+        # followed there needs no stat (a search of thousands of idle files stays cheap).
+        listed: dict[str, int] = getattr(self.paths, "inodes", {})
+        by_path = followed.by_path
         for path, target in targets.items():
+            known = by_path.get(path)
+            if known is not None and listed.get(path) == known[1]:
+                if known not in seen:
+                    seen[known] = path
+                continue
             try:
                 st = os.stat(path)
             except OSError:
