@@ -142,7 +142,8 @@ class Tailer:
         self._first_scan = True
         #: With inotify (None: every file is looked at every turn).
         self.watcher: InotifyWatcher | None = None
-        #: Files to look at again next turn: they read bytes, or waited for a rotated file.
+        #: Files to look at again next turn: a read left bytes unread, or they waited for a rotated
+        #: file (rotated files are looked at every turn anyway).
         self._again: set[Key] = set()
         #: Files looked at every turn even with inotify: rotated files, files whose assembler holds
         #: lines, and files no event covers (a symbolic link, a directory that is not watched).
@@ -229,6 +230,8 @@ class Tailer:
                 now = time.monotonic()
                 look_all, self._look_all = changes.overflow or self._look_all, False
                 busy = self.pump_all(now, None if look_all else self._work(changes.paths, now))
+                # Read again at once only what is known to be unread; the rest waits for an event.
+                busy = busy and bool(self._again or self._special)
             now = time.monotonic()
             if now >= next_scan or self._rescan_now.is_set() or (scan_wanted and now >= next_event_scan):
                 self._rescan_now.clear()
@@ -338,7 +341,6 @@ class Tailer:
             if not tf.live and tf.origin.source_id not in draining:
                 if self._pump(tf, now):
                     busy = True
-                    again.add(tf.key)
                 if tf.unread or tf.partial:
                     draining.add(tf.origin.source_id)
         for tf in files:
@@ -351,7 +353,8 @@ class Tailer:
                     continue
                 if self._pump(tf, now):
                     busy = True
-                    again.add(tf.key)
+                    if tf.read_offset < tf.size:  # more than one buffer: no new event will say so
+                        again.add(tf.key)
                 if self.checkpointer.moved:  # a turn over many files, or one slow to hand over
                     t = time.monotonic()
                     if self.checkpointer.due(t):
