@@ -104,6 +104,9 @@ class GlobPaths:
         #: The inode number each path named at the last search (from the directory listing, no
         #: ``stat``; a symbolic link's own): the tailer stats only the paths whose file changed.
         self.inodes: dict[str, int] = {}
+        #: Every directory the last search listed (with inotify each is watched, so a file created
+        #: in a sub-directory with no log file yet is seen at once too).
+        self.walked: list[str] = []
 
     def _matches(self, path: str) -> bool:
         known = self._matched.get(path)
@@ -131,23 +134,23 @@ class GlobPaths:
         return False
 
     def watch_roots(self) -> list[str]:
-        """The watched directories themselves (inotify: a file created in an empty one is seen)."""
-        return [
-            root
-            for root in map(os.path.abspath, self.config.watch_directories)
-            if not self._excluded_dir(root)
-        ]
+        """The directories to watch besides those of the paths found: every directory the last
+        search listed (a file created in an empty one is then seen at once)."""
+        return self.walked
 
     def discover(self) -> dict[str, Target]:
         found: dict[str, Target] = {}
         seen: list[str] = []
         inodes = self.inodes = {}
+        walked: list[str] = []
+        self.walked = walked
         for root in map(os.path.abspath, self.config.watch_directories):
             if self._excluded_dir(root):
                 continue
             stack = [root]
             while stack:
                 directory = stack.pop()
+                walked.append(directory)
                 try:
                     with os.scandir(directory) as it:
                         entries = list(it)

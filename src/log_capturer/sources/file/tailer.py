@@ -84,7 +84,7 @@ class TailSettings:
     #: ``auto``/``inotify``: look at the files events name (see :mod:`.watcher`); ``poll``: at all.
     watcher: str = "poll"
     #: With inotify: every followed file is still looked at this often (missed events).
-    restat_interval: float = 5.0
+    restat_interval: float = 10.0
 
 
 class Tailer:
@@ -159,6 +159,10 @@ class Tailer:
         self._found_new = False
         #: With inotify: the next turn looks at every file (after a restart of the loop).
         self._look_all = False
+        #: Files seen grown or truncated, and what the positions last written showed (see
+        #: :meth:`write_positions`).
+        self._changes = 0
+        self._written_state: tuple[object, ...] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -204,9 +208,28 @@ class Tailer:
         self.checkpointer.save(self.followed.tracked.values())
 
     def write_positions(self, now: float) -> None:
-        """Have the acknowledged positions written soon (by the checkpointer's writer thread)."""
+        """Have the acknowledged positions written soon (by the checkpointer's writer thread).
+
+        The periodic write (``flush_interval``, no position moved) is skipped while nothing
+        that the entries show changed: no byte read, the same files under the same paths, no
+        rotated file, the same released and unmatched entries. Thousands of idle files are then
+        not turned into entries every ``flush_interval`` only to write the same file again."""
+        cp = self.checkpointer
+        followed = self.followed
+        state: tuple[object, ...] | None = None
+        if not cp.moved and len(followed.by_path) == len(followed.tracked):  # no rotated file
+            state = (
+                self._changes,
+                len(cp.released),
+                len(cp.unclaimed),
+                frozenset(followed.by_path.items()),
+            )
+            if state == self._written_state:
+                cp.next_flush = now + cp.flush_interval
+                return
         self.rotation.refresh_rotated_paths()
-        self.checkpointer.write_soon(self.followed.tracked.values(), now)
+        cp.write_soon(followed.tracked.values(), now)
+        self._written_state = state
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -412,6 +435,8 @@ class Tailer:
             log.warning("cannot read %s: %s", tf.path, exc.strerror)
             self.metrics.errors.labels(self.name, "read_failed").inc()
             return False
+        if size != tf.read_offset:
+            self._changes += 1  # grown or truncated: the entries' sizes and times change
         if size < tf.read_offset or fp is None:
             self.rotation.truncated(tf, size, now)
             tf.mtime_ns = st.st_mtime_ns

@@ -277,3 +277,12 @@ def test_after_a_crash_of_the_read_loop_every_file_is_looked_at_without_waiting_
     # Nothing is written after the crash: only the look at every file after the restart reads them.
     assert wait_for(lambda: len(env.sink.lines()) >= len(lines), 3)
     assert sorted(env.sink.lines()) == sorted(lines)
+
+
+def test_a_file_in_a_new_sub_directory_is_found_through_events(env: Env) -> None:
+    env.start(poll_interval="60s", restat_interval="60s", rescan_interval="60s")
+    sub = env.logs / "team" / "svc"
+    sub.mkdir(parents=True)
+    time.sleep(1.2)  # the search started by the mkdir event lists (and watches) the new directories
+    append(sub / "app.log", "deep")
+    assert wait_for(lambda: env.sink.lines() == ["deep"], 3)
