@@ -286,3 +286,55 @@ def test_a_file_in_a_new_sub_directory_is_found_through_events(env: Env) -> None
     time.sleep(1.2)  # the search started by the mkdir event lists (and watches) the new directories
     append(sub / "app.log", "deep")
     assert wait_for(lambda: env.sink.lines() == ["deep"], 3)
+
+
+WATCH_LIMIT = """
+import logging, sys, tempfile, time
+from pathlib import Path
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+from tests.unit.sources.file.test_watcher import Env, append, wait_for
+env = Env(Path(tempfile.mkdtemp()))
+for d in range(6):
+    (env.logs / f"d{d}").mkdir()
+    (env.logs / f"d{d}" / "app.log").write_text("")
+src = env.start(poll_interval="50ms", restat_interval="60s", rescan_interval="60s")
+t = src.tailer
+print("watched", len(t.watcher._wds), "unwatched", len(t.watcher.unwatched))
+# Every file of a directory that is not watched is polled, and only those.
+print("polled as unwatched:", t.polled_files == len(t.watcher.unwatched - {str(env.logs)}))
+for d in range(6):
+    append(env.logs / f"d{d}" / "app.log", f"line from d{d}")
+ok = wait_for(lambda: len(env.sink.lines()) == 6, 5)
+print("read", sorted(env.sink.lines()) if ok else env.sink.lines())
+env.close()
+"""
+
+
+def test_past_the_watch_limit_the_files_of_further_directories_are_polled(tmp_path: Path) -> None:
+    # A real limit: a user namespace of its own, where fs.inotify's watch limit is set to 3.
+    root = Path(__file__).resolve().parents[4]
+    script = tmp_path / "limit.py"
+    script.write_text(WATCH_LIMIT)
+    out = subprocess.run(
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            f'echo 3 > /proc/sys/user/max_inotify_watches && exec "{sys.executable}" "{script}"',
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    # Three of the seven directories (the root and six with a file each) are watched.
+    assert "watched 3 unwatched 4" in lines, lines
+    assert "polled as unwatched: True" in lines, lines
+    assert any(line.startswith("inotify watch limit reached") for line in lines), lines
+    assert f"read {sorted(f'line from d{d}' for d in range(6))}" in lines, lines
