@@ -163,6 +163,8 @@ class Tailer:
         #: :meth:`write_positions`).
         self._changes = 0
         self._written_state: tuple[object, ...] | None = None
+        #: The table's state at the last :meth:`_classify_all`.
+        self._classified: tuple[int, int, int, int] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -323,7 +325,7 @@ class Tailer:
         if asm is not None and asm.held:
             return True
         watcher = self.watcher
-        if watcher is None or not watcher.watches(os.path.dirname(tf.path)):
+        if watcher is None or tf.path.rpartition(os.sep)[0] not in watcher.watched:
             return True
         link = self._links.get(tf.path)
         if link is None:
@@ -331,8 +333,35 @@ class Tailer:
         return link
 
     def _classify_all(self) -> None:
-        if self.watcher is not None:
-            self._special = {k for k, tf in self.followed.tracked.items() if self._needs_look(tf)}
+        """Find every file that needs a look every turn (as :meth:`_needs_look`, in one pass)."""
+        watcher = self.watcher
+        if watcher is None:
+            return
+        watched = watcher.watched
+        links = self._links
+        special: set[Key] = set()
+        for key, tf in self.followed.tracked.items():
+            asm = tf.assembler
+            if not tf.live or (asm is not None and asm.held):
+                special.add(key)
+                continue
+            path = tf.path
+            if path.rpartition(os.sep)[0] not in watched:
+                special.add(key)
+                continue
+            link = links.get(path)
+            if link is None:
+                link = links[path] = os.path.islink(path)
+            if link:
+                special.add(key)
+        self._special = special
+        self._classified = self._table_state()
+
+    def _table_state(self) -> tuple[int, int, int, int]:
+        """What the classification depends on, cheaply: the table, the paths, the watches."""
+        followed = self.followed
+        assert self.watcher is not None
+        return (id(followed.tracked), len(followed.tracked), len(followed.by_path), self.watcher.version)
 
     def rewind(self) -> None:
         """Before a restart: every file reads again from the end of its last chunk handed over
@@ -358,12 +387,14 @@ class Tailer:
                 order = {key: i for i, key in enumerate(tracked)}
                 files.sort(key=lambda tf: order[tf.key])
         again: set[Key] = set()
+        read: set[Key] = set()
         draining: set[str] = set()
         for tf in files:
             # Rotated files first, one at a time per stream, oldest first: lines keep their order.
             if not tf.live and tf.origin.source_id not in draining:
                 if self._pump(tf, now):
                     busy = True
+                    read.add(tf.key)
                 if tf.unread or tf.partial:
                     draining.add(tf.origin.source_id)
         for tf in files:
@@ -376,6 +407,7 @@ class Tailer:
                     continue
                 if self._pump(tf, now):
                     busy = True
+                    read.add(tf.key)
                     if tf.read_offset < tf.size:  # more than one buffer: no new event will say so
                         again.add(tf.key)
                 if self.checkpointer.moved:  # a turn over many files, or one slow to hand over
@@ -395,14 +427,18 @@ class Tailer:
             if self.followed.tracked is not tracked or len(tracked) != len(self.followed.tracked):
                 self._classify_all()  # files came or went during the turn (rotation)
             else:
+                # Only a read, a rotation or a removal changes whether a file needs a look every
+                # turn (a rename is a discovery's, which checks the whole table).
                 special = self._special
                 for tf in files:
-                    if tf.key not in tracked:
-                        special.discard(tf.key)
-                    elif self._needs_look(tf):
-                        special.add(tf.key)
-                    else:
-                        special.discard(tf.key)
+                    key = tf.key
+                    if key not in tracked:
+                        special.discard(key)
+                    elif key in read or key in special or not tf.live:
+                        if self._needs_look(tf):
+                            special.add(key)
+                        else:
+                            special.discard(key)
         return busy
 
     def _pump(self, tf: TailedFile, now: float) -> bool:
@@ -551,13 +587,15 @@ class Tailer:
     def _watch(self, targets: dict[str, Target]) -> None:
         """Watch the directories of the paths found (and the provider's roots, for new files)."""
         assert self.watcher is not None
-        directories = {os.path.dirname(path) for path in targets}
-        directories.update(getattr(self.paths, "watch_roots", lambda: [])())
+        roots: list[str] | None = getattr(self.paths, "watch_roots", lambda: None)()
+        # (GlobPaths lists every directory it searched, those of the paths found included)
+        directories = set(roots) if roots else {os.path.dirname(path) for path in targets}
         self.watcher.watch(directories)
         links = self._links
         if len(links) > len(targets):
             self._links = {p: v for p, v in links.items() if p in targets}
-        self._classify_all()
+        if self._table_state() != self._classified:  # (and once per safety re-stat round anyway)
+            self._classify_all()
 
     def publish_claims(self) -> None:
         """In multi-process mode, tell the other workers which files this one follows."""

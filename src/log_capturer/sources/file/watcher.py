@@ -106,6 +106,8 @@ class InotifyWatcher:
         self._wds: dict[str, int] = {}
         #: Directories that could not be watched: their files are polled.
         self.unwatched: set[str] = set()
+        #: Counts the changes to the set of watched directories.
+        self.version = 0
         self._limit_logged = False
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -121,6 +123,7 @@ class InotifyWatcher:
             for directory in [d for d in self._wds if d not in wanted]:
                 wd = self._wds.pop(directory)
                 self._dirs.pop(wd, None)
+                self.version += 1
                 with contextlib.suppress(OSError):  # the directory went: its watch went with it
                     self._inotify.rm_watch(wd)
             self.unwatched &= wanted
@@ -154,6 +157,12 @@ class InotifyWatcher:
             self._wds.pop(old, None)  # the same directory under another name (a bind or a rename)
         self._dirs[wd] = directory
         self._wds[directory] = wd
+        self.version += 1
+
+    @property
+    def watched(self) -> dict[str, int]:
+        """The watched directories (to their watch descriptors); read-only for the caller."""
+        return self._wds
 
     def watches(self, directory: str) -> bool:
         """Whether events for the files of ``directory`` arrive."""
@@ -184,6 +193,7 @@ class InotifyWatcher:
                     self._changes.overflow = True
                     self._wds.clear()
                     self._dirs.clear()
+                    self.version += 1
                 self._wake()
                 return
             if events:
@@ -207,6 +217,7 @@ class InotifyWatcher:
                     del dirs[wd]
                     if self._wds.get(directory) == wd:
                         del self._wds[directory]
+                        self.version += 1
                     changes.structure = True
                     continue
                 if mask & STRUCTURE:
