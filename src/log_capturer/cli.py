@@ -584,7 +584,9 @@ def bench(
         str,
         typer.Option(
             help="baseline (1,000 lines/s, 5 min), high (10,000/s, 5 min), peak (20,000/s, 2 min), "
-            "max (a file written in advance, shipped as fast as possible)."
+            "max (a file written in advance, shipped as fast as possible), many-files (--files "
+            "files, default 10,000, --active of them written at --rate lines/s each: idle CPU, "
+            "start-up with saved positions, latency, memory)."
         ),
     ] = "baseline",
     duration: Annotated[
@@ -602,7 +604,23 @@ def bench(
         "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,none=1"
     ),
     seed: Annotated[int, typer.Option(help="Seed of the generated content.")] = 1,
-    files: Annotated[int, typer.Option(help="Number of files the generator writes (in turn).")] = 1,
+    files: Annotated[
+        int | None, typer.Option(help="Number of files the generator writes (in turn); default 1.")
+    ] = None,
+    active: Annotated[int, typer.Option(help="With many-files: files written during the run.")] = 100,
+    rate: Annotated[
+        float, typer.Option(help="With many-files: lines/s written to each active file.")
+    ] = 100.0,
+    watcher: Annotated[
+        str, typer.Option(help="With many-files: the agent's files_config.watcher (auto, inotify, poll).")
+    ] = "auto",
+    agent_src: Annotated[
+        Path | None,
+        typer.Option(
+            help="With many-files: run the agent from this source tree (a checkout of the code "
+            "before a change, to compare; its config gets no watcher key)."
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -736,6 +754,20 @@ def bench(
     if sink != "kafka":
         err.print(f"--sink {sink!r}: use kafka, elasticsearch or loki")
         raise typer.Exit(2)
+    if scenario == "many-files":
+        _bench_many_files(
+            bootstrap or _local_bootstrap(),
+            out_dir,
+            files or 10_000,
+            active,
+            rate,
+            watcher,
+            duration,
+            keep,
+            json_out,
+            agent_src,
+        )
+        return
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
 
     opts = BenchOptions(
@@ -748,7 +780,7 @@ def bench(
         format=fmt,
         levels=levels,
         seed=seed,
-        files=files,
+        files=files or 1,
         workers=workers,
         bootstrap=bootstrap or _local_bootstrap(),
         out_dir=out_dir,
@@ -864,6 +896,44 @@ def _bench_kafka_source(
         res = run_kafka_consumer_bench(opts, out_dir, err)
     except Exception as exc:
         err.print(f"[bold red]bench --source kafka: {escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    _print_bench_result(res, json_out, failed=bool(res["lost"] or res["duplicated"]))
+
+
+def _bench_many_files(
+    bootstrap: str,
+    out_dir: Path,
+    files: int,
+    active: int,
+    rate: float,
+    watcher: str,
+    duration: float | None,
+    keep: bool,
+    json_out: Path | None,
+    agent_src: Path | None,
+) -> None:
+    from log_capturer.devtools.bench.manyfiles import ManyFilesError, ManyFilesOptions, run_many_files_bench
+
+    if watcher not in ("auto", "inotify", "poll"):
+        err.print(f"--watcher {watcher!r}: use auto, inotify or poll")
+        raise typer.Exit(2)
+    window = duration if duration is not None else 30.0
+    opts = ManyFilesOptions(
+        bootstrap,
+        out_dir,
+        files,
+        active,
+        rate,
+        watcher,
+        idle_window=window,
+        active_window=window,
+        keep=keep,
+        agent_src=agent_src,
+    )
+    try:
+        res = run_many_files_bench(opts, err)
+    except (ManyFilesError, OSError) as exc:
+        err.print(f"[bold red]bench --scenario many-files: {escape(str(exc))}[/]", highlight=False)
         raise typer.Exit(1) from None
     _print_bench_result(res, json_out, failed=bool(res["lost"] or res["duplicated"]))
 

@@ -24,12 +24,18 @@ FILES = 1000
 MAX_OPEN = 256
 
 
-def test_a_thousand_files_with_bounded_descriptors(tmp_path: Path, bootstrap: str, topic_prefix: str) -> None:
+@pytest.mark.parametrize("watcher", ["auto", "poll"])
+def test_a_thousand_files_with_bounded_descriptors(
+    tmp_path: Path, bootstrap: str, topic_prefix: str, watcher: str
+) -> None:
     topics = create_prefixed_topics(bootstrap, topic_prefix)
     cfg = write_config(
         tmp_path / "config.yaml",
         agent_config(
-            tmp_path, bootstrap, topics, files_config={"max_open_files": MAX_OPEN, "rescan_interval": "1s"}
+            tmp_path,
+            bootstrap,
+            topics,
+            files_config={"max_open_files": MAX_OPEN, "rescan_interval": "1s", "watcher": watcher},
         ),
     )
     paths = [tmp_path / "logs" / f"svc{i // 100:02d}" / f"app{i:04d}.log" for i in range(FILES)]
@@ -80,6 +86,10 @@ def test_a_thousand_files_with_bounded_descriptors(tmp_path: Path, bootstrap: st
         assert len(records) == total
         assert "files_monitored 1000.0" in metrics
         assert stats["monitored"] == FILES
+        # With inotify (this kernel has it) no file is polled: events say which ones to read.
+        assert (stats["watcher"], stats["polled_files"]) == (
+            ("inotify", 0) if watcher == "auto" else ("poll", FILES)
+        )
         assert max(samples) < MAX_OPEN + 100, "descriptors must stay bounded by max_open_files"
         assert "Too many open files" not in agent.log(tail=100000)
         assert agent.stop(signal.SIGTERM) == 0, agent.log()

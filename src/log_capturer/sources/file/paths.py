@@ -98,8 +98,23 @@ class GlobPaths:
         )
         #: One target per path (and so one Origin), kept while the path is discovered.
         self._targets: dict[str, Target] = {}
+        #: Whether a path's name matches the patterns (they do not change): a search of
+        #: thousands of files costs no pattern matching once they are known.
+        self._matched: dict[str, bool] = {}
+        #: The inode number each path named at the last search (from the directory listing, no
+        #: ``stat``; a symbolic link's own): the tailer stats only the paths whose file changed.
+        self.inodes: dict[str, int] = {}
+        #: Every directory the last search listed (with inotify each is watched, so a file created
+        #: in a sub-directory with no log file yet is seen at once too).
+        self.walked: list[str] = []
 
     def _matches(self, path: str) -> bool:
+        known = self._matched.get(path)
+        if known is None:
+            known = self._matched[path] = self._match(path)
+        return known
+
+    def _match(self, path: str) -> bool:
         name = os.path.basename(path)
         cfg = self.config
         if not any(fnmatch.fnmatch(name, p) for p in cfg.include_patterns):
@@ -118,14 +133,24 @@ class GlobPaths:
                 return not self._excluded_dir(directory)
         return False
 
+    def watch_roots(self) -> list[str]:
+        """The directories to watch besides those of the paths found: every directory the last
+        search listed (a file created in an empty one is then seen at once)."""
+        return self.walked
+
     def discover(self) -> dict[str, Target]:
         found: dict[str, Target] = {}
+        seen: list[str] = []
+        inodes = self.inodes = {}
+        walked: list[str] = []
+        self.walked = walked
         for root in map(os.path.abspath, self.config.watch_directories):
             if self._excluded_dir(root):
                 continue
             stack = [root]
             while stack:
                 directory = stack.pop()
+                walked.append(directory)
                 try:
                     with os.scandir(directory) as it:
                         entries = list(it)
@@ -135,10 +160,15 @@ class GlobPaths:
                     if e.is_dir(follow_symlinks=False):
                         if self.config.recursive and not self._excluded_dir(e.path):
                             stack.append(e.path)
-                    elif e.is_file() and self._matches(e.path):
-                        found[e.path] = self._target(e.path)
+                    elif e.is_file():
+                        seen.append(e.path)
+                        inodes[e.path] = e.inode()
+                        if self._matches(e.path):
+                            found[e.path] = self._target(e.path)
         for path in [p for p in self._targets if p not in found]:
             del self._targets[path]
+        if len(self._matched) > 2 * len(seen) + 1000:  # names that went
+            self._matched = {p: self._matched[p] for p in seen if p in self._matched}
         return found
 
     def _target(self, path: str) -> Target:

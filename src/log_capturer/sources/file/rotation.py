@@ -224,11 +224,14 @@ class Rotation:
             if not tf.live and tf.path:
                 tf.path = current_path(tf.path, tf.key)
 
-    def release_rotated(self, now: float) -> None:
-        """Close and forget the rotated files that are settled and idle for ``ROTATED_GRACE``."""
-        for tf in list(self.followed.tracked.values()):
+    def release_rotated(self, now: float, rotated: list[TailedFile] | None = None) -> None:
+        """Close and forget the rotated files that are settled and idle for ``ROTATED_GRACE``
+        (of ``rotated`` only, when given: every rotated file followed)."""
+        for tf in list(self.followed.tracked.values()) if rotated is None else rotated:
             if tf.live or not tf.settled or now - tf.last_active < ROTATED_GRACE:
                 continue
+            if rotated is not None and self.followed.tracked.get(tf.key) is not tf:
+                continue  # forgotten during this turn
             log.info("released rotated file", extra={"path": tf.path or tf.origin.source_id})
             if tf.path:
                 self.checkpointer.remember_released(tf.key, tf.path, tf.position_entry())

@@ -59,6 +59,8 @@ def settings_of(cfg: FilesConfig, rescan: float | None = None) -> TailSettings:
         encoding_errors=cfg.encoding_errors,
         max_open_files=cfg.max_open_files,
         close_inactive=cfg.close_inactive,
+        watcher=cfg.watcher,
+        restat_interval=cfg.restat_interval,
     )
 
 
@@ -143,6 +145,8 @@ class FileSource:
             "lines_read": t.lines_read,
             "in_flight_lines": t.in_flight(),
             "lag_bytes": t.lag_bytes(),
+            "watcher": t.watcher_mode,
+            "polled_files": t.polled_files,
         }
 
     def positions(self) -> dict[str, Entry]:

@@ -56,6 +56,7 @@ from log_capturer.sources.file.identity import FINGERPRINT_BYTES, Fingerprint, K
 from log_capturer.sources.file.paths import PathsProvider, Target
 from log_capturer.sources.file.rotation import Rotation
 from log_capturer.sources.file.tail import TailedFile
+from log_capturer.sources.file.watcher import InotifyWatcher, open_watcher
 from log_capturer.sources.supervise import Supervisor
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 #: The first wait after a look that found data; it doubles per idle look up to poll_interval, so a
 #: file that is being written is looked at again soon (low latency) and an idle one rarely (low CPU).
 ACTIVE_POLL = 0.005
+#: With inotify: a discovery asked for by events (files created, renamed, deleted) runs at most
+#: this often; the periodic one every ``rescan_interval`` still runs.
+EVENT_RESCAN_GAP = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,10 @@ class TailSettings:
     encoding_errors: str = "backslashreplace"
     max_open_files: int = 256
     close_inactive: float = 300.0
+    #: ``auto``/``inotify``: look at the files events name (see :mod:`.watcher`); ``poll``: at all.
+    watcher: str = "poll"
+    #: With inotify: every followed file is still looked at this often (missed events).
+    restat_interval: float = 10.0
 
 
 class Tailer:
@@ -128,11 +136,39 @@ class Tailer:
         self.lines_read = 0
         self._stop = threading.Event()
         self._rescan_now = threading.Event()
+        #: Set to end the read loop's wait: a rescan asked for, a stop, or inotify events.
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._first_scan = True
+        #: With inotify (None: every file is looked at every turn).
+        self.watcher: InotifyWatcher | None = None
+        #: Files to look at again next turn: a read left bytes unread, or they waited for a rotated
+        #: file (rotated files are looked at every turn anyway).
+        self._again: set[Key] = set()
+        #: Files looked at every turn even with inotify: rotated files, files whose assembler holds
+        #: lines, and files no event covers (a symbolic link, a directory that is not watched).
+        self._special: set[Key] = set()
+        #: Path -> whether it is a symbolic link (checked once per path).
+        self._links: dict[str, bool] = {}
+        #: The safety re-stat: files still to look at in this round, and the share owed.
+        self._restat_keys: list[Key] = []
+        self._restat_pos = 0
+        self._restat_budget = 0.0
+        self._restat_last = time.monotonic()
+        #: A discovery followed new files (they are read at the next turn, without a wait).
+        self._found_new = False
+        #: With inotify: the next turn looks at every file (after a restart of the loop).
+        self._look_all = False
+        #: Files seen grown or truncated, and what the positions last written showed (see
+        #: :meth:`write_positions`).
+        self._changes = 0
+        self._written_state: tuple[object, ...] | None = None
+        #: The table's state at the last :meth:`_classify_all`.
+        self._classified: tuple[int, int, int, int] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
+        self.watcher = open_watcher(self.settings.watcher, self.name, self._wake.set)
         try:
             self.rescan()
         except Exception as exc:
@@ -146,8 +182,11 @@ class Tailer:
         read thread is given 30 s to end; positions are saved by :meth:`finish`, after the drain."""
         self._stop.set()
         self._rescan_now.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(30)
+        if self.watcher is not None:
+            self.watcher.close()
 
     def finish(self) -> None:
         """After the drain: save the acknowledged positions, close the files."""
@@ -163,6 +202,7 @@ class Tailer:
     def request_rescan(self) -> None:
         """Run discovery at the next loop turn (e.g. a container started)."""
         self._rescan_now.set()
+        self._wake.set()
 
     def save_positions(self) -> None:
         """Write the acknowledged positions now (under the rotated files' current names)."""
@@ -170,9 +210,28 @@ class Tailer:
         self.checkpointer.save(self.followed.tracked.values())
 
     def write_positions(self, now: float) -> None:
-        """Have the acknowledged positions written soon (by the checkpointer's writer thread)."""
+        """Have the acknowledged positions written soon (by the checkpointer's writer thread).
+
+        The periodic write (``flush_interval``, no position moved) is skipped while nothing
+        that the entries show changed: no byte read, the same files under the same paths, no
+        rotated file, the same released and unmatched entries. Thousands of idle files are then
+        not turned into entries every ``flush_interval`` only to write the same file again."""
+        cp = self.checkpointer
+        followed = self.followed
+        state: tuple[object, ...] | None = None
+        if not cp.moved and len(followed.by_path) == len(followed.tracked):  # no rotated file
+            state = (
+                self._changes,
+                len(cp.released),
+                len(cp.unclaimed),
+                frozenset(followed.by_path.items()),
+            )
+            if state == self._written_state:
+                cp.next_flush = now + cp.flush_interval
+                return
         self.rotation.refresh_rotated_paths()
-        self.checkpointer.write_soon(self.followed.tracked.values(), now)
+        cp.write_soon(followed.tracked.values(), now)
+        self._written_state = state
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -182,14 +241,31 @@ class Tailer:
         s = self.settings
         checkpointer = self.checkpointer
         next_scan = time.monotonic() + s.rescan_interval
+        next_event_scan = 0.0
+        scan_wanted = False
         idle_wait = s.poll_interval
         while not self._stop.is_set():
-            busy = self.pump_all(time.monotonic())
+            self._wake.clear()
+            watcher = self.watcher
+            if watcher is None:
+                busy = self.pump_all(time.monotonic())
+            else:
+                changes = watcher.take()
+                scan_wanted |= changes.structure
+                now = time.monotonic()
+                look_all, self._look_all = changes.overflow or self._look_all, False
+                busy = self.pump_all(now, None if look_all else self._work(changes.paths, now))
+                # Read again at once only what is known to be unread; the rest waits for an event.
+                busy = busy and bool(self._again or self._special)
             now = time.monotonic()
-            if now >= next_scan or self._rescan_now.is_set():
+            if now >= next_scan or self._rescan_now.is_set() or (scan_wanted and now >= next_event_scan):
                 self._rescan_now.clear()
+                scan_wanted = False
                 self.rescan()
                 next_scan = now + s.rescan_interval
+                next_event_scan = now + EVENT_RESCAN_GAP
+                busy |= self._found_new  # read the new files at once
+                self._found_new = False
             if checkpointer.due(now):
                 self.write_positions(now)
             self.supervisor.ok()
@@ -197,35 +273,143 @@ class Tailer:
                 idle_wait = min(ACTIVE_POLL, s.poll_interval)
             else:
                 # Wake up for a write due before the next look (positions moved meanwhile).
-                self._rescan_now.wait(min(idle_wait, max(checkpointer.until_due(now), ACTIVE_POLL)))
+                wait = min(idle_wait, max(checkpointer.until_due(now), ACTIVE_POLL))
+                if watcher is not None:
+                    wait = min(wait, s.restat_interval / 10)  # the safety re-stat's next share
+                    if scan_wanted:
+                        wait = min(wait, max(next_event_scan - now, ACTIVE_POLL))
+                self._wake.wait(wait)
                 idle_wait = min(idle_wait * 2, s.poll_interval)
 
+    def _work(self, changed: set[str], now: float) -> set[Key]:
+        """With inotify: the files to look at this turn (see :mod:`.watcher`)."""
+        work = self._again | self._special
+        by_path = self.followed.by_path
+        for path in changed:
+            key = by_path.get(path)
+            if key is not None:
+                work.add(key)
+        work.update(self._restat_slice(now))
+        return work
+
+    def _restat_slice(self, now: float) -> list[Key]:
+        """This turn's share of the safety re-stat: every file once per ``restat_interval``."""
+        tracked = self.followed.tracked
+        n = len(tracked)
+        elapsed, self._restat_last = now - self._restat_last, now
+        self._restat_budget = min(float(n), self._restat_budget + n * elapsed / self.settings.restat_interval)
+        take = int(self._restat_budget)
+        if take <= 0:
+            return []
+        self._restat_budget -= take
+        out: list[Key] = []
+        while take > 0:
+            if self._restat_pos >= len(self._restat_keys):
+                # A new round: also the moment to check which files need a look every turn.
+                self._restat_keys = list(tracked)
+                self._restat_pos = 0
+                self._classify_all()
+                if not self._restat_keys:
+                    break
+            part = self._restat_keys[self._restat_pos : self._restat_pos + take]
+            self._restat_pos += len(part)
+            take -= len(part)
+            out.extend(part)
+        return out
+
+    def _needs_look(self, tf: TailedFile) -> bool:
+        """Whether ``tf`` is looked at every turn even with inotify (no event tells of it)."""
+        if not tf.live:
+            return True
+        asm = tf.assembler
+        if asm is not None and asm.held:
+            return True
+        watcher = self.watcher
+        if watcher is None or tf.path.rpartition(os.sep)[0] not in watcher.watched:
+            return True
+        link = self._links.get(tf.path)
+        if link is None:
+            link = self._links[tf.path] = os.path.islink(tf.path)
+        return link
+
+    def _classify_all(self) -> None:
+        """Find every file that needs a look every turn (as :meth:`_needs_look`, in one pass)."""
+        watcher = self.watcher
+        if watcher is None:
+            return
+        watched = watcher.watched
+        links = self._links
+        special: set[Key] = set()
+        for key, tf in self.followed.tracked.items():
+            asm = tf.assembler
+            if not tf.live or (asm is not None and asm.held):
+                special.add(key)
+                continue
+            path = tf.path
+            if path.rpartition(os.sep)[0] not in watched:
+                special.add(key)
+                continue
+            link = links.get(path)
+            if link is None:
+                link = links[path] = os.path.islink(path)
+            if link:
+                special.add(key)
+        self._special = special
+        self._classified = self._table_state()
+
+    def _table_state(self) -> tuple[int, int, int, int]:
+        """What the classification depends on, cheaply: the table, the paths, the watches."""
+        followed = self.followed
+        assert self.watcher is not None
+        return (id(followed.tracked), len(followed.tracked), len(followed.by_path), self.watcher.version)
+
     def rewind(self) -> None:
-        """Before a restart: every file reads again from the end of its last chunk handed over."""
+        """Before a restart: every file reads again from the end of its last chunk handed over
+        (and, with inotify, the first turn looks at every file: no event tells of a rewind)."""
         for tf in list(self.followed.tracked.values()):
             tf.rewind()
+        self._look_all = True
 
     def health(self) -> dict[str, Any]:
         """The read loop's state for ``/health`` (see :meth:`Supervisor.health`)."""
         return self.supervisor.health()
 
-    def pump_all(self, now: float) -> bool:
-        """Read once from every file with new data. True when bytes were read."""
+    def pump_all(self, now: float, work: set[Key] | None = None) -> bool:
+        """Read once from every file with new data (of ``work`` only, when given: the files
+        inotify names, see :meth:`_work`). True when bytes were read."""
         busy = False
-        files = list(self.followed.tracked.values())
+        tracked = self.followed.tracked
+        if work is None:
+            files = list(tracked.values())
+        else:
+            files = [tf for tf in map(tracked.get, work) if tf is not None]
+            if sum(not tf.live for tf in files) > 1:  # rotated files in the table's order
+                order = {key: i for i, key in enumerate(tracked)}
+                files.sort(key=lambda tf: order[tf.key])
+        again: set[Key] = set()
+        read: set[Key] = set()
         draining: set[str] = set()
         for tf in files:
             # Rotated files first, one at a time per stream, oldest first: lines keep their order.
             if not tf.live and tf.origin.source_id not in draining:
-                busy |= self._pump(tf, now)
+                if self._pump(tf, now):
+                    busy = True
+                    read.add(tf.key)
                 if tf.unread or tf.partial:
                     draining.add(tf.origin.source_id)
         for tf in files:
             if self._stop.is_set():
                 break
             # (the table may have been replaced by a copytruncate during this turn)
-            if tf.live and tf.origin.source_id not in draining and self.followed.tracked.get(tf.key) is tf:
-                busy |= self._pump(tf, now)
+            if tf.live and self.followed.tracked.get(tf.key) is tf:
+                if tf.origin.source_id in draining:
+                    again.add(tf.key)  # read once its rotated file is drained
+                    continue
+                if self._pump(tf, now):
+                    busy = True
+                    read.add(tf.key)
+                    if tf.read_offset < tf.size:  # more than one buffer: no new event will say so
+                        again.add(tf.key)
                 if self.checkpointer.moved:  # a turn over many files, or one slow to hand over
                     t = time.monotonic()
                     if self.checkpointer.due(t):
@@ -236,8 +420,25 @@ class Tailer:
                 chunk = tf.flush_assembler()
                 if chunk is not None:
                     self._submit(tf, chunk)
-        self.rotation.release_rotated(now)
+        self.rotation.release_rotated(now, None if work is None else [tf for tf in files if not tf.live])
         self.descriptors.close_inactive(now, self.settings.close_inactive)
+        self._again = again
+        if self.watcher is not None:
+            if self.followed.tracked is not tracked or len(tracked) != len(self.followed.tracked):
+                self._classify_all()  # files came or went during the turn (rotation)
+            else:
+                # Only a read, a rotation or a removal changes whether a file needs a look every
+                # turn (a rename is a discovery's, which checks the whole table).
+                special = self._special
+                for tf in files:
+                    key = tf.key
+                    if key not in tracked:
+                        special.discard(key)
+                    elif key in read or key in special or not tf.live:
+                        if self._needs_look(tf):
+                            special.add(key)
+                        else:
+                            special.discard(key)
         return busy
 
     def _pump(self, tf: TailedFile, now: float) -> bool:
@@ -270,6 +471,8 @@ class Tailer:
             log.warning("cannot read %s: %s", tf.path, exc.strerror)
             self.metrics.errors.labels(self.name, "read_failed").inc()
             return False
+        if size != tf.read_offset:
+            self._changes += 1  # grown or truncated: the entries' sizes and times change
         if size < tf.read_offset or fp is None:
             self.rotation.truncated(tf, size, now)
             tf.mtime_ns = st.st_mtime_ns
@@ -322,7 +525,16 @@ class Tailer:
         seen: dict[Key, str] = {}
         # Paths naming files not followed yet, with what the scan saw there.
         fresh: list[tuple[str, Target, bool, os.stat_result]] = []
+        # Inode numbers from the directory listing (GlobPaths): a path still naming the file
+        # followed there needs no stat (a search of thousands of idle files stays cheap).
+        listed: dict[str, int] = getattr(self.paths, "inodes", {})
+        by_path = followed.by_path
         for path, target in targets.items():
+            known = by_path.get(path)
+            if known is not None and listed.get(path) == known[1]:
+                if known not in seen:
+                    seen[known] = path
+                continue
             try:
                 st = os.stat(path)
             except OSError:
@@ -365,10 +577,25 @@ class Tailer:
             del followed.copies[key]
         if unclaimed:
             self.catch_up.resume_saved()
+        if self.watcher is not None:
+            self._watch(targets)
         self._first_scan = False
         if self.after_rescan is not None:
             self.after_rescan()
         self.publish_claims()
+
+    def _watch(self, targets: dict[str, Target]) -> None:
+        """Watch the directories of the paths found (and the provider's roots, for new files)."""
+        assert self.watcher is not None
+        roots: list[str] | None = getattr(self.paths, "watch_roots", lambda: None)()
+        # (GlobPaths lists every directory it searched, those of the paths found included)
+        directories = set(roots) if roots else {os.path.dirname(path) for path in targets}
+        self.watcher.watch(directories)
+        links = self._links
+        if len(links) > len(targets):
+            self._links = {p: v for p, v in links.items() if p in targets}
+        if self._table_state() != self._classified:  # (and once per safety re-stat round anyway)
+            self._classify_all()
 
     def publish_claims(self) -> None:
         """In multi-process mode, tell the other workers which files this one follows."""
@@ -430,6 +657,8 @@ class Tailer:
         self.followed.add(tf)
         self.followed.index_fingerprint(tf)
         self.descriptors.adopt(tf, fd, now)
+        self._again.add(key)  # with inotify: its events so far named a path not followed yet
+        self._found_new = True
         log.info("following file", extra={"path": path, "offset": offset})
         since = self.rotation.rotated_since.pop(path, 0)
         if not since and not had_entry and self.paths.reads_rotated_when_new(target):
@@ -455,6 +684,20 @@ class Tailer:
 
     def in_flight(self) -> int:
         return self.followed.in_flight()
+
+    @property
+    def watcher_mode(self) -> str:
+        """``inotify`` or ``poll``: how changes are noticed (``poll`` also when inotify failed)."""
+        return "poll" if self.watcher is None else "inotify"
+
+    @property
+    def polled_files(self) -> int:
+        """Live files looked at every turn: every one with ``poll``; with inotify, those no event
+        covers (a symbolic link, a directory that could not be watched) or holding multiline lines."""
+        if self.watcher is None:
+            return len(self.followed.by_path)
+        tracked = self.followed.tracked
+        return sum(1 for key in list(self._special) if (tf := tracked.get(key)) is not None and tf.live)
 
     @property
     def open_files(self) -> int:

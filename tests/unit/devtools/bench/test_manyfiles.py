@@ -1,0 +1,50 @@
+"""The many-files scenario's pieces that need no agent: file layout, line marks, percentiles, options."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from log_capturer.devtools.bench.manyfiles import (
+    ERROR_LINE,
+    FILES_PER_DIRECTORY,
+    MARK,
+    ManyFilesBench,
+    ManyFilesError,
+    ManyFilesOptions,
+    _paths,
+    _percentile,
+)
+
+
+def test_files_are_spread_over_directories_of_a_hundred(tmp_path: Path) -> None:
+    paths = _paths(tmp_path, 250)
+    assert len(set(paths)) == 250
+    dirs = {p.parent for p in paths}
+    assert len(dirs) == 3 and all(p.suffix == ".log" for p in paths)
+    assert sum(1 for p in paths if p.parent == paths[0].parent) == FILES_PER_DIRECTORY
+
+
+def test_an_active_line_carries_its_file_sequence_and_write_time() -> None:
+    ns = time.time_ns()
+    line = b"mf-line f=%d seq=%d ns=%d\n" % (42, 7, ns)
+    # The line arrives inside the agent's JSON record.
+    m = MARK.search(b'{"message":"' + line.rstrip() + b'","level":"info"}')
+    assert m is not None and (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (42, 7, ns)
+    assert MARK.search(b"mf-init f00001.log") is None
+
+
+def test_percentiles_and_error_lines() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert (_percentile(values, 0.5), _percentile(values, 0.99)) == (51.0, 100.0)
+    assert _percentile([], 0.99) == 0.0
+    log = '{"level": "ERROR", "msg": "x"}\n{"level":"CRITICAL"}\n{"level": "INFO"}\n'
+    assert len(ERROR_LINE.findall(log)) == 2
+
+
+@pytest.mark.parametrize(("files", "active", "rate"), [(0, 0, 1.0), (10, 11, 1.0), (10, 5, 0.0)])
+def test_impossible_options_are_refused(tmp_path: Path, files: int, active: int, rate: float) -> None:
+    with pytest.raises(ManyFilesError):
+        ManyFilesBench(ManyFilesOptions("127.0.0.1:1", tmp_path, files, active, rate))
