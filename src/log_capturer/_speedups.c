@@ -2904,6 +2904,223 @@ static PyObject *utc_stamps(PyObject *m, PyObject *arg) {
     return out;
 }
 
+/* agent_scan: a poll's JSON records whose members are those of the first record, in its order,
+ * with every member but the message, time and level byte for byte the first record's; their
+ * message, time and level texts read without a dict per record. */
+
+static const char *js_ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* p at the opening quote: the byte after the closing one, or NULL (not a string this scan reads:
+ * a control character, an escape other than the simple ones when strict, no end). *esc: seen a
+ * backslash. */
+static const char *js_string(const char *p, const char *end, int strict, int *esc) {
+    if (p >= end || *p != '"')
+        return NULL;
+    p++;
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20)
+            return NULL;
+        if (c == '\\') {
+            *esc = 1;
+            if (p + 1 >= end)
+                return NULL;
+            char e = p[1];
+            if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't')
+                p += 2;
+            else if (e == 'u' && !strict)
+                p += 2;
+            else
+                return NULL;
+            continue;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* The end of any JSON value at p (not validated: the caller compares its bytes with a value
+ * orjson read), or NULL. */
+static const char *js_skip(const char *p, const char *end) {
+    int depth = 0, esc = 0;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {
+            p = js_string(p, end, 0, &esc);
+            if (!p)
+                return NULL;
+            if (depth == 0)
+                return p;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0)
+                return p;
+            depth--;
+            if (depth == 0)
+                return p + 1;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+            return p;
+        }
+        p++;
+    }
+    return depth == 0 ? p : NULL;
+}
+
+/* The text of the JSON string between q (after the opening quote) and e (its closing quote). */
+static PyObject *js_text(const char *q, const char *e, int esc) {
+    if (!esc)
+        return PyUnicode_DecodeUTF8(q, e - q, "strict");
+    char *buf = PyMem_Malloc((size_t)(e - q) + 1);
+    if (!buf)
+        return PyErr_NoMemory();
+    char *o = buf;
+    while (q < e) {
+        if (*q != '\\') {
+            *o++ = *q++;
+            continue;
+        }
+        switch (q[1]) {
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        default: *o++ = q[1]; break; /* " \ / */
+        }
+        q += 2;
+    }
+    PyObject *s = PyUnicode_DecodeUTF8(buf, o - buf, "strict");
+    PyMem_Free(buf);
+    return s;
+}
+
+static PyObject *agent_scan(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *values, *keys;
+    Py_ssize_t mi, ti, li;
+    if (!PyArg_ParseTuple(args, "O!O!nnn", &PyList_Type, &values, &PyTuple_Type, &keys, &mi, &ti, &li))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(values), nk = PyTuple_GET_SIZE(keys);
+    if (n == 0 || nk == 0 || nk > 64 || mi < 0 || mi >= nk || ti >= nk || li >= nk)
+        Py_RETURN_NONE;
+    const char *kp[64];
+    Py_ssize_t kl[64];
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        kp[k] = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(keys, k), &kl[k]);
+        if (!kp[k])
+            return NULL;
+    }
+    const char *ref[64]; /* the first record's members: compared byte for byte */
+    Py_ssize_t refl[64];
+    PyObject *lines = PyList_New(n);
+    PyObject *times = ti >= 0 ? PyList_New(n) : NULL;
+    PyObject *levels = li >= 0 ? PyList_New(n) : NULL;
+    PyObject *last_t = NULL, *last_l = NULL;
+    const char *last_tp = NULL, *last_lp = NULL;
+    Py_ssize_t last_tl = 0, last_ll = 0;
+    if (!lines || (ti >= 0 && !times) || (li >= 0 && !levels))
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (!PyBytes_CheckExact(v))
+            goto none;
+        const char *p = PyBytes_AS_STRING(v), *end = p + PyBytes_GET_SIZE(v);
+        p = js_ws(p, end);
+        if (p >= end || *p != '{')
+            goto none;
+        p++;
+        for (Py_ssize_t k = 0; k < nk; k++) {
+            int esc = 0;
+            p = js_ws(p, end);
+            if (k > 0) {
+                if (p >= end || *p != ',')
+                    goto none;
+                p = js_ws(p + 1, end);
+            }
+            const char *ke = js_string(p, end, 1, &esc);
+            if (!ke || esc || ke - p - 2 != kl[k] || memcmp(p + 1, kp[k], (size_t)kl[k]) != 0)
+                goto none;
+            p = js_ws(ke, end);
+            if (p >= end || *p != ':')
+                goto none;
+            p = js_ws(p + 1, end);
+            if (k == mi || k == ti || k == li) {
+                const char *se = js_string(p, end, 1, &esc);
+                if (!se)
+                    goto none;
+                const char *q = p + 1, *e = se - 1;
+                Py_ssize_t len = e - q;
+                PyObject *s;
+                if (k == mi) {
+                    s = js_text(q, e, esc);
+                    if (!s)
+                        goto decode;
+                    PyList_SET_ITEM(lines, i, s);
+                } else {
+                    /* times and levels repeat: the previous record's text again when the same */
+                    int is_t = k == ti;
+                    PyObject **last = is_t ? &last_t : &last_l;
+                    const char **lp = is_t ? &last_tp : &last_lp;
+                    Py_ssize_t *ll = is_t ? &last_tl : &last_ll;
+                    if (*last && *ll == len && memcmp(*lp, q, (size_t)len) == 0) {
+                        s = *last;
+                        Py_INCREF(s);
+                    } else {
+                        s = js_text(q, e, esc);
+                        if (!s)
+                            goto decode;
+                        *last = s;
+                        *lp = q;
+                        *ll = len;
+                    }
+                    PyList_SET_ITEM(is_t ? times : levels, i, s);
+                }
+                p = se;
+            } else {
+                const char *ve = js_skip(p, end);
+                if (!ve || ve == p)
+                    goto none;
+                if (i == 0) {
+                    ref[k] = p;
+                    refl[k] = ve - p;
+                } else if (ve - p != refl[k] || memcmp(p, ref[k], (size_t)refl[k]) != 0) {
+                    goto none;
+                }
+                p = ve;
+            }
+        }
+        p = js_ws(p, end);
+        if (p >= end || *p != '}')
+            goto none;
+        if (js_ws(p + 1, end) != end)
+            goto none;
+    }
+    return Py_BuildValue("(NNN)", lines, times ? times : Py_NewRef(Py_None), levels ? levels : Py_NewRef(Py_None));
+decode:
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+        goto error;
+    PyErr_Clear();
+none:
+    Py_XDECREF(lines);
+    Py_XDECREF(times);
+    Py_XDECREF(levels);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(lines);
+    Py_XDECREF(times);
+    Py_XDECREF(levels);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
@@ -2930,6 +3147,8 @@ static PyMethodDef methods[] = {
     {"bulk_docs", bulk_docs, METH_VARARGS,
      "bulk_docs(index, values, ids, lo, hi, op_type, pipeline, doc_type, rename, dumps) -> a _bulk body"},
     {"doc_ids_at", doc_ids_at, METH_VARARGS, "doc_ids_at(base, start, lines) -> Elasticsearch ids of lines"},
+    {"agent_scan", agent_scan, METH_VARARGS,
+     "agent_scan(values, keys, message, time, level) -> (lines, times, levels) of uniform records, or None"},
     {"utc_stamps", utc_stamps, METH_O, "utc_stamps(texts) -> ns of agent-shaped RFC 3339 UTC stamps, or None"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},

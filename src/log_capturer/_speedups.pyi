@@ -77,6 +77,14 @@ def encode_logfmt(
     """Record i = head + logfmt value of lines[i] + tails[levels[i]] + fields[keys[i]], as
     :func:`encode` with logfmt's quoting."""
 
+def agent_scan(
+    values: list[bytes], keys: tuple[str, ...], message: int, time: int, level: int, /
+) -> tuple[list[str], list[str] | None, list[str] | None] | None:
+    """JSON objects with the members ``keys`` in that order, each member but ``keys[message]``,
+    ``keys[time]`` and ``keys[level]`` (-1: none) byte for byte the first record's: those three
+    members' texts (lines, times or None, levels or None). None when a record is anything else (a
+    member not text, an escape ``\\u``, text that is not UTF-8, other bytes, another order)."""
+
 def utc_stamps(texts: list[Any], /) -> list[int] | None:
     """The ns since the epoch of each ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` (1-9 fraction digits,
     years 1678-2261), as ``sources.http.source.time_ns`` reads them; None when one is anything
