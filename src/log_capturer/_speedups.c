@@ -2045,9 +2045,10 @@ static inline void slot_set(PyObject *obj, Py_ssize_t off, PyObject *v) {
 }
 
 /* ---- Loki push: entries and the protobuf PushRequest --------------------------------------- */
-enum { E_VALUE, E_DEST, E_TS, E_LINE, E_STREAM, E_TENANT, E_META, E_SIZE, E_KIND, E_OWNER, E_ID, E_REWRITTEN, E_N };
-static const char *const ENTRY_SLOTS[E_N] = {"value", "dest", "ts",    "line",  "stream",   "tenant",
-                                             "meta",  "size", "kind", "owner", "entry_id", "rewritten"};
+enum { E_VALUE, E_DEST, E_TS, E_LINE, E_STREAM, E_TENANT, E_META, E_SIZE, E_KIND, E_OWNER, E_ID, E_REWRITTEN, E_INDEX, E_N };
+static const char *const ENTRY_SLOTS[E_N] = {"_value", "dest",     "ts",        "line", "stream",
+                                             "tenant", "meta",     "size",      "kind", "owner",
+                                             "entry_id", "rewritten", "index"};
 
 /* The record without its leading "timestamp" member (push._without_timestamp): '{' + what follows
  * the first '",' after '{"timestamp":"'; the record itself when it does not start so. */
@@ -2078,17 +2079,23 @@ static PyObject *without_timestamp(PyObject *value) {
  * Entry i of a chunk on the sink's fast path (push.Shaper._fast_lines_py): value values[i], line
  * lines[i] as UTF-8 (backslashreplace), or, when lines is None, values[i] without its timestamp
  * member; timestamp stamps[i] (ts when stamps is None); (stream, tenant) = streams[levels[i]].
+ * values not a list (push.LazyValues, with lines): each entry's _value is values, its index i.
  */
 static PyObject *loki_entries(PyObject *m, PyObject *args) {
     PyObject *cls, *values, *lines, *stamps, *ts, *levels, *streams, *dest;
     Py_ssize_t off[E_N];
     (void)m;
-    if (!PyArg_ParseTuple(args, "OO!OOO!O!O!U", &cls, &PyList_Type, &values, &lines, &stamps, &PyLong_Type, &ts,
-                          &PyList_Type, &levels, &PyDict_Type, &streams, &dest))
+    if (!PyArg_ParseTuple(args, "OOOOO!O!O!U", &cls, &values, &lines, &stamps, &PyLong_Type, &ts, &PyList_Type,
+                          &levels, &PyDict_Type, &streams, &dest))
         return NULL;
     if (slot_offsets(cls, ENTRY_SLOTS, E_N, off) < 0)
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(values);
+    int lazy = !PyList_Check(values);
+    if (lazy && !PyList_Check(lines)) {
+        PyErr_SetString(PyExc_TypeError, "values that are not a list need lines");
+        return NULL;
+    }
+    Py_ssize_t n = lazy ? PyList_GET_SIZE(lines) : PyList_GET_SIZE(values);
     if (PyList_GET_SIZE(levels) != n || (lines != Py_None && (!PyList_Check(lines) || PyList_GET_SIZE(lines) != n)) ||
         (stamps != Py_None && (!PyList_Check(stamps) || PyList_GET_SIZE(stamps) != n))) {
         PyErr_SetString(PyExc_ValueError, "values, lines, stamps and levels must be lists of one length");
@@ -2106,9 +2113,9 @@ static PyObject *loki_entries(PyObject *m, PyObject *args) {
     PyObject *last_level = NULL, *stream = NULL, *tenant = NULL;
     Py_ssize_t stream_len = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *value = PyList_GET_ITEM(values, i);
+        PyObject *value = lazy ? values : PyList_GET_ITEM(values, i);
         PyObject *lvl = PyList_GET_ITEM(levels, i);
-        if (!PyBytes_Check(value)) {
+        if (!lazy && !PyBytes_Check(value)) {
             PyErr_SetString(PyExc_TypeError, "values must be bytes");
             goto fail;
         }
@@ -2139,10 +2146,12 @@ static PyObject *loki_entries(PyObject *m, PyObject *args) {
         if (!line)
             goto fail;
         PyObject *size = PyLong_FromSsize_t(PyBytes_GET_SIZE(line) + stream_len + 32);
-        PyObject *e = size ? type->tp_alloc(type, 0) : NULL;
+        PyObject *index = size ? PyLong_FromSsize_t(lazy ? i : 0) : NULL;
+        PyObject *e = index ? type->tp_alloc(type, 0) : NULL;
         if (!e) {
             Py_DECREF(line);
             Py_XDECREF(size);
+            Py_XDECREF(index);
             goto fail;
         }
         PyList_SET_ITEM(out, i, e);
@@ -2158,8 +2167,10 @@ static PyObject *loki_entries(PyObject *m, PyObject *args) {
         slot_set(e, off[E_OWNER], Py_None);
         slot_set(e, off[E_ID], empty);
         slot_set(e, off[E_REWRITTEN], Py_False);
+        SLOT(e, off[E_INDEX]) = index;
         /* Out of the cyclic collector's lists: an entry holds no container but its owner (set
-         * later: a Delivery, an Attempt or a waiter, none of which holds entries), so it is freed
+         * later: a Delivery, an Attempt or a waiter, none of which holds entries) and its lazy
+         * values (their chunk, which holds no entry), so it is freed
          * by its reference count like a bytes object. Tracked, the entries waiting in the sink
          * made the collector's passes, walking every one of them, a large share of the agent's
          * time per line. */

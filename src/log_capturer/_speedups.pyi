@@ -9,7 +9,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from log_capturer.engine.contract import Record
-from log_capturer.sinks.loki.push import Entry
+from log_capturer.sinks.loki.push import Entry, LazyValues
 
 def text_bytes(lines: list[str], /) -> int:
     """UTF-8 size of the lines' text (a lone surrogate counts 3). TypeError: not a list of str."""
@@ -129,7 +129,7 @@ def msgpack_values(
 
 def loki_entries(
     cls: type[Entry],
-    values: list[bytes],
+    values: list[bytes] | LazyValues,
     lines: list[str] | None,
     stamps: list[int] | None,
     ts: int,
@@ -141,7 +141,9 @@ def loki_entries(
     """The Loki sink's entries of a chunk on its fast path (``Shaper._fast_lines_py``): entry i
     has value ``values[i]``, line ``lines[i]`` as UTF-8 (backslashreplace) or, when lines is None,
     ``values[i]`` without its timestamp member, timestamp ``stamps[i]`` (``ts`` when stamps is
-    None), (stream, tenant) ``streams[levels[i]]``. TypeError: ``cls`` without these slots."""
+    None), (stream, tenant) ``streams[levels[i]]``; values not a list (``LazyValues``, with
+    lines): each entry's ``_value`` is values and its ``index`` i. TypeError: ``cls`` without
+    these slots."""
 
 def loki_protobuf(cls: type[Entry], streams: dict[str, list[Entry]], /) -> bytes:
     """``push.protobuf_body_py``: the PushRequest of the streams' entries, byte for byte."""
