@@ -19,6 +19,7 @@ compressed with snappy's block format (cramjam), as Promtail sends it.
 from __future__ import annotations
 
 import calendar
+import copy
 import gzip
 import operator
 import re
@@ -66,8 +67,28 @@ class LazyValues:
     def __getitem__(self, i: int) -> bytes:
         values = self._values
         if values is None:  # two threads may both encode: the same bytes
-            values = self._values = encode_chunk(self.chunk, self.key_field)
+            values = self._values = self._encode()
         return values[i]
+
+    def _encode(self) -> list[bytes]:
+        chunk = self.chunk
+        try:
+            return encode_chunk(chunk, self.key_field)
+        except (TypeError, ValueError):
+            # Text the record encoder refuses (lone surrogates: a file's undecodable bytes): the
+            # lines as their entries carry them (backslashreplace), so the record still exists.
+            twin = copy.copy(chunk)
+            twin.lines = [ln.encode("utf-8", "backslashreplace").decode() for ln in chunk.lines]
+            try:
+                return encode_chunk(twin, self.key_field)
+            except (TypeError, ValueError):  # in the fields too: the line and its origin
+                origin = chunk.origin
+                return [
+                    orjson.dumps(
+                        {"message": ln, "source_type": origin.source_type, "source_id": origin.source_id}
+                    )
+                    for ln in twin.lines
+                ]
 
 
 class Entry:

@@ -444,6 +444,27 @@ def test_lazy_entries_make_their_records_only_when_asked(
         push_mod._speedups.loki_entries(Entry, lazy, None, None, 1, chunk.levels, {}, "d")
 
 
+def test_lazy_records_of_text_the_record_encoder_refuses_never_raise() -> None:
+    shaper = Shaper(config(line_format="message", default_labels={"job": "j"}))
+    chunk = Chunk(Origin("file", "/a.log"), ["\udcff undecodable", "ok"], start=0, end=2)
+    chunk.levels = ["info", "info"]
+    with pytest.raises(TypeError):
+        encode_chunk(chunk, None)  # orjson refuses lone surrogates
+    got, refused = shaper.entries(chunk, LazyValues(chunk, None))
+    assert not refused and [e.line for e in got] == [b"\\udcff undecodable", b"ok"]
+    records = [orjson.loads(e.record.value) for e in got]
+    assert [r["message"] for r in records] == ["\\udcff undecodable", "ok"]
+    assert records[0]["source_id"] == "/a.log"
+    # Refused in the fields too: the line and its origin.
+    chunk.meta = [{"f": "\udcff"}, None]
+    chunk.timestamps = [time.time_ns(), time.time_ns()]
+    got, _r = shaper.entries(chunk, LazyValues(chunk, None))
+    assert [orjson.loads(e.record.value) for e in got] == [
+        {"message": "\\udcff undecodable", "source_type": "file", "source_id": "/a.log"},
+        {"message": "ok", "source_type": "file", "source_id": "/a.log"},
+    ]
+
+
 def test_c_body_of_nothing_and_of_empty_streams() -> None:
     for streams in ({}, {'{a="1"}': []}):
         assert push_mod.protobuf_body(streams) == push_mod.protobuf_body_py(streams)
