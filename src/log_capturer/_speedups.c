@@ -2045,9 +2045,10 @@ static inline void slot_set(PyObject *obj, Py_ssize_t off, PyObject *v) {
 }
 
 /* ---- Loki push: entries and the protobuf PushRequest --------------------------------------- */
-enum { E_VALUE, E_DEST, E_TS, E_LINE, E_STREAM, E_TENANT, E_META, E_SIZE, E_KIND, E_OWNER, E_ID, E_REWRITTEN, E_N };
-static const char *const ENTRY_SLOTS[E_N] = {"value", "dest", "ts",    "line",  "stream",   "tenant",
-                                             "meta",  "size", "kind", "owner", "entry_id", "rewritten"};
+enum { E_VALUE, E_DEST, E_TS, E_LINE, E_STREAM, E_TENANT, E_META, E_SIZE, E_KIND, E_OWNER, E_ID, E_REWRITTEN, E_INDEX, E_N };
+static const char *const ENTRY_SLOTS[E_N] = {"_value", "dest",     "ts",        "line", "stream",
+                                             "tenant", "meta",     "size",      "kind", "owner",
+                                             "entry_id", "rewritten", "index"};
 
 /* The record without its leading "timestamp" member (push._without_timestamp): '{' + what follows
  * the first '",' after '{"timestamp":"'; the record itself when it does not start so. */
@@ -2078,17 +2079,23 @@ static PyObject *without_timestamp(PyObject *value) {
  * Entry i of a chunk on the sink's fast path (push.Shaper._fast_lines_py): value values[i], line
  * lines[i] as UTF-8 (backslashreplace), or, when lines is None, values[i] without its timestamp
  * member; timestamp stamps[i] (ts when stamps is None); (stream, tenant) = streams[levels[i]].
+ * values not a list (push.LazyValues, with lines): each entry's _value is values, its index i.
  */
 static PyObject *loki_entries(PyObject *m, PyObject *args) {
     PyObject *cls, *values, *lines, *stamps, *ts, *levels, *streams, *dest;
     Py_ssize_t off[E_N];
     (void)m;
-    if (!PyArg_ParseTuple(args, "OO!OOO!O!O!U", &cls, &PyList_Type, &values, &lines, &stamps, &PyLong_Type, &ts,
-                          &PyList_Type, &levels, &PyDict_Type, &streams, &dest))
+    if (!PyArg_ParseTuple(args, "OOOOO!O!O!U", &cls, &values, &lines, &stamps, &PyLong_Type, &ts, &PyList_Type,
+                          &levels, &PyDict_Type, &streams, &dest))
         return NULL;
     if (slot_offsets(cls, ENTRY_SLOTS, E_N, off) < 0)
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(values);
+    int lazy = !PyList_Check(values);
+    if (lazy && !PyList_Check(lines)) {
+        PyErr_SetString(PyExc_TypeError, "values that are not a list need lines");
+        return NULL;
+    }
+    Py_ssize_t n = lazy ? PyList_GET_SIZE(lines) : PyList_GET_SIZE(values);
     if (PyList_GET_SIZE(levels) != n || (lines != Py_None && (!PyList_Check(lines) || PyList_GET_SIZE(lines) != n)) ||
         (stamps != Py_None && (!PyList_Check(stamps) || PyList_GET_SIZE(stamps) != n))) {
         PyErr_SetString(PyExc_ValueError, "values, lines, stamps and levels must be lists of one length");
@@ -2106,9 +2113,9 @@ static PyObject *loki_entries(PyObject *m, PyObject *args) {
     PyObject *last_level = NULL, *stream = NULL, *tenant = NULL;
     Py_ssize_t stream_len = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *value = PyList_GET_ITEM(values, i);
+        PyObject *value = lazy ? values : PyList_GET_ITEM(values, i);
         PyObject *lvl = PyList_GET_ITEM(levels, i);
-        if (!PyBytes_Check(value)) {
+        if (!lazy && !PyBytes_Check(value)) {
             PyErr_SetString(PyExc_TypeError, "values must be bytes");
             goto fail;
         }
@@ -2139,10 +2146,12 @@ static PyObject *loki_entries(PyObject *m, PyObject *args) {
         if (!line)
             goto fail;
         PyObject *size = PyLong_FromSsize_t(PyBytes_GET_SIZE(line) + stream_len + 32);
-        PyObject *e = size ? type->tp_alloc(type, 0) : NULL;
+        PyObject *index = size ? PyLong_FromSsize_t(lazy ? i : 0) : NULL;
+        PyObject *e = index ? type->tp_alloc(type, 0) : NULL;
         if (!e) {
             Py_DECREF(line);
             Py_XDECREF(size);
+            Py_XDECREF(index);
             goto fail;
         }
         PyList_SET_ITEM(out, i, e);
@@ -2158,8 +2167,10 @@ static PyObject *loki_entries(PyObject *m, PyObject *args) {
         slot_set(e, off[E_OWNER], Py_None);
         slot_set(e, off[E_ID], empty);
         slot_set(e, off[E_REWRITTEN], Py_False);
+        SLOT(e, off[E_INDEX]) = index;
         /* Out of the cyclic collector's lists: an entry holds no container but its owner (set
-         * later: a Delivery, an Attempt or a waiter, none of which holds entries), so it is freed
+         * later: a Delivery, an Attempt or a waiter, none of which holds entries) and its lazy
+         * values (their chunk, which holds no entry), so it is freed
          * by its reference count like a bytes object. Tracked, the entries waiting in the sink
          * made the collector's passes, walking every one of them, a large share of the agent's
          * time per line. */
@@ -2904,6 +2915,223 @@ static PyObject *utc_stamps(PyObject *m, PyObject *arg) {
     return out;
 }
 
+/* agent_scan: a poll's JSON records whose members are those of the first record, in its order,
+ * with every member but the message, time and level byte for byte the first record's; their
+ * message, time and level texts read without a dict per record. */
+
+static const char *js_ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* p at the opening quote: the byte after the closing one, or NULL (not a string this scan reads:
+ * a control character, an escape other than the simple ones when strict, no end). *esc: seen a
+ * backslash. */
+static const char *js_string(const char *p, const char *end, int strict, int *esc) {
+    if (p >= end || *p != '"')
+        return NULL;
+    p++;
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20)
+            return NULL;
+        if (c == '\\') {
+            *esc = 1;
+            if (p + 1 >= end)
+                return NULL;
+            char e = p[1];
+            if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't')
+                p += 2;
+            else if (e == 'u' && !strict)
+                p += 2;
+            else
+                return NULL;
+            continue;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+/* The end of any JSON value at p (not validated: the caller compares its bytes with a value
+ * orjson read), or NULL. */
+static const char *js_skip(const char *p, const char *end) {
+    int depth = 0, esc = 0;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {
+            p = js_string(p, end, 0, &esc);
+            if (!p)
+                return NULL;
+            if (depth == 0)
+                return p;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0)
+                return p;
+            depth--;
+            if (depth == 0)
+                return p + 1;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+            return p;
+        }
+        p++;
+    }
+    return depth == 0 ? p : NULL;
+}
+
+/* The text of the JSON string between q (after the opening quote) and e (its closing quote). */
+static PyObject *js_text(const char *q, const char *e, int esc) {
+    if (!esc)
+        return PyUnicode_DecodeUTF8(q, e - q, "strict");
+    char *buf = PyMem_Malloc((size_t)(e - q) + 1);
+    if (!buf)
+        return PyErr_NoMemory();
+    char *o = buf;
+    while (q < e) {
+        if (*q != '\\') {
+            *o++ = *q++;
+            continue;
+        }
+        switch (q[1]) {
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        default: *o++ = q[1]; break; /* " \ / */
+        }
+        q += 2;
+    }
+    PyObject *s = PyUnicode_DecodeUTF8(buf, o - buf, "strict");
+    PyMem_Free(buf);
+    return s;
+}
+
+static PyObject *agent_scan(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *values, *keys;
+    Py_ssize_t mi, ti, li;
+    if (!PyArg_ParseTuple(args, "O!O!nnn", &PyList_Type, &values, &PyTuple_Type, &keys, &mi, &ti, &li))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(values), nk = PyTuple_GET_SIZE(keys);
+    if (n == 0 || nk == 0 || nk > 64 || mi < 0 || mi >= nk || ti >= nk || li >= nk)
+        Py_RETURN_NONE;
+    const char *kp[64];
+    Py_ssize_t kl[64];
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        kp[k] = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(keys, k), &kl[k]);
+        if (!kp[k])
+            return NULL;
+    }
+    const char *ref[64]; /* the first record's members: compared byte for byte */
+    Py_ssize_t refl[64];
+    PyObject *lines = PyList_New(n);
+    PyObject *times = ti >= 0 ? PyList_New(n) : NULL;
+    PyObject *levels = li >= 0 ? PyList_New(n) : NULL;
+    PyObject *last_t = NULL, *last_l = NULL;
+    const char *last_tp = NULL, *last_lp = NULL;
+    Py_ssize_t last_tl = 0, last_ll = 0;
+    if (!lines || (ti >= 0 && !times) || (li >= 0 && !levels))
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (!PyBytes_CheckExact(v))
+            goto none;
+        const char *p = PyBytes_AS_STRING(v), *end = p + PyBytes_GET_SIZE(v);
+        p = js_ws(p, end);
+        if (p >= end || *p != '{')
+            goto none;
+        p++;
+        for (Py_ssize_t k = 0; k < nk; k++) {
+            int esc = 0;
+            p = js_ws(p, end);
+            if (k > 0) {
+                if (p >= end || *p != ',')
+                    goto none;
+                p = js_ws(p + 1, end);
+            }
+            const char *ke = js_string(p, end, 1, &esc);
+            if (!ke || esc || ke - p - 2 != kl[k] || memcmp(p + 1, kp[k], (size_t)kl[k]) != 0)
+                goto none;
+            p = js_ws(ke, end);
+            if (p >= end || *p != ':')
+                goto none;
+            p = js_ws(p + 1, end);
+            if (k == mi || k == ti || k == li) {
+                const char *se = js_string(p, end, 1, &esc);
+                if (!se)
+                    goto none;
+                const char *q = p + 1, *e = se - 1;
+                Py_ssize_t len = e - q;
+                PyObject *s;
+                if (k == mi) {
+                    s = js_text(q, e, esc);
+                    if (!s)
+                        goto decode;
+                    PyList_SET_ITEM(lines, i, s);
+                } else {
+                    /* times and levels repeat: the previous record's text again when the same */
+                    int is_t = k == ti;
+                    PyObject **last = is_t ? &last_t : &last_l;
+                    const char **lp = is_t ? &last_tp : &last_lp;
+                    Py_ssize_t *ll = is_t ? &last_tl : &last_ll;
+                    if (*last && *ll == len && memcmp(*lp, q, (size_t)len) == 0) {
+                        s = *last;
+                        Py_INCREF(s);
+                    } else {
+                        s = js_text(q, e, esc);
+                        if (!s)
+                            goto decode;
+                        *last = s;
+                        *lp = q;
+                        *ll = len;
+                    }
+                    PyList_SET_ITEM(is_t ? times : levels, i, s);
+                }
+                p = se;
+            } else {
+                const char *ve = js_skip(p, end);
+                if (!ve || ve == p)
+                    goto none;
+                if (i == 0) {
+                    ref[k] = p;
+                    refl[k] = ve - p;
+                } else if (ve - p != refl[k] || memcmp(p, ref[k], (size_t)refl[k]) != 0) {
+                    goto none;
+                }
+                p = ve;
+            }
+        }
+        p = js_ws(p, end);
+        if (p >= end || *p != '}')
+            goto none;
+        if (js_ws(p + 1, end) != end)
+            goto none;
+    }
+    return Py_BuildValue("(NNN)", lines, times ? times : Py_NewRef(Py_None), levels ? levels : Py_NewRef(Py_None));
+decode:
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+        goto error;
+    PyErr_Clear();
+none:
+    Py_XDECREF(lines);
+    Py_XDECREF(times);
+    Py_XDECREF(levels);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(lines);
+    Py_XDECREF(times);
+    Py_XDECREF(levels);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
@@ -2930,6 +3158,8 @@ static PyMethodDef methods[] = {
     {"bulk_docs", bulk_docs, METH_VARARGS,
      "bulk_docs(index, values, ids, lo, hi, op_type, pipeline, doc_type, rename, dumps) -> a _bulk body"},
     {"doc_ids_at", doc_ids_at, METH_VARARGS, "doc_ids_at(base, start, lines) -> Elasticsearch ids of lines"},
+    {"agent_scan", agent_scan, METH_VARARGS,
+     "agent_scan(values, keys, message, time, level) -> (lines, times, levels) of uniform records, or None"},
     {"utc_stamps", utc_stamps, METH_O, "utc_stamps(texts) -> ns of agent-shaped RFC 3339 UTC stamps, or None"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {NULL, NULL, 0, NULL},

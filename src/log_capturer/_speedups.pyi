@@ -9,7 +9,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from log_capturer.engine.contract import Record
-from log_capturer.sinks.loki.push import Entry
+from log_capturer.sinks.loki.push import Entry, LazyValues
 
 def text_bytes(lines: list[str], /) -> int:
     """UTF-8 size of the lines' text (a lone surrogate counts 3). TypeError: not a list of str."""
@@ -77,6 +77,14 @@ def encode_logfmt(
     """Record i = head + logfmt value of lines[i] + tails[levels[i]] + fields[keys[i]], as
     :func:`encode` with logfmt's quoting."""
 
+def agent_scan(
+    values: list[bytes], keys: tuple[str, ...], message: int, time: int, level: int, /
+) -> tuple[list[str], list[str] | None, list[str] | None] | None:
+    """JSON objects with the members ``keys`` in that order, each member but ``keys[message]``,
+    ``keys[time]`` and ``keys[level]`` (-1: none) byte for byte the first record's: those three
+    members' texts (lines, times or None, levels or None). None when a record is anything else (a
+    member not text, an escape ``\\u``, text that is not UTF-8, other bytes, another order)."""
+
 def utc_stamps(texts: list[Any], /) -> list[int] | None:
     """The ns since the epoch of each ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` (1-9 fraction digits,
     years 1678-2261), as ``sources.http.source.time_ns`` reads them; None when one is anything
@@ -121,7 +129,7 @@ def msgpack_values(
 
 def loki_entries(
     cls: type[Entry],
-    values: list[bytes],
+    values: list[bytes] | LazyValues,
     lines: list[str] | None,
     stamps: list[int] | None,
     ts: int,
@@ -133,7 +141,9 @@ def loki_entries(
     """The Loki sink's entries of a chunk on its fast path (``Shaper._fast_lines_py``): entry i
     has value ``values[i]``, line ``lines[i]`` as UTF-8 (backslashreplace) or, when lines is None,
     ``values[i]`` without its timestamp member, timestamp ``stamps[i]`` (``ts`` when stamps is
-    None), (stream, tenant) ``streams[levels[i]]``. TypeError: ``cls`` without these slots."""
+    None), (stream, tenant) ``streams[levels[i]]``; values not a list (``LazyValues``, with
+    lines): each entry's ``_value`` is values and its ``index`` i. TypeError: ``cls`` without
+    these slots."""
 
 def loki_protobuf(cls: type[Entry], streams: dict[str, list[Entry]], /) -> bytes:
     """``push.protobuf_body_py``: the PushRequest of the streams' entries, byte for byte."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import string
+from typing import Any
 
 import orjson
 import pytest
@@ -363,3 +364,81 @@ def test_utc_stamps_match_time_ns_and_leave_every_other_shape_to_it() -> None:
     assert _speedups.utc_stamps([]) == []
     with pytest.raises(TypeError):
         _speedups.utc_stamps(tuple(UTC_STAMPS))  # type: ignore[arg-type]
+
+
+def _scan_ref(values: list[bytes], keys: tuple[str, ...], m: int, t: int, lv: int) -> Any:
+    """What agent_scan must give, read with orjson (None where it declines)."""
+    recs = [orjson.loads(v) for v in values]
+    first = recs[0]
+    texts = [keys[i] for i in (m, t, lv) if i >= 0]
+    for r in recs:
+        if list(r) != list(keys) or any(type(r[k]) is not str for k in texts):
+            return None
+        if any(orjson.dumps(r[k]) != orjson.dumps(first[k]) for k in keys if k not in texts):
+            return None
+    return (
+        [r[keys[m]] for r in recs],
+        [r[keys[t]] for r in recs] if t >= 0 else None,
+        [r[keys[lv]] for r in recs] if lv >= 0 else None,
+    )
+
+
+AGENT_KEYS = ("timestamp", "message", "level", "source_type", "source_id", "labels", "fields")
+
+
+def _agent_value(i: int, message: str, **over: Any) -> bytes:
+    rec: dict[str, Any] = {
+        "timestamp": f"2026-12-01T10:00:{i % 60:02d}.{i:09d}Z",
+        "message": message,
+        "level": ("info", "warn", "")[i % 3],
+        "source_type": "file",
+        "source_id": "/var/log/a.log",
+        "labels": {"app": "shop", "n": [1, 2.5, None, True, {"x": "y \\" + '"'}]},
+        "fields": {},
+    }
+    rec.update(over)
+    return orjson.dumps(rec)
+
+
+def test_agent_scan_reads_the_texts_of_uniform_records_as_orjson_does() -> None:
+    rng = random.Random(11)
+    alphabet = string.printable.replace("\x0b", "") + '\b\fé€😀"\\/'  # no \\u escape
+    messages = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))) for _ in range(300)]
+    values = [_agent_value(i, m) for i, m in enumerate(messages)]
+    assert _speedups.agent_scan(values, AGENT_KEYS, 1, 0, 2) == _scan_ref(values, AGENT_KEYS, 1, 0, 2)
+    # Times and levels that are not read must be the same bytes in every record.
+    assert _speedups.agent_scan(values, AGENT_KEYS, 1, -1, -1) is None
+    same = [_agent_value(0, m) for m in messages]
+    assert _speedups.agent_scan(same, AGENT_KEYS, 1, -1, -1) == (messages, None, None)
+    # Whitespace between the tokens, as another writer puts it.
+    spaced = [orjson.dumps(orjson.loads(v), option=orjson.OPT_INDENT_2) for v in values[:20]]
+    assert _speedups.agent_scan(spaced, AGENT_KEYS, 1, 0, 2) == _scan_ref(spaced, AGENT_KEYS, 1, 0, 2)
+
+
+def test_agent_scan_declines_what_it_does_not_read_byte_for_byte() -> None:
+    good = _agent_value(0, "ok")
+    declined = {
+        "labels differ": _agent_value(1, "x", labels={"app": "other"}),
+        "fields differ": _agent_value(1, "x", fields={"user": "u"}),
+        "a \\u escape": b'{"timestamp":"2026-12-01T10:00:00Z","message":"\\u00e9"'
+        + good[good.index(b',"level"') :],
+        "a message that is not text": _agent_value(1, 5),  # type: ignore[arg-type]
+        "a level that is not text": _agent_value(1, "x", level=3),
+        "members in another order": orjson.dumps({"message": "x", **orjson.loads(good)}),
+        "a member more": _agent_value(1, "x", extra=1),
+        "a member less": orjson.dumps({k: v for k, v in orjson.loads(good).items() if k != "fields"}),
+        "not UTF-8": good.replace(b'"ok"', b'"\xff"'),
+        "a control character": good.replace(b'"ok"', b'"a\x01"'),
+        "something after the object": good + b"x",
+        "not closed": good[:-1],
+        "cut in a string": good[: good.index(b"ok") + 1],
+        "an escaped member name": good.replace(b'"level"', b'"lev\\u0065l"'),
+        "not bytes": "text",
+        "an array": b"[1]",
+    }
+    for name, value in declined.items():
+        assert _speedups.agent_scan([good, value], AGENT_KEYS, 1, 0, 2) is None, name  # type: ignore[list-item]
+    assert _speedups.agent_scan([], AGENT_KEYS, 1, 0, 2) is None
+    assert _speedups.agent_scan([good], AGENT_KEYS, 7, 0, 2) is None  # no such member
+    with pytest.raises(TypeError):
+        _speedups.agent_scan((good,), AGENT_KEYS, 1, 0, 2)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ compressed with snappy's block format (cramjam), as Promtail sends it.
 from __future__ import annotations
 
 import calendar
+import copy
 import gzip
 import operator
 import re
@@ -39,6 +40,7 @@ except ImportError:  # pragma: no cover - an install without a C compiler
 from log_capturer.engine.contract import Record, Refused
 from log_capturer.record import Chunk
 from log_capturer.sinks.encoding import DocEncoder, rfc3339_ns
+from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.loki.config import LokiSinkConfig
 
 #: The label an entry gets instead of its own when it would create a stream past ``max_streams``.
@@ -47,12 +49,56 @@ _INVALID_LABEL_CHAR = re.compile(r"[^A-Za-z0-9_]")
 _TS_PREFIX = b'{"timestamp":"'
 
 
+class LazyValues:
+    """A chunk's JSON records (as Kafka gets them), encoded when one is first asked for: an entry
+    whose line is its message needs its record only when it is parked or sent again."""
+
+    __slots__ = ("_values", "chunk", "key_field", "n")
+
+    def __init__(self, chunk: Chunk, key_field: str | None) -> None:
+        self.chunk = chunk
+        self.key_field = key_field
+        self.n = len(chunk.lines)
+        self._values: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> bytes:
+        values = self._values
+        if values is None:  # two threads may both encode: the same bytes
+            values = self._values = self._encode()
+        return values[i]
+
+    def _encode(self) -> list[bytes]:
+        chunk = self.chunk
+        try:
+            return encode_chunk(chunk, self.key_field)
+        except (TypeError, ValueError):
+            # Text the record encoder refuses (lone surrogates: a file's undecodable bytes): the
+            # lines as their entries carry them (backslashreplace), so the record still exists.
+            twin = copy.copy(chunk)
+            twin.lines = [ln.encode("utf-8", "backslashreplace").decode() for ln in chunk.lines]
+            try:
+                return encode_chunk(twin, self.key_field)
+            except (TypeError, ValueError):  # in the fields too: the line and its origin
+                origin = chunk.origin
+                return [
+                    orjson.dumps(
+                        {"message": ln, "source_type": origin.source_type, "source_id": origin.source_id}
+                    )
+                    for ln in twin.lines
+                ]
+
+
 class Entry:
     """One record as a Loki entry, and what its outcome is reported to."""
 
     __slots__ = (
+        "_value",
         "dest",
         "entry_id",
+        "index",
         "kind",
         "line",
         "meta",
@@ -62,12 +108,11 @@ class Entry:
         "stream",
         "tenant",
         "ts",
-        "value",
     )
 
     def __init__(
         self,
-        value: bytes,
+        value: bytes | LazyValues,
         dest: str,
         ts: int,
         line: bytes,
@@ -75,8 +120,10 @@ class Entry:
         tenant: str,
         meta: tuple[tuple[str, str], ...] | None = None,
     ) -> None:
-        #: The JSON record (as Kafka gets it) and its destination: what is parked or replayed.
-        self.value = value
+        #: The JSON record (as Kafka gets it; or the chunk's LazyValues, the record at ``index``)
+        #: and its destination: what is parked or replayed.
+        self._value: bytes | LazyValues = value
+        self.index = 0
         self.dest = dest
         self.ts = ts
         self.line = line
@@ -93,6 +140,20 @@ class Entry:
         self.entry_id = ""
         #: Sent again stamped now after Loki refused its timestamp (out_of_order_action).
         self.rewritten = False
+
+    @property
+    def value(self) -> bytes:
+        """The JSON record (encoded now when the entry was made without it)."""
+        value = self._value
+        if type(value) is bytes:
+            return value
+        assert isinstance(value, LazyValues)
+        return value[self.index]
+
+    @property
+    def lazy(self) -> bool:
+        """Made without its record (encoded when asked for)."""
+        return type(self._value) is not bytes
 
     @property
     def record(self) -> Record:
@@ -265,7 +326,7 @@ class Shaper:
         stream = self._stream(tenant, self.labels_for(doc))
         return Entry(record.value, record.topic, ts, line, stream, tenant, meta)
 
-    def _fast_entries(self, chunk: Chunk, values: list[bytes]) -> tuple[list[Entry], int]:
+    def _fast_entries(self, chunk: Chunk, values: list[bytes] | LazyValues) -> tuple[list[Entry], int]:
         """Entries from what the chunk knows (origin, levels, timestamps): one stream per level;
         and the length of the longest stream's labels."""
         origin = chunk.origin
@@ -288,7 +349,7 @@ class Shaper:
         return self._fast_lines(chunk, values, streams, dest), widest
 
     def _fast_lines(
-        self, chunk: Chunk, values: list[bytes], streams: dict[str, tuple[str, str]], dest: str
+        self, chunk: Chunk, values: list[bytes] | LazyValues, streams: dict[str, tuple[str, str]], dest: str
     ) -> list[Entry]:
         if _speedups is not None:  # the same entries, made in C (no Python code per line)
             return _speedups.loki_entries(
@@ -304,15 +365,24 @@ class Shaper:
         return self._fast_lines_py(chunk, values, streams, dest)
 
     def _fast_lines_py(
-        self, chunk: Chunk, values: list[bytes], streams: dict[str, tuple[str, str]], dest: str
+        self, chunk: Chunk, values: list[bytes] | LazyValues, streams: dict[str, tuple[str, str]], dest: str
     ) -> list[Entry]:
         """The entries of a chunk on the fast path: the reference for ``_speedups.loki_entries``."""
         if self._message_only:  # the line is the message: the chunk's own line
             stamps = chunk.timestamps or [chunk.read_time_ns] * len(values)
+            if isinstance(values, LazyValues):  # each entry's record: the chunk's, at its index
+                out = [
+                    Entry(values, dest, ts, line.encode("utf-8", "backslashreplace"), *streams[level])
+                    for line, ts, level in zip(chunk.lines, stamps, chunk.levels, strict=True)
+                ]
+                for i, e in enumerate(out):
+                    e.index = i
+                return out
             return [
                 Entry(value, dest, ts, line.encode("utf-8", "backslashreplace"), *streams[level])
                 for value, line, ts, level in zip(values, chunk.lines, stamps, chunk.levels, strict=True)
             ]
+        assert not isinstance(values, LazyValues)  # lazy only where the line is the message
         if chunk.timestamps is None:
             # Every record starts with the same timestamp member: cut it by its length.
             ts = chunk.read_time_ns
@@ -328,16 +398,27 @@ class Shaper:
             for value, ts, level in zip(values, chunk.timestamps, chunk.levels, strict=True)
         ]
 
-    def entries(self, chunk: Chunk, values: list[bytes]) -> tuple[list[Entry], list[Refused]]:
+    @property
+    def lazy_values(self) -> bool:
+        """Whether ``entries`` takes the chunk's records as :class:`LazyValues` (the line is the
+        message and the labels come from the origin: no record is read)."""
+        return self._message_only and self._from_origin
+
+    def entries(self, chunk: Chunk, values: list[bytes] | LazyValues) -> tuple[list[Entry], list[Refused]]:
         """A chunk's entries (from its JSON records), and the records refused before sending (too
         large, too old)."""
         refused: list[Refused] = []
         limit = self.config.max_request_size
         cutoff, clamp = self.age_cutoff()
+        if isinstance(values, LazyValues) and not (self.lazy_values and len(chunk.levels) == len(values)):
+            values = [values[i] for i in range(len(values))]
         if self._from_origin and len(chunk.levels) == len(values):
             shaped, widest = self._fast_entries(chunk, values)
-            # Lines are never longer than their records: the longest record bounds every size.
-            longest = max(map(len, values), default=0) + widest
+            if isinstance(values, LazyValues):
+                longest = max(map(_SIZE, shaped), default=32) - 32
+            else:
+                # Lines are never longer than their records: the longest record bounds every size.
+                longest = max(map(len, values), default=0) + widest
             stamps_ok = (
                 not cutoff
                 or (chunk.timestamps is None and chunk.read_time_ns >= cutoff)
@@ -346,14 +427,14 @@ class Shaper:
             if stamps_ok and (longest + 32 <= limit or all(e.size <= limit for e in shaped)):
                 return shaped, refused
         else:
+            assert not isinstance(values, LazyValues)  # made a list above
             shaped = [self.entry_of(Record(self.destination, v, None)) for v in values]
         out: list[Entry] = []
         for entry in shaped:
-            record = entry.record
             if entry.size > limit:
                 refused.append(
                     Refused(
-                        record,
+                        entry.record,
                         "too_large",
                         f"the entry is {entry.size} bytes, more than max_request_size={limit}",
                     )
@@ -364,7 +445,7 @@ class Shaper:
                     entry.ts = time.time_ns()
                     entry.rewritten = True
                 else:
-                    refused.append(Refused(record, "timestamp_too_old", self.too_old_text(entry.ts)))
+                    refused.append(Refused(entry.record, "timestamp_too_old", self.too_old_text(entry.ts)))
                     continue
             out.append(entry)
         return out, refused
@@ -432,6 +513,7 @@ def group(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
 
 
 _TS = operator.attrgetter("ts")
+_SIZE = operator.attrgetter("size")
 
 
 def protobuf_body(streams: dict[str, list[Entry]]) -> bytes:

@@ -54,7 +54,7 @@ from log_capturer.sinks.base import SinkStartError
 from log_capturer.sinks.kafka.encode import encode_chunk
 from log_capturer.sinks.kafka.quiet import Repeats
 from log_capturer.sinks.loki.config import LokiSinkConfig
-from log_capturer.sinks.loki.push import Entry, Shaper, encode
+from log_capturer.sinks.loki.push import Entry, LazyValues, Shaper, encode
 from log_capturer.sinks.tls import client_context
 
 if TYPE_CHECKING:
@@ -89,7 +89,10 @@ class LokiPrepared:
         self.chunk = chunk
         self.entries = entries
         self.refused = refused
-        self.nbytes = sum(len(e.value) for e in entries) + sum(len(r.record.value) for r in refused)
+        # Lazy entries hold their lines (the records are made if one is parked or sent again).
+        lazy = bool(entries) and entries[0].lazy
+        held = sum(map(_SIZE, entries)) if lazy else sum(len(e.value) for e in entries)
+        self.nbytes = held + sum(len(r.record.value) for r in refused)
         self.counts = {destination: len(chunk.lines)}
 
 
@@ -290,7 +293,13 @@ class LokiService:
         return [Record(dest, value, None) for value in encode_chunk(chunk, self.key_field)]
 
     def prepare(self, chunk: Chunk) -> LokiPrepared:
-        entries, refused = self.shaper.entries(chunk, encode_chunk(chunk, self.key_field))
+        # The line is the message: the records are encoded only if one is parked or sent again.
+        values = (
+            LazyValues(chunk, self.key_field)
+            if self.shaper.lazy_values
+            else encode_chunk(chunk, self.key_field)
+        )
+        entries, refused = self.shaper.entries(chunk, values)
         return LokiPrepared(chunk, entries, refused, self.default_destination)
 
     def send(self, prepared: Prepared, delivery: Delivery) -> list[Refused]:

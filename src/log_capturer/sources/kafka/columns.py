@@ -133,21 +133,29 @@ def agent_chunks(
     values = [v or b"" for v in map(Message.value, msgs)]
     if sum(map(bytes.startswith, values, repeat(b"{"))) != n:
         return None
-    try:
-        recs = list(map(_loads, values))
-    except orjson.JSONDecodeError:
-        return None
-    if set(map(type, recs)) != {dict}:
-        return None
-    keys = set(recs[0])
-    if sum(map(len, recs)) != n * len(keys) or set().union(*recs) != keys:
-        return None
-    message_key = next((k for k in records.config.message_key if k in keys), None)
-    time_key = next((k for k in records.config.timestamp_key if k in keys), None)
-    level_key = next((k for k in records.config.level_key if k in keys), None)
-    if message_key is None or not keys <= {message_key, time_key, level_key, *_MEMBERS}:
-        return None  # another member goes to fields, or a second message member: record by record
-    lines = list(map(itemgetter(message_key), recs))
+    scanned = _scan(records, values)
+    if scanned is not None:
+        # Every record is the first one but for its message, time and level: those are read in C,
+        # the rest (origin, fields) once from the first record.
+        first, keys, message_key, time_key, level_key, lines, time_values, level_values = scanned
+        recs = [first]
+    else:
+        try:
+            recs = list(map(_loads, values))
+        except orjson.JSONDecodeError:
+            return None
+        if set(map(type, recs)) != {dict}:
+            return None
+        keys = set(recs[0])
+        if sum(map(len, recs)) != n * len(keys) or set().union(*recs) != keys:
+            return None
+        chosen = _members(records, keys)
+        if chosen is None:
+            return None  # another member goes to fields, or a second message member: record by record
+        message_key, time_key, level_key = chosen
+        lines = list(map(itemgetter(message_key), recs))
+        time_values = list(map(itemgetter(time_key), recs)) if time_key is not None else None
+        level_values = list(map(itemgetter(level_key), recs)) if level_key is not None else None
     if set(map(type, lines)) != {str}:
         return None
     if any(map(str.endswith, lines, repeat("\n"))):
@@ -156,31 +164,42 @@ def agent_chunks(
         return None
     meta, offsets, events = kafka_meta(tp, msgs)
     stamps: list[int | None] = list(events)
-    if time_key is not None:
-        parsed = _stamps(list(map(itemgetter(time_key), recs)))
+    if time_values is not None:
+        parsed = _stamps(time_values)
         if parsed is None:
             return None
         stamps = list(parsed)
     levels: list[str | None] | None = None
     wrong_levels: list[int] = []
-    if level_key is not None:
-        values_ = list(map(itemgetter(level_key), recs))
-        levels = _levels(values_, records._level_cache)
+    if level_values is not None:
+        levels = _levels(level_values, records._level_cache)
         if None in levels:
             # Not a level: the member stays in the record's fields (as the general path does).
             wrong_levels = [i for i, lv in enumerate(levels) if lv is None]
-    fields = list(map(dict.get, recs, repeat("fields")))
-    if not set(map(type, fields)) <= {dict, type(None)}:
-        return None
-    out_meta: list[dict[str, Any] | None] = []
-    for f, km in zip(fields, meta, strict=True):
-        if f is None:
-            out_meta.append({field: km})
+    if scanned is not None:
+        # One fields object for all: each record its own copy with its metadata.
+        shared = first.get("fields")
+        if not isinstance(shared, dict | None):
+            return None
+        fields: list[Any] = [shared] * n
+        if shared:
+            out_meta: list[dict[str, Any] | None] = [{**shared, field: km} for km in meta]
         else:
-            f[field] = km
-            out_meta.append(f)
+            out_meta = [{field: km} for km in meta]
+    else:
+        fields = list(map(dict.get, recs, repeat("fields")))
+        if not set(map(type, fields)) <= {dict, type(None)}:
+            return None
+        out_meta = []
+        for f, km in zip(fields, meta, strict=True):
+            if f is None:
+                out_meta.append({field: km})
+            else:
+                f[field] = km
+                out_meta.append(f)
     for i in wrong_levels:
-        f = {level_key: recs[i][level_key]}
+        assert level_values is not None and level_key is not None
+        f = {level_key: level_values[i]}
         f.update(fields[i] or {})
         f[field] = meta[i]
         out_meta[i] = f
@@ -205,6 +224,56 @@ def agent_chunks(
         chunk.stream = stream
         out.append(chunk)
     return out
+
+
+def _members(records: Records, keys: set[str]) -> tuple[str, str | None, str | None] | None:
+    """The message, time and level members of records with ``keys``; None when there is no
+    message member or another member goes to fields (a record-by-record decision)."""
+    message_key = next((k for k in records.config.message_key if k in keys), None)
+    time_key = next((k for k in records.config.timestamp_key if k in keys), None)
+    level_key = next((k for k in records.config.level_key if k in keys), None)
+    if message_key is None or not keys <= {message_key, time_key, level_key, *_MEMBERS}:
+        return None
+    return message_key, time_key, level_key
+
+
+def _scan(
+    records: Records, values: list[bytes]
+) -> (
+    tuple[
+        dict[str, Any], set[str], str, str | None, str | None, list[str], list[Any] | None, list[Any] | None
+    ]
+    | None
+):
+    """The poll read by ``_speedups.agent_scan`` when every record has the first one's members,
+    in its order, and differs from it only in the text of its message, time and level: (the first
+    record, its members, the message, time and level members, then their values); None: read
+    each record with orjson."""
+    if _speedups is None:
+        return None
+    try:
+        first = _loads(values[0])
+    except orjson.JSONDecodeError:
+        return None
+    if type(first) is not dict:
+        return None
+    order = tuple(first)
+    keys = set(order)
+    chosen = _members(records, keys)
+    if chosen is None:
+        return None
+    message_key, time_key, level_key = chosen
+    got = _speedups.agent_scan(
+        values,
+        order,
+        order.index(message_key),
+        -1 if time_key is None else order.index(time_key),
+        -1 if level_key is None else order.index(level_key),
+    )
+    if got is None:
+        return None
+    lines, times, levels = got
+    return first, keys, message_key, time_key, level_key, lines, times, levels
 
 
 def _pick(idx: list[int]) -> Any:

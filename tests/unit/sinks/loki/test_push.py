@@ -23,6 +23,7 @@ from log_capturer.sinks.loki.config import LokiSinkConfig
 from log_capturer.sinks.loki.push import (
     OVERFLOW_LABEL,
     Entry,
+    LazyValues,
     Shaper,
     encode,
     group,
@@ -397,6 +398,71 @@ def test_c_entries_and_body_are_those_of_the_python_reference(
         (e.ts, e.line) for e in ref + with_meta
     }
     assert ("labels_app", 'we"b') in {m for _l, es in decoded for _t, _ln, ms in es for m in ms}
+
+
+@pytest.mark.parametrize("stamped", [False, True])
+def test_lazy_entries_make_their_records_only_when_asked(
+    stamped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(f"lazy{stamped}")
+    shaper = Shaper(config(line_format="message", default_labels={"job": "j"}))
+    assert shaper.lazy_values
+    lines = [ln.encode("utf-8", "replace").decode() for ln in _edge_lines(rng)]
+    chunk = _chunk(lines, rng, stamped, {"app": "web"})
+    values = encode_chunk(chunk, None)
+    lazy = LazyValues(chunk, None)
+    got, refused = shaper.entries(chunk, lazy)
+    assert (lazy._values is None) == (not refused)  # encoded for the refused records only
+    assert refused or not stamped
+    with monkeypatch.context() as mp:
+        mp.setattr(push_mod, "_speedups", None)
+        lazy_py = LazyValues(chunk, None)
+        want, refused_py = shaper.entries(chunk, lazy_py)
+    eager, refused_eager = shaper.entries(chunk, values)
+    assert all(e.lazy for e in got + want) and not any(e.lazy for e in eager)
+    # The same entries as with the records made first, but for the record each holds.
+    same = [n for n in Entry.__slots__ if n not in ("_value", "index")]
+    for a, b, c in zip(got, want, eager, strict=True):
+        assert [getattr(a, n) for n in same] == [getattr(b, n) for n in same] == [getattr(c, n) for n in same]
+        assert a.index == b.index
+    assert not any(gc.is_tracked(e) for e in got)
+    assert [r.reason for r in refused] == [r.reason for r in refused_py] == [r.reason for r in refused_eager]
+    # Asked for (parked, sent again, refused): the records, encoded once for the chunk.
+    assert [e.record for e in got] == [e.record for e in eager]
+    assert [r.record for r in refused] == [r.record for r in refused_eager]
+    assert [e.value for e in want] == [e.value for e in eager]
+    assert lazy._values is not None and len(lazy) == len(chunk.lines)
+    encoded = lazy._values
+    _ = got[0].value
+    assert lazy._values is encoded
+    # Not the lines: the records are made first (the shaper reads them).
+    json_shaper = Shaper(config(line_format="json", default_labels={"job": "j"}))
+    assert not json_shaper.lazy_values
+    plain, _r = json_shaper.entries(chunk, LazyValues(chunk, None))
+    assert not any(e.lazy for e in plain)
+    with pytest.raises(TypeError):
+        push_mod._speedups.loki_entries(Entry, lazy, None, None, 1, chunk.levels, {}, "d")
+
+
+def test_lazy_records_of_text_the_record_encoder_refuses_never_raise() -> None:
+    shaper = Shaper(config(line_format="message", default_labels={"job": "j"}))
+    chunk = Chunk(Origin("file", "/a.log"), ["\udcff undecodable", "ok"], start=0, end=2)
+    chunk.levels = ["info", "info"]
+    with pytest.raises(TypeError):
+        encode_chunk(chunk, None)  # orjson refuses lone surrogates
+    got, refused = shaper.entries(chunk, LazyValues(chunk, None))
+    assert not refused and [e.line for e in got] == [b"\\udcff undecodable", b"ok"]
+    records = [orjson.loads(e.record.value) for e in got]
+    assert [r["message"] for r in records] == ["\\udcff undecodable", "ok"]
+    assert records[0]["source_id"] == "/a.log"
+    # Refused in the fields too: the line and its origin.
+    chunk.meta = [{"f": "\udcff"}, None]
+    chunk.timestamps = [time.time_ns(), time.time_ns()]
+    got, _r = shaper.entries(chunk, LazyValues(chunk, None))
+    assert [orjson.loads(e.record.value) for e in got] == [
+        {"message": "\\udcff undecodable", "source_type": "file", "source_id": "/a.log"},
+        {"message": "ok", "source_type": "file", "source_id": "/a.log"},
+    ]
 
 
 def test_c_body_of_nothing_and_of_empty_streams() -> None:

@@ -8,6 +8,8 @@ import email.utils
 import time
 from typing import Any
 
+import orjson
+
 from log_capturer.engine.runner import Delivery
 from log_capturer.observability.metrics import Metrics
 from log_capturer.record import Chunk, Origin
@@ -59,6 +61,20 @@ def sink_with(lines: list[str], **section: Any) -> tuple[LokiSink, list[Entry], 
         e.owner = delivery
     sink.loki._held = len(prepared.entries)
     return sink, prepared.entries, delivery
+
+
+def test_entries_of_message_lines_hold_their_lines_and_make_records_when_parked() -> None:
+    sink, entries, _ = sink_with(["a", "bb", "ccc"], line_format="message")
+    assert all(e.lazy for e in entries)
+    chunk = Chunk(Origin("file", "/a.log"), ["a", "bb", "ccc"], start=0, end=3)
+    chunk.levels = ["info"] * 3
+    prepared = sink.loki.prepare(chunk)
+    assert prepared.nbytes == sum(e.size for e in prepared.entries)
+    assert [orjson.loads(e.record.value)["message"] for e in prepared.entries] == ["a", "bb", "ccc"]
+    # A record Loki refuses goes to the DLQ with its JSON record, as any other.
+    sink.loki._outcome(entries[1:2], 400, "bad entry", None)
+    (dead,) = sink._to_dead_letter
+    assert orjson.loads(dead.record.value)["message"] == "bb"
 
 
 def test_2xx_delivers_every_entry() -> None:

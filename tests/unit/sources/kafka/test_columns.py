@@ -99,6 +99,17 @@ CASES = {
         {"message": f"m{i}", "level": (None, 3, True, [1], "warn", 30.0)[i % 6]} for i in range(12)
     ],
     "only a message": [{"log": f"m{i}"} for i in range(5)],
+    # Uniform records (read in C): one fields object, escapes, levels that are not one.
+    "agent records of one source": [agent(i, source_id="/a.log", fields={"user": "u1"}) for i in range(12)],
+    "agent records without fields, escaped messages": [
+        agent(i, source_id="/a.log", fields=None, message=f'{{"m":"\\t{i}\\"}}\n\té') for i in range(12)
+    ],
+    "agent records, empty fields, numeric level in one": [
+        agent(i, source_id="/a.log", fields={}, level=3 if i == 5 else "info") for i in range(8)
+    ],
+    "agent records, one message with a \\u escape": [
+        agent(i, source_id="/a.log", fields={}, message="\x01" if i == 3 else "m") for i in range(8)
+    ],
 }
 
 
@@ -138,6 +149,23 @@ DECLINED: dict[str, list[Any]] = {
 def test_what_needs_a_record_by_record_decision_is_left_to_the_general_path(name: str) -> None:
     src = source()
     assert agent_chunks(src.records, src._origin(TP), "kafka", TP, msgs(DECLINED[name]), "auto") is None
+
+
+def test_uniform_records_are_read_without_orjson_per_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    from log_capturer.sources.kafka import columns
+
+    calls: list[bytes] = []
+
+    def counting(value: bytes) -> Any:
+        calls.append(value)
+        return orjson.loads(value)
+
+    monkeypatch.setattr(columns, "_loads", counting)
+    values = CASES["agent records of one source"]
+    src = source()
+    fast = agent_chunks(src.records, src._origin(TP), "kafka", TP, msgs(values), "auto")
+    assert fast is not None and len(calls) == 1  # the first record only
+    assert shape(fast) == shape(general(source(), msgs(values)))
 
 
 def test_raw_is_never_the_fast_paths() -> None:
