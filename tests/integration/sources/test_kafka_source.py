@@ -74,10 +74,16 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int = PARTITIO
         c.close()
 
 
+def written(path: Path) -> list[dict[str, Any]]:
+    """The records the local_file sink wrote to ``path`` so far (a line still being written, or
+    cut by a kill, is left out)."""
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().split(b"\n")[:-1]]
+
+
 def records(directory: Path) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(line) for p in sorted(directory.glob("*.log")) for line in p.read_bytes().splitlines()
-    ]
+    return [r for p in sorted(directory.glob("*.log")) for r in written(p)]
 
 
 def seqs(directory: Path) -> Counter[int]:

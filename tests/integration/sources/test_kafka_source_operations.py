@@ -10,9 +10,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 import yaml
 
@@ -24,6 +22,7 @@ from tests.integration.sources.test_kafka_source import (
     produce,
     records,
     seqs,
+    written,
 )
 from tests.support import AgentProcess, wait_until, write_config
 
@@ -72,11 +71,11 @@ def test_two_workers_are_two_members_of_the_group(tmp_path: Path, bootstrap: str
         wait_until(lambda: sum(seqs(out).values()) >= n + 1000, 60, "records flowing again")
         workers = agent.get("/health")["checks"]["workers"]["workers"]
         os.kill(next(w["pid"] for w in workers if w["index"] == 1), signal.SIGKILL)
-        written = records_of(out / "out-1.log")
+        killed = written(out / "out-1.log")
         at_kill = committed(bootstrap, group, topic, 4)
         # What the killed worker wrote past its last commit is what its successor reads again.
         uncommitted = sum(
-            1 for r in written if r["fields"]["kafka"]["offset"] >= at_kill[r["fields"]["kafka"]["partition"]]
+            1 for r in killed if r["fields"]["kafka"]["offset"] >= at_kill[r["fields"]["kafka"]["partition"]]
         )
         producer.join(60)
         wait_until(lambda: set(seqs(out)) == set(range(n + more)), 120, "every record after the kill")
@@ -101,10 +100,6 @@ def test_two_workers_are_two_members_of_the_group(tmp_path: Path, bootstrap: str
     duplicates = sum(got.values()) - (n + more)
     print(f"two workers, one killed: {n + more} records, {duplicates} read twice ({uncommitted} uncommitted)")
     assert 0 <= duplicates <= uncommitted
-
-
-def records_of(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
 
 
 def test_a_reload_changing_the_topics_and_the_sink_loses_nothing(

@@ -76,10 +76,10 @@ def test_crashed_sources_are_restarted_reported_and_lose_no_line(
             raise RuntimeError("injected crash")
         real_submit(tf, chunk)
 
-    def pump_all(now: float) -> bool:
+    def pump_all(now: float, work: set[Any] | None = None) -> bool:
         if crashed.is_set():
             looked.wait(60)
-        return real_pump(now)
+        return real_pump(now, work)
 
     monkeypatch.setattr(src.tailer, "_submit", submit)
     monkeypatch.setattr(src.tailer, "pump_all", pump_all)

@@ -96,6 +96,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def cut_torn_line(path: Path, fd: int, size: int, block: int = 65536) -> int:
+    """Cut off what follows the last newline of a file about to be appended to, and return its new
+    size: a line a killed agent was writing (its record was not acknowledged, so it is written
+    again). Appending after it would glue the next record to it and spoil both lines."""
+    with open(path, "rb") as r:
+        r.seek(size - 1)
+        if r.read(1) == b"\n":
+            return size
+        end = size
+        while end > 0:
+            start = max(0, end - block)
+            r.seek(start)
+            data = r.read(end - start)
+            nl = data.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            end = start
+        else:
+            keep = 0
+    if keep != size:
+        log.warning(
+            "local_file: %s ended in a torn line (%d bytes); cut off, its record is written again",
+            path,
+            size - keep,
+        )
+        os.ftruncate(fd, keep)
+    return keep
+
+
 def _error(exc: OSError) -> tuple[Failure, str, str]:
     code = errno.errorcode.get(exc.errno or 0, "EIO")
     failure = Failure.REJECT if exc.errno in OWN_ERRORS else Failure.RETRY
@@ -268,6 +298,9 @@ class Writer(threading.Thread):
                 os.fchmod(fd, self.config.file_permissions)
                 if self.config.auto_sync:
                     _fsync_dir(svc.directory)  # the new file's name is on disk with its lines
+            elif stat.S_ISREG(st.st_mode):
+                size = cut_torn_line(path, fd, st.st_size)
+                st = os.fstat(fd) if size != st.st_size else st
         except OSError:
             self._forget(name, fd)
             raise
