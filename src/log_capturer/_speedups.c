@@ -2821,6 +2821,56 @@ static PyObject *doc_ids_at(PyObject *m, PyObject *args) {
     return out;
 }
 
+/*
+ * doc_ids_offsets(base, offsets) -> list[str]
+ *
+ * bulk.doc_ids for a Kafka chunk: id i = URL-safe base64 of BLAKE2b-120(base + offsets[i] as 8
+ * little-endian bytes). An offset is an int in 0..2**64-1 (OverflowError otherwise, as
+ * int.to_bytes).
+ */
+static PyObject *doc_ids_offsets(PyObject *m, PyObject *args) {
+    const char *base;
+    Py_ssize_t base_n;
+    PyObject *offsets;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "y#O!", &base, &base_n, &PyList_Type, &offsets))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(offsets);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    b2_t seed;
+    b2_init(&seed, 15);
+    b2_update(&seed, (const uint8_t *)base, (size_t)base_n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *off = PyList_GET_ITEM(offsets, i);
+        if (!PyLong_Check(off)) {
+            PyErr_SetString(PyExc_TypeError, "offsets must be ints");
+            Py_DECREF(out);
+            return NULL;
+        }
+        unsigned long long pos = PyLong_AsUnsignedLongLong(off);
+        if (pos == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        b2_t s = seed;
+        uint8_t at[8], digest[15];
+        for (int k = 0; k < 8; k++)
+            at[k] = (uint8_t)(pos >> (8 * k));
+        b2_update(&s, at, 8);
+        b2_final(&s, digest, 15);
+        PyObject *id = PyUnicode_New(20, 127);
+        if (!id) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        b64url15(digest, (char *)PyUnicode_DATA(id));
+        PyList_SET_ITEM(out, i, id);
+    }
+    return out;
+}
+
 /* utc_stamps: the event times (ns since the epoch) of text stamps in the agent's own shape,
  * "YYYY-MM-DDTHH:MM:SS[.fraction]Z" (1 to 9 fraction digits), years 1678-2261 (what an int64 of
  * nanoseconds holds); None when one is anything else (Python's time_ns decides then: this gives
@@ -3158,6 +3208,8 @@ static PyMethodDef methods[] = {
     {"bulk_docs", bulk_docs, METH_VARARGS,
      "bulk_docs(index, values, ids, lo, hi, op_type, pipeline, doc_type, rename, dumps) -> a _bulk body"},
     {"doc_ids_at", doc_ids_at, METH_VARARGS, "doc_ids_at(base, start, lines) -> Elasticsearch ids of lines"},
+    {"doc_ids_offsets", doc_ids_offsets, METH_VARARGS,
+     "doc_ids_offsets(base, offsets) -> Elasticsearch ids of Kafka records"},
     {"agent_scan", agent_scan, METH_VARARGS,
      "agent_scan(values, keys, message, time, level) -> (lines, times, levels) of uniform records, or None"},
     {"utc_stamps", utc_stamps, METH_O, "utc_stamps(texts) -> ns of agent-shaped RFC 3339 UTC stamps, or None"},

@@ -179,6 +179,11 @@ def bulk_docs(
     TypeError: an index not str, a value not bytes, an id neither str, bytes nor None;
     ValueError: lists of different lengths; IndexError: lo..hi outside them."""
 
+def doc_ids_offsets(base: bytes, offsets: list[int], /) -> list[str]:
+    """``elasticsearch.bulk.doc_ids`` for a Kafka chunk: id i is the URL-safe base64 of the
+    15-byte BLAKE2b of ``base`` + ``offsets[i]`` (8 bytes, little-endian), as ``hashlib.blake2b``
+    gives it. OverflowError: an offset below 0 or from 2**64 on (as ``int.to_bytes``)."""
+
 def doc_ids_at(base: bytes, start: int, lines: list[bytes] | list[str], /) -> list[str]:
     """``elasticsearch.bulk.doc_ids`` for exact positions: id i is the URL-safe base64 of the
     15-byte BLAKE2b of ``base`` + the line's offset (8 bytes, little-endian; from ``start``, each
