@@ -752,7 +752,8 @@ static int ts_head(char *o, long long ns, long long *last_sec, char *date) {
  *   head_i + JSON(lines[i]) + tails[levels[i]] + fields_i + ('}' | ',"truncated":true}')
  * head_i is head when stamps is None, else the head of stamps[i] (formatted here for 1970-9999,
  * else heads[stamps[i]]); fields_i is dumps(meta[i]) (with key_field: keys[i] when keys[i] is
- * not None) when meta[i] is truthy, else fields[keys[i]] (fields[None] when keys is None);
+ * not None) when meta[i] is truthy (meta[i] itself when it is bytes: fields already encoded, no key
+ * then), else fields[keys[i]] (fields[None] when keys is None);
  * truncated is None or a set of line indexes.
  */
 static PyObject *encode_full(PyObject *m, PyObject *args) {
@@ -825,7 +826,14 @@ static PyObject *encode_full(PyObject *m, PyObject *args) {
             goto fail_item;
         const char *fs;
         Py_ssize_t fn;
-        if (has_extra) {
+        if (has_extra && PyBytes_Check(extra)) {
+            /* The fields object already encoded (the Kafka source's lazy metadata): as it is. */
+            if (k != Py_None && key_field != Py_None) {
+                PyErr_SetString(PyExc_TypeError, "an encoded meta item takes no key_field");
+                goto fail_item;
+            }
+            fobj = Py_NewRef(extra);
+        } else if (has_extra) {
             PyObject *obj;
             if (k != Py_None && key_field != Py_None) {
                 obj = PyDict_Check(extra) ? PyDict_Copy(extra) : PyObject_CallOneArg((PyObject *)&PyDict_Type, extra);
@@ -2821,6 +2829,147 @@ static PyObject *doc_ids_at(PyObject *m, PyObject *args) {
     return out;
 }
 
+/*
+ * doc_ids_offsets(base, offsets) -> list[str]
+ *
+ * bulk.doc_ids for a Kafka chunk: id i = URL-safe base64 of BLAKE2b-120(base + offsets[i] as 8
+ * little-endian bytes). An offset is an int in 0..2**64-1 (OverflowError otherwise, as
+ * int.to_bytes).
+ */
+static PyObject *doc_ids_offsets(PyObject *m, PyObject *args) {
+    const char *base;
+    Py_ssize_t base_n;
+    PyObject *offsets;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "y#O!", &base, &base_n, &PyList_Type, &offsets))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(offsets);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    b2_t seed;
+    b2_init(&seed, 15);
+    b2_update(&seed, (const uint8_t *)base, (size_t)base_n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *off = PyList_GET_ITEM(offsets, i);
+        if (!PyLong_Check(off)) {
+            PyErr_SetString(PyExc_TypeError, "offsets must be ints");
+            Py_DECREF(out);
+            return NULL;
+        }
+        unsigned long long pos = PyLong_AsUnsignedLongLong(off);
+        if (pos == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        b2_t s = seed;
+        uint8_t at[8], digest[15];
+        for (int k = 0; k < 8; k++)
+            at[k] = (uint8_t)(pos >> (8 * k));
+        b2_update(&s, at, 8);
+        b2_final(&s, digest, 15);
+        PyObject *id = PyUnicode_New(20, 127);
+        if (!id) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        b64url15(digest, (char *)PyUnicode_DATA(id));
+        PyList_SET_ITEM(out, i, id);
+    }
+    return out;
+}
+
+/*
+ * kafka_fields(prefix, offsets, keys, stamps, dumps) -> list[bytes]
+ *
+ * The fields object of each Kafka record, as dumps({field: {"topic", "partition", "offset", "key",
+ * "timestamp"}}) gives it: prefix (up to the offset's value) + offsets[i] + ,"key": + null or
+ * dumps(keys[i]) + ,"timestamp": + null or stamps[i] + }}. Offsets and stamps are ints (or None
+ * for a stamp) within a long long.
+ */
+static int put_ll(PyObject *v, char *buf, Py_ssize_t *n) {
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    *n = (Py_ssize_t)snprintf(buf, 24, "%lld", x);
+    return 0;
+}
+
+static PyObject *kafka_fields(PyObject *m, PyObject *args) {
+    const char *prefix;
+    Py_ssize_t prefix_n;
+    PyObject *offsets, *keys, *stamps, *dumps;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "y#O!O!O!O", &prefix, &prefix_n, &PyList_Type, &offsets, &PyList_Type, &keys,
+                          &PyList_Type, &stamps, &dumps))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(offsets);
+    if (PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(stamps) != n) {
+        PyErr_SetString(PyExc_ValueError, "offsets, keys and stamps must be lists of one length");
+        return NULL;
+    }
+    static const char KEY[] = ",\"key\":", TS[] = ",\"timestamp\":";
+    const Py_ssize_t key_n = (Py_ssize_t)sizeof(KEY) - 1, ts_n = (Py_ssize_t)sizeof(TS) - 1;
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *off = PyList_GET_ITEM(offsets, i), *key = PyList_GET_ITEM(keys, i);
+        PyObject *st = PyList_GET_ITEM(stamps, i), *kj = NULL;
+        char obuf[24], sbuf[24];
+        Py_ssize_t on, sn = 4, kn = 4;
+        const char *ks = "null";
+        if (!PyLong_Check(off) || (st != Py_None && !PyLong_Check(st))) {
+            PyErr_SetString(PyExc_TypeError, "offsets must be ints, stamps ints or None");
+            goto fail;
+        }
+        if (put_ll(off, obuf, &on) < 0)
+            goto fail;
+        if (st == Py_None)
+            memcpy(sbuf, "null", 4);
+        else if (put_ll(st, sbuf, &sn) < 0)
+            goto fail;
+        if (key != Py_None) {
+            kj = PyObject_CallOneArg(dumps, key);
+            if (!kj)
+                goto fail;
+            if (!PyBytes_Check(kj)) {
+                Py_DECREF(kj);
+                PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+                goto fail;
+            }
+            ks = PyBytes_AS_STRING(kj);
+            kn = PyBytes_GET_SIZE(kj);
+        }
+        PyObject *rec = PyBytes_FromStringAndSize(NULL, prefix_n + on + key_n + kn + ts_n + sn + 2);
+        if (!rec) {
+            Py_XDECREF(kj);
+            goto fail;
+        }
+        char *o = PyBytes_AS_STRING(rec);
+        memcpy(o, prefix, (size_t)prefix_n);
+        o += prefix_n;
+        memcpy(o, obuf, (size_t)on);
+        o += on;
+        memcpy(o, KEY, (size_t)key_n);
+        o += key_n;
+        memcpy(o, ks, (size_t)kn);
+        o += kn;
+        memcpy(o, TS, (size_t)ts_n);
+        o += ts_n;
+        memcpy(o, sbuf, (size_t)sn);
+        o += sn;
+        o[0] = '}';
+        o[1] = '}';
+        Py_XDECREF(kj);
+        PyList_SET_ITEM(out, i, rec);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* utc_stamps: the event times (ns since the epoch) of text stamps in the agent's own shape,
  * "YYYY-MM-DDTHH:MM:SS[.fraction]Z" (1 to 9 fraction digits), years 1678-2261 (what an int64 of
  * nanoseconds holds); None when one is anything else (Python's time_ns decides then: this gives
@@ -3158,6 +3307,10 @@ static PyMethodDef methods[] = {
     {"bulk_docs", bulk_docs, METH_VARARGS,
      "bulk_docs(index, values, ids, lo, hi, op_type, pipeline, doc_type, rename, dumps) -> a _bulk body"},
     {"doc_ids_at", doc_ids_at, METH_VARARGS, "doc_ids_at(base, start, lines) -> Elasticsearch ids of lines"},
+    {"kafka_fields", kafka_fields, METH_VARARGS,
+     "kafka_fields(prefix, offsets, keys, stamps, dumps) -> each Kafka record's fields JSON"},
+    {"doc_ids_offsets", doc_ids_offsets, METH_VARARGS,
+     "doc_ids_offsets(base, offsets) -> Elasticsearch ids of Kafka records"},
     {"agent_scan", agent_scan, METH_VARARGS,
      "agent_scan(values, keys, message, time, level) -> (lines, times, levels) of uniform records, or None"},
     {"utc_stamps", utc_stamps, METH_O, "utc_stamps(texts) -> ns of agent-shaped RFC 3339 UTC stamps, or None"},

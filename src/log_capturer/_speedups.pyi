@@ -106,7 +106,7 @@ def encode_full(
     dumps: Callable[[Any], bytes],
     stamps: list[int] | None,
     heads: Mapping[int, bytes],
-    meta: list[dict[str, Any] | None] | None,
+    meta: list[dict[str, Any] | None] | list[bytes] | None,
     key_field: str | None,
     truncated: AbstractSet[int] | None,
     /,
@@ -178,6 +178,23 @@ def bulk_docs(
     ``{"timestamp":`` starts with ``rename`` instead when it is not empty), byte for byte.
     TypeError: an index not str, a value not bytes, an id neither str, bytes nor None;
     ValueError: lists of different lengths; IndexError: lo..hi outside them."""
+
+def kafka_fields(
+    prefix: bytes,
+    offsets: list[int],
+    keys: list[Any],
+    stamps: list[int | None],
+    dumps: Callable[[Any], bytes],
+    /,
+) -> list[bytes]:
+    """Each Kafka record's fields object as ``dumps`` gives ``{field: {"topic", "partition",
+    "offset", "key", "timestamp"}}``: ``prefix`` (up to the offset's value) + the offset +
+    ``,"key":`` + ``null`` or ``dumps(key)`` + ``,"timestamp":`` + ``null`` or the stamp + ``}}``."""
+
+def doc_ids_offsets(base: bytes, offsets: list[int], /) -> list[str]:
+    """``elasticsearch.bulk.doc_ids`` for a Kafka chunk: id i is the URL-safe base64 of the
+    15-byte BLAKE2b of ``base`` + ``offsets[i]`` (8 bytes, little-endian), as ``hashlib.blake2b``
+    gives it. OverflowError: an offset below 0 or from 2**64 on (as ``int.to_bytes``)."""
 
 def doc_ids_at(base: bytes, start: int, lines: list[bytes] | list[str], /) -> list[str]:
     """``elasticsearch.bulk.doc_ids`` for exact positions: id i is the URL-safe base64 of the

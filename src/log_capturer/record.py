@@ -17,9 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
+
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _speedups = cast(Any, None)
 
 
 def text_bytes_py(lines: list[str]) -> int:
@@ -61,19 +66,68 @@ class Origin:
         )
 
 
+class KafkaMeta:
+    """The Kafka metadata of a chunk's records as columns (``field``: the fields member that holds
+    it; the topic and partition of all; each record's offset, key and timestamp in ms or None):
+    what ``Chunk.meta`` holds, ``{field: {"topic", "partition", "offset", "key", "timestamp"}}``
+    per record, without a dict per record until one is asked for (:meth:`dicts`); a sink's
+    encoder takes each record's fields as JSON from :meth:`encoded`."""
+
+    __slots__ = ("field", "keys", "ms", "offsets", "partition", "topic")
+
+    def __init__(
+        self,
+        field: str,
+        topic: str,
+        partition: int,
+        offsets: list[int],
+        keys: list[Any],
+        ms: list[int | None],
+    ) -> None:
+        self.field = field
+        self.topic = topic
+        self.partition = partition
+        self.offsets = offsets
+        self.keys = keys
+        self.ms = ms
+
+    def dicts(self) -> list[dict[str, Any]]:
+        field, topic, partition = self.field, self.topic, self.partition
+        return [
+            {field: {"topic": topic, "partition": partition, "offset": o, "key": k, "timestamp": t}}
+            for o, k, t in zip(self.offsets, self.keys, self.ms, strict=True)
+        ]
+
+    def encoded(self) -> list[bytes]:
+        """Each record's fields object as ``orjson.dumps`` gives it (in C when the module is built)."""
+        if _speedups is not None:
+            prefix = (
+                b"{"
+                + orjson.dumps(self.field)
+                + b':{"topic":'
+                + orjson.dumps(self.topic)
+                + b',"partition":'
+                + str(int(self.partition)).encode()
+                + b',"offset":'
+            )
+            return _speedups.kafka_fields(prefix, self.offsets, self.keys, self.ms, orjson.dumps)
+        return list(map(orjson.dumps, self.dicts()))
+
+
 class Chunk:
     """Lines read together from one origin, acknowledged as a whole."""
 
     __slots__ = (
         "_done_cb",
         "_lock",
+        "_meta",
         "_text_bytes",
         "done",
         "end",
         "keys",
         "levels",
         "lines",
-        "meta",
+        "meta_columns",
         "offsets",
         "origin",
         "pending",
@@ -105,6 +159,10 @@ class Chunk:
         #: ``<device>:<inode>`` (a path's rotated and new files). '' when the origin says all.
         self.stream = ""
         self.read_time_ns = time.time_ns() if read_time_ns is None else read_time_ns
+        #: The per-line extra fields as columns, made into ``meta`` when it is first read (the
+        #: Kafka source's metadata); None once made, or when the source gave ``meta`` itself.
+        self._meta: list[dict[str, Any] | None] | None = None
+        self.meta_columns: KafkaMeta | None = None
         #: Per-line extra fields from the source (``None`` when no line has any).
         self.meta = meta
         #: Per-line offsets in ``stream`` when the source has one per record (Kafka: the
@@ -131,6 +189,23 @@ class Chunk:
         self.registered = False
         self._done_cb: Callable[[Chunk], None] | None = None
         self._lock = threading.Lock()
+
+    @property
+    def meta(self) -> list[dict[str, Any] | None] | None:
+        """Per-line extra fields from the source (``None`` when no line has any); made from
+        ``meta_columns`` when it is first read."""
+        cols = self.meta_columns
+        if cols is not None:  # two threads may both make them: equal lists
+            made: list[dict[str, Any] | None] = list(cols.dicts())
+            self._meta = made
+            self.meta_columns = None
+            return made
+        return self._meta
+
+    @meta.setter
+    def meta(self, value: list[dict[str, Any] | None] | None) -> None:
+        self._meta = value
+        self.meta_columns = None
 
     def __len__(self) -> int:
         return len(self.lines)

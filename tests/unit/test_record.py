@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 
 from log_capturer import record
@@ -47,3 +48,49 @@ def test_text_bytes_refuses_what_is_not_a_list_of_str() -> None:
 
     with pytest.raises(TypeError):
         _speedups.text_bytes(["ok", b"bytes"])
+
+
+def test_kafka_meta_columns_encode_as_their_dicts_with_and_without_the_c_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from log_capturer.record import KafkaMeta
+
+    keys = [None, "k", 'q"uo\\te', "caf\u00e9 \u65e5", "\\xff bad", "\x01ctl", None]
+    ms = [1_700_000_000_000, None, 0, -1, 2**62, 5, None]
+    offsets = [0, 1, 2**31, 2**40, 2**63 - 1, 77, 78]
+    cols = KafkaMeta('ka"fka', 'to"pic\u00e9', 3, offsets, keys, ms)
+    want = [orjson.dumps(d) for d in cols.dicts()]
+    meta = {"topic": 'to"pic\u00e9', "partition": 3, "offset": 2**31, "key": 'q"uo\\te', "timestamp": 0}
+    assert cols.dicts()[2] == {'ka"fka': meta}
+    assert cols.encoded() == want
+    monkeypatch.setattr(record, "_speedups", None)
+    assert cols.encoded() == want
+
+
+def test_chunk_meta_is_made_from_its_columns_once_and_a_set_meta_replaces_them() -> None:
+    from log_capturer.record import KafkaMeta
+
+    chunk = Chunk(Origin("kafka", "logs"), ["a", "b"])
+    chunk.meta_columns = KafkaMeta("kafka", "logs", 0, [5, 6], [None, "k"], [None, 9])
+    made = chunk.meta
+    assert made == [
+        {"kafka": {"topic": "logs", "partition": 0, "offset": 5, "key": None, "timestamp": None}},
+        {"kafka": {"topic": "logs", "partition": 0, "offset": 6, "key": "k", "timestamp": 9}},
+    ]
+    assert chunk.meta_columns is None and chunk.meta is made
+    chunk.meta_columns = KafkaMeta("kafka", "logs", 0, [5, 6], [None, None], [None, None])
+    chunk.meta = None
+    assert chunk.meta is None and chunk.meta_columns is None
+
+
+def test_kafka_fields_refuses_what_is_not_an_offset_or_a_stamp() -> None:
+    from log_capturer import _speedups
+
+    with pytest.raises(ValueError):
+        _speedups.kafka_fields(b"{", [1], [], [None], orjson.dumps)
+    with pytest.raises(TypeError):
+        _speedups.kafka_fields(b"{", ["1"], [None], [None], orjson.dumps)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        _speedups.kafka_fields(b"{", [1], [None], ["9"], orjson.dumps)  # type: ignore[list-item]
+    with pytest.raises(OverflowError):
+        _speedups.kafka_fields(b"{", [2**64], [None], [None], orjson.dumps)

@@ -72,7 +72,7 @@ class Analyzer:
             pipeline = self.pipeline_for(chunk)
             if pipeline is not None:
                 pipeline.apply(chunk)
-        if chunk.preset_levels is not None or chunk.meta is not None:
+        if chunk.preset_levels is not None or chunk.meta_columns is not None or chunk.meta is not None:
             self._analyze_rich(chunk)
             return
         kf = self.key_field
@@ -134,12 +134,12 @@ class Analyzer:
         kf = self.key_field
         want_key = kf is not None and kf not in chunk.origin.labels
         preset = chunk.preset_levels
-        meta = chunk.meta
         if not want_key and preset is not None and None not in preset:
             # Every level given and no key wanted (HTTP ingest, forward): nothing to read per line.
             chunk.levels = cast("list[str]", list(preset))
             chunk.keys = None
             return
+        meta = chunk.meta
         lines = chunk.lines
         n = len(lines)
         levels: list[str | None] = list(preset) if preset is not None else [None] * n

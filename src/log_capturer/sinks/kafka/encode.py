@@ -63,7 +63,12 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
         for lvl in set(chunk.levels)
     }
     keys = chunk.keys
-    meta = chunk.meta
+    cols = chunk.meta_columns
+    meta: list[Any] | None
+    if cols is not None and _speedups is not None and (keys is None or not key_field):
+        meta = cols.encoded()  # each record's fields object already encoded (the Kafka source)
+    else:
+        meta = chunk.meta
     truncated = chunk.truncated
     stamps = chunk.timestamps
     out: list[bytes] = []

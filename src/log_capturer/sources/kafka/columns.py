@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from log_capturer.record import Chunk, Origin
+from log_capturer.record import Chunk, KafkaMeta, Origin
 from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS
 from log_capturer.sources.http.source import MAX_ORIGINS, Records, _utc_ns, level_of, time_ns
 from log_capturer.sources.kafka.offsets import TP
@@ -38,22 +38,32 @@ _loads = orjson.loads
 _MEMBERS = frozenset(HTTP_RECORD_MEMBERS)
 
 
-def kafka_meta(tp: TP, msgs: Sequence[Message]) -> tuple[list[dict[str, Any]], list[int], list[int | None]]:
-    """Each message's Kafka metadata (what ``metadata_field`` holds), offsets and event time (ns,
-    from the Kafka timestamp; None without one)."""
+def kafka_columns(msgs: Sequence[Message]) -> tuple[list[int], list[Any], list[int | None], list[Any]]:
+    """Each message's offset, key (text), Kafka timestamp (ms; None without one) and headers."""
     from confluent_kafka import Message
 
-    topic, partition = tp
     offsets: list[int] = list(map(Message.offset, msgs))  # type: ignore[arg-type]
     ms = [ts if kind else None for kind, ts in map(Message.timestamp, msgs)]
     keys: list[Any] = list(map(Message.key, msgs))
     if keys.count(None) != len(keys):
         keys = [k.decode("utf-8", "backslashreplace") if type(k) is bytes else k for k in keys]
+    return offsets, keys, ms, list(map(Message.headers, msgs))
+
+
+def kafka_meta(tp: TP, msgs: Sequence[Message]) -> tuple[list[dict[str, Any]], list[int], list[int | None]]:
+    """Each message's Kafka metadata (what ``metadata_field`` holds), offsets and event time (ns,
+    from the Kafka timestamp; None without one)."""
+    return _meta_of(tp, *kafka_columns(msgs))
+
+
+def _meta_of(
+    tp: TP, offsets: list[int], keys: list[Any], ms: list[int | None], headers: list[Any]
+) -> tuple[list[dict[str, Any]], list[int], list[int | None]]:
+    topic, partition = tp
     meta: list[dict[str, Any]] = [
         {"topic": topic, "partition": partition, "offset": o, "key": k, "timestamp": t}
         for o, k, t in zip(offsets, keys, ms, strict=True)
     ]
-    headers = list(map(Message.headers, msgs))
     if headers.count(None) != len(headers):
         for km, h in zip(meta, headers, strict=True):
             if h:
@@ -162,7 +172,8 @@ def agent_chunks(
         lines = [(m[:-2] if m.endswith("\r\n") else m[:-1]) if m.endswith("\n") else m for m in lines]
     if "" in lines or any(map(str.isspace, lines)):
         return None
-    meta, offsets, events = kafka_meta(tp, msgs)
+    offsets, keys_of, ms, headers = kafka_columns(msgs)
+    events = [t * 1_000_000 if t is not None and t > 0 else None for t in ms]
     stamps: list[int | None] = list(events)
     if time_values is not None:
         parsed = _stamps(time_values)
@@ -176,16 +187,29 @@ def agent_chunks(
         if None in levels:
             # Not a level: the member stays in the record's fields (as the general path does).
             wrong_levels = [i for i, lv in enumerate(levels) if lv is None]
-    if scanned is not None:
+    # The metadata as columns, made into dicts when read: records with no fields of their own,
+    # no headers, no level left in their fields (the agent's records as its Kafka sink writes them).
+    lazy = (
+        scanned is not None
+        and isinstance(first.get("fields"), dict | None)
+        and not first.get("fields")
+        and not wrong_levels
+        and headers.count(None) == len(headers)
+        and type(tp[1]) is int
+    )
+    meta: list[dict[str, Any]] = []
+    if not lazy:
+        meta = _meta_of(tp, offsets, keys_of, ms, headers)[0]
+    out_meta: list[dict[str, Any] | None] = []
+    if lazy:
+        fields: list[Any] = []
+    elif scanned is not None:
         # One fields object for all: each record its own copy with its metadata.
         shared = first.get("fields")
         if not isinstance(shared, dict | None):
             return None
-        fields: list[Any] = [shared] * n
-        if shared:
-            out_meta: list[dict[str, Any] | None] = [{**shared, field: km} for km in meta]
-        else:
-            out_meta = [{field: km} for km in meta]
+        fields = [shared] * n
+        out_meta = [{**shared, field: km} if shared else {field: km} for km in meta]
     else:
         fields = list(map(dict.get, recs, repeat("fields")))
         if not set(map(type, fields)) <= {dict, type(None)}:
@@ -212,7 +236,10 @@ def agent_chunks(
     for origin, idx in groups:
         pick = (lambda values: values) if idx is None else _pick(idx)
         chunk = Chunk(origin, pick(lines), read_time_ns=now)
-        chunk.meta = pick(out_meta)
+        if lazy:
+            chunk.meta_columns = KafkaMeta(field, tp[0], tp[1], pick(offsets), pick(keys_of), pick(ms))
+        else:
+            chunk.meta = pick(out_meta)
         if levels is not None:
             group_levels = pick(levels)
             if group_levels.count(None) != len(group_levels):

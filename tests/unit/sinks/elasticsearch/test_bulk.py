@@ -349,6 +349,27 @@ def test_exact_position_ids_are_the_same_with_and_without_the_c_module(
     assert bulk.doc_ids(chunk, encoded) == got == _spec_ids(base, 12345, encoded)
 
 
+def test_kafka_ids_are_blake2b_of_the_offset_with_and_without_the_c_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    offsets = [0, 1, 255, 256, 2**31, 2**32 + 7, 2**63 - 1, 2**64 - 1, *range(1000, 1100, 3)]
+    chunk = Chunk(Origin("kafka", "logs"), ["x"] * len(offsets))
+    chunk.stream, chunk.offsets = "logs:3", offsets
+    base = b"kafka\0logs:3\0"
+    digests = [hashlib.blake2b(base + o.to_bytes(8, "little"), digest_size=15).digest() for o in offsets]
+    spec = [base64.urlsafe_b64encode(d).decode() for d in digests]
+    got = bulk.doc_ids(chunk)
+    assert got == spec
+    assert bulk._speedups.doc_ids_offsets(base, []) == []
+    for bad in ([-1], [2**64]):
+        with pytest.raises(OverflowError):
+            bulk._speedups.doc_ids_offsets(base, bad)
+    with pytest.raises(TypeError):
+        bulk._speedups.doc_ids_offsets(base, ["7"])  # type: ignore[list-item]
+    monkeypatch.setattr(bulk, "_speedups", None)
+    assert bulk.doc_ids(chunk) == spec
+
+
 @pytest.mark.parametrize(
     ("raw", "want"),
     [

@@ -171,3 +171,32 @@ def test_uniform_records_are_read_without_orjson_per_record(monkeypatch: pytest.
 def test_raw_is_never_the_fast_paths() -> None:
     src = source(format="raw")
     assert agent_chunks(src.records, src._origin(TP), "kafka", TP, msgs([agent(0)]), "raw") is None
+
+
+@pytest.mark.parametrize("fields", [None, {}])
+def test_agent_records_without_fields_keep_their_metadata_as_columns(fields: Any) -> None:
+    from log_capturer.sinks.kafka.encode import encode_chunk
+
+    values = [agent(i, source_id="/a.log", fields=fields, level="info") for i in range(24)]
+    src = source()
+    fast = agent_chunks(src.records, src._origin(TP), "kafka", TP, msgs(values), "auto")
+    slow = general(source(), msgs(values))
+    assert fast is not None and all(c.meta_columns is not None for c in fast)
+    for c in [*fast, *slow]:
+        c.levels = [lv or "info" for lv in c.preset_levels or ["info"] * len(c.lines)]
+    # The records a sink encodes from the columns are those of the general path's dicts ...
+    assert [encode_chunk(c, None) for c in fast] == [encode_chunk(c, None) for c in slow]
+    # ... and reading meta makes those dicts (then the columns are gone).
+    assert shape(fast) == shape(slow)
+    assert all(c.meta_columns is None for c in fast)
+
+
+def test_records_with_headers_or_fields_get_their_metadata_as_dicts() -> None:
+    values = [agent(i, source_id="/a.log", fields=None, level="info") for i in range(6)]
+    src = source()
+    fast = agent_chunks(src.records, src._origin(TP), "kafka", TP, msgs(values, headers=True), "auto")
+    assert fast is not None and all(c.meta_columns is None and c.meta is not None for c in fast)
+    assert shape(fast) == shape(general(source(), msgs(values, headers=True)))
+    values = [agent(i, source_id="/a.log", fields={"user": "u1"}, level="info") for i in range(6)]
+    fast = agent_chunks(src.records, src._origin(TP), "kafka", TP, msgs(values), "auto")
+    assert fast is not None and all(c.meta_columns is None for c in fast)
