@@ -34,15 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 from rich.console import Console
 
 from log_capturer.devtools.bench.elasticsearch import VL_BULK_PREFIX
 from log_capturer.devtools.bench.loki import TARGET_RATE, TARGET_RATIO, _line, bare_push
 from log_capturer.devtools.bench.profile import Profiler, summarize
 from log_capturer.devtools.bench.system import (
+    finish_result,
     get_json,
-    load_average,
     rss_mib,
     start_agent,
     stop_agent,
@@ -526,14 +525,9 @@ def run_kafka_consumer_bench(opts: Options, out_dir: Path, console: Console) -> 
             "lost": opts.lines - unique,
             "duplicated": held - unique,
             "ceiling_held": ceiling_held,
-            "load_average": load_average(),
-            "cores": os.cpu_count(),
             "targets": targets,
         }
-        (folder / "result.json").write_text(yaml.safe_dump(result, sort_keys=False))
-        for what, ok in targets.items():
-            console.print(f"{'met' if ok else 'NOT met'}: {what}")
-        return result
+        return finish_result(folder, result, console)
     finally:
         server.down()
         if kafka is not None:

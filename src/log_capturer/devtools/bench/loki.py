@@ -15,20 +15,18 @@ acknowledgement accounting), timed from the first push to the last answer.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import cramjam
-import yaml
 from rich.console import Console
 
 from log_capturer.devtools.bench.system import (
     file_agent_config,
+    finish_result,
     get_json,
-    load_average,
     start_agent,
     stop_agent,
     time_to_checkpoint,
@@ -183,13 +181,8 @@ def run_loki_bench(
             "duplicated": held - unique,
             "ceiling_held": ceiling_held,
             "sink_stats": {k: stats.get(k) for k in ("requests", "entries_pushed", "bytes_sent", "retried")},
-            "load_average": load_average(),
-            "cores": os.cpu_count(),
             "targets": targets,
         }
-        (folder / "result.json").write_text(yaml.safe_dump(result, sort_keys=False))
-        for what, ok in targets.items():
-            console.print(f"{'met' if ok else 'NOT met'}: {what}")
-        return result
+        return finish_result(folder, result, console)
     finally:
         server.down()

@@ -356,3 +356,15 @@ def start_agent(config: dict[str, Any], folder: Path, output: Path) -> subproces
             stderr=subprocess.STDOUT,
             cwd=folder,
         )
+
+
+def finish_result(folder: Path, result: dict[str, Any], console: Any) -> dict[str, Any]:
+    """Add the load and the cores to ``result``, save it as ``folder/result.json`` (YAML, a JSON
+    superset) and print whether each of its ``targets`` was met."""
+    result["load_average"] = load_average()
+    result["cores"] = os.cpu_count()
+    result["targets"] = result.pop("targets")  # last, as before
+    (folder / "result.json").write_text(yaml.safe_dump(result, sort_keys=False))
+    for what, ok in result["targets"].items():
+        console.print(f"{'met' if ok else 'NOT met'}: {what}")
+    return result

@@ -381,6 +381,18 @@ def time_ns(value: Any) -> int | None:
     return _epoch_ns(value, unit)
 
 
+def uniform_lines(lines: list[Any]) -> list[str] | None:
+    """A batch's messages as lines, a trailing newline (LF or CRLF) removed, when every one is a
+    non-blank string; None when one is not (the batch then goes record by record)."""
+    if set(map(type, lines)) != {str}:
+        return None
+    if any(map(str.endswith, lines, repeat("\n"))):
+        lines = [(m[:-2] if m.endswith("\r\n") else m[:-1]) if m.endswith("\n") else m for m in lines]
+    if "" in lines or any(map(str.isspace, lines)):
+        return None
+    return lines
+
+
 def _utc_ns(text: str) -> int | None:
     """The usual shape, ``2026-11-25T08:00:00[.fraction]Z``, by datetime's C parser: about a third
     of :func:`parse_rfc3339`'s time, which reads the others (and says None when this does)."""
@@ -583,12 +595,8 @@ class Records:
         message_key = next((k for k in self._message_keys if k in keys), None)
         if message_key is None:
             return None
-        lines = [r[message_key] for r in recs]
-        if set(map(type, lines)) != {str}:
-            return None
-        if any(map(str.endswith, lines, repeat("\n"))):
-            lines = [(m[:-2] if m.endswith("\r\n") else m[:-1]) if m.endswith("\n") else m for m in lines]
-        if "" in lines or any(map(str.isspace, lines)):
+        lines = uniform_lines([r[message_key] for r in recs])
+        if lines is None:
             return None
         levels: list[str | None] | None = None
         if level_key is not None:

@@ -23,7 +23,7 @@ import orjson
 
 from log_capturer.record import Chunk, KafkaMeta, Origin
 from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS
-from log_capturer.sources.http.source import MAX_ORIGINS, Records, _utc_ns, level_of, time_ns
+from log_capturer.sources.http.source import MAX_ORIGINS, Records, _utc_ns, level_of, time_ns, uniform_lines
 from log_capturer.sources.kafka.offsets import TP
 
 if TYPE_CHECKING:
@@ -166,12 +166,10 @@ def agent_chunks(
         lines = list(map(itemgetter(message_key), recs))
         time_values = list(map(itemgetter(time_key), recs)) if time_key is not None else None
         level_values = list(map(itemgetter(level_key), recs)) if level_key is not None else None
-    if set(map(type, lines)) != {str}:
+    checked = uniform_lines(lines)
+    if checked is None:
         return None
-    if any(map(str.endswith, lines, repeat("\n"))):
-        lines = [(m[:-2] if m.endswith("\r\n") else m[:-1]) if m.endswith("\n") else m for m in lines]
-    if "" in lines or any(map(str.isspace, lines)):
-        return None
+    lines = checked
     offsets, keys_of, ms, headers = kafka_columns(msgs)
     events = [t * 1_000_000 if t is not None and t > 0 else None for t in ms]
     stamps: list[int | None] = list(events)
