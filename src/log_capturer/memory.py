@@ -7,7 +7,7 @@ taken from the top of a thread's heap and given back as soon as the free
 space there passes the trim threshold. Either way the next batch faults the
 same pages in again, zero-filled by the kernel: 357,000 page faults for 3
 million lines in the max bench, and about a third of the CPU of librdkafka's
-broker thread (BENCHMARKS.md, "What each change did").
+broker thread (docs/benchmarks-history.md, "What each change did").
 
 :func:`tune_malloc` raises both thresholds once at start, so such blocks stay
 in the heap and are reused. Memory the agent no longer needs is still given
@@ -30,7 +30,7 @@ at the last reload) would wait for the next reload. It also lets 10,000 containe
 (``GC_THRESHOLD``) be made between two young collections instead of 700: a source that
 decodes records makes several per record and keeps them until the sinks acknowledge them, so
 with CPython's default the collector walked those in flight again and again (the Kafka source:
-about 1 us of its 5 per record in a bench of its own, BENCHMARKS.md). Garbage cycles are rare in
+about 1 us of its 5 per record in a bench of its own, docs/benchmarks-history.md). Garbage cycles are rare in
 the agent; they wait a little longer.
 """
 

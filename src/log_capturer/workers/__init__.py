@@ -1,8 +1,8 @@
 """Multi-process mode (``app.workers`` > 1): a supervisor and N worker processes.
 
-One Python process ships 600,000-800,000 lines/s on two cores (BENCHMARKS.md),
-with the GIL held by its dispatch threads for much of that; more cores can take
-more processes. With ``app.workers: N`` (or
+One Python process ships up to about 800,000 lines/s on two quiet cores, with the
+GIL held by its dispatch threads for much of that; more cores can take more
+processes (BENCHMARKS.md, "What more cores buy"). With ``app.workers: N`` (or
 ``log-capturer run --workers N``) a supervisor starts N workers, each a whole
 agent (its own sources, dispatcher and Kafka producer), and the sources are
 split between them:
