@@ -60,3 +60,12 @@ def test_charts_are_drawn(standings: list[standing.Standing], tmp_path: Path) ->
     standing.latency_chart(standings, tmp_path / "l.png")
     for name in ("t.png", "l.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmarks_md_shows_what_the_results_say(standings: list[standing.Standing]) -> None:
+    """The table and the commands of BENCHMARKS.md are the generated ones: a row changed by hand
+    or a result moved without regenerating fails here."""
+    text = (standing.ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+    hint = "regenerate with: python -m log_capturer.devtools.bench.standing (see BENCHMARKS.md)"
+    assert standing.table(standings) in text, hint
+    assert standing.commands(standing.ROWS) in text, hint
