@@ -1,73 +1,93 @@
-"""Sample per-thread CPU of the bench's agent processes (and the broker) until they exit.
+"""CPU seconds per thread of a bench's agent processes, and of the broker while they ran.
 
-Prints, per agent process, CPU seconds by thread name (comm), from the last sample taken
-before the process ended; and the broker's CPU over the agent's life.
+Usage: python3 scaling-threads.py RUN_DIR BROKER_PID OUT.json, started just before
+`log-capturer bench ... --out-dir RUN_DIR`. It follows the processes whose command line names
+RUN_DIR and `run` (the agent; with --workers it execs into the supervisor under the same pid),
+and their children (the workers), reading /proc/<pid>/task/*/stat every 0.1 s; a thread's last
+reading before it ended counts. It stops 10 s after the last agent process is gone.
 """
-import json, os, sys, time
+
+import json
+import os
+import sys
+import time
+
 HZ = os.sysconf("SC_CLK_TCK")
-marker, broker_pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-def cpu(path):
-    with open(path) as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / HZ
-def ppid(pid):
+
+
+def cpu_seconds(stat_path: str) -> float:
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ  # utime + stime
+
+
+def parent(pid: str) -> int:
     try:
-        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
     except OSError:
         return -1
-known = set()
-def agents():
-    found = [pid for pid in known if os.path.exists(f"/proc/{pid}")]
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit(): continue
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "log_capturer" in cmd and marker in cmd and " run" in cmd and int(pid) not in found:
-            found.append(int(pid))
-    if found:
-        for pid in os.listdir("/proc"):
-            if pid.isdigit() and int(pid) not in found and ppid(pid) in found:
-                found.append(int(pid))
-    known.update(found)
-    return found
-last = {}
-broker_start = None
-seen_any = False
-deadline = time.time() + 600
-while time.time() < deadline:
-    pids = agents()
-    if pids and broker_start is None:
-        broker_start = cpu(f"/proc/{broker_pid}/stat"); t0 = time.time()
-    if pids:
-        seen_any = True
-        gone = 0
-        for pid in pids:
-            snap = {}
+
+
+def command(pid: int | str) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+def main() -> None:
+    marker, broker_pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    known: set[int] = set()
+    threads: dict[int, dict[str, tuple[str, float]]] = {}
+    commands: dict[int, str] = {}
+    broker_start = broker_now = started = ended = None
+    quiet_turns = 0
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        pids = [pid for pid in known if os.path.exists(f"/proc/{pid}")]
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in pids:
+                continue
             try:
-                for tid in os.listdir(f"/proc/{pid}/task"):
-                    comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
-                    snap[tid] = (comm, cpu(f"/proc/{pid}/task/{tid}/stat"))
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()[:120]
+                cmd = command(entry)
             except OSError:
                 continue
-            prev = last.get(pid, {"threads": {}})["threads"]
-            prev.update(snap)   # keep threads that ended
-            last[pid] = {"cmd": cmd, "threads": prev}
-        broker_now = cpu(f"/proc/{broker_pid}/stat"); t1 = time.time()
-    elif seen_any:
-        gone = gone + 1 if "gone" in dir() else 1
-        if gone > 100:  # 10 s without an agent process: the run is over
-            break
-    time.sleep(0.1)
-result = {}
-for pid, info in last.items():
-    by = {}
-    for comm, c in info["threads"].values():
-        by[comm] = round(by.get(comm, 0) + c, 2)
-    result[pid] = {"cmd": info["cmd"], "cpu_by_thread": dict(sorted(by.items(), key=lambda kv: -kv[1]))}
-result["broker_cpu_s"] = round(broker_now - broker_start, 2) if broker_start is not None else None
-result["agent_life_s"] = round(t1 - t0, 2) if broker_start is not None else None
-json.dump(result, open(out, "w"), indent=1)
-print(json.dumps(result, indent=1))
+            if ("log_capturer" in cmd and marker in cmd and " run" in cmd) or parent(entry) in pids:
+                pids.append(int(entry))
+        known.update(pids)
+        if pids:
+            quiet_turns = 0
+            if broker_start is None:
+                broker_start, started = cpu_seconds(f"/proc/{broker_pid}/stat"), time.time()
+            for pid in pids:
+                try:
+                    snapshot = {}
+                    for tid in os.listdir(f"/proc/{pid}/task"):
+                        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                            name = f.read().strip()
+                        snapshot[tid] = (name, cpu_seconds(f"/proc/{pid}/task/{tid}/stat"))
+                    commands[pid] = command(pid)[:120] or commands.get(pid, "")  # "" once it ended
+                except OSError:
+                    continue  # the process ended meanwhile: its last reading stands
+                threads.setdefault(pid, {}).update(snapshot)
+            broker_now, ended = cpu_seconds(f"/proc/{broker_pid}/stat"), time.time()
+        elif known:
+            quiet_turns += 1
+            if quiet_turns > 100:
+                break
+        time.sleep(0.1)
+    result: dict[str, object] = {}
+    for pid, by_tid in threads.items():
+        by_name: dict[str, float] = {}
+        for name, seconds in by_tid.values():
+            by_name[name] = round(by_name.get(name, 0.0) + seconds, 2)
+        ordered = dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
+        result[str(pid)] = {"cmd": commands.get(pid, ""), "cpu_by_thread": ordered}
+    if broker_start is not None and broker_now is not None and started and ended:
+        result["broker_cpu_s"] = round(broker_now - broker_start, 2)
+        result["agent_life_s"] = round(ended - started, 2)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
