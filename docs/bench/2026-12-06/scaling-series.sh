@@ -1,10 +1,10 @@
+#!/bin/bash
 # The scaling series of BENCHMARKS.md ("What more cores buy"), 2026-12-06 19:52-20:07 UTC: the four
 # scripts run one after the other (series 1: pairs 1-3 and the profile; 2-4: pairs 4-5 and w2-6
 # with the per-thread sampler, here docs/bench/2026-12-06/scaling-threads.py, then at
 # /tmp/benchdoc-runs/threads.py). The broker: log-capturer kafka up --workdir /tmp/benchdoc-kafka
 # --port 19892 (its pid, 24196, is the sampler's second argument). Results were copied from
 # /tmp/benchdoc-runs/out to docs/bench/2026-12-06/ (scaling-threads-w1.json as scaling-threads-w1-4.json).
-#!/bin/bash
 # Scaling series: --workers 1 and 2 alternated, 10 s of lines (3,000,000), 2 files.
 cd /work/wt/benchdoc
 B=127.0.0.1:19892
