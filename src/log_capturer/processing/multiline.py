@@ -23,8 +23,11 @@ Presets:
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
+from itertools import compress
+from typing import cast
 
 from log_capturer.processing.assembly import Lines
 
@@ -122,6 +125,77 @@ class MultilineJoiner:
         self._group_truncated = False
 
     def feed(self, batch: Lines, now: float) -> Lines:
+        if batch.streams is None and batch.text:
+            return self._feed_columns(batch, now)
+        return self._feed_lines(batch, now)
+
+    def _continuing(self, text: list[str]) -> list[int]:
+        """Indexes of the lines that continue a record (``rule.continues``), the patterns run by
+        ``map`` (no Python step per line)."""
+        rule = self.rule
+        n = len(text)
+        if rule.continuation is not None:
+            found = list(compress(range(n), map(rule.continuation.match, text)))
+            if rule.start is not None:
+                starts = rule.start.match
+                found = [i for i in found if starts(text[i]) is None]
+            return found
+        assert rule.start is not None  # MultilineRule.build requires one of them
+        return list(compress(range(n), map(operator.not_, map(rule.start.match, text))))
+
+    def _feed_columns(self, batch: Lines, now: float) -> Lines:
+        """``_feed_lines`` for a batch without streams, a run of lines at a time: the lines that
+        start a record between two continuation lines are copied as a slice."""
+        rule = self.rule
+        text = batch.text
+        n = len(text)
+        raw = batch.raw
+        trunc = batch.truncated
+        self._with_streams = False
+        out = Lines([], [], set(), None)
+        out_raw = cast("list[int]", out.raw)
+        pos = 0
+        for i in [*self._continuing(text), n]:
+            if i > pos:
+                # Lines pos .. i-1 each start a record: the held one ends, pos .. i-2 are records
+                # of one line, i-1 is held (the lines after it may continue it).
+                self._emit(out)
+                last = i - 1
+                if last > pos:
+                    base = len(out.text) - pos
+                    out.text += text[pos:last]
+                    out_raw += raw[pos:last] if raw is not None else [1] * (last - pos)
+                    if trunc:
+                        out.truncated.update(base + t for t in trunc if pos <= t < last)
+                line = text[last]
+                self._group = [line]
+                self._group_stream = ""
+                self._group_raw = raw[last] if raw is not None else 1
+                self._group_bytes = len(line) + 1
+                self._group_truncated = last in trunc
+            if i < n:
+                line = text[i]
+                group = self._group
+                if (
+                    group
+                    and self._group_stream == ""
+                    and len(group) < rule.max_lines
+                    and self._group_bytes + len(line) < rule.max_bytes
+                ):
+                    group.append(line)
+                else:
+                    self._emit(out)
+                    self._group = [line]
+                    self._group_stream = ""
+                self._group_raw += raw[i] if raw is not None else 1
+                self._group_bytes += len(line) + 1
+                if i in trunc:
+                    self._group_truncated = True
+            pos = i + 1
+        self._last_feed = now
+        return out
+
+    def _feed_lines(self, batch: Lines, now: float) -> Lines:
         rule = self.rule
         continues = rule.continues
         streams = batch.streams
