@@ -776,6 +776,45 @@ fail:
     return NULL;
 }
 
+/*
+ * line_heads(lines, table) -> [i, ...]: the indexes of the lines whose first character may start
+ * a match (multiline.MultilineRule.heads): an ASCII first character c with table[c] != 0, any
+ * other first character, an empty line, anything that is not a str. The multiline joiner runs
+ * its pattern on these lines only.
+ */
+static PyObject *line_heads(PyObject *m, PyObject *args) {
+    PyObject *lines;
+    const char *table;
+    Py_ssize_t tn;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!y#", &PyList_Type, &lines, &table, &tn))
+        return NULL;
+    if (tn != 128) {
+        PyErr_SetString(PyExc_ValueError, "line_heads: the table has one byte per ASCII character (128)");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (PyUnicode_Check(line) && PyUnicode_GET_LENGTH(line) > 0) {
+            Py_UCS4 c = PyUnicode_READ_CHAR(line, 0);
+            if (c < 128 && !table[c])
+                continue;
+        }
+        PyObject *k = PyLong_FromSsize_t(i);
+        if (!k || PyList_Append(out, k) < 0) {
+            Py_XDECREF(k);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(k);
+    }
+    return out;
+}
+
 /* ---- records --------------------------------------------------------------------------------- */
 /* The letter of a two-character escape (\" \\ \n \r \t \b \f), else 0. */
 static char SHORT[256];
@@ -3565,6 +3604,7 @@ static PyMethodDef methods[] = {
      "json_levels(lines, key_field, canonical, numeric) -> (levels, keys); None: let Python decide"},
     {"text_levels", text_levels, METH_VARARGS,
      "text_levels(lines, levels, keys, key_field, canonical) -> lines left None for Python"},
+    {"line_heads", line_heads, METH_VARARGS, "line_heads(lines, table) -> indexes of lines whose first char is in table"},
     {"encode", encode, METH_VARARGS, "encode(head, lines, levels, tails, keys, fields, dumps) -> records"},
     {"encode_full", encode_full, METH_VARARGS,
      "encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field, truncated)"},

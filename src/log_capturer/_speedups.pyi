@@ -36,6 +36,10 @@ def text_levels(
     line whose level is None, written in place, for ASCII lines that do not start with ``{``;
     returns how many lines are still None (for the Python code)."""
 
+def line_heads(lines: list[str], table: bytes, /) -> list[int]:
+    """Indexes of the lines whose first character may start a match: ASCII ``c`` with
+    ``table[c]`` (128 bytes) not zero, any other character, or an empty line."""
+
 def encode(
     head: bytes,
     lines: list[str],

@@ -27,9 +27,14 @@ import operator
 import re
 from dataclasses import dataclass
 from itertools import compress
-from typing import cast
+from typing import Any, cast
 
 from log_capturer.processing.assembly import Lines
+
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _speedups = cast(Any, None)
 
 JAVA_CONTINUATION = (
     r"^\s+\S"  # tab-indented frames: "\tat com.x.Y(Y.java:1)", "\t... 3 more", "  Suppressed: ..."
@@ -50,6 +55,23 @@ PRESETS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
+def _heads(chars: str) -> bytes:
+    """A table of ASCII first characters (for ``_speedups.line_heads``): 1 for those in ``chars``."""
+    return bytes(1 if chr(c) in chars else 0 for c in range(128))
+
+
+_SPACE = "".join(chr(c) for c in range(128) if chr(c).isspace())  # what \s matches in ASCII
+_NAME = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
+#: The ASCII characters a preset's continuation line can start with: whitespace (indented lines)
+#: and the first letters of its other alternatives (``Caused by:``, a qualified exception name,
+#: ``Traceback``...). A line starting with any other ASCII character (a digit, ``{``...) never
+#: continues, so the pattern is not even run on it.
+PRESET_HEADS: dict[str, bytes] = {
+    "java": _heads(_SPACE + _NAME + "$"),
+    "python": _heads(_SPACE + _NAME),
+}
+
+
 @dataclass(frozen=True)
 class MultilineRule:
     start: re.Pattern[str] | None
@@ -57,6 +79,9 @@ class MultilineRule:
     timeout: float
     max_lines: int
     max_bytes: int
+    #: First characters a continuation line can have (``PRESET_HEADS``): set for a preset whose
+    #: patterns are not replaced, None otherwise.
+    heads: bytes | None = None
 
     @classmethod
     def build(
@@ -79,6 +104,7 @@ class MultilineRule:
             timeout,
             max_lines,
             max_bytes,
+            PRESET_HEADS[preset] if preset and not start_pattern and not continuation_pattern else None,
         )
 
     def continues(self, line: str) -> bool:
@@ -135,7 +161,11 @@ class MultilineJoiner:
         rule = self.rule
         n = len(text)
         if rule.continuation is not None:
-            found = list(compress(range(n), map(rule.continuation.match, text)))
+            if rule.heads is not None and _speedups is not None:
+                maybe = _speedups.line_heads(text, rule.heads)
+                found = list(compress(maybe, map(rule.continuation.match, map(text.__getitem__, maybe))))
+            else:
+                found = list(compress(range(n), map(rule.continuation.match, text)))
             if rule.start is not None:
                 starts = rule.start.match
                 found = [i for i in found if starts(text[i]) is None]

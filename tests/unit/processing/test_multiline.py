@@ -150,3 +150,27 @@ def test_a_batch_at_a_time_gives_what_the_line_by_line_loop_gives(
         assert _result(got) == _result(want), step
         assert fast.held == slow.held and fast.due(step + 0.5) == slow.due(step + 0.5)
     assert _result(fast.flush()) == _result(slow.flush())
+
+
+@pytest.mark.parametrize("preset", ["java", "python"])
+def test_a_presets_first_characters_never_skip_a_continuation_line(preset: str) -> None:
+    """The lines the pattern is not run on (line_heads) are exactly those that cannot match it."""
+    rule = MultilineRule.build(preset, "", "", 1.0, 500, 1 << 20)
+    assert rule.heads is not None
+    rnd = random.Random(preset)
+    tails = [
+        "at a.B(B.java:1)",
+        "Caused by: x",
+        "Traceback (most recent call last):",
+        "x.YError: z",
+        "Error",
+        "",
+    ]
+    heads = [chr(c) for c in range(128)] + ["\u00a0", "\u2003", "é", "\u3000", ""]
+    lines = [h + rnd.choice(tails) for h in heads for _ in range(3)] + ["", "\t", " at x"]
+    full = MultilineRule(None, rule.continuation, 1.0, 500, 1 << 20)
+    assert MultilineJoiner(rule)._continuing(lines) == MultilineJoiner(full)._continuing(lines)
+    assert len(MultilineJoiner(rule)._continuing(lines)) > 40
+    # Only a preset left as it is gets the table: a pattern of one's own may start anywhere.
+    assert MultilineRule.build(preset, "", r"\d", 1.0, 500, 1 << 20).heads is None
+    assert MultilineRule.build(preset, r"\d", "", 1.0, 500, 1 << 20).heads is None
