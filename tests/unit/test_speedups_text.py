@@ -156,7 +156,7 @@ def test_edge_cases_give_what_python_gives(key_field: str | None) -> None:
 
 def test_random_text_lines_give_what_python_gives() -> None:
     rnd = random.Random(20)
-    lines = ["".join(rnd.choice(ALPHABET) for _ in range(rnd.randrange(0, 60))) for _ in range(20_000)]
+    lines = ["".join(rnd.choice(ALPHABET) for _ in range(rnd.randrange(0, 60))) for _ in range(8_000)]
     lines = [x for x in lines if not x.startswith("{")]
     for key_field in (None, "tenant_id"):
         _same(lines, key_field)
