@@ -663,13 +663,23 @@ static PyObject *tl_level(const tl_names_t *t, const unsigned char *s, Py_ssize_
  * the value's bounds. */
 static int tl_key(const unsigned char *s, Py_ssize_t n, const char *kf, Py_ssize_t kfn, Py_ssize_t *vs,
                   Py_ssize_t *ve) {
+    /* Each '=' (rarer than the key's first letter) ends a candidate, in the order of their starts;
+     * a key with '=' in it is looked for from its first letter. */
+    int by_eq = memchr(kf, '=', kfn) == NULL;
     for (Py_ssize_t p = 0; p + kfn < n;) {
-        const unsigned char *hit = memchr(s + p, (unsigned char)kf[0], n - p);
-        if (!hit)
-            return 0;
-        p = hit - s;
-        if (p + kfn >= n)
-            return 0;
+        if (by_eq) {
+            const unsigned char *eq = memchr(s + p + kfn, '=', n - p - kfn);
+            if (!eq)
+                return 0;
+            p = eq - s - kfn;
+        } else {
+            const unsigned char *hit = memchr(s + p, (unsigned char)kf[0], n - p);
+            if (!hit)
+                return 0;
+            p = hit - s;
+            if (p + kfn >= n)
+                return 0;
+        }
         if (memcmp(s + p, kf, kfn) == 0 && s[p + kfn] == '=' && (p == 0 || tl_space(s[p - 1]))) {
             Py_ssize_t q = p + kfn + 1;
             if (q < n && s[q] == '"') {

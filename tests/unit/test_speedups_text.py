@@ -100,6 +100,10 @@ EDGE_LINES = [
     "xtenant_id=no tenant_id=yes",
     "tenant_id tenant_id=second",
     "tenant_id=first tenant_id=second",
+    "tenant_id==x",
+    "=tenant_id=x",
+    "a=tenant_id=x tenant_id=y",
+    "a=b=c x a=b=d",
     "TENANT_ID=upper",
     "msg=tenant_id=inner",
     'msg="x tenant_id=inside-quotes"',
@@ -149,7 +153,7 @@ def _same(lines: list[str], key_field: str | None) -> None:
             assert c_keys[i] == py_keys[i], (line, c_keys[i], py_keys[i])
 
 
-@pytest.mark.parametrize("key_field", [None, "tenant_id", "level", "msg", "t"])
+@pytest.mark.parametrize("key_field", [None, "tenant_id", "level", "msg", "t", "a=b", "="])
 def test_edge_cases_give_what_python_gives(key_field: str | None) -> None:
     _same(EDGE_LINES, key_field)
 
