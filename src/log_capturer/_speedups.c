@@ -498,6 +498,333 @@ fail:
     return NULL;
 }
 
+/* ---- plain-text and logfmt lines ------------------------------------------------------------ */
+/*
+ * text_levels(lines, levels, keys, key_field, canonical) -> undecided
+ *
+ * levels.level_of_text and Analyzer._logfmt_value in C, on the lines json_levels left undecided
+ * (levels[i] is None): each ASCII line that does not start with '{' gets its level (and, when
+ * keys is a list, its key_field value) written in place; the others stay None for the Python
+ * code, and their number is returned. ASCII only: Python's \s, \w and lower() then mean the
+ * character classes below (\s: \t \n \v \f \r, 0x1c-0x1f and space).
+ */
+#define TL_HEAD 120 /* levels._WORD looks at the first 120 characters */
+#define TL_WORD 16  /* longest level name looked up (longer words are no level) */
+#define TL_SLOTS 4
+
+static inline int tl_space(unsigned char c) { return (c >= 9 && c <= 13) || (c >= 28 && c <= 32); }
+static inline int tl_alpha(unsigned char c) { return (c | 32) >= 'a' && (c | 32) <= 'z'; }
+static inline int tl_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static inline int tl_word(unsigned char c) { return tl_alpha(c) || tl_digit(c) || c == '_'; }
+static inline unsigned char tl_lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c; }
+static inline int tl_hex_lo(unsigned char c) { return tl_digit(c) || (c >= 'a' && c <= 'f'); }
+
+/* The canonical dict's ASCII names, by length and first letter. */
+typedef struct {
+    int n[TL_WORD + 1][26];
+    const char *name[TL_WORD + 1][26][TL_SLOTS];
+    PyObject *level[TL_WORD + 1][26][TL_SLOTS]; /* borrowed from canonical */
+    PyObject *letter[6];                        /* V D I W E F: trace .. fatal */
+} tl_names_t;
+
+static int tl_names(tl_names_t *t, PyObject *canonical) {
+    static const char *const LETTER_LEVELS[6] = {"trace", "debug", "info", "warn", "error", "fatal"};
+    memset(t, 0, sizeof *t);
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(canonical, &pos, &k, &v)) {
+        if (!PyUnicode_Check(k) || !PyUnicode_IS_COMPACT_ASCII(k))
+            continue; /* never equal to an ASCII word */
+        Py_ssize_t n = PyUnicode_GET_LENGTH(k);
+        const char *s = (const char *)PyUnicode_DATA(k);
+        int letters = n > 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            letters &= s[i] >= 'a' && s[i] <= 'z';
+        if (!letters)
+            continue; /* never equal to a lower-cased word of letters */
+        if (n > TL_WORD)
+            return -1; /* a long name: let Python decide */
+        int f = s[0] - 'a';
+        if (t->n[n][f] == TL_SLOTS)
+            return -1; /* an unusual dict: let Python decide */
+        t->name[n][f][t->n[n][f]] = s;
+        t->level[n][f][t->n[n][f]++] = v;
+    }
+    for (int i = 0; i < 6; i++) {
+        PyObject *lv = PyDict_GetItemString(canonical, LETTER_LEVELS[i]);
+        if (!lv)
+            return -1;
+        t->letter[i] = lv;
+    }
+    return 0;
+}
+
+/* canonical.get(word.lower()), NULL when absent; word: ASCII letters. */
+static PyObject *tl_lookup(const tl_names_t *t, const unsigned char *w, Py_ssize_t n) {
+    if (n < 1 || n > TL_WORD)
+        return NULL;
+    char low[TL_WORD];
+    for (Py_ssize_t i = 0; i < n; i++)
+        low[i] = (char)tl_lower(w[i]);
+    int f = low[0] - 'a';
+    for (int j = 0; j < t->n[n][f]; j++)
+        if (memcmp(t->name[n][f][j], low, n) == 0)
+            return t->level[n][f][j];
+    return NULL;
+}
+
+static inline int tl_ends_with(const unsigned char *s, Py_ssize_t e, const char *name, Py_ssize_t n) {
+    if (e < n)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (tl_lower(s[e - n + i]) != (unsigned char)name[i])
+            return 0;
+    return e == n || tl_space(s[e - n - 1]);
+}
+
+/* levels.level_of_text on an ASCII line (a borrowed reference: a canonical value or empty). */
+static PyObject *tl_level(const tl_names_t *t, const unsigned char *s, Py_ssize_t n, PyObject *empty) {
+    /* logfmt: the first (?:^|\s)(?:level|lvl|severity)="?[A-Za-z]+ decides, found or not */
+    const unsigned char *eq = memchr(s, '=', n);
+    while (eq) {
+        Py_ssize_t e = eq - s;
+        if (tl_ends_with(s, e, "level", 5) || tl_ends_with(s, e, "lvl", 3) || tl_ends_with(s, e, "severity", 8)) {
+            Py_ssize_t q = e + 1;
+            if (q < n && s[q] == '"')
+                q++;
+            Py_ssize_t r = q;
+            while (r < n && tl_alpha(s[r]))
+                r++;
+            if (r > q) {
+                PyObject *lv = tl_lookup(t, s + q, r - q);
+                return lv ? lv : empty;
+            }
+        }
+        eq = e + 1 < n ? memchr(s + e + 1, '=', n - e - 1) : NULL;
+    }
+    /* the head, each invalid byte's \xNN escape (0x80-0xff, lower-case hex) as one space */
+    unsigned char head[TL_HEAD];
+    Py_ssize_t hn = 0, lim = n < TL_HEAD ? n : TL_HEAD;
+    if (memchr(s, '\\', lim)) {
+        for (Py_ssize_t i = 0; i < lim;) {
+            if (s[i] == '\\' && i + 3 < lim && s[i + 1] == 'x' && ((s[i + 2] >= '8' && s[i + 2] <= '9') ||
+                                                                   (s[i + 2] >= 'a' && s[i + 2] <= 'f')) &&
+                tl_hex_lo(s[i + 3])) {
+                head[hn++] = ' ';
+                i += 4;
+            } else {
+                head[hn++] = s[i++];
+            }
+        }
+    } else {
+        memcpy(head, s, lim);
+        hn = lim;
+    }
+    /* the first whole word (?<![\w.-])[a-z]+(?![\w-]) that is a level name */
+    for (Py_ssize_t i = 0; i < hn;) {
+        if (!tl_alpha(head[i])) {
+            i++;
+            continue;
+        }
+        Py_ssize_t j = i + 1;
+        while (j < hn && tl_alpha(head[j]))
+            j++;
+        unsigned char before = i ? head[i - 1] : ' ', after = j < hn ? head[j] : ' ';
+        if (!tl_digit(before) && before != '_' && before != '.' && before != '-' && !tl_digit(after) &&
+            after != '_' && after != '-') {
+            PyObject *lv = tl_lookup(t, head + i, j - i);
+            if (lv)
+                return lv;
+        }
+        i = j;
+    }
+    /* ^([VDIWEF])(?:\d{4}[ T]|/|\s+\d): glog and logcat prefixes */
+    if (hn >= 2) {
+        const char *at = memchr("VDIWEF", head[0], 6);
+        if (at && head[0]) {
+            int ok = head[1] == '/';
+            if (!ok && hn >= 6 && tl_digit(head[1]) && tl_digit(head[2]) && tl_digit(head[3]) && tl_digit(head[4]) &&
+                (head[5] == ' ' || head[5] == 'T'))
+                ok = 1;
+            if (!ok && tl_space(head[1])) {
+                Py_ssize_t k = 1;
+                while (k < hn && tl_space(head[k]))
+                    k++;
+                ok = k < hn && tl_digit(head[k]);
+            }
+            if (ok)
+                return t->letter[at - "VDIWEF"];
+        }
+    }
+    return empty;
+}
+
+/* Analyzer._logfmt_value: the first (?:^|\s)KEY=(?:"([^"]*)"|(\S+)); 0 when absent, else 1 with
+ * the value's bounds. */
+static int tl_key(const unsigned char *s, Py_ssize_t n, const char *kf, Py_ssize_t kfn, Py_ssize_t *vs,
+                  Py_ssize_t *ve) {
+    /* Each '=' (rarer than the key's first letter) ends a candidate, in the order of their starts;
+     * a key with '=' in it is looked for from its first letter. */
+    int by_eq = memchr(kf, '=', kfn) == NULL;
+    for (Py_ssize_t p = 0; p + kfn < n;) {
+        if (by_eq) {
+            const unsigned char *eq = memchr(s + p + kfn, '=', n - p - kfn);
+            if (!eq)
+                return 0;
+            p = eq - s - kfn;
+        } else {
+            const unsigned char *hit = memchr(s + p, (unsigned char)kf[0], n - p);
+            if (!hit)
+                return 0;
+            p = hit - s;
+            if (p + kfn >= n)
+                return 0;
+        }
+        if (memcmp(s + p, kf, kfn) == 0 && s[p + kfn] == '=' && (p == 0 || tl_space(s[p - 1]))) {
+            Py_ssize_t q = p + kfn + 1;
+            if (q < n && s[q] == '"') {
+                const unsigned char *close = memchr(s + q + 1, '"', n - q - 1);
+                if (close) {
+                    *vs = q + 1;
+                    *ve = close - s;
+                    return 1;
+                }
+            }
+            Py_ssize_t r = q;
+            while (r < n && !tl_space(s[r]))
+                r++;
+            if (r > q) {
+                *vs = q;
+                *ve = r;
+                return 1;
+            }
+        }
+        p++;
+    }
+    return 0;
+}
+
+static PyObject *text_levels(PyObject *m, PyObject *args) {
+    PyObject *lines, *levels, *keys, *kfo, *canonical;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!OOO!", &PyList_Type, &lines, &PyList_Type, &levels, &keys, &kfo,
+                          &PyDict_Type, &canonical))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (PyList_GET_SIZE(levels) != n || (keys != Py_None && (!PyList_Check(keys) || PyList_GET_SIZE(keys) != n))) {
+        PyErr_SetString(PyExc_ValueError, "text_levels: levels and keys must be lists as long as lines");
+        return NULL;
+    }
+    const char *kf = NULL;
+    Py_ssize_t kfn = 0;
+    if (keys != Py_None) {
+        if (kfo == Py_None) {
+            PyErr_SetString(PyExc_ValueError, "text_levels: keys need a key_field");
+            return NULL;
+        }
+        if (!(kf = PyUnicode_AsUTF8AndSize(kfo, &kfn)))
+            return NULL;
+    }
+    tl_names_t *t = PyMem_Malloc(sizeof *t);
+    if (!t)
+        return PyErr_NoMemory();
+    Py_ssize_t undecided = 0;
+    PyObject *empty = PyUnicode_FromString("");
+    PyObject *cache[KEY_CACHE] = {0};
+    if (!empty)
+        goto fail;
+    if (tl_names(t, canonical) < 0) {
+        PyErr_Clear();
+        PyMem_Free(t); /* an unusual dict: every undecided line stays with Python */
+        t = NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyList_GET_ITEM(levels, i) != Py_None)
+            continue;
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!t || !PyUnicode_Check(line) || !PyUnicode_IS_COMPACT_ASCII(line)) {
+            undecided++;
+            continue;
+        }
+        const unsigned char *s = (const unsigned char *)PyUnicode_DATA(line);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(line);
+        if (len && s[0] == '{') {
+            undecided++; /* perhaps JSON that orjson reads: Python decides */
+            continue;
+        }
+        if (kf && kfn > 0) {
+            Py_ssize_t vs, ve;
+            PyObject *key = Py_None;
+            if (tl_key(s, len, kf, kfn, &vs, &ve)) {
+                unsigned slot = key_slot((const char *)s + vs, ve - vs);
+                PyObject *c = cache[slot];
+                if (c && PyUnicode_GET_LENGTH(c) == ve - vs && memcmp(PyUnicode_DATA(c), s + vs, ve - vs) == 0) {
+                    key = c;
+                } else {
+                    key = PyUnicode_FromStringAndSize((const char *)s + vs, ve - vs);
+                    if (!key)
+                        goto fail;
+                    Py_XSETREF(cache[slot], key);
+                }
+            }
+            PyList_SetItem(keys, i, Py_NewRef(key));
+        } else if (kf) {
+            PyList_SetItem(keys, i, Py_NewRef(Py_None)); /* "" key_field: Python never asks */
+        }
+        PyList_SetItem(levels, i, Py_NewRef(tl_level(t, s, len, empty)));
+    }
+    for (int j = 0; j < KEY_CACHE; j++)
+        Py_XDECREF(cache[j]);
+    Py_DECREF(empty);
+    PyMem_Free(t);
+    return PyLong_FromSsize_t(undecided);
+fail:
+    for (int j = 0; j < KEY_CACHE; j++)
+        Py_XDECREF(cache[j]);
+    Py_XDECREF(empty);
+    PyMem_Free(t);
+    return NULL;
+}
+
+/*
+ * line_heads(lines, table) -> [i, ...]: the indexes of the lines whose first character may start
+ * a match (multiline.MultilineRule.heads): an ASCII first character c with table[c] != 0, any
+ * other first character, an empty line, anything that is not a str. The multiline joiner runs
+ * its pattern on these lines only.
+ */
+static PyObject *line_heads(PyObject *m, PyObject *args) {
+    PyObject *lines;
+    const char *table;
+    Py_ssize_t tn;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!y#", &PyList_Type, &lines, &table, &tn))
+        return NULL;
+    if (tn != 128) {
+        PyErr_SetString(PyExc_ValueError, "line_heads: the table has one byte per ASCII character (128)");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (!out)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (PyUnicode_Check(line) && PyUnicode_GET_LENGTH(line) > 0) {
+            Py_UCS4 c = PyUnicode_READ_CHAR(line, 0);
+            if (c < 128 && !table[c])
+                continue;
+        }
+        PyObject *k = PyLong_FromSsize_t(i);
+        if (!k || PyList_Append(out, k) < 0) {
+            Py_XDECREF(k);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(k);
+    }
+    return out;
+}
+
 /* ---- records --------------------------------------------------------------------------------- */
 /* The letter of a two-character escape (\" \\ \n \r \t \b \f), else 0. */
 static char SHORT[256];
@@ -3285,6 +3612,9 @@ static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
      "json_levels(lines, key_field, canonical, numeric) -> (levels, keys); None: let Python decide"},
+    {"text_levels", text_levels, METH_VARARGS,
+     "text_levels(lines, levels, keys, key_field, canonical) -> lines left None for Python"},
+    {"line_heads", line_heads, METH_VARARGS, "line_heads(lines, table) -> indexes of lines whose first char is in table"},
     {"encode", encode, METH_VARARGS, "encode(head, lines, levels, tails, keys, fields, dumps) -> records"},
     {"encode_full", encode_full, METH_VARARGS,
      "encode_full(head, lines, levels, tails, keys, fields, dumps, stamps, heads, meta, key_field, truncated)"},

@@ -24,6 +24,22 @@ def json_levels(
     """(levels, keys): a level per line, None where the Python code must decide; keys is None
     without ``key_field``."""
 
+def text_levels(
+    lines: list[str],
+    levels: list[str | None],
+    keys: list[str | None] | None,
+    key_field: str | None,
+    canonical: dict[str, str],
+    /,
+) -> int:
+    """``levels.level_of_text`` (and, when ``keys`` is a list, ``Analyzer._logfmt_value``) of each
+    line whose level is None, written in place, for ASCII lines that do not start with ``{``;
+    returns how many lines are still None (for the Python code)."""
+
+def line_heads(lines: list[str], table: bytes, /) -> list[int]:
+    """Indexes of the lines whose first character may start a match: ASCII ``c`` with
+    ``table[c]`` (128 bytes) not zero, any other character, or an empty line."""
+
 def encode(
     head: bytes,
     lines: list[str],

@@ -617,8 +617,9 @@ def bench(
     agent_src: Annotated[
         Path | None,
         typer.Option(
-            help="With many-files: run the agent from this source tree (a checkout of the code "
-            "before a change, to compare; its config gets no watcher key)."
+            help="Run the agent from this source tree (PYTHONPATH: a checkout of the code before a "
+            "change, its C module built, to compare in the same series; with many-files its "
+            "config gets no watcher key)."
         ),
     ] = None,
     workers: Annotated[
@@ -795,6 +796,7 @@ def bench(
         http_batch=http_batch,
         forward_compress=forward_compress,
         forward_record=forward_record,
+        agent_src=agent_src,
     )
     try:
         result = run_bench(opts, err)

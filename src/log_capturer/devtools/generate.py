@@ -13,6 +13,15 @@ Line shapes (``--line-bytes`` pads the message to the requested length)::
     logfmt  time=2026-11-25T07:00:00.123456Z level=info seq=42 tenant_id=tenant-03 msg="..."
     plain   2026-11-25T07:00:00.123456Z INFO [tenant-03] seq=42 ...
 
+``mixed`` is what a real host writes: 40 % plain text, 30 % logfmt, 30 % JSON, line lengths
+spread evenly from 0.53x to 2x ``--line-bytes`` (80-300 bytes at the default 150), and one
+line in a thousand an error followed by a Java stack trace (5-12 more lines: the exception,
+``\tat ...`` frames, ``Caused by:``, ``\t... N more``; the ``java`` multiline preset joins them
+to their line). Its plain and logfmt lines look like an application's::
+
+    2026-11-25T07:00:00.123456Z WARN [worker-3] c.e.orders.OrderService - seq=42 tenant_id=tenant-03 ...
+    ts=2026-11-25T07:00:00.123456Z level=info caller=orders/main.go:18 seq=42 tenant_id=tenant-03 msg="..."
+
 A line of level ``none`` has no level (no ``level`` member, no level word).
 
 Pacing works in ticks (10 ms at high rates): each tick writes, in one call,
@@ -50,6 +59,12 @@ OTLP_SEVERITY = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "error": 17, "fa
 #: or ``log`` ({log} only: Fluent Bit tailing the generated file).
 FORWARD_RECORDS = ("fields", "log")
 POOL_SIZE = 4096
+#: Shares of the ``mixed`` format (the issue's realistic host).
+MIXED_SHARES = (("plain", 0.4), ("logfmt", 0.3), ("json", 0.3))
+#: Lengths of ``mixed`` lines, as fractions of ``line_bytes`` (80-300 bytes at 150).
+MIXED_SPREAD = (80 / 150, 300 / 150)
+#: One ``mixed`` line in this many (of the pool's) is an error followed by a stack trace.
+TRACE_EVERY = 1000
 #: Time to write the due lines in one go; smaller = finer emit times, more calls.
 TICK = 0.01
 #: Most lines built and written in one call (also the batch size when rate=0).
@@ -129,6 +144,7 @@ class _Template:
     words: str  # message words, cut to fit line_bytes
     end: str
     fixed: int  # length of pre + mid + fields + end
+    size: int = 0  # the line's length (0: the factory's line_bytes)
 
 
 @dataclass(frozen=True)
@@ -163,14 +179,13 @@ class LineFactory:
         rng = random.Random(seed)
         names = [n for n, _ in self.level_weights]
         weights = [w for _, w in self.level_weights]
-        self._pool = [
-            self._template(
-                rng,
-                rng.choice(("json", "logfmt", "plain")) if fmt == "mixed" else fmt,
-                rng.choices(names, weights)[0],
-            )
-            for _ in range(POOL_SIZE)
-        ]
+        if fmt == "mixed":
+            self._pool = [
+                self._mixed_template(rng, names, weights, i % TRACE_EVERY == TRACE_EVERY // 2)
+                for i in range(POOL_SIZE)
+            ]
+        else:
+            self._pool = [self._template(rng, fmt, rng.choices(names, weights)[0]) for _ in range(POOL_SIZE)]
 
     def _template(self, rng: random.Random, fmt: str, level: str) -> _Template:
         tenant = f"tenant-{rng.randrange(TENANTS):02d}"
@@ -187,6 +202,38 @@ class LineFactory:
         fixed = len(pre) + len(mid) + len(fields) + len(end)
         return _Template(fmt, level, tenant, pre, mid, fields, words, end, fixed)
 
+    def _mixed_template(
+        self, rng: random.Random, names: list[str], weights: list[float], trace: bool
+    ) -> _Template:
+        """A ``mixed`` line; with ``trace``, an error in plain text followed by a stack trace."""
+        fmt = rng.choices([f for f, _ in MIXED_SHARES], [w for _, w in MIXED_SHARES])[0]
+        level = rng.choices(names, weights)[0]
+        lo, hi = MIXED_SPREAD
+        size = rng.randint(max(1, round(self.line_bytes * lo)), max(1, round(self.line_bytes * hi)))
+        if trace:
+            fmt, level = "plain", "error"
+        tenant = f"tenant-{rng.randrange(TENANTS):02d}"
+        words = " ".join(rng.choice(_WORDS) for _ in range(size // 3 + 8))
+        end = ""
+        if fmt == "json":
+            lvl = "" if level == "none" else f'"level":"{level}",'
+            pre, mid, fields, end = '{"time":"', f'",{lvl}"seq":', f',"tenant_id":"{tenant}","msg":"', '"}'
+        elif fmt == "logfmt":
+            lvl = "" if level == "none" else f" level={level}"
+            caller = f"{rng.choice(_WORDS)}/{rng.choice(_WORDS)}.go:{rng.randrange(20, 900)}"
+            pre, mid = "ts=", f"{lvl} caller={caller} seq="
+            fields = f' tenant_id={tenant} took_ms={rng.randrange(1, 2000)} msg="'
+            end = '"'
+        else:
+            lvl = "" if level == "none" else f" {level.upper()}"
+            logger = f"c.e.{rng.choice(_WORDS)}.{rng.choice(_WORDS).title()}Service"
+            pre, mid = "", f"{lvl} [worker-{rng.randrange(16)}] {logger} - seq="
+            fields = f" tenant_id={tenant} "
+        fixed = len(pre) + len(mid) + len(fields) + len(end)
+        if trace:  # after the line, not counted in its length
+            end = _stack_trace(rng)
+        return _Template(fmt, level, tenant, pre, mid, fields, words, end, fixed, size)
+
     def level_of(self, seq: int) -> str:
         return self._pool[seq % POOL_SIZE].level
 
@@ -201,6 +248,7 @@ class LineFactory:
         fields fit (otherwise as short as the fields allow)."""
         ts = rfc3339_us(emit_ns)
         size = self.line_bytes - len(ts)
+        len_ts = len(ts)
         pool = self._pool
         lines: list[str] = []
         levels: list[str] = []
@@ -211,11 +259,30 @@ class LineFactory:
         for seq in range(first_seq, first_seq + count):
             t = pool[seq % POOL_SIZE]
             s = str(seq)
-            room = size - t.fixed - len(s)
+            room = (t.size - len_ts if t.size else size) - t.fixed - len(s)
             add_line(f"{t.pre}{ts}{t.mid}{s}{t.fields}{t.words[: max(room, 0)]}{t.end}")
             add_level(t.level)
             add_tenant(t.tenant)
         return Batch(first_seq, emit_ns, lines, levels, tenants)
+
+
+def _stack_trace(rng: random.Random) -> str:
+    """A Java exception's trace, as the lines after its log line: ``\n``-separated, 5-12 lines."""
+    pkg = f"com.example.{rng.choice(_WORDS)}"
+    cls = f"{rng.choice(_WORDS).title()}Service"
+    exc = rng.choice(
+        ("java.lang.IllegalStateException", "java.io.UncheckedIOException", "java.lang.RuntimeException")
+    )
+    out = [f"{exc}: {' '.join(rng.choice(_WORDS) for _ in range(4))}"]
+    out += [
+        f"\tat {pkg}.{cls}.{rng.choice(_WORDS)}({cls}.java:{rng.randrange(20, 900)})"
+        for _ in range(rng.randrange(3, 8))
+    ]
+    if rng.random() < 0.5:
+        out.append(f"Caused by: java.net.SocketTimeoutException: {rng.choice(_WORDS)} timed out")
+        out.append(f"\tat java.base/java.net.Socket.connect(Socket.java:{rng.randrange(500, 700)})")
+    out.append(f"\t... {rng.randrange(5, 40)} more")
+    return "\n" + "\n".join(out)
 
 
 # -- targets --------------------------------------------------------------------------------------

@@ -84,9 +84,10 @@ class Analyzer:
         kf = self.key_field
         if _speedups is None:
             return self._analyze_lines(lines, want_key)
-        # C decides the usual JSON lines (same results); the rest come back as None.
+        # C decides the usual JSON lines (same results); the rest come back as None. Then C decides
+        # the plain-text and logfmt lines among them, in place; what is left is Python's.
         found, keys = _speedups.json_levels(lines, kf if want_key else None, CANONICAL, NUMERIC)
-        if None in found:
+        if None in found and _speedups.text_levels(lines, found, keys, kf if want_key else None, CANONICAL):
             rest = [i for i, lv in enumerate(found) if lv is None]
             more, more_keys = self._analyze_lines([lines[i] for i in rest], want_key)
             for j, i in enumerate(rest):

@@ -23,10 +23,18 @@ Presets:
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
+from itertools import compress
+from typing import Any, cast
 
 from log_capturer.processing.assembly import Lines
+
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _speedups = cast(Any, None)
 
 JAVA_CONTINUATION = (
     r"^\s+\S"  # tab-indented frames: "\tat com.x.Y(Y.java:1)", "\t... 3 more", "  Suppressed: ..."
@@ -47,6 +55,23 @@ PRESETS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
+def _heads(chars: str) -> bytes:
+    """A table of ASCII first characters (for ``_speedups.line_heads``): 1 for those in ``chars``."""
+    return bytes(1 if chr(c) in chars else 0 for c in range(128))
+
+
+_SPACE = "".join(chr(c) for c in range(128) if chr(c).isspace())  # what \s matches in ASCII
+_NAME = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
+#: The ASCII characters a preset's continuation line can start with: whitespace (indented lines)
+#: and the first letters of its other alternatives (``Caused by:``, a qualified exception name,
+#: ``Traceback``...). A line starting with any other ASCII character (a digit, ``{``...) never
+#: continues, so the pattern is not even run on it.
+PRESET_HEADS: dict[str, bytes] = {
+    "java": _heads(_SPACE + _NAME + "$"),
+    "python": _heads(_SPACE + _NAME),
+}
+
+
 @dataclass(frozen=True)
 class MultilineRule:
     start: re.Pattern[str] | None
@@ -54,6 +79,9 @@ class MultilineRule:
     timeout: float
     max_lines: int
     max_bytes: int
+    #: First characters a continuation line can have (``PRESET_HEADS``): set for a preset whose
+    #: patterns are not replaced, None otherwise.
+    heads: bytes | None = None
 
     @classmethod
     def build(
@@ -76,6 +104,7 @@ class MultilineRule:
             timeout,
             max_lines,
             max_bytes,
+            PRESET_HEADS[preset] if preset and not start_pattern and not continuation_pattern else None,
         )
 
     def continues(self, line: str) -> bool:
@@ -122,6 +151,81 @@ class MultilineJoiner:
         self._group_truncated = False
 
     def feed(self, batch: Lines, now: float) -> Lines:
+        if batch.streams is None and batch.text:
+            return self._feed_columns(batch, now)
+        return self._feed_lines(batch, now)
+
+    def _continuing(self, text: list[str]) -> list[int]:
+        """Indexes of the lines that continue a record (``rule.continues``), the patterns run by
+        ``map`` (no Python step per line)."""
+        rule = self.rule
+        n = len(text)
+        if rule.continuation is not None:
+            if rule.heads is not None and _speedups is not None:
+                maybe = _speedups.line_heads(text, rule.heads)
+                found = list(compress(maybe, map(rule.continuation.match, map(text.__getitem__, maybe))))
+            else:
+                found = list(compress(range(n), map(rule.continuation.match, text)))
+            if rule.start is not None:
+                starts = rule.start.match
+                found = [i for i in found if starts(text[i]) is None]
+            return found
+        assert rule.start is not None  # MultilineRule.build requires one of them
+        return list(compress(range(n), map(operator.not_, map(rule.start.match, text))))
+
+    def _feed_columns(self, batch: Lines, now: float) -> Lines:
+        """``_feed_lines`` for a batch without streams, a run of lines at a time: the lines that
+        start a record between two continuation lines are copied as a slice."""
+        rule = self.rule
+        text = batch.text
+        n = len(text)
+        raw = batch.raw
+        trunc = batch.truncated
+        self._with_streams = False
+        out = Lines([], [], set(), None)
+        out_raw = cast("list[int]", out.raw)
+        pos = 0
+        for i in [*self._continuing(text), n]:
+            if i > pos:
+                # Lines pos .. i-1 each start a record: the held one ends, pos .. i-2 are records
+                # of one line, i-1 is held (the lines after it may continue it).
+                self._emit(out)
+                last = i - 1
+                if last > pos:
+                    base = len(out.text) - pos
+                    out.text += text[pos:last]
+                    out_raw += raw[pos:last] if raw is not None else [1] * (last - pos)
+                    if trunc:
+                        out.truncated.update(base + t for t in trunc if pos <= t < last)
+                line = text[last]
+                self._group = [line]
+                self._group_stream = ""
+                self._group_raw = raw[last] if raw is not None else 1
+                self._group_bytes = len(line) + 1
+                self._group_truncated = last in trunc
+            if i < n:
+                line = text[i]
+                group = self._group
+                if (
+                    group
+                    and self._group_stream == ""
+                    and len(group) < rule.max_lines
+                    and self._group_bytes + len(line) < rule.max_bytes
+                ):
+                    group.append(line)
+                else:
+                    self._emit(out)
+                    self._group = [line]
+                    self._group_stream = ""
+                self._group_raw += raw[i] if raw is not None else 1
+                self._group_bytes += len(line) + 1
+                if i in trunc:
+                    self._group_truncated = True
+            pos = i + 1
+        self._last_feed = now
+        return out
+
+    def _feed_lines(self, batch: Lines, now: float) -> Lines:
         rule = self.rule
         continues = rule.continues
         streams = batch.streams

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from datetime import datetime
@@ -24,6 +25,7 @@ from log_capturer.devtools.generate import (
     run,
 )
 from log_capturer.processing import Analyzer
+from log_capturer.processing.multiline import JAVA_CONTINUATION
 from log_capturer.record import Chunk, Origin
 from log_capturer.sinks.kafka.encode import encode_chunk
 
@@ -52,7 +54,10 @@ def test_rfc3339_us() -> None:
 def test_lines_have_the_requested_length_seq_and_emit_time(fmt: str) -> None:
     f = LineFactory(fmt, 150, seed=7)
     batch = f.batch(995, 10_000, EMIT_NS)
-    assert {len(line) for line in batch.lines} == {150}
+    if fmt == "mixed":  # each line the length its template drew (see the next test)
+        assert {len(line.split("\n")[0]) for line in batch.lines} <= set(range(80, 301))
+    else:
+        assert {len(line) for line in batch.lines} == {150}
     assert batch.first_seq == 995
     for i, line in enumerate(batch.lines):
         m = LINE_MARK.search(line.encode())
@@ -82,9 +87,31 @@ def test_same_seed_same_lines_other_seed_other_lines() -> None:
     assert [x.replace("07:00:00", "") for x in a] == [x.replace("07:00:01", "") for x in later]
 
 
-def test_mixed_format_uses_all_three_formats() -> None:
+def test_mixed_format_has_the_issues_shares_lengths_and_stack_traces() -> None:
     f = LineFactory("mixed", 150)
-    assert Counter(f.format_of(i) for i in range(POOL_SIZE)).keys() == {"json", "logfmt", "plain"}
+    batch = f.batch(0, POOL_SIZE, EMIT_NS)
+    shares = Counter(f.format_of(i) for i in range(POOL_SIZE))
+    assert shares.keys() == {"json", "logfmt", "plain"}
+    assert 0.36 < shares["plain"] / POOL_SIZE < 0.44
+    assert 0.26 < shares["logfmt"] / POOL_SIZE < 0.34
+    assert 0.26 < shares["json"] / POOL_SIZE < 0.34
+    heads = [line.split("\n")[0] for line in batch.lines]
+    sizes = [len(h) for h in heads]
+    assert 80 <= min(sizes) < 100 and 280 < max(sizes) <= 300
+    assert 170 < sum(sizes) / len(sizes) < 210
+    traces = [i for i, line in enumerate(batch.lines) if "\n" in line]
+    assert traces == [500, 1500, 2500, 3500]  # one line in a thousand
+    java = re.compile(JAVA_CONTINUATION)
+    for i in traces:
+        assert f.format_of(i) == "plain" and f.level_of(i) == "error"
+        head, *rest = batch.lines[i].split("\n")
+        assert " ERROR " in head and 5 <= len(rest) <= 12
+        assert all(java.match(x) for x in rest)  # the java preset joins them to their line
+    for i, h in enumerate(heads):
+        if f.format_of(i) == "plain":
+            assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z ", h)
+        elif f.format_of(i) == "logfmt":
+            assert h.startswith("ts=") and " caller=" in h and h.endswith('"')
 
 
 def test_level_mix_follows_the_weights() -> None:
@@ -105,8 +132,8 @@ def test_the_agent_detects_the_intended_level_and_key(fmt: str) -> None:
     assert chunk.levels == want
     assert chunk.keys is not None
     for i, key in enumerate(chunk.keys):
-        fmt_i = f.format_of(i)
-        assert key == (None if fmt_i == "plain" else batch.tenants[i])
+        # A plain line has no key, but the mixed format's plain lines carry tenant_id=.
+        assert key == (None if fmt == "plain" else batch.tenants[i])
 
 
 def test_seq_and_emit_time_are_found_inside_the_agents_record() -> None:

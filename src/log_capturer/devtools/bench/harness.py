@@ -22,6 +22,7 @@ input (``otlp`` section, ``POST /v1/logs``): protobuf ``ExportLogsServiceRequest
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -121,6 +122,9 @@ class BenchOptions:
     forward_compress: bool = False
     #: With source forward: the records, ``fields`` ({log, level, labels}) or ``log`` ({log}).
     forward_record: str = "fields"
+    #: Run the agent from this source tree (PYTHONPATH; a checkout of the code before a change,
+    #: with its C module built), to compare in the same series.
+    agent_src: Path | None = None
 
 
 def default_agent_config() -> dict[str, Any]:
@@ -261,6 +265,10 @@ class Bench:
 
     def _agent_config(self, topics: dict[str, str]) -> dict[str, Any]:
         base = default_agent_config()
+        if self.opts.format == "mixed":
+            # Its stack traces, joined to their line as a Vector or Fluent Bit user would
+            # configure it: one record per log line, as the bench counts them.
+            base["files_config"]["multiline"] = {"preset": "java"}
         if self.opts.agent_config is not None:
             _merge(base, yaml.safe_load(self.opts.agent_config.read_text()) or {})
         if self.opts.workers is not None:
@@ -409,10 +417,14 @@ class Bench:
         run.t0 = time.time()
         busy0, total0 = machine_busy()
         with run.agent_log.open("ab") as logf:
+            env = dict(os.environ)
+            if opts.agent_src is not None:
+                env["PYTHONPATH"] = str(opts.agent_src.resolve())
             agent = subprocess.Popen(
                 [sys.executable, "-m", "log_capturer", "run", "--config", str(cfg_path), "--no-status"],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
         api = f"http://127.0.0.1:{cfg['server']['port']}"
         metrics_url = f"http://127.0.0.1:{cfg['metrics']['port']}{cfg['metrics'].get('path', '/metrics')}"
@@ -648,6 +660,8 @@ class Bench:
             "bootstrap": opts.bootstrap,
             "ceiling": opts.ceiling,
             "agent_config": str(opts.agent_config) if opts.agent_config else None,
+            "agent_src": str(opts.agent_src) if opts.agent_src else None,
+            "agent_git": _git_describe(opts.agent_src) if opts.agent_src else None,
         }
 
     def _result(self, c: Collector, run: _RunFacts) -> dict[str, Any]:
@@ -818,8 +832,8 @@ def _count_log_errors(path: Path) -> int:
     return n
 
 
-def _git_describe() -> str | None:
-    here = Path(__file__).resolve().parent
+def _git_describe(where: Path | None = None) -> str | None:
+    here = where.resolve() if where is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
             ["git", "-C", str(here), "describe", "--always", "--dirty"],
