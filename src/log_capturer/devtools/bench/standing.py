@@ -68,11 +68,11 @@ ROWS: tuple[Row, ...] = (
         command="log-capturer bench --scenario max --duration 10 --files 2 --workers 2 --bootstrap $B",
     ),
     Row(
-        "file -> Kafka, max, mixed formats",
+        "file -> Kafka, max, mixed lines (40 % plain, 30 % logfmt, 30 % JSON, 80-300 bytes, Java traces)",
         "bench",
-        _bench(D6 + "session-", ["new-max-mixed"]),
-        "hardening-alternated-with-the-code-before-it-2026-12-06",
-        command="log-capturer bench --scenario max --files 4 --workers 1 --format mixed --bootstrap $B",
+        _bench(D6 + "mixed-after-", ["2", "3", "4", "5", "6", "7", "8", "9"]),
+        "mixed-lines-plain-text-and-logfmt-analysed-in-c-multiline-a-batch-at-a-time-2026-12-06-2000-2021-utc",
+        command="log-capturer bench --scenario max --format mixed --lines 2000000 --bootstrap $B",
     ),
     Row(
         "file -> Kafka, baseline (1,000 lines/s)",
