@@ -295,16 +295,14 @@ class Checkpointer:
         for tf in followed:
             if tf.path and tf.live:
                 items.append((tf.path, tf.key, tf.position_entry()))
-        owners: dict[str, set[Key]] = {}
-        for path, key, _ in items:
-            owners.setdefault(path, set()).add(key)
+        entries: dict[str, Entry] = {path: entry for path, _, entry in items}
+        if len(entries) == len(items):
+            return entries
         # Renames shift every generation at once (a file's new name is the next one's old
         # name): on any clash, every name is looked up again.
-        clash = any(len(keys) > 1 for keys in owners.values())
-        entries: dict[str, Entry] = {}
+        entries = {}
         for path, key, entry in items:
-            now = (current_path(path, key) or path) if clash and key != (0, 0) else path
-            entries[now] = entry
+            entries[(current_path(path, key) or path) if key != (0, 0) else path] = entry
         return entries
 
     def save(self, files: Iterable[TailedFile]) -> None:
