@@ -415,8 +415,8 @@ def _read_time_ms(value: bytes, seconds: dict[bytes, int]) -> float | None:
     base = seconds.get(sec)
     if base is None:
         base = seconds[sec] = calendar.timegm(time.strptime(sec.decode(), "%Y-%m-%dT%H:%M:%S"))
-    frac = m.group(2) or b"0"
-    return base * 1000 + int(frac) / 10 ** (len(frac) - 3)
+    frac: bytes = m.group(2) or b"0"
+    return base * 1000 + int(frac) / 10.0 ** (len(frac) - 3)
 
 
 def run_many_files_bench(opts: ManyFilesOptions, console: Console | None = None) -> dict[str, Any]:
