@@ -240,7 +240,7 @@ class Tailer:
     def _loop(self) -> None:
         s = self.settings
         checkpointer = self.checkpointer
-        next_scan = time.monotonic() + s.rescan_interval
+        next_scan = time.monotonic() + self._scan_interval()
         next_event_scan = 0.0
         scan_wanted = False
         idle_wait = s.poll_interval
@@ -261,8 +261,13 @@ class Tailer:
             if now >= next_scan or self._rescan_now.is_set() or (scan_wanted and now >= next_event_scan):
                 self._rescan_now.clear()
                 scan_wanted = False
+                version = -1 if watcher is None else watcher.version
                 self.rescan()
-                next_scan = now + s.rescan_interval
+                if watcher is not None and watcher.version != version:
+                    # Directories were watched anew: a file created in one between its listing and
+                    # its watch raised no event; one more search, soon, finds it.
+                    scan_wanted = True
+                next_scan = now + self._scan_interval()
                 next_event_scan = now + EVENT_RESCAN_GAP
                 busy |= self._found_new  # read the new files at once
                 self._found_new = False
@@ -273,13 +278,37 @@ class Tailer:
                 idle_wait = min(ACTIVE_POLL, s.poll_interval)
             else:
                 # Wake up for a write due before the next look (positions moved meanwhile).
-                wait = min(idle_wait, max(checkpointer.until_due(now), ACTIVE_POLL))
+                wait = min(
+                    idle_wait,
+                    max(checkpointer.until_due(now), ACTIVE_POLL),
+                    max(next_scan - now, ACTIVE_POLL),
+                )
                 if watcher is not None:
                     wait = min(wait, s.restat_interval / 10)  # the safety re-stat's next share
                     if scan_wanted:
                         wait = min(wait, max(next_event_scan - now, ACTIVE_POLL))
                 self._wake.wait(wait)
-                idle_wait = min(idle_wait * 2, s.poll_interval)
+                idle_wait = min(idle_wait * 2, self._idle_cap())
+
+    def _scan_interval(self) -> float:
+        """Seconds to the next periodic discovery: ``rescan_interval``; with inotify watching
+        every directory the search lists (a paths provider with ``watch_roots``), where creations,
+        renames and deletions start a search anyway, the periodic one is only a safety net, like
+        the re-stat: every ``restat_interval`` (at least ``rescan_interval``)."""
+        s = self.settings
+        watcher = self.watcher
+        if watcher is None or watcher.unwatched or not getattr(self.paths, "watch_roots", lambda: None)():
+            return s.rescan_interval
+        return max(s.rescan_interval, s.restat_interval)
+
+    def _idle_cap(self) -> float:
+        """The longest wait of an idle loop: ``poll_interval`` while any file is polled; with
+        inotify and none (events wake the loop), a tenth of ``restat_interval``, the safety
+        re-stat's next share."""
+        s = self.settings
+        if self.watcher is None or self._special:
+            return s.poll_interval
+        return max(s.poll_interval, s.restat_interval / 10)
 
     def _work(self, changed: set[str], now: float) -> set[Key]:
         """With inotify: the files to look at this turn (see :mod:`.watcher`)."""

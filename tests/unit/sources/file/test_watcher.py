@@ -283,9 +283,50 @@ def test_a_file_in_a_new_sub_directory_is_found_through_events(env: Env) -> None
     env.start(poll_interval="60s", restat_interval="60s", rescan_interval="60s")
     sub = env.logs / "team" / "svc"
     sub.mkdir(parents=True)
-    time.sleep(1.2)  # the search started by the mkdir event lists (and watches) the new directories
+    # Written at once: found by the search the mkdir event starts, through the new directory's
+    # watch, or by the search that follows new watches.
     append(sub / "app.log", "deep")
     assert wait_for(lambda: env.sink.lines() == ["deep"], 3)
+
+
+def test_a_file_made_between_a_new_directory_s_listing_and_its_watch_is_found_by_one_more_search(
+    env: Env,
+) -> None:
+    src = env.start(poll_interval="60s", restat_interval="60s", rescan_interval="60s")
+    t = src.tailer
+    assert t.watcher is not None
+    sub = env.logs / "svc"
+    real_watch = t.watcher.watch
+
+    def watch(directories: Any) -> None:
+        directories = list(directories)
+        if str(sub) in directories and not (sub / "app.log").exists():
+            append(sub / "app.log", "between")  # listed already, not watched yet: no event
+        real_watch(directories)
+
+    t.watcher.watch = watch  # type: ignore[method-assign]
+    sub.mkdir()
+    # Neither the 60 s search nor the 60 s re-stat: only the search that follows new watches.
+    assert wait_for(lambda: env.sink.lines() == ["between"], 3)
+
+
+def test_with_every_directory_watched_the_periodic_search_and_the_idle_loop_slow_down(env: Env) -> None:
+    (env.logs / "a.log").write_text("")
+    t = env.start(poll_interval="100ms", restat_interval="20s", rescan_interval="5s").tailer
+    assert t.watcher is not None and not t._special
+    # Creations, renames and deletions start a search: the periodic one is a safety net.
+    assert t._scan_interval() == 20.0 and t._idle_cap() == 2.0
+    t.watcher.unwatched.add(str(env.tmp / "elsewhere"))  # a directory that could not be watched
+    assert t._scan_interval() == 5.0
+    t.watcher.unwatched.clear()
+    t._special.add((0, 0))  # a file that is polled (a symbolic link, multiline lines held)
+    assert t._idle_cap() == 0.1
+    t._special.clear()
+    t.watcher, watcher = None, t.watcher  # polling: as configured
+    try:
+        assert t._scan_interval() == 5.0 and t._idle_cap() == 0.1
+    finally:
+        t.watcher = watcher
 
 
 WATCH_LIMIT = """
