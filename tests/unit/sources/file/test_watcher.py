@@ -216,6 +216,31 @@ def test_a_missed_event_is_caught_by_the_safety_restat(env: Env) -> None:
     assert time.monotonic() - started <= 3.0
 
 
+def test_the_safety_restat_hands_only_the_files_that_changed_to_the_turn(env: Env) -> None:
+    files = [env.logs / f"f{i}.log" for i in range(40)]
+    for p in files:
+        p.write_text("x\n")
+    other = env.tmp / "elsewhere"
+    other.mkdir()
+    os.link(files[3], other / "alias")  # the same file under an unwatched name
+    src = env.start(poll_interval="60s", restat_interval="200ms", rescan_interval="60s", max_open_files=20)
+    t = src.tailer
+    assert wait_for(lambda: len(env.sink.lines()) == 40)
+    looked: list[str] = []
+    real = t._pump
+
+    def pump(tf: Any, now: float) -> bool:
+        looked.append(tf.path)
+        return real(tf, now)
+
+    t._pump = pump  # type: ignore[method-assign]
+    time.sleep(0.6)  # three rounds of the re-stat over idle files (open and closed ones)
+    assert looked == []
+    append(other / "alias", "y")  # no event in the watched directory: the re-stat sees it
+    assert wait_for(lambda: "y" in env.sink.lines(), 2)
+    assert set(looked) == {str(files[3])}
+
+
 def test_a_symbolic_link_is_polled_every_turn(env: Env) -> None:
     real = env.tmp / "real"
     real.mkdir()
