@@ -70,6 +70,9 @@ ACTIVE_POLL = 0.005
 #: With inotify: a discovery asked for by events (files created, renamed, deleted) runs at most
 #: this often; the periodic one every ``rescan_interval`` still runs.
 EVENT_RESCAN_GAP = 0.5
+#: A discovery logs each new file it follows at info level up to this many, the rest at debug
+#: level and then a count (10,000 files at start-up: one line, not 10,000).
+NEW_FILE_LOGS = 100
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ class Tailer:
         #: :meth:`write_positions`).
         self._changes = 0
         self._written_state: tuple[object, ...] | None = None
+        #: New files followed by the discovery under way (see NEW_FILE_LOGS).
+        self._new_files = 0
         #: The table's state at the last :meth:`_classify_all`.
         self._classified: tuple[int, int, int, int] | None = None
 
@@ -575,6 +580,7 @@ class Tailer:
         """Ask the paths provider for the paths to follow, follow the new files, notice the lost."""
         targets = self.paths.discover()
         self.targets = targets
+        self._new_files = 0
         followed = self.followed
         unclaimed = self.checkpointer.unclaimed
         seen: dict[Key, str] = {}
@@ -628,6 +634,15 @@ class Tailer:
         followed.reset_fingerprints()
         for path, target, may_be_copy, st in fresh:
             self._new_file(path, target, may_be_copy, st)
+        if self._new_files > NEW_FILE_LOGS:
+            log.info(
+                "following files",
+                extra={
+                    "files": self._new_files,
+                    "logged_each": NEW_FILE_LOGS,
+                    "followed": len(followed.tracked),
+                },
+            )
         for key in [k for k in followed.copies if k not in seen]:
             del followed.copies[key]
         if unclaimed:
@@ -714,7 +729,9 @@ class Tailer:
         self.descriptors.adopt(tf, fd, now)
         self._again.add(key)  # with inotify: its events so far named a path not followed yet
         self._found_new = True
-        log.info("following file", extra={"path": path, "offset": offset})
+        self._new_files += 1
+        level = logging.INFO if self._new_files <= NEW_FILE_LOGS else logging.DEBUG
+        log.log(level, "following file", extra={"path": path, "offset": offset})
         since = self.rotation.rotated_since.pop(path, 0)
         if not since and not had_entry and self.paths.reads_rotated_when_new(target):
             since = 1  # every generation there
