@@ -80,11 +80,12 @@ class TailedFile:
     size: int = 0
     #: Modification time (ns) at the last stat: how recent its last write is.
     mtime_ns: int = 0
-    #: The last :meth:`position_entry` made, and the state it shows (made again when it changed).
-    _entry: dict[str, object] | None = field(default=None, init=False, repr=False)
-    _entry_state: tuple[object, ...] | None = field(default=None, init=False, repr=False)
+    #: The state the last :meth:`position_entry` shows, and that entry (made again when the state
+    #: changed). Set in ``__post_init__``, as every attribute, so instances share their dict keys.
+    _entry: tuple[tuple[object, ...], dict[str, object]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._entry = None
         if not self.live_path:
             self.live_path = self.path
         if not self.consumed:
@@ -147,11 +148,11 @@ class TailedFile:
             self.inode,
             self.device,
         )
-        entry = self._entry
-        if entry is not None and state == self._entry_state:
-            return entry
-        entry = self._entry = self._make_entry(last_read)
-        self._entry_state = state
+        cached = self._entry
+        if cached is not None and state == cached[0]:
+            return cached[1]
+        entry = self._make_entry(last_read)
+        self._entry = (state, entry)
         return entry
 
     def _make_entry(self, last_read: int) -> dict[str, object]:
