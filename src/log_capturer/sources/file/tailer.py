@@ -302,7 +302,13 @@ class Tailer:
         the re-stat: every ``restat_interval`` (at least ``rescan_interval``)."""
         s = self.settings
         watcher = self.watcher
-        if watcher is None or watcher.unwatched or not getattr(self.paths, "watch_roots", lambda: None)():
+        roots: list[str] | None = (
+            None if watcher is None else getattr(self.paths, "watch_roots", lambda: None)()
+        )
+        if watcher is None or not roots or watcher.unwatched:
+            return s.rescan_interval
+        watched = watcher.watched
+        if not all(root in watched for root in roots):  # (one missing yet: no event tells of it)
             return s.rescan_interval
         return max(s.rescan_interval, s.restat_interval)
 

@@ -344,6 +344,10 @@ def test_with_every_directory_watched_the_periodic_search_and_the_idle_loop_slow
     t.watcher.unwatched.add(str(env.tmp / "elsewhere"))  # a directory that could not be watched
     assert t._scan_interval() == 5.0
     t.watcher.unwatched.clear()
+    missing = env.logs / "later"  # a listed directory not there (yet): no watch, no event for it
+    t.paths.walked.append(str(missing))  # type: ignore[attr-defined]
+    assert t._scan_interval() == 5.0
+    t.paths.walked.remove(str(missing))  # type: ignore[attr-defined]
     t._special.add((0, 0))  # a file that is polled (a symbolic link, multiline lines held)
     assert t._idle_cap() == 0.1
     t._special.clear()
