@@ -65,6 +65,12 @@ def test_events_name_the_files_written_and_say_when_a_directory_changed(
     assert wait_for(lambda: w._changes.structure)
     assert {str(a), str(tmp_path / "a.log.1")} <= w.take().paths
 
+    # Its thread sleeps with no timeout (no wake-up while idle) and a stop wakes it at once.
+    started = time.monotonic()
+    w.close()
+    assert not w._thread.is_alive() and time.monotonic() - started < 0.5
+    w.close()  # twice: nothing more
+
 
 def test_directories_no_longer_named_are_unwatched_and_unwatchable_ones_are_polled(
     tmp_path: Path, watcher: tuple[InotifyWatcher, threading.Event]
