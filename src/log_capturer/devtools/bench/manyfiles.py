@@ -20,6 +20,7 @@ inotify (every file looked at every ``poll_interval``), ``auto``/``inotify`` wit
 
 from __future__ import annotations
 
+import calendar
 import os
 import re
 import subprocess
@@ -48,6 +49,8 @@ from log_capturer.devtools.topics import TopicSpec, create_topics, delete_topics
 
 #: What each active line carries: its file, its sequence number in that file, its write time (ns).
 MARK = re.compile(rb"mf-line f=(\d+) seq=(\d+) ns=(\d+)")
+#: The record's read time (the agent's ``timestamp``: these lines carry no time of their own).
+READ_TIME = re.compile(rb'"timestamp":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z"')
 FILES_PER_DIRECTORY = 100
 ERROR_LINE = re.compile(r'"level": ?"(?:ERROR|CRITICAL)"')
 
@@ -351,6 +354,10 @@ class ManyFilesBench:
             c.assign([TopicPartition(self.topic, p, 0) for p in parts])
             seen: dict[tuple[int, int], int] = {}
             latencies: list[float] = []
+            # The two stages: write -> read by the agent, read -> appended in Kafka.
+            to_read: list[float] = []
+            to_kafka: list[float] = []
+            seconds: dict[bytes, int] = {}
             records = initial = 0
             pos = dict.fromkeys(parts, 0)
             deadline = time.monotonic() + 300
@@ -367,10 +374,18 @@ class ManyFilesBench:
                         continue
                     key = (int(m.group(1)), int(m.group(2)))
                     seen[key] = seen.get(key, 0) + 1
-                    latencies.append(msg.timestamp()[1] - int(m.group(3)) / 1e6)
+                    appended = msg.timestamp()[1]
+                    written_ms = int(m.group(3)) / 1e6
+                    latencies.append(appended - written_ms)
+                    read_ms = _read_time_ms(value, seconds)
+                    if read_ms is not None:
+                        to_read.append(read_ms - written_ms)
+                        to_kafka.append(appended - read_ms)
         finally:
             c.close()
         latencies.sort()
+        to_read.sort()
+        to_kafka.sort()
         return {
             "records": records,
             # The files' first lines (read by the first start) must not come again after the restart.
@@ -381,7 +396,27 @@ class ManyFilesBench:
                 "p99": round(_percentile(latencies, 0.99), 1),
                 "max": round(latencies[-1], 1) if latencies else 0.0,
             },
+            "stages_ms": {
+                "write_to_read": {q: round(_percentile(to_read, v), 1) for q, v in PERCENTILES},
+                "read_to_kafka": {q: round(_percentile(to_kafka, v), 1) for q, v in PERCENTILES},
+            },
         }
+
+
+PERCENTILES = (("p50", 0.50), ("p99", 0.99), ("max", 1.0))
+
+
+def _read_time_ms(value: bytes, seconds: dict[bytes, int]) -> float | None:
+    """The record's read time in ms since the epoch (``seconds`` caches each second's value)."""
+    m = READ_TIME.search(value)
+    if m is None:
+        return None
+    sec = m.group(1)
+    base = seconds.get(sec)
+    if base is None:
+        base = seconds[sec] = calendar.timegm(time.strptime(sec.decode(), "%Y-%m-%dT%H:%M:%S"))
+    frac: bytes = m.group(2) or b"0"
+    return base * 1000 + int(frac) / 10.0 ** (len(frac) - 3)
 
 
 def run_many_files_bench(opts: ManyFilesOptions, console: Console | None = None) -> dict[str, Any]:

@@ -283,28 +283,28 @@ class Checkpointer:
             for path, e in list(self.unclaimed.values())
         ]  # list(): copied at once; the Kafka sink's transactions call this from their own thread
         followed = list(files)
-        keys = {tf.key for tf in followed}
-        for key, entry in list(self.released.items()):
-            if key in keys:
-                continue  # followed again (it grew): its own entry says where
-            saved = dict(entry)
-            items.append((str(saved.pop("path")), key, saved))
-        for tf in followed:
-            if tf.path and not tf.live:
-                items.append((tf.path, tf.key, tf.position_entry()))
-        for tf in followed:
-            if tf.path and tf.live:
-                items.append((tf.path, tf.key, tf.position_entry()))
-        owners: dict[str, set[Key]] = {}
-        for path, key, _ in items:
-            owners.setdefault(path, set()).add(key)
+        released = list(self.released.items())
+        if released:
+            keys = {tf.key for tf in followed}
+            for key, entry in released:
+                if key in keys:
+                    continue  # followed again (it grew): its own entry says where
+                saved = dict(entry)
+                items.append((str(saved.pop("path")), key, saved))
+        # Rotated files first, so that the live file's entry wins a name both have.
+        ordered = [tf for tf in followed if tf.path and not tf.live]
+        ordered += [tf for tf in followed if tf.path and tf.live]
+        entries: dict[str, Entry] = {path: entry for path, _, entry in items}
+        for tf in ordered:
+            entries[tf.path] = tf.position_entry()
+        if len(entries) == len(items) + len(ordered):
+            return entries
         # Renames shift every generation at once (a file's new name is the next one's old
         # name): on any clash, every name is looked up again.
-        clash = any(len(keys) > 1 for keys in owners.values())
-        entries: dict[str, Entry] = {}
+        entries = {}
+        items += [(tf.path, tf.key, tf.position_entry()) for tf in ordered]
         for path, key, entry in items:
-            now = (current_path(path, key) or path) if clash and key != (0, 0) else path
-            entries[now] = entry
+            entries[(current_path(path, key) or path) if key != (0, 0) else path] = entry
         return entries
 
     def save(self, files: Iterable[TailedFile]) -> None:

@@ -47,7 +47,7 @@ class FilesConfig(Strict):
         "auto",
         description="How changes to the followed files are noticed. 'inotify': the kernel's file "
         "change notification (one watch per directory listed); a turn looks only at the files that "
-        "changed, so idle files cost little (10,000 idle files: about 3 % of a core against 19-32 % "
+        "changed, so idle files cost little (10,000 idle files: about 2 % of a core against 19-32 % "
         "polling, see BENCHMARKS.md). Directories that cannot be "
         "watched (fs.inotify.max_user_watches reached, a file system without inotify) and "
         "symbolic links are polled every poll_interval; start-up fails when no inotify instance "
@@ -59,14 +59,17 @@ class FilesConfig(Strict):
         10.0,
         gt=0,
         description="With inotify: every followed file is still looked at this often, whether an "
-        "event came or not (spread over the turns), so a missed event delays a line, never loses it. "
+        "event came or not (spread over the turns), so a missed event delays a line, never loses it; "
+        "the directories are searched this often too while all of them are watched. "
         "Each look is one stat per file: a shorter interval costs CPU with many files.",
     )
     rescan_interval: Duration = Field(
         5.0,
         description="How often watch_directories are searched for new, rotated or removed files. "
-        "With inotify a file or directory created, renamed or deleted in a listed directory also "
-        "starts a search at once (at most twice a second).",
+        "With inotify a file or directory created, renamed or deleted in a listed directory "
+        "starts a search at once (at most twice a second), so while every listed directory is "
+        "watched the periodic search is only a safety net and runs every restat_interval "
+        "(at least every rescan_interval).",
     )
     read_buffer_bytes: int = Field(
         1 << 20, ge=4096, le=64 << 20, description="Largest read from one file in one go."

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -70,6 +71,14 @@ def multiline_factory(rule: MultilineRule | None) -> Callable[[], Assembler | No
     return lambda: MultilineJoiner(rule)
 
 
+def _any_of(patterns: list[str]) -> re.Pattern[str] | None:
+    """One expression matching what any of the shell-style ``patterns`` matches (as
+    ``fnmatch.fnmatch`` on POSIX, case-sensitive); None without patterns."""
+    if not patterns:
+        return None
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
+
+
 class GlobPaths:
     """The file source's paths: regular files under ``watch_directories`` that match the patterns.
 
@@ -107,6 +116,10 @@ class GlobPaths:
         #: Every directory the last search listed (with inotify each is watched, so a file created
         #: in a sub-directory with no log file yet is seen at once too).
         self.walked: list[str] = []
+        #: The patterns as one expression each (``fnmatch``'s, one match per name instead of one
+        #: per pattern: 10,000 new names at start-up are matched in milliseconds).
+        self._include = _any_of(config.include_patterns) or re.compile(r"(?!)")
+        self._exclude = _any_of(config.exclude_patterns)
 
     def _matches(self, path: str) -> bool:
         known = self._matched.get(path)
@@ -116,10 +129,10 @@ class GlobPaths:
 
     def _match(self, path: str) -> bool:
         name = os.path.basename(path)
-        cfg = self.config
-        if not any(fnmatch.fnmatch(name, p) for p in cfg.include_patterns):
+        if not self._include.match(name):
             return False
-        return not any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in cfg.exclude_patterns)
+        exclude = self._exclude
+        return exclude is None or not (exclude.match(name) or exclude.match(path))
 
     def _excluded_dir(self, path: str) -> bool:
         ap = os.path.abspath(path)

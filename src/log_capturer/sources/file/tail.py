@@ -80,8 +80,12 @@ class TailedFile:
     size: int = 0
     #: Modification time (ns) at the last stat: how recent its last write is.
     mtime_ns: int = 0
+    #: The state the last :meth:`position_entry` shows, and that entry (made again when the state
+    #: changed). Set in ``__post_init__``, as every attribute, so instances share their dict keys.
+    _entry: tuple[tuple[object, ...], dict[str, object]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._entry = None
         if not self.live_path:
             self.live_path = self.path
         if not self.consumed:
@@ -122,6 +126,36 @@ class TailedFile:
             self.fd = None
 
     def position_entry(self) -> dict[str, object]:
+        """The file's entry in the positions file (acknowledged offset, identity, counts).
+
+        The same dict is returned again while nothing it shows changed, so taking the entries
+        of thousands of idle files is cheap, and so is comparing them with the last written
+        (the same objects): callers must not change it."""
+        cp = self.checkpoint
+        last_read = int(self.last_read)
+        state = (
+            cp,
+            cp.committed,
+            cp.acked_lines,
+            self.size,
+            self.bytes_read,
+            last_read,
+            self.fingerprint,
+            self.live,
+            self.live_path,
+            self.origin.source_id,
+            self.saved_log_count,
+            self.inode,
+            self.device,
+        )
+        cached = self._entry
+        if cached is not None and state == cached[0]:
+            return cached[1]
+        entry = self._make_entry(last_read)
+        self._entry = (state, entry)
+        return entry
+
+    def _make_entry(self, last_read: int) -> dict[str, object]:
         return {
             "offset": self.checkpoint.committed,
             "size": self.size,
@@ -131,7 +165,7 @@ class TailedFile:
             "source_id": self.origin.source_id,
             "live_path": self.live_path,
             "state": "live" if self.live else "rotated",
-            "last_read": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_read)),
+            "last_read": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last_read)),
             "log_count": self.saved_log_count + self.checkpoint.acked_lines,
             "bytes_read": self.bytes_read,
         }

@@ -70,6 +70,9 @@ ACTIVE_POLL = 0.005
 #: With inotify: a discovery asked for by events (files created, renamed, deleted) runs at most
 #: this often; the periodic one every ``rescan_interval`` still runs.
 EVENT_RESCAN_GAP = 0.5
+#: A discovery logs each new file it follows at info level up to this many, the rest at debug
+#: level and then a count (10,000 files at start-up: one line, not 10,000).
+NEW_FILE_LOGS = 100
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ class Tailer:
         #: :meth:`write_positions`).
         self._changes = 0
         self._written_state: tuple[object, ...] | None = None
+        #: New files followed by the discovery under way (see NEW_FILE_LOGS).
+        self._new_files = 0
         #: The table's state at the last :meth:`_classify_all`.
         self._classified: tuple[int, int, int, int] | None = None
 
@@ -240,7 +245,7 @@ class Tailer:
     def _loop(self) -> None:
         s = self.settings
         checkpointer = self.checkpointer
-        next_scan = time.monotonic() + s.rescan_interval
+        next_scan = time.monotonic() + self._scan_interval()
         next_event_scan = 0.0
         scan_wanted = False
         idle_wait = s.poll_interval
@@ -261,8 +266,13 @@ class Tailer:
             if now >= next_scan or self._rescan_now.is_set() or (scan_wanted and now >= next_event_scan):
                 self._rescan_now.clear()
                 scan_wanted = False
+                version = -1 if watcher is None else watcher.version
                 self.rescan()
-                next_scan = now + s.rescan_interval
+                if watcher is not None and watcher.version != version:
+                    # Directories were watched anew: a file created in one between its listing and
+                    # its watch raised no event; one more search, soon, finds it.
+                    scan_wanted = True
+                next_scan = now + self._scan_interval()
                 next_event_scan = now + EVENT_RESCAN_GAP
                 busy |= self._found_new  # read the new files at once
                 self._found_new = False
@@ -273,13 +283,43 @@ class Tailer:
                 idle_wait = min(ACTIVE_POLL, s.poll_interval)
             else:
                 # Wake up for a write due before the next look (positions moved meanwhile).
-                wait = min(idle_wait, max(checkpointer.until_due(now), ACTIVE_POLL))
+                wait = min(
+                    idle_wait,
+                    max(checkpointer.until_due(now), ACTIVE_POLL),
+                    max(next_scan - now, ACTIVE_POLL),
+                )
                 if watcher is not None:
                     wait = min(wait, s.restat_interval / 10)  # the safety re-stat's next share
                     if scan_wanted:
                         wait = min(wait, max(next_event_scan - now, ACTIVE_POLL))
                 self._wake.wait(wait)
-                idle_wait = min(idle_wait * 2, s.poll_interval)
+                idle_wait = min(idle_wait * 2, self._idle_cap())
+
+    def _scan_interval(self) -> float:
+        """Seconds to the next periodic discovery: ``rescan_interval``; with inotify watching
+        every directory the search lists (a paths provider with ``watch_roots``), where creations,
+        renames and deletions start a search anyway, the periodic one is only a safety net, like
+        the re-stat: every ``restat_interval`` (at least ``rescan_interval``)."""
+        s = self.settings
+        watcher = self.watcher
+        roots: list[str] | None = (
+            None if watcher is None else getattr(self.paths, "watch_roots", lambda: None)()
+        )
+        if watcher is None or not roots or watcher.unwatched:
+            return s.rescan_interval
+        watched = watcher.watched
+        if not all(root in watched for root in roots):  # (one missing yet: no event tells of it)
+            return s.rescan_interval
+        return max(s.rescan_interval, s.restat_interval)
+
+    def _idle_cap(self) -> float:
+        """The longest wait of an idle loop: ``poll_interval`` while any file is polled; with
+        inotify and none (events wake the loop), a tenth of ``restat_interval``, the safety
+        re-stat's next share."""
+        s = self.settings
+        if self.watcher is None or self._special:
+            return s.poll_interval
+        return max(s.poll_interval, s.restat_interval / 10)
 
     def _work(self, changed: set[str], now: float) -> set[Key]:
         """With inotify: the files to look at this turn (see :mod:`.watcher`)."""
@@ -289,8 +329,33 @@ class Tailer:
             key = by_path.get(path)
             if key is not None:
                 work.add(key)
-        work.update(self._restat_slice(now))
+        work.update(self._changed(self._restat_slice(now)))
         return work
+
+    def _changed(self, keys: list[Key]) -> list[Key]:
+        """Of the safety re-stat's share, the files a ``stat`` shows changed (size, modification
+        time, or the path naming another file) and the ones it cannot tell about: only those
+        are looked at by the turn (an unchanged idle file costs one ``stat`` and no more)."""
+        tracked = self.followed.tracked
+        out: list[Key] = []
+        for key in keys:
+            tf = tracked.get(key)
+            if tf is None:
+                continue
+            fd = tf.fd
+            try:
+                st = os.fstat(fd) if fd is not None else os.stat(tf.path)
+            except OSError:
+                out.append(key)
+                continue
+            if (
+                not tf.live
+                or st.st_size != tf.read_offset
+                or st.st_mtime_ns != tf.mtime_ns
+                or (fd is None and (st.st_dev, st.st_ino) != key)
+            ):
+                out.append(key)
+        return out
 
     def _restat_slice(self, now: float) -> list[Key]:
         """This turn's share of the safety re-stat: every file once per ``restat_interval``."""
@@ -459,6 +524,7 @@ class Tailer:
                 return False
             if st.st_size == tf.read_offset:
                 tf.size = st.st_size
+                tf.mtime_ns = st.st_mtime_ns
                 return False
             if not self._reopen(tf, now):
                 return False
@@ -520,6 +586,7 @@ class Tailer:
         """Ask the paths provider for the paths to follow, follow the new files, notice the lost."""
         targets = self.paths.discover()
         self.targets = targets
+        self._new_files = 0
         followed = self.followed
         unclaimed = self.checkpointer.unclaimed
         seen: dict[Key, str] = {}
@@ -573,6 +640,15 @@ class Tailer:
         followed.reset_fingerprints()
         for path, target, may_be_copy, st in fresh:
             self._new_file(path, target, may_be_copy, st)
+        if self._new_files > NEW_FILE_LOGS:
+            log.info(
+                "following files",
+                extra={
+                    "files": self._new_files,
+                    "logged_each": NEW_FILE_LOGS,
+                    "followed": len(followed.tracked),
+                },
+            )
         for key in [k for k in followed.copies if k not in seen]:
             del followed.copies[key]
         if unclaimed:
@@ -659,7 +735,9 @@ class Tailer:
         self.descriptors.adopt(tf, fd, now)
         self._again.add(key)  # with inotify: its events so far named a path not followed yet
         self._found_new = True
-        log.info("following file", extra={"path": path, "offset": offset})
+        self._new_files += 1
+        level = logging.INFO if self._new_files <= NEW_FILE_LOGS else logging.DEBUG
+        log.log(level, "following file", extra={"path": path, "offset": offset})
         since = self.rotation.rotated_since.pop(path, 0)
         if not since and not had_entry and self.paths.reads_rotated_when_new(target):
             since = 1  # every generation there

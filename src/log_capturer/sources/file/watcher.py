@@ -32,7 +32,9 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -59,8 +61,8 @@ CONTENT = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE
 STRUCTURE = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF
 MASK = CONTENT | STRUCTURE | IN_ONLYDIR
 
-#: How long the event thread blocks in one read (it checks for a stop in between).
-READ_TIMEOUT_MS = 500
+#: How long a stop waits for the event thread (woken at once through its pipe).
+CLOSE_TIMEOUT = 1.0
 #: After the first event of a burst, wait this long before reading, so the kernel merges the
 #: repeated writes to one file into one event (fewer events to decode while files are busy).
 READ_DELAY_MS = 1
@@ -97,6 +99,17 @@ class InotifyWatcher:
         from inotify_simple import INotify
 
         self._inotify = INotify()  # OSError: no instance left, or no inotify in this kernel
+        # The event thread sleeps in poll() on the inotify descriptor and this pipe, with no
+        # timeout: no wake-up while nothing happens, and a stop wakes it at once.
+        try:
+            self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            self._inotify.close()
+            raise
+        self._closed = False
+        self._poller = select.poll()
+        self._poller.register(self._inotify.fileno(), select.POLLIN)
+        self._poller.register(self._stop_r, select.POLLIN)
         self.name = name
         self._wake = wake
         self._lock = threading.Lock()
@@ -175,8 +188,18 @@ class InotifyWatcher:
         return changes
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
-        self._thread.join(2 * READ_TIMEOUT_MS / 1000)
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+        self._thread.join(CLOSE_TIMEOUT)
+        if self._thread.is_alive():
+            return  # (never seen) its descriptors stay open rather than be reused under it
+        for fd in (self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(OSError):
             self._inotify.close()
 
@@ -184,7 +207,11 @@ class InotifyWatcher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                events = list(self._inotify.read(timeout=READ_TIMEOUT_MS, read_delay=READ_DELAY_MS))
+                self._poller.poll()
+                if self._stop.is_set():
+                    return
+                time.sleep(READ_DELAY_MS / 1000)
+                events = list(self._inotify.read(timeout=0))
             except (OSError, ValueError):
                 if self._stop.is_set():
                     return

@@ -16,6 +16,7 @@ from log_capturer.devtools.bench.manyfiles import (
     ManyFilesOptions,
     _paths,
     _percentile,
+    _read_time_ms,
 )
 
 
@@ -42,6 +43,15 @@ def test_percentiles_and_error_lines() -> None:
     assert _percentile([], 0.99) == 0.0
     log = '{"level": "ERROR", "msg": "x"}\n{"level":"CRITICAL"}\n{"level": "INFO"}\n'
     assert len(ERROR_LINE.findall(log)) == 2
+
+
+def test_the_read_time_splits_the_latency_into_its_two_stages() -> None:
+    seconds: dict[bytes, int] = {}
+    value = b'{"timestamp":"2026-12-06T20:00:01.123456789Z","message":"mf-line f=1 seq=2 ns=3"}'
+    assert _read_time_ms(value, seconds) == pytest.approx(1796587201123.456789)
+    assert seconds == {b"2026-12-06T20:00:01": 1796587201}
+    assert _read_time_ms(b'{"timestamp":"2026-12-06T20:00:01Z","message":"x"}', seconds) == 1796587201000
+    assert _read_time_ms(b'{"message":"no time"}', seconds) is None
 
 
 @pytest.mark.parametrize(("files", "active", "rate"), [(0, 0, 1.0), (10, 11, 1.0), (10, 5, 0.0)])

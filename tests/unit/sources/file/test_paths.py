@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from pathlib import Path
 
 from log_capturer.processing.multiline import MultilineJoiner
@@ -52,3 +54,22 @@ def test_multiline_applies_to_the_paths_it_names(tmp_path: Path) -> None:
     found = GlobPaths(cfg).discover()
     assert isinstance(found[str(tmp_path / "java.log")].new_assembler(), MultilineJoiner)
     assert found[str(tmp_path / "plain.log")].new_assembler() is None
+
+
+def test_the_patterns_in_one_expression_match_as_fnmatch_does(tmp_path: Path) -> None:
+    include = ["*.log", "app-[0-9].txt", "x?.out"]
+    exclude = ["*.gz", "*/private/*", "debug-*"]
+    paths = GlobPaths(
+        FilesConfig(watch_directories=[str(tmp_path)], include_patterns=include, exclude_patterns=exclude)
+    )
+    names = ["a.log", "A.LOG", "a.log.1", "app-3.txt", "app-x.txt", "x1.out", "x12.out", "b.log.gz"]
+    names += ["debug-a.log", "nested/private/c.log", "nested/c.log", ".log", "line\nbreak.log"]
+    for name in names:
+        path = str(tmp_path / name)
+        base = os.path.basename(path)
+        expected = any(fnmatch.fnmatch(base, p) for p in include) and not any(
+            fnmatch.fnmatch(base, p) or fnmatch.fnmatch(path, p) for p in exclude
+        )
+        assert paths._match(path) == expected, name
+    nothing = GlobPaths(FilesConfig(watch_directories=[str(tmp_path)], exclude_patterns=[]))
+    assert nothing._match(str(tmp_path / "a.log")) and not nothing._match(str(tmp_path / "a.txt"))

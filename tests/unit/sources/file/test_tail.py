@@ -138,6 +138,33 @@ def test_position_entry_fields(tmp_path: Path) -> None:
     assert entry["fingerprint_bytes"] == 2 and entry["state"] == "live"
 
 
+def test_position_entry_is_made_again_only_when_what_it_shows_changed(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"one\n")
+    tf = tailed(p)
+    first = tf.position_entry()
+    assert tf.position_entry() is first  # nothing changed: the same entry (cheap for idle files)
+    chunk, _ = read(tf)
+    assert chunk is not None
+    read_entry = tf.position_entry()
+    assert read_entry is not first and read_entry["bytes_read"] == 4 and read_entry["offset"] == 0
+    chunk.expect(len(chunk.lines), tf.checkpoint.on_chunk_done)
+    tf.checkpoint.register(chunk)
+    chunk.ack(len(chunk.lines))  # delivered: the checkpoint moves on a sink's thread
+    acked = tf.position_entry()
+    assert acked is not read_entry and (acked["offset"], acked["log_count"]) == (4, 1)
+    tf.live = False
+    tf.path = str(tmp_path / "a.log.1")
+    rotated = tf.position_entry()
+    assert rotated is not acked and rotated["state"] == "rotated"
+    tf.restart_at(0, Checkpoint(0))  # truncated: a new checkpoint at 0
+    assert tf.position_entry()["offset"] == 0 and tf.position_entry()["log_count"] == 0
+    tf.inode += 1  # copytruncate: the same stream goes on in the copy
+    assert tf.position_entry()["inode"] == tf.inode
+    tf.last_read += 2
+    assert tf.position_entry()["last_read"] != rotated["last_read"]
+
+
 JAVA = MultilineRule.build("java", "", "", 1.0, 500, 1 << 20)
 
 

@@ -6,6 +6,7 @@ made to happen in the real objects (a failing hand-over, a failing read, a faili
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,3 +246,26 @@ def test_a_steady_stream_of_acknowledgements_is_written_at_most_once_per_write_d
     # and more than one while it flowed (positions followed it, not only at its end).
     assert writes <= elapsed / 0.3 + 2, writes
     assert len(offsets - {None}) >= 3, sorted(o for o in offsets if o is not None)
+
+
+def test_a_discovery_of_many_new_files_logs_a_few_and_a_count(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from log_capturer.sources.file import tailer
+
+    monkeypatch.setattr(tailer, "NEW_FILE_LOGS", 3)
+    for i in range(5):
+        (env.logs / f"f{i}.log").write_text("x\n")
+    caplog.set_level(logging.DEBUG, logger=tailer.__name__)
+    env.start(read_from="beginning")
+    following = [r for r in caplog.records if r.getMessage() == "following file"]
+    assert [r.levelno for r in following] == [logging.INFO] * 3 + [logging.DEBUG] * 2
+    counts = [r for r in caplog.records if r.getMessage() == "following files"]
+    assert len(counts) == 1 and counts[0].levelno == logging.INFO
+    assert (counts[0].files, counts[0].logged_each, counts[0].followed) == (5, 3, 5)  # type: ignore[attr-defined]
+    caplog.clear()
+    (env.logs / "late.log").write_text("y\n")  # a later discovery: one file, logged as before
+    wait_until(
+        lambda: any(r.getMessage() == "following file" for r in caplog.records), 5, "late.log followed", 0.02
+    )
+    assert not any(r.getMessage() == "following files" for r in caplog.records)

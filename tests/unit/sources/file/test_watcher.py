@@ -65,6 +65,12 @@ def test_events_name_the_files_written_and_say_when_a_directory_changed(
     assert wait_for(lambda: w._changes.structure)
     assert {str(a), str(tmp_path / "a.log.1")} <= w.take().paths
 
+    # Its thread sleeps with no timeout (no wake-up while idle) and a stop wakes it at once.
+    started = time.monotonic()
+    w.close()
+    assert not w._thread.is_alive() and time.monotonic() - started < 0.5
+    w.close()  # twice: nothing more
+
 
 def test_directories_no_longer_named_are_unwatched_and_unwatchable_ones_are_polled(
     tmp_path: Path, watcher: tuple[InotifyWatcher, threading.Event]
@@ -216,6 +222,31 @@ def test_a_missed_event_is_caught_by_the_safety_restat(env: Env) -> None:
     assert time.monotonic() - started <= 3.0
 
 
+def test_the_safety_restat_hands_only_the_files_that_changed_to_the_turn(env: Env) -> None:
+    files = [env.logs / f"f{i}.log" for i in range(40)]
+    for p in files:
+        p.write_text("x\n")
+    other = env.tmp / "elsewhere"
+    other.mkdir()
+    os.link(files[3], other / "alias")  # the same file under an unwatched name
+    src = env.start(poll_interval="60s", restat_interval="200ms", rescan_interval="60s", max_open_files=20)
+    t = src.tailer
+    assert wait_for(lambda: len(env.sink.lines()) == 40)
+    looked: list[str] = []
+    real = t._pump
+
+    def pump(tf: Any, now: float) -> bool:
+        looked.append(tf.path)
+        return real(tf, now)
+
+    t._pump = pump  # type: ignore[method-assign]
+    time.sleep(0.6)  # three rounds of the re-stat over idle files (open and closed ones)
+    assert looked == []
+    append(other / "alias", "y")  # no event in the watched directory: the re-stat sees it
+    assert wait_for(lambda: "y" in env.sink.lines(), 2)
+    assert set(looked) == {str(files[3])}
+
+
 def test_a_symbolic_link_is_polled_every_turn(env: Env) -> None:
     real = env.tmp / "real"
     real.mkdir()
@@ -283,9 +314,54 @@ def test_a_file_in_a_new_sub_directory_is_found_through_events(env: Env) -> None
     env.start(poll_interval="60s", restat_interval="60s", rescan_interval="60s")
     sub = env.logs / "team" / "svc"
     sub.mkdir(parents=True)
-    time.sleep(1.2)  # the search started by the mkdir event lists (and watches) the new directories
+    # Written at once: found by the search the mkdir event starts, through the new directory's
+    # watch, or by the search that follows new watches.
     append(sub / "app.log", "deep")
     assert wait_for(lambda: env.sink.lines() == ["deep"], 3)
+
+
+def test_a_file_made_between_a_new_directory_s_listing_and_its_watch_is_found_by_one_more_search(
+    env: Env,
+) -> None:
+    src = env.start(poll_interval="60s", restat_interval="60s", rescan_interval="60s")
+    t = src.tailer
+    assert t.watcher is not None
+    sub = env.logs / "svc"
+    real_watch = t.watcher.watch
+
+    def watch(directories: Any) -> None:
+        directories = list(directories)
+        if str(sub) in directories and not (sub / "app.log").exists():
+            append(sub / "app.log", "between")  # listed already, not watched yet: no event
+        real_watch(directories)
+
+    t.watcher.watch = watch  # type: ignore[method-assign]
+    sub.mkdir()
+    # Neither the 60 s search nor the 60 s re-stat: only the search that follows new watches.
+    assert wait_for(lambda: env.sink.lines() == ["between"], 3)
+
+
+def test_with_every_directory_watched_the_periodic_search_and_the_idle_loop_slow_down(env: Env) -> None:
+    (env.logs / "a.log").write_text("")
+    t = env.start(poll_interval="100ms", restat_interval="20s", rescan_interval="5s").tailer
+    assert t.watcher is not None and not t._special
+    # Creations, renames and deletions start a search: the periodic one is a safety net.
+    assert t._scan_interval() == 20.0 and t._idle_cap() == 2.0
+    t.watcher.unwatched.add(str(env.tmp / "elsewhere"))  # a directory that could not be watched
+    assert t._scan_interval() == 5.0
+    t.watcher.unwatched.clear()
+    missing = env.logs / "later"  # a listed directory not there (yet): no watch, no event for it
+    t.paths.walked.append(str(missing))  # type: ignore[attr-defined]
+    assert t._scan_interval() == 5.0
+    t.paths.walked.remove(str(missing))  # type: ignore[attr-defined]
+    t._special.add((0, 0))  # a file that is polled (a symbolic link, multiline lines held)
+    assert t._idle_cap() == 0.1
+    t._special.clear()
+    t.watcher, watcher = None, t.watcher  # polling: as configured
+    try:
+        assert t._scan_interval() == 5.0 and t._idle_cap() == 0.1
+    finally:
+        t.watcher = watcher
 
 
 WATCH_LIMIT = """
