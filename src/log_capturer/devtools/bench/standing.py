@@ -134,8 +134,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(D6 + "many-files-", ["series-3-auto-1", "series-3-auto-2"]),
-        "many-files-inotify-instead-of-a-stat-per-file-per-poll-alternated-with-the-code-before-it-2026-12-06",
+        _bench(D6 + "many-files-", ["s2-after-1", "s2-after-2", "s2-after-3", "s3-after-1", "s3-after-2"]),
+        "many-files-position-entries-cached-searches-and-re-stats-only-where-events-cannot-see-2026-12-06-evening",
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"
