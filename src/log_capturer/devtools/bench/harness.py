@@ -22,6 +22,7 @@ input (``otlp`` section, ``POST /v1/logs``): protobuf ``ExportLogsServiceRequest
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -93,6 +94,10 @@ class BenchOptions:
     format: str = "json"
     levels: str = DEFAULT_LEVELS
     seed: int = 1
+    #: Distinct tenant_id values the generator writes (None: its pool's 16).
+    keys: int | None = None
+    #: Run the agent from this source tree (``PYTHONPATH``): the code before a change, to compare.
+    agent_src: Path | None = None
     files: int = 1
     #: Agent processes (app.workers); None keeps the agent config's (1 unless --agent-config says).
     workers: int | None = None
@@ -226,7 +231,7 @@ class Bench:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.run_id = f"{opts.scenario}-{stamp}-{uuid.uuid4().hex[:6]}"
         self.dir = (opts.out_dir / self.run_id).resolve()
-        self.factory = LineFactory(opts.format, opts.line_bytes, opts.levels, opts.seed)
+        self.factory = LineFactory(opts.format, opts.line_bytes, opts.levels, opts.seed, opts.keys)
         #: Agent processes of the run (known once its config is written).
         self.workers = opts.workers or 1
 
@@ -361,6 +366,7 @@ class Bench:
             self.opts.levels,
             "--seed",
             str(self.opts.seed),
+            *(["--keys", str(self.opts.keys)] if self.opts.keys is not None else []),
             "--summary",
             str(summary),
         ]
@@ -408,11 +414,15 @@ class Bench:
         routed = [topics[t.name] for t in TOPICS if t.name not in NOT_ROUTED]
         run.t0 = time.time()
         busy0, total0 = machine_busy()
+        env = dict(os.environ)
+        if opts.agent_src is not None:
+            env["PYTHONPATH"] = str(opts.agent_src.resolve())
         with run.agent_log.open("ab") as logf:
             agent = subprocess.Popen(
                 [sys.executable, "-m", "log_capturer", "run", "--config", str(cfg_path), "--no-status"],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
         api = f"http://127.0.0.1:{cfg['server']['port']}"
         metrics_url = f"http://127.0.0.1:{cfg['metrics']['port']}{cfg['metrics'].get('path', '/metrics')}"
@@ -643,6 +653,8 @@ class Bench:
             "format": opts.format,
             "levels": opts.levels,
             "seed": opts.seed,
+            "keys": opts.keys,
+            "agent_src": str(opts.agent_src) if opts.agent_src else None,
             "files": opts.files,
             "workers": self.workers,
             "bootstrap": opts.bootstrap,
@@ -707,6 +719,14 @@ class Bench:
         ratio = None
         if ceiling is not None and ceiling.throughput and throughput:
             ratio = round(throughput / ceiling.throughput, 4)
+        # MB/s of the lines shipped (their bytes in the file, newline included): the agent's and
+        # the ceiling's over the same file, so their ratio is the lines' ratio.
+        info = run.generator.get("target_info") or {}
+        line_size = info["bytes"] / self.expected if info.get("bytes") and self.expected else None
+        res["bytes_per_line"] = None if line_size is None else round(line_size, 1)
+        res["mb_per_s"] = (
+            None if line_size is None or not throughput else round(throughput * line_size / 1e6, 2)
+        )
         result: dict[str, Any] = {
             "schema": 1,
             "run_id": self.run_id,
@@ -718,12 +738,15 @@ class Bench:
                 "config": str(run.cfg_path),
                 "log": str(run.agent_log),
                 "exit_code": run.exit_code,
-                "git": _git_describe(),
+                "git": _git_describe(self.opts.agent_src),
             },
             "generator": run.generator,
             "topics": run.topics,
             "results": res,
             "ceiling": ceiling.as_dict() if ceiling is not None else None,
+            "ceiling_mb_per_s": None
+            if ceiling is None or not ceiling.throughput or line_size is None
+            else round(ceiling.throughput * line_size / 1e6, 2),
             "ratio_to_ceiling": ratio,
             "cleanup": run.cleanup,
         }
@@ -818,8 +841,8 @@ def _count_log_errors(path: Path) -> int:
     return n
 
 
-def _git_describe() -> str | None:
-    here = Path(__file__).resolve().parent
+def _git_describe(where: Path | None = None) -> str | None:
+    here = where.resolve() if where is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
             ["git", "-C", str(here), "describe", "--always", "--dirty"],
