@@ -3281,6 +3281,79 @@ error:
     return NULL;
 }
 
+/* ---- lines of a file buffer ---------------------------------------------------------------- */
+/*
+ * split_lines(data, start, end, max_line, errors) -> (lines, truncated): the lines of
+ * data[start:end] (which ends with a newline), each decoded from UTF-8 straight from the buffer
+ * (errors: "backslashreplace" or "replace"), a trailing '\r' removed, empty lines skipped. A line
+ * longer than max_line bytes is cut to max_line bytes first (on a UTF-8 character boundary when
+ * one lies within the last 4 bytes), so its end is never copied nor decoded; truncated lists the
+ * indexes (in lines) of the cut ones. One pass: what sources.file.tail.TailedFile._split_py
+ * does with decode, split and re-encode.
+ */
+static PyObject *split_lines(PyObject *m, PyObject *args) {
+    (void)m;
+    Py_buffer view;
+    Py_ssize_t start, end, max_line;
+    const char *errors;
+    if (!PyArg_ParseTuple(args, "y*nnns", &view, &start, &end, &max_line, &errors))
+        return NULL;
+    PyObject *lines = NULL, *truncated = NULL;
+    if (start < 0 || end > view.len || start > end || max_line < 1) {
+        PyErr_SetString(PyExc_ValueError, "split_lines: bad range or max_line");
+        goto fail;
+    }
+    lines = PyList_New(0);
+    truncated = PyList_New(0);
+    if (lines == NULL || truncated == NULL)
+        goto fail;
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    const unsigned char *p = buf + start, *stop = buf + end;
+    while (p < stop) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(stop - p));
+        const unsigned char *eol = nl != NULL ? nl : stop;
+        Py_ssize_t n = eol - p;
+        if (n > 0 && p[n - 1] == '\r')
+            n--;
+        if (n > 0) {
+            int cut = n > max_line;
+            if (cut) {
+                Py_ssize_t c = max_line;
+                while (c > 0 && c > max_line - 4 && (p[c] & 0xC0) == 0x80)
+                    c--;
+                n = c > max_line - 4 ? c : max_line;
+            }
+            PyObject *s = PyUnicode_DecodeUTF8((const char *)p, n, errors);
+            if (s == NULL)
+                goto fail;
+            int bad = PyList_Append(lines, s);
+            Py_DECREF(s);
+            if (bad < 0)
+                goto fail;
+            if (cut) {
+                PyObject *i = PyLong_FromSsize_t(PyList_GET_SIZE(lines) - 1);
+                if (i == NULL)
+                    goto fail;
+                bad = PyList_Append(truncated, i);
+                Py_DECREF(i);
+                if (bad < 0)
+                    goto fail;
+            }
+        }
+        p = eol + 1;
+    }
+    PyBuffer_Release(&view);
+    PyObject *out = PyTuple_Pack(2, lines, truncated);
+    Py_DECREF(lines);
+    Py_DECREF(truncated);
+    return out;
+fail:
+    PyBuffer_Release(&view);
+    Py_XDECREF(lines);
+    Py_XDECREF(truncated);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
@@ -3315,6 +3388,8 @@ static PyMethodDef methods[] = {
      "agent_scan(values, keys, message, time, level) -> (lines, times, levels) of uniform records, or None"},
     {"utc_stamps", utc_stamps, METH_O, "utc_stamps(texts) -> ns of agent-shaped RFC 3339 UTC stamps, or None"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
+    {"split_lines", split_lines, METH_VARARGS,
+     "split_lines(data, start, end, max_line, errors) -> (lines, truncated) of a buffer's complete lines"},
     {NULL, NULL, 0, NULL},
 };
 
