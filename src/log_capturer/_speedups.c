@@ -3354,6 +3354,73 @@ fail:
     return NULL;
 }
 
+/* ---- the "fields" object of each partition key ----------------------------------------------- */
+/*
+ * key_fields(keys, cache, prefix, suffix, dumps) -> number added: for every key of the list that
+ * is not None and not in cache yet, cache[key] = prefix + JSON(key) + suffix (JSON as encode
+ * writes strings: escaped here when ASCII, else dumps(key)). What encode then looks the keys up
+ * in: a source with thousands of distinct keys costs one dict lookup per line, no Python loop.
+ */
+static PyObject *key_fields(PyObject *m, PyObject *args) {
+    PyObject *keys, *cache, *prefix, *suffix, *dumps;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O", &PyList_Type, &keys, &PyDict_Type, &cache, &PyBytes_Type, &prefix,
+                          &PyBytes_Type, &suffix, &dumps))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys), added = 0;
+    Py_ssize_t pn = PyBytes_GET_SIZE(prefix), sn = PyBytes_GET_SIZE(suffix);
+    PyObject *last = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        if (k == Py_None || k == last)
+            continue;
+        last = k;
+        int has = PyDict_Contains(cache, k);
+        if (has < 0)
+            return NULL;
+        if (has)
+            continue;
+        PyObject *fb;
+        if (PyUnicode_Check(k) && PyUnicode_IS_COMPACT_ASCII(k)) {
+            const unsigned char *s = (const unsigned char *)PyUnicode_DATA(k);
+            Py_ssize_t ln = PyUnicode_GET_LENGTH(k);
+            fb = PyBytes_FromStringAndSize(NULL, pn + escaped_len(s, ln) + sn);
+            if (fb == NULL)
+                return NULL;
+            char *o = PyBytes_AS_STRING(fb);
+            memcpy(o, PyBytes_AS_STRING(prefix), pn);
+            o = escape_into(o + pn, s, ln);
+            memcpy(o, PyBytes_AS_STRING(suffix), sn);
+        } else {
+            PyObject *js = PyObject_CallOneArg(dumps, k);
+            if (js == NULL)
+                return NULL;
+            if (!PyBytes_Check(js)) {
+                Py_DECREF(js);
+                PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+                return NULL;
+            }
+            Py_ssize_t jn = PyBytes_GET_SIZE(js);
+            fb = PyBytes_FromStringAndSize(NULL, pn + jn + sn);
+            if (fb == NULL) {
+                Py_DECREF(js);
+                return NULL;
+            }
+            char *o = PyBytes_AS_STRING(fb);
+            memcpy(o, PyBytes_AS_STRING(prefix), pn);
+            memcpy(o + pn, PyBytes_AS_STRING(js), jn);
+            memcpy(o + pn + jn, PyBytes_AS_STRING(suffix), sn);
+            Py_DECREF(js);
+        }
+        int bad = PyDict_SetItem(cache, k, fb);
+        Py_DECREF(fb);
+        if (bad < 0)
+            return NULL;
+        added++;
+    }
+    return PyLong_FromSsize_t(added);
+}
+
 static PyMethodDef methods[] = {
     {"text_bytes", text_bytes, METH_O, "text_bytes(lines) -> UTF-8 size of the lines' text"},
     {"json_levels", json_levels, METH_VARARGS,
@@ -3388,6 +3455,8 @@ static PyMethodDef methods[] = {
      "agent_scan(values, keys, message, time, level) -> (lines, times, levels) of uniform records, or None"},
     {"utc_stamps", utc_stamps, METH_O, "utc_stamps(texts) -> ns of agent-shaped RFC 3339 UTC stamps, or None"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
+    {"key_fields", key_fields, METH_VARARGS,
+     "key_fields(keys, cache, prefix, suffix, dumps) -> how many keys' fields objects were added to cache"},
     {"split_lines", split_lines, METH_VARARGS,
      "split_lines(data, start, end, max_line, errors) -> (lines, truncated) of a buffer's complete lines"},
     {NULL, NULL, 0, NULL},

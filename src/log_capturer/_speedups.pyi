@@ -209,3 +209,9 @@ def split_lines(
     trailing ``\\r`` removed, empty ones skipped; a line over ``max_line`` bytes is cut to
     ``max_line`` (on a UTF-8 boundary) before it is decoded, and its index is in the second list.
     ValueError: a range outside ``data``."""
+
+def key_fields(
+    keys: list[str | None], cache: dict[str | None, bytes], prefix: bytes, suffix: bytes, dumps: Any, /
+) -> int:
+    """``cache[k] = prefix + JSON(k) + suffix`` for each key not None nor cached yet (JSON as
+    ``encode`` writes strings, ``dumps`` for non-ASCII ones); returns how many were added."""
