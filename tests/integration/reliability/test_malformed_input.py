@@ -93,7 +93,7 @@ def test_malformed_input_is_shipped_truncated_or_parked_and_the_agent_keeps_runn
         text = j.decode("utf-8", "backslashreplace").removesuffix("\r")
         assert text in messages or not text, j
     cut_records = {r.json()["message"][:4]: r for r in records if r.json().get("truncated")}
-    assert sorted(cut_records) == ['{"le', "WARN", "xxxx"]
+    assert sorted(cut_records) == sorted(['{"le', "WARN", "xxxx"])
     long_json, long_plain, cut = (cut_records[k].json() for k in ('{"le', "WARN", "xxxx"))
     assert cut["message"] == "x" * (512 * 1024)
     kept = cut_json[: 512 * 1024 - 1].decode()  # the byte at the limit starts a character: left out

@@ -34,8 +34,9 @@ except ImportError:  # pragma: no cover - an install without a C compiler
 
 _dumps = orjson.dumps
 LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
-#: Most keys' ``"fields"`` objects kept between chunks (per shape); past it a new table starts.
-KEY_CACHE_SIZE = 50_000
+#: Most keys' ``"fields"`` objects kept between chunks (per shape; about 150 bytes each); past it
+#: a new table starts (keys that never repeat, such as request ids, cost what they did before).
+KEY_CACHE_SIZE = 20_000
 _key_tables: dict[tuple[bytes, bytes], dict[str | None, bytes]] = {}
 
 
