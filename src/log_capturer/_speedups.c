@@ -515,8 +515,35 @@ static void init_tables(void) {
     SHORT['\f'] = 'f';
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* A bit per byte of p[0..16) that JSON escapes: '"', '\\' and the bytes below 0x20 (16 bytes a
+ * step: long lines are scanned twice as fast as a word at a time). */
+static inline unsigned special16(const unsigned char *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i c = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F)); /* v <= 0x1F */
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, b), c));
+}
+#endif
+
 static inline Py_ssize_t escaped_len(const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t out = n + 2, i = 0;
+#if defined(__SSE2__)
+    for (; n - i >= 16; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
+        unsigned qb = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                                               _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+        unsigned c = (unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F)));
+        out += __builtin_popcount(qb);
+        while (c) {
+            out += EXTRA[s[i + __builtin_ctz(c)]];
+            c &= c - 1;
+        }
+    }
+#endif
 #if SWAR
     for (; n - i >= 8; i += 8) {
         uint64_t x = load8(s + i);
@@ -552,6 +579,21 @@ static inline char *escape_one(char *o, unsigned char ch) {
 static inline char *escape_into(char *o, const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t i = 0;
     *o++ = '"';
+#if defined(__SSE2__)
+    /* As the words below, 16 bytes at a time. */
+    while (n - i >= 16) {
+        memcpy(o, s + i, 16);
+        unsigned m = special16(s + i);
+        if (!m) {
+            o += 16;
+            i += 16;
+            continue;
+        }
+        int k = __builtin_ctz(m);
+        o = escape_one(o + k, s[i + k]);
+        i += k + 1;
+    }
+#endif
 #if SWAR
     /* Each input byte gives at least one output byte, so with 8 input bytes left there is room
      * for 8 output bytes: a word is copied whole, and the bytes after a special one are
