@@ -127,13 +127,6 @@ def test_keys_sets_the_number_of_distinct_tenants_the_agent_reads(keys: int) -> 
         LineFactory("json", 150, keys=0)
 
 
-def test_long_lines_are_written_in_batches_bounded_in_bytes(tmp_path: Path) -> None:
-    out = tmp_path / "long.log"
-    summary = run(LineFactory("json", 65536), FileTarget([out]), 0, count=300)
-    lines = out.read_bytes().split(b"\n")[:-1]
-    assert summary.lines == 300 and len(lines) == 300 and {len(x) for x in lines} == {65536}
-
-
 def test_seq_and_emit_time_are_found_inside_the_agents_record() -> None:
     """The harness reads seq and emit time from the JSON record the agent writes to Kafka."""
     f = LineFactory("mixed", 150)
