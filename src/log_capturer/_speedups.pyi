@@ -217,3 +217,17 @@ def doc_ids_at(base: bytes, start: int, lines: list[bytes] | list[str], /) -> li
     15-byte BLAKE2b of ``base`` + the line's offset (8 bytes, little-endian; from ``start``, each
     line and its newline) + ``lines[i]`` (a str as its UTF-8, a lone surrogate as with
     ``surrogatepass``), as ``hashlib.blake2b`` gives it."""
+
+def split_lines(
+    data: bytes, start: int, end: int, max_line: int, errors: str, /
+) -> tuple[list[str], list[int]]:
+    """The lines of ``data[start:end]`` (ending with a newline), decoded with ``errors``, a
+    trailing ``\\r`` removed, empty ones skipped; a line over ``max_line`` bytes is cut to
+    ``max_line`` (on a UTF-8 boundary) before it is decoded, and its index is in the second list.
+    ValueError: a range outside ``data``."""
+
+def key_fields(
+    keys: list[str | None], cache: dict[str | None, bytes], prefix: bytes, suffix: bytes, dumps: Any, /
+) -> int:
+    """``cache[k] = prefix + JSON(k) + suffix`` for each key not None nor cached yet (JSON as
+    ``encode`` writes strings, ``dumps`` for non-ASCII ones); returns how many were added."""

@@ -463,6 +463,10 @@ def generate(
     ] = "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,none=1",
     fmt: Annotated[str, typer.Option("--format", help="json | logfmt | plain | mixed.")] = "json",
     seed: Annotated[int, typer.Option(help="Seed of the content: same seed, same lines.")] = 1,
+    keys: Annotated[
+        int | None,
+        typer.Option(help="Distinct tenant_id values (tenant-00000 ...), spread over the lines; default 16."),
+    ] = None,
     bootstrap: Annotated[
         str | None, typer.Option(help="kafka: bootstrap address (default: the local cluster).")
     ] = None,
@@ -504,7 +508,7 @@ def generate(
     from log_capturer.devtools import generate as gen
 
     try:
-        factory = gen.LineFactory(fmt, line_bytes, levels, seed)
+        factory = gen.LineFactory(fmt, line_bytes, levels, seed, keys)
         tgt: gen.Target
         if target == "file":
             if not output:
@@ -604,6 +608,13 @@ def bench(
         "trace=2,debug=10,info=60,warn=15,error=10,fatal=1,critical=1,none=1"
     ),
     seed: Annotated[int, typer.Option(help="Seed of the generated content.")] = 1,
+    keys: Annotated[
+        int | None,
+        typer.Option(
+            help="Distinct tenant_id values (the record key) the generator writes, spread over the "
+            "lines (default: 16 from its pool); compare e.g. 16 and 10000."
+        ),
+    ] = None,
     files: Annotated[
         int | None, typer.Option(help="Number of files the generator writes (in turn); default 1.")
     ] = None,
@@ -781,6 +792,8 @@ def bench(
         format=fmt,
         levels=levels,
         seed=seed,
+        keys=keys,
+        agent_src=agent_src,
         files=files or 1,
         workers=workers,
         bootstrap=bootstrap or _local_bootstrap(),
@@ -796,7 +809,6 @@ def bench(
         http_batch=http_batch,
         forward_compress=forward_compress,
         forward_record=forward_record,
-        agent_src=agent_src,
     )
     try:
         result = run_bench(opts, err)

@@ -69,6 +69,8 @@ TRACE_EVERY = 1000
 TICK = 0.01
 #: Most lines built and written in one call (also the batch size when rate=0).
 MAX_BATCH = 20_000
+#: ... and at most about this many bytes (long lines: a batch of 64 KiB lines stays small).
+MAX_BATCH_BYTES = 16 << 20
 
 # Words for message bodies. None is, or starts with, a level word the agent recognises
 # (error, err, warn, info, inf, fine, crit, alert, panic, notice, ...), so a line's level is
@@ -167,7 +169,10 @@ class LineFactory:
         line_bytes: int = 150,
         levels: str | Sequence[tuple[str, float]] = DEFAULT_LEVELS,
         seed: int = 1,
+        keys: int | None = None,
     ) -> None:
+        """``keys``: the number of distinct ``tenant_id`` values (the bench's record key); None
+        keeps the pool's (16). Line ``seq`` gets ``tenant-<n>`` with n spread over 0..keys-1."""
         if fmt not in FORMATS:
             raise GenerateError(f"unknown format {fmt!r}; use {', '.join(FORMATS)}")
         if line_bytes < 1:
@@ -176,6 +181,9 @@ class LineFactory:
         self.line_bytes = line_bytes
         self.level_weights = parse_levels(levels) if isinstance(levels, str) else tuple(levels)
         self.seed = seed
+        if keys is not None and not 1 <= keys <= 10_000_000:
+            raise GenerateError("--keys must be between 1 and 10,000,000")
+        self.keys = keys
         rng = random.Random(seed)
         names = [n for n, _ in self.level_weights]
         weights = [w for _, w in self.level_weights]
@@ -238,7 +246,14 @@ class LineFactory:
         return self._pool[seq % POOL_SIZE].level
 
     def tenant_of(self, seq: int) -> str:
+        if self.keys is not None:
+            return self._key_of(seq)
         return self._pool[seq % POOL_SIZE].tenant
+
+    def _key_of(self, seq: int) -> str:
+        # Consecutive lines get scattered keys, each key as often as the others (7919 is prime:
+        # seq * 7919 runs through every residue unless keys is a multiple of it).
+        return f"tenant-{seq * 7919 % self.keys if self.keys else 0:05d}"
 
     def format_of(self, seq: int) -> str:
         return self._pool[seq % POOL_SIZE].fmt
@@ -256,6 +271,8 @@ class LineFactory:
         add_line = lines.append
         add_level = levels.append
         add_tenant = tenants.append
+        if self.keys is not None:
+            return self._keyed_batch(first_seq, count, emit_ns, ts, size)
         for seq in range(first_seq, first_seq + count):
             t = pool[seq % POOL_SIZE]
             s = str(seq)
@@ -263,6 +280,23 @@ class LineFactory:
             add_line(f"{t.pre}{ts}{t.mid}{s}{t.fields}{t.words[: max(room, 0)]}{t.end}")
             add_level(t.level)
             add_tenant(t.tenant)
+        return Batch(first_seq, emit_ns, lines, levels, tenants)
+
+    def _keyed_batch(self, first_seq: int, count: int, emit_ns: int, ts: str, size: int) -> Batch:
+        """:meth:`batch` with ``keys`` tenants: the pool's tenant replaced by the line's own."""
+        pool = self._pool
+        lines: list[str] = []
+        levels: list[str] = []
+        tenants: list[str] = []
+        for seq in range(first_seq, first_seq + count):
+            t = pool[seq % POOL_SIZE]
+            s = str(seq)
+            tenant = self._key_of(seq)
+            fields = t.fields.replace(t.tenant, tenant, 1)
+            room = size - t.fixed - len(s) - (len(fields) - len(t.fields))
+            lines.append(f"{t.pre}{ts}{t.mid}{s}{fields}{t.words[: max(room, 0)]}{t.end}")
+            levels.append(t.level)
+            tenants.append(tenant)
         return Batch(first_seq, emit_ns, lines, levels, tenants)
 
 
@@ -799,7 +833,7 @@ def run(
                     continue
                 max_behind = max(max_behind, elapsed - sent / rate)
             else:
-                n = MAX_BATCH
+                n = max(1, min(MAX_BATCH, MAX_BATCH_BYTES // max(factory.line_bytes, 1)))
             if total is not None:
                 n = min(n, total - sent)
             target.write(factory.batch(sent, n, time.time_ns()))

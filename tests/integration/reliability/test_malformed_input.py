@@ -34,7 +34,13 @@ def test_malformed_input_is_shipped_truncated_or_parked_and_the_agent_keeps_runn
     tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
     topics = create_prefixed_topics(bootstrap, topic_prefix)
-    cfg = agent_config(tmp_path, bootstrap, topics, files_config={"max_line_bytes": 512 * 1024})
+    cfg = agent_config(
+        tmp_path,
+        bootstrap,
+        topics,
+        files_config={"max_line_bytes": 512 * 1024},
+        sinks={"kafka": {"partitioning": {"enabled": True, "strategy": "hash", "key_field": "tenant_id"}}},
+    )
     path = write_config(tmp_path / "config.yaml", cfg)
     rnd = random.Random(5)
     junk = [bytes(rnd.randrange(256) for _ in range(200)).replace(b"\n", b"") for _ in range(20)]
@@ -42,11 +48,21 @@ def test_malformed_input_is_shipped_truncated_or_parked_and_the_agent_keeps_runn
     # Within max_line_bytes as read, but its 300,000 invalid bytes become 1.2 MB of escapes:
     # larger than max_message_bytes (1 MiB), so the record goes to the DLQ.
     escaped_too_large = b"\xff" * 300_000
+    # Over-long lines ended in the same read buffer: cut at max_line_bytes (the last kept
+    # character whole), marked, their level read from what is kept.
+    cut_json = (
+        b'{"level":"error","tenant_id":"t-long","msg":"' + b"y" * (512 * 1024 - 46) + "é".encode() * 50_000
+    )
+    cut_plain = b"WARN " + b"z" * (600 * 1024) + b"\r"
     log = tmp_path / "logs" / "app.log"
     log.write_bytes(
         b"INFO before\n"
         + b"".join(j + b"\n" for j in junk)
         + b"".join(u + b"\n" for u in invalid_utf8)
+        + cut_json
+        + b"\n"
+        + cut_plain
+        + b"\n"
         + escaped_too_large
         + b"\n"
         + b"x" * (5 << 20)  # 5 MB and no newline yet
@@ -54,13 +70,13 @@ def test_malformed_input_is_shipped_truncated_or_parked_and_the_agent_keeps_runn
     agent = AgentProcess(path, tmp_path / "agent.log").start()
     try:
         wait_until(
-            lambda: metric(agent.metrics(), "logs_truncated_total", source_type="file") == 1.0,
+            lambda: metric(agent.metrics(), "logs_truncated_total", source_type="file") == 3.0,
             60,
             "the 5 MB line to be cut",
         )
         with log.open("ab") as f:
             f.write(b" end of the long line\nINFO after the long line\n")
-        records = consume_all(bootstrap, shipped_topics(topics), expected=43, timeout=60)
+        records = consume_all(bootstrap, shipped_topics(topics), expected=45, timeout=60)
         wait_until(lambda: agent.get("/dlq/stats")["entries"] == 1, 30, "the oversize record in the DLQ")
         health = agent.get("/health")
         metrics = agent.metrics()
@@ -76,9 +92,17 @@ def test_malformed_input_is_shipped_truncated_or_parked_and_the_agent_keeps_runn
     for j in junk:
         text = j.decode("utf-8", "backslashreplace").removesuffix("\r")
         assert text in messages or not text, j
-    [cut] = [d for d in docs if d.get("truncated")]
+    cut_records = {r.json()["message"][:4]: r for r in records if r.json().get("truncated")}
+    assert sorted(cut_records) == sorted(['{"le', "WARN", "xxxx"])
+    long_json, long_plain, cut = (cut_records[k].json() for k in ('{"le', "WARN", "xxxx"))
     assert cut["message"] == "x" * (512 * 1024)
-    assert metric(metrics, "logs_truncated_total", source_type="file") == 1.0
+    kept = cut_json[: 512 * 1024 - 1].decode()  # the byte at the limit starts a character: left out
+    assert long_json["message"] == kept and long_json["level"] == "error"
+    # Cut, the line is no longer a JSON object: its level is read as text's, and it has no key
+    # field (the record is keyed by its file, as any line without one).
+    assert long_json["fields"] == {} and cut_records['{"le'].key == str(log).encode()
+    assert long_plain["message"] == "WARN " + "z" * (512 * 1024 - 5) and long_plain["level"] == "warn"
+    assert metric(metrics, "logs_truncated_total", source_type="file") == 3.0
     [parked] = [
         json.loads(x) for f in (tmp_path / "dlq").glob("dlq_entry_*.json") for x in f.read_text().splitlines()
     ]
@@ -86,4 +110,4 @@ def test_malformed_input_is_shipped_truncated_or_parked_and_the_agent_keeps_runn
     assert parked["original_entry"]["message"] == "\\xff" * 300_000
     assert metric(metrics, "kafka_dlq_messages_total", reason="message_too_large") == 1.0
     assert health["status"] == "healthy", health
-    assert len(records) == 43, json.dumps(sorted(m[:40] for m in messages))
+    assert len(records) == 45, json.dumps(sorted(m[:40] for m in messages))

@@ -136,6 +136,24 @@ def test_the_agent_detects_the_intended_level_and_key(fmt: str) -> None:
         assert key == (None if fmt == "plain" else batch.tenants[i])
 
 
+@pytest.mark.parametrize("keys", [16, 10_000])
+def test_keys_sets_the_number_of_distinct_tenants_the_agent_reads(keys: int) -> None:
+    """``--keys N``: N distinct tenant_id values, each as often as the others, consecutive lines
+    on different ones, the line length unchanged; the agent reads them as the record keys."""
+    f = LineFactory("json", 150, keys=keys)
+    batch = f.batch(0, 4 * keys, EMIT_NS)
+    assert {len(line) for line in batch.lines} == {150}
+    counts = Counter(batch.tenants)
+    assert len(counts) == keys and set(counts.values()) == {4}
+    assert all(a != b for a, b in zip(batch.tenants, batch.tenants[1:], strict=False))
+    assert [f.tenant_of(i) for i in range(50)] == batch.tenants[:50]
+    chunk = Chunk(Origin("file", "/var/log/x.log"), batch.lines)
+    Analyzer("tenant_id").analyze(chunk)
+    assert chunk.keys == batch.tenants
+    with pytest.raises(GenerateError, match="--keys"):
+        LineFactory("json", 150, keys=0)
+
+
 def test_seq_and_emit_time_are_found_inside_the_agents_record() -> None:
     """The harness reads seq and emit time from the JSON record the agent writes to Kafka."""
     f = LineFactory("mixed", 150)

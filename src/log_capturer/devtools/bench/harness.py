@@ -94,6 +94,10 @@ class BenchOptions:
     format: str = "json"
     levels: str = DEFAULT_LEVELS
     seed: int = 1
+    #: Distinct tenant_id values the generator writes (None: its pool's 16).
+    keys: int | None = None
+    #: Run the agent from this source tree (``PYTHONPATH``): the code before a change, to compare.
+    agent_src: Path | None = None
     files: int = 1
     #: Agent processes (app.workers); None keeps the agent config's (1 unless --agent-config says).
     workers: int | None = None
@@ -122,9 +126,6 @@ class BenchOptions:
     forward_compress: bool = False
     #: With source forward: the records, ``fields`` ({log, level, labels}) or ``log`` ({log}).
     forward_record: str = "fields"
-    #: Run the agent from this source tree (PYTHONPATH; a checkout of the code before a change,
-    #: with its C module built), to compare in the same series.
-    agent_src: Path | None = None
 
 
 def default_agent_config() -> dict[str, Any]:
@@ -230,7 +231,7 @@ class Bench:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.run_id = f"{opts.scenario}-{stamp}-{uuid.uuid4().hex[:6]}"
         self.dir = (opts.out_dir / self.run_id).resolve()
-        self.factory = LineFactory(opts.format, opts.line_bytes, opts.levels, opts.seed)
+        self.factory = LineFactory(opts.format, opts.line_bytes, opts.levels, opts.seed, opts.keys)
         #: Agent processes of the run (known once its config is written).
         self.workers = opts.workers or 1
 
@@ -369,6 +370,7 @@ class Bench:
             self.opts.levels,
             "--seed",
             str(self.opts.seed),
+            *(["--keys", str(self.opts.keys)] if self.opts.keys is not None else []),
             "--summary",
             str(summary),
         ]
@@ -655,6 +657,7 @@ class Bench:
             "format": opts.format,
             "levels": opts.levels,
             "seed": opts.seed,
+            "keys": opts.keys,
             "files": opts.files,
             "workers": self.workers,
             "bootstrap": opts.bootstrap,
@@ -721,6 +724,14 @@ class Bench:
         ratio = None
         if ceiling is not None and ceiling.throughput and throughput:
             ratio = round(throughput / ceiling.throughput, 4)
+        # MB/s of the lines shipped (their bytes in the file, newline included): the agent's and
+        # the ceiling's over the same file, so their ratio is the lines' ratio.
+        info = run.generator.get("target_info") or {}
+        line_size = info["bytes"] / self.expected if info.get("bytes") and self.expected else None
+        res["bytes_per_line"] = None if line_size is None else round(line_size, 1)
+        res["mb_per_s"] = (
+            None if line_size is None or not throughput else round(throughput * line_size / 1e6, 2)
+        )
         result: dict[str, Any] = {
             "schema": 1,
             "run_id": self.run_id,
@@ -732,12 +743,15 @@ class Bench:
                 "config": str(run.cfg_path),
                 "log": str(run.agent_log),
                 "exit_code": run.exit_code,
-                "git": _git_describe(),
+                "git": _git_describe(self.opts.agent_src),
             },
             "generator": run.generator,
             "topics": run.topics,
             "results": res,
             "ceiling": ceiling.as_dict() if ceiling is not None else None,
+            "ceiling_mb_per_s": None
+            if ceiling is None or not ceiling.throughput or line_size is None
+            else round(ceiling.throughput * line_size / 1e6, 2),
             "ratio_to_ceiling": ratio,
             "cleanup": run.cleanup,
         }

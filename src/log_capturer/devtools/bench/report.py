@@ -182,7 +182,8 @@ def print_report(result: dict[str, Any], console: Console) -> None:
     processes = f"a supervisor and {workers} worker processes" if workers > 1 else "one process"
     t.add_row("agent", f"{_input(opts)}; {processes}")
     t.add_row("kafka", f"acks={opts['acks']} compression={opts['compression']} at {opts['bootstrap']}")
-    t.add_row("throughput", _fmt(res["throughput"], " lines/s"))
+    mbps = f" ({res['mb_per_s']:,.1f} MB/s)" if res.get("mb_per_s") else ""
+    t.add_row("throughput", _fmt(res["throughput"], " lines/s") + mbps)
     for kind in ("consume", "append"):
         lat = res["latency_ms"][kind]
         if lat["p50"] is not None:
@@ -215,6 +216,7 @@ def print_report(result: dict[str, Any], console: Console) -> None:
             t.add_row(
                 "ceiling",
                 f"{what}: {_fmt(ceil['throughput'], ' lines/s')}"
+                + (f" ({result['ceiling_mb_per_s']:,.1f} MB/s)" if result.get("ceiling_mb_per_s") else "")
                 + (f"; ours = {ratio:.3f}x{note}" if ratio is not None else "")
                 + (f"; CPU {ceil['cpu_us_per_line']:.2f} us/line" if ceil.get("cpu_us_per_line") else ""),
             )

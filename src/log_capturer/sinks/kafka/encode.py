@@ -34,6 +34,22 @@ except ImportError:  # pragma: no cover - an install without a C compiler
 
 _dumps = orjson.dumps
 LEVELS = ("", "trace", "debug", "info", "warn", "error", "fatal", "critical")
+#: Most keys' ``"fields"`` objects kept between chunks (per shape; about 150 bytes each); past it
+#: a new table starts (keys that never repeat, such as request ids, cost what they did before).
+KEY_CACHE_SIZE = 20_000
+_key_tables: dict[tuple[bytes, bytes], dict[str | None, bytes]] = {}
+
+
+def key_table(keys: list[str | None], prefix: bytes, suffix: bytes, none: bytes) -> dict[str | None, bytes]:
+    """``{key: prefix + JSON(key) + suffix, None: none}`` for every key of ``keys``, from a table
+    kept between chunks: each distinct key is encoded once (a source with thousands of distinct
+    keys costs a lookup per line), in C. A full table is replaced, never cleared: a thread
+    encoding with it keeps what it looks up."""
+    table = _key_tables.get((prefix, suffix))
+    if table is None or len(table) > KEY_CACHE_SIZE:
+        table = _key_tables[(prefix, suffix)] = {None: none}
+    _speedups.key_fields(keys, table, prefix, suffix, _dumps)
+    return table
 
 
 class _Heads(dict[int, bytes]):
@@ -82,13 +98,11 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
         return out
     key_prefix = b'{"' + key_field.encode() + b'":' if key_field else b""
     if keys is not None and meta is None and not truncated and stamps is None and key_field:
-        # Keys but nothing else per line (the usual JSON file): a source has few distinct keys,
-        # so each key's ``"fields"`` object is encoded once per chunk.
+        # Keys but nothing else per line (the usual JSON file): each key's ``"fields"`` object
+        # is encoded once (a table kept between chunks in C, per chunk in Python).
         fields_of: dict[str | None, bytes] = {None: b"{}}"}
         if _speedups is not None:
-            for k in set(keys):
-                if k is not None:
-                    fields_of[k] = key_prefix + _dumps(k) + b"}}"
+            fields_of = key_table(keys, key_prefix, b"}}", b"{}}")
             return _speedups.encode(head, chunk.lines, chunk.levels, tails, keys, fields_of, _dumps)
         for line, lvl, k in zip(chunk.lines, chunk.levels, keys, strict=True):
             fb = fields_of.get(k)
@@ -98,12 +112,13 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
         return out
     if _speedups is not None:
         # Event times, fields, truncation (syslog, HTTP ingest, forward, OTLP): the same bytes in
-        # one C pass; each key's ``"fields"`` object is encoded once per chunk.
+        # one C pass; each key's ``"fields"`` object is encoded once (``key_table``).
         fields_by_key: dict[str | None, bytes] = {None: b"{}"}
-        if keys is not None:
-            for k in set(keys):
-                if k is not None:  # without a key_field, the key is not a field
-                    fields_by_key[k] = key_prefix + _dumps(k) + b"}" if key_field else b"{}"
+        if keys is not None and key_field:
+            fields_by_key = key_table(keys, key_prefix, b"}", b"{}")
+        elif keys is not None:
+            # Without a key_field the key is not a field.
+            fields_by_key = dict.fromkeys(set(keys), b"{}")
         return _speedups.encode_full(
             head,
             chunk.lines,

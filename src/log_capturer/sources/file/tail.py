@@ -19,18 +19,45 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.processing.assembly import Assembler, Lines
 from log_capturer.record import Chunk, Origin
 from log_capturer.sources.file.identity import Fingerprint
 
+try:
+    from log_capturer import _speedups
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _speedups = cast(Any, None)
+
 #: Shared per-stream field dicts for container records (never mutated).
 STREAM_FIELDS: dict[str, dict[str, Any]] = {
     "stdout": {"stream": "stdout"},
     "stderr": {"stream": "stderr"},
 }
+
+
+def split_lines_py(
+    data: bytes, start: int, end: int, max_line: int, errors: str
+) -> tuple[list[str], list[int]]:
+    """What ``_speedups.split_lines`` does, in Python (an install without the C module, and its
+    tests): the lines of ``data[start:end]``, decoded, without a trailing ``\\r``, empty ones
+    skipped, over-long ones cut to ``max_line`` bytes before decoding (their indexes returned)."""
+    lines: list[str] = []
+    truncated: list[int] = []
+    for part in data[start:end].split(b"\n"):
+        raw = part[:-1] if part.endswith(b"\r") else part
+        if not raw:
+            continue
+        if len(raw) > max_line:
+            raw = _cut_utf8(raw, max_line)
+            truncated.append(len(lines))
+        lines.append(raw.decode("utf-8", errors))
+    return lines, truncated
+
+
+split_lines = _speedups.split_lines if _speedups is not None else split_lines_py
 
 
 def _cut_utf8(data: bytes, limit: int) -> bytes:
@@ -204,72 +231,107 @@ class TailedFile:
 
     # -- reading ----------------------------------------------------------------------------
     def read_chunk(self, bufsize: int, max_line: int, now: float) -> tuple[Chunk | None, bool]:
-        """Read once from the open descriptor. Returns (chunk or None, whether bytes were read)."""
+        """Read once from the open descriptor. Returns (chunk or None, whether bytes were read).
+
+        The buffer read is split where it lies: only the line begun in the previous read is
+        joined with its end (no copy of the whole buffer), and the lines are decoded straight
+        from it, an over-long one cut to ``max_line`` bytes before it is decoded
+        (:func:`split_lines`).
+        """
         assert self.fd is not None
         if self.size <= self.read_offset:
             return None, False
         data = os.pread(self.fd, bufsize, self.read_offset)
         if not data:
             return None, False
-        base = self.read_offset - len(self.partial)
+        at = self.read_offset  # the file offset of data[0]
         self.read_offset += len(data)
         self.bytes_read += len(data)
         self.last_read = time.time()
         self.last_active = now
+        if self.assembler is not None:
+            return self._read_assembled(data, at, max_line, now), True
+        start = 0
+        if self.skipping:  # no partial while skipping
+            nl = data.find(b"\n")
+            if nl < 0:
+                # Still inside the long line: the checkpoint may pass the discarded bytes.
+                self.consumed = self.read_offset
+                return self._chunk(Lines(), self.consumed), True
+            self.skipping = False
+            start = nl + 1
+            self.consumed = at + start
+        last_nl = data.rfind(b"\n", start)
+        partial = self.partial
+        if last_nl < 0:
+            return self._no_newline(partial, data, start, max_line, now)
+        errors = self.encoding_errors
+        if partial:
+            # The line begun in the last read, joined with its end (at most max_line bytes of it
+            # once it is over-long: the rest is cut anyway).
+            first_nl = data.find(b"\n", start)
+            room = max(max_line + 2 - len(partial), 0)  # +2: a \r\n after the kept bytes
+            head = partial + (
+                data[start : first_nl + 1] if first_nl - start < room else data[start : start + room] + b"\n"
+            )
+            lines, truncated = split_lines(head, 0, len(head), max_line, errors)
+            if first_nl < last_nl:
+                more, cut = split_lines(data, first_nl + 1, last_nl + 1, max_line, errors)
+                base = len(lines)
+                lines += more
+                truncated += [base + i for i in cut]
+        else:
+            lines, truncated = split_lines(data, start, last_nl + 1, max_line, errors)
+        self.partial = data[last_nl + 1 :]
+        self.consumed = at + last_nl + 1
+        return self._chunk(Lines(lines, None, set(truncated)), self.consumed), True
+
+    def _no_newline(
+        self, partial: bytes, data: bytes, start: int, max_line: int, now: float
+    ) -> tuple[Chunk | None, bool]:
+        """A read with no line end in ``data[start:]``: the line goes on (kept as ``partial``),
+        or is over ``max_line``: cut, emitted, and its rest skipped up to the next newline."""
+        if len(partial) + len(data) - start > max_line:
+            # One byte past max_line: _cut_utf8 looks at it.
+            kept = partial[: max_line + 1] + data[start : start + max(max_line + 1 - len(partial), 0)]
+            line = _cut_utf8(kept, max_line).decode("utf-8", self.encoding_errors)
+            self.partial = b""
+            self.skipping = True
+            self.consumed = self.read_offset
+            return self._chunk(self._assemble_cut(line, now), self.consumed), True
+        self.partial = partial + data[start:] if partial else data[start:] if start else data
+        return (self._chunk(Lines(), self.consumed), True) if self._may_advance() else (None, True)
+
+    def _read_assembled(self, data: bytes, at: int, max_line: int, now: float) -> Chunk | None:
+        """:meth:`read_chunk` with an assembler (multiline, container formats): the held lines'
+        offsets are found in the joined buffer."""
+        assert self.assembler is not None
+        base = at - len(self.partial)
         buf = self.partial + data if self.partial else data
         if self.skipping:
             nl = buf.find(b"\n")
             if nl < 0:
                 self.partial = b""
-                # Still inside the long line: the checkpoint may pass the discarded bytes.
                 self.consumed = self.read_offset
-                return self._chunk(Lines(), self.consumed), True
+                return self._chunk(Lines(), self.consumed)
             self.skipping = False
             buf = buf[nl + 1 :]
             base += nl + 1
             self.consumed = base
         last_nl = buf.rfind(b"\n")
         if last_nl < 0:
-            if len(buf) > max_line:
-                line = _cut_utf8(buf, max_line).decode("utf-8", self.encoding_errors)
-                self.partial = b""
-                self.skipping = True
-                self.consumed = self.read_offset
-                return self._chunk(self._assemble_cut(line, now), self.consumed), True
-            self.partial = buf
-            return (self._chunk(Lines(), self.consumed), True) if self._may_advance() else (None, True)
+            return self._no_newline(b"", buf, 0, max_line, now)[0]
         complete = buf[: last_nl + 1]
         self.partial = buf[last_nl + 1 :]
         self.consumed = base + last_nl + 1
-        lines = self._split(complete, max_line)
-        if self.assembler is None:
-            return self._chunk(lines, self.consumed), True
+        text, truncated = split_lines(complete, 0, len(complete), max_line, self.encoding_errors)
+        lines = Lines(text, None, set(truncated))
         out = self.assembler.feed(lines, now)
-        return self._chunk(out, self._hold_position(complete, base, len(lines))), True
+        return self._chunk(out, self._hold_position(complete, base, len(lines)))
 
     def _may_advance(self) -> bool:
         """True when skipped bytes let the checkpoint move although no record was emitted."""
         return self.emitted < self.consumed and (self.assembler is None or self.assembler.held == 0)
-
-    def _split(self, complete: bytes, max_line: int) -> Lines:
-        text = complete.decode("utf-8", self.encoding_errors)
-        parts = text.split("\n")
-        parts.pop()
-        if "\r" in text:
-            parts = [p[:-1] if p.endswith("\r") else p for p in parts]
-        truncated: list[int] = []
-        if len(complete) > max_line:
-            for i, p in enumerate(parts):
-                if len(p) > max_line // 4 and len(raw := p.encode()) > max_line:
-                    parts[i] = _cut_utf8(raw, max_line).decode("utf-8", self.encoding_errors)
-                    truncated.append(i)
-        if not all(parts):  # an empty line (truthiness: no string comparison per line)
-            kept = [i for i, p in enumerate(parts) if p]
-            lines = [parts[i] for i in kept]
-            truncated = [kept.index(i) for i in truncated]
-        else:
-            lines = parts
-        return Lines(lines, None, set(truncated))
 
     def _assemble_cut(self, line: str, now: float) -> Lines:
         """A line cut without its end: flush what the assembler holds, then the cut line alone."""

@@ -9,6 +9,7 @@ from log_capturer.processing import Analyzer
 from log_capturer.processing.timestamps import NS
 from log_capturer.record import Chunk, Origin
 from log_capturer.sinks.encoding import rfc3339_ns
+from log_capturer.sinks.kafka import encode
 from log_capturer.sinks.kafka.encode import _speedups, encode_chunk, encode_chunk_py
 
 
@@ -67,6 +68,51 @@ def test_keyed_fast_path_matches_the_general_path() -> None:
         {},
         {"tenant_id": "t1"},
     ]
+
+
+def test_thousands_of_keys_give_the_python_bytes_and_the_key_table_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each key's fields object comes from a table kept between chunks (C); the records equal the
+    Python encoder's for ASCII keys with quotes, backslashes and control characters, non-ASCII
+    keys and missing ones, on both keyed paths, and a full table is replaced."""
+    monkeypatch.setattr(encode, "KEY_CACHE_SIZE", 500)
+    monkeypatch.setattr(encode, "_key_tables", {})
+    odd = ['q"uote', "back\\slash", "tab\tnl\n", "ctl\x01", "\u00e9t\u00e9", "\u2603", ""]
+    for first in range(0, 3000, 1000):
+        keys: list[str | None] = [f"tenant-{(first + i) * 7919 % 2000:05d}" for i in range(1000)]
+        keys[::97] = [None] * len(keys[::97])
+        keys[5 : 5 + len(odd)] = odd
+        lines = [f"line {first + i}" for i in range(len(keys))]
+        chunk = Chunk(Origin("file", "/a.log"), lines, read_time_ns=1_700_000_000_000_000_001)
+        chunk.levels, chunk.keys = ["info"] * len(lines), keys
+        head = b'{"timestamp":"' + rfc3339_ns(chunk.read_time_ns).encode() + b'","message":'
+        tails = {"info": b',"level":"info",' + chunk.origin.encoded + b',"fields":'}
+        fast = encode_chunk(chunk, "tenant_id")
+        chunk.timestamps = [chunk.read_time_ns] * len(lines)
+        full = encode_chunk(chunk, "tenant_id")
+        assert fast == full == encode_chunk_py(chunk, "tenant_id", head, tails)
+        fields = [orjson.loads(v)["fields"] for v in fast]
+        assert fields == [{} if k is None else {"tenant_id": k} for k in keys]
+    assert all(len(t) <= 500 + 1000 for t in encode._key_tables.values())
+
+
+def test_the_c_escaping_matches_orjson_at_every_position_of_long_lines() -> None:
+    """Quotes, backslashes and control characters before, inside and after each 8- and 16-byte
+    step of the C scanner, on lines up to 70 bytes and one of 64 KiB."""
+    rng = random.Random(11)
+    alphabet = ["a", "b", '"', "\\", "\n", "\t", "\x01", "\x1f", " ", "\x7f", "~"]
+    lines = ["".join(rng.choice(alphabet) for _ in range(n)) for n in range(71) for _ in range(20)]
+    lines.append("".join(rng.choice(alphabet) for _ in range(65536)))
+    for keys in (None, [f"k{i % 7}" for i in range(len(lines))]):
+        chunk = Chunk(Origin("file", "/a.log"), lines, read_time_ns=1_700_000_000_000_000_001)
+        chunk.levels, chunk.keys = [""] * len(lines), keys
+        recs = encode_chunk(chunk, "tenant_id")
+        assert [orjson.loads(v)["message"] for v in recs] == lines
+        head = b'{"timestamp":"' + rfc3339_ns(chunk.read_time_ns).encode() + b'","message":'
+        tails = {"": b',"level":"",' + chunk.origin.encoded + b',"fields":'}
+        chunk.timestamps = [chunk.read_time_ns] * len(lines)
+        assert recs == encode_chunk_py(chunk, "tenant_id", head, tails)
 
 
 def test_event_times_are_formatted_like_rfc3339_ns() -> None:

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
+
+import pytest
 
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.processing.multiline import MultilineJoiner, MultilineRule
 from log_capturer.record import Chunk, Origin
+from log_capturer.sources.file import tail
 from log_capturer.sources.file.identity import Fingerprint
-from log_capturer.sources.file.tail import TailedFile
+from log_capturer.sources.file.tail import TailedFile, split_lines_py
 
 
 def tailed(path: Path, offset: int = 0, multiline: MultilineRule | None = None) -> TailedFile:
@@ -110,6 +114,69 @@ def test_a_huge_line_without_newline_is_cut_then_skipped_to_its_end(tmp_path: Pa
     chunk, _ = read(tf, 1024, 512)
     assert chunk is not None and chunk.lines == ["next"] and chunk.end == p.stat().st_size
     assert memory_bounded(tf)
+
+
+def expected_lines(data: bytes, max_line: int) -> tuple[list[str], list[bool]]:
+    """What a reader must emit for ``data`` read whole (every line ended by a newline)."""
+    out: list[str] = []
+    cut: list[bool] = []
+    for part in data.split(b"\n")[:-1]:
+        raw = part.removesuffix(b"\r")
+        if not raw:
+            continue
+        long = len(raw) > max_line
+        if long:
+            end = max_line
+            while end > max_line - 4 and (raw[end] & 0xC0) == 0x80:
+                end -= 1
+            raw = raw[:end]
+        out.append(raw.decode("utf-8", "backslashreplace"))
+        cut.append(long)
+    return out, cut
+
+
+@pytest.mark.parametrize("splitter", ["c", "python"])
+def test_any_buffer_size_gives_the_lines_of_the_whole_file(
+    tmp_path: Path, splitter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long and short lines, CRLF, blank lines, multi-byte and invalid UTF-8, lines over
+    max_line: whatever the read size, the same lines, cut at the same byte, marked truncated, and
+    every chunk ends on a line boundary (or in a line being skipped)."""
+    if splitter == "python":
+        monkeypatch.setattr(tail, "split_lines", split_lines_py)
+    rng = random.Random(7)
+    pieces = [b"short", b"", b"\r", "é€😀".encode() * 30, b"bad \xff\xfe bytes", b"x" * 700, b"y" * 3000]
+    data = b"".join(rng.choice(pieces) + rng.choice([b"\n", b"\r\n"]) for _ in range(400))
+    p = tmp_path / "a.log"
+    p.write_bytes(data)
+    for max_line in (256, 301, 4096):
+        want, cut = expected_lines(data, max_line)
+        for bufsize in (64, 255, 1000, 4096, 1 << 20):
+            tf = tailed(p)
+            lines: list[str] = []
+            marks: list[bool] = []
+            while True:
+                chunk, was_read = read(tf, bufsize, max_line)
+                if not was_read:
+                    break
+                if chunk is not None:
+                    # On a line boundary, or inside an over-long line whose rest is skipped.
+                    assert tf.skipping or data[chunk.end - 1 : chunk.end] in (b"\n", b"")
+                    marks += [i in chunk.truncated for i in range(len(chunk.lines))]
+                    lines += chunk.lines
+            assert tf.consumed == len(data)
+            assert lines == want, (max_line, bufsize)
+            assert marks == cut, (max_line, bufsize)
+
+
+def test_an_over_long_line_is_cut_before_it_is_decoded() -> None:
+    """Truncation never decodes nor copies the discarded end: a 64 KiB line cut at 8 KiB costs
+    what an 8 KiB line does (its end here is not even valid UTF-8)."""
+    line = b"a" * 8192 + b"\xff" * 57_000
+    data = (line + b"\n") * 3
+    for split in (tail.split_lines, split_lines_py):
+        lines, truncated = split(data, 0, len(data), 8192, "strict")
+        assert lines == ["a" * 8192] * 3 and truncated == [0, 1, 2]
 
 
 def memory_bounded(tf: TailedFile) -> bool:
