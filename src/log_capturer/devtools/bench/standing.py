@@ -104,6 +104,58 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
+        "file -> Kafka, max, 8 KiB JSON lines",
+        "bench",
+        _bench(D6 + "long-lines-8k-after-", ["1", "2", "3"]),
+        "long-lines-8-kib-and-64-kib-lines-and-truncation-at-max_line_bytes-2026-12-06",
+        command="log-capturer bench --scenario max --line-bytes 8192 --lines 40000 --bootstrap $B",
+    ),
+    Row(
+        "file -> Kafka, max, 64 KiB JSON lines",
+        "bench",
+        _bench(D6 + "long-lines-64k-after-", ["1", "2", "3", "4", "5"]),
+        "long-lines-8-kib-and-64-kib-lines-and-truncation-at-max_line_bytes-2026-12-06",
+        command="log-capturer bench --scenario max --line-bytes 65536 --lines 6000 --bootstrap $B",
+    ),
+    Row(
+        "file -> Kafka, max, 64 KiB lines cut at `max_line_bytes: 8192`",
+        "bench",
+        _bench(D6 + "long-lines-trunc64k-after-", ["1", "2"]),
+        "long-lines-8-kib-and-64-kib-lines-and-truncation-at-max_line_bytes-2026-12-06",
+        ceiling="",
+        command=(
+            "log-capturer bench --scenario max --line-bytes 65536 --lines 15000 --ceiling none"
+            " --agent-config max8k.yaml --bootstrap $B"
+        ),
+    ),
+    Row(
+        "file -> Kafka, max, 8 KiB lines with `max_line_bytes: 8192` (not cut)",
+        "bench",
+        _bench(D6 + "long-lines-plain8k-after-", ["1", "2"]),
+        "long-lines-8-kib-and-64-kib-lines-and-truncation-at-max_line_bytes-2026-12-06",
+        ceiling="",
+        command=(
+            "log-capturer bench --scenario max --line-bytes 8192 --lines 15000 --ceiling none"
+            " --agent-config max8k.yaml --bootstrap $B"
+        ),
+    ),
+    Row(
+        "file -> Kafka, max, 16 distinct keys",
+        "bench",
+        _bench(D6 + "many-keys-after-16-", ["1", "2", "3"]),
+        "many-keys-16-vs-10000-distinct-tenant_id-values-2026-12-06",
+        ceiling="",
+        command="log-capturer bench --scenario max --lines 600000 --keys 16 --ceiling none --bootstrap $B",
+    ),
+    Row(
+        "file -> Kafka, max, 10,000 distinct keys",
+        "bench",
+        _bench(D6 + "many-keys-after-10000-", ["1", "2", "3"]),
+        "many-keys-16-vs-10000-distinct-tenant_id-values-2026-12-06",
+        ceiling="",
+        command="log-capturer bench --scenario max --lines 600000 --keys 10000 --ceiling none --bootstrap $B",
+    ),
+    Row(
         "file -> Kafka, max, `encoding.codec: raw`",
         "bench",
         _bench(D6 + "raw-headers-", ["new-raw-max-1", "new-raw-max-2", "new-raw-max-3", "new-raw-max-4"]),
