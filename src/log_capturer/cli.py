@@ -617,8 +617,9 @@ def bench(
     agent_src: Annotated[
         Path | None,
         typer.Option(
-            help="With many-files: run the agent from this source tree (a checkout of the code "
-            "before a change, to compare; its config gets no watcher key)."
+            help="Run the agent from this source tree, first on its PYTHONPATH (a checkout of the "
+            "code before a change, its C modules built in it, to alternate with; with many-files "
+            "its config gets no watcher key)."
         ),
     ] = None,
     workers: Annotated[
@@ -651,6 +652,14 @@ def bench(
     ceiling: Annotated[
         str, typer.Option(help="auto (kcat, else confluent-kafka), kcat, python or none.")
     ] = "auto",
+    ceiling_keyed: Annotated[
+        bool,
+        typer.Option(
+            help="Also run kcat with the agent's partitioning keys (kcat -K on a copy of the files "
+            "with each line's key_field value in front): a second ceiling column, doing the "
+            "agent's keyed work, beside the usual one."
+        ),
+    ] = False,
     profile: Annotated[
         bool, typer.Option(help="Sample the agent with py-spy; summary in the result.")
     ] = False,
@@ -787,6 +796,8 @@ def bench(
         json_out=json_out,
         agent_config=agent_config,
         ceiling=ceiling,
+        ceiling_keyed=ceiling_keyed,
+        agent_src=agent_src,
         profile=profile,
         stall_timeout=stall_timeout,
         keep=keep,
