@@ -83,6 +83,15 @@ class PartitionChooser:
         self._counts[topic] = (count, now)
         return count
 
+    def known(self, topic: str) -> int | None:
+        """The topic's partition count for partitioning keyed records ourselves (the hash
+        strategy in the chunk producer), looked up at most once per ``METADATA_TTL`` even when
+        the lookup fails (None: let librdkafka's partitioner place them meanwhile)."""
+        cached = self._counts.get(topic)
+        if cached is not None and time.monotonic() - cached[1] < METADATA_TTL:
+            return cached[0]
+        return self.partitions(topic)
+
     def round_robin(self, topic: str, n: int) -> list[int] | None:
         """Partitions for the next ``n`` records of ``topic`` (None: topic metadata unknown)."""
         count = self.partitions(topic)

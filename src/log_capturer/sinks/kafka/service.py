@@ -126,6 +126,9 @@ class KafkaService:
         self.default_destination = config.topic
         size_bounds = tuple(float(b) for b in metrics.kafka_message_size.bounds)
         self.requests = RequestBuilder(config, size_bounds, self._partition_count)
+        #: Keyed records partitioned in the chunk producer (librdkafka's murmur2_random, the same
+        #: partitions): each partition's records of a chunk are enqueued at once.
+        self._hash_in_c = config.partitioning.enabled and config.partitioning.strategy == "hash"
         dlq_cfg = config.dlq_config
         # dlq_config.enabled: false turns the sink's dead-letter handling off as a whole: no DLQ
         # topic, and records that time out are re-sent in place instead of parked. Records Kafka
@@ -500,8 +503,13 @@ class KafkaService:
             keys = keep_k if keys is not None else None
             parts = keep_p if prepared.partitions is not None else None
             hdrs = keep_h if hdrs is not None else None
+        counts: dict[str, int] | None = None
+        if keys is not None and parts is None and hdrs is None and self._hash_in_c:
+            # The hash strategy's murmur2 in C: each partition's records enqueued at once.
+            known = self.requests.chooser.known
+            counts = {t: n for t in prepared.counts if (n := known(t))}
         try:
-            native.produce_chunk(delivery, topics, values, keys, parts, hdrs)
+            native.produce_chunk(delivery, topics, values, keys, parts, hdrs, counts)
         except RuntimeError:
             pass  # closing (stop): these records stay unacknowledged and are read again on restart
         except Exception as exc:

@@ -42,3 +42,31 @@ def test_manual_values() -> None:
     ):
         with pytest.raises(InvalidPartition, match=msg):
             chooser.manual("t", bad)
+
+
+def test_known_counts_are_looked_up_once_per_ttl_even_when_the_lookup_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import log_capturer.sinks.kafka.partitioning as mod
+
+    answers: dict[str, int | None] = {"a": None, "b": 6}
+    asked: list[str] = []
+
+    def lookup(topic: str) -> int | None:
+        asked.append(topic)
+        return answers[topic]
+
+    now = [100.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: now[0])
+    chooser = PartitionChooser("hash", lookup)
+    assert [chooser.known("a"), chooser.known("a"), chooser.known("b"), chooser.known("b")] == [
+        None,
+        None,
+        6,
+        6,
+    ]
+    assert asked == ["a", "b"]  # a failed lookup is not repeated on every chunk
+    answers["a"], answers["b"] = 4, 8
+    now[0] += mod.METADATA_TTL + 1
+    assert [chooser.known("a"), chooser.known("b")] == [4, 8]
+    assert asked == ["a", "b", "a", "b"]
