@@ -663,6 +663,14 @@ def bench(
     ceiling: Annotated[
         str, typer.Option(help="auto (kcat, else confluent-kafka), kcat, python or none.")
     ] = "auto",
+    ceiling_keyed: Annotated[
+        bool,
+        typer.Option(
+            help="Also run kcat with the agent's partitioning keys (kcat -K on a copy of the files "
+            "with each line's key_field value in front): a second ceiling column, doing the "
+            "agent's keyed work, beside the usual one."
+        ),
+    ] = False,
     profile: Annotated[
         bool, typer.Option(help="Sample the agent with py-spy; summary in the result.")
     ] = False,
@@ -793,7 +801,6 @@ def bench(
         levels=levels,
         seed=seed,
         keys=keys,
-        agent_src=agent_src,
         files=files or 1,
         workers=workers,
         bootstrap=bootstrap or _local_bootstrap(),
@@ -801,6 +808,8 @@ def bench(
         json_out=json_out,
         agent_config=agent_config,
         ceiling=ceiling,
+        ceiling_keyed=ceiling_keyed,
+        agent_src=agent_src,
         profile=profile,
         stall_timeout=stall_timeout,
         keep=keep,

@@ -7,11 +7,18 @@ talk to the broker, a bare confluent-kafka produce loop with no processing
 runs instead (``python -m log_capturer.devtools.bench.ceiling``). Either way
 the rate is taken from the broker's append times of the first and last
 records, so process start-up does not count, exactly as for the agent.
+
+The keyed ceiling (``bench --ceiling-keyed``) is a second column, never a replacement: kcat on
+a copy of the files with each line's partitioning key put in front of it (``kcat -K`` with a
+tab between key and line), so kcat too hashes a key per record and spreads each key's records
+to its partition, as the agent does with ``partitioning.key_field``. It writes one topic where
+the agent writes the routed ones.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import resource
 import shutil
 import subprocess
@@ -106,6 +113,60 @@ def _run_kcat(
     if proc.returncode != 0:
         error = f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"
     return _finish("kcat", kcat_version() or "", bootstrap, topic, lines, wall, error, cpu)
+
+
+#: The delimiter between key and line in the keyed copy (generated lines hold no tab).
+KEY_DELIMITER = "\t"
+
+
+def key_pattern(fmt: str, key_field: str) -> re.Pattern[bytes] | None:
+    """How to find ``key_field``'s value in a generated line of format ``fmt`` (json: a string
+    member, logfmt: an unquoted value), as a pattern matched at the start of each line; None for
+    a format whose lines carry no fields (plain)."""
+    name = re.escape(key_field.encode())
+    if fmt == "json":
+        return re.compile(rb'^(?=[^\n]*?"' + name + rb'":"([^"\\\n]*)")', re.M)
+    if fmt == "logfmt":
+        return re.compile(rb"^(?=(?:[^\n]*? )?" + name + rb'=([^\s"]+))', re.M)
+    return None
+
+
+def keyed_copy(files: list[Path], out: Path, pattern: re.Pattern[bytes]) -> int:
+    """Write ``files`` one after the other to ``out``, each line with its key and a tab in front
+    (a line without the key as it is: kcat then sends it without a key, as the agent does).
+    Returns the number of lines that got a key."""
+    keyed = 0
+    delim = KEY_DELIMITER.encode()
+
+    def sub(m: re.Match[bytes]) -> bytes:
+        nonlocal keyed
+        keyed += 1
+        return m.group(1) + delim
+
+    with out.open("wb") as dst:
+        for f in files:
+            dst.write(pattern.sub(sub, f.read_bytes()))
+    return keyed
+
+
+def run_keyed_ceiling(
+    bootstrap: str, topic: str, keyed_file: Path, lines: int, conf: dict[str, Any]
+) -> CeilingResult:
+    """kcat on the keyed copy (``keyed_copy``): each line's key hashed by the agent's partitioner."""
+    props = cli_properties(conf)
+    if shutil.which("kcat") is None:
+        return CeilingResult("kcat -K", "", topic, lines, 0, 0.0, None, None, error="kcat is not installed")
+    cmd = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-K", KEY_DELIMITER]
+    for k, v in props.items():
+        if k != "bootstrap.servers":
+            cmd += ["-X", f"{k}={v}"]
+    start = time.monotonic()
+    cpu0 = children_cpu()
+    proc = subprocess.run([*cmd, "-l", str(keyed_file)], capture_output=True, text=True, check=False)
+    cpu = children_cpu() - cpu0
+    wall = time.monotonic() - start
+    error = f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}" if proc.returncode != 0 else ""
+    return _finish("kcat -K", kcat_version() or "", bootstrap, topic, lines, wall, error, cpu)
 
 
 def _run_python(

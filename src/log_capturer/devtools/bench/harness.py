@@ -33,14 +33,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
 from rich.console import Console
 
 from log_capturer.devtools.bench import report
-from log_capturer.devtools.bench.ceiling import CeilingResult, run_ceiling
+from log_capturer.devtools.bench.ceiling import (
+    CeilingResult,
+    key_pattern,
+    keyed_copy,
+    run_ceiling,
+    run_keyed_ceiling,
+)
 from log_capturer.devtools.bench.collect import Collector
 from log_capturer.devtools.bench.profile import Profiler, summarize
 from log_capturer.devtools.bench.system import (
@@ -56,6 +62,9 @@ from log_capturer.devtools.bench.system import (
 from log_capturer.devtools.generate import DEFAULT_LEVELS, LineFactory
 from log_capturer.devtools.kafka_local import free_port
 from log_capturer.devtools.topics import TOPICS, TopicSpec, create_topics, delete_topics
+
+if TYPE_CHECKING:
+    from log_capturer.config.schema import Config
 
 
 class BenchError(RuntimeError):
@@ -96,8 +105,6 @@ class BenchOptions:
     seed: int = 1
     #: Distinct tenant_id values the generator writes (None: its pool's 16).
     keys: int | None = None
-    #: Run the agent from this source tree (``PYTHONPATH``): the code before a change, to compare.
-    agent_src: Path | None = None
     files: int = 1
     #: Agent processes (app.workers); None keeps the agent config's (1 unless --agent-config says).
     workers: int | None = None
@@ -107,6 +114,12 @@ class BenchOptions:
     chart_out: Path | None = None
     agent_config: Path | None = None
     ceiling: str = "auto"  # auto | kcat | python | none
+    #: Also run kcat with the agent's partitioning keys (ceiling.run_keyed_ceiling): a second,
+    #: equal-work column beside the ceiling, for a run with partitioning.key_field.
+    ceiling_keyed: bool = False
+    #: Run the agent from this source tree (first on its PYTHONPATH, its C modules built in it):
+    #: the code before a change, alternated with the code after it.
+    agent_src: Path | None = None
     profile: bool = False
     stall_timeout: float = 60.0
     sample_interval: float = 0.5
@@ -259,6 +272,13 @@ class Bench:
             *(TopicSpec(names[t.name], t.partitions, t.retention_days, t.purpose, t.compact) for t in TOPICS),
             TopicSpec(names["ceiling"], sum(t.partitions for t in routed), 1, "bench ceiling"),
         )
+        if self.opts.ceiling_keyed:
+            # As many partitions as one routed topic: each key goes where the agent puts it.
+            names["ceiling-keyed"] = f"{prefix}-ceiling-keyed"
+            specs = (
+                *specs,
+                TopicSpec(names["ceiling-keyed"], routed[0].partitions, 1, "bench keyed ceiling"),
+            )
         create_topics(
             self.opts.bootstrap, topics=specs, topic_config={"message.timestamp.type": "LogAppendTime"}
         )
@@ -419,14 +439,11 @@ class Bench:
         run.t0 = time.time()
         busy0, total0 = machine_busy()
         with run.agent_log.open("ab") as logf:
-            env = dict(os.environ)
-            if opts.agent_src is not None:
-                env["PYTHONPATH"] = str(opts.agent_src.resolve())
             agent = subprocess.Popen(
                 [sys.executable, "-m", "log_capturer", "run", "--config", str(cfg_path), "--no-status"],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=self._agent_env(),
             )
         api = f"http://127.0.0.1:{cfg['server']['port']}"
         metrics_url = f"http://127.0.0.1:{cfg['metrics']['port']}{cfg['metrics'].get('path', '/metrics')}"
@@ -513,12 +530,45 @@ class Bench:
                 self.expected,
                 producer_config(agent_cfg.sinks.kafka),
             )
+            if opts.ceiling_keyed:
+                run.ceiling_keyed = self._keyed_ceiling(topics["ceiling-keyed"], files, agent_cfg)
         run.cleanup = self._clean_up(collector, run)
         try:
             result = self._result(collector, run)
         finally:
             collector.close()
         return result
+
+    def _agent_env(self) -> dict[str, str] | None:
+        """The agent's environment: with ``agent_src``, its tree first on PYTHONPATH."""
+        if self.opts.agent_src is None:
+            return None
+        env = dict(os.environ)
+        src = str(self.opts.agent_src.resolve())
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    def _keyed_ceiling(self, topic: str, files: list[Path], agent_cfg: Config) -> CeilingResult:
+        """kcat with the agent's keys (ceiling.run_keyed_ceiling) on a keyed copy of the files."""
+        from log_capturer.sinks.kafka.client import producer_config
+
+        kafka = agent_cfg.sinks.kafka
+        part = kafka.partitioning
+        pattern = key_pattern(self.opts.format, part.key_field) if part.enabled else None
+        if pattern is None:
+            why = (
+                "the agent partitions by no key"
+                if not part.enabled
+                else f"{self.opts.format} lines carry no key"
+            )
+            return CeilingResult("kcat -K", "", topic, self.expected, 0, 0.0, None, None, error=why)
+        keyed = self.dir / "logs" / "keyed-copy.txt"
+        self.log(f"keyed ceiling: kcat -K with each line's {part.key_field}")
+        try:
+            keyed_copy(files, keyed, pattern)
+            return run_keyed_ceiling(self.opts.bootstrap, topic, keyed, self.expected, producer_config(kafka))
+        finally:
+            keyed.unlink(missing_ok=True)
 
     def _clean_up(self, c: Collector, run: _RunFacts) -> dict[str, Any]:
         """Delete the run's log files and topics, unless --keep or the run went wrong (they are
@@ -662,6 +712,7 @@ class Bench:
             "workers": self.workers,
             "bootstrap": opts.bootstrap,
             "ceiling": opts.ceiling,
+            "ceiling_keyed": opts.ceiling_keyed,
             "agent_config": str(opts.agent_config) if opts.agent_config else None,
             "agent_src": str(opts.agent_src) if opts.agent_src else None,
             "agent_git": _git_describe(opts.agent_src) if opts.agent_src else None,
@@ -755,6 +806,12 @@ class Bench:
             "ratio_to_ceiling": ratio,
             "cleanup": run.cleanup,
         }
+        keyed = run.ceiling_keyed
+        if keyed is not None:
+            result["ceiling_keyed"] = keyed.as_dict()
+            result["ratio_to_keyed_ceiling"] = (
+                round(throughput / keyed.throughput, 4) if keyed.throughput and throughput else None
+            )
         result["targets"] = report.verdict_dicts(report.verdicts(result))
         if self.opts.profile:
             result["profile"] = self._profile_summary(run.profile_error)
@@ -791,6 +848,7 @@ class _RunFacts:
     machine_cpu: float = 0.0
     load_after: list[float] = field(default_factory=list)
     ceiling: CeilingResult | None = None
+    ceiling_keyed: CeilingResult | None = None
     profile_error: str = ""
     cleanup: dict[str, Any] = field(default_factory=dict)
 

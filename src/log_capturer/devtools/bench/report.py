@@ -222,6 +222,18 @@ def print_report(result: dict[str, Any], console: Console) -> None:
             )
         if ceil.get("fallback_reason"):
             t.add_row("", f"(fallback: {ceil['fallback_reason']})")
+    keyed = result.get("ceiling_keyed")
+    if keyed:
+        if keyed.get("error"):
+            t.add_row("keyed ceiling", f"{keyed['tool']}: not run: {keyed['error']}")
+        else:
+            ratio = result.get("ratio_to_keyed_ceiling")
+            t.add_row(
+                "keyed ceiling",
+                f"{keyed['tool']} {keyed['version']}: {_fmt(keyed['throughput'], ' lines/s')}"
+                + (f"; ours = {ratio:.3f}x" if ratio is not None else "")
+                + (f"; CPU {keyed['cpu_us_per_line']:.2f} us/line" if keyed.get("cpu_us_per_line") else ""),
+            )
     t.add_row("load average", f"before {result['load']['before']}, after {result['load']['after']}")
     console.print(t)
     v = Table(title="targets")

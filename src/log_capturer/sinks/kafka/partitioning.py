@@ -110,3 +110,59 @@ class PartitionChooser:
                 + (f" (it has {count} partitions: 0-{count - 1})" if count else "")
             )
         return partition
+
+
+class PartitionCounts:
+    """Topics' partition counts for the chunk producer's own key hashing, never waited for.
+
+    :meth:`get` (the dispatcher threads) answers from what is known, at once: None for a topic
+    not looked up yet, or whose lookup failed (librdkafka's partitioner then places its records).
+    Its own thread looks the topics up (a metadata request, which waits up to its timeout when no
+    broker answers), and each again after ``METADATA_TTL``.
+    """
+
+    def __init__(self, lookup: Callable[[str], int | None], name: str = "partition-counts") -> None:
+        self._lookup = lookup
+        self._known: dict[str, tuple[int | None, float]] = {}
+        self._wanted: set[str] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = False
+
+    def get(self, topic: str) -> int | None:
+        entry = self._known.get(topic)
+        if entry is not None and time.monotonic() - entry[1] < METADATA_TTL:
+            return entry[0]
+        if topic not in self._wanted:
+            with self._lock:
+                self._wanted.add(topic)
+                if not self._started:
+                    self._started = True
+                    self._thread.start()
+            self._wake.set()
+        return entry[0] if entry is not None else None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._started:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            with self._lock:
+                wanted = list(self._wanted)
+            for topic in wanted:
+                if self._stop.is_set():
+                    return
+                try:
+                    count = self._lookup(topic)
+                except Exception:  # a lookup's failure is "unknown": librdkafka partitions meanwhile
+                    count = None
+                self._known[topic] = (count, time.monotonic())
+                with self._lock:
+                    self._wanted.discard(topic)

@@ -44,6 +44,7 @@ from log_capturer.sinks.kafka.client import close_producer, producer_config, red
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.delivery import Reports, error_type, explain
 from log_capturer.sinks.kafka.native import ChunkProducer, NativeUnavailable
+from log_capturer.sinks.kafka.partitioning import PartitionCounts
 from log_capturer.sinks.kafka.quiet import Repeats, quiet_logger
 from log_capturer.sinks.kafka.request import KafkaRequest, RequestBuilder, dead_letter_headers
 from log_capturer.sinks.kafka.stats import StatsTracker
@@ -126,6 +127,11 @@ class KafkaService:
         self.default_destination = config.topic
         size_bounds = tuple(float(b) for b in metrics.kafka_message_size.bounds)
         self.requests = RequestBuilder(config, size_bounds, self._partition_count)
+        #: Keyed records partitioned in the chunk producer (librdkafka's murmur2_random, the same
+        #: partitions): each partition's records of a chunk are enqueued at once.
+        self._hash_in_c = config.partitioning.enabled and config.partitioning.strategy == "hash"
+        #: The topics' partition counts for it, looked up by a thread of their own (never waited for).
+        self._counts = PartitionCounts(self._partition_count, f"{self.name}-partitions")
         dlq_cfg = config.dlq_config
         # dlq_config.enabled: false turns the sink's dead-letter handling off as a whole: no DLQ
         # topic, and records that time out are re-sent in place instead of parked. Records Kafka
@@ -315,6 +321,7 @@ class KafkaService:
     def stop(self) -> None:
         self._stop.set()
         self._space.set()
+        self._counts.stop()
         if self._thread is not None:
             self._thread.join(10)
             if self._thread.is_alive():
@@ -500,8 +507,13 @@ class KafkaService:
             keys = keep_k if keys is not None else None
             parts = keep_p if prepared.partitions is not None else None
             hdrs = keep_h if hdrs is not None else None
+        counts: dict[str, int] | None = None
+        if keys is not None and parts is None and hdrs is None and self._hash_in_c:
+            # The hash strategy's murmur2 in C: each partition's records enqueued at once.
+            known = self._counts.get
+            counts = {t: n for t in prepared.counts if (n := known(t))}
         try:
-            native.produce_chunk(delivery, topics, values, keys, parts, hdrs)
+            native.produce_chunk(delivery, topics, values, keys, parts, hdrs, counts)
         except RuntimeError:
             pass  # closing (stop): these records stay unacknowledged and are read again on restart
         except Exception as exc:

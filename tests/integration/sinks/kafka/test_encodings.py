@@ -106,16 +106,20 @@ def test_raw_records_with_headers_are_the_same_through_the_chunk_producer_and_co
     C; confluent-kafka's producer (``native_producer: false``) is the Python path. Read back from
     the broker, both put the same records in the same partitions in the same order: topic, key,
     value and headers. Both runs read the same path (a line without a key of its own is keyed by
-    it), one after the other."""
+    it), one after the other. A third run without headers goes through the chunk producer's batch
+    path, which partitions the keyed records in C (murmur2, each partition's records enqueued at
+    once): the same keys and values in the same partitions in the same order."""
     lines, _ = lines_and_expectations(3000)
-    contents: dict[bool, dict[tuple[str, int], list[tuple[Any, ...]]]] = {}
-    for native in (True, False):
+    contents: dict[str, dict[tuple[str, int], list[tuple[Any, ...]]]] = {}
+    for run in ("c", "py", "c-no-headers"):
         tmp = tmp_path / "run"
         if tmp.exists():
-            tmp.rename(tmp_path / "first-run")
+            tmp.rename(tmp_path / f"before-{run}")
         tmp.mkdir()
-        topics = create_prefixed_topics(bootstrap, f"{topic_prefix}-{'c' if native else 'py'}")
-        kafka = {"encoding": {"codec": "raw"}, "headers": HEADERS, "native_producer": native}
+        topics = create_prefixed_topics(bootstrap, f"{topic_prefix}-{run}")
+        kafka: dict[str, Any] = {"encoding": {"codec": "raw"}, "native_producer": run != "py"}
+        if run != "c-no-headers":
+            kafka["headers"] = HEADERS
         records, _ = ship_lines(
             tmp, bootstrap, topics, lines, sinks={"kafka": kafka}, files_config={"labels": LABELS}
         )
@@ -123,10 +127,15 @@ def test_raw_records_with_headers_are_the_same_through_the_chunk_producer_and_co
         runs: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
         for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
             runs.setdefault((by_topic[r.topic], r.partition), []).append((r.key, r.value, r.headers))
-        contents[native] = runs
-    assert sum(map(len, contents[True].values())) == len(lines)
-    assert len(contents[True]) > 4, "several topics and partitions"
-    assert contents[True] == contents[False]
+        contents[run] = runs
+    assert sum(map(len, contents["c"].values())) == len(lines)
+    assert len(contents["c"]) > 4, "several topics and partitions"
+    assert contents["c"] == contents["py"]
+    plain = contents["c-no-headers"]
+    assert not any(h for recs in plain.values() for _, _, h in recs)
+    assert {tp: [(k, v) for k, v, _ in recs] for tp, recs in plain.items()} == {
+        tp: [(k, v) for k, v, _ in recs] for tp, recs in contents["py"].items()
+    }
 
 
 def test_json_with_only_some_fields_and_unix_milliseconds(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,13 @@ def test_bench_files_split_evenly_between_workers(tmp_path: Path) -> None:
         assert len(set(files)) == count
         per = Counter(shard_of(str(f), workers) for f in files)
         assert max(per.values()) - min(per.get(w, 0) for w in range(workers)) <= 1, (count, workers, per)
+
+
+def test_agent_src_goes_first_on_the_agents_pythonpath(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    assert Bench(BenchOptions("max", out_dir=tmp_path))._agent_env() is None  # the agent inherits ours
+    env = Bench(BenchOptions("max", out_dir=tmp_path, agent_src=tmp_path / "before"))._agent_env()
+    assert env is not None
+    assert env["PYTHONPATH"] == f"{tmp_path / 'before'}{os.pathsep}/elsewhere"

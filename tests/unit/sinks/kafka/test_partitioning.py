@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser, java_partition, murmur2
+from log_capturer.sinks.kafka import partitioning
+from log_capturer.sinks.kafka.partitioning import (
+    InvalidPartition,
+    PartitionChooser,
+    PartitionCounts,
+    java_partition,
+    murmur2,
+)
+from tests.support import wait_until
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2
 JAVA_VECTORS = {
@@ -42,3 +53,35 @@ def test_manual_values() -> None:
     ):
         with pytest.raises(InvalidPartition, match=msg):
             chooser.manual("t", bad)
+
+
+def test_partition_counts_answer_at_once_and_are_looked_up_by_their_own_thread() -> None:
+    """A lookup that waits (no broker answers) never holds up get(); a failed one counts as
+    unknown until the next try, one METADATA_TTL later."""
+    answers: dict[str, int | None] = {"a": None, "b": 6}
+    asked: list[str] = []
+    release = threading.Event()
+
+    def lookup(topic: str) -> int | None:
+        release.wait(10)
+        asked.append(topic)
+        if topic == "c":
+            raise RuntimeError("no producer")
+        return answers[topic]
+
+    counts = PartitionCounts(lookup)
+    try:
+        t0 = time.monotonic()
+        assert [counts.get("a"), counts.get("b"), counts.get("c")] == [None, None, None]
+        assert time.monotonic() - t0 < 1, "get() does not wait for the lookup"
+        release.set()
+        wait_until(lambda: counts.get("b") == 6 and len(asked) == 3, 10, "the lookups")
+        assert counts.get("a") is None and counts.get("c") is None
+        assert sorted(asked) == ["a", "b", "c"]  # a failed lookup is not repeated on every chunk
+        answers["a"] = 4
+        # One METADATA_TTL later: the old answer while it is looked up again.
+        counts._known["a"] = (None, time.monotonic() - partitioning.METADATA_TTL - 1)
+        assert counts.get("a") is None
+        wait_until(lambda: counts.get("a") == 4, 10, "the second lookup")
+    finally:
+        counts.stop()

@@ -500,10 +500,60 @@ static int wait_space(Producer *self) {
     return 0;
 }
 
+/* Kafka's murmur2 (the Java client's Utils.murmur2, librdkafka's rd_murmur2): the hash of the
+ * murmur2_random partitioner, which the sink's ``hash`` strategy configures. */
+static uint32_t murmur2(const unsigned char *d, size_t len) {
+    const uint32_t m = 0x5bd1e995;
+    uint32_t h = 0x9747b28c ^ (uint32_t)len;
+    size_t n4 = len / 4;
+    for (size_t i = 0; i < n4; i++, d += 4) {
+        uint32_t k = (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 24;
+        k *= m;
+        k ^= k >> 24;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    switch (len & 3) {
+    case 3:
+        h ^= (uint32_t)d[2] << 16;
+        /* fall through */
+    case 2:
+        h ^= (uint32_t)d[1] << 8;
+        /* fall through */
+    case 1:
+        h ^= d[0];
+        h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    return h;
+}
+
+/* Sort msgs[0..n) by partition (-1, the partitioner's, first), keeping their order within each
+ * partition (so each key's order): a counting sort through ``tmp``, with ``bucket`` of cnt + 1.
+ * GIL released. */
+static void by_partition(rd_kafka_message_t *msgs, Py_ssize_t n, int32_t cnt, rd_kafka_message_t *tmp,
+                         Py_ssize_t *bucket) {
+    memset(bucket, 0, ((size_t)cnt + 1) * sizeof *bucket);
+    for (Py_ssize_t i = 0; i < n; i++)
+        bucket[msgs[i].partition + 1]++;
+    Py_ssize_t at = 0;
+    for (int32_t p = 0; p <= cnt; p++) {
+        Py_ssize_t k = bucket[p];
+        bucket[p] = at;
+        at += k;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        tmp[bucket[msgs[i].partition + 1]++] = msgs[i];
+    memcpy(msgs, tmp, (size_t)n * sizeof *msgs);
+}
+
 /* Hand msgs[0..n) (one topic) to librdkafka, waiting while its queue is full. A record it
  * refuses for another reason counts as a failed delivery. Returns the number handed over
  * (n unless the producer is closing). GIL released. */
-static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rkt,
+static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rkt, int32_t partition,
                                 rd_kafka_message_t *msgs, Py_ssize_t n) {
     Py_ssize_t handed = 0;
     for (Py_ssize_t j = 0; j < n; j += BATCH_MAX) {
@@ -511,10 +561,15 @@ static Py_ssize_t produce_topic(Producer *self, chunk_t *c, rd_kafka_topic_t *rk
         while (lo < hi) {
             for (Py_ssize_t k = lo; k < hi; k++)
                 msgs[k].err = 0;
-            /* One clock reading and one topic lock for the batch; each record's partition is
-             * its own (-1: the partitioner's, on its key). */
-            rdk.produce_batch(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_PARTITION, &msgs[lo],
-                              (int)(hi - lo));
+            /* One clock reading and one topic lock for the batch. ``partition`` UA: each
+             * record's partition is its own (-1: the partitioner's, on its key), each record
+             * enqueued under its partition's lock; else every record goes to ``partition``,
+             * enqueued at once under one lock. */
+            if (partition == RD_KAFKA_PARTITION_UA)
+                rdk.produce_batch(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_PARTITION, &msgs[lo],
+                                  (int)(hi - lo));
+            else
+                rdk.produce_batch(rkt, partition, 0, &msgs[lo], (int)(hi - lo));
             /* Records refused for a full queue (all those after the first, in librdkafka) move
              * to the front of the window, in order, to be handed over again. */
             Py_ssize_t w = lo, taken = 0;
@@ -697,7 +752,8 @@ static Py_ssize_t produce_each(Producer *self, chunk_t *c, rd_kafka_message_t *m
 }
 
 /*
- * produce_chunk(token, topics, values, keys=None, partitions=None, headers=None) -> int
+ * produce_chunk(token, topics, values, keys=None, partitions=None, headers=None,
+ *               partition_counts=None) -> int
  *
  * Hands every record to librdkafka, waiting while its queue is full. librdkafka points into the
  * values' bytes (no copy): the chunk holds a reference to them until it is settled. Returns the
@@ -710,6 +766,14 @@ static Py_ssize_t produce_each(Producer *self, chunk_t *c, rd_kafka_message_t *m
  * each topic and key), through rd_kafka_produce_batch: one clock reading and one topic lock per
  * batch instead of per record.
  *
+ * partition_counts: a dict of topic -> partitions, or None. With keys (and no partitions, no
+ * headers), the keyed records of a topic it names are partitioned here with the hash of the
+ * murmur2_random partitioner (Kafka's murmur2 of the key, positive, modulo the count: the
+ * partition librdkafka would choose), then handed over grouped by partition, in their order
+ * within it: librdkafka enqueues each group under one partition lock, where its partitioner takes
+ * that lock, and the partition's reference, once per record. Records without a key, and the
+ * topics it does not name, go to librdkafka's partitioner as before.
+ *
  * headers: a list with each record's headers (a list of (name, value) pairs, or None), the same
  * list object for records that share them (the sink's one per level). Each distinct list is read
  * once per chunk; the records then go in chunk order through rd_kafka_produceva, one call per
@@ -718,9 +782,17 @@ static Py_ssize_t produce_each(Producer *self, chunk_t *c, rd_kafka_message_t *m
  */
 static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     PyObject *token, *topics, *values, *keys = Py_None, *parts = Py_None, *hdrs = Py_None;
-    if (!PyArg_ParseTuple(args, "OO!O!|OOO", &token, &PyList_Type, &topics, &PyList_Type, &values,
-                          &keys, &parts, &hdrs))
+    PyObject *counts = Py_None;
+    if (!PyArg_ParseTuple(args, "OO!O!|OOOO", &token, &PyList_Type, &topics, &PyList_Type, &values,
+                          &keys, &parts, &hdrs, &counts))
         return NULL;
+    if (counts != Py_None && !PyDict_Check(counts)) {
+        PyErr_SetString(PyExc_TypeError, "partition_counts must be a dict or None");
+        return NULL;
+    }
+    /* Partition the keyed records here (the hash strategy's murmur2) when the caller knows the
+     * topics' partition counts and chose no partitions or headers itself. */
+    int hash_here = counts != Py_None && keys != Py_None && parts == Py_None && hdrs == Py_None;
     if (closed(self))
         return NULL;
     if (__atomic_load_n(&self->aborted, __ATOMIC_ACQUIRE)) {
@@ -747,12 +819,18 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     PyObject **slot_name = PyMem_RawMalloc((size_t)cap * sizeof *slot_name);
     rd_kafka_topic_t **slot_rkt = PyMem_RawMalloc((size_t)cap * sizeof *slot_rkt);
     Py_ssize_t *slot_n = PyMem_RawCalloc((size_t)cap, sizeof *slot_n);
+    /* Per distinct topic: its partition count when the records are partitioned here, else 0. */
+    int32_t *slot_cnt = PyMem_RawCalloc((size_t)cap, sizeof *slot_cnt);
     Py_ssize_t nslots = 0;
+    /* Partitioned here: a topic's records sorted by partition (a scratch copy, the buckets). */
+    rd_kafka_message_t *sorted = NULL;
+    Py_ssize_t *bucket = NULL;
+    int32_t maxcnt = 0;
     /* With headers: each record's header set (hsel), the sets, produceva's arguments. */
     hdr_sets_t hs = {0};
     Py_ssize_t *hsel = NULL, hcur = -1;
     rd_kafka_vu_t *vu = NULL;
-    if (!recs || !slot || !slot_name || !slot_rkt || !slot_n) {
+    if (!recs || !slot || !slot_name || !slot_rkt || !slot_n || !slot_cnt) {
         PyErr_NoMemory();
         goto free;
     }
@@ -787,6 +865,17 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
                 if (s == nslots) {
                     slot_rkt[s] = rkt;
                     nslots++;
+                    if (hash_here) {
+                        PyObject *cnt = PyDict_GetItemWithError(counts, t);
+                        if (!cnt && PyErr_Occurred())
+                            goto fail;
+                        long v = cnt && PyLong_Check(cnt) ? PyLong_AsLong(cnt) : 0;
+                        if (v == -1 && PyErr_Occurred())
+                            goto fail;
+                        slot_cnt[s] = v > 0 && v <= INT32_MAX ? (int32_t)v : 0;
+                        if (slot_cnt[s] > maxcnt)
+                            maxcnt = slot_cnt[s];
+                    }
                 }
                 slot_name[s] = t;
             }
@@ -819,6 +908,8 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
             }
         }
         r->partition = RD_KAFKA_PARTITION_UA;
+        if (r->key && slot_cnt[cur] > 0)
+            r->partition = (int32_t)((murmur2(r->key, r->key_len) & 0x7fffffff) % (uint32_t)slot_cnt[cur]);
         if (parts != Py_None) {
             long p = PyLong_AsLong(PyList_GET_ITEM(parts, i));
             if (p == -1 && PyErr_Occurred())
@@ -831,6 +922,14 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
                 hsel[i] = -1;
             else if ((hsel[i] = hcur = hdr_set_of(&hs, h, hcur)) < 0)
                 goto fail;
+        }
+    }
+    if (maxcnt > 0) {
+        sorted = PyMem_RawMalloc((size_t)cap * sizeof *sorted);
+        bucket = PyMem_RawMalloc(((size_t)maxcnt + 1) * sizeof *bucket);
+        if (!sorted || !bucket) {
+            PyErr_NoMemory();
+            goto fail;
         }
     }
     if (hsel) {
@@ -895,12 +994,27 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
     } else {
         Py_ssize_t start = 0;
         for (Py_ssize_t s = 0; s < nslots; s++) {
-            Py_ssize_t cnt = slot_n[s] - start;
-            Py_ssize_t h = produce_topic(self, c, slot_rkt[s], &msgs[start], cnt);
-            handed += h;
-            if (h < cnt)
-                break; /* closing */
-            start = slot_n[s];
+            Py_ssize_t end = slot_n[s];
+            int32_t pc = slot_cnt[s];
+            if (pc > 0)
+                by_partition(&msgs[start], end - start, pc, sorted, bucket);
+            /* Runs of one partition (partitioned here), else the topic's records at once. */
+            int closing = 0;
+            for (Py_ssize_t a = start, b; a < end && !closing; a = b) {
+                int32_t part = RD_KAFKA_PARTITION_UA;
+                b = end;
+                if (pc > 0) {
+                    part = msgs[a].partition;
+                    for (b = a + 1; b < end && msgs[b].partition == part;)
+                        b++;
+                }
+                Py_ssize_t h = produce_topic(self, c, slot_rkt[s], part, &msgs[a], b - a);
+                handed += h;
+                closing = h < b - a;
+            }
+            if (closing)
+                break;
+            start = end;
         }
     }
     c->produced = (long)handed;
@@ -920,6 +1034,9 @@ free:
     PyMem_RawFree(slot_name);
     PyMem_RawFree(slot_rkt);
     PyMem_RawFree(slot_n);
+    PyMem_RawFree(slot_cnt);
+    PyMem_RawFree(sorted);
+    PyMem_RawFree(bucket);
     PyMem_RawFree(hsel);
     PyMem_RawFree(vu);
     hdr_sets_free(&hs);
@@ -1190,7 +1307,8 @@ static void Producer_dealloc(Producer *self) {
 
 static PyMethodDef Producer_methods[] = {
     {"produce_chunk", (PyCFunction)Producer_produce_chunk, METH_VARARGS,
-     "produce_chunk(token, topics, values, keys=None, partitions=None, headers=None) -> records handed over"},
+     "produce_chunk(token, topics, values, keys=None, partitions=None, headers=None, partition_counts=None) "
+     "-> records handed over"},
     {"poll", (PyCFunction)Producer_poll, METH_VARARGS, "poll(timeout) -> (events, settled chunks)"},
     {"flush", (PyCFunction)Producer_flush, METH_VARARGS, "flush(timeout) -> (held, settled chunks)"},
     {"purge", (PyCFunction)(void (*)(void))Producer_purge, METH_VARARGS | METH_KEYWORDS,

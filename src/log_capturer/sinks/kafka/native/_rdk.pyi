@@ -48,11 +48,16 @@ class Producer:
         keys: list[str | None] | list[str] | list[bytes] | list[str | bytes | None] | None = None,
         partitions: list[int] | None = None,
         headers: list[Headers | None] | list[Headers] | None = None,
+        partition_counts: dict[str, int] | None = None,
         /,
     ) -> int:
         """Hand the records over (the GIL released while librdkafka enqueues them; a full queue
         waits for room); returns how many were handed over. ``headers``: each record's header
-        list (the same object for records that share it), or None."""
+        list (the same object for records that share it), or None. ``partition_counts`` (with
+        keys, without partitions and headers): the partitions of the topics it names; their keyed
+        records are partitioned here as librdkafka's murmur2_random does, and each partition's
+        records enqueued at once; a topic it does not name, and a record without a key, are left
+        to librdkafka's partitioner."""
     def poll(self, timeout: float, /) -> tuple[int, list[Settled]]:
         """Serve callbacks for up to ``timeout`` s: (events served, chunks settled meanwhile)."""
     def flush(self, timeout: float, /) -> tuple[int, list[Settled]]:

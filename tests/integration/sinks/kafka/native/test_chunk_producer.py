@@ -222,6 +222,48 @@ def test_errors_and_statistics_reach_their_callbacks_on_the_polling_thread() -> 
     assert threads == {threading.current_thread().name}
 
 
+def test_keyed_records_partitioned_in_c_land_where_librdkafkas_partitioner_puts_them(
+    bootstrap: str, topic_prefix: str
+) -> None:
+    """With ``partition_counts`` the chunk producer hashes the keys itself (murmur2, as the
+    ``murmur2_random`` partitioner) and enqueues each partition's records at once: the same
+    partitions, in the same order, as librdkafka's own partitioner; records without a key and
+    topics without a count are still left to librdkafka."""
+    lib, here, uncounted = (f"{topic_prefix}-{n}" for n in ("lib", "here", "uncounted"))
+    create_topics(bootstrap, topics=tuple(TopicSpec(t, 7, 1, "test") for t in (lib, here, uncounted)))
+    keys: list[str | bytes | None] = [
+        None if i % 11 == 0 else f"tenant-{i % 37}" if i % 5 else f"ключ-{i % 3}".encode()
+        for i in range(3000)
+    ]
+    keys[1] = ""
+    values = [f"record {i}".encode() for i in range(3000)]
+    p = _producer(bootstrap, partitioner="murmur2_random")
+    try:
+        with pytest.raises(TypeError, match="partition_counts"):
+            p.produce_chunk("bad", [here], [b"x"], ["k"], None, None, [7])  # type: ignore[arg-type]
+        assert p.produce_chunk("lib", [lib] * 3000, values, keys) == 3000
+        topics = [here if i % 3 else uncounted for i in range(3000)]
+        assert p.produce_chunk("here", topics, values, keys, None, None, {here: 7}) == 3000
+        settled = _drain(p, 2)
+        assert sorted(settled) == [("here", 3000, []), ("lib", 3000, [])]
+    finally:
+        p.close()
+    got = consume_all(bootstrap, [lib, here, uncounted], expected=6000)
+    where = {(r.topic, r.value): r.partition for r in got}
+    for i, v in enumerate(values):
+        if keys[i] is not None:
+            assert where[(topics[i], v)] == where[(lib, v)], (i, keys[i])
+    runs: dict[tuple[str, int], list[bytes]] = collections.defaultdict(list)
+    for r in sorted(got, key=lambda r: (r.topic, r.partition, r.offset)):
+        runs[(r.topic, r.partition)].append(r.value)
+    topic_of = {v: topics[i] for i, v in enumerate(values) if keys[i] is not None}
+    for (t, part), vals in runs.items():
+        if t != lib:
+            # Each partition's keyed records in the order librdkafka's partitioner gave them.
+            theirs = [v for v in runs[(lib, part)] if topic_of.get(v) == t]
+            assert [v for v in vals if v in topic_of] == theirs, (t, part)
+
+
 def test_a_bad_property_names_itself() -> None:
     from confluent_kafka import KafkaException
 
