@@ -158,8 +158,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, `encoding.codec: raw`",
         "bench",
-        _bench(D6 + "raw-headers-", ["new-raw-max-1", "new-raw-max-2", "new-raw-max-3", "new-raw-max-4"]),
-        "headers-in-the-chunk-producer-raw-against-kcat-alternated-with-the-code-before-it-2026-12-06",
+        _bench(D6 + "raw-keyed-new-raw-max-", ["1", "2", "3", "4", "5"]),
+        "keyed-records-partitioned-in-the-chunk-producer-raw-against-kcat-alternated-with-the-code-before-it-2026-12-06-evening",
         command=(
             "log-capturer bench --scenario max --files 4 --workers 1"
             " --agent-config docs/bench/2026-12-06/encodings-raw.yaml --bootstrap $B"
