@@ -110,9 +110,10 @@ class Delivery:
 
     __slots__ = ("chunk", "failed", "failing", "jitter", "nbytes", "remaining", "runner", "started", "topics")
 
-    def __init__(self, runner: SinkRunner, chunk: Chunk, topics: collections.Counter[str]) -> None:
+    def __init__(self, runner: SinkRunner, chunk: Chunk, topics: dict[str, int]) -> None:
         self.runner = runner
         self.chunk = chunk
+        #: Records per topic handed over: the service's counts, less those refused or parked.
         # One extra count is held by the sender until it has handed over every record.
         self.remaining = len(chunk.lines) + 1
         self.started = time.monotonic()
@@ -523,7 +524,8 @@ class SinkRunner:
         """Hand an admitted chunk to the service. Never raises: what the service refuses before
         sending is parked, so the chunk's count always settles."""
         chunk = prepared.chunk
-        topic_counts = collections.Counter(prepared.counts)
+        # A plain dict copy (collections.Counter's constructor runs in Python, once a chunk).
+        topic_counts = dict(prepared.counts)
         delivery = Delivery(self, chunk, topic_counts)
         delivery.nbytes = prepared.nbytes
         try:
@@ -536,7 +538,7 @@ class SinkRunner:
             # chunk is never checkpointed and a restart reads it again.
             return
         for r in refused:
-            topic_counts[r.record.topic] -= 1
+            topic_counts[r.record.topic] = topic_counts.get(r.record.topic, 0) - 1
         self._settle.append((delivery, len(refused)))
 
     def _park_refused(self, refused: list[Refused]) -> bool:
@@ -768,7 +770,8 @@ class SinkRunner:
 
     def _settle_dead(self, a: Attempt) -> None:
         a.delivery.failed += 1
-        a.delivery.topics[a.record.topic] -= 1
+        topics = a.delivery.topics
+        topics[a.record.topic] = topics.get(a.record.topic, 0) - 1
         a.delivery.delivered(1)
 
     def _each_second(self) -> None:
