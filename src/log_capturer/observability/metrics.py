@@ -15,7 +15,10 @@ time, so they cost nothing between scrapes:
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.metrics import MetricWrapperBase
 
 from log_capturer.observability.bulk import BulkHistogram
 
@@ -27,6 +30,35 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 _SIZE_BUCKETS = (64, 128, 256, 512, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 #: A transaction's commit: tens of milliseconds when healthy, up to the delivery timeout.
 _COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+class Children(Generic[_M]):
+    """The children of one labelled metric, each looked up in the metric once.
+
+    ``metric.labels(...)`` checks and converts its values and takes the metric's lock on every
+    call; the hot path (a chunk of one line is the common case with many slow files) asks for
+    the same few children thousands of times a second, so it keeps them here by their values.
+    A child is created on first use, as ``labels()`` would (a series shows in ``/metrics`` only
+    once it was counted). Only for metrics whose children are never removed. Safe from several
+    threads: two threads that miss at once get the same child from the metric.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: _M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def get(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+    def __len__(self) -> int:
+        return len(self._children)
 
 
 class Metrics:

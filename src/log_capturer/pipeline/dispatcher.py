@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from log_capturer.observability.metrics import Metrics
+from log_capturer.observability.metrics import Children, Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.config import DispatcherConfig
 from log_capturer.pipeline.queue import ChunkQueue, QueueClosed
@@ -66,6 +66,8 @@ class Dispatcher:
         self.router: Router[Sink] = router or Router([], [(s.name, s) for s in self.sinks])
         self.analyzer = analyzer
         self.metrics = metrics
+        #: ``logs_processed`` by source type, source and pipeline, looked up once each.
+        self._processed = Children(metrics.logs_processed)
         self.queue = ChunkQueue(config.queue_size, config.queue_max_bytes)
         self._threads: list[threading.Thread] = []
         #: Counters written by several threads (sources submit, workers dispatch): under _count_lock.
@@ -125,7 +127,7 @@ class Dispatcher:
                         self.lines_in += n
         origin = chunk.origin
         pipeline = self.analyzer.pipeline_name(chunk) or "default"
-        self.metrics.logs_processed.labels(origin.source_type, origin.source_id, pipeline).inc(n)
+        self._processed.get(origin.source_type, origin.source_id, pipeline).inc(n)
         self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
         return True
 

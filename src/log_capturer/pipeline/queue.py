@@ -45,6 +45,12 @@ class ChunkQueue:
         self._work = threading.Condition(self._lock)
         #: Workers filling a partial batch wait here for any new chunk (flush_on_idle off).
         self._more = threading.Condition(self._lock)
+        #: Threads waiting on each condition (under the lock): a notify with nobody waiting is
+        #: skipped. Condition.notify() checks the lock's owner with two lock operations and walks
+        #: its waiters even when there are none, several times a chunk of one line.
+        self._waiting_full = 0
+        self._waiting_work = 0
+        self._waiting_more = 0
         self._chunks: dict[str, deque[Chunk]] = {}
         self._ready: deque[str] = deque()
         self._held: set[str] = set()
@@ -76,7 +82,11 @@ class ChunkQueue:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._not_full.wait(remaining)
+                self._waiting_full += 1
+                try:
+                    self._not_full.wait(remaining)
+                finally:
+                    self._waiting_full -= 1
             if self._closed:
                 raise QueueClosed
             dq = self._chunks.get(key)
@@ -84,11 +94,13 @@ class ChunkQueue:
                 dq = self._chunks[key] = deque()
             if not dq and key not in self._held:
                 self._ready.append(key)
-                self._work.notify()
+                if self._waiting_work:
+                    self._work.notify()
             dq.append(chunk)
             self.size += n
             self.text_bytes += nbytes
-            self._more.notify_all()
+            if self._waiting_more:
+                self._more.notify_all()
         return True
 
     def take(self, max_lines: int, max_wait: float, flush_on_idle: bool) -> Taken | None:
@@ -103,7 +115,11 @@ class ChunkQueue:
             while not self._ready:
                 if self._closed and self.size == 0:
                     return None
-                self._work.wait()
+                self._waiting_work += 1
+                try:
+                    self._work.wait()
+                finally:
+                    self._waiting_work -= 1
             batch: list[Chunk] = []
             keys: list[str] = []
             n = 0
@@ -127,13 +143,18 @@ class ChunkQueue:
                     n += taken
                     self.size -= taken
                     self.text_bytes -= taken_bytes
-                    self._not_full.notify_all()
+                    if self._waiting_full:
+                        self._not_full.notify_all()
                 if n >= max_lines or self._closed or flush_on_idle:
                     return batch, keys
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return batch, keys
-                self._more.wait(remaining)
+                self._waiting_more += 1
+                try:
+                    self._more.wait(remaining)
+                finally:
+                    self._waiting_more -= 1
 
     def _move(self, key: str, batch: list[Chunk], room: int) -> tuple[int, int]:
         """Move whole chunks of ``key`` into ``batch`` while fewer than ``room`` lines were moved;
@@ -155,7 +176,8 @@ class ChunkQueue:
                 dq = self._chunks.get(key)
                 if dq:
                     self._ready.append(key)
-                    self._work.notify()
+                    if self._waiting_work:
+                        self._work.notify()
                 elif dq is not None:
                     del self._chunks[key]
             if self._closed:

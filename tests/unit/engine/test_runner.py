@@ -173,6 +173,10 @@ def reasons(store: DeadLetterStore) -> dict[str, int]:
     return dict(store.stats()["by_reason"])
 
 
+def sample(r: SinkRunner, name: str, **labels: str) -> float | None:
+    return r.metrics.registry.get_sample_value(name, labels)
+
+
 def test_delivered_records_acknowledge_their_chunk_once(tmp_path: Path) -> None:
     r, _ = runner(tmp_path, ScriptedService(lambda _v, _n: None))
     try:
@@ -180,6 +184,17 @@ def test_delivered_records_acknowledge_their_chunk_once(tmp_path: Path) -> None:
         r.send([c])
         wait_until(lambda: c.done, 5, "the acknowledgement")
         assert (r.delivered, r.outstanding, r.parked) == (3, 0, 0)
+        # A second chunk counts into the same series (their children are kept by the runner).
+        c2 = chunk("d", "e")
+        r.send([c2])
+        wait_until(lambda: c2.done, 5, "the acknowledgement")
+        assert sample(r, "kafka_messages_produced_total", topic="t", status="success") == 5
+        assert sample(r, "kafka_batch_size_messages_count", topic="t") == 2
+        assert sample(r, "kafka_batch_size_messages_sum", topic="t") == 5
+        assert sample(r, "kafka_batch_send_duration_seconds_count", topic="t") == 2
+        assert sample(r, "sink_send_duration_seconds_count", sink_type="test") == 2
+        assert sample(r, "logs_sent_total", sink_type="test", status="success") == 5
+        assert r.delivered_by_topic == {"t": 5}
     finally:
         r.stop(1)
 
@@ -219,6 +234,7 @@ def test_a_dead_letter_the_output_refuses_or_without_output_is_parked(tmp_path: 
             r.send([c])
             wait_until(lambda c=c: c.done, 5, "the acknowledgement")
             assert (r.delivered, r.parked, reasons(store)) == (1, 1, {"send_error": 1})
+            wait_until(lambda r=r: r.delivered_by_topic == {"t": 1}, 5, "the chunk's topic counts")
             [entry] = store.select(due_only=False)
             if output is False:
                 assert "the DLQ output x failed too: the output refused it" in entry["error_message"]
@@ -267,6 +283,9 @@ def test_records_the_service_refuses_before_sending_are_parked_at_once(tmp_path:
         wait_until(lambda: c.done, 5, "the acknowledgement")
         assert (r.delivered, r.parked, reasons(store)) == (1, 1, {"message_too_large": 1})
         assert r.outstanding == 0
+        # The refused record is not counted as produced to its topic.
+        assert r.delivered_by_topic == {"t": 1}
+        assert sample(r, "kafka_messages_produced_total", topic="t", status="success") == 1
     finally:
         r.stop(1)
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 
 import pytest
 
@@ -190,3 +192,44 @@ def test_the_byte_limit_counts_utf8_bytes_not_characters() -> None:
     assert q.put("a", Chunk(ORIGIN, ["é" * 40]))
     assert q.put("a", Chunk(ORIGIN, ["é" * 40]), timeout=0.05) is False
     assert q.text_bytes == 80
+
+
+def test_workers_asleep_in_take_are_each_woken_by_a_put_and_none_is_missed() -> None:
+    # put() notifies only when a worker waits: every chunk must still reach a worker, with
+    # workers asleep, busy or racing the producers.
+    q = ChunkQueue(50)
+    got: list[int] = []
+    got_lock = threading.Lock()
+
+    def worker() -> None:
+        while (taken := q.take(7, 0.0, True)) is not None:
+            with got_lock:
+                got.extend(len(x) for x in taken[0])
+            q.release(taken[1])
+
+    workers = [threading.Thread(target=worker) for _ in range(3)]
+    for t in workers:
+        t.start()
+
+    def producer(name: str) -> None:
+        with contextlib.suppress(QueueClosed):  # only when a lost wake-up left it blocked
+            for _ in range(400):
+                q.put(name, c(1, name))
+
+    producers = [threading.Thread(target=producer, args=(f"/{i}.log",)) for i in range(4)]
+    for t in producers:
+        t.start()
+    # Every chunk reaches a worker before close() (which wakes every thread anyway); one
+    # deadline for all, so a lost wake-up fails in seconds.
+    deadline = time.monotonic() + 10
+    for t in producers:
+        t.join(max(0.0, deadline - time.monotonic()))
+    while sum(got) < 1600 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    delivered = sum(got)
+    q.close()
+    for t in workers:
+        t.join(30)
+    assert not any(t.is_alive() for t in workers)
+    assert delivered == 1600 and q.size == 0
+    assert (q._waiting_work, q._waiting_full, q._waiting_more) == (0, 0, 0)
