@@ -186,8 +186,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(D6 + "many-files-", ["s2-after-1", "s2-after-2", "s2-after-3", "s3-after-1", "s3-after-2"]),
-        "many-files-position-entries-cached-searches-and-re-stats-only-where-events-cannot-see-2026-12-06-evening",
+        _bench(D6 + "chunk-cost-many-files-after-", ["1", "2", "3", "4"]),
+        "per-chunk-cost-after-the-sources-metric-lookups-copies-and-notifies-2026-12-06-2100-2118-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"
