@@ -25,12 +25,29 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_SERVERS = ("opensearch", "docker_engine")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which turns the marks into the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups tests for pytest-xdist's ``loadgroup``: a module's tests stay on one worker (its
     module fixtures, such as a 3-node cluster, start once), and so do all tests of OpenSearch or
     of the private Docker Engine. Without xdist the marks do nothing."""
     for item in items:
         item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stops a worker whose tests did not get their group: pytest-xdist sends a test's group to
+    the scheduler as a suffix of its node id, which pytest 9.2 no longer lets it write
+    (pytest-xdist#1386). Without the groups the suite still passes but starts OpenSearch, the
+    Docker Engine and every module's servers once per worker."""
+    if not session.config.getvalue("loadgroup") or not session.items:
+        return
+    ungrouped = [item.nodeid for item in session.items if "@" not in item.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"--dist loadgroup: {len(ungrouped)} tests have no group suffix (first: {ungrouped[0]});"
+            " pytest-xdist could not group them: check the pytest and pytest-xdist versions"
+        )
 
 
 def xdist_group(item: pytest.Item) -> str:
