@@ -40,7 +40,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     the scheduler as a suffix of its node id, which pytest 9.2 no longer lets it write
     (pytest-xdist#1386). Without the groups the suite still passes but starts OpenSearch, the
     Docker Engine and every module's servers once per worker."""
-    if not session.config.getvalue("loadgroup") or not session.items:
+    # The option exists only in a pytest-xdist worker.
+    if not getattr(session.config.option, "loadgroup", False) or not session.items:
         return
     ungrouped = [item.nodeid for item in session.items if "@" not in item.nodeid]
     if ungrouped:

@@ -67,5 +67,6 @@ def test_benchmarks_md_shows_what_the_results_say(standings: list[standing.Stand
     or a result moved without regenerating fails here."""
     text = (standing.ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
     hint = "regenerate with: python -m log_capturer.devtools.bench.standing (see BENCHMARKS.md)"
-    assert standing.table(standings) in text, hint
-    assert standing.commands(standing.ROWS) in text, hint
+    # Whole blocks, between blank lines: not inside another table or code fence.
+    assert f"\n\n{standing.table(standings).strip()}\n\n" in text, hint
+    assert f"\n\n{standing.commands(standing.ROWS).strip()}\n\n" in text, hint
