@@ -122,13 +122,24 @@ class Watermarks:
             )
             return {m.tp: m.watermark for m in chosen if m.watermark > m.committed}
 
-    def committed(self, offsets: dict[TP, int]) -> None:
-        """The broker took ``offsets``."""
+    def committed(self, offsets: dict[TP, int]) -> list[TP]:
+        """The broker took ``offsets``, in the order it answered.
+
+        An answer below the offset last recorded is an older commit that librdkafka sent again
+        (its coordinator died while it was in flight) and that landed after a newer one: the
+        group now holds the older offset. The partition's committed offset goes back to it, so
+        the next commit sends the watermark again (a stale offset would otherwise stay, and the
+        partition's next reader would read again what was delivered). Returns the partitions
+        whose committed offset went back."""
+        back: list[TP] = []
         with self._lock:
             for tp, offset in offsets.items():
                 marks = self._marks.get(tp)
-                if marks is not None and offset > marks.committed:
+                if marks is not None and offset >= 0:
+                    if offset < marks.committed:
+                        back.append(tp)
                     marks.committed = offset
+        return back
 
     def wait_settled(self, tps: list[TP], timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until no record of ``tps`` handed over is in flight

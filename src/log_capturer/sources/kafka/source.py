@@ -494,7 +494,13 @@ class KafkaSource:
                 self._commit_failed(tp.error)
                 continue
             done[(tp.topic, tp.partition)] = tp.offset
-        self.marks.committed(done)
+        back = self.marks.committed(done)
+        if back:
+            log.warning(
+                "kafka source: an older commit of %s landed after a newer one (sent again after a "
+                "coordinator change); the acknowledged offsets are committed again",
+                ", ".join(f"{t}[{p}]@{done[(t, p)]}" for t, p in back),
+            )
         for (t, p), o in done.items():
             self.metrics.kafka_source_committed.labels(t, str(p)).set(o)
 

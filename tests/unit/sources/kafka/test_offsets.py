@@ -93,6 +93,22 @@ def test_committed_offsets_are_not_committed_again() -> None:
     assert marks.to_commit([("logs", 9)]) == {}
 
 
+def test_an_older_commit_answered_after_a_newer_one_is_committed_again() -> None:
+    """librdkafka sends a commit again when its coordinator dies with it in flight; if a newer
+    commit went to the new coordinator first, the group holds the older offset at the end."""
+    marks = Watermarks()
+    a = segment(marks, 0, 10, 1)
+    marks.part_done(a)
+    b = segment(marks, 10, 20, 1)
+    marks.part_done(b)
+    marks.committed({TP: 20})
+    assert marks.to_commit() == {}
+    assert marks.committed({TP: 10}) == [TP]
+    assert marks.to_commit() == {TP: 20}
+    marks.committed({TP: 20})
+    assert marks.to_commit() == {}
+
+
 def test_revoke_waits_for_in_flight_records_then_forgets_the_partition() -> None:
     marks = Watermarks()
     a = segment(marks, 0, 10, 1)
