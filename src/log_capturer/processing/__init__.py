@@ -55,6 +55,13 @@ class Analyzer:
             re.compile(rf'(?:^|\s){re.escape(key_field)}=(?:"([^"]*)"|(\S+))') if key_field else None
         )
         self._logfmt_pair = f"{key_field}=" if key_field else ""
+        # The key as a member of a line that starts like JSON but is not (cut at max_line_bytes,
+        # or text after the object): a string or a number, found where it stands.
+        self._member_key = (
+            re.compile(rf'"{re.escape(key_field)}"\s*:\s*(?:"((?:[^"\\]|\\.)*)"|(-?\d[\d.eE+-]*))')
+            if key_field
+            else None
+        )
         self.pipelines = dict(pipelines or {})
         self.by_source_type = dict(by_source_type or {})
 
@@ -125,6 +132,10 @@ class Analyzer:
                             v = None if v is None or isinstance(v, dict | list) else str(v)
                         keys.append(v)
                     continue
+                add_level(level_of_text(line))
+                if keys is not None:
+                    keys.append(self._member_value(line) or self._logfmt_value(line))
+                continue
             add_level(level_of_text(line))
             if keys is not None:
                 keys.append(self._logfmt_value(line))
@@ -178,6 +189,26 @@ class Analyzer:
                     keys[i] = found_keys[j]
         chunk.levels = cast("list[str]", levels)  # every None was decided just above
         chunk.keys = keys
+
+    def _member_value(self, line: str) -> str | None:
+        """The key of a line that starts like JSON but is not JSON (a line cut at
+        ``max_line_bytes``, or an object followed by text): ``"<key_field>": "value"`` (or a
+        number) wherever it stands, so the line keeps its partition."""
+        if self._member_key is None:
+            return None
+        m = self._member_key.search(line)
+        if m is None:
+            return None
+        if m.group(1) is None:
+            return m.group(2)
+        text = m.group(1)
+        if "\\" not in text:
+            return text
+        try:
+            value = orjson.loads(f'"{text}"')
+        except orjson.JSONDecodeError:  # an escape JSON does not know: the text as it stands
+            return text
+        return value if type(value) is str else text
 
     def _logfmt_value(self, line: str) -> str | None:
         if self._logfmt_key is None or self._logfmt_pair not in line:

@@ -327,3 +327,23 @@ def test_rich_chunks_read_as_line_by_line(
         expected = _rich_reference(analyzer, chunk)
         analyzer.analyze(chunk)
         assert (chunk.levels, chunk.keys) == expected
+
+
+@pytest.mark.parametrize("path", ["c", "python", "rich"])
+def test_a_json_line_cut_at_max_line_bytes_keeps_its_key_and_level(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JSON line cut at ``max_line_bytes`` is no JSON any more: its level is read as text, and
+    its key from the ``"tenant_id": ...`` member wherever it stands, so the cut line goes to the
+    partition of the tenant's other lines."""
+    raws = [
+        b'{"level":"error","tenant_id":"acme","msg":"' + b"x" * 300,
+        b'{"tenant_id" : "a\\"b\\u00e9","level":"warn","msg":"cut',
+        b'{"tenant_id":42,"msg":"cut',
+        b'{"msg":"no key here","level":"info"',
+        b'{"tenant_id":"acme"} and text after the object',
+        b'{"msg":"cut before the key\\", \\"tenant_id\\": \\"x',
+    ]
+    chunk = _analyze(raws, "backslashreplace", path, monkeypatch)
+    assert chunk.levels == ["error", "warn", "", "info", "", ""]
+    assert chunk.keys == ["acme", 'a"b\u00e9', "42", None, "acme", None]
