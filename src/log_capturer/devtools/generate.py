@@ -330,6 +330,7 @@ def _run_prepared(
     if not isinstance(target, PreparedTarget):
         raise GenerateError(f"--prepare works with the http and forward targets, not {target.name}")
     started_at = time.time()
+    begun = time.monotonic()
     sent = 0
     try:
         n = max(1, min(MAX_BATCH, MAX_BATCH_BYTES // max(factory.line_bytes, 1)))
@@ -355,7 +356,7 @@ def _run_prepared(
         format=factory.fmt,
         line_bytes=factory.line_bytes,
         seed=factory.seed,
-        target_info={**info, "prepared": True},
+        target_info={**info, "prepared": True, "prepare_seconds": round(start - begun, 3)},
     )
 
 
