@@ -158,23 +158,6 @@ async def read_body(
     return b"".join(parts)
 
 
-def ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[None]:
-    """A future of ``loop`` that is done once ``chunk`` is (delivered, or parked in the DLQ)."""
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def resolve() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    def done(_: Chunk) -> None:
-        # Runs on a sink thread; the loop may already be closed when the agent stops.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(resolve)
-
-    chunk.on_done(done)
-    return fut
-
-
 def all_acked_future(loop: asyncio.AbstractEventLoop, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
     """A future of ``loop`` that is done once every one of ``chunks`` is (delivered, or parked in
     the DLQ): the loop is woken once, by the last, instead of once per chunk."""
