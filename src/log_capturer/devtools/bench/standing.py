@@ -50,6 +50,7 @@ def _bench(prefix: str, names: Sequence[str]) -> tuple[str, ...]:
 
 
 D6 = "2026-12-06/"
+D7 = "2026-12-07/"
 #: The standing, one row per scenario. Rows of the series of issue 20 still being measured (mixed
 #: lines at the new target, long lines, many keys, many files again) are added here when merged.
 ROWS: tuple[Row, ...] = (
@@ -207,42 +208,46 @@ ROWS: tuple[Row, ...] = (
     Row(
         "HTTP ingest -> Kafka, Fluent Bit msgpack",
         "bench",
-        _bench(D6 + "inputs-", ["http-msgpack-A1", "http-msgpack-A2", "http-msgpack-A3"]),
-        "forward-otlp-and-http-ingest-the-rest-of-the-per-record-python-in-c-2026-12-06-afternoon",
+        _bench(D7 + "inputs-rate-", ["http-new-1", "http-new-2", "http-new-3"]),
+        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
+        commit="e88ec6d",
         ceiling="",
         command=(
-            "log-capturer bench --scenario max --duration 2 --source http --http-batch 2000"
+            "log-capturer bench --scenario max --duration 3 --source http --http-batch 2000"
             " --http-format msgpack --bootstrap $B"
         ),
     ),
     Row(
         "forward -> Kafka, `{log}` as Fluent Bit sends a file",
         "bench",
-        _bench(D6 + "inputs-", ["fwd-log-A1", "fwd-log-A2", "fwd-log-A3"]),
-        "forward-otlp-and-http-ingest-the-rest-of-the-per-record-python-in-c-2026-12-06-afternoon",
+        _bench(D7 + "inputs-rate-", ["log-new-1", "log-new-2", "log-new-3"]),
+        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
+        commit="e88ec6d",
         ceiling="",
         command=(
-            "log-capturer bench --scenario max --duration 2 --source forward --http-batch 2000"
+            "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000"
             " --forward-record log --bootstrap $B"
         ),
     ),
     Row(
         "forward -> Kafka, `{log, level, labels}`",
         "bench",
-        _bench(D6 + "inputs-", ["fwd-fields-A1", "fwd-fields-A2", "fwd-fields-A3"]),
-        "forward-otlp-and-http-ingest-the-rest-of-the-per-record-python-in-c-2026-12-06-afternoon",
+        _bench(D7 + "inputs-rate-", ["fields-new-1", "fields-new-2", "fields-new-3"]),
+        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
+        commit="e88ec6d",
         ceiling="",
         command=(
-            "log-capturer bench --scenario max --duration 2 --source forward --http-batch 2000 --bootstrap $B"
+            "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000 --bootstrap $B"
         ),
     ),
     Row(
         "OTLP/HTTP -> Kafka, 1,000 records a request",
         "bench",
-        _bench(D6 + "inputs-", ["otlp-A1", "otlp-A2", "otlp-A3"]),
-        "forward-otlp-and-http-ingest-the-rest-of-the-per-record-python-in-c-2026-12-06-afternoon",
+        _bench(D7 + "inputs-rate-", ["otlp-new-1", "otlp-new-2", "otlp-new-3", "otlp-new-4"]),
+        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
+        commit="e88ec6d",
         ceiling="",
-        command="log-capturer bench --scenario max --duration 2 --source otlp --bootstrap $B",
+        command="log-capturer bench --scenario max --duration 3 --source otlp --bootstrap $B",
     ),
     Row(
         "file -> Loki sink -> VictoriaLogs",
