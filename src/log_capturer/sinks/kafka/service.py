@@ -678,7 +678,9 @@ class KafkaService:
         try:
             if native is not None:
                 self._poll_native(native, producer)
-            elif self._linger.push_due(runner.finished, time.monotonic()) or self._flush_requested:
+            elif (
+                self._linger.push_due(runner.finished, time.monotonic(), self.handed) or self._flush_requested
+            ):
                 # flush() is poll() that also makes librdkafka ignore linger.ms until it returns.
                 self._flush_requested = False
                 producer.flush(POLL_INTERVAL)
@@ -904,7 +906,7 @@ class KafkaService:
             _, settled = native.flush(POLL_INTERVAL / 2)
             producer.flush(POLL_INTERVAL / 2)
             self._space.set()
-        elif self._linger.push_due(self.runner.finished, time.monotonic()):
+        elif self._linger.push_due(self.runner.finished, time.monotonic(), self.handed):
             _, settled = native.flush(POLL_INTERVAL)
             producer.poll(0)
             self._space.set()
