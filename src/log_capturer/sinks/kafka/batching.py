@@ -25,7 +25,9 @@ slowly (10,000 one-line chunks a second over 6 partitions fill a batch of
 later record back. So records handed over after the last push also leave
 once they have waited ``busy_wait`` (the measured round trip, at least 4 poll
 intervals: 20 ms), whether or not the dispatcher ran empty and whether or not
-the last push is acknowledged.
+the last push is acknowledged, unless ``batch_size`` records or more came since
+the last push: those fill batches that leave by themselves, and pushing them
+would only send smaller ones (at full speed, far fewer records a second).
 
 The batch size therefore follows the arrival rate, as in Nagle's algorithm. At
 a low rate each burst of lines leaves at once, in small batches: the latency is
@@ -66,6 +68,7 @@ class LingerPolicy:
 
     __slots__ = (
         "acked",
+        "batch_size",
         "busy_pushes",
         "enabled",
         "floor",
@@ -79,10 +82,13 @@ class LingerPolicy:
         "waiting_since",
     )
 
-    def __init__(self, enabled: bool, floor: float) -> None:
+    def __init__(self, enabled: bool, floor: float, batch_size: int = 1000) -> None:
         self.enabled = enabled
         #: Shortest time a push is waited for before it counts as overdue (the poll interval).
         self.floor = floor
+        #: ``batch_size``: as many records handed over since the last push fill batches by
+        #: themselves; they are not pushed for having waited (see :meth:`push_due`).
+        self.batch_size = batch_size
         #: ``handed`` when the dispatcher last ran empty.
         self.idle_upto = 0
         #: ``handed`` at the last push (the records it sent), and when it happened.
@@ -122,14 +128,18 @@ class LingerPolicy:
     def push_due(self, finished: int, now: float, handed: int = 0) -> bool:
         """Send what lingers now? Once per idle dispatcher while the previous push is acknowledged,
         or once records handed over since the last push (``handed``: records whose ``produce()``
-        returned) have waited :meth:`busy_wait`; an overdue push is repeated (what it held may
+        returned) have waited :meth:`busy_wait`, fewer than ``batch_size`` of them (more fill
+        batches that leave by themselves: a push would only make them smaller, a backlog at full
+        speed then sends more, smaller requests); an overdue push is repeated (what it held may
         have waited for a partition's leader)."""
         if not self.enabled:
             return False
         if handed > self.flushed_upto:
             if not self.waiting_since:
                 self.waiting_since = now
-            elif now - self.waiting_since >= self.busy_wait():
+            elif (
+                now - self.waiting_since >= self.busy_wait() and handed - self.flushed_upto < self.batch_size
+            ):
                 # Records waited long enough, the dispatcher busy or the last push on its way:
                 # they leave now rather than wait for their batch to fill or for a slow ack.
                 self.busy_pushes += 1

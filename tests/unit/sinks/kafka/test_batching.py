@@ -140,3 +140,20 @@ def test_the_busy_wait_follows_a_longer_round_trip_and_nothing_is_pushed_when_di
     assert not off.push_due(finished=0, now=0.0, handed=10)
     assert not off.push_due(finished=0, now=10.0, handed=10)
     assert off.pushes == 0
+
+
+def test_records_that_fill_batches_by_themselves_are_not_pushed_for_having_waited() -> None:
+    p = LingerPolicy(True, FLOOR, batch_size=100)
+    wait = p.busy_wait()
+    # A backlog at full speed: 100 records or more since the last push leave in full batches.
+    assert not p.push_due(finished=0, now=1.0, handed=50)
+    assert not p.push_due(finished=0, now=1.0 + wait, handed=100)
+    assert not p.push_due(finished=0, now=2.0, handed=5000)
+    assert p.pushes == 0
+    # The dispatcher runs empty: what is left is pushed as before.
+    p.idle(handed=5000)
+    assert p.push_due(finished=0, now=2.0, handed=5000)
+    # Afterwards a trickle (fewer than batch_size) waits busy_wait at most again.
+    assert not p.push_due(finished=5000, now=2.001, handed=5010)
+    assert p.push_due(finished=5000, now=2.001 + wait, handed=5030)
+    assert p.busy_pushes == 1
