@@ -27,7 +27,10 @@ once they have waited ``busy_wait`` (the measured round trip, at least 4 poll
 intervals: 20 ms), whether or not the dispatcher ran empty and whether or not
 the last push is acknowledged, unless ``batch_size`` records or more came since
 the last push: those fill batches that leave by themselves, and pushing them
-would only send smaller ones (at full speed, far fewer records a second).
+would only send smaller ones (at full speed, far fewer records a second); and
+only while ``batch_timeout`` is at least twice ``busy_wait``: a short linger
+sends the records in time anyway, in fuller batches than a push (during a push
+every record produced leaves at once).
 
 The batch size therefore follows the arrival rate, as in Nagle's algorithm. At
 a low rate each burst of lines leaves at once, in small batches: the latency is
@@ -74,6 +77,7 @@ class LingerPolicy:
         "floor",
         "flushed_upto",
         "idle_upto",
+        "linger",
         "pushed_at",
         "pushed_upto",
         "pushes",
@@ -82,13 +86,17 @@ class LingerPolicy:
         "waiting_since",
     )
 
-    def __init__(self, enabled: bool, floor: float, batch_size: int = 1000) -> None:
+    def __init__(self, enabled: bool, floor: float, batch_size: int = 1000, linger: float = 5.0) -> None:
         self.enabled = enabled
         #: Shortest time a push is waited for before it counts as overdue (the poll interval).
         self.floor = floor
         #: ``batch_size``: as many records handed over since the last push fill batches by
         #: themselves; they are not pushed for having waited (see :meth:`push_due`).
         self.batch_size = batch_size
+        #: ``batch_timeout`` (librdkafka's linger.ms): records are pushed for having waited only
+        #: while :meth:`busy_wait` is at most half of it (a shorter linger sends them anyway, in
+        #: fuller batches than a push: during a push every record produced leaves at once).
+        self.linger = linger
         #: ``handed`` when the dispatcher last ran empty.
         self.idle_upto = 0
         #: ``handed`` at the last push (the records it sent), and when it happened.
@@ -130,15 +138,17 @@ class LingerPolicy:
         or once records handed over since the last push (``handed``: records whose ``produce()``
         returned) have waited :meth:`busy_wait`, fewer than ``batch_size`` of them (more fill
         batches that leave by themselves: a push would only make them smaller, a backlog at full
-        speed then sends more, smaller requests); an overdue push is repeated (what it held may
-        have waited for a partition's leader)."""
+        speed then sends more, smaller requests) and ``linger`` at least twice that wait; an
+        overdue push is repeated (what it held may have waited for a partition's leader)."""
         if not self.enabled:
             return False
         if handed > self.flushed_upto:
             if not self.waiting_since:
                 self.waiting_since = now
             elif (
-                now - self.waiting_since >= self.busy_wait() and handed - self.flushed_upto < self.batch_size
+                now - self.waiting_since >= (wait := self.busy_wait())
+                and 2 * wait <= self.linger
+                and handed - self.flushed_upto < self.batch_size
             ):
                 # Records waited long enough, the dispatcher busy or the last push on its way:
                 # they leave now rather than wait for their batch to fill or for a slow ack.

@@ -176,7 +176,9 @@ class KafkaService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flush_requested = False
-        self._linger = LingerPolicy(config.adaptive_batching, POLL_INTERVAL, config.batch_size)
+        self._linger = LingerPolicy(
+            config.adaptive_batching, POLL_INTERVAL, config.batch_size, config.batch_timeout
+        )
         self._stats = StatsTracker(metrics, sink_type, config.compression)
         self._lock = threading.Lock()
         #: Records whose produce() calls have returned (adaptive batching compares it with the

@@ -157,3 +157,15 @@ def test_records_that_fill_batches_by_themselves_are_not_pushed_for_having_waite
     assert not p.push_due(finished=5000, now=2.001, handed=5010)
     assert p.push_due(finished=5000, now=2.001 + wait, handed=5030)
     assert p.busy_pushes == 1
+
+
+def test_with_a_linger_shorter_than_twice_the_busy_wait_librdkafka_sends_them_instead() -> None:
+    p = LingerPolicy(True, FLOOR, batch_size=10_000, linger=0.02)  # the bench's 20 ms
+    assert not p.push_due(finished=0, now=1.0, handed=10)
+    assert not p.push_due(finished=0, now=1.0 + p.busy_wait(), handed=20)
+    assert not p.push_due(finished=0, now=2.0, handed=30)
+    assert p.pushes == 0
+    # A linger of twice the wait or more: pushed after the wait.
+    q = LingerPolicy(True, FLOOR, batch_size=10_000, linger=2 * BUSY_WAIT_FLOORS * FLOOR)
+    assert not q.push_due(finished=0, now=1.0, handed=10)
+    assert q.push_due(finished=0, now=1.0 + q.busy_wait(), handed=20)
