@@ -273,8 +273,8 @@ class KafkaSinkConfig(Strict):
         "small batches (one round trip instead of batch_timeout). Records that have waited a round "
         "trip (at least 20 ms) leave anyway, the dispatcher busy or the previous send "
         "unacknowledged: a steady stream of small chunks (many files, a line at a time) does not "
-        "wait for batches to fill. Not when batch_size records or more came since the last send: "
-        "they fill batches that leave by themselves. "
+        "wait for batches to fill (not when batch_size records or more came since the last send, "
+        "nor with a batch_timeout under twice that wait: librdkafka sends them then). "
         "Off: every batch waits for batch_size records or batch_timeout.",
     )
     native_producer: bool = Field(
