@@ -176,7 +176,9 @@ class KafkaService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flush_requested = False
-        self._linger = LingerPolicy(config.adaptive_batching, POLL_INTERVAL)
+        self._linger = LingerPolicy(
+            config.adaptive_batching, POLL_INTERVAL, config.batch_size, config.batch_timeout
+        )
         self._stats = StatsTracker(metrics, sink_type, config.compression)
         self._lock = threading.Lock()
         #: Records whose produce() calls have returned (adaptive batching compares it with the
@@ -678,7 +680,9 @@ class KafkaService:
         try:
             if native is not None:
                 self._poll_native(native, producer)
-            elif self._linger.push_due(runner.finished, time.monotonic()) or self._flush_requested:
+            elif (
+                self._linger.push_due(runner.finished, time.monotonic(), self.handed) or self._flush_requested
+            ):
                 # flush() is poll() that also makes librdkafka ignore linger.ms until it returns.
                 self._flush_requested = False
                 producer.flush(POLL_INTERVAL)
@@ -904,7 +908,7 @@ class KafkaService:
             _, settled = native.flush(POLL_INTERVAL / 2)
             producer.flush(POLL_INTERVAL / 2)
             self._space.set()
-        elif self._linger.push_due(self.runner.finished, time.monotonic()):
+        elif self._linger.push_due(self.runner.finished, time.monotonic(), self.handed):
             _, settled = native.flush(POLL_INTERVAL)
             producer.poll(0)
             self._space.set()
