@@ -187,8 +187,11 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(D6 + "chunk-cost-many-files-after-", ["1", "2", "3", "4"]),
-        "per-chunk-cost-after-the-sources-metric-lookups-copies-and-notifies-2026-12-06-2100-2118-utc",
+        _bench(
+            D7 + "many-files-p99-",
+            ["after-1", "after-2", "after-3", "after-4", "final-after-1", "final-after-2"],
+        ),
+        "many-files-p99-write---kafka-where-the-latency-goes-and-lines-no-longer-held-in-the-producer-2026-12-06-2315---2026-12-07-0010-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"
