@@ -6,10 +6,12 @@ Each function gives what its Python twin gives (``processing.Analyzer``, ``sinks
 
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, TypeVar
 
 from log_capturer.engine.contract import Record
 from log_capturer.sinks.loki.push import Entry, LazyValues
+
+_T = TypeVar("_T")
 
 def text_bytes(lines: list[str], /) -> int:
     """UTF-8 size of the lines' text (a lone surrogate counts 3). TypeError: not a list of str."""
@@ -105,6 +107,10 @@ def utc_stamps(texts: list[Any], /) -> list[int] | None:
     """The ns since the epoch of each ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` (1-9 fraction digits,
     years 1678-2261), as ``sources.http.source.time_ns`` reads them; None when one is anything
     else (not text, another shape, a date that does not exist). TypeError: not a list."""
+
+def lookup_each(keys: list[Any], mapping: dict[Any, _T], /) -> list[_T]:
+    """``[mapping[k] for k in keys]``, the dict asked only when the key is another object than
+    the one before. KeyError: a key not in mapping; TypeError: not a list and a dict."""
 
 def tally(
     topics: list[str], values: list[bytes], bounds: tuple[float, ...], /

@@ -173,6 +173,14 @@ def encode_chunk_py(chunk: Chunk, key_field: str | None, head: bytes, tails: dic
     return out
 
 
+def topics_of(topic_of: dict[str, str], levels: list[str]) -> list[str]:
+    """Each line's topic, by its level (KeyError: a level ``topic_of`` lacks). In C the dict is
+    asked only when the level changes (a chunk's levels are a few str objects, over and over)."""
+    if _speedups is not None:
+        return _speedups.lookup_each(levels, topic_of)
+    return list(map(topic_of.__getitem__, levels))
+
+
 def tally(
     topics: list[str], values: list[bytes], bounds: tuple[float, ...]
 ) -> tuple[dict[str, list[int]], int]:

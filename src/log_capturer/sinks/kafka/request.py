@@ -26,7 +26,7 @@ from log_capturer.record import Chunk
 from log_capturer.sinks.base import utc_now_iso
 from log_capturer.sinks.encoding import ChunkEncoder
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
-from log_capturer.sinks.kafka.encode import LEVELS, encode_chunk, tally
+from log_capturer.sinks.kafka.encode import LEVELS, encode_chunk, tally, topics_of
 from log_capturer.sinks.kafka.headers import headers_for
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
 
@@ -77,7 +77,7 @@ class KafkaRequest:
 
     def __init__(self, builder: RequestBuilder, chunk: Chunk) -> None:
         self.chunk = chunk
-        self.topics = list(map(builder.topic_of.__getitem__, chunk.levels))
+        self.topics = topics_of(builder.topic_of, chunk.levels)
         self.keys = builder.keys(chunk)
         self.values = builder.encoder.encode(chunk)
         # Per topic: records, bytes and the size histogram's buckets, in one pass.
@@ -119,7 +119,7 @@ class RequestBuilder:
     def records_of(self, chunk: Chunk) -> list[Record]:
         """A chunk's records one by one (topic, value, key, headers): what the engine parks for a
         chunk it could not hand over."""
-        topics = list(map(self.topic_of.__getitem__, chunk.levels))
+        topics = topics_of(self.topic_of, chunk.levels)
         keys = self.keys(chunk)
         values = self.encoder.encode(chunk)
         headers = self.chunk_headers(chunk) if self.config.headers else None
