@@ -1991,6 +1991,23 @@ decline:
     Py_RETURN_NONE;
 }
 
+/* all_ascii(lines) -> True when every item is a str of ASCII characters only (each its own UTF-8
+ * bytes); False at the first that is not. */
+static PyObject *all_ascii(PyObject *m, PyObject *arg) {
+    (void)m;
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "all_ascii() takes a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(arg, i);
+        if (!PyUnicode_Check(s) || !PyUnicode_IS_COMPACT_ASCII(s))
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 /*
  * lookup_each(keys, mapping) -> [mapping[k] for k in keys]
  *
@@ -2068,11 +2085,15 @@ static PyObject *tally(PyObject *m, PyObject *args) {
     Py_ssize_t longest = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *topic = PyList_GET_ITEM(topics, i), *v = PyList_GET_ITEM(values, i);
-        if (!PyBytes_Check(v)) {
-            PyErr_SetString(PyExc_TypeError, "values must be bytes");
+        Py_ssize_t len;
+        if (PyBytes_Check(v)) {
+            len = PyBytes_GET_SIZE(v);
+        } else if (PyUnicode_Check(v) && PyUnicode_IS_COMPACT_ASCII(v)) {
+            len = PyUnicode_GET_LENGTH(v); /* its UTF-8 size */
+        } else {
+            PyErr_SetString(PyExc_TypeError, "values must be bytes or ASCII str");
             goto fail;
         }
-        Py_ssize_t len = PyBytes_GET_SIZE(v);
         if (len > longest)
             longest = len;
         int k = -1;
@@ -3881,6 +3902,7 @@ static PyMethodDef methods[] = {
     {"agent_scan", agent_scan, METH_VARARGS,
      "agent_scan(values, keys, message, time, level) -> (lines, times, levels) of uniform records, or None"},
     {"utc_stamps", utc_stamps, METH_O, "utc_stamps(texts) -> ns of agent-shaped RFC 3339 UTC stamps, or None"},
+    {"all_ascii", all_ascii, METH_O, "all_ascii(lines) -> whether every item is an ASCII str"},
     {"lookup_each", lookup_each, METH_VARARGS, "lookup_each(keys, mapping) -> [mapping[k] for k in keys]"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {"key_fields", key_fields, METH_VARARGS,

@@ -251,6 +251,18 @@ def test_the_c_scanner_reads_strings_a_word_at_a_time_as_the_python_code_reads_t
     assert keys == ["acme"] * len(valid)
 
 
+def test_tally_takes_ascii_lines_as_their_own_bytes_and_all_ascii_tells_them() -> None:
+    lines = ["a" * n for n in (0, 10, 200, 5000)]
+    topics = ["t1", "t2", "t1", "t2"]
+    bounds = (64.0, 1024.0)
+    assert _speedups.tally(topics, lines, bounds) == _speedups.tally(topics, [s.encode() for s in lines], bounds)
+    assert _speedups.all_ascii(lines) and _speedups.all_ascii([])
+    assert not _speedups.all_ascii([*lines, "caf\u00e9"])
+    assert not _speedups.all_ascii([b"bytes"])
+    with pytest.raises(TypeError, match="bytes or ASCII str"):
+        _speedups.tally(["t"], ["caf\u00e9"], bounds)
+
+
 def test_lookup_each_is_a_dict_lookup_per_item() -> None:
     topic_of = {"info": "logs-normal", "error": "logs-high", "debug": "logs-low"}
     levels = ["info", "info", "error", "info", "debug", "debug", "error"]
