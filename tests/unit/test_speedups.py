@@ -255,7 +255,8 @@ def test_tally_takes_ascii_lines_as_their_own_bytes_and_all_ascii_tells_them() -
     lines = ["a" * n for n in (0, 10, 200, 5000)]
     topics = ["t1", "t2", "t1", "t2"]
     bounds = (64.0, 1024.0)
-    assert _speedups.tally(topics, lines, bounds) == _speedups.tally(topics, [s.encode() for s in lines], bounds)
+    encoded = [s.encode() for s in lines]
+    assert _speedups.tally(topics, lines, bounds) == _speedups.tally(topics, encoded, bounds)
     assert _speedups.all_ascii(lines) and _speedups.all_ascii([])
     assert not _speedups.all_ascii([*lines, "caf\u00e9"])
     assert not _speedups.all_ascii([b"bytes"])

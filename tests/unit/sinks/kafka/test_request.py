@@ -91,7 +91,7 @@ def test_codec_raw_into_the_chunk_producer_sends_ascii_lines_as_they_are() -> No
     assert [(r.reason, r.record.value) for r in refused] == [("message_too_large", big.encode())]
     # A chunk with a line that is not ASCII: encoded, as without the chunk producer.
     mixed = b.build(chunk(*LINES, "caf\u00e9"))
-    assert mixed.values == encoded.values[:4] + ["caf\u00e9".encode()]
+    assert mixed.values == [*encoded.values[:4], "caf\u00e9".encode()]
     # The envelope (json) is never the lines.
     assert type(builder().build(chunk(*LINES)).values[0]) is bytes
 
