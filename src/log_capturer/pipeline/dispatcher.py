@@ -131,15 +131,22 @@ class Dispatcher:
         self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
         return True
 
-    def submit_many(self, chunks: Sequence[Chunk], timeout: float | None = None) -> int:
-        """Queue ``chunks`` (of a source without a checkpoint: a listener's request or message) in
-        order, as :meth:`submit` would one by one, handed to the workers at once
-        (:meth:`ChunkQueue.put_many`): one wake-up for all of them instead of one per chunk.
+    def submit_many(
+        self,
+        chunks: Sequence[Chunk],
+        timeout: float | None = None,
+        checkpoints: Sequence[Checkpoint | None] | None = None,
+    ) -> int:
+        """Queue ``chunks`` in order, as :meth:`submit` would one by one, handed to the workers at
+        once (:meth:`ChunkQueue.put_many`): one wake-up for all of them instead of one per chunk
+        (a listener's request or message, a file source's loop turn).
 
-        Each chunk passes the gate and is armed as :meth:`submit` does. Returns how many were
-        queued (the first ones; fewer when ``timeout`` expired at the gate or on a full queue:
-        the caller submits the others again). Raises :class:`QueueClosed` when stopping before
-        the first was queued.
+        Each chunk passes the gate and is armed as :meth:`submit` does; with ``checkpoints`` (one
+        per chunk, None for a chunk without one), each queued chunk's full acknowledgement
+        advances its checkpoint, registered in the order given (a checkpoint's chunks must come
+        in read order). Returns how many were queued (the first ones; fewer when ``timeout``
+        expired at the gate or on a full queue: the caller submits the others again). Raises
+        :class:`QueueClosed` when stopping before the first was queued.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         armed: list[Chunk] = []
@@ -167,6 +174,11 @@ class Dispatcher:
                         break
                     put -= 1
                     put_lines += len(chunk.lines)
+                checkpoint = None if checkpoints is None else checkpoints[count]
+                if checkpoint is not None:
+                    # Registered after queueing, as by submit: found done here if acknowledged.
+                    checkpoint.register(chunk)
+                    chunk.on_done(checkpoint.on_chunk_done)
                 chunk.registered = True
                 count += 1
         finally:

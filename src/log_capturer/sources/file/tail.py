@@ -206,10 +206,11 @@ class TailedFile:
         self.checkpoint = checkpoint
         self.saved_log_count = 0
 
-    def mark_handed_over(self, chunk: Chunk) -> None:
-        """``chunk`` (the last one made) is in the dispatcher's hands."""
+    def mark_handed_over(self, chunk: Chunk, skipping: bool | None = None) -> None:
+        """``chunk`` is in the dispatcher's hands: the last one made, or one made earlier whose
+        file was then ``skipping`` an over-long line (chunks are handed over in the order made)."""
         self.handed_over = chunk.end
-        self.handed_over_skipping = self.skipping
+        self.handed_over_skipping = self.skipping if skipping is None else skipping
 
     def rewind(self) -> None:
         """Read again from the end of the last chunk handed over (a crashed read loop restarts).

@@ -21,8 +21,11 @@ and owns the parts that are the same for both:
   rotated files resumed after a restart;
 - reading, a buffer at a time, through :class:`~.tail.TailedFile`.
 
-One thread reads everything; submitting a chunk blocks while the dispatcher
-queue is full, so backpressure pauses reading. It runs under a
+One thread reads everything. The chunks of one loop turn are handed to the
+dispatcher together (:meth:`Dispatcher.submit_many`: one lock and one worker
+wake-up for the turn instead of one per file read), each with its own origin
+and checkpoint, a file's in read order; handing them over blocks while the
+dispatcher queue is full, so backpressure pauses reading. It runs under a
 :class:`~log_capturer.sources.supervise.Supervisor`: after a crash it is
 restarted with back-off, and every file reads again from the end of the last
 chunk it handed to the dispatcher (:meth:`TailedFile.rewind`), so the lines
@@ -46,6 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
 from log_capturer.record import Chunk
 from log_capturer.sources.file.catchup import CatchUp
@@ -73,6 +77,9 @@ EVENT_RESCAN_GAP = 0.5
 #: A discovery logs each new file it follows at info level up to this many, the rest at debug
 #: level and then a count (10,000 files at start-up: one line, not 10,000).
 NEW_FILE_LOGS = 100
+#: A turn's chunks are handed to the dispatcher once this many are waiting (or at the turn's end,
+#: or once they hold ``read_buffer_bytes`` of text): what the read loop holds stays bounded.
+TURN_CHUNKS = 256
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,7 @@ class Tailer:
             self.descriptors,
             checkpointer,
             self.catch_up,
-            self._submit,
+            self._submit_now,
             self.publish_claims,
             metrics,
             name,
@@ -170,6 +177,13 @@ class Tailer:
         self._new_files = 0
         #: The table's state at the last :meth:`_classify_all`.
         self._classified: tuple[int, int, int, int] | None = None
+        #: Chunks made this turn and not handed to the dispatcher yet (see :meth:`_flush`), with
+        #: each one's checkpoint and file and whether the file was skipping an over-long line
+        #: after it (what :meth:`TailedFile.rewind` reads again from), and their text's size.
+        self._pending: list[Chunk] = []
+        self._pending_checkpoints: list[Checkpoint | None] = []
+        self._pending_files: list[tuple[TailedFile, bool]] = []
+        self._pending_bytes = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -431,6 +445,7 @@ class Tailer:
     def rewind(self) -> None:
         """Before a restart: every file reads again from the end of its last chunk handed over
         (and, with inotify, the first turn looks at every file: no event tells of a rewind)."""
+        self._drop_pending()  # never handed over: read again
         for tf in list(self.followed.tracked.values()):
             tf.rewind()
         self._look_all = True
@@ -485,6 +500,7 @@ class Tailer:
                 chunk = tf.flush_assembler()
                 if chunk is not None:
                     self._submit(tf, chunk)
+        self._flush()  # the turn's chunks, before any file is released
         self.rotation.release_rotated(now, None if work is None else [tf for tf in files if not tf.live])
         self.descriptors.close_inactive(now, self.settings.close_inactive)
         self._again = again
@@ -515,6 +531,7 @@ class Tailer:
             except OSError:
                 st = None
             if st is None or (st.st_dev, st.st_ino) != tf.key:
+                self._flush()  # (rotation changes the table: what was read goes first)
                 if tf.live:
                     self.rotation.lost_path(tf)
                 else:  # a rotated file not opened yet was renamed again
@@ -526,7 +543,7 @@ class Tailer:
                 tf.size = st.st_size
                 tf.mtime_ns = st.st_mtime_ns
                 return False
-            if not self._reopen(tf, now):
+            if not self._reopen(tf, now):  # (it flushes before a rotation)
                 return False
         assert tf.fd is not None
         try:
@@ -540,6 +557,7 @@ class Tailer:
         if size != tf.read_offset:
             self._changes += 1  # grown or truncated: the entries' sizes and times change
         if size < tf.read_offset or fp is None:
+            self._flush()
             self.rotation.truncated(tf, size, now)
             tf.mtime_ns = st.st_mtime_ns
             return True
@@ -560,13 +578,56 @@ class Tailer:
         return read
 
     def _submit(self, tf: TailedFile, chunk: Chunk) -> None:
+        """Add ``chunk`` (the last one ``tf`` made) to the turn's chunks; they are handed to the
+        dispatcher together by :meth:`_flush`, at the turn's end or once enough wait."""
         if chunk.truncated:
             self.metrics.lines_truncated.labels(chunk.origin.source_type).inc(len(chunk.truncated))
-        while not self.dispatcher.submit(chunk, tf.checkpoint, timeout=0.25):
+        self._pending.append(chunk)
+        self._pending_checkpoints.append(tf.checkpoint)
+        self._pending_files.append((tf, tf.skipping))
+        self._pending_bytes += chunk.text_bytes
+        if len(self._pending) >= TURN_CHUNKS or self._pending_bytes >= self.settings.read_buffer_bytes:
+            self._flush()
+
+    def _submit_now(self, tf: TailedFile, chunk: Chunk) -> None:
+        """Hand ``chunk`` over now, after the turn's chunks made before it (rotation's)."""
+        self._submit(tf, chunk)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Hand the chunks made so far to the dispatcher in one call, in the order they were made
+        (so each file's in read order), each armed to advance its own checkpoint. Blocks while the
+        dispatcher's queue is full or a sink refuses lines (backpressure pauses reading); raises
+        :class:`QueueClosed` when the source stops first (what was not handed over stays in the
+        files and is read again by the next run, from each file's last chunk handed over)."""
+        chunks = self._pending
+        if not chunks:
+            return
+        checkpoints = self._pending_checkpoints
+        files = self._pending_files
+        self._drop_pending()
+        submit_many = self.dispatcher.submit_many
+        while True:
+            queued = submit_many(chunks, 0.25, checkpoints)
+            lines = 0
+            for i in range(queued):
+                chunk = chunks[i]
+                tf, skipping = files[i]
+                tf.mark_handed_over(chunk, skipping)
+                lines += len(chunk.lines)
+            self.lines_read += lines
+            if queued == len(chunks):
+                return
             if self._stop.is_set():
                 raise QueueClosed
-        tf.mark_handed_over(chunk)
-        self.lines_read += len(chunk.lines)
+            if queued:
+                chunks, checkpoints, files = chunks[queued:], checkpoints[queued:], files[queued:]
+
+    def _drop_pending(self) -> None:
+        self._pending = []
+        self._pending_checkpoints = []
+        self._pending_files = []
+        self._pending_bytes = 0
 
     def _reopen(self, tf: TailedFile, now: float) -> bool:
         """Reopen an idle file closed by the descriptor cache, if its path still names it."""
@@ -576,6 +637,7 @@ class Tailer:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != tf.key:
             os.close(fd)
+            self._flush()
             self.rotation.lost_path(tf)
             return False
         self.descriptors.adopt(tf, fd, now)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,16 +82,20 @@ def test_a_crash_while_handing_over_a_chunk_neither_loses_nor_repeats_a_line(
 ) -> None:
     path = env.logs / "app.log"
     expected = write(path, "a", 0, 2000)
-    real = env.dispatcher.submit
+    real = env.dispatcher.submit_many
     calls = [0]
 
-    def submit(chunk: Chunk, checkpoint: Checkpoint | None, timeout: float | None = None) -> bool:
+    def submit_many(
+        chunks: Sequence[Chunk],
+        timeout: float | None = None,
+        checkpoints: Sequence[Checkpoint | None] | None = None,
+    ) -> int:
         calls[0] += 1
         if calls[0] == 3:
             raise RuntimeError("injected crash")
-        return real(chunk, checkpoint, timeout)
+        return real(chunks, timeout, checkpoints)
 
-    monkeypatch.setattr(env.dispatcher, "submit", submit)
+    monkeypatch.setattr(env.dispatcher, "submit_many", submit_many)
     src = env.start()
     wait_until(lambda: src.tailer.supervisor.restarts == 1, 10, "the read loop to be restarted")
     expected += write(path, "b", 0, 500)  # written after the crash

@@ -284,16 +284,16 @@ def test_after_a_crash_of_the_read_loop_every_file_is_looked_at_without_waiting_
 ) -> None:
     path = env.logs / "app.log"
     path.write_text("")
-    real = env.dispatcher.submit
+    real = env.dispatcher.submit_many
     calls = [0]
 
-    def submit(*args: Any, **kwargs: Any) -> bool:
+    def submit_many(*args: Any, **kwargs: Any) -> int:
         calls[0] += 1
         if calls[0] == 1:
             raise RuntimeError("injected crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(env.dispatcher, "submit", submit)
+    monkeypatch.setattr(env.dispatcher, "submit_many", submit_many)
     cfg = FilesConfig(
         watch_directories=[str(env.logs)], poll_interval="60s", restat_interval="60s", rescan_interval="60s"
     )
