@@ -328,3 +328,29 @@ def test_submit_many_at_a_closed_gate_queues_the_first_chunks_only() -> None:
     assert d.submit_many(chunks, timeout=1) == 2
     assert d.close(5)
     assert sink.got == ["a", "b"]
+
+
+def test_submit_many_with_checkpoints_registers_the_queued_chunks_in_order_and_advances_each() -> None:
+    sink = GateSink()
+    d = Dispatcher(
+        DispatcherConfig.model_validate({"worker_count": 1, "queue_size": 2}),
+        [sink],
+        Analyzer(None),
+        Metrics(),
+    )
+    a, b = Checkpoint(0), Checkpoint(100)
+    a1 = Chunk(ORIGIN, ["a1"], 0, 3)
+    skipped = Chunk(ORIGIN, [], 3, 50)  # an over-long line skipped: no line, the position moves
+    b1 = Chunk(Origin("file", "/b.log"), ["b1"], 100, 103)
+    a2 = Chunk(ORIGIN, ["a2"], 50, 53)
+    chunks, checkpoints = [a1, skipped, b1, a2], [a, a, b, a]
+    # No worker yet: the queue holds 2 lines, so the first three chunks are queued and not a2.
+    assert d.submit_many(chunks, timeout=0.1, checkpoints=checkpoints) == 3
+    assert [c.registered for c in chunks] == [True, True, True, False]
+    assert (a.in_flight_lines, b.in_flight_lines, a.committed, b.committed) == (1, 1, 0, 100)
+    d.start()
+    assert d.submit_many(chunks[3:], timeout=1, checkpoints=checkpoints[3:]) == 1
+    assert d.close(5)
+    assert sink.got == ["a1", "b1", "a2"]
+    assert (a.committed, b.committed, a.acked_lines, b.acked_lines) == (53, 103, 2, 1)
+    assert a.idle and b.idle and d.lines_in == 3

@@ -15,9 +15,11 @@ from typing import Any
 import orjson
 import pytest
 
-from log_capturer.config.schema import FilesConfig, PositionsConfig
+from log_capturer.config.schema import DispatcherConfig, FilesConfig, PositionsConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
+from log_capturer.pipeline.dispatcher import Dispatcher
+from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk
 from log_capturer.sources.file import tail
 from log_capturer.sources.file.checkpointer import Checkpointer
@@ -107,6 +109,50 @@ def test_a_crash_while_handing_over_a_chunk_neither_loses_nor_repeats_a_line(
     assert env.crashes() == 1
     wait_until(lambda: src.tailer.in_flight() == 0, 10, "every line acknowledged")
     assert env.saved_offset(path) == path.stat().st_size
+
+
+def test_a_turns_chunks_are_handed_over_together_and_a_crash_or_a_full_queue_loses_none(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A queue of 64 lines: most hand-overs queue the first chunks only and wait for the rest.
+    env.dispatcher = Dispatcher(
+        DispatcherConfig(worker_count=1, queue_size=64), [env.sink], Analyzer(None), env.metrics
+    )
+    env.dispatcher.start()
+    paths = [env.logs / f"app{i}.log" for i in range(12)]
+    # Small files: several fit in one hand-over (at most read_buffer_bytes of text, 4 KiB here).
+    expected = {str(p): write(p, p.stem, 0, 30) for p in paths}
+    real = env.dispatcher.submit_many
+    sizes: list[int] = []
+    crashed: list[int] = []
+
+    def submit_many(
+        chunks: Sequence[Chunk],
+        timeout: float | None = None,
+        checkpoints: Sequence[Checkpoint | None] | None = None,
+    ) -> int:
+        assert checkpoints is not None and len(checkpoints) == len(chunks)
+        sizes.append(len(chunks))
+        if len(chunks) >= 3 and not crashed:
+            crashed.append(len(chunks))
+            raise RuntimeError("injected crash")  # several files' chunks made, none handed over
+        return real(chunks, timeout, checkpoints)
+
+    monkeypatch.setattr(env.dispatcher, "submit_many", submit_many)
+    src = env.start()
+    wait_until(lambda: src.tailer.supervisor.restarts == 1, 10, "the read loop to be restarted")
+    for p in paths:
+        expected[str(p)] += write(p, p.stem, 30, 30)
+    total = sum(len(v) for v in expected.values())
+    wait_until(lambda: len(env.sink.lines()) >= total, 20, "every line")
+    assert crashed and src.tailer.supervisor.restarts == 1
+    assert max(sizes) >= 3  # files read in one turn went over in one call
+    assert_exactly(env.sink, [line for lines in expected.values() for line in lines])
+    for source_id, lines in expected.items():  # each file's lines in read order
+        assert [line for sid, line, _ in env.sink.records if sid == source_id] == lines
+    wait_until(lambda: src.tailer.in_flight() == 0, 10, "every line acknowledged")
+    for p in paths:
+        assert env.saved_offset(p) == p.stat().st_size
 
 
 def test_a_crash_after_a_read_with_multiline_lines_held_repeats_and_loses_nothing(
