@@ -106,7 +106,7 @@ integration: system-deps kafka-jars opensearch-jars
 TEST_WORKERS ?= 2
 
 test: system-deps kafka-jars opensearch-jars tools lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) $(TOOLS) data .pytest_cache .mypy_cache .ruff_cache
