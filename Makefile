@@ -102,12 +102,12 @@ integration: system-deps kafka-jars opensearch-jars
 	$(BIN)/pytest tests/integration
 
 # Two workers (pytest-xdist): most integration tests wait on real servers, not on the CPU. Tests
-# that share OpenSearch, the private Docker Engine or a package's own server stay on one worker, and
-# the groups go out in the order tests/conftest.py gives them (longest first), not by test count.
+# that share OpenSearch, the private Docker Engine or a package's own server stay on one worker
+# (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 test: system-deps kafka-jars opensearch-jars tools lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) $(TOOLS) data .pytest_cache .mypy_cache .ruff_cache

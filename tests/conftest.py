@@ -30,18 +30,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups tests for pytest-xdist's ``loadgroup``: a module's tests stay on one worker (its
     module fixtures, such as a 3-node cluster, start once), and so do all tests of OpenSearch, of
     the private Docker Engine, or of a package's own server (its fixture starts once). Without
-    xdist the marks do nothing.
-
-    Then orders the groups for the workers (``make test`` passes ``--no-loadscope-reorder``, so
-    pytest-xdist hands them out in this order): the long shared-server groups first, then the
-    other integration groups, the unit tests last. The many short unit modules fill the end of
-    the run, so both workers finish together; pytest-xdist's own order (most tests first) left
-    the one-test integration modules of a minute or more for the end, one worker idle meanwhile.
-    """
-    groups = {item: xdist_group(item) for item in items}
-    for item, group in groups.items():
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: group_rank(groups[item]))  # stable: within a rank, collection order
+    xdist the marks do nothing."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
 
 
 @pytest.hookimpl(trylast=True)
@@ -89,14 +80,6 @@ def package_scoped_fixture(item: pytest.Item) -> str | None:
         if defs and defs[-1].scope == "package":
             return f"{defs[-1].baseid}::{name}"
     return None
-
-
-def group_rank(group: str) -> int:
-    """0: the groups of a shared server (OpenSearch, the Docker Engine, a package's own server),
-    the longest; 1: the other integration and conformance groups; 2: the unit tests."""
-    if group in SHARED_SERVERS or "::" in group:
-        return 0
-    return 2 if group.startswith("tests/unit/") else 1
 
 
 @pytest.fixture(scope="session")
