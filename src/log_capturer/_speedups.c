@@ -90,7 +90,19 @@ static int string(cur_t *c, const char **s, Py_ssize_t *n, int *escaped) {
     const char *p = ++c->p;
     *escaped = 0;
     while (p < c->end) {
-        /* Skip the plain characters. */
+        /* Skip the plain characters: eight at a time while no '"', '\\' or control byte is
+         * among them (the bytes EXTRA marks), then one by one. */
+#if SWAR
+        while (c->end - p >= 8) {
+            uint64_t w = load8((const unsigned char *)p);
+            uint64_t hit = quote_or_backslash(w) | control(w);
+            if (hit) {
+                p += __builtin_ctzll(hit) >> 3;
+                break;
+            }
+            p += 8;
+        }
+#endif
         while (p < c->end && !EXTRA[(unsigned char)*p])
             p++;
         if (p >= c->end)
@@ -305,12 +317,14 @@ static int scan_object(const char *s, Py_ssize_t n, const char *kf, Py_ssize_t k
                 return r;
             if (esc)
                 return UNSURE; /* an escaped member name could be one of ours */
-            /* Every level name starts with 'l' or 's'. */
+            /* Every level name starts with 'l' or 's'; the first and last characters are
+             * compared before the call to memcmp (most names differ there). */
             if (kn && (*ks == 'l' || *ks == 's'))
                 for (int i = 0; i < NKEYS; i++)
-                    if (kn == JSON_KEY_LENS[i] && memcmp(ks, JSON_KEYS[i], kn) == 0)
+                    if (kn == JSON_KEY_LENS[i] && *ks == JSON_KEYS[i][0] && ks[kn - 1] == JSON_KEYS[i][kn - 1] &&
+                        memcmp(ks, JSON_KEYS[i], kn) == 0)
                         levels[i] = v;
-            if (kf && kn == kfn && memcmp(ks, kf, kn) == 0)
+            if (kf && kn == kfn && (kn == 0 || (*ks == *kf && ks[kn - 1] == kf[kn - 1])) && memcmp(ks, kf, kn) == 0)
                 *key = v;
             ws(&c);
             if (c.p >= c.end)
@@ -725,6 +739,12 @@ static PyObject *text_levels(PyObject *m, PyObject *args) {
         if (!(kf = PyUnicode_AsUTF8AndSize(kfo, &kfn)))
             return NULL;
     }
+    /* Usually json_levels decided every line: nothing to do (an identity scan, no comparisons). */
+    Py_ssize_t first = 0;
+    while (first < n && PyList_GET_ITEM(levels, first) != Py_None)
+        first++;
+    if (first == n)
+        return PyLong_FromLong(0);
     tl_names_t *t = PyMem_Malloc(sizeof *t);
     if (!t)
         return PyErr_NoMemory();
@@ -738,7 +758,7 @@ static PyObject *text_levels(PyObject *m, PyObject *args) {
         PyMem_Free(t); /* an unusual dict: every undecided line stays with Python */
         t = NULL;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = first; i < n; i++) {
         if (PyList_GET_ITEM(levels, i) != Py_None)
             continue;
         PyObject *line = PyList_GET_ITEM(lines, i);
@@ -1971,6 +1991,58 @@ decline:
     Py_RETURN_NONE;
 }
 
+/* all_ascii(lines) -> True when every item is a str of ASCII characters only (each its own UTF-8
+ * bytes); False at the first that is not. */
+static PyObject *all_ascii(PyObject *m, PyObject *arg) {
+    (void)m;
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "all_ascii() takes a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(arg, i);
+        if (!PyUnicode_Check(s) || !PyUnicode_IS_COMPACT_ASCII(s))
+            Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+/*
+ * lookup_each(keys, mapping) -> [mapping[k] for k in keys]
+ *
+ * A chunk's topic of each line's level: a few distinct keys (the same objects again), so the
+ * value of the key looked up last is reused when the next key is that very object, and the dict
+ * is asked only when the key changes. A missing key raises KeyError, as mapping[k] would.
+ */
+static PyObject *lookup_each(PyObject *m, PyObject *args) {
+    PyObject *keys, *mapping;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &keys, &PyDict_Type, &mapping))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    PyObject *last_key = NULL, *last_val = NULL; /* borrowed: keys holds the key, mapping the value */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        if (k != last_key) {
+            PyObject *v = PyDict_GetItemWithError(mapping, k);
+            if (!v) {
+                if (!PyErr_Occurred())
+                    PyErr_SetObject(PyExc_KeyError, k);
+                Py_DECREF(out);
+                return NULL;
+            }
+            last_key = k;
+            last_val = v;
+        }
+        PyList_SET_ITEM(out, i, Py_NewRef(last_val));
+    }
+    return out;
+}
+
 /* ---- per-topic tallies of a chunk's records ------------------------------------------------ */
 #define TALLY_TOPICS 16
 #define TALLY_BOUNDS 32
@@ -2013,11 +2085,15 @@ static PyObject *tally(PyObject *m, PyObject *args) {
     Py_ssize_t longest = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *topic = PyList_GET_ITEM(topics, i), *v = PyList_GET_ITEM(values, i);
-        if (!PyBytes_Check(v)) {
-            PyErr_SetString(PyExc_TypeError, "values must be bytes");
+        Py_ssize_t len;
+        if (PyBytes_Check(v)) {
+            len = PyBytes_GET_SIZE(v);
+        } else if (PyUnicode_Check(v) && PyUnicode_IS_COMPACT_ASCII(v)) {
+            len = PyUnicode_GET_LENGTH(v); /* its UTF-8 size */
+        } else {
+            PyErr_SetString(PyExc_TypeError, "values must be bytes or ASCII str");
             goto fail;
         }
-        Py_ssize_t len = PyBytes_GET_SIZE(v);
         if (len > longest)
             longest = len;
         int k = -1;
@@ -3826,6 +3902,8 @@ static PyMethodDef methods[] = {
     {"agent_scan", agent_scan, METH_VARARGS,
      "agent_scan(values, keys, message, time, level) -> (lines, times, levels) of uniform records, or None"},
     {"utc_stamps", utc_stamps, METH_O, "utc_stamps(texts) -> ns of agent-shaped RFC 3339 UTC stamps, or None"},
+    {"all_ascii", all_ascii, METH_O, "all_ascii(lines) -> whether every item is an ASCII str"},
+    {"lookup_each", lookup_each, METH_VARARGS, "lookup_each(keys, mapping) -> [mapping[k] for k in keys]"},
     {"tally", tally, METH_VARARGS, "tally(topics, values, bounds) -> ({topic: [records, bytes, le...]}, longest)"},
     {"key_fields", key_fields, METH_VARARGS,
      "key_fields(keys, cache, prefix, suffix, dumps) -> how many keys' fields objects were added to cache"},

@@ -6,10 +6,12 @@ Each function gives what its Python twin gives (``processing.Analyzer``, ``sinks
 
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, TypeVar
 
 from log_capturer.engine.contract import Record
 from log_capturer.sinks.loki.push import Entry, LazyValues
+
+_T = TypeVar("_T")
 
 def text_bytes(lines: list[str], /) -> int:
     """UTF-8 size of the lines' text (a lone surrogate counts 3). TypeError: not a list of str."""
@@ -106,11 +108,19 @@ def utc_stamps(texts: list[Any], /) -> list[int] | None:
     years 1678-2261), as ``sources.http.source.time_ns`` reads them; None when one is anything
     else (not text, another shape, a date that does not exist). TypeError: not a list."""
 
+def all_ascii(lines: list[Any], /) -> bool:
+    """Whether every item is a str of ASCII characters only (each its own UTF-8 bytes)."""
+
+def lookup_each(keys: list[Any], mapping: dict[Any, _T], /) -> list[_T]:
+    """``[mapping[k] for k in keys]``, the dict asked only when the key is another object than
+    the one before. KeyError: a key not in mapping; TypeError: not a list and a dict."""
+
 def tally(
-    topics: list[str], values: list[bytes], bounds: tuple[float, ...], /
+    topics: list[str], values: list[bytes] | list[str], bounds: tuple[float, ...], /
 ) -> tuple[dict[str, list[int]], int]:
     """({topic: [records, bytes, le_0, ..., le_k]}, longest record). ValueError: lists of
-    different lengths, more than 32 bounds or 16 topics; TypeError: a value that is not bytes."""
+    different lengths, more than 32 bounds or 16 topics; TypeError: a value that is neither bytes
+    nor an ASCII str (whose size is its length)."""
 
 def encode_full(
     head: bytes,

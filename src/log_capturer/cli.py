@@ -497,6 +497,20 @@ def generate(
             help="forward: fields ({log, level, labels}) or log ({log}: Fluent Bit tailing a file)."
         ),
     ] = "fields",
+    in_flight: Annotated[
+        int | None,
+        typer.Option(
+            help="http: requests outstanding at once, each on its own keep-alive connection "
+            "(default 1); forward: messages awaiting their ack at once (default 4)."
+        ),
+    ] = None,
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            help="http, forward with --rate 0 and --count: encode every request or message first, "
+            "then send them (the client then costs almost no CPU while it sends)."
+        ),
+    ] = False,
     protocol: Annotated[str, typer.Option(help="syslog: udp | tcp.")] = "udp",
     framing: Annotated[
         str, typer.Option(help="syslog over tcp: octet (RFC 6587 octet counting) | lf (newline).")
@@ -517,7 +531,7 @@ def generate(
         elif target == "kafka":
             tgt = gen.KafkaTarget(bootstrap or _local_bootstrap(), topic, acks, compression)
         elif target == "http":
-            tgt = gen.HttpTarget(url, http_batch, body_format=http_format)
+            tgt = gen.HttpTarget(url, http_batch, body_format=http_format, in_flight=in_flight or 1)
         elif target == "syslog":
             if protocol not in ("udp", "tcp") or framing not in ("octet", "lf"):
                 raise gen.GenerateError("--protocol is udp or tcp, --framing is octet or lf")
@@ -528,6 +542,7 @@ def generate(
                 24224 if port == 514 else port,
                 http_batch,
                 compress=forward_compress,
+                window=in_flight or 4,
                 record=forward_record,
             )
         else:
@@ -535,7 +550,9 @@ def generate(
         limit = duration if duration > 0 else None
         if limit is None and count is None:
             raise gen.GenerateError("--duration 0 needs a --count")
-        if progress and err.is_terminal:
+        if prepare:
+            result = gen.run(factory, tgt, rate, limit, count, prepare=True)
+        elif progress and err.is_terminal:
             result = _generate_with_bar(factory, tgt, rate, limit, count)
         else:
             result = gen.run(factory, tgt, rate, limit, count)
@@ -710,6 +727,17 @@ def bench(
             "log ({log} only: Fluent Bit tailing the file; level and key read from the line)."
         ),
     ] = "fields",
+    in_flight: Annotated[
+        int,
+        typer.Option(
+            help="With --source http or otlp: requests outstanding at once, each on its own "
+            "keep-alive connection (the OpenTelemetry Collector's sending_queue.num_consumers, "
+            "default 10); forward: messages awaiting their ack at once on the connection (Fluent "
+            "Bit with Require_ack_response flushes several chunks at once). With --scenario max "
+            "every request or message is encoded before the run, so the client costs almost no "
+            "CPU while it sends."
+        ),
+    ] = 10,
     sink: Annotated[
         str,
         typer.Option(
@@ -818,6 +846,7 @@ def bench(
         http_batch=http_batch,
         forward_compress=forward_compress,
         forward_record=forward_record,
+        in_flight=in_flight,
     )
     try:
         result = run_bench(opts, err)

@@ -229,6 +229,53 @@ def test_levels_and_keys_match_the_python_code_on_random_lines_with_invalid_byte
     _analyze_both(lines, "msg")
 
 
+def test_the_c_scanner_reads_strings_a_word_at_a_time_as_the_python_code_reads_them() -> None:
+    """Each byte the string scanner stops at (a quote, a backslash escape, a raw control byte that
+    makes the line invalid) at every place of an 8-byte word, in a member's name and value, before
+    and after the level and the key."""
+    lines: list[str] = []
+    for k in range(20):
+        for piece in ('\\"', "\\\\", "\\n", "\\u00e9", "\x01", "\t", '"'):
+            text = "a" * k + piece + "b" * (19 - k)
+            lines.append(f'{{"msg":"{text}","level":"warn","tenant_id":"acme"}}')
+            lines.append(f'{{"level":"error","tenant_id":"t{k}","{text}":1}}')
+            lines.append(f'{{"tenant_id":"{text}","level":"info"}}')
+            lines.append(f'{{"level":"{text}"}}')
+    _analyze_both(lines, "tenant_id")
+    _analyze_both(lines, None)
+    # The valid lines stay in C (the first of each four: the escape in a value not looked at).
+    valid = [line for i, line in enumerate(lines[::4]) if i % 7 < 4]  # the four escapes
+    levels, keys = _speedups.json_levels(valid, "tenant_id", CANONICAL, NUMERIC)
+    assert len(valid) == 80
+    assert levels == ["warn"] * len(valid)
+    assert keys == ["acme"] * len(valid)
+
+
+def test_tally_takes_ascii_lines_as_their_own_bytes_and_all_ascii_tells_them() -> None:
+    lines = ["a" * n for n in (0, 10, 200, 5000)]
+    topics = ["t1", "t2", "t1", "t2"]
+    bounds = (64.0, 1024.0)
+    encoded = [s.encode() for s in lines]
+    assert _speedups.tally(topics, lines, bounds) == _speedups.tally(topics, encoded, bounds)
+    assert _speedups.all_ascii(lines) and _speedups.all_ascii([])
+    assert not _speedups.all_ascii([*lines, "caf\u00e9"])
+    assert not _speedups.all_ascii([b"bytes"])
+    with pytest.raises(TypeError, match="bytes or ASCII str"):
+        _speedups.tally(["t"], ["caf\u00e9"], bounds)
+
+
+def test_lookup_each_is_a_dict_lookup_per_item() -> None:
+    topic_of = {"info": "logs-normal", "error": "logs-high", "debug": "logs-low"}
+    levels = ["info", "info", "error", "info", "debug", "debug", "error"]
+    levels.append("".join(["in", "fo"]))  # equal to "info", another object
+    assert _speedups.lookup_each(levels, topic_of) == [topic_of[lv] for lv in levels]
+    assert _speedups.lookup_each([], topic_of) == []
+    with pytest.raises(KeyError, match="nope"):
+        _speedups.lookup_each(["info", "nope"], topic_of)
+    with pytest.raises(TypeError):
+        _speedups.lookup_each(("info",), topic_of)  # type: ignore[arg-type]
+
+
 def test_the_c_scanner_decides_lines_with_an_invalid_byte_outside_the_level_and_the_key() -> None:
     """Such lines stay on the fast path; those it leaves to Python are the ones it must."""
     lines = [

@@ -131,6 +131,60 @@ class Dispatcher:
         self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
         return True
 
+    def submit_many(self, chunks: Sequence[Chunk], timeout: float | None = None) -> int:
+        """Queue ``chunks`` (of a source without a checkpoint: a listener's request or message) in
+        order, as :meth:`submit` would one by one, handed to the workers at once
+        (:meth:`ChunkQueue.put_many`): one wake-up for all of them instead of one per chunk.
+
+        Each chunk passes the gate and is armed as :meth:`submit` does. Returns how many were
+        queued (the first ones; fewer when ``timeout`` expired at the gate or on a full queue:
+        the caller submits the others again). Raises :class:`QueueClosed` when stopping before
+        the first was queued.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        armed: list[Chunk] = []
+        passed = count = put_lines = 0
+        try:
+            for chunk in chunks:
+                n = len(chunk.lines)
+                if n:
+                    sinks = self._wait_accepting(chunk.origin, deadline)
+                    if sinks is None:
+                        break
+                    passed += 1
+                else:
+                    sinks = self.router.sinks_for(chunk.origin)
+                chunk.routed = sinks
+                chunk.expect(n * len(sinks) if n else 0, None)
+                armed.append(chunk)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            items = [(c.origin.source_id, c) for c in armed if c.lines]
+            put = self.queue.put_many(items, remaining) if items else 0
+            # The armed chunks up to the last one queued (the empty ones among them need no queue).
+            for chunk in armed:
+                if chunk.lines:
+                    if not put:
+                        break
+                    put -= 1
+                    put_lines += len(chunk.lines)
+                chunk.registered = True
+                count += 1
+        finally:
+            if passed:
+                with self._count_lock:
+                    self._submitting -= passed
+                    self.lines_in += put_lines
+        counts: dict[tuple[str, str, str], int] = {}
+        for chunk in armed[:count]:
+            if chunk.lines:
+                origin = chunk.origin
+                key = (origin.source_type, origin.source_id, self.analyzer.pipeline_name(chunk) or "default")
+                counts[key] = counts.get(key, 0) + len(chunk.lines)
+        for key, n in counts.items():
+            self._processed.get(*key).inc(n)
+        self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
+        return count
+
     def _wait_accepting(self, origin: Origin, deadline: float | None) -> tuple[Sink, ...] | None:
         """Hold the source while one of its sinks refuses more lines (backpressure) or a reload
         holds every source (:meth:`pause`). Its sinks, or None when ``deadline`` passed; passing

@@ -103,6 +103,54 @@ class ChunkQueue:
                 self._more.notify_all()
         return True
 
+    def put_many(self, items: list[tuple[str, Chunk]], timeout: float | None = None) -> int:
+        """Queue ``(key, chunk)`` pairs in order, as :meth:`put` would one by one, under one
+        acquisition of the lock: a worker woken by the first finds them all (one hand-off for a
+        request or message instead of one per chunk). Waits while full; returns how many were
+        queued (the first ones: fewer when ``timeout`` expired, or the queue closed after some;
+        :class:`QueueClosed` when it was closed before the first)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        queued = 0
+        with self._lock:
+            try:
+                for key, chunk in items:
+                    n = len(chunk.lines)
+                    nbytes = chunk.text_bytes
+                    while (
+                        self.size > 0
+                        and (self.size + n > self.capacity or self.text_bytes + nbytes > self.max_bytes)
+                        and not self._closed
+                    ):
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            return queued
+                        if self._waiting_more:
+                            self._more.notify_all()
+                        self._waiting_full += 1
+                        try:
+                            self._not_full.wait(remaining)
+                        finally:
+                            self._waiting_full -= 1
+                    if self._closed:
+                        if queued:
+                            return queued
+                        raise QueueClosed
+                    dq = self._chunks.get(key)
+                    if dq is None:
+                        dq = self._chunks[key] = deque()
+                    if not dq and key not in self._held:
+                        self._ready.append(key)
+                        if self._waiting_work:
+                            self._work.notify()
+                    dq.append(chunk)
+                    self.size += n
+                    self.text_bytes += nbytes
+                    queued += 1
+            finally:
+                if queued and self._waiting_more:
+                    self._more.notify_all()
+        return queued
+
     def take(self, max_lines: int, max_wait: float, flush_on_idle: bool) -> Taken | None:
         """Next batch and the sources it holds: blocks for the first ready source, then gathers
         whole chunks up to ``max_lines`` (from that source, then from the next ready ones).

@@ -94,7 +94,9 @@ class Analyzer:
         # C decides the usual JSON lines (same results); the rest come back as None. Then C decides
         # the plain-text and logfmt lines among them, in place; what is left is Python's.
         found, keys = _speedups.json_levels(lines, kf if want_key else None, CANONICAL, NUMERIC)
-        if None in found and _speedups.text_levels(lines, found, keys, kf if want_key else None, CANONICAL):
+        # text_levels returns at once when no line is left (C compares identities: ``None in
+        # found`` would compare each str with None).
+        if _speedups.text_levels(lines, found, keys, kf if want_key else None, CANONICAL):
             rest = [i for i, lv in enumerate(found) if lv is None]
             more, more_keys = self._analyze_lines([lines[i] for i in rest], want_key)
             for j, i in enumerate(rest):

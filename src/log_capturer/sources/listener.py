@@ -12,7 +12,7 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -158,9 +158,12 @@ async def read_body(
     return b"".join(parts)
 
 
-def ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[None]:
-    """A future of ``loop`` that is done once ``chunk`` is (delivered, or parked in the DLQ)."""
+def all_acked_future(loop: asyncio.AbstractEventLoop, chunks: Sequence[Chunk]) -> asyncio.Future[None]:
+    """A future of ``loop`` that is done once every one of ``chunks`` is (delivered, or parked in
+    the DLQ): the loop is woken once, by the last, instead of once per chunk."""
     fut: asyncio.Future[None] = loop.create_future()
+    left = [len(chunks)]
+    lock = threading.Lock()
 
     def resolve() -> None:
         if not fut.done():
@@ -168,10 +171,17 @@ def ack_future(loop: asyncio.AbstractEventLoop, chunk: Chunk) -> asyncio.Future[
 
     def done(_: Chunk) -> None:
         # Runs on a sink thread; the loop may already be closed when the agent stops.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(resolve)
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(resolve)
 
-    chunk.on_done(done)
+    if not chunks:
+        resolve()
+    for chunk in chunks:
+        chunk.on_done(done)
     return fut
 
 

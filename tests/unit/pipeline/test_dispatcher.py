@@ -299,3 +299,32 @@ def test_pause_holds_every_source_until_resume_and_drained_says_when_all_was_han
     assert d.submit(chunk, None)
     d.close(5)
     assert other.got == ["d"] and sink.got == ["a", "b"] and chunk.done
+
+
+def test_submit_many_queues_a_requests_chunks_together_and_counts_them() -> None:
+    sink = GateSink()
+    d = dispatcher(sink, batch_size=10_000)
+    chunks = [
+        Chunk(Origin("forward", "forward://127.0.0.1", {"tenant_id": f"t{i}"}), [f"{i}a", f"{i}b"])
+        for i in range(16)
+    ]
+    assert d.submit_many(chunks, timeout=1) == 16
+    assert all(c.registered and c.routed == (sink,) for c in chunks)
+    assert d.close(5)
+    assert sink.got == [line for c in chunks for line in c.lines]
+    assert all(c.done for c in chunks)
+    assert sink.calls == 1  # one hand-over for the 16 chunks
+    assert d.lines_in == d.lines_dispatched == 32
+
+
+def test_submit_many_at_a_closed_gate_queues_the_first_chunks_only() -> None:
+    sink = GateSink()
+    d = dispatcher(sink)
+    sink.open.clear()
+    chunks = [Chunk(ORIGIN, ["a"]), Chunk(ORIGIN, ["b"])]
+    assert d.submit_many(chunks, timeout=0.1) == 0  # HTTP ingest answers 429
+    assert d.queue.size == 0 and d.lines_in == 0
+    sink.open.set()
+    assert d.submit_many(chunks, timeout=1) == 2
+    assert d.close(5)
+    assert sink.got == ["a", "b"]

@@ -233,3 +233,34 @@ def test_workers_asleep_in_take_are_each_woken_by_a_put_and_none_is_missed() -> 
     assert not any(t.is_alive() for t in workers)
     assert delivered == 1600 and q.size == 0
     assert (q._waiting_work, q._waiting_full, q._waiting_more) == (0, 0, 0)
+
+
+def test_put_many_queues_in_order_and_a_worker_takes_them_in_one_batch() -> None:
+    q = ChunkQueue(100)
+    chunks = [c(3) for _ in range(4)] + [c(2, "/b.log")]
+    got: list[tuple[list[Chunk], list[str]] | None] = []
+    worker = threading.Thread(target=lambda: got.append(q.take(100, 1.0, flush_on_idle=True)))
+    worker.start()
+    time.sleep(0.05)  # the worker waits for work
+    assert q.put_many([(x.origin.source_id, x) for x in chunks]) == 5
+    worker.join(5)
+    assert got and got[0] is not None
+    batch, keys = got[0]
+    assert batch == chunks and keys == ["/a.log", "/b.log"]  # all of them, woken once
+    assert q.size == 0
+
+
+def test_put_many_stops_at_the_first_chunk_without_room_and_says_how_many() -> None:
+    q = ChunkQueue(10)
+    assert q.put_many([("a", c(4)), ("a", c(4)), ("a", c(4)), ("a", c(1))], timeout=0.05) == 2
+    assert q.size == 8
+
+
+def test_put_many_on_a_closed_queue_raises_before_the_first_and_counts_after() -> None:
+    q = ChunkQueue(10)
+    q.close()
+    with pytest.raises(QueueClosed):
+        q.put_many([("a", c(1))])
+    q2 = ChunkQueue(5)
+    threading.Timer(0.05, q2.close).start()
+    assert q2.put_many([("a", c(4)), ("a", c(4))], timeout=5) == 1  # waited for room, then closed

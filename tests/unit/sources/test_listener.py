@@ -10,7 +10,7 @@ import pytest
 
 from log_capturer.record import Chunk, Origin
 from log_capturer.sources.base import SourceStartError
-from log_capturer.sources.listener import Group, ack_future, chunks_of, start_listener
+from log_capturer.sources.listener import Group, all_acked_future, chunks_of, start_listener
 from log_capturer.sources.syslog.tls import TLSSetupError
 
 
@@ -92,25 +92,29 @@ def test_chunks_of_groups_carry_fields_levels_and_timestamps_only_where_given() 
     assert first.read_time_ns == second.read_time_ns
 
 
-def test_ack_future_is_done_once_the_chunk_is_acknowledged_from_another_thread() -> None:
+def test_all_acked_future_is_done_once_every_chunk_is_acknowledged_from_other_threads() -> None:
     async def run() -> None:
-        chunk = Chunk(Origin("t", "a"), ["x", "y"])
-        chunk.expect(2, None)
-        fut = ack_future(asyncio.get_running_loop(), chunk)
-        chunk.ack()
+        chunks = [Chunk(Origin("t", "a"), ["x", "y"]), Chunk(Origin("t", "b"), ["z"])]
+        chunks[0].expect(2, None)
+        chunks[1].expect(1, None)
+        fut = all_acked_future(asyncio.get_running_loop(), chunks)
+        chunks[0].ack(2)
         await asyncio.sleep(0.01)
-        assert not fut.done()
-        threading.Thread(target=chunk.ack).start()
+        assert not fut.done()  # one chunk is not acknowledged yet
+        threading.Thread(target=chunks[1].ack).start()
         await asyncio.wait_for(fut, 5)
+        # Chunks acknowledged before the future was made, and none at all: done at once.
+        await asyncio.wait_for(all_acked_future(asyncio.get_running_loop(), chunks), 5)
+        await asyncio.wait_for(all_acked_future(asyncio.get_running_loop(), []), 5)
 
     asyncio.run(run())
 
 
-def test_ack_future_of_a_closed_loop_does_not_raise_on_the_sink_thread() -> None:
+def test_all_acked_future_of_a_closed_loop_does_not_raise_on_the_sink_thread() -> None:
     loop = asyncio.new_event_loop()
     chunk = Chunk(Origin("t", "a"), ["x"])
     chunk.expect(1, None)
-    ack_future(loop, chunk)
+    all_acked_future(loop, [chunk])
     loop.close()
     chunk.ack()
     assert chunk.done

@@ -50,6 +50,7 @@ def _bench(prefix: str, names: Sequence[str]) -> tuple[str, ...]:
 
 
 D6 = "2026-12-06/"
+D7 = "2026-12-07/"
 #: The standing, one row per scenario. Rows of the series of issue 20 still being measured (mixed
 #: lines at the new target, long lines, many keys, many files again) are added here when merged.
 ROWS: tuple[Row, ...] = (
@@ -158,8 +159,9 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, `encoding.codec: raw`",
         "bench",
-        _bench(D6 + "raw-keyed-new-raw-max-", ["1", "2", "3", "4", "5"]),
-        "keyed-records-partitioned-in-the-chunk-producer-raw-against-kcat-alternated-with-the-code-before-it-2026-12-06-evening",
+        _bench(D7 + "raw-cpu-new2-raw-", ["3", "4", "5", "6", "7", "8", "9"]),
+        "codec-raw-the-agents-cpu-per-line-against-kcats-alternated-with-the-code-before-it-2026-12-06-2323-to-2026-12-07-0008-utc",
+        commit="1f30a0e",
         command=(
             "log-capturer bench --scenario max --files 4 --workers 1"
             " --agent-config docs/bench/2026-12-06/encodings-raw.yaml --bootstrap $B"
@@ -186,8 +188,11 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(D6 + "chunk-cost-many-files-after-", ["1", "2", "3", "4"]),
-        "per-chunk-cost-after-the-sources-metric-lookups-copies-and-notifies-2026-12-06-2100-2118-utc",
+        _bench(
+            D7 + "many-files-p99-",
+            ["after-1", "after-2", "after-3", "after-4", "final-after-1", "final-after-2"],
+        ),
+        "many-files-p99-write---kafka-where-the-latency-goes-and-lines-no-longer-held-in-the-producer-2026-12-06-2315---2026-12-07-0010-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"
@@ -207,42 +212,46 @@ ROWS: tuple[Row, ...] = (
     Row(
         "HTTP ingest -> Kafka, Fluent Bit msgpack",
         "bench",
-        _bench(D6 + "inputs-", ["http-msgpack-A1", "http-msgpack-A2", "http-msgpack-A3"]),
-        "forward-otlp-and-http-ingest-the-rest-of-the-per-record-python-in-c-2026-12-06-afternoon",
+        _bench(D7 + "inputs-rate-", ["http-new-1", "http-new-2", "http-new-3"]),
+        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
+        commit="e88ec6d",
         ceiling="",
         command=(
-            "log-capturer bench --scenario max --duration 2 --source http --http-batch 2000"
+            "log-capturer bench --scenario max --duration 3 --source http --http-batch 2000"
             " --http-format msgpack --bootstrap $B"
         ),
     ),
     Row(
         "forward -> Kafka, `{log}` as Fluent Bit sends a file",
         "bench",
-        _bench(D6 + "inputs-", ["fwd-log-A1", "fwd-log-A2", "fwd-log-A3"]),
-        "forward-otlp-and-http-ingest-the-rest-of-the-per-record-python-in-c-2026-12-06-afternoon",
+        _bench(D7 + "inputs-rate-", ["log-new-1", "log-new-2", "log-new-3"]),
+        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
+        commit="e88ec6d",
         ceiling="",
         command=(
-            "log-capturer bench --scenario max --duration 2 --source forward --http-batch 2000"
+            "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000"
             " --forward-record log --bootstrap $B"
         ),
     ),
     Row(
         "forward -> Kafka, `{log, level, labels}`",
         "bench",
-        _bench(D6 + "inputs-", ["fwd-fields-A1", "fwd-fields-A2", "fwd-fields-A3"]),
-        "forward-otlp-and-http-ingest-the-rest-of-the-per-record-python-in-c-2026-12-06-afternoon",
+        _bench(D7 + "inputs-rate-", ["fields-new-1", "fields-new-2", "fields-new-3"]),
+        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
+        commit="e88ec6d",
         ceiling="",
         command=(
-            "log-capturer bench --scenario max --duration 2 --source forward --http-batch 2000 --bootstrap $B"
+            "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000 --bootstrap $B"
         ),
     ),
     Row(
         "OTLP/HTTP -> Kafka, 1,000 records a request",
         "bench",
-        _bench(D6 + "inputs-", ["otlp-A1", "otlp-A2", "otlp-A3"]),
-        "forward-otlp-and-http-ingest-the-rest-of-the-per-record-python-in-c-2026-12-06-afternoon",
+        _bench(D7 + "inputs-rate-", ["otlp-new-1", "otlp-new-2", "otlp-new-3", "otlp-new-4"]),
+        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
+        commit="e88ec6d",
         ceiling="",
-        command="log-capturer bench --scenario max --duration 2 --source otlp --bootstrap $B",
+        command="log-capturer bench --scenario max --duration 3 --source otlp --bootstrap $B",
     ),
     Row(
         "file -> Loki sink -> VictoriaLogs",

@@ -270,8 +270,11 @@ class KafkaSinkConfig(Strict):
         "batch_timeout. When the dispatcher has handed over all it had, the records waiting in the "
         "producer are sent at once, unless the previous such send is still unacknowledged: then the "
         "lines that arrive gather until it is (as in Nagle's algorithm). A trickle leaves at once in "
-        "small batches (one round trip instead of batch_timeout); under load the dispatcher never "
-        "runs empty, and batches fill to batch_size or leave after batch_timeout, as with this off. "
+        "small batches (one round trip instead of batch_timeout). Records that have waited a round "
+        "trip (at least 20 ms) leave anyway, the dispatcher busy or the previous send "
+        "unacknowledged: a steady stream of small chunks (many files, a line at a time) does not "
+        "wait for batches to fill (not when batch_size records or more came since the last send, "
+        "nor with a batch_timeout under twice that wait: librdkafka sends them then). "
         "Off: every batch waits for batch_size records or batch_timeout.",
     )
     native_producer: bool = Field(

@@ -173,18 +173,33 @@ def encode_chunk_py(chunk: Chunk, key_field: str | None, head: bytes, tails: dic
     return out
 
 
+def ascii_lines(lines: list[str]) -> bool:
+    """Whether every line is ASCII (so each line's characters are its UTF-8 bytes); False
+    without the C module (the caller then encodes the lines)."""
+    return _speedups is not None and _speedups.all_ascii(lines)
+
+
+def topics_of(topic_of: dict[str, str], levels: list[str]) -> list[str]:
+    """Each line's topic, by its level (KeyError: a level ``topic_of`` lacks). In C the dict is
+    asked only when the level changes (a chunk's levels are a few str objects, over and over)."""
+    if _speedups is not None:
+        return _speedups.lookup_each(levels, topic_of)
+    return list(map(topic_of.__getitem__, levels))
+
+
 def tally(
-    topics: list[str], values: list[bytes], bounds: tuple[float, ...]
+    topics: list[str], values: list[bytes] | list[str], bounds: tuple[float, ...]
 ) -> tuple[dict[str, list[int]], int]:
     """Per topic: [records, bytes, then how many are at most each of ``bounds`` bytes]; and the
-    largest record. One pass in C (the sink's per-record bookkeeping of a chunk)."""
+    largest record. One pass in C (the sink's per-record bookkeeping of a chunk). A value may be
+    an ASCII str (codec raw: the line itself), whose size is its length."""
     if _speedups is not None:
         return _speedups.tally(topics, values, bounds)
     return tally_py(topics, values, bounds)
 
 
 def tally_py(
-    topics: list[str], values: list[bytes], bounds: tuple[float, ...]
+    topics: list[str], values: list[bytes] | list[str], bounds: tuple[float, ...]
 ) -> tuple[dict[str, list[int]], int]:
     sizes: dict[str, list[int]] = {}
     for topic, value in zip(topics, values, strict=True):

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from log_capturer.engine.contract import Headers, Record, Refused
 from log_capturer.record import Chunk
 from log_capturer.sinks.base import utc_now_iso
 from log_capturer.sinks.encoding import ChunkEncoder
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
-from log_capturer.sinks.kafka.encode import LEVELS, encode_chunk, tally
+from log_capturer.sinks.kafka.encode import LEVELS, ascii_lines, encode_chunk, tally, topics_of
 from log_capturer.sinks.kafka.headers import headers_for
 from log_capturer.sinks.kafka.partitioning import InvalidPartition, PartitionChooser
 
@@ -77,9 +78,15 @@ class KafkaRequest:
 
     def __init__(self, builder: RequestBuilder, chunk: Chunk) -> None:
         self.chunk = chunk
-        self.topics = list(map(builder.topic_of.__getitem__, chunk.levels))
+        self.topics = topics_of(builder.topic_of, chunk.levels)
         self.keys = builder.keys(chunk)
-        self.values = builder.encoder.encode(chunk)
+        self.values: list[bytes] | list[str]
+        if builder.lines_as_values and ascii_lines(chunk.lines):
+            # codec raw into the chunk producer: an ASCII line is its own record's bytes, handed
+            # over as it is (no bytes object per line); record_values() encodes them if needed.
+            self.values = list(chunk.lines)
+        else:
+            self.values = builder.encoder.encode(chunk)
         # Per topic: records, bytes and the size histogram's buckets, in one pass.
         self.tallied, self.longest = tally(self.topics, self.values, builder.size_bounds)
         self.nbytes = sum(row[1] for row in self.tallied.values())
@@ -89,6 +96,13 @@ class KafkaRequest:
         #: Records to refuse whatever their size (exactly-once: lines the broker refused in an
         #: aborted transaction), by index: reason and error text.
         self.refuse: dict[int, tuple[str, str]] | None = None
+
+    def record_values(self) -> list[bytes]:
+        """The records' values as bytes (the lines' own, encoded, when ``values`` holds them)."""
+        values = self.values
+        if values and isinstance(values[0], str):
+            return [v.encode() if isinstance(v, str) else v for v in values]
+        return cast("list[bytes]", values)
 
 
 class RequestBuilder:
@@ -112,6 +126,9 @@ class RequestBuilder:
         self.size_bounds = size_bounds
         self.max_message_bytes = config.max_message_bytes
         self.encoder = ChunkEncoder(config.encoding, self.key_field, encode_chunk)
+        #: Set by the sink when its chunk producer takes every record (not exactly-once): with
+        #: codec raw, the ASCII lines themselves are the values (see KafkaRequest).
+        self.lines_as_values = False
 
     def build(self, chunk: Chunk) -> KafkaRequest:
         return KafkaRequest(self, chunk)
@@ -119,7 +136,7 @@ class RequestBuilder:
     def records_of(self, chunk: Chunk) -> list[Record]:
         """A chunk's records one by one (topic, value, key, headers): what the engine parks for a
         chunk it could not hand over."""
-        topics = list(map(self.topic_of.__getitem__, chunk.levels))
+        topics = topics_of(self.topic_of, chunk.levels)
         keys = self.keys(chunk)
         values = self.encoder.encode(chunk)
         headers = self.chunk_headers(chunk) if self.config.headers else None
@@ -189,7 +206,7 @@ class RequestBuilder:
         ``refused`` with their reason."""
         topics, keys, partitions, headers = request.topics, request.keys, request.partitions, request.headers
         levels = request.chunk.levels
-        values = request.values
+        values = request.record_values()
         max_bytes = self.max_message_bytes
         refuse = request.refuse
         for i in range(start, len(values)):

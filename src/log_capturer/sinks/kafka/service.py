@@ -176,7 +176,9 @@ class KafkaService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flush_requested = False
-        self._linger = LingerPolicy(config.adaptive_batching, POLL_INTERVAL)
+        self._linger = LingerPolicy(
+            config.adaptive_batching, POLL_INTERVAL, config.batch_size, config.batch_timeout
+        )
         self._stats = StatsTracker(metrics, sink_type, config.compression)
         self._lock = threading.Lock()
         #: Records whose produce() calls have returned (adaptive batching compares it with the
@@ -223,6 +225,8 @@ class KafkaService:
         try:
             if self.config.native_producer:
                 self._native = self._new_native()
+                # codec raw: the chunk producer takes the ASCII lines themselves as the values.
+                self.requests.lines_as_values = self.config.encoding.codec == "raw"
                 # Statistics come from the chunk producer, which carries the traffic.
                 conf = {k: v for k, v in conf.items() if k not in ("stats_cb", "statistics.interval.ms")}
                 self._conf = conf
@@ -418,11 +422,12 @@ class KafkaService:
 
     def _send_producer(self, prepared: KafkaRequest, delivery: Delivery, refused: list[Refused]) -> None:
         assert self._producer is not None
-        topics, values, keys = prepared.topics, prepared.values, prepared.keys
         native = self._native
         if native is not None:
             self._send_native(native, delivery, prepared, refused)
-        elif (
+            return
+        topics, values, keys = prepared.topics, prepared.record_values(), prepared.keys
+        if (
             prepared.partitions is None
             and prepared.headers is None
             and prepared.refuse is None
@@ -519,7 +524,8 @@ class KafkaService:
         except Exception as exc:
             # Refused before any record was handed over (a bug): the poll thread sends them.
             self.runner.unexpected("hand_over_failed", exc)
-            for i, value in enumerate(values):
+            plain = [v.encode() if isinstance(v, str) else v for v in values]  # codec raw: lines
+            for i, value in enumerate(plain):
                 key = keys[i] if keys is not None else None
                 part = parts[i] if parts else -1
                 h = hdrs[i] if hdrs is not None else None
@@ -678,7 +684,9 @@ class KafkaService:
         try:
             if native is not None:
                 self._poll_native(native, producer)
-            elif self._linger.push_due(runner.finished, time.monotonic()) or self._flush_requested:
+            elif (
+                self._linger.push_due(runner.finished, time.monotonic(), self.handed) or self._flush_requested
+            ):
                 # flush() is poll() that also makes librdkafka ignore linger.ms until it returns.
                 self._flush_requested = False
                 producer.flush(POLL_INTERVAL)
@@ -904,7 +912,7 @@ class KafkaService:
             _, settled = native.flush(POLL_INTERVAL / 2)
             producer.flush(POLL_INTERVAL / 2)
             self._space.set()
-        elif self._linger.push_due(self.runner.finished, time.monotonic()):
+        elif self._linger.push_due(self.runner.finished, time.monotonic(), self.handed):
             _, settled = native.flush(POLL_INTERVAL)
             producer.poll(0)
             self._space.set()

@@ -237,25 +237,28 @@ class ForwardSource(Receiver[ForwardConfig]):
         total = sum(len(c.lines) for c in chunks)
         self.received += total + len(rejected)
         self.metrics.source_lines_received.labels(NAME, transport).inc(total + len(rejected))
-        queued = 0
-        for chunk in chunks:
-            if not self._submit(chunk):
-                self._dropped(total - queued)
-                return None
-            queued += len(chunk.lines)
+        queued = self._submit(chunks)
+        if queued < len(chunks):
+            self._dropped(total - sum(len(c.lines) for c in chunks[:queued]))
+            return None
         if rejected:
             self._reject(rejected)
         self.supervisor.ok()
         return chunks
 
-    def _submit(self, chunk: Chunk) -> bool:
+    def _submit(self, chunks: list[Chunk]) -> int:
+        """Queue a batch's chunks, handed to the dispatcher together (one wake-up, not one per
+        chunk); waits while the dispatcher holds the sources. Returns how many were queued (all
+        of them, unless the agent stopped first)."""
+        queued = 0
         try:
-            while not self.dispatcher.submit(chunk, None, timeout=_SUBMIT_SLICE):
-                if self.stopping.is_set() and time.monotonic() > self._deadline:
-                    return False
+            while queued < len(chunks):
+                queued += self.dispatcher.submit_many(chunks[queued:], timeout=_SUBMIT_SLICE)
+                if queued < len(chunks) and self.stopping.is_set() and time.monotonic() > self._deadline:
+                    break
         except QueueClosed:
-            return False
-        return True
+            pass
+        return queued
 
     def _dropped(self, n: int) -> None:
         """Records not queued before the agent stopped: their chunks are not acknowledged, so a

@@ -83,7 +83,7 @@ from log_capturer.record import Chunk, Origin
 from log_capturer.reliability.dlq import DeadLetterStore, DLQEntry, DLQWriteError
 from log_capturer.sources.base import BuildContext, Handler, SourceComponent
 from log_capturer.sources.http.config import HTTP_RECORD_MEMBERS, HttpIngestConfig
-from log_capturer.sources.listener import Group, Receiver, ack_future, chunks_of, read_body
+from log_capturer.sources.listener import Group, Receiver, all_acked_future, chunks_of, read_body
 from log_capturer.sources.supervise import describe
 from log_capturer.sources.syslog.parse import LEVELS as SYSLOG_LEVELS
 
@@ -947,25 +947,17 @@ class HttpIngest(Receiver[HttpIngestConfig]):
         loop = asyncio.get_running_loop()
         # In the executor too: a 10 MiB body is tens of thousands of records, a quarter of a second
         # the loop would otherwise not answer /health or /metrics.
-        chunks, rejected = await loop.run_in_executor(
-            None, self._records, data, request.headers.get("Content-Type", "")
+        # Parsed and queued in one trip to the executor, the chunks handed to the dispatcher
+        # together; the loop is woken once when the last of them is acknowledged.
+        chunks, rejected, queued, closed = await loop.run_in_executor(
+            None, self._records_submit, data, request.headers.get("Content-Type", "")
         )
         total = sum(len(c.lines) for c in chunks)
-        self.metrics.source_lines_received.labels("http_ingest", "http").inc(total + len(rejected))
-        acks: list[asyncio.Future[None]] = []
-        accepted = 0
-        for chunk in chunks:
-            try:
-                queued = await loop.run_in_executor(
-                    None, self.dispatcher.submit, chunk, None, cfg.queue_timeout
-                )
-            except QueueClosed:
-                raise IngestError(503, "the agent is stopping; retry on another instance or later") from None
-            if not queued:
-                return 429, self._full(accepted, total), {"Retry-After": "1"}
-            accepted += len(chunk.lines)
-            if cfg.acknowledgements:
-                acks.append(ack_future(loop, chunk))
+        accepted = sum(len(c.lines) for c in chunks[:queued])
+        if closed:
+            raise IngestError(503, "the agent is stopping; retry on another instance or later")
+        if queued < len(chunks):
+            return 429, self._full(accepted, total), {"Retry-After": "1"}
         self.accepted += accepted
         answer: dict[str, Any] = {"status": "accepted", "accepted": accepted, "rejected": len(rejected)}
         if rejected:
@@ -974,9 +966,9 @@ class HttpIngest(Receiver[HttpIngestConfig]):
             outcomes, dlq_error = await loop.run_in_executor(None, self._reject, rejected)
             self._rejections.add(loop, outcomes, dlq_error)
             answer.update(self._described(outcomes, dlq_error))
-        if acks:
+        if cfg.acknowledgements and queued:
             try:
-                await asyncio.wait_for(asyncio.gather(*acks), cfg.ack_timeout)
+                await asyncio.wait_for(all_acked_future(loop, chunks), cfg.ack_timeout)
             except TimeoutError:
                 answer.update(
                     status="timeout",
@@ -988,6 +980,24 @@ class HttpIngest(Receiver[HttpIngestConfig]):
 
     def _records(self, data: bytes, content_type: str) -> tuple[list[Chunk], list[Rejected]]:
         return self.records.chunks(parse_body(data, content_type))
+
+    def _records_submit(
+        self, data: bytes, content_type: str
+    ) -> tuple[list[Chunk], list[Rejected], int, bool]:
+        """In the executor: parse a body and queue its chunks (``queue_timeout`` at most).
+        Returns the chunks, the rejected records, how many chunks were queued (the first ones)
+        and whether the agent is stopping."""
+        chunks, rejected = self._records(data, content_type)
+        total = sum(len(c.lines) for c in chunks)
+        self.metrics.source_lines_received.labels("http_ingest", "http").inc(total + len(rejected))
+        queued, closed = 0, False
+        if chunks:
+            try:
+                queued = self.dispatcher.submit_many(chunks, self.config.queue_timeout)
+            except QueueClosed:
+                closed = True
+            closed = closed or (queued < len(chunks) and self.dispatcher.queue.closed)
+        return chunks, rejected, queued, closed
 
     def _reject(self, rejected: list[Rejected]) -> tuple[list[tuple[Rejected, str]], str]:
         """Park ``rejected`` in the local DLQ (empty messages are skipped instead with

@@ -46,10 +46,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
+from log_capturer.record import Chunk
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sources.base import BuildContext, SourceComponent
 from log_capturer.sources.http.source import Rejected, _RejectionLog, park_rejected
-from log_capturer.sources.listener import Receiver, ack_future, read_body, start_listener
+from log_capturer.sources.listener import Receiver, all_acked_future, read_body, start_listener
 from log_capturer.sources.otlp.config import OtlpConfig
 from log_capturer.sources.otlp.decode import EMPTY_BODY, FORMATS, JSON, PROTOBUF, Decoder, OtlpError
 from log_capturer.sources.supervise import describe
@@ -132,6 +133,8 @@ class OtlpSource(Receiver[OtlpConfig]):
         self._stop_requested: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._stop_timeout = 10.0
+        #: ``accepted`` is counted by the executor's threads.
+        self._count_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -232,22 +235,14 @@ class OtlpSource(Receiver[OtlpConfig]):
         cfg = self.config
         data = await self._read(request)
         loop = asyncio.get_running_loop()
-        chunks, rejected = await loop.run_in_executor(None, self.decoder.decode, data, mime)
-        total = sum(len(c.lines) for c in chunks)
-        self.metrics.source_lines_received.labels(NAME, "http").inc(total + len(rejected))
-        acks: list[asyncio.Future[None]] = []
-        for chunk in chunks:
-            try:
-                queued = await loop.run_in_executor(
-                    None, self.dispatcher.submit, chunk, None, cfg.queue_timeout
-                )
-            except QueueClosed:
-                return 503, error_body(mime, 503, "the agent is stopping; retry later"), {"Retry-After": "5"}
-            if not queued:
-                message = "the agent is held back by its sinks (dispatcher queue full); retry later"
-                return 429, error_body(mime, 429, message), {"Retry-After": "1"}
-            self.accepted += len(chunk.lines)
-            acks.append(ack_future(loop, chunk))
+        # Decoded and queued in one trip to the executor, its chunks handed to the dispatcher
+        # together; the loop is woken once when the last of them is acknowledged.
+        chunks, rejected, queued, closed = await loop.run_in_executor(None, self._decode_submit, data, mime)
+        if closed:
+            return 503, error_body(mime, 503, "the agent is stopping; retry later"), {"Retry-After": "5"}
+        if queued < len(chunks):
+            message = "the agent is held back by its sinks (dispatcher queue full); retry later"
+            return 429, error_body(mime, 429, message), {"Retry-After": "1"}
         error = ""
         if rejected:
             # Only once the good records are queued: a request answered 429 parks nothing, so the
@@ -255,9 +250,9 @@ class OtlpSource(Receiver[OtlpConfig]):
             outcomes, dlq_error = await loop.run_in_executor(None, self._reject, rejected)
             self._rejections.add(loop, outcomes, "")
             error = _described(outcomes, dlq_error)
-        if acks:
+        if queued:
             try:
-                await asyncio.wait_for(asyncio.gather(*acks), cfg.ack_timeout)
+                await asyncio.wait_for(all_acked_future(loop, chunks), cfg.ack_timeout)
             except TimeoutError:
                 message = (
                     f"records queued but not acknowledged by the sinks within {cfg.ack_timeout:g}s; "
@@ -265,6 +260,24 @@ class OtlpSource(Receiver[OtlpConfig]):
                 )
                 return 503, error_body(mime, 503, message), {"Retry-After": "5"}
         return 200, export_response(mime, len(rejected), error), None
+
+    def _decode_submit(self, data: bytes, mime: str) -> tuple[list[Chunk], list[Rejected], int, bool]:
+        """In the executor: decode a body and queue its chunks (``otlp.queue_timeout`` at most).
+        Returns the chunks, the rejected records, how many chunks were queued (the first ones)
+        and whether the agent is stopping."""
+        chunks, rejected = self.decoder.decode(data, mime)
+        total = sum(len(c.lines) for c in chunks)
+        self.metrics.source_lines_received.labels(NAME, "http").inc(total + len(rejected))
+        queued, closed = 0, False
+        if chunks:
+            try:
+                queued = self.dispatcher.submit_many(chunks, self.config.queue_timeout)
+            except QueueClosed:
+                closed = True
+            closed = closed or (queued < len(chunks) and self.dispatcher.queue.closed)
+        with self._count_lock:
+            self.accepted += sum(len(c.lines) for c in chunks[:queued])
+        return chunks, rejected, queued, closed
 
     def _reject(self, rejected: list[Rejected]) -> tuple[list[tuple[Rejected, str]], str]:
         """Park ``rejected`` in the local DLQ (empty bodies are skipped instead with

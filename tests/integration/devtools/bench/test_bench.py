@@ -183,6 +183,8 @@ def test_max_smoke_through_http_ingest(tmp_path: Path, bootstrap: str, body_form
     assert (r["options"]["source"], r["options"]["http_format"]) == ("http", body_format)
     info = r["generator"]["target_info"]
     assert (r["generator"]["target"], info["format"], info["requests"]) == ("http", body_format, 20)
+    # Encoded before the run, sent 10 at a time (the default --in-flight).
+    assert (info["prepared"], info["in_flight"], r["options"]["prepared"]) == (True, 10, True)
     assert r["ceiling"] is None and r["agent"]["exit_code"] == 0
     # Every record came through HTTP ingest with its tenant label (the partition key).
     assert res["by_topic"].get(r["topics"]["logs-dlq"], 0) == 0
@@ -223,18 +225,22 @@ def test_max_smoke_through_the_forward_listener(
     info = r["generator"]["target_info"]
     assert (r["generator"]["target"], info["messages"], info["acked"]) == ("forward", 10, 10)
     assert (info["record"], info["compressed"]) == (record, compress)
+    assert (info["prepared"], info["in_flight"], opts["in_flight"]) == (True, 10, 10)
     assert r["ceiling"] is None and r["agent"]["exit_code"] == 0
     assert res["by_topic"].get(r["topics"]["logs-dlq"], 0) == 0
 
 
 def test_max_smoke_through_the_otlp_input(tmp_path: Path, bootstrap: str) -> None:
-    r = bench(tmp_path, bootstrap, "--scenario", "max", "--lines", "20000", "--source", "otlp")
+    r = bench(
+        tmp_path, bootstrap, "--scenario", "max", "--lines", "20000", "--source", "otlp", "--in-flight", "4"
+    )
     res = r["results"]
     assert (res["unique"], res["lost"], res["duplicated"], res["misrouted"]) == (20000, 0, 0, 0)
     assert res["errors"]["foreign_records"] == 0
     assert (r["options"]["source"], r["options"]["http_format"]) == ("otlp", "otlp")
     info = r["generator"]["target_info"]
     assert info["url"].endswith("/v1/logs") and (info["format"], info["requests"]) == ("otlp", 20)
+    assert (info["prepared"], info["in_flight"], r["options"]["in_flight"]) == (True, 4, 4)
     assert r["ceiling"] is None and r["agent"]["exit_code"] == 0
     config = yaml.safe_load(Path(r["agent"]["config"]).read_text())
     assert config["otlp"]["enabled"] is True

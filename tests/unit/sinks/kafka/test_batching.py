@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from log_capturer.sinks.kafka.batching import REPEAT_MAX_WAIT, RTT_CAP, LingerPolicy
+from log_capturer.sinks.kafka.batching import BUSY_WAIT_FLOORS, REPEAT_MAX_WAIT, RTT_CAP, LingerPolicy
 
 FLOOR = 0.005
 
@@ -82,3 +82,90 @@ def test_the_largest_idle_count_wins() -> None:
     p.idle(handed=40)  # a second dispatcher thread reporting late
     assert p.push_due(finished=0, now=0.0)
     assert p.pushed_upto == 50
+
+
+def test_records_handed_over_while_the_dispatcher_stays_busy_leave_after_the_busy_wait() -> None:
+    p = LingerPolicy(True, FLOOR)
+    wait = p.busy_wait()
+    assert wait == BUSY_WAIT_FLOORS * FLOOR  # no round trip measured yet
+    # The dispatcher never runs empty: records are handed over, none is pushed at first.
+    assert not p.push_due(finished=0, now=1.0, handed=10)
+    assert not p.push_due(finished=0, now=1.0 + wait / 2, handed=30)
+    # The first of them has waited busy_wait: everything handed over so far leaves.
+    assert p.push_due(finished=0, now=1.0 + wait, handed=40)
+    assert (p.pushed_upto, p.busy_pushes, p.pushes) == (40, 1, 1)
+    # Acknowledged 2 ms later (the round trip measured); nothing new: nothing more to push.
+    assert not p.push_due(finished=40, now=1.002 + wait, handed=40)
+    assert p.acked and abs(p.rtt - 0.002) < 1e-9 and p.busy_wait() == wait
+    assert not p.push_due(finished=40, now=2.0, handed=40)
+    # The next records wait from when they are first seen, not from the last push.
+    assert not p.push_due(finished=40, now=3.0, handed=41)
+    assert not p.push_due(finished=40, now=3.0 + wait / 2, handed=41)
+    assert p.push_due(finished=40, now=3.0 + wait, handed=41)
+    assert p.busy_pushes == 2
+
+
+def test_a_slow_acknowledgement_holds_later_records_back_for_the_busy_wait_only() -> None:
+    p = LingerPolicy(True, FLOOR)
+    p.rtt = 0.03  # measured earlier: busy_wait 30 ms, a push overdue after 2 x 30 + 5 = 65 ms
+    p.idle(handed=10)
+    assert p.push_due(finished=0, now=0.0, handed=10)
+    # More records while the push is unacknowledged: they gather...
+    assert not p.push_due(finished=0, now=0.001, handed=25)
+    assert not p.push_due(finished=0, now=0.030, handed=25)
+    # ...and leave once they waited busy_wait, long before the push would be repeated.
+    assert p.push_due(finished=0, now=0.031, handed=25)
+    assert (p.pushed_upto, p.flushed_upto, p.busy_pushes, p.repeats) == (25, 25, 1, 0)
+    # Their acknowledgement (and the first push's) is measured from the latest push.
+    assert not p.push_due(finished=25, now=0.041, handed=25)
+    assert p.acked and p.rtt < 0.03
+
+
+def test_any_push_sends_every_record_handed_over_so_far() -> None:
+    p = LingerPolicy(True, FLOOR)
+    p.idle(handed=10)
+    # 5 more handed over after the dispatcher's idle report: the flush sends them too.
+    assert p.push_due(finished=0, now=0.0, handed=15)
+    assert (p.pushed_upto, p.flushed_upto) == (10, 15)
+    assert not p.push_due(finished=10, now=0.002, handed=15)
+    assert not p.push_due(finished=15, now=1.0, handed=15)
+    assert p.pushes == 1 and p.busy_pushes == 0
+
+
+def test_the_busy_wait_follows_a_longer_round_trip_and_nothing_is_pushed_when_disabled() -> None:
+    p = LingerPolicy(True, FLOOR)
+    p.rtt = 0.08
+    assert p.busy_wait() == 0.08
+    off = LingerPolicy(False, FLOOR)
+    assert not off.push_due(finished=0, now=0.0, handed=10)
+    assert not off.push_due(finished=0, now=10.0, handed=10)
+    assert off.pushes == 0
+
+
+def test_records_that_fill_batches_by_themselves_are_not_pushed_for_having_waited() -> None:
+    p = LingerPolicy(True, FLOOR, batch_size=100)
+    wait = p.busy_wait()
+    # A backlog at full speed: 100 records or more since the last push leave in full batches.
+    assert not p.push_due(finished=0, now=1.0, handed=50)
+    assert not p.push_due(finished=0, now=1.0 + wait, handed=100)
+    assert not p.push_due(finished=0, now=2.0, handed=5000)
+    assert p.pushes == 0
+    # The dispatcher runs empty: what is left is pushed as before.
+    p.idle(handed=5000)
+    assert p.push_due(finished=0, now=2.0, handed=5000)
+    # Afterwards a trickle (fewer than batch_size) waits busy_wait at most again.
+    assert not p.push_due(finished=5000, now=2.001, handed=5010)
+    assert p.push_due(finished=5000, now=2.001 + wait, handed=5030)
+    assert p.busy_pushes == 1
+
+
+def test_with_a_linger_shorter_than_twice_the_busy_wait_librdkafka_sends_them_instead() -> None:
+    p = LingerPolicy(True, FLOOR, batch_size=10_000, linger=0.02)  # the bench's 20 ms
+    assert not p.push_due(finished=0, now=1.0, handed=10)
+    assert not p.push_due(finished=0, now=1.0 + p.busy_wait(), handed=20)
+    assert not p.push_due(finished=0, now=2.0, handed=30)
+    assert p.pushes == 0
+    # A linger of twice the wait or more: pushed after the wait.
+    q = LingerPolicy(True, FLOOR, batch_size=10_000, linger=2 * BUSY_WAIT_FLOORS * FLOOR)
+    assert not q.push_due(finished=0, now=1.0, handed=10)
+    assert q.push_due(finished=0, now=1.0 + q.busy_wait(), handed=20)

@@ -74,6 +74,28 @@ def test_a_request_holds_each_lines_topic_key_value_and_tallies() -> None:
     ]
 
 
+def test_codec_raw_into_the_chunk_producer_sends_ascii_lines_as_they_are() -> None:
+    b = builder(encoding={"codec": "raw"}, max_message_bytes=1024)
+    b.lines_as_values = True  # the sink's chunk producer takes the ASCII lines themselves
+    big = "x" * 2000
+    req = b.build(chunk(*LINES, big))
+    assert req.values == [*LINES, big] and all(type(v) is str for v in req.values)
+    assert req.record_values() == [line.encode() for line in (*LINES, big)]
+    # Tallies and sizes as for the encoded bytes; what is refused is refused as bytes.
+    encoded = builder(encoding={"codec": "raw"}, max_message_bytes=1024).build(chunk(*LINES, big))
+    assert type(encoded.values[0]) is bytes
+    assert (req.tallied, req.longest, req.nbytes) == (encoded.tallied, encoded.longest, encoded.nbytes)
+    refused: list[Refused] = []
+    ok = list(b.producible(req, refused))
+    assert [v for _, _, v, *_ in ok] == [line.encode() for line in LINES]
+    assert [(r.reason, r.record.value) for r in refused] == [("message_too_large", big.encode())]
+    # A chunk with a line that is not ASCII: encoded, as without the chunk producer.
+    mixed = b.build(chunk(*LINES, "caf\u00e9"))
+    assert mixed.values == [*encoded.values[:4], "caf\u00e9".encode()]
+    # The envelope (json) is never the lines.
+    assert type(builder().build(chunk(*LINES)).values[0]) is bytes
+
+
 def test_keys_a_label_wins_and_no_key_field_means_no_keys() -> None:
     labelled = builder().build(chunk(*LINES, tenant_id="from-label"))
     assert labelled.keys == ["from-label"] * len(LINES)

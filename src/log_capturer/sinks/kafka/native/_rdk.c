@@ -885,12 +885,17 @@ static PyObject *Producer_produce_chunk(Producer *self, PyObject *args) {
         slot_n[cur]++;
         r->rkt = slot_rkt[cur];
         PyObject *v = PyList_GET_ITEM(values, i);
-        if (!PyBytes_Check(v)) {
-            PyErr_SetString(PyExc_TypeError, "values must be bytes");
+        if (PyBytes_Check(v)) {
+            r->payload = PyBytes_AS_STRING(v);
+            r->len = (size_t)PyBytes_GET_SIZE(v);
+        } else if (PyUnicode_Check(v) && PyUnicode_IS_COMPACT_ASCII(v)) {
+            /* An ASCII str is its own UTF-8 bytes (codec raw: the lines as read, no copy). */
+            r->payload = PyUnicode_DATA(v);
+            r->len = (size_t)PyUnicode_GET_LENGTH(v);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "values must be bytes or ASCII str");
             goto fail;
         }
-        r->payload = PyBytes_AS_STRING(v);
-        r->len = (size_t)PyBytes_GET_SIZE(v);
         if (keys != Py_None) {
             PyObject *k = PyList_GET_ITEM(keys, i);
             if (PyUnicode_Check(k)) {
@@ -1070,9 +1075,16 @@ static PyObject *chunk_result(chunk_t *c) {
             slot_t *s = &c->slots[i];
             if (!s->err)
                 continue;
-            PyObject *t = Py_BuildValue("(iOOOiO)", (int)s->err, item_or_none(c->topics, i),
-                                        PyTuple_GET_ITEM(c->values, i), item_or_none(c->keys, i),
-                                        (int)s->partition, item_or_none(c->headers, i));
+            /* A value given as an ASCII str comes back as its bytes, as every other value. */
+            PyObject *v = PyTuple_GET_ITEM(c->values, i);
+            v = PyUnicode_Check(v) ? PyUnicode_AsUTF8String(v) : Py_NewRef(v);
+            if (!v) {
+                Py_DECREF(fails);
+                return NULL;
+            }
+            PyObject *t = Py_BuildValue("(iOOOiO)", (int)s->err, item_or_none(c->topics, i), v,
+                                        item_or_none(c->keys, i), (int)s->partition, item_or_none(c->headers, i));
+            Py_DECREF(v);
             if (!t || PyList_Append(fails, t) < 0) {
                 Py_XDECREF(t);
                 Py_DECREF(fails);

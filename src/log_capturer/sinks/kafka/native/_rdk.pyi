@@ -44,7 +44,7 @@ class Producer:
         self,
         token: object,
         topics: list[str],
-        values: list[bytes],
+        values: list[bytes] | list[str],
         keys: list[str | None] | list[str] | list[bytes] | list[str | bytes | None] | None = None,
         partitions: list[int] | None = None,
         headers: list[Headers | None] | list[Headers] | None = None,
@@ -52,7 +52,8 @@ class Producer:
         /,
     ) -> int:
         """Hand the records over (the GIL released while librdkafka enqueues them; a full queue
-        waits for room); returns how many were handed over. ``headers``: each record's header
+        waits for room); returns how many were handed over. A value may be an ASCII str (its
+        own bytes, not copied; a failed record gives back its bytes). ``headers``: each record's header
         list (the same object for records that share it), or None. ``partition_counts`` (with
         keys, without partitions and headers): the partitions of the topics it names; their keyed
         records are partitioned here as librdkafka's murmur2_random does, and each partition's

@@ -74,8 +74,10 @@ def test_every_chunk_is_settled_once_with_all_its_records_delivered(
         for c in range(20):
             values = [f"chunk {c} record {i}".encode() for i in range(500)]
             sent.extend(values)
+            # Every other chunk gives its values as ASCII str (codec raw's lines): the same bytes.
+            given: list[bytes] | list[str] = values if c % 2 else [v.decode() for v in values]
             n = p.produce_chunk(
-                ("token", c), [topics[i % 2] for i in range(500)], values, [f"k{i % 7}" for i in range(500)]
+                ("token", c), [topics[i % 2] for i in range(500)], given, [f"k{i % 7}" for i in range(500)]
             )
             assert n == 500
         settled = _drain(p, 20)
@@ -131,11 +133,19 @@ def test_an_unknown_partition_fails_at_once_and_is_reported_with_the_chunk(
         assert _drain(p, 1)[0][2] == []
         assert p.produce_chunk("t", [topic] * 2, [b"ok", b"bad"], None, [1, 7]) == 2
         settled = _drain(p, 1)
+        # Values given as ASCII str: a failed one comes back as its bytes, as any other.
+        assert p.produce_chunk("s", [topic] * 2, ["ok", "bad"], None, [1, 7]) == 2
+        settled += _drain(p, 1)
+        # Only ASCII text is its own UTF-8: anything else is refused before any record is handed over.
+        with pytest.raises(TypeError, match="bytes or ASCII str"):
+            p.produce_chunk("u", [topic] * 2, ["ok", "caf\u00e9"], None, [1, 1])
+        assert p.live_chunks == 0
     finally:
         p.close()
-    [(token, produced, failures)] = settled
-    assert (token, produced) == ("t", 2)
-    assert [(f[0], f[2], f[4]) for f in failures] == [(KafkaError._UNKNOWN_PARTITION, b"bad", 7)]
+    assert [(token, produced) for token, produced, _ in settled] == [("t", 2), ("s", 2)]
+    for _, _, failures in settled:
+        assert [(f[0], f[2], f[4]) for f in failures] == [(KafkaError._UNKNOWN_PARTITION, b"bad", 7)]
+        assert type(failures[0][2]) is bytes
 
 
 def test_a_failed_record_whose_result_finds_no_memory_is_given_back_later_never_lost(
