@@ -328,3 +328,17 @@ def test_submit_many_at_a_closed_gate_queues_the_first_chunks_only() -> None:
     assert d.submit_many(chunks, timeout=1) == 2
     assert d.close(5)
     assert sink.got == ["a", "b"]
+
+
+def test_submit_request_says_how_many_were_queued_and_whether_the_agent_stops() -> None:
+    sink = GateSink()
+    d = dispatcher(sink)
+    assert d.submit_request([], timeout=1) == (0, False)
+    assert d.submit_request([Chunk(ORIGIN, ["a"]), Chunk(ORIGIN, ["b"])], timeout=1) == (2, False)
+    sink.open.clear()
+    assert d.submit_request([Chunk(ORIGIN, ["c"])], timeout=0.1) == (0, False)  # the gate: 429
+    d.queue.close()
+    assert d.submit_request([Chunk(ORIGIN, ["d"])], timeout=0.1) == (0, True)
+    sink.open.set()
+    assert d.close(5)
+    assert sink.got == ["a", "b"]
