@@ -102,7 +102,8 @@ integration: system-deps kafka-jars opensearch-jars
 	$(BIN)/pytest tests/integration
 
 # Two workers (pytest-xdist): most integration tests wait on real servers, not on the CPU. Tests
-# that share OpenSearch or the private Docker Engine stay on one worker (tests/conftest.py).
+# that share OpenSearch, the private Docker Engine or a package's own server stay on one worker
+# (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 test: system-deps kafka-jars opensearch-jars tools lint

@@ -28,8 +28,9 @@ SHARED_SERVERS = ("opensearch", "docker_engine")
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which turns the marks into the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups tests for pytest-xdist's ``loadgroup``: a module's tests stay on one worker (its
-    module fixtures, such as a 3-node cluster, start once), and so do all tests of OpenSearch or
-    of the private Docker Engine. Without xdist the marks do nothing."""
+    module fixtures, such as a 3-node cluster, start once), and so do all tests of OpenSearch, of
+    the private Docker Engine, or of a package's own server (its fixture starts once). Without
+    xdist the marks do nothing."""
     for item in items:
         item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
 
@@ -60,8 +61,25 @@ def xdist_group(item: pytest.Item) -> str:
     for server in SHARED_SERVERS:
         if server in names:
             return server
+    package_server = package_scoped_fixture(item)
+    if package_server:
+        return package_server
     module = item.nodeid.split("::", 1)[0]
     return f"{module}[{harness}]" if harness else module
+
+
+def package_scoped_fixture(item: pytest.Item) -> str | None:
+    """``<package>::<fixture>`` for a test that uses a package-scoped fixture (a server of the
+    package's own, such as the broker the reliability tests stop): its tests run in one group, one
+    after the other, so the server starts once instead of once per module."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name in sorted(info.name2fixturedefs):
+        defs = info.name2fixturedefs[name]
+        if defs and defs[-1].scope == "package":
+            return f"{defs[-1].baseid}::{name}"
+    return None
 
 
 @pytest.fixture(scope="session")

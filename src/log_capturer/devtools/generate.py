@@ -343,8 +343,23 @@ def _run_prepared(
     seconds = time.monotonic() - start
     if progress is not None:
         progress(sent, seconds)
+    info = {**info, "prepared": True, "prepare_seconds": round(start - begun, 3)}
+    return _summary(target.name, sent, seconds, rate, started_at, 0.0, factory, info)
+
+
+def _summary(
+    name: str,
+    sent: int,
+    seconds: float,
+    rate: float,
+    started_at: float,
+    max_behind: float,
+    factory: LineFactory,
+    info: dict[str, Any],
+) -> Summary:
+    """What a run of :func:`generate` reports."""
     return Summary(
-        target=target.name,
+        target=name,
         lines=sent,
         seconds=round(seconds, 6),
         rate=round(sent / seconds, 1) if seconds > 0 else 0.0,
@@ -352,11 +367,11 @@ def _run_prepared(
         first_seq=0,
         last_seq=sent - 1,
         started_at=started_at,
-        max_behind=0.0,
+        max_behind=max_behind,
         format=factory.fmt,
         line_bytes=factory.line_bytes,
         seed=factory.seed,
-        target_info={**info, "prepared": True, "prepare_seconds": round(start - begun, 3)},
+        target_info=info,
     )
 
 
@@ -1005,18 +1020,4 @@ def run(
     seconds = time.monotonic() - start
     if progress is not None:
         progress(sent, seconds)
-    return Summary(
-        target=target.name,
-        lines=sent,
-        seconds=round(seconds, 6),
-        rate=round(sent / seconds, 1) if seconds > 0 else 0.0,
-        requested_rate=rate,
-        first_seq=0,
-        last_seq=sent - 1,
-        started_at=started_at,
-        max_behind=round(max_behind, 6),
-        format=factory.fmt,
-        line_bytes=factory.line_bytes,
-        seed=factory.seed,
-        target_info=info,
-    )
+    return _summary(target.name, sent, seconds, rate, started_at, round(max_behind, 6), factory, info)

@@ -197,6 +197,18 @@ class Dispatcher:
         self.metrics.dispatcher_queue_utilization.set(self.queue.utilization)
         return count
 
+    def submit_request(self, chunks: Sequence[Chunk], timeout: float | None) -> tuple[int, bool]:
+        """:meth:`submit_many` for the chunks of one request or message of a listener: how many
+        were queued (the first ones), and whether the agent is stopping (the queue closed before
+        all of them were)."""
+        if not chunks:
+            return 0, False
+        try:
+            queued = self.submit_many(chunks, timeout)
+        except QueueClosed:
+            return 0, True
+        return queued, queued < len(chunks) and self.queue.closed
+
     def _wait_accepting(self, origin: Origin, deadline: float | None) -> tuple[Sink, ...] | None:
         """Hold the source while one of its sinks refuses more lines (backpressure) or a reload
         holds every source (:meth:`pause`). Its sinks, or None when ``deadline`` passed; passing

@@ -70,35 +70,13 @@ class ChunkQueue:
 
     def put(self, key: str, chunk: Chunk, timeout: float | None = None) -> bool:
         """Queue ``chunk`` behind the earlier chunks of source ``key``; wait while full. False on timeout."""
-        n = len(chunk.lines)
-        nbytes = chunk.text_bytes
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while (
-                self.size > 0
-                and (self.size + n > self.capacity or self.text_bytes + nbytes > self.max_bytes)
-                and not self._closed
-            ):
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._waiting_full += 1
-                try:
-                    self._not_full.wait(remaining)
-                finally:
-                    self._waiting_full -= 1
+            if not self._wait_room(chunk, deadline, wake_workers=False):
+                return False
             if self._closed:
                 raise QueueClosed
-            dq = self._chunks.get(key)
-            if dq is None:
-                dq = self._chunks[key] = deque()
-            if not dq and key not in self._held:
-                self._ready.append(key)
-                if self._waiting_work:
-                    self._work.notify()
-            dq.append(chunk)
-            self.size += n
-            self.text_bytes += nbytes
+            self._append(key, chunk)
             if self._waiting_more:
                 self._more.notify_all()
         return True
@@ -114,42 +92,54 @@ class ChunkQueue:
         with self._lock:
             try:
                 for key, chunk in items:
-                    n = len(chunk.lines)
-                    nbytes = chunk.text_bytes
-                    while (
-                        self.size > 0
-                        and (self.size + n > self.capacity or self.text_bytes + nbytes > self.max_bytes)
-                        and not self._closed
-                    ):
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        if remaining is not None and remaining <= 0:
-                            return queued
-                        if self._waiting_more:
-                            self._more.notify_all()
-                        self._waiting_full += 1
-                        try:
-                            self._not_full.wait(remaining)
-                        finally:
-                            self._waiting_full -= 1
+                    if not self._wait_room(chunk, deadline, wake_workers=True):
+                        return queued
                     if self._closed:
                         if queued:
                             return queued
                         raise QueueClosed
-                    dq = self._chunks.get(key)
-                    if dq is None:
-                        dq = self._chunks[key] = deque()
-                    if not dq and key not in self._held:
-                        self._ready.append(key)
-                        if self._waiting_work:
-                            self._work.notify()
-                    dq.append(chunk)
-                    self.size += n
-                    self.text_bytes += nbytes
+                    self._append(key, chunk)
                     queued += 1
             finally:
                 if queued and self._waiting_more:
                     self._more.notify_all()
         return queued
+
+    def _wait_room(self, chunk: Chunk, deadline: float | None, wake_workers: bool) -> bool:
+        """Under the lock: wait until ``chunk`` fits (an empty queue always takes one) or the
+        queue closes; False when ``deadline`` passed first. ``wake_workers``: workers filling a
+        partial batch take what was queued so far before this waits (:meth:`put_many`)."""
+        n = len(chunk.lines)
+        nbytes = chunk.text_bytes
+        while (
+            self.size > 0
+            and (self.size + n > self.capacity or self.text_bytes + nbytes > self.max_bytes)
+            and not self._closed
+        ):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if wake_workers and self._waiting_more:
+                self._more.notify_all()
+            self._waiting_full += 1
+            try:
+                self._not_full.wait(remaining)
+            finally:
+                self._waiting_full -= 1
+        return True
+
+    def _append(self, key: str, chunk: Chunk) -> None:
+        """Under the lock: ``chunk`` behind the earlier chunks of source ``key``."""
+        dq = self._chunks.get(key)
+        if dq is None:
+            dq = self._chunks[key] = deque()
+        if not dq and key not in self._held:
+            self._ready.append(key)
+            if self._waiting_work:
+                self._work.notify()
+        dq.append(chunk)
+        self.size += len(chunk.lines)
+        self.text_bytes += chunk.text_bytes
 
     def take(self, max_lines: int, max_wait: float, flush_on_idle: bool) -> Taken | None:
         """Next batch and the sources it holds: blocks for the first ready source, then gathers

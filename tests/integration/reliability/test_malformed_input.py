@@ -98,9 +98,9 @@ def test_malformed_input_is_shipped_truncated_or_parked_and_the_agent_keeps_runn
     assert cut["message"] == "x" * (512 * 1024)
     kept = cut_json[: 512 * 1024 - 1].decode()  # the byte at the limit starts a character: left out
     assert long_json["message"] == kept and long_json["level"] == "error"
-    # Cut, the line is no longer a JSON object: its level is read as text's, and it has no key
-    # field (the record is keyed by its file, as any line without one).
-    assert long_json["fields"] == {} and cut_records['{"le'].key == str(log).encode()
+    # Cut, the line is no longer a JSON object: its level is read as text's, and its key from its
+    # "tenant_id" member where it stands (the record keeps its tenant's partition).
+    assert long_json["fields"] == {"tenant_id": "t-long"} and cut_records['{"le'].key == b"t-long"
     assert long_plain["message"] == "WARN " + "z" * (512 * 1024 - 5) and long_plain["level"] == "warn"
     assert metric(metrics, "logs_truncated_total", source_type="file") == 3.0
     [parked] = [

@@ -354,3 +354,17 @@ def test_submit_many_with_checkpoints_registers_the_queued_chunks_in_order_and_a
     assert sink.got == ["a1", "b1", "a2"]
     assert (a.committed, b.committed, a.acked_lines, b.acked_lines) == (53, 103, 2, 1)
     assert a.idle and b.idle and d.lines_in == 3
+
+
+def test_submit_request_says_how_many_were_queued_and_whether_the_agent_stops() -> None:
+    sink = GateSink()
+    d = dispatcher(sink)
+    assert d.submit_request([], timeout=1) == (0, False)
+    assert d.submit_request([Chunk(ORIGIN, ["a"]), Chunk(ORIGIN, ["b"])], timeout=1) == (2, False)
+    sink.open.clear()
+    assert d.submit_request([Chunk(ORIGIN, ["c"])], timeout=0.1) == (0, False)  # the gate: 429
+    d.queue.close()
+    assert d.submit_request([Chunk(ORIGIN, ["d"])], timeout=0.1) == (0, True)
+    sink.open.set()
+    assert d.close(5)
+    assert sink.got == ["a", "b"]

@@ -76,7 +76,7 @@ from aiohttp import web
 from prometheus_client import Counter as Counter_
 
 from log_capturer.observability.metrics import Metrics
-from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
+from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing.levels import NUMERIC, level_of_value, loads_tolerant
 from log_capturer.processing.timestamps import NS, parse_rfc3339
 from log_capturer.record import Chunk, Origin
@@ -990,13 +990,7 @@ class HttpIngest(Receiver[HttpIngestConfig]):
         chunks, rejected = self._records(data, content_type)
         total = sum(len(c.lines) for c in chunks)
         self.metrics.source_lines_received.labels("http_ingest", "http").inc(total + len(rejected))
-        queued, closed = 0, False
-        if chunks:
-            try:
-                queued = self.dispatcher.submit_many(chunks, self.config.queue_timeout)
-            except QueueClosed:
-                closed = True
-            closed = closed or (queued < len(chunks) and self.dispatcher.queue.closed)
+        queued, closed = self.dispatcher.submit_request(chunks, self.config.queue_timeout)
         return chunks, rejected, queued, closed
 
     def _reject(self, rejected: list[Rejected]) -> tuple[list[tuple[Rejected, str]], str]:

@@ -45,7 +45,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from log_capturer.observability.metrics import Metrics
-from log_capturer.pipeline.dispatcher import Dispatcher, QueueClosed
+from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.record import Chunk
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sources.base import BuildContext, SourceComponent
@@ -268,13 +268,7 @@ class OtlpSource(Receiver[OtlpConfig]):
         chunks, rejected = self.decoder.decode(data, mime)
         total = sum(len(c.lines) for c in chunks)
         self.metrics.source_lines_received.labels(NAME, "http").inc(total + len(rejected))
-        queued, closed = 0, False
-        if chunks:
-            try:
-                queued = self.dispatcher.submit_many(chunks, self.config.queue_timeout)
-            except QueueClosed:
-                closed = True
-            closed = closed or (queued < len(chunks) and self.dispatcher.queue.closed)
+        queued, closed = self.dispatcher.submit_request(chunks, self.config.queue_timeout)
         with self._count_lock:
             self.accepted += sum(len(c.lines) for c in chunks[:queued])
         return chunks, rejected, queued, closed

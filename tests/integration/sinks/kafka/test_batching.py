@@ -61,12 +61,13 @@ def paced(
         # A trickle with adaptive batching: each line leaves at once, in a batch of its own,
         # although the producer's linger (batch_timeout) is 10 s.
         (True, "10s", False),
-        # The same trickle without it: the lines wait for batch_timeout and gather in one batch.
-        (False, "10s", True),
+        # The same trickle without it: the lines wait for batch_timeout and gather in one batch
+        # (5 s, longer than the 3 s trickle; the warm-up line waits it too, so no longer).
+        (False, "5s", True),
         # Without it and with a short batch_timeout: each line leaves after 20 ms, alone again.
         (False, "20ms", False),
     ],
-    ids=["adaptive-linger-10s", "fixed-linger-10s", "fixed-linger-20ms"],
+    ids=["adaptive-linger-10s", "fixed-linger-5s", "fixed-linger-20ms"],
 )
 def test_a_trickle_leaves_at_once_with_adaptive_batching_and_waits_for_batch_timeout_without(
     adaptive: bool,
