@@ -188,15 +188,13 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(
-            D7 + "many-files-p99-",
-            ["after-1", "after-2", "after-3", "after-4", "final-after-1", "final-after-2"],
-        ),
-        "many-files-p99-write---kafka-where-the-latency-goes-and-lines-no-longer-held-in-the-producer-2026-12-06-2315---2026-12-07-0010-utc",
+        _bench(D7 + "many-files-turn-after-", ["1", "2", "3", "4", "5", "6"]),
+        "many-files-a-loop-turns-chunks-handed-to-the-dispatcher-in-one-call-2026-12-07-0017---0035-utc",
+        commit="1170372",
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"
-            " --duration 30 --watcher auto --bootstrap $B"
+            " --duration 20 --watcher auto --bootstrap $B"
         ),
     ),
     Row(
