@@ -37,6 +37,9 @@ from log_capturer.sources.file.tail import TailedFile
 
 log = logging.getLogger(__name__)
 
+#: Listings of one search for generations at most (see :meth:`CatchUp.generations`).
+LISTINGS = 8
+
 
 class CatchUp:
     def __init__(
@@ -52,13 +55,23 @@ class CatchUp:
         self.descriptors = descriptors
         self.checkpointer = checkpointer
         self.encoding_errors = encoding_errors
+        #: Live paths whose last search lost track of a file (see :meth:`generations`), and how
+        #: far back that search looked.
+        self._unsettled: dict[str, int] = {}
 
     def generations(
         self, live_path: str, origin: Origin, since_ns: int, known: set[Key] | frozenset[Key] = frozenset()
     ) -> None:
-        """Follow the generations of ``live_path`` rotated away unseen since ``since_ns`` (not ``known``)."""
+        """Follow the generations of ``live_path`` rotated away unseen since ``since_ns`` (not ``known``).
+
+        A search can lose track of a file: Docker renames every generation at each rotation, and
+        a file renamed again and again while it is looked for is not found under any name. The
+        directory is then listed again; if the search still ends with such a file, the next
+        search of ``live_path`` looks back as far as this one did (its own ``since_ns``, later,
+        would leave the file out for good)."""
         if not live_path or not since_ns:
             return
+        since_ns = min(since_ns, self._unsettled.get(live_path, since_ns))
         directory, base = os.path.split(live_path)
         paths = self.paths
         target = paths.target_for(live_path) or paths.target_for_source(origin.source_id)
@@ -67,13 +80,21 @@ class CatchUp:
         copies = self.followed.complete_digests()
         found: dict[Key, tuple[int, str, os.stat_result, Fingerprint]] = {}
         # A listing made while files are renamed may miss one (readdir does not promise to return
-        # an entry renamed during it): list again until a listing finds nothing new.
-        for _ in range(5):
+        # an entry renamed during it): list again until a listing finds nothing new and loses
+        # track of nothing.
+        settled = False
+        for _ in range(LISTINGS):
             before = len(found)
-            if not self._list_generations(directory, base, since_ns, known, copies, found):
+            lost = self._list_generations(directory, base, since_ns, known, copies, found)
+            if lost is None:
                 return
-            if len(found) == before:
+            if len(found) == before and not lost:
+                settled = True
                 break
+        if settled:
+            self._unsettled.pop(live_path, None)
+        else:
+            self._unsettled[live_path] = since_ns
         followed = self.followed
         for _, path, st, fp in sorted(found.values(), key=lambda f: (f[0], f[1])):
             tf = TailedFile(
@@ -104,9 +125,11 @@ class CatchUp:
         known: set[Key] | frozenset[Key],
         copies: set[str],
         found: dict[Key, tuple[int, str, os.stat_result, Fingerprint]],
-    ) -> bool:
+    ) -> int | None:
         """One listing for :meth:`generations`: adds the untracked generations of ``base``
-        modified at or after ``since_ns`` to ``found``. False when the directory cannot be listed."""
+        modified at or after ``since_ns`` to ``found``. Returns how many listed files it lost
+        track of (gone, or renamed again each time it looked), None when the directory cannot
+        be listed."""
         try:
             with os.scandir(directory) as it:
                 # The inode comes from the listing: the name may name another file by the time it
@@ -117,14 +140,16 @@ class CatchUp:
                     if e.name.startswith(base) and e.name != base and e.is_file(follow_symlinks=False)
                 ]
         except OSError:
-            return False
+            return None
         followed = self.followed
         unclaimed = self.checkpointer.unclaimed
         released = self.checkpointer.released
+        lost = 0
         for listed, ino in names:
             opened = open_listed(listed, ino)
             if opened is None:
-                continue  # deleted since the listing
+                lost += 1  # deleted since the listing, or renamed again each time it was looked for
+                continue
             path, st, data = opened
             if self.paths.target_for(path) is not None or not self.paths.rotated_name_ok(path):
                 continue
@@ -142,7 +167,7 @@ class CatchUp:
             if st.st_mtime_ns < since_ns or fp.digest in copies:
                 continue
             found[key] = (st.st_mtime_ns, path, st, fp)
-        return True
+        return lost
 
     def resume_saved(self) -> None:
         """Resume the saved files no watched path names, then catch up their generations."""

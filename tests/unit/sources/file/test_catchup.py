@@ -102,3 +102,44 @@ def test_saved_rotated_files_are_resumed_where_they_are_now(logs: Path) -> None:
         assert released[str(done)]["state"] == "released"  # fully read: not read again
     finally:
         parts.close()
+
+
+def test_a_generation_lost_track_of_is_looked_for_again_by_the_next_search(
+    logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker renames every generation at each rotation: a file renamed again each time it is
+    looked for is found by no listing of a search. The next search (at the next rotation, with a
+    later last write) still looks back as far, so the file is read and not left out for good."""
+    from log_capturer.sources.file import catchup
+
+    live = logs / "app.log"
+    write(live, "now\n", 3000)
+    write(logs / "app.log.2", "lost track of\n", 2000)
+    write(logs / "app.log.1", "found\n", 2500)
+    real = catchup.open_listed
+    racing = True
+
+    def open_listed(path: str, ino: int):  # type: ignore[no-untyped-def]
+        if racing and path.endswith("app.log.2"):
+            return None  # renamed again each time it was looked for
+        return real(path, ino)
+
+    monkeypatch.setattr(catchup, "open_listed", open_listed)
+    parts = Parts(ListedPaths(live))
+    try:
+        origin = Origin("file", str(live))
+        parts.catch_up.generations(str(live), origin, 1000 * 10**9)
+        assert [tf.path for tf in parts.followed.files(live=False)] == [str(logs / "app.log.1")]
+        racing = False
+        # The next rotation's search: its own last write (2,800 s) is after the lost file's.
+        parts.catch_up.generations(str(live), origin, 2800 * 10**9)
+        assert sorted(tf.path for tf in parts.followed.files(live=False)) == [
+            str(logs / "app.log.1"),
+            str(logs / "app.log.2"),
+        ]
+        # Settled: a later search looks back only as far as it is asked to.
+        write(logs / "app.log.3", "older than the last write\n", 2900)
+        parts.catch_up.generations(str(live), origin, 2950 * 10**9)
+        assert len(parts.followed.files(live=False)) == 2
+    finally:
+        parts.close()
