@@ -159,9 +159,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, `encoding.codec: raw`",
         "bench",
-        _bench(D7 + "raw-cpu-new2-raw-", ["3", "4", "5", "6", "7", "8", "9"]),
-        "codec-raw-the-agents-cpu-per-line-against-kcats-alternated-with-the-code-before-it-2026-12-06-2323-to-2026-12-07-0008-utc",
-        commit="1f30a0e",
+        _bench(D7 + "raw-quiet-raw-", ["1", "2", "3", "4", "5", "6"]),
+        "codec-raw-against-kcat-on-a-quiet-host-2026-12-07-0219-0238-utc",
         command=(
             "log-capturer bench --scenario max --files 4 --workers 1"
             " --agent-config docs/bench/2026-12-06/encodings-raw.yaml --bootstrap $B"
