@@ -57,9 +57,9 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 150-byte JSON, 1 process",
         "bench",
-        _bench(D6 + "scaling-", ["w1-1", "w1-2", "w1-3", "w1-4", "w1-5"]),
-        "#what-more-cores-buy",
-        command="log-capturer bench --scenario max --duration 10 --files 2 --workers 1 --bootstrap $B",
+        _bench(D7 + "raw-quiet-json-", ["1", "2", "3", "4", "5", "6"]),
+        "codec-raw-against-kcat-on-a-quiet-host-2026-12-07-0219-0238-utc",
+        command="log-capturer bench --scenario max --files 4 --workers 1 --bootstrap $B",
     ),
     Row(
         "file -> Kafka, max, 150-byte JSON, `--workers 2`",
@@ -71,8 +71,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, mixed lines (40 % plain, 30 % logfmt, 30 % JSON, 80-300 bytes, Java traces)",
         "bench",
-        _bench(D6 + "mixed-after-", ["2", "3", "4", "5", "6", "7", "8", "9"]),
-        "mixed-lines-plain-text-and-logfmt-analysed-in-c-multiline-a-batch-at-a-time-2026-12-06-2000-2021-utc",
+        _bench(D7 + "quiet-mixed-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         command="log-capturer bench --scenario max --format mixed --lines 2000000 --bootstrap $B",
     ),
     Row(
@@ -95,8 +95,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, peak (20,000 lines/s)",
         "bench",
-        _bench(D6 + "positions-", ["new-peak-6", "new-peak-7", "new-peak-8", "new-peak-9", "new-peak-10"]),
-        "positions-written-within-300-ms-alternated-with-the-code-before-it-2026-12-06",
+        _bench(D7 + "quiet-peak-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         commit="c4523b1",
         ceiling="",
         command=(
@@ -107,22 +107,22 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 8 KiB JSON lines",
         "bench",
-        _bench(D6 + "long-lines-8k-after-", ["1", "2", "3"]),
-        "long-lines-8-kib-and-64-kib-lines-and-truncation-at-max_line_bytes-2026-12-06",
+        _bench(D7 + "quiet-long8k-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         command="log-capturer bench --scenario max --line-bytes 8192 --lines 40000 --bootstrap $B",
     ),
     Row(
         "file -> Kafka, max, 64 KiB JSON lines",
         "bench",
-        _bench(D6 + "long-lines-64k-after-", ["1", "2", "3", "4", "5"]),
-        "long-lines-8-kib-and-64-kib-lines-and-truncation-at-max_line_bytes-2026-12-06",
+        _bench(D7 + "quiet-long64k-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         command="log-capturer bench --scenario max --line-bytes 65536 --lines 6000 --bootstrap $B",
     ),
     Row(
         "file -> Kafka, max, 64 KiB lines cut at `max_line_bytes: 8192`",
         "bench",
-        _bench(D6 + "long-lines-trunc64k-after-", ["1", "2"]),
-        "long-lines-8-kib-and-64-kib-lines-and-truncation-at-max_line_bytes-2026-12-06",
+        _bench(D7 + "quiet-trunc64k-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --line-bytes 65536 --lines 15000 --ceiling none"
@@ -132,8 +132,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 8 KiB lines with `max_line_bytes: 8192` (not cut)",
         "bench",
-        _bench(D6 + "long-lines-plain8k-after-", ["1", "2"]),
-        "long-lines-8-kib-and-64-kib-lines-and-truncation-at-max_line_bytes-2026-12-06",
+        _bench(D7 + "quiet-plain8k-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --line-bytes 8192 --lines 15000 --ceiling none"
@@ -143,16 +143,16 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 16 distinct keys",
         "bench",
-        _bench(D6 + "many-keys-after-16-", ["1", "2", "3"]),
-        "many-keys-16-vs-10000-distinct-tenant_id-values-2026-12-06",
+        _bench(D7 + "quiet-keys16-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         ceiling="",
         command="log-capturer bench --scenario max --lines 600000 --keys 16 --ceiling none --bootstrap $B",
     ),
     Row(
         "file -> Kafka, max, 10,000 distinct keys",
         "bench",
-        _bench(D6 + "many-keys-after-10000-", ["1", "2", "3"]),
-        "many-keys-16-vs-10000-distinct-tenant_id-values-2026-12-06",
+        _bench(D7 + "quiet-keys10000-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         ceiling="",
         command="log-capturer bench --scenario max --lines 600000 --keys 10000 --ceiling none --bootstrap $B",
     ),
@@ -209,9 +209,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "HTTP ingest -> Kafka, Fluent Bit msgpack",
         "bench",
-        _bench(D7 + "inputs-rate-", ["http-new-1", "http-new-2", "http-new-3"]),
-        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
-        commit="e88ec6d",
+        _bench(D7 + "quiet-msgpack-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --duration 3 --source http --http-batch 2000"
@@ -221,9 +220,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "forward -> Kafka, `{log}` as Fluent Bit sends a file",
         "bench",
-        _bench(D7 + "inputs-rate-", ["log-new-1", "log-new-2", "log-new-3"]),
-        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
-        commit="e88ec6d",
+        _bench(D7 + "quiet-fwdlog-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000"
@@ -233,9 +231,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "forward -> Kafka, `{log, level, labels}`",
         "bench",
-        _bench(D7 + "inputs-rate-", ["fields-new-1", "fields-new-2", "fields-new-3"]),
-        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
-        commit="e88ec6d",
+        _bench(D7 + "quiet-fwdfields-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000 --bootstrap $B"
@@ -244,9 +241,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "OTLP/HTTP -> Kafka, 1,000 records a request",
         "bench",
-        _bench(D7 + "inputs-rate-", ["otlp-new-1", "otlp-new-2", "otlp-new-3", "otlp-new-4"]),
-        "forward-and-otlp-at-full-speed-a-client-that-encodes-ahead-and-keeps-requests-in-flight-one-hand-off-per-message-2026-12-07",
-        commit="e88ec6d",
+        _bench(D7 + "quiet-otlp-", ["1", "2", "3"]),
+        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
         ceiling="",
         command="log-capturer bench --scenario max --duration 3 --source otlp --bootstrap $B",
     ),
