@@ -242,7 +242,8 @@ class TailedFile:
         A read of lines over ``max_line`` keeps ``max_line`` bytes of each (16 lines of 64 KiB
         cut at 8 KiB: 128 KiB of text from a 1 MiB read), and each chunk costs the pipeline the
         same whatever it holds: such a chunk takes the next reads' lines too (up to
-        ``JOINED_READS`` reads), until it holds half a buffer of text or the file has no more.
+        ``JOINED_READS`` reads), until it holds half a buffer of text or the file has no more;
+        never more than ``bufsize`` of text.
         """
         chunk, read = self._read_once(bufsize, max_line, now)
         reads = 1
@@ -255,7 +256,8 @@ class TailedFile:
             and self.read_offset < self.size
             and chunk.text_bytes < bufsize // 2
         ):
-            more, _ = self._read_once(bufsize, max_line, now)
+            # A smaller read, so that the chunk never holds more than ``bufsize`` of text.
+            more, _ = self._read_once(bufsize - chunk.text_bytes, max_line, now)
             reads += 1
             if more is None:
                 break

@@ -321,6 +321,7 @@ def test_reads_of_over_long_lines_join_into_one_chunk(tmp_path: Path) -> None:
     # 8 KiB cuts), not one read's.
     assert len(chunks[0].lines) >= 4 * 15
     assert chunks[0].text_bytes >= (1 << 20) // 2
+    assert all(c.text_bytes <= 1 << 20 for c in chunks)
     lines = [text for c in chunks for text in c.lines]
     marks = [i in c.truncated for c in chunks for i in range(len(c.lines))]
     want, cut = expected_lines(data, 8192)
