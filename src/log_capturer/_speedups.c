@@ -718,6 +718,99 @@ static int tl_key(const unsigned char *s, Py_ssize_t n, const char *kf, Py_ssize
     return 0;
 }
 
+/* 1 when ``s`` (a line starting with '{') ends inside an object, an array or a string: text that
+ * is certainly not JSON (a JSON line cut at max_line_bytes), so orjson, and its retry with invalid
+ * escapes repaired (levels.loads_tolerant: the repairs keep every string's bounds), refuse it.
+ * 0 once the first value closes: perhaps JSON, which Python decides. */
+static int json_cut(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t depth = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c == '"') {
+            /* A string: its plain characters eight at a time, then an escape or its end. */
+            for (i++;; i++) {
+#if SWAR
+                while (i + 8 <= n && !quote_or_backslash(load8(s + i)))
+                    i += 8;
+#endif
+                if (i >= n)
+                    return 1;
+                if (s[i] == '\\')
+                    i++;
+                else if (s[i] == '"')
+                    break;
+            }
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (--depth <= 0)
+                return 0;
+        }
+    }
+    return depth > 0;
+}
+
+/* The key of a cut JSON line (processing.Analyzer._member_value): the first ``"<kf>"`` followed
+ * by blanks, ':', blanks and a string (its text, in [*vs, *ve)) or a number (-?\d[\d.eE+-]*),
+ * wherever it stands. 1 when found, 0 when not, -1 when the string has an escape (Python
+ * unescapes it). */
+static int member_key(const unsigned char *s, Py_ssize_t n, const char *kf, Py_ssize_t kfn, Py_ssize_t *vs,
+                      Py_ssize_t *ve) {
+    for (Py_ssize_t p = 0; p + kfn + 2 <= n;) {
+        const unsigned char *hit = memchr(s + p, '"', n - p);
+        if (!hit)
+            return 0;
+        p = hit - s;
+        if (p + kfn + 2 > n)
+            return 0;
+        if (memcmp(s + p + 1, kf, kfn) != 0 || s[p + kfn + 1] != '"') {
+            p++;
+            continue;
+        }
+        Py_ssize_t q = p + kfn + 2;
+        while (q < n && tl_space(s[q]))
+            q++;
+        if (q < n && s[q] == ':') {
+            q++;
+            while (q < n && tl_space(s[q]))
+                q++;
+            if (q < n && s[q] == '"') {
+                int escaped = 0;
+                Py_ssize_t r = q + 1;
+                while (r < n && s[r] != '"') {
+                    if (s[r] == '\\') {
+                        if (r + 1 >= n || s[r + 1] == '\n')
+                            break;
+                        escaped = 1;
+                        r++;
+                    }
+                    r++;
+                }
+                if (r < n && s[r] == '"') {
+                    if (escaped)
+                        return -1;
+                    *vs = q + 1;
+                    *ve = r;
+                    return 1;
+                }
+            } else if (q < n) {
+                Py_ssize_t r = q + (s[q] == '-');
+                if (r < n && tl_digit(s[r])) {
+                    for (r++; r < n && (tl_digit(s[r]) || s[r] == '.' || s[r] == 'e' || s[r] == 'E' ||
+                                        s[r] == '+' || s[r] == '-');
+                         r++)
+                        ;
+                    *vs = q;
+                    *ve = r;
+                    return 1;
+                }
+            }
+        }
+        p++;
+    }
+    return 0;
+}
+
 static PyObject *text_levels(PyObject *m, PyObject *args) {
     PyObject *lines, *levels, *keys, *kfo, *canonical;
     (void)m;
@@ -768,14 +861,23 @@ static PyObject *text_levels(PyObject *m, PyObject *args) {
         }
         const unsigned char *s = (const unsigned char *)PyUnicode_DATA(line);
         Py_ssize_t len = PyUnicode_GET_LENGTH(line);
+        int cut = 0;
         if (len && s[0] == '{') {
-            undecided++; /* perhaps JSON that orjson reads: Python decides */
-            continue;
+            if (!json_cut(s, len)) {
+                undecided++; /* perhaps JSON that orjson reads: Python decides */
+                continue;
+            }
+            cut = 1; /* not JSON: its level as text's, its key as a member's, else as logfmt's */
         }
         if (kf && kfn > 0) {
-            Py_ssize_t vs, ve;
+            Py_ssize_t vs = 0, ve = 0;
             PyObject *key = Py_None;
-            if (tl_key(s, len, kf, kfn, &vs, &ve)) {
+            int member = cut ? member_key(s, len, kf, kfn, &vs, &ve) : 0;
+            if (member < 0) {
+                undecided++; /* an escaped key: Python unescapes it */
+                continue;
+            }
+            if ((member && ve > vs) || tl_key(s, len, kf, kfn, &vs, &ve)) {
                 unsigned slot = key_slot((const char *)s + vs, ve - vs);
                 PyObject *c = cache[slot];
                 if (c && PyUnicode_GET_LENGTH(c) == ve - vs && memcmp(PyUnicode_DATA(c), s + vs, ve - vs) == 0) {

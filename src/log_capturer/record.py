@@ -190,6 +190,23 @@ class Chunk:
         self._done_cb: Callable[[Chunk], None] | None = None
         self._lock = threading.Lock()
 
+    def joined(self, after: Chunk) -> Chunk:
+        """This chunk and ``after`` as one: the next lines of the same origin and stream, just
+        read (no per-line fields, levels, times or offsets yet, not handed over)."""
+        for c in (self, after):
+            if c.meta is not None or c.timestamps is not None or c.preset_levels is not None or c.offsets:
+                raise ValueError("only chunks of bare lines are joined")
+        if after.origin is not self.origin or after.stream != self.stream or after.start != self.end:
+            raise ValueError("a chunk is joined only with the one that follows it")
+        n = len(self.lines)
+        out = Chunk(self.origin, self.lines + after.lines, self.start, after.end, self.read_time_ns)
+        out.stream = self.stream
+        if after.truncated:
+            out.truncated = self.truncated | frozenset(n + i for i in after.truncated)
+        else:
+            out.truncated = self.truncated
+        return out
+
     @property
     def meta(self) -> list[dict[str, Any] | None] | None:
         """Per-line extra fields from the source (``None`` when no line has any); made from

@@ -94,7 +94,8 @@ class BackpressureConfig(Strict):
         0.95,
         gt=0,
         le=1,
-        description="A chunk of lines (one read of a file: up to files_config.read_buffer_bytes) is "
+        description="A chunk of lines (one read of a file, or a few of over-long lines: at most "
+        "files_config.read_buffer_bytes of text) is "
         "produced only if the queue stays within this level with it, or is empty; otherwise it "
         "waits. If the sink is also stalled (nothing acknowledged for 'timeout'), the waiting lines "
         "overflow to the local DLQ (reason 'backpressure'), are acknowledged, and are replayed once "

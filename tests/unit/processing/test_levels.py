@@ -347,3 +347,70 @@ def test_a_json_line_cut_at_max_line_bytes_keeps_its_key_and_level(
     chunk = _analyze(raws, "backslashreplace", path, monkeypatch)
     assert chunk.levels == ["error", "warn", "", "info", "", ""]
     assert chunk.keys == ["acme", 'a"b\u00e9', "42", None, "acme", None]
+
+
+def _cut_json_lines(rng: random.Random, n: int) -> list[str]:
+    """JSON-like lines cut anywhere: keys as strings (with escapes), numbers, empty, before or
+    after the cut, in nested objects and arrays, inside other strings, with logfmt pairs."""
+    parts = [
+        '"tenant_id":"acme"',
+        '"tenant_id" :\t"beta"',
+        '"tenant_id": ""',
+        '"tenant_id":-12.5e+3',
+        '"tenant_id":-x',
+        '"tenant_id":"a\\"b"',
+        '"tenant_id" "no colon"',
+        '"level":"error"',
+        '"lvl":"WARN"',
+        '"msg":"tenant_id=zed level=debug"',
+        '"msg":"a \\"quoted\\" word and a \\\\ backslash"',
+        '"msg":"ERROR at start"',
+        '"n":[1,{"tenant_id":"deep"},"]"]',
+        '"o":{"a":{"b":"}"}}',
+        '"s":"{[not structure]}"',
+        '"x":null',
+    ]
+    lines = []
+    for _ in range(n):
+        body = "{" + ",".join(rng.choice(parts) for _ in range(rng.randint(0, 6)))
+        if rng.random() < 0.2:
+            body += "}"
+            if rng.random() < 0.5:
+                body += " tail tenant_id=t1"
+        lines.append(body[: rng.randint(1, len(body))] if rng.random() < 0.9 else body)
+    return lines
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cut_json_lines_read_in_c_as_in_python(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines that start like JSON and end inside an object, an array or a string (cut at
+    max_line_bytes) are decided in C (their level as text's, their key as a member's, else as a
+    logfmt pair's) with the Python code's results, whatever is cut where."""
+    lines = _cut_json_lines(random.Random(seed), 3000)
+    analyzer = Analyzer("tenant_id")
+    c_levels, c_keys = analyzer._levels_and_keys(list(lines), True)
+    monkeypatch.setattr(processing, "_speedups", None)
+    py_levels, py_keys = analyzer._analyze_lines(list(lines), True)
+    assert c_levels == py_levels
+    assert c_keys == py_keys
+
+
+def test_cut_json_lines_are_decided_in_c() -> None:
+    """A cut JSON line goes no further than C (no orjson, no regular expressions in Python);
+    one whose key has an escape, or that is whole, is left to Python."""
+    from log_capturer import _speedups
+
+    lines = [
+        '{"level":"error","tenant_id":"acme","msg":"' + "x" * 300,
+        '{"msg":"ERROR cut inside [an array',
+        '{"tenant_id":7,"a":[1,{"b":',
+        '{"tenant_id":"a\\"b","msg":"cut',
+        '{"tenant_id":"whole"} text after',
+    ]
+    levels: list[str | None] = [None] * len(lines)
+    keys: list[str | None] = [None] * len(lines)
+    left = _speedups.text_levels(lines, levels, keys, "tenant_id", processing.CANONICAL)
+    assert left == 2
+    assert levels[:3] == ["error", "error", ""]
+    assert keys[:3] == ["acme", None, "7"]
+    assert levels[3:] == [None, None]

@@ -68,6 +68,10 @@ def _cut_utf8(data: bytes, limit: int) -> bytes:
     return data[:cut] if cut > limit - 4 else data[:limit]
 
 
+#: Most reads one chunk of over-long lines joins (:meth:`TailedFile.read_chunk`).
+JOINED_READS = 8
+
+
 @dataclass(eq=False)
 class TailedFile:
     #: Where the file is now (the positions key); may differ from ``origin.source_id`` once rotated.
@@ -232,6 +236,35 @@ class TailedFile:
 
     # -- reading ----------------------------------------------------------------------------
     def read_chunk(self, bufsize: int, max_line: int, now: float) -> tuple[Chunk | None, bool]:
+        """Read from the open descriptor: once, or while over-long lines leave the chunk with
+        little text. Returns (chunk or None, whether bytes were read).
+
+        A read of lines over ``max_line`` keeps ``max_line`` bytes of each (16 lines of 64 KiB
+        cut at 8 KiB: 128 KiB of text from a 1 MiB read), and each chunk costs the pipeline the
+        same whatever it holds: such a chunk takes the next reads' lines too (up to
+        ``JOINED_READS`` reads), until it holds half a buffer of text or the file has no more;
+        never more than ``bufsize`` of text.
+        """
+        chunk, read = self._read_once(bufsize, max_line, now)
+        reads = 1
+        while (
+            chunk is not None
+            and chunk.truncated
+            and reads < JOINED_READS
+            and self.assembler is None
+            and chunk.meta is None
+            and self.read_offset < self.size
+            and chunk.text_bytes < bufsize // 2
+        ):
+            # A smaller read, so that the chunk never holds more than ``bufsize`` of text.
+            more, _ = self._read_once(bufsize - chunk.text_bytes, max_line, now)
+            reads += 1
+            if more is None:
+                break
+            chunk = chunk.joined(more)
+        return chunk, read
+
+    def _read_once(self, bufsize: int, max_line: int, now: float) -> tuple[Chunk | None, bool]:
         """Read once from the open descriptor. Returns (chunk or None, whether bytes were read).
 
         The buffer read is split where it lies: only the line begun in the previous read is

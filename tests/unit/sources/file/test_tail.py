@@ -297,3 +297,62 @@ def test_multiline_record_split_across_small_reads(tmp_path: Path) -> None:
     for end in set(ends):
         assert end == 0 or data[end - 1 : end] == b"\n"
         assert data[end:].startswith(b"line ") or end == len(data)
+
+
+def test_reads_of_over_long_lines_join_into_one_chunk(tmp_path: Path) -> None:
+    """A 1 MiB read of 64 KiB lines cut at 8 KiB keeps 128 KiB of text: the chunk takes the next
+    reads' lines too (up to JOINED_READS reads, half a buffer of text), with contiguous offsets,
+    each cut line marked, and the same lines as reads one at a time."""
+    line = b'{"level":"info","msg":"' + b"x" * (64 * 1024 - 30) + b'"}\n'
+    data = line * 100 + b"short\n" * 3
+    p = tmp_path / "a.log"
+    p.write_bytes(data)
+    tf = tailed(p)
+    chunks: list[Chunk] = []
+    while True:
+        chunk, was_read = read(tf, 1 << 20, 8192)
+        if not was_read:
+            break
+        if chunk is not None:
+            chunks.append(chunk)
+    assert [c.start for c in chunks[1:]] == [c.end for c in chunks[:-1]]
+    assert chunks[-1].end == len(data)
+    # Reads of 1 MiB hold 16 lines each: the first chunk holds 4 reads' lines (half a buffer of
+    # 8 KiB cuts), not one read's.
+    assert len(chunks[0].lines) >= 4 * 15
+    assert chunks[0].text_bytes >= (1 << 20) // 2
+    assert all(c.text_bytes <= 1 << 20 for c in chunks)
+    lines = [text for c in chunks for text in c.lines]
+    marks = [i in c.truncated for c in chunks for i in range(len(c.lines))]
+    want, cut = expected_lines(data, 8192)
+    assert lines == want
+    assert marks == cut
+
+
+def test_reads_of_whole_lines_are_not_joined(tmp_path: Path) -> None:
+    """Lines under max_line: one read, one chunk, as before."""
+    data = b"a line of text\n" * 200_000
+    p = tmp_path / "a.log"
+    p.write_bytes(data)
+    tf = tailed(p)
+    chunk, _ = read(tf, 1 << 20, 8192)
+    assert chunk is not None
+    assert chunk.end <= 1 << 20
+
+
+def test_a_chunk_joins_only_the_bare_chunk_that_follows_it() -> None:
+    origin = Origin("file", "/a.log")
+    a = Chunk(origin, ["a", "b"], 0, 4)
+    a.truncated = frozenset({1})
+    b = Chunk(origin, ["c", "d"], 4, 8)
+    b.truncated = frozenset({0})
+    j = a.joined(b)
+    assert (j.lines, j.start, j.end, j.truncated) == (["a", "b", "c", "d"], 0, 8, frozenset({1, 2}))
+    with pytest.raises(ValueError):
+        a.joined(Chunk(origin, ["x"], 5, 8))
+    with pytest.raises(ValueError):
+        a.joined(Chunk(Origin("file", "/b.log"), ["x"], 4, 8))
+    timed = Chunk(origin, ["x"], 4, 8)
+    timed.timestamps = [1]
+    with pytest.raises(ValueError):
+        a.joined(timed)
