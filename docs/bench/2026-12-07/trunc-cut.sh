@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 run() {  # name agent-src args...
   local name=$1 src=$2; shift 2
   out=$(log-capturer bench "$@" --agent-src "$src" --bootstrap "$B" 2>&1 | grep -o 'bench: result: [^ ]*' | cut -d' ' -f3)
-  [ -n "$out" ] && cp "$out" "$here/trunc-cut-$name.json"
+  [ -n "$out" ] && cp "$out" "$here/${PREFIX:-trunc-cut}-$name.json"
   echo "$(date -u +%H:%M:%S) $name ${out:-FAILED}"
 }
 T="--scenario max --line-bytes 65536 --lines 15000 --ceiling none --agent-config $here/max8k.yaml"

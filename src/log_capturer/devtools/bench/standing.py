@@ -97,7 +97,6 @@ ROWS: tuple[Row, ...] = (
         "bench",
         _bench(D7 + "quiet-peak-", ["1", "2", "3"]),
         "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
-        commit="c4523b1",
         ceiling="",
         command=(
             "log-capturer bench --scenario peak --files 4 --workers 1 --duration 30 --ceiling none"
@@ -121,8 +120,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 64 KiB lines cut at `max_line_bytes: 8192`",
         "bench",
-        _bench(D7 + "quiet-trunc64k-", ["1", "2", "3"]),
-        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
+        _bench(D7 + "trunc-join-after-", ["1", "2", "3"]),
+        "lines-cut-at-max_line_bytes-decided-in-c-and-joined-into-fuller-chunks-2026-12-07-0302-0334-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --line-bytes 65536 --lines 15000 --ceiling none"
@@ -132,8 +131,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 8 KiB lines with `max_line_bytes: 8192` (not cut)",
         "bench",
-        _bench(D7 + "quiet-plain8k-", ["1", "2", "3"]),
-        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
+        _bench(D7 + "trunc-join-plain8k-after-", ["1", "2"]),
+        "lines-cut-at-max_line_bytes-decided-in-c-and-joined-into-fuller-chunks-2026-12-07-0302-0334-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --line-bytes 8192 --lines 15000 --ceiling none"
