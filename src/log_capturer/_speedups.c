@@ -1668,8 +1668,8 @@ done:
  *
  * label_groups(recs, max_distinct) -> [(first, [indexes])] or None
  *
- * The indexes of recs (dicts, each with a "labels" dict) by labels, in the order of each set's
- * first record: what grouping by tuple(r["labels"].items()) gives (the same members in the same
+ * The indexes of recs (dicts, each with a "labels" dict, or (dict, time) items: the dict is
+ * the record) by labels, in the order of each set's first record: what grouping by tuple(r["labels"].items()) gives (the same members in the same
  * order and equal text), without a tuple per record. None (the caller's Python decides) when a
  * record has no "labels" dict, a label name or value is not exactly str, or there are more than
  * max_distinct sets.
@@ -1716,6 +1716,8 @@ static PyObject *label_groups(PyObject *m, PyObject *args) {
     Py_ssize_t n = PyList_GET_SIZE(recs), distinct = 0;
     for (Py_ssize_t r = 0; r < n; r++) {
         PyObject *rec = PyList_GET_ITEM(recs, r);
+        if (PyTuple_CheckExact(rec) && PyTuple_GET_SIZE(rec) == 2)
+            rec = PyTuple_GET_ITEM(rec, 0); /* a (record, time) item */
         PyObject *labels = PyDict_CheckExact(rec) ? PyDict_GetItemWithError(rec, labels_key) : NULL;
         if (labels == NULL || !PyDict_CheckExact(labels))
             goto decline;

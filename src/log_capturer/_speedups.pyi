@@ -73,10 +73,13 @@ def uniform_columns(
     """(lines, levels, meta, stamps, labelled) of a batch whose records all have the same
     members, as ``Records._uniform`` reads them; None where that code must decide."""
 
-def label_groups(recs: list[dict[str, Any]], max_distinct: int, /) -> list[tuple[int, list[int]]] | None:
-    """The indexes of ``recs`` by their ``labels`` (as grouping by ``tuple(labels.items())``
-    does), each set with its first index, in the order of first records; None when a record has
-    no labels dict, a label that is not text, or there are more than ``max_distinct`` sets.
+def label_groups(
+    recs: list[dict[str, Any]] | list[tuple[dict[str, Any], int | None]], max_distinct: int, /
+) -> list[tuple[int, list[int]]] | None:
+    """The indexes of ``recs`` (records, or (record, time) items) by their ``labels`` (as
+    grouping by ``tuple(labels.items())`` does), each set with its first index, in the order of
+    first records; None when a record has no labels dict, a label that is not text, or there are
+    more than ``max_distinct`` sets.
     ValueError: ``max_distinct`` outside 1-512."""
 
 def encode_raw(lines: list[str], /) -> list[bytes]:

@@ -84,7 +84,7 @@ class EncodedFields:
 
     def dicts(self) -> list[dict[str, Any] | None]:
         loads = orjson.loads
-        return [item if item is None or type(item) is dict else loads(item) for item in self.items]
+        return [loads(item) if isinstance(item, bytes) else item for item in self.items]
 
     def encoded(self) -> list[bytes | dict[str, Any] | None]:
         return self.items

@@ -314,10 +314,10 @@ class Decoder:
     def _walked(self, body: bytes, groups: dict[int, Group], rejected: list[Rejected]) -> bool:
         """The records of a protobuf body, walked in C (``_walk.c``): what :meth:`_protobuf`
         gives, without protobuf's objects per record, each record's fields as the JSON the sinks
-        write (the groups' ``members`` set: the chunks carry them as ``EncodedFields``). False when the C walk leaves the request
-        to :meth:`_protobuf` (something it does not decide as protobuf would: malformed bytes,
-        text that is not UTF-8, a message given twice...); ``groups`` and ``rejected`` are then
-        to be cleared."""
+        write (the groups' ``members`` set: the chunks carry them as ``EncodedFields``). False
+        when the C walk leaves the request to :meth:`_protobuf` (something it does not decide as
+        protobuf would: malformed bytes, text that is not UTF-8, a message given twice...);
+        ``groups`` and ``rejected`` are then to be cleared."""
         layout = _walk.scopes(body) if _walk is not None else None
         if layout is None:
             return False
@@ -335,9 +335,8 @@ class Decoder:
                 # Each record's fields written as JSON by the walk (no dict), the scope's part
                 # serialised once here; unless JSON would not give the dict back (a resource
                 # attribute that is NaN or infinite): then dicts, as the Python walk makes them.
-                common_json: bytes | None = orjson.dumps(scope.common)
-                if orjson.loads(common_json) != scope.common:
-                    common_json = None
+                encoded = orjson.dumps(scope.common)
+                common_json = encoded if orjson.loads(encoded) == scope.common else None
                 walked = _walk.records(body, start, end, scope.common, n, level_of, orjson.dumps, common_json)
                 if walked is None:
                     return False

@@ -244,7 +244,9 @@ def test_fields_already_encoded_give_the_bytes_of_their_dicts_with_the_key_splic
         ]
         for key_field in ("tenant_id", 'te"n\\ant', None, ""):
             with_cols = _copy(base)
-            with_cols.meta_columns = EncodedFields(list(items), frozenset(("a", "resource", "attributes", "t")))
+            with_cols.meta_columns = EncodedFields(
+                list(items), frozenset(("a", "resource", "attributes", "t"))
+            )
             with_dicts = _copy(base)
             with_dicts.meta = [None if m is None else dict(m) for m in picked]
             head = b'{"timestamp":"' + rfc3339_ns(base.read_time_ns).encode() + b'","message":'
