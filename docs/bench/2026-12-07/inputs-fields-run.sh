@@ -8,12 +8,14 @@ declare -A ARGS=(
   [otlp]="--source otlp"
   [fwdfields]="--source forward --http-batch 2000"
   [fwdlog]="--source forward --http-batch 2000 --forward-record log"
+  [msgpack]="--source http --http-batch 2000 --http-format msgpack"
 )
+INPUTS=${INPUTS:-otlp fwdfields fwdlog}
 declare -A SRC=([base]=/tmp/i24-fields-base/src [after]=/work/wt/i24-fields/src)
 cd /work/wt/i24-fields
 for pair in 1 2 3; do
   if [ $pair = 2 ]; then order="after base"; else order="base after"; fi
-  for input in otlp fwdfields fwdlog; do
+  for input in $INPUTS; do
     for code in $order; do
       echo "== $(date -u +%T) pair $pair $input $code load $(cut -d' ' -f1 /proc/loadavg)"
       /work/main/.venv/bin/log-capturer bench --bootstrap $B --scenario max --duration 3 ${ARGS[$input]} \
