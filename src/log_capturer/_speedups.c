@@ -1243,8 +1243,11 @@ static int ts_head(char *o, long long ns, long long *last_sec, char *date) {
  *   head_i + JSON(lines[i]) + tails[levels[i]] + fields_i + ('}' | ',"truncated":true}')
  * head_i is head when stamps is None, else the head of stamps[i] (formatted here for 1970-9999,
  * else heads[stamps[i]]); fields_i is dumps(meta[i]) (with key_field: keys[i] when keys[i] is
- * not None) when meta[i] is truthy (meta[i] itself when it is bytes: fields already encoded, no key
- * then), else fields[keys[i]] (fields[None] when keys is None);
+ * not None) when meta[i] is truthy, else fields[keys[i]] (fields[None] when keys is None).
+ * meta[i] may be bytes: the fields object already encoded (the Kafka source's metadata, the
+ * OTLP input's fields), which must not have key_field as a member; with key_field and keys[i]
+ * not None, key_field is its last member, spliced in from fields[keys[i]] (the caller's
+ * {"<key_field>":<key>} object): the bytes dumps gives for the dict with key_field added.
  * truncated is None or a set of line indexes.
  */
 static PyObject *encode_full(PyObject *m, PyObject *args) {
@@ -1315,15 +1318,30 @@ static PyObject *encode_full(PyObject *m, PyObject *args) {
         int has_extra = extra == Py_None ? 0 : PyObject_IsTrue(extra);
         if (has_extra < 0)
             goto fail_item;
-        const char *fs;
-        Py_ssize_t fn;
+        const char *fs, *gs = NULL;
+        Py_ssize_t fn, gn = 0;
         if (has_extra && PyBytes_Check(extra)) {
-            /* The fields object already encoded (the Kafka source's lazy metadata): as it is. */
-            if (k != Py_None && key_field != Py_None) {
-                PyErr_SetString(PyExc_TypeError, "an encoded meta item takes no key_field");
-                goto fail_item;
-            }
+            /* The fields object already encoded (the Kafka source's metadata, OTLP's fields). */
             fobj = Py_NewRef(extra);
+            if (k != Py_None && key_field != Py_None) {
+                /* The key as its last member: fields[k] is {"<key_field>":<key>}. */
+                PyObject *kb = PyDict_GetItemWithError(fields, k);
+                if (!kb) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_KeyError, "fields[key]");
+                    goto fail_item;
+                }
+                if (!PyBytes_Check(kb) || PyBytes_GET_SIZE(kb) < 2 || PyBytes_GET_SIZE(extra) < 2) {
+                    PyErr_SetString(PyExc_TypeError, "fields values and encoded meta must be JSON objects as bytes");
+                    goto fail_item;
+                }
+                if (PyBytes_GET_SIZE(extra) == 2) { /* {} */
+                    Py_SETREF(fobj, Py_NewRef(kb));
+                } else {
+                    gs = PyBytes_AS_STRING(kb); /* written after fobj's members, its '{' as ',' */
+                    gn = PyBytes_GET_SIZE(kb);
+                }
+            }
         } else if (has_extra) {
             PyObject *obj;
             if (k != Py_None && key_field != Py_None) {
@@ -1354,6 +1372,8 @@ static PyObject *encode_full(PyObject *m, PyObject *args) {
         }
         fs = PyBytes_AS_STRING(fobj);
         fn = PyBytes_GET_SIZE(fobj);
+        if (gs != NULL)
+            fn += gn - 1; /* fobj without its '}', then ',' and the key's member with its '}' */
         int cut = 0;
         if (truncated != Py_None && PySet_GET_SIZE(truncated) > 0) {
             PyObject *idx = PyLong_FromSsize_t(i);
@@ -1397,7 +1417,14 @@ static PyObject *encode_full(PyObject *m, PyObject *args) {
             o += hn + jn;
         }
         memcpy(o, PyBytes_AS_STRING(tail), tn);
-        memcpy(o + tn, fs, fn);
+        if (gs == NULL) {
+            memcpy(o + tn, fs, fn);
+        } else {
+            Py_ssize_t head_n = fn - gn + 1; /* fobj up to its '}' (excluded) */
+            memcpy(o + tn, fs, head_n - 1);
+            o[tn + head_n - 1] = ',';
+            memcpy(o + tn + head_n, gs + 1, gn - 1);
+        }
         memcpy(o + tn + fn, cs, cn);
         Py_XDECREF(hobj);
         Py_XDECREF(fobj);
@@ -1743,8 +1770,8 @@ done:
  *
  * label_groups(recs, max_distinct) -> [(first, [indexes])] or None
  *
- * The indexes of recs (dicts, each with a "labels" dict) by labels, in the order of each set's
- * first record: what grouping by tuple(r["labels"].items()) gives (the same members in the same
+ * The indexes of recs (dicts, each with a "labels" dict, or (dict, time) items: the dict is
+ * the record) by labels, in the order of each set's first record: what grouping by tuple(r["labels"].items()) gives (the same members in the same
  * order and equal text), without a tuple per record. None (the caller's Python decides) when a
  * record has no "labels" dict, a label name or value is not exactly str, or there are more than
  * max_distinct sets.
@@ -1791,6 +1818,8 @@ static PyObject *label_groups(PyObject *m, PyObject *args) {
     Py_ssize_t n = PyList_GET_SIZE(recs), distinct = 0;
     for (Py_ssize_t r = 0; r < n; r++) {
         PyObject *rec = PyList_GET_ITEM(recs, r);
+        if (PyTuple_CheckExact(rec) && PyTuple_GET_SIZE(rec) == 2)
+            rec = PyTuple_GET_ITEM(rec, 0); /* a (record, time) item */
         PyObject *labels = PyDict_CheckExact(rec) ? PyDict_GetItemWithError(rec, labels_key) : NULL;
         if (labels == NULL || !PyDict_CheckExact(labels))
             goto decline;

@@ -73,10 +73,13 @@ def uniform_columns(
     """(lines, levels, meta, stamps, labelled) of a batch whose records all have the same
     members, as ``Records._uniform`` reads them; None where that code must decide."""
 
-def label_groups(recs: list[dict[str, Any]], max_distinct: int, /) -> list[tuple[int, list[int]]] | None:
-    """The indexes of ``recs`` by their ``labels`` (as grouping by ``tuple(labels.items())``
-    does), each set with its first index, in the order of first records; None when a record has
-    no labels dict, a label that is not text, or there are more than ``max_distinct`` sets.
+def label_groups(
+    recs: list[dict[str, Any]] | list[tuple[dict[str, Any], int | None]], max_distinct: int, /
+) -> list[tuple[int, list[int]]] | None:
+    """The indexes of ``recs`` (records, or (record, time) items) by their ``labels`` (as
+    grouping by ``tuple(labels.items())`` does), each set with its first index, in the order of
+    first records; None when a record has no labels dict, a label that is not text, or there are
+    more than ``max_distinct`` sets.
     ValueError: ``max_distinct`` outside 1-512."""
 
 def encode_raw(lines: list[str], /) -> list[bytes]:
@@ -132,7 +135,7 @@ def encode_full(
     dumps: Callable[[Any], bytes],
     stamps: list[int] | None,
     heads: Mapping[int, bytes],
-    meta: list[dict[str, Any] | None] | list[bytes] | None,
+    meta: list[Any] | None,
     key_field: str | None,
     truncated: AbstractSet[int] | None,
     /,
@@ -141,7 +144,9 @@ def encode_full(
     ``,"truncated":true}`` for an index in ``truncated``): head_i is ``head``, or with stamps the
     head of stamps[i] (``heads[stamps[i]]`` outside 1970-9999); fields_i is dumps(meta[i]) (plus
     ``key_field: keys[i]``) when meta[i] is not empty, else fields[keys[i]] (fields[None] without
-    keys): what ``sinks.kafka.encode.encode_chunk_py`` gives."""
+    keys): what ``sinks.kafka.encode.encode_chunk_py`` gives. A meta[i] that is bytes is a fields
+    object already encoded, without key_field as a member: with key_field and keys[i], the key
+    member of fields[keys[i]] (``{"<key_field>":<key>}``) is spliced in as its last member."""
 
 def msgpack_values(
     data: bytes, event_time: Callable[[int], int], surrogates: bool = True, /

@@ -66,6 +66,30 @@ class Origin:
         )
 
 
+class EncodedFields:
+    """Each record's fields as the JSON object a sink writes: ``orjson.dumps`` of its fields
+    dict, made by the source straight from what it received (the OTLP input's C walk), or the
+    dict itself for a record whose fields JSON would not carry exactly (see
+    ``sources/otlp/_walk.c``), or None (no fields). What ``Chunk.meta`` holds, without a dict
+    per record until one is asked for (:meth:`dicts`: ``orjson.loads`` gives back the dict,
+    members in the same order); the Kafka sink's encoder takes :meth:`encoded` as it is.
+    ``members``: every top-level member a record's fields may have (the analyzer reads a
+    partition key from the fields only when ``key_field`` is one of them)."""
+
+    __slots__ = ("items", "members")
+
+    def __init__(self, items: list[bytes | dict[str, Any] | None], members: frozenset[str]) -> None:
+        self.items = items
+        self.members = members
+
+    def dicts(self) -> list[dict[str, Any] | None]:
+        loads = orjson.loads
+        return [loads(item) if isinstance(item, bytes) else item for item in self.items]
+
+    def encoded(self) -> list[bytes | dict[str, Any] | None]:
+        return self.items
+
+
 class KafkaMeta:
     """The Kafka metadata of a chunk's records as columns (``field``: the fields member that holds
     it; the topic and partition of all; each record's offset, key and timestamp in ms or None):
@@ -90,6 +114,11 @@ class KafkaMeta:
         self.offsets = offsets
         self.keys = keys
         self.ms = ms
+
+    @property
+    def members(self) -> frozenset[str]:
+        """The one top-level member of each record's fields."""
+        return frozenset((self.field,))
 
     def dicts(self) -> list[dict[str, Any]]:
         field, topic, partition = self.field, self.topic, self.partition
@@ -160,9 +189,10 @@ class Chunk:
         self.stream = ""
         self.read_time_ns = time.time_ns() if read_time_ns is None else read_time_ns
         #: The per-line extra fields as columns, made into ``meta`` when it is first read (the
-        #: Kafka source's metadata); None once made, or when the source gave ``meta`` itself.
+        #: Kafka source's metadata, the OTLP input's fields as JSON); None once made, or when
+        #: the source gave ``meta`` itself.
         self._meta: list[dict[str, Any] | None] | None = None
-        self.meta_columns: KafkaMeta | None = None
+        self.meta_columns: KafkaMeta | EncodedFields | None = None
         #: Per-line extra fields from the source (``None`` when no line has any).
         self.meta = meta
         #: Per-line offsets in ``stream`` when the source has one per record (Kafka: the

@@ -153,7 +153,10 @@ class Analyzer:
             chunk.levels = cast("list[str]", list(preset))
             chunk.keys = None
             return
-        meta = chunk.meta
+        # The fields are read only for the key, and not when they are columns none of whose
+        # members is the key (they stay columns: the Kafka source's metadata, OTLP's JSON).
+        cols = chunk.meta_columns
+        meta = None if not want_key or (cols is not None and kf not in cols.members) else chunk.meta
         lines = chunk.lines
         n = len(lines)
         levels: list[str | None] = list(preset) if preset is not None else [None] * n

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.dispatcher import Dispatcher
-from log_capturer.record import Chunk, Origin
+from log_capturer.record import Chunk, EncodedFields, Origin
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sources.base import SourceStartError
 from log_capturer.sources.supervise import Supervisor
@@ -191,9 +191,14 @@ class Group:
 
     origin: Origin
     lines: list[str] = field(default_factory=list)
-    fields: list[dict[str, Any] | None] = field(default_factory=list)
+    #: Each record's fields: a dict, or (with ``members``) the JSON object a sink writes (bytes),
+    #: or None.
+    fields: list[Any] = field(default_factory=list)
     levels: list[str | None] = field(default_factory=list)
     stamps: list[int | None] = field(default_factory=list)
+    #: Set when ``fields`` may hold JSON objects: every top-level member they may have (the
+    #: chunk's ``meta_columns`` then holds them, see :class:`~log_capturer.record.EncodedFields`).
+    members: frozenset[str] | None = None
 
 
 def chunks_of(groups: Iterable[Group]) -> list[Chunk]:
@@ -203,7 +208,10 @@ def chunks_of(groups: Iterable[Group]) -> list[Chunk]:
     out = []
     for g in groups:
         chunk = Chunk(g.origin, g.lines, read_time_ns=now)
-        if any(f is not None for f in g.fields):
+        if g.members is not None:
+            if any(f is not None for f in g.fields):
+                chunk.meta_columns = EncodedFields(g.fields, g.members)
+        elif any(f is not None for f in g.fields):
             chunk.meta = g.fields
         if any(lvl is not None for lvl in g.levels):
             chunk.preset_levels = g.levels

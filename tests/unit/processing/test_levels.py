@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 from typing import Any, cast
 
+import orjson
 import pytest
 
 from log_capturer import processing
@@ -13,7 +14,7 @@ from log_capturer.processing.levels import (
     level_of_text,
     parse_json_object,
 )
-from log_capturer.record import Chunk, Origin
+from log_capturer.record import Chunk, EncodedFields, Origin
 
 
 @pytest.mark.parametrize(
@@ -327,6 +328,37 @@ def test_rich_chunks_read_as_line_by_line(
         expected = _rich_reference(analyzer, chunk)
         analyzer.analyze(chunk)
         assert (chunk.levels, chunk.keys) == expected
+
+
+@pytest.mark.parametrize("key_field", ["tenant_id", "trace_id", None])
+def test_fields_as_json_columns_are_read_as_their_dicts_and_only_when_they_may_hold_the_key(
+    key_field: str | None,
+) -> None:
+    """Fields given as JSON columns (``EncodedFields``, OTLP's): the same levels and keys as the
+    same fields as dicts; no dict is made unless key_field may be one of their members."""
+    rng = random.Random(18)
+    analyzer = Analyzer(key_field)
+    without_key = [f for f in RICH_FIELDS if not f or "tenant_id" not in f]
+    for fields_pool, members in ((RICH_FIELDS, {"tenant_id", "trace_id"}), (without_key, {"trace_id"})):
+        for _ in range(200):
+            n = rng.randrange(1, 12)
+            lines = [rng.choice(RICH_LINES) for _ in range(n)]
+            preset = [rng.choice([None, "info", "error"]) for _ in range(n)] if rng.random() < 0.5 else None
+            fields = [rng.choice(fields_pool) for _ in range(n)]
+            as_dicts = Chunk(Origin("otlp", "otlp"), list(lines))
+            as_dicts.preset_levels = preset
+            as_dicts.meta = fields
+            as_json = Chunk(Origin("otlp", "otlp"), list(lines))
+            as_json.preset_levels = preset
+            items: list[Any] = [None if f is None else orjson.dumps(f) for f in fields]
+            as_json.meta_columns = EncodedFields(items, frozenset(members))
+            expected = _rich_reference(analyzer, as_dicts)
+            analyzer.analyze(as_json)
+            assert (as_json.levels, as_json.keys) == expected
+            if key_field not in members:
+                assert as_json.meta_columns is not None  # left as JSON
+            else:
+                assert as_json.meta_columns is None and as_json.meta == fields
 
 
 @pytest.mark.parametrize("path", ["c", "python", "rich"])

@@ -81,8 +81,10 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
     keys = chunk.keys
     cols = chunk.meta_columns
     meta: list[Any] | None
-    if cols is not None and _speedups is not None and (keys is None or not key_field):
-        meta = cols.encoded()  # each record's fields object already encoded (the Kafka source)
+    if cols is not None and _speedups is not None and (keys is None or key_field not in cols.members):
+        # Each record's fields object already encoded (the Kafka source's metadata, OTLP's
+        # fields); the key, never one of their members, spliced in by encode_full.
+        meta = cols.encoded()
     else:
         meta = chunk.meta
     truncated = chunk.truncated
@@ -96,7 +98,7 @@ def encode_chunk(chunk: Chunk, key_field: str | None) -> list[bytes]:
         for line, lvl in zip(chunk.lines, chunk.levels, strict=True):
             append(head + _dumps(line) + tails[lvl] + b"{}}")
         return out
-    key_prefix = b'{"' + key_field.encode() + b'":' if key_field else b""
+    key_prefix = b"{" + _dumps(key_field) + b":" if key_field else b""
     if keys is not None and meta is None and not truncated and stamps is None and key_field:
         # Keys but nothing else per line (the usual JSON file): each key's ``"fields"`` object
         # is encoded once (a table kept between chunks in C, per chunk in Python).
@@ -143,7 +145,7 @@ def encode_chunk_py(chunk: Chunk, key_field: str | None, head: bytes, tails: dic
     meta = chunk.meta
     truncated = chunk.truncated
     stamps = chunk.timestamps
-    key_prefix = b'{"' + key_field.encode() + b'":' if key_field else b""
+    key_prefix = b"{" + _dumps(key_field) + b":" if key_field else b""
     out: list[bytes] = []
     append = out.append
     if keys is None and meta is None and not truncated and stamps is not None:
@@ -159,7 +161,13 @@ def encode_chunk_py(chunk: Chunk, key_field: str | None, head: bytes, tails: dic
             head = heads[stamps[i]]
         extra = meta[i] if meta is not None else None
         k = keys[i] if keys is not None else None
-        if extra:
+        if extra and isinstance(extra, bytes):
+            # Already encoded (never with key_field as a member): the key spliced in last.
+            fb = extra
+            if k is not None and key_field:
+                keyed = key_prefix + _dumps(k) + b"}"
+                fb = keyed if extra == b"{}" else extra[:-1] + b"," + keyed[1:]
+        elif extra:
             fields = dict(extra)
             if k is not None and key_field:
                 fields[key_field] = k

@@ -641,7 +641,7 @@ class Records:
         groups: list[tuple[Origin, list[int]]]
         if labelled:
             try:
-                groups = self._by_labels([item[0] for item in events], base)
+                groups = self._by_labels(events, base)
             except _Invalid:
                 return None
         else:
@@ -668,16 +668,19 @@ class Records:
             out.append(chunk)
         return out
 
-    def _by_labels(self, recs: list[dict[str, Any]], base: Origin) -> list[tuple[Origin, list[int]]]:
-        """The records' indexes by origin (records with ``labels``, and no ``source_type`` or
-        ``source_id``): each distinct set of labels is looked up once. _Invalid for labels that
-        cannot be (as :meth:`origin` says)."""
-        found = _speedups.label_groups(recs, _MAX_DISTINCT_LABELS) if _speedups is not None else None
+    def _by_labels(
+        self, events: list[tuple[dict[str, Any], int | None]], base: Origin
+    ) -> list[tuple[Origin, list[int]]]:
+        """The indexes of the records of ``events`` by origin (records with ``labels``, and no
+        ``source_type`` or ``source_id``): each distinct set of labels is looked up once.
+        _Invalid for labels that cannot be (as :meth:`origin` says)."""
+        found = _speedups.label_groups(events, _MAX_DISTINCT_LABELS) if _speedups is not None else None
         if found is not None:
-            # In C, without a tuple per record (labels of text only, at most so many sets).
+            # In C, without a tuple (or a step) per record (labels of text only, so many sets).
             if len(found) == 1:
-                return [(self.origin(recs[0], 1, base), found[0][1])]
-            return self._origins_of(recs, base, [idx for _, idx in found])
+                return [(self.origin(events[0][0], 1, base), found[0][1])]
+            return self._origins_of(events, base, [idx for _, idx in found])
+        recs = [item[0] for item in events]
         try:
             label_keys = [tuple(r["labels"].items()) for r in recs]
             distinct = dict.fromkeys(label_keys)
@@ -697,17 +700,17 @@ class Records:
         indexes: dict[tuple[Any, ...], list[int]] = {k: [] for k in distinct}
         for i, k in enumerate(label_keys):
             indexes[k].append(i)
-        return self._origins_of(recs, base, list(indexes.values()))
+        return self._origins_of(events, base, list(indexes.values()))
 
     def _origins_of(
-        self, recs: list[dict[str, Any]], base: Origin, sets: list[list[int]]
+        self, events: list[tuple[dict[str, Any], int | None]], base: Origin, sets: list[list[int]]
     ) -> list[tuple[Origin, list[int]]]:
         """The origin of each set of records with the same labels (its indexes, in order)."""
         # One origin per distinct set, from its first record (the same origin as each of its
         # records would get: origins are kept by the labels' items).
         by_origin: dict[int, tuple[Origin, list[int]]] = {}
         for idx in sets:
-            origin = self.origin(recs[idx[0]], idx[0] + 1, base)
+            origin = self.origin(events[idx[0]][0], idx[0] + 1, base)
             group = by_origin.get(id(origin))
             if group is None:
                 by_origin[id(origin)] = (origin, idx)

@@ -11,14 +11,21 @@
  *
  *   scopes(body) -> [(resource_index, resource_bytes, scope_bytes, start, end), ...] | None
  *       one entry per ScopeLogs, in order; start/end: where its fields are in body.
- *   records(body, start, end, common, n, level_of, dumps)
+ *   records(body, start, end, common, n, level_of, dumps, common_json=None)
  *       -> (lines, fields, levels, stamps, rejected, count) | None
  *       the LogRecords of the ScopeLogs at body[start:end]; ``common`` is copied into each
  *       record's fields first; ``n`` is the number of the request's records before them;
  *       rejected: (n, reason, text, record_start, record_end) of the records not shipped.
+ *       With common_json (dumps(common), bytes), each record's fields are written as JSON
+ *       straight from the wire: the bytes dumps(fields) gives, common_json's members first
+ *       (serialised once per scope, not once per record), no dict made. A record whose fields
+ *       JSON cannot carry exactly as the dict (an attribute map with a key given twice, where
+ *       the dict keeps the first place and the last value; a double that is not finite, which
+ *       JSON writes as null) gets its dict, as without common_json. None: no fields.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -28,6 +35,8 @@
 #define FALLBACK 1
 /* A Python error is set. */
 #define ERROR 2
+/* The record's fields are made as a dict (json_* only): see records(). */
+#define AS_DICT 3
 
 static PyObject *K_TRACE_ID, *K_SPAN_ID, *K_TRACE_FLAGS, *K_SEVERITY_TEXT, *K_SEVERITY_NUMBER,
     *K_EVENT_NAME, *K_ATTRIBUTES, *S_EMPTY_BODY, *S_INVALID_TRACE_ID, *LEVELS[25];
@@ -444,9 +453,353 @@ error:
     return NULL;
 }
 
-/* ---- records(body, start, end, common, n, level_of, dumps) ---------------------------------- */
+/* ---- fields as JSON, straight from the wire (records with common_json) ---------------------- */
 
 typedef struct {
+    char *p;
+    Py_ssize_t len, cap;
+} jbuf_t;
+
+static int jb_reserve(jbuf_t *b, Py_ssize_t extra) {
+    if (b->cap - b->len >= extra)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < extra) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    char *p = PyMem_Realloc(b->p, (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int jb_put(jbuf_t *b, const void *s, Py_ssize_t n) {
+    if (jb_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+#define JB_LIT(b, lit) jb_put((b), (lit), (Py_ssize_t)sizeof(lit) - 1)
+
+/* Whether s[0..n) is UTF-8 as Python's strict decoder takes it (no overlong forms, no
+ * surrogates, nothing past U+10FFFF, no sequence cut short). */
+static int utf8_ok(const uint8_t *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            if (n - i < 2 || (s[i + 1] & 0xC0) != 0x80)
+                return 0;
+            i += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (n - i < 3 || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80)
+                return 0;
+            if ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] >= 0xA0))
+                return 0; /* overlong; a surrogate */
+            i += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (n - i < 4 || (s[i + 1] & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 || (s[i + 3] & 0xC0) != 0x80)
+                return 0;
+            if ((c == 0xF0 && s[i + 1] < 0x90) || (c == 0xF4 && s[i + 1] >= 0x90))
+                return 0; /* overlong; past U+10FFFF */
+            i += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* JSON text of UTF-8 s[0..n) (valid: checked before) as orjson writes it: '"' and '\\' and the
+ * control characters escaped (\b \t \n \f \r, else \u00XX), nothing else. */
+static int jb_str(jbuf_t *b, const uint8_t *s, Py_ssize_t n) {
+    static const char HEX[] = "0123456789abcdef";
+    if (n > (PY_SSIZE_T_MAX - 2) / 6 || jb_reserve(b, 6 * n + 2) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        return -1;
+    }
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"':
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = HEX[c >> 4];
+            *o++ = HEX[c & 15];
+        }
+    }
+    *o++ = '"';
+    b->len = o - b->p;
+    return 0;
+}
+
+/* A text field: valid UTF-8 (else FALLBACK, as utf8() decides), as JSON. */
+static int jb_text(jbuf_t *b, const uint8_t *s, Py_ssize_t n, int *why) {
+    if (!utf8_ok(s, n))
+        return *why = FALLBACK, -1;
+    return jb_str(b, s, n) < 0 ? (*why = ERROR, -1) : 0;
+}
+
+static int jb_int(jbuf_t *b, long long v) {
+    char tmp[24];
+    int k = snprintf(tmp, sizeof tmp, "%lld", v);
+    return jb_put(b, tmp, k);
+}
+
+static int json_any(jbuf_t *b, const uint8_t *s, Py_ssize_t n, int depth, PyObject *dumps, int *why);
+
+/* Most members of one JSON object json_kvs checks for a key given twice; a larger map: AS_DICT. */
+#define KV_MAX 64
+
+/* The KeyValues (fields numbered num of s[0..n)) as one JSON object, as the dict key_value()
+ * fills would be written: AS_DICT when a key is given twice (the dict keeps its first place
+ * and its last value). */
+static int json_kvs(jbuf_t *b, const uint8_t *s, Py_ssize_t n, uint32_t num, int depth, PyObject *dumps, int *why) {
+    if (depth > MAX_DEPTH)
+        return *why = FALLBACK, -1;
+    const uint8_t *keys[KV_MAX];
+    Py_ssize_t key_lens[KV_MAX];
+    int count = 0;
+    rd_t r = {s, s + n};
+    field_t f;
+    int found;
+    if (jb_put(b, "{", 1) < 0)
+        return *why = ERROR, -1;
+    while ((found = next_len(&r, num, &f)) > 0) {
+        /* One KeyValue {string key = 1; AnyValue value = 2}. */
+        rd_t kv = {f.d, f.d + f.len};
+        const uint8_t *key = (const uint8_t *)"", *val = NULL;
+        Py_ssize_t key_len = 0, val_len = 0;
+        int vals = 0;
+        field_t g;
+        while (kv.p < kv.end) {
+            if (next_field(&kv, &g) < 0)
+                return *why = FALLBACK, -1;
+            if (g.num == 1 || g.num == 2) {
+                if (g.wt != 2)
+                    return *why = FALLBACK, -1;
+                if (g.num == 1) {
+                    key = g.d;
+                    key_len = g.len;
+                } else {
+                    val = g.d;
+                    val_len = g.len;
+                    vals++;
+                }
+            }
+        }
+        if (vals > 1)
+            return *why = FALLBACK, -1; /* protobuf merges the two */
+        if (!utf8_ok(key, key_len))
+            return *why = FALLBACK, -1;
+        if (count == KV_MAX)
+            return *why = AS_DICT, -1;
+        for (int i = 0; i < count; i++)
+            if (key_lens[i] == key_len && memcmp(keys[i], key, (size_t)key_len) == 0)
+                return *why = AS_DICT, -1;
+        keys[count] = key;
+        key_lens[count] = key_len;
+        if ((count++ && jb_put(b, ",", 1) < 0) || jb_str(b, key, key_len) < 0 || jb_put(b, ":", 1) < 0)
+            return *why = ERROR, -1;
+        if (val == NULL) {
+            if (JB_LIT(b, "null") < 0)
+                return *why = ERROR, -1;
+        } else if (json_any(b, val, val_len, depth + 1, dumps, why) < 0) {
+            return -1;
+        }
+    }
+    if (found < 0)
+        return *why = FALLBACK, -1;
+    return jb_put(b, "}", 1) < 0 ? (*why = ERROR, -1) : 0;
+}
+
+/* An AnyValue as JSON: what dumps(any_value(...)) writes. */
+static int json_any(jbuf_t *b, const uint8_t *s, Py_ssize_t n, int depth, PyObject *dumps, int *why) {
+    if (depth > MAX_DEPTH)
+        return *why = FALLBACK, -1;
+    rd_t r = {s, s + n};
+    uint32_t kind = 0;
+    int seen = 0;
+    uint64_t scalar = 0;
+    const uint8_t *data = NULL;
+    Py_ssize_t data_len = 0;
+    field_t f;
+    while (r.p < r.end) {
+        if (next_field(&r, &f) < 0)
+            return *why = FALLBACK, -1;
+        if (f.num < 1 || f.num > 7)
+            continue;
+        static const int WIRE[8] = {-1, 2, 0, 0, 1, 2, 2, 2};
+        if (f.wt != WIRE[f.num])
+            return *why = FALLBACK, -1;
+        seen++;
+        kind = f.num;
+        scalar = f.v;
+        data = f.d;
+        data_len = f.len;
+    }
+    if (seen > 1)
+        return *why = FALLBACK, -1;
+    int rc = 0;
+    switch (kind) {
+    case 0:
+        rc = JB_LIT(b, "null");
+        break;
+    case 1:
+        return jb_text(b, data, data_len, why);
+    case 2:
+        rc = scalar ? JB_LIT(b, "true") : JB_LIT(b, "false");
+        break;
+    case 3:
+        rc = jb_int(b, (long long)(int64_t)scalar);
+        break;
+    case 4: {
+        double x;
+        memcpy(&x, &scalar, 8);
+        if (!isfinite(x))
+            return *why = AS_DICT, -1; /* JSON's null would not be the dict's NaN or infinity */
+        PyObject *num = PyFloat_FromDouble(x);
+        PyObject *js = num ? PyObject_CallOneArg(dumps, num) : NULL;
+        Py_XDECREF(num);
+        if (js == NULL)
+            return *why = ERROR, -1;
+        if (!PyBytes_Check(js)) {
+            Py_DECREF(js);
+            PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+            return *why = ERROR, -1;
+        }
+        rc = jb_put(b, PyBytes_AS_STRING(js), PyBytes_GET_SIZE(js));
+        Py_DECREF(js);
+        break;
+    }
+    case 5: {
+        rd_t a = {data, data + data_len};
+        int found, items = 0;
+        if (jb_put(b, "[", 1) < 0)
+            return *why = ERROR, -1;
+        while ((found = next_len(&a, 1, &f)) > 0) {
+            if (items++ && jb_put(b, ",", 1) < 0)
+                return *why = ERROR, -1;
+            if (json_any(b, f.d, f.len, depth + 1, dumps, why) < 0)
+                return -1;
+        }
+        if (found < 0)
+            return *why = FALLBACK, -1;
+        rc = jb_put(b, "]", 1);
+        break;
+    }
+    case 6:
+        return json_kvs(b, data, data_len, 1, depth, dumps, why);
+    case 7: {
+        Py_ssize_t out_len = ((data_len + 2) / 3) * 4;
+        if (jb_reserve(b, out_len + 2) < 0)
+            return *why = ERROR, -1;
+        char *o = b->p + b->len;
+        *o++ = '"';
+        Py_ssize_t i = 0;
+        for (; i + 2 < data_len; i += 3) {
+            uint32_t v = ((uint32_t)data[i] << 16) | ((uint32_t)data[i + 1] << 8) | data[i + 2];
+            *o++ = B64[v >> 18];
+            *o++ = B64[(v >> 12) & 63];
+            *o++ = B64[(v >> 6) & 63];
+            *o++ = B64[v & 63];
+        }
+        if (i < data_len) {
+            uint32_t v = (uint32_t)data[i] << 16;
+            if (i + 1 < data_len)
+                v |= (uint32_t)data[i + 1] << 8;
+            *o++ = B64[v >> 18];
+            *o++ = B64[(v >> 12) & 63];
+            *o++ = i + 1 < data_len ? B64[(v >> 6) & 63] : '=';
+            *o++ = '=';
+        }
+        *o++ = '"';
+        b->len = o - b->p;
+        break;
+    }
+    }
+    return rc < 0 ? (*why = ERROR, -1) : 0;
+}
+
+/* What records() writes each record's fields into, with common_json: the members of
+ * common_json (without its braces) first. */
+typedef struct {
+    jbuf_t b;
+    const char *common;
+    Py_ssize_t common_len;
+} enc_t;
+
+static int jb_hex(jbuf_t *b, const uint8_t *s, Py_ssize_t n) {
+    static const char H[] = "0123456789abcdef";
+    if (jb_reserve(b, 2 * n + 2) < 0)
+        return -1;
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        *o++ = H[s[i] >> 4];
+        *o++ = H[s[i] & 15];
+    }
+    *o++ = '"';
+    b->len = o - b->p;
+    return 0;
+}
+
+typedef struct rec_s rec_t;
+static int fields_json(enc_t *e, const rec_t *rec, const uint8_t *s, Py_ssize_t n, PyObject *dumps, int *why);
+
+/* ---- records(body, start, end, common, n, level_of, dumps, common_json) --------------------- */
+
+struct rec_s {
     uint64_t time, observed, flags;
     int32_t number;
     const uint8_t *text, *body, *trace, *span, *event;
@@ -454,7 +807,7 @@ typedef struct {
     int bodies;
     const uint8_t *attrs_first;
     int has_attrs;
-} rec_t;
+};
 
 static int read_record(rec_t *rec, const uint8_t *s, Py_ssize_t n) {
     memset(rec, 0, sizeof(*rec));
@@ -512,6 +865,54 @@ static int read_record(rec_t *rec, const uint8_t *s, Py_ssize_t n) {
     return rec->bodies > 1 ? -1 : 0;
 }
 
+/* The record's fields as JSON in e->b: the members one_record's dict would have, in its order.
+ * -1 with *why (AS_DICT: make the dict). */
+static int fields_json(enc_t *e, const rec_t *rec, const uint8_t *s, Py_ssize_t n, PyObject *dumps, int *why) {
+    jbuf_t *b = &e->b;
+    int members = e->common_len > 0;
+    b->len = 0;
+    if (jb_put(b, "{", 1) < 0 || jb_put(b, e->common, e->common_len) < 0)
+        goto error;
+#define NEXT_MEMBER(lit) ((members++ && jb_put(b, ",", 1) < 0) || JB_LIT(b, lit) < 0)
+    if (rec->trace_len && !all_zero(rec->trace, 16))
+        if (NEXT_MEMBER("\"trace_id\":") || jb_hex(b, rec->trace, 16) < 0)
+            goto error;
+    if (rec->span_len && !all_zero(rec->span, 8))
+        if (NEXT_MEMBER("\"span_id\":") || jb_hex(b, rec->span, 8) < 0)
+            goto error;
+    if (rec->flags & 0xFF)
+        if (NEXT_MEMBER("\"trace_flags\":") || jb_int(b, (long long)(rec->flags & 0xFF)) < 0)
+            goto error;
+    if (rec->text_len) {
+        if (NEXT_MEMBER("\"severity_text\":"))
+            goto error;
+        if (jb_text(b, rec->text, rec->text_len, why) < 0)
+            return -1;
+    }
+    if (rec->number)
+        if (NEXT_MEMBER("\"severity_number\":") || jb_int(b, rec->number) < 0)
+            goto error;
+    if (rec->event_len) {
+        if (NEXT_MEMBER("\"event_name\":"))
+            goto error;
+        if (jb_text(b, rec->event, rec->event_len, why) < 0)
+            return -1;
+    }
+    if (rec->has_attrs) {
+        if (NEXT_MEMBER("\"attributes\":"))
+            goto error;
+        if (json_kvs(b, s, n, 6, 0, dumps, why) < 0)
+            return -1;
+    }
+#undef NEXT_MEMBER
+    if (jb_put(b, "}", 1) < 0)
+        goto error;
+    return 0;
+error:
+    *why = ERROR;
+    return -1;
+}
+
 /* The record's attributes (every field 6) as a dict. */
 static PyObject *record_attributes(const uint8_t *s, Py_ssize_t n, int *why) {
     PyObject *out = PyDict_New();
@@ -538,7 +939,7 @@ static int set_item(PyObject *d, PyObject *k, PyObject *v) {
 
 /* Adds one record to the columns, or to rejected. 0, or -1 with *why. */
 static int one_record(PyObject *cols[5], const uint8_t *base, const uint8_t *s, Py_ssize_t n, Py_ssize_t number,
-                      PyObject *common, PyObject *level_of, PyObject *dumps, int *why) {
+                      PyObject *common, PyObject *level_of, PyObject *dumps, enc_t *enc, int *why) {
     rec_t rec;
     if (read_record(&rec, s, n) < 0)
         return *why = FALLBACK, -1;
@@ -591,6 +992,23 @@ static int one_record(PyObject *cols[5], const uint8_t *base, const uint8_t *s, 
                                       (Py_ssize_t)(s + n - base));
         return append_new(cols[4], bad) < 0 ? (*why = ERROR, -1) : 0;
     }
+    if (enc != NULL) {
+        /* The fields as JSON (no dict): None when there are none. */
+        if (fields_json(enc, &rec, s, n, dumps, why) == 0) {
+            fields = enc->b.len == 2 ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(enc->b.p, enc->b.len);
+            if (fields == NULL)
+                goto error;
+            if (rec.text_len && !(rec.number > 0 && rec.number < 25)) { /* level_of needs it */
+                text = utf8(rec.text, rec.text_len, why);
+                if (text == NULL)
+                    goto fail;
+            }
+            goto columns;
+        }
+        if (*why != AS_DICT)
+            goto fail;
+        *why = 0;
+    }
     fields = PyDict_Copy(common);
     if (fields == NULL)
         goto error;
@@ -623,6 +1041,7 @@ static int one_record(PyObject *cols[5], const uint8_t *base, const uint8_t *s, 
         if (set_item(fields, K_ATTRIBUTES, attrs) < 0)
             goto error;
     }
+columns:
     if (rec.number > 0 && rec.number < 25) {
         level = Py_NewRef(LEVELS[rec.number]);
     } else if (text != NULL) {
@@ -638,7 +1057,8 @@ static int one_record(PyObject *cols[5], const uint8_t *base, const uint8_t *s, 
         stamp = Py_NewRef(Py_None);
     if (stamp == NULL)
         goto error;
-    if (PyList_Append(cols[0], message) < 0 || PyList_Append(cols[1], PyDict_GET_SIZE(fields) ? fields : Py_None) < 0 ||
+    if (PyList_Append(cols[0], message) < 0 ||
+        PyList_Append(cols[1], PyDict_Check(fields) && !PyDict_GET_SIZE(fields) ? Py_None : fields) < 0 ||
         PyList_Append(cols[2], level) < 0 || PyList_Append(cols[3], stamp) < 0)
         goto error;
     Py_DECREF(message);
@@ -662,16 +1082,29 @@ static PyObject *records(PyObject *m, PyObject *args) {
     (void)m;
     Py_buffer view;
     Py_ssize_t start, end, n0;
-    PyObject *common, *level_of, *dumps;
-    if (!PyArg_ParseTuple(args, "y*nnO!nOO", &view, &start, &end, &PyDict_Type, &common, &n0, &level_of, &dumps))
+    PyObject *common, *level_of, *dumps, *common_json = Py_None;
+    if (!PyArg_ParseTuple(args, "y*nnO!nOO|O", &view, &start, &end, &PyDict_Type, &common, &n0, &level_of, &dumps,
+                          &common_json))
         return NULL;
     PyObject *cols[5] = {NULL};
     PyObject *out = NULL;
     int why = 0;
     Py_ssize_t count = 0;
+    enc_t enc_buf = {{NULL, 0, 0}, NULL, 0}, *enc = NULL;
     if (start < 0 || end < start || end > view.len) {
         PyErr_SetString(PyExc_ValueError, "start and end must be within body");
         goto done;
+    }
+    if (common_json != Py_None) {
+        const char *cj = PyBytes_Check(common_json) ? PyBytes_AS_STRING(common_json) : NULL;
+        Py_ssize_t cn = cj ? PyBytes_GET_SIZE(common_json) : 0;
+        if (cj == NULL || cn < 2 || cj[0] != '{' || cj[cn - 1] != '}') {
+            PyErr_SetString(PyExc_TypeError, "common_json must be None or a JSON object as bytes");
+            goto done;
+        }
+        enc_buf.common = cj + 1;
+        enc_buf.common_len = cn - 2;
+        enc = &enc_buf;
     }
     for (int i = 0; i < 5; i++)
         if ((cols[i] = PyList_New(0)) == NULL)
@@ -682,7 +1115,7 @@ static PyObject *records(PyObject *m, PyObject *args) {
     int found;
     while ((found = next_len(&r, 2, &f)) > 0) { /* the scope and schema_url: read by scopes() */
         count++;
-        if (one_record(cols, base, f.d, f.len, n0 + count, common, level_of, dumps, &why) < 0)
+        if (one_record(cols, base, f.d, f.len, n0 + count, common, level_of, dumps, enc, &why) < 0)
             goto done;
     }
     if (found < 0) {
@@ -693,6 +1126,7 @@ static PyObject *records(PyObject *m, PyObject *args) {
 done:
     for (int i = 0; i < 5; i++)
         Py_XDECREF(cols[i]);
+    PyMem_Free(enc_buf.b.p);
     PyBuffer_Release(&view);
     if (out == NULL && why == FALLBACK) {
         PyErr_Clear();
@@ -704,7 +1138,8 @@ done:
 static PyMethodDef methods[] = {
     {"scopes", scopes, METH_O, "scopes(body) -> [(resource_index, resource, scope, start, end)] | None"},
     {"records", records, METH_VARARGS,
-     "records(body, start, end, common, n, level_of, dumps) -> (lines, fields, levels, stamps, rejected, count) | None"},
+     "records(body, start, end, common, n, level_of, dumps, common_json=None) -> (lines, fields, levels, stamps, "
+     "rejected, count) | None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,11 +18,12 @@ def records(
     n: int,
     level_of: Callable[[int, str], str | None],
     dumps: Callable[[Any], bytes],
+    common_json: bytes | None = None,
     /,
 ) -> (
     tuple[
         list[str],
-        list[dict[str, Any] | None],
+        list[Any],
         list[str | None],
         list[int | None],
         list[tuple[int, str, str, int, int]],
@@ -33,4 +34,8 @@ def records(
     """The LogRecords of the ScopeLogs at ``body[start:end]`` as (lines, fields, levels, stamps,
     rejected, count): ``common`` first in each record's fields; ``n`` records of the request
     before them; rejected: (record number, reason, text, the record's start and end in ``body``).
-    ValueError: start/end outside ``body``."""
+    Each record's fields are a dict or None; with ``common_json`` (``dumps(common)``) the bytes
+    ``dumps`` gives for that dict, written from the wire (``common_json``'s members first), or
+    the dict itself where JSON would not carry it exactly (an attribute key given twice, a
+    double that is not finite). ValueError: start/end outside ``body``; TypeError: a
+    ``common_json`` that is not a JSON object as bytes."""

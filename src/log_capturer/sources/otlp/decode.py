@@ -59,6 +59,20 @@ INVALID_TRACE_ID = "invalid_trace_id"
 INVALID_FIELD = "invalid_field"
 
 MAX_ORIGINS = 1024
+#: Every top-level member of a record's fields.
+FIELD_MEMBERS = frozenset(
+    (
+        "resource",
+        "scope",
+        "trace_id",
+        "span_id",
+        "trace_flags",
+        "severity_text",
+        "severity_number",
+        "event_name",
+        "attributes",
+    )
+)
 
 #: severity_number -> level: OpenTelemetry's ranges (0 is unspecified).
 SEVERITY: tuple[str | None, ...] = (
@@ -299,10 +313,11 @@ class Decoder:
 
     def _walked(self, body: bytes, groups: dict[int, Group], rejected: list[Rejected]) -> bool:
         """The records of a protobuf body, walked in C (``_walk.c``): what :meth:`_protobuf`
-        gives, without protobuf's objects per record. False when the C walk leaves the request
-        to :meth:`_protobuf` (something it does not decide as protobuf would: malformed bytes,
-        text that is not UTF-8, a message given twice...); ``groups`` and ``rejected`` are then
-        to be cleared."""
+        gives, without protobuf's objects per record, each record's fields as the JSON the sinks
+        write (the groups' ``members`` set: the chunks carry them as ``EncodedFields``). False
+        when the C walk leaves the request to :meth:`_protobuf` (something it does not decide as
+        protobuf would: malformed bytes, text that is not UTF-8, a message given twice...);
+        ``groups`` and ``rejected`` are then to be cleared."""
         layout = _walk.scopes(body) if _walk is not None else None
         if layout is None:
             return False
@@ -317,12 +332,18 @@ class Decoder:
                 scope = self._scope(
                     groups, dict(resource_attrs), sc.name, sc.version, attributes(sc.attributes)
                 )
-                walked = _walk.records(body, start, end, scope.common, n, level_of, orjson.dumps)
+                # Each record's fields written as JSON by the walk (no dict), the scope's part
+                # serialised once here; unless JSON would not give the dict back (a resource
+                # attribute that is NaN or infinite): then dicts, as the Python walk makes them.
+                encoded = orjson.dumps(scope.common)
+                common_json = encoded if orjson.loads(encoded) == scope.common else None
+                walked = _walk.records(body, start, end, scope.common, n, level_of, orjson.dumps, common_json)
                 if walked is None:
                     return False
                 lines, metas, levels, stamps, bad, count = walked
                 n += count
                 g = scope.group
+                g.members = FIELD_MEMBERS
                 g.lines.extend(lines)
                 g.fields.extend(metas)
                 g.levels.extend(levels)

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import orjson
 import pytest
 
 from log_capturer.processing import Analyzer
 from log_capturer.processing.timestamps import NS
-from log_capturer.record import Chunk, Origin
+from log_capturer.record import Chunk, EncodedFields, KafkaMeta, Origin
 from log_capturer.sinks.encoding import rfc3339_ns
 from log_capturer.sinks.kafka import encode
 from log_capturer.sinks.kafka.encode import _speedups, encode_chunk, encode_chunk_py
@@ -217,3 +218,74 @@ def test_the_c_encoder_fails_like_python_on_a_lone_surrogate() -> None:
         encode_chunk(chunk, None)
     with pytest.raises(TypeError):
         encode_chunk_py(chunk, None, b"", {"": b""})
+
+
+def test_fields_already_encoded_give_the_bytes_of_their_dicts_with_the_key_spliced_in() -> None:
+    """Chunks whose fields are columns of JSON objects (``EncodedFields``: the OTLP input's) encode
+    to the bytes their dicts give, the key added as the last member; also a Kafka source's
+    metadata with a key, and a key_field JSON must escape."""
+    assert _speedups is not None
+    rnd = random.Random(25)
+    metas: list[dict[str, Any] | None] = [
+        None,
+        {},
+        {"a": [1, {"b": None}]},
+        {"resource": {"service.name": "x\u00e9"}, "attributes": {"k": 'q"uo\\te', "n": 1.5}},
+        {"t": "\x01\n"},
+    ]
+    compared = 0
+    for _ in range(300):
+        n = rnd.randrange(0, 25)
+        base = _random_chunk(rnd, n)
+        picked = [rnd.choice(metas) for _ in range(n)]
+        # As the source makes them: JSON, or the dict itself (what JSON would not carry), or None.
+        items: list[bytes | dict[str, Any] | None] = [
+            None if m is None else m if rnd.random() < 0.2 else orjson.dumps(m) for m in picked
+        ]
+        for key_field in ("tenant_id", 'te"n\\ant', None, ""):
+            with_cols = _copy(base)
+            with_cols.meta_columns = EncodedFields(
+                list(items), frozenset(("a", "resource", "attributes", "t"))
+            )
+            with_dicts = _copy(base)
+            with_dicts.meta = [None if m is None else dict(m) for m in picked]
+            head = b'{"timestamp":"' + rfc3339_ns(base.read_time_ns).encode() + b'","message":'
+            tails = {
+                lvl: b',"level":"' + lvl.encode() + b'",' + base.origin.encoded + b',"fields":'
+                for lvl in set(base.levels)
+            }
+            got = encode_chunk(with_cols, key_field)
+            assert with_cols.meta_columns is not None  # encoded as they were, no dict made
+            assert got == encode_chunk_py(with_dicts, key_field, head, tails)
+            for rec in got:
+                orjson.loads(rec)
+            compared += len(got)
+    assert compared > 5000
+    # The Kafka source's metadata with a key: spliced in as well.
+    chunk = Chunk(Origin("kafka", "logs"), ["a", "b"], read_time_ns=1_700_000_000_000_000_000)
+    chunk.levels = ["info", "info"]
+    chunk.keys = ["t1", None]
+    chunk.meta_columns = KafkaMeta("kafka", "logs", 0, [5, 6], [None, "k"], [None, 9])
+    dicts = KafkaMeta("kafka", "logs", 0, [5, 6], [None, "k"], [None, 9]).dicts()
+    recs = encode_chunk(chunk, "tenant_id")
+    assert [orjson.loads(r)["fields"] for r in recs] == [{**dicts[0], "tenant_id": "t1"}, dicts[1]]
+    assert chunk.meta_columns is not None
+
+
+def test_a_key_field_that_is_a_member_of_the_encoded_fields_takes_the_dicts() -> None:
+    chunk = Chunk(Origin("otlp", "otlp"), ["a"], read_time_ns=1_700_000_000_000_000_000)
+    chunk.levels = ["info"]
+    chunk.keys = ["from-fields"]
+    chunk.meta_columns = EncodedFields([b'{"trace_id":"ab","x":1}'], frozenset(("trace_id", "x")))
+    (rec,) = encode_chunk(chunk, "trace_id")
+    assert orjson.loads(rec)["fields"] == {"trace_id": "from-fields", "x": 1}  # in its place
+    assert chunk.meta_columns is None and chunk.meta == [{"trace_id": "ab", "x": 1}]
+
+
+def _copy(chunk: Chunk) -> Chunk:
+    out = Chunk(chunk.origin, list(chunk.lines), read_time_ns=chunk.read_time_ns)
+    out.levels = list(chunk.levels)
+    out.keys = None if chunk.keys is None else list(chunk.keys)
+    out.truncated = chunk.truncated
+    out.timestamps = None if chunk.timestamps is None else list(chunk.timestamps)
+    return out

@@ -609,10 +609,12 @@ def test_label_groups_declines_what_python_decides() -> None:
     groups = http._speedups.label_groups
     recs = [{"labels": {"a": "1"}}, {"labels": {"a": "2"}}, {"labels": {"a": "1"}}]
     assert groups(recs, 256) == [(0, [0, 2]), (1, [1])]
+    assert groups([(r, i) for i, r in enumerate(recs)], 256) == [(0, [0, 2]), (1, [1])]  # items
     assert groups(recs, 1) is None  # more sets than allowed
     assert groups([{"labels": {"a": 1}}], 256) is None
     assert groups([{"labels": ["a"]}], 256) is None
     assert groups([{"message": "no labels"}], 256) is None
+    assert groups([({"labels": {"a": "1"}},)], 256) is None  # not a (record, time) item
     with pytest.raises(ValueError, match="max_distinct"):
         groups(recs, 0)
 

@@ -14,11 +14,11 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
-from log_capturer.record import Chunk
+from log_capturer.record import Chunk, EncodedFields
 from log_capturer.sources.http.source import Rejected
 from log_capturer.sources.listener import Group, chunks_of
 from log_capturer.sources.otlp import _walk
-from log_capturer.sources.otlp.decode import PROTOBUF, OtlpError, level_of
+from log_capturer.sources.otlp.decode import FIELD_MEMBERS, PROTOBUF, OtlpError, level_of
 from tests.unit.sources.otlp.test_decode import av, decoder, kv
 
 CONFIGS = [
@@ -115,8 +115,13 @@ def both(body: bytes, cfg: dict[str, Any]) -> tuple[Any, Any, bool]:
 
 
 def columns(groups: dict[int, Group]) -> list[Any]:
-    # orjson: NaN and nested values compared as the Kafka record will carry them.
-    return [(g.origin.labels, g.lines, orjson.dumps(g.fields), g.levels, g.stamps) for g in groups.values()]
+    # orjson: NaN and nested values compared as the Kafka record will carry them; fields the C
+    # walk wrote as JSON compared as their bytes (a Fragment is written as it is).
+    return [(g.origin.labels, g.lines, fields_json(g.fields), g.levels, g.stamps) for g in groups.values()]
+
+
+def fields_json(fields: list[Any]) -> bytes:
+    return orjson.dumps([orjson.Fragment(f) if isinstance(f, bytes) else f for f in fields])
 
 
 def shape(chunks: list[Chunk]) -> list[Any]:
@@ -264,3 +269,237 @@ def test_without_the_c_module_the_python_walk_decodes(monkeypatch: pytest.Monkey
     assert (columns(groups), [dataclasses.astuple(r) for r in rejected]) == expected
     chunks, _ = dec.decode(body, PROTOBUF)
     assert [c.lines for c in chunks] == [c.lines for c in chunks_of(groups.values())]
+
+
+# -- each record's fields as JSON, written from the wire (records(..., common_json)) ---------------
+def walk_one(record: LogRecord | bytes, common: dict[str, Any] | None = None, as_json: bool = True) -> Any:
+    """The fields the C walk gives for one record (in a scope whose common part is ``common``)."""
+    raw = record if isinstance(record, bytes) else record.SerializeToString()
+    body = in_request(raw)
+    layout = _walk.scopes(body)
+    assert layout is not None
+    _, _, _, start, end = layout[0]
+    common = common or {}
+    got = _walk.records(
+        body, start, end, common, 0, level_of, orjson.dumps, orjson.dumps(common) if as_json else None
+    )
+    if got is None:
+        return None
+    _, fields, _, _, rejected, count = got
+    assert count == 1 and not rejected
+    return fields[0]
+
+
+EVERY_KIND = [
+    "plain",
+    "",
+    'quote " backslash \\ slash /',
+    "controls \x00\x01\x08\t\n\x0b\x0c\r\x1f\x7f",
+    "é€😀 \u2028\u2029 \ufeff",
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    0.0,
+    -0.0,
+    1.5,
+    1e16,
+    3.25e300,
+    5e-324,
+    0.1,
+    b"",
+    b"\x00",
+    b"ab",
+    b"abc",
+    bytes(range(256)),
+    None,
+    [],
+    [1, "two", [3.5, None], {"k": b"\xff"}],
+    {},
+    {"nested": {"deeper": [True, {"x": "é"}]}, "": "empty key"},
+]
+
+
+@pytest.mark.parametrize("value", EVERY_KIND, ids=repr)
+def test_every_any_value_kind_is_written_as_dumps_writes_it(value: Any) -> None:
+    record = LogRecord(body=av("line"), attributes=[kv("v", value), kv('é\n"', value)])
+    as_dict = walk_one(record, as_json=False)
+    as_json = walk_one(record)
+    assert isinstance(as_json, bytes)
+    assert as_json == orjson.dumps(as_dict)
+    assert orjson.loads(as_json) == as_dict
+
+
+def test_every_member_in_the_dicts_order_after_the_common_part() -> None:
+    common = {"resource": {"service.name": "checkout", "n": 3}, "scope": {"name": "app", "version": "1.0"}}
+    record = LogRecord(
+        body=av("line"),
+        trace_id=bytes(range(1, 17)),
+        span_id=bytes(range(1, 9)),
+        flags=0x1FF,
+        severity_text="Warning",
+        severity_number=13,  # type: ignore[arg-type]
+        event_name="login ü",
+        attributes=[kv("tenant_id", "t-1"), kv("n", 7)],
+    )
+    as_json = walk_one(record, common)
+    assert as_json == orjson.dumps(walk_one(record, common, as_json=False))
+    assert list(orjson.loads(as_json)) == [
+        "resource",
+        "scope",
+        "trace_id",
+        "span_id",
+        "trace_flags",
+        "severity_text",
+        "severity_number",
+        "event_name",
+        "attributes",
+    ]
+    assert set(orjson.loads(as_json)) <= FIELD_MEMBERS
+    # Only the common part, and nothing at all.
+    assert walk_one(LogRecord(body=av("x")), common) == orjson.dumps(common)
+    assert walk_one(LogRecord(body=av("x"))) is None
+    assert walk_one(LogRecord(body=av("x"), trace_id=bytes(16), span_id=bytes(8))) is None  # zeros: absent
+    # A negative severity number, as protobuf reads it.
+    negative = LogRecord(body=av("x"), severity_number=-3)  # type: ignore[arg-type]
+    assert walk_one(negative) == orjson.dumps(walk_one(negative, as_json=False)) == b'{"severity_number":-3}'
+
+
+@pytest.mark.parametrize(
+    ("attributes", "kind"),
+    [
+        pytest.param([kv("a", 1), kv("b", 2), kv("a", 3)], dict, id="a key given twice"),
+        pytest.param([kv("m", {"k": 1}), kv("x", [{"k": 1}])], bytes, id="one key in two maps"),
+        pytest.param([kv("deep", [{"k": 1}, {"k": 2}])], bytes, id="one key in two list items"),
+        pytest.param([kv("nan", float("nan"))], dict, id="NaN"),
+        pytest.param([kv("inf", [float("-inf")])], dict, id="infinity in a list"),
+        pytest.param([kv(f"k{i}", i) for i in range(65)], dict, id="65 members"),
+        pytest.param([kv(f"k{i}", i) for i in range(64)], bytes, id="64 members"),
+    ],
+)
+def test_what_json_cannot_carry_exactly_gets_its_dict(attributes: list[Any], kind: type) -> None:
+    record = LogRecord(body=av("line"), attributes=attributes)
+    as_dict = walk_one(record, as_json=False)
+    got = walk_one(record)
+    assert type(got) is kind
+    if kind is bytes:
+        assert got == orjson.dumps(as_dict)
+    else:
+        assert orjson.dumps(got) == orjson.dumps(as_dict)
+        assert list(got["attributes"]) == list(as_dict["attributes"])  # the dict's order
+
+
+def test_a_duplicate_inside_a_map_value_gets_the_dict() -> None:
+    dup = field(6, 2, field(1, 2, field(1, 2, b"k") + field(2, 2, field(3, 0, b"\x01"))) * 2)  # {k:1,k:1}
+    record = field(5, 2, field(1, 2, b"line")) + field(6, 2, field(1, 2, b"m") + field(2, 2, dup))
+    got = walk_one(record)
+    assert isinstance(got, dict)
+    assert got == walk_one(record, as_json=False) == {"attributes": {"m": {"k": 1}}}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param(field(5, 2, field(1, 2, b"x")) + field(6, 2, field(1, 2, b"\xc3")), id="key not UTF-8"),
+        pytest.param(
+            field(5, 2, field(1, 2, b"x"))
+            + field(6, 2, field(1, 2, b"k") + field(2, 2, field(1, 2, b"\xed\xa0\x80"))),
+            id="value a surrogate",
+        ),
+        pytest.param(
+            field(5, 2, field(1, 2, b"x"))
+            + field(6, 2, field(1, 2, b"k") + field(2, 2, field(1, 2, b"\xf4\x90\x80\x80"))),
+            id="value past U+10FFFF",
+        ),
+        pytest.param(
+            field(5, 2, field(1, 2, b"x"))
+            + field(6, 2, field(1, 2, b"k") + field(2, 2, field(1, 2, b"\xe0\x80\xaf"))),
+            id="value overlong",
+        ),
+        pytest.param(field(5, 2, field(1, 2, b"x")) + field(12, 2, b"\xff"), id="event name not UTF-8"),
+        pytest.param(
+            field(5, 2, field(1, 2, b"x")) + field(6, 2, field(1, 2, b"k") + field(2, 2, field(3, 2, b"x"))),
+            id="int value as LEN",
+        ),
+        pytest.param(
+            field(5, 2, field(1, 2, b"x")) + field(6, 2, field(1, 2, b"k") + field(2, 2, b"\x0a\x05ab")),
+            id="value truncated",
+        ),
+        pytest.param(
+            field(5, 2, field(1, 2, b"x"))
+            + field(
+                6, 2, field(1, 2, b"k") + field(2, 2, field(1, 2, b"a")) + field(2, 2, field(1, 2, b"b"))
+            ),
+            id="a value given twice",
+        ),
+    ],
+)
+def test_what_protobuf_decides_in_the_fields_is_left_to_python(record: bytes) -> None:
+    assert walk_one(record) is None
+    assert walk_one(record, as_json=False) is None
+    dec = decoder()
+    assert not dec._walked(in_request(record), {}, [])
+
+
+def test_valid_utf8_of_every_length_is_taken() -> None:
+    text = "a\u00e9\u0800\uffff\U00010000\U0010ffff" * 3
+    record = LogRecord(body=av("x"), event_name=text, attributes=[kv(text, text)])
+    got = walk_one(record)
+    assert got == orjson.dumps({"event_name": text, "attributes": {text: text}})
+
+
+def test_common_json_must_be_a_json_object() -> None:
+    body = in_request(LogRecord(body=av("x")).SerializeToString())
+    layout = _walk.scopes(body)
+    assert layout is not None
+    _, _, _, start, end = layout[0]
+    for bad in (b"", b"[]", "{}", b"{"):
+        with pytest.raises(TypeError, match="common_json"):
+            _walk.records(body, start, end, {}, 0, level_of, orjson.dumps, bad)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_decoded_chunks_carry_the_fields_as_json(cfg: dict[str, Any]) -> None:
+    """The chunks of a walked request hold each record's fields as the bytes of the Python walk's
+    dict (or that dict), as EncodedFields; asked for as dicts, they are the Python walk's."""
+    rng = random.Random(7)
+    as_bytes = as_dicts = 0
+    for _ in range(200):
+        body = rand_request(rng)
+        chunks, _ = decoder(**cfg).decode(body, PROTOBUF)
+        groups: dict[int, Group] = {}
+        decoder(**cfg)._protobuf(body, groups, [])
+        expected = chunks_of(groups.values())
+        assert [c.lines for c in chunks] == [c.lines for c in expected]
+        for got, want in zip(chunks, expected, strict=True):
+            cols = got.meta_columns
+            if want.meta is None:
+                assert cols is None and got.meta is None
+                continue
+            assert isinstance(cols, EncodedFields)
+            assert cols.members == FIELD_MEMBERS
+            for item, fields in zip(cols.encoded(), want.meta, strict=True):
+                if isinstance(item, bytes):
+                    as_bytes += 1
+                    assert item == orjson.dumps(fields)
+                elif item is not None:
+                    as_dicts += 1
+                    assert orjson.dumps(item) == orjson.dumps(fields)
+                else:
+                    assert fields is None
+            assert orjson.dumps(got.meta) == orjson.dumps(want.meta)  # made from the JSON
+            assert got.meta_columns is None
+    assert as_bytes > 500 and as_dicts > 10
+
+
+def test_a_resource_attribute_json_cannot_carry_keeps_dicts() -> None:
+    rl = ResourceLogs(scope_logs=[ScopeLogs(log_records=[LogRecord(body=av("x"))])])
+    rl.resource.attributes.append(kv("ratio", float("nan")))
+    body = ExportLogsServiceRequest(resource_logs=[rl]).SerializeToString()
+    chunks, _ = decoder().decode(body, PROTOBUF)
+    cols = chunks[0].meta_columns
+    assert isinstance(cols, EncodedFields)
+    (item,) = cols.encoded()
+    assert isinstance(item, dict) and item["resource"]["ratio"] != item["resource"]["ratio"]  # NaN kept
