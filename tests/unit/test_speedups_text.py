@@ -115,8 +115,8 @@ EDGE_LINES = [
 PYTHON_LINES = [
     "é ERROR accented",
     "\ufffd ERROR replaced byte tenant_id=x",
-    "{not json ERROR",
-    '{"level":"info"',
+    '{"level":"info"} and text after it',
+    '{"tenant_id":"a\\"b","msg":"cut',
     "\udcff ERROR a lone surrogate tenant_id=acme",
 ]
 
@@ -176,7 +176,9 @@ def test_generated_lines_give_what_python_gives(fmt: str) -> None:
 
 
 def test_decided_lines_and_lines_left_to_python() -> None:
-    """Only None levels are looked at; non-ASCII lines and lines starting with '{' stay None."""
+    """Only None levels are looked at; non-ASCII lines, lines starting with '{' that may be JSON
+    and cut JSON lines whose key has an escape stay None (a cut JSON line is decided: see
+    tests/unit/processing/test_levels.py)."""
     lines = ["ERROR tenant_id=a", *PYTHON_LINES, "WARN tenant_id=b"]
     levels: list[str | None] = ["info", *[None] * len(PYTHON_LINES), None]
     keys: list[str | None] = ["kept", *[None] * len(PYTHON_LINES), None]
