@@ -118,10 +118,15 @@ class LingerPolicy:
         #: When records handed over after the last push were first seen (0: none waiting).
         self.waiting_since = 0.0
 
-    def idle(self, handed: int) -> None:
-        """The dispatcher has nothing more queued; ``handed`` records were produced so far."""
+    def idle(self, handed: int) -> bool:
+        """The dispatcher has nothing more queued; ``handed`` records were produced so far.
+        True when this makes a push due at once (records came since the last push, which is
+        acknowledged): the caller wakes the poll thread rather than leave them waiting for the
+        end of its poll (up to a poll interval)."""
         if self.enabled and handed > self.idle_upto:
             self.idle_upto = handed
+            return self.acked and handed > self.pushed_upto
+        return False
 
     def overdue_after(self) -> float:
         """How long an unacknowledged push holds the next one back (doubling per repeat)."""
