@@ -11,7 +11,9 @@ once: librdkafka ignores linger.ms for the moment of a ``flush()``) when
 
 - the dispatcher has handed over everything it had (its queue ran empty:
   :meth:`LingerPolicy.idle`), so waiting longer would add latency, not
-  records; and
+  records (the dispatcher thread then wakes the poll thread, which would
+  otherwise notice only at the end of its poll, up to a poll interval later);
+  and
 - the previous push has been acknowledged, so no request of it is still on its
   way. A push still unacknowledged after twice the measured round trip is
   repeated, with a doubling wait of at most half a second: a push sends
