@@ -236,12 +236,14 @@ def run(
     # Imported only here: the supervisor of a multi-process agent needs no Kafka client.
     from log_capturer.app import Agent, AgentError
     from log_capturer.observability.status import StatusLine
+    from log_capturer.signals import StopFlag
 
     def reload_config() -> Config:
         # A reload reads the file again, with the same options as this run.
         return run_overrides(load_config(config), stdin, workers)
 
-    stop_requested = threading.Event()
+    # Set by the signal handlers: a StopFlag, not a threading.Event (log_capturer.signals).
+    stop_requested = StopFlag()
     started = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -33,6 +33,7 @@ import orjson
 from pydantic import SecretStr, ValidationError
 
 from log_capturer.config.schema import Config
+from log_capturer.signals import StopFlag
 
 if TYPE_CHECKING:
     from log_capturer.app import Agent
@@ -148,7 +149,8 @@ def run(index: int, count: int) -> int:
         sys.stderr.write(f"worker {index}: cannot read the configuration from the supervisor: {exc}\n")
         return 1
     _setup_logging(cfg, index)
-    stop = threading.Event()
+    # Set by the signal handlers: a StopFlag, not a threading.Event (log_capturer.signals).
+    stop = StopFlag()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()

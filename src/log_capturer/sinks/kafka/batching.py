@@ -11,7 +11,9 @@ once: librdkafka ignores linger.ms for the moment of a ``flush()``) when
 
 - the dispatcher has handed over everything it had (its queue ran empty:
   :meth:`LingerPolicy.idle`), so waiting longer would add latency, not
-  records; and
+  records (the dispatcher thread then wakes the poll thread, which would
+  otherwise notice only at the end of its poll, up to a poll interval later);
+  and
 - the previous push has been acknowledged, so no request of it is still on its
   way. A push still unacknowledged after twice the measured round trip is
   repeated, with a doubling wait of at most half a second: a push sends
@@ -118,10 +120,15 @@ class LingerPolicy:
         #: When records handed over after the last push were first seen (0: none waiting).
         self.waiting_since = 0.0
 
-    def idle(self, handed: int) -> None:
-        """The dispatcher has nothing more queued; ``handed`` records were produced so far."""
+    def idle(self, handed: int) -> bool:
+        """The dispatcher has nothing more queued; ``handed`` records were produced so far.
+        True when this makes a push due at once (records came since the last push, which is
+        acknowledged): the caller wakes the poll thread rather than leave them waiting for the
+        end of its poll (up to a poll interval)."""
         if self.enabled and handed > self.idle_upto:
             self.idle_upto = handed
+            return self.acked and handed > self.pushed_upto
+        return False
 
     def overdue_after(self) -> float:
         """How long an unacknowledged push holds the next one back (doubling per repeat)."""

@@ -356,10 +356,15 @@ class KafkaService:
         self._alone_producer = None
 
     def idle(self) -> None:
-        """What lingers may leave now (adaptive batching)."""
+        """What lingers may leave now (adaptive batching): when that makes a push due, the poll
+        thread is woken to send it at once (with the chunk producer; else within a poll)."""
         if self._linger.enabled:
             with self._lock:
-                self._linger.idle(self.handed)
+                due = self._linger.idle(self.handed)
+            native = self._native
+            if due and native is not None:
+                with contextlib.suppress(RuntimeError):  # closed (stopping)
+                    native.wake()
 
     def flush_soon(self) -> None:
         self._flush_requested = True

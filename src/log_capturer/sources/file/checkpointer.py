@@ -228,13 +228,26 @@ class Checkpointer:
             return max(0.0, min(flush, self.last_write + self.write_delay - now))
         return max(0.0, flush)
 
-    def write_soon(self, files: Iterable[TailedFile], now: float) -> None:
-        """Take the entries of ``files`` now (on the read thread) and have the writer write them."""
+    def write_soon(self, files: Iterable[TailedFile], now: float) -> dict[str, Entry]:
+        """Take the entries of ``files`` now (on the read thread) and have the writer write them;
+        returns them (before :attr:`shape`)."""
+        self.taking(now)
+        entries = self.entries(files)
+        self.put(entries)
+        return entries
+
+    def taking(self, now: float) -> None:
+        """The entries are about to be taken: a position that moves from now on is written by
+        the next write."""
         self.moved = False
         self.last_write = now
         self.next_flush = now + self.flush_interval
+
+    def put(self, entries: dict[str, Entry]) -> None:
+        """Have the writer write ``entries`` (as :meth:`entries` returns them, taken after
+        :meth:`taking`; never changed afterwards)."""
         if self.writer is not None:
-            self.writer.put(self.shape(self.entries(files)))
+            self.writer.put(self.shape(entries))
 
     def close(self) -> None:
         """End the writer's thread (after the last :meth:`save`)."""

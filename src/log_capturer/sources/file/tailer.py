@@ -173,6 +173,16 @@ class Tailer:
         #: :meth:`write_positions`).
         self._changes = 0
         self._written_state: tuple[object, ...] | None = None
+        #: The entries last taken while no file was rotated (None: take them all next time), the
+        #: table they were taken from, the files read since (their entries may have changed) and
+        #: those that had lines in flight then (acknowledgements may move them); see
+        #: :meth:`write_positions`. ``_structure`` counts what changes the table's paths beyond
+        #: reads and acknowledgements (discoveries, rotations, restarts of the loop).
+        self._last_entries: dict[str, Entry] | None = None
+        self._entries_table: tuple[int, ...] | None = None
+        self._touched: set[TailedFile] = set()
+        self._unsettled: set[TailedFile] = set()
+        self._structure = 0
         #: New files followed by the discovery under way (see NEW_FILE_LOGS).
         self._new_files = 0
         #: The table's state at the last :meth:`_classify_all`.
@@ -234,11 +244,22 @@ class Tailer:
         The periodic write (``flush_interval``, no position moved) is skipped while nothing
         that the entries show changed: no byte read, the same files under the same paths, no
         rotated file, the same released and unmatched entries. Thousands of idle files are then
-        not turned into entries every ``flush_interval`` only to write the same file again."""
+        not turned into entries every ``flush_interval`` only to write the same file again.
+
+        A write that acknowledgements asked for (``write_delay``) while the table is as it was
+        at the last one (the same files under the same paths, no rotated file, no discovery,
+        rotation or restart since) takes anew only the entries of the files that can have
+        changed: those read since, and those that still had lines in flight then (their
+        checkpoints may have moved); the others are the last write's. With 10,000 followed files
+        of which 100 are written, the read thread then looks at about 100 files per write
+        instead of 10,000 (15 ms every ``write_delay``, during which no file was read). Every
+        ``flush_interval``, and after any change of the table, every entry is taken again."""
         cp = self.checkpointer
         followed = self.followed
+        tracked = followed.tracked
+        no_rotated = len(followed.by_path) == len(tracked)
         state: tuple[object, ...] | None = None
-        if not cp.moved and len(followed.by_path) == len(followed.tracked):  # no rotated file
+        if not cp.moved and no_rotated:
             state = (
                 self._changes,
                 len(cp.released),
@@ -248,8 +269,36 @@ class Tailer:
             if state == self._written_state:
                 cp.next_flush = now + cp.flush_interval
                 return
-        self.rotation.refresh_rotated_paths()
-        cp.write_soon(followed.tracked.values(), now)
+        touched, self._touched = self._touched, set()
+        table = (id(tracked), len(tracked), self._structure, len(cp.released), len(cp.unclaimed))
+        last = self._last_entries
+        unsettled: set[TailedFile] = set()
+        if (
+            cp.moved
+            and no_rotated
+            and last is not None
+            and table == self._entries_table
+            and now < cp.next_flush
+        ):
+            cp.taking(now)
+            entries = dict(last)  # (the writer may still hold the last dict: never changed in place)
+            for tf in touched | self._unsettled:
+                if tracked.get(tf.key) is not tf:
+                    continue
+                # Read before the entry: once nothing is in flight, the committed offset taken
+                # next is final until the file is read again (then it is touched).
+                if tf.checkpoint.in_flight_lines:
+                    unsettled.add(tf)
+                entries[tf.path] = tf.position_entry()
+            cp.put(entries)
+        else:
+            self.rotation.refresh_rotated_paths()
+            files = list(tracked.values())
+            unsettled = {tf for tf in files if tf.checkpoint.in_flight_lines}
+            entries = cp.write_soon(files, now)
+        self._last_entries = entries if no_rotated else None
+        self._entries_table = table
+        self._unsettled = unsettled
         self._written_state = state
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -446,6 +495,7 @@ class Tailer:
         """Before a restart: every file reads again from the end of its last chunk handed over
         (and, with inotify, the first turn looks at every file: no event tells of a rewind)."""
         self._drop_pending()  # never handed over: read again
+        self._structure += 1
         for tf in list(self.followed.tracked.values()):
             tf.rewind()
         self._look_all = True
@@ -532,6 +582,7 @@ class Tailer:
                 st = None
             if st is None or (st.st_dev, st.st_ino) != tf.key:
                 self._flush()  # (rotation changes the table: what was read goes first)
+                self._structure += 1
                 if tf.live:
                     self.rotation.lost_path(tf)
                 else:  # a rotated file not opened yet was renamed again
@@ -540,6 +591,8 @@ class Tailer:
                         self.rotation.forget(tf)
                 return False
             if st.st_size == tf.read_offset:
+                if tf.size != st.st_size:
+                    self._touched.add(tf)
                 tf.size = st.st_size
                 tf.mtime_ns = st.st_mtime_ns
                 return False
@@ -556,8 +609,10 @@ class Tailer:
             return False
         if size != tf.read_offset:
             self._changes += 1  # grown or truncated: the entries' sizes and times change
+            self._touched.add(tf)
         if size < tf.read_offset or fp is None:
             self._flush()
+            self._structure += 1
             self.rotation.truncated(tf, size, now)
             tf.mtime_ns = st.st_mtime_ns
             return True
@@ -582,6 +637,7 @@ class Tailer:
         dispatcher together by :meth:`_flush`, at the turn's end or once enough wait."""
         if chunk.truncated:
             self.metrics.lines_truncated.labels(chunk.origin.source_type).inc(len(chunk.truncated))
+        self._touched.add(tf)  # (its checkpoint moves once the chunk is acknowledged)
         self._pending.append(chunk)
         self._pending_checkpoints.append(tf.checkpoint)
         self._pending_files.append((tf, tf.skipping))
@@ -638,6 +694,7 @@ class Tailer:
         if (st.st_dev, st.st_ino) != tf.key:
             os.close(fd)
             self._flush()
+            self._structure += 1
             self.rotation.lost_path(tf)
             return False
         self.descriptors.adopt(tf, fd, now)
@@ -648,6 +705,7 @@ class Tailer:
         """Ask the paths provider for the paths to follow, follow the new files, notice the lost."""
         targets = self.paths.discover()
         self.targets = targets
+        self._structure += 1
         self._new_files = 0
         followed = self.followed
         unclaimed = self.checkpointer.unclaimed

@@ -169,3 +169,15 @@ def test_with_a_linger_shorter_than_twice_the_busy_wait_librdkafka_sends_them_in
     q = LingerPolicy(True, FLOOR, batch_size=10_000, linger=2 * BUSY_WAIT_FLOORS * FLOOR)
     assert not q.push_due(finished=0, now=1.0, handed=10)
     assert q.push_due(finished=0, now=1.0 + q.busy_wait(), handed=20)
+
+
+def test_idle_says_when_it_makes_a_push_due_so_the_poll_thread_is_woken_at_once() -> None:
+    p = LingerPolicy(True, FLOOR)
+    assert p.idle(handed=10)  # records since the last push, which is acknowledged (none yet)
+    assert not p.idle(handed=10)  # nothing new
+    assert p.push_due(finished=0, now=1.0)
+    # While that push is on its way, records gather: no wake-up (its acknowledgement wakes it).
+    assert not p.idle(handed=20)
+    assert p.push_due(finished=10, now=1.004)  # acknowledged: the 10 gathered leave
+    assert not p.idle(handed=20)  # (already pushed)
+    assert not LingerPolicy(False, FLOOR).idle(handed=10)

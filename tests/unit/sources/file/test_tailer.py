@@ -319,3 +319,81 @@ def test_a_discovery_of_many_new_files_logs_a_few_and_a_count(
         lambda: any(r.getMessage() == "following file" for r in caplog.records), 5, "late.log followed", 0.02
     )
     assert not any(r.getMessage() == "following files" for r in caplog.records)
+
+
+class HoldOne(MemorySink):
+    """Acknowledges every chunk at once but those of ``held_source`` (until :meth:`release`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held_source = ""
+
+    def send(self, chunks: list[Chunk]) -> None:
+        held = [c for c in chunks if c.origin.source_id == self.held_source]
+        with self._lock:
+            self.held.extend(held)
+        super().send([c for c in chunks if c.origin.source_id != self.held_source])
+        with self._lock:
+            for c in held:
+                self.records.extend((c.origin.source_id, line, None) for line in c.lines)
+
+
+def test_with_many_idle_files_a_write_takes_anew_only_the_entries_that_can_have_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = Env(tmp_path)
+    env.sink = sink = HoldOne()
+    env.dispatcher.close(5)
+    env.dispatcher = make_dispatcher(sink, env.metrics)
+    try:
+        idle = [env.logs / f"idle-{i:03d}.log" for i in range(150)]
+        for p in idle:
+            write(p, "i", 0, 1)
+        steady, late = env.logs / "steady.log", env.logs / "late.log"
+        write(steady, "s", 0, 1)
+        write(late, "l", 0, 1)
+        src = env.start()
+        writer = src.tailer.checkpointer.writer
+        assert writer is not None
+        every = [*idle, steady, late]
+        wait_until(
+            lambda: all(offset_on_disk(env, p) == p.stat().st_size for p in every),
+            10,
+            "every file's position",
+        )
+        taken = [0]
+        entry = tail.TailedFile.position_entry
+
+        def counted(self: tail.TailedFile) -> dict[str, object]:
+            taken[0] += 1
+            return entry(self)
+
+        monkeypatch.setattr(tail.TailedFile, "position_entry", counted)
+        sink.held_source = str(late)
+        write(late, "l", 1, 1)  # read, and in flight while the writes below take the entries
+        wait_until(lambda: len(sink.held) == 1, 5, "the late line held")
+        before = writer.writes
+        n = 1
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:  # acknowledged at once: a write every write_delay
+            write(steady, "s", n, 1)
+            n += 1
+            time.sleep(0.01)
+        wait_until(
+            lambda: offset_on_disk(env, steady) == steady.stat().st_size, 5, "the steady file's position"
+        )
+        writes = writer.writes - before
+        assert writes >= 2, writes
+        # 152 files: a write taking every entry would take 152; these took those of the files read
+        # since the last write or in flight at it (steady.log, late.log).
+        assert taken[0] <= 4 * writes + 4, (taken[0], writes)
+        assert offset_on_disk(env, late) < late.stat().st_size  # its last line is not acknowledged
+        sink.held_source = ""
+        sink.release()  # acknowledged now, and late.log is not read again: still written in time
+        wait_until(lambda: offset_on_disk(env, late) == late.stat().st_size, 2, "the late file's position")
+        saved = orjson.loads((env.tmp / "pos" / "files.json").read_bytes())["positions"]
+        assert {p: e["offset"] for p, e in saved.items()} == {
+            p: e["offset"] for p, e in src.tailer.positions().items()
+        }
+    finally:
+        env.close()

@@ -112,6 +112,7 @@ class ChunkProducer:
         self.produce_chunk = self._p.produce_chunk
         self.poll = self._p.poll
         self.flush = self._p.flush
+        self.wake = self._p.wake
         self.purge = self._p.purge
 
     def _on_error(self, code: int, reason: str, fatal: int) -> None:

@@ -136,6 +136,9 @@ static struct {
     rd_kafka_resp_err_t (*last_error)(void);
     int (*poll)(rd_kafka_t *, int);
     rd_kafka_resp_err_t (*flush)(rd_kafka_t *, int);
+    rd_kafka_queue_t *(*queue_get_main)(rd_kafka_t *);
+    void (*queue_yield)(rd_kafka_queue_t *);
+    void (*queue_destroy)(rd_kafka_queue_t *);
     rd_kafka_resp_err_t (*purge)(rd_kafka_t *, int);
     int (*outq_len)(rd_kafka_t *);
     rd_kafka_resp_err_t (*fatal_error)(rd_kafka_t *, char *, size_t);
@@ -180,6 +183,7 @@ typedef struct chunk_s {
 typedef struct {
     PyObject_HEAD
     rd_kafka_t *rk;
+    rd_kafka_queue_t *main_q; /* the queue rd_kafka_poll() serves (wake() ends its wait) */
     PyObject *topic_index; /* dict: name -> int index into rkts */
     rd_kafka_topic_t **rkts;
     Py_ssize_t nrkts;
@@ -337,6 +341,9 @@ static PyObject *mod_load(PyObject *m, PyObject *args) {
     SYM(last_error, "rd_kafka_last_error");
     SYM(poll, "rd_kafka_poll");
     SYM(flush, "rd_kafka_flush");
+    SYM(queue_get_main, "rd_kafka_queue_get_main");
+    SYM(queue_yield, "rd_kafka_queue_yield");
+    SYM(queue_destroy, "rd_kafka_queue_destroy");
     SYM(purge, "rd_kafka_purge");
     SYM(outq_len, "rd_kafka_outq_len");
     SYM(fatal_error, "rd_kafka_fatal_error");
@@ -417,6 +424,7 @@ static int Producer_init(Producer *self, PyObject *args, PyObject *kw) {
     }
     if (log_cb != Py_None)
         rdk.set_log_queue(rk, NULL); /* log lines are served by poll(), on the poll thread */
+    self->main_q = rdk.queue_get_main(rk);
     self->rk = rk;
     return 0;
 }
@@ -1194,6 +1202,19 @@ static PyObject *Producer_flush(Producer *self, PyObject *args) {
     return Py_BuildValue("(iN)", left, take_done(self));
 }
 
+/* wake(): end the poll thread's current poll()/flush() wait now (rd_kafka_queue_yield on the
+ * main queue, the one rd_kafka_poll() serves), so it decides
+ * at once whether to send what lingers; a poll() that starts later returns at once. Any thread;
+ * the GIL is held, so close() cannot destroy the handle meanwhile. */
+static PyObject *Producer_wake(Producer *self, PyObject *unused) {
+    (void)unused;
+    if (closed(self))
+        return NULL;
+    if (self->main_q)
+        rdk.queue_yield(self->main_q);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Producer_purge(Producer *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"in_queue", "in_flight", "blocking", NULL};
     int q = 1, f = 1, b = 1;
@@ -1263,7 +1284,9 @@ static void do_close(Producer *self) {
     if (!self->rk)
         return;
     rd_kafka_t *rk = self->rk;
+    rd_kafka_queue_t *main_q = self->main_q;
     self->rk = NULL;
+    self->main_q = NULL;
     Py_ssize_t n = self->nrkts;
     rd_kafka_topic_t **rkts = self->rkts;
     Py_BEGIN_ALLOW_THREADS;
@@ -1276,6 +1299,8 @@ static void do_close(Producer *self) {
     rdk.purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
     for (Py_ssize_t i = 0; i < n; i++)
         rdk.topic_destroy(rkts[i]);
+    if (main_q)
+        rdk.queue_destroy(main_q);
     rdk.destroy(rk);
     Py_END_ALLOW_THREADS;
     free(rkts);
@@ -1323,6 +1348,7 @@ static PyMethodDef Producer_methods[] = {
      "-> records handed over"},
     {"poll", (PyCFunction)Producer_poll, METH_VARARGS, "poll(timeout) -> (events, settled chunks)"},
     {"flush", (PyCFunction)Producer_flush, METH_VARARGS, "flush(timeout) -> (held, settled chunks)"},
+    {"wake", (PyCFunction)Producer_wake, METH_NOARGS, "wake(): end the current poll()/flush() wait now"},
     {"purge", (PyCFunction)(void (*)(void))Producer_purge, METH_VARARGS | METH_KEYWORDS,
      "purge(in_queue=True, in_flight=True, blocking=True)"},
     {"close", (PyCFunction)Producer_close, METH_NOARGS, "purge and destroy the librdkafka handle"},

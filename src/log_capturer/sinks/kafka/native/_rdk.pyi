@@ -63,6 +63,8 @@ class Producer:
         """Serve callbacks for up to ``timeout`` s: (events served, chunks settled meanwhile)."""
     def flush(self, timeout: float, /) -> tuple[int, list[Settled]]:
         """Send what lingers, as :meth:`poll`: (records still held, chunks settled)."""
+    def wake(self) -> None:
+        """End the current :meth:`poll` / :meth:`flush` wait now (any thread)."""
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None: ...
     def transaction(self, op: int, timeout: float, /) -> tuple[int, str, bool, bool, bool] | None:
         """0 init_transactions, 1 begin, 2 commit, 3 abort: None, or the error."""

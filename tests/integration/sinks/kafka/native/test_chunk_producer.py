@@ -468,3 +468,29 @@ def test_bad_headers_are_refused_before_any_record_is_handed_over(bootstrap: str
         assert p.live_chunks == 0 and p.records == 0
     finally:
         p.close()
+
+
+def test_wake_ends_the_polling_threads_wait_at_once_and_close_still_ends_every_thread() -> None:
+    before = _rdk_threads()
+    p = ChunkProducer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0})
+    try:
+        p.poll(0)  # (anything waiting already)
+        waker = threading.Timer(0.2, p.wake)
+        waker.start()
+        started = time.monotonic()
+        p.poll(5.0)
+        woken_after = time.monotonic() - started
+        waker.join()
+        assert woken_after < 2.0, woken_after  # not the 5 s timeout
+        p.wake()  # with no poll waiting: the next one returns at once
+        started = time.monotonic()
+        p.poll(5.0)
+        assert time.monotonic() - started < 2.0
+    finally:
+        p.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        p.wake()
+    deadline = time.monotonic() + 10
+    while _rdk_threads() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _rdk_threads() == before, "close() must end librdkafka's threads (and drop the main queue)"
