@@ -385,8 +385,9 @@ def test_with_many_idle_files_a_write_takes_anew_only_the_entries_that_can_have_
         writes = writer.writes - before
         assert writes >= 2, writes
         # 152 files: a write taking every entry would take 152; these took those of the files read
-        # since the last write or in flight at it (steady.log, late.log).
-        assert taken[0] <= 4 * writes + 4, (taken[0], writes)
+        # since the last write or in flight at it (steady.log, late.log). One write may take every
+        # entry: the flush_interval's (10 s after the start, which a slow host reaches by now).
+        assert taken[0] <= 4 * writes + 4 + len(every), (taken[0], writes)
         assert offset_on_disk(env, late) < late.stat().st_size  # its last line is not acknowledged
         sink.held_source = ""
         sink.release()  # acknowledged now, and late.log is not read again: still written in time
