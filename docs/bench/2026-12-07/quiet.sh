@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The open targets of issues 20 and 24 on a quiet host: each row's standing command (BENCHMARKS.md),
 # ROUNDS rounds, the scenarios in turn within a round; each result copied beside this script as
-# quiet-<name>-<round>.json. B: the broker (log-capturer kafka up).
+# $PREFIX-<name>-<round>.json (PREFIX: quiet). B: the broker (log-capturer kafka up).
 set -uo pipefail
 B=${B:-127.0.0.1:19300}
 ROUNDS=${ROUNDS:-3}
@@ -22,11 +22,20 @@ declare -A S=(
   [keys10000]="--scenario max --lines 600000 --keys 10000 --ceiling none"
 )
 ORDER=${ORDER:-"mixed manyfiles peak fwdlog fwdfields otlp msgpack long8k long64k trunc64k plain8k keys16 keys10000"}
+PREFIX=${PREFIX:-quiet}
 for r in $(seq 1 "$ROUNDS"); do
   for name in $ORDER; do
-    # shellcheck disable=SC2086
-    out=$(log-capturer bench ${S[$name]} --bootstrap "$B" 2>&1 | grep -o 'bench: result: [^ ]*' | cut -d' ' -f3)
-    if [ -n "$out" ]; then cp "$out" "$here/quiet-$name-$r.json"; fi
+    dest="$here/$PREFIX-$name-$r.json"
+    if [ "$name" = manyfiles ]; then
+      # many-files prints its result (no result.json): --json writes it
+      # shellcheck disable=SC2086
+      log-capturer bench ${S[$name]} --bootstrap "$B" --json "$dest" > /dev/null 2>&1
+      out=$([ -s "$dest" ] && echo "$dest")
+    else
+      # shellcheck disable=SC2086
+      out=$(log-capturer bench ${S[$name]} --bootstrap "$B" 2>&1 | grep -o 'bench: result: [^ ]*' | cut -d' ' -f3)
+      if [ -n "$out" ]; then cp "$out" "$dest"; fi
+    fi
     echo "$(date -u +%H:%M:%S) $name $r ${out:-FAILED}"
   done
 done
