@@ -178,13 +178,18 @@ static PyObject *base64(const uint8_t *s, Py_ssize_t n) {
 
 static PyObject *any_value(const uint8_t *s, Py_ssize_t n, int depth, int *why, int *present);
 
-/* KeyValue {string key = 1; AnyValue value = 2} into dict[key] = value (the last key wins). */
-static int key_value(PyObject *dict, const uint8_t *s, Py_ssize_t n, int depth, int *why) {
+/* The parts of a KeyValue {string key = 1; AnyValue value = 2}: its key (empty when absent) and
+ * its value's bytes (NULL when absent). -1 (*why FALLBACK) for what protobuf reads otherwise: a
+ * field of another wire type, or a value given twice (protobuf merges the two). */
+static int kv_parts(const uint8_t *s, Py_ssize_t n, const uint8_t **key, Py_ssize_t *key_len, const uint8_t **val,
+                    Py_ssize_t *val_len, int *why) {
     rd_t r = {s, s + n};
-    const uint8_t *key = (const uint8_t *)"", *val = NULL;
-    Py_ssize_t key_len = 0, val_len = 0;
     int vals = 0;
     field_t f;
+    *key = (const uint8_t *)"";
+    *key_len = 0;
+    *val = NULL;
+    *val_len = 0;
     while (r.p < r.end) {
         if (next_field(&r, &f) < 0)
             return *why = FALLBACK, -1;
@@ -192,17 +197,26 @@ static int key_value(PyObject *dict, const uint8_t *s, Py_ssize_t n, int depth, 
             if (f.wt != 2)
                 return *why = FALLBACK, -1;
             if (f.num == 1) {
-                key = f.d;
-                key_len = f.len;
+                *key = f.d;
+                *key_len = f.len;
             } else {
-                val = f.d;
-                val_len = f.len;
+                *val = f.d;
+                *val_len = f.len;
                 vals++;
             }
         }
     }
     if (vals > 1)
-        return *why = FALLBACK, -1; /* protobuf merges the two */
+        return *why = FALLBACK, -1;
+    return 0;
+}
+
+/* KeyValue {string key = 1; AnyValue value = 2} into dict[key] = value (the last key wins). */
+static int key_value(PyObject *dict, const uint8_t *s, Py_ssize_t n, int depth, int *why) {
+    const uint8_t *key, *val;
+    Py_ssize_t key_len, val_len;
+    if (kv_parts(s, n, &key, &key_len, &val, &val_len, why) < 0)
+        return -1;
     PyObject *k = utf8(key, key_len, why);
     if (k == NULL)
         return -1;
@@ -617,29 +631,10 @@ static int json_kvs(jbuf_t *b, const uint8_t *s, Py_ssize_t n, uint32_t num, int
         return *why = ERROR, -1;
     while ((found = next_len(&r, num, &f)) > 0) {
         /* One KeyValue {string key = 1; AnyValue value = 2}. */
-        rd_t kv = {f.d, f.d + f.len};
-        const uint8_t *key = (const uint8_t *)"", *val = NULL;
-        Py_ssize_t key_len = 0, val_len = 0;
-        int vals = 0;
-        field_t g;
-        while (kv.p < kv.end) {
-            if (next_field(&kv, &g) < 0)
-                return *why = FALLBACK, -1;
-            if (g.num == 1 || g.num == 2) {
-                if (g.wt != 2)
-                    return *why = FALLBACK, -1;
-                if (g.num == 1) {
-                    key = g.d;
-                    key_len = g.len;
-                } else {
-                    val = g.d;
-                    val_len = g.len;
-                    vals++;
-                }
-            }
-        }
-        if (vals > 1)
-            return *why = FALLBACK, -1; /* protobuf merges the two */
+        const uint8_t *key, *val;
+        Py_ssize_t key_len, val_len;
+        if (kv_parts(f.d, f.len, &key, &key_len, &val, &val_len, why) < 0)
+            return -1;
         if (!utf8_ok(key, key_len))
             return *why = FALLBACK, -1;
         if (count == KV_MAX)
