@@ -183,6 +183,9 @@ class Tailer:
         self._touched: set[TailedFile] = set()
         self._unsettled: set[TailedFile] = set()
         self._structure = 0
+        #: When every entry is taken again at the latest, even while writes that acknowledgements
+        #: ask for keep coming (each of those moves the checkpointer's ``next_flush``).
+        self._next_full = 0.0
         #: New files followed by the discovery under way (see NEW_FILE_LOGS).
         self._new_files = 0
         #: The table's state at the last :meth:`_classify_all`.
@@ -273,29 +276,35 @@ class Tailer:
         table = (id(tracked), len(tracked), self._structure, len(cp.released), len(cp.unclaimed))
         last = self._last_entries
         unsettled: set[TailedFile] = set()
+        # Files read this turn whose chunks are not handed over yet: nothing of theirs is in
+        # flight, but their checkpoints will move once those chunks are acknowledged.
+        pending = {tf for tf, _ in self._pending_files}
         if (
             cp.moved
             and no_rotated
             and last is not None
             and table == self._entries_table
             and now < cp.next_flush
+            and now < self._next_full
         ):
             cp.taking(now)
             entries = dict(last)  # (the writer may still hold the last dict: never changed in place)
             for tf in touched | self._unsettled:
                 if tracked.get(tf.key) is not tf:
                     continue
-                # Read before the entry: once nothing is in flight, the committed offset taken
-                # next is final until the file is read again (then it is touched).
-                if tf.checkpoint.in_flight_lines:
+                # Read before the entry: once nothing is in flight or waiting to be handed over,
+                # the committed offset taken next is final until the file is read again (then it
+                # is touched).
+                if tf.checkpoint.in_flight_lines or tf in pending:
                     unsettled.add(tf)
                 entries[tf.path] = tf.position_entry()
             cp.put(entries)
         else:
             self.rotation.refresh_rotated_paths()
             files = list(tracked.values())
-            unsettled = {tf for tf in files if tf.checkpoint.in_flight_lines}
+            unsettled = {tf for tf in files if tf.checkpoint.in_flight_lines or tf in pending}
             entries = cp.write_soon(files, now)
+            self._next_full = now + cp.flush_interval
         self._last_entries = entries if no_rotated else None
         self._entries_table = table
         self._unsettled = unsettled

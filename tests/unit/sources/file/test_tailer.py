@@ -398,3 +398,94 @@ def test_with_many_idle_files_a_write_takes_anew_only_the_entries_that_can_have_
         }
     finally:
         env.close()
+
+
+def test_a_write_while_a_files_chunk_waits_to_be_handed_over_takes_its_entry_again_later(
+    tmp_path: Path,
+) -> None:
+    """A positions write can come in the middle of a read-loop turn, after a file was read and
+    before its chunk is handed over (nothing of it in flight yet): that file's entry is taken
+    again by the next write, once the chunk is acknowledged, although the file is not read again."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    a, b = logs / "a.log", logs / "b.log"
+    write(a, "a", 0, 3)
+    write(b, "b", 0, 3)
+    sink = MemorySink()
+    metrics = Metrics()
+    dispatcher = make_dispatcher(sink, metrics)
+    store = PositionStore(tmp_path / "pos", "files", 2)
+    checkpointer = Checkpointer({}, store, metrics, 60.0)
+    tailer = Tailer("file_source", TailSettings(), ListedPaths(a, b), checkpointer, dispatcher, metrics)
+    try:
+        tailer.rescan()
+        settle(tailer, dispatcher)
+        now = time.monotonic()
+        tailer.write_positions(now)  # every entry (the first write)
+        by_path = {tf.path: tf for tf in tailer.followed.tracked.values()}
+        write(b, "b", 3, 1)
+        tailer._pump(by_path[str(b)], now)
+        tailer._flush()
+        settle(tailer, dispatcher)  # b's line acknowledged: a position moved
+        write(a, "a", 3, 1)
+        tailer._pump(by_path[str(a)], now)  # read, its chunk waiting for the turn's end
+        tailer.write_positions(now + 1)  # only the files that can have changed
+        tailer._flush()
+        settle(tailer, dispatcher)  # a's line acknowledged now
+        tailer.write_positions(now + 2)
+        entries = tailer._last_entries
+        assert entries is not None
+        assert entries[str(a)]["offset"] == a.stat().st_size
+        assert entries[str(b)]["offset"] == b.stat().st_size
+    finally:
+        tailer.close()
+        dispatcher.close(5)
+
+
+def test_every_entry_is_taken_again_each_flush_interval_while_acknowledgements_keep_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes asked for by acknowledgements take only the entries that can have changed; one
+    flush_interval after every entry was last taken, a write takes them all again, however many
+    writes came in between."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    busy = logs / "busy.log"
+    idle = [logs / f"idle-{i}.log" for i in range(5)]
+    for p in (busy, *idle):
+        write(p, p.stem, 0, 1)
+    sink = MemorySink()
+    metrics = Metrics()
+    dispatcher = make_dispatcher(sink, metrics)
+    store = PositionStore(tmp_path / "pos", "files", 2)
+    checkpointer = Checkpointer({}, store, metrics, 60.0)
+    paths = ListedPaths(busy, *idle)
+    tailer = Tailer("file_source", TailSettings(), paths, checkpointer, dispatcher, metrics)
+    taken = [0]
+    entry = tail.TailedFile.position_entry
+
+    def counted(self: tail.TailedFile) -> dict[str, object]:
+        taken[0] += 1
+        return entry(self)
+
+    try:
+        tailer.rescan()
+        settle(tailer, dispatcher)
+        now = time.monotonic()
+        tailer.write_positions(now)
+        tf = next(tf for tf in tailer.followed.tracked.values() if tf.path == str(busy))
+        monkeypatch.setattr(tail.TailedFile, "position_entry", counted)
+        per_write = []
+        for t, n in ((20, 1), (40, 2), (59, 3), (61, 4)):
+            write(busy, "busy", n, 1)
+            tailer._pump(tf, now)
+            tailer._flush()
+            settle(tailer, dispatcher)
+            taken[0] = 0
+            tailer.write_positions(now + t)
+            per_write.append(taken[0])
+        assert per_write[:3] == [1, 1, 1]  # the busy file's entry only
+        assert per_write[3] == 6  # 61 s after every entry was taken: all of them
+    finally:
+        tailer.close()
+        dispatcher.close(5)
