@@ -38,6 +38,24 @@ OUTAGE = 30.0
 LINES = RATE * DURATION
 
 
+def wait_replayed(agent: AgentProcess, timeout: float = 120) -> None:
+    """Wait until the local DLQ is empty; else fail with what the reprocessor, /health and the
+    agent's threads say (a replay that never started once failed this test in CI, 1 run in 4)."""
+    last: dict[str, Any] = {}
+
+    def replayed() -> bool:
+        last.update(agent.get("/dlq/stats"))
+        return bool(last["entries"] == 0)
+
+    try:
+        wait_until(replayed, timeout, "the DLQ to be replayed")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}: {last.get('entries')} entries left; reprocessing: {last.get('reprocessing')}; "
+            f"/health: {agent.get('/health')}\nits threads:\n{agent.stacks()}\n{agent.log(60)}"
+        ) from None
+
+
 @pytest.mark.parametrize(
     ("mode", "native"),
     [("park-and-replay", True), ("wait-in-order", True), ("park-and-replay", False)],
@@ -92,7 +110,7 @@ def test_a_30s_broker_outage_loses_nothing_and_the_breaker_opens_and_closes(
             restarted_after = time.monotonic() - stopped_at
             assert writer.wait(120) == 0, writer.stderr.read() if writer.stderr else ""
             records = consume_all(bootstrap, shipped, expected=LINES, timeout=240)
-            wait_until(lambda: agent.get("/dlq/stats")["entries"] == 0, 120, "the DLQ to be replayed")
+            wait_replayed(agent)
             wait_until(lambda: watch.breaker and watch.breaker[-1] == 0, 60, "the breaker to close")
         stats = agent.get("/stats")["sinks"]["kafka_sink"]
         final_metrics = agent.metrics()

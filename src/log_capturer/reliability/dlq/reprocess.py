@@ -10,6 +10,10 @@ Kafka drains the store quickly; a batch with a failure ends the round. A
 failed replay multiplies the entry's delay by ``delay_multiplier`` (from
 ``initial_delay``, capped at ``max_delay``). ``POST /dlq/reprocess`` runs a
 round at once.
+
+A round skipped while entries wait (the breaker is open, no broker is reachable...) says why in
+the log: the first time, whenever the reason changes, and every ``SKIP_LOG_EVERY`` seconds while
+it lasts, so a store that does not drain never does so silently.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from log_capturer.observability.metrics import Metrics
@@ -32,6 +37,10 @@ from log_capturer.reliability.dlq.store import DeadLetterStore, DLQWriteError, i
 
 log = logging.getLogger(__name__)
 
+#: While rounds keep being skipped for the same reason with entries waiting, the reason is logged
+#: again this often (seconds).
+SKIP_LOG_EVERY = 60.0
+
 
 class Reprocessor:
     def __init__(
@@ -40,6 +49,7 @@ class Reprocessor:
         config: ReprocessingConfig,
         target: ReplayTarget,
         metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.config = config
@@ -52,6 +62,10 @@ class Reprocessor:
         self.delivered = 0
         self.failed = 0
         self.last_round: dict[str, Any] = {}
+        self._clock = clock
+        #: The skip reason last logged ('' after a round that ran), and when.
+        self._skip_logged = ""
+        self._skip_logged_at = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="dlq-reprocess", daemon=True)
@@ -131,9 +145,25 @@ class Reprocessor:
 
     def _done(self, summary: dict[str, Any]) -> dict[str, Any]:
         self.rounds += 1
-        summary["remaining"] = self.store.stats()["entries"]
+        remaining = summary["remaining"] = self.store.stats()["entries"]
         self.last_round = summary
+        if summary["status"] == "skipped" and remaining:
+            self._log_skip(str(summary.get("reason", "")), remaining)
+        elif summary["status"] != "skipped":
+            self._skip_logged = ""
         return summary
+
+    def _log_skip(self, reason: str, remaining: int) -> None:
+        now = self._clock()
+        if reason == self._skip_logged and now - self._skip_logged_at < SKIP_LOG_EVERY:
+            return
+        self._skip_logged, self._skip_logged_at = reason, now
+        log.info(
+            "DLQ reprocessing waits: %s (%d entries parked)",
+            reason,
+            remaining,
+            extra={"reason": reason, "entries": remaining},
+        )
 
     def status(self) -> dict[str, Any]:
         return {

@@ -150,33 +150,67 @@ static PyObject *utf8(const uint8_t *s, Py_ssize_t n, int *why) {
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static PyObject *base64(const uint8_t *s, Py_ssize_t n) {
-    Py_ssize_t out_len = ((n + 2) / 3) * 4;
-    PyObject *o = PyUnicode_New(out_len, 127);
-    if (o == NULL)
-        return NULL;
-    char *d = (char *)PyUnicode_1BYTE_DATA(o);
-    Py_ssize_t i = 0, j = 0;
+/* The base64 of s[0..n) (with padding) into d, which has room for ((n + 2) / 3) * 4 bytes. */
+static void b64_into(char *d, const uint8_t *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
     for (; i + 2 < n; i += 3) {
         uint32_t v = ((uint32_t)s[i] << 16) | ((uint32_t)s[i + 1] << 8) | s[i + 2];
-        d[j++] = B64[v >> 18];
-        d[j++] = B64[(v >> 12) & 63];
-        d[j++] = B64[(v >> 6) & 63];
-        d[j++] = B64[v & 63];
+        *d++ = B64[v >> 18];
+        *d++ = B64[(v >> 12) & 63];
+        *d++ = B64[(v >> 6) & 63];
+        *d++ = B64[v & 63];
     }
     if (i < n) {
         uint32_t v = (uint32_t)s[i] << 16;
         if (i + 1 < n)
             v |= (uint32_t)s[i + 1] << 8;
-        d[j++] = B64[v >> 18];
-        d[j++] = B64[(v >> 12) & 63];
-        d[j++] = i + 1 < n ? B64[(v >> 6) & 63] : '=';
-        d[j++] = '=';
+        *d++ = B64[v >> 18];
+        *d++ = B64[(v >> 12) & 63];
+        *d++ = i + 1 < n ? B64[(v >> 6) & 63] : '=';
+        *d++ = '=';
     }
+}
+
+static PyObject *base64(const uint8_t *s, Py_ssize_t n) {
+    PyObject *o = PyUnicode_New(((n + 2) / 3) * 4, 127);
+    if (o != NULL)
+        b64_into((char *)PyUnicode_1BYTE_DATA(o), s, n);
     return o;
 }
 
 static PyObject *any_value(const uint8_t *s, Py_ssize_t n, int depth, int *why, int *present);
+
+/* The value field an AnyValue sets: *kind its number (0: none; 1 string, 2 bool, 3 int, 4 double,
+ * 5 array, 6 kvlist, 7 bytes), *scalar for 2-4, data/data_len for the others. -1 (*why FALLBACK)
+ * for what protobuf reads otherwise: a field of another wire type, or more than one value field
+ * (protobuf's oneof and merge rules decide). */
+static int av_parts(const uint8_t *s, Py_ssize_t n, uint32_t *kind, uint64_t *scalar, const uint8_t **data,
+                    Py_ssize_t *data_len, int *why) {
+    static const int WIRE[8] = {-1, 2, 0, 0, 1, 2, 2, 2};
+    rd_t r = {s, s + n};
+    int seen = 0;
+    field_t f;
+    *kind = 0;
+    *scalar = 0;
+    *data = NULL;
+    *data_len = 0;
+    while (r.p < r.end) {
+        if (next_field(&r, &f) < 0)
+            return *why = FALLBACK, -1;
+        if (f.num < 1 || f.num > 7)
+            continue;
+        if (f.wt != WIRE[f.num])
+            return *why = FALLBACK, -1;
+        seen++;
+        *kind = f.num;
+        *scalar = f.v;
+        *data = f.d;
+        *data_len = f.len;
+    }
+    if (seen > 1)
+        return *why = FALLBACK, -1;
+    return 0;
+}
 
 /* The parts of a KeyValue {string key = 1; AnyValue value = 2}: its key (empty when absent) and
  * its value's bytes (NULL when absent). -1 (*why FALLBACK) for what protobuf reads otherwise: a
@@ -278,30 +312,13 @@ fail:
 static PyObject *any_value(const uint8_t *s, Py_ssize_t n, int depth, int *why, int *present) {
     if (depth > MAX_DEPTH)
         return *why = FALLBACK, NULL;
-    rd_t r = {s, s + n};
-    uint32_t kind = 0;
-    int seen = 0;
-    uint64_t scalar = 0;
-    const uint8_t *data = NULL;
-    Py_ssize_t data_len = 0;
-    field_t f;
-    while (r.p < r.end) {
-        if (next_field(&r, &f) < 0)
-            return *why = FALLBACK, NULL;
-        if (f.num < 1 || f.num > 7)
-            continue;
-        static const int WIRE[8] = {-1, 2, 0, 0, 1, 2, 2, 2};
-        if (f.wt != WIRE[f.num])
-            return *why = FALLBACK, NULL;
-        seen++;
-        kind = f.num;
-        scalar = f.v;
-        data = f.d;
-        data_len = f.len;
-    }
+    uint32_t kind;
+    uint64_t scalar;
+    const uint8_t *data;
+    Py_ssize_t data_len;
+    if (av_parts(s, n, &kind, &scalar, &data, &data_len, why) < 0)
+        return NULL;
     *present = (int)kind;
-    if (seen > 1)
-        return *why = FALLBACK, NULL;
     PyObject *o = NULL;
     switch (kind) {
     case 0:
@@ -662,29 +679,12 @@ static int json_kvs(jbuf_t *b, const uint8_t *s, Py_ssize_t n, uint32_t num, int
 static int json_any(jbuf_t *b, const uint8_t *s, Py_ssize_t n, int depth, PyObject *dumps, int *why) {
     if (depth > MAX_DEPTH)
         return *why = FALLBACK, -1;
-    rd_t r = {s, s + n};
-    uint32_t kind = 0;
-    int seen = 0;
-    uint64_t scalar = 0;
-    const uint8_t *data = NULL;
-    Py_ssize_t data_len = 0;
-    field_t f;
-    while (r.p < r.end) {
-        if (next_field(&r, &f) < 0)
-            return *why = FALLBACK, -1;
-        if (f.num < 1 || f.num > 7)
-            continue;
-        static const int WIRE[8] = {-1, 2, 0, 0, 1, 2, 2, 2};
-        if (f.wt != WIRE[f.num])
-            return *why = FALLBACK, -1;
-        seen++;
-        kind = f.num;
-        scalar = f.v;
-        data = f.d;
-        data_len = f.len;
-    }
-    if (seen > 1)
-        return *why = FALLBACK, -1;
+    uint32_t kind;
+    uint64_t scalar;
+    const uint8_t *data;
+    Py_ssize_t data_len;
+    if (av_parts(s, n, &kind, &scalar, &data, &data_len, why) < 0)
+        return -1;
     int rc = 0;
     switch (kind) {
     case 0:
@@ -719,6 +719,7 @@ static int json_any(jbuf_t *b, const uint8_t *s, Py_ssize_t n, int depth, PyObje
     }
     case 5: {
         rd_t a = {data, data + data_len};
+        field_t f;
         int found, items = 0;
         if (jb_put(b, "[", 1) < 0)
             return *why = ERROR, -1;
@@ -740,26 +741,10 @@ static int json_any(jbuf_t *b, const uint8_t *s, Py_ssize_t n, int depth, PyObje
         if (jb_reserve(b, out_len + 2) < 0)
             return *why = ERROR, -1;
         char *o = b->p + b->len;
-        *o++ = '"';
-        Py_ssize_t i = 0;
-        for (; i + 2 < data_len; i += 3) {
-            uint32_t v = ((uint32_t)data[i] << 16) | ((uint32_t)data[i + 1] << 8) | data[i + 2];
-            *o++ = B64[v >> 18];
-            *o++ = B64[(v >> 12) & 63];
-            *o++ = B64[(v >> 6) & 63];
-            *o++ = B64[v & 63];
-        }
-        if (i < data_len) {
-            uint32_t v = (uint32_t)data[i] << 16;
-            if (i + 1 < data_len)
-                v |= (uint32_t)data[i + 1] << 8;
-            *o++ = B64[v >> 18];
-            *o++ = B64[(v >> 12) & 63];
-            *o++ = i + 1 < data_len ? B64[(v >> 6) & 63] : '=';
-            *o++ = '=';
-        }
-        *o++ = '"';
-        b->len = o - b->p;
+        o[0] = '"';
+        b64_into(o + 1, data, data_len);
+        o[out_len + 1] = '"';
+        b->len += out_len + 2;
         break;
     }
     }
