@@ -129,6 +129,17 @@ class BuildContext:
     #: The local dead-letter store, for records a source refuses itself (HTTP ingest), or None.
     dlq: DeadLetterStore | None = None
 
+    def listener(self, every_worker: bool) -> bool | None:
+        """For a source with a listener of its own (forward, OTLP): None when this process does not
+        listen (a worker other than 0 of a multi-process agent, unless ``every_worker``), else
+        whether it shares its port with the other workers (``SO_REUSEPORT``: the kernel spreads
+        the clients' connections over them)."""
+        if self.worker is None or self.worker[1] <= 1:
+            return False
+        if every_worker:
+            return True
+        return False if self.worker[0] == 0 else None
+
     def shard(self, kind: str) -> Shard | None:
         """The worker's share of the ``kind`` sources (files, containers), or None (one process)."""
         from log_capturer.workers.shard import Shard

@@ -59,9 +59,11 @@ def worker_config(cfg: Config, index: int, count: int) -> Config:
     """Worker ``index``'s config: its share of queues and sources, its HTTP servers on loopback.
 
     Every worker serves its API and metrics on free 127.0.0.1 ports (the
-    supervisor serves the configured ones). Syslog, forward, HTTP ingest and
-    DLQ reprocessing run in worker 0 only. The queue sizes are the whole agent's
-    budget: each worker gets ``1/count`` of them.
+    supervisor serves the configured ones). Syslog, HTTP ingest and DLQ
+    reprocessing run in worker 0 only; forward and OTLP in every worker (the
+    port shared) unless their ``every_worker`` is off (see their ``build``).
+    The queue sizes are the whole agent's budget: each worker gets ``1/count``
+    of them.
     """
     c = cfg.model_copy(deep=True)
     c.app = c.app.model_copy(update={"workers": count})
@@ -70,7 +72,6 @@ def worker_config(cfg: Config, index: int, count: int) -> Config:
     c.metrics = c.metrics.model_copy(update={"enabled": True, "host": "127.0.0.1", "port": 0})
     if index != 0:
         c.syslog.enabled = False
-        c.forward.enabled = False
         c.http_ingest.enabled = False
         c.dispatcher.dlq_config.reprocessing_config.enabled = False
     elif not cfg.server.enabled:

@@ -14,6 +14,7 @@ CONFIG = """
 app: {workers: 3}
 server: {port: 8401}
 syslog: {enabled: true}
+forward: {enabled: true}
 dispatcher: {queue_size: 30000, queue_max_bytes: 2097152}
 sinks:
   kafka:
@@ -38,6 +39,8 @@ def test_each_worker_gets_its_share_of_the_queues_and_worker_0_the_network_sourc
         assert w.sinks.kafka.queue_max_bytes == 1 << 20  # a third, and never below the minimum
         assert w.dispatcher.queue_max_bytes == 1 << 20
     assert [w.syslog.enabled for w in workers] == [True, False, False]
+    # Forward (and OTLP) stay on: each source's build decides per worker (every_worker).
+    assert [w.forward.enabled for w in workers] == [True, True, True]
     assert [w.http_ingest.enabled for w in workers] == [True, False, False]
     assert [w.dispatcher.dlq_config.reprocessing_config.enabled for w in workers] == [True, False, False]
     assert cfg.server.port == 8401 and cfg.dispatcher.queue_size == 30000  # the original is untouched

@@ -34,8 +34,18 @@ class ForwardConfig(Strict):
     )
     host: str = Field("0.0.0.0", description="Address the listener binds to.")
     port: Port = Field(24224, description="TCP port (24224 is the forward protocol's usual one).")
+    every_worker: bool = Field(
+        True,
+        description="With app.workers > 1: every worker listens on the port (SO_REUSEPORT: the kernel "
+        "spreads the clients' connections over the workers, so the input uses every worker's core; "
+        "a connection stays with one worker, which answers what it received). false: worker 0 only. "
+        "max_connections is then per worker.",
+    )
     max_connections: int = Field(
-        1000, ge=1, description="Most simultaneous connections; further ones are closed at once."
+        1000,
+        ge=1,
+        description="Most simultaneous connections (per worker, see every_worker); further ones are "
+        "closed at once.",
     )
     max_message_bytes: int = Field(
         64 << 20,

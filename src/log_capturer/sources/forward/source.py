@@ -74,8 +74,11 @@ class ForwardSource(Receiver[ForwardConfig]):
         dispatcher: Dispatcher,
         metrics: Metrics,
         dlq: DeadLetterStore | None = None,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(config, dispatcher, metrics, dlq)
+        #: The port is shared with the other workers of a multi-process agent (SO_REUSEPORT).
+        self.reuse_port = reuse_port
         self.records = Records(config, NAME)
         self._key = config.shared_key.get_secret_value()
         self._loop: asyncio.AbstractEventLoop
@@ -126,7 +129,11 @@ class ForwardSource(Receiver[ForwardConfig]):
         tls = server_context(cfg.tls, _TLS_PREFIX) if cfg.tls.enabled else None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self, tls), cfg.host, cfg.port, reuse_address=True
+            lambda: _Connection(self, tls),
+            cfg.host,
+            cfg.port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         for s in self._server.sockets:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -477,7 +484,12 @@ class _Connection(asyncio.Protocol):
 
 
 def build(config: ForwardConfig, ctx: BuildContext) -> ForwardSource | None:
-    return ForwardSource(config, ctx.dispatcher, ctx.metrics, ctx.dlq) if config.enabled else None
+    """Off unless enabled; in a multi-process agent every worker listens on the port (or only
+    worker 0 with ``every_worker: false``)."""
+    reuse_port = ctx.listener(config.every_worker)
+    if not config.enabled or reuse_port is None:
+        return None
+    return ForwardSource(config, ctx.dispatcher, ctx.metrics, ctx.dlq, reuse_port)
 
 
 def problems(config: ForwardConfig) -> list[str]:

@@ -25,6 +25,12 @@ class OtlpConfig(Strict):
         description="Address the listener binds to; 0.0.0.0 to receive from other machines.",
     )
     port: Port = Field(4318, description="Listener port (4318 is OTLP/HTTP's default).")
+    every_worker: bool = Field(
+        True,
+        description="With app.workers > 1: every worker listens on the port (SO_REUSEPORT: the kernel "
+        "spreads the clients' connections over the workers, so the input uses every worker's core; "
+        "a connection stays with one worker, which answers what it received). false: worker 0 only.",
+    )
     resource_attributes_as_labels: AttributeList = Field(
         default_factory=lambda: ["service.name"],
         description="Resource attributes that become labels of the records (a value that is not "

@@ -119,8 +119,11 @@ class OtlpSource(Receiver[OtlpConfig]):
         dispatcher: Dispatcher,
         metrics: Metrics,
         dlq: DeadLetterStore | None = None,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(config, dispatcher, metrics, dlq)
+        #: The port is shared with the other workers of a multi-process agent (SO_REUSEPORT).
+        self.reuse_port = reuse_port
         self.decoder = Decoder(config)
         self.accepted = 0
         self.rejected = 0
@@ -167,7 +170,9 @@ class OtlpSource(Receiver[OtlpConfig]):
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+            cfg = self.config
+            reuse_port = self.reuse_port or None
+            site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True, reuse_port=reuse_port)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -310,10 +315,12 @@ def _described(outcomes: list[tuple[Rejected, str]], dlq_error: str) -> str:
 
 
 def build(config: OtlpConfig, ctx: BuildContext) -> OtlpSource | None:
-    """Off unless enabled; in a multi-process agent, worker 0 listens (as for syslog)."""
-    if not config.enabled or (ctx.worker is not None and ctx.worker[0] != 0):
+    """Off unless enabled; in a multi-process agent every worker listens on the port (or only
+    worker 0 with ``every_worker: false``)."""
+    reuse_port = ctx.listener(config.every_worker)
+    if not config.enabled or reuse_port is None:
         return None
-    return OtlpSource(config, ctx.dispatcher, ctx.metrics, ctx.dlq)
+    return OtlpSource(config, ctx.dispatcher, ctx.metrics, ctx.dlq, reuse_port)
 
 
 COMPONENT = SourceComponent(

@@ -61,7 +61,7 @@ def test_the_partial_success_message_counts_reasons_and_outcomes() -> None:
     assert "1 dropped (the DLQ is full)" in dropped
 
 
-def test_built_when_enabled_and_only_in_worker_0_of_several(tmp_path: Path) -> None:
+def test_built_when_enabled_in_every_worker_or_in_worker_0_only(tmp_path: Path) -> None:
     base: dict[str, object] = {
         "sinks": {"kafka": {"enabled": True, "brokers": ["127.0.0.1:1"]}},
         "positions": {"directory": str(tmp_path / "positions")},
@@ -73,4 +73,7 @@ def test_built_when_enabled_and_only_in_worker_0_of_several(tmp_path: Path) -> N
     on = validate({**base, "otlp": {"enabled": True}})
     assert "otlp" in [s.name for _k, s in Agent(on).sources]
     assert "otlp" in [s.name for _k, s in Agent(on, worker=(0, 2)).sources]
-    assert "otlp" not in [s.name for _k, s in Agent(on, worker=(1, 2)).sources]
+    assert "otlp" in [s.name for _k, s in Agent(on, worker=(1, 2)).sources]
+    first = validate({**base, "otlp": {"enabled": True, "every_worker": False}})
+    assert "otlp" in [s.name for _k, s in Agent(first, worker=(0, 2)).sources]
+    assert "otlp" not in [s.name for _k, s in Agent(first, worker=(1, 2)).sources]
