@@ -590,6 +590,21 @@ class SinkRunner:
             self._last_second = now
             self._each_second()
 
+    def quiet(self) -> bool:
+        """Nothing held and nothing for :meth:`tick` to do but its once-a-second round: no record
+        in flight, none waiting to be settled, retried, sent alone, dead-lettered or parked, and
+        the breaker closed (an open or half-open one has trial calls and probes to time)."""
+        return (
+            self.produced - self.finished <= 0
+            and not self._settle
+            and not self._resend
+            and not self._retries
+            and not self._alone
+            and not self._to_dead_letter
+            and not self._parking
+            and self.breaker.closed
+        )
+
     def _finished(self, d: Delivery) -> None:
         n = len(d.chunk.lines)
         self.finished += n

@@ -199,6 +199,22 @@ def test_delivered_records_acknowledge_their_chunk_once(tmp_path: Path) -> None:
         r.stop(1)
 
 
+def test_quiet_while_it_holds_nothing_and_has_nothing_to_retry(tmp_path: Path) -> None:
+    """What lets the Kafka sink's poll thread sleep long rounds (``SinkRunner.quiet``)."""
+    service = ScriptedService(lambda v, n: Failure.RETRY if v == b"b" and n < 4 else None)
+    r, _ = runner(tmp_path, service)
+    try:
+        assert r.quiet()
+        c = chunk("a", "b")
+        r.send([c])
+        # "b" is in flight or waits for its retries (backing off) for a while: not quiet.
+        wait_until(lambda: not r.quiet(), 5, "a record held")
+        wait_until(lambda: c.done, 20, "the acknowledgement")
+        assert r.retried == 4 and r.quiet()
+    finally:
+        r.stop(1)
+
+
 def test_a_retriable_failure_is_sent_again_until_delivered(tmp_path: Path) -> None:
     service = ScriptedService(lambda v, n: Failure.RETRY if v == b"b" and n < 2 else None)
     r, store = runner(tmp_path, service)

@@ -78,6 +78,11 @@ log = logging.getLogger(__name__)
 #: Longest the poll thread sleeps in librdkafka; bounds how late a push (adaptive batching) is,
 #: and how long one push holds librdkafka's "ignore linger" flag.
 POLL_INTERVAL = 0.005
+#: How long the poll thread sleeps in the chunk producer while the sink holds nothing (no record
+#: in flight, nothing for the engine to do, the breaker closed). A sender that hands records over
+#: meanwhile wakes it (``ChunkProducer.wake``), so an idle agent does not wake 200 times a second
+#: for nothing while the first records after a quiet spell are not late.
+IDLE_POLL_INTERVAL = 0.1
 #: How long a trial metadata request (an idle half-open breaker's) may take.
 PROBE_TIMEOUT = 5.0
 
@@ -176,6 +181,11 @@ class KafkaService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flush_requested = False
+        #: The poll thread sleeps IDLE_POLL_INTERVAL (set before it checks that it may): a sender
+        #: that sees it wakes the thread after handing records over.
+        self._dozing = False
+        #: Rounds of the poll thread since start (/stats: an idle sink's thread sleeps long ones).
+        self.poll_rounds = 0
         self._linger = LingerPolicy(
             config.adaptive_batching, POLL_INTERVAL, config.batch_size, config.batch_timeout
         )
@@ -325,6 +335,7 @@ class KafkaService:
     def stop(self) -> None:
         self._stop.set()
         self._space.set()
+        self._wake_dozing()
         self._counts.stop()
         if self._thread is not None:
             self._thread.join(10)
@@ -368,6 +379,14 @@ class KafkaService:
 
     def flush_soon(self) -> None:
         self._flush_requested = True
+        self._wake_dozing()
+
+    def _wake_dozing(self) -> None:
+        """End the poll thread's idle sleep, if it is in one (any thread)."""
+        native = self._native
+        if self._dozing and native is not None:
+            with contextlib.suppress(RuntimeError):  # closed (stopping)
+                native.wake()
 
     # -- records (dispatcher threads) ----------------------------------------------------------
     def prepare(self, chunk: Chunk) -> KafkaRequest:
@@ -420,6 +439,10 @@ class KafkaService:
                 self.bytes_by_topic[topic] += row[1]
                 self.count_by_topic[topic] += row[0]
             self.handed += len(values)
+        if self._dozing:
+            # (The engine counted these records before this call: a poll thread that set the flag
+            # after this check saw them, and does not doze.)
+            self._wake_dozing()
         sizes = self.metrics.kafka_message_size
         for topic, row in tallied.items():
             sizes.observe_buckets((topic,), row[2:], row[0], row[1])
@@ -672,6 +695,7 @@ class KafkaService:
         """Serve the producers until stop. An unexpected exception (a bug) in one round is counted,
         logged and shown in /health, and the next round runs: this thread settles every chunk."""
         while not self._stop.is_set():
+            self.poll_rounds += 1
             try:
                 self._poll_round()
             except Exception as exc:
@@ -922,11 +946,33 @@ class KafkaService:
             producer.poll(0)
             self._space.set()
         else:
-            served, settled = native.poll(POLL_INTERVAL)
+            timeout = POLL_INTERVAL
+            if self._may_doze():
+                self._dozing = True
+                # Checked again with the flag set: a sender that counted its records before the
+                # flag was set is seen here; one that counts them later sees the flag and wakes us.
+                if self._may_doze():
+                    timeout = IDLE_POLL_INTERVAL
+            try:
+                served, settled = native.poll(timeout)
+            finally:
+                self._dozing = False
             if producer.poll(0) or served:
                 self._space.set()
         if settled:
             self._settle_native(settled)
+
+    def _may_doze(self) -> bool:
+        """Nothing for the poll thread to do until a sender hands records over: no record held,
+        the engine's queues empty, the breaker closed, no old producer or replay to serve."""
+        return (
+            not self._flush_requested
+            and not self._retired
+            and self._alone_producer is None
+            and not self.exactly_once
+            and not self._stop.is_set()
+            and self.runner.quiet()
+        )
 
     def _settle_native(self, settled: list[Any]) -> None:
         """The chunk producer's settled chunks to the engine; the positions record (exactly-once)
@@ -1070,6 +1116,7 @@ class KafkaService:
         """Any thread."""
         out: dict[str, Any] = {
             "early_sends": self._linger.pushes,
+            "poll_rounds": self.poll_rounds,
             "producer_recreated": self.recreated,
             "chunk_producer": self._native is not None,
             "compression_ratio": dict(self._stats.compression_ratio),
@@ -1139,5 +1186,6 @@ class KafkaService:
     def _serve_replay(self, timeout: float) -> None:
         """The poll thread serves the reports: send what lingers now, and wait for it."""
         self._flush_requested = True
+        self._wake_dozing()
         self._space.wait(timeout)
         self._space.clear()

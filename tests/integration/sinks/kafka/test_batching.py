@@ -8,12 +8,20 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from log_capturer.devtools.kafka_local import LocalKafka, StoredBatch
 from tests.integration.sinks.kafka.util import ship_lines
-from tests.support import AgentProcess, agent_config, consume_all, create_prefixed_topics, write_config
+from tests.support import (
+    AgentProcess,
+    agent_config,
+    consume_all,
+    create_prefixed_topics,
+    wait_until,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +164,38 @@ def test_a_backlog_larger_than_the_sink_queue_leaves_without_waiting_for_batch_t
     counts = [b.count for b in kafka.stored_batches(topics["logs"])]
     print(json.dumps({"batches": len(counts), "largest": max(counts)}))
     assert sum(counts) == n and max(counts) <= 1000, counts
+
+
+def test_an_idle_sinks_poll_thread_sleeps_long_and_new_lines_still_leave(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    """With nothing in flight the poll thread sleeps up to 100 ms a round instead of 5 ms (an idle
+    agent's CPU), and the dispatcher wakes it when it hands records over."""
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    path = write_config(tmp_path / "config.yaml", agent_config(tmp_path, bootstrap, topics))
+    log = tmp_path / "logs" / "app.log"
+    log.write_text("first line\n")
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+
+    def sink() -> dict[str, Any]:
+        return dict(agent.get("/stats")["sinks"]["kafka_sink"])
+
+    try:
+        consume_all(bootstrap, [topics["logs"]], expected=1, timeout=60)
+        wait_until(lambda: sink()["outstanding"] == 0, 30, "the first line's acknowledgement")
+        before, started = sink()["poll_rounds"], time.monotonic()
+        time.sleep(2)
+        idle_rounds, elapsed = sink()["poll_rounds"] - before, time.monotonic() - started
+        for round_ in range(3):
+            with log.open("a") as f:
+                f.writelines(f"line {round_}-{i}\n" for i in range(100))
+            records = consume_all(bootstrap, [topics["logs"]], expected=1 + 100 * (round_ + 1), timeout=60)
+            wait_until(lambda: sink()["outstanding"] == 0, 30, "the acknowledgements")
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    print(json.dumps({"idle_rounds": idle_rounds, "seconds": round(elapsed, 2)}))
+    # 5 ms rounds would be about 400 in 2 s (200 on a host so busy that each takes twice as long).
+    assert idle_rounds < 50 * elapsed, idle_rounds
+    assert len(records) == 301 and len({r.json()["message"] for r in records}) == 301
