@@ -186,9 +186,9 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(D7 + "many-files-turn-after-", ["1", "2", "3", "4", "5", "6"]),
-        "many-files-a-loop-turns-chunks-handed-to-the-dispatcher-in-one-call-2026-12-07-0017---0035-utc",
-        commit="1170372",
+        _bench(D7 + "s3-final-manyfiles-", ["1", "2", "3"]),
+        "an-idle-kafka-sinks-poll-thread-listeners-in-every-worker-and-two-ideas-for-the-peak-p99-that-did-not-help-2026-12-07-0543-0641-utc",
+        commit="f2ceb20",
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"

@@ -47,7 +47,7 @@ class FilesConfig(Strict):
         "auto",
         description="How changes to the followed files are noticed. 'inotify': the kernel's file "
         "change notification (one watch per directory listed); a turn looks only at the files that "
-        "changed, so idle files cost little (10,000 idle files: about 2 % of a core against 19-32 % "
+        "changed, so idle files cost little (10,000 idle files: about 1.3 % of a core against 19-32 % "
         "polling, see BENCHMARKS.md). Directories that cannot be "
         "watched (fs.inotify.max_user_watches reached, a file system without inotify) and "
         "symbolic links are polled every poll_interval; start-up fails when no inotify instance "
