@@ -208,8 +208,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "HTTP ingest -> Kafka, Fluent Bit msgpack",
         "bench",
-        _bench(D7 + "quiet-msgpack-", ["1", "2", "3"]),
-        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
+        _bench(D7 + "s3-final-msgpack-", ["1", "2", "3"]),
+        "the-inputs-with-the-sessions-final-code-on-a-quiet-host-2026-12-07-0710-0716-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --duration 3 --source http --http-batch 2000"
@@ -219,8 +219,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "forward -> Kafka, `{log}` as Fluent Bit sends a file",
         "bench",
-        _bench(D7 + "final-fwdlog-", ["1", "2", "3"]),
-        "forward-and-otlp-with-the-days-changes-on-a-quiet-host-2026-12-07-0411-0417-utc",
+        _bench(D7 + "s3-final-fwdlog-", ["1", "2", "3"]),
+        "the-inputs-with-the-sessions-final-code-on-a-quiet-host-2026-12-07-0710-0716-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000"
@@ -230,8 +230,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "forward -> Kafka, `{log, level, labels}`",
         "bench",
-        _bench(D7 + "final-fwdfields-", ["1", "2", "3"]),
-        "forward-and-otlp-with-the-days-changes-on-a-quiet-host-2026-12-07-0411-0417-utc",
+        _bench(D7 + "s3-final-fwdfields-", ["1", "2", "3"]),
+        "the-inputs-with-the-sessions-final-code-on-a-quiet-host-2026-12-07-0710-0716-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000 --bootstrap $B"
@@ -240,8 +240,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "OTLP/HTTP -> Kafka, 1,000 records a request",
         "bench",
-        _bench(D7 + "final-otlp-", ["1", "2", "3"]),
-        "forward-and-otlp-with-the-days-changes-on-a-quiet-host-2026-12-07-0411-0417-utc",
+        _bench(D7 + "s3-final-otlp-", ["1", "2", "3"]),
+        "the-inputs-with-the-sessions-final-code-on-a-quiet-host-2026-12-07-0710-0716-utc",
         ceiling="",
         command="log-capturer bench --scenario max --duration 3 --source otlp --bootstrap $B",
     ),
