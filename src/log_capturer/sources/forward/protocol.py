@@ -266,6 +266,27 @@ def decode(obj: Any, number: int, max_bytes: int, plain: bool = False) -> Messag
     return message if plain else _jsonable(message)
 
 
+def inflated(obj: Any, max_bytes: int) -> bytes | None:
+    """A CompressedPackedForward message ``obj`` (decoded: its entries are one bytes object) as
+    the bytes of the PackedForward message of its inflated entries, for the source's one-pass
+    reading of a message's bytes; None when ``obj`` is not one, or its gzip cannot be inflated
+    (:func:`decode` then says why)."""
+    if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[1], bytes)):
+        return None
+    option = obj[2]
+    if not isinstance(option, dict) or option.get("compressed") != "gzip":
+        return None
+    try:
+        entries = gunzip(obj[1], max_bytes)
+    except ValueError:
+        return None
+    plain = {k: v for k, v in option.items() if k != "compressed"}
+    try:
+        return cast(bytes, msgpack.packb([obj[0], entries, plain], use_bin_type=True))
+    except (TypeError, ValueError):  # text that was not UTF-8 (UnicodeEncodeError), an extension
+        return None
+
+
 def _packed_option(obj: list[Any]) -> bool:
     """Whether ``[tag, text, ...]`` is a PackedForward message of an old client (entries as msgpack
     str, not bin) rather than a Message whose time is text: nothing or an option map follows."""

@@ -479,7 +479,10 @@ class _Connection(asyncio.Protocol):
                 failure = ("invalid_stream", str(exc))
                 break
             for value in values:
-                messages.append(protocol.decode(value, len(messages) + 1, limit, plain))
+                # CompressedPackedForward: inflated, then read in one pass as the others
+                packed = protocol.inflated(value, limit)
+                message = src.columns(self.peer, packed) if packed is not None else None
+                messages.append(message or protocol.decode(value, len(messages) + 1, limit, plain))
         chunks = src.hand_over(self.peer, self.kind, messages)
         ack_ids = [m.chunk for m in messages if m.chunk is not None]
         return chunks, ack_ids, answer, failure

@@ -306,7 +306,8 @@ def test_chunks_made_from_the_bytes_as_from_the_decoded_message(seed: int, tmp_p
     """``columns`` (one C pass from a message's bytes to chunks) gives the tag, the ack id and
     the chunks (origins, lines, levels, fields, times) that decoding the message and making
     chunks of its records give, on messages of every shape; where it declines, that path is the
-    one taken. Run twice (the first run fills the level cache the C code reads)."""
+    one taken; a CompressedPackedForward message the same once inflated. Run twice (the first run
+    fills the level cache the C code reads)."""
     rng = random.Random(seed)
     dispatcher = make_dispatcher(MemorySink(), Metrics())
     config = ForwardConfig(enabled=True, port=free_port(), labels={"env": "test"})
@@ -321,12 +322,15 @@ def test_chunks_made_from_the_bytes_as_from_the_decoded_message(seed: int, tmp_p
         made, bad = source.records.chunks(message.items, source.base_origin("peer", message.tag))
         return message.tag, message.chunk, shape(made), bad
 
-    took = 0
+    took = inflated = 0
     for _ in range(60):
         raw = _random_message(rng)
-        first = source.columns("peer", raw)  # before the decoded records fill the level cache
+        # CompressedPackedForward: read in one pass once inflated
+        packed = protocol.inflated(protocol.values_of(raw)[0][0], 1 << 20)
+        inflated += packed is not None
+        first = source.columns("peer", packed or raw)  # before the decoded records fill the level cache
         tag, chunk_id, chunks, bad = decoded(raw)
-        second = source.columns("peer", raw)
+        second = source.columns("peer", packed or raw)
         took += second is not None
         for fast in (first, second):
             if fast is not None:
@@ -334,6 +338,7 @@ def test_chunks_made_from_the_bytes_as_from_the_decoded_message(seed: int, tmp_p
                 assert chunks  # a message with records makes chunks
                 assert (fast.tag, fast.chunk, shape(fast.chunks or [])) == (tag, chunk_id, chunks)
     assert took > 20
+    assert inflated > 0
 
 
 def test_labels_written_another_way_are_the_same_labels() -> None:
