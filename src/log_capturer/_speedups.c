@@ -2122,6 +2122,695 @@ decline:
     Py_RETURN_NONE;
 }
 
+/* ---- forward: a message's records straight to columns (issue 24) ------------------------------
+ *
+ * forward_columns(message, message_keys, level_keys, slow_keys, level_cache, max_distinct)
+ *     -> (tag, option, groups) or None
+ *
+ * message: the bytes of one forward message in Forward mode ([tag, [[EventTime, record], ...],
+ * option?]) or PackedForward mode ([tag, bin: the entries one after the other, option?]).
+ * The records as msgpack_values, event_items, uniform_columns and label_groups together give
+ * them, without a dict (or any object) per record but its line, level and time: groups =
+ * [(labels, lines, levels, stamps, meta)], one per distinct labels member (a dict of text, or
+ * None: the records have none), in the order of each set's first record; levels None when none
+ * of the group's records has a level member (else level_cache[value] or None each); stamps the
+ * EventTimes as ns; meta None without other members (else a dict of them per record, in the
+ * first record's order). option: the message's option map, or None.
+ *
+ * None (the caller decodes the message as before, with the same result) for anything else:
+ * what uniform_columns or label_groups decline; a tag that is not non-empty text; an entry that
+ * is not [EventTime, record]; no entries; a record that is not plain (a key that is not text,
+ * binary, text that is not UTF-8, an extension); an option that is not a map, or has
+ * "compressed" or a "fluent_signal" other than 0; bytes after the message.
+ */
+#define FC_KEYS 64
+#define FC_LEVELS 32
+#define FC_SPANS 1024
+
+enum { FC_MSG, FC_LEVEL, FC_LABELS, FC_EXTRA };
+
+typedef struct {
+    const unsigned char *s; /* the key's UTF-8 bytes */
+    Py_ssize_t n;
+    int role, extra;   /* extra: its index among the other members */
+    PyObject *name;    /* the key as text (owned) */
+} fc_key_t;
+
+typedef struct {
+    PyObject *labels, *lines, *levels, *stamps, *meta; /* owned; labels None: no labels member */
+    int leveled;                                       /* a record of the group has a level */
+} fc_group_t;
+
+/* The end of the value at c->p (0), or -1: not msgpack, deeper than MP_DEPTH, cut short. */
+static int mp_skip(mp_t *c, int depth) {
+    if (depth >= MP_DEPTH || !mp_need(c, 1))
+        return -1;
+    unsigned char b = *c->p++;
+    uint64_t n = 0, items = 0;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        return 0;
+    if ((b & 0xe0) == 0xa0) {
+        n = b & 0x1f;
+        goto bytes;
+    }
+    if ((b & 0xf0) == 0x90) {
+        items = b & 0x0f;
+        goto items;
+    }
+    if ((b & 0xf0) == 0x80) {
+        items = 2 * (uint64_t)(b & 0x0f);
+        goto items;
+    }
+    switch (b) {
+    case 0xc4: case 0xd9: case 0xc5: case 0xda: case 0xc6: case 0xdb: {
+        int w = (b == 0xc4 || b == 0xd9) ? 1 : (b == 0xc5 || b == 0xda) ? 2 : 4;
+        if (!mp_need(c, w))
+            return -1;
+        n = mp_be(c->p, w);
+        c->p += w;
+        goto bytes;
+    }
+    case 0xc7: case 0xc8: case 0xc9: {
+        int w = b == 0xc7 ? 1 : b == 0xc8 ? 2 : 4;
+        if (!mp_need(c, w))
+            return -1;
+        n = mp_be(c->p, w) + 1; /* the type byte, then the data */
+        c->p += w;
+        goto bytes;
+    }
+    case 0xca: n = 4; goto bytes;
+    case 0xcb: n = 8; goto bytes;
+    case 0xcc: case 0xd0: n = 1; goto bytes;
+    case 0xcd: case 0xd1: n = 2; goto bytes;
+    case 0xce: case 0xd2: n = 4; goto bytes;
+    case 0xcf: case 0xd3: n = 8; goto bytes;
+    case 0xd4: n = 2; goto bytes;
+    case 0xd5: n = 3; goto bytes;
+    case 0xd6: n = 5; goto bytes;
+    case 0xd7: n = 9; goto bytes;
+    case 0xd8: n = 17; goto bytes;
+    case 0xdc: case 0xdd: case 0xde: case 0xdf: {
+        int w = (b == 0xdc || b == 0xde) ? 2 : 4;
+        if (!mp_need(c, w))
+            return -1;
+        items = mp_be(c->p, w) * ((b == 0xde || b == 0xdf) ? 2 : 1);
+        c->p += w;
+        goto items;
+    }
+    default: /* 0xc1: never used */
+        return -1;
+    }
+bytes:
+    if ((uint64_t)(c->end - c->p) < n)
+        return -1;
+    c->p += n;
+    return 0;
+items:
+    if ((uint64_t)(c->end - c->p) < items) /* every item takes a byte at least */
+        return -1;
+    for (uint64_t i = 0; i < items; i++)
+        if (mp_skip(c, depth + 1) < 0)
+            return -1;
+    return 0;
+}
+
+/* A container's size at c->p: its header read (1: an array, 2: a map), or 0: not that kind. */
+static int mp_container(mp_t *c, Py_ssize_t *n) {
+    if (!mp_need(c, 1))
+        return 0;
+    unsigned char b = *c->p;
+    int kind = 0, w = 0;
+    if ((b & 0xf0) == 0x90 || (b & 0xf0) == 0x80) {
+        *n = b & 0x0f;
+        kind = (b & 0xf0) == 0x90 ? 1 : 2;
+    } else if (b == 0xdc || b == 0xdd || b == 0xde || b == 0xdf) {
+        w = (b == 0xdc || b == 0xde) ? 2 : 4;
+        kind = (b == 0xdc || b == 0xdd) ? 1 : 2;
+    } else {
+        return 0;
+    }
+    if (!mp_need(c, 1 + w))
+        return 0;
+    if (w)
+        *n = (Py_ssize_t)mp_be(c->p + 1, w);
+    c->p += 1 + w;
+    return kind;
+}
+
+/* Text at c->p: its bytes (1), or 0: not text, or cut short. */
+static int mp_text(mp_t *c, const unsigned char **s, Py_ssize_t *n) {
+    if (!mp_need(c, 1))
+        return 0;
+    unsigned char b = *c->p;
+    int w;
+    if ((b & 0xe0) == 0xa0) {
+        *n = b & 0x1f;
+        w = 0;
+    } else if (b == 0xd9 || b == 0xda || b == 0xdb) {
+        w = b == 0xd9 ? 1 : b == 0xda ? 2 : 4;
+        if (!mp_need(c, 1 + w))
+            return 0;
+        *n = (Py_ssize_t)mp_be(c->p + 1, w);
+    } else {
+        return 0;
+    }
+    if (c->end - (c->p + 1 + w) < *n)
+        return 0;
+    *s = c->p + 1 + w;
+    c->p = *s + *n;
+    return 1;
+}
+
+static inline int fc_ascii(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    uint64_t acc = 0;
+#ifdef SWAR
+    for (; i + 8 <= n; i += 8)
+        acc |= load8(s + i);
+#endif
+    for (; i < n; i++)
+        acc |= s[i];
+    return !(acc & 0x8080808080808080ULL);
+}
+
+/* Text as msgpack_values makes it (short keys shared), or MP_DECLINE: not UTF-8 (not plain). */
+static PyObject *fc_str(const unsigned char *s, Py_ssize_t n) {
+    if (n <= 24) {
+        mp_t sub = {s, s + n, NULL, 1, 0};
+        return mp_str(&sub, n);
+    }
+    if (fc_ascii(s, n)) {
+        PyObject *u = PyUnicode_New(n, 127);
+        if (u)
+            memcpy(PyUnicode_DATA(u), s, (size_t)n);
+        return u;
+    }
+    PyObject *u = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    if (!u && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        return MP_DECLINE;
+    }
+    return u;
+}
+
+/* A plain value (msgpack_values's object, nothing JSON cannot hold), or MP_DECLINE. */
+static PyObject *fc_value(mp_t *c) {
+    c->plain = 1;
+    PyObject *v = mp_value(c, 1);
+    if (v == NULL || v == MP_DECLINE)
+        return v;
+    if (!c->plain) {
+        Py_DECREF(v);
+        return MP_DECLINE;
+    }
+    mp_track(v);
+    return v;
+}
+
+static inline uint32_t fc_hash(const unsigned char *s, Py_ssize_t n) {
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 16777619u;
+    return h ^ (uint32_t)n;
+}
+
+typedef struct {
+    /* the members of the first record (and the level member, wherever it is first seen) */
+    fc_key_t keys[FC_KEYS];
+    int nkeys, size, extras, level; /* size: the members but the level member; level: its key or -1 */
+    /* level values seen, by their bytes */
+    const unsigned char *lv_s[FC_LEVELS];
+    Py_ssize_t lv_n[FC_LEVELS];
+    PyObject *lv_level[FC_LEVELS]; /* borrowed from level_cache (held by it) */
+    int nlv;
+    /* labels seen, by their bytes: the group of each */
+    const unsigned char *sp_s[FC_SPANS];
+    Py_ssize_t sp_n[FC_SPANS];
+    int sp_group[FC_SPANS]; /* -1: empty */
+    fc_group_t *groups;
+    int ngroups, max_groups;
+    PyObject *message_keys, *level_keys, *slow_keys, *cache;
+} fc_t;
+
+static int fc_find(fc_t *f, const unsigned char *s, Py_ssize_t n, int hint) {
+    if (hint < f->nkeys && f->keys[hint].n == n && memcmp(f->keys[hint].s, s, (size_t)n) == 0)
+        return hint;
+    for (int k = 0; k < f->nkeys; k++)
+        if (f->keys[k].n == n && memcmp(f->keys[k].s, s, (size_t)n) == 0)
+            return k;
+    return -1;
+}
+
+/* A new key (1 done, 0 decline, -1 error): in the first record any member, later only a level member. */
+static int fc_add_key(fc_t *f, const unsigned char *s, Py_ssize_t n, int first) {
+    if (f->nkeys >= FC_KEYS)
+        return 0;
+    PyObject *name = fc_str(s, n);
+    if (name == NULL)
+        return -1;
+    if (name == MP_DECLINE)
+        return 0;
+    int level = uc_in(f->level_keys, name);
+    if (level) {
+        if (f->level >= 0) { /* a second level member (another name: that is two; the same: a duplicate) */
+            Py_DECREF(name);
+            return 0;
+        }
+    } else {
+        int slow = PySet_Contains(f->slow_keys, name);
+        if (slow != 0 || !first) {
+            Py_DECREF(name);
+            if (slow < 0)
+                return -1;
+            return 0;
+        }
+    }
+    fc_key_t *k = &f->keys[f->nkeys];
+    k->s = s;
+    k->n = n;
+    k->name = name;
+    k->role = level ? FC_LEVEL : FC_EXTRA;
+    k->extra = -1;
+    if (level)
+        f->level = f->nkeys;
+    f->nkeys++;
+    return 1;
+}
+
+/* The roles of the first record's members: the message member (the first of message_keys it
+ * has), labels, the others. 1 done, 0 decline. */
+static int fc_roles(fc_t *f) {
+    static PyObject *labels_key = NULL;
+    if (labels_key == NULL && (labels_key = PyUnicode_InternFromString("labels")) == NULL)
+        return -1;
+    int message = -1;
+    for (Py_ssize_t j = 0, nk = PyTuple_GET_SIZE(f->message_keys); j < nk && message < 0; j++) {
+        PyObject *mk = PyTuple_GET_ITEM(f->message_keys, j);
+        if (!PyUnicode_CheckExact(mk))
+            continue;
+        for (int k = 0; k < f->nkeys; k++)
+            if (f->keys[k].role != FC_LEVEL && _PyUnicode_EQ(f->keys[k].name, mk)) {
+                message = k;
+                break;
+            }
+    }
+    if (message < 0)
+        return 0;
+    f->size = 0;
+    for (int k = 0; k < f->nkeys; k++) {
+        fc_key_t *key = &f->keys[k];
+        if (key->role == FC_LEVEL)
+            continue;
+        f->size++;
+        if (k == message)
+            key->role = FC_MSG;
+        else if (_PyUnicode_EQ(key->name, labels_key))
+            key->role = FC_LABELS;
+        else
+            key->extra = f->extras++;
+    }
+    return 1;
+}
+
+static fc_group_t *fc_new_group(fc_t *f, PyObject *labels) {
+    if (f->ngroups >= f->max_groups)
+        return NULL;
+    fc_group_t *g = &f->groups[f->ngroups];
+    memset(g, 0, sizeof(*g));
+    g->labels = Py_NewRef(labels);
+    g->lines = PyList_New(0);
+    g->levels = PyList_New(0);
+    g->stamps = PyList_New(0);
+    g->meta = f->extras ? PyList_New(0) : NULL;
+    f->ngroups++;
+    if (!g->lines || !g->levels || !g->stamps || (f->extras && !g->meta))
+        return NULL;
+    return g;
+}
+
+/* The group of a labels value at c->p (its index), -2 decline, -1 error. */
+static int fc_labels(fc_t *f, mp_t *c) {
+    const unsigned char *s = c->p;
+    if (mp_skip(c, 1) < 0)
+        return -2;
+    Py_ssize_t n = c->p - s;
+    uint32_t slot = fc_hash(s, n) & (FC_SPANS - 1);
+    for (int probes = 0; f->sp_group[slot] >= 0; probes++) {
+        if (f->sp_n[slot] == n && memcmp(f->sp_s[slot], s, (size_t)n) == 0)
+            return f->sp_group[slot];
+        if (probes >= FC_SPANS)
+            return -2;
+        slot = (slot + 1) & (FC_SPANS - 1);
+    }
+    /* Labels not seen as these bytes: decoded, compared with the sets seen (the same text may
+     * be written another way), or a new set. */
+    mp_t sub = {s, s + n, NULL, 1, 0};
+    PyObject *labels = fc_value(&sub);
+    if (labels == NULL)
+        return -1;
+    if (labels == MP_DECLINE || !PyDict_CheckExact(labels))
+        goto decline;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(labels, &pos, &k, &v))
+        if (!PyUnicode_CheckExact(k) || !PyUnicode_CheckExact(v))
+            goto decline;
+    int g = -1;
+    for (int i = 0; i < f->ngroups && g < 0; i++)
+        if (f->groups[i].labels != Py_None && lg_same(f->groups[i].labels, labels))
+            g = i;
+    if (g < 0) {
+        if (f->ngroups >= f->max_groups)
+            goto decline;
+        if (fc_new_group(f, labels) == NULL) {
+            Py_DECREF(labels);
+            return -1;
+        }
+        g = f->ngroups - 1;
+    }
+    Py_DECREF(labels);
+    f->sp_s[slot] = s;
+    f->sp_n[slot] = n;
+    f->sp_group[slot] = g;
+    return g;
+decline:
+    if (labels != MP_DECLINE)
+        Py_DECREF(labels);
+    return -2;
+}
+
+/* The level of a level value at c->p (borrowed), MP_DECLINE, or NULL: an error. */
+static PyObject *fc_level(fc_t *f, mp_t *c) {
+    const unsigned char *s = c->p;
+    if (mp_skip(c, 1) < 0)
+        return MP_DECLINE;
+    Py_ssize_t n = c->p - s;
+    for (int i = 0; i < f->nlv; i++)
+        if (f->lv_n[i] == n && memcmp(f->lv_s[i], s, (size_t)n) == 0)
+            return f->lv_level[i];
+    mp_t sub = {s, s + n, NULL, 1, 0};
+    PyObject *value = fc_value(&sub);
+    if (value == NULL || value == MP_DECLINE)
+        return value;
+    PyObject *level = PyDict_GetItemWithError(f->cache, value);
+    Py_DECREF(value);
+    if (level == NULL) {
+        PyErr_Clear(); /* not in the cache, or not hashable: Python decides */
+        return MP_DECLINE;
+    }
+    if (f->nlv < FC_LEVELS) {
+        f->lv_s[f->nlv] = s;
+        f->lv_n[f->nlv] = n;
+        f->lv_level[f->nlv++] = level;
+    }
+    return level;
+}
+
+/* A line: text, not empty, not white space only, not ending with a newline; MP_DECLINE else. */
+static PyObject *fc_line(mp_t *c) {
+    const unsigned char *s;
+    Py_ssize_t n;
+    if (!mp_text(c, &s, &n) || n == 0 || s[n - 1] == '\n')
+        return MP_DECLINE;
+    PyObject *line = fc_str(s, n);
+    if (line == NULL || line == MP_DECLINE)
+        return line;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(line);
+    int kind = PyUnicode_KIND(line), all_space = 1;
+    const void *data = PyUnicode_DATA(line);
+    for (Py_ssize_t j = 0; j < len && all_space; j++)
+        all_space = Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, j));
+    if (all_space) {
+        Py_DECREF(line);
+        return MP_DECLINE;
+    }
+    return line;
+}
+
+typedef struct {
+    const unsigned char *key, *value;
+    Py_ssize_t key_n;
+} fc_pair_t;
+
+/* One [EventTime, record] entry at c->p into its group: 1 done, 0 decline, -1 error. */
+static int fc_entry(fc_t *f, mp_t *c, int first) {
+    Py_ssize_t n;
+    if (mp_container(c, &n) != 1 || n != 2)
+        return 0;
+    if (!mp_need(c, 10) || c->p[0] != 0xd7 || c->p[1] != 0)
+        return 0;
+    uint64_t ns = mp_be(c->p + 2, 4) * 1000000000ULL + mp_be(c->p + 6, 4);
+    c->p += 10;
+    Py_ssize_t members;
+    if (mp_container(c, &members) != 2 || members > FC_KEYS || c->end - c->p < 2 * members)
+        return 0;
+    fc_pair_t pairs[FC_KEYS];
+    uint64_t seen = 0;
+    int counted = 0;
+    for (Py_ssize_t i = 0; i < members; i++) {
+        const unsigned char *s;
+        Py_ssize_t kn;
+        if (!mp_text(c, &s, &kn))
+            return 0; /* a key that is not text: not plain, or not a string key */
+        int k = fc_find(f, s, kn, (int)i);
+        if (k < 0) {
+            int added = fc_add_key(f, s, kn, first);
+            if (added <= 0)
+                return added;
+            k = f->nkeys - 1;
+        }
+        if (seen & (1ULL << k))
+            return 0; /* a member given twice */
+        seen |= 1ULL << k;
+        pairs[k].value = c->p;
+        if (f->keys[k].role != FC_LEVEL)
+            counted++;
+        if (mp_skip(c, 1) < 0)
+            return 0;
+    }
+    if (first) {
+        int roles = fc_roles(f);
+        if (roles <= 0)
+            return roles;
+    }
+    if (counted != f->size)
+        return 0; /* a member of the first record missing */
+    /* Labels first: they say the group. */
+    fc_group_t *g = NULL;
+    PyObject *meta = NULL, *line = NULL, *level = Py_None;
+    for (int k = 0; k < f->nkeys; k++) {
+        if (!(seen & (1ULL << k)) || f->keys[k].role != FC_LABELS)
+            continue;
+        mp_t sub = {pairs[k].value, c->end, NULL, 1, 0};
+        int gi = fc_labels(f, &sub);
+        if (gi < 0)
+            return gi == -1 ? -1 : 0;
+        g = &f->groups[gi];
+    }
+    if (g == NULL) { /* no labels member: one group for all (they are all without) */
+        if (f->ngroups == 0 && fc_new_group(f, Py_None) == NULL)
+            return -1;
+        g = &f->groups[0];
+        if (g->labels != Py_None)
+            return 0;
+    } else if (g->labels == Py_None) {
+        return 0;
+    }
+    if (f->extras && (meta = _PyDict_NewPresized(f->extras)) == NULL)
+        return -1;
+    int rc = -1; /* until done: an error (0: decline) */
+    for (int k = 0; k < f->nkeys; k++) {
+        if (!(seen & (1ULL << k)))
+            continue;
+        fc_key_t *key = &f->keys[k];
+        mp_t sub = {pairs[k].value, c->end, NULL, 1, 0};
+        if (key->role == FC_MSG) {
+            line = fc_line(&sub);
+        } else if (key->role == FC_LEVEL) {
+            level = fc_level(f, &sub);
+            if (level == NULL || level == MP_DECLINE) {
+                rc = level == NULL ? -1 : 0;
+                goto out;
+            }
+        } else if (key->role == FC_EXTRA && meta != NULL) {
+            continue; /* below, in the first record's order */
+        }
+        if (key->role == FC_MSG && (line == NULL || line == MP_DECLINE)) {
+            rc = line == NULL ? -1 : 0;
+            line = NULL;
+            goto out;
+        }
+    }
+    if (meta != NULL) { /* in the first record's order */
+        for (int k = 0; k < f->nkeys; k++) {
+            fc_key_t *key = &f->keys[k];
+            if (key->role != FC_EXTRA)
+                continue;
+            mp_t sub = {pairs[k].value, c->end, NULL, 1, 0};
+            PyObject *v = fc_value(&sub);
+            if (v == NULL || v == MP_DECLINE) {
+                rc = v == NULL ? -1 : 0;
+                goto out;
+            }
+            int bad = PyDict_SetItem(meta, key->name, v);
+            Py_DECREF(v);
+            if (bad < 0)
+                goto out;
+        }
+    }
+    {
+        PyObject *stamp = PyLong_FromUnsignedLongLong(ns);
+        if (stamp == NULL)
+            goto out;
+        int bad = PyList_Append(g->lines, line) < 0 || PyList_Append(g->levels, level) < 0 ||
+                  PyList_Append(g->stamps, stamp) < 0 || (meta != NULL && PyList_Append(g->meta, meta) < 0);
+        Py_DECREF(stamp);
+        if (bad)
+            goto out;
+        g->leveled |= level != Py_None;
+        rc = 1;
+    }
+out:
+    Py_XDECREF(line);
+    Py_XDECREF(meta);
+    return rc;
+}
+
+static PyObject *forward_columns(PyObject *m, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t max_distinct;
+    fc_t *f = NULL;
+    PyObject *message_keys, *level_keys, *slow_keys, *cache;
+    PyObject *tag = NULL, *option = NULL, *out = NULL;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "y*O!O!O!O!n", &buf, &PyTuple_Type, &message_keys, &PyTuple_Type, &level_keys,
+                          &PyFrozenSet_Type, &slow_keys, &PyDict_Type, &cache, &max_distinct))
+        return NULL;
+    if (max_distinct < 1 || max_distinct > FC_SPANS / 2) {
+        PyErr_SetString(PyExc_ValueError, "max_distinct must be 1 to 512");
+        goto done;
+    }
+    mp_t c = {(const unsigned char *)buf.buf, (const unsigned char *)buf.buf + buf.len, NULL, 1, 0};
+    Py_ssize_t parts, count;
+    const unsigned char *s;
+    Py_ssize_t n;
+    if (mp_container(&c, &parts) != 1 || parts < 2 || parts > 3 || !mp_text(&c, &s, &n) || n == 0)
+        goto decline;
+    if ((tag = fc_str(s, n)) == NULL)
+        goto done;
+    if (tag == MP_DECLINE) {
+        tag = NULL;
+        goto decline;
+    }
+    /* The entries: an array of them (Forward), or binary holding them (PackedForward). */
+    mp_t entries = c;
+    int packed = 0;
+    const unsigned char *second = c.p;
+    if (mp_container(&c, &count) == 1) {
+        entries = c;
+        for (Py_ssize_t i = 0; i < count; i++)
+            if (mp_skip(&c, 1) < 0)
+                goto decline;
+        entries.end = c.p;
+    } else if ((c.p = second) != NULL && mp_need(&c, 1) && (*c.p == 0xc4 || *c.p == 0xc5 || *c.p == 0xc6)) {
+        int w = *c.p == 0xc4 ? 1 : *c.p == 0xc5 ? 2 : 4;
+        if (!mp_need(&c, 1 + w))
+            goto decline;
+        uint64_t size = mp_be(c.p + 1, w);
+        c.p += 1 + w;
+        if ((uint64_t)(c.end - c.p) < size)
+            goto decline;
+        entries.p = c.p;
+        entries.end = c.p + size;
+        c.p += size;
+        packed = 1;
+        count = -1;
+    } else {
+        goto decline;
+    }
+    if (parts == 3) {
+        Py_ssize_t unused;
+        const unsigned char *at = c.p;
+        if (mp_container(&c, &unused) != 2)
+            goto decline;
+        c.p = at;
+        if ((option = fc_value(&c)) == NULL)
+            goto done;
+        if (option == MP_DECLINE) {
+            option = NULL;
+            goto decline;
+        }
+        PyObject *signal = PyDict_GetItemString(option, "fluent_signal");
+        if (PyDict_GetItemString(option, "compressed") != NULL ||
+            (signal != NULL && signal != Py_None && !(PyLong_CheckExact(signal) && PyObject_Not(signal) == 1)))
+            goto decline;
+    }
+    if (c.p != c.end || (!packed && count == 0) || (packed && entries.p == entries.end))
+        goto decline;
+    if ((f = PyMem_Calloc(1, sizeof(fc_t))) == NULL ||
+        (f->groups = PyMem_Calloc((size_t)max_distinct + 1, sizeof(fc_group_t))) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    f->level = -1;
+    f->max_groups = (int)max_distinct;
+    f->message_keys = message_keys;
+    f->level_keys = level_keys;
+    f->slow_keys = slow_keys;
+    f->cache = cache;
+    for (int i = 0; i < FC_SPANS; i++)
+        f->sp_group[i] = -1;
+    for (Py_ssize_t i = 0; packed ? entries.p < entries.end : i < count; i++) {
+        int rc = fc_entry(f, &entries, i == 0);
+        if (rc < 0)
+            goto done;
+        if (rc == 0)
+            goto decline;
+    }
+    {
+        PyObject *groups = PyList_New(f->ngroups);
+        if (groups == NULL)
+            goto done;
+        for (int i = 0; i < f->ngroups; i++) {
+            fc_group_t *g = &f->groups[i];
+            PyObject *t = PyTuple_Pack(5, g->labels, g->lines, g->leveled ? g->levels : Py_None, g->stamps,
+                                       g->meta ? g->meta : Py_None);
+            if (t == NULL) {
+                Py_DECREF(groups);
+                goto done;
+            }
+            PyList_SET_ITEM(groups, i, t);
+        }
+        out = Py_BuildValue("(ONN)", tag, option ? option : Py_NewRef(Py_None), groups);
+        option = NULL;
+    }
+    goto done;
+decline:
+    if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+done:
+    if (f != NULL) {
+        for (int k = 0; k < f->nkeys; k++)
+            Py_XDECREF(f->keys[k].name);
+        if (f->groups != NULL) {
+            for (int i = 0; i < f->ngroups; i++) {
+                fc_group_t *g = &f->groups[i];
+                Py_XDECREF(g->labels);
+                Py_XDECREF(g->lines);
+                Py_XDECREF(g->levels);
+                Py_XDECREF(g->stamps);
+                Py_XDECREF(g->meta);
+            }
+            PyMem_Free(f->groups);
+        }
+        PyMem_Free(f);
+    }
+    Py_XDECREF(tag);
+    Py_XDECREF(option);
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 /* all_ascii(lines) -> True when every item is a str of ASCII characters only (each its own UTF-8
  * bytes); False at the first that is not. */
 static PyObject *all_ascii(PyObject *m, PyObject *arg) {
@@ -4013,6 +4702,9 @@ static PyMethodDef methods[] = {
      "event_items(entries, event_time) -> [(record, ns)] of [EventTime, record] entries, or None"},
     {"uniform_columns", uniform_columns, METH_VARARGS,
      "uniform_columns(items, message_keys, level_keys, slow_keys, level_cache) -> columns, or None: let Python decide"},
+    {"forward_columns", forward_columns, METH_VARARGS,
+     "forward_columns(message, message_keys, level_keys, slow_keys, level_cache, max_distinct) -> (tag, option, "
+     "groups), or None: let Python decide"},
     {"label_groups", label_groups, METH_VARARGS,
      "label_groups(recs, max_distinct) -> [(first, [indexes])] by labels, or None: let Python decide"},
     {"encode_raw", encode_raw, METH_O, "encode_raw(lines) -> the lines' UTF-8 bytes"},

@@ -59,6 +59,35 @@ def event_items(entries: list[Any], event_time: type[int], /) -> list[tuple[dict
     """[(record, int(time))] when every entry is [event_time, record] (a list or tuple of two,
     exactly those types); None otherwise."""
 
+def forward_columns(
+    message: bytes,
+    message_keys: tuple[str, ...],
+    level_keys: tuple[str, ...],
+    slow_keys: frozenset[str],
+    level_cache: dict[Any, str],
+    max_distinct: int,
+    /,
+) -> (
+    tuple[
+        str,
+        dict[str, Any] | None,
+        list[
+            tuple[
+                dict[str, str] | None,
+                list[str],
+                list[str | None] | None,
+                list[int],
+                list[dict[str, Any]] | None,
+            ]
+        ],
+    ]
+    | None
+):
+    """(tag, option, groups) of a Fluent forward message's bytes (Forward or PackedForward mode):
+    one group (labels, lines, levels, stamps, meta) per distinct labels member, as
+    msgpack_values, event_items, uniform_columns and label_groups give them together; None
+    where those (or the Python code after them) must decide."""
+
 def uniform_columns(
     items: list[tuple[dict[str, Any], int | None]],
     message_keys: tuple[str, ...],

@@ -41,6 +41,7 @@ import msgpack
 import orjson
 
 from log_capturer.processing.timestamps import NS
+from log_capturer.record import Chunk
 from log_capturer.sources.http.source import (
     INVALID_MSGPACK,
     EventTime,
@@ -78,6 +79,9 @@ class Message:
     items: list[Item] = field(default_factory=list)
     chunk: Any = None
     mode: str = ""
+    #: The chunks of its records, when they were made straight from its bytes (then ``items``
+    #: is empty): see the source's ``columns``.
+    chunks: list[Chunk] | None = None
 
 
 class Stream:
@@ -105,7 +109,9 @@ class Stream:
         #: :func:`_jsonable`'s check.
         self.plain = False
 
-    def feed(self, data: bytes) -> list[Any]:
+    def spans(self, data: bytes) -> list[bytes]:
+        """The bytes of each complete value ``data`` adds to the stream, one item per value (the
+        rest waits for more bytes). ProtocolError: not msgpack, or a value over the limit."""
         decoder = self._decoder
         try:
             decoder.feed(data)
@@ -114,23 +120,32 @@ class Stream:
                 "a message is larger than forward.max_message_bytes; raise it, or send smaller chunks"
             ) from None
         self._pending += data
-        end = self._start
+        start = self._start
+        ends: list[int] = []
         try:
             while True:
                 decoder.skip()
-                end = decoder.tell()
+                ends.append(decoder.tell())
         except msgpack.OutOfData:
             pass
         except (msgpack.FormatError, msgpack.StackError, ValueError) as exc:
             raise ProtocolError(f"the stream is not msgpack ({describe_error(exc)})") from None
-        size = end - self._start
-        self.plain = not size
-        if not size:
+        if not ends:
             return []
-        raw = bytes(self._pending[:size])
-        del self._pending[:size]
-        self._start = end
-        values, self.plain = values_of(raw)
+        pending = self._pending
+        with memoryview(pending) as view:
+            out = [bytes(view[a - start : b - start]) for a, b in zip([start, *ends], ends, strict=False)]
+        del pending[: ends[-1] - start]
+        self._start = ends[-1]
+        return out
+
+    def feed(self, data: bytes) -> list[Any]:
+        """The values ``data`` completes, decoded (see :attr:`plain`)."""
+        spans = self.spans(data)
+        self.plain = not spans
+        if not spans:
+            return []
+        values, self.plain = values_of(spans[0] if len(spans) == 1 else b"".join(spans))
         return values
 
 
@@ -249,6 +264,27 @@ def decode(obj: Any, number: int, max_bytes: int, plain: bool = False) -> Messag
         msg.chunk = chunk
         return msg
     return message if plain else _jsonable(message)
+
+
+def inflated(obj: Any, max_bytes: int) -> bytes | None:
+    """A CompressedPackedForward message ``obj`` (decoded: its entries are one bytes object) as
+    the bytes of the PackedForward message of its inflated entries, for the source's one-pass
+    reading of a message's bytes; None when ``obj`` is not one, or its gzip cannot be inflated
+    (:func:`decode` then says why)."""
+    if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[1], bytes)):
+        return None
+    option = obj[2]
+    if not isinstance(option, dict) or option.get("compressed") != "gzip":
+        return None
+    try:
+        entries = gunzip(obj[1], max_bytes)
+    except ValueError:
+        return None
+    plain = {k: v for k, v in option.items() if k != "compressed"}
+    try:
+        return cast(bytes, msgpack.packb([obj[0], entries, plain], use_bin_type=True))
+    except (TypeError, ValueError):  # text that was not UTF-8 (UnicodeEncodeError), an extension
+        return None
 
 
 def _packed_option(obj: list[Any]) -> bool:

@@ -225,22 +225,40 @@ class ForwardSource(Receiver[ForwardConfig]):
                 self._origins[key] = origin
         return origin
 
+    def columns(self, peer: str, raw: bytes) -> protocol.Message | None:
+        """The message whose bytes are ``raw``, its chunks made straight from them (one C pass, no
+        dict per record: see ``Records.forward_chunks``); None when it must be decoded."""
+        got = self.records.forward_chunks(raw, lambda tag: self.base_origin(peer, tag))
+        if got is None:
+            return None
+        tag, chunk_id, chunks = got
+        return protocol.Message(tag, chunk=chunk_id, mode="Forward", chunks=chunks)
+
     def hand_over(self, peer: str, transport: str, messages: list[protocol.Message]) -> list[Chunk] | None:
         """Make chunks of a batch's records, queue them, park its rejected records. Returns the
         queued chunks, or None when the agent stopped before they could all be queued (then the
-        batch must not be acknowledged)."""
+        batch must not be acknowledged). The records stay in order: consecutive decoded messages
+        are grouped by tag (one chunk for many small messages), a message whose chunks are made
+        already ends the group before it."""
         by_tag: dict[str, list[Item]] = {}
         rejected: list[Rejected] = []
-        for message in messages:
-            if message.tag:
-                by_tag.setdefault(message.tag, []).extend(message.items)
-            else:
-                rejected.extend(i for i in message.items if isinstance(i, Rejected))
         chunks: list[Chunk] = []
-        for tag, items in by_tag.items():
-            made, bad = self.records.chunks(items, self.base_origin(peer, tag))
-            chunks.extend(made)
-            rejected.extend(bad)
+
+        def flush() -> None:
+            for tag, items in by_tag.items():
+                made, bad = self.records.chunks(items, self.base_origin(peer, tag))
+                chunks.extend(made)
+                rejected.extend(bad)
+            by_tag.clear()
+
+        for message in messages:
+            if message.chunks is not None:
+                flush()
+                chunks.extend(message.chunks)
+            else:  # an empty tag too (its records have no tag label); a message that is not
+                # one has only its rejected item
+                by_tag.setdefault(message.tag, []).extend(message.items)
+        flush()
         total = sum(len(c.lines) for c in chunks)
         self.received += total + len(rejected)
         self.metrics.source_lines_received.labels(NAME, transport).inc(total + len(rejected))
@@ -426,28 +444,45 @@ class _Connection(asyncio.Protocol):
         queued chunks, the chunk ids to acknowledge, bytes to answer at once (PONG), and the
         failure that closes the connection (type, text) if any."""
         src = self.source
-        values: list[Any] = []
+        spans: list[bytes] = []
         failure: tuple[str, str] | None = None
-        plain = True
         for part in data:
             try:
-                values.extend(protocol.feed(self.decoder, part))
-                plain = plain and self.decoder.plain
+                spans.extend(self.decoder.spans(part))
             except protocol.ProtocolError as exc:
                 kind = "message_too_large" if "max_message_bytes" in str(exc) else "invalid_stream"
                 failure = (kind, str(exc))
                 break
         answer = b""
-        if not self.authenticated and values:
-            answer, why = protocol.pong(values[0], self.nonce, src._key, src.config.self_hostname)
+        if not self.authenticated and spans:
+            try:
+                ping = protocol.values_of(spans[0])[0][0]
+            except protocol.ProtocolError as exc:
+                return None, [], answer, ("invalid_stream", str(exc))
+            answer, why = protocol.pong(ping, self.nonce, src._key, src.config.self_hostname)
             if why:
                 return None, [], answer, ("auth_failed", f"authentication failed: {why}")
             self.authenticated = True
-            values = values[1:]
-        if not values:
+            spans = spans[1:]
+        if not spans:
             return [], [], answer, failure
         limit = src.config.max_message_bytes
-        messages = [protocol.decode(v, n, limit, plain) for n, v in enumerate(values, 1)]
+        messages: list[protocol.Message] = []
+        for raw in spans:
+            message = src.columns(self.peer, raw)
+            if message is not None:
+                messages.append(message)
+                continue
+            try:
+                values, plain = protocol.values_of(raw)
+            except protocol.ProtocolError as exc:
+                failure = ("invalid_stream", str(exc))
+                break
+            for value in values:
+                # CompressedPackedForward: inflated, then read in one pass as the others
+                packed = protocol.inflated(value, limit)
+                message = src.columns(self.peer, packed) if packed is not None else None
+                messages.append(message or protocol.decode(value, len(messages) + 1, limit, plain))
         chunks = src.hand_over(self.peer, self.kind, messages)
         ack_ids = [m.chunk for m in messages if m.chunk is not None]
         return chunks, ack_ids, answer, failure
