@@ -219,8 +219,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "forward -> Kafka, `{log}` as Fluent Bit sends a file",
         "bench",
-        _bench(D7 + "s3-final-fwdlog-", ["1", "2", "3"]),
-        "the-inputs-with-the-sessions-final-code-on-a-quiet-host-2026-12-07-0710-0716-utc",
+        _bench(D7 + "s4-fwd-fwdlog-", ["1", "2", "3"]),
+        "forward-messages-read-in-one-pass-from-their-bytes-2026-12-07-0819-0834-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000"
@@ -230,8 +230,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "forward -> Kafka, `{log, level, labels}`",
         "bench",
-        _bench(D7 + "s3-final-fwdfields-", ["1", "2", "3"]),
-        "the-inputs-with-the-sessions-final-code-on-a-quiet-host-2026-12-07-0710-0716-utc",
+        _bench(D7 + "s4-fwd-fwdfields-", ["1", "2", "3"]),
+        "forward-messages-read-in-one-pass-from-their-bytes-2026-12-07-0819-0834-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --duration 3 --source forward --http-batch 2000 --bootstrap $B"
