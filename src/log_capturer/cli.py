@@ -676,7 +676,8 @@ def bench(
         Path | None,
         typer.Option(
             help="YAML merged into the bench's agent config (tuning); brokers, topics, "
-            "directories and ports are always the bench's."
+            "directories and ports are always the bench's (with many-files also acks, "
+            "compression and keys)."
         ),
     ] = None,
     ceiling: Annotated[
@@ -816,6 +817,7 @@ def bench(
             keep,
             json_out,
             agent_src,
+            agent_config,
         )
         return
     from log_capturer.devtools.bench import BenchError, BenchOptions, run_bench
@@ -965,12 +967,14 @@ def _bench_many_files(
     keep: bool,
     json_out: Path | None,
     agent_src: Path | None,
+    agent_config: Path | None,
 ) -> None:
     from log_capturer.devtools.bench.manyfiles import ManyFilesError, ManyFilesOptions, run_many_files_bench
 
     if watcher not in ("auto", "inotify", "poll"):
         err.print(f"--watcher {watcher!r}: use auto, inotify or poll")
         raise typer.Exit(2)
+    _yaml_file(agent_config)  # a mapping, or exit 2
     window = duration if duration is not None else 30.0
     opts = ManyFilesOptions(
         bootstrap,
@@ -983,6 +987,7 @@ def _bench_many_files(
         active_window=window,
         keep=keep,
         agent_src=agent_src,
+        agent_config=agent_config,
     )
     try:
         res = run_many_files_bench(opts, err)

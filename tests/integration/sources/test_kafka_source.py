@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.support import AgentProcess, agent_config, topic_set, wait_until, write_config
@@ -55,14 +55,25 @@ def produce(bootstrap: str, topic: str, n: int, start: int = 0) -> None:
     assert p.flush(60) == 0
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "offsets-reader"})
-    try:
-        return {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)
-        }
-    finally:
-        c.close()
+def end_offsets(
+    bootstrap: str, topic: str, partitions: int = PARTITIONS, patience: float = 60
+) -> dict[int, int]:
+    """Each partition's end offset. A cluster that just lost a broker may fail a request for a while
+    (librdkafka drops the handle of a broker the metadata no longer lists: ``_DESTROY_BROKER``):
+    asked again, with a new client, for up to ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "offsets-reader"})
+        try:
+            return {
+                p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)
+            }
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            c.close()
+        time.sleep(1)
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:

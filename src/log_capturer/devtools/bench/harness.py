@@ -200,10 +200,11 @@ def bench_files(logs: Path, count: int, workers: int) -> list[Path]:
     raise BenchError(f"could not name {count} files for {workers} workers")
 
 
-def _merge(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
+def merge(dst: dict[str, Any], src: dict[str, Any]) -> dict[str, Any]:
+    """``src`` merged into ``dst`` (mappings member by member, anything else replaced)."""
     for k, v in src.items():
         if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
+            merge(dst[k], v)
         else:
             dst[k] = v
     return dst
@@ -297,7 +298,7 @@ class Bench:
             # configure it: one record per log line, as the bench counts them.
             base["files_config"]["multiline"] = {"preset": "java"}
         if self.opts.agent_config is not None:
-            _merge(base, yaml.safe_load(self.opts.agent_config.read_text()) or {})
+            merge(base, yaml.safe_load(self.opts.agent_config.read_text()) or {})
         if self.opts.workers is not None:
             base.setdefault("app", {})["workers"] = self.opts.workers
         kafka = {
@@ -325,7 +326,7 @@ class Bench:
         }
         otlp_port = free_port()
         self.otlp_url = f"http://127.0.0.1:{otlp_port}/v1/logs"
-        return _merge(
+        return merge(
             base,
             {
                 "otlp": {"enabled": self.opts.source == "otlp", "port": otlp_port},

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from log_capturer.devtools.bench.harness import merge
 from log_capturer.devtools.bench.system import (
     get_json,
     load_average,
@@ -72,8 +73,10 @@ class ManyFilesOptions:
     settle: float = 10.0
     keep: bool = False
     #: Run the agent from this source tree (``PYTHONPATH``): a checkout of the code before a
-    #: change, to compare. Its config then has no ``watcher`` key (older agents refuse it).
+    #: change, to compare.
     agent_src: Path | None = None
+    #: A YAML file merged over the agent's config (``--agent-config``: another tuning).
+    agent_config: Path | None = None
 
 
 def _paths(logs: Path, files: int) -> list[Path]:
@@ -107,6 +110,12 @@ class ManyFilesBench:
         self.console.print(f"[dim]bench many-files:[/] {text}", highlight=False)
 
     def _config(self) -> dict[str, Any]:
+        """The agent's config: the defaults but what the scenario sets (brokers, topic, directories,
+        ports, acks, compression, keys), over ``--agent-config`` (another tuning) when given."""
+        tuning = {} if self.opts.agent_config is None else yaml.safe_load(self.opts.agent_config.read_text())
+        return merge(tuning or {}, self._base_config())
+
+    def _base_config(self) -> dict[str, Any]:
         return {
             "app": {"log_level": "info", "log_format": "json"},
             "server": {"enabled": True, "host": "127.0.0.1", "port": self.api},
@@ -115,7 +124,7 @@ class ManyFilesBench:
                 "enabled": True,
                 "watch_directories": [str(self.logs)],
                 "read_from": "beginning",
-                **({"watcher": self.opts.watcher} if self.opts.agent_src is None else {}),
+                "watcher": self.opts.watcher,
             },
             "dispatcher": {"dlq_config": {"enabled": True, "directory": str(self.dir / "dlq")}},
             "positions": {"enabled": True, "directory": str(self.dir / "positions")},
@@ -275,8 +284,9 @@ class ManyFilesBench:
             "files": o.files,
             "active": o.active,
             "rate_per_file": o.rate,
-            "watcher": o.watcher if o.agent_src is None else "poll (the agent before inotify)",
+            "watcher": o.watcher,
             "agent_src": str(o.agent_src) if o.agent_src is not None else None,
+            "agent_config": str(o.agent_config) if o.agent_config is not None else None,
             "agent_commit": self._agent_commit(),
             "idle_window_s": o.idle_window,
             "active_window_s": o.active_window,

@@ -58,3 +58,21 @@ def test_the_read_time_splits_the_latency_into_its_two_stages() -> None:
 def test_impossible_options_are_refused(tmp_path: Path, files: int, active: int, rate: float) -> None:
     with pytest.raises(ManyFilesError):
         ManyFilesBench(ManyFilesOptions("127.0.0.1:1", tmp_path, files, active, rate))
+
+
+def test_agent_config_tunes_the_agent_but_not_what_the_scenario_sets(tmp_path: Path) -> None:
+    """``--agent-config`` goes under the scenario's config: its tuning is kept, the scenario's own
+    keys (brokers, topic, directories, acks, compression, keys) win, the watcher is the one asked."""
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text(
+        "sinks:\n  kafka:\n    batch_timeout: 20ms\n    required_acks: 1\n    brokers: [10.0.0.1:9092]\n"
+        "dispatcher:\n  worker_count: 1\n"
+    )
+    opts = ManyFilesOptions("127.0.0.1:1", tmp_path, 10, 1, 1.0, "inotify", agent_config=tuning)
+    config = ManyFilesBench(opts)._config()
+    kafka = config["sinks"]["kafka"]
+    assert (kafka["batch_timeout"], kafka["required_acks"], kafka["brokers"]) == ("20ms", -1, ["127.0.0.1:1"])
+    assert config["dispatcher"]["worker_count"] == 1 and "dlq_config" in config["dispatcher"]
+    assert config["files_config"]["watcher"] == "inotify"
+    bare = ManyFilesBench(ManyFilesOptions("127.0.0.1:1", tmp_path, 10, 1, 1.0))._config()
+    assert "batch_timeout" not in bare["sinks"]["kafka"]
