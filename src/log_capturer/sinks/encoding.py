@@ -257,9 +257,19 @@ def logfmt_lines(lines: list[str]) -> list[bytes]:
 
 
 # -- records -----------------------------------------------------------------------------------
+#: The last second formatted, and its text: chunks read in the same second (10,000 one-line
+#: chunks a second with many active files) share it (one tuple, replaced whole: any thread).
+_SECOND: tuple[int, str] = (-1, "")
+
+
 def rfc3339_ns(ns: int) -> str:
+    global _SECOND
     sec, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+    last, text = _SECOND
+    if sec != last:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _SECOND = (sec, text)
+    return f"{text}.{frac:09d}Z"
 
 
 class _Syntax:

@@ -290,3 +290,18 @@ def test_with_the_time_beside_the_record_the_timestamp_is_written_only_when_name
         EncodingConfig(only_fields=["timestamp", "message"], timestamp_format="unix_ms"), entry_time=True
     ).encode(doc)
     assert orjson.loads(named) == {"timestamp": 1_700_000_000_123, "message": LINES[0]}
+
+
+def test_rfc3339_ns_shares_each_second_and_is_exact_across_seconds() -> None:
+    """Stamps of one second share its text (kept from the last call), stamps of another second get
+    theirs: every stamp as datetime writes it, in any order."""
+    from datetime import UTC, datetime
+
+    def expected(ns: int) -> str:
+        return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 10**9:09d}Z"
+
+    rng = random.Random(7)
+    base = 1_796_633_570 * 10**9
+    stamps = [base + rng.randrange(-3 * 10**9, 3 * 10**9) for _ in range(500)] + [0, 5, base - 1, base]
+    for ns in stamps:
+        assert encoding_mod.rfc3339_ns(ns) == expected(ns)
