@@ -95,8 +95,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, peak (20,000 lines/s)",
         "bench",
-        _bench(D7 + "quiet-peak-", ["1", "2", "3"]),
-        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
+        _bench(D7 + "s4-final-peak-", ["1", "2", "3"]),
+        "peak-and-many-files-with-the-days-final-code-and-three-tunings-that-do-not-move-the-many-files-p99-2026-12-07-0904-0931-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario peak --files 4 --workers 1 --duration 30 --ceiling none"
@@ -186,9 +186,9 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(D7 + "s3-final-manyfiles-", ["1", "2", "3"]),
-        "an-idle-kafka-sinks-poll-thread-listeners-in-every-worker-and-two-ideas-for-the-peak-p99-that-did-not-help-2026-12-07-0543-0641-utc",
-        commit="f2ceb20",
+        _bench(D7 + "s4-final-manyfiles-", ["1", "2", "3"]),
+        "peak-and-many-files-with-the-days-final-code-and-three-tunings-that-do-not-move-the-many-files-p99-2026-12-07-0904-0931-utc",
+        commit="3b4d631",
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"
