@@ -106,8 +106,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 8 KiB JSON lines",
         "bench",
-        _bench(D7 + "quiet-long8k-", ["1", "2", "3"]),
-        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
+        _bench(D7 + "s4-final-long8k-", ["1", "2", "3"]),
+        "peak-and-many-files-with-the-days-final-code-and-three-tunings-that-do-not-move-the-many-files-p99-2026-12-07-0904-0931-utc",
         command="log-capturer bench --scenario max --line-bytes 8192 --lines 40000 --bootstrap $B",
     ),
     Row(
