@@ -1708,8 +1708,8 @@ static PyObject *mp_value(mp_t *c, int depth) {
         return PyLong_FromLong((int32_t)v);
     case 0xd3:
         return PyLong_FromLongLong((int64_t)v);
-    case 0xd7: /* fixext 8: EventTime when its type is 0 */
-        if (!mp_need(c, 9) || c->p[0] != 0)
+    case 0xd7: /* fixext 8: EventTime when its type is 0 (and EventTimes are asked for) */
+        if (!mp_need(c, 9) || c->p[0] != 0 || c->event_time == NULL)
             return MP_DECLINE;
         {
             uint64_t sec = mp_be(c->p + 1, 4), nsec = mp_be(c->p + 5, 4);
@@ -2323,7 +2323,8 @@ static PyObject *fc_str(const unsigned char *s, Py_ssize_t n) {
     return u;
 }
 
-/* A plain value (msgpack_values's object, nothing JSON cannot hold), or MP_DECLINE. */
+/* A plain value (msgpack_values's object, nothing JSON cannot hold), or MP_DECLINE. The cursor
+ * has no event_time: an extension anywhere in it (an EventTime too) is not plain. */
 static PyObject *fc_value(mp_t *c) {
     c->plain = 1;
     PyObject *v = mp_value(c, 1);
