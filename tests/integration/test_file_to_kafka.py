@@ -160,11 +160,17 @@ def test_graceful_stop_midstream_then_restart_loses_and_duplicates_nothing(
         ),
     )
     log = tmp_path / "logs" / "big.log"
-    expected = {str(log): write_lines(log, "big", 0, 150_000)}
+    # Enough lines that the stop, sent as soon as the first are delivered, comes before the end
+    # (150,000 were once all shipped before it: the agent ships several hundred thousand a second).
+    lines = 600_000
+    expected = {str(log): write_lines(log, "big", 0, lines)}
     agent = AgentProcess(cfg, tmp_path / "agent-1.log").start()
     try:
         wait_until(
-            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["delivered"] > 0, 60, "the first deliveries"
+            lambda: agent.get("/stats")["sinks"]["kafka_sink"]["delivered"] > 0,
+            60,
+            "the first deliveries",
+            interval=0.01,
         )
         rc = agent.stop(signal.SIGINT)  # Ctrl-C
         assert rc == 0, agent.log()
@@ -174,15 +180,15 @@ def test_graceful_stop_midstream_then_restart_loses_and_duplicates_nothing(
     saved = orjson.loads((tmp_path / "positions" / "files.json").read_bytes())["positions"][str(log)]
     first_run = consume_all(bootstrap, topics.values())
     print(
-        f"first run shipped {len(first_run)} of 150000 lines; checkpoint at byte "
+        f"first run shipped {len(first_run)} of {lines} lines; checkpoint at byte "
         f"{saved['offset']} of {log.stat().st_size}"
     )
-    assert 0 < len(first_run) < 150_000, "the stop must come in the middle of the stream"
+    assert 0 < len(first_run) < lines, "the stop must come in the middle of the stream"
     assert saved["log_count"] == len(first_run), "the checkpoint must cover exactly what was acknowledged"
-    expected[str(log)].update(write_lines(log, "big", 150_000, 10_000))  # written while stopped
+    expected[str(log)].update(write_lines(log, "big", lines, 10_000))  # written while stopped
     agent2 = AgentProcess(cfg, tmp_path / "agent-2.log").start()
     try:
-        records = consume_all(bootstrap, topics.values(), expected=160_000, timeout=180)
+        records = consume_all(bootstrap, topics.values(), expected=lines + 10_000, timeout=180)
         check_records(records, expected, topics)
         assert agent2.stop(signal.SIGTERM) == 0, agent2.log()
     finally:
