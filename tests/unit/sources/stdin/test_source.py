@@ -101,6 +101,8 @@ def test_a_crash_after_splitting_a_read_takes_that_read_again(
     os.write(piped.w, b"last")
     os.close(piped.w)
     wait_until(piped.source.finished.is_set, 10, "the end of input")
+    # finished means every line was queued; the sink takes the last chunk from its queue after
+    wait_until(lambda: piped.source.unacknowledged == 0, 10, "every line acknowledged")
     assert piped.sink.lines() == ["one", "two", "partial", "four", "last"]
     h = piped.source.health()
     assert (
@@ -127,6 +129,8 @@ def test_a_crash_while_queueing_queues_those_lines_once(
     piped.write(b"c\nd\n", 4)
     os.close(piped.w)
     wait_until(piped.source.finished.is_set, 10, "the end of input")
+    # finished means every line was queued; the sink takes the last chunk from its queue after
+    wait_until(lambda: piped.source.unacknowledged == 0, 10, "every line acknowledged")
     assert piped.sink.lines() == ["a", "b", "c", "d"]
     assert piped.source.supervisor.restarts == 1
     sample = {"component": "stdin_source", "error_type": "crash"}
