@@ -292,3 +292,37 @@ class Chunk:
             cb = self._done_cb
         if finished and cb is not None:
             cb(self)
+
+
+class ChunkGroup(Chunk):
+    """Small chunks of any origins, next to each other in a dispatcher batch, handed to a sink
+    as one (one request, one delivery: the engine's cost per chunk paid once for all of them).
+
+    Its lines and levels are the chunks' in order. It is acknowledged as a whole: once every
+    line of it is, each of its chunks is acknowledged in full. Its ``origin`` is the first
+    chunk's; a sink encodes each chunk with its own (``chunks``)."""
+
+    __slots__ = ("acked", "chunks")
+
+    def __init__(self, chunks: list[Chunk]) -> None:
+        first = chunks[0]
+        lines: list[str] = []
+        levels: list[str] = []
+        for c in chunks:
+            lines += c.lines
+            levels += c.levels
+        super().__init__(first.origin, lines, read_time_ns=first.read_time_ns)
+        self.levels = levels
+        self._text_bytes = sum(c.text_bytes for c in chunks)
+        self.chunks = chunks
+        self.acked = 0
+
+    def ack(self, n: int = 1) -> None:
+        """Acknowledge ``n`` lines; every chunk in full once all of the group's lines are."""
+        with self._lock:
+            before = self.acked
+            self.acked = before + n
+            complete = before < len(self.lines) <= self.acked
+        if complete:
+            for c in self.chunks:
+                c.ack(len(c.lines))

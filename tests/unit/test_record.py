@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from log_capturer import record
-from log_capturer.record import Chunk, Origin
+from log_capturer.record import Chunk, ChunkGroup, Origin
 
 ORIGIN = Origin("file", "/a.log")
 
@@ -94,3 +94,28 @@ def test_kafka_fields_refuses_what_is_not_an_offset_or_a_stamp() -> None:
         _speedups.kafka_fields(b"{", [1], [None], ["9"], orjson.dumps)  # type: ignore[list-item]
     with pytest.raises(OverflowError):
         _speedups.kafka_fields(b"{", [2**64], [None], [None], orjson.dumps)
+
+
+def test_a_chunk_group_has_its_chunks_lines_and_acknowledges_each_in_full_once_all_are() -> None:
+    a = Chunk(Origin("file", "/a.log"), ["a1", "a2"])
+    b = Chunk(Origin("file", "/b.log"), ["b\u00e9"])
+    a.levels, b.levels = ["info", "error"], ["warn"]
+    done: list[str] = []
+    for c in (a, b):
+        c.expect(2 * len(c.lines), lambda c: done.append(c.origin.source_id))  # routed to two sinks
+    group = ChunkGroup([a, b])
+    assert (group.lines, group.levels, group.text_bytes) == (
+        ["a1", "a2", "b\u00e9"],
+        ["info", "error", "warn"],
+        7,
+    )
+    assert group.read_time_ns == a.read_time_ns and group.chunks == [a, b]
+    group.ack(2)
+    assert (a.pending, b.pending) == (4, 2), "nothing acknowledged before the whole group is"
+    group.ack(1)
+    assert (a.pending, b.pending, done) == (2, 1, [])
+    group.ack(1)  # past the whole: nothing more
+    assert (a.pending, b.pending) == (2, 1)
+    second = ChunkGroup([a, b])  # the other sink's group of the same chunks
+    second.ack(3)
+    assert (a.done, b.done, done) == (True, True, ["/a.log", "/b.log"])

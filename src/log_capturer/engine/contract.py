@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from log_capturer.record import Chunk
+from log_capturer.record import Chunk, ChunkGroup
 
 if TYPE_CHECKING:
     from log_capturer.engine.runner import Attempt, Delivery, SinkRunner
@@ -150,3 +150,14 @@ class Service(Protocol):
     def replay(self, records: list[ReplayRecord], timeout: float) -> dict[str, str | None]:
         """Produce the local store's records again (entry_id -> None once acknowledged, else
         why not); the runner decides whether it may (breaker) and counts the outcomes."""
+
+
+class Grouping(Protocol):
+    """What a service has when it can send several small chunks as one request (the Kafka
+    sink): the engine then hands over the small chunks next to each other in a dispatcher batch
+    together, so that its cost per chunk (admission aside) is paid once for all of them."""
+
+    def prepare_many(self, group: ChunkGroup) -> Prepared | None:
+        """The records of ``group.chunks`` (each encoded with its own origin) as one, delivered
+        together; None when these chunks must go one by one (a transaction per chunk, headers
+        per origin, explicit partitions)."""

@@ -30,13 +30,14 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from log_capturer.engine.contract import Failure, Prepared, Record, Refused, Service
 from log_capturer.engine.parking import Parking
 from log_capturer.observability.metrics import Metrics
-from log_capturer.record import Chunk
+from log_capturer.record import Chunk, ChunkGroup
 from log_capturer.reliability.backpressure import Backpressure, Level
 from log_capturer.reliability.circuit_breaker import BreakerState, CircuitBreaker
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig
@@ -62,6 +63,10 @@ PROBE_TIMEOUT = 5.0
 #: Bytes a record adds to its line besides the origin's fields (timestamp, level, keys, quotes):
 #: the estimate of a chunk's size before the first chunk was encoded.
 ENVELOPE_BYTES = 96
+#: With a service that groups (:class:`~.contract.Grouping`): chunks of at most SMALL_CHUNK
+#: lines next to each other in a batch are handed over together, up to GROUP_LINES lines.
+SMALL_CHUNK = 64
+GROUP_LINES = 1024
 
 
 @dataclass
@@ -175,6 +180,10 @@ class SinkRunner:
         sink_type: str,
     ) -> None:
         self.service = service
+        #: The service's ``prepare_many`` when it groups small chunks (:class:`~.contract.Grouping`).
+        self._prepare_many: Callable[[ChunkGroup], Prepared | None] | None = getattr(
+            service, "prepare_many", None
+        )
         self.policy = policy
         self.metrics = metrics
         self.dlq = dlq
@@ -308,16 +317,75 @@ class SinkRunner:
     def send(self, chunks: list[Chunk]) -> None:
         """Take each chunk in turn: admit it (wait for room, or overflow), encode it, hand it over.
         Raises :class:`SendFailed` only when a chunk cannot even be encoded (a bug): the chunks
-        before it are taken, it and the rest are untouched, so the dispatcher retries only them."""
+        before it are taken, it and the rest are untouched, so the dispatcher retries only them.
+
+        With a service that groups (:class:`~.contract.Grouping`), small chunks admitted at once
+        are held and handed over together (:meth:`_hand_over_group`) when a chunk that is not
+        small, or must wait for room, comes, when they reach ``GROUP_LINES``, and at the end."""
+        if self._prepare_many is None or len(chunks) < 2:
+            for i, chunk in enumerate(chunks):
+                if not self._take(chunks, i, self._claim(chunk)):
+                    return
+            return
+        group: list[Chunk] = []
+        claims: list[Claim] = []
+        lines = 0
         for i, chunk in enumerate(chunks):
             claim = self._claim(chunk)
-            if not self._admit(chunks, i, claim):
-                return  # parked (overflow) or stopping: nothing more to produce from this batch
+            if claim.records <= SMALL_CHUNK and self._admit_now(claim):
+                group.append(chunk)
+                claims.append(claim)
+                lines += claim.records
+                if lines >= GROUP_LINES:
+                    self._hand_over_group(i + 1 - len(group), group, claims)
+                    group, claims, lines = [], [], 0
+                continue
+            if group:
+                self._hand_over_group(i - len(group), group, claims)
+                group, claims, lines = [], [], 0
+            if not self._take(chunks, i, claim):
+                return
+        if group:
+            self._hand_over_group(len(chunks) - len(group), group, claims)
+
+    def _take(self, chunks: list[Chunk], i: int, claim: Claim) -> bool:
+        """Admit, encode and hand over ``chunks[i]`` alone; False when it was parked (overflow)
+        or the sink is stopping."""
+        if not self._admit(chunks, i, claim):
+            return False
+        chunk = chunks[i]
+        try:
+            prepared = self.service.prepare(chunk)
+        except Exception as exc:
+            self._release(claim)
+            raise SendFailed(i, exc) from exc
+        self._true_up(claim, prepared)
+        self._hand_over(prepared)
+        return True
+
+    def _hand_over_group(self, first: int, group: list[Chunk], claims: list[Claim]) -> None:
+        """Hand over admitted small chunks (the batch's from index ``first`` on): as one when
+        there are several and the service takes them as one, else one by one."""
+        prepare_many = self._prepare_many
+        assert prepare_many is not None
+        if len(group) > 1:
+            joined = ChunkGroup(group)
+            try:
+                prepared = prepare_many(joined)
+            except Exception as exc:  # a bug: counted, and the chunks go one by one instead
+                self.unexpected("prepare_failed", exc)
+                prepared = None
+            if prepared is not None:
+                self._true_up(Claim(len(joined.lines), sum(c.nbytes for c in claims)), prepared)
+                self._hand_over(prepared)
+                return
+        for j, (chunk, claim) in enumerate(zip(group, claims, strict=True)):
             try:
                 prepared = self.service.prepare(chunk)
             except Exception as exc:
-                self._release(claim)
-                raise SendFailed(i, exc) from exc
+                for rest in claims[j:]:
+                    self._release(rest)
+                raise SendFailed(first + j, exc) from exc
             self._true_up(claim, prepared)
             self._hand_over(prepared)
 
@@ -341,13 +409,19 @@ class SinkRunner:
             return True
         return self._may_overflow(time.monotonic(), self._overflows and util >= self._emergency)
 
+    def _admit_now(self, claim: Claim) -> bool:
+        """Count a chunk as produced if it may be produced without waiting (the breaker closed,
+        room for it)."""
+        if self.breaker.closed and self._reserve(claim, self.pressure.enabled):
+            if self.pressure.level is not Level.NORMAL:
+                self.pressure.observe(self.utilization)
+            return True
+        return False
+
     def _admit(self, chunks: list[Chunk], i: int, claim: Claim) -> bool:
         """Wait until ``chunks[i]`` may be produced and count it as produced (True), or park
         ``chunks[i:]`` / stop (False)."""
-        breaker = self.breaker
-        if breaker.closed and self._reserve(claim, self.pressure.enabled):
-            if self.pressure.level is not Level.NORMAL:
-                self.pressure.observe(self.utilization)
+        if self._admit_now(claim):
             return True
         waiting = [False]  # counted in self._waiting: this sender waits for room
         try:

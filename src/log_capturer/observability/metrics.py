@@ -155,14 +155,15 @@ class Metrics:
         )
         self.kafka_batch_size = Histogram(
             "kafka_batch_size_messages",
-            "Records of one chunk sent to one topic together (one observation per chunk and topic).",
+            "Records of one request (a chunk, or small chunks handed over together) sent to one topic "
+            "(one observation per request and topic).",
             ["topic"],
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.kafka_batch_send_duration = Histogram(
             "kafka_batch_send_duration_seconds",
-            "Time from producing a chunk to the last delivery report of its records, per topic.",
+            "Time from producing a request to the last delivery report of its records, per topic.",
             ["topic"],
             buckets=_LATENCY_BUCKETS,
             registry=r,

@@ -12,10 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from log_capturer.engine.contract import Failure, Record, Refused, ServiceState
-from log_capturer.engine.runner import RETRY_MAX_DELAY, Attempt, Delivery, DeliveryPolicy, SinkRunner, backoff
+from log_capturer.engine.runner import (
+    RETRY_MAX_DELAY,
+    SMALL_CHUNK,
+    Attempt,
+    Delivery,
+    DeliveryPolicy,
+    SinkRunner,
+    backoff,
+)
 from log_capturer.observability.metrics import Metrics
 from log_capturer.processing import Analyzer
-from log_capturer.record import Chunk, Origin
+from log_capturer.record import Chunk, ChunkGroup, Origin
 from log_capturer.reliability.config import BackpressureConfig, CircuitBreakerConfig, DispatcherDLQConfig
 from log_capturer.reliability.dlq import DeadLetterStore
 from tests.support import wait_until
@@ -359,3 +367,109 @@ def test_a_failed_batch_is_retried_together_and_batches_failed_at_once_spread_ap
         assert deliveries[0].jitter != deliveries[1].jitter  # two batches, two waits
     finally:
         r.stop(1)
+
+
+class GroupingService(ScriptedService):
+    """A ScriptedService that takes small chunks as one (``prepare_many``), as the Kafka sink
+    does; ``groups`` keeps the lines of each group it made, ``mode`` says what it does."""
+
+    def __init__(self, script: Script, mode: str = "group") -> None:
+        super().__init__(script)
+        self.mode = mode
+        self.groups: list[list[str]] = []
+        self.prepared: list[list[str]] = []
+
+    def prepare(self, chunk: Chunk) -> Prepared:
+        self.prepared.append(list(chunk.lines))
+        return Prepared(chunk)
+
+    def prepare_many(self, group: ChunkGroup) -> Prepared | None:
+        if self.mode == "raise":
+            raise RuntimeError("a bug in prepare_many")
+        if self.mode == "none":
+            return None
+        self.groups.append(list(group.lines))
+        return Prepared(group)
+
+
+def file_chunk(path: str, *lines: str) -> Chunk:
+    c = Chunk(Origin("file", path), list(lines))
+    Analyzer(None).analyze(c)
+    c.expect(len(lines), None)
+    return c
+
+
+def test_small_chunks_of_several_origins_are_delivered_as_one_and_each_acknowledged_in_full(
+    tmp_path: Path,
+) -> None:
+    held = threading.Event()
+
+    def script(value: bytes, attempt: int) -> Failure | None:
+        # One record fails once: no chunk of the group is acknowledged before it is delivered.
+        if value == b"b2" and attempt == 0:
+            held.set()
+            return Failure.RETRY
+        return None
+
+    service = GroupingService(script)
+    r, _ = runner(tmp_path, service)
+    try:
+        chunks = [file_chunk(f"/{name}.log", f"{name}1", f"{name}2") for name in "abc"]
+        r.send(chunks)
+        assert held.wait(5), "the failed attempt"
+        assert not any(c.done for c in chunks)  # its retry comes 0.125-0.25 s later
+        wait_until(lambda: all(c.done for c in chunks), 5, "the acknowledgements")
+        assert service.groups == [["a1", "a2", "b1", "b2", "c1", "c2"]] and service.prepared == []
+        assert all(c.pending == 0 for c in chunks), "each chunk acknowledged once, in full"
+        assert (r.delivered, r.outstanding, r.parked) == (6, 0, 0)
+        assert sample(r, "kafka_batch_size_messages_count", topic="t") == 1
+        assert sample(r, "logs_sent_total", sink_type="test", status="success") == 6
+    finally:
+        r.stop(1)
+
+
+def test_a_chunk_that_is_not_small_goes_alone_between_groups_in_order(tmp_path: Path) -> None:
+    service = GroupingService(lambda _v, _n: None)
+    r, _ = runner(tmp_path, service)
+    try:
+        big = file_chunk("/big.log", *[f"big {i}" for i in range(SMALL_CHUNK + 1)])
+        chunks = [file_chunk("/a.log", "a"), file_chunk("/b.log", "b"), big, file_chunk("/c.log", "c")]
+        r.send(chunks)
+        wait_until(lambda: all(c.done for c in chunks), 5, "the acknowledgements")
+        # A group of two; the big chunk alone; the last small chunk alone (a group of one).
+        assert service.groups == [["a", "b"]]
+        assert service.prepared == [big.lines, ["c"]]
+        assert r.delivered == SMALL_CHUNK + 4
+    finally:
+        r.stop(1)
+
+
+def test_a_group_is_handed_over_before_a_chunk_waits_for_room(tmp_path: Path) -> None:
+    # Room for 9.5 records: the third chunk does not fit with the first two, so they are handed
+    # over (not held while it waits for the room they take) and it goes once they are delivered.
+    service = GroupingService(lambda _v, _n: None)
+    r, _ = runner(tmp_path, service, queue_size=10)
+    try:
+        chunks = [file_chunk(f"/{i}.log", *[f"{i}-{j}" for j in range(4)]) for i in range(3)]
+        r.send(chunks)
+        wait_until(lambda: all(c.done for c in chunks), 5, "the acknowledgements")
+        assert service.groups == [[f"{i}-{j}" for i in range(2) for j in range(4)]]
+        assert service.prepared == [chunks[2].lines]
+        assert (r.delivered, r.overflowed) == (12, 0)
+    finally:
+        r.stop(1)
+
+
+def test_chunks_the_service_does_not_group_or_fails_to_group_go_one_by_one(tmp_path: Path) -> None:
+    for mode in ("none", "raise"):
+        service = GroupingService(lambda _v, _n: None, mode)
+        r, _ = runner(tmp_path / mode, service)
+        try:
+            chunks = [file_chunk("/a.log", "a"), file_chunk("/b.log", "b")]
+            r.send(chunks)
+            wait_until(lambda chunks=chunks: all(c.done for c in chunks), 5, "the acknowledgements")
+            assert service.prepared == [["a"], ["b"]] and service.groups == []
+            errors = sample(r, "errors_total", component="test", error_type="prepare_failed")
+            assert errors == (1 if mode == "raise" else None)
+        finally:
+            r.stop(1)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import cast
 
 from log_capturer.engine.contract import Headers, Record, Refused
-from log_capturer.record import Chunk
+from log_capturer.record import Chunk, ChunkGroup
 from log_capturer.sinks.base import utc_now_iso
 from log_capturer.sinks.encoding import ChunkEncoder
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
@@ -76,17 +76,27 @@ class KafkaRequest:
         "values",
     )
 
-    def __init__(self, builder: RequestBuilder, chunk: Chunk) -> None:
+    def __init__(
+        self,
+        builder: RequestBuilder,
+        chunk: Chunk,
+        columns: tuple[list[str], list[str | None] | None, list[bytes]] | None = None,
+    ) -> None:
+        """``columns``: the topics, keys and values already made (a :class:`ChunkGroup`'s)."""
         self.chunk = chunk
-        self.topics = topics_of(builder.topic_of, chunk.levels)
-        self.keys = builder.keys(chunk)
         self.values: list[bytes] | list[str]
-        if builder.lines_as_values and ascii_lines(chunk.lines):
-            # codec raw into the chunk producer: an ASCII line is its own record's bytes, handed
-            # over as it is (no bytes object per line); record_values() encodes them if needed.
-            self.values = list(chunk.lines)
+        if columns is not None:
+            self.topics, self.keys, self.values = columns
         else:
-            self.values = builder.encoder.encode(chunk)
+            self.topics = topics_of(builder.topic_of, chunk.levels)
+            self.keys = builder.keys(chunk)
+            if builder.lines_as_values and ascii_lines(chunk.lines):
+                # codec raw into the chunk producer: an ASCII line is its own record's bytes,
+                # handed over as it is (no bytes object per line); record_values() encodes
+                # them if needed.
+                self.values = list(chunk.lines)
+            else:
+                self.values = builder.encoder.encode(chunk)
         # Per topic: records, bytes and the size histogram's buckets, in one pass.
         self.tallied, self.longest = tally(self.topics, self.values, builder.size_bounds)
         self.nbytes = sum(row[1] for row in self.tallied.values())
@@ -133,9 +143,28 @@ class RequestBuilder:
     def build(self, chunk: Chunk) -> KafkaRequest:
         return KafkaRequest(self, chunk)
 
+    def build_many(self, group: ChunkGroup) -> KafkaRequest | None:
+        """One request of the records of ``group.chunks``, each chunk's encoded with its origin;
+        None when its chunks must go one by one (headers are per origin; round-robin and manual
+        partitions are chosen per chunk)."""
+        if self.config.headers or self.chooser.explicit:
+            return None
+        topic_of, encode = self.topic_of, self.encoder.encode
+        topics: list[str] = []
+        values: list[bytes] = []
+        keys: list[str | None] | None = None if self.key_field is None else []
+        for chunk in group.chunks:
+            topics += topics_of(topic_of, chunk.levels)
+            values += encode(chunk)
+            if keys is not None:
+                keys += self.keys(chunk) or ()
+        return KafkaRequest(self, group, (topics, keys, values))
+
     def records_of(self, chunk: Chunk) -> list[Record]:
         """A chunk's records one by one (topic, value, key, headers): what the engine parks for a
         chunk it could not hand over."""
+        if isinstance(chunk, ChunkGroup):
+            return [record for c in chunk.chunks for record in self.records_of(c)]
         topics = topics_of(self.topic_of, chunk.levels)
         keys = self.keys(chunk)
         values = self.encoder.encode(chunk)

@@ -36,7 +36,7 @@ from confluent_kafka.admin._config import ConfigResource
 from log_capturer.engine.contract import Headers, Prepared, Record, Refused, ServiceState
 from log_capturer.engine.runner import Attempt
 from log_capturer.observability.metrics import Metrics
-from log_capturer.record import Chunk
+from log_capturer.record import Chunk, ChunkGroup
 from log_capturer.reliability.dlq.replay import ReplayRecord, produce_replay
 from log_capturer.sinks.base import SinkStartError
 from log_capturer.sinks.kafka.batching import LingerPolicy
@@ -391,6 +391,11 @@ class KafkaService:
     # -- records (dispatcher threads) ----------------------------------------------------------
     def prepare(self, chunk: Chunk) -> KafkaRequest:
         return self.requests.build(chunk)
+
+    def prepare_many(self, group: ChunkGroup) -> KafkaRequest | None:
+        """Small chunks as one request (:class:`~log_capturer.engine.contract.Grouping`); not
+        with exactly-once, whose transactions and re-routing go by chunk."""
+        return None if self.exactly_once else self.requests.build_many(group)
 
     def records_of(self, chunk: Chunk) -> list[Record]:
         return self.requests.records_of(chunk)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from log_capturer.devtools.kafka_local import LocalKafka, StoredBatch
-from tests.integration.sinks.kafka.util import ship_lines
+from tests.integration.sinks.kafka.util import metric, ship_lines
 from tests.support import (
     AgentProcess,
     agent_config,
@@ -199,3 +199,42 @@ def test_an_idle_sinks_poll_thread_sleeps_long_and_new_lines_still_leave(
     # 5 ms rounds would be about 400 in 2 s (200 on a host so busy that each takes twice as long).
     assert idle_rounds < 50 * elapsed, idle_rounds
     assert len(records) == 301 and len({r.json()["message"] for r in records}) == 301
+
+
+def test_small_chunks_of_many_files_go_as_one_request_each_record_with_its_own_file(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    """The lines of 40 files found at start-up are read together: the sink hands them over in a
+    few requests (fewer deliveries than files), and every record still carries its own file's
+    source id, labels and key, once."""
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    cfg = agent_config(tmp_path, bootstrap, topics)
+    path = write_config(tmp_path / "config.yaml", cfg)
+    expected: dict[str, tuple[str, str]] = {}  # message -> (source id, key)
+    for i in range(40):
+        log = tmp_path / "logs" / f"svc-{i}.log"
+        keyed = f"f{i} keyed"
+        plain = f"f{i} plain"
+        doc = {"level": "info", "tenant_id": f"t{i}", "msg": keyed}
+        log.write_text(json.dumps(doc) + f"\nWARN {plain}\n")
+        expected[keyed] = (str(log), f"t{i}")
+        expected[f"WARN {plain}"] = (str(log), str(log))
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+        records = consume_all(bootstrap, topics.values(), expected=len(expected), timeout=90)
+        deliveries = metric(agent.metrics(), "kafka_batch_size_messages_count")
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    got: dict[str, tuple[str, str]] = {}
+    for r in records:
+        doc = r.json()
+        message = doc["message"]
+        if message.startswith("{"):
+            message = json.loads(message)["msg"]
+        assert message not in got, f"{message} twice"
+        assert r.key is not None
+        got[message] = (doc["source_id"], r.key.decode())
+    assert got == expected
+    assert 0 < deliveries < 40, f"{deliveries:g} deliveries for 40 files"

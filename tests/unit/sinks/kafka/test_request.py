@@ -10,7 +10,7 @@ import orjson
 from log_capturer.engine.contract import Record, Refused
 from log_capturer.observability.metrics import Metrics
 from log_capturer.processing import Analyzer
-from log_capturer.record import Chunk, Origin
+from log_capturer.record import Chunk, ChunkGroup, Origin
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.headers import HOST
 from log_capturer.sinks.kafka.request import RequestBuilder, dead_letter_headers, routing
@@ -72,6 +72,49 @@ def test_a_request_holds_each_lines_topic_key_value_and_tallies() -> None:
     assert b.records_of(chunk(*LINES)) == [
         Record(t, v, k) for t, v, k in zip(req.topics, req.values, req.keys, strict=True)
     ]
+
+
+def other_chunk(*lines: str, path: str, **labels: str) -> Chunk:
+    c = Chunk(Origin("file", path, dict(labels)), list(lines), read_time_ns=1_700_000_001_000_000_000)
+    Analyzer("tenant_id").analyze(c)
+    return c
+
+
+def test_a_group_of_chunks_is_each_chunks_records_in_one_request() -> None:
+    b = builder()
+    chunks = [
+        chunk(*LINES),
+        other_chunk("INFO b1", path="/b.log", tenant_id="tb"),
+        other_chunk(*LINES[:2], path="/c.log"),
+    ]
+    one_by_one = [b.build(c) for c in chunks]
+    req = b.build_many(ChunkGroup(chunks))
+    assert req is not None and req.chunk.chunks == chunks
+    # Each record encoded with its own chunk's origin, time and key.
+    assert req.values == [v for r in one_by_one for v in r.values]
+    assert req.topics == [t for r in one_by_one for t in r.topics]
+    assert req.keys == [k for r in one_by_one for k in r.keys or ()]
+    assert [orjson.loads(v)["source_id"] for v in req.values[3:6]] == ["/var/log/a.log", "/b.log", "/c.log"]
+    assert req.keys[4] == "tb" and req.keys[6] == "/c.log"
+    assert req.nbytes == sum(r.nbytes for r in one_by_one)
+    assert req.longest == max(r.longest for r in one_by_one)
+    totals: dict[str, int] = {}
+    for r in one_by_one:
+        for t, n in r.counts.items():
+            totals[t] = totals.get(t, 0) + n
+    assert req.counts == totals
+    # What the engine parks for the group: each chunk's records.
+    assert b.records_of(ChunkGroup(chunks)) == [rec for c in chunks for rec in b.records_of(c)]
+    # Without a key field, no keys.
+    assert builder(partitioning={"enabled": False}).build_many(ChunkGroup(chunks)).keys is None  # type: ignore[union-attr]
+
+
+def test_chunks_are_not_grouped_with_headers_or_explicit_partitions() -> None:
+    chunks = [chunk(*LINES), other_chunk("b", path="/b.log")]
+    assert builder(headers=["level"]).build_many(ChunkGroup(chunks)) is None
+    assert (
+        builder({"logs": 3}, partitioning={"strategy": "round-robin"}).build_many(ChunkGroup(chunks)) is None
+    )
 
 
 def test_codec_raw_into_the_chunk_producer_sends_ascii_lines_as_they_are() -> None:
