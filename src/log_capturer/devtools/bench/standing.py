@@ -71,8 +71,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, mixed lines (40 % plain, 30 % logfmt, 30 % JSON, 80-300 bytes, Java traces)",
         "bench",
-        _bench(D7 + "quiet-mixed-", ["1", "2", "3"]),
-        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
+        _bench(D7 + "s5-final-mixed-", ["1", "2", "3"]),
+        "small-chunks-of-many-files-as-one-request-2026-12-07-1153-1214-utc",
         command="log-capturer bench --scenario max --format mixed --lines 2000000 --bootstrap $B",
     ),
     Row(
@@ -95,8 +95,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, peak (20,000 lines/s)",
         "bench",
-        _bench(D7 + "s4-final-peak-", ["1", "2", "3"]),
-        "peak-and-many-files-with-the-days-final-code-and-three-tunings-that-do-not-move-the-many-files-p99-2026-12-07-0904-0931-utc",
+        _bench(D7 + "s5-final-peak-", ["1", "2", "3"]),
+        "small-chunks-of-many-files-as-one-request-2026-12-07-1153-1214-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario peak --files 4 --workers 1 --duration 30 --ceiling none"
@@ -186,9 +186,9 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(D7 + "s4-final-manyfiles-", ["1", "2", "3"]),
-        "peak-and-many-files-with-the-days-final-code-and-three-tunings-that-do-not-move-the-many-files-p99-2026-12-07-0904-0931-utc",
-        commit="3b4d631",
+        _bench(D7 + "s5-final-manyfiles-", ["1", "2", "3"]),
+        "small-chunks-of-many-files-as-one-request-2026-12-07-1153-1214-utc",
+        commit="36ac582",
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"
