@@ -154,7 +154,7 @@ def default_agent_config() -> dict[str, Any]:
         "files_config": {"include_patterns": ["*.log"], "read_from": "beginning", "rescan_interval": "1s"},
         "dispatcher": {
             "queue_size": 20000,
-            "worker_count": 2,
+            "worker_count": 1,
             "batch_size": 500,
             "batch_timeout": "10s",
             "drain_timeout": "60s",
