@@ -71,8 +71,9 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, mixed lines (40 % plain, 30 % logfmt, 30 % JSON, 80-300 bytes, Java traces)",
         "bench",
-        _bench(D7 + "s5-final-mixed-", ["1", "2", "3"]),
-        "small-chunks-of-many-files-as-one-request-2026-12-07-1153-1214-utc",
+        _bench(D7 + "s5-w1final-mixed-", ["1", "2", "3"])
+        + _bench(D7 + "s5-workers-kcat-mixed-w1-", ["1", "2", "3"]),
+        "one-dispatch-thread-instead-of-two-2026-12-07-1221-1245-utc",
         command="log-capturer bench --scenario max --format mixed --lines 2000000 --bootstrap $B",
     ),
     Row(
