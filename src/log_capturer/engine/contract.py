@@ -157,7 +157,11 @@ class Grouping(Protocol):
     sink): the engine then hands over the small chunks next to each other in a dispatcher batch
     together, so that its cost per chunk (admission aside) is paid once for all of them."""
 
+    #: Whether it takes small chunks as one, for its whole life (its config): the engine then
+    #: admits several chunks before it hands them over, which a service whose hand-over waits
+    #: for what is admitted (exactly-once's commit) must not allow.
+    grouping: bool
+
     def prepare_many(self, group: ChunkGroup) -> Prepared | None:
         """The records of ``group.chunks`` (each encoded with its own origin) as one, delivered
-        together; None when these chunks must go one by one (a transaction per chunk, headers
-        per origin, explicit partitions)."""
+        together; None when these chunks go one by one after all."""

@@ -181,8 +181,8 @@ class SinkRunner:
     ) -> None:
         self.service = service
         #: The service's ``prepare_many`` when it groups small chunks (:class:`~.contract.Grouping`).
-        self._prepare_many: Callable[[ChunkGroup], Prepared | None] | None = getattr(
-            service, "prepare_many", None
+        self._prepare_many: Callable[[ChunkGroup], Prepared | None] | None = (
+            getattr(service, "prepare_many", None) if getattr(service, "grouping", False) else None
         )
         self.policy = policy
         self.metrics = metrics

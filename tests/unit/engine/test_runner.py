@@ -373,11 +373,23 @@ class GroupingService(ScriptedService):
     """A ScriptedService that takes small chunks as one (``prepare_many``), as the Kafka sink
     does; ``groups`` keeps the lines of each group it made, ``mode`` says what it does."""
 
-    def __init__(self, script: Script, mode: str = "group") -> None:
+    def __init__(self, script: Script, mode: str = "group", grouping: bool = True) -> None:
         super().__init__(script)
         self.mode = mode
+        self.grouping = grouping
         self.groups: list[list[str]] = []
         self.prepared: list[list[str]] = []
+        #: At each hand-over: the records the engine counted as produced beyond those handed over
+        #: before and this one (chunks admitted ahead of their hand-over).
+        self.admitted_ahead: list[int] = []
+        self._handed = 0
+
+    def send(self, prepared: Any, delivery: Delivery) -> list[Refused]:
+        runner = self.runner
+        assert runner is not None
+        self._handed += len(prepared.records)
+        self.admitted_ahead.append(runner.produced - self._handed)
+        return super().send(prepared, delivery)
 
     def prepare(self, chunk: Chunk) -> Prepared:
         self.prepared.append(list(chunk.lines))
@@ -473,3 +485,29 @@ def test_chunks_the_service_does_not_group_or_fails_to_group_go_one_by_one(tmp_p
             assert errors == (1 if mode == "raise" else None)
         finally:
             r.stop(1)
+
+
+def test_a_service_that_does_not_group_gets_each_chunk_admitted_only_as_it_is_handed_over(
+    tmp_path: Path,
+) -> None:
+    # Exactly-once's commit waits for every record the engine admitted: a chunk admitted and held
+    # back while another is handed over would hold the commit until the sink's timeout.
+    service = GroupingService(lambda _v, _n: None, grouping=False)
+    r, _ = runner(tmp_path, service)
+    try:
+        chunks = [file_chunk(f"/{i}.log", f"{i}") for i in range(5)]
+        r.send(chunks)
+        wait_until(lambda: all(c.done for c in chunks), 5, "the acknowledgements")
+        assert service.groups == [] and len(service.prepared) == 5
+        assert service.admitted_ahead == [0] * 5
+        grouped = GroupingService(lambda _v, _n: None)
+        g, _ = runner(tmp_path / "grouped", grouped)
+        try:
+            more = [file_chunk(f"/{i}.log", f"{i}") for i in range(5)]
+            g.send(more)
+            wait_until(lambda: all(c.done for c in more), 5, "the acknowledgements")
+            assert len(grouped.groups) == 1 and grouped.admitted_ahead == [0]
+        finally:
+            g.stop(1)
+    finally:
+        r.stop(1)

@@ -143,11 +143,16 @@ class RequestBuilder:
     def build(self, chunk: Chunk) -> KafkaRequest:
         return KafkaRequest(self, chunk)
 
+    @property
+    def groups(self) -> bool:
+        """Whether chunks may go as one request: not with headers (per origin) nor round-robin
+        or manual partitions (chosen per chunk)."""
+        return not self.config.headers and not self.chooser.explicit
+
     def build_many(self, group: ChunkGroup) -> KafkaRequest | None:
         """One request of the records of ``group.chunks``, each chunk's encoded with its origin;
-        None when its chunks must go one by one (headers are per origin; round-robin and manual
-        partitions are chosen per chunk)."""
-        if self.config.headers or self.chooser.explicit:
+        None when its chunks must go one by one (:attr:`groups`)."""
+        if not self.groups:
             return None
         topic_of, encode = self.topic_of, self.encoder.encode
         topics: list[str] = []

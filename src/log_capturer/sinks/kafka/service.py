@@ -392,10 +392,15 @@ class KafkaService:
     def prepare(self, chunk: Chunk) -> KafkaRequest:
         return self.requests.build(chunk)
 
+    @property
+    def grouping(self) -> bool:
+        """Small chunks go as one request (:class:`~log_capturer.engine.contract.Grouping`), but
+        not with exactly-once (a commit waits for every admitted record, and the re-routing of
+        refused lines goes by chunk), per-origin headers or per-chunk partitions."""
+        return not self.exactly_once and self.requests.groups
+
     def prepare_many(self, group: ChunkGroup) -> KafkaRequest | None:
-        """Small chunks as one request (:class:`~log_capturer.engine.contract.Grouping`); not
-        with exactly-once, whose transactions and re-routing go by chunk."""
-        return None if self.exactly_once else self.requests.build_many(group)
+        return self.requests.build_many(group) if self.grouping else None
 
     def records_of(self, chunk: Chunk) -> list[Record]:
         return self.requests.records_of(chunk)

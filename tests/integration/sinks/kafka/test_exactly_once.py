@@ -367,3 +367,34 @@ def test_copytruncate_and_sigkill_then_read_committed_sees_every_line_once_in_or
     report = check_exactly_once(records, [log], lines)
     assert "reading it again from the start" not in (tmp_path / "agent.log").read_text()
     print(json.dumps({"per_file": report, "copytruncates": lines // 7_000 - 1, "kills_at_lines_read": kills}))
+
+
+def test_many_small_files_commit_without_waiting_for_the_sinks_timeout(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    """40 files of a few lines each found at start-up: a batch of 40 small chunks. Each goes
+    alone through the transaction's gate (a commit waits for every admitted record, so none may
+    be admitted and held back), so transactions commit at once: nothing aborts for
+    sinks.kafka.timeout."""
+    topics = create_prefixed_topics(bootstrap, topic_prefix)
+    cfg = eos_config(tmp_path, bootstrap, topics, f"{topic_prefix}-agent")
+    cfg["sinks"]["kafka"]["timeout"] = "10s"
+    cfg["sinks"]["kafka"]["exactly_once"]["transaction_interval"] = "50ms"
+    path = write_config(tmp_path / "config.yaml", cfg)
+    files = [tmp_path / "logs" / f"svc-{i}.log" for i in range(40)]
+    for f in files:
+        f.write_text("".join(f'{{"seq": {n}}}\n' for n in range(3)))
+    agent = AgentProcess(path, tmp_path / "agent.log").start()
+    try:
+        wait_until(lambda: caught_up(agent, files), 30, "every line read and acknowledged")
+        text = agent.metrics()
+        assert metric(text, "kafka_transactions_total", sink_name="kafka", outcome="aborted") == 0, (
+            agent.log()
+        )
+        assert agent.stop(signal.SIGTERM) == 0, agent.log()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    assert check_exactly_once(read_committed(bootstrap, topics["logs"]), files, 3) == {
+        str(f): 3 for f in files
+    }

@@ -14,6 +14,7 @@ from log_capturer.record import Chunk, ChunkGroup, Origin
 from log_capturer.sinks.kafka.config import KafkaSinkConfig
 from log_capturer.sinks.kafka.headers import HOST
 from log_capturer.sinks.kafka.request import RequestBuilder, dead_letter_headers, routing
+from log_capturer.sinks.kafka.service import KafkaService
 
 BOUNDS = tuple(float(b) for b in Metrics().kafka_message_size.bounds)
 
@@ -109,7 +110,12 @@ def test_a_group_of_chunks_is_each_chunks_records_in_one_request() -> None:
     assert builder(partitioning={"enabled": False}).build_many(ChunkGroup(chunks)).keys is None  # type: ignore[union-attr]
 
 
-def test_chunks_are_not_grouped_with_headers_or_explicit_partitions() -> None:
+def test_chunks_are_not_grouped_with_headers_or_explicit_partitions_or_exactly_once() -> None:
+    assert builder().groups and not builder(headers=["level"]).groups
+    eos = {"delivery": "exactly_once", "required_acks": -1, "exactly_once": {"transactional_id": "t"}}
+    for section, grouping in (({}, True), (eos, False), ({"headers": ["level"]}, False)):
+        service = KafkaService(config(**section), Metrics(), "kafka_sink", "kafka")
+        assert service.grouping is grouping, section
     chunks = [chunk(*LINES), other_chunk("b", path="/b.log")]
     assert builder(headers=["level"]).build_many(ChunkGroup(chunks)) is None
     assert (
