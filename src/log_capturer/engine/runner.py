@@ -353,7 +353,12 @@ class SinkRunner:
         or the sink is stopping."""
         if not self._admit(chunks, i, claim):
             return False
-        chunk = chunks[i]
+        self._prepare_and_hand_over(i, chunks[i], claim)
+        return True
+
+    def _prepare_and_hand_over(self, i: int, chunk: Chunk, claim: Claim) -> None:
+        """Encode an admitted chunk (the batch's ``i``-th) and hand it over; if it cannot be
+        encoded (a bug), give its claim back and raise :class:`SendFailed`."""
         try:
             prepared = self.service.prepare(chunk)
         except Exception as exc:
@@ -361,7 +366,6 @@ class SinkRunner:
             raise SendFailed(i, exc) from exc
         self._true_up(claim, prepared)
         self._hand_over(prepared)
-        return True
 
     def _hand_over_group(self, first: int, group: list[Chunk], claims: list[Claim]) -> None:
         """Hand over admitted small chunks (the batch's from index ``first`` on): as one when
@@ -381,13 +385,11 @@ class SinkRunner:
                 return
         for j, (chunk, claim) in enumerate(zip(group, claims, strict=True)):
             try:
-                prepared = self.service.prepare(chunk)
-            except Exception as exc:
-                for rest in claims[j:]:
+                self._prepare_and_hand_over(first + j, chunk, claim)
+            except SendFailed:
+                for rest in claims[j + 1 :]:  # admitted too, and not handed over either
                     self._release(rest)
-                raise SendFailed(first + j, exc) from exc
-            self._true_up(claim, prepared)
-            self._hand_over(prepared)
+                raise
 
     def _claim(self, chunk: Chunk) -> Claim:
         """What ``chunk`` will hold in the sink: its records, and their bytes as encoded, estimated

@@ -400,7 +400,7 @@ class KafkaService:
         return not self.exactly_once and self.requests.groups
 
     def prepare_many(self, group: ChunkGroup) -> KafkaRequest | None:
-        return self.requests.build_many(group) if self.grouping else None
+        return self.requests.build_many(group)
 
     def records_of(self, chunk: Chunk) -> list[Record]:
         return self.requests.records_of(chunk)
