@@ -46,30 +46,6 @@ static inline int marked(uint64_t m) { return (int)(((m >> 7) * ONES) >> 56); }
 #define SWAR 0
 #endif
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-/* A bit per byte of p[0..16) that JSON escapes: '"', '\\' and the bytes below 0x20 (16 bytes a
- * step: long lines are scanned twice as fast as a word at a time). */
-static inline __m128i special_v(const unsigned char *p) {
-    __m128i v = _mm_loadu_si128((const __m128i *)p);
-    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
-    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
-    __m128i c = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F)); /* v <= 0x1F */
-    return _mm_or_si128(_mm_or_si128(q, b), c);
-}
-static inline unsigned special16(const unsigned char *p) { return (unsigned)_mm_movemask_epi8(special_v(p)); }
-/* Text this long after 16 plain bytes is tested 64 bytes at a time (shorter text: a 64-byte test
- * that finds a special byte would be work thrown away, as in most 80-300-byte lines). */
-#define LONG_TEXT 256
-/* Whether p[0..64) holds a byte that JSON escapes: one test for 64 bytes, the usual answer in
- * long text being no (the loops below then skip or copy the block whole). */
-static inline int special64(const unsigned char *p) {
-    __m128i a = _mm_or_si128(special_v(p), special_v(p + 16));
-    __m128i b = _mm_or_si128(special_v(p + 32), special_v(p + 48));
-    return _mm_movemask_epi8(_mm_or_si128(a, b)) != 0;
-}
-#endif
-
 /* ---- a strict JSON scanner over ASCII ------------------------------------------------------ */
 enum { OK = 0, INVALID = 1, UNSURE = 2 };
 /* V_OTHER: a float; V_ESCAPED: a string with escapes */
@@ -114,22 +90,8 @@ static int string(cur_t *c, const char **s, Py_ssize_t *n, int *escaped) {
     const char *p = ++c->p;
     *escaped = 0;
     while (p < c->end) {
-        /* Skip the plain characters (none of '"', '\\' or a control byte: the bytes EXTRA
-         * marks): 16 at a time, and once 16 were plain in long text 64 at a time; then eight
-         * at a time, then one by one. */
-#if defined(__SSE2__)
-        while (c->end - p >= 16) {
-            unsigned m = special16((const unsigned char *)p);
-            if (m) {
-                p += __builtin_ctz(m);
-                break;
-            }
-            p += 16;
-            if (c->end - p >= LONG_TEXT)
-                while (c->end - p >= 64 && !special64((const unsigned char *)p))
-                    p += 64;
-        }
-#endif
+        /* Skip the plain characters: eight at a time while no '"', '\\' or control byte is
+         * among them (the bytes EXTRA marks), then one by one. */
 #if SWAR
         while (c->end - p >= 8) {
             uint64_t w = load8((const unsigned char *)p);
@@ -1002,6 +964,19 @@ static void init_tables(void) {
     SHORT['\f'] = 'f';
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* A bit per byte of p[0..16) that JSON escapes: '"', '\\' and the bytes below 0x20 (16 bytes a
+ * step: long lines are scanned twice as fast as a word at a time). */
+static inline unsigned special16(const unsigned char *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i c = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F)); /* v <= 0x1F */
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, b), c));
+}
+#endif
+
 /* The set bits of a 16-bit mask, without the popcnt instruction (the module is built for any
  * x86-64: __builtin_popcount would call libgcc's __popcountdi2, 2 % of the agent's time with
  * 8 KiB lines). */
@@ -1012,30 +987,20 @@ static inline unsigned pop16(unsigned x) {
     return (x + (x >> 8)) & 0x1Fu;
 }
 
-/* escaped_len and escape_into are each compiled twice: with ``blocks`` (text of LONG_TEXT bytes or
- * more, which may skip 64 bytes at a time) and without (shorter text pays no test for it). */
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
-static ALWAYS_INLINE Py_ssize_t escaped_len_(const unsigned char *s, Py_ssize_t n, const int blocks) {
+static inline Py_ssize_t escaped_len(const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t out = n + 2, i = 0;
 #if defined(__SSE2__)
-    while (n - i >= 16) {
+    for (; n - i >= 16; i += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(s + i));
         unsigned qb = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
                                                                _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
         unsigned c = (unsigned)_mm_movemask_epi8(
             _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1F)), _mm_set1_epi8(0x1F)));
-        unsigned any = qb | c;
         out += pop16(qb);
         while (c) {
             out += EXTRA[s[i + __builtin_ctz(c)]];
             c &= c - 1;
         }
-        i += 16;
-        /* After 16 plain bytes in long text, 64 bytes with nothing to escape add nothing. */
-        if (blocks && !any && n - i >= LONG_TEXT)
-            while (n - i >= 64 && !special64(s + i))
-                i += 64;
     }
 #endif
 #if SWAR
@@ -1054,10 +1019,6 @@ static ALWAYS_INLINE Py_ssize_t escaped_len_(const unsigned char *s, Py_ssize_t 
     return out;
 }
 
-static inline Py_ssize_t escaped_len(const unsigned char *s, Py_ssize_t n) {
-    return n >= LONG_TEXT + 16 ? escaped_len_(s, n, 1) : escaped_len_(s, n, 0);
-}
-
 static inline char *escape_one(char *o, unsigned char ch) {
     static const char hex[] = "0123456789abcdef";
     o[0] = '\\';
@@ -1073,24 +1034,18 @@ static inline char *escape_one(char *o, unsigned char ch) {
     return o + 6;
 }
 
-static ALWAYS_INLINE char *escape_into_(char *o, const unsigned char *s, Py_ssize_t n, const int blocks) {
+/* Writes JSON(s) at o, which has room for escaped_len(s, n) bytes at least; returns the end. */
+static inline char *escape_into(char *o, const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t i = 0;
     *o++ = '"';
 #if defined(__SSE2__)
-    /* As the words below, 16 bytes at a time; after 16 plain bytes in long text, 64 bytes
-     * with nothing to escape are copied whole. */
+    /* As the words below, 16 bytes at a time. */
     while (n - i >= 16) {
         memcpy(o, s + i, 16);
         unsigned m = special16(s + i);
         if (!m) {
             o += 16;
             i += 16;
-            if (blocks && n - i >= LONG_TEXT)
-                while (n - i >= 64 && !special64(s + i)) {
-                    memcpy(o, s + i, 64);
-                    o += 64;
-                    i += 64;
-                }
             continue;
         }
         int k = __builtin_ctz(m);
@@ -1125,11 +1080,6 @@ static ALWAYS_INLINE char *escape_into_(char *o, const unsigned char *s, Py_ssiz
     }
     *o++ = '"';
     return o;
-}
-
-/* Writes JSON(s) at o, which has room for escaped_len(s, n) bytes at least; returns the end. */
-static inline char *escape_into(char *o, const unsigned char *s, Py_ssize_t n) {
-    return n >= LONG_TEXT + 16 ? escape_into_(o, s, n, 1) : escape_into_(o, s, n, 0);
 }
 
 /*
