@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -143,6 +143,33 @@ class KafkaMeta:
         return list(map(orjson.dumps, self.dicts()))
 
 
+RELEASED = "the chunk's line text was released: every sink it went to holds its records encoded"
+
+
+class ReleasedLines(Sequence[str]):
+    """What ``Chunk.lines`` becomes once every sink the chunk went to holds its records encoded
+    (:meth:`Chunk.release_text`): the number of lines, without their text. Counting works as
+    before (acknowledgements, checkpoints, metrics); reading a line raises, since reading one
+    after the release would be a bug."""
+
+    __slots__ = ("_n",)
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: Any) -> Any:
+        raise RuntimeError(RELEASED)
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError(RELEASED)
+
+    def __repr__(self) -> str:
+        return f"ReleasedLines({self._n})"
+
+
 class Chunk:
     """Lines read together from one origin, acknowledged as a whole."""
 
@@ -264,6 +291,15 @@ class Chunk:
         if n < 0:
             n = self._text_bytes = text_bytes(self.lines)
         return n
+
+    def release_text(self) -> None:
+        """Drop the lines' text, keeping their number (:class:`ReleasedLines`): called once every
+        sink the chunk went to holds its records encoded and will not read the lines again
+        (``Sink.releases_text``), so that the text of the records in flight is held once, in
+        the records, not twice. Its ``text_bytes`` stays what it was."""
+        if self._text_bytes < 0:
+            self._text_bytes = text_bytes(self.lines)
+        self.lines = cast(list[str], ReleasedLines(len(self.lines)))
 
     def expect(self, acks: int, on_done: Callable[[Chunk], None] | None) -> None:
         """Arm the chunk: ``acks`` acknowledgements finish it, then ``on_done(chunk)`` runs."""

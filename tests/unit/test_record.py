@@ -119,3 +119,31 @@ def test_a_chunk_group_has_its_chunks_lines_and_acknowledges_each_in_full_once_a
     second = ChunkGroup([a, b])  # the other sink's group of the same chunks
     second.ack(3)
     assert (a.done, b.done, done) == (True, True, ["/a.log", "/b.log"])
+
+
+def test_a_released_chunk_keeps_its_count_and_size_and_refuses_to_be_read() -> None:
+    done: list[Chunk] = []
+    chunk = Chunk(Origin("file", "/a.log"), ["a1", "b\u00e9"], start=0, end=7)
+    chunk.expect(2, done.append)
+    chunk.release_text()
+    lines = chunk.lines
+    assert isinstance(lines, record.ReleasedLines) and repr(lines) == "ReleasedLines(2)"
+    assert (len(chunk), len(chunk.lines), bool(chunk.lines), chunk.text_bytes) == (2, 2, True, 5)
+    for read in (lambda: chunk.lines[0], lambda: list(chunk.lines), lambda: "".join(chunk.lines)):
+        with pytest.raises(RuntimeError, match="line text was released"):
+            read()
+    chunk.ack(2)  # acknowledgements count lines, not text
+    assert done == [chunk]
+
+
+def test_a_released_chunk_group_still_acknowledges_each_chunk_in_full() -> None:
+    a = Chunk(Origin("file", "/a.log"), ["a1", "a2"])
+    b = Chunk(Origin("file", "/b.log"), ["b1"])
+    a.levels, b.levels = ["info", "info"], ["warn"]
+    for c in (a, b):
+        c.expect(len(c.lines), None)
+    group = ChunkGroup([a, b])
+    group.release_text()
+    a.release_text()
+    group.ack(3)
+    assert (a.done, b.done, len(group.lines), group.text_bytes) == (True, True, 3, 6)

@@ -106,7 +106,10 @@ class Service(Protocol):
     default_destination: str
 
     def prepare(self, chunk: Chunk) -> Prepared:
-        """The chunk's records (called once the chunk was admitted)."""
+        """The chunk's records (called once the chunk was admitted). A service with a true
+        ``releases_text`` attribute never reads the chunk's lines after this (its retries, dead
+        letters and parked entries come from the prepared records), so their text may be
+        dropped (``Chunk.release_text``) while the records are in flight."""
 
     def records_of(self, chunk: Chunk) -> list[Record]:
         """The chunk's records as they would be sent, to park them whole (they overflow, analysis

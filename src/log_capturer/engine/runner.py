@@ -189,6 +189,8 @@ class SinkRunner:
         self.dlq = dlq
         self.name = name
         self.sink_type = sink_type
+        #: The service never reads a chunk's lines once it prepared it (``Service.releases_text``).
+        self.releases_text: bool = bool(getattr(service, "releases_text", False))
         self.parking = Parking(dlq, metrics, name, sink_type)
         cb = policy.circuit_breaker
         self.breaker = CircuitBreaker(
@@ -382,6 +384,8 @@ class SinkRunner:
             if prepared is not None:
                 self._true_up(Claim(len(joined.lines), sum(c.nbytes for c in claims)), prepared)
                 self._hand_over(prepared)
+                if self.releases_text:
+                    joined.release_text()  # its chunks' lines go when the dispatcher is done
                 return
         for j, (chunk, claim) in enumerate(zip(group, claims, strict=True)):
             try:

@@ -325,6 +325,11 @@ class Dispatcher:
             mine = [c for c in ready if sink in self._routed(c)]
             if mine:
                 self._send(sink, mine)
+        # Every sink took its chunks (or parked them): where each holds the records encoded, the
+        # lines' text is held only there from now on, not a second time in the chunk.
+        for chunk in ready:
+            if all(getattr(sink, "releases_text", False) for sink in self._routed(chunk)):
+                chunk.release_text()
 
     def _park(self, chunks: list[Chunk], reason: str, text: str) -> None:
         """Each sink the chunks were routed to parks them (each acknowledges its share)."""

@@ -67,6 +67,10 @@ class SendFailed(Exception):
 class Sink(Protocol):
     name: str
     sink_type: str
+    #: Once ``send`` returned, it never reads the lines of the chunks it took again (it holds
+    #: their records encoded): the dispatcher then drops the lines' text of a chunk every sink
+    #: it went to says this of (``Chunk.release_text``). False when absent.
+    releases_text: bool
 
     def start(self) -> None:
         """Connect and start background work. Must not block on the network for long."""

@@ -7,13 +7,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from log_capturer.config.schema import DispatcherConfig
+from log_capturer.config.schema import DispatcherConfig, RouteConfig
 from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.dispatcher import Dispatcher
+from log_capturer.pipeline.routing import Router
 from log_capturer.processing import Analyzer
-from log_capturer.record import Chunk, Origin
-from log_capturer.sinks.base import SendFailed, SinkHealth
+from log_capturer.record import Chunk, Origin, ReleasedLines
+from log_capturer.sinks.base import SendFailed, Sink, SinkHealth
 
 ORIGIN = Origin("file", "/a.log")
 
@@ -368,3 +369,71 @@ def test_submit_request_says_how_many_were_queued_and_whether_the_agent_stops() 
     sink.open.set()
     assert d.close(5)
     assert sink.got == ["a", "b"]
+
+
+class EncodingSink(GateSink):
+    """Holds its chunks' records encoded once ``send`` returned (never reads the lines again)."""
+
+    releases_text = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.kept: list[Chunk] = []
+
+    def send(self, chunks: list[Chunk]) -> None:
+        self.got.extend(line for c in chunks for line in c.lines)
+        self.kept += chunks  # acknowledged later, as a delivery report would
+
+
+def test_a_chunk_s_text_is_released_once_every_sink_it_went_to_holds_it_encoded() -> None:
+    kafka, other = EncodingSink("kafka"), GateSink()
+    other.name = "local_file"
+    router: Router[Sink] = Router(
+        [RouteConfig.model_validate({"source_types": ["syslog"], "sinks": ["kafka"]})],
+        [("kafka", kafka), ("local_file", other)],
+    )
+    d = Dispatcher(
+        DispatcherConfig.model_validate({"worker_count": 1}),
+        [kafka, other],
+        Analyzer(None),
+        Metrics(),
+        router,
+    )
+    d.start()
+    only_kafka = Chunk(Origin("syslog", "udp"), ["k1", "k2"])
+    both = Chunk(ORIGIN, ["f1"])
+    d.submit(only_kafka, None)
+    d.submit(both, None)
+    deadline = time.monotonic() + 5
+    while len(kafka.kept) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert kafka.got == ["k1", "k2", "f1"] and other.got == ["f1"]
+    # Held by the sinks, unacknowledged: only the chunk no other sink reads lost its text.
+    assert isinstance(only_kafka.lines, ReleasedLines) and len(only_kafka.lines) == 2
+    assert both.lines == ["f1"]
+    for c in kafka.kept:
+        c.ack(len(c.lines))
+    d.close(5)
+    assert only_kafka.done and both.done
+
+
+def test_a_chunk_a_releasing_sink_fails_on_is_parked_with_its_text() -> None:
+    class Failing(EncodingSink):
+        def send(self, chunks: list[Chunk]) -> None:
+            raise RuntimeError("bug in the sink")
+
+        def dead_letter(self, chunks: list[Chunk], reason: str, text: str) -> bool:
+            self.got.extend(line for c in chunks for line in c.lines)  # the DLQ entry reads them
+            return super().dead_letter(chunks, reason, text)
+
+    sink = Failing("kafka")
+    d = dispatcher(sink, max_retries=1, retry_base_delay=0.01)
+    chunk = Chunk(ORIGIN, ["x", "y"])
+    d.submit(chunk, None)
+    deadline = time.monotonic() + 5
+    while not chunk.done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.close(5)
+    assert sink.got == ["x", "y"] and chunk.done
+    assert isinstance(chunk.lines, ReleasedLines)

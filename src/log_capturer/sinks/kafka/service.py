@@ -144,6 +144,10 @@ class KafkaService:
         #: ``delivery: exactly_once`` (:mod:`.transactions`): one transactional producer, the
         #: hand-over through a gate, the positions committed with the lines.
         self.exactly_once = config.delivery == "exactly_once"
+        #: Every record's retry, DLQ entry and parked entry comes from its encoded value, so a
+        #: chunk's lines may be dropped once prepared (not with exactly-once, which finds the
+        #: line of a record the broker refused in an aborted transaction in its chunk).
+        self.releases_text = not self.exactly_once
         self.transactional_id = transactional_id(config, worker) if self.exactly_once else ""
         dlq_topic = dlq_cfg.topic if dlq_cfg.enabled and dlq_cfg.send_on_error else ""
         #: Exactly-once: the reports remember the open transaction's first failure.
