@@ -71,9 +71,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, mixed lines (40 % plain, 30 % logfmt, 30 % JSON, 80-300 bytes, Java traces)",
         "bench",
-        _bench(D7 + "s5-w1final-mixed-", ["1", "2", "3"])
-        + _bench(D7 + "s5-workers-kcat-mixed-w1-", ["1", "2", "3"]),
-        "one-dispatch-thread-instead-of-two-2026-12-07-1221-1245-utc",
+        _bench(D7 + "s7-final-mixed-", ["1", "2", "3"]),
+        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
         command="log-capturer bench --scenario max --format mixed --lines 2000000 --bootstrap $B",
     ),
     Row(
@@ -107,22 +106,22 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 8 KiB JSON lines",
         "bench",
-        _bench(D7 + "s4-final-long8k-", ["1", "2", "3"]),
-        "peak-and-many-files-with-the-days-final-code-and-three-tunings-that-do-not-move-the-many-files-p99-2026-12-07-0904-0931-utc",
+        _bench(D7 + "s7-final-long8k-", ["1", "2", "3"]),
+        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
         command="log-capturer bench --scenario max --line-bytes 8192 --lines 40000 --bootstrap $B",
     ),
     Row(
         "file -> Kafka, max, 64 KiB JSON lines",
         "bench",
-        _bench(D7 + "quiet-long64k-", ["1", "2", "3"]),
-        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
+        _bench(D7 + "s7-final-long64k-", ["1", "2", "3"]),
+        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
         command="log-capturer bench --scenario max --line-bytes 65536 --lines 6000 --bootstrap $B",
     ),
     Row(
         "file -> Kafka, max, 64 KiB lines cut at `max_line_bytes: 8192`",
         "bench",
-        _bench(D7 + "trunc-join-after-", ["1", "2", "3"]),
-        "lines-cut-at-max_line_bytes-decided-in-c-and-joined-into-fuller-chunks-2026-12-07-0302-0334-utc",
+        _bench(D7 + "s7-final-trunc-", ["1", "2", "3"]),
+        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --line-bytes 65536 --lines 15000 --ceiling none"
@@ -132,8 +131,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 8 KiB lines with `max_line_bytes: 8192` (not cut)",
         "bench",
-        _bench(D7 + "trunc-join-plain8k-after-", ["1", "2"]),
-        "lines-cut-at-max_line_bytes-decided-in-c-and-joined-into-fuller-chunks-2026-12-07-0302-0334-utc",
+        _bench(D7 + "s7-final-plain8k-", ["1", "2", "3"]),
+        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario max --line-bytes 8192 --lines 15000 --ceiling none"
