@@ -44,7 +44,7 @@ from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
 from log_capturer.pipeline.dispatcher import Dispatcher
 from log_capturer.processing import Analyzer
-from log_capturer.record import Chunk, Origin
+from log_capturer.record import Chunk, Origin, ReleasedLines
 from log_capturer.registry import sink_components
 from log_capturer.reliability.dlq import DeadLetterStore
 from log_capturer.sinks.base import Sink, SinkContext
@@ -135,6 +135,11 @@ class Rig:
         over = [(c.start, c.pending) for c in self.chunks if c.pending < 0]
         assert not waiting, f"chunks at {waiting[:5]} not acknowledged"
         assert not over, f"chunks acknowledged more than once (position, count): {over[:5]}"
+        # A sink that holds its records encoded lets the chunks' text go once it took them (and
+        # still delivers or parks every line: the checks of each test); one that does not keeps it.
+        releases = self.sink.releases_text
+        kept = [c.start for c in self.chunks if isinstance(c.lines, ReleasedLines) is not releases]
+        assert not kept, f"chunks at {kept[:5]}: text {'kept' if releases else 'dropped'}"
 
     def parked(self) -> list[dict[str, Any]]:
         """Every entry of the local dead-letter store."""
@@ -653,6 +658,8 @@ def test_parallel_senders_on_a_small_queue_never_overfill_it(harness: SinkHarnes
             chunk.expect(size, on_done)
             rig.submitted([chunk])
             rig.sink.send([chunk])
+            if rig.sink.releases_text:  # as the dispatcher does, while the records are in flight
+                chunk.release_text()
 
     def watch() -> None:
         while not done.wait(0.005):

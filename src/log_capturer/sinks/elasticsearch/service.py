@@ -240,6 +240,10 @@ class Client:
 class ElasticsearchService:
     """See the module's docstring."""
 
+    #: A chunk's documents are made whole in ``prepare`` (sources, indexes, ids), and retries and
+    #: the DLQ take them from there: the chunk's lines may be dropped once it was handed over.
+    releases_text = True
+
     def __init__(
         self, config: ElasticsearchSinkConfig, metrics: Metrics, key_field: str | None, name: str
     ) -> None:

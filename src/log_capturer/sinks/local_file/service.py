@@ -66,6 +66,10 @@ class LocalFilePrepared:
 class LocalFileService:
     """See the module's docstring."""
 
+    #: A chunk's records are made whole in ``prepare``, and what is written, retried or parked
+    #: comes from them: the chunk's lines may be dropped once it was handed over.
+    releases_text = True
+
     def __init__(
         self, config: LocalFileSinkConfig, key_field: str | None, name: str, worker: int = 0
     ) -> None:
