@@ -186,9 +186,9 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(D7 + "s5-final-manyfiles-", ["1", "2", "3"]),
-        "small-chunks-of-many-files-as-one-request-2026-12-07-1153-1214-utc",
-        commit="36ac582",
+        _bench(D7 + "s7-final-manyfiles-", ["1", "2", "3"]),
+        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
+        commit="f9e7a54",
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"
