@@ -9,15 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from log_capturer.config.schema import DispatcherConfig, DispatcherDLQConfig, KafkaSinkConfig
-from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
-from log_capturer.pipeline.dispatcher import Dispatcher
-from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk, Origin, ReleasedLines
-from log_capturer.reliability.dlq import DeadLetterStore
-from log_capturer.sinks.kafka.sink import KafkaSink
-from tests.integration.sinks.kafka.util import dlq_entries
+from tests.integration.sinks.kafka.util import dlq_entries, sink_and_dispatcher
 from tests.support import consume_all, create_prefixed_topics, wait_until
 
 pytestmark = pytest.mark.integration
@@ -28,28 +22,10 @@ def test_released_chunks_deliver_every_line_and_park_an_oversize_one_with_its_te
     native: bool, tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
     topics = create_prefixed_topics(bootstrap, topic_prefix)
-    config = KafkaSinkConfig.model_validate(
-        {
-            "brokers": [bootstrap],
-            "topic": topics["logs"],
-            "priority_routing": {"enabled": False},
-            "batch_timeout": "50ms",
-            "max_message_bytes": 16384,
-            "native_producer": native,
-        }
+    batch = {"batch_size": 10000, "batch_timeout": "200ms"}
+    sink, dispatcher = sink_and_dispatcher(
+        bootstrap, topics["logs"], tmp_path / "dlq", native, batch, max_message_bytes=16384
     )
-    metrics = Metrics()
-    store = DeadLetterStore(DispatcherDLQConfig.model_validate({"directory": str(tmp_path / "dlq")}), metrics)
-    sink = KafkaSink(config, metrics, store)
-    assert sink.releases_text
-    sink.start()
-    dispatcher = Dispatcher(
-        DispatcherConfig.model_validate({"worker_count": 1, "batch_size": 10000, "batch_timeout": "200ms"}),
-        [sink],
-        Analyzer(None),
-        metrics,
-    )
-    dispatcher.start()
     checkpoint = Checkpoint()
     # Small chunks (handed over as one group), then 8 KiB lines with one too large for Kafka.
     small = [[f"INFO small {i}.{j}" for j in range(3)] for i in range(20)]
@@ -62,6 +38,7 @@ def test_released_chunks_deliver_every_line_and_park_an_oversize_one_with_its_te
         c.start, c.end = end, end + 1
         end += 1
     try:
+        assert sink.releases_text
         for c in chunks:
             dispatcher.submit(c, checkpoint)
         wait_until(lambda: checkpoint.committed == end, 60, "every chunk delivered or parked")

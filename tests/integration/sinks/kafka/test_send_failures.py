@@ -10,15 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from log_capturer.config.schema import DispatcherConfig, DispatcherDLQConfig, KafkaSinkConfig
-from log_capturer.observability.metrics import Metrics
 from log_capturer.pipeline.checkpoints import Checkpoint
-from log_capturer.pipeline.dispatcher import Dispatcher
-from log_capturer.processing import Analyzer
 from log_capturer.record import Chunk, Origin
-from log_capturer.reliability.dlq import DeadLetterStore
-from log_capturer.sinks.kafka.sink import KafkaSink
-from tests.integration.sinks.kafka.util import dlq_entries
+from tests.integration.sinks.kafka.util import dlq_entries, sink_and_dispatcher
 from tests.support import consume_all, create_prefixed_topics, wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,29 +23,9 @@ def test_a_chunk_that_cannot_be_encoded_is_parked_alone(
     native: bool, tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
     topics = create_prefixed_topics(bootstrap, topic_prefix)
-    config = KafkaSinkConfig.model_validate(
-        {
-            "brokers": [bootstrap],
-            "topic": topics["logs"],
-            "priority_routing": {"enabled": False},
-            "batch_timeout": "50ms",
-            "native_producer": native,
-        }
-    )
-    metrics = Metrics()
-    store = DeadLetterStore(DispatcherDLQConfig.model_validate({"directory": str(tmp_path / "dlq")}), metrics)
-    sink = KafkaSink(config, metrics, store)
-    sink.start()
-    dispatcher = Dispatcher(
-        DispatcherConfig.model_validate(
-            # One batch of the three chunks.
-            {"worker_count": 1, "flush_on_idle": False, "batch_timeout": "1s", "retry_base_delay": "10ms"}
-        ),
-        [sink],
-        Analyzer(None),
-        metrics,
-    )
-    dispatcher.start()
+    # One batch of the three chunks.
+    batch = {"flush_on_idle": False, "batch_timeout": "1s", "retry_base_delay": "10ms"}
+    sink, dispatcher = sink_and_dispatcher(bootstrap, topics["logs"], tmp_path / "dlq", native, batch)
     origin = Origin("file", "/var/log/app.log")
     checkpoint = Checkpoint()
     bad = "INFO a lone surrogate \ud800 here"

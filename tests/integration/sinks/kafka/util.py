@@ -10,6 +10,12 @@ from typing import Any
 
 import orjson
 
+from log_capturer.config.schema import DispatcherConfig, DispatcherDLQConfig, KafkaSinkConfig
+from log_capturer.observability.metrics import Metrics
+from log_capturer.pipeline.dispatcher import Dispatcher
+from log_capturer.processing import Analyzer
+from log_capturer.reliability.dlq import DeadLetterStore
+from log_capturer.sinks.kafka.sink import KafkaSink
 from tests.support import AgentProcess, Rec, agent_config, consume_all, write_config
 
 
@@ -64,3 +70,30 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(have.get(k) == v for k, v in labels.items()):
             total += float(m["value"])
     return total
+
+
+def sink_and_dispatcher(
+    bootstrap: str, topic: str, dlq: Path, native: bool, dispatcher: dict[str, Any], **sink: Any
+) -> tuple[KafkaSink, Dispatcher]:
+    """A started Kafka sink to ``topic`` (no priority routing, 50 ms batches, the local DLQ in
+    ``dlq``; ``sink``: more of its keys) behind a started one-thread dispatcher (``dispatcher``:
+    its keys)."""
+    config = KafkaSinkConfig.model_validate(
+        {
+            "brokers": [bootstrap],
+            "topic": topic,
+            "priority_routing": {"enabled": False},
+            "batch_timeout": "50ms",
+            "native_producer": native,
+            **sink,
+        }
+    )
+    metrics = Metrics()
+    store = DeadLetterStore(DispatcherDLQConfig.model_validate({"directory": str(dlq)}), metrics)
+    kafka = KafkaSink(config, metrics, store)
+    kafka.start()
+    d = Dispatcher(
+        DispatcherConfig.model_validate({"worker_count": 1, **dispatcher}), [kafka], Analyzer(None), metrics
+    )
+    d.start()
+    return kafka, d
