@@ -218,6 +218,33 @@ def test_kill_9_twice_loses_nothing(tmp_path: Path, bootstrap: str, topic_prefix
     assert 0 <= duplicates <= uncommitted
 
 
+def test_full_moments_hold_the_source_without_pausing_its_partitions(
+    tmp_path: Path, bootstrap: str, topic_prefix: str
+) -> None:
+    """A working sink and a small in-flight budget: the source is full at every moment, and holds
+    until acknowledgements make room; it never pauses the partitions (a pause drops librdkafka's
+    prefetched records, fetched again on resume)."""
+    topic, group = f"{topic_prefix}-logs", f"{topic_prefix}-g"
+    make_topic(bootstrap, topic)
+    n = 20_000
+    produce(bootstrap, topic, n)
+    config = consumer_config(tmp_path, bootstrap, topic, group, max_in_flight=500, batch_size=200)
+    agent = AgentProcess(config, tmp_path / "agent.log").start()
+    out = tmp_path / "out"
+    try:
+        wait_until(lambda: sum(seqs(out).values()) >= n, 120, "every record in the local file")
+        ends = end_offsets(bootstrap, topic)
+        wait_until(lambda: committed(bootstrap, group, topic) == ends, 60, f"the offsets committed to {ends}")
+        stats = agent.get("/stats")["kafka"]
+        # 20,000 records through a budget of 500: held at least 40 times, never paused.
+        assert stats["consumed"] == n and stats["in_flight"] == 0
+        assert stats["pauses"] == 0 and not stats["paused"], stats
+        assert stats["skipped_rereads"] == 0
+    finally:
+        assert agent.stop() == 0, agent.log_path.read_text()
+    assert seqs(out) == Counter(range(n))
+
+
 def test_offsets_do_not_pass_records_the_sink_has_not_written(
     tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
@@ -242,6 +269,7 @@ def test_offsets_do_not_pass_records_the_sink_has_not_written(
         produce(bootstrap, topic, n)
         wait_until(lambda: agent.get("/stats")["kafka"]["paused"], 60, "the partitions to be paused")
         stats = agent.get("/stats")["kafka"]
+        assert stats["pauses"] >= 1
         # Held back: no more than the in-flight budget and one poll read, nothing committed.
         assert stats["consumed"] <= 500 + 3 * 200
         assert committed(bootstrap, group, topic) == dict.fromkeys(range(PARTITIONS), -1001)
@@ -276,7 +304,9 @@ def test_a_second_consumer_joins_and_one_leaves(tmp_path: Path, bootstrap: str, 
     for d in dirs:
         d.mkdir()
         configs.append(consumer_config(d, bootstrap, topic, group, max_in_flight=2000, batch_size=500))
-    producer = threading.Thread(target=produce, args=(bootstrap, topic, n))
+    # The first half while the first agent starts; the second once the second agent has its
+    # partitions (the first may have read the whole first half by then).
+    producer = threading.Thread(target=produce, args=(bootstrap, topic, n // 2))
     producer.start()
     a = AgentProcess(configs[0], tmp_path / "a.log").start()
     b: AgentProcess | None = None
@@ -287,7 +317,12 @@ def test_a_second_consumer_joins_and_one_leaves(tmp_path: Path, bootstrap: str, 
 
         wait_until(lambda: total() >= 2000, 120, "the first agent to write")
         b = AgentProcess(configs[1], tmp_path / "b.log").start()
-        wait_until(lambda: sum(seqs(dirs[1] / "out").values()) > 0, 120, "the second agent to get partitions")
+        second = b
+        wait_until(lambda: second.get("/stats")["kafka"]["partitions"], 120, "the second agent's partitions")
+        producer.join(120)
+        producer = threading.Thread(target=produce, args=(bootstrap, topic, n - n // 2, n // 2))
+        producer.start()
+        wait_until(lambda: sum(seqs(dirs[1] / "out").values()) > 0, 120, "the second agent to write")
         producer.join(120)
         assert a.stop() == 0
         wait_until(lambda: total() >= n, 180, "every record")

@@ -106,9 +106,9 @@ class KafkaSourceConfig(Strict):
     )
     max_poll_interval: Duration = Field(
         300.0,
-        description="max.poll.interval.ms. The source polls at least every poll_timeout even while "
-        "the sinks hold it back (its partitions are paused then), so this is only reached when "
-        "the agent hangs.",
+        description="max.poll.interval.ms. The source polls at least every poll_timeout, and "
+        "while the sinks hold it back at least once a second (after a second its partitions are "
+        "paused), so this is only reached when the agent hangs.",
     )
     poll_timeout: Duration = Field(0.5, description="Longest wait of one poll for records.")
     batch_size: int = Field(
@@ -118,8 +118,10 @@ class KafkaSourceConfig(Strict):
         100_000,
         ge=1,
         description="Most records read and not yet acknowledged by the sinks; above it the "
-        "assigned partitions are paused (librdkafka pause) until acknowledgements make room. "
-        "With batch_size this bounds the memory the source holds.",
+        "source reads nothing until acknowledgements make room, and after a second of that it "
+        "pauses the assigned partitions (librdkafka pause, which drops what was prefetched). "
+        "With batch_size and librdkafka's prefetch (queued.max.messages.kbytes) this bounds the "
+        "memory the source holds.",
     )
     commit_interval: Duration = Field(
         1.0,

@@ -64,8 +64,17 @@ log = logging.getLogger(__name__)
 NAME = "kafka_source"
 #: The record member that carries a record's Kafka metadata through Records (then renamed).
 _META = "\x00kafka"
-#: Longest wait of one submit before the partitions are paused.
+#: Longest wait of one submit for room in the dispatcher.
 SUBMIT_WAIT = 0.2
+#: How long the source holds, reading nothing, while the sinks have no room, before it pauses its
+#: partitions. librdkafka drops what it prefetched for a partition when it is paused and fetches
+#: it again on resume: pausing at every full moment of full speed fetched the same records
+#: several times. A hold keeps the prefetch (librdkafka stops fetching by itself once it holds
+#: ``queued.max.messages.kbytes``); a longer one (a sink down) pauses, so that the polls go on
+#: serving rebalances and the broker keeps what the source cannot take.
+PAUSE_AFTER = 1.0
+#: Longest wait of a hold for an acknowledgement before the loop looks again.
+HOLD_WAIT = 0.05
 #: Longest wait of one broker query of the lag measure (group offsets, watermarks).
 QUERY_TIMEOUT = 2.0
 #: After a broker query of the lag measure went unanswered, the next is this many seconds later
@@ -151,6 +160,12 @@ class KafkaSource:
         self._backlog: deque[tuple[Chunk, Segment, TP]] = deque()
         self._assigned: set[TP] = set()
         self._paused = False
+        #: Since when the sinks have had no room (monotonic), None while they have.
+        self._blocked_since: float | None = None
+        #: Set by every acknowledgement: a hold wakes up on it.
+        self._acked = threading.Event()
+        #: Times the partitions were paused (holds longer than PAUSE_AFTER).
+        self.pauses = 0
         self._last_commit = 0.0
         self._origins: dict[TP, Origin] = {}
         self._lag: dict[TP, int] = {}
@@ -228,17 +243,33 @@ class KafkaSource:
         assert consumer is not None
         cfg = self.config
         while not self._stop.is_set():
+            self._acked.clear()
             self._submit_backlog()
             blocked = bool(self._backlog) or self.marks.in_flight >= cfg.max_in_flight
-            self._pause(blocked)
-            messages = consumer.consume(cfg.batch_size, 0.1 if blocked else cfg.poll_timeout)
-            if messages:
-                self._take(messages)
+            if self._holds(blocked):
+                self._acked.wait(HOLD_WAIT)
+            else:
+                self._pause(blocked)
+                messages = consumer.consume(cfg.batch_size, 0.1 if blocked else cfg.poll_timeout)
+                if messages:
+                    self._take(messages)
             now = time.monotonic()
             if now - self._last_commit >= cfg.commit_interval:
                 self._commit(sync=False)
                 self._measure_lag()
             self.supervisor.ok()
+
+    def _holds(self, blocked: bool) -> bool:
+        """Whether the loop holds (waits for acknowledgements without polling) rather than
+        polls: while the sinks have had no room for less than PAUSE_AFTER and the partitions
+        are not paused."""
+        if not blocked:
+            self._blocked_since = None
+            return False
+        now = time.monotonic()
+        if self._blocked_since is None:
+            self._blocked_since = now
+        return not self._paused and now - self._blocked_since < PAUSE_AFTER
 
     def _pause(self, blocked: bool) -> None:
         consumer = self._consumer
@@ -249,6 +280,7 @@ class KafkaSource:
         tps = [TopicPartition(t, p) for t, p in self._assigned]
         if blocked:
             consumer.pause(tps)
+            self.pauses += 1
         else:
             consumer.resume(tps)
         self._paused = blocked
@@ -282,9 +314,11 @@ class KafkaSource:
 
     def _done_callback(self, seg: Segment) -> Callable[[Chunk], None]:
         marks = self.marks
+        acked = self._acked
 
         def done(_chunk: Chunk) -> None:
             marks.part_done(seg)
+            acked.set()
 
         return done
 
@@ -734,6 +768,7 @@ class KafkaSource:
             "skipped_rereads": self.skipped_rereads,
             "in_flight": self.marks.in_flight,
             "paused": self._paused,
+            "pauses": self.pauses,
             "lag": sum(self._lag.values()),
             "partitions": self._partition_stats(),
         }
