@@ -329,7 +329,7 @@ class Agent:
     def start(self) -> None:
         for text in config_warnings(self.config):
             log.warning(text)
-        malloc = tune_malloc()
+        malloc = tune_malloc(producer=self.config.sinks.kafka.enabled)
         for sink in self.sinks:
             try:
                 sink.start()

@@ -18,6 +18,8 @@ import ctypes, resource, sys, threading
 from log_capturer.memory import tune_malloc
 if sys.argv[1] == "tuned":
     print(tune_malloc(), file=sys.stderr)
+elif sys.argv[1] == "consumer":
+    print(tune_malloc(producer=False), file=sys.stderr)
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
@@ -57,6 +59,15 @@ def test_tuned_malloc_reuses_freed_blocks_instead_of_faulting_them_in_again() ->
     # again (about 2,200 pages a round); tuned, it is faulted in once.
     assert default > 100_000, default
     assert tuned < 20_000, tuned
+
+
+def test_a_process_without_a_kafka_producer_keeps_glibcs_defaults() -> None:
+    # Its memory matters more than the faults (a consumer peaked 30-35 MiB higher tuned).
+    assert faults("consumer") > 100_000
+    assert memory.tune_malloc(producer=False) in (
+        "glibc's defaults: no Kafka producer in this process",
+        *(f"left as set by {name}" for name in ("GLIBC_TUNABLES", *memory._USER_SETTINGS)),
+    )
 
 
 def test_the_users_own_malloc_settings_are_left_alone() -> None:
