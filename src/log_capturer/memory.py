@@ -12,11 +12,13 @@ broker thread (docs/benchmarks-history.md, "What each change did").
 :func:`tune_malloc` raises both thresholds once at start, so such blocks stay
 in the heap and are reused. Memory the agent no longer needs is still given
 back, only in larger steps (above ``TRIM_THRESHOLD`` of free space at the top
-of a heap). Only a process with a Kafka producer (the Kafka sink) is tuned: a
-consumer's process (the Kafka source into Loki or Elasticsearch) peaked 30-35
-MiB higher with the tuning (librdkafka's fetch buffers stayed in its threads'
-heaps) for 8-14 % less CPU a record and the same rate
-(docs/benchmarks-history.md, 2026-12-07, "the Kafka source holds"). Settings
+of a heap). Only a process with a Kafka producer (the Kafka sink) is tuned so:
+a consumer's process (the Kafka source into Loki or Elasticsearch) peaked 30-35
+MiB higher with it (librdkafka's fetch buffers stayed in its threads' heaps)
+for 8-14 % less CPU a record and the same rate; it holds both thresholds at
+glibc's initial 128 KiB instead, which glibc would otherwise raise as large
+blocks are freed (202-207 MiB held so, 210-214 MiB with glibc's moving ones;
+docs/benchmarks-history.md, 2026-12-07, "the Kafka source holds"). Settings
 of the user's own (``GLIBC_TUNABLES`` with a ``glibc.malloc`` entry, or the
 ``MALLOC_*_`` variables) are left alone, and so is any C library that is not
 glibc.
@@ -53,6 +55,8 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 4 << 20
 #: Free space kept at the top of a heap before it is given back to the system.
 TRIM_THRESHOLD = 32 << 20
+#: glibc's initial thresholds (both), held in a process without a Kafka producer.
+DEFAULT_THRESHOLD = 128 << 10
 
 #: Allocations of containers between two young collections (CPython's default: 700).
 GC_THRESHOLD = 10_000
@@ -69,12 +73,11 @@ def user_malloc_settings(environ: dict[str, str] | os._Environ[str] = os.environ
 
 def tune_malloc(producer: bool = True) -> str:
     """Raise glibc's mmap and trim thresholds in a process with a Kafka producer (``producer``);
-    returns what was done, for the log."""
+    in one without, hold both at glibc's initial 128 KiB (glibc would raise them as large blocks
+    are freed, and keep the consumer's fetch buffers). Returns what was done, for the log."""
     user = user_malloc_settings()
     if user:
         return f"left as set by {user}"
-    if not producer:
-        return "glibc's defaults: no Kafka producer in this process"
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         mallopt = libc.mallopt
@@ -84,14 +87,17 @@ def tune_malloc(producer: bool = True) -> str:
     gnu_get_libc_version.restype = ctypes.c_char_p
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
+    mmap, trim = (MMAP_THRESHOLD, TRIM_THRESHOLD) if producer else (DEFAULT_THRESHOLD, DEFAULT_THRESHOLD)
     # The mmap threshold first: setting either one turns off glibc's dynamic adjustment of both.
-    if not mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) or not mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD):
+    if not mallopt(M_MMAP_THRESHOLD, mmap) or not mallopt(M_TRIM_THRESHOLD, trim):
         return "mallopt refused the thresholds: left alone"
     version = gnu_get_libc_version().decode()
-    return (
-        f"glibc {version}: mmap threshold {MMAP_THRESHOLD >> 20} MiB, "
-        f"trim threshold {TRIM_THRESHOLD >> 20} MiB"
-    )
+    why = "" if producer else " (no Kafka producer in this process)"
+    return f"glibc {version}: mmap threshold {_size(mmap)}, trim threshold {_size(trim)}{why}"
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
 
 
 def settle_gc() -> str:
