@@ -15,7 +15,7 @@ back, only in larger steps (above ``TRIM_THRESHOLD`` of free space at the top
 of a heap). Only a process with a Kafka producer (the Kafka sink) is tuned so:
 a consumer's process (the Kafka source into Loki or Elasticsearch) peaked 30-35
 MiB higher with it (librdkafka's fetch buffers stayed in its threads' heaps)
-for 8-14 % less CPU a record and the same rate; it holds both thresholds at
+for 6-14 % less CPU a record and the same rate; it holds both thresholds at
 glibc's initial 128 KiB instead, which glibc would otherwise raise as large
 blocks are freed (202-207 MiB held so, 210-214 MiB with glibc's moving ones;
 docs/benchmarks-history.md, 2026-12-07, "the Kafka source holds"). Settings
