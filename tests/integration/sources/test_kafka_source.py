@@ -106,6 +106,17 @@ def source_health(agent: AgentProcess) -> dict[str, Any]:
     return next(s for s in sources if s["name"] == "kafka_source")
 
 
+def read_to_the_end(
+    agent: AgentProcess, out: Path, n: int, bootstrap: str, group: str, topic: str
+) -> tuple[dict[int, int], dict[str, Any]]:
+    """Wait for ``n`` records in ``out`` and the group's offsets at the topic's end; returns the
+    end offsets and the source's ``/stats``."""
+    wait_until(lambda: sum(seqs(out).values()) >= n, 120, "every record in the local file")
+    ends = end_offsets(bootstrap, topic)
+    wait_until(lambda: committed(bootstrap, group, topic) == ends, 60, f"the offsets committed to {ends}")
+    return ends, agent.get("/stats")["kafka"]
+
+
 def consumer_config(tmp: Path, bootstrap: str, topic: str, group: str, **kafka: Any) -> Path:
     out = tmp / "out"
     # Heartbeats every 500 ms (librdkafka's default: 3 s): a member learns of a rebalance at its
@@ -146,10 +157,7 @@ def test_every_record_arrives_and_the_offsets_reach_the_end(
     agent = AgentProcess(consumer_config(tmp_path, bootstrap, topic, group), tmp_path / "agent.log").start()
     out = tmp_path / "out"
     try:
-        wait_until(lambda: sum(seqs(out).values()) >= n, 120, "every record in the local file")
-        ends = end_offsets(bootstrap, topic)
-        wait_until(lambda: committed(bootstrap, group, topic) == ends, 60, f"the offsets committed to {ends}")
-        stats = agent.get("/stats")["kafka"]
+        ends, stats = read_to_the_end(agent, out, n, bootstrap, group, topic)
         assert stats["consumed"] == n
         assert stats["in_flight"] == 0
         metrics = agent.metrics()
@@ -232,10 +240,7 @@ def test_full_moments_hold_the_source_without_pausing_its_partitions(
     agent = AgentProcess(config, tmp_path / "agent.log").start()
     out = tmp_path / "out"
     try:
-        wait_until(lambda: sum(seqs(out).values()) >= n, 120, "every record in the local file")
-        ends = end_offsets(bootstrap, topic)
-        wait_until(lambda: committed(bootstrap, group, topic) == ends, 60, f"the offsets committed to {ends}")
-        stats = agent.get("/stats")["kafka"]
+        _, stats = read_to_the_end(agent, out, n, bootstrap, group, topic)
         # 20,000 records through a budget of 500: held at least 40 times, never paused.
         assert stats["consumed"] == n and stats["in_flight"] == 0
         assert stats["pauses"] == 0 and not stats["paused"], stats
