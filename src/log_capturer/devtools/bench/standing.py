@@ -95,8 +95,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, peak (20,000 lines/s)",
         "bench",
-        _bench(D7 + "s7-final-peak-", ["1", "2", "3"]),
-        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
+        _bench(D7 + "s8-final-peak-", ["1", "2", "3"]),
+        "the-dispatcher-queue-at-32-mib-the-kafka-source-holds-before-it-pauses-2026-12-07-1945-2050-utc",
         ceiling="",
         command=(
             "log-capturer bench --scenario peak --files 4 --workers 1 --duration 30 --ceiling none"
