@@ -298,7 +298,7 @@ def test_offsets_do_not_pass_records_the_sink_has_not_written(
 
 
 def test_a_second_consumer_joins_and_one_leaves(tmp_path: Path, bootstrap: str, topic_prefix: str) -> None:
-    """Two agents of one group, the second joining while the first is busy (cooperative
+    """Two agents of one group, the second joining while the first runs (cooperative
     rebalance: the first commits what it revokes), then the first stopping: every record
     arrives, and a revocation reads nothing twice once its records were acknowledged."""
     topic, group = f"{topic_prefix}-logs", f"{topic_prefix}-g"
