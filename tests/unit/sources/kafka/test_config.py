@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from log_capturer.sources.kafka.config import KafkaSourceConfig
-from log_capturer.sources.kafka.source import consumer_config
+from log_capturer.sources.kafka.source import PREFETCH, consumer_config
 
 
 def test_the_consumer_never_commits_or_stores_offsets_by_itself() -> None:
@@ -39,6 +39,36 @@ def test_options_pass_through_but_not_the_ones_the_section_sets() -> None:
     )
     with pytest.raises(ValidationError, match=r"enable\.auto\.commit cannot be set here"):
         KafkaSourceConfig(librdkafka_options={"enable.auto.commit": True})
+
+
+def test_the_prefetch_is_bounded_unless_the_options_say_otherwise() -> None:
+    conf = consumer_config(KafkaSourceConfig())
+    assert {k: conf[k] for k in PREFETCH} == PREFETCH
+    assert conf["queued.max.messages.kbytes"] == 16384
+    assert conf["fetch.queue.backoff.ms"] == 20
+    mine = {
+        "queued.min.messages": 100_000,
+        "queued.max.messages.kbytes": 65536,
+        "fetch.queue.backoff.ms": 1000,
+    }
+    conf = consumer_config(KafkaSourceConfig(librdkafka_options=mine))
+    assert {k: conf[k] for k in mine} == mine
+
+
+@pytest.mark.parametrize(
+    ("options", "fetch_max"),
+    [({}, 4 << 20), ({"message.max.bytes": 10_000_000}, 10_000_000), ({"fetch.max.bytes": 2 << 20}, 2 << 20)],
+)
+def test_librdkafka_accepts_the_consumer_config(options: dict[str, int], fetch_max: int) -> None:
+    """librdkafka checks the properties when the consumer is made (it refuses a fetch.max.bytes
+    below message.max.bytes): the prefetch bounds must pass with what users set beside them."""
+    from confluent_kafka import Consumer
+
+    conf = consumer_config(
+        KafkaSourceConfig(brokers=["127.0.0.1:1"], group_id="g", librdkafka_options=options)
+    )
+    assert conf["fetch.max.bytes"] == fetch_max
+    Consumer(conf).close()
 
 
 def test_a_topic_pattern_must_be_a_regular_expression() -> None:
