@@ -151,7 +151,7 @@ class KafkaSourceConfig(Strict):
         description="Other librdkafka consumer properties, passed through (e.g. fetch.max.bytes). "
         "The properties this section sets cannot be given here. The prefetch is bounded by "
         "default, and each of these may be given to change it: queued.min.messages 10000, "
-        "queued.max.messages.kbytes 16384, fetch.max.bytes 4 MiB (at least message.max.bytes), "
+        "queued.max.messages.kbytes 16384, fetch.max.bytes 1 MiB (at least message.max.bytes), "
         "max.partition.fetch.bytes 512 KiB, fetch.queue.backoff.ms 20 (librdkafka's defaults "
         "hold up to 64 MiB and 100,000 records, and wait a second before fetching again).",
     )

@@ -84,14 +84,18 @@ QUERY_BACKOFF = 10.0
 #: set each differently). librdkafka's defaults keep up to 100,000 records and 64 MiB of values
 #: queued, fetch 1 MiB a partition and 50 MiB a broker at a time, and hold a decompressed batch
 #: until its last record was taken; once the queue is over a threshold they wait a second
-#: (``fetch.queue.backoff.ms``) before the next fetch. Into VictoriaLogs a consumer's process
-#: peaked at 221-267 MiB with them, at 168-175 MiB with these, at the same rate within the
-#: spread: the smaller queue is refilled after 20 ms instead of a second
-#: (docs/benchmarks-history.md, 2026-12-07, "librdkafka's prefetch bounded").
+#: (``fetch.queue.backoff.ms``) before the next fetch. The thresholds are looked at before a
+#: fetch; what it brings comes on top, decompressed (lz4 batches of log lines: 5-10 times their
+#: size), so ``fetch.max.bytes``, one request to a broker for all its partitions, is what bounds
+#: the prefetch whatever the number of partitions. Into VictoriaLogs a consumer's process peaked
+#: at 221-267 MiB with librdkafka's defaults (2 partitions; 8: 359-371), at 167-183 MiB with
+#: these (2, 8 or 16 partitions), at the same rate within the spread: the smaller queue is
+#: refilled after 20 ms instead of a second (docs/benchmarks-history.md, 2026-12-07,
+#: "librdkafka's prefetch bounded").
 PREFETCH: dict[str, int] = {
     "queued.min.messages": 10_000,
     "queued.max.messages.kbytes": 16 << 10,
-    "fetch.max.bytes": 4 << 20,
+    "fetch.max.bytes": 1 << 20,
     "max.partition.fetch.bytes": 512 << 10,
     "fetch.queue.backoff.ms": 20,
 }

@@ -57,7 +57,7 @@ def test_the_prefetch_is_bounded_unless_the_options_say_otherwise() -> None:
 
 @pytest.mark.parametrize(
     ("options", "fetch_max"),
-    [({}, 4 << 20), ({"message.max.bytes": 10_000_000}, 10_000_000), ({"fetch.max.bytes": 2 << 20}, 2 << 20)],
+    [({}, 1 << 20), ({"message.max.bytes": 10_000_000}, 10_000_000), ({"fetch.max.bytes": 2 << 20}, 2 << 20)],
 )
 def test_librdkafka_accepts_the_consumer_config(options: dict[str, int], fetch_max: int) -> None:
     """librdkafka checks the properties when the consumer is made (it refuses a fetch.max.bytes
