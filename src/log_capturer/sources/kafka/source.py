@@ -121,8 +121,10 @@ def consumer_config(cfg: KafkaSourceConfig) -> dict[str, Any]:
     conf.update(PREFETCH)
     conf.update(cfg.librdkafka_options)
     if "fetch.max.bytes" not in cfg.librdkafka_options:
-        # librdkafka refuses a fetch.max.bytes below message.max.bytes.
-        conf["fetch.max.bytes"] = max(PREFETCH["fetch.max.bytes"], int(conf.get("message.max.bytes", 0)))
+        # librdkafka refuses a fetch.max.bytes below message.max.bytes (and, itself, a
+        # message.max.bytes that is not a number).
+        with contextlib.suppress(TypeError, ValueError):
+            conf["fetch.max.bytes"] = max(PREFETCH["fetch.max.bytes"], int(conf.get("message.max.bytes", 0)))
     return conf
 
 

@@ -71,6 +71,21 @@ def test_librdkafka_accepts_the_consumer_config(options: dict[str, int], fetch_m
     Consumer(conf).close()
 
 
+def test_a_message_max_bytes_that_is_no_number_is_left_for_librdkafka_to_name() -> None:
+    """The fetch bound does not turn a wrong value into a traceback: librdkafka names the property
+    (the agent then says so and exits 2)."""
+    from confluent_kafka import Consumer, KafkaException
+
+    conf = consumer_config(
+        KafkaSourceConfig(
+            brokers=["127.0.0.1:1"], group_id="g", librdkafka_options={"message.max.bytes": "ten"}
+        )
+    )
+    assert conf["fetch.max.bytes"] == PREFETCH["fetch.max.bytes"]
+    with pytest.raises(KafkaException, match=r"message\.max\.bytes"):
+        Consumer(conf)
+
+
 def test_a_topic_pattern_must_be_a_regular_expression() -> None:
     assert KafkaSourceConfig(topics=["^logs-.*"]).topics == ["^logs-.*"]
     with pytest.raises(ValidationError, match="not a valid regular expression"):
