@@ -268,9 +268,9 @@ ROWS: tuple[Row, ...] = (
     Row(
         "Kafka source -> VictoriaLogs Loki API",
         "client",
-        _bench(D7 + "s9-final-ksrc-loki-", ["1", "2", "3"]),
+        _bench(D7 + "s11-final-ksrc-loki-", ["1", "2", "3"]),
         "librdkafkas-prefetch-bounded-2026-12-07-2245-2325-utc",
-        commit="37aa660",
+        commit="726e2ec",
         date="2026-12-07",
         ceiling="bare client",
         command="log-capturer bench --source kafka --sink loki --lines 500000",
@@ -278,9 +278,9 @@ ROWS: tuple[Row, ...] = (
     Row(
         "Kafka source -> VictoriaLogs `_bulk`",
         "client",
-        _bench(D7 + "s9-final-ksrc-elasticsearch-", ["1", "2", "3"]),
+        _bench(D7 + "s11-final-ksrc-elasticsearch-", ["1", "2", "3"]),
         "librdkafkas-prefetch-bounded-2026-12-07-2245-2325-utc",
-        commit="37aa660",
+        commit="726e2ec",
         date="2026-12-07",
         ceiling="bare client",
         command="log-capturer bench --source kafka --sink elasticsearch --lines 500000",
