@@ -237,6 +237,7 @@ def run(
     from log_capturer.app import Agent, AgentError
     from log_capturer.observability.status import StatusLine
     from log_capturer.signals import StopFlag
+    from log_capturer.threadnames import name_threads
 
     def reload_config() -> Config:
         # A reload reads the file again, with the same options as this run.
@@ -251,6 +252,7 @@ def run(
             return
         stop_requested.set()
 
+    name_threads()  # the threads by their names in top -H, ps -L, perf (log_capturer.threadnames)
     try:
         agent = Agent(cfg, loader=reload_config)
     except AgentError as exc:

@@ -134,6 +134,10 @@ def test_lines_arrive_exactly_once_on_the_right_topic_with_the_right_key(
         assert {"name", "status", "message", "last_check"} <= set(sinks[0])
         metrics = agent.metrics()
         assert 'logs_processed_total{pipeline="default",source_id="' + str(a) in metrics
+        # Its threads by their names for the system (top -H, ps -L; log_capturer.threadnames).
+        assert agent.proc is not None
+        names = {(t / "comm").read_text().strip() for t in Path(f"/proc/{agent.proc.pid}/task").iterdir()}
+        assert {"log-capturer", "dispatch-0", "file-source", "kafka_sink-poll", "http"} <= names, names
         rc = agent.stop(signal.SIGTERM)
         assert rc == 0, agent.log()
     finally:

@@ -487,6 +487,7 @@ def exec_supervisor(settings: SupervisorSettings, count: int, lock: IO[str] | No
 
 def main(argv: list[str] | None = None) -> NoReturn:
     from log_capturer.observability.logs import setup_logging
+    from log_capturer.threadnames import SUPERVISOR_NAME, name_threads
 
     parser = argparse.ArgumentParser(
         prog="python -m log_capturer.workers.supervisor",
@@ -499,6 +500,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     with os.fdopen(args.settings_fd, "rb") as f:
         settings = SupervisorSettings.loads(f.read())
     setup_logging(settings.log_level, settings.log_format, settings.log_name, settings.log_file)
+    name_threads(SUPERVISOR_NAME)
     sys.exit(run_supervisor(settings, args.count, args.lock_fd))
 
 

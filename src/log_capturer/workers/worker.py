@@ -142,6 +142,9 @@ def _reload(agent: Agent | None, line: bytes, index: int, count: int) -> None:
 
 def run(index: int, count: int) -> int:
     from log_capturer.app import Agent, AgentError
+    from log_capturer.threadnames import name_threads
+
+    name_threads()
 
     line = sys.stdin.buffer.readline()
     try:

@@ -33,6 +33,14 @@ BEFORE = 20_000  # lines written before the agent starts
 WHILE = 20_000  # lines written while it runs
 
 
+def comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def thread_names(pid: int) -> set[str]:
+    return {(t / "comm").read_text().strip() for t in Path(f"/proc/{pid}/task").iterdir()}
+
+
 def test_two_workers_ship_every_line_once_in_file_order_each_file_in_one_worker(
     tmp_path: Path, bootstrap: str, topic_prefix: str
 ) -> None:
@@ -50,6 +58,15 @@ def test_two_workers_ship_every_line_once_in_file_order_each_file_in_one_worker(
         # Which worker follows which file, as the agent reports it.
         by_worker = agent.get("/positions")["workers"]
         stats = agent.get("/stats")
+        # The processes by their names for the system: the supervisor, then each worker's
+        # main thread and its own threads (log_capturer.threadnames).
+        assert agent.proc is not None
+        assert comm(agent.proc.pid) == "lc-supervisor"
+        workers = [
+            int(c) for c in Path(f"/proc/{agent.proc.pid}/task/{agent.proc.pid}/children").read_text().split()
+        ]
+        assert len(workers) == 2 and {comm(w) for w in workers} == {"log-capturer"}
+        assert all({"dispatch-0", "file-source", "lifeline"} <= thread_names(w) for w in workers)
         assert agent.stop(signal.SIGTERM) == 0, agent.log()
     finally:
         if agent.proc is not None and agent.proc.poll() is None:

@@ -58,6 +58,7 @@ from log_capturer.devtools.bench.system import (
     machine_info,
     tree_cpu_seconds,
     tree_rss_mib,
+    tree_thread_cpu,
 )
 from log_capturer.devtools.generate import DEFAULT_LEVELS, LineFactory
 from log_capturer.devtools.kafka_local import free_port
@@ -65,6 +66,14 @@ from log_capturer.devtools.topics import TOPICS, TopicSpec, create_topics, delet
 
 if TYPE_CHECKING:
     from log_capturer.config.schema import Config
+
+
+def by_thread(seconds: dict[str, float], lines: int) -> dict[str, float]:
+    """CPU us a line of each thread name, largest first; names under 0.01 us left out."""
+    if not lines:
+        return {}
+    per_line = ((name, round(s / lines * 1e6, 3)) for name, s in seconds.items())
+    return dict(sorted(((n, us) for n, us in per_line if us >= 0.01), key=lambda kv: -kv[1]))
 
 
 class BenchError(RuntimeError):
@@ -511,6 +520,7 @@ class Bench:
             run.done_at = time.time()
             run.rss_peak = tree_rss_mib(agent.pid, peak=True)
             run.cpu_total = tree_cpu_seconds(agent.pid)
+            run.thread_cpu = tree_thread_cpu(agent.pid)
             run.stats, run.metrics = self._final_stats(api, metrics_url)
             if profiler is not None:
                 run.profile_error = profiler.stop()
@@ -787,6 +797,9 @@ class Bench:
             "pss_sampled_peak_mib": round(max((s.pss_mib or 0.0 for s in run.samples), default=0.0), 1),
             "agent_cpu_seconds": None if cpu is None else round(cpu, 2),
             "cpu_us_per_line": None if cpu is None or not c.unique else round(cpu / c.unique * 1e6, 3),
+            # The same by thread (librdkafka's rdk:broker, dispatch, file-source, the poll
+            # thread...), largest first; start-up is in the main thread's (log-capturer).
+            "cpu_us_per_line_by_thread": by_thread(run.thread_cpu, c.unique),
             "machine_cpu_utilization": round(run.machine_cpu, 3),
             "errors": errors,
             "error_rate": failures / self.expected,
@@ -861,6 +874,8 @@ class _RunFacts:
     generator: dict[str, Any] = field(default_factory=dict)
     rss_peak: float | None = None
     cpu_total: float | None = None
+    #: CPU seconds of the agent's threads by name (system.tree_thread_cpu), read with cpu_total.
+    thread_cpu: dict[str, float] = field(default_factory=dict)
     exit_code: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)

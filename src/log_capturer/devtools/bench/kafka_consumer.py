@@ -24,7 +24,6 @@ CPU: the agents' (user + system) over that time.
 from __future__ import annotations
 
 import http.client
-import os
 import queue
 import threading
 import time
@@ -45,6 +44,7 @@ from log_capturer.devtools.bench.system import (
     rss_mib,
     start_agent,
     stop_agent,
+    thread_cpu,
     tree_cpu_seconds,
 )
 from log_capturer.devtools.kafka_local import LocalKafka, free_port
@@ -303,23 +303,6 @@ def agent_config(
     cfg["kafka"].update(brokers=bootstrap.split(","), group_id=group, topics=[topic])
     cfg["server"]["port"] = api
     return cfg, api
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of ``pid``'s threads by name (librdkafka names its own ``rdk:...``; Python's
-    are all the interpreter's name), the numbers in names left out."""
-    out: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip().rstrip("0123456789")
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    return out
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _stats(apis: list[int]) -> list[dict[str, Any]] | None:

@@ -200,6 +200,10 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         f"RSS peak {rss} (PSS {pss}), CPU {_fmt(res['agent_cpu_seconds'], ' s', 1)}"
         f" ({_fmt(res['cpu_us_per_line'], ' us/line', 2)}), exit {result['agent']['exit_code']}",
     )
+    threads = res.get("cpu_us_per_line_by_thread")
+    if threads:
+        top = list(threads.items())[:6]
+        t.add_row("CPU by thread", ", ".join(f"{name} {us:.2f}" for name, us in top) + " us/line")
     t.add_row(
         "lines",
         f"{res['unique']:,} delivered, {res['lost']:,} lost, {res['duplicated']:,} duplicated, "

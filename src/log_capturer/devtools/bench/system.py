@@ -153,6 +153,36 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid``'s threads by name, a thread's number left out (``dispatch-0``
+    and ``dispatch-1`` count as ``dispatch``, librdkafka's ``rdk:broker1`` as ``rdk:broker``).
+    The agent names its threads for the system (log_capturer.threadnames); a process that does
+    not shows its Python threads under the interpreter's name."""
+    out: dict[str, float] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            name = (task / "comm").read_text().strip().rstrip("0123456789").rstrip("-") or "?"
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return out
+
+
+def tree_thread_cpu(pid: int) -> dict[str, float]:
+    """:func:`thread_cpu` of ``pid`` and its descendants together (the workers of
+    ``--workers N`` add up by thread name)."""
+    out: dict[str, float] = {}
+    for p in process_tree(pid):
+        for name, seconds in thread_cpu(p).items():
+            out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]

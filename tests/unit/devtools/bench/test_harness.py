@@ -12,7 +12,7 @@ from log_capturer.config import load_config
 from log_capturer.config.schema import KafkaSinkConfig
 from log_capturer.devtools.bench import SCENARIOS, BenchError, BenchOptions
 from log_capturer.devtools.bench.ceiling import cli_properties
-from log_capturer.devtools.bench.harness import MAX_LINES_PER_SECOND, Bench
+from log_capturer.devtools.bench.harness import MAX_LINES_PER_SECOND, Bench, by_thread
 from log_capturer.sinks.kafka.client import producer_config
 
 
@@ -115,3 +115,10 @@ def test_agent_src_goes_first_on_the_agents_pythonpath(
     env = Bench(BenchOptions("max", out_dir=tmp_path, agent_src=tmp_path / "before"))._agent_env()
     assert env is not None
     assert env["PYTHONPATH"] == f"{tmp_path / 'before'}{os.pathsep}/elsewhere"
+
+
+def test_cpu_by_thread_is_per_line_largest_first_without_the_idle_ones() -> None:
+    seconds = {"log-capturer": 1.0, "rdk:broker": 2.5, "dispatch": 2.0, "status": 0.000001}
+    out = by_thread(seconds, 1_000_000)
+    assert list(out.items()) == [("rdk:broker", 2.5), ("dispatch", 2.0), ("log-capturer", 1.0)]
+    assert by_thread(seconds, 0) == {}

@@ -1,12 +1,10 @@
-"""``bench --source kafka``'s own logic: the agents' configuration and the per-thread CPU. The
+"""``bench --source kafka``'s own logic: the agents' configuration. The
 run itself (Kafka, VictoriaLogs, the agents) is what ``log-capturer bench --source kafka`` does
 against real servers; its results are in BENCHMARKS.md."""
 
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ from log_capturer.devtools.bench.kafka_consumer import (
     Options,
     agent_config,
     run_kafka_consumer_bench,
-    thread_cpu,
 )
 
 
@@ -38,25 +35,6 @@ def test_the_agent_config_is_valid_and_the_benchs_own_keys_win(tmp_path: Path, s
     loaded = load_config(path)
     assert loaded.kafka.enabled and not loaded.files_config.enabled
     assert getattr(loaded.sinks, sink).enabled and not loaded.sinks.kafka.enabled
-
-
-def test_thread_cpu_names_the_threads_of_a_process() -> None:
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            sum(range(1000))
-
-    t = threading.Thread(target=spin)
-    t.start()
-    try:
-        time.sleep(0.3)
-        cpu = thread_cpu(os.getpid())
-    finally:
-        stop.set()
-        t.join()
-    assert cpu and sum(cpu.values()) > 0.05
-    assert all(not name[-1:].isdigit() for name in cpu)
 
 
 @pytest.mark.parametrize(

@@ -125,3 +125,17 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
     out = tmp_path / "c.png"
     report.write_chart(r, series, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_shows_the_cpu_of_each_thread() -> None:
+    from rich.console import Console
+
+    def text(r: dict[str, Any]) -> str:
+        r["targets"] = report.verdict_dicts(report.verdicts(r))
+        console = Console(record=True, width=200)
+        report.print_report(r, console)
+        return console.export_text()
+
+    shown = text(result(cpu_us_per_line_by_thread={"rdk:broker": 1.25, "dispatch": 0.9, "file-source": 0.4}))
+    assert "rdk:broker 1.25, dispatch 0.90, file-source 0.40 us/line" in shown
+    assert "CPU by thread" not in text(result())  # a result of an earlier version has no such row

@@ -7,8 +7,10 @@ file the test rewrites, as the agent's ``/positions`` would move.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from log_capturer.devtools.bench.system import time_to_checkpoint
+from log_capturer.devtools.bench.system import thread_cpu, time_to_checkpoint, tree_thread_cpu
 from log_capturer.devtools.kafka_local import free_port
 
 LOG = Path("/var/log/app.log")
@@ -103,3 +105,33 @@ def test_a_partial_offset_starts_the_timing(
     writer.wait()
     assert before <= timing.first
     assert 0.3 < timing.seconds < 2.0
+
+
+def test_thread_cpu_adds_up_the_threads_of_a_process_by_name() -> None:
+    """Two spinning threads named ``spin-0`` and ``spin-1`` for the system (as the agent names
+    its own) count as one ``spin``; the process's other threads keep their names."""
+    from log_capturer.threadnames import set_os_name
+
+    stop = threading.Event()
+
+    def spin(name: str) -> None:
+        set_os_name(name)
+        while not stop.is_set():
+            sum(range(1000))
+
+    threads = [threading.Thread(target=spin, args=(f"spin-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.4)
+        cpu = thread_cpu(os.getpid())
+        tree = tree_thread_cpu(os.getpid())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert cpu.get("spin", 0.0) > 0.05
+    assert not any(name.startswith("spin-") for name in cpu)
+    assert all(not name[-1:].isdigit() for name in cpu)
+    assert tree.keys() >= cpu.keys()  # no child process here: the same threads
+    assert thread_cpu(2**22 + 7) == {}  # no such process
