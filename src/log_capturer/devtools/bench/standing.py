@@ -51,14 +51,17 @@ def _bench(prefix: str, names: Sequence[str]) -> tuple[str, ...]:
 
 D6 = "2026-12-06/"
 D7 = "2026-12-07/"
+D8 = "2026-12-08/"
+#: The series of 2026-12-08 on the AMD EPYC machine (main `a5a1e9b`).
+ANCHOR_S12 = "issue-20s-rows-on-the-slower-machine-and-five-ideas-for-mixed-lines-that-did-not-help-2026-12-08-0139-0253-utc"
 #: The standing, one row per scenario. Rows of the series of issue 20 still being measured (mixed
 #: lines at the new target, long lines, many keys, many files again) are added here when merged.
 ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 150-byte JSON, 1 process",
         "bench",
-        _bench(D7 + "raw-quiet-json-", ["1", "2", "3", "4", "5", "6"]),
-        "codec-raw-against-kcat-on-a-quiet-host-2026-12-07-0219-0238-utc",
+        _bench(D8 + "s12-json-", ["1", "2", "3"]),
+        ANCHOR_S12,
         command="log-capturer bench --scenario max --files 4 --workers 1 --bootstrap $B",
     ),
     Row(
@@ -71,8 +74,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, mixed lines (40 % plain, 30 % logfmt, 30 % JSON, 80-300 bytes, Java traces)",
         "bench",
-        _bench(D7 + "s7-final-mixed-", ["1", "2", "3"]),
-        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
+        _bench(D8 + "s12-mixed-", ["1", "2", "3"]),
+        ANCHOR_S12,
         command="log-capturer bench --scenario max --format mixed --lines 2000000 --bootstrap $B",
     ),
     Row(
@@ -95,8 +98,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, peak (20,000 lines/s)",
         "bench",
-        _bench(D7 + "s8-final-peak-", ["1", "2", "3"]),
-        "the-dispatcher-queue-at-32-mib-the-kafka-source-holds-before-it-pauses-2026-12-07-1945-2050-utc",
+        _bench(D8 + "s12-peak-", ["1", "2", "3"]),
+        ANCHOR_S12,
         ceiling="",
         command=(
             "log-capturer bench --scenario peak --files 4 --workers 1 --duration 30 --ceiling none"
@@ -106,22 +109,22 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 8 KiB JSON lines",
         "bench",
-        _bench(D7 + "s8-dq-8k-dq32-", ["1", "2", "3"]),
-        "the-dispatcher-queue-at-32-mib-the-kafka-source-holds-before-it-pauses-2026-12-07-1945-2050-utc",
+        _bench(D8 + "s12-long8k-", ["1", "2", "3"]),
+        ANCHOR_S12,
         command="log-capturer bench --scenario max --line-bytes 8192 --lines 40000 --bootstrap $B",
     ),
     Row(
         "file -> Kafka, max, 64 KiB JSON lines",
         "bench",
-        _bench(D7 + "s7-final-long64k-", ["1", "2", "3"]),
-        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
+        _bench(D8 + "s12-long64k-", ["1", "2", "3"]),
+        ANCHOR_S12,
         command="log-capturer bench --scenario max --line-bytes 65536 --lines 6000 --bootstrap $B",
     ),
     Row(
         "file -> Kafka, max, 64 KiB lines cut at `max_line_bytes: 8192`",
         "bench",
-        _bench(D7 + "s7-final-trunc-", ["1", "2", "3"]),
-        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
+        _bench(D8 + "s12-trunc-", ["1", "3", "4"]),
+        ANCHOR_S12,
         ceiling="",
         command=(
             "log-capturer bench --scenario max --line-bytes 65536 --lines 15000 --ceiling none"
@@ -131,8 +134,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 8 KiB lines with `max_line_bytes: 8192` (not cut)",
         "bench",
-        _bench(D7 + "s7-final-plain8k-", ["1", "2", "3"]),
-        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
+        _bench(D8 + "s12-plain8k-", ["1", "3", "4"]),
+        ANCHOR_S12,
         ceiling="",
         command=(
             "log-capturer bench --scenario max --line-bytes 8192 --lines 15000 --ceiling none"
@@ -142,16 +145,16 @@ ROWS: tuple[Row, ...] = (
     Row(
         "file -> Kafka, max, 16 distinct keys",
         "bench",
-        _bench(D7 + "quiet-keys16-", ["1", "2", "3"]),
-        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
+        _bench(D8 + "s12-keys16-", ["1", "3", "4"]),
+        ANCHOR_S12,
         ceiling="",
         command="log-capturer bench --scenario max --lines 600000 --keys 16 --ceiling none --bootstrap $B",
     ),
     Row(
         "file -> Kafka, max, 10,000 distinct keys",
         "bench",
-        _bench(D7 + "quiet-keys10000-", ["1", "2", "3"]),
-        "the-open-targets-on-a-quiet-host-2026-12-07-0239-0301-utc",
+        _bench(D8 + "s12-keys10000-", ["1", "3", "4"]),
+        ANCHOR_S12,
         ceiling="",
         command="log-capturer bench --scenario max --lines 600000 --keys 10000 --ceiling none --bootstrap $B",
     ),
@@ -186,9 +189,8 @@ ROWS: tuple[Row, ...] = (
     Row(
         "many files: 10,000 followed, 100 written at 100 lines/s",
         "many-files",
-        _bench(D7 + "s7-final-manyfiles-", ["1", "2", "3"]),
-        "line-text-held-once-dropped-from-the-chunk-once-the-kafka-sink-holds-the-records-2026-12-07-1737-1757-utc",
-        commit="f9e7a54",
+        _bench(D8 + "s12-manyfiles-", ["1", "2", "3"]),
+        ANCHOR_S12,
         ceiling="",
         command=(
             "log-capturer bench --scenario many-files --files 10000 --active 100 --rate 100"
