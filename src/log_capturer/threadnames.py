@@ -54,7 +54,8 @@ def set_os_name(name: str) -> bool:
         _prctl = _load_prctl() or False
     if not _prctl:
         return False
-    raw = name.encode("utf-8", "replace")[:MAX_NAME_BYTES]
+    # Cut at a character's boundary: no half of a character in what the kernel keeps.
+    raw = name.encode("utf-8", "replace")[:MAX_NAME_BYTES].decode("utf-8", "ignore").encode()
     return bool(_prctl(PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) == 0)
 
 

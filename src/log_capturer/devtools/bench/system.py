@@ -165,7 +165,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
         return out
     for task in tasks:
         try:
-            name = (task / "comm").read_text().strip().rstrip("0123456789").rstrip("-") or "?"
+            comm = (task / "comm").read_text(errors="replace").strip()
+            name = comm.rstrip("0123456789").rstrip("-") or "?"
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # a thread that ended meanwhile
